@@ -1,0 +1,12 @@
+//! berth-kernel: executes plans made by `berth-plan` and reads kernel state back. Decides nothing.
+//!
+//! Modules: `netns` (creating/removing/entering network namespaces), `link` (rtnetlink: bridges,
+//! veths, addresses, routes), `nft` (one atomic `nft -f -` transaction per change), `sysctl`,
+//! `container` (the container init/enter stages: the only other place that calls setns/unshare).
+
+pub mod container;
+pub mod error;
+pub mod link;
+pub mod netns;
+pub mod nft;
+pub mod sysctl;

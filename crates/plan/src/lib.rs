@@ -1,0 +1,14 @@
+//! berth-plan: the pure layer of berth.
+//!
+//! Everything here decides and nothing here acts: no sockets, no files, no clocks, no randomness,
+//! no processes. The daemon feeds it desired state (from the store) and observed state (from the
+//! kernel layer) and gets back plans and steps to execute. That makes every decision unit-testable
+//! without root, in milliseconds.
+
+pub mod error;
+pub mod files;
+pub mod firewall;
+pub mod ipam;
+pub mod model;
+pub mod names;
+pub mod network;

@@ -1,0 +1,229 @@
+//! The desired-state model: what the store holds and what every plan is computed from.
+//!
+//! These types are the contract between the layers: the daemon stores them, the planner turns
+//! them into kernel plans ([`BridgePlan`], [`EndpointPlan`]) and rule sets, the kernel layer
+//! executes those plans. Serialized as JSON in the store, so field changes must stay
+//! backward-compatible (`#[serde(default)]` on anything added later).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// A Docker-style object id: 64 lowercase hex characters.
+pub type Id = String;
+
+/// The driver of a network, named as Docker names it on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// A Linux bridge with veth endpoints (Docker's `bridge`).
+    Bridge,
+    /// The host's own network namespace (Docker's `host`).
+    Host,
+    /// Loopback only (Docker's `null`, the `none` network).
+    Null,
+}
+
+impl Driver {
+    /// The name used on the wire (`bridge`, `host`, `null`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Bridge => "bridge",
+            Driver::Host => "host",
+            Driver::Null => "null",
+        }
+    }
+}
+
+/// One IPAM pool of a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetSpec {
+    /// The subnet, in canonical (truncated) form.
+    pub subnet: IpNet,
+    /// The gateway: the bridge's address in this subnet.
+    pub gateway: IpAddr,
+    /// Addresses for containers are allocated only from here when set (`--ip-range`).
+    #[serde(default)]
+    pub ip_range: Option<IpNet>,
+}
+
+/// A network as the user asked for it, fully resolved (defaults filled in, subnets allocated).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    /// 64-hex id.
+    pub id: Id,
+    /// Unique name.
+    pub name: String,
+    /// Driver.
+    pub driver: Driver,
+    /// Creation time, RFC 3339 with nanoseconds (given by the daemon: the planner has no clock).
+    pub created: String,
+    /// IPAM pools; IPv4 first, then IPv6.
+    pub subnets: Vec<SubnetSpec>,
+    /// `--ipv6`.
+    pub enable_ipv6: bool,
+    /// `--internal`: no route out, no masquerade, nothing forwarded to or from outside.
+    pub internal: bool,
+    /// `--attachable` (kept for Docker compatibility; every berth network accepts connects).
+    pub attachable: bool,
+    /// `--label`.
+    pub labels: BTreeMap<String, String>,
+    /// `--opt`, exactly as given (echoed back by inspect, like Docker).
+    pub options: BTreeMap<String, String>,
+    /// Bridge interface name (empty for host/null).
+    pub bridge: String,
+    /// Inter-container communication on this network (`com.docker.network.bridge.enable_icc`).
+    pub icc: bool,
+    /// Masquerade outbound traffic (`com.docker.network.bridge.enable_ip_masquerade`).
+    pub masquerade: bool,
+    /// MTU of the bridge and of every veth on it (`com.docker.network.driver.mtu`).
+    pub mtu: u32,
+    /// Whether berth's resolver answers container names on this network (user-defined networks).
+    pub dns: bool,
+    /// Predefined networks (`bridge`, `host`, `none`) cannot be removed.
+    pub predefined: bool,
+}
+
+/// A container's attachment to one network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointSpec {
+    /// 64-hex id.
+    pub id: Id,
+    /// The network.
+    pub network_id: Id,
+    /// Host-side veth name (derived from the endpoint id, ≤ 15 bytes).
+    pub host_ifname: String,
+    /// Container-side interface name (`eth0`, `eth1`, …).
+    pub ifname: String,
+    /// MAC address of the container side, `02:42:…` derived from the IPv4 address like Docker.
+    pub mac: String,
+    /// Allocated addresses with the subnet's prefix length (`10.1.0.2/24`).
+    pub addrs: Vec<IpNet>,
+    /// The `--ip` the user asked for, if any (Docker's `IPAMConfig.IPv4Address`).
+    #[serde(default)]
+    pub static_ipv4: Option<IpAddr>,
+    /// The `--ip6` the user asked for, if any.
+    #[serde(default)]
+    pub static_ipv6: Option<IpAddr>,
+    /// `--network-alias` / `network connect --alias`.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Docker's `GwPriority`: the endpoint with the highest priority gives the default route.
+    #[serde(default)]
+    pub gw_priority: i64,
+}
+
+/// How a container's network namespace is obtained.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "of")]
+pub enum NetworkMode {
+    /// Its own namespace, attached to `ContainerSpec::endpoints` (Docker's bridge/user networks).
+    Networks,
+    /// The daemon's (host) namespace.
+    Host,
+    /// Its own namespace with loopback only.
+    None,
+    /// The namespace of another container (its id).
+    Container(Id),
+}
+
+/// A container: a process in its own namespaces, as the user asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// 64-hex id.
+    pub id: Id,
+    /// Unique name.
+    pub name: String,
+    /// UTS hostname (defaults to the name).
+    pub hostname: String,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// Command and arguments.
+    pub cmd: Vec<String>,
+    /// Environment (`KEY=VALUE`).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Network mode.
+    pub mode: NetworkMode,
+    /// Endpoints, in attachment order (only for [`NetworkMode::Networks`]).
+    #[serde(default)]
+    pub endpoints: Vec<EndpointSpec>,
+    /// `--dns` servers (empty: berth's resolver or the host's).
+    #[serde(default)]
+    pub dns: Vec<IpAddr>,
+    /// `--dns-search`.
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+    /// `--dns-option`.
+    #[serde(default)]
+    pub dns_options: Vec<String>,
+    /// `--add-host NAME:IP`.
+    #[serde(default)]
+    pub extra_hosts: Vec<(String, IpAddr)>,
+    /// `--rootfs DIR`: chroot into this directory (else the host's filesystem).
+    #[serde(default)]
+    pub rootfs: Option<String>,
+    /// `--rm`.
+    #[serde(default)]
+    pub auto_remove: bool,
+}
+
+/// A container's runtime state, kept beside its spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerState {
+    /// `created`, `running`, `exited`.
+    pub status: String,
+    /// Pid of the container's init (in the daemon's pid namespace), 0 when not running.
+    pub pid: i32,
+    /// Exit code of the command once exited.
+    pub exit_code: i32,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339.
+    pub finished_at: String,
+}
+
+/// What the kernel layer needs to make a bridge exist as planned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgePlan {
+    /// Interface name.
+    pub name: String,
+    /// MTU.
+    pub mtu: u32,
+    /// Gateway addresses with prefix length (`10.1.0.1/24`).
+    pub addrs: Vec<IpNet>,
+}
+
+/// A route inside a container namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutePlan {
+    /// Destination (`0.0.0.0/0` for the default route).
+    pub dst: IpNet,
+    /// Next hop.
+    pub via: IpAddr,
+}
+
+/// What the kernel layer needs to attach one container namespace to one bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointPlan {
+    /// Host-side veth name.
+    pub host_ifname: String,
+    /// Bridge to enslave the host side to.
+    pub bridge: String,
+    /// Path of the container's network namespace (a bind mount or `/proc/PID/ns/net`).
+    pub netns: String,
+    /// Container-side name (`eth0`).
+    pub ifname: String,
+    /// Container-side MAC.
+    pub mac: String,
+    /// MTU for both ends.
+    pub mtu: u32,
+    /// Container-side addresses with prefix.
+    pub addrs: Vec<IpNet>,
+    /// Routes to add inside the container (default routes when this endpoint is the gateway one).
+    pub routes: Vec<RoutePlan>,
+    /// Bridge-port isolation (`enable_icc=false`): isolated ports cannot talk to each other.
+    pub isolated: bool,
+}
