@@ -1,1 +1,117 @@
-fn main() {}
+//! `berth`: the command-line client of berthd, with docker's flags and habits.
+
+mod cmd;
+mod format;
+mod json;
+mod template;
+
+use std::process::ExitCode;
+
+use berth_api::client::{ApiError, Client};
+use clap::{Parser, Subcommand};
+
+/// Container networking for Linux: a docker-networking workalike.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about, propagate_version = true)]
+pub struct Cli {
+    /// berthd's socket: unix:///path or /path [default: /run/berth/berth.sock].
+    #[arg(
+        short = 'H',
+        long,
+        env = "BERTH_HOST",
+        global = true,
+        value_name = "HOST"
+    )]
+    host: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(cmd::network::NetworkCommand),
+    /// Create and start a container running a command.
+    #[command(disable_help_flag = true)]
+    Run(cmd::run::Args),
+    /// Run a command in a running container.
+    Exec(cmd::exec::Args),
+    /// Print a container's output.
+    Logs(cmd::logs::Args),
+    /// List containers.
+    #[command(alias = "ls")]
+    Ps(cmd::ps::Args),
+    /// Show containers (or networks) as JSON.
+    Inspect(cmd::inspect::Args),
+    /// Stop running containers.
+    Stop(cmd::stop::Args),
+    /// Remove containers.
+    Rm(cmd::rm::Args),
+    /// Show berthd's state and warnings.
+    Info,
+    /// Show client and daemon versions.
+    Version,
+}
+
+/// Prints `err` the way docker does: daemon errors as `Error response from daemon: …`, anything
+/// else as `berth: …`.
+pub fn report(err: &anyhow::Error) {
+    match err.downcast_ref::<ApiError>() {
+        Some(api @ ApiError::Server { .. }) => eprintln!("{api}"),
+        _ => eprintln!("berth: {err:#}"),
+    }
+}
+
+async fn dispatch(cli: Cli) -> i32 {
+    let host = cli.host.as_deref();
+    // `version` prints the client's half even without a reachable daemon.
+    let client = Client::from_env(host);
+    let client = match (&cli.command, client) {
+        (_, Ok(c)) => c,
+        (Command::Run(_), Err(e)) => {
+            report(&e.into());
+            return 125;
+        }
+        (_, Err(e)) => {
+            report(&e.into());
+            return 1;
+        }
+    };
+    let result = match cli.command {
+        Command::Network(c) => cmd::network::run(&client, c).await,
+        Command::Run(a) => return cmd::run::run(&client, a).await,
+        Command::Exec(a) => cmd::exec::run(&client, a).await,
+        Command::Logs(a) => cmd::logs::run(&client, a).await,
+        Command::Ps(a) => cmd::ps::run(&client, a).await,
+        Command::Inspect(a) => cmd::inspect::run(&client, a).await,
+        Command::Stop(a) => cmd::stop::run(&client, a).await,
+        Command::Rm(a) => cmd::rm::run(&client, a).await,
+        Command::Info => cmd::info::run(&client).await,
+        Command::Version => cmd::version::run(&client).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            report(&e);
+            1
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(dispatch(cli));
+    ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
+}

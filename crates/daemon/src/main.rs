@@ -1,1 +1,70 @@
-fn main() {}
+//! berthd: the berth daemon.
+//!
+//! Wires the layers together: HTTP handlers convert and validate requests (via `berth-plan`),
+//! write desired state in one store transaction, converge the kernel (via `berth-kernel`) and
+//! only then answer. At start-up it converges everything: observe, diff, apply, remove orphans.
+
+mod daemon;
+mod error;
+mod firewall;
+mod http;
+mod openapi;
+mod runtime;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// Command-line options of berthd.
+#[derive(Debug, Parser)]
+#[command(
+    name = "berthd",
+    version,
+    about = "berth daemon: container networking for Linux"
+)]
+struct Args {
+    /// Where the embedded store, container files and logs live.
+    #[arg(long, default_value = "/var/lib/berth", env = "BERTH_STATE_DIR")]
+    state_dir: PathBuf,
+    /// The API socket (Docker-Engine-compatible for networks).
+    #[arg(long, default_value = berth_api::DEFAULT_SOCKET, env = "BERTH_SOCKET")]
+    socket: PathBuf,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(long, default_value = "info", env = "BERTH_LOG")]
+    log_level: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    // The container init/enter stages are this same binary: they must run before any thread
+    // exists (unshare(CLONE_NEWNS) and setns into a mount namespace need a single-threaded
+    // process), so dispatch before the tokio runtime starts.
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(code) = berth_kernel::container::dispatch(&argv) {
+        std::process::exit(code);
+    }
+
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log_level)
+                .with_context(|| format!("invalid --log-level {:?}", args.log_level))?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let daemon = daemon::Daemon::start(daemon::Config {
+        state_dir: args.state_dir.clone(),
+    })
+    .await?;
+    http::serve(daemon, &args.socket).await
+}

@@ -1,1 +1,736 @@
-//! TODO
+//! Container process primitives: the init stages and `exec` entry.
+//!
+//! berth containers have no images: a process from the host's filesystem (or a `--rootfs` chroot)
+//! runs in its own net, uts, ipc, mount and pid namespaces, with generated `/etc/hosts`,
+//! `/etc/resolv.conf` and `/etc/hostname` bind-mounted over the real ones.
+//!
+//! The daemon is multi-threaded and never calls `setns`/`unshare` itself. It re-executes its own
+//! binary with a hidden first argument; `main()` hands argv to [`dispatch`] before anything else,
+//! so all namespace work happens in fresh single-threaded processes:
+//!
+//! * stage 1 ([`INIT_ARG`]): joins the network namespace, unshares mnt/uts/pid/ipc, makes `/`
+//!   recursively private, spawns stage 2, writes its pid to `pid_file`, forwards signals to it,
+//!   waits, writes the exit code to `exit_file` and exits with it.
+//! * stage 2 ([`INIT2_ARG`]): pid 1 of the new pid namespace. Dies with stage 1 (parent-death
+//!   signal), bind-mounts the generated files, sets the hostname, mounts a fresh `/proc` (in the
+//!   rootfs if any), spawns the command (via the exec hop), chroots into the rootfs if any,
+//!   forwards signals, reaps every child and exits with the command's exit code.
+//! * enter ([`ENTER_ARG`]): joins the net/uts/ipc/pid namespaces of a running container, spawns
+//!   the command through the exec hop (which joins the mount namespace and root), forwards
+//!   signals to it and exits with its code (`berth exec`).
+//! * exec hop ([`EXEC_ARG`], internal): the process that becomes the command. It optionally joins
+//!   a container's mount namespace and root or chroots into the rootfs (our own executable is
+//!   dynamically linked, so it must be loaded before the chroot), unblocks the signals its parent blocked, looks the
+//!   command up in `$PATH` and `exec`s it in place, so the command's pid is the one its parent
+//!   supervises.
+//!
+//! Exit codes follow docker: the command's code, `128 + signal` if it was killed by a signal,
+//! 127 if the command was not found, 126 if it could not be executed, 125 if berth itself failed
+//! to set the container up.
+//!
+//! Signals are handled without handlers or threads (no `unsafe`): the forwarded signals and
+//! `SIGCHLD` are blocked before a child is spawned and collected with `sigwait`. Blocked signals
+//! are also how pid 1 of a pid namespace receives signals it has no handler for. std's `Command`
+//! hands the parent's signal mask to the child, so the command is never spawned directly: the
+//! exec hop clears the mask, then `exec`s it. A signal that arrives in between stays pending and
+//! takes effect at that moment, as it would for the command.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::mount::{mount, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{chdir, chroot, fchdir, gethostname, sethostname, Pid};
+use serde::{Deserialize, Serialize};
+
+/// argv\[1\] for stage 1; argv\[2\] is the [`InitConfig`] as JSON.
+pub const INIT_ARG: &str = "__berth_init";
+/// argv\[1\] for stage 2 (pid 1 of the container); argv\[2\] is the same JSON.
+pub const INIT2_ARG: &str = "__berth_init2";
+/// argv\[1\] for `exec`: argv\[2\] is the container's init pid, argv\[3..\] the command.
+pub const ENTER_ARG: &str = "__berth_enter";
+
+/// Internal: argv\[1\] of the exec hop; argv\[2\] is `-` (stay), a container init's pid (join
+/// its mount namespace and root) or an absolute path (chroot into it); argv\[3..\] is the
+/// command. [`dispatch`] handles
+/// it like the other stages.
+pub const EXEC_ARG: &str = "__berth_exec";
+
+/// The PATH every container starts with (docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Exit code when berth itself fails to set up the container (docker uses 125 too).
+pub const EXIT_SETUP_FAILED: i32 = 125;
+/// Exit code when the command exists but cannot be executed.
+pub const EXIT_CANNOT_EXEC: i32 = 126;
+/// Exit code when the command is not found.
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+/// Signals forwarded from stage 1 to stage 2, from stage 2 to the command, and from the enter
+/// process to its command.
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// Everything stage 1 and stage 2 need to start a container.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct InitConfig {
+    /// `setns(CLONE_NEWNET)` into this (a bind-mounted netns file or `/proc/PID/ns/net`);
+    /// `None` = stay in the current netns (`--network host`).
+    pub netns: Option<PathBuf>,
+    pub hostname: String,
+    /// (host file, target path inside the container), e.g. (`.../hosts`, `/etc/hosts`). The
+    /// target is relative to the rootfs when `rootfs` is set; there a missing target is created
+    /// (empty). Without a rootfs a missing target is skipped with a warning: berth never creates
+    /// files in the host's filesystem.
+    pub binds: Vec<(PathBuf, PathBuf)>,
+    pub rootfs: Option<PathBuf>,
+    pub cmd: Vec<String>,
+    /// `KEY=VALUE`, added to the default env (PATH, HOSTNAME, HOME); entries without `=` are
+    /// ignored.
+    pub env: Vec<String>,
+    /// Stage 1 writes the container init's pid (stage 2's pid as seen from the daemon) here, once
+    /// the container is set up and the command started (or stage 2 failed); always before
+    /// `exit_file`.
+    pub pid_file: PathBuf,
+    /// Stage 1 writes the command's exit code here (decimal) before it exits.
+    pub exit_file: PathBuf,
+}
+
+/// Errors of this module, worded for people: what failed, with the path or command.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("invalid container config: {0}")]
+    Config(String),
+    #[error("{what}: {err}")]
+    Sys { what: String, err: Errno },
+    #[error("{what}: {err}")]
+    Io { what: String, err: std::io::Error },
+}
+
+fn sys(what: impl Into<String>) -> impl FnOnce(Errno) -> ContainerError {
+    let what = what.into();
+    move |err| ContainerError::Sys { what, err }
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ContainerError {
+    let what = what.into();
+    move |err| ContainerError::Io { what, err }
+}
+
+/// Called by berthd's `main()` before anything else (`args` = `std::env::args()`, argv\[0\]
+/// included). Returns `Some(exit code)` if argv was one of ours (the caller then exits with it),
+/// `None` otherwise.
+pub fn dispatch(args: &[String]) -> Option<i32> {
+    let code = match args.get(1).map(String::as_str) {
+        Some(INIT_ARG) => stage1_main(args.get(2)),
+        Some(INIT2_ARG) => stage2_main(args.get(2), args.get(3)),
+        Some(ENTER_ARG) => enter_main(&args[2..]),
+        Some(EXEC_ARG) => exec_main(&args[2..]),
+        _ => return None,
+    };
+    Some(code)
+}
+
+/// Builds the `Command` the daemon spawns for a container: self exe + [`INIT_ARG`] + JSON.
+/// The environment is replaced by the container's environment (stage 2 inherits it, and `exec`
+/// reads it back from `/proc/PID/environ`). The daemon sets stdout/stderr itself.
+pub fn init_command(self_exe: &Path, cfg: &InitConfig) -> Result<Command, ContainerError> {
+    validate(cfg)?;
+    let json = serde_json::to_string(cfg)
+        .map_err(|e| ContainerError::Config(format!("cannot serialize: {e}")))?;
+    let mut cmd = Command::new(self_exe);
+    cmd.arg(INIT_ARG)
+        .arg(json)
+        .env_clear()
+        .envs(container_env(&cfg.hostname, &cfg.env))
+        .current_dir("/");
+    Ok(cmd)
+}
+
+/// Builds the `Command` for `exec` into a running container whose init pid is `pid`. The
+/// command runs with the container's environment plus `env` (`KEY=VALUE`), which is passed to
+/// the enter process as its environment.
+pub fn enter_command(self_exe: &Path, pid: i32, cmd: &[String], env: &[String]) -> Command {
+    let mut c = Command::new(self_exe);
+    c.arg(ENTER_ARG)
+        .arg(pid.to_string())
+        .args(cmd)
+        .env_clear()
+        .envs(env.iter().filter_map(|kv| kv.split_once('=')))
+        .current_dir("/");
+    c
+}
+
+fn validate(cfg: &InitConfig) -> Result<(), ContainerError> {
+    if cfg.cmd.is_empty() || cfg.cmd[0].is_empty() {
+        return Err(ContainerError::Config("no command given".into()));
+    }
+    for (_, target) in &cfg.binds {
+        if !target.is_absolute() || target.components().any(|c| c == Component::ParentDir) {
+            return Err(ContainerError::Config(format!(
+                "bind target {} must be an absolute path without '..'",
+                target.display()
+            )));
+        }
+    }
+    if let Some(rootfs) = &cfg.rootfs {
+        if !rootfs.is_absolute() {
+            return Err(ContainerError::Config(format!(
+                "rootfs {} must be an absolute path",
+                rootfs.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn parse_config(json: Option<&String>) -> Result<InitConfig, ContainerError> {
+    let json = json.ok_or_else(|| ContainerError::Config("missing JSON argument".into()))?;
+    let cfg: InitConfig =
+        serde_json::from_str(json).map_err(|e| ContainerError::Config(e.to_string()))?;
+    validate(&cfg)?;
+    Ok(cfg)
+}
+
+/// The default env (PATH, HOSTNAME, HOME) overlaid with `extra` (`KEY=VALUE`), in a stable order.
+fn container_env(hostname: &str, extra: &[String]) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert("PATH".to_string(), DEFAULT_PATH.to_string());
+    env.insert("HOSTNAME".to_string(), hostname.to_string());
+    env.insert("HOME".to_string(), "/root".to_string());
+    overlay_env(&mut env, extra.iter().map(String::as_str));
+    env
+}
+
+fn overlay_env<'a>(env: &mut BTreeMap<String, String>, extra: impl Iterator<Item = &'a str>) {
+    for kv in extra {
+        if let Some((k, v)) = kv.split_once('=') {
+            if !k.is_empty() {
+                env.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+}
+
+fn report(err: &ContainerError) {
+    eprintln!("berth: {err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stage 1
+// ---------------------------------------------------------------------------------------------
+
+fn stage1_main(json: Option<&String>) -> i32 {
+    let cfg = match parse_config(json) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            report(&e);
+            return EXIT_SETUP_FAILED;
+        }
+    };
+    let code = match stage1(&cfg) {
+        Ok(code) => code,
+        Err(e) => {
+            report(&e);
+            EXIT_SETUP_FAILED
+        }
+    };
+    if let Err(e) = write_atomic(&cfg.exit_file, &code.to_string()) {
+        report(&e);
+    }
+    code
+}
+
+fn stage1(cfg: &InitConfig) -> Result<i32, ContainerError> {
+    if let Some(netns) = &cfg.netns {
+        let f = File::open(netns).map_err(io(format!("open netns {}", netns.display())))?;
+        setns(&f, CloneFlags::CLONE_NEWNET)
+            .map_err(sys(format!("setns(CLONE_NEWNET) into {}", netns.display())))?;
+    }
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWIPC,
+    )
+    .map_err(sys("unshare(mnt, uts, pid, ipc namespaces)"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(sys("make / recursively private"))?;
+
+    let json = serde_json::to_string(cfg)
+        .map_err(|e| ContainerError::Config(format!("cannot serialize: {e}")))?;
+    // Stage 2 writes a byte (or just closes) when the container is set up and the command is
+    // started; only then is the pid published, so an `exec` right after sees the finished
+    // container. It is stage 2's only inherited extra fd, which it closes at once.
+    let (mut ready_r, ready_w) = std::io::pipe().map_err(io("create the ready pipe"))?;
+    fcntl(&ready_w, FcntlArg::F_SETFD(FdFlag::empty()))
+        .map_err(sys("clear FD_CLOEXEC on the ready pipe"))?;
+    let signals = block_signals()?;
+    // /proc/self/exe: the very binary we are running, even if it was replaced on disk.
+    let spawned = Command::new("/proc/self/exe")
+        .arg(INIT2_ARG)
+        .arg(json)
+        .arg(ready_w.as_raw_fd().to_string())
+        .spawn();
+    drop(ready_w);
+    let child = spawned.map_err(io("spawn container init (stage 2)"))?;
+    let pid = child_pid(&child);
+    // EOF (stage 2 failed and exited) is fine too: supervise collects its exit code.
+    let _ = ready_r.read_exact(&mut [0u8; 1]);
+    drop(ready_r);
+    if let Err(e) = write_atomic(&cfg.pid_file, &pid.to_string()) {
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        return Err(e);
+    }
+    Ok(supervise(&signals, pid, false))
+}
+
+fn write_atomic(path: &Path, content: &str) -> Result<(), ContainerError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    fs::write(&tmp, content).map_err(io(format!("write {}", tmp.display())))?;
+    fs::rename(&tmp, path).map_err(io(format!(
+        "rename {} to {}",
+        tmp.display(),
+        path.display()
+    )))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stage 2 (pid 1 of the container)
+// ---------------------------------------------------------------------------------------------
+
+fn stage2_main(json: Option<&String>, ready_fd: Option<&String>) -> i32 {
+    // Our end of stage 1's ready pipe: reopened close-on-exec through the (still the host's)
+    // /proc, and the inherited descriptor closed, so the command does not inherit it.
+    let ready = ready_fd
+        .and_then(|fd| fd.parse::<i32>().ok())
+        .and_then(|fd| {
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .open(format!("/proc/self/fd/{fd}"));
+            let _ = nix::unistd::close(fd);
+            f.ok()
+        });
+    let result = parse_config(json).and_then(|cfg| {
+        stage2_setup(&cfg)?;
+        let signals = block_signals()?;
+        // The exec hop is our own (dynamically linked) executable: it must be loaded before
+        // anyone is chrooted, so it chroots itself; then pid 1 follows (for /proc/1/root, which
+        // `exec` uses).
+        let env = container_env(&cfg.hostname, &cfg.env);
+        let hop_root = cfg
+            .rootfs
+            .as_deref()
+            .map_or_else(|| "-".to_string(), path_arg);
+        let child = spawn_hop(&hop_root, &cfg.cmd, &env)?;
+        if let Some(rootfs) = &cfg.rootfs {
+            let chrooted = chroot(rootfs)
+                .and_then(|()| chdir("/"))
+                .map_err(sys(format!("chroot {}", rootfs.display())));
+            if let Err(e) = chrooted {
+                let _ = kill(child, Signal::SIGKILL);
+                return Err(e);
+            }
+        }
+        if let Some(mut ready) = ready {
+            let _ = ready.write_all(b"1");
+        }
+        Ok((signals, child))
+    });
+    match result {
+        Ok((signals, child)) => supervise(&signals, child, true),
+        Err(e) => {
+            report(&e);
+            EXIT_SETUP_FAILED
+        }
+    }
+}
+
+fn path_arg(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+fn stage2_setup(cfg: &InitConfig) -> Result<(), ContainerError> {
+    // If stage 1 is SIGKILLed, pid 1 dies, and with it the whole pid namespace.
+    set_pdeathsig(Signal::SIGKILL).map_err(sys("prctl(PR_SET_PDEATHSIG)"))?;
+
+    for (src, target) in &cfg.binds {
+        bind_file(src, target, cfg.rootfs.as_deref())?;
+    }
+    if !cfg.hostname.is_empty() {
+        sethostname(&cfg.hostname).map_err(sys(format!("sethostname {:?}", cfg.hostname)))?;
+    }
+    chdir("/").map_err(sys("chdir /"))?;
+    // A fresh proc for our pid namespace, so `ps` shows only the container's processes.
+    let proc_dir = match &cfg.rootfs {
+        Some(rootfs) => {
+            let dir = rootfs.join("proc");
+            if !dir.exists() {
+                fs::create_dir(&dir).map_err(io(format!("create {}", dir.display())))?;
+            }
+            dir
+        }
+        None => PathBuf::from("/proc"),
+    };
+    mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(sys(format!("mount proc on {}", proc_dir.display())))?;
+    Ok(())
+}
+
+fn bind_file(src: &Path, target: &Path, rootfs: Option<&Path>) -> Result<(), ContainerError> {
+    let dest = match rootfs {
+        // validate() guarantees target is absolute and has no '..'.
+        Some(root) => root.join(target.strip_prefix("/").unwrap_or(target)),
+        None => target.to_path_buf(),
+    };
+    let src_meta = fs::metadata(src).map_err(io(format!("bind source {}", src.display())))?;
+    if fs::symlink_metadata(&dest).is_err() {
+        if rootfs.is_none() {
+            eprintln!(
+                "berth: warning: {} does not exist on the host, not binding {} there",
+                dest.display(),
+                src.display()
+            );
+            return Ok(());
+        }
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
+        }
+        let created = if src_meta.is_dir() {
+            fs::create_dir(&dest)
+        } else {
+            File::create(&dest).map(drop)
+        };
+        created.map_err(io(format!("create bind target {}", dest.display())))?;
+    }
+    mount(
+        Some(src),
+        &dest,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(sys(format!(
+        "bind-mount {} on {}",
+        src.display(),
+        dest.display()
+    )))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enter (berth exec)
+// ---------------------------------------------------------------------------------------------
+
+fn enter_main(args: &[String]) -> i32 {
+    let Some(pid) = args
+        .first()
+        .and_then(|p| p.parse::<i32>().ok())
+        .filter(|p| *p > 0)
+    else {
+        report(&ContainerError::Config(format!(
+            "{ENTER_ARG}: expected a pid, got {:?}",
+            args.first()
+        )));
+        return EXIT_SETUP_FAILED;
+    };
+    let cmd = &args[1..];
+    if cmd.is_empty() || cmd[0].is_empty() {
+        report(&ContainerError::Config("exec: no command given".into()));
+        return EXIT_SETUP_FAILED;
+    }
+    let result = enter_setup(pid).and_then(|env| {
+        let signals = block_signals()?;
+        let child = spawn_hop(&pid.to_string(), cmd, &env)?;
+        Ok((signals, child))
+    });
+    match result {
+        Ok((signals, child)) => supervise(&signals, child, false),
+        Err(e) => {
+            report(&e);
+            EXIT_SETUP_FAILED
+        }
+    }
+}
+
+/// Joins the net, uts, ipc and pid (for children) namespaces of container init `pid`; the exec
+/// hop joins its mount namespace and root (this process must keep the host's `/proc` to find
+/// its own executable). Returns the env for the command: the container's env plus ours.
+fn enter_setup(pid: i32) -> Result<BTreeMap<String, String>, ContainerError> {
+    // Open everything first, so a vanished container fails before anything changed; the mount
+    // namespace and root are checked here and used by the exec hop.
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let mut files = Vec::new();
+    for (name, flag) in [
+        ("net", Some(CloneFlags::CLONE_NEWNET)),
+        ("uts", Some(CloneFlags::CLONE_NEWUTS)),
+        ("ipc", Some(CloneFlags::CLONE_NEWIPC)),
+        ("pid", Some(CloneFlags::CLONE_NEWPID)),
+        ("mnt", None),
+    ] {
+        let path = proc_dir.join("ns").join(name);
+        let f = File::open(&path).map_err(io(format!(
+            "open {} (is container {pid} running?)",
+            path.display()
+        )))?;
+        files.push((path, f, flag));
+    }
+    let root_path = proc_dir.join("root");
+    File::open(&root_path).map_err(io(format!("open {}", root_path.display())))?;
+
+    // The container's env as its init got it (init_command sets it); the given env on top.
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    if let Ok(raw) = fs::read(proc_dir.join("environ")) {
+        for kv in raw.split(|b| *b == 0) {
+            overlay_env(&mut env, std::str::from_utf8(kv).into_iter());
+        }
+    }
+    for (path, f, flag) in &files {
+        if let Some(flag) = flag {
+            setns(f, *flag).map_err(sys(format!("setns into {}", path.display())))?;
+        }
+    }
+    if env.is_empty() {
+        // Not started by init_command: the default env, with the container's hostname.
+        let hostname = gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        env = container_env(&hostname, &[]);
+    }
+    for (k, v) in std::env::vars_os() {
+        if let (Ok(k), Ok(v)) = (k.into_string(), v.into_string()) {
+            env.insert(k, v);
+        }
+    }
+    Ok(env)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exec hop: becomes the command
+// ---------------------------------------------------------------------------------------------
+
+/// Spawns the exec hop (our own executable) that becomes `cmd`, with exactly `env`. `root` is
+/// `-` (stay), a pid (join the mount namespace and root of that container init) or an absolute
+/// path (chroot into it). Call with the forwarded signals blocked.
+fn spawn_hop(
+    root: &str,
+    cmd: &[String],
+    env: &BTreeMap<String, String>,
+) -> Result<Pid, ContainerError> {
+    let child = Command::new("/proc/self/exe")
+        .arg(EXEC_ARG)
+        .arg(root)
+        .args(cmd)
+        .env_clear()
+        .envs(env)
+        .current_dir("/")
+        .spawn()
+        .map_err(io(format!("spawn {:?}", cmd[0])))?;
+    Ok(child_pid(&child))
+}
+
+fn exec_main(args: &[String]) -> i32 {
+    let (Some(root), Some(name)) = (args.first(), args.get(1)) else {
+        report(&ContainerError::Config(format!(
+            "{EXEC_ARG}: expected a root and a command"
+        )));
+        return EXIT_SETUP_FAILED;
+    };
+    let rooted = if root == "-" {
+        Ok(())
+    } else if root.starts_with('/') {
+        chroot(root.as_str())
+            .and_then(|()| chdir("/"))
+            .map_err(sys(format!("chroot {root}")))
+    } else {
+        join_mount_ns_and_root(root)
+    };
+    if let Err(e) = rooted {
+        report(&e);
+        return EXIT_SETUP_FAILED;
+    }
+    // Pending signals (sent to the command before it existed) take effect here.
+    if let Err(e) = signal_set().thread_unblock() {
+        report(&ContainerError::Sys {
+            what: "unblock signals".into(),
+            err: e,
+        });
+        return EXIT_SETUP_FAILED;
+    }
+    let path_var = std::env::var("PATH").unwrap_or_default();
+    let program = match resolve_command(name, &path_var) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    close_inherited_fds();
+    // exec only returns on failure.
+    let e = Command::new(&program).arg0(name).args(&args[2..]).exec();
+    eprintln!("berth: exec: {name:?}: {e}");
+    if e.kind() == ErrorKind::NotFound {
+        EXIT_NOT_FOUND
+    } else {
+        EXIT_CANNOT_EXEC
+    }
+}
+
+/// Closes every descriptor above stderr that whoever started berth let us inherit, so the
+/// command starts with exactly stdin, stdout and stderr (like runc). Called right before
+/// `exec`, when this process owns no descriptors of its own.
+fn close_inherited_fds() {
+    let Ok(dir) = fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    // The directory's own descriptor is closed by now and just fails with EBADF.
+    for fd in fds {
+        let _ = nix::unistd::close(fd);
+    }
+}
+
+fn join_mount_ns_and_root(pid: &str) -> Result<(), ContainerError> {
+    let mnt_path = format!("/proc/{pid}/ns/mnt");
+    let root_path = format!("/proc/{pid}/root");
+    // Both opened before setns: afterwards /proc is the container's.
+    let mnt = File::open(&mnt_path).map_err(io(format!("open {mnt_path}")))?;
+    let root = File::open(&root_path).map_err(io(format!("open {root_path}")))?;
+    setns(&mnt, CloneFlags::CLONE_NEWNS).map_err(sys(format!("setns into {mnt_path}")))?;
+    fchdir(&root).map_err(sys(format!("fchdir {root_path}")))?;
+    chroot(".").map_err(sys(format!("chroot {root_path}")))?;
+    chdir("/").map_err(sys("chdir /"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared: signals, PATH lookup, reaping
+// ---------------------------------------------------------------------------------------------
+
+fn signal_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for sig in FORWARDED {
+        set.add(sig);
+    }
+    set.add(Signal::SIGCHLD);
+    set
+}
+
+/// Blocks the forwarded signals and SIGCHLD so `supervise` can `sigwait` for them. Must be
+/// called before the child is spawned so that no SIGCHLD is lost.
+fn block_signals() -> Result<SigSet, ContainerError> {
+    let set = signal_set();
+    set.thread_block().map_err(sys("block signals"))?;
+    Ok(set)
+}
+
+fn child_pid(child: &std::process::Child) -> Pid {
+    // Pids fit in i32 on Linux (pid_max <= 2^22).
+    Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX))
+}
+
+/// PATH lookup like Go's `exec.LookPath` (what docker uses), with docker's messages. Returns
+/// the exit code to use on failure (127 not found, 126 not executable).
+fn resolve_command(name: &str, path_var: &str) -> Result<PathBuf, i32> {
+    if name.contains('/') {
+        let path = PathBuf::from(name);
+        return match fs::metadata(&path) {
+            Err(e) => {
+                eprintln!("berth: exec: {name:?}: stat {name}: {e}");
+                Err(if e.kind() == ErrorKind::NotFound {
+                    EXIT_NOT_FOUND
+                } else {
+                    EXIT_CANNOT_EXEC
+                })
+            }
+            Ok(m) if m.is_dir() || m.permissions().mode() & 0o111 == 0 => {
+                eprintln!("berth: exec: {name:?}: permission denied");
+                Err(EXIT_CANNOT_EXEC)
+            }
+            Ok(_) => Ok(path),
+        };
+    }
+    for dir in path_var.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = Path::new(dir).join(name);
+        if let Ok(m) = fs::metadata(&candidate) {
+            if m.is_file() && m.permissions().mode() & 0o111 != 0 {
+                return Ok(candidate);
+            }
+        }
+    }
+    eprintln!("berth: exec: {name:?}: executable file not found in $PATH");
+    Err(EXIT_NOT_FOUND)
+}
+
+fn exit_code(status: WaitStatus) -> Option<(Pid, i32)> {
+    match status {
+        WaitStatus::Exited(pid, code) => Some((pid, code)),
+        WaitStatus::Signaled(pid, sig, _) => Some((pid, 128 + sig as i32)),
+        _ => None,
+    }
+}
+
+/// Forwards the forwarded signals to `child` and waits for it; with `reap_all` (pid 1) also
+/// reaps every other child. Returns the child's exit code (128 + signal if it was killed).
+fn supervise(signals: &SigSet, child: Pid, reap_all: bool) -> i32 {
+    let target = if reap_all { None } else { Some(child) };
+    loop {
+        // Reap whatever has exited; SIGCHLD is blocked, so an exit after this loop leaves a
+        // pending SIGCHLD that wakes the sigwait below.
+        loop {
+            match waitpid(target, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(status) => {
+                    if let Some((pid, code)) = exit_code(status) {
+                        if pid == child {
+                            return code;
+                        }
+                    }
+                }
+                Err(Errno::EINTR) => {}
+                Err(e) => {
+                    // ECHILD: the child is gone and cannot be waited for; nothing left to do.
+                    eprintln!("berth: waitpid: {e}");
+                    return EXIT_SETUP_FAILED;
+                }
+            }
+        }
+        match signals.wait() {
+            Ok(Signal::SIGCHLD) | Err(_) => {}
+            Ok(sig) => {
+                let _ = kill(child, sig);
+            }
+        }
+    }
+}

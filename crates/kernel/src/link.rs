@@ -1,1 +1,951 @@
-//! TODO
+//! Links, addresses and routes over rtnetlink, in-process (no `ip` processes).
+//!
+//! Two transports carry the same `netlink-packet-route` messages:
+//! - [`Kernel`] keeps one cached async rtnetlink connection to *its* namespace (the daemon's
+//!   "host" namespace), whose connection future runs on the tokio runtime;
+//! - container namespaces get a per-call blocking [`SyncNetlink`] socket, opened and used on a
+//!   short-lived thread that `setns`'d into the container namespace (DESIGN.md §4: never setns a
+//!   runtime worker). The async caller awaits that thread without blocking its worker.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_plan::model::{BridgePlan, EndpointPlan, RoutePlan};
+use futures::StreamExt;
+use ipnet::IpNet;
+use rtnetlink::packet_core::{
+    NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+};
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
+};
+use rtnetlink::packet_route::link::{
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
+};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use rtnetlink::Handle;
+
+use crate::error::{KernelError, Result};
+use crate::netns;
+
+/// `RT_TABLE_MAIN`: the only routing table berth reads or writes.
+const MAIN_TABLE: u8 = RouteHeader::RT_TABLE_MAIN;
+
+/// Flags of a request that changes something and wants the kernel's ACK.
+const CHANGE: u16 = NLM_F_REQUEST | NLM_F_ACK;
+/// Flags of a create-or-fail request.
+const CREATE_EXCL: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+/// Flags of a create-or-replace request (idempotent adds).
+const CREATE_REPLACE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+/// Flags of a dump.
+const DUMP: u16 = NLM_F_REQUEST | NLM_F_DUMP;
+/// Flags of a single-object get (answered by one message, no ACK).
+const GET: u16 = NLM_F_REQUEST;
+
+/// One network interface, as [`Kernel::list_links`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// Interface name.
+    pub name: String,
+    /// Interface index.
+    pub index: u32,
+    /// `IFLA_INFO_KIND` (`bridge`, `veth`, …); `None` for physical devices and `lo`.
+    pub kind: Option<String>,
+    /// Index of the master device (the bridge of a bridge port).
+    pub master: Option<u32>,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
+}
+
+/// Executes link, address and route plans in one network namespace. Cheap to clone (an `Arc`),
+/// `Send + Sync`.
+#[derive(Clone)]
+pub struct Kernel {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Cached rtnetlink connection to the bound namespace; its connection task runs on the
+    /// runtime until every clone of the handle is dropped.
+    handle: Handle,
+    /// `None`: the namespace of the thread that called [`Kernel::new`].
+    netns: Option<PathBuf>,
+}
+
+impl fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kernel")
+            .field("netns", &self.inner.netns)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Kernel {
+    /// A kernel bound to the calling thread's network namespace (the daemon runs inside its
+    /// "host" namespace). Must be called within a tokio runtime.
+    pub async fn new() -> Result<Kernel> {
+        let (conn, handle, _) = rtnetlink::new_connection()
+            .map_err(|e| KernelError::netlink("opening rtnetlink connection", e))?;
+        tokio::spawn(conn);
+        Ok(Kernel {
+            inner: Arc::new(Inner {
+                handle,
+                netns: None,
+            }),
+        })
+    }
+
+    /// A kernel bound to the namespace at `netns`. The netlink socket is opened on a
+    /// short-lived thread that entered that namespace and the runtime (the socket must be
+    /// registered with the runtime's reactor); the connection task runs on the runtime.
+    pub async fn new_in(netns: &Path) -> Result<Kernel> {
+        let rt = tokio::runtime::Handle::current();
+        let handle = netns::run_in_netns_async(netns, move || {
+            let _entered = rt.enter();
+            let (conn, handle, _) = rtnetlink::new_connection()?;
+            rt.spawn(conn);
+            Ok::<_, io::Error>(handle)
+        })
+        .await?
+        .map_err(|e| {
+            KernelError::netlink(
+                format!("opening rtnetlink connection in {}", netns.display()),
+                e,
+            )
+        })?;
+        Ok(Kernel {
+            inner: Arc::new(Inner {
+                handle,
+                netns: Some(netns.to_path_buf()),
+            }),
+        })
+    }
+
+    /// The namespace this kernel is bound to, `None` for the caller's own.
+    pub fn netns(&self) -> Option<&Path> {
+        self.inner.netns.as_deref()
+    }
+
+    /// Sends one request on the cached connection and collects the answers: `Ok` once the
+    /// kernel ACKs (or ends the dump); an `NLMSG_ERROR` with an errno becomes the error of `op`.
+    async fn request(
+        &self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        op: impl FnOnce() -> String,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = flags;
+        let mut handle = self.inner.handle.clone();
+        let mut answers = match handle.request(req) {
+            Ok(answers) => answers,
+            Err(e) => return Err(KernelError::netlink(op(), io::Error::other(e.to_string()))),
+        };
+        let mut out = Vec::new();
+        while let Some(answer) = answers.next().await {
+            match answer.payload {
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    return Err(KernelError::netlink(op(), e.to_io()));
+                }
+                NetlinkPayload::InnerMessage(m) => out.push(m),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// `RTM_GETLINK` by name (`IFLA_IFNAME`); `ENODEV` when missing.
+    async fn link_by_name(&self, name: &str, op: impl FnOnce() -> String) -> Result<LinkMessage> {
+        let answers = self
+            .request(RouteNetlinkMessage::GetLink(get_link_msg(name)), GET, op)
+            .await?;
+        first_link(answers, name)
+    }
+
+    /// Makes the bridge exist as planned: created if missing (kind `bridge`), its MTU set, its
+    /// addresses exactly `plan.addrs` (missing ones added, others removed; IPv6 link-local
+    /// addresses are kept since IPv6 neighbour discovery needs them), up. IPv6 addresses are
+    /// added with `IFA_F_NODAD` so they are usable at once. Idempotent.
+    pub async fn ensure_bridge(&self, plan: &BridgePlan) -> Result<()> {
+        let name = &plan.name;
+        let link = match self
+            .link_by_name(name, || format!("looking up bridge {name}"))
+            .await
+        {
+            Ok(link) => {
+                let kind = link_kind(&link);
+                if kind.as_deref() != Some("bridge") {
+                    return Err(KernelError::invalid(
+                        format!("ensuring bridge {name}"),
+                        format!(
+                            "a link of kind {} with that name exists",
+                            kind.as_deref().unwrap_or("none")
+                        ),
+                    ));
+                }
+                link
+            }
+            Err(e) if e.is_not_found() => {
+                // RTM_NEWLINK kind bridge, created up with its MTU in one request.
+                let mut msg = LinkMessage::default();
+                msg.header.flags = LinkFlags::Up;
+                msg.header.change_mask = LinkFlags::Up;
+                msg.attributes = vec![
+                    LinkAttribute::IfName(name.clone()),
+                    LinkAttribute::Mtu(plan.mtu),
+                    LinkAttribute::LinkInfo(vec![NlLinkInfo::Kind(InfoKind::Bridge)]),
+                ];
+                self.request(RouteNetlinkMessage::NewLink(msg), CREATE_EXCL, || {
+                    format!("creating bridge {name}")
+                })
+                .await?;
+                tracing::debug!(bridge = %name, "created bridge");
+                self.link_by_name(name, || format!("looking up bridge {name}"))
+                    .await?
+            }
+            Err(e) => return Err(e),
+        };
+        let index = link.header.index;
+        let mtu = link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Mtu(m) => Some(*m),
+            _ => None,
+        });
+        if mtu != Some(plan.mtu) || !link.header.flags.contains(LinkFlags::Up) {
+            // RTM_SETLINK: MTU and IFF_UP of the existing bridge.
+            let mut msg = link_up_msg(index);
+            msg.attributes.push(LinkAttribute::Mtu(plan.mtu));
+            self.request(RouteNetlinkMessage::SetLink(msg), CHANGE, || {
+                format!("setting mtu {} and up on bridge {name}", plan.mtu)
+            })
+            .await?;
+        }
+
+        // Addresses: RTM_GETADDR dump, then RTM_DELADDR the unwanted, RTM_NEWADDR the missing.
+        let existing: Vec<(IpAddr, u8, AddressMessage)> = self
+            .request(
+                RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+                DUMP,
+                || format!("listing addresses of bridge {name}"),
+            )
+            .await?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+                    let ip = address_of(&a)?;
+                    Some((ip, a.header.prefix_len, a))
+                }
+                _ => None,
+            })
+            .collect();
+        for (ip, prefix, msg) in &existing {
+            let wanted = plan
+                .addrs
+                .iter()
+                .any(|n| n.addr() == *ip && n.prefix_len() == *prefix);
+            if wanted || is_ipv6_link_local(ip) {
+                continue;
+            }
+            let mut del = AddressMessage::default();
+            del.header = msg.header.clone();
+            del.attributes = msg
+                .attributes
+                .iter()
+                .filter(|a| matches!(a, AddressAttribute::Address(_) | AddressAttribute::Local(_)))
+                .cloned()
+                .collect();
+            self.request(RouteNetlinkMessage::DelAddress(del), CHANGE, || {
+                format!("removing address {ip}/{prefix} from bridge {name}")
+            })
+            .await?;
+        }
+        for net in &plan.addrs {
+            let present = existing
+                .iter()
+                .any(|(ip, prefix, _)| net.addr() == *ip && net.prefix_len() == *prefix);
+            if present {
+                continue;
+            }
+            self.request(
+                RouteNetlinkMessage::NewAddress(addr_msg(index, net)),
+                CREATE_REPLACE,
+                || format!("adding address {net} to bridge {name}"),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a link by name (`RTM_DELLINK` with `IFLA_IFNAME`). `Ok` when it does not exist.
+    pub async fn delete_link(&self, name: &str) -> Result<()> {
+        match self
+            .request(RouteNetlinkMessage::DelLink(get_link_msg(name)), CHANGE, || {
+                format!("deleting link {name}")
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every link of the namespace (`RTM_GETLINK` dump).
+    pub async fn list_links(&self) -> Result<Vec<LinkInfo>> {
+        let answers = self
+            .request(
+                RouteNetlinkMessage::GetLink(LinkMessage::default()),
+                DUMP,
+                || "listing links".to_string(),
+            )
+            .await?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(link_info(&l)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Attaches a container namespace to a bridge, as planned.
+    ///
+    /// One `RTM_NEWLINK` creates the veth pair: the host side `plan.host_ifname` (MTU, enslaved
+    /// to `plan.bridge` with `IFLA_MASTER`, up) and its peer created directly inside the
+    /// container namespace (`IFLA_NET_NS_FD`) as `plan.ifname` with MTU and MAC, so no
+    /// `eth0` ever exists in this namespace. Then, when `plan.isolated`, `IFLA_BRPORT_ISOLATED`
+    /// on the host side; then, in the container namespace, on a thread that entered it while the
+    /// veth was being created: the peer up, its addresses (IPv6 with `IFA_F_NODAD`),
+    /// `plan.routes`, `lo` up.
+    ///
+    /// Any failure after the veth exists deletes it again (the peer goes with it) and returns
+    /// the error of the failed step. (If the future is dropped midway, nothing is rolled back.)
+    pub async fn setup_endpoint(&self, plan: &EndpointPlan) -> Result<()> {
+        let what = || {
+            format!(
+                "setting up endpoint {} on bridge {}",
+                plan.host_ifname, plan.bridge
+            )
+        };
+        let t0 = std::time::Instant::now();
+        let mac = parse_mac(&plan.mac).map_err(|e| e.context(&what()))?;
+        let netns_path = PathBuf::from(&plan.netns);
+        let ns = File::open(&netns_path).map_err(|e| {
+            KernelError::io(format!("opening network namespace {}", plan.netns), e)
+                .context(&what())
+        })?;
+
+        // Enter the container namespace now, in parallel with the host-side requests: the
+        // thread setns()es and opens its socket, then waits for the veth to exist.
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let container = ContainerSide {
+            netns: netns_path,
+            ifname: plan.ifname.clone(),
+            addrs: plan.addrs.clone(),
+            routes: plan.routes.clone(),
+        };
+        let ns_for_thread = ns.try_clone().map_err(|e| {
+            KernelError::io(format!("duplicating fd of {}", plan.netns), e).context(&what())
+        })?;
+        std::thread::Builder::new()
+            .name("berth-endpoint".into())
+            .spawn(move || {
+                let result = container.run(&ns_for_thread, go_rx);
+                let _ = done_tx.send(result);
+            })
+            .map_err(|e| KernelError::io("spawning container-side thread", e).context(&what()))?;
+
+        eprintln!("PROF pre {}", t0.elapsed().as_micros());
+        let bridge = self
+            .link_by_name(&plan.bridge, || format!("looking up bridge {}", plan.bridge))
+            .await
+            .map_err(|e| e.context(&what()))?;
+
+        // RTM_NEWLINK kind veth, peer in the container namespace: atomic, so on failure no
+        // veth exists and there is nothing to roll back.
+        // The peer cannot be created up: veth_newlink() configures it before the pair is
+        // linked, so IFF_UP there fails with ENOTCONN. The container thread brings it up.
+        let mut peer = LinkMessage::default();
+        peer.attributes = vec![
+            LinkAttribute::IfName(plan.ifname.clone()),
+            LinkAttribute::Mtu(plan.mtu),
+            LinkAttribute::NetNsFd(ns.as_raw_fd()),
+            LinkAttribute::NumTxQueues(1),
+            LinkAttribute::NumRxQueues(1),
+        ];
+        if let Some(mac) = mac {
+            peer.attributes.push(LinkAttribute::Address(mac));
+        }
+        let mut host = LinkMessage::default();
+        host.header.flags = LinkFlags::Up;
+        host.header.change_mask = LinkFlags::Up;
+        host.attributes = vec![
+            LinkAttribute::IfName(plan.host_ifname.clone()),
+            LinkAttribute::Mtu(plan.mtu),
+            LinkAttribute::Controller(bridge.header.index),
+            LinkAttribute::NumTxQueues(1),
+            LinkAttribute::NumRxQueues(1),
+            LinkAttribute::LinkInfo(vec![
+                NlLinkInfo::Kind(InfoKind::Veth),
+                NlLinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+            ]),
+        ];
+        self.request(RouteNetlinkMessage::NewLink(host), CREATE_EXCL, || {
+            format!(
+                "creating veth {} for bridge {} (peer {} in {})",
+                plan.host_ifname, plan.bridge, plan.ifname, plan.netns
+            )
+        })
+        .await
+        .map_err(|e| e.context(&what()))?;
+        drop(ns);
+        eprintln!("PROF veth {}", t0.elapsed().as_micros());
+
+        let result = self.finish_endpoint(plan, go_tx, done_rx).await;
+        if let Err(e) = result {
+            // Rollback: deleting the host side deletes the peer too.
+            if let Err(rb) = self.delete_link(&plan.host_ifname).await {
+                tracing::warn!(veth = %plan.host_ifname, error = %rb, "rollback failed");
+            }
+            return Err(e.context(&what()));
+        }
+        eprintln!("PROF done {}", t0.elapsed().as_micros());
+        Ok(())
+    }
+
+    /// The steps of [`Kernel::setup_endpoint`] after the veth exists.
+    async fn finish_endpoint(
+        &self,
+        plan: &EndpointPlan,
+        go: std::sync::mpsc::Sender<()>,
+        done: tokio::sync::oneshot::Receiver<Result<()>>,
+    ) -> Result<()> {
+        // Let the container side start first: it works in parallel with the port flag.
+        go.send(())
+            .map_err(|_| KernelError::invalid("container-side thread", "exited early"))?;
+        if plan.isolated {
+            // RTM_NEWLINK on the existing port, IFLA_INFO_SLAVE_DATA(IFLA_BRPORT_ISOLATED):
+            // what `bridge link set dev X isolated on` does. Looked up by name.
+            let mut msg = get_link_msg(&plan.host_ifname);
+            msg.attributes.push(LinkAttribute::LinkInfo(vec![
+                NlLinkInfo::PortKind(InfoPortKind::Bridge),
+                NlLinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(
+                    true,
+                )])),
+            ]));
+            self.request(RouteNetlinkMessage::NewLink(msg), CHANGE, || {
+                format!("setting bridge-port isolation on {}", plan.host_ifname)
+            })
+            .await?;
+        }
+        done.await
+            .unwrap_or_else(|_| Err(KernelError::invalid("container-side thread", "panicked")))
+    }
+
+    /// Deletes an endpoint's host-side veth (the peer goes with it). `Ok` when missing.
+    pub async fn teardown_endpoint(&self, host_ifname: &str) -> Result<()> {
+        match self
+            .request(
+                RouteNetlinkMessage::DelLink(get_link_msg(host_ifname)),
+                CHANGE,
+                || format!("deleting veth {host_ifname}"),
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::debug!(veth = %host_ifname, "endpoint torn down");
+                Ok(())
+            }
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Inside the container namespace at `netns`: removes every default route (IPv4 and IPv6,
+    /// main table), then adds `routes` (used when the gateway endpoint changes).
+    pub async fn replace_routes(&self, netns: &Path, routes: &[RoutePlan]) -> Result<()> {
+        let routes = routes.to_vec();
+        let shown = netns.display().to_string();
+        netns::run_in_netns_async(netns, move || -> Result<()> {
+            let mut nl = SyncNetlink::open()?;
+            let answers = nl.request(
+                RouteNetlinkMessage::GetRoute(RouteMessage::default()),
+                DUMP,
+                || "listing routes".to_string(),
+            )?;
+            for m in answers {
+                let RouteNetlinkMessage::NewRoute(r) = m else {
+                    continue;
+                };
+                if route_table(&r) != u32::from(MAIN_TABLE) || r.header.destination_prefix_length != 0
+                {
+                    continue;
+                }
+                let mut del = RouteMessage::default();
+                del.header = r.header.clone();
+                del.attributes = r
+                    .attributes
+                    .iter()
+                    .filter(|a| {
+                        matches!(
+                            a,
+                            RouteAttribute::Table(_)
+                                | RouteAttribute::Gateway(_)
+                                | RouteAttribute::Oif(_)
+                                | RouteAttribute::Priority(_)
+                        )
+                    })
+                    .cloned()
+                    .collect();
+                match nl.request(RouteNetlinkMessage::DelRoute(del), CHANGE, || {
+                    "removing default route".to_string()
+                }) {
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            for route in &routes {
+                nl.request(
+                    RouteNetlinkMessage::NewRoute(route_msg(route, None)?),
+                    CREATE_REPLACE,
+                    || format!("adding route {} via {}", route.dst, route.via),
+                )?;
+            }
+            Ok(())
+        })
+        .await?
+        .map_err(|e| e.context(&format!("replacing routes in {shown}")))
+    }
+
+    /// Every prefix routed in this namespace's main table, both families (for picking free
+    /// subnets). Deduplicated.
+    pub async fn routes(&self) -> Result<Vec<IpNet>> {
+        let answers = self
+            .request(
+                RouteNetlinkMessage::GetRoute(RouteMessage::default()),
+                DUMP,
+                || "listing routes".to_string(),
+            )
+            .await?;
+        let mut out = BTreeSet::new();
+        for m in answers {
+            let RouteNetlinkMessage::NewRoute(r) = m else {
+                continue;
+            };
+            if route_table(&r) != u32::from(MAIN_TABLE) {
+                continue;
+            }
+            let len = r.header.destination_prefix_length;
+            let dst = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+                RouteAttribute::Destination(RouteAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+                _ => None,
+            });
+            let dst = match (dst, r.header.address_family) {
+                (Some(ip), _) => ip,
+                (None, AddressFamily::Inet) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                (None, AddressFamily::Inet6) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                _ => continue,
+            };
+            if let Ok(net) = IpNet::new(dst, len) {
+                out.insert(net.trunc());
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Every address of every link in this namespace, as (interface name, address).
+    pub async fn link_addrs(&self) -> Result<Vec<(String, IpAddr)>> {
+        let names: HashMap<u32, String> = self
+            .list_links()
+            .await?
+            .into_iter()
+            .map(|l| (l.index, l.name))
+            .collect();
+        let answers = self
+            .request(
+                RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+                DUMP,
+                || "listing addresses".to_string(),
+            )
+            .await?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => {
+                    let ip = address_of(&a)?;
+                    let name = names
+                        .get(&a.header.index)
+                        .cloned()
+                        .unwrap_or_else(|| format!("if{}", a.header.index));
+                    Some((name, ip))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// The container-namespace half of [`Kernel::setup_endpoint`], run on its own thread.
+struct ContainerSide {
+    netns: PathBuf,
+    ifname: String,
+    addrs: Vec<IpNet>,
+    routes: Vec<RoutePlan>,
+}
+
+impl ContainerSide {
+    /// Enters the namespace, opens a socket, waits for `go` (the veth exists), configures.
+    /// The thread is left in the container namespace and must exit afterwards.
+    fn run(self, ns: &File, go: std::sync::mpsc::Receiver<()>) -> Result<()> {
+        netns::enter(ns, &self.netns)?;
+        let t = std::time::Instant::now();
+        let mut nl = SyncNetlink::open()?;
+        eprintln!("PROF thread-ready {}", t.elapsed().as_micros());
+        if go.recv().is_err() {
+            // The host side failed or was dropped: nothing to do.
+            return Ok(());
+        }
+        let ifname = &self.ifname;
+        let ns = self.netns.display();
+        let answers = nl.request(RouteNetlinkMessage::GetLink(get_link_msg(ifname)), GET, || {
+            format!("looking up {ifname} in {ns}")
+        })?;
+        let link = first_link(answers, ifname)?;
+        eprintln!("PROF c-getlink {}", t.elapsed().as_micros());
+        let index = link.header.index;
+        if !link.header.flags.contains(LinkFlags::Up) {
+            nl.set_link_up(index, &format!("bringing up {ifname} in {ns}"))?;
+        }
+        eprintln!("PROF c-up {}", t.elapsed().as_micros());
+        for net in &self.addrs {
+            nl.request(
+                RouteNetlinkMessage::NewAddress(addr_msg(index, net)),
+                CREATE_REPLACE,
+                || format!("adding address {net} to {ifname} in {ns}"),
+            )?;
+        }
+        for route in &self.routes {
+            nl.request(
+                RouteNetlinkMessage::NewRoute(route_msg(route, Some(index))?),
+                CREATE_REPLACE,
+                || format!("adding route {} via {} in {ns}", route.dst, route.via),
+            )?;
+        }
+        eprintln!("PROF c-before-lo {}", t.elapsed().as_micros());
+        nl.set_link_up(1, &format!("bringing up lo in {ns}"))?;
+        eprintln!("PROF c-end {}", t.elapsed().as_micros());
+        Ok(())
+    }
+}
+
+/// A blocking rtnetlink socket for one-shot work in a namespace entered by a throwaway thread
+/// (the socket is bound to the namespace of the thread that opened it).
+pub(crate) struct SyncNetlink {
+    sock: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl SyncNetlink {
+    /// Opens a `NETLINK_ROUTE` socket in the calling thread's namespace.
+    pub(crate) fn open() -> Result<Self> {
+        let op = "opening NETLINK_ROUTE socket";
+        let mut sock = Socket::new(NETLINK_ROUTE).map_err(|e| KernelError::netlink(op, e))?;
+        sock.bind_auto().map_err(|e| KernelError::netlink(op, e))?;
+        sock.connect(&SocketAddr::new(0, 0))
+            .map_err(|e| KernelError::netlink(op, e))?;
+        Ok(SyncNetlink {
+            sock,
+            seq: 0,
+            // Kernel dump datagrams are at most 32 KiB.
+            buf: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    /// Sends one request and reads its answers until the ACK, the end of the dump or (for a
+    /// single get) the one answer. An `NLMSG_ERROR` with an errno becomes the error of `op`.
+    pub(crate) fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        op: impl FnOnce() -> String,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = flags;
+        req.header.sequence_number = self.seq;
+        req.finalize();
+        let mut bytes = vec![0u8; req.buffer_len()];
+        req.serialize(&mut bytes);
+        if let Err(e) = self.sock.send(&bytes, 0) {
+            return Err(KernelError::netlink(op(), e));
+        }
+        let single = flags & (NLM_F_DUMP | NLM_F_ACK) == 0;
+        let mut out = Vec::new();
+        loop {
+            self.buf.clear();
+            if let Err(e) = self.sock.recv(&mut self.buf, 0) {
+                return Err(KernelError::netlink(op(), e));
+            }
+            let mut off = 0;
+            while off < self.buf.len() {
+                let rest = &self.buf[off..];
+                let len = match NetlinkBuffer::new_checked(rest) {
+                    Ok(b) => b.length() as usize,
+                    Err(e) => return Err(KernelError::invalid(op(), e.to_string())),
+                };
+                let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len]);
+                off += (len + 3) & !3;
+                let answer = match parsed {
+                    Ok(m) => m,
+                    Err(e) => return Err(KernelError::invalid(op(), e.to_string())),
+                };
+                if answer.header.sequence_number != self.seq {
+                    continue; // a late answer to an earlier request
+                }
+                match answer.payload {
+                    NetlinkPayload::Error(e) => {
+                        return match e.code {
+                            None => Ok(out),
+                            Some(_) => Err(KernelError::netlink(op(), e.to_io())),
+                        };
+                    }
+                    NetlinkPayload::Done(_) => return Ok(out),
+                    NetlinkPayload::InnerMessage(m) => {
+                        out.push(m);
+                        if single {
+                            return Ok(out);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// `RTM_SETLINK` `IFF_UP` on a link.
+    pub(crate) fn set_link_up(&mut self, index: u32, op: &str) -> Result<()> {
+        self.request(RouteNetlinkMessage::SetLink(link_up_msg(index)), CHANGE, || {
+            op.to_string()
+        })
+        .map(drop)
+    }
+}
+
+/// A link message naming a link by `IFLA_IFNAME` (index 0): for get, delete and change.
+fn get_link_msg(name: &str) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.attributes = vec![LinkAttribute::IfName(name.to_string())];
+    msg
+}
+
+/// A link message setting `IFF_UP`.
+fn link_up_msg(index: u32) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.header.flags = LinkFlags::Up;
+    msg.header.change_mask = LinkFlags::Up;
+    msg
+}
+
+/// The first `RTM_NEWLINK` of a get's answers.
+fn first_link(answers: Vec<RouteNetlinkMessage>, name: &str) -> Result<LinkMessage> {
+    answers
+        .into_iter()
+        .find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(l),
+            _ => None,
+        })
+        .ok_or_else(|| KernelError::NotFound {
+            what: format!("link {name}"),
+        })
+}
+
+/// `IFLA_INFO_KIND` of a link.
+fn link_kind(link: &LinkMessage) -> Option<String> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            NlLinkInfo::Kind(k) => Some(k.to_string()),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+/// A link message as [`LinkInfo`].
+fn link_info(link: &LinkMessage) -> LinkInfo {
+    let mut info = LinkInfo {
+        name: String::new(),
+        index: link.header.index,
+        kind: link_kind(link),
+        master: None,
+        up: link.header.flags.contains(LinkFlags::Up),
+    };
+    for a in &link.attributes {
+        match a {
+            LinkAttribute::IfName(n) => info.name = n.clone(),
+            LinkAttribute::Controller(m) => info.master = Some(*m),
+            _ => {}
+        }
+    }
+    info
+}
+
+/// An `RTM_NEWADDR` message: IPv4 with local, address and broadcast (like `ip addr add … brd
+/// +`), IPv6 with `IFA_F_NODAD` (no duplicate address detection: usable at once).
+fn addr_msg(index: u32, net: &IpNet) -> AddressMessage {
+    let mut msg = AddressMessage::default();
+    msg.header.index = index;
+    msg.header.prefix_len = net.prefix_len();
+    msg.header.scope = AddressScope::Universe;
+    match net {
+        IpNet::V4(v4) => {
+            msg.header.family = AddressFamily::Inet;
+            let ip = IpAddr::V4(v4.addr());
+            msg.attributes = vec![AddressAttribute::Local(ip), AddressAttribute::Address(ip)];
+            if v4.prefix_len() < 31 {
+                msg.attributes
+                    .push(AddressAttribute::Broadcast(v4.broadcast()));
+            }
+        }
+        IpNet::V6(v6) => {
+            msg.header.family = AddressFamily::Inet6;
+            msg.header.flags = AddressHeaderFlags::Nodad;
+            msg.attributes = vec![
+                AddressAttribute::Address(IpAddr::V6(v6.addr())),
+                AddressAttribute::Flags(AddressFlags::Nodad),
+            ];
+        }
+    }
+    msg
+}
+
+/// The address of an address message (`IFA_LOCAL` first: on point-to-point links
+/// `IFA_ADDRESS` is the peer's).
+fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
+    let local = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(ip) => Some(*ip),
+        _ => None,
+    });
+    local.or_else(|| {
+        msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        })
+    })
+}
+
+/// `fe80::/10`.
+fn is_ipv6_link_local(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+}
+
+/// An `RTM_NEWROUTE` message for the main table (`oif` when the device is known).
+fn route_msg(route: &RoutePlan, oif: Option<u32>) -> Result<RouteMessage> {
+    let family = match (route.dst, route.via) {
+        (IpNet::V4(_), IpAddr::V4(_)) => AddressFamily::Inet,
+        (IpNet::V6(_), IpAddr::V6(_)) => AddressFamily::Inet6,
+        _ => {
+            return Err(KernelError::invalid(
+                format!("route {} via {}", route.dst, route.via),
+                "destination and gateway are of different families",
+            ))
+        }
+    };
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = family;
+    msg.header.destination_prefix_length = route.dst.prefix_len();
+    msg.header.table = MAIN_TABLE;
+    msg.header.protocol = RouteProtocol::Boot;
+    msg.header.scope = RouteScope::Universe;
+    msg.header.kind = RouteType::Unicast;
+    if route.dst.prefix_len() > 0 {
+        msg.attributes.push(RouteAttribute::Destination(
+            route.dst.trunc().addr().into(),
+        ));
+    }
+    msg.attributes
+        .push(RouteAttribute::Gateway(route.via.into()));
+    if let Some(oif) = oif {
+        msg.attributes.push(RouteAttribute::Oif(oif));
+    }
+    Ok(msg)
+}
+
+/// The table of a route (`RTA_TABLE` overrides the 8-bit header field).
+fn route_table(route: &RouteMessage) -> u32 {
+    route
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(route.header.table))
+}
+
+/// `02:42:0a:01:00:02` as bytes; empty means "let the kernel pick one".
+fn parse_mac(mac: &str) -> Result<Option<Vec<u8>>> {
+    if mac.is_empty() {
+        return Ok(None);
+    }
+    let bytes: Vec<u8> = mac
+        .split(':')
+        .map(|b| {
+            if b.len() == 2 {
+                u8::from_str_radix(b, 16).ok()
+            } else {
+                None
+            }
+        })
+        .collect::<Option<_>>()
+        .filter(|v: &Vec<u8>| v.len() == 6)
+        .ok_or_else(|| KernelError::invalid(format!("MAC address {mac:?}"), "not 6 hex bytes"))?;
+    Ok(Some(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_parse() {
+        assert_eq!(
+            parse_mac("02:42:0a:01:00:02").ok().flatten(),
+            Some(vec![2, 0x42, 10, 1, 0, 2])
+        );
+        assert!(parse_mac("02:42:0a:01:00").is_err());
+        assert!(parse_mac("02:42:0a:01:00:zz").is_err());
+        assert_eq!(parse_mac("").ok().flatten(), None);
+    }
+
+    #[test]
+    fn route_families_must_match() {
+        let r = RoutePlan {
+            dst: "0.0.0.0/0".parse().expect("net"),
+            via: "fd00::1".parse().expect("ip"),
+        };
+        assert!(route_msg(&r, None).is_err());
+    }
+
+    #[test]
+    fn link_local_is_recognised() {
+        assert!(is_ipv6_link_local(&"fe80::1".parse().expect("ip")));
+        assert!(!is_ipv6_link_local(&"fd00::1".parse().expect("ip")));
+    }
+}

@@ -1,1 +1,366 @@
-//! TODO
+//! Names and ids: validation of user-given names, derivation of kernel interface names and MAC
+//! addresses, and Docker's id/name lookup rules.
+
+use std::net::Ipv4Addr;
+
+use thiserror::Error;
+
+use crate::error::PlanError;
+
+/// Longest object (network/container) name berth accepts.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Longest Linux interface name in bytes (`IFNAMSIZ` minus the terminating NUL).
+pub const MAX_IFNAME_LEN: usize = 15;
+
+/// Length of a short id as Docker prints it.
+pub const SHORT_ID_LEN: usize = 12;
+
+/// Checks a network or container name against Docker's rule `^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`
+/// and berth's length limit (1..=64 bytes).
+///
+/// `what` names the kind of object ("network", "container") for the message.
+pub fn validate_name(what: &str, name: &str) -> Result<(), PlanError> {
+    let bad = |reason: String| {
+        Err(PlanError::Invalid(format!(
+            "invalid {what} name {name:?}: {reason}"
+        )))
+    };
+    let Some(first) = name.chars().next() else {
+        return Err(PlanError::Invalid(format!("{what} name must not be empty")));
+    };
+    if name.len() > MAX_NAME_LEN {
+        return bad(format!(
+            "it is {} bytes long, the limit is {MAX_NAME_LEN}",
+            name.len()
+        ));
+    }
+    if !first.is_ascii_alphanumeric() {
+        return bad(format!(
+            "it must start with a letter or digit, not {first:?} (allowed: [a-zA-Z0-9][a-zA-Z0-9_.-]*)"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        return bad(format!(
+            "character {c:?} is not allowed (allowed: [a-zA-Z0-9][a-zA-Z0-9_.-]*)"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a Linux interface name: 1..=15 bytes, not `.` or `..`, no `/`, `:` or whitespace.
+///
+/// berth also refuses quotes, backslashes and control characters: the kernel would take them,
+/// but the name ends up quoted inside nftables rule text, where they cannot be expressed safely.
+pub fn validate_ifname(name: &str) -> Result<(), PlanError> {
+    let bad = |reason: String| {
+        Err(PlanError::Invalid(format!(
+            "invalid interface name {name:?}: {reason}"
+        )))
+    };
+    if name.is_empty() {
+        return Err(PlanError::Invalid(
+            "interface name must not be empty".into(),
+        ));
+    }
+    if name.len() > MAX_IFNAME_LEN {
+        return bad(format!(
+            "it is {} bytes long, Linux allows at most {MAX_IFNAME_LEN}",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return bad("\".\" and \"..\" are reserved".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| matches!(c, '/' | ':' | '"' | '\'' | '\\') || c.is_whitespace() || c.is_control())
+    {
+        return bad(format!("character {c:?} is not allowed"));
+    }
+    Ok(())
+}
+
+/// The first (up to) 12 characters of an id, cut on a character boundary so that odd input
+/// never panics.
+pub fn short_id(id: &str) -> &str {
+    match id.char_indices().nth(SHORT_ID_LEN) {
+        Some((i, _)) => &id[..i],
+        None => id,
+    }
+}
+
+/// Whether `s` is a full Docker-style id: exactly 64 lowercase hex characters.
+pub fn is_full_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Prefix of the bridges berth names itself.
+pub const BRIDGE_PREFIX: &str = "berth-";
+/// Prefix of berth's host-side veths.
+pub const VETH_PREFIX: &str = "vb";
+
+/// The bridge interface name of a network: `berth-` + the first 9 hex characters of its id
+/// (15 bytes). Not Docker's `br-<id>`: berth removes orphan links carrying its own prefix at
+/// start-up, and must never mistake a Docker bridge on the same host for one of its own.
+pub fn bridge_name(network_id: &str) -> String {
+    let hex: String = network_id.chars().take(9).collect();
+    format!("{BRIDGE_PREFIX}{hex}")
+}
+
+/// Whether `name` has the shape of a bridge berth named itself (`berth0` or `berth-<9 hex>`).
+pub fn is_berth_bridge(name: &str) -> bool {
+    name == crate::network::DEFAULT_BRIDGE_IFNAME
+        || name
+            .strip_prefix(BRIDGE_PREFIX)
+            .is_some_and(|h| h.len() == 9 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Whether `name` has the shape of a berth host-side veth (`vb<12 hex>`).
+pub fn is_berth_veth(name: &str) -> bool {
+    name.strip_prefix(VETH_PREFIX)
+        .is_some_and(|h| h.len() == 12 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The host-side veth name of an endpoint: `vb` + the first 12 characters of its id (14 bytes).
+///
+/// Derived from the endpoint id (not random like Docker's `vethXXXX`) so a restarted daemon can
+/// recognise its own links and remove orphans.
+pub fn veth_name(endpoint_id: &str) -> String {
+    format!("{VETH_PREFIX}{}", short_id(endpoint_id))
+}
+
+/// The MAC address of an endpoint's container side.
+///
+/// Docker style `02:42:` + the four IPv4 bytes when there is an IPv4 address (so the MAC
+/// reveals the address, as with Docker); otherwise six bytes from the endpoint id's hex, with
+/// the locally-administered bit set and the multicast bit cleared.
+pub fn mac_for(ip: Option<Ipv4Addr>, endpoint_id: &str) -> String {
+    let bytes: [u8; 6] = match ip {
+        Some(ip) => {
+            let o = ip.octets();
+            [0x02, 0x42, o[0], o[1], o[2], o[3]]
+        }
+        None => {
+            let mut b = id_bytes(endpoint_id);
+            b[0] = (b[0] & 0xfe) | 0x02;
+            b
+        }
+    };
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Six bytes from the start of a hex id; a non-hex id is folded with FNV-1a instead, so any
+/// string still gives a stable result.
+fn id_bytes(id: &str) -> [u8; 6] {
+    let mut out = [0u8; 6];
+    let hex = id.as_bytes();
+    if hex.len() >= 12 && hex[..12].iter().all(u8::is_ascii_hexdigit) {
+        for (i, pair) in hex[..12].chunks(2).enumerate() {
+            let s = std::str::from_utf8(pair).unwrap_or("00");
+            out[i] = u8::from_str_radix(s, 16).unwrap_or(0);
+        }
+        return out;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    out.copy_from_slice(&h.to_be_bytes()[..6]);
+    out
+}
+
+/// Why a name or id could not be resolved to exactly one object.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ResolveError {
+    /// Nothing matches.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// More than one id starts with the given prefix.
+    #[error("{query} is ambiguous ({matches} matches found based on ID prefix)")]
+    Ambiguous {
+        /// What was looked up.
+        query: String,
+        /// How many objects matched.
+        matches: usize,
+    },
+}
+
+impl ResolveError {
+    /// The error for a network lookup, worded as Docker words it.
+    pub fn for_network(self) -> PlanError {
+        match self {
+            ResolveError::NotFound(q) => PlanError::NetworkNotFound(q),
+            ResolveError::Ambiguous { query, matches } => PlanError::Invalid(format!(
+                "network {query} is ambiguous ({matches} matches found based on ID prefix)"
+            )),
+        }
+    }
+
+    /// The error for a container lookup, worded as Docker words it.
+    pub fn for_container(self) -> PlanError {
+        match self {
+            ResolveError::NotFound(q) => PlanError::ContainerNotFound(q),
+            ResolveError::Ambiguous { query, .. } => {
+                PlanError::Invalid(format!("multiple IDs found with provided prefix: {query}"))
+            }
+        }
+    }
+}
+
+/// Finds the one object `query` designates, with Docker's rules: an exact name first, then an
+/// exact id, then a unique id prefix. An empty query matches nothing.
+pub fn resolve<'a, T>(
+    query: &str,
+    items: &'a [T],
+    id: impl Fn(&T) -> &str,
+    name: impl Fn(&T) -> &str,
+) -> Result<&'a T, ResolveError> {
+    if query.is_empty() {
+        return Err(ResolveError::NotFound(query.to_string()));
+    }
+    if let Some(t) = items.iter().find(|t| name(t) == query) {
+        return Ok(t);
+    }
+    if let Some(t) = items.iter().find(|t| id(t) == query) {
+        return Ok(t);
+    }
+    let mut found = items.iter().filter(|t| id(t).starts_with(query));
+    match (found.next(), found.count()) {
+        (Some(t), 0) => Ok(t),
+        (Some(_), more) => Err(ResolveError::Ambiguous {
+            query: query.to_string(),
+            matches: more + 1,
+        }),
+        (None, _) => Err(ResolveError::NotFound(query.to_string())),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(validate_name("network", "web").is_ok());
+        assert!(validate_name("network", "a_b.c-d9").is_ok());
+        assert!(validate_name("network", &"a".repeat(64)).is_ok());
+        let e = validate_name("network", &"a".repeat(65)).unwrap_err();
+        assert!(e.to_string().contains("limit is 64"), "{e}");
+        let e = validate_name("network", "").unwrap_err();
+        assert_eq!(e.to_string(), "network name must not be empty");
+        let e = validate_name("container", "-x").unwrap_err();
+        assert!(
+            e.to_string().contains("start with a letter or digit"),
+            "{e}"
+        );
+        let e = validate_name("network", "we b").unwrap_err();
+        assert!(e.to_string().contains("character ' '"), "{e}");
+        assert!(validate_name("network", "wéb").is_err());
+        assert!(validate_name("network", "a/b").is_err());
+    }
+
+    #[test]
+    fn ifnames() {
+        assert!(validate_ifname("berth0").is_ok());
+        assert!(validate_ifname(&"x".repeat(15)).is_ok());
+        assert!(validate_ifname(&"x".repeat(16)).is_err());
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a b",
+            "a:b",
+            "a\"b",
+            "a\tb",
+            "é".repeat(8).as_str(),
+        ] {
+            assert!(validate_ifname(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn derived_names_fit_ifnamsiz() {
+        let id = "5023a32964ca40abf8641b64ec027580d2854bea43dd811749251ae56bcf6a29";
+        assert_eq!(bridge_name(id), "berth-5023a3296");
+        assert!(is_berth_bridge(&bridge_name(id)));
+        assert!(is_berth_bridge("berth0"));
+        assert!(!is_berth_bridge("br-5023a32964ca"));
+        assert!(!is_berth_bridge("berth-xyz"));
+        assert!(is_berth_veth("vb0123456789ab"));
+        assert!(!is_berth_veth("veth0123456"));
+        assert_eq!(veth_name(id), "vb5023a32964ca");
+        assert!(bridge_name(id).len() <= MAX_IFNAME_LEN);
+        assert!(veth_name(id).len() <= MAX_IFNAME_LEN);
+        assert!(validate_ifname(&bridge_name(id)).is_ok());
+        assert!(validate_ifname(&veth_name(id)).is_ok());
+        // Odd ids never panic.
+        assert_eq!(short_id("ab"), "ab");
+        assert_eq!(short_id("ééééééééééééé"), "éééééééééééé");
+    }
+
+    #[test]
+    fn ids() {
+        let id = "5023a32964ca40abf8641b64ec027580d2854bea43dd811749251ae56bcf6a29";
+        assert!(is_full_id(id));
+        assert!(!is_full_id(&id[..63]));
+        assert!(!is_full_id(&id.to_uppercase()));
+        assert_eq!(short_id(id), "5023a32964ca");
+    }
+
+    #[test]
+    fn macs() {
+        assert_eq!(
+            mac_for(Some(Ipv4Addr::new(10, 233, 0, 10)), "x"),
+            "02:42:0a:e9:00:0a"
+        );
+        let m = mac_for(None, "ff23a32964ca40ab");
+        assert_eq!(m, "fe:23:a3:29:64:ca");
+        let m = mac_for(None, "not hex at all");
+        let first = u8::from_str_radix(&m[..2], 16).unwrap();
+        assert_eq!(first & 0x03, 0x02, "locally administered unicast: {m}");
+        assert_eq!(m.len(), 17);
+    }
+
+    struct Obj(&'static str, &'static str);
+
+    #[test]
+    fn resolving() {
+        let items = [
+            Obj("abc111", "web"),
+            Obj("abc222", "db"),
+            Obj("def333", "abc111"),
+        ];
+        let r = |q| resolve(q, &items, |o| o.0, |o| o.1).map(|o| o.1);
+        assert_eq!(r("web"), Ok("web"));
+        // A name wins over an id.
+        assert_eq!(r("abc111"), Ok("abc111"));
+        assert_eq!(r("abc2"), Ok("db"));
+        assert_eq!(r("def"), Ok("abc111"));
+        assert_eq!(
+            r("abc"),
+            Err(ResolveError::Ambiguous {
+                query: "abc".into(),
+                matches: 2
+            })
+        );
+        assert_eq!(r("zzz"), Err(ResolveError::NotFound("zzz".into())));
+        assert_eq!(r(""), Err(ResolveError::NotFound("".into())));
+        assert_eq!(
+            ResolveError::NotFound("nosuchnet".into())
+                .for_network()
+                .to_string(),
+            "network nosuchnet not found"
+        );
+    }
+}

@@ -1,1 +1,755 @@
-//! TODO
+//! Turning requests into specs (networks, endpoints) and specs into kernel plans.
+//!
+//! Everything the user can get wrong is checked here, before anything is stored, so the daemon
+//! never converges towards a state the kernel would refuse halfway through.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+
+use crate::error::PlanError;
+use crate::ipam;
+use crate::model::{
+    BridgePlan, ContainerSpec, Driver, EndpointPlan, EndpointSpec, Id, NetworkMode, NetworkSpec,
+    RoutePlan, SubnetSpec,
+};
+use crate::names;
+
+/// Docker's option key for the bridge interface name.
+pub const OPT_BRIDGE_NAME: &str = "com.docker.network.bridge.name";
+/// Docker's option key for inter-container communication.
+pub const OPT_ENABLE_ICC: &str = "com.docker.network.bridge.enable_icc";
+/// Docker's option key for masquerading outbound traffic.
+pub const OPT_ENABLE_MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
+/// Docker's option key for the MTU.
+pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
+/// Docker's option key for the default host address of published ports.
+pub const OPT_HOST_BINDING_IPV4: &str = "com.docker.network.bridge.host_binding_ipv4";
+/// Docker's option key marking the default bridge.
+pub const OPT_DEFAULT_BRIDGE: &str = "com.docker.network.bridge.default_bridge";
+
+/// The MTU used when none is given.
+pub const DEFAULT_MTU: u32 = 1500;
+/// Interface name of the predefined `bridge` network.
+pub const DEFAULT_BRIDGE_IFNAME: &str = "berth0";
+
+/// One `IPAM.Config` entry of a create request, as given (unparsed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpamRequest {
+    /// `--subnet`.
+    pub subnet: Option<String>,
+    /// `--gateway`.
+    pub gateway: Option<String>,
+    /// `--ip-range`.
+    pub ip_range: Option<String>,
+}
+
+/// A network create request, as given (unparsed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkRequest {
+    /// Name.
+    pub name: String,
+    /// `--driver` (`None`, `""` and `"bridge"` mean bridge).
+    pub driver: Option<String>,
+    /// IPAM pools.
+    pub ipam: Vec<IpamRequest>,
+    /// `--ipv6`.
+    pub enable_ipv6: bool,
+    /// `--internal`.
+    pub internal: bool,
+    /// `--attachable`.
+    pub attachable: bool,
+    /// `--label`.
+    pub labels: BTreeMap<String, String>,
+    /// `--opt`.
+    pub options: BTreeMap<String, String>,
+}
+
+/// Parses a CIDR strictly: the prefix must be in range and no host bits may be set.
+///
+/// `what` names the field for the message (`subnet`, `ip range`).
+pub fn parse_cidr(what: &str, s: &str) -> Result<IpNet, PlanError> {
+    let bad = |reason: String| PlanError::Invalid(format!("invalid {what} {s:?}: {reason}"));
+    let (addr, len) = s
+        .split_once('/')
+        .ok_or_else(|| bad("expected an address/prefix such as 10.1.0.0/24".into()))?;
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| bad(format!("{addr:?} is not an IP address")))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len: u8 = len.parse().ok().filter(|l| *l <= max).ok_or_else(|| {
+        bad(format!(
+            "prefix length {len:?} is not a number from 0 to {max}"
+        ))
+    })?;
+    let net = IpNet::new(addr, len).map_err(|e| bad(e.to_string()))?;
+    if net.network() != addr {
+        return Err(bad(format!("host bits set, did you mean {}?", net.trunc())));
+    }
+    Ok(net)
+}
+
+/// Parses a Docker boolean option value (Go's `strconv.ParseBool`).
+fn parse_bool_opt(key: &str, v: &str) -> Result<bool, PlanError> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(PlanError::Invalid(format!(
+            "invalid value {v:?} for option {key}: expected true or false"
+        ))),
+    }
+}
+
+fn driver_of(req: &NetworkRequest) -> Result<Driver, PlanError> {
+    match req.driver.as_deref().unwrap_or("") {
+        "" | "bridge" => Ok(Driver::Bridge),
+        d @ ("host" | "null") => Err(PlanError::Forbidden(format!(
+            "only one instance of {d:?} network is allowed"
+        ))),
+        d => Err(PlanError::Invalid(format!(
+            "driver {d:?} is not supported (berth supports: bridge)"
+        ))),
+    }
+}
+
+/// Checks one requested pool and turns it into a [`SubnetSpec`] (without overlap checks).
+fn plan_subnet(name: &str, req: &IpamRequest) -> Result<SubnetSpec, PlanError> {
+    let Some(subnet_s) = req.subnet.as_deref().filter(|s| !s.is_empty()) else {
+        return Err(PlanError::Invalid(format!(
+            "network {name:?}: a gateway or ip range needs a subnet in the same IPAM config (add --subnet)"
+        )));
+    };
+    let subnet = parse_cidr("subnet", subnet_s)?;
+    let (min_hosts_prefix, fam) = match subnet {
+        IpNet::V4(_) => (30, "IPv4"),
+        IpNet::V6(_) => (126, "IPv6"),
+    };
+    if subnet.prefix_len() > min_hosts_prefix {
+        return Err(PlanError::Invalid(format!(
+            "invalid subnet {subnet_s:?}: a /{} has no room for a gateway and a container (use a /{min_hosts_prefix} or larger {fam} subnet)",
+            subnet.prefix_len()
+        )));
+    }
+    let gateway = match req.gateway.as_deref().filter(|s| !s.is_empty()) {
+        None => ipam::gateway_for(&subnet),
+        Some(g) => {
+            let gw: IpAddr = g.parse().map_err(|_| {
+                PlanError::Invalid(format!("invalid gateway {g:?}: not an IP address"))
+            })?;
+            if !subnet.contains(&gw) {
+                return Err(PlanError::Invalid(format!(
+                    "gateway {gw} is outside subnet {subnet} of network {name:?}"
+                )));
+            }
+            let is_bcast = subnet.addr().is_ipv4() && gw == subnet.broadcast();
+            if gw == subnet.network() || is_bcast {
+                return Err(PlanError::Invalid(format!(
+                    "gateway {gw} is the network or broadcast address of subnet {subnet} of network {name:?}"
+                )));
+            }
+            gw
+        }
+    };
+    let ip_range = match req.ip_range.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(r) => {
+            let range = parse_cidr("ip range", r)?;
+            if !subnet.contains(&range) {
+                return Err(PlanError::Invalid(format!(
+                    "ip range {range} is outside subnet {subnet} of network {name:?}"
+                )));
+            }
+            Some(range)
+        }
+    };
+    Ok(SubnetSpec {
+        subnet,
+        gateway,
+        ip_range,
+    })
+}
+
+/// Checks a subnet against existing networks and host routes.
+fn check_overlaps(
+    name: &str,
+    subnet: &IpNet,
+    existing: &[NetworkSpec],
+    host_routes: &[IpNet],
+) -> Result<(), PlanError> {
+    for other in existing {
+        if let Some(s) = other
+            .subnets
+            .iter()
+            .find(|s| ipam::overlaps(subnet, &s.subnet))
+        {
+            return Err(PlanError::Conflict(format!(
+                "network {name:?} overlaps {} of network {:?}",
+                s.subnet, other.name
+            )));
+        }
+    }
+    if let Some(route) = host_routes
+        .iter()
+        .find(|r| r.prefix_len() > 0 && ipam::overlaps(subnet, r))
+    {
+        return Err(PlanError::Conflict(format!(
+            "subnet {subnet} overlaps {route}, already routed on the host"
+        )));
+    }
+    Ok(())
+}
+
+/// Plans a new network from a create request.
+///
+/// * The name must be valid and unused (Docker's `network with name X already exists`).
+/// * Only the bridge driver can be created; `host` and `null` exist once, as predefined networks.
+/// * Subnets, gateways and ip ranges are parsed strictly (no host bits, room for a gateway and a
+///   container, gateway and range inside the subnet). At most one IPv4 and one IPv6 pool; IPv6
+///   only with `enable_ipv6`.
+/// * Without an IPv4 subnet one is taken from Docker's default pools, avoiding every existing
+///   network and every prefix in `host_routes` (default routes are ignored). With `enable_ipv6`
+///   and no IPv6 subnet, a /64 is taken from [`ipam::ULA_POOL`], chosen from the id.
+/// * A given subnet may overlap neither an existing network nor a host route (Conflict).
+/// * Docker's bridge options are validated and applied; unknown options are kept as given.
+pub fn plan_network(
+    req: &NetworkRequest,
+    id: Id,
+    created: String,
+    existing: &[NetworkSpec],
+    host_routes: &[IpNet],
+) -> Result<NetworkSpec, PlanError> {
+    let name = req.name.as_str();
+    names::validate_name("network", name)?;
+    if existing.iter().any(|n| n.name == name) {
+        return Err(PlanError::NetworkExists(name.to_string()));
+    }
+    let driver = driver_of(req)?;
+
+    let mut v4: Option<SubnetSpec> = None;
+    let mut v6: Option<SubnetSpec> = None;
+    for pool in &req.ipam {
+        let spec = plan_subnet(name, pool)?;
+        let (slot, fam) = match spec.subnet {
+            IpNet::V4(_) => (&mut v4, "IPv4"),
+            IpNet::V6(_) => (&mut v6, "IPv6"),
+        };
+        if slot.is_some() {
+            return Err(PlanError::Invalid(format!(
+                "network {name:?}: more than one {fam} subnet is not supported"
+            )));
+        }
+        if spec.subnet.addr().is_ipv6() && !req.enable_ipv6 {
+            return Err(PlanError::Invalid(format!(
+                "network {name:?}: IPv6 subnet {} given but IPv6 is not enabled (add --ipv6)",
+                spec.subnet
+            )));
+        }
+        check_overlaps(name, &spec.subnet, existing, host_routes)?;
+        *slot = Some(spec);
+    }
+
+    let mut used: Vec<IpNet> = existing
+        .iter()
+        .flat_map(|n| n.subnets.iter().map(|s| s.subnet))
+        .collect();
+    used.extend(host_routes.iter().copied());
+    if v4.is_none() {
+        let subnet = ipam::allocate_subnet(&used).ok_or_else(|| {
+            PlanError::Conflict(format!(
+                "no free IPv4 subnet for network {name:?}: every default pool (172.17.0.0/16-172.31.0.0/16, 192.168.0.0/16) overlaps an existing network or a host route; give one with --subnet"
+            ))
+        })?;
+        v4 = Some(SubnetSpec {
+            subnet,
+            gateway: ipam::gateway_for(&subnet),
+            ip_range: None,
+        });
+    }
+    if req.enable_ipv6 && v6.is_none() {
+        let subnet = ipam::allocate_ula_subnet(&id, &used).ok_or_else(|| {
+            PlanError::Conflict(format!(
+                "no free IPv6 subnet for network {name:?} in {}; give one with --subnet",
+                ipam::ULA_POOL
+            ))
+        })?;
+        v6 = Some(SubnetSpec {
+            subnet,
+            gateway: ipam::gateway_for(&subnet),
+            ip_range: None,
+        });
+    }
+
+    let opts = &req.options;
+    let bridge = match opts.get(OPT_BRIDGE_NAME).filter(|b| !b.is_empty()) {
+        Some(b) => {
+            names::validate_ifname(b).map_err(|e| {
+                PlanError::Invalid(format!("invalid value for option {OPT_BRIDGE_NAME}: {e}"))
+            })?;
+            b.clone()
+        }
+        None => names::bridge_name(&id),
+    };
+    if let Some(other) = existing.iter().find(|n| n.bridge == bridge) {
+        return Err(PlanError::Conflict(format!(
+            "bridge name {bridge:?} is already used by network {:?}",
+            other.name
+        )));
+    }
+    let icc = match opts.get(OPT_ENABLE_ICC) {
+        Some(v) => parse_bool_opt(OPT_ENABLE_ICC, v)?,
+        None => true,
+    };
+    let masquerade = match opts.get(OPT_ENABLE_MASQUERADE) {
+        Some(v) => parse_bool_opt(OPT_ENABLE_MASQUERADE, v)?,
+        None => true,
+    };
+    let mtu = match opts.get(OPT_MTU) {
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|m| (68..=65535).contains(m))
+            .ok_or_else(|| {
+                PlanError::Invalid(format!(
+                    "invalid value {v:?} for option {OPT_MTU}: expected a number from 68 to 65535"
+                ))
+            })?,
+        None => DEFAULT_MTU,
+    };
+    if let Some(v) = opts.get(OPT_HOST_BINDING_IPV4) {
+        if v.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(PlanError::Invalid(format!(
+                "invalid value {v:?} for option {OPT_HOST_BINDING_IPV4}: expected an IPv4 address"
+            )));
+        }
+    }
+    if let Some(v) = opts.get(OPT_DEFAULT_BRIDGE) {
+        if parse_bool_opt(OPT_DEFAULT_BRIDGE, v)? {
+            return Err(PlanError::Invalid(format!(
+                "invalid value {v:?} for option {OPT_DEFAULT_BRIDGE}: only the predefined \"bridge\" network is the default bridge"
+            )));
+        }
+    }
+
+    Ok(NetworkSpec {
+        id,
+        name: name.to_string(),
+        driver,
+        created,
+        subnets: v4.into_iter().chain(v6).collect(),
+        enable_ipv6: req.enable_ipv6,
+        internal: req.internal,
+        attachable: req.attachable,
+        labels: req.labels.clone(),
+        options: req.options.clone(),
+        bridge,
+        icc,
+        masquerade,
+        mtu,
+        dns: true,
+        predefined: false,
+    })
+}
+
+/// The three networks every berth host has: `bridge` (interface `berth0`, on `bridge_subnet`),
+/// `host` and `none`. `ids` are their ids in that order.
+pub fn predefined_networks(
+    ids: [Id; 3],
+    created: String,
+    bridge_subnet: IpNet,
+) -> Vec<NetworkSpec> {
+    let [bridge_id, host_id, none_id] = ids;
+    let bridge_subnet = bridge_subnet.trunc();
+    let options: BTreeMap<String, String> = [
+        (OPT_DEFAULT_BRIDGE, "true"),
+        (OPT_ENABLE_ICC, "true"),
+        (OPT_ENABLE_MASQUERADE, "true"),
+        (OPT_HOST_BINDING_IPV4, "0.0.0.0"),
+        (OPT_BRIDGE_NAME, DEFAULT_BRIDGE_IFNAME),
+        (OPT_MTU, "1500"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let other = |id: Id, name: &str, driver: Driver| NetworkSpec {
+        id,
+        name: name.to_string(),
+        driver,
+        created: created.clone(),
+        subnets: Vec::new(),
+        enable_ipv6: false,
+        internal: false,
+        attachable: false,
+        labels: BTreeMap::new(),
+        options: BTreeMap::new(),
+        bridge: String::new(),
+        icc: true,
+        masquerade: false,
+        mtu: DEFAULT_MTU,
+        dns: false,
+        predefined: true,
+    };
+    vec![
+        NetworkSpec {
+            id: bridge_id,
+            name: "bridge".into(),
+            driver: Driver::Bridge,
+            created: created.clone(),
+            subnets: vec![SubnetSpec {
+                subnet: bridge_subnet,
+                gateway: ipam::gateway_for(&bridge_subnet),
+                ip_range: None,
+            }],
+            enable_ipv6: false,
+            internal: false,
+            attachable: false,
+            labels: BTreeMap::new(),
+            options,
+            bridge: DEFAULT_BRIDGE_IFNAME.into(),
+            icc: true,
+            masquerade: true,
+            mtu: DEFAULT_MTU,
+            dns: false,
+            predefined: true,
+        },
+        other(host_id, "host", Driver::Host),
+        other(none_id, "none", Driver::Null),
+    ]
+}
+
+/// A request to attach a container to a network, as given (unparsed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointRequest {
+    /// `--ip`.
+    pub ipv4: Option<String>,
+    /// `--ip6`.
+    pub ipv6: Option<String>,
+    /// `--alias` / `--network-alias`.
+    pub aliases: Vec<String>,
+    /// Docker's `GwPriority`.
+    pub gw_priority: i64,
+}
+
+/// Checks a DNS alias: labels of 1..=63 characters from `[A-Za-z0-9_-]` not starting or ending
+/// with `-`, 253 characters at most in total. (`_` is allowed because container names may
+/// contain it and must resolve.)
+pub fn validate_alias(alias: &str) -> Result<(), PlanError> {
+    let bad = |reason: &str| {
+        Err(PlanError::Invalid(format!(
+            "invalid alias {alias:?}: {reason}"
+        )))
+    };
+    if alias.is_empty() {
+        return bad("it is empty");
+    }
+    if alias.len() > 253 {
+        return bad("a DNS name is at most 253 characters long");
+    }
+    for label in alias.strip_suffix('.').unwrap_or(alias).split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return bad("each dot-separated part must be 1 to 63 characters long");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return bad("a part must not start or end with '-'");
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_')))
+        {
+            return bad(&format!("character {c:?} is not allowed in a DNS name"));
+        }
+    }
+    Ok(())
+}
+
+fn parse_requested(fam: &str, s: Option<&str>) -> Result<Option<IpAddr>, PlanError> {
+    let Some(s) = s.filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let addr = IpAddr::from_str(s)
+        .ok()
+        .filter(|a| a.is_ipv4() == (fam == "IPv4"))
+        .ok_or_else(|| PlanError::Invalid(format!("invalid {fam} address {s:?}")))?;
+    Ok(Some(addr))
+}
+
+/// Plans the attachment of `container` to `net`.
+///
+/// `all` is every container (used to find the addresses already taken on `net`; `container`
+/// itself may be in it). Unlike Docker, `--ip` is accepted on networks whose subnet berth
+/// allocated itself: the subnet is stored, so a static address is just as stable there.
+pub fn plan_endpoint(
+    net: &NetworkSpec,
+    container: &ContainerSpec,
+    all: &[ContainerSpec],
+    req: &EndpointRequest,
+    endpoint_id: Id,
+) -> Result<EndpointSpec, PlanError> {
+    match net.driver {
+        Driver::Bridge => {}
+        Driver::Host => {
+            return Err(PlanError::Forbidden(
+                "container cannot be disconnected from host network or connected to host network"
+                    .into(),
+            ))
+        }
+        Driver::Null => {
+            return Err(PlanError::Forbidden(
+                "container cannot be disconnected from none network or connected to none network"
+                    .into(),
+            ))
+        }
+    }
+    if container.mode != NetworkMode::Networks {
+        return Err(PlanError::Forbidden(format!(
+            "container {:?} shares the network namespace of the host or of another container and cannot be connected to any other network",
+            container.name
+        )));
+    }
+    if container.endpoints.iter().any(|e| e.network_id == net.id) {
+        return Err(PlanError::AlreadyConnected {
+            container: container.name.clone(),
+            network: net.name.clone(),
+        });
+    }
+    let mut aliases: Vec<String> = Vec::new();
+    for a in &req.aliases {
+        validate_alias(a)?;
+        if !aliases.contains(a) {
+            aliases.push(a.clone());
+        }
+    }
+
+    // Who holds which address on this network, for the allocator and for the message.
+    let mut holders: BTreeMap<IpAddr, &str> = BTreeMap::new();
+    for c in all.iter().filter(|c| c.id != container.id) {
+        for ep in c.endpoints.iter().filter(|e| e.network_id == net.id) {
+            for a in &ep.addrs {
+                holders.insert(a.addr(), &c.name);
+            }
+        }
+    }
+    let used: BTreeSet<IpAddr> = holders.keys().copied().collect();
+
+    let want4 = parse_requested("IPv4", req.ipv4.as_deref())?;
+    let want6 = parse_requested("IPv6", req.ipv6.as_deref())?;
+    let mut addrs = Vec::new();
+    for (fam, want) in [("IPv4", want4), ("IPv6", want6)] {
+        let subnet = net
+            .subnets
+            .iter()
+            .find(|s| s.subnet.addr().is_ipv4() == (fam == "IPv4"));
+        let Some(subnet) = subnet else {
+            if let Some(a) = want {
+                return Err(PlanError::Invalid(format!(
+                    "cannot use {fam} address {a}: network {:?} has no {fam} subnet",
+                    net.name
+                )));
+            }
+            continue;
+        };
+        if let Some(a) = want {
+            if let Some(by) = holders.get(&a) {
+                return Err(PlanError::AddressInUse {
+                    addr: a,
+                    network: net.name.clone(),
+                    by: Some((*by).to_string()),
+                });
+            }
+        }
+        let addr = ipam::allocate_address(&net.name, subnet, &used, want)?;
+        let with_len = IpNet::new(addr, subnet.subnet.prefix_len())
+            .map_err(|e| PlanError::Invalid(format!("address {addr}: {e}")))?;
+        addrs.push(with_len);
+    }
+
+    let taken: BTreeSet<&str> = container
+        .endpoints
+        .iter()
+        .map(|e| e.ifname.as_str())
+        .collect();
+    let ifname = (0u32..)
+        .map(|i| format!("eth{i}"))
+        .find(|n| !taken.contains(n.as_str()))
+        .unwrap_or_else(|| "eth0".into());
+
+    let v4 = addrs.iter().find_map(|a| match a.addr() {
+        IpAddr::V4(v) => Some(v),
+        IpAddr::V6(_) => None,
+    });
+    Ok(EndpointSpec {
+        host_ifname: names::veth_name(&endpoint_id),
+        mac: names::mac_for(v4, &endpoint_id),
+        id: endpoint_id,
+        network_id: net.id.clone(),
+        ifname,
+        addrs,
+        static_ipv4: want4,
+        static_ipv6: want6,
+        aliases,
+        gw_priority: req.gw_priority,
+    })
+}
+
+/// The endpoint that gives `container` its default route: the highest `gw_priority`, ties
+/// broken by network name (ascending). Endpoints on internal networks, on networks without a
+/// subnet, or on networks not in `networks` never qualify.
+pub fn gateway_endpoint<'a>(
+    container: &'a ContainerSpec,
+    networks: &[NetworkSpec],
+) -> Option<&'a EndpointSpec> {
+    container
+        .endpoints
+        .iter()
+        .filter_map(|ep| {
+            let net = networks.iter().find(|n| n.id == ep.network_id)?;
+            (!net.internal && !net.subnets.is_empty()).then_some((ep, net.name.as_str()))
+        })
+        .max_by(|(a, an), (b, bn)| a.gw_priority.cmp(&b.gw_priority).then(bn.cmp(an)))
+        .map(|(ep, _)| ep)
+}
+
+/// What the kernel layer must create for a network: the bridge with its gateway addresses.
+/// `None` for host and null networks, which have no bridge.
+pub fn bridge_plan(net: &NetworkSpec) -> Option<BridgePlan> {
+    if net.driver != Driver::Bridge {
+        return None;
+    }
+    Some(BridgePlan {
+        name: net.bridge.clone(),
+        mtu: net.mtu,
+        addrs: net
+            .subnets
+            .iter()
+            .filter_map(|s| IpNet::new(s.gateway, s.subnet.prefix_len()).ok())
+            .collect(),
+    })
+}
+
+/// What the kernel layer must do to attach one endpoint. With `gateway`, default routes via the
+/// network's gateways are added for each family the endpoint has an address in (never on an
+/// internal network, which has no way out).
+pub fn endpoint_plan(
+    net: &NetworkSpec,
+    ep: &EndpointSpec,
+    netns_path: &str,
+    gateway: bool,
+) -> EndpointPlan {
+    let mut routes = Vec::new();
+    if gateway && !net.internal {
+        for s in &net.subnets {
+            if !ep
+                .addrs
+                .iter()
+                .any(|a| a.addr().is_ipv4() == s.subnet.addr().is_ipv4())
+            {
+                continue;
+            }
+            let dst = match s.subnet {
+                IpNet::V4(_) => IpNet::V4(ipnet::Ipv4Net::default()),
+                IpNet::V6(_) => IpNet::V6(ipnet::Ipv6Net::default()),
+            };
+            routes.push(RoutePlan {
+                dst,
+                via: s.gateway,
+            });
+        }
+    }
+    EndpointPlan {
+        host_ifname: ep.host_ifname.clone(),
+        bridge: net.bridge.clone(),
+        netns: netns_path.to_string(),
+        ifname: ep.ifname.clone(),
+        mac: ep.mac.clone(),
+        mtu: net.mtu,
+        addrs: ep.addrs.clone(),
+        routes,
+        isolated: !net.icc,
+    }
+}
+
+fn label_matches(net: &NetworkSpec, want: &str) -> bool {
+    match want.split_once('=') {
+        Some((k, v)) => net.labels.get(k).is_some_and(|have| have == v),
+        None => net.labels.contains_key(want),
+    }
+}
+
+/// Applies Docker's `GET /networks?filters=` to `nets`.
+///
+/// Keys: `driver` (exact), `id` (prefix), `name` (substring), `label` (`key` or `key=value`),
+/// `scope` (`local` matches everything, `swarm`/`global` nothing), `type` (`custom` or
+/// `builtin`). Values of one key are alternatives, except `label` where all must match (as in
+/// Docker); different keys must all match. `dangling`
+/// depends on containers and is accepted but not applied here: the caller filters on it.
+pub fn filter_networks<'a>(
+    nets: &'a [NetworkSpec],
+    filters: &BTreeMap<String, Vec<String>>,
+) -> Result<Vec<&'a NetworkSpec>, PlanError> {
+    for (key, values) in filters {
+        match key.as_str() {
+            "driver" | "id" | "name" | "label" | "scope" | "dangling" => {}
+            "type" => {
+                if let Some(v) = values.iter().find(|v| *v != "custom" && *v != "builtin") {
+                    return Err(PlanError::Invalid(format!("invalid filter: 'type'='{v}'")));
+                }
+            }
+            _ => return Err(PlanError::Invalid(format!("invalid filter '{key}'"))),
+        }
+    }
+    let matches = |net: &NetworkSpec, key: &str, v: &str| match key {
+        "driver" => net.driver.as_str() == v,
+        "id" => net.id.starts_with(v),
+        "name" => net.name.contains(v),
+        "label" => label_matches(net, v),
+        "scope" => v == "local",
+        "type" => (v == "builtin") == net.predefined,
+        _ => true,
+    };
+    Ok(nets
+        .iter()
+        .filter(|net| {
+            filters.iter().all(|(key, values)| {
+                // Docker ANDs label filters (MatchKVList) and ORs the values of other keys.
+                if key == "label" {
+                    values.iter().all(|v| matches(net, key, v))
+                } else {
+                    values.is_empty() || values.iter().any(|v| matches(net, key, v))
+                }
+            })
+        })
+        .collect())
+}
+
+/// The networks `POST /networks/prune?filters=` may remove: every non-predefined network that
+/// matches `label` (`key` or `key=value`, all must match) and `label!` (none may match). The
+/// caller still keeps networks that have endpoints. `until` needs a clock and is refused.
+pub fn prune_candidates<'a>(
+    nets: &'a [NetworkSpec],
+    filters: &BTreeMap<String, Vec<String>>,
+) -> Result<Vec<&'a NetworkSpec>, PlanError> {
+    for key in filters.keys() {
+        match key.as_str() {
+            "label" | "label!" => {}
+            "until" => return Err(PlanError::Invalid(
+                "filter 'until' is not supported by berth's network prune; use 'label' or 'label!'"
+                    .into(),
+            )),
+            _ => return Err(PlanError::Invalid(format!("invalid filter '{key}'"))),
+        }
+    }
+    let empty = Vec::new();
+    let with = filters.get("label").unwrap_or(&empty);
+    let without = filters.get("label!").unwrap_or(&empty);
+    Ok(nets
+        .iter()
+        .filter(|n| !n.predefined)
+        .filter(|n| with.iter().all(|l| label_matches(n, l)))
+        .filter(|n| !without.iter().any(|l| label_matches(n, l)))
+        .collect())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+mod tests;

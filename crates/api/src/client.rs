@@ -1,0 +1,423 @@
+//! A small HTTP/1.1 client for berthd over its unix socket.
+//!
+//! Every request opens its own connection, so requests can run concurrently (the CLI streams a
+//! container's logs while it waits for the container to exit).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper::header::{CONTENT_TYPE, HOST, USER_AGENT};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::UnixStream;
+
+use crate::types::ErrorResponse;
+use crate::DEFAULT_SOCKET;
+
+pub use hyper::Method;
+
+/// Pass as `body` when a request has none: `client.request_json(Method::GET, "/info", NO_BODY)`.
+pub const NO_BODY: Option<&'static ()> = None;
+
+/// The environment variable naming berthd's socket (`unix:///path` or a plain path).
+pub const HOST_ENV: &str = "BERTH_HOST";
+
+/// What can go wrong talking to berthd.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The host is not a unix socket address.
+    #[error("invalid host {host:?}: berth only speaks to berthd over a unix socket (unix:///path or /path)")]
+    InvalidHost {
+        /// What was given.
+        host: String,
+    },
+    /// The socket could not be reached.
+    #[error("cannot connect to berthd at {socket}: {reason} ({hint})")]
+    Connect {
+        /// Socket path.
+        socket: String,
+        /// The OS error, without Rust's `(os error N)` suffix.
+        reason: String,
+        /// What to do about it.
+        hint: &'static str,
+        /// The underlying error (already part of the message).
+        error: io::Error,
+    },
+    /// berthd answered with a non-2xx status.
+    #[error("Error response from daemon: {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// berthd's `message`.
+        message: String,
+    },
+    /// The connection broke or the HTTP exchange failed.
+    #[error("talking to berthd at {socket}: {message}")]
+    Http {
+        /// Socket path.
+        socket: String,
+        /// What happened.
+        message: String,
+    },
+    /// berthd's answer was not the JSON expected.
+    #[error("unexpected answer from berthd to {method} {path}: {error}")]
+    Decode {
+        /// Request method.
+        method: String,
+        /// Request path.
+        path: String,
+        /// The parse error (already part of the message).
+        error: serde_json::Error,
+    },
+    /// The request body could not be encoded.
+    #[error("cannot encode the request body: {0}")]
+    Encode(serde_json::Error),
+}
+
+impl ApiError {
+    /// The HTTP status when berthd answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Server { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// True when berthd said 404 (no such network/container/exec).
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404)
+    }
+}
+
+/// A client of berthd's API over a unix socket.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    /// A client for `host`: `unix:///path/to.sock` or a plain path.
+    pub fn new(host: &str) -> Result<Self, ApiError> {
+        let path = match host.strip_prefix("unix://") {
+            Some(path) => path,
+            None if host.contains("://") => {
+                return Err(ApiError::InvalidHost {
+                    host: host.to_string(),
+                })
+            }
+            None => host,
+        };
+        if path.is_empty() {
+            return Err(ApiError::InvalidHost {
+                host: host.to_string(),
+            });
+        }
+        Ok(Client {
+            socket: PathBuf::from(path),
+        })
+    }
+
+    /// The client the user asked for: the `-H` flag, else `$BERTH_HOST`, else
+    /// [`DEFAULT_SOCKET`]. `DOCKER_HOST` is deliberately ignored (it belongs to docker).
+    pub fn from_env(flag: Option<&str>) -> Result<Self, ApiError> {
+        if let Some(host) = flag.filter(|h| !h.is_empty()) {
+            return Client::new(host);
+        }
+        match std::env::var(HOST_ENV) {
+            Ok(host) if !host.is_empty() => Client::new(&host),
+            _ => Client::new(DEFAULT_SOCKET),
+        }
+    }
+
+    /// The socket this client talks to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Sends a request and decodes a 2xx JSON answer into `T`.
+    pub async fn request_json<T, B>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&B>,
+    ) -> Result<T, ApiError>
+    where
+        T: DeserializeOwned,
+        B: Serialize + ?Sized,
+    {
+        let resp = self.send(method.clone(), path_and_query, body).await?;
+        let bytes = self.collect(resp.into_body()).await?;
+        serde_json::from_slice(&bytes).map_err(|error| ApiError::Decode {
+            method: method.to_string(),
+            path: path_and_query.to_string(),
+            error,
+        })
+    }
+
+    /// Sends a request whose 2xx answer has no body worth reading.
+    pub async fn request_empty<B>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&B>,
+    ) -> Result<(), ApiError>
+    where
+        B: Serialize + ?Sized,
+    {
+        let resp = self.send(method, path_and_query, body).await?;
+        self.collect(resp.into_body()).await?;
+        Ok(())
+    }
+
+    /// Sends a request and returns its 2xx body as a stream of chunks (logs, exec output).
+    pub async fn request_stream<B>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&B>,
+    ) -> Result<BodyStream, ApiError>
+    where
+        B: Serialize + ?Sized,
+    {
+        let resp = self.send(method, path_and_query, body).await?;
+        Ok(BodyStream {
+            body: resp.into_body(),
+            socket: self.socket_name(),
+        })
+    }
+
+    fn socket_name(&self) -> String {
+        self.socket.display().to_string()
+    }
+
+    fn http_error(&self, err: impl std::fmt::Display) -> ApiError {
+        ApiError::Http {
+            socket: self.socket_name(),
+            message: err.to_string(),
+        }
+    }
+
+    async fn collect(&self, body: Incoming) -> Result<Bytes, ApiError> {
+        body.collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| self.http_error(e))
+    }
+
+    async fn send<B>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&B>,
+    ) -> Result<Response<Incoming>, ApiError>
+    where
+        B: Serialize + ?Sized,
+    {
+        let payload = match body {
+            Some(b) => Some(serde_json::to_vec(b).map_err(ApiError::Encode)?),
+            None => None,
+        };
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| connect_error(&self.socket, source))?;
+        let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.http_error(e))?;
+        tokio::spawn(async move {
+            // The connection ends with the response body (or the server closing it); its error, if
+            // any, already reached the request or the body stream.
+            let _ = conn.await;
+        });
+
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header(HOST, "berth")
+            .header(USER_AGENT, concat!("berth/", env!("CARGO_PKG_VERSION")));
+        if payload.is_some() {
+            builder = builder.header(CONTENT_TYPE, "application/json");
+        }
+        let req = builder
+            .body(Full::new(Bytes::from(payload.unwrap_or_default())))
+            .map_err(|e| self.http_error(format!("invalid request {path_and_query:?}: {e}")))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| self.http_error(e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let bytes = self.collect(resp.into_body()).await.unwrap_or_default();
+        Err(ApiError::Server {
+            status: status.as_u16(),
+            message: error_message(status.as_u16(), status.canonical_reason(), &bytes),
+        })
+    }
+}
+
+/// A streaming response body.
+#[derive(Debug)]
+pub struct BodyStream {
+    body: Incoming,
+    socket: String,
+}
+
+impl BodyStream {
+    /// The next chunk, `None` at the end of the body.
+    pub async fn next(&mut self) -> Option<Result<Bytes, ApiError>> {
+        loop {
+            match self.body.frame().await? {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        if !data.is_empty() {
+                            return Some(Ok(data));
+                        }
+                    }
+                }
+                Err(e) => {
+                    return Some(Err(ApiError::Http {
+                        socket: self.socket.clone(),
+                        message: e.to_string(),
+                    }))
+                }
+            }
+        }
+    }
+}
+
+/// The message of an error answer: `{"message": ...}`, else the text, else the status.
+fn error_message(status: u16, reason: Option<&str>, body: &[u8]) -> String {
+    if let Ok(err) = serde_json::from_slice::<ErrorResponse>(body) {
+        return err.message;
+    }
+    let text = String::from_utf8_lossy(body).trim().to_string();
+    if !text.is_empty() {
+        return text;
+    }
+    match reason {
+        Some(reason) => format!("{status} {reason}"),
+        None => format!("HTTP status {status}"),
+    }
+}
+
+fn connect_error(socket: &Path, source: io::Error) -> ApiError {
+    let hint = match source.kind() {
+        io::ErrorKind::PermissionDenied => "berthd's socket is root-only: try again with sudo",
+        _ => "is berthd running? start it with: sudo berthd",
+    };
+    let full = source.to_string();
+    let reason = match full.find(" (os error") {
+        Some(i) => full[..i].to_string(),
+        None => full,
+    };
+    ApiError::Connect {
+        socket: socket.display().to_string(),
+        reason,
+        hint,
+        error: source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_parse() {
+        assert_eq!(
+            Client::new("unix:///tmp/b.sock").map(|c| c.socket).ok(),
+            Some(PathBuf::from("/tmp/b.sock"))
+        );
+        assert_eq!(
+            Client::new("/x/y.sock").map(|c| c.socket).ok(),
+            Some(PathBuf::from("/x/y.sock"))
+        );
+        assert!(Client::new("tcp://1.2.3.4:2375").is_err());
+        assert!(Client::new("unix://").is_err());
+        assert_eq!(
+            Client::from_env(Some("/f.sock")).map(|c| c.socket).ok(),
+            Some(PathBuf::from("/f.sock"))
+        );
+    }
+
+    #[test]
+    fn error_messages() {
+        assert_eq!(
+            error_message(
+                404,
+                Some("Not Found"),
+                br#"{"message":"network x not found"}"#
+            ),
+            "network x not found"
+        );
+        assert_eq!(error_message(500, None, b"boom\n"), "boom");
+        assert_eq!(
+            error_message(502, Some("Bad Gateway"), b""),
+            "502 Bad Gateway"
+        );
+    }
+
+    #[tokio::test]
+    async fn connect_failure_is_for_people() {
+        let c = Client::new("/nonexistent/berth-test.sock").expect("valid host");
+        let err = c
+            .request_empty(Method::GET, "/info", NO_BODY)
+            .await
+            .expect_err("no daemon there");
+        assert_eq!(
+            err.to_string(),
+            "cannot connect to berthd at /nonexistent/berth-test.sock: No such file or directory \
+             (is berthd running? start it with: sudo berthd)"
+        );
+    }
+
+    #[tokio::test]
+    async fn round_trip_over_a_socket() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = std::env::temp_dir().join(format!("berth-client-test-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let sock = dir.join("s.sock");
+        let _ = std::fs::remove_file(&sock);
+        let listener = tokio::net::UnixListener::bind(&sock).expect("bind");
+        let server = tokio::spawn(async move {
+            for answer in [
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"Id\":\"abc\"}\n",
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 33\r\n\r\n{\"message\":\"network x not found\"}",
+            ] {
+                let (mut s, _) = listener.accept().await.expect("accept");
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(answer.as_bytes()).await;
+                let _ = s.shutdown().await;
+            }
+        });
+        let c = Client::new(&format!("unix://{}", sock.display())).expect("host");
+        let got: crate::types::IdResponse = c
+            .request_json(
+                Method::POST,
+                "/containers/x/exec",
+                Some(&serde_json::json!({})),
+            )
+            .await
+            .expect("json");
+        assert_eq!(got.id, "abc");
+        let err = c
+            .request_empty(Method::DELETE, "/networks/x", NO_BODY)
+            .await
+            .expect_err("404");
+        assert!(err.is_not_found());
+        assert_eq!(
+            err.to_string(),
+            "Error response from daemon: network x not found"
+        );
+        let _ = server.await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,622 @@
+//! Wire types. Network types follow the Docker Engine API field for field (PascalCase JSON), so
+//! the stock `docker` CLI can drive berthd. Container types use Docker's shapes where Docker has
+//! one (`NetworkSettings.Networks.<net>.IPAddress`, `State.Pid`, …) and berth's own otherwise.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Docker's error body: `{"message": "..."}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorResponse {
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+/// One IPAM pool in a create request or a network resource.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct IpamConfig {
+    /// CIDR.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subnet: String,
+    /// `--ip-range`.
+    #[serde(rename = "IPRange", default, skip_serializing_if = "String::is_empty")]
+    pub ip_range: String,
+    /// Gateway address.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub gateway: String,
+}
+
+/// IPAM section.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Ipam {
+    /// Always `default`.
+    #[serde(default)]
+    pub driver: String,
+    /// Driver options (unused; echoed).
+    #[serde(default)]
+    pub options: Option<BTreeMap<String, String>>,
+    /// Pools.
+    #[serde(default)]
+    pub config: Option<Vec<IpamConfig>>,
+}
+
+/// `POST /networks/create` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkCreateRequest {
+    /// Network name.
+    pub name: String,
+    /// `bridge` (default).
+    #[serde(default)]
+    pub driver: String,
+    /// Ignored (`local`).
+    #[serde(default)]
+    pub scope: String,
+    /// `--ipv6`.
+    #[serde(rename = "EnableIPv6", default)]
+    pub enable_ipv6: Option<bool>,
+    /// IPAM.
+    #[serde(rename = "IPAM", default)]
+    pub ipam: Option<Ipam>,
+    /// `--internal`.
+    #[serde(default)]
+    pub internal: bool,
+    /// `--attachable`.
+    #[serde(default)]
+    pub attachable: bool,
+    /// Swarm only; rejected when true.
+    #[serde(default)]
+    pub ingress: bool,
+    /// Swarm only; rejected when true.
+    #[serde(default)]
+    pub config_only: bool,
+    /// `--opt`.
+    #[serde(default)]
+    pub options: Option<BTreeMap<String, String>>,
+    /// `--label`.
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Old clients send it; berth always refuses duplicates.
+    #[serde(default)]
+    pub check_duplicate: Option<bool>,
+}
+
+/// `POST /networks/create` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkCreateResponse {
+    /// The new network's id.
+    pub id: String,
+    /// Always empty.
+    pub warning: String,
+}
+
+/// `ConfigFrom` (always empty).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConfigReference {
+    /// Empty.
+    pub network: String,
+}
+
+/// A container as listed in a network's inspect.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkContainer {
+    /// Container name.
+    pub name: String,
+    /// Endpoint id.
+    #[serde(rename = "EndpointID")]
+    pub endpoint_id: String,
+    /// MAC.
+    pub mac_address: String,
+    /// `10.1.0.2/24`.
+    #[serde(rename = "IPv4Address")]
+    pub ipv4_address: String,
+    /// `fd00::2/64` or empty.
+    #[serde(rename = "IPv6Address")]
+    pub ipv6_address: String,
+}
+
+/// Docker's `NetworkResource` (inspect and list).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkResource {
+    /// Name.
+    pub name: String,
+    /// 64-hex id.
+    pub id: String,
+    /// RFC 3339.
+    pub created: String,
+    /// `local`.
+    pub scope: String,
+    /// `bridge`, `host`, `null`.
+    pub driver: String,
+    /// IPv6 enabled.
+    #[serde(rename = "EnableIPv6")]
+    pub enable_ipv6: bool,
+    /// IPAM.
+    #[serde(rename = "IPAM")]
+    pub ipam: Ipam,
+    /// Internal.
+    pub internal: bool,
+    /// Attachable.
+    pub attachable: bool,
+    /// Always false.
+    pub ingress: bool,
+    /// Always empty.
+    pub config_from: ConfigReference,
+    /// Always false.
+    pub config_only: bool,
+    /// Attached containers by id.
+    pub containers: BTreeMap<String, NetworkContainer>,
+    /// Options as given.
+    pub options: BTreeMap<String, String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `IPAMConfig` of an endpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct EndpointIpamConfig {
+    /// `--ip`.
+    #[serde(
+        rename = "IPv4Address",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ipv4_address: Option<String>,
+    /// `--ip6`.
+    #[serde(
+        rename = "IPv6Address",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ipv6_address: Option<String>,
+}
+
+/// Docker's `EndpointSettings`: a request (connect, create) and a response (inspect).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointSettings {
+    /// Static addresses asked for.
+    #[serde(rename = "IPAMConfig", default)]
+    pub ipam_config: Option<EndpointIpamConfig>,
+    /// Unused.
+    #[serde(default)]
+    pub links: Option<Vec<String>>,
+    /// DNS aliases.
+    #[serde(default)]
+    pub aliases: Option<Vec<String>>,
+    /// MAC.
+    #[serde(default)]
+    pub mac_address: String,
+    /// Unused.
+    #[serde(default)]
+    pub driver_opts: Option<BTreeMap<String, String>>,
+    /// Highest wins the default route.
+    #[serde(default)]
+    pub gw_priority: i64,
+    /// Network id.
+    #[serde(rename = "NetworkID", default)]
+    pub network_id: String,
+    /// Endpoint id.
+    #[serde(rename = "EndpointID", default)]
+    pub endpoint_id: String,
+    /// Gateway.
+    #[serde(default)]
+    pub gateway: String,
+    /// IPv4 address.
+    #[serde(rename = "IPAddress", default)]
+    pub ip_address: String,
+    /// Prefix length.
+    #[serde(rename = "IPPrefixLen", default)]
+    pub ip_prefix_len: u8,
+    /// IPv6 gateway.
+    #[serde(rename = "IPv6Gateway", default)]
+    pub ipv6_gateway: String,
+    /// IPv6 address.
+    #[serde(rename = "GlobalIPv6Address", default)]
+    pub global_ipv6_address: String,
+    /// IPv6 prefix length.
+    #[serde(rename = "GlobalIPv6PrefixLen", default)]
+    pub global_ipv6_prefix_len: u8,
+    /// Names this endpoint answers to in DNS.
+    #[serde(rename = "DNSNames", default)]
+    pub dns_names: Option<Vec<String>>,
+}
+
+/// `POST /networks/{id}/connect` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkConnectRequest {
+    /// Container id or name.
+    pub container: String,
+    /// Addresses and aliases.
+    #[serde(default)]
+    pub endpoint_config: Option<EndpointSettings>,
+}
+
+/// `POST /networks/{id}/disconnect` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkDisconnectRequest {
+    /// Container id or name.
+    pub container: String,
+    /// Accepted for compatibility.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `POST /networks/prune` answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkPruneResponse {
+    /// Names of removed networks.
+    pub networks_deleted: Vec<String>,
+}
+
+/// `GET /version`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct VersionResponse {
+    /// berth's version.
+    pub version: String,
+    /// Highest Docker Engine API version spoken.
+    pub api_version: String,
+    /// Lowest.
+    #[serde(rename = "MinAPIVersion")]
+    pub min_api_version: String,
+    /// `linux`.
+    pub os: String,
+    /// e.g. `amd64`.
+    pub arch: String,
+    /// Kernel release.
+    pub kernel_version: String,
+    /// Component list, like dockerd.
+    pub components: Vec<Component>,
+}
+
+/// A version component.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct Component {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+}
+
+/// `HostConfig` of a container create request (the networking part of Docker's).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct HostConfig {
+    /// `bridge` (default), a network name, `host`, `none`, `container:NAME`.
+    #[serde(default)]
+    pub network_mode: String,
+    /// `--dns`.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// `--dns-search`.
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+    /// `--dns-option`.
+    #[serde(default)]
+    pub dns_options: Vec<String>,
+    /// `--add-host NAME:IP`.
+    #[serde(default)]
+    pub extra_hosts: Vec<String>,
+    /// `--rm`.
+    #[serde(default)]
+    pub auto_remove: bool,
+}
+
+/// `NetworkingConfig` of a container create request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkingConfig {
+    /// Per network (by name or id): `--ip`, `--network-alias`.
+    #[serde(default)]
+    pub endpoints_config: BTreeMap<String, EndpointSettings>,
+}
+
+/// `POST /containers/create?name=NAME` body (Docker's shape, no image: `Cmd` runs from the host's
+/// filesystem, or from `Rootfs`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerCreateRequest {
+    /// `--hostname` (defaults to the name).
+    #[serde(default)]
+    pub hostname: String,
+    /// Command and arguments.
+    pub cmd: Vec<String>,
+    /// `KEY=VALUE`.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// berth: `--rootfs DIR`.
+    #[serde(default)]
+    pub rootfs: Option<String>,
+    /// Networking options.
+    #[serde(default)]
+    pub host_config: HostConfig,
+    /// Per-network endpoint options.
+    #[serde(default)]
+    pub networking_config: NetworkingConfig,
+}
+
+/// `POST /containers/create` answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerCreateResponse {
+    /// Id.
+    pub id: String,
+    /// Warnings.
+    pub warnings: Vec<String>,
+}
+
+/// `State` of a container inspect.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerStateView {
+    /// `created`, `running`, `exited`.
+    pub status: String,
+    /// Running.
+    pub running: bool,
+    /// Init pid (0 when not running).
+    pub pid: i32,
+    /// Exit code.
+    pub exit_code: i32,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339.
+    pub finished_at: String,
+}
+
+/// `Config` of a container inspect.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerConfigView {
+    /// Hostname.
+    pub hostname: String,
+    /// Command.
+    pub cmd: Vec<String>,
+    /// Env.
+    pub env: Vec<String>,
+}
+
+/// `NetworkSettings` of a container inspect.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkSettings {
+    /// Path of the container's network namespace.
+    pub sandbox_key: String,
+    /// Gateway endpoint's address (Docker's top-level legacy fields).
+    #[serde(rename = "IPAddress")]
+    pub ip_address: String,
+    /// Gateway endpoint's prefix length.
+    #[serde(rename = "IPPrefixLen")]
+    pub ip_prefix_len: u8,
+    /// Gateway endpoint's gateway.
+    pub gateway: String,
+    /// Gateway endpoint's MAC.
+    pub mac_address: String,
+    /// Published ports (`80/tcp` → bindings).
+    pub ports: BTreeMap<String, Option<Vec<PortBinding>>>,
+    /// Per network name.
+    pub networks: BTreeMap<String, EndpointSettings>,
+}
+
+/// One host binding of a published port.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct PortBinding {
+    /// Host IP.
+    pub host_ip: String,
+    /// Host port.
+    pub host_port: String,
+}
+
+/// `GET /containers/{id}/json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerInspect {
+    /// Id.
+    pub id: String,
+    /// `/name`, like Docker.
+    pub name: String,
+    /// RFC 3339.
+    pub created: String,
+    /// Command.
+    pub path: String,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// State.
+    pub state: ContainerStateView,
+    /// Generated resolv.conf.
+    pub resolv_conf_path: String,
+    /// Generated hostname file.
+    pub hostname_path: String,
+    /// Generated hosts file.
+    pub hosts_path: String,
+    /// stdout+stderr log directory.
+    pub log_path: String,
+    /// Config.
+    pub config: ContainerConfigView,
+    /// HostConfig as given.
+    pub host_config: HostConfig,
+    /// Network settings.
+    pub network_settings: NetworkSettings,
+    /// berth: `--rootfs`.
+    pub rootfs: Option<String>,
+}
+
+/// `GET /containers/json` item (Docker's `ContainerSummary`, trimmed).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerSummary {
+    /// Id.
+    pub id: String,
+    /// `["/name"]`.
+    pub names: Vec<String>,
+    /// The command line.
+    pub command: String,
+    /// Unix seconds.
+    pub created: i64,
+    /// `running`, `exited`, `created`.
+    pub state: String,
+    /// `Up`, `Exited (0)`.
+    pub status: String,
+    /// `bridge`, a network, `host`, `none`, `container:ID`.
+    pub network_mode: String,
+    /// Networks.
+    pub network_settings: SummaryNetworkSettings,
+}
+
+/// Networks of a container summary.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct SummaryNetworkSettings {
+    /// Per network name.
+    pub networks: BTreeMap<String, EndpointSettings>,
+}
+
+/// `POST /containers/{id}/wait` answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct WaitResponse {
+    /// Exit code.
+    pub status_code: i64,
+}
+
+/// `POST /containers/{id}/exec` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExecCreateRequest {
+    /// Command.
+    pub cmd: Vec<String>,
+    /// Env.
+    #[serde(default)]
+    pub env: Vec<String>,
+}
+
+/// `POST /containers/{id}/exec` answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct IdResponse {
+    /// Id.
+    pub id: String,
+}
+
+/// `GET /exec/{id}/json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExecInspect {
+    /// Id.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Still running.
+    pub running: bool,
+    /// Exit code once finished.
+    pub exit_code: Option<i64>,
+}
+
+/// `GET /info` (berth's fields in Docker's shape where one exists).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct InfoResponse {
+    /// Daemon id.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Containers.
+    pub containers: usize,
+    /// Running containers.
+    pub containers_running: usize,
+    /// Networks.
+    pub networks: usize,
+    /// berth's version.
+    pub server_version: String,
+    /// State directory.
+    pub state_dir: String,
+    /// Store backend.
+    pub store: String,
+    /// Warnings a user must see (e.g. a host FORWARD policy that drops berth's traffic).
+    pub warnings: Vec<String>,
+    /// Whether berth turned on IPv4 forwarding (it was off before).
+    pub ip_forward_enabled_by_berth: bool,
+}
+
+/// Docker's multiplexed stream: every frame is `[stream, 0, 0, 0, len_be32…]` + payload.
+pub mod stream {
+    /// stdout.
+    pub const STDOUT: u8 = 1;
+    /// stderr.
+    pub const STDERR: u8 = 2;
+
+    /// Frames `payload` for `stream`.
+    pub fn frame(stream: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(payload.len() + 8);
+        out.push(stream);
+        out.extend_from_slice(&[0, 0, 0]);
+        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&payload[..len as usize]);
+        out
+    }
+
+    /// Incremental decoder: feed bytes, get complete frames.
+    #[derive(Debug, Default)]
+    pub struct Decoder {
+        buf: Vec<u8>,
+    }
+
+    impl Decoder {
+        /// Appends `bytes` and returns every complete `(stream, payload)` frame.
+        pub fn push(&mut self, bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+            self.buf.extend_from_slice(bytes);
+            let mut frames = Vec::new();
+            loop {
+                if self.buf.len() < 8 {
+                    break;
+                }
+                let len = u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]])
+                    as usize;
+                if self.buf.len() < 8 + len {
+                    break;
+                }
+                let payload = self.buf[8..8 + len].to_vec();
+                frames.push((self.buf[0], payload));
+                self.buf.drain(..8 + len);
+            }
+            frames
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn frames_round_trip_in_pieces() {
+            let mut bytes = frame(STDOUT, b"hello");
+            bytes.extend(frame(STDERR, b""));
+            bytes.extend(frame(STDERR, b"err"));
+            let mut d = Decoder::default();
+            let mut got = Vec::new();
+            for chunk in bytes.chunks(3) {
+                got.extend(d.push(chunk));
+            }
+            assert_eq!(
+                got,
+                vec![
+                    (STDOUT, b"hello".to_vec()),
+                    (STDERR, vec![]),
+                    (STDERR, b"err".to_vec())
+                ]
+            );
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! `berth info`.
+
+use anyhow::Result;
+use berth_api::client::{Client, Method, NO_BODY};
+use berth_api::types::InfoResponse;
+
+use crate::format::out;
+
+/// Prints a human summary of berthd; warnings go to stderr like docker's.
+pub async fn run(client: &Client) -> Result<i32> {
+    out("Client:");
+    out(&format!(" Version:    {}", env!("CARGO_PKG_VERSION")));
+    out(&format!(
+        " Host:       unix://{}",
+        client.socket().display()
+    ));
+    out("");
+    let info: InfoResponse = client.request_json(Method::GET, "/info", NO_BODY).await?;
+    out(&render(&info));
+    for w in &info.warnings {
+        eprintln!("{}", warning_line(w));
+    }
+    Ok(0)
+}
+
+fn warning_line(w: &str) -> String {
+    if w.starts_with("WARNING") {
+        w.to_string()
+    } else {
+        format!("WARNING: {w}")
+    }
+}
+
+fn render(info: &InfoResponse) -> String {
+    let stopped = info.containers.saturating_sub(info.containers_running);
+    let mut lines = vec![
+        "Server:".to_string(),
+        format!(" Containers: {}", info.containers),
+        format!("  Running: {}", info.containers_running),
+        format!("  Stopped: {stopped}"),
+        format!(" Networks: {}", info.networks),
+        format!(" Server Version: {}", info.server_version),
+        format!(" Store: {}", info.store),
+        format!(" State Dir: {}", info.state_dir),
+        format!(" ID: {}", info.id),
+    ];
+    if info.ip_forward_enabled_by_berth {
+        lines.push(" IPv4 Forwarding: enabled by berthd (it was off)".to_string());
+    }
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary() {
+        let info = InfoResponse {
+            containers: 3,
+            containers_running: 1,
+            networks: 4,
+            warnings: vec!["FORWARD policy is DROP".into()],
+            ..InfoResponse::default()
+        };
+        let s = render(&info);
+        assert!(s.contains("\n  Stopped: 2\n"));
+        assert!(s.contains(" Networks: 4"));
+        assert_eq!(
+            warning_line(&info.warnings[0]),
+            "WARNING: FORWARD policy is DROP"
+        );
+        assert_eq!(warning_line("WARNING: x"), "WARNING: x");
+    }
+}

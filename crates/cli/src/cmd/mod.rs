@@ -1,0 +1,66 @@
+//! One module per subcommand. Each `run` returns the process exit code; errors are printed by
+//! the caller (`report`).
+
+pub mod exec;
+pub mod info;
+pub mod inspect;
+pub mod logs;
+pub mod network;
+pub mod network_connect;
+pub mod network_create;
+pub mod network_disconnect;
+pub mod network_inspect;
+pub mod network_ls;
+pub mod network_prune;
+pub mod network_rm;
+pub mod ps;
+pub mod rm;
+pub mod run;
+pub mod stop;
+pub mod version;
+
+use anyhow::Result;
+use berth_api::client::{Client, Method, NO_BODY};
+use berth_api::types::stream::{Decoder, STDERR};
+
+use crate::format::{url_escape, write_raw};
+
+/// `/{kind}/{escaped id}{suffix}`.
+pub fn obj_path(kind: &str, id: &str, suffix: &str) -> String {
+    format!("/{kind}/{}{suffix}", url_escape(id))
+}
+
+/// Copies a Docker multiplexed stream to stdout/stderr until it ends.
+pub async fn copy_stream(client: &Client, method: Method, path: &str) -> Result<()> {
+    copy_stream_with_body(client, method, path, NO_BODY).await
+}
+
+/// [`copy_stream`] with a request body.
+pub async fn copy_stream_with_body<B: serde::Serialize + ?Sized>(
+    client: &Client,
+    method: Method,
+    path: &str,
+    body: Option<&B>,
+) -> Result<()> {
+    let mut stream = client.request_stream(method, path, body).await?;
+    let mut decoder = Decoder::default();
+    while let Some(chunk) = stream.next().await {
+        for (kind, payload) in decoder.push(&chunk?) {
+            write_raw(kind == STDERR, &payload);
+        }
+    }
+    Ok(())
+}
+
+/// The value of `-e KEY` (from the environment) or `-e KEY=VALUE`; `None` when unset.
+pub fn env_entry(spec: &str) -> Option<String> {
+    if spec.contains('=') {
+        return Some(spec.to_string());
+    }
+    std::env::var(spec).ok().map(|v| format!("{spec}={v}"))
+}
+
+/// An exit code from a 64-bit status (`WaitResponse`, `ExecInspect`).
+pub fn exit_code(status: i64) -> i32 {
+    i32::try_from(status.rem_euclid(256)).unwrap_or(1)
+}

@@ -1,0 +1,152 @@
+//! `berth ps`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use berth_api::client::{Client, Method, NO_BODY};
+use berth_api::types::ContainerSummary;
+
+use crate::format::{ellipsis, human_duration, row, short_id, write_raw, Format};
+use crate::json::Value;
+
+/// Flags of `berth ps`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Show all containers (default: running ones).
+    #[arg(short, long)]
+    all: bool,
+    /// Only print container ids.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Do not truncate ids and commands.
+    #[arg(long)]
+    no_trunc: bool,
+    /// Go-template format (`{{.ID}} {{.Command}} {{.RunningFor}} {{.Status}} {{.State}}
+    /// {{.Networks}} {{.Names}}`), `table TEMPLATE`, or `json`.
+    #[arg(long)]
+    format: Option<String>,
+}
+
+const DEFAULT_TABLE: &str =
+    "{{.ID}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Networks}}\t{{.Names}}";
+
+const HEADERS: &[(&str, &str)] = &[
+    ("ID", "CONTAINER ID"),
+    ("Command", "COMMAND"),
+    ("RunningFor", "CREATED"),
+    ("Status", "STATUS"),
+    ("State", "STATE"),
+    ("Networks", "NETWORKS"),
+    ("Names", "NAMES"),
+];
+
+/// Lists containers.
+pub async fn run(client: &Client, args: Args) -> Result<i32> {
+    let format = Format::parse(args.format.as_deref())?;
+    let path = if args.all {
+        "/containers/json?all=1"
+    } else {
+        "/containers/json"
+    };
+    let list: Vec<ContainerSummary> = client.request_json(Method::GET, path, NO_BODY).await?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    write_raw(
+        false,
+        render(&list, args.quiet, args.no_trunc, &format, now)?.as_bytes(),
+    );
+    Ok(0)
+}
+
+fn container_row(c: &ContainerSummary, no_trunc: bool, now: i64) -> Value {
+    let command = if no_trunc {
+        c.command.clone()
+    } else {
+        ellipsis(&c.command, 20)
+    };
+    let names: Vec<&str> = c.names.iter().map(|n| n.trim_start_matches('/')).collect();
+    let networks: Vec<&str> = c
+        .network_settings
+        .networks
+        .keys()
+        .map(String::as_str)
+        .collect();
+    row(&[
+        ("ID", short_id(&c.id, no_trunc)),
+        (
+            "Command",
+            serde_json::to_string(&command).unwrap_or(command),
+        ),
+        (
+            "RunningFor",
+            format!("{} ago", human_duration(now - c.created)),
+        ),
+        ("Status", c.status.clone()),
+        ("State", c.state.clone()),
+        ("Networks", networks.join(",")),
+        ("Names", names.join(",")),
+    ])
+}
+
+fn render(
+    list: &[ContainerSummary],
+    quiet: bool,
+    no_trunc: bool,
+    format: &Format,
+    now: i64,
+) -> Result<String> {
+    if quiet {
+        return Ok(list
+            .iter()
+            .map(|c| short_id(&c.id, no_trunc) + "\n")
+            .collect());
+    }
+    let rows: Vec<Value> = list
+        .iter()
+        .map(|c| container_row(c, no_trunc, now))
+        .collect();
+    format.render(&rows, HEADERS, DEFAULT_TABLE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_api::types::{EndpointSettings, SummaryNetworkSettings};
+
+    #[test]
+    fn table() {
+        let c = ContainerSummary {
+            id: "184d1efa830a8fd6fbedb2d5c1a4".into(),
+            names: vec!["/cpc2".into()],
+            command: "sleep 600".into(),
+            created: 1000,
+            state: "running".into(),
+            status: "Up 5 minutes".into(),
+            network_mode: "n2".into(),
+            network_settings: SummaryNetworkSettings {
+                networks: [
+                    ("n2".to_string(), EndpointSettings::default()),
+                    ("n3".to_string(), EndpointSettings::default()),
+                ]
+                .into_iter()
+                .collect(),
+            },
+        };
+        let got = render(
+            std::slice::from_ref(&c),
+            false,
+            false,
+            &Format::DefaultTable,
+            1300,
+        )
+        .expect("ok");
+        assert_eq!(
+            got,
+            "CONTAINER ID   COMMAND       CREATED         STATUS         NETWORKS   NAMES\n\
+             184d1efa830a   \"sleep 600\"   5 minutes ago   Up 5 minutes   n2,n3      cpc2\n"
+        );
+        let q = render(&[c], true, true, &Format::DefaultTable, 0).expect("ok");
+        assert_eq!(q, "184d1efa830a8fd6fbedb2d5c1a4\n");
+    }
+}

@@ -1,0 +1,359 @@
+//! `berth run`: create, start, then (unless `-d`) stream the output and exit with the command's
+//! code. Failures before the command starts exit 125, like docker.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use berth_api::client::{Client, Method, NO_BODY};
+use berth_api::types::stream::{Decoder, STDERR};
+use berth_api::types::{
+    ContainerCreateRequest, ContainerCreateResponse, HostConfig, NetworkingConfig, WaitResponse,
+};
+use clap::ArgAction;
+
+use super::network_connect::endpoint;
+use super::{env_entry, exit_code, obj_path};
+use crate::format::{out, short_id, url_escape, write_raw};
+
+/// Flags of `berth run`. Options go before the command; everything from the command on is
+/// passed to it untouched (`berth run --network web curl -s http://x/`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Run in the background and print the container id.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Container name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Network: bridge (default), a network name, host, none or container:NAME (repeatable: the
+    /// first is the network mode, all are joined).
+    #[arg(long, alias = "net", value_name = "NETWORK")]
+    pub network: Vec<String>,
+    /// Static IPv4 address on the (first) network.
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Static IPv6 address on the (first) network.
+    #[arg(long)]
+    pub ip6: Option<String>,
+    /// Extra DNS name on the (first) network (repeatable).
+    #[arg(long = "network-alias", alias = "net-alias", value_name = "ALIAS")]
+    pub network_alias: Vec<String>,
+    /// Container hostname (defaults to the name).
+    #[arg(short = 'h', long)]
+    pub hostname: Option<String>,
+    /// DNS server for the container's resolv.conf (repeatable).
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// DNS search domain (repeatable).
+    #[arg(long = "dns-search")]
+    pub dns_search: Vec<String>,
+    /// resolv.conf option, e.g. ndots:2 (repeatable).
+    #[arg(long = "dns-option", alias = "dns-opt")]
+    pub dns_option: Vec<String>,
+    /// Extra /etc/hosts entry NAME:IP (repeatable).
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_host: Vec<String>,
+    /// Environment variable KEY=VALUE, or KEY to pass berth's own value (repeatable).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Root filesystem directory for the command (default: the host's).
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    pub help: Option<bool>,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+    pub cmd: Vec<String>,
+}
+
+/// Builds the create request (and the name for `?name=`).
+pub fn build(args: &Args) -> Result<(Option<String>, ContainerCreateRequest)> {
+    for h in &args.add_host {
+        match h.split_once(':') {
+            Some((name, ip)) if !name.is_empty() && !ip.is_empty() => {}
+            _ => bail!("invalid --add-host {h:?}: expected NAME:IP, e.g. db:10.1.0.5"),
+        }
+    }
+    let mut endpoints = NetworkingConfig::default();
+    let first = args.network.first().cloned();
+    let wants_endpoint = args.ip.is_some() || args.ip6.is_some() || !args.network_alias.is_empty();
+    for (i, net) in args.network.iter().enumerate() {
+        if net == "host" || net == "none" || net.starts_with("container:") {
+            continue;
+        }
+        let settings = if i == 0 {
+            endpoint(args.ip.as_ref(), args.ip6.as_ref(), &args.network_alias).unwrap_or_default()
+        } else {
+            Default::default()
+        };
+        endpoints.endpoints_config.insert(net.clone(), settings);
+    }
+    if first.is_none() && wants_endpoint {
+        if let Some(ep) = endpoint(args.ip.as_ref(), args.ip6.as_ref(), &args.network_alias) {
+            endpoints.endpoints_config.insert("bridge".to_string(), ep);
+        }
+    }
+    let rootfs = match &args.rootfs {
+        Some(dir) => Some(
+            std::path::absolute(dir)
+                .with_context(|| format!("--rootfs {}", dir.display()))?
+                .display()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let req = ContainerCreateRequest {
+        hostname: args.hostname.clone().unwrap_or_default(),
+        cmd: args.cmd.clone(),
+        env: args.env.iter().filter_map(|e| env_entry(e)).collect(),
+        rootfs,
+        host_config: HostConfig {
+            network_mode: first.unwrap_or_else(|| "bridge".to_string()),
+            dns: args.dns.clone(),
+            dns_search: args.dns_search.clone(),
+            dns_options: args.dns_option.clone(),
+            extra_hosts: args.add_host.clone(),
+            auto_remove: args.rm,
+        },
+        networking_config: endpoints,
+    };
+    Ok((args.name.clone(), req))
+}
+
+/// Runs the container; returns the exit code (125 when it could not be started).
+pub async fn run(client: &Client, args: Args) -> i32 {
+    let id = match create_and_start(client, &args).await {
+        Ok(id) => id,
+        Err(e) => {
+            crate::report(&e);
+            return 125;
+        }
+    };
+    if args.detach {
+        out(&id);
+        return 0;
+    }
+    attach(client, &id).await
+}
+
+async fn create_and_start(client: &Client, args: &Args) -> Result<String> {
+    let (name, req) = build(args)?;
+    let path = match name {
+        Some(n) => format!("/containers/create?name={}", url_escape(&n)),
+        None => "/containers/create".to_string(),
+    };
+    let created: ContainerCreateResponse =
+        client.request_json(Method::POST, &path, Some(&req)).await?;
+    for w in &created.warnings {
+        eprintln!("WARNING: {w}");
+    }
+    let started = client
+        .request_empty(
+            Method::POST,
+            &obj_path("containers", &created.id, "/start"),
+            NO_BODY,
+        )
+        .await;
+    if let Err(e) = started {
+        if args.rm {
+            // Never started, so the daemon's auto-remove never fires: clean up ourselves.
+            let _ = client
+                .request_empty(
+                    Method::DELETE,
+                    &obj_path("containers", &created.id, "?force=1"),
+                    NO_BODY,
+                )
+                .await;
+        }
+        return Err(e.into());
+    }
+    Ok(created.id)
+}
+
+/// Streams the output until the container exits; Ctrl-C stops it (a second Ctrl-C leaves).
+async fn attach(client: &Client, id: &str) -> i32 {
+    let waiter = {
+        let client = client.clone();
+        let path = obj_path("containers", id, "/wait");
+        tokio::spawn(async move {
+            client
+                .request_json::<WaitResponse, _>(Method::POST, &path, NO_BODY)
+                .await
+        })
+    };
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    let logs = obj_path("containers", id, "/logs?follow=1&stdout=1&stderr=1");
+    match client.request_stream(Method::GET, &logs, NO_BODY).await {
+        Ok(mut stream) => {
+            let mut decoder = Decoder::default();
+            let mut interrupted = false;
+            loop {
+                let signal = async {
+                    match interrupt.as_mut() {
+                        Some(s) => s.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    chunk = stream.next() => match chunk {
+                        None => break,
+                        Some(Ok(bytes)) => {
+                            for (kind, payload) in decoder.push(&bytes) {
+                                write_raw(kind == STDERR, &payload);
+                            }
+                        }
+                        Some(Err(e)) => {
+                            crate::report(&e.into());
+                            break;
+                        }
+                    },
+                    _ = signal => {
+                        if interrupted {
+                            eprintln!("berth: leaving {} to stop on its own", short_id(id, false));
+                            return 130;
+                        }
+                        interrupted = true;
+                        let client = client.clone();
+                        let stop = obj_path("containers", id, "/stop?t=10");
+                        tokio::spawn(async move {
+                            if let Err(e) = client.request_empty(Method::POST, &stop, NO_BODY).await {
+                                crate::report(&e.into());
+                            }
+                        });
+                    }
+                }
+            }
+        }
+        // A command fast enough to be gone (and auto-removed) before we ask has no logs left.
+        Err(e) if e.is_not_found() => {}
+        Err(e) => crate::report(&e.into()),
+    }
+    match waiter.await {
+        Ok(Ok(w)) => exit_code(w.status_code),
+        Ok(Err(e)) => {
+            crate::report(&e.into());
+            125
+        }
+        Err(e) => {
+            eprintln!("berth: waiting for the container: {e}");
+            125
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Cli;
+    use clap::Parser;
+
+    fn parse(argv: &[&str]) -> Args {
+        let mut full = vec!["berth", "run"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full).expect("parses").command {
+            crate::Command::Run(a) => a,
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn options_before_the_command_rest_goes_to_it() {
+        let a = parse(&[
+            "--rm",
+            "--network",
+            "web",
+            "curl",
+            "-s",
+            "http://x/",
+            "--rm",
+        ]);
+        assert!(a.rm);
+        assert_eq!(a.network, vec!["web"]);
+        assert_eq!(a.cmd, vec!["curl", "-s", "http://x/", "--rm"]);
+
+        let a = parse(&["-d", "--name", "c1", "-h", "box", "sh", "-c", "echo hi"]);
+        assert!(a.detach);
+        assert_eq!(a.hostname.as_deref(), Some("box"));
+        assert_eq!(a.cmd, vec!["sh", "-c", "echo hi"]);
+    }
+
+    #[test]
+    fn double_dash() {
+        let a = parse(&["--rm", "--", "-weird", "-x"]);
+        assert_eq!(a.cmd, vec!["-weird", "-x"]);
+        assert!(build(&a).is_ok());
+        let a = parse(&["--", "ls", "-l"]);
+        assert_eq!(a.cmd, vec!["ls", "-l"]);
+    }
+
+    #[test]
+    fn unknown_option_before_the_command_is_an_error() {
+        assert!(Cli::try_parse_from(["berth", "run", "--bogus", "ls"]).is_err());
+        assert!(Cli::try_parse_from(["berth", "run", "--rm"]).is_err());
+        let exec = Cli::try_parse_from(["berth", "exec", "-e", "A=1", "c1", "ls", "-l", "-e"])
+            .expect("parses");
+        match exec.command {
+            crate::Command::Exec(_) => {}
+            other => panic!("not exec: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn request_from_flags() {
+        let a = parse(&[
+            "--rm",
+            "--name",
+            "c2",
+            "--network",
+            "n2",
+            "--network",
+            "n3",
+            "--network",
+            "host",
+            "--ip",
+            "10.233.0.11",
+            "--network-alias",
+            "db",
+            "--dns",
+            "1.1.1.1",
+            "--dns-option",
+            "ndots:2",
+            "--add-host",
+            "gw:10.0.0.1",
+            "-e",
+            "A=1",
+            "sleep",
+            "600",
+        ]);
+        let (name, req) = build(&a).expect("valid");
+        assert_eq!(name.as_deref(), Some("c2"));
+        assert_eq!(req.host_config.network_mode, "n2");
+        assert!(req.host_config.auto_remove);
+        assert_eq!(req.host_config.dns, vec!["1.1.1.1"]);
+        assert_eq!(req.host_config.dns_options, vec!["ndots:2"]);
+        assert_eq!(req.host_config.extra_hosts, vec!["gw:10.0.0.1"]);
+        assert_eq!(req.env, vec!["A=1"]);
+        assert_eq!(req.cmd, vec!["sleep", "600"]);
+        let eps = &req.networking_config.endpoints_config;
+        assert_eq!(eps.keys().collect::<Vec<_>>(), vec!["n2", "n3"]);
+        let n2 = &eps["n2"];
+        assert_eq!(
+            n2.ipam_config
+                .as_ref()
+                .and_then(|c| c.ipv4_address.as_deref()),
+            Some("10.233.0.11")
+        );
+        assert_eq!(n2.aliases.as_deref(), Some(&["db".to_string()][..]));
+        assert_eq!(eps["n3"].ipam_config, None);
+
+        let (_, plain) = build(&parse(&["true"])).expect("valid");
+        assert_eq!(plain.host_config.network_mode, "bridge");
+        assert!(plain.networking_config.endpoints_config.is_empty());
+        assert!(build(&parse(&["--add-host", "nocolon", "true"])).is_err());
+    }
+}

@@ -1,0 +1,822 @@
+//! The HTTP API on a unix socket: Docker Engine API for networks (with or without the `/vX.Y`
+//! prefix), berth's own container endpoints in Docker's shapes, `/openapi.json`.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use berth_api::types::*;
+use berth_plan::model::{ContainerSpec, ContainerState, Driver, NetworkMode, NetworkSpec};
+use berth_plan::network::{IpamRequest, NetworkRequest};
+use bytes::Bytes;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tower::Layer;
+
+use crate::daemon::{endpoint_request, mode_name, Daemon};
+use crate::error::{ApiError, ApiResult};
+
+type D = State<Arc<Daemon>>;
+
+/// Builds the router.
+pub fn router(d: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/_ping", get(ping).head(ping))
+        .route("/version", get(version))
+        .route("/info", get(info))
+        .route("/openapi.json", get(openapi))
+        .route("/networks", get(list_networks))
+        .route("/networks/create", post(create_network))
+        .route("/networks/prune", post(prune_networks))
+        .route(
+            "/networks/{id}",
+            get(inspect_network).delete(remove_network),
+        )
+        .route("/networks/{id}/connect", post(connect))
+        .route("/networks/{id}/disconnect", post(disconnect))
+        .route("/containers/create", post(create_container))
+        .route("/containers/json", get(list_containers))
+        .route("/containers/{id}/json", get(inspect_container))
+        .route("/containers/{id}/start", post(start_container))
+        .route("/containers/{id}/stop", post(stop_container))
+        .route("/containers/{id}/wait", post(wait_container))
+        .route("/containers/{id}/logs", get(logs))
+        .route("/containers/{id}", axum::routing::delete(remove_container))
+        .route("/containers/{id}/exec", post(create_exec))
+        .route("/exec/{id}/start", post(start_exec))
+        .route("/exec/{id}/json", get(inspect_exec))
+        .layer(axum::middleware::map_response(docker_headers))
+        .with_state(d)
+}
+
+/// Headers every dockerd response carries; the docker CLI reads `Api-Version` to pick the
+/// version prefix of its next requests.
+async fn docker_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(
+        "Api-Version",
+        HeaderValue::from_static(berth_api::API_VERSION),
+    );
+    h.insert("Docker-Experimental", HeaderValue::from_static("false"));
+    h.insert("Ostype", HeaderValue::from_static("linux"));
+    h.insert(
+        header::SERVER,
+        HeaderValue::from_static(concat!("berth/", env!("CARGO_PKG_VERSION"), " (linux)")),
+    );
+    res
+}
+
+/// Strips Docker's `/vX.Y` prefix so one route table serves both forms.
+fn strip_version(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if let Some(rest) = path.strip_prefix("/v") {
+        if let Some(slash) = rest.find('/') {
+            let ver = &rest[..slash];
+            if !ver.is_empty() && ver.chars().all(|c| c.is_ascii_digit() || c == '.') {
+                let new_path = rest[slash..].to_string();
+                let pq = match req.uri().query() {
+                    Some(q) => format!("{new_path}?{q}"),
+                    None => new_path,
+                };
+                if let Ok(uri) = pq.parse::<Uri>() {
+                    *req.uri_mut() = uri;
+                }
+            }
+        }
+    }
+    req
+}
+
+/// Serves the API on `socket` until SIGINT/SIGTERM.
+pub async fn serve(d: Arc<Daemon>, socket: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if socket.exists() {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            anyhow::bail!(
+                "another berthd is already serving {}; stop it first or use --socket",
+                socket.display()
+            );
+        }
+        std::fs::remove_file(socket)
+            .with_context(|| format!("removing stale socket {}", socket.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(socket)
+        .with_context(|| format!("listening on {}", socket.display()))?;
+    // 0660 root:berth (if that group exists), like docker.sock and the docker group.
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod 0660 {}", socket.display()))?;
+    if let Ok(Some(group)) = nix::unistd::Group::from_name("berth") {
+        let _ = nix::unistd::chown(socket, Some(nix::unistd::Uid::from_raw(0)), Some(group.gid));
+    }
+    tracing::info!(socket = %socket.display(), "berthd listening");
+    let app = router(d);
+    let app = tower::util::MapRequestLayer::new(strip_version).layer(app);
+    let shutdown = async {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down (containers keep running; the next berthd adopts them)");
+    };
+    axum::serve(
+        listener,
+        axum::ServiceExt::<Request>::into_make_service(app),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("serving the API")?;
+    let _ = std::fs::remove_file(socket);
+    Ok(())
+}
+
+// ------------------------------------------------------------------ system
+
+async fn ping() -> impl IntoResponse {
+    (
+        [
+            (header::CACHE_CONTROL, "no-cache, no-store, must-revalidate"),
+            (header::PRAGMA, "no-cache"),
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        ],
+        "OK",
+    )
+}
+
+async fn version() -> Json<VersionResponse> {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Json(VersionResponse {
+        version: env!("CARGO_PKG_VERSION").into(),
+        api_version: berth_api::API_VERSION.into(),
+        min_api_version: berth_api::MIN_API_VERSION.into(),
+        os: "linux".into(),
+        arch: std::env::consts::ARCH.replace("x86_64", "amd64"),
+        kernel_version: kernel,
+        components: vec![Component {
+            name: "berthd".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }],
+    })
+}
+
+async fn info(State(d): D) -> ApiResult<Json<InfoResponse>> {
+    let containers = d.containers()?;
+    let running = containers
+        .iter()
+        .filter(|c| {
+            d.state(&c.id)
+                .map(|s| s.status == "running")
+                .unwrap_or(false)
+        })
+        .count();
+    let meta = d.meta.lock().map(|m| m.clone()).unwrap_or_default();
+    Ok(Json(InfoResponse {
+        id: meta.id,
+        containers: containers.len(),
+        containers_running: running,
+        networks: d.networks()?.len(),
+        server_version: env!("CARGO_PKG_VERSION").into(),
+        state_dir: d.config.state_dir.display().to_string(),
+        store: d.store.describe(),
+        warnings: d.warnings.lock().map(|w| w.clone()).unwrap_or_default(),
+        ip_forward_enabled_by_berth: meta.ipv4_forwarding_was_off,
+    }))
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document(),
+    )
+        .into_response()
+}
+
+// ------------------------------------------------------------------ networks
+
+/// Docker's `filters` query parameter: `{"key":{"value":true}}` (or the older `{"key":["v"]}`).
+fn parse_filters(raw: Option<&str>) -> ApiResult<BTreeMap<String, Vec<String>>> {
+    let Some(raw) = raw.filter(|r| !r.is_empty()) else {
+        return Ok(BTreeMap::new());
+    };
+    let v: serde_json::Value = serde_json::from_str(raw)
+        .map_err(|e| ApiError::bad_request(format!("invalid filters {raw:?}: {e}")))?;
+    let mut out = BTreeMap::new();
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request(format!("invalid filters {raw:?}: not an object")))?;
+    for (k, vals) in obj {
+        let list: Vec<String> = match vals {
+            serde_json::Value::Object(m) => m
+                .iter()
+                .filter(|(_, on)| on.as_bool().unwrap_or(false))
+                .map(|(s, _)| s.clone())
+                .collect(),
+            serde_json::Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid filter {k:?}: expected an object or a list"
+                )))
+            }
+        };
+        out.insert(k.clone(), list);
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+struct FiltersQuery {
+    filters: Option<String>,
+}
+
+fn network_resource(d: &Daemon, n: &NetworkSpec, containers: &[ContainerSpec]) -> NetworkResource {
+    let mut members = BTreeMap::new();
+    for c in containers {
+        for ep in c.endpoints.iter().filter(|e| e.network_id == n.id) {
+            let v4 = ep.addrs.iter().find(|a| a.addr().is_ipv4());
+            let v6 = ep.addrs.iter().find(|a| a.addr().is_ipv6());
+            members.insert(
+                c.id.clone(),
+                NetworkContainer {
+                    name: c.name.clone(),
+                    endpoint_id: ep.id.clone(),
+                    mac_address: ep.mac.clone(),
+                    ipv4_address: v4.map(|a| a.to_string()).unwrap_or_default(),
+                    ipv6_address: v6.map(|a| a.to_string()).unwrap_or_default(),
+                },
+            );
+        }
+    }
+    let _ = d;
+    let config: Vec<IpamConfig> = n
+        .subnets
+        .iter()
+        .map(|s| IpamConfig {
+            subnet: s.subnet.to_string(),
+            ip_range: s.ip_range.map(|r| r.to_string()).unwrap_or_default(),
+            gateway: s.gateway.to_string(),
+        })
+        .collect();
+    NetworkResource {
+        name: n.name.clone(),
+        id: n.id.clone(),
+        created: n.created.clone(),
+        scope: "local".into(),
+        driver: n.driver.as_str().into(),
+        enable_ipv6: n.enable_ipv6,
+        ipam: Ipam {
+            driver: "default".into(),
+            options: if n.predefined {
+                None
+            } else {
+                Some(BTreeMap::new())
+            },
+            config: Some(config),
+        },
+        internal: n.internal,
+        attachable: n.attachable,
+        ingress: false,
+        config_from: ConfigReference::default(),
+        config_only: false,
+        containers: members,
+        options: n.options.clone(),
+        labels: n.labels.clone(),
+    }
+}
+
+async fn list_networks(
+    State(d): D,
+    Query(q): Query<FiltersQuery>,
+) -> ApiResult<Json<Vec<NetworkResource>>> {
+    let mut filters = parse_filters(q.filters.as_deref())?;
+    let dangling = filters.remove("dangling");
+    let nets = d.networks()?;
+    let containers = d.containers()?;
+    let selected = berth_plan::network::filter_networks(&nets, &filters)?;
+    let mut out = Vec::new();
+    for n in selected {
+        if let Some(vals) = &dangling {
+            let used = containers
+                .iter()
+                .any(|c| c.endpoints.iter().any(|e| e.network_id == n.id));
+            let want_dangling = vals.iter().any(|v| v == "true" || v == "1");
+            if used == want_dangling || n.predefined && want_dangling {
+                continue;
+            }
+        }
+        out.push(network_resource(&d, n, &containers));
+    }
+    Ok(Json(out))
+}
+
+async fn inspect_network(
+    State(d): D,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<NetworkResource>> {
+    let n = d.find_network(&id)?;
+    Ok(Json(network_resource(&d, &n, &d.containers()?)))
+}
+
+async fn create_network(State(d): D, body: Bytes) -> ApiResult<Response> {
+    let req: NetworkCreateRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid network create request: {e}")))?;
+    if req.ingress || req.config_only {
+        return Err(ApiError::bad_request(
+            "ingress and config-only networks are swarm features; berth does not support them",
+        ));
+    }
+    let ipam = req.ipam.unwrap_or_default();
+    if !ipam.driver.is_empty() && ipam.driver != "default" {
+        return Err(ApiError::bad_request(format!(
+            "IPAM driver {:?} is not supported (berth supports: default)",
+            ipam.driver
+        )));
+    }
+    let plan_req = NetworkRequest {
+        name: req.name,
+        driver: Some(req.driver).filter(|d| !d.is_empty()),
+        ipam: ipam
+            .config
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| IpamRequest {
+                subnet: Some(c.subnet).filter(|s| !s.is_empty()),
+                gateway: Some(c.gateway).filter(|s| !s.is_empty()),
+                ip_range: Some(c.ip_range).filter(|s| !s.is_empty()),
+            })
+            .collect(),
+        enable_ipv6: req.enable_ipv6.unwrap_or(false),
+        internal: req.internal,
+        attachable: req.attachable,
+        labels: req.labels.unwrap_or_default(),
+        options: req.options.unwrap_or_default(),
+    };
+    let spec = d.create_network(plan_req).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(NetworkCreateResponse {
+            id: spec.id,
+            warning: String::new(),
+        }),
+    )
+        .into_response())
+}
+
+async fn remove_network(State(d): D, UrlPath(id): UrlPath<String>) -> ApiResult<StatusCode> {
+    d.remove_network(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn prune_networks(
+    State(d): D,
+    Query(q): Query<FiltersQuery>,
+) -> ApiResult<Json<NetworkPruneResponse>> {
+    let filters = parse_filters(q.filters.as_deref())?;
+    let removed = d.prune_networks(&filters).await?;
+    Ok(Json(NetworkPruneResponse {
+        networks_deleted: removed,
+    }))
+}
+
+async fn connect(State(d): D, UrlPath(id): UrlPath<String>, body: Bytes) -> ApiResult<StatusCode> {
+    let req: NetworkConnectRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid connect request: {e}")))?;
+    d.connect(
+        &id,
+        &req.container,
+        endpoint_request(req.endpoint_config.as_ref()),
+    )
+    .await?;
+    Ok(StatusCode::OK)
+}
+
+async fn disconnect(
+    State(d): D,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let req: NetworkDisconnectRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid disconnect request: {e}")))?;
+    d.disconnect(&id, &req.container).await?;
+    Ok(StatusCode::OK)
+}
+
+// ------------------------------------------------------------------ containers
+
+#[derive(Deserialize)]
+struct NameQuery {
+    name: Option<String>,
+}
+
+async fn create_container(
+    State(d): D,
+    Query(q): Query<NameQuery>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let req: ContainerCreateRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid container create request: {e}")))?;
+    let spec = d.create_container(q.name, req).await?;
+    // Create the log files now, so a client can follow them before the container starts.
+    let dir = d.runtime.container_dir(&spec.id);
+    let _ = std::fs::create_dir_all(&dir);
+    for f in ["stdout.log", "stderr.log"] {
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(f));
+    }
+    d.exit_channel(&spec.id);
+    Ok((
+        StatusCode::CREATED,
+        Json(ContainerCreateResponse {
+            id: spec.id,
+            warnings: vec![],
+        }),
+    )
+        .into_response())
+}
+
+async fn start_container(State(d): D, UrlPath(id): UrlPath<String>) -> ApiResult<StatusCode> {
+    d.start_container(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct StopQuery {
+    t: Option<u64>,
+}
+
+async fn stop_container(
+    State(d): D,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<StopQuery>,
+) -> ApiResult<StatusCode> {
+    d.stop_container(&id, q.t.unwrap_or(10)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn wait_container(
+    State(d): D,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<WaitResponse>> {
+    // A `--rm` container may be gone already: its exit code stays known by full id.
+    let (cid, mut rx) = match d.find_container(&id) {
+        Ok(c) => {
+            let st = d.state(&c.id)?;
+            if st.status == "exited" {
+                return Ok(Json(WaitResponse {
+                    status_code: st.exit_code as i64,
+                }));
+            }
+            (c.id.clone(), d.exit_channel(&c.id).subscribe())
+        }
+        Err(e) => {
+            let known = d
+                .exits
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&id).map(|s| s.subscribe()));
+            match known {
+                Some(rx) => (id.clone(), rx),
+                None => return Err(e),
+            }
+        }
+    };
+    let _ = cid;
+    let code = rx
+        .wait_for(|v| v.is_some())
+        .await
+        .map(|v| v.unwrap_or(-1))
+        .unwrap_or(-1);
+    Ok(Json(WaitResponse {
+        status_code: code as i64,
+    }))
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    follow: Option<String>,
+    stdout: Option<String>,
+    stderr: Option<String>,
+}
+
+fn truthy(v: &Option<String>, default: bool) -> bool {
+    match v.as_deref() {
+        None => default,
+        Some(s) => matches!(s, "1" | "true" | "True" | "yes"),
+    }
+}
+
+fn stream_body(rx: mpsc::Receiver<Bytes>) -> Response {
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(
+            header::CONTENT_TYPE,
+            "application/vnd.docker.multiplexed-stream",
+        )
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn logs(
+    State(d): D,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<LogsQuery>,
+) -> ApiResult<Response> {
+    let c = d.find_container(&id)?;
+    let st = d.state(&c.id)?;
+    let follow = truthy(&q.follow, false);
+    let (out, err) = (truthy(&q.stdout, true), truthy(&q.stderr, true));
+    let rx = d.runtime.logs(
+        &c.id,
+        follow,
+        out,
+        err,
+        d.exit_channel(&c.id).subscribe(),
+        st.status != "exited",
+    );
+    Ok(stream_body(rx))
+}
+
+#[derive(Deserialize)]
+struct RemoveQuery {
+    force: Option<String>,
+}
+
+async fn remove_container(
+    State(d): D,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<RemoveQuery>,
+) -> ApiResult<StatusCode> {
+    d.remove_container(&id, truthy(&q.force, false)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    all: Option<String>,
+}
+
+fn endpoint_settings(
+    d: &Daemon,
+    c: &ContainerSpec,
+    nets: &[NetworkSpec],
+) -> BTreeMap<String, EndpointSettings> {
+    let _ = d;
+    let mut out = BTreeMap::new();
+    for ep in &c.endpoints {
+        let Some(n) = nets.iter().find(|n| n.id == ep.network_id) else {
+            continue;
+        };
+        let v4 = ep.addrs.iter().find(|a| a.addr().is_ipv4());
+        let v6 = ep.addrs.iter().find(|a| a.addr().is_ipv6());
+        let gw4 = n
+            .subnets
+            .iter()
+            .find(|s| s.subnet.addr().is_ipv4())
+            .map(|s| s.gateway);
+        let gw6 = n
+            .subnets
+            .iter()
+            .find(|s| s.subnet.addr().is_ipv6())
+            .map(|s| s.gateway);
+        let mut dns_names = vec![c.name.clone()];
+        dns_names.extend(ep.aliases.iter().cloned());
+        dns_names.push(berth_plan::names::short_id(&c.id).to_string());
+        out.insert(
+            n.name.clone(),
+            EndpointSettings {
+                ipam_config: if ep.static_ipv4.is_some() || ep.static_ipv6.is_some() {
+                    Some(EndpointIpamConfig {
+                        ipv4_address: ep.static_ipv4.map(|a| a.to_string()),
+                        ipv6_address: ep.static_ipv6.map(|a| a.to_string()),
+                    })
+                } else {
+                    None
+                },
+                links: None,
+                aliases: if ep.aliases.is_empty() {
+                    None
+                } else {
+                    Some(ep.aliases.clone())
+                },
+                mac_address: ep.mac.clone(),
+                driver_opts: None,
+                gw_priority: ep.gw_priority,
+                network_id: n.id.clone(),
+                endpoint_id: ep.id.clone(),
+                gateway: gw4.map(|g| g.to_string()).unwrap_or_default(),
+                ip_address: v4.map(|a| a.addr().to_string()).unwrap_or_default(),
+                ip_prefix_len: v4.map(|a| a.prefix_len()).unwrap_or(0),
+                ipv6_gateway: gw6.map(|g| g.to_string()).unwrap_or_default(),
+                global_ipv6_address: v6.map(|a| a.addr().to_string()).unwrap_or_default(),
+                global_ipv6_prefix_len: v6.map(|a| a.prefix_len()).unwrap_or(0),
+                dns_names: if n.dns { Some(dns_names) } else { None },
+            },
+        );
+    }
+    out
+}
+
+fn network_mode_view(c: &ContainerSpec, nets: &[NetworkSpec]) -> String {
+    match &c.mode {
+        NetworkMode::Networks => c
+            .endpoints
+            .first()
+            .and_then(|e| nets.iter().find(|n| n.id == e.network_id))
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| "bridge".into()),
+        m => mode_name(m),
+    }
+}
+
+fn inspect_view(
+    d: &Daemon,
+    c: &ContainerSpec,
+    st: &ContainerState,
+    nets: &[NetworkSpec],
+) -> ContainerInspect {
+    let dir = d.runtime.container_dir(&c.id);
+    let networks = endpoint_settings(d, c, nets);
+    let gw_net = berth_plan::network::gateway_endpoint(c, nets)
+        .and_then(|e| nets.iter().find(|n| n.id == e.network_id))
+        .map(|n| n.name.clone());
+    let primary = gw_net
+        .and_then(|n| networks.get(&n).cloned())
+        .unwrap_or_default();
+    ContainerInspect {
+        id: c.id.clone(),
+        name: format!("/{}", c.name),
+        created: c.created.clone(),
+        path: c.cmd.first().cloned().unwrap_or_default(),
+        args: c.cmd.iter().skip(1).cloned().collect(),
+        state: ContainerStateView {
+            status: st.status.clone(),
+            running: st.status == "running",
+            pid: st.pid,
+            exit_code: st.exit_code,
+            started_at: st.started_at.clone(),
+            finished_at: st.finished_at.clone(),
+        },
+        resolv_conf_path: dir.join("resolv.conf").display().to_string(),
+        hostname_path: dir.join("hostname").display().to_string(),
+        hosts_path: dir.join("hosts").display().to_string(),
+        log_path: dir.display().to_string(),
+        config: ContainerConfigView {
+            hostname: c.hostname.clone(),
+            cmd: c.cmd.clone(),
+            env: c.env.clone(),
+        },
+        host_config: HostConfig {
+            network_mode: network_mode_view(c, nets),
+            dns: c.dns.iter().map(|a| a.to_string()).collect(),
+            dns_search: c.dns_search.clone(),
+            dns_options: c.dns_options.clone(),
+            extra_hosts: c
+                .extra_hosts
+                .iter()
+                .map(|(h, a)| format!("{h}:{a}"))
+                .collect(),
+            auto_remove: c.auto_remove,
+        },
+        network_settings: NetworkSettings {
+            sandbox_key: if st.status == "running" && c.mode != NetworkMode::Host {
+                format!("/proc/{}/ns/net", st.pid)
+            } else {
+                String::new()
+            },
+            ip_address: primary.ip_address.clone(),
+            ip_prefix_len: primary.ip_prefix_len,
+            gateway: primary.gateway.clone(),
+            mac_address: primary.mac_address.clone(),
+            ports: BTreeMap::new(),
+            networks,
+        },
+        rootfs: c.rootfs.clone(),
+    }
+}
+
+async fn inspect_container(
+    State(d): D,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<ContainerInspect>> {
+    let c = d.find_container(&id)?;
+    let st = d.state(&c.id)?;
+    let nets = d.networks()?;
+    Ok(Json(inspect_view(&d, &c, &st, &nets)))
+}
+
+async fn list_containers(
+    State(d): D,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<ContainerSummary>>> {
+    let all = truthy(&q.all, false);
+    let nets = d.networks()?;
+    let mut out = Vec::new();
+    let mut cs = d.containers()?;
+    cs.sort_by(|a, b| b.created.cmp(&a.created));
+    for c in cs {
+        let st = d.state(&c.id)?;
+        if !all && st.status != "running" {
+            continue;
+        }
+        let created =
+            time::OffsetDateTime::parse(&c.created, &time::format_description::well_known::Rfc3339)
+                .map(|t| t.unix_timestamp())
+                .unwrap_or(0);
+        let status = match st.status.as_str() {
+            "running" => "Up".to_string(),
+            "exited" => format!("Exited ({})", st.exit_code),
+            other => other.to_string(),
+        };
+        out.push(ContainerSummary {
+            id: c.id.clone(),
+            names: vec![format!("/{}", c.name)],
+            command: c.cmd.join(" "),
+            created,
+            state: st.status.clone(),
+            status,
+            network_mode: network_mode_view(&c, &nets),
+            network_settings: SummaryNetworkSettings {
+                networks: endpoint_settings(&d, &c, &nets),
+            },
+        });
+    }
+    Ok(Json(out))
+}
+
+async fn create_exec(
+    State(d): D,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let req: ExecCreateRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid exec request: {e}")))?;
+    if req.cmd.is_empty() {
+        return Err(ApiError::bad_request("no command given to exec"));
+    }
+    let c = d.find_container(&id)?;
+    let st = d.state(&c.id)?;
+    if st.status != "running" {
+        return Err(ApiError::conflict(format!(
+            "Container {} is not running",
+            c.name
+        )));
+    }
+    let exec_id = d.runtime.create_exec(&c.id, req.cmd, req.env);
+    Ok((StatusCode::CREATED, Json(IdResponse { id: exec_id })).into_response())
+}
+
+async fn start_exec(State(d): D, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
+    let cid = d
+        .runtime
+        .exec_container(&id)
+        .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {id}")))?;
+    let st = d.state(&cid)?;
+    if st.status != "running" {
+        return Err(ApiError::conflict(
+            "the container of this exec is not running",
+        ));
+    }
+    let rx = d.runtime.start_exec(&id, st.pid)?;
+    Ok(stream_body(rx))
+}
+
+async fn inspect_exec(State(d): D, UrlPath(id): UrlPath<String>) -> ApiResult<Json<ExecInspect>> {
+    let (running, code) = d
+        .runtime
+        .exec_status(&id)
+        .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {id}")))?;
+    Ok(Json(ExecInspect {
+        id,
+        running,
+        exit_code: code.map(|c| c as i64),
+    }))
+}
+
+#[allow(dead_code)]
+fn is_bridge(n: &NetworkSpec) -> bool {
+    n.driver == Driver::Bridge
+}

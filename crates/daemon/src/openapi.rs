@@ -1,0 +1,110 @@
+//! The OpenAPI document of berthd's API (`GET /openapi.json`, also in docs/openapi.json).
+//!
+//! The operations below are declarations only (utoipa reads their attributes); the handlers
+//! live in `http.rs`. Every path is also served with Docker's `/vX.Y` prefix.
+#![allow(dead_code)]
+
+use berth_api::types::*;
+use utoipa::OpenApi;
+
+#[utoipa::path(get, path = "/_ping", responses((status = 200, description = "OK; headers Api-Version, Ostype")))]
+fn ping() {}
+#[utoipa::path(get, path = "/version", responses((status = 200, body = VersionResponse)))]
+fn version() {}
+#[utoipa::path(get, path = "/info", responses((status = 200, body = InfoResponse)))]
+fn info() {}
+#[utoipa::path(get, path = "/networks", params(("filters" = Option<String>, Query, description = "Docker filters JSON: driver, id, name, label, scope, type, dangling")), responses((status = 200, body = [NetworkResource]), (status = 400, body = ErrorResponse)))]
+fn list_networks() {}
+#[utoipa::path(get, path = "/networks/{id}", params(("id" = String, Path, description = "name, id or unique id prefix")), responses((status = 200, body = NetworkResource), (status = 404, body = ErrorResponse)))]
+fn inspect_network() {}
+#[utoipa::path(post, path = "/networks/create", request_body = NetworkCreateRequest, responses((status = 201, body = NetworkCreateResponse), (status = 400, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+fn create_network() {}
+#[utoipa::path(delete, path = "/networks/{id}", params(("id" = String, Path)), responses((status = 204), (status = 403, body = ErrorResponse, description = "in use or predefined"), (status = 404, body = ErrorResponse)))]
+fn remove_network() {}
+#[utoipa::path(post, path = "/networks/{id}/connect", params(("id" = String, Path)), request_body = NetworkConnectRequest, responses((status = 200), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+fn connect() {}
+#[utoipa::path(post, path = "/networks/{id}/disconnect", params(("id" = String, Path)), request_body = NetworkDisconnectRequest, responses((status = 200), (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
+fn disconnect() {}
+#[utoipa::path(post, path = "/networks/prune", params(("filters" = Option<String>, Query)), responses((status = 200, body = NetworkPruneResponse)))]
+fn prune_networks() {}
+#[utoipa::path(post, path = "/containers/create", params(("name" = Option<String>, Query)), request_body = ContainerCreateRequest, responses((status = 201, body = ContainerCreateResponse), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+fn create_container() {}
+#[utoipa::path(get, path = "/containers/json", params(("all" = Option<bool>, Query)), responses((status = 200, body = [ContainerSummary])))]
+fn list_containers() {}
+#[utoipa::path(get, path = "/containers/{id}/json", params(("id" = String, Path)), responses((status = 200, body = ContainerInspect), (status = 404, body = ErrorResponse)))]
+fn inspect_container() {}
+#[utoipa::path(post, path = "/containers/{id}/start", params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorResponse), (status = 500, body = ErrorResponse)))]
+fn start_container() {}
+#[utoipa::path(post, path = "/containers/{id}/stop", params(("id" = String, Path), ("t" = Option<u64>, Query, description = "seconds before SIGKILL")), responses((status = 204)))]
+fn stop_container() {}
+#[utoipa::path(post, path = "/containers/{id}/wait", params(("id" = String, Path)), responses((status = 200, body = WaitResponse)))]
+fn wait_container() {}
+#[utoipa::path(get, path = "/containers/{id}/logs", params(("id" = String, Path), ("follow" = Option<bool>, Query), ("stdout" = Option<bool>, Query), ("stderr" = Option<bool>, Query)), responses((status = 200, description = "Docker multiplexed stream (8-byte frame headers)")))]
+fn logs() {}
+#[utoipa::path(delete, path = "/containers/{id}", params(("id" = String, Path), ("force" = Option<bool>, Query)), responses((status = 204), (status = 409, body = ErrorResponse)))]
+fn remove_container() {}
+#[utoipa::path(post, path = "/containers/{id}/exec", params(("id" = String, Path)), request_body = ExecCreateRequest, responses((status = 201, body = IdResponse), (status = 409, body = ErrorResponse)))]
+fn create_exec() {}
+#[utoipa::path(post, path = "/exec/{id}/start", params(("id" = String, Path)), responses((status = 200, description = "Docker multiplexed stream until the process exits")))]
+fn start_exec() {}
+#[utoipa::path(get, path = "/exec/{id}/json", params(("id" = String, Path)), responses((status = 200, body = ExecInspect)))]
+fn inspect_exec() {}
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "berthd API",
+        description = "Docker-Engine-compatible for networks; berth's own container endpoints in Docker's shapes. Every path is also served under /vX.Y (Docker's version prefix)."
+    ),
+    paths(
+        ping,
+        version,
+        info,
+        list_networks,
+        inspect_network,
+        create_network,
+        remove_network,
+        connect,
+        disconnect,
+        prune_networks,
+        create_container,
+        list_containers,
+        inspect_container,
+        start_container,
+        stop_container,
+        wait_container,
+        logs,
+        remove_container,
+        create_exec,
+        start_exec,
+        inspect_exec
+    )
+)]
+struct ApiDoc;
+
+/// The document, as pretty JSON.
+pub fn document() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    /// docs/openapi.json is the committed copy of the served document; keep it current.
+    #[test]
+    fn committed_document_is_current() {
+        let doc = super::document();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+        if std::env::var_os("BERTH_BLESS").is_some() {
+            std::fs::write(path, &doc).expect("writing docs/openapi.json");
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == doc,
+            "docs/openapi.json is stale: run BERTH_BLESS=1 cargo test -p berthd openapi"
+        );
+        assert!(doc.contains("/networks/{id}/connect"));
+    }
+}

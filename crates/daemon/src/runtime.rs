@@ -1,0 +1,483 @@
+//! Container processes: start (namespace, endpoints, init), supervise, signal, logs, exec.
+//!
+//! A container's network namespace is created and held by a file descriptor only while its init
+//! joins it; from then on the process alone keeps it alive, so when the container dies its
+//! namespace (and the container side of every veth) goes with it: nothing can leak, even after a
+//! `kill -9` of berthd. Output goes to files in the container's directory, so a daemon restart
+//! loses nothing and `berth logs` works after exit.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_api::types::stream;
+use berth_kernel::container::{self as ct, InitConfig};
+use berth_plan::model::{ContainerSpec, ContainerState, NetworkMode};
+use berth_plan::network as planner;
+use bytes::Bytes;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::daemon::Daemon;
+use crate::error::{ApiError, ApiResult};
+
+/// One exec session.
+struct Exec {
+    container_id: String,
+    cmd: Vec<String>,
+    env: Vec<String>,
+    exit: watch::Sender<Option<i32>>,
+}
+
+/// Supervises container processes.
+pub struct Runtime {
+    dir: PathBuf,
+    /// Stage-1 init pid per running container (the process berthd signals).
+    procs: Mutex<HashMap<String, i32>>,
+    execs: Mutex<HashMap<String, Exec>>,
+}
+
+const SELF_EXE: &str = "/proc/self/exe";
+
+impl Runtime {
+    /// A runtime keeping container files under `dir`.
+    pub fn new(dir: PathBuf) -> Runtime {
+        Runtime {
+            dir,
+            procs: Mutex::new(HashMap::new()),
+            execs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The directory of a container's generated files and logs.
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Writes /etc/hosts, /etc/resolv.conf and /etc/hostname for `c`. Files are rewritten in
+    /// place (same inode), so a running container sees the change through its bind mounts.
+    pub async fn write_files(&self, d: &Daemon, c: &ContainerSpec) -> ApiResult<()> {
+        let dir = self.container_dir(&c.id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
+        let nets = d.networks()?;
+        let files = [
+            ("hosts", berth_plan::files::hosts_file(c, &nets)),
+            ("hostname", berth_plan::files::hostname_file(c)),
+            (
+                "resolv.conf",
+                berth_plan::files::resolv_conf(&d.host_resolv_conf(), c, None),
+            ),
+        ];
+        for (name, content) in files {
+            let path = dir.join(name);
+            std::fs::write(&path, content)
+                .map_err(|e| ApiError::internal(format!("writing {}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Starts `c`: namespace, endpoints, files, init. Returns (stage-1 pid, container init pid).
+    pub async fn start(&self, d: &Arc<Daemon>, c: &ContainerSpec) -> ApiResult<(i32, i32)> {
+        let dir = self.container_dir(&c.id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
+        self.write_files(d, c).await?;
+        let pid_file = dir.join("init.pid");
+        let exit_file = dir.join("exit");
+        let _ = std::fs::remove_file(&pid_file);
+        let _ = std::fs::remove_file(&exit_file);
+
+        // The network namespace the init joins.
+        let mut held_ns = None;
+        let netns: Option<PathBuf> = match &c.mode {
+            NetworkMode::Host => None,
+            NetworkMode::Container(target) => {
+                let st = d.state(target)?;
+                if st.status != "running" || st.pid == 0 {
+                    let name = d
+                        .find_container(target)
+                        .map(|t| t.name)
+                        .unwrap_or_else(|_| target.clone());
+                    return Err(ApiError::conflict(format!(
+                        "cannot join the network namespace of container {name:?}: it is not running"
+                    )));
+                }
+                Some(PathBuf::from(format!("/proc/{}/ns/net", st.pid)))
+            }
+            NetworkMode::Networks | NetworkMode::None => {
+                let fd = berth_kernel::netns::create_netns_fd().map_err(|e| {
+                    ApiError::internal(format!("creating the network namespace: {e}"))
+                })?;
+                let path = berth_kernel::netns::fd_path(&fd);
+                held_ns = Some(fd);
+                Some(path)
+            }
+        };
+
+        // Endpoints: one veth per network, the gateway endpoint gives the default route.
+        let mut plumbed: Vec<String> = Vec::new();
+        if let (NetworkMode::Networks, Some(ns)) = (&c.mode, &netns) {
+            let nets = d.networks()?;
+            let gw = planner::gateway_endpoint(c, &nets).map(|e| e.id.clone());
+            for ep in &c.endpoints {
+                let Some(net) = nets.iter().find(|n| n.id == ep.network_id) else {
+                    continue;
+                };
+                let plan = planner::endpoint_plan(
+                    net,
+                    ep,
+                    &ns.display().to_string(),
+                    gw.as_deref() == Some(ep.id.as_str()),
+                );
+                if let Err(e) = d.kernel.setup_endpoint(&plan).await {
+                    for name in &plumbed {
+                        d.kernel.teardown_endpoint(name).await.ok();
+                    }
+                    return Err(ApiError::internal(format!(
+                        "connecting container {:?} to network {:?}: {e}",
+                        c.name, net.name
+                    )));
+                }
+                plumbed.push(ep.host_ifname.clone());
+            }
+        }
+
+        let rollback = |plumbed: Vec<String>| {
+            let d = d.clone();
+            async move {
+                for name in &plumbed {
+                    d.kernel.teardown_endpoint(name).await.ok();
+                }
+            }
+        };
+
+        let rootfs = c.rootfs.as_ref().map(PathBuf::from);
+        let cfg = InitConfig {
+            netns,
+            hostname: c.hostname.clone(),
+            binds: vec![
+                (dir.join("hosts"), PathBuf::from("/etc/hosts")),
+                (dir.join("resolv.conf"), PathBuf::from("/etc/resolv.conf")),
+                (dir.join("hostname"), PathBuf::from("/etc/hostname")),
+            ],
+            rootfs,
+            cmd: c.cmd.clone(),
+            env: c.env.clone(),
+            pid_file: pid_file.clone(),
+            exit_file: exit_file.clone(),
+        };
+        let open_log = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(name))
+                .map_err(|e| ApiError::internal(format!("opening log {name}: {e}")))
+        };
+        let (out, err) = match (open_log("stdout.log"), open_log("stderr.log")) {
+            (Ok(o), Ok(e)) => (o, e),
+            (Err(e), _) | (_, Err(e)) => {
+                rollback(plumbed).await;
+                return Err(e);
+            }
+        };
+        let mut cmd = match ct::init_command(Path::new(SELF_EXE), &cfg) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                rollback(plumbed).await;
+                return Err(ApiError::internal(format!(
+                    "preparing the container init: {e}"
+                )));
+            }
+        };
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        let mut child = match tokio::process::Command::from(cmd).spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                rollback(plumbed).await;
+                return Err(ApiError::internal(format!(
+                    "starting the container init: {e}"
+                )));
+            }
+        };
+        let stage1 = child.id().map(|p| p as i32).unwrap_or(0);
+        let _ = std::fs::write(dir.join("stage1.pid"), stage1.to_string());
+
+        // Wait until the init has joined the namespace and started the command (it writes its
+        // pid), or died trying.
+        let mut init_pid = 0;
+        for _ in 0..5000 {
+            if let Ok(s) = std::fs::read_to_string(&pid_file) {
+                if let Ok(p) = s.trim().parse::<i32>() {
+                    init_pid = p;
+                    break;
+                }
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(held_ns);
+        if let Ok(mut procs) = self.procs.lock() {
+            procs.insert(c.id.clone(), stage1);
+        }
+
+        let id = c.id.clone();
+        let d2 = d.clone();
+        tokio::spawn(async move {
+            let code = match child.wait().await {
+                Ok(status) => exit_code(status),
+                Err(_) => -1,
+            };
+            let code = read_exit_file(&d2.runtime.container_dir(&id)).unwrap_or(code);
+            if let Ok(mut procs) = d2.runtime.procs.lock() {
+                procs.remove(&id);
+            }
+            d2.container_exited(&id, code).await;
+        });
+        if init_pid == 0 {
+            // It exited before writing its pid (e.g. a bad --rootfs); the waiter records why.
+            init_pid = stage1;
+        }
+        Ok((stage1, init_pid))
+    }
+
+    /// After a daemon restart: re-attach to a container whose init still runs. Returns false if
+    /// it is gone.
+    pub fn adopt(&self, d: &Arc<Daemon>, c: &ContainerSpec, _st: &ContainerState) -> bool {
+        let dir = self.container_dir(&c.id);
+        let Some(stage1) = std::fs::read_to_string(dir.join("stage1.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        else {
+            return false;
+        };
+        let alive = std::fs::read(format!("/proc/{stage1}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).contains(&c.id))
+            .unwrap_or(false);
+        if !alive {
+            return false;
+        }
+        if let Ok(mut procs) = self.procs.lock() {
+            procs.insert(c.id.clone(), stage1);
+        }
+        let id = c.id.clone();
+        let d2 = d.clone();
+        tokio::spawn(async move {
+            // Not our child any more: poll for its end, then read the code it left behind.
+            while Path::new(&format!("/proc/{stage1}")).exists() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let code = read_exit_file(&d2.runtime.container_dir(&id)).unwrap_or(-1);
+            if let Ok(mut procs) = d2.runtime.procs.lock() {
+                procs.remove(&id);
+            }
+            d2.container_exited(&id, code).await;
+        });
+        true
+    }
+
+    /// The exit code a container's init left behind.
+    pub fn read_exit_code(&self, id: &str) -> Option<i32> {
+        read_exit_file(&self.container_dir(id))
+    }
+
+    /// Sends `sig` to a running container's init.
+    pub fn signal(&self, id: &str, sig: Signal) {
+        let pid = self.procs.lock().ok().and_then(|p| p.get(id).copied());
+        if let Some(pid) = pid {
+            if let Err(e) = kill(Pid::from_raw(pid), sig) {
+                tracing::debug!("signalling container {id} (pid {pid}): {e}");
+            }
+        }
+    }
+
+    /// Removes a container's directory.
+    pub fn remove_files(&self, id: &str) {
+        let dir = self.container_dir(id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("removing {}: {e}", dir.display());
+            }
+        }
+    }
+
+    /// Streams a container's logs as Docker multiplexed frames; with `follow`, until it exits.
+    pub fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        stdout: bool,
+        stderr: bool,
+        exit: watch::Receiver<Option<i32>>,
+        running: bool,
+    ) -> mpsc::Receiver<Bytes> {
+        let (tx, rx) = mpsc::channel(64);
+        let dir = self.container_dir(id);
+        tokio::spawn(async move {
+            // Files are opened once and kept: a `--rm` container's directory may be deleted
+            // while its last output is still being streamed.
+            let mut files: [(bool, PathBuf, u8, Option<tokio::fs::File>); 2] = [
+                (stdout, dir.join("stdout.log"), stream::STDOUT, None),
+                (stderr, dir.join("stderr.log"), stream::STDERR, None),
+            ];
+            let mut buf = Vec::new();
+            loop {
+                // Read the exit state *before* draining: anything written before the exit is
+                // then guaranteed to be read in this pass.
+                let exited = !running || exit.borrow().is_some();
+                let mut got = false;
+                for (wanted, path, kind, file) in files.iter_mut() {
+                    if !*wanted {
+                        continue;
+                    }
+                    if file.is_none() {
+                        *file = tokio::fs::File::open(&*path).await.ok();
+                    }
+                    let Some(f) = file.as_mut() else { continue };
+                    buf.clear();
+                    if let Ok(n) = f.read_to_end(&mut buf).await {
+                        if n > 0 {
+                            got = true;
+                            if tx
+                                .send(Bytes::from(stream::frame(*kind, &buf)))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                }
+                if !follow || (exited && !got) {
+                    return;
+                }
+                if !got {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        });
+        rx
+    }
+
+    /// Registers an exec session; returns its id.
+    pub fn create_exec(&self, container_id: &str, cmd: Vec<String>, env: Vec<String>) -> String {
+        let id = crate::daemon::new_id();
+        if let Ok(mut execs) = self.execs.lock() {
+            execs.insert(
+                id.clone(),
+                Exec {
+                    container_id: container_id.to_string(),
+                    cmd,
+                    env,
+                    exit: watch::channel(None).0,
+                },
+            );
+        }
+        id
+    }
+
+    /// The container an exec session belongs to.
+    pub fn exec_container(&self, id: &str) -> Option<String> {
+        let execs = self.execs.lock().ok()?;
+        execs.get(id).map(|e| e.container_id.clone())
+    }
+
+    /// `(running, exit code)` of an exec session.
+    pub fn exec_status(&self, id: &str) -> Option<(bool, Option<i32>)> {
+        let execs = self.execs.lock().ok()?;
+        let e = execs.get(id)?;
+        let code = *e.exit.borrow();
+        Some((code.is_none(), code))
+    }
+
+    /// Starts an exec session inside the container whose init pid is `init_pid`; streams its
+    /// output as multiplexed frames until it exits.
+    pub fn start_exec(&self, exec_id: &str, init_pid: i32) -> ApiResult<mpsc::Receiver<Bytes>> {
+        let (cmd, env, exit) = {
+            let execs = self
+                .execs
+                .lock()
+                .map_err(|_| ApiError::internal("exec table lock poisoned"))?;
+            let e = execs
+                .get(exec_id)
+                .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {exec_id}")))?;
+            (e.cmd.clone(), e.env.clone(), e.exit.clone())
+        };
+        let mut command = ct::enter_command(Path::new(SELF_EXE), init_pid, &cmd, &env);
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = tokio::process::Command::from(command)
+            .spawn()
+            .map_err(|e| ApiError::internal(format!("starting exec {cmd:?}: {e}")))?;
+        let (tx, rx) = mpsc::channel(64);
+        let out = child.stdout.take();
+        let err = child.stderr.take();
+        tokio::spawn(async move {
+            let pump = |r: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>,
+                        kind: u8,
+                        tx: mpsc::Sender<Bytes>| async move {
+                let Some(mut r) = r else { return };
+                let mut buf = vec![0u8; 16384];
+                loop {
+                    match r.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if tx
+                                .send(Bytes::from(stream::frame(kind, &buf[..n])))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                }
+            };
+            let a = pump(out.map(|o| Box::new(o) as _), stream::STDOUT, tx.clone());
+            let b = pump(err.map(|o| Box::new(o) as _), stream::STDERR, tx.clone());
+            tokio::join!(a, b);
+            let code = match child.wait().await {
+                Ok(s) => exit_code(s),
+                Err(_) => -1,
+            };
+            exit.send_replace(Some(code));
+            drop(tx);
+        });
+        Ok(rx)
+    }
+}
+
+fn read_exit_file(dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(dir.join("exit"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(-1)
+}
+
+/// Writes a line to a container's stderr log (berth's own messages about the container).
+#[allow(dead_code)]
+pub fn note(dir: &Path, line: &str) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("stderr.log"))
+    {
+        let _ = writeln!(f, "berth: {line}");
+    }
+}

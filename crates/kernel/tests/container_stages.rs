@@ -1,0 +1,582 @@
+//! End-to-end tests of `berth_kernel::container`: stage 1, stage 2 (pid 1) and enter, run through
+//! the `berth-init-test` example binary (pid-namespace semantics need fresh processes).
+//!
+//! Need root (skipped otherwise). Every container runs in a fresh network namespace
+//! (`ip netns add bc-…`); guards kill every process and delete every namespace and temp dir even
+//! when an assertion fails. Nothing in the root network namespace is touched.
+
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use berth_kernel::container::{enter_command, init_command, InitConfig};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::Mode;
+use nix::unistd::{geteuid, mkfifo, Pid};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn is_root() -> bool {
+    if geteuid().is_root() {
+        return true;
+    }
+    eprintln!("skipping: container tests need root");
+    false
+}
+
+fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}{}-{}-{:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos & 0xfffff
+    )
+}
+
+/// The `berth-init-test` example next to this test executable (`target/<profile>/examples`),
+/// built here if `cargo test` did not build it (it does not with `--test NAME`).
+fn helper_exe() -> &'static Path {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| {
+        let me = std::env::current_exe().unwrap();
+        let profile_dir = me.parent().unwrap().parent().unwrap().to_path_buf();
+        let exe = profile_dir.join("examples").join("berth-init-test");
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args([
+                "build",
+                "-p",
+                "berth-kernel",
+                "--example",
+                "berth-init-test",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build for the example");
+        assert!(
+            status.success(),
+            "cargo build --example berth-init-test failed"
+        );
+        assert!(exe.exists(), "{} missing after build", exe.display());
+        exe
+    })
+}
+
+/// A fresh network namespace, deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let name = unique("bc-");
+        let status = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(status.success(), "ip netns add {name}");
+        Netns { name }
+    }
+    fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(unique("berth-ct-"));
+        fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running process we started (stage 1 or enter); SIGKILLed and reaped on drop. Killing
+/// stage 1 kills the container (stage 2 has a parent-death signal, and it is pid 1).
+struct Proc {
+    child: Child,
+    out: Option<thread::JoinHandle<String>>,
+    err: Option<thread::JoinHandle<String>>,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        Proc {
+            child,
+            out: Some(read_all(out)),
+            err: Some(read_all(err)),
+        }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Waits up to `timeout`; panics (and the guard kills) if still running.
+    fn finish(mut self, timeout: Duration) -> Outcome {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within {timeout:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = self.out.take().unwrap().join().unwrap();
+        let stderr = self.err.take().unwrap().join().unwrap();
+        Outcome {
+            code: status.code().expect("exited normally, not by a signal"),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn read_all(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut s = String::new();
+        let _ = r.read_to_string(&mut s);
+        s
+    })
+}
+
+#[derive(Debug)]
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn config(tmp: &TempDir, netns: &Netns, cmd: &[&str]) -> InitConfig {
+    InitConfig {
+        netns: Some(netns.path()),
+        hostname: "berth-test".into(),
+        binds: vec![],
+        rootfs: None,
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        env: vec![],
+        pid_file: tmp.0.join("pid"),
+        exit_file: tmp.0.join("exit"),
+    }
+}
+
+fn start(cfg: &InitConfig) -> Proc {
+    Proc::spawn(init_command(helper_exe(), cfg).unwrap())
+}
+
+fn run(cfg: &InitConfig) -> Outcome {
+    start(cfg).finish(TIMEOUT)
+}
+
+/// Waits for stage 1 to write the container init's pid.
+fn wait_pid_file(path: &Path) -> i32 {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Ok(s) = fs::read_to_string(path) {
+            return s.trim().parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no pid file {}", path.display());
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until `pid` runs `needle` as its command (stage 2 has spawned it) — ready for exec.
+fn wait_child_running(init_pid: i32, needle: &str) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let children = fs::read_to_string(format!("/proc/{init_pid}/task/{init_pid}/children"))
+            .unwrap_or_default();
+        let running = children.split_whitespace().any(|c| {
+            fs::read(format!("/proc/{c}/cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).contains(needle))
+                .unwrap_or(false)
+        });
+        if running {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{needle} never started in {init_pid}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn gone_or_zombie(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn hostname_is_set() {
+    if !is_root() {
+        return;
+    }
+    let (tmp, ns) = (TempDir::new(), Netns::new());
+    let mut cfg = config(&tmp, &ns, &["hostname"]);
+    cfg.env = vec!["FOO=bar".into()];
+    let out = run(&cfg);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), "berth-test");
+    // HOSTNAME is in the default env, PATH is docker's default.
+    cfg.cmd = ["sh", "-c", "echo $HOSTNAME $FOO $PATH"]
+        .map(String::from)
+        .to_vec();
+    let out = run(&cfg);
+    assert_eq!(
+        out.stdout.trim(),
+        "berth-test bar /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    );
+}
+
+#[test]
+fn binds_are_seen_inside_only() {
+    if !is_root() {
+        return;
+    }
+    let (tmp, ns) = (TempDir::new(), Netns::new());
+    let host_hosts = fs::read("/etc/hosts").unwrap();
+    let hosts = tmp.0.join("hosts");
+    fs::write(&hosts, "10.99.0.7\tberth-bind-marker\n").unwrap();
+    let mut cfg = config(&tmp, &ns, &["cat", "/etc/hosts"]);
+    cfg.binds = vec![(hosts.clone(), "/etc/hosts".into())];
+    let out = run(&cfg);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "10.99.0.7\tberth-bind-marker\n");
+    // The host's /etc/hosts and mount table are untouched.
+    assert_eq!(fs::read("/etc/hosts").unwrap(), host_hosts);
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(tmp.0.to_str().unwrap()));
+    assert!(!mountinfo.contains(" /etc/hosts "), "{mountinfo}");
+}
+
+#[test]
+fn command_is_in_its_own_pid_namespace() {
+    if !is_root() {
+        return;
+    }
+    let (tmp, ns) = (TempDir::new(), Netns::new());
+    let out = run(&config(
+        &tmp,
+        &ns,
+        &[
+            "sh",
+            "-c",
+            "echo $$; ls /proc; tr '\\0' ' ' </proc/1/cmdline",
+        ],
+    ));
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut lines = out.stdout.lines();
+    // pid 1 is berth's init (stage 2), the command is its first child.
+    assert_eq!(lines.next(), Some("2"), "{out:?}");
+    let pids: Vec<u32> = out
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert!(
+        pids.contains(&1) && pids.len() <= 4,
+        "pids in /proc: {pids:?}"
+    );
+    assert!(out.stdout.contains("__berth_init2"), "{out:?}");
+
+    // No descriptor of berth's leaks into the command (3 is ls's own directory fd).
+    let out = run(&config(&tmp, &ns, &["ls", "/proc/self/fd"]));
+    let fds: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert!(
+        fds.iter().all(|fd| ["0", "1", "2", "3"].contains(fd)),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn exit_codes_propagate() {
+    if !is_root() {
+        return;
+    }
+    let (tmp, ns) = (TempDir::new(), Netns::new());
+    let cfg = config(&tmp, &ns, &["sh", "-c", "exit 7"]);
+    let out = run(&cfg);
+    assert_eq!(out.code, 7, "{out:?}");
+    assert_eq!(fs::read_to_string(&cfg.exit_file).unwrap(), "7");
+
+    let cfg = config(&tmp, &ns, &["berth-no-such-command", "x"]);
+    let out = run(&cfg);
+    assert_eq!(out.code, 127, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("berth: exec: \"berth-no-such-command\": executable file not found in $PATH"),
+        "{out:?}"
+    );
+    assert_eq!(fs::read_to_string(&cfg.exit_file).unwrap(), "127");
+
+    let not_executable = tmp.0.join("not-executable");
+    fs::write(&not_executable, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(&not_executable, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(&config(&tmp, &ns, &[not_executable.to_str().unwrap()]));
+    assert_eq!(out.code, 126, "{out:?}");
+    assert!(out.stderr.contains("permission denied"), "{out:?}");
+
+    let out = run(&config(&tmp, &ns, &["sh", "-c", "kill -KILL $$"]));
+    assert_eq!(out.code, 128 + 9, "{out:?}");
+}
+
+#[test]
+fn sigterm_to_stage1_stops_the_container() {
+    if !is_root() {
+        return;
+    }
+    let (tmp, ns) = (TempDir::new(), Netns::new());
+    let cfg = config(&tmp, &ns, &["sleep", "100"]);
+    let proc = start(&cfg);
+    // No waiting for `sleep` to run: a signal to the command before it is exec'd stays pending.
+    let init = wait_pid_file(&cfg.pid_file);
+    // The init is in another pid namespace than ours.
+    assert_ne!(
+        fs::read_link(format!("/proc/{init}/ns/pid")).unwrap(),
+        fs::read_link("/proc/self/ns/pid").unwrap()
+    );
+    let t0 = Instant::now();
+    kill(proc.pid(), Signal::SIGTERM).unwrap();
+    let out = proc.finish(Duration::from_secs(5));
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(out.code, 128 + 15, "{out:?}");
+    assert_eq!(fs::read_to_string(&cfg.exit_file).unwrap(), "143");
+    assert!(gone_or_zombie(init));
+}
+
+#[test]
+fn sigkill_to_stage1_kills_the_container() {
+    if !is_root() {
+        return;
+    }
+    let (tmp, ns) = (TempDir::new(), Netns::new());
+    let cfg = config(&tmp, &ns, &["sleep", "100"]);
+    let proc = start(&cfg);
+    let init = wait_pid_file(&cfg.pid_file);
+    wait_child_running(init, "sleep");
+    kill(proc.pid(), Signal::SIGKILL).unwrap();
+    drop(proc);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gone_or_zombie(init) {
+        assert!(
+            Instant::now() < deadline,
+            "container init {init} survived stage 1"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn enter_runs_in_the_containers_namespaces() {
+    if !is_root() {
+        return;
+    }
+    let (tmp, ns) = (TempDir::new(), Netns::new());
+    let mut cfg = config(&tmp, &ns, &["sleep", "100"]);
+    cfg.hostname = "entered".into();
+    cfg.env = vec!["FROM_RUN=1".into()];
+    let container = start(&cfg);
+    // No waiting for `sleep`: the pid file appears only once the container is set up.
+    let init = wait_pid_file(&cfg.pid_file);
+
+    let script = "hostname; readlink /proc/self/ns/net; echo $FROM_RUN $FROM_EXEC; \
+                  tr '\\0' ' ' </proc/1/cmdline; echo";
+    let cmd: Vec<String> = ["sh", "-c", script].iter().map(|s| s.to_string()).collect();
+    let out = Proc::spawn(enter_command(
+        helper_exe(),
+        init,
+        &cmd,
+        &["FROM_EXEC=2".into()],
+    ))
+    .finish(TIMEOUT);
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "entered", "{out:?}");
+    let container_net = fs::read_link(format!("/proc/{init}/ns/net")).unwrap();
+    assert_eq!(lines[1], container_net.to_str().unwrap());
+    assert_ne!(
+        Path::new(lines[1]),
+        fs::read_link("/proc/self/ns/net").unwrap()
+    );
+    assert_eq!(lines[2], "1 2", "container env plus exec env: {out:?}");
+    assert!(
+        lines[3].contains("__berth_init2"),
+        "pid 1 / proc view: {out:?}"
+    );
+
+    let missing = vec!["berth-no-such-command".to_string()];
+    let out = Proc::spawn(enter_command(helper_exe(), init, &missing, &[])).finish(TIMEOUT);
+    assert_eq!(out.code, 127, "{out:?}");
+    assert!(
+        out.stderr.contains("executable file not found in $PATH"),
+        "{out:?}"
+    );
+
+    let out = Proc::spawn(enter_command(
+        helper_exe(),
+        init,
+        &["sh".into(), "-c".into(), "exit 3".into()],
+        &[],
+    ))
+    .finish(TIMEOUT);
+    assert_eq!(out.code, 3, "{out:?}");
+    drop(container);
+}
+
+#[test]
+fn fresh_netns_has_only_lo() {
+    if !is_root() {
+        return;
+    }
+    let (tmp, ns) = (TempDir::new(), Netns::new());
+    let out = run(&config(&tmp, &ns, &["cat", "/proc/net/dev"]));
+    assert_eq!(out.code, 0, "{out:?}");
+    let ifaces: Vec<&str> = out
+        .stdout
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(ifaces, ["lo"], "{out:?}");
+}
+
+/// A minimal rootfs: dash and the libraries `ldd` names, plus a marker file.
+fn make_rootfs(root: &Path) -> Option<()> {
+    let sh = fs::canonicalize("/bin/sh").ok()?;
+    let ldd = Command::new("ldd").arg(&sh).output().ok()?;
+    if !ldd.status.success() {
+        return None;
+    }
+    let mut files = vec![sh.clone()];
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            files.push(PathBuf::from(p));
+        }
+    }
+    for f in &files {
+        let dest = root.join(f.strip_prefix("/").unwrap());
+        fs::create_dir_all(dest.parent().unwrap()).ok()?;
+        fs::copy(f, &dest).ok()?;
+    }
+    fs::create_dir_all(root.join("bin")).ok()?;
+    let bin_sh = root.join("bin/sh");
+    if !bin_sh.exists() {
+        fs::copy(&sh, &bin_sh).ok()?;
+    }
+    fs::write(root.join("rootfs-marker"), "in-rootfs\n").ok()?;
+    Some(())
+}
+
+#[test]
+fn rootfs_is_chrooted_with_binds_and_proc() {
+    if !is_root() {
+        return;
+    }
+    let (tmp, ns) = (TempDir::new(), Netns::new());
+    let root = tmp.0.join("rootfs");
+    if make_rootfs(&root).is_none() {
+        eprintln!("skipping: cannot build a rootfs from /bin/sh and ldd");
+        return;
+    }
+    let hosts = tmp.0.join("hosts");
+    fs::write(&hosts, "10.99.0.8 rootfs-bind\n").unwrap();
+    let mut cfg = config(
+        &tmp,
+        &ns,
+        &[
+            "sh",
+            "-c",
+            "read l </rootfs-marker; echo $l; read h </etc/hosts; echo $h; \
+                       test -e /proc/1/cmdline && echo proc; pwd; exit 4",
+        ],
+    );
+    cfg.rootfs = Some(root.clone());
+    cfg.binds = vec![(hosts, "/etc/hosts".into())];
+    let out = run(&cfg);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert_eq!(
+        out.stdout, "in-rootfs\n10.99.0.8 rootfs-bind\nproc\n/\n",
+        "{out:?}"
+    );
+
+    // exec into a running rootfs container sees the rootfs.
+    mkfifo(&root.join("wait"), Mode::from_bits_truncate(0o600)).unwrap();
+    cfg.cmd = vec!["sh".into(), "-c".into(), "read x </wait".into()];
+    fs::remove_file(&cfg.pid_file).unwrap();
+    let container = start(&cfg);
+    let init = wait_pid_file(&cfg.pid_file);
+    let cmd: Vec<String> = ["sh", "-c", "read l </rootfs-marker; echo $l; pwd"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let out = Proc::spawn(enter_command(helper_exe(), init, &cmd, &[])).finish(TIMEOUT);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "in-rootfs\n/\n", "{out:?}");
+    drop(container);
+    // The missing bind target was created (empty) in the rootfs, not on the host.
+    assert_eq!(fs::read(root.join("etc/hosts")).unwrap(), b"");
+}

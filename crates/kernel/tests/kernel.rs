@@ -1,0 +1,307 @@
+//! berth-kernel against the real kernel, inside throwaway namespaces (needs root).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+
+use berth_kernel::link::Kernel;
+use berth_kernel::netns::{create_netns, delete_netns, run_in_netns};
+use berth_kernel::{nft, sysctl};
+use berth_plan::model::{BridgePlan, RoutePlan};
+use common::{endpoint, listen, tcp_exchange, TestNs};
+
+fn bridge(name: &str, addrs: &[&str]) -> BridgePlan {
+    BridgePlan {
+        name: name.to_string(),
+        mtu: 1450,
+        addrs: addrs.iter().map(|a| a.parse().expect("addr")).collect(),
+    }
+}
+
+/// Non-link-local addresses of one link.
+async fn addrs_of(k: &Kernel, link: &str) -> BTreeSet<IpAddr> {
+    k.link_addrs()
+        .await
+        .expect("link_addrs")
+        .into_iter()
+        .filter(|(name, ip)| name == link && !matches!(ip, IpAddr::V6(v6) if v6.segments()[0] == 0xfe80))
+        .map(|(_, ip)| ip)
+        .collect()
+}
+
+fn set(ips: &[&str]) -> BTreeSet<IpAddr> {
+    ips.iter().map(|i| i.parse().expect("ip")).collect()
+}
+
+async fn link_names(k: &Kernel) -> Vec<String> {
+    k.list_links()
+        .await
+        .expect("list_links")
+        .into_iter()
+        .map(|l| l.name)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netns_lifecycle() {
+    require_root!();
+    let dir = std::env::temp_dir().join(format!("bk-{}-lifecycle", std::process::id()));
+    let path = dir.join("ns");
+    create_netns(&path).expect("create");
+    // Guard for the namespace made by hand above.
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = delete_netns(&self.0);
+            let _ = std::fs::remove_dir(self.0.parent().expect("parent"));
+        }
+    }
+    let _cleanup = Cleanup(path.clone());
+    assert!(create_netns(&path).is_err(), "a second create must not shadow the first");
+
+    let k = Kernel::new_in(&path).await.expect("kernel");
+    assert_eq!(k.netns(), Some(path.as_path()));
+    let links = k.list_links().await.expect("links");
+    assert_eq!(links.len(), 1, "{links:?}");
+    assert_eq!(links[0].name, "lo");
+    assert!(links[0].up, "lo must be up");
+
+    // A thread in the namespace sees only its lo.
+    let names = run_in_netns(&path, || {
+        std::fs::read_to_string("/proc/thread-self/net/dev").expect("read net/dev")
+    })
+    .expect("run");
+    assert!(!names.contains("eth0"), "{names}");
+
+    drop(k);
+    delete_netns(&path).expect("delete");
+    assert!(!path.exists());
+    delete_netns(&path).expect("delete of a missing namespace is Ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ensure_bridge_is_idempotent_and_exact() {
+    require_root!();
+    let h = TestNs::new("h");
+    let k = Kernel::new_in(&h.path).await.expect("kernel");
+    let plan = bridge("bkbr0", &["10.77.0.1/24", "fd77::1/64"]);
+    k.ensure_bridge(&plan).await.expect("first ensure");
+    k.ensure_bridge(&plan).await.expect("second ensure");
+    assert_eq!(addrs_of(&k, "bkbr0").await, set(&["10.77.0.1", "fd77::1"]));
+    let links = k.list_links().await.expect("links");
+    let br = links.iter().find(|l| l.name == "bkbr0").expect("bridge exists");
+    assert_eq!(br.kind.as_deref(), Some("bridge"));
+    assert!(br.up);
+    assert_eq!(links.iter().filter(|l| l.name == "bkbr0").count(), 1);
+
+    // Exactly the planned addresses: others are removed.
+    let plan = bridge("bkbr0", &["10.78.0.1/24"]);
+    k.ensure_bridge(&plan).await.expect("re-address");
+    assert_eq!(addrs_of(&k, "bkbr0").await, set(&["10.78.0.1"]));
+    let routes = k.routes().await.expect("routes");
+    assert!(routes.contains(&"10.78.0.0/24".parse().expect("net")), "{routes:?}");
+    assert!(!routes.contains(&"10.77.0.0/24".parse().expect("net")), "{routes:?}");
+
+    // A link of another kind with the bridge's name is an error, not a silent reuse.
+    let err = k.ensure_bridge(&bridge("lo", &[])).await.expect_err("lo is no bridge");
+    assert!(err.to_string().contains("not") || err.to_string().contains("kind"), "{err}");
+
+    k.delete_link("bkbr0").await.expect("delete");
+    k.delete_link("bkbr0").await.expect("delete of a missing link is Ok");
+    assert!(!link_names(&k).await.contains(&"bkbr0".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_exchange_packets_over_the_bridge() {
+    require_root!();
+    let h = TestNs::new("h");
+    let c1 = TestNs::new("c1");
+    let c2 = TestNs::new("c2");
+    let k = Kernel::new_in(&h.path).await.expect("kernel");
+    k.ensure_bridge(&bridge("bkbr0", &["10.79.0.1/24", "fd79::1/64"]))
+        .await
+        .expect("bridge");
+    let e1 = endpoint("bkv1", "bkbr0", &c1, &["10.79.0.2/24", "fd79::2/64"], &["10.79.0.1", "fd79::1"], false);
+    let e2 = endpoint("bkv2", "bkbr0", &c2, &["10.79.0.3/24", "fd79::3/64"], &["10.79.0.1", "fd79::1"], false);
+    k.setup_endpoint(&e1).await.expect("setup e1");
+    k.setup_endpoint(&e2).await.expect("setup e2");
+
+    // Host side: enslaved to the bridge, up; no eth0 ever in the host namespace.
+    let links = k.list_links().await.expect("links");
+    let br = links.iter().find(|l| l.name == "bkbr0").expect("bridge");
+    for name in ["bkv1", "bkv2"] {
+        let l = links.iter().find(|l| l.name == name).expect("veth");
+        assert_eq!(l.master, Some(br.index));
+        assert_eq!(l.kind.as_deref(), Some("veth"));
+        assert!(l.up);
+    }
+    assert!(!links.iter().any(|l| l.name == "eth0"));
+
+    // Container side: eth0 up with its addresses and default routes, lo up.
+    let kc = Kernel::new_in(&c1.path).await.expect("kernel c1");
+    let clinks = kc.list_links().await.expect("links c1");
+    assert!(clinks.iter().any(|l| l.name == "eth0" && l.up && l.kind.as_deref() == Some("veth")));
+    assert!(clinks.iter().any(|l| l.name == "lo" && l.up));
+    assert_eq!(addrs_of(&kc, "eth0").await, set(&["10.79.0.2", "fd79::2"]));
+    let routes = kc.routes().await.expect("routes c1");
+    for r in ["0.0.0.0/0", "::/0", "10.79.0.0/24", "fd79::/64"] {
+        assert!(routes.contains(&r.parse().expect("net")), "{r} missing from {routes:?}");
+    }
+
+    // Real traffic: container to container (v4 and v6), container to gateway.
+    let v4: SocketAddr = "10.79.0.3:7001".parse().expect("sa");
+    let l4 = listen(&c2.path, v4);
+    assert!(tcp_exchange(&c1.path, v4, &l4), "c1 -> c2 over IPv4");
+    let v6: SocketAddr = "[fd79::3]:7002".parse().expect("sa");
+    let l6 = listen(&c2.path, v6);
+    assert!(tcp_exchange(&c1.path, v6, &l6), "c1 -> c2 over IPv6");
+    let gw: SocketAddr = "10.79.0.1:7003".parse().expect("sa");
+    let lg = listen(&h.path, gw);
+    assert!(tcp_exchange(&c2.path, gw, &lg), "c2 -> gateway");
+
+    // replace_routes: defaults removed, then re-added.
+    k.replace_routes(&c1.path, &[]).await.expect("remove defaults");
+    let routes = kc.routes().await.expect("routes");
+    assert!(!routes.contains(&"0.0.0.0/0".parse().expect("net")), "{routes:?}");
+    assert!(!routes.contains(&"::/0".parse().expect("net")), "{routes:?}");
+    assert!(routes.contains(&"10.79.0.0/24".parse().expect("net")));
+    let defaults = [RoutePlan {
+        dst: "0.0.0.0/0".parse().expect("net"),
+        via: "10.79.0.1".parse().expect("ip"),
+    }];
+    k.replace_routes(&c1.path, &defaults).await.expect("add default");
+    k.replace_routes(&c1.path, &defaults).await.expect("replace again");
+    let routes = kc.routes().await.expect("routes");
+    assert!(routes.contains(&"0.0.0.0/0".parse().expect("net")));
+
+    // Teardown removes both ends; a second teardown is Ok.
+    k.teardown_endpoint("bkv1").await.expect("teardown");
+    k.teardown_endpoint("bkv1").await.expect("teardown again");
+    assert!(!link_names(&k).await.contains(&"bkv1".to_string()));
+    assert!(!link_names(&kc).await.contains(&"eth0".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_ports_reach_the_gateway_but_not_each_other() {
+    require_root!();
+    let h = TestNs::new("h");
+    let c1 = TestNs::new("c1");
+    let c2 = TestNs::new("c2");
+    let k = Kernel::new_in(&h.path).await.expect("kernel");
+    k.ensure_bridge(&bridge("bkbr1", &["10.80.0.1/24"]))
+        .await
+        .expect("bridge");
+    let e1 = endpoint("bkv1", "bkbr1", &c1, &["10.80.0.2/24"], &["10.80.0.1"], true);
+    let e2 = endpoint("bkv2", "bkbr1", &c2, &["10.80.0.3/24"], &["10.80.0.1"], true);
+    k.setup_endpoint(&e1).await.expect("setup e1");
+    k.setup_endpoint(&e2).await.expect("setup e2");
+
+    let gw1: SocketAddr = "10.80.0.1:7101".parse().expect("sa");
+    let lg1 = listen(&h.path, gw1);
+    assert!(tcp_exchange(&c1.path, gw1, &lg1), "c1 -> gateway");
+    let gw2: SocketAddr = "10.80.0.1:7102".parse().expect("sa");
+    let lg2 = listen(&h.path, gw2);
+    assert!(tcp_exchange(&c2.path, gw2, &lg2), "c2 -> gateway");
+    let peer: SocketAddr = "10.80.0.3:7103".parse().expect("sa");
+    let lp = listen(&c2.path, peer);
+    assert!(!tcp_exchange(&c1.path, peer, &lp), "isolated ports must not reach each other");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_setup_leaves_nothing_behind() {
+    require_root!();
+    let h = TestNs::new("h");
+    let c = TestNs::new("c");
+    let k = Kernel::new_in(&h.path).await.expect("kernel");
+    let kc = Kernel::new_in(&c.path).await.expect("kernel c");
+
+    // No bridge: fails before any veth exists.
+    let e = endpoint("bkv1", "bkmissing", &c, &["10.81.0.2/24"], &["10.81.0.1"], false);
+    let err = k.setup_endpoint(&e).await.expect_err("bridge is missing");
+    assert!(err.to_string().contains("bkmissing"), "{err}");
+    assert!(err.is_not_found(), "{err}");
+    assert!(!link_names(&k).await.contains(&"bkv1".to_string()));
+    assert!(!link_names(&kc).await.contains(&"eth0".to_string()));
+
+    // Fails after the veth exists (gateway not on any connected subnet): rolled back.
+    k.ensure_bridge(&bridge("bkbr2", &["10.81.0.1/24"]))
+        .await
+        .expect("bridge");
+    let e = endpoint("bkv1", "bkbr2", &c, &["10.81.0.2/24"], &["10.99.0.1"], false);
+    let err = k.setup_endpoint(&e).await.expect_err("unreachable gateway");
+    let msg = err.to_string();
+    assert!(msg.contains("adding route") && msg.contains("bkv1"), "{msg}");
+    assert!(!link_names(&k).await.contains(&"bkv1".to_string()), "veth must be rolled back");
+    assert!(!link_names(&kc).await.contains(&"eth0".to_string()));
+
+    // Bad MAC: refused before anything is created.
+    let mut e = endpoint("bkv1", "bkbr2", &c, &["10.81.0.2/24"], &[], false);
+    e.mac = "nonsense".into();
+    assert!(k.setup_endpoint(&e).await.is_err());
+
+    // After all that, a good plan still works (names are free again).
+    let e = endpoint("bkv1", "bkbr2", &c, &["10.81.0.2/24"], &["10.81.0.1"], false);
+    k.setup_endpoint(&e).await.expect("setup after rollback");
+    // Same host name again: EEXIST, and the existing endpoint is untouched.
+    let err = k.setup_endpoint(&e).await.expect_err("duplicate");
+    assert_eq!(err.raw_os_error(), Some(libc_eexist()), "{err}");
+    assert!(link_names(&k).await.contains(&"bkv1".to_string()));
+}
+
+fn libc_eexist() -> i32 {
+    nix::errno::Errno::EEXIST as i32
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sysctl_inside_a_test_namespace() {
+    require_root!();
+    let h = TestNs::new("h");
+    let root_before = sysctl::read(None, "net.ipv4.ip_forward").expect("read root (read-only)");
+    assert_eq!(sysctl::read(Some(&h.path), "net.ipv4.ip_forward").expect("read"), "0");
+    sysctl::write(Some(&h.path), "net.ipv4.ip_forward", "1").expect("write");
+    assert_eq!(sysctl::read(Some(&h.path), "net.ipv4.ip_forward").expect("read"), "1");
+    sysctl::write(Some(&h.path), "net/ipv4/conf/all/rp_filter", "2").expect("slash key");
+    assert_eq!(sysctl::read(Some(&h.path), "net.ipv4.conf.all.rp_filter").expect("read"), "2");
+    let err = sysctl::read(Some(&h.path), "net.ipv4.no_such_key").expect_err("missing key");
+    assert!(err.is_not_found(), "{err}");
+    assert!(err.to_string().contains("net.ipv4.no_such_key"), "{err}");
+    assert_eq!(
+        sysctl::read(None, "net.ipv4.ip_forward").expect("read root"),
+        root_before,
+        "the root namespace must be untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nft_apply_and_list_round_trip() {
+    require_root!();
+    if nft::check_available().is_err() {
+        eprintln!("skipped: nft not installed");
+        return;
+    }
+    let h = TestNs::new("h");
+    assert_eq!(nft::list_table_json(Some(&h.path), "inet", "berth").expect("list"), None);
+    nft::apply(
+        Some(&h.path),
+        "table inet berth {\n  chain forward {\n    type filter hook forward priority filter; policy accept;\n    ip saddr 10.82.0.0/24 counter accept\n  }\n}\n",
+    )
+    .expect("apply");
+    let table = nft::list_table_json(Some(&h.path), "inet", "berth")
+        .expect("list")
+        .expect("table exists");
+    let text = table.to_string();
+    assert!(text.contains("\"forward\"") && text.contains("10.82.0.0"), "{text}");
+
+    // A failing script applies nothing: the first statement (a new table) is not kept.
+    let err = nft::apply(
+        Some(&h.path),
+        "table inet partial { }\nadd rule inet berth nosuchchain accept\n",
+    )
+    .expect_err("bad script");
+    assert!(err.to_string().contains("nosuchchain") || err.to_string().contains("No such file"), "{err}");
+    assert_eq!(nft::list_table_json(Some(&h.path), "inet", "partial").expect("list"), None);
+
+    let ruleset = nft::list_ruleset_json(Some(&h.path)).expect("ruleset");
+    assert!(ruleset.to_string().contains("\"berth\""));
+}

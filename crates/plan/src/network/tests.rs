@@ -1,0 +1,587 @@
+use super::*;
+use crate::error::ErrorKind;
+
+fn id(c: char) -> Id {
+    std::iter::repeat_n(c, 64).collect()
+}
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn req(name: &str) -> NetworkRequest {
+    NetworkRequest {
+        name: name.into(),
+        ..Default::default()
+    }
+}
+
+fn with_subnet(name: &str, subnet: &str) -> NetworkRequest {
+    NetworkRequest {
+        ipam: vec![IpamRequest {
+            subnet: Some(subnet.into()),
+            ..Default::default()
+        }],
+        ..req(name)
+    }
+}
+
+fn plan(r: &NetworkRequest, existing: &[NetworkSpec]) -> Result<NetworkSpec, PlanError> {
+    plan_network(r, id('a'), "t".into(), existing, &[])
+}
+
+fn predefined() -> Vec<NetworkSpec> {
+    predefined_networks(
+        [id('1'), id('2'), id('3')],
+        "t".into(),
+        net("172.17.0.0/16"),
+    )
+}
+
+#[test]
+fn plain_network_gets_defaults() {
+    let n = plan(&req("web"), &predefined()).unwrap();
+    assert_eq!(n.driver, Driver::Bridge);
+    assert_eq!(n.subnets.len(), 1);
+    assert_eq!(n.subnets[0].subnet, net("172.18.0.0/16"));
+    assert_eq!(n.subnets[0].gateway, ip("172.18.0.1"));
+    assert_eq!(n.bridge, "berth-aaaaaaaaa");
+    assert!(n.icc && n.masquerade && n.dns && !n.predefined);
+    assert_eq!(n.mtu, 1500);
+}
+
+#[test]
+fn docker_like_full_create() {
+    let mut r = with_subnet("n2", "10.233.0.0/24");
+    r.ipam[0].gateway = Some("10.233.0.1".into());
+    r.ipam[0].ip_range = Some("10.233.0.128/25".into());
+    r.options.insert(OPT_BRIDGE_NAME.into(), "cpbr0".into());
+    r.options
+        .insert("com.example.unknown".into(), "kept".into());
+    r.labels.insert("team".into(), "x".into());
+    let n = plan(&r, &[]).unwrap();
+    assert_eq!(n.bridge, "cpbr0");
+    assert_eq!(n.subnets[0].ip_range, Some(net("10.233.0.128/25")));
+    assert_eq!(n.options, r.options);
+}
+
+#[test]
+fn name_rules() {
+    let existing = predefined();
+    let e = plan(&req("bridge"), &existing).unwrap_err();
+    assert_eq!(e.to_string(), "network with name bridge already exists");
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    assert_eq!(
+        plan(&req("-x"), &[]).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+}
+
+#[test]
+fn drivers() {
+    let mut r = req("x");
+    for d in ["", "bridge"] {
+        r.driver = Some(d.into());
+        assert!(plan(&r, &[]).is_ok());
+    }
+    r.driver = Some("host".into());
+    let e = plan(&r, &[]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        r#"only one instance of "host" network is allowed"#
+    );
+    assert_eq!(e.kind(), ErrorKind::Forbidden);
+    r.driver = Some("overlay".into());
+    let e = plan(&r, &[]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        r#"driver "overlay" is not supported (berth supports: bridge)"#
+    );
+}
+
+#[test]
+fn strict_cidrs() {
+    let e = plan(&with_subnet("web", "10.1.0.5/24"), &[]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        r#"invalid subnet "10.1.0.5/24": host bits set, did you mean 10.1.0.0/24?"#
+    );
+    let e = plan(&with_subnet("web", "10.1.0.0/33"), &[]).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with(r#"invalid subnet "10.1.0.0/33": "#),
+        "{e}"
+    );
+    for bad in [
+        "10.1.0.0",
+        "x/24",
+        "10.1.0.0/x",
+        "10.1.0.0/31",
+        "10.1.0.0/32",
+        "fd00::/127",
+    ] {
+        let mut r = with_subnet("web", bad);
+        r.enable_ipv6 = true;
+        assert_eq!(
+            plan(&r, &[]).unwrap_err().kind(),
+            ErrorKind::InvalidArgument,
+            "{bad}"
+        );
+    }
+    assert!(plan(&with_subnet("web", "10.1.0.0/30"), &[]).is_ok());
+}
+
+#[test]
+fn gateways_and_ranges() {
+    let mut r = with_subnet("web", "10.1.0.0/24");
+    r.ipam[0].gateway = Some("10.2.0.1".into());
+    assert_eq!(
+        plan(&r, &[]).unwrap_err().to_string(),
+        r#"gateway 10.2.0.1 is outside subnet 10.1.0.0/24 of network "web""#
+    );
+    for bad in ["10.1.0.0", "10.1.0.255", "nope", "fd00::1"] {
+        r.ipam[0].gateway = Some(bad.into());
+        assert!(plan(&r, &[]).is_err(), "{bad}");
+    }
+    r.ipam[0].gateway = Some("10.1.0.254".into());
+    assert_eq!(plan(&r, &[]).unwrap().subnets[0].gateway, ip("10.1.0.254"));
+    r.ipam[0].ip_range = Some("10.1.1.0/25".into());
+    assert_eq!(
+        plan(&r, &[]).unwrap_err().to_string(),
+        r#"ip range 10.1.1.0/25 is outside subnet 10.1.0.0/24 of network "web""#
+    );
+    let r = NetworkRequest {
+        ipam: vec![IpamRequest {
+            gateway: Some("10.1.0.1".into()),
+            ..Default::default()
+        }],
+        ..req("web")
+    };
+    assert!(plan(&r, &[])
+        .unwrap_err()
+        .to_string()
+        .contains("needs a subnet"));
+}
+
+#[test]
+fn ipv6() {
+    let mut r = with_subnet("web", "fd00:1::/64");
+    let e = plan(&r, &[]).unwrap_err();
+    assert!(e.to_string().contains("IPv6 is not enabled"), "{e}");
+    r.enable_ipv6 = true;
+    let n = plan(&r, &[]).unwrap();
+    assert_eq!(n.subnets.len(), 2);
+    assert!(n.subnets[0].subnet.addr().is_ipv4() && n.subnets[1].subnet.addr().is_ipv6());
+    assert_eq!(n.subnets[1].gateway, ip("fd00:1::1"));
+
+    let r = NetworkRequest {
+        enable_ipv6: true,
+        ..req("web")
+    };
+    let n = plan(&r, &[]).unwrap();
+    assert_eq!(n.subnets[1].subnet, net("fd00:b3e7:0:aaaa::/64"));
+    // Deterministic and avoiding used ones.
+    let same_start = format!("aaaa{}", "b".repeat(60));
+    let r2 = NetworkRequest {
+        name: "w2".into(),
+        ..r.clone()
+    };
+    let n2 = plan_network(&r2, same_start, "t".into(), &[n], &[]).unwrap();
+    assert_eq!(n2.subnets[1].subnet, net("fd00:b3e7:0:aaab::/64"));
+    assert_eq!(n2.subnets[0].subnet, net("172.18.0.0/16"));
+}
+
+#[test]
+fn one_subnet_per_family() {
+    let mut r = with_subnet("web", "10.1.0.0/24");
+    r.ipam.push(IpamRequest {
+        subnet: Some("10.2.0.0/24".into()),
+        ..Default::default()
+    });
+    assert_eq!(
+        plan(&r, &[]).unwrap_err().to_string(),
+        r#"network "web": more than one IPv4 subnet is not supported"#
+    );
+}
+
+#[test]
+fn overlaps() {
+    let db = plan(&with_subnet("db", "10.1.0.0/24"), &[]).unwrap();
+    let existing = [db];
+    for s in ["10.1.0.0/24", "10.1.0.0/16", "10.1.0.128/25"] {
+        let e =
+            plan_network(&with_subnet("web", s), id('b'), "t".into(), &existing, &[]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+        assert_eq!(
+            e.to_string(),
+            r#"network "web" overlaps 10.1.0.0/24 of network "db""#
+        );
+    }
+    let routes = [net("0.0.0.0/0"), net("10.9.0.0/16")];
+    let e = plan_network(
+        &with_subnet("web", "10.9.1.0/24"),
+        id('b'),
+        "t".into(),
+        &[],
+        &routes,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "subnet 10.9.1.0/24 overlaps 10.9.0.0/16, already routed on the host"
+    );
+    // The default route does not block anything; host routes steer allocation.
+    let routes = [net("0.0.0.0/0"), net("172.17.0.0/16"), net("172.18.3.0/24")];
+    let n = plan_network(&req("web"), id('b'), "t".into(), &[], &routes).unwrap();
+    assert_eq!(n.subnets[0].subnet, net("172.19.0.0/16"));
+}
+
+#[test]
+fn options() {
+    let with_opt = |k: &str, v: &str| {
+        let mut r = req("web");
+        r.options.insert(k.into(), v.into());
+        plan(&r, &predefined())
+    };
+    assert!(!with_opt(OPT_ENABLE_ICC, "false").unwrap().icc);
+    assert!(!with_opt(OPT_ENABLE_MASQUERADE, "0").unwrap().masquerade);
+    assert_eq!(with_opt(OPT_MTU, "9000").unwrap().mtu, 9000);
+    let e = with_opt(OPT_MTU, "67").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        r#"invalid value "67" for option com.docker.network.driver.mtu: expected a number from 68 to 65535"#
+    );
+    let e = with_opt(OPT_ENABLE_ICC, "yes").unwrap_err();
+    assert!(e.to_string().contains("expected true or false"), "{e}");
+    assert!(with_opt(OPT_BRIDGE_NAME, "this-is-too-long").is_err());
+    let e = with_opt(OPT_BRIDGE_NAME, "berth0").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    assert_eq!(
+        e.to_string(),
+        r#"bridge name "berth0" is already used by network "bridge""#
+    );
+    assert!(with_opt(OPT_HOST_BINDING_IPV4, "127.0.0.1").is_ok());
+    assert!(with_opt(OPT_HOST_BINDING_IPV4, "nope").is_err());
+    assert!(with_opt(OPT_DEFAULT_BRIDGE, "true").is_err());
+    assert!(with_opt(OPT_DEFAULT_BRIDGE, "false").is_ok());
+    assert!(with_opt("com.docker.network.something", "whatever").is_ok());
+}
+
+#[test]
+fn predefined_like_docker() {
+    let p = predefined();
+    assert_eq!(p.len(), 3);
+    let b = &p[0];
+    assert_eq!(
+        (b.name.as_str(), b.driver, b.bridge.as_str()),
+        ("bridge", Driver::Bridge, "berth0")
+    );
+    assert!(b.predefined && !b.dns);
+    assert_eq!(b.subnets[0].gateway, ip("172.17.0.1"));
+    assert_eq!(b.options[OPT_DEFAULT_BRIDGE], "true");
+    assert_eq!(b.options[OPT_BRIDGE_NAME], "berth0");
+    assert_eq!((p[1].name.as_str(), p[1].driver), ("host", Driver::Host));
+    assert_eq!((p[2].name.as_str(), p[2].driver), ("none", Driver::Null));
+    assert!(bridge_plan(&p[1]).is_none());
+}
+
+fn container(name: &str, c: char) -> ContainerSpec {
+    ContainerSpec {
+        id: id(c),
+        name: name.into(),
+        hostname: name.into(),
+        created: "t".into(),
+        cmd: vec![],
+        env: vec![],
+        mode: NetworkMode::Networks,
+        endpoints: vec![],
+        dns: vec![],
+        dns_search: vec![],
+        dns_options: vec![],
+        extra_hosts: vec![],
+        rootfs: None,
+        auto_remove: false,
+    }
+}
+
+#[test]
+fn endpoints() {
+    let mut r = with_subnet("n2", "10.233.0.0/24");
+    r.ipam[0].ip_range = Some("10.233.0.128/25".into());
+    let n2 = plan(&r, &[]).unwrap();
+    let mut api = container("api", 'c');
+    let ep = plan_endpoint(
+        &n2,
+        &api,
+        &[],
+        &EndpointRequest {
+            ipv4: Some("10.233.0.10".into()),
+            aliases: vec!["web".into(), "www".into(), "web".into()],
+            ..Default::default()
+        },
+        id('e'),
+    )
+    .unwrap();
+    assert_eq!(ep.addrs, vec![net("10.233.0.10/24")]);
+    assert_eq!(ep.mac, "02:42:0a:e9:00:0a");
+    assert_eq!(ep.ifname, "eth0");
+    assert_eq!(ep.host_ifname, "vbeeeeeeeeeeee");
+    assert_eq!(ep.static_ipv4, Some(ip("10.233.0.10")));
+    assert_eq!(ep.aliases, vec!["web", "www"]);
+    api.endpoints.push(ep);
+
+    // Already connected.
+    let e = plan_endpoint(&n2, &api, &[], &EndpointRequest::default(), id('f')).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        r#"container "api" is already connected to network "n2""#
+    );
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+
+    // The address is taken, and the message names the holder.
+    let db = container("db", 'd');
+    let all = [api.clone(), db.clone()];
+    let e = plan_endpoint(
+        &n2,
+        &db,
+        &all,
+        &EndpointRequest {
+            ipv4: Some("10.233.0.10".into()),
+            ..Default::default()
+        },
+        id('f'),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        r#"address 10.233.0.10 is already in use on network "n2" (container "api")"#
+    );
+    let e = plan_endpoint(
+        &n2,
+        &db,
+        &all,
+        &EndpointRequest {
+            ipv4: Some("10.9.0.5".into()),
+            ..Default::default()
+        },
+        id('f'),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        r#"address 10.9.0.5 is outside subnet 10.233.0.0/24 of network "n2""#
+    );
+    // Dynamic: first of the range.
+    let ep = plan_endpoint(&n2, &db, &all, &EndpointRequest::default(), id('f')).unwrap();
+    assert_eq!(ep.addrs, vec![net("10.233.0.128/24")]);
+    // IPv6 request on a v4-only network.
+    let e = plan_endpoint(
+        &n2,
+        &db,
+        &all,
+        &EndpointRequest {
+            ipv6: Some("fd00::5".into()),
+            ..Default::default()
+        },
+        id('f'),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    // Bad alias.
+    let e = plan_endpoint(
+        &n2,
+        &db,
+        &all,
+        &EndpointRequest {
+            aliases: vec!["bad alias".into()],
+            ..Default::default()
+        },
+        id('f'),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+}
+
+#[test]
+fn endpoint_ifnames_and_dual_stack() {
+    let mut r = with_subnet("a", "10.1.0.0/24");
+    r.enable_ipv6 = true;
+    let a = plan(&r, &[]).unwrap();
+    let b = plan_network(
+        &with_subnet("b", "10.2.0.0/24"),
+        id('b'),
+        "t".into(),
+        &[],
+        &[],
+    )
+    .unwrap();
+    let mut c = container("c", 'c');
+    let ep = plan_endpoint(&a, &c, &[], &EndpointRequest::default(), id('e')).unwrap();
+    assert_eq!(ep.addrs.len(), 2);
+    assert_eq!(ep.addrs[1], net("fd00:b3e7:0:aaaa::2/64"));
+    c.endpoints.push(ep);
+    let ep = plan_endpoint(&b, &c, &[], &EndpointRequest::default(), id('f')).unwrap();
+    assert_eq!(ep.ifname, "eth1");
+    // Free the lowest name: eth0 is reused.
+    c.endpoints.remove(0);
+    let ep2 = plan_endpoint(&a, &c, &[], &EndpointRequest::default(), id('g')).unwrap();
+    assert_eq!(ep2.ifname, "eth0");
+}
+
+#[test]
+fn host_and_none_and_shared() {
+    let p = predefined();
+    let c = container("c", 'c');
+    let e = plan_endpoint(&p[1], &c, &[], &EndpointRequest::default(), id('e')).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Forbidden);
+    assert!(e.to_string().contains("host network"));
+    let e = plan_endpoint(&p[2], &c, &[], &EndpointRequest::default(), id('e')).unwrap_err();
+    assert!(e.to_string().contains("none network"));
+    let mut shared = container("s", 's');
+    shared.mode = NetworkMode::Host;
+    let e = plan_endpoint(&p[0], &shared, &[], &EndpointRequest::default(), id('e')).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Forbidden);
+}
+
+#[test]
+fn gateway_choice_and_plans() {
+    let a = plan_network(
+        &with_subnet("a", "10.1.0.0/24"),
+        id('a'),
+        "t".into(),
+        &[],
+        &[],
+    )
+    .unwrap();
+    let b = plan_network(
+        &with_subnet("b", "10.2.0.0/24"),
+        id('b'),
+        "t".into(),
+        &[],
+        &[],
+    )
+    .unwrap();
+    let mut i = plan_network(
+        &with_subnet("i", "10.3.0.0/24"),
+        id('9'),
+        "t".into(),
+        &[],
+        &[],
+    )
+    .unwrap();
+    i.internal = true;
+    let nets = [a.clone(), b.clone(), i.clone()];
+    let mut c = container("c", 'c');
+    for (n, e, prio) in [(&b, 'e', 0), (&a, 'f', 0), (&i, 'g', 100)] {
+        let mut ep = plan_endpoint(n, &c, &[], &EndpointRequest::default(), id(e)).unwrap();
+        ep.gw_priority = prio;
+        c.endpoints.push(ep);
+    }
+    // Internal never wins; tie → name ascending.
+    assert_eq!(gateway_endpoint(&c, &nets).unwrap().network_id, a.id);
+    c.endpoints[0].gw_priority = 1;
+    assert_eq!(gateway_endpoint(&c, &nets).unwrap().network_id, b.id);
+    assert!(gateway_endpoint(&c, &[i.clone()]).is_none());
+
+    let bp = bridge_plan(&a).unwrap();
+    assert_eq!(bp.addrs, vec![net("10.1.0.1/24")]);
+    let ep = &c.endpoints[1];
+    let plan = endpoint_plan(&a, ep, "/run/berth/netns/c", true);
+    assert_eq!(
+        plan.routes,
+        vec![RoutePlan {
+            dst: net("0.0.0.0/0"),
+            via: ip("10.1.0.1")
+        }]
+    );
+    assert!(!plan.isolated);
+    assert_eq!(plan.bridge, a.bridge);
+    assert!(endpoint_plan(&a, ep, "/x", false).routes.is_empty());
+    assert!(endpoint_plan(&i, &c.endpoints[2], "/x", true)
+        .routes
+        .is_empty());
+}
+
+#[test]
+fn filters() {
+    let mut nets = predefined();
+    let mut r = req("web-front");
+    r.labels.insert("team".into(), "x".into());
+    r.labels.insert("tier".into(), "1".into());
+    nets.push(plan(&r, &nets).unwrap());
+    let f = |pairs: &[(&str, &[&str])]| {
+        let m: BTreeMap<String, Vec<String>> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+            .collect();
+        filter_networks(&nets, &m).map(|v| v.iter().map(|n| n.name.clone()).collect::<Vec<_>>())
+    };
+    assert_eq!(f(&[]).unwrap().len(), 4);
+    assert_eq!(
+        f(&[("driver", &["bridge"])]).unwrap(),
+        ["bridge", "web-front"]
+    );
+    assert_eq!(
+        f(&[("driver", &["bridge"]), ("label", &["team=x"])]).unwrap(),
+        ["web-front"]
+    );
+    assert_eq!(f(&[("label", &["team", "tier=1"])]).unwrap(), ["web-front"]);
+    assert!(f(&[("label", &["team", "tier=2"])]).unwrap().is_empty());
+    assert_eq!(
+        f(&[("name", &["front", "non"])]).unwrap(),
+        ["none", "web-front"]
+    );
+    assert_eq!(
+        f(&[("id", &["aaaa", "2222"])]).unwrap(),
+        ["host", "web-front"]
+    );
+    assert_eq!(f(&[("type", &["custom"])]).unwrap(), ["web-front"]);
+    assert_eq!(f(&[("type", &["builtin"])]).unwrap().len(), 3);
+    assert_eq!(f(&[("scope", &["local"])]).unwrap().len(), 4);
+    assert!(f(&[("scope", &["swarm"])]).unwrap().is_empty());
+    assert_eq!(f(&[("dangling", &["true"])]).unwrap().len(), 4);
+    assert_eq!(
+        f(&[("xyz", &["1"])]).unwrap_err().to_string(),
+        "invalid filter 'xyz'"
+    );
+    assert_eq!(
+        f(&[("type", &["nope"])]).unwrap_err().to_string(),
+        "invalid filter: 'type'='nope'"
+    );
+
+    let p = |pairs: &[(&str, &[&str])]| {
+        let m: BTreeMap<String, Vec<String>> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+            .collect();
+        prune_candidates(&nets, &m).map(|v| v.iter().map(|n| n.name.clone()).collect::<Vec<_>>())
+    };
+    assert_eq!(p(&[]).unwrap(), ["web-front"]);
+    assert_eq!(p(&[("label", &["team=x"])]).unwrap(), ["web-front"]);
+    assert!(p(&[("label!", &["team"])]).unwrap().is_empty());
+    assert!(p(&[("until", &["1h"])])
+        .unwrap_err()
+        .to_string()
+        .contains("until"));
+    assert!(p(&[("driver", &["bridge"])]).is_err());
+}
+
+#[test]
+fn aliases() {
+    assert!(validate_alias("web").is_ok());
+    assert!(validate_alias("my_app.svc.local").is_ok());
+    assert!(validate_alias("a.").is_ok());
+    for bad in [
+        "",
+        "-a",
+        "a-",
+        "a..b",
+        "a b",
+        &"a".repeat(64),
+        &["a"; 130].join("."),
+    ] {
+        assert!(validate_alias(bad).is_err(), "{bad:?}");
+    }
+}
