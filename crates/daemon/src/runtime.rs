@@ -320,12 +320,21 @@ impl Runtime {
     ) -> mpsc::Receiver<Bytes> {
         let (tx, rx) = mpsc::channel(64);
         let dir = self.container_dir(id);
+        // Opened here, before the answer goes out: a client that asks for the logs before it
+        // starts the container gets every byte even if the container is gone a moment later.
+        let open = |name: &str| {
+            std::fs::File::open(dir.join(name))
+                .ok()
+                .map(tokio::fs::File::from_std)
+        };
+        let out_file = open("stdout.log");
+        let err_file = open("stderr.log");
         tokio::spawn(async move {
             // Files are opened once and kept: a `--rm` container's directory may be deleted
             // while its last output is still being streamed.
             let mut files: [(bool, PathBuf, u8, Option<tokio::fs::File>); 2] = [
-                (stdout, dir.join("stdout.log"), stream::STDOUT, None),
-                (stderr, dir.join("stderr.log"), stream::STDERR, None),
+                (stdout, dir.join("stdout.log"), stream::STDOUT, out_file),
+                (stderr, dir.join("stderr.log"), stream::STDERR, err_file),
             ];
             let mut buf = Vec::new();
             loop {

@@ -20,8 +20,8 @@ use berth_plan::model::{BridgePlan, EndpointPlan, RoutePlan};
 use futures::StreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_core::{
-    NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
@@ -31,8 +31,7 @@ use rtnetlink::packet_route::link::{
     LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
-    RouteType,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -291,9 +290,11 @@ impl Kernel {
     /// Deletes a link by name (`RTM_DELLINK` with `IFLA_IFNAME`). `Ok` when it does not exist.
     pub async fn delete_link(&self, name: &str) -> Result<()> {
         match self
-            .request(RouteNetlinkMessage::DelLink(get_link_msg(name)), CHANGE, || {
-                format!("deleting link {name}")
-            })
+            .request(
+                RouteNetlinkMessage::DelLink(get_link_msg(name)),
+                CHANGE,
+                || format!("deleting link {name}"),
+            )
             .await
         {
             Ok(_) => Ok(()),
@@ -339,12 +340,11 @@ impl Kernel {
                 plan.host_ifname, plan.bridge
             )
         };
-        let t0 = std::time::Instant::now();
+        let started = std::time::Instant::now();
         let mac = parse_mac(&plan.mac).map_err(|e| e.context(&what()))?;
         let netns_path = PathBuf::from(&plan.netns);
         let ns = File::open(&netns_path).map_err(|e| {
-            KernelError::io(format!("opening network namespace {}", plan.netns), e)
-                .context(&what())
+            KernelError::io(format!("opening network namespace {}", plan.netns), e).context(&what())
         })?;
 
         // Enter the container namespace now, in parallel with the host-side requests: the
@@ -368,9 +368,10 @@ impl Kernel {
             })
             .map_err(|e| KernelError::io("spawning container-side thread", e).context(&what()))?;
 
-        eprintln!("PROF pre {}", t0.elapsed().as_micros());
         let bridge = self
-            .link_by_name(&plan.bridge, || format!("looking up bridge {}", plan.bridge))
+            .link_by_name(&plan.bridge, || {
+                format!("looking up bridge {}", plan.bridge)
+            })
             .await
             .map_err(|e| e.context(&what()))?;
 
@@ -383,8 +384,6 @@ impl Kernel {
             LinkAttribute::IfName(plan.ifname.clone()),
             LinkAttribute::Mtu(plan.mtu),
             LinkAttribute::NetNsFd(ns.as_raw_fd()),
-            LinkAttribute::NumTxQueues(1),
-            LinkAttribute::NumRxQueues(1),
         ];
         if let Some(mac) = mac {
             peer.attributes.push(LinkAttribute::Address(mac));
@@ -396,8 +395,6 @@ impl Kernel {
             LinkAttribute::IfName(plan.host_ifname.clone()),
             LinkAttribute::Mtu(plan.mtu),
             LinkAttribute::Controller(bridge.header.index),
-            LinkAttribute::NumTxQueues(1),
-            LinkAttribute::NumRxQueues(1),
             LinkAttribute::LinkInfo(vec![
                 NlLinkInfo::Kind(InfoKind::Veth),
                 NlLinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
@@ -412,7 +409,6 @@ impl Kernel {
         .await
         .map_err(|e| e.context(&what()))?;
         drop(ns);
-        eprintln!("PROF veth {}", t0.elapsed().as_micros());
 
         let result = self.finish_endpoint(plan, go_tx, done_rx).await;
         if let Err(e) = result {
@@ -422,7 +418,12 @@ impl Kernel {
             }
             return Err(e.context(&what()));
         }
-        eprintln!("PROF done {}", t0.elapsed().as_micros());
+        tracing::debug!(
+            veth = %plan.host_ifname,
+            bridge = %plan.bridge,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "endpoint set up"
+        );
         Ok(())
     }
 
@@ -490,7 +491,8 @@ impl Kernel {
                 let RouteNetlinkMessage::NewRoute(r) = m else {
                     continue;
                 };
-                if route_table(&r) != u32::from(MAIN_TABLE) || r.header.destination_prefix_length != 0
+                if route_table(&r) != u32::from(MAIN_TABLE)
+                    || r.header.destination_prefix_length != 0
                 {
                     continue;
                 }
@@ -613,25 +615,23 @@ impl ContainerSide {
     /// The thread is left in the container namespace and must exit afterwards.
     fn run(self, ns: &File, go: std::sync::mpsc::Receiver<()>) -> Result<()> {
         netns::enter(ns, &self.netns)?;
-        let t = std::time::Instant::now();
         let mut nl = SyncNetlink::open()?;
-        eprintln!("PROF thread-ready {}", t.elapsed().as_micros());
         if go.recv().is_err() {
             // The host side failed or was dropped: nothing to do.
             return Ok(());
         }
         let ifname = &self.ifname;
         let ns = self.netns.display();
-        let answers = nl.request(RouteNetlinkMessage::GetLink(get_link_msg(ifname)), GET, || {
-            format!("looking up {ifname} in {ns}")
-        })?;
+        let answers = nl.request(
+            RouteNetlinkMessage::GetLink(get_link_msg(ifname)),
+            GET,
+            || format!("looking up {ifname} in {ns}"),
+        )?;
         let link = first_link(answers, ifname)?;
-        eprintln!("PROF c-getlink {}", t.elapsed().as_micros());
         let index = link.header.index;
         if !link.header.flags.contains(LinkFlags::Up) {
             nl.set_link_up(index, &format!("bringing up {ifname} in {ns}"))?;
         }
-        eprintln!("PROF c-up {}", t.elapsed().as_micros());
         for net in &self.addrs {
             nl.request(
                 RouteNetlinkMessage::NewAddress(addr_msg(index, net)),
@@ -646,9 +646,7 @@ impl ContainerSide {
                 || format!("adding route {} via {} in {ns}", route.dst, route.via),
             )?;
         }
-        eprintln!("PROF c-before-lo {}", t.elapsed().as_micros());
         nl.set_link_up(1, &format!("bringing up lo in {ns}"))?;
-        eprintln!("PROF c-end {}", t.elapsed().as_micros());
         Ok(())
     }
 }
@@ -740,9 +738,11 @@ impl SyncNetlink {
 
     /// `RTM_SETLINK` `IFF_UP` on a link.
     pub(crate) fn set_link_up(&mut self, index: u32, op: &str) -> Result<()> {
-        self.request(RouteNetlinkMessage::SetLink(link_up_msg(index)), CHANGE, || {
-            op.to_string()
-        })
+        self.request(
+            RouteNetlinkMessage::SetLink(link_up_msg(index)),
+            CHANGE,
+            || op.to_string(),
+        )
         .map(drop)
     }
 }
@@ -875,9 +875,8 @@ fn route_msg(route: &RoutePlan, oif: Option<u32>) -> Result<RouteMessage> {
     msg.header.scope = RouteScope::Universe;
     msg.header.kind = RouteType::Unicast;
     if route.dst.prefix_len() > 0 {
-        msg.attributes.push(RouteAttribute::Destination(
-            route.dst.trunc().addr().into(),
-        ));
+        msg.attributes
+            .push(RouteAttribute::Destination(route.dst.trunc().addr().into()));
     }
     msg.attributes
         .push(RouteAttribute::Gateway(route.via.into()));

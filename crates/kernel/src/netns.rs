@@ -29,9 +29,8 @@ const THREAD_SELF_NET: &str = "/proc/thread-self/ns/net";
 pub fn create_netns(path: &Path) -> Result<()> {
     let op = || format!("creating network namespace {}", path.display());
     if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(|e| {
-            KernelError::io(format!("{}: creating {}", op(), parent.display()), e)
-        })?;
+        fs::create_dir_all(parent)
+            .map_err(|e| KernelError::io(format!("{}: creating {}", op(), parent.display()), e))?;
     }
     // The mount point: an empty regular file, like `ip netns add`. `create_new` so that an
     // existing namespace is never shadowed by a second mount.
@@ -100,9 +99,8 @@ pub fn delete_netns(path: &Path) -> Result<()> {
 
 /// Opens a namespace file, with an error naming it.
 fn open_netns(path: &Path) -> Result<File> {
-    File::open(path).map_err(|e| {
-        KernelError::io(format!("opening network namespace {}", path.display()), e)
-    })
+    File::open(path)
+        .map_err(|e| KernelError::io(format!("opening network namespace {}", path.display()), e))
 }
 
 /// Runs `f` on a short-lived thread that first `setns(CLONE_NEWNET)`s into `path`, and waits for
@@ -120,9 +118,7 @@ pub fn run_in_netns<T: Send + 'static>(
     let thread = std::thread::Builder::new()
         .name("berth-netns".into())
         .spawn(move || enter(&ns, &shown).map(|()| f()))
-        .map_err(|e| {
-            KernelError::io(format!("spawning thread for netns {}", path.display()), e)
-        })?;
+        .map_err(|e| KernelError::io(format!("spawning thread for netns {}", path.display()), e))?;
     match thread.join() {
         Ok(result) => result,
         Err(panic) => std::panic::resume_unwind(panic),
@@ -143,9 +139,7 @@ pub async fn run_in_netns_async<T: Send + 'static>(
         .spawn(move || {
             let _ = tx.send(enter(&ns, &shown).map(|()| f()));
         })
-        .map_err(|e| {
-            KernelError::io(format!("spawning thread for netns {}", path.display()), e)
-        })?;
+        .map_err(|e| KernelError::io(format!("spawning thread for netns {}", path.display()), e))?;
     rx.await.unwrap_or_else(|_| {
         Err(KernelError::invalid(
             format!("running in network namespace {}", path.display()),
@@ -156,9 +150,8 @@ pub async fn run_in_netns_async<T: Send + 'static>(
 
 /// `setns(fd, CLONE_NEWNET)` for the calling thread (which must be a throwaway thread).
 pub(crate) fn enter(ns: &File, path: &Path) -> Result<()> {
-    setns(ns, CloneFlags::CLONE_NEWNET).map_err(|e| {
-        KernelError::io(format!("entering network namespace {}", path.display()), e)
-    })
+    setns(ns, CloneFlags::CLONE_NEWNET)
+        .map_err(|e| KernelError::io(format!("entering network namespace {}", path.display()), e))
 }
 
 /// Creates a new network namespace held only by the returned file descriptor (no bind mount),
@@ -193,5 +186,9 @@ pub fn create_netns_fd() -> Result<std::os::fd::OwnedFd> {
 /// about to `setns` into it): `/proc/<our pid>/fd/<fd>`.
 pub fn fd_path(fd: &std::os::fd::OwnedFd) -> std::path::PathBuf {
     use std::os::fd::AsRawFd;
-    std::path::PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd()))
+    std::path::PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        fd.as_raw_fd()
+    ))
 }

@@ -21,9 +21,14 @@ fn key_path(key: &str) -> Result<PathBuf> {
     };
     let bad = rel.is_empty()
         || rel.starts_with('/')
-        || rel.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+        || rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
     if bad {
-        return Err(KernelError::invalid(format!("sysctl key {key:?}"), "not a sysctl name"));
+        return Err(KernelError::invalid(
+            format!("sysctl key {key:?}"),
+            "not a sysctl name",
+        ));
     }
     Ok(Path::new("/proc/sys").join(rel))
 }

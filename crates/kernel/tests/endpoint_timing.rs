@@ -26,7 +26,10 @@ async fn fifty_endpoints() {
     k.ensure_bridge(&BridgePlan {
         name: "bkbr0".into(),
         mtu: 1500,
-        addrs: vec!["10.90.0.1/24".parse().expect("net"), "fd90::1/64".parse().expect("net")],
+        addrs: vec![
+            "10.90.0.1/24".parse().expect("net"),
+            "fd90::1/64".parse().expect("net"),
+        ],
     })
     .await
     .expect("bridge");
@@ -55,7 +58,10 @@ async fn fifty_endpoints() {
         setup.push(t.elapsed());
     }
     let links = k.list_links().await.expect("links");
-    assert_eq!(links.iter().filter(|l| l.name.starts_with("bkv")).count(), N);
+    assert_eq!(
+        links.iter().filter(|l| l.name.starts_with("bkv")).count(),
+        N
+    );
 
     let mut teardown = Vec::with_capacity(N);
     for p in &plans {
@@ -64,7 +70,10 @@ async fn fifty_endpoints() {
         teardown.push(t.elapsed());
     }
     let links = k.list_links().await.expect("links");
-    assert_eq!(links.iter().filter(|l| l.name.starts_with("bkv")).count(), 0);
+    assert_eq!(
+        links.iter().filter(|l| l.name.starts_with("bkv")).count(),
+        0
+    );
 
     println!(
         "{N} endpoints: setup_endpoint median {} µs (max {} µs), teardown_endpoint median {} µs (max {} µs)",

@@ -25,7 +25,9 @@ async fn addrs_of(k: &Kernel, link: &str) -> BTreeSet<IpAddr> {
         .await
         .expect("link_addrs")
         .into_iter()
-        .filter(|(name, ip)| name == link && !matches!(ip, IpAddr::V6(v6) if v6.segments()[0] == 0xfe80))
+        .filter(|(name, ip)| {
+            name == link && !matches!(ip, IpAddr::V6(v6) if v6.segments()[0] == 0xfe80)
+        })
         .map(|(_, ip)| ip)
         .collect()
 }
@@ -58,7 +60,10 @@ async fn netns_lifecycle() {
         }
     }
     let _cleanup = Cleanup(path.clone());
-    assert!(create_netns(&path).is_err(), "a second create must not shadow the first");
+    assert!(
+        create_netns(&path).is_err(),
+        "a second create must not shadow the first"
+    );
 
     let k = Kernel::new_in(&path).await.expect("kernel");
     assert_eq!(k.netns(), Some(path.as_path()));
@@ -90,7 +95,10 @@ async fn ensure_bridge_is_idempotent_and_exact() {
     k.ensure_bridge(&plan).await.expect("second ensure");
     assert_eq!(addrs_of(&k, "bkbr0").await, set(&["10.77.0.1", "fd77::1"]));
     let links = k.list_links().await.expect("links");
-    let br = links.iter().find(|l| l.name == "bkbr0").expect("bridge exists");
+    let br = links
+        .iter()
+        .find(|l| l.name == "bkbr0")
+        .expect("bridge exists");
     assert_eq!(br.kind.as_deref(), Some("bridge"));
     assert!(br.up);
     assert_eq!(links.iter().filter(|l| l.name == "bkbr0").count(), 1);
@@ -100,15 +108,29 @@ async fn ensure_bridge_is_idempotent_and_exact() {
     k.ensure_bridge(&plan).await.expect("re-address");
     assert_eq!(addrs_of(&k, "bkbr0").await, set(&["10.78.0.1"]));
     let routes = k.routes().await.expect("routes");
-    assert!(routes.contains(&"10.78.0.0/24".parse().expect("net")), "{routes:?}");
-    assert!(!routes.contains(&"10.77.0.0/24".parse().expect("net")), "{routes:?}");
+    assert!(
+        routes.contains(&"10.78.0.0/24".parse().expect("net")),
+        "{routes:?}"
+    );
+    assert!(
+        !routes.contains(&"10.77.0.0/24".parse().expect("net")),
+        "{routes:?}"
+    );
 
     // A link of another kind with the bridge's name is an error, not a silent reuse.
-    let err = k.ensure_bridge(&bridge("lo", &[])).await.expect_err("lo is no bridge");
-    assert!(err.to_string().contains("not") || err.to_string().contains("kind"), "{err}");
+    let err = k
+        .ensure_bridge(&bridge("lo", &[]))
+        .await
+        .expect_err("lo is no bridge");
+    assert!(
+        err.to_string().contains("not") || err.to_string().contains("kind"),
+        "{err}"
+    );
 
     k.delete_link("bkbr0").await.expect("delete");
-    k.delete_link("bkbr0").await.expect("delete of a missing link is Ok");
+    k.delete_link("bkbr0")
+        .await
+        .expect("delete of a missing link is Ok");
     assert!(!link_names(&k).await.contains(&"bkbr0".to_string()));
 }
 
@@ -122,8 +144,22 @@ async fn endpoints_exchange_packets_over_the_bridge() {
     k.ensure_bridge(&bridge("bkbr0", &["10.79.0.1/24", "fd79::1/64"]))
         .await
         .expect("bridge");
-    let e1 = endpoint("bkv1", "bkbr0", &c1, &["10.79.0.2/24", "fd79::2/64"], &["10.79.0.1", "fd79::1"], false);
-    let e2 = endpoint("bkv2", "bkbr0", &c2, &["10.79.0.3/24", "fd79::3/64"], &["10.79.0.1", "fd79::1"], false);
+    let e1 = endpoint(
+        "bkv1",
+        "bkbr0",
+        &c1,
+        &["10.79.0.2/24", "fd79::2/64"],
+        &["10.79.0.1", "fd79::1"],
+        false,
+    );
+    let e2 = endpoint(
+        "bkv2",
+        "bkbr0",
+        &c2,
+        &["10.79.0.3/24", "fd79::3/64"],
+        &["10.79.0.1", "fd79::1"],
+        false,
+    );
     k.setup_endpoint(&e1).await.expect("setup e1");
     k.setup_endpoint(&e2).await.expect("setup e2");
 
@@ -141,12 +177,17 @@ async fn endpoints_exchange_packets_over_the_bridge() {
     // Container side: eth0 up with its addresses and default routes, lo up.
     let kc = Kernel::new_in(&c1.path).await.expect("kernel c1");
     let clinks = kc.list_links().await.expect("links c1");
-    assert!(clinks.iter().any(|l| l.name == "eth0" && l.up && l.kind.as_deref() == Some("veth")));
+    assert!(clinks
+        .iter()
+        .any(|l| l.name == "eth0" && l.up && l.kind.as_deref() == Some("veth")));
     assert!(clinks.iter().any(|l| l.name == "lo" && l.up));
     assert_eq!(addrs_of(&kc, "eth0").await, set(&["10.79.0.2", "fd79::2"]));
     let routes = kc.routes().await.expect("routes c1");
     for r in ["0.0.0.0/0", "::/0", "10.79.0.0/24", "fd79::/64"] {
-        assert!(routes.contains(&r.parse().expect("net")), "{r} missing from {routes:?}");
+        assert!(
+            routes.contains(&r.parse().expect("net")),
+            "{r} missing from {routes:?}"
+        );
     }
 
     // Real traffic: container to container (v4 and v6), container to gateway.
@@ -161,17 +202,29 @@ async fn endpoints_exchange_packets_over_the_bridge() {
     assert!(tcp_exchange(&c2.path, gw, &lg), "c2 -> gateway");
 
     // replace_routes: defaults removed, then re-added.
-    k.replace_routes(&c1.path, &[]).await.expect("remove defaults");
+    k.replace_routes(&c1.path, &[])
+        .await
+        .expect("remove defaults");
     let routes = kc.routes().await.expect("routes");
-    assert!(!routes.contains(&"0.0.0.0/0".parse().expect("net")), "{routes:?}");
-    assert!(!routes.contains(&"::/0".parse().expect("net")), "{routes:?}");
+    assert!(
+        !routes.contains(&"0.0.0.0/0".parse().expect("net")),
+        "{routes:?}"
+    );
+    assert!(
+        !routes.contains(&"::/0".parse().expect("net")),
+        "{routes:?}"
+    );
     assert!(routes.contains(&"10.79.0.0/24".parse().expect("net")));
     let defaults = [RoutePlan {
         dst: "0.0.0.0/0".parse().expect("net"),
         via: "10.79.0.1".parse().expect("ip"),
     }];
-    k.replace_routes(&c1.path, &defaults).await.expect("add default");
-    k.replace_routes(&c1.path, &defaults).await.expect("replace again");
+    k.replace_routes(&c1.path, &defaults)
+        .await
+        .expect("add default");
+    k.replace_routes(&c1.path, &defaults)
+        .await
+        .expect("replace again");
     let routes = kc.routes().await.expect("routes");
     assert!(routes.contains(&"0.0.0.0/0".parse().expect("net")));
 
@@ -192,8 +245,22 @@ async fn isolated_ports_reach_the_gateway_but_not_each_other() {
     k.ensure_bridge(&bridge("bkbr1", &["10.80.0.1/24"]))
         .await
         .expect("bridge");
-    let e1 = endpoint("bkv1", "bkbr1", &c1, &["10.80.0.2/24"], &["10.80.0.1"], true);
-    let e2 = endpoint("bkv2", "bkbr1", &c2, &["10.80.0.3/24"], &["10.80.0.1"], true);
+    let e1 = endpoint(
+        "bkv1",
+        "bkbr1",
+        &c1,
+        &["10.80.0.2/24"],
+        &["10.80.0.1"],
+        true,
+    );
+    let e2 = endpoint(
+        "bkv2",
+        "bkbr1",
+        &c2,
+        &["10.80.0.3/24"],
+        &["10.80.0.1"],
+        true,
+    );
     k.setup_endpoint(&e1).await.expect("setup e1");
     k.setup_endpoint(&e2).await.expect("setup e2");
 
@@ -205,7 +272,10 @@ async fn isolated_ports_reach_the_gateway_but_not_each_other() {
     assert!(tcp_exchange(&c2.path, gw2, &lg2), "c2 -> gateway");
     let peer: SocketAddr = "10.80.0.3:7103".parse().expect("sa");
     let lp = listen(&c2.path, peer);
-    assert!(!tcp_exchange(&c1.path, peer, &lp), "isolated ports must not reach each other");
+    assert!(
+        !tcp_exchange(&c1.path, peer, &lp),
+        "isolated ports must not reach each other"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +287,14 @@ async fn failed_setup_leaves_nothing_behind() {
     let kc = Kernel::new_in(&c.path).await.expect("kernel c");
 
     // No bridge: fails before any veth exists.
-    let e = endpoint("bkv1", "bkmissing", &c, &["10.81.0.2/24"], &["10.81.0.1"], false);
+    let e = endpoint(
+        "bkv1",
+        "bkmissing",
+        &c,
+        &["10.81.0.2/24"],
+        &["10.81.0.1"],
+        false,
+    );
     let err = k.setup_endpoint(&e).await.expect_err("bridge is missing");
     assert!(err.to_string().contains("bkmissing"), "{err}");
     assert!(err.is_not_found(), "{err}");
@@ -228,11 +305,24 @@ async fn failed_setup_leaves_nothing_behind() {
     k.ensure_bridge(&bridge("bkbr2", &["10.81.0.1/24"]))
         .await
         .expect("bridge");
-    let e = endpoint("bkv1", "bkbr2", &c, &["10.81.0.2/24"], &["10.99.0.1"], false);
+    let e = endpoint(
+        "bkv1",
+        "bkbr2",
+        &c,
+        &["10.81.0.2/24"],
+        &["10.99.0.1"],
+        false,
+    );
     let err = k.setup_endpoint(&e).await.expect_err("unreachable gateway");
     let msg = err.to_string();
-    assert!(msg.contains("adding route") && msg.contains("bkv1"), "{msg}");
-    assert!(!link_names(&k).await.contains(&"bkv1".to_string()), "veth must be rolled back");
+    assert!(
+        msg.contains("adding route") && msg.contains("bkv1"),
+        "{msg}"
+    );
+    assert!(
+        !link_names(&k).await.contains(&"bkv1".to_string()),
+        "veth must be rolled back"
+    );
     assert!(!link_names(&kc).await.contains(&"eth0".to_string()));
 
     // Bad MAC: refused before anything is created.
@@ -241,7 +331,14 @@ async fn failed_setup_leaves_nothing_behind() {
     assert!(k.setup_endpoint(&e).await.is_err());
 
     // After all that, a good plan still works (names are free again).
-    let e = endpoint("bkv1", "bkbr2", &c, &["10.81.0.2/24"], &["10.81.0.1"], false);
+    let e = endpoint(
+        "bkv1",
+        "bkbr2",
+        &c,
+        &["10.81.0.2/24"],
+        &["10.81.0.1"],
+        false,
+    );
     k.setup_endpoint(&e).await.expect("setup after rollback");
     // Same host name again: EEXIST, and the existing endpoint is untouched.
     let err = k.setup_endpoint(&e).await.expect_err("duplicate");
@@ -258,11 +355,20 @@ async fn sysctl_inside_a_test_namespace() {
     require_root!();
     let h = TestNs::new("h");
     let root_before = sysctl::read(None, "net.ipv4.ip_forward").expect("read root (read-only)");
-    assert_eq!(sysctl::read(Some(&h.path), "net.ipv4.ip_forward").expect("read"), "0");
+    assert_eq!(
+        sysctl::read(Some(&h.path), "net.ipv4.ip_forward").expect("read"),
+        "0"
+    );
     sysctl::write(Some(&h.path), "net.ipv4.ip_forward", "1").expect("write");
-    assert_eq!(sysctl::read(Some(&h.path), "net.ipv4.ip_forward").expect("read"), "1");
+    assert_eq!(
+        sysctl::read(Some(&h.path), "net.ipv4.ip_forward").expect("read"),
+        "1"
+    );
     sysctl::write(Some(&h.path), "net/ipv4/conf/all/rp_filter", "2").expect("slash key");
-    assert_eq!(sysctl::read(Some(&h.path), "net.ipv4.conf.all.rp_filter").expect("read"), "2");
+    assert_eq!(
+        sysctl::read(Some(&h.path), "net.ipv4.conf.all.rp_filter").expect("read"),
+        "2"
+    );
     let err = sysctl::read(Some(&h.path), "net.ipv4.no_such_key").expect_err("missing key");
     assert!(err.is_not_found(), "{err}");
     assert!(err.to_string().contains("net.ipv4.no_such_key"), "{err}");
@@ -281,7 +387,10 @@ async fn nft_apply_and_list_round_trip() {
         return;
     }
     let h = TestNs::new("h");
-    assert_eq!(nft::list_table_json(Some(&h.path), "inet", "berth").expect("list"), None);
+    assert_eq!(
+        nft::list_table_json(Some(&h.path), "inet", "berth").expect("list"),
+        None
+    );
     nft::apply(
         Some(&h.path),
         "table inet berth {\n  chain forward {\n    type filter hook forward priority filter; policy accept;\n    ip saddr 10.82.0.0/24 counter accept\n  }\n}\n",
@@ -291,7 +400,10 @@ async fn nft_apply_and_list_round_trip() {
         .expect("list")
         .expect("table exists");
     let text = table.to_string();
-    assert!(text.contains("\"forward\"") && text.contains("10.82.0.0"), "{text}");
+    assert!(
+        text.contains("\"forward\"") && text.contains("10.82.0.0"),
+        "{text}"
+    );
 
     // A failing script applies nothing: the first statement (a new table) is not kept.
     let err = nft::apply(
@@ -299,8 +411,14 @@ async fn nft_apply_and_list_round_trip() {
         "table inet partial { }\nadd rule inet berth nosuchchain accept\n",
     )
     .expect_err("bad script");
-    assert!(err.to_string().contains("nosuchchain") || err.to_string().contains("No such file"), "{err}");
-    assert_eq!(nft::list_table_json(Some(&h.path), "inet", "partial").expect("list"), None);
+    assert!(
+        err.to_string().contains("nosuchchain") || err.to_string().contains("No such file"),
+        "{err}"
+    );
+    assert_eq!(
+        nft::list_table_json(Some(&h.path), "inet", "partial").expect("list"),
+        None
+    );
 
     let ruleset = nft::list_ruleset_json(Some(&h.path)).expect("ruleset");
     assert!(ruleset.to_string().contains("\"berth\""));

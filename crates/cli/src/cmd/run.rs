@@ -126,7 +126,7 @@ pub fn build(args: &Args) -> Result<(Option<String>, ContainerCreateRequest)> {
 
 /// Runs the container; returns the exit code (125 when it could not be started).
 pub async fn run(client: &Client, args: Args) -> i32 {
-    let id = match create_and_start(client, &args).await {
+    let id = match create(client, &args).await {
         Ok(id) => id,
         Err(e) => {
             crate::report(&e);
@@ -134,13 +134,17 @@ pub async fn run(client: &Client, args: Args) -> i32 {
         }
     };
     if args.detach {
+        if let Err(e) = start(client, &args, &id).await {
+            crate::report(&e);
+            return 125;
+        }
         out(&id);
         return 0;
     }
-    attach(client, &id).await
+    attach(client, &args, &id).await
 }
 
-async fn create_and_start(client: &Client, args: &Args) -> Result<String> {
+async fn create(client: &Client, args: &Args) -> Result<String> {
     let (name, req) = build(args)?;
     let path = match name {
         Some(n) => format!("/containers/create?name={}", url_escape(&n)),
@@ -151,12 +155,12 @@ async fn create_and_start(client: &Client, args: &Args) -> Result<String> {
     for w in &created.warnings {
         eprintln!("WARNING: {w}");
     }
+    Ok(created.id)
+}
+
+async fn start(client: &Client, args: &Args, id: &str) -> Result<()> {
     let started = client
-        .request_empty(
-            Method::POST,
-            &obj_path("containers", &created.id, "/start"),
-            NO_BODY,
-        )
+        .request_empty(Method::POST, &obj_path("containers", id, "/start"), NO_BODY)
         .await;
     if let Err(e) = started {
         if args.rm {
@@ -164,18 +168,21 @@ async fn create_and_start(client: &Client, args: &Args) -> Result<String> {
             let _ = client
                 .request_empty(
                     Method::DELETE,
-                    &obj_path("containers", &created.id, "?force=1"),
+                    &obj_path("containers", id, "?force=1"),
                     NO_BODY,
                 )
                 .await;
         }
         return Err(e.into());
     }
-    Ok(created.id)
+    Ok(())
 }
 
 /// Streams the output until the container exits; Ctrl-C stops it (a second Ctrl-C leaves).
-async fn attach(client: &Client, id: &str) -> i32 {
+///
+/// The wait and the log stream are opened *before* the container starts, so even a command
+/// that exits (and, with `--rm`, is removed) at once loses neither its output nor its code.
+async fn attach(client: &Client, args: &Args, id: &str) -> i32 {
     let waiter = {
         let client = client.clone();
         let path = obj_path("containers", id, "/wait");
@@ -188,7 +195,12 @@ async fn attach(client: &Client, id: &str) -> i32 {
     let mut interrupt =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     let logs = obj_path("containers", id, "/logs?follow=1&stdout=1&stderr=1");
-    match client.request_stream(Method::GET, &logs, NO_BODY).await {
+    let stream = client.request_stream(Method::GET, &logs, NO_BODY).await;
+    if let Err(e) = start(client, args, id).await {
+        crate::report(&e);
+        return 125;
+    }
+    match stream {
         Ok(mut stream) => {
             let mut decoder = Decoder::default();
             let mut interrupted = false;

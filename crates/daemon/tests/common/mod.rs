@@ -1,0 +1,917 @@
+//! End-to-end harness: a "world" of network namespaces with berthd running inside.
+//!
+//! A [`World`] is:
+//! * `<p>h`, the "host" netns where berthd runs (its own state dir and socket in a temp dir),
+//! * `<p>o`, an "outside" netns playing a LAN peer / upstream server, joined to the host by a
+//!   veth pair (`uplink` 198.18.N.1/24 in the host, `lan` 198.18.N.2/24 outside),
+//! * the containers berthd creates.
+//!
+//! The machine's own (root) network namespace is never changed: links are created directly in
+//! the test namespaces (`ip -n NS link add … peer … netns OTHER`). Everything is removed on drop,
+//! also while unwinding from a panic; processes are ended only by PID. Every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Default bound for one CLI call.
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Whether the tests can run (they need CAP_SYS_ADMIN and CAP_NET_ADMIN).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Returns early from a test that cannot run without root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !common::is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running commands with a time bound
+
+/// Runs `cmd` with stdin closed, capturing stdout/stderr; kills it (by PID) after `timeout`.
+/// A timed-out command reports exit status 124 (like coreutils' timeout) and a note on stderr.
+pub fn run_timeout(mut cmd: Command, timeout: Duration) -> Output {
+    let desc = format!("{cmd:?}");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => panic!("cannot spawn {desc}: {e}"),
+    };
+    let mut out = child.stdout.take().expect("stdout pipe");
+    let mut err = child.stderr.take().expect("stderr pipe");
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let start = Instant::now();
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) => {}
+            Err(e) => panic!("waiting for {desc}: {e}"),
+        }
+        if start.elapsed() > timeout {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().expect("wait after kill");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // A grandchild may hold the pipes open; do not wait for it forever.
+    let stdout = join_bounded(t_out, Duration::from_secs(2));
+    let mut stderr = join_bounded(t_err, Duration::from_secs(2));
+    let status = if timed_out {
+        stderr.extend_from_slice(
+            format!("\n[harness] TIMED OUT after {timeout:?}: {desc}\n").as_bytes(),
+        );
+        exit_status(124)
+    } else {
+        status
+    };
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+fn join_bounded(t: std::thread::JoinHandle<Vec<u8>>, d: Duration) -> Vec<u8> {
+    let start = Instant::now();
+    while !t.is_finished() {
+        if start.elapsed() > d {
+            return b"[harness] output pipe still open".to_vec();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t.join().unwrap_or_default()
+}
+
+fn exit_status(code: i32) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    ExitStatus::from_raw(code << 8)
+}
+
+/// Runs a program with arguments (bounded by [`CMD_TIMEOUT`]).
+pub fn sh(prog: &str, args: &[&str]) -> Output {
+    let mut c = Command::new(prog);
+    c.args(args);
+    run_timeout(c, CMD_TIMEOUT)
+}
+
+/// Like [`sh`] but panics with the output unless the command succeeds.
+pub fn sh_ok(prog: &str, args: &[&str]) -> String {
+    let o = sh(prog, args);
+    assert!(
+        o.status.success(),
+        "{prog} {args:?} failed: {}",
+        show(&o)
+    );
+    stdout(&o)
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit code (-1 when killed by a signal).
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// A one-line-ish description of an output, for assertion messages.
+pub fn show(o: &Output) -> String {
+    format!(
+        "exit={} stdout={:?} stderr={:?}",
+        code(o),
+        stdout(o),
+        stderr(o)
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binaries
+
+/// The berthd binary cargo built for these tests.
+pub fn berthd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_berthd"))
+}
+
+/// The `berth` CLI next to berthd. `cargo test` only builds binaries of packages that have
+/// integration tests, so the CLI is (re)built here when it is missing or older than its
+/// sources — once per test process, serialized across processes by a lock file.
+pub fn berth_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let bin = berthd_bin()
+            .parent()
+            .expect("target dir")
+            .join("berth");
+        if needs_build(&bin) {
+            build_cli(&bin);
+        }
+        assert!(
+            bin.exists(),
+            "the berth CLI is missing at {} and could not be built (run `cargo build -p berth`)",
+            bin.display()
+        );
+        bin
+    })
+    .clone()
+}
+
+fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(md) = e.metadata() else { continue };
+            if md.is_dir() {
+                stack.push(p);
+            } else if let Ok(m) = md.modified() {
+                if newest.is_none_or(|n| m > n) {
+                    newest = Some(m);
+                }
+            }
+        }
+    }
+    newest
+}
+
+fn needs_build(bin: &Path) -> bool {
+    let Ok(bin_m) = fs::metadata(bin).and_then(|m| m.modified()) else {
+        return true;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    ["crates/cli", "crates/api"]
+        .iter()
+        .filter_map(|d| newest_mtime(&root.join(d)))
+        .any(|src| src > bin_m)
+}
+
+fn build_cli(bin: &Path) {
+    let lock_path = bin.with_file_name(".berth-e2e-cli-build.lock");
+    // Bounded wait for the lock (another test process may be building).
+    let start = Instant::now();
+    let flock = loop {
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .expect("open build lock file");
+        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(l) => break Some(l),
+            Err(_) if start.elapsed() < Duration::from_secs(900) => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(_) => break None,
+        }
+    };
+    if !needs_build(bin) {
+        return; // someone else built it while we waited
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut c = Command::new(cargo);
+    c.args(["build", "-p", "berth"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let o = run_timeout(c, Duration::from_secs(900));
+    drop(flock);
+    if !o.status.success() {
+        eprintln!("[harness] cargo build -p berth failed: {}", show(&o));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Python helpers, written into every world's temp dir (containers see the host filesystem).
+
+const PROBE_PY: &str = r#"
+import socket, sys
+# probe.py HOST PORT TIMEOUT [MESSAGE]: connect, send MESSAGE (if any), print the reply.
+host, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+msg = sys.argv[4] if len(sys.argv) > 4 else None
+try:
+    s = socket.create_connection((host, port), timeout=timeout)
+    if msg is not None:
+        s.sendall(msg.encode())
+    s.shutdown(socket.SHUT_WR)
+    data = b""
+    while True:
+        b = s.recv(4096)
+        if not b:
+            break
+        data += b
+    sys.stdout.write(data.decode(errors="replace"))
+except Exception as e:
+    sys.stderr.write("probe %s:%s failed: %r\n" % (host, port, e))
+    sys.exit(1)
+"#;
+
+const PEER_SERVER_PY: &str = r#"
+import socket, sys
+# peer_server.py ADDR PORT: reply to every TCP connection with the peer's address.
+addr, port = sys.argv[1], int(sys.argv[2])
+fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((addr, port))
+s.listen(64)
+while True:
+    c, peer = s.accept()
+    try:
+        c.settimeout(2)
+        c.sendall(("%s\n" % peer[0]).encode())
+    except Exception:
+        pass
+    finally:
+        c.close()
+"#;
+
+const HTTP_GET_PY: &str = r#"
+import sys, urllib.request
+# http_get.py URL TIMEOUT: print the body, exit 1 on any failure.
+try:
+    r = urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))
+    sys.stdout.write("%d\n" % r.status)
+    sys.stdout.write(r.read().decode(errors="replace"))
+except Exception as e:
+    sys.stderr.write("GET %s failed: %r\n" % (sys.argv[1], e))
+    sys.exit(1)
+"#;
+
+// ---------------------------------------------------------------------------------------------
+// The world
+
+fn ns_inode(name: &str) -> Option<u64> {
+    fs::metadata(Path::new("/run/netns").join(name))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// A throwaway world; see the module doc.
+pub struct World {
+    /// Unique prefix (`bt<pid>-<n>`).
+    pub prefix: String,
+    /// The host netns (berthd runs here).
+    pub host_ns: String,
+    /// The outside netns.
+    pub out_ns: String,
+    /// N of 198.18.N.0/24.
+    pub n: u8,
+    /// The world's temp dir.
+    pub dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    berth: PathBuf,
+    daemon: Mutex<Option<Child>>,
+    spawned: Mutex<Vec<Child>>,
+    ns_inodes: Vec<u64>,
+}
+
+impl World {
+    /// Builds the namespaces and starts berthd (panics, after cleaning up, if it fails).
+    pub fn new() -> World {
+        let berth = berth_bin();
+        let c = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let prefix = format!("bt{pid}-{c}");
+        assert!(prefix.len() + 1 <= 15, "netns name too long: {prefix}");
+        let n = u8::try_from((pid as usize * 7 + c) % 250 + 1).expect("N fits");
+        let dir = std::env::temp_dir().join(format!("berth-e2e-{prefix}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create world dir");
+        let mut w = World {
+            host_ns: format!("{prefix}h"),
+            out_ns: format!("{prefix}o"),
+            prefix,
+            n,
+            state_dir: dir.join("state"),
+            socket: dir.join("berthd.sock"),
+            log: dir.join("berthd.log"),
+            dir,
+            berth,
+            daemon: Mutex::new(None),
+            spawned: Mutex::new(Vec::new()),
+            ns_inodes: Vec::new(),
+        };
+        for (name, text) in [
+            ("probe.py", PROBE_PY),
+            ("peer_server.py", PEER_SERVER_PY),
+            ("http_get.py", HTTP_GET_PY),
+        ] {
+            fs::write(w.dir.join(name), text).expect("write helper");
+        }
+        // From here on, Drop cleans up whatever was made.
+        sh_ok("ip", &["netns", "add", &w.host_ns]);
+        sh_ok("ip", &["netns", "add", &w.out_ns]);
+        w.ns_inodes = [&w.host_ns, &w.out_ns]
+            .iter()
+            .filter_map(|n| ns_inode(n))
+            .collect();
+        let (h, o) = (w.host_ns.clone(), w.out_ns.clone());
+        let host_addr = format!("{}/24", w.host_ip());
+        let out_addr = format!("{}/24", w.out_ip());
+        sh_ok("ip", &["-n", &h, "link", "set", "lo", "up"]);
+        sh_ok("ip", &["-n", &o, "link", "set", "lo", "up"]);
+        sh_ok(
+            "ip",
+            &[
+                "-n", &h, "link", "add", "uplink", "type", "veth", "peer", "name", "lan",
+                "netns", &o,
+            ],
+        );
+        sh_ok("ip", &["-n", &h, "addr", "add", &host_addr, "dev", "uplink"]);
+        sh_ok("ip", &["-n", &o, "addr", "add", &out_addr, "dev", "lan"]);
+        sh_ok("ip", &["-n", &h, "link", "set", "uplink", "up"]);
+        sh_ok("ip", &["-n", &o, "link", "set", "lan", "up"]);
+        // The outside peer is the host's upstream router.
+        sh_ok(
+            "ip",
+            &["-n", &h, "route", "add", "default", "via", &w.out_ip()],
+        );
+        w.start_daemon();
+        w
+    }
+
+    /// 198.18.N.1, the host's address on its uplink.
+    pub fn host_ip(&self) -> String {
+        format!("198.18.{}.1", self.n)
+    }
+
+    /// 198.18.N.2, the outside peer.
+    pub fn out_ip(&self) -> String {
+        format!("198.18.{}.2", self.n)
+    }
+
+    /// Path of a helper script in the world dir.
+    pub fn helper(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    // --- daemon ---------------------------------------------------------------------------
+
+    fn start_daemon(&self) {
+        let _ = fs::remove_file(&self.socket);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open berthd log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.host_ns])
+            .arg(berthd_bin())
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["--log-level", "debug"])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn berthd");
+        *self.daemon.lock().expect("daemon lock") = Some(child);
+        // Wait (bounded) until the socket accepts connections.
+        let start = Instant::now();
+        loop {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(st) = self
+                .daemon
+                .lock()
+                .expect("daemon lock")
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "berthd exited during start-up ({st}); log:\n{}",
+                    self.log_text()
+                );
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                panic!(
+                    "berthd's socket {} did not come up within 10 s; log:\n{}",
+                    self.socket.display(),
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops berthd by PID: SIGKILL at once (`kill9`) or SIGTERM, then SIGKILL after 5 s.
+    fn stop_daemon(&self, kill9: bool) {
+        let Some(mut child) = self.daemon.lock().expect("daemon lock").take() else {
+            return;
+        };
+        // `ip netns exec` execs berthd in place, so the child's PID is berthd's.
+        let pid = Pid::from_raw(child.id() as i32);
+        if kill9 {
+            let _ = kill(pid, Signal::SIGKILL);
+        } else {
+            let _ = kill(pid, Signal::SIGTERM);
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            eprintln!("[harness] berthd did not exit within 5 s of SIGTERM; SIGKILL");
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The PID of the running berthd.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.lock().expect("daemon lock").as_ref().map(|c| c.id())
+    }
+
+    /// Whether berthd is still running.
+    pub fn daemon_alive(&self) -> bool {
+        self.daemon
+            .lock()
+            .expect("daemon lock")
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Stops berthd (SIGKILL if `kill9`, else graceful) and starts it again on the same state.
+    pub fn restart_daemon(&self, kill9: bool) {
+        self.stop_daemon(kill9);
+        let _ = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .and_then(|mut f| {
+                use std::io::Write;
+                writeln!(f, "==== [harness] restart (kill9={kill9}) ====")
+            });
+        self.start_daemon();
+    }
+
+    /// berthd's log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(no log: {e})"))
+    }
+
+    // --- CLIs -----------------------------------------------------------------------------
+
+    /// The socket as a `-H`/`DOCKER_HOST` value.
+    pub fn host_url(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// `berth -H unix://SOCK ARGS…` from the root netns (it only talks to the socket).
+    pub fn berth(&self, args: &[&str]) -> Output {
+        self.berth_timeout(args, CMD_TIMEOUT)
+    }
+
+    pub fn berth_timeout(&self, args: &[&str], t: Duration) -> Output {
+        let mut c = Command::new(&self.berth);
+        c.arg("-H").arg(self.host_url()).args(args);
+        c.env_remove("BERTH_HOST");
+        run_timeout(c, t)
+    }
+
+    /// `berth …` that must succeed; returns stdout.
+    pub fn berth_ok(&self, args: &[&str]) -> String {
+        let o = self.berth(args);
+        assert!(o.status.success(), "berth {args:?} failed: {}", show(&o));
+        stdout(&o)
+    }
+
+    /// The stock docker CLI against berthd's socket.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        let mut c = Command::new("docker");
+        c.args(args)
+            .env("DOCKER_HOST", self.host_url())
+            .env("DOCKER_CONFIG", self.dir.join("docker-config"))
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_TLS_VERIFY");
+        run_timeout(c, CMD_TIMEOUT)
+    }
+
+    pub fn docker_ok(&self, args: &[&str]) -> String {
+        let o = self.docker(args);
+        assert!(o.status.success(), "docker {args:?} failed: {}", show(&o));
+        stdout(&o)
+    }
+
+    // --- namespaces -----------------------------------------------------------------------
+
+    /// Runs `cmd` inside netns `ns` (bounded).
+    pub fn ns_exec(&self, ns: &str, cmd: &[&str]) -> Output {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).args(cmd);
+        run_timeout(c, CMD_TIMEOUT)
+    }
+
+    pub fn ns_exec_ok(&self, ns: &str, cmd: &[&str]) -> String {
+        let o = self.ns_exec(ns, cmd);
+        assert!(o.status.success(), "in {ns}: {cmd:?} failed: {}", show(&o));
+        stdout(&o)
+    }
+
+    /// `ip ARGS…` in the host netns.
+    pub fn host_ip_cmd(&self, args: &[&str]) -> String {
+        let mut a = vec!["-n", self.host_ns.as_str()];
+        a.extend_from_slice(args);
+        sh_ok("ip", &a)
+    }
+
+    /// Names of the host netns's links.
+    pub fn host_links(&self) -> Vec<String> {
+        self.host_ip_cmd(&["-o", "link", "show"])
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect()
+    }
+
+    /// `nft list table inet berth` in the host netns ("" if there is none).
+    pub fn nft_table(&self) -> String {
+        let o = self.ns_exec(&self.host_ns, &["nft", "list", "table", "inet", "berth"]);
+        stdout(&o)
+    }
+
+    /// Starts a long-running process inside `ns`; it is killed by PID when the world drops.
+    /// Returns its PID (`ip netns exec` execs the command in place).
+    pub fn spawn_in(&self, ns: &str, cmd: &[&str]) -> u32 {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("spawned.log"))
+            .expect("open spawned.log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn in netns");
+        let pid = child.id();
+        self.spawned.lock().expect("spawned lock").push(child);
+        pid
+    }
+
+    /// Waits (≤ 10 s) until something accepts TCP connections at addr:port inside `ns`.
+    pub fn wait_port(&self, ns: &str, addr: &str, port: u16) {
+        let start = Instant::now();
+        let port_s = port.to_string();
+        let probe = self.helper("probe.py");
+        loop {
+            let o = self.ns_exec(ns, &["python3", &probe, addr, &port_s, "1"]);
+            if o.status.success() {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                panic!("nothing listens on {addr}:{port} in {ns} after 10 s: {}", show(&o));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Connects from inside `ns` with a plain socket: `Ok(reply)` or `Err(why)`.
+    pub fn tcp_from_ns(&self, ns: &str, addr: &str, port: u16, timeout_s: f64) -> Result<String, String> {
+        let o = self.ns_exec(
+            ns,
+            &["python3", &self.helper("probe.py"), addr, &port.to_string(), &timeout_s.to_string()],
+        );
+        if o.status.success() {
+            Ok(stdout(&o))
+        } else {
+            Err(show(&o))
+        }
+    }
+
+    // --- containers -----------------------------------------------------------------------
+
+    /// `berth run -d --name NAME ARGS…`, panicking on failure; returns the container id.
+    pub fn run_d(&self, name: &str, opts: &[&str], cmd: &[&str]) -> String {
+        let mut a = vec!["run", "-d", "--name", name];
+        a.extend_from_slice(opts);
+        a.extend_from_slice(cmd);
+        let out = self.berth_ok(&a);
+        let id = out.trim().to_string();
+        self.wait_running(name);
+        id
+    }
+
+    /// `inspect NAME` parsed (the first element of the array).
+    pub fn inspect(&self, name: &str) -> serde_json::Value {
+        let out = self.berth_ok(&["inspect", name]);
+        let v: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("inspect {name}: {e}: {out}"));
+        v.get(0).cloned().unwrap_or_else(|| panic!("inspect {name}: empty array: {out}"))
+    }
+
+    /// `.NetworkSettings.Networks.<net>.IPAddress` of a container ("" if not connected).
+    pub fn ip_of(&self, name: &str, net: &str) -> String {
+        self.inspect(name)["NetworkSettings"]["Networks"][net]["IPAddress"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// Waits (≤ 10 s) until `inspect` reports the container running.
+    pub fn wait_running(&self, name: &str) {
+        let start = Instant::now();
+        loop {
+            let v = self.inspect(name);
+            if v["State"]["Running"].as_bool() == Some(true) {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                panic!("container {name} not running after 10 s: State={}", v["State"]);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `berth exec NAME CMD…`.
+    pub fn exec(&self, name: &str, cmd: &[&str]) -> Output {
+        let mut a = vec!["exec", name];
+        a.extend_from_slice(cmd);
+        self.berth(&a)
+    }
+
+    pub fn exec_ok(&self, name: &str, cmd: &[&str]) -> String {
+        let o = self.exec(name, cmd);
+        assert!(o.status.success(), "exec {name} {cmd:?} failed: {}", show(&o));
+        stdout(&o)
+    }
+
+    /// Starts a detached container running the peer-address TCP server on `port`.
+    pub fn run_server(&self, name: &str, opts: &[&str], port: u16) -> String {
+        let helper = self.helper("peer_server.py");
+        let p = port.to_string();
+        self.run_d(name, opts, &["python3", &helper, "0.0.0.0", &p])
+    }
+
+    /// Waits (≤ 10 s) until the server inside container `name` answers on 127.0.0.1:port.
+    pub fn wait_container_port(&self, name: &str, port: u16) {
+        let start = Instant::now();
+        let p = port.to_string();
+        let probe = self.helper("probe.py");
+        loop {
+            let o = self.exec(name, &["python3", &probe, "127.0.0.1", &p, "1"]);
+            if o.status.success() {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                panic!("container {name}: nothing on 127.0.0.1:{port} after 10 s: {}", show(&o));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// From container `from`, connects to addr:port: `Ok(reply)` or `Err(details)`.
+    pub fn tcp_from(&self, from: &str, addr: &str, port: u16, timeout_s: f64) -> Result<String, String> {
+        let o = self.exec(
+            from,
+            &["python3", &self.helper("probe.py"), addr, &port.to_string(), &timeout_s.to_string()],
+        );
+        if o.status.success() {
+            Ok(stdout(&o))
+        } else {
+            Err(show(&o))
+        }
+    }
+
+    /// Asserts that `from` reaches addr:port (connection and reply).
+    pub fn assert_reaches(&self, from: &str, addr: &str, port: u16) -> String {
+        match self.tcp_from(from, addr, port, 3.0) {
+            Ok(r) => r,
+            Err(e) => panic!("{from} should reach {addr}:{port} but: {e}"),
+        }
+    }
+
+    /// Asserts that `from` does NOT reach addr:port within a short timeout.
+    pub fn assert_blocked(&self, from: &str, addr: &str, port: u16) {
+        if let Ok(r) = self.tcp_from(from, addr, port, 1.5) {
+            panic!("{from} must NOT reach {addr}:{port}, but it got a reply: {r:?}");
+        }
+    }
+
+    /// All container ids (`ps -a -q --no-trunc`).
+    pub fn container_ids(&self) -> Vec<String> {
+        let o = self.berth_timeout(&["ps", "-a", "-q", "--no-trunc"], Duration::from_secs(15));
+        stdout(&o)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
+    /// `network ls` output (for "nothing changed" checks).
+    pub fn network_ls(&self) -> String {
+        self.berth_ok(&["network", "ls", "--no-trunc"])
+    }
+
+    // --- cleanup --------------------------------------------------------------------------
+
+    /// Processes that belong to this world: cmdline mentions the world dir (container inits,
+    /// helpers), or they live in one of the world's namespaces, plus all their descendants.
+    fn world_pids(&self) -> Vec<i32> {
+        let me = std::process::id() as i32;
+        let dir = self.dir.display().to_string();
+        let mut parent: HashMap<i32, i32> = HashMap::new();
+        let mut seeds: BTreeSet<i32> = BTreeSet::new();
+        let Ok(rd) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) {
+                // pid (comm) state ppid …; comm may contain spaces/parens.
+                if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+                    if let Some(pp) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
+                        parent.insert(pid, pp);
+                    }
+                }
+            }
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&dir) {
+                seeds.insert(pid);
+                continue;
+            }
+            if let Ok(md) = fs::metadata(format!("/proc/{pid}/ns/net")) {
+                if self.ns_inodes.contains(&md.ino()) {
+                    seeds.insert(pid);
+                }
+            }
+        }
+        // Add descendants.
+        let mut all = seeds.clone();
+        loop {
+            let before = all.len();
+            for (&pid, &pp) in &parent {
+                if all.contains(&pp) && pid != me {
+                    all.insert(pid);
+                }
+            }
+            if all.len() == before {
+                break;
+            }
+        }
+        all.into_iter().collect()
+    }
+
+    fn kill_leftovers(&self) {
+        for round in 0..20 {
+            let pids = self.world_pids();
+            if pids.is_empty() {
+                return;
+            }
+            if round == 0 {
+                eprintln!("[harness] {}: killing leftover processes {pids:?}", self.prefix);
+            }
+            for p in pids {
+                let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("[harness] {}: some processes would not die: {:?}", self.prefix, self.world_pids());
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        if panicking {
+            eprintln!(
+                "==== berthd log of world {} ({}) ====\n{}\n==== end of berthd log ====",
+                self.prefix,
+                self.log.display(),
+                self.log_text()
+            );
+            if let Ok(s) = fs::read_to_string(self.dir.join("spawned.log")) {
+                eprintln!("==== spawned processes' output ====\n{s}\n====");
+            }
+        }
+        // Remove every container through the API (bounded), while berthd is alive.
+        if self.daemon_alive() {
+            let ids = self.container_ids();
+            if !ids.is_empty() {
+                let mut a = vec!["rm", "-f"];
+                a.extend(ids.iter().map(String::as_str));
+                let o = self.berth_timeout(&a, Duration::from_secs(30));
+                if !o.status.success() {
+                    eprintln!("[harness] {}: rm -f failed: {}", self.prefix, show(&o));
+                }
+            }
+        }
+        self.stop_daemon(false);
+        // Our own helper servers, by PID.
+        for mut c in self.spawned.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.kill_leftovers();
+        for ns in [&self.host_ns, &self.out_ns] {
+            if Path::new("/run/netns").join(ns).exists() {
+                let o = sh("ip", &["netns", "del", ns]);
+                if !o.status.success() {
+                    eprintln!("[harness] ip netns del {ns}: {}", show(&o));
+                }
+            }
+        }
+        if std::env::var_os("BERTH_E2E_KEEP").is_none() {
+            if let Err(e) = fs::remove_dir_all(&self.dir) {
+                eprintln!("[harness] removing {}: {e}", self.dir.display());
+            }
+        }
+    }
+}
