@@ -1,0 +1,133 @@
+//! End-to-end: containers on a user network talk HTTP; run/logs/exec behave like docker;
+//! the network modes host, none and container:NAME.
+
+mod common;
+
+use common::{code, show, stdout, World};
+
+/// Proves: two containers on a user network reach each other over real HTTP; a foreground
+/// `run` streams output and exits with the command's code; `logs` shows a detached
+/// container's output; `exec` runs inside the container (hostname, generated /etc/hosts).
+#[test]
+fn user_network_http_run_logs_exec() {
+    require_root!();
+    let w = World::new();
+    w.berth_ok(&["network", "create", "--subnet", "10.1.0.0/24", "web"]);
+
+    // HTTP server container serving a file from the world dir.
+    let site = w.dir.join("site");
+    std::fs::create_dir_all(&site).expect("site dir");
+    std::fs::write(site.join("index.html"), "hello-from-berth\n").expect("index");
+    let site_s = site.display().to_string();
+    w.run_d(
+        "srv",
+        &["--network", "web"],
+        &["python3", "-m", "http.server", "80", "--bind", "0.0.0.0", "--directory", &site_s],
+    );
+    w.run_d("cli", &["--network", "web"], &["sleep", "120"]);
+    let srv_ip = w.ip_of("srv", "web");
+    let cli_ip = w.ip_of("cli", "web");
+    assert!(srv_ip.starts_with("10.1.0."), "srv ip {srv_ip:?}");
+    assert!(cli_ip.starts_with("10.1.0."), "cli ip {cli_ip:?}");
+    assert_ne!(srv_ip, cli_ip);
+    w.wait_container_port("srv", 80);
+
+    let url = format!("http://{srv_ip}/index.html");
+    let got = w.exec_ok("cli", &["python3", &w.helper("http_get.py"), &url, "3"]);
+    assert!(got.starts_with("200"), "GET {url}: {got:?}");
+    assert!(got.contains("hello-from-berth"), "GET {url}: {got:?}");
+
+    // Foreground run: output streamed, exit code propagated.
+    let o = w.berth(&["run", "--rm", "--network", "web", "sh", "-c", "echo fg-out; exit 3"]);
+    assert_eq!(code(&o), 3, "foreground exit code: {}", show(&o));
+    assert!(stdout(&o).contains("fg-out"), "foreground output: {}", show(&o));
+    let o = w.berth(&["run", "--rm", "--network", "web", "true"]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+
+    // logs of a detached container.
+    w.berth_ok(&[
+        "run", "-d", "--name", "talker", "--network", "web", "sh", "-c",
+        "echo hello-from-logs; echo err-line >&2; sleep 60",
+    ]);
+    let start = std::time::Instant::now();
+    loop {
+        let o = w.berth(&["logs", "talker"]);
+        let all = format!("{}{}", stdout(&o), common::stderr(&o));
+        if o.status.success() && all.contains("hello-from-logs") && all.contains("err-line") {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "logs talker never showed the output: {}",
+            show(&o)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    // exec: hostname and /etc/hosts.
+    assert_eq!(w.exec_ok("cli", &["hostname"]).trim(), "cli");
+    let hosts = w.exec_ok("cli", &["cat", "/etc/hosts"]);
+    assert!(
+        hosts.lines().any(|l| l.split_whitespace().next() == Some(cli_ip.as_str())
+            && l.split_whitespace().any(|n| n == "cli")),
+        "/etc/hosts of cli lacks '{cli_ip} cli':\n{hosts}"
+    );
+    // exec propagates the exit code too.
+    let o = w.exec("cli", &["sh", "-c", "exit 7"]);
+    assert_eq!(code(&o), 7, "exec exit code: {}", show(&o));
+}
+
+/// Proves: `--network host` shares the host netns (sees its uplink and 198.18.N.1);
+/// `--network none` has only `lo`; `--network container:NAME` shares NAME's netns (reaches
+/// a server bound to 127.0.0.1 inside it).
+#[test]
+fn network_modes_host_none_container() {
+    require_root!();
+    let w = World::new();
+
+    let o = w.berth(&["run", "--rm", "--network", "host", "ip", "-o", "addr", "show"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let addrs = stdout(&o);
+    assert!(addrs.contains("uplink"), "host mode does not see the host's uplink:\n{addrs}");
+    assert!(
+        addrs.contains(&format!("{}/24", w.host_ip())),
+        "host mode does not see {}:\n{addrs}",
+        w.host_ip()
+    );
+
+    let o = w.berth(&["run", "--rm", "--network", "none", "ip", "-o", "link", "show"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let links: Vec<String> = stdout(&o)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1).map(|s| s.split('@').next().unwrap_or(s).to_string()))
+        .collect();
+    assert_eq!(links, vec!["lo".to_string()], "none mode links: {}", stdout(&o));
+    let o = w.berth(&["run", "--rm", "--network", "none", "ip", "-o", "-4", "addr", "show"]);
+    assert!(
+        stdout(&o).lines().all(|l| l.contains(" lo ")),
+        "none mode has non-loopback addresses: {}",
+        show(&o)
+    );
+
+    w.berth_ok(&["network", "create", "--subnet", "10.6.0.0/24", "six"]);
+    w.run_d(
+        "owner",
+        &["--network", "six"],
+        &["python3", &w.helper("peer_server.py"), "127.0.0.1", "9000"],
+    );
+    w.wait_container_port("owner", 9000);
+    let o = w.berth(&[
+        "run", "--rm", "--network", "container:owner", "python3", &w.helper("probe.py"),
+        "127.0.0.1", "9000", "2",
+    ]);
+    assert!(o.status.success(), "container:owner cannot reach owner's 127.0.0.1:9000: {}", show(&o));
+    assert_eq!(stdout(&o).trim(), "127.0.0.1");
+    // The joiner sees owner's eth0 address.
+    let owner_ip = w.ip_of("owner", "six");
+    let o = w.berth(&["run", "--rm", "--network", "container:owner", "ip", "-o", "-4", "addr"]);
+    assert!(
+        stdout(&o).contains(&format!("{owner_ip}/")),
+        "container:owner does not see {owner_ip}: {}",
+        show(&o)
+    );
+}
