@@ -212,11 +212,8 @@ impl Daemon {
     /// orphans. Idempotent.
     async fn converge_all(self: &Arc<Self>) -> anyhow::Result<()> {
         let nets = self.networks().map_err(|e| anyhow::anyhow!(e.message))?;
-        let meta = self.meta();
         self.firewall
-            .init(berth_plan::firewall::FirewallConfig {
-                forwarding_was_off: meta.ipv4_forwarding_was_off,
-            })
+            .init(self.firewall_config())
             .context("installing berth's nftables table")?;
         // Forwarding is turned on only after the rules that keep it from opening anything else
         // are in place (the guard rule in the forward chain above).
@@ -273,6 +270,15 @@ impl Daemon {
         Ok(())
     }
 
+    /// What the static rules depend on: which forwarding berth had to turn on.
+    fn firewall_config(&self) -> berth_plan::firewall::FirewallConfig {
+        let meta = self.meta();
+        berth_plan::firewall::FirewallConfig {
+            forwarding_was_off: meta.ipv4_forwarding_was_off,
+            ipv6_forwarding_was_off: meta.ipv6_recorded && meta.ipv6_forwarding_was_off,
+        }
+    }
+
     fn enable_ipv6_forwarding(&self) -> anyhow::Result<()> {
         let mut meta = self.meta();
         if !meta.ipv6_recorded {
@@ -284,6 +290,10 @@ impl Daemon {
             if let Ok(mut m) = self.meta.lock() {
                 *m = meta;
             }
+            // The guard rule for IPv6 goes in before forwarding is turned on.
+            self.firewall
+                .init(self.firewall_config())
+                .context("updating berth's static rules for IPv6 forwarding")?;
         }
         berth_kernel::sysctl::write(None, "net.ipv6.conf.all.forwarding", "1")
             .context("enabling net.ipv6.conf.all.forwarding")?;

@@ -109,9 +109,12 @@ const MAX_COMMENT: usize = 128;
 /// Host state the static rules depend on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FirewallConfig {
-    /// The host had IPv4 forwarding off before berth turned it on: forwarding that does not
-    /// involve berth must stay off, so the forward chain ends with `drop`.
+    /// The host had IPv4 forwarding off before berth turned it on: IPv4 forwarding that does
+    /// not involve berth must stay off, so the forward chain ends with `meta nfproto ipv4 drop`.
     pub forwarding_was_off: bool,
+    /// Same for IPv6 (`net.ipv6.conf.all.forwarding`, turned on once a dual-stack network
+    /// exists): the chain then ends with `meta nfproto ipv6 drop`.
+    pub ipv6_forwarding_was_off: bool,
 }
 
 /// Makes a string safe inside an nft double-quoted string: quotes, backslashes and control
@@ -214,11 +217,20 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
         "iifname @bridges accept",
         "containers may connect out",
     );
+    // One rule per family: a host that already routed IPv4 keeps doing so even if berth had
+    // to turn IPv6 forwarding on (and the other way round).
     if cfg.forwarding_was_off {
         rule(
             "forward",
-            "drop",
+            "meta nfproto ipv4 drop",
             "berth enabled ip_forward; forwarding that does not involve berth stays off",
+        );
+    }
+    if cfg.ipv6_forwarding_was_off {
+        rule(
+            "forward",
+            "meta nfproto ipv6 drop",
+            "berth enabled IPv6 forwarding; forwarding that does not involve berth stays off",
         );
     }
     rule(

@@ -117,6 +117,7 @@ fn scripts() -> Vec<(&'static str, String, String)> {
     let base = base_script(&FirewallConfig::default());
     let base_off = base_script(&FirewallConfig {
         forwarding_was_off: true,
+        ipv6_forwarding_was_off: true,
     });
     let all = desired_elements(&matrix());
     let elements = diff_script(&Elements::default(), &all);
