@@ -22,7 +22,16 @@ fn user_network_http_run_logs_exec() {
     w.run_d(
         "srv",
         &["--network", "web"],
-        &["python3", "-m", "http.server", "80", "--bind", "0.0.0.0", "--directory", &site_s],
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "80",
+            "--bind",
+            "0.0.0.0",
+            "--directory",
+            &site_s,
+        ],
     );
     w.run_d("cli", &["--network", "web"], &["sleep", "120"]);
     let srv_ip = w.ip_of("srv", "web");
@@ -38,15 +47,34 @@ fn user_network_http_run_logs_exec() {
     assert!(got.contains("hello-from-berth"), "GET {url}: {got:?}");
 
     // Foreground run: output streamed, exit code propagated.
-    let o = w.berth(&["run", "--rm", "--network", "web", "sh", "-c", "echo fg-out; exit 3"]);
+    let o = w.berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "web",
+        "sh",
+        "-c",
+        "echo fg-out; exit 3",
+    ]);
     assert_eq!(code(&o), 3, "foreground exit code: {}", show(&o));
-    assert!(stdout(&o).contains("fg-out"), "foreground output: {}", show(&o));
+    assert!(
+        stdout(&o).contains("fg-out"),
+        "foreground output: {}",
+        show(&o)
+    );
     let o = w.berth(&["run", "--rm", "--network", "web", "true"]);
     assert_eq!(code(&o), 0, "{}", show(&o));
 
     // logs of a detached container.
     w.berth_ok(&[
-        "run", "-d", "--name", "talker", "--network", "web", "sh", "-c",
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "--network",
+        "web",
+        "sh",
+        "-c",
         "echo hello-from-logs; echo err-line >&2; sleep 60",
     ]);
     let start = std::time::Instant::now();
@@ -68,8 +96,10 @@ fn user_network_http_run_logs_exec() {
     assert_eq!(w.exec_ok("cli", &["hostname"]).trim(), "cli");
     let hosts = w.exec_ok("cli", &["cat", "/etc/hosts"]);
     assert!(
-        hosts.lines().any(|l| l.split_whitespace().next() == Some(cli_ip.as_str())
-            && l.split_whitespace().any(|n| n == "cli")),
+        hosts
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(cli_ip.as_str())
+                && l.split_whitespace().any(|n| n == "cli")),
         "/etc/hosts of cli lacks '{cli_ip} cli':\n{hosts}"
     );
     // exec propagates the exit code too.
@@ -85,24 +115,64 @@ fn network_modes_host_none_container() {
     require_root!();
     let w = World::new();
 
-    let o = w.berth(&["run", "--rm", "--network", "host", "ip", "-o", "addr", "show"]);
+    let o = w.berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "ip",
+        "-o",
+        "addr",
+        "show",
+    ]);
     assert!(o.status.success(), "{}", show(&o));
     let addrs = stdout(&o);
-    assert!(addrs.contains("uplink"), "host mode does not see the host's uplink:\n{addrs}");
+    assert!(
+        addrs.contains("uplink"),
+        "host mode does not see the host's uplink:\n{addrs}"
+    );
     assert!(
         addrs.contains(&format!("{}/24", w.host_ip())),
         "host mode does not see {}:\n{addrs}",
         w.host_ip()
     );
 
-    let o = w.berth(&["run", "--rm", "--network", "none", "ip", "-o", "link", "show"]);
+    let o = w.berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "ip",
+        "-o",
+        "link",
+        "show",
+    ]);
     assert!(o.status.success(), "{}", show(&o));
     let links: Vec<String> = stdout(&o)
         .lines()
-        .filter_map(|l| l.split(": ").nth(1).map(|s| s.split('@').next().unwrap_or(s).to_string()))
+        .filter_map(|l| {
+            l.split(": ")
+                .nth(1)
+                .map(|s| s.split('@').next().unwrap_or(s).to_string())
+        })
         .collect();
-    assert_eq!(links, vec!["lo".to_string()], "none mode links: {}", stdout(&o));
-    let o = w.berth(&["run", "--rm", "--network", "none", "ip", "-o", "-4", "addr", "show"]);
+    assert_eq!(
+        links,
+        vec!["lo".to_string()],
+        "none mode links: {}",
+        stdout(&o)
+    );
+    let o = w.berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "ip",
+        "-o",
+        "-4",
+        "addr",
+        "show",
+    ]);
     assert!(
         stdout(&o).lines().all(|l| l.contains(" lo ")),
         "none mode has non-loopback addresses: {}",
@@ -117,14 +187,34 @@ fn network_modes_host_none_container() {
     );
     w.wait_container_port("owner", 9000);
     let o = w.berth(&[
-        "run", "--rm", "--network", "container:owner", "python3", &w.helper("probe.py"),
-        "127.0.0.1", "9000", "2",
+        "run",
+        "--rm",
+        "--network",
+        "container:owner",
+        "python3",
+        &w.helper("probe.py"),
+        "127.0.0.1",
+        "9000",
+        "2",
     ]);
-    assert!(o.status.success(), "container:owner cannot reach owner's 127.0.0.1:9000: {}", show(&o));
+    assert!(
+        o.status.success(),
+        "container:owner cannot reach owner's 127.0.0.1:9000: {}",
+        show(&o)
+    );
     assert_eq!(stdout(&o).trim(), "127.0.0.1");
     // The joiner sees owner's eth0 address.
     let owner_ip = w.ip_of("owner", "six");
-    let o = w.berth(&["run", "--rm", "--network", "container:owner", "ip", "-o", "-4", "addr"]);
+    let o = w.berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:owner",
+        "ip",
+        "-o",
+        "-4",
+        "addr",
+    ]);
     assert!(
         stdout(&o).contains(&format!("{owner_ip}/")),
         "container:owner does not see {owner_ip}: {}",

@@ -14,23 +14,26 @@
 //!
 //! # The forward chain, rule by rule
 //!
-//! Containers on the same network talk at layer 2 through their bridge; that traffic is bridged,
-//! not routed, and never reaches an `inet` forward hook (berth does not load `br_netfilter`).
-//! What does reach it is routed traffic: container ↔ outside, container ↔ another network, and
-//! traffic that enters and leaves the *same* bridge after routing (hairpin, e.g. a container
-//! reaching a published port of a neighbour through a host address).
+//! Two kinds of traffic reach the `inet` forward hook. Routed traffic: container ↔ outside,
+//! container ↔ another network, and traffic that enters and leaves the *same* bridge after
+//! routing (hairpin, e.g. a container reaching a published port of a neighbour through a host
+//! address). And, when `br_netfilter` is loaded with `net.bridge.bridge-nf-call-iptables=1`
+//! (the per-namespace default once the module is in, e.g. because Docker loaded it), even
+//! traffic *bridged* between two containers of one network — with the bridge itself as both
+//! `iifname` and `oifname`. berth never loads the module, but must be right either way, so
+//! same-bridge traffic is decided before anything that looks at one side only.
 //!
 //! 1. `jump user`: the administrator's rules come first and may accept or drop anything.
-//! 2. `iifname @internal drop`, `oifname @internal drop`: an internal network exchanges nothing
-//!    routed with anything, not even with itself through the host.
-//! 3. `iifname @icc_off oifname @icc_off drop`: with `enable_icc=false`, routed traffic between
-//!    containers of that network is dropped too (layer 2 is handled by bridge-port isolation in
-//!    the kernel plan). It also matches traffic between two different icc-off bridges, which
-//!    rule 5 would drop anyway.
-//! 4. `iifname . oifname @same_bridge accept`: routed traffic that leaves the bridge it came in
-//!    on is the network talking to itself (hairpin), allowed. `same_bridge` holds `"br" . "br"`
-//!    for every bridge: nft cannot compare two interface names with each other, so the pairs are
-//!    spelled out, one element per network.
+//! 2. `iifname @icc_off oifname @icc_off drop`: with `enable_icc=false`, traffic between
+//!    containers of that network is dropped here too when it reaches this hook (layer 2 is
+//!    handled by bridge-port isolation in the kernel plan). It also matches traffic between two
+//!    different icc-off bridges, which rule 5 would drop anyway.
+//! 3. `iifname . oifname @same_bridge accept`: traffic that leaves the bridge it came in on is
+//!    the network talking to itself (bridged, or hairpin), allowed — also on internal networks.
+//!    `same_bridge` holds `"br" . "br"` for every bridge: nft cannot compare two interface names
+//!    with each other, so the pairs are spelled out, one element per network.
+//! 4. `iifname @internal drop`, `oifname @internal drop`: an internal network exchanges
+//!    nothing routed with anything else.
 //! 5. `iifname @bridges oifname @bridges drop`: isolation, one berth network never reaches
 //!    another (Docker's `DOCKER-ISOLATION-STAGE-1/2`), published ports included (as in Docker).
 //! 6. `oifname @bridges ct state established,related accept`: replies to connections containers
@@ -38,8 +41,9 @@
 //! 7. `oifname @bridges ct status dnat accept`: published ports (DNAT happens in `prerouting`).
 //! 8. `oifname @bridges drop`: nothing else from outside reaches a container address.
 //! 9. `iifname @bridges accept`: containers may open connections out.
-//! 10. Only when the host had `net.ipv4.ip_forward=0` before berth enabled it: `drop`. Enabling
-//!     forwarding for berth must not turn the host into a router for anything else.
+//! 10. Only when the host had forwarding of a family off before berth enabled it:
+//!     `meta nfproto ipv4 drop` / `meta nfproto ipv6 drop`. Enabling forwarding for berth must not
+//!     turn the host into a router for anything else.
 //!
 //! `postrouting` masquerades traffic from `masq4`/`masq6` subnets (non-internal networks with
 //! masquerade on) that leaves through an interface that is not a berth bridge.
@@ -174,16 +178,6 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
     rule("forward", "jump user", "administrator's rules first");
     rule(
         "forward",
-        "iifname @internal drop",
-        "internal networks: nothing routed out",
-    );
-    rule(
-        "forward",
-        "oifname @internal drop",
-        "internal networks: nothing routed in",
-    );
-    rule(
-        "forward",
         "iifname @icc_off oifname @icc_off drop",
         "enable_icc=false: no routed traffic between its containers",
     );
@@ -191,6 +185,16 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
         "forward",
         "iifname . oifname @same_bridge accept",
         "routed traffic staying on its network",
+    );
+    rule(
+        "forward",
+        "iifname @internal drop",
+        "internal networks: nothing routed out",
+    );
+    rule(
+        "forward",
+        "oifname @internal drop",
+        "internal networks: nothing routed in",
     );
     rule(
         "forward",

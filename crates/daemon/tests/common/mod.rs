@@ -131,11 +131,7 @@ pub fn sh(prog: &str, args: &[&str]) -> Output {
 /// Like [`sh`] but panics with the output unless the command succeeds.
 pub fn sh_ok(prog: &str, args: &[&str]) -> String {
     let o = sh(prog, args);
-    assert!(
-        o.status.success(),
-        "{prog} {args:?} failed: {}",
-        show(&o)
-    );
+    assert!(o.status.success(), "{prog} {args:?} failed: {}", show(&o));
     stdout(&o)
 }
 
@@ -176,10 +172,7 @@ pub fn berthd_bin() -> PathBuf {
 pub fn berth_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let bin = berthd_bin()
-            .parent()
-            .expect("target dir")
-            .join("berth");
+        let bin = berthd_bin().parent().expect("target dir").join("berth");
         if needs_build(&bin) {
             build_cli(&bin);
         }
@@ -351,7 +344,7 @@ impl World {
         let c = COUNTER.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let prefix = format!("bt{pid}-{c}");
-        assert!(prefix.len() + 1 <= 15, "netns name too long: {prefix}");
+        assert!(prefix.len() < 15, "netns name too long: {prefix}");
         let n = u8::try_from((pid as usize * 7 + c) % 250 + 1).expect("N fits");
         let dir = std::env::temp_dir().join(format!("berth-e2e-{prefix}"));
         let _ = fs::remove_dir_all(&dir);
@@ -392,11 +385,14 @@ impl World {
         sh_ok(
             "ip",
             &[
-                "-n", &h, "link", "add", "uplink", "type", "veth", "peer", "name", "lan",
-                "netns", &o,
+                "-n", &h, "link", "add", "uplink", "type", "veth", "peer", "name", "lan", "netns",
+                &o,
             ],
         );
-        sh_ok("ip", &["-n", &h, "addr", "add", &host_addr, "dev", "uplink"]);
+        sh_ok(
+            "ip",
+            &["-n", &h, "addr", "add", &host_addr, "dev", "uplink"],
+        );
         sh_ok("ip", &["-n", &o, "addr", "add", &out_addr, "dev", "lan"]);
         sh_ok("ip", &["-n", &h, "link", "set", "uplink", "up"]);
         sh_ok("ip", &["-n", &o, "link", "set", "lan", "up"]);
@@ -509,7 +505,11 @@ impl World {
 
     /// The PID of the running berthd.
     pub fn daemon_pid(&self) -> Option<u32> {
-        self.daemon.lock().expect("daemon lock").as_ref().map(|c| c.id())
+        self.daemon
+            .lock()
+            .expect("daemon lock")
+            .as_ref()
+            .map(|c| c.id())
     }
 
     /// Whether berthd is still running.
@@ -523,7 +523,13 @@ impl World {
 
     /// Stops berthd (SIGKILL if `kill9`, else graceful) and starts it again on the same state.
     pub fn restart_daemon(&self, kill9: bool) {
+        self.restart_daemon_with(kill9, || {});
+    }
+
+    /// Like [`World::restart_daemon`], running `while_down` while berthd is not running.
+    pub fn restart_daemon_with(&self, kill9: bool, while_down: impl FnOnce()) {
         self.stop_daemon(kill9);
+        while_down();
         let _ = fs::OpenOptions::new()
             .append(true)
             .open(&self.log)
@@ -651,17 +657,32 @@ impl World {
                 return;
             }
             if start.elapsed() > Duration::from_secs(10) {
-                panic!("nothing listens on {addr}:{port} in {ns} after 10 s: {}", show(&o));
+                panic!(
+                    "nothing listens on {addr}:{port} in {ns} after 10 s: {}",
+                    show(&o)
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     /// Connects from inside `ns` with a plain socket: `Ok(reply)` or `Err(why)`.
-    pub fn tcp_from_ns(&self, ns: &str, addr: &str, port: u16, timeout_s: f64) -> Result<String, String> {
+    pub fn tcp_from_ns(
+        &self,
+        ns: &str,
+        addr: &str,
+        port: u16,
+        timeout_s: f64,
+    ) -> Result<String, String> {
         let o = self.ns_exec(
             ns,
-            &["python3", &self.helper("probe.py"), addr, &port.to_string(), &timeout_s.to_string()],
+            &[
+                "python3",
+                &self.helper("probe.py"),
+                addr,
+                &port.to_string(),
+                &timeout_s.to_string(),
+            ],
         );
         if o.status.success() {
             Ok(stdout(&o))
@@ -688,7 +709,9 @@ impl World {
         let out = self.berth_ok(&["inspect", name]);
         let v: serde_json::Value =
             serde_json::from_str(&out).unwrap_or_else(|e| panic!("inspect {name}: {e}: {out}"));
-        v.get(0).cloned().unwrap_or_else(|| panic!("inspect {name}: empty array: {out}"))
+        v.get(0)
+            .cloned()
+            .unwrap_or_else(|| panic!("inspect {name}: empty array: {out}"))
     }
 
     /// `.NetworkSettings.Networks.<net>.IPAddress` of a container ("" if not connected).
@@ -708,7 +731,10 @@ impl World {
                 return;
             }
             if start.elapsed() > Duration::from_secs(10) {
-                panic!("container {name} not running after 10 s: State={}", v["State"]);
+                panic!(
+                    "container {name} not running after 10 s: State={}",
+                    v["State"]
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -723,7 +749,11 @@ impl World {
 
     pub fn exec_ok(&self, name: &str, cmd: &[&str]) -> String {
         let o = self.exec(name, cmd);
-        assert!(o.status.success(), "exec {name} {cmd:?} failed: {}", show(&o));
+        assert!(
+            o.status.success(),
+            "exec {name} {cmd:?} failed: {}",
+            show(&o)
+        );
         stdout(&o)
     }
 
@@ -745,17 +775,32 @@ impl World {
                 return;
             }
             if start.elapsed() > Duration::from_secs(10) {
-                panic!("container {name}: nothing on 127.0.0.1:{port} after 10 s: {}", show(&o));
+                panic!(
+                    "container {name}: nothing on 127.0.0.1:{port} after 10 s: {}",
+                    show(&o)
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     /// From container `from`, connects to addr:port: `Ok(reply)` or `Err(details)`.
-    pub fn tcp_from(&self, from: &str, addr: &str, port: u16, timeout_s: f64) -> Result<String, String> {
+    pub fn tcp_from(
+        &self,
+        from: &str,
+        addr: &str,
+        port: u16,
+        timeout_s: f64,
+    ) -> Result<String, String> {
         let o = self.exec(
             from,
-            &["python3", &self.helper("probe.py"), addr, &port.to_string(), &timeout_s.to_string()],
+            &[
+                "python3",
+                &self.helper("probe.py"),
+                addr,
+                &port.to_string(),
+                &timeout_s.to_string(),
+            ],
         );
         if o.status.success() {
             Ok(stdout(&o))
@@ -773,10 +818,29 @@ impl World {
     }
 
     /// Asserts that `from` does NOT reach addr:port within a short timeout.
+    /// The probe itself must have run and reported the failure (exit 1 with its message), so
+    /// a broken exec or a missing python does not pass for a blocked connection.
     pub fn assert_blocked(&self, from: &str, addr: &str, port: u16) {
-        if let Ok(r) = self.tcp_from(from, addr, port, 1.5) {
-            panic!("{from} must NOT reach {addr}:{port}, but it got a reply: {r:?}");
-        }
+        let o = self.exec(
+            from,
+            &[
+                "python3",
+                &self.helper("probe.py"),
+                addr,
+                &port.to_string(),
+                "1.5",
+            ],
+        );
+        assert!(
+            !o.status.success(),
+            "{from} must NOT reach {addr}:{port}, but it got a reply: {}",
+            show(&o)
+        );
+        assert!(
+            code(&o) == 1 && stderr(&o).contains(&format!("probe {addr}:{port} failed")),
+            "{from} -> {addr}:{port}: the probe did not run properly: {}",
+            show(&o)
+        );
     }
 
     /// All container ids (`ps -a -q --no-trunc`).
@@ -856,14 +920,21 @@ impl World {
                 return;
             }
             if round == 0 {
-                eprintln!("[harness] {}: killing leftover processes {pids:?}", self.prefix);
+                eprintln!(
+                    "[harness] {}: killing leftover processes {pids:?}",
+                    self.prefix
+                );
             }
             for p in pids {
                 let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        eprintln!("[harness] {}: some processes would not die: {:?}", self.prefix, self.world_pids());
+        eprintln!(
+            "[harness] {}: some processes would not die: {:?}",
+            self.prefix,
+            self.world_pids()
+        );
     }
 }
 
@@ -895,7 +966,12 @@ impl Drop for World {
         }
         self.stop_daemon(false);
         // Our own helper servers, by PID.
-        for mut c in self.spawned.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default() {
+        for mut c in self
+            .spawned
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+        {
             let _ = c.kill();
             let _ = c.wait();
         }
