@@ -313,6 +313,20 @@ pub struct HostConfig {
     /// `--rm`.
     #[serde(default)]
     pub auto_remove: bool,
+    /// `-p`: container port (`80/tcp`) → host bindings (`HostIp` empty for every address,
+    /// `HostPort` empty for any free port or `8000-8010` to pick one of a range). `null` reads
+    /// as empty.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub port_bindings: BTreeMap<String, Vec<PortBinding>>,
+}
+
+/// Reads JSON `null` as the type's default (Go clients send `null` for empty maps).
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// `NetworkingConfig` of a container create request.
@@ -412,7 +426,7 @@ pub struct NetworkSettings {
 
 /// One host binding of a published port.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct PortBinding {
     /// Host IP.
     pub host_ip: String,
@@ -547,6 +561,43 @@ pub struct InfoResponse {
     pub warnings: Vec<String>,
     /// Whether berth turned on IPv4 forwarding (it was off before).
     pub ip_forward_enabled_by_berth: bool,
+    /// The embedded DNS resolver (absent from older daemons).
+    #[serde(default)]
+    pub dns: DnsInfo,
+}
+
+/// `GET /info` → `Dns`: berth's embedded resolver, counted since berthd started.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DnsInfo {
+    /// Addresses it listens on (port 53 of each DNS-enabled network's gateways).
+    pub listen: Vec<String>,
+    /// Upstream resolvers read from the host's resolv.conf.
+    pub upstreams: Vec<String>,
+    /// Messages received (UDP and TCP).
+    pub queries: u64,
+    /// Of those, over TCP.
+    pub tcp_queries: u64,
+    /// Answered from the container table.
+    pub answered_locally: u64,
+    /// Relayed to an upstream resolver.
+    pub forwarded: u64,
+    /// Forwarded queries no upstream answered in time (the client got SERVFAIL).
+    pub failures: u64,
+    /// Refused: unknown asker, or a name outside an internal network.
+    pub refused: u64,
+    /// Malformed (FORMERR, NOTIMP) or dropped messages.
+    pub malformed: u64,
+    /// Local answers truncated for UDP (the client retries over TCP).
+    pub truncated: u64,
+    /// Median time from receipt to answer of local answers, microseconds.
+    pub local_p50_us: f64,
+    /// 99th percentile of the same.
+    pub local_p99_us: f64,
+    /// Median time from receipt to answer of forwarded queries, microseconds.
+    pub forward_p50_us: f64,
+    /// 99th percentile of the same.
+    pub forward_p99_us: f64,
 }
 
 /// Docker's multiplexed stream: every frame is `[stream, 0, 0, 0, len_be32…]` + payload.

@@ -45,6 +45,8 @@ enum Command {
     Ps(cmd::ps::Args),
     /// Show containers (or networks) as JSON.
     Inspect(cmd::inspect::Args),
+    /// List a container's published ports.
+    Port(cmd::port::Args),
     /// Stop running containers.
     Stop(cmd::stop::Args),
     /// Remove containers.
@@ -86,6 +88,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Logs(a) => cmd::logs::run(&client, a).await,
         Command::Ps(a) => cmd::ps::run(&client, a).await,
         Command::Inspect(a) => cmd::inspect::run(&client, a).await,
+        Command::Port(a) => cmd::port::run(&client, a).await,
         Command::Stop(a) => cmd::stop::run(&client, a).await,
         Command::Rm(a) => cmd::rm::run(&client, a).await,
         Command::Info => cmd::info::run(&client).await,

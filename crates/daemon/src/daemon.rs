@@ -27,6 +27,8 @@ use crate::runtime::Runtime;
 pub struct Config {
     /// State directory (store, container files, logs).
     pub state_dir: PathBuf,
+    /// The host's resolv.conf (upstreams of the embedded DNS resolver, containers' defaults).
+    pub resolv_conf: PathBuf,
 }
 
 /// Keys in the store.
@@ -91,6 +93,8 @@ pub struct Daemon {
     pub warnings: std::sync::Mutex<Vec<String>>,
     /// Exit notifications per container id: the value is the exit code once exited.
     pub exits: std::sync::Mutex<HashMap<String, watch::Sender<Option<i32>>>>,
+    /// The embedded DNS resolver (see [`Daemon::dns_refresh`]).
+    pub dns: crate::dns::DnsServer,
 }
 
 /// Current time, RFC 3339 with nanoseconds (Docker's format).
@@ -133,6 +137,7 @@ impl Daemon {
             store.apply(vec![Op::put_json(keys::META, &meta)])?;
         }
 
+        let dns = crate::dns::DnsServer::new(config.resolv_conf.clone());
         let daemon = Arc::new(Daemon {
             runtime: Runtime::new(config.state_dir.join("containers")),
             config,
@@ -143,9 +148,11 @@ impl Daemon {
             meta: std::sync::Mutex::new(meta),
             warnings: std::sync::Mutex::new(Vec::new()),
             exits: std::sync::Mutex::new(HashMap::new()),
+            dns,
         });
         daemon.ensure_predefined().await?;
         daemon.converge_all().await?;
+        daemon.dns_refresh();
         Ok(daemon)
     }
 
@@ -228,6 +235,7 @@ impl Daemon {
                     .ensure_bridge(&plan)
                     .await
                     .with_context(|| format!("creating bridge of network {:?}", net.name))?;
+                crate::ports::bridge_sysctls(&plan.name);
             }
         }
         self.firewall
@@ -250,6 +258,8 @@ impl Daemon {
                     .map_err(|e| anyhow::anyhow!(e.message))?;
             }
         }
+        // Published ports: exactly those of the running containers.
+        crate::ports::converge(self).map_err(|e| anyhow::anyhow!(e.message))?;
         // Orphans: berth-named links nothing stored wants.
         let wanted_bridges: BTreeSet<String> = nets
             .iter()
@@ -352,6 +362,7 @@ impl Daemon {
                 .apply(vec![Op::Delete(keys::network(&spec.id))])?;
             return Err(e);
         }
+        self.dns_refresh();
         tracing::info!(network = %spec.name, id = %names::short_id(&spec.id), "network created");
         Ok(spec)
     }
@@ -364,6 +375,7 @@ impl Daemon {
                     plan.name, spec.name
                 ))
             })?;
+            crate::ports::bridge_sysctls(&plan.name);
         }
         let mut all = others.to_vec();
         all.push(spec.clone());
@@ -428,6 +440,7 @@ impl Daemon {
         // next start converges it back (never an orphan bridge nobody can name).
         self.unconverge_network(net, &others).await;
         self.store.apply(vec![Op::Delete(keys::network(&net.id))])?;
+        self.dns_refresh();
         tracing::info!(network = %net.name, "network removed");
         Ok(())
     }
@@ -494,6 +507,7 @@ impl Daemon {
             }
             self.runtime.write_files(self, &c).await.ok();
         }
+        self.dns_refresh();
         tracing::info!(network = %net.name, container = %c.name, "connected");
         Ok(())
     }
@@ -573,6 +587,7 @@ impl Daemon {
         if st.status == "running" {
             self.runtime.write_files(self, &c).await.ok();
         }
+        self.dns_refresh();
         tracing::info!(network = %net.name, container = %c.name, "disconnected");
         Ok(())
     }
@@ -718,10 +733,17 @@ impl Daemon {
             status: "created".into(),
             ..Default::default()
         };
-        self.store.apply(vec![
+        // Published ports: parsed and checked before anything is stored.
+        let port_specs = crate::ports::specs_from_api(hc)?;
+        crate::ports::validate(self, &spec, &port_specs).await?;
+        let mut ops = vec![
             Op::put_json(keys::container(&spec.id), &spec),
             Op::put_json(keys::state(&spec.id), &state),
-        ])?;
+        ];
+        ops.extend(crate::ports::store_op(&spec.id, &port_specs));
+        self.store.apply(ops)?;
+        // Known as an asker from now on: its first query may come before it counts as running.
+        self.dns_refresh();
         tracing::info!(container = %spec.name, id = %names::short_id(&spec.id), "container created");
         Ok(spec)
     }
@@ -734,7 +756,16 @@ impl Daemon {
         if st.status == "running" {
             return Ok(());
         }
-        let (pid, init_pid) = self.runtime.start(self, &c).await?;
+        // Answered from the moment its command runs, not only once the state below is stored.
+        self.dns_refresh_with(Some(&c.id));
+        // Ports first: a refused port fails the start before any process exists.
+        let port_op = crate::ports::publish(self, &c).await?;
+        let started = self.runtime.start(self, &c).await;
+        if started.is_err() {
+            self.dns_refresh();
+            crate::ports::unpublish(self, &c.id, &c.name).await;
+        }
+        let (pid, init_pid) = started?;
         let state = ContainerState {
             status: "running".into(),
             pid: init_pid,
@@ -742,9 +773,11 @@ impl Daemon {
             started_at: now_rfc3339(),
             finished_at: st.finished_at,
         };
-        self.store
-            .apply(vec![Op::put_json(keys::state(&c.id), &state)])?;
+        let mut ops = vec![Op::put_json(keys::state(&c.id), &state)];
+        ops.extend(port_op);
+        self.store.apply(ops)?;
         self.exit_channel(&c.id).send_replace(None);
+        self.dns_refresh();
         tracing::info!(container = %c.name, pid, "container started");
         Ok(())
     }
@@ -787,17 +820,23 @@ impl Daemon {
         let Some(c) = self.store.get_json::<ContainerSpec>(&keys::container(id))? else {
             return Ok(());
         };
-        for ep in &c.endpoints {
-            if let Err(e) = self.kernel.teardown_endpoint(&ep.host_ifname).await {
-                tracing::warn!("removing veth {}: {e}", ep.host_ifname);
-            }
-        }
+        // No explicit veth deletion here: the container's network namespace died with its
+        // last process, and the kernel destroys every veth with an end in it (batched in its
+        // netns cleanup work, off this path; a synchronous RTM_DELLINK costs ~20 ms of RCU
+        // grace periods each on this kind of machine). A restart that finds a not-yet-destroyed
+        // veth of the same name replaces it (runtime::start).
+        let _ = &c;
+        // An exited container frees its ports at once.
+        let port_op = crate::ports::unpublish(self, id, &c.name).await;
         let mut st = self.state(id)?;
         st.status = "exited".into();
         st.pid = 0;
         st.exit_code = code;
         st.finished_at = now_rfc3339();
-        self.store.apply(vec![Op::put_json(keys::state(id), &st)])?;
+        let mut ops = vec![Op::put_json(keys::state(id), &st)];
+        ops.extend(port_op);
+        self.store.apply(ops)?;
+        self.dns_refresh();
         Ok(())
     }
 
@@ -858,21 +897,53 @@ impl Daemon {
         let Some(c) = self.store.get_json::<ContainerSpec>(&keys::container(id))? else {
             return Ok(());
         };
-        for ep in &c.endpoints {
-            self.kernel.teardown_endpoint(&ep.host_ifname).await.ok();
-        }
+        // Only exited (or never started) containers get here: their veths die with their
+        // network namespace (see `mark_exited`), nothing to delete synchronously.
+        crate::ports::unpublish(self, id, &c.name).await;
         self.store.apply(vec![
             Op::Delete(keys::container(id)),
             Op::Delete(keys::state(id)),
+            Op::Delete(crate::ports::key(id)),
         ])?;
         self.runtime.remove_files(id);
+        self.dns_refresh();
         tracing::info!(container = %c.name, "container removed");
         Ok(())
     }
 
     /// The `--dns`-less resolv.conf source: the host's.
     pub fn host_resolv_conf(&self) -> String {
-        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+        std::fs::read_to_string(&self.config.resolv_conf).unwrap_or_default()
+    }
+
+    /// Rebuilds the embedded DNS resolver's table from the store and makes its listeners match
+    /// the networks. Called after every change that can change an answer (network create and
+    /// remove, container create, start, exit and remove, connect, disconnect). Cheap: a table
+    /// build and a pointer swap; sockets are opened or closed only for networks that appeared
+    /// or went, so no query is dropped.
+    pub fn dns_refresh(&self) {
+        self.dns_refresh_with(None);
+    }
+
+    /// [`Daemon::dns_refresh`], counting container `starting` as running.
+    fn dns_refresh_with(&self, starting: Option<&str>) {
+        let build = || -> ApiResult<berth_plan::dns::Table> {
+            let nets = self.networks()?;
+            let mut containers = Vec::new();
+            for c in self.containers()? {
+                let running =
+                    starting == Some(c.id.as_str()) || self.state(&c.id)?.status == "running";
+                containers.push((c, running));
+            }
+            Ok(berth_plan::dns::Table::build(&nets, &containers))
+        };
+        match build() {
+            Ok(table) => {
+                self.dns.update(table);
+            }
+            // The previous table stays: better slightly old answers than none.
+            Err(e) => tracing::warn!("embedded DNS: reading the store: {}", e.message),
+        }
     }
 }
 

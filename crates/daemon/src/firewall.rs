@@ -1,17 +1,33 @@
 //! Keeps berth's nftables table (`table inet berth`) converged: the static part once at start,
 //! then only element diffs per change, each one atomic `nft -f -` transaction.
+//!
+//! Two owners of elements: networks own the sets ([`Firewall::sync`] diffs all of them, a
+//! handful per network), running containers own the published-port maps ([`Firewall::update_ports`]
+//! diffs only the ports of the container that changed, so publishing one more port costs the
+//! same with 10,000 ports published as with none).
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use anyhow::Context;
 use berth_plan::firewall::{self as fw, Elements, FirewallConfig};
 use berth_plan::model::NetworkSpec;
+use berth_plan::ports::{Proto, Published};
+
+/// Published ports in force, by (protocol, host port): the container name and the port. The
+/// conflict check of a new port looks here, O(1) whatever the number of ports.
+pub type PortIndex = HashMap<(Proto, u16), Vec<(String, Published)>>;
+
+/// Ports in force per container id: (container name, ports).
+type PortsById = BTreeMap<String, (String, Vec<Published>)>;
 
 /// The daemon's view of what its table holds.
 pub struct Firewall {
     /// Elements as last applied (or observed at start): diffs are computed against this, so a
     /// change costs O(what changed), not a read of the whole table.
     applied: Mutex<Option<Elements>>,
+    /// Ports in force per container id (name, ports), and the same by host port.
+    ports: Mutex<(PortsById, PortIndex)>,
 }
 
 impl Firewall {
@@ -19,7 +35,125 @@ impl Firewall {
     pub fn new() -> Firewall {
         Firewall {
             applied: Mutex::new(None),
+            ports: Mutex::new((BTreeMap::new(), HashMap::new())),
         }
+    }
+
+    /// Runs `f` on the index of published ports (under its lock).
+    pub fn with_port_index<T>(&self, f: impl FnOnce(&PortIndex) -> T) -> anyhow::Result<T> {
+        let guard = self
+            .ports
+            .lock()
+            .map_err(|_| anyhow::anyhow!("port index lock poisoned"))?;
+        Ok(f(&guard.1))
+    }
+
+    /// Makes `ports` the published ports of container `id` (named `name`): one transaction
+    /// holding only the difference to what that container had (empty `ports`: unpublish).
+    /// Returns the ports it had before.
+    pub fn update_ports(
+        &self,
+        id: &str,
+        name: &str,
+        ports: &[Published],
+    ) -> anyhow::Result<Vec<Published>> {
+        let mut index = self
+            .ports
+            .lock()
+            .map_err(|_| anyhow::anyhow!("port index lock poisoned"))?;
+        let old = index.0.get(id).map(|(_, p)| p.clone()).unwrap_or_default();
+        let old_name = index
+            .0
+            .get(id)
+            .map(|(n, _)| n.clone())
+            .unwrap_or_else(|| name.to_string());
+        let remove = fw::port_elements(&old_name, &old);
+        let add = fw::port_elements(name, ports);
+        self.apply_delta(&remove, &add)?;
+        // The index follows the kernel only once the transaction succeeded.
+        let (by_id, by_port) = &mut *index;
+        for p in &old {
+            if let Some(v) = by_port.get_mut(&(p.proto, p.host_port)) {
+                v.retain(|(_, q)| q != p);
+                if v.is_empty() {
+                    by_port.remove(&(p.proto, p.host_port));
+                }
+            }
+        }
+        for p in ports {
+            by_port
+                .entry((p.proto, p.host_port))
+                .or_default()
+                .push((name.to_string(), p.clone()));
+        }
+        if ports.is_empty() {
+            by_id.remove(id);
+        } else {
+            by_id.insert(id.to_string(), (name.to_string(), ports.to_vec()));
+        }
+        Ok(old)
+    }
+
+    /// Start-up: makes the published-port maps hold exactly `all` (container id → name, ports),
+    /// removing whatever else is there (ports of containers that died while berthd was down).
+    pub fn replace_ports(&self, all: &[(String, String, Vec<Published>)]) -> anyhow::Result<()> {
+        let mut desired_maps = Elements::default();
+        for (_, name, ports) in all {
+            desired_maps.extend(&fw::port_elements(name, ports));
+        }
+        let mut slot = self
+            .applied
+            .lock()
+            .map_err(|_| anyhow::anyhow!("firewall state lock poisoned"))?;
+        let current = slot.clone().unwrap_or_default();
+        let maps = fw::map_names();
+        let script = fw::diff_script(&current.only(&maps), &desired_maps.only(&maps));
+        if !script.is_empty() {
+            tracing::debug!(%script, "nft transaction");
+            berth_kernel::nft::apply(None, &script)?;
+        }
+        let mut applied = current.only(&fw::set_names());
+        applied.extend(&desired_maps.only(&maps));
+        *slot = Some(applied);
+        drop(slot);
+        let mut index = self
+            .ports
+            .lock()
+            .map_err(|_| anyhow::anyhow!("port index lock poisoned"))?;
+        *index = (BTreeMap::new(), HashMap::new());
+        for (id, name, ports) in all {
+            for p in ports {
+                index
+                    .1
+                    .entry((p.proto, p.host_port))
+                    .or_default()
+                    .push((name.clone(), p.clone()));
+            }
+            if !ports.is_empty() {
+                index.0.insert(id.clone(), (name.clone(), ports.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes `remove` and adds `add` in one transaction, touching nothing else. Elements to
+    /// remove that the table does not hold are skipped, and a map key about to be added that
+    /// holds another value is replaced, so a transaction never fails on stale state.
+    fn apply_delta(&self, remove: &Elements, add: &Elements) -> anyhow::Result<()> {
+        let mut slot = self
+            .applied
+            .lock()
+            .map_err(|_| anyhow::anyhow!("firewall state lock poisoned"))?;
+        let applied = slot.get_or_insert_with(Elements::default);
+        let (current, desired) = fw::delta(applied, remove, add);
+        let script = fw::diff_script(&current, &desired);
+        if !script.is_empty() {
+            tracing::debug!(%script, "nft transaction");
+            berth_kernel::nft::apply(None, &script)?;
+        }
+        applied.remove_all(&current);
+        applied.extend(&desired);
+        Ok(())
     }
 
     /// Installs the table, its sets and the static chains (idempotent; never touches chain
@@ -37,15 +171,16 @@ impl Firewall {
         Ok(())
     }
 
-    /// Makes the table's elements exactly those `networks` need (one transaction, only the
-    /// difference).
+    /// Makes the table's set elements exactly those `networks` need (one transaction, only
+    /// the difference). The published-port maps are left alone.
     pub fn sync(&self, networks: &[NetworkSpec]) -> anyhow::Result<()> {
-        let desired = fw::desired_elements(networks);
         let mut slot = self
             .applied
             .lock()
             .map_err(|_| anyhow::anyhow!("firewall state lock poisoned"))?;
         let current = slot.clone().unwrap_or_default();
+        let mut desired = fw::desired_elements(networks);
+        desired.extend(&current.only(&fw::map_names()));
         let script = fw::diff_script(&current, &desired);
         if !script.is_empty() {
             tracing::debug!(%script, "nft transaction");

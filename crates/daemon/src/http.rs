@@ -32,6 +32,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/_ping", get(ping).head(ping))
         .route("/version", get(version))
         .route("/info", get(info))
+        .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route("/networks", get(list_networks))
         .route("/networks/create", post(create_network))
@@ -197,7 +198,20 @@ async fn info(State(d): D) -> ApiResult<Json<InfoResponse>> {
         store: d.store.describe(),
         warnings: d.warnings.lock().map(|w| w.clone()).unwrap_or_default(),
         ip_forward_enabled_by_berth: meta.ipv4_forwarding_was_off,
+        dns: d.dns.info(),
     }))
+}
+
+/// `GET /metrics`: Prometheus text format (the embedded DNS resolver's counters and latency).
+async fn metrics(State(d): D) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        d.dns.metrics(),
+    )
+        .into_response()
 }
 
 async fn openapi() -> Response {
@@ -659,6 +673,7 @@ fn inspect_view(
     nets: &[NetworkSpec],
 ) -> ContainerInspect {
     let dir = d.runtime.container_dir(&c.id);
+    let ports_doc = crate::ports::doc(d, &c.id).unwrap_or_default();
     let networks = endpoint_settings(d, c, nets);
     let gw_net = berth_plan::network::gateway_endpoint(c, nets)
         .and_then(|e| nets.iter().find(|n| n.id == e.network_id))
@@ -700,6 +715,7 @@ fn inspect_view(
                 .map(|(h, a)| format!("{h}:{a}"))
                 .collect(),
             auto_remove: c.auto_remove,
+            port_bindings: crate::ports::bindings_view(&ports_doc.specs),
         },
         network_settings: NetworkSettings {
             sandbox_key: if st.status == "running" && c.mode != NetworkMode::Host {
@@ -711,7 +727,7 @@ fn inspect_view(
             ip_prefix_len: primary.ip_prefix_len,
             gateway: primary.gateway.clone(),
             mac_address: primary.mac_address.clone(),
-            ports: BTreeMap::new(),
+            ports: crate::ports::ports_view(&ports_doc.specs, &ports_doc.published),
             networks,
         },
         rootfs: c.rootfs.clone(),

@@ -5,10 +5,12 @@
 //! only then answer. At start-up it converges everything: observe, diff, apply, remove orphans.
 
 mod daemon;
+mod dns;
 mod error;
 mod firewall;
 mod http;
 mod openapi;
+mod ports;
 mod runtime;
 
 use std::path::PathBuf;
@@ -30,6 +32,10 @@ struct Args {
     /// The API socket (Docker-Engine-compatible for networks).
     #[arg(long, default_value = berth_api::DEFAULT_SOCKET, env = "BERTH_SOCKET")]
     socket: PathBuf,
+    /// The host's resolv.conf: the embedded DNS resolver forwards to its nameservers (re-read
+    /// when it changes) and containers inherit its search domains and options.
+    #[arg(long, default_value = "/etc/resolv.conf", env = "BERTH_RESOLV_CONF")]
+    resolv_conf: PathBuf,
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, default_value = "info", env = "BERTH_LOG")]
     log_level: String,
@@ -64,6 +70,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let daemon = daemon::Daemon::start(daemon::Config {
         state_dir: args.state_dir.clone(),
+        resolv_conf: args.resolv_conf.clone(),
     })
     .await?;
     http::serve(daemon, &args.socket).await

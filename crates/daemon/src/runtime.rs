@@ -71,7 +71,11 @@ impl Runtime {
             ("hostname", berth_plan::files::hostname_file(c)),
             (
                 "resolv.conf",
-                berth_plan::files::resolv_conf(&d.host_resolv_conf(), c, None),
+                berth_plan::files::resolv_conf(
+                    &d.host_resolv_conf(),
+                    c,
+                    berth_plan::dns::embedded_server(c, &nets),
+                ),
             ),
         ];
         for (name, content) in files {
@@ -135,7 +139,14 @@ impl Runtime {
                     &ns.display().to_string(),
                     gw.as_deref() == Some(ep.id.as_str()),
                 );
-                if let Err(e) = d.kernel.setup_endpoint(&plan).await {
+                let mut result = d.kernel.setup_endpoint(&plan).await;
+                if matches!(&result, Err(e) if e.raw_os_error() == Some(nix::libc::EEXIST)) {
+                    // The veth of this endpoint's previous run, whose namespace the kernel is
+                    // still tearing down: replace it.
+                    d.kernel.delete_link(&plan.host_ifname).await.ok();
+                    result = d.kernel.setup_endpoint(&plan).await;
+                }
+                if let Err(e) = result {
                     for name in &plumbed {
                         d.kernel.teardown_endpoint(name).await.ok();
                     }

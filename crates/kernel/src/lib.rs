@@ -4,6 +4,7 @@
 //! veths, addresses, routes), `nft` (one atomic `nft -f -` transaction per change), `sysctl`,
 //! `container` (the container init/enter stages: the only other place that calls setns/unshare).
 
+pub mod conntrack;
 pub mod container;
 pub mod error;
 pub mod link;

@@ -174,7 +174,8 @@ impl Kernel {
         first_link(answers, name)
     }
 
-    /// Makes the bridge exist as planned: created if missing (kind `bridge`), its MTU set, its
+    /// Makes the bridge exist as planned: created if missing (kind `bridge`, with the fixed MAC
+    /// of [`bridge_mac`]), its MTU set, its
     /// addresses exactly `plan.addrs` (missing ones added, others removed; IPv6 link-local
     /// addresses are kept since IPv6 neighbour discovery needs them), up. IPv6 addresses are
     /// added with `IFA_F_NODAD` so they are usable at once. Idempotent.
@@ -205,6 +206,11 @@ impl Kernel {
                 msg.attributes = vec![
                     LinkAttribute::IfName(name.clone()),
                     LinkAttribute::Mtu(plan.mtu),
+                    // A MAC of its own, set explicitly: otherwise the kernel gives the bridge
+                    // the lowest MAC of its ports and changes it whenever that port leaves,
+                    // and every container's ARP entry for the gateway goes stale for seconds
+                    // (gateway traffic, the embedded DNS resolver included, times out).
+                    LinkAttribute::Address(bridge_mac(name).to_vec()),
                     LinkAttribute::LinkInfo(vec![NlLinkInfo::Kind(InfoKind::Bridge)]),
                 ];
                 self.request(RouteNetlinkMessage::NewLink(msg), CREATE_EXCL, || {
@@ -353,6 +359,7 @@ impl Kernel {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let container = ContainerSide {
             netns: netns_path,
+            disable_ipv6: plan.disable_ipv6,
             ifname: plan.ifname.clone(),
             addrs: plan.addrs.clone(),
             routes: plan.routes.clone(),
@@ -409,6 +416,19 @@ impl Kernel {
         .await
         .map_err(|e| e.context(&what()))?;
         drop(ns);
+        if plan.disable_ipv6 {
+            // The host side is up but has no carrier until the peer is: IPv6 addrconf has not
+            // sent anything yet. This thread is in the daemon's namespace, like the link.
+            let key = format!("net.ipv6.conf.{}.disable_ipv6", plan.host_ifname);
+            let written = match crate::sysctl::write(self.netns(), &key, "1") {
+                Err(e) if e.is_not_found() => Ok(()),
+                other => other,
+            };
+            if let Err(e) = written {
+                self.delete_link(&plan.host_ifname).await.ok();
+                return Err(e.context(&what()));
+            }
+        }
 
         let result = self.finish_endpoint(plan, go_tx, done_rx).await;
         if let Err(e) = result {
@@ -437,18 +457,24 @@ impl Kernel {
         // Let the container side start first: it works in parallel with the port flag.
         go.send(())
             .map_err(|_| KernelError::invalid("container-side thread", "exited early"))?;
-        if plan.isolated {
-            // RTM_NEWLINK on the existing port, IFLA_INFO_SLAVE_DATA(IFLA_BRPORT_ISOLATED):
-            // what `bridge link set dev X isolated on` does. Looked up by name.
+        {
+            // RTM_NEWLINK on the existing port, IFLA_INFO_SLAVE_DATA: what `bridge link set dev
+            // X hairpin on [isolated on]` does. Looked up by name.
+            // IFLA_BRPORT_MODE (hairpin): with br_netfilter loaded, a container that reaches a
+            // port it publishes itself through a host address is DNATed in the bridge path and
+            // the frame must leave through the port it came in on, which a bridge refuses
+            // unless the port is in hairpin mode. IFLA_BRPORT_ISOLATED: enable_icc=false.
+            let mut port = vec![InfoBridgePort::HairpinMode(true)];
+            if plan.isolated {
+                port.push(InfoBridgePort::Isolated(true));
+            }
             let mut msg = get_link_msg(&plan.host_ifname);
             msg.attributes.push(LinkAttribute::LinkInfo(vec![
                 NlLinkInfo::PortKind(InfoPortKind::Bridge),
-                NlLinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(
-                    true,
-                )])),
+                NlLinkInfo::PortData(InfoPortData::BridgePort(port)),
             ]));
             self.request(RouteNetlinkMessage::NewLink(msg), CHANGE, || {
-                format!("setting bridge-port isolation on {}", plan.host_ifname)
+                format!("setting bridge-port flags on {}", plan.host_ifname)
             })
             .await?;
         }
@@ -605,6 +631,7 @@ impl Kernel {
 /// The container-namespace half of [`Kernel::setup_endpoint`], run on its own thread.
 struct ContainerSide {
     netns: PathBuf,
+    disable_ipv6: bool,
     ifname: String,
     addrs: Vec<IpNet>,
     routes: Vec<RoutePlan>,
@@ -629,6 +656,11 @@ impl ContainerSide {
         )?;
         let link = first_link(answers, ifname)?;
         let index = link.header.index;
+        if self.disable_ipv6 {
+            // Before the link goes up, so not one IPv6 packet (DAD, RS, MLD) leaves it. This
+            // thread is in the container namespace: /proc/sys/net is resolved per opener.
+            write_disable_ipv6(ifname)?;
+        }
         if !link.header.flags.contains(LinkFlags::Up) {
             nl.set_link_up(index, &format!("bringing up {ifname} in {ns}"))?;
         }
@@ -916,6 +948,29 @@ fn parse_mac(mac: &str) -> Result<Option<Vec<u8>>> {
         .filter(|v: &Vec<u8>| v.len() == 6)
         .ok_or_else(|| KernelError::invalid(format!("MAC address {mac:?}"), "not 6 hex bytes"))?;
     Ok(Some(bytes))
+}
+
+/// The MAC a bridge is created with: derived from its name (FNV-1a), locally administered and
+/// unicast (`06:…`, never `02:42:…` like container endpoints), so it is stable and distinct.
+pub fn bridge_mac(name: &str) -> [u8; 6] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    [0x06, b[0], b[1], b[2], b[3], b[4]]
+}
+
+/// `net.ipv6.conf.<ifname>.disable_ipv6 = 1` in the calling thread's network namespace.
+fn write_disable_ipv6(ifname: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    match std::fs::write(&path, "1") {
+        Ok(()) => Ok(()),
+        // IPv6 disabled in the whole kernel (ipv6.disable=1): nothing to turn off.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(KernelError::io(format!("writing {path}"), e)),
+    }
 }
 
 #[cfg(test)]

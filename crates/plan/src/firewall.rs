@@ -34,19 +34,47 @@
 //!    with each other, so the pairs are spelled out, one element per network.
 //! 4. `iifname @internal drop`, `oifname @internal drop`: an internal network exchanges
 //!    nothing routed with anything else.
-//! 5. `iifname @bridges oifname @bridges drop`: isolation, one berth network never reaches
-//!    another (Docker's `DOCKER-ISOLATION-STAGE-1/2`), published ports included (as in Docker).
-//! 6. `oifname @bridges ct state established,related accept`: replies to connections containers
+//! 5. `oifname @bridges ct status dnat accept`: published ports (DNAT happened in `prerouting`
+//!    or `output`), from outside and from containers of other networks through a host address.
+//!    Before the isolation rule on purpose: a published port is published to everyone that can
+//!    reach the host, as in Docker with its userland proxy; internal networks stay out (rule 4).
+//! 6. `iifname @bridges oifname @bridges drop`: isolation, one berth network never reaches
+//!    another's container addresses (Docker's `DOCKER-ISOLATION-STAGE-1/2`).
+//! 7. `oifname @bridges ct state established,related accept`: replies to connections containers
 //!    opened.
-//! 7. `oifname @bridges ct status dnat accept`: published ports (DNAT happens in `prerouting`).
-//! 8. `oifname @bridges drop`: nothing else from outside reaches a container address.
-//! 9. `iifname @bridges accept`: containers may open connections out.
-//! 10. Only when the host had forwarding of a family off before berth enabled it:
+//! 8. `oifname @direct accept`: networks created with `berth.network.allow_direct=true`, whose
+//!    container addresses may be reached directly (routed) from outside.
+//! 9. `oifname @bridges drop`: nothing else from outside reaches a container address.
+//! 10. `iifname @bridges accept`: containers may open connections out.
+//! 11. Only when the host had forwarding of a family off before berth enabled it:
 //!     `meta nfproto ipv4 drop` / `meta nfproto ipv6 drop`. Enabling forwarding for berth must not
 //!     turn the host into a router for anything else.
 //!
 //! `postrouting` masquerades traffic from `masq4`/`masq6` subnets (non-internal networks with
-//! masquerade on) that leaves through an interface that is not a berth bridge.
+//! masquerade on) that leaves through an interface that is not a berth bridge; the host's own
+//! loopback-sourced connections to published ports (`curl 127.0.0.1:8080`: `route_localnet` is on
+//! for berth's bridges only); and hairpinned published-port traffic (a container reaching a
+//! port published by itself or a neighbour through a host address: without the masquerade the
+//! reply would bypass the host and never be un-DNATed).
+//!
+//! # Published ports
+//!
+//! One map per family and host-address kind, one element per published port (a 1,000-port
+//! range is 1,000 elements; nft maps cannot shift a port range by an offset):
+//!
+//! * `publish4` / `publish6`: `host address . protocol . host port : container address .
+//!   container port`, for ports published on one host address (`127.0.0.1:8080:80`).
+//! * `publish4_any` / `publish6_any`: `protocol . host port : container address . container
+//!   port`, for ports published on every host address (`8080:80`).
+//!
+//! Two DNAT rules per family read them, in `prerouting` (`nat`, priority `dstnat`: traffic
+//! arriving from outside and from containers) and the same two in `output` (`nat`, priority
+//! -100: the host's own connections, loopback included), each guarded by `fib daddr type local`.
+//! `prerouting` never translates loopback destinations; `prerouting_raw` (`filter`, priority
+//! `raw`) drops any packet for 127.0.0.0/8 or ::1 that did not come from `lo` — Docker's
+//! moby#45610, where a LAN neighbour reached `127.0.0.1`-published ports by sending to the host's
+//! MAC. Adding or removing a port is one `add element` / `delete element` transaction whatever
+//! the number of ports already published.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -55,6 +83,7 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 use crate::model::{Driver, NetworkSpec};
+use crate::ports::Published;
 
 /// The family and name of berth's table, as written in nft commands.
 pub const TABLE: &str = "inet berth";
@@ -71,9 +100,52 @@ pub const SET_SAME_BRIDGE: &str = "same_bridge";
 pub const SET_MASQ4: &str = "masq4";
 /// Set of IPv6 subnets to masquerade (`ipv6_addr`, interval).
 pub const SET_MASQ6: &str = "masq6";
+/// Set of `subnet . bridge` pairs (`ipv4_addr . ifname`, interval): DNATed traffic from a
+/// network's subnet back into its own bridge is hairpin and is masqueraded.
+pub const SET_HAIRPIN4: &str = "hairpin4";
+/// Same for IPv6 (`ipv6_addr . ifname`, interval).
+pub const SET_HAIRPIN6: &str = "hairpin6";
+/// Bridges whose container addresses may be reached directly from outside (`ifname`).
+pub const SET_DIRECT: &str = "direct";
+/// Ports published on one IPv4 host address.
+pub const MAP_PUBLISH4: &str = "publish4";
+/// Ports published on every IPv4 address of the host.
+pub const MAP_PUBLISH4_ANY: &str = "publish4_any";
+/// Ports published on one IPv6 host address.
+pub const MAP_PUBLISH6: &str = "publish6";
+/// Ports published on every IPv6 address of the host.
+pub const MAP_PUBLISH6_ANY: &str = "publish6_any";
+
+/// Every map berth owns: name, key type, value type, comment.
+pub const MAPS: [(&str, &str, &str, &str); 4] = [
+    (
+        MAP_PUBLISH4,
+        "ipv4_addr . inet_proto . inet_service",
+        "ipv4_addr . inet_service",
+        "ports published on one IPv4 host address",
+    ),
+    (
+        MAP_PUBLISH4_ANY,
+        "inet_proto . inet_service",
+        "ipv4_addr . inet_service",
+        "ports published on every IPv4 host address",
+    ),
+    (
+        MAP_PUBLISH6,
+        "ipv6_addr . inet_proto . inet_service",
+        "ipv6_addr . inet_service",
+        "ports published on one IPv6 host address",
+    ),
+    (
+        MAP_PUBLISH6_ANY,
+        "inet_proto . inet_service",
+        "ipv6_addr . inet_service",
+        "ports published on every IPv6 host address",
+    ),
+];
 
 /// Every set berth owns: name, nft type, whether it holds intervals, comment.
-pub const SETS: [(&str, &str, bool, &str); 6] = [
+pub const SETS: [(&str, &str, bool, &str); 9] = [
     (SET_BRIDGES, "ifname", false, "every berth bridge"),
     (
         SET_INTERNAL,
@@ -104,6 +176,24 @@ pub const SETS: [(&str, &str, bool, &str); 6] = [
         "ipv6_addr",
         true,
         "IPv6 subnets masqueraded when leaving the host",
+    ),
+    (
+        SET_HAIRPIN4,
+        "ipv4_addr . ifname",
+        true,
+        "subnet . own bridge: hairpinned published-port traffic is masqueraded",
+    ),
+    (
+        SET_HAIRPIN6,
+        "ipv6_addr . ifname",
+        true,
+        "subnet . own bridge: hairpinned published-port traffic is masqueraded",
+    ),
+    (
+        SET_DIRECT,
+        "ifname",
+        false,
+        "bridges whose container addresses are reachable directly (allow_direct)",
     ),
 ];
 
@@ -161,6 +251,13 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
             quote(comment)
         );
     }
+    for (name, key, value, comment) in MAPS {
+        let _ = writeln!(
+            s,
+            "add map {t} {name} {{ type {key} : {value}; comment {}; }}",
+            quote(comment)
+        );
+    }
     let _ = writeln!(
         s,
         "add chain {t} forward {{ type filter hook forward priority filter; policy accept; }}"
@@ -169,8 +266,28 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
         s,
         "add chain {t} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}"
     );
-    let _ = writeln!(s, "flush chain {t} forward");
-    let _ = writeln!(s, "flush chain {t} postrouting");
+    // nft 1.0.6 knows `dstnat` only for the prerouting hook; -100 is the same priority.
+    let _ = writeln!(
+        s,
+        "add chain {t} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}"
+    );
+    let _ = writeln!(
+        s,
+        "add chain {t} output {{ type nat hook output priority -100; policy accept; }}"
+    );
+    let _ = writeln!(
+        s,
+        "add chain {t} prerouting_raw {{ type filter hook prerouting priority raw; policy accept; }}"
+    );
+    for chain in [
+        "forward",
+        "postrouting",
+        "prerouting",
+        "output",
+        "prerouting_raw",
+    ] {
+        let _ = writeln!(s, "flush chain {t} {chain}");
+    }
 
     let mut rule = |chain: &str, body: &str, comment: &str| {
         let _ = writeln!(s, "add rule {t} {chain} {body} comment {}", quote(comment));
@@ -198,6 +315,11 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
     );
     rule(
         "forward",
+        "oifname @bridges ct status dnat accept",
+        "published ports, also from other networks through a host address",
+    );
+    rule(
+        "forward",
         "iifname @bridges oifname @bridges drop",
         "isolation: networks do not reach each other",
     );
@@ -208,8 +330,8 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
     );
     rule(
         "forward",
-        "oifname @bridges ct status dnat accept",
-        "published ports",
+        "oifname @direct accept",
+        "allow_direct networks: container addresses reachable from outside",
     );
     rule(
         "forward",
@@ -246,6 +368,70 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
         "postrouting",
         "oifname != @bridges ip6 saddr @masq6 masquerade",
         "masquerade IPv6 networks leaving the host",
+    );
+    rule(
+        "postrouting",
+        "oifname @bridges ip saddr 127.0.0.0/8 masquerade",
+        "the host reaching a published port through 127.0.0.1",
+    );
+    rule(
+        "postrouting",
+        "ct status dnat ip saddr . oifname @hairpin4 masquerade",
+        "hairpin: a published port reached from its own network through a host address",
+    );
+    rule(
+        "postrouting",
+        "ct status dnat ip6 saddr . oifname @hairpin6 masquerade",
+        "hairpin: a published port reached from its own network through a host address",
+    );
+    // Published ports: specific host address first (a port is never published both on one
+    // address and on every address of a family: the daemon refuses that), then every address.
+    for chain in ["prerouting", "output"] {
+        let (guard4, guard6) = if chain == "prerouting" {
+            // From outside, loopback destinations are never translated (prerouting_raw drops
+            // them before they get here anyway).
+            (
+                "ip daddr != 127.0.0.0/8 fib daddr type local",
+                "ip6 daddr != ::1 fib daddr type local",
+            )
+        } else {
+            (
+                "meta nfproto ipv4 fib daddr type local",
+                "meta nfproto ipv6 fib daddr type local",
+            )
+        };
+        rule(
+            chain,
+            &format!("{guard4} dnat ip to ip daddr . meta l4proto . th dport map @{MAP_PUBLISH4}"),
+            "ports published on one IPv4 host address",
+        );
+        rule(
+            chain,
+            &format!("{guard4} dnat ip to meta l4proto . th dport map @{MAP_PUBLISH4_ANY}"),
+            "ports published on every IPv4 host address",
+        );
+        rule(
+            chain,
+            &format!(
+                "{guard6} dnat ip6 to ip6 daddr . meta l4proto . th dport map @{MAP_PUBLISH6}"
+            ),
+            "ports published on one IPv6 host address",
+        );
+        rule(
+            chain,
+            &format!("{guard6} dnat ip6 to meta l4proto . th dport map @{MAP_PUBLISH6_ANY}"),
+            "ports published on every IPv6 host address",
+        );
+    }
+    rule(
+        "prerouting_raw",
+        "iifname != \"lo\" ip daddr 127.0.0.0/8 counter drop",
+        "loopback addresses never arrive from outside (moby#45610; route_localnet is on for berth bridges)",
+    );
+    rule(
+        "prerouting_raw",
+        "iifname != \"lo\" ip6 daddr ::1 counter drop",
+        "loopback addresses never arrive from outside (moby#45610)",
     );
     s
 }
@@ -299,6 +485,7 @@ fn ifname_ok(name: &str) -> bool {
 }
 
 /// The elements every berth set should hold for `networks`. Only bridge networks contribute.
+/// The published-port maps are not included: see [`port_elements`].
 pub fn desired_elements(networks: &[NetworkSpec]) -> Elements {
     let mut e = Elements::default();
     for (name, ..) in SETS {
@@ -318,6 +505,16 @@ pub fn desired_elements(networks: &[NetworkSpec]) -> Elements {
         if !net.icc {
             e.insert(SET_ICC_OFF, br.clone(), why());
         }
+        if crate::network::allow_direct(net) {
+            e.insert(SET_DIRECT, br.clone(), why());
+        }
+        for s in &net.subnets {
+            let set = match s.subnet {
+                IpNet::V4(_) => SET_HAIRPIN4,
+                IpNet::V6(_) => SET_HAIRPIN6,
+            };
+            e.insert(set, format!("{} . {br}", prefix_text(&s.subnet)), why());
+        }
         if net.masquerade && !net.internal {
             for s in &net.subnets {
                 let set = match s.subnet {
@@ -329,6 +526,139 @@ pub fn desired_elements(networks: &[NetworkSpec]) -> Elements {
         }
     }
     e
+}
+
+/// The map elements of one container's published ports; each comment names the container and
+/// the port (`container web 80/tcp`). A map element's text is `key : value`.
+pub fn port_elements(container: &str, published: &[Published]) -> Elements {
+    let mut e = Elements::default();
+    for p in published {
+        let (map, key) = match (p.host_ip, p.host_ip.is_unspecified()) {
+            (std::net::IpAddr::V4(_), true) => {
+                (MAP_PUBLISH4_ANY, format!("{} . {}", p.proto, p.host_port))
+            }
+            (std::net::IpAddr::V6(_), true) => {
+                (MAP_PUBLISH6_ANY, format!("{} . {}", p.proto, p.host_port))
+            }
+            (std::net::IpAddr::V4(a), false) => {
+                (MAP_PUBLISH4, format!("{a} . {} . {}", p.proto, p.host_port))
+            }
+            (std::net::IpAddr::V6(a), false) => {
+                (MAP_PUBLISH6, format!("{a} . {} . {}", p.proto, p.host_port))
+            }
+        };
+        // A family mismatch (never produced by the planner) would make nft refuse the whole
+        // transaction: leave such an entry out instead.
+        if p.host_ip.is_ipv4() != p.container_ip.is_ipv4() {
+            continue;
+        }
+        e.insert(
+            map,
+            format!("{key} : {} . {}", p.container_ip, p.container_port),
+            format!("container {container} {}", p.key()),
+        );
+    }
+    e
+}
+
+impl Elements {
+    /// The elements of these sets/maps only (empty entries for names with none).
+    pub fn only(&self, names: &[&str]) -> Elements {
+        let mut out = Elements::default();
+        for n in names {
+            out.0
+                .insert(n.to_string(), self.0.get(*n).cloned().unwrap_or_default());
+        }
+        out
+    }
+
+    /// Adds every element of `other` (its comments win).
+    pub fn extend(&mut self, other: &Elements) {
+        for (set, elems) in &other.0 {
+            let mine = self.0.entry(set.clone()).or_default();
+            for (k, c) in elems {
+                mine.insert(k.clone(), c.clone());
+            }
+        }
+    }
+
+    /// Removes every element of `other` (by element text).
+    pub fn remove_all(&mut self, other: &Elements) {
+        for (set, elems) in &other.0 {
+            if let Some(mine) = self.0.get_mut(set) {
+                for k in elems.keys() {
+                    mine.remove(k);
+                }
+            }
+        }
+    }
+}
+
+/// The part of `applied` that removing `remove` and adding `add` touches (`current`), and what
+/// it must become (`desired`): `diff_script(current, desired)` is then the whole transaction.
+/// Elements of `remove` that `applied` does not hold are left out (a delete of a missing
+/// element would fail the transaction), and a map element of `applied` whose key an element of
+/// `add` reuses with another value is part of `current`, so it is replaced, not clashed with.
+/// Costs O(|remove| + |add|) lookups, whatever the size of `applied`.
+pub fn delta(applied: &Elements, remove: &Elements, add: &Elements) -> (Elements, Elements) {
+    let mut current = Elements::default();
+    for (set, elems) in &remove.0 {
+        if let Some(have) = applied.0.get(set) {
+            for k in elems.keys() {
+                if let Some(c) = have.get(k) {
+                    current.insert(set, k.clone(), c.clone());
+                }
+            }
+        }
+    }
+    for (set, elems) in &add.0 {
+        let Some(have) = applied.0.get(set) else {
+            continue;
+        };
+        for k in elems.keys() {
+            if let Some(c) = have.get(k) {
+                current.insert(set, k.clone(), c.clone());
+            }
+            // Map elements with the same key (at most one), found by their text's prefix.
+            if k.contains(" : ") {
+                let prefix = format!("{} : ", map_key(k));
+                for (hk, hc) in have.range(prefix.clone()..) {
+                    if !hk.starts_with(&prefix) {
+                        break;
+                    }
+                    current.insert(set, hk.clone(), hc.clone());
+                }
+            }
+        }
+    }
+    let mut desired = current.clone();
+    desired.remove_all(remove);
+    // A map holds one value per key: an added element replaces whatever had its key.
+    for (set, elems) in &add.0 {
+        if let Some(want) = desired.0.get_mut(set) {
+            for k in elems.keys().filter(|k| k.contains(" : ")) {
+                let prefix = format!("{} : ", map_key(k));
+                want.retain(|wk, _| !wk.starts_with(&prefix));
+            }
+        }
+    }
+    desired.extend(add);
+    (current, desired)
+}
+
+/// Names of every map berth owns.
+pub fn map_names() -> Vec<&'static str> {
+    MAPS.iter().map(|m| m.0).collect()
+}
+
+/// Names of every set berth owns.
+pub fn set_names() -> Vec<&'static str> {
+    SETS.iter().map(|s| s.0).collect()
+}
+
+/// The key part of a map element's text (`tcp . 8080` of `tcp . 8080 : 10.1.0.2 . 80`).
+pub fn map_key(element: &str) -> &str {
+    element.split_once(" : ").map_or(element, |(k, _)| k)
 }
 
 /// Renders one JSON element value as nft text; `ty` is the set's type for that position
@@ -374,7 +704,11 @@ pub fn parse_observed(json: &Value) -> Elements {
         return e;
     };
     for item in items {
-        let Some(set) = item.get("set") else { continue };
+        let (set, is_map) = match (item.get("set"), item.get("map")) {
+            (Some(s), _) => (s, false),
+            (None, Some(m)) => (m, true),
+            _ => continue,
+        };
         let field = |k: &str| set.get(k).and_then(Value::as_str);
         if field("table") != Some("berth") || field("family").is_some_and(|f| f != "inet") {
             continue;
@@ -389,6 +723,7 @@ pub fn parse_observed(json: &Value) -> Elements {
                 .join(" . "),
             _ => String::new(),
         };
+        let data_ty = field("map").unwrap_or("").to_string();
         let elems = e.0.entry(name.to_string()).or_default();
         for el in set
             .get("elem")
@@ -396,6 +731,12 @@ pub fn parse_observed(json: &Value) -> Elements {
             .into_iter()
             .flatten()
         {
+            // A map element is `[key, value]`; the key carries the comment.
+            let (el, data) = match (is_map, el.as_array()) {
+                (true, Some(pair)) if pair.len() == 2 => (&pair[0], Some(&pair[1])),
+                (true, _) => continue,
+                (false, _) => (el, None),
+            };
             let (val, comment) = match el.get("elem") {
                 Some(inner) => (
                     inner.get("val"),
@@ -403,9 +744,17 @@ pub fn parse_observed(json: &Value) -> Elements {
                 ),
                 None => (Some(el), ""),
             };
-            if let Some(text) = val.and_then(|v| value_text(v, &ty)) {
-                elems.insert(text, comment.to_string());
-            }
+            let Some(text) = val.and_then(|v| value_text(v, &ty)) else {
+                continue;
+            };
+            let text = match data {
+                None => text,
+                Some(d) => match value_text(d, &data_ty) {
+                    Some(dt) => format!("{text} : {dt}"),
+                    None => continue,
+                },
+            };
+            elems.insert(text, comment.to_string());
         }
     }
     e
@@ -413,21 +762,23 @@ pub fn parse_observed(json: &Value) -> Elements {
 
 /// The nft script that turns `observed` into `desired`: `delete element` lines first (so a
 /// subnet that moved between networks does not clash), then `add element` lines, one statement
-/// per set. Only berth's own sets ([`SETS`]) are touched. An element whose comment changed (a
-/// subnet handed from a removed network to a new one) is deleted and re-added in the same
-/// transaction, so every comment keeps naming the element's current cause. Empty when nothing
-/// differs.
+/// per set. Only berth's own sets and maps ([`SETS`], [`MAPS`]) are touched. An element whose
+/// comment changed (a subnet handed from a removed network to a new one) is deleted and re-added
+/// in the same transaction, so every comment keeps naming the element's current cause; a map
+/// element is deleted by its key and re-added with its new value. Empty when nothing differs.
 pub fn diff_script(observed: &Elements, desired: &Elements) -> String {
     let empty = BTreeMap::new();
     let mut deletes = String::new();
     let mut adds = String::new();
-    for (set, ..) in SETS {
+    let names = SETS.iter().map(|s| (s.0, false));
+    let names = names.chain(MAPS.iter().map(|m| (m.0, true)));
+    for (set, is_map) in names {
         let have = observed.0.get(set).unwrap_or(&empty);
         let want = desired.0.get(set).unwrap_or(&empty);
         let gone: Vec<&str> = have
             .iter()
             .filter(|(k, c)| want.get(*k).is_none_or(|w| w != *c))
-            .map(|(k, _)| k.as_str())
+            .map(|(k, _)| if is_map { map_key(k) } else { k.as_str() })
             .collect();
         if !gone.is_empty() {
             let _ = writeln!(
@@ -439,7 +790,11 @@ pub fn diff_script(observed: &Elements, desired: &Elements) -> String {
         let new: Vec<String> = want
             .iter()
             .filter(|(k, c)| have.get(*k).is_none_or(|h| h != *c))
-            .map(|(k, c)| format!("{k} comment {}", quote(c)))
+            .map(|(k, c)| match k.split_once(" : ") {
+                // nft wants a map element's comment on its key: `key comment "…" : value`.
+                Some((key, value)) if is_map => format!("{key} comment {} : {value}", quote(c)),
+                _ => format!("{k} comment {}", quote(c)),
+            })
             .collect();
         if !new.is_empty() {
             let _ = writeln!(adds, "add element {TABLE} {set} {{ {} }}", new.join(", "));
@@ -508,6 +863,73 @@ mod tests {
         assert!(parse_observed(&json!(null)).is_empty());
         assert!(
             parse_observed(&json!({"nftables": [{"set": 5}, {"set": {"elem": "x"}}]})).is_empty()
+        );
+    }
+
+    #[test]
+    fn port_delta_touches_only_what_changes() {
+        let el = |key: &str, val: &str, c: &str| {
+            let mut e = Elements::default();
+            e.insert(MAP_PUBLISH4_ANY, format!("{key} : {val}"), c.to_string());
+            e
+        };
+        let mut applied = el("tcp . 8080", "10.1.0.2 . 80", "container a 80/tcp");
+        applied.extend(&el("tcp . 9000", "10.1.0.3 . 80", "container b 80/tcp"));
+        for i in 0..1000 {
+            applied.extend(&el(
+                &format!("udp . {}", 20000 + i),
+                "10.1.0.4 . 53",
+                "container c 53/udp",
+            ));
+        }
+        // Stale state: the key 8080 is taken over by a new container; a removal of an element
+        // the table does not hold is skipped.
+        let add = el("tcp . 8080", "10.1.0.9 . 8000", "container d 8000/tcp");
+        let remove = el("tcp . 7", "10.1.0.5 . 7", "container gone 7/tcp");
+        let (current, desired) = delta(&applied, &remove, &add);
+        assert_eq!(current.len(), 1);
+        assert_eq!(
+            diff_script(&current, &desired),
+            "delete element inet berth publish4_any { tcp . 8080 }\n\
+             add element inet berth publish4_any { tcp . 8080 comment \"container d 8000/tcp\" : 10.1.0.9 . 8000 }\n"
+        );
+        // Unpublishing b touches b only.
+        let (current, desired) = delta(
+            &applied,
+            &el("tcp . 9000", "10.1.0.3 . 80", "container b 80/tcp"),
+            &Elements::default(),
+        );
+        assert_eq!(
+            diff_script(&current, &desired),
+            "delete element inet berth publish4_any { tcp . 9000 }\n"
+        );
+    }
+
+    #[test]
+    fn parse_map_shapes() {
+        let j = json!({"nftables": [
+            {"map": {"family": "inet", "name": "publish4", "table": "berth",
+                     "type": ["ipv4_addr", "inet_proto", "inet_service"], "map": "ipv4_addr . inet_service",
+                     "elem": [
+                        [{"concat": ["10.0.0.1", "udp", 53]}, {"concat": ["10.1.0.2", 53]}],
+                        [{"elem": {"val": {"concat": ["127.0.0.1", "tcp", 8080]}, "comment": "container web 80/tcp"}},
+                         {"concat": ["10.1.0.2", 80]}],
+                        ["broken"], 7
+                     ]}}
+        ]});
+        let e = parse_observed(&j);
+        assert_eq!(
+            e.0["publish4"],
+            BTreeMap::from([
+                (
+                    "10.0.0.1 . udp . 53 : 10.1.0.2 . 53".to_string(),
+                    String::new()
+                ),
+                (
+                    "127.0.0.1 . tcp . 8080 : 10.1.0.2 . 80".to_string(),
+                    "container web 80/tcp".to_string()
+                ),
+            ])
         );
     }
 

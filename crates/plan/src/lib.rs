@@ -5,6 +5,7 @@
 //! kernel layer) and gets back plans and steps to execute. That makes every decision unit-testable
 //! without root, in milliseconds.
 
+pub mod dns;
 pub mod error;
 pub mod files;
 pub mod firewall;
@@ -12,3 +13,4 @@ pub mod ipam;
 pub mod model;
 pub mod names;
 pub mod network;
+pub mod ports;

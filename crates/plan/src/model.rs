@@ -226,4 +226,10 @@ pub struct EndpointPlan {
     pub routes: Vec<RoutePlan>,
     /// Bridge-port isolation (`enable_icc=false`): isolated ports cannot talk to each other.
     pub isolated: bool,
+    /// IPv6 off on both ends (`net.ipv6.conf.<if>.disable_ipv6=1`) for IPv4-only networks,
+    /// like Docker: otherwise every new veth's link-local address, DAD, router solicitations
+    /// and MLD reports are flooded by the bridge into every container namespace, and setup gets
+    /// slower with each container already attached.
+    #[serde(default)]
+    pub disable_ipv6: bool,
 }

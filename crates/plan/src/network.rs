@@ -29,6 +29,16 @@ pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
 pub const OPT_HOST_BINDING_IPV4: &str = "com.docker.network.bridge.host_binding_ipv4";
 /// Docker's option key marking the default bridge.
 pub const OPT_DEFAULT_BRIDGE: &str = "com.docker.network.bridge.default_bridge";
+/// berth's option: container addresses of this network may be reached directly (routed) from
+/// outside the host, not only through published ports (default false).
+pub const OPT_ALLOW_DIRECT: &str = "berth.network.allow_direct";
+
+/// Whether a network was created with `berth.network.allow_direct=true` (validated at create).
+pub fn allow_direct(net: &NetworkSpec) -> bool {
+    net.options
+        .get(OPT_ALLOW_DIRECT)
+        .is_some_and(|v| parse_bool_opt(OPT_ALLOW_DIRECT, v).unwrap_or(false))
+}
 
 /// The MTU used when none is given.
 pub const DEFAULT_MTU: u32 = 1500;
@@ -323,6 +333,9 @@ pub fn plan_network(
                 "invalid value {v:?} for option {OPT_HOST_BINDING_IPV4}: expected an IPv4 address"
             )));
         }
+    }
+    if let Some(v) = opts.get(OPT_ALLOW_DIRECT) {
+        parse_bool_opt(OPT_ALLOW_DIRECT, v)?;
     }
     if let Some(v) = opts.get(OPT_DEFAULT_BRIDGE) {
         if parse_bool_opt(OPT_DEFAULT_BRIDGE, v)? {
@@ -666,6 +679,7 @@ pub fn endpoint_plan(
         addrs: ep.addrs.clone(),
         routes,
         isolated: !net.icc,
+        disable_ipv6: !net.subnets.iter().any(|s| s.subnet.addr().is_ipv6()),
     }
 }
 

@@ -9,12 +9,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use berth_plan::firewall::{base_script, desired_elements, diff_script, Elements, FirewallConfig};
+use berth_plan::firewall::{
+    base_script, desired_elements, diff_script, port_elements, Elements, FirewallConfig,
+};
 use berth_plan::model::NetworkSpec;
 use berth_plan::network::{
-    plan_network, predefined_networks, IpamRequest, NetworkRequest, OPT_ENABLE_ICC,
-    OPT_ENABLE_MASQUERADE,
+    plan_network, predefined_networks, IpamRequest, NetworkRequest, OPT_ALLOW_DIRECT,
+    OPT_ENABLE_ICC, OPT_ENABLE_MASQUERADE,
 };
+use berth_plan::ports::{self, Allocation, HostUse, Published, Target};
 
 fn id(c: char) -> String {
     std::iter::repeat_n(c, 64).collect()
@@ -83,7 +86,74 @@ fn matrix() -> Vec<NetworkSpec> {
         &nets,
     );
     add(&mut nets, n);
+    let n = network(
+        "direct",
+        'g',
+        &["10.6.0.0/24"],
+        |r| {
+            r.options.insert(OPT_ALLOW_DIRECT.into(), "true".into());
+        },
+        &nets,
+    );
+    add(&mut nets, n);
     nets
+}
+
+/// Publishes `specs` (docker `-p` forms) for a container with these addresses.
+fn publish(v4: Option<&str>, v6: Option<&str>, specs: &[&str]) -> Vec<Published> {
+    let target = Target {
+        network: "n".into(),
+        v4: v4.map(|a| a.parse().unwrap()),
+        v6: v6.map(|a| a.parse().unwrap()),
+        default_host_v4: None,
+    };
+    let parsed: Vec<_> = specs
+        .iter()
+        .flat_map(|s| ports::parse_publish(s).unwrap())
+        .collect();
+    let alloc = Allocation {
+        taken: &|_| None,
+        ephemeral: (49153, 65535),
+        start: 49153,
+    };
+    ports::allocate(&parsed, &target, &alloc, &mut |_, _, _| HostUse::Free).unwrap()
+}
+
+/// The port option matrix: tcp/udp/sctp; a v4-only, a v6-only and a dual-stack container; host
+/// address wildcard, specific (v4, v6), loopback (v4, v6); a range; a random port.
+fn port_matrix() -> Elements {
+    let mut e = Elements::default();
+    e.extend(&port_elements(
+        "web",
+        &publish(
+            Some("10.1.0.2"),
+            None,
+            &[
+                "8080:80",
+                "127.0.0.1:8081:80/udp",
+                "198.18.0.1:53:53/udp",
+                "80",
+            ],
+        ),
+    ));
+    e.extend(&port_elements(
+        "dualc",
+        &publish(
+            Some("10.5.0.2"),
+            Some("fd00:5::2"),
+            &[
+                "443:443",
+                "[::1]:9000:9000",
+                "[2001:db8::1]:5353:53/udp",
+                "0.0.0.0:36412:36412/sctp",
+            ],
+        ),
+    ));
+    e.extend(&port_elements(
+        "v6only",
+        &publish(None, Some("fd00:5::3"), &["[::]:7000-7002:7000-7002"]),
+    ));
+    e
 }
 
 fn golden_dir() -> PathBuf {
@@ -121,6 +191,33 @@ fn scripts() -> Vec<(&'static str, String, String)> {
     });
     let all = desired_elements(&matrix());
     let elements = diff_script(&Elements::default(), &all);
+    let ports_all = port_matrix();
+    let port_script = diff_script(&Elements::default(), &ports_all);
+    // Ports: "web" stops (its ports go), "late" starts with 8080 again (a new value for the same
+    // key of publish4_any) and a 3-port UDP range; the others stay untouched.
+    let mut ports_after = ports_all.clone();
+    ports_after.remove_all(&port_elements(
+        "web",
+        &publish(
+            Some("10.1.0.2"),
+            None,
+            &[
+                "8080:80",
+                "127.0.0.1:8081:80/udp",
+                "198.18.0.1:53:53/udp",
+                "80",
+            ],
+        ),
+    ));
+    ports_after.extend(&port_elements(
+        "late",
+        &publish(
+            Some("10.1.0.9"),
+            None,
+            &["8080:8000", "6000-6002:6000-6002/udp"],
+        ),
+    ));
+    let port_diff = diff_script(&ports_all, &ports_after);
 
     // Diff: "web" and "intra" go, "late" arrives; the rest stays untouched.
     let before = matrix();
@@ -146,6 +243,16 @@ fn scripts() -> Vec<(&'static str, String, String)> {
             "diff_add_remove.nft",
             diff.clone(),
             format!("{setup}{diff}"),
+        ),
+        (
+            "ports_matrix.nft",
+            port_script.clone(),
+            format!("{base}{port_script}"),
+        ),
+        (
+            "ports_diff.nft",
+            port_diff.clone(),
+            format!("{base}{port_script}{port_diff}"),
         ),
     ]
 }
@@ -181,6 +288,8 @@ fn desired_matches_observed_after_round_trip() {
             "masq4" => serde_json::json!("ipv4_addr"),
             "masq6" => serde_json::json!("ipv6_addr"),
             "same_bridge" => serde_json::json!(["ifname", "ifname"]),
+            "hairpin4" => serde_json::json!(["ipv4_addr", "ifname"]),
+            "hairpin6" => serde_json::json!(["ipv6_addr", "ifname"]),
             _ => serde_json::json!("ifname"),
         };
         sets.push(serde_json::json!({"set": {"family": "inet", "table": "berth", "name": set, "type": ty, "elem": elem}}));
@@ -202,7 +311,68 @@ fn every_element_has_a_comment_naming_its_network() {
     // Host and none contribute nothing; the default bridge does.
     let bridges = &want.0["bridges"];
     assert!(bridges.contains_key("\"berth0\""));
-    assert_eq!(bridges.len(), 6);
+    assert_eq!(bridges.len(), 7);
+    assert_eq!(want.0["direct"].len(), 1);
+    // Every port element names its container and port.
+    for elems in port_matrix().0.values() {
+        for c in elems.values() {
+            assert!(c.starts_with("container "), "{c}");
+            assert!(
+                c.ends_with("/tcp") || c.ends_with("/udp") || c.ends_with("/sctp"),
+                "{c}"
+            );
+        }
+    }
+}
+
+/// Applies the base script and every element (networks and the port matrix) with the real nft
+/// inside a throwaway network namespace (`unshare --net`: it vanishes with the process; the
+/// machine's own rule set is never touched), reads the table back as JSON and checks it parses
+/// to exactly what was applied, so a converged host diffs to nothing. Skipped without root, nft
+/// or unshare.
+#[test]
+fn real_nft_round_trip() {
+    let Some(nft) = nft_binary() else {
+        eprintln!("SKIPPED real_nft_round_trip: nft is not installed");
+        return;
+    };
+    if !is_root() || Command::new("unshare").arg("--version").output().is_err() {
+        eprintln!("SKIPPED real_nft_round_trip: needs root and unshare");
+        return;
+    }
+    let mut want = desired_elements(&matrix());
+    want.extend(&port_matrix());
+    let script = format!(
+        "{}{}",
+        base_script(&FirewallConfig::default()),
+        diff_script(&Elements::default(), &want)
+    );
+    let dir = std::env::temp_dir().join(format!("berth-plan-rt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("all.nft");
+    std::fs::write(&path, &script).unwrap();
+    let out = Command::new("unshare")
+        .args(["--net", "--", "sh", "-c"])
+        .arg(format!(
+            "{n} -f {p} && {n} -j list table inet berth",
+            n = nft.display(),
+            p = path.display()
+        ))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "nft failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let observed = berth_plan::firewall::parse_observed(&json);
+    assert_eq!(
+        diff_script(&observed, &want),
+        "",
+        "observed differs from applied"
+    );
 }
 
 fn nft_binary() -> Option<PathBuf> {

@@ -47,6 +47,18 @@ fn render(info: &InfoResponse) -> String {
     if info.ip_forward_enabled_by_berth {
         lines.push(" IPv4 Forwarding: enabled by berthd (it was off)".to_string());
     }
+    let dns = &info.dns;
+    if !dns.listen.is_empty() || dns.queries > 0 {
+        lines.push(format!(" DNS: {}", dns.listen.join(", ")));
+        lines.push(format!(
+            "  Queries: {} ({} local, {} forwarded, {} failed, {} refused)",
+            dns.queries, dns.answered_locally, dns.forwarded, dns.failures, dns.refused
+        ));
+        lines.push(format!(
+            "  Latency: local p50 {} µs, p99 {} µs; forwarded p50 {} µs, p99 {} µs",
+            dns.local_p50_us, dns.local_p99_us, dns.forward_p50_us, dns.forward_p99_us
+        ));
+    }
     lines.join("\n")
 }
 

@@ -7,7 +7,8 @@ use anyhow::{bail, Context, Result};
 use berth_api::client::{Client, Method, NO_BODY};
 use berth_api::types::stream::{Decoder, STDERR};
 use berth_api::types::{
-    ContainerCreateRequest, ContainerCreateResponse, HostConfig, NetworkingConfig, WaitResponse,
+    ContainerCreateRequest, ContainerCreateResponse, HostConfig, NetworkingConfig, PortBinding,
+    WaitResponse,
 };
 use clap::ArgAction;
 
@@ -56,6 +57,10 @@ pub struct Args {
     /// Extra /etc/hosts entry NAME:IP (repeatable).
     #[arg(long = "add-host", value_name = "NAME:IP")]
     pub add_host: Vec<String>,
+    /// Publish a container port on the host (repeatable): [IP:][HOSTPORT:]CPORT[/PROTO], ranges
+    /// like 8000-8010:8000-8010, IPv6 as [::1]:8080:80; HOSTPORT omitted: any free port.
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
     /// Environment variable KEY=VALUE, or KEY to pass berth's own value (repeatable).
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -97,6 +102,20 @@ pub fn build(args: &Args) -> Result<(Option<String>, ContainerCreateRequest)> {
             endpoints.endpoints_config.insert("bridge".to_string(), ep);
         }
     }
+    let mut ports = Vec::new();
+    for p in &args.publish {
+        ports.extend(berth_plan::ports::parse_publish(p)?);
+    }
+    let port_bindings = berth_plan::ports::to_bindings(&ports)
+        .into_iter()
+        .map(|(k, v)| {
+            let v = v
+                .into_iter()
+                .map(|(host_ip, host_port)| PortBinding { host_ip, host_port })
+                .collect();
+            (k, v)
+        })
+        .collect();
     let rootfs = match &args.rootfs {
         Some(dir) => Some(
             std::path::absolute(dir)
@@ -118,6 +137,7 @@ pub fn build(args: &Args) -> Result<(Option<String>, ContainerCreateRequest)> {
             dns_options: args.dns_option.clone(),
             extra_hosts: args.add_host.clone(),
             auto_remove: args.rm,
+            port_bindings,
         },
         networking_config: endpoints,
     };
@@ -367,5 +387,36 @@ mod tests {
         assert_eq!(plain.host_config.network_mode, "bridge");
         assert!(plain.networking_config.endpoints_config.is_empty());
         assert!(build(&parse(&["--add-host", "nocolon", "true"])).is_err());
+    }
+
+    #[test]
+    fn publish_flags_become_docker_port_bindings() {
+        let (_, req) = build(&parse(&[
+            "-p",
+            "8080:80",
+            "--publish",
+            "127.0.0.1::53/udp",
+            "-p",
+            "[::1]:9000-9001:9000-9001",
+            "sleep",
+            "1",
+        ]))
+        .expect("valid");
+        let pb = &req.host_config.port_bindings;
+        assert_eq!(
+            pb.keys().collect::<Vec<_>>(),
+            vec!["53/udp", "80/tcp", "9000/tcp", "9001/tcp"]
+        );
+        assert_eq!(pb["80/tcp"][0].host_port, "8080");
+        assert_eq!(pb["80/tcp"][0].host_ip, "");
+        assert_eq!(pb["53/udp"][0].host_ip, "127.0.0.1");
+        assert_eq!(pb["53/udp"][0].host_port, "");
+        assert_eq!(pb["9001/tcp"][0].host_ip, "::1");
+        assert_eq!(pb["9001/tcp"][0].host_port, "9001");
+        let e = build(&parse(&["-p", "8000-8010:9000-9005", "true"])).expect_err("bad");
+        assert!(e.to_string().contains("differ in length"), "{e}");
+        // `-p` before the command only: after it, it is the command's.
+        let a = parse(&["sh", "-p", "80"]);
+        assert!(a.publish.is_empty());
     }
 }

@@ -991,3 +991,50 @@ impl Drop for World {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Daemon arguments (embedded DNS tests)
+
+impl World {
+    /// Restarts berthd gracefully with `extra` arguments after the usual ones (e.g.
+    /// `--resolv-conf PATH`, so its upstream resolvers are test servers, never the machine's).
+    /// A later [`World::restart_daemon`] starts it without them again.
+    pub fn restart_daemon_args(&self, extra: &[&str]) {
+        self.stop_daemon(false);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open berthd log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.host_ns])
+            .arg(berthd_bin())
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["--log-level", "debug"])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn berthd");
+        *self.daemon.lock().expect("daemon lock") = Some(child);
+        let start = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            assert!(
+                self.daemon_alive(),
+                "berthd {extra:?} exited during start-up; log:\n{}",
+                self.log_text()
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "berthd {extra:?}: socket not up within 10 s; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -111,6 +111,7 @@ pub fn endpoint(
         _ => String::new(),
     };
     EndpointPlan {
+        disable_ipv6: false,
         host_ifname: host_ifname.to_string(),
         bridge: bridge.to_string(),
         netns: ns.path_str(),

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# DNS bench: berth's embedded resolver next to aardvark-dns 1.4 (Debian), same names, same
+# upstream, same clients, interleaved in one run. See bench/dns/README.md.
+#
+# Everything runs in namespaces this script creates (bdns-*) and removes on exit; the machine's
+# own network is never touched. DNS traffic goes only to addresses inside those namespaces: the
+# upstream of both resolvers is dnsmasq in bdns-o, which knows a few names and forwards nothing.
+# Processes are ended by the PIDs this script started.
+#
+# Usage: sudo bench/dns/run.sh [ROUNDS=3] [SECONDS=10]
+set -euo pipefail
+
+ROUNDS=${1:-3}
+SECS=${2:-10}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+WORK=$(mktemp -d /tmp/berth-dns-bench.XXXXXX)
+BERTHD=$ROOT/target/release/berthd
+BERTH=$ROOT/target/release/berth
+AARDVARK=/usr/lib/podman/aardvark-dns
+NS_H=bdns-h NS_O=bdns-o NS_A=bdns-a NS_AC=bdns-ac
+PIDS=()
+
+log() { echo "[dns-bench] $*" >&2; }
+
+cleanup() {
+    set +e
+    if [ -S "$WORK/berthd.sock" ]; then
+        ids=$("$BERTH" -H "unix://$WORK/berthd.sock" ps -a -q --no-trunc 2>/dev/null)
+        [ -n "$ids" ] && timeout 60 "$BERTH" -H "unix://$WORK/berthd.sock" rm -f $ids >/dev/null 2>&1
+    fi
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    if [ -f "$WORK/aard/aardvark.pid" ]; then
+        apid=$(cat "$WORK/aard/aardvark.pid")
+        if [ "$(cat "/proc/$apid/comm" 2>/dev/null)" = "aardvark-dns" ]; then kill "$apid"; fi
+    fi
+    sleep 0.5
+    for ns in $NS_H $NS_O $NS_A $NS_AC; do ip netns del "$ns" 2>/dev/null; done
+    rm -rf "/etc/netns/$NS_A"
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+for tool in dnsperf dnsmasq rustc python3; do
+    command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install -y dnsperf dnsmasq-base)" >&2; exit 1; }
+done
+[ -x "$AARDVARK" ] || { echo "needs $AARDVARK (apt-get install -y aardvark-dns)" >&2; exit 1; }
+for ns in $NS_H $NS_O $NS_A $NS_AC; do
+    if ip netns list | grep -qw "$ns"; then echo "namespace $ns exists: another run?" >&2; exit 1; fi
+done
+[ -x "$BERTHD" ] && [ -x "$BERTH" ] || { log "building release binaries"; (cd "$ROOT" && cargo build --release -p berthd -p berth); }
+rustc -O --edition 2021 "$ROOT/bench/dns/seqq.rs" -o "$WORK/seqq"
+
+# ---- namespaces: h (berthd) and a (aardvark) each reach o (upstream) over a veth.
+for ns in $NS_H $NS_O $NS_A $NS_AC; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+ip -n $NS_H link add uplink type veth peer name lanh netns $NS_O
+ip -n $NS_A link add uplink type veth peer name lana netns $NS_O
+ip -n $NS_H addr add 198.18.250.1/24 dev uplink; ip -n $NS_O addr add 198.18.250.2/24 dev lanh
+ip -n $NS_A addr add 198.18.251.1/24 dev uplink; ip -n $NS_O addr add 198.18.251.2/24 dev lana
+for l in "$NS_H uplink" "$NS_A uplink" "$NS_O lanh" "$NS_O lana"; do set -- $l; ip -n "$1" link set "$2" up; done
+
+# ---- upstream: dnsmasq answers ext0..ext9.test and nothing else (no upstream of its own).
+HOSTREC=()
+for i in $(seq 0 9); do HOSTREC+=("--host-record=ext$i.test,192.0.2.$((10 + i))"); done
+ip netns exec $NS_O dnsmasq -k -C /dev/null --no-resolv --no-hosts --bind-interfaces \
+    --listen-address=198.18.250.2,198.18.251.2 --port 53 -u root --cache-size=0 \
+    --dns-forward-max=1000 "${HOSTREC[@]}" >"$WORK/dnsmasq.log" 2>&1 &
+PIDS+=($!)
+
+# ---- berthd with 10 named containers and a client container.
+echo "nameserver 198.18.250.2" >"$WORK/resolv.conf"
+ip netns exec $NS_H "$BERTHD" --state-dir "$WORK/state" --socket "$WORK/berthd.sock" \
+    --resolv-conf "$WORK/resolv.conf" --log-level warn >"$WORK/berthd.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do [ -S "$WORK/berthd.sock" ] && break; sleep 0.1; done
+B() { "$BERTH" -H "unix://$WORK/berthd.sock" "$@"; }
+B network create --subnet 10.98.0.0/24 bench >/dev/null
+for i in $(seq 0 9); do B run -d --name "c$i" --network bench sleep 3600 >/dev/null; done
+B run -d --name client --network bench sleep 3600 >/dev/null
+CPID=$(B inspect client | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["State"]["Pid"])')
+IN_B=(nsenter -t "$CPID" -n)
+
+# ---- aardvark-dns with the same names, on its own bridge, upstream = the same dnsmasq.
+mkdir -p "/etc/netns/$NS_A" "$WORK/aard"
+echo "nameserver 198.18.251.2" >"/etc/netns/$NS_A/resolv.conf"
+ip -n $NS_A link add aard0 type bridge
+ip -n $NS_A addr add 10.99.0.1/24 dev aard0
+ip -n $NS_A link set aard0 up
+ip -n $NS_A link add av0 type veth peer name eth0 netns $NS_AC
+ip -n $NS_A link set av0 master aard0 up
+ip -n $NS_AC addr add 10.99.0.2/24 dev eth0
+ip -n $NS_AC link set eth0 up
+{
+    echo "10.99.0.1"
+    echo "$(printf 'f%.0s' $(seq 64)) 10.99.0.2  client"
+    for i in $(seq 0 9); do echo "$(printf "%064x" $((i + 1))) 10.99.0.$((10 + i))  c$i"; done
+} >"$WORK/aard/bench"
+ip netns exec $NS_A "$AARDVARK" --config "$WORK/aard" -p 53 run >"$WORK/aardvark.log" 2>&1
+for _ in $(seq 50); do [ -s "$WORK/aard/aardvark.pid" ] && break; sleep 0.1; done
+IN_A=(ip netns exec $NS_AC)
+
+# ---- query files
+for i in $(seq 0 9); do echo "c$i A"; done >"$WORK/q-local.txt"
+for i in $(seq 0 9); do echo "ext$i.test A"; done >"$WORK/q-fwd.txt"
+LOCAL_NAMES=$(seq -f 'c%g' 0 9 | tr '\n' ' ')
+FWD_NAMES=$(seq -f 'ext%g.test' 0 9 | tr '\n' ' ')
+
+# Sanity: both answer both kinds.
+for who in berth aard; do
+    if [ $who = berth ]; then cmd=("${IN_B[@]}"); srv=10.98.0.1; else cmd=("${IN_A[@]}"); srv=10.99.0.1; fi
+    for n in c3 ext3.test; do
+        a=$("${cmd[@]}" dig +short +time=2 +tries=1 "@$srv" "$n" A)
+        log "$who: $n -> $a"
+        [ -n "$a" ] || { echo "$who does not answer $n" >&2; exit 1; }
+    done
+done
+
+RES="$WORK/results.txt"
+: >"$RES"
+# dnsperf -c 1 -q 100 (100 outstanding), as in peers.md.
+perf() { # who kind
+    local who=$1 kind=$2 cmd srv out
+    if [ "$who" = berth ]; then cmd=("${IN_B[@]}"); srv=10.98.0.1; else cmd=("${IN_A[@]}"); srv=10.99.0.1; fi
+    out=$("${cmd[@]}" dnsperf -s $srv -d "$WORK/q-$kind.txt" -c 1 -q 100 -l "$SECS" 2>&1)
+    local qps lost lat
+    qps=$(awk '/Queries per second/ {print $4}' <<<"$out")
+    lost=$(awk '/Queries lost/ {print $3}' <<<"$out")
+    lat=$(awk '/Average Latency/ {print $4}' <<<"$out")
+    echo "$who $kind q100 qps=$qps lost=$lost avg_ms=$(python3 -c "print(round($lat*1000,3))")" | tee -a "$RES" >&2
+}
+seq1() { # who kind
+    local who=$1 kind=$2 cmd srv names out
+    if [ "$who" = berth ]; then cmd=("${IN_B[@]}"); srv=10.98.0.1; else cmd=("${IN_A[@]}"); srv=10.99.0.1; fi
+    if [ "$kind" = local ]; then names=$LOCAL_NAMES; else names=$FWD_NAMES; fi
+    out=$("${cmd[@]}" "$WORK/seqq" $srv "$SECS" $names)
+    echo "$who $kind seq $out" | tee -a "$RES" >&2
+}
+
+log "rounds=$ROUNDS seconds=$SECS; loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+for r in $(seq "$ROUNDS"); do
+    # Alternate who goes first, so neither always runs on a warmer or quieter machine.
+    if [ $((r % 2)) = 1 ]; then order="berth aard"; else order="aard berth"; fi
+    for kind in local fwd; do
+        for who in $order; do perf $who $kind; done
+        for who in $order; do seq1 $who $kind; done
+    done
+done
+log "loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+
+B info >/dev/null
+curl -sf --unix-socket "$WORK/berthd.sock" http://berth/metrics | grep -v '^#' >&2 || true
+
+# Medians per (who, kind, mode, field) as a markdown table.
+python3 - "$RES" <<'EOF'
+import re, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    who, kind, mode, *fields = line.split()
+    for f in fields:
+        k, v = f.split("=")
+        rows.setdefault((kind, mode, k), {}).setdefault(who, []).append(float(v))
+print("| names | client | figure | berth | aardvark-dns | berth / aardvark |")
+print("|---|---|---|---|---|---|")
+for (kind, mode, k), by in sorted(rows.items()):
+    if k in ("answered", "errors", "p999_us"):
+        continue
+    b, a = by.get("berth", []), by.get("aard", [])
+    mb, ma = statistics.median(b), statistics.median(a)
+    ratio = f"{mb / ma:.2f}×" if ma else "–"
+    rng = lambda v: f"{statistics.median(v):g} ({min(v):g}–{max(v):g})"
+    names = "container" if kind == "local" else "forwarded"
+    client = "dnsperf -c 1 -q 100" if mode == "q100" else "sequential"
+    print(f"| {names} | {client} | {k} | {rng(b)} | {rng(a)} | {ratio} |")
+EOF

@@ -1,0 +1,1000 @@
+//! berth's embedded DNS resolver: the sockets around [`berth_plan::dns`].
+//!
+//! One UDP and one TCP socket on port 53 of each DNS-enabled network's gateway addresses (never
+//! a wildcard address: the resolver must not be reachable from the LAN). Sockets are opened when
+//! a network appears and closed when it goes; container changes only swap the immutable
+//! [`Table`] (an `ArcSwap`), so no query is ever dropped or answered from half a table.
+//!
+//! UDP is served by one OS thread per socket doing blocking `recv_from`/`send_to`: a local answer
+//! costs two system calls and no wake-up of another thread, which is what makes the resolver
+//! fast one-at-a-time as well as under load. Forwarded queries and TCP are tokio tasks: they wait
+//! on the network, not on the CPU.
+//!
+//! Forwarding goes to the host's resolvers (its resolv.conf, re-read when it changes, checked
+//! at most once a second) or to a container's `--dns` servers, from berthd's own namespace (so
+//! a loopback stub such as 127.0.0.53 works), over a connected socket per upstream whose random
+//! port changes every few seconds, with a random id per query, with a total budget of 2 s shared by the upstreams in order: less than a client's own
+//! timeout (glibc: 5 s), so the client gets SERVFAIL rather than silence.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use berth_api::types::DnsInfo;
+use berth_plan::dns::{self as plan, Action, Rcode, Table, Transport, Upstream};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+/// The resolver's port.
+pub const PORT: u16 = 53;
+/// Total time a forwarded query may take, all upstreams together.
+const FORWARD_BUDGET: Duration = Duration::from_secs(2);
+/// Least time one upstream gets (when there are many, later ones still get a fair try).
+const MIN_TRY: Duration = Duration::from_millis(400);
+/// How long an idle TCP client connection is kept.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Forwarded queries in flight at once; past that, SERVFAIL at once instead of piling up tasks.
+const MAX_FORWARDS: usize = 2048;
+/// TCP client connections at once.
+const MAX_TCP: usize = 256;
+/// How often the host's resolv.conf is checked for changes (at most).
+const RESOLV_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long a UDP thread keeps polling after an answer before it sleeps (see `udp_loop`).
+const UDP_SPIN: Duration = Duration::from_micros(100);
+/// Receive timeout of the UDP threads: a backstop for noticing a closed listener (closing
+/// also shuts the socket down, which wakes the thread at once).
+const UDP_WAKE: Duration = Duration::from_secs(1);
+
+// ------------------------------------------------------------------------------------ stats
+
+/// Latency histogram: 4 buckets per power of two of nanoseconds (≤ 19 % error), lock-free.
+struct Histogram {
+    buckets: Vec<AtomicU64>,
+}
+
+const HIST_BUCKETS: usize = 160;
+
+impl Histogram {
+    fn new() -> Histogram {
+        Histogram {
+            buckets: (0..HIST_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn index(ns: u64) -> usize {
+        if ns < 4 {
+            return ns as usize;
+        }
+        let e = 63 - ns.leading_zeros() as usize; // ≥ 2
+        let sub = ((ns >> (e - 2)) & 3) as usize;
+        ((e - 1) * 4 + sub).min(HIST_BUCKETS - 1)
+    }
+
+    /// Upper bound (exclusive) of bucket `i`, in nanoseconds.
+    fn upper(i: usize) -> u64 {
+        if i < 4 {
+            return i as u64 + 1;
+        }
+        let e = i / 4 + 1;
+        let sub = (i % 4) as u64;
+        (5 + sub) << (e - 2)
+    }
+
+    fn record(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.buckets[Self::index(ns)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The `q` quantile in microseconds (bucket upper bound; 0 with no samples).
+    fn quantile_us(&self, q: f64) -> f64 {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0.0;
+        }
+        let target = ((q * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= target {
+                return Self::upper(i) as f64 / 1000.0;
+            }
+        }
+        Self::upper(HIST_BUCKETS - 1) as f64 / 1000.0
+    }
+}
+
+#[derive(Default)]
+struct Counter(AtomicU64);
+
+impl Counter {
+    fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+struct Stats {
+    queries: Counter,
+    tcp: Counter,
+    local: Counter,
+    forwarded: Counter,
+    failures: Counter,
+    refused: Counter,
+    malformed: Counter,
+    truncated: Counter,
+    local_latency: Histogram,
+    forward_latency: Histogram,
+}
+
+impl Stats {
+    fn new() -> Stats {
+        Stats {
+            queries: Counter::default(),
+            tcp: Counter::default(),
+            local: Counter::default(),
+            forwarded: Counter::default(),
+            failures: Counter::default(),
+            refused: Counter::default(),
+            malformed: Counter::default(),
+            truncated: Counter::default(),
+            local_latency: Histogram::new(),
+            forward_latency: Histogram::new(),
+        }
+    }
+
+    /// Counts a message berth answered (or dropped) itself.
+    fn count_local(&self, action: &Action<'_>, t0: Instant) {
+        match action {
+            Action::Answered { truncated } => {
+                self.local.inc();
+                if *truncated {
+                    self.truncated.inc();
+                }
+                self.local_latency.record(t0.elapsed());
+            }
+            Action::Error(Rcode::Refused) => self.refused.inc(),
+            Action::Error(_) | Action::Drop => self.malformed.inc(),
+            Action::Forward(_) => {}
+        }
+    }
+}
+
+// ------------------------------------------------------------------------- host resolvers
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    mtime: Option<SystemTime>,
+    ino: u64,
+    len: u64,
+}
+
+struct HostState {
+    checked: Option<Instant>,
+    stamp: Option<Stamp>,
+    servers: Arc<[IpAddr]>,
+}
+
+/// The host's upstream resolvers, from its resolv.conf, re-read when the file changes (checked
+/// at most every [`RESOLV_CHECK_EVERY`]; a replaced file has a new inode, an edited one a new
+/// mtime or size).
+struct HostResolvers {
+    path: PathBuf,
+    state: Mutex<HostState>,
+}
+
+impl HostResolvers {
+    fn new(path: PathBuf) -> HostResolvers {
+        HostResolvers {
+            path,
+            state: Mutex::new(HostState {
+                checked: None,
+                stamp: None,
+                servers: Arc::from(Vec::new()),
+            }),
+        }
+    }
+
+    fn servers(&self) -> Arc<[IpAddr]> {
+        let mut st = match self.state.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        if st.checked.is_some_and(|c| c.elapsed() < RESOLV_CHECK_EVERY) {
+            return st.servers.clone();
+        }
+        st.checked = Some(Instant::now());
+        let stamp = std::fs::metadata(&self.path).ok().map(|m| Stamp {
+            mtime: m.modified().ok(),
+            ino: m.ino(),
+            len: m.len(),
+        });
+        if stamp != st.stamp {
+            let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+            let servers = berth_plan::files::parse_resolv_conf(&text).nameservers;
+            tracing::info!(
+                path = %self.path.display(),
+                ?servers,
+                "embedded DNS: upstream resolvers (re)read"
+            );
+            if servers.is_empty() {
+                tracing::warn!(
+                    "embedded DNS: {} lists no nameserver: names other than containers' will \
+                     get SERVFAIL",
+                    self.path.display()
+                );
+            }
+            st.servers = Arc::from(servers);
+            st.stamp = stamp;
+        }
+        st.servers.clone()
+    }
+}
+
+// ----------------------------------------------------------------------------------- server
+
+struct Shared {
+    table: ArcSwap<Table>,
+    upstreams: UpstreamPool,
+    stats: Stats,
+    host: HostResolvers,
+    rotate: AtomicUsize,
+    forward_slots: Arc<Semaphore>,
+    tcp_slots: Arc<Semaphore>,
+}
+
+/// One listening address: its UDP thread and TCP accept task. Dropping it closes both.
+struct Listener {
+    stop: Arc<AtomicBool>,
+    udp: Arc<UdpSocket>,
+    tcp: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the thread blocked in recv_from (it then sees `stop`); the receive timeout is
+        // the backstop should a kernel not wake it.
+        let _ = SockRef::from(&*self.udp).shutdown(std::net::Shutdown::Read);
+        self.tcp.abort();
+    }
+}
+
+/// The embedded resolver. Cheap to update: [`DnsServer::update`] swaps the table and opens or
+/// closes only the sockets of networks that appeared or went.
+pub struct DnsServer {
+    shared: Arc<Shared>,
+    port: u16,
+    listeners: Mutex<HashMap<IpAddr, Listener>>,
+}
+
+impl DnsServer {
+    /// A resolver with no listeners yet, forwarding to the nameservers of `resolv_conf`.
+    pub fn new(resolv_conf: PathBuf) -> DnsServer {
+        DnsServer {
+            shared: Arc::new(Shared {
+                table: ArcSwap::from_pointee(Table::default()),
+                upstreams: UpstreamPool::default(),
+                stats: Stats::new(),
+                host: HostResolvers::new(resolv_conf),
+                rotate: AtomicUsize::new(0),
+                forward_slots: Arc::new(Semaphore::new(MAX_FORWARDS)),
+                tcp_slots: Arc::new(Semaphore::new(MAX_TCP)),
+            }),
+            port: PORT,
+            listeners: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Installs `table` and makes the listeners match its networks. Must run inside the tokio
+    /// runtime. Returns one message per address it could not listen on (it tries again on the
+    /// next update).
+    pub fn update(&self, table: Table) -> Vec<String> {
+        let want: Vec<IpAddr> = table.listen().to_vec();
+        // The table first: a socket opened below answers from it at once.
+        self.shared.table.store(Arc::new(table));
+        let mut listeners = match self.listeners.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        listeners.retain(|addr, _| {
+            let keep = want.contains(addr);
+            if !keep {
+                tracing::info!(%addr, "embedded DNS: closing listener");
+            }
+            keep
+        });
+        let mut problems = Vec::new();
+        for addr in want {
+            if listeners.contains_key(&addr) {
+                continue;
+            }
+            match self.open(SocketAddr::new(addr, self.port)) {
+                Ok(l) => {
+                    tracing::info!(%addr, port = self.port, "embedded DNS: listening");
+                    listeners.insert(addr, l);
+                }
+                Err(e) => {
+                    let msg = format!(
+                        "embedded DNS cannot listen on {}: {e}; containers on that network \
+                         will not resolve names until it can",
+                        SocketAddr::new(addr, self.port)
+                    );
+                    tracing::warn!("{msg}");
+                    problems.push(msg);
+                }
+            }
+        }
+        problems
+    }
+
+    fn open(&self, addr: SocketAddr) -> io::Result<Listener> {
+        let udp = Arc::new(bind_udp(addr)?);
+        let tcp = bind_tcp(addr)?;
+        let tcp = tokio::net::TcpListener::from_std(tcp)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let rt = tokio::runtime::Handle::current();
+        {
+            let (udp, shared, stop, rt) = (udp.clone(), self.shared.clone(), stop.clone(), rt);
+            std::thread::Builder::new()
+                .name(format!("dns-{addr}"))
+                .spawn(move || udp_loop(&udp, &shared, &stop, &rt))?;
+        }
+        let tcp = tokio::spawn(tcp_accept_loop(tcp, self.shared.clone()));
+        Ok(Listener { stop, udp, tcp })
+    }
+
+    /// Counters and latencies for `GET /info`.
+    pub fn info(&self) -> DnsInfo {
+        let s = &self.shared.stats;
+        let mut listen: Vec<String> = match self.listeners.lock() {
+            Ok(l) => l
+                .keys()
+                .map(|a| SocketAddr::new(*a, self.port).to_string())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        listen.sort();
+        DnsInfo {
+            listen,
+            upstreams: self
+                .shared
+                .host
+                .servers()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            queries: s.queries.get(),
+            tcp_queries: s.tcp.get(),
+            answered_locally: s.local.get(),
+            forwarded: s.forwarded.get(),
+            failures: s.failures.get(),
+            refused: s.refused.get(),
+            malformed: s.malformed.get(),
+            truncated: s.truncated.get(),
+            local_p50_us: s.local_latency.quantile_us(0.50),
+            local_p99_us: s.local_latency.quantile_us(0.99),
+            forward_p50_us: s.forward_latency.quantile_us(0.50),
+            forward_p99_us: s.forward_latency.quantile_us(0.99),
+        }
+    }
+
+    /// The same in Prometheus' text format (`GET /metrics`).
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write as _;
+        let i = self.info();
+        let mut out = String::new();
+        let counters: [(&str, &str, u64); 8] = [
+            ("queries", "DNS messages received (UDP and TCP).", i.queries),
+            (
+                "tcp_queries",
+                "DNS messages received over TCP.",
+                i.tcp_queries,
+            ),
+            (
+                "answered_locally",
+                "Queries answered from the container table.",
+                i.answered_locally,
+            ),
+            (
+                "forwarded",
+                "Queries relayed to an upstream resolver.",
+                i.forwarded,
+            ),
+            (
+                "failures",
+                "Forwarded queries no upstream answered (SERVFAIL).",
+                i.failures,
+            ),
+            (
+                "refused",
+                "Queries refused (unknown asker, internal network).",
+                i.refused,
+            ),
+            ("malformed", "Malformed or dropped messages.", i.malformed),
+            ("truncated", "Local answers truncated for UDP.", i.truncated),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(out, "# HELP berth_dns_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE berth_dns_{name}_total counter");
+            let _ = writeln!(out, "berth_dns_{name}_total {v}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP berth_dns_latency_seconds Time from receipt to answer, by path (histogram \
+             bucket upper bounds)."
+        );
+        let _ = writeln!(out, "# TYPE berth_dns_latency_seconds summary");
+        for (path, p50, p99) in [
+            ("local", i.local_p50_us, i.local_p99_us),
+            ("forward", i.forward_p50_us, i.forward_p99_us),
+        ] {
+            for (q, v) in [("0.5", p50), ("0.99", p99)] {
+                let _ = writeln!(
+                    out,
+                    "berth_dns_latency_seconds{{path=\"{path}\",quantile=\"{q}\"}} {}",
+                    v / 1e6
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP berth_dns_listeners Addresses the resolver listens on."
+        );
+        let _ = writeln!(out, "# TYPE berth_dns_listeners gauge");
+        let _ = writeln!(out, "berth_dns_listeners {}", i.listen.len());
+        out
+    }
+}
+
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    prepare(&s, addr)?;
+    // Room for bursts: a full queue would drop queries before berth sees them.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.bind(&addr.into())?;
+    s.set_read_timeout(Some(UDP_WAKE))?;
+    Ok(s.into())
+}
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    prepare(&s, addr)?;
+    s.bind(&addr.into())?;
+    s.listen(128)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+fn prepare(s: &Socket, addr: SocketAddr) -> io::Result<()> {
+    // A network removed and re-created at once may find its old socket not yet closed.
+    s.set_reuse_address(true)?;
+    // The gateway address may still be on its way onto the bridge (or tentative for IPv6).
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+        s.set_freebind_v6(true)?;
+    } else {
+        s.set_freebind_v4(true)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------- UDP path
+
+fn udp_loop(
+    sock: &Arc<UdpSocket>,
+    shared: &Arc<Shared>,
+    stop: &AtomicBool,
+    rt: &tokio::runtime::Handle,
+) {
+    // Whole datagrams, so an oversized query is seen (and judged) as it is.
+    let mut buf = vec![0u8; 65535];
+    let mut out = Vec::with_capacity(4096);
+    let mut rotate: usize = 0;
+    // After an answer the thread polls the socket for a moment before it blocks again: the
+    // next query of a client asking one name after another then finds it awake, instead of
+    // paying for waking a sleeping thread (on a VM an idle vCPU takes tens of µs to wake).
+    let mut spinning_since: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let (n, peer) = match sock.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && spinning_since.is_some() => {
+                if spinning_since.is_some_and(|t| t.elapsed() >= UDP_SPIN) {
+                    spinning_since = None;
+                    if let Err(e) = sock.set_nonblocking(false) {
+                        tracing::warn!("embedded DNS: socket mode: {e}");
+                    }
+                } else {
+                    std::thread::yield_now();
+                }
+                continue;
+            }
+            Err(e) => {
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) {
+                    tracing::debug!("embedded DNS: receive: {e}");
+                    // Never spin on a persistent error.
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                continue;
+            }
+        };
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let t0 = Instant::now();
+        rotate = rotate.wrapping_add(1);
+        let msg = &buf[..n];
+        shared.stats.queries.inc();
+        let table = shared.table.load();
+        let action = plan::handle(&table, peer.ip(), msg, Transport::Udp, rotate, &mut out);
+        match action {
+            Action::Answered { .. } | Action::Error(_) => {
+                if let Err(e) = sock.send_to(&out, peer) {
+                    tracing::debug!(%peer, "embedded DNS: send: {e}");
+                }
+            }
+            Action::Forward(up) => {
+                let servers = upstream_addrs(shared, &table, up);
+                let Ok(permit) = shared.forward_slots.clone().try_acquire_owned() else {
+                    shared.stats.failures.inc();
+                    if plan::error_reply(msg, Rcode::ServFail, &mut out) {
+                        let _ = sock.send_to(&out, peer);
+                    }
+                    continue;
+                };
+                let (sock, shared, query) = (sock.clone(), shared.clone(), msg.to_vec());
+                rt.spawn(async move {
+                    let answer = forward(&shared, &servers, &query, false, t0).await;
+                    drop(permit);
+                    if let Err(e) = sock.send_to(&answer, peer) {
+                        tracing::debug!(%peer, "embedded DNS: send: {e}");
+                    }
+                });
+            }
+            Action::Drop => {}
+        }
+        shared.stats.count_local(&action, t0);
+        if UDP_SPIN > Duration::ZERO {
+            if spinning_since.is_none() && sock.set_nonblocking(true).is_err() {
+                continue;
+            }
+            spinning_since = Some(Instant::now());
+        }
+    }
+    tracing::debug!("embedded DNS: UDP listener stopped");
+}
+
+/// The upstream socket addresses for a forwarded query, never one of berth's own listeners.
+fn upstream_addrs(shared: &Shared, table: &Table, up: Upstream<'_>) -> Vec<SocketAddr> {
+    let host;
+    let ips: &[IpAddr] = match up {
+        Upstream::Host => {
+            host = shared.host.servers();
+            &host
+        }
+        Upstream::Servers(s) => s,
+    };
+    ips.iter()
+        .filter(|ip| !table.is_listen(**ip))
+        .map(|ip| SocketAddr::new(*ip, 53))
+        .collect()
+}
+
+// ------------------------------------------------------------------------------- forwarding
+
+/// Relays `query` to `servers` in order within [`FORWARD_BUDGET`]; the first answer wins.
+/// Returns the answer for the client (the upstream's, or SERVFAIL) and records the stats.
+async fn forward(
+    shared: &Shared,
+    servers: &[SocketAddr],
+    query: &[u8],
+    tcp: bool,
+    t0: Instant,
+) -> Vec<u8> {
+    shared.stats.forwarded.inc();
+    let deadline = t0 + FORWARD_BUDGET;
+    for (i, server) in servers.iter().enumerate() {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        let remaining = deadline - now;
+        let left = u32::try_from(servers.len() - i).unwrap_or(u32::MAX);
+        let budget = (remaining / left).max(MIN_TRY).min(remaining);
+        let attempt = async {
+            if tcp {
+                exchange_tcp(*server, query).await
+            } else {
+                shared.upstreams.exchange_udp(*server, query).await
+            }
+        };
+        match tokio::time::timeout(budget, attempt).await {
+            Ok(Ok(answer)) => {
+                shared.stats.forward_latency.record(t0.elapsed());
+                return answer;
+            }
+            Ok(Err(e)) => tracing::debug!(%server, "embedded DNS: upstream failed: {e}"),
+            Err(_) => tracing::debug!(%server, ?budget, "embedded DNS: upstream timed out"),
+        }
+    }
+    shared.stats.failures.inc();
+    let mut out = Vec::new();
+    if !plan::error_reply(query, Rcode::ServFail, &mut out) {
+        out.clear();
+    }
+    out
+}
+
+/// The query with a fresh random id (the client's id is restored on the answer).
+fn with_random_id(query: &[u8]) -> (Vec<u8>, [u8; 2]) {
+    let id: [u8; 2] = rand::random::<u16>().to_be_bytes();
+    let mut msg = query.to_vec();
+    if msg.len() >= 2 {
+        msg[..2].copy_from_slice(&id);
+    }
+    (msg, id)
+}
+
+/// Whether `answer` is the response to `query` (id, QR bit, same question ignoring case).
+fn matches(query: &[u8], answer: &[u8], id: [u8; 2]) -> bool {
+    if answer.len() < 12 || answer[..2] != id || answer[2] & 0x80 == 0 {
+        return false;
+    }
+    match (plan::question(query), plan::question(answer)) {
+        (Some(q), Some(a)) => q.eq_ignore_ascii_case(a),
+        // Error answers (FORMERR from the upstream) may carry no question.
+        (_, None) => true,
+        (None, Some(_)) => false,
+    }
+}
+
+fn restore_id(mut answer: Vec<u8>, query: &[u8]) -> Vec<u8> {
+    if answer.len() >= 2 && query.len() >= 2 {
+        answer[..2].copy_from_slice(&query[..2]);
+    }
+    answer
+}
+
+/// Queries one upstream socket may carry before it is replaced, and its longest life: a
+/// socket is reused (no socket, bind and close per query), but its random source port changes
+/// often, so the port and the random id together keep answers hard to spoof.
+const UPSTREAM_SOCKET_QUERIES: u64 = 4096;
+const UPSTREAM_SOCKET_LIFE: Duration = Duration::from_secs(5);
+
+type Waiter = tokio::sync::oneshot::Sender<io::Result<Vec<u8>>>;
+
+/// Queries in flight on one upstream socket: id → (ticket, question asked, who waits). The
+/// ticket tells a query's own entry from a later one that reuses its id.
+type PendingMap = Arc<Mutex<HashMap<u16, (u64, Vec<u8>, Waiter)>>>;
+
+/// Tickets for [`PendingMap`] entries.
+static TICKETS: AtomicU64 = AtomicU64::new(0);
+
+/// A connected UDP socket to one upstream with a task reading its answers.
+struct UpstreamSocket {
+    sock: Arc<tokio::net::UdpSocket>,
+    pending: PendingMap,
+    used: AtomicU64,
+    born: Instant,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for UpstreamSocket {
+    fn drop(&mut self) {
+        // The last query using it is done (each holds an Arc): stop reading.
+        self.reader.abort();
+    }
+}
+
+/// The upstream sockets, one current socket per upstream address.
+#[derive(Default)]
+struct UpstreamPool {
+    sockets: Mutex<HashMap<SocketAddr, Arc<UpstreamSocket>>>,
+}
+
+/// Removes a query from the pending map when its caller stops waiting (answer, timeout or
+/// cancellation), so ids are reused only once free.
+struct PendingGuard {
+    pending: PendingMap,
+    id: u16,
+    ticket: u64,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.pending.lock() {
+            // Only its own entry: once answered, the id may already serve another query.
+            if p.get(&self.id).is_some_and(|e| e.0 == self.ticket) {
+                p.remove(&self.id);
+            }
+        }
+    }
+}
+
+impl UpstreamPool {
+    async fn socket(&self, server: SocketAddr) -> io::Result<Arc<UpstreamSocket>> {
+        {
+            let map = self
+                .sockets
+                .lock()
+                .map_err(|_| io::Error::other("pool lock"))?;
+            if let Some(s) = map.get(&server) {
+                if s.used.fetch_add(1, Ordering::Relaxed) < UPSTREAM_SOCKET_QUERIES
+                    && s.born.elapsed() < UPSTREAM_SOCKET_LIFE
+                {
+                    return Ok(s.clone());
+                }
+            }
+        }
+        let local: SocketAddr = if server.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let sock = Arc::new(tokio::net::UdpSocket::bind(local).await?);
+        sock.connect(server).await?;
+        let pending: PendingMap = Arc::new(Mutex::new(HashMap::new()));
+        let reader = tokio::spawn(read_upstream(sock.clone(), pending.clone()));
+        let fresh = Arc::new(UpstreamSocket {
+            sock,
+            pending,
+            used: AtomicU64::new(1),
+            born: Instant::now(),
+            reader,
+        });
+        if let Ok(mut map) = self.sockets.lock() {
+            map.insert(server, fresh.clone());
+        }
+        Ok(fresh)
+    }
+
+    /// Relays `query` to `server` over UDP and waits for the matching answer (the caller bounds
+    /// the wait).
+    async fn exchange_udp(&self, server: SocketAddr, query: &[u8]) -> io::Result<Vec<u8>> {
+        let conn = self.socket(server).await?;
+        let question = plan::question(query)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
+        let id = {
+            let mut p = conn
+                .pending
+                .lock()
+                .map_err(|_| io::Error::other("pending lock"))?;
+            if p.len() > 30_000 {
+                return Err(io::Error::other(
+                    "too many queries in flight to this upstream",
+                ));
+            }
+            let mut id: u16 = rand::random();
+            while p.contains_key(&id) {
+                id = rand::random();
+            }
+            p.insert(id, (ticket, question, tx));
+            id
+        };
+        let _guard = PendingGuard {
+            pending: conn.pending.clone(),
+            id,
+            ticket,
+        };
+        let mut msg = query.to_vec();
+        if msg.len() >= 2 {
+            msg[..2].copy_from_slice(&id.to_be_bytes());
+        }
+        conn.sock.send(&msg).await?;
+        let answer = rx
+            .await
+            .map_err(|_| io::Error::other("upstream socket closed"))??;
+        Ok(restore_id(answer, query))
+    }
+}
+
+/// Hands each answer on an upstream socket to the query waiting for its id (same question,
+/// QR set); anything else is ignored. A "port unreachable" fails every query waiting on the
+/// socket at once, so they move on to the next upstream instead of timing out.
+async fn read_upstream(sock: Arc<tokio::net::UdpSocket>, pending: PendingMap) {
+    let mut buf = vec![0u8; 65535];
+    loop {
+        match sock.recv(&mut buf).await {
+            Ok(n) => {
+                let answer = &buf[..n];
+                if n < 12 || answer[2] & 0x80 == 0 {
+                    continue;
+                }
+                let id = u16::from_be_bytes([answer[0], answer[1]]);
+                let Ok(mut p) = pending.lock() else { return };
+                let same = p.get(&id).is_some_and(|(_, question, _)| {
+                    match plan::question(answer) {
+                        Some(a) => a.eq_ignore_ascii_case(question),
+                        // Error answers (FORMERR) may carry no question.
+                        None => true,
+                    }
+                });
+                if same {
+                    if let Some((_, _, tx)) = p.remove(&id) {
+                        let _ = tx.send(Ok(answer.to_vec()));
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                let Ok(mut p) = pending.lock() else { return };
+                for (_, (_, _, tx)) in p.drain() {
+                    let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                }
+            }
+            Err(e) => {
+                tracing::debug!("embedded DNS: upstream socket: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn exchange_tcp(server: SocketAddr, query: &[u8]) -> io::Result<Vec<u8>> {
+    let mut stream = tokio::net::TcpStream::connect(server).await?;
+    let (msg, id) = with_random_id(query);
+    let len = u16::try_from(msg.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "query too long"))?;
+    let mut framed = Vec::with_capacity(msg.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(&msg);
+    stream.write_all(&framed).await?;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).await?;
+    let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut answer).await?;
+    if !matches(query, &answer, id) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "upstream answered another question",
+        ));
+    }
+    Ok(restore_id(answer, query))
+}
+
+// ---------------------------------------------------------------------------------- TCP path
+
+async fn tcp_accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!("embedded DNS: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = shared.tcp_slots.clone().try_acquire_owned() else {
+            // Too many connections: close this one rather than run out of descriptors.
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            serve_tcp(stream, peer, &shared).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_tcp(mut stream: tokio::net::TcpStream, peer: SocketAddr, shared: &Shared) {
+    let _ = stream.set_nodelay(true);
+    let mut out = Vec::new();
+    loop {
+        let mut len = [0u8; 2];
+        if !matches!(
+            tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut len)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+        let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        if !matches!(
+            tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut msg)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+        let t0 = Instant::now();
+        shared.stats.queries.inc();
+        shared.stats.tcp.inc();
+        let rotate = shared.rotate.fetch_add(1, Ordering::Relaxed);
+        let table = shared.table.load_full();
+        let action = plan::handle(&table, peer.ip(), &msg, Transport::Tcp, rotate, &mut out);
+        shared.stats.count_local(&action, t0);
+        let answer = match action {
+            Action::Answered { .. } | Action::Error(_) => std::mem::take(&mut out),
+            Action::Forward(up) => {
+                let servers = upstream_addrs(shared, &table, up);
+                forward(shared, &servers, &msg, true, t0).await
+            }
+            Action::Drop => return,
+        };
+        let Ok(n) = u16::try_from(answer.len()) else {
+            return;
+        };
+        let mut framed = Vec::with_capacity(answer.len() + 2);
+        framed.extend_from_slice(&n.to_be_bytes());
+        framed.extend_from_slice(&answer);
+        if stream.write_all(&framed).await.is_err() {
+            return;
+        }
+        out = answer;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles() {
+        let h = Histogram::new();
+        for us in 1..=100u64 {
+            h.record(Duration::from_micros(us));
+        }
+        let p50 = h.quantile_us(0.5);
+        let p99 = h.quantile_us(0.99);
+        assert!((50.0..=62.0).contains(&p50), "{p50}");
+        assert!((99.0..=123.0).contains(&p99), "{p99}");
+        for ns in [0u64, 3, 4, 7, 8, 1000, 1 << 40] {
+            let i = Histogram::index(ns);
+            assert!(
+                Histogram::upper(i) > ns || i == HIST_BUCKETS - 1,
+                "{ns} {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn answer_matching() {
+        let q = plan::build_query(0x1111, "example.com", 1, None);
+        let mut a = q.clone();
+        a[0..2].copy_from_slice(&[9, 9]);
+        a[2] |= 0x80;
+        assert!(matches(&q, &a, [9, 9]));
+        assert!(!matches(&q, &a, [9, 8]));
+        let other = plan::build_query(0x1111, "example.org", 1, None);
+        let mut b = other.clone();
+        b[0..2].copy_from_slice(&[9, 9]);
+        b[2] |= 0x80;
+        assert!(!matches(&q, &b, [9, 9]));
+        assert_eq!(restore_id(a, &q)[..2], [0x11, 0x11]);
+    }
+
+    #[test]
+    fn resolv_conf_reread_on_change() {
+        let path = std::env::temp_dir().join(format!("berth-resolv-{}.conf", std::process::id()));
+        std::fs::write(&path, "nameserver 127.0.0.53\n").unwrap();
+        let h = HostResolvers::new(path.clone());
+        assert_eq!(&*h.servers(), &["127.0.0.53".parse::<IpAddr>().unwrap()]);
+        std::fs::write(&path, "nameserver 192.0.2.1\nnameserver 192.0.2.2\n").unwrap();
+        // Within the check interval the cached list stands; after it, the new one.
+        assert_eq!(h.servers().len(), 1);
+        if let Ok(mut st) = h.state.lock() {
+            st.checked = None;
+        }
+        assert_eq!(h.servers().len(), 2);
+        let _ = std::fs::remove_file(&path);
+    }
+}

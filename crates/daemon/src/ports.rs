@@ -1,0 +1,484 @@
+//! Published ports in the daemon: the requested ports of a container (stored beside it under
+//! `ports/<id>`), choosing host ports at start, refusing ports already in use (by another
+//! container, named, or by a host process, named when it can be found), the nft map elements,
+//! UDP conntrack flushes, and the kernel settings loopback access needs.
+//!
+//! The decisions are `berth_plan::ports` (pure); this module feeds it what only the host knows.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use berth_api::types::{HostConfig, PortBinding};
+use berth_plan::model::{ContainerSpec, NetworkMode, NetworkSpec};
+use berth_plan::network::OPT_HOST_BINDING_IPV4;
+use berth_plan::ports::{self, Allocation, HostUse, PortSpec, Proto, Published, Target};
+use berth_store::{Op, StoreExt};
+
+use crate::daemon::Daemon;
+use crate::error::{ApiError, ApiResult};
+
+/// Prefix of the stored ports of containers (`ports/<container id>` → [`PortsDoc`]). Kept
+/// beside the container's spec and state rather than in them: a container with a 1,000-port
+/// range would otherwise make every read of its state (DNS table builds, listings) parse 1,000
+/// entries; only this module reads these documents.
+pub const PREFIX: &str = "ports/";
+
+/// A container's ports: what was asked for, and what is in force while it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PortsDoc {
+    /// Requested (`-p`), one per container port.
+    #[serde(default)]
+    pub specs: Vec<PortSpec>,
+    /// In force (host ports chosen at start); empty while not running.
+    #[serde(default)]
+    pub published: Vec<Published>,
+}
+
+/// Store key of a container's requested ports.
+pub fn key(id: &str) -> String {
+    format!("{PREFIX}{id}")
+}
+
+/// Parses Docker's `HostConfig.PortBindings` into specs (400 with the reason on bad input).
+pub fn specs_from_api(hc: &HostConfig) -> ApiResult<Vec<PortSpec>> {
+    let mut out = Vec::new();
+    for (k, bindings) in &hc.port_bindings {
+        if bindings.is_empty() {
+            // `"80/tcp": []`: exposed, not published (Docker's `-P` would pick a port).
+            continue;
+        }
+        for b in bindings {
+            out.push(PortSpec::from_binding(k, &b.host_ip, &b.host_port)?);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Docker's `HostConfig.PortBindings` of stored specs.
+pub fn bindings_view(specs: &[PortSpec]) -> std::collections::BTreeMap<String, Vec<PortBinding>> {
+    ports::to_bindings(specs)
+        .into_iter()
+        .map(|(k, v)| {
+            let v = v
+                .into_iter()
+                .map(|(host_ip, host_port)| PortBinding { host_ip, host_port })
+                .collect();
+            (k, v)
+        })
+        .collect()
+}
+
+/// Docker's `NetworkSettings.Ports`.
+pub fn ports_view(
+    specs: &[PortSpec],
+    published: &[Published],
+) -> std::collections::BTreeMap<String, Option<Vec<PortBinding>>> {
+    ports::ports_view(specs, published)
+        .into_iter()
+        .map(|(k, v)| {
+            let v = v.map(|v| {
+                v.into_iter()
+                    .map(|(host_ip, host_port)| PortBinding { host_ip, host_port })
+                    .collect()
+            });
+            (k, v)
+        })
+        .collect()
+}
+
+/// A container's ports document (empty when it has no ports).
+pub fn doc(d: &Daemon, id: &str) -> ApiResult<PortsDoc> {
+    Ok(d.store.get_json(&key(id))?.unwrap_or_default())
+}
+
+/// The store operation that records `specs` for a container created with them (none when
+/// there are none, so containers without ports leave no trace).
+pub fn store_op(id: &str, specs: &[PortSpec]) -> Option<Op> {
+    (!specs.is_empty()).then(|| {
+        Op::put_json(
+            key(id),
+            &PortsDoc {
+                specs: specs.to_vec(),
+                published: Vec::new(),
+            },
+        )
+    })
+}
+
+/// Every address of the host (berthd's network namespace).
+async fn host_addrs(d: &Daemon) -> ApiResult<Vec<IpAddr>> {
+    Ok(d.kernel
+        .link_addrs()
+        .await?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect())
+}
+
+/// Create-time checks, so a request that can never work stores nothing: the network mode
+/// can publish, the container has an address of each family asked for, every host address is
+/// the host's, and no fixed host port is already published by a running container (a port can
+/// still be taken before start: start checks again, authoritatively).
+pub async fn validate(d: &Daemon, c: &ContainerSpec, specs: &[PortSpec]) -> ApiResult<()> {
+    if specs.is_empty() {
+        return Ok(());
+    }
+    match &c.mode {
+        NetworkMode::Networks => {}
+        NetworkMode::Host => {
+            return Err(ApiError::bad_request(
+                "published ports are not used with --network host: the container shares the \
+                 host's network stack, its ports are the host's ports already",
+            ))
+        }
+        NetworkMode::None => {
+            return Err(ApiError::bad_request(
+                "cannot publish ports with --network none: the container has no network",
+            ))
+        }
+        NetworkMode::Container(_) => {
+            return Err(ApiError::bad_request(
+                "cannot publish ports with --network container:NAME: publish them on the \
+                 container whose network namespace is shared",
+            ))
+        }
+    }
+    let addrs = host_addrs(d).await?;
+    for s in specs {
+        if let Some(ip) = s.host_ip {
+            ports::check_host_ip(ip, &addrs)?;
+        }
+    }
+    let t = target(c, &d.networks()?)?;
+    let fixed: Vec<PortSpec> = specs
+        .iter()
+        .filter(|s| s.host_port != 0 && s.host_port == s.host_port_end)
+        .cloned()
+        .collect();
+    let lookup = |p: &Published| taken_by(d, p);
+    let alloc = Allocation {
+        taken: &lookup,
+        ephemeral: ephemeral_range(),
+        start: 0,
+    };
+    // Host processes are not probed here: that is start's job, when the port is taken.
+    ports::allocate(&fixed, &t, &alloc, &mut |_, _, _| HostUse::Free).map(drop)?;
+    Ok(())
+}
+
+/// The running container's port that clashes with `p`, if any (from the firewall's index).
+fn taken_by(d: &Daemon, p: &Published) -> Option<(String, Published)> {
+    d.firewall
+        .with_port_index(|idx| {
+            idx.get(&(p.proto, p.host_port)).and_then(|v| {
+                v.iter()
+                    .find(|(_, o)| o.clashes_with(p))
+                    .map(|(n, o)| (n.clone(), o.clone()))
+            })
+        })
+        .ok()
+        .flatten()
+}
+
+/// Where `c`'s ports point: the addresses of its gateway endpoint.
+fn target(c: &ContainerSpec, nets: &[NetworkSpec]) -> ApiResult<Target> {
+    let ep = berth_plan::network::gateway_endpoint(c, nets).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "cannot publish ports of container {:?}: it has no network with a way out \
+             (ports are published on the network that gives the default route; internal \
+             networks have none)",
+            c.name
+        ))
+    })?;
+    let net = nets.iter().find(|n| n.id == ep.network_id);
+    let default_host_v4 = net
+        .and_then(|n| n.options.get(OPT_HOST_BINDING_IPV4))
+        .and_then(|v| v.parse().ok())
+        .filter(|a: &std::net::Ipv4Addr| !a.is_unspecified());
+    Ok(Target {
+        network: net.map(|n| n.name.clone()).unwrap_or_default(),
+        v4: ep.addrs.iter().find_map(|a| match a.addr() {
+            IpAddr::V4(v) => Some(v),
+            IpAddr::V6(_) => None,
+        }),
+        v6: ep.addrs.iter().find_map(|a| match a.addr() {
+            IpAddr::V6(v) => Some(v),
+            IpAddr::V4(_) => None,
+        }),
+        default_host_v4,
+    })
+}
+
+/// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`), Docker's pool for "any
+/// free port"; 49153–65535 when it cannot be read.
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .filter(|(a, b)| a <= b && *a > 0)
+        .unwrap_or((49153, 65535))
+}
+
+/// Chooses host ports for `c`, installs its map elements (one transaction) and flushes stale
+/// UDP conntrack entries. Called under the daemon's mutation lock, before the container's
+/// process starts. Returns the store operation that records the ports in force, for the
+/// caller's transaction that records the container as running.
+pub async fn publish(d: &Daemon, c: &ContainerSpec) -> ApiResult<Option<Op>> {
+    let mut doc = doc(d, &c.id)?;
+    let specs = doc.specs.clone();
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let nets = d.networks()?;
+    let t = target(c, &nets)?;
+    let range = ephemeral_range();
+    let start = {
+        use rand::Rng;
+        rand::rng().random_range(range.0..=range.1)
+    };
+    // In a block: the lookup is a `&dyn Fn` (not `Sync`) and must not live across an await.
+    let published = {
+        let taken_lookup = |p: &Published| taken_by(d, p);
+        let alloc = Allocation {
+            taken: &taken_lookup,
+            ephemeral: range,
+            start,
+        };
+        ports::allocate(&specs, &t, &alloc, &mut probe_host_port)?
+    };
+    d.firewall
+        .update_ports(&c.id, &c.name, &published)
+        .map_err(|e| {
+            ApiError::internal(format!(
+                "publishing the ports of container {:?}: {e:#}",
+                c.name
+            ))
+        })?;
+    flush_udp(d, &published).await;
+    tracing::info!(
+        container = %c.name,
+        ports = published.len(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "ports published"
+    );
+    doc.published = published;
+    Ok(Some(Op::put_json(key(&c.id), &doc)))
+}
+
+/// Removes the map elements of container `id` (if it has any in force) and flushes the UDP
+/// conntrack entries of those ports. Never fails the caller: a failure is logged (the next
+/// start of berthd converges the maps). Returns the store operation that records "nothing in
+/// force" when the container has ports, for the caller's transaction.
+pub async fn unpublish(d: &Daemon, id: &str, name: &str) -> Option<Op> {
+    let started = Instant::now();
+    let record = match doc(d, id) {
+        Ok(mut doc) if !doc.published.is_empty() => {
+            doc.published.clear();
+            Some(Op::put_json(key(id), &doc))
+        }
+        _ => None,
+    };
+    match d.firewall.update_ports(id, name, &[]) {
+        Ok(old) if !old.is_empty() => {
+            flush_udp(d, &old).await;
+            tracing::info!(
+                container = %name,
+                ports = old.len(),
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "ports unpublished"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("unpublishing the ports of container {name:?}: {e:#}"),
+    }
+    record
+}
+
+/// Start-up: the maps hold exactly the ports of the running containers (their documents
+/// record them), and the conflict index is rebuilt.
+pub fn converge(d: &Daemon) -> ApiResult<()> {
+    let mut all = Vec::new();
+    for c in d.containers()? {
+        let st = d.state(&c.id)?;
+        if st.status != "running" {
+            continue;
+        }
+        let doc = doc(d, &c.id)?;
+        if !doc.published.is_empty() {
+            all.push((c.id.clone(), c.name.clone(), doc.published));
+        }
+    }
+    d.firewall
+        .replace_ports(&all)
+        .map_err(|e| ApiError::internal(format!("converging published ports: {e:#}")))
+}
+
+/// Settings of one of berth's bridges (berthd's namespace only; never an interface that faces
+/// the outside) that published ports need:
+///
+/// * `net.ipv4.conf.<bridge>.route_localnet = 1`: the host's own connection to
+///   `127.0.0.1:PORT`, DNATed to a container, leaves through the bridge with a loopback source
+///   (masqueraded in `postrouting`), and its replies come back through the bridge addressed to
+///   127.0.0.1 — both "martian" unless the bridge allows local-net routing. `prerouting_raw`
+///   drops any packet for 127.0.0.0/8 that arrives on a non-loopback interface, so a container
+///   cannot use this to reach the host's loopback services.
+/// * `net.ipv6.conf.<bridge>.accept_dad = 0`: the bridge's IPv6 link-local address appears when
+///   its first port comes up and stays tentative for the ~1-2 s of duplicate address
+///   detection. Meanwhile a *forwarded* packet (a client of a published port) makes the host
+///   solicit the container's address from `::` (ndisc uses the link-local as source for packets
+///   that are not its own), which the container takes for a DAD probe and does not answer: the
+///   first connections to a new container's published port over IPv6 time out. A bridge that
+///   only faces berth's own containers has nobody to collide with.
+///
+/// Must run before the bridge's first port comes up (right after the bridge is created).
+pub fn bridge_sysctls(bridge: &str) {
+    let v4 = format!("net.ipv4.conf.{bridge}.route_localnet");
+    if let Err(e) = berth_kernel::sysctl::write(None, &v4, "1") {
+        tracing::warn!("setting {v4}=1 (needed for published ports on 127.0.0.1): {e}");
+    }
+    let v6 = format!("net.ipv6.conf.{bridge}.accept_dad");
+    match berth_kernel::sysctl::write(None, &v6, "0") {
+        Err(e) if !e.is_not_found() => tracing::warn!("setting {v6}=0: {e}"),
+        _ => {}
+    }
+}
+
+/// Deletes the UDP conntrack entries whose original destination is one of `published` host
+/// ports on a local address: a flow that was talking to the port before the change keeps its
+/// entry (and its old path) for as long as packets keep flowing, black-holed otherwise.
+async fn flush_udp(d: &Daemon, published: &[Published]) {
+    let udp: BTreeSet<(IpAddr, u16)> = published
+        .iter()
+        .filter(|p| p.proto == Proto::Udp)
+        .map(|p| (p.host_ip, p.host_port))
+        .collect();
+    if udp.is_empty() {
+        return;
+    }
+    let local: BTreeSet<IpAddr> = match host_addrs(d).await {
+        Ok(a) => a.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!(
+                "listing host addresses for a conntrack flush: {}",
+                e.message
+            );
+            return;
+        }
+    };
+    let started = Instant::now();
+    let result = berth_kernel::conntrack::delete_matching(|t| {
+        t.proto == berth_kernel::conntrack::IPPROTO_UDP
+            && udp.iter().any(|(ip, port)| {
+                *port == t.dport
+                    && ip.is_ipv4() == t.dst.is_ipv4()
+                    && if ip.is_unspecified() {
+                        local.contains(&t.dst) || t.dst.is_loopback()
+                    } else {
+                        *ip == t.dst
+                    }
+            })
+    });
+    match result {
+        Ok(n) => tracing::debug!(
+            deleted = n,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "UDP conntrack entries flushed"
+        ),
+        Err(e) => tracing::warn!("flushing UDP conntrack entries: {e}"),
+    }
+}
+
+/// Whether a host process holds `proto` `ip`:`port` in berthd's namespace: tries to bind it.
+/// TCP with `SO_REUSEADDR` (so connections in TIME_WAIT do not count: only a listener or a
+/// bound socket does), UDP without (any bound socket counts), IPv6 with `IPV6_V6ONLY` (the
+/// families are published separately). Not listening, so no connection can arrive on the
+/// probe. SCTP is not probed: creating an SCTP socket would load the sctp module.
+fn probe_host_port(proto: Proto, ip: IpAddr, port: u16) -> HostUse {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let (ty, protocol) = match proto {
+        Proto::Tcp => (Type::STREAM, Protocol::TCP),
+        Proto::Udp => (Type::DGRAM, Protocol::UDP),
+        Proto::Sctp => return HostUse::Free,
+    };
+    let addr = SocketAddr::new(ip, port);
+    let sock = match Socket::new(Domain::for_address(addr), ty, Some(protocol)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!("probing {addr}/{proto}: {e}");
+            return HostUse::Free;
+        }
+    };
+    if ip.is_ipv6() {
+        let _ = sock.set_only_v6(true);
+    }
+    if proto == Proto::Tcp {
+        let _ = sock.set_reuse_address(true);
+    }
+    match sock.bind(&addr.into()) {
+        Ok(()) => HostUse::Free,
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
+            HostUse::Held(holder(proto, ip.is_ipv6(), port))
+        }
+        // EADDRNOTAVAIL and the like: not an address of this host; checked elsewhere.
+        Err(e) => {
+            tracing::debug!("probing {addr}/{proto}: {e}");
+            HostUse::Free
+        }
+    }
+}
+
+/// Names the process holding a port: the socket's inode from `/proc/net/{tcp,udp}{,6}` (this
+/// namespace's sockets), then the process with a `socket:[inode]` descriptor. Only run when a
+/// bind failed, so its cost (a walk over /proc) never touches the success path.
+fn holder(proto: Proto, v6: bool, port: u16) -> String {
+    let file = match (proto, v6) {
+        (Proto::Tcp, false) => "/proc/net/tcp",
+        (Proto::Tcp, true) => "/proc/net/tcp6",
+        (_, false) => "/proc/net/udp",
+        (_, true) => "/proc/net/udp6",
+    };
+    let generic = "a process on the host".to_string();
+    let Ok(table) = std::fs::read_to_string(file) else {
+        return generic;
+    };
+    // Columns: sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode.
+    let inode = table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let local_port = f.get(1)?.rsplit_once(':')?.1;
+        let listening_or_bound = proto != Proto::Tcp || f.get(3) == Some(&"0A");
+        (u16::from_str_radix(local_port, 16).ok()? == port && listening_or_bound)
+            .then(|| f.get(9).map(|s| s.to_string()))
+            .flatten()
+    });
+    let Some(inode) = inode.filter(|i| i != "0") else {
+        return generic;
+    };
+    let wanted = format!("socket:[{inode}]");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return generic;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == wanted.as_str()) {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_default();
+                return format!("process {pid} ({comm})");
+            }
+        }
+    }
+    generic
+}

@@ -1,0 +1,677 @@
+//! End-to-end: berth's embedded DNS resolver, queried from inside containers.
+//!
+//! Every world points berthd's `--resolv-conf` at a file of its own naming a fake upstream
+//! resolver (a small Python server) in the world's "outside" namespace, or on a loopback
+//! address of the host namespace: no query ever leaves the test namespaces.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{show, stdout, World};
+use serde_json::Value;
+
+/// DNS client: `dnsq.py SERVER NAME [TYPE] [--tcp] [--edns N]` prints one JSON object. SERVER
+/// `-` means the first nameserver of /etc/resolv.conf (what the container's libc would use).
+const DNSQ_PY: &str = r#"
+import json, random, socket, struct, sys
+args = [a for a in sys.argv[1:] if not a.startswith("--")]
+tcp = "--tcp" in sys.argv
+edns = None
+if "--edns" in sys.argv:
+    edns = int(sys.argv[sys.argv.index("--edns") + 1]); args.remove(str(edns))
+server, name = args[0], args[1]
+qtype = {"A": 1, "PTR": 12, "AAAA": 28, "ANY": 255, "TXT": 16}[args[2] if len(args) > 2 else "A"]
+if server == "-":
+    server = [l.split()[1] for l in open("/etc/resolv.conf") if l.startswith("nameserver")][0]
+qid = random.randint(0, 65535)
+q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 1 if edns else 0)
+for label in name.rstrip(".").split("."):
+    q += bytes([len(label)]) + label.encode()
+q += b"\0" + struct.pack(">HH", qtype, 1)
+if edns:
+    q += b"\0" + struct.pack(">HHIH", 41, edns, 0, 0)
+fam = socket.AF_INET6 if ":" in server else socket.AF_INET
+def name_at(m, i):
+    out = []
+    for _ in range(128):
+        l = m[i]
+        if l == 0:
+            return ".".join(out) + "."
+        if l & 0xC0 == 0xC0:
+            i = ((l & 0x3F) << 8) | m[i + 1]; continue
+        out.append(m[i + 1:i + 1 + l].decode()); i += 1 + l
+try:
+    if tcp:
+        s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(3); s.connect((server, 53))
+        s.sendall(struct.pack(">H", len(q)) + q)
+        buf = b""
+        while len(buf) < 2 or len(buf) < 2 + struct.unpack(">H", buf[:2])[0]:
+            b = s.recv(65535)
+            if not b: break
+            buf += b
+        m = buf[2:]
+    else:
+        s = socket.socket(fam, socket.SOCK_DGRAM); s.settimeout(3); s.sendto(q, (server, 53))
+        m, _ = s.recvfrom(65535)
+except Exception as e:
+    print(json.dumps({"error": repr(e)})); sys.exit(0)
+rid, flags, qd, an, ns, ar = struct.unpack(">HHHHHH", m[:12])
+i = 12
+for _ in range(qd):
+    while m[i] != 0:
+        if m[i] & 0xC0 == 0xC0: i += 1; break
+        i += 1 + m[i]
+    i += 5
+answers, ptrs, ttls = [], [], []
+for _ in range(an):
+    while m[i] != 0:
+        if m[i] & 0xC0 == 0xC0: i += 1; break
+        i += 1 + m[i]
+    i += 1
+    t, c, ttl, l = struct.unpack(">HHIH", m[i:i + 10]); i += 10
+    rd = m[i:i + l]
+    if t == 1: answers.append(socket.inet_ntop(socket.AF_INET, rd))
+    elif t == 28: answers.append(socket.inet_ntop(socket.AF_INET6, rd))
+    elif t == 12: ptrs.append(name_at(m, i))
+    ttls.append(ttl); i += l
+rcode = ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"][flags & 0xF] if flags & 0xF < 6 else str(flags & 0xF)
+print(json.dumps({"id_ok": rid == qid, "rcode": rcode, "aa": bool(flags & 0x400), "tc": bool(flags & 0x200),
+                  "answers": answers, "ptrs": ptrs, "ttls": ttls, "server": server, "size": len(m)}))
+"#;
+
+/// Fake upstream: `fakedns.py ADDR NAME=IP…` answers A queries for its names over UDP and TCP
+/// on ADDR:53 (TTL 0), NXDOMAIN for anything else.
+const FAKEDNS_PY: &str = r#"
+import socket, struct, sys, threading
+addr = sys.argv[1]
+table = dict(a.split("=") for a in sys.argv[2:])
+def answer(q):
+    qid, flags, qd = struct.unpack(">HHH", q[:6])
+    i, labels = 12, []
+    while q[i] != 0:
+        labels.append(q[i + 1:i + 1 + q[i]].decode().lower()); i += 1 + q[i]
+    qtype, = struct.unpack(">H", q[i + 1:i + 3])
+    question = q[12:i + 5]
+    ip = table.get(".".join(labels))
+    rr = b""
+    if ip and qtype == 1:
+        rr = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 0, 4) + socket.inet_aton(ip)
+    rcode = 0 if ip else 3
+    return struct.pack(">HHHHHH", qid, 0x8180 | rcode, 1, 1 if rr else 0, 0, 0) + question + rr
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((addr, 53))
+    while True:
+        q, peer = s.recvfrom(4096)
+        try: s.sendto(answer(q), peer)
+        except Exception: pass
+def tcp_conn(c):
+    try:
+        while True:
+            h = c.recv(2)
+            if len(h) < 2: return
+            n, = struct.unpack(">H", h); q = b""
+            while len(q) < n: q += c.recv(n - len(q))
+            a = answer(q); c.sendall(struct.pack(">H", len(a)) + a)
+    except Exception: pass
+    finally: c.close()
+def tcp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, 53)); s.listen(16)
+    while True:
+        c, _ = s.accept(); threading.Thread(target=tcp_conn, args=(c,), daemon=True).start()
+threading.Thread(target=tcp, daemon=True).start()
+udp()
+"#;
+
+/// Load: `dnsload.py SERVER SECONDS INFLIGHT NAME=EXPECT…` sends A queries over UDP for
+/// SECONDS, NAME in turn, at most INFLIGHT outstanding, each waited for up to 3 s with no retry,
+/// then drains. EXPECT is an address the answer must contain, or `*` for "any answer". Prints
+/// a JSON summary.
+const DNSLOAD_PY: &str = r#"
+import json, select, socket, struct, sys, time
+server, seconds, inflight = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+names = [a.split("=") for a in sys.argv[4:]]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+def query(qid, name):
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    return q + b"\0" + struct.pack(">HH", 1, 1)
+pending = {}
+sent = answered = bad = expired_total = 0
+examples = []
+qid = 0
+start = time.time()
+while True:
+    now = time.time()
+    sending = now - start < seconds
+    while sending and len(pending) < inflight:
+        qid = (qid + 1) % 65536
+        name, expect = names[sent % len(names)]
+        s.sendto(query(qid, name), (server, 53))
+        pending[qid] = (name, expect, now)
+        sent += 1
+    if not sending and not pending:
+        break
+    r, _, _ = select.select([s], [], [], 0.2)
+    if r:
+        m, _ = s.recvfrom(4096)
+        rid, flags, qd, an = struct.unpack(">HHHH", m[:8])
+        if rid not in pending:
+            continue
+        name, expect, _ = pending.pop(rid)
+        answered += 1
+        ips = []
+        i = 12
+        while m[i] != 0: i += 1 + m[i]
+        i += 5
+        for _ in range(an):
+            i += 2
+            t, c, ttl, l = struct.unpack(">HHIH", m[i:i + 10]); i += 10
+            if t == 1: ips.append(socket.inet_ntoa(m[i:i + l]))
+            i += l
+        if expect != "*" and expect not in ips:
+            bad += 1
+            if len(examples) < 5: examples.append([name, expect, flags & 0xF, ips])
+    now = time.time()
+    expired = [k for k, v in pending.items() if now - v[2] > 3]
+    for k in expired:
+        pending.pop(k)
+    expired_total += len(expired)
+    if expired and len(examples) < 5:
+        examples.append(["lost", [k for k in expired][:3]])
+print(json.dumps({"sent": sent, "answered": answered, "lost": sent - answered, "bad": bad,
+                  "expired": expired_total, "examples": examples,
+                  "seconds": round(time.time() - start, 2)}))
+"#;
+
+/// A world with the DNS helpers, and berthd forwarding to the resolvers of `resolv_conf`.
+struct DnsWorld {
+    w: World,
+    resolv: PathBuf,
+}
+
+impl DnsWorld {
+    /// Builds the world; berthd's host resolv.conf names the outside peer (where the tests
+    /// start a fake upstream when they need one).
+    fn new() -> DnsWorld {
+        let w = World::new();
+        for (name, text) in [
+            ("dnsq.py", DNSQ_PY),
+            ("fakedns.py", FAKEDNS_PY),
+            ("dnsload.py", DNSLOAD_PY),
+        ] {
+            std::fs::write(w.dir.join(name), text).expect("write helper");
+        }
+        let resolv = w.dir.join("host-resolv.conf");
+        std::fs::write(
+            &resolv,
+            format!("nameserver {}\nsearch corp.test\n", w.out_ip()),
+        )
+        .expect("write host resolv.conf");
+        let arg = resolv.display().to_string();
+        w.restart_daemon_args(&["--resolv-conf", &arg]);
+        DnsWorld { w, resolv }
+    }
+
+    /// `dnsq.py` from container `from` (server `-`: its resolv.conf nameserver).
+    fn q(&self, from: &str, server: &str, name: &str, qtype: &str, extra: &[&str]) -> Value {
+        let helper = self.w.helper("dnsq.py");
+        let mut cmd = vec!["python3", helper.as_str(), server, name, qtype];
+        cmd.extend_from_slice(extra);
+        let out = self.w.exec_ok(from, &cmd);
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("dnsq output {out:?}: {e}"))
+    }
+
+    /// The A answers `from` gets for `name` through its resolv.conf.
+    fn a(&self, from: &str, name: &str) -> Vec<String> {
+        let v = self.q(from, "-", name, "A", &[]);
+        assert_eq!(v["id_ok"], true, "{from} → {name}: {v}");
+        answers(&v)
+    }
+
+    /// Starts a fake upstream at `addr` inside `ns`, answering `names` (`NAME=IP`).
+    fn fake_upstream(&self, ns: &str, addr: &str, names: &[&str]) {
+        let helper = self.w.helper("fakedns.py");
+        let mut cmd = vec!["python3", helper.as_str(), addr];
+        cmd.extend_from_slice(names);
+        self.w.spawn_in(ns, &cmd);
+        // Bounded wait until its TCP side accepts (the UDP side is bound first).
+        self.w.wait_port(ns, addr, 53);
+    }
+
+    /// `GET /info` → `Dns`.
+    fn dns_info(&self) -> Value {
+        let out = common::sh_ok(
+            "curl",
+            &[
+                "-sf",
+                "--max-time",
+                "10",
+                "--unix-socket",
+                &self.w.socket.display().to_string(),
+                "http://berth/info",
+            ],
+        );
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("/info {out:?}: {e}"));
+        v["Dns"].clone()
+    }
+}
+
+fn answers(v: &Value) -> Vec<String> {
+    v["answers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// Proves: container names, short ids and `--network-alias` names resolve (any case) to the
+/// address on the shared network, an alias of two containers gives both addresses in rotating
+/// order, PTR answers every container address, answers are authoritative with TTL 0, libc
+/// resolves through the generated resolv.conf (nameserver = the network's gateway,
+/// `ndots:0`), and scoping holds across 3 networks: a container never resolves a container of
+/// a network it is not on, `network connect --alias` adds names at once and `disconnect` takes
+/// them away at once.
+#[test]
+fn names_aliases_scoping_ptr() {
+    require_root!();
+    let d = DnsWorld::new();
+    let w = &d.w;
+    w.berth_ok(&["network", "create", "--subnet", "10.61.0.0/24", "na"]);
+    w.berth_ok(&["network", "create", "--subnet", "10.62.0.0/24", "nb"]);
+    w.berth_ok(&["network", "create", "--subnet", "10.63.0.0/24", "nc"]);
+    let x = w.run_d(
+        "x",
+        &["--network", "na", "--network-alias", "web"],
+        &["sleep", "300"],
+    );
+    w.run_d(
+        "x2",
+        &["--network", "na", "--network-alias", "web"],
+        &["sleep", "300"],
+    );
+    w.run_d("y", &["--network", "na"], &["sleep", "300"]);
+    w.run_d("z", &["--network", "nb"], &["sleep", "300"]);
+    w.run_d("v", &["--network", "nc"], &["sleep", "300"]);
+    let (x_ip, x2_ip, y_ip) = (w.ip_of("x", "na"), w.ip_of("x2", "na"), w.ip_of("y", "na"));
+    let z_ip = w.ip_of("z", "nb");
+
+    let rc = w.exec_ok("x", &["cat", "/etc/resolv.conf"]);
+    assert!(
+        rc.contains("nameserver 10.61.0.1\n"),
+        "x's resolv.conf:\n{rc}"
+    );
+    assert!(
+        rc.contains("search corp.test\n") && rc.contains("ndots:0"),
+        "{rc}"
+    );
+
+    // Names, any case, short id; authoritative, TTL 0.
+    let v = d.q("y", "-", "X", "A", &[]);
+    assert_eq!(answers(&v), vec![x_ip.clone()], "{v}");
+    assert_eq!(
+        (v["aa"].as_bool(), v["ttls"][0].as_u64()),
+        (Some(true), Some(0)),
+        "{v}"
+    );
+    assert_eq!(d.a("y", &x[..12]), vec![x_ip.clone()]);
+    assert_eq!(d.a("y", "x.na"), vec![x_ip.clone()]);
+    // libc through /etc/resolv.conf.
+    let g = w.exec_ok("y", &["getent", "ahostsv4", "x2"]);
+    assert!(g.contains(&x2_ip), "getent x2 from y: {g}");
+
+    // The alias of two containers: both addresses, the first one rotating.
+    let mut firsts = BTreeSet::new();
+    for _ in 0..4 {
+        let got = d.a("y", "web");
+        assert_eq!(
+            sorted(got.clone()),
+            sorted(vec![x_ip.clone(), x2_ip.clone()])
+        );
+        firsts.insert(got[0].clone());
+    }
+    assert_eq!(firsts.len(), 2, "answer order never rotated: {firsts:?}");
+
+    // PTR.
+    let rev: Vec<&str> = y_ip.split('.').rev().collect();
+    let v = d.q(
+        "x",
+        "-",
+        &format!("{}.in-addr.arpa", rev.join(".")),
+        "PTR",
+        &[],
+    );
+    assert_eq!(v["ptrs"], serde_json::json!(["y.na."]), "{v}");
+
+    // Scoping: z (nb) and v (nc) are invisible from x, and x from them.
+    assert!(d.a("x", "z").is_empty());
+    assert!(d.a("x", "v").is_empty());
+    assert!(d.a("z", "x").is_empty());
+    assert!(d.a("v", "y").is_empty());
+    assert!(d.a("v", "web").is_empty());
+
+    // connect --alias: y joins nb; z now sees y (by name and alias) at its nb address, and x
+    // still does not see the alias, which lives on nb only.
+    w.berth_ok(&["network", "connect", "--alias", "dbalias", "nb", "y"]);
+    let y_b = w.ip_of("y", "nb");
+    assert_eq!(d.a("z", "y"), vec![y_b.clone()]);
+    assert_eq!(d.a("z", "DBalias"), vec![y_b.clone()]);
+    assert!(d.a("x", "dbalias").is_empty());
+    // y now sees both sides.
+    assert_eq!(d.a("y", "z"), vec![z_ip.clone()]);
+    assert_eq!(d.a("y", "x"), vec![x_ip.clone()]);
+
+    // disconnect: gone at once.
+    w.berth_ok(&["network", "disconnect", "nb", "y"]);
+    assert!(d.a("z", "y").is_empty());
+    assert!(d.a("z", "dbalias").is_empty());
+    assert!(d.a("y", "z").is_empty());
+
+    // A stopped container is no longer answered.
+    w.berth_ok(&["stop", "-t", "1", "x2"]);
+    assert_eq!(d.a("y", "web"), vec![x_ip.clone()]);
+    assert!(d.a("y", "x2").is_empty());
+}
+
+/// Proves: on a dual-stack network AAAA answers the container's IPv6 address, the resolver
+/// also listens on the IPv6 gateway, PTR answers IPv6 addresses, and A/AAAA of a v4-only name
+/// is NOERROR without records (not forwarded).
+#[test]
+fn dual_stack_aaaa() {
+    require_root!();
+    let d = DnsWorld::new();
+    let w = &d.w;
+    w.berth_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.64.0.0/24",
+        "--subnet",
+        "fd64:1::/64",
+        "ds",
+    ]);
+    w.run_d("p", &["--network", "ds"], &["sleep", "300"]);
+    w.run_d("q", &["--network", "ds"], &["sleep", "300"]);
+    let v = w.inspect("q");
+    let q6 = v["NetworkSettings"]["Networks"]["ds"]["GlobalIPv6Address"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(q6.starts_with("fd64:1::"), "q has no IPv6 address: {v}");
+    let q4 = w.ip_of("q", "ds");
+
+    let v = d.q("p", "-", "q", "AAAA", &[]);
+    assert_eq!(answers(&v), vec![q6.clone()], "{v}");
+    assert_eq!(d.a("p", "q"), vec![q4.clone()]);
+    // Over the IPv6 gateway too, A and AAAA at once.
+    let v = d.q("p", "fd64:1::1", "q", "ANY", &[]);
+    assert_eq!(sorted(answers(&v)), sorted(vec![q4, q6.clone()]), "{v}");
+    // PTR of the IPv6 address.
+    let ip: std::net::Ipv6Addr = q6.parse().expect("v6");
+    let nibbles: String = ip
+        .octets()
+        .iter()
+        .rev()
+        .flat_map(|b| [b & 0xF, b >> 4])
+        .map(|n| format!("{n:x}."))
+        .collect();
+    let v = d.q("p", "-", &format!("{nibbles}ip6.arpa"), "PTR", &[]);
+    assert_eq!(v["ptrs"], serde_json::json!(["q.ds."]), "{v}");
+    // A name with no record of the type: NOERROR, no answer.
+    let v = d.q("p", "-", "q", "TXT", &[]);
+    assert_eq!(
+        (v["rcode"].as_str(), answers(&v).len()),
+        (Some("NOERROR"), 0),
+        "{v}"
+    );
+}
+
+/// Proves: other names are forwarded to the host's upstream (over UDP and TCP), containers on
+/// an `--internal` network resolve their own names but get REFUSED for the rest, `--dns`
+/// servers are used for that container's forwarded queries, a change of the host resolv.conf
+/// (here to a loopback stub in berthd's namespace) is picked up without a restart, large
+/// answers are truncated over UDP and complete over TCP, and `/info` + `/metrics` count it all.
+#[test]
+fn forwarding_internal_and_resolv_conf_change() {
+    require_root!();
+    let d = DnsWorld::new();
+    let w = &d.w;
+    let out_ip = w.out_ip();
+    d.fake_upstream(
+        &w.out_ns,
+        &out_ip,
+        &["ext.test=192.0.2.10", "only.outside=192.0.2.11"],
+    );
+    w.berth_ok(&["network", "create", "--subnet", "10.65.0.0/24", "pub"]);
+    w.berth_ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.66.0.0/24",
+        "priv",
+    ]);
+    w.run_d("c", &["--network", "pub"], &["sleep", "300"]);
+    w.run_d(
+        "cdns",
+        &["--network", "pub", "--dns", &out_ip],
+        &["sleep", "300"],
+    );
+    w.run_d("i1", &["--network", "priv"], &["sleep", "300"]);
+    w.run_d("i2", &["--network", "priv"], &["sleep", "300"]);
+
+    assert_eq!(d.a("c", "ext.test"), vec!["192.0.2.10"]);
+    let v = d.q("c", "-", "ext.test", "A", &["--tcp"]);
+    assert_eq!(answers(&v), vec!["192.0.2.10"], "over TCP: {v}");
+    let v = d.q("c", "-", "nope.test", "A", &[]);
+    assert_eq!(v["rcode"], "NXDOMAIN", "{v}");
+    // --dns: the container's resolv.conf still names berth, which forwards to its server.
+    let rc = w.exec_ok("cdns", &["cat", "/etc/resolv.conf"]);
+    assert!(rc.contains("nameserver 10.65.0.1\n"), "{rc}");
+    assert_eq!(d.a("cdns", "ext.test"), vec!["192.0.2.10"]);
+
+    // Internal: own names yes, the rest REFUSED.
+    assert_eq!(d.a("i1", "i2"), vec![w.ip_of("i2", "priv")]);
+    let v = d.q("i1", "-", "ext.test", "A", &[]);
+    assert_eq!(v["rcode"], "REFUSED", "{v}");
+
+    // The host's resolv.conf changes to a loopback stub in berthd's namespace, which answers
+    // differently: picked up within about a second, no restart.
+    d.fake_upstream(&w.host_ns, "127.0.0.53", &["ext.test=192.0.2.20"]);
+    std::fs::write(&d.resolv, "nameserver 127.0.0.53\n").expect("rewrite resolv.conf");
+    let start = Instant::now();
+    loop {
+        let got = d.a("c", "ext.test");
+        if got == vec!["192.0.2.20"] {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "new upstream not used after 5 s: still {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(d.a("c", "only.outside").is_empty());
+    // cdns keeps its own --dns server.
+    assert_eq!(d.a("cdns", "only.outside"), vec!["192.0.2.11"]);
+
+    // Truncation: 40 containers share an alias (40 × 16 bytes of records > 512).
+    for i in 0..40 {
+        w.berth_ok(&[
+            "run",
+            "-d",
+            "--name",
+            &format!("m{i}"),
+            "--network",
+            "pub",
+            "--network-alias",
+            "many",
+            "sleep",
+            "300",
+        ]);
+    }
+    let v = d.q("c", "-", "many", "A", &[]);
+    assert_eq!(
+        (v["tc"].as_bool(), answers(&v).len()),
+        (Some(true), 0),
+        "UDP: {v}"
+    );
+    let v = d.q("c", "-", "many", "A", &["--tcp"]);
+    assert_eq!(answers(&v).len(), 40, "TCP: {v}");
+    let v = d.q("c", "-", "many", "A", &["--edns", "1232"]);
+    assert_eq!(
+        (v["tc"].as_bool(), answers(&v).len()),
+        (Some(false), 40),
+        "EDNS: {v}"
+    );
+    // libc retries over TCP by itself.
+    let g = w.exec_ok("c", &["getent", "ahostsv4", "many"]);
+    assert_eq!(
+        g.lines().filter(|l| l.contains("STREAM")).count(),
+        40,
+        "getent many: {g}"
+    );
+
+    let info = d.dns_info();
+    for key in [
+        "Queries",
+        "TcpQueries",
+        "AnsweredLocally",
+        "Forwarded",
+        "Refused",
+        "Truncated",
+    ] {
+        assert!(
+            info[key].as_u64().unwrap_or(0) > 0,
+            "/info Dns.{key} is 0: {info}"
+        );
+    }
+    assert!(info["LocalP99Us"].as_f64().unwrap_or(0.0) > 0.0, "{info}");
+    assert!(
+        info["Listen"].to_string().contains("10.65.0.1:53"),
+        "/info Dns.Listen: {info}"
+    );
+    let metrics = common::sh_ok(
+        "curl",
+        &[
+            "-sf",
+            "--max-time",
+            "10",
+            "--unix-socket",
+            &w.socket.display().to_string(),
+            "http://berth/metrics",
+        ],
+    );
+    assert!(metrics.contains("berth_dns_queries_total "), "{metrics}");
+    assert!(metrics.contains("berth_dns_latency_seconds{path=\"local\",quantile=\"0.99\"}"));
+
+    // A removed network's listener goes away (the address is gone with its bridge).
+    w.berth_ok(&["rm", "-f", "i1", "i2"]);
+    w.berth_ok(&["network", "rm", "priv"]);
+    let info = d.dns_info();
+    assert!(!info["Listen"].to_string().contains("10.66.0.1"), "{info}");
+}
+
+/// Proves: a container re-created with another address is answered with the new address as
+/// soon as `run -d` returns, and while containers come and go (and the table is swapped dozens
+/// of times) thousands of queries from another container are all answered, correctly.
+#[test]
+fn churn_loses_nothing() {
+    require_root!();
+    let d = DnsWorld::new();
+    let w = &d.w;
+    d.fake_upstream(&w.out_ns, &w.out_ip(), &["ext.test=192.0.2.10"]);
+    w.berth_ok(&["network", "create", "--subnet", "10.67.0.0/24", "churn"]);
+    w.run_d(
+        "stable",
+        &["--network", "churn", "--network-alias", "svc"],
+        &["sleep", "600"],
+    );
+    w.run_d("asker", &["--network", "churn"], &["sleep", "600"]);
+    let stable = w.ip_of("stable", "churn");
+
+    let seconds = 15;
+    let load = {
+        let helper = w.helper("dnsload.py");
+        let sock = w.host_url();
+        let berth = common::berth_bin();
+        let (s1, s2) = (format!("stable={stable}"), format!("svc={stable}"));
+        std::thread::spawn(move || {
+            let mut c = std::process::Command::new(berth);
+            c.args([
+                "-H",
+                &sock,
+                "exec",
+                "asker",
+                "python3",
+                &helper,
+                "10.67.0.1",
+            ])
+            .arg(seconds.to_string())
+            .args(["20", &s1, &s2, "ext.test=192.0.2.10", "mover=*", "gone=*"]);
+            common::run_timeout(c, Duration::from_secs(240))
+        })
+    };
+
+    // Meanwhile: re-create "mover" with a new address each time, and start/remove others.
+    let mut rounds = 0;
+    while !load.is_finished() && rounds < 100 {
+        let ip = format!("10.67.0.{}", 100 + rounds);
+        w.berth_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "mover",
+            "--network",
+            "churn",
+            "--ip",
+            &ip,
+            "sleep",
+            "600",
+        ]);
+        assert_eq!(d.a("stable", "mover"), vec![ip.clone()], "round {rounds}");
+        w.berth_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "gone",
+            "--network",
+            "churn",
+            "sleep",
+            "600",
+        ]);
+        w.berth_ok(&["rm", "-f", "mover", "gone"]);
+        rounds += 1;
+    }
+    let out = load.join().expect("load thread");
+    assert!(out.status.success(), "load: {}", show(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim())
+        .unwrap_or_else(|e| panic!("load output: {e}: {}", show(&out)));
+    eprintln!("load from asker: {v}; churn rounds: {rounds}");
+    assert!(
+        v["sent"].as_u64().unwrap_or(0) >= 2000,
+        "too few queries sent: {v}"
+    );
+    assert_eq!(v["lost"].as_u64(), Some(0), "queries lost: {v}");
+    assert_eq!(v["bad"].as_u64(), Some(0), "wrong answers: {v}");
+    assert!(
+        rounds >= 3,
+        "only {rounds} churn rounds during the load: {v}"
+    );
+}

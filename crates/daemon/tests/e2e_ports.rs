@@ -1,0 +1,951 @@
+//! End-to-end published ports (`-p`) with real TCP and UDP traffic in namespace worlds: every
+//! place a published port must be reachable from, every place it must not be, conflicts, bad
+//! input, freeing, UDP conntrack flushes, restarts, the user hook.
+//!
+//! The world (see `common`): berthd in `<p>h` ("the host", uplink 198.18.N.1), a LAN peer in
+//! `<p>o` (198.18.N.2). Servers in containers answer every TCP connection and every UDP datagram
+//! with `<proto> <peer address>`, so each test also sees which source address arrived.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{code, show, stderr, stdout, World};
+
+/// `srv.py LOG PORT…`: TCP and UDP on every given port, IPv4 and IPv6; answers `tcp PEER` /
+/// `udp PEER` and appends `proto peer payload` to LOG for every UDP datagram and TCP connection.
+const SERVER_PY: &str = r#"
+import socket, sys, threading
+log = sys.argv[1]
+lock = threading.Lock()
+def note(line):
+    with lock:
+        with open(log, "a") as f:
+            f.write(line + "\n")
+def tcp(fam, addr, port):
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if fam == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((addr, port)); s.listen(64)
+    while True:
+        c, p = s.accept()
+        note("tcp %s %d" % (p[0], port))
+        try:
+            c.sendall(("tcp %s\n" % p[0]).encode())
+        except Exception:
+            pass
+        c.close()
+def udp(fam, addr, port):
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    if fam == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((addr, port))
+    while True:
+        d, p = s.recvfrom(2048)
+        note("udp %s %d %s" % (p[0], port, d.decode(errors="replace")))
+        s.sendto(("udp %s\n" % p[0]).encode(), p)
+for port in [int(x) for x in sys.argv[2:]]:
+    for fam, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        for f in (tcp, udp):
+            try:
+                s = threading.Thread(target=f, args=(fam, addr, port), daemon=True)
+                s.start()
+            except Exception:
+                pass
+threading.Event().wait()
+"#;
+
+/// `cli.py PROTO HOST PORT TIMEOUT [PAYLOAD]`: one TCP connection or one UDP datagram; prints
+/// the reply, exit 1 with `cli PROTO HOST:PORT failed` on no answer.
+const CLIENT_PY: &str = r#"
+import socket, sys
+proto, host, port, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+payload = (sys.argv[5] if len(sys.argv) > 5 else "x").encode()
+fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+try:
+    if proto == "tcp":
+        s = socket.create_connection((host, port), timeout=timeout)
+        data = s.recv(200)
+        if not data:
+            raise Exception("closed without an answer")
+    else:
+        s = socket.socket(fam, socket.SOCK_DGRAM)
+        s.settimeout(timeout)
+        s.sendto(payload, (host, port))
+        data, _ = s.recvfrom(200)
+    sys.stdout.write(data.decode())
+except Exception as e:
+    sys.stderr.write("cli %s %s:%d failed: %r\n" % (proto, host, port, e))
+    sys.exit(1)
+"#;
+
+/// `udp_stream.py HOST PORT SRCPORT SECONDS OUT`: from a fixed source port, one datagram every
+/// 100 ms; appends every answer to OUT. Models a long-lived UDP flow (same 5-tuple throughout).
+const UDP_STREAM_PY: &str = r#"
+import socket, sys, time
+host, port, sport, secs, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", sport))
+s.settimeout(0.1)
+end = time.time() + secs
+while time.time() < end:
+    try:
+        s.sendto(b"stream", (host, port))
+    except OSError:
+        pass
+    try:
+        d, _ = s.recvfrom(200)
+        with open(out, "a") as f:
+            f.write(d.decode().strip() + "\n")
+    except (socket.timeout, OSError):
+        pass
+"#;
+
+/// `udp_reply.py ADDR PORT WORD`: a host-side UDP server answering WORD.
+const UDP_REPLY_PY: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+while True:
+    d, p = s.recvfrom(200)
+    s.sendto(sys.argv[3].encode(), p)
+"#;
+
+fn setup(w: &World) {
+    for (name, text) in [
+        ("srv.py", SERVER_PY),
+        ("cli.py", CLIENT_PY),
+        ("udp_stream.py", UDP_STREAM_PY),
+        ("udp_reply.py", UDP_REPLY_PY),
+    ] {
+        std::fs::write(w.dir.join(name), text).expect("write helper");
+    }
+}
+
+/// Starts container `name` running the TCP+UDP server on `ports`, with `opts` (e.g. `-p`);
+/// waits until it answers inside the container. Returns the path of its log.
+fn server(w: &World, name: &str, opts: &[&str], ports: &[u16]) -> String {
+    let log = w.dir.join(format!("{name}.log")).display().to_string();
+    let srv = w.helper("srv.py");
+    let port_s: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let mut cmd = vec!["python3", srv.as_str(), log.as_str()];
+    cmd.extend(port_s.iter().map(String::as_str));
+    w.run_d(name, opts, &cmd);
+    for p in ports {
+        w.wait_container_port(name, *p);
+    }
+    log
+}
+
+/// One TCP connection or UDP datagram from network namespace `ns`: `Ok(reply)` / `Err(why)`.
+fn from_ns(w: &World, ns: &str, proto: &str, host: &str, port: u16) -> Result<String, String> {
+    let o = w.ns_exec(
+        ns,
+        &[
+            "python3",
+            &w.helper("cli.py"),
+            proto,
+            host,
+            &port.to_string(),
+            "2",
+        ],
+    );
+    if o.status.success() {
+        Ok(stdout(&o).trim().to_string())
+    } else {
+        Err(show(&o))
+    }
+}
+
+/// The same from inside container `name`.
+fn from_container(
+    w: &World,
+    name: &str,
+    proto: &str,
+    host: &str,
+    port: u16,
+) -> Result<String, String> {
+    let o = w.exec(
+        name,
+        &[
+            "python3",
+            &w.helper("cli.py"),
+            proto,
+            host,
+            &port.to_string(),
+            "2",
+        ],
+    );
+    if o.status.success() {
+        Ok(stdout(&o).trim().to_string())
+    } else {
+        Err(show(&o))
+    }
+}
+
+/// Asserts a reply `proto PEER`; returns PEER (the source address the server saw).
+fn reached(what: &str, r: Result<String, String>, proto: &str) -> String {
+    match r {
+        Ok(reply) => {
+            let peer = reply
+                .strip_prefix(&format!("{proto} "))
+                .unwrap_or_else(|| panic!("{what}: unexpected reply {reply:?}"));
+            peer.to_string()
+        }
+        Err(e) => panic!("{what}: should be reachable over {proto}, but: {e}"),
+    }
+}
+
+/// Asserts no answer (and that the client itself ran and reported the failure).
+fn blocked(what: &str, r: Result<String, String>) {
+    match r {
+        Ok(reply) => panic!("{what}: must NOT be reachable, but got {reply:?}"),
+        Err(e) => assert!(e.contains("cli "), "{what}: the client did not run: {e}"),
+    }
+}
+
+/// Lines of `berth port NAME`.
+fn port_lines(w: &World, name: &str) -> Vec<String> {
+    w.berth_ok(&["port", name])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Proves: `-p 8080:80` and `-p 8080:80/udp` are reachable over real TCP and UDP from a LAN
+/// peer through the host address (the container sees the peer's real address: no proxy), from
+/// the host itself through 127.0.0.1 and through its own address; an unpublished port of the
+/// same container and the container address itself are not reachable from outside;
+/// `berth port` and `inspect` show Docker's shapes; removing the container frees the port at
+/// once (the next container publishes it again), and nothing answers in between.
+#[test]
+fn published_port_reachable_from_outside_and_host() {
+    require_root!();
+    let w = World::new();
+    setup(&w);
+    w.berth_ok(&["network", "create", "--subnet", "10.61.0.0/24", "web"]);
+    server(
+        &w,
+        "srv",
+        &["--network", "web", "-p", "8080:80", "-p", "8080:80/udp"],
+        &[80, 81],
+    );
+    let host = w.host_ip();
+    let out = w.out_ip();
+    for proto in ["tcp", "udp"] {
+        let peer = reached(
+            "outside -> host:8080",
+            from_ns(&w, &w.out_ns, proto, &host, 8080),
+            proto,
+        );
+        assert_eq!(peer, out, "the container must see the real client address");
+        reached(
+            "host -> 127.0.0.1:8080",
+            from_ns(&w, &w.host_ns, proto, "127.0.0.1", 8080),
+            proto,
+        );
+        reached(
+            "host -> own address:8080",
+            from_ns(&w, &w.host_ns, proto, &host, 8080),
+            proto,
+        );
+        // Not published: port 81 of the same container.
+        blocked(
+            "outside -> host:81 (unpublished)",
+            from_ns(&w, &w.out_ns, proto, &host, 81),
+        );
+    }
+    // The container's own address, routed by the LAN peer through the host: dropped.
+    w.ns_exec_ok(
+        &w.out_ns,
+        &["ip", "route", "add", "10.61.0.0/24", "via", &host],
+    );
+    let cip = w.ip_of("srv", "web");
+    for proto in ["tcp", "udp"] {
+        blocked(
+            "outside -> container address:80",
+            from_ns(&w, &w.out_ns, proto, &cip, 80),
+        );
+    }
+
+    assert_eq!(
+        port_lines(&w, "srv"),
+        vec!["80/tcp -> 0.0.0.0:8080", "80/udp -> 0.0.0.0:8080"]
+    );
+    assert_eq!(
+        w.berth_ok(&["port", "srv", "80/udp"]).trim(),
+        "0.0.0.0:8080"
+    );
+    let v = w.inspect("srv");
+    assert_eq!(
+        v["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"],
+        "8080"
+    );
+    assert_eq!(
+        v["NetworkSettings"]["Ports"]["80/tcp"][0]["HostIp"],
+        "0.0.0.0"
+    );
+    assert_eq!(
+        v["HostConfig"]["PortBindings"]["80/udp"][0]["HostPort"],
+        "8080"
+    );
+    let table = w.nft_table();
+    assert!(
+        table.contains("comment \"container srv 80/tcp\""),
+        "the map element names its cause:\n{table}"
+    );
+
+    // Freed at once.
+    w.berth_ok(&["rm", "-f", "srv"]);
+    for proto in ["tcp", "udp"] {
+        blocked(
+            "outside -> host:8080 after rm",
+            from_ns(&w, &w.out_ns, proto, &host, 8080),
+        );
+    }
+    server(
+        &w,
+        "again",
+        &["--network", "web", "-p", "8080:80", "-p", "8080:80/udp"],
+        &[80],
+    );
+    for proto in ["tcp", "udp"] {
+        reached(
+            "outside -> host:8080 (new container)",
+            from_ns(&w, &w.out_ns, proto, &host, 8080),
+            proto,
+        );
+    }
+}
+
+/// Proves: a container reaches its own published port through the host address (hairpin), a
+/// neighbour on the same network does too, and so does a container of another network (TCP and
+/// UDP), while that other network still cannot reach the container's address directly.
+#[test]
+fn hairpin_and_other_networks_through_host_address() {
+    require_root!();
+    let w = World::new();
+    setup(&w);
+    w.berth_ok(&["network", "create", "--subnet", "10.62.1.0/24", "n1"]);
+    w.berth_ok(&["network", "create", "--subnet", "10.62.2.0/24", "n2"]);
+    server(
+        &w,
+        "a",
+        &["--network", "n1", "-p", "8080:80", "-p", "8080:80/udp"],
+        &[80],
+    );
+    w.run_d("b", &["--network", "n1"], &["sleep", "300"]);
+    w.run_d("c", &["--network", "n2"], &["sleep", "300"]);
+    let host = w.host_ip();
+    for proto in ["tcp", "udp"] {
+        reached(
+            "a -> host:8080 (itself, hairpin)",
+            from_container(&w, "a", proto, &host, 8080),
+            proto,
+        );
+        reached(
+            "b -> host:8080 (neighbour)",
+            from_container(&w, "b", proto, &host, 8080),
+            proto,
+        );
+        // Also through the gateway address, which is one of the host's addresses too.
+        reached(
+            "b -> gateway:8080",
+            from_container(&w, "b", proto, "10.62.1.1", 8080),
+            proto,
+        );
+        let peer = reached(
+            "c (other network) -> host:8080",
+            from_container(&w, "c", proto, &host, 8080),
+            proto,
+        );
+        assert_eq!(peer, w.ip_of("c", "n2"), "c is not hairpin: no masquerade");
+        blocked(
+            "c -> a's address (isolation)",
+            from_container(&w, "c", proto, &w.ip_of("a", "n1"), 80),
+        );
+    }
+}
+
+/// Proves, on a dual-stack network: `-p 8080:80` is published on `0.0.0.0` and `::`; a LAN peer
+/// reaches it over IPv6 through the host's IPv6 address (TCP and UDP; the container sees the
+/// peer's IPv6 address) and over IPv4, on the very first try (no tentative link-local on the
+/// bridge to delay the host's neighbour solicitation); the host reaches it through its own
+/// IPv6 address.
+#[test]
+fn dual_stack_reachable_over_ipv6() {
+    require_root!();
+    let w = World::new();
+    setup(&w);
+    let host6 = format!("2001:db8:{}::1", w.n);
+    let out6 = format!("2001:db8:{}::2", w.n);
+    w.ns_exec_ok(
+        &w.host_ns,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{host6}/64"),
+            "dev",
+            "uplink",
+            "nodad",
+        ],
+    );
+    w.ns_exec_ok(
+        &w.out_ns,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{out6}/64"),
+            "dev",
+            "lan",
+            "nodad",
+        ],
+    );
+    w.berth_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.63.0.0/24",
+        "--subnet",
+        "fd00:63::/64",
+        "dual",
+    ]);
+    server(
+        &w,
+        "srv",
+        &["--network", "dual", "-p", "8080:80", "-p", "8080:80/udp"],
+        &[80],
+    );
+    assert_eq!(
+        port_lines(&w, "srv"),
+        vec![
+            "80/tcp -> 0.0.0.0:8080",
+            "80/tcp -> [::]:8080",
+            "80/udp -> 0.0.0.0:8080",
+            "80/udp -> [::]:8080"
+        ]
+    );
+    for proto in ["tcp", "udp"] {
+        let peer = reached(
+            "outside -> [host6]:8080",
+            from_ns(&w, &w.out_ns, proto, &host6, 8080),
+            proto,
+        );
+        assert_eq!(peer, out6, "the container sees the real IPv6 client");
+        reached(
+            "outside -> host4:8080",
+            from_ns(&w, &w.out_ns, proto, &w.host_ip(), 8080),
+            proto,
+        );
+        reached(
+            "host -> [own IPv6]:8080",
+            from_ns(&w, &w.host_ns, proto, &host6, 8080),
+            proto,
+        );
+    }
+}
+
+/// Proves moby#45610 is closed: a port published on 127.0.0.1 is reachable from the host
+/// (TCP and UDP) but not from a LAN neighbour that routes 127.0.0.1 to the host's MAC — the
+/// container never sees one of its packets, and berth's loopback guard counted them; a port
+/// published on one specific host address is reachable through that address only.
+#[test]
+fn loopback_published_port_does_not_leak_to_the_lan() {
+    require_root!();
+    let w = World::new();
+    setup(&w);
+    w.berth_ok(&["network", "create", "--subnet", "10.64.0.0/24", "lo64"]);
+    let host = w.host_ip();
+    let log = server(
+        &w,
+        "local",
+        &[
+            "--network",
+            "lo64",
+            "-p",
+            "127.0.0.1:9090:90/udp",
+            "-p",
+            "127.0.0.1:9091:91",
+            "-p",
+            &format!("{host}:7070:90"),
+        ],
+        &[90, 91],
+    );
+    reached(
+        "host -> 127.0.0.1:9090/udp",
+        from_ns(&w, &w.host_ns, "udp", "127.0.0.1", 9090),
+        "udp",
+    );
+    reached(
+        "host -> 127.0.0.1:9091/tcp",
+        from_ns(&w, &w.host_ns, "tcp", "127.0.0.1", 9091),
+        "tcp",
+    );
+    reached(
+        "outside -> host:7070 (specific address)",
+        from_ns(&w, &w.out_ns, "tcp", &host, 7070),
+        "tcp",
+    );
+    blocked(
+        "host -> 127.0.0.1:7070 (published on another address)",
+        from_ns(&w, &w.host_ns, "tcp", "127.0.0.1", 7070),
+    );
+    blocked(
+        "outside -> host:9091 (published on loopback only)",
+        from_ns(&w, &w.out_ns, "tcp", &host, 9091),
+    );
+
+    // The attack: the neighbour sends to 127.0.0.1 through the host (its own loopback routes
+    // removed, inside its test namespace only).
+    let o = &w.out_ns;
+    w.ns_exec_ok(
+        o,
+        &[
+            "ip",
+            "route",
+            "del",
+            "local",
+            "127.0.0.0/8",
+            "dev",
+            "lo",
+            "table",
+            "local",
+        ],
+    );
+    w.ns_exec_ok(
+        o,
+        &[
+            "ip",
+            "route",
+            "del",
+            "local",
+            "127.0.0.1",
+            "dev",
+            "lo",
+            "table",
+            "local",
+        ],
+    );
+    w.ns_exec_ok(o, &["ip", "route", "add", "127.0.0.1/32", "via", &host]);
+    let route = w.ns_exec_ok(o, &["ip", "route", "get", "127.0.0.1"]);
+    assert!(
+        route.contains(&format!("via {host}")),
+        "attack route: {route}"
+    );
+    std::fs::write(&log, "").expect("truncate log");
+    for _ in 0..3 {
+        blocked(
+            "LAN neighbour -> 127.0.0.1:9090/udp",
+            from_ns(&w, o, "udp", "127.0.0.1", 9090),
+        );
+    }
+    blocked(
+        "LAN neighbour -> 127.0.0.1:9091/tcp",
+        from_ns(&w, o, "tcp", "127.0.0.1", 9091),
+    );
+    let seen = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        seen.trim().is_empty(),
+        "the container saw packets of the LAN neighbour: {seen:?}"
+    );
+    let raw = w.ns_exec_ok(
+        &w.host_ns,
+        &["nft", "list", "chain", "inet", "berth", "prerouting_raw"],
+    );
+    let dropped: u64 = raw
+        .lines()
+        .find(|l| l.contains("127.0.0.0/8"))
+        .and_then(|l| l.split("packets ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        dropped >= 4,
+        "the neighbour's packets must reach the host and be dropped by the loopback guard:\n{raw}"
+    );
+}
+
+/// Proves: a host port published by a running container is refused to a second one, naming the
+/// first, and the first keeps working; a port a host process listens on is refused, naming the
+/// process; a host address that is not the host's, a range whose sides differ and a port out of
+/// range are refused; nothing is left behind by any refusal; `-p CPORT` picks a free port of the
+/// ephemeral range and `-p A-B:CPORT` the first free port of the range.
+#[test]
+fn conflicts_and_bad_input() {
+    require_root!();
+    let w = World::new();
+    setup(&w);
+    w.berth_ok(&["network", "create", "--subnet", "10.65.0.0/24", "c65"]);
+    server(&w, "first", &["--network", "c65", "-p", "8080:80"], &[80]);
+    let before = w.container_ids();
+
+    let o = w.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "second",
+        "--network",
+        "c65",
+        "-p",
+        "8080:80",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(code(&o), 125, "{}", show(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("port is already allocated") && e.contains("\"first\""),
+        "the refusal names the holder: {e}"
+    );
+    assert_eq!(w.container_ids(), before, "nothing created");
+    reached(
+        "first still works",
+        from_ns(&w, &w.out_ns, "tcp", &w.host_ip(), 8080),
+        "tcp",
+    );
+    // The same port on a specific address clashes with the wildcard too; UDP does not.
+    let o = w.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "second",
+        "--network",
+        "c65",
+        "-p",
+        "127.0.0.1:8080:80",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(code(&o), 125, "{}", show(&o));
+    server(
+        &w,
+        "udpok",
+        &["--network", "c65", "-p", "8080:80/udp"],
+        &[80],
+    );
+
+    // A host process listening on 7777 in berthd's namespace.
+    let helper = w.helper("peer_server.py");
+    w.spawn_in(&w.host_ns.clone(), &["python3", &helper, "0.0.0.0", "7777"]);
+    w.wait_port(&w.host_ns, "127.0.0.1", 7777);
+    let before = w.container_ids();
+    let o = w.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "third",
+        "--network",
+        "c65",
+        "-p",
+        "7777:80",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(code(&o), 125, "{}", show(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("already in use") && e.contains("python3"),
+        "the refusal names the host process: {e}"
+    );
+    // Start failed after create, like docker: the container exists, not running, no port.
+    let after = w.container_ids();
+    assert_eq!(after.len(), before.len() + 1);
+    assert_eq!(w.inspect("third")["State"]["Running"], false);
+    w.berth_ok(&["rm", "third"]);
+
+    let before = w.container_ids();
+    for (spec, needle) in [
+        ("203.0.113.9:8081:80", "not an address of this host"),
+        ("8000-8010:9000-9005", "differ in length"),
+        ("70000:80", "out of range"),
+        ("8080:80/icmp", "unknown protocol"),
+        ("[::1]:8082:80", "no IPv6 address"),
+    ] {
+        let o = w.berth(&["run", "-d", "--network", "c65", "-p", spec, "sleep", "60"]);
+        assert_eq!(code(&o), 125, "{spec}: {}", show(&o));
+        assert!(stderr(&o).contains(needle), "{spec}: {}", show(&o));
+    }
+    assert_eq!(w.container_ids(), before, "bad input created nothing");
+
+    // Any free port; first free of a range (8080 is taken, so 8081).
+    server(&w, "rand", &["--network", "c65", "-p", "80"], &[80]);
+    let line = port_lines(&w, "rand").join("\n");
+    let port: u16 = line
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("berth port rand: {line:?}"));
+    let range =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let lo: u16 = range
+        .split_whitespace()
+        .next()
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(32768);
+    assert!(port >= lo, "random port {port} in the ephemeral range");
+    reached(
+        "outside -> random port",
+        from_ns(&w, &w.out_ns, "tcp", &w.host_ip(), port),
+        "tcp",
+    );
+    server(
+        &w,
+        "ranged",
+        &["--network", "c65", "-p", "8080-8090:80"],
+        &[80],
+    );
+    assert_eq!(port_lines(&w, "ranged"), vec!["80/tcp -> 0.0.0.0:8081"]);
+}
+
+/// Proves: a 1,000-port range is published as 1,000 map elements in one transaction, each port
+/// answers (sampled over TCP and UDP), the whole range goes with the container, and publishing
+/// and removing it each stay well under a second end to end.
+#[test]
+fn thousand_port_range() {
+    require_root!();
+    let w = World::new();
+    setup(&w);
+    w.berth_ok(&["network", "create", "--subnet", "10.66.0.0/24", "big"]);
+    let t0 = Instant::now();
+    server(
+        &w,
+        "big",
+        &[
+            "--network",
+            "big",
+            "-p",
+            "20000-20999:20000-20999",
+            "-p",
+            "20000-20999:20000-20999/udp",
+        ],
+        &[20000, 20500, 20999],
+    );
+    let publish_s = t0.elapsed().as_secs_f64();
+    let table = w.nft_table();
+    let elements = table.matches("comment \"container big ").count();
+    assert_eq!(elements, 2000, "one element per port and protocol");
+    for port in [20000u16, 20500, 20999] {
+        for proto in ["tcp", "udp"] {
+            reached(
+                "outside -> range port",
+                from_ns(&w, &w.out_ns, proto, &w.host_ip(), port),
+                proto,
+            );
+        }
+    }
+    let t1 = Instant::now();
+    w.berth_ok(&["rm", "-f", "big"]);
+    let rm_s = t1.elapsed().as_secs_f64();
+    assert_eq!(w.nft_table().matches("container big ").count(), 0);
+    eprintln!("1,000-port range (tcp+udp): run+ready {publish_s:.2}s, rm -f {rm_s:.2}s");
+    assert!(rm_s < 5.0, "removal took {rm_s:.2}s");
+}
+
+/// Proves: UDP conntrack entries are flushed when a port is published and when it is removed.
+/// A LAN client keeps sending from one source port (one conntrack entry). Before the port is
+/// published its datagrams go to the host (no answer); once published they reach the container
+/// (without the flush the old entry would keep them away for its whole timeout). After the
+/// container is removed and a host process answers on the same port, the same flow reaches the
+/// host process (without the flush it would stay DNATed to the dead container).
+#[test]
+fn udp_conntrack_flushed_on_publish_and_unpublish() {
+    require_root!();
+    let w = World::new();
+    setup(&w);
+    w.berth_ok(&["network", "create", "--subnet", "10.67.0.0/24", "u67"]);
+    let out_file = w.dir.join("stream.out");
+    let host = w.host_ip();
+    w.spawn_in(
+        &w.out_ns.clone(),
+        &[
+            "python3",
+            &w.helper("udp_stream.py"),
+            &host,
+            "5353",
+            "40404",
+            "40",
+            &out_file.display().to_string(),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    server(&w, "dns", &["--network", "u67", "-p", "5353:53/udp"], &[53]);
+    let wait_for = |needle: &str, secs: u64| {
+        let start = Instant::now();
+        loop {
+            let got = std::fs::read_to_string(&out_file).unwrap_or_default();
+            if got.contains(needle) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "the running UDP flow never got {needle:?} (got {got:?})"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // Well under the 30 s an unreplied UDP entry lives.
+    wait_for(&format!("udp {}", w.out_ip()), 5);
+    w.berth_ok(&["rm", "-f", "dns"]);
+    w.spawn_in(
+        &w.host_ns.clone(),
+        &[
+            "python3",
+            &w.helper("udp_reply.py"),
+            &host,
+            "5353",
+            "hostproc",
+        ],
+    );
+    wait_for("hostproc", 5);
+}
+
+/// Proves: `berth.network.allow_direct=true` makes container addresses of that network
+/// reachable directly from a LAN peer (routed), while another network's stay dropped; a bad
+/// value is refused.
+#[test]
+fn allow_direct_option() {
+    require_root!();
+    let w = World::new();
+    setup(&w);
+    w.berth_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.68.1.0/24",
+        "-o",
+        "berth.network.allow_direct=true",
+        "open",
+    ]);
+    w.berth_ok(&["network", "create", "--subnet", "10.68.2.0/24", "closed"]);
+    server(&w, "o1", &["--network", "open"], &[80]);
+    server(&w, "c1", &["--network", "closed"], &[80]);
+    let host = w.host_ip();
+    w.ns_exec_ok(
+        &w.out_ns,
+        &["ip", "route", "add", "10.68.0.0/16", "via", &host],
+    );
+    for proto in ["tcp", "udp"] {
+        let peer = reached(
+            "outside -> open network's container",
+            from_ns(&w, &w.out_ns, proto, &w.ip_of("o1", "open"), 80),
+            proto,
+        );
+        assert_eq!(peer, w.out_ip());
+        blocked(
+            "outside -> closed network's container",
+            from_ns(&w, &w.out_ns, proto, &w.ip_of("c1", "closed"), 80),
+        );
+    }
+    let o = w.berth(&[
+        "network",
+        "create",
+        "-o",
+        "berth.network.allow_direct=maybe",
+        "bad",
+    ]);
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(
+        stderr(&o).contains("expected true or false"),
+        "{}",
+        show(&o)
+    );
+}
+
+/// Proves: the user hook drops a published port for a source range (matching the original,
+/// pre-DNAT destination port with `ct original proto-dst`), berth leaves that rule alone when
+/// containers come and go and across a berthd restart, and the port keeps working for others
+/// (the host itself). After a restart the port is still published and still refused to others.
+#[test]
+fn user_hook_and_restart() {
+    require_root!();
+    let w = World::new();
+    setup(&w);
+    w.berth_ok(&["network", "create", "--subnet", "10.69.0.0/24", "h69"]);
+    server(&w, "web", &["--network", "h69", "-p", "8080:80"], &[80]);
+    let host = w.host_ip();
+    reached(
+        "outside before the rule",
+        from_ns(&w, &w.out_ns, "tcp", &host, 8080),
+        "tcp",
+    );
+    let lan = format!("198.18.{}.0/24", w.n);
+    w.ns_exec_ok(
+        &w.host_ns,
+        &[
+            "nft",
+            "add",
+            "rule",
+            "inet",
+            "berth",
+            "user",
+            "ip",
+            "saddr",
+            &lan,
+            "meta",
+            "l4proto",
+            "tcp",
+            "ct",
+            "original",
+            "proto-dst",
+            "8080",
+            "drop",
+        ],
+    );
+    blocked(
+        "outside after the user rule",
+        from_ns(&w, &w.out_ns, "tcp", &host, 8080),
+    );
+    reached(
+        "the host is not in the LAN range",
+        from_ns(&w, &w.host_ns, "tcp", "127.0.0.1", 8080),
+        "tcp",
+    );
+    w.run_d(
+        "other",
+        &["--network", "h69", "-p", "9000:80"],
+        &["sleep", "300"],
+    );
+    w.restart_daemon(false);
+    let user = w.ns_exec_ok(
+        &w.host_ns,
+        &["nft", "list", "chain", "inet", "berth", "user"],
+    );
+    assert!(user.contains("proto-dst 8080"), "user rule kept: {user}");
+    blocked(
+        "outside still dropped by the user rule",
+        from_ns(&w, &w.out_ns, "tcp", &host, 8080),
+    );
+    reached(
+        "host -> 127.0.0.1:8080 after restart",
+        from_ns(&w, &w.host_ns, "tcp", "127.0.0.1", 8080),
+        "tcp",
+    );
+    let o = w.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "dup",
+        "--network",
+        "h69",
+        "-p",
+        "9000:80",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(code(&o), 125, "after a restart: {}", show(&o));
+    assert!(stderr(&o).contains("\"other\""), "{}", show(&o));
+    let table = w.nft_table();
+    for element in ["\"container web 80/tcp\"", "\"container other 80/tcp\""] {
+        assert_eq!(
+            table.matches(element).count(),
+            1,
+            "exactly the running containers' ports after the restart:\n{table}"
+        );
+    }
+    assert!(!table.contains("container dup"), "{table}");
+}

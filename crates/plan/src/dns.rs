@@ -1,0 +1,1308 @@
+//! Container DNS, the pure part: the name table berth's embedded resolver answers from, and the
+//! whole per-query decision (parse → scope → answer, refuse or forward) over raw DNS messages.
+//!
+//! The daemon builds a [`Table`] from the store after every change and swaps it in; its sockets
+//! call [`handle`] for each message and only do I/O themselves (sending the answer, or relaying
+//! the query to an upstream resolver when [`Action::Forward`] says so). Keeping the decision here
+//! makes it testable without root and lets a property test feed it arbitrary bytes.
+//!
+//! Scoping: the asker is identified by the source address of its query (network subnets never
+//! overlap, so an address names one endpoint of one container). It may resolve the names of the
+//! running containers that share a DNS-enabled network with it: container name, short id,
+//! `--network-alias`/`--alias` names and `NAME.NETWORK`, case-insensitively, A and AAAA, and PTR
+//! for each of their addresses. Anything else is forwarded, unless all of the asker's networks
+//! are `--internal` (then REFUSED). Unknown askers are refused.
+//!
+//! The hot path allocates nothing: the name is lowercased into a stack buffer and looked up in
+//! FNV-hashed maps; the answer is written into a buffer the caller reuses.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::model::{ContainerSpec, Driver, NetworkSpec};
+use crate::names;
+use crate::network as planner;
+
+/// TTL of every local answer: 0, so no cache anywhere keeps a record of a container that has
+/// since gone or moved (answering again costs a few microseconds).
+pub const TTL: u32 = 0;
+
+/// Largest UDP answer without EDNS (RFC 1035).
+pub const UDP_PLAIN_MAX: usize = 512;
+
+/// Largest UDP answer berth writes even if the client advertises more (RFC 9715's advice is
+/// ~1232; 4096 is the usual EDNS default). Above it the answer is truncated and the client
+/// retries over TCP.
+pub const UDP_EDNS_MAX: usize = 4096;
+
+/// The UDP payload size berth advertises in its own OPT record (the DNS flag day value).
+pub const EDNS_ADVERTISED: u16 = 1232;
+
+/// Response codes berth sets itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Rcode {
+    /// No error.
+    NoError = 0,
+    /// The query could not be parsed.
+    FormErr = 1,
+    /// Upstream resolution failed (timeouts, no upstream).
+    ServFail = 2,
+    /// The name does not exist.
+    NxDomain = 3,
+    /// Not a standard query.
+    NotImp = 4,
+    /// Refused: unknown asker, or forwarding is not allowed for it.
+    Refused = 5,
+}
+
+/// Record types berth answers itself.
+pub mod qtype {
+    /// IPv4 address.
+    pub const A: u16 = 1;
+    /// Domain name pointer (reverse lookups).
+    pub const PTR: u16 = 12;
+    /// IPv6 address.
+    pub const AAAA: u16 = 28;
+    /// EDNS pseudo-record.
+    pub const OPT: u16 = 41;
+    /// Any type.
+    pub const ANY: u16 = 255;
+}
+
+const CLASS_IN: u16 = 1;
+const FLAG_QR: u16 = 0x8000;
+const FLAG_AA: u16 = 0x0400;
+const FLAG_TC: u16 = 0x0200;
+const FLAG_RD: u16 = 0x0100;
+const FLAG_RA: u16 = 0x0080;
+const FLAG_CD: u16 = 0x0010;
+const OPCODE_MASK: u16 = 0x7800;
+const HEADER_LEN: usize = 12;
+/// Longest name in wire form (RFC 1035 §2.3.4), hence longest dotted key: 253 bytes.
+const MAX_WIRE_NAME: usize = 255;
+
+// ------------------------------------------------------------------------------------- hashing
+
+/// FNV-1a: much cheaper than SipHash for the short keys of this table. The keys (names,
+/// addresses) are chosen by the administrator, not by whoever sends queries, so hash flooding
+/// is not a concern: a query only looks up.
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+
+// --------------------------------------------------------------------------------------- table
+
+/// The addresses one name has on one network, in container order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Addrs {
+    v4: Vec<Ipv4Addr>,
+    v6: Vec<Ipv6Addr>,
+}
+
+/// The names of one DNS-enabled network.
+#[derive(Debug, Clone, Default)]
+struct NetNames {
+    /// Lowercase dotted name (no trailing dot) → addresses.
+    names: FnvMap<Box<[u8]>, Addrs>,
+    /// Container address → `NAME.NETWORK.` in wire form.
+    ptr: FnvMap<IpAddr, Box<[u8]>>,
+}
+
+/// A container that may ask: which networks it sees names on, and where its other queries go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asker {
+    /// The container's name (for logs).
+    pub name: String,
+    /// Indexes into the table's networks, in the container's endpoint order.
+    nets: Vec<u32>,
+    /// Whether its other queries are forwarded: it has an endpoint on a non-internal network.
+    pub forward: bool,
+    /// Its `--dns` servers (forwarded to instead of the host's resolvers when not empty).
+    pub servers: Vec<IpAddr>,
+}
+
+/// Everything berth's resolver answers from. Immutable: the daemon builds a new one after each
+/// change and swaps it in, so queries never wait on a lock and never see half an update.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    askers: FnvMap<IpAddr, u32>,
+    asker_list: Vec<Asker>,
+    nets: Vec<NetNames>,
+    net_ids: Vec<String>,
+    listen: Vec<IpAddr>,
+}
+
+/// Whether berth's resolver serves `net`: user-defined bridge networks with `dns` (the default
+/// `bridge` network has none, like Docker's).
+pub fn serves(net: &NetworkSpec) -> bool {
+    net.dns && net.driver == Driver::Bridge && !net.subnets.is_empty()
+}
+
+/// The addresses berth's resolver listens on (port 53): the gateways of every served network.
+pub fn listen_addrs(networks: &[NetworkSpec]) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = networks
+        .iter()
+        .filter(|n| serves(n))
+        .flat_map(|n| n.subnets.iter().map(|s| s.gateway))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The nameserver to write into `container`'s resolv.conf: the gateway of the network that
+/// gives its default route when berth serves that network, else of its first served network
+/// (an `--internal` network gives no default route but still has names). IPv4 when the
+/// container has an IPv4 address there, else IPv6. `None`: the container is on no served
+/// network and gets the host's nameservers.
+pub fn embedded_server(container: &ContainerSpec, networks: &[NetworkSpec]) -> Option<IpAddr> {
+    let served = |network_id: &str| {
+        networks
+            .iter()
+            .find(|n| n.id == network_id)
+            .filter(|n| serves(n))
+    };
+    let gw =
+        planner::gateway_endpoint(container, networks).filter(|e| served(&e.network_id).is_some());
+    let ep = gw.or_else(|| {
+        container
+            .endpoints
+            .iter()
+            .find(|e| served(&e.network_id).is_some())
+    })?;
+    let net = served(&ep.network_id)?;
+    for want_v4 in [true, false] {
+        if !ep.addrs.iter().any(|a| a.addr().is_ipv4() == want_v4) {
+            continue;
+        }
+        if let Some(s) = net.subnets.iter().find(|s| s.gateway.is_ipv4() == want_v4) {
+            return Some(s.gateway);
+        }
+    }
+    None
+}
+
+fn push_wire_name(out: &mut Vec<u8>, dotted: &str) {
+    for label in dotted.split('.').filter(|l| !l.is_empty()) {
+        let bytes = &label.as_bytes()[..label.len().min(63)];
+        // Lengths are ≤ 63 by the slice above.
+        out.push(bytes.len() as u8);
+        out.extend_from_slice(bytes);
+    }
+    out.push(0);
+}
+
+impl Table {
+    /// Builds the table. `containers` pairs every stored container with whether it is running:
+    /// only running containers are answered, but every stored one may ask (a container's first
+    /// query can come before its state says `running`).
+    pub fn build(networks: &[NetworkSpec], containers: &[(ContainerSpec, bool)]) -> Table {
+        let mut t = Table {
+            listen: listen_addrs(networks),
+            ..Table::default()
+        };
+        let mut index: FnvMap<&str, u32> = FnvMap::default();
+        for n in networks.iter().filter(|n| serves(n)) {
+            index.insert(n.id.as_str(), t.nets.len() as u32);
+            t.nets.push(NetNames::default());
+            t.net_ids.push(n.id.clone());
+        }
+        for (c, running) in containers {
+            let mut asker = Asker {
+                name: c.name.clone(),
+                nets: Vec::new(),
+                forward: false,
+                servers: c.dns.clone(),
+            };
+            for ep in &c.endpoints {
+                let Some(net) = networks.iter().find(|n| n.id == ep.network_id) else {
+                    continue;
+                };
+                asker.forward |= !net.internal;
+                let Some(&ni) = index.get(net.id.as_str()) else {
+                    continue;
+                };
+                if !asker.nets.contains(&ni) {
+                    asker.nets.push(ni);
+                }
+                if !running {
+                    continue;
+                }
+                let table = &mut t.nets[ni as usize];
+                let mut keys: Vec<String> = vec![
+                    c.name.to_ascii_lowercase(),
+                    names::short_id(&c.id).to_ascii_lowercase(),
+                    format!("{}.{}", c.name, net.name).to_ascii_lowercase(),
+                ];
+                keys.extend(ep.aliases.iter().map(|a| a.to_ascii_lowercase()));
+                let mut seen = Vec::new();
+                for k in keys {
+                    let k = k.trim_end_matches('.').to_string();
+                    if k.is_empty() || seen.contains(&k) {
+                        continue;
+                    }
+                    let entry = table.names.entry(k.as_bytes().into()).or_default();
+                    for a in &ep.addrs {
+                        match a.addr() {
+                            IpAddr::V4(v4) => entry.v4.push(v4),
+                            IpAddr::V6(v6) => entry.v6.push(v6),
+                        }
+                    }
+                    seen.push(k);
+                }
+                let mut wire = Vec::new();
+                push_wire_name(&mut wire, &format!("{}.{}", c.name, net.name));
+                let wire: Box<[u8]> = wire.into();
+                for a in &ep.addrs {
+                    table.ptr.entry(a.addr()).or_insert_with(|| wire.clone());
+                }
+            }
+            let idx = t.asker_list.len() as u32;
+            for ep in &c.endpoints {
+                for a in &ep.addrs {
+                    t.askers.entry(a.addr()).or_insert(idx);
+                }
+            }
+            t.asker_list.push(asker);
+        }
+        t
+    }
+
+    /// The addresses to listen on (gateways of served networks).
+    pub fn listen(&self) -> &[IpAddr] {
+        &self.listen
+    }
+
+    /// Whether `addr` is one of berth's own listening addresses (never forward to those: a
+    /// host resolv.conf naming one would make a loop).
+    pub fn is_listen(&self, addr: IpAddr) -> bool {
+        self.listen.contains(&addr)
+    }
+
+    /// The container that owns source address `src`, if any.
+    pub fn asker(&self, src: IpAddr) -> Option<&Asker> {
+        let i = *self.askers.get(&canonical(src))?;
+        self.asker_list.get(i as usize)
+    }
+
+    /// Number of served networks.
+    pub fn network_count(&self) -> usize {
+        self.nets.len()
+    }
+
+    /// The addresses of `name` (any case, trailing dot optional) as seen by the container at
+    /// `src`: `None` when the name is not local for it. For tests and tools; the hot path is
+    /// [`handle`].
+    pub fn resolve(&self, src: IpAddr, name: &str) -> Option<(Vec<Ipv4Addr>, Vec<Ipv6Addr>)> {
+        let asker = self.asker(src)?;
+        let key = name.trim_end_matches('.').to_ascii_lowercase();
+        let mut found: Option<(Vec<Ipv4Addr>, Vec<Ipv6Addr>)> = None;
+        for &ni in &asker.nets {
+            if let Some(a) = self.nets[ni as usize].names.get(key.as_bytes()) {
+                let f = found.get_or_insert_with(Default::default);
+                if f.0.is_empty() {
+                    f.0 = a.v4.clone();
+                }
+                if f.1.is_empty() {
+                    f.1 = a.v6.clone();
+                }
+            }
+        }
+        found
+    }
+}
+
+/// IPv4-mapped IPv6 sources (a dual-stack socket) are their IPv4 address.
+fn canonical(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(a),
+        v4 => v4,
+    }
+}
+
+// ---------------------------------------------------------------------------------------- wire
+
+/// How a message reached the resolver (decides the size limit of the answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP: 512 bytes, or the client's EDNS size (capped at [`UDP_EDNS_MAX`]).
+    Udp,
+    /// TCP: up to 65535 bytes.
+    Tcp,
+}
+
+/// Where a forwarded query goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream<'t> {
+    /// The host's resolvers (its resolv.conf), from berthd's namespace.
+    Host,
+    /// The container's own `--dns` servers.
+    Servers(&'t [IpAddr]),
+}
+
+/// What to do with one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action<'t> {
+    /// `out` holds an answer from the table (NOERROR, possibly without records).
+    Answered {
+        /// The answer did not fit and was truncated (TC set): the client retries over TCP.
+        truncated: bool,
+    },
+    /// `out` holds an error answer berth made itself (FORMERR, NOTIMP, REFUSED).
+    Error(Rcode),
+    /// Not a local name: relay the query unchanged to these upstreams.
+    Forward(Upstream<'t>),
+    /// Not worth an answer (too short to have an id, or itself a response): drop it.
+    Drop,
+}
+
+/// A parsed question (only what the resolver needs).
+struct Query {
+    id: u16,
+    flags: u16,
+    /// End of the question section: `msg[12..qend]` is echoed in answers.
+    qend: usize,
+    qtype: u16,
+    qclass: u16,
+    /// Client's EDNS UDP payload size, when it sent an OPT record.
+    edns: Option<u16>,
+    /// Lowercase dotted name without the trailing dot.
+    key: [u8; MAX_WIRE_NAME],
+    key_len: usize,
+    /// False when a label contains a dot (or other bytes that cannot match a local name).
+    key_ok: bool,
+}
+
+enum ParseError {
+    Drop,
+    Reply(Rcode),
+}
+
+fn be16(msg: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*msg.get(at)?, *msg.get(at + 1)?]))
+}
+
+/// Skips a possibly compressed name in a resource record; returns the offset after it.
+fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
+    // A name has at most 127 labels; bound the loop anyway.
+    for _ in 0..128 {
+        let len = *msg.get(at)?;
+        match len & 0xC0 {
+            0x00 if len == 0 => return Some(at + 1),
+            0x00 => at += 1 + usize::from(len),
+            0xC0 => return (at + 2 <= msg.len()).then_some(at + 2),
+            _ => return None,
+        }
+    }
+    None
+}
+
+fn parse(msg: &[u8]) -> Result<Query, ParseError> {
+    if msg.len() < HEADER_LEN {
+        return Err(ParseError::Drop);
+    }
+    let id = be16(msg, 0).ok_or(ParseError::Drop)?;
+    let flags = be16(msg, 2).ok_or(ParseError::Drop)?;
+    if flags & FLAG_QR != 0 {
+        // Never answer a response: two resolvers could otherwise bounce messages forever.
+        return Err(ParseError::Drop);
+    }
+    if flags & OPCODE_MASK != 0 {
+        return Err(ParseError::Reply(Rcode::NotImp));
+    }
+    let form = || ParseError::Reply(Rcode::FormErr);
+    let qd = be16(msg, 4).ok_or_else(form)?;
+    let an = be16(msg, 6).ok_or_else(form)?;
+    let ns = be16(msg, 8).ok_or_else(form)?;
+    let ar = be16(msg, 10).ok_or_else(form)?;
+    if qd != 1 {
+        return Err(form());
+    }
+    let mut q = Query {
+        id,
+        flags,
+        qend: 0,
+        qtype: 0,
+        qclass: 0,
+        edns: None,
+        key: [0; MAX_WIRE_NAME],
+        key_len: 0,
+        key_ok: true,
+    };
+    // The question name: plain labels only (no compression in a question), ≤ 255 bytes.
+    let mut at = HEADER_LEN;
+    loop {
+        let len = usize::from(*msg.get(at).ok_or_else(form)?);
+        if len == 0 {
+            at += 1;
+            break;
+        }
+        if len & 0xC0 != 0 {
+            return Err(form());
+        }
+        let label = msg.get(at + 1..at + 1 + len).ok_or_else(form)?;
+        if at + 1 + len - HEADER_LEN >= MAX_WIRE_NAME {
+            return Err(form());
+        }
+        if q.key_len > 0 {
+            q.key[q.key_len] = b'.';
+            q.key_len += 1;
+        }
+        for &b in label {
+            if b == b'.' {
+                q.key_ok = false;
+            }
+            q.key[q.key_len] = b.to_ascii_lowercase();
+            q.key_len += 1;
+        }
+        at += 1 + len;
+    }
+    q.qtype = be16(msg, at).ok_or_else(form)?;
+    q.qclass = be16(msg, at + 2).ok_or_else(form)?;
+    at += 4;
+    q.qend = at;
+    // Answer and authority records (unusual in a query) are skipped to reach the OPT record.
+    for _ in 0..(u32::from(an) + u32::from(ns)) {
+        at = skip_name(msg, at).ok_or_else(form)?;
+        let rdlen = usize::from(be16(msg, at + 8).ok_or_else(form)?);
+        at += 10 + rdlen;
+        if at > msg.len() {
+            return Err(form());
+        }
+    }
+    for _ in 0..ar {
+        let name_start = at;
+        at = skip_name(msg, at).ok_or_else(form)?;
+        let rtype = be16(msg, at).ok_or_else(form)?;
+        let class = be16(msg, at + 2).ok_or_else(form)?;
+        let rdlen = usize::from(be16(msg, at + 8).ok_or_else(form)?);
+        at += 10 + rdlen;
+        if at > msg.len() {
+            return Err(form());
+        }
+        if rtype == qtype::OPT {
+            // RFC 6891: one OPT, owned by the root name.
+            if q.edns.is_some() || at - rdlen - 10 != name_start + 1 {
+                return Err(form());
+            }
+            q.edns = Some(class);
+        }
+    }
+    Ok(q)
+}
+
+impl Query {
+    fn key(&self) -> &[u8] {
+        &self.key[..self.key_len]
+    }
+
+    fn limit(&self, transport: Transport) -> usize {
+        match transport {
+            Transport::Tcp => usize::from(u16::MAX),
+            Transport::Udp => match self.edns {
+                Some(size) => usize::from(size).clamp(UDP_PLAIN_MAX, UDP_EDNS_MAX),
+                None => UDP_PLAIN_MAX,
+            },
+        }
+    }
+}
+
+/// Writes the header and the echoed question; answers follow.
+fn begin(out: &mut Vec<u8>, msg: &[u8], q: &Query, rcode: Rcode, aa: bool) {
+    out.clear();
+    let mut flags = FLAG_QR | (q.flags & (OPCODE_MASK | FLAG_RD | FLAG_CD)) | FLAG_RA;
+    if aa {
+        flags |= FLAG_AA;
+    }
+    flags |= rcode as u16;
+    out.extend_from_slice(&q.id.to_be_bytes());
+    out.extend_from_slice(&flags.to_be_bytes());
+    out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&msg[HEADER_LEN..q.qend]);
+}
+
+/// Appends the OPT record (when the client sent one) and fixes the counts.
+fn finish(out: &mut Vec<u8>, q: &Query, answers: u16) {
+    out[6..8].copy_from_slice(&answers.to_be_bytes());
+    if q.edns.is_some() {
+        out.extend_from_slice(&[0, 0, 41]);
+        out.extend_from_slice(&EDNS_ADVERTISED.to_be_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        out[10..12].copy_from_slice(&1u16.to_be_bytes());
+    }
+}
+
+fn push_rr(out: &mut Vec<u8>, rtype: u16, rdata: &[u8]) {
+    // The owner is the question name: a compression pointer to offset 12.
+    out.extend_from_slice(&[0xC0, 0x0C]);
+    out.extend_from_slice(&rtype.to_be_bytes());
+    out.extend_from_slice(&CLASS_IN.to_be_bytes());
+    out.extend_from_slice(&TTL.to_be_bytes());
+    out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    out.extend_from_slice(rdata);
+}
+
+/// Writes an error answer for `msg` (header, question when it parses, OPT when asked for).
+/// Returns false when `msg` deserves no answer at all.
+pub fn error_reply(msg: &[u8], rcode: Rcode, out: &mut Vec<u8>) -> bool {
+    match parse(msg) {
+        Ok(q) => {
+            begin(out, msg, &q, rcode, false);
+            finish(out, &q, 0);
+            true
+        }
+        Err(ParseError::Drop) => false,
+        Err(ParseError::Reply(_)) => {
+            header_only(msg, rcode, out);
+            true
+        }
+    }
+}
+
+/// An answer with no question section (for messages whose question cannot be parsed).
+fn header_only(msg: &[u8], rcode: Rcode, out: &mut Vec<u8>) {
+    out.clear();
+    let flags = be16(msg, 2).unwrap_or(0);
+    let flags = FLAG_QR | (flags & (OPCODE_MASK | FLAG_RD | FLAG_CD)) | FLAG_RA | rcode as u16;
+    out.extend_from_slice(&msg[..2]);
+    out.extend_from_slice(&flags.to_be_bytes());
+    out.extend_from_slice(&[0; 8]);
+}
+
+/// Parses `d.c.b.a.in-addr.arpa` / the 32-nibble `ip6.arpa` form.
+fn reverse_addr(key: &[u8]) -> Option<IpAddr> {
+    if let Some(head) = key.strip_suffix(b".in-addr.arpa") {
+        let mut octets = [0u8; 4];
+        let mut n = 0;
+        for part in head.split(|&b| b == b'.') {
+            if n == 4 || part.is_empty() || part.len() > 3 || !part.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let v = part
+                .iter()
+                .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'));
+            octets[3 - n] = u8::try_from(v).ok()?;
+            n += 1;
+        }
+        return (n == 4).then(|| IpAddr::V4(Ipv4Addr::from(octets)));
+    }
+    if let Some(head) = key.strip_suffix(b".ip6.arpa") {
+        if head.len() != 63 {
+            return None;
+        }
+        let mut value: u128 = 0;
+        for (i, part) in head.split(|&b| b == b'.').enumerate() {
+            if i >= 32 || part.len() != 1 {
+                return None;
+            }
+            let nib = char::from(part[0]).to_digit(16)?;
+            value |= u128::from(nib) << (4 * i);
+        }
+        return Some(IpAddr::V6(Ipv6Addr::from(value)));
+    }
+    None
+}
+
+/// Handles one message from `src` against `table`: writes the answer into `out` (reused across
+/// calls) or says where to forward it. `rotate` varies the order of multi-address answers
+/// (pass a counter). Never panics, whatever the bytes.
+pub fn handle<'t>(
+    table: &'t Table,
+    src: IpAddr,
+    msg: &[u8],
+    transport: Transport,
+    rotate: usize,
+    out: &mut Vec<u8>,
+) -> Action<'t> {
+    let q = match parse(msg) {
+        Ok(q) => q,
+        Err(ParseError::Drop) => return Action::Drop,
+        Err(ParseError::Reply(rcode)) => {
+            header_only(msg, rcode, out);
+            return Action::Error(rcode);
+        }
+    };
+    let Some(asker) = table.asker(src) else {
+        begin(out, msg, &q, Rcode::Refused, false);
+        finish(out, &q, 0);
+        return Action::Error(Rcode::Refused);
+    };
+    if q.qclass == CLASS_IN && q.key_ok && q.key_len > 0 {
+        if let Some(action) = answer_local(table, asker, msg, &q, transport, rotate, out) {
+            return action;
+        }
+    }
+    if !asker.forward {
+        begin(out, msg, &q, Rcode::Refused, false);
+        finish(out, &q, 0);
+        return Action::Error(Rcode::Refused);
+    }
+    if asker.servers.is_empty() {
+        Action::Forward(Upstream::Host)
+    } else {
+        Action::Forward(Upstream::Servers(&asker.servers))
+    }
+}
+
+/// Answers from the table when the name is local for `asker`; `None` otherwise.
+fn answer_local<'t>(
+    table: &'t Table,
+    asker: &Asker,
+    msg: &[u8],
+    q: &Query,
+    transport: Transport,
+    rotate: usize,
+    out: &mut Vec<u8>,
+) -> Option<Action<'t>> {
+    let key = q.key();
+    if key.ends_with(b".arpa") {
+        let addr = reverse_addr(key)?;
+        let name = asker
+            .nets
+            .iter()
+            .find_map(|&ni| table.nets[ni as usize].ptr.get(&addr))?;
+        begin(out, msg, q, Rcode::NoError, true);
+        let mut n = 0;
+        if matches!(q.qtype, qtype::PTR | qtype::ANY) {
+            push_rr(out, qtype::PTR, name);
+            n = 1;
+        }
+        return Some(seal(out, msg, q, n, transport));
+    }
+    // The first network (in the asker's endpoint order) with records of each family wins.
+    let mut found = false;
+    let mut v4: &[Ipv4Addr] = &[];
+    let mut v6: &[Ipv6Addr] = &[];
+    for &ni in &asker.nets {
+        if let Some(a) = table.nets[ni as usize].names.get(key) {
+            found = true;
+            if v4.is_empty() {
+                v4 = &a.v4;
+            }
+            if v6.is_empty() {
+                v6 = &a.v6;
+            }
+        }
+    }
+    if !found {
+        return None;
+    }
+    let want4 = matches!(q.qtype, qtype::A | qtype::ANY);
+    let want6 = matches!(q.qtype, qtype::AAAA | qtype::ANY);
+    begin(out, msg, q, Rcode::NoError, true);
+    let mut n: usize = 0;
+    if want4 {
+        for i in 0..v4.len() {
+            push_rr(out, qtype::A, &v4[(i + rotate) % v4.len()].octets());
+            n += 1;
+        }
+    }
+    if want6 {
+        for i in 0..v6.len() {
+            push_rr(out, qtype::AAAA, &v6[(i + rotate) % v6.len()].octets());
+            n += 1;
+        }
+    }
+    Some(seal(
+        out,
+        msg,
+        q,
+        u16::try_from(n).unwrap_or(u16::MAX),
+        transport,
+    ))
+}
+
+/// Finishes an answer, truncating it (no records, TC set) when it exceeds the transport's limit.
+fn seal<'t>(out: &mut Vec<u8>, msg: &[u8], q: &Query, n: u16, transport: Transport) -> Action<'t> {
+    finish(out, q, n);
+    if out.len() <= q.limit(transport) {
+        return Action::Answered { truncated: false };
+    }
+    begin(out, msg, q, Rcode::NoError, true);
+    let flags = be16(out, 2).unwrap_or(0) | FLAG_TC;
+    out[2..4].copy_from_slice(&flags.to_be_bytes());
+    finish(out, q, 0);
+    Action::Answered { truncated: true }
+}
+
+/// The question section of a message (`None` when it has not exactly one well-formed
+/// question). Lets the daemon check that an upstream's answer is for the query it relayed.
+pub fn question(msg: &[u8]) -> Option<&[u8]> {
+    if be16(msg, 4)? != 1 {
+        return None;
+    }
+    let end = skip_name(msg, HEADER_LEN)? + 4;
+    msg.get(HEADER_LEN..end)
+}
+
+/// Builds a standard query (RD set, one question, optional EDNS OPT with `edns` as the UDP
+/// size). For tests and tools.
+pub fn build_query(id: u16, name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {
+    let mut m = Vec::with_capacity(64);
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&FLAG_RD.to_be_bytes());
+    m.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())]);
+    push_wire_name(&mut m, name);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&CLASS_IN.to_be_bytes());
+    if let Some(size) = edns {
+        m.extend_from_slice(&[0, 0, 41]);
+        m.extend_from_slice(&size.to_be_bytes());
+        m.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    }
+    m
+}
+
+/// A decoded answer (for tests and tools): rcode, flags and the answer records' data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decoded {
+    /// Message id.
+    pub id: u16,
+    /// Response code.
+    pub rcode: u8,
+    /// Authoritative answer.
+    pub aa: bool,
+    /// Truncated.
+    pub tc: bool,
+    /// A/AAAA addresses in answer order.
+    pub addrs: Vec<IpAddr>,
+    /// PTR targets, dotted with a trailing dot.
+    pub ptrs: Vec<String>,
+    /// TTLs of the answer records.
+    pub ttls: Vec<u32>,
+    /// An OPT record was present.
+    pub edns: bool,
+}
+
+/// Decodes an answer (lenient; `None` when it is not a well-formed response).
+pub fn decode(msg: &[u8]) -> Option<Decoded> {
+    let flags = be16(msg, 2)?;
+    let mut d = Decoded {
+        id: be16(msg, 0)?,
+        rcode: (flags & 0xF) as u8,
+        aa: flags & FLAG_AA != 0,
+        tc: flags & FLAG_TC != 0,
+        ..Decoded::default()
+    };
+    if flags & FLAG_QR == 0 {
+        return None;
+    }
+    let qd = be16(msg, 4)?;
+    let an = be16(msg, 6)?;
+    let ns = be16(msg, 8)?;
+    let ar = be16(msg, 10)?;
+    let mut at = HEADER_LEN;
+    for _ in 0..qd {
+        at = skip_name(msg, at)? + 4;
+    }
+    for i in 0..(u32::from(an) + u32::from(ns) + u32::from(ar)) {
+        at = skip_name(msg, at)?;
+        let rtype = be16(msg, at)?;
+        let ttl = u32::from(be16(msg, at + 4)?) << 16 | u32::from(be16(msg, at + 6)?);
+        let rdlen = usize::from(be16(msg, at + 8)?);
+        let rdata = msg.get(at + 10..at + 10 + rdlen)?;
+        if i < u32::from(an) {
+            d.ttls.push(ttl);
+            match (rtype, rdata.len()) {
+                (qtype::A, 4) => d.addrs.push(IpAddr::from(<[u8; 4]>::try_from(rdata).ok()?)),
+                (qtype::AAAA, 16) => d
+                    .addrs
+                    .push(IpAddr::from(<[u8; 16]>::try_from(rdata).ok()?)),
+                (qtype::PTR, _) => d.ptrs.push(read_name(msg, at + 10)?),
+                _ => {}
+            }
+        }
+        if rtype == qtype::OPT {
+            d.edns = true;
+        }
+        at += 10 + rdlen;
+    }
+    Some(d)
+}
+
+/// Reads a (possibly compressed) name as dotted text with a trailing dot.
+fn read_name(msg: &[u8], mut at: usize) -> Option<String> {
+    let mut out = String::new();
+    for _ in 0..128 {
+        let len = *msg.get(at)?;
+        match len & 0xC0 {
+            0x00 if len == 0 => return Some(if out.is_empty() { ".".into() } else { out }),
+            0x00 => {
+                let label = msg.get(at + 1..at + 1 + usize::from(len))?;
+                out.push_str(&String::from_utf8_lossy(label));
+                out.push('.');
+                at += 1 + usize::from(len);
+            }
+            0xC0 => at = usize::from(be16(msg, at)? & 0x3FFF),
+            _ => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+mod tests {
+    use super::*;
+    use crate::model::{EndpointSpec, NetworkMode, SubnetSpec};
+    use std::collections::BTreeMap;
+
+    fn net(id: &str, name: &str, subnet: &str, gw: &str, internal: bool) -> NetworkSpec {
+        let mut subnets = vec![SubnetSpec {
+            subnet: subnet.parse().unwrap(),
+            gateway: gw.parse().unwrap(),
+            ip_range: None,
+        }];
+        if subnet.starts_with("10.3.") {
+            subnets.push(SubnetSpec {
+                subnet: "fd03::/64".parse().unwrap(),
+                gateway: "fd03::1".parse().unwrap(),
+                ip_range: None,
+            });
+        }
+        NetworkSpec {
+            id: id.into(),
+            name: name.into(),
+            driver: Driver::Bridge,
+            created: "t".into(),
+            enable_ipv6: subnets.len() > 1,
+            subnets,
+            internal,
+            attachable: false,
+            labels: BTreeMap::new(),
+            options: BTreeMap::new(),
+            bridge: format!("br-{id}"),
+            icc: true,
+            masquerade: !internal,
+            mtu: 1500,
+            dns: true,
+            predefined: false,
+        }
+    }
+
+    fn ctr(id_char: char, name: &str, eps: &[(&str, &[&str], &[&str])]) -> ContainerSpec {
+        ContainerSpec {
+            id: id_char.to_string().repeat(64),
+            name: name.into(),
+            hostname: name.into(),
+            created: "t".into(),
+            cmd: vec![],
+            env: vec![],
+            mode: NetworkMode::Networks,
+            endpoints: eps
+                .iter()
+                .enumerate()
+                .map(|(i, (net, addrs, aliases))| EndpointSpec {
+                    id: format!("{id_char}{i}"),
+                    network_id: (*net).into(),
+                    host_ifname: format!("vb{i}"),
+                    ifname: format!("eth{i}"),
+                    mac: String::new(),
+                    addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+                    static_ipv4: None,
+                    static_ipv6: None,
+                    aliases: aliases.iter().map(|s| s.to_string()).collect(),
+                    gw_priority: 0,
+                })
+                .collect(),
+            dns: vec![],
+            dns_search: vec![],
+            dns_options: vec![],
+            extra_hosts: vec![],
+            rootfs: None,
+            auto_remove: false,
+        }
+    }
+
+    /// Three networks: a (10.1/24), b (10.2/24, internal), c (10.3/24 + fd03::/64).
+    /// x: a; y: a+b (alias "db" on a); z: b; w: c (dual-stack, alias "db" too); v: a, stopped;
+    /// u: a with alias "db" (so "db" on a has two addresses).
+    fn world() -> (Vec<NetworkSpec>, Vec<(ContainerSpec, bool)>) {
+        let nets = vec![
+            net("a", "neta", "10.1.0.0/24", "10.1.0.1", false),
+            net("b", "netb", "10.2.0.0/24", "10.2.0.1", true),
+            net("c", "netc", "10.3.0.0/24", "10.3.0.1", false),
+        ];
+        let cs = vec![
+            (ctr('1', "x", &[("a", &["10.1.0.2/24"], &[])]), true),
+            (
+                ctr(
+                    '2',
+                    "y",
+                    &[
+                        ("a", &["10.1.0.3/24"], &["DB"]),
+                        ("b", &["10.2.0.3/24"], &[]),
+                    ],
+                ),
+                true,
+            ),
+            (ctr('3', "z", &[("b", &["10.2.0.4/24"], &[])]), true),
+            (
+                ctr('4', "w", &[("c", &["10.3.0.2/24", "fd03::2/64"], &["db"])]),
+                true,
+            ),
+            (ctr('5', "v", &[("a", &["10.1.0.9/24"], &[])]), false),
+            (ctr('6', "u", &[("a", &["10.1.0.6/24"], &["db"])]), true),
+        ];
+        (nets, cs)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn ask(t: &Table, src: &str, name: &str, qt: u16) -> (Action<'static>, Decoded) {
+        let mut out = Vec::new();
+        let q = build_query(0x1234, name, qt, None);
+        let a = handle(t, ip(src), &q, Transport::Udp, 0, &mut out);
+        // Detach the lifetime for the assertion helpers (forward targets are compared by kind).
+        let a = match a {
+            Action::Answered { truncated } => Action::Answered { truncated },
+            Action::Error(r) => Action::Error(r),
+            Action::Forward(Upstream::Host) => Action::Forward(Upstream::Host),
+            Action::Forward(Upstream::Servers(_)) => Action::Forward(Upstream::Servers(&[])),
+            Action::Drop => Action::Drop,
+        };
+        let d = decode(&out).unwrap_or_default();
+        (a, d)
+    }
+
+    #[test]
+    fn names_and_aliases_case_insensitive() {
+        let (n, c) = world();
+        let t = Table::build(&n, &c);
+        let (a, d) = ask(&t, "10.1.0.2", "Y", qtype::A);
+        assert_eq!(a, Action::Answered { truncated: false });
+        assert_eq!(d.addrs, vec![ip("10.1.0.3")]);
+        assert!(d.aa);
+        assert_eq!(d.ttls, vec![TTL]);
+        assert_eq!(d.id, 0x1234);
+        // Short id, NAME.NETWORK, trailing dot.
+        assert_eq!(
+            ask(&t, "10.1.0.2", "222222222222", qtype::A).1.addrs,
+            vec![ip("10.1.0.3")]
+        );
+        assert_eq!(
+            ask(&t, "10.1.0.2", "y.NETA.", qtype::A).1.addrs,
+            vec![ip("10.1.0.3")]
+        );
+        // The alias "db" on a is y and u (w's "db" is on c, which x is not on).
+        let mut got = ask(&t, "10.1.0.2", "db", qtype::A).1.addrs;
+        got.sort();
+        assert_eq!(got, vec![ip("10.1.0.3"), ip("10.1.0.6")]);
+        assert_eq!(t.resolve(ip("10.1.0.2"), "DB.").unwrap().0.len(), 2);
+    }
+
+    #[test]
+    fn rotation() {
+        let (n, c) = world();
+        let t = Table::build(&n, &c);
+        let mut out = Vec::new();
+        let q = build_query(1, "db", qtype::A, None);
+        let mut firsts = Vec::new();
+        for r in 0..2 {
+            handle(&t, ip("10.1.0.2"), &q, Transport::Udp, r, &mut out);
+            firsts.push(decode(&out).unwrap().addrs[0]);
+        }
+        assert_ne!(firsts[0], firsts[1]);
+    }
+
+    #[test]
+    fn scoping() {
+        let (n, c) = world();
+        let t = Table::build(&n, &c);
+        // x (a only) does not see z (b only), nor w (c).
+        assert_eq!(
+            ask(&t, "10.1.0.2", "z", qtype::A).0,
+            Action::Forward(Upstream::Host)
+        );
+        assert_eq!(
+            ask(&t, "10.1.0.2", "w", qtype::A).0,
+            Action::Forward(Upstream::Host)
+        );
+        // y (a+b) sees both x and z, each on the shared network.
+        assert_eq!(
+            ask(&t, "10.1.0.3", "z", qtype::A).1.addrs,
+            vec![ip("10.2.0.4")]
+        );
+        assert_eq!(
+            ask(&t, "10.2.0.3", "x", qtype::A).1.addrs,
+            vec![ip("10.1.0.2")]
+        );
+        // z (b only, internal) sees y on b, and gets no forwarding.
+        assert_eq!(
+            ask(&t, "10.2.0.4", "y", qtype::A).1.addrs,
+            vec![ip("10.2.0.3")]
+        );
+        let (a, d) = ask(&t, "10.2.0.4", "x", qtype::A);
+        assert_eq!(a, Action::Error(Rcode::Refused));
+        assert_eq!(d.rcode, Rcode::Refused as u8);
+        assert_eq!(
+            ask(&t, "10.2.0.4", "example.com", qtype::A).0,
+            Action::Error(Rcode::Refused)
+        );
+        // Stopped containers are not answered, but may ask.
+        assert_eq!(
+            ask(&t, "10.1.0.2", "v", qtype::A).0,
+            Action::Forward(Upstream::Host)
+        );
+        assert_eq!(
+            ask(&t, "10.1.0.9", "x", qtype::A).1.addrs,
+            vec![ip("10.1.0.2")]
+        );
+        // Unknown askers are refused.
+        assert_eq!(
+            ask(&t, "10.1.0.77", "x", qtype::A).0,
+            Action::Error(Rcode::Refused)
+        );
+        assert_eq!(
+            ask(&t, "192.0.2.1", "x", qtype::A).0,
+            Action::Error(Rcode::Refused)
+        );
+    }
+
+    #[test]
+    fn aaaa_ptr_nodata() {
+        let (n, c) = world();
+        let t = Table::build(&n, &c);
+        let (_, d) = ask(&t, "fd03::2", "w", qtype::AAAA);
+        assert_eq!(d.addrs, vec![ip("fd03::2")]);
+        let (_, d) = ask(&t, "10.3.0.2", "w", qtype::ANY);
+        assert_eq!(d.addrs, vec![ip("10.3.0.2"), ip("fd03::2")]);
+        // A known name without records of the type: NOERROR, no records, not forwarded.
+        let (a, d) = ask(&t, "10.1.0.2", "y", qtype::AAAA);
+        assert_eq!(a, Action::Answered { truncated: false });
+        assert_eq!((d.rcode, d.addrs.len()), (0, 0));
+        let (_, d) = ask(&t, "10.1.0.2", "y", 16);
+        assert_eq!((d.rcode, d.addrs.len()), (0, 0));
+        // PTR, v4 and v6, scoped.
+        let (_, d) = ask(&t, "10.1.0.2", "3.0.1.10.in-addr.arpa", qtype::PTR);
+        assert_eq!(d.ptrs, vec!["y.neta."]);
+        let rev6 = "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.0.d.f.ip6.arpa";
+        let (_, d) = ask(&t, "10.3.0.2", rev6, qtype::PTR);
+        assert_eq!(d.ptrs, vec!["w.netc."]);
+        assert_eq!(
+            ask(&t, "10.1.0.2", rev6, qtype::PTR).0,
+            Action::Forward(Upstream::Host)
+        );
+        assert_eq!(
+            ask(&t, "10.1.0.2", "4.0.2.10.in-addr.arpa", qtype::PTR).0,
+            Action::Forward(Upstream::Host)
+        );
+        assert_eq!(reverse_addr(b"1.2.3.in-addr.arpa"), None);
+        assert_eq!(reverse_addr(b"256.2.3.4.in-addr.arpa"), None);
+    }
+
+    #[test]
+    fn custom_dns_servers_and_listeners() {
+        let (n, mut c) = world();
+        c[0].0.dns = vec![ip("192.0.2.53")];
+        let t = Table::build(&n, &c);
+        let mut out = Vec::new();
+        let q = build_query(7, "example.com", qtype::A, None);
+        match handle(&t, ip("10.1.0.2"), &q, Transport::Udp, 0, &mut out) {
+            Action::Forward(Upstream::Servers(s)) => assert_eq!(s, &[ip("192.0.2.53")]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            t.listen(),
+            &[
+                ip("10.1.0.1"),
+                ip("10.2.0.1"),
+                ip("10.3.0.1"),
+                ip("fd03::1")
+            ]
+        );
+        assert!(t.is_listen(ip("10.2.0.1")));
+        assert_eq!(t.network_count(), 3);
+        // The default bridge network (dns false) is not served.
+        let mut nets = n.clone();
+        nets[0].dns = false;
+        assert!(!Table::build(&nets, &c).is_listen(ip("10.1.0.1")));
+    }
+
+    #[test]
+    fn embedded_server_choice() {
+        let (n, c) = world();
+        assert_eq!(embedded_server(&c[0].0, &n), Some(ip("10.1.0.1")));
+        // z is only on an internal network: no default route, but names still resolve.
+        assert_eq!(embedded_server(&c[2].0, &n), Some(ip("10.2.0.1")));
+        let mut nets = n.clone();
+        nets[0].dns = false;
+        assert_eq!(embedded_server(&c[0].0, &nets), None);
+        // y: gateway network a; with a not served, its next served network b.
+        assert_eq!(embedded_server(&c[1].0, &nets), Some(ip("10.2.0.1")));
+        let v6only = ctr('9', "s", &[("c", &["fd03::9/64"], &[])]);
+        assert_eq!(embedded_server(&v6only, &n), Some(ip("fd03::1")));
+    }
+
+    #[test]
+    fn truncation_and_edns() {
+        let nets = vec![net("a", "neta", "10.1.0.0/24", "10.1.0.1", false)];
+        let mut cs = vec![(ctr('0', "asker", &[("a", &["10.1.0.2/24"], &[])]), true)];
+        for i in 0..60u8 {
+            let addr = format!("10.1.0.{}/24", 10 + i);
+            let mut c = ctr('f', &format!("m{i}"), &[("a", &[addr.as_str()], &["many"])]);
+            c.id = format!("{i:064x}");
+            cs.push((c, true));
+        }
+        let t = Table::build(&nets, &cs);
+        let mut out = Vec::new();
+        // 60 × 16 bytes > 512: truncated over plain UDP.
+        let q = build_query(9, "many", qtype::A, None);
+        let a = handle(&t, ip("10.1.0.2"), &q, Transport::Udp, 0, &mut out);
+        assert_eq!(a, Action::Answered { truncated: true });
+        let d = decode(&out).unwrap();
+        assert!(d.tc && d.addrs.is_empty() && out.len() <= UDP_PLAIN_MAX);
+        // Fits in the client's EDNS size, and an OPT record comes back.
+        let q = build_query(9, "many", qtype::A, Some(1400));
+        let a = handle(&t, ip("10.1.0.2"), &q, Transport::Udp, 0, &mut out);
+        assert_eq!(a, Action::Answered { truncated: false });
+        let d = decode(&out).unwrap();
+        assert_eq!((d.addrs.len(), d.edns, d.tc), (60, true, false));
+        // TCP has no such limit.
+        let q = build_query(9, "many", qtype::A, None);
+        handle(&t, ip("10.1.0.2"), &q, Transport::Tcp, 0, &mut out);
+        assert_eq!(decode(&out).unwrap().addrs.len(), 60);
+    }
+
+    #[test]
+    fn malformed() {
+        let (n, c) = world();
+        let t = Table::build(&n, &c);
+        let mut out = Vec::new();
+        let src = ip("10.1.0.2");
+        // Too short, or a response: dropped.
+        assert_eq!(
+            handle(&t, src, &[1, 2, 3], Transport::Udp, 0, &mut out),
+            Action::Drop
+        );
+        let mut resp = build_query(1, "x", qtype::A, None);
+        resp[2] |= 0x80;
+        assert_eq!(
+            handle(&t, src, &resp, Transport::Udp, 0, &mut out),
+            Action::Drop
+        );
+        // Two questions, truncated names, pointers in the question: FORMERR.
+        let mut two = build_query(1, "x", qtype::A, None);
+        two[5] = 2;
+        assert_eq!(
+            handle(&t, src, &two, Transport::Udp, 0, &mut out),
+            Action::Error(Rcode::FormErr)
+        );
+        assert_eq!(decode(&out).unwrap().rcode, Rcode::FormErr as u8);
+        let q = build_query(1, "abc", qtype::A, None);
+        assert_eq!(
+            handle(&t, src, &q[..15], Transport::Udp, 0, &mut out),
+            Action::Error(Rcode::FormErr)
+        );
+        let mut ptr = q[..12].to_vec();
+        ptr.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1]);
+        assert_eq!(
+            handle(&t, src, &ptr, Transport::Udp, 0, &mut out),
+            Action::Error(Rcode::FormErr)
+        );
+        // Not a query: NOTIMP.
+        let mut upd = build_query(1, "x", qtype::A, None);
+        upd[2] |= 5 << 3;
+        assert_eq!(
+            handle(&t, src, &upd, Transport::Udp, 0, &mut out),
+            Action::Error(Rcode::NotImp)
+        );
+        // A label with a dot in it never matches "y.neta".
+        let mut m = build_query(1, "", qtype::A, None);
+        m.truncate(12);
+        m.extend_from_slice(&[6, b'y', b'.', b'n', b'e', b't', b'a', 0, 0, 1, 0, 1]);
+        assert_eq!(
+            handle(&t, src, &m, Transport::Udp, 0, &mut out),
+            Action::Forward(Upstream::Host)
+        );
+        // error_reply keeps id and question.
+        assert!(error_reply(
+            &build_query(77, "x", 1, Some(512)),
+            Rcode::ServFail,
+            &mut out
+        ));
+        let d = decode(&out).unwrap();
+        assert_eq!((d.id, d.rcode, d.edns), (77, 2, true));
+        assert!(!error_reply(&[0; 5], Rcode::ServFail, &mut out));
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn table() -> Table {
+            let (n, c) = world();
+            Table::build(&n, &c)
+        }
+
+        fn check(t: &Table, src: IpAddr, msg: &[u8], transport: Transport) {
+            let mut out = Vec::new();
+            match handle(t, src, msg, transport, 3, &mut out) {
+                Action::Answered { .. } | Action::Error(_) => {
+                    // Whatever came in, what goes out is a response with the same id that
+                    // fits the transport.
+                    let d = decode(&out).expect("a well-formed response");
+                    assert_eq!(d.id.to_be_bytes(), [msg[0], msg[1]]);
+                    if transport == Transport::Udp {
+                        assert!(out.len() <= UDP_EDNS_MAX);
+                    }
+                }
+                Action::Forward(_) | Action::Drop => {}
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4000))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(msg in proptest::collection::vec(any::<u8>(), 0..700)) {
+                let t = table();
+                for src in ["10.1.0.2", "10.2.0.4", "fd03::2", "192.0.2.9"] {
+                    check(&t, ip(src), &msg, Transport::Udp);
+                    check(&t, ip(src), &msg, Transport::Tcp);
+                }
+            }
+
+            #[test]
+            fn mutated_queries_never_panic(
+                name in "[a-zA-Z0-9.]{0,40}",
+                qt in prop_oneof![Just(1u16), Just(28), Just(12), Just(255), any::<u16>()],
+                edns in proptest::option::of(any::<u16>()),
+                flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+                cut in any::<usize>(),
+            ) {
+                let t = table();
+                let mut msg = build_query(0xabcd, &name, qt, edns);
+                for (at, b) in flips {
+                    let i = at % msg.len();
+                    msg[i] = b;
+                }
+                let keep = msg.len() - cut % 3;
+                msg.truncate(keep);
+                check(&t, ip("10.1.0.3"), &msg, Transport::Udp);
+            }
+        }
+    }
+}
