@@ -11,11 +11,19 @@
 //! 4. **throughput**: iperf3 from a LAN peer namespace to a container, through the published
 //!    port (DNAT) and to the container address directly (routed, `allow_direct`), alternated;
 //!    plus TCP request/response round trips of both paths.
+//! 5. **peers** (same run): netavark (`port_mappings`) and the CNI `portmap` plugin: one more
+//!    container with one port while a container holding N ports exists, and a 1,000-port range
+//!    published and removed (see `ports_peers`), with the ratios to berth's figures of
+//!    sections 1 and 2.
 //!
 //! Safety: everything runs in namespaces `bp<pid>h` (berthd's "host") and `bp<pid>o` (the LAN
 //! peer) that this program creates and deletes (also on error); processes are stopped only
 //! through the `Child` handles it spawned, by PID. Addresses: 198.19.0.0/24 between the two
-//! namespaces, 10.240.0.0/16 for berth's networks; no traffic leaves them.
+//! namespaces, 10.240.0.0/16 for berth's networks; no traffic leaves them. The peers run only
+//! inside their own host namespaces `bb<pid>pn` / `bb<pid>pc` (and container namespaces
+//! `bb<pid>pX-N`), through `ip netns exec`, with `PATH=/usr/sbin:/usr/bin:/sbin:/bin` and
+//! `DBUS_SYSTEM_BUS_ADDRESS=`; each peer process has a 15-minute watchdog and each peer a time
+//! budget (`--peer-budget`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -24,6 +32,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+
+// Shared with `berth-bench`: cleanup guards and the in-namespace timing worker.
+#[allow(dead_code)]
+mod guard;
+mod ports_peers;
+#[allow(dead_code)]
+mod worker;
+
+use ports_peers::{Kind, Peer, Ports};
 
 /// Command-line options.
 #[derive(Debug, Parser)]
@@ -53,6 +70,23 @@ struct Args {
     /// Skip the throughput section.
     #[arg(long)]
     skip_throughput: bool,
+    /// Skip the UDP conntrack section.
+    #[arg(long)]
+    skip_conntrack: bool,
+    /// Skip netavark and CNI (section 5).
+    #[arg(long)]
+    skip_peers: bool,
+    /// Ports already published for the peers (N = 10,000 is for berth only: netavark's cost
+    /// per mapping grows with its rule count, 57.6 s for 1,000 in peers.md).
+    #[arg(long, value_delimiter = ',', default_value = "0,100,1000")]
+    peer_levels: Vec<usize>,
+    /// Probe runs per peer level (after one discarded warm-up).
+    #[arg(long, default_value_t = 5)]
+    peer_runs: usize,
+    /// Seconds each peer may take for section 5; levels not started by then are skipped
+    /// (and reported as such).
+    #[arg(long, default_value_t = 900)]
+    peer_budget: u64,
     /// berthd binary [default: next to this binary].
     #[arg(long)]
     berthd: Option<PathBuf>,
@@ -298,14 +332,18 @@ fn spread(v: &[f64]) -> String {
     }
 }
 
+/// berth's medians at one level of section 1, for the peer ratios: (`run -d -p`, `rm -f`).
+type BerthLevel = (usize, f64, f64);
+
 /// Section 1: one more `-p` with N ports already published.
-fn scale(w: &World, a: &Args) -> Result<String> {
+fn scale(w: &World, a: &Args) -> Result<(String, Vec<BerthLevel>)> {
     w.berth(&["network", "create", "--subnet", "10.240.0.0/16", "bench"])?;
     let mut out = String::from(
         "| ports already published | `run -d -p` median (min–max) | `run -d` without -p | difference | berthd: publish (choose + nft) | `rm -f` with -p | `rm -f` without | berthd: unpublish (nft delete) |\n|---|---|---|---|---|---|---|---|\n",
     );
     let mut published = 0usize;
     let mut filler = 0usize;
+    let mut levels = Vec::new();
     for &level in &a.levels {
         // Fill up to `level` with containers holding up to 1,000 TCP ports each.
         while published < level {
@@ -373,6 +411,7 @@ fn scale(w: &World, a: &Args) -> Result<String> {
             }
         }
         let (mw, mo) = (median(&mut with.clone()), median(&mut without.clone()));
+        levels.push((level, mw, median(&mut rm_with.clone())));
         out.push_str(&format!(
             "| {level} | {mw:.1} ({}) | {mo:.1} ({}) | {:+.1} | {:.2} ({}) | {:.1} | {:.1} | {:.1} ({}) |\n",
             spread(&with),
@@ -391,11 +430,11 @@ fn scale(w: &World, a: &Args) -> Result<String> {
     for i in 1..=filler {
         w.berth(&["rm", "-f", &format!("fill{i}")])?;
     }
-    Ok(out)
+    Ok((out, levels))
 }
 
-/// Section 2: a 1,000-port range.
-fn range(w: &World, a: &Args) -> Result<String> {
+/// Section 2: a 1,000-port range. Also returns berth's medians (`run -d -p`, `rm -f`).
+fn range(w: &World, a: &Args) -> Result<(String, (f64, f64))> {
     let (mut run_ms, mut port_ms, mut rm_ms, mut plain, mut unpub) =
         (vec![], vec![], vec![], vec![], vec![]);
     for i in 0..=a.range_runs {
@@ -438,7 +477,8 @@ fn range(w: &World, a: &Args) -> Result<String> {
             port_ms.push(pm);
         }
     }
-    Ok(format!(
+    let medians = (median(&mut run_ms.clone()), median(&mut rm_ms.clone()));
+    let table = format!(
         "| what | median (min–max) ms |\n|---|---|\n\
          | `run -d -p 30000-30999:30000-30999` | {:.1} ({}) |\n\
          | `run -d` without -p (same runs) | {:.1} ({}) |\n\
@@ -455,7 +495,8 @@ fn range(w: &World, a: &Args) -> Result<String> {
         spread(&rm_ms),
         median(&mut unpub.clone()),
         spread(&unpub),
-    ))
+    );
+    Ok((table, medians))
 }
 
 /// Section 3: the UDP conntrack flush with an empty and a filled table.
@@ -636,6 +677,223 @@ fn throughput(w: &World, a: &Args) -> Result<String> {
     ))
 }
 
+/// One peer's figures at one level of section 5 (ms).
+struct PeerLevel {
+    level: usize,
+    /// Setting up / tearing down the container holding the `level` ports (one run).
+    bulk: Option<(f64, f64)>,
+    setup: Vec<f64>,
+    teardown: Vec<f64>,
+}
+
+/// What one peer measured in section 5.
+struct PeerRun {
+    kind: Kind,
+    levels: Vec<PeerLevel>,
+    skipped: Vec<usize>,
+    /// Publishing and removing a 1,000-port range (ms), and how.
+    range: Option<(f64, f64, &'static str)>,
+}
+
+/// Section 5 for one peer: one more container with one port at each level (a container
+/// holding the level's ports exists meanwhile), then a 1,000-port range; bounded by
+/// `--peer-budget`.
+fn peer_section(kind: Kind, scratch: &Path, a: &Args) -> Result<PeerRun> {
+    let end = Instant::now() + Duration::from_secs(a.peer_budget);
+    let mut p = Peer::new(kind, scratch)?;
+    let mut run = PeerRun {
+        kind,
+        levels: Vec::new(),
+        skipped: Vec::new(),
+        range: None,
+    };
+    let mut probe = p.container()?;
+    for &level in &a.peer_levels {
+        if Instant::now() >= end {
+            eprintln!(
+                "peers: {}: time budget spent, skipping N = {level}",
+                kind.name()
+            );
+            run.skipped.push(level);
+            continue;
+        }
+        let count = u16::try_from(level).context("peer level above 65,535 ports")?;
+        let bulk_ports = Ports::Each { first: 1024, count };
+        let mut bulk = None;
+        if level > 0 {
+            let t = Instant::now();
+            let mut c = p.container()?;
+            let up = p.setup(&mut c, bulk_ports)?;
+            eprintln!(
+                "peers: {}: {level} ports set up in {:.1} s",
+                kind.name(),
+                t.elapsed().as_secs_f64()
+            );
+            bulk = Some((c, up));
+        }
+        let (mut setup, mut teardown) = (vec![], vec![]);
+        for i in 0..=a.peer_runs {
+            let port = u16::try_from(20000 + i).context("too many peer runs")?;
+            let ports = Ports::Each {
+                first: port,
+                count: 1,
+            };
+            let s = p.setup(&mut probe, ports)?;
+            let t = p.teardown(&probe, ports)?;
+            if i > 0 {
+                setup.push(s);
+                teardown.push(t);
+            }
+        }
+        let bulk = match bulk {
+            Some((c, up)) => {
+                let down = p.teardown(&c, bulk_ports)?;
+                eprintln!("peers: {}: {level} ports torn down", kind.name());
+                if kind == Kind::Cni && level == 1000 {
+                    run.range = Some((up, down, "1,000 `portMappings` entries"));
+                }
+                Some((up, down))
+            }
+            None => None,
+        };
+        run.levels.push(PeerLevel {
+            level,
+            bulk,
+            setup,
+            teardown,
+        });
+    }
+    // A 1,000-port range: netavark's `range` field; CNI has none (1,000 entries, the same
+    // operation as the N = 1,000 container above when that ran).
+    if run.range.is_none() {
+        if Instant::now() >= end {
+            eprintln!(
+                "peers: {}: time budget spent, skipping the range",
+                kind.name()
+            );
+        } else {
+            let ports = Ports::Range {
+                first: 30000,
+                count: 1000,
+            };
+            let mut c = p.container()?;
+            let up = p.setup(&mut c, ports)?;
+            let down = p.teardown(&c, ports)?;
+            let how = match kind {
+                Kind::Netavark => "one mapping, `range: 1000`",
+                Kind::Cni => "1,000 `portMappings` entries",
+            };
+            run.range = Some((up, down, how));
+        }
+    }
+    Ok(run)
+}
+
+fn ratio(peer: f64, berth: f64) -> String {
+    if peer.is_finite() && berth > 0.0 {
+        format!("{:.1}×", peer / berth)
+    } else {
+        "-".into()
+    }
+}
+
+/// `r`'s figures at `level`, if it ran.
+fn find_level(r: &PeerRun, level: usize) -> Option<&PeerLevel> {
+    r.levels.iter().find(|l| l.level == level)
+}
+
+/// The side-by-side tables of section 5.
+fn peer_report(runs: &[PeerRun], berth: &[BerthLevel], berth_range: (f64, f64)) -> String {
+    let mut out = String::from(
+        "One more container with one TCP port, N ports already published. berth: the whole \
+         `berth run -d -p` / `berth rm -f` CLI call (container process included); peers: their \
+         network setup / teardown processes only (netavark; CNI loopback + bridge + portmap). \
+         Medians (min–max) in ms; ratio = peer / berth.\n\n\
+         | N | berth `run -d -p` |",
+    );
+    for r in runs {
+        out.push_str(&format!(" {} setup | ratio |", r.kind.name()));
+    }
+    out.push_str(" berth `rm -f` |");
+    for r in runs {
+        out.push_str(&format!(" {} teardown | ratio |", r.kind.name()));
+    }
+    out.push_str("\n|---|---|");
+    out.push_str(&"---|---|".repeat(runs.len()));
+    out.push_str("---|");
+    out.push_str(&"---|---|".repeat(runs.len()));
+    out.push('\n');
+    for &(level, b_run, b_rm) in berth {
+        out.push_str(&format!("| {level} | {b_run:.1} |"));
+        for r in runs {
+            match find_level(r, level) {
+                Some(l) => {
+                    let m = median(&mut l.setup.clone());
+                    out.push_str(&format!(
+                        " {m:.1} ({}) | {} |",
+                        spread(&l.setup),
+                        ratio(m, b_run)
+                    ));
+                }
+                None if r.skipped.contains(&level) => out.push_str(" skipped (time budget) | |"),
+                None => out.push_str(" not run | |"),
+            }
+        }
+        out.push_str(&format!(" {b_rm:.1} |"));
+        for r in runs {
+            match find_level(r, level) {
+                Some(l) => {
+                    let m = median(&mut l.teardown.clone());
+                    out.push_str(&format!(
+                        " {m:.1} ({}) | {} |",
+                        spread(&l.teardown),
+                        ratio(m, b_rm)
+                    ));
+                }
+                None => out.push_str(" - | |"),
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str(
+        "\nThe container holding the N ports (one run each; berth's fillers are not timed):\n\n\
+         | tool | N | set up (ms) | torn down (ms) |\n|---|---|---|---|\n",
+    );
+    for r in runs {
+        for l in &r.levels {
+            if let Some((up, down)) = l.bulk {
+                out.push_str(&format!(
+                    "| {} | {} | {up:.0} | {down:.0} |\n",
+                    r.kind.name(),
+                    l.level
+                ));
+            }
+        }
+    }
+    out.push_str(&format!(
+        "\nA 1,000-port range, published and removed (berth: `run -d -p 30000-30999:30000-30999` \
+         and its `rm -f`, medians of section 2; peers: one run):\n\n\
+         | tool | how | publish (ms) | ratio | remove (ms) | ratio |\n|---|---|---|---|---|---|\n\
+         | berth | one `-p` range, one nft transaction | {:.1} | 1 | {:.1} | 1 |\n",
+        berth_range.0, berth_range.1
+    ));
+    for r in runs {
+        match r.range {
+            Some((up, down, how)) => out.push_str(&format!(
+                "| {} | {how} | {up:.0} | {} | {down:.0} | {} |\n",
+                r.kind.name(),
+                ratio(up, berth_range.0),
+                ratio(down, berth_range.1)
+            )),
+            None => out.push_str(&format!(
+                "| {} | skipped (time budget) | | | | |\n",
+                r.kind.name()
+            )),
+        }
+    }
+    out
+}
+
 /// A TCP echo server for 1-byte request/response round trips.
 const RR_SERVER: &str = r#"
 import socket, threading
@@ -670,6 +928,10 @@ fn sibling(name: &str) -> Result<PathBuf> {
 }
 
 fn main() -> Result<()> {
+    // The in-namespace timing worker of section 5 is this same binary.
+    if std::env::args().nth(1).as_deref() == Some(worker::WORKER_ARG) {
+        return worker::serve();
+    }
     let a = Args::parse();
     if !nix::unistd::geteuid().is_root() {
         bail!("needs root (it creates network namespaces)");
@@ -691,15 +953,38 @@ fn main() -> Result<()> {
         kernel.trim(),
         a.runs
     );
-    println!(
-        "### One more `-p` with N ports already published\n\n{}",
-        scale(&w, &a)?
-    );
-    println!("### A 1,000-port range\n\n{}", range(&w, &a)?);
-    println!("### UDP conntrack flush\n\n{}", conntrack(&w, &a)?);
+    let (table, berth_levels) = scale(&w, &a)?;
+    println!("### One more `-p` with N ports already published\n\n{table}");
+    let (table, berth_range) = range(&w, &a)?;
+    println!("### A 1,000-port range\n\n{table}");
+    if !a.skip_conntrack {
+        println!("### UDP conntrack flush\n\n{}", conntrack(&w, &a)?);
+    }
     if !a.skip_throughput {
         println!("### Throughput and latency\n\n{}", throughput(&w, &a)?);
     }
     drop(w);
+    if !a.skip_peers {
+        for bin in [ports_peers::NETAVARK, ports_peers::CNI_PATH] {
+            if !Path::new(bin).exists() {
+                bail!("{bin} not found (apt-get install netavark containernetworking-plugins iptables), or pass --skip-peers");
+            }
+        }
+        let scratch = guard::ScratchDir::create()?;
+        let mut runs = Vec::new();
+        for kind in [Kind::Netavark, Kind::Cni] {
+            let t = Instant::now();
+            runs.push(peer_section(kind, scratch.path(), &a)?);
+            eprintln!(
+                "peers: {} done in {:.0} s",
+                kind.name(),
+                t.elapsed().as_secs_f64()
+            );
+        }
+        println!(
+            "### Peers side by side (same run)\n\n{}",
+            peer_report(&runs, &berth_levels, berth_range)
+        );
+    }
     Ok(())
 }

@@ -95,6 +95,8 @@ pub struct Daemon {
     pub exits: std::sync::Mutex<HashMap<String, watch::Sender<Option<i32>>>>,
     /// The embedded DNS resolver (see [`Daemon::dns_refresh`]).
     pub dns: crate::dns::DnsServer,
+    /// berthd's own `[::1]:PORT` listeners for published ports (the kernel cannot DNAT `::1`).
+    pub local6: crate::ports_local6::Relays,
 }
 
 /// Current time, RFC 3339 with nanoseconds (Docker's format).
@@ -149,6 +151,7 @@ impl Daemon {
             warnings: std::sync::Mutex::new(Vec::new()),
             exits: std::sync::Mutex::new(HashMap::new()),
             dns,
+            local6: crate::ports_local6::Relays::new(),
         });
         daemon.ensure_predefined().await?;
         daemon.converge_all().await?;

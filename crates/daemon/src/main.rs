@@ -11,6 +11,7 @@ mod firewall;
 mod http;
 mod openapi;
 mod ports;
+mod ports_local6;
 mod runtime;
 
 use std::path::PathBuf;

@@ -1,7 +1,8 @@
 //! Published ports in the daemon: the requested ports of a container (stored beside it under
 //! `ports/<id>`), choosing host ports at start, refusing ports already in use (by another
 //! container, named, or by a host process, named when it can be found), the nft map elements,
-//! UDP conntrack flushes, and the kernel settings loopback access needs.
+//! UDP conntrack flushes, the kernel settings loopback access needs, and the `[::1]` relays
+//! (`ports_local6`: the kernel cannot DNAT `::1`).
 //!
 //! The decisions are `berth_plan::ports` (pure); this module feeds it what only the host knows.
 
@@ -251,7 +252,15 @@ pub async fn publish(d: &Daemon, c: &ContainerSpec) -> ApiResult<Option<Op>> {
             ephemeral: range,
             start,
         };
-        ports::allocate(&specs, &t, &alloc, &mut probe_host_port)?
+        // `[::1]:PORT` held by berthd's own relay for another container: named as such.
+        let mut host_use = |proto: Proto, ip: IpAddr, port: u16| {
+            let v6_loopback = matches!(ip, IpAddr::V6(a) if a.is_loopback() || a.is_unspecified());
+            match d.local6.holder(proto, port).filter(|_| v6_loopback) {
+                Some(h) => HostUse::Held(h),
+                None => probe_host_port(proto, ip, port),
+            }
+        };
+        ports::allocate(&specs, &t, &alloc, &mut host_use)?
     };
     d.firewall
         .update_ports(&c.id, &c.name, &published)
@@ -261,6 +270,20 @@ pub async fn publish(d: &Daemon, c: &ContainerSpec) -> ApiResult<Option<Op>> {
                 c.name
             ))
         })?;
+    // `[::1]`: berthd's own listeners (a port published on `::1` that cannot listen refuses
+    // the start, and its map elements go again).
+    if let Err(e) = d
+        .local6
+        .open(&c.id, &c.name, &ports::loopback6_relays(&published))
+    {
+        if let Err(e2) = d.firewall.update_ports(&c.id, &c.name, &[]) {
+            tracing::warn!(
+                "removing the ports of container {:?} after a refused relay: {e2:#}",
+                c.name
+            );
+        }
+        return Err(ApiError::conflict(e));
+    }
     flush_udp(d, &published).await;
     tracing::info!(
         container = %c.name,
@@ -278,6 +301,7 @@ pub async fn publish(d: &Daemon, c: &ContainerSpec) -> ApiResult<Option<Op>> {
 /// force" when the container has ports, for the caller's transaction.
 pub async fn unpublish(d: &Daemon, id: &str, name: &str) -> Option<Op> {
     let started = Instant::now();
+    d.local6.close(id).await;
     let record = match doc(d, id) {
         Ok(mut doc) if !doc.published.is_empty() => {
             doc.published.clear();
@@ -302,7 +326,8 @@ pub async fn unpublish(d: &Daemon, id: &str, name: &str) -> Option<Op> {
 }
 
 /// Start-up: the maps hold exactly the ports of the running containers (their documents
-/// record them), and the conflict index is rebuilt.
+/// record them), the conflict index is rebuilt, and their `[::1]` relays listen again (a relay
+/// that cannot is logged; the container keeps its other ports). Runs inside the tokio runtime.
 pub fn converge(d: &Daemon) -> ApiResult<()> {
     let mut all = Vec::new();
     for c in d.containers()? {
@@ -312,6 +337,12 @@ pub fn converge(d: &Daemon) -> ApiResult<()> {
         }
         let doc = doc(d, &c.id)?;
         if !doc.published.is_empty() {
+            if let Err(e) = d
+                .local6
+                .open(&c.id, &c.name, &ports::loopback6_relays(&doc.published))
+            {
+                tracing::warn!("container {:?}: {e}", c.name);
+            }
             all.push((c.id.clone(), c.name.clone(), doc.published));
         }
     }
@@ -437,7 +468,7 @@ fn probe_host_port(proto: Proto, ip: IpAddr, port: u16) -> HostUse {
 /// Names the process holding a port: the socket's inode from `/proc/net/{tcp,udp}{,6}` (this
 /// namespace's sockets), then the process with a `socket:[inode]` descriptor. Only run when a
 /// bind failed, so its cost (a walk over /proc) never touches the success path.
-fn holder(proto: Proto, v6: bool, port: u16) -> String {
+pub fn holder(proto: Proto, v6: bool, port: u16) -> String {
     let file = match (proto, v6) {
         (Proto::Tcp, false) => "/proc/net/tcp",
         (Proto::Tcp, true) => "/proc/net/tcp6",

@@ -56,8 +56,9 @@ for port in [int(x) for x in sys.argv[2:]]:
 threading.Event().wait()
 "#;
 
-/// `cli.py PROTO HOST PORT TIMEOUT [PAYLOAD]`: one TCP connection or one UDP datagram; prints
-/// the reply, exit 1 with `cli PROTO HOST:PORT failed` on no answer.
+/// `cli.py PROTO HOST PORT TIMEOUT [PAYLOAD [connect]]`: one TCP connection or one UDP datagram;
+/// prints the reply, exit 1 with `cli PROTO HOST:PORT failed` on no answer. With `connect`, the
+/// UDP socket is connected, so an ICMP port unreachable shows as `ConnectionRefusedError`.
 const CLIENT_PY: &str = r#"
 import socket, sys
 proto, host, port, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
@@ -72,8 +73,13 @@ try:
     else:
         s = socket.socket(fam, socket.SOCK_DGRAM)
         s.settimeout(timeout)
-        s.sendto(payload, (host, port))
-        data, _ = s.recvfrom(200)
+        if len(sys.argv) > 6 and sys.argv[6] == "connect":
+            s.connect((host, port))
+            s.send(payload)
+            data = s.recv(200)
+        else:
+            s.sendto(payload, (host, port))
+            data, _ = s.recvfrom(200)
     sys.stdout.write(data.decode())
 except Exception as e:
     sys.stderr.write("cli %s %s:%d failed: %r\n" % (proto, host, port, e))
@@ -948,4 +954,235 @@ fn user_hook_and_restart() {
         );
     }
     assert!(!table.contains("container dup"), "{table}");
+}
+
+/// The gateway addresses (IPv4, IPv6) of container `name` on network `net`.
+fn gateways(w: &World, name: &str, net: &str) -> (String, String) {
+    let v = w.inspect(name);
+    let n = &v["NetworkSettings"]["Networks"][net];
+    (
+        n["Gateway"].as_str().unwrap_or("").to_string(),
+        n["IPv6Gateway"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// Asserts that nothing listens on `host:port` in `ns` any more: the client got "connection
+/// refused" (TCP: a RST to the SYN; UDP, on a connected socket: an ICMP port unreachable), not
+/// a timeout.
+fn refused(w: &World, what: &str, ns: &str, proto: &str, host: &str, port: u16) {
+    let o = w.ns_exec(
+        ns,
+        &[
+            "python3",
+            &w.helper("cli.py"),
+            proto,
+            host,
+            &port.to_string(),
+            "2",
+            "x",
+            "connect",
+        ],
+    );
+    let r = if o.status.success() {
+        Ok(stdout(&o))
+    } else {
+        Err(show(&o))
+    };
+    match r {
+        Ok(reply) => panic!("{what}: must be closed, but got {reply:?}"),
+        Err(e) => assert!(
+            e.contains("ConnectionRefused"),
+            "{what}: expected a refused connection, got: {e}"
+        ),
+    }
+}
+
+/// Proves the host reaches published ports through `::1`, which no DNAT can carry (the kernel
+/// never lets a `::1` packet leave `lo`), through berthd's `[::1]` relay: over TCP and UDP, for
+/// a port published on `[::1]` and for wildcard publishes (dual-stack: relayed to the
+/// container's IPv6 address; IPv4-only: to its IPv4 address), the container seeing berthd's
+/// gateway address; 127.0.0.1 keeps working through DNAT. A host process already on
+/// `[::1]:PORT` makes a `[::1]` publish refused (naming it) and a wildcard publish a warning.
+/// The relays come back after a berthd restart, and stopping / removing the container closes
+/// them (connection refused at once).
+#[test]
+fn ipv6_loopback_through_relay() {
+    require_root!();
+    let w = World::new();
+    setup(&w);
+    w.berth_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.70.1.0/24",
+        "--subnet",
+        "fd00:70::/64",
+        "dual70",
+    ]);
+    w.berth_ok(&["network", "create", "--subnet", "10.70.2.0/24", "v4only70"]);
+    server(
+        &w,
+        "d",
+        &[
+            "--network",
+            "dual70",
+            "-p",
+            "[::1]:9090:80",
+            "-p",
+            "[::1]:9090:80/udp",
+            "-p",
+            "8080:81",
+            "-p",
+            "8080:81/udp",
+        ],
+        &[80, 81],
+    );
+    server(
+        &w,
+        "f",
+        &[
+            "--network",
+            "v4only70",
+            "-p",
+            "7070:80",
+            "-p",
+            "7070:80/udp",
+        ],
+        &[80],
+    );
+    let (_, gw6) = gateways(&w, "d", "dual70");
+    let (gw4, _) = gateways(&w, "f", "v4only70");
+    assert!(
+        !gw6.is_empty() && !gw4.is_empty(),
+        "gateways: {gw6:?} {gw4:?}"
+    );
+    let h = w.host_ns.clone();
+    let check = |w: &World| {
+        for proto in ["tcp", "udp"] {
+            let peer = reached(
+                "host -> [::1]:9090 (published on ::1)",
+                from_ns(w, &h, proto, "::1", 9090),
+                proto,
+            );
+            assert_eq!(
+                peer, gw6,
+                "the relay connects from berthd's gateway address"
+            );
+            let peer = reached(
+                "host -> [::1]:8080 (wildcard, dual stack)",
+                from_ns(w, &h, proto, "::1", 8080),
+                proto,
+            );
+            assert_eq!(peer, gw6);
+            let peer = reached(
+                "host -> [::1]:7070 (wildcard, IPv4-only container)",
+                from_ns(w, &h, proto, "::1", 7070),
+                proto,
+            );
+            assert_eq!(peer, gw4, "relayed to the container's IPv4 address");
+            reached(
+                "host -> 127.0.0.1:7070 (DNAT, unchanged)",
+                from_ns(w, &h, proto, "127.0.0.1", 7070),
+                proto,
+            );
+        }
+    };
+    check(&w);
+    // Several datagrams of one UDP client share one session.
+    for _ in 0..3 {
+        reached(
+            "host -> [::1]:7070/udp again",
+            from_ns(&w, &h, "udp", "::1", 7070),
+            "udp",
+        );
+    }
+
+    // A host process on [::1]:6060 (in berthd's namespace).
+    let helper = w.helper("peer_server.py");
+    w.spawn_in(&h, &["python3", &helper, "::1", "6060"]);
+    w.wait_port(&h, "::1", 6060);
+    let o = w.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "taken",
+        "--network",
+        "dual70",
+        "-p",
+        "[::1]:6060:80",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(code(&o), 125, "{}", show(&o));
+    assert!(
+        stderr(&o).contains("already in use") && stderr(&o).contains("python3"),
+        "the refusal names the host process: {}",
+        show(&o)
+    );
+    w.berth_ok(&["rm", "taken"]);
+    // A wildcard publish: the other addresses work, ::1 stays the host process's, a warning.
+    server(&w, "g", &["--network", "v4only70", "-p", "6060:80"], &[80]);
+    reached(
+        "host -> 127.0.0.1:6060",
+        from_ns(&w, &h, "tcp", "127.0.0.1", 6060),
+        "tcp",
+    );
+    let first = w
+        .tcp_from_ns(&h, "::1", 6060, 2.0)
+        .unwrap_or_else(|e| panic!("the host process keeps [::1]:6060: {e}"));
+    assert_eq!(
+        first.trim(),
+        "::1",
+        "the host process answers, not the container"
+    );
+    assert!(
+        w.log_text()
+            .contains("not reachable through [::1]:6060/tcp"),
+        "a warning in berthd's log:\n{}",
+        w.log_text()
+    );
+    // `[::]:7070` does not clash with f's `0.0.0.0:7070`, but f's relay holds [::1]:7070.
+    let o = w.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "dup",
+        "--network",
+        "dual70",
+        "-p",
+        "[::]:7070:80",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(code(&o), 125, "{}", show(&o));
+    assert!(
+        stderr(&o).contains("relay for container \"f\""),
+        "{}",
+        show(&o)
+    );
+    w.berth_ok(&["rm", "dup"]);
+
+    // Restart convergence: the relays listen again.
+    w.restart_daemon(false);
+    check(&w);
+
+    // Stopping closes the listeners: refused at once, not a timeout.
+    w.berth_ok(&["stop", "-t", "1", "d"]);
+    for proto in ["tcp", "udp"] {
+        for port in [9090, 8080] {
+            refused(&w, "host -> [::1] after stop", &h, proto, "::1", port);
+        }
+    }
+    w.berth_ok(&["rm", "-f", "f"]);
+    for proto in ["tcp", "udp"] {
+        refused(&w, "host -> [::1]:7070 after rm", &h, proto, "::1", 7070);
+    }
+    // The port is free again for the next container.
+    server(&w, "f2", &["--network", "v4only70", "-p", "7070:80"], &[80]);
+    reached(
+        "host -> [::1]:7070 (new container)",
+        from_ns(&w, &h, "tcp", "::1", 7070),
+        "tcp",
+    );
 }

@@ -69,7 +69,9 @@
 //!
 //! Two DNAT rules per family read them, in `prerouting` (`nat`, priority `dstnat`: traffic
 //! arriving from outside and from containers) and the same two in `output` (`nat`, priority
-//! -100: the host's own connections, loopback included), each guarded by `fib daddr type local`.
+//! -100: the host's own connections, IPv4 loopback included), each guarded by `fib daddr type
+//! local`. `::1` is never translated (IPv6 has no `route_localnet`: a `::1` packet cannot leave
+//! `lo`); berthd answers `[::1]:PORT` itself with a relay (see `ports::loopback6_relays`).
 //! `prerouting` never translates loopback destinations; `prerouting_raw` (`filter`, priority
 //! `raw`) drops any packet for 127.0.0.0/8 or ::1 that did not come from `lo` — Docker's
 //! moby#45610, where a LAN neighbour reached `127.0.0.1`-published ports by sending to the host's
@@ -395,9 +397,12 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
                 "ip6 daddr != ::1 fib daddr type local",
             )
         } else {
+            // The host's own connections: IPv4 loopback is translated (route_localnet on
+            // berth's bridges carries it); `::1` is not — the kernel never lets a `::1` packet
+            // leave `lo`, so berthd's own `[::1]:PORT` relay answers it (daemon `ports_local6`).
             (
                 "meta nfproto ipv4 fib daddr type local",
-                "meta nfproto ipv6 fib daddr type local",
+                "ip6 daddr != ::1 fib daddr type local",
             )
         };
         rule(

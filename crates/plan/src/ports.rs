@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -546,6 +546,66 @@ pub fn allocate(
     Ok(chosen)
 }
 
+/// A listener berthd opens itself on the host's IPv6 loopback, `[::1]:host_port`, relaying to a
+/// container. The kernel never lets a packet with a `::1` address leave `lo` (IPv6 has no
+/// `route_localnet`), so no DNAT can carry the host's own connections to `[::1]:PORT`; this
+/// relay is the one case where berth proxies in user space.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LoopbackRelay {
+    /// Protocol (TCP or UDP; SCTP is never relayed).
+    pub proto: Proto,
+    /// The host port, listened on at `[::1]:host_port`.
+    pub host_port: u16,
+    /// Where connections and datagrams go: the container's IPv6 address when the port is
+    /// published for IPv6, else its IPv4 address.
+    pub target: SocketAddr,
+    /// Docker's key of the container port (`80/tcp`), for messages.
+    pub key: String,
+    /// Whether the port was published on `::1` itself: then a relay that cannot listen fails
+    /// the publish like any other conflict. Otherwise (a wildcard publish) it is a warning:
+    /// the port still works through every other address.
+    pub required: bool,
+}
+
+/// The `[::1]` relays a container's ports in force need: one per (protocol, host port) of a TCP
+/// or UDP port published on `::1` or on a wildcard (`0.0.0.0`, `::`, or no address), relaying
+/// to the container's IPv6 address when that port is published for IPv6 too, else to its IPv4
+/// address. Ports published on any other specific address (`127.0.0.1`, a LAN address) need
+/// none: DNAT carries them.
+pub fn loopback6_relays(published: &[Published]) -> Vec<LoopbackRelay> {
+    let mut out: BTreeMap<(Proto, u16), LoopbackRelay> = BTreeMap::new();
+    for p in published {
+        if p.proto == Proto::Sctp {
+            continue;
+        }
+        let required = p.host_ip == IpAddr::V6(Ipv6Addr::LOCALHOST);
+        if !required && !p.host_ip.is_unspecified() {
+            continue;
+        }
+        let relay = LoopbackRelay {
+            proto: p.proto,
+            host_port: p.host_port,
+            target: SocketAddr::new(p.container_ip, p.container_port),
+            key: p.key(),
+            required,
+        };
+        match out.get_mut(&(p.proto, p.host_port)) {
+            None => {
+                out.insert((p.proto, p.host_port), relay);
+            }
+            Some(have) => {
+                // `::1` itself beats a wildcard; otherwise IPv6 beats IPv4.
+                let better = (relay.required, relay.target.is_ipv6())
+                    > (have.required, have.target.is_ipv6());
+                if better {
+                    *have = relay;
+                }
+            }
+        }
+    }
+    out.into_values().collect()
+}
+
 /// Docker's `NetworkSettings.Ports`: every requested key, with its bindings in force (an
 /// empty list while the container is not running, as Docker shows `null`).
 pub fn ports_view(
@@ -834,6 +894,76 @@ mod tests {
         let e = check_host_ip("203.0.113.9".parse().unwrap(), &host).unwrap_err();
         assert!(e.to_string().contains("not an address of this host"), "{e}");
         assert!(e.to_string().contains("198.18.1.1"), "{e}");
+    }
+
+    #[test]
+    fn loopback6_relays_for_wildcards_and_ipv6_loopback() {
+        let t = target();
+        let v4only = Target {
+            v6: None,
+            ..target()
+        };
+        let none = |_: &Published| None;
+        let a = Allocation {
+            taken: &none,
+            ephemeral: (49153, 65535),
+            start: 50000,
+        };
+        let relays = |specs: &[&str], t: &Target| {
+            let mut all = Vec::new();
+            for s in specs {
+                all.extend(parse_publish(s).unwrap());
+            }
+            loopback6_relays(&allocate(&all, t, &a, &mut free).unwrap())
+        };
+        // Dual stack, wildcard: one relay per protocol, to the container's IPv6 address.
+        let r = relays(&["8080:80", "8080:80/udp"], &t);
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(r[0].proto, Proto::Tcp);
+        assert_eq!(r[1].proto, Proto::Udp);
+        for x in &r {
+            assert_eq!(x.host_port, 8080);
+            assert_eq!(x.target.to_string(), "[fd00::2]:80");
+            assert!(!x.required);
+            assert_eq!(x.key, format!("80/{}", x.proto));
+        }
+        // IPv4-only container, wildcard: to its IPv4 address.
+        let r = relays(&["8080:80"], &v4only);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].target.to_string(), "10.1.0.2:80");
+        // `0.0.0.0` and `::` alone are wildcards too.
+        assert_eq!(
+            relays(&["0.0.0.0:8080:80"], &t)[0].target.to_string(),
+            "10.1.0.2:80"
+        );
+        assert_eq!(
+            relays(&["[::]:8080:80"], &t)[0].target.to_string(),
+            "[fd00::2]:80"
+        );
+        // `::1` itself: required.
+        let r = relays(&["[::1]:9090:90/udp"], &t);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].required);
+        assert_eq!(r[0].proto, Proto::Udp);
+        assert_eq!(r[0].target.to_string(), "[fd00::2]:90");
+        // `::1` beats a wildcard of the other family on the same port.
+        let r = relays(&["0.0.0.0:7000:70", "[::1]:7000:71"], &t);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].required);
+        assert_eq!(r[0].target.port(), 71);
+        // Specific addresses, 127.0.0.1 included, and SCTP: none.
+        assert!(relays(&["127.0.0.1:8080:80", "[fd00::9]:8081:80"], &t).is_empty());
+        assert!(relays(&["8080:80/sctp"], &t).is_empty());
+        // The network's default IPv4 host address is not a wildcard; IPv6 still is.
+        let bound = Target {
+            default_host_v4: Some("192.0.2.7".parse().unwrap()),
+            ..target()
+        };
+        let r = relays(&["8080:80"], &bound);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].target.to_string(), "[fd00::2]:80");
+        let bound4 = Target { v6: None, ..bound };
+        assert!(relays(&["8080:80"], &bound4).is_empty());
     }
 
     #[test]
