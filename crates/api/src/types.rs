@@ -488,6 +488,26 @@ pub struct ContainerSummary {
     pub network_mode: String,
     /// Networks.
     pub network_settings: SummaryNetworkSettings,
+    /// Published ports in force (Docker's `Ports`).
+    #[serde(default)]
+    pub ports: Vec<PortSummary>,
+}
+
+/// One published port of a container summary (Docker's `Port`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct PortSummary {
+    /// Host address (`0.0.0.0`, `::`, `127.0.0.1`, …).
+    #[serde(rename = "IP", default)]
+    pub ip: String,
+    /// Container port.
+    #[serde(rename = "PrivatePort")]
+    pub private_port: u16,
+    /// Host port.
+    #[serde(rename = "PublicPort", default)]
+    pub public_port: u16,
+    /// `tcp`, `udp`, `sctp`.
+    #[serde(rename = "Type")]
+    pub kind: String,
 }
 
 /// Networks of a container summary.

@@ -93,11 +93,17 @@ pub struct Daemon {
     pub warnings: std::sync::Mutex<Vec<String>>,
     /// Exit notifications per container id: the value is the exit code once exited.
     pub exits: std::sync::Mutex<HashMap<String, watch::Sender<Option<i32>>>>,
+    /// Removed containers whose exit code is still kept (a `wait` may arrive just after a
+    /// `--rm` removal), oldest first; forgotten after [`EXIT_MEMORY`].
+    removed: std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, String)>>,
     /// The embedded DNS resolver (see [`Daemon::dns_refresh`]).
     pub dns: crate::dns::DnsServer,
     /// berthd's own `[::1]:PORT` listeners for published ports (the kernel cannot DNAT `::1`).
     pub local6: crate::ports_local6::Relays,
 }
+
+/// How long the exit code of a removed container stays available to `wait`.
+const EXIT_MEMORY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Current time, RFC 3339 with nanoseconds (Docker's format).
 pub fn now_rfc3339() -> String {
@@ -150,6 +156,7 @@ impl Daemon {
             meta: std::sync::Mutex::new(meta),
             warnings: std::sync::Mutex::new(Vec::new()),
             exits: std::sync::Mutex::new(HashMap::new()),
+            removed: std::sync::Mutex::new(std::collections::VecDeque::new()),
             dns,
             local6: crate::ports_local6::Relays::new(),
         });
@@ -785,6 +792,31 @@ impl Daemon {
         Ok(())
     }
 
+    /// Remembers that `id` was removed and forgets the exit codes of containers removed more
+    /// than [`EXIT_MEMORY`] ago, so the table does not grow with every container ever run.
+    fn forget_exits(&self, id: &str) {
+        let now = std::time::Instant::now();
+        let Ok(mut removed) = self.removed.lock() else {
+            return;
+        };
+        removed.push_back((now, id.to_string()));
+        let mut stale = Vec::new();
+        while let Some((at, _)) = removed.front() {
+            if now.duration_since(*at) < EXIT_MEMORY {
+                break;
+            }
+            if let Some((_, old)) = removed.pop_front() {
+                stale.push(old);
+            }
+        }
+        drop(removed);
+        if let Ok(mut exits) = self.exits.lock() {
+            for old in stale {
+                exits.remove(&old);
+            }
+        }
+    }
+
     /// The exit notification channel of a container.
     pub fn exit_channel(&self, id: &str) -> watch::Sender<Option<i32>> {
         let mut map = match self.exits.lock() {
@@ -828,7 +860,6 @@ impl Daemon {
         // netns cleanup work, off this path; a synchronous RTM_DELLINK costs ~20 ms of RCU
         // grace periods each on this kind of machine). A restart that finds a not-yet-destroyed
         // veth of the same name replaces it (runtime::start).
-        let _ = &c;
         // An exited container frees its ports at once.
         let port_op = crate::ports::unpublish(self, id, &c.name).await;
         let mut st = self.state(id)?;
@@ -909,6 +940,7 @@ impl Daemon {
             Op::Delete(crate::ports::key(id)),
         ])?;
         self.runtime.remove_files(id);
+        self.forget_exits(id);
         self.dns_refresh();
         tracing::info!(container = %c.name, "container removed");
         Ok(())

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_api::types::*;
-use berth_plan::model::{ContainerSpec, ContainerState, Driver, NetworkMode, NetworkSpec};
+use berth_plan::model::{ContainerSpec, ContainerState, NetworkMode, NetworkSpec};
 use berth_plan::network::{IpamRequest, NetworkRequest};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -262,7 +262,7 @@ struct FiltersQuery {
     filters: Option<String>,
 }
 
-fn network_resource(d: &Daemon, n: &NetworkSpec, containers: &[ContainerSpec]) -> NetworkResource {
+fn network_resource(n: &NetworkSpec, containers: &[ContainerSpec]) -> NetworkResource {
     let mut members = BTreeMap::new();
     for c in containers {
         for ep in c.endpoints.iter().filter(|e| e.network_id == n.id) {
@@ -280,7 +280,6 @@ fn network_resource(d: &Daemon, n: &NetworkSpec, containers: &[ContainerSpec]) -
             );
         }
     }
-    let _ = d;
     let config: Vec<IpamConfig> = n
         .subnets
         .iter()
@@ -337,7 +336,7 @@ async fn list_networks(
                 continue;
             }
         }
-        out.push(network_resource(&d, n, &containers));
+        out.push(network_resource(n, &containers));
     }
     Ok(Json(out))
 }
@@ -347,7 +346,7 @@ async fn inspect_network(
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<NetworkResource>> {
     let n = d.find_network(&id)?;
-    Ok(Json(network_resource(&d, &n, &d.containers()?)))
+    Ok(Json(network_resource(&n, &d.containers()?)))
 }
 
 async fn create_network(State(d): D, body: Bytes) -> ApiResult<Response> {
@@ -493,7 +492,7 @@ async fn wait_container(
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<WaitResponse>> {
     // A `--rm` container may be gone already: its exit code stays known by full id.
-    let (cid, mut rx) = match d.find_container(&id) {
+    let mut rx = match d.find_container(&id) {
         Ok(c) => {
             let st = d.state(&c.id)?;
             if st.status == "exited" {
@@ -501,7 +500,7 @@ async fn wait_container(
                     status_code: st.exit_code as i64,
                 }));
             }
-            (c.id.clone(), d.exit_channel(&c.id).subscribe())
+            d.exit_channel(&c.id).subscribe()
         }
         Err(e) => {
             let known = d
@@ -510,12 +509,11 @@ async fn wait_container(
                 .ok()
                 .and_then(|m| m.get(&id).map(|s| s.subscribe()));
             match known {
-                Some(rx) => (id.clone(), rx),
+                Some(rx) => rx,
                 None => return Err(e),
             }
         }
     };
-    let _ = cid;
     let code = rx
         .wait_for(|v| v.is_some())
         .await
@@ -594,11 +592,9 @@ struct ListQuery {
 }
 
 fn endpoint_settings(
-    d: &Daemon,
     c: &ContainerSpec,
     nets: &[NetworkSpec],
 ) -> BTreeMap<String, EndpointSettings> {
-    let _ = d;
     let mut out = BTreeMap::new();
     for ep in &c.endpoints {
         let Some(n) = nets.iter().find(|n| n.id == ep.network_id) else {
@@ -674,7 +670,7 @@ fn inspect_view(
 ) -> ContainerInspect {
     let dir = d.runtime.container_dir(&c.id);
     let ports_doc = crate::ports::doc(d, &c.id).unwrap_or_default();
-    let networks = endpoint_settings(d, c, nets);
+    let networks = endpoint_settings(c, nets);
     let gw_net = berth_plan::network::gateway_endpoint(c, nets)
         .and_then(|e| nets.iter().find(|n| n.id == e.network_id))
         .map(|n| n.name.clone());
@@ -776,8 +772,21 @@ async fn list_containers(
             status,
             network_mode: network_mode_view(&c, &nets),
             network_settings: SummaryNetworkSettings {
-                networks: endpoint_settings(&d, &c, &nets),
+                networks: endpoint_settings(&c, &nets),
             },
+            ports: crate::ports::doc(&d, &c.id)
+                .map(|doc| {
+                    doc.published
+                        .iter()
+                        .map(|p| PortSummary {
+                            ip: p.host_ip.to_string(),
+                            private_port: p.container_port,
+                            public_port: p.host_port,
+                            kind: p.proto.as_str().to_string(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         });
     }
     Ok(Json(out))
@@ -830,9 +839,4 @@ async fn inspect_exec(State(d): D, UrlPath(id): UrlPath<String>) -> ApiResult<Js
         running,
         exit_code: code.map(|c| c as i64),
     }))
-}
-
-#[allow(dead_code)]
-fn is_bridge(n: &NetworkSpec) -> bool {
-    n.driver == Driver::Bridge
 }

@@ -7,7 +7,6 @@
 //! loses nothing and `berth logs` works after exit.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -488,16 +487,4 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(-1)
-}
-
-/// Writes a line to a container's stderr log (berth's own messages about the container).
-#[allow(dead_code)]
-pub fn note(dir: &Path, line: &str) {
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("stderr.log"))
-    {
-        let _ = writeln!(f, "berth: {line}");
-    }
 }

@@ -284,6 +284,13 @@ fn published_port_reachable_from_outside_and_host() {
         w.berth_ok(&["port", "srv", "80/udp"]).trim(),
         "0.0.0.0:8080"
     );
+    let ps = w.berth_ok(&["ps"]);
+    assert!(
+        ps.contains("PORTS")
+            && ps.contains("0.0.0.0:8080->80/tcp")
+            && ps.contains("0.0.0.0:8080->80/udp"),
+        "berth ps must show the published ports: {ps}"
+    );
     let v = w.inspect("srv");
     assert_eq!(
         v["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"],

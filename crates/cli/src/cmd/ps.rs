@@ -28,7 +28,7 @@ pub struct Args {
 }
 
 const DEFAULT_TABLE: &str =
-    "{{.ID}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Networks}}\t{{.Names}}";
+    "{{.ID}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Networks}}\t{{.Names}}";
 
 const HEADERS: &[(&str, &str)] = &[
     ("ID", "CONTAINER ID"),
@@ -36,6 +36,7 @@ const HEADERS: &[(&str, &str)] = &[
     ("RunningFor", "CREATED"),
     ("Status", "STATUS"),
     ("State", "STATE"),
+    ("Ports", "PORTS"),
     ("Networks", "NETWORKS"),
     ("Names", "NAMES"),
 ];
@@ -84,9 +85,26 @@ fn container_row(c: &ContainerSummary, no_trunc: bool, now: i64) -> Value {
         ),
         ("Status", c.status.clone()),
         ("State", c.state.clone()),
+        ("Ports", ports_column(c)),
         ("Networks", networks.join(",")),
         ("Names", names.join(",")),
     ])
+}
+
+/// Docker's PORTS column: `0.0.0.0:8080->80/tcp, [::]:8080->80/tcp`.
+fn ports_column(c: &ContainerSummary) -> String {
+    c.ports
+        .iter()
+        .map(|p| {
+            let host = if p.ip.contains(':') {
+                format!("[{}]", p.ip)
+            } else {
+                p.ip.clone()
+            };
+            format!("{host}:{}->{}/{}", p.public_port, p.private_port, p.kind)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn render(
@@ -112,7 +130,7 @@ fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_api::types::{EndpointSettings, SummaryNetworkSettings};
+    use berth_api::types::{EndpointSettings, PortSummary, SummaryNetworkSettings};
 
     #[test]
     fn table() {
@@ -132,6 +150,20 @@ mod tests {
                 .into_iter()
                 .collect(),
             },
+            ports: vec![
+                PortSummary {
+                    ip: "0.0.0.0".into(),
+                    private_port: 80,
+                    public_port: 8080,
+                    kind: "tcp".into(),
+                },
+                PortSummary {
+                    ip: "::".into(),
+                    private_port: 80,
+                    public_port: 8080,
+                    kind: "tcp".into(),
+                },
+            ],
         };
         let got = render(
             std::slice::from_ref(&c),
@@ -143,8 +175,8 @@ mod tests {
         .expect("ok");
         assert_eq!(
             got,
-            "CONTAINER ID   COMMAND       CREATED         STATUS         NETWORKS   NAMES\n\
-             184d1efa830a   \"sleep 600\"   5 minutes ago   Up 5 minutes   n2,n3      cpc2\n"
+            "CONTAINER ID   COMMAND       CREATED         STATUS         PORTS                                     NETWORKS   NAMES\n\
+             184d1efa830a   \"sleep 600\"   5 minutes ago   Up 5 minutes   0.0.0.0:8080->80/tcp, [::]:8080->80/tcp   n2,n3      cpc2\n"
         );
         let q = render(&[c], true, true, &Format::DefaultTable, 0).expect("ok");
         assert_eq!(q, "184d1efa830a8fd6fbedb2d5c1a4\n");
