@@ -257,6 +257,12 @@ fn parse_filters(raw: Option<&str>) -> ApiResult<BTreeMap<String, Vec<String>>> 
     Ok(out)
 }
 
+/// Decodes a JSON request body; bad JSON is the client's error (400), named by `what`.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> ApiResult<T> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid {what} request: {e}")))
+}
+
 #[derive(Deserialize)]
 struct FiltersQuery {
     filters: Option<String>,
@@ -350,8 +356,7 @@ async fn inspect_network(
 }
 
 async fn create_network(State(d): D, body: Bytes) -> ApiResult<Response> {
-    let req: NetworkCreateRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid network create request: {e}")))?;
+    let req: NetworkCreateRequest = parse_body(&body, "network create")?;
     if req.ingress || req.config_only {
         return Err(ApiError::bad_request(
             "ingress and config-only networks are swarm features; berth does not support them",
@@ -411,8 +416,7 @@ async fn prune_networks(
 }
 
 async fn connect(State(d): D, UrlPath(id): UrlPath<String>, body: Bytes) -> ApiResult<StatusCode> {
-    let req: NetworkConnectRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid connect request: {e}")))?;
+    let req: NetworkConnectRequest = parse_body(&body, "connect")?;
     d.connect(
         &id,
         &req.container,
@@ -427,8 +431,7 @@ async fn disconnect(
     UrlPath(id): UrlPath<String>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    let req: NetworkDisconnectRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid disconnect request: {e}")))?;
+    let req: NetworkDisconnectRequest = parse_body(&body, "disconnect")?;
     d.disconnect(&id, &req.container).await?;
     Ok(StatusCode::OK)
 }
@@ -445,8 +448,7 @@ async fn create_container(
     Query(q): Query<NameQuery>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let req: ContainerCreateRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid container create request: {e}")))?;
+    let req: ContainerCreateRequest = parse_body(&body, "container create")?;
     let spec = d.create_container(q.name, req).await?;
     // Create the log files now, so a client can follow them before the container starts.
     let dir = d.runtime.container_dir(&spec.id);
@@ -797,8 +799,7 @@ async fn create_exec(
     UrlPath(id): UrlPath<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let req: ExecCreateRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid exec request: {e}")))?;
+    let req: ExecCreateRequest = parse_body(&body, "exec")?;
     if req.cmd.is_empty() {
         return Err(ApiError::bad_request("no command given to exec"));
     }
