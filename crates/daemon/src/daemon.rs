@@ -623,7 +623,7 @@ impl Daemon {
                 names::validate_name("container", &n)?;
                 n
             }
-            None => generated_name(&id),
+            None => names::generated_name(&id),
         };
         let all = self.containers()?;
         if let Some(other) = all.iter().find(|c| c.name == name) {
@@ -652,8 +652,8 @@ impl Daemon {
         let extra_hosts = hc
             .extra_hosts
             .iter()
-            .map(|h| parse_extra_host(h))
-            .collect::<ApiResult<Vec<_>>>()?;
+            .map(|h| names::parse_extra_host(h))
+            .collect::<Result<Vec<_>, _>>()?;
         let hostname = if req.hostname.is_empty() {
             name.clone()
         } else {
@@ -980,41 +980,6 @@ impl Daemon {
             Err(e) => tracing::warn!("embedded DNS: reading the store: {}", e.message),
         }
     }
-}
-
-/// Docker-like generated names for unnamed containers.
-fn generated_name(id: &str) -> String {
-    const ADJ: [&str; 8] = [
-        "brave", "calm", "eager", "keen", "lucid", "quiet", "swift", "tidy",
-    ];
-    const NOUN: [&str; 8] = [
-        "anchor", "buoy", "dock", "harbor", "jetty", "keel", "mast", "quay",
-    ];
-    let b = u32::from_str_radix(&id[..6.min(id.len())], 16).unwrap_or(0);
-    format!(
-        "{}_{}_{}",
-        ADJ[(b & 7) as usize],
-        NOUN[((b >> 3) & 7) as usize],
-        &id[..6.min(id.len())]
-    )
-}
-
-fn parse_extra_host(h: &str) -> ApiResult<(String, IpAddr)> {
-    // NAME:IP, where IP may itself contain colons (IPv6); Docker also accepts NAME=IP.
-    let (name, ip) = h
-        .split_once('=')
-        .or_else(|| h.split_once(':'))
-        .ok_or_else(|| ApiError::bad_request(format!("--add-host {h:?}: expected NAME:IP")))?;
-    let ip_str = ip.trim_start_matches('[').trim_end_matches(']');
-    let ip: IpAddr = ip_str.parse().map_err(|_| {
-        ApiError::bad_request(format!("--add-host {h:?}: {ip_str:?} is not an IP address"))
-    })?;
-    if name.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "--add-host {h:?}: empty host name"
-        )));
-    }
-    Ok((name.to_string(), ip))
 }
 
 /// Converts Docker's `EndpointSettings` into the planner's request.

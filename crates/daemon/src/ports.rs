@@ -7,7 +7,7 @@
 //! The decisions are `berth_plan::ports` (pure); this module feeds it what only the host knows.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use berth_api::types::{HostConfig, PortBinding};
@@ -62,13 +62,7 @@ pub fn specs_from_api(hc: &HostConfig) -> ApiResult<Vec<PortSpec>> {
 pub fn bindings_view(specs: &[PortSpec]) -> std::collections::BTreeMap<String, Vec<PortBinding>> {
     ports::to_bindings(specs)
         .into_iter()
-        .map(|(k, v)| {
-            let v = v
-                .into_iter()
-                .map(|(host_ip, host_port)| PortBinding { host_ip, host_port })
-                .collect();
-            (k, v)
-        })
+        .map(|(k, v)| (k, wire(v)))
         .collect()
 }
 
@@ -79,14 +73,14 @@ pub fn ports_view(
 ) -> std::collections::BTreeMap<String, Option<Vec<PortBinding>>> {
     ports::ports_view(specs, published)
         .into_iter()
-        .map(|(k, v)| {
-            let v = v.map(|v| {
-                v.into_iter()
-                    .map(|(host_ip, host_port)| PortBinding { host_ip, host_port })
-                    .collect()
-            });
-            (k, v)
-        })
+        .map(|(k, v)| (k, v.map(wire)))
+        .collect()
+}
+
+/// `(host ip, host port)` pairs as Docker's `PortBinding`s.
+fn wire(v: Vec<(String, String)>) -> Vec<PortBinding> {
+    v.into_iter()
+        .map(|(host_ip, host_port)| PortBinding { host_ip, host_port })
         .collect()
 }
 
@@ -216,13 +210,9 @@ fn target(c: &ContainerSpec, nets: &[NetworkSpec]) -> ApiResult<Target> {
 /// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`), Docker's pool for "any
 /// free port"; 49153–65535 when it cannot be read.
 fn ephemeral_range() -> (u16, u16) {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+    berth_kernel::sysctl::read(None, "net.ipv4.ip_local_port_range")
         .ok()
-        .and_then(|s| {
-            let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
-            Some((it.next()??, it.next()??))
-        })
-        .filter(|(a, b)| a <= b && *a > 0)
+        .and_then(|s| ports::parse_port_range(&s))
         .unwrap_or((49153, 65535))
 }
 
@@ -257,7 +247,10 @@ pub async fn publish(d: &Daemon, c: &ContainerSpec) -> ApiResult<Option<Op>> {
             let v6_loopback = matches!(ip, IpAddr::V6(a) if a.is_loopback() || a.is_unspecified());
             match d.local6.holder(proto, port).filter(|_| v6_loopback) {
                 Some(h) => HostUse::Held(h),
-                None => probe_host_port(proto, ip, port),
+                None => match berth_kernel::hostport::probe(proto, ip, port) {
+                    Some(holder) => HostUse::Held(holder),
+                    None => HostUse::Free,
+                },
             }
         };
         ports::allocate(&specs, &t, &alloc, &mut host_use)?
@@ -424,92 +417,4 @@ async fn flush_udp(d: &Daemon, published: &[Published]) {
         ),
         Err(e) => tracing::warn!("flushing UDP conntrack entries: {e}"),
     }
-}
-
-/// Whether a host process holds `proto` `ip`:`port` in berthd's namespace: tries to bind it.
-/// TCP with `SO_REUSEADDR` (so connections in TIME_WAIT do not count: only a listener or a
-/// bound socket does), UDP without (any bound socket counts), IPv6 with `IPV6_V6ONLY` (the
-/// families are published separately). Not listening, so no connection can arrive on the
-/// probe. SCTP is not probed: creating an SCTP socket would load the sctp module.
-fn probe_host_port(proto: Proto, ip: IpAddr, port: u16) -> HostUse {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let (ty, protocol) = match proto {
-        Proto::Tcp => (Type::STREAM, Protocol::TCP),
-        Proto::Udp => (Type::DGRAM, Protocol::UDP),
-        Proto::Sctp => return HostUse::Free,
-    };
-    let addr = SocketAddr::new(ip, port);
-    let sock = match Socket::new(Domain::for_address(addr), ty, Some(protocol)) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!("probing {addr}/{proto}: {e}");
-            return HostUse::Free;
-        }
-    };
-    if ip.is_ipv6() {
-        let _ = sock.set_only_v6(true);
-    }
-    if proto == Proto::Tcp {
-        let _ = sock.set_reuse_address(true);
-    }
-    match sock.bind(&addr.into()) {
-        Ok(()) => HostUse::Free,
-        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
-            HostUse::Held(holder(proto, ip.is_ipv6(), port))
-        }
-        // EADDRNOTAVAIL and the like: not an address of this host; checked elsewhere.
-        Err(e) => {
-            tracing::debug!("probing {addr}/{proto}: {e}");
-            HostUse::Free
-        }
-    }
-}
-
-/// Names the process holding a port: the socket's inode from `/proc/net/{tcp,udp}{,6}` (this
-/// namespace's sockets), then the process with a `socket:[inode]` descriptor. Only run when a
-/// bind failed, so its cost (a walk over /proc) never touches the success path.
-pub fn holder(proto: Proto, v6: bool, port: u16) -> String {
-    let file = match (proto, v6) {
-        (Proto::Tcp, false) => "/proc/net/tcp",
-        (Proto::Tcp, true) => "/proc/net/tcp6",
-        (_, false) => "/proc/net/udp",
-        (_, true) => "/proc/net/udp6",
-    };
-    let generic = "a process on the host".to_string();
-    let Ok(table) = std::fs::read_to_string(file) else {
-        return generic;
-    };
-    // Columns: sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode.
-    let inode = table.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        let local_port = f.get(1)?.rsplit_once(':')?.1;
-        let listening_or_bound = proto != Proto::Tcp || f.get(3) == Some(&"0A");
-        (u16::from_str_radix(local_port, 16).ok()? == port && listening_or_bound)
-            .then(|| f.get(9).map(|s| s.to_string()))
-            .flatten()
-    });
-    let Some(inode) = inode.filter(|i| i != "0") else {
-        return generic;
-    };
-    let wanted = format!("socket:[{inode}]");
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return generic;
-    };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == wanted.as_str()) {
-                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .map(|s| s.trim().to_string())
-                    .unwrap_or_default();
-                return format!("process {pid} ({comm})");
-            }
-        }
-    }
-    generic
 }

@@ -124,7 +124,7 @@ impl Relays {
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => Some(format!(
                         "port is already in use by {} on the host",
-                        crate::ports::holder(r.proto, true, r.host_port)
+                        berth_kernel::hostport::holder(r.proto, true, r.host_port)
                     )),
                     Err(e) => Some(format!("cannot listen: {e}")),
                 }

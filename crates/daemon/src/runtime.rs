@@ -17,8 +17,7 @@ use berth_kernel::container::{self as ct, InitConfig};
 use berth_plan::model::{ContainerSpec, ContainerState, NetworkMode};
 use berth_plan::network as planner;
 use bytes::Bytes;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 
@@ -302,7 +301,7 @@ impl Runtime {
     pub fn signal(&self, id: &str, sig: Signal) {
         let pid = self.procs.lock().ok().and_then(|p| p.get(id).copied());
         if let Some(pid) = pid {
-            if let Err(e) = kill(Pid::from_raw(pid), sig) {
+            if let Err(e) = ct::signal(pid, sig) {
                 tracing::debug!("signalling container {id} (pid {pid}): {e}");
             }
         }

@@ -164,6 +164,12 @@ pub fn init_command(self_exe: &Path, cfg: &InitConfig) -> Result<Command, Contai
     Ok(cmd)
 }
 
+/// Sends `sig` to a container's stage-1 init (`kill(2)`); it forwards the signal to the
+/// command, and a SIGKILL takes the whole container down (stage 2 dies with it: pdeathsig).
+pub fn signal(pid: i32, sig: Signal) -> nix::Result<()> {
+    kill(Pid::from_raw(pid), sig)
+}
+
 /// Builds the `Command` for `exec` into a running container whose init pid is `pid`. The
 /// command runs with the container's environment plus `env` (`KEY=VALUE`), which is passed to
 /// the enter process as its environment.

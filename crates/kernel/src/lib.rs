@@ -7,6 +7,7 @@
 pub mod conntrack;
 pub mod container;
 pub mod error;
+pub mod hostport;
 pub mod link;
 pub mod netns;
 pub mod nft;

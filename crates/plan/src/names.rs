@@ -244,9 +244,60 @@ pub fn resolve<'a, T>(
     }
 }
 
+/// A Docker-like generated name for an unnamed container (`brave_dock_5023a3`): derived from
+/// its id, so it needs no randomness of its own and is unique with the id.
+pub fn generated_name(id: &str) -> String {
+    const ADJ: [&str; 8] = [
+        "brave", "calm", "eager", "keen", "lucid", "quiet", "swift", "tidy",
+    ];
+    const NOUN: [&str; 8] = [
+        "anchor", "buoy", "dock", "harbor", "jetty", "keel", "mast", "quay",
+    ];
+    let head: String = id.chars().take(6).collect();
+    let b = u32::from_str_radix(&head, 16).unwrap_or(0);
+    format!(
+        "{}_{}_{head}",
+        ADJ[(b & 7) as usize],
+        NOUN[((b >> 3) & 7) as usize]
+    )
+}
+
+/// Parses `--add-host NAME:IP` (Docker also accepts `NAME=IP`; the IP may be IPv6, bracketed
+/// or not).
+pub fn parse_extra_host(h: &str) -> Result<(String, std::net::IpAddr), PlanError> {
+    let (name, ip) = h
+        .split_once('=')
+        .or_else(|| h.split_once(':'))
+        .ok_or_else(|| PlanError::Invalid(format!("--add-host {h:?}: expected NAME:IP")))?;
+    let ip_str = ip.trim_start_matches('[').trim_end_matches(']');
+    let ip = ip_str.parse().map_err(|_| {
+        PlanError::Invalid(format!("--add-host {h:?}: {ip_str:?} is not an IP address"))
+    })?;
+    if name.is_empty() {
+        return Err(PlanError::Invalid(format!(
+            "--add-host {h:?}: empty host name"
+        )));
+    }
+    Ok((name.to_string(), ip))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 mod tests {
+
+    #[test]
+    fn extra_hosts_and_generated_names() {
+        let v6: std::net::IpAddr = "fd00::1".parse().unwrap();
+        assert_eq!(parse_extra_host("db:10.0.0.1").unwrap().0, "db");
+        assert_eq!(parse_extra_host("db:fd00::1").unwrap(), ("db".into(), v6));
+        assert_eq!(parse_extra_host("db=[fd00::1]").unwrap(), ("db".into(), v6));
+        assert!(parse_extra_host("db").is_err());
+        assert!(parse_extra_host(":10.0.0.1").is_err());
+        assert!(parse_extra_host("db:nope").is_err());
+        let n = generated_name("5023a32964ca");
+        assert!(n.ends_with("_5023a3") && n.split('_').count() == 3, "{n}");
+        assert_eq!(generated_name("x").split('_').count(), 3);
+    }
     use super::*;
 
     #[test]

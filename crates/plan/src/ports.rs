@@ -452,6 +452,14 @@ pub fn check_host_ip(ip: IpAddr, host_addrs: &[IpAddr]) -> Result<(), PlanError>
     )))
 }
 
+/// Parses the kernel's `ip_local_port_range` text (`"32768\t60999"`): the pool for "any free
+/// port". `None` when malformed or empty.
+pub fn parse_port_range(s: &str) -> Option<(u16, u16)> {
+    let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
+    let (a, b) = (it.next()??, it.next()??);
+    (a > 0 && a <= b).then_some((a, b))
+}
+
 /// Chooses host ports for `specs` and returns what will be in force, or the first refusal:
 /// a port published by another container (named), a port a host process holds (named by
 /// `host_use`), a fixed port clashing within the same request.
@@ -628,6 +636,15 @@ pub fn ports_view(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 mod tests {
+
+    #[test]
+    fn ephemeral_range_text() {
+        assert_eq!(parse_port_range("32768\t60999\n"), Some((32768, 60999)));
+        assert_eq!(parse_port_range("60999 32768"), None);
+        assert_eq!(parse_port_range("0 10"), None);
+        assert_eq!(parse_port_range("garbage"), None);
+        assert_eq!(parse_port_range(""), None);
+    }
     use super::*;
 
     fn one(s: &str) -> PortSpec {

@@ -674,16 +674,20 @@ impl World {
         port: u16,
         timeout_s: f64,
     ) -> Result<String, String> {
-        let o = self.ns_exec(
-            ns,
-            &[
-                "python3",
-                &self.helper("probe.py"),
-                addr,
-                &port.to_string(),
-                &timeout_s.to_string(),
-            ],
-        );
+        self.probe(|args| self.ns_exec(ns, args), addr, port, timeout_s)
+    }
+
+    /// Runs the TCP probe helper through `run` (in a namespace or a container).
+    fn probe(
+        &self,
+        run: impl FnOnce(&[&str]) -> Output,
+        addr: &str,
+        port: u16,
+        timeout_s: f64,
+    ) -> Result<String, String> {
+        let helper = self.helper("probe.py");
+        let (port, timeout) = (port.to_string(), timeout_s.to_string());
+        let o = run(&["python3", &helper, addr, &port, &timeout]);
         if o.status.success() {
             Ok(stdout(&o))
         } else {
@@ -792,21 +796,7 @@ impl World {
         port: u16,
         timeout_s: f64,
     ) -> Result<String, String> {
-        let o = self.exec(
-            from,
-            &[
-                "python3",
-                &self.helper("probe.py"),
-                addr,
-                &port.to_string(),
-                &timeout_s.to_string(),
-            ],
-        );
-        if o.status.success() {
-            Ok(stdout(&o))
-        } else {
-            Err(show(&o))
-        }
+        self.probe(|args| self.exec(from, args), addr, port, timeout_s)
     }
 
     /// Asserts that `from` reaches addr:port (connection and reply).
