@@ -1028,3 +1028,282 @@ impl World {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reconciler tests: berthd with extra environment (failpoints), the raw API, kernel views.
+
+/// A process of a container's init (`__berth_init` stage 1 or `__berth_init2` stage 2).
+#[derive(Debug, Clone)]
+pub struct InitProc {
+    pub pid: i32,
+    /// argv\[1\]: `__berth_init` or `__berth_init2`.
+    pub stage: String,
+    /// The whole command line, NULs replaced by spaces.
+    pub cmdline: String,
+}
+
+impl World {
+    /// Restarts berthd (SIGKILL if `kill9`, else gracefully) with extra environment variables,
+    /// e.g. `[("BERTH_FAILPOINT", "connect:2")]`. A later [`World::restart_daemon`] starts it
+    /// without them again. Panics if berthd exits during start-up.
+    pub fn restart_daemon_env(&self, kill9: bool, env: &[(&str, &str)]) {
+        if let Err(e) = self.try_restart_daemon_full(kill9, &[], env) {
+            panic!("{e}");
+        }
+    }
+
+    /// Like [`World::restart_daemon`] (no extra arguments or environment), but a berthd that
+    /// does not come up is reported by a panic raised outside the daemon lock, so the world
+    /// still cleans up.
+    pub fn restart_daemon_checked(&self, kill9: bool) {
+        if let Err(e) = self.try_restart_daemon_full(kill9, &[], &[]) {
+            panic!("{e}");
+        }
+    }
+
+    /// Like [`World::restart_daemon_args`] and [`World::restart_daemon_env`] together; returns
+    /// `Err(why, with the log)` instead of panicking when berthd does not come up.
+    /// berthd runs with a core-size limit of 0 (a failpoint aborts it; no core files).
+    pub fn try_restart_daemon_full(
+        &self,
+        kill9: bool,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<(), String> {
+        self.stop_daemon(kill9);
+        let _ = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .and_then(|mut f| {
+                use std::io::Write;
+                writeln!(
+                    f,
+                    "==== [harness] restart (kill9={kill9}) args {extra:?} env {env:?} ===="
+                )
+            });
+        let _ = fs::remove_file(&self.socket);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open berthd log");
+        // `ip netns exec` and `prlimit` both exec in place: the child's PID is berthd's.
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.host_ns])
+            .args(["prlimit", "--core=0", "--"])
+            .arg(berthd_bin())
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["--log-level", "debug"])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn berthd");
+        *self.daemon.lock().expect("daemon lock") = Some(child);
+        let start = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            if !self.daemon_alive() {
+                return Err(format!(
+                    "berthd {extra:?} {env:?} exited during start-up; log:\n{}",
+                    self.log_text()
+                ));
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err(format!(
+                    "berthd {extra:?} {env:?}: socket not up within 10 s; log:\n{}",
+                    self.log_text()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Waits (bounded) for berthd to exit on its own; returns its exit status, or `None` if it
+    /// is still running after `timeout` (or was not started by the harness).
+    pub fn wait_daemon_exit(&self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            {
+                let mut g = self.daemon.lock().expect("daemon lock");
+                let c = g.as_mut()?;
+                if let Ok(Some(st)) = c.try_wait() {
+                    return Some(st);
+                }
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Calls berthd's API directly (curl on the unix socket, bounded): `(HTTP status, body)`.
+    /// Status 0 means no HTTP answer at all (connection refused or reset, e.g. berthd died).
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let url = format!("http://localhost{path}");
+        let sock = self.socket.display().to_string();
+        let mut a = vec![
+            "-s",
+            "--max-time",
+            "60",
+            "-w",
+            "\n%{http_code}",
+            "--unix-socket",
+            sock.as_str(),
+            "-X",
+            method,
+        ];
+        if let Some(b) = body {
+            a.extend(["-H", "Content-Type: application/json", "-d", b]);
+        }
+        a.push(url.as_str());
+        let o = sh("curl", &a);
+        let out = stdout(&o);
+        let (text, status) = out.rsplit_once('\n').unwrap_or(("", out.as_str()));
+        (status.trim().parse().unwrap_or(0), text.to_string())
+    }
+
+    /// `berth system check [ARGS…]` (bounded).
+    pub fn system_check(&self, args: &[&str]) -> Output {
+        let mut a = vec!["system", "check"];
+        a.extend_from_slice(args);
+        self.berth(&a)
+    }
+
+    /// The host netns's links as `(name, ifalias)` (`ip -o -d link show`).
+    pub fn host_link_aliases(&self) -> Vec<(String, Option<String>)> {
+        self.host_ip_cmd(&["-o", "-d", "link", "show"])
+            .lines()
+            .filter_map(|l| {
+                let name = l.split(": ").nth(1)?;
+                let name = name.split('@').next().unwrap_or(name).to_string();
+                // `ip -o` joins the lines with `\`; the alias is `alias TEXT` up to the next one.
+                let alias = l
+                    .split('\\')
+                    .map(str::trim)
+                    .find_map(|part| part.strip_prefix("alias ").map(|a| a.trim().to_string()));
+                Some((name, alias))
+            })
+            .collect()
+    }
+
+    /// Runs `cmd` in the network namespace of process `pid` (`nsenter -t PID -n`, bounded).
+    pub fn pid_net_exec(&self, pid: i64, cmd: &[&str]) -> Output {
+        let p = pid.to_string();
+        let mut a = vec!["-t", p.as_str(), "-n"];
+        a.extend_from_slice(cmd);
+        sh("nsenter", &a)
+    }
+
+    /// Container init processes of this world (stage 1 and stage 2; their command line names
+    /// the world's state dir).
+    pub fn init_procs(&self) -> Vec<InitProc> {
+        let dir = self.state_dir.display().to_string();
+        let mut v = Vec::new();
+        let Ok(rd) = fs::read_dir("/proc") else {
+            return v;
+        };
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(raw) = fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = raw
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let Some(stage) = args.get(1) else { continue };
+            if !stage.starts_with("__berth_init") {
+                continue;
+            }
+            let cmdline = args.join(" ");
+            if !cmdline.contains(&dir) {
+                continue;
+            }
+            // A zombie has an empty cmdline, so it never gets here.
+            v.push(InitProc {
+                pid,
+                stage: stage.clone(),
+                cmdline,
+            });
+        }
+        v
+    }
+}
+
+impl World {
+    /// `network inspect NAME` parsed (the first element of the array).
+    pub fn network_inspect(&self, name: &str) -> serde_json::Value {
+        let out = self.berth_ok(&["network", "inspect", name]);
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("network inspect {name}: {e}: {out}"));
+        v.get(0)
+            .cloned()
+            .unwrap_or_else(|| panic!("network inspect {name}: empty array: {out}"))
+    }
+
+    /// The bridge of network `net`: its `com.docker.network.bridge.name` option, else `berth0`
+    /// for the predefined `bridge` network, else `berth-<first 9 of its id>`.
+    pub fn bridge_of(&self, net: &str) -> String {
+        let v = self.network_inspect(net);
+        bridge_of_inspect(&v)
+    }
+
+    /// The host-side veth of `container`'s endpoint on `net`: the host link whose `berth:` alias
+    /// names the endpoint id, else `vb<first 12 of the endpoint id>` (berth's naming). Panics
+    /// when the container has no endpoint on `net`.
+    pub fn host_veth_of(&self, container: &str, net: &str) -> String {
+        let v = self.inspect(container);
+        let ep = v["NetworkSettings"]["Networks"][net]["EndpointID"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            ep.len() >= 12,
+            "{container} has no endpoint on {net}: {}",
+            v["NetworkSettings"]
+        );
+        host_veth_for_endpoint(&self.host_link_aliases(), &ep)
+    }
+}
+
+/// See [`World::bridge_of`]; `v` is one element of `network inspect`.
+pub fn bridge_of_inspect(v: &serde_json::Value) -> String {
+    if let Some(b) = v["Options"]["com.docker.network.bridge.name"]
+        .as_str()
+        .filter(|b| !b.is_empty())
+    {
+        return b.to_string();
+    }
+    let id = v["Id"].as_str().unwrap_or("");
+    if v["Name"].as_str() == Some("bridge") {
+        return "berth0".to_string();
+    }
+    format!("berth-{}", id.get(..9).unwrap_or(id))
+}
+
+/// See [`World::host_veth_of`]; `links` from [`World::host_link_aliases`].
+pub fn host_veth_for_endpoint(links: &[(String, Option<String>)], endpoint_id: &str) -> String {
+    let short = endpoint_id.get(..12).unwrap_or(endpoint_id);
+    let named = format!("vb{short}");
+    if links.iter().any(|(name, _)| *name == named) {
+        return named;
+    }
+    links
+        .iter()
+        .find(|(_, alias)| {
+            alias
+                .as_deref()
+                .is_some_and(|a| a.starts_with("berth:") && a.contains(short))
+        })
+        .map_or(named, |(name, _)| name.clone())
+}
