@@ -584,6 +584,71 @@ pub struct InfoResponse {
     /// The embedded DNS resolver (absent from older daemons).
     #[serde(default)]
     pub dns: DnsInfo,
+    /// The reconcile loop: passes, drift repaired (absent from older daemons).
+    #[serde(default)]
+    pub reconciler: ReconcilerInfo,
+}
+
+/// `GET /info` → `Reconciler`: the loop that keeps the kernel equal to the stored intent,
+/// counted since berthd started.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ReconcilerInfo {
+    /// Passes run (API calls, start-up, notifications, timer).
+    pub passes: u64,
+    /// Kernel steps that repaired drift (passes not caused by an API call).
+    pub repairs: u64,
+    /// Kernel steps applied in all.
+    pub steps_applied: u64,
+    /// Kernel steps that failed.
+    pub errors: u64,
+    /// The last repair: what was done, to what, and why.
+    pub last_repair: Option<String>,
+    /// When (RFC 3339).
+    pub last_repair_at: Option<String>,
+    /// The last failed step and its error.
+    pub last_error: Option<String>,
+    /// What the last full pass found in the way that is not berth's to change.
+    pub problems: Vec<String>,
+}
+
+/// `GET /system/check`: the kernel against the stored intent, and the steps a reconcile pass
+/// would take, computed without applying anything.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct SystemCheck {
+    /// Nothing to do.
+    pub in_sync: bool,
+    /// The steps a pass would take, in order.
+    pub steps: Vec<CheckStep>,
+    /// What is wrong and not berth's to fix (a foreign link in the way).
+    pub problems: Vec<String>,
+    /// Desired and observed counts per kind of object.
+    pub summary: std::collections::BTreeMap<String, CheckCount>,
+    /// The loop's counters.
+    pub reconciler: ReconcilerInfo,
+}
+
+/// One step of a [`SystemCheck`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CheckStep {
+    /// What it would do (`CreateEndpoint`, `DeleteLink`, `FirewallBase`, …).
+    pub action: String,
+    /// To what.
+    pub object: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Desired and observed counts of one kind of object.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CheckCount {
+    /// What berth wants.
+    pub desired: usize,
+    /// What the kernel has.
+    pub observed: usize,
 }
 
 /// `GET /info` → `Dns`: berth's embedded resolver, counted since berthd started.

@@ -53,6 +53,9 @@ enum Command {
     Rm(cmd::rm::Args),
     /// Show berthd's state and warnings.
     Info,
+    /// Check the host against berthd's intent (`berth system check`).
+    #[command(subcommand)]
+    System(cmd::system::SystemCommand),
     /// Show client and daemon versions.
     Version,
 }
@@ -92,6 +95,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Stop(a) => cmd::stop::run(&client, a).await,
         Command::Rm(a) => cmd::rm::run(&client, a).await,
         Command::Info => cmd::info::run(&client).await,
+        Command::System(c) => cmd::system::run(&client, c).await,
         Command::Version => cmd::version::run(&client).await,
     };
     match result {

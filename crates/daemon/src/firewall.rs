@@ -1,17 +1,15 @@
-//! Keeps berth's nftables table (`table inet berth`) converged: the static part once at start,
-//! then only element diffs per change, each one atomic `nft -f -` transaction.
+//! What berthd knows of berth's nftables table (`table inet berth`) between reconcile passes.
 //!
-//! Two owners of elements: networks own the sets ([`Firewall::sync`] diffs all of them, a
-//! handful per network), running containers own the published-port maps ([`Firewall::update_ports`]
-//! diffs only the ports of the container that changed, so publishing one more port costs the
-//! same with 10,000 ports published as with none).
+//! Two owners of elements: networks own the sets (the reconcile loop diffs them against
+//! [`Firewall::cache`], a handful per network), running containers own the published-port maps
+//! ([`Firewall::update_ports`] diffs only the ports of the container that changed, so publishing
+//! one more port costs the same with 10,000 ports published as with none). A full pass (start-up,
+//! a notification that the table changed, the timer) reads the table back and repairs both.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use anyhow::Context;
 use berth_plan::firewall::{self as fw, Elements, FirewallConfig};
-use berth_plan::model::NetworkSpec;
 use berth_plan::ports::{Proto, Published};
 
 /// Published ports in force, by (protocol, host port): the container name and the port. The
@@ -26,6 +24,8 @@ pub struct Firewall {
     /// Elements as last applied (or observed at start): diffs are computed against this, so a
     /// change costs O(what changed), not a read of the whole table.
     applied: Mutex<Option<Elements>>,
+    /// The static rules' configuration as last applied or read back.
+    applied_cfg: Mutex<Option<FirewallConfig>>,
     /// Ports in force per container id (name, ports), and the same by host port.
     ports: Mutex<(PortsById, PortIndex)>,
 }
@@ -35,6 +35,7 @@ impl Firewall {
     pub fn new() -> Firewall {
         Firewall {
             applied: Mutex::new(None),
+            applied_cfg: Mutex::new(None),
             ports: Mutex::new((BTreeMap::new(), HashMap::new())),
         }
     }
@@ -156,38 +157,30 @@ impl Firewall {
         Ok(())
     }
 
-    /// Installs the table, its sets and the static chains (idempotent; never touches chain
-    /// `user`), then reads back which elements the kernel has.
-    pub fn init(&self, cfg: FirewallConfig) -> anyhow::Result<()> {
-        berth_kernel::nft::apply(None, &fw::base_script(&cfg))
-            .context("applying the base rule set")?;
-        let observed = berth_kernel::nft::list_table_json(None, "inet", "berth")
-            .context("reading table inet berth back")?
-            .map(|json| fw::parse_observed(&json))
-            .unwrap_or_default();
-        if let Ok(mut slot) = self.applied.lock() {
-            *slot = Some(observed);
-        }
-        Ok(())
+    /// What berth last applied (or read back): the static rules' configuration and the
+    /// elements, or `None` when unknown (a failed transaction, or before the first pass): the
+    /// next pass then reads the table back.
+    pub fn cache(&self) -> Option<(FirewallConfig, Elements)> {
+        let cfg = self.applied_cfg.lock().ok().and_then(|c| *c)?;
+        let el = self.applied.lock().ok().and_then(|e| e.clone())?;
+        Some((cfg, el))
     }
 
-    /// Makes the table's set elements exactly those `networks` need (one transaction, only
-    /// the difference). The published-port maps are left alone.
-    pub fn sync(&self, networks: &[NetworkSpec]) -> anyhow::Result<()> {
-        let mut slot = self
-            .applied
-            .lock()
-            .map_err(|_| anyhow::anyhow!("firewall state lock poisoned"))?;
-        let current = slot.clone().unwrap_or_default();
-        let mut desired = fw::desired_elements(networks);
-        desired.extend(&current.only(&fw::map_names()));
-        let script = fw::diff_script(&current, &desired);
-        if !script.is_empty() {
-            tracing::debug!(%script, "nft transaction");
-            berth_kernel::nft::apply(None, &script)?;
+    /// Records what a reconcile pass left in the table.
+    pub fn set_cache(&self, cfg: FirewallConfig, elements: Elements) {
+        if let Ok(mut c) = self.applied_cfg.lock() {
+            *c = Some(cfg);
         }
-        *slot = Some(desired);
-        Ok(())
+        if let Ok(mut e) = self.applied.lock() {
+            *e = Some(elements);
+        }
+    }
+
+    /// Forgets what the table holds (after a failure): the next pass reads it back.
+    pub fn invalidate(&self) {
+        if let Ok(mut c) = self.applied_cfg.lock() {
+            *c = None;
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_api::types::*;
-use berth_plan::model::{ContainerSpec, ContainerState, NetworkMode, NetworkSpec};
+use berth_plan::model::{ContainerSpec, ContainerState, NetworkMode, NetworkSpec, Status};
 use berth_plan::network::{IpamRequest, NetworkRequest};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -33,6 +33,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/version", get(version))
         .route("/info", get(info))
         .route("/metrics", get(metrics))
+        .route("/system/check", get(system_check))
         .route("/openapi.json", get(openapi))
         .route("/networks", get(list_networks))
         .route("/networks/create", post(create_network))
@@ -183,7 +184,7 @@ async fn info(State(d): D) -> ApiResult<Json<InfoResponse>> {
         .iter()
         .filter(|c| {
             d.state(&c.id)
-                .map(|s| s.status == "running")
+                .map(|s| s.status == Status::Running)
                 .unwrap_or(false)
         })
         .count();
@@ -199,7 +200,13 @@ async fn info(State(d): D) -> ApiResult<Json<InfoResponse>> {
         warnings: d.warnings.lock().map(|w| w.clone()).unwrap_or_default(),
         ip_forward_enabled_by_berth: meta.ipv4_forwarding_was_off,
         dns: d.dns.info(),
+        reconciler: d.reconciler.stats(),
     }))
+}
+
+/// `GET /system/check`: desired vs observed and the steps a pass would take (dry run).
+async fn system_check(State(d): D) -> ApiResult<Json<SystemCheck>> {
+    Ok(Json(d.check().await?))
 }
 
 /// `GET /metrics`: Prometheus text format (the embedded DNS resolver's counters and latency).
@@ -209,7 +216,11 @@ async fn metrics(State(d): D) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        d.dns.metrics(),
+        format!(
+            "{}{}",
+            d.dns.metrics(),
+            crate::reconcile::metrics(&d.reconciler.stats())
+        ),
     )
         .into_response()
 }
@@ -497,7 +508,7 @@ async fn wait_container(
     let mut rx = match d.find_container(&id) {
         Ok(c) => {
             let st = d.state(&c.id)?;
-            if st.status == "exited" {
+            if st.status == Status::Exited {
                 return Ok(Json(WaitResponse {
                     status_code: st.exit_code as i64,
                 }));
@@ -569,7 +580,7 @@ async fn logs(
         out,
         err,
         d.exit_channel(&c.id).subscribe(),
-        st.status != "exited",
+        st.status != Status::Exited,
     );
     Ok(stream_body(rx))
 }
@@ -686,8 +697,8 @@ fn inspect_view(
         path: c.cmd.first().cloned().unwrap_or_default(),
         args: c.cmd.iter().skip(1).cloned().collect(),
         state: ContainerStateView {
-            status: st.status.clone(),
-            running: st.status == "running",
+            status: st.status.as_str().to_string(),
+            running: st.status == Status::Running,
             pid: st.pid,
             exit_code: st.exit_code,
             started_at: st.started_at.clone(),
@@ -716,7 +727,7 @@ fn inspect_view(
             port_bindings: crate::ports::bindings_view(&ports_doc.specs),
         },
         network_settings: NetworkSettings {
-            sandbox_key: if st.status == "running" && c.mode != NetworkMode::Host {
+            sandbox_key: if st.status == Status::Running && c.mode != NetworkMode::Host {
                 format!("/proc/{}/ns/net", st.pid)
             } else {
                 String::new()
@@ -753,7 +764,7 @@ async fn list_containers(
     cs.sort_by(|a, b| b.created.cmp(&a.created));
     for c in cs {
         let st = d.state(&c.id)?;
-        if !all && st.status != "running" {
+        if !all && st.status != Status::Running {
             continue;
         }
         let created =
@@ -770,7 +781,7 @@ async fn list_containers(
             names: vec![format!("/{}", c.name)],
             command: c.cmd.join(" "),
             created,
-            state: st.status.clone(),
+            state: st.status.as_str().to_string(),
             status,
             network_mode: network_mode_view(&c, &nets),
             network_settings: SummaryNetworkSettings {
@@ -805,7 +816,7 @@ async fn create_exec(
     }
     let c = d.find_container(&id)?;
     let st = d.state(&c.id)?;
-    if st.status != "running" {
+    if st.status != Status::Running {
         return Err(ApiError::conflict(format!(
             "Container {} is not running",
             c.name
@@ -821,7 +832,7 @@ async fn start_exec(State(d): D, UrlPath(id): UrlPath<String>) -> ApiResult<Resp
         .exec_container(&id)
         .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {id}")))?;
     let st = d.state(&cid)?;
-    if st.status != "running" {
+    if st.status != Status::Running {
         return Err(ApiError::conflict(
             "the container of this exec is not running",
         ));

@@ -4,14 +4,20 @@
 //! write desired state in one store transaction, converge the kernel (via `berth-kernel`) and
 //! only then answer. At start-up it converges everything: observe, diff, apply, remove orphans.
 
+mod containers;
+mod converge;
 mod daemon;
 mod dns;
 mod error;
+mod failpoint;
 mod firewall;
 mod http;
+mod ipam;
+mod networks;
 mod openapi;
 mod ports;
 mod ports_local6;
+mod reconcile;
 mod runtime;
 
 use std::path::PathBuf;
@@ -40,6 +46,14 @@ struct Args {
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, default_value = "info", env = "BERTH_LOG")]
     log_level: String,
+    /// Do not repair drift when the kernel reports a change or on the periodic check (start-up
+    /// and API calls still converge; `berth system check` shows what differs).
+    #[arg(long)]
+    no_drift_repair: bool,
+    /// Seconds between full checks of the kernel against the stored intent (notifications
+    /// catch most drift at once; this catches the rest).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    check_interval: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,7 +86,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let daemon = daemon::Daemon::start(daemon::Config {
         state_dir: args.state_dir.clone(),
         resolv_conf: args.resolv_conf.clone(),
+        drift_repair: !args.no_drift_repair,
+        check_interval: std::time::Duration::from_secs(args.check_interval),
     })
     .await?;
+    converge::spawn_watchers(daemon.clone());
     http::serve(daemon, &args.socket).await
 }

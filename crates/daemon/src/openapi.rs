@@ -13,6 +13,8 @@ fn ping() {}
 fn version() {}
 #[utoipa::path(get, path = "/info", responses((status = 200, body = InfoResponse)))]
 fn info() {}
+#[utoipa::path(get, path = "/system/check", responses((status = 200, body = SystemCheck, description = "berth's own: the kernel against the stored intent and the steps a reconcile pass would take (dry run)")))]
+fn system_check() {}
 #[utoipa::path(get, path = "/networks", params(("filters" = Option<String>, Query, description = "Docker filters JSON: driver, id, name, label, scope, type, dangling")), responses((status = 200, body = [NetworkResource]), (status = 400, body = ErrorResponse)))]
 fn list_networks() {}
 #[utoipa::path(get, path = "/networks/{id}", params(("id" = String, Path, description = "name, id or unique id prefix")), responses((status = 200, body = NetworkResource), (status = 404, body = ErrorResponse)))]
@@ -61,6 +63,7 @@ fn inspect_exec() {}
         ping,
         version,
         info,
+        system_check,
         list_networks,
         inspect_network,
         create_network,

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use berth_api::types::{HostConfig, PortBinding};
-use berth_plan::model::{ContainerSpec, NetworkMode, NetworkSpec};
+use berth_plan::model::{ContainerSpec, NetworkMode, NetworkSpec, Status};
 use berth_plan::network::OPT_HOST_BINDING_IPV4;
 use berth_plan::ports::{self, Allocation, HostUse, PortSpec, Proto, Published, Target};
 use berth_store::{Op, StoreExt};
@@ -325,7 +325,7 @@ pub fn converge(d: &Daemon) -> ApiResult<()> {
     let mut all = Vec::new();
     for c in d.containers()? {
         let st = d.state(&c.id)?;
-        if st.status != "running" {
+        if st.status != Status::Running {
             continue;
         }
         let doc = doc(d, &c.id)?;
@@ -342,36 +342,6 @@ pub fn converge(d: &Daemon) -> ApiResult<()> {
     d.firewall
         .replace_ports(&all)
         .map_err(|e| ApiError::internal(format!("converging published ports: {e:#}")))
-}
-
-/// Settings of one of berth's bridges (berthd's namespace only; never an interface that faces
-/// the outside) that published ports need:
-///
-/// * `net.ipv4.conf.<bridge>.route_localnet = 1`: the host's own connection to
-///   `127.0.0.1:PORT`, DNATed to a container, leaves through the bridge with a loopback source
-///   (masqueraded in `postrouting`), and its replies come back through the bridge addressed to
-///   127.0.0.1 — both "martian" unless the bridge allows local-net routing. `prerouting_raw`
-///   drops any packet for 127.0.0.0/8 that arrives on a non-loopback interface, so a container
-///   cannot use this to reach the host's loopback services.
-/// * `net.ipv6.conf.<bridge>.accept_dad = 0`: the bridge's IPv6 link-local address appears when
-///   its first port comes up and stays tentative for the ~1-2 s of duplicate address
-///   detection. Meanwhile a *forwarded* packet (a client of a published port) makes the host
-///   solicit the container's address from `::` (ndisc uses the link-local as source for packets
-///   that are not its own), which the container takes for a DAD probe and does not answer: the
-///   first connections to a new container's published port over IPv6 time out. A bridge that
-///   only faces berth's own containers has nobody to collide with.
-///
-/// Must run before the bridge's first port comes up (right after the bridge is created).
-pub fn bridge_sysctls(bridge: &str) {
-    let v4 = format!("net.ipv4.conf.{bridge}.route_localnet");
-    if let Err(e) = berth_kernel::sysctl::write(None, &v4, "1") {
-        tracing::warn!("setting {v4}=1 (needed for published ports on 127.0.0.1): {e}");
-    }
-    let v6 = format!("net.ipv6.conf.{bridge}.accept_dad");
-    match berth_kernel::sysctl::write(None, &v6, "0") {
-        Err(e) if !e.is_not_found() => tracing::warn!("setting {v6}=0: {e}"),
-        _ => {}
-    }
 }
 
 /// Deletes the UDP conntrack entries whose original destination is one of `published` host

@@ -6,7 +6,7 @@
 //! `kill -9` of berthd. Output goes to files in the container's directory, so a daemon restart
 //! loses nothing and `berth logs` works after exit.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use berth_api::types::stream;
 use berth_kernel::container::{self as ct, InitConfig};
-use berth_plan::model::{ContainerSpec, ContainerState, NetworkMode};
-use berth_plan::network as planner;
+use berth_plan::model::{ContainerSpec, NetworkMode, Status};
+use berth_plan::names;
 use bytes::Bytes;
 use nix::sys::signal::Signal;
 use tokio::io::AsyncReadExt;
@@ -101,7 +101,7 @@ impl Runtime {
             NetworkMode::Host => None,
             NetworkMode::Container(target) => {
                 let st = d.state(target)?;
-                if st.status != "running" || st.pid == 0 {
+                if st.status != Status::Running || st.pid == 0 {
                     let name = d
                         .find_container(target)
                         .map(|t| t.name)
@@ -122,46 +122,35 @@ impl Runtime {
             }
         };
 
-        // Endpoints: one veth per network, the gateway endpoint gives the default route.
-        let mut plumbed: Vec<String> = Vec::new();
-        if let (NetworkMode::Networks, Some(ns)) = (&c.mode, &netns) {
-            let nets = d.networks()?;
-            let gw = planner::gateway_endpoint(c, &nets).map(|e| e.id.clone());
-            for ep in &c.endpoints {
-                let Some(net) = nets.iter().find(|n| n.id == ep.network_id) else {
-                    continue;
-                };
-                let plan = planner::endpoint_plan(
-                    net,
-                    ep,
-                    &ns.display().to_string(),
-                    gw.as_deref() == Some(ep.id.as_str()),
-                );
-                let mut result = d.kernel.setup_endpoint(&plan).await;
-                if matches!(&result, Err(e) if e.raw_os_error() == Some(nix::libc::EEXIST)) {
-                    // The veth of this endpoint's previous run, whose namespace the kernel is
-                    // still tearing down: replace it.
-                    d.kernel.delete_link(&plan.host_ifname).await.ok();
-                    result = d.kernel.setup_endpoint(&plan).await;
-                }
-                if let Err(e) = result {
-                    for name in &plumbed {
-                        d.kernel.teardown_endpoint(name).await.ok();
-                    }
-                    return Err(ApiError::internal(format!(
-                        "connecting container {:?} to network {:?}: {e}",
-                        c.name, net.name
-                    )));
-                }
-                plumbed.push(ep.host_ifname.clone());
+        // Endpoints: part of the desired state from now on (the namespace is held by our fd);
+        // one reconcile pass scoped to this container plumbs them before its command runs.
+        let plumbed = matches!((&c.mode, &netns), (NetworkMode::Networks, Some(_)))
+            && !c.endpoints.is_empty();
+        if let (true, Some(ns)) = (plumbed, &netns) {
+            if let Ok(mut s) = d.starting.lock() {
+                s.insert(c.id.clone(), ns.display().to_string());
+            }
+            let result = d
+                .converge_api(crate::converge::Scope::Containers {
+                    ids: vec![c.id.clone()],
+                    also: vec![],
+                })
+                .await;
+            if let Err(e) = result {
+                self.abandon_start(d, c).await;
+                return Err(ApiError {
+                    status: e.status,
+                    message: format!("connecting container {:?}: {}", c.name, e.message),
+                });
             }
         }
 
-        let rollback = |plumbed: Vec<String>| {
+        let rollback = |plumbed: bool| {
             let d = d.clone();
+            let c = c.clone();
             async move {
-                for name in &plumbed {
-                    d.kernel.teardown_endpoint(name).await.ok();
+                if plumbed {
+                    d.runtime.abandon_start(&d, &c).await;
                 }
             }
         };
@@ -236,6 +225,9 @@ impl Runtime {
         if let Ok(mut procs) = self.procs.lock() {
             procs.insert(c.id.clone(), stage1);
         }
+        if let Ok(mut s) = d.starting.lock() {
+            s.remove(&c.id);
+        }
 
         let id = c.id.clone();
         let d2 = d.clone();
@@ -257,22 +249,64 @@ impl Runtime {
         Ok((stage1, init_pid))
     }
 
-    /// After a daemon restart: re-attach to a container whose init still runs. Returns false if
-    /// it is gone.
-    pub fn adopt(&self, d: &Arc<Daemon>, c: &ContainerSpec, _st: &ContainerState) -> bool {
-        let dir = self.container_dir(&c.id);
-        let Some(stage1) = std::fs::read_to_string(dir.join("stage1.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-        else {
-            return false;
-        };
-        let alive = std::fs::read(format!("/proc/{stage1}/cmdline"))
-            .map(|b| String::from_utf8_lossy(&b).contains(&c.id))
-            .unwrap_or(false);
-        if !alive {
-            return false;
+    /// A start that failed after its endpoints were plumbed: the container is no longer
+    /// "starting", and a pass takes its veths away (the namespace goes with our fd anyway).
+    async fn abandon_start(&self, d: &Arc<Daemon>, c: &ContainerSpec) {
+        if let Ok(mut s) = d.starting.lock() {
+            s.remove(&c.id);
         }
+        let also = c.endpoints.iter().map(|e| e.host_ifname.clone()).collect();
+        if let Err(e) = d
+            .converge(
+                crate::reconcile::Trigger::Api,
+                crate::converge::Scope::Containers {
+                    ids: vec![c.id.clone()],
+                    also,
+                },
+                false,
+            )
+            .await
+        {
+            tracing::warn!(container = %c.name, "cleaning up a failed start: {}", e.message);
+        }
+    }
+
+    /// berth's container processes that run now, by container id: stage-1 inits whose command
+    /// line names a pid file in this runtime's directory (so another berthd's containers on
+    /// the same host are never mistaken for ours). Found by a walk of `/proc`, so a container
+    /// started just before a crash (before its state or even its `stage1.pid` was written) is
+    /// found too.
+    pub fn scan_processes(&self) -> BTreeMap<String, Vec<ProcInfo>> {
+        let mut out: BTreeMap<String, Vec<ProcInfo>> = BTreeMap::new();
+        let prefix = format!("{}/", self.dir.display());
+        for (pid, args) in berth_kernel::container::init_processes() {
+            let Some(pid_file) = args.pid_file.to_str() else {
+                continue;
+            };
+            let Some(rest) = pid_file.strip_prefix(&prefix) else {
+                continue;
+            };
+            let Some(id) = rest.split('/').next().filter(|i| names::is_full_id(i)) else {
+                continue;
+            };
+            // The container init's pid, once stage 1 wrote it (else its namespace is stage
+            // 1's own: stage 1 joined it before anything else).
+            let init = read_pid(&args.pid_file).unwrap_or(pid);
+            out.entry(id.to_string())
+                .or_default()
+                .push(ProcInfo { stage1: pid, init });
+        }
+        out
+    }
+
+    /// After a daemon restart: re-attach to a container whose init still runs (found by
+    /// [`Runtime::scan_processes`]): signals go to it, and its exit is recorded.
+    pub fn adopt(&self, d: &Arc<Daemon>, c: &ContainerSpec, p: ProcInfo) {
+        let stage1 = p.stage1;
+        let _ = std::fs::write(
+            self.container_dir(&c.id).join("stage1.pid"),
+            stage1.to_string(),
+        );
         if let Ok(mut procs) = self.procs.lock() {
             procs.insert(c.id.clone(), stage1);
         }
@@ -289,7 +323,6 @@ impl Runtime {
             }
             d2.container_exited(&id, code).await;
         });
-        true
     }
 
     /// The exit code a container's init left behind.
@@ -472,6 +505,21 @@ impl Runtime {
         });
         Ok(rx)
     }
+}
+
+/// A container's processes as found on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcInfo {
+    /// Stage-1 init (the process berthd signals).
+    pub stage1: i32,
+    /// The container's init (pid 1 inside), or stage 1 until it is known.
+    pub init: i32,
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
 }
 
 fn read_exit_file(dir: &Path) -> Option<i32> {

@@ -206,17 +206,22 @@ fn restart_converges_and_removes_orphans() {
     let before = check_converged(&w, "keep", &bridge, &srv_ip, "before restart");
     let nft_before = w.nft_table();
 
-    // Crash, plant an orphan veth with a berth name, restart.
+    // Crash, plant an orphan veth as berth leaves one (its mark: an ifalias starting with
+    // `berth:`) and a foreign veth with a berth-shaped name but no mark, restart: the orphan
+    // goes, the foreign link stays (berth never deletes a link without its mark).
     w.restart_daemon_with(true, || {
+        for (name, peer) in [
+            ("vb0123456789ab", "orphanpeer"),
+            ("vbfedcba987654", "foreignpeer"),
+        ] {
+            w.host_ip_cmd(&["link", "add", name, "type", "veth", "peer", "name", peer]);
+        }
         w.host_ip_cmd(&[
             "link",
-            "add",
+            "set",
             "vb0123456789ab",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "orphanpeer",
+            "alias",
+            "berth:ep:0123456789ab:000000000000",
         ]);
         assert!(w.host_links().contains(&"vb0123456789ab".to_string()));
     });
@@ -229,6 +234,12 @@ fn restart_converges_and_removes_orphans() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(
+        w.host_links().contains(&"vbfedcba987654".to_string()),
+        "berth deleted a link it did not create: {:?}",
+        w.host_links()
+    );
+    w.host_ip_cmd(&["link", "del", "vbfedcba987654"]);
     let after = check_converged(&w, "keep", &bridge, &srv_ip, "after kill -9 restart");
     assert_eq!(
         before.bridges, after.bridges,

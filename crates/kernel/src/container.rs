@@ -740,3 +740,36 @@ fn supervise(signals: &SigSet, child: Pid, reap_all: bool) -> i32 {
         }
     }
 }
+
+/// Every stage-1 container init running on the host (any berthd's): its pid and the config it
+/// was started with, read from `/proc/PID/cmdline` (`berthd __berth_init <json>`). Processes
+/// that vanish during the walk or whose command line does not parse are skipped.
+pub fn init_processes() -> Vec<(i32, InitConfig)> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let mut args = cmdline.split(|b| *b == 0);
+        let (_, Some(arg1), Some(json)) = (args.next(), args.next(), args.next()) else {
+            continue;
+        };
+        if arg1 != INIT_ARG.as_bytes() {
+            continue;
+        }
+        if let Ok(cfg) = serde_json::from_slice::<InitConfig>(json) {
+            out.push((pid, cfg));
+        }
+    }
+    out
+}

@@ -41,7 +41,7 @@ use crate::error::{KernelError, Result};
 use crate::netns;
 
 /// `RT_TABLE_MAIN`: the only routing table berth reads or writes.
-const MAIN_TABLE: u8 = RouteHeader::RT_TABLE_MAIN;
+pub(crate) const MAIN_TABLE: u8 = RouteHeader::RT_TABLE_MAIN;
 
 /// Flags of a request that changes something and wants the kernel's ACK.
 const CHANGE: u16 = NLM_F_REQUEST | NLM_F_ACK;
@@ -50,7 +50,7 @@ const CREATE_EXCL: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
 /// Flags of a create-or-replace request (idempotent adds).
 const CREATE_REPLACE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
 /// Flags of a dump.
-const DUMP: u16 = NLM_F_REQUEST | NLM_F_DUMP;
+pub(crate) const DUMP: u16 = NLM_F_REQUEST | NLM_F_DUMP;
 /// Flags of a single-object get (answered by one message, no ACK).
 const GET: u16 = NLM_F_REQUEST;
 
@@ -180,6 +180,19 @@ impl Kernel {
     /// addresses are kept since IPv6 neighbour discovery needs them), up. IPv6 addresses are
     /// added with `IFA_F_NODAD` so they are usable at once. Idempotent.
     pub async fn ensure_bridge(&self, plan: &BridgePlan) -> Result<()> {
+        self.configure_bridge(plan, None, false).await
+    }
+
+    /// [`Kernel::ensure_bridge`] with berth's mark: a bridge created here gets `alias` (its
+    /// `ifalias`) right after the `RTM_NEWLINK` that creates it with berth's owner MAC; an
+    /// existing one gets it if it lacks it (`None`: the alias is left alone, as on an adopted
+    /// bridge). With `keep_others`, addresses not in the plan are kept (an adopted bridge).
+    pub async fn configure_bridge(
+        &self,
+        plan: &BridgePlan,
+        alias: Option<&str>,
+        keep_others: bool,
+    ) -> Result<()> {
         let name = &plan.name;
         let link = match self
             .link_by_name(name, || format!("looking up bridge {name}"))
@@ -228,10 +241,21 @@ impl Kernel {
             LinkAttribute::Mtu(m) => Some(*m),
             _ => None,
         });
-        if mtu != Some(plan.mtu) || !link.header.flags.contains(LinkFlags::Up) {
-            // RTM_SETLINK: MTU and IFF_UP of the existing bridge.
+        let have_alias = link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfAlias(s) => Some(s.as_str()),
+            _ => None,
+        });
+        let set_alias = alias.filter(|a| have_alias != Some(*a));
+        if mtu != Some(plan.mtu)
+            || !link.header.flags.contains(LinkFlags::Up)
+            || set_alias.is_some()
+        {
+            // RTM_SETLINK: MTU, IFF_UP and IFLA_IFALIAS (berth's mark) of the existing bridge.
             let mut msg = link_up_msg(index);
             msg.attributes.push(LinkAttribute::Mtu(plan.mtu));
+            if let Some(a) = set_alias {
+                msg.attributes.push(LinkAttribute::IfAlias(a.to_string()));
+            }
             self.request(RouteNetlinkMessage::SetLink(msg), CHANGE, || {
                 format!("setting mtu {} and up on bridge {name}", plan.mtu)
             })
@@ -260,7 +284,7 @@ impl Kernel {
                 .addrs
                 .iter()
                 .any(|n| n.addr() == *ip && n.prefix_len() == *prefix);
-            if wanted || is_ipv6_link_local(ip) {
+            if wanted || keep_others || is_ipv6_link_local(ip) {
                 continue;
             }
             let mut del = AddressMessage::default();
@@ -340,6 +364,17 @@ impl Kernel {
     /// Any failure after the veth exists deletes it again (the peer goes with it) and returns
     /// the error of the failed step. (If the future is dropped midway, nothing is rolled back.)
     pub async fn setup_endpoint(&self, plan: &EndpointPlan) -> Result<()> {
+        self.setup_endpoint_marked(plan, None).await
+    }
+
+    /// [`Kernel::setup_endpoint`] with berth's marks on the host side: the owner MAC of its
+    /// name in the creating `RTM_NEWLINK` (atomic), and `alias` as its `ifalias` in the request
+    /// that sets the bridge-port flags (no extra round trip).
+    pub async fn setup_endpoint_marked(
+        &self,
+        plan: &EndpointPlan,
+        alias: Option<&str>,
+    ) -> Result<()> {
         let what = || {
             format!(
                 "setting up endpoint {} on bridge {}",
@@ -401,6 +436,8 @@ impl Kernel {
         host.attributes = vec![
             LinkAttribute::IfName(plan.host_ifname.clone()),
             LinkAttribute::Mtu(plan.mtu),
+            // berth's owner MAC: marks the link as berth's in the very request that creates it.
+            LinkAttribute::Address(berth_plan::names::owner_mac(&plan.host_ifname).to_vec()),
             LinkAttribute::Controller(bridge.header.index),
             LinkAttribute::LinkInfo(vec![
                 NlLinkInfo::Kind(InfoKind::Veth),
@@ -430,7 +467,7 @@ impl Kernel {
             }
         }
 
-        let result = self.finish_endpoint(plan, go_tx, done_rx).await;
+        let result = self.finish_endpoint(plan, alias, go_tx, done_rx).await;
         if let Err(e) = result {
             // Rollback: deleting the host side deletes the peer too.
             if let Err(rb) = self.delete_link(&plan.host_ifname).await {
@@ -451,6 +488,7 @@ impl Kernel {
     async fn finish_endpoint(
         &self,
         plan: &EndpointPlan,
+        alias: Option<&str>,
         go: std::sync::mpsc::Sender<()>,
         done: tokio::sync::oneshot::Receiver<Result<()>>,
     ) -> Result<()> {
@@ -469,6 +507,9 @@ impl Kernel {
                 port.push(InfoBridgePort::Isolated(true));
             }
             let mut msg = get_link_msg(&plan.host_ifname);
+            if let Some(a) = alias {
+                msg.attributes.push(LinkAttribute::IfAlias(a.to_string()));
+            }
             msg.attributes.push(LinkAttribute::LinkInfo(vec![
                 NlLinkInfo::PortKind(InfoPortKind::Bridge),
                 NlLinkInfo::PortData(InfoPortData::BridgePort(port)),
@@ -557,6 +598,141 @@ impl Kernel {
         })
         .await?
         .map_err(|e| e.context(&format!("replacing routes in {shown}")))
+    }
+
+    /// Link and address dumps of this namespace (`RTM_GETLINK`, `RTM_GETADDR`).
+    pub(crate) async fn dump_links_and_addrs(
+        &self,
+    ) -> Result<(Vec<LinkMessage>, Vec<AddressMessage>)> {
+        let links = self
+            .request(
+                RouteNetlinkMessage::GetLink(LinkMessage::default()),
+                DUMP,
+                || "listing links".to_string(),
+            )
+            .await?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(l),
+                _ => None,
+            })
+            .collect();
+        let addrs = self
+            .request(
+                RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+                DUMP,
+                || "listing addresses".to_string(),
+            )
+            .await?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        Ok((links, addrs))
+    }
+
+    /// Makes an existing host-side veth a port of `bridge` again: `RTM_SETLINK` with
+    /// `IFLA_MASTER`, `IFF_UP` and `IFLA_IFALIAS`, then (the port must exist before its flags
+    /// can be set) `RTM_NEWLINK` with the bridge-port data: hairpin on, isolated as planned.
+    pub async fn attach_port(
+        &self,
+        veth: &str,
+        bridge: &str,
+        isolated: bool,
+        alias: &str,
+    ) -> Result<()> {
+        let what = || format!("re-attaching veth {veth} to bridge {bridge}");
+        let br = self
+            .link_by_name(bridge, || format!("looking up bridge {bridge}"))
+            .await
+            .map_err(|e| e.context(&what()))?;
+        let link = self
+            .link_by_name(veth, || format!("looking up veth {veth}"))
+            .await
+            .map_err(|e| e.context(&what()))?;
+        let mut msg = link_up_msg(link.header.index);
+        msg.attributes
+            .push(LinkAttribute::Controller(br.header.index));
+        msg.attributes
+            .push(LinkAttribute::IfAlias(alias.to_string()));
+        self.request(RouteNetlinkMessage::SetLink(msg), CHANGE, what)
+            .await?;
+        let mut port = vec![InfoBridgePort::HairpinMode(true)];
+        port.push(InfoBridgePort::Isolated(isolated));
+        let mut msg = get_link_msg(veth);
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            NlLinkInfo::PortKind(InfoPortKind::Bridge),
+            NlLinkInfo::PortData(InfoPortData::BridgePort(port)),
+        ]));
+        self.request(RouteNetlinkMessage::NewLink(msg), CHANGE, || {
+            format!("setting bridge-port flags on {veth}")
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Removes `addrs` from `link` (`RTM_DELADDR`); addresses it does not have are skipped.
+    pub async fn remove_addrs(&self, link_name: &str, addrs: &[IpNet]) -> Result<()> {
+        let link = match self
+            .link_by_name(link_name, || format!("looking up {link_name}"))
+            .await
+        {
+            Ok(l) => l,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for net in addrs {
+            let msg = addr_msg(link.header.index, net);
+            match self
+                .request(RouteNetlinkMessage::DelAddress(msg), CHANGE, || {
+                    format!("removing address {net} from {link_name}")
+                })
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Inside the container namespace at `netns`: brings `ifname` up and adds `addrs`
+    /// (`RTM_NEWADDR` with replace: the ones it has are left as they are).
+    pub async fn configure_container_side(
+        &self,
+        netns: &Path,
+        ifname: &str,
+        addrs: &[IpNet],
+    ) -> Result<()> {
+        let addrs = addrs.to_vec();
+        let ifname = ifname.to_string();
+        let shown = netns.display().to_string();
+        netns::run_in_netns_async(netns, move || -> Result<()> {
+            let mut nl = SyncNetlink::open()?;
+            let answers = nl.request(
+                RouteNetlinkMessage::GetLink(get_link_msg(&ifname)),
+                GET,
+                || format!("looking up {ifname}"),
+            )?;
+            let link = first_link(answers, &ifname)?;
+            let index = link.header.index;
+            if !link.header.flags.contains(LinkFlags::Up) {
+                nl.set_link_up(index, &format!("bringing up {ifname}"))?;
+            }
+            for net in &addrs {
+                nl.request(
+                    RouteNetlinkMessage::NewAddress(addr_msg(index, net)),
+                    CREATE_REPLACE,
+                    || format!("adding address {net} to {ifname}"),
+                )?;
+            }
+            Ok(())
+        })
+        .await?
+        .map_err(|e| e.context(&format!("configuring the container side in {shown}")))
     }
 
     /// Every prefix routed in this namespace's main table, both families (for picking free
@@ -780,7 +956,7 @@ impl SyncNetlink {
 }
 
 /// A link message naming a link by `IFLA_IFNAME` (index 0): for get, delete and change.
-fn get_link_msg(name: &str) -> LinkMessage {
+pub(crate) fn get_link_msg(name: &str) -> LinkMessage {
     let mut msg = LinkMessage::default();
     msg.attributes = vec![LinkAttribute::IfName(name.to_string())];
     msg
@@ -840,7 +1016,7 @@ fn link_info(link: &LinkMessage) -> LinkInfo {
 
 /// An `RTM_NEWADDR` message: IPv4 with local, address and broadcast (like `ip addr add … brd
 /// +`), IPv6 with `IFA_F_NODAD` (no duplicate address detection: usable at once).
-fn addr_msg(index: u32, net: &IpNet) -> AddressMessage {
+pub(crate) fn addr_msg(index: u32, net: &IpNet) -> AddressMessage {
     let mut msg = AddressMessage::default();
     msg.header.index = index;
     msg.header.prefix_len = net.prefix_len();
@@ -869,7 +1045,7 @@ fn addr_msg(index: u32, net: &IpNet) -> AddressMessage {
 
 /// The address of an address message (`IFA_LOCAL` first: on point-to-point links
 /// `IFA_ADDRESS` is the peer's).
-fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
+pub(crate) fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
     let local = msg.attributes.iter().find_map(|a| match a {
         AddressAttribute::Local(ip) => Some(*ip),
         _ => None,
@@ -883,7 +1059,7 @@ fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
 }
 
 /// `fe80::/10`.
-fn is_ipv6_link_local(ip: &IpAddr) -> bool {
+pub(crate) fn is_ipv6_link_local(ip: &IpAddr) -> bool {
     matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
 }
 
@@ -919,7 +1095,7 @@ fn route_msg(route: &RoutePlan, oif: Option<u32>) -> Result<RouteMessage> {
 }
 
 /// The table of a route (`RTA_TABLE` overrides the 8-bit header field).
-fn route_table(route: &RouteMessage) -> u32 {
+pub(crate) fn route_table(route: &RouteMessage) -> u32 {
     route
         .attributes
         .iter()
@@ -953,13 +1129,7 @@ fn parse_mac(mac: &str) -> Result<Option<Vec<u8>>> {
 /// The MAC a bridge is created with: derived from its name (FNV-1a), locally administered and
 /// unicast (`06:…`, never `02:42:…` like container endpoints), so it is stable and distinct.
 pub fn bridge_mac(name: &str) -> [u8; 6] {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    let b = h.to_be_bytes();
-    [0x06, b[0], b[1], b[2], b[3], b[4]]
+    berth_plan::names::owner_mac(name)
 }
 
 /// `net.ipv6.conf.<ifname>.disable_ipv6 = 1` in the calling thread's network namespace.

@@ -891,6 +891,7 @@ mod tests {
             attachable: false,
             labels: BTreeMap::new(),
             options: BTreeMap::new(),
+            adopted_addrs: Vec::new(),
             bridge: format!("br-{id}"),
             icc: true,
             masquerade: !internal,

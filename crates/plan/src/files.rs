@@ -196,6 +196,7 @@ mod tests {
             attachable: false,
             labels: BTreeMap::new(),
             options: BTreeMap::new(),
+            adopted_addrs: Vec::new(),
             bridge: "br-x".into(),
             icc: true,
             masquerade: true,

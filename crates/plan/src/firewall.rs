@@ -203,7 +203,7 @@ pub const SETS: [(&str, &str, bool, &str); 9] = [
 const MAX_COMMENT: usize = 128;
 
 /// Host state the static rules depend on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FirewallConfig {
     /// The host had IPv4 forwarding off before berth turned it on: IPv4 forwarding that does
     /// not involve berth must stay off, so the forward chain ends with `meta nfproto ipv4 drop`.
@@ -446,7 +446,7 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
 /// Element text is what nft prints and accepts: `"br-web"` (quoted interface name),
 /// `"br-web" . "br-web"` (concatenation), `10.1.0.0/24` (prefix), `10.1.0.5` (address),
 /// `10.1.0.1-10.1.0.9` (range).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Elements(pub BTreeMap<String, BTreeMap<String, String>>);
 
 impl Elements {
@@ -806,6 +806,62 @@ pub fn diff_script(observed: &Elements, desired: &Elements) -> String {
         }
     }
     deletes + &adds
+}
+
+/// The static rules [`base_script`] writes for `cfg`, as (chain, comment) pairs in rule order.
+/// Every static rule carries a comment naming its purpose, so this is a fingerprint of the
+/// rule set that a read-back can be compared with ([`observed_static_rules`]).
+pub fn static_rules(cfg: &FirewallConfig) -> Vec<(String, String)> {
+    let prefix = format!("add rule {TABLE} ");
+    base_script(cfg)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let chain = rest.split_whitespace().next()?.to_string();
+            let (_, c) = rest.rsplit_once(" comment \"")?;
+            Some((chain, c.strip_suffix('"')?.to_string()))
+        })
+        .collect()
+}
+
+/// The rules of berth's own chains (every chain of `table inet berth` except `user`, which is
+/// the administrator's) in `nft -j list table inet berth` output, as (chain, comment) pairs in
+/// the kernel's order. Empty when the table does not exist.
+pub fn observed_static_rules(json: &Value) -> Vec<(String, String)> {
+    let Some(items) = json.get("nftables").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let r = item.get("rule")?;
+            let field = |k: &str| r.get(k).and_then(Value::as_str);
+            if field("table") != Some("berth") || field("family").is_some_and(|f| f != "inet") {
+                return None;
+            }
+            let chain = field("chain")?;
+            if chain == "user" {
+                return None;
+            }
+            Some((
+                chain.to_string(),
+                field("comment").unwrap_or("").to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Whether the observed static rules are exactly those of `cfg` (order within each chain
+/// matters: the forward chain is a sequence of decisions).
+pub fn static_rules_match(cfg: &FirewallConfig, json: &Value) -> bool {
+    let group = |v: Vec<(String, String)>| {
+        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (chain, comment) in v {
+            m.entry(chain).or_default().push(comment);
+        }
+        m
+    };
+    group(static_rules(cfg)) == group(observed_static_rules(json))
 }
 
 #[cfg(test)]

@@ -6,9 +6,11 @@
 //! without root, in milliseconds.
 
 pub mod dns;
+pub mod driver;
 pub mod error;
 pub mod files;
 pub mod firewall;
+pub mod host;
 pub mod ipam;
 pub mod model;
 pub mod names;

@@ -72,6 +72,10 @@ pub struct NetworkSpec {
     pub labels: BTreeMap<String, String>,
     /// `--opt`, exactly as given (echoed back by inspect, like Docker).
     pub options: BTreeMap<String, String>,
+    /// For an adopted bridge (`berth.bridge.adopt=true`): the addresses it had before berth
+    /// took it over. berth removes only the gateway addresses it added, never these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adopted_addrs: Vec<IpNet>,
     /// Bridge interface name (empty for host/null).
     pub bridge: String,
     /// Inter-container communication on this network (`com.docker.network.bridge.enable_icc`).
@@ -170,11 +174,65 @@ pub struct ContainerSpec {
     pub auto_remove: bool,
 }
 
-/// A container's runtime state, kept beside its spec.
+/// Where a container is in its life (Docker's `State.Status` values berth uses).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Created, never started.
+    #[default]
+    Created,
+    /// Its init runs.
+    Running,
+    /// It ran and exited.
+    Exited,
+}
+
+impl Status {
+    /// Docker's name for it (`created`, `running`, `exited`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Exited => "exited",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ContainerSpec {
+    /// A container `name` (id `id`) running `cmd` on no network yet, every option at its
+    /// default: the starting point of the planner's and the tests' containers.
+    pub fn new(id: impl Into<Id>, name: impl Into<String>, cmd: Vec<String>) -> ContainerSpec {
+        let name = name.into();
+        ContainerSpec {
+            id: id.into(),
+            hostname: name.clone(),
+            name,
+            created: String::new(),
+            cmd,
+            env: Vec::new(),
+            mode: NetworkMode::Networks,
+            endpoints: Vec::new(),
+            dns: Vec::new(),
+            dns_search: Vec::new(),
+            dns_options: Vec::new(),
+            extra_hosts: Vec::new(),
+            rootfs: None,
+            auto_remove: false,
+        }
+    }
+}
+
+/// Where a container is in its life
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerState {
-    /// `created`, `running`, `exited`.
-    pub status: String,
+    /// Where it is in its life.
+    pub status: Status,
     /// Pid of the container's init (in the daemon's pid namespace), 0 when not running.
     pub pid: i32,
     /// Exit code of the command once exited.

@@ -84,6 +84,45 @@ pub fn validate_ifname(name: &str) -> Result<(), PlanError> {
     Ok(())
 }
 
+/// Names the kernel reserves for itself, or that its sysctl tree already uses: a link called
+/// `all` or `default` would collide with `net.ipv4.conf.all`/`default`, and `lo` is loopback.
+pub const RESERVED_IFNAMES: [&str; 3] = ["lo", "all", "default"];
+
+/// Checks a bridge name a user gives (`com.docker.network.bridge.name`): a valid interface name
+/// ([`validate_ifname`]), not one the kernel reserves ([`RESERVED_IFNAMES`]), and without dots:
+/// berth writes per-bridge sysctls (`net.ipv4.conf.<bridge>.route_localnet`), where a dot in the
+/// name would read as a path separator (`sysctl` turns `.` into `/`).
+pub fn validate_bridge_name(name: &str) -> Result<(), PlanError> {
+    validate_ifname(name)?;
+    if RESERVED_IFNAMES.contains(&name) {
+        return Err(PlanError::Invalid(format!(
+            "invalid interface name {name:?}: the kernel reserves it"
+        )));
+    }
+    if name.contains('.') {
+        return Err(PlanError::Invalid(format!(
+            "invalid interface name {name:?}: berth does not allow dots in bridge names (they \
+             clash with sysctl paths like net.ipv4.conf.NAME.route_localnet)"
+        )));
+    }
+    Ok(())
+}
+
+/// The MAC berth gives a link it creates, derived from the link's name (FNV-1a), locally
+/// administered and unicast (`06:…`, never `02:42:…` like container endpoints). It is set in the
+/// very `RTM_NEWLINK` that creates the link, so it marks the link as berth's atomically (see
+/// [`crate::host::is_owned`]): a crash between creating a link and writing its alias cannot
+/// leave an unmarked link of berth's behind. For a bridge it also keeps the gateway's MAC stable.
+pub fn owner_mac(name: &str) -> [u8; 6] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    [0x06, b[0], b[1], b[2], b[3], b[4]]
+}
+
 /// The first (up to) 12 characters of an id, cut on a character boundary so that odd input
 /// never panics.
 pub fn short_id(id: &str) -> &str {

@@ -32,6 +32,60 @@ pub const OPT_DEFAULT_BRIDGE: &str = "com.docker.network.bridge.default_bridge";
 /// berth's option: container addresses of this network may be reached directly (routed) from
 /// outside the host, not only through published ports (default false).
 pub const OPT_ALLOW_DIRECT: &str = "berth.network.allow_direct";
+/// berth's own option: use the existing bridge named by `com.docker.network.bridge.name`
+/// although berth did not create it. berth then adds its gateway addresses to it and never
+/// removes the bridge or any address it had.
+pub const OPT_ADOPT_BRIDGE: &str = "berth.bridge.adopt";
+
+/// Whether `net` uses a bridge the user asked berth to adopt ([`OPT_ADOPT_BRIDGE`]).
+pub fn adopts_bridge(net: &NetworkSpec) -> bool {
+    net.options
+        .get(OPT_ADOPT_BRIDGE)
+        .is_some_and(|v| parse_bool_opt(OPT_ADOPT_BRIDGE, v).unwrap_or(false))
+}
+
+/// Ranges that cannot work as a container network or would shadow the host: (range, why).
+pub const RESERVED_SUBNETS: [(&str, &str); 9] = [
+    ("0.0.0.0/8", "\"this network\" (RFC 1122), not routable"),
+    (
+        "127.0.0.0/8",
+        "loopback: it would shadow the host's own loopback",
+    ),
+    ("169.254.0.0/16", "link-local (RFC 3927)"),
+    ("224.0.0.0/4", "multicast"),
+    (
+        "240.0.0.0/4",
+        "reserved (RFC 1112) and the broadcast address",
+    ),
+    ("::/128", "the unspecified address"),
+    ("::1/128", "IPv6 loopback"),
+    (
+        "fe80::/10",
+        "IPv6 link-local: every interface already has addresses there",
+    ),
+    ("ff00::/8", "IPv6 multicast"),
+];
+
+/// Refuses a subnet that overlaps one of [`RESERVED_SUBNETS`], naming the reason.
+pub fn check_reserved(subnet: &IpNet) -> Result<(), PlanError> {
+    for (range, why) in RESERVED_SUBNETS {
+        let Ok(r) = range.parse::<IpNet>() else {
+            continue;
+        };
+        let overlap = match (r, subnet) {
+            (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_)) => {
+                r.contains(&subnet.network()) || subnet.contains(&r.network())
+            }
+            _ => false,
+        };
+        if overlap {
+            return Err(PlanError::Invalid(format!(
+                "subnet {subnet} cannot be used for a network: it overlaps {range} ({why})"
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// Whether a network was created with `berth.network.allow_direct=true` (validated at create).
 pub fn allow_direct(net: &NetworkSpec) -> bool {
@@ -132,6 +186,7 @@ fn plan_subnet(name: &str, req: &IpamRequest) -> Result<SubnetSpec, PlanError> {
         )));
     };
     let subnet = parse_cidr("subnet", subnet_s)?;
+    check_reserved(&subnet)?;
     let (min_hosts_prefix, fam) = match subnet {
         IpNet::V4(_) => (30, "IPv4"),
         IpNet::V6(_) => (126, "IPv6"),
@@ -294,7 +349,7 @@ pub fn plan_network(
     let opts = &req.options;
     let bridge = match opts.get(OPT_BRIDGE_NAME).filter(|b| !b.is_empty()) {
         Some(b) => {
-            names::validate_ifname(b).map_err(|e| {
+            names::validate_bridge_name(b).map_err(|e| {
                 PlanError::Invalid(format!("invalid value for option {OPT_BRIDGE_NAME}: {e}"))
             })?;
             b.clone()
@@ -337,6 +392,13 @@ pub fn plan_network(
     if let Some(v) = opts.get(OPT_ALLOW_DIRECT) {
         parse_bool_opt(OPT_ALLOW_DIRECT, v)?;
     }
+    if let Some(v) = opts.get(OPT_ADOPT_BRIDGE) {
+        if parse_bool_opt(OPT_ADOPT_BRIDGE, v)? && !opts.contains_key(OPT_BRIDGE_NAME) {
+            return Err(PlanError::Invalid(format!(
+                "option {OPT_ADOPT_BRIDGE} needs the name of the bridge to adopt in {OPT_BRIDGE_NAME}"
+            )));
+        }
+    }
     if let Some(v) = opts.get(OPT_DEFAULT_BRIDGE) {
         if parse_bool_opt(OPT_DEFAULT_BRIDGE, v)? {
             return Err(PlanError::Invalid(format!(
@@ -356,6 +418,7 @@ pub fn plan_network(
         attachable: req.attachable,
         labels: req.labels.clone(),
         options: req.options.clone(),
+        adopted_addrs: Vec::new(),
         bridge,
         icc,
         masquerade,
@@ -396,6 +459,7 @@ pub fn predefined_networks(
         attachable: false,
         labels: BTreeMap::new(),
         options: BTreeMap::new(),
+        adopted_addrs: Vec::new(),
         bridge: String::new(),
         icc: true,
         masquerade: false,
@@ -419,6 +483,7 @@ pub fn predefined_networks(
             attachable: false,
             labels: BTreeMap::new(),
             options,
+            adopted_addrs: Vec::new(),
             bridge: DEFAULT_BRIDGE_IFNAME.into(),
             icc: true,
             masquerade: true,

@@ -59,6 +59,20 @@ fn render(info: &InfoResponse) -> String {
             dns.local_p50_us, dns.local_p99_us, dns.forward_p50_us, dns.forward_p99_us
         ));
     }
+    let rc = &info.reconciler;
+    lines.push(format!(
+        " Reconciler: {} passes, {} drift repairs, {} errors",
+        rc.passes, rc.repairs, rc.errors
+    ));
+    if let Some(l) = &rc.last_repair {
+        lines.push(format!(
+            "  Last repair: {l} ({})",
+            rc.last_repair_at.as_deref().unwrap_or("?")
+        ));
+    }
+    for p in &rc.problems {
+        lines.push(format!("  Problem: {p}"));
+    }
     lines.join("\n")
 }
 

@@ -18,6 +18,7 @@ pub mod ps;
 pub mod rm;
 pub mod run;
 pub mod stop;
+pub mod system;
 pub mod version;
 
 use anyhow::Result;

@@ -1,0 +1,338 @@
+//! Container operations: create, start, stop, remove, and what happens when one exits. A
+//! container's endpoints are part of the desired state from the moment its namespace exists
+//! (see `Daemon::starting`); the reconcile pass of its start plumbs them before its command
+//! runs. Its veths die with its namespace when it exits.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use berth_plan::model::{ContainerSpec, ContainerState, NetworkMode, Status};
+use berth_plan::names;
+use berth_plan::network as planner;
+use berth_store::{Op, StoreExt};
+use std::net::IpAddr;
+
+use crate::daemon::{endpoint_request, keys, new_id, now_rfc3339, Daemon};
+use crate::error::{ApiError, ApiResult};
+use crate::failpoint;
+
+impl Daemon {
+    /// `POST /containers/create`.
+    pub async fn create_container(
+        &self,
+        name: Option<String>,
+        req: berth_api::types::ContainerCreateRequest,
+    ) -> ApiResult<ContainerSpec> {
+        let _guard = self.lock.lock().await;
+        let _op = failpoint::Op::begin("create");
+        if req.cmd.is_empty() {
+            return Err(ApiError::bad_request(
+                "no command given: berth runs a program from the host's filesystem (or --rootfs), e.g. `berth run sleep 60`",
+            ));
+        }
+        let id = new_id();
+        let name = match name.filter(|n| !n.is_empty()) {
+            Some(n) => {
+                let n = n.strip_prefix('/').unwrap_or(&n).to_string();
+                names::validate_name("container", &n)?;
+                n
+            }
+            None => names::generated_name(&id),
+        };
+        let all = self.containers()?;
+        if let Some(other) = all.iter().find(|c| c.name == name) {
+            return Err(ApiError::conflict(format!(
+                "Conflict. The container name \"/{name}\" is already in use by container \"{}\". \
+                 You have to remove (or rename) that container to be able to reuse that name.",
+                other.id
+            )));
+        }
+        if let Some(rootfs) = &req.rootfs {
+            if !Path::new(rootfs).is_dir() {
+                return Err(ApiError::bad_request(format!(
+                    "--rootfs {rootfs:?} is not a directory on the host"
+                )));
+            }
+        }
+        let hc = &req.host_config;
+        let dns = hc
+            .dns
+            .iter()
+            .map(|s| {
+                s.parse::<IpAddr>()
+                    .map_err(|_| ApiError::bad_request(format!("--dns {s:?} is not an IP address")))
+            })
+            .collect::<ApiResult<Vec<_>>>()?;
+        let extra_hosts = hc
+            .extra_hosts
+            .iter()
+            .map(|h| names::parse_extra_host(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        let hostname = if req.hostname.is_empty() {
+            name.clone()
+        } else {
+            req.hostname.clone()
+        };
+        if hostname.len() > 64 {
+            return Err(ApiError::bad_request(format!(
+                "hostname {hostname:?} is longer than 64 characters"
+            )));
+        }
+        let mode_str = hc.network_mode.as_str();
+        let mode = match mode_str {
+            "host" => NetworkMode::Host,
+            "none" => NetworkMode::None,
+            m if m.starts_with("container:") => {
+                let target = self.find_container(&m["container:".len()..])?;
+                NetworkMode::Container(target.id)
+            }
+            _ => NetworkMode::Networks,
+        };
+        let mut spec = ContainerSpec {
+            id: id.clone(),
+            name,
+            hostname,
+            created: now_rfc3339(),
+            cmd: req.cmd.clone(),
+            env: req.env.clone(),
+            mode: mode.clone(),
+            endpoints: Vec::new(),
+            dns,
+            dns_search: hc.dns_search.clone(),
+            dns_options: hc.dns_options.clone(),
+            extra_hosts,
+            rootfs: req.rootfs.clone(),
+            auto_remove: hc.auto_remove,
+        };
+        if mode == NetworkMode::Networks {
+            // The networks to join: NetworkMode (default `bridge`) first, then any other
+            // network named in EndpointsConfig, in name order.
+            let mut wanted: Vec<String> = Vec::new();
+            let first = if mode_str.is_empty() || mode_str == "default" {
+                "bridge"
+            } else {
+                mode_str
+            };
+            wanted.push(first.to_string());
+            for k in req.networking_config.endpoints_config.keys() {
+                if !wanted.contains(k) {
+                    wanted.push(k.clone());
+                }
+            }
+            let mut all_with_self = all.clone();
+            for q in wanted {
+                let net = self.find_network(&q)?;
+                if !berth_plan::driver::driver(net.driver).combinable() {
+                    return Err(ApiError::bad_request(format!(
+                        "network {:?} ({}) cannot be combined with other networks; use --network {}",
+                        net.name,
+                        net.driver.as_str(),
+                        net.name
+                    )));
+                }
+                let settings = req
+                    .networking_config
+                    .endpoints_config
+                    .get(&q)
+                    .or_else(|| req.networking_config.endpoints_config.get(&net.name))
+                    .or_else(|| req.networking_config.endpoints_config.get(&net.id));
+                let ep_req = endpoint_request(settings);
+                all_with_self.retain(|c| c.id != spec.id);
+                all_with_self.push(spec.clone());
+                let ep = planner::plan_endpoint(&net, &spec, &all_with_self, &ep_req, new_id())?;
+                spec.endpoints.push(ep);
+            }
+        } else if !req.networking_config.endpoints_config.is_empty()
+            && !req
+                .networking_config
+                .endpoints_config
+                .keys()
+                .all(|k| k == mode_str)
+        {
+            return Err(ApiError::bad_request(format!(
+                "network mode {mode_str} cannot be combined with other networks"
+            )));
+        }
+        let state = ContainerState {
+            status: Status::Created,
+            ..Default::default()
+        };
+        // Published ports: parsed and checked before anything is stored.
+        let port_specs = crate::ports::specs_from_api(hc)?;
+        crate::ports::validate(self, &spec, &port_specs).await?;
+        let (cmp, mut ops) = crate::ipam::claim(&spec, &spec.endpoints.iter().collect::<Vec<_>>());
+        ops.push(Op::put_json(keys::container(&spec.id), &spec));
+        ops.push(Op::put_json(keys::state(&spec.id), &state));
+        ops.extend(crate::ports::store_op(&spec.id, &port_specs));
+        crate::ipam::commit(self.store.as_ref(), cmp, ops)?;
+        failpoint::boundary("store container");
+        // Known as an asker from now on: its first query may come before it counts as running.
+        self.dns_refresh();
+        tracing::info!(container = %spec.name, id = %names::short_id(&spec.id), "container created");
+        Ok(spec)
+    }
+
+    /// `POST /containers/{id}/start`.
+    pub async fn start_container(self: &Arc<Self>, query: &str) -> ApiResult<()> {
+        let _guard = self.lock.lock().await;
+        let _op = failpoint::Op::begin("start");
+        let c = self.find_container(query)?;
+        let st = self.state(&c.id)?;
+        if st.status == Status::Running {
+            return Ok(());
+        }
+        // Answered from the moment its command runs, not only once the state below is stored.
+        self.dns_refresh_with(Some(&c.id));
+        // Ports first: a refused port fails the start before any process exists.
+        let port_op = crate::ports::publish(self, &c).await?;
+        failpoint::boundary("publish ports");
+        let started = self.runtime.start(self, &c).await;
+        if started.is_err() {
+            self.dns_refresh();
+            crate::ports::unpublish(self, &c.id, &c.name).await;
+        }
+        let (pid, init_pid) = started?;
+        let state = ContainerState {
+            status: Status::Running,
+            pid: init_pid,
+            exit_code: 0,
+            started_at: now_rfc3339(),
+            finished_at: st.finished_at,
+        };
+        let mut ops = vec![Op::put_json(keys::state(&c.id), &state)];
+        ops.extend(port_op);
+        self.store.apply(ops)?;
+        failpoint::boundary("store running state");
+        self.exit_channel(&c.id).send_replace(None);
+        self.dns_refresh();
+        crate::converge::watch_container(self.clone(), c.id.clone(), init_pid);
+        tracing::info!(container = %c.name, pid, "container started");
+        Ok(())
+    }
+
+    /// Called when a container's init exited: records the code, removes its endpoints' host
+    /// sides (the netns is gone with the process; deleting explicitly makes it immediate), and
+    /// removes the container if it was `--rm`.
+    pub async fn container_exited(self: &Arc<Self>, id: &str, code: i32) {
+        let _guard = self.lock.lock().await;
+        if let Err(e) = self.mark_exited(id, code).await {
+            tracing::warn!("recording the exit of container {id}: {}", e.message);
+        }
+        self.exit_channel(id).send_replace(Some(code));
+        let auto_remove = self
+            .store
+            .get_json::<ContainerSpec>(&keys::container(id))
+            .ok()
+            .flatten()
+            .map(|c| c.auto_remove)
+            .unwrap_or(false);
+        if auto_remove {
+            if let Err(e) = self.remove_container_locked(id).await {
+                tracing::warn!("auto-removing container {id}: {}", e.message);
+            }
+        }
+    }
+
+    pub(crate) async fn mark_exited(&self, id: &str, code: i32) -> ApiResult<()> {
+        let Some(c) = self.store.get_json::<ContainerSpec>(&keys::container(id))? else {
+            return Ok(());
+        };
+        // No explicit veth deletion here: the container's network namespace died with its
+        // last process, and the kernel destroys every veth with an end in it (batched in its
+        // netns cleanup work, off this path; a synchronous RTM_DELLINK costs ~20 ms of RCU
+        // grace periods each on this kind of machine). A restart that finds a not-yet-destroyed
+        // veth of the same name replaces it (runtime::start).
+        // An exited container frees its ports at once.
+        let port_op = crate::ports::unpublish(self, id, &c.name).await;
+        failpoint::boundary("unpublish ports of an exited container");
+        let mut st = self.state(id)?;
+        st.status = Status::Exited;
+        st.pid = 0;
+        st.exit_code = code;
+        st.finished_at = now_rfc3339();
+        let mut ops = vec![Op::put_json(keys::state(id), &st)];
+        ops.extend(port_op);
+        self.store.apply(ops)?;
+        failpoint::boundary("store exited state");
+        self.dns_refresh();
+        Ok(())
+    }
+
+    /// `POST /containers/{id}/stop`.
+    pub async fn stop_container(&self, query: &str, timeout_secs: u64) -> ApiResult<()> {
+        let _op = failpoint::Op::begin("stop");
+        let c = self.find_container(query)?;
+        let st = self.state(&c.id)?;
+        if st.status != Status::Running {
+            return Ok(());
+        }
+        let mut rx = self.exit_channel(&c.id).subscribe();
+        self.runtime
+            .signal(&c.id, nix::sys::signal::Signal::SIGTERM);
+        failpoint::boundary("SIGTERM sent");
+        let stopped = tokio::time::timeout(
+            std::time::Duration::from_secs(timeout_secs),
+            rx.wait_for(|v| v.is_some()),
+        )
+        .await
+        .is_ok();
+        if !stopped {
+            tracing::info!(container = %c.name, "did not stop in {timeout_secs}s, killing");
+            self.runtime
+                .signal(&c.id, nix::sys::signal::Signal::SIGKILL);
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                rx.wait_for(|v| v.is_some()),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// `DELETE /containers/{id}`.
+    pub async fn remove_container(&self, query: &str, force: bool) -> ApiResult<()> {
+        let c = self.find_container(query)?;
+        let st = self.state(&c.id)?;
+        if st.status == Status::Running {
+            if !force {
+                return Err(ApiError::conflict(format!(
+                    "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+                    c.id
+                )));
+            }
+            let mut rx = self.exit_channel(&c.id).subscribe();
+            self.runtime
+                .signal(&c.id, nix::sys::signal::Signal::SIGKILL);
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                rx.wait_for(|v| v.is_some()),
+            )
+            .await;
+        }
+        let _guard = self.lock.lock().await;
+        let _op = failpoint::Op::begin("rm");
+        self.remove_container_locked(&c.id).await
+    }
+
+    async fn remove_container_locked(&self, id: &str) -> ApiResult<()> {
+        let Some(c) = self.store.get_json::<ContainerSpec>(&keys::container(id))? else {
+            return Ok(());
+        };
+        // Only exited (or never started) containers get here: their veths die with their
+        // network namespace (see `mark_exited`), nothing to delete synchronously.
+        crate::ports::unpublish(self, id, &c.name).await;
+        failpoint::boundary("unpublish ports");
+        let mut ops = crate::ipam::release(&c.endpoints.iter().collect::<Vec<_>>());
+        ops.extend([
+            Op::Delete(keys::container(id)),
+            Op::Delete(keys::state(id)),
+            Op::Delete(crate::ports::key(id)),
+        ]);
+        self.store.apply(ops)?;
+        self.runtime.remove_files(id);
+        self.forget_exits(id);
+        self.dns_refresh();
+        tracing::info!(container = %c.name, "container removed");
+        Ok(())
+    }
+}

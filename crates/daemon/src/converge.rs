@@ -1,0 +1,538 @@
+//! The reconcile loop's wiring in berthd: the desired host state from the store (for a scope),
+//! start-up (adopt processes, converge, remove orphans), and the triggers that repair drift:
+//! kernel notifications (berthd's links and addresses, nft commits, each running container's
+//! links, addresses and routes) and a periodic full check.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use berth_plan::firewall::{self as fw, Elements, FirewallConfig};
+use berth_plan::host::{
+    self, ForwardingIntent, ObserveRequest, ObservedFirewall, RunningContainer,
+};
+use berth_plan::model::{ContainerSpec, NetworkMode, NetworkSpec, Status};
+use berth_store::Op;
+
+use berth_api::types::{CheckCount, CheckStep, SystemCheck};
+
+use crate::daemon::{keys, now_rfc3339, Daemon};
+use crate::error::{ApiError, ApiResult};
+use crate::reconcile::{firewall_after, PassReport, Trigger, DEBOUNCE};
+
+/// What a pass looks at.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// Everything: every link, every running container's namespace, the nft table read back.
+    Full,
+    /// Every link of berthd's namespace (the namespaces of endpoints that need repair are then
+    /// looked into); the nft table read back when `firewall`.
+    Host {
+        /// Read the nft table back.
+        firewall: bool,
+    },
+    /// These containers (their endpoints, bridges and namespaces) and the links in `also`
+    /// (e.g. the veth of an endpoint just removed).
+    Containers {
+        /// Container ids.
+        ids: Vec<String>,
+        /// More links to look at.
+        also: Vec<String>,
+    },
+    /// These networks' bridges, and the links in `also` (a removed network's bridge).
+    Networks {
+        /// Network ids.
+        ids: Vec<String>,
+        /// More links to look at.
+        also: Vec<String>,
+    },
+}
+
+/// Why the loop should look again.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Wake {
+    /// Links or addresses of berthd's namespace changed.
+    Host,
+    /// An nft commit happened (any table).
+    Nft,
+    /// Something changed inside a container's namespace.
+    Container(String),
+    /// The periodic full check.
+    Timer,
+}
+
+impl Daemon {
+    /// What the static rules depend on: which forwarding berth had to turn on.
+    pub fn firewall_config(&self) -> FirewallConfig {
+        let meta = self.meta();
+        FirewallConfig {
+            forwarding_was_off: meta.ipv4_forwarding_was_off,
+            ipv6_forwarding_was_off: meta.ipv6_recorded && meta.ipv6_forwarding_was_off,
+        }
+    }
+
+    /// Records what IPv6 forwarding was before berth first needs it (once a dual-stack network
+    /// is wanted): the guard rule then keeps forwarding from opening anything else.
+    fn record_ipv6_forwarding(&self, nets: &[NetworkSpec]) -> ApiResult<()> {
+        let mut meta = self.meta();
+        if meta.ipv6_recorded || !nets.iter().any(|n| n.enable_ipv6) {
+            return Ok(());
+        }
+        let v6 = berth_kernel::sysctl::read(None, "net.ipv6.conf.all.forwarding").map_err(|e| {
+            ApiError::internal(format!("reading net.ipv6.conf.all.forwarding: {e}"))
+        })?;
+        meta.ipv6_forwarding_was_off = v6.trim() == "0";
+        meta.ipv6_recorded = true;
+        self.set_meta(meta)
+    }
+
+    /// The containers whose network namespace exists: running ones (`/proc/PID/ns/net`) and
+    /// the one being started (its namespace held by an fd).
+    fn running(&self, containers: Vec<ContainerSpec>) -> ApiResult<Vec<(ContainerSpec, String)>> {
+        let starting = self.starting.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut out = Vec::new();
+        for c in containers {
+            if let Some(path) = starting.get(&c.id) {
+                out.push((c, path.clone()));
+                continue;
+            }
+            let st = self.state(&c.id)?;
+            if st.status == Status::Running && st.pid > 0 {
+                out.push((c, format!("/proc/{}/ns/net", st.pid)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One reconcile pass over `scope` (the caller holds the daemon's lock).
+    pub async fn converge(
+        &self,
+        trigger: Trigger,
+        scope: Scope,
+        dry_run: bool,
+    ) -> ApiResult<PassReport> {
+        let nets = self.networks()?;
+        if !dry_run {
+            self.record_ipv6_forwarding(&nets)?;
+        }
+        let meta = self.meta();
+        let any_v6 = nets.iter().any(|n| n.enable_ipv6);
+        let fwd = ForwardingIntent {
+            ipv6: any_v6,
+            ipv6_restore_off: !any_v6 && meta.ipv6_recorded && meta.ipv6_forwarding_was_off,
+        };
+        let cfg = self.firewall_config();
+        let cache = self.firewall.cache();
+        let read_fw = match &scope {
+            Scope::Full => true,
+            Scope::Host { firewall } => *firewall,
+            _ => false,
+        } || cache.is_none();
+        let running = self.running(self.containers()?)?;
+
+        // Elements are global (a diff against only some networks would remove the others');
+        // the published-port maps are included when the table is read back.
+        let mut elements = fw::desired_elements(&nets);
+        if read_fw {
+            for (c, _) in &running {
+                let doc = crate::ports::doc(self, &c.id)?;
+                elements.extend(&fw::port_elements(&c.name, &doc.published));
+            }
+        }
+        let (sel_nets, sel_running, also): (
+            Vec<NetworkSpec>,
+            Vec<&(ContainerSpec, String)>,
+            Vec<String>,
+        ) = match &scope {
+            Scope::Full | Scope::Host { .. } => (nets.clone(), running.iter().collect(), vec![]),
+            Scope::Containers { ids, also } => {
+                let sel: Vec<&(ContainerSpec, String)> = running
+                    .iter()
+                    .filter(|(c, _)| ids.contains(&c.id))
+                    .collect();
+                let wanted: BTreeSet<&str> = sel
+                    .iter()
+                    .flat_map(|(c, _)| c.endpoints.iter().map(|e| e.network_id.as_str()))
+                    .collect();
+                let n = nets
+                    .iter()
+                    .filter(|n| wanted.contains(n.id.as_str()))
+                    .cloned()
+                    .collect();
+                (n, sel, also.clone())
+            }
+            Scope::Networks { ids, also } => (
+                nets.iter()
+                    .filter(|n| ids.contains(&n.id))
+                    .cloned()
+                    .collect(),
+                vec![],
+                also.clone(),
+            ),
+        };
+        let rc: Vec<RunningContainer<'_>> = sel_running
+            .iter()
+            .map(|(c, ns)| RunningContainer {
+                spec: c,
+                netns: ns.clone(),
+            })
+            .collect();
+        let desired = host::desired(&sel_nets, &rc, cfg, fwd, elements, read_fw);
+        let mut req = match &scope {
+            Scope::Full => ObserveRequest::full(&desired),
+            Scope::Host { .. } => ObserveRequest {
+                links: None,
+                netns: BTreeSet::new(),
+                sysctls: desired.sysctls.keys().cloned().collect(),
+                firewall: true,
+            },
+            _ => ObserveRequest::scoped(&desired, &also),
+        };
+        req.firewall = read_fw;
+        let fw_cache = cache.map(|(c, el)| ObservedFirewall {
+            rules: fw::static_rules(&c),
+            elements: el,
+        });
+        let refine = matches!(scope, Scope::Host { .. });
+        let rep = self
+            .reconciler
+            .pass(trigger, &desired, req, fw_cache, refine, dry_run)
+            .await
+            .map_err(|e| ApiError::internal(format!("observing the kernel: {e}")))?;
+        if dry_run {
+            return Ok(rep);
+        }
+        match firewall_after(&rep, &desired) {
+            Some((c, el)) => self.firewall.set_cache(c, el),
+            None => self.firewall.invalidate(),
+        }
+        if fwd.ipv6_restore_off && rep.errors.is_empty() {
+            // IPv6 forwarding is back to what the host had; the guard rule goes with the next
+            // rewrite of the static rules.
+            let mut m = self.meta();
+            m.ipv6_recorded = false;
+            self.set_meta(m)?;
+            self.firewall.invalidate();
+        }
+        Ok(rep)
+    }
+
+    /// A pass that must succeed for an API call: kernel errors become a 500 naming every
+    /// failed step, a foreign link in the way a 409.
+    pub async fn converge_api(&self, scope: Scope) -> ApiResult<PassReport> {
+        let rep = self.converge(Trigger::Api, scope, false).await?;
+        if let Some(p) = rep.problems().first() {
+            return Err(ApiError::conflict(format!("{}: {}", p.object, p.message)));
+        }
+        if !rep.errors.is_empty() {
+            return Err(ApiError::internal(rep.errors.join("; ")));
+        }
+        Ok(rep)
+    }
+
+    /// Start-up: adopt the containers whose processes survived (also those a crash caught
+    /// before their state was stored), end berth's orphan processes, converge everything.
+    pub(crate) async fn startup(self: &Arc<Self>) -> anyhow::Result<()> {
+        let containers = self.containers().map_err(|e| anyhow::anyhow!(e.message))?;
+        let fixed = crate::ipam::repair(self.store.as_ref(), &containers)
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        if fixed > 0 {
+            tracing::info!(
+                claims = fixed,
+                "address claims made consistent with the endpoints"
+            );
+        }
+        let alive = self.runtime.scan_processes();
+        let known: BTreeSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
+        for (id, pids) in &alive {
+            if !known.contains(id.as_str()) {
+                // A container removed from the store whose process a crash left behind.
+                tracing::warn!(container = %id, "ending the process of a removed container");
+                for p in pids {
+                    let _ = berth_kernel::container::signal(
+                        p.stage1,
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        for c in &containers {
+            let st = self.state(&c.id).map_err(|e| anyhow::anyhow!(e.message))?;
+            let proc_ = alive.get(&c.id).and_then(|v| v.first()).copied();
+            match (st.status, proc_) {
+                (Status::Running, Some(p)) => {
+                    self.runtime.adopt(self, c, p);
+                    if p.init != st.pid {
+                        let mut st = st.clone();
+                        st.pid = p.init;
+                        self.store
+                            .apply(vec![Op::put_json(keys::state(&c.id), &st)])?;
+                    }
+                    crate::converge::watch_container(self.clone(), c.id.clone(), p.init);
+                }
+                (Status::Running, None) => {
+                    let code = self.runtime.read_exit_code(&c.id).unwrap_or(-1);
+                    self.mark_exited(&c.id, code)
+                        .await
+                        .map_err(|e| anyhow::anyhow!(e.message))?;
+                }
+                (_, Some(p)) => {
+                    // Started, but berthd died before it recorded so: it runs, so it is running.
+                    tracing::warn!(container = %c.name, pid = p.init, "adopting a container started before a crash");
+                    let port_op = crate::ports::publish(self, c)
+                        .await
+                        .map_err(|e| anyhow::anyhow!(e.message))?;
+                    let state = berth_plan::model::ContainerState {
+                        status: Status::Running,
+                        pid: p.init,
+                        exit_code: 0,
+                        started_at: now_rfc3339(),
+                        finished_at: st.finished_at.clone(),
+                    };
+                    let mut ops = vec![Op::put_json(keys::state(&c.id), &state)];
+                    ops.extend(port_op);
+                    self.store.apply(ops)?;
+                    self.runtime.adopt(self, c, p);
+                    self.exit_channel(&c.id).send_replace(None);
+                    crate::converge::watch_container(self.clone(), c.id.clone(), p.init);
+                }
+                (_, None) => {}
+            }
+        }
+        let rep = self
+            .converge(Trigger::Startup, Scope::Full, false)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        for e in &rep.errors {
+            tracing::error!("start-up: {e}");
+        }
+        for p in rep.problems() {
+            tracing::warn!("start-up: {}: {}", p.object, p.message);
+        }
+        if rep.errors.iter().any(|e| e.starts_with("FirewallBase")) {
+            anyhow::bail!(
+                "installing berth's nftables table: {}",
+                rep.errors.join("; ")
+            );
+        }
+        // Published ports: the conflict index and the [::1] relays (the elements are in place).
+        crate::ports::converge(self).map_err(|e| anyhow::anyhow!(e.message))?;
+        self.check_host_forward_policy();
+        Ok(())
+    }
+}
+
+/// Starts the loop's triggers: the wake-up consumer, berthd's link and nft monitors, the timer.
+pub fn spawn_watchers(d: Arc<Daemon>) {
+    let Some(mut rx) = d.take_wake_rx() else {
+        return;
+    };
+    if d.config.drift_repair {
+        let tx = d.wake.clone();
+        match berth_kernel::monitor::Monitor::host() {
+            Ok(mut m) => {
+                tokio::spawn(async move {
+                    while m.next().await.is_ok() {
+                        if tx.send(Wake::Host).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("no link notifications, drift found by the timer only: {e}"),
+        }
+        let tx = d.wake.clone();
+        match berth_kernel::monitor::Monitor::nftables() {
+            Ok(mut m) => {
+                tokio::spawn(async move {
+                    while m.next().await.is_ok() {
+                        if tx.send(Wake::Nft).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!("no nftables notifications, drift found by the timer only: {e}")
+            }
+        }
+        let tx = d.wake.clone();
+        let period = d.config.check_interval;
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(period);
+            t.tick().await;
+            loop {
+                t.tick().await;
+                if tx.send(Wake::Timer).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            // Gather a burst into one pass.
+            tokio::time::sleep(DEBOUNCE).await;
+            let mut wakes = BTreeSet::from([first]);
+            while let Ok(w) = rx.try_recv() {
+                wakes.insert(w);
+            }
+            if !d.config.drift_repair {
+                continue;
+            }
+            let _guard = d.lock.lock().await;
+            let full = wakes.contains(&Wake::Timer);
+            let nft = wakes.contains(&Wake::Nft);
+            let host = wakes.contains(&Wake::Host);
+            let trigger = if full {
+                Trigger::Timer
+            } else {
+                Trigger::Notification
+            };
+            let result = if full {
+                d.converge(trigger, Scope::Full, false).await.map(|_| ())
+            } else {
+                let mut r = Ok(());
+                if nft || host {
+                    r = d
+                        .converge(trigger, Scope::Host { firewall: nft }, false)
+                        .await
+                        .map(|_| ());
+                }
+                let ids: Vec<String> = wakes
+                    .iter()
+                    .filter_map(|w| match w {
+                        Wake::Container(id) => Some(id.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                if r.is_ok() && !ids.is_empty() {
+                    r = d
+                        .converge(trigger, Scope::Containers { ids, also: vec![] }, false)
+                        .await
+                        .map(|_| ());
+                }
+                r
+            };
+            if let Err(e) = result {
+                tracing::warn!("reconcile ({trigger:?}): {}", e.message);
+            }
+        }
+    });
+}
+
+/// Watches a running container's namespace for changes (a deleted address or default route)
+/// until the container exits; the socket is dropped then, so it never keeps a dead namespace
+/// (and its veths) alive.
+pub fn watch_container(d: Arc<Daemon>, id: String, pid: i32) {
+    if !d.config.drift_repair || pid <= 0 {
+        return;
+    }
+    let mut exit = d.exit_channel(&id).subscribe();
+    let tx = d.wake.clone();
+    tokio::spawn(async move {
+        let path = format!("/proc/{pid}/ns/net");
+        let mut m =
+            match berth_kernel::monitor::Monitor::container(std::path::Path::new(&path)).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(container = %id, "no notifications from its namespace: {e}");
+                    return;
+                }
+            };
+        loop {
+            if exit.borrow().is_some() {
+                return;
+            }
+            tokio::select! {
+                r = m.next() => {
+                    if r.is_err() || tx.send(Wake::Container(id.clone())).is_err() {
+                        return;
+                    }
+                }
+                r = exit.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+impl Daemon {
+    /// A dry-run full pass (under the lock, so it never sees an operation half-done).
+    pub async fn check(&self) -> ApiResult<SystemCheck> {
+        let _guard = self.lock.lock().await;
+        let rep = self.converge(Trigger::Check, Scope::Full, true).await?;
+        let mut summary: BTreeMap<String, CheckCount> = BTreeMap::new();
+        let nets = self.networks()?;
+        let running = self.running(self.containers()?)?;
+        let links: Vec<String> = nets
+            .iter()
+            .filter_map(|n| berth_plan::driver::driver(n.driver).network_link(n))
+            .collect();
+        let b = summary.entry("NetworkLinks".into()).or_default();
+        b.desired = links.len();
+        b.observed = links
+            .iter()
+            .filter(|n| rep.observed.links.contains_key(n.as_str()))
+            .count();
+        let veths: Vec<&str> = running
+            .iter()
+            .filter(|(c, _)| c.mode == NetworkMode::Networks)
+            .flat_map(|(c, _)| c.endpoints.iter().map(|e| e.host_ifname.as_str()))
+            .collect();
+        let e = summary.entry("Endpoints".into()).or_default();
+        e.desired = veths.len();
+        e.observed = veths
+            .iter()
+            .filter(|n| rep.observed.links.contains_key(**n))
+            .count();
+        let owned = rep
+            .observed
+            .links
+            .values()
+            .filter(|l| host::is_owned(l))
+            .count();
+        summary.entry("OwnedLinks".into()).or_default().observed = owned;
+        if let Some(fwo) = &rep.observed.firewall {
+            let el = summary.entry("FirewallElements".into()).or_default();
+            el.observed = fwo.elements.len();
+            el.desired = desired_element_count(self, &nets, &running)?;
+        }
+        Ok(SystemCheck {
+            in_sync: rep.plan.steps.is_empty(),
+            steps: rep
+                .plan
+                .steps
+                .iter()
+                .map(|s| CheckStep {
+                    action: s.action().to_string(),
+                    object: s.object.clone(),
+                    reason: s.reason.clone(),
+                })
+                .collect(),
+            problems: rep
+                .plan
+                .problems
+                .iter()
+                .map(|p| format!("{}: {}", p.object, p.message))
+                .collect(),
+            summary,
+            reconciler: self.reconciler.stats(),
+        })
+    }
+}
+
+fn desired_element_count(
+    d: &Daemon,
+    nets: &[NetworkSpec],
+    running: &[(ContainerSpec, String)],
+) -> ApiResult<usize> {
+    let mut e: Elements = fw::desired_elements(nets);
+    for (c, _) in running {
+        let doc = crate::ports::doc(d, &c.id)?;
+        e.extend(&fw::port_elements(&c.name, &doc.published));
+    }
+    Ok(e.len())
+}

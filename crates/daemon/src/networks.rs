@@ -1,0 +1,336 @@
+//! Network operations: create, remove, prune, connect, disconnect. Each writes the intent to the
+//! store and runs a reconcile pass scoped to what changed; a pass that fails for a new object
+//! takes the intent back and converges again, which removes whatever the first pass made (only
+//! links carrying berth's mark are ever removed).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use berth_plan::host::{self, ObserveRequest};
+use berth_plan::model::{NetworkMode, NetworkSpec, Status};
+use berth_plan::names;
+use berth_plan::network::{self as planner, EndpointRequest, NetworkRequest};
+use berth_store::Op;
+use ipnet::IpNet;
+
+use crate::converge::Scope;
+use crate::daemon::{keys, mode_name, new_id, now_rfc3339, Daemon};
+use crate::error::{ApiError, ApiResult};
+use crate::failpoint;
+
+impl Daemon {
+    /// `POST /networks/create`.
+    pub async fn create_network(&self, req: NetworkRequest) -> ApiResult<NetworkSpec> {
+        let _guard = self.lock.lock().await;
+        let _op = failpoint::Op::begin("network_create");
+        let existing = self.networks()?;
+        let routes = self.kernel.routes().await?;
+        // Our own bridges' routes are networks already; only the rest are "the host's".
+        let own: BTreeSet<IpNet> = existing
+            .iter()
+            .flat_map(|n| n.subnets.iter().map(|s| s.subnet))
+            .collect();
+        let host_routes: Vec<IpNet> = routes.into_iter().filter(|r| !own.contains(r)).collect();
+        let mut spec =
+            planner::plan_network(&req, new_id(), now_rfc3339(), &existing, &host_routes)?;
+        if let Some(link) = berth_plan::driver::driver(spec.driver).network_link(&spec) {
+            self.check_network_link(&link, &mut spec, &existing).await?;
+        }
+        self.store
+            .apply(vec![Op::put_json(keys::network(&spec.id), &spec)])?;
+        failpoint::boundary("store network");
+        let result = self
+            .converge_api(Scope::Networks {
+                ids: vec![spec.id.clone()],
+                also: vec![],
+            })
+            .await;
+        if let Err(e) = result {
+            // Roll back: take the intent back and converge again; only what carries berth's
+            // mark (what the failed pass made) is removed.
+            self.store
+                .apply(vec![Op::Delete(keys::network(&spec.id))])?;
+            self.release_network(&spec).await;
+            return Err(e);
+        }
+        self.dns_refresh();
+        tracing::info!(network = %spec.name, id = %names::short_id(&spec.id), "network created");
+        Ok(spec)
+    }
+
+    /// The bridge name must be free, berth's own orphan, or (opted in) an existing bridge to
+    /// adopt. Refused with a 409 naming the link and its kind otherwise: berth never takes over
+    /// (and later deletes) a link it did not create.
+    async fn check_network_link(
+        &self,
+        name: &str,
+        spec: &mut NetworkSpec,
+        existing: &[NetworkSpec],
+    ) -> ApiResult<()> {
+        let name = name.to_string();
+        let req = ObserveRequest {
+            links: Some(BTreeSet::from([name.clone()])),
+            ..ObserveRequest::default()
+        };
+        let observed = self
+            .reconciler
+            .kernel()
+            .observe(&req)
+            .await
+            .map_err(|e| ApiError::internal(format!("looking up link {name}: {e}")))?;
+        let Some(link) = observed.links.get(&name) else {
+            if planner::adopts_bridge(spec) {
+                return Err(ApiError::not_found(format!(
+                    "bridge {name:?} to adopt (-o {}=true) does not exist",
+                    planner::OPT_ADOPT_BRIDGE
+                )));
+            }
+            return Ok(());
+        };
+        let kind = link.kind.as_deref().unwrap_or("device");
+        if planner::adopts_bridge(spec) {
+            if kind != "bridge" {
+                return Err(ApiError::conflict(format!(
+                    "cannot adopt {name:?}: it is a {kind} link, not a bridge"
+                )));
+            }
+            spec.adopted_addrs = host::significant(&link.addrs);
+            return Ok(());
+        }
+        let orphan_of_ours =
+            host::is_owned(link) && kind == "bridge" && !existing.iter().any(|n| n.bridge == name);
+        if orphan_of_ours {
+            return Ok(());
+        }
+        let hint = if kind == "bridge" {
+            format!(
+                "; to use that bridge anyway, add -o {}=true (berth then never removes it or its addresses)",
+                planner::OPT_ADOPT_BRIDGE
+            )
+        } else {
+            String::new()
+        };
+        Err(ApiError::conflict(format!(
+            "bridge name {name:?} is taken by an existing {kind} link that berth did not create: \
+             choose another name with -o {}=NAME, or remove that link{hint}",
+            planner::OPT_BRIDGE_NAME
+        )))
+    }
+
+    /// Converges after `net` left the store: its bridge goes if berth made it; an adopted
+    /// bridge only loses the gateway addresses berth added. Errors are logged and counted (the
+    /// next pass retries), never dropped silently.
+    async fn release_network(&self, net: &NetworkSpec) {
+        let also: Vec<String> = berth_plan::driver::driver(net.driver)
+            .network_link(net)
+            .into_iter()
+            .collect();
+        match self
+            .converge(
+                crate::reconcile::Trigger::Api,
+                Scope::Networks { ids: vec![], also },
+                false,
+            )
+            .await
+        {
+            Ok(rep) => {
+                for e in &rep.errors {
+                    tracing::warn!(network = %net.name, "removing: {e}");
+                }
+            }
+            Err(e) => tracing::warn!(network = %net.name, "removing: {}", e.message),
+        }
+        if planner::adopts_bridge(net) {
+            let added: Vec<IpNet> = planner::bridge_plan(net)
+                .map(|p| p.addrs)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|a| !net.adopted_addrs.contains(a))
+                .collect();
+            let op = host::StepOp::RemoveAddrs {
+                link: net.bridge.clone(),
+                addrs: added,
+            };
+            if let Err(e) = self.reconciler.kernel().apply(&op).await {
+                tracing::warn!(network = %net.name, "removing berth's addresses from adopted bridge {}: {e}", net.bridge);
+            }
+        }
+    }
+
+    /// `DELETE /networks/{id}`.
+    pub async fn remove_network(&self, query: &str) -> ApiResult<NetworkSpec> {
+        let _guard = self.lock.lock().await;
+        let _op = failpoint::Op::begin("network_rm");
+        let net = self.find_network(query)?;
+        self.remove_network_locked(&net).await?;
+        Ok(net)
+    }
+
+    async fn remove_network_locked(&self, net: &NetworkSpec) -> ApiResult<()> {
+        if net.predefined {
+            return Err(ApiError::forbidden(format!(
+                "{} is a pre-defined network and cannot be removed",
+                net.name
+            )));
+        }
+        let users: Vec<String> = self
+            .containers()?
+            .into_iter()
+            .filter(|c| c.endpoints.iter().any(|e| e.network_id == net.id))
+            .map(|c| c.name)
+            .collect();
+        if !users.is_empty() {
+            return Err(ApiError::forbidden(format!(
+                "error while removing network: network {} id {} has active endpoints (containers: {}); \
+                 disconnect or remove them first",
+                net.name,
+                net.id,
+                users.join(", ")
+            )));
+        }
+        // Intent first, then the kernel: a crash in between leaves a marked bridge no stored
+        // network wants, which the next start-up pass removes as an orphan.
+        self.store.apply(vec![Op::Delete(keys::network(&net.id))])?;
+        failpoint::boundary("delete network");
+        self.release_network(net).await;
+        self.dns_refresh();
+        tracing::info!(network = %net.name, "network removed");
+        Ok(())
+    }
+
+    /// `POST /networks/prune`: removes unused user networks matching `filters`.
+    pub async fn prune_networks(
+        &self,
+        filters: &BTreeMap<String, Vec<String>>,
+    ) -> ApiResult<Vec<String>> {
+        let _guard = self.lock.lock().await;
+        let _op = failpoint::Op::begin("network_rm");
+        let nets = self.networks()?;
+        let selected: Vec<NetworkSpec> = planner::filter_networks(&nets, filters)?
+            .into_iter()
+            .cloned()
+            .collect();
+        let containers = self.containers()?;
+        let mut removed = Vec::new();
+        for net in selected {
+            let used = containers
+                .iter()
+                .any(|c| c.endpoints.iter().any(|e| e.network_id == net.id));
+            if net.predefined || used {
+                continue;
+            }
+            self.remove_network_locked(&net).await?;
+            removed.push(net.name);
+        }
+        Ok(removed)
+    }
+
+    /// `POST /networks/{id}/connect`.
+    pub async fn connect(
+        &self,
+        net_query: &str,
+        container_query: &str,
+        req: EndpointRequest,
+    ) -> ApiResult<()> {
+        let _guard = self.lock.lock().await;
+        let _op = failpoint::Op::begin("connect");
+        let net = self.find_network(net_query)?;
+        let mut c = self.find_container(container_query)?;
+        if c.mode != NetworkMode::Networks {
+            return Err(ApiError::forbidden(format!(
+                "container {:?} uses network mode {}: it cannot be connected to other networks",
+                c.name,
+                mode_name(&c.mode)
+            )));
+        }
+        let all = self.containers()?;
+        let ep = planner::plan_endpoint(&net, &c, &all, &req, new_id())?;
+        c.endpoints.push(ep.clone());
+        let (cmp, mut ops) = crate::ipam::claim(&c, &[&ep]);
+        ops.push(Op::put_json(keys::container(&c.id), &c));
+        crate::ipam::commit(self.store.as_ref(), cmp, ops)?;
+        failpoint::boundary("store endpoint");
+        let st = self.state(&c.id)?;
+        if st.status == Status::Running {
+            let result = self
+                .converge_api(Scope::Containers {
+                    ids: vec![c.id.clone()],
+                    also: vec![],
+                })
+                .await;
+            if let Err(e) = result {
+                c.endpoints.retain(|x| x.id != ep.id);
+                let mut ops = crate::ipam::release(&[&ep]);
+                ops.push(Op::put_json(keys::container(&c.id), &c));
+                self.store.apply(ops)?;
+                if let Err(e2) = self
+                    .converge(
+                        crate::reconcile::Trigger::Api,
+                        Scope::Containers {
+                            ids: vec![c.id.clone()],
+                            also: vec![ep.host_ifname.clone()],
+                        },
+                        false,
+                    )
+                    .await
+                {
+                    tracing::warn!("rolling back the connect of {:?}: {}", c.name, e2.message);
+                }
+                return Err(e);
+            }
+            if let Err(e) = self.runtime.write_files(self, &c).await {
+                tracing::warn!(container = %c.name, "rewriting /etc files: {}", e.message);
+            }
+        }
+        self.dns_refresh();
+        tracing::info!(network = %net.name, container = %c.name, "connected");
+        Ok(())
+    }
+
+    /// `POST /networks/{id}/disconnect`.
+    pub async fn disconnect(&self, net_query: &str, container_query: &str) -> ApiResult<()> {
+        let _guard = self.lock.lock().await;
+        let _op = failpoint::Op::begin("disconnect");
+        let net = self.find_network(net_query)?;
+        let mut c = self.find_container(container_query)?;
+        let Some(pos) = c.endpoints.iter().position(|e| e.network_id == net.id) else {
+            return Err(ApiError::forbidden(format!(
+                "container {} is not connected to network {}",
+                c.name, net.name
+            )));
+        };
+        let ep = c.endpoints.remove(pos);
+        let mut ops = crate::ipam::release(&[&ep]);
+        ops.push(Op::put_json(keys::container(&c.id), &c));
+        self.store.apply(ops)?;
+        failpoint::boundary("store endpoint removal");
+        let st = self.state(&c.id)?;
+        if st.status == Status::Running {
+            // The veth of the removed endpoint is no longer wanted: the pass deletes it and
+            // moves the default route if it was the gateway endpoint.
+            let rep = self
+                .converge(
+                    crate::reconcile::Trigger::Api,
+                    Scope::Containers {
+                        ids: vec![c.id.clone()],
+                        also: vec![ep.host_ifname.clone()],
+                    },
+                    false,
+                )
+                .await?;
+            if !rep.errors.is_empty() {
+                return Err(ApiError::internal(format!(
+                    "disconnecting {:?} from {:?}: {}",
+                    c.name,
+                    net.name,
+                    rep.errors.join("; ")
+                )));
+            }
+            if let Err(e) = self.runtime.write_files(self, &c).await {
+                tracing::warn!(container = %c.name, "rewriting /etc files: {}", e.message);
+            }
+        }
+        self.dns_refresh();
+        tracing::info!(network = %net.name, container = %c.name, "disconnected");
+        Ok(())
+    }
+}

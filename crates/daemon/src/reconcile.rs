@@ -1,0 +1,461 @@
+//! The reconcile loop: one path for everything berth owns in the kernel.
+//!
+//! ```text
+//! intent (store) ─▶ plan::host::desired ─┐
+//!                                        ├─▶ plan::host::diff ─▶ steps ─▶ KernelOps::apply
+//! KernelOps::observe(ObserveRequest) ────┘
+//! ```
+//!
+//! Triggers: every API mutation (scoped to the objects it changed), start-up (everything),
+//! change notifications from the kernel (links and addresses of berthd's namespace, nft
+//! commits, links/addresses/routes inside each running container) and a timer. Passes run
+//! under the daemon's mutation lock, so a pass never sees an operation half-done. Each step is
+//! idempotent: whatever a crash interrupts, the next pass converges.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_kernel::ops::KernelOps;
+use berth_plan::firewall::{Elements, FirewallConfig};
+use berth_plan::host::{
+    self, DesiredHost, ObserveRequest, ObservedFirewall, ObservedHost, Plan, Problem, Step, StepOp,
+};
+
+use crate::failpoint;
+
+/// What started a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// An API call changed the intent.
+    Api,
+    /// berthd started (after a crash or not).
+    Startup,
+    /// The kernel reported a change.
+    Notification,
+    /// The periodic check.
+    Timer,
+    /// `berth system check`: observe and diff only.
+    Check,
+}
+
+impl Trigger {
+    /// Whether steps applied by such a pass repair drift (as opposed to carrying out a request).
+    fn repairs(self) -> bool {
+        matches!(
+            self,
+            Trigger::Startup | Trigger::Notification | Trigger::Timer
+        )
+    }
+}
+
+/// Counters of the loop, shown in `berth info` (`Reconciler`) and `/metrics`: the API's own
+/// type, kept up to date in place.
+pub type Stats = berth_api::types::ReconcilerInfo;
+
+/// The counters as Prometheus text lines.
+pub fn metrics(s: &Stats) -> String {
+    let mut out = String::new();
+    for (name, kind, help, value) in [
+        ("passes_total", "counter", "Reconcile passes run.", s.passes),
+        (
+            "repairs_total",
+            "counter",
+            "Kernel steps that repaired drift.",
+            s.repairs,
+        ),
+        (
+            "steps_total",
+            "counter",
+            "Kernel steps applied.",
+            s.steps_applied,
+        ),
+        (
+            "errors_total",
+            "counter",
+            "Kernel steps that failed.",
+            s.errors,
+        ),
+        (
+            "problems",
+            "gauge",
+            "Objects in the way that are not berth's.",
+            s.problems.len() as u64,
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP berth_reconcile_{name} {help}\n# TYPE berth_reconcile_{name} {kind}\nberth_reconcile_{name} {value}\n"
+        ));
+    }
+    out
+}
+
+/// The result of one pass.
+#[derive(Debug, Clone, Default)]
+pub struct PassReport {
+    /// The planned steps (all of them, applied or not).
+    pub plan: Plan,
+    /// Steps applied.
+    pub applied: usize,
+    /// Every step that failed, with its error (teardown collects every error).
+    pub errors: Vec<String>,
+    /// What was observed.
+    pub observed: ObservedHost,
+    /// Whether the firewall steps all succeeded (the daemon's element cache is then exact).
+    pub firewall_ok: bool,
+}
+
+impl PassReport {
+    /// Problems of the plan.
+    pub fn problems(&self) -> &[Problem] {
+        &self.plan.problems
+    }
+}
+
+/// Runs passes against a [`KernelOps`].
+pub struct Reconciler {
+    kernel: Arc<dyn KernelOps>,
+    stats: Mutex<Stats>,
+}
+
+impl Reconciler {
+    /// A loop over `kernel`.
+    pub fn new(kernel: Arc<dyn KernelOps>) -> Reconciler {
+        Reconciler {
+            kernel,
+            stats: Mutex::new(Stats::default()),
+        }
+    }
+
+    /// The kernel.
+    pub fn kernel(&self) -> &Arc<dyn KernelOps> {
+        &self.kernel
+    }
+
+    /// A copy of the counters.
+    pub fn stats(&self) -> Stats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// One pass: observe what `req` asks for (with `fw_cache` standing in for the nft table
+    /// when it is not read back), diff against `desired`, apply the steps in order unless
+    /// `dry_run`. With `refine`, namespaces of endpoints the first diff wants to (re)create are
+    /// observed too before the final diff (so their default routes come back with them).
+    pub async fn pass(
+        &self,
+        trigger: Trigger,
+        desired: &DesiredHost,
+        mut req: ObserveRequest,
+        fw_cache: Option<ObservedFirewall>,
+        refine: bool,
+        dry_run: bool,
+    ) -> Result<PassReport, berth_kernel::error::KernelError> {
+        let started = Instant::now();
+        let mut observed = self.kernel.observe(&req).await?;
+        if observed.firewall.is_none() {
+            observed.firewall = fw_cache.clone();
+        }
+        let mut plan = host::diff(&observed, desired);
+        if refine {
+            let extra: BTreeSet<String> = plan
+                .steps
+                .iter()
+                .filter_map(|s| match &s.op {
+                    StepOp::CreateEndpoint { plan, .. } => Some(plan.netns.clone()),
+                    StepOp::AttachPort { veth, .. } => {
+                        desired.endpoints.get(veth).map(|e| e.plan.netns.clone())
+                    }
+                    _ => None,
+                })
+                .filter(|ns| !req.netns.contains(ns))
+                .collect();
+            if !extra.is_empty() {
+                req.netns.extend(extra);
+                observed = self.kernel.observe(&req).await?;
+                if observed.firewall.is_none() {
+                    observed.firewall = fw_cache;
+                }
+                plan = host::diff(&observed, desired);
+            }
+        }
+        let mut report = PassReport {
+            plan,
+            observed,
+            firewall_ok: true,
+            ..PassReport::default()
+        };
+        if dry_run {
+            return Ok(report);
+        }
+        for step in &report.plan.steps {
+            match self.kernel.apply(&step.op).await {
+                Ok(()) => {
+                    report.applied += 1;
+                    log_step(trigger, step);
+                    self.note_applied(trigger, step);
+                    failpoint::boundary(step.action());
+                }
+                Err(e) => {
+                    if matches!(
+                        step.op,
+                        StepOp::FirewallBase { .. } | StepOp::FirewallElements { .. }
+                    ) {
+                        report.firewall_ok = false;
+                    }
+                    let msg = format!("{step}: {e}");
+                    tracing::warn!("reconcile: {msg}");
+                    report.errors.push(msg);
+                }
+            }
+        }
+        if let Ok(mut s) = self.stats.lock() {
+            s.passes += 1;
+            s.errors += report.errors.len() as u64;
+            if let Some(e) = report.errors.last() {
+                s.last_error = Some(e.clone());
+            }
+            if req.links.is_none() {
+                s.problems = report
+                    .plan
+                    .problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.object, p.message))
+                    .collect();
+            }
+        }
+        if !report.plan.steps.is_empty() {
+            tracing::debug!(
+                ?trigger,
+                steps = report.plan.steps.len(),
+                applied = report.applied,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "reconcile pass"
+            );
+        }
+        Ok(report)
+    }
+
+    fn note_applied(&self, trigger: Trigger, step: &Step) {
+        if let Ok(mut s) = self.stats.lock() {
+            s.steps_applied += 1;
+            if trigger.repairs() {
+                s.repairs += 1;
+                s.last_repair = Some(step.to_string());
+                s.last_repair_at = Some(crate::daemon::now_rfc3339());
+            }
+        }
+    }
+}
+
+fn log_step(trigger: Trigger, step: &Step) {
+    match trigger {
+        Trigger::Api | Trigger::Check => tracing::debug!("applied: {step}"),
+        Trigger::Startup => tracing::info!("repaired at start-up: {step}"),
+        Trigger::Notification | Trigger::Timer => {
+            tracing::warn!("repaired drift ({trigger:?}): {step}")
+        }
+    }
+}
+
+/// The element cache after a pass: what the table holds now, as far as berth knows.
+pub fn firewall_after(
+    report: &PassReport,
+    desired: &DesiredHost,
+) -> Option<(FirewallConfig, Elements)> {
+    if !report.firewall_ok || !report.errors.is_empty() && report.observed.firewall.is_none() {
+        return None;
+    }
+    let observed = report.observed.firewall.as_ref()?;
+    let elements = if desired.with_maps {
+        desired.elements.clone()
+    } else {
+        let mut e = observed.elements.only(&berth_plan::firewall::map_names());
+        e.extend(&desired.elements.only(&berth_plan::firewall::set_names()));
+        e
+    };
+    Some((desired.firewall, elements))
+}
+
+/// How long notifications are gathered before a pass runs: a burst (a container's start, an
+/// `ip link del` of a bridge with many ports) becomes one pass.
+pub const DEBOUNCE: Duration = Duration::from_millis(15);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_kernel::ops::FakeKernel;
+    use berth_plan::firewall::FirewallConfig;
+    use berth_plan::host::{desired, ForwardingIntent, RunningContainer};
+    use berth_plan::model::{ContainerSpec, NetworkSpec};
+
+    fn world() -> (Vec<NetworkSpec>, Vec<ContainerSpec>) {
+        let existing = Vec::new();
+        let req = berth_plan::network::NetworkRequest {
+            name: "web".into(),
+            ipam: vec![berth_plan::network::IpamRequest {
+                subnet: Some("10.1.0.0/24".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let web =
+            berth_plan::network::plan_network(&req, "a".repeat(64), String::new(), &existing, &[])
+                .expect("plan web");
+        let mut c = ContainerSpec::new("c".repeat(64), "api", vec!["sleep".into()]);
+        let ep = berth_plan::network::plan_endpoint(
+            &web,
+            &c,
+            std::slice::from_ref(&c),
+            &Default::default(),
+            "e".repeat(64),
+        )
+        .expect("plan endpoint");
+        c.endpoints.push(ep);
+        (vec![web], vec![c])
+    }
+
+    fn desired_of(nets: &[NetworkSpec], cs: &[ContainerSpec]) -> DesiredHost {
+        let running: Vec<RunningContainer<'_>> = cs
+            .iter()
+            .map(|c| RunningContainer {
+                spec: c,
+                netns: "/proc/4242/ns/net".into(),
+            })
+            .collect();
+        desired(
+            nets,
+            &running,
+            FirewallConfig::default(),
+            ForwardingIntent::default(),
+            berth_plan::firewall::desired_elements(nets),
+            true,
+        )
+    }
+
+    fn full(d: &DesiredHost) -> ObserveRequest {
+        ObserveRequest::full(d)
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        match tokio::runtime::Builder::new_current_thread().build() {
+            Ok(rt) => rt,
+            Err(e) => panic!("runtime: {e}"),
+        }
+    }
+
+    fn fresh_fake() -> Arc<FakeKernel> {
+        let k = FakeKernel::new();
+        k.with_state(|s| {
+            s.sysctls.insert("net.ipv4.ip_forward".into(), "0".into());
+        });
+        Arc::new(k)
+    }
+
+    #[test]
+    fn converges_then_does_nothing() {
+        let rt = rt();
+        let (nets, cs) = world();
+        let d = desired_of(&nets, &cs);
+        let k = fresh_fake();
+        let r = Reconciler::new(k.clone());
+        let first = rt
+            .block_on(r.pass(Trigger::Api, &d, full(&d), None, false, false))
+            .expect("pass");
+        assert!(first.errors.is_empty(), "{:?}", first.errors);
+        let log: Vec<String> = k
+            .take_log()
+            .iter()
+            .map(|op| {
+                format!("{op:?}")
+                    .split([' ', '{'])
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        // Static rules before forwarding is turned on; the bridge before its port.
+        let pos = |n: &str| log.iter().position(|x| x == n).unwrap_or(usize::MAX);
+        assert!(pos("FirewallBase") < pos("SetSysctl"), "{log:?}");
+        assert!(pos("CreateBridge") < pos("CreateEndpoint"), "{log:?}");
+        let second = rt
+            .block_on(r.pass(Trigger::Timer, &d, full(&d), None, false, false))
+            .expect("pass");
+        assert!(second.plan.steps.is_empty(), "{:#?}", second.plan.steps);
+        assert_eq!(r.stats().repairs, 0);
+    }
+
+    #[test]
+    fn an_interrupted_pass_converges_on_the_next() {
+        let (nets, cs) = world();
+        let d = desired_of(&nets, &cs);
+        // Interrupt at every step in turn: the next pass always finishes the job.
+        for k_fail in 0..6 {
+            let rt = rt();
+            let k = fresh_fake();
+            if let Ok(mut f) = k.fail_at.lock() {
+                *f = Some(k_fail);
+            }
+            let r = Reconciler::new(k.clone());
+            let first = rt
+                .block_on(r.pass(Trigger::Api, &d, full(&d), None, false, false))
+                .expect("pass");
+            let second = rt
+                .block_on(r.pass(Trigger::Startup, &d, full(&d), None, false, false))
+                .expect("pass");
+            assert!(second.errors.is_empty());
+            let third = rt
+                .block_on(r.pass(Trigger::Timer, &d, full(&d), None, false, false))
+                .expect("pass");
+            assert!(
+                third.plan.steps.is_empty(),
+                "fail at {k_fail}: first {:?}, left {:#?}",
+                first.errors,
+                third.plan.steps
+            );
+        }
+    }
+
+    #[test]
+    fn drift_is_repaired_and_counted() {
+        let rt = rt();
+        let (nets, cs) = world();
+        let d = desired_of(&nets, &cs);
+        let k = fresh_fake();
+        let r = Reconciler::new(k.clone());
+        rt.block_on(r.pass(Trigger::Api, &d, full(&d), None, false, false))
+            .expect("pass");
+        let veth = cs[0].endpoints[0].host_ifname.clone();
+        k.with_state(|s| {
+            s.links.remove(&veth);
+            if let Some(ns) = s.netns.get_mut("/proc/4242/ns/net") {
+                ns.links.clear();
+                ns.default_routes.clear();
+            }
+        });
+        k.take_log();
+        // A host-scope pass (no namespace observed) refines into the container's namespace,
+        // so the default route comes back with the veth.
+        let mut req = full(&d);
+        req.netns.clear();
+        let rep = rt
+            .block_on(r.pass(Trigger::Notification, &d, req, None, true, false))
+            .expect("pass");
+        assert_eq!(rep.applied, 1, "{:#?}", rep.plan.steps);
+        let log = k.take_log();
+        assert!(
+            matches!(&log[0], StepOp::CreateEndpoint { plan, .. } if !plan.routes.is_empty()),
+            "{log:?}"
+        );
+        assert_eq!(r.stats().repairs, 1);
+        // Dry run: the same drift is reported, nothing applied.
+        k.with_state(|s| {
+            s.links.remove(&veth);
+        });
+        let rep = rt
+            .block_on(r.pass(Trigger::Check, &d, full(&d), None, false, true))
+            .expect("pass");
+        assert_eq!(rep.applied, 0);
+        assert!(!rep.plan.steps.is_empty());
+        assert!(k.take_log().is_empty());
+    }
+}

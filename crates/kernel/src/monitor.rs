@@ -1,0 +1,132 @@
+//! Change notifications: netlink sockets subscribed to the kernel's multicast groups, so the
+//! reconcile loop learns of drift (a link, address or route removed by someone else, berth's
+//! nft table flushed) within milliseconds instead of polling.
+//!
+//! * berthd's namespace: `RTNLGRP_LINK`, `RTNLGRP_IPV4_IFADDR`, `RTNLGRP_IPV6_IFADDR`.
+//! * nftables: `NFNLGRP_NFTABLES` on a `NETLINK_NETFILTER` socket (what `nft monitor` reads):
+//!   one message per committed change of any table of the namespace.
+//! * a container namespace: links, addresses and `RTNLGRP_IPV4_ROUTE`/`IPV6_ROUTE` (a deleted
+//!   default route). The socket is opened on a short-lived thread inside that namespace
+//!   (DESIGN.md §4) and keeps the namespace alive while it is open: drop it when the container
+//!   exits.
+//!
+//! The messages are not parsed: a notification only says "look again", and the pass that
+//! follows observes and diffs as always (berth's own changes cause notifications too; their
+//! pass finds nothing to do).
+
+use std::path::Path;
+
+use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket};
+use tokio::io::unix::AsyncFd;
+
+use crate::error::{KernelError, Result};
+
+/// `NETLINK_NETFILTER` (linux/netlink.h).
+const NETLINK_NETFILTER: isize = 12;
+/// `NFNLGRP_NFTABLES` (linux/netfilter/nfnetlink.h).
+const NFNLGRP_NFTABLES: u32 = 7;
+/// rtnetlink multicast groups (linux/rtnetlink.h).
+const RTNLGRP_LINK: u32 = 1;
+const RTNLGRP_IPV4_IFADDR: u32 = 5;
+const RTNLGRP_IPV4_ROUTE: u32 = 7;
+const RTNLGRP_IPV6_IFADDR: u32 = 9;
+const RTNLGRP_IPV6_ROUTE: u32 = 11;
+
+/// A subscribed netlink socket, registered with the tokio reactor.
+pub struct Monitor {
+    fd: AsyncFd<Socket>,
+    buf: Vec<u8>,
+}
+
+fn subscribed(protocol: isize, groups: &[u32], what: &str) -> Result<Socket> {
+    let op = || format!("subscribing to {what} notifications");
+    let mut sock = Socket::new(protocol).map_err(|e| KernelError::netlink(op(), e))?;
+    sock.bind_auto()
+        .map_err(|e| KernelError::netlink(op(), e))?;
+    for g in groups {
+        sock.add_membership(*g)
+            .map_err(|e| KernelError::netlink(op(), e))?;
+    }
+    sock.set_non_blocking(true)
+        .map_err(|e| KernelError::netlink(op(), e))?;
+    Ok(sock)
+}
+
+impl Monitor {
+    fn wrap(sock: Socket, what: &str) -> Result<Monitor> {
+        // `AsyncFd::new` is deprecated for values that merely borrow an fd; here the AsyncFd
+        // owns the socket and with it the fd, so no one else can close or reuse it while it is
+        // registered (the soundness concern of tokio#8587). The replacement is `unsafe`.
+        #[allow(deprecated)]
+        let fd = AsyncFd::new(sock)
+            .map_err(|e| KernelError::io(format!("registering the {what} monitor"), e))?;
+        Ok(Monitor {
+            fd,
+            buf: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    /// Links and addresses of the caller's namespace (berthd's). Must run inside the runtime.
+    pub fn host() -> Result<Monitor> {
+        let s = subscribed(
+            NETLINK_ROUTE,
+            &[RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR],
+            "link and address",
+        )?;
+        Self::wrap(s, "link")
+    }
+
+    /// nftables changes in the caller's namespace. Must run inside the runtime.
+    pub fn nftables() -> Result<Monitor> {
+        let s = subscribed(NETLINK_NETFILTER, &[NFNLGRP_NFTABLES], "nftables")?;
+        Self::wrap(s, "nftables")
+    }
+
+    /// Links, addresses and routes inside the namespace at `netns`. Must run inside the runtime.
+    pub async fn container(netns: &Path) -> Result<Monitor> {
+        let sock = crate::netns::run_in_netns_async(netns, || {
+            subscribed(
+                NETLINK_ROUTE,
+                &[
+                    RTNLGRP_LINK,
+                    RTNLGRP_IPV4_IFADDR,
+                    RTNLGRP_IPV6_IFADDR,
+                    RTNLGRP_IPV4_ROUTE,
+                    RTNLGRP_IPV6_ROUTE,
+                ],
+                "container link, address and route",
+            )
+        })
+        .await??;
+        Self::wrap(sock, "container")
+    }
+
+    /// Waits until at least one notification arrived, then drains what is queued. Returns how
+    /// many datagrams were read. An overrun (`ENOBUFS`: the kernel dropped notifications) counts
+    /// as one: the caller looks again either way.
+    pub async fn next(&mut self) -> Result<usize> {
+        let mut n = 0;
+        loop {
+            let mut guard = self
+                .fd
+                .readable()
+                .await
+                .map_err(|e| KernelError::io("waiting for netlink notifications", e))?;
+            loop {
+                self.buf.clear();
+                match guard.get_inner().recv(&mut self.buf, 0) {
+                    Ok(_) => n += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        guard.clear_ready();
+                        break;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => n += 1,
+                    Err(e) => return Err(KernelError::io("reading netlink notifications", e)),
+                }
+            }
+            if n > 0 {
+                return Ok(n);
+            }
+        }
+    }
+}

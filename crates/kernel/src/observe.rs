@@ -1,0 +1,247 @@
+//! Reads back what the kernel has, as `berth_plan::host::Observed*`: links (with the marks berth
+//! judges ownership by), addresses, bridge-port flags, container namespaces' interfaces and
+//! default routes, sysctls and berth's nft table. Decides nothing: the diff is in the plan.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use berth_plan::host::{ObservedFirewall, ObservedLink, ObservedNetns};
+use berth_plan::model::RoutePlan;
+use ipnet::IpNet;
+use rtnetlink::packet_route::address::AddressMessage;
+use rtnetlink::packet_route::link::{
+    InfoBridgePort, InfoPortData, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use crate::error::{KernelError, Result};
+use crate::link::{self, SyncNetlink};
+
+/// A link message as an [`ObservedLink`] (master as an index; addresses filled in later).
+pub(crate) fn link_of(msg: &LinkMessage) -> (u32, Option<u32>, ObservedLink) {
+    let mut l = ObservedLink {
+        up: msg.header.flags.contains(LinkFlags::Up),
+        ..ObservedLink::default()
+    };
+    let mut master = None;
+    for a in &msg.attributes {
+        match a {
+            LinkAttribute::IfName(n) => l.name = n.clone(),
+            LinkAttribute::Controller(m) => master = Some(*m),
+            LinkAttribute::Mtu(m) => l.mtu = *m,
+            LinkAttribute::IfAlias(s) => l.alias = Some(s.clone()),
+            LinkAttribute::Address(mac) if mac.len() == 6 => {
+                let mut b = [0u8; 6];
+                b.copy_from_slice(mac);
+                l.mac = Some(b);
+            }
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    match i {
+                        NlLinkInfo::Kind(k) => l.kind = Some(k.to_string()),
+                        NlLinkInfo::PortData(InfoPortData::BridgePort(port)) => {
+                            let mut hairpin = false;
+                            let mut isolated = false;
+                            for p in port {
+                                match p {
+                                    InfoBridgePort::HairpinMode(h) => hairpin = *h,
+                                    InfoBridgePort::Isolated(i) => isolated = *i,
+                                    _ => {}
+                                }
+                            }
+                            l.port_flags = Some((hairpin, isolated));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (msg.header.index, master, l)
+}
+
+/// Attaches addresses (IPv6 link-local ones left out) to links by index.
+fn attach_addrs(addrs: &[AddressMessage], by_index: &mut HashMap<u32, ObservedLink>) {
+    for a in addrs {
+        let Some(ip) = link::address_of(a) else {
+            continue;
+        };
+        if link::is_ipv6_link_local(&ip) {
+            continue;
+        }
+        let Ok(net) = IpNet::new(ip, a.header.prefix_len) else {
+            continue;
+        };
+        if let Some(l) = by_index.get_mut(&a.header.index) {
+            l.addrs.push(net);
+        }
+    }
+}
+
+/// Links (by name) from link and address dumps, masters resolved to names.
+pub(crate) fn assemble(
+    links: Vec<LinkMessage>,
+    addrs: Vec<AddressMessage>,
+) -> BTreeMap<String, ObservedLink> {
+    let mut names: HashMap<u32, String> = HashMap::new();
+    let mut masters: HashMap<u32, u32> = HashMap::new();
+    let mut by_index: HashMap<u32, ObservedLink> = HashMap::new();
+    for m in &links {
+        let (index, master, l) = link_of(m);
+        names.insert(index, l.name.clone());
+        if let Some(mi) = master {
+            masters.insert(index, mi);
+        }
+        by_index.insert(index, l);
+    }
+    attach_addrs(&addrs, &mut by_index);
+    by_index
+        .into_iter()
+        .map(|(index, mut l)| {
+            l.master = masters
+                .get(&index)
+                .map(|mi| names.get(mi).cloned().unwrap_or_else(|| format!("if{mi}")));
+            (l.name.clone(), l)
+        })
+        .collect()
+}
+
+/// Default routes (main table) in route dump answers.
+fn default_routes(routes: &[RouteMessage]) -> Vec<RoutePlan> {
+    let mut out = Vec::new();
+    for r in routes {
+        if link::route_table(r) != u32::from(link::MAIN_TABLE)
+            || r.header.destination_prefix_length != 0
+        {
+            continue;
+        }
+        let via = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+            RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+            _ => None,
+        });
+        let Some(via) = via else { continue };
+        let dst = match r.header.address_family {
+            AddressFamily::Inet => IpNet::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            AddressFamily::Inet6 => IpNet::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+            _ => continue,
+        };
+        if let Ok(dst) = dst {
+            out.push(RoutePlan { dst, via });
+        }
+    }
+    out
+}
+
+fn dump_all(
+    nl: &mut SyncNetlink,
+) -> Result<(Vec<LinkMessage>, Vec<AddressMessage>, Vec<RouteMessage>)> {
+    let links = nl
+        .request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            link::DUMP,
+            || "listing links".to_string(),
+        )?
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(l),
+            _ => None,
+        })
+        .collect();
+    let addrs = nl
+        .request(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            link::DUMP,
+            || "listing addresses".to_string(),
+        )?
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewAddress(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    let routes = nl
+        .request(
+            RouteNetlinkMessage::GetRoute(RouteMessage::default()),
+            link::DUMP,
+            || "listing routes".to_string(),
+        )?
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    Ok((links, addrs, routes))
+}
+
+/// A container namespace: its links with addresses and its default routes. A namespace that
+/// cannot be opened (its last process just exited) is reported as not reachable, not as an
+/// error.
+pub async fn netns(path: &str) -> Result<ObservedNetns> {
+    let p = Path::new(path);
+    let result = crate::netns::run_in_netns_async(p, || -> Result<_> {
+        let mut nl = SyncNetlink::open()?;
+        dump_all(&mut nl)
+    })
+    .await;
+    let (links, addrs, routes) = match result {
+        Ok(inner) => inner?,
+        Err(e) if gone(&e) => return Ok(ObservedNetns::default()),
+        Err(e) => return Err(e),
+    };
+    Ok(ObservedNetns {
+        reachable: true,
+        links: assemble(links, addrs),
+        default_routes: default_routes(&routes),
+    })
+}
+
+/// Whether an error opening a namespace means it no longer exists.
+fn gone(e: &KernelError) -> bool {
+    e.is_not_found() || matches!(e.raw_os_error(), Some(libc::ESRCH) | Some(libc::EINVAL))
+}
+
+/// The links of the caller's namespace (berthd's): all of them, or those named in `only`.
+pub async fn host_links(
+    kernel: &link::Kernel,
+    only: Option<&BTreeSet<String>>,
+) -> Result<BTreeMap<String, ObservedLink>> {
+    let (links, addrs) = kernel.dump_links_and_addrs().await?;
+    let mut all = assemble(links, addrs);
+    if let Some(only) = only {
+        all.retain(|name, _| only.contains(name));
+    }
+    Ok(all)
+}
+
+/// Sysctls of the caller's namespace; a key that does not exist is left out.
+pub fn sysctls(keys: &BTreeSet<String>) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for k in keys {
+        match crate::sysctl::read(None, k) {
+            Ok(v) => {
+                out.insert(k.clone(), v.trim().to_string());
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// berth's nft table: the rules of its own chains and its elements (empty when the table does
+/// not exist). Spawns `nft`: call from a blocking context.
+pub fn firewall() -> Result<ObservedFirewall> {
+    let json = crate::nft::list_table_json(None, "inet", "berth")?;
+    Ok(match json {
+        None => ObservedFirewall::default(),
+        Some(json) => ObservedFirewall {
+            rules: berth_plan::firewall::observed_static_rules(&json),
+            elements: berth_plan::firewall::parse_observed(&json),
+        },
+    })
+}

@@ -1,0 +1,371 @@
+//! The kernel seam of the reconcile loop: [`KernelOps`] observes the host and applies one
+//! [`StepOp`] at a time. [`HostKernel`] is the real one (netlink, nft, sysctls); [`FakeKernel`]
+//! keeps an in-memory host and records every step, so the daemon's decisions (ordering,
+//! rollback, repair after an interruption) are unit-tested without root, in milliseconds.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use berth_plan::host::{ObserveRequest, ObservedHost, ObservedLink, ObservedNetns, StepOp};
+
+use crate::error::{KernelError, Result};
+use crate::link::Kernel;
+
+/// A boxed, sendable future (the trait must stay object-safe: the daemon holds a
+/// `Arc<dyn KernelOps>`).
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the reconcile loop needs from the kernel.
+pub trait KernelOps: Send + Sync {
+    /// Reads back what `req` asks for.
+    fn observe<'a>(&'a self, req: &'a ObserveRequest) -> BoxFut<'a, Result<ObservedHost>>;
+    /// Executes one step. Steps are idempotent: applying one twice is harmless.
+    fn apply<'a>(&'a self, op: &'a StepOp) -> BoxFut<'a, Result<()>>;
+}
+
+/// The real kernel of berthd's network namespace.
+#[derive(Debug, Clone)]
+pub struct HostKernel {
+    link: Kernel,
+}
+
+impl HostKernel {
+    /// Wraps the netlink connection of berthd's namespace.
+    pub fn new(link: Kernel) -> HostKernel {
+        HostKernel { link }
+    }
+
+    async fn observe_impl(&self, req: &ObserveRequest) -> Result<ObservedHost> {
+        let links = crate::observe::host_links(&self.link, req.links.as_ref()).await?;
+        let mut netns = BTreeMap::new();
+        for path in &req.netns {
+            netns.insert(path.clone(), crate::observe::netns(path).await?);
+        }
+        let keys = req.sysctls.clone();
+        let want_fw = req.firewall;
+        // sysctl reads and the nft process are blocking: off the runtime's workers.
+        let (sysctls, firewall) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let s = crate::observe::sysctls(&keys)?;
+            let f = if want_fw {
+                Some(crate::observe::firewall()?)
+            } else {
+                None
+            };
+            Ok((s, f))
+        })
+        .await
+        .map_err(|e| KernelError::invalid("observing sysctls and nft", e.to_string()))??;
+        Ok(ObservedHost {
+            links,
+            all_links: req.links.is_none(),
+            netns,
+            sysctls,
+            firewall,
+        })
+    }
+
+    async fn apply_impl(&self, op: &StepOp) -> Result<()> {
+        match op {
+            StepOp::FirewallBase { config } => {
+                let script = berth_plan::firewall::base_script(config);
+                blocking(move || crate::nft::apply(None, &script)).await
+            }
+            StepOp::FirewallElements { script, .. } => {
+                let script = script.clone();
+                blocking(move || crate::nft::apply(None, &script)).await
+            }
+            StepOp::SetSysctl { key, value } => {
+                let (key, value) = (key.clone(), value.clone());
+                blocking(move || match crate::sysctl::write(None, &key, &value) {
+                    // A per-interface IPv6 key is missing when IPv6 is off in the kernel.
+                    Err(e) if e.is_not_found() && berth_plan::host::is_link_sysctl(&key) => Ok(()),
+                    other => other,
+                })
+                .await
+            }
+            StepOp::CreateBridge { plan, alias } => {
+                self.link.configure_bridge(plan, Some(alias), false).await
+            }
+            StepOp::ConfigureBridge {
+                plan,
+                alias,
+                keep_others,
+            } => {
+                self.link
+                    .configure_bridge(plan, alias.as_deref(), *keep_others)
+                    .await
+            }
+            StepOp::CreateEndpoint { plan, alias } => {
+                self.link.setup_endpoint_marked(plan, Some(alias)).await
+            }
+            StepOp::AttachPort {
+                veth,
+                bridge,
+                isolated,
+                alias,
+            } => self.link.attach_port(veth, bridge, *isolated, alias).await,
+            StepOp::ConfigureContainerSide {
+                netns,
+                ifname,
+                addrs,
+            } => {
+                self.link
+                    .configure_container_side(Path::new(netns), ifname, addrs)
+                    .await
+            }
+            StepOp::ReplaceRoutes { netns, routes } => {
+                self.link.replace_routes(Path::new(netns), routes).await
+            }
+            StepOp::RemoveAddrs { link, addrs } => self.link.remove_addrs(link, addrs).await,
+            StepOp::DeleteLink { name } => self.link.delete_link(name).await,
+        }
+    }
+}
+
+async fn blocking(f: impl FnOnce() -> Result<()> + Send + 'static) -> Result<()> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| KernelError::invalid("blocking kernel call", e.to_string()))?
+}
+
+impl KernelOps for HostKernel {
+    fn observe<'a>(&'a self, req: &'a ObserveRequest) -> BoxFut<'a, Result<ObservedHost>> {
+        Box::pin(self.observe_impl(req))
+    }
+    fn apply<'a>(&'a self, op: &'a StepOp) -> BoxFut<'a, Result<()>> {
+        Box::pin(self.apply_impl(op))
+    }
+}
+
+/// An in-memory kernel: observation returns its state, every applied step is recorded and
+/// changes the state as the real kernel would. `fail_at` makes the n-th apply (0-based, over
+/// the fake's life) fail without changing anything, like an interrupted pass.
+#[derive(Debug, Default)]
+pub struct FakeKernel {
+    /// The host as the fake kernel has it (links of berthd's namespace, container namespaces,
+    /// sysctls, the nft table).
+    pub state: Mutex<ObservedHost>,
+    /// Every step applied so far, in order.
+    pub log: Mutex<Vec<StepOp>>,
+    /// Fail the apply with this index (counting every apply call).
+    pub fail_at: Mutex<Option<usize>>,
+    calls: Mutex<usize>,
+}
+
+impl FakeKernel {
+    /// A fake host with nothing of berth's on it.
+    pub fn new() -> FakeKernel {
+        FakeKernel::default()
+    }
+
+    /// The steps applied so far (and clears the record).
+    pub fn take_log(&self) -> Vec<StepOp> {
+        self.log
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default()
+    }
+
+    /// Changes the fake host (to inject drift).
+    pub fn with_state<T>(&self, f: impl FnOnce(&mut ObservedHost) -> T) -> Option<T> {
+        self.state.lock().ok().map(|mut s| f(&mut s))
+    }
+
+    fn apply_to(state: &mut ObservedHost, op: &StepOp) {
+        match op {
+            StepOp::FirewallBase { config } => {
+                let fw = state.firewall.get_or_insert_with(Default::default);
+                fw.rules = berth_plan::firewall::static_rules(config);
+            }
+            StepOp::FirewallElements { after, .. } => {
+                let fw = state.firewall.get_or_insert_with(Default::default);
+                fw.elements = after.clone();
+            }
+            StepOp::SetSysctl { key, value } => {
+                state.sysctls.insert(key.clone(), value.clone());
+            }
+            StepOp::CreateBridge { plan, alias }
+            | StepOp::ConfigureBridge {
+                plan,
+                alias: Some(alias),
+                ..
+            } => {
+                let l = state.links.entry(plan.name.clone()).or_default();
+                l.name = plan.name.clone();
+                l.kind = Some("bridge".into());
+                l.up = true;
+                l.mtu = plan.mtu;
+                l.alias = Some(alias.clone());
+                if l.mac.is_none() {
+                    l.mac = Some(berth_plan::names::owner_mac(&plan.name));
+                }
+                l.addrs = plan.addrs.clone();
+            }
+            StepOp::ConfigureBridge {
+                plan, alias: None, ..
+            } => {
+                let l = state.links.entry(plan.name.clone()).or_default();
+                l.up = true;
+                l.mtu = plan.mtu;
+                for a in &plan.addrs {
+                    if !l.addrs.contains(a) {
+                        l.addrs.push(*a);
+                    }
+                }
+            }
+            StepOp::CreateEndpoint { plan, alias } => {
+                state.links.insert(
+                    plan.host_ifname.clone(),
+                    ObservedLink {
+                        name: plan.host_ifname.clone(),
+                        kind: Some("veth".into()),
+                        master: Some(plan.bridge.clone()),
+                        up: true,
+                        mtu: plan.mtu,
+                        alias: Some(alias.clone()),
+                        mac: Some(berth_plan::names::owner_mac(&plan.host_ifname)),
+                        addrs: Vec::new(),
+                        port_flags: Some((true, plan.isolated)),
+                    },
+                );
+                let ns = state.netns.entry(plan.netns.clone()).or_default();
+                ns.reachable = true;
+                ns.links.insert(
+                    plan.ifname.clone(),
+                    ObservedLink {
+                        name: plan.ifname.clone(),
+                        kind: Some("veth".into()),
+                        up: true,
+                        mtu: plan.mtu,
+                        addrs: plan.addrs.clone(),
+                        ..ObservedLink::default()
+                    },
+                );
+                if !plan.routes.is_empty() {
+                    ns.default_routes = plan.routes.clone();
+                }
+            }
+            StepOp::AttachPort {
+                veth,
+                bridge,
+                isolated,
+                alias,
+            } => {
+                if let Some(l) = state.links.get_mut(veth) {
+                    l.master = Some(bridge.clone());
+                    l.up = true;
+                    l.alias = Some(alias.clone());
+                    l.port_flags = Some((true, *isolated));
+                }
+            }
+            StepOp::ConfigureContainerSide {
+                netns,
+                ifname,
+                addrs,
+            } => {
+                if let Some(l) = state
+                    .netns
+                    .get_mut(netns)
+                    .and_then(|n| n.links.get_mut(ifname))
+                {
+                    l.up = true;
+                    for a in addrs {
+                        if !l.addrs.contains(a) {
+                            l.addrs.push(*a);
+                        }
+                    }
+                }
+            }
+            StepOp::ReplaceRoutes { netns, routes } => {
+                if let Some(n) = state.netns.get_mut(netns) {
+                    n.default_routes = routes.clone();
+                }
+            }
+            StepOp::RemoveAddrs { link, addrs } => {
+                if let Some(l) = state.links.get_mut(link) {
+                    l.addrs.retain(|a| !addrs.contains(a));
+                }
+            }
+            StepOp::DeleteLink { name } => {
+                if let Some(l) = state.links.remove(name) {
+                    if l.kind.as_deref() == Some("bridge") {
+                        for other in state.links.values_mut() {
+                            if other.master.as_deref() == Some(name.as_str()) {
+                                other.master = None;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl KernelOps for FakeKernel {
+    fn observe<'a>(&'a self, req: &'a ObserveRequest) -> BoxFut<'a, Result<ObservedHost>> {
+        Box::pin(async move {
+            let state = self
+                .state
+                .lock()
+                .map_err(|_| KernelError::invalid("fake kernel", "state lock poisoned"))?;
+            let mut o = ObservedHost {
+                all_links: req.links.is_none(),
+                ..ObservedHost::default()
+            };
+            for (name, l) in &state.links {
+                if req.links.as_ref().is_none_or(|only| only.contains(name)) {
+                    o.links.insert(name.clone(), l.clone());
+                }
+            }
+            for path in &req.netns {
+                // A namespace the fake has not seen is a fresh one (only `lo`); a test marks a
+                // dead container's namespace `reachable: false`.
+                let ns = state.netns.get(path).cloned().unwrap_or(ObservedNetns {
+                    reachable: true,
+                    ..ObservedNetns::default()
+                });
+                o.netns.insert(path.clone(), ns);
+            }
+            for k in &req.sysctls {
+                if let Some(v) = state.sysctls.get(k) {
+                    o.sysctls.insert(k.clone(), v.clone());
+                }
+            }
+            if req.firewall {
+                o.firewall = Some(state.firewall.clone().unwrap_or_default());
+            }
+            Ok(o)
+        })
+    }
+
+    fn apply<'a>(&'a self, op: &'a StepOp) -> BoxFut<'a, Result<()>> {
+        Box::pin(async move {
+            let n = {
+                let mut c = self
+                    .calls
+                    .lock()
+                    .map_err(|_| KernelError::invalid("fake kernel", "lock poisoned"))?;
+                *c += 1;
+                *c - 1
+            };
+            if self.fail_at.lock().ok().and_then(|f| *f) == Some(n) {
+                return Err(KernelError::invalid(
+                    "fake kernel",
+                    format!("injected failure at step {n}"),
+                ));
+            }
+            let mut state = self
+                .state
+                .lock()
+                .map_err(|_| KernelError::invalid("fake kernel", "state lock poisoned"))?;
+            Self::apply_to(&mut state, op);
+            if let Ok(mut log) = self.log.lock() {
+                log.push(op.clone());
+            }
+            Ok(())
+        })
+    }
+}

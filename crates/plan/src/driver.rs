@@ -1,0 +1,191 @@
+//! The driver seam: what a network driver contributes to the desired host state.
+//!
+//! The reconcile loop does not know bridges from anything else: [`crate::host::desired`] asks
+//! each network's driver ([`driver`]) for its part — the network's own links and sysctls, each
+//! running container's endpoint on it, its nft elements — and the daemon asks the driver what
+//! a network can do (join other networks, has a link of its own to guard against foreign
+//! ones). A new driver (macvlan, ipvlan, a VXLAN overlay) is one more implementation of
+//! [`NetworkDriver`] plus, where it needs a new kind of kernel object, a new map in
+//! [`DesiredHost`] with its diff and its step; nothing in the daemon changes.
+
+use crate::firewall::Elements;
+use crate::host::{bridge_alias, veth_alias, DesiredBridge, DesiredEndpoint, DesiredHost};
+use crate::model::{ContainerSpec, Driver, EndpointSpec, NetworkSpec, RoutePlan};
+use crate::network as planner;
+
+/// What a network driver contributes and can do.
+pub trait NetworkDriver: Sync {
+    /// Docker's name (`bridge`, `host`, `null`).
+    fn name(&self) -> &'static str;
+
+    /// Whether a container may be attached to networks of this driver together with others
+    /// (`host` and `null` replace the container's whole network namespace).
+    fn combinable(&self) -> bool;
+
+    /// The link berth creates for the network itself (the bridge), if any: at create time the
+    /// daemon refuses a name taken by a link berth did not create.
+    fn network_link(&self, net: &NetworkSpec) -> Option<String>;
+
+    /// Adds the network's own kernel objects (links, their sysctls) to `d`.
+    fn contribute_network(&self, net: &NetworkSpec, d: &mut DesiredHost);
+
+    /// Adds the endpoint `ep` of running container `c` (namespace `netns`) to `d`. Returns the
+    /// default routes the container gets through it when it is the gateway endpoint.
+    fn contribute_endpoint(
+        &self,
+        net: &NetworkSpec,
+        c: &ContainerSpec,
+        ep: &EndpointSpec,
+        netns: &str,
+        gateway: bool,
+        d: &mut DesiredHost,
+    ) -> Vec<RoutePlan>;
+
+    /// Adds the network's nft set elements.
+    fn elements(&self, net: &NetworkSpec, e: &mut Elements);
+}
+
+/// Linux bridge + veth endpoints (Docker's `bridge`).
+pub struct BridgeDriver;
+/// The host's own namespace (Docker's `host`): nothing to create.
+pub struct HostDriver;
+/// Loopback only (Docker's `null`): nothing to create.
+pub struct NullDriver;
+
+/// The driver of `d`.
+pub fn driver(d: Driver) -> &'static dyn NetworkDriver {
+    match d {
+        Driver::Bridge => &BridgeDriver,
+        Driver::Host => &HostDriver,
+        Driver::Null => &NullDriver,
+    }
+}
+
+impl NetworkDriver for BridgeDriver {
+    fn name(&self) -> &'static str {
+        "bridge"
+    }
+    fn combinable(&self) -> bool {
+        true
+    }
+    fn network_link(&self, net: &NetworkSpec) -> Option<String> {
+        Some(net.bridge.clone())
+    }
+
+    fn contribute_network(&self, net: &NetworkSpec, d: &mut DesiredHost) {
+        let Some(plan) = planner::bridge_plan(net) else {
+            return;
+        };
+        // Settings of one of berth's bridges (never an interface that faces the outside) that
+        // published ports need; they must be in place before the bridge's first port is up:
+        // * `net.ipv4.conf.<bridge>.route_localnet = 1`: the host's own connection to
+        //   `127.0.0.1:PORT`, DNATed to a container, leaves through the bridge with a loopback
+        //   source (masqueraded in `postrouting`), and its replies come back through the bridge
+        //   addressed to 127.0.0.1 — both "martian" unless the bridge allows local-net routing.
+        //   `prerouting_raw` drops any packet for 127.0.0.0/8 arriving on a non-loopback
+        //   interface, so a container cannot use this to reach the host's loopback services.
+        // * `net.ipv6.conf.<bridge>.accept_dad = 0`: the bridge's link-local address stays
+        //   tentative for the ~1-2 s of duplicate address detection after its first port comes
+        //   up; meanwhile a forwarded packet makes the host solicit the container's address
+        //   from `::`, which the container takes for a DAD probe and does not answer: the first
+        //   IPv6 connections to a new container's published port would time out. A bridge that
+        //   only faces berth's own containers has nobody to collide with.
+        let why = format!("bridge {} of network {}", plan.name, net.name);
+        d.sysctls.insert(
+            format!("net.ipv4.conf.{}.route_localnet", plan.name),
+            ("1".into(), format!("{why}: published ports on 127.0.0.1")),
+        );
+        d.sysctls.insert(
+            format!("net.ipv6.conf.{}.accept_dad", plan.name),
+            (
+                "0".into(),
+                format!("{why}: no DAD delay on a private bridge"),
+            ),
+        );
+        d.bridges.insert(
+            plan.name.clone(),
+            DesiredBridge {
+                alias: bridge_alias(net),
+                adopted: planner::adopts_bridge(net),
+                network: net.name.clone(),
+                plan,
+            },
+        );
+    }
+
+    fn contribute_endpoint(
+        &self,
+        net: &NetworkSpec,
+        c: &ContainerSpec,
+        ep: &EndpointSpec,
+        netns: &str,
+        gateway: bool,
+        d: &mut DesiredHost,
+    ) -> Vec<RoutePlan> {
+        let mut plan = planner::endpoint_plan(net, ep, netns, gateway);
+        let routes = std::mem::take(&mut plan.routes);
+        d.endpoints.insert(
+            ep.host_ifname.clone(),
+            DesiredEndpoint {
+                plan,
+                alias: veth_alias(&ep.id, &c.id),
+                container: c.name.clone(),
+                network: net.name.clone(),
+            },
+        );
+        routes
+    }
+
+    fn elements(&self, net: &NetworkSpec, e: &mut Elements) {
+        e.extend(&crate::firewall::desired_elements(std::slice::from_ref(
+            net,
+        )));
+    }
+}
+
+macro_rules! nothing_to_create {
+    ($t:ty, $name:literal) => {
+        impl NetworkDriver for $t {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn combinable(&self) -> bool {
+                false
+            }
+            fn network_link(&self, _net: &NetworkSpec) -> Option<String> {
+                None
+            }
+            fn contribute_network(&self, _net: &NetworkSpec, _d: &mut DesiredHost) {}
+            fn contribute_endpoint(
+                &self,
+                _net: &NetworkSpec,
+                _c: &ContainerSpec,
+                _ep: &EndpointSpec,
+                _netns: &str,
+                _gateway: bool,
+                _d: &mut DesiredHost,
+            ) -> Vec<RoutePlan> {
+                Vec::new()
+            }
+            fn elements(&self, _net: &NetworkSpec, _e: &mut Elements) {}
+        }
+    };
+}
+
+nothing_to_create!(HostDriver, "host");
+nothing_to_create!(NullDriver, "null");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_driver_is_registered_under_its_wire_name() {
+        for d in [Driver::Bridge, Driver::Host, Driver::Null] {
+            assert_eq!(driver(d).name(), d.as_str());
+        }
+        assert!(driver(Driver::Bridge).combinable());
+        assert!(!driver(Driver::Host).combinable());
+        assert!(!driver(Driver::Null).combinable());
+    }
+}

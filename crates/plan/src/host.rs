@@ -1,0 +1,900 @@
+//! The host plan: the complete kernel state berth owns on this host ([`DesiredHost`]), what the
+//! kernel has ([`ObservedHost`]), and the pure diff between them ([`diff`]) as ordered,
+//! idempotent [`Step`]s, each naming the object it serves and why it is needed.
+//!
+//! This is the middle of the reconcile loop (docs/DESIGN.md):
+//!
+//! ```text
+//! store ──▶ desired(intent) ──▶ DesiredHost ─┐
+//!                                            ├─▶ diff ──▶ Vec<Step> ──▶ kernel::apply
+//! kernel::observe(request) ──▶ ObservedHost ─┘
+//! ```
+//!
+//! # Ownership
+//! berth changes or deletes only links that carry its mark ([`is_owned`]): an `ifalias` starting
+//! with `berth:` (human-readable, set right after creation) or the MAC berth derives from the
+//! link's name ([`crate::names::owner_mac`], set atomically *in* the creating `RTM_NEWLINK`, so
+//! a crash between creating a link and writing its alias cannot leave an unmarked link of
+//! berth's behind). A link without the mark is never touched, whatever its name — with one
+//! exception the user asks for explicitly: a bridge adopted with `berth.bridge.adopt=true`,
+//! which berth only adds addresses to and never removes.
+//!
+//! # Scope
+//! An API call changes one container or one network: its pass observes only the links, network
+//! namespaces and sysctls that object involves ([`ObserveRequest`]), and the diff proposes steps
+//! only for what was observed, so the work is O(what changed). Start-up, drift notifications
+//! and the timer observe everything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::firewall::{Elements, FirewallConfig};
+use crate::model::{BridgePlan, ContainerSpec, EndpointPlan, NetworkSpec, RoutePlan};
+use crate::names;
+use crate::network as planner;
+
+/// Prefix of the `ifalias` of every link berth creates.
+pub const MARK_PREFIX: &str = "berth:";
+
+/// The `ifalias` of a network's bridge: `berth:net:<12 hex of the network id>`.
+pub fn bridge_alias(net: &NetworkSpec) -> String {
+    format!("{MARK_PREFIX}net:{}", names::short_id(&net.id))
+}
+
+/// The `ifalias` of an endpoint's host-side veth: `berth:ep:<endpoint>:<container>` (12 hex
+/// each), so `ip -d link` names both causes.
+pub fn veth_alias(endpoint_id: &str, container_id: &str) -> String {
+    format!(
+        "{MARK_PREFIX}ep:{}:{}",
+        names::short_id(endpoint_id),
+        names::short_id(container_id)
+    )
+}
+
+/// Whether berth created `link` (see the module doc): the alias mark, or the owner MAC.
+pub fn is_owned(link: &ObservedLink) -> bool {
+    link.alias
+        .as_deref()
+        .is_some_and(|a| a.starts_with(MARK_PREFIX))
+        || link.mac == Some(names::owner_mac(&link.name))
+}
+
+/// A bridge berth wants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredBridge {
+    /// Name, MTU, gateway addresses.
+    pub plan: BridgePlan,
+    /// Its ownership mark.
+    pub alias: String,
+    /// Adopted (`berth.bridge.adopt=true`): not berth's; berth adds its gateway addresses and
+    /// never removes the bridge or any other address.
+    pub adopted: bool,
+    /// The network's name, for messages.
+    pub network: String,
+}
+
+/// An endpoint berth wants: a veth whose host side is a port of a bridge and whose peer is
+/// `plan.ifname` inside a running container's network namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredEndpoint {
+    /// What the kernel layer needs (names, bridge, netns path, addresses, flags). Its `routes`
+    /// are empty: routes are per namespace ([`DesiredHost::routes`]).
+    pub plan: EndpointPlan,
+    /// Its ownership mark.
+    pub alias: String,
+    /// Container name, for messages.
+    pub container: String,
+    /// Network name, for messages.
+    pub network: String,
+}
+
+/// The default routes a container namespace should have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredRoutes {
+    /// Container name, for messages.
+    pub container: String,
+    /// The gateway endpoint's interface (`eth0`), empty when there is none.
+    pub ifname: String,
+    /// The default routes (one per family the gateway endpoint has), possibly none.
+    pub routes: Vec<RoutePlan>,
+}
+
+/// One running (or starting) container, as the desired state needs it.
+#[derive(Debug, Clone)]
+pub struct RunningContainer<'a> {
+    /// Its spec.
+    pub spec: &'a ContainerSpec,
+    /// Path of its network namespace (`/proc/PID/ns/net`, or the fd path of a namespace being
+    /// set up).
+    pub netns: String,
+}
+
+/// Everything berth wants the kernel of this host to have.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredHost {
+    /// Bridges by name.
+    pub bridges: BTreeMap<String, DesiredBridge>,
+    /// Endpoints by host-side veth name.
+    pub endpoints: BTreeMap<String, DesiredEndpoint>,
+    /// Default routes per container namespace path.
+    pub routes: BTreeMap<String, DesiredRoutes>,
+    /// Sysctls of berthd's namespace: key → (value, why).
+    pub sysctls: BTreeMap<String, (String, String)>,
+    /// The static rule set's configuration.
+    pub firewall: FirewallConfig,
+    /// nft set (and, in a full pass, map) elements.
+    pub elements: Elements,
+    /// Whether `elements` includes the published-port maps (a full pass) or only the sets.
+    pub with_maps: bool,
+}
+
+/// What the host-wide sysctls depend on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardingIntent {
+    /// IPv6 forwarding must be on (a dual-stack network exists).
+    pub ipv6: bool,
+    /// No dual-stack network is left but berth turned IPv6 forwarding on earlier and the host
+    /// had it off: turn it off again.
+    pub ipv6_restore_off: bool,
+}
+
+/// Computes the desired host state from the intent: networks, the containers that run (with
+/// their namespaces) and the firewall configuration. `elements` are the nft elements wanted
+/// (the caller adds port maps for a full pass).
+pub fn desired(
+    networks: &[NetworkSpec],
+    running: &[RunningContainer<'_>],
+    firewall: FirewallConfig,
+    forwarding: ForwardingIntent,
+    elements: Elements,
+    with_maps: bool,
+) -> DesiredHost {
+    let mut d = DesiredHost {
+        firewall,
+        elements,
+        with_maps,
+        ..DesiredHost::default()
+    };
+    d.sysctls.insert(
+        "net.ipv4.ip_forward".into(),
+        ("1".into(), "containers reach the outside".into()),
+    );
+    if forwarding.ipv6 {
+        d.sysctls.insert(
+            "net.ipv6.conf.all.forwarding".into(),
+            ("1".into(), "a dual-stack network exists".into()),
+        );
+    } else if forwarding.ipv6_restore_off {
+        d.sysctls.insert(
+            "net.ipv6.conf.all.forwarding".into(),
+            (
+                "0".into(),
+                "no dual-stack network is left; the host had IPv6 forwarding off".into(),
+            ),
+        );
+    }
+    for net in networks {
+        crate::driver::driver(net.driver).contribute_network(net, &mut d);
+    }
+    for rc in running {
+        let c = rc.spec;
+        let gw = planner::gateway_endpoint(c, networks).map(|e| e.id.clone());
+        let mut routes = DesiredRoutes {
+            container: c.name.clone(),
+            ifname: String::new(),
+            routes: Vec::new(),
+        };
+        for ep in &c.endpoints {
+            let Some(net) = networks.iter().find(|n| n.id == ep.network_id) else {
+                continue;
+            };
+            let is_gw = gw.as_deref() == Some(ep.id.as_str());
+            let r = crate::driver::driver(net.driver)
+                .contribute_endpoint(net, c, ep, &rc.netns, is_gw, &mut d);
+            if is_gw {
+                routes.ifname = ep.ifname.clone();
+                routes.routes = r;
+            }
+        }
+        if !c.endpoints.is_empty() {
+            d.routes.insert(rc.netns.clone(), routes);
+        }
+    }
+    d
+}
+
+/// What a pass observes. `None` for `links` means every link of the namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObserveRequest {
+    /// Links of berthd's namespace to look at (by name); `None`: all of them.
+    pub links: Option<BTreeSet<String>>,
+    /// Container namespaces to look into (paths).
+    pub netns: BTreeSet<String>,
+    /// Sysctls to read.
+    pub sysctls: BTreeSet<String>,
+    /// Read berth's nft table back (else the caller supplies what it last applied).
+    pub firewall: bool,
+}
+
+impl ObserveRequest {
+    /// Everything `desired` involves, plus every link of the namespace (orphans).
+    pub fn full(desired: &DesiredHost) -> ObserveRequest {
+        ObserveRequest {
+            links: None,
+            netns: desired.routes.keys().cloned().collect(),
+            sysctls: desired.sysctls.keys().cloned().collect(),
+            firewall: true,
+        }
+    }
+
+    /// Only what `desired` involves plus the links named in `also` (e.g. the veth of an
+    /// endpoint just disconnected), and no nft read-back.
+    pub fn scoped(desired: &DesiredHost, also: &[String]) -> ObserveRequest {
+        let mut links: BTreeSet<String> = desired.bridges.keys().cloned().collect();
+        links.extend(desired.endpoints.keys().cloned());
+        links.extend(also.iter().cloned());
+        ObserveRequest {
+            links: Some(links),
+            netns: desired.routes.keys().cloned().collect(),
+            sysctls: desired.sysctls.keys().cloned().collect(),
+            firewall: false,
+        }
+    }
+}
+
+/// One link as observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedLink {
+    /// Name.
+    pub name: String,
+    /// `IFLA_INFO_KIND` (`bridge`, `veth`, …); `None` for physical devices and `lo`.
+    pub kind: Option<String>,
+    /// Name of its master (the bridge of a bridge port).
+    pub master: Option<String>,
+    /// `IFF_UP`.
+    pub up: bool,
+    /// MTU.
+    pub mtu: u32,
+    /// `IFLA_IFALIAS`.
+    pub alias: Option<String>,
+    /// MAC address.
+    pub mac: Option<[u8; 6]>,
+    /// Addresses with prefix length (IPv6 link-local ones left out).
+    pub addrs: Vec<IpNet>,
+    /// Bridge-port flags of a port: (hairpin, isolated).
+    pub port_flags: Option<(bool, bool)>,
+}
+
+/// A container namespace as observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedNetns {
+    /// Whether it could be entered at all (the container may have just died).
+    pub reachable: bool,
+    /// Its links by name.
+    pub links: BTreeMap<String, ObservedLink>,
+    /// Its default routes (main table).
+    pub default_routes: Vec<RoutePlan>,
+}
+
+/// berth's nft table as observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedFirewall {
+    /// The rules of berth's own chains as (chain, comment), in order
+    /// ([`crate::firewall::observed_static_rules`]); empty after `nft flush table` or when the
+    /// table does not exist.
+    pub rules: Vec<(String, String)>,
+    /// Set and map elements.
+    pub elements: Elements,
+}
+
+impl ObservedFirewall {
+    /// Whether the static chains hold exactly the rules [`crate::firewall::base_script`]
+    /// writes for `cfg` (rule order within a chain matters).
+    pub fn static_ok(&self, cfg: &FirewallConfig) -> bool {
+        fn group(v: &[(String, String)]) -> BTreeMap<&str, Vec<&str>> {
+            let mut m: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            for (chain, comment) in v {
+                m.entry(chain.as_str()).or_default().push(comment.as_str());
+            }
+            m
+        }
+        group(&self.rules) == group(&crate::firewall::static_rules(cfg))
+    }
+}
+
+/// What the kernel has, as far as a pass looked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedHost {
+    /// Links of berthd's namespace that were looked at, by name (a requested link that does
+    /// not exist is simply absent).
+    pub links: BTreeMap<String, ObservedLink>,
+    /// Whether `links` is every link of the namespace (orphans can be judged).
+    pub all_links: bool,
+    /// Container namespaces by path.
+    pub netns: BTreeMap<String, ObservedNetns>,
+    /// Sysctl values (absent: the key does not exist).
+    pub sysctls: BTreeMap<String, String>,
+    /// berth's table, when it was read back.
+    pub firewall: Option<ObservedFirewall>,
+}
+
+/// What a step does. Every variant is idempotent: applying it twice, or after an interruption,
+/// converges to the same state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "Kind")]
+pub enum StepOp {
+    /// (Re)writes the static rules of `table inet berth` (creating table, sets and chains if
+    /// missing; never touching chain `user` or any element).
+    FirewallBase {
+        /// The configuration the rules depend on.
+        config: FirewallConfig,
+    },
+    /// Writes a sysctl of berthd's namespace.
+    SetSysctl {
+        /// Key (`net.ipv4.ip_forward`).
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// Creates a bridge with berth's mark, then configures it as [`StepOp::ConfigureBridge`].
+    CreateBridge {
+        /// The bridge.
+        plan: BridgePlan,
+        /// Its mark.
+        alias: String,
+    },
+    /// Makes an existing bridge's MTU, up state, alias and addresses as planned. With
+    /// `keep_others`, addresses not in the plan are left alone (an adopted bridge).
+    ConfigureBridge {
+        /// The bridge.
+        plan: BridgePlan,
+        /// Its mark (`None`: leave the alias alone, an adopted bridge).
+        alias: Option<String>,
+        /// Keep addresses that are not in the plan.
+        keep_others: bool,
+    },
+    /// Creates an endpoint's veth pair (host side marked, port of its bridge, up; peer inside
+    /// the container namespace with its addresses and up).
+    CreateEndpoint {
+        /// The endpoint.
+        plan: EndpointPlan,
+        /// The host side's mark.
+        alias: String,
+    },
+    /// Makes an existing host-side veth a port of its bridge, with its flags, up and marked.
+    AttachPort {
+        /// Host-side veth.
+        veth: String,
+        /// The bridge.
+        bridge: String,
+        /// Bridge-port isolation (`enable_icc=false`).
+        isolated: bool,
+        /// Its mark.
+        alias: String,
+    },
+    /// Inside a container namespace: brings `ifname` up and adds the addresses it lacks.
+    ConfigureContainerSide {
+        /// Namespace path.
+        netns: String,
+        /// Interface (`eth0`).
+        ifname: String,
+        /// Addresses it must have.
+        addrs: Vec<IpNet>,
+    },
+    /// Inside a container namespace: replaces every default route by `routes`.
+    ReplaceRoutes {
+        /// Namespace path.
+        netns: String,
+        /// The default routes to have.
+        routes: Vec<RoutePlan>,
+    },
+    /// Applies an nft element diff (one atomic transaction).
+    FirewallElements {
+        /// The `nft -f` script (delete/add element lines).
+        script: String,
+        /// Elements added.
+        added: usize,
+        /// Elements removed.
+        removed: usize,
+        /// What the table's sets (and maps) hold once the script is applied: the daemon's
+        /// cache of the table, and what a fake kernel takes on.
+        #[serde(skip)]
+        after: Elements,
+    },
+    /// Removes addresses berth added to a link it does not own (an adopted bridge's gateway).
+    RemoveAddrs {
+        /// The link.
+        link: String,
+        /// The addresses.
+        addrs: Vec<IpNet>,
+    },
+    /// Deletes a link berth owns (`RTM_DELLINK`; a veth's peer goes with it).
+    DeleteLink {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// One step of a plan: what to do, to which object, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// What to do.
+    pub op: StepOp,
+    /// The object it serves, for people (`veth vb1a2b… of container web on network app`).
+    pub object: String,
+    /// Why it is needed (`missing`, `not a port of berth-1234`, `orphan: no network wants it`).
+    pub reason: String,
+}
+
+impl Step {
+    /// The step's action name (`CreateBridge`, …).
+    pub fn action(&self) -> &'static str {
+        match &self.op {
+            StepOp::FirewallBase { .. } => "FirewallBase",
+            StepOp::SetSysctl { .. } => "SetSysctl",
+            StepOp::CreateBridge { .. } => "CreateBridge",
+            StepOp::ConfigureBridge { .. } => "ConfigureBridge",
+            StepOp::CreateEndpoint { .. } => "CreateEndpoint",
+            StepOp::AttachPort { .. } => "AttachPort",
+            StepOp::ConfigureContainerSide { .. } => "ConfigureContainerSide",
+            StepOp::ReplaceRoutes { .. } => "ReplaceRoutes",
+            StepOp::FirewallElements { .. } => "FirewallElements",
+            StepOp::RemoveAddrs { .. } => "RemoveAddrs",
+            StepOp::DeleteLink { .. } => "DeleteLink",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.action(), self.object, self.reason)
+    }
+}
+
+/// Something the diff cannot fix and must not touch (a foreign link in the way).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// The object.
+    pub object: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// The result of [`diff`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Ordered steps.
+    pub steps: Vec<Step>,
+    /// What is wrong but not berth's to change.
+    pub problems: Vec<Problem>,
+}
+
+fn same_addrs(have: &[IpNet], want: &[IpNet]) -> bool {
+    let a: BTreeSet<IpNet> = have.iter().copied().collect();
+    let b: BTreeSet<IpNet> = want.iter().copied().collect();
+    a == b
+}
+
+fn missing_addrs(have: &[IpNet], want: &[IpNet]) -> Vec<IpNet> {
+    want.iter().filter(|w| !have.contains(w)).copied().collect()
+}
+
+fn is_v6_link_local(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+}
+
+/// Addresses that count for comparisons (IPv6 link-local ones are the kernel's).
+pub fn significant(addrs: &[IpNet]) -> Vec<IpNet> {
+    addrs
+        .iter()
+        .filter(|a| !is_v6_link_local(&a.addr()))
+        .copied()
+        .collect()
+}
+
+/// The ordered steps that turn `observed` into `desired`, for everything `observed` looked at.
+///
+/// Order: static firewall rules (the forwarding guard must exist before forwarding is on), the
+/// host sysctls, bridges (and their sysctls), endpoints (veth, bridge port, container side),
+/// default routes, nft elements, and last the deletions (veths before bridges): what makes
+/// containers work comes first, what only cleans up comes after (a veth deletion costs the
+/// kernel ~20 ms of RCU grace periods).
+pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
+    let mut plan = Plan::default();
+    let steps = &mut plan.steps;
+
+    // 1. Static firewall rules.
+    if let Some(fw) = &observed.firewall {
+        if !fw.static_ok(&desired.firewall) {
+            steps.push(Step {
+                op: StepOp::FirewallBase {
+                    config: desired.firewall,
+                },
+                object: "table inet berth".into(),
+                reason: "its static rules are missing or differ from berth's".into(),
+            });
+        }
+    }
+
+    // 2. Host sysctls (per-bridge ones come with their bridge, below).
+    for (key, (value, why)) in desired.sysctls.iter().filter(|(k, _)| !is_link_sysctl(k)) {
+        match observed.sysctls.get(key) {
+            Some(v) if v.trim() != value => steps.push(Step {
+                op: StepOp::SetSysctl {
+                    key: key.clone(),
+                    value: value.clone(),
+                },
+                object: format!("sysctl {key}"),
+                reason: format!("is {}, must be {value} ({why})", v.trim()),
+            }),
+            _ => {}
+        }
+    }
+
+    // 3. Bridges.
+    let mut new_bridges = BTreeSet::new();
+    for (name, b) in &desired.bridges {
+        let object = format!("bridge {name} of network {}", b.network);
+        match observed.links.get(name) {
+            None => {
+                new_bridges.insert(name.clone());
+                steps.push(Step {
+                    op: StepOp::CreateBridge {
+                        plan: b.plan.clone(),
+                        alias: b.alias.clone(),
+                    },
+                    object,
+                    reason: "missing".into(),
+                });
+            }
+            Some(link) if link.kind.as_deref() != Some("bridge") => {
+                plan.problems.push(Problem {
+                    object,
+                    message: format!(
+                        "a link of kind {} named {name} exists and is not berth's: remove it or \
+                         recreate the network with another bridge name",
+                        link.kind.as_deref().unwrap_or("device")
+                    ),
+                });
+            }
+            Some(link) if !b.adopted && !is_owned(link) => {
+                plan.problems.push(Problem {
+                    object,
+                    message: format!(
+                        "bridge {name} exists but berth did not create it: berth leaves it alone \
+                         (remove it, or recreate the network with -o berth.bridge.adopt=true)"
+                    ),
+                });
+            }
+            Some(link) => {
+                let have = significant(&link.addrs);
+                let addrs_ok = if b.adopted {
+                    missing_addrs(&have, &b.plan.addrs).is_empty()
+                } else {
+                    same_addrs(&have, &b.plan.addrs)
+                };
+                let alias_ok = b.adopted || link.alias.as_deref() == Some(b.alias.as_str());
+                let mut why = Vec::new();
+                if !link.up {
+                    why.push("down".to_string());
+                }
+                if link.mtu != b.plan.mtu {
+                    why.push(format!("mtu {} instead of {}", link.mtu, b.plan.mtu));
+                }
+                if !addrs_ok {
+                    why.push(format!(
+                        "addresses {} instead of {}",
+                        fmt_addrs(&have),
+                        fmt_addrs(&b.plan.addrs)
+                    ));
+                }
+                if !alias_ok {
+                    why.push("mark missing".into());
+                }
+                if !why.is_empty() {
+                    steps.push(Step {
+                        op: StepOp::ConfigureBridge {
+                            plan: b.plan.clone(),
+                            alias: (!b.adopted).then(|| b.alias.clone()),
+                            keep_others: b.adopted,
+                        },
+                        object,
+                        reason: why.join(", "),
+                    });
+                }
+            }
+        }
+    }
+    // Per-bridge sysctls: a bridge created in this pass has its defaults, which differ.
+    for (key, (value, why)) in desired.sysctls.iter().filter(|(k, _)| is_link_sysctl(k)) {
+        let bridge = key.split('.').nth(3).unwrap_or_default();
+        let fresh = new_bridges.contains(bridge);
+        let current = observed.sysctls.get(key).map(|v| v.trim().to_string());
+        // A bridge created in this pass has the kernel's defaults (its keys could not be read
+        // before it existed). A key that does not exist (IPv6 disabled in the kernel) is left.
+        let needed = fresh || current.as_deref().is_some_and(|v| v != value);
+        if needed {
+            steps.push(Step {
+                op: StepOp::SetSysctl {
+                    key: key.clone(),
+                    value: value.clone(),
+                },
+                object: format!("sysctl {key}"),
+                reason: match current {
+                    Some(v) if !fresh => format!("is {v}, must be {value} ({why})"),
+                    _ => format!("new bridge ({why})"),
+                },
+            });
+        }
+    }
+
+    // 4. Endpoints.
+    for (veth, e) in &desired.endpoints {
+        let object = format!(
+            "veth {veth} of container {} on network {}",
+            e.container, e.network
+        );
+        let ns = observed.netns.get(&e.plan.netns);
+        if ns.is_some_and(|n| !n.reachable) {
+            // The container just died: its namespace and veths go with it.
+            continue;
+        }
+        let peer = ns.and_then(|n| n.links.get(&e.plan.ifname));
+        let bridge_missing_or_new = new_bridges.contains(&e.plan.bridge);
+        match observed.links.get(veth) {
+            None => steps.push(Step {
+                op: StepOp::CreateEndpoint {
+                    plan: e.plan.clone(),
+                    alias: e.alias.clone(),
+                },
+                object,
+                reason: if bridge_missing_or_new {
+                    "missing (its bridge is being recreated)".into()
+                } else {
+                    "missing".into()
+                },
+            }),
+            Some(link) if !is_owned(link) => plan.problems.push(Problem {
+                object,
+                message: format!(
+                    "a link named {veth} exists and is not berth's: berth leaves it alone"
+                ),
+            }),
+            Some(link) => {
+                if ns.is_some() && peer.is_none() {
+                    // The host side exists but its peer is not in this container: a leftover of
+                    // an earlier run whose namespace is still being destroyed. Replace it.
+                    steps.push(Step {
+                        op: StepOp::DeleteLink { name: veth.clone() },
+                        object: object.clone(),
+                        reason: format!(
+                            "its peer {} is not in the container's namespace",
+                            e.plan.ifname
+                        ),
+                    });
+                    steps.push(Step {
+                        op: StepOp::CreateEndpoint {
+                            plan: e.plan.clone(),
+                            alias: e.alias.clone(),
+                        },
+                        object,
+                        reason: "replaced".into(),
+                    });
+                    continue;
+                }
+                let mut why = Vec::new();
+                if link.master.as_deref() != Some(e.plan.bridge.as_str()) {
+                    why.push(match &link.master {
+                        Some(m) => format!("port of {m} instead of {}", e.plan.bridge),
+                        None => format!("not a port of {}", e.plan.bridge),
+                    });
+                }
+                if !link.up {
+                    why.push("down".into());
+                }
+                if let Some((hairpin, isolated)) = link.port_flags {
+                    if !hairpin || isolated != e.plan.isolated {
+                        why.push("bridge-port flags differ".into());
+                    }
+                }
+                if link.alias.as_deref() != Some(e.alias.as_str()) {
+                    why.push("mark missing".into());
+                }
+                if !why.is_empty() {
+                    steps.push(Step {
+                        op: StepOp::AttachPort {
+                            veth: veth.clone(),
+                            bridge: e.plan.bridge.clone(),
+                            isolated: e.plan.isolated,
+                            alias: e.alias.clone(),
+                        },
+                        object: object.clone(),
+                        reason: why.join(", "),
+                    });
+                }
+                if let Some(peer) = peer {
+                    let missing = missing_addrs(&significant(&peer.addrs), &e.plan.addrs);
+                    if !peer.up || !missing.is_empty() {
+                        let mut why = Vec::new();
+                        if !peer.up {
+                            why.push("down".to_string());
+                        }
+                        if !missing.is_empty() {
+                            why.push(format!("lacks {}", fmt_addrs(&missing)));
+                        }
+                        steps.push(Step {
+                            op: StepOp::ConfigureContainerSide {
+                                netns: e.plan.netns.clone(),
+                                ifname: e.plan.ifname.clone(),
+                                addrs: e.plan.addrs.clone(),
+                            },
+                            object: format!(
+                                "{} of container {} on network {}",
+                                e.plan.ifname, e.container, e.network
+                            ),
+                            reason: why.join(", "),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    // 5. Default routes of container namespaces. A namespace whose gateway endpoint is being
+    //    created gets its routes with the endpoint (CreateEndpoint adds no routes: they are
+    //    replaced here, after every interface exists).
+    for (netns, r) in &desired.routes {
+        let Some(ns) = observed.netns.get(netns) else {
+            continue;
+        };
+        if !ns.reachable {
+            continue;
+        }
+        let have: BTreeSet<(IpNet, IpAddr)> =
+            ns.default_routes.iter().map(|r| (r.dst, r.via)).collect();
+        let want: BTreeSet<(IpNet, IpAddr)> = r.routes.iter().map(|r| (r.dst, r.via)).collect();
+        if have != want {
+            // The gateway interface is created in this pass and nothing is routed yet: its
+            // creation adds the routes (no second trip into the namespace).
+            if have.is_empty() {
+                let creating = steps.iter_mut().find_map(|s| match &mut s.op {
+                    StepOp::CreateEndpoint { plan, .. }
+                        if plan.netns == *netns && plan.ifname == r.ifname =>
+                    {
+                        Some(plan)
+                    }
+                    _ => None,
+                });
+                if let Some(plan) = creating {
+                    plan.routes = r.routes.clone();
+                    continue;
+                }
+            }
+            steps.push(Step {
+                op: StepOp::ReplaceRoutes {
+                    netns: netns.clone(),
+                    routes: r.routes.clone(),
+                },
+                object: format!("default routes of container {}", r.container),
+                reason: format!(
+                    "has [{}], must have [{}]",
+                    fmt_routes(&ns.default_routes),
+                    fmt_routes(&r.routes)
+                ),
+            });
+        }
+    }
+
+    // 6. nft elements.
+    if let Some(fw) = &observed.firewall {
+        let mut have = fw.elements.clone();
+        if !desired.with_maps {
+            have = have.only(&crate::firewall::set_names());
+        }
+        // A rewritten base keeps the sets' elements; a deleted table has none (observed empty).
+        let script = crate::firewall::diff_script(&have, &desired.elements);
+        if !script.is_empty() {
+            let (added, removed) = count_diff(&have, &desired.elements);
+            let after = if desired.with_maps {
+                desired.elements.clone()
+            } else {
+                let mut e = fw.elements.only(&crate::firewall::map_names());
+                e.extend(&desired.elements);
+                e
+            };
+            steps.push(Step {
+                op: StepOp::FirewallElements {
+                    script,
+                    added,
+                    removed,
+                    after,
+                },
+                object: "elements of table inet berth".into(),
+                reason: format!("{added} missing, {removed} not wanted"),
+            });
+        }
+    }
+
+    // 7. Deletions: links berth owns that nothing wants (veths first, then bridges); an
+    //    adopted bridge loses only the gateway addresses berth added.
+    let mut veth_dels = Vec::new();
+    let mut bridge_dels = Vec::new();
+    for (name, link) in &observed.links {
+        if desired.bridges.contains_key(name) || desired.endpoints.contains_key(name) {
+            continue;
+        }
+        if !is_owned(link) {
+            continue;
+        }
+        let step = Step {
+            op: StepOp::DeleteLink { name: name.clone() },
+            object: format!(
+                "{} {name}{}",
+                link.kind.as_deref().unwrap_or("link"),
+                link.alias
+                    .as_deref()
+                    .map(|a| format!(" ({a})"))
+                    .unwrap_or_default()
+            ),
+            reason: "orphan: nothing berth stores wants it".into(),
+        };
+        if link.kind.as_deref() == Some("bridge") {
+            bridge_dels.push(step);
+        } else {
+            veth_dels.push(step);
+        }
+    }
+    steps.extend(veth_dels);
+    steps.extend(bridge_dels);
+    plan
+}
+
+/// Whether a sysctl key is per interface (`net.ipv4.conf.<if>.…`, `net.ipv6.conf.<if>.…`) rather
+/// than host-wide.
+pub fn is_link_sysctl(key: &str) -> bool {
+    let mut parts = key.split('.');
+    let (Some("net"), Some(_), Some("conf"), Some(ifname)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    !matches!(ifname, "all" | "default")
+}
+
+fn count_diff(have: &Elements, want: &Elements) -> (usize, usize) {
+    let empty = BTreeMap::new();
+    let mut added = 0;
+    let mut removed = 0;
+    let sets: BTreeSet<&String> = have.0.keys().chain(want.0.keys()).collect();
+    for s in sets {
+        let h = have.0.get(s).unwrap_or(&empty);
+        let w = want.0.get(s).unwrap_or(&empty);
+        added += w.iter().filter(|(k, c)| h.get(*k) != Some(*c)).count();
+        removed += h.iter().filter(|(k, c)| w.get(*k) != Some(*c)).count();
+    }
+    (added, removed)
+}
+
+fn fmt_addrs(a: &[IpNet]) -> String {
+    if a.is_empty() {
+        return "none".into();
+    }
+    a.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn fmt_routes(r: &[RoutePlan]) -> String {
+    r.iter()
+        .map(|r| format!("{} via {}", r.dst, r.via))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests;

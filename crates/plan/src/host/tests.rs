@@ -1,0 +1,372 @@
+use super::*;
+use crate::model::{Driver, EndpointSpec, SubnetSpec};
+
+fn net(id_hex: char, name: &str, subnet: &str) -> NetworkSpec {
+    let subnet: IpNet = subnet.parse().expect("subnet");
+    let id: String = std::iter::repeat_n(id_hex, 64).collect();
+    NetworkSpec {
+        bridge: names::bridge_name(&id),
+        id,
+        name: name.into(),
+        driver: Driver::Bridge,
+        created: String::new(),
+        subnets: vec![SubnetSpec {
+            subnet,
+            gateway: crate::ipam::gateway_for(&subnet),
+            ip_range: None,
+        }],
+        enable_ipv6: false,
+        internal: false,
+        attachable: false,
+        labels: BTreeMap::new(),
+        options: BTreeMap::new(),
+        adopted_addrs: Vec::new(),
+        icc: true,
+        masquerade: true,
+        mtu: 1500,
+        dns: true,
+        predefined: false,
+    }
+}
+
+fn container(id_hex: char, name: &str, nets: &[(&NetworkSpec, &str)]) -> ContainerSpec {
+    let id: String = std::iter::repeat_n(id_hex, 64).collect();
+    let endpoints = nets
+        .iter()
+        .enumerate()
+        .map(|(i, (n, addr))| {
+            let ep_id: String = format!("{id_hex}{i}{}", "e".repeat(62));
+            EndpointSpec {
+                host_ifname: names::veth_name(&ep_id),
+                id: ep_id,
+                network_id: n.id.clone(),
+                ifname: format!("eth{i}"),
+                mac: "02:42:0a:01:00:02".into(),
+                addrs: vec![addr.parse().expect("addr")],
+                static_ipv4: None,
+                static_ipv6: None,
+                aliases: vec![],
+                gw_priority: 0,
+            }
+        })
+        .collect();
+    let mut c = ContainerSpec::new(id, name, vec!["sleep".into()]);
+    c.endpoints = endpoints;
+    c
+}
+
+/// What the kernel shows once `d` is fully applied.
+fn converged(d: &DesiredHost) -> ObservedHost {
+    let mut o = ObservedHost {
+        all_links: true,
+        ..ObservedHost::default()
+    };
+    for (name, b) in &d.bridges {
+        o.links.insert(
+            name.clone(),
+            ObservedLink {
+                name: name.clone(),
+                kind: Some("bridge".into()),
+                up: true,
+                mtu: b.plan.mtu,
+                alias: Some(b.alias.clone()),
+                mac: Some(names::owner_mac(name)),
+                addrs: b.plan.addrs.clone(),
+                ..ObservedLink::default()
+            },
+        );
+    }
+    for (name, e) in &d.endpoints {
+        o.links.insert(
+            name.clone(),
+            ObservedLink {
+                name: name.clone(),
+                kind: Some("veth".into()),
+                master: Some(e.plan.bridge.clone()),
+                up: true,
+                mtu: e.plan.mtu,
+                alias: Some(e.alias.clone()),
+                mac: Some(names::owner_mac(name)),
+                port_flags: Some((true, e.plan.isolated)),
+                ..ObservedLink::default()
+            },
+        );
+        let ns = o.netns.entry(e.plan.netns.clone()).or_default();
+        ns.reachable = true;
+        ns.links.insert(
+            e.plan.ifname.clone(),
+            ObservedLink {
+                name: e.plan.ifname.clone(),
+                kind: Some("veth".into()),
+                up: true,
+                addrs: e.plan.addrs.clone(),
+                ..ObservedLink::default()
+            },
+        );
+    }
+    for (ns, r) in &d.routes {
+        let n = o.netns.entry(ns.clone()).or_default();
+        n.reachable = true;
+        n.default_routes = r.routes.clone();
+    }
+    for (k, (v, _)) in &d.sysctls {
+        o.sysctls.insert(k.clone(), v.clone());
+    }
+    o.firewall = Some(ObservedFirewall {
+        rules: crate::firewall::static_rules(&d.firewall),
+        elements: d.elements.clone(),
+    });
+    o
+}
+
+fn world() -> (Vec<NetworkSpec>, Vec<ContainerSpec>) {
+    let web = net('a', "web", "10.1.0.0/24");
+    let db = net('b', "db", "10.2.0.0/24");
+    let c = container('c', "api", &[(&web, "10.1.0.2/24"), (&db, "10.2.0.2/24")]);
+    (vec![web, db], vec![c])
+}
+
+fn desired_of(nets: &[NetworkSpec], cs: &[ContainerSpec]) -> DesiredHost {
+    let running: Vec<RunningContainer<'_>> = cs
+        .iter()
+        .map(|c| RunningContainer {
+            spec: c,
+            netns: format!("/proc/{}/ns/net", c.name.len() + 100),
+        })
+        .collect();
+    desired(
+        nets,
+        &running,
+        FirewallConfig::default(),
+        ForwardingIntent::default(),
+        crate::firewall::desired_elements(nets),
+        false,
+    )
+}
+
+fn actions(p: &Plan) -> Vec<String> {
+    p.steps.iter().map(|s| s.action().to_string()).collect()
+}
+
+#[test]
+fn a_converged_host_needs_nothing() {
+    let (nets, cs) = world();
+    let d = desired_of(&nets, &cs);
+    let plan = diff(&converged(&d), &d);
+    assert!(plan.steps.is_empty(), "{:#?}", plan.steps);
+    assert!(plan.problems.is_empty());
+}
+
+#[test]
+fn an_empty_host_is_built_in_order() {
+    let (nets, cs) = world();
+    let d = desired_of(&nets, &cs);
+    let mut o = converged(&d);
+    o.links.clear();
+    o.netns.values_mut().for_each(|n| {
+        n.links.clear();
+        n.default_routes.clear();
+    });
+    o.sysctls.retain(|k, _| !is_link_sysctl(k));
+    o.firewall = Some(ObservedFirewall::default());
+    let plan = diff(&o, &d);
+    let a = actions(&plan);
+    let pos = |name: &str| a.iter().position(|x| x == name).expect(name);
+    assert_eq!(a[0], "FirewallBase");
+    assert!(pos("CreateBridge") < pos("CreateEndpoint"));
+    // The gateway endpoint's creation carries the default route: no separate step.
+    assert!(!a.contains(&"ReplaceRoutes".to_string()), "{a:?}");
+    let with_routes = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(&s.op, StepOp::CreateEndpoint { plan, .. } if !plan.routes.is_empty()))
+        .count();
+    assert_eq!(with_routes, 1);
+    assert_eq!(a.iter().filter(|x| *x == "CreateBridge").count(), 2);
+    assert_eq!(a.iter().filter(|x| *x == "CreateEndpoint").count(), 2);
+    // New bridges get their sysctls right after they exist.
+    assert_eq!(a.iter().filter(|x| *x == "SetSysctl").count(), 4);
+    assert!(a.contains(&"FirewallElements".to_string()));
+}
+
+#[test]
+fn foreign_links_are_never_touched() {
+    let (nets, cs) = world();
+    let d = desired_of(&nets, &cs);
+    let mut o = converged(&d);
+    // A foreign veth with a berth-like name, and a foreign link where a bridge should be.
+    o.links.insert(
+        "vb0123456789ab".into(),
+        ObservedLink {
+            name: "vb0123456789ab".into(),
+            kind: Some("veth".into()),
+            ..ObservedLink::default()
+        },
+    );
+    let br = nets[0].bridge.clone();
+    o.links.insert(
+        br.clone(),
+        ObservedLink {
+            name: br.clone(),
+            kind: Some("dummy".into()),
+            ..ObservedLink::default()
+        },
+    );
+    let plan = diff(&o, &d);
+    assert!(
+        plan.steps
+            .iter()
+            .all(|s| !s.object.contains("vb0123456789ab")
+                && !matches!(&s.op, StepOp::DeleteLink { name } if *name == br)),
+        "{:#?}",
+        plan.steps
+    );
+    assert_eq!(plan.problems.len(), 1, "{:#?}", plan.problems);
+    assert!(plan.problems[0].message.contains("dummy"));
+}
+
+#[test]
+fn owned_orphans_are_deleted_veths_before_bridges() {
+    let (nets, cs) = world();
+    let d = desired_of(&nets, &cs);
+    let mut o = converged(&d);
+    o.links.insert(
+        "berth-dead00000".into(),
+        ObservedLink {
+            name: "berth-dead00000".into(),
+            kind: Some("bridge".into()),
+            alias: Some("berth:net:dead00000000".into()),
+            ..ObservedLink::default()
+        },
+    );
+    // Marked only by its MAC (crash between creation and alias).
+    o.links.insert(
+        "vbdeadbeef0000".into(),
+        ObservedLink {
+            name: "vbdeadbeef0000".into(),
+            kind: Some("veth".into()),
+            mac: Some(names::owner_mac("vbdeadbeef0000")),
+            ..ObservedLink::default()
+        },
+    );
+    let plan = diff(&o, &d);
+    let dels: Vec<&str> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match &s.op {
+            StepOp::DeleteLink { name } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dels, vec!["vbdeadbeef0000", "berth-dead00000"]);
+}
+
+#[test]
+fn drift_kinds_give_exactly_their_repair() {
+    let (nets, cs) = world();
+    let d = desired_of(&nets, &cs);
+    let veth = cs[0].endpoints[0].host_ifname.clone();
+    let ns = d.endpoints[&veth].plan.netns.clone();
+
+    // Deleted host veth: the peer went with it.
+    let mut o = converged(&d);
+    o.links.remove(&veth);
+    o.netns.get_mut(&ns).expect("ns").links.remove("eth0");
+    let plan = diff(&o, &d);
+    assert_eq!(actions(&plan), vec!["CreateEndpoint"], "{:#?}", plan.steps);
+
+    // Deleted default route.
+    let mut o = converged(&d);
+    o.netns.get_mut(&ns).expect("ns").default_routes.clear();
+    assert_eq!(actions(&diff(&o, &d)), vec!["ReplaceRoutes"]);
+
+    // Deleted bridge: its ports lost their master.
+    let mut o = converged(&d);
+    let br = nets[0].bridge.clone();
+    o.links.remove(&br);
+    o.links.get_mut(&veth).expect("veth").master = None;
+    o.sysctls.retain(|k, _| !k.contains(&br));
+    let a = actions(&diff(&o, &d));
+    assert_eq!(a[0], "CreateBridge");
+    assert!(a.contains(&"AttachPort".to_string()), "{a:?}");
+
+    // nft flush: static rules gone, elements stay.
+    let mut o = converged(&d);
+    if let Some(fw) = o.firewall.as_mut() {
+        fw.rules.clear();
+    }
+    assert_eq!(actions(&diff(&o, &d)), vec!["FirewallBase"]);
+
+    // Table deleted: rules and elements gone.
+    let mut o = converged(&d);
+    o.firewall = Some(ObservedFirewall::default());
+    assert_eq!(
+        actions(&diff(&o, &d)),
+        vec!["FirewallBase", "FirewallElements"]
+    );
+
+    // A stale veth whose peer is elsewhere is replaced.
+    let mut o = converged(&d);
+    o.netns.get_mut(&ns).expect("ns").links.remove("eth0");
+    assert_eq!(actions(&diff(&o, &d)), vec!["DeleteLink", "CreateEndpoint"]);
+
+    // A container that just died is left alone.
+    let mut o = converged(&d);
+    let n = o.netns.get_mut(&ns).expect("ns");
+    n.reachable = false;
+    n.links.clear();
+    o.links.remove(&veth);
+    assert!(diff(&o, &d).steps.is_empty());
+}
+
+#[test]
+fn adopted_bridges_keep_their_addresses() {
+    let (mut nets, cs) = world();
+    nets[0].bridge = "mybr".into();
+    nets[0]
+        .options
+        .insert(crate::network::OPT_ADOPT_BRIDGE.into(), "true".into());
+    let d = desired_of(&nets, &cs);
+    let mut o = converged(&d);
+    let l = o.links.get_mut("mybr").expect("mybr");
+    l.alias = Some("the admin's".into());
+    l.mac = Some([2, 0, 0, 0, 0, 1]);
+    l.addrs.push("192.0.2.1/24".parse().expect("net"));
+    assert!(diff(&o, &d).steps.is_empty());
+    // Not wanted any more: never deleted.
+    let d2 = desired_of(&nets[1..], &[]);
+    let plan = diff(&o, &d2);
+    assert!(plan
+        .steps
+        .iter()
+        .all(|s| !matches!(&s.op, StepOp::DeleteLink { name } if name == "mybr")));
+}
+
+#[test]
+fn link_sysctls_are_told_apart() {
+    assert!(is_link_sysctl("net.ipv4.conf.berth0.route_localnet"));
+    assert!(is_link_sysctl("net.ipv6.conf.br-x.accept_dad"));
+    assert!(!is_link_sysctl("net.ipv6.conf.all.forwarding"));
+    assert!(!is_link_sysctl("net.ipv4.ip_forward"));
+}
+
+#[test]
+fn ipv6_forwarding_is_restored_when_the_last_dual_stack_network_goes() {
+    let d = desired(
+        &[],
+        &[],
+        FirewallConfig::default(),
+        ForwardingIntent {
+            ipv6: false,
+            ipv6_restore_off: true,
+        },
+        Elements::default(),
+        false,
+    );
+    let mut o = ObservedHost::default();
+    o.sysctls
+        .insert("net.ipv6.conf.all.forwarding".into(), "1".into());
+    o.sysctls.insert("net.ipv4.ip_forward".into(), "1".into());
+    let plan = diff(&o, &d);
+    assert_eq!(actions(&plan), vec!["SetSysctl"]);
+}
