@@ -344,8 +344,13 @@ pub fn spawn_watchers(d: Arc<Daemon>) {
         match berth_kernel::monitor::Monitor::nftables() {
             Ok(mut m) => {
                 tokio::spawn(async move {
-                    while m.next().await.is_ok() {
-                        if tx.send(Wake::Nft).is_err() {
+                    while let Ok(commits) = m.next_commits().await {
+                        // berth's own commits are not drift; anyone else's (or lost
+                        // notifications) make the loop read the table back.
+                        let foreign = commits
+                            .iter()
+                            .any(|p| p.is_none_or(|pid| !berth_kernel::nft::is_own_commit(pid)));
+                        if foreign && tx.send(Wake::Nft).is_err() {
                             return;
                         }
                     }

@@ -255,21 +255,25 @@ pub async fn publish(d: &Daemon, c: &ContainerSpec) -> ApiResult<Option<Op>> {
         };
         ports::allocate(&specs, &t, &alloc, &mut host_use)?
     };
-    d.firewall
-        .update_ports(&c.id, &c.name, &published)
-        .map_err(|e| {
+    // `nft` is a process: block this worker in place (the runtime moves its other tasks away)
+    // rather than stall the tasks queued behind it.
+    tokio::task::block_in_place(|| d.firewall.update_ports(&c.id, &c.name, &published)).map_err(
+        |e| {
             ApiError::internal(format!(
                 "publishing the ports of container {:?}: {e:#}",
                 c.name
             ))
-        })?;
+        },
+    )?;
     // `[::1]`: berthd's own listeners (a port published on `::1` that cannot listen refuses
     // the start, and its map elements go again).
     if let Err(e) = d
         .local6
         .open(&c.id, &c.name, &ports::loopback6_relays(&published))
     {
-        if let Err(e2) = d.firewall.update_ports(&c.id, &c.name, &[]) {
+        if let Err(e2) =
+            tokio::task::block_in_place(|| d.firewall.update_ports(&c.id, &c.name, &[]))
+        {
             tracing::warn!(
                 "removing the ports of container {:?} after a refused relay: {e2:#}",
                 c.name
@@ -302,7 +306,7 @@ pub async fn unpublish(d: &Daemon, id: &str, name: &str) -> Option<Op> {
         }
         _ => None,
     };
-    match d.firewall.update_ports(id, name, &[]) {
+    match tokio::task::block_in_place(|| d.firewall.update_ports(id, name, &[])) {
         Ok(old) if !old.is_empty() => {
             flush_udp(d, &old).await;
             tracing::info!(
@@ -367,17 +371,20 @@ async fn flush_udp(d: &Daemon, published: &[Published]) {
         }
     };
     let started = Instant::now();
-    let result = berth_kernel::conntrack::delete_matching(|t| {
-        t.proto == berth_kernel::conntrack::IPPROTO_UDP
-            && udp.iter().any(|(ip, port)| {
-                *port == t.dport
-                    && ip.is_ipv4() == t.dst.is_ipv4()
-                    && if ip.is_unspecified() {
-                        local.contains(&t.dst) || t.dst.is_loopback()
-                    } else {
-                        *ip == t.dst
-                    }
-            })
+    // A conntrack dump walks every entry of the table: off the async path.
+    let result = tokio::task::block_in_place(|| {
+        berth_kernel::conntrack::delete_matching(|t| {
+            t.proto == berth_kernel::conntrack::IPPROTO_UDP
+                && udp.iter().any(|(ip, port)| {
+                    *port == t.dport
+                        && ip.is_ipv4() == t.dst.is_ipv4()
+                        && if ip.is_unspecified() {
+                            local.contains(&t.dst) || t.dst.is_loopback()
+                        } else {
+                            *ip == t.dst
+                        }
+                })
+        })
     });
     match result {
         Ok(n) => tracing::debug!(

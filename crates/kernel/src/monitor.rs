@@ -101,6 +101,36 @@ impl Monitor {
         Self::wrap(sock, "container")
     }
 
+    /// For an nftables monitor: waits for commits and returns the pid of the process behind
+    /// each (`NFT_MSG_NEWGEN`'s `NFTA_GEN_PROC_PID`, what `nft monitor` prints as "new
+    /// generation N by process P"); `None` in the list when notifications were lost (`ENOBUFS`)
+    /// and the committer is unknown.
+    pub async fn next_commits(&mut self) -> Result<Vec<Option<u32>>> {
+        loop {
+            let mut out = Vec::new();
+            let mut guard = self
+                .fd
+                .readable()
+                .await
+                .map_err(|e| KernelError::io("waiting for nftables notifications", e))?;
+            loop {
+                self.buf.clear();
+                match guard.get_inner().recv(&mut self.buf, 0) {
+                    Ok(_) => out.extend(newgen_pids(&self.buf).into_iter().map(Some)),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        guard.clear_ready();
+                        break;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => out.push(None),
+                    Err(e) => return Err(KernelError::io("reading nftables notifications", e)),
+                }
+            }
+            if !out.is_empty() {
+                return Ok(out);
+            }
+        }
+    }
+
     /// Waits until at least one notification arrived, then drains what is queued. Returns how
     /// many datagrams were read. An overrun (`ENOBUFS`: the kernel dropped notifications) counts
     /// as one: the caller looks again either way.
@@ -128,5 +158,71 @@ impl Monitor {
                 return Ok(n);
             }
         }
+    }
+}
+
+/// `NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN`: the message that closes every committed batch.
+const NFT_NEWGEN: u16 = (10 << 8) | 15;
+/// `NFTA_GEN_PROC_PID`.
+const NFTA_GEN_PROC_PID: u16 = 2;
+
+/// The committing pids of the `NFT_MSG_NEWGEN` messages in one netlink datagram (header and
+/// attribute layout of linux/netlink.h; nfnetlink's 4-byte `nfgenmsg` precedes the attributes,
+/// which nf_tables writes big-endian).
+fn newgen_pids(buf: &[u8]) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let mut off = 0;
+    while off + 16 <= buf.len() {
+        let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]) as usize;
+        let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+        if len < 16 || off + len > buf.len() {
+            break;
+        }
+        if ty == NFT_NEWGEN {
+            let mut a = off + 16 + 4;
+            while a + 4 <= off + len {
+                let alen = u16::from_ne_bytes([buf[a], buf[a + 1]]) as usize;
+                let aty = u16::from_ne_bytes([buf[a + 2], buf[a + 3]]) & 0x3fff;
+                if alen < 4 || a + alen > off + len {
+                    break;
+                }
+                if aty == NFTA_GEN_PROC_PID && alen >= 8 {
+                    pids.push(u32::from_be_bytes([
+                        buf[a + 4],
+                        buf[a + 5],
+                        buf[a + 6],
+                        buf[a + 7],
+                    ]));
+                }
+                a += (alen + 3) & !3;
+            }
+        }
+        off += (len + 3) & !3;
+    }
+    pids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newgen_pid_is_read_from_a_notification() {
+        // nlmsghdr (len 32, type NEWGEN) + nfgenmsg + NFTA_GEN_ID + NFTA_GEN_PROC_PID (be32 4242).
+        let mut m = Vec::new();
+        m.extend_from_slice(&32u32.to_ne_bytes());
+        m.extend_from_slice(&NFT_NEWGEN.to_ne_bytes());
+        m.extend_from_slice(&[0u8; 10]);
+        m.extend_from_slice(&[0u8; 4]);
+        m.extend_from_slice(&8u16.to_ne_bytes());
+        m.extend_from_slice(&1u16.to_ne_bytes());
+        m.extend_from_slice(&7u32.to_be_bytes());
+        m.extend_from_slice(&8u16.to_ne_bytes());
+        m.extend_from_slice(&NFTA_GEN_PROC_PID.to_ne_bytes());
+        m.extend_from_slice(&4242u32.to_be_bytes());
+        assert_eq!(m.len(), 36);
+        m[0..4].copy_from_slice(&36u32.to_ne_bytes());
+        assert_eq!(newgen_pids(&m), vec![4242]);
+        assert!(newgen_pids(&m[..20]).is_empty());
     }
 }

@@ -56,6 +56,7 @@ fn run(mut cmd: Command, stdin: Option<&str>, op: &str) -> Result<Output> {
         cmd.stdin(Stdio::piped());
     }
     let mut child = cmd.spawn().map_err(|e| spawn_error(e, op))?;
+    remember_own(child.id());
     if let (Some(script), Some(mut pipe)) = (stdin, child.stdin.take()) {
         // Dropping the pipe after writing closes nft's stdin, ending the script.
         pipe.write_all(script.as_bytes())
@@ -64,6 +65,26 @@ fn run(mut cmd: Command, stdin: Option<&str>, op: &str) -> Result<Output> {
     child
         .wait_with_output()
         .map_err(|e| KernelError::io(format!("{op}: waiting for nft"), e))
+}
+
+/// Pids of the last `nft` processes berth ran: their commits are berth's own, not drift (see
+/// [`is_own_commit`]). A small ring: commits are reported within milliseconds.
+static OWN_PIDS: std::sync::Mutex<std::collections::VecDeque<u32>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+
+fn remember_own(pid: u32) {
+    if let Ok(mut q) = OWN_PIDS.lock() {
+        if q.len() >= 64 {
+            q.pop_front();
+        }
+        q.push_back(pid);
+    }
+}
+
+/// Whether the nft commit reported for process `pid` (`NFTA_GEN_PROC_PID`) was made by an
+/// `nft` berth ran itself.
+pub fn is_own_commit(pid: u32) -> bool {
+    OWN_PIDS.lock().map(|q| q.contains(&pid)).unwrap_or(false)
 }
 
 /// A spawn failure: `NotFound` means the binary (nft, or nsenter) is missing.
