@@ -329,6 +329,7 @@ impl Daemon {
             Op::Delete(crate::ports::key(id)),
         ]);
         self.store.apply(ops)?;
+        failpoint::boundary("store removal");
         self.runtime.remove_files(id);
         self.forget_exits(id);
         self.dns_refresh();

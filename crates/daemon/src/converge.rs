@@ -6,10 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use berth_plan::driver::{ForwardingIntent, RunningContainer};
 use berth_plan::firewall::{self as fw, Elements, FirewallConfig};
-use berth_plan::host::{
-    self, ForwardingIntent, ObserveRequest, ObservedFirewall, RunningContainer,
-};
+use berth_plan::host::{self, ObserveRequest, ObservedFirewall};
 use berth_plan::model::{ContainerSpec, NetworkMode, NetworkSpec, Status};
 use berth_store::Op;
 
@@ -17,7 +16,7 @@ use berth_api::types::{CheckCount, CheckStep, SystemCheck};
 
 use crate::daemon::{keys, now_rfc3339, Daemon};
 use crate::error::{ApiError, ApiResult};
-use crate::reconcile::{firewall_after, PassReport, Trigger, DEBOUNCE};
+use crate::reconcile::{firewall_after, PassReport, Trigger, Wake, DEBOUNCE};
 
 /// What a pass looks at.
 #[derive(Debug, Clone)]
@@ -45,19 +44,6 @@ pub enum Scope {
         /// More links to look at.
         also: Vec<String>,
     },
-}
-
-/// Why the loop should look again.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Wake {
-    /// Links or addresses of berthd's namespace changed.
-    Host,
-    /// An nft commit happened (any table).
-    Nft,
-    /// Something changed inside a container's namespace.
-    Container(String),
-    /// The periodic full check.
-    Timer,
 }
 
 impl Daemon {
@@ -176,7 +162,7 @@ impl Daemon {
                 netns: ns.clone(),
             })
             .collect();
-        let desired = host::desired(&sel_nets, &rc, cfg, fwd, elements, read_fw);
+        let desired = berth_plan::driver::desired(&sel_nets, &rc, cfg, fwd, elements, read_fw);
         let mut req = match &scope {
             Scope::Full => ObserveRequest::full(&desired),
             Scope::Host { .. } => ObserveRequest {
@@ -243,6 +229,7 @@ impl Daemon {
         }
         let alive = self.runtime.scan_processes();
         let known: BTreeSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
+        self.runtime.remove_orphan_dirs(&known);
         for (id, pids) in &alive {
             if !known.contains(id.as_str()) {
                 // A container removed from the store whose process a crash left behind.

@@ -18,10 +18,9 @@ use berth_store::{Op, RedbStore, Store, StoreExt};
 use ipnet::IpNet;
 use tokio::sync::{mpsc, watch, Mutex};
 
-use crate::converge::Wake;
 use crate::error::ApiResult;
 use crate::firewall::Firewall;
-use crate::reconcile::Reconciler;
+use crate::reconcile::{Reconciler, Wake};
 use crate::runtime::Runtime;
 
 /// Daemon configuration.
@@ -120,20 +119,7 @@ pub struct Daemon {
 /// How long the exit code of a removed container stays available to `wait`.
 const EXIT_MEMORY: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Current time, RFC 3339 with nanoseconds (Docker's format).
-pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    now.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
-}
-
-/// A fresh 64-hex id.
-pub fn new_id() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::ids::{new_id, now_rfc3339};
 
 impl Daemon {
     /// Opens the store, adopts the containers still running, converges the kernel to the

@@ -12,6 +12,7 @@ mod error;
 mod failpoint;
 mod firewall;
 mod http;
+mod ids;
 mod ipam;
 mod networks;
 mod openapi;

@@ -1,7 +1,7 @@
 //! The reconcile loop: one path for everything berth owns in the kernel.
 //!
 //! ```text
-//! intent (store) ─▶ plan::host::desired ─┐
+//! intent (store) ─▶ plan::driver::desired ┐
 //!                                        ├─▶ plan::host::diff ─▶ steps ─▶ KernelOps::apply
 //! KernelOps::observe(ObserveRequest) ────┘
 //! ```
@@ -241,7 +241,7 @@ impl Reconciler {
             if trigger.repairs() {
                 s.repairs += 1;
                 s.last_repair = Some(step.to_string());
-                s.last_repair_at = Some(crate::daemon::now_rfc3339());
+                s.last_repair_at = Some(crate::ids::now_rfc3339());
             }
         }
     }
@@ -276,6 +276,19 @@ pub fn firewall_after(
     Some((desired.firewall, elements))
 }
 
+/// Why the loop should look again.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Wake {
+    /// Links or addresses of berthd's namespace changed.
+    Host,
+    /// An nft commit happened (any table).
+    Nft,
+    /// Something changed inside a container's namespace.
+    Container(String),
+    /// The periodic full check.
+    Timer,
+}
+
 /// How long notifications are gathered before a pass runs: a burst (a container's start, an
 /// `ip link del` of a bridge with many ports) becomes one pass.
 pub const DEBOUNCE: Duration = Duration::from_millis(15);
@@ -284,8 +297,8 @@ pub const DEBOUNCE: Duration = Duration::from_millis(15);
 mod tests {
     use super::*;
     use berth_kernel::ops::FakeKernel;
+    use berth_plan::driver::{desired, ForwardingIntent, RunningContainer};
     use berth_plan::firewall::FirewallConfig;
-    use berth_plan::host::{desired, ForwardingIntent, RunningContainer};
     use berth_plan::model::{ContainerSpec, NetworkSpec};
 
     fn world() -> (Vec<NetworkSpec>, Vec<ContainerSpec>) {

@@ -340,6 +340,22 @@ impl Runtime {
         }
     }
 
+    /// Start-up: removes the directories of containers the store no longer has (a crash
+    /// between the store's removal and the files'). Only names shaped like container ids.
+    pub fn remove_orphan_dirs(&self, known: &std::collections::BTreeSet<&str>) {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if names::is_full_id(name) && !known.contains(name) {
+                tracing::info!(container = %name, "removing the files of a removed container");
+                self.remove_files(name);
+            }
+        }
+    }
+
     /// Removes a container's directory.
     pub fn remove_files(&self, id: &str) {
         let dir = self.container_dir(id);
@@ -419,7 +435,7 @@ impl Runtime {
 
     /// Registers an exec session; returns its id.
     pub fn create_exec(&self, container_id: &str, cmd: Vec<String>, env: Vec<String>) -> String {
-        let id = crate::daemon::new_id();
+        let id = crate::ids::new_id();
         if let Ok(mut execs) = self.execs.lock() {
             execs.insert(
                 id.clone(),

@@ -12,6 +12,7 @@ pub mod link;
 pub mod monitor;
 pub mod netns;
 pub mod nft;
+mod nl;
 pub mod observe;
 pub mod ops;
 pub mod sysctl;

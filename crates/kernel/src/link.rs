@@ -20,8 +20,8 @@ use berth_plan::model::{BridgePlan, EndpointPlan, RoutePlan};
 use futures::StreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_core::{
-    NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
+    NLM_F_REQUEST,
 };
 use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
@@ -34,17 +34,17 @@ use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
-use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use rtnetlink::Handle;
 
 use crate::error::{KernelError, Result};
 use crate::netns;
+use crate::nl::SyncNetlink;
 
 /// `RT_TABLE_MAIN`: the only routing table berth reads or writes.
 pub(crate) const MAIN_TABLE: u8 = RouteHeader::RT_TABLE_MAIN;
 
 /// Flags of a request that changes something and wants the kernel's ACK.
-const CHANGE: u16 = NLM_F_REQUEST | NLM_F_ACK;
+pub(crate) const CHANGE: u16 = NLM_F_REQUEST | NLM_F_ACK;
 /// Flags of a create-or-fail request.
 const CREATE_EXCL: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
 /// Flags of a create-or-replace request (idempotent adds).
@@ -859,102 +859,6 @@ impl ContainerSide {
     }
 }
 
-/// A blocking rtnetlink socket for one-shot work in a namespace entered by a throwaway thread
-/// (the socket is bound to the namespace of the thread that opened it).
-pub(crate) struct SyncNetlink {
-    sock: Socket,
-    seq: u32,
-    buf: Vec<u8>,
-}
-
-impl SyncNetlink {
-    /// Opens a `NETLINK_ROUTE` socket in the calling thread's namespace.
-    pub(crate) fn open() -> Result<Self> {
-        let op = "opening NETLINK_ROUTE socket";
-        let mut sock = Socket::new(NETLINK_ROUTE).map_err(|e| KernelError::netlink(op, e))?;
-        sock.bind_auto().map_err(|e| KernelError::netlink(op, e))?;
-        sock.connect(&SocketAddr::new(0, 0))
-            .map_err(|e| KernelError::netlink(op, e))?;
-        Ok(SyncNetlink {
-            sock,
-            seq: 0,
-            // Kernel dump datagrams are at most 32 KiB.
-            buf: Vec::with_capacity(64 * 1024),
-        })
-    }
-
-    /// Sends one request and reads its answers until the ACK, the end of the dump or (for a
-    /// single get) the one answer. An `NLMSG_ERROR` with an errno becomes the error of `op`.
-    pub(crate) fn request(
-        &mut self,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-        op: impl FnOnce() -> String,
-    ) -> Result<Vec<RouteNetlinkMessage>> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut req = NetlinkMessage::from(msg);
-        req.header.flags = flags;
-        req.header.sequence_number = self.seq;
-        req.finalize();
-        let mut bytes = vec![0u8; req.buffer_len()];
-        req.serialize(&mut bytes);
-        if let Err(e) = self.sock.send(&bytes, 0) {
-            return Err(KernelError::netlink(op(), e));
-        }
-        let single = flags & (NLM_F_DUMP | NLM_F_ACK) == 0;
-        let mut out = Vec::new();
-        loop {
-            self.buf.clear();
-            if let Err(e) = self.sock.recv(&mut self.buf, 0) {
-                return Err(KernelError::netlink(op(), e));
-            }
-            let mut off = 0;
-            while off < self.buf.len() {
-                let rest = &self.buf[off..];
-                let len = match NetlinkBuffer::new_checked(rest) {
-                    Ok(b) => b.length() as usize,
-                    Err(e) => return Err(KernelError::invalid(op(), e.to_string())),
-                };
-                let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len]);
-                off += (len + 3) & !3;
-                let answer = match parsed {
-                    Ok(m) => m,
-                    Err(e) => return Err(KernelError::invalid(op(), e.to_string())),
-                };
-                if answer.header.sequence_number != self.seq {
-                    continue; // a late answer to an earlier request
-                }
-                match answer.payload {
-                    NetlinkPayload::Error(e) => {
-                        return match e.code {
-                            None => Ok(out),
-                            Some(_) => Err(KernelError::netlink(op(), e.to_io())),
-                        };
-                    }
-                    NetlinkPayload::Done(_) => return Ok(out),
-                    NetlinkPayload::InnerMessage(m) => {
-                        out.push(m);
-                        if single {
-                            return Ok(out);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-
-    /// `RTM_SETLINK` `IFF_UP` on a link.
-    pub(crate) fn set_link_up(&mut self, index: u32, op: &str) -> Result<()> {
-        self.request(
-            RouteNetlinkMessage::SetLink(link_up_msg(index)),
-            CHANGE,
-            || op.to_string(),
-        )
-        .map(drop)
-    }
-}
-
 /// A link message naming a link by `IFLA_IFNAME` (index 0): for get, delete and change.
 pub(crate) fn get_link_msg(name: &str) -> LinkMessage {
     let mut msg = LinkMessage::default();
@@ -963,7 +867,7 @@ pub(crate) fn get_link_msg(name: &str) -> LinkMessage {
 }
 
 /// A link message setting `IFF_UP`.
-fn link_up_msg(index: u32) -> LinkMessage {
+pub(crate) fn link_up_msg(index: u32) -> LinkMessage {
     let mut msg = LinkMessage::default();
     msg.header.index = index;
     msg.header.flags = LinkFlags::Up;

@@ -15,7 +15,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 
 use crate::error::{KernelError, Result};
-use crate::link::SyncNetlink;
+use crate::nl::SyncNetlink;
 
 /// This thread's own network namespace: `/proc/self/ns/net` would be the main thread's.
 const THREAD_SELF_NET: &str = "/proc/thread-self/ns/net";

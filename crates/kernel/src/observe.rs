@@ -17,7 +17,8 @@ use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage}
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::error::{KernelError, Result};
-use crate::link::{self, SyncNetlink};
+use crate::link;
+use crate::nl::SyncNetlink;
 
 /// A link message as an [`ObservedLink`] (master as an index; addresses filled in later).
 pub(crate) fn link_of(msg: &LinkMessage) -> (u32, Option<u32>, ObservedLink) {

@@ -1,6 +1,6 @@
 //! The driver seam: what a network driver contributes to the desired host state.
 //!
-//! The reconcile loop does not know bridges from anything else: [`crate::host::desired`] asks
+//! The reconcile loop does not know bridges from anything else: [`desired`] asks
 //! each network's driver ([`driver`]) for its part — the network's own links and sysctls, each
 //! running container's endpoint on it, its nft elements — and the daemon asks the driver what
 //! a network can do (join other networks, has a link of its own to guard against foreign
@@ -9,7 +9,10 @@
 //! [`DesiredHost`] with its diff and its step; nothing in the daemon changes.
 
 use crate::firewall::Elements;
-use crate::host::{bridge_alias, veth_alias, DesiredBridge, DesiredEndpoint, DesiredHost};
+use crate::firewall::FirewallConfig;
+use crate::host::{
+    bridge_alias, veth_alias, DesiredBridge, DesiredEndpoint, DesiredHost, DesiredRoutes,
+};
 use crate::model::{ContainerSpec, Driver, EndpointSpec, NetworkSpec, RoutePlan};
 use crate::network as planner;
 
@@ -43,6 +46,90 @@ pub trait NetworkDriver: Sync {
 
     /// Adds the network's nft set elements.
     fn elements(&self, net: &NetworkSpec, e: &mut Elements);
+}
+
+/// One running (or starting) container, as the desired state needs it.
+#[derive(Debug, Clone)]
+pub struct RunningContainer<'a> {
+    /// Its spec.
+    pub spec: &'a ContainerSpec,
+    /// Path of its network namespace (`/proc/PID/ns/net`, or the fd path of a namespace being
+    /// set up).
+    pub netns: String,
+}
+
+/// What the host-wide sysctls depend on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardingIntent {
+    /// IPv6 forwarding must be on (a dual-stack network exists).
+    pub ipv6: bool,
+    /// No dual-stack network is left but berth turned IPv6 forwarding on earlier and the host
+    /// had it off: turn it off again.
+    pub ipv6_restore_off: bool,
+}
+
+/// Computes the desired host state from the intent: networks, the containers that run (with
+/// their namespaces) and the firewall configuration. `elements` are the nft elements wanted
+/// (the caller adds port maps for a full pass).
+pub fn desired(
+    networks: &[NetworkSpec],
+    running: &[RunningContainer<'_>],
+    firewall: FirewallConfig,
+    forwarding: ForwardingIntent,
+    elements: Elements,
+    with_maps: bool,
+) -> DesiredHost {
+    let mut d = DesiredHost {
+        firewall,
+        elements,
+        with_maps,
+        ..DesiredHost::default()
+    };
+    d.sysctls.insert(
+        "net.ipv4.ip_forward".into(),
+        ("1".into(), "containers reach the outside".into()),
+    );
+    if forwarding.ipv6 {
+        d.sysctls.insert(
+            "net.ipv6.conf.all.forwarding".into(),
+            ("1".into(), "a dual-stack network exists".into()),
+        );
+    } else if forwarding.ipv6_restore_off {
+        d.sysctls.insert(
+            "net.ipv6.conf.all.forwarding".into(),
+            (
+                "0".into(),
+                "no dual-stack network is left; the host had IPv6 forwarding off".into(),
+            ),
+        );
+    }
+    for net in networks {
+        driver(net.driver).contribute_network(net, &mut d);
+    }
+    for rc in running {
+        let c = rc.spec;
+        let gw = planner::gateway_endpoint(c, networks).map(|e| e.id.clone());
+        let mut routes = DesiredRoutes {
+            container: c.name.clone(),
+            ifname: String::new(),
+            routes: Vec::new(),
+        };
+        for ep in &c.endpoints {
+            let Some(net) = networks.iter().find(|n| n.id == ep.network_id) else {
+                continue;
+            };
+            let is_gw = gw.as_deref() == Some(ep.id.as_str());
+            let r = driver(net.driver).contribute_endpoint(net, c, ep, &rc.netns, is_gw, &mut d);
+            if is_gw {
+                routes.ifname = ep.ifname.clone();
+                routes.routes = r;
+            }
+        }
+        if !c.endpoints.is_empty() {
+            d.routes.insert(rc.netns.clone(), routes);
+        }
+    }
+    d
 }
 
 /// Linux bridge + veth endpoints (Docker's `bridge`).

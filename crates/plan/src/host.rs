@@ -2,10 +2,11 @@
 //! kernel has ([`ObservedHost`]), and the pure diff between them ([`diff`]) as ordered,
 //! idempotent [`Step`]s, each naming the object it serves and why it is needed.
 //!
-//! This is the middle of the reconcile loop (docs/DESIGN.md):
+//! [`crate::driver::desired`] computes the desired state from the intent, each network's driver
+//! contributing its part. This is the middle of the reconcile loop (docs/DESIGN.md):
 //!
 //! ```text
-//! store ──▶ desired(intent) ──▶ DesiredHost ─┐
+//! store ──▶ driver::desired(intent) ──▶ DesiredHost ─┐
 //!                                            ├─▶ diff ──▶ Vec<Step> ──▶ kernel::apply
 //! kernel::observe(request) ──▶ ObservedHost ─┘
 //! ```
@@ -33,9 +34,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::firewall::{Elements, FirewallConfig};
-use crate::model::{BridgePlan, ContainerSpec, EndpointPlan, NetworkSpec, RoutePlan};
+use crate::model::{BridgePlan, EndpointPlan, NetworkSpec, RoutePlan};
 use crate::names;
-use crate::network as planner;
 
 /// Prefix of the `ifalias` of every link berth creates.
 pub const MARK_PREFIX: &str = "berth:";
@@ -103,16 +103,6 @@ pub struct DesiredRoutes {
     pub routes: Vec<RoutePlan>,
 }
 
-/// One running (or starting) container, as the desired state needs it.
-#[derive(Debug, Clone)]
-pub struct RunningContainer<'a> {
-    /// Its spec.
-    pub spec: &'a ContainerSpec,
-    /// Path of its network namespace (`/proc/PID/ns/net`, or the fd path of a namespace being
-    /// set up).
-    pub netns: String,
-}
-
 /// Everything berth wants the kernel of this host to have.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredHost {
@@ -130,81 +120,6 @@ pub struct DesiredHost {
     pub elements: Elements,
     /// Whether `elements` includes the published-port maps (a full pass) or only the sets.
     pub with_maps: bool,
-}
-
-/// What the host-wide sysctls depend on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ForwardingIntent {
-    /// IPv6 forwarding must be on (a dual-stack network exists).
-    pub ipv6: bool,
-    /// No dual-stack network is left but berth turned IPv6 forwarding on earlier and the host
-    /// had it off: turn it off again.
-    pub ipv6_restore_off: bool,
-}
-
-/// Computes the desired host state from the intent: networks, the containers that run (with
-/// their namespaces) and the firewall configuration. `elements` are the nft elements wanted
-/// (the caller adds port maps for a full pass).
-pub fn desired(
-    networks: &[NetworkSpec],
-    running: &[RunningContainer<'_>],
-    firewall: FirewallConfig,
-    forwarding: ForwardingIntent,
-    elements: Elements,
-    with_maps: bool,
-) -> DesiredHost {
-    let mut d = DesiredHost {
-        firewall,
-        elements,
-        with_maps,
-        ..DesiredHost::default()
-    };
-    d.sysctls.insert(
-        "net.ipv4.ip_forward".into(),
-        ("1".into(), "containers reach the outside".into()),
-    );
-    if forwarding.ipv6 {
-        d.sysctls.insert(
-            "net.ipv6.conf.all.forwarding".into(),
-            ("1".into(), "a dual-stack network exists".into()),
-        );
-    } else if forwarding.ipv6_restore_off {
-        d.sysctls.insert(
-            "net.ipv6.conf.all.forwarding".into(),
-            (
-                "0".into(),
-                "no dual-stack network is left; the host had IPv6 forwarding off".into(),
-            ),
-        );
-    }
-    for net in networks {
-        crate::driver::driver(net.driver).contribute_network(net, &mut d);
-    }
-    for rc in running {
-        let c = rc.spec;
-        let gw = planner::gateway_endpoint(c, networks).map(|e| e.id.clone());
-        let mut routes = DesiredRoutes {
-            container: c.name.clone(),
-            ifname: String::new(),
-            routes: Vec::new(),
-        };
-        for ep in &c.endpoints {
-            let Some(net) = networks.iter().find(|n| n.id == ep.network_id) else {
-                continue;
-            };
-            let is_gw = gw.as_deref() == Some(ep.id.as_str());
-            let r = crate::driver::driver(net.driver)
-                .contribute_endpoint(net, c, ep, &rc.netns, is_gw, &mut d);
-            if is_gw {
-                routes.ifname = ep.ifname.clone();
-                routes.routes = r;
-            }
-        }
-        if !c.endpoints.is_empty() {
-            d.routes.insert(rc.netns.clone(), routes);
-        }
-    }
-    d
 }
 
 /// What a pass observes. `None` for `links` means every link of the namespace.

@@ -137,6 +137,9 @@ pub fn is_full_id(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// Interface name of the predefined `bridge` network.
+pub const DEFAULT_BRIDGE_IFNAME: &str = "berth0";
+
 /// Prefix of the bridges berth names itself.
 pub const BRIDGE_PREFIX: &str = "berth-";
 /// Prefix of berth's host-side veths.
@@ -152,7 +155,7 @@ pub fn bridge_name(network_id: &str) -> String {
 
 /// Whether `name` has the shape of a bridge berth named itself (`berth0` or `berth-<9 hex>`).
 pub fn is_berth_bridge(name: &str) -> bool {
-    name == crate::network::DEFAULT_BRIDGE_IFNAME
+    name == DEFAULT_BRIDGE_IFNAME
         || name
             .strip_prefix(BRIDGE_PREFIX)
             .is_some_and(|h| h.len() == 9 && h.bytes().all(|b| b.is_ascii_hexdigit()))

@@ -97,7 +97,7 @@ pub fn allow_direct(net: &NetworkSpec) -> bool {
 /// The MTU used when none is given.
 pub const DEFAULT_MTU: u32 = 1500;
 /// Interface name of the predefined `bridge` network.
-pub const DEFAULT_BRIDGE_IFNAME: &str = "berth0";
+pub use crate::names::DEFAULT_BRIDGE_IFNAME;
 
 /// One `IPAM.Config` entry of a create request, as given (unparsed).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

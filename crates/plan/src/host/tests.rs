@@ -1,4 +1,6 @@
 use super::*;
+use crate::driver::{desired, ForwardingIntent, RunningContainer};
+use crate::model::ContainerSpec;
 use crate::model::{Driver, EndpointSpec, SubnetSpec};
 
 fn net(id_hex: char, name: &str, subnet: &str) -> NetworkSpec {

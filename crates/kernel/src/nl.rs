@@ -1,0 +1,107 @@
+//! A blocking rtnetlink socket for one-shot work in a namespace that a throwaway thread entered
+//! (no dependency on the rest of the crate, so `netns` and `link` can both use it).
+
+use rtnetlink::packet_core::{
+    NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP,
+};
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+use crate::error::{KernelError, Result};
+use crate::link::{link_up_msg, CHANGE};
+
+/// A blocking rtnetlink socket for one-shot work in a namespace entered by a throwaway thread
+/// (the socket is bound to the namespace of the thread that opened it).
+pub(crate) struct SyncNetlink {
+    sock: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl SyncNetlink {
+    /// Opens a `NETLINK_ROUTE` socket in the calling thread's namespace.
+    pub(crate) fn open() -> Result<Self> {
+        let op = "opening NETLINK_ROUTE socket";
+        let mut sock = Socket::new(NETLINK_ROUTE).map_err(|e| KernelError::netlink(op, e))?;
+        sock.bind_auto().map_err(|e| KernelError::netlink(op, e))?;
+        sock.connect(&SocketAddr::new(0, 0))
+            .map_err(|e| KernelError::netlink(op, e))?;
+        Ok(SyncNetlink {
+            sock,
+            seq: 0,
+            // Kernel dump datagrams are at most 32 KiB.
+            buf: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    /// Sends one request and reads its answers until the ACK, the end of the dump or (for a
+    /// single get) the one answer. An `NLMSG_ERROR` with an errno becomes the error of `op`.
+    pub(crate) fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        op: impl FnOnce() -> String,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = flags;
+        req.header.sequence_number = self.seq;
+        req.finalize();
+        let mut bytes = vec![0u8; req.buffer_len()];
+        req.serialize(&mut bytes);
+        if let Err(e) = self.sock.send(&bytes, 0) {
+            return Err(KernelError::netlink(op(), e));
+        }
+        let single = flags & (NLM_F_DUMP | NLM_F_ACK) == 0;
+        let mut out = Vec::new();
+        loop {
+            self.buf.clear();
+            if let Err(e) = self.sock.recv(&mut self.buf, 0) {
+                return Err(KernelError::netlink(op(), e));
+            }
+            let mut off = 0;
+            while off < self.buf.len() {
+                let rest = &self.buf[off..];
+                let len = match NetlinkBuffer::new_checked(rest) {
+                    Ok(b) => b.length() as usize,
+                    Err(e) => return Err(KernelError::invalid(op(), e.to_string())),
+                };
+                let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len]);
+                off += (len + 3) & !3;
+                let answer = match parsed {
+                    Ok(m) => m,
+                    Err(e) => return Err(KernelError::invalid(op(), e.to_string())),
+                };
+                if answer.header.sequence_number != self.seq {
+                    continue; // a late answer to an earlier request
+                }
+                match answer.payload {
+                    NetlinkPayload::Error(e) => {
+                        return match e.code {
+                            None => Ok(out),
+                            Some(_) => Err(KernelError::netlink(op(), e.to_io())),
+                        };
+                    }
+                    NetlinkPayload::Done(_) => return Ok(out),
+                    NetlinkPayload::InnerMessage(m) => {
+                        out.push(m);
+                        if single {
+                            return Ok(out);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// `RTM_SETLINK` `IFF_UP` on a link.
+    pub(crate) fn set_link_up(&mut self, index: u32, op: &str) -> Result<()> {
+        self.request(
+            RouteNetlinkMessage::SetLink(link_up_msg(index)),
+            CHANGE,
+            || op.to_string(),
+        )
+        .map(drop)
+    }
+}
