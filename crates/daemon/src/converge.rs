@@ -113,7 +113,19 @@ impl Daemon {
             Scope::Host { firewall } => *firewall,
             _ => false,
         } || cache.is_none();
-        let running = self.running(self.containers()?)?;
+        let containers = self.containers()?;
+        let running = match &scope {
+            // Only the containers in scope: their states are all a scoped pass needs (one
+            // store read each, not one per container on the host).
+            Scope::Containers { ids, .. } if !read_fw => self.running(
+                containers
+                    .into_iter()
+                    .filter(|c| ids.contains(&c.id))
+                    .collect(),
+            )?,
+            Scope::Networks { .. } if !read_fw => Vec::new(),
+            _ => self.running(containers)?,
+        };
 
         // Elements are global (a diff against only some networks would remove the others');
         // the published-port maps are included when the table is read back.
@@ -168,12 +180,18 @@ impl Daemon {
             Scope::Host { .. } => ObserveRequest {
                 links: None,
                 netns: BTreeSet::new(),
+                fresh_netns: BTreeSet::new(),
                 sysctls: desired.sysctls.keys().cloned().collect(),
                 firewall: true,
             },
             _ => ObserveRequest::scoped(&desired, &also),
         };
         req.firewall = read_fw;
+        req.fresh_netns = self
+            .starting
+            .lock()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default();
         let fw_cache = cache.map(|(c, el)| ObservedFirewall {
             rules: fw::static_rules(&c),
             elements: el,

@@ -305,8 +305,17 @@ impl Daemon {
         failpoint::boundary("store endpoint removal");
         let st = self.state(&c.id)?;
         if st.status == Status::Running {
-            // The veth of the removed endpoint is no longer wanted: the pass deletes it and
-            // moves the default route if it was the gateway endpoint.
+            // The container stops using the endpoint at once (interface down, addresses gone);
+            // the pass then deletes the veth (in the background) and moves the default route
+            // if this was the gateway endpoint.
+            let retire = berth_plan::host::StepOp::RetireContainerSide {
+                netns: format!("/proc/{}/ns/net", st.pid),
+                ifname: ep.ifname.clone(),
+            };
+            if let Err(e) = self.reconciler.kernel().apply(&retire).await {
+                tracing::warn!(container = %c.name, "taking {} down: {e}", ep.ifname);
+            }
+            failpoint::boundary("retire endpoint");
             let rep = self
                 .converge(
                     crate::reconcile::Trigger::Api,

@@ -150,6 +150,7 @@ impl Reconciler {
         refine: bool,
         dry_run: bool,
     ) -> Result<PassReport, berth_kernel::error::KernelError> {
+        let defer_deletes = trigger == Trigger::Api;
         let started = Instant::now();
         let mut observed = self.kernel.observe(&req).await?;
         if observed.firewall.is_none() {
@@ -188,6 +189,32 @@ impl Reconciler {
             return Ok(report);
         }
         for step in &report.plan.steps {
+            // An API call does not wait for a veth's deletion (~20 ms of RCU grace periods in
+            // the kernel): its endpoint is already unusable (retired, or its container gone),
+            // so the deletion runs in the background. If berthd dies first, the veth is an
+            // orphan with berth's mark, and the next start-up pass deletes it.
+            if let (true, StepOp::DeleteLink { name }) = (defer_deletes, &step.op) {
+                let is_veth = report
+                    .observed
+                    .links
+                    .get(name)
+                    .is_some_and(|l| l.kind.as_deref() == Some("veth"));
+                if is_veth {
+                    let kernel = self.kernel.clone();
+                    let op = step.op.clone();
+                    let what = step.to_string();
+                    tokio::spawn(async move {
+                        if let Err(e) = kernel.apply(&op).await {
+                            tracing::warn!("background {what}: {e}");
+                        }
+                    });
+                    report.applied += 1;
+                    log_step(trigger, step);
+                    self.note_applied(trigger, step);
+                    failpoint::boundary("deferred veth deletion");
+                    continue;
+                }
+            }
             match self.kernel.apply(&step.op).await {
                 Ok(()) => {
                     report.applied += 1;

@@ -600,6 +600,66 @@ impl Kernel {
         .map_err(|e| e.context(&format!("replacing routes in {shown}")))
     }
 
+    /// The named links (one `RTM_GETLINK` each; missing ones left out), the links they name as
+    /// master if not among them (by index), and the address dump. For a scoped pass: a few
+    /// round trips instead of a dump of every veth on the host.
+    pub(crate) async fn get_links_and_addrs(
+        &self,
+        names: &BTreeSet<String>,
+    ) -> Result<(Vec<LinkMessage>, Vec<AddressMessage>)> {
+        let mut links = Vec::new();
+        for name in names {
+            match self
+                .link_by_name(name, || format!("looking up {name}"))
+                .await
+            {
+                Ok(l) => links.push(l),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let have: BTreeSet<u32> = links.iter().map(|l| l.header.index).collect();
+        let masters: BTreeSet<u32> = links
+            .iter()
+            .filter_map(|l| {
+                l.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::Controller(m) => Some(*m),
+                    _ => None,
+                })
+            })
+            .filter(|m| !have.contains(m))
+            .collect();
+        for index in masters {
+            let mut msg = LinkMessage::default();
+            msg.header.index = index;
+            match self
+                .request(RouteNetlinkMessage::GetLink(msg), GET, || {
+                    format!("looking up link {index}")
+                })
+                .await
+                .and_then(|a| first_link(a, &format!("#{index}")))
+            {
+                Ok(l) => links.push(l),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let addrs = self
+            .request(
+                RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+                DUMP,
+                || "listing addresses".to_string(),
+            )
+            .await?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        Ok((links, addrs))
+    }
+
     /// Link and address dumps of this namespace (`RTM_GETLINK`, `RTM_GETADDR`).
     pub(crate) async fn dump_links_and_addrs(
         &self,
@@ -697,6 +757,76 @@ impl Kernel {
             }
         }
         Ok(())
+    }
+
+    /// Inside the container namespace at `netns`: takes `ifname` down (`RTM_SETLINK` without
+    /// `IFF_UP`: its routes go with it) and removes every address it has except IPv6
+    /// link-local ones (`RTM_DELADDR`). `Ok` when the interface or the namespace is gone.
+    pub async fn retire_container_side(&self, netns: &Path, ifname: &str) -> Result<()> {
+        let ifname = ifname.to_string();
+        let shown = netns.display().to_string();
+        let result = netns::run_in_netns_async(netns, move || -> Result<()> {
+            let mut nl = SyncNetlink::open()?;
+            let link = match nl
+                .request(
+                    RouteNetlinkMessage::GetLink(get_link_msg(&ifname)),
+                    GET,
+                    || format!("looking up {ifname}"),
+                )
+                .and_then(|a| first_link(a, &ifname))
+            {
+                Ok(l) => l,
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let index = link.header.index;
+            let mut down = LinkMessage::default();
+            down.header.index = index;
+            down.header.change_mask = LinkFlags::Up;
+            nl.request(RouteNetlinkMessage::SetLink(down), CHANGE, || {
+                format!("taking {ifname} down")
+            })?;
+            let addrs = nl.request(
+                RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+                DUMP,
+                || "listing addresses".to_string(),
+            )?;
+            for m in addrs {
+                let RouteNetlinkMessage::NewAddress(a) = m else {
+                    continue;
+                };
+                if a.header.index != index
+                    || address_of(&a).is_none_or(|ip| is_ipv6_link_local(&ip))
+                {
+                    continue;
+                }
+                let mut del = AddressMessage::default();
+                del.header = a.header.clone();
+                del.attributes = a
+                    .attributes
+                    .iter()
+                    .filter(|x| {
+                        matches!(x, AddressAttribute::Address(_) | AddressAttribute::Local(_))
+                    })
+                    .cloned()
+                    .collect();
+                match nl.request(RouteNetlinkMessage::DelAddress(del), CHANGE, || {
+                    format!("removing an address of {ifname}")
+                }) {
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+        .await;
+        match result {
+            Ok(inner) => inner.map_err(|e| e.context(&format!("retiring an endpoint in {shown}"))),
+            // The container is gone: so is its side of the endpoint.
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Inside the container namespace at `netns`: brings `ifname` up and adds `addrs`

@@ -42,7 +42,15 @@ impl HostKernel {
         let links = crate::observe::host_links(&self.link, req.links.as_ref()).await?;
         let mut netns = BTreeMap::new();
         for path in &req.netns {
-            netns.insert(path.clone(), crate::observe::netns(path).await?);
+            let ns = if req.fresh_netns.contains(path) {
+                berth_plan::host::ObservedNetns {
+                    reachable: true,
+                    ..Default::default()
+                }
+            } else {
+                crate::observe::netns(path).await?
+            };
+            netns.insert(path.clone(), ns);
         }
         let keys = req.sysctls.clone();
         let want_fw = req.firewall;
@@ -120,6 +128,11 @@ impl HostKernel {
                 self.link.replace_routes(Path::new(netns), routes).await
             }
             StepOp::RemoveAddrs { link, addrs } => self.link.remove_addrs(link, addrs).await,
+            StepOp::RetireContainerSide { netns, ifname } => {
+                self.link
+                    .retire_container_side(Path::new(netns), ifname)
+                    .await
+            }
             StepOp::DeleteLink { name } => self.link.delete_link(name).await,
         }
     }
@@ -287,6 +300,16 @@ impl FakeKernel {
             StepOp::RemoveAddrs { link, addrs } => {
                 if let Some(l) = state.links.get_mut(link) {
                     l.addrs.retain(|a| !addrs.contains(a));
+                }
+            }
+            StepOp::RetireContainerSide { netns, ifname } => {
+                if let Some(l) = state
+                    .netns
+                    .get_mut(netns)
+                    .and_then(|n| n.links.get_mut(ifname))
+                {
+                    l.up = false;
+                    l.addrs.clear();
                 }
             }
             StepOp::DeleteLink { name } => {

@@ -129,6 +129,10 @@ pub struct ObserveRequest {
     pub links: Option<BTreeSet<String>>,
     /// Container namespaces to look into (paths).
     pub netns: BTreeSet<String>,
+    /// Of those, namespaces berthd just created (a container being started): they hold only
+    /// `lo`, so they are not looked into.
+    #[serde(default)]
+    pub fresh_netns: BTreeSet<String>,
     /// Sysctls to read.
     pub sysctls: BTreeSet<String>,
     /// Read berth's nft table back (else the caller supplies what it last applied).
@@ -141,6 +145,7 @@ impl ObserveRequest {
         ObserveRequest {
             links: None,
             netns: desired.routes.keys().cloned().collect(),
+            fresh_netns: BTreeSet::new(),
             sysctls: desired.sysctls.keys().cloned().collect(),
             firewall: true,
         }
@@ -155,6 +160,7 @@ impl ObserveRequest {
         ObserveRequest {
             links: Some(links),
             netns: desired.routes.keys().cloned().collect(),
+            fresh_netns: BTreeSet::new(),
             sysctls: desired.sysctls.keys().cloned().collect(),
             firewall: false,
         }
@@ -327,6 +333,15 @@ pub enum StepOp {
         /// The addresses.
         addrs: Vec<IpNet>,
     },
+    /// Inside a container namespace: takes `ifname` down and removes its addresses, so the
+    /// container can no longer use an endpoint whose veth is about to be deleted (the deletion
+    /// itself, ~20 ms of the kernel's RCU grace periods, then happens off the request's path).
+    RetireContainerSide {
+        /// Namespace path.
+        netns: String,
+        /// Interface (`eth1`).
+        ifname: String,
+    },
     /// Deletes a link berth owns (`RTM_DELLINK`; a veth's peer goes with it).
     DeleteLink {
         /// Its name.
@@ -359,6 +374,7 @@ impl Step {
             StepOp::ReplaceRoutes { .. } => "ReplaceRoutes",
             StepOp::FirewallElements { .. } => "FirewallElements",
             StepOp::RemoveAddrs { .. } => "RemoveAddrs",
+            StepOp::RetireContainerSide { .. } => "RetireContainerSide",
             StepOp::DeleteLink { .. } => "DeleteLink",
         }
     }
