@@ -116,6 +116,8 @@ impl PassReport {
 pub struct Reconciler {
     kernel: Arc<dyn KernelOps>,
     stats: Mutex<Stats>,
+    /// Veths whose deletion runs in the background: not drift while it lasts.
+    deleting: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Reconciler {
@@ -124,6 +126,7 @@ impl Reconciler {
         Reconciler {
             kernel,
             stats: Mutex::new(Stats::default()),
+            deleting: Arc::new(Mutex::new(BTreeSet::new())),
         }
     }
 
@@ -188,6 +191,11 @@ impl Reconciler {
         if dry_run {
             return Ok(report);
         }
+        let in_flight = self.deleting.lock().map(|d| d.clone()).unwrap_or_default();
+        report
+            .plan
+            .steps
+            .retain(|s| !matches!(&s.op, StepOp::DeleteLink { name } if in_flight.contains(name)));
         for step in &report.plan.steps {
             // An API call does not wait for a veth's deletion (~20 ms of RCU grace periods in
             // the kernel): its endpoint is already unusable (retired, or its container gone),
@@ -203,9 +211,17 @@ impl Reconciler {
                     let kernel = self.kernel.clone();
                     let op = step.op.clone();
                     let what = step.to_string();
+                    let deleting = self.deleting.clone();
+                    if let Ok(mut d) = deleting.lock() {
+                        d.insert(name.clone());
+                    }
+                    let name = name.clone();
                     tokio::spawn(async move {
                         if let Err(e) = kernel.apply(&op).await {
                             tracing::warn!("background {what}: {e}");
+                        }
+                        if let Ok(mut d) = deleting.lock() {
+                            d.remove(&name);
                         }
                     });
                     report.applied += 1;

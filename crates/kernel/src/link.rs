@@ -96,8 +96,19 @@ impl Kernel {
     /// A kernel bound to the calling thread's network namespace (the daemon runs inside its
     /// "host" namespace). Must be called within a tokio runtime.
     pub async fn new() -> Result<Kernel> {
-        let (conn, handle, _) = rtnetlink::new_connection()
+        let (mut conn, handle, _) = rtnetlink::new_connection()
             .map_err(|e| KernelError::netlink("opening rtnetlink connection", e))?;
+        // Bound now (not at the first send) so its portid is known: the kernel's notifications
+        // of the changes this socket makes carry it, and the drift monitor ignores them.
+        {
+            use rtnetlink::sys::AsyncSocket;
+            let addr = conn
+                .socket_mut()
+                .socket_mut()
+                .bind_auto()
+                .map_err(|e| KernelError::netlink("binding the rtnetlink socket", e))?;
+            crate::monitor::remember_own_portid(addr.port_number());
+        }
         tokio::spawn(conn);
         Ok(Kernel {
             inner: Arc::new(Inner {

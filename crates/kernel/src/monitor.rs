@@ -32,6 +32,53 @@ const RTNLGRP_IPV4_ROUTE: u32 = 7;
 const RTNLGRP_IPV6_IFADDR: u32 = 9;
 const RTNLGRP_IPV6_ROUTE: u32 = 11;
 
+/// Portids of berthd's own rtnetlink sockets: a notification carries the portid of the socket
+/// whose request caused it (`nlmsg_pid`), so berth's own changes are told from anyone else's.
+static OWN_PORTIDS: std::sync::Mutex<std::collections::VecDeque<u32>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+
+/// Records the portid of a socket berth sends requests on (a bounded ring: short-lived sockets
+/// are forgotten after 1,024 newer ones, long after their notifications were read).
+pub fn remember_own_portid(portid: u32) {
+    if portid == 0 {
+        return;
+    }
+    if let Ok(mut q) = OWN_PORTIDS.lock() {
+        if q.len() >= 1024 {
+            q.pop_front();
+        }
+        q.push_back(portid);
+    }
+}
+
+fn is_own_portid(portid: u32) -> bool {
+    portid != 0
+        && OWN_PORTIDS
+            .lock()
+            .map(|q| q.contains(&portid))
+            .unwrap_or(false)
+}
+
+/// Whether a datagram of rtnetlink notifications holds one caused by someone else (a portid
+/// that is not berth's, or 0: the kernel itself, e.g. a namespace's links going with it).
+fn has_foreign(buf: &[u8]) -> bool {
+    let mut off = 0;
+    let mut any = false;
+    while off + 16 <= buf.len() {
+        let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]) as usize;
+        if len < 16 || off + len > buf.len() {
+            return true;
+        }
+        let pid = u32::from_ne_bytes([buf[off + 12], buf[off + 13], buf[off + 14], buf[off + 15]]);
+        any = true;
+        if !is_own_portid(pid) {
+            return true;
+        }
+        off += (len + 3) & !3;
+    }
+    !any
+}
+
 /// A subscribed netlink socket, registered with the tokio reactor.
 pub struct Monitor {
     fd: AsyncFd<Socket>,
@@ -131,9 +178,9 @@ impl Monitor {
         }
     }
 
-    /// Waits until at least one notification arrived, then drains what is queued. Returns how
-    /// many datagrams were read. An overrun (`ENOBUFS`: the kernel dropped notifications) counts
-    /// as one: the caller looks again either way.
+    /// Waits until at least one notification caused by someone other than berth arrived, then
+    /// drains what is queued. Returns how many such datagrams were read. An overrun (`ENOBUFS`:
+    /// the kernel dropped notifications) counts as one: the caller looks again either way.
     pub async fn next(&mut self) -> Result<usize> {
         let mut n = 0;
         loop {
@@ -145,7 +192,8 @@ impl Monitor {
             loop {
                 self.buf.clear();
                 match guard.get_inner().recv(&mut self.buf, 0) {
-                    Ok(_) => n += 1,
+                    Ok(_) if has_foreign(&self.buf) => n += 1,
+                    Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         guard.clear_ready();
                         break;
@@ -205,6 +253,23 @@ fn newgen_pids(buf: &[u8]) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_notifications_are_told_from_foreign_ones() {
+        remember_own_portid(777_001);
+        let msg = |pid: u32| {
+            let mut m = vec![0u8; 20];
+            m[0..4].copy_from_slice(&20u32.to_ne_bytes());
+            m[12..16].copy_from_slice(&pid.to_ne_bytes());
+            m
+        };
+        assert!(!has_foreign(&msg(777_001)));
+        assert!(has_foreign(&msg(4242)));
+        assert!(has_foreign(&msg(0)));
+        let mut both = msg(777_001);
+        both.extend(msg(4242));
+        assert!(has_foreign(&both));
+    }
 
     #[test]
     fn newgen_pid_is_read_from_a_notification() {

@@ -23,7 +23,8 @@ impl SyncNetlink {
     pub(crate) fn open() -> Result<Self> {
         let op = "opening NETLINK_ROUTE socket";
         let mut sock = Socket::new(NETLINK_ROUTE).map_err(|e| KernelError::netlink(op, e))?;
-        sock.bind_auto().map_err(|e| KernelError::netlink(op, e))?;
+        let addr = sock.bind_auto().map_err(|e| KernelError::netlink(op, e))?;
+        crate::monitor::remember_own_portid(addr.port_number());
         sock.connect(&SocketAddr::new(0, 0))
             .map_err(|e| KernelError::netlink(op, e))?;
         Ok(SyncNetlink {

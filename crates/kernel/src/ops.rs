@@ -52,20 +52,19 @@ impl HostKernel {
             };
             netns.insert(path.clone(), ns);
         }
-        let keys = req.sysctls.clone();
-        let want_fw = req.firewall;
-        // sysctl reads and the nft process are blocking: off the runtime's workers.
-        let (sysctls, firewall) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let s = crate::observe::sysctls(&keys)?;
-            let f = if want_fw {
-                Some(crate::observe::firewall()?)
-            } else {
-                None
-            };
-            Ok((s, f))
-        })
-        .await
-        .map_err(|e| KernelError::invalid("observing sysctls and nft", e.to_string()))??;
+        // A few reads of /proc/sys files: procfs answers from memory, no need to leave the
+        // worker for them.
+        let sysctls = crate::observe::sysctls(&req.sysctls)?;
+        // The nft process is blocking: off the runtime's workers.
+        let firewall = if req.firewall {
+            Some(
+                tokio::task::spawn_blocking(crate::observe::firewall)
+                    .await
+                    .map_err(|e| KernelError::invalid("reading the nft table", e.to_string()))??,
+            )
+        } else {
+            None
+        };
         Ok(ObservedHost {
             links,
             all_links: req.links.is_none(),

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# End-to-end timing of what a user types, through the berth CLI against a private berthd:
+#   berth network connect / disconnect of a running container, and
+#   berth run --rm --network NET true vs --network none true.
+# Usage (root): bench/cli/connect.sh [RUNS] [BIN_DIR]   (defaults 20, target/release)
+# Everything happens in a network namespace this script creates (bcr<pid>h) and removes; the
+# machine's own network is never touched. Prints medians in ms.
+set -euo pipefail
+runs="${1:-20}"
+bin="${2:-target/release}"
+ns="bcr$$h"
+dir="$(mktemp -d /tmp/bcr.XXXXXX)"
+sock="$dir/berthd.sock"
+pid=""
+cleanup() {
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+ip netns add "$ns"
+ip -n "$ns" link set lo up
+ip netns exec "$ns" "$bin/berthd" --state-dir "$dir/state" --socket "$sock" --log-level warn \
+    >"$dir/berthd.log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+b() { "$bin/berth" -H "unix://$sock" "$@"; }
+b network create --subnet 10.77.0.0/24 a >/dev/null
+b network create --subnet 10.78.0.0/24 c >/dev/null
+b run -d --name s --network a sleep 600 >/dev/null
+ms() { echo "scale=3; ($2 - $1) / 1000000" | bc; }
+median() { sort -n | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
+con=(); dis=(); net=(); none=()
+for i in $(seq "$runs"); do
+    t0=$(date +%s%N); b network connect c s; t1=$(date +%s%N)
+    b network disconnect c s; t2=$(date +%s%N)
+    con+=("$(ms "$t0" "$t1")"); dis+=("$(ms "$t1" "$t2")")
+    t0=$(date +%s%N); b run --rm --network a true; t1=$(date +%s%N)
+    b run --rm --network none true; t2=$(date +%s%N)
+    net+=("$(ms "$t0" "$t1")"); none+=("$(ms "$t1" "$t2")")
+done
+printf '| what (n=%s, load %s) | median ms |\n|---|---|\n' "$runs" "$(cut -d' ' -f1-3 /proc/loadavg)"
+printf '| berth network connect (running container) | %s |\n' "$(printf '%s\n' "${con[@]}" | median)"
+printf '| berth network disconnect | %s |\n' "$(printf '%s\n' "${dis[@]}" | median)"
+printf '| berth run --rm --network NET true | %s |\n' "$(printf '%s\n' "${net[@]}" | median)"
+printf '| berth run --rm --network none true | %s |\n' "$(printf '%s\n' "${none[@]}" | median)"
