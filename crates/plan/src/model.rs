@@ -168,6 +168,10 @@ pub struct ContainerSpec {
     /// `--rm`.
     #[serde(default)]
     pub auto_remove: bool,
+    /// Capabilities, seccomp, no_new_privs, mounts (issue 8); the default is berth's default
+    /// confinement, also for containers stored before it existed.
+    #[serde(default)]
+    pub security: crate::security::SecuritySpec,
 }
 
 /// A container's runtime state, kept beside its spec.
