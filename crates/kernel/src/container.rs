@@ -1,28 +1,34 @@
 //! Container process primitives: the init stages and `exec` entry.
 //!
-//! berth containers have no images: a process from the host's filesystem (or a `--rootfs` chroot)
-//! runs in its own net, uts, ipc, mount and pid namespaces, with generated `/etc/hosts`,
-//! `/etc/resolv.conf` and `/etc/hostname` bind-mounted over the real ones.
+//! berth containers have no images: a process from a read-only view of the host's filesystem (or
+//! a `--rootfs` directory) runs in its own net, uts, ipc, mount and pid namespaces, with
+//! generated `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` bind-mounted over the real
+//! ones, entered with `pivot_root` ([`crate::rootfs`]), with Docker's default capabilities and
+//! seccomp profile and `no_new_privs` ([`crate::confine`]).
 //!
 //! The daemon is multi-threaded and never calls `setns`/`unshare` itself. It re-executes its own
 //! binary with a hidden first argument; `main()` hands argv to [`dispatch`] before anything else,
 //! so all namespace work happens in fresh single-threaded processes:
 //!
-//! * stage 1 ([`INIT_ARG`]): joins the network namespace, unshares mnt/uts/pid/ipc, makes `/`
-//!   recursively private, spawns stage 2, writes its pid to `pid_file`, forwards signals to it,
-//!   waits, writes the exit code to `exit_file` and exits with it.
+//! * stage 1 ([`INIT_ARG`]): joins the network namespace, unshares uts/pid/ipc, spawns stage 2,
+//!   writes its pid to `pid_file`, forwards signals to it, waits, writes the exit code to
+//!   `exit_file` and exits with it. It stays in the host's mount namespace (it writes those
+//!   files).
 //! * stage 2 ([`INIT2_ARG`]): pid 1 of the new pid namespace. Dies with stage 1 (parent-death
-//!   signal), bind-mounts the generated files, sets the hostname, mounts a fresh `/proc` (in the
-//!   rootfs if any), spawns the command (via the exec hop), chroots into the rootfs if any,
-//!   forwards signals, reaps every child and exits with the command's exit code.
+//!   signal), unshares its mount namespace and makes `/` recursively private, sets the hostname,
+//!   assembles the root ([`crate::rootfs::prepare`]: /proc, /sys, /dev, masked paths, the
+//!   generated files, `-v`, `--tmpfs`), spawns the exec hop, `pivot_root`s (which moves the
+//!   waiting hop too) and lets the hop go; then forwards signals, reaps every child and exits
+//!   with the command's exit code.
 //! * enter ([`ENTER_ARG`]): joins the net/uts/ipc/pid namespaces of a running container, spawns
 //!   the command through the exec hop (which joins the mount namespace and root), forwards
 //!   signals to it and exits with its code (`berth exec`).
-//! * exec hop ([`EXEC_ARG`], internal): the process that becomes the command. It optionally joins
-//!   a container's mount namespace and root or chroots into the rootfs (our own executable is
-//!   dynamically linked, so it must be loaded before the chroot), unblocks the signals its parent blocked, looks the
-//!   command up in `$PATH` and `exec`s it in place, so the command's pid is the one its parent
-//!   supervises.
+//! * exec hop ([`EXEC_ARG`], internal): the process that becomes the command. It waits until
+//!   stage 2 has moved it into the container's root (our own executable is dynamically linked, so
+//!   it must be loaded from the host's root first), or joins a running container's mount
+//!   namespace and root (`exec`); unblocks the signals its parent blocked, looks the command up
+//!   in `$PATH`, drops its privileges ([`crate::confine::apply`]) and `exec`s the command in
+//!   place, so the command's pid is the one its parent supervises.
 //!
 //! Exit codes follow docker: the command's code, `128 + signal` if it was killed by a signal,
 //! 127 if the command was not found, 126 if it could not be executed, 125 if berth itself failed
@@ -54,6 +60,9 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{chdir, chroot, fchdir, gethostname, sethostname, Pid};
 use serde::{Deserialize, Serialize};
 
+use crate::confine::Privileges;
+use crate::rootfs::Filesystem;
+
 /// argv\[1\] for stage 1; argv\[2\] is the [`InitConfig`] as JSON.
 pub const INIT_ARG: &str = "__berth_init";
 /// argv\[1\] for stage 2 (pid 1 of the container); argv\[2\] is the same JSON.
@@ -62,9 +71,9 @@ pub const INIT2_ARG: &str = "__berth_init2";
 pub const ENTER_ARG: &str = "__berth_enter";
 
 /// Internal: argv\[1\] of the exec hop; argv\[2\] is `-` (stay), a container init's pid (join
-/// its mount namespace and root) or an absolute path (chroot into it); argv\[3..\] is the
-/// command. [`dispatch`] handles
-/// it like the other stages.
+/// its mount namespace and root) or `go:FD` (wait for a byte on FD: stage 2 has moved us into
+/// the root); argv\[3\] the [`Privileges`] as JSON; argv\[4..\] is the command. [`dispatch`]
+/// handles it like the other stages.
 pub const EXEC_ARG: &str = "__berth_exec";
 
 /// The PATH every container starts with (docker's default).
@@ -105,6 +114,13 @@ pub struct InitConfig {
     /// `KEY=VALUE`, added to the default env (PATH, HOSTNAME, HOME); entries without `=` are
     /// ignored.
     pub env: Vec<String>,
+    /// Capabilities, seccomp and `no_new_privs` of the command (and of `exec` processes: pass
+    /// the same to [`enter_command`]).
+    #[serde(default)]
+    pub privileges: Privileges,
+    /// How the root is assembled.
+    #[serde(default)]
+    pub filesystem: Filesystem,
     /// Stage 1 writes the container init's pid (stage 2's pid as seen from the daemon) here, once
     /// the container is set up and the command started (or stage 2 failed); always before
     /// `exit_file`.
@@ -172,11 +188,21 @@ pub fn signal(pid: i32, sig: Signal) -> nix::Result<()> {
 
 /// Builds the `Command` for `exec` into a running container whose init pid is `pid`. The
 /// command runs with the container's environment plus `env` (`KEY=VALUE`), which is passed to
-/// the enter process as its environment.
-pub fn enter_command(self_exe: &Path, pid: i32, cmd: &[String], env: &[String]) -> Command {
+/// the enter process as its environment, and with `privileges` (the container's).
+pub fn enter_command(
+    self_exe: &Path,
+    pid: i32,
+    cmd: &[String],
+    env: &[String],
+    privileges: &Privileges,
+) -> Command {
+    // Serializing plain strings and bools cannot fail; an empty argument would be refused by
+    // the hop (exit 125), never run unconfined.
+    let privileges = serde_json::to_string(privileges).unwrap_or_default();
     let mut c = Command::new(self_exe);
     c.arg(ENTER_ARG)
         .arg(pid.to_string())
+        .arg(privileges)
         .args(cmd)
         .env_clear()
         .envs(env.iter().filter_map(|kv| kv.split_once('=')))
@@ -270,21 +296,9 @@ fn stage1(cfg: &InitConfig) -> Result<i32, ContainerError> {
         setns(&f, CloneFlags::CLONE_NEWNET)
             .map_err(sys(format!("setns(CLONE_NEWNET) into {}", netns.display())))?;
     }
-    unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWPID
-            | CloneFlags::CLONE_NEWIPC,
-    )
-    .map_err(sys("unshare(mnt, uts, pid, ipc namespaces)"))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(sys("make / recursively private"))?;
+    // The mount namespace is stage 2's own: pivot_root there must not move us.
+    unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC)
+        .map_err(sys("unshare(uts, pid, ipc namespaces)"))?;
 
     let json = serde_json::to_string(cfg)
         .map_err(|e| ContainerError::Config(format!("cannot serialize: {e}")))?;
@@ -344,26 +358,30 @@ fn stage2_main(json: Option<&String>, ready_fd: Option<&String>) -> i32 {
             f.ok()
         });
     let result = parse_config(json).and_then(|cfg| {
-        stage2_setup(&cfg)?;
+        let root = stage2_setup(&cfg)?;
         let signals = block_signals()?;
-        // The exec hop is our own (dynamically linked) executable: it must be loaded before
-        // anyone is chrooted, so it chroots itself; then pid 1 follows (for /proc/1/root, which
-        // `exec` uses).
+        // The exec hop is our own (dynamically linked) executable: it must be loaded from the
+        // host's root, so it is spawned first and waits; pivot_root then moves it (and us: pid
+        // 1's root is what `exec` joins) into the container's root.
         let env = container_env(&cfg.hostname, &cfg.env);
-        let hop_root = cfg
-            .rootfs
-            .as_deref()
-            .map_or_else(|| "-".to_string(), path_arg);
-        let child = spawn_hop(&hop_root, &cfg.cmd, &env)?;
-        if let Some(rootfs) = &cfg.rootfs {
-            let chrooted = chroot(rootfs)
-                .and_then(|()| chdir("/"))
-                .map_err(sys(format!("chroot {}", rootfs.display())));
-            if let Err(e) = chrooted {
-                let _ = kill(child, Signal::SIGKILL);
-                return Err(e);
-            }
+        let (go_r, mut go_w) = std::io::pipe().map_err(io("create the go pipe"))?;
+        fcntl(&go_r, FcntlArg::F_SETFD(FdFlag::empty()))
+            .map_err(sys("clear FD_CLOEXEC on the go pipe"))?;
+        let spawned = spawn_hop(
+            &format!("go:{}", go_r.as_raw_fd()),
+            &cfg.privileges,
+            &cfg.cmd,
+            &env,
+        );
+        drop(go_r);
+        let child = spawned?;
+        if let Err(e) = crate::rootfs::enter(&root) {
+            // The hop reads EOF and exits.
+            let _ = kill(child, Signal::SIGKILL);
+            return Err(e);
         }
+        let _ = go_w.write_all(b"1");
+        drop(go_w);
         if let Some(mut ready) = ready {
             let _ = ready.write_all(b"1");
         }
@@ -378,81 +396,25 @@ fn stage2_main(json: Option<&String>, ready_fd: Option<&String>) -> i32 {
     }
 }
 
-fn path_arg(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
-
-fn stage2_setup(cfg: &InitConfig) -> Result<(), ContainerError> {
+/// Everything before the hop is spawned: our own mount namespace, the hostname, the root
+/// (returned, to be entered).
+fn stage2_setup(cfg: &InitConfig) -> Result<PathBuf, ContainerError> {
     // If stage 1 is SIGKILLed, pid 1 dies, and with it the whole pid namespace.
     set_pdeathsig(Signal::SIGKILL).map_err(sys("prctl(PR_SET_PDEATHSIG)"))?;
-
-    for (src, target) in &cfg.binds {
-        bind_file(src, target, cfg.rootfs.as_deref())?;
-    }
+    unshare(CloneFlags::CLONE_NEWNS).map_err(sys("unshare(mount namespace)"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(sys("make / recursively private"))?;
     if !cfg.hostname.is_empty() {
         sethostname(&cfg.hostname).map_err(sys(format!("sethostname {:?}", cfg.hostname)))?;
     }
     chdir("/").map_err(sys("chdir /"))?;
-    // A fresh proc for our pid namespace, so `ps` shows only the container's processes.
-    let proc_dir = match &cfg.rootfs {
-        Some(rootfs) => {
-            let dir = rootfs.join("proc");
-            if !dir.exists() {
-                fs::create_dir(&dir).map_err(io(format!("create {}", dir.display())))?;
-            }
-            dir
-        }
-        None => PathBuf::from("/proc"),
-    };
-    mount(
-        Some("proc"),
-        &proc_dir,
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .map_err(sys(format!("mount proc on {}", proc_dir.display())))?;
-    Ok(())
-}
-
-fn bind_file(src: &Path, target: &Path, rootfs: Option<&Path>) -> Result<(), ContainerError> {
-    let dest = match rootfs {
-        // validate() guarantees target is absolute and has no '..'.
-        Some(root) => root.join(target.strip_prefix("/").unwrap_or(target)),
-        None => target.to_path_buf(),
-    };
-    let src_meta = fs::metadata(src).map_err(io(format!("bind source {}", src.display())))?;
-    if fs::symlink_metadata(&dest).is_err() {
-        if rootfs.is_none() {
-            eprintln!(
-                "berth: warning: {} does not exist on the host, not binding {} there",
-                dest.display(),
-                src.display()
-            );
-            return Ok(());
-        }
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
-        }
-        let created = if src_meta.is_dir() {
-            fs::create_dir(&dest)
-        } else {
-            File::create(&dest).map(drop)
-        };
-        created.map_err(io(format!("create bind target {}", dest.display())))?;
-    }
-    mount(
-        Some(src),
-        &dest,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(sys(format!(
-        "bind-mount {} on {}",
-        src.display(),
-        dest.display()
-    )))
+    crate::rootfs::prepare(&cfg.filesystem, cfg.rootfs.as_deref(), &cfg.binds)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -471,14 +433,23 @@ fn enter_main(args: &[String]) -> i32 {
         )));
         return EXIT_SETUP_FAILED;
     };
-    let cmd = &args[1..];
+    let privileges = match args.get(1).map(|j| serde_json::from_str::<Privileges>(j)) {
+        Some(Ok(p)) => p,
+        other => {
+            report(&ContainerError::Config(format!(
+                "{ENTER_ARG}: expected the privileges as JSON: {other:?}"
+            )));
+            return EXIT_SETUP_FAILED;
+        }
+    };
+    let cmd = &args[2..];
     if cmd.is_empty() || cmd[0].is_empty() {
         report(&ContainerError::Config("exec: no command given".into()));
         return EXIT_SETUP_FAILED;
     }
     let result = enter_setup(pid).and_then(|env| {
         let signals = block_signals()?;
-        let child = spawn_hop(&pid.to_string(), cmd, &env)?;
+        let child = spawn_hop(&pid.to_string(), &privileges, cmd, &env)?;
         Ok((signals, child))
     });
     match result {
@@ -546,17 +517,22 @@ fn enter_setup(pid: i32) -> Result<BTreeMap<String, String>, ContainerError> {
 // Exec hop: becomes the command
 // ---------------------------------------------------------------------------------------------
 
-/// Spawns the exec hop (our own executable) that becomes `cmd`, with exactly `env`. `root` is
-/// `-` (stay), a pid (join the mount namespace and root of that container init) or an absolute
-/// path (chroot into it). Call with the forwarded signals blocked.
+/// Spawns the exec hop (our own executable) that becomes `cmd`, with exactly `env` and
+/// `privileges`. `root` is `-` (stay), a pid (join the mount namespace and root of that
+/// container init) or `go:FD` (wait to be moved into the root). Call with the forwarded signals
+/// blocked.
 fn spawn_hop(
     root: &str,
+    privileges: &Privileges,
     cmd: &[String],
     env: &BTreeMap<String, String>,
 ) -> Result<Pid, ContainerError> {
+    let privileges = serde_json::to_string(privileges)
+        .map_err(|e| ContainerError::Config(format!("cannot serialize: {e}")))?;
     let child = Command::new("/proc/self/exe")
         .arg(EXEC_ARG)
         .arg(root)
+        .arg(privileges)
         .args(cmd)
         .env_clear()
         .envs(env)
@@ -567,18 +543,31 @@ fn spawn_hop(
 }
 
 fn exec_main(args: &[String]) -> i32 {
-    let (Some(root), Some(name)) = (args.first(), args.get(1)) else {
+    let (Some(root), Some(privileges), Some(name)) = (args.first(), args.get(1), args.get(2))
+    else {
         report(&ContainerError::Config(format!(
-            "{EXEC_ARG}: expected a root and a command"
+            "{EXEC_ARG}: expected a root, privileges and a command"
         )));
         return EXIT_SETUP_FAILED;
     };
+    let privileges: Privileges = match serde_json::from_str(privileges) {
+        Ok(p) => p,
+        Err(e) => {
+            report(&ContainerError::Config(format!(
+                "{EXEC_ARG}: privileges: {e}"
+            )));
+            return EXIT_SETUP_FAILED;
+        }
+    };
     let rooted = if root == "-" {
         Ok(())
-    } else if root.starts_with('/') {
-        chroot(root.as_str())
-            .and_then(|()| chdir("/"))
-            .map_err(sys(format!("chroot {root}")))
+    } else if let Some(fd) = root.strip_prefix("go:") {
+        match wait_for_go(fd) {
+            // Stage 2 failed; it reports why.
+            Ok(false) => return EXIT_SETUP_FAILED,
+            Ok(true) => chdir("/").map_err(sys("chdir /")),
+            Err(e) => Err(e),
+        }
     } else {
         join_mount_ns_and_root(root)
     };
@@ -599,9 +588,13 @@ fn exec_main(args: &[String]) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
+    if let Err(e) = crate::confine::apply(&privileges) {
+        report(&e);
+        return EXIT_SETUP_FAILED;
+    }
     close_inherited_fds();
     // exec only returns on failure.
-    let e = Command::new(&program).arg0(name).args(&args[2..]).exec();
+    let e = Command::new(&program).arg0(name).args(&args[3..]).exec();
     eprintln!("berth: exec: {name:?}: {e}");
     if e.kind() == ErrorKind::NotFound {
         EXIT_NOT_FOUND
@@ -625,6 +618,19 @@ fn close_inherited_fds() {
     for fd in fds {
         let _ = nix::unistd::close(fd);
     }
+}
+
+/// Reads stage 2's go byte from inherited descriptor `fd` (reopened through `/proc`, the
+/// inherited one closed). `false`: stage 2 closed it without a byte (it failed).
+fn wait_for_go(fd: &str) -> Result<bool, ContainerError> {
+    let fd: i32 = fd
+        .parse()
+        .map_err(|_| ContainerError::Config(format!("{EXEC_ARG}: bad descriptor {fd:?}")))?;
+    let opened = File::open(format!("/proc/self/fd/{fd}"));
+    let _ = nix::unistd::close(fd);
+    let mut f = opened.map_err(io("open the go pipe"))?;
+    let mut byte = [0u8; 1];
+    Ok(f.read_exact(&mut byte).is_ok())
 }
 
 fn join_mount_ns_and_root(pid: &str) -> Result<(), ContainerError> {
