@@ -173,8 +173,9 @@ fn setattr(path: &Path, recursive: bool, attrs: u64, what: &str) -> Result<(), C
     mount_setattr(path, recursive, attrs).map_err(io(format!("{what} {}", path.display())))
 }
 
-/// Creates a missing mount point like `like` (a directory unless `like` is not one).
-fn ensure_target(dest: &Path, dir: bool) -> Result<(), ContainerError> {
+/// Creates a missing mount point (a directory, or an empty file); `shown` is its path inside
+/// the container, for the message.
+fn ensure_target(dest: &Path, dir: bool, shown: &Path) -> Result<(), ContainerError> {
     if fs::symlink_metadata(dest).is_ok() {
         return Ok(());
     }
@@ -187,9 +188,9 @@ fn ensure_target(dest: &Path, dir: bool) -> Result<(), ContainerError> {
         File::create(dest).map(drop)
     };
     made.map_err(io(format!(
-        "create the mount point {} (the host's root is read-only in a container: mount a \
-         --tmpfs or -v on a parent, or use --rootfs)",
-        dest.display()
+        "create the mount point {} (the host's root is read-only in a container: use a path \
+         that exists, one under /tmp or /run or a --tmpfs, or --rootfs)",
+        shown.display()
     )))
 }
 
@@ -201,8 +202,13 @@ pub fn prepare(
     rootfs: Option<&Path>,
     binds: &[(PathBuf, PathBuf)],
 ) -> Result<PathBuf, ContainerError> {
+    // Made read-only last (--read-only): mount points may have to be created in them first.
+    let mut read_only_last: Vec<PathBuf> = Vec::new();
     let root = match rootfs {
         Some(dir) => {
+            if fsys.read_only {
+                read_only_last.push(dir.to_path_buf());
+            }
             bind(dir, dir, MsFlags::MS_REC)?;
             setattr(dir, true, MOUNT_ATTR_NODEV, "make nodev")?;
             dir.to_path_buf()
@@ -216,16 +222,13 @@ pub fn prepare(
                 MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
                 "make read-only",
             )?;
-            let private = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-            let private = if fsys.read_only {
-                private | MsFlags::MS_RDONLY
-            } else {
-                private
-            };
             for (dir, data) in [("tmp", "mode=1777"), ("run", "mode=755")] {
                 let dest = root.join(dir);
                 if dest.is_dir() {
-                    tmpfs(&dest, private, data)?;
+                    tmpfs(&dest, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, data)?;
+                    if fsys.read_only {
+                        read_only_last.push(dest);
+                    }
                 }
             }
             for hidden in &fsys.hide {
@@ -250,7 +253,7 @@ pub fn prepare(
 
     // /proc for the container's pid namespace.
     let proc_dir = root.join("proc");
-    ensure_target(&proc_dir, true)?;
+    ensure_target(&proc_dir, true, Path::new("/proc"))?;
     mount(
         Some("proc"),
         &proc_dir,
@@ -262,7 +265,7 @@ pub fn prepare(
 
     // /sys for its network namespace.
     let sys_dir = root.join("sys");
-    ensure_target(&sys_dir, true)?;
+    ensure_target(&sys_dir, true, Path::new("/sys"))?;
     let ro = if fsys.host_devices {
         MsFlags::empty()
     } else {
@@ -278,7 +281,7 @@ pub fn prepare(
     .map_err(sys(format!("mount sysfs on {}", sys_dir.display())))?;
 
     let dev = root.join("dev");
-    ensure_target(&dev, true)?;
+    ensure_target(&dev, true, Path::new("/dev"))?;
     if fsys.host_devices {
         bind(Path::new("/dev"), &dev, MsFlags::MS_REC)?;
     } else {
@@ -321,7 +324,7 @@ pub fn prepare(
             } => {
                 let meta = fs::metadata(source)
                     .map_err(io(format!("-v: the host path {}", source.display())))?;
-                ensure_target(&dest, meta.is_dir())?;
+                ensure_target(&dest, meta.is_dir(), m.target())?;
                 bind(source, &dest, MsFlags::MS_REC)?;
                 let device =
                     meta.file_type().is_char_device() || meta.file_type().is_block_device();
@@ -340,7 +343,7 @@ pub fn prepare(
                 data,
                 ..
             } => {
-                ensure_target(&dest, true)?;
+                ensure_target(&dest, true, m.target())?;
                 let mut flags = MsFlags::MS_NODEV;
                 if *read_only {
                     flags |= MsFlags::MS_RDONLY;
@@ -355,9 +358,8 @@ pub fn prepare(
             }
         }
     }
-    if rootfs.is_some() && fsys.read_only {
-        // Last: the mount points above had to be created first.
-        setattr(&root, false, MOUNT_ATTR_RDONLY, "make read-only")?;
+    for dir in &read_only_last {
+        setattr(dir, false, MOUNT_ATTR_RDONLY, "make read-only")?;
     }
     Ok(root)
 }
@@ -439,7 +441,7 @@ fn bind_file(
             );
             return Ok(());
         }
-        ensure_target(&dest, src_meta.is_dir())?;
+        ensure_target(&dest, src_meta.is_dir(), target)?;
     }
     bind(src, &dest, MsFlags::empty())
 }
