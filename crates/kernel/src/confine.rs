@@ -44,7 +44,7 @@ impl Default for Privileges {
     /// berth's default: Docker's default capabilities and seccomp profile, `no_new_privs`.
     fn default() -> Privileges {
         Privileges {
-            caps: berth_plan::security::DEFAULT_CAPS
+            caps: berth_plan::security::capabilities(false, &[], &[])
                 .iter()
                 .map(|c| c.to_string())
                 .collect(),

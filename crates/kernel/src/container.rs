@@ -363,18 +363,26 @@ fn stage2_main(json: Option<&String>, ready_fd: Option<&String>) -> i32 {
         // The exec hop is our own (dynamically linked) executable: it must be loaded from the
         // host's root, so it is spawned first and waits; pivot_root then moves it (and us: pid
         // 1's root is what `exec` joins) into the container's root.
+        // The hop says when it runs (its libraries are loaded: `spawn` returns at execve, before
+        // the dynamic loader has opened them), then waits for our go.
         let env = container_env(&cfg.hostname, &cfg.env);
         let (go_r, mut go_w) = std::io::pipe().map_err(io("create the go pipe"))?;
+        let (mut up_r, up_w) = std::io::pipe().map_err(io("create the go pipe"))?;
         fcntl(&go_r, FcntlArg::F_SETFD(FdFlag::empty()))
+            .and_then(|_| fcntl(&up_w, FcntlArg::F_SETFD(FdFlag::empty())))
             .map_err(sys("clear FD_CLOEXEC on the go pipe"))?;
         let spawned = spawn_hop(
-            &format!("go:{}", go_r.as_raw_fd()),
+            &format!("go:{}:{}", go_r.as_raw_fd(), up_w.as_raw_fd()),
             &cfg.privileges,
             &cfg.cmd,
             &env,
         );
         drop(go_r);
+        drop(up_w);
         let child = spawned?;
+        // EOF: the hop died before it ran; supervise reports its exit code.
+        let _ = up_r.read_exact(&mut [0u8; 1]);
+        drop(up_r);
         if let Err(e) = crate::rootfs::enter(&root) {
             // The hop reads EOF and exits.
             let _ = kill(child, Signal::SIGKILL);
@@ -561,8 +569,8 @@ fn exec_main(args: &[String]) -> i32 {
     };
     let rooted = if root == "-" {
         Ok(())
-    } else if let Some(fd) = root.strip_prefix("go:") {
-        match wait_for_go(fd) {
+    } else if let Some(fds) = root.strip_prefix("go:") {
+        match wait_for_go(fds) {
             // Stage 2 failed; it reports why.
             Ok(false) => return EXIT_SETUP_FAILED,
             Ok(true) => chdir("/").map_err(sys("chdir /")),
@@ -620,17 +628,28 @@ fn close_inherited_fds() {
     }
 }
 
-/// Reads stage 2's go byte from inherited descriptor `fd` (reopened through `/proc`, the
-/// inherited one closed). `false`: stage 2 closed it without a byte (it failed).
-fn wait_for_go(fd: &str) -> Result<bool, ContainerError> {
-    let fd: i32 = fd
-        .parse()
-        .map_err(|_| ContainerError::Config(format!("{EXEC_ARG}: bad descriptor {fd:?}")))?;
-    let opened = File::open(format!("/proc/self/fd/{fd}"));
-    let _ = nix::unistd::close(fd);
-    let mut f = opened.map_err(io("open the go pipe"))?;
+/// `fds` is `GO:UP`, two inherited pipe ends (reopened through `/proc`, the inherited ones
+/// closed): writes a byte on UP (we run), then reads stage 2's byte on GO. `false`: stage 2
+/// closed GO without a byte (it failed).
+fn wait_for_go(fds: &str) -> Result<bool, ContainerError> {
+    let bad = || ContainerError::Config(format!("{EXEC_ARG}: bad descriptors {fds:?}"));
+    let (go, up) = fds.split_once(':').ok_or_else(bad)?;
+    let (go, up): (i32, i32) = (
+        go.parse().map_err(|_| bad())?,
+        up.parse().map_err(|_| bad())?,
+    );
+    let go_file = File::open(format!("/proc/self/fd/{go}"));
+    let up_file = fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/self/fd/{up}"));
+    let _ = nix::unistd::close(go);
+    let _ = nix::unistd::close(up);
+    let mut go_file = go_file.map_err(io("open the go pipe"))?;
+    up_file
+        .and_then(|mut f| f.write_all(b"1"))
+        .map_err(io("write to the go pipe"))?;
     let mut byte = [0u8; 1];
-    Ok(f.read_exact(&mut byte).is_ok())
+    Ok(go_file.read_exact(&mut byte).is_ok())
 }
 
 fn join_mount_ns_and_root(pid: &str) -> Result<(), ContainerError> {

@@ -251,6 +251,18 @@ pub fn prepare(
         }
     };
 
+    if rootfs.is_none() {
+        // The host's /proc, /sys and /dev (and what is mounted below them) leave the view;
+        // fresh ones take their place. A sysfs of the same network namespace could not even be
+        // mounted on top of itself (EBUSY).
+        for dir in ["proc", "sys", "dev"] {
+            match umount2(&root.join(dir), MntFlags::MNT_DETACH) {
+                Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+                Err(e) => return Err(sys(format!("detach the host's /{dir}"))(e)),
+            }
+        }
+    }
+
     // /proc for the container's pid namespace.
     let proc_dir = root.join("proc");
     ensure_target(&proc_dir, true, Path::new("/proc"))?;
