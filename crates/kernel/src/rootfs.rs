@@ -26,7 +26,7 @@
 
 use std::fs::{self, File};
 use std::os::unix::fs::{symlink, FileTypeExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::unistd::{chdir, pivot_root};
@@ -144,9 +144,57 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ContainerError 
     move |err| ContainerError::Io { what, err }
 }
 
-/// `root` + an absolute path inside the container.
-fn inside(root: &Path, target: &Path) -> PathBuf {
-    root.join(target.strip_prefix("/").unwrap_or(target))
+/// `root` + an absolute path inside the container, with symlinks resolved *inside* `root` (an
+/// absolute link starts again at `root`, `..` stops there), as the container would see the
+/// path. A plain join would let a link planted in a `--rootfs` (`etc -> /etc`) send a mount or
+/// a created mount point into the host's filesystem, and the host's own links (`/var/run ->
+/// /run`) would miss the view. More than 40 links (a loop) is an error, like the kernel's.
+fn inside(root: &Path, target: &Path) -> Result<PathBuf, ContainerError> {
+    let mut todo: Vec<std::ffi::OsString> = target
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut done: Vec<std::ffi::OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            done.pop();
+            continue;
+        }
+        let mut here = root.to_path_buf();
+        here.extend(&done);
+        here.push(&c);
+        match fs::read_link(&here) {
+            Ok(_) if links >= 40 => {
+                return Err(ContainerError::Io {
+                    what: format!("resolve {} in the container's root", target.display()),
+                    err: std::io::Error::from_raw_os_error(libc::ELOOP),
+                })
+            }
+            Ok(to) => {
+                links += 1;
+                if to.is_absolute() {
+                    done.clear();
+                }
+                for part in to.components().rev() {
+                    match part {
+                        Component::Normal(s) => todo.push(s.to_os_string()),
+                        Component::ParentDir => todo.push("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => done.push(c),
+        }
+    }
+    let mut out = root.to_path_buf();
+    out.extend(&done);
+    Ok(out)
 }
 
 fn bind(src: &Path, dest: &Path, flags: MsFlags) -> Result<(), ContainerError> {
@@ -222,8 +270,8 @@ pub fn prepare(
                 MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
                 "make read-only",
             )?;
-            for (dir, data) in [("tmp", "mode=1777"), ("run", "mode=755")] {
-                let dest = root.join(dir);
+            for (dir, data) in [("/tmp", "mode=1777"), ("/run", "mode=755")] {
+                let dest = inside(&root, Path::new(dir))?;
                 if dest.is_dir() {
                     tmpfs(&dest, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, data)?;
                     if fsys.read_only {
@@ -232,7 +280,7 @@ pub fn prepare(
                 }
             }
             for hidden in &fsys.hide {
-                let dest = inside(&root, hidden);
+                let dest = inside(&root, hidden)?;
                 match fs::metadata(&dest) {
                     Ok(m) if m.is_dir() => tmpfs(
                         &dest,
@@ -256,7 +304,7 @@ pub fn prepare(
         // fresh ones take their place. A sysfs of the same network namespace could not even be
         // mounted on top of itself (EBUSY).
         for dir in ["proc", "sys", "dev"] {
-            match umount2(&root.join(dir), MntFlags::MNT_DETACH) {
+            match umount2(&inside(&root, Path::new(dir))?, MntFlags::MNT_DETACH) {
                 Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
                 Err(e) => return Err(sys(format!("detach the host's /{dir}"))(e)),
             }
@@ -264,7 +312,7 @@ pub fn prepare(
     }
 
     // /proc for the container's pid namespace.
-    let proc_dir = root.join("proc");
+    let proc_dir = inside(&root, Path::new("/proc"))?;
     ensure_target(&proc_dir, true, Path::new("/proc"))?;
     mount(
         Some("proc"),
@@ -276,7 +324,7 @@ pub fn prepare(
     .map_err(sys(format!("mount proc on {}", proc_dir.display())))?;
 
     // /sys for its network namespace.
-    let sys_dir = root.join("sys");
+    let sys_dir = inside(&root, Path::new("/sys"))?;
     ensure_target(&sys_dir, true, Path::new("/sys"))?;
     let ro = if fsys.host_devices {
         MsFlags::empty()
@@ -292,7 +340,7 @@ pub fn prepare(
     )
     .map_err(sys(format!("mount sysfs on {}", sys_dir.display())))?;
 
-    let dev = root.join("dev");
+    let dev = inside(&root, Path::new("/dev"))?;
     ensure_target(&dev, true, Path::new("/dev"))?;
     if fsys.host_devices {
         bind(Path::new("/dev"), &dev, MsFlags::MS_REC)?;
@@ -302,7 +350,7 @@ pub fn prepare(
 
     if fsys.mask_system_paths {
         for p in MASKED_PATHS {
-            let dest = inside(&root, Path::new(p));
+            let dest = inside(&root, Path::new(p))?;
             match fs::metadata(&dest) {
                 Ok(m) if m.is_dir() => tmpfs(
                     &dest,
@@ -314,7 +362,7 @@ pub fn prepare(
             }
         }
         for p in READONLY_PATHS {
-            let dest = inside(&root, Path::new(p));
+            let dest = inside(&root, Path::new(p))?;
             if fs::symlink_metadata(&dest).is_ok() {
                 bind(&dest, &dest, MsFlags::MS_REC)?;
                 setattr(&dest, true, MOUNT_ATTR_RDONLY, "make read-only")?;
@@ -329,7 +377,7 @@ pub fn prepare(
     let mut mounts: Vec<&Mount> = fsys.mounts.iter().collect();
     mounts.sort_by_key(|m| m.target().components().count());
     for m in mounts {
-        let dest = inside(&root, m.target());
+        let dest = inside(&root, m.target())?;
         match m {
             Mount::Bind {
                 source, read_only, ..
@@ -380,6 +428,7 @@ pub fn prepare(
 /// bind mount keeps the host's flags, so they open), `/dev/pts`, `/dev/shm`, `/dev/mqueue` and
 /// the usual links.
 fn setup_dev(dev: &Path) -> Result<(), ContainerError> {
+    // A fresh tmpfs: nothing in it can be a link the container planted.
     tmpfs(
         dev,
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
@@ -442,7 +491,7 @@ fn bind_file(
     root: &Path,
     in_rootfs: bool,
 ) -> Result<(), ContainerError> {
-    let dest = inside(root, target);
+    let dest = inside(root, target)?;
     let src_meta = fs::metadata(src).map_err(io(format!("bind source {}", src.display())))?;
     if fs::symlink_metadata(&dest).is_err() {
         if !in_rootfs {
@@ -466,4 +515,31 @@ pub fn enter(root: &Path) -> Result<(), ContainerError> {
     pivot_root(".", ".").map_err(sys(format!("pivot_root into {}", root.display())))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(sys("detach the old root"))?;
     chdir("/").map_err(sys("chdir /"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_resolve_inside_the_root() {
+        let root = std::env::temp_dir().join(format!("berth-rootfs-links-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("usr/lib")).unwrap();
+        symlink("/", root.join("escape")).unwrap();
+        symlink("/etc", root.join("etc")).unwrap();
+        symlink("usr/lib", root.join("lib")).unwrap();
+        symlink("../../../..", root.join("usr/lib/up")).unwrap();
+        symlink("loop", root.join("loop")).unwrap();
+        let r = |p: &str| inside(&root, Path::new(p)).unwrap();
+        assert_eq!(r("/escape/usr/x"), root.join("usr/x"));
+        // etc -> /etc is root/etc again: a loop, refused.
+        assert!(inside(&root, Path::new("/etc/hosts")).is_err());
+        assert_eq!(r("/lib/x"), root.join("usr/lib/x"));
+        assert_eq!(r("/usr/lib/up/x"), root.join("x"));
+        assert_eq!(r("/../../x"), root.join("x"));
+        assert!(inside(&root, Path::new("/loop/x")).is_err());
+        fs::remove_dir_all(&root).unwrap();
+    }
 }
