@@ -99,6 +99,7 @@ pub fn filesystem(spec: &SecuritySpec, state_dir: &Path) -> Filesystem {
         host_devices: spec.privileged,
         mounts,
         hide,
+        detach_host_mounts: spec.capabilities().contains(&"CAP_SYS_ADMIN"),
     }
 }
 

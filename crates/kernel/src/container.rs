@@ -358,13 +358,13 @@ fn stage2_main(json: Option<&String>, ready_fd: Option<&String>) -> i32 {
             f.ok()
         });
     let result = parse_config(json).and_then(|cfg| {
-        let root = stage2_setup(&cfg)?;
+        stage2_setup(&cfg)?;
         let signals = block_signals()?;
         // The exec hop is our own (dynamically linked) executable: it must be loaded from the
-        // host's root, so it is spawned first and waits; pivot_root then moves it (and us: pid
-        // 1's root is what `exec` joins) into the container's root.
-        // The hop says when it runs (its libraries are loaded: `spawn` returns at execve, before
-        // the dynamic loader has opened them), then waits for our go.
+        // host's root, so it is spawned first (it loads while we assemble the root) and waits;
+        // pivot_root then moves it (and us: pid 1's root is what `exec` joins) into the
+        // container's root. The hop says when it runs (its libraries are loaded: `spawn`
+        // returns at execve, before the dynamic loader has opened them), then waits for our go.
         let env = container_env(&cfg.hostname, &cfg.env);
         let (go_r, mut go_w) = std::io::pipe().map_err(io("create the go pipe"))?;
         let (mut up_r, up_w) = std::io::pipe().map_err(io("create the go pipe"))?;
@@ -380,6 +380,15 @@ fn stage2_main(json: Option<&String>, ready_fd: Option<&String>) -> i32 {
         drop(go_r);
         drop(up_w);
         let child = spawned?;
+        let root = match crate::rootfs::prepare(&cfg.filesystem, cfg.rootfs.as_deref(), &cfg.binds)
+        {
+            Ok(root) => root,
+            Err(e) => {
+                // The hop reads EOF and exits.
+                let _ = kill(child, Signal::SIGKILL);
+                return Err(e);
+            }
+        };
         // EOF: the hop died before it ran; supervise reports its exit code.
         let _ = up_r.read_exact(&mut [0u8; 1]);
         drop(up_r);
@@ -404,9 +413,8 @@ fn stage2_main(json: Option<&String>, ready_fd: Option<&String>) -> i32 {
     }
 }
 
-/// Everything before the hop is spawned: our own mount namespace, the hostname, the root
-/// (returned, to be entered).
-fn stage2_setup(cfg: &InitConfig) -> Result<PathBuf, ContainerError> {
+/// Everything before the hop is spawned: our own mount namespace, the hostname.
+fn stage2_setup(cfg: &InitConfig) -> Result<(), ContainerError> {
     // If stage 1 is SIGKILLed, pid 1 dies, and with it the whole pid namespace.
     set_pdeathsig(Signal::SIGKILL).map_err(sys("prctl(PR_SET_PDEATHSIG)"))?;
     unshare(CloneFlags::CLONE_NEWNS).map_err(sys("unshare(mount namespace)"))?;
@@ -421,8 +429,7 @@ fn stage2_setup(cfg: &InitConfig) -> Result<PathBuf, ContainerError> {
     if !cfg.hostname.is_empty() {
         sethostname(&cfg.hostname).map_err(sys(format!("sethostname {:?}", cfg.hostname)))?;
     }
-    chdir("/").map_err(sys("chdir /"))?;
-    crate::rootfs::prepare(&cfg.filesystem, cfg.rootfs.as_deref(), &cfg.binds)
+    chdir("/").map_err(sys("chdir /"))
 }
 
 // ---------------------------------------------------------------------------------------------

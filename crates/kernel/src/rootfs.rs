@@ -116,6 +116,12 @@ pub struct Filesystem {
     /// state directory and its socket's directory.
     #[serde(default)]
     pub hide: Vec<PathBuf>,
+    /// Detach the host's /proc, /sys and /dev from the view rather than cover them with the
+    /// container's own: for a container that can unmount (`CAP_SYS_ADMIN`), which would
+    /// otherwise find the host's /proc (and every namespace in it) underneath. Each detach
+    /// waits for an RCU grace period, so a container that cannot unmount is spared it.
+    #[serde(default)]
+    pub detach_host_mounts: bool,
 }
 
 fn yes() -> bool {
@@ -130,6 +136,7 @@ impl Default for Filesystem {
             host_devices: false,
             mounts: Vec::new(),
             hide: Vec::new(),
+            detach_host_mounts: false,
         }
     }
 }
@@ -299,10 +306,9 @@ pub fn prepare(
         }
     };
 
-    if rootfs.is_none() {
+    if rootfs.is_none() && fsys.detach_host_mounts {
         // The host's /proc, /sys and /dev (and what is mounted below them) leave the view;
-        // fresh ones take their place. A sysfs of the same network namespace could not even be
-        // mounted on top of itself (EBUSY).
+        // fresh ones take their place.
         for dir in ["proc", "sys", "dev"] {
             match umount2(&inside(&root, Path::new(dir))?, MntFlags::MNT_DETACH) {
                 Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
@@ -331,14 +337,20 @@ pub fn prepare(
     } else {
         MsFlags::MS_RDONLY
     };
-    mount(
+    match mount(
         Some("sysfs"),
         &sys_dir,
         Some("sysfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | ro,
         None::<&str>,
-    )
-    .map_err(sys(format!("mount sysfs on {}", sys_dir.display())))?;
+    ) {
+        Ok(()) => {}
+        // The view's /sys is already this network namespace's sysfs (the container shares
+        // berthd's namespace, `--network host`), read-only with the view; the kernel refuses
+        // to stack a superblock on itself.
+        Err(nix::errno::Errno::EBUSY) if rootfs.is_none() => {}
+        Err(e) => return Err(sys(format!("mount sysfs on {}", sys_dir.display()))(e)),
+    }
 
     let dev = inside(&root, Path::new("/dev"))?;
     ensure_target(&dev, true, Path::new("/dev"))?;
