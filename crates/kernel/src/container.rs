@@ -574,10 +574,14 @@ fn exec_main(args: &[String]) -> i32 {
             return EXIT_SETUP_FAILED;
         }
     };
+    let mut confined = false;
     let rooted = if root == "-" {
         Ok(())
     } else if let Some(fds) = root.strip_prefix("go:") {
-        match wait_for_go(fds) {
+        // Nothing after this needs a privilege: drop them now, while stage 2 is still
+        // assembling the root (compiling and attaching the filter is off the critical path).
+        confined = true;
+        match wait_for_go(fds, || crate::confine::apply(&privileges)) {
             // Stage 2 failed; it reports why.
             Ok(false) => return EXIT_SETUP_FAILED,
             Ok(true) => chdir("/").map_err(sys("chdir /")),
@@ -603,9 +607,11 @@ fn exec_main(args: &[String]) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    if let Err(e) = crate::confine::apply(&privileges) {
-        report(&e);
-        return EXIT_SETUP_FAILED;
+    if !confined {
+        if let Err(e) = crate::confine::apply(&privileges) {
+            report(&e);
+            return EXIT_SETUP_FAILED;
+        }
     }
     close_inherited_fds();
     // exec only returns on failure.
@@ -636,9 +642,12 @@ fn close_inherited_fds() {
 }
 
 /// `fds` is `GO:UP`, two inherited pipe ends (reopened through `/proc`, the inherited ones
-/// closed): writes a byte on UP (we run), then reads stage 2's byte on GO. `false`: stage 2
-/// closed GO without a byte (it failed).
-fn wait_for_go(fds: &str) -> Result<bool, ContainerError> {
+/// closed): runs `before`, writes a byte on UP (we run), then reads stage 2's byte on GO.
+/// `false`: stage 2 closed GO without a byte (it failed).
+fn wait_for_go(
+    fds: &str,
+    before: impl FnOnce() -> Result<(), ContainerError>,
+) -> Result<bool, ContainerError> {
     let bad = || ContainerError::Config(format!("{EXEC_ARG}: bad descriptors {fds:?}"));
     let (go, up) = fds.split_once(':').ok_or_else(bad)?;
     let (go, up): (i32, i32) = (
@@ -652,6 +661,7 @@ fn wait_for_go(fds: &str) -> Result<bool, ContainerError> {
     let _ = nix::unistd::close(go);
     let _ = nix::unistd::close(up);
     let mut go_file = go_file.map_err(io("open the go pipe"))?;
+    before()?;
     up_file
         .and_then(|mut f| f.write_all(b"1"))
         .map_err(io("write to the go pipe"))?;
