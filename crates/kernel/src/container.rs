@@ -10,16 +10,17 @@
 //! binary with a hidden first argument; `main()` hands argv to [`dispatch`] before anything else,
 //! so all namespace work happens in fresh single-threaded processes:
 //!
-//! * stage 1 ([`INIT_ARG`]): joins the network namespace, unshares uts/pid/ipc, spawns stage 2,
-//!   writes its pid to `pid_file`, forwards signals to it, waits, writes the exit code to
-//!   `exit_file` and exits with it. It stays in the host's mount namespace (it writes those
-//!   files).
+//! * stage 1 ([`INIT_ARG`]): joins the network namespace, unshares mnt/uts/pid/ipc, makes `/`
+//!   recursively private, spawns stage 2, writes its pid to `pid_file`, forwards signals to it,
+//!   waits, writes the exit code to `exit_file` and exits with it. Stage 2's pivot_root moves
+//!   stage 1 too (same mount namespace), so it writes those files through descriptors of their
+//!   directories, opened first.
 //! * stage 2 ([`INIT2_ARG`]): pid 1 of the new pid namespace. Dies with stage 1 (parent-death
-//!   signal), unshares its mount namespace and makes `/` recursively private, sets the hostname,
-//!   assembles the root ([`crate::rootfs::prepare`]: /proc, /sys, /dev, masked paths, the
-//!   generated files, `-v`, `--tmpfs`), spawns the exec hop, `pivot_root`s (which moves the
-//!   waiting hop too) and lets the hop go; then forwards signals, reaps every child and exits
-//!   with the command's exit code.
+//!   signal), sets the hostname, spawns the exec hop (which loads and drops its privileges
+//!   meanwhile), assembles the root ([`crate::rootfs::prepare`]: /proc, /sys, /dev, masked
+//!   paths, the generated files, `-v`, `--tmpfs`), `pivot_root`s (which moves the waiting hop
+//!   too) and lets the hop go; then forwards signals, reaps every child and exits with the
+//!   command's exit code.
 //! * enter ([`ENTER_ARG`]): joins the net/uts/ipc/pid namespaces of a running container, spawns
 //!   the command through the exec hop (which joins the mount namespace and root), forwards
 //!   signals to it and exits with its code (`berth exec`).
@@ -51,11 +52,12 @@ use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::mount::{mount, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::prctl::set_pdeathsig;
 use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{chdir, chroot, fchdir, gethostname, sethostname, Pid};
 use serde::{Deserialize, Serialize};
@@ -277,28 +279,49 @@ fn stage1_main(json: Option<&String>) -> i32 {
             return EXIT_SETUP_FAILED;
         }
     };
-    let code = match stage1(&cfg) {
+    // Opened first: pivot_root in stage 2 moves us (we share its mount namespace), after
+    // which the host's paths are gone; the directories' descriptors still lead there.
+    let (pid_out, exit_out) = match (OutFile::open(&cfg.pid_file), OutFile::open(&cfg.exit_file)) {
+        (Ok(p), Ok(e)) => (p, e),
+        (Err(e), _) | (_, Err(e)) => {
+            report(&e);
+            return EXIT_SETUP_FAILED;
+        }
+    };
+    let code = match stage1(&cfg, &pid_out) {
         Ok(code) => code,
         Err(e) => {
             report(&e);
             EXIT_SETUP_FAILED
         }
     };
-    if let Err(e) = write_atomic(&cfg.exit_file, &code.to_string()) {
+    if let Err(e) = exit_out.write(&code.to_string()) {
         report(&e);
     }
     code
 }
 
-fn stage1(cfg: &InitConfig) -> Result<i32, ContainerError> {
+fn stage1(cfg: &InitConfig, pid_out: &OutFile) -> Result<i32, ContainerError> {
     if let Some(netns) = &cfg.netns {
         let f = File::open(netns).map_err(io(format!("open netns {}", netns.display())))?;
         setns(&f, CloneFlags::CLONE_NEWNET)
             .map_err(sys(format!("setns(CLONE_NEWNET) into {}", netns.display())))?;
     }
-    // The mount namespace is stage 2's own: pivot_root there must not move us.
-    unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC)
-        .map_err(sys("unshare(uts, pid, ipc namespaces)"))?;
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWIPC,
+    )
+    .map_err(sys("unshare(mnt, uts, pid, ipc namespaces)"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(sys("make / recursively private"))?;
 
     let json = serde_json::to_string(cfg)
         .map_err(|e| ContainerError::Config(format!("cannot serialize: {e}")))?;
@@ -321,7 +344,7 @@ fn stage1(cfg: &InitConfig) -> Result<i32, ContainerError> {
     // EOF (stage 2 failed and exited) is fine too: supervise collects its exit code.
     let _ = ready_r.read_exact(&mut [0u8; 1]);
     drop(ready_r);
-    if let Err(e) = write_atomic(&cfg.pid_file, &pid.to_string()) {
+    if let Err(e) = pid_out.write(&pid.to_string()) {
         let _ = kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
         return Err(e);
@@ -329,16 +352,51 @@ fn stage1(cfg: &InitConfig) -> Result<i32, ContainerError> {
     Ok(supervise(&signals, pid, false))
 }
 
-fn write_atomic(path: &Path, content: &str) -> Result<(), ContainerError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    fs::write(&tmp, content).map_err(io(format!("write {}", tmp.display())))?;
-    fs::rename(&tmp, path).map_err(io(format!(
-        "rename {} to {}",
-        tmp.display(),
-        path.display()
-    )))
+/// A file stage 1 writes (atomically: `NAME.tmp`, then renamed) through a descriptor of its
+/// directory, so it works after stage 2's pivot_root has moved stage 1 too.
+struct OutFile {
+    dir: File,
+    name: PathBuf,
+    shown: PathBuf,
+}
+
+impl OutFile {
+    fn open(path: &Path) -> Result<OutFile, ContainerError> {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(ContainerError::Config(format!(
+                "{} is not a file path",
+                path.display()
+            )));
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        Ok(OutFile {
+            dir: File::open(dir).map_err(io(format!("open {}", dir.display())))?,
+            name: PathBuf::from(name),
+            shown: path.to_path_buf(),
+        })
+    }
+
+    fn write(&self, content: &str) -> Result<(), ContainerError> {
+        let mut tmp = self.name.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let what = || format!("write {}", self.shown.display());
+        let fd = nix::fcntl::openat(
+            &self.dir,
+            tmp.as_os_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(sys(what()))?;
+        File::from(fd)
+            .write_all(content.as_bytes())
+            .map_err(io(what()))?;
+        nix::fcntl::renameat(&self.dir, tmp.as_os_str(), &self.dir, self.name.as_os_str())
+            .map_err(sys(what()))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -413,19 +471,10 @@ fn stage2_main(json: Option<&String>, ready_fd: Option<&String>) -> i32 {
     }
 }
 
-/// Everything before the hop is spawned: our own mount namespace, the hostname.
+/// Everything before the hop is spawned (stage 1 made the mount namespace).
 fn stage2_setup(cfg: &InitConfig) -> Result<(), ContainerError> {
     // If stage 1 is SIGKILLed, pid 1 dies, and with it the whole pid namespace.
     set_pdeathsig(Signal::SIGKILL).map_err(sys("prctl(PR_SET_PDEATHSIG)"))?;
-    unshare(CloneFlags::CLONE_NEWNS).map_err(sys("unshare(mount namespace)"))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(sys("make / recursively private"))?;
     if !cfg.hostname.is_empty() {
         sethostname(&cfg.hostname).map_err(sys(format!("sethostname {:?}", cfg.hostname)))?;
     }
