@@ -16,20 +16,19 @@
 //!   stage 1 too (same mount namespace), so it writes those files through descriptors of their
 //!   directories, opened first.
 //! * stage 2 ([`INIT2_ARG`]): pid 1 of the new pid namespace. Dies with stage 1 (parent-death
-//!   signal), sets the hostname, spawns the exec hop (which loads and drops its privileges
-//!   meanwhile), assembles the root ([`crate::rootfs::prepare`]: /proc, /sys, /dev, masked
-//!   paths, the generated files, `-v`, `--tmpfs`), `pivot_root`s (which moves the waiting hop
-//!   too) and lets the hop go; then forwards signals, reaps every child and exits with the
-//!   command's exit code.
+//!   signal), sets the hostname, forks the command's process (which drops its privileges
+//!   meanwhile: [`crate::confine::apply`]), assembles the root ([`crate::rootfs::prepare`]:
+//!   /proc, /sys, /dev, masked paths, the generated files, `-v`, `--tmpfs`), `pivot_root`s
+//!   (which moves the waiting child too) and lets the child go: it unblocks signals, looks the
+//!   command up in `$PATH` and `exec`s it. Then stage 2 forwards signals, reaps every child and
+//!   exits with the command's exit code.
 //! * enter ([`ENTER_ARG`]): joins the net/uts/ipc/pid namespaces of a running container, spawns
 //!   the command through the exec hop (which joins the mount namespace and root), forwards
 //!   signals to it and exits with its code (`berth exec`).
-//! * exec hop ([`EXEC_ARG`], internal): the process that becomes the command. It waits until
-//!   stage 2 has moved it into the container's root (our own executable is dynamically linked, so
-//!   it must be loaded from the host's root first), or joins a running container's mount
-//!   namespace and root (`exec`); unblocks the signals its parent blocked, looks the command up
-//!   in `$PATH`, drops its privileges ([`crate::confine::apply`]) and `exec`s the command in
-//!   place, so the command's pid is the one its parent supervises.
+//! * exec hop ([`EXEC_ARG`], internal): the process that becomes an `exec` command. It joins a
+//!   running container's mount namespace and root, unblocks the signals its parent blocked,
+//!   looks the command up in `$PATH`, drops its privileges ([`crate::confine::apply`]) and
+//!   `exec`s the command in place, so the command's pid is the one its parent supervises.
 //!
 //! Exit codes follow docker: the command's code, `128 + signal` if it was killed by a signal,
 //! 127 if the command was not found, 126 if it could not be executed, 125 if berth itself failed
@@ -64,6 +63,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::confine::Privileges;
 use crate::rootfs::Filesystem;
+use crate::sys::Forked;
 
 /// argv\[1\] for stage 1; argv\[2\] is the [`InitConfig`] as JSON.
 pub const INIT_ARG: &str = "__berth_init";
@@ -72,10 +72,9 @@ pub const INIT2_ARG: &str = "__berth_init2";
 /// argv\[1\] for `exec`: argv\[2\] is the container's init pid, argv\[3..\] the command.
 pub const ENTER_ARG: &str = "__berth_enter";
 
-/// Internal: argv\[1\] of the exec hop; argv\[2\] is `-` (stay), a container init's pid (join
-/// its mount namespace and root) or `go:FD` (wait for a byte on FD: stage 2 has moved us into
-/// the root); argv\[3\] the [`Privileges`] as JSON; argv\[4..\] is the command. [`dispatch`]
-/// handles it like the other stages.
+/// Internal: argv\[1\] of the exec hop (`berth exec`); argv\[2\] is `-` (stay) or a container
+/// init's pid (join its mount namespace and root); argv\[3\] the [`Privileges`] as JSON;
+/// argv\[4..\] is the command. [`dispatch`] handles it like the other stages.
 pub const EXEC_ARG: &str = "__berth_exec";
 
 /// The PATH every container starts with (docker's default).
@@ -415,49 +414,36 @@ fn stage2_main(json: Option<&String>, ready_fd: Option<&String>) -> i32 {
             let _ = nix::unistd::close(fd);
             f.ok()
         });
+    let mut ready = ready;
     let result = parse_config(json).and_then(|cfg| {
         stage2_setup(&cfg)?;
         let signals = block_signals()?;
-        // The exec hop is our own (dynamically linked) executable: it must be loaded from the
-        // host's root, so it is spawned first (it loads while we assemble the root) and waits;
-        // pivot_root then moves it (and us: pid 1's root is what `exec` joins) into the
-        // container's root. The hop says when it runs (its libraries are loaded: `spawn`
-        // returns at execve, before the dynamic loader has opened them), then waits for our go.
+        // The command's process is a fork of ours (no second load of this big executable): it
+        // confines itself (compiling and attaching the seccomp filter) while we assemble the
+        // root, then waits for our go; pivot_root moves it (and us: pid 1's root is what `exec`
+        // joins) into the container's root.
         let env = container_env(&cfg.hostname, &cfg.env);
         let (go_r, mut go_w) = std::io::pipe().map_err(io("create the go pipe"))?;
-        let (mut up_r, up_w) = std::io::pipe().map_err(io("create the go pipe"))?;
-        fcntl(&go_r, FcntlArg::F_SETFD(FdFlag::empty()))
-            .and_then(|_| fcntl(&up_w, FcntlArg::F_SETFD(FdFlag::empty())))
-            .map_err(sys("clear FD_CLOEXEC on the go pipe"))?;
-        let spawned = spawn_hop(
-            &format!("go:{}:{}", go_r.as_raw_fd(), up_w.as_raw_fd()),
-            &cfg.privileges,
-            &cfg.cmd,
-            &env,
-        );
-        drop(go_r);
-        drop(up_w);
-        let child = spawned?;
-        let root = match crate::rootfs::prepare(&cfg.filesystem, cfg.rootfs.as_deref(), &cfg.binds)
-        {
-            Ok(root) => root,
-            Err(e) => {
-                // The hop reads EOF and exits.
-                let _ = kill(child, Signal::SIGKILL);
-                return Err(e);
+        let child = match crate::sys::fork_single_threaded() {
+            Ok(Forked::Child) => {
+                drop(go_w);
+                drop(ready.take());
+                std::process::exit(command_child(&cfg, &env, go_r));
             }
+            Ok(Forked::Parent(child)) => child,
+            Err(e) => return Err(io("fork the command's process")(e)),
         };
-        // EOF: the hop died before it ran; supervise reports its exit code.
-        let _ = up_r.read_exact(&mut [0u8; 1]);
-        drop(up_r);
-        if let Err(e) = crate::rootfs::enter(&root) {
-            // The hop reads EOF and exits.
+        drop(go_r);
+        let entered = crate::rootfs::prepare(&cfg.filesystem, cfg.rootfs.as_deref(), &cfg.binds)
+            .and_then(|root| crate::rootfs::enter(&root));
+        if let Err(e) = entered {
+            // The child reads EOF and exits.
             let _ = kill(child, Signal::SIGKILL);
             return Err(e);
         }
         let _ = go_w.write_all(b"1");
         drop(go_w);
-        if let Some(mut ready) = ready {
+        if let Some(mut ready) = ready.take() {
             let _ = ready.write_all(b"1");
         }
         Ok((signals, child))
@@ -607,8 +593,7 @@ fn spawn_hop(
 }
 
 fn exec_main(args: &[String]) -> i32 {
-    let (Some(root), Some(privileges), Some(name)) = (args.first(), args.get(1), args.get(2))
-    else {
+    let (Some(root), Some(privileges), Some(_)) = (args.first(), args.get(1), args.get(2)) else {
         report(&ContainerError::Config(format!(
             "{EXEC_ARG}: expected a root, privileges and a command"
         )));
@@ -623,19 +608,8 @@ fn exec_main(args: &[String]) -> i32 {
             return EXIT_SETUP_FAILED;
         }
     };
-    let mut confined = false;
     let rooted = if root == "-" {
         Ok(())
-    } else if let Some(fds) = root.strip_prefix("go:") {
-        // Nothing after this needs a privilege: drop them now, while stage 2 is still
-        // assembling the root (compiling and attaching the filter is off the critical path).
-        confined = true;
-        match wait_for_go(fds, || crate::confine::apply(&privileges)) {
-            // Stage 2 failed; it reports why.
-            Ok(false) => return EXIT_SETUP_FAILED,
-            Ok(true) => chdir("/").map_err(sys("chdir /")),
-            Err(e) => Err(e),
-        }
     } else {
         join_mount_ns_and_root(root)
     };
@@ -643,6 +617,48 @@ fn exec_main(args: &[String]) -> i32 {
         report(&e);
         return EXIT_SETUP_FAILED;
     }
+    become_command(Some(&privileges), &args[2..], None)
+}
+
+/// The command's process in a new container (a fork of stage 2): confines itself, waits for
+/// stage 2's go (it has moved us into the root), becomes the command.
+fn command_child(
+    cfg: &InitConfig,
+    env: &BTreeMap<String, String>,
+    mut go: std::io::PipeReader,
+) -> i32 {
+    if let Err(e) = crate::confine::apply(&cfg.privileges) {
+        report(&e);
+        return EXIT_SETUP_FAILED;
+    }
+    // EOF: stage 2 failed, and reports why.
+    if go.read_exact(&mut [0u8; 1]).is_err() {
+        return EXIT_SETUP_FAILED;
+    }
+    drop(go);
+    if let Err(e) = chdir("/") {
+        report(&ContainerError::Sys {
+            what: "chdir /".into(),
+            err: e,
+        });
+        return EXIT_SETUP_FAILED;
+    }
+    become_command(None, &cfg.cmd, Some(env))
+}
+
+/// Unblocks the signals its parent blocked, looks `cmd[0]` up in `$PATH` (of `env`, else of
+/// our environment), applies `privileges` (unless already done), closes inherited descriptors
+/// and `exec`s `cmd` (with exactly `env` if given). Returns only on failure, with docker's
+/// exit code.
+fn become_command(
+    privileges: Option<&Privileges>,
+    cmd: &[String],
+    env: Option<&BTreeMap<String, String>>,
+) -> i32 {
+    let Some(name) = cmd.first() else {
+        report(&ContainerError::Config("no command given".into()));
+        return EXIT_SETUP_FAILED;
+    };
     // Pending signals (sent to the command before it existed) take effect here.
     if let Err(e) = signal_set().thread_unblock() {
         report(&ContainerError::Sys {
@@ -651,20 +667,28 @@ fn exec_main(args: &[String]) -> i32 {
         });
         return EXIT_SETUP_FAILED;
     }
-    let path_var = std::env::var("PATH").unwrap_or_default();
+    let path_var = match env {
+        Some(env) => env.get("PATH").cloned().unwrap_or_default(),
+        None => std::env::var("PATH").unwrap_or_default(),
+    };
     let program = match resolve_command(name, &path_var) {
         Ok(p) => p,
         Err(code) => return code,
     };
-    if !confined {
-        if let Err(e) = crate::confine::apply(&privileges) {
+    if let Some(privileges) = privileges {
+        if let Err(e) = crate::confine::apply(privileges) {
             report(&e);
             return EXIT_SETUP_FAILED;
         }
     }
     close_inherited_fds();
+    let mut command = Command::new(&program);
+    command.arg0(name).args(&cmd[1..]);
+    if let Some(env) = env {
+        command.env_clear().envs(env);
+    }
     // exec only returns on failure.
-    let e = Command::new(&program).arg0(name).args(&args[3..]).exec();
+    let e = command.exec();
     eprintln!("berth: exec: {name:?}: {e}");
     if e.kind() == ErrorKind::NotFound {
         EXIT_NOT_FOUND
@@ -688,34 +712,6 @@ fn close_inherited_fds() {
     for fd in fds {
         let _ = nix::unistd::close(fd);
     }
-}
-
-/// `fds` is `GO:UP`, two inherited pipe ends (reopened through `/proc`, the inherited ones
-/// closed): runs `before`, writes a byte on UP (we run), then reads stage 2's byte on GO.
-/// `false`: stage 2 closed GO without a byte (it failed).
-fn wait_for_go(
-    fds: &str,
-    before: impl FnOnce() -> Result<(), ContainerError>,
-) -> Result<bool, ContainerError> {
-    let bad = || ContainerError::Config(format!("{EXEC_ARG}: bad descriptors {fds:?}"));
-    let (go, up) = fds.split_once(':').ok_or_else(bad)?;
-    let (go, up): (i32, i32) = (
-        go.parse().map_err(|_| bad())?,
-        up.parse().map_err(|_| bad())?,
-    );
-    let go_file = File::open(format!("/proc/self/fd/{go}"));
-    let up_file = fs::OpenOptions::new()
-        .write(true)
-        .open(format!("/proc/self/fd/{up}"));
-    let _ = nix::unistd::close(go);
-    let _ = nix::unistd::close(up);
-    let mut go_file = go_file.map_err(io("open the go pipe"))?;
-    before()?;
-    up_file
-        .and_then(|mut f| f.write_all(b"1"))
-        .map_err(io("write to the go pipe"))?;
-    let mut byte = [0u8; 1];
-    Ok(go_file.read_exact(&mut byte).is_ok())
 }
 
 fn join_mount_ns_and_root(pid: &str) -> Result<(), ContainerError> {
