@@ -341,7 +341,7 @@ mod tests {
         let mut full = vec!["berth", "run"];
         full.extend_from_slice(argv);
         match Cli::try_parse_from(full).expect("parses").command {
-            crate::Command::Run(a) => a,
+            crate::Command::Run(a) => *a,
             other => panic!("not run: {other:?}"),
         }
     }
