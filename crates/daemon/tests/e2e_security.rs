@@ -578,3 +578,33 @@ fn volumes_tmpfs_and_read_only() {
     assert!(stdout(&o).contains("Read-only file system"), "{}", show(&o));
     assert!(!root.join("new").exists());
 }
+
+/// Proves: a container that may unmount (`--cap-add SYS_ADMIN`) finds nothing of the host's
+/// under its /proc and /sys (they were detached, not just covered), and a default one cannot
+/// unmount at all.
+#[test]
+fn nothing_of_the_hosts_under_proc() {
+    require_root!();
+    let w = World::new();
+    // /sys first: umount(8) reads /proc/self/mountinfo.
+    let script = "umount -l /sys 2>/dev/null && echo UNMOUNTED; ls /sys | wc -l; \
+                  umount -l /proc 2>/dev/null; ls /proc | grep -c '^[0-9]'";
+    let o = run_sh(&w, &["--network", "none"], script);
+    assert!(!stdout(&o).contains("UNMOUNTED"), "{}", show(&o));
+    let o = run_sh(&w, &["--network", "none", "--cap-add", "SYS_ADMIN"], script);
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first(), Some(&"UNMOUNTED"), "{}", show(&o));
+    assert_eq!(
+        lines.get(1),
+        Some(&"0"),
+        "the host's sysfs under /sys: {}",
+        show(&o)
+    );
+    assert_eq!(
+        lines.get(2),
+        Some(&"0"),
+        "host processes under /proc: {}",
+        show(&o)
+    );
+}

@@ -1,7 +1,8 @@
 //! What a container's processes may do: capabilities, `no_new_privs` and the seccomp filter.
 //!
-//! Applied by the exec hop to itself right before it `exec`s the command, for the container's
-//! command and for every `berth exec` process alike, in this order:
+//! Applied by the process that becomes the command to itself, before it `exec`s it: the
+//! container's command (a fork of stage 2, while stage 2 still assembles the root) and every
+//! `berth exec` process (the exec hop) alike, in this order:
 //!
 //! 1. the seccomp filter (Docker's default profile, [`crate::seccomp_table`]), while the process
 //!    still has `CAP_SYS_ADMIN`, so it can be installed with or without `no_new_privs`. Docker's
