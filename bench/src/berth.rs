@@ -148,6 +148,7 @@ impl BerthNet {
             extra_hosts: Vec::new(),
             rootfs: None,
             auto_remove: false,
+            security: Default::default(),
         };
         let ep = plan_endpoint(
             &self.net,

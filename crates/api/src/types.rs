@@ -291,7 +291,7 @@ pub struct Component {
     pub version: String,
 }
 
-/// `HostConfig` of a container create request (the networking part of Docker's).
+/// `HostConfig` of a container create request (the networking and security parts of Docker's).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct HostConfig {
@@ -318,6 +318,28 @@ pub struct HostConfig {
     /// as empty.
     #[serde(default, deserialize_with = "null_as_default")]
     pub port_bindings: BTreeMap<String, Vec<PortBinding>>,
+    /// `--privileged`: every capability, no seccomp filter, no masked paths, the host's /dev.
+    #[serde(default)]
+    pub privileged: bool,
+    /// `--cap-add` (`NET_ADMIN`, `CAP_NET_ADMIN`, `ALL`).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub cap_add: Vec<String>,
+    /// `--cap-drop`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub cap_drop: Vec<String>,
+    /// `--security-opt`: `no-new-privileges[=true|false]`, `seccomp=unconfined`,
+    /// `systempaths=unconfined`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub security_opt: Vec<String>,
+    /// `--read-only`.
+    #[serde(default)]
+    pub readonly_rootfs: bool,
+    /// `-v HOST:CONTAINER[:ro]`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub binds: Vec<String>,
+    /// `--tmpfs PATH[:OPTIONS]`: path → options.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub tmpfs: BTreeMap<String, String>,
 }
 
 /// Reads JSON `null` as the type's default (Go clients send `null` for empty maps).

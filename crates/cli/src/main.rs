@@ -35,7 +35,7 @@ enum Command {
     Network(cmd::network::NetworkCommand),
     /// Create and start a container running a command.
     #[command(disable_help_flag = true)]
-    Run(cmd::run::Args),
+    Run(Box<cmd::run::Args>),
     /// Run a command in a running container.
     Exec(cmd::exec::Args),
     /// Print a container's output.
@@ -86,7 +86,7 @@ async fn dispatch(cli: Cli) -> i32 {
     };
     let result = match cli.command {
         Command::Network(c) => cmd::network::run(&client, c).await,
-        Command::Run(a) => return cmd::run::run(&client, a).await,
+        Command::Run(a) => return cmd::run::run(&client, *a).await,
         Command::Exec(a) => cmd::exec::run(&client, a).await,
         Command::Logs(a) => cmd::logs::run(&client, a).await,
         Command::Ps(a) => cmd::ps::run(&client, a).await,

@@ -103,6 +103,8 @@ impl Daemon {
             extra_hosts,
             rootfs: req.rootfs.clone(),
             auto_remove: hc.auto_remove,
+            // issue 8: capabilities, seccomp, mounts (400 on bad input).
+            security: crate::security::spec_from_api(hc)?,
         };
         if mode == NetworkMode::Networks {
             // The networks to join: NetworkMode (default `bridge`) first, then any other

@@ -713,19 +713,23 @@ fn inspect_view(
             cmd: c.cmd.clone(),
             env: c.env.clone(),
         },
-        host_config: HostConfig {
-            network_mode: network_mode_view(c, nets),
-            dns: c.dns.iter().map(|a| a.to_string()).collect(),
-            dns_search: c.dns_search.clone(),
-            dns_options: c.dns_options.clone(),
-            extra_hosts: c
-                .extra_hosts
-                .iter()
-                .map(|(h, a)| format!("{h}:{a}"))
-                .collect(),
-            auto_remove: c.auto_remove,
-            port_bindings: crate::ports::bindings_view(&ports_doc.specs),
-        },
+        host_config: crate::security::host_config_view(
+            HostConfig {
+                network_mode: network_mode_view(c, nets),
+                dns: c.dns.iter().map(|a| a.to_string()).collect(),
+                dns_search: c.dns_search.clone(),
+                dns_options: c.dns_options.clone(),
+                extra_hosts: c
+                    .extra_hosts
+                    .iter()
+                    .map(|(h, a)| format!("{h}:{a}"))
+                    .collect(),
+                auto_remove: c.auto_remove,
+                port_bindings: crate::ports::bindings_view(&ports_doc.specs),
+                ..HostConfig::default()
+            },
+            &c.security,
+        ),
         network_settings: NetworkSettings {
             sandbox_key: if st.status == Status::Running && c.mode != NetworkMode::Host {
                 format!("/proc/{}/ns/net", st.pid)
@@ -837,7 +841,8 @@ async fn start_exec(State(d): D, UrlPath(id): UrlPath<String>) -> ApiResult<Resp
             "the container of this exec is not running",
         ));
     }
-    let rx = d.runtime.start_exec(&id, st.pid)?;
+    let privileges = crate::security::privileges(&d.find_container(&cid)?.security);
+    let rx = d.runtime.start_exec(&id, st.pid, &privileges)?;
     Ok(stream_body(rx))
 }
 

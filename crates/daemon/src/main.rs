@@ -20,6 +20,7 @@ mod ports;
 mod ports_local6;
 mod reconcile;
 mod runtime;
+mod security;
 
 use std::path::PathBuf;
 
@@ -84,6 +85,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    security::set_socket(&args.socket);
     let daemon = daemon::Daemon::start(daemon::Config {
         state_dir: args.state_dir.clone(),
         resolv_conf: args.resolv_conf.clone(),

@@ -167,6 +167,9 @@ impl Runtime {
             rootfs,
             cmd: c.cmd.clone(),
             env: c.env.clone(),
+            // issue 8: confinement.
+            privileges: crate::security::privileges(&c.security),
+            filesystem: crate::security::filesystem(&c.security, &d.config.state_dir),
             pid_file: pid_file.clone(),
             exit_file: exit_file.clone(),
         };
@@ -464,9 +467,14 @@ impl Runtime {
         Some((code.is_none(), code))
     }
 
-    /// Starts an exec session inside the container whose init pid is `init_pid`; streams its
-    /// output as multiplexed frames until it exits.
-    pub fn start_exec(&self, exec_id: &str, init_pid: i32) -> ApiResult<mpsc::Receiver<Bytes>> {
+    /// Starts an exec session inside the container whose init pid is `init_pid`, with the
+    /// container's `privileges`; streams its output as multiplexed frames until it exits.
+    pub fn start_exec(
+        &self,
+        exec_id: &str,
+        init_pid: i32,
+        privileges: &berth_kernel::confine::Privileges, // issue 8
+    ) -> ApiResult<mpsc::Receiver<Bytes>> {
         let (cmd, env, exit) = {
             let execs = self
                 .execs
@@ -477,7 +485,7 @@ impl Runtime {
                 .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {exec_id}")))?;
             (e.cmd.clone(), e.env.clone(), e.exit.clone())
         };
-        let mut command = ct::enter_command(Path::new(SELF_EXE), init_pid, &cmd, &env);
+        let mut command = ct::enter_command(Path::new(SELF_EXE), init_pid, &cmd, &env, privileges);
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

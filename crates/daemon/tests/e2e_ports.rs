@@ -133,12 +133,18 @@ fn setup(w: &World) {
 /// Starts container `name` running the TCP+UDP server on `ports`, with `opts` (e.g. `-p`);
 /// waits until it answers inside the container. Returns the path of its log.
 fn server(w: &World, name: &str, opts: &[&str], ports: &[u16]) -> String {
-    let log = w.dir.join(format!("{name}.log")).display().to_string();
+    // The host's filesystem is read-only in a container: the log directory is bound in.
+    let logs = w.dir.join("logs");
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    let bind = format!("{}:{}", logs.display(), logs.display());
+    let log = logs.join(format!("{name}.log")).display().to_string();
     let srv = w.helper("srv.py");
     let port_s: Vec<String> = ports.iter().map(u16::to_string).collect();
     let mut cmd = vec!["python3", srv.as_str(), log.as_str()];
     cmd.extend(port_s.iter().map(String::as_str));
-    w.run_d(name, opts, &cmd);
+    let mut all_opts = vec!["-v", bind.as_str()];
+    all_opts.extend_from_slice(opts);
+    w.run_d(name, &all_opts, &cmd);
     for p in ports {
         w.wait_container_port(name, *p);
     }

@@ -1,8 +1,10 @@
 //! Container process primitives: the init stages and `exec` entry.
 //!
-//! berth containers have no images: a process from the host's filesystem (or a `--rootfs` chroot)
-//! runs in its own net, uts, ipc, mount and pid namespaces, with generated `/etc/hosts`,
-//! `/etc/resolv.conf` and `/etc/hostname` bind-mounted over the real ones.
+//! berth containers have no images: a process from a read-only view of the host's filesystem (or
+//! a `--rootfs` directory) runs in its own net, uts, ipc, mount and pid namespaces, with
+//! generated `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` bind-mounted over the real
+//! ones, entered with `pivot_root` ([`crate::rootfs`]), with Docker's default capabilities and
+//! seccomp profile and `no_new_privs` ([`crate::confine`]).
 //!
 //! The daemon is multi-threaded and never calls `setns`/`unshare` itself. It re-executes its own
 //! binary with a hidden first argument; `main()` hands argv to [`dispatch`] before anything else,
@@ -10,19 +12,23 @@
 //!
 //! * stage 1 ([`INIT_ARG`]): joins the network namespace, unshares mnt/uts/pid/ipc, makes `/`
 //!   recursively private, spawns stage 2, writes its pid to `pid_file`, forwards signals to it,
-//!   waits, writes the exit code to `exit_file` and exits with it.
+//!   waits, writes the exit code to `exit_file` and exits with it. Stage 2's pivot_root moves
+//!   stage 1 too (same mount namespace), so it writes those files through descriptors of their
+//!   directories, opened first.
 //! * stage 2 ([`INIT2_ARG`]): pid 1 of the new pid namespace. Dies with stage 1 (parent-death
-//!   signal), bind-mounts the generated files, sets the hostname, mounts a fresh `/proc` (in the
-//!   rootfs if any), spawns the command (via the exec hop), chroots into the rootfs if any,
-//!   forwards signals, reaps every child and exits with the command's exit code.
+//!   signal), sets the hostname, forks the command's process (which drops its privileges
+//!   meanwhile: [`crate::confine::apply`]), assembles the root ([`crate::rootfs::prepare`]:
+//!   /proc, /sys, /dev, masked paths, the generated files, `-v`, `--tmpfs`), `pivot_root`s
+//!   (which moves the waiting child too) and lets the child go: it unblocks signals, looks the
+//!   command up in `$PATH` and `exec`s it. Then stage 2 forwards signals, reaps every child and
+//!   exits with the command's exit code.
 //! * enter ([`ENTER_ARG`]): joins the net/uts/ipc/pid namespaces of a running container, spawns
 //!   the command through the exec hop (which joins the mount namespace and root), forwards
 //!   signals to it and exits with its code (`berth exec`).
-//! * exec hop ([`EXEC_ARG`], internal): the process that becomes the command. It optionally joins
-//!   a container's mount namespace and root or chroots into the rootfs (our own executable is
-//!   dynamically linked, so it must be loaded before the chroot), unblocks the signals its parent blocked, looks the
-//!   command up in `$PATH` and `exec`s it in place, so the command's pid is the one its parent
-//!   supervises.
+//! * exec hop ([`EXEC_ARG`], internal): the process that becomes an `exec` command. It joins a
+//!   running container's mount namespace and root, unblocks the signals its parent blocked,
+//!   looks the command up in `$PATH`, drops its privileges ([`crate::confine::apply`]) and
+//!   `exec`s the command in place, so the command's pid is the one its parent supervises.
 //!
 //! Exit codes follow docker: the command's code, `128 + signal` if it was killed by a signal,
 //! 127 if the command was not found, 126 if it could not be executed, 125 if berth itself failed
@@ -45,14 +51,19 @@ use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::mount::{mount, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::prctl::set_pdeathsig;
 use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{chdir, chroot, fchdir, gethostname, sethostname, Pid};
 use serde::{Deserialize, Serialize};
+
+use crate::confine::Privileges;
+use crate::rootfs::Filesystem;
+use crate::sys::Forked;
 
 /// argv\[1\] for stage 1; argv\[2\] is the [`InitConfig`] as JSON.
 pub const INIT_ARG: &str = "__berth_init";
@@ -61,10 +72,9 @@ pub const INIT2_ARG: &str = "__berth_init2";
 /// argv\[1\] for `exec`: argv\[2\] is the container's init pid, argv\[3..\] the command.
 pub const ENTER_ARG: &str = "__berth_enter";
 
-/// Internal: argv\[1\] of the exec hop; argv\[2\] is `-` (stay), a container init's pid (join
-/// its mount namespace and root) or an absolute path (chroot into it); argv\[3..\] is the
-/// command. [`dispatch`] handles
-/// it like the other stages.
+/// Internal: argv\[1\] of the exec hop (`berth exec`); argv\[2\] is `-` (stay) or a container
+/// init's pid (join its mount namespace and root); argv\[3\] the [`Privileges`] as JSON;
+/// argv\[4..\] is the command. [`dispatch`] handles it like the other stages.
 pub const EXEC_ARG: &str = "__berth_exec";
 
 /// The PATH every container starts with (docker's default).
@@ -105,6 +115,13 @@ pub struct InitConfig {
     /// `KEY=VALUE`, added to the default env (PATH, HOSTNAME, HOME); entries without `=` are
     /// ignored.
     pub env: Vec<String>,
+    /// Capabilities, seccomp and `no_new_privs` of the command (and of `exec` processes: pass
+    /// the same to [`enter_command`]).
+    #[serde(default)]
+    pub privileges: Privileges,
+    /// How the root is assembled.
+    #[serde(default)]
+    pub filesystem: Filesystem,
     /// Stage 1 writes the container init's pid (stage 2's pid as seen from the daemon) here, once
     /// the container is set up and the command started (or stage 2 failed); always before
     /// `exit_file`.
@@ -172,11 +189,21 @@ pub fn signal(pid: i32, sig: Signal) -> nix::Result<()> {
 
 /// Builds the `Command` for `exec` into a running container whose init pid is `pid`. The
 /// command runs with the container's environment plus `env` (`KEY=VALUE`), which is passed to
-/// the enter process as its environment.
-pub fn enter_command(self_exe: &Path, pid: i32, cmd: &[String], env: &[String]) -> Command {
+/// the enter process as its environment, and with `privileges` (the container's).
+pub fn enter_command(
+    self_exe: &Path,
+    pid: i32,
+    cmd: &[String],
+    env: &[String],
+    privileges: &Privileges,
+) -> Command {
+    // Serializing plain strings and bools cannot fail; an empty argument would be refused by
+    // the hop (exit 125), never run unconfined.
+    let privileges = serde_json::to_string(privileges).unwrap_or_default();
     let mut c = Command::new(self_exe);
     c.arg(ENTER_ARG)
         .arg(pid.to_string())
+        .arg(privileges)
         .args(cmd)
         .env_clear()
         .envs(env.iter().filter_map(|kv| kv.split_once('=')))
@@ -251,20 +278,29 @@ fn stage1_main(json: Option<&String>) -> i32 {
             return EXIT_SETUP_FAILED;
         }
     };
-    let code = match stage1(&cfg) {
+    // Opened first: pivot_root in stage 2 moves us (we share its mount namespace), after
+    // which the host's paths are gone; the directories' descriptors still lead there.
+    let (pid_out, exit_out) = match (OutFile::open(&cfg.pid_file), OutFile::open(&cfg.exit_file)) {
+        (Ok(p), Ok(e)) => (p, e),
+        (Err(e), _) | (_, Err(e)) => {
+            report(&e);
+            return EXIT_SETUP_FAILED;
+        }
+    };
+    let code = match stage1(&cfg, &pid_out) {
         Ok(code) => code,
         Err(e) => {
             report(&e);
             EXIT_SETUP_FAILED
         }
     };
-    if let Err(e) = write_atomic(&cfg.exit_file, &code.to_string()) {
+    if let Err(e) = exit_out.write(&code.to_string()) {
         report(&e);
     }
     code
 }
 
-fn stage1(cfg: &InitConfig) -> Result<i32, ContainerError> {
+fn stage1(cfg: &InitConfig, pid_out: &OutFile) -> Result<i32, ContainerError> {
     if let Some(netns) = &cfg.netns {
         let f = File::open(netns).map_err(io(format!("open netns {}", netns.display())))?;
         setns(&f, CloneFlags::CLONE_NEWNET)
@@ -307,7 +343,7 @@ fn stage1(cfg: &InitConfig) -> Result<i32, ContainerError> {
     // EOF (stage 2 failed and exited) is fine too: supervise collects its exit code.
     let _ = ready_r.read_exact(&mut [0u8; 1]);
     drop(ready_r);
-    if let Err(e) = write_atomic(&cfg.pid_file, &pid.to_string()) {
+    if let Err(e) = pid_out.write(&pid.to_string()) {
         let _ = kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
         return Err(e);
@@ -315,16 +351,51 @@ fn stage1(cfg: &InitConfig) -> Result<i32, ContainerError> {
     Ok(supervise(&signals, pid, false))
 }
 
-fn write_atomic(path: &Path, content: &str) -> Result<(), ContainerError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    fs::write(&tmp, content).map_err(io(format!("write {}", tmp.display())))?;
-    fs::rename(&tmp, path).map_err(io(format!(
-        "rename {} to {}",
-        tmp.display(),
-        path.display()
-    )))
+/// A file stage 1 writes (atomically: `NAME.tmp`, then renamed) through a descriptor of its
+/// directory, so it works after stage 2's pivot_root has moved stage 1 too.
+struct OutFile {
+    dir: File,
+    name: PathBuf,
+    shown: PathBuf,
+}
+
+impl OutFile {
+    fn open(path: &Path) -> Result<OutFile, ContainerError> {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(ContainerError::Config(format!(
+                "{} is not a file path",
+                path.display()
+            )));
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        Ok(OutFile {
+            dir: File::open(dir).map_err(io(format!("open {}", dir.display())))?,
+            name: PathBuf::from(name),
+            shown: path.to_path_buf(),
+        })
+    }
+
+    fn write(&self, content: &str) -> Result<(), ContainerError> {
+        let mut tmp = self.name.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let what = || format!("write {}", self.shown.display());
+        let fd = nix::fcntl::openat(
+            &self.dir,
+            tmp.as_os_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(sys(what()))?;
+        File::from(fd)
+            .write_all(content.as_bytes())
+            .map_err(io(what()))?;
+        nix::fcntl::renameat(&self.dir, tmp.as_os_str(), &self.dir, self.name.as_os_str())
+            .map_err(sys(what()))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -343,28 +414,36 @@ fn stage2_main(json: Option<&String>, ready_fd: Option<&String>) -> i32 {
             let _ = nix::unistd::close(fd);
             f.ok()
         });
+    let mut ready = ready;
     let result = parse_config(json).and_then(|cfg| {
         stage2_setup(&cfg)?;
         let signals = block_signals()?;
-        // The exec hop is our own (dynamically linked) executable: it must be loaded before
-        // anyone is chrooted, so it chroots itself; then pid 1 follows (for /proc/1/root, which
-        // `exec` uses).
+        // The command's process is a fork of ours (no second load of this big executable): it
+        // confines itself (compiling and attaching the seccomp filter) while we assemble the
+        // root, then waits for our go; pivot_root moves it (and us: pid 1's root is what `exec`
+        // joins) into the container's root.
         let env = container_env(&cfg.hostname, &cfg.env);
-        let hop_root = cfg
-            .rootfs
-            .as_deref()
-            .map_or_else(|| "-".to_string(), path_arg);
-        let child = spawn_hop(&hop_root, &cfg.cmd, &env)?;
-        if let Some(rootfs) = &cfg.rootfs {
-            let chrooted = chroot(rootfs)
-                .and_then(|()| chdir("/"))
-                .map_err(sys(format!("chroot {}", rootfs.display())));
-            if let Err(e) = chrooted {
-                let _ = kill(child, Signal::SIGKILL);
-                return Err(e);
+        let (go_r, mut go_w) = std::io::pipe().map_err(io("create the go pipe"))?;
+        let child = match crate::sys::fork_single_threaded() {
+            Ok(Forked::Child) => {
+                drop(go_w);
+                drop(ready.take());
+                std::process::exit(command_child(&cfg, &env, go_r));
             }
+            Ok(Forked::Parent(child)) => child,
+            Err(e) => return Err(io("fork the command's process")(e)),
+        };
+        drop(go_r);
+        let entered = crate::rootfs::prepare(&cfg.filesystem, cfg.rootfs.as_deref(), &cfg.binds)
+            .and_then(|root| crate::rootfs::enter(&root));
+        if let Err(e) = entered {
+            // The child reads EOF and exits.
+            let _ = kill(child, Signal::SIGKILL);
+            return Err(e);
         }
-        if let Some(mut ready) = ready {
+        let _ = go_w.write_all(b"1");
+        drop(go_w);
+        if let Some(mut ready) = ready.take() {
             let _ = ready.write_all(b"1");
         }
         Ok((signals, child))
@@ -378,81 +457,14 @@ fn stage2_main(json: Option<&String>, ready_fd: Option<&String>) -> i32 {
     }
 }
 
-fn path_arg(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
-
+/// Everything before the hop is spawned (stage 1 made the mount namespace).
 fn stage2_setup(cfg: &InitConfig) -> Result<(), ContainerError> {
     // If stage 1 is SIGKILLed, pid 1 dies, and with it the whole pid namespace.
     set_pdeathsig(Signal::SIGKILL).map_err(sys("prctl(PR_SET_PDEATHSIG)"))?;
-
-    for (src, target) in &cfg.binds {
-        bind_file(src, target, cfg.rootfs.as_deref())?;
-    }
     if !cfg.hostname.is_empty() {
         sethostname(&cfg.hostname).map_err(sys(format!("sethostname {:?}", cfg.hostname)))?;
     }
-    chdir("/").map_err(sys("chdir /"))?;
-    // A fresh proc for our pid namespace, so `ps` shows only the container's processes.
-    let proc_dir = match &cfg.rootfs {
-        Some(rootfs) => {
-            let dir = rootfs.join("proc");
-            if !dir.exists() {
-                fs::create_dir(&dir).map_err(io(format!("create {}", dir.display())))?;
-            }
-            dir
-        }
-        None => PathBuf::from("/proc"),
-    };
-    mount(
-        Some("proc"),
-        &proc_dir,
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .map_err(sys(format!("mount proc on {}", proc_dir.display())))?;
-    Ok(())
-}
-
-fn bind_file(src: &Path, target: &Path, rootfs: Option<&Path>) -> Result<(), ContainerError> {
-    let dest = match rootfs {
-        // validate() guarantees target is absolute and has no '..'.
-        Some(root) => root.join(target.strip_prefix("/").unwrap_or(target)),
-        None => target.to_path_buf(),
-    };
-    let src_meta = fs::metadata(src).map_err(io(format!("bind source {}", src.display())))?;
-    if fs::symlink_metadata(&dest).is_err() {
-        if rootfs.is_none() {
-            eprintln!(
-                "berth: warning: {} does not exist on the host, not binding {} there",
-                dest.display(),
-                src.display()
-            );
-            return Ok(());
-        }
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
-        }
-        let created = if src_meta.is_dir() {
-            fs::create_dir(&dest)
-        } else {
-            File::create(&dest).map(drop)
-        };
-        created.map_err(io(format!("create bind target {}", dest.display())))?;
-    }
-    mount(
-        Some(src),
-        &dest,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(sys(format!(
-        "bind-mount {} on {}",
-        src.display(),
-        dest.display()
-    )))
+    chdir("/").map_err(sys("chdir /"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -471,14 +483,23 @@ fn enter_main(args: &[String]) -> i32 {
         )));
         return EXIT_SETUP_FAILED;
     };
-    let cmd = &args[1..];
+    let privileges = match args.get(1).map(|j| serde_json::from_str::<Privileges>(j)) {
+        Some(Ok(p)) => p,
+        other => {
+            report(&ContainerError::Config(format!(
+                "{ENTER_ARG}: expected the privileges as JSON: {other:?}"
+            )));
+            return EXIT_SETUP_FAILED;
+        }
+    };
+    let cmd = &args[2..];
     if cmd.is_empty() || cmd[0].is_empty() {
         report(&ContainerError::Config("exec: no command given".into()));
         return EXIT_SETUP_FAILED;
     }
     let result = enter_setup(pid).and_then(|env| {
         let signals = block_signals()?;
-        let child = spawn_hop(&pid.to_string(), cmd, &env)?;
+        let child = spawn_hop(&pid.to_string(), &privileges, cmd, &env)?;
         Ok((signals, child))
     });
     match result {
@@ -546,17 +567,22 @@ fn enter_setup(pid: i32) -> Result<BTreeMap<String, String>, ContainerError> {
 // Exec hop: becomes the command
 // ---------------------------------------------------------------------------------------------
 
-/// Spawns the exec hop (our own executable) that becomes `cmd`, with exactly `env`. `root` is
-/// `-` (stay), a pid (join the mount namespace and root of that container init) or an absolute
-/// path (chroot into it). Call with the forwarded signals blocked.
+/// Spawns the exec hop (our own executable) that becomes `cmd`, with exactly `env` and
+/// `privileges`. `root` is `-` (stay), a pid (join the mount namespace and root of that
+/// container init) or `go:FD` (wait to be moved into the root). Call with the forwarded signals
+/// blocked.
 fn spawn_hop(
     root: &str,
+    privileges: &Privileges,
     cmd: &[String],
     env: &BTreeMap<String, String>,
 ) -> Result<Pid, ContainerError> {
+    let privileges = serde_json::to_string(privileges)
+        .map_err(|e| ContainerError::Config(format!("cannot serialize: {e}")))?;
     let child = Command::new("/proc/self/exe")
         .arg(EXEC_ARG)
         .arg(root)
+        .arg(privileges)
         .args(cmd)
         .env_clear()
         .envs(env)
@@ -567,18 +593,23 @@ fn spawn_hop(
 }
 
 fn exec_main(args: &[String]) -> i32 {
-    let (Some(root), Some(name)) = (args.first(), args.get(1)) else {
+    let (Some(root), Some(privileges), Some(_)) = (args.first(), args.get(1), args.get(2)) else {
         report(&ContainerError::Config(format!(
-            "{EXEC_ARG}: expected a root and a command"
+            "{EXEC_ARG}: expected a root, privileges and a command"
         )));
         return EXIT_SETUP_FAILED;
     };
+    let privileges: Privileges = match serde_json::from_str(privileges) {
+        Ok(p) => p,
+        Err(e) => {
+            report(&ContainerError::Config(format!(
+                "{EXEC_ARG}: privileges: {e}"
+            )));
+            return EXIT_SETUP_FAILED;
+        }
+    };
     let rooted = if root == "-" {
         Ok(())
-    } else if root.starts_with('/') {
-        chroot(root.as_str())
-            .and_then(|()| chdir("/"))
-            .map_err(sys(format!("chroot {root}")))
     } else {
         join_mount_ns_and_root(root)
     };
@@ -586,6 +617,48 @@ fn exec_main(args: &[String]) -> i32 {
         report(&e);
         return EXIT_SETUP_FAILED;
     }
+    become_command(Some(&privileges), &args[2..], None)
+}
+
+/// The command's process in a new container (a fork of stage 2): confines itself, waits for
+/// stage 2's go (it has moved us into the root), becomes the command.
+fn command_child(
+    cfg: &InitConfig,
+    env: &BTreeMap<String, String>,
+    mut go: std::io::PipeReader,
+) -> i32 {
+    if let Err(e) = crate::confine::apply(&cfg.privileges) {
+        report(&e);
+        return EXIT_SETUP_FAILED;
+    }
+    // EOF: stage 2 failed, and reports why.
+    if go.read_exact(&mut [0u8; 1]).is_err() {
+        return EXIT_SETUP_FAILED;
+    }
+    drop(go);
+    if let Err(e) = chdir("/") {
+        report(&ContainerError::Sys {
+            what: "chdir /".into(),
+            err: e,
+        });
+        return EXIT_SETUP_FAILED;
+    }
+    become_command(None, &cfg.cmd, Some(env))
+}
+
+/// Unblocks the signals its parent blocked, looks `cmd[0]` up in `$PATH` (of `env`, else of
+/// our environment), applies `privileges` (unless already done), closes inherited descriptors
+/// and `exec`s `cmd` (with exactly `env` if given). Returns only on failure, with docker's
+/// exit code.
+fn become_command(
+    privileges: Option<&Privileges>,
+    cmd: &[String],
+    env: Option<&BTreeMap<String, String>>,
+) -> i32 {
+    let Some(name) = cmd.first() else {
+        report(&ContainerError::Config("no command given".into()));
+        return EXIT_SETUP_FAILED;
+    };
     // Pending signals (sent to the command before it existed) take effect here.
     if let Err(e) = signal_set().thread_unblock() {
         report(&ContainerError::Sys {
@@ -594,14 +667,28 @@ fn exec_main(args: &[String]) -> i32 {
         });
         return EXIT_SETUP_FAILED;
     }
-    let path_var = std::env::var("PATH").unwrap_or_default();
+    let path_var = match env {
+        Some(env) => env.get("PATH").cloned().unwrap_or_default(),
+        None => std::env::var("PATH").unwrap_or_default(),
+    };
     let program = match resolve_command(name, &path_var) {
         Ok(p) => p,
         Err(code) => return code,
     };
+    if let Some(privileges) = privileges {
+        if let Err(e) = crate::confine::apply(privileges) {
+            report(&e);
+            return EXIT_SETUP_FAILED;
+        }
+    }
     close_inherited_fds();
+    let mut command = Command::new(&program);
+    command.arg0(name).args(&cmd[1..]);
+    if let Some(env) = env {
+        command.env_clear().envs(env);
+    }
     // exec only returns on failure.
-    let e = Command::new(&program).arg0(name).args(&args[2..]).exec();
+    let e = command.exec();
     eprintln!("berth: exec: {name:?}: {e}");
     if e.kind() == ErrorKind::NotFound {
         EXIT_NOT_FOUND

@@ -2,8 +2,11 @@
 //!
 //! Modules: `netns` (creating/removing/entering network namespaces), `link` (rtnetlink: bridges,
 //! veths, addresses, routes), `nft` (one atomic `nft -f -` transaction per change), `sysctl`,
-//! `container` (the container init/enter stages: the only other place that calls setns/unshare).
+//! `container` (the container init/enter stages: the only other place that calls setns/unshare),
+//! `rootfs` (the container's filesystem and `pivot_root`), `confine` (capabilities, seccomp,
+//! `no_new_privs`), `sys` (the only `unsafe`: two system calls nothing wraps).
 
+pub mod confine;
 pub mod conntrack;
 pub mod container;
 pub mod error;
@@ -15,4 +18,8 @@ pub mod nft;
 mod nl;
 pub mod observe;
 pub mod ops;
+pub mod rootfs;
+#[rustfmt::skip]
+mod seccomp_table;
+pub mod sys;
 pub mod sysctl;

@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use berth_kernel::confine::Privileges;
 use berth_kernel::container::{enter_command, init_command, InitConfig};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
@@ -110,7 +111,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> TempDir {
-        let dir = std::env::temp_dir().join(unique("berth-ct-"));
+        // Not under /tmp: containers get a private /tmp.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("berth-ct-"));
         fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
@@ -204,6 +206,8 @@ fn config(tmp: &TempDir, netns: &Netns, cmd: &[&str]) -> InitConfig {
         rootfs: None,
         cmd: cmd.iter().map(|s| s.to_string()).collect(),
         env: vec![],
+        privileges: Privileges::default(),
+        filesystem: Default::default(),
         pid_file: tmp.0.join("pid"),
         exit_file: tmp.0.join("exit"),
     }
@@ -446,6 +450,7 @@ fn enter_runs_in_the_containers_namespaces() {
         init,
         &cmd,
         &["FROM_EXEC=2".into()],
+        &Privileges::default(),
     ))
     .finish(TIMEOUT);
     assert_eq!(out.code, 0, "{out:?}");
@@ -464,7 +469,14 @@ fn enter_runs_in_the_containers_namespaces() {
     );
 
     let missing = vec!["berth-no-such-command".to_string()];
-    let out = Proc::spawn(enter_command(helper_exe(), init, &missing, &[])).finish(TIMEOUT);
+    let out = Proc::spawn(enter_command(
+        helper_exe(),
+        init,
+        &missing,
+        &[],
+        &Privileges::default(),
+    ))
+    .finish(TIMEOUT);
     assert_eq!(out.code, 127, "{out:?}");
     assert!(
         out.stderr.contains("executable file not found in $PATH"),
@@ -476,6 +488,7 @@ fn enter_runs_in_the_containers_namespaces() {
         init,
         &["sh".into(), "-c".into(), "exit 3".into()],
         &[],
+        &Privileges::default(),
     ))
     .finish(TIMEOUT);
     assert_eq!(out.code, 3, "{out:?}");
@@ -573,7 +586,14 @@ fn rootfs_is_chrooted_with_binds_and_proc() {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let out = Proc::spawn(enter_command(helper_exe(), init, &cmd, &[])).finish(TIMEOUT);
+    let out = Proc::spawn(enter_command(
+        helper_exe(),
+        init,
+        &cmd,
+        &[],
+        &Privileges::default(),
+    ))
+    .finish(TIMEOUT);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout, "in-rootfs\n/\n", "{out:?}");
     drop(container);

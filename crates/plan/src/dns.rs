@@ -932,6 +932,7 @@ mod tests {
             extra_hosts: vec![],
             rootfs: None,
             auto_remove: false,
+            security: Default::default(),
         }
     }
 

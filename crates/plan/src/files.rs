@@ -181,6 +181,7 @@ mod tests {
             extra_hosts: vec![("db.local".into(), "10.9.0.1".parse().unwrap())],
             rootfs: None,
             auto_remove: false,
+            security: Default::default(),
         }
     }
 

@@ -16,3 +16,4 @@ pub mod model;
 pub mod names;
 pub mod network;
 pub mod ports;
+pub mod security;

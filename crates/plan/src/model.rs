@@ -172,6 +172,10 @@ pub struct ContainerSpec {
     /// `--rm`.
     #[serde(default)]
     pub auto_remove: bool,
+    /// Capabilities, seccomp, no_new_privs, mounts (issue 8); the default is berth's default
+    /// confinement, also for containers stored before it existed.
+    #[serde(default)]
+    pub security: crate::security::SecuritySpec,
 }
 
 /// Where a container is in its life (Docker's `State.Status` values berth uses).
@@ -224,6 +228,7 @@ impl ContainerSpec {
             extra_hosts: Vec::new(),
             rootfs: None,
             auto_remove: false,
+            security: Default::default(),
         }
     }
 }

@@ -64,9 +64,30 @@ pub struct Args {
     /// Environment variable KEY=VALUE, or KEY to pass berth's own value (repeatable).
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
-    /// Root filesystem directory for the command (default: the host's).
+    /// Root filesystem directory for the command (default: a read-only view of the host's).
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
+    /// Give every capability, no seccomp filter, no masked paths, the host's /dev.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Add a capability (NET_ADMIN or CAP_NET_ADMIN, ALL; repeatable, or comma-separated).
+    #[arg(long = "cap-add", value_name = "CAP", value_delimiter = ',')]
+    pub cap_add: Vec<String>,
+    /// Drop a capability (repeatable, or comma-separated; ALL drops every one).
+    #[arg(long = "cap-drop", value_name = "CAP", value_delimiter = ',')]
+    pub cap_drop: Vec<String>,
+    /// no-new-privileges[=true|false], seccomp=unconfined, systempaths=unconfined (repeatable).
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Bind-mount a host path: HOST:CONTAINER[:ro] (repeatable).
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    pub volume: Vec<String>,
+    /// Mount a tmpfs: PATH[:OPTIONS], e.g. /cache:size=64m,exec (repeatable).
+    #[arg(long, value_name = "PATH[:OPTIONS]")]
+    pub tmpfs: Vec<String>,
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
     pub help: Option<bool>,
@@ -125,6 +146,19 @@ pub fn build(args: &Args) -> Result<(Option<String>, ContainerCreateRequest)> {
         ),
         None => None,
     };
+    let binds = args
+        .volume
+        .iter()
+        .map(|v| volume(v))
+        .collect::<Result<Vec<_>>>()?;
+    let tmpfs = args
+        .tmpfs
+        .iter()
+        .map(|t| match t.split_once(':') {
+            Some((path, opts)) => (path.to_string(), opts.to_string()),
+            None => (t.clone(), String::new()),
+        })
+        .collect();
     let req = ContainerCreateRequest {
         hostname: args.hostname.clone().unwrap_or_default(),
         cmd: args.cmd.clone(),
@@ -138,10 +172,29 @@ pub fn build(args: &Args) -> Result<(Option<String>, ContainerCreateRequest)> {
             extra_hosts: args.add_host.clone(),
             auto_remove: args.rm,
             port_bindings,
+            privileged: args.privileged,
+            cap_add: args.cap_add.clone(),
+            cap_drop: args.cap_drop.clone(),
+            security_opt: args.security_opt.clone(),
+            readonly_rootfs: args.read_only,
+            binds,
+            tmpfs,
         },
         networking_config: endpoints,
     };
     Ok((args.name.clone(), req))
+}
+
+/// `-v HOST:CONTAINER[:OPTS]` with a relative host path (`./data`, `../x`) made absolute, as the
+/// docker CLI does; the daemon validates the rest.
+fn volume(v: &str) -> Result<String> {
+    match v.split_once(':') {
+        Some((host, rest)) if host.starts_with('.') => {
+            let abs = std::path::absolute(host).with_context(|| format!("-v {v}"))?;
+            Ok(format!("{}:{rest}", abs.display()))
+        }
+        _ => Ok(v.to_string()),
+    }
 }
 
 /// Runs the container; returns the exit code (125 when it could not be started).
@@ -288,7 +341,7 @@ mod tests {
         let mut full = vec!["berth", "run"];
         full.extend_from_slice(argv);
         match Cli::try_parse_from(full).expect("parses").command {
-            crate::Command::Run(a) => a,
+            crate::Command::Run(a) => *a,
             other => panic!("not run: {other:?}"),
         }
     }
@@ -387,6 +440,61 @@ mod tests {
         assert_eq!(plain.host_config.network_mode, "bridge");
         assert!(plain.networking_config.endpoints_config.is_empty());
         assert!(build(&parse(&["--add-host", "nocolon", "true"])).is_err());
+    }
+
+    #[test]
+    fn security_flags_become_docker_host_config() {
+        let (_, req) = build(&parse(&[
+            "--privileged",
+            "--cap-add",
+            "NET_ADMIN,net_raw",
+            "--cap-add",
+            "CAP_SYS_TIME",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges=false",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--read-only",
+            "-v",
+            "/srv:/data:ro",
+            "--volume",
+            "./rel:/rel",
+            "--tmpfs",
+            "/cache:size=64m,exec",
+            "--tmpfs",
+            "/scratch",
+            "true",
+        ]))
+        .expect("valid");
+        let hc = &req.host_config;
+        assert!(hc.privileged && hc.readonly_rootfs);
+        assert_eq!(hc.cap_add, vec!["NET_ADMIN", "net_raw", "CAP_SYS_TIME"]);
+        assert_eq!(hc.cap_drop, vec!["ALL"]);
+        assert_eq!(
+            hc.security_opt,
+            vec!["no-new-privileges=false", "seccomp=unconfined"]
+        );
+        assert_eq!(hc.binds[0], "/srv:/data:ro");
+        assert!(hc.binds[1].starts_with('/') && hc.binds[1].ends_with("/rel:/rel"));
+        assert_eq!(hc.tmpfs["/cache"], "size=64m,exec");
+        assert_eq!(hc.tmpfs["/scratch"], "");
+        // Docker's wire names.
+        let json = serde_json::to_value(hc).expect("json");
+        for k in [
+            "Privileged",
+            "CapAdd",
+            "CapDrop",
+            "SecurityOpt",
+            "ReadonlyRootfs",
+            "Binds",
+            "Tmpfs",
+        ] {
+            assert!(json.get(k).is_some(), "{k} missing in {json}");
+        }
+        let (_, plain) = build(&parse(&["true"])).expect("valid");
+        assert!(!plain.host_config.privileged && plain.host_config.cap_add.is_empty());
     }
 
     #[test]

@@ -346,7 +346,9 @@ impl World {
         let prefix = format!("bt{pid}-{c}");
         assert!(prefix.len() < 15, "netns name too long: {prefix}");
         let n = u8::try_from((pid as usize * 7 + c) % 250 + 1).expect("N fits");
-        let dir = std::env::temp_dir().join(format!("berth-e2e-{prefix}"));
+        // Not under /tmp (containers get a private /tmp, and the helpers here must be visible
+        // to them); the socket has a directory of its own, which berthd hides from containers.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("berth-e2e-{prefix}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("create world dir");
         let mut w = World {
@@ -355,7 +357,7 @@ impl World {
             prefix,
             n,
             state_dir: dir.join("state"),
-            socket: dir.join("berthd.sock"),
+            socket: dir.join("run").join("berthd.sock"),
             log: dir.join("berthd.log"),
             dir,
             berth,

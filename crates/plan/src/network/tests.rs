@@ -303,6 +303,7 @@ fn container(name: &str, c: char) -> ContainerSpec {
         extra_hosts: vec![],
         rootfs: None,
         auto_remove: false,
+        security: Default::default(),
     }
 }
 
