@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_api::types::*;
-use berth_plan::model::{ContainerSpec, ContainerState, NetworkMode, NetworkSpec, Status};
-use berth_plan::network::{IpamRequest, NetworkRequest};
+use berth_plan::model::{ContainerSpec, ContainerState, Driver, NetworkMode, NetworkSpec, Status};
+use berth_plan::network::{self as planner, IpamRequest, NetworkRequest};
 use bytes::Bytes;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -330,7 +330,24 @@ fn network_resource(n: &NetworkSpec, containers: &[ContainerSpec]) -> NetworkRes
         containers: members,
         options: n.options.clone(),
         labels: n.labels.clone(),
+        berth_notes: network_notes(n),
     }
+}
+
+/// What `network inspect` tells about a network beyond Docker's fields.
+fn network_notes(n: &NetworkSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    if matches!(n.driver, Driver::Macvlan | Driver::Ipvlan) {
+        if n.driver == Driver::Macvlan {
+            out.push(planner::MACVLAN_HOST_NOTE.to_string());
+        }
+        out.push(format!(
+            "containers on this network get no berth resolver (their resolv.conf is the host's); \
+             names of containers on {} networks are not resolved yet",
+            n.driver.as_str()
+        ));
+    }
+    out
 }
 
 async fn list_networks(

@@ -15,4 +15,5 @@ pub mod nft;
 mod nl;
 pub mod observe;
 pub mod ops;
+pub mod sublink;
 pub mod sysctl;

@@ -107,6 +107,10 @@ impl HostKernel {
                 isolated,
                 alias,
             } => self.link.attach_port(veth, bridge, *isolated, alias).await,
+            StepOp::CreateSublink { plan } => self.link.create_sublink(plan).await,
+            StepOp::DeleteContainerLink { netns, ifname } => {
+                crate::sublink::delete_container_link(Path::new(netns), ifname).await
+            }
             StepOp::ConfigureContainerSide {
                 netns,
                 ifname,
@@ -246,6 +250,34 @@ impl FakeKernel {
                 );
                 if !plan.routes.is_empty() {
                     ns.default_routes = plan.routes.clone();
+                }
+            }
+            StepOp::CreateSublink { plan } => {
+                let ns = state.netns.entry(plan.netns.clone()).or_default();
+                ns.reachable = true;
+                ns.links.insert(
+                    plan.ifname.clone(),
+                    ObservedLink {
+                        name: plan.ifname.clone(),
+                        kind: Some(plan.kind.kind().into()),
+                        up: true,
+                        mtu: 1500,
+                        mac: plan.mac.as_deref().and_then(berth_plan::names::parse_mac),
+                        addrs: plan.addrs.clone(),
+                        ..ObservedLink::default()
+                    },
+                );
+                if !plan.routes.is_empty() {
+                    ns.default_routes = plan.routes.clone();
+                }
+            }
+            StepOp::DeleteContainerLink { netns, ifname } => {
+                if let Some(n) = state.netns.get_mut(netns) {
+                    n.links.remove(ifname);
+                    // Routes through it go with it (the fake has one gateway interface).
+                    if n.links.is_empty() {
+                        n.default_routes.clear();
+                    }
                 }
             }
             StepOp::AttachPort {

@@ -24,6 +24,10 @@ pub enum Driver {
     Host,
     /// Loopback only (Docker's `null`, the `none` network).
     Null,
+    /// Containers directly on a host interface's LAN with their own MACs (Docker's `macvlan`).
+    Macvlan,
+    /// Containers directly on a host interface's LAN sharing its MAC (Docker's `ipvlan`).
+    Ipvlan,
 }
 
 impl Driver {
@@ -33,6 +37,8 @@ impl Driver {
             Driver::Bridge => "bridge",
             Driver::Host => "host",
             Driver::Null => "null",
+            Driver::Macvlan => "macvlan",
+            Driver::Ipvlan => "ipvlan",
         }
     }
 }
@@ -261,6 +267,49 @@ pub struct RoutePlan {
     pub dst: IpNet,
     /// Next hop.
     pub via: IpAddr,
+}
+
+/// The kind of a link berth creates on a parent interface directly inside a container namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "mode")]
+pub enum SublinkKind {
+    /// `macvlan` with `IFLA_MACVLAN_MODE` (private 1, vepa 2, bridge 4, passthru 8).
+    Macvlan(u32),
+    /// `ipvlan` with `IFLA_IPVLAN_MODE` (l2 0, l3 1, l3s 2) and `IFLA_IPVLAN_FLAGS` (private 1,
+    /// vepa 2; 0 is bridge).
+    Ipvlan(u16, u16),
+}
+
+impl SublinkKind {
+    /// The kernel's `IFLA_INFO_KIND` (`macvlan`, `ipvlan`).
+    pub fn kind(self) -> &'static str {
+        match self {
+            SublinkKind::Macvlan(_) => "macvlan",
+            SublinkKind::Ipvlan(..) => "ipvlan",
+        }
+    }
+}
+
+/// What the kernel layer needs to create one container interface on a parent interface of the
+/// host (macvlan, ipvlan) directly inside the container namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SublinkPlan {
+    /// The host interface it hangs off (`IFLA_LINK`); berth never changes it.
+    pub parent: String,
+    /// Kind and mode.
+    pub kind: SublinkKind,
+    /// Path of the container's network namespace.
+    pub netns: String,
+    /// Container-side name (`eth0`).
+    pub ifname: String,
+    /// Its MAC (macvlan only; an ipvlan has its parent's).
+    pub mac: Option<String>,
+    /// Its addresses with prefix.
+    pub addrs: Vec<IpNet>,
+    /// Routes to add inside the container once it is up (default routes of the gateway endpoint).
+    pub routes: Vec<RoutePlan>,
+    /// IPv6 off on it (IPv4-only networks).
+    pub disable_ipv6: bool,
 }
 
 /// What the kernel layer needs to attach one container namespace to one bridge.

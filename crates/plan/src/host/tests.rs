@@ -106,6 +106,21 @@ fn converged(d: &DesiredHost) -> ObservedHost {
             },
         );
     }
+    for sl in d.sublinks.values() {
+        let ns = o.netns.entry(sl.plan.netns.clone()).or_default();
+        ns.reachable = true;
+        ns.links.insert(
+            sl.plan.ifname.clone(),
+            ObservedLink {
+                name: sl.plan.ifname.clone(),
+                kind: Some(sl.plan.kind.kind().into()),
+                up: true,
+                mac: sl.plan.mac.as_deref().and_then(names::parse_mac),
+                addrs: sl.plan.addrs.clone(),
+                ..ObservedLink::default()
+            },
+        );
+    }
     for (ns, r) in &d.routes {
         let n = o.netns.entry(ns.clone()).or_default();
         n.reachable = true;
@@ -371,4 +386,121 @@ fn ipv6_forwarding_is_restored_when_the_last_dual_stack_network_goes() {
     o.sysctls.insert("net.ipv4.ip_forward".into(), "1".into());
     let plan = diff(&o, &d);
     assert_eq!(actions(&plan), vec!["SetSysctl"]);
+}
+
+fn lan() -> NetworkSpec {
+    let mut n = net('d', "lan", "192.168.1.0/24");
+    n.driver = Driver::Macvlan;
+    n.bridge = String::new();
+    n.dns = false;
+    n.options
+        .insert(crate::network::OPT_PARENT.into(), "lan0".into());
+    n
+}
+
+fn macvlan_world() -> (Vec<NetworkSpec>, Vec<ContainerSpec>) {
+    let lan = lan();
+    let mut c = container('c', "printer", &[(&lan, "192.168.1.200/24")]);
+    c.endpoints[0].mac = "02:42:c0:a8:01:c8".into();
+    (vec![lan], vec![c])
+}
+
+#[test]
+fn a_macvlan_endpoint_is_one_link_in_the_container() {
+    let (nets, cs) = macvlan_world();
+    let d = desired_of(&nets, &cs);
+    assert!(d.bridges.is_empty() && d.endpoints.is_empty());
+    assert_eq!(d.sublinks.len(), 1);
+    let sl = d.sublinks.values().next().expect("one sublink");
+    assert_eq!(sl.plan.parent, "lan0");
+    assert!(sl.plan.routes.is_empty(), "routes are per namespace");
+    assert!(crate::firewall::desired_elements(&nets)
+        .0
+        .values()
+        .all(|s| s.is_empty()));
+
+    // Converged: nothing to do.
+    let o = converged(&d);
+    assert!(diff(&o, &d).steps.is_empty(), "{:#?}", diff(&o, &d).steps);
+
+    // Missing (the container just started, or someone deleted it): created, with the default
+    // route in the same step.
+    let mut o = converged(&d);
+    for n in o.netns.values_mut() {
+        n.links.clear();
+        n.default_routes.clear();
+    }
+    let plan = diff(&o, &d);
+    assert_eq!(actions(&plan), ["CreateSublink"]);
+    let StepOp::CreateSublink { plan: p } = &plan.steps[0].op else {
+        unreachable!()
+    };
+    assert_eq!(p.routes.len(), 1);
+    assert_eq!(
+        p.routes[0].via,
+        "192.168.1.1".parse::<IpAddr>().expect("ip")
+    );
+
+    // Stale (another MAC, or a veth left by a bridge endpoint): replaced, routes included.
+    let mut o = converged(&d);
+    for n in o.netns.values_mut() {
+        n.links
+            .values_mut()
+            .for_each(|l| l.mac = Some([2, 0, 0, 0, 0, 1]));
+    }
+    let plan = diff(&o, &d);
+    assert_eq!(actions(&plan), ["DeleteContainerLink", "CreateSublink"]);
+    assert!(
+        plan.steps[0].reason.contains("MAC 02:00:00:00:00:01"),
+        "{}",
+        plan.steps[0].reason
+    );
+    let StepOp::CreateSublink { plan: p } = &plan.steps[1].op else {
+        unreachable!()
+    };
+    assert_eq!(p.routes.len(), 1);
+
+    // Down and without its address: configured in place.
+    let mut o = converged(&d);
+    for n in o.netns.values_mut() {
+        n.links.values_mut().for_each(|l| {
+            l.up = false;
+            l.addrs.clear();
+        });
+    }
+    assert_eq!(actions(&diff(&o, &d)), ["ConfigureContainerSide"]);
+}
+
+#[test]
+fn a_disconnected_macvlan_endpoint_is_deleted_in_the_container() {
+    let (nets, cs) = macvlan_world();
+    let d = desired_of(&nets, &cs);
+    let o = converged(&d);
+    let mut left = cs.clone();
+    left[0].endpoints.clear();
+    let d2 = desired_of(&nets, &left);
+    // The namespace is still looked into without endpoints.
+    assert_eq!(d2.routes.len(), 1);
+    let plan = diff(&o, &d2);
+    assert_eq!(actions(&plan), ["DeleteContainerLink", "ReplaceRoutes"]);
+    // A veth peer (a bridge endpoint) is never deleted that way, nor lo.
+    let mut o2 = o.clone();
+    for n in o2.netns.values_mut() {
+        n.links
+            .values_mut()
+            .for_each(|l| l.kind = Some("veth".into()));
+    }
+    assert!(!actions(&diff(&o2, &d2)).contains(&"DeleteContainerLink".to_string()));
+}
+
+#[test]
+fn a_dead_container_s_macvlan_link_is_left_alone() {
+    let (nets, cs) = macvlan_world();
+    let d = desired_of(&nets, &cs);
+    let mut o = converged(&d);
+    for n in o.netns.values_mut() {
+        n.reachable = false;
+        n.links.clear();
+    }
+    assert!(diff(&o, &d).steps.is_empty());
 }
