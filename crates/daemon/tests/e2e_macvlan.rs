@@ -493,7 +493,8 @@ fn bench_macvlan_setup() {
     let w = World::new();
     let _lan = Lan::new(&w);
     create_lan(&w, "lan", &[]);
-    w.run_d("idle", &["--network", "none"], &["sleep", "600"]);
+    w.berth_ok(&["network", "create", "--subnet", "10.9.0.0/24", "back"]);
+    w.run_d("idle", &["--network", "back"], &["sleep", "600"]);
     let time = |args: &[&str]| {
         let t = Instant::now();
         w.berth_ok(args);
@@ -508,6 +509,27 @@ fn bench_macvlan_setup() {
         connect.push(time(&["network", "connect", "lan", "idle"]));
         w.berth_ok(&["network", "disconnect", "lan", "idle"]);
     }
+    w.berth_ok(&["network", "create", "--subnet", "10.10.0.0/24", "front"]);
+    let mut bridge = Vec::new();
+    for _ in 0..20 {
+        bridge.push(time(&["network", "connect", "front", "idle"]));
+        w.berth_ok(&["network", "disconnect", "front", "idle"]);
+    }
+    // The kernel part, as berthd logs it.
+    let kernel: Vec<f64> = w
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("container interface created"))
+        .filter_map(|l| {
+            l.split("elapsed_us=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .map(|us: f64| us / 1000.0)
+        .collect();
     let mut run_lan = Vec::new();
     let mut run_none = Vec::new();
     for _ in 0..10 {
@@ -515,8 +537,11 @@ fn bench_macvlan_setup() {
         run_none.push(time(&["run", "--rm", "--network", "none", "true"]));
     }
     eprintln!(
-        "BENCH connect median {:.2} ms (20); run --rm lan true median {:.2} ms, none {:.2} ms (10 each)",
+        "BENCH macvlan create in berthd median {:.2} ms ({}); connect median macvlan {:.2} ms, bridge {:.2} ms (20 each); run --rm lan true median {:.2} ms, none {:.2} ms (10 each)",
+        median(kernel.clone()),
+        kernel.len(),
         median(connect),
+        median(bridge),
         median(run_lan.clone()),
         median(run_none.clone())
     );
