@@ -170,6 +170,7 @@ impl Daemon {
                 netns: BTreeSet::new(),
                 sysctls: desired.sysctls.keys().cloned().collect(),
                 firewall: true,
+                routes_of: desired.shims.keys().cloned().collect(),
             },
             _ => ObserveRequest::scoped(&desired, &also),
         };

@@ -338,7 +338,15 @@ fn network_resource(n: &NetworkSpec, containers: &[ContainerSpec]) -> NetworkRes
 fn network_notes(n: &NetworkSpec) -> Vec<String> {
     let mut out = Vec::new();
     if matches!(n.driver, Driver::Macvlan | Driver::Ipvlan) {
-        if n.driver == Driver::Macvlan {
+        if let Some(shim) = planner::shim_plan(n) {
+            for r in &shim.routes {
+                out.push(format!(
+                    "the host reaches the network's containers in {} through its shim {} on {} \
+                     (from {})",
+                    r.dst, shim.name, shim.parent, r.src
+                ));
+            }
+        } else if n.driver == Driver::Macvlan {
             out.push(planner::MACVLAN_HOST_NOTE.to_string());
         }
         out.push(format!(

@@ -47,7 +47,7 @@ impl Daemon {
             }
         }
         if let Some(parent) = drv.parent(&spec) {
-            self.check_parent(&parent, &spec).await?;
+            self.check_parent(&parent, &mut spec).await?;
         }
         self.store
             .apply(vec![Op::put_json(keys::network(&spec.id), &spec)])?;
@@ -74,7 +74,7 @@ impl Daemon {
     /// The parent of a macvlan/ipvlan network must exist and not be one of berth's own links.
     /// A parent `BASE.VID` that does not exist is an 802.1Q sub-interface berth would have to
     /// create: refused naming the module 8021q when the kernel lacks it.
-    async fn check_parent(&self, parent: &str, spec: &NetworkSpec) -> ApiResult<()> {
+    async fn check_parent(&self, parent: &str, spec: &mut NetworkSpec) -> ApiResult<()> {
         let req = ObserveRequest {
             links: Some(BTreeSet::from([parent.to_string()])),
             ..ObserveRequest::default()
@@ -115,6 +115,25 @@ impl Daemon {
                  interface that faces the LAN",
                 link.kind.as_deref().unwrap_or("device")
             )));
+        }
+        if planner::host_shim(spec) {
+            // The shim's route needs a source: the host's own address on the LAN.
+            let v4 = spec.subnets.iter().find(|s| s.subnet.addr().is_ipv4());
+            let src = v4.and_then(|s| {
+                host::significant(&link.addrs)
+                    .into_iter()
+                    .map(|a| a.addr())
+                    .find(|a| s.subnet.contains(a))
+            });
+            let Some(src) = src else {
+                return Err(ApiError::bad_request(format!(
+                    "option {}=true needs an IPv4 address of the host on {parent} in {}: the \
+                     host talks to the network's containers from that address",
+                    planner::OPT_HOST_SHIM,
+                    v4.map(|s| s.subnet.to_string()).unwrap_or_default()
+                )));
+            };
+            spec.shim_src = Some(src);
         }
         Ok(())
     }
@@ -158,8 +177,9 @@ impl Daemon {
             spec.adopted_addrs = host::significant(&link.addrs);
             return Ok(());
         }
-        let orphan_of_ours =
-            host::is_owned(link) && kind == "bridge" && !existing.iter().any(|n| n.bridge == name);
+        let orphan_of_ours = host::is_owned(link)
+            && (kind == "bridge" || (kind == "macvlan" && name.starts_with("bm")))
+            && !existing.iter().any(|n| n.bridge == name);
         if orphan_of_ours {
             return Ok(());
         }

@@ -484,6 +484,118 @@ fn refusals_name_what_is_missing() {
     }
 }
 
+/// From berthd's namespace (the host): connect to addr:port, retrying for up to 10 s.
+fn host_reaches(w: &World, addr: &str, port: u16) -> String {
+    let start = Instant::now();
+    loop {
+        match w.tcp_from_ns(&w.host_ns, addr, port, 2.0) {
+            Ok(r) => return r.trim().to_string(),
+            Err(e) if start.elapsed() > Duration::from_secs(10) => {
+                panic!("the host should reach {addr}:{port} but: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Proves the host ↔ container limitation and its fix: without a shim the host cannot reach
+/// its macvlan container through the parent (the probe ran and failed) and inspect says so;
+/// with `-o berth.macvlan.host_shim=true` berth gives the host a marked macvlan interface on the
+/// parent with a route to the ip range, the host reaches the container from its own LAN
+/// address, a deleted shim is repaired, and `network rm` removes it (never the parent).
+#[test]
+fn host_shim_lets_the_host_reach_its_containers() {
+    require_root!();
+    let w = World::new();
+    let lan = Lan::new(&w);
+    create_lan(&w, "lan", &[]);
+    w.run_server("srv", &["--network", "lan", "--ip", "192.168.77.200"], 8080);
+    w.wait_container_port("srv", 8080);
+    assert_eq!(machine_reaches(&w, &lan, "192.168.77.200", 8080), MACHINE);
+    let o = w.ns_exec(
+        &w.host_ns,
+        &[
+            "python3",
+            &w.helper("probe.py"),
+            "192.168.77.200",
+            "8080",
+            "1.5",
+        ],
+    );
+    assert!(
+        code(&o) == 1 && stderr(&o).contains("probe 192.168.77.200:8080 failed"),
+        "without a shim the host must not reach its macvlan container: {}",
+        show(&o)
+    );
+    assert!(w.network_inspect("lan")["BerthNotes"]
+        .to_string()
+        .contains("host cannot reach"));
+    w.berth_ok(&["rm", "-f", "srv"]);
+    w.berth_ok(&["network", "rm", "lan"]);
+
+    // The shim needs an ip range (its route).
+    let o = w.berth(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet",
+        "192.168.77.0/24",
+        "-o",
+        "parent=lan0",
+        "-o",
+        "berth.macvlan.host_shim=true",
+        "noshim",
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("--ip-range"),
+        "{}",
+        show(&o)
+    );
+
+    create_lan(&w, "lan", &["-o", "berth.macvlan.host_shim=true"]);
+    let id = w.network_inspect("lan")["Id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let shim = format!("bm{}", &id[..12]);
+    let link = w.host_ip_cmd(&["-d", "link", "show", &shim]);
+    assert!(
+        link.contains("macvlan mode bridge") && link.contains("alias berth:shim:"),
+        "{link}"
+    );
+    let routes = w.host_ip_cmd(&["route", "show", "192.168.77.192/27"]);
+    assert!(
+        routes.contains(&shim) && routes.contains("src 192.168.77.2"),
+        "{routes}"
+    );
+    w.run_server("srv", &["--network", "lan", "--ip", "192.168.77.200"], 8080);
+    w.wait_container_port("srv", 8080);
+    assert_eq!(host_reaches(&w, "192.168.77.200", 8080), "192.168.77.2");
+    assert_eq!(machine_reaches(&w, &lan, "192.168.77.200", 8080), MACHINE);
+    assert!(w.network_inspect("lan")["BerthNotes"]
+        .to_string()
+        .contains(&shim));
+
+    // Drift: the shim deleted behind berth's back comes back.
+    w.host_ip_cmd(&["link", "del", &shim]);
+    assert_eq!(host_reaches(&w, "192.168.77.200", 8080), "192.168.77.2");
+    let start = Instant::now();
+    loop {
+        let o = w.system_check(&[]);
+        if o.status.success() && stdout(&o).contains("in sync") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", show(&o));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    w.berth_ok(&["rm", "-f", "srv"]);
+    w.berth_ok(&["network", "rm", "lan"]);
+    assert!(!w.host_links().contains(&shim), "{:?}", w.host_links());
+    assert!(w.host_links().contains(&"lan0".to_string()));
+}
+
 /// Not a test of behaviour: times macvlan endpoint setup end to end through the CLI (run with
 /// `--ignored --nocapture`).
 #[test]

@@ -48,7 +48,7 @@ pub(crate) const CHANGE: u16 = NLM_F_REQUEST | NLM_F_ACK;
 /// Flags of a create-or-fail request.
 pub(crate) const CREATE_EXCL: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
 /// Flags of a create-or-replace request (idempotent adds).
-const CREATE_REPLACE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+pub(crate) const CREATE_REPLACE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
 /// Flags of a dump.
 pub(crate) const DUMP: u16 = NLM_F_REQUEST | NLM_F_DUMP;
 /// Flags of a single-object get (answered by one message, no ACK).
@@ -972,7 +972,7 @@ pub(crate) fn is_ipv6_link_local(ip: &IpAddr) -> bool {
 }
 
 /// An `RTM_NEWROUTE` message for the main table (`oif` when the device is known).
-fn route_msg(route: &RoutePlan, oif: Option<u32>) -> Result<RouteMessage> {
+pub(crate) fn route_msg(route: &RoutePlan, oif: Option<u32>) -> Result<RouteMessage> {
     let family = match (route.dst, route.via) {
         (IpNet::V4(_), IpAddr::V4(_)) => AddressFamily::Inet,
         (IpNet::V6(_), IpAddr::V6(_)) => AddressFamily::Inet6,

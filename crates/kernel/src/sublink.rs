@@ -8,15 +8,26 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
-use berth_plan::model::{SublinkKind, SublinkPlan};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use berth_plan::model::{ShimPlan, SublinkKind, SublinkPlan};
+use ipnet::IpNet;
 use rtnetlink::packet_route::link::{
     InfoData, InfoIpVlan, InfoKind, InfoMacVlan, IpVlanFlags, IpVlanMode, LinkAttribute,
     LinkInfo as NlLinkInfo, LinkMessage, MacVlanMode,
 };
+use rtnetlink::packet_route::route::{
+    RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 
 use crate::error::{KernelError, Result};
-use crate::link::{get_link_msg, parse_mac, ContainerSide, Kernel, CHANGE, CREATE_EXCL};
+use crate::link::{
+    get_link_msg, parse_mac, route_table, ContainerSide, Kernel, CHANGE, CREATE_EXCL, DUMP,
+    MAIN_TABLE,
+};
 use crate::netns;
 use crate::nl::SyncNetlink;
 
@@ -123,6 +134,134 @@ impl Kernel {
             "container interface created"
         );
         Ok(())
+    }
+}
+
+impl Kernel {
+    /// Makes a macvlan network's host shim exist (see [`berth_plan::host::StepOp::EnsureShim`]).
+    pub async fn ensure_shim(&self, plan: &ShimPlan) -> Result<()> {
+        let what = || format!("setting up host shim {} on {}", plan.name, plan.parent);
+        let existing = match self
+            .link_by_name(&plan.name, || format!("looking up {}", plan.name))
+            .await
+        {
+            Ok(l) => Some(l),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.context(&what())),
+        };
+        if existing.is_none() {
+            let parent = self
+                .link_by_name(&plan.parent, || {
+                    format!("looking up parent interface {}", plan.parent)
+                })
+                .await
+                .map_err(|e| e.context(&what()))?;
+            let mut msg = LinkMessage::default();
+            msg.attributes = vec![
+                LinkAttribute::IfName(plan.name.clone()),
+                LinkAttribute::Link(parent.header.index),
+                // berth's owner MAC: marks the link as berth's in the request that creates it.
+                LinkAttribute::Address(berth_plan::names::owner_mac(&plan.name).to_vec()),
+                LinkAttribute::LinkInfo(vec![
+                    NlLinkInfo::Kind(InfoKind::MacVlan),
+                    NlLinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(
+                        MacVlanMode::Bridge,
+                    )])),
+                ]),
+            ];
+            self.request(RouteNetlinkMessage::NewLink(msg), CREATE_EXCL, what)
+                .await?;
+        }
+        let mut msg = get_link_msg(&plan.name);
+        msg.header.flags = rtnetlink::packet_route::link::LinkFlags::Up;
+        msg.header.change_mask = rtnetlink::packet_route::link::LinkFlags::Up;
+        msg.attributes
+            .push(LinkAttribute::IfAlias(plan.alias.clone()));
+        self.request(RouteNetlinkMessage::NewLink(msg), CHANGE, || {
+            format!("marking and bringing up {}", plan.name)
+        })
+        .await?;
+        let link = self
+            .link_by_name(&plan.name, || format!("looking up {}", plan.name))
+            .await?;
+        for r in &plan.routes {
+            let mut m = RouteMessage::default();
+            m.header.address_family = match r.dst {
+                IpNet::V4(_) => AddressFamily::Inet,
+                IpNet::V6(_) => AddressFamily::Inet6,
+            };
+            m.header.destination_prefix_length = r.dst.prefix_len();
+            m.header.table = MAIN_TABLE;
+            m.header.protocol = RouteProtocol::Boot;
+            m.header.scope = RouteScope::Link;
+            m.header.kind = RouteType::Unicast;
+            m.attributes = vec![
+                RouteAttribute::Destination(r.dst.trunc().addr().into()),
+                RouteAttribute::PrefSource(r.src.into()),
+                RouteAttribute::Oif(link.header.index),
+            ];
+            self.request(
+                RouteNetlinkMessage::NewRoute(m),
+                crate::link::CREATE_REPLACE,
+                || format!("adding route {} dev {} src {}", r.dst, plan.name, r.src),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Destinations of the main-table routes through each of `names` (links of this namespace).
+    pub async fn link_routes(
+        &self,
+        names: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, Vec<IpNet>>> {
+        let mut out = BTreeMap::new();
+        if names.is_empty() {
+            return Ok(out);
+        }
+        let by_index: HashMap<u32, String> = self
+            .list_links()
+            .await?
+            .into_iter()
+            .filter(|l| names.contains(&l.name))
+            .map(|l| (l.index, l.name))
+            .collect();
+        let answers = self
+            .request(
+                RouteNetlinkMessage::GetRoute(RouteMessage::default()),
+                DUMP,
+                || "listing routes".to_string(),
+            )
+            .await?;
+        for m in answers {
+            let RouteNetlinkMessage::NewRoute(r) = m else {
+                continue;
+            };
+            if route_table(&r) != u32::from(MAIN_TABLE) {
+                continue;
+            }
+            let oif = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            });
+            let Some(name) = oif.and_then(|i| by_index.get(&i)) else {
+                continue;
+            };
+            let dst = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Destination(d) => match d {
+                    rtnetlink::packet_route::route::RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
+                    rtnetlink::packet_route::route::RouteAddress::Inet6(ip) => {
+                        Some(IpAddr::V6(*ip))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            });
+            if let Some(Ok(net)) = dst.map(|d| IpNet::new(d, r.header.destination_prefix_length)) {
+                out.entry(name.clone()).or_insert_with(Vec::new).push(net);
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -12,7 +12,7 @@ use crate::firewall::Elements;
 use crate::firewall::FirewallConfig;
 use crate::host::{
     bridge_alias, sublink_key, veth_alias, DesiredBridge, DesiredEndpoint, DesiredHost,
-    DesiredRoutes, DesiredSublink,
+    DesiredRoutes, DesiredShim, DesiredSublink,
 };
 use crate::model::{ContainerSpec, Driver, EndpointSpec, NetworkMode, NetworkSpec, RoutePlan};
 use crate::network as planner;
@@ -184,8 +184,8 @@ impl NetworkDriver for SublinkDriver {
     fn combinable(&self) -> bool {
         true
     }
-    fn network_link(&self, _net: &NetworkSpec) -> Option<String> {
-        None
+    fn network_link(&self, net: &NetworkSpec) -> Option<String> {
+        planner::host_shim(net).then(|| crate::names::shim_name(&net.id))
     }
     fn parent(&self, net: &NetworkSpec) -> Option<String> {
         planner::parent_of(net).map(str::to_string)
@@ -193,7 +193,17 @@ impl NetworkDriver for SublinkDriver {
     fn kernel_module(&self) -> Option<&'static str> {
         Some(self.name)
     }
-    fn contribute_network(&self, _net: &NetworkSpec, _d: &mut DesiredHost) {}
+    fn contribute_network(&self, net: &NetworkSpec, d: &mut DesiredHost) {
+        if let Some(plan) = planner::shim_plan(net) {
+            d.shims.insert(
+                plan.name.clone(),
+                DesiredShim {
+                    plan,
+                    network: net.name.clone(),
+                },
+            );
+        }
+    }
 
     fn contribute_endpoint(
         &self,

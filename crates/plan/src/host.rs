@@ -34,7 +34,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::firewall::{Elements, FirewallConfig};
-use crate::model::{BridgePlan, EndpointPlan, NetworkSpec, RoutePlan, SublinkPlan};
+use crate::model::{BridgePlan, EndpointPlan, NetworkSpec, RoutePlan, ShimPlan, SublinkPlan};
 use crate::names;
 
 /// Prefix of the `ifalias` of every link berth creates.
@@ -110,6 +110,16 @@ pub struct DesiredSublink {
     pub network: String,
 }
 
+/// A macvlan network's host shim berth wants (a link of berthd's namespace, marked like a
+/// bridge: owner MAC in the creating request, then the alias).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredShim {
+    /// Name, parent, mark, routes.
+    pub plan: ShimPlan,
+    /// The network's name, for messages.
+    pub network: String,
+}
+
 /// The default routes a container namespace should have.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredRoutes {
@@ -133,6 +143,9 @@ pub struct DesiredHost {
     /// Container interfaces on a host interface (macvlan, ipvlan) by [`sublink_key`].
     #[serde(default)]
     pub sublinks: BTreeMap<String, DesiredSublink>,
+    /// Host shims of macvlan networks by name.
+    #[serde(default)]
+    pub shims: BTreeMap<String, DesiredShim>,
     /// Sysctls of berthd's namespace: key → (value, why).
     pub sysctls: BTreeMap<String, (String, String)>,
     /// The static rule set's configuration.
@@ -154,6 +167,9 @@ pub struct ObserveRequest {
     pub sysctls: BTreeSet<String>,
     /// Read berth's nft table back (else the caller supplies what it last applied).
     pub firewall: bool,
+    /// Links of berthd's namespace whose routes (main table) to read.
+    #[serde(default)]
+    pub routes_of: BTreeSet<String>,
 }
 
 impl ObserveRequest {
@@ -164,6 +180,7 @@ impl ObserveRequest {
             netns: desired.routes.keys().cloned().collect(),
             sysctls: desired.sysctls.keys().cloned().collect(),
             firewall: true,
+            routes_of: desired.shims.keys().cloned().collect(),
         }
     }
 
@@ -172,12 +189,14 @@ impl ObserveRequest {
     pub fn scoped(desired: &DesiredHost, also: &[String]) -> ObserveRequest {
         let mut links: BTreeSet<String> = desired.bridges.keys().cloned().collect();
         links.extend(desired.endpoints.keys().cloned());
+        links.extend(desired.shims.keys().cloned());
         links.extend(also.iter().cloned());
         ObserveRequest {
             links: Some(links),
             netns: desired.routes.keys().cloned().collect(),
             sysctls: desired.sysctls.keys().cloned().collect(),
             firewall: false,
+            routes_of: desired.shims.keys().cloned().collect(),
         }
     }
 }
@@ -256,6 +275,9 @@ pub struct ObservedHost {
     pub sysctls: BTreeMap<String, String>,
     /// berth's table, when it was read back.
     pub firewall: Option<ObservedFirewall>,
+    /// Destinations of the main-table routes through the links of `routes_of`, by link.
+    #[serde(default)]
+    pub link_routes: BTreeMap<String, Vec<IpNet>>,
 }
 
 /// What a step does. Every variant is idempotent: applying it twice, or after an interruption,
@@ -307,6 +329,12 @@ pub enum StepOp {
     CreateSublink {
         /// The interface.
         plan: SublinkPlan,
+    },
+    /// Makes a macvlan network's host shim exist: created on its parent if missing (macvlan,
+    /// bridge mode, owner MAC), marked, up, its routes in place (replace: idempotent).
+    EnsureShim {
+        /// The shim.
+        plan: ShimPlan,
     },
     /// Inside a container namespace: deletes the interface `ifname` (a stale or unwanted
     /// macvlan/ipvlan link; the namespace is one of berth's containers').
@@ -392,6 +420,7 @@ impl Step {
             StepOp::CreateEndpoint { .. } => "CreateEndpoint",
             StepOp::AttachPort { .. } => "AttachPort",
             StepOp::CreateSublink { .. } => "CreateSublink",
+            StepOp::EnsureShim { .. } => "EnsureShim",
             StepOp::DeleteContainerLink { .. } => "DeleteContainerLink",
             StepOp::ConfigureContainerSide { .. } => "ConfigureContainerSide",
             StepOp::ReplaceRoutes { .. } => "ReplaceRoutes",
@@ -582,6 +611,53 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
                     _ => format!("new bridge ({why})"),
                 },
             });
+        }
+    }
+
+    // 3b. Host shims of macvlan networks.
+    for (name, sh) in &desired.shims {
+        let object = format!("host shim {name} of network {}", sh.network);
+        let ensure = |reason: String| Step {
+            op: StepOp::EnsureShim {
+                plan: sh.plan.clone(),
+            },
+            object: object.clone(),
+            reason,
+        };
+        match observed.links.get(name) {
+            None => steps.push(ensure("missing".into())),
+            Some(link) if !is_owned(link) || link.kind.as_deref() != Some("macvlan") => {
+                plan.problems.push(Problem {
+                    object: object.clone(),
+                    message: format!(
+                        "a {} link named {name} exists and is not berth's shim: berth leaves it alone",
+                        link.kind.as_deref().unwrap_or("device")
+                    ),
+                })
+            }
+            Some(link) => {
+                let mut why = Vec::new();
+                if !link.up {
+                    why.push("down".to_string());
+                }
+                if link.alias.as_deref() != Some(sh.plan.alias.as_str()) {
+                    why.push("mark missing".into());
+                }
+                let have = observed.link_routes.get(name).cloned().unwrap_or_default();
+                let missing: Vec<String> = sh
+                    .plan
+                    .routes
+                    .iter()
+                    .filter(|r| !have.contains(&r.dst))
+                    .map(|r| r.dst.to_string())
+                    .collect();
+                if !missing.is_empty() {
+                    why.push(format!("no route to {}", missing.join(", ")));
+                }
+                if !why.is_empty() {
+                    steps.push(ensure(why.join(", ")));
+                }
+            }
         }
     }
 
@@ -879,7 +955,10 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
     let mut veth_dels = Vec::new();
     let mut bridge_dels = Vec::new();
     for (name, link) in &observed.links {
-        if desired.bridges.contains_key(name) || desired.endpoints.contains_key(name) {
+        if desired.bridges.contains_key(name)
+            || desired.endpoints.contains_key(name)
+            || desired.shims.contains_key(name)
+        {
             continue;
         }
         if !is_owned(link) {

@@ -82,6 +82,11 @@ pub struct NetworkSpec {
     /// took it over. berth removes only the gateway addresses it added, never these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub adopted_addrs: Vec<IpNet>,
+    /// For a macvlan network with `berth.macvlan.host_shim=true`: the host's address on the
+    /// parent in the network's subnet (found at create), the source of the host's packets to
+    /// the network's containers through the shim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shim_src: Option<IpAddr>,
     /// Bridge interface name (empty for host/null).
     pub bridge: String,
     /// Inter-container communication on this network (`com.docker.network.bridge.enable_icc`).
@@ -310,6 +315,29 @@ pub struct SublinkPlan {
     pub routes: Vec<RoutePlan>,
     /// IPv6 off on it (IPv4-only networks).
     pub disable_ipv6: bool,
+}
+
+/// A route of the host through a macvlan host shim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShimRoute {
+    /// Destination (the network's ip range).
+    pub dst: IpNet,
+    /// Preferred source (the host's address on the parent).
+    pub src: IpAddr,
+}
+
+/// A macvlan interface of the host on a macvlan network's parent (bridge mode), so the host can
+/// reach the network's containers, which it cannot through the parent itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShimPlan {
+    /// Its name (`bm` + 12 hex of the network id).
+    pub name: String,
+    /// The parent.
+    pub parent: String,
+    /// Its ownership mark (`ifalias`).
+    pub alias: String,
+    /// Routes through it.
+    pub routes: Vec<ShimRoute>,
 }
 
 /// What the kernel layer needs to attach one container namespace to one bridge.

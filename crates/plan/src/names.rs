@@ -175,6 +175,11 @@ pub fn veth_name(endpoint_id: &str) -> String {
     format!("{VETH_PREFIX}{}", short_id(endpoint_id))
 }
 
+/// The name of a macvlan network's host shim: `bm` + the first 12 characters of its id.
+pub fn shim_name(network_id: &str) -> String {
+    format!("bm{}", short_id(network_id))
+}
+
 /// Parses `aa:bb:cc:dd:ee:ff` (hex, either case).
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut out = [0u8; 6];

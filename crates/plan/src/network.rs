@@ -13,7 +13,7 @@ use crate::error::PlanError;
 use crate::ipam;
 use crate::model::{
     BridgePlan, ContainerSpec, Driver, EndpointPlan, EndpointSpec, Id, NetworkMode, NetworkSpec,
-    RoutePlan, SublinkKind, SublinkPlan, SubnetSpec,
+    RoutePlan, ShimPlan, ShimRoute, SublinkKind, SublinkPlan, SubnetSpec,
 };
 use crate::names;
 
@@ -45,12 +45,45 @@ pub const OPT_MACVLAN_MODE: &str = "macvlan_mode";
 pub const OPT_IPVLAN_MODE: &str = "ipvlan_mode";
 /// Docker's ipvlan option: `bridge` (default), `private` or `vepa`.
 pub const OPT_IPVLAN_FLAG: &str = "ipvlan_flag";
-/// berth's macvlan option: give the host a macvlan interface of its own on the parent so it
-/// can reach its containers (not implemented yet: refused).
+/// berth's macvlan option: give the host a macvlan interface of its own on the parent (bridge
+/// mode) with a route to the network's ip range, so it can reach its containers.
 pub const OPT_HOST_SHIM: &str = "berth.macvlan.host_shim";
 /// What `network inspect` says about a macvlan network's host ↔ container limitation.
 pub const MACVLAN_HOST_NOTE: &str = "the host cannot reach its macvlan containers through the \
      parent; use -o berth.macvlan.host_shim=true";
+
+/// Whether `net` is a macvlan network with a host shim ([`OPT_HOST_SHIM`], validated at create).
+pub fn host_shim(net: &NetworkSpec) -> bool {
+    net.driver == Driver::Macvlan
+        && net
+            .options
+            .get(OPT_HOST_SHIM)
+            .is_some_and(|v| parse_bool_opt(OPT_HOST_SHIM, v).unwrap_or(false))
+}
+
+/// The host shim of a macvlan network, once the daemon found the host's address on the parent
+/// (`shim_src`): bridge mode on the parent, a route to the IPv4 ip range from that address.
+pub fn shim_plan(net: &NetworkSpec) -> Option<ShimPlan> {
+    if !host_shim(net) {
+        return None;
+    }
+    let src = net.shim_src?;
+    let range = net
+        .subnets
+        .iter()
+        .find(|s| s.subnet.addr().is_ipv4())
+        .and_then(|s| s.ip_range)?;
+    Some(ShimPlan {
+        name: names::shim_name(&net.id),
+        parent: parent_of(net)?.to_string(),
+        alias: format!(
+            "{}shim:{}",
+            crate::host::MARK_PREFIX,
+            names::short_id(&net.id)
+        ),
+        routes: vec![ShimRoute { dst: range, src }],
+    })
+}
 
 /// The parent interface of a macvlan or ipvlan network (`-o parent=`), if any.
 pub fn parent_of(net: &NetworkSpec) -> Option<&str> {
@@ -485,15 +518,15 @@ pub fn plan_network(
                 opts.get(OPT_IPVLAN_FLAG).map(String::as_str),
             )?;
         }
-        if let Some(v) = opts.get(OPT_HOST_SHIM) {
-            if parse_bool_opt(OPT_HOST_SHIM, v)? {
-                return Err(PlanError::Invalid(format!(
-                    "option {OPT_HOST_SHIM}=true is not implemented yet: the host cannot reach its {} containers through {}",
-                    driver.as_str(),
-                    parent.unwrap_or_default()
-                )));
-            }
-        }
+    }
+    let shim = match opts.get(OPT_HOST_SHIM) {
+        Some(v) => parse_bool_opt(OPT_HOST_SHIM, v)?,
+        None => false,
+    };
+    if shim && driver != Driver::Macvlan {
+        return Err(PlanError::Invalid(format!(
+            "option {OPT_HOST_SHIM} is for macvlan networks only"
+        )));
     }
     // A macvlan/ipvlan subnet is the LAN's, routed on the host through the parent: it may
     // overlap host routes and the networks of other parents, not a bridge network nor another
@@ -527,6 +560,13 @@ pub fn plan_network(
         }
         check_overlaps(name, &spec.subnet, &peers, overlap_routes)?;
         *slot = Some(spec);
+    }
+
+    if shim && v4.as_ref().and_then(|s| s.ip_range).is_none() {
+        return Err(PlanError::Invalid(format!(
+            "network {name:?}: option {OPT_HOST_SHIM}=true needs an IPv4 --ip-range: the host \
+             routes that range to the network's containers through the shim"
+        )));
     }
 
     let mut used: Vec<IpNet> = existing
@@ -633,6 +673,7 @@ pub fn plan_network(
         labels: req.labels.clone(),
         options: req.options.clone(),
         adopted_addrs: Vec::new(),
+        shim_src: None,
         bridge,
         icc,
         masquerade,
@@ -676,6 +717,7 @@ pub fn predefined_networks(
         labels: BTreeMap::new(),
         options: BTreeMap::new(),
         adopted_addrs: Vec::new(),
+        shim_src: None,
         bridge: String::new(),
         icc: true,
         masquerade: false,
@@ -700,6 +742,7 @@ pub fn predefined_networks(
             labels: BTreeMap::new(),
             options,
             adopted_addrs: Vec::new(),
+            shim_src: None,
             bridge: DEFAULT_BRIDGE_IFNAME.into(),
             icc: true,
             masquerade: true,

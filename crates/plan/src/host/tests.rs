@@ -23,6 +23,7 @@ fn net(id_hex: char, name: &str, subnet: &str) -> NetworkSpec {
         labels: BTreeMap::new(),
         options: BTreeMap::new(),
         adopted_addrs: Vec::new(),
+        shim_src: None,
         icc: true,
         masquerade: true,
         mtu: 1500,
@@ -503,4 +504,64 @@ fn a_dead_container_s_macvlan_link_is_left_alone() {
         n.links.clear();
     }
     assert!(diff(&o, &d).steps.is_empty());
+}
+
+#[test]
+fn a_host_shim_is_created_repaired_and_removed() {
+    let mut lan = lan();
+    lan.options
+        .insert(crate::network::OPT_HOST_SHIM.into(), "true".into());
+    lan.subnets[0].ip_range = Some("192.168.1.192/27".parse().expect("range"));
+    lan.shim_src = Some("192.168.1.2".parse().expect("ip"));
+    let nets = vec![lan];
+    let d = desired_of(&nets, &[]);
+    assert_eq!(d.shims.len(), 1);
+    let name = d.shims.keys().next().expect("shim").clone();
+    assert!(name.starts_with("bm"));
+
+    let mut o = converged(&d);
+    o.link_routes.clear();
+    // Missing: ensured.
+    let plan = diff(&o, &d);
+    assert_eq!(actions(&plan), ["EnsureShim"]);
+    assert_eq!(plan.steps[0].reason, "missing");
+
+    // Present, marked, up, routed: nothing to do.
+    let sh = &d.shims[&name];
+    o.links.insert(
+        name.clone(),
+        ObservedLink {
+            name: name.clone(),
+            kind: Some("macvlan".into()),
+            up: true,
+            alias: Some(sh.plan.alias.clone()),
+            mac: Some(names::owner_mac(&name)),
+            ..ObservedLink::default()
+        },
+    );
+    o.link_routes
+        .insert(name.clone(), vec!["192.168.1.192/27".parse().expect("net")]);
+    assert!(diff(&o, &d).steps.is_empty(), "{:#?}", diff(&o, &d).steps);
+
+    // Its route deleted: ensured again.
+    o.link_routes.clear();
+    let plan = diff(&o, &d);
+    assert_eq!(actions(&plan), ["EnsureShim"]);
+    assert!(plan.steps[0]
+        .reason
+        .contains("no route to 192.168.1.192/27"));
+
+    // A foreign link of that name: a problem, never touched.
+    let mut foreign = o.clone();
+    if let Some(l) = foreign.links.get_mut(&name) {
+        l.alias = None;
+        l.mac = Some([2, 0, 0, 0, 0, 9]);
+    }
+    let plan = diff(&foreign, &d);
+    assert!(plan.steps.is_empty() && plan.problems.len() == 1);
+
+    // The network removed: the shim is an orphan (owned) and goes.
+    let empty = desired_of(&[], &[]);
+    let plan = diff(&o, &empty);
+    assert_eq!(actions(&plan), ["DeleteLink"]);
 }

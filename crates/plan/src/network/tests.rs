@@ -642,13 +642,40 @@ fn macvlan_networks() {
     let e = plan(&r, &[]).unwrap_err();
     assert!(e.to_string().contains("--internal"), "{e}");
 
-    // The host shim is not there yet: refused, not ignored.
+    // The host shim needs an ip range (the route it gets), and macvlan.
     let mut r = macvlan("m", "10.9.0.0/24", Some("eth0"));
     r.options.insert(OPT_HOST_SHIM.into(), "true".into());
+    let e = plan(&r, &[]).unwrap_err();
+    assert!(e.to_string().contains("needs an IPv4 --ip-range"), "{e}");
+    r.ipam[0].ip_range = Some("10.9.0.192/27".into());
+    let mut n = plan(&r, &[]).unwrap();
+    assert!(host_shim(&n));
+    assert_eq!(
+        shim_plan(&n),
+        None,
+        "no plan before the daemon found the host's address"
+    );
+    n.shim_src = Some(ip("10.9.0.2"));
+    let s = shim_plan(&n).unwrap();
+    assert_eq!(s.name, "bmaaaaaaaaaaaa");
+    assert_eq!(s.parent, "eth0");
+    assert_eq!(s.alias, "berth:shim:aaaaaaaaaaaa");
+    assert_eq!(
+        s.routes,
+        vec![ShimRoute {
+            dst: net("10.9.0.192/27"),
+            src: ip("10.9.0.2")
+        }]
+    );
+    assert_eq!(
+        crate::driver::driver(n.driver).network_link(&n).as_deref(),
+        Some("bmaaaaaaaaaaaa")
+    );
+    r.driver = Some("ipvlan".into());
     assert!(plan(&r, &[])
         .unwrap_err()
         .to_string()
-        .contains("not implemented yet"));
+        .contains("macvlan networks only"));
 }
 
 #[test]
