@@ -95,6 +95,27 @@ impl Lan {
     }
 }
 
+impl Lan {
+    /// Another NIC of the host on the LAN: `name` in berthd's namespace, a port of br0, up,
+    /// without an address.
+    fn add_host_port(&self, w: &World, name: &str) {
+        let port = format!("p-{name}");
+        sh_ok(
+            "ip",
+            &[
+                "-n", &self.ns, "link", "add", &port, "type", "veth", "peer", "name", name,
+                "netns", &w.host_ns,
+            ],
+        );
+        sh_ok(
+            "ip",
+            &["-n", &self.ns, "link", "set", &port, "master", "br0"],
+        );
+        sh_ok("ip", &["-n", &self.ns, "link", "set", &port, "up"]);
+        sh_ok("ip", &["-n", &w.host_ns, "link", "set", name, "up"]);
+    }
+}
+
 impl Drop for Lan {
     fn drop(&mut self) {
         for ns in [&self.ns, &self.machine] {
@@ -482,6 +503,105 @@ fn refusals_name_what_is_missing() {
             "{n} must not exist: {ls}"
         );
     }
+}
+
+/// Proves `vepa` (containers talk only through the LAN switch: not while the LAN bridge's port
+/// refuses to send a frame back where it came from, yes once that port is in hairpin mode) and
+/// `passthru` (the one container takes the parent over: it has the parent's MAC and the LAN
+/// reaches it; on rm the parent is given back, with its MAC, up and not promiscuous).
+#[test]
+fn vepa_needs_a_hairpin_lan_and_passthru_takes_the_parent() {
+    require_root!();
+    let w = World::new();
+    let lan = Lan::new(&w);
+    create_lan(&w, "lan", &["-o", "macvlan_mode=vepa"]);
+    w.run_server("a", &["--network", "lan", "--ip", "192.168.77.200"], 8080);
+    w.run_server("b", &["--network", "lan", "--ip", "192.168.77.201"], 8080);
+    w.wait_container_port("a", 8080);
+    w.wait_container_port("b", 8080);
+    assert_eq!(machine_reaches(&w, &lan, "192.168.77.201", 8080), MACHINE);
+    let link = w.exec_ok("a", &["ip", "-d", "link", "show", "eth0"]);
+    assert!(link.contains("macvlan mode vepa"), "{link}");
+    w.assert_blocked("a", "192.168.77.201", 8080);
+    sh_ok(
+        "ip",
+        &[
+            "-n",
+            &lan.ns,
+            "link",
+            "set",
+            "p-host",
+            "type",
+            "bridge_slave",
+            "hairpin",
+            "on",
+        ],
+    );
+    let start = Instant::now();
+    loop {
+        match w.tcp_from("a", "192.168.77.201", 8080, 1.0) {
+            Ok(r) => {
+                assert_eq!(r.trim(), "192.168.77.200");
+                break;
+            }
+            Err(e) => assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "vepa through a hairpin LAN port: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    w.berth_ok(&["rm", "-f", "a", "b"]);
+    w.berth_ok(&["network", "rm", "lan"]);
+
+    // passthru on a second NIC.
+    lan.add_host_port(&w, "lan1");
+    let mac_before = w.host_ip_cmd(&["-o", "link", "show", "lan1"]);
+    let mac_before = mac_before
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(mac_before.len(), 17, "{mac_before}");
+    w.berth_ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet",
+        "192.168.77.0/24",
+        "--gateway",
+        ROUTER,
+        "-o",
+        "parent=lan1",
+        "-o",
+        "macvlan_mode=passthru",
+        "pt",
+    ]);
+    w.run_server("p", &["--network", "pt", "--ip", "192.168.77.202"], 8080);
+    w.wait_container_port("p", 8080);
+    let link = w.exec_ok("p", &["ip", "-d", "link", "show", "eth0"]);
+    assert!(
+        link.contains("macvlan mode passthru") && link.contains(&mac_before),
+        "{link}"
+    );
+    assert_eq!(machine_reaches(&w, &lan, "192.168.77.202", 8080), MACHINE);
+    // In sync: berth does not fight the parent's MAC the passthru link took.
+    let o = w.system_check(&[]);
+    assert!(
+        o.status.success() && stdout(&o).contains("in sync"),
+        "{}",
+        show(&o)
+    );
+    w.berth_ok(&["rm", "-f", "p"]);
+    w.berth_ok(&["network", "rm", "pt"]);
+    let after = w.host_ip_cmd(&["-o", "link", "show", "lan1"]);
+    assert!(
+        after.contains(&mac_before) && after.contains("UP"),
+        "{after}"
+    );
+    assert!(!after.contains("PROMISC"), "{after}");
 }
 
 /// From berthd's namespace (the host): connect to addr:port, retrying for up to 10 s.

@@ -142,13 +142,16 @@ pub fn sublink_kind(net: &NetworkSpec) -> Option<SublinkKind> {
     }
 }
 
+/// `MACVLAN_MODE_PASSTHRU`.
+pub const MACVLAN_PASSTHRU: u32 = 8;
+
 /// `IFLA_MACVLAN_MODE` of `-o macvlan_mode=` (default bridge).
 fn macvlan_mode(v: Option<&str>) -> Result<u32, PlanError> {
     match v.unwrap_or("") {
         "" | "bridge" => Ok(4),
         "private" => Ok(1),
         "vepa" => Ok(2),
-        "passthru" => Ok(8),
+        "passthru" => Ok(MACVLAN_PASSTHRU),
         other => Err(PlanError::Invalid(format!(
             "invalid value {other:?} for option {OPT_MACVLAN_MODE}: expected bridge, private, vepa or passthru"
         ))),
@@ -223,7 +226,10 @@ pub fn sublink_plan(
         kind,
         netns: netns_path.to_string(),
         ifname: ep.ifname.clone(),
-        mac: matches!(kind, SublinkKind::Macvlan(_)).then(|| ep.mac.clone()),
+        // ipvlan links have their parent's MAC; a passthru macvlan takes its parent's over
+        // (setting another would change the parent's).
+        mac: matches!(kind, SublinkKind::Macvlan(m) if m != MACVLAN_PASSTHRU)
+            .then(|| ep.mac.clone()),
         addrs: ep.addrs.clone(),
         routes: default_routes(net, ep, gateway),
         disable_ipv6: !net.subnets.iter().any(|s| s.subnet.addr().is_ipv6()),
