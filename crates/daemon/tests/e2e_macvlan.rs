@@ -604,6 +604,78 @@ fn vepa_needs_a_hairpin_lan_and_passthru_takes_the_parent() {
     assert!(!after.contains("PROMISC"), "{after}");
 }
 
+/// Proves dual stack: on a macvlan network with an IPv6 subnet the container has its static
+/// IPv6 address on the LAN (no DAD wait), a default IPv6 route via the LAN's router, and the LAN
+/// machine reaches it over IPv6 seeing its own real address.
+#[test]
+fn dual_stack_macvlan() {
+    require_root!();
+    let w = World::new();
+    let lan = Lan::new(&w);
+    sh_ok(
+        "ip",
+        &[
+            "-n",
+            &lan.ns,
+            "addr",
+            "add",
+            "fd77::1/64",
+            "dev",
+            "br0",
+            "nodad",
+        ],
+    );
+    sh_ok(
+        "ip",
+        &[
+            "-n",
+            &lan.machine,
+            "addr",
+            "add",
+            "fd77::10/64",
+            "dev",
+            "m0",
+            "nodad",
+        ],
+    );
+    create_lan(
+        &w,
+        "lan",
+        &["--ipv6", "--subnet", "fd77::/64", "--gateway", "fd77::1"],
+    );
+    w.run_d(
+        "v6",
+        &[
+            "--network",
+            "lan",
+            "--ip",
+            "192.168.77.200",
+            "--ip6",
+            "fd77::200",
+        ],
+        &["python3", &w.helper("peer_server.py"), "::", "8080"],
+    );
+    w.wait_container_port("v6", 8080);
+    let addrs = w.exec_ok("v6", &["ip", "-o", "addr", "show", "eth0"]);
+    assert!(
+        addrs.contains("fd77::200/64") && addrs.contains("192.168.77.200/24"),
+        "{addrs}"
+    );
+    let routes = w.exec_ok("v6", &["ip", "-6", "route", "show", "default"]);
+    assert!(routes.contains("via fd77::1"), "{routes}");
+    assert_eq!(machine_reaches(&w, &lan, "fd77::200", 8080), "fd77::10");
+    assert_eq!(
+        machine_reaches(&w, &lan, "192.168.77.200", 8080),
+        format!("::ffff:{MACHINE}")
+    );
+    let o = w.system_check(&[]);
+    assert!(
+        o.status.success() && stdout(&o).contains("in sync"),
+        "{}",
+        show(&o)
+    );
+}
+
 /// From berthd's namespace (the host): connect to addr:port, retrying for up to 10 s.
 fn host_reaches(w: &World, addr: &str, port: u16) -> String {
     let start = Instant::now();
