@@ -676,6 +676,81 @@ fn dual_stack_macvlan() {
     );
 }
 
+/// Proves the stock docker CLI manages macvlan networks: create with options, inspect (driver,
+/// parent, mode), connect with a static address (the LAN reaches it), disconnect, rm; and its
+/// ipvlan create gets berth's message naming the module on a kernel without it.
+#[test]
+fn stock_docker_cli_manages_macvlan() {
+    require_root!();
+    let w = World::new();
+    let lan = Lan::new(&w);
+    let id = w.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet",
+        "192.168.77.0/24",
+        "--gateway",
+        ROUTER,
+        "--ip-range",
+        "192.168.77.192/27",
+        "-o",
+        "parent=lan0",
+        "-o",
+        "macvlan_mode=bridge",
+        "dlan",
+    ]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    let shown = w.docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{.Driver}} {{index .Options \"parent\"}} {{index .Options \"macvlan_mode\"}}",
+        "dlan",
+    ]);
+    assert_eq!(shown.trim(), "macvlan lan0 bridge");
+    w.berth_ok(&["network", "create", "--subnet", "10.9.0.0/24", "back"]);
+    w.run_server("app", &["--network", "back"], 8080);
+    w.wait_container_port("app", 8080);
+    w.docker_ok(&[
+        "network",
+        "connect",
+        "--ip",
+        "192.168.77.205",
+        "dlan",
+        "app",
+    ]);
+    assert_eq!(machine_reaches(&w, &lan, "192.168.77.205", 8080), MACHINE);
+    w.docker_ok(&["network", "disconnect", "dlan", "app"]);
+    machine_blocked(&w, &lan, "192.168.77.205", 8080);
+    w.docker_ok(&["network", "rm", "dlan"]);
+
+    let probe = sh(
+        "ip",
+        &[
+            "-n", &w.host_ns, "link", "add", "link", "lan0", "name", "kprobe0", "type", "ipvlan",
+        ],
+    );
+    if probe.status.success() {
+        sh_ok("ip", &["-n", &w.host_ns, "link", "del", "kprobe0"]);
+    } else {
+        let o = w.docker(&[
+            "network",
+            "create",
+            "-d",
+            "ipvlan",
+            "--subnet",
+            "192.168.77.0/24",
+            "-o",
+            "parent=lan0",
+            "div",
+        ]);
+        assert!(!o.status.success(), "{}", show(&o));
+        assert!(stderr(&o).contains("kernel module ipvlan"), "{}", show(&o));
+    }
+}
+
 /// From berthd's namespace (the host): connect to addr:port, retrying for up to 10 s.
 fn host_reaches(w: &World, addr: &str, port: u16) -> String {
     let start = Instant::now();
