@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_api::types::*;
-use berth_plan::model::{ContainerSpec, ContainerState, Driver, NetworkMode, NetworkSpec, Status};
+use berth_plan::model::{ContainerSpec, ContainerState, NetworkMode, NetworkSpec, Status};
 use berth_plan::network::{self as planner, IpamRequest, NetworkRequest};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -330,32 +330,8 @@ fn network_resource(n: &NetworkSpec, containers: &[ContainerSpec]) -> NetworkRes
         containers: members,
         options: n.options.clone(),
         labels: n.labels.clone(),
-        berth_notes: network_notes(n),
+        berth_notes: planner::notes(n),
     }
-}
-
-/// What `network inspect` tells about a network beyond Docker's fields.
-fn network_notes(n: &NetworkSpec) -> Vec<String> {
-    let mut out = Vec::new();
-    if matches!(n.driver, Driver::Macvlan | Driver::Ipvlan) {
-        if let Some(shim) = planner::shim_plan(n) {
-            for r in &shim.routes {
-                out.push(format!(
-                    "the host reaches the network's containers in {} through its shim {} on {} \
-                     (from {})",
-                    r.dst, shim.name, shim.parent, r.src
-                ));
-            }
-        } else if n.driver == Driver::Macvlan {
-            out.push(planner::MACVLAN_HOST_NOTE.to_string());
-        }
-        out.push(format!(
-            "containers on this network get no berth resolver (their resolv.conf is the host's); \
-             names of containers on {} networks are not resolved yet",
-            n.driver.as_str()
-        ));
-    }
-    out
 }
 
 async fn list_networks(

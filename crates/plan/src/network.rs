@@ -85,6 +85,44 @@ pub fn shim_plan(net: &NetworkSpec) -> Option<ShimPlan> {
     })
 }
 
+/// What `network inspect` tells about a network beyond Docker's fields (`BerthNotes`): the
+/// host ↔ container limitation of macvlan (or the shim that lifts it), the routes the LAN needs
+/// for an ipvlan network in l3 mode, the missing resolver.
+pub fn notes(n: &NetworkSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    if !matches!(n.driver, Driver::Macvlan | Driver::Ipvlan) {
+        return out;
+    }
+    let parent = parent_of(n).unwrap_or_default();
+    if let Some(shim) = shim_plan(n) {
+        for r in &shim.routes {
+            out.push(format!(
+                "the host reaches the network's containers in {} through its shim {} on {} (from {})",
+                r.dst, shim.name, shim.parent, r.src
+            ));
+        }
+    } else if n.driver == Driver::Macvlan {
+        out.push(MACVLAN_HOST_NOTE.to_string());
+    }
+    if let Some(SublinkKind::Ipvlan(mode @ (1 | 2), _)) = sublink_kind(n) {
+        let mode = if mode == 1 { "l3" } else { "l3s" };
+        for s in &n.subnets {
+            out.push(format!(
+                "ipvlan {mode}: the LAN does not learn the containers' addresses by ARP; its router \
+                 needs the route `{} via <this host's address on {parent}>` (berth never changes \
+                 the LAN's router)",
+                s.subnet
+            ));
+        }
+    }
+    out.push(format!(
+        "containers on this network get no berth resolver (their resolv.conf is the host's); \
+         names of containers on {} networks are not resolved yet",
+        n.driver.as_str()
+    ));
+    out
+}
+
 /// The parent interface of a macvlan or ipvlan network (`-o parent=`), if any.
 pub fn parent_of(net: &NetworkSpec) -> Option<&str> {
     match net.driver {

@@ -806,3 +806,27 @@ fn macvlan_endpoints() {
     };
     assert!(plan_endpoint(&n, &c, &[], &req, id('e')).is_err());
 }
+
+#[test]
+fn inspect_notes() {
+    assert!(notes(&plan(&req("br"), &[]).unwrap()).is_empty());
+    let n = plan(&macvlan("lan", "192.168.1.0/24", Some("eth0")), &[]).unwrap();
+    let t = notes(&n).join("\n");
+    assert!(
+        t.contains("host_shim=true") && t.contains("no berth resolver"),
+        "{t}"
+    );
+    let mut r = macvlan("routed", "10.60.0.0/24", Some("eth0"));
+    r.driver = Some("ipvlan".into());
+    r.options.insert(OPT_IPVLAN_MODE.into(), "l3".into());
+    let t = notes(&plan(&r, &[]).unwrap()).join("\n");
+    assert!(
+        t.contains("ipvlan l3") && t.contains("`10.60.0.0/24 via <this host's address on eth0>`"),
+        "{t}"
+    );
+    assert!(!t.contains("host_shim"), "{t}");
+    r.options.insert(OPT_IPVLAN_MODE.into(), "l2".into());
+    assert!(!notes(&plan(&r, &[]).unwrap())
+        .join("\n")
+        .contains("ipvlan l"));
+}
