@@ -364,6 +364,17 @@ fn connect_disconnect_restart_and_drift() {
         "check after the restart: {}",
         show(&o)
     );
+    let o = w.system_check(&["--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o))
+        .unwrap_or_else(|e| panic!("check --format json: {e}: {}", show(&o)));
+    let sl = &v["Summary"]["ContainerSublinks"];
+    assert_eq!(
+        (sl["Desired"].as_u64(), sl["Observed"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    let ep = &v["Summary"]["Endpoints"];
+    assert_eq!(ep["Desired"], ep["Observed"], "{v}");
 
     // Drift: the container's macvlan link deleted behind berth's back.
     let pid = pid_of(&w, "srv");
