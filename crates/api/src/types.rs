@@ -158,6 +158,10 @@ pub struct NetworkResource {
     pub options: BTreeMap<String, String>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// berth's notes about the network (not Docker's): what it cannot do and what to do about
+    /// it (a macvlan network's host ↔ container limitation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub berth_notes: Vec<String>,
 }
 
 /// `IPAMConfig` of an endpoint.

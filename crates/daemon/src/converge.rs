@@ -183,6 +183,7 @@ impl Daemon {
                 fresh_netns: BTreeSet::new(),
                 sysctls: desired.sysctls.keys().cloned().collect(),
                 firewall: true,
+                routes_of: desired.shims.keys().cloned().collect(),
             },
             _ => ObserveRequest::scoped(&desired, &also),
         };
@@ -487,11 +488,41 @@ impl Daemon {
             .iter()
             .filter(|n| rep.observed.links.contains_key(n.as_str()))
             .count();
+        let driver_of = |id: &str| nets.iter().find(|n| n.id == id).map(|n| n.driver);
         let veths: Vec<&str> = running
             .iter()
             .filter(|(c, _)| c.mode == NetworkMode::Networks)
-            .flat_map(|(c, _)| c.endpoints.iter().map(|e| e.host_ifname.as_str()))
+            .flat_map(|(c, _)| c.endpoints.iter())
+            .filter(|e| driver_of(&e.network_id) == Some(berth_plan::model::Driver::Bridge))
+            .map(|e| e.host_ifname.as_str())
             .collect();
+        // Container interfaces on a host interface (macvlan, ipvlan), in their namespaces.
+        let sublinks: Vec<(&str, &str)> = running
+            .iter()
+            .filter(|(c, _)| c.mode == NetworkMode::Networks)
+            .flat_map(|(c, ns)| c.endpoints.iter().map(move |e| (e, ns.as_str())))
+            .filter(|(e, _)| {
+                matches!(
+                    driver_of(&e.network_id),
+                    Some(berth_plan::model::Driver::Macvlan | berth_plan::model::Driver::Ipvlan)
+                )
+            })
+            .map(|(e, ns)| (ns, e.ifname.as_str()))
+            .collect();
+        if !sublinks.is_empty() {
+            let s = summary.entry("ContainerSublinks".into()).or_default();
+            s.desired = sublinks.len();
+            s.observed = sublinks
+                .iter()
+                .filter(|(ns, ifname)| {
+                    rep.observed.netns.get(*ns).is_some_and(|n| {
+                        n.links.get(*ifname).is_some_and(|l| {
+                            matches!(l.kind.as_deref(), Some("macvlan" | "ipvlan"))
+                        })
+                    })
+                })
+                .count();
+        }
         let e = summary.entry("Endpoints".into()).or_default();
         e.desired = veths.len();
         e.observed = veths

@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_api::types::*;
 use berth_plan::model::{ContainerSpec, ContainerState, NetworkMode, NetworkSpec, Status};
-use berth_plan::network::{IpamRequest, NetworkRequest};
+use berth_plan::network::{self as planner, IpamRequest, NetworkRequest};
 use bytes::Bytes;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -330,6 +330,7 @@ fn network_resource(n: &NetworkSpec, containers: &[ContainerSpec]) -> NetworkRes
         containers: members,
         options: n.options.clone(),
         labels: n.labels.clone(),
+        berth_notes: planner::notes(n),
     }
 }
 

@@ -32,8 +32,22 @@ impl Daemon {
         let host_routes: Vec<IpNet> = routes.into_iter().filter(|r| !own.contains(r)).collect();
         let mut spec =
             planner::plan_network(&req, new_id(), now_rfc3339(), &existing, &host_routes)?;
-        if let Some(link) = berth_plan::driver::driver(spec.driver).network_link(&spec) {
+        let drv = berth_plan::driver::driver(spec.driver);
+        if let Some(link) = drv.network_link(&spec) {
             self.check_network_link(&link, &mut spec, &existing).await?;
+        }
+        if let Some(module) = drv.kernel_module() {
+            if !kind_supported(module).await? {
+                return Err(ApiError::bad_request(format!(
+                    "cannot create {} network {:?}: this kernel has no {module} support (the \
+                     kernel module {module} is neither loaded nor loadable; try modprobe {module})",
+                    drv.name(),
+                    spec.name
+                )));
+            }
+        }
+        if let Some(parent) = drv.parent(&spec) {
+            self.check_parent(&parent, &mut spec).await?;
         }
         self.store
             .apply(vec![Op::put_json(keys::network(&spec.id), &spec)])?;
@@ -55,6 +69,73 @@ impl Daemon {
         self.dns_refresh();
         tracing::info!(network = %spec.name, id = %names::short_id(&spec.id), "network created");
         Ok(spec)
+    }
+
+    /// The parent of a macvlan/ipvlan network must exist and not be one of berth's own links.
+    /// A parent `BASE.VID` that does not exist is an 802.1Q sub-interface berth would have to
+    /// create: refused naming the module 8021q when the kernel lacks it.
+    async fn check_parent(&self, parent: &str, spec: &mut NetworkSpec) -> ApiResult<()> {
+        let req = ObserveRequest {
+            links: Some(BTreeSet::from([parent.to_string()])),
+            ..ObserveRequest::default()
+        };
+        let observed = self
+            .reconciler
+            .kernel()
+            .observe(&req)
+            .await
+            .map_err(|e| ApiError::internal(format!("looking up link {parent}: {e}")))?;
+        let Some(link) = observed.links.get(parent) else {
+            if let Some(v) = planner::vlan_plan(parent) {
+                if !kind_supported("vlan").await? {
+                    return Err(ApiError::bad_request(format!(
+                        "parent {parent:?} of network {:?} is the 802.1Q sub-interface for VLAN {} \
+                         of {}, which does not exist, and this kernel has no 802.1Q support (the \
+                         kernel module 8021q is neither loaded nor loadable): load 8021q, or give \
+                         an existing interface as -o parent=",
+                        spec.name, v.vid, v.base
+                    )));
+                }
+                return Err(ApiError::bad_request(format!(
+                    "parent {parent:?} of network {:?} does not exist: berth does not create \
+                     802.1Q sub-interfaces yet; create it with `ip link add link {} name {parent} \
+                     type vlan id {}`",
+                    spec.name, v.base, v.vid
+                )));
+            }
+            return Err(ApiError::not_found(format!(
+                "parent interface {parent:?} of network {:?} does not exist in berthd's network \
+                 namespace",
+                spec.name
+            )));
+        };
+        if host::is_owned(link) {
+            return Err(ApiError::conflict(format!(
+                "parent interface {parent:?} is one of berth's own links ({}): give a host \
+                 interface that faces the LAN",
+                link.kind.as_deref().unwrap_or("device")
+            )));
+        }
+        if planner::host_shim(spec) {
+            // The shim's route needs a source: the host's own address on the LAN.
+            let v4 = spec.subnets.iter().find(|s| s.subnet.addr().is_ipv4());
+            let src = v4.and_then(|s| {
+                host::significant(&link.addrs)
+                    .into_iter()
+                    .map(|a| a.addr())
+                    .find(|a| s.subnet.contains(a))
+            });
+            let Some(src) = src else {
+                return Err(ApiError::bad_request(format!(
+                    "option {}=true needs an IPv4 address of the host on {parent} in {}: the \
+                     host talks to the network's containers from that address",
+                    planner::OPT_HOST_SHIM,
+                    v4.map(|s| s.subnet.to_string()).unwrap_or_default()
+                )));
+            };
+            spec.shim_src = Some(src);
+        }
+        Ok(())
     }
 
     /// The bridge name must be free, berth's own orphan, or (opted in) an existing bridge to
@@ -96,8 +177,9 @@ impl Daemon {
             spec.adopted_addrs = host::significant(&link.addrs);
             return Ok(());
         }
-        let orphan_of_ours =
-            host::is_owned(link) && kind == "bridge" && !existing.iter().any(|n| n.bridge == name);
+        let orphan_of_ours = host::is_owned(link)
+            && (kind == "bridge" || (kind == "macvlan" && name.starts_with("bm")))
+            && !existing.iter().any(|n| n.bridge == name);
         if orphan_of_ours {
             return Ok(());
         }
@@ -342,4 +424,12 @@ impl Daemon {
         tracing::info!(network = %net.name, container = %c.name, "disconnected");
         Ok(())
     }
+}
+
+/// Whether the kernel of berthd's namespace knows link kind `kind` (off the async workers).
+async fn kind_supported(kind: &'static str) -> ApiResult<bool> {
+    tokio::task::spawn_blocking(move || berth_kernel::sublink::kind_supported(kind))
+        .await
+        .map_err(|e| ApiError::internal(format!("probing link kind {kind}: {e}")))?
+        .map_err(|e| ApiError::internal(format!("probing link kind {kind}: {e}")))
 }

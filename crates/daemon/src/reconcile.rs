@@ -514,4 +514,112 @@ mod tests {
         assert!(!rep.plan.steps.is_empty());
         assert!(k.take_log().is_empty());
     }
+
+    /// A macvlan network with a host shim and a container on it.
+    fn macvlan_world() -> (Vec<NetworkSpec>, Vec<ContainerSpec>) {
+        let req = berth_plan::network::NetworkRequest {
+            name: "lan".into(),
+            driver: Some("macvlan".into()),
+            ipam: vec![berth_plan::network::IpamRequest {
+                subnet: Some("192.168.1.0/24".into()),
+                gateway: Some("192.168.1.1".into()),
+                ip_range: Some("192.168.1.192/27".into()),
+            }],
+            options: [
+                ("parent".to_string(), "eth0".to_string()),
+                ("berth.macvlan.host_shim".to_string(), "true".to_string()),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let mut lan =
+            berth_plan::network::plan_network(&req, "b".repeat(64), String::new(), &[], &[])
+                .expect("plan lan");
+        lan.shim_src = Some("192.168.1.2".parse().expect("ip"));
+        let mut c = ContainerSpec::new("c".repeat(64), "printer", vec!["sleep".into()]);
+        let ep = berth_plan::network::plan_endpoint(
+            &lan,
+            &c,
+            std::slice::from_ref(&c),
+            &Default::default(),
+            "e".repeat(64),
+        )
+        .expect("plan endpoint");
+        c.endpoints.push(ep);
+        (vec![lan], vec![c])
+    }
+
+    #[test]
+    fn macvlan_converges_survives_interruptions_and_drift() {
+        let (nets, cs) = macvlan_world();
+        let d = desired_of(&nets, &cs);
+        for k_fail in 0..5 {
+            let rt = rt();
+            let k = fresh_fake();
+            if let Ok(mut f) = k.fail_at.lock() {
+                *f = Some(k_fail);
+            }
+            let r = Reconciler::new(k.clone());
+            rt.block_on(r.pass(Trigger::Api, &d, full(&d), None, false, false))
+                .expect("pass");
+            rt.block_on(r.pass(Trigger::Startup, &d, full(&d), None, false, false))
+                .expect("pass");
+            let third = rt
+                .block_on(r.pass(Trigger::Timer, &d, full(&d), None, false, false))
+                .expect("pass");
+            assert!(
+                third.plan.steps.is_empty(),
+                "fail at {k_fail}: {:#?}",
+                third.plan.steps
+            );
+        }
+        let rt = rt();
+        let k = fresh_fake();
+        let r = Reconciler::new(k.clone());
+        rt.block_on(r.pass(Trigger::Api, &d, full(&d), None, false, false))
+            .expect("pass");
+        let log = k.take_log();
+        assert!(
+            log.iter().any(|op| matches!(op, StepOp::EnsureShim { .. })),
+            "{log:?}"
+        );
+        assert!(
+            log.iter()
+                .any(|op| matches!(op, StepOp::CreateSublink { plan } if plan.routes.len() == 1)),
+            "{log:?}"
+        );
+        // Nothing of the container's in berthd's namespace but the shim.
+        let links = k.with_state(|s| s.links.keys().cloned().collect::<Vec<_>>());
+        assert_eq!(links, Some(vec![format!("bm{}", "b".repeat(12))]));
+
+        // Drift: the container's link deleted (its route goes with it).
+        k.with_state(|s| {
+            if let Some(ns) = s.netns.get_mut("/proc/4242/ns/net") {
+                ns.links.clear();
+                ns.default_routes.clear();
+            }
+        });
+        let rep = rt
+            .block_on(r.pass(Trigger::Notification, &d, full(&d), None, false, false))
+            .expect("pass");
+        assert_eq!(rep.applied, 1, "{:#?}", rep.plan.steps);
+        assert!(matches!(
+            &k.take_log()[0],
+            StepOp::CreateSublink { plan } if !plan.routes.is_empty()
+        ));
+
+        // Disconnect: the link goes from the namespace.
+        let mut left = cs.clone();
+        left[0].endpoints.clear();
+        let d2 = desired_of(&nets, &left);
+        rt.block_on(r.pass(Trigger::Api, &d2, full(&d2), None, false, false))
+            .expect("pass");
+        assert!(k.take_log().iter().any(
+            |op| matches!(op, StepOp::DeleteContainerLink { ifname, .. } if ifname == "eth0")
+        ));
+        let again = rt
+            .block_on(r.pass(Trigger::Timer, &d2, full(&d2), None, false, false))
+            .expect("pass");
+        assert!(again.plan.steps.is_empty(), "{:#?}", again.plan.steps);
+    }
 }

@@ -21,5 +21,6 @@ pub mod ops;
 pub mod rootfs;
 #[rustfmt::skip]
 mod seccomp_table;
+pub mod sublink;
 pub mod sys;
 pub mod sysctl;

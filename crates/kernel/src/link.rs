@@ -46,9 +46,9 @@ pub(crate) const MAIN_TABLE: u8 = RouteHeader::RT_TABLE_MAIN;
 /// Flags of a request that changes something and wants the kernel's ACK.
 pub(crate) const CHANGE: u16 = NLM_F_REQUEST | NLM_F_ACK;
 /// Flags of a create-or-fail request.
-const CREATE_EXCL: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+pub(crate) const CREATE_EXCL: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
 /// Flags of a create-or-replace request (idempotent adds).
-const CREATE_REPLACE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+pub(crate) const CREATE_REPLACE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
 /// Flags of a dump.
 pub(crate) const DUMP: u16 = NLM_F_REQUEST | NLM_F_DUMP;
 /// Flags of a single-object get (answered by one message, no ACK).
@@ -151,7 +151,7 @@ impl Kernel {
 
     /// Sends one request on the cached connection and collects the answers: `Ok` once the
     /// kernel ACKs (or ends the dump); an `NLMSG_ERROR` with an errno becomes the error of `op`.
-    async fn request(
+    pub(crate) async fn request(
         &self,
         msg: RouteNetlinkMessage,
         flags: u16,
@@ -178,7 +178,11 @@ impl Kernel {
     }
 
     /// `RTM_GETLINK` by name (`IFLA_IFNAME`); `ENODEV` when missing.
-    async fn link_by_name(&self, name: &str, op: impl FnOnce() -> String) -> Result<LinkMessage> {
+    pub(crate) async fn link_by_name(
+        &self,
+        name: &str,
+        op: impl FnOnce() -> String,
+    ) -> Result<LinkMessage> {
         let answers = self
             .request(RouteNetlinkMessage::GetLink(get_link_msg(name)), GET, op)
             .await?;
@@ -946,18 +950,18 @@ impl Kernel {
 }
 
 /// The container-namespace half of [`Kernel::setup_endpoint`], run on its own thread.
-struct ContainerSide {
-    netns: PathBuf,
-    disable_ipv6: bool,
-    ifname: String,
-    addrs: Vec<IpNet>,
-    routes: Vec<RoutePlan>,
+pub(crate) struct ContainerSide {
+    pub(crate) netns: PathBuf,
+    pub(crate) disable_ipv6: bool,
+    pub(crate) ifname: String,
+    pub(crate) addrs: Vec<IpNet>,
+    pub(crate) routes: Vec<RoutePlan>,
 }
 
 impl ContainerSide {
     /// Enters the namespace, opens a socket, waits for `go` (the veth exists), configures.
     /// The thread is left in the container namespace and must exit afterwards.
-    fn run(self, ns: &File, go: std::sync::mpsc::Receiver<()>) -> Result<()> {
+    pub(crate) fn run(self, ns: &File, go: std::sync::mpsc::Receiver<()>) -> Result<()> {
         netns::enter(ns, &self.netns)?;
         let mut nl = SyncNetlink::open()?;
         if go.recv().is_err() {
@@ -1017,7 +1021,7 @@ pub(crate) fn link_up_msg(index: u32) -> LinkMessage {
 }
 
 /// The first `RTM_NEWLINK` of a get's answers.
-fn first_link(answers: Vec<RouteNetlinkMessage>, name: &str) -> Result<LinkMessage> {
+pub(crate) fn first_link(answers: Vec<RouteNetlinkMessage>, name: &str) -> Result<LinkMessage> {
     answers
         .into_iter()
         .find_map(|m| match m {
@@ -1109,7 +1113,7 @@ pub(crate) fn is_ipv6_link_local(ip: &IpAddr) -> bool {
 }
 
 /// An `RTM_NEWROUTE` message for the main table (`oif` when the device is known).
-fn route_msg(route: &RoutePlan, oif: Option<u32>) -> Result<RouteMessage> {
+pub(crate) fn route_msg(route: &RoutePlan, oif: Option<u32>) -> Result<RouteMessage> {
     let family = match (route.dst, route.via) {
         (IpNet::V4(_), IpAddr::V4(_)) => AddressFamily::Inet,
         (IpNet::V6(_), IpAddr::V6(_)) => AddressFamily::Inet6,
@@ -1152,7 +1156,7 @@ pub(crate) fn route_table(route: &RouteMessage) -> u32 {
 }
 
 /// `02:42:0a:01:00:02` as bytes; empty means "let the kernel pick one".
-fn parse_mac(mac: &str) -> Result<Option<Vec<u8>>> {
+pub(crate) fn parse_mac(mac: &str) -> Result<Option<Vec<u8>>> {
     if mac.is_empty() {
         return Ok(None);
     }

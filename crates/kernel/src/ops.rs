@@ -65,12 +65,14 @@ impl HostKernel {
         } else {
             None
         };
+        let link_routes = self.link.link_routes(&req.routes_of).await?;
         Ok(ObservedHost {
             links,
             all_links: req.links.is_none(),
             netns,
             sysctls,
             firewall,
+            link_routes,
         })
     }
 
@@ -114,6 +116,11 @@ impl HostKernel {
                 isolated,
                 alias,
             } => self.link.attach_port(veth, bridge, *isolated, alias).await,
+            StepOp::CreateSublink { plan } => self.link.create_sublink(plan).await,
+            StepOp::EnsureShim { plan } => self.link.ensure_shim(plan).await,
+            StepOp::DeleteContainerLink { netns, ifname } => {
+                crate::sublink::delete_container_link(Path::new(netns), ifname).await
+            }
             StepOp::ConfigureContainerSide {
                 netns,
                 ifname,
@@ -260,6 +267,51 @@ impl FakeKernel {
                     ns.default_routes = plan.routes.clone();
                 }
             }
+            StepOp::CreateSublink { plan } => {
+                let ns = state.netns.entry(plan.netns.clone()).or_default();
+                ns.reachable = true;
+                ns.links.insert(
+                    plan.ifname.clone(),
+                    ObservedLink {
+                        name: plan.ifname.clone(),
+                        kind: Some(plan.kind.kind().into()),
+                        up: true,
+                        mtu: 1500,
+                        mac: plan.mac.as_deref().and_then(berth_plan::names::parse_mac),
+                        addrs: plan.addrs.clone(),
+                        ..ObservedLink::default()
+                    },
+                );
+                if !plan.routes.is_empty() {
+                    ns.default_routes = plan.routes.clone();
+                }
+            }
+            StepOp::EnsureShim { plan } => {
+                let l = state.links.entry(plan.name.clone()).or_default();
+                l.name = plan.name.clone();
+                l.kind = Some("macvlan".into());
+                l.up = true;
+                l.mtu = 1500;
+                l.alias = Some(plan.alias.clone());
+                if l.mac.is_none() {
+                    l.mac = Some(berth_plan::names::owner_mac(&plan.name));
+                }
+                let routes = state.link_routes.entry(plan.name.clone()).or_default();
+                for r in &plan.routes {
+                    if !routes.contains(&r.dst) {
+                        routes.push(r.dst);
+                    }
+                }
+            }
+            StepOp::DeleteContainerLink { netns, ifname } => {
+                if let Some(n) = state.netns.get_mut(netns) {
+                    n.links.remove(ifname);
+                    // Routes through it go with it (the fake has one gateway interface).
+                    if n.links.is_empty() {
+                        n.default_routes.clear();
+                    }
+                }
+            }
             StepOp::AttachPort {
                 veth,
                 bridge,
@@ -312,6 +364,7 @@ impl FakeKernel {
                 }
             }
             StepOp::DeleteLink { name } => {
+                state.link_routes.remove(name);
                 if let Some(l) = state.links.remove(name) {
                     if l.kind.as_deref() == Some("bridge") {
                         for other in state.links.values_mut() {
@@ -358,6 +411,11 @@ impl KernelOps for FakeKernel {
             }
             if req.firewall {
                 o.firewall = Some(state.firewall.clone().unwrap_or_default());
+            }
+            for name in &req.routes_of {
+                if let Some(r) = state.link_routes.get(name) {
+                    o.link_routes.insert(name.clone(), r.clone());
+                }
             }
             Ok(o)
         })

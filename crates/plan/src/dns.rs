@@ -892,6 +892,7 @@ mod tests {
             labels: BTreeMap::new(),
             options: BTreeMap::new(),
             adopted_addrs: Vec::new(),
+            shim_src: None,
             bridge: format!("br-{id}"),
             icc: true,
             masquerade: !internal,

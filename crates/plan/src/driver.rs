@@ -11,9 +11,10 @@
 use crate::firewall::Elements;
 use crate::firewall::FirewallConfig;
 use crate::host::{
-    bridge_alias, veth_alias, DesiredBridge, DesiredEndpoint, DesiredHost, DesiredRoutes,
+    bridge_alias, sublink_key, veth_alias, DesiredBridge, DesiredEndpoint, DesiredHost,
+    DesiredRoutes, DesiredShim, DesiredSublink,
 };
-use crate::model::{ContainerSpec, Driver, EndpointSpec, NetworkSpec, RoutePlan};
+use crate::model::{ContainerSpec, Driver, EndpointSpec, NetworkMode, NetworkSpec, RoutePlan};
 use crate::network as planner;
 
 /// What a network driver contributes and can do.
@@ -28,6 +29,19 @@ pub trait NetworkDriver: Sync {
     /// The link berth creates for the network itself (the bridge), if any: at create time the
     /// daemon refuses a name taken by a link berth did not create.
     fn network_link(&self, net: &NetworkSpec) -> Option<String>;
+
+    /// The host interface the network's endpoints hang off (macvlan, ipvlan), if any: berth
+    /// never creates, changes or removes it; at create time the daemon refuses a parent that
+    /// does not exist or is one of berth's own links.
+    fn parent(&self, _net: &NetworkSpec) -> Option<String> {
+        None
+    }
+
+    /// The kernel module the driver's links need (`macvlan`, `ipvlan`), if any: the daemon
+    /// refuses to create a network of a driver whose module the kernel lacks.
+    fn kernel_module(&self) -> Option<&'static str> {
+        None
+    }
 
     /// Adds the network's own kernel objects (links, their sysctls) to `d`.
     fn contribute_network(&self, net: &NetworkSpec, d: &mut DesiredHost);
@@ -125,7 +139,9 @@ pub fn desired(
                 routes.routes = r;
             }
         }
-        if !c.endpoints.is_empty() {
+        // A container of its own namespace is looked into even without endpoints: a macvlan
+        // link of a network it just left lives there and must go.
+        if !c.endpoints.is_empty() || c.mode == NetworkMode::Networks {
             d.routes.insert(rc.netns.clone(), routes);
         }
     }
@@ -139,13 +155,81 @@ pub struct HostDriver;
 /// Loopback only (Docker's `null`): nothing to create.
 pub struct NullDriver;
 
+/// Links on a host interface created directly in each container's namespace (Docker's
+/// `macvlan` and `ipvlan`): the network has no link of its own and no nft elements; its gateway
+/// is the LAN's router.
+pub struct SublinkDriver {
+    name: &'static str,
+}
+/// Docker's `macvlan`.
+pub static MACVLAN: SublinkDriver = SublinkDriver { name: "macvlan" };
+/// Docker's `ipvlan`.
+pub static IPVLAN: SublinkDriver = SublinkDriver { name: "ipvlan" };
+
 /// The driver of `d`.
 pub fn driver(d: Driver) -> &'static dyn NetworkDriver {
     match d {
         Driver::Bridge => &BridgeDriver,
         Driver::Host => &HostDriver,
         Driver::Null => &NullDriver,
+        Driver::Macvlan => &MACVLAN,
+        Driver::Ipvlan => &IPVLAN,
     }
+}
+
+impl NetworkDriver for SublinkDriver {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn combinable(&self) -> bool {
+        true
+    }
+    fn network_link(&self, net: &NetworkSpec) -> Option<String> {
+        planner::host_shim(net).then(|| crate::names::shim_name(&net.id))
+    }
+    fn parent(&self, net: &NetworkSpec) -> Option<String> {
+        planner::parent_of(net).map(str::to_string)
+    }
+    fn kernel_module(&self) -> Option<&'static str> {
+        Some(self.name)
+    }
+    fn contribute_network(&self, net: &NetworkSpec, d: &mut DesiredHost) {
+        if let Some(plan) = planner::shim_plan(net) {
+            d.shims.insert(
+                plan.name.clone(),
+                DesiredShim {
+                    plan,
+                    network: net.name.clone(),
+                },
+            );
+        }
+    }
+
+    fn contribute_endpoint(
+        &self,
+        net: &NetworkSpec,
+        c: &ContainerSpec,
+        ep: &EndpointSpec,
+        netns: &str,
+        gateway: bool,
+        d: &mut DesiredHost,
+    ) -> Vec<RoutePlan> {
+        let Some(mut plan) = planner::sublink_plan(net, ep, netns, gateway) else {
+            return Vec::new();
+        };
+        let routes = std::mem::take(&mut plan.routes);
+        d.sublinks.insert(
+            sublink_key(netns, &ep.ifname),
+            DesiredSublink {
+                plan,
+                container: c.name.clone(),
+                network: net.name.clone(),
+            },
+        );
+        routes
+    }
+
+    fn elements(&self, _net: &NetworkSpec, _e: &mut Elements) {}
 }
 
 impl NetworkDriver for BridgeDriver {
@@ -268,11 +352,21 @@ mod tests {
 
     #[test]
     fn every_driver_is_registered_under_its_wire_name() {
-        for d in [Driver::Bridge, Driver::Host, Driver::Null] {
+        for d in [
+            Driver::Bridge,
+            Driver::Host,
+            Driver::Null,
+            Driver::Macvlan,
+            Driver::Ipvlan,
+        ] {
             assert_eq!(driver(d).name(), d.as_str());
         }
         assert!(driver(Driver::Bridge).combinable());
         assert!(!driver(Driver::Host).combinable());
         assert!(!driver(Driver::Null).combinable());
+        assert!(driver(Driver::Macvlan).combinable());
+        assert_eq!(driver(Driver::Macvlan).kernel_module(), Some("macvlan"));
+        assert_eq!(driver(Driver::Ipvlan).kernel_module(), Some("ipvlan"));
+        assert_eq!(driver(Driver::Bridge).kernel_module(), None);
     }
 }

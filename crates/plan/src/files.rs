@@ -198,6 +198,7 @@ mod tests {
             labels: BTreeMap::new(),
             options: BTreeMap::new(),
             adopted_addrs: Vec::new(),
+            shim_src: None,
             bridge: "br-x".into(),
             icc: true,
             masquerade: true,

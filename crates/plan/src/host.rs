@@ -34,7 +34,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::firewall::{Elements, FirewallConfig};
-use crate::model::{BridgePlan, EndpointPlan, NetworkSpec, RoutePlan};
+use crate::model::{BridgePlan, EndpointPlan, NetworkSpec, RoutePlan, ShimPlan, SublinkPlan};
 use crate::names;
 
 /// Prefix of the `ifalias` of every link berth creates.
@@ -92,6 +92,34 @@ pub struct DesiredEndpoint {
     pub network: String,
 }
 
+/// The key of a container interface in [`DesiredHost::sublinks`]: `<netns path>#<ifname>`.
+pub fn sublink_key(netns: &str, ifname: &str) -> String {
+    format!("{netns}#{ifname}")
+}
+
+/// A container interface on a host interface (macvlan, ipvlan) berth wants, created directly in
+/// the container's namespace. It lives and dies with that namespace: berth owns every such link
+/// of the namespaces of its containers, and never touches the parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredSublink {
+    /// What the kernel layer needs. Its `routes` are empty: routes are per namespace.
+    pub plan: SublinkPlan,
+    /// Container name, for messages.
+    pub container: String,
+    /// Network name, for messages.
+    pub network: String,
+}
+
+/// A macvlan network's host shim berth wants (a link of berthd's namespace, marked like a
+/// bridge: owner MAC in the creating request, then the alias).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredShim {
+    /// Name, parent, mark, routes.
+    pub plan: ShimPlan,
+    /// The network's name, for messages.
+    pub network: String,
+}
+
 /// The default routes a container namespace should have.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredRoutes {
@@ -112,6 +140,12 @@ pub struct DesiredHost {
     pub endpoints: BTreeMap<String, DesiredEndpoint>,
     /// Default routes per container namespace path.
     pub routes: BTreeMap<String, DesiredRoutes>,
+    /// Container interfaces on a host interface (macvlan, ipvlan) by [`sublink_key`].
+    #[serde(default)]
+    pub sublinks: BTreeMap<String, DesiredSublink>,
+    /// Host shims of macvlan networks by name.
+    #[serde(default)]
+    pub shims: BTreeMap<String, DesiredShim>,
     /// Sysctls of berthd's namespace: key → (value, why).
     pub sysctls: BTreeMap<String, (String, String)>,
     /// The static rule set's configuration.
@@ -137,6 +171,9 @@ pub struct ObserveRequest {
     pub sysctls: BTreeSet<String>,
     /// Read berth's nft table back (else the caller supplies what it last applied).
     pub firewall: bool,
+    /// Links of berthd's namespace whose routes (main table) to read.
+    #[serde(default)]
+    pub routes_of: BTreeSet<String>,
 }
 
 impl ObserveRequest {
@@ -148,6 +185,7 @@ impl ObserveRequest {
             fresh_netns: BTreeSet::new(),
             sysctls: desired.sysctls.keys().cloned().collect(),
             firewall: true,
+            routes_of: desired.shims.keys().cloned().collect(),
         }
     }
 
@@ -156,6 +194,7 @@ impl ObserveRequest {
     pub fn scoped(desired: &DesiredHost, also: &[String]) -> ObserveRequest {
         let mut links: BTreeSet<String> = desired.bridges.keys().cloned().collect();
         links.extend(desired.endpoints.keys().cloned());
+        links.extend(desired.shims.keys().cloned());
         links.extend(also.iter().cloned());
         ObserveRequest {
             links: Some(links),
@@ -163,6 +202,7 @@ impl ObserveRequest {
             fresh_netns: BTreeSet::new(),
             sysctls: desired.sysctls.keys().cloned().collect(),
             firewall: false,
+            routes_of: desired.shims.keys().cloned().collect(),
         }
     }
 }
@@ -241,6 +281,9 @@ pub struct ObservedHost {
     pub sysctls: BTreeMap<String, String>,
     /// berth's table, when it was read back.
     pub firewall: Option<ObservedFirewall>,
+    /// Destinations of the main-table routes through the links of `routes_of`, by link.
+    #[serde(default)]
+    pub link_routes: BTreeMap<String, Vec<IpNet>>,
 }
 
 /// What a step does. Every variant is idempotent: applying it twice, or after an interruption,
@@ -285,6 +328,27 @@ pub enum StepOp {
         plan: EndpointPlan,
         /// The host side's mark.
         alias: String,
+    },
+    /// Creates a container interface on a host interface (macvlan, ipvlan) directly in the
+    /// container's namespace (one `RTM_NEWLINK`), then configures it there (up, addresses,
+    /// routes).
+    CreateSublink {
+        /// The interface.
+        plan: SublinkPlan,
+    },
+    /// Makes a macvlan network's host shim exist: created on its parent if missing (macvlan,
+    /// bridge mode, owner MAC), marked, up, its routes in place (replace: idempotent).
+    EnsureShim {
+        /// The shim.
+        plan: ShimPlan,
+    },
+    /// Inside a container namespace: deletes the interface `ifname` (a stale or unwanted
+    /// macvlan/ipvlan link; the namespace is one of berth's containers').
+    DeleteContainerLink {
+        /// Namespace path.
+        netns: String,
+        /// Interface.
+        ifname: String,
     },
     /// Makes an existing host-side veth a port of its bridge, with its flags, up and marked.
     AttachPort {
@@ -370,6 +434,9 @@ impl Step {
             StepOp::ConfigureBridge { .. } => "ConfigureBridge",
             StepOp::CreateEndpoint { .. } => "CreateEndpoint",
             StepOp::AttachPort { .. } => "AttachPort",
+            StepOp::CreateSublink { .. } => "CreateSublink",
+            StepOp::EnsureShim { .. } => "EnsureShim",
+            StepOp::DeleteContainerLink { .. } => "DeleteContainerLink",
             StepOp::ConfigureContainerSide { .. } => "ConfigureContainerSide",
             StepOp::ReplaceRoutes { .. } => "ReplaceRoutes",
             StepOp::FirewallElements { .. } => "FirewallElements",
@@ -563,7 +630,146 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
         }
     }
 
-    // 4. Endpoints.
+    // 3b. Host shims of macvlan networks.
+    for (name, sh) in &desired.shims {
+        let object = format!("host shim {name} of network {}", sh.network);
+        let ensure = |reason: String| Step {
+            op: StepOp::EnsureShim {
+                plan: sh.plan.clone(),
+            },
+            object: object.clone(),
+            reason,
+        };
+        match observed.links.get(name) {
+            None => steps.push(ensure("missing".into())),
+            Some(link) if !is_owned(link) || link.kind.as_deref() != Some("macvlan") => {
+                plan.problems.push(Problem {
+                    object: object.clone(),
+                    message: format!(
+                        "a {} link named {name} exists and is not berth's shim: berth leaves it alone",
+                        link.kind.as_deref().unwrap_or("device")
+                    ),
+                })
+            }
+            Some(link) => {
+                let mut why = Vec::new();
+                if !link.up {
+                    why.push("down".to_string());
+                }
+                if link.alias.as_deref() != Some(sh.plan.alias.as_str()) {
+                    why.push("mark missing".into());
+                }
+                let have = observed.link_routes.get(name).cloned().unwrap_or_default();
+                let missing: Vec<String> = sh
+                    .plan
+                    .routes
+                    .iter()
+                    .filter(|r| !have.contains(&r.dst))
+                    .map(|r| r.dst.to_string())
+                    .collect();
+                if !missing.is_empty() {
+                    why.push(format!("no route to {}", missing.join(", ")));
+                }
+                if !why.is_empty() {
+                    steps.push(ensure(why.join(", ")));
+                }
+            }
+        }
+    }
+
+    // 4a. Container interfaces on host interfaces (macvlan, ipvlan) no endpoint wants any more
+    //     (a disconnect), before anything is created under their name.
+    for (path, ns) in observed.netns.iter().filter(|(_, n)| n.reachable) {
+        for (ifname, link) in &ns.links {
+            let kind = link.kind.as_deref().unwrap_or_default();
+            if !matches!(kind, "macvlan" | "ipvlan")
+                || desired.sublinks.contains_key(&sublink_key(path, ifname))
+            {
+                continue;
+            }
+            steps.push(Step {
+                op: StepOp::DeleteContainerLink {
+                    netns: path.clone(),
+                    ifname: ifname.clone(),
+                },
+                object: format!("{kind} {ifname} in {path}"),
+                reason: "no endpoint of the container wants it".into(),
+            });
+        }
+    }
+
+    // 4b. Container interfaces on host interfaces.
+    for s in desired.sublinks.values() {
+        let p = &s.plan;
+        let Some(ns) = observed.netns.get(&p.netns).filter(|n| n.reachable) else {
+            continue;
+        };
+        let kind = p.kind.kind();
+        let object = format!(
+            "{kind} {} on {} of container {} on network {}",
+            p.ifname, p.parent, s.container, s.network
+        );
+        let create = Step {
+            op: StepOp::CreateSublink { plan: p.clone() },
+            object: object.clone(),
+            reason: "missing".into(),
+        };
+        let Some(link) = ns.links.get(&p.ifname) else {
+            steps.push(create);
+            continue;
+        };
+        let want_mac = p.mac.as_deref().and_then(names::parse_mac);
+        let mut stale = Vec::new();
+        if link.kind.as_deref() != Some(kind) {
+            stale.push(format!(
+                "is a {} link, not {kind}",
+                link.kind.as_deref().unwrap_or("device")
+            ));
+        }
+        if want_mac.is_some() && link.mac != want_mac {
+            stale.push(format!(
+                "MAC {} instead of {}",
+                link.mac.map(names::fmt_mac).unwrap_or_default(),
+                p.mac.as_deref().unwrap_or_default()
+            ));
+        }
+        if !stale.is_empty() {
+            steps.push(Step {
+                op: StepOp::DeleteContainerLink {
+                    netns: p.netns.clone(),
+                    ifname: p.ifname.clone(),
+                },
+                object: object.clone(),
+                reason: stale.join(", "),
+            });
+            steps.push(Step {
+                reason: "replaced".into(),
+                ..create
+            });
+            continue;
+        }
+        let missing = missing_addrs(&significant(&link.addrs), &p.addrs);
+        if !link.up || !missing.is_empty() {
+            let mut why = Vec::new();
+            if !link.up {
+                why.push("down".to_string());
+            }
+            if !missing.is_empty() {
+                why.push(format!("lacks {}", fmt_addrs(&missing)));
+            }
+            steps.push(Step {
+                op: StepOp::ConfigureContainerSide {
+                    netns: p.netns.clone(),
+                    ifname: p.ifname.clone(),
+                    addrs: p.addrs.clone(),
+                },
+                object,
+                reason: why.join(", "),
+            });
+        }
+    }
+
+    // 4c. Endpoints.
     for (veth, e) in &desired.endpoints {
         let object = format!(
             "veth {veth} of container {} on network {}",
@@ -688,20 +894,30 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
         let have: BTreeSet<(IpNet, IpAddr)> =
             ns.default_routes.iter().map(|r| (r.dst, r.via)).collect();
         let want: BTreeSet<(IpNet, IpAddr)> = r.routes.iter().map(|r| (r.dst, r.via)).collect();
-        if have != want {
+        // A macvlan gateway interface replaced in this pass loses its routes with it.
+        let recreated = steps.iter().any(|s| {
+            matches!(&s.op, StepOp::DeleteContainerLink { netns: n, ifname }
+                if n == netns && *ifname == r.ifname)
+        });
+        if have != want || recreated {
             // The gateway interface is created in this pass and nothing is routed yet: its
             // creation adds the routes (no second trip into the namespace).
-            if have.is_empty() {
+            if have.is_empty() || recreated {
                 let creating = steps.iter_mut().find_map(|s| match &mut s.op {
                     StepOp::CreateEndpoint { plan, .. }
                         if plan.netns == *netns && plan.ifname == r.ifname =>
                     {
-                        Some(plan)
+                        Some(&mut plan.routes)
+                    }
+                    StepOp::CreateSublink { plan }
+                        if plan.netns == *netns && plan.ifname == r.ifname =>
+                    {
+                        Some(&mut plan.routes)
                     }
                     _ => None,
                 });
-                if let Some(plan) = creating {
-                    plan.routes = r.routes.clone();
+                if let Some(routes) = creating {
+                    *routes = r.routes.clone();
                     continue;
                 }
             }
@@ -755,7 +971,10 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
     let mut veth_dels = Vec::new();
     let mut bridge_dels = Vec::new();
     for (name, link) in &observed.links {
-        if desired.bridges.contains_key(name) || desired.endpoints.contains_key(name) {
+        if desired.bridges.contains_key(name)
+            || desired.endpoints.contains_key(name)
+            || desired.shims.contains_key(name)
+        {
             continue;
         }
         if !is_owned(link) {

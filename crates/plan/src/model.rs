@@ -24,6 +24,10 @@ pub enum Driver {
     Host,
     /// Loopback only (Docker's `null`, the `none` network).
     Null,
+    /// Containers directly on a host interface's LAN with their own MACs (Docker's `macvlan`).
+    Macvlan,
+    /// Containers directly on a host interface's LAN sharing its MAC (Docker's `ipvlan`).
+    Ipvlan,
 }
 
 impl Driver {
@@ -33,6 +37,8 @@ impl Driver {
             Driver::Bridge => "bridge",
             Driver::Host => "host",
             Driver::Null => "null",
+            Driver::Macvlan => "macvlan",
+            Driver::Ipvlan => "ipvlan",
         }
     }
 }
@@ -76,6 +82,11 @@ pub struct NetworkSpec {
     /// took it over. berth removes only the gateway addresses it added, never these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub adopted_addrs: Vec<IpNet>,
+    /// For a macvlan network with `berth.macvlan.host_shim=true`: the host's address on the
+    /// parent in the network's subnet (found at create), the source of the host's packets to
+    /// the network's containers through the shim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shim_src: Option<IpAddr>,
     /// Bridge interface name (empty for host/null).
     pub bridge: String,
     /// Inter-container communication on this network (`com.docker.network.bridge.enable_icc`).
@@ -266,6 +277,72 @@ pub struct RoutePlan {
     pub dst: IpNet,
     /// Next hop.
     pub via: IpAddr,
+}
+
+/// The kind of a link berth creates on a parent interface directly inside a container namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "mode")]
+pub enum SublinkKind {
+    /// `macvlan` with `IFLA_MACVLAN_MODE` (private 1, vepa 2, bridge 4, passthru 8).
+    Macvlan(u32),
+    /// `ipvlan` with `IFLA_IPVLAN_MODE` (l2 0, l3 1, l3s 2) and `IFLA_IPVLAN_FLAGS` (private 1,
+    /// vepa 2; 0 is bridge).
+    Ipvlan(u16, u16),
+}
+
+impl SublinkKind {
+    /// The kernel's `IFLA_INFO_KIND` (`macvlan`, `ipvlan`).
+    pub fn kind(self) -> &'static str {
+        match self {
+            SublinkKind::Macvlan(_) => "macvlan",
+            SublinkKind::Ipvlan(..) => "ipvlan",
+        }
+    }
+}
+
+/// What the kernel layer needs to create one container interface on a parent interface of the
+/// host (macvlan, ipvlan) directly inside the container namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SublinkPlan {
+    /// The host interface it hangs off (`IFLA_LINK`); berth never changes it.
+    pub parent: String,
+    /// Kind and mode.
+    pub kind: SublinkKind,
+    /// Path of the container's network namespace.
+    pub netns: String,
+    /// Container-side name (`eth0`).
+    pub ifname: String,
+    /// Its MAC (macvlan only; an ipvlan has its parent's).
+    pub mac: Option<String>,
+    /// Its addresses with prefix.
+    pub addrs: Vec<IpNet>,
+    /// Routes to add inside the container once it is up (default routes of the gateway endpoint).
+    pub routes: Vec<RoutePlan>,
+    /// IPv6 off on it (IPv4-only networks).
+    pub disable_ipv6: bool,
+}
+
+/// A route of the host through a macvlan host shim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShimRoute {
+    /// Destination (the network's ip range).
+    pub dst: IpNet,
+    /// Preferred source (the host's address on the parent).
+    pub src: IpAddr,
+}
+
+/// A macvlan interface of the host on a macvlan network's parent (bridge mode), so the host can
+/// reach the network's containers, which it cannot through the parent itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShimPlan {
+    /// Its name (`bm` + 12 hex of the network id).
+    pub name: String,
+    /// The parent.
+    pub parent: String,
+    /// Its ownership mark (`ifalias`).
+    pub alias: String,
+    /// Routes through it.
+    pub routes: Vec<ShimRoute>,
 }
 
 /// What the kernel layer needs to attach one container namespace to one bridge.

@@ -175,6 +175,33 @@ pub fn veth_name(endpoint_id: &str) -> String {
     format!("{VETH_PREFIX}{}", short_id(endpoint_id))
 }
 
+/// The name of a macvlan network's host shim: `bm` + the first 12 characters of its id.
+pub fn shim_name(network_id: &str) -> String {
+    format!("bm{}", short_id(network_id))
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (hex, either case).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut out {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn fmt_mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// The MAC address of an endpoint's container side.
 ///
 /// Docker style `02:42:` + the four IPv4 bytes when there is an IPv4 address (so the MAC

@@ -13,7 +13,7 @@ use crate::error::PlanError;
 use crate::ipam;
 use crate::model::{
     BridgePlan, ContainerSpec, Driver, EndpointPlan, EndpointSpec, Id, NetworkMode, NetworkSpec,
-    RoutePlan, SubnetSpec,
+    RoutePlan, ShimPlan, ShimRoute, SublinkKind, SublinkPlan, SubnetSpec,
 };
 use crate::names;
 
@@ -36,6 +36,243 @@ pub const OPT_ALLOW_DIRECT: &str = "berth.network.allow_direct";
 /// although berth did not create it. berth then adds its gateway addresses to it and never
 /// removes the bridge or any address it had.
 pub const OPT_ADOPT_BRIDGE: &str = "berth.bridge.adopt";
+
+/// Docker's macvlan/ipvlan option: the host interface the network's containers hang off.
+pub const OPT_PARENT: &str = "parent";
+/// Docker's macvlan option: `bridge` (default), `private`, `vepa` or `passthru`.
+pub const OPT_MACVLAN_MODE: &str = "macvlan_mode";
+/// Docker's ipvlan option: `l2` (default), `l3` or `l3s`.
+pub const OPT_IPVLAN_MODE: &str = "ipvlan_mode";
+/// Docker's ipvlan option: `bridge` (default), `private` or `vepa`.
+pub const OPT_IPVLAN_FLAG: &str = "ipvlan_flag";
+/// berth's macvlan option: give the host a macvlan interface of its own on the parent (bridge
+/// mode) with a route to the network's ip range, so it can reach its containers.
+pub const OPT_HOST_SHIM: &str = "berth.macvlan.host_shim";
+/// What `network inspect` says about a macvlan network's host ↔ container limitation.
+pub const MACVLAN_HOST_NOTE: &str = "the host cannot reach its macvlan containers through the \
+     parent; use -o berth.macvlan.host_shim=true";
+
+/// Whether `net` is a macvlan network with a host shim ([`OPT_HOST_SHIM`], validated at create).
+pub fn host_shim(net: &NetworkSpec) -> bool {
+    net.driver == Driver::Macvlan
+        && net
+            .options
+            .get(OPT_HOST_SHIM)
+            .is_some_and(|v| parse_bool_opt(OPT_HOST_SHIM, v).unwrap_or(false))
+}
+
+/// The host shim of a macvlan network, once the daemon found the host's address on the parent
+/// (`shim_src`): bridge mode on the parent, a route to the IPv4 ip range from that address.
+pub fn shim_plan(net: &NetworkSpec) -> Option<ShimPlan> {
+    if !host_shim(net) {
+        return None;
+    }
+    let src = net.shim_src?;
+    let range = net
+        .subnets
+        .iter()
+        .find(|s| s.subnet.addr().is_ipv4())
+        .and_then(|s| s.ip_range)?;
+    Some(ShimPlan {
+        name: names::shim_name(&net.id),
+        parent: parent_of(net)?.to_string(),
+        alias: format!(
+            "{}shim:{}",
+            crate::host::MARK_PREFIX,
+            names::short_id(&net.id)
+        ),
+        routes: vec![ShimRoute { dst: range, src }],
+    })
+}
+
+/// What `network inspect` tells about a network beyond Docker's fields (`BerthNotes`): the
+/// host ↔ container limitation of macvlan (or the shim that lifts it), the routes the LAN needs
+/// for an ipvlan network in l3 mode, the missing resolver.
+pub fn notes(n: &NetworkSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    if !matches!(n.driver, Driver::Macvlan | Driver::Ipvlan) {
+        return out;
+    }
+    let parent = parent_of(n).unwrap_or_default();
+    if let Some(shim) = shim_plan(n) {
+        for r in &shim.routes {
+            out.push(format!(
+                "the host reaches the network's containers in {} through its shim {} on {} (from {})",
+                r.dst, shim.name, shim.parent, r.src
+            ));
+        }
+    } else if n.driver == Driver::Macvlan {
+        out.push(MACVLAN_HOST_NOTE.to_string());
+    }
+    if let Some(SublinkKind::Ipvlan(mode @ (1 | 2), _)) = sublink_kind(n) {
+        let mode = if mode == 1 { "l3" } else { "l3s" };
+        for s in &n.subnets {
+            out.push(format!(
+                "ipvlan {mode}: the LAN does not learn the containers' addresses by ARP; its router \
+                 needs the route `{} via <this host's address on {parent}>` (berth never changes \
+                 the LAN's router)",
+                s.subnet
+            ));
+        }
+    }
+    out.push(format!(
+        "containers on this network get no berth resolver (their resolv.conf is the host's); \
+         names of containers on {} networks are not resolved yet",
+        n.driver.as_str()
+    ));
+    out
+}
+
+/// The parent interface of a macvlan or ipvlan network (`-o parent=`), if any.
+pub fn parent_of(net: &NetworkSpec) -> Option<&str> {
+    match net.driver {
+        Driver::Macvlan | Driver::Ipvlan => net
+            .options
+            .get(OPT_PARENT)
+            .map(String::as_str)
+            .filter(|p| !p.is_empty()),
+        _ => None,
+    }
+}
+
+/// An 802.1Q sub-interface a parent such as `eth0.10` stands for (Docker creates it when it
+/// does not exist, and removes only the ones it created).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VlanPlan {
+    /// The sub-interface (`eth0.10`).
+    pub name: String,
+    /// The interface it is on (`eth0`).
+    pub base: String,
+    /// The VLAN id, 1 to 4094.
+    pub vid: u16,
+}
+
+/// The VLAN sub-interface `parent` names (`BASE.VID`, VID from 1 to 4094), if it names one.
+pub fn vlan_plan(parent: &str) -> Option<VlanPlan> {
+    let (base, vid) = parent.rsplit_once('.')?;
+    if base.is_empty() || vid.is_empty() || !vid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let vid: u16 = vid.parse().ok().filter(|v| (1..=4094).contains(v))?;
+    Some(VlanPlan {
+        name: parent.to_string(),
+        base: base.to_string(),
+        vid,
+    })
+}
+
+/// The kind and mode of the links a macvlan or ipvlan network's containers get (validated at
+/// create; `None` for other drivers).
+pub fn sublink_kind(net: &NetworkSpec) -> Option<SublinkKind> {
+    match net.driver {
+        Driver::Macvlan => Some(SublinkKind::Macvlan(
+            macvlan_mode(net.options.get(OPT_MACVLAN_MODE).map(String::as_str)).ok()?,
+        )),
+        Driver::Ipvlan => {
+            let (m, f) = ipvlan_mode(
+                net.options.get(OPT_IPVLAN_MODE).map(String::as_str),
+                net.options.get(OPT_IPVLAN_FLAG).map(String::as_str),
+            )
+            .ok()?;
+            Some(SublinkKind::Ipvlan(m, f))
+        }
+        _ => None,
+    }
+}
+
+/// `MACVLAN_MODE_PASSTHRU`.
+pub const MACVLAN_PASSTHRU: u32 = 8;
+
+/// `IFLA_MACVLAN_MODE` of `-o macvlan_mode=` (default bridge).
+fn macvlan_mode(v: Option<&str>) -> Result<u32, PlanError> {
+    match v.unwrap_or("") {
+        "" | "bridge" => Ok(4),
+        "private" => Ok(1),
+        "vepa" => Ok(2),
+        "passthru" => Ok(MACVLAN_PASSTHRU),
+        other => Err(PlanError::Invalid(format!(
+            "invalid value {other:?} for option {OPT_MACVLAN_MODE}: expected bridge, private, vepa or passthru"
+        ))),
+    }
+}
+
+/// `IFLA_IPVLAN_MODE` and `IFLA_IPVLAN_FLAGS` of `-o ipvlan_mode= -o ipvlan_flag=` (default l2,
+/// bridge).
+fn ipvlan_mode(mode: Option<&str>, flag: Option<&str>) -> Result<(u16, u16), PlanError> {
+    let m = match mode.unwrap_or("") {
+        "" | "l2" => 0,
+        "l3" => 1,
+        "l3s" => 2,
+        other => {
+            return Err(PlanError::Invalid(format!(
+                "invalid value {other:?} for option {OPT_IPVLAN_MODE}: expected l2, l3 or l3s"
+            )))
+        }
+    };
+    let f = match flag.unwrap_or("") {
+        "" | "bridge" => 0,
+        "private" => 1,
+        "vepa" => 2,
+        other => {
+            return Err(PlanError::Invalid(format!(
+                "invalid value {other:?} for option {OPT_IPVLAN_FLAG}: expected bridge, private or vepa"
+            )))
+        }
+    };
+    Ok((m, f))
+}
+
+/// The routes a container gets through an endpoint on `net`: default routes via the network's
+/// gateways, for each family the endpoint has an address in, when it is the gateway endpoint
+/// (never on an internal network).
+fn default_routes(net: &NetworkSpec, ep: &EndpointSpec, gateway: bool) -> Vec<RoutePlan> {
+    let mut routes = Vec::new();
+    if gateway && !net.internal {
+        for s in &net.subnets {
+            if !ep
+                .addrs
+                .iter()
+                .any(|a| a.addr().is_ipv4() == s.subnet.addr().is_ipv4())
+            {
+                continue;
+            }
+            let dst = match s.subnet {
+                IpNet::V4(_) => IpNet::V4(ipnet::Ipv4Net::default()),
+                IpNet::V6(_) => IpNet::V6(ipnet::Ipv6Net::default()),
+            };
+            routes.push(RoutePlan {
+                dst,
+                via: s.gateway,
+            });
+        }
+    }
+    routes
+}
+
+/// What the kernel layer must do to give a container its interface on a macvlan or ipvlan
+/// network (`None` for other drivers).
+pub fn sublink_plan(
+    net: &NetworkSpec,
+    ep: &EndpointSpec,
+    netns_path: &str,
+    gateway: bool,
+) -> Option<SublinkPlan> {
+    let kind = sublink_kind(net)?;
+    let parent = parent_of(net)?;
+    Some(SublinkPlan {
+        parent: parent.to_string(),
+        kind,
+        netns: netns_path.to_string(),
+        ifname: ep.ifname.clone(),
+        // ipvlan links have their parent's MAC; a passthru macvlan takes its parent's over
+        // (setting another would change the parent's).
+        mac: matches!(kind, SublinkKind::Macvlan(m) if m != MACVLAN_PASSTHRU)
+            .then(|| ep.mac.clone()),
+        addrs: ep.addrs.clone(),
+        routes: default_routes(net, ep, gateway),
+        disable_ipv6: !net.subnets.iter().any(|s| s.subnet.addr().is_ipv6()),
+    })
+}
 
 /// Whether `net` uses a bridge the user asked berth to adopt ([`OPT_ADOPT_BRIDGE`]).
 pub fn adopts_bridge(net: &NetworkSpec) -> bool {
@@ -169,11 +406,13 @@ fn parse_bool_opt(key: &str, v: &str) -> Result<bool, PlanError> {
 fn driver_of(req: &NetworkRequest) -> Result<Driver, PlanError> {
     match req.driver.as_deref().unwrap_or("") {
         "" | "bridge" => Ok(Driver::Bridge),
+        "macvlan" => Ok(Driver::Macvlan),
+        "ipvlan" => Ok(Driver::Ipvlan),
         d @ ("host" | "null") => Err(PlanError::Forbidden(format!(
             "only one instance of {d:?} network is allowed"
         ))),
         d => Err(PlanError::Invalid(format!(
-            "driver {d:?} is not supported (berth supports: bridge)"
+            "driver {d:?} is not supported (berth supports: bridge, macvlan, ipvlan)"
         ))),
     }
 }
@@ -291,6 +530,58 @@ pub fn plan_network(
         return Err(PlanError::NetworkExists(name.to_string()));
     }
     let driver = driver_of(req)?;
+    let direct = matches!(driver, Driver::Macvlan | Driver::Ipvlan);
+    let opts = &req.options;
+    let parent = opts
+        .get(OPT_PARENT)
+        .map(String::as_str)
+        .filter(|p| !p.is_empty());
+    if direct {
+        match parent {
+            Some(p) => names::validate_ifname(p).map_err(|e| {
+                PlanError::Invalid(format!("invalid value for option {OPT_PARENT}: {e}"))
+            })?,
+            None if req.internal => {
+                return Err(PlanError::Invalid(format!(
+                    "network {name:?}: an --internal {} network without -o {OPT_PARENT}= (an isolated segment on a dummy link) is not supported by berth yet; give -o {OPT_PARENT}=IFACE",
+                    driver.as_str()
+                )))
+            }
+            None => {
+                return Err(PlanError::Invalid(format!(
+                    "network {name:?}: the {} driver needs the host interface its containers hang off: add -o {OPT_PARENT}=IFACE",
+                    driver.as_str()
+                )))
+            }
+        }
+        if driver == Driver::Macvlan {
+            macvlan_mode(opts.get(OPT_MACVLAN_MODE).map(String::as_str))?;
+        } else {
+            ipvlan_mode(
+                opts.get(OPT_IPVLAN_MODE).map(String::as_str),
+                opts.get(OPT_IPVLAN_FLAG).map(String::as_str),
+            )?;
+        }
+    }
+    let shim = match opts.get(OPT_HOST_SHIM) {
+        Some(v) => parse_bool_opt(OPT_HOST_SHIM, v)?,
+        None => false,
+    };
+    if shim && driver != Driver::Macvlan {
+        return Err(PlanError::Invalid(format!(
+            "option {OPT_HOST_SHIM} is for macvlan networks only"
+        )));
+    }
+    // A macvlan/ipvlan subnet is the LAN's, routed on the host through the parent: it may
+    // overlap host routes and the networks of other parents, not a bridge network nor another
+    // network on the same parent.
+    let peers: Vec<NetworkSpec> = existing
+        .iter()
+        .filter(|n| !direct || parent_of(n).is_none_or(|p| Some(p) == parent))
+        .filter(|n| !direct || !matches!(n.driver, Driver::Host | Driver::Null))
+        .cloned()
+        .collect();
+    let overlap_routes: &[IpNet] = if direct { &[] } else { host_routes };
 
     let mut v4: Option<SubnetSpec> = None;
     let mut v6: Option<SubnetSpec> = None;
@@ -311,8 +602,15 @@ pub fn plan_network(
                 spec.subnet
             )));
         }
-        check_overlaps(name, &spec.subnet, existing, host_routes)?;
+        check_overlaps(name, &spec.subnet, &peers, overlap_routes)?;
         *slot = Some(spec);
+    }
+
+    if shim && v4.as_ref().and_then(|s| s.ip_range).is_none() {
+        return Err(PlanError::Invalid(format!(
+            "network {name:?}: option {OPT_HOST_SHIM}=true needs an IPv4 --ip-range: the host \
+             routes that range to the network's containers through the shim"
+        )));
     }
 
     let mut used: Vec<IpNet> = existing
@@ -346,8 +644,8 @@ pub fn plan_network(
         });
     }
 
-    let opts = &req.options;
     let bridge = match opts.get(OPT_BRIDGE_NAME).filter(|b| !b.is_empty()) {
+        _ if direct => String::new(),
         Some(b) => {
             names::validate_bridge_name(b).map_err(|e| {
                 PlanError::Invalid(format!("invalid value for option {OPT_BRIDGE_NAME}: {e}"))
@@ -356,7 +654,7 @@ pub fn plan_network(
         }
         None => names::bridge_name(&id),
     };
-    if let Some(other) = existing.iter().find(|n| n.bridge == bridge) {
+    if let Some(other) = existing.iter().find(|n| !direct && n.bridge == bridge) {
         return Err(PlanError::Conflict(format!(
             "bridge name {bridge:?} is already used by network {:?}",
             other.name
@@ -368,7 +666,7 @@ pub fn plan_network(
     };
     let masquerade = match opts.get(OPT_ENABLE_MASQUERADE) {
         Some(v) => parse_bool_opt(OPT_ENABLE_MASQUERADE, v)?,
-        None => true,
+        None => !direct,
     };
     let mtu = match opts.get(OPT_MTU) {
         Some(v) => v
@@ -419,11 +717,14 @@ pub fn plan_network(
         labels: req.labels.clone(),
         options: req.options.clone(),
         adopted_addrs: Vec::new(),
+        shim_src: None,
         bridge,
         icc,
         masquerade,
         mtu,
-        dns: true,
+        // berth's resolver listens on a bridge's gateway; a macvlan/ipvlan gateway is the LAN's
+        // router (a resolver inside each container's namespace is still to come).
+        dns: !direct,
         predefined: false,
     })
 }
@@ -460,6 +761,7 @@ pub fn predefined_networks(
         labels: BTreeMap::new(),
         options: BTreeMap::new(),
         adopted_addrs: Vec::new(),
+        shim_src: None,
         bridge: String::new(),
         icc: true,
         masquerade: false,
@@ -484,6 +786,7 @@ pub fn predefined_networks(
             labels: BTreeMap::new(),
             options,
             adopted_addrs: Vec::new(),
+            shim_src: None,
             bridge: DEFAULT_BRIDGE_IFNAME.into(),
             icc: true,
             masquerade: true,
@@ -565,7 +868,7 @@ pub fn plan_endpoint(
     endpoint_id: Id,
 ) -> Result<EndpointSpec, PlanError> {
     match net.driver {
-        Driver::Bridge => {}
+        Driver::Bridge | Driver::Macvlan | Driver::Ipvlan => {}
         Driver::Host => {
             return Err(PlanError::Forbidden(
                 "container cannot be disconnected from host network or connected to host network"
@@ -714,26 +1017,7 @@ pub fn endpoint_plan(
     netns_path: &str,
     gateway: bool,
 ) -> EndpointPlan {
-    let mut routes = Vec::new();
-    if gateway && !net.internal {
-        for s in &net.subnets {
-            if !ep
-                .addrs
-                .iter()
-                .any(|a| a.addr().is_ipv4() == s.subnet.addr().is_ipv4())
-            {
-                continue;
-            }
-            let dst = match s.subnet {
-                IpNet::V4(_) => IpNet::V4(ipnet::Ipv4Net::default()),
-                IpNet::V6(_) => IpNet::V6(ipnet::Ipv6Net::default()),
-            };
-            routes.push(RoutePlan {
-                dst,
-                via: s.gateway,
-            });
-        }
-    }
+    let routes = default_routes(net, ep, gateway);
     EndpointPlan {
         host_ifname: ep.host_ifname.clone(),
         bridge: net.bridge.clone(),

@@ -12,7 +12,7 @@ use crate::format::out;
 /// Flags of `berth network create`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Driver: bridge (default).
+    /// Driver: bridge (default), macvlan or ipvlan.
     #[arg(short, long, default_value = "bridge")]
     driver: String,
     /// Subnet in CIDR form (repeatable: one IPv4 and/or one IPv6 subnet, …).

@@ -23,6 +23,7 @@ fn net(id_hex: char, name: &str, subnet: &str) -> NetworkSpec {
         labels: BTreeMap::new(),
         options: BTreeMap::new(),
         adopted_addrs: Vec::new(),
+        shim_src: None,
         icc: true,
         masquerade: true,
         mtu: 1500,
@@ -102,6 +103,21 @@ fn converged(d: &DesiredHost) -> ObservedHost {
                 kind: Some("veth".into()),
                 up: true,
                 addrs: e.plan.addrs.clone(),
+                ..ObservedLink::default()
+            },
+        );
+    }
+    for sl in d.sublinks.values() {
+        let ns = o.netns.entry(sl.plan.netns.clone()).or_default();
+        ns.reachable = true;
+        ns.links.insert(
+            sl.plan.ifname.clone(),
+            ObservedLink {
+                name: sl.plan.ifname.clone(),
+                kind: Some(sl.plan.kind.kind().into()),
+                up: true,
+                mac: sl.plan.mac.as_deref().and_then(names::parse_mac),
+                addrs: sl.plan.addrs.clone(),
                 ..ObservedLink::default()
             },
         );
@@ -371,4 +387,181 @@ fn ipv6_forwarding_is_restored_when_the_last_dual_stack_network_goes() {
     o.sysctls.insert("net.ipv4.ip_forward".into(), "1".into());
     let plan = diff(&o, &d);
     assert_eq!(actions(&plan), vec!["SetSysctl"]);
+}
+
+fn lan() -> NetworkSpec {
+    let mut n = net('d', "lan", "192.168.1.0/24");
+    n.driver = Driver::Macvlan;
+    n.bridge = String::new();
+    n.dns = false;
+    n.options
+        .insert(crate::network::OPT_PARENT.into(), "lan0".into());
+    n
+}
+
+fn macvlan_world() -> (Vec<NetworkSpec>, Vec<ContainerSpec>) {
+    let lan = lan();
+    let mut c = container('c', "printer", &[(&lan, "192.168.1.200/24")]);
+    c.endpoints[0].mac = "02:42:c0:a8:01:c8".into();
+    (vec![lan], vec![c])
+}
+
+#[test]
+fn a_macvlan_endpoint_is_one_link_in_the_container() {
+    let (nets, cs) = macvlan_world();
+    let d = desired_of(&nets, &cs);
+    assert!(d.bridges.is_empty() && d.endpoints.is_empty());
+    assert_eq!(d.sublinks.len(), 1);
+    let sl = d.sublinks.values().next().expect("one sublink");
+    assert_eq!(sl.plan.parent, "lan0");
+    assert!(sl.plan.routes.is_empty(), "routes are per namespace");
+    assert!(crate::firewall::desired_elements(&nets)
+        .0
+        .values()
+        .all(|s| s.is_empty()));
+
+    // Converged: nothing to do.
+    let o = converged(&d);
+    assert!(diff(&o, &d).steps.is_empty(), "{:#?}", diff(&o, &d).steps);
+
+    // Missing (the container just started, or someone deleted it): created, with the default
+    // route in the same step.
+    let mut o = converged(&d);
+    for n in o.netns.values_mut() {
+        n.links.clear();
+        n.default_routes.clear();
+    }
+    let plan = diff(&o, &d);
+    assert_eq!(actions(&plan), ["CreateSublink"]);
+    let StepOp::CreateSublink { plan: p } = &plan.steps[0].op else {
+        unreachable!()
+    };
+    assert_eq!(p.routes.len(), 1);
+    assert_eq!(
+        p.routes[0].via,
+        "192.168.1.1".parse::<IpAddr>().expect("ip")
+    );
+
+    // Stale (another MAC, or a veth left by a bridge endpoint): replaced, routes included.
+    let mut o = converged(&d);
+    for n in o.netns.values_mut() {
+        n.links
+            .values_mut()
+            .for_each(|l| l.mac = Some([2, 0, 0, 0, 0, 1]));
+    }
+    let plan = diff(&o, &d);
+    assert_eq!(actions(&plan), ["DeleteContainerLink", "CreateSublink"]);
+    assert!(
+        plan.steps[0].reason.contains("MAC 02:00:00:00:00:01"),
+        "{}",
+        plan.steps[0].reason
+    );
+    let StepOp::CreateSublink { plan: p } = &plan.steps[1].op else {
+        unreachable!()
+    };
+    assert_eq!(p.routes.len(), 1);
+
+    // Down and without its address: configured in place.
+    let mut o = converged(&d);
+    for n in o.netns.values_mut() {
+        n.links.values_mut().for_each(|l| {
+            l.up = false;
+            l.addrs.clear();
+        });
+    }
+    assert_eq!(actions(&diff(&o, &d)), ["ConfigureContainerSide"]);
+}
+
+#[test]
+fn a_disconnected_macvlan_endpoint_is_deleted_in_the_container() {
+    let (nets, cs) = macvlan_world();
+    let d = desired_of(&nets, &cs);
+    let o = converged(&d);
+    let mut left = cs.clone();
+    left[0].endpoints.clear();
+    let d2 = desired_of(&nets, &left);
+    // The namespace is still looked into without endpoints.
+    assert_eq!(d2.routes.len(), 1);
+    let plan = diff(&o, &d2);
+    assert_eq!(actions(&plan), ["DeleteContainerLink", "ReplaceRoutes"]);
+    // A veth peer (a bridge endpoint) is never deleted that way, nor lo.
+    let mut o2 = o.clone();
+    for n in o2.netns.values_mut() {
+        n.links
+            .values_mut()
+            .for_each(|l| l.kind = Some("veth".into()));
+    }
+    assert!(!actions(&diff(&o2, &d2)).contains(&"DeleteContainerLink".to_string()));
+}
+
+#[test]
+fn a_dead_container_s_macvlan_link_is_left_alone() {
+    let (nets, cs) = macvlan_world();
+    let d = desired_of(&nets, &cs);
+    let mut o = converged(&d);
+    for n in o.netns.values_mut() {
+        n.reachable = false;
+        n.links.clear();
+    }
+    assert!(diff(&o, &d).steps.is_empty());
+}
+
+#[test]
+fn a_host_shim_is_created_repaired_and_removed() {
+    let mut lan = lan();
+    lan.options
+        .insert(crate::network::OPT_HOST_SHIM.into(), "true".into());
+    lan.subnets[0].ip_range = Some("192.168.1.192/27".parse().expect("range"));
+    lan.shim_src = Some("192.168.1.2".parse().expect("ip"));
+    let nets = vec![lan];
+    let d = desired_of(&nets, &[]);
+    assert_eq!(d.shims.len(), 1);
+    let name = d.shims.keys().next().expect("shim").clone();
+    assert!(name.starts_with("bm"));
+
+    let mut o = converged(&d);
+    o.link_routes.clear();
+    // Missing: ensured.
+    let plan = diff(&o, &d);
+    assert_eq!(actions(&plan), ["EnsureShim"]);
+    assert_eq!(plan.steps[0].reason, "missing");
+
+    // Present, marked, up, routed: nothing to do.
+    let sh = &d.shims[&name];
+    o.links.insert(
+        name.clone(),
+        ObservedLink {
+            name: name.clone(),
+            kind: Some("macvlan".into()),
+            up: true,
+            alias: Some(sh.plan.alias.clone()),
+            mac: Some(names::owner_mac(&name)),
+            ..ObservedLink::default()
+        },
+    );
+    o.link_routes
+        .insert(name.clone(), vec!["192.168.1.192/27".parse().expect("net")]);
+    assert!(diff(&o, &d).steps.is_empty(), "{:#?}", diff(&o, &d).steps);
+
+    // Its route deleted: ensured again.
+    o.link_routes.clear();
+    let plan = diff(&o, &d);
+    assert_eq!(actions(&plan), ["EnsureShim"]);
+    assert!(plan.steps[0]
+        .reason
+        .contains("no route to 192.168.1.192/27"));
+
+    // A foreign link of that name: a problem, never touched.
+    let mut foreign = o.clone();
+    if let Some(l) = foreign.links.get_mut(&name) {
+        l.alias = None;
+        l.mac = Some([2, 0, 0, 0, 0, 9]);
+    }
+    let plan = diff(&foreign, &d);
+    assert!(plan.steps.is_empty() && plan.problems.len() == 1);
+
+    // The network removed: the shim is an orphan (owned) and goes.
+    let empty = desired_of(&[], &[]);
+    let plan = diff(&o, &empty);
+    assert_eq!(actions(&plan), ["DeleteLink"]);
 }

@@ -97,7 +97,7 @@ fn drivers() {
     let e = plan(&r, &[]).unwrap_err();
     assert_eq!(
         e.to_string(),
-        r#"driver "overlay" is not supported (berth supports: bridge)"#
+        r#"driver "overlay" is not supported (berth supports: bridge, macvlan, ipvlan)"#
     );
 }
 
@@ -585,4 +585,249 @@ fn aliases() {
     ] {
         assert!(validate_alias(bad).is_err(), "{bad:?}");
     }
+}
+
+fn macvlan(name: &str, subnet: &str, parent: Option<&str>) -> NetworkRequest {
+    let mut r = with_subnet(name, subnet);
+    r.driver = Some("macvlan".into());
+    if let Some(p) = parent {
+        r.options.insert(OPT_PARENT.into(), p.into());
+    }
+    r
+}
+
+#[test]
+fn macvlan_networks() {
+    let mut r = macvlan("lan", "192.168.1.0/24", Some("eth0"));
+    r.ipam[0].gateway = Some("192.168.1.1".into());
+    r.ipam[0].ip_range = Some("192.168.1.192/27".into());
+    // The LAN is routed on the host through the parent: no conflict with host routes.
+    let n = plan_network(
+        &r,
+        id('a'),
+        "t".into(),
+        &predefined(),
+        &[net("192.168.1.0/24")],
+    )
+    .unwrap();
+    assert_eq!(n.driver, Driver::Macvlan);
+    assert_eq!(n.bridge, "");
+    assert!(!n.dns && !n.masquerade);
+    assert_eq!(parent_of(&n), Some("eth0"));
+    assert_eq!(sublink_kind(&n), Some(SublinkKind::Macvlan(4)));
+    assert_eq!(
+        crate::driver::driver(n.driver).parent(&n).as_deref(),
+        Some("eth0")
+    );
+    assert_eq!(crate::driver::driver(n.driver).network_link(&n), None);
+
+    // Modes.
+    for (m, v) in [("bridge", 4), ("private", 1), ("vepa", 2), ("passthru", 8)] {
+        let mut r = macvlan("m", "10.9.0.0/24", Some("eth0"));
+        r.options.insert(OPT_MACVLAN_MODE.into(), m.into());
+        let n = plan(&r, &[]).unwrap();
+        assert_eq!(sublink_kind(&n), Some(SublinkKind::Macvlan(v)));
+    }
+    let mut r = macvlan("m", "10.9.0.0/24", Some("eth0"));
+    r.options.insert(OPT_MACVLAN_MODE.into(), "source".into());
+    let e = plan(&r, &[]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("macvlan_mode"), "{e}");
+
+    // A parent is required, also (for now) with --internal.
+    let e = plan(&macvlan("m", "10.9.0.0/24", None), &[]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("-o parent=IFACE"), "{e}");
+    let mut r = macvlan("m", "10.9.0.0/24", None);
+    r.internal = true;
+    let e = plan(&r, &[]).unwrap_err();
+    assert!(e.to_string().contains("--internal"), "{e}");
+
+    // The host shim needs an ip range (the route it gets), and macvlan.
+    let mut r = macvlan("m", "10.9.0.0/24", Some("eth0"));
+    r.options.insert(OPT_HOST_SHIM.into(), "true".into());
+    let e = plan(&r, &[]).unwrap_err();
+    assert!(e.to_string().contains("needs an IPv4 --ip-range"), "{e}");
+    r.ipam[0].ip_range = Some("10.9.0.192/27".into());
+    let mut n = plan(&r, &[]).unwrap();
+    assert!(host_shim(&n));
+    assert_eq!(
+        shim_plan(&n),
+        None,
+        "no plan before the daemon found the host's address"
+    );
+    n.shim_src = Some(ip("10.9.0.2"));
+    let s = shim_plan(&n).unwrap();
+    assert_eq!(s.name, "bmaaaaaaaaaaaa");
+    assert_eq!(s.parent, "eth0");
+    assert_eq!(s.alias, "berth:shim:aaaaaaaaaaaa");
+    assert_eq!(
+        s.routes,
+        vec![ShimRoute {
+            dst: net("10.9.0.192/27"),
+            src: ip("10.9.0.2")
+        }]
+    );
+    assert_eq!(
+        crate::driver::driver(n.driver).network_link(&n).as_deref(),
+        Some("bmaaaaaaaaaaaa")
+    );
+    r.driver = Some("ipvlan".into());
+    assert!(plan(&r, &[])
+        .unwrap_err()
+        .to_string()
+        .contains("macvlan networks only"));
+}
+
+#[test]
+fn macvlan_overlaps() {
+    let lan = plan(&macvlan("lan", "192.168.1.0/24", Some("eth0")), &[]).unwrap();
+    // Same parent, overlapping subnet: 409.
+    let e = plan(
+        &macvlan("lan2", "192.168.1.128/25", Some("eth0")),
+        std::slice::from_ref(&lan),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    assert!(e.to_string().contains("192.168.1.0/24"), "{e}");
+    // Another parent (another LAN): fine.
+    assert!(plan(
+        &macvlan("lan2", "192.168.1.0/24", Some("eth1")),
+        std::slice::from_ref(&lan)
+    )
+    .is_ok());
+    // A bridge network overlapping it: 409 (the host would route the LAN into the bridge).
+    let e = plan(
+        &with_subnet("br", "192.168.1.0/25"),
+        std::slice::from_ref(&lan),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    // A macvlan network overlapping a bridge network: 409.
+    let br = plan(&with_subnet("br", "10.50.0.0/24"), &[]).unwrap();
+    let e = plan(&macvlan("lan3", "10.50.0.0/16", Some("eth2")), &[br]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+}
+
+#[test]
+fn ipvlan_networks() {
+    let mut r = macvlan("routed", "10.60.0.0/24", Some("eth0"));
+    r.driver = Some("ipvlan".into());
+    let n = plan(&r, &[]).unwrap();
+    assert_eq!(n.driver, Driver::Ipvlan);
+    assert_eq!(sublink_kind(&n), Some(SublinkKind::Ipvlan(0, 0)));
+    for (m, mv) in [("l2", 0), ("l3", 1), ("l3s", 2)] {
+        for (f, fv) in [("bridge", 0), ("private", 1), ("vepa", 2)] {
+            let mut r = r.clone();
+            r.options.insert(OPT_IPVLAN_MODE.into(), m.into());
+            r.options.insert(OPT_IPVLAN_FLAG.into(), f.into());
+            let n = plan(&r, &[]).unwrap();
+            assert_eq!(sublink_kind(&n), Some(SublinkKind::Ipvlan(mv, fv)));
+        }
+    }
+    let mut bad = r.clone();
+    bad.options.insert(OPT_IPVLAN_MODE.into(), "l4".into());
+    assert!(plan(&bad, &[])
+        .unwrap_err()
+        .to_string()
+        .contains("ipvlan_mode"));
+    let mut bad = r;
+    bad.options.insert(OPT_IPVLAN_FLAG.into(), "loud".into());
+    assert!(plan(&bad, &[])
+        .unwrap_err()
+        .to_string()
+        .contains("ipvlan_flag"));
+}
+
+#[test]
+fn vlan_parents() {
+    assert_eq!(
+        vlan_plan("eth0.10"),
+        Some(VlanPlan {
+            name: "eth0.10".into(),
+            base: "eth0".into(),
+            vid: 10,
+        })
+    );
+    assert_eq!(vlan_plan("lan0.4094").map(|v| v.vid), Some(4094));
+    assert_eq!(
+        vlan_plan("bond0.1.20").map(|v| (v.base, v.vid)),
+        Some(("bond0.1".to_string(), 20))
+    );
+    for no in [
+        "eth0",
+        "eth0.",
+        ".10",
+        "eth0.0",
+        "eth0.4095",
+        "eth0.1x",
+        "eth0.-1",
+    ] {
+        assert_eq!(vlan_plan(no), None, "{no}");
+    }
+    // A VLAN parent is a valid parent for the plan (the daemon checks that it exists).
+    assert!(plan(&macvlan("v", "10.70.0.0/24", Some("eth0.10")), &[]).is_ok());
+}
+
+#[test]
+fn macvlan_endpoints() {
+    let mut r = macvlan("lan", "192.168.1.0/24", Some("lan0"));
+    r.ipam[0].gateway = Some("192.168.1.1".into());
+    r.options.insert(OPT_MACVLAN_MODE.into(), "private".into());
+    let n = plan(&r, &[]).unwrap();
+    let c = container("c", 'c');
+    let req = EndpointRequest {
+        ipv4: Some("192.168.1.200".into()),
+        ..Default::default()
+    };
+    let ep = plan_endpoint(&n, &c, &[], &req, id('e')).unwrap();
+    assert_eq!(ep.mac, "02:42:c0:a8:01:c8");
+    let p = sublink_plan(&n, &ep, "/proc/9/ns/net", true).unwrap();
+    assert_eq!(p.parent, "lan0");
+    assert_eq!(p.kind, SublinkKind::Macvlan(1));
+    assert_eq!(p.ifname, "eth0");
+    assert_eq!(p.mac.as_deref(), Some("02:42:c0:a8:01:c8"));
+    assert_eq!(p.addrs, vec![net("192.168.1.200/24")]);
+    assert_eq!(
+        p.routes,
+        vec![RoutePlan {
+            dst: net("0.0.0.0/0"),
+            via: ip("192.168.1.1")
+        }]
+    );
+    assert!(p.disable_ipv6);
+    assert!(sublink_plan(&n, &ep, "/x", false)
+        .unwrap()
+        .routes
+        .is_empty());
+    // The gateway is the LAN's router: never given to a container.
+    let req = EndpointRequest {
+        ipv4: Some("192.168.1.1".into()),
+        ..Default::default()
+    };
+    assert!(plan_endpoint(&n, &c, &[], &req, id('e')).is_err());
+}
+
+#[test]
+fn inspect_notes() {
+    assert!(notes(&plan(&req("br"), &[]).unwrap()).is_empty());
+    let n = plan(&macvlan("lan", "192.168.1.0/24", Some("eth0")), &[]).unwrap();
+    let t = notes(&n).join("\n");
+    assert!(
+        t.contains("host_shim=true") && t.contains("no berth resolver"),
+        "{t}"
+    );
+    let mut r = macvlan("routed", "10.60.0.0/24", Some("eth0"));
+    r.driver = Some("ipvlan".into());
+    r.options.insert(OPT_IPVLAN_MODE.into(), "l3".into());
+    let t = notes(&plan(&r, &[]).unwrap()).join("\n");
+    assert!(
+        t.contains("ipvlan l3") && t.contains("`10.60.0.0/24 via <this host's address on eth0>`"),
+        "{t}"
+    );
+    assert!(!t.contains("host_shim"), "{t}");
+    r.options.insert(OPT_IPVLAN_MODE.into(), "l2".into());
+    assert!(!notes(&plan(&r, &[]).unwrap())
+        .join("\n")
+        .contains("ipvlan l"));
 }
