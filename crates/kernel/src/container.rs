@@ -434,8 +434,16 @@ fn stage2_main(json: Option<&String>, ready_fd: Option<&String>) -> i32 {
             Err(e) => return Err(io("fork the command's process")(e)),
         };
         drop(go_r);
-        let entered = crate::rootfs::prepare(&cfg.filesystem, cfg.rootfs.as_deref(), &cfg.binds)
-            .and_then(|root| crate::rootfs::enter(&root));
+        // The host view is staged on an empty directory beside the container's pid file (its
+        // own directory in berth's state dir), never on a path a mount source may live under.
+        let staging = cfg
+            .pid_file
+            .parent()
+            .map(|d| d.join("root"))
+            .unwrap_or_else(|| PathBuf::from("/var/empty"));
+        let entered =
+            crate::rootfs::prepare(&cfg.filesystem, cfg.rootfs.as_deref(), &cfg.binds, &staging)
+                .and_then(|root| crate::rootfs::enter(&root));
         if let Err(e) = entered {
             // The child reads EOF and exits.
             let _ = kill(child, Signal::SIGKILL);

@@ -35,11 +35,6 @@ use serde::{Deserialize, Serialize};
 use crate::container::ContainerError;
 use crate::sys::{mount_setattr, MOUNT_ATTR_NODEV, MOUNT_ATTR_RDONLY};
 
-/// Where the view of the host's root is assembled when there is no `--rootfs`. Any existing
-/// directory works: the mount is made in the container's private mount namespace, the host
-/// never sees it, and `pivot_root` leaves it behind.
-const STAGING: &str = "/tmp";
-
 /// Docker's masked paths (moby `oci/defaults.go`).
 pub const MASKED_PATHS: [&str; 12] = [
     "/proc/asound",
@@ -251,11 +246,16 @@ fn ensure_target(dest: &Path, dir: bool, shown: &Path) -> Result<(), ContainerEr
 
 /// Assembles the container's root; returns its path (pass it to [`enter`]). Call in a fresh
 /// mount namespace whose `/` is recursively private. `binds` are the generated files (host
-/// file, path inside).
+/// file, path inside). Without a `--rootfs`, the view of the host's root is assembled on
+/// `staging`, an empty directory of the container's own (in berth's state dir): the mount is
+/// made in the container's private mount namespace, the host never sees it, `pivot_root` leaves
+/// it behind, and it shadows no path a bind source, a `-v` source or a rootfs may live under
+/// (a staging point at `/tmp` made every source under `/tmp` unreachable).
 pub fn prepare(
     fsys: &Filesystem,
     rootfs: Option<&Path>,
     binds: &[(PathBuf, PathBuf)],
+    staging: &Path,
 ) -> Result<PathBuf, ContainerError> {
     // Made read-only last (--read-only): mount points may have to be created in them first.
     let mut read_only_last: Vec<PathBuf> = Vec::new();
@@ -269,7 +269,8 @@ pub fn prepare(
             dir.to_path_buf()
         }
         None => {
-            let root = PathBuf::from(STAGING);
+            let root = staging.to_path_buf();
+            fs::create_dir_all(&root).map_err(io(format!("creating {}", root.display())))?;
             bind(Path::new("/"), &root, MsFlags::MS_REC)?;
             setattr(
                 &root,
