@@ -245,6 +245,8 @@ impl Daemon {
         // grace periods each on this kind of machine). A restart that finds a not-yet-destroyed
         // veth of the same name replaces it (runtime::start).
         // An exited container frees its ports at once.
+        self.reconciler
+            .expect_gone(c.endpoints.iter().map(|e| e.host_ifname.clone()).collect());
         let port_op = crate::ports::unpublish(self, id, &c.name).await;
         failpoint::boundary("unpublish ports of an exited container");
         let mut st = self.state(id)?;

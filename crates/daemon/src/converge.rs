@@ -431,6 +431,9 @@ pub fn spawn_watchers(d: Arc<Daemon>) {
     });
 }
 
+/// How long after a container's start its namespace starts being watched.
+const CONTAINER_MONITOR_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Watches a running container's namespace for changes (a deleted address or default route)
 /// until the container exits; the socket is dropped then, so it never keeps a dead namespace
 /// (and its veths) alive.
@@ -441,6 +444,13 @@ pub fn watch_container(d: Arc<Daemon>, id: String, pid: i32) {
     let mut exit = d.exit_channel(&id).subscribe();
     let tx = d.wake.clone();
     tokio::spawn(async move {
+        // Not on the start's critical path: a container's first moments compete for the same
+        // cores, and a short-lived one (`run --rm true`) is gone before this would be useful.
+        // Drift in that window is caught by the first notification after it or the timer.
+        tokio::select! {
+            _ = tokio::time::sleep(CONTAINER_MONITOR_DELAY) => {}
+            _ = exit.wait_for(|v| v.is_some()) => return,
+        }
         let path = format!("/proc/{pid}/ns/net");
         let mut m =
             match berth_kernel::monitor::Monitor::container(std::path::Path::new(&path)).await {

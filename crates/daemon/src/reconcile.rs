@@ -130,6 +130,28 @@ impl Reconciler {
         }
     }
 
+    /// Links the kernel is about to remove by itself (the veths of a container that exited go
+    /// with its namespace, ~40 ms later, in the kernel's own cleanup work): not drift for a
+    /// while, so no pass deletes them synchronously meanwhile (a veth deletion holds the loop
+    /// for ~20 ms). Still there after that, they are orphans like any other.
+    pub fn expect_gone(&self, names: Vec<String>) {
+        if names.is_empty() {
+            return;
+        }
+        if let Ok(mut d) = self.deleting.lock() {
+            d.extend(names.iter().cloned());
+        }
+        let deleting = self.deleting.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            if let Ok(mut d) = deleting.lock() {
+                for n in &names {
+                    d.remove(n);
+                }
+            }
+        });
+    }
+
     /// The kernel.
     pub fn kernel(&self) -> &Arc<dyn KernelOps> {
         &self.kernel
