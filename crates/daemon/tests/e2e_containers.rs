@@ -221,3 +221,61 @@ fn network_modes_host_none_container() {
         show(&o)
     );
 }
+
+/// Proves: a berthd whose state dir lies under /tmp runs containers (their generated
+/// /etc/hosts, resolv.conf and hostname are bound from there). The host's root view used to be
+/// staged on /tmp inside the container's mount namespace, which hid every bind source under
+/// /tmp: every container failed to start.
+#[test]
+fn a_state_dir_under_tmp_works() {
+    require_root!();
+    let w = World::new();
+    let dir = std::env::temp_dir().join(format!("berth-tmpstate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("tmp state dir");
+    let sock = dir.join("s.sock");
+    let mut result = None;
+    w.restart_daemon_with(false, || {
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", &w.host_ns])
+            .arg(common::berthd_bin())
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--socket")
+            .arg(&sock)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn berthd");
+        let start = std::time::Instant::now();
+        while std::os::unix::net::UnixStream::connect(&sock).is_err()
+            && start.elapsed() < std::time::Duration::from_secs(10)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let host = format!("unix://{}", sock.display());
+        let out = common::run_timeout(
+            {
+                let mut c = std::process::Command::new(common::berth_bin());
+                c.args(["-H", &host, "run", "--rm", "cat", "/etc/hostname"]);
+                c
+            },
+            common::CMD_TIMEOUT,
+        );
+        // Ended by PID: the process this test started.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = child.wait();
+        result = Some(out);
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = result.expect("ran");
+    assert!(
+        out.status.success() && !stdout(&out).trim().is_empty(),
+        "a container of a berthd with its state under /tmp: {}",
+        show(&out)
+    );
+}
