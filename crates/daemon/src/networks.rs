@@ -71,21 +71,26 @@ impl Daemon {
         Ok(spec)
     }
 
-    /// The parent of a macvlan/ipvlan network must exist and not be one of berth's own links.
-    /// A parent `BASE.VID` that does not exist is an 802.1Q sub-interface berth would have to
-    /// create: refused naming the module 8021q when the kernel lacks it.
-    async fn check_parent(&self, parent: &str, spec: &mut NetworkSpec) -> ApiResult<()> {
+    /// The link `name` of berthd's namespace as the kernel has it (with berth's marks), if any.
+    async fn observe_link(&self, name: &str) -> ApiResult<Option<berth_plan::host::ObservedLink>> {
         let req = ObserveRequest {
-            links: Some(BTreeSet::from([parent.to_string()])),
+            links: Some(BTreeSet::from([name.to_string()])),
             ..ObserveRequest::default()
         };
-        let observed = self
+        let mut observed = self
             .reconciler
             .kernel()
             .observe(&req)
             .await
-            .map_err(|e| ApiError::internal(format!("looking up link {parent}: {e}")))?;
-        let Some(link) = observed.links.get(parent) else {
+            .map_err(|e| ApiError::internal(format!("looking up link {name}: {e}")))?;
+        Ok(observed.links.remove(name))
+    }
+
+    /// The parent of a macvlan/ipvlan network must exist and not be one of berth's own links.
+    /// A parent `BASE.VID` that does not exist is an 802.1Q sub-interface berth would have to
+    /// create: refused naming the module 8021q when the kernel lacks it.
+    async fn check_parent(&self, parent: &str, spec: &mut NetworkSpec) -> ApiResult<()> {
+        let Some(link) = self.observe_link(parent).await? else {
             if let Some(v) = planner::vlan_plan(parent) {
                 if !kind_supported("vlan").await? {
                     return Err(ApiError::bad_request(format!(
@@ -109,7 +114,7 @@ impl Daemon {
                 spec.name
             )));
         };
-        if host::is_owned(link) {
+        if host::is_owned(&link) {
             return Err(ApiError::conflict(format!(
                 "parent interface {parent:?} is one of berth's own links ({}): give a host \
                  interface that faces the LAN",
@@ -148,17 +153,7 @@ impl Daemon {
         existing: &[NetworkSpec],
     ) -> ApiResult<()> {
         let name = name.to_string();
-        let req = ObserveRequest {
-            links: Some(BTreeSet::from([name.clone()])),
-            ..ObserveRequest::default()
-        };
-        let observed = self
-            .reconciler
-            .kernel()
-            .observe(&req)
-            .await
-            .map_err(|e| ApiError::internal(format!("looking up link {name}: {e}")))?;
-        let Some(link) = observed.links.get(&name) else {
+        let Some(link) = self.observe_link(&name).await? else {
             if planner::adopts_bridge(spec) {
                 return Err(ApiError::not_found(format!(
                     "bridge {name:?} to adopt (-o {}=true) does not exist",
@@ -177,7 +172,7 @@ impl Daemon {
             spec.adopted_addrs = host::significant(&link.addrs);
             return Ok(());
         }
-        let orphan_of_ours = host::is_owned(link)
+        let orphan_of_ours = host::is_owned(&link)
             && (kind == "bridge" || (kind == "macvlan" && name.starts_with("bm")))
             && !existing.iter().any(|n| n.bridge == name);
         if orphan_of_ours {

@@ -327,18 +327,14 @@ pub fn firewall_after(
     report: &PassReport,
     desired: &DesiredHost,
 ) -> Option<(FirewallConfig, Elements)> {
-    if !report.firewall_ok || !report.errors.is_empty() && report.observed.firewall.is_none() {
+    if !report.firewall_ok {
         return None;
     }
     let observed = report.observed.firewall.as_ref()?;
-    let elements = if desired.with_maps {
-        desired.elements.clone()
-    } else {
-        let mut e = observed.elements.only(&berth_plan::firewall::map_names());
-        e.extend(&desired.elements.only(&berth_plan::firewall::set_names()));
-        e
-    };
-    Some((desired.firewall, elements))
+    Some((
+        desired.firewall,
+        host::elements_after(&observed.elements, desired),
+    ))
 }
 
 /// Why the loop should look again.
@@ -462,12 +458,10 @@ mod tests {
         assert_eq!(r.stats().repairs, 0);
     }
 
-    #[test]
-    fn an_interrupted_pass_converges_on_the_next() {
-        let (nets, cs) = world();
-        let d = desired_of(&nets, &cs);
-        // Interrupt at every step in turn: the next pass always finishes the job.
-        for k_fail in 0..6 {
+    /// Interrupts a pass from nothing at each of its first `steps` steps in turn: the next
+    /// pass always finishes the job, and the one after has nothing left to do.
+    fn converges_whatever_the_interruption(d: &DesiredHost, steps: usize) {
+        for k_fail in 0..steps {
             let rt = rt();
             let k = fresh_fake();
             if let Ok(mut f) = k.fail_at.lock() {
@@ -475,14 +469,14 @@ mod tests {
             }
             let r = Reconciler::new(k.clone());
             let first = rt
-                .block_on(r.pass(Trigger::Api, &d, full(&d), None, false, false))
+                .block_on(r.pass(Trigger::Api, d, full(d), None, false, false))
                 .expect("pass");
             let second = rt
-                .block_on(r.pass(Trigger::Startup, &d, full(&d), None, false, false))
+                .block_on(r.pass(Trigger::Startup, d, full(d), None, false, false))
                 .expect("pass");
-            assert!(second.errors.is_empty());
+            assert!(second.errors.is_empty(), "{:?}", second.errors);
             let third = rt
-                .block_on(r.pass(Trigger::Timer, &d, full(&d), None, false, false))
+                .block_on(r.pass(Trigger::Timer, d, full(d), None, false, false))
                 .expect("pass");
             assert!(
                 third.plan.steps.is_empty(),
@@ -491,6 +485,13 @@ mod tests {
                 third.plan.steps
             );
         }
+    }
+
+    #[test]
+    fn an_interrupted_pass_converges_on_the_next() {
+        let (nets, cs) = world();
+        let d = desired_of(&nets, &cs);
+        converges_whatever_the_interruption(&d, 6);
     }
 
     #[test]
@@ -575,26 +576,7 @@ mod tests {
     fn macvlan_converges_survives_interruptions_and_drift() {
         let (nets, cs) = macvlan_world();
         let d = desired_of(&nets, &cs);
-        for k_fail in 0..5 {
-            let rt = rt();
-            let k = fresh_fake();
-            if let Ok(mut f) = k.fail_at.lock() {
-                *f = Some(k_fail);
-            }
-            let r = Reconciler::new(k.clone());
-            rt.block_on(r.pass(Trigger::Api, &d, full(&d), None, false, false))
-                .expect("pass");
-            rt.block_on(r.pass(Trigger::Startup, &d, full(&d), None, false, false))
-                .expect("pass");
-            let third = rt
-                .block_on(r.pass(Trigger::Timer, &d, full(&d), None, false, false))
-                .expect("pass");
-            assert!(
-                third.plan.steps.is_empty(),
-                "fail at {k_fail}: {:#?}",
-                third.plan.steps
-            );
-        }
+        converges_whatever_the_interruption(&d, 5);
         let rt = rt();
         let k = fresh_fake();
         let r = Reconciler::new(k.clone());

@@ -279,20 +279,11 @@ impl Kernel {
 
         // Addresses: RTM_GETADDR dump, then RTM_DELADDR the unwanted, RTM_NEWADDR the missing.
         let existing: Vec<(IpAddr, u8, AddressMessage)> = self
-            .request(
-                RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-                DUMP,
-                || format!("listing addresses of bridge {name}"),
-            )
+            .dump_addrs()
             .await?
             .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
-                    let ip = address_of(&a)?;
-                    Some((ip, a.header.prefix_len, a))
-                }
-                _ => None,
-            })
+            .filter(|a| a.header.index == index)
+            .filter_map(|a| Some((address_of(&a)?, a.header.prefix_len, a)))
             .collect();
         for (ip, prefix, msg) in &existing {
             let wanted = plan
@@ -302,17 +293,11 @@ impl Kernel {
             if wanted || keep_others || is_ipv6_link_local(ip) {
                 continue;
             }
-            let mut del = AddressMessage::default();
-            del.header = msg.header.clone();
-            del.attributes = msg
-                .attributes
-                .iter()
-                .filter(|a| matches!(a, AddressAttribute::Address(_) | AddressAttribute::Local(_)))
-                .cloned()
-                .collect();
-            self.request(RouteNetlinkMessage::DelAddress(del), CHANGE, || {
-                format!("removing address {ip}/{prefix} from bridge {name}")
-            })
+            self.request(
+                RouteNetlinkMessage::DelAddress(del_addr_msg(msg)),
+                CHANGE,
+                || format!("removing address {ip}/{prefix} from bridge {name}"),
+            )
             .await?;
         }
         for net in &plan.addrs {
@@ -350,17 +335,38 @@ impl Kernel {
 
     /// Every link of the namespace (`RTM_GETLINK` dump).
     pub async fn list_links(&self) -> Result<Vec<LinkInfo>> {
-        let answers = self
+        Ok(self.dump_link_msgs().await?.iter().map(link_info).collect())
+    }
+
+    /// `RTM_GETLINK` dump: every link message of this namespace.
+    async fn dump_link_msgs(&self) -> Result<Vec<LinkMessage>> {
+        Ok(self
             .request(
                 RouteNetlinkMessage::GetLink(LinkMessage::default()),
                 DUMP,
                 || "listing links".to_string(),
             )
-            .await?;
-        Ok(answers
+            .await?
             .into_iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(link_info(&l)),
+                RouteNetlinkMessage::NewLink(l) => Some(l),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// `RTM_GETADDR` dump: every address message of this namespace.
+    async fn dump_addrs(&self) -> Result<Vec<AddressMessage>> {
+        Ok(self
+            .request(
+                RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+                DUMP,
+                || "listing addresses".to_string(),
+            )
+            .await?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => Some(a),
                 _ => None,
             })
             .collect())
@@ -405,25 +411,15 @@ impl Kernel {
 
         // Enter the container namespace now, in parallel with the host-side requests: the
         // thread setns()es and opens its socket, then waits for the veth to exist.
-        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let container = ContainerSide {
+        let side = ContainerSide {
             netns: netns_path,
             disable_ipv6: plan.disable_ipv6,
             ifname: plan.ifname.clone(),
             addrs: plan.addrs.clone(),
             routes: plan.routes.clone(),
-        };
-        let ns_for_thread = ns.try_clone().map_err(|e| {
-            KernelError::io(format!("duplicating fd of {}", plan.netns), e).context(&what())
-        })?;
-        std::thread::Builder::new()
-            .name("berth-endpoint".into())
-            .spawn(move || {
-                let result = container.run(&ns_for_thread, go_rx);
-                let _ = done_tx.send(result);
-            })
-            .map_err(|e| KernelError::io("spawning container-side thread", e).context(&what()))?;
+        }
+        .spawn(&ns, "berth-endpoint")
+        .map_err(|e| e.context(&what()))?;
 
         let bridge = self
             .link_by_name(&plan.bridge, || {
@@ -482,7 +478,7 @@ impl Kernel {
             }
         }
 
-        let result = self.finish_endpoint(plan, alias, go_tx, done_rx).await;
+        let result = self.finish_endpoint(plan, alias, side).await;
         if let Err(e) = result {
             // Rollback: deleting the host side deletes the peer too.
             if let Err(rb) = self.delete_link(&plan.host_ifname).await {
@@ -504,12 +500,10 @@ impl Kernel {
         &self,
         plan: &EndpointPlan,
         alias: Option<&str>,
-        go: std::sync::mpsc::Sender<()>,
-        done: tokio::sync::oneshot::Receiver<Result<()>>,
+        side: PendingSide,
     ) -> Result<()> {
         // Let the container side start first: it works in parallel with the port flag.
-        go.send(())
-            .map_err(|_| KernelError::invalid("container-side thread", "exited early"))?;
+        side.release()?;
         {
             // RTM_NEWLINK on the existing port, IFLA_INFO_SLAVE_DATA: what `bridge link set dev
             // X hairpin on [isolated on]` does. Looked up by name.
@@ -534,8 +528,7 @@ impl Kernel {
             })
             .await?;
         }
-        done.await
-            .unwrap_or_else(|_| Err(KernelError::invalid("container-side thread", "panicked")))
+        side.wait().await
     }
 
     /// Deletes an endpoint's host-side veth (the peer goes with it). `Ok` when missing.
@@ -659,53 +652,14 @@ impl Kernel {
                 Err(e) => return Err(e),
             }
         }
-        let addrs = self
-            .request(
-                RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-                DUMP,
-                || "listing addresses".to_string(),
-            )
-            .await?
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a) => Some(a),
-                _ => None,
-            })
-            .collect();
-        Ok((links, addrs))
+        Ok((links, self.dump_addrs().await?))
     }
 
     /// Link and address dumps of this namespace (`RTM_GETLINK`, `RTM_GETADDR`).
     pub(crate) async fn dump_links_and_addrs(
         &self,
     ) -> Result<(Vec<LinkMessage>, Vec<AddressMessage>)> {
-        let links = self
-            .request(
-                RouteNetlinkMessage::GetLink(LinkMessage::default()),
-                DUMP,
-                || "listing links".to_string(),
-            )
-            .await?
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(l),
-                _ => None,
-            })
-            .collect();
-        let addrs = self
-            .request(
-                RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-                DUMP,
-                || "listing addresses".to_string(),
-            )
-            .await?
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a) => Some(a),
-                _ => None,
-            })
-            .collect();
-        Ok((links, addrs))
+        Ok((self.dump_link_msgs().await?, self.dump_addrs().await?))
     }
 
     /// Makes an existing host-side veth a port of `bridge` again: `RTM_SETLINK` with
@@ -815,19 +769,11 @@ impl Kernel {
                 {
                     continue;
                 }
-                let mut del = AddressMessage::default();
-                del.header = a.header.clone();
-                del.attributes = a
-                    .attributes
-                    .iter()
-                    .filter(|x| {
-                        matches!(x, AddressAttribute::Address(_) | AddressAttribute::Local(_))
-                    })
-                    .cloned()
-                    .collect();
-                match nl.request(RouteNetlinkMessage::DelAddress(del), CHANGE, || {
-                    format!("removing an address of {ifname}")
-                }) {
+                match nl.request(
+                    RouteNetlinkMessage::DelAddress(del_addr_msg(&a)),
+                    CHANGE,
+                    || format!("removing an address of {ifname}"),
+                ) {
                     Ok(_) => {}
                     Err(e) if e.is_not_found() => {}
                     Err(e) => return Err(e),
@@ -925,25 +871,17 @@ impl Kernel {
             .into_iter()
             .map(|l| (l.index, l.name))
             .collect();
-        let answers = self
-            .request(
-                RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-                DUMP,
-                || "listing addresses".to_string(),
-            )
-            .await?;
-        Ok(answers
+        Ok(self
+            .dump_addrs()
+            .await?
             .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a) => {
-                    let ip = address_of(&a)?;
-                    let name = names
-                        .get(&a.header.index)
-                        .cloned()
-                        .unwrap_or_else(|| format!("if{}", a.header.index));
-                    Some((name, ip))
-                }
-                _ => None,
+            .filter_map(|a| {
+                let ip = address_of(&a)?;
+                let name = names
+                    .get(&a.header.index)
+                    .cloned()
+                    .unwrap_or_else(|| format!("if{}", a.header.index));
+                Some((name, ip))
             })
             .collect())
     }
@@ -958,10 +896,50 @@ pub(crate) struct ContainerSide {
     pub(crate) routes: Vec<RoutePlan>,
 }
 
+/// A container-side thread that has entered its namespace and waits to be released.
+pub(crate) struct PendingSide {
+    go: std::sync::mpsc::Sender<()>,
+    done: tokio::sync::oneshot::Receiver<Result<()>>,
+}
+
+impl PendingSide {
+    /// Lets it configure the interface (which exists now).
+    pub(crate) fn release(&self) -> Result<()> {
+        self.go
+            .send(())
+            .map_err(|_| KernelError::invalid("container-side thread", "exited early"))
+    }
+
+    /// Waits for its result.
+    pub(crate) async fn wait(self) -> Result<()> {
+        self.done
+            .await
+            .unwrap_or_else(|_| Err(KernelError::invalid("container-side thread", "panicked")))
+    }
+}
+
 impl ContainerSide {
+    /// Starts the thread that enters `ns` and opens its socket now, in parallel with the
+    /// host-side requests, then configures the interface once released.
+    pub(crate) fn spawn(self, ns: &File, thread: &str) -> Result<PendingSide> {
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let ns = ns.try_clone().map_err(|e| {
+            KernelError::io(format!("duplicating fd of {}", self.netns.display()), e)
+        })?;
+        std::thread::Builder::new()
+            .name(thread.into())
+            .spawn(move || {
+                let result = self.run(&ns, go_rx);
+                let _ = done_tx.send(result);
+            })
+            .map_err(|e| KernelError::io("spawning container-side thread", e))?;
+        Ok(PendingSide { go, done })
+    }
+
     /// Enters the namespace, opens a socket, waits for `go` (the veth exists), configures.
     /// The thread is left in the container namespace and must exit afterwards.
-    pub(crate) fn run(self, ns: &File, go: std::sync::mpsc::Receiver<()>) -> Result<()> {
+    fn run(self, ns: &File, go: std::sync::mpsc::Receiver<()>) -> Result<()> {
         netns::enter(ns, &self.netns)?;
         let mut nl = SyncNetlink::open()?;
         if go.recv().is_err() {
@@ -1090,6 +1068,20 @@ pub(crate) fn addr_msg(index: u32, net: &IpNet) -> AddressMessage {
         }
     }
     msg
+}
+
+/// The `RTM_DELADDR` for an address as the kernel reported it: its header and the attributes
+/// that identify it (`IFA_ADDRESS`, `IFA_LOCAL`).
+fn del_addr_msg(a: &AddressMessage) -> AddressMessage {
+    let mut del = AddressMessage::default();
+    del.header = a.header.clone();
+    del.attributes = a
+        .attributes
+        .iter()
+        .filter(|x| matches!(x, AddressAttribute::Address(_) | AddressAttribute::Local(_)))
+        .cloned()
+        .collect();
+    del
 }
 
 /// The address of an address message (`IFA_LOCAL` first: on point-to-point links

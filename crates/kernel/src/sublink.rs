@@ -80,25 +80,15 @@ impl Kernel {
         let ns = File::open(&netns_path).map_err(|e| {
             KernelError::io(format!("opening network namespace {}", plan.netns), e).context(&what())
         })?;
-        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let container = ContainerSide {
+        let side = ContainerSide {
             netns: netns_path.clone(),
             disable_ipv6: plan.disable_ipv6,
             ifname: plan.ifname.clone(),
             addrs: plan.addrs.clone(),
             routes: plan.routes.clone(),
-        };
-        let ns_for_thread = ns.try_clone().map_err(|e| {
-            KernelError::io(format!("duplicating fd of {}", plan.netns), e).context(&what())
-        })?;
-        std::thread::Builder::new()
-            .name("berth-sublink".into())
-            .spawn(move || {
-                let result = container.run(&ns_for_thread, go_rx);
-                let _ = done_tx.send(result);
-            })
-            .map_err(|e| KernelError::io("spawning container-side thread", e).context(&what()))?;
+        }
+        .spawn(&ns, "berth-sublink")
+        .map_err(|e| e.context(&what()))?;
 
         let parent = self
             .link_by_name(&plan.parent, || {
@@ -111,14 +101,9 @@ impl Kernel {
         self.request(RouteNetlinkMessage::NewLink(msg), CREATE_EXCL, what)
             .await?;
         drop(ns);
-        let result = match go_tx.send(()) {
-            Ok(()) => done_rx
-                .await
-                .unwrap_or_else(|_| Err(KernelError::invalid("container-side thread", "panicked"))),
-            Err(_) => Err(KernelError::invalid(
-                "container-side thread",
-                "exited early",
-            )),
+        let result = match side.release() {
+            Ok(()) => side.wait().await,
+            Err(e) => Err(e),
         };
         if let Err(e) = result {
             if let Err(rb) = delete_container_link(&netns_path, &plan.ifname).await {

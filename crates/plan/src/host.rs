@@ -946,13 +946,7 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
         let script = crate::firewall::diff_script(&have, &desired.elements);
         if !script.is_empty() {
             let (added, removed) = count_diff(&have, &desired.elements);
-            let after = if desired.with_maps {
-                desired.elements.clone()
-            } else {
-                let mut e = fw.elements.only(&crate::firewall::map_names());
-                e.extend(&desired.elements);
-                e
-            };
+            let after = elements_after(&fw.elements, desired);
             steps.push(Step {
                 op: StepOp::FirewallElements {
                     script,
@@ -1001,6 +995,17 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
     steps.extend(veth_dels);
     steps.extend(bridge_dels);
     plan
+}
+
+/// What berth's table holds once `desired`'s elements are applied over `observed`: all of
+/// `desired` in a full pass; in a scoped pass (sets only) the observed maps are kept.
+pub fn elements_after(observed: &Elements, desired: &DesiredHost) -> Elements {
+    if desired.with_maps {
+        return desired.elements.clone();
+    }
+    let mut e = observed.only(&crate::firewall::map_names());
+    e.extend(&desired.elements.only(&crate::firewall::set_names()));
+    e
 }
 
 /// Whether a sysctl key is per interface (`net.ipv4.conf.<if>.…`, `net.ipv6.conf.<if>.…`) rather

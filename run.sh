@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what berthd needs if it is missing (nftables, iproute2: Debian packages), builds
+# berth, and starts berthd in the foreground with the arguments given (e.g. --log-level debug).
+#   sudo ./run.sh [BERTHD ARGS…]
+set -euo pipefail
+cd "$(dirname "$0")"
+if [ "$(id -u)" -ne 0 ]; then
+    echo "run.sh: berthd manages network namespaces, links and nftables: run as root (sudo ./run.sh)" >&2
+    exit 2
+fi
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$HOME/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+missing=()
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "run.sh: installing ${missing[*]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "run.sh: cargo not found: install Rust (https://rustup.rs) first" >&2
+    exit 2
+fi
+cargo build --release -p berthd -p berth
+exec target/release/berthd "$@"
