@@ -207,7 +207,13 @@ impl Daemon {
         failpoint::boundary("store running state");
         self.exit_channel(&c.id).send_replace(None);
         self.dns_refresh();
-        crate::converge::watch_container(self.clone(), c.id.clone(), init_pid);
+        crate::converge::watch_container(
+            self.clone(),
+            c.id.clone(),
+            init_pid,
+            crate::converge::WatchFrom::Start,
+        )
+        .await;
         tracing::info!(container = %c.name, pid, "container started");
         Ok(())
     }

@@ -273,7 +273,13 @@ impl Daemon {
                         self.store
                             .apply(vec![Op::put_json(keys::state(&c.id), &st)])?;
                     }
-                    crate::converge::watch_container(self.clone(), c.id.clone(), p.init);
+                    crate::converge::watch_container(
+                        self.clone(),
+                        c.id.clone(),
+                        p.init,
+                        WatchFrom::Adoption,
+                    )
+                    .await;
                 }
                 (Status::Running, None) => {
                     let code = self.runtime.read_exit_code(&c.id).unwrap_or(-1);
@@ -299,7 +305,13 @@ impl Daemon {
                     self.store.apply(ops)?;
                     self.runtime.adopt(self, c, p);
                     self.exit_channel(&c.id).send_replace(None);
-                    crate::converge::watch_container(self.clone(), c.id.clone(), p.init);
+                    crate::converge::watch_container(
+                        self.clone(),
+                        c.id.clone(),
+                        p.init,
+                        WatchFrom::Adoption,
+                    )
+                    .await;
                 }
                 (_, None) => {}
             }
@@ -434,32 +446,56 @@ pub fn spawn_watchers(d: Arc<Daemon>) {
 /// How long after a container's start its namespace starts being watched.
 const CONTAINER_MONITOR_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Watches a running container's namespace for changes (a deleted address or default route)
-/// until the container exits; the socket is dropped then, so it never keeps a dead namespace
-/// (and its veths) alive.
-pub fn watch_container(d: Arc<Daemon>, id: String, pid: i32) {
+/// When a container's namespace watch begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchFrom {
+    /// A container berthd just started: subscribe after [`CONTAINER_MONITOR_DELAY`], then run
+    /// one pass over the container so a change made before the subscription is not missed.
+    Start,
+    /// A running container adopted at start-up: subscribe now, before the start-up pass, so
+    /// every change after that pass's observation raises a notification.
+    Adoption,
+}
+
+/// Watches a running container's namespace for changes (a deleted link, address or default
+/// route) until the container exits; the socket is dropped then, so it never keeps a dead
+/// namespace (and its veths) alive.
+pub async fn watch_container(d: Arc<Daemon>, id: String, pid: i32, from: WatchFrom) {
     if !d.config.drift_repair || pid <= 0 {
         return;
     }
     let mut exit = d.exit_channel(&id).subscribe();
     let tx = d.wake.clone();
-    tokio::spawn(async move {
-        // Not on the start's critical path: a container's first moments compete for the same
-        // cores, and a short-lived one (`run --rm true`) is gone before this would be useful.
-        // Drift in that window is caught by the first notification after it or the timer.
-        tokio::select! {
-            _ = tokio::time::sleep(CONTAINER_MONITOR_DELAY) => {}
-            _ = exit.wait_for(|v| v.is_some()) => return,
+    let adopted = if from == WatchFrom::Adoption {
+        match open_container_monitor(&id, pid).await {
+            Some(m) => Some(m),
+            None => return,
         }
-        let path = format!("/proc/{pid}/ns/net");
-        let mut m =
-            match berth_kernel::monitor::Monitor::container(std::path::Path::new(&path)).await {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::debug!(container = %id, "no notifications from its namespace: {e}");
+    } else {
+        None
+    };
+    let task = async move {
+        let mut m = match adopted {
+            Some(m) => m,
+            None => {
+                // Not on the start's critical path: a container's first moments compete for
+                // the same cores, and a short-lived one (`run --rm true`) is gone before this
+                // would be useful.
+                tokio::select! {
+                    _ = tokio::time::sleep(CONTAINER_MONITOR_DELAY) => {}
+                    _ = exit.wait_for(|v| v.is_some()) => return,
+                }
+                let Some(m) = open_container_monitor(&id, pid).await else {
+                    return;
+                };
+                // Drift in the window before the subscription raised no notification: one
+                // pass over this container covers it.
+                if tx.send(Wake::Container(id.clone())).is_err() {
                     return;
                 }
-            };
+                m
+            }
+        };
         loop {
             if exit.borrow().is_some() {
                 return;
@@ -477,7 +513,20 @@ pub fn watch_container(d: Arc<Daemon>, id: String, pid: i32) {
                 }
             }
         }
-    });
+    };
+    tokio::spawn(task);
+}
+
+/// Subscribes to a container namespace's link, address and route notifications.
+async fn open_container_monitor(id: &str, pid: i32) -> Option<berth_kernel::monitor::Monitor> {
+    let path = format!("/proc/{pid}/ns/net");
+    match berth_kernel::monitor::Monitor::container(std::path::Path::new(&path)).await {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::debug!(container = %id, "no notifications from its namespace: {e}");
+            None
+        }
+    }
 }
 
 impl Daemon {

@@ -328,7 +328,8 @@ fn private_mode_isolates_containers() {
 /// (reachable from the LAN at its static address) and `disconnect` removes it (not reachable,
 /// gone from the namespace) while the container keeps its bridge network; berthd killed with
 /// SIGKILL and restarted keeps macvlan containers reachable and `system check` in sync; a
-/// deleted macvlan link (drift) is recreated with its address, MAC and default route.
+/// deleted macvlan link (drift) is recreated with its address, MAC and default route, also
+/// when it is deleted the moment a restarted berthd answers (notification, not timer).
 #[test]
 fn connect_disconnect_restart_and_drift() {
     require_root!();
@@ -399,6 +400,18 @@ fn connect_disconnect_restart_and_drift() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // The same drift right after a SIGKILL restart, with the timer out of the way: only the
+    // namespace notification of an adopted container can repair it (regression: the watch of
+    // an adopted container began 200 ms late, and a deletion in that window waited for the
+    // 10 s timer).
+    w.try_restart_daemon_full(true, &["--check-interval", "3600"], &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let o = w.pid_net_exec(pid, &["ip", "link", "del", "eth0"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(machine_reaches(&w, &lan, "192.168.77.200", 8080), MACHINE);
+    let link = w.exec_ok("srv", &["ip", "-d", "link", "show", "eth0"]);
+    assert!(link.contains(&mac) && link.contains("macvlan"), "{link}");
 }
 
 /// Proves the clear refusals: ipvlan without the kernel's ipvlan module (400 naming it; on a
