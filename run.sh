@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Installs what berthd needs if it is missing (nftables, iproute2: Debian packages), builds
-# berth, and starts berthd in the foreground with the arguments given (e.g. --log-level debug).
-#   sudo ./run.sh [BERTHD ARGS…]
+# Installs what berthd needs if it is missing (nftables, iproute2, protobuf-compiler: Debian
+# packages), builds berth, and starts berthd in the foreground with the arguments given (e.g. --log-level debug).
+#   ./run.sh [BERTHD ARGS…]      (as root; re-runs itself with sudo when not)
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ "$(id -u)" -ne 0 ]; then
-    echo "run.sh: berthd manages network namespaces, links and nftables: run as root (sudo ./run.sh)" >&2
+    # berthd manages network namespaces, links and nftables: it needs root.
+    if command -v sudo >/dev/null 2>&1; then exec sudo -E "$0" "$@"; fi
+    echo "run.sh: berthd manages network namespaces, links and nftables: run as root" >&2
     exit 2
 fi
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$HOME/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 missing=()
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# The etcd client (cluster store) is generated from etcd's .proto files at build time.
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "run.sh: installing ${missing[*]}" >&2
     DEBIAN_FRONTEND=noninteractive apt-get update -q

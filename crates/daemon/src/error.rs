@@ -69,7 +69,14 @@ impl From<PlanError> for ApiError {
 
 impl From<berth_store::StoreError> for ApiError {
     fn from(e: berth_store::StoreError) -> ApiError {
-        ApiError::internal(e.to_string())
+        match e {
+            // The cluster store is down: the change needs it, try again when it is back.
+            berth_store::StoreError::Unavailable { .. } => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: e.to_string(),
+            },
+            _ => ApiError::internal(e.to_string()),
+        }
     }
 }
 

@@ -465,10 +465,11 @@ pub fn leases_expire_and_revoke<B: Backend>(b: &mut B) -> Result<()> {
         s.revoke_lease(gone),
         Err(StoreError::LeaseNotFound { .. })
     ));
-    assert!(matches!(
-        s.keep_alive(gone),
-        Err(StoreError::LeaseNotFound { .. })
-    ));
+    let r = s.keep_alive(gone);
+    assert!(
+        matches!(r, Err(StoreError::LeaseNotFound { .. })),
+        "keep-alive of a revoked lease: {r:?}"
+    );
 
     let mut w = s.watch("l/", None)?;
     let r1 = committed(s.txn(

@@ -1,8 +1,8 @@
 //! berth-store: where berth keeps its desired state.
 //!
 //! A key/value contract ([`Store`]) shaped after etcd v3, so the embedded backend (redb: one
-//! file under the state dir, crash-safe, no server) and a future cluster backend (etcd) can be
-//! swapped without the daemon changing:
+//! file under the state dir, crash-safe, no server) and the cluster backend (etcd) can be
+//! swapped without the daemon changing ([`EtcdStore`] is that cluster backend):
 //!
 //! - **Revisions.** The store has one global [`Revision`], incremented by every committed
 //!   transaction that changes at least one key. Each key records the revision that created it
@@ -29,10 +29,14 @@ use serde::{de::DeserializeOwned, Serialize};
 
 mod clock;
 pub mod conformance;
+#[cfg(feature = "etcd")]
+mod etcd_store;
 mod redb_store;
 mod watch;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+#[cfg(feature = "etcd")]
+pub use etcd_store::{EtcdOptions, EtcdStore, EtcdTls};
 pub use redb_store::{RedbOptions, RedbStore};
 pub use tokio::sync::mpsc::error::TryRecvError;
 pub use watch::{EventKind, WatchEvent, Watcher};
@@ -150,6 +154,14 @@ pub enum StoreError {
     DuplicateKey {
         /// Key.
         key: String,
+    },
+    /// A cluster store (etcd) did not answer: changes that need it must wait until it is back.
+    #[error("{store} is unreachable ({msg}): check that etcd runs and this host reaches it")]
+    Unavailable {
+        /// Which store (`etcd at http://10.0.0.10:2379`).
+        store: String,
+        /// What was being done and what failed.
+        msg: String,
     },
     /// A read-modify-write kept losing races and gave up.
     #[error(

@@ -1,0 +1,161 @@
+//! The etcd backend passes the same conformance suite as the embedded one, against a real
+//! etcd (Debian's `etcd-server`) started by the test on loopback with a private data dir, and
+//! ended (by its PID) when the test ends, pass or fail.
+#![cfg(feature = "etcd")]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_store::conformance::{self, Backend};
+use berth_store::{EtcdOptions, EtcdStore, Store, StoreError};
+
+/// One etcd member on 127.0.0.1, killed on drop.
+struct Etcd {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Starts etcd, or `None` (with a message) where the binary is missing outside CI; in CI
+/// (`.ci/run` sets `BERTH_CI=1` and installs etcd-server) a missing etcd is a failure.
+fn etcd() -> Option<Etcd> {
+    let bin = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(bin) = bin else {
+        assert!(
+            std::env::var_os("BERTH_CI").is_none(),
+            "etcd is not installed (apt-get install etcd-server)"
+        );
+        eprintln!("skipped: etcd is not installed (apt-get install etcd-server)");
+        return None;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (client, peer) = (free_port(), free_port());
+    let url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
+    let child = Command::new(bin)
+        .args(["--name", "conformance"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("conformance={peer_url}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start etcd");
+    let etcd = Etcd {
+        child,
+        url,
+        _dir: dir,
+    };
+    let start = Instant::now();
+    loop {
+        match EtcdStore::connect(EtcdOptions::new(vec![etcd.url.clone()])) {
+            Ok(_) => return Some(etcd),
+            Err(e) => {
+                let log =
+                    std::fs::read_to_string(etcd._dir.path().join("etcd.log")).unwrap_or_default();
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "etcd did not come up: {e}\n{log}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+struct EtcdBackend {
+    url: String,
+    n: usize,
+    prefix: String,
+}
+
+impl EtcdBackend {
+    fn open(&self) -> berth_store::Result<EtcdStore> {
+        let mut o = EtcdOptions::new(vec![self.url.clone()]);
+        o.prefix = self.prefix.clone();
+        EtcdStore::connect(o)
+    }
+}
+
+impl Backend for EtcdBackend {
+    type Store = EtcdStore;
+
+    fn fresh(&mut self) -> berth_store::Result<EtcdStore> {
+        // A private key space per check: revisions are shared, keys are not.
+        self.n += 1;
+        self.prefix = format!("/conformance/{}/", self.n);
+        self.open()
+    }
+
+    fn reopen(&mut self, store: EtcdStore) -> berth_store::Result<EtcdStore> {
+        drop(store);
+        self.open()
+    }
+
+    fn advance(&mut self, _store: &EtcdStore, by: Duration) {
+        // etcd's lessor checks expiry every 500 ms and revokes through raft: wait that long
+        // too, so "after the TTL" means after etcd acted on it.
+        std::thread::sleep(by + Duration::from_millis(500));
+    }
+
+    fn lease_ttl(&self) -> Duration {
+        // Above etcd's minimum TTL (1.5 × election timeout), and long enough that the 500 ms
+        // margin of `advance` stays well inside 0.4 TTL.
+        Duration::from_secs(5)
+    }
+}
+
+#[test]
+fn etcd_backend_passes_the_conformance_suite() {
+    let Some(etcd) = etcd() else { return };
+    let mut b = EtcdBackend {
+        url: etcd.url.clone(),
+        n: 0,
+        prefix: String::new(),
+    };
+    conformance::run_all(&mut b).expect("conformance");
+}
+
+#[test]
+fn a_stopped_etcd_is_reported_unavailable_within_the_timeout() {
+    let Some(mut etcd) = etcd() else { return };
+    let mut o = EtcdOptions::new(vec![etcd.url.clone()]);
+    o.request_timeout = Duration::from_millis(800);
+    let s = EtcdStore::connect(o).expect("connect");
+    s.apply(vec![berth_store::Op::Put("k".into(), b"v".to_vec())])
+        .expect("write while up");
+    let _ = etcd.child.kill();
+    let _ = etcd.child.wait();
+    let t = Instant::now();
+    let e = s.get("k").expect_err("etcd is down");
+    assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
+    assert!(e.to_string().contains(&etcd.url), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+}
