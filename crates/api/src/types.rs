@@ -613,6 +613,56 @@ pub struct InfoResponse {
     /// The reconcile loop: passes, drift repaired (absent from older daemons).
     #[serde(default)]
     pub reconciler: ReconcilerInfo,
+    /// Docker's classic field: the cluster store URL (`etcd://…`), empty without one.
+    #[serde(default)]
+    pub cluster_store: String,
+    /// Docker's classic field: the address this host advertises to the cluster.
+    #[serde(default)]
+    pub cluster_advertise: String,
+    /// The cluster this host is a node of (absent without `--cluster-store`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterInfo>,
+}
+
+/// `GET /info` → `Cluster`: this host's membership and the cluster store's health.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ClusterInfo {
+    /// The store (`etcd:http://10.0.0.10:2379 (keys under /berth/)`).
+    pub store: String,
+    /// Whether the store answered the last request (reads and keep-alives).
+    pub healthy: bool,
+    /// The last failure talking to the store, when unhealthy.
+    pub error: String,
+    /// This host's node name.
+    pub node: String,
+    /// The address it advertises.
+    pub addr: String,
+    /// Live nodes (hosts whose lease is alive), this one included; 0 when unhealthy.
+    pub nodes: usize,
+}
+
+/// `GET /cluster/nodes`: one host of the cluster (`berth node ls`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NodeSummary {
+    /// Node name.
+    pub name: String,
+    /// The address other hosts reach it at.
+    pub addr: String,
+    /// Whether this is the host that answered.
+    #[serde(rename = "Self")]
+    pub is_self: bool,
+    /// berth's version there.
+    pub version: String,
+    /// When it joined (this registration; RFC 3339).
+    pub joined_at: String,
+    /// Seconds since it joined.
+    pub age_secs: u64,
+    /// Its lease's TTL: it is forgotten this long after it stops renewing.
+    pub lease_ttl_secs: u64,
+    /// Endpoints it has on cluster-wide networks.
+    pub endpoints: usize,
 }
 
 /// `GET /info` → `Reconciler`: the loop that keeps the kernel equal to the stored intent,

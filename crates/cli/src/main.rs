@@ -53,6 +53,9 @@ enum Command {
     Rm(cmd::rm::Args),
     /// Show berthd's state and warnings.
     Info,
+    /// The hosts of berthd's cluster (`berth node ls`; needs `--cluster-store`).
+    #[command(subcommand)]
+    Node(cmd::node::NodeCommand),
     /// Check the host against berthd's intent (`berth system check`).
     #[command(subcommand)]
     System(cmd::system::SystemCommand),
@@ -96,6 +99,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Rm(a) => cmd::rm::run(&client, a).await,
         Command::Info => cmd::info::run(&client).await,
         Command::System(c) => cmd::system::run(&client, c).await,
+        Command::Node(c) => cmd::node::run(&client, c).await,
         Command::Version => cmd::version::run(&client).await,
     };
     match result {

@@ -35,6 +35,8 @@ pub struct Config {
     pub drift_repair: bool,
     /// Period of the full check.
     pub check_interval: Duration,
+    /// The cluster this host joins (`--cluster-store`), if any.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// Keys in the store.
@@ -113,6 +115,8 @@ pub struct Daemon {
     pub starting: std::sync::Mutex<HashMap<String, String>>,
     /// Wakes the reconcile loop (kernel notifications, the timer, container monitors).
     pub wake: mpsc::UnboundedSender<Wake>,
+    /// This host's cluster membership (`--cluster-store`), if any.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     wake_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Wake>>>,
 }
 
@@ -147,6 +151,17 @@ impl Daemon {
             store.apply(vec![Op::put_json(keys::META, &meta)])?;
         }
 
+        let cluster = match config.cluster.clone() {
+            Some(cfg) => {
+                let c = tokio::task::spawn_blocking(move || crate::cluster::Cluster::join(cfg))
+                    .await
+                    .context("joining the cluster")??;
+                c.spawn_keepalive()
+                    .context("starting the cluster keep-alive thread")?;
+                Some(c)
+            }
+            None => None,
+        };
         let dns = crate::dns::DnsServer::new(config.resolv_conf.clone());
         let ops = Arc::new(berth_kernel::ops::HostKernel::new(kernel.clone()));
         let (wake, wake_rx) = mpsc::unbounded_channel();
@@ -166,6 +181,7 @@ impl Daemon {
             reconciler: Reconciler::new(ops),
             starting: std::sync::Mutex::new(HashMap::new()),
             wake,
+            cluster,
             wake_rx: std::sync::Mutex::new(Some(wake_rx)),
         });
         daemon.ensure_predefined().await?;

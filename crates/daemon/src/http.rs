@@ -34,6 +34,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/info", get(info))
         .route("/metrics", get(metrics))
         .route("/system/check", get(system_check))
+        .route("/cluster/nodes", get(cluster_nodes))
         .route("/openapi.json", get(openapi))
         .route("/networks", get(list_networks))
         .route("/networks/create", post(create_network))
@@ -201,7 +202,38 @@ async fn info(State(d): D) -> ApiResult<Json<InfoResponse>> {
         ip_forward_enabled_by_berth: meta.ipv4_forwarding_was_off,
         dns: d.dns.info(),
         reconciler: d.reconciler.stats(),
+        cluster_store: d
+            .cluster
+            .as_ref()
+            .map(|c| c.url.clone())
+            .unwrap_or_default(),
+        cluster_advertise: d
+            .cluster
+            .as_ref()
+            .map(|c| c.record.addr.to_string())
+            .unwrap_or_default(),
+        cluster: match d.cluster.clone() {
+            // Reads etcd: off the runtime's workers.
+            Some(c) => tokio::task::spawn_blocking(move || c.info()).await.ok(),
+            None => None,
+        },
     }))
+}
+
+/// `GET /cluster/nodes`: the live hosts of this host's cluster (`berth node ls`).
+async fn cluster_nodes(State(d): D) -> ApiResult<Json<Vec<berth_api::types::NodeSummary>>> {
+    let Some(c) = d.cluster.clone() else {
+        return Err(ApiError {
+            status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            message: "this berthd is not part of a cluster: start it with --cluster-store \
+                      etcd://HOST:2379 --advertise-addr IP|IFACE"
+                .into(),
+        });
+    };
+    let nodes = tokio::task::spawn_blocking(move || c.nodes())
+        .await
+        .map_err(|e| ApiError::internal(format!("listing nodes: {e}")))??;
+    Ok(Json(nodes))
 }
 
 /// `GET /system/check`: desired vs observed and the steps a pass would take (dry run).

@@ -4,6 +4,7 @@
 //! write desired state in one store transaction, converge the kernel (via `berth-kernel`) and
 //! only then answer. At start-up it converges everything: observe, diff, apply, remove orphans.
 
+mod cluster;
 mod containers;
 mod converge;
 mod daemon;
@@ -56,6 +57,53 @@ struct Args {
     /// catch most drift at once; this catches the rest).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86400))]
     check_interval: u64,
+    /// Join a cluster of berth hosts sharing state through etcd (Docker's classic flag):
+    /// `etcd://HOST:PORT[,HOST:PORT…]`. Needed by `-d overlay` networks.
+    #[arg(long, value_name = "etcd://HOST:PORT,…")]
+    cluster_store: Option<String>,
+    /// TLS for etcd: `kv.cacertfile=PATH`, `kv.certfile=PATH`, `kv.keyfile=PATH` (repeatable
+    /// or comma-separated; https is used when given).
+    #[arg(long, value_name = "KEY=VALUE", requires = "cluster_store")]
+    cluster_store_opt: Vec<String>,
+    /// The address other hosts reach this one at (its VXLAN tunnel endpoint), or the
+    /// interface whose address that is. Required with --cluster-store.
+    #[arg(long, value_name = "IP|IFACE", requires = "cluster_store")]
+    advertise_addr: Option<String>,
+    /// This host's name in the cluster (default: the host name).
+    #[arg(long, requires = "cluster_store")]
+    node_name: Option<String>,
+    /// Seconds after which the other hosts forget this one once it stops renewing its lease.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(2..=300))]
+    cluster_lease_ttl: u64,
+}
+
+/// The cluster options, checked (a wrong one stops berthd before it changes anything).
+fn cluster_config(args: &Args) -> anyhow::Result<Option<cluster::ClusterConfig>> {
+    let Some(url) = &args.cluster_store else {
+        return Ok(None);
+    };
+    let store = berth_plan::cluster::parse_cluster_store(url, &args.cluster_store_opt)?;
+    let Some(adv) = &args.advertise_addr else {
+        anyhow::bail!(
+            "--cluster-store needs --advertise-addr IP|IFACE: the address other hosts reach              this one at"
+        );
+    };
+    let advertise = berth_plan::cluster::parse_advertise(adv)?;
+    let node_name = match &args.node_name {
+        Some(n) => n.clone(),
+        None => nix::unistd::gethostname()
+            .context("reading the host name (give --node-name)")?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    berth_plan::cluster::validate_node_name(&node_name)?;
+    Ok(Some(cluster::ClusterConfig {
+        url: url.clone(),
+        store,
+        advertise,
+        node_name,
+        lease_ttl: std::time::Duration::from_secs(args.cluster_lease_ttl),
+    }))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -86,11 +134,13 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     security::set_socket(&args.socket);
+    let cluster = cluster_config(&args)?;
     let daemon = daemon::Daemon::start(daemon::Config {
         state_dir: args.state_dir.clone(),
         resolv_conf: args.resolv_conf.clone(),
         drift_repair: !args.no_drift_repair,
         check_interval: std::time::Duration::from_secs(args.check_interval),
+        cluster,
     })
     .await?;
     converge::spawn_watchers(daemon.clone());

@@ -22,6 +22,9 @@ impl Daemon {
     pub async fn create_network(&self, req: NetworkRequest) -> ApiResult<NetworkSpec> {
         let _guard = self.lock.lock().await;
         let _op = failpoint::Op::begin("network_create");
+        if req.driver.as_deref() == Some("overlay") {
+            return Err(self.overlay_refusal());
+        }
         let existing = self.networks()?;
         let routes = self.kernel.routes().await?;
         // Our own bridges' routes are networks already; only the rest are "the host's".
@@ -427,4 +430,27 @@ async fn kind_supported(kind: &'static str) -> ApiResult<bool> {
         .await
         .map_err(|e| ApiError::internal(format!("probing link kind {kind}: {e}")))?
         .map_err(|e| ApiError::internal(format!("probing link kind {kind}: {e}")))
+}
+
+impl Daemon {
+    /// Why `-d overlay` cannot be created here, for people: without a cluster store it needs
+    /// one; with one, the overlay data plane (VXLAN between the nodes) is not built yet.
+    fn overlay_refusal(&self) -> ApiError {
+        match &self.cluster {
+            None => ApiError::bad_request(
+                "network driver \"overlay\" spans hosts and needs a cluster store: start \
+                 berthd with --cluster-store etcd://HOST:2379 --advertise-addr IP|IFACE \
+                 (docs/OVERLAY.md)",
+            ),
+            Some(c) => ApiError {
+                status: axum::http::StatusCode::NOT_IMPLEMENTED,
+                message: format!(
+                    "network driver \"overlay\": this host is node {:?} of the cluster at {}, \
+                     but the overlay data plane (VXLAN between nodes) is not in this berth yet \
+                     (docs/OVERLAY.md says what exists)",
+                    c.record.name, c.url
+                ),
+            },
+        }
+    }
 }

@@ -250,3 +250,33 @@ pub fn firewall() -> Result<ObservedFirewall> {
         },
     })
 }
+
+/// The addresses of interface `name` in the calling thread's namespace (what
+/// `ip addr show dev NAME` lists), in the kernel's order; an error names a missing interface.
+pub fn interface_addresses(name: &str) -> Result<Vec<IpAddr>> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| KernelError::Io {
+        op: "listing interface addresses".into(),
+        error: std::io::Error::from(e),
+    })?;
+    let mut seen = false;
+    let mut out = Vec::new();
+    for a in addrs.filter(|a| a.interface_name == name) {
+        seen = true;
+        let Some(sa) = a.address else { continue };
+        if let Some(v4) = sa.as_sockaddr_in() {
+            out.push(IpAddr::V4(v4.ip()));
+        } else if let Some(v6) = sa.as_sockaddr_in6() {
+            out.push(IpAddr::V6(v6.ip()));
+        }
+    }
+    if !seen {
+        return Err(KernelError::Io {
+            op: "reading an interface's addresses".into(),
+            error: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no interface {name:?} in this network namespace"),
+            ),
+        });
+    }
+    Ok(out)
+}

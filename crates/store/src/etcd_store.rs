@@ -103,6 +103,14 @@ impl EtcdStore {
     /// Connects to etcd and checks it answers (one read), so a wrong address fails here with
     /// a clear message rather than at the first write.
     pub fn connect(opts: EtcdOptions) -> Result<EtcdStore> {
+        let store = EtcdStore::connect_lazy(opts)?;
+        store.revision()?;
+        Ok(store)
+    }
+
+    /// Sets up the client without requiring etcd to answer now (a host that starts while etcd
+    /// is down): requests fail with [`StoreError::Unavailable`] until it is reachable.
+    pub fn connect_lazy(opts: EtcdOptions) -> Result<EtcdStore> {
         if opts.endpoints.is_empty() {
             return Err(io("connecting to etcd", "no endpoints given"));
         }
@@ -137,13 +145,11 @@ impl EtcdStore {
             unavailable(&opts, "connecting", "no answer")
         })?
         .map_err(|e| unavailable(&opts, "connecting", e))?;
-        let store = EtcdStore {
+        Ok(EtcdStore {
             rt: Some(rt),
             client,
             opts,
-        };
-        store.revision()?;
-        Ok(store)
+        })
     }
 
     /// The options this store was opened with.

@@ -73,6 +73,15 @@ fn render(info: &InfoResponse) -> String {
     for p in &rc.problems {
         lines.push(format!("  Problem: {p}"));
     }
+    if let Some(c) = &info.cluster {
+        lines.push(format!(" Cluster Store: {}", info.cluster_store));
+        lines.push(format!("  Node: {} ({})", c.node, c.addr));
+        if c.healthy {
+            lines.push(format!("  Health: healthy, {} live node(s)", c.nodes));
+        } else {
+            lines.push(format!("  Health: UNREACHABLE: {}", c.error));
+        }
+    }
     lines.join("\n")
 }
 

@@ -13,6 +13,7 @@ pub mod network_inspect;
 pub mod network_ls;
 pub mod network_prune;
 pub mod network_rm;
+pub mod node;
 pub mod port;
 pub mod ps;
 pub mod rm;

@@ -476,7 +476,7 @@ impl World {
     }
 
     /// Stops berthd by PID: SIGKILL at once (`kill9`) or SIGTERM, then SIGKILL after 5 s.
-    fn stop_daemon(&self, kill9: bool) {
+    pub fn stop_daemon(&self, kill9: bool) {
         let Some(mut child) = self.daemon.lock().expect("daemon lock").take() else {
             return;
         };

@@ -1,0 +1,373 @@
+//! End-to-end: berth hosts joined into a cluster through etcd (issue 11, membership part).
+//!
+//! Three [`World`]s are three hosts (each its own "host" namespace and berthd). An underlay
+//! namespace `<p>u` holds a bridge with the hosts' underlay NICs (`ul0`, 10.77.0.N/24 in each
+//! host namespace) and an etcd member (Debian's etcd-server) listening on 10.77.0.254 inside it,
+//! started by the test and killed by PID. Everything is removed on drop, also while unwinding.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{sh, sh_ok, show, stderr, stdout, World};
+
+const ETCD: &str = "10.77.0.254";
+const TTL: u64 = 3;
+
+struct Underlay {
+    ns: String,
+    etcd_pid: Option<u32>,
+    data: std::path::PathBuf,
+}
+
+impl Underlay {
+    fn new(w: &World, hosts: &[&World]) -> Underlay {
+        let u = Underlay {
+            ns: format!("{}u", w.prefix),
+            etcd_pid: None,
+            data: w.dir.join("etcd-data"),
+        };
+        sh_ok("ip", &["netns", "add", &u.ns]);
+        sh_ok("ip", &["-n", &u.ns, "link", "set", "lo", "up"]);
+        sh_ok("ip", &["-n", &u.ns, "link", "add", "br0", "type", "bridge"]);
+        sh_ok(
+            "ip",
+            &[
+                "-n",
+                &u.ns,
+                "addr",
+                "add",
+                &format!("{ETCD}/24"),
+                "dev",
+                "br0",
+            ],
+        );
+        sh_ok("ip", &["-n", &u.ns, "link", "set", "br0", "up"]);
+        for (i, h) in hosts.iter().enumerate() {
+            let port = format!("p{i}");
+            sh_ok(
+                "ip",
+                &[
+                    "-n", &u.ns, "link", "add", &port, "type", "veth", "peer", "name", "ul0",
+                    "netns", &h.host_ns,
+                ],
+            );
+            sh_ok("ip", &["-n", &u.ns, "link", "set", &port, "master", "br0"]);
+            sh_ok("ip", &["-n", &u.ns, "link", "set", &port, "up"]);
+            let addr = format!("10.77.0.{}/24", i + 1);
+            sh_ok(
+                "ip",
+                &["-n", &h.host_ns, "addr", "add", &addr, "dev", "ul0"],
+            );
+            sh_ok("ip", &["-n", &h.host_ns, "link", "set", "ul0", "up"]);
+        }
+        u
+    }
+
+    /// Starts (or restarts, on the same data) the etcd member; waits until it answers.
+    fn start_etcd(&mut self, w: &World) {
+        let url = format!("http://{ETCD}:2379");
+        let peer = format!("http://{ETCD}:2380");
+        let data = self.data.display().to_string();
+        let pid = w.spawn_in(
+            &self.ns,
+            &[
+                "etcd",
+                "--name",
+                "e0",
+                "--data-dir",
+                &data,
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+                "--initial-cluster",
+                &format!("e0={peer}"),
+            ],
+        );
+        self.etcd_pid = Some(pid);
+        let start = Instant::now();
+        loop {
+            let o = sh(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &self.ns,
+                    "etcdctl",
+                    "--endpoints",
+                    &url,
+                    "--dial-timeout=1s",
+                    "endpoint",
+                    "health",
+                ],
+            );
+            if o.status.success() {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "etcd did not come up: {}",
+                show(&o)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill_etcd(&mut self) {
+        if let Some(pid) = self.etcd_pid.take() {
+            sh_ok("kill", &["-9", &pid.to_string()]);
+            let start = Instant::now();
+            while Path::new(&format!("/proc/{pid}")).exists()
+                && start.elapsed() < Duration::from_secs(5)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for Underlay {
+    fn drop(&mut self) {
+        self.kill_etcd();
+        if Path::new("/run/netns").join(&self.ns).exists() {
+            let o = sh("ip", &["netns", "del", &self.ns]);
+            if !o.status.success() {
+                eprintln!("[harness] ip netns del {}: {}", self.ns, show(&o));
+            }
+        }
+    }
+}
+
+fn cluster_args(name: &str) -> Vec<String> {
+    [
+        "--cluster-store",
+        &format!("etcd://{ETCD}:2379"),
+        "--advertise-addr",
+        "ul0",
+        "--node-name",
+        name,
+        "--cluster-lease-ttl",
+        &TTL.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn join(w: &World, name: &str) -> Result<(), String> {
+    let args = cluster_args(name);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    w.try_restart_daemon_full(false, &args, &[])
+}
+
+/// `berth node ls --format json` as (name, addr, self) sorted by name.
+fn nodes(w: &World) -> Result<Vec<(String, String, bool)>, String> {
+    let o = w.berth(&["node", "ls", "--format", "json"]);
+    if !o.status.success() {
+        return Err(show(&o));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&o)).map_err(|e| format!("{e}: {}", show(&o)))?;
+    let mut out: Vec<(String, String, bool)> = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|n| {
+                    (
+                        n["Name"].as_str().unwrap_or_default().to_string(),
+                        n["Addr"].as_str().unwrap_or_default().to_string(),
+                        n["Self"].as_bool().unwrap_or(false),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    Ok(out)
+}
+
+fn names(w: &World) -> Vec<String> {
+    nodes(w)
+        .unwrap_or_else(|e| panic!("node ls: {e}"))
+        .into_iter()
+        .map(|n| n.0)
+        .collect()
+}
+
+/// Waits (bounded by `limit`) until `w` lists exactly `want`; returns how long it took.
+fn wait_names(w: &World, want: &[&str], limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = names(w);
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "nodes after {:?}: {got:?}, want {want:?}",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Proves: three hosts with `--cluster-store etcd://… --advertise-addr ul0` see each other in
+/// `berth node ls` with the underlay address of ul0 and `Self` on themselves; `/info` carries
+/// Docker's ClusterStore/ClusterAdvertise and a healthy Cluster; a host killed with SIGKILL and
+/// not restarted is forgotten within the lease TTL + 1.5 s; a host restarted (SIGKILL) within the
+/// TTL never disappears from the others (its lease is adopted); another host claiming a live
+/// node's name is refused at start-up with a message naming the holder.
+#[test]
+fn hosts_join_see_each_other_and_forget_the_dead() {
+    require_root!();
+    let (a, b, c) = (World::new(), World::new(), World::new());
+    let mut u = Underlay::new(&a, &[&a, &b, &c]);
+    u.start_etcd(&a);
+    for (w, n) in [(&a, "host-a"), (&b, "host-b"), (&c, "host-c")] {
+        join(w, n).unwrap_or_else(|e| panic!("{n}: {e}"));
+    }
+    let all = ["host-a", "host-b", "host-c"];
+    wait_names(&a, &all, Duration::from_secs(5));
+    let list = nodes(&b).expect("node ls");
+    assert_eq!(
+        list,
+        vec![
+            ("host-a".into(), "10.77.0.1".into(), false),
+            ("host-b".into(), "10.77.0.2".into(), true),
+            ("host-c".into(), "10.77.0.3".into(), false),
+        ]
+    );
+    let table = w_ok(&c, &["node", "ls"]);
+    assert!(table.lines().any(|l| l.starts_with("* host-c")), "{table}");
+    let (st, body) = a.api("GET", "/info", None);
+    assert_eq!(st, 200, "{body}");
+    let info: serde_json::Value = serde_json::from_str(&body).expect("info json");
+    assert_eq!(info["ClusterStore"], format!("etcd://{ETCD}:2379"));
+    assert_eq!(info["ClusterAdvertise"], "10.77.0.1");
+    assert_eq!(info["Cluster"]["Healthy"], true, "{info}");
+    assert_eq!(info["Cluster"]["Nodes"], 3, "{info}");
+    let text = w_ok(&a, &["info"]);
+    assert!(text.contains("healthy, 3 live node(s)"), "{text}");
+
+    // A restart within the TTL: host-b never drops out of host-a's view.
+    b.stop_daemon(true);
+    let restarted = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let start = Instant::now();
+            let mut min = usize::MAX;
+            while start.elapsed() < Duration::from_secs(TTL + 2) {
+                min = min.min(names(&a).len());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            min
+        });
+        join(&b, "host-b").unwrap_or_else(|e| panic!("host-b again: {e}"));
+        watcher.join().expect("watcher")
+    });
+    assert_eq!(
+        restarted, 3,
+        "host-b vanished during a restart within the TTL"
+    );
+    assert!(
+        b.log_text().contains("adopted=true"),
+        "the restarted host-b should adopt its live lease"
+    );
+
+    // The same name from another address while host-a lives: refused, naming the holder.
+    let e = join(&c, "host-a").expect_err("a live node's name must be refused");
+    assert!(
+        e.contains("node name \"host-a\" is held by a live host at 10.77.0.1"),
+        "{e}"
+    );
+    join(&c, "host-c").unwrap_or_else(|e| panic!("host-c again: {e}"));
+
+    // A host that dies for good is forgotten within TTL + 1.5 s.
+    c.stop_daemon(true);
+    let took = wait_names(
+        &a,
+        &["host-a", "host-b"],
+        Duration::from_millis(TTL * 1000 + 1500),
+    );
+    eprintln!("host-c forgotten {took:?} after its berthd was killed (TTL {TTL} s)");
+    assert_eq!(names(&b), ["host-a", "host-b"]);
+    u.kill_etcd();
+}
+
+/// Proves: with etcd down, berthd keeps serving local work (a bridge network is created and a
+/// container on it answers), `node ls` fails within the request timeout with a 503 that names
+/// etcd, and `berth info` says UNREACHABLE; when etcd is back, the hosts are listed again
+/// without duplicates. A berthd started while etcd is down starts, and joins once etcd is up.
+/// `-d overlay` is refused with what to do: a cluster store without one, and the missing data
+/// plane with one.
+#[test]
+fn etcd_down_and_back_and_overlay_refusals() {
+    require_root!();
+    let (a, b) = (World::new(), World::new());
+    // Without a cluster store.
+    let o = a.berth(&["network", "create", "-d", "overlay", "ov"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("needs a cluster store: start berthd with --cluster-store"),
+        "{}",
+        show(&o)
+    );
+    let o = a.berth(&["node", "ls"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("not part of a cluster"),
+        "{}",
+        show(&o)
+    );
+
+    let mut u = Underlay::new(&a, &[&a, &b]);
+    u.start_etcd(&a);
+    join(&a, "host-a").unwrap_or_else(|e| panic!("{e}"));
+    join(&b, "host-b").unwrap_or_else(|e| panic!("{e}"));
+    wait_names(&a, &["host-a", "host-b"], Duration::from_secs(5));
+    let (st, body) = a.api(
+        "POST",
+        "/networks/create",
+        Some(r#"{"Name":"ov","Driver":"overlay"}"#),
+    );
+    assert_eq!(st, 501, "{body}");
+    assert!(body.contains("node \\\"host-a\\\""), "{body}");
+
+    u.kill_etcd();
+    let t = Instant::now();
+    let o = a.berth(&["node", "ls"]);
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(
+        stderr(&o).contains("unreachable") && stderr(&o).contains(ETCD),
+        "{}",
+        show(&o)
+    );
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    let (st, _) = a.api("GET", "/cluster/nodes", None);
+    assert_eq!(st, 503);
+    let text = w_ok(&a, &["info"]);
+    assert!(text.contains("UNREACHABLE"), "{text}");
+    // Local work goes on.
+    a.berth_ok(&["network", "create", "--subnet", "10.91.0.0/24", "local"]);
+    a.run_server("srv", &["--network", "local"], 8080);
+    a.wait_container_port("srv", 8080);
+    // A host (re)started while etcd is down comes up and waits for it.
+    join(&b, "host-b").unwrap_or_else(|e| panic!("host-b with etcd down: {e}"));
+
+    u.start_etcd(&a);
+    wait_names(&a, &["host-a", "host-b"], Duration::from_secs(TTL * 3 + 5));
+    wait_names(&b, &["host-a", "host-b"], Duration::from_secs(TTL * 3 + 5));
+    let text = w_ok(&b, &["info"]);
+    assert!(text.contains("healthy, 2 live node(s)"), "{text}");
+    u.kill_etcd();
+}
+
+fn w_ok(w: &World, args: &[&str]) -> String {
+    let o = w.berth(args);
+    assert!(o.status.success(), "berth {args:?}: {}", show(&o));
+    stdout(&o)
+}
