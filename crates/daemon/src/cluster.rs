@@ -8,6 +8,7 @@
 //! host that loses etcd for longer than its TTL registers again (new lease, same name) when
 //! etcd is back.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use berth_api::types::{ClusterInfo, NodeSummary};
 use berth_plan::cluster::{self as pc, Advertise, ClusterStore, NodeRecord};
+use berth_plan::overlay::RemoteEndpoint;
 use berth_store::{
     Compare, EtcdOptions, EtcdStore, EtcdTls, LeaseId, Op, Store, StoreError, StoreExt, TxnOutcome,
 };
@@ -44,6 +46,9 @@ pub struct Cluster {
     pub record: NodeRecord,
     lease: Mutex<Option<LeaseId>>,
     health: Mutex<Result<(), String>>,
+    /// Every endpoint published on the cluster's overlay networks (all hosts', by key), as
+    /// the etcd watch last delivered them.
+    remotes: Mutex<BTreeMap<String, RemoteEndpoint>>,
 }
 
 impl Cluster {
@@ -78,6 +83,7 @@ impl Cluster {
             record,
             lease: Mutex::new(None),
             health: Mutex::new(Err("not registered yet".into())),
+            remotes: Mutex::new(BTreeMap::new()),
         });
         match c.register() {
             Ok(()) => {}
@@ -229,6 +235,14 @@ impl Cluster {
                 }
             })
             .collect())
+    }
+
+    /// The endpoints published on the cluster's overlay networks (every host's).
+    pub fn remote_endpoints(&self) -> Vec<RemoteEndpoint> {
+        self.remotes
+            .lock()
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// `/info`'s `Cluster`.

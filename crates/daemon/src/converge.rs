@@ -174,7 +174,18 @@ impl Daemon {
                 netns: ns.clone(),
             })
             .collect();
-        let desired = berth_plan::driver::desired(&sel_nets, &rc, cfg, fwd, elements, read_fw);
+        let mut desired = berth_plan::driver::desired(&sel_nets, &rc, cfg, fwd, elements, read_fw);
+        if let Some(cl) = &self.cluster {
+            // Overlay networks: their VXLAN ports and the other hosts' endpoints.
+            let remotes = cl.remote_endpoints();
+            berth_plan::overlay::contribute(
+                &mut desired,
+                &sel_nets,
+                Some(cl.record.addr),
+                &cl.record.name,
+                &remotes,
+            );
+        }
         let mut req = match &scope {
             Scope::Full => ObserveRequest::full(&desired),
             Scope::Host { .. } => ObserveRequest {
@@ -184,6 +195,7 @@ impl Daemon {
                 sysctls: desired.sysctls.keys().cloned().collect(),
                 firewall: true,
                 routes_of: desired.shims.keys().cloned().collect(),
+                vxlan_entries_of: berth_plan::overlay::devices(&desired),
             },
             _ => ObserveRequest::scoped(&desired, &also),
         };
@@ -552,7 +564,7 @@ impl Daemon {
             .iter()
             .filter(|(c, _)| c.mode == NetworkMode::Networks)
             .flat_map(|(c, _)| c.endpoints.iter())
-            .filter(|e| driver_of(&e.network_id) == Some(berth_plan::model::Driver::Bridge))
+            .filter(|e| driver_of(&e.network_id).is_some_and(|d| d.has_bridge()))
             .map(|e| e.host_ifname.as_str())
             .collect();
         // Container interfaces on a host interface (macvlan, ipvlan), in their namespaces.

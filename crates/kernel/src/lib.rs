@@ -24,3 +24,4 @@ mod seccomp_table;
 pub mod sublink;
 pub mod sys;
 pub mod sysctl;
+pub mod vxlan;

@@ -66,6 +66,7 @@ impl HostKernel {
             None
         };
         let link_routes = self.link.link_routes(&req.routes_of).await?;
+        let vxlan_entries = self.link.vxlans_entries(&req.vxlan_entries_of).await?;
         Ok(ObservedHost {
             links,
             all_links: req.links.is_none(),
@@ -73,6 +74,7 @@ impl HostKernel {
             sysctls,
             firewall,
             link_routes,
+            vxlan_entries,
         })
     }
 
@@ -140,6 +142,18 @@ impl HostKernel {
                     .await
             }
             StepOp::DeleteLink { name } => self.link.delete_link(name).await,
+            StepOp::CreateVxlan { plan } => self.link.create_vxlan(plan).await,
+            StepOp::SetVxlanEntries {
+                dev,
+                fdb_add,
+                fdb_del,
+                neigh_add,
+                neigh_del,
+            } => {
+                self.link
+                    .set_vxlan_entries(dev, fdb_add, fdb_del, neigh_add, neigh_del)
+                    .await
+            }
         }
     }
 }
@@ -363,8 +377,37 @@ impl FakeKernel {
                     l.addrs.clear();
                 }
             }
+            StepOp::CreateVxlan { plan } => {
+                let l = state.links.entry(plan.name.clone()).or_default();
+                l.name = plan.name.clone();
+                l.kind = Some("vxlan".into());
+                l.master = Some(plan.bridge.clone());
+                l.up = true;
+                l.mtu = plan.mtu;
+                l.alias = Some(plan.alias.clone());
+                l.mac = Some(berth_plan::names::owner_mac(&plan.name));
+                state.vxlan_entries.remove(&plan.name);
+            }
+            StepOp::SetVxlanEntries {
+                dev,
+                fdb_add,
+                fdb_del,
+                neigh_add,
+                neigh_del,
+            } => {
+                let e = state.vxlan_entries.entry(dev.clone()).or_default();
+                for m in fdb_del {
+                    e.fdb.remove(m);
+                }
+                for ip in neigh_del {
+                    e.neigh.remove(ip);
+                }
+                e.fdb.extend(fdb_add.iter().cloned());
+                e.neigh.extend(neigh_add.iter().cloned());
+            }
             StepOp::DeleteLink { name } => {
                 state.link_routes.remove(name);
+                state.vxlan_entries.remove(name);
                 if let Some(l) = state.links.remove(name) {
                     if l.kind.as_deref() == Some("bridge") {
                         for other in state.links.values_mut() {

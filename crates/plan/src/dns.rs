@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::model::{ContainerSpec, Driver, NetworkSpec};
+use crate::model::{ContainerSpec, NetworkSpec};
 use crate::names;
 use crate::network as planner;
 
@@ -155,7 +155,7 @@ pub struct Table {
 /// Whether berth's resolver serves `net`: user-defined bridge networks with `dns` (the default
 /// `bridge` network has none, like Docker's).
 pub fn serves(net: &NetworkSpec) -> bool {
-    net.dns && net.driver == Driver::Bridge && !net.subnets.is_empty()
+    net.dns && net.driver.has_bridge() && !net.subnets.is_empty()
 }
 
 /// The addresses berth's resolver listens on (port 53): the gateways of every served network.
@@ -883,7 +883,7 @@ mod tests {
         NetworkSpec {
             id: id.into(),
             name: name.into(),
-            driver: Driver::Bridge,
+            driver: crate::model::Driver::Bridge,
             created: "t".into(),
             enable_ipv6: subnets.len() > 1,
             subnets,
@@ -893,6 +893,7 @@ mod tests {
             options: BTreeMap::new(),
             adopted_addrs: Vec::new(),
             shim_src: None,
+            overlay: None,
             bridge: format!("br-{id}"),
             icc: true,
             masquerade: !internal,

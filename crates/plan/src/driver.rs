@@ -174,6 +174,7 @@ pub fn driver(d: Driver) -> &'static dyn NetworkDriver {
         Driver::Null => &NullDriver,
         Driver::Macvlan => &MACVLAN,
         Driver::Ipvlan => &IPVLAN,
+        Driver::Overlay => &OverlayDriver,
     }
 }
 
@@ -311,6 +312,44 @@ impl NetworkDriver for BridgeDriver {
         e.extend(&crate::firewall::desired_elements(std::slice::from_ref(
             net,
         )));
+    }
+}
+
+/// One network across a cluster's hosts (Docker's classic `overlay`): on each host a bridge
+/// with veth endpoints exactly as [`BridgeDriver`] builds it, plus a VXLAN port on that bridge
+/// and the remote endpoints' forwarding entries, which need cluster facts (this host's tunnel
+/// address, the other hosts' endpoints) and are added by [`crate::overlay::contribute`].
+pub struct OverlayDriver;
+
+impl NetworkDriver for OverlayDriver {
+    fn name(&self) -> &'static str {
+        "overlay"
+    }
+    fn combinable(&self) -> bool {
+        true
+    }
+    fn network_link(&self, net: &NetworkSpec) -> Option<String> {
+        BridgeDriver.network_link(net)
+    }
+    fn kernel_module(&self) -> Option<&'static str> {
+        Some("vxlan")
+    }
+    fn contribute_network(&self, net: &NetworkSpec, d: &mut DesiredHost) {
+        BridgeDriver.contribute_network(net, d);
+    }
+    fn contribute_endpoint(
+        &self,
+        net: &NetworkSpec,
+        c: &ContainerSpec,
+        ep: &EndpointSpec,
+        netns: &str,
+        gateway: bool,
+        d: &mut DesiredHost,
+    ) -> Vec<RoutePlan> {
+        BridgeDriver.contribute_endpoint(net, c, ep, netns, gateway, d)
+    }
+    fn elements(&self, net: &NetworkSpec, e: &mut Elements) {
+        BridgeDriver.elements(net, e);
     }
 }
 

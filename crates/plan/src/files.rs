@@ -199,6 +199,7 @@ mod tests {
             options: BTreeMap::new(),
             adopted_addrs: Vec::new(),
             shim_src: None,
+            overlay: None,
             bridge: "br-x".into(),
             icc: true,
             masquerade: true,

@@ -84,7 +84,7 @@ use std::fmt::Write as _;
 use ipnet::IpNet;
 use serde_json::Value;
 
-use crate::model::{Driver, NetworkSpec};
+use crate::model::NetworkSpec;
 use crate::ports::Published;
 
 /// The family and name of berth's table, as written in nft commands.
@@ -497,7 +497,7 @@ pub fn desired_elements(networks: &[NetworkSpec]) -> Elements {
         e.0.insert(name.to_string(), BTreeMap::new());
     }
     for net in networks {
-        if net.driver != Driver::Bridge || !ifname_ok(&net.bridge) {
+        if !net.driver.has_bridge() || !ifname_ok(&net.bridge) {
             continue;
         }
         let why = || format!("network {}", net.name);

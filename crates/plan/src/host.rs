@@ -146,6 +146,9 @@ pub struct DesiredHost {
     /// Host shims of macvlan networks by name.
     #[serde(default)]
     pub shims: BTreeMap<String, DesiredShim>,
+    /// VXLAN ports of overlay networks by name, with their remote entries.
+    #[serde(default)]
+    pub vxlans: BTreeMap<String, crate::overlay::DesiredVxlan>,
     /// Sysctls of berthd's namespace: key → (value, why).
     pub sysctls: BTreeMap<String, (String, String)>,
     /// The static rule set's configuration.
@@ -174,6 +177,9 @@ pub struct ObserveRequest {
     /// Links of berthd's namespace whose routes (main table) to read.
     #[serde(default)]
     pub routes_of: BTreeSet<String>,
+    /// VXLAN devices whose permanent forwarding and neighbour entries to read.
+    #[serde(default)]
+    pub vxlan_entries_of: BTreeSet<String>,
 }
 
 impl ObserveRequest {
@@ -186,6 +192,7 @@ impl ObserveRequest {
             sysctls: desired.sysctls.keys().cloned().collect(),
             firewall: true,
             routes_of: desired.shims.keys().cloned().collect(),
+            vxlan_entries_of: crate::overlay::devices(desired),
         }
     }
 
@@ -195,6 +202,7 @@ impl ObserveRequest {
         let mut links: BTreeSet<String> = desired.bridges.keys().cloned().collect();
         links.extend(desired.endpoints.keys().cloned());
         links.extend(desired.shims.keys().cloned());
+        links.extend(desired.vxlans.keys().cloned());
         links.extend(also.iter().cloned());
         ObserveRequest {
             links: Some(links),
@@ -203,6 +211,7 @@ impl ObserveRequest {
             sysctls: desired.sysctls.keys().cloned().collect(),
             firewall: false,
             routes_of: desired.shims.keys().cloned().collect(),
+            vxlan_entries_of: crate::overlay::devices(desired),
         }
     }
 }
@@ -284,6 +293,9 @@ pub struct ObservedHost {
     /// Destinations of the main-table routes through the links of `routes_of`, by link.
     #[serde(default)]
     pub link_routes: BTreeMap<String, Vec<IpNet>>,
+    /// Permanent entries of the VXLAN devices of `vxlan_entries_of`, by device.
+    #[serde(default)]
+    pub vxlan_entries: BTreeMap<String, crate::overlay::ObservedEntries>,
 }
 
 /// What a step does. Every variant is idempotent: applying it twice, or after an interruption,
@@ -291,6 +303,25 @@ pub struct ObservedHost {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "Kind")]
 pub enum StepOp {
+    /// Creates an overlay network's VXLAN device (learning off, ARP proxy on) as a port of
+    /// its bridge, up, with berth's owner MAC and mark.
+    CreateVxlan {
+        /// Name, VNI, port, local address, MTU, bridge, mark.
+        plan: crate::overlay::VxlanPlan,
+    },
+    /// Makes a VXLAN device's permanent remote entries exactly the wanted ones.
+    SetVxlanEntries {
+        /// The VXLAN device.
+        dev: String,
+        /// Forwarding entries to add or replace: MAC → remote VTEP.
+        fdb_add: Vec<(String, IpAddr)>,
+        /// Forwarding entries to remove (by MAC).
+        fdb_del: Vec<String>,
+        /// Neighbour entries to add or replace: address → MAC.
+        neigh_add: Vec<(IpAddr, String)>,
+        /// Neighbour entries to remove.
+        neigh_del: Vec<IpAddr>,
+    },
     /// (Re)writes the static rules of `table inet berth` (creating table, sets and chains if
     /// missing; never touching chain `user` or any element).
     FirewallBase {
@@ -443,6 +474,8 @@ impl Step {
             StepOp::RemoveAddrs { .. } => "RemoveAddrs",
             StepOp::RetireContainerSide { .. } => "RetireContainerSide",
             StepOp::DeleteLink { .. } => "DeleteLink",
+            StepOp::CreateVxlan { .. } => "CreateVxlan",
+            StepOp::SetVxlanEntries { .. } => "SetVxlanEntries",
         }
     }
 }
@@ -676,6 +709,10 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
             }
         }
     }
+
+    // 3c. VXLAN ports of overlay networks and their remote endpoints' entries.
+    crate::overlay::diff(observed, desired, &mut plan);
+    let steps = &mut plan.steps;
 
     // 4a. Container interfaces on host interfaces (macvlan, ipvlan) no endpoint wants any more
     //     (a disconnect), before anything is created under their name.
@@ -968,6 +1005,7 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
         if desired.bridges.contains_key(name)
             || desired.endpoints.contains_key(name)
             || desired.shims.contains_key(name)
+            || desired.vxlans.contains_key(name)
         {
             continue;
         }

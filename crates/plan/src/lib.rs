@@ -16,5 +16,6 @@ pub mod ipam;
 pub mod model;
 pub mod names;
 pub mod network;
+pub mod overlay;
 pub mod ports;
 pub mod security;

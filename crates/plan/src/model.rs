@@ -28,6 +28,9 @@ pub enum Driver {
     Macvlan,
     /// Containers directly on a host interface's LAN sharing its MAC (Docker's `ipvlan`).
     Ipvlan,
+    /// One network across the hosts of a cluster: a bridge on each host joined by VXLAN
+    /// (Docker's classic `overlay`).
+    Overlay,
 }
 
 impl Driver {
@@ -39,7 +42,15 @@ impl Driver {
             Driver::Null => "null",
             Driver::Macvlan => "macvlan",
             Driver::Ipvlan => "ipvlan",
+            Driver::Overlay => "overlay",
         }
+    }
+
+    /// Whether the network has a Linux bridge of its own on each host, with veth endpoints
+    /// (bridge, and overlay whose bridge also holds the VXLAN port): the firewall, DNS and
+    /// endpoint machinery of bridge networks apply.
+    pub fn has_bridge(self) -> bool {
+        matches!(self, Driver::Bridge | Driver::Overlay)
     }
 }
 
@@ -87,6 +98,9 @@ pub struct NetworkSpec {
     /// the network's containers through the shim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shim_src: Option<IpAddr>,
+    /// For an overlay network: its VXLAN identity, the same on every host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlaySpec>,
     /// Bridge interface name (empty for host/null).
     pub bridge: String,
     /// Inter-container communication on this network (`com.docker.network.bridge.enable_icc`).
@@ -99,6 +113,16 @@ pub struct NetworkSpec {
     pub dns: bool,
     /// Predefined networks (`bridge`, `host`, `none`) cannot be removed.
     pub predefined: bool,
+}
+
+/// An overlay network's VXLAN identity (cluster-wide).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct OverlaySpec {
+    /// The VXLAN network identifier (Docker's `com.docker.network.driver.overlay.vxlanid_list`).
+    pub vni: u32,
+    /// The UDP port of the VXLAN tunnels (4789, IANA's).
+    pub port: u16,
 }
 
 /// A container's attachment to one network.

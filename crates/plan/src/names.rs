@@ -153,6 +153,12 @@ pub fn bridge_name(network_id: &str) -> String {
     format!("{BRIDGE_PREFIX}{hex}")
 }
 
+/// The VXLAN device of an overlay network (`bvx-` + 9 hex of its id; 13 characters).
+pub fn vxlan_name(network_id: &str) -> String {
+    let hex: String = network_id.chars().take(9).collect();
+    format!("bvx-{hex}")
+}
+
 /// Whether `name` has the shape of a bridge berth named itself (`berth0` or `berth-<9 hex>`).
 pub fn is_berth_bridge(name: &str) -> bool {
     name == DEFAULT_BRIDGE_IFNAME

@@ -13,7 +13,7 @@ use crate::error::PlanError;
 use crate::ipam;
 use crate::model::{
     BridgePlan, ContainerSpec, Driver, EndpointPlan, EndpointSpec, Id, NetworkMode, NetworkSpec,
-    RoutePlan, ShimPlan, ShimRoute, SublinkKind, SublinkPlan, SubnetSpec,
+    OverlaySpec, RoutePlan, ShimPlan, ShimRoute, SublinkKind, SublinkPlan, SubnetSpec,
 };
 use crate::names;
 
@@ -25,6 +25,15 @@ pub const OPT_ENABLE_ICC: &str = "com.docker.network.bridge.enable_icc";
 pub const OPT_ENABLE_MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
 /// Docker's option key for the MTU.
 pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
+/// Docker's option naming an overlay network's VXLAN id (one id; berth allocates one when
+/// absent).
+pub const OPT_VXLANID: &str = "com.docker.network.driver.overlay.vxlanid_list";
+/// The largest VXLAN network identifier (24 bits).
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+/// IANA's VXLAN port.
+pub const VXLAN_PORT: u16 = 4789;
+/// Bytes VXLAN adds to a frame on an IPv4 underlay.
+pub const VXLAN_OVERHEAD: u32 = 50;
 /// Docker's option key for the default host address of published ports.
 pub const OPT_HOST_BINDING_IPV4: &str = "com.docker.network.bridge.host_binding_ipv4";
 /// Docker's option key marking the default bridge.
@@ -408,11 +417,12 @@ fn driver_of(req: &NetworkRequest) -> Result<Driver, PlanError> {
         "" | "bridge" => Ok(Driver::Bridge),
         "macvlan" => Ok(Driver::Macvlan),
         "ipvlan" => Ok(Driver::Ipvlan),
+        "overlay" => Ok(Driver::Overlay),
         d @ ("host" | "null") => Err(PlanError::Forbidden(format!(
             "only one instance of {d:?} network is allowed"
         ))),
         d => Err(PlanError::Invalid(format!(
-            "driver {d:?} is not supported (berth supports: bridge, macvlan, ipvlan)"
+            "driver {d:?} is not supported (berth supports: bridge, macvlan, ipvlan, overlay)"
         ))),
     }
 }
@@ -678,7 +688,37 @@ pub fn plan_network(
                     "invalid value {v:?} for option {OPT_MTU}: expected a number from 68 to 65535"
                 ))
             })?,
+        // VXLAN adds 50 bytes (outer Ethernet 14, IPv4 20, UDP 8, VXLAN 8) to every frame: on
+        // a 1500-byte underlay the overlay carries 1450.
+        None if driver == Driver::Overlay => DEFAULT_MTU - VXLAN_OVERHEAD,
         None => DEFAULT_MTU,
+    };
+    let overlay = if driver == Driver::Overlay {
+        if req.enable_ipv6 || v6.is_some() {
+            return Err(PlanError::Invalid(format!(
+                "network {name:?}: IPv6 on an overlay network is not supported by berth yet; \
+                 give an IPv4 --subnet only"
+            )));
+        }
+        let vni = match opts.get(OPT_VXLANID) {
+            None => 0,
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=MAX_VNI).contains(n))
+                .ok_or_else(|| {
+                    PlanError::Invalid(format!(
+                        "invalid value {v:?} for option {OPT_VXLANID}: expected one VXLAN id \
+                         from 1 to {MAX_VNI}"
+                    ))
+                })?,
+        };
+        Some(OverlaySpec {
+            vni,
+            port: VXLAN_PORT,
+        })
+    } else {
+        None
     };
     if let Some(v) = opts.get(OPT_HOST_BINDING_IPV4) {
         if v.parse::<std::net::Ipv4Addr>().is_err() {
@@ -718,6 +758,7 @@ pub fn plan_network(
         options: req.options.clone(),
         adopted_addrs: Vec::new(),
         shim_src: None,
+        overlay,
         bridge,
         icc,
         masquerade,
@@ -762,6 +803,7 @@ pub fn predefined_networks(
         options: BTreeMap::new(),
         adopted_addrs: Vec::new(),
         shim_src: None,
+        overlay: None,
         bridge: String::new(),
         icc: true,
         masquerade: false,
@@ -787,6 +829,7 @@ pub fn predefined_networks(
             options,
             adopted_addrs: Vec::new(),
             shim_src: None,
+            overlay: None,
             bridge: DEFAULT_BRIDGE_IFNAME.into(),
             icc: true,
             masquerade: true,
@@ -868,7 +911,7 @@ pub fn plan_endpoint(
     endpoint_id: Id,
 ) -> Result<EndpointSpec, PlanError> {
     match net.driver {
-        Driver::Bridge | Driver::Macvlan | Driver::Ipvlan => {}
+        Driver::Bridge | Driver::Macvlan | Driver::Ipvlan | Driver::Overlay => {}
         Driver::Host => {
             return Err(PlanError::Forbidden(
                 "container cannot be disconnected from host network or connected to host network"
@@ -994,7 +1037,7 @@ pub fn gateway_endpoint<'a>(
 /// What the kernel layer must create for a network: the bridge with its gateway addresses.
 /// `None` for host and null networks, which have no bridge.
 pub fn bridge_plan(net: &NetworkSpec) -> Option<BridgePlan> {
-    if net.driver != Driver::Bridge {
+    if !net.driver.has_bridge() {
         return None;
     }
     Some(BridgePlan {

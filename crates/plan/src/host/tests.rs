@@ -24,6 +24,7 @@ fn net(id_hex: char, name: &str, subnet: &str) -> NetworkSpec {
         options: BTreeMap::new(),
         adopted_addrs: Vec::new(),
         shim_src: None,
+        overlay: None,
         icc: true,
         masquerade: true,
         mtu: 1500,

@@ -93,12 +93,29 @@ fn drivers() {
         r#"only one instance of "host" network is allowed"#
     );
     assert_eq!(e.kind(), ErrorKind::Forbidden);
-    r.driver = Some("overlay".into());
+    r.driver = Some("weave".into());
     let e = plan(&r, &[]).unwrap_err();
     assert_eq!(
         e.to_string(),
-        r#"driver "overlay" is not supported (berth supports: bridge, macvlan, ipvlan)"#
+        r#"driver "weave" is not supported (berth supports: bridge, macvlan, ipvlan, overlay)"#
     );
+    // Overlay: the VNI is the daemon's to allocate unless given; MTU leaves VXLAN's 50 bytes;
+    // no IPv6 yet; a VNI out of range is refused.
+    r.driver = Some("overlay".into());
+    let n = plan(&r, &[]).expect("overlay");
+    assert_eq!(n.overlay.map(|o| (o.vni, o.port)), Some((0, 4789)));
+    assert_eq!(n.mtu, 1450);
+    r.options.insert(OPT_VXLANID.into(), "16777216".into());
+    let e = plan(&r, &[]).unwrap_err();
+    assert!(e.to_string().contains("from 1 to 16777215"), "{e}");
+    r.options.insert(OPT_VXLANID.into(), "4097".into());
+    assert_eq!(
+        plan(&r, &[]).expect("vni").overlay.map(|o| o.vni),
+        Some(4097)
+    );
+    r.enable_ipv6 = true;
+    let e = plan(&r, &[]).unwrap_err();
+    assert!(e.to_string().contains("IPv6 on an overlay network"), "{e}");
 }
 
 #[test]

@@ -1,0 +1,257 @@
+//! Overlay networks' VXLAN ports and their remote entries, over rtnetlink.
+//!
+//! What `ip link add bvx-… type vxlan id VNI local ADDR dstport 4789 nolearning proxy master
+//! BRIDGE`, `bridge fdb replace MAC dev bvx-… dst VTEP self permanent` and `ip neigh replace IP
+//! lladdr MAC dev bvx-… nud permanent` do, as single netlink requests.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use berth_plan::overlay::{ObservedEntries, VxlanPlan};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+};
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use crate::error::{KernelError, Result};
+use crate::link::{Kernel, CHANGE, CREATE_EXCL, CREATE_REPLACE, DUMP};
+
+fn mac_bytes(mac: &str) -> Result<Vec<u8>> {
+    berth_plan::names::parse_mac(mac)
+        .map(|m| m.to_vec())
+        .ok_or_else(|| {
+            KernelError::invalid("programming a VXLAN entry", format!("bad MAC {mac:?}"))
+        })
+}
+
+fn neigh_addr(ip: IpAddr) -> NeighbourAddress {
+    match ip {
+        IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
+        IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
+    }
+}
+
+fn family(ip: IpAddr) -> AddressFamily {
+    if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
+}
+
+impl Kernel {
+    /// Creates an overlay network's VXLAN device as planned: learning off (remote MACs come
+    /// only from berth's static entries), ARP proxy on (ARP for a remote container is answered
+    /// here from the neighbour table: no broadcast crosses hosts), berth's owner MAC, a port
+    /// of the network's bridge, up — one `RTM_NEWLINK` — then its mark (`IFLA_IFALIAS`).
+    pub async fn create_vxlan(&self, plan: &VxlanPlan) -> Result<()> {
+        let bridge = self
+            .link_by_name(&plan.bridge, || {
+                format!("looking up bridge {}", plan.bridge)
+            })
+            .await?;
+        let mut data = vec![
+            InfoVxlan::Id(plan.vni),
+            InfoVxlan::Port(plan.port),
+            InfoVxlan::Learning(false),
+            InfoVxlan::Proxy(true),
+        ];
+        match plan.local {
+            IpAddr::V4(v4) => data.push(InfoVxlan::Local(v4)),
+            IpAddr::V6(v6) => data.push(InfoVxlan::Local6(v6)),
+        }
+        let mut msg = LinkMessage::default();
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
+        msg.attributes = vec![
+            LinkAttribute::IfName(plan.name.clone()),
+            LinkAttribute::Mtu(plan.mtu),
+            LinkAttribute::Address(berth_plan::names::owner_mac(&plan.name).to_vec()),
+            LinkAttribute::Controller(bridge.header.index),
+            LinkAttribute::LinkInfo(vec![
+                NlLinkInfo::Kind(InfoKind::Vxlan),
+                NlLinkInfo::Data(InfoData::Vxlan(data)),
+            ]),
+        ];
+        self.request(RouteNetlinkMessage::NewLink(msg), CREATE_EXCL, || {
+            format!(
+                "creating vxlan {} (VNI {}, local {}, port {}) on bridge {}",
+                plan.name, plan.vni, plan.local, plan.port, plan.bridge
+            )
+        })
+        .await?;
+        let link = self
+            .link_by_name(&plan.name, || format!("looking up vxlan {}", plan.name))
+            .await?;
+        let mut set = crate::link::link_up_msg(link.header.index);
+        set.attributes
+            .push(LinkAttribute::IfAlias(plan.alias.clone()));
+        self.request(RouteNetlinkMessage::SetLink(set), CHANGE, || {
+            format!("marking vxlan {}", plan.name)
+        })
+        .await?;
+        tracing::debug!(vxlan = %plan.name, vni = plan.vni, "created vxlan");
+        Ok(())
+    }
+
+    /// The permanent remote entries of VXLAN device `dev`: forwarding entries with a
+    /// destination (`bridge fdb show dev DEV` lines with `dst`) and permanent neighbours.
+    pub async fn vxlan_entries(&self, dev: &str) -> Result<ObservedEntries> {
+        let link = self
+            .link_by_name(dev, || format!("looking up vxlan {dev}"))
+            .await?;
+        let index = link.header.index;
+        let mut out = ObservedEntries::default();
+        for fam in [AddressFamily::Bridge, AddressFamily::Inet] {
+            let mut req = NeighbourMessage::default();
+            req.header.family = fam;
+            let answers = self
+                .request(RouteNetlinkMessage::GetNeighbour(req), DUMP, || {
+                    format!("listing entries of {dev}")
+                })
+                .await?;
+            for m in answers {
+                let RouteNetlinkMessage::NewNeighbour(n) = m else {
+                    continue;
+                };
+                if n.header.ifindex != index || n.header.state != NeighbourState::Permanent {
+                    continue;
+                }
+                let mut dst = None;
+                let mut mac = None;
+                for a in &n.attributes {
+                    match a {
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                            dst = Some(IpAddr::V4(*v4))
+                        }
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                            dst = Some(IpAddr::V6(*v6))
+                        }
+                        NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                            let mut b = [0u8; 6];
+                            b.copy_from_slice(l);
+                            mac = Some(berth_plan::names::fmt_mac(b));
+                        }
+                        _ => {}
+                    }
+                }
+                match (fam, dst, mac) {
+                    (AddressFamily::Bridge, Some(d), Some(m))
+                        if n.header.flags.contains(NeighbourFlags::Own) =>
+                    {
+                        out.fdb.insert(m, d);
+                    }
+                    (AddressFamily::Inet, Some(ip), Some(m)) => {
+                        out.neigh.insert(ip, m);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds, replaces and removes remote entries of VXLAN device `dev` (one request each).
+    pub async fn set_vxlan_entries(
+        &self,
+        dev: &str,
+        fdb_add: &[(String, IpAddr)],
+        fdb_del: &[String],
+        neigh_add: &[(IpAddr, String)],
+        neigh_del: &[IpAddr],
+    ) -> Result<()> {
+        let link = self
+            .link_by_name(dev, || format!("looking up vxlan {dev}"))
+            .await?;
+        let index = link.header.index;
+        let fdb_msg = |mac: &str| -> Result<NeighbourMessage> {
+            let mut m = NeighbourMessage::default();
+            m.header.family = AddressFamily::Bridge;
+            m.header.ifindex = index;
+            m.header.state = NeighbourState::Permanent;
+            // NTF_SELF: the entry belongs to the VXLAN device itself (its remote table), not
+            // to the bridge it is a port of.
+            m.header.flags = NeighbourFlags::Own;
+            m.attributes
+                .push(NeighbourAttribute::LinkLayerAddress(mac_bytes(mac)?));
+            Ok(m)
+        };
+        let neigh_msg = |ip: IpAddr| {
+            let mut m = NeighbourMessage::default();
+            m.header.family = family(ip);
+            m.header.ifindex = index;
+            m.header.state = NeighbourState::Permanent;
+            m.attributes
+                .push(NeighbourAttribute::Destination(neigh_addr(ip)));
+            m
+        };
+        for mac in fdb_del {
+            let r = self
+                .request(
+                    RouteNetlinkMessage::DelNeighbour(fdb_msg(mac)?),
+                    CHANGE,
+                    || format!("removing forwarding entry {mac} from {dev}"),
+                )
+                .await;
+            ignore_missing(r)?;
+        }
+        for ip in neigh_del {
+            let r = self
+                .request(
+                    RouteNetlinkMessage::DelNeighbour(neigh_msg(*ip)),
+                    CHANGE,
+                    || format!("removing neighbour {ip} from {dev}"),
+                )
+                .await;
+            ignore_missing(r)?;
+        }
+        for (mac, vtep) in fdb_add {
+            let mut m = fdb_msg(mac)?;
+            m.attributes
+                .push(NeighbourAttribute::Destination(neigh_addr(*vtep)));
+            self.request(RouteNetlinkMessage::NewNeighbour(m), CREATE_REPLACE, || {
+                format!("forwarding {mac} on {dev} to {vtep}")
+            })
+            .await?;
+        }
+        for (ip, mac) in neigh_add {
+            let mut m = neigh_msg(*ip);
+            m.attributes
+                .push(NeighbourAttribute::LinkLayerAddress(mac_bytes(mac)?));
+            self.request(RouteNetlinkMessage::NewNeighbour(m), CREATE_REPLACE, || {
+                format!("neighbour {ip} → {mac} on {dev}")
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The permanent entries of each of `devs` that exists.
+    pub async fn vxlans_entries(
+        &self,
+        devs: &std::collections::BTreeSet<String>,
+    ) -> Result<BTreeMap<String, ObservedEntries>> {
+        let mut out = BTreeMap::new();
+        for d in devs {
+            match self.vxlan_entries(d).await {
+                Ok(e) => {
+                    out.insert(d.clone(), e);
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn ignore_missing(r: Result<Vec<RouteNetlinkMessage>>) -> Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,393 @@
+//! Overlay networks' cluster part of the desired host state: on each host, the network's
+//! VXLAN port on its bridge, and for every endpoint on *another* host a forwarding entry
+//! (`bridge fdb add MAC dev VXLAN dst VTEP self permanent`) and a neighbour entry
+//! (`ip neigh add IP lladdr MAC dev VXLAN nud permanent`). The VXLAN device is created with
+//! learning off and ARP proxy on, so nothing floods across hosts: an ARP request for a remote
+//! container is answered on the local host from the neighbour table, and frames for a remote
+//! MAC go straight to that container's host. The bridge and the local veth endpoints come
+//! from [`crate::driver::OverlayDriver`], exactly as on a bridge network.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::{DesiredHost, ObservedHost, Plan, Problem, Step, StepOp};
+use crate::model::{Driver, NetworkSpec};
+use crate::names;
+
+/// An endpoint of a container on another host, as that host published it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RemoteEndpoint {
+    /// The overlay network's id.
+    pub network_id: String,
+    /// The host (node name) it lives on.
+    pub node: String,
+    /// That host's tunnel endpoint (its advertised address).
+    pub vtep: IpAddr,
+    /// The container's address on the network.
+    pub ip: IpAddr,
+    /// Its MAC (`aa:bb:cc:dd:ee:ff`).
+    pub mac: String,
+    /// Container name (DNS).
+    pub name: String,
+    /// Network aliases (DNS).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Container id.
+    pub container_id: String,
+}
+
+/// What the kernel layer needs to create an overlay network's VXLAN port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanPlan {
+    /// Device name (`bvx-<9 hex of the network id>`).
+    pub name: String,
+    /// VXLAN network identifier.
+    pub vni: u32,
+    /// UDP port.
+    pub port: u16,
+    /// This host's tunnel address (source of the encapsulated packets).
+    pub local: IpAddr,
+    /// MTU (the network's).
+    pub mtu: u32,
+    /// The bridge it is a port of.
+    pub bridge: String,
+    /// berth's ownership mark (`ifalias`).
+    pub alias: String,
+}
+
+/// A VXLAN port berth wants, with the remote entries it must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredVxlan {
+    /// How to create it.
+    pub plan: VxlanPlan,
+    /// The network's name, for messages.
+    pub network: String,
+    /// Remote MAC → the VTEP of the host it lives on.
+    pub fdb: BTreeMap<String, IpAddr>,
+    /// Remote container address → its MAC.
+    pub neigh: BTreeMap<IpAddr, String>,
+}
+
+/// The permanent entries found on one VXLAN device.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedEntries {
+    /// MAC → remote VTEP (`bridge fdb show dev X`, entries with a `dst`).
+    pub fdb: BTreeMap<String, IpAddr>,
+    /// Address → MAC (`ip neigh show dev X`, permanent entries).
+    pub neigh: BTreeMap<IpAddr, String>,
+}
+
+/// Adds the VXLAN ports of the overlay networks among `networks` (with this host's tunnel
+/// address `local`) and the forwarding entries of `remotes` (endpoints on other hosts; those
+/// of `self_node` are skipped: they are local veths) to `d`. Without `local` (no cluster)
+/// nothing is added.
+pub fn contribute(
+    d: &mut DesiredHost,
+    networks: &[NetworkSpec],
+    local: Option<IpAddr>,
+    self_node: &str,
+    remotes: &[RemoteEndpoint],
+) {
+    let Some(local) = local else { return };
+    for net in networks.iter().filter(|n| n.driver == Driver::Overlay) {
+        let Some(ov) = net.overlay.filter(|o| o.vni > 0) else {
+            continue;
+        };
+        let name = names::vxlan_name(&net.id);
+        let mut v = DesiredVxlan {
+            plan: VxlanPlan {
+                alias: format!("berth:vx:{}", net.name),
+                name: name.clone(),
+                vni: ov.vni,
+                port: ov.port,
+                local,
+                mtu: net.mtu,
+                bridge: net.bridge.clone(),
+            },
+            network: net.name.clone(),
+            fdb: BTreeMap::new(),
+            neigh: BTreeMap::new(),
+        };
+        for r in remotes
+            .iter()
+            .filter(|r| r.network_id == net.id && r.node != self_node && r.vtep != local)
+        {
+            let mac = r.mac.to_ascii_lowercase();
+            v.fdb.insert(mac.clone(), r.vtep);
+            v.neigh.insert(r.ip, mac);
+        }
+        d.vxlans.insert(name, v);
+    }
+}
+
+/// The VXLAN part of a pass: create missing ports (on bridges that exist or are created in
+/// this pass), replace a port whose identity is wrong, and bring each port's remote entries to
+/// exactly the desired ones. Steps go after the bridges' and before the endpoints'.
+pub fn diff(observed: &ObservedHost, desired: &DesiredHost, plan: &mut Plan) {
+    for (name, v) in &desired.vxlans {
+        let object = format!("vxlan {name} of network {}", v.network);
+        let create = Step {
+            op: StepOp::CreateVxlan {
+                plan: v.plan.clone(),
+            },
+            object: object.clone(),
+            reason: "missing".into(),
+        };
+        let fresh = match observed.links.get(name) {
+            None => {
+                plan.steps.push(create);
+                true
+            }
+            Some(link) if !crate::host::is_owned(link) => {
+                plan.problems.push(Problem {
+                    object,
+                    message: format!(
+                        "a {} link named {name} exists and is not berth's: berth leaves it alone",
+                        link.kind.as_deref().unwrap_or("device")
+                    ),
+                });
+                continue;
+            }
+            Some(link) => {
+                let mut why = Vec::new();
+                if link.kind.as_deref() != Some("vxlan") {
+                    why.push(format!(
+                        "is a {} link",
+                        link.kind.as_deref().unwrap_or("device")
+                    ));
+                }
+                if link.master.as_deref() != Some(v.plan.bridge.as_str()) {
+                    why.push(format!("not a port of {}", v.plan.bridge));
+                }
+                if !link.up {
+                    why.push("down".into());
+                }
+                if link.mtu != v.plan.mtu {
+                    why.push(format!("mtu {} instead of {}", link.mtu, v.plan.mtu));
+                }
+                if why.is_empty() {
+                    false
+                } else {
+                    // Recreated rather than patched: one idempotent step sets kind, VNI,
+                    // port, master, MTU and up together.
+                    plan.steps.push(Step {
+                        op: StepOp::DeleteLink { name: name.clone() },
+                        object: object.clone(),
+                        reason: why.join(", "),
+                    });
+                    plan.steps.push(Step {
+                        reason: "replaced".into(),
+                        ..create
+                    });
+                    true
+                }
+            }
+        };
+        let empty = ObservedEntries::default();
+        let have = if fresh {
+            &empty
+        } else {
+            observed.vxlan_entries.get(name).unwrap_or(&empty)
+        };
+        let fdb_add: Vec<(String, IpAddr)> = v
+            .fdb
+            .iter()
+            .filter(|(m, ip)| have.fdb.get(*m) != Some(*ip))
+            .map(|(m, ip)| (m.clone(), *ip))
+            .collect();
+        let fdb_del: Vec<String> = have
+            .fdb
+            .keys()
+            .filter(|m| !v.fdb.contains_key(*m))
+            .cloned()
+            .collect();
+        let neigh_add: Vec<(IpAddr, String)> = v
+            .neigh
+            .iter()
+            .filter(|(ip, m)| have.neigh.get(*ip) != Some(*m))
+            .map(|(ip, m)| (*ip, m.clone()))
+            .collect();
+        let neigh_del: Vec<IpAddr> = have
+            .neigh
+            .keys()
+            .filter(|ip| !v.neigh.contains_key(*ip))
+            .copied()
+            .collect();
+        if fdb_add.is_empty() && fdb_del.is_empty() && neigh_add.is_empty() && neigh_del.is_empty()
+        {
+            continue;
+        }
+        let reason = format!(
+            "{} forwarding and {} neighbour entries missing, {} and {} not wanted",
+            fdb_add.len(),
+            neigh_add.len(),
+            fdb_del.len(),
+            neigh_del.len()
+        );
+        plan.steps.push(Step {
+            op: StepOp::SetVxlanEntries {
+                dev: name.clone(),
+                fdb_add,
+                fdb_del,
+                neigh_add,
+                neigh_del,
+            },
+            object: format!("remote endpoints on {name} of network {}", v.network),
+            reason,
+        });
+    }
+}
+
+/// The VXLAN devices to read entries of in a pass: those desired.
+pub fn devices(desired: &DesiredHost) -> BTreeSet<String> {
+    desired.vxlans.keys().cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::ObservedLink;
+    use crate::model::OverlaySpec;
+
+    fn net() -> NetworkSpec {
+        let req = crate::network::NetworkRequest {
+            name: "ov".into(),
+            driver: Some("overlay".into()),
+            ipam: vec![crate::network::IpamRequest {
+                subnet: Some("10.50.0.0/24".into()),
+                ..Default::default()
+            }],
+            options: [(crate::network::OPT_VXLANID.to_string(), "4097".to_string())].into(),
+            ..Default::default()
+        };
+        let n = crate::network::plan_network(&req, "ab".repeat(32), "now".into(), &[], &[])
+            .expect("overlay network");
+        assert_eq!(
+            n.overlay,
+            Some(OverlaySpec {
+                vni: 4097,
+                port: 4789
+            })
+        );
+        n
+    }
+
+    fn remote(node: &str, ip: &str, vtep: &str, mac: &str) -> RemoteEndpoint {
+        RemoteEndpoint {
+            network_id: net().id,
+            node: node.into(),
+            vtep: vtep.parse().expect("vtep"),
+            ip: ip.parse().expect("ip"),
+            mac: mac.into(),
+            name: format!("c-{ip}"),
+            aliases: vec![],
+            container_id: "c".into(),
+        }
+    }
+
+    fn local() -> Option<IpAddr> {
+        Some("10.77.0.1".parse().expect("ip"))
+    }
+
+    #[test]
+    fn only_other_hosts_endpoints_become_entries() {
+        let n = net();
+        let mut d = DesiredHost::default();
+        let remotes = vec![
+            remote("b", "10.50.0.3", "10.77.0.2", "02:42:0A:32:00:03"),
+            remote("a", "10.50.0.2", "10.77.0.1", "02:42:0a:32:00:02"),
+        ];
+        contribute(&mut d, std::slice::from_ref(&n), local(), "a", &remotes);
+        let v = &d.vxlans[&names::vxlan_name(&n.id)];
+        assert_eq!(v.plan.vni, 4097);
+        assert_eq!(v.plan.bridge, n.bridge);
+        assert_eq!(v.plan.mtu, 1450);
+        assert_eq!(
+            v.fdb,
+            BTreeMap::from([("02:42:0a:32:00:03".into(), "10.77.0.2".parse().expect("ip"))])
+        );
+        assert_eq!(v.neigh.len(), 1);
+        // Without a cluster there is no tunnel address and nothing to add.
+        let mut d = DesiredHost::default();
+        contribute(&mut d, &[n], None, "a", &remotes);
+        assert!(d.vxlans.is_empty());
+    }
+
+    #[test]
+    fn diff_creates_then_converges_entries() {
+        let n = net();
+        let mut d = DesiredHost::default();
+        let remotes = vec![
+            remote("b", "10.50.0.3", "10.77.0.2", "02:42:0a:32:00:03"),
+            remote("c", "10.50.0.4", "10.77.0.3", "02:42:0a:32:00:04"),
+        ];
+        contribute(&mut d, std::slice::from_ref(&n), local(), "a", &remotes);
+        let name = names::vxlan_name(&n.id);
+        // Missing device: created, then every entry added.
+        let mut p = Plan::default();
+        diff(&ObservedHost::default(), &d, &mut p);
+        assert!(matches!(p.steps[0].op, StepOp::CreateVxlan { .. }));
+        match &p.steps[1].op {
+            StepOp::SetVxlanEntries {
+                fdb_add, neigh_add, ..
+            } => assert_eq!((fdb_add.len(), neigh_add.len()), (2, 2)),
+            other => panic!("{other:?}"),
+        }
+        // Present and right, one stale entry of a host that left, one missing.
+        let mut o = ObservedHost::default();
+        o.links.insert(
+            name.clone(),
+            ObservedLink {
+                name: name.clone(),
+                kind: Some("vxlan".into()),
+                master: Some(n.bridge.clone()),
+                up: true,
+                mtu: 1450,
+                alias: Some("berth:vx:ov".into()),
+                mac: Some(names::owner_mac(&name)),
+                ..ObservedLink::default()
+            },
+        );
+        let mut have = ObservedEntries::default();
+        have.fdb
+            .insert("02:42:0a:32:00:03".into(), "10.77.0.2".parse().expect("ip"));
+        have.fdb
+            .insert("02:42:0a:32:00:09".into(), "10.77.0.9".parse().expect("ip"));
+        have.neigh
+            .insert("10.50.0.3".parse().expect("ip"), "02:42:0a:32:00:03".into());
+        o.vxlan_entries.insert(name.clone(), have);
+        let mut p = Plan::default();
+        diff(&o, &d, &mut p);
+        assert_eq!(p.steps.len(), 1, "{:?}", p.steps);
+        match &p.steps[0].op {
+            StepOp::SetVxlanEntries {
+                fdb_add,
+                fdb_del,
+                neigh_add,
+                neigh_del,
+                ..
+            } => {
+                assert_eq!(fdb_add.len(), 1);
+                assert_eq!(fdb_del, &vec!["02:42:0a:32:00:09".to_string()]);
+                assert_eq!(neigh_add.len(), 1);
+                assert!(neigh_del.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        // Detached from its bridge: replaced, entries re-added.
+        o.links.get_mut(&name).expect("link").master = None;
+        let mut p = Plan::default();
+        diff(&o, &d, &mut p);
+        assert!(matches!(p.steps[0].op, StepOp::DeleteLink { .. }));
+        assert!(matches!(p.steps[1].op, StepOp::CreateVxlan { .. }));
+        // A foreign link of that name: a problem, never touched.
+        o.links.get_mut(&name).expect("link").mac = None;
+        o.links.get_mut(&name).expect("link").alias = None;
+        let mut p = Plan::default();
+        diff(&o, &d, &mut p);
+        assert!(p.steps.is_empty() && p.problems.len() == 1, "{p:?}");
+    }
+}
