@@ -8,6 +8,7 @@
 pub mod dns;
 pub mod driver;
 pub mod error;
+pub mod explain;
 pub mod files;
 pub mod firewall;
 pub mod host;
@@ -17,3 +18,5 @@ pub mod names;
 pub mod network;
 pub mod ports;
 pub mod security;
+#[cfg(test)]
+pub(crate) mod testutil;
