@@ -298,12 +298,12 @@ pub fn forward(
 pub fn explain(ctx: &Context<'_>, id: &str) -> Option<Exposure> {
     let subject = ctx.containers.iter().find(|m| m.spec.id == id)?;
     // `container:` mode: the namespace (and so the exposure) is its owner's.
-    let (holder, netns_of) =
-        match &subject.spec.mode {
-            NetworkMode::Container(owner) => {
-                match ctx.containers.iter().find(|m| &m.spec.id == owner) {
-                    Some(o) => (o, Some(o.spec.name.clone())),
-                    None => return Some(Exposure {
+    let (holder, netns_of) = match &subject.spec.mode {
+        NetworkMode::Container(owner) => {
+            match ctx.containers.iter().find(|m| &m.spec.id == owner) {
+                Some(o) => (o, Some(o.spec.name.clone())),
+                None => {
+                    return Some(Exposure {
                         container: subject.spec.name.clone(),
                         netns_of: None,
                         mode: "container:?".into(),
@@ -317,11 +317,12 @@ pub fn explain(ctx: &Context<'_>, id: &str) -> Option<Exposure> {
                             "the container whose network namespace it should share does not exist"
                                 .into(),
                         ],
-                    }),
+                    })
                 }
             }
-            _ => (subject, None),
-        };
+        }
+        _ => (subject, None),
+    };
     let mut x = Exposure {
         container: subject.spec.name.clone(),
         netns_of: netns_of.clone(),

@@ -859,6 +859,21 @@ pub fn observed_static_rules(json: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// How many rules chain `user` (the administrator's) holds in `nft -j list table inet berth`
+/// output.
+pub fn user_rule_count(json: &Value) -> usize {
+    json.get("nftables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.get("rule"))
+        .filter(|r| {
+            r.get("table").and_then(Value::as_str) == Some("berth")
+                && r.get("chain").and_then(Value::as_str) == Some("user")
+        })
+        .count()
+}
+
 /// Whether the observed static rules are exactly those of `cfg` (order within each chain
 /// matters: the forward chain is a sequence of decisions).
 pub fn static_rules_match(cfg: &FirewallConfig, json: &Value) -> bool {
@@ -930,6 +945,13 @@ mod tests {
         assert!(!e.0.contains_key("x"));
         // Garbage in, nothing out, no panic.
         assert!(parse_observed(&json!(null)).is_empty());
+        let rules = json!({"nftables": [
+            {"rule": {"family": "inet", "table": "berth", "chain": "user", "handle": 9}},
+            {"rule": {"family": "inet", "table": "berth", "chain": "forward", "handle": 3}},
+            {"rule": {"family": "inet", "table": "other", "chain": "user", "handle": 4}}
+        ]});
+        assert_eq!(user_rule_count(&rules), 1);
+        assert_eq!(user_rule_count(&json!(null)), 0);
         assert!(
             parse_observed(&json!({"nftables": [{"set": 5}, {"set": {"elem": "x"}}]})).is_empty()
         );
