@@ -59,6 +59,16 @@ fn drifted(l: &TopoLink) -> bool {
     !matches!(l.state.as_str(), "ok" | "not observed" | "")
 }
 
+/// Whether a network is drawn: all but the predefined `host` and `none` networks, which are
+/// drawn only when a container uses them (they have no device and no endpoints).
+fn shown(t: &Topology, n: &berth_api::types::TopoNetwork) -> bool {
+    match n.driver.as_str() {
+        "host" => t.containers.iter().any(|c| c.mode == "host"),
+        "null" => t.containers.iter().any(|c| c.mode == "none"),
+        _ => true,
+    }
+}
+
 /// `name (state: detail)` for a link that differs, else its name and addresses.
 fn link_lines(l: &TopoLink) -> Vec<String> {
     let mut v = vec![format!("{} {}", l.kind, l.name)];
@@ -119,7 +129,7 @@ pub fn build(t: &Topology) -> Graph {
         }
         g.add(format!("ctr:{}", c.name), Kind::Container, lines, false);
     }
-    for n in &t.networks {
+    for n in t.networks.iter().filter(|n| shown(t, n)) {
         let nk = format!("net:{}", n.name);
         let mut lines = vec![format!("network {} ({})", n.name, n.driver)];
         if !n.subnets.is_empty() {
@@ -202,7 +212,7 @@ pub fn build(t: &Topology) -> Graph {
 /// The text tree (the default output).
 pub fn text(t: &Topology) -> String {
     let mut s = String::new();
-    for n in &t.networks {
+    for n in t.networks.iter().filter(|n| shown(t, n)) {
         let mut head = format!("network {} ({})", n.name, n.driver);
         for (sub, gw) in n.subnets.iter().zip(&n.gateways) {
             let _ = write!(head, " {sub} gw {gw}");

@@ -75,7 +75,9 @@ pub fn build(
 ) -> Topology {
     let mut wanted: BTreeSet<String> = BTreeSet::new();
     let mut networks = Vec::new();
-    for n in nets {
+    let mut nets: Vec<&NetworkSpec> = nets.iter().collect();
+    nets.sort_by(|a, b| a.name.cmp(&b.name));
+    for n in nets.iter().copied() {
         let mut t = TopoNetwork {
             name: n.name.clone(),
             id: short_id(&n.id).to_string(),
@@ -237,6 +239,20 @@ pub fn build(
                         .find(|o| &o.spec.id == id)
                         .map_or(short_id(id), |o| o.spec.name.as_str())
                 ),
+                berth_plan::model::NetworkMode::Networks => {
+                    let names: Vec<&str> = c
+                        .spec
+                        .endpoints
+                        .iter()
+                        .filter_map(|e| nets.iter().find(|n| n.id == e.network_id))
+                        .map(|n| n.name.as_str())
+                        .collect();
+                    if names.is_empty() {
+                        "no network".into()
+                    } else {
+                        names.join(",")
+                    }
+                }
                 m => mode_name(m),
             },
             status: c.status.as_str().to_string(),
