@@ -727,6 +727,210 @@ pub struct CheckCount {
     pub observed: usize,
 }
 
+/// `GET /system/topology`: networks, their devices, the veths and containers on them, built
+/// from what the kernel has (observed) with berth's intent alongside and every difference marked.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Topology {
+    /// The kernel has what berth wants.
+    pub in_sync: bool,
+    /// Every network.
+    pub networks: Vec<TopoNetwork>,
+    /// Every container, with its DNS names and published ports.
+    pub containers: Vec<TopoContainer>,
+    /// berth's links in the kernel that nothing wants (`link X not wanted`).
+    pub orphans: Vec<TopoLink>,
+    /// The steps a reconcile pass would take, and problems (objects in the way), as text.
+    pub drift: Vec<String>,
+}
+
+/// A network in a [`Topology`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TopoNetwork {
+    /// Name.
+    pub name: String,
+    /// Short id.
+    pub id: String,
+    /// `bridge`, `macvlan`, `ipvlan`, `host`, `null`.
+    pub driver: String,
+    /// Subnets (CIDR).
+    pub subnets: Vec<String>,
+    /// Gateways.
+    pub gateways: Vec<String>,
+    /// `--internal`.
+    pub internal: bool,
+    /// Inter-container communication.
+    pub icc: bool,
+    /// `berth.network.allow_direct`.
+    pub allow_direct: bool,
+    /// Its device: the bridge, or the parent interface of a macvlan/ipvlan network.
+    pub device: Option<TopoLink>,
+    /// A macvlan network's host shim.
+    pub shim: Option<TopoLink>,
+    /// Endpoints of running containers (those of stopped containers have nothing in the kernel).
+    pub endpoints: Vec<TopoEndpoint>,
+}
+
+/// A link of the host as berth wants it and as the kernel has it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TopoLink {
+    /// Name.
+    pub name: String,
+    /// `bridge`, `veth`, `macvlan`, `ipvlan`, `parent`, …
+    pub kind: String,
+    /// `ok`, `missing`, `differs`, `down`, `not wanted`, `not berth's` (a parent, or a foreign
+    /// link), `not observed`.
+    pub state: String,
+    /// What differs, for people (empty when ok).
+    pub detail: String,
+    /// Observed addresses.
+    pub addrs: Vec<String>,
+    /// Observed master (the bridge of a port).
+    pub master: String,
+    /// Observed `IFF_UP`.
+    pub up: bool,
+}
+
+/// An endpoint: a container's interface on a network.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TopoEndpoint {
+    /// Container name.
+    pub container: String,
+    /// Interface inside the container (`eth0`).
+    pub ifname: String,
+    /// Addresses berth gave it.
+    pub addrs: Vec<String>,
+    /// Addresses the kernel shows inside the container (when looked into).
+    pub observed_addrs: Vec<String>,
+    /// The host side of its veth (bridge networks).
+    pub veth: Option<TopoLink>,
+    /// `ok`, `missing`, `differs` or `not observed` for the container side.
+    pub state: String,
+    /// What differs.
+    pub detail: String,
+    /// The names it answers to on this network (container name, aliases, short id).
+    pub dns_names: Vec<String>,
+}
+
+/// A container in a [`Topology`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TopoContainer {
+    /// Name.
+    pub name: String,
+    /// Short id.
+    pub id: String,
+    /// `networks`, `host`, `none`, `container:NAME`.
+    pub mode: String,
+    /// `running`, `exited`, `created`.
+    pub status: String,
+    /// Published ports (`0.0.0.0:8080->80/tcp`).
+    pub ports: Vec<String>,
+}
+
+/// `GET /containers/{id}/explain`: who can reach a container, on which ports, from where, and
+/// where it can go, computed from the intent; with `verify=1` also what real probes found.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Exposure {
+    /// The container.
+    pub container: String,
+    /// The container whose network namespace it shares (`container:` mode).
+    pub netns_of: String,
+    /// `networks`, `host`, `none`, `container:NAME`.
+    pub mode: String,
+    /// Whether the namespace's holder runs.
+    pub running: bool,
+    /// Its addresses: `10.1.0.2/24 on web (bridge, eth0)`.
+    pub addresses: Vec<String>,
+    /// TCP sockets listening in its namespace (`0.0.0.0:80`), when read.
+    pub listening: Option<Vec<String>>,
+    /// Published ports (`0.0.0.0:8080->80/tcp`).
+    pub published: Vec<String>,
+    /// Who can reach it.
+    pub inbound: Vec<ExposureFlow>,
+    /// Where it can go.
+    pub outbound: Vec<ExposureFlow>,
+    /// Everything else worth knowing.
+    pub notes: Vec<String>,
+    /// What `verify=1` found.
+    pub verify: Option<VerifyReport>,
+}
+
+/// One flow of an [`Exposure`] and berth's verdict.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ExposureFlow {
+    /// `outside`, `host`, `container`, `network`, `namespace`.
+    pub peer_kind: String,
+    /// Who (`the host`, `container client`).
+    pub peer: String,
+    /// What is reached.
+    pub target: String,
+    /// Which ports.
+    pub ports: String,
+    /// Whether berth lets it through.
+    pub allowed: bool,
+    /// The deciding rule, `chain "comment"` (empty where none of berth's rules is involved).
+    pub rule: String,
+    /// Why.
+    pub cause: String,
+    /// What would allow it.
+    pub fix: String,
+    /// `verify=1`: `agrees`, `DIFFERS`, `inconclusive` or `not probed`.
+    pub verified: String,
+}
+
+/// What the probes of `verify=1` found.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct VerifyReport {
+    /// Every conclusive probe agreed with the plan.
+    pub agrees: bool,
+    /// The probes, in the order of the flows.
+    pub probes: Vec<ProbeResult>,
+    /// Each disagreement, for people.
+    pub differences: Vec<String>,
+    /// What could not be probed and why (the outside cannot be reached from berthd).
+    pub not_probed: Vec<String>,
+}
+
+/// One connection attempt.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ProbeResult {
+    /// `host` or `container NAME`.
+    pub from: String,
+    /// `ADDR:PORT`.
+    pub to: String,
+    /// Index of the flow in `Inbound`.
+    pub flow: usize,
+    /// `open` or `blocked`, as the plan says.
+    pub expected: String,
+    /// `connected`, `refused`, `timeout`, `unreachable: …`, `error: …`.
+    pub outcome: String,
+    /// The outcome matches the plan (`false` also for an inconclusive probe).
+    pub agrees: bool,
+    /// Milliseconds it took.
+    pub millis: u64,
+}
+
+/// One line of the `verify=1` stream (`application/x-ndjson`): progress lines, then the report
+/// (or an error).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ExplainEvent {
+    /// A probe done: `done/total from → to: outcome`.
+    pub progress: Option<String>,
+    /// The final report.
+    pub exposure: Option<Exposure>,
+    /// What failed, if the report cannot be made.
+    pub error: Option<String>,
+}
+
 /// `GET /info` → `Dns`: berth's embedded resolver, counted since berthd started.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(rename_all = "PascalCase", default)]

@@ -2,6 +2,7 @@
 
 mod cmd;
 mod format;
+mod graph;
 mod json;
 mod template;
 
@@ -59,6 +60,10 @@ enum Command {
     /// Check the host against berthd's intent (`berth system check`).
     #[command(subcommand)]
     System(cmd::system::SystemCommand),
+    /// Show networks, bridges, veths and containers as the kernel has them, drift marked.
+    Topology(cmd::topology::Args),
+    /// Show who can reach a container, on which ports, from where, and where it can go.
+    Explain(cmd::explain::Args),
     /// Show client and daemon versions.
     Version,
 }
@@ -100,6 +105,8 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Info => cmd::info::run(&client).await,
         Command::System(c) => cmd::system::run(&client, c).await,
         Command::Node(c) => cmd::node::run(&client, c).await,
+        Command::Topology(a) => cmd::topology::run(&client, a).await,
+        Command::Explain(a) => cmd::explain::run(&client, a).await,
         Command::Version => cmd::version::run(&client).await,
     };
     match result {

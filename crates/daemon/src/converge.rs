@@ -73,7 +73,10 @@ impl Daemon {
 
     /// The containers whose network namespace exists: running ones (`/proc/PID/ns/net`) and
     /// the one being started (its namespace held by an fd).
-    fn running(&self, containers: Vec<ContainerSpec>) -> ApiResult<Vec<(ContainerSpec, String)>> {
+    pub(crate) fn running(
+        &self,
+        containers: Vec<ContainerSpec>,
+    ) -> ApiResult<Vec<(ContainerSpec, String)>> {
         let starting = self.starting.lock().map(|s| s.clone()).unwrap_or_default();
         let mut out = Vec::new();
         for c in containers {

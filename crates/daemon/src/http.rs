@@ -35,6 +35,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/metrics", get(metrics))
         .route("/system/check", get(system_check))
         .route("/cluster/nodes", get(cluster_nodes))
+        .route("/system/topology", get(system_topology))
         .route("/openapi.json", get(openapi))
         .route("/networks", get(list_networks))
         .route("/networks/create", post(create_network))
@@ -52,6 +53,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/containers/{id}/stop", post(stop_container))
         .route("/containers/{id}/wait", post(wait_container))
         .route("/containers/{id}/logs", get(logs))
+        .route("/containers/{id}/explain", get(explain))
         .route("/containers/{id}", axum::routing::delete(remove_container))
         .route("/containers/{id}/exec", post(create_exec))
         .route("/exec/{id}/start", post(start_exec))
@@ -239,6 +241,67 @@ async fn cluster_nodes(State(d): D) -> ApiResult<Json<Vec<berth_api::types::Node
 /// `GET /system/check`: desired vs observed and the steps a pass would take (dry run).
 async fn system_check(State(d): D) -> ApiResult<Json<SystemCheck>> {
     Ok(Json(d.check().await?))
+}
+
+/// `GET /system/topology`: networks, devices, veths, containers as observed, drift marked.
+async fn system_topology(State(d): D) -> ApiResult<Json<Topology>> {
+    Ok(Json(d.topology().await?))
+}
+
+#[derive(Deserialize)]
+struct ExplainQuery {
+    verify: Option<String>,
+}
+
+/// `GET /containers/{id}/explain[?verify=1]`: the exposure as JSON; with `verify`, an
+/// `application/x-ndjson` stream of [`ExplainEvent`]s (progress lines while the probes run,
+/// then the report), so a long verification shows progress.
+async fn explain(
+    State(d): D,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<ExplainQuery>,
+) -> ApiResult<Response> {
+    if !truthy(&q.verify, false) {
+        return Ok(Json(d.explain(&id, false, None).await?).into_response());
+    }
+    // Unknown containers are a plain 404, before the stream starts.
+    d.find_container(&id)?;
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let (ptx, mut prx) = mpsc::channel::<String>(64);
+    let line = |e: &ExplainEvent| {
+        let mut v = serde_json::to_vec(e).unwrap_or_default();
+        v.push(b'\n');
+        Bytes::from(v)
+    };
+    tokio::spawn(async move {
+        let fwd_tx = tx.clone();
+        let forwarder = tokio::spawn(async move {
+            while let Some(p) = prx.recv().await {
+                let ev = ExplainEvent {
+                    progress: Some(p),
+                    ..ExplainEvent::default()
+                };
+                if fwd_tx.send(line(&ev)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let res = d.explain(&id, true, Some(ptx)).await;
+        // Every progress sender is gone with the call: the forwarder ends after its last line.
+        let _ = forwarder.await;
+        let ev = match res {
+            Ok(x) => ExplainEvent {
+                exposure: Some(x),
+                ..ExplainEvent::default()
+            },
+            Err(e) => ExplainEvent {
+                error: Some(e.message),
+                ..ExplainEvent::default()
+            },
+        };
+        let _ = tx.send(line(&ev)).await;
+    });
+    Ok(stream_body(rx, "application/x-ndjson"))
 }
 
 /// `GET /metrics`: Prometheus text format (the embedded DNS resolver's counters and latency).
@@ -584,16 +647,13 @@ fn truthy(v: &Option<String>, default: bool) -> bool {
     }
 }
 
-fn stream_body(rx: mpsc::Receiver<Bytes>) -> Response {
+fn stream_body(rx: mpsc::Receiver<Bytes>, content_type: &'static str) -> Response {
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
     });
     Response::builder()
         .status(StatusCode::OK)
-        .header(
-            header::CONTENT_TYPE,
-            "application/vnd.docker.multiplexed-stream",
-        )
+        .header(header::CONTENT_TYPE, content_type)
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
@@ -615,7 +675,7 @@ async fn logs(
         d.exit_channel(&c.id).subscribe(),
         st.status != Status::Exited,
     );
-    Ok(stream_body(rx))
+    Ok(stream_body(rx, "application/vnd.docker.multiplexed-stream"))
 }
 
 #[derive(Deserialize)]
@@ -876,7 +936,7 @@ async fn start_exec(State(d): D, UrlPath(id): UrlPath<String>) -> ApiResult<Resp
     }
     let privileges = crate::security::privileges(&d.find_container(&cid)?.security);
     let rx = d.runtime.start_exec(&id, st.pid, &privileges)?;
-    Ok(stream_body(rx))
+    Ok(stream_body(rx, "application/vnd.docker.multiplexed-stream"))
 }
 
 async fn inspect_exec(State(d): D, UrlPath(id): UrlPath<String>) -> ApiResult<Json<ExecInspect>> {

@@ -10,6 +10,7 @@ mod converge;
 mod daemon;
 mod dns;
 mod error;
+mod explain;
 mod failpoint;
 mod firewall;
 mod http;
@@ -22,6 +23,7 @@ mod ports_local6;
 mod reconcile;
 mod runtime;
 mod security;
+mod topology;
 
 use std::path::PathBuf;
 

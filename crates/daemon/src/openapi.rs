@@ -15,6 +15,10 @@ fn version() {}
 fn info() {}
 #[utoipa::path(get, path = "/system/check", responses((status = 200, body = SystemCheck, description = "berth's own: the kernel against the stored intent and the steps a reconcile pass would take (dry run)")))]
 fn system_check() {}
+#[utoipa::path(get, path = "/system/topology", responses((status = 200, body = Topology, description = "berth's own: networks, their devices, veths and containers as the kernel has them, beside the intent, drift marked")))]
+fn system_topology() {}
+#[utoipa::path(get, path = "/containers/{id}/explain", params(("id" = String, Path), ("verify" = Option<bool>, Query, description = "also send real TCP probes; the answer is then an application/x-ndjson stream of ExplainEvent lines")), responses((status = 200, body = Exposure, description = "berth's own: who can reach the container, on which ports, from where, and where it can go"), (status = 404, body = ErrorResponse)))]
+fn explain() {}
 #[utoipa::path(get, path = "/networks", params(("filters" = Option<String>, Query, description = "Docker filters JSON: driver, id, name, label, scope, type, dangling")), responses((status = 200, body = [NetworkResource]), (status = 400, body = ErrorResponse)))]
 fn list_networks() {}
 #[utoipa::path(get, path = "/networks/{id}", params(("id" = String, Path, description = "name, id or unique id prefix")), responses((status = 200, body = NetworkResource), (status = 404, body = ErrorResponse)))]
@@ -64,6 +68,8 @@ fn inspect_exec() {}
         version,
         info,
         system_check,
+        system_topology,
+        explain,
         list_networks,
         inspect_network,
         create_network,

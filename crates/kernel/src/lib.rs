@@ -18,6 +18,7 @@ pub mod nft;
 mod nl;
 pub mod observe;
 pub mod ops;
+pub mod probe;
 pub mod rootfs;
 #[rustfmt::skip]
 mod seccomp_table;

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::model::{ContainerSpec, NetworkSpec};
+use crate::model::{ContainerSpec, EndpointSpec, NetworkSpec};
 use crate::names;
 use crate::network as planner;
 
@@ -158,6 +158,25 @@ pub fn serves(net: &NetworkSpec) -> bool {
     net.dns && net.driver.has_bridge() && !net.subnets.is_empty()
 }
 
+/// The names container `c` answers to on `net` through endpoint `ep` (lower case, each once):
+/// its name, short id, `NAME.NETWORK` and its aliases there.
+pub fn names_of(c: &ContainerSpec, ep: &EndpointSpec, net: &NetworkSpec) -> Vec<String> {
+    let mut keys: Vec<String> = vec![
+        c.name.to_ascii_lowercase(),
+        names::short_id(&c.id).to_ascii_lowercase(),
+        format!("{}.{}", c.name, net.name).to_ascii_lowercase(),
+    ];
+    keys.extend(ep.aliases.iter().map(|a| a.to_ascii_lowercase()));
+    let mut seen: Vec<String> = Vec::new();
+    for k in keys {
+        let k = k.trim_end_matches('.').to_string();
+        if !k.is_empty() && !seen.contains(&k) {
+            seen.push(k);
+        }
+    }
+    seen
+}
+
 /// The addresses berth's resolver listens on (port 53): the gateways of every served network.
 pub fn listen_addrs(networks: &[NetworkSpec]) -> Vec<IpAddr> {
     let mut out: Vec<IpAddr> = networks
@@ -249,18 +268,7 @@ impl Table {
                     continue;
                 }
                 let table = &mut t.nets[ni as usize];
-                let mut keys: Vec<String> = vec![
-                    c.name.to_ascii_lowercase(),
-                    names::short_id(&c.id).to_ascii_lowercase(),
-                    format!("{}.{}", c.name, net.name).to_ascii_lowercase(),
-                ];
-                keys.extend(ep.aliases.iter().map(|a| a.to_ascii_lowercase()));
-                let mut seen = Vec::new();
-                for k in keys {
-                    let k = k.trim_end_matches('.').to_string();
-                    if k.is_empty() || seen.contains(&k) {
-                        continue;
-                    }
+                for k in names_of(c, ep, net) {
                     let entry = table.names.entry(k.as_bytes().into()).or_default();
                     for a in &ep.addrs {
                         match a.addr() {
@@ -268,7 +276,6 @@ impl Table {
                             IpAddr::V6(v6) => entry.v6.push(v6),
                         }
                     }
-                    seen.push(k);
                 }
                 let mut wire = Vec::new();
                 push_wire_name(&mut wire, &format!("{}.{}", c.name, net.name));

@@ -199,6 +199,42 @@ pub const SETS: [(&str, &str, bool, &str); 9] = [
     ),
 ];
 
+/// Comments of the forward chain's rules (the text `nft list table inet berth` shows, and what
+/// `berth explain` names as the rule deciding a flow).
+pub mod rule {
+    /// Rule 1.
+    pub const USER: &str = "administrator's rules first";
+    /// Rule 2.
+    pub const ICC_OFF: &str = "enable_icc=false: no routed traffic between its containers";
+    /// Rule 3.
+    pub const SAME_BRIDGE: &str = "routed traffic staying on its network";
+    /// Rule 4, inbound side.
+    pub const INTERNAL_OUT: &str = "internal networks: nothing routed out";
+    /// Rule 4, outbound side.
+    pub const INTERNAL_IN: &str = "internal networks: nothing routed in";
+    /// Rule 5.
+    pub const PUBLISHED: &str = "published ports, also from other networks through a host address";
+    /// Rule 6.
+    pub const ISOLATION: &str = "isolation: networks do not reach each other";
+    /// Rule 7.
+    pub const REPLIES: &str = "replies to connections containers opened";
+    /// Rule 8.
+    pub const DIRECT: &str = "allow_direct networks: container addresses reachable from outside";
+    /// Rule 9.
+    pub const NOT_FROM_OUTSIDE: &str =
+        "container addresses are not reachable from outside unless published";
+    /// Rule 10.
+    pub const OUT: &str = "containers may connect out";
+    /// Rule 11 (IPv4).
+    pub const GUARD4: &str =
+        "berth enabled ip_forward; forwarding that does not involve berth stays off";
+    /// Rule 11 (IPv6).
+    pub const GUARD6: &str =
+        "berth enabled IPv6 forwarding; forwarding that does not involve berth stays off";
+    /// `prerouting_raw`, IPv4.
+    pub const LOOPBACK4: &str = "loopback addresses never arrive from outside (moby#45610; route_localnet is on for berth bridges)";
+}
+
 /// Longest comment nft accepts on an element or rule.
 const MAX_COMMENT: usize = 128;
 
@@ -294,72 +330,44 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
     let mut rule = |chain: &str, body: &str, comment: &str| {
         let _ = writeln!(s, "add rule {t} {chain} {body} comment {}", quote(comment));
     };
-    rule("forward", "jump user", "administrator's rules first");
+    rule("forward", "jump user", rule::USER);
     rule(
         "forward",
         "iifname @icc_off oifname @icc_off drop",
-        "enable_icc=false: no routed traffic between its containers",
+        rule::ICC_OFF,
     );
     rule(
         "forward",
         "iifname . oifname @same_bridge accept",
-        "routed traffic staying on its network",
+        rule::SAME_BRIDGE,
     );
-    rule(
-        "forward",
-        "iifname @internal drop",
-        "internal networks: nothing routed out",
-    );
-    rule(
-        "forward",
-        "oifname @internal drop",
-        "internal networks: nothing routed in",
-    );
+    rule("forward", "iifname @internal drop", rule::INTERNAL_OUT);
+    rule("forward", "oifname @internal drop", rule::INTERNAL_IN);
     rule(
         "forward",
         "oifname @bridges ct status dnat accept",
-        "published ports, also from other networks through a host address",
+        rule::PUBLISHED,
     );
     rule(
         "forward",
         "iifname @bridges oifname @bridges drop",
-        "isolation: networks do not reach each other",
+        rule::ISOLATION,
     );
     rule(
         "forward",
         "oifname @bridges ct state established,related accept",
-        "replies to connections containers opened",
+        rule::REPLIES,
     );
-    rule(
-        "forward",
-        "oifname @direct accept",
-        "allow_direct networks: container addresses reachable from outside",
-    );
-    rule(
-        "forward",
-        "oifname @bridges drop",
-        "container addresses are not reachable from outside unless published",
-    );
-    rule(
-        "forward",
-        "iifname @bridges accept",
-        "containers may connect out",
-    );
+    rule("forward", "oifname @direct accept", rule::DIRECT);
+    rule("forward", "oifname @bridges drop", rule::NOT_FROM_OUTSIDE);
+    rule("forward", "iifname @bridges accept", rule::OUT);
     // One rule per family: a host that already routed IPv4 keeps doing so even if berth had
     // to turn IPv6 forwarding on (and the other way round).
     if cfg.forwarding_was_off {
-        rule(
-            "forward",
-            "meta nfproto ipv4 drop",
-            "berth enabled ip_forward; forwarding that does not involve berth stays off",
-        );
+        rule("forward", "meta nfproto ipv4 drop", rule::GUARD4);
     }
     if cfg.ipv6_forwarding_was_off {
-        rule(
-            "forward",
-            "meta nfproto ipv6 drop",
-            "berth enabled IPv6 forwarding; forwarding that does not involve berth stays off",
-        );
+        rule("forward", "meta nfproto ipv6 drop", rule::GUARD6);
     }
     rule(
         "postrouting",
@@ -431,7 +439,7 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
     rule(
         "prerouting_raw",
         "iifname != \"lo\" ip daddr 127.0.0.0/8 counter drop",
-        "loopback addresses never arrive from outside (moby#45610; route_localnet is on for berth bridges)",
+        rule::LOOPBACK4,
     );
     rule(
         "prerouting_raw",
@@ -851,6 +859,21 @@ pub fn observed_static_rules(json: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// How many rules chain `user` (the administrator's) holds in `nft -j list table inet berth`
+/// output.
+pub fn user_rule_count(json: &Value) -> usize {
+    json.get("nftables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.get("rule"))
+        .filter(|r| {
+            r.get("table").and_then(Value::as_str) == Some("berth")
+                && r.get("chain").and_then(Value::as_str) == Some("user")
+        })
+        .count()
+}
+
 /// Whether the observed static rules are exactly those of `cfg` (order within each chain
 /// matters: the forward chain is a sequence of decisions).
 pub fn static_rules_match(cfg: &FirewallConfig, json: &Value) -> bool {
@@ -922,6 +945,13 @@ mod tests {
         assert!(!e.0.contains_key("x"));
         // Garbage in, nothing out, no panic.
         assert!(parse_observed(&json!(null)).is_empty());
+        let rules = json!({"nftables": [
+            {"rule": {"family": "inet", "table": "berth", "chain": "user", "handle": 9}},
+            {"rule": {"family": "inet", "table": "berth", "chain": "forward", "handle": 3}},
+            {"rule": {"family": "inet", "table": "other", "chain": "user", "handle": 4}}
+        ]});
+        assert_eq!(user_rule_count(&rules), 1);
+        assert_eq!(user_rule_count(&json!(null)), 0);
         assert!(
             parse_observed(&json!({"nftables": [{"set": 5}, {"set": {"elem": "x"}}]})).is_empty()
         );

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod dns;
 pub mod driver;
 pub mod error;
+pub mod explain;
 pub mod files;
 pub mod firewall;
 pub mod host;
@@ -19,3 +20,5 @@ pub mod network;
 pub mod overlay;
 pub mod ports;
 pub mod security;
+#[cfg(test)]
+pub(crate) mod testutil;

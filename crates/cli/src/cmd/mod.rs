@@ -2,6 +2,7 @@
 //! the caller (`report`).
 
 pub mod exec;
+pub mod explain;
 pub mod info;
 pub mod inspect;
 pub mod logs;
@@ -20,6 +21,7 @@ pub mod rm;
 pub mod run;
 pub mod stop;
 pub mod system;
+pub mod topology;
 pub mod version;
 
 use anyhow::Result;
