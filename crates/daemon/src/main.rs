@@ -21,6 +21,7 @@ mod ports_local6;
 mod reconcile;
 mod runtime;
 mod security;
+mod sysinfo;
 
 use std::path::PathBuf;
 

@@ -17,3 +17,4 @@ pub mod names;
 pub mod network;
 pub mod ports;
 pub mod security;
+pub mod until;
