@@ -4,6 +4,7 @@
 //! Docker's shapes where Docker has one. See docs/API.md for the endpoint list.
 
 pub mod client;
+pub mod gojson;
 pub mod types;
 
 /// The Docker Engine API version berthd announces (`Api-Version` header, `/version`).

@@ -27,6 +27,14 @@ pub struct IpamConfig {
     /// Gateway address.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub gateway: String,
+    /// `--aux-address NAME=IP`: addresses of the subnet the IPAM never gives to a container
+    /// (Docker's `AuxiliaryAddresses`, omitted when empty).
+    #[serde(
+        rename = "AuxiliaryAddresses",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub aux_addresses: Option<BTreeMap<String, String>>,
 }
 
 /// IPAM section.
@@ -36,7 +44,8 @@ pub struct Ipam {
     /// Always `default`.
     #[serde(default)]
     pub driver: String,
-    /// Driver options (unused; echoed).
+    /// `--ipam-opt`: options of the IPAM driver, kept and echoed as given (`null` when none
+    /// were given, `{}` when an empty map was).
     #[serde(default)]
     pub options: Option<BTreeMap<String, String>>,
     /// Pools.
@@ -49,13 +58,21 @@ pub struct Ipam {
 #[serde(rename_all = "PascalCase")]
 pub struct NetworkCreateRequest {
     /// Network name.
+    #[serde(default)]
     pub name: String,
     /// `bridge` (default).
     #[serde(default)]
     pub driver: String,
-    /// Ignored (`local`).
+    /// `--scope`: empty or `local`; `swarm` and `global` are refused.
     #[serde(default)]
     pub scope: String,
+    /// `--ipv4` (API 1.48): berth networks always have IPv4; `false` is refused.
+    #[serde(
+        rename = "EnableIPv4",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub enable_ipv4: Option<bool>,
     /// `--ipv6`.
     #[serde(rename = "EnableIPv6", default)]
     pub enable_ipv6: Option<bool>,
@@ -74,6 +91,9 @@ pub struct NetworkCreateRequest {
     /// Swarm only; rejected when true.
     #[serde(default)]
     pub config_only: bool,
+    /// `--config-from`: berth has no configuration-only networks, so a name here is refused.
+    #[serde(default)]
+    pub config_from: Option<ConfigReference>,
     /// `--opt`.
     #[serde(default)]
     pub options: Option<BTreeMap<String, String>>,
@@ -95,11 +115,12 @@ pub struct NetworkCreateResponse {
     pub warning: String,
 }
 
-/// `ConfigFrom` (always empty).
+/// `ConfigFrom` (always empty in berth's answers).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct ConfigReference {
     /// Empty.
+    #[serde(default)]
     pub network: String,
 }
 
@@ -136,6 +157,9 @@ pub struct NetworkResource {
     pub scope: String,
     /// `bridge`, `host`, `null`.
     pub driver: String,
+    /// IPv4 enabled (API 1.48; true for every network but `host` and `none`).
+    #[serde(rename = "EnableIPv4", default)]
+    pub enable_ipv4: bool,
     /// IPv6 enabled.
     #[serde(rename = "EnableIPv6")]
     pub enable_ipv6: bool,
@@ -238,7 +262,8 @@ pub struct EndpointSettings {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct NetworkConnectRequest {
-    /// Container id or name.
+    /// Container id or name (missing or empty: 400, like dockerd).
+    #[serde(default)]
     pub container: String,
     /// Addresses and aliases.
     #[serde(default)]
@@ -249,7 +274,8 @@ pub struct NetworkConnectRequest {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct NetworkDisconnectRequest {
-    /// Container id or name.
+    /// Container id or name (missing or empty: 400, like dockerd).
+    #[serde(default)]
     pub container: String,
     /// Accepted for compatibility.
     #[serde(default)]
@@ -595,6 +621,70 @@ pub struct InfoResponse {
     pub containers: usize,
     /// Running containers.
     pub containers_running: usize,
+    /// Always 0: berth does not pause containers.
+    #[serde(default)]
+    pub containers_paused: usize,
+    /// Created or exited containers.
+    #[serde(default)]
+    pub containers_stopped: usize,
+    /// Always 0: berth has no images.
+    #[serde(default)]
+    pub images: usize,
+    /// Docker's storage driver: `none` (no images; a container's root is a read-only view of
+    /// the host's, or its `--rootfs`).
+    #[serde(default)]
+    pub driver: String,
+    /// Where container output goes: `berth-file` (a file per stream in the state dir).
+    #[serde(default)]
+    pub logging_driver: String,
+    /// Built-in plugins (`Network`: the drivers berth has).
+    #[serde(default)]
+    pub plugins: PluginsInfo,
+    /// Swarm state: always `inactive` (berth is not a swarm node).
+    #[serde(default)]
+    pub swarm: SwarmInfo,
+    /// CPUs of the host.
+    #[serde(rename = "NCPU", default)]
+    pub ncpu: usize,
+    /// Memory of the host, bytes.
+    #[serde(default)]
+    pub mem_total: u64,
+    /// Host name.
+    #[serde(default)]
+    pub name: String,
+    /// `PRETTY_NAME` of the host's os-release.
+    #[serde(default)]
+    pub operating_system: String,
+    /// `linux`.
+    #[serde(rename = "OSType", default)]
+    pub os_type: String,
+    /// `uname -m`.
+    #[serde(default)]
+    pub architecture: String,
+    /// Kernel release.
+    #[serde(default)]
+    pub kernel_version: String,
+    /// The state directory (Docker's field for it).
+    #[serde(default)]
+    pub docker_root_dir: String,
+    /// Containers keep running while berthd restarts (always true).
+    #[serde(default)]
+    pub live_restore_enabled: bool,
+    /// The container init: berthd itself, re-executed.
+    #[serde(default)]
+    pub init_binary: String,
+    /// Docker's `name=…,profile=…` entries for the confinement every container gets.
+    #[serde(default)]
+    pub security_options: Vec<String>,
+    /// The pools subnets are taken from when a network is created without one.
+    #[serde(default)]
+    pub default_address_pools: Vec<AddressPool>,
+    /// Always false.
+    #[serde(default)]
+    pub debug: bool,
+    /// Always false.
+    #[serde(default)]
+    pub experimental_build: bool,
     /// Networks.
     pub networks: usize,
     /// berth's version.
@@ -663,6 +753,49 @@ pub struct NodeSummary {
     pub lease_ttl_secs: u64,
     /// Endpoints it has on cluster-wide networks.
     pub endpoints: usize,
+}
+
+/// `GET /info` → `Plugins`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct PluginsInfo {
+    /// Volume drivers (none).
+    pub volume: Vec<String>,
+    /// Network drivers.
+    pub network: Vec<String>,
+    /// Authorization plugins (none).
+    pub authorization: Option<Vec<String>>,
+    /// Log drivers.
+    pub log: Vec<String>,
+}
+
+/// `GET /info` → `Swarm` (Docker's `swarm.Info` of a node that is not in a swarm).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct SwarmInfo {
+    /// Empty.
+    #[serde(rename = "NodeID")]
+    pub node_id: String,
+    /// Empty.
+    pub node_addr: String,
+    /// `inactive`.
+    pub local_node_state: String,
+    /// False.
+    pub control_available: bool,
+    /// Empty.
+    pub error: String,
+    /// None.
+    pub remote_managers: Option<Vec<String>>,
+}
+
+/// One of `GET /info` → `DefaultAddressPools`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AddressPool {
+    /// The pool, e.g. `172.17.0.0/16`.
+    pub base: String,
+    /// Prefix length of each subnet taken from it.
+    pub size: u8,
 }
 
 /// `GET /info` → `Reconciler`: the loop that keeps the kernel equal to the stored intent,

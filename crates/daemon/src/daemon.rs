@@ -18,7 +18,7 @@ use berth_store::{Op, RedbStore, Store, StoreExt};
 use ipnet::IpNet;
 use tokio::sync::{mpsc, watch, Mutex};
 
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::firewall::Firewall;
 use crate::reconcile::{Reconciler, Wake};
 use crate::runtime::Runtime;
@@ -234,6 +234,10 @@ impl Daemon {
 
     /// Finds a container by name, id or unique id prefix.
     pub fn find_container(&self, query: &str) -> ApiResult<ContainerSpec> {
+        if query.is_empty() {
+            // dockerd's answer to a missing `Container` (e.g. a connect with an empty body).
+            return Err(ApiError::bad_request("invalid name or ID supplied: \"\""));
+        }
         let query = query.strip_prefix('/').unwrap_or(query);
         let cs = self.containers()?;
         names::resolve(query, &cs, |c| c.id.as_str(), |c| c.name.as_str())

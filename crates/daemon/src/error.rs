@@ -43,6 +43,13 @@ impl ApiError {
             message: message.into(),
         }
     }
+    /// 503: what a dockerd outside any swarm answers to the swarm endpoints.
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: message.into(),
+        }
+    }
     /// 500: something on the host failed; the message says what was being done.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError {
@@ -88,7 +95,7 @@ impl From<berth_kernel::error::KernelError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
+        if self.status.is_server_error() && self.status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(status = %self.status, "{}", self.message);
         } else {
             tracing::info!(status = %self.status, "{}", self.message);

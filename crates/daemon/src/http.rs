@@ -28,7 +28,7 @@ type D = State<Arc<Daemon>>;
 
 /// Builds the router.
 pub fn router(d: Arc<Daemon>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/_ping", get(ping).head(ping))
         .route("/version", get(version))
         .route("/info", get(info))
@@ -57,9 +57,109 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/containers/{id}", axum::routing::delete(remove_container))
         .route("/containers/{id}/exec", post(create_exec))
         .route("/exec/{id}/start", post(start_exec))
-        .route("/exec/{id}/json", get(inspect_exec))
+        .route("/exec/{id}/json", get(inspect_exec));
+    swarm_routes(router)
+        // dockerd answers an unknown path and a known path with the wrong method alike.
+        .fallback(page_not_found)
+        .method_not_allowed_fallback(page_not_found)
+        .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::map_response(docker_headers))
         .with_state(d)
+}
+
+/// dockerd's answer to a path it does not serve (404, also for a wrong method).
+async fn page_not_found() -> ApiError {
+    ApiError::not_found("page not found")
+}
+
+/// dockerd's message for the swarm endpoints of a node that is not a swarm manager.
+pub const NOT_SWARM_MANAGER: &str =
+    "This node is not a swarm manager. Use \"docker swarm init\" or \
+     \"docker swarm join\" to connect this node to swarm and try again.";
+/// dockerd's message for `POST /swarm/leave` on a node that is in no swarm.
+pub const NOT_IN_SWARM: &str = "This node is not part of a swarm";
+
+/// The swarm endpoints of dockerd (moby's `api/server/router/swarm`), each answering 503 as
+/// a dockerd outside any swarm does. `init` and `join` would make dockerd a swarm node: berth
+/// cannot be one, so it says that instead.
+fn swarm_routes(mut r: Router<Arc<Daemon>>) -> Router<Arc<Daemon>> {
+    use axum::routing::MethodRouter;
+    let not_manager = || async { ApiError::unavailable(NOT_SWARM_MANAGER) };
+    let table: Vec<(&str, MethodRouter<Arc<Daemon>>)> = vec![
+        (
+            "/swarm/init",
+            post(|| async { ApiError::unavailable(NO_SWARM_MODE) }),
+        ),
+        (
+            "/swarm/join",
+            post(|| async { ApiError::unavailable(NO_SWARM_MODE) }),
+        ),
+        (
+            "/swarm/leave",
+            post(|| async { ApiError::unavailable(NOT_IN_SWARM) }),
+        ),
+        ("/swarm", get(not_manager)),
+        ("/swarm/unlockkey", get(not_manager)),
+        ("/swarm/update", post(not_manager)),
+        ("/swarm/unlock", post(not_manager)),
+        ("/services", get(not_manager)),
+        ("/services/create", post(not_manager)),
+        ("/services/{id}", get(not_manager).delete(not_manager)),
+        ("/services/{id}/update", post(not_manager)),
+        ("/services/{id}/logs", get(not_manager)),
+        ("/nodes", get(not_manager)),
+        ("/nodes/{id}", get(not_manager).delete(not_manager)),
+        ("/nodes/{id}/update", post(not_manager)),
+        ("/tasks", get(not_manager)),
+        ("/tasks/{id}", get(not_manager)),
+        ("/tasks/{id}/logs", get(not_manager)),
+    ];
+    for (path, m) in table {
+        r = r.route(path, m);
+    }
+    for kind in ["secrets", "configs"] {
+        r = r
+            .route(&format!("/{kind}"), get(not_manager))
+            .route(&format!("/{kind}/create"), post(not_manager))
+            .route(
+                &format!("/{kind}/{{id}}"),
+                get(not_manager).delete(not_manager),
+            )
+            .route(&format!("/{kind}/{{id}}/update"), post(not_manager));
+    }
+    r
+}
+
+/// berth's answer to `swarm init` and `swarm join` (dockerd would become a swarm node).
+pub const NO_SWARM_MODE: &str = "berth does not implement swarm mode: this node cannot \
+     initialize or join a swarm (berth's networks are local to this host)";
+
+/// Every error answer is Docker's JSON body: errors that do not come from a handler (a body
+/// too large, a path or query that does not decode) are plain text from axum, turned into
+/// `{"message": …}` here.
+async fn json_errors(res: Response) -> Response {
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
+        return res;
+    }
+    let text = match axum::body::to_bytes(res.into_body(), 64 * 1024).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_string()
+    } else {
+        text
+    };
+    ApiError { status, message }.into_response()
 }
 
 /// Headers every dockerd response carries; the docker CLI reads `Api-Version` to pick the
@@ -192,15 +292,73 @@ async fn info(State(d): D) -> ApiResult<Json<InfoResponse>> {
         })
         .count();
     let meta = d.meta.lock().map(|m| m.clone()).unwrap_or_default();
+    let host = crate::sysinfo::HostInfo::read();
+    let state_dir = d.config.state_dir.display().to_string();
     Ok(Json(InfoResponse {
         id: meta.id,
         containers: containers.len(),
         containers_running: running,
+        containers_paused: 0,
+        containers_stopped: containers.len() - running,
+        images: 0,
+        driver: "none".into(),
+        logging_driver: "berth-file".into(),
+        plugins: PluginsInfo {
+            volume: vec![],
+            network: ["bridge", "host", "ipvlan", "macvlan", "null"]
+                .map(String::from)
+                .to_vec(),
+            authorization: None,
+            log: vec!["berth-file".into()],
+        },
+        swarm: SwarmInfo {
+            local_node_state: "inactive".into(),
+            ..SwarmInfo::default()
+        },
+        ncpu: host.ncpu,
+        mem_total: host.mem_total,
+        name: host.name,
+        operating_system: host.operating_system,
+        os_type: "linux".into(),
+        architecture: host.architecture,
+        kernel_version: host.kernel_version,
+        docker_root_dir: state_dir.clone(),
+        live_restore_enabled: true,
+        init_binary: "berthd".into(),
+        // What every container gets unless loosened (docs/SECURITY.md).
+        security_options: vec![
+            "name=seccomp,profile=builtin".into(),
+            "name=no-new-privileges".into(),
+        ],
+        default_address_pools: berth_plan::ipam::default_pools()
+            .into_iter()
+            .map(|(base, size)| AddressPool {
+                base: base.to_string(),
+                size,
+            })
+            .collect(),
+        debug: false,
+        experimental_build: false,
         networks: d.networks()?.len(),
         server_version: env!("CARGO_PKG_VERSION").into(),
-        state_dir: d.config.state_dir.display().to_string(),
+        state_dir,
         store: d.store.describe(),
-        warnings: d.warnings.lock().map(|w| w.clone()).unwrap_or_default(),
+        // The docker CLI prints warnings as they come; dockerd's start with "WARNING: ".
+        warnings: d
+            .warnings
+            .lock()
+            .map(|w| {
+                w.iter()
+                    .map(|w| {
+                        if w.starts_with("WARNING") {
+                            w.clone()
+                        } else {
+                            format!("WARNING: {w}")
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
         ip_forward_enabled_by_berth: meta.ipv4_forwarding_was_off,
         dns: d.dns.info(),
         reconciler: d.reconciler.stats(),
@@ -363,9 +521,11 @@ fn parse_filters(raw: Option<&str>) -> ApiResult<BTreeMap<String, Vec<String>>> 
     Ok(out)
 }
 
-/// Decodes a JSON request body; bad JSON is the client's error (400), named by `what`.
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> ApiResult<T> {
-    serde_json::from_slice(body)
+/// Decodes a JSON request body as dockerd's Go decoder would (an empty body is `{}`, `null`
+/// members are absent: [`berth_api::gojson`]); bad JSON is the client's error (400), named by
+/// `what`.
+fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8], what: &str) -> ApiResult<T> {
+    berth_api::gojson::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid {what} request: {e}")))
 }
 
@@ -392,29 +552,42 @@ fn network_resource(n: &NetworkSpec, containers: &[ContainerSpec]) -> NetworkRes
             );
         }
     }
-    let config: Vec<IpamConfig> = n
+    let mut config: Vec<IpamConfig> = n
         .subnets
         .iter()
         .map(|s| IpamConfig {
             subnet: s.subnet.to_string(),
             ip_range: s.ip_range.map(|r| r.to_string()).unwrap_or_default(),
             gateway: s.gateway.to_string(),
+            aux_addresses: (!s.aux_addresses.is_empty()).then(|| {
+                s.aux_addresses
+                    .iter()
+                    .map(|(k, a)| (k.clone(), a.to_string()))
+                    .collect()
+            }),
         })
         .collect();
+    // Pools kept but not in use (an IPv6 pool without IPv6), shown as given, like moby 27.
+    config.extend(n.unused_ipam.iter().map(|p| IpamConfig {
+        subnet: p.subnet.clone(),
+        ip_range: p.ip_range.clone(),
+        gateway: p.gateway.clone(),
+        aux_addresses: (!p.aux_addresses.is_empty()).then(|| p.aux_addresses.clone()),
+    }));
     NetworkResource {
         name: n.name.clone(),
         id: n.id.clone(),
         created: n.created.clone(),
         scope: "local".into(),
         driver: n.driver.as_str().into(),
+        enable_ipv4: !matches!(
+            n.driver,
+            berth_plan::model::Driver::Host | berth_plan::model::Driver::Null
+        ),
         enable_ipv6: n.enable_ipv6,
         ipam: Ipam {
             driver: "default".into(),
-            options: if n.predefined {
-                None
-            } else {
-                Some(BTreeMap::new())
-            },
+            options: n.ipam_options.clone(),
             config: Some(config),
         },
         internal: n.internal,
@@ -433,25 +606,20 @@ async fn list_networks(
     State(d): D,
     Query(q): Query<FiltersQuery>,
 ) -> ApiResult<Json<Vec<NetworkResource>>> {
-    let mut filters = parse_filters(q.filters.as_deref())?;
-    let dangling = filters.remove("dangling");
+    let filters = parse_filters(q.filters.as_deref())?;
     let nets = d.networks()?;
     let containers = d.containers()?;
-    let selected = berth_plan::network::filter_networks(&nets, &filters)?;
-    let mut out = Vec::new();
-    for n in selected {
-        if let Some(vals) = &dangling {
-            let used = containers
-                .iter()
-                .any(|c| c.endpoints.iter().any(|e| e.network_id == n.id));
-            let want_dangling = vals.iter().any(|v| v == "true" || v == "1");
-            if used == want_dangling || n.predefined && want_dangling {
-                continue;
-            }
-        }
-        out.push(network_resource(n, &containers));
-    }
-    Ok(Json(out))
+    let in_use: std::collections::BTreeSet<String> = containers
+        .iter()
+        .flat_map(|c| c.endpoints.iter().map(|e| e.network_id.clone()))
+        .collect();
+    let selected = berth_plan::network::filter_networks(&nets, &filters, &in_use)?;
+    Ok(Json(
+        selected
+            .into_iter()
+            .map(|n| network_resource(n, &containers))
+            .collect(),
+    ))
 }
 
 async fn inspect_network(
@@ -462,20 +630,74 @@ async fn inspect_network(
     Ok(Json(network_resource(&n, &d.containers()?)))
 }
 
-async fn create_network(State(d): D, body: Bytes) -> ApiResult<Response> {
-    let req: NetworkCreateRequest = parse_body(&body, "network create")?;
+/// Refuses what berth cannot make of a create request, with the reason: swarm and global
+/// scopes, ingress, configuration-only networks and `ConfigFrom`, IPv6-only networks, IPAM
+/// drivers other than `default`.
+fn check_create_request(d: &Daemon, req: &NetworkCreateRequest) -> ApiResult<()> {
+    match req.scope.as_str() {
+        "" | "local" => {}
+        "swarm" => {
+            return Err(ApiError::bad_request(
+                "cannot create a swarm scoped network when swarm is not active: berth does not \
+                 implement swarm mode; create a local network (leave --scope out, or use \
+                 --scope local)",
+            ))
+        }
+        "global" => {
+            return Err(ApiError::bad_request(
+                "cannot create a global scoped network: it needs a cluster store shared by the \
+                 hosts, which berth does not have yet (global networks will come with the \
+                 overlay driver); create a local network (leave --scope out, or use --scope \
+                 local)",
+            ))
+        }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "invalid scope {other:?}: berth networks are local (the scopes are local, \
+                 swarm and global)"
+            )))
+        }
+    }
     if req.ingress || req.config_only {
         return Err(ApiError::bad_request(
             "ingress and config-only networks are swarm features; berth does not support them",
         ));
     }
-    let ipam = req.ipam.unwrap_or_default();
-    if !ipam.driver.is_empty() && ipam.driver != "default" {
-        return Err(ApiError::bad_request(format!(
-            "IPAM driver {:?} is not supported (berth supports: default)",
-            ipam.driver
-        )));
+    if let Some(from) = req.config_from.as_ref().filter(|c| !c.network.is_empty()) {
+        // dockerd looks for a configuration-only network of that name; berth has none.
+        return Err(match d.find_network(&from.network) {
+            Ok(n) => ApiError::bad_request(format!(
+                "network {:?} is not a configuration-only network, so --config-from cannot \
+                 use it (berth does not support --config-only networks)",
+                n.name
+            )),
+            Err(_) => ApiError::not_found(format!(
+                "configuration network {:?} does not exist",
+                from.network
+            )),
+        });
     }
+    if req.enable_ipv4 == Some(false) {
+        return Err(ApiError::bad_request(
+            "berth does not support IPv6-only networks (EnableIPv4: false); every berth \
+             network has an IPv4 subnet",
+        ));
+    }
+    if let Some(drv) = req.ipam.as_ref().map(|i| i.driver.as_str()) {
+        if !drv.is_empty() && drv != "default" {
+            return Err(ApiError::bad_request(format!(
+                "IPAM driver {drv:?} is not supported (berth supports: default)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn create_network(State(d): D, body: Bytes) -> ApiResult<Response> {
+    let req: NetworkCreateRequest = parse_body(&body, "network create")?;
+    check_create_request(&d, &req)?;
+    let ipam = req.ipam.unwrap_or_default();
+    let options = req.options.unwrap_or_default();
     let plan_req = NetworkRequest {
         name: req.name,
         driver: Some(req.driver).filter(|d| !d.is_empty()),
@@ -487,20 +709,22 @@ async fn create_network(State(d): D, body: Bytes) -> ApiResult<Response> {
                 subnet: Some(c.subnet).filter(|s| !s.is_empty()),
                 gateway: Some(c.gateway).filter(|s| !s.is_empty()),
                 ip_range: Some(c.ip_range).filter(|s| !s.is_empty()),
+                aux_addresses: c.aux_addresses.unwrap_or_default(),
             })
             .collect(),
-        enable_ipv6: req.enable_ipv6.unwrap_or(false),
+        enable_ipv6: planner::enable_ipv6(req.enable_ipv6, &options)?,
         internal: req.internal,
         attachable: req.attachable,
         labels: req.labels.unwrap_or_default(),
-        options: req.options.unwrap_or_default(),
+        options,
+        ipam_options: ipam.options,
     };
     let spec = d.create_network(plan_req).await?;
     Ok((
         StatusCode::CREATED,
         Json(NetworkCreateResponse {
+            warning: planner::create_warnings(&spec).join("\n"),
             id: spec.id,
-            warning: String::new(),
         }),
     )
         .into_response())

@@ -23,6 +23,7 @@ mod ports_local6;
 mod reconcile;
 mod runtime;
 mod security;
+mod sysinfo;
 mod topology;
 
 use std::path::PathBuf;

@@ -285,7 +285,8 @@ impl Daemon {
         let _guard = self.lock.lock().await;
         let _op = failpoint::Op::begin("network_rm");
         let nets = self.networks()?;
-        let selected: Vec<NetworkSpec> = planner::filter_networks(&nets, filters)?
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+        let selected: Vec<NetworkSpec> = planner::prune_candidates(&nets, filters, now)?
             .into_iter()
             .cloned()
             .collect();

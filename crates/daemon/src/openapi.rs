@@ -31,8 +31,14 @@ fn remove_network() {}
 fn connect() {}
 #[utoipa::path(post, path = "/networks/{id}/disconnect", params(("id" = String, Path)), request_body = NetworkDisconnectRequest, responses((status = 200), (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
 fn disconnect() {}
-#[utoipa::path(post, path = "/networks/prune", params(("filters" = Option<String>, Query)), responses((status = 200, body = NetworkPruneResponse)))]
+#[utoipa::path(post, path = "/networks/prune", params(("filters" = Option<String>, Query, description = "Docker filters JSON: label, label!, until")), responses((status = 200, body = NetworkPruneResponse), (status = 400, body = ErrorResponse)))]
 fn prune_networks() {}
+#[utoipa::path(post, path = "/swarm/init", responses((status = 503, body = ErrorResponse, description = "berth does not implement swarm mode (also POST /swarm/join)")))]
+fn swarm_init() {}
+#[utoipa::path(post, path = "/swarm/leave", responses((status = 503, body = ErrorResponse, description = "This node is not part of a swarm")))]
+fn swarm_leave() {}
+#[utoipa::path(get, path = "/swarm", responses((status = 503, body = ErrorResponse, description = "dockerd's answer outside a swarm, as for every path of /swarm, /services, /nodes, /tasks, /secrets and /configs: This node is not a swarm manager. …")))]
+fn swarm_inspect() {}
 #[utoipa::path(post, path = "/containers/create", params(("name" = Option<String>, Query)), request_body = ContainerCreateRequest, responses((status = 201, body = ContainerCreateResponse), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
 fn create_container() {}
 #[utoipa::path(get, path = "/containers/json", params(("all" = Option<bool>, Query)), responses((status = 200, body = [ContainerSummary])))]
@@ -77,6 +83,9 @@ fn inspect_exec() {}
         connect,
         disconnect,
         prune_networks,
+        swarm_init,
+        swarm_leave,
+        swarm_inspect,
         create_container,
         list_containers,
         inspect_container,

@@ -547,6 +547,7 @@ mod tests {
                 subnet: Some("192.168.1.0/24".into()),
                 gateway: Some("192.168.1.1".into()),
                 ip_range: Some("192.168.1.192/27".into()),
+                ..Default::default()
             }],
             options: [
                 ("parent".to_string(), "eth0".to_string()),

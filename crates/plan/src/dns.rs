@@ -879,12 +879,14 @@ mod tests {
             subnet: subnet.parse().unwrap(),
             gateway: gw.parse().unwrap(),
             ip_range: None,
+            aux_addresses: Default::default(),
         }];
         if subnet.starts_with("10.3.") {
             subnets.push(SubnetSpec {
                 subnet: "fd03::/64".parse().unwrap(),
                 gateway: "fd03::1".parse().unwrap(),
                 ip_range: None,
+                aux_addresses: Default::default(),
             });
         }
         NetworkSpec {
@@ -907,6 +909,8 @@ mod tests {
             mtu: 1500,
             dns: true,
             predefined: false,
+            ipam_options: None,
+            unused_ipam: Vec::new(),
         }
     }
 

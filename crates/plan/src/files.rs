@@ -206,6 +206,8 @@ mod tests {
             mtu: 1500,
             dns: true,
             predefined: false,
+            ipam_options: None,
+            unused_ipam: Vec::new(),
         }
     }
 

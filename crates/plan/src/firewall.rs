@@ -252,8 +252,13 @@ pub struct FirewallConfig {
 /// Makes a string safe inside an nft double-quoted string: quotes, backslashes and control
 /// characters cannot be expressed there, so they become `_`; cut to nft's 128-byte limit.
 fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
+    format!("\"{}\"", comment_text(s))
+}
+
+/// The text nft keeps of comment `s` (see [`quote`]): what it prints back, so a desired
+/// comment compares equal to the observed one (a network name may hold any character).
+fn comment_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
     let mut len = 0;
     for c in s.chars() {
         let c = if c == '"' || c == '\\' || c.is_control() {
@@ -267,7 +272,6 @@ fn quote(s: &str) -> String {
         }
         out.push(c);
     }
-    out.push('"');
     out
 }
 
@@ -458,13 +462,13 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
 pub struct Elements(pub BTreeMap<String, BTreeMap<String, String>>);
 
 impl Elements {
-    /// Adds one element (the first comment given for an element is kept).
+    /// Adds one element (the first comment given for an element is kept, as nft keeps it).
     pub fn insert(&mut self, set: &str, element: String, comment: String) {
         self.0
             .entry(set.to_string())
             .or_default()
             .entry(element)
-            .or_insert(comment);
+            .or_insert_with(|| comment_text(&comment));
     }
 
     /// Number of elements over all sets.
@@ -899,6 +903,19 @@ mod tests {
         assert_eq!(quote("a\"b\\c\nd"), "\"a_b_c_d\"");
         assert_eq!(quote(&"x".repeat(200)).len(), 130);
         assert_eq!(quote(&"é".repeat(100)).len(), 128 + 2);
+    }
+
+    /// A network name may hold quotes or be long: the comment kept as desired is the one nft
+    /// prints back, so a pass never sees a difference where there is none.
+    #[test]
+    fn desired_comments_are_what_nft_keeps() {
+        let mut e = Elements::default();
+        let name = format!("network a\"b {}", "n".repeat(200));
+        e.insert(SET_BRIDGES, "\"br\"".into(), name.clone());
+        let kept = &e.0[SET_BRIDGES]["\"br\""];
+        assert_eq!(format!("\"{kept}\""), quote(&name));
+        assert!(kept.len() <= MAX_COMMENT && !kept.contains('"'));
+        assert_eq!(diff_script(&e, &e), "");
     }
 
     #[test]

@@ -103,7 +103,8 @@ fn from_u128(v: u128, like: &IpNet) -> IpAddr {
 }
 
 /// Addresses of `subnet` that are never given to a container: the network address, the gateway
-/// and (IPv4) the broadcast address.
+/// and (IPv4) the broadcast address. (Auxiliary addresses are checked separately, so that a
+/// request for one can say whose it is.)
 fn reserved(subnet: &SubnetSpec) -> [Option<IpAddr>; 3] {
     let bcast = match subnet.subnet {
         IpNet::V4(_) => Some(subnet.subnet.broadcast()),
@@ -112,12 +113,22 @@ fn reserved(subnet: &SubnetSpec) -> [Option<IpAddr>; 3] {
     [Some(subnet.subnet.network()), Some(subnet.gateway), bcast]
 }
 
+/// The name of the auxiliary address `addr` of `subnet`, if it is one.
+fn aux_name(subnet: &SubnetSpec, addr: IpAddr) -> Option<&str> {
+    subnet
+        .aux_addresses
+        .iter()
+        .find(|(_, a)| **a == addr)
+        .map(|(n, _)| n.as_str())
+}
+
 /// Allocates one address of `subnet` for an endpoint on network `net_name`.
 ///
 /// * A `requested` address must be inside the subnet (it may lie outside the ip range, as with
-///   Docker), must not be the network, gateway or broadcast address, and must not be in `used`.
+///   Docker), must not be the network, gateway or broadcast address nor an auxiliary address,
+///   and must not be in `used`.
 /// * Otherwise the lowest free address of the ip range (or of the whole subnet when no range is
-///   set) is returned, skipping the reserved addresses and everything in `used`.
+///   set) is returned, skipping the reserved and auxiliary addresses and everything in `used`.
 ///
 /// `used` may hold addresses of both families and from outside the subnet; they are ignored.
 pub fn allocate_address(
@@ -145,6 +156,11 @@ pub fn allocate_address(
                 subnet.subnet
             )));
         }
+        if let Some(name) = aux_name(subnet, addr) {
+            return Err(PlanError::Conflict(format!(
+                "address {addr} is reserved as auxiliary address {name:?} of network {net_name:?}; choose another address"
+            )));
+        }
         if used.contains(&addr) {
             return Err(PlanError::AddressInUse {
                 addr,
@@ -167,10 +183,12 @@ pub fn allocate_address(
     };
     let start = to_u128(range.network());
     let end = to_u128(range.broadcast());
-    let is_taken = |a: &IpAddr| used.contains(a) || reserved.contains(&Some(*a));
+    let is_taken = |a: &IpAddr| {
+        used.contains(a) || reserved.contains(&Some(*a)) || aux_name(subnet, *a).is_some()
+    };
     let mut cur = start;
-    // Each step past `cur` is caused by one used or reserved address, so this loop runs at most
-    // used.len() + 4 times.
+    // Each step past `cur` is caused by one used, reserved or auxiliary address, so this loop
+    // runs at most used.len() + aux_addresses.len() + 4 times.
     loop {
         let addr = from_u128(cur, &range);
         if !is_taken(&addr) {
@@ -200,6 +218,7 @@ mod tests {
             subnet,
             gateway: gateway_for(&subnet),
             ip_range: range.map(net),
+            aux_addresses: Default::default(),
         }
     }
 
@@ -350,6 +369,37 @@ mod tests {
         assert_eq!(
             allocate_address("web", &s, &used, Some(ip("10.1.0.254"))).unwrap(),
             ip("10.1.0.254")
+        );
+    }
+
+    #[test]
+    fn auxiliary_addresses_are_never_handed_out() {
+        // A /29 has 10.1.0.2 ..= 10.1.0.6 for containers; two of them are auxiliary.
+        let mut s = spec("10.1.0.0/29", None);
+        s.aux_addresses.insert("router".into(), ip("10.1.0.3"));
+        s.aux_addresses.insert("printer".into(), ip("10.1.0.5"));
+        // Every address the allocator hands out until the subnet is full.
+        let fill = |s: &SubnetSpec| {
+            let mut used = BTreeSet::new();
+            while let Ok(a) = allocate_address("tiny", s, &used, None) {
+                used.insert(a);
+            }
+            used.into_iter().collect::<Vec<_>>()
+        };
+        assert_eq!(fill(&s), [ip("10.1.0.2"), ip("10.1.0.4"), ip("10.1.0.6")]);
+        let e = allocate_address("tiny", &s, &BTreeSet::new(), Some(ip("10.1.0.5"))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"address 10.1.0.5 is reserved as auxiliary address "printer" of network "tiny"; choose another address"#
+        );
+        assert_eq!(e.kind(), crate::error::ErrorKind::Conflict);
+        // In an ip range too; and an auxiliary address outside the range changes nothing in it.
+        let mut s = spec("10.1.0.0/24", Some("10.1.0.128/30"));
+        s.aux_addresses.insert("a".into(), ip("10.1.0.129"));
+        s.aux_addresses.insert("b".into(), ip("10.1.0.9"));
+        assert_eq!(
+            fill(&s),
+            [ip("10.1.0.128"), ip("10.1.0.130"), ip("10.1.0.131")]
         );
     }
 

@@ -22,3 +22,4 @@ pub mod ports;
 pub mod security;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod until;

@@ -64,6 +64,27 @@ pub struct SubnetSpec {
     /// Addresses for containers are allocated only from here when set (`--ip-range`).
     #[serde(default)]
     pub ip_range: Option<IpNet>,
+    /// `--aux-address NAME=IP`: addresses of the subnet reserved for something else (a router,
+    /// a host on the bridge): never given to a container, dynamically or by `--ip`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aux_addresses: BTreeMap<String, IpAddr>,
+}
+
+/// An IPAM pool kept exactly as given but not in use: an IPv6 pool of a network created
+/// without IPv6, which moby 27 keeps (and shows in inspect) without allocating it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnusedIpam {
+    /// `Subnet` as given.
+    pub subnet: String,
+    /// `IPRange` as given.
+    #[serde(default)]
+    pub ip_range: String,
+    /// `Gateway` as given.
+    #[serde(default)]
+    pub gateway: String,
+    /// `AuxiliaryAddresses` as given.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aux_addresses: BTreeMap<String, String>,
 }
 
 /// A network as the user asked for it, fully resolved (defaults filled in, subnets allocated).
@@ -113,6 +134,12 @@ pub struct NetworkSpec {
     pub dns: bool,
     /// Predefined networks (`bridge`, `host`, `none`) cannot be removed.
     pub predefined: bool,
+    /// `IPAM.Options` (`--ipam-opt`) exactly as given: `None` when the request had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipam_options: Option<BTreeMap<String, String>>,
+    /// IPAM pools given but not in use (see [`UnusedIpam`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unused_ipam: Vec<UnusedIpam>,
 }
 
 /// An overlay network's VXLAN identity (cluster-wide).

@@ -51,6 +51,43 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), PlanError> {
     Ok(())
 }
 
+/// Longest network name berth accepts, in bytes (dockerd has no limit; berth keeps names short
+/// enough to print and to log).
+pub const MAX_NETWORK_NAME_LEN: usize = 255;
+
+/// The names dockerd keeps for its predefined networks (`default` is how a container asks for
+/// the default bridge): none of them can be created.
+pub const PREDEFINED_NETWORK_NAMES: [&str; 4] = ["bridge", "host", "none", "default"];
+
+/// Checks a network name with dockerd's rules: anything but an empty or all-whitespace name
+/// (`test 01` and `a.b/c` are valid), and not one of [`PREDEFINED_NETWORK_NAMES`] (403, with
+/// dockerd's message). berth also refuses control characters (a newline in a name would forge a
+/// line of `network ls` or of the log) and names over [`MAX_NETWORK_NAME_LEN`] bytes.
+pub fn validate_network_name(name: &str) -> Result<(), PlanError> {
+    if name.trim().is_empty() {
+        return Err(PlanError::Invalid(format!(
+            "invalid name: {name:?} (a network name must not be empty or only white space)"
+        )));
+    }
+    if PREDEFINED_NETWORK_NAMES.contains(&name) {
+        return Err(PlanError::Forbidden(format!(
+            "operation is not permitted on predefined {name} network"
+        )));
+    }
+    if name.len() > MAX_NETWORK_NAME_LEN {
+        return Err(PlanError::Invalid(format!(
+            "invalid network name: it is {} bytes long, berth's limit is {MAX_NETWORK_NAME_LEN}",
+            name.len()
+        )));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(PlanError::Invalid(format!(
+            "invalid network name {name:?}: control character {c:?} is not allowed"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a Linux interface name: 1..=15 bytes, not `.` or `..`, no `/`, `:` or whitespace.
 ///
 /// berth also refuses quotes, backslashes and control characters: the kernel would take them,
@@ -393,6 +430,38 @@ mod tests {
         assert!(e.to_string().contains("character ' '"), "{e}");
         assert!(validate_name("network", "wéb").is_err());
         assert!(validate_name("network", "a/b").is_err());
+    }
+
+    #[test]
+    fn network_names_follow_dockerd() {
+        for ok in [
+            "web",
+            "test 01",
+            "a/b",
+            "-x",
+            "wé!rd",
+            " lead",
+            "Bridge",
+            &"n".repeat(255),
+        ] {
+            assert!(validate_network_name(ok).is_ok(), "{ok:?}");
+        }
+        for blank in ["", " ", "\t \n"] {
+            let e = validate_network_name(blank).unwrap_err();
+            assert!(e.to_string().starts_with("invalid name: "), "{e}");
+            assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument);
+        }
+        for p in ["bridge", "host", "none", "default"] {
+            let e = validate_network_name(p).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("operation is not permitted on predefined {p} network")
+            );
+            assert_eq!(e.kind(), crate::error::ErrorKind::Forbidden);
+        }
+        assert!(validate_network_name(&"n".repeat(256)).is_err());
+        assert!(validate_network_name("a\nb").is_err());
+        assert!(validate_network_name("a\u{7f}").is_err());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::error::PlanError;
 use crate::ipam;
 use crate::model::{
     BridgePlan, ContainerSpec, Driver, EndpointPlan, EndpointSpec, Id, NetworkMode, NetworkSpec,
-    OverlaySpec, RoutePlan, ShimPlan, ShimRoute, SublinkKind, SublinkPlan, SubnetSpec,
+    OverlaySpec, RoutePlan, ShimPlan, ShimRoute, SublinkKind, SublinkPlan, SubnetSpec, UnusedIpam,
 };
 use crate::names;
 
@@ -354,6 +354,8 @@ pub struct IpamRequest {
     pub gateway: Option<String>,
     /// `--ip-range`.
     pub ip_range: Option<String>,
+    /// `--aux-address NAME=IP` (Docker's `AuxiliaryAddresses`).
+    pub aux_addresses: BTreeMap<String, String>,
 }
 
 /// A network create request, as given (unparsed).
@@ -375,6 +377,58 @@ pub struct NetworkRequest {
     pub labels: BTreeMap<String, String>,
     /// `--opt`.
     pub options: BTreeMap<String, String>,
+    /// `--ipam-opt` (`IPAM.Options`), kept as given: `None` when the request had none.
+    pub ipam_options: Option<BTreeMap<String, String>>,
+}
+
+/// Docker's driver option that enables IPv6 when the request leaves `EnableIPv6` out.
+pub const OPT_ENABLE_IPV6: &str = "com.docker.network.enable_ipv6";
+
+/// Whether a create request enables IPv6, as dockerd decides it: `EnableIPv6` when given,
+/// else the driver option [`OPT_ENABLE_IPV6`], else no.
+pub fn enable_ipv6(
+    requested: Option<bool>,
+    options: &BTreeMap<String, String>,
+) -> Result<bool, PlanError> {
+    match (requested, options.get(OPT_ENABLE_IPV6)) {
+        (Some(b), _) => Ok(b),
+        (None, None) => Ok(false),
+        (None, Some(v)) => parse_bool_opt(OPT_ENABLE_IPV6, v).map_err(|_| {
+            PlanError::Invalid(format!(
+                "driver-opt {OPT_ENABLE_IPV6:?} is not a valid bool"
+            ))
+        }),
+    }
+}
+
+/// The IPv6 pool `pool` stands for, kept as given, when it is one (its subnet parses as an
+/// IPv6 prefix, host bits allowed, as Go's `netip.ParsePrefix` reads it).
+fn ipv6_pool(pool: &IpamRequest) -> Option<UnusedIpam> {
+    let subnet = pool.subnet.as_deref()?;
+    let (addr, len) = subnet.split_once('/')?;
+    addr.parse::<std::net::Ipv6Addr>().ok()?;
+    len.parse::<u8>().ok().filter(|l| *l <= 128)?;
+    Some(UnusedIpam {
+        subnet: subnet.to_string(),
+        ip_range: pool.ip_range.clone().unwrap_or_default(),
+        gateway: pool.gateway.clone().unwrap_or_default(),
+        aux_addresses: pool.aux_addresses.clone(),
+    })
+}
+
+/// What `network create` warns about a network it created (the answer's `Warning`): IPv6
+/// pools kept but not used because IPv6 is not enabled.
+pub fn create_warnings(net: &NetworkSpec) -> Vec<String> {
+    net.unused_ipam
+        .iter()
+        .map(|p| {
+            format!(
+                "IPv6 subnet {} of network {:?} is kept but not used: IPv6 is not enabled on it \
+                 (add --ipv6, or EnableIPv6: true, to use it)",
+                p.subnet, net.name
+            )
+        })
+        .collect()
 }
 
 /// Parses a CIDR strictly: the prefix must be in range and no host bits may be set.
@@ -478,11 +532,61 @@ fn plan_subnet(name: &str, req: &IpamRequest) -> Result<SubnetSpec, PlanError> {
             Some(range)
         }
     };
+    let aux_addresses = plan_aux_addresses(name, &subnet, gateway, &req.aux_addresses)?;
     Ok(SubnetSpec {
         subnet,
         gateway,
         ip_range,
+        aux_addresses,
     })
+}
+
+/// Checks the auxiliary addresses of one pool (moby's `ValidateIPAM` rules: an address of the
+/// subnet's family inside it; and what moby only finds when it reserves them: not the network,
+/// broadcast or gateway address, no address under two names).
+fn plan_aux_addresses(
+    name: &str,
+    subnet: &IpNet,
+    gateway: IpAddr,
+    given: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, IpAddr>, PlanError> {
+    let mut out: BTreeMap<String, IpAddr> = BTreeMap::new();
+    for (aux, value) in given {
+        let bad = |why: String| {
+            PlanError::Invalid(format!(
+                "invalid auxiliary address {aux} ({value:?}) of network {name:?}: {why}"
+            ))
+        };
+        let addr: IpAddr = value.parse().map_err(|_| bad("invalid address".into()))?;
+        if addr.is_ipv4() != subnet.addr().is_ipv4() {
+            let fam = if subnet.addr().is_ipv4() {
+                "IPv4"
+            } else {
+                "IPv6"
+            };
+            return Err(bad(format!("parent subnet is an {fam} block")));
+        }
+        if !subnet.contains(&addr) {
+            return Err(bad(format!(
+                "parent subnet {subnet} doesn't contain this address"
+            )));
+        }
+        if addr == subnet.network() || (addr.is_ipv4() && addr == subnet.broadcast()) {
+            return Err(bad(format!(
+                "it is the network or broadcast address of subnet {subnet}"
+            )));
+        }
+        if addr == gateway {
+            return Err(bad(format!("it is the gateway of subnet {subnet}")));
+        }
+        if let Some((other, _)) = out.iter().find(|(_, a)| **a == addr) {
+            return Err(bad(format!(
+                "auxiliary address {other} is the same address"
+            )));
+        }
+        out.insert(aux.clone(), addr);
+    }
+    Ok(out)
 }
 
 /// Checks a subnet against existing networks and host routes.
@@ -535,7 +639,7 @@ pub fn plan_network(
     host_routes: &[IpNet],
 ) -> Result<NetworkSpec, PlanError> {
     let name = req.name.as_str();
-    names::validate_name("network", name)?;
+    names::validate_network_name(name)?;
     if existing.iter().any(|n| n.name == name) {
         return Err(PlanError::NetworkExists(name.to_string()));
     }
@@ -595,7 +699,16 @@ pub fn plan_network(
 
     let mut v4: Option<SubnetSpec> = None;
     let mut v6: Option<SubnetSpec> = None;
+    let mut unused_ipam = Vec::new();
     for pool in &req.ipam {
+        // moby 27: an IPv6 pool of a network without IPv6 is neither checked nor allocated,
+        // but kept (and shown by inspect) as given.
+        if !req.enable_ipv6 {
+            if let Some(kept) = ipv6_pool(pool) {
+                unused_ipam.push(kept);
+                continue;
+            }
+        }
         let spec = plan_subnet(name, pool)?;
         let (slot, fam) = match spec.subnet {
             IpNet::V4(_) => (&mut v4, "IPv4"),
@@ -604,12 +717,6 @@ pub fn plan_network(
         if slot.is_some() {
             return Err(PlanError::Invalid(format!(
                 "network {name:?}: more than one {fam} subnet is not supported"
-            )));
-        }
-        if spec.subnet.addr().is_ipv6() && !req.enable_ipv6 {
-            return Err(PlanError::Invalid(format!(
-                "network {name:?}: IPv6 subnet {} given but IPv6 is not enabled (add --ipv6)",
-                spec.subnet
             )));
         }
         check_overlaps(name, &spec.subnet, &peers, overlap_routes)?;
@@ -638,6 +745,7 @@ pub fn plan_network(
             subnet,
             gateway: ipam::gateway_for(&subnet),
             ip_range: None,
+            aux_addresses: Default::default(),
         });
     }
     if req.enable_ipv6 && v6.is_none() {
@@ -651,6 +759,7 @@ pub fn plan_network(
             subnet,
             gateway: ipam::gateway_for(&subnet),
             ip_range: None,
+            aux_addresses: Default::default(),
         });
     }
 
@@ -767,6 +876,8 @@ pub fn plan_network(
         // router (a resolver inside each container's namespace is still to come).
         dns: !direct,
         predefined: false,
+        ipam_options: req.ipam_options.clone(),
+        unused_ipam,
     })
 }
 
@@ -810,6 +921,8 @@ pub fn predefined_networks(
         mtu: DEFAULT_MTU,
         dns: false,
         predefined: true,
+        ipam_options: None,
+        unused_ipam: Vec::new(),
     };
     vec![
         NetworkSpec {
@@ -821,6 +934,7 @@ pub fn predefined_networks(
                 subnet: bridge_subnet,
                 gateway: ipam::gateway_for(&bridge_subnet),
                 ip_range: None,
+                aux_addresses: Default::default(),
             }],
             enable_ipv6: false,
             internal: false,
@@ -836,6 +950,8 @@ pub fn predefined_networks(
             mtu: DEFAULT_MTU,
             dns: false,
             predefined: true,
+            ipam_options: None,
+            unused_ipam: Vec::new(),
         },
         other(host_id, "host", Driver::Host),
         other(none_id, "none", Driver::Null),
@@ -1082,28 +1198,49 @@ fn label_matches(net: &NetworkSpec, want: &str) -> bool {
     }
 }
 
-/// Applies Docker's `GET /networks?filters=` to `nets`.
+/// Applies Docker's `GET /networks?filters=` to `nets` (moby's `FilterNetworks`).
 ///
 /// Keys: `driver` (exact), `id` (prefix), `name` (substring), `label` (`key` or `key=value`),
 /// `scope` (`local` matches everything, `swarm`/`global` nothing), `type` (`custom` or
-/// `builtin`). Values of one key are alternatives, except `label` where all must match (as in
-/// Docker); different keys must all match. `dangling`
-/// depends on containers and is accepted but not applied here: the caller filters on it.
+/// `builtin`), `dangling` (one value: `true`/`1` keeps the user networks no container uses,
+/// `false`/`0` the predefined networks and those in use; `in_use` holds the ids of networks
+/// with endpoints). Values of one key are alternatives, except `label` where all must match
+/// (as in Docker); different keys must all match.
 pub fn filter_networks<'a>(
     nets: &'a [NetworkSpec],
     filters: &BTreeMap<String, Vec<String>>,
+    in_use: &BTreeSet<Id>,
 ) -> Result<Vec<&'a NetworkSpec>, PlanError> {
     for (key, values) in filters {
         match key.as_str() {
-            "driver" | "id" | "name" | "label" | "scope" | "dangling" => {}
+            "driver" | "id" | "name" | "label" | "scope" => {}
             "type" => {
                 if let Some(v) = values.iter().find(|v| *v != "custom" && *v != "builtin") {
                     return Err(PlanError::Invalid(format!("invalid filter: 'type'='{v}'")));
                 }
             }
+            "dangling" => {}
             _ => return Err(PlanError::Invalid(format!("invalid filter '{key}'"))),
         }
     }
+    let dangling = match filters.get("dangling").map(Vec::as_slice) {
+        None | Some([]) => None,
+        Some([v]) => Some(match v.as_str() {
+            "1" | "true" => true,
+            "0" | "false" => false,
+            _ => {
+                return Err(PlanError::Invalid(
+                    "invalid value for filter 'dangling', must be \"true\" (or \"1\"), or \"false\" (or \"0\")"
+                        .into(),
+                ))
+            }
+        }),
+        Some(_) => {
+            return Err(PlanError::Invalid(
+                "got more than one value for filter key \"dangling\"".into(),
+            ))
+        }
+    };
     let matches = |net: &NetworkSpec, key: &str, v: &str| match key {
         "driver" => net.driver.as_str() == v,
         "id" => net.id.starts_with(v),
@@ -1125,26 +1262,42 @@ pub fn filter_networks<'a>(
                 }
             })
         })
+        .filter(|net| match dangling {
+            None => true,
+            Some(true) => !net.predefined && !in_use.contains(&net.id),
+            Some(false) => net.predefined || in_use.contains(&net.id),
+        })
         .collect())
 }
 
-/// The networks `POST /networks/prune?filters=` may remove: every non-predefined network that
-/// matches `label` (`key` or `key=value`, all must match) and `label!` (none may match). The
-/// caller still keeps networks that have endpoints. `until` needs a clock and is refused.
+/// The networks `POST /networks/prune?filters=` may remove (moby's `localNetworksPrune`): every
+/// non-predefined network that
+///
+/// * matches every `label` filter (`key` or `key=value`),
+/// * does not match *all* of the `label!` filters (moby's `MatchKVList` semantics),
+/// * was created at or before `until` (a Go duration back from `now`, an RFC 3339 time or a
+///   Unix timestamp; see [`crate::until::parse_until`]); `now` is Unix nanoseconds.
+///
+/// Other keys are refused, like dockerd. The caller still keeps networks that have endpoints.
 pub fn prune_candidates<'a>(
     nets: &'a [NetworkSpec],
     filters: &BTreeMap<String, Vec<String>>,
+    now: i128,
 ) -> Result<Vec<&'a NetworkSpec>, PlanError> {
     for key in filters.keys() {
-        match key.as_str() {
-            "label" | "label!" => {}
-            "until" => return Err(PlanError::Invalid(
-                "filter 'until' is not supported by berth's network prune; use 'label' or 'label!'"
-                    .into(),
-            )),
-            _ => return Err(PlanError::Invalid(format!("invalid filter '{key}'"))),
+        if !matches!(key.as_str(), "label" | "label!" | "until") {
+            return Err(PlanError::Invalid(format!("invalid filter '{key}'")));
         }
     }
+    let until = match filters.get("until").map(Vec::as_slice) {
+        None | Some([]) => None,
+        Some([v]) => Some(crate::until::parse_until(v, now)?),
+        Some(_) => {
+            return Err(PlanError::Invalid(
+                "more than one until filter specified".into(),
+            ))
+        }
+    };
     let empty = Vec::new();
     let with = filters.get("label").unwrap_or(&empty);
     let without = filters.get("label!").unwrap_or(&empty);
@@ -1152,7 +1305,12 @@ pub fn prune_candidates<'a>(
         .iter()
         .filter(|n| !n.predefined)
         .filter(|n| with.iter().all(|l| label_matches(n, l)))
-        .filter(|n| !without.iter().any(|l| label_matches(n, l)))
+        .filter(|n| without.is_empty() || !without.iter().all(|l| label_matches(n, l)))
+        .filter(|n| match until {
+            None => true,
+            // A creation time berth cannot read is never "old enough": keep the network.
+            Some(t) => crate::until::parse_rfc3339(&n.created).is_some_and(|c| c <= t),
+        })
         .collect())
 }
 

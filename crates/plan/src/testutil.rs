@@ -22,6 +22,7 @@ pub fn net(id_hex: char, name: &str, subnet: &str) -> NetworkSpec {
             subnet,
             gateway: crate::ipam::gateway_for(&subnet),
             ip_range: None,
+            aux_addresses: Default::default(),
         }],
         enable_ipv6: false,
         internal: false,
@@ -36,6 +37,8 @@ pub fn net(id_hex: char, name: &str, subnet: &str) -> NetworkSpec {
         mtu: 1500,
         dns: true,
         predefined: false,
+        ipam_options: None,
+        unused_ipam: Vec::new(),
     }
 }
 

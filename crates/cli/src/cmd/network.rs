@@ -13,7 +13,7 @@ use super::{
 #[derive(Debug, Subcommand)]
 pub enum NetworkCommand {
     /// Create a network.
-    Create(network_create::Args),
+    Create(Box<network_create::Args>),
     /// List networks.
     #[command(alias = "list")]
     Ls(network_ls::Args),
@@ -33,7 +33,7 @@ pub enum NetworkCommand {
 /// Runs a network subcommand.
 pub async fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
     match cmd {
-        NetworkCommand::Create(a) => network_create::run(client, a).await,
+        NetworkCommand::Create(a) => network_create::run(client, *a).await,
         NetworkCommand::Ls(a) => network_ls::run(client, a).await,
         NetworkCommand::Inspect(a) => network_inspect::run(client, a).await,
         NetworkCommand::Connect(a) => network_connect::run(client, a).await,

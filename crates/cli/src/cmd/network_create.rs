@@ -39,6 +39,27 @@ pub struct Args {
     /// Set a driver option KEY=VALUE (repeatable).
     #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE")]
     opts: Vec<String>,
+    /// IPAM driver: only `default` (others are refused by berthd).
+    #[arg(long = "ipam-driver", default_value = "default", value_name = "DRIVER")]
+    ipam_driver: String,
+    /// IPAM driver option KEY=VALUE (repeatable; kept and shown by inspect).
+    #[arg(long = "ipam-opt", value_name = "KEY=VALUE")]
+    ipam_opts: Vec<String>,
+    /// Auxiliary address NAME=IP of a subnet, never given to a container (repeatable).
+    #[arg(long = "aux-address", value_name = "NAME=IP")]
+    aux_addresses: Vec<String>,
+    /// Scope: `local` (the default; `swarm` and `global` are refused by berthd).
+    #[arg(long, value_name = "SCOPE")]
+    scope: Option<String>,
+    /// Copy the configuration of a configuration-only network (berth has none: refused).
+    #[arg(long = "config-from", value_name = "NETWORK")]
+    config_from: Option<String>,
+    /// Create a configuration-only network (a swarm feature: refused).
+    #[arg(long = "config-only")]
+    config_only: bool,
+    /// Create the swarm routing-mesh network (a swarm feature: refused).
+    #[arg(long)]
+    ingress: bool,
     /// The network's name.
     name: String,
 }
@@ -57,25 +78,47 @@ pub async fn run(client: &Client, args: Args) -> Result<i32> {
 }
 
 fn build(args: &Args) -> Result<NetworkCreateRequest> {
-    let config = pair_ipam(&args.subnet, &args.ip_range, &args.gateway)?;
+    let aux = aux_addresses(&args.aux_addresses)?;
+    let config = pair_ipam(&args.subnet, &args.ip_range, &args.gateway, &aux)?;
     Ok(NetworkCreateRequest {
         name: args.name.clone(),
         driver: args.driver.clone(),
-        scope: String::new(),
+        scope: args.scope.clone().unwrap_or_default(),
+        enable_ipv4: None,
         enable_ipv6: args.ipv6.then_some(true),
         ipam: Some(Ipam {
-            driver: "default".to_string(),
-            options: Some(BTreeMap::new()),
+            driver: args.ipam_driver.clone(),
+            options: Some(key_values(&args.ipam_opts)),
             config: Some(config),
         }),
         internal: args.internal,
         attachable: args.attachable,
-        ingress: false,
-        config_only: false,
+        ingress: args.ingress,
+        config_only: args.config_only,
+        config_from: args
+            .config_from
+            .clone()
+            .map(|network| berth_api::types::ConfigReference { network }),
         options: Some(key_values(&args.opts)),
         labels: Some(key_values(&args.labels)),
         check_duplicate: Some(true),
     })
+}
+
+/// `--aux-address NAME=IP` flags, in order; a name given twice is refused (docker would keep
+/// the last silently).
+pub fn aux_addresses(items: &[String]) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for item in items {
+        let Some((name, ip)) = item.split_once('=') else {
+            bail!("invalid aux-address {item:?}: expected NAME=IP, e.g. router=10.1.0.254");
+        };
+        if out.iter().any(|(n, _)| n == name) {
+            bail!("aux-address name {name:?} is given twice");
+        }
+        out.push((name.to_string(), ip.to_string()));
+    }
+    Ok(out)
 }
 
 /// `KEY=VALUE` (or `KEY`, meaning an empty value) into a map.
@@ -111,12 +154,14 @@ fn contains((net, len): (IpAddr, u8), ip: IpAddr) -> bool {
     }
 }
 
-/// Pairs `--subnet`, `--ip-range` and `--gateway` like docker: each range and gateway goes to the
-/// subnet that contains it; at most one of each per subnet.
+/// Pairs `--subnet`, `--ip-range`, `--gateway` and `--aux-address` like docker: each range,
+/// gateway and auxiliary address goes to the subnet that contains it; at most one range and
+/// one gateway per subnet.
 pub fn pair_ipam(
     subnets: &[String],
     ranges: &[String],
     gateways: &[String],
+    aux: &[(String, String)],
 ) -> Result<Vec<IpamConfig>> {
     if subnets.len() < ranges.len() || subnets.len() < gateways.len() {
         bail!("every ip-range or gateway must have a corresponding subnet");
@@ -171,6 +216,19 @@ pub fn pair_ipam(
         }
         configs[i].gateway = g.clone();
     }
+    for (name, a) in aux {
+        let Some(i) = a
+            .parse::<IpAddr>()
+            .ok()
+            .and_then(|addr| parsed.iter().position(|&net| contains(net, addr)))
+        else {
+            bail!("no matching subnet for aux-address {a}");
+        };
+        configs[i]
+            .aux_addresses
+            .get_or_insert_with(BTreeMap::new)
+            .insert(name.clone(), a.clone());
+    }
     Ok(configs)
 }
 
@@ -187,6 +245,7 @@ mod tests {
             subnet: subnet.into(),
             ip_range: range.into(),
             gateway: gw.into(),
+            aux_addresses: None,
         }
     }
 
@@ -196,6 +255,7 @@ mod tests {
             &v(&["10.1.0.0/24", "fd00:cafe::/64"]),
             &v(&["10.1.0.128/25"]),
             &v(&["fd00:cafe::1", "10.1.0.1"]),
+            &[],
         )
         .expect("valid");
         assert_eq!(
@@ -205,13 +265,13 @@ mod tests {
                 cfg("fd00:cafe::/64", "", "fd00:cafe::1"),
             ]
         );
-        assert_eq!(pair_ipam(&[], &[], &[]).expect("empty"), vec![]);
+        assert_eq!(pair_ipam(&[], &[], &[], &[]).expect("empty"), vec![]);
     }
 
     #[test]
     fn pairing_errors() {
         let err = |s: &[&str], r: &[&str], g: &[&str]| {
-            pair_ipam(&v(s), &v(r), &v(g))
+            pair_ipam(&v(s), &v(r), &v(g), &[])
                 .expect_err("must fail")
                 .to_string()
         };
@@ -248,6 +308,13 @@ mod tests {
             attachable: true,
             labels: v(&["team=x"]),
             opts: v(&["com.docker.network.bridge.name=cpbr0"]),
+            ipam_driver: "default".into(),
+            ipam_opts: vec![],
+            aux_addresses: vec![],
+            scope: None,
+            config_from: None,
+            config_only: false,
+            ingress: false,
             name: "n2".into(),
         };
         let json = serde_json::to_value(build(&args).expect("valid")).expect("json");
@@ -258,5 +325,48 @@ mod tests {
         assert_eq!(json["Attachable"], true);
         assert_eq!(json["CheckDuplicate"], true);
         assert_eq!(json["EnableIPv6"], serde_json::Value::Null);
+        assert_eq!(json["IPAM"]["Options"], serde_json::json!({}));
+        assert_eq!(json["ConfigFrom"], serde_json::Value::Null);
+        assert!(json["IPAM"]["Config"][0]
+            .get("AuxiliaryAddresses")
+            .is_none());
+    }
+
+    #[test]
+    fn aux_addresses_go_to_their_subnet() {
+        let aux = aux_addresses(&v(&[
+            "router=10.1.0.254",
+            "r6=fd00:cafe::fe",
+            "nas=10.1.0.5",
+        ]))
+        .expect("valid");
+        let got = pair_ipam(&v(&["10.1.0.0/24", "fd00:cafe::/64"]), &[], &[], &aux).expect("ok");
+        let a4 = got[0].aux_addresses.as_ref().expect("v4 aux");
+        assert_eq!(a4["router"], "10.1.0.254");
+        assert_eq!(a4["nas"], "10.1.0.5");
+        assert_eq!(
+            got[1].aux_addresses.as_ref().expect("v6 aux")["r6"],
+            "fd00:cafe::fe"
+        );
+        let e = pair_ipam(&v(&["10.1.0.0/24"]), &[], &[], &aux).expect_err("v6 has no subnet");
+        assert_eq!(
+            e.to_string(),
+            "no matching subnet for aux-address fd00:cafe::fe"
+        );
+        assert!(aux_addresses(&v(&["a=10.1.0.2", "a=10.1.0.3"]))
+            .expect_err("twice")
+            .to_string()
+            .contains("given twice"));
+        assert!(aux_addresses(&v(&["10.1.0.2"]))
+            .expect_err("no name")
+            .to_string()
+            .contains("NAME=IP"));
+        let e = pair_ipam(
+            &v(&["10.1.0.0/24"]),
+            &[],
+            &[],
+            &[("x".into(), "bad".into())],
+        );
+        assert!(e.is_err());
     }
 }

@@ -19,8 +19,8 @@ pub struct Args {
     /// Filter: driver=, name=, id=, label=KEY[=VALUE], type=custom|builtin, dangling= (repeatable).
     #[arg(short, long = "filter", value_name = "KEY=VALUE")]
     filter: Vec<String>,
-    /// Go-template format (`{{.ID}} {{.Name}} {{.Driver}} {{.Scope}} {{.IPv6}} {{.Internal}}
-    /// {{.Labels}} {{.CreatedAt}}`), `table TEMPLATE`, or `json`.
+    /// Go-template format (`{{.ID}} {{.Name}} {{.Driver}} {{.Scope}} {{.IPv4}} {{.IPv6}}
+    /// {{.Internal}} {{.Labels}} {{.CreatedAt}}`), `table TEMPLATE`, or `json`.
     #[arg(long)]
     format: Option<String>,
 }
@@ -34,6 +34,7 @@ pub const HEADERS: &[(&str, &str)] = &[
     ("Name", "NAME"),
     ("Driver", "DRIVER"),
     ("Scope", "SCOPE"),
+    ("IPv4", "IPV4"),
     ("IPv6", "IPV6"),
     ("Internal", "INTERNAL"),
     ("Labels", "LABELS"),
@@ -60,6 +61,7 @@ pub fn network_row(n: &NetworkResource, no_trunc: bool) -> Value {
         ("Name", n.name.clone()),
         ("Driver", n.driver.clone()),
         ("Scope", n.scope.clone()),
+        ("IPv4", n.enable_ipv4.to_string()),
         ("IPv6", n.enable_ipv6.to_string()),
         ("Internal", n.internal.to_string()),
         ("Labels", labels.join(",")),

@@ -70,11 +70,28 @@ fn docker_like_full_create() {
 #[test]
 fn name_rules() {
     let existing = predefined();
+    // dockerd: predefined names are forbidden (403) before any duplicate check.
     let e = plan(&req("bridge"), &existing).unwrap_err();
-    assert_eq!(e.to_string(), "network with name bridge already exists");
+    assert_eq!(
+        e.to_string(),
+        "operation is not permitted on predefined bridge network"
+    );
+    assert_eq!(e.kind(), ErrorKind::Forbidden);
+    assert_eq!(
+        plan(&req("default"), &existing).unwrap_err().kind(),
+        ErrorKind::Forbidden
+    );
+    // A space, a leading dash, a slash: all valid in dockerd, all valid here.
+    let mut nets = existing.clone();
+    for (name, c) in [("test 01", 'b'), ("-x", 'c'), ("a/b", 'd')] {
+        let n = plan_network(&req(name), id(c), "t".into(), &nets, &[]).unwrap();
+        nets.push(n);
+    }
+    let e = plan(&req("test 01"), &nets).unwrap_err();
+    assert_eq!(e.to_string(), "network with name test 01 already exists");
     assert_eq!(e.kind(), ErrorKind::Conflict);
     assert_eq!(
-        plan(&req("-x"), &[]).unwrap_err().kind(),
+        plan(&req("  "), &[]).unwrap_err().kind(),
         ErrorKind::InvalidArgument
     );
 }
@@ -185,8 +202,6 @@ fn gateways_and_ranges() {
 #[test]
 fn ipv6() {
     let mut r = with_subnet("web", "fd00:1::/64");
-    let e = plan(&r, &[]).unwrap_err();
-    assert!(e.to_string().contains("IPv6 is not enabled"), "{e}");
     r.enable_ipv6 = true;
     let n = plan(&r, &[]).unwrap();
     assert_eq!(n.subnets.len(), 2);
@@ -208,6 +223,116 @@ fn ipv6() {
     let n2 = plan_network(&r2, same_start, "t".into(), &[n], &[]).unwrap();
     assert_eq!(n2.subnets[1].subnet, net("fd00:b3e7:0:aaab::/64"));
     assert_eq!(n2.subnets[0].subnet, net("172.18.0.0/16"));
+}
+
+/// moby 27: an IPv6 pool without EnableIPv6 is kept as given (even with host bits or a
+/// gateway outside it), not validated, not allocated; an IPv4 network is made as usual.
+#[test]
+fn ipv6_pool_without_ipv6_is_kept_unused() {
+    let mut r = with_subnet("web", "fd00:1::5/64");
+    r.ipam[0].gateway = Some("fd00:9::1".into());
+    r.ipam[0]
+        .aux_addresses
+        .insert("x".into(), "nonsense".into());
+    r.ipam.push(IpamRequest {
+        subnet: Some("10.9.0.0/24".into()),
+        ..Default::default()
+    });
+    let n = plan(&r, &[]).unwrap();
+    assert!(!n.enable_ipv6);
+    assert_eq!(n.subnets.len(), 1);
+    assert_eq!(n.subnets[0].subnet, net("10.9.0.0/24"));
+    assert_eq!(n.unused_ipam.len(), 1);
+    assert_eq!(n.unused_ipam[0].subnet, "fd00:1::5/64");
+    assert_eq!(n.unused_ipam[0].gateway, "fd00:9::1");
+    assert_eq!(n.unused_ipam[0].aux_addresses["x"], "nonsense");
+    let w = create_warnings(&n);
+    assert!(w.len() == 1 && w[0].contains("fd00:1::5/64"), "{w:?}");
+    // The subnet must still be a prefix, as moby's ValidateIPAM wants.
+    let r = with_subnet("web", "fd00:1::/999");
+    assert_eq!(
+        plan(&r, &[]).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    // Nothing kept once IPv6 is on.
+    let mut r = with_subnet("web", "fd00:1::/64");
+    r.enable_ipv6 = true;
+    assert!(plan(&r, &[]).unwrap().unused_ipam.is_empty());
+}
+
+#[test]
+fn enable_ipv6_from_driver_option() {
+    let mut o = BTreeMap::new();
+    assert!(!enable_ipv6(None, &o).unwrap());
+    o.insert(OPT_ENABLE_IPV6.to_string(), "true".to_string());
+    assert!(enable_ipv6(None, &o).unwrap());
+    assert!(!enable_ipv6(Some(false), &o).unwrap());
+    o.insert(OPT_ENABLE_IPV6.to_string(), "maybe".to_string());
+    assert_eq!(
+        enable_ipv6(None, &o).unwrap_err().to_string(),
+        r#"driver-opt "com.docker.network.enable_ipv6" is not a valid bool"#
+    );
+}
+
+#[test]
+fn ipam_options_are_kept_as_given() {
+    assert_eq!(plan(&req("a"), &[]).unwrap().ipam_options, None);
+    let mut r = req("a");
+    r.ipam_options = Some(BTreeMap::new());
+    assert_eq!(plan(&r, &[]).unwrap().ipam_options, Some(BTreeMap::new()));
+    let opts: BTreeMap<String, String> = [("k".to_string(), "v".to_string())].into();
+    r.ipam_options = Some(opts.clone());
+    assert_eq!(plan(&r, &[]).unwrap().ipam_options, Some(opts));
+}
+
+#[test]
+fn auxiliary_addresses() {
+    let aux = |pairs: &[(&str, &str)]| {
+        let mut r = with_subnet("web", "10.1.0.0/24");
+        r.ipam[0].ip_range = Some("10.1.0.128/25".into());
+        for (k, v) in pairs {
+            r.ipam[0].aux_addresses.insert(k.to_string(), v.to_string());
+        }
+        plan(&r, &[])
+    };
+    // Inside the subnet, in or out of the ip range.
+    let n = aux(&[("router", "10.1.0.254"), ("nas", "10.1.0.5")]).unwrap();
+    assert_eq!(n.subnets[0].aux_addresses["router"], ip("10.1.0.254"));
+    assert_eq!(n.subnets[0].aux_addresses["nas"], ip("10.1.0.5"));
+    for (bad, why) in [
+        (
+            ("a", "10.2.0.5"),
+            "parent subnet 10.1.0.0/24 doesn't contain this address",
+        ),
+        (("a", "fd00::5"), "parent subnet is an IPv4 block"),
+        (("a", "10.1.0.300"), "invalid address"),
+        (("a", ""), "invalid address"),
+        (("a", "10.1.0.1"), "it is the gateway of subnet 10.1.0.0/24"),
+        (("a", "10.1.0.0"), "network or broadcast"),
+        (("a", "10.1.0.255"), "network or broadcast"),
+    ] {
+        let e = aux(&[bad]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad:?}");
+        assert!(e.to_string().contains(why), "{bad:?}: {e}");
+        assert!(
+            e.to_string().starts_with("invalid auxiliary address a"),
+            "{e}"
+        );
+    }
+    let e = aux(&[("a", "10.1.0.9"), ("b", "10.1.0.9")]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("auxiliary address a is the same address"),
+        "{e}"
+    );
+    // IPv6 pools get theirs checked against the IPv6 subnet.
+    let mut r = with_subnet("v6", "fd00:5::/64");
+    r.enable_ipv6 = true;
+    r.ipam[0]
+        .aux_addresses
+        .insert("gw2".into(), "fd00:5::fe".into());
+    let n = plan(&r, &[]).unwrap();
+    assert_eq!(n.subnets[1].aux_addresses["gw2"], ip("fd00:5::fe"));
 }
 
 #[test]
@@ -529,17 +654,21 @@ fn filters() {
     r.labels.insert("team".into(), "x".into());
     r.labels.insert("tier".into(), "1".into());
     nets.push(plan(&r, &nets).unwrap());
+    let used = plan_network(&req("used"), id('u'), "t".into(), &nets, &[]).unwrap();
+    let in_use: BTreeSet<Id> = [used.id.clone()].into();
+    nets.push(used);
     let f = |pairs: &[(&str, &[&str])]| {
         let m: BTreeMap<String, Vec<String>> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
             .collect();
-        filter_networks(&nets, &m).map(|v| v.iter().map(|n| n.name.clone()).collect::<Vec<_>>())
+        filter_networks(&nets, &m, &in_use)
+            .map(|v| v.iter().map(|n| n.name.clone()).collect::<Vec<_>>())
     };
-    assert_eq!(f(&[]).unwrap().len(), 4);
+    assert_eq!(f(&[]).unwrap().len(), 5);
     assert_eq!(
         f(&[("driver", &["bridge"])]).unwrap(),
-        ["bridge", "web-front"]
+        ["bridge", "web-front", "used"]
     );
     assert_eq!(
         f(&[("driver", &["bridge"]), ("label", &["team=x"])]).unwrap(),
@@ -555,11 +684,32 @@ fn filters() {
         f(&[("id", &["aaaa", "2222"])]).unwrap(),
         ["host", "web-front"]
     );
-    assert_eq!(f(&[("type", &["custom"])]).unwrap(), ["web-front"]);
+    assert_eq!(f(&[("type", &["custom"])]).unwrap(), ["web-front", "used"]);
     assert_eq!(f(&[("type", &["builtin"])]).unwrap().len(), 3);
-    assert_eq!(f(&[("scope", &["local"])]).unwrap().len(), 4);
+    assert_eq!(f(&[("scope", &["local"])]).unwrap().len(), 5);
     assert!(f(&[("scope", &["swarm"])]).unwrap().is_empty());
-    assert_eq!(f(&[("dangling", &["true"])]).unwrap().len(), 4);
+    // moby's filterNetworkByUse: dangling = user networks without endpoints; not dangling =
+    // predefined networks and networks in use.
+    assert_eq!(f(&[("dangling", &["true"])]).unwrap(), ["web-front"]);
+    assert_eq!(f(&[("dangling", &["1"])]).unwrap(), ["web-front"]);
+    assert_eq!(
+        f(&[("dangling", &["false"])]).unwrap(),
+        ["bridge", "host", "none", "used"]
+    );
+    assert_eq!(
+        f(&[("dangling", &["0"]), ("type", &["custom"])]).unwrap(),
+        ["used"]
+    );
+    assert!(f(&[("dangling", &["yes"])])
+        .unwrap_err()
+        .to_string()
+        .starts_with("invalid value for filter 'dangling'"));
+    assert_eq!(
+        f(&[("dangling", &["true", "false"])])
+            .unwrap_err()
+            .to_string(),
+        r#"got more than one value for filter key "dangling""#
+    );
     assert_eq!(
         f(&[("xyz", &["1"])]).unwrap_err().to_string(),
         "invalid filter 'xyz'"
@@ -574,16 +724,70 @@ fn filters() {
             .iter()
             .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
             .collect();
-        prune_candidates(&nets, &m).map(|v| v.iter().map(|n| n.name.clone()).collect::<Vec<_>>())
+        prune_candidates(&nets, &m, 0).map(|v| v.iter().map(|n| n.name.clone()).collect::<Vec<_>>())
     };
-    assert_eq!(p(&[]).unwrap(), ["web-front"]);
+    assert_eq!(p(&[]).unwrap(), ["web-front", "used"]);
     assert_eq!(p(&[("label", &["team=x"])]).unwrap(), ["web-front"]);
-    assert!(p(&[("label!", &["team"])]).unwrap().is_empty());
-    assert!(p(&[("until", &["1h"])])
-        .unwrap_err()
-        .to_string()
-        .contains("until"));
+    assert_eq!(p(&[("label!", &["team"])]).unwrap(), ["used"]);
     assert!(p(&[("driver", &["bridge"])]).is_err());
+    assert_eq!(
+        p(&[("until", &["1h", "2h"])]).unwrap_err().to_string(),
+        "more than one until filter specified"
+    );
+    assert!(p(&[("until", &["soon"])]).is_err());
+}
+
+#[test]
+fn prune_until_and_label_not() {
+    let mk = |name: &str, created: &str, labels: &[(&str, &str)]| {
+        let mut r = req(name);
+        for (k, v) in labels {
+            r.labels.insert(k.to_string(), v.to_string());
+        }
+        plan_network(&r, id('a'), created.into(), &[], &[]).unwrap()
+    };
+    let nets = vec![
+        mk(
+            "old",
+            "2026-01-01T00:00:00.5Z",
+            &[("team", "x"), ("keep", "1")],
+        ),
+        mk("new", "2026-01-02T00:00:00Z", &[("team", "x")]),
+        mk("bare", "2026-01-01T12:00:00Z", &[]),
+        mk("unreadable", "yesterday", &[]),
+    ];
+    let now = crate::until::parse_rfc3339("2026-01-02T00:00:10Z").unwrap();
+    let p = |pairs: &[(&str, &[&str])]| {
+        let m: BTreeMap<String, Vec<String>> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+            .collect();
+        prune_candidates(&nets, &m, now)
+            .unwrap()
+            .iter()
+            .map(|n| n.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(p(&[("until", &["1h"])]), ["old", "bare"]);
+    assert_eq!(p(&[("until", &["24h"])]), ["old"]);
+    assert_eq!(p(&[("until", &["2026-01-01T06:00:00Z"])]), ["old"]);
+    assert_eq!(p(&[("until", &["1767225600"])]), Vec::<String>::new());
+    assert_eq!(p(&[("until", &["1767225601"])]), ["old"]);
+    // label!: a network is kept only when it matches every label! filter (MatchKVList).
+    assert_eq!(p(&[("label!", &["team"])]), ["bare", "unreadable"]);
+    assert_eq!(
+        p(&[("label!", &["team", "keep"])]),
+        ["new", "bare", "unreadable"]
+    );
+    assert_eq!(p(&[("label!", &["team=y"])]).len(), 4);
+    assert_eq!(
+        p(&[
+            ("label", &["team"]),
+            ("label!", &["keep=1"]),
+            ("until", &["5s"])
+        ]),
+        ["new"]
+    );
 }
 
 #[test]
