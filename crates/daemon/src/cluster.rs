@@ -49,6 +49,14 @@ pub struct Cluster {
     /// Every endpoint published on the cluster's overlay networks (all hosts', by key), as
     /// the etcd watch last delivered them.
     remotes: Mutex<BTreeMap<String, RemoteEndpoint>>,
+    /// What this host last published (lease, endpoints, claims): a publication that changes
+    /// nothing costs no store write.
+    #[allow(clippy::type_complexity)]
+    published: Mutex<(
+        Option<LeaseId>,
+        BTreeMap<String, RemoteEndpoint>,
+        BTreeMap<String, ClusterClaim>,
+    )>,
 }
 
 impl Cluster {
@@ -84,6 +92,7 @@ impl Cluster {
             lease: Mutex::new(None),
             health: Mutex::new(Err("not registered yet".into())),
             remotes: Mutex::new(BTreeMap::new()),
+            published: Mutex::new((None, BTreeMap::new(), BTreeMap::new())),
         });
         match c.register() {
             Ok(()) => {}
@@ -165,10 +174,20 @@ impl Cluster {
         }
     }
 
+    /// Records a failed request (until the next keep-alive succeeds).
+    pub fn mark_unhealthy(&self, why: String) {
+        self.set_health(Err(why));
+    }
+
     fn set_health(&self, h: Result<(), String>) {
         if let Ok(mut g) = self.health.lock() {
             *g = h;
         }
+    }
+
+    /// Whether the store answered the last request (keep-alives run every TTL/3).
+    pub fn healthy(&self) -> bool {
+        self.health.lock().map(|h| h.is_ok()).unwrap_or(false)
     }
 
     fn lease(&self) -> Option<LeaseId> {
@@ -305,4 +324,300 @@ fn is_link_local(a: &IpAddr) -> bool {
         IpAddr::V4(v) => v.is_link_local(),
         IpAddr::V6(v) => (v.segments()[0] & 0xffc0) == 0xfe80,
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Overlay networks in the cluster store.
+//
+// Keys (under etcd's `/berth/`):
+//   networks/<id>                 the global network (a NetworkSpec), until `network rm`
+//   netnames/<name>               → id: names are unique cluster-wide
+//   vni/<n>                       → id: VXLAN ids are unique cluster-wide
+//   ipam/<net>/<addr>             → Claim: the address's holder, under the holder's node lease
+//   endpoints/<net>/<node>/<ctr>  → RemoteEndpoint, under the node lease: what the other
+//                                   hosts program into their VXLAN ports and their DNS
+
+/// Prefix of the global networks.
+pub const NETWORKS: &str = "networks/";
+const NETNAMES: &str = "netnames/";
+const VNIS: &str = "vni/";
+/// Prefix of the published endpoints.
+pub const ENDPOINTS: &str = "endpoints/";
+const IPAM: &str = "ipam/";
+/// The first VXLAN id berth allocates (Docker's classic overlay starts at 256; 4096 keeps
+/// clear of VLAN-numbered hand-made ones).
+const FIRST_VNI: u32 = 4096;
+
+use berth_plan::model::NetworkSpec;
+
+use crate::error::{ApiError, ApiResult};
+
+fn store_err(e: StoreError) -> ApiError {
+    ApiError::from(e)
+}
+
+/// An address claim in the cluster store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ClusterClaim {
+    /// The node holding it.
+    pub node: String,
+    /// The container (id).
+    pub container: String,
+    /// Its name, for messages.
+    pub name: String,
+}
+
+impl Cluster {
+    /// Writes a new overlay network to the cluster: a VXLAN id is allocated (the lowest free
+    /// from 4096, unless `-o …vxlanid_list=` gave one) and the name and id claimed, all in one
+    /// compare-and-swap transaction, so two hosts creating at once never share either.
+    pub fn create_network(&self, spec: &mut NetworkSpec) -> ApiResult<()> {
+        let Some(mut ov) = spec.overlay else {
+            return Err(ApiError::internal(
+                "an overlay network without its VXLAN spec",
+            ));
+        };
+        let given = ov.vni > 0;
+        for _ in 0..berth_store::MAX_TXN_ATTEMPTS {
+            if !given {
+                let (_, used) = self.store.list_versioned(VNIS).map_err(store_err)?;
+                let used: std::collections::BTreeSet<u32> = used
+                    .iter()
+                    .filter_map(|(k, _)| k.strip_prefix(VNIS)?.parse().ok())
+                    .collect();
+                ov.vni = (FIRST_VNI..=berth_plan::network::MAX_VNI)
+                    .find(|n| !used.contains(n))
+                    .ok_or_else(|| ApiError::conflict("every VXLAN id is in use"))?;
+            }
+            spec.overlay = Some(ov);
+            let name_key = format!("{NETNAMES}{}", spec.name);
+            let vni_key = format!("{VNIS}{}", ov.vni);
+            let compares = vec![
+                Compare::Absent(name_key.clone()),
+                Compare::Absent(vni_key.clone()),
+            ];
+            let ops = vec![
+                Op::Put(name_key, spec.id.clone().into_bytes()),
+                Op::Put(vni_key, spec.id.clone().into_bytes()),
+                Op::put_json(format!("{NETWORKS}{}", spec.id), &*spec),
+            ];
+            match self.store.txn(compares, ops).map_err(store_err)? {
+                TxnOutcome::Committed(_) => return Ok(()),
+                TxnOutcome::Failed { failed: 0, .. } => {
+                    return Err(ApiError::conflict(format!(
+                        "network with name {} already exists (on another host of the cluster)",
+                        spec.name
+                    )))
+                }
+                TxnOutcome::Failed { .. } if given => {
+                    return Err(ApiError::conflict(format!(
+                        "VXLAN id {} is used by another overlay network of the cluster",
+                        ov.vni
+                    )))
+                }
+                // Another host took that VNI meanwhile: pick again.
+                TxnOutcome::Failed { .. } => continue,
+            }
+        }
+        Err(ApiError::conflict(
+            "the cluster's overlay networks kept changing; try again",
+        ))
+    }
+
+    /// Removes an overlay network from the cluster, refused while any host has an endpoint
+    /// on it (naming the hosts).
+    pub fn remove_network(&self, net: &NetworkSpec) -> ApiResult<()> {
+        let prefix = format!("{ENDPOINTS}{}/", net.id);
+        let (_, eps) = self.store.list_versioned(&prefix).map_err(store_err)?;
+        if !eps.is_empty() {
+            let hosts: std::collections::BTreeSet<String> = eps
+                .iter()
+                .filter_map(|(k, _)| k.strip_prefix(&prefix)?.split('/').next().map(String::from))
+                .collect();
+            return Err(ApiError::forbidden(format!(
+                "error while removing network: network {} id {} has active endpoints on \
+                 host(s) {}; disconnect or remove those containers first",
+                net.name,
+                net.id,
+                hosts.into_iter().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let mut ops = vec![
+            Op::Delete(format!("{NETWORKS}{}", net.id)),
+            Op::Delete(format!("{NETNAMES}{}", net.name)),
+        ];
+        if let Some(ov) = net.overlay {
+            ops.push(Op::Delete(format!("{VNIS}{}", ov.vni)));
+        }
+        // Claims of stopped containers on other hosts go with the network.
+        let (_, claims) = self
+            .store
+            .list_versioned(&format!("{IPAM}{}/", net.id))
+            .map_err(store_err)?;
+        ops.extend(claims.into_iter().map(|(k, _)| Op::Delete(k)));
+        self.store.apply(ops).map_err(store_err)
+    }
+
+    /// Addresses of `net` held anywhere in the cluster → holder name (except `container`).
+    pub fn holders(&self, net: &str, container: &str) -> ApiResult<BTreeMap<IpAddr, String>> {
+        let prefix = format!("{IPAM}{net}/");
+        let (_, claims) = self.store.list_versioned(&prefix).map_err(store_err)?;
+        Ok(claims
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let addr: IpAddr = k.strip_prefix(&prefix)?.parse().ok()?;
+                let c: ClusterClaim = serde_json::from_slice(&v.value).ok()?;
+                (c.container != container).then(|| (addr, format!("{} on {}", c.name, c.node)))
+            })
+            .collect())
+    }
+
+    /// Claims `addrs` on `net` for a container of this host, under this host's lease (they
+    /// are freed when the host is gone for a TTL). A claim taken meanwhile by another host is
+    /// a 409 naming the address.
+    pub fn claim(&self, net: &str, container: &str, name: &str, addrs: &[IpAddr]) -> ApiResult<()> {
+        let Some(lease) = self.lease() else {
+            return Err(ApiError::from(StoreError::Unavailable {
+                store: self.store.describe(),
+                msg: "this host has not joined the cluster yet".into(),
+            }));
+        };
+        let claim = ClusterClaim {
+            node: self.record.name.clone(),
+            container: container.to_string(),
+            name: name.to_string(),
+        };
+        let keys: Vec<String> = addrs.iter().map(|a| format!("{IPAM}{net}/{a}")).collect();
+        let compares = keys.iter().map(|k| Compare::Absent(k.clone())).collect();
+        let ops = keys
+            .iter()
+            .map(|k| Op::put_json_lease(k.clone(), &claim, lease))
+            .collect();
+        match self.store.txn(compares, ops).map_err(store_err)? {
+            TxnOutcome::Committed(_) => Ok(()),
+            TxnOutcome::Failed { failed, .. } => Err(ApiError::conflict(format!(
+                "address {} was allocated on another host of the cluster at the same time; \
+                 try again",
+                addrs
+                    .get(failed)
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// Frees claims of this host's containers.
+    pub fn release(&self, net: &str, addrs: &[IpAddr]) -> ApiResult<()> {
+        self.store
+            .apply(
+                addrs
+                    .iter()
+                    .map(|a| Op::Delete(format!("{IPAM}{net}/{a}")))
+                    .collect(),
+            )
+            .map_err(store_err)
+    }
+
+    /// Makes this host's published endpoints and address claims exactly `eps` / `claims`
+    /// (keys relative to the store; values under this host's lease): one transaction with
+    /// what changed since the last publication, nothing when nothing did.
+    pub fn publish(
+        &self,
+        eps: BTreeMap<String, RemoteEndpoint>,
+        claims: BTreeMap<String, ClusterClaim>,
+    ) -> Result<(), StoreError> {
+        let Some(lease) = self.lease() else {
+            return Ok(());
+        };
+        let mut last = self.published.lock().map_err(|_| StoreError::Io {
+            op: "publishing endpoints",
+            msg: "lock poisoned".into(),
+        })?;
+        if last.0 == Some(lease) && last.1 == eps && last.2 == claims {
+            return Ok(());
+        }
+        // What this host has in the store now (a restart, a lost lease, a dead etcd: the
+        // store is the truth, the memory only saves work).
+        let mine = |k: &str| k.split('/').nth(2) == Some(self.record.name.as_str());
+        let (_, have_eps) = self.store.list_versioned(ENDPOINTS)?;
+        let mut ops = Vec::new();
+        for (k, _) in have_eps.iter().filter(|(k, _)| mine(k)) {
+            if !eps.contains_key(k) {
+                ops.push(Op::Delete(k.clone()));
+            }
+        }
+        for (k, e) in &eps {
+            let current = have_eps.iter().find(|(hk, _)| hk == k);
+            let same = current.is_some_and(|(_, v)| {
+                serde_json::to_vec(e).ok().as_deref() == Some(v.value.as_slice())
+                    && v.lease == Some(lease)
+            });
+            if !same {
+                ops.push(Op::put_json_lease(k.clone(), e, lease));
+            }
+        }
+        let (_, have_claims) = self.store.list_versioned(IPAM)?;
+        for (k, v) in &have_claims {
+            let theirs: Option<ClusterClaim> = serde_json::from_slice(&v.value).ok();
+            // This host's claims that no container holds any more (freed while etcd was away).
+            if theirs.is_some_and(|t| t.node == self.record.name) && !claims.contains_key(k) {
+                ops.push(Op::Delete(k.clone()));
+            }
+        }
+        for (k, c) in &claims {
+            let current = have_claims.iter().find(|(hk, _)| hk == k);
+            match current {
+                Some((_, v)) => {
+                    let theirs: Option<ClusterClaim> = serde_json::from_slice(&v.value).ok();
+                    if theirs.as_ref() == Some(c) && v.lease != Some(lease) {
+                        // Ours, from before a lost lease: re-attach.
+                        ops.push(Op::put_json_lease(k.clone(), c, lease));
+                    }
+                }
+                None => ops.push(Op::put_json_lease(k.clone(), c, lease)),
+            }
+        }
+        if !ops.is_empty() {
+            self.store.apply(ops)?;
+        }
+        *last = (Some(lease), eps, claims);
+        Ok(())
+    }
+
+    /// Replaces the cache of published endpoints (a fresh list) or applies one watch event.
+    pub fn set_remotes(&self, all: BTreeMap<String, RemoteEndpoint>) {
+        if let Ok(mut r) = self.remotes.lock() {
+            *r = all;
+        }
+    }
+
+    /// Applies one watch event to the cache of published endpoints.
+    pub fn apply_remote(&self, key: &str, value: Option<&[u8]>) {
+        if let Ok(mut r) = self.remotes.lock() {
+            match value.and_then(|v| serde_json::from_slice::<RemoteEndpoint>(v).ok()) {
+                Some(e) => {
+                    r.insert(key.to_string(), e);
+                }
+                None => {
+                    r.remove(key);
+                }
+            }
+        }
+    }
+
+    /// This host's name.
+    pub fn node(&self) -> &str {
+        &self.record.name
+    }
+}
+
+/// The key of a published endpoint.
+pub fn endpoint_key(net: &str, node: &str, container: &str) -> String {
+    format!("{ENDPOINTS}{net}/{node}/{container}")
+}
+
+/// The key of an address claim.
+pub fn claim_key(net: &str, addr: IpAddr) -> String {
+    format!("{IPAM}{net}/{addr}")
 }

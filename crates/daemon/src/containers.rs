@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use berth_plan::model::{ContainerSpec, ContainerState, NetworkMode, Status};
 use berth_plan::names;
-use berth_plan::network as planner;
 use berth_store::{Op, StoreExt};
 use std::net::IpAddr;
 
@@ -141,7 +140,13 @@ impl Daemon {
                 let ep_req = endpoint_request(settings);
                 all_with_self.retain(|c| c.id != spec.id);
                 all_with_self.push(spec.clone());
-                let ep = planner::plan_endpoint(&net, &spec, &all_with_self, &ep_req, new_id())?;
+                let ep = match self.plan_endpoint_claimed(&net, &spec, &all_with_self, &ep_req) {
+                    Ok(ep) => ep,
+                    Err(e) => {
+                        self.cluster_release(&spec.endpoints.iter().collect::<Vec<_>>());
+                        return Err(e);
+                    }
+                };
                 spec.endpoints.push(ep);
             }
         } else if !req.networking_config.endpoints_config.is_empty()
@@ -166,7 +171,11 @@ impl Daemon {
         ops.push(Op::put_json(keys::container(&spec.id), &spec));
         ops.push(Op::put_json(keys::state(&spec.id), &state));
         ops.extend(crate::ports::store_op(&spec.id, &port_specs));
-        crate::ipam::commit(self.store.as_ref(), cmp, ops)?;
+        if let Err(e) = crate::ipam::commit(self.store.as_ref(), cmp, ops) {
+            // Overlay addresses were claimed cluster-wide while planning.
+            self.cluster_release(&spec.endpoints.iter().collect::<Vec<_>>());
+            return Err(e);
+        }
         failpoint::boundary("store container");
         // Known as an asker from now on: its first query may come before it counts as running.
         self.dns_refresh();
@@ -207,6 +216,8 @@ impl Daemon {
         failpoint::boundary("store running state");
         self.exit_channel(&c.id).send_replace(None);
         self.dns_refresh();
+        // Reachable from the other hosts of its overlay networks once `run` returns.
+        self.cluster_publish();
         crate::converge::watch_container(
             self.clone(),
             c.id.clone(),
@@ -265,6 +276,7 @@ impl Daemon {
         self.store.apply(ops)?;
         failpoint::boundary("store exited state");
         self.dns_refresh();
+        self.cluster_publish();
         Ok(())
     }
 
@@ -340,6 +352,7 @@ impl Daemon {
         ]);
         self.store.apply(ops)?;
         failpoint::boundary("store removal");
+        self.cluster_release(&c.endpoints.iter().collect::<Vec<_>>());
         self.runtime.remove_files(id);
         self.forget_exits(id);
         self.dns_refresh();

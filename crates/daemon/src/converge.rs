@@ -233,6 +233,8 @@ impl Daemon {
             self.set_meta(m)?;
             self.firewall.invalidate();
         }
+        // Overlay endpoints that appeared or went with this pass (connect, disconnect).
+        self.cluster_publish();
         Ok(rep)
     }
 

@@ -353,6 +353,8 @@ impl Daemon {
                     || self.state(&c.id)?.status == berth_plan::model::Status::Running;
                 containers.push((c, running));
             }
+            // Containers of other hosts on the shared overlay networks.
+            containers.extend(self.remote_dns_containers());
             Ok(berth_plan::dns::Table::build(&nets, &containers))
         };
         match build() {

@@ -18,6 +18,7 @@ mod ids;
 mod ipam;
 mod networks;
 mod openapi;
+mod overlay;
 mod ports;
 mod ports_local6;
 mod reconcile;
@@ -147,5 +148,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     })
     .await?;
     converge::spawn_watchers(daemon.clone());
+    overlay::spawn_sync(daemon.clone());
     http::serve(daemon, &args.socket).await
 }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use berth_plan::host::{self, ObserveRequest};
-use berth_plan::model::{NetworkMode, NetworkSpec, Status};
+use berth_plan::model::{Driver, NetworkMode, NetworkSpec, Status};
 use berth_plan::names;
 use berth_plan::network::{self as planner, EndpointRequest, NetworkRequest};
 use berth_store::Op;
@@ -22,7 +22,7 @@ impl Daemon {
     pub async fn create_network(&self, req: NetworkRequest) -> ApiResult<NetworkSpec> {
         let _guard = self.lock.lock().await;
         let _op = failpoint::Op::begin("network_create");
-        if req.driver.as_deref() == Some("overlay") {
+        if req.driver.as_deref() == Some("overlay") && self.cluster.is_none() {
             return Err(self.overlay_refusal());
         }
         let existing = self.networks()?;
@@ -52,6 +52,11 @@ impl Daemon {
         if let Some(parent) = drv.parent(&spec) {
             self.check_parent(&parent, &mut spec).await?;
         }
+        if let (Some(cl), Driver::Overlay) = (&self.cluster, spec.driver) {
+            // Cluster-wide first (name and VXLAN id claimed there); every other host's watch
+            // builds it too.
+            cl.create_network(&mut spec)?;
+        }
         self.store
             .apply(vec![Op::put_json(keys::network(&spec.id), &spec)])?;
         failpoint::boundary("store network");
@@ -66,6 +71,11 @@ impl Daemon {
             // mark (what the failed pass made) is removed.
             self.store
                 .apply(vec![Op::Delete(keys::network(&spec.id))])?;
+            if let (Some(cl), Driver::Overlay) = (&self.cluster, spec.driver) {
+                if let Err(e2) = cl.remove_network(&spec) {
+                    tracing::warn!("cluster: taking back network {}: {}", spec.name, e2.message);
+                }
+            }
             self.release_network(&spec).await;
             return Err(e);
         }
@@ -267,6 +277,10 @@ impl Daemon {
                 users.join(", ")
             )));
         }
+        if let (Some(cl), Driver::Overlay) = (&self.cluster, net.driver) {
+            // Refused while any host has an endpoint on it; gone from every host after this.
+            cl.remove_network(net)?;
+        }
         // Intent first, then the kernel: a crash in between leaves a marked bridge no stored
         // network wants, which the next start-up pass removes as an orphan.
         self.store.apply(vec![Op::Delete(keys::network(&net.id))])?;
@@ -324,11 +338,14 @@ impl Daemon {
             )));
         }
         let all = self.containers()?;
-        let ep = planner::plan_endpoint(&net, &c, &all, &req, new_id())?;
+        let ep = self.plan_endpoint_claimed(&net, &c, &all, &req)?;
         c.endpoints.push(ep.clone());
         let (cmp, mut ops) = crate::ipam::claim(&c, &[&ep]);
         ops.push(Op::put_json(keys::container(&c.id), &c));
-        crate::ipam::commit(self.store.as_ref(), cmp, ops)?;
+        if let Err(e) = crate::ipam::commit(self.store.as_ref(), cmp, ops) {
+            self.cluster_release(&[&ep]);
+            return Err(e);
+        }
         failpoint::boundary("store endpoint");
         let st = self.state(&c.id)?;
         if st.status == Status::Running {
@@ -343,6 +360,7 @@ impl Daemon {
                 let mut ops = crate::ipam::release(&[&ep]);
                 ops.push(Op::put_json(keys::container(&c.id), &c));
                 self.store.apply(ops)?;
+                self.cluster_release(&[&ep]);
                 if let Err(e2) = self
                     .converge(
                         crate::reconcile::Trigger::Api,
@@ -383,6 +401,7 @@ impl Daemon {
         let mut ops = crate::ipam::release(&[&ep]);
         ops.push(Op::put_json(keys::container(&c.id), &c));
         self.store.apply(ops)?;
+        self.cluster_release(&[&ep]);
         failpoint::boundary("store endpoint removal");
         let st = self.state(&c.id)?;
         if st.status == Status::Running {
@@ -434,24 +453,11 @@ async fn kind_supported(kind: &'static str) -> ApiResult<bool> {
 }
 
 impl Daemon {
-    /// Why `-d overlay` cannot be created here, for people: without a cluster store it needs
-    /// one; with one, the overlay data plane (VXLAN between the nodes) is not built yet.
+    /// Why `-d overlay` cannot be created here: it spans hosts and needs a cluster store.
     fn overlay_refusal(&self) -> ApiError {
-        match &self.cluster {
-            None => ApiError::bad_request(
-                "network driver \"overlay\" spans hosts and needs a cluster store: start \
-                 berthd with --cluster-store etcd://HOST:2379 --advertise-addr IP|IFACE \
-                 (docs/OVERLAY.md)",
-            ),
-            Some(c) => ApiError {
-                status: axum::http::StatusCode::NOT_IMPLEMENTED,
-                message: format!(
-                    "network driver \"overlay\": this host is node {:?} of the cluster at {}, \
-                     but the overlay data plane (VXLAN between nodes) is not in this berth yet \
-                     (docs/OVERLAY.md says what exists)",
-                    c.record.name, c.url
-                ),
-            },
-        }
+        ApiError::bad_request(
+            "network driver \"overlay\" spans hosts and needs a cluster store: start berthd \
+             with --cluster-store etcd://HOST:2379 --advertise-addr IP|IFACE (docs/OVERLAY.md)",
+        )
     }
 }

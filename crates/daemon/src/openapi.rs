@@ -15,6 +15,8 @@ fn version() {}
 fn info() {}
 #[utoipa::path(get, path = "/system/check", responses((status = 200, body = SystemCheck, description = "berth's own: the kernel against the stored intent and the steps a reconcile pass would take (dry run)")))]
 fn system_check() {}
+#[utoipa::path(get, path = "/cluster/nodes", responses((status = 200, body = [NodeSummary], description = "berth's own: the live hosts of this berthd's cluster (--cluster-store)"), (status = 503, body = ErrorResponse, description = "no cluster store, or etcd unreachable")))]
+fn cluster_nodes() {}
 #[utoipa::path(get, path = "/system/topology", responses((status = 200, body = Topology, description = "berth's own: networks, their devices, veths and containers as the kernel has them, beside the intent, drift marked")))]
 fn system_topology() {}
 #[utoipa::path(get, path = "/containers/{id}/explain", params(("id" = String, Path), ("verify" = Option<bool>, Query, description = "also send real TCP probes; the answer is then an application/x-ndjson stream of ExplainEvent lines")), responses((status = 200, body = Exposure, description = "berth's own: who can reach the container, on which ports, from where, and where it can go"), (status = 404, body = ErrorResponse)))]
@@ -74,6 +76,7 @@ fn inspect_exec() {}
         version,
         info,
         system_check,
+        cluster_nodes,
         system_topology,
         explain,
         list_networks,

@@ -37,6 +37,9 @@ pub enum Trigger {
     Timer,
     /// `berth system check`: observe and diff only.
     Check,
+    /// The cluster's intent changed (an overlay network or another host's endpoint came or
+    /// went): carried out like a request, not counted as drift.
+    Cluster,
 }
 
 impl Trigger {
@@ -315,6 +318,7 @@ impl Reconciler {
 fn log_step(trigger: Trigger, step: &Step) {
     match trigger {
         Trigger::Api | Trigger::Check => tracing::debug!("applied: {step}"),
+        Trigger::Cluster => tracing::info!("applied for the cluster: {step}"),
         Trigger::Startup => tracing::info!("repaired at start-up: {step}"),
         Trigger::Notification | Trigger::Timer => {
             tracing::warn!("repaired drift ({trigger:?}): {step}")

@@ -303,8 +303,7 @@ fn hosts_join_see_each_other_and_forget_the_dead() {
 /// container on it answers), `node ls` fails within the request timeout with a 503 that names
 /// etcd, and `berth info` says UNREACHABLE; when etcd is back, the hosts are listed again
 /// without duplicates. A berthd started while etcd is down starts, and joins once etcd is up.
-/// `-d overlay` is refused with what to do: a cluster store without one, and the missing data
-/// plane with one.
+/// `-d overlay` without a cluster store is refused with the flags to add.
 #[test]
 fn etcd_down_and_back_and_overlay_refusals() {
     require_root!();
@@ -329,13 +328,6 @@ fn etcd_down_and_back_and_overlay_refusals() {
     join(&a, "host-a").unwrap_or_else(|e| panic!("{e}"));
     join(&b, "host-b").unwrap_or_else(|e| panic!("{e}"));
     wait_names(&a, &["host-a", "host-b"], Duration::from_secs(5));
-    let (st, body) = a.api(
-        "POST",
-        "/networks/create",
-        Some(r#"{"Name":"ov","Driver":"overlay"}"#),
-    );
-    assert_eq!(st, 501, "{body}");
-    assert!(body.contains("node \\\"host-a\\\""), "{body}");
 
     u.kill_etcd();
     let t = Instant::now();
@@ -370,4 +362,196 @@ fn w_ok(w: &World, args: &[&str]) -> String {
     let o = w.berth(args);
     assert!(o.status.success(), "berth {args:?}: {}", show(&o));
     stdout(&o)
+}
+
+/// `berth network ls` names on `w`.
+fn network_names(w: &World) -> Vec<String> {
+    w_ok(w, &["network", "ls", "--format", "{{.Name}}"])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+/// `berth network create -d overlay --subnet SUBNET NAME` on `w`.
+fn create_overlay(w: &World, subnet: &str, name: &str) {
+    w.berth_ok(&[
+        "network", "create", "-d", "overlay", "--subnet", subnet, name,
+    ]);
+}
+
+/// The forwarding entries (`bridge fdb show dev DEV`) with a remote VTEP, in `w`'s host.
+fn fdb_dsts(w: &World, dev: &str) -> String {
+    let o = sh(
+        "ip",
+        &[
+            "netns", "exec", &w.host_ns, "bridge", "fdb", "show", "dev", dev,
+        ],
+    );
+    stdout(&o)
+        .lines()
+        .filter(|l| l.contains(" dst "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Proves the overlay network across hosts (VXLAN between the hosts' bridges, over the
+/// underlay): created on one host it appears on the other; containers on different hosts get
+/// different addresses from one subnet and talk TCP by address and by name (the other host's
+/// DNS answers), with the overlay MTU (1450) on their interface; a container of a bridge
+/// network of the same host cannot reach them; `network rm` is refused while a host has an
+/// endpoint, naming it; a host whose berthd dies is dropped from the other's VXLAN forwarding
+/// entries within the TTL + 1.5 s; ten concurrent runs on two hosts in one /28 get ten
+/// different addresses; removal on one host removes it from the other.
+#[test]
+fn overlay_network_spans_hosts() {
+    require_root!();
+    let (a, b) = (World::new(), World::new());
+    let mut u = Underlay::new(&a, &[&a, &b]);
+    u.start_etcd(&a);
+    join(&a, "host-a").unwrap_or_else(|e| panic!("{e}"));
+    join(&b, "host-b").unwrap_or_else(|e| panic!("{e}"));
+    wait_names(&a, &["host-a", "host-b"], Duration::from_secs(5));
+
+    create_overlay(&a, "10.50.0.0/24", "app");
+    let took = wait_until("app on host-b", Duration::from_secs(5), || {
+        network_names(&b).contains(&"app".to_string())
+    });
+    eprintln!("overlay network visible on the other host after {took:?}");
+    let id_a = a.network_inspect("app")["Id"].clone();
+    assert_eq!(
+        b.network_inspect("app")["Id"],
+        id_a,
+        "same id on every host"
+    );
+    assert_eq!(b.network_inspect("app")["Driver"], "overlay");
+    let vx = format!("bvx-{}", &id_a.as_str().expect("id")[..9]);
+
+    a.run_server("db", &["--network", "app"], 8080);
+    a.wait_container_port("db", 8080);
+    b.run_server("web", &["--network", "app"], 8081);
+    b.wait_container_port("web", 8081);
+    let (ip_db, ip_web) = (a.ip_of("db", "app"), b.ip_of("web", "app"));
+    assert!(ip_db.starts_with("10.50.0.") && ip_web.starts_with("10.50.0."));
+    assert_ne!(ip_db, ip_web, "two hosts must not hand out one address");
+
+    // Across hosts, both ways, by address and by name.
+    let r = b.assert_reaches("web", &ip_db, 8080);
+    assert!(
+        r.contains(&ip_web),
+        "db saw the client as {r}, not {ip_web}"
+    );
+    a.assert_reaches("db", &ip_web, 8081);
+    let start = Instant::now();
+    loop {
+        match b.tcp_from("web", "db", 8080, 2.0) {
+            Ok(_) => break,
+            Err(e) => assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "web on host-b should reach db on host-a by name: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let link = b.exec_ok("web", &["ip", "link", "show", "eth0"]);
+    assert!(link.contains("mtu 1450"), "{link}");
+    assert!(
+        fdb_dsts(&b, &vx).contains("dst 10.77.0.1"),
+        "{}",
+        fdb_dsts(&b, &vx)
+    );
+
+    // Isolation: a bridge network's container on host-b does not reach the overlay's.
+    b.berth_ok(&["network", "create", "--subnet", "10.92.0.0/24", "side"]);
+    b.run_server("other", &["--network", "side"], 8082);
+    b.wait_container_port("other", 8082);
+    b.assert_blocked("other", &ip_web, 8081);
+
+    // host-b's berthd dies (its containers keep running): host-a forgets its endpoints.
+    b.stop_daemon(true);
+    let took = wait_until(
+        "host-b's entries gone from host-a",
+        Duration::from_millis(TTL * 1000 + 1500),
+        || !fdb_dsts(&a, &vx).contains("dst 10.77.0.2"),
+    );
+    eprintln!("host-b's endpoints dropped by host-a {took:?} after its berthd was killed");
+    join(&b, "host-b").unwrap_or_else(|e| panic!("{e}"));
+    wait_until(
+        "host-b's entries back on host-a",
+        Duration::from_secs(5),
+        || fdb_dsts(&a, &vx).contains("dst 10.77.0.2"),
+    );
+    b.assert_reaches("web", &ip_db, 8080);
+
+    // Concurrent runs on both hosts in a small subnet: every address handed out once.
+    create_overlay(&a, "10.51.0.0/28", "race");
+    wait_until("race on host-b", Duration::from_secs(5), || {
+        network_names(&b).contains(&"race".to_string())
+    });
+    let ips: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = [(&a, "ra"), (&b, "rb")]
+            .into_iter()
+            .flat_map(|(w, p)| {
+                (0..5).map(move |i| {
+                    s.spawn(move || {
+                        let name = format!("{p}{i}");
+                        w.berth_ok(&[
+                            "run",
+                            "-d",
+                            "--name",
+                            &name,
+                            "--network",
+                            "race",
+                            "sleep",
+                            "60",
+                        ]);
+                        w.ip_of(&name, "race")
+                    })
+                })
+            })
+            .collect();
+        runs.into_iter().map(|h| h.join().expect("run")).collect()
+    });
+    let unique: std::collections::BTreeSet<&String> = ips.iter().collect();
+    assert_eq!(
+        unique.len(),
+        ips.len(),
+        "duplicate addresses across hosts: {ips:?}"
+    );
+    for (w, p) in [(&a, "ra"), (&b, "rb")] {
+        for i in 0..5 {
+            w.berth_ok(&["rm", "-f", &format!("{p}{i}")]);
+        }
+    }
+    b.berth_ok(&["network", "rm", "race"]);
+
+    // Removal: refused on host-b while host-a still has an endpoint (naming host-a); once the
+    // containers are gone on both hosts, rm on host-b removes it from host-a too.
+    b.berth_ok(&["rm", "-f", "web"]);
+    let o = b.berth(&["network", "rm", "app"]);
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(
+        stderr(&o).contains("active endpoints on host(s) host-a"),
+        "{}",
+        show(&o)
+    );
+    a.berth_ok(&["rm", "-f", "db"]);
+    b.berth_ok(&["network", "rm", "app"]);
+    wait_until("app gone from host-a", Duration::from_secs(5), || {
+        !network_names(&a).contains(&"app".to_string())
+    });
+    wait_until("vxlan gone from host-a", Duration::from_secs(5), || {
+        !sh("ip", &["-n", &a.host_ns, "link", "show", &vx])
+            .status
+            .success()
+    });
+    u.kill_etcd();
 }

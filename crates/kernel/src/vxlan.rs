@@ -130,6 +130,15 @@ impl Kernel {
                         NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
                             dst = Some(IpAddr::V6(*v6))
                         }
+                        // In an AF_BRIDGE message the parser cannot know the address family
+                        // of NDA_DST (the VTEP): 4 bytes are IPv4, 16 IPv6.
+                        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                            dst = match b.len() {
+                                4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+                                16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+                                _ => None,
+                            }
+                        }
                         NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
                             let mut b = [0u8; 6];
                             b.copy_from_slice(l);

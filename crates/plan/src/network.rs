@@ -1026,6 +1026,19 @@ pub fn plan_endpoint(
     req: &EndpointRequest,
     endpoint_id: Id,
 ) -> Result<EndpointSpec, PlanError> {
+    plan_endpoint_with(net, container, all, req, endpoint_id, &BTreeMap::new())
+}
+
+/// [`plan_endpoint`] with addresses held elsewhere (an overlay network's addresses claimed by
+/// containers of other hosts: address → holder, for the message).
+pub fn plan_endpoint_with(
+    net: &NetworkSpec,
+    container: &ContainerSpec,
+    all: &[ContainerSpec],
+    req: &EndpointRequest,
+    endpoint_id: Id,
+    held_elsewhere: &BTreeMap<IpAddr, String>,
+) -> Result<EndpointSpec, PlanError> {
     match net.driver {
         Driver::Bridge | Driver::Macvlan | Driver::Ipvlan | Driver::Overlay => {}
         Driver::Host => {
@@ -1062,7 +1075,10 @@ pub fn plan_endpoint(
     }
 
     // Who holds which address on this network, for the allocator and for the message.
-    let mut holders: BTreeMap<IpAddr, &str> = BTreeMap::new();
+    let mut holders: BTreeMap<IpAddr, &str> = held_elsewhere
+        .iter()
+        .map(|(a, who)| (*a, who.as_str()))
+        .collect();
     for c in all.iter().filter(|c| c.id != container.id) {
         for ep in c.endpoints.iter().filter(|e| e.network_id == net.id) {
             for a in &ep.addrs {

@@ -1,0 +1,351 @@
+//! Overlay networks in berthd: what ties the cluster store (crate::cluster) to this host's
+//! store, reconciler and DNS.
+//!
+//! * The global networks live in etcd; each host keeps a copy in its own store, so listing,
+//!   inspecting, connecting, the firewall and the reconciler treat them like any network. A
+//!   watch keeps the copies equal to etcd (created and removed on every host).
+//! * Addresses on an overlay network are claimed in etcd (compare-absent, under the host's
+//!   lease) before the container document is stored: two hosts never hand out one address.
+//! * Each host publishes its running containers' overlay endpoints (address, MAC, names, its
+//!   tunnel address) under its lease; every host's reconciler programs the others' into its
+//!   VXLAN ports, and its DNS answers their names.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use berth_plan::model::{ContainerSpec, Driver, EndpointSpec, NetworkSpec, Status};
+use berth_plan::network::{self as planner, EndpointRequest};
+use berth_plan::overlay::RemoteEndpoint;
+use berth_store::{EventKind, Op, Store, StoreExt};
+
+use crate::cluster::{self, ClusterClaim};
+use crate::converge::Scope;
+use crate::daemon::{keys, new_id, Daemon};
+
+/// How often an allocation picks again after losing an address to another host.
+const CLAIM_ATTEMPTS: usize = 16;
+use crate::error::{ApiError, ApiResult};
+use crate::reconcile::Trigger;
+
+impl Daemon {
+    /// Plans `c`'s endpoint on `net`; on an overlay network its addresses are also claimed
+    /// cluster-wide, and an address another host claimed in the meantime makes it pick again
+    /// (an address the user asked for is a 409 instead).
+    pub(crate) fn plan_endpoint_claimed(
+        &self,
+        net: &NetworkSpec,
+        c: &ContainerSpec,
+        all: &[ContainerSpec],
+        req: &EndpointRequest,
+    ) -> ApiResult<EndpointSpec> {
+        if net.driver != Driver::Overlay {
+            return Ok(planner::plan_endpoint(net, c, all, req, new_id())?);
+        }
+        let fixed = req.ipv4.is_some() || req.ipv6.is_some();
+        let mut last = None;
+        for _ in 0..CLAIM_ATTEMPTS {
+            let elsewhere = self.held_elsewhere(net, &c.id)?;
+            let ep = planner::plan_endpoint_with(net, c, all, req, new_id(), &elsewhere)?;
+            match self.cluster_claim(net, c, &ep) {
+                Ok(()) => return Ok(ep),
+                Err(e) if e.status == StatusCode::CONFLICT && !fixed => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ApiError::conflict("could not claim an address; try again")))
+    }
+
+    /// Addresses of overlay network `net` held by containers of other hosts (address → who),
+    /// for the allocator; empty for other networks.
+    pub(crate) fn held_elsewhere(
+        &self,
+        net: &NetworkSpec,
+        container: &str,
+    ) -> ApiResult<BTreeMap<IpAddr, String>> {
+        match (&self.cluster, net.driver) {
+            (Some(c), Driver::Overlay) => c.holders(&net.id, container),
+            _ => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// Claims the addresses of `ep` cluster-wide when its network is an overlay network.
+    pub(crate) fn cluster_claim(
+        &self,
+        net: &NetworkSpec,
+        c: &ContainerSpec,
+        ep: &EndpointSpec,
+    ) -> ApiResult<()> {
+        match (&self.cluster, net.driver) {
+            (Some(cl), Driver::Overlay) => {
+                let addrs: Vec<IpAddr> = ep.addrs.iter().map(|a| a.addr()).collect();
+                cl.claim(&net.id, &c.id, &c.name, &addrs)
+            }
+            (None, Driver::Overlay) => Err(ApiError::bad_request(format!(
+                "network {:?} is an overlay network: this berthd has no cluster store",
+                net.name
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Frees the cluster claims of `eps` that are on overlay networks (best effort: a claim
+    /// left behind dies with this host's lease, or is re-checked at the next publication).
+    pub(crate) fn cluster_release(&self, eps: &[&EndpointSpec]) {
+        let Some(cl) = &self.cluster else { return };
+        if !cl.healthy() {
+            // etcd is away: no 5 s wait per container; the next publication, once etcd is
+            // back, drops this host's claims nothing holds any more.
+            return;
+        }
+        let Ok(nets) = self.networks() else { return };
+        for ep in eps {
+            let overlay = nets
+                .iter()
+                .any(|n| n.id == ep.network_id && n.driver == Driver::Overlay);
+            if !overlay {
+                continue;
+            }
+            let addrs: Vec<IpAddr> = ep.addrs.iter().map(|a| a.addr()).collect();
+            if let Err(e) = cl.release(&ep.network_id, &addrs) {
+                tracing::warn!(
+                    "cluster: freeing {addrs:?} on {}: {}",
+                    ep.network_id,
+                    e.message
+                );
+                cl.mark_unhealthy(e.message);
+                return;
+            }
+        }
+    }
+
+    /// Publishes this host's overlay endpoints (running containers) and address claims (every
+    /// container) to the cluster store; nothing is written when nothing changed.
+    pub(crate) fn cluster_publish(&self) {
+        let Some(cl) = &self.cluster else { return };
+        if !cl.healthy() {
+            // Published again from scratch when the sync reconnects.
+            return;
+        }
+        let build = || -> ApiResult<_> {
+            let nets: BTreeMap<String, NetworkSpec> = self
+                .networks()?
+                .into_iter()
+                .filter(|n| n.driver == Driver::Overlay)
+                .map(|n| (n.id.clone(), n))
+                .collect();
+            let mut eps = BTreeMap::new();
+            let mut claims = BTreeMap::new();
+            if nets.is_empty() {
+                return Ok((eps, claims));
+            }
+            for c in self.containers()? {
+                let running = self.state(&c.id)?.status == Status::Running;
+                for ep in c
+                    .endpoints
+                    .iter()
+                    .filter(|e| nets.contains_key(&e.network_id))
+                {
+                    for a in &ep.addrs {
+                        claims.insert(
+                            cluster::claim_key(&ep.network_id, a.addr()),
+                            ClusterClaim {
+                                node: cl.node().to_string(),
+                                container: c.id.clone(),
+                                name: c.name.clone(),
+                            },
+                        );
+                    }
+                    let Some(ip) = ep.addrs.iter().map(|a| a.addr()).find(IpAddr::is_ipv4) else {
+                        continue;
+                    };
+                    if running {
+                        eps.insert(
+                            cluster::endpoint_key(&ep.network_id, cl.node(), &c.id),
+                            RemoteEndpoint {
+                                network_id: ep.network_id.clone(),
+                                node: cl.node().to_string(),
+                                vtep: cl.record.addr,
+                                ip,
+                                mac: ep.mac.clone(),
+                                name: c.name.clone(),
+                                aliases: ep.aliases.clone(),
+                                container_id: c.id.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+            Ok((eps, claims))
+        };
+        match build() {
+            Ok((eps, claims)) => {
+                if let Err(e) = cl.publish(eps, claims) {
+                    tracing::warn!("cluster: publishing this host's endpoints: {e}");
+                    cl.mark_unhealthy(e.to_string());
+                }
+            }
+            Err(e) => tracing::warn!("cluster: reading the store: {}", e.message),
+        }
+    }
+
+    /// Makes this host's copies of the overlay networks equal to the cluster's `global` ones:
+    /// new ones stored (and built by the pass), removed ones deleted (their bridge and VXLAN
+    /// port go as orphans). Returns whether anything changed.
+    pub(crate) async fn mirror_networks(&self, global: Vec<NetworkSpec>) -> ApiResult<bool> {
+        let _guard = self.lock.lock().await;
+        let local: BTreeMap<String, NetworkSpec> = self
+            .networks()?
+            .into_iter()
+            .filter(|n| n.driver == Driver::Overlay)
+            .map(|n| (n.id.clone(), n))
+            .collect();
+        let global: BTreeMap<String, NetworkSpec> =
+            global.into_iter().map(|n| (n.id.clone(), n)).collect();
+        let mut ops = Vec::new();
+        for (id, n) in &global {
+            if local.get(id) != Some(n) {
+                tracing::info!(network = %n.name, "cluster: overlay network appeared");
+                ops.push(Op::put_json(keys::network(id), n));
+            }
+        }
+        for (id, n) in &local {
+            if !global.contains_key(id) {
+                tracing::info!(network = %n.name, "cluster: overlay network removed");
+                ops.push(Op::Delete(keys::network(id)));
+            }
+        }
+        if ops.is_empty() {
+            return Ok(false);
+        }
+        self.store.apply(ops)?;
+        self.converge(Trigger::Cluster, Scope::Full, false).await?;
+        self.dns_refresh();
+        Ok(true)
+    }
+
+    /// The other hosts' endpoints as stand-in containers for the DNS table (name, aliases,
+    /// address on the overlay network).
+    pub(crate) fn remote_dns_containers(&self) -> Vec<(ContainerSpec, bool)> {
+        let Some(cl) = &self.cluster else {
+            return Vec::new();
+        };
+        cl.remote_endpoints()
+            .into_iter()
+            .filter(|r| r.node != cl.node())
+            .filter_map(|r| {
+                let prefix = if r.ip.is_ipv4() { 32 } else { 128 };
+                let addr = ipnet::IpNet::new(r.ip, prefix).ok()?;
+                let mut c = ContainerSpec::new(r.container_id.clone(), &r.name, vec![]);
+                c.endpoints.push(EndpointSpec {
+                    id: format!("{}-{}", r.container_id, r.network_id),
+                    network_id: r.network_id.clone(),
+                    host_ifname: String::new(),
+                    ifname: "eth0".into(),
+                    mac: r.mac.clone(),
+                    addrs: vec![addr],
+                    static_ipv4: None,
+                    static_ipv6: None,
+                    aliases: r.aliases.clone(),
+                    gw_priority: 0,
+                });
+                Some((c, true))
+            })
+            .collect()
+    }
+}
+
+/// Keeps this host in step with the cluster: lists the overlay networks and the published
+/// endpoints, then follows both with watches from the listed revision (nothing missed, nothing
+/// seen twice); when a watch ends (etcd gone) it waits a second and starts over.
+pub fn spawn_sync(d: Arc<Daemon>) {
+    let Some(cl) = d.cluster.clone() else { return };
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = sync_once(&d, &cl).await {
+                tracing::debug!("cluster sync: {e}; again in 1 s");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+async fn sync_once(d: &Arc<Daemon>, cl: &Arc<cluster::Cluster>) -> anyhow::Result<()> {
+    let store = cl.store.clone();
+    let (net_rev, nets) = {
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.list_versioned(cluster::NETWORKS)).await??
+    };
+    let nets: Vec<NetworkSpec> = nets
+        .into_iter()
+        .filter_map(|(_, v)| serde_json::from_slice(&v.value).ok())
+        .collect();
+    d.mirror_networks(nets)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let (ep_rev, eps) = {
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.list_versioned(cluster::ENDPOINTS)).await??
+    };
+    cl.set_remotes(
+        eps.into_iter()
+            .filter_map(|(k, v)| Some((k, serde_json::from_slice(&v.value).ok()?)))
+            .collect(),
+    );
+    // A fresh start of the sync (etcd back, lease maybe lost): publish again from scratch.
+    d.cluster_publish();
+    d.dns_refresh();
+    converge_all(d).await;
+    let (mut wn, mut we) = {
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || -> berth_store::Result<_> {
+            Ok((
+                s.watch(cluster::NETWORKS, Some(net_rev))?,
+                s.watch(cluster::ENDPOINTS, Some(ep_rev))?,
+            ))
+        })
+        .await??
+    };
+    loop {
+        tokio::select! {
+            ev = wn.recv() => {
+                if ev.is_none() {
+                    anyhow::bail!("the network watch ended");
+                }
+                // Networks change rarely: read them all again.
+                let s = store.clone();
+                let nets: Vec<NetworkSpec> =
+                    tokio::task::spawn_blocking(move || s.list_json(cluster::NETWORKS)).await??;
+                d.mirror_networks(nets).await.map_err(|e| anyhow::anyhow!(e.message))?;
+            }
+            ev = we.recv() => {
+                let Some(ev) = ev else {
+                    anyhow::bail!("the endpoint watch ended");
+                };
+                let value = (ev.kind == EventKind::Put).then_some(ev.value.as_deref()).flatten();
+                cl.apply_remote(&ev.key, value);
+                // Drain what else arrived, then one DNS swap and one pass for the burst.
+                while let Ok(ev) = we.try_recv() {
+                    let value = (ev.kind == EventKind::Put).then_some(ev.value.as_deref()).flatten();
+                    cl.apply_remote(&ev.key, value);
+                }
+                d.dns_refresh();
+                converge_all(d).await;
+            }
+        }
+    }
+}
+
+/// A pass over everything (the remote entries of every VXLAN port may have changed), under
+/// the mutation lock like every change.
+async fn converge_all(d: &Arc<Daemon>) {
+    let _guard = d.lock.lock().await;
+    if let Err(e) = d.converge(Trigger::Cluster, Scope::Full, false).await {
+        tracing::warn!(
+            "cluster: programming the other hosts' endpoints: {}",
+            e.message
+        );
+    }
+}
