@@ -578,7 +578,7 @@ fn network_resource(n: &NetworkSpec, containers: &[ContainerSpec]) -> NetworkRes
         name: n.name.clone(),
         id: n.id.clone(),
         created: n.created.clone(),
-        scope: "local".into(),
+        scope: n.driver.scope().into(),
         driver: n.driver.as_str().into(),
         enable_ipv4: !matches!(
             n.driver,

@@ -46,6 +46,15 @@ impl Driver {
         }
     }
 
+    /// Docker's `Scope`: `global` for a network shared by the hosts of a cluster, else `local`.
+    pub fn scope(self) -> &'static str {
+        if self == Driver::Overlay {
+            "global"
+        } else {
+            "local"
+        }
+    }
+
     /// Whether the network has a Linux bridge of its own on each host, with veth endpoints
     /// (bridge, and overlay whose bridge also holds the VXLAN port): the firewall, DNS and
     /// endpoint machinery of bridge networks apply.

@@ -1262,7 +1262,7 @@ pub fn filter_networks<'a>(
         "id" => net.id.starts_with(v),
         "name" => net.name.contains(v),
         "label" => label_matches(net, v),
-        "scope" => v == "local",
+        "scope" => v == net.driver.scope(),
         "type" => (v == "builtin") == net.predefined,
         _ => true,
     };
