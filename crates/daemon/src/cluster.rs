@@ -209,7 +209,11 @@ impl Cluster {
                         Some(l) => match c.store.keep_alive(l) {
                             Err(StoreError::LeaseNotFound { .. }) => {
                                 tracing::warn!("cluster: lease {l} expired; registering again");
-                                c.register()
+                                c.register().and_then(|()| {
+                                    // Everything published under the old lease is gone:
+                                    // publish it again under the new one.
+                                    c.republish().map_err(JoinError::Store)
+                                })
                             }
                             r => r.map_err(JoinError::Store),
                         },
@@ -583,6 +587,15 @@ impl Cluster {
         }
         *last = (Some(lease), eps, claims);
         Ok(())
+    }
+
+    /// Publishes again what was last published (after a new lease).
+    fn republish(&self) -> Result<(), StoreError> {
+        let (eps, claims) = match self.published.lock() {
+            Ok(p) => (p.1.clone(), p.2.clone()),
+            Err(_) => return Ok(()),
+        };
+        self.publish(eps, claims)
     }
 
     /// Replaces the cache of published endpoints (a fresh list) or applies one watch event.

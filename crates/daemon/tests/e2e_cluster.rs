@@ -67,17 +67,24 @@ impl Underlay {
 
     /// Starts (or restarts, on the same data) the etcd member; waits until it answers.
     fn start_etcd(&mut self, w: &World) {
-        let url = format!("http://{ETCD}:2379");
-        let peer = format!("http://{ETCD}:2380");
         let data = self.data.display().to_string();
-        let pid = w.spawn_in(
+        let pid = self.spawn_member(w, "e0", ETCD, &data, &format!("e0=http://{ETCD}:2380"));
+        self.etcd_pid = Some(pid);
+        self.wait_healthy(&format!("http://{ETCD}:2379"));
+    }
+
+    /// One etcd member `name` on `ip` (client port 2379, peer port 2380) in the underlay.
+    fn spawn_member(&self, w: &World, name: &str, ip: &str, data: &str, initial: &str) -> u32 {
+        let url = format!("http://{ip}:2379");
+        let peer = format!("http://{ip}:2380");
+        w.spawn_in(
             &self.ns,
             &[
                 "etcd",
                 "--name",
-                "e0",
+                name,
                 "--data-dir",
-                &data,
+                data,
                 "--listen-client-urls",
                 &url,
                 "--advertise-client-urls",
@@ -87,10 +94,13 @@ impl Underlay {
                 "--initial-advertise-peer-urls",
                 &peer,
                 "--initial-cluster",
-                &format!("e0={peer}"),
+                initial,
             ],
-        );
-        self.etcd_pid = Some(pid);
+        )
+    }
+
+    /// Waits (≤ 30 s) until `etcdctl endpoint health` succeeds for `endpoints`.
+    fn wait_healthy(&self, endpoints: &str) {
         let start = Instant::now();
         loop {
             let o = sh(
@@ -101,7 +111,7 @@ impl Underlay {
                     &self.ns,
                     "etcdctl",
                     "--endpoints",
-                    &url,
+                    endpoints,
                     "--dial-timeout=1s",
                     "endpoint",
                     "health",
@@ -111,12 +121,50 @@ impl Underlay {
                 return;
             }
             assert!(
-                start.elapsed() < Duration::from_secs(20),
+                start.elapsed() < Duration::from_secs(30),
                 "etcd did not come up: {}",
                 show(&o)
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Starts a 3-member etcd cluster on 10.77.0.251-253 (addresses of the underlay bridge);
+    /// returns the members' PIDs, in order.
+    fn start_etcd_cluster(&mut self, w: &World) -> Vec<u32> {
+        let ips = ["10.77.0.251", "10.77.0.252", "10.77.0.253"];
+        for ip in ips {
+            sh_ok(
+                "ip",
+                &[
+                    "-n",
+                    &self.ns,
+                    "addr",
+                    "add",
+                    &format!("{ip}/24"),
+                    "dev",
+                    "br0",
+                ],
+            );
+        }
+        let initial: Vec<String> = ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| format!("m{i}=http://{ip}:2380"))
+            .collect();
+        let initial = initial.join(",");
+        let mut pids = Vec::new();
+        for (i, ip) in ips.iter().enumerate() {
+            let data = w.dir.join(format!("etcd-m{i}")).display().to_string();
+            pids.push(self.spawn_member(w, &format!("m{i}"), ip, &data, &initial));
+        }
+        let eps = ips
+            .iter()
+            .map(|ip| format!("http://{ip}:2379"))
+            .collect::<Vec<_>>()
+            .join(",");
+        self.wait_healthy(&eps);
+        pids
     }
 
     fn kill_etcd(&mut self) {
@@ -648,4 +696,83 @@ fn bench_overlay_cross_host() {
         median(floor)
     );
     u.kill_etcd();
+}
+
+/// Proves: with a 3-member etcd cluster, losing one member changes nothing for berth (nodes
+/// listed, an overlay network created, containers on two hosts talking across them); a host
+/// cut off from the underlay for longer than its lease TTL is forgotten by the other host (its
+/// node record and VXLAN entries), and once back it registers again under a new lease and
+/// publishes its endpoints again: cross-host traffic works again without any command.
+#[test]
+fn etcd_member_loss_and_a_cut_off_host() {
+    require_root!();
+    let (a, b) = (World::new(), World::new());
+    let mut u = Underlay::new(&a, &[&a, &b]);
+    let members = u.start_etcd_cluster(&a);
+    let store = "etcd://10.77.0.251:2379,10.77.0.252:2379,10.77.0.253:2379";
+    for (w, n) in [(&a, "host-a"), (&b, "host-b")] {
+        let ttl = TTL.to_string();
+        let args = [
+            "--cluster-store",
+            store,
+            "--advertise-addr",
+            "ul0",
+            "--node-name",
+            n,
+            "--cluster-lease-ttl",
+            &ttl,
+        ];
+        w.try_restart_daemon_full(false, &args, &[])
+            .unwrap_or_else(|e| panic!("{n}: {e}"));
+    }
+    wait_names(&a, &["host-a", "host-b"], Duration::from_secs(5));
+
+    // One member of three dies: quorum holds, berth goes on.
+    sh_ok("kill", &["-9", &members[0].to_string()]);
+    create_overlay(&a, "10.50.0.0/24", "app");
+    wait_until("app on host-b", Duration::from_secs(10), || {
+        network_names(&b).contains(&"app".to_string())
+    });
+    a.run_server("db", &["--network", "app"], 8080);
+    a.wait_container_port("db", 8080);
+    b.run_server("web", &["--network", "app"], 8081);
+    b.wait_container_port("web", 8081);
+    let ip_db = a.ip_of("db", "app");
+    b.assert_reaches("web", &ip_db, 8080);
+    wait_names(&b, &["host-a", "host-b"], Duration::from_secs(5));
+
+    // host-b loses the underlay for longer than its TTL.
+    let vx = format!(
+        "bvx-{}",
+        &a.network_inspect("app")["Id"].as_str().expect("id")[..9]
+    );
+    sh_ok("ip", &["-n", &b.host_ns, "link", "set", "ul0", "down"]);
+    wait_names(&a, &["host-a"], Duration::from_millis(TTL * 1000 + 3000));
+    wait_until(
+        "host-b's entries gone from host-a",
+        Duration::from_secs(3),
+        || !fdb_dsts(&a, &vx).contains("dst 10.77.0.2"),
+    );
+    sh_ok("ip", &["-n", &b.host_ns, "link", "set", "ul0", "up"]);
+    let took = wait_names(&a, &["host-a", "host-b"], Duration::from_secs(20));
+    eprintln!("host-b back in host-a's node list {took:?} after its underlay came back");
+    wait_until(
+        "host-b's entries back on host-a",
+        Duration::from_secs(10),
+        || fdb_dsts(&a, &vx).contains("dst 10.77.0.2"),
+    );
+    let start = Instant::now();
+    while b.tcp_from("web", &ip_db, 8080, 1.0).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "web on host-b should reach db again"
+        );
+    }
+    a.assert_reaches("db", &b.ip_of("web", "app"), 8081);
+    a.berth_ok(&["rm", "-f", "db"]);
+    b.berth_ok(&["rm", "-f", "web"]);
+    u.kill_etcd();
+    for p in &members[1..] {
+        let _ = sh("kill", &["-9", &p.to_string()]);
+    }
 }

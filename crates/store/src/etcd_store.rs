@@ -168,8 +168,42 @@ impl EtcdStore {
             .to_string()
     }
 
-    /// Runs one request on the store's runtime and waits for it, at most the request timeout.
-    fn call<T, F, Fut>(&self, what: &'static str, f: F) -> Result<T>
+    /// Runs one request on the store's runtime and waits for it, at most the request timeout,
+    /// sending it again while that is safe:
+    /// * [`Retry::Write`]: only when it could not even connect (one member of several is down
+    ///   and the client's balancer picked it): it never reached etcd, so it cannot apply twice;
+    /// * [`Retry::Read`]: also after a lost leader or a reset connection (a read or a
+    ///   keep-alive does no harm twice).
+    fn call<T, F, Fut>(&self, retry: Retry, what: &'static str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(Client) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>
+            + Send
+            + 'static,
+    {
+        let again: fn(&etcd_client::Error) -> bool = match retry {
+            Retry::Write => never_sent,
+            Retry::Read => |e| never_sent(e) || transient_etcd(e),
+        };
+        let client = self.client.clone();
+        let attempts = 4 * self.opts.endpoints.len().max(1) + 1;
+        self.call_once(what, move |_| async move {
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                match f(client.clone()).await {
+                    Err(e) if tries < attempts && again(&e) => {
+                        tokio::time::sleep(Duration::from_millis(20 * tries as u64)).await;
+                    }
+                    r => return r,
+                }
+            }
+        })
+    }
+
+    /// [`EtcdStore::call`] without retries (a request that owns a stream).
+    fn call_once<T, F, Fut>(&self, what: &'static str, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(Client) -> Fut,
@@ -198,8 +232,9 @@ impl EtcdStore {
         if let Some(r) = revision {
             o = o.with_revision(r as i64);
         }
-        let mut resp = self.call("reading a key", move |mut c| async move {
-            c.get(full, Some(o)).await
+        let mut resp = self.call(Retry::Read, "reading a key", move |mut c| {
+            let (full, o) = (full.clone(), o.clone());
+            async move { c.get(full, Some(o)).await }
         })?;
         Ok(resp.take_kvs().into_iter().next().map(|kv| versioned(&kv)))
     }
@@ -222,14 +257,33 @@ impl EtcdStore {
         Ok(0)
     }
 
+    /// Whether every op of a transaction is already in effect (its puts hold exactly its
+    /// values with its leases, its deletes are absent): an earlier attempt committed.
+    fn already_applied(&self, ops: &[Op]) -> Result<bool> {
+        for op in ops {
+            let now = self.range_at(op.key(), None)?;
+            let ok = match (op, &now) {
+                (Op::Put(_, v), Some(n)) => n.value == *v && n.lease.is_none(),
+                (Op::PutLease(_, v, l), Some(n)) => n.value == *v && n.lease == Some(*l),
+                (Op::Delete(_), None) => true,
+                _ => false,
+            };
+            if !ok {
+                return Ok(false);
+            }
+        }
+        Ok(!ops.is_empty())
+    }
+
     /// Names the lease a refused transaction referred to.
     fn missing_lease(&self, ops: &[Op]) -> Result<Option<LeaseId>> {
         for op in ops {
             if let Op::PutLease(_, _, lease) = op {
                 let id = lease.0 as i64;
-                let resp = self.call("looking up a lease", move |mut c| async move {
-                    c.lease_time_to_live(id, None).await
-                })?;
+                let resp =
+                    self.call(Retry::Read, "looking up a lease", move |mut c| async move {
+                        c.lease_time_to_live(id, None).await
+                    })?;
                 if resp.ttl() < 0 {
                     return Ok(Some(*lease));
                 }
@@ -284,6 +338,15 @@ fn unavailable(opts: &EtcdOptions, what: &str, e: impl std::fmt::Display) -> Sto
         store: format!("etcd at {}", opts.endpoints.join(",")),
         msg: format!("{what}: {e}"),
     }
+}
+
+/// When [`EtcdStore::call`] may send a request again.
+#[derive(Debug, Clone, Copy)]
+enum Retry {
+    /// A change: only if it never left this host.
+    Write,
+    /// A read or a keep-alive: also after a passing condition of etcd's cluster.
+    Read,
 }
 
 /// etcd's errors in the contract's terms.
@@ -346,8 +409,9 @@ impl Store for EtcdStore {
 
     fn revision(&self) -> Result<Revision> {
         let key = self.full("");
-        let resp = self.call("reading the revision", move |mut c| async move {
-            c.get(key, Some(GetOptions::new().with_count_only())).await
+        let resp = self.call(Retry::Read, "reading the revision", move |mut c| {
+            let key = key.clone();
+            async move { c.get(key, Some(GetOptions::new().with_count_only())).await }
         })?;
         Ok(header_rev(resp.header()))
     }
@@ -358,8 +422,9 @@ impl Store for EtcdStore {
 
     fn list_versioned(&self, prefix: &str) -> Result<(Revision, Vec<(String, Versioned)>)> {
         let full = self.full(prefix);
-        let mut resp = self.call("listing keys", move |mut c| async move {
-            c.get(full, Some(GetOptions::new().with_prefix())).await
+        let mut resp = self.call(Retry::Read, "listing keys", move |mut c| {
+            let full = full.clone();
+            async move { c.get(full, Some(GetOptions::new().with_prefix())).await }
         })?;
         let rev = header_rev(resp.header());
         let items = resp
@@ -409,18 +474,31 @@ impl Store for EtcdStore {
             })
             .collect();
         let txn = Txn::new().when(when).and_then(then);
-        let resp = match self.call("committing a transaction", move |mut c| async move {
-            c.txn(txn).await
-        }) {
-            Ok(r) => r,
-            Err(StoreError::LeaseNotFound { .. }) => {
-                let lease = self.missing_lease(&ops)?.unwrap_or(LeaseId(0));
-                return Err(StoreError::LeaseNotFound { lease });
+        // A member lost mid-request (leader changed, connection reset) leaves the outcome
+        // unknown: send it again, and if the compares then fail, check whether the first
+        // attempt did commit (every written key holds what this transaction wrote).
+        let mut ambiguous = false;
+        let started = std::time::Instant::now();
+        let resp = loop {
+            let txn = txn.clone();
+            match self.call(Retry::Write, "committing a transaction", move |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            }) {
+                Ok(r) => break r,
+                Err(StoreError::LeaseNotFound { .. }) => {
+                    let lease = self.missing_lease(&ops)?.unwrap_or(LeaseId(0));
+                    return Err(StoreError::LeaseNotFound { lease });
+                }
+                Err(e) if transient(&e) && started.elapsed() < self.opts.request_timeout => {
+                    ambiguous = true;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         };
         let rev = header_rev(resp.header());
-        if resp.succeeded() {
+        if resp.succeeded() || (ambiguous && self.already_applied(&ops)?) {
             Ok(TxnOutcome::Committed(rev))
         } else {
             Ok(TxnOutcome::Failed {
@@ -440,30 +518,36 @@ impl Store for EtcdStore {
         if let Some(from) = from {
             wo = wo.with_start_revision(from as i64 + 1);
         }
-        let (mut handle, mut stream) = self.call("starting a watch", {
+        let (mut handle, mut stream) = self.call(Retry::Read, "starting a watch", {
             let full = full.clone();
-            move |mut c| async move { c.watch(full, Some(wo)).await }
+            move |mut c| {
+                let (full, wo) = (full.clone(), wo.clone());
+                async move { c.watch(full, Some(wo)).await }
+            }
         })?;
         // A watch from compacted history is created, then cancelled with the compact revision:
         // wait for that verdict only when history before `from` may be gone (a range at
         // `from + 1` fails), so a healthy watch costs one round trip.
         if let Some(from) = from {
-            let probe = self.call("checking watch history", {
+            let probe = self.call(Retry::Read, "checking watch history", {
                 let full = full.clone();
-                move |mut c| async move {
-                    c.get(
-                        full,
-                        Some(
-                            GetOptions::new()
-                                .with_count_only()
-                                .with_revision(from as i64 + 1),
-                        ),
-                    )
-                    .await
+                move |mut c| {
+                    let full = full.clone();
+                    async move {
+                        c.get(
+                            full,
+                            Some(
+                                GetOptions::new()
+                                    .with_count_only()
+                                    .with_revision(from as i64 + 1),
+                            ),
+                        )
+                        .await
+                    }
                 }
             });
             if let Err(StoreError::Compacted { .. }) = probe {
-                let first = self.call("reading the watch's verdict", move |_| async move {
+                let first = self.call_once("reading the watch's verdict", move |_| async move {
                     stream.message().await
                 })?;
                 let oldest = first.map_or(0, |r| r.compact_revision().max(0) as u64);
@@ -517,9 +601,11 @@ impl Store for EtcdStore {
 
     fn compact(&self, revision: Revision) -> Result<()> {
         let rev = revision as i64;
-        match self.call("compacting history", move |mut c| async move {
-            c.compact(rev, None).await
-        }) {
+        match self.call(
+            Retry::Write,
+            "compacting history",
+            move |mut c| async move { c.compact(rev, None).await },
+        ) {
             // Already compacted at or past it: nothing to do.
             Ok(_) | Err(StoreError::Compacted { .. }) => Ok(()),
             Err(e) => Err(e),
@@ -532,7 +618,7 @@ impl Store for EtcdStore {
         }
         // etcd counts whole seconds; round up so the lease never lives shorter than asked.
         let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
-        let resp = self.call("granting a lease", move |mut c| async move {
+        let resp = self.call(Retry::Write, "granting a lease", move |mut c| async move {
             c.lease_grant(secs as i64, None).await
         })?;
         if !resp.error().is_empty() {
@@ -543,11 +629,15 @@ impl Store for EtcdStore {
 
     fn keep_alive(&self, lease: LeaseId) -> Result<()> {
         let id = lease.0 as i64;
-        let resp = self.call("keeping a lease alive", move |mut c| async move {
-            let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
-            keeper.keep_alive().await?;
-            stream.message().await
-        });
+        let resp = self.call(
+            Retry::Read,
+            "keeping a lease alive",
+            move |mut c| async move {
+                let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
+                keeper.keep_alive().await?;
+                stream.message().await
+            },
+        );
         // etcd answers a keep-alive of an expired or revoked lease with TTL 0, not an error
         // (the client turns that into "lease not found").
         match resp {
@@ -561,7 +651,7 @@ impl Store for EtcdStore {
 
     fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
         let id = lease.0 as i64;
-        match self.call("revoking a lease", move |mut c| async move {
+        match self.call(Retry::Write, "revoking a lease", move |mut c| async move {
             c.lease_revoke(id).await
         }) {
             Ok(_) => Ok(()),
@@ -573,6 +663,43 @@ impl Store for EtcdStore {
     fn expire_leases(&self) -> Result<usize> {
         // etcd's lessor expires leases itself and publishes the deletes.
         Ok(0)
+    }
+}
+
+/// Whether etcd answered with a passing condition of its cluster (a leader election, a member
+/// that went away mid-request).
+fn transient_etcd(e: &etcd_client::Error) -> bool {
+    let t = e.to_string();
+    t.contains("leader changed")
+        || t.contains("no leader")
+        || t.contains("transport error")
+        || t.contains("onnection reset")
+}
+
+/// The same judgement on an error already in the contract's terms.
+fn transient(e: &StoreError) -> bool {
+    match e {
+        StoreError::Unavailable { msg, .. } | StoreError::Io { msg, .. } => {
+            msg.contains("leader changed")
+                || msg.contains("no leader")
+                || msg.contains("transport error")
+                || msg.contains("onnection reset")
+                || msg.contains("connect")
+        }
+        _ => false,
+    }
+}
+
+/// Whether a request failed before it left this host (no connection to the member the
+/// balancer picked): safe to send again.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == tonic::Code::Unavailable
+                && (s.message().contains("connect") || s.message().contains("Connection refused"))
+        }
+        _ => false,
     }
 }
 
