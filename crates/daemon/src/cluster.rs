@@ -236,6 +236,10 @@ impl Cluster {
         let r = self.store.list_json::<NodeRecord>(pc::NODES);
         self.set_health(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         let now = time::OffsetDateTime::now_utc();
+        let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+        for e in self.remote_endpoints() {
+            *per_node.entry(e.node).or_default() += 1;
+        }
         Ok(r?
             .into_iter()
             .map(|n| {
@@ -246,6 +250,7 @@ impl Cluster {
                 .map(|t| (now - t).whole_seconds().max(0) as u64)
                 .unwrap_or(0);
                 NodeSummary {
+                    endpoints: per_node.get(&n.name).copied().unwrap_or(0),
                     is_self: n.name == self.record.name && n.instance == self.record.instance,
                     name: n.name,
                     addr: n.addr.to_string(),
@@ -253,8 +258,6 @@ impl Cluster {
                     joined_at: n.joined_at,
                     age_secs: age,
                     lease_ttl_secs: n.lease_ttl_secs,
-                    // No cluster-wide network has endpoints yet (overlay data plane: next).
-                    endpoints: 0,
                 }
             })
             .collect())

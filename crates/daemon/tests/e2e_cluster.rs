@@ -518,6 +518,25 @@ fn overlay_network_spans_hosts() {
         "{}",
         fdb_dsts(&b, &vx)
     );
+    // node ls counts each host's published endpoints.
+    let o = w_ok(&a, &["node", "ls", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&o).expect("json");
+    let eps: Vec<(String, u64)> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|n| {
+            (
+                n["Name"].as_str().unwrap_or_default().to_string(),
+                n["Endpoints"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        eps,
+        [("host-a".to_string(), 1), ("host-b".to_string(), 1)],
+        "{o}"
+    );
 
     // Egress through the container's own host (masqueraded to its address), and a published
     // port of an overlay container on its host, from that host's outside.
@@ -695,6 +714,50 @@ fn bench_overlay_cross_host() {
         median(by_name),
         median(floor)
     );
+
+    // Throughput (3 s each, bounded): the underlay between the two host namespaces, then
+    // container to container across the hosts through the overlay.
+    if sh("sh", &["-c", "command -v iperf3"]).status.success() {
+        let gbps = |o: &std::process::Output| -> f64 {
+            let v: serde_json::Value = serde_json::from_str(&stdout(o)).unwrap_or_default();
+            v["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .unwrap_or(0.0)
+                / 1e9
+        };
+        a.spawn_in(
+            &a.host_ns.clone(),
+            &["iperf3", "-s", "-B", "10.77.0.1", "-p", "5301"],
+        );
+        a.wait_port(&a.host_ns, "10.77.0.1", 5301);
+        let under = b.ns_exec(
+            &b.host_ns,
+            &["iperf3", "-c", "10.77.0.1", "-p", "5301", "-t", "3", "-J"],
+        );
+        a.run_d(
+            "perf",
+            &["--network", "app"],
+            &["iperf3", "-s", "-p", "5302"],
+        );
+        let ip = a.ip_of("perf", "app");
+        let start = Instant::now();
+        let over = loop {
+            let o = b.exec(
+                "client",
+                &["iperf3", "-c", &ip, "-p", "5302", "-t", "3", "-J"],
+            );
+            if o.status.success() || start.elapsed() > Duration::from_secs(10) {
+                break o;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let (u_g, o_g) = (gbps(&under), gbps(&over));
+        eprintln!(
+            "TCP throughput, 3 s: underlay {u_g:.2} Gbit/s; overlay container to container \
+             across hosts {o_g:.2} Gbit/s = {:.0}% of the underlay",
+            if u_g > 0.0 { o_g / u_g * 100.0 } else { 0.0 }
+        );
+    }
     u.kill_etcd();
 }
 
