@@ -186,6 +186,20 @@ pub struct NetworkResource {
     /// it (a macvlan network's host ↔ container limitation).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub berth_notes: Vec<String>,
+    /// Overlay networks: the hosts with endpoints on it (Docker's swarm-mode field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<PeerInfo>>,
+}
+
+/// `NetworkResource.Peers[]`: a host of the cluster with endpoints on an overlay network.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct PeerInfo {
+    /// Node name.
+    pub name: String,
+    /// Its tunnel (advertised) address.
+    #[serde(rename = "IP")]
+    pub ip: String,
 }
 
 /// `IPAMConfig` of an endpoint.

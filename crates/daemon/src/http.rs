@@ -534,7 +534,34 @@ struct FiltersQuery {
     filters: Option<String>,
 }
 
-fn network_resource(n: &NetworkSpec, containers: &[ContainerSpec]) -> NetworkResource {
+/// The hosts with endpoints on overlay network `n` (from the cluster's published endpoints).
+fn peers_of(d: &Daemon, n: &NetworkSpec) -> Option<Vec<berth_api::types::PeerInfo>> {
+    if n.driver != berth_plan::model::Driver::Overlay {
+        return None;
+    }
+    let cl = d.cluster.as_ref()?;
+    let peers: BTreeMap<String, String> = cl
+        .remote_endpoints()
+        .into_iter()
+        .filter(|e| e.network_id == n.id)
+        .map(|e| (e.node, e.vtep.to_string()))
+        .collect();
+    Some(
+        peers
+            .into_iter()
+            .map(|(name, ip)| berth_api::types::PeerInfo { name, ip })
+            .collect(),
+    )
+}
+
+fn network_resource(d: &Daemon, n: &NetworkSpec, containers: &[ContainerSpec]) -> NetworkResource {
+    let mut options = n.options.clone();
+    if let Some(ov) = n.overlay {
+        // Docker shows the VXLAN id the network got.
+        options
+            .entry(berth_plan::network::OPT_VXLANID.to_string())
+            .or_insert_with(|| ov.vni.to_string());
+    }
     let mut members = BTreeMap::new();
     for c in containers {
         for ep in c.endpoints.iter().filter(|e| e.network_id == n.id) {
@@ -596,9 +623,10 @@ fn network_resource(n: &NetworkSpec, containers: &[ContainerSpec]) -> NetworkRes
         config_from: ConfigReference::default(),
         config_only: false,
         containers: members,
-        options: n.options.clone(),
+        options,
         labels: n.labels.clone(),
         berth_notes: planner::notes(n),
+        peers: peers_of(d, n),
     }
 }
 
@@ -617,7 +645,7 @@ async fn list_networks(
     Ok(Json(
         selected
             .into_iter()
-            .map(|n| network_resource(n, &containers))
+            .map(|n| network_resource(&d, n, &containers))
             .collect(),
     ))
 }
@@ -627,7 +655,7 @@ async fn inspect_network(
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<NetworkResource>> {
     let n = d.find_network(&id)?;
-    Ok(Json(network_resource(&n, &d.containers()?)))
+    Ok(Json(network_resource(&d, &n, &d.containers()?)))
 }
 
 /// Refuses what berth cannot make of a create request, with the reason: swarm and global

@@ -518,6 +518,17 @@ fn overlay_network_spans_hosts() {
         "{}",
         fdb_dsts(&b, &vx)
     );
+    // inspect: the VXLAN id and the peers (hosts with endpoints), as Docker shows them.
+    let ins = a.network_inspect("app");
+    assert_eq!(
+        ins["Options"]["com.docker.network.driver.overlay.vxlanid_list"], "4096",
+        "{ins}"
+    );
+    assert_eq!(
+        ins["Peers"],
+        serde_json::json!([{"Name": "host-a", "IP": "10.77.0.1"}, {"Name": "host-b", "IP": "10.77.0.2"}]),
+        "{ins}"
+    );
     // node ls counts each host's published endpoints.
     let o = w_ok(&a, &["node", "ls", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(&o).expect("json");
