@@ -200,7 +200,7 @@ impl Daemon {
         let started = self.runtime.start(self, &c).await;
         if started.is_err() {
             self.dns_refresh();
-            crate::ports::unpublish(self, &c.id, &c.name).await;
+            crate::ports::unpublish(self, &c).await;
         }
         let (pid, init_pid) = started?;
         let state = ContainerState {
@@ -264,7 +264,7 @@ impl Daemon {
         // An exited container frees its ports at once.
         self.reconciler
             .expect_gone(c.endpoints.iter().map(|e| e.host_ifname.clone()).collect());
-        let port_op = crate::ports::unpublish(self, id, &c.name).await;
+        let port_op = crate::ports::unpublish(self, &c).await;
         failpoint::boundary("unpublish ports of an exited container");
         let mut st = self.state(id)?;
         st.status = Status::Exited;
@@ -342,7 +342,7 @@ impl Daemon {
         };
         // Only exited (or never started) containers get here: their veths die with their
         // network namespace (see `mark_exited`), nothing to delete synchronously.
-        crate::ports::unpublish(self, id, &c.name).await;
+        crate::ports::unpublish(self, &c).await;
         failpoint::boundary("unpublish ports");
         let mut ops = crate::ipam::release(&c.endpoints.iter().collect::<Vec<_>>());
         ops.extend([

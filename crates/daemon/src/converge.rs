@@ -178,6 +178,18 @@ impl Daemon {
             })
             .collect();
         let mut desired = berth_plan::driver::desired(&sel_nets, &rc, cfg, fwd, elements, read_fw);
+        // Anti-spoofing elements are the endpoints': a scoped pass decides only its own ports'.
+        desired.guard_scope = match &scope {
+            Scope::Full | Scope::Host { .. } => None,
+            Scope::Containers { also, .. } | Scope::Networks { also, .. } => Some(
+                desired
+                    .endpoints
+                    .keys()
+                    .chain(also.iter())
+                    .cloned()
+                    .collect(),
+            ),
+        };
         if let Some(cl) = &self.cluster {
             // Overlay networks: their VXLAN ports and the other hosts' endpoints.
             let remotes = cl.remote_endpoints();
@@ -650,6 +662,7 @@ fn desired_element_count(
     for (c, _) in running {
         let doc = crate::ports::doc(d, &c.id)?;
         e.extend(&fw::port_elements(&c.name, &doc.published));
+        e.extend(&fw::container_guard_elements(c, nets));
     }
     Ok(e.len())
 }

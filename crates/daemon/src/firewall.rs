@@ -6,7 +6,7 @@
 //! one more port costs the same with 10,000 ports published as with none). A full pass (start-up,
 //! a notification that the table changed, the timer) reads the table back and repairs both.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use berth_plan::firewall::{self as fw, Elements, FirewallConfig};
@@ -52,11 +52,17 @@ impl Firewall {
     /// Makes `ports` the published ports of container `id` (named `name`): one transaction
     /// holding only the difference to what that container had (empty `ports`: unpublish).
     /// Returns the ports it had before.
+    ///
+    /// The same transaction replaces the anti-spoofing elements of the bridge ports in
+    /// `guard_ports` (the container's veths) with `guard` (empty: the container exits), so a
+    /// start costs one `nft` run for both.
     pub fn update_ports(
         &self,
         id: &str,
         name: &str,
         ports: &[Published],
+        guard_ports: &BTreeSet<String>,
+        guard: &Elements,
     ) -> anyhow::Result<Vec<Published>> {
         let mut index = self
             .ports
@@ -69,8 +75,9 @@ impl Firewall {
             .map(|(n, _)| n.clone())
             .unwrap_or_else(|| name.to_string());
         let remove = fw::port_elements(&old_name, &old);
-        let add = fw::port_elements(name, ports);
-        self.apply_delta(&remove, &add)?;
+        let mut add = fw::port_elements(name, ports);
+        add.extend(guard);
+        self.apply_delta(&remove, &add, guard_ports)?;
         // The index follows the kernel only once the transaction succeeded.
         let (by_id, by_port) = &mut *index;
         for p in &old {
@@ -114,6 +121,7 @@ impl Firewall {
             berth_kernel::nft::apply(None, &script)?;
         }
         let mut applied = current.only(&fw::set_names());
+        applied.extend(&current.only(&fw::guard_names()));
         applied.extend(&desired_maps.only(&maps));
         *slot = Some(applied);
         drop(slot);
@@ -140,13 +148,24 @@ impl Firewall {
     /// Removes `remove` and adds `add` in one transaction, touching nothing else. Elements to
     /// remove that the table does not hold are skipped, and a map key about to be added that
     /// holds another value is replaced, so a transaction never fails on stale state.
-    fn apply_delta(&self, remove: &Elements, add: &Elements) -> anyhow::Result<()> {
+    /// The anti-spoofing elements in force for the bridge ports `guard_ports` are removed too
+    /// (unless `add` holds them again).
+    fn apply_delta(
+        &self,
+        remove: &Elements,
+        add: &Elements,
+        guard_ports: &BTreeSet<String>,
+    ) -> anyhow::Result<()> {
         let mut slot = self
             .applied
             .lock()
             .map_err(|_| anyhow::anyhow!("firewall state lock poisoned"))?;
         let applied = slot.get_or_insert_with(Elements::default);
-        let (current, desired) = fw::delta(applied, remove, add);
+        let mut remove = remove.clone();
+        if !guard_ports.is_empty() {
+            remove.extend(&fw::guard_part(applied, Some(guard_ports)));
+        }
+        let (current, desired) = fw::delta(applied, &remove, add);
         let script = fw::diff_script(&current, &desired);
         if !script.is_empty() {
             tracing::debug!(%script, "nft transaction");
