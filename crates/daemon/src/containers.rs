@@ -250,6 +250,24 @@ impl Daemon {
                 tracing::warn!("auto-removing container {id}: {}", e.message);
             }
         }
+        drop(_guard);
+        // Its anti-spoofing elements, once whoever waited for the exit has its answer.
+        let d = self.clone();
+        tokio::spawn(async move {
+            let _guard = d.lock.lock().await;
+            d.flush_released_guard();
+        });
+    }
+
+    /// Removes the anti-spoofing elements of exited containers' ports, if any are left (the
+    /// caller holds the daemon's lock). A failure is logged: the next full pass removes them.
+    pub(crate) fn flush_released_guard(&self) {
+        if !self.firewall.has_released() {
+            return;
+        }
+        if let Err(e) = tokio::task::block_in_place(|| self.firewall.flush_released()) {
+            tracing::warn!("removing the anti-spoofing elements of exited containers: {e:#}");
+        }
     }
 
     pub(crate) async fn mark_exited(&self, id: &str, code: i32) -> ApiResult<()> {

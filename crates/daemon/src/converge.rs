@@ -110,6 +110,10 @@ impl Daemon {
             ipv6_restore_off: !any_v6 && meta.ipv6_recorded && meta.ipv6_forwarding_was_off,
         };
         let cfg = self.firewall_config();
+        // Exited containers' anti-spoofing elements first (the removal they were waiting
+        // for, also before a check): the cache then holds no element this pass would call
+        // unwanted.
+        self.flush_released_guard();
         let cache = self.firewall.cache();
         let read_fw = match &scope {
             Scope::Full => true,

@@ -28,6 +28,9 @@ pub struct Firewall {
     applied_cfg: Mutex<Option<FirewallConfig>>,
     /// Ports in force per container id (name, ports), and the same by host port.
     ports: Mutex<(PortsById, PortIndex)>,
+    /// Bridge ports of exited containers whose anti-spoofing elements are still to be removed
+    /// ([`Firewall::release_guard`]). Locked only under `applied`.
+    released: Mutex<BTreeSet<String>>,
 }
 
 impl Firewall {
@@ -37,6 +40,7 @@ impl Firewall {
             applied: Mutex::new(None),
             applied_cfg: Mutex::new(None),
             ports: Mutex::new((BTreeMap::new(), HashMap::new())),
+            released: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -164,6 +168,10 @@ impl Firewall {
         let mut remove = remove.clone();
         if !guard_ports.is_empty() {
             remove.extend(&fw::guard_part(applied, Some(guard_ports)));
+            // A restart before the removal of an exit: these ports are decided here.
+            if let Ok(mut r) = self.released.lock() {
+                r.retain(|p| !guard_ports.contains(p));
+            }
         }
         let (current, desired) = fw::delta(applied, &remove, add);
         let script = fw::diff_script(&current, &desired);
@@ -173,6 +181,52 @@ impl Firewall {
         }
         applied.remove_all(&current);
         applied.extend(&desired);
+        Ok(())
+    }
+
+    /// Marks the anti-spoofing elements of `ports` (an exited container's veths) for removal
+    /// by [`Firewall::flush_released`], off the exit's path: a removal right at exit competes
+    /// with the kernel tearing the container's namespace down and costs ~15 ms, an `nft` run
+    /// later ~5 ms on a worker nobody waits for. The veths are gone by then, so the elements
+    /// match nothing meanwhile; a restart first (same veth names) keeps them.
+    pub fn release_guard(&self, ports: &BTreeSet<String>) {
+        if let Ok(mut r) = self.released.lock() {
+            r.extend(ports.iter().cloned());
+        }
+    }
+
+    /// Whether [`Firewall::release_guard`] left something to remove.
+    pub fn has_released(&self) -> bool {
+        self.released.lock().map(|r| !r.is_empty()).unwrap_or(false)
+    }
+
+    /// Removes the anti-spoofing elements of the released ports, in one transaction. Spawns
+    /// `nft`: call from a blocking context. On failure the cache is invalidated (the next pass
+    /// reads the table back and removes them).
+    pub fn flush_released(&self) -> anyhow::Result<()> {
+        let mut slot = self
+            .applied
+            .lock()
+            .map_err(|_| anyhow::anyhow!("firewall state lock poisoned"))?;
+        let ports = match self.released.lock() {
+            Ok(mut r) => std::mem::take(&mut *r),
+            Err(_) => return Err(anyhow::anyhow!("firewall state lock poisoned")),
+        };
+        let Some(applied) = slot.as_mut() else {
+            return Ok(());
+        };
+        let remove = fw::guard_part(applied, Some(&ports));
+        let (current, desired) = fw::delta(applied, &remove, &Elements::default());
+        let script = fw::diff_script(&current, &desired);
+        if !script.is_empty() {
+            tracing::debug!(%script, "nft transaction");
+            if let Err(e) = berth_kernel::nft::apply(None, &script) {
+                drop(slot);
+                self.invalidate();
+                return Err(e.into());
+            }
+        }
+        applied.remove_all(&current);
         Ok(())
     }
 

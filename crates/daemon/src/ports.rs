@@ -321,7 +321,8 @@ fn veths(c: &ContainerSpec) -> BTreeSet<String> {
 /// start of berthd converges the maps). Returns the store operation that records "nothing in
 /// force" when the container has ports, for the caller's transaction.
 ///
-/// The anti-spoofing elements of its bridge ports go in the same transaction.
+/// The anti-spoofing elements of its bridge ports are released: removed by the next pass or
+/// the exit's follow-up ([`Daemon::flush_released_guard`]).
 pub async fn unpublish(d: &Daemon, c: &ContainerSpec) -> Option<Op> {
     let (id, name) = (c.id.as_str(), c.name.as_str());
     let veths = veths(c);
@@ -334,9 +335,11 @@ pub async fn unpublish(d: &Daemon, c: &ContainerSpec) -> Option<Op> {
         }
         _ => None,
     };
+    // Its anti-spoofing elements go later, off this path (see `Firewall::release_guard`).
+    d.firewall.release_guard(&veths);
     match tokio::task::block_in_place(|| {
         d.firewall
-            .update_ports(id, name, &[], &veths, &Elements::default())
+            .update_ports(id, name, &[], &BTreeSet::new(), &Elements::default())
     }) {
         Ok(old) if !old.is_empty() => {
             flush_udp(d, &old).await;
