@@ -200,7 +200,7 @@ impl Daemon {
         let started = self.runtime.start(self, &c).await;
         if started.is_err() {
             self.dns_refresh();
-            crate::ports::unpublish(self, &c.id, &c.name).await;
+            crate::ports::unpublish(self, &c).await;
         }
         let (pid, init_pid) = started?;
         let state = ContainerState {
@@ -250,6 +250,24 @@ impl Daemon {
                 tracing::warn!("auto-removing container {id}: {}", e.message);
             }
         }
+        drop(_guard);
+        // Its anti-spoofing elements, once whoever waited for the exit has its answer.
+        let d = self.clone();
+        tokio::spawn(async move {
+            let _guard = d.lock.lock().await;
+            d.flush_released_guard();
+        });
+    }
+
+    /// Removes the anti-spoofing elements of exited containers' ports, if any are left (the
+    /// caller holds the daemon's lock). A failure is logged: the next full pass removes them.
+    pub(crate) fn flush_released_guard(&self) {
+        if !self.firewall.has_released() {
+            return;
+        }
+        if let Err(e) = tokio::task::block_in_place(|| self.firewall.flush_released()) {
+            tracing::warn!("removing the anti-spoofing elements of exited containers: {e:#}");
+        }
     }
 
     pub(crate) async fn mark_exited(&self, id: &str, code: i32) -> ApiResult<()> {
@@ -264,7 +282,7 @@ impl Daemon {
         // An exited container frees its ports at once.
         self.reconciler
             .expect_gone(c.endpoints.iter().map(|e| e.host_ifname.clone()).collect());
-        let port_op = crate::ports::unpublish(self, id, &c.name).await;
+        let port_op = crate::ports::unpublish(self, &c).await;
         failpoint::boundary("unpublish ports of an exited container");
         let mut st = self.state(id)?;
         st.status = Status::Exited;
@@ -342,7 +360,7 @@ impl Daemon {
         };
         // Only exited (or never started) containers get here: their veths die with their
         // network namespace (see `mark_exited`), nothing to delete synchronously.
-        crate::ports::unpublish(self, id, &c.name).await;
+        crate::ports::unpublish(self, &c).await;
         failpoint::boundary("unpublish ports");
         let mut ops = crate::ipam::release(&c.endpoints.iter().collect::<Vec<_>>());
         ops.extend([

@@ -110,6 +110,10 @@ impl Daemon {
             ipv6_restore_off: !any_v6 && meta.ipv6_recorded && meta.ipv6_forwarding_was_off,
         };
         let cfg = self.firewall_config();
+        // Exited containers' anti-spoofing elements first (the removal they were waiting
+        // for, also before a check): the cache then holds no element this pass would call
+        // unwanted.
+        self.flush_released_guard();
         let cache = self.firewall.cache();
         let read_fw = match &scope {
             Scope::Full => true,
@@ -178,6 +182,18 @@ impl Daemon {
             })
             .collect();
         let mut desired = berth_plan::driver::desired(&sel_nets, &rc, cfg, fwd, elements, read_fw);
+        // Anti-spoofing elements are the endpoints': a scoped pass decides only its own ports'.
+        desired.guard_scope = match &scope {
+            Scope::Full | Scope::Host { .. } => None,
+            Scope::Containers { also, .. } | Scope::Networks { also, .. } => Some(
+                desired
+                    .endpoints
+                    .keys()
+                    .chain(also.iter())
+                    .cloned()
+                    .collect(),
+            ),
+        };
         if let Some(cl) = &self.cluster {
             // Overlay networks: their VXLAN ports and the other hosts' endpoints.
             let remotes = cl.remote_endpoints();
@@ -650,6 +666,7 @@ fn desired_element_count(
     for (c, _) in running {
         let doc = crate::ports::doc(d, &c.id)?;
         e.extend(&fw::port_elements(&c.name, &doc.published));
+        e.extend(&fw::container_guard_elements(c, nets));
     }
     Ok(e.len())
 }

@@ -6,7 +6,7 @@
 //! one more port costs the same with 10,000 ports published as with none). A full pass (start-up,
 //! a notification that the table changed, the timer) reads the table back and repairs both.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use berth_plan::firewall::{self as fw, Elements, FirewallConfig};
@@ -28,6 +28,9 @@ pub struct Firewall {
     applied_cfg: Mutex<Option<FirewallConfig>>,
     /// Ports in force per container id (name, ports), and the same by host port.
     ports: Mutex<(PortsById, PortIndex)>,
+    /// Bridge ports of exited containers whose anti-spoofing elements are still to be removed
+    /// ([`Firewall::release_guard`]). Locked only under `applied`.
+    released: Mutex<BTreeSet<String>>,
 }
 
 impl Firewall {
@@ -37,6 +40,7 @@ impl Firewall {
             applied: Mutex::new(None),
             applied_cfg: Mutex::new(None),
             ports: Mutex::new((BTreeMap::new(), HashMap::new())),
+            released: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -52,11 +56,17 @@ impl Firewall {
     /// Makes `ports` the published ports of container `id` (named `name`): one transaction
     /// holding only the difference to what that container had (empty `ports`: unpublish).
     /// Returns the ports it had before.
+    ///
+    /// The same transaction replaces the anti-spoofing elements of the bridge ports in
+    /// `guard_ports` (the container's veths) with `guard` (empty: the container exits), so a
+    /// start costs one `nft` run for both.
     pub fn update_ports(
         &self,
         id: &str,
         name: &str,
         ports: &[Published],
+        guard_ports: &BTreeSet<String>,
+        guard: &Elements,
     ) -> anyhow::Result<Vec<Published>> {
         let mut index = self
             .ports
@@ -69,8 +79,9 @@ impl Firewall {
             .map(|(n, _)| n.clone())
             .unwrap_or_else(|| name.to_string());
         let remove = fw::port_elements(&old_name, &old);
-        let add = fw::port_elements(name, ports);
-        self.apply_delta(&remove, &add)?;
+        let mut add = fw::port_elements(name, ports);
+        add.extend(guard);
+        self.apply_delta(&remove, &add, guard_ports)?;
         // The index follows the kernel only once the transaction succeeded.
         let (by_id, by_port) = &mut *index;
         for p in &old {
@@ -114,6 +125,7 @@ impl Firewall {
             berth_kernel::nft::apply(None, &script)?;
         }
         let mut applied = current.only(&fw::set_names());
+        applied.extend(&current.only(&fw::guard_names()));
         applied.extend(&desired_maps.only(&maps));
         *slot = Some(applied);
         drop(slot);
@@ -140,13 +152,28 @@ impl Firewall {
     /// Removes `remove` and adds `add` in one transaction, touching nothing else. Elements to
     /// remove that the table does not hold are skipped, and a map key about to be added that
     /// holds another value is replaced, so a transaction never fails on stale state.
-    fn apply_delta(&self, remove: &Elements, add: &Elements) -> anyhow::Result<()> {
+    /// The anti-spoofing elements in force for the bridge ports `guard_ports` are removed too
+    /// (unless `add` holds them again).
+    fn apply_delta(
+        &self,
+        remove: &Elements,
+        add: &Elements,
+        guard_ports: &BTreeSet<String>,
+    ) -> anyhow::Result<()> {
         let mut slot = self
             .applied
             .lock()
             .map_err(|_| anyhow::anyhow!("firewall state lock poisoned"))?;
         let applied = slot.get_or_insert_with(Elements::default);
-        let (current, desired) = fw::delta(applied, remove, add);
+        let mut remove = remove.clone();
+        if !guard_ports.is_empty() {
+            remove.extend(&fw::guard_part(applied, Some(guard_ports)));
+            // A restart before the removal of an exit: these ports are decided here.
+            if let Ok(mut r) = self.released.lock() {
+                r.retain(|p| !guard_ports.contains(p));
+            }
+        }
+        let (current, desired) = fw::delta(applied, &remove, add);
         let script = fw::diff_script(&current, &desired);
         if !script.is_empty() {
             tracing::debug!(%script, "nft transaction");
@@ -154,6 +181,52 @@ impl Firewall {
         }
         applied.remove_all(&current);
         applied.extend(&desired);
+        Ok(())
+    }
+
+    /// Marks the anti-spoofing elements of `ports` (an exited container's veths) for removal
+    /// by [`Firewall::flush_released`], off the exit's path: a removal right at exit competes
+    /// with the kernel tearing the container's namespace down and costs ~15 ms, an `nft` run
+    /// later ~5 ms on a worker nobody waits for. The veths are gone by then, so the elements
+    /// match nothing meanwhile; a restart first (same veth names) keeps them.
+    pub fn release_guard(&self, ports: &BTreeSet<String>) {
+        if let Ok(mut r) = self.released.lock() {
+            r.extend(ports.iter().cloned());
+        }
+    }
+
+    /// Whether [`Firewall::release_guard`] left something to remove.
+    pub fn has_released(&self) -> bool {
+        self.released.lock().map(|r| !r.is_empty()).unwrap_or(false)
+    }
+
+    /// Removes the anti-spoofing elements of the released ports, in one transaction. Spawns
+    /// `nft`: call from a blocking context. On failure the cache is invalidated (the next pass
+    /// reads the table back and removes them).
+    pub fn flush_released(&self) -> anyhow::Result<()> {
+        let mut slot = self
+            .applied
+            .lock()
+            .map_err(|_| anyhow::anyhow!("firewall state lock poisoned"))?;
+        let ports = match self.released.lock() {
+            Ok(mut r) => std::mem::take(&mut *r),
+            Err(_) => return Err(anyhow::anyhow!("firewall state lock poisoned")),
+        };
+        let Some(applied) = slot.as_mut() else {
+            return Ok(());
+        };
+        let remove = fw::guard_part(applied, Some(&ports));
+        let (current, desired) = fw::delta(applied, &remove, &Elements::default());
+        let script = fw::diff_script(&current, &desired);
+        if !script.is_empty() {
+            tracing::debug!(%script, "nft transaction");
+            if let Err(e) = berth_kernel::nft::apply(None, &script) {
+                drop(slot);
+                self.invalidate();
+                return Err(e.into());
+            }
+        }
+        applied.remove_all(&current);
         Ok(())
     }
 

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use berth_api::types::{HostConfig, PortBinding};
+use berth_plan::firewall::Elements;
 use berth_plan::model::{ContainerSpec, NetworkMode, NetworkSpec, Status};
 use berth_plan::network::OPT_HOST_BINDING_IPV4;
 use berth_plan::ports::{self, Allocation, HostUse, PortSpec, Proto, Published, Target};
@@ -223,11 +224,26 @@ fn ephemeral_range() -> (u16, u16) {
 pub async fn publish(d: &Daemon, c: &ContainerSpec) -> ApiResult<Option<Op>> {
     let mut doc = doc(d, &c.id)?;
     let specs = doc.specs.clone();
+    let nets = d.networks()?;
+    // Anti-spoofing for its bridge ports goes in the same transaction, in force before its
+    // veths exist (a port's first frame is already checked).
+    let guard = berth_plan::firewall::container_guard_elements(c, &nets);
+    let veths = veths(c);
     if specs.is_empty() {
+        if !guard.is_empty() {
+            tokio::task::block_in_place(|| {
+                d.firewall.update_ports(&c.id, &c.name, &[], &veths, &guard)
+            })
+            .map_err(|e| {
+                ApiError::internal(format!(
+                    "installing the anti-spoofing rules of container {:?}: {e:#}",
+                    c.name
+                ))
+            })?;
+        }
         return Ok(None);
     }
     let started = Instant::now();
-    let nets = d.networks()?;
     let t = target(c, &nets)?;
     let range = ephemeral_range();
     let start = {
@@ -257,23 +273,26 @@ pub async fn publish(d: &Daemon, c: &ContainerSpec) -> ApiResult<Option<Op>> {
     };
     // `nft` is a process: block this worker in place (the runtime moves its other tasks away)
     // rather than stall the tasks queued behind it.
-    tokio::task::block_in_place(|| d.firewall.update_ports(&c.id, &c.name, &published)).map_err(
-        |e| {
-            ApiError::internal(format!(
-                "publishing the ports of container {:?}: {e:#}",
-                c.name
-            ))
-        },
-    )?;
+    tokio::task::block_in_place(|| {
+        d.firewall
+            .update_ports(&c.id, &c.name, &published, &veths, &guard)
+    })
+    .map_err(|e| {
+        ApiError::internal(format!(
+            "publishing the ports of container {:?}: {e:#}",
+            c.name
+        ))
+    })?;
     // `[::1]`: berthd's own listeners (a port published on `::1` that cannot listen refuses
     // the start, and its map elements go again).
     if let Err(e) = d
         .local6
         .open(&c.id, &c.name, &ports::loopback6_relays(&published))
     {
-        if let Err(e2) =
-            tokio::task::block_in_place(|| d.firewall.update_ports(&c.id, &c.name, &[]))
-        {
+        if let Err(e2) = tokio::task::block_in_place(|| {
+            d.firewall
+                .update_ports(&c.id, &c.name, &[], &veths, &Elements::default())
+        }) {
             tracing::warn!(
                 "removing the ports of container {:?} after a refused relay: {e2:#}",
                 c.name
@@ -292,11 +311,21 @@ pub async fn publish(d: &Daemon, c: &ContainerSpec) -> ApiResult<Option<Op>> {
     Ok(Some(Op::put_json(key(&c.id), &doc)))
 }
 
+/// The host-side veth names of `c`'s endpoints (its bridge ports).
+fn veths(c: &ContainerSpec) -> BTreeSet<String> {
+    c.endpoints.iter().map(|e| e.host_ifname.clone()).collect()
+}
+
 /// Removes the map elements of container `id` (if it has any in force) and flushes the UDP
 /// conntrack entries of those ports. Never fails the caller: a failure is logged (the next
 /// start of berthd converges the maps). Returns the store operation that records "nothing in
 /// force" when the container has ports, for the caller's transaction.
-pub async fn unpublish(d: &Daemon, id: &str, name: &str) -> Option<Op> {
+///
+/// The anti-spoofing elements of its bridge ports are released: removed by the next pass or
+/// the exit's follow-up ([`Daemon::flush_released_guard`]).
+pub async fn unpublish(d: &Daemon, c: &ContainerSpec) -> Option<Op> {
+    let (id, name) = (c.id.as_str(), c.name.as_str());
+    let veths = veths(c);
     let started = Instant::now();
     d.local6.close(id).await;
     let record = match doc(d, id) {
@@ -306,7 +335,12 @@ pub async fn unpublish(d: &Daemon, id: &str, name: &str) -> Option<Op> {
         }
         _ => None,
     };
-    match tokio::task::block_in_place(|| d.firewall.update_ports(id, name, &[])) {
+    // Its anti-spoofing elements go later, off this path (see `Firewall::release_guard`).
+    d.firewall.release_guard(&veths);
+    match tokio::task::block_in_place(|| {
+        d.firewall
+            .update_ports(id, name, &[], &BTreeSet::new(), &Elements::default())
+    }) {
         Ok(old) if !old.is_empty() => {
             flush_udp(d, &old).await;
             tracing::info!(

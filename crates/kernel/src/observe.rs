@@ -238,16 +238,22 @@ pub fn sysctls(keys: &BTreeSet<String>) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-/// berth's nft table: the rules of its own chains and its elements (empty when the table does
-/// not exist). Spawns `nft`: call from a blocking context.
+/// berth's nft tables (`inet berth` and the anti-spoofing `bridge berth`): the rules of its own
+/// chains and its elements (empty for a table that does not exist). Spawns `nft`: call from a
+/// blocking context.
 pub fn firewall() -> Result<ObservedFirewall> {
-    let json = crate::nft::list_table_json(None, "inet", "berth")?;
-    Ok(match json {
-        None => ObservedFirewall::default(),
-        Some(json) => ObservedFirewall {
-            rules: berth_plan::firewall::observed_static_rules(&json),
-            elements: berth_plan::firewall::parse_observed(&json),
-        },
+    let mut items = Vec::new();
+    for family in ["inet", "bridge"] {
+        if let Some(json) = crate::nft::list_table_json(None, family, "berth")? {
+            if let Some(a) = json.get("nftables").and_then(|v| v.as_array()) {
+                items.extend(a.iter().cloned());
+            }
+        }
+    }
+    let json = serde_json::json!({ "nftables": items });
+    Ok(ObservedFirewall {
+        rules: berth_plan::firewall::observed_static_rules(&json),
+        elements: berth_plan::firewall::parse_observed(&json),
     })
 }
 

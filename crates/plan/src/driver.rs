@@ -305,6 +305,9 @@ impl NetworkDriver for BridgeDriver {
                 network: net.name.clone(),
             },
         );
+        // Anti-spoofing for its bridge port (none with allow_spoofing).
+        d.elements
+            .extend(&crate::firewall::guard_elements(&c.name, net, ep));
         routes
     }
 

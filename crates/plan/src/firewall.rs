@@ -77,6 +77,33 @@
 //! moby#45610, where a LAN neighbour reached `127.0.0.1`-published ports by sending to the host's
 //! MAC. Adding or removing a port is one `add element` / `delete element` transaction whatever
 //! the number of ports already published.
+//!
+//! # Anti-spoofing: `table bridge berth`
+//!
+//! A container with `CAP_NET_RAW`/`CAP_NET_ADMIN` could otherwise send from a neighbour's
+//! address, answer ARP or neighbour discovery for the gateway, or act as a router (IPv6 router
+//! advertisements) or DHCP server (the class of CVE-2020-13401). berth's second table, in the
+//! `bridge` family, sees every frame a container sends into its bridge, before it is forwarded
+//! to another port or delivered to the host (hook `prerouting`). Its static rules never name a
+//! container: chain `prerouting` jumps to chain `guard` for ports in set `guarded`, and `guard`
+//! reads sets keyed by the bridge port (the host-side veth, `iifname`):
+//!
+//! 1. the Ethernet source is the port's own MAC (`port_mac`);
+//! 2. only IPv4, IPv6 and ARP frames (no VLAN tags or other protocols to smuggle through);
+//! 3. ARP: the sender hardware address is the port's MAC, the sender protocol address one of
+//!    its IPv4 addresses (`port_ip4`) or 0.0.0.0 (an RFC 5227 probe);
+//! 4. IPv4: the source is one of its addresses;
+//! 5. IPv6: the source is one of its addresses, its EUI-64 link-local address (`port_ip6`), or
+//!    `::` (duplicate address detection, MLD);
+//! 6. no router advertisements and no redirects (ICMPv6 134, 137): containers are not routers;
+//! 7. a neighbour advertisement's target is one of its own IPv6 addresses (`port_nd`: the same
+//!    addresses as raw 128-bit integers, because nft 1.0.6 cannot name the target field);
+//! 8. no DHCP or DHCPv6 server replies (UDP source port 67, 547).
+//!
+//! Every endpoint adds one element per set (one per address in the address sets) when it is
+//! plumbed, with its container's start (the same transaction as its published ports), and
+//! loses them when its container exits. Networks created with `berth.network.allow_spoofing=true`
+//! get no elements: their ports are not in `guarded`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -198,6 +225,74 @@ pub const SETS: [(&str, &str, bool, &str); 9] = [
         "bridges whose container addresses are reachable directly (allow_direct)",
     ),
 ];
+
+/// The family and name of berth's anti-spoofing table, as written in nft commands.
+pub const BRIDGE_TABLE: &str = "bridge berth";
+/// Bridge ports whose frames are checked (`ifname`).
+pub const SET_GUARDED: &str = "guarded";
+/// `port . MAC`: the one Ethernet source a port may use.
+pub const SET_PORT_MAC: &str = "port_mac";
+/// `port . address`: the IPv4 sources (and ARP sender addresses) a port may use.
+pub const SET_PORT_IP4: &str = "port_ip4";
+/// `port . address`: the IPv6 sources a port may use (its addresses and its link-local one).
+pub const SET_PORT_IP6: &str = "port_ip6";
+/// `port . address as a 128-bit integer`: the targets a port may advertise in neighbour
+/// advertisements.
+pub const SET_PORT_ND: &str = "port_nd";
+
+/// Every set of `table bridge berth`: name, type declaration, comment. Their elements are owned
+/// by endpoints (see [`guard_elements`]), not networks.
+pub const GUARD_SETS: [(&str, &str, &str); 5] = [
+    (
+        SET_GUARDED,
+        "type ifname",
+        "bridge ports under anti-spoofing",
+    ),
+    (
+        SET_PORT_MAC,
+        "type ifname . ether_addr",
+        "the MAC each bridge port may send from",
+    ),
+    (
+        SET_PORT_IP4,
+        "type ifname . ipv4_addr",
+        "the IPv4 addresses each bridge port may send from",
+    ),
+    (
+        SET_PORT_IP6,
+        "type ifname . ipv6_addr",
+        "the IPv6 addresses each bridge port may send from",
+    ),
+    (
+        SET_PORT_ND,
+        "typeof iifname . @th,64,128",
+        "the IPv6 addresses each bridge port may advertise",
+    ),
+];
+
+/// Comments of the anti-spoofing rules.
+pub mod guard_rule {
+    /// `prerouting`: the jump.
+    pub const JUMP: &str = "anti-spoofing for berth's bridge ports";
+    /// Rule 1.
+    pub const MAC: &str = "a container sends only from its own MAC";
+    /// Rule 2.
+    pub const ETHERTYPE: &str = "only IPv4, IPv6 and ARP";
+    /// Rule 3, hardware address.
+    pub const ARP_MAC: &str = "ARP: only its own MAC as sender";
+    /// Rule 3, protocol address.
+    pub const ARP_IP: &str = "ARP: only its own IPv4 addresses as sender";
+    /// Rule 4.
+    pub const IP4: &str = "IPv4: only its own addresses as source";
+    /// Rule 5.
+    pub const IP6: &str = "IPv6: only its own and its link-local address as source";
+    /// Rule 6.
+    pub const RA: &str = "no router advertisements or redirects from containers";
+    /// Rule 7.
+    pub const NA: &str = "neighbour advertisements only for its own addresses";
+    /// Rule 8.
+    pub const DHCP: &str = "no DHCP or DHCPv6 server replies from containers";
+}
 
 /// Comments of the forward chain's rules (the text `nft list table inet berth` shows, and what
 /// `berth explain` names as the rule deciding a flow).
@@ -450,7 +545,66 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
         "iifname != \"lo\" ip6 daddr ::1 counter drop",
         "loopback addresses never arrive from outside (moby#45610)",
     );
+    bridge_base(&mut s);
     s
+}
+
+/// The static part of `table bridge berth` (anti-spoofing), appended to the same transaction.
+fn bridge_base(s: &mut String) {
+    let t = BRIDGE_TABLE;
+    let _ = writeln!(s, "add table {t}");
+    for (name, ty, comment) in GUARD_SETS {
+        let _ = writeln!(
+            s,
+            "add set {t} {name} {{ {ty}; comment {}; }}",
+            quote(comment)
+        );
+    }
+    // Priority filter (-200): after nothing berth owns, before the bridge forwards the frame or
+    // hands it to the host.
+    let _ = writeln!(
+        s,
+        "add chain {t} prerouting {{ type filter hook prerouting priority filter; policy accept; }}"
+    );
+    let _ = writeln!(s, "add chain {t} guard");
+    for chain in ["prerouting", "guard"] {
+        let _ = writeln!(s, "flush chain {t} {chain}");
+    }
+    let mut rule = |chain: &str, body: &str, comment: &str| {
+        let _ = writeln!(s, "add rule {t} {chain} {body} comment {}", quote(comment));
+    };
+    use guard_rule as g;
+    rule("prerouting", "iifname @guarded jump guard", g::JUMP);
+    rule("guard", "iifname . ether saddr != @port_mac drop", g::MAC);
+    rule("guard", "ether type != { ip, ip6, arp } drop", g::ETHERTYPE);
+    rule(
+        "guard",
+        "iifname . arp saddr ether != @port_mac drop",
+        g::ARP_MAC,
+    );
+    rule(
+        "guard",
+        "arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @port_ip4 drop",
+        g::ARP_IP,
+    );
+    rule("guard", "iifname . ip saddr != @port_ip4 drop", g::IP4);
+    rule(
+        "guard",
+        "ip6 saddr != :: iifname . ip6 saddr != @port_ip6 drop",
+        g::IP6,
+    );
+    rule(
+        "guard",
+        "icmpv6 type { nd-router-advert, nd-redirect } drop",
+        g::RA,
+    );
+    // The target address sits 8 bytes into the ICMPv6 header.
+    rule(
+        "guard",
+        "icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @port_nd drop",
+        g::NA,
+    );
+    rule("guard", "udp sport { 67, 547 } drop", g::DHCP);
 }
 
 /// Set elements, as nft text, with their comments: set name → element → comment.
@@ -673,6 +827,129 @@ pub fn set_names() -> Vec<&'static str> {
     SETS.iter().map(|s| s.0).collect()
 }
 
+/// Names of every set of `table bridge berth`.
+pub fn guard_names() -> Vec<&'static str> {
+    GUARD_SETS.iter().map(|g| g.0).collect()
+}
+
+/// Whether `name` is a set of `table bridge berth`.
+fn is_guard_set(name: &str) -> bool {
+    GUARD_SETS.iter().any(|g| g.0 == name)
+}
+
+/// The bridge port an anti-spoofing element belongs to: its first, quoted component.
+pub fn element_port(element: &str) -> Option<&str> {
+    let first = element.split(" . ").next()?;
+    first.strip_prefix('"')?.strip_suffix('"')
+}
+
+/// The anti-spoofing elements of `e`, only those of the bridge ports in `ports` when given.
+pub fn guard_part(e: &Elements, ports: Option<&std::collections::BTreeSet<String>>) -> Elements {
+    let mut out = Elements::default();
+    for name in guard_names() {
+        let mine = out.0.entry(name.to_string()).or_default();
+        for (k, c) in e.0.get(name).into_iter().flatten() {
+            let wanted = match ports {
+                None => true,
+                Some(p) => element_port(k).is_some_and(|port| p.contains(port)),
+            };
+            if wanted {
+                mine.insert(k.clone(), c.clone());
+            }
+        }
+    }
+    out
+}
+
+/// A MAC as nft prints it (`02:42:0a:01:00:02`), `None` when `mac` is not six hex bytes.
+fn parse_mac(mac: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = mac.split(':');
+    for b in &mut out {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// The EUI-64 link-local address the kernel gives an interface with this MAC.
+pub fn link_local(mac: [u8; 6]) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        mac[0] ^ 0x02,
+        mac[1],
+        mac[2],
+        0xff,
+        0xfe,
+        mac[3],
+        mac[4],
+        mac[5],
+    ])
+}
+
+/// The anti-spoofing elements of one endpoint of container `container` on `net`: its port in
+/// `guarded`, its MAC, its addresses (and, with IPv6, its link-local address). Empty for
+/// networks without a bridge, networks with `berth.network.allow_spoofing=true`, and names or
+/// MACs nft could not take (only possible in a hand-edited store): such a port stays
+/// unguarded rather than breaking the transaction.
+pub fn guard_elements(
+    container: &str,
+    net: &NetworkSpec,
+    ep: &crate::model::EndpointSpec,
+) -> Elements {
+    let mut e = Elements::default();
+    if !net.driver.has_bridge()
+        || crate::network::allow_spoofing(net)
+        || !ifname_ok(&ep.host_ifname)
+    {
+        return e;
+    }
+    let Some(mac) = parse_mac(&ep.mac) else {
+        return e;
+    };
+    let why = || format!("container {container} on network {}", net.name);
+    let port = quote(&ep.host_ifname);
+    e.insert(SET_GUARDED, port.clone(), why());
+    let m = mac.map(|b| format!("{b:02x}")).join(":");
+    e.insert(SET_PORT_MAC, format!("{port} . {m}"), why());
+    let mut v6 = Vec::new();
+    for a in &ep.addrs {
+        match a.addr() {
+            std::net::IpAddr::V4(a) => e.insert(SET_PORT_IP4, format!("{port} . {a}"), why()),
+            std::net::IpAddr::V6(a) => v6.push(a),
+        }
+    }
+    if !v6.is_empty() {
+        v6.push(link_local(mac));
+    }
+    for a in v6 {
+        e.insert(SET_PORT_IP6, format!("{port} . {a}"), why());
+        e.insert(SET_PORT_ND, format!("{port} . {:#x}", u128::from(a)), why());
+    }
+    e
+}
+
+/// The anti-spoofing elements of every endpoint of container `c` (networks from `nets`).
+pub fn container_guard_elements(c: &crate::model::ContainerSpec, nets: &[NetworkSpec]) -> Elements {
+    let mut e = Elements::default();
+    for ep in &c.endpoints {
+        if let Some(net) = nets.iter().find(|n| n.id == ep.network_id) {
+            e.extend(&guard_elements(&c.name, net, ep));
+        }
+    }
+    e
+}
+
 /// The key part of a map element's text (`tcp . 8080` of `tcp . 8080 : 10.1.0.2 . 80`).
 pub fn map_key(element: &str) -> &str {
     element.split_once(" : ").map_or(element, |(k, _)| k)
@@ -712,8 +989,8 @@ fn value_text(v: &Value, ty: &str) -> Option<String> {
     }
 }
 
-/// Reads the elements of berth's sets from `nft -j list table inet berth` (or `list ruleset`)
-/// output. Sets of other tables, unknown value shapes and malformed entries are skipped; a
+/// Reads the elements of berth's sets from `nft -j list table inet berth` and `list table
+/// bridge berth` (or `list ruleset`) output. Sets of other tables, unknown value shapes and malformed entries are skipped; a
 /// missing `comment` reads as "".
 pub fn parse_observed(json: &Value) -> Elements {
     let mut e = Elements::default();
@@ -727,10 +1004,11 @@ pub fn parse_observed(json: &Value) -> Elements {
             _ => continue,
         };
         let field = |k: &str| set.get(k).and_then(Value::as_str);
-        if field("table") != Some("berth") || field("family").is_some_and(|f| f != "inet") {
+        let Some(name) = field("name") else { continue };
+        let family = if is_guard_set(name) { "bridge" } else { "inet" };
+        if field("table") != Some("berth") || field("family").is_some_and(|f| f != family) {
             continue;
         }
-        let Some(name) = field("name") else { continue };
         let ty = match set.get("type") {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Array(a)) => a
@@ -779,7 +1057,7 @@ pub fn parse_observed(json: &Value) -> Elements {
 
 /// The nft script that turns `observed` into `desired`: `delete element` lines first (so a
 /// subnet that moved between networks does not clash), then `add element` lines, one statement
-/// per set. Only berth's own sets and maps ([`SETS`], [`MAPS`]) are touched. An element whose
+/// per set. Only berth's own sets and maps ([`SETS`], [`MAPS`], [`GUARD_SETS`]) are touched. An element whose
 /// comment changed (a subnet handed from a removed network to a new one) is deleted and re-added
 /// in the same transaction, so every comment keeps naming the element's current cause; a map
 /// element is deleted by its key and re-added with its new value. Empty when nothing differs.
@@ -787,9 +1065,10 @@ pub fn diff_script(observed: &Elements, desired: &Elements) -> String {
     let empty = BTreeMap::new();
     let mut deletes = String::new();
     let mut adds = String::new();
-    let names = SETS.iter().map(|s| (s.0, false));
-    let names = names.chain(MAPS.iter().map(|m| (m.0, true)));
-    for (set, is_map) in names {
+    let names = SETS.iter().map(|s| (s.0, false, TABLE));
+    let names = names.chain(MAPS.iter().map(|m| (m.0, true, TABLE)));
+    let names = names.chain(GUARD_SETS.iter().map(|g| (g.0, false, BRIDGE_TABLE)));
+    for (set, is_map, table) in names {
         let have = observed.0.get(set).unwrap_or(&empty);
         let want = desired.0.get(set).unwrap_or(&empty);
         let gone: Vec<&str> = have
@@ -800,7 +1079,7 @@ pub fn diff_script(observed: &Elements, desired: &Elements) -> String {
         if !gone.is_empty() {
             let _ = writeln!(
                 deletes,
-                "delete element {TABLE} {set} {{ {} }}",
+                "delete element {table} {set} {{ {} }}",
                 gone.join(", ")
             );
         }
@@ -814,7 +1093,7 @@ pub fn diff_script(observed: &Elements, desired: &Elements) -> String {
             })
             .collect();
         if !new.is_empty() {
-            let _ = writeln!(adds, "add element {TABLE} {set} {{ {} }}", new.join(", "));
+            let _ = writeln!(adds, "add element {table} {set} {{ {} }}", new.join(", "));
         }
     }
     deletes + &adds
@@ -823,13 +1102,18 @@ pub fn diff_script(observed: &Elements, desired: &Elements) -> String {
 /// The static rules [`base_script`] writes for `cfg`, as (chain, comment) pairs in rule order.
 /// Every static rule carries a comment naming its purpose, so this is a fingerprint of the
 /// rule set that a read-back can be compared with ([`observed_static_rules`]).
+/// Chains of `table bridge berth` are named `bridge CHAIN`.
 pub fn static_rules(cfg: &FirewallConfig) -> Vec<(String, String)> {
-    let prefix = format!("add rule {TABLE} ");
+    let inet = format!("add rule {TABLE} ");
+    let bridge = format!("add rule {BRIDGE_TABLE} ");
     base_script(cfg)
         .lines()
         .filter_map(|l| {
-            let rest = l.strip_prefix(&prefix)?;
-            let chain = rest.split_whitespace().next()?.to_string();
+            let (rest, tag) = match l.strip_prefix(&inet) {
+                Some(r) => (r, ""),
+                None => (l.strip_prefix(&bridge)?, "bridge "),
+            };
+            let chain = format!("{tag}{}", rest.split_whitespace().next()?);
             let (_, c) = rest.rsplit_once(" comment \"")?;
             Some((chain, c.strip_suffix('"')?.to_string()))
         })
@@ -837,7 +1121,8 @@ pub fn static_rules(cfg: &FirewallConfig) -> Vec<(String, String)> {
 }
 
 /// The rules of berth's own chains (every chain of `table inet berth` except `user`, which is
-/// the administrator's) in `nft -j list table inet berth` output, as (chain, comment) pairs in
+/// the administrator's, and those of `table bridge berth`, named `bridge CHAIN`) in
+/// `nft -j list table …` output, as (chain, comment) pairs in
 /// the kernel's order. Empty when the table does not exist.
 pub fn observed_static_rules(json: &Value) -> Vec<(String, String)> {
     let Some(items) = json.get("nftables").and_then(Value::as_array) else {
@@ -848,17 +1133,16 @@ pub fn observed_static_rules(json: &Value) -> Vec<(String, String)> {
         .filter_map(|item| {
             let r = item.get("rule")?;
             let field = |k: &str| r.get(k).and_then(Value::as_str);
-            if field("table") != Some("berth") || field("family").is_some_and(|f| f != "inet") {
+            if field("table") != Some("berth") {
                 return None;
             }
             let chain = field("chain")?;
-            if chain == "user" {
-                return None;
-            }
-            Some((
-                chain.to_string(),
-                field("comment").unwrap_or("").to_string(),
-            ))
+            let chain = match field("family") {
+                None | Some("inet") if chain != "user" => chain.to_string(),
+                Some("bridge") => format!("bridge {chain}"),
+                _ => return None,
+            };
+            Some((chain, field("comment").unwrap_or("").to_string()))
         })
         .collect()
 }
@@ -1039,6 +1323,39 @@ mod tests {
                 ),
             ])
         );
+    }
+
+    #[test]
+    fn link_local_and_ports_of_elements() {
+        // What the kernel derives for 02:42:0a:05:00:02 (EUI-64, universal/local bit flipped).
+        assert_eq!(
+            link_local([0x02, 0x42, 0x0a, 0x05, 0x00, 0x02]).to_string(),
+            "fe80::42:aff:fe05:2"
+        );
+        assert_eq!(
+            parse_mac("02:42:AC:11:00:02"),
+            Some([2, 0x42, 0xac, 0x11, 0, 2])
+        );
+        for bad in [
+            "",
+            "02:42:ac:11:00",
+            "02:42:ac:11:00:02:03",
+            "0g:42:ac:11:00:02",
+            "2:42:ac:11:00:02",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
+        assert_eq!(element_port("\"veth1\" . 10.1.0.2"), Some("veth1"));
+        assert_eq!(element_port("\"veth1\""), Some("veth1"));
+        assert_eq!(element_port("10.1.0.2"), None);
+        let mut e = Elements::default();
+        e.insert(SET_GUARDED, "\"a\"".into(), String::new());
+        e.insert(SET_GUARDED, "\"b\"".into(), String::new());
+        e.insert(SET_PORT_IP4, "\"b\" . 10.0.0.2".into(), String::new());
+        e.insert(SET_BRIDGES, "\"b\"".into(), String::new());
+        let only_b = guard_part(&e, Some(&["b".to_string()].into()));
+        assert_eq!(only_b.len(), 2);
+        assert_eq!(guard_part(&e, None).len(), 3);
     }
 
     #[test]

@@ -157,6 +157,11 @@ pub struct DesiredHost {
     pub elements: Elements,
     /// Whether `elements` includes the published-port maps (a full pass) or only the sets.
     pub with_maps: bool,
+    /// The bridge ports whose anti-spoofing elements (`table bridge berth`) this pass decides:
+    /// `None` for every port (a pass over every running container); a scoped pass names the
+    /// ports of its containers and links, and leaves the other ports' elements alone.
+    #[serde(default)]
+    pub guard_scope: Option<BTreeSet<String>>,
 }
 
 /// What a pass observes. `None` for `links` means every link of the namespace.
@@ -975,10 +980,7 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
 
     // 6. nft elements.
     if let Some(fw) = &observed.firewall {
-        let mut have = fw.elements.clone();
-        if !desired.with_maps {
-            have = have.only(&crate::firewall::set_names());
-        }
+        let have = elements_in_scope(&fw.elements, desired);
         // A rewritten base keeps the sets' elements; a deleted table has none (observed empty).
         let script = crate::firewall::diff_script(&have, &desired.elements);
         if !script.is_empty() {
@@ -1037,13 +1039,34 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
 
 /// What berth's table holds once `desired`'s elements are applied over `observed`: all of
 /// `desired` in a full pass; in a scoped pass (sets only) the observed maps are kept.
+/// The anti-spoofing elements of the ports outside the pass's scope are kept as observed.
 pub fn elements_after(observed: &Elements, desired: &DesiredHost) -> Elements {
-    if desired.with_maps {
-        return desired.elements.clone();
-    }
-    let mut e = observed.only(&crate::firewall::map_names());
-    e.extend(&desired.elements.only(&crate::firewall::set_names()));
+    use crate::firewall as fw;
+    let mut e = if desired.with_maps {
+        desired.elements.clone()
+    } else {
+        let mut e = observed.only(&fw::map_names());
+        e.extend(&desired.elements.only(&fw::set_names()));
+        e.extend(&desired.elements.only(&fw::guard_names()));
+        e
+    };
+    let mut kept = fw::guard_part(observed, None);
+    kept.remove_all(&fw::guard_part(observed, desired.guard_scope.as_ref()));
+    e.extend(&kept);
     e
+}
+
+/// The part of the observed elements a pass decides: the sets, the maps in a full pass, and the
+/// anti-spoofing elements of the ports in its scope.
+fn elements_in_scope(observed: &Elements, desired: &DesiredHost) -> Elements {
+    use crate::firewall as fw;
+    let mut names = fw::set_names();
+    if desired.with_maps {
+        names.extend(fw::map_names());
+    }
+    let mut have = observed.only(&names);
+    have.extend(&fw::guard_part(observed, desired.guard_scope.as_ref()));
+    have
 }
 
 /// Whether a sysctl key is per interface (`net.ipv4.conf.<if>.…`, `net.ipv6.conf.<if>.…`) rather

@@ -41,6 +41,10 @@ pub const OPT_DEFAULT_BRIDGE: &str = "com.docker.network.bridge.default_bridge";
 /// berth's option: container addresses of this network may be reached directly (routed) from
 /// outside the host, not only through published ports (default false).
 pub const OPT_ALLOW_DIRECT: &str = "berth.network.allow_direct";
+/// berth's option: turn off anti-spoofing on this network's bridge ports (default false): its
+/// containers may then send from any MAC or address, answer ARP/ND for any address and send
+/// router advertisements and DHCP server replies, as on a plain Linux bridge.
+pub const OPT_ALLOW_SPOOFING: &str = "berth.network.allow_spoofing";
 /// berth's own option: use the existing bridge named by `com.docker.network.bridge.name`
 /// although berth did not create it. berth then adds its gateway addresses to it and never
 /// removes the bridge or any address it had.
@@ -338,6 +342,14 @@ pub fn allow_direct(net: &NetworkSpec) -> bool {
     net.options
         .get(OPT_ALLOW_DIRECT)
         .is_some_and(|v| parse_bool_opt(OPT_ALLOW_DIRECT, v).unwrap_or(false))
+}
+
+/// Whether a network was created with `berth.network.allow_spoofing=true` (validated at
+/// create): its bridge ports get no anti-spoofing elements.
+pub fn allow_spoofing(net: &NetworkSpec) -> bool {
+    net.options
+        .get(OPT_ALLOW_SPOOFING)
+        .is_some_and(|v| parse_bool_opt(OPT_ALLOW_SPOOFING, v).unwrap_or(false))
 }
 
 /// The MTU used when none is given.
@@ -836,8 +848,10 @@ pub fn plan_network(
             )));
         }
     }
-    if let Some(v) = opts.get(OPT_ALLOW_DIRECT) {
-        parse_bool_opt(OPT_ALLOW_DIRECT, v)?;
+    for key in [OPT_ALLOW_DIRECT, OPT_ALLOW_SPOOFING] {
+        if let Some(v) = opts.get(key) {
+            parse_bool_opt(key, v)?;
+        }
     }
     if let Some(v) = opts.get(OPT_ADOPT_BRIDGE) {
         if parse_bool_opt(OPT_ADOPT_BRIDGE, v)? && !opts.contains_key(OPT_BRIDGE_NAME) {

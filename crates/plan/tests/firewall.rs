@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use berth_plan::firewall::{
-    base_script, desired_elements, diff_script, port_elements, Elements, FirewallConfig,
+    base_script, delta, desired_elements, diff_script, guard_elements, guard_part, port_elements,
+    Elements, FirewallConfig,
 };
-use berth_plan::model::NetworkSpec;
+use berth_plan::model::{EndpointSpec, NetworkSpec};
 use berth_plan::network::{
     plan_network, predefined_networks, IpamRequest, NetworkRequest, OPT_ALLOW_DIRECT,
-    OPT_ENABLE_ICC, OPT_ENABLE_MASQUERADE,
+    OPT_ALLOW_SPOOFING, OPT_ENABLE_ICC, OPT_ENABLE_MASQUERADE,
 };
 use berth_plan::ports::{self, Allocation, HostUse, Published, Target};
 
@@ -156,6 +157,70 @@ fn port_matrix() -> Elements {
     e
 }
 
+/// An endpoint on `net` with these addresses (its MAC derived from the first, like berth's).
+fn endpoint(net: &NetworkSpec, veth: &str, mac: &str, addrs: &[&str]) -> EndpointSpec {
+    EndpointSpec {
+        id: id('e'),
+        network_id: net.id.clone(),
+        host_ifname: veth.into(),
+        ifname: "eth0".into(),
+        mac: mac.into(),
+        addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        static_ipv4: None,
+        static_ipv6: None,
+        aliases: vec![],
+        gw_priority: 0,
+    }
+}
+
+/// Anti-spoofing elements: a container on "web", one on "dual" (IPv6 adds its link-local
+/// address and the advertisable targets), one on the default bridge with an upper-case MAC,
+/// and one on a network with `allow_spoofing=true` (nothing).
+fn guard_matrix() -> Elements {
+    let nets = matrix();
+    let by_name = |n: &str| nets.iter().find(|x| x.name == n).unwrap().clone();
+    let open = network(
+        "open",
+        'h',
+        &["10.7.0.0/24"],
+        |r| {
+            r.options.insert(OPT_ALLOW_SPOOFING.into(), "true".into());
+        },
+        &nets,
+    );
+    let mut e = Elements::default();
+    let web = by_name("web");
+    e.extend(&guard_elements(
+        "w",
+        &web,
+        &endpoint(&web, "vethaaaa", "02:42:0a:01:00:02", &["10.1.0.2/24"]),
+    ));
+    let dual = by_name("dual");
+    e.extend(&guard_elements(
+        "d",
+        &dual,
+        &endpoint(
+            &dual,
+            "vethdddd",
+            "02:42:0a:05:00:02",
+            &["10.5.0.2/24", "fd00:5::2/64"],
+        ),
+    ));
+    let def = by_name("bridge");
+    e.extend(&guard_elements(
+        "b",
+        &def,
+        &endpoint(&def, "vethbbbb", "02:42:AC:11:00:02", &["172.17.0.2/16"]),
+    ));
+    let only_open = guard_elements(
+        "o",
+        &open,
+        &endpoint(&open, "vethoooo", "02:42:0a:07:00:02", &["10.7.0.2/24"]),
+    );
+    assert!(only_open.is_empty(), "{only_open:?}");
+    e
+}
+
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
@@ -218,6 +283,19 @@ fn scripts() -> Vec<(&'static str, String, String)> {
         ),
     ));
     let port_diff = diff_script(&ports_all, &ports_after);
+    // Anti-spoofing: the container on "web" exits (its port's elements go, found by port
+    // name), another starts on "dual"; the others stay untouched.
+    let guard_all = guard_matrix();
+    let gone: std::collections::BTreeSet<String> = ["vethaaaa".to_string()].into();
+    let dual = matrix().into_iter().find(|n| n.name == "dual").unwrap();
+    let add = guard_elements(
+        "late",
+        &dual,
+        &endpoint(&dual, "vetheeee", "02:42:0a:05:00:09", &["10.5.0.9/24"]),
+    );
+    let (current, desired) = delta(&guard_all, &guard_part(&guard_all, Some(&gone)), &add);
+    let guard_script = diff_script(&Elements::default(), &guard_all);
+    let guard_diff = diff_script(&current, &desired);
 
     // Diff: "web" and "intra" go, "late" arrives; the rest stays untouched.
     let before = matrix();
@@ -253,6 +331,16 @@ fn scripts() -> Vec<(&'static str, String, String)> {
             "ports_diff.nft",
             port_diff.clone(),
             format!("{base}{port_script}{port_diff}"),
+        ),
+        (
+            "guard_matrix.nft",
+            guard_script.clone(),
+            format!("{base}{guard_script}"),
+        ),
+        (
+            "guard_diff.nft",
+            guard_diff.clone(),
+            format!("{base}{guard_script}{guard_diff}"),
         ),
     ]
 }
@@ -342,6 +430,7 @@ fn real_nft_round_trip() {
     }
     let mut want = desired_elements(&matrix());
     want.extend(&port_matrix());
+    want.extend(&guard_matrix());
     let script = format!(
         "{}{}",
         base_script(&FirewallConfig::default()),
@@ -354,7 +443,7 @@ fn real_nft_round_trip() {
     let out = Command::new("unshare")
         .args(["--net", "--", "sh", "-c"])
         .arg(format!(
-            "{n} -f {p} && {n} -j list table inet berth",
+            "{n} -f {p} && {n} -j list ruleset",
             n = nft.display(),
             p = path.display()
         ))

@@ -500,3 +500,65 @@ fn a_host_shim_is_created_repaired_and_removed() {
     let plan = diff(&o, &empty);
     assert_eq!(actions(&plan), ["DeleteLink"]);
 }
+
+/// Anti-spoofing elements belong to endpoints: a pass scoped to one container adds and removes
+/// only its ports' elements and keeps the other containers' (which it does not plan) as they
+/// are; a full pass removes the elements of ports nothing wants any more.
+#[test]
+fn guard_elements_follow_the_scope_of_a_pass() {
+    let (nets, cs) = world();
+    let other = container('d', "other", &[(&nets[0], "10.1.0.3/24")]);
+    let all = desired_of(&nets, &[cs[0].clone(), other.clone()]);
+    let guarded = |e: &Elements| -> Vec<String> {
+        e.0.get(crate::firewall::SET_GUARDED)
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(guarded(&all.elements).len(), 3, "{:?}", all.elements);
+    let observed = converged(&all);
+
+    // A pass scoped to "api" alone: nothing to do, "other"'s elements are not touched.
+    let mut scoped = desired_of(&nets, &cs);
+    scoped.guard_scope = Some(scoped.endpoints.keys().cloned().collect());
+    let fw_steps = |p: &Plan| -> Vec<Step> {
+        p.steps
+            .iter()
+            .filter(|s| matches!(s.op, StepOp::FirewallElements { .. }))
+            .cloned()
+            .collect()
+    };
+    let plan = diff(&observed, &scoped);
+    assert!(fw_steps(&plan).is_empty(), "{:#?}", plan.steps);
+    let after = elements_after(
+        &observed
+            .firewall
+            .as_ref()
+            .expect("observed firewall")
+            .elements,
+        &scoped,
+    );
+    assert_eq!(guarded(&after), guarded(&all.elements));
+
+    // "other" was disconnected (its veth is in `also`): its elements go, "api"'s stay.
+    let veth = other.endpoints[0].host_ifname.clone();
+    let mut scope = scoped.guard_scope.clone().expect("a scope");
+    scope.insert(veth.clone());
+    scoped.guard_scope = Some(scope);
+    let steps = fw_steps(&diff(&observed, &scoped));
+    assert_eq!(steps.len(), 1);
+    let StepOp::FirewallElements { script, after, .. } = &steps[0].op else {
+        panic!("{steps:?}")
+    };
+    assert!(
+        script
+            .lines()
+            .all(|l| l.starts_with("delete element bridge berth ")
+                && l.contains(&format!("\"{veth}\""))),
+        "{script}"
+    );
+    assert_eq!(guarded(after).len(), 2);
+
+    // A full pass without "other" removes its elements too.
+    let full = desired_of(&nets, &cs);
+    assert_eq!(fw_steps(&diff(&observed, &full)).len(), 1);
+}
