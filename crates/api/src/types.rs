@@ -426,6 +426,10 @@ pub struct ContainerCreateRequest {
     /// Per-network endpoint options.
     #[serde(default)]
     pub networking_config: NetworkingConfig,
+    /// The first network endpoint's MAC, as API versions before 1.44 send it (newer clients
+    /// send it in that endpoint's `MacAddress`, which wins).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mac_address: String,
 }
 
 /// `POST /containers/create` answer.

@@ -375,6 +375,9 @@ pub fn endpoint_request(s: Option<&berth_api::types::EndpointSettings>) -> Endpo
         ipv6: ipam.ipv6_address.filter(|a| !a.is_empty()),
         aliases: s.and_then(|s| s.aliases.clone()).unwrap_or_default(),
         gw_priority: s.map(|s| s.gw_priority).unwrap_or(0),
+        mac: s
+            .map(|s| s.mac_address.trim().to_string())
+            .filter(|m| !m.is_empty()),
     }
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{code, show, stdout, World};
+use common::{code, show, stderr, stdout, World};
 
 /// Proves: two containers on a user network reach each other over real HTTP; a foreground
 /// `run` streams output and exits with the command's code; `logs` shows a detached
@@ -278,4 +278,83 @@ fn a_state_dir_under_tmp_works() {
         "a container of a berthd with its state under /tmp: {}",
         show(&out)
     );
+}
+
+/// Proves: `run --mac-address` gives the container's interface that MAC (seen inside and in
+/// inspect), on a user network and through the API's container-level `MacAddress` (API < 1.44);
+/// the same MAC for a second container on that network is refused naming the holder, a
+/// multicast MAC is refused, and nothing is left of a refused run.
+#[test]
+fn mac_address_is_honoured_and_checked() {
+    require_root!();
+    let w = World::new();
+    w.berth_ok(&["network", "create", "--subnet", "10.61.0.0/24", "macs"]);
+    w.berth_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "m1",
+        "--network",
+        "macs",
+        "--mac-address",
+        "02:42:AC:11:00:99",
+        "sleep",
+        "600",
+    ]);
+    let link = w.exec_ok("m1", &["ip", "link", "show", "eth0"]);
+    assert!(link.contains("link/ether 02:42:ac:11:00:99"), "{link}");
+    assert_eq!(
+        w.inspect("m1")["NetworkSettings"]["Networks"]["macs"]["MacAddress"],
+        "02:42:ac:11:00:99"
+    );
+    let o = w.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "m2",
+        "--network",
+        "macs",
+        "--mac-address",
+        "02:42:ac:11:00:99",
+        "sleep",
+        "600",
+    ]);
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(
+        stderr(&o).contains("is already used by container \"m1\""),
+        "{}",
+        show(&o)
+    );
+    let o = w.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "m3",
+        "--network",
+        "macs",
+        "--mac-address",
+        "01:00:5e:00:00:01",
+        "sleep",
+        "600",
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("multicast"),
+        "{}",
+        show(&o)
+    );
+    let ps = w.berth_ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(!ps.contains("m2") && !ps.contains("m3"), "{ps}");
+    // API < 1.44: MacAddress at the container level, for the first network.
+    let (st, body) = w.api(
+        "POST",
+        "/v1.43/containers/create?name=m4",
+        Some(
+            r#"{"Cmd":["sleep","600"],"MacAddress":"02:42:ac:11:00:44","HostConfig":{"NetworkMode":"macs"}}"#,
+        ),
+    );
+    assert_eq!(st, 201, "{body}");
+    let (st, body) = w.api("POST", "/v1.43/containers/m4/start", None);
+    assert!(st == 204 || st == 200, "{st} {body}");
+    let link = w.exec_ok("m4", &["ip", "link", "show", "eth0"]);
+    assert!(link.contains("link/ether 02:42:ac:11:00:44"), "{link}");
 }

@@ -983,6 +983,26 @@ pub struct EndpointRequest {
     pub aliases: Vec<String>,
     /// Docker's `GwPriority`.
     pub gw_priority: i64,
+    /// `--mac-address` / the endpoint's `MacAddress`: the container interface's MAC (else one
+    /// derived from its address).
+    pub mac: Option<String>,
+}
+
+/// Checks a requested MAC: six hex octets, unicast, not all zero. Returns it lower-case.
+pub fn parse_requested_mac(s: &str) -> Result<String, PlanError> {
+    let bad = |why: &str| {
+        PlanError::Invalid(format!(
+            "invalid MAC address {s:?}: {why} (e.g. 02:42:ac:11:00:02)"
+        ))
+    };
+    let m = names::parse_mac(s).ok_or_else(|| bad("expected six hex octets"))?;
+    if m[0] & 1 == 1 {
+        return Err(bad("a multicast address cannot be an interface's"));
+    }
+    if m == [0; 6] {
+        return Err(bad("all zeros is not an address"));
+    }
+    Ok(names::fmt_mac(m))
 }
 
 /// Checks a DNS alias: labels of 1..=63 characters from `[A-Za-z0-9_-]` not starting or ending
@@ -1148,9 +1168,27 @@ pub fn plan_endpoint_with(
         IpAddr::V4(v) => Some(v),
         IpAddr::V6(_) => None,
     });
+    let mac = match &req.mac {
+        Some(m) => {
+            let m = parse_requested_mac(m)?;
+            let holder = all.iter().filter(|c| c.id != container.id).find(|c| {
+                c.endpoints
+                    .iter()
+                    .any(|e| e.network_id == net.id && e.mac.eq_ignore_ascii_case(&m))
+            });
+            if let Some(h) = holder {
+                return Err(PlanError::Conflict(format!(
+                    "MAC address {m} is already used by container {:?} on network {:?}",
+                    h.name, net.name
+                )));
+            }
+            m
+        }
+        None => names::mac_for(v4, &endpoint_id),
+    };
     Ok(EndpointSpec {
         host_ifname: names::veth_name(&endpoint_id),
-        mac: names::mac_for(v4, &endpoint_id),
+        mac,
         id: endpoint_id,
         network_id: net.id.clone(),
         ifname,

@@ -39,6 +39,9 @@ pub struct Args {
     /// Static IPv6 address on the (first) network.
     #[arg(long)]
     pub ip6: Option<String>,
+    /// MAC address of the container's interface on the (first) network.
+    #[arg(long = "mac-address", value_name = "MAC")]
+    pub mac_address: Option<String>,
     /// Extra DNS name on the (first) network (repeatable).
     #[arg(long = "network-alias", alias = "net-alias", value_name = "ALIAS")]
     pub network_alias: Vec<String>,
@@ -106,22 +109,36 @@ pub fn build(args: &Args) -> Result<(Option<String>, ContainerCreateRequest)> {
     }
     let mut endpoints = NetworkingConfig::default();
     let first = args.network.first().cloned();
-    let wants_endpoint = args.ip.is_some() || args.ip6.is_some() || !args.network_alias.is_empty();
+    let wants_endpoint = args.ip.is_some()
+        || args.ip6.is_some()
+        || !args.network_alias.is_empty()
+        || args.mac_address.is_some();
+    let with_mac = |mut ep: berth_api::types::EndpointSettings| {
+        if let Some(m) = &args.mac_address {
+            ep.mac_address = m.clone();
+        }
+        ep
+    };
     for (i, net) in args.network.iter().enumerate() {
         if net == "host" || net == "none" || net.starts_with("container:") {
             continue;
         }
         let settings = if i == 0 {
-            endpoint(args.ip.as_ref(), args.ip6.as_ref(), &args.network_alias).unwrap_or_default()
+            with_mac(
+                endpoint(args.ip.as_ref(), args.ip6.as_ref(), &args.network_alias)
+                    .unwrap_or_default(),
+            )
         } else {
             Default::default()
         };
         endpoints.endpoints_config.insert(net.clone(), settings);
     }
     if first.is_none() && wants_endpoint {
-        if let Some(ep) = endpoint(args.ip.as_ref(), args.ip6.as_ref(), &args.network_alias) {
-            endpoints.endpoints_config.insert("bridge".to_string(), ep);
-        }
+        let ep =
+            endpoint(args.ip.as_ref(), args.ip6.as_ref(), &args.network_alias).unwrap_or_default();
+        endpoints
+            .endpoints_config
+            .insert("bridge".to_string(), with_mac(ep));
     }
     let mut ports = Vec::new();
     for p in &args.publish {
@@ -181,6 +198,7 @@ pub fn build(args: &Args) -> Result<(Option<String>, ContainerCreateRequest)> {
             tmpfs,
         },
         networking_config: endpoints,
+        mac_address: String::new(),
     };
     Ok((args.name.clone(), req))
 }

@@ -1052,3 +1052,21 @@ fn inspect_notes() {
         .join("\n")
         .contains("ipvlan l"));
 }
+
+#[test]
+fn requested_macs() {
+    assert_eq!(
+        parse_requested_mac("02:42:AC:11:00:99").expect("valid"),
+        "02:42:ac:11:00:99"
+    );
+    for (bad, says) in [
+        ("01:00:5e:00:00:01", "multicast"),
+        ("00:00:00:00:00:00", "all zeros"),
+        ("02:42:ac:11:00", "six hex octets"),
+        ("02:42:ac:11:00:zz", "six hex octets"),
+        ("02:42:ac:11:00:01\n", "six hex octets"),
+    ] {
+        let e = parse_requested_mac(bad).expect_err(bad);
+        assert!(e.to_string().contains(says), "{bad}: {e}");
+    }
+}
