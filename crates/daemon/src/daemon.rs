@@ -5,6 +5,7 @@
 //! Mutations and passes are serialized by one async lock.
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,9 +134,20 @@ impl Daemon {
             .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
         std::fs::create_dir_all(config.state_dir.join("containers"))
             .with_context(|| format!("creating {}/containers", config.state_dir.display()))?;
+        // berthd's state is root's alone: the store (intent, container specs with their
+        // environment) and every container's files and logs stay unreadable to other users.
+        for dir in [
+            config.state_dir.clone(),
+            config.state_dir.join("containers"),
+        ] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("chmod 0700 {}", dir.display()))?;
+        }
         berth_kernel::nft::check_available()?;
-        let store: Arc<dyn Store> =
-            Arc::new(RedbStore::open(&config.state_dir.join("state.redb"))?);
+        let db = config.state_dir.join("state.redb");
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&db)?);
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("chmod 0600 {}", db.display()))?;
         let kernel = Kernel::new()
             .await
             .context("opening a netlink socket in the daemon's network namespace")?;

@@ -813,10 +813,7 @@ async fn create_container(
     let dir = d.runtime.container_dir(&spec.id);
     let _ = std::fs::create_dir_all(&dir);
     for f in ["stdout.log", "stderr.log"] {
-        let _ = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(f));
+        let _ = crate::runtime::log_file(&dir.join(f));
     }
     d.exit_channel(&spec.id);
     Ok((

@@ -174,10 +174,7 @@ impl Runtime {
             exit_file: exit_file.clone(),
         };
         let open_log = |name: &str| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join(name))
+            crate::runtime::log_file(&dir.join(name))
                 .map_err(|e| ApiError::internal(format!("opening log {name}: {e}")))
         };
         let (out, err) = match (open_log("stdout.log"), open_log("stderr.log")) {
@@ -558,4 +555,14 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(-1)
+}
+
+/// Opens (creating it `0600`, root's alone) a container's log file for appending.
+pub fn log_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
 }

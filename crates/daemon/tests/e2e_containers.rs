@@ -358,3 +358,27 @@ fn mac_address_is_honoured_and_checked() {
     let link = w.exec_ok("m4", &["ip", "link", "show", "eth0"]);
     assert!(link.contains("link/ether 02:42:ac:11:00:44"), "{link}");
 }
+
+/// Proves: berthd's state is root's alone — the state dir and its containers dir are 0700, the
+/// store 0600, a container's log files 0600.
+#[test]
+fn state_files_are_private() {
+    require_root!();
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new();
+    let id = w.run_d("p1", &[], &["sh", "-c", "echo hi; sleep 600"]);
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&w.state_dir), 0o700);
+    assert_eq!(mode(&w.state_dir.join("containers")), 0o700);
+    assert_eq!(mode(&w.state_dir.join("state.redb")), 0o600);
+    let dir = w.state_dir.join("containers").join(id.trim());
+    for f in ["stdout.log", "stderr.log"] {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+}
