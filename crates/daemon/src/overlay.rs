@@ -212,10 +212,20 @@ impl Daemon {
             }
         }
         for (id, n) in &local {
-            if !global.contains_key(id) {
-                tracing::info!(network = %n.name, "cluster: overlay network removed");
-                ops.push(Op::Delete(keys::network(id)));
+            if global.contains_key(id) {
+                continue;
             }
+            // The list may predate a network this host created a moment ago (the list was
+            // read, then the create committed, then this runs): ask etcd about this one now.
+            if let Some(cl) = &self.cluster {
+                match cl.store.get(&format!("{}{id}", cluster::NETWORKS)) {
+                    Ok(None) => {}
+                    Ok(Some(_)) => continue,
+                    Err(e) => return Err(ApiError::from(e)),
+                }
+            }
+            tracing::info!(network = %n.name, "cluster: overlay network removed");
+            ops.push(Op::Delete(keys::network(id)));
         }
         if ops.is_empty() {
             return Ok(false);
