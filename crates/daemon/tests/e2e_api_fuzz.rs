@@ -533,6 +533,9 @@ fn networks_api_survives_fuzzing() {
     let w = World::new();
     // Something to connect to and a network to connect it to, so connects can succeed.
     w.berth_ok(&["network", "create", "--subnet", "10.199.0.0/24", "f1"]);
+    // f1 stays in use, so a random remove or prune cannot take the fixture away (after which
+    // every connect would be a 404).
+    w.run_d("keeper", &["--network", "f1"], &["sleep", "600"]);
     w.run_d("c1", &[], &["sleep", "600"]);
     w.run_d("c2", &["--network", "none"], &["sleep", "600"]);
     let cases = std::env::var("BERTH_FUZZ_CASES")
