@@ -351,9 +351,6 @@ const VNIS: &str = "vni/";
 /// Prefix of the published endpoints.
 pub const ENDPOINTS: &str = "endpoints/";
 const IPAM: &str = "ipam/";
-/// The first VXLAN id berth allocates (Docker's classic overlay starts at 256; 4096 keeps
-/// clear of VLAN-numbered hand-made ones).
-const FIRST_VNI: u32 = 4096;
 
 use berth_plan::model::NetworkSpec;
 
@@ -393,8 +390,7 @@ impl Cluster {
                     .iter()
                     .filter_map(|(k, _)| k.strip_prefix(VNIS)?.parse().ok())
                     .collect();
-                ov.vni = (FIRST_VNI..=berth_plan::network::MAX_VNI)
-                    .find(|n| !used.contains(n))
+                ov.vni = berth_plan::overlay::pick_vni(&used)
                     .ok_or_else(|| ApiError::conflict("every VXLAN id is in use"))?;
             }
             spec.overlay = Some(ov);
@@ -544,8 +540,38 @@ impl Cluster {
         if last.0 == Some(lease) && last.1 == eps && last.2 == claims {
             return Ok(());
         }
-        // What this host has in the store now (a restart, a lost lease, a dead etcd: the
-        // store is the truth, the memory only saves work).
+        let ops = if last.0 == Some(lease) {
+            // Same lease as the last publication, which is in the store: only the difference
+            // (a container start costs one transaction, no listing of the cluster's keys).
+            let mut ops = changed_ops(&last.1, &eps, lease);
+            ops.extend(changed_ops(&last.2, &claims, lease));
+            ops
+        } else {
+            self.publication_ops(&eps, &claims, lease)?
+        };
+        if !ops.is_empty() {
+            self.store.apply(ops)?;
+        }
+        *last = (Some(lease), eps, claims);
+        Ok(())
+    }
+
+    /// Forgets what was last published, so the next publication compares with the store
+    /// itself (the sync reconnected: etcd may have lost or kept anything).
+    pub fn forget_published(&self) {
+        if let Ok(mut p) = self.published.lock() {
+            p.0 = None;
+        }
+    }
+
+    /// What makes the store hold exactly `eps` and `claims` for this host, from what it holds
+    /// now (a restart, a lost lease, a reconnection: the store is the truth).
+    fn publication_ops(
+        &self,
+        eps: &BTreeMap<String, RemoteEndpoint>,
+        claims: &BTreeMap<String, ClusterClaim>,
+        lease: LeaseId,
+    ) -> Result<Vec<Op>, StoreError> {
         let mine = |k: &str| k.split('/').nth(2) == Some(self.record.name.as_str());
         let (_, have_eps) = self.store.list_versioned(ENDPOINTS)?;
         let mut ops = Vec::new();
@@ -554,7 +580,7 @@ impl Cluster {
                 ops.push(Op::Delete(k.clone()));
             }
         }
-        for (k, e) in &eps {
+        for (k, e) in eps {
             let current = have_eps.iter().find(|(hk, _)| hk == k);
             let same = current.is_some_and(|(_, v)| {
                 serde_json::to_vec(e).ok().as_deref() == Some(v.value.as_slice())
@@ -572,7 +598,7 @@ impl Cluster {
                 ops.push(Op::Delete(k.clone()));
             }
         }
-        for (k, c) in &claims {
+        for (k, c) in claims {
             let current = have_claims.iter().find(|(hk, _)| hk == k);
             match current {
                 Some((_, v)) => {
@@ -585,11 +611,7 @@ impl Cluster {
                 None => ops.push(Op::put_json_lease(k.clone(), c, lease)),
             }
         }
-        if !ops.is_empty() {
-            self.store.apply(ops)?;
-        }
-        *last = (Some(lease), eps, claims);
-        Ok(())
+        Ok(ops)
     }
 
     /// Publishes again what was last published (after a new lease).
@@ -626,6 +648,23 @@ impl Cluster {
     pub fn node(&self) -> &str {
         &self.record.name
     }
+}
+
+/// The ops that turn keys published as `last` (under `lease`) into `want`.
+fn changed_ops<V: serde::Serialize + PartialEq>(
+    last: &BTreeMap<String, V>,
+    want: &BTreeMap<String, V>,
+    lease: LeaseId,
+) -> Vec<Op> {
+    let gone = last
+        .keys()
+        .filter(|k| !want.contains_key(*k))
+        .map(|k| Op::Delete(k.clone()));
+    let new = want
+        .iter()
+        .filter(|(k, v)| last.get(*k) != Some(*v))
+        .map(|(k, v)| Op::put_json_lease(k.clone(), v, lease));
+    gone.chain(new).collect()
 }
 
 /// The key of a published endpoint.

@@ -305,6 +305,7 @@ async fn sync_once(d: &Arc<Daemon>, cl: &Arc<cluster::Cluster>) -> anyhow::Resul
             .collect(),
     );
     // A fresh start of the sync (etcd back, lease maybe lost): publish again from scratch.
+    cl.forget_published();
     d.cluster_publish();
     d.dns_refresh();
     converge_all(d).await;
@@ -342,7 +343,7 @@ async fn sync_once(d: &Arc<Daemon>, cl: &Arc<cluster::Cluster>) -> anyhow::Resul
                     cl.apply_remote(&ev.key, value);
                 }
                 d.dns_refresh();
-                converge_all(d).await;
+                converge_overlays(d).await;
             }
         }
     }
@@ -351,8 +352,31 @@ async fn sync_once(d: &Arc<Daemon>, cl: &Arc<cluster::Cluster>) -> anyhow::Resul
 /// A pass over everything (the remote entries of every VXLAN port may have changed), under
 /// the mutation lock like every change.
 async fn converge_all(d: &Arc<Daemon>) {
+    converge_scope(d, Scope::Full).await;
+}
+
+/// A pass over the overlay networks only (another host's endpoint came or went: only their
+/// VXLAN ports' entries change), as a network create's pass is scoped.
+async fn converge_overlays(d: &Arc<Daemon>) {
+    let ids: Vec<String> = match d.networks() {
+        Ok(nets) => nets
+            .into_iter()
+            .filter(|n| n.driver == Driver::Overlay)
+            .map(|n| n.id)
+            .collect(),
+        Err(e) => {
+            tracing::warn!("cluster: reading the store: {}", e.message);
+            return;
+        }
+    };
+    if !ids.is_empty() {
+        converge_scope(d, Scope::Networks { ids, also: vec![] }).await;
+    }
+}
+
+async fn converge_scope(d: &Arc<Daemon>, scope: Scope) {
     let _guard = d.lock.lock().await;
-    if let Err(e) = d.converge(Trigger::Cluster, Scope::Full, false).await {
+    if let Err(e) = d.converge(Trigger::Cluster, scope, false).await {
         tracing::warn!(
             "cluster: programming the other hosts' endpoints: {}",
             e.message

@@ -429,11 +429,26 @@ fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Durat
     start.elapsed()
 }
 
-/// `berth network create -d overlay --subnet SUBNET NAME` on `w`.
-fn create_overlay(w: &World, subnet: &str, name: &str) {
-    w.berth_ok(&[
-        "network", "create", "-d", "overlay", "--subnet", subnet, name,
-    ]);
+/// `berth network create -d overlay --subnet SUBNET [EXTRA…] NAME` on `w`.
+fn create_overlay(w: &World, subnet: &str, name: &str, extra: &[&str]) {
+    let mut args = vec!["network", "create", "-d", "overlay", "--subnet", subnet];
+    args.extend_from_slice(extra);
+    args.push(name);
+    w.berth_ok(&args);
+}
+
+/// `iperf3 -c IP -p PORT -t 3 -J` from container `from` of `w`, retried (bounded) until the
+/// server in the other container answers.
+fn iperf_from(w: &World, from: &str, ip: &str, port: u16) -> std::process::Output {
+    let port = port.to_string();
+    let start = Instant::now();
+    loop {
+        let o = w.exec(from, &["iperf3", "-c", ip, "-p", &port, "-t", "3", "-J"]);
+        if o.status.success() || start.elapsed() > Duration::from_secs(10) {
+            return o;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The forwarding entries (`bridge fdb show dev DEV`) with a remote VTEP, in `w`'s host.
@@ -470,7 +485,7 @@ fn overlay_network_spans_hosts() {
     join(&b, "host-b").unwrap_or_else(|e| panic!("{e}"));
     wait_names(&a, &["host-a", "host-b"], Duration::from_secs(5));
 
-    create_overlay(&a, "10.50.0.0/24", "app");
+    create_overlay(&a, "10.50.0.0/24", "app", &[]);
     let took = wait_until("app on host-b", Duration::from_secs(5), || {
         network_names(&b).contains(&"app".to_string())
     });
@@ -592,7 +607,7 @@ fn overlay_network_spans_hosts() {
     b.assert_reaches("web", &ip_db, 8080);
 
     // Concurrent runs on both hosts in a small subnet: every address handed out once.
-    create_overlay(&a, "10.51.0.0/28", "race");
+    create_overlay(&a, "10.51.0.0/28", "race", &[]);
     wait_until("race on host-b", Duration::from_secs(5), || {
         network_names(&b).contains(&"race".to_string())
     });
@@ -670,7 +685,7 @@ fn bench_overlay_cross_host() {
     u.start_etcd(&a);
     join(&a, "host-a").unwrap_or_else(|e| panic!("{e}"));
     join(&b, "host-b").unwrap_or_else(|e| panic!("{e}"));
-    create_overlay(&a, "10.50.0.0/24", "app");
+    create_overlay(&a, "10.50.0.0/24", "app", &[]);
     wait_until("app on host-b", Duration::from_secs(5), || {
         network_names(&b).contains(&"app".to_string())
     });
@@ -751,29 +766,14 @@ fn bench_overlay_cross_host() {
             &["iperf3", "-s", "-p", "5302"],
         );
         let ip = a.ip_of("perf", "app");
-        let start = Instant::now();
-        let over = loop {
-            let o = b.exec(
-                "client",
-                &["iperf3", "-c", &ip, "-p", "5302", "-t", "3", "-J"],
-            );
-            if o.status.success() || start.elapsed() > Duration::from_secs(10) {
-                break o;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
+        let over = iperf_from(&b, "client", &ip, 5302);
         // The same on an overlay network without the anti-spoofing guard: its cost.
-        a.berth_ok(&[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
+        create_overlay(
+            &a,
             "10.52.0.0/24",
-            "-o",
-            "berth.network.allow_spoofing=true",
             "open",
-        ]);
+            &["-o", "berth.network.allow_spoofing=true"],
+        );
         wait_until("open on host-b", Duration::from_secs(5), || {
             network_names(&b).contains(&"open".to_string())
         });
@@ -784,17 +784,7 @@ fn bench_overlay_cross_host() {
         );
         b.run_d("client2", &["--network", "open"], &["sleep", "600"]);
         let ip2 = a.ip_of("perf2", "open");
-        let start = Instant::now();
-        let open = loop {
-            let o = b.exec(
-                "client2",
-                &["iperf3", "-c", &ip2, "-p", "5303", "-t", "3", "-J"],
-            );
-            if o.status.success() || start.elapsed() > Duration::from_secs(10) {
-                break o;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
+        let open = iperf_from(&b, "client2", &ip2, 5303);
         let (u_g, o_g, n_g) = (gbps(&under), gbps(&over), gbps(&open));
         eprintln!(
             "TCP throughput, 3 s: underlay {u_g:.2} Gbit/s; overlay container to container \
@@ -837,7 +827,7 @@ fn etcd_member_loss_and_a_cut_off_host() {
 
     // One member of three dies: quorum holds, berth goes on.
     sh_ok("kill", &["-9", &members[0].to_string()]);
-    create_overlay(&a, "10.50.0.0/24", "app");
+    create_overlay(&a, "10.50.0.0/24", "app", &[]);
     wait_until("app on host-b", Duration::from_secs(10), || {
         network_names(&b).contains(&"app".to_string())
     });

@@ -241,6 +241,15 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost, plan: &mut Plan) {
     }
 }
 
+/// The first VXLAN id berth allocates (Docker's classic overlay starts at 256; 4096 keeps
+/// clear of VLAN-numbered hand-made ones).
+pub const FIRST_VNI: u32 = 4096;
+
+/// The VXLAN id a new overlay network gets: the lowest free one from [`FIRST_VNI`].
+pub fn pick_vni(used: &BTreeSet<u32>) -> Option<u32> {
+    (FIRST_VNI..=crate::network::MAX_VNI).find(|n| !used.contains(n))
+}
+
 /// The VXLAN devices to read entries of in a pass: those desired.
 pub fn devices(desired: &DesiredHost) -> BTreeSet<String> {
     desired.vxlans.keys().cloned().collect()
@@ -290,6 +299,13 @@ mod tests {
 
     fn local() -> Option<IpAddr> {
         Some("10.77.0.1".parse().expect("ip"))
+    }
+
+    #[test]
+    fn vnis_are_the_lowest_free_from_4096() {
+        assert_eq!(pick_vni(&BTreeSet::new()), Some(4096));
+        assert_eq!(pick_vni(&BTreeSet::from([4096, 4097, 4099])), Some(4098));
+        assert_eq!(pick_vni(&BTreeSet::from([1, 100])), Some(4096));
     }
 
     #[test]
