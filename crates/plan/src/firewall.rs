@@ -326,6 +326,12 @@ pub mod rule {
     /// Rule 11 (IPv6).
     pub const GUARD6: &str =
         "berth enabled IPv6 forwarding; forwarding that does not involve berth stays off";
+    /// `prerouting_raw`: the VXLAN port of encrypted overlay networks.
+    pub const WG_VXLAN: &str =
+        "encrypted overlay VXLAN port: only what the berth WireGuard device decrypted";
+    /// `prerouting_raw`: the tunnel addresses of encrypted overlay networks.
+    pub const WG_TUNNEL: &str =
+        "encrypted overlay tunnel addresses: only through the berth WireGuard device";
     /// `prerouting_raw`, IPv4.
     pub const LOOPBACK4: &str = "loopback addresses never arrive from outside (moby#45610; route_localnet is on for berth bridges)";
 }
@@ -544,6 +550,27 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
         "prerouting_raw",
         "iifname != \"lo\" ip6 daddr ::1 counter drop",
         "loopback addresses never arrive from outside (moby#45610)",
+    );
+    // Encrypted overlay networks: their VXLAN port and the hosts' tunnel addresses are only
+    // reachable through berth's WireGuard device, i.e. decrypted and authenticated. A LAN
+    // neighbour's plaintext VXLAN frame with an encrypted network's VNI dies here.
+    let wg = crate::wireguard::DEVICE;
+    rule(
+        "prerouting_raw",
+        &format!(
+            "iifname != \"{wg}\" udp dport {} fib daddr type local counter drop",
+            crate::wireguard::ENCRYPTED_VXLAN_PORT
+        ),
+        rule::WG_VXLAN,
+    );
+    rule(
+        "prerouting_raw",
+        &format!(
+            "iifname != \"{wg}\" ip6 daddr {}/{} counter drop",
+            crate::wireguard::TUNNEL_PREFIX,
+            crate::wireguard::TUNNEL_PREFIX_LEN
+        ),
+        rule::WG_TUNNEL,
     );
     bridge_base(&mut s);
     s
