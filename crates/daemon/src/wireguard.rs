@@ -167,6 +167,11 @@ impl WireGuard {
         })?;
         let tun = berth_kernel::sys::open_tun(DEVICE)
             .with_context(|| format!("creating tun device {DEVICE} (/dev/net/tun)"))?;
+        {
+            use nix::fcntl::{fcntl, FcntlArg, OFlag};
+            fcntl(&tun, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+                .with_context(|| format!("making {DEVICE} non-blocking"))?;
+        }
         let addr = ipnet::IpNet::new(IpAddr::V6(local), pw::TUNNEL_PREFIX_LEN)
             .context("tunnel address")?;
         kernel
@@ -316,11 +321,14 @@ fn outbound(tun: &File, sock: &UdpSocket, peers: &RwLock<Peers>, stop: &AtomicBo
     let mut out = vec![0u8; BUF];
     let mut reader = tun;
     while !stop.load(Ordering::Relaxed) {
-        if !readable(tun, POLL) {
-            continue;
-        }
+        // The tun file is non-blocking: read while packets are queued, poll (bounded, to
+        // see the stop flag) only when it is empty — one system call per packet under load.
         let n = match reader.read(&mut pkt) {
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                readable(tun, POLL);
+                continue;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 tracing::warn!("wireguard: reading {DEVICE}: {e}");

@@ -883,11 +883,11 @@ fn etcd_member_loss_and_a_cut_off_host() {
     }
 }
 
-/// Waits (≤ 6 s) for one UDP datagram on `port` in container `ctr`; prints it, or `TIMEOUT`.
+/// Waits (≤ 10 s) for one UDP datagram on `port` in container `ctr`; prints it, or `TIMEOUT`.
 const UDP_RECV_PY: &str = "import socket,sys\n\
 s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
 s.bind(('0.0.0.0',int(sys.argv[1])))\n\
-s.settimeout(6)\n\
+s.settimeout(10)\n\
 try:\n    d,a=s.recvfrom(4096); print(d.decode(errors='replace'))\n\
 except socket.timeout:\n    print('TIMEOUT')\n";
 
@@ -938,7 +938,8 @@ fam=socket.AF_INET6 if ':' in dst else socket.AF_INET\n\
 s=socket.socket(fam,socket.SOCK_DGRAM)\n\
 for _ in range(5):\n    s.sendto(vx+eth+iph+udp,(dst,port)); time.sleep(0.3)\n";
 
-/// Runs `UDP_RECV_PY` in `rw`'s container `rc` on `port` while `f` runs; returns what it got.
+/// Runs `UDP_RECV_PY` in `rw`'s container `rc` on `port`, runs `f` once it listens, and
+/// returns what it got.
 fn udp_received(rw: &World, rc: &str, port: u16, f: impl FnOnce()) -> String {
     let py = rw.helper("udp_recv.py");
     std::fs::write(&py, UDP_RECV_PY).expect("write helper");
@@ -948,8 +949,12 @@ fn udp_received(rw: &World, rc: &str, port: u16, f: impl FnOnce()) -> String {
             let o = rw.exec(rc, &["python3", &py, &p]);
             stdout(&o).trim().to_string()
         });
-        // The receiver binds within a second (python starting in the container).
-        std::thread::sleep(Duration::from_millis(1500));
+        // Only once the receiver listens: a datagram that does not arrive then was dropped.
+        let filter = format!("sport = :{port}");
+        wait_until("the UDP receiver listening", Duration::from_secs(8), || {
+            let o = rw.exec(rc, &["ss", "-Hnul", &filter]);
+            o.status.success() && !stdout(&o).trim().is_empty()
+        });
         f();
         recv.join().expect("receiver")
     })

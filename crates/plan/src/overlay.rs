@@ -349,6 +349,41 @@ mod tests {
     }
 
     #[test]
+    fn the_encrypted_option_plans_port_and_mtu() {
+        let req = |driver: &str, v: &str| crate::network::NetworkRequest {
+            name: "sec".into(),
+            driver: Some(driver.into()),
+            ipam: vec![crate::network::IpamRequest {
+                subnet: Some("10.60.0.0/24".into()),
+                ..Default::default()
+            }],
+            options: [(crate::network::OPT_ENCRYPTED.to_string(), v.to_string())].into(),
+            ..Default::default()
+        };
+        let plan = |r: &crate::network::NetworkRequest| {
+            crate::network::plan_network(r, "cd".repeat(32), "now".into(), &[], &[])
+        };
+        let n = plan(&req("overlay", "")).expect("encrypted overlay");
+        assert_eq!(
+            n.overlay,
+            Some(OverlaySpec {
+                vni: 0,
+                port: crate::wireguard::ENCRYPTED_VXLAN_PORT,
+                encrypted: true
+            })
+        );
+        assert_eq!(n.mtu, 1370);
+        let n = plan(&req("overlay", "false")).expect("plain overlay");
+        assert_eq!((n.mtu, n.overlay.map(|o| o.port)), (1450, Some(4789)));
+        let e = plan(&req("bridge", "")).expect_err("bridge");
+        assert!(e.to_string().contains("overlay networks"), "{e}");
+        assert!(plan(&req("overlay", "perhaps")).is_err());
+        // The spec of an older berth (no field) reads as unencrypted.
+        let old: OverlaySpec = serde_json::from_str(r#"{"Vni":4096,"Port":4789}"#).expect("old");
+        assert!(!old.encrypted);
+    }
+
+    #[test]
     fn encrypted_networks_tunnel_between_tunnel_addresses() {
         let mut n = net();
         n.overlay = Some(OverlaySpec {
