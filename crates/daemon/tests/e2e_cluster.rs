@@ -938,6 +938,40 @@ fam=socket.AF_INET6 if ':' in dst else socket.AF_INET\n\
 s=socket.socket(fam,socket.SOCK_DGRAM)\n\
 for _ in range(5):\n    s.sendto(vx+eth+iph+udp,(dst,port)); time.sleep(0.3)\n";
 
+/// Captures the underlay (`CAPTURE_PY` in `u`'s namespace, files in `w`'s directory) while
+/// `f` runs; returns its JSON summary.
+fn capture_underlay(
+    u: &Underlay,
+    w: &World,
+    markers: &[&str],
+    f: impl FnOnce(),
+) -> serde_json::Value {
+    let stopf = w.dir.join(format!("capture-{}.stop", markers.join("-")));
+    let stopf = stopf.display().to_string();
+    let cap = w.helper("capture.py");
+    std::fs::write(&cap, CAPTURE_PY).expect("write helper");
+    let mut args = vec![
+        "netns",
+        "exec",
+        u.ns.as_str(),
+        "python3",
+        cap.as_str(),
+        stopf.as_str(),
+    ];
+    args.extend_from_slice(markers);
+    let out = std::thread::scope(|s| {
+        let h = s.spawn(|| sh("ip", &args));
+        wait_until("capture ready", Duration::from_secs(10), || {
+            Path::new(&format!("{stopf}.ready")).exists()
+        });
+        f();
+        std::fs::write(&stopf, "").expect("stop capture");
+        h.join().expect("capture")
+    });
+    assert!(out.status.success(), "{}", show(&out));
+    serde_json::from_str(stdout(&out).trim()).expect("capture json")
+}
+
 /// Runs `UDP_RECV_PY` in `rw`'s container `rc` on `port`, runs `f` once it listens, and
 /// returns what it got.
 fn udp_received(rw: &World, rc: &str, port: u16, f: impl FnOnce()) -> String {
@@ -1125,28 +1159,7 @@ fn encrypted_overlay_spans_hosts() {
     );
 
     // A capture of the underlay: the unencrypted marker in clear, the encrypted one never.
-    let stopf = a.dir.join("capture.stop").display().to_string();
-    let cap = a.helper("capture.py");
-    std::fs::write(&cap, CAPTURE_PY).expect("write helper");
-    let capture = std::thread::scope(|s| {
-        let h = s.spawn(|| {
-            sh(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    &u.ns,
-                    "python3",
-                    &cap,
-                    &stopf,
-                    "PLAIN-MARK-7f3a",
-                    "SECRET-MARK-9c1e",
-                ],
-            )
-        });
-        wait_until("capture ready", Duration::from_secs(10), || {
-            Path::new(&format!("{stopf}.ready")).exists()
-        });
+    let v = capture_underlay(&u, &a, &["PLAIN-MARK-7f3a", "SECRET-MARK-9c1e"], || {
         udp_send(&b, "pweb", &ip_pdb, 9996, "PLAIN-MARK-7f3a");
         udp_send(&b, "web", &ip_db, 9996, "SECRET-MARK-9c1e");
         b.exec_ok(
@@ -1155,11 +1168,7 @@ fn encrypted_overlay_spans_hosts() {
                 "import socket; s=socket.create_connection(('{ip_db}',8080),3); s.sendall(b'SECRET-MARK-9c1e'*50); s.close()"
             )],
         );
-        std::fs::write(&stopf, "").expect("stop capture");
-        h.join().expect("capture")
     });
-    assert!(capture.status.success(), "{}", show(&capture));
-    let v: serde_json::Value = serde_json::from_str(stdout(&capture).trim()).expect("capture json");
     eprintln!("underlay capture: {v}");
     assert_eq!(
         v["seen"]["PLAIN-MARK-7f3a"], true,
@@ -1249,8 +1258,33 @@ fn encrypted_overlay_spans_hosts() {
         "the drop rule should have counted the injected frames: {fw}"
     );
 
-    // host-b's berthd killed and restarted: the tun device comes back, traffic flows again.
+    // host-b's berthd killed: its tun device is gone, and even with an IPv6 default route
+    // onto the underlay the encrypted network's packets do not leave in clear (the firewall,
+    // which outlives berthd, drops them). Restarted: the tun device comes back, traffic flows.
     b.stop_daemon(true);
+    assert!(
+        !has_link(&b, "berth-wg0"),
+        "the tun device dies with berthd"
+    );
+    sh_ok(
+        "ip",
+        &[
+            "-n", &b.host_ns, "-6", "route", "add", "default", "dev", "ul0",
+        ],
+    );
+    let v = capture_underlay(&u, &a, &["WHILE-DOWN-4d2b"], || {
+        let _ = udp_send_sized(&b, "web", &ip_db, 9993, "WHILE-DOWN-4d2b", None);
+    });
+    sh_ok(
+        "ip",
+        &[
+            "-n", &b.host_ns, "-6", "route", "del", "default", "dev", "ul0",
+        ],
+    );
+    assert_eq!(
+        v["seen"]["WHILE-DOWN-4d2b"], false,
+        "plaintext while berthd was down: {v}"
+    );
     join(&b, "host-b").unwrap_or_else(|e| panic!("{e}"));
     let took = wait_until(
         "web reaches db after host-b's restart",
@@ -1273,6 +1307,18 @@ fn encrypted_overlay_spans_hosts() {
         || a.tcp_from("db", &ip_web, 8081, 1.0).is_ok(),
     );
     reaches_by_name(&b, "web", "db", 8080, Duration::from_secs(10));
+
+    // A host gone for good (berthd killed, lease expired): its peer goes on host-a.
+    b.stop_daemon(true);
+    wait_until(
+        "host-b's WireGuard peer removed on host-a",
+        Duration::from_millis(TTL * 1000 + 3000),
+        || a.log_text().contains("wireguard: peer removed peer=host-b"),
+    );
+    join(&b, "host-b").unwrap_or_else(|e| panic!("{e}"));
+    wait_until("web reaches db again", Duration::from_secs(20), || {
+        b.tcp_from("web", &ip_db, 8080, 1.0).is_ok()
+    });
 
     // The last encrypted network goes: so does the tun device (and its route).
     for (w, c) in [(&a, "db"), (&b, "web"), (&a, "pdb"), (&b, "pweb")] {
