@@ -34,6 +34,10 @@ pub struct ClusterConfig {
     pub node_name: String,
     /// The lease's TTL: how long after this host stops renewing the others forget it.
     pub lease_ttl: Duration,
+    /// This host's WireGuard private key (in the state dir; made on first use).
+    pub key_file: std::path::PathBuf,
+    /// WireGuard's UDP port (`--wireguard-port`).
+    pub wg_port: u16,
 }
 
 /// This host's membership.
@@ -57,6 +61,10 @@ pub struct Cluster {
         BTreeMap<String, RemoteEndpoint>,
         BTreeMap<String, ClusterClaim>,
     )>,
+    /// The live nodes' records, as the etcd watch last delivered them (WireGuard peers).
+    nodes: Mutex<Vec<NodeRecord>>,
+    /// This host's WireGuard key and datapath (encrypted overlay networks).
+    pub wireguard: crate::wireguard::WireGuard,
 }
 
 impl Cluster {
@@ -75,6 +83,7 @@ impl Cluster {
                 key_file: cfg.store.tls.key_file.clone(),
             });
         }
+        let wireguard = crate::wireguard::WireGuard::load_or_create(&cfg.key_file, cfg.wg_port)?;
         let store = EtcdStore::connect_lazy(opts)
             .with_context(|| format!("setting up the cluster store {}", cfg.url))?;
         let record = NodeRecord {
@@ -84,6 +93,8 @@ impl Cluster {
             joined_at: String::new(),
             lease_ttl_secs: cfg.lease_ttl.as_secs().max(1),
             instance: crate::daemon::new_id(),
+            wg_key: Some(berth_plan::wireguard::encode_key(&wireguard.public)),
+            wg_port: Some(cfg.wg_port),
         };
         let c = Arc::new(Cluster {
             store: Arc::new(store),
@@ -93,6 +104,8 @@ impl Cluster {
             health: Mutex::new(Err("not registered yet".into())),
             remotes: Mutex::new(BTreeMap::new()),
             published: Mutex::new((None, BTreeMap::new(), BTreeMap::new())),
+            nodes: Mutex::new(Vec::new()),
+            wireguard,
         });
         match c.register() {
             Ok(()) => {}
@@ -261,6 +274,21 @@ impl Cluster {
                 }
             })
             .collect())
+    }
+
+    /// Records the live nodes (from the watch) and gives the WireGuard datapath its peers.
+    pub fn set_nodes(&self, nodes: Vec<NodeRecord>) {
+        if let Ok(mut n) = self.nodes.lock() {
+            *n = nodes;
+        }
+        self.sync_wireguard_peers();
+    }
+
+    /// Gives the WireGuard datapath (if it runs) the peers of the live nodes.
+    pub fn sync_wireguard_peers(&self) {
+        let nodes = self.nodes.lock().map(|n| n.clone()).unwrap_or_default();
+        self.wireguard
+            .set_peers(&berth_plan::wireguard::peers(&nodes, &self.record.name));
     }
 
     /// The endpoints published on the cluster's overlay networks (every host's).

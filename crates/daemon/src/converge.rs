@@ -194,6 +194,23 @@ impl Daemon {
                     .collect(),
             ),
         };
+        if let (Some(cl), false) = (&self.cluster, dry_run) {
+            // Encrypted overlay networks: berth's WireGuard datapath runs exactly while one
+            // exists (before their VXLAN ports, which tunnel through it).
+            let encrypted = nets.iter().any(|n| n.overlay.is_some_and(|o| o.encrypted));
+            let was = cl.wireguard.running();
+            cl.wireguard
+                .ensure(&self.kernel, encrypted, cl.record.addr)
+                .await
+                .map_err(|e| {
+                    ApiError::internal(format!(
+                        "starting the WireGuard datapath of encrypted overlay networks: {e:#}"
+                    ))
+                })?;
+            if encrypted && !was {
+                cl.sync_wireguard_peers();
+            }
+        }
         if let Some(cl) = &self.cluster {
             // Overlay networks: their VXLAN ports and the other hosts' endpoints.
             let remotes = cl.remote_endpoints();

@@ -26,6 +26,7 @@ mod runtime;
 mod security;
 mod sysinfo;
 mod topology;
+mod wireguard;
 
 use std::path::PathBuf;
 
@@ -79,6 +80,10 @@ struct Args {
     /// Seconds after which the other hosts forget this one once it stops renewing its lease.
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(2..=300))]
     cluster_lease_ttl: u64,
+    /// UDP port of this host's WireGuard (encrypted overlay networks), on the advertised
+    /// address.
+    #[arg(long, default_value_t = berth_plan::wireguard::DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    wireguard_port: u16,
 }
 
 /// The cluster options, checked (a wrong one stops berthd before it changes anything).
@@ -107,6 +112,8 @@ fn cluster_config(args: &Args) -> anyhow::Result<Option<cluster::ClusterConfig>>
         advertise,
         node_name,
         lease_ttl: std::time::Duration::from_secs(args.cluster_lease_ttl),
+        key_file: args.state_dir.join("wireguard.key"),
+        wg_port: args.wireguard_port,
     }))
 }
 

@@ -295,6 +295,18 @@ async fn sync_once(d: &Arc<Daemon>, cl: &Arc<cluster::Cluster>) -> anyhow::Resul
     d.mirror_networks(nets)
         .await
         .map_err(|e| anyhow::anyhow!(e.message))?;
+    // The live nodes: WireGuard peers of encrypted networks (a node's record goes with its
+    // lease, and with it the peer).
+    let (node_rev, nodes) = {
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.list_versioned(berth_plan::cluster::NODES)).await??
+    };
+    cl.set_nodes(
+        nodes
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v.value).ok())
+            .collect(),
+    );
     let (ep_rev, eps) = {
         let s = store.clone();
         tokio::task::spawn_blocking(move || s.list_versioned(cluster::ENDPOINTS)).await??
@@ -309,18 +321,30 @@ async fn sync_once(d: &Arc<Daemon>, cl: &Arc<cluster::Cluster>) -> anyhow::Resul
     d.cluster_publish();
     d.dns_refresh();
     converge_all(d).await;
-    let (mut wn, mut we) = {
+    let (mut wn, mut we, mut wk) = {
         let s = store.clone();
         tokio::task::spawn_blocking(move || -> berth_store::Result<_> {
             Ok((
                 s.watch(cluster::NETWORKS, Some(net_rev))?,
                 s.watch(cluster::ENDPOINTS, Some(ep_rev))?,
+                s.watch(berth_plan::cluster::NODES, Some(node_rev))?,
             ))
         })
         .await??
     };
     loop {
         tokio::select! {
+            ev = wk.recv() => {
+                if ev.is_none() {
+                    anyhow::bail!("the node watch ended");
+                }
+                while wk.try_recv().is_ok() {}
+                // Nodes change rarely: read them all again.
+                let s = store.clone();
+                let nodes: Vec<berth_plan::cluster::NodeRecord> =
+                    tokio::task::spawn_blocking(move || s.list_json(berth_plan::cluster::NODES)).await??;
+                cl.set_nodes(nodes);
+            }
             ev = wn.recv() => {
                 if ev.is_none() {
                     anyhow::bail!("the network watch ended");

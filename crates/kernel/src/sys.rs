@@ -1,4 +1,4 @@
-//! The only `unsafe` in berth: two system calls that neither std nor nix wraps, and `fork`.
+//! The only `unsafe` in berth: three system calls that neither std nor nix wraps, and `fork`.
 //!
 //! * `prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog)`: seccompiler's own `apply_filter` always
 //!   sets `no_new_privs` first, which would make `--security-opt no-new-privileges=false`
@@ -6,6 +6,9 @@
 //! * `mount_setattr(2)` (Linux 5.12): makes a whole mount tree read-only (and `nodev`) in one
 //!   atomic call, where `mount(MS_REMOUNT)` changes one mount at a time and would have to chase
 //!   the host's submounts through `/proc/self/mountinfo`.
+//! * `ioctl(TUNSETIFF)`: attaches an open `/dev/net/tun` to a new tun device (berth's WireGuard
+//!   datapath for encrypted overlay networks reads and writes its packets), and `poll(2)` on
+//!   it (nix's `poll` feature is not built; this is one call).
 //! * `fork(2)` in a container's stage 2 (single-threaded, checked): the command's process is a
 //!   copy of it instead of a fresh load of berthd's large executable (about 2 ms per container).
 //!
@@ -122,4 +125,66 @@ pub fn fork_single_threaded() -> io::Result<Forked> {
         Ok(nix::unistd::ForkResult::Child) => Ok(Forked::Child),
         Err(e) => Err(e.into()),
     }
+}
+
+/// `_IOW('T', 202, int)` (linux/if_tun.h).
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+
+/// `struct ifreq` as `TUNSETIFF` reads it: the name, then the flags (the rest of the union
+/// is unused padding; the whole struct is 40 bytes).
+#[repr(C)]
+struct TunReq {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Creates tun device `name` (layer 3, no packet information header) in the calling thread's
+/// network namespace and returns the file its packets are read from and written to. The
+/// device is not persistent: it disappears when the file is closed (berthd exiting included),
+/// so a crash never leaves it behind.
+pub fn open_tun(name: &str) -> io::Result<std::fs::File> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name {name:?}"),
+        ));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    let mut req = TunReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short,
+        _pad: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: `req` is a properly sized, initialized `struct ifreq` that lives for the whole
+    // call; the kernel reads it and writes the chosen name back into it.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            TUNSETIFF as _,
+            &mut req as *mut TunReq,
+        )
+    };
+    if rc == 0 {
+        Ok(file)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether `fd` has something to read within `timeout_ms` (`poll(2)`, `POLLIN`).
+pub fn readable(fd: std::os::fd::BorrowedFd<'_>, timeout_ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid, initialized pollfd borrowed for the call; `fd` is open for its
+    // lifetime (BorrowedFd).
+    let rc = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    rc > 0 && p.revents & libc::POLLIN != 0
 }

@@ -264,3 +264,36 @@ fn ignore_missing(r: Result<Vec<RouteNetlinkMessage>>) -> Result<()> {
         Err(e) => Err(e),
     }
 }
+
+impl Kernel {
+    /// Configures berth's WireGuard tun device `name` (created by [`crate::sys::open_tun`]):
+    /// its MTU, its ownership mark, up, and exactly the address `addr` (its prefix route sends
+    /// every other host's tunnel address into the device).
+    pub async fn configure_tunnel(
+        &self,
+        name: &str,
+        addr: ipnet::IpNet,
+        mtu: u32,
+        alias: &str,
+    ) -> Result<()> {
+        let link = self
+            .link_by_name(name, || format!("looking up tun device {name}"))
+            .await?;
+        let index = link.header.index;
+        let mut set = crate::link::link_up_msg(index);
+        set.attributes.push(LinkAttribute::Mtu(mtu));
+        set.attributes
+            .push(LinkAttribute::IfAlias(alias.to_string()));
+        self.request(RouteNetlinkMessage::SetLink(set), CHANGE, || {
+            format!("setting mtu {mtu}, mark and up on tun device {name}")
+        })
+        .await?;
+        self.request(
+            RouteNetlinkMessage::NewAddress(crate::link::addr_msg(index, &addr)),
+            CREATE_REPLACE,
+            || format!("adding address {addr} to tun device {name}"),
+        )
+        .await?;
+        Ok(())
+    }
+}

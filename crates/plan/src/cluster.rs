@@ -239,6 +239,13 @@ pub struct NodeRecord {
     pub lease_ttl_secs: u64,
     /// The berthd instance (a random id per start): tells a restarted host from the old one.
     pub instance: String,
+    /// Its WireGuard public key (base64) for encrypted overlay networks; the private key never
+    /// leaves the host. Absent in records of berthds without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wg_key: Option<String>,
+    /// The UDP port its WireGuard listens on (`--wireguard-port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wg_port: Option<u16>,
 }
 
 #[cfg(test)]
@@ -358,6 +365,8 @@ mod tests {
             joined_at: "2026-11-30T12:00:00Z".into(),
             lease_ttl_secs: 6,
             instance: "abc".into(),
+            wg_key: None,
+            wg_port: None,
         };
         let j = serde_json::to_value(&r).expect("json");
         assert_eq!(j["Addr"], "10.0.0.1");

@@ -326,6 +326,15 @@ pub mod rule {
     /// Rule 11 (IPv6).
     pub const GUARD6: &str =
         "berth enabled IPv6 forwarding; forwarding that does not involve berth stays off";
+    /// `prerouting_raw`: the VXLAN port of encrypted overlay networks.
+    pub const WG_VXLAN: &str =
+        "encrypted overlay VXLAN port: only what the berth WireGuard device decrypted";
+    /// `prerouting_raw`: the tunnel addresses of encrypted overlay networks.
+    pub const WG_TUNNEL: &str =
+        "encrypted overlay tunnel addresses: only through the berth WireGuard device";
+    /// `egress`: encrypted overlay traffic never leaves in clear.
+    pub const WG_EGRESS: &str =
+        "encrypted overlay traffic leaves only through the berth WireGuard device, never in clear";
     /// `prerouting_raw`, IPv4.
     pub const LOOPBACK4: &str = "loopback addresses never arrive from outside (moby#45610; route_localnet is on for berth bridges)";
 }
@@ -416,12 +425,17 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
         s,
         "add chain {t} prerouting_raw {{ type filter hook prerouting priority raw; policy accept; }}"
     );
+    let _ = writeln!(
+        s,
+        "add chain {t} egress {{ type filter hook postrouting priority filter; policy accept; }}"
+    );
     for chain in [
         "forward",
         "postrouting",
         "prerouting",
         "output",
         "prerouting_raw",
+        "egress",
     ] {
         let _ = writeln!(s, "flush chain {t} {chain}");
     }
@@ -544,6 +558,39 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
         "prerouting_raw",
         "iifname != \"lo\" ip6 daddr ::1 counter drop",
         "loopback addresses never arrive from outside (moby#45610)",
+    );
+    // Encrypted overlay networks: their VXLAN port and the hosts' tunnel addresses are only
+    // reachable through berth's WireGuard device, i.e. decrypted and authenticated. A LAN
+    // neighbour's plaintext VXLAN frame with an encrypted network's VNI dies here.
+    let wg = crate::wireguard::DEVICE;
+    rule(
+        "prerouting_raw",
+        &format!(
+            "iifname != \"{wg}\" udp dport {} fib daddr type local counter drop",
+            crate::wireguard::ENCRYPTED_VXLAN_PORT
+        ),
+        rule::WG_VXLAN,
+    );
+    rule(
+        "prerouting_raw",
+        &format!(
+            "iifname != \"{wg}\" ip6 daddr {}/{} counter drop",
+            crate::wireguard::TUNNEL_PREFIX,
+            crate::wireguard::TUNNEL_PREFIX_LEN
+        ),
+        rule::WG_TUNNEL,
+    );
+    // ... and leave only into it: while berthd is down its tun device is gone, and an
+    // encrypted network's VXLAN packets must not follow some other route (an IPv6 default
+    // route) onto the underlay in clear. The table outlives berthd; this rule does too.
+    rule(
+        "egress",
+        &format!(
+            "oifname != \"{wg}\" ip6 daddr {}/{} counter drop",
+            crate::wireguard::TUNNEL_PREFIX,
+            crate::wireguard::TUNNEL_PREFIX_LEN
+        ),
+        rule::WG_EGRESS,
     );
     bridge_base(&mut s);
     s

@@ -149,6 +149,10 @@ pub struct DesiredHost {
     /// VXLAN ports of overlay networks by name, with their remote entries.
     #[serde(default)]
     pub vxlans: BTreeMap<String, crate::overlay::DesiredVxlan>,
+    /// Links berthd's own datapath holds open (the WireGuard tun device of encrypted overlay
+    /// networks): marked as berth's, created and removed by that datapath, never orphans.
+    #[serde(default)]
+    pub kept_links: BTreeSet<String>,
     /// Sysctls of berthd's namespace: key → (value, why).
     pub sysctls: BTreeMap<String, (String, String)>,
     /// The static rule set's configuration.
@@ -1008,6 +1012,7 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
             || desired.endpoints.contains_key(name)
             || desired.shims.contains_key(name)
             || desired.vxlans.contains_key(name)
+            || desired.kept_links.contains(name)
         {
             continue;
         }

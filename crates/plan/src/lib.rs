@@ -23,3 +23,4 @@ pub mod security;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod until;
+pub mod wireguard;

@@ -157,8 +157,12 @@ pub struct NetworkSpec {
 pub struct OverlaySpec {
     /// The VXLAN network identifier (Docker's `com.docker.network.driver.overlay.vxlanid_list`).
     pub vni: u32,
-    /// The UDP port of the VXLAN tunnels (4789, IANA's).
+    /// The UDP port of the VXLAN tunnels (4789, IANA's; encrypted networks
+    /// [`crate::wireguard::ENCRYPTED_VXLAN_PORT`]).
     pub port: u16,
+    /// `--opt encrypted`: traffic between hosts goes through berth's WireGuard datapath.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
 }
 
 /// A container's attachment to one network.

@@ -28,6 +28,8 @@ pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
 /// Docker's option naming an overlay network's VXLAN id (one id; berth allocates one when
 /// absent).
 pub const OPT_VXLANID: &str = "com.docker.network.driver.overlay.vxlanid_list";
+/// Docker's option asking for an encrypted overlay network (`--opt encrypted`).
+pub const OPT_ENCRYPTED: &str = "encrypted";
 /// The largest VXLAN network identifier (24 bits).
 pub const MAX_VNI: u32 = (1 << 24) - 1;
 /// IANA's VXLAN port.
@@ -799,6 +801,18 @@ pub fn plan_network(
         Some(v) => parse_bool_opt(OPT_ENABLE_MASQUERADE, v)?,
         None => !direct,
     };
+    let encrypted = match opts.get(OPT_ENCRYPTED) {
+        Some(v) => {
+            let on = crate::wireguard::parse_encrypted(v)?;
+            if on && driver != Driver::Overlay {
+                return Err(PlanError::Invalid(format!(
+                    "network {name:?}: option {OPT_ENCRYPTED} is for overlay networks (-d overlay) only"
+                )));
+            }
+            on
+        }
+        None => false,
+    };
     let mtu = match opts.get(OPT_MTU) {
         Some(v) => v
             .parse::<u32>()
@@ -811,6 +825,8 @@ pub fn plan_network(
             })?,
         // VXLAN adds 50 bytes (outer Ethernet 14, IPv4 20, UDP 8, VXLAN 8) to every frame: on
         // a 1500-byte underlay the overlay carries 1450.
+        // Encrypted: VXLAN over the IPv6 tunnel addresses inside WireGuard (130 bytes).
+        None if encrypted => crate::wireguard::encrypted_mtu(DEFAULT_MTU),
         None if driver == Driver::Overlay => DEFAULT_MTU - VXLAN_OVERHEAD,
         None => DEFAULT_MTU,
     };
@@ -836,7 +852,12 @@ pub fn plan_network(
         };
         Some(OverlaySpec {
             vni,
-            port: VXLAN_PORT,
+            port: if encrypted {
+                crate::wireguard::ENCRYPTED_VXLAN_PORT
+            } else {
+                VXLAN_PORT
+            },
+            encrypted,
         })
     } else {
         None

@@ -96,6 +96,20 @@ pub fn contribute(
         let Some(ov) = net.overlay.filter(|o| o.vni > 0) else {
             continue;
         };
+        // An encrypted network's tunnels run between the hosts' tunnel addresses (inside
+        // WireGuard); without one (an IPv6 advertise address) the network is left out here
+        // and the daemon reports why.
+        let tunnel = |a: IpAddr| -> Option<IpAddr> {
+            if ov.encrypted {
+                crate::wireguard::tunnel_addr(a).map(IpAddr::V6)
+            } else {
+                Some(a)
+            }
+        };
+        let Some(src) = tunnel(local) else { continue };
+        if ov.encrypted {
+            d.kept_links.insert(crate::wireguard::DEVICE.to_string());
+        }
         let name = names::vxlan_name(&net.id);
         let mut v = DesiredVxlan {
             plan: VxlanPlan {
@@ -103,7 +117,7 @@ pub fn contribute(
                 name: name.clone(),
                 vni: ov.vni,
                 port: ov.port,
-                local,
+                local: src,
                 mtu: net.mtu,
                 bridge: net.bridge.clone(),
             },
@@ -115,8 +129,9 @@ pub fn contribute(
             .iter()
             .filter(|r| r.network_id == net.id && r.node != self_node && r.vtep != local)
         {
+            let Some(dst) = tunnel(r.vtep) else { continue };
             let mac = r.mac.to_ascii_lowercase();
-            v.fdb.insert(mac.clone(), r.vtep);
+            v.fdb.insert(mac.clone(), dst);
             v.neigh.insert(r.ip, mac);
         }
         d.vxlans.insert(name, v);
@@ -278,7 +293,8 @@ mod tests {
             n.overlay,
             Some(OverlaySpec {
                 vni: 4097,
-                port: 4789
+                port: 4789,
+                encrypted: false,
             })
         );
         n
@@ -329,6 +345,76 @@ mod tests {
         // Without a cluster there is no tunnel address and nothing to add.
         let mut d = DesiredHost::default();
         contribute(&mut d, &[n], None, "a", &remotes);
+        assert!(d.vxlans.is_empty());
+    }
+
+    #[test]
+    fn the_encrypted_option_plans_port_and_mtu() {
+        let req = |driver: &str, v: &str| crate::network::NetworkRequest {
+            name: "sec".into(),
+            driver: Some(driver.into()),
+            ipam: vec![crate::network::IpamRequest {
+                subnet: Some("10.60.0.0/24".into()),
+                ..Default::default()
+            }],
+            options: [(crate::network::OPT_ENCRYPTED.to_string(), v.to_string())].into(),
+            ..Default::default()
+        };
+        let plan = |r: &crate::network::NetworkRequest| {
+            crate::network::plan_network(r, "cd".repeat(32), "now".into(), &[], &[])
+        };
+        let n = plan(&req("overlay", "")).expect("encrypted overlay");
+        assert_eq!(
+            n.overlay,
+            Some(OverlaySpec {
+                vni: 0,
+                port: crate::wireguard::ENCRYPTED_VXLAN_PORT,
+                encrypted: true
+            })
+        );
+        assert_eq!(n.mtu, 1370);
+        let n = plan(&req("overlay", "false")).expect("plain overlay");
+        assert_eq!((n.mtu, n.overlay.map(|o| o.port)), (1450, Some(4789)));
+        let e = plan(&req("bridge", "")).expect_err("bridge");
+        assert!(e.to_string().contains("overlay networks"), "{e}");
+        assert!(plan(&req("overlay", "perhaps")).is_err());
+        // The spec of an older berth (no field) reads as unencrypted.
+        let old: OverlaySpec = serde_json::from_str(r#"{"Vni":4096,"Port":4789}"#).expect("old");
+        assert!(!old.encrypted);
+    }
+
+    #[test]
+    fn encrypted_networks_tunnel_between_tunnel_addresses() {
+        let mut n = net();
+        n.overlay = Some(OverlaySpec {
+            vni: 4097,
+            port: crate::wireguard::ENCRYPTED_VXLAN_PORT,
+            encrypted: true,
+        });
+        let remotes = vec![remote("b", "10.50.0.3", "10.77.0.2", "02:42:0a:32:00:03")];
+        let mut d = DesiredHost::default();
+        contribute(&mut d, std::slice::from_ref(&n), local(), "a", &remotes);
+        let v = &d.vxlans[&names::vxlan_name(&n.id)];
+        let t = |a: &str| {
+            IpAddr::V6(crate::wireguard::tunnel_addr(a.parse().expect("ip")).expect("v4"))
+        };
+        assert_eq!(v.plan.local, t("10.77.0.1"));
+        assert_eq!(v.plan.port, crate::wireguard::ENCRYPTED_VXLAN_PORT);
+        assert_eq!(v.fdb["02:42:0a:32:00:03"], t("10.77.0.2"));
+        assert!(d.kept_links.contains(crate::wireguard::DEVICE));
+        // An unencrypted network keeps the advertised addresses and needs no tun device.
+        let mut d = DesiredHost::default();
+        contribute(&mut d, &[net()], local(), "a", &remotes);
+        assert!(d.kept_links.is_empty());
+        // An IPv6 underlay has no tunnel address: the encrypted network is left out.
+        let mut d = DesiredHost::default();
+        contribute(
+            &mut d,
+            &[n],
+            Some("fd00::1".parse().expect("ip")),
+            "a",
+            &remotes,
+        );
         assert!(d.vxlans.is_empty());
     }
 

@@ -1,0 +1,434 @@
+//! berthd's userspace WireGuard datapath for encrypted overlay networks (`--opt encrypted`).
+//!
+//! The kernels berth is tested on have neither WireGuard nor IPsec ESP, so berthd carries the
+//! encrypted networks' VXLAN traffic itself: the VXLAN devices of those networks tunnel between
+//! the hosts' tunnel addresses (`berth_plan::wireguard`), which are routed into one tun device,
+//! [`DEVICE`]. Three threads move packets: tun → encrypt (boringtun's `Tunn`, one per peer) →
+//! UDP; UDP → decrypt → tun (only packets from a known peer, whose inner source is that peer's
+//! tunnel address); and a timer thread that drives handshakes, rekeying and expiry. Peers come
+//! from the node records in etcd (public key, WireGuard port, advertised address): a host whose
+//! lease expires stops being a peer; a host that rotated its key gets a fresh session.
+//!
+//! The tun device is not persistent: it exists while berthd holds it open, so a crash leaves
+//! nothing behind, and it goes when the last encrypted network does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_kernel::link::Kernel;
+use berth_plan::wireguard::{self as pw, Peer, DEVICE};
+use boringtun::noise::{Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+
+/// How long a blocked read waits before looking at the stop flag.
+const POLL: Duration = Duration::from_millis(200);
+/// boringtun's timers want a tick about this often.
+const TICK: Duration = Duration::from_millis(250);
+/// The UDP socket's buffers (capped by `net.core.rmem_max`/`wmem_max` without privilege;
+/// berthd is root, so `SO_RCVBUFFORCE` semantics are not needed).
+const SOCKET_BUFFER: usize = 4 << 20;
+/// Room for one packet and WireGuard's additions.
+const BUF: usize = 65_535 + 148;
+
+/// One peer's WireGuard session.
+struct Session {
+    peer: Peer,
+    tunn: Mutex<Tunn>,
+}
+
+#[derive(Default)]
+struct Peers {
+    by_name: BTreeMap<String, Arc<Session>>,
+    by_tunnel: HashMap<Ipv6Addr, Arc<Session>>,
+    by_addr: HashMap<IpAddr, Arc<Session>>,
+}
+
+impl Peers {
+    fn index(by_name: BTreeMap<String, Arc<Session>>) -> Peers {
+        let by_tunnel = by_name
+            .values()
+            .map(|s| (s.peer.tunnel, s.clone()))
+            .collect();
+        let by_addr = by_name
+            .values()
+            .map(|s| (s.peer.endpoint.ip(), s.clone()))
+            .collect();
+        Peers {
+            by_name,
+            by_tunnel,
+            by_addr,
+        }
+    }
+}
+
+/// The running datapath: dropping the last handle on the tun file removes the device.
+struct Running {
+    stop: Arc<AtomicBool>,
+    peers: Arc<RwLock<Peers>>,
+    sock: Arc<UdpSocket>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// This host's WireGuard identity and (while an encrypted network exists) its datapath.
+pub struct WireGuard {
+    private: [u8; 32],
+    /// The public key, published in this host's node record.
+    pub public: [u8; 32],
+    /// The UDP port (`--wireguard-port`).
+    pub port: u16,
+    running: Mutex<Option<Running>>,
+    next_index: AtomicU32,
+}
+
+impl WireGuard {
+    /// Loads this host's private key from `key_file`, or makes one (0600, never sent
+    /// anywhere). Deleting the file and restarting berthd rotates the key.
+    pub fn load_or_create(key_file: &Path, port: u16) -> anyhow::Result<WireGuard> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let private = match std::fs::read_to_string(key_file) {
+            Ok(s) => pw::decode_key(&s).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: {e}; delete it and restart berthd to make a new key",
+                    key_file.display()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // 32 bytes from the OS's generator; X25519 clamps them when the key is used.
+                let key: [u8; 32] = rand::random();
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(key_file)
+                    .with_context(|| format!("creating {}", key_file.display()))?;
+                f.write_all(format!("{}\n", pw::encode_key(&key)).as_bytes())
+                    .with_context(|| format!("writing {}", key_file.display()))?;
+                tracing::info!(file = %key_file.display(), "wireguard: made this host's key");
+                key
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", key_file.display())),
+        };
+        // Whatever made the file, only root reads it.
+        std::fs::set_permissions(key_file, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("chmod 0600 {}", key_file.display()))?;
+        let public = PublicKey::from(&StaticSecret::from(private)).to_bytes();
+        if Path::new("/sys/module/wireguard").exists() {
+            tracing::info!(
+                "wireguard: this kernel has WireGuard, but berth only has its userspace \
+                 datapath so far: encrypted overlays use it"
+            );
+        }
+        Ok(WireGuard {
+            private,
+            public,
+            port,
+            running: Mutex::new(None),
+            next_index: AtomicU32::new(1),
+        })
+    }
+
+    /// Whether the datapath runs (an encrypted network exists on this host).
+    pub fn running(&self) -> bool {
+        self.running.lock().map(|r| r.is_some()).unwrap_or(false)
+    }
+
+    /// Makes the datapath run exactly when `wanted`: started (tun device with this host's
+    /// tunnel address `local`, UDP socket on the advertised address) or stopped (the device,
+    /// its address and route go with it). A start that fails leaves nothing behind.
+    pub async fn ensure(
+        &self,
+        kernel: &Kernel,
+        wanted: bool,
+        advertised: IpAddr,
+    ) -> anyhow::Result<()> {
+        if wanted == self.running() {
+            return Ok(());
+        }
+        if !wanted {
+            let r = self.running.lock().ok().and_then(|mut r| r.take());
+            if let Some(r) = r {
+                stop(r);
+                tracing::info!("wireguard: no encrypted network left; {DEVICE} removed");
+            }
+            return Ok(());
+        }
+        let local = pw::tunnel_addr(advertised).ok_or_else(|| {
+            anyhow::anyhow!(
+                "encrypted overlay networks need an IPv4 --advertise-addr (this host advertises {advertised})"
+            )
+        })?;
+        let tun = berth_kernel::sys::open_tun(DEVICE)
+            .with_context(|| format!("creating tun device {DEVICE} (/dev/net/tun)"))?;
+        {
+            use nix::fcntl::{fcntl, FcntlArg, OFlag};
+            fcntl(&tun, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+                .with_context(|| format!("making {DEVICE} non-blocking"))?;
+        }
+        let addr = ipnet::IpNet::new(IpAddr::V6(local), pw::TUNNEL_PREFIX_LEN)
+            .context("tunnel address")?;
+        kernel
+            .configure_tunnel(
+                DEVICE,
+                addr,
+                pw::tunnel_mtu(berth_plan::network::DEFAULT_MTU),
+                pw::DEVICE_ALIAS,
+            )
+            .await
+            .with_context(|| format!("configuring tun device {DEVICE}"))?;
+        let sock = UdpSocket::bind(SocketAddr::new(advertised, self.port)).with_context(|| {
+            format!(
+                "binding WireGuard's UDP port {advertised}:{} (change it with --wireguard-port)",
+                self.port
+            )
+        })?;
+        sock.set_read_timeout(Some(POLL))?;
+        // Room for bursts: a TCP window's worth of datagrams arriving while the inbound thread
+        // is decrypting must not be dropped by the kernel (the default is ~200 KiB).
+        let s2 = socket2::SockRef::from(&sock);
+        let _ = s2.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = s2.set_send_buffer_size(SOCKET_BUFFER);
+        let sock = Arc::new(sock);
+        let tun = Arc::new(tun);
+        let stop_flag = Arc::new(AtomicBool::new(false));
+        let peers = Arc::new(RwLock::new(Peers::default()));
+        let mut threads = Vec::new();
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .with_context(|| format!("starting thread {name}"))
+        };
+        let started = (|| -> anyhow::Result<()> {
+            let (t, s, p, st) = (tun.clone(), sock.clone(), peers.clone(), stop_flag.clone());
+            threads.push(spawn(
+                "berth-wg-out",
+                Box::new(move || outbound(&t, &s, &p, &st)),
+            )?);
+            let (t, s, p, st) = (tun.clone(), sock.clone(), peers.clone(), stop_flag.clone());
+            threads.push(spawn(
+                "berth-wg-in",
+                Box::new(move || inbound(&t, &s, &p, &st)),
+            )?);
+            let (s, p, st) = (sock.clone(), peers.clone(), stop_flag.clone());
+            threads.push(spawn(
+                "berth-wg-timers",
+                Box::new(move || timers(&s, &p, &st)),
+            )?);
+            Ok(())
+        })();
+        let running = Running {
+            stop: stop_flag,
+            peers,
+            sock,
+            threads,
+        };
+        if let Err(e) = started {
+            stop(running);
+            return Err(e);
+        }
+        tracing::info!(dev = DEVICE, %local, port = self.port, "wireguard: datapath started");
+        if let Ok(mut r) = self.running.lock() {
+            *r = Some(running);
+        }
+        Ok(())
+    }
+
+    /// Makes the sessions those of `want` (from the live node records): sessions of hosts
+    /// gone are dropped, new hosts and hosts whose key or endpoint changed get a fresh session,
+    /// and a handshake is started at once (a restarted peer learns the new session without
+    /// waiting for its old one to time out). No-op while the datapath is stopped.
+    pub fn set_peers(&self, want: &BTreeMap<String, Peer>) {
+        let Ok(guard) = self.running.lock() else {
+            return;
+        };
+        let Some(r) = guard.as_ref() else { return };
+        let have: BTreeMap<String, Peer> = r
+            .peers
+            .read()
+            .map(|p| {
+                p.by_name
+                    .iter()
+                    .map(|(n, s)| (n.clone(), s.peer.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let changes = pw::diff_peers(&have, want);
+        if changes.remove.is_empty() && changes.set.is_empty() {
+            return;
+        }
+        let mut fresh = Vec::new();
+        let mut by_name = r
+            .peers
+            .read()
+            .map(|p| p.by_name.clone())
+            .unwrap_or_default();
+        for name in &changes.remove {
+            by_name.remove(name);
+            tracing::info!(peer = %name, "wireguard: peer removed");
+        }
+        for (name, peer) in changes.set {
+            // boringtun uses the upper 24 bits as this session's index; unique per peer.
+            let index = self.next_index.fetch_add(1, Ordering::Relaxed) << 8;
+            let tunn = Tunn::new(
+                StaticSecret::from(self.private),
+                PublicKey::from(peer.key),
+                None,
+                None,
+                index,
+                None,
+            );
+            tracing::info!(peer = %name, endpoint = %peer.endpoint, "wireguard: peer set");
+            let s = Arc::new(Session {
+                peer,
+                tunn: Mutex::new(tunn),
+            });
+            fresh.push(s.clone());
+            by_name.insert(name, s);
+        }
+        if let Ok(mut p) = r.peers.write() {
+            *p = Peers::index(by_name);
+        }
+        let mut buf = vec![0u8; 256];
+        for s in fresh {
+            let Ok(mut t) = s.tunn.lock() else { continue };
+            if let TunnResult::WriteToNetwork(p) = t.format_handshake_initiation(&mut buf, false) {
+                let _ = r.sock.send_to(p, s.peer.endpoint);
+            }
+        }
+    }
+}
+
+fn stop(r: Running) {
+    r.stop.store(true, Ordering::SeqCst);
+    for t in r.threads {
+        let _ = t.join();
+    }
+    // The threads' handles are gone: the tun file closes here and the device with it.
+}
+
+/// tun → encrypt → UDP: an IPv6 packet for a peer's tunnel address goes to that peer; others
+/// (no such peer: a host gone or without a key) are dropped.
+fn outbound(tun: &File, sock: &UdpSocket, peers: &RwLock<Peers>, stop: &AtomicBool) {
+    let mut pkt = vec![0u8; BUF];
+    let mut out = vec![0u8; BUF];
+    let mut reader = tun;
+    while !stop.load(Ordering::Relaxed) {
+        // The tun file is non-blocking: read while packets are queued, poll (bounded, to
+        // see the stop flag) only when it is empty — one system call per packet under load.
+        let n = match reader.read(&mut pkt) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                readable(tun, POLL);
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!("wireguard: reading {DEVICE}: {e}");
+                std::thread::sleep(POLL);
+                continue;
+            }
+        };
+        if n < 40 || pkt[0] >> 4 != 6 {
+            continue;
+        }
+        let mut dst = [0u8; 16];
+        dst.copy_from_slice(&pkt[24..40]);
+        let Some(s) = peers
+            .read()
+            .ok()
+            .and_then(|p| p.by_tunnel.get(&Ipv6Addr::from(dst)).cloned())
+        else {
+            continue;
+        };
+        let Ok(mut t) = s.tunn.lock() else { continue };
+        if let TunnResult::WriteToNetwork(p) = t.encapsulate(&pkt[..n], &mut out) {
+            let _ = sock.send_to(p, s.peer.endpoint);
+        }
+    }
+}
+
+/// UDP → decrypt → tun: datagrams from addresses that are no peer's are ignored; a decrypted
+/// packet is written only if its inner source is the sending peer's own tunnel address
+/// (WireGuard's cryptokey routing: a peer cannot speak for another host).
+fn inbound(tun: &File, sock: &UdpSocket, peers: &RwLock<Peers>, stop: &AtomicBool) {
+    let mut pkt = vec![0u8; BUF];
+    let mut out = vec![0u8; BUF];
+    let mut writer = tun;
+    while !stop.load(Ordering::Relaxed) {
+        let (n, from) = match sock.recv_from(&mut pkt) {
+            Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                tracing::warn!("wireguard: receiving: {e}");
+                std::thread::sleep(POLL);
+                continue;
+            }
+        };
+        let Some(s) = peers
+            .read()
+            .ok()
+            .and_then(|p| p.by_addr.get(&from.ip()).cloned())
+        else {
+            continue;
+        };
+        let Ok(mut t) = s.tunn.lock() else { continue };
+        let mut datagram: &[u8] = &pkt[..n];
+        loop {
+            match t.decapsulate(Some(from.ip()), datagram, &mut out) {
+                TunnResult::WriteToNetwork(p) => {
+                    let _ = sock.send_to(p, s.peer.endpoint);
+                    // Packets queued during the handshake follow: ask again with nothing.
+                    datagram = &[];
+                }
+                TunnResult::WriteToTunnelV6(p, src) => {
+                    if src == s.peer.tunnel {
+                        let _ = writer.write(p);
+                    }
+                    break;
+                }
+                TunnResult::WriteToTunnelV4(..) | TunnResult::Done | TunnResult::Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Handshake retries, rekeying, keepalives and session expiry, for every peer.
+fn timers(sock: &UdpSocket, peers: &RwLock<Peers>, stop: &AtomicBool) {
+    let mut out = vec![0u8; BUF];
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(TICK);
+        let all: Vec<Arc<Session>> = peers
+            .read()
+            .map(|p| p.by_name.values().cloned().collect())
+            .unwrap_or_default();
+        for s in all {
+            let Ok(mut t) = s.tunn.lock() else { continue };
+            if let TunnResult::WriteToNetwork(p) = t.update_timers(&mut out) {
+                let _ = sock.send_to(p, s.peer.endpoint);
+            }
+        }
+    }
+}
+
+/// Whether `f` has a packet to read within `timeout`.
+fn readable(f: &File, timeout: Duration) -> bool {
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    berth_kernel::sys::readable(f.as_fd(), ms)
+}
