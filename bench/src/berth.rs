@@ -149,6 +149,7 @@ impl BerthNet {
             rootfs: None,
             auto_remove: false,
             security: Default::default(),
+            stdio: Default::default(),
         };
         let ep = plan_endpoint(
             &self.net,

@@ -192,6 +192,32 @@ impl Client {
         })
     }
 
+    /// Sends a request asking to take the connection over (`Connection: Upgrade`,
+    /// `Upgrade: tcp`, as the docker CLI does for attach and exec start) and returns it once
+    /// berthd answered `101`: raw bytes both ways from then on; shutting its write side down
+    /// tells berthd the input ended.
+    pub async fn hijack<B>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&B>,
+    ) -> Result<Hijacked, ApiError>
+    where
+        B: Serialize + ?Sized,
+    {
+        let resp = self.send_with(method, path_and_query, body, true).await?;
+        if resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+            return Err(self.http_error(format!(
+                "berthd answered {} instead of taking the connection over",
+                resp.status()
+            )));
+        }
+        let upgraded = hyper::upgrade::on(resp)
+            .await
+            .map_err(|e| self.http_error(e))?;
+        Ok(TokioIo::new(upgraded))
+    }
+
     fn socket_name(&self) -> String {
         self.socket.display().to_string()
     }
@@ -219,6 +245,19 @@ impl Client {
     where
         B: Serialize + ?Sized,
     {
+        self.send_with(method, path_and_query, body, false).await
+    }
+
+    async fn send_with<B>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&B>,
+        upgrade: bool,
+    ) -> Result<Response<Incoming>, ApiError>
+    where
+        B: Serialize + ?Sized,
+    {
         let payload = match body {
             Some(b) => Some(serde_json::to_vec(b).map_err(ApiError::Encode)?),
             None => None,
@@ -231,8 +270,9 @@ impl Client {
             .map_err(|e| self.http_error(e))?;
         tokio::spawn(async move {
             // The connection ends with the response body (or the server closing it); its error, if
-            // any, already reached the request or the body stream.
-            let _ = conn.await;
+            // any, already reached the request or the body stream. With upgrades, a 101 hands
+            // the connection to `hyper::upgrade::on`.
+            let _ = conn.with_upgrades().await;
         });
 
         let mut builder = Request::builder()
@@ -243,6 +283,11 @@ impl Client {
         if payload.is_some() {
             builder = builder.header(CONTENT_TYPE, "application/json");
         }
+        if upgrade {
+            builder = builder
+                .header(hyper::header::CONNECTION, "Upgrade")
+                .header(hyper::header::UPGRADE, "tcp");
+        }
         let req = builder
             .body(Full::new(Bytes::from(payload.unwrap_or_default())))
             .map_err(|e| self.http_error(format!("invalid request {path_and_query:?}: {e}")))?;
@@ -251,7 +296,7 @@ impl Client {
             .await
             .map_err(|e| self.http_error(e))?;
         let status = resp.status();
-        if status.is_success() {
+        if status.is_success() || (upgrade && status == hyper::StatusCode::SWITCHING_PROTOCOLS) {
             return Ok(resp);
         }
         let bytes = self.collect(resp.into_body()).await.unwrap_or_default();
@@ -261,6 +306,9 @@ impl Client {
         })
     }
 }
+
+/// A connection berthd handed over ([`Client::hijack`]).
+pub type Hijacked = TokioIo<hyper::upgrade::Upgraded>;
 
 /// A streaming response body.
 #[derive(Debug)]

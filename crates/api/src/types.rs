@@ -342,6 +342,10 @@ pub struct HostConfig {
     /// `bridge` (default), a network name, `host`, `none`, `container:NAME`.
     #[serde(default)]
     pub network_mode: String,
+    /// The terminal's initial `[rows, columns]` (with `Tty`); `[0, 0]` or absent: the kernel's
+    /// default until the first resize.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_size: Option<Vec<u32>>,
     /// `--dns`.
     #[serde(default)]
     pub dns: Vec<String>,
@@ -430,6 +434,22 @@ pub struct ContainerCreateRequest {
     /// send it in that endpoint's `MacAddress`, which wins).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub mac_address: String,
+    /// `-t`: run the command on a pseudo-terminal.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tty: bool,
+    /// `-i`: keep the command's stdin open for attached clients.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub open_stdin: bool,
+    /// Close the stdin after the first attached client closed its input (`docker run -i` sets it).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stdin_once: bool,
+    /// Accepted and ignored, as dockerd does (attaching is the attach endpoint's business).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub attach_stdin: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// `POST /containers/create` answer.
@@ -470,6 +490,15 @@ pub struct ContainerConfigView {
     pub cmd: Vec<String>,
     /// Env.
     pub env: Vec<String>,
+    /// The command runs on a pseudo-terminal.
+    #[serde(default)]
+    pub tty: bool,
+    /// Its stdin stays open for attached clients.
+    #[serde(default)]
+    pub open_stdin: bool,
+    /// Its stdin closes after the first attached client closed its input.
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 /// `NetworkSettings` of a container inspect.
@@ -605,6 +634,30 @@ pub struct ExecCreateRequest {
     /// Env.
     #[serde(default)]
     pub env: Vec<String>,
+    /// Run the command on a pseudo-terminal.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tty: bool,
+    /// Give the command the attached client's input as stdin (else `/dev/null`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub attach_stdin: bool,
+    /// The terminal's initial `[rows, columns]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_size: Option<Vec<u32>>,
+}
+
+/// `POST /exec/{id}/start` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExecStartRequest {
+    /// Start it and answer at once, without its output.
+    #[serde(default)]
+    pub detach: bool,
+    /// Must match the exec's `Tty` (dockerd ignores a difference too).
+    #[serde(default)]
+    pub tty: bool,
+    /// The terminal's initial `[rows, columns]` (overrides the create's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_size: Option<Vec<u32>>,
 }
 
 /// `POST /containers/{id}/exec` answer.

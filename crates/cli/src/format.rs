@@ -22,15 +22,20 @@ pub fn out(s: &str) {
 
 /// Writes raw bytes to stdout or stderr (container output), flushing each time.
 pub fn write_raw(stderr: bool, bytes: &[u8]) {
-    let ok = if stderr {
+    let ok = try_write_raw(stderr, bytes);
+    if ok.is_err() && !stderr {
+        std::process::exit(0);
+    }
+}
+
+/// Writes `bytes` to stderr or stdout and flushes; the error is the caller's.
+pub fn try_write_raw(stderr: bool, bytes: &[u8]) -> std::io::Result<()> {
+    if stderr {
         let mut e = std::io::stderr().lock();
         e.write_all(bytes).and_then(|()| e.flush())
     } else {
         let mut o = std::io::stdout().lock();
         o.write_all(bytes).and_then(|()| o.flush())
-    };
-    if ok.is_err() && !stderr {
-        std::process::exit(0);
     }
 }
 

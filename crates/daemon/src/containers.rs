@@ -20,8 +20,18 @@ impl Daemon {
     pub async fn create_container(
         &self,
         name: Option<String>,
-        req: berth_api::types::ContainerCreateRequest,
+        mut req: berth_api::types::ContainerCreateRequest,
     ) -> ApiResult<ContainerSpec> {
+        // The docker CLI names the default network `default` (NetworkMode and its endpoint
+        // settings' key): dockerd's default is the bridge network.
+        if matches!(req.host_config.network_mode.as_str(), "" | "default") {
+            if let Some(v) = req.networking_config.endpoints_config.remove("default") {
+                req.networking_config
+                    .endpoints_config
+                    .entry("bridge".into())
+                    .or_insert(v);
+            }
+        }
         let _guard = self.lock.lock().await;
         let _op = failpoint::Op::begin("create");
         if req.cmd.is_empty() {
@@ -104,6 +114,12 @@ impl Daemon {
             auto_remove: hc.auto_remove,
             // issue 8: capabilities, seccomp, mounts (400 on bad input).
             security: crate::security::spec_from_api(hc)?,
+            stdio: berth_plan::model::StdioSpec {
+                tty: req.tty,
+                open_stdin: req.open_stdin,
+                stdin_once: req.stdin_once,
+                console_size: console_size(hc.console_size.as_deref()),
+            },
         };
         if mode == NetworkMode::Networks {
             // The networks to join: NetworkMode (default `bridge`) first, then any other
@@ -241,7 +257,6 @@ impl Daemon {
         if let Err(e) = self.mark_exited(id, code).await {
             tracing::warn!("recording the exit of container {id}: {}", e.message);
         }
-        self.exit_channel(id).send_replace(Some(code));
         let auto_remove = self
             .store
             .get_json::<ContainerSpec>(&keys::container(id))
@@ -254,6 +269,9 @@ impl Daemon {
                 tracing::warn!("auto-removing container {id}: {}", e.message);
             }
         }
+        // Told once a `--rm` container is gone too: whoever waited (`berth run --rm`, docker's
+        // `condition=removed`) finds it removed.
+        self.exit_channel(id).send_replace(Some(code));
         drop(_guard);
         // Its anti-spoofing elements, once whoever waited for the exit has its answer.
         let d = self.clone();
@@ -380,5 +398,14 @@ impl Daemon {
         self.dns_refresh();
         tracing::info!(container = %c.name, "container removed");
         Ok(())
+    }
+}
+
+/// A `ConsoleSize` (`[rows, columns]`) as a terminal size; `[0, 0]`, a zero or a value beyond a
+/// terminal's range means none (dockerd ignores a zero size too).
+pub fn console_size(v: Option<&[u32]>) -> Option<(u16, u16)> {
+    match v? {
+        [h, w] if *h > 0 && *w > 0 => Some((u16::try_from(*h).ok()?, u16::try_from(*w).ok()?)),
+        _ => None,
     }
 }

@@ -52,6 +52,9 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/containers/{id}/start", post(start_container))
         .route("/containers/{id}/stop", post(stop_container))
         .route("/containers/{id}/wait", post(wait_container))
+        .route("/containers/{id}/attach", post(attach_container))
+        .route("/containers/{id}/resize", post(resize_container))
+        .route("/exec/{id}/resize", post(resize_exec))
         .route("/containers/{id}/logs", get(logs))
         .route("/containers/{id}/explain", get(explain))
         .route("/containers/{id}", axum::routing::delete(remove_container))
@@ -845,20 +848,34 @@ async fn stop_container(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Deserialize)]
+struct WaitQuery {
+    condition: Option<String>,
+}
+
 async fn wait_container(
     State(d): D,
     UrlPath(id): UrlPath<String>,
-) -> ApiResult<Json<WaitResponse>> {
+    Query(q): Query<WaitQuery>,
+) -> ApiResult<Response> {
+    // `next-exit` (docker start -a, docker run): an exited container is waited for again.
+    let next_exit = q.condition.as_deref() == Some("next-exit");
     // A `--rm` container may be gone already: its exit code stays known by full id.
     let mut rx = match d.find_container(&id) {
         Ok(c) => {
             let st = d.state(&c.id)?;
-            if st.status == Status::Exited {
+            if st.status == Status::Exited && !next_exit {
                 return Ok(Json(WaitResponse {
                     status_code: st.exit_code as i64,
-                }));
+                })
+                .into_response());
             }
-            d.exit_channel(&c.id).subscribe()
+            let mut rx = d.exit_channel(&c.id).subscribe();
+            if next_exit && st.status == Status::Exited {
+                // Its last exit is still in the channel: wait for the start first.
+                let _ = rx.wait_for(|v| v.is_none()).await;
+            }
+            rx
         }
         Err(e) => {
             let known = d
@@ -872,14 +889,24 @@ async fn wait_container(
             }
         }
     };
-    let code = rx
-        .wait_for(|v| v.is_some())
-        .await
-        .map(|v| v.unwrap_or(-1))
-        .unwrap_or(-1);
-    Ok(Json(WaitResponse {
-        status_code: code as i64,
-    }))
+    // As dockerd: the answer's head goes out at once (the docker CLI waits for it before it
+    // starts the container), the JSON when the container exits.
+    let (tx, body) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let code = rx
+            .wait_for(|v| v.is_some())
+            .await
+            .map(|v| v.unwrap_or(-1))
+            .unwrap_or(-1);
+        let answer = WaitResponse {
+            status_code: code as i64,
+        };
+        if let Ok(mut json) = serde_json::to_vec(&answer) {
+            json.push(b'\n');
+            let _ = tx.send(Bytes::from(json)).await;
+        }
+    });
+    Ok(stream_body(body, "application/json"))
 }
 
 #[derive(Deserialize)]
@@ -1054,6 +1081,9 @@ fn inspect_view(
             hostname: c.hostname.clone(),
             cmd: c.cmd.clone(),
             env: c.env.clone(),
+            tty: c.stdio.tty,
+            open_stdin: c.stdio.open_stdin,
+            stdin_once: c.stdio.stdin_once,
         },
         host_config: crate::security::host_config_view(
             HostConfig {
@@ -1168,24 +1198,258 @@ async fn create_exec(
             c.name
         )));
     }
-    let exec_id = d.runtime.create_exec(&c.id, req.cmd, req.env);
+    let exec_id = d.runtime.create_exec(
+        &c.id,
+        crate::runtime::ExecRequest {
+            cmd: req.cmd,
+            env: req.env,
+            tty: req.tty,
+            attach_stdin: req.attach_stdin,
+            console_size: crate::containers::console_size(req.console_size.as_deref()),
+        },
+    );
     Ok((StatusCode::CREATED, Json(IdResponse { id: exec_id })).into_response())
 }
 
-async fn start_exec(State(d): D, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
+/// `POST /exec/{id}/start`: with `Detach`, starts it and answers at once; else its output,
+/// over the hijacked connection when the client asked for an upgrade (input too).
+async fn start_exec(
+    State(d): D,
+    UrlPath(id): UrlPath<String>,
+    mut req: Request,
+) -> ApiResult<Response> {
+    let upgrade = wants_upgrade(&req);
+    let body = axum::body::to_bytes(std::mem::take(req.body_mut()), 1 << 20)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("reading the exec start body: {e}")))?;
+    let start: berth_api::types::ExecStartRequest = parse_body(&body, "exec start")?;
     let cid = d
         .runtime
         .exec_container(&id)
         .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {id}")))?;
     let st = d.state(&cid)?;
     if st.status != Status::Running {
-        return Err(ApiError::conflict(
-            "the container of this exec is not running",
-        ));
+        return Err(ApiError::conflict(format!(
+            "Container {cid} is not running"
+        )));
     }
     let privileges = crate::security::privileges(&d.find_container(&cid)?.security);
-    let rx = d.runtime.start_exec(&id, st.pid, &privileges)?;
-    Ok(stream_body(rx, "application/vnd.docker.multiplexed-stream"))
+    let size = crate::containers::console_size(start.console_size.as_deref());
+    let session = d.runtime.start_exec(&id, st.pid, &privileges, size).await?;
+    if start.detach {
+        // The output is dropped as it comes; the process runs on.
+        let mut output = session.output;
+        tokio::spawn(async move { while output.recv().await.is_some() {} });
+        return Ok(StatusCode::OK.into_response());
+    }
+    let content_type = stream_type(session.tty);
+    if !upgrade {
+        return Ok(stream_body(session.output, content_type));
+    }
+    let console = session
+        .console
+        .map(|c| Box::pin(async move { c }) as ConsoleFuture);
+    Ok(hijack(
+        req,
+        content_type,
+        session.output,
+        console,
+        Vec::new(),
+    ))
+}
+
+/// The client asked to take the connection over (`Connection: Upgrade`, `Upgrade: tcp`, what
+/// the docker CLI and SDKs send for attach and exec start).
+fn wants_upgrade(req: &Request) -> bool {
+    let has = |name: header::HeaderName, token: &str| {
+        req.headers().get_all(name).iter().any(|v| {
+            v.to_str()
+                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+                .unwrap_or(false)
+        })
+    };
+    has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "tcp")
+}
+
+fn stream_type(tty: bool) -> &'static str {
+    if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    }
+}
+
+/// Answers `101 UPGRADED` and, once hyper hands the connection over, copies `output` to it and
+/// its input to `console` (if any) until the output ends (the process exited: the connection
+/// is closed), the client types `detach` or leaves. The process never waits for the client.
+/// The console input goes to, once it exists (a container attached before its start has none
+/// yet: the client's input waits in the socket until it has).
+type ConsoleFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Arc<crate::console::Console>> + Send>>;
+
+fn hijack(
+    mut req: Request,
+    content_type: &'static str,
+    output: mpsc::Receiver<Bytes>,
+    console: Option<ConsoleFuture>,
+    detach: Vec<u8>,
+) -> Response {
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!("the client left before its connection was handed over: {e}");
+                return;
+            }
+        };
+        let (rd, wr) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+        let out = crate::console::copy_output(output, wr);
+        let input = async move {
+            match console {
+                Some(c) => {
+                    let c = c.await;
+                    if crate::console::copy_input(rd, &c, &detach).await {
+                        return;
+                    }
+                }
+                None => {
+                    // Nothing takes input: read (and drop) it until the client closes it.
+                    let mut rd = rd;
+                    let _ = tokio::io::copy(&mut rd, &mut tokio::io::sink()).await;
+                }
+            }
+            // Input closed but not detached: the output goes on until the process ends.
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = out => {}
+            _ = input => {}
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "tcp")
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+#[derive(Deserialize)]
+struct AttachQuery {
+    stream: Option<String>,
+    stdin: Option<String>,
+    stdout: Option<String>,
+    stderr: Option<String>,
+    #[serde(rename = "detachKeys")]
+    detach_keys: Option<String>,
+}
+
+/// `POST /containers/{id}/attach`: the container's output from now on until its next exit
+/// and, with `stdin=1` on a container with `OpenStdin`, the client's input as its stdin.
+async fn attach_container(
+    State(d): D,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<AttachQuery>,
+    req: Request,
+) -> ApiResult<Response> {
+    let c = d.find_container(&id)?;
+    let detach = berth_api::detach_keys(q.detach_keys.as_deref()).map_err(ApiError::bad_request)?;
+    if !truthy(&q.stream, false) {
+        // Docker's `logs=1` without `stream` replays the log; berth only attaches to a stream.
+        return Err(ApiError::bad_request(
+            "berth attaches only with stream=1 (use /containers/{id}/logs for past output)",
+        ));
+    }
+    let exit = d.exit_channel(&c.id).subscribe();
+    let output = d.runtime.attach_output(
+        &c.id,
+        c.stdio.tty,
+        truthy(&q.stdout, false),
+        truthy(&q.stderr, false),
+        exit,
+    );
+    let content_type = stream_type(c.stdio.tty);
+    if !wants_upgrade(&req) {
+        return Ok(stream_body(output, content_type));
+    }
+    let console = if truthy(&q.stdin, false) && c.stdio.open_stdin {
+        let (d, id) = (d.clone(), c.id.clone());
+        Some(Box::pin(async move {
+            loop {
+                if let Some(c) = d.runtime.console(&id) {
+                    return c;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }) as ConsoleFuture)
+    } else {
+        None
+    };
+    Ok(hijack(req, content_type, output, console, detach))
+}
+
+#[derive(Deserialize)]
+struct ResizeQuery {
+    h: Option<String>,
+    w: Option<String>,
+}
+
+/// `h` and `w` of a resize, as dockerd reads them (both numbers; 400 otherwise).
+fn resize_size(q: &ResizeQuery) -> ApiResult<(u16, u16)> {
+    let num = |v: &Option<String>, what: &str| {
+        v.as_deref().unwrap_or("").parse::<u16>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "invalid resize {what}: {:?} is not a number from 0 to 65535",
+                v.as_deref().unwrap_or("")
+            ))
+        })
+    };
+    Ok((num(&q.h, "height")?, num(&q.w, "width")?))
+}
+
+/// `POST /containers/{id}/resize?h=&w=`: the window size of its terminal (the process gets
+/// SIGWINCH); nothing for a container without one.
+async fn resize_container(
+    State(d): D,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<ResizeQuery>,
+) -> ApiResult<StatusCode> {
+    let (h, w) = resize_size(&q)?;
+    let c = d.find_container(&id)?;
+    if d.state(&c.id)?.status != Status::Running {
+        return Err(ApiError::conflict(format!(
+            "Container {} is not running",
+            c.id
+        )));
+    }
+    if let Some(console) = d.runtime.console(&c.id) {
+        console
+            .resize(h, w)
+            .map_err(|e| ApiError::internal(format!("resizing the terminal of {}: {e}", c.name)))?;
+    }
+    Ok(StatusCode::OK)
+}
+
+/// `POST /exec/{id}/resize?h=&w=`.
+async fn resize_exec(
+    State(d): D,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<ResizeQuery>,
+) -> ApiResult<StatusCode> {
+    let (h, w) = resize_size(&q)?;
+    let console = d
+        .runtime
+        .exec_console(&id)
+        .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {id}")))?;
+    match console {
+        Some(c) => c
+            .resize(h, w)
+            .map_err(|e| ApiError::internal(format!("resizing the terminal of exec {id}: {e}")))?,
+        None => return Err(ApiError::conflict(format!("exec {id} is not running"))),
+    }
+    Ok(StatusCode::OK)
 }
 
 async fn inspect_exec(State(d): D, UrlPath(id): UrlPath<String>) -> ApiResult<Json<ExecInspect>> {

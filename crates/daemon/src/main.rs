@@ -5,6 +5,7 @@
 //! only then answer. At start-up it converges everything: observe, diff, apply, remove orphans.
 
 mod cluster;
+mod console;
 mod containers;
 mod converge;
 mod daemon;

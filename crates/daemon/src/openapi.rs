@@ -51,15 +51,21 @@ fn inspect_container() {}
 fn start_container() {}
 #[utoipa::path(post, path = "/containers/{id}/stop", params(("id" = String, Path), ("t" = Option<u64>, Query, description = "seconds before SIGKILL")), responses((status = 204)))]
 fn stop_container() {}
-#[utoipa::path(post, path = "/containers/{id}/wait", params(("id" = String, Path)), responses((status = 200, body = WaitResponse)))]
+#[utoipa::path(post, path = "/containers/{id}/wait", params(("id" = String, Path), ("condition" = Option<String>, Query, description = "next-exit: wait through the next start of an exited container")), responses((status = 200, body = WaitResponse, description = "the head at once, the body when the container exits")))]
 fn wait_container() {}
+#[utoipa::path(post, path = "/containers/{id}/attach", params(("id" = String, Path), ("stream" = Option<bool>, Query), ("stdin" = Option<bool>, Query), ("stdout" = Option<bool>, Query), ("stderr" = Option<bool>, Query), ("detachKeys" = Option<String>, Query)), responses((status = 101, description = "with Upgrade: tcp, the connection carries the output (raw with Tty, else multiplexed) and the input until the next exit"), (status = 200, description = "without Upgrade: the output as a stream body"), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
+fn attach_container() {}
+#[utoipa::path(post, path = "/containers/{id}/resize", params(("id" = String, Path), ("h" = u16, Query), ("w" = u16, Query)), responses((status = 200), (status = 400, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+fn resize_container() {}
+#[utoipa::path(post, path = "/exec/{id}/resize", params(("id" = String, Path), ("h" = u16, Query), ("w" = u16, Query)), responses((status = 200), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+fn resize_exec() {}
 #[utoipa::path(get, path = "/containers/{id}/logs", params(("id" = String, Path), ("follow" = Option<bool>, Query), ("stdout" = Option<bool>, Query), ("stderr" = Option<bool>, Query)), responses((status = 200, description = "Docker multiplexed stream (8-byte frame headers)")))]
 fn logs() {}
 #[utoipa::path(delete, path = "/containers/{id}", params(("id" = String, Path), ("force" = Option<bool>, Query)), responses((status = 204), (status = 409, body = ErrorResponse)))]
 fn remove_container() {}
 #[utoipa::path(post, path = "/containers/{id}/exec", params(("id" = String, Path)), request_body = ExecCreateRequest, responses((status = 201, body = IdResponse), (status = 409, body = ErrorResponse)))]
 fn create_exec() {}
-#[utoipa::path(post, path = "/exec/{id}/start", params(("id" = String, Path)), responses((status = 200, description = "Docker multiplexed stream until the process exits")))]
+#[utoipa::path(post, path = "/exec/{id}/start", params(("id" = String, Path)), request_body = ExecStartRequest, responses((status = 101, description = "with Upgrade: tcp, the hijacked connection (output raw with Tty, else multiplexed; input with AttachStdin)"), (status = 200, description = "Detach: at once; else the output as a stream body until the process exits"), (status = 409, body = ErrorResponse)))]
 fn start_exec() {}
 #[utoipa::path(get, path = "/exec/{id}/json", params(("id" = String, Path)), responses((status = 200, body = ExecInspect)))]
 fn inspect_exec() {}
@@ -95,6 +101,9 @@ fn inspect_exec() {}
         start_container,
         stop_container,
         wait_container,
+        attach_container,
+        resize_container,
+        resize_exec,
         logs,
         remove_container,
         create_exec,

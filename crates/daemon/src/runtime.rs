@@ -21,6 +21,7 @@ use nix::sys::signal::Signal;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 
+use crate::console::{Console, PumpDone};
 use crate::daemon::Daemon;
 use crate::error::{ApiError, ApiResult};
 
@@ -29,7 +30,39 @@ struct Exec {
     container_id: String,
     cmd: Vec<String>,
     env: Vec<String>,
+    /// On a terminal of its own.
+    tty: bool,
+    /// Its stdin comes from the client (else `/dev/null`).
+    attach_stdin: bool,
+    /// The terminal's initial `(rows, columns)`.
+    console_size: Option<(u16, u16)>,
+    /// Its terminal or stdin once started (for resize).
+    console: Option<Arc<Console>>,
     exit: watch::Sender<Option<i32>>,
+}
+
+/// What an exec's creation asks for.
+pub struct ExecRequest {
+    /// The command.
+    pub cmd: Vec<String>,
+    /// `KEY=VALUE` added to the container's.
+    pub env: Vec<String>,
+    /// On a terminal.
+    pub tty: bool,
+    /// Stdin from the client.
+    pub attach_stdin: bool,
+    /// The terminal's initial `(rows, columns)`.
+    pub console_size: Option<(u16, u16)>,
+}
+
+/// A started exec: its output (raw with a terminal, else multiplexed frames) and its input.
+pub struct ExecSession {
+    /// Ends once the process exited and its exit code is recorded.
+    pub output: mpsc::Receiver<Bytes>,
+    /// Where the client's input goes (with `AttachStdin`).
+    pub console: Option<Arc<Console>>,
+    /// It runs on a terminal (the stream is raw).
+    pub tty: bool,
 }
 
 /// Supervises container processes.
@@ -38,6 +71,8 @@ pub struct Runtime {
     /// Stage-1 init pid per running container (the process berthd signals).
     procs: Mutex<HashMap<String, i32>>,
     execs: Mutex<HashMap<String, Exec>>,
+    /// The terminal or open stdin of running containers that have one (`-t`, `-i`).
+    consoles: Mutex<HashMap<String, Arc<Console>>>,
 }
 
 const SELF_EXE: &str = "/proc/self/exe";
@@ -49,6 +84,7 @@ impl Runtime {
             dir,
             procs: Mutex::new(HashMap::new()),
             execs: Mutex::new(HashMap::new()),
+            consoles: Mutex::new(HashMap::new()),
         }
     }
 
@@ -172,6 +208,7 @@ impl Runtime {
             filesystem: crate::security::filesystem(&c.security, &d.config.state_dir),
             pid_file: pid_file.clone(),
             exit_file: exit_file.clone(),
+            tty: c.stdio.tty,
         };
         let open_log = |name: &str| {
             crate::runtime::log_file(&dir.join(name))
@@ -193,7 +230,28 @@ impl Runtime {
                 )));
             }
         };
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        // With -t the init's stdin is the console socket the terminal's master comes back on
+        // (our copy of its peer goes with the Command, right after the spawn); with -i a pipe.
+        let mut console_socket = None;
+        if c.stdio.tty {
+            match std::os::unix::net::UnixStream::pair() {
+                Ok((ours, theirs)) => {
+                    cmd.stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
+                    console_socket = Some(ours);
+                }
+                Err(e) => {
+                    rollback(plumbed).await;
+                    return Err(ApiError::internal(format!(
+                        "creating the console socket: {e}"
+                    )));
+                }
+            }
+        } else if c.stdio.open_stdin {
+            cmd.stdin(Stdio::piped());
+        } else {
+            cmd.stdin(Stdio::null());
+        }
+        cmd.stdout(out).stderr(err);
         let mut child = match tokio::process::Command::from(cmd).spawn() {
             Ok(child) => child,
             Err(e) => {
@@ -222,6 +280,9 @@ impl Runtime {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         drop(held_ns);
+        let pump = self
+            .take_console(c, &dir, console_socket, child.stdin.take())
+            .await;
         if let Ok(mut procs) = self.procs.lock() {
             procs.insert(c.id.clone(), stage1);
         }
@@ -236,9 +297,16 @@ impl Runtime {
                 Ok(status) => exit_code(status),
                 Err(_) => -1,
             };
+            // Everything the terminal still held is in the log before the exit is told.
+            if let Some(pump) = pump {
+                pump.wait(Duration::from_secs(5)).await;
+            }
             let code = read_exit_file(&d2.runtime.container_dir(&id)).unwrap_or(code);
             if let Ok(mut procs) = d2.runtime.procs.lock() {
                 procs.remove(&id);
+            }
+            if let Ok(mut consoles) = d2.runtime.consoles.lock() {
+                consoles.remove(&id);
             }
             d2.container_exited(&id, code).await;
         });
@@ -247,6 +315,63 @@ impl Runtime {
             init_pid = stage1;
         }
         Ok((stage1, init_pid))
+    }
+
+    /// The container's terminal (its master arrives on `socket` once the command took it; its
+    /// output is copied to `stdout.log`) or its stdin pipe, kept for attach and resize.
+    async fn take_console(
+        &self,
+        c: &ContainerSpec,
+        dir: &Path,
+        socket: Option<std::os::unix::net::UnixStream>,
+        stdin: Option<tokio::process::ChildStdin>,
+    ) -> Option<PumpDone> {
+        let once = c.stdio.stdin_once;
+        let console = if let Some(socket) = socket {
+            // `None` if the command died before it had a terminal (its log says why).
+            let received = tokio::time::timeout(
+                Duration::from_secs(10),
+                tokio::task::spawn_blocking(move || berth_kernel::console::receive_master(&socket)),
+            )
+            .await;
+            let Ok(Ok(Some(master))) = received else {
+                tracing::warn!(container = %c.name, "the container's terminal never arrived");
+                return None;
+            };
+            if let Some((rows, cols)) = c.stdio.console_size {
+                let _ = berth_kernel::console::resize(&master, rows, cols);
+            }
+            let mut log = match log_file(&dir.join("stdout.log")) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(container = %c.name, "opening its log: {e}");
+                    return None;
+                }
+            };
+            let pump = crate::console::pump_master(&master, move |b| {
+                use std::io::Write;
+                let _ = log.write_all(b);
+            });
+            match Console::tty(master, once) {
+                Ok(console) => Some((console, Some(pump))),
+                Err(e) => {
+                    tracing::warn!(container = %c.name, "keeping its terminal: {e}");
+                    return Some(pump);
+                }
+            }
+        } else {
+            stdin.map(|s| (Console::pipe(s, once), None))
+        };
+        let (console, pump) = console?;
+        if let Ok(mut consoles) = self.consoles.lock() {
+            consoles.insert(c.id.clone(), Arc::new(console));
+        }
+        pump
+    }
+
+    /// The terminal or open stdin of a running container, if it has one.
+    pub fn console(&self, id: &str) -> Option<Arc<Console>> {
+        self.consoles.lock().ok()?.get(id).cloned()
     }
 
     /// A start that failed after its endpoints were plumbed: the container is no longer
@@ -399,29 +524,9 @@ impl Runtime {
                 // Read the exit state *before* draining: anything written before the exit is
                 // then guaranteed to be read in this pass.
                 let exited = !running || exit.borrow().is_some();
-                let mut got = false;
-                for (wanted, path, kind, file) in files.iter_mut() {
-                    if !*wanted {
-                        continue;
-                    }
-                    if file.is_none() {
-                        *file = tokio::fs::File::open(&*path).await.ok();
-                    }
-                    let Some(f) = file.as_mut() else { continue };
-                    buf.clear();
-                    if let Ok(n) = f.read_to_end(&mut buf).await {
-                        if n > 0 {
-                            got = true;
-                            if tx
-                                .send(Bytes::from(stream::frame(*kind, &buf)))
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                    }
-                }
+                let Some(got) = drain(&mut files, &mut buf, &tx, false).await else {
+                    return;
+                };
                 if !follow || (exited && !got) {
                     return;
                 }
@@ -433,16 +538,87 @@ impl Runtime {
         rx
     }
 
+    /// The output of an attach: what the container writes from now on (raw with a terminal,
+    /// else multiplexed frames), until its next exit (it may not have started yet). Its log
+    /// files are created if need be, so nothing written after this call is missed.
+    pub fn attach_output(
+        &self,
+        id: &str,
+        raw: bool,
+        stdout: bool,
+        stderr: bool,
+        mut exit: watch::Receiver<Option<i32>>,
+    ) -> mpsc::Receiver<Bytes> {
+        use std::io::Seek;
+        let (tx, rx) = mpsc::channel(64);
+        let dir = self.container_dir(id);
+        let _ = std::fs::create_dir_all(&dir);
+        let open = |name: &str| {
+            let path = dir.join(name);
+            drop(log_file(&path).ok()?);
+            let mut f = std::fs::File::open(&path).ok()?;
+            f.seek(std::io::SeekFrom::End(0)).ok()?;
+            Some(tokio::fs::File::from_std(f))
+        };
+        let mut files: [(bool, PathBuf, u8, Option<tokio::fs::File>); 2] = [
+            (
+                stdout,
+                dir.join("stdout.log"),
+                stream::STDOUT,
+                open("stdout.log"),
+            ),
+            (
+                stderr,
+                dir.join("stderr.log"),
+                stream::STDERR,
+                open("stderr.log"),
+            ),
+        ];
+        // Ran since this call: `None` (running) seen once; then the next `Some` ends it.
+        let mut ran = exit.borrow_and_update().is_none();
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            loop {
+                let exited = ran && exit.borrow().is_some();
+                let Some(got) = drain(&mut files, &mut buf, &tx, raw).await else {
+                    return;
+                };
+                if exited && !got {
+                    return;
+                }
+                if !got {
+                    tokio::select! {
+                        changed = exit.changed() => {
+                            if changed.is_err() {
+                                // The container is gone with its channel: drain and stop.
+                                ran = true;
+                            } else if exit.borrow_and_update().is_none() {
+                                ran = true;
+                            }
+                        }
+                        _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                        _ = tx.closed() => return,
+                    }
+                }
+            }
+        });
+        rx
+    }
+
     /// Registers an exec session; returns its id.
-    pub fn create_exec(&self, container_id: &str, cmd: Vec<String>, env: Vec<String>) -> String {
+    pub fn create_exec(&self, container_id: &str, req: ExecRequest) -> String {
         let id = crate::ids::new_id();
         if let Ok(mut execs) = self.execs.lock() {
             execs.insert(
                 id.clone(),
                 Exec {
                     container_id: container_id.to_string(),
-                    cmd,
-                    env,
+                    cmd: req.cmd,
+                    env: req.env,
+                    tty: req.tty,
+                    attach_stdin: req.attach_stdin,
+                    console_size: req.console_size,
+                    console: None,
                     exit: watch::channel(None).0,
                 },
             );
@@ -461,18 +637,26 @@ impl Runtime {
         let execs = self.execs.lock().ok()?;
         let e = execs.get(id)?;
         let code = *e.exit.borrow();
-        Some((code.is_none(), code))
+        Some((code.is_none() && e.console.is_some(), code))
+    }
+
+    /// `Some(console)` of a known exec session (`None` inside: not started, or no input).
+    pub fn exec_console(&self, id: &str) -> Option<Option<Arc<Console>>> {
+        let execs = self.execs.lock().ok()?;
+        execs.get(id).map(|e| e.console.clone())
     }
 
     /// Starts an exec session inside the container whose init pid is `init_pid`, with the
-    /// container's `privileges`; streams its output as multiplexed frames until it exits.
-    pub fn start_exec(
+    /// container's `privileges`; its output comes as raw bytes (terminal) or multiplexed frames
+    /// until it exits.
+    pub async fn start_exec(
         &self,
         exec_id: &str,
         init_pid: i32,
         privileges: &berth_kernel::confine::Privileges, // issue 8
-    ) -> ApiResult<mpsc::Receiver<Bytes>> {
-        let (cmd, env, exit) = {
+        console_size: Option<(u16, u16)>,
+    ) -> ApiResult<ExecSession> {
+        let (cmd, env, exit, tty, attach_stdin, size) = {
             let execs = self
                 .execs
                 .lock()
@@ -480,52 +664,158 @@ impl Runtime {
             let e = execs
                 .get(exec_id)
                 .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {exec_id}")))?;
-            (e.cmd.clone(), e.env.clone(), e.exit.clone())
+            if e.console.is_some() || e.exit.borrow().is_some() {
+                return Err(ApiError::conflict(format!(
+                    "exec {exec_id} has already been started"
+                )));
+            }
+            (
+                e.cmd.clone(),
+                e.env.clone(),
+                e.exit.clone(),
+                e.tty,
+                e.attach_stdin,
+                console_size.or(e.console_size),
+            )
         };
-        let mut command = ct::enter_command(Path::new(SELF_EXE), init_pid, &cmd, &env, privileges);
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut command =
+            ct::enter_command(Path::new(SELF_EXE), init_pid, &cmd, &env, privileges, tty);
+        let mut socket = None;
+        if tty {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+                .map_err(|e| ApiError::internal(format!("creating the console socket: {e}")))?;
+            command.stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
+            socket = Some(ours);
+        } else if attach_stdin {
+            command.stdin(Stdio::piped());
+        } else {
+            command.stdin(Stdio::null());
+        }
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = tokio::process::Command::from(command)
             .spawn()
             .map_err(|e| ApiError::internal(format!("starting exec {cmd:?}: {e}")))?;
         let (tx, rx) = mpsc::channel(64);
+        // Without a terminal, output is framed by stream; with one, it is one raw stream
+        // (berth's own setup errors, before the terminal exists, come through as they are).
+        let frame = move |kind: u8, b: &[u8]| -> Bytes {
+            if tty {
+                Bytes::copy_from_slice(b)
+            } else {
+                Bytes::from(stream::frame(kind, b))
+            }
+        };
+        let mut pump = None;
+        let console = if let Some(socket) = socket {
+            let master =
+                tokio::task::spawn_blocking(move || berth_kernel::console::receive_master(&socket))
+                    .await
+                    .ok()
+                    .flatten();
+            match master {
+                Some(master) => {
+                    if let Some((rows, cols)) = size {
+                        let _ = berth_kernel::console::resize(&master, rows, cols);
+                    }
+                    let out = tx.clone();
+                    pump = Some(crate::console::pump_master(&master, move |b| {
+                        // A client that is gone loses the output; the process goes on.
+                        let _ = out.blocking_send(Bytes::copy_from_slice(b));
+                    }));
+                    Some(Arc::new(Console::tty(master, true).map_err(|e| {
+                        ApiError::internal(format!("keeping the exec's terminal: {e}"))
+                    })?))
+                }
+                None => None,
+            }
+        } else {
+            child.stdin.take().map(|s| Arc::new(Console::pipe(s, true)))
+        };
+        if let Ok(mut execs) = self.execs.lock() {
+            if let Some(e) = execs.get_mut(exec_id) {
+                // Marks it started even without input.
+                e.console = Some(
+                    console
+                        .clone()
+                        .unwrap_or_else(|| Arc::new(Console::pipe(tokio::io::sink(), false))),
+                );
+            }
+        }
         let out = child.stdout.take();
         let err = child.stderr.take();
         tokio::spawn(async move {
-            let pump = |r: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>,
-                        kind: u8,
-                        tx: mpsc::Sender<Bytes>| async move {
+            let pump_pipe = |r: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>,
+                             kind: u8,
+                             tx: mpsc::Sender<Bytes>| async move {
                 let Some(mut r) = r else { return };
                 let mut buf = vec![0u8; 16384];
                 loop {
                     match r.read(&mut buf).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => {
-                            if tx
-                                .send(Bytes::from(stream::frame(kind, &buf[..n])))
-                                .await
-                                .is_err()
-                            {
-                                return;
+                            if tx.send(frame(kind, &buf[..n])).await.is_err() {
+                                // The client left: keep draining so the process never blocks.
+                                continue;
                             }
                         }
                     }
                 }
             };
-            let a = pump(out.map(|o| Box::new(o) as _), stream::STDOUT, tx.clone());
-            let b = pump(err.map(|o| Box::new(o) as _), stream::STDERR, tx.clone());
+            let a = pump_pipe(out.map(|o| Box::new(o) as _), stream::STDOUT, tx.clone());
+            let b = pump_pipe(err.map(|o| Box::new(o) as _), stream::STDERR, tx.clone());
             tokio::join!(a, b);
             let code = match child.wait().await {
                 Ok(s) => exit_code(s),
                 Err(_) => -1,
             };
+            if let Some(pump) = pump {
+                pump.wait(Duration::from_secs(5)).await;
+            }
+            // Recorded before the stream ends: a client inspects the exec right after.
             exit.send_replace(Some(code));
             drop(tx);
         });
-        Ok(rx)
+        Ok(ExecSession {
+            output: rx,
+            console,
+            tty,
+        })
     }
+}
+
+/// Sends what was appended to `files` since the last call (framed by stream unless `raw`);
+/// `Some(anything sent)`, `None` once the client is gone.
+async fn drain(
+    files: &mut [(bool, PathBuf, u8, Option<tokio::fs::File>); 2],
+    buf: &mut Vec<u8>,
+    tx: &mpsc::Sender<Bytes>,
+    raw: bool,
+) -> Option<bool> {
+    let mut got = false;
+    for (wanted, path, kind, file) in files.iter_mut() {
+        if !*wanted {
+            continue;
+        }
+        if file.is_none() {
+            *file = tokio::fs::File::open(&*path).await.ok();
+        }
+        let Some(f) = file.as_mut() else { continue };
+        buf.clear();
+        if let Ok(n) = f.read_to_end(buf).await {
+            if n > 0 {
+                got = true;
+                let chunk = if raw {
+                    Bytes::copy_from_slice(buf)
+                } else {
+                    Bytes::from(stream::frame(*kind, buf))
+                };
+                if tx.send(chunk).await.is_err() {
+                    return None;
+                }
+            }
+        }
+    }
+    Some(got)
 }
 
 /// A container's processes as found on the host.

@@ -69,13 +69,18 @@ use crate::sys::Forked;
 pub const INIT_ARG: &str = "__berth_init";
 /// argv\[1\] for stage 2 (pid 1 of the container); argv\[2\] is the same JSON.
 pub const INIT2_ARG: &str = "__berth_init2";
-/// argv\[1\] for `exec`: argv\[2\] is the container's init pid, argv\[3..\] the command.
+/// argv\[1\] for `exec`: argv\[2\] is the container's init pid, argv\[3\] the [`Privileges`] as
+/// JSON, argv\[4\] `tty` or `-` (see [`TTY_FLAG`]), argv\[5..\] the command.
 pub const ENTER_ARG: &str = "__berth_enter";
 
 /// Internal: argv\[1\] of the exec hop (`berth exec`); argv\[2\] is `-` (stay) or a container
 /// init's pid (join its mount namespace and root); argv\[3\] the [`Privileges`] as JSON;
-/// argv\[4..\] is the command. [`dispatch`] handles it like the other stages.
+/// argv\[4\] `tty` or `-`; argv\[5..\] is the command. [`dispatch`] handles it like the other stages.
 pub const EXEC_ARG: &str = "__berth_exec";
+
+/// The argument that asks the enter process and the exec hop for a pseudo-terminal (their
+/// stdin is then the console socket, [`crate::console`]); `-` for none.
+pub const TTY_FLAG: &str = "tty";
 
 /// The PATH every container starts with (docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -122,6 +127,10 @@ pub struct InitConfig {
     /// How the root is assembled.
     #[serde(default)]
     pub filesystem: Filesystem,
+    /// The command gets a pseudo-terminal made in the container ([`crate::console`]); stage
+    /// 1's stdin is then the console socket the master is sent over.
+    #[serde(default)]
+    pub tty: bool,
     /// Stage 1 writes the container init's pid (stage 2's pid as seen from the daemon) here, once
     /// the container is set up and the command started (or stage 2 failed); always before
     /// `exit_file`.
@@ -189,13 +198,15 @@ pub fn signal(pid: i32, sig: Signal) -> nix::Result<()> {
 
 /// Builds the `Command` for `exec` into a running container whose init pid is `pid`. The
 /// command runs with the container's environment plus `env` (`KEY=VALUE`), which is passed to
-/// the enter process as its environment, and with `privileges` (the container's).
+/// the enter process as its environment, and with `privileges` (the container's). With `tty`,
+/// the caller makes the command's stdin the console socket ([`crate::console`]).
 pub fn enter_command(
     self_exe: &Path,
     pid: i32,
     cmd: &[String],
     env: &[String],
     privileges: &Privileges,
+    tty: bool,
 ) -> Command {
     // Serializing plain strings and bools cannot fail; an empty argument would be refused by
     // the hop (exit 125), never run unconfined.
@@ -204,6 +215,7 @@ pub fn enter_command(
     c.arg(ENTER_ARG)
         .arg(pid.to_string())
         .arg(privileges)
+        .arg(if tty { TTY_FLAG } else { "-" })
         .args(cmd)
         .env_clear()
         .envs(env.iter().filter_map(|kv| kv.split_once('=')))
@@ -500,14 +512,15 @@ fn enter_main(args: &[String]) -> i32 {
             return EXIT_SETUP_FAILED;
         }
     };
-    let cmd = &args[2..];
+    let tty = args.get(2).is_some_and(|t| t == TTY_FLAG);
+    let cmd = args.get(3..).unwrap_or_default();
     if cmd.is_empty() || cmd[0].is_empty() {
         report(&ContainerError::Config("exec: no command given".into()));
         return EXIT_SETUP_FAILED;
     }
     let result = enter_setup(pid).and_then(|env| {
         let signals = block_signals()?;
-        let child = spawn_hop(&pid.to_string(), &privileges, cmd, &env)?;
+        let child = spawn_hop(&pid.to_string(), &privileges, tty, cmd, &env)?;
         Ok((signals, child))
     });
     match result {
@@ -582,6 +595,7 @@ fn enter_setup(pid: i32) -> Result<BTreeMap<String, String>, ContainerError> {
 fn spawn_hop(
     root: &str,
     privileges: &Privileges,
+    tty: bool,
     cmd: &[String],
     env: &BTreeMap<String, String>,
 ) -> Result<Pid, ContainerError> {
@@ -591,6 +605,7 @@ fn spawn_hop(
         .arg(EXEC_ARG)
         .arg(root)
         .arg(privileges)
+        .arg(if tty { TTY_FLAG } else { "-" })
         .args(cmd)
         .env_clear()
         .envs(env)
@@ -601,9 +616,11 @@ fn spawn_hop(
 }
 
 fn exec_main(args: &[String]) -> i32 {
-    let (Some(root), Some(privileges), Some(_)) = (args.first(), args.get(1), args.get(2)) else {
+    let (Some(root), Some(privileges), Some(tty), Some(_)) =
+        (args.first(), args.get(1), args.get(2), args.get(3))
+    else {
         report(&ContainerError::Config(format!(
-            "{EXEC_ARG}: expected a root, privileges and a command"
+            "{EXEC_ARG}: expected a root, privileges, a tty flag and a command"
         )));
         return EXIT_SETUP_FAILED;
     };
@@ -621,11 +638,19 @@ fn exec_main(args: &[String]) -> i32 {
     } else {
         join_mount_ns_and_root(root)
     };
+    // The terminal is made in the container's own /dev/pts, so joined first.
+    let rooted = rooted.and_then(|()| {
+        if tty == TTY_FLAG {
+            crate::console::take_terminal()
+        } else {
+            Ok(())
+        }
+    });
     if let Err(e) = rooted {
         report(&e);
         return EXIT_SETUP_FAILED;
     }
-    become_command(Some(&privileges), &args[2..], None)
+    become_command(Some(&privileges), &args[3..], None)
 }
 
 /// The command's process in a new container (a fork of stage 2): confines itself, waits for
@@ -650,6 +675,13 @@ fn command_child(
             err: e,
         });
         return EXIT_SETUP_FAILED;
+    }
+    // In the container's root now: the terminal comes from its own /dev/pts.
+    if cfg.tty {
+        if let Err(e) = crate::console::take_terminal() {
+            report(&e);
+            return EXIT_SETUP_FAILED;
+        }
     }
     become_command(None, &cfg.cmd, Some(env))
 }

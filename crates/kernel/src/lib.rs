@@ -8,6 +8,7 @@
 
 pub mod confine;
 pub mod conntrack;
+pub mod console;
 pub mod container;
 pub mod error;
 pub mod hostport;

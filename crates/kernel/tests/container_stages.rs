@@ -208,6 +208,7 @@ fn config(tmp: &TempDir, netns: &Netns, cmd: &[&str]) -> InitConfig {
         env: vec![],
         privileges: Privileges::default(),
         filesystem: Default::default(),
+        tty: false,
         pid_file: tmp.0.join("pid"),
         exit_file: tmp.0.join("exit"),
     }
@@ -451,6 +452,7 @@ fn enter_runs_in_the_containers_namespaces() {
         &cmd,
         &["FROM_EXEC=2".into()],
         &Privileges::default(),
+        false,
     ))
     .finish(TIMEOUT);
     assert_eq!(out.code, 0, "{out:?}");
@@ -475,6 +477,7 @@ fn enter_runs_in_the_containers_namespaces() {
         &missing,
         &[],
         &Privileges::default(),
+        false,
     ))
     .finish(TIMEOUT);
     assert_eq!(out.code, 127, "{out:?}");
@@ -489,6 +492,7 @@ fn enter_runs_in_the_containers_namespaces() {
         &["sh".into(), "-c".into(), "exit 3".into()],
         &[],
         &Privileges::default(),
+        false,
     ))
     .finish(TIMEOUT);
     assert_eq!(out.code, 3, "{out:?}");
@@ -592,6 +596,7 @@ fn rootfs_is_chrooted_with_binds_and_proc() {
         &cmd,
         &[],
         &Privileges::default(),
+        false,
     ))
     .finish(TIMEOUT);
     assert_eq!(out.code, 0, "{out:?}");

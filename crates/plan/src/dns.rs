@@ -946,6 +946,7 @@ mod tests {
             rootfs: None,
             auto_remove: false,
             security: Default::default(),
+            stdio: Default::default(),
         }
     }
 

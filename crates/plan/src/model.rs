@@ -251,6 +251,27 @@ pub struct ContainerSpec {
     /// confinement, also for containers stored before it existed.
     #[serde(default)]
     pub security: crate::security::SecuritySpec,
+    /// Terminal and stdin (`-t`, `-i`); the default is neither, also for containers stored
+    /// before it existed.
+    #[serde(default)]
+    pub stdio: StdioSpec,
+}
+
+/// A container's terminal and stdin, as Docker's `Config.Tty`, `OpenStdin` and `StdinOnce`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StdioSpec {
+    /// `-t`: the command runs on a pseudo-terminal (its output is one stream).
+    #[serde(default)]
+    pub tty: bool,
+    /// `-i`: the command's stdin stays open for attached clients (else it is `/dev/null`).
+    #[serde(default)]
+    pub open_stdin: bool,
+    /// The stdin closes (EOF) when the first attached client closes its input.
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// The terminal's size when it is made, `(rows, columns)` (`HostConfig.ConsoleSize`).
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// Where a container is in its life (Docker's `State.Status` values berth uses).
@@ -304,6 +325,7 @@ impl ContainerSpec {
             rootfs: None,
             auto_remove: false,
             security: Default::default(),
+            stdio: Default::default(),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod exec;
 pub mod explain;
 pub mod info;
 pub mod inspect;
+pub mod interactive;
 pub mod logs;
 pub mod network;
 pub mod network_connect;

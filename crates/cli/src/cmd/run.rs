@@ -26,6 +26,15 @@ pub struct Args {
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// Keep the command's stdin open and pass ours to it.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Run the command on a pseudo-terminal (ours goes raw while attached).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Keys that leave the session with the container running (default ctrl-p,ctrl-q).
+    #[arg(long = "detach-keys", value_name = "KEYS")]
+    pub detach_keys: Option<String>,
     /// Container name.
     #[arg(long)]
     pub name: Option<String>,
@@ -196,9 +205,19 @@ pub fn build(args: &Args) -> Result<(Option<String>, ContainerCreateRequest)> {
             readonly_rootfs: args.read_only,
             binds,
             tmpfs,
+            console_size: if args.tty {
+                super::interactive::terminal_size().map(|(h, w)| vec![u32::from(h), u32::from(w)])
+            } else {
+                None
+            },
         },
         networking_config: endpoints,
         mac_address: String::new(),
+        tty: args.tty,
+        open_stdin: args.interactive,
+        // As the docker CLI: the attached client's end of input is the command's.
+        stdin_once: args.interactive && !args.detach,
+        attach_stdin: args.interactive && !args.detach,
     };
     Ok((args.name.clone(), req))
 }
@@ -217,6 +236,17 @@ fn volume(v: &str) -> Result<String> {
 
 /// Runs the container; returns the exit code (125 when it could not be started).
 pub async fn run(client: &Client, args: Args) -> i32 {
+    if args.interactive && args.tty && !args.detach && !super::interactive::stdin_is_terminal() {
+        eprintln!("berth: the input device is not a TTY (use -i without -t to pipe input)");
+        return 125;
+    }
+    let detach_keys = match super::interactive::detach_keys(args.detach_keys.as_deref()) {
+        Ok(k) => k,
+        Err(e) => {
+            crate::report(&e);
+            return 125;
+        }
+    };
     let id = match create(client, &args).await {
         Ok(id) => id,
         Err(e) => {
@@ -232,7 +262,52 @@ pub async fn run(client: &Client, args: Args) -> i32 {
         out(&id);
         return 0;
     }
+    if args.interactive || args.tty {
+        return attach_interactive(client, &args, &id, detach_keys).await;
+    }
     attach(client, &args, &id).await
+}
+
+/// `-i`/`-t`: attach (before the start, so nothing is missed), start, then the session; the
+/// exit code is the container's (0 after the detach keys: it runs on).
+async fn attach_interactive(client: &Client, args: &Args, id: &str, detach_keys: Vec<u8>) -> i32 {
+    use super::interactive::{session, Options, Outcome};
+    let stdin = if args.interactive { "1" } else { "0" };
+    let path = obj_path(
+        "containers",
+        id,
+        &format!(
+            "/attach?stream=1&stdin={stdin}&stdout=1&stderr=1&detachKeys={}",
+            url_escape(args.detach_keys.as_deref().unwrap_or("ctrl-p,ctrl-q"))
+        ),
+    );
+    let conn = match client.hijack(Method::POST, &path, NO_BODY).await {
+        Ok(c) => c,
+        Err(e) => {
+            crate::report(&e.into());
+            let _ = start(client, args, id).await;
+            return 125;
+        }
+    };
+    let waiter = wait_for_exit(client, id, "/wait?condition=next-exit");
+    if let Err(e) = start(client, args, id).await {
+        crate::report(&e);
+        return 125;
+    }
+    let opts = Options {
+        tty: args.tty,
+        stdin: args.interactive,
+        detach_keys,
+        resize: Some(obj_path("containers", id, "/resize")),
+        interrupt: Some(obj_path("containers", id, "/stop?t=10")),
+    };
+    match session(client, conn, &opts).await {
+        Ok(Outcome::Ended) => {}
+        Ok(Outcome::Detached) => return 0,
+        Ok(Outcome::Signalled(sig)) => return 128 + sig,
+        Err(e) => crate::report(&e),
+    }
+    waited(waiter).await
 }
 
 async fn create(client: &Client, args: &Args) -> Result<String> {
@@ -274,15 +349,7 @@ async fn start(client: &Client, args: &Args, id: &str) -> Result<()> {
 /// The wait and the log stream are opened *before* the container starts, so even a command
 /// that exits (and, with `--rm`, is removed) at once loses neither its output nor its code.
 async fn attach(client: &Client, args: &Args, id: &str) -> i32 {
-    let waiter = {
-        let client = client.clone();
-        let path = obj_path("containers", id, "/wait");
-        tokio::spawn(async move {
-            client
-                .request_json::<WaitResponse, _>(Method::POST, &path, NO_BODY)
-                .await
-        })
-    };
+    let waiter = wait_for_exit(client, id, "/wait");
     let mut interrupt =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     let logs = obj_path("containers", id, "/logs?follow=1&stdout=1&stderr=1");
@@ -336,6 +403,24 @@ async fn attach(client: &Client, args: &Args, id: &str) -> i32 {
         Err(e) if e.is_not_found() => {}
         Err(e) => crate::report(&e.into()),
     }
+    waited(waiter).await
+}
+
+type Waiter = tokio::task::JoinHandle<Result<WaitResponse, berth_api::client::ApiError>>;
+
+/// Asks berthd (now) to tell the container's exit (`suffix`: `/wait…`).
+fn wait_for_exit(client: &Client, id: &str, suffix: &str) -> Waiter {
+    let client = client.clone();
+    let path = obj_path("containers", id, suffix);
+    tokio::spawn(async move {
+        client
+            .request_json::<WaitResponse, _>(Method::POST, &path, NO_BODY)
+            .await
+    })
+}
+
+/// The container's exit code from a [`wait_for_exit`] (125 if berthd could not tell it).
+async fn waited(waiter: Waiter) -> i32 {
     match waiter.await {
         Ok(Ok(w)) => exit_code(w.status_code),
         Ok(Err(e)) => {

@@ -575,13 +575,18 @@ impl World {
 
     /// The stock docker CLI against berthd's socket.
     pub fn docker(&self, args: &[&str]) -> Output {
+        run_timeout(self.docker_command(args), CMD_TIMEOUT)
+    }
+
+    /// The stock docker CLI's command line against berthd's socket, to run as the test likes.
+    pub fn docker_command(&self, args: &[&str]) -> Command {
         let mut c = Command::new("docker");
         c.args(args)
             .env("DOCKER_HOST", self.host_url())
             .env("DOCKER_CONFIG", self.dir.join("docker-config"))
             .env_remove("DOCKER_CONTEXT")
             .env_remove("DOCKER_TLS_VERIFY");
-        run_timeout(c, CMD_TIMEOUT)
+        c
     }
 
     pub fn docker_ok(&self, args: &[&str]) -> String {

@@ -446,6 +446,7 @@ fn container(name: &str, c: char) -> ContainerSpec {
         rootfs: None,
         auto_remove: false,
         security: Default::default(),
+        stdio: Default::default(),
     }
 }
 
