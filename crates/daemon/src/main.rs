@@ -26,6 +26,7 @@ mod runtime;
 mod security;
 mod sysinfo;
 mod topology;
+mod trace;
 
 use std::path::PathBuf;
 

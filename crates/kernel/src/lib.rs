@@ -25,4 +25,5 @@ mod seccomp_table;
 pub mod sublink;
 pub mod sys;
 pub mod sysctl;
+pub mod trace;
 pub mod vxlan;

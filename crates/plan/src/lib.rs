@@ -22,4 +22,5 @@ pub mod ports;
 pub mod security;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod trace;
 pub mod until;
