@@ -1131,8 +1131,9 @@ fn hops(
         ),
         true,
     );
-    // NAT on arrival (prerouting / output).
-    let pre = decisive(o, &["prerouting", "output"]);
+    // NAT on arrival (prerouting / output): a hop when a rule there matched or NAT happened.
+    let pre = decisive(o, &["prerouting", "output"]).filter(|s| s.handle.is_some());
+    let nat_hop = pre.is_some() || nat.is_some();
     if let Some(s) = pre {
         let what = match nat {
             Some(n) => format!("{} — {n}", step_text(s)),
@@ -1143,25 +1144,26 @@ fn hops(
         hop(HOST, NAT, n.to_string(), true);
     }
     if let Some(d) = drop.filter(|_| o.dropped) {
-        let at = if pre.is_some() { NAT } else { HOST };
+        let at = if nat_hop { NAT } else { HOST };
+        let rule = d
+            .comment
+            .as_ref()
+            .map(|c| format!(" \"{c}\""))
+            .unwrap_or_default();
         hop(
             at,
             at,
-            format!(
-                "✗ DROPPED by {} \"{}\": {}",
-                d.chain,
-                d.comment.clone().unwrap_or_else(|| d.rule.clone()),
-                d.cause
-            ),
+            format!("✗ DROPPED by {}{rule}: {}", d.chain, d.cause),
             true,
         );
         return v;
     }
+    let here = if nat_hop { NAT } else { HOST };
     let fwd = decisive(o, &["forward"]);
     let after = o.translated.or(o.header);
     let Some(oif) = o.oif.clone() else {
         if let Some(s) = fwd {
-            hop(NAT, NAT, step_text(s), true);
+            hop(here, here, step_text(s), true);
         }
         return v;
     };
@@ -1171,7 +1173,7 @@ fn hops(
         .unwrap_or_default();
     let Some(net) = bridge_net else {
         hop(
-            NAT,
+            here,
             HOST,
             format!("{fwd_text}routed out of {}", w.describe_if(&oif)),
             true,
@@ -1179,7 +1181,7 @@ fn hops(
         return v;
     };
     hop(
-        NAT,
+        here,
         BRIDGE,
         format!(
             "{fwd_text}routed out of {oif} (bridge of network {})",

@@ -378,6 +378,9 @@ fn drops_say_why_and_what_would_allow_the_flow() {
             .starts_with("✗ DROPPED by inet berth forward \"isolation"),
         "{last:?}"
     );
+    // No NAT and no rule in prerouting: the drop is the host stack's, right after the arrival.
+    assert_eq!(j.hops.len(), 2, "{:?}", j.hops);
+    assert_eq!((last.from.as_str(), last.to.as_str()), (HOST, HOST));
     let m = render_mermaid(&j);
     assert!(
         m.contains("Note over H: networks db and web are isolated"),
