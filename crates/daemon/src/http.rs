@@ -411,7 +411,8 @@ async fn system_topology(State(d): D) -> ApiResult<Json<Topology>> {
 /// (and empty keep-alives) while the trace runs, then the journey or an error. Bad requests and
 /// unknown names are answered before the stream starts. A client that goes away ends the trace
 /// (its table is removed at the next keep-alive).
-async fn system_trace(State(d): D, Json(req): Json<TraceRequest>) -> ApiResult<Response> {
+async fn system_trace(State(d): D, body: Bytes) -> ApiResult<Response> {
+    let req: TraceRequest = parse_body(&body, "trace")?;
     let spec = d.trace_spec(&req)?;
     Ok(progress_stream(
         8,

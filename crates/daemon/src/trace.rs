@@ -350,7 +350,7 @@ impl Daemon {
                     if spec.watch {
                         let seen = plan::packets_of(&events, &table)
                             .iter()
-                            .filter(|(_, evs)| evs.iter().any(|e| e.chain == "mark_in" || e.chain == "mark_out"))
+                            .filter(|(_, evs)| evs.iter().any(|e| e.table == table && e.handle.is_some() && e.chain.starts_with("mark_")))
                             .count();
                         if seen >= spec.count as usize && drain_until.is_none() {
                             drain_until = Some(Instant::now() + DRAIN);

@@ -198,6 +198,67 @@ fn trace_of_an_isolated_flow_names_the_rule_and_the_networks() {
     assert!(trace_tables(&w).is_empty(), "{:?}", trace_tables(&w));
 }
 
+/// Proves: two traces at once do not see each other's packets: a dropped flow from a container
+/// and a delivered one from the host itself (its own connection to a published port through
+/// 127.0.0.1, DNATed in chain output) each get their own verdict and journey; bad requests are
+/// refused before anything is installed.
+#[test]
+fn concurrent_traces_do_not_interfere() {
+    require_root!();
+    let w = world();
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| trace(&w, &["store", "--to", "10.94.1.2:80"]));
+        let b = s.spawn(|| trace(&w, &["--to", "127.0.0.1:8080"]));
+        (
+            a.join().expect("trace from store"),
+            b.join().expect("trace from the host"),
+        )
+    });
+    assert_eq!(a.0, 1, "{:#}", a.1);
+    assert_eq!(a.1["drop"]["cause"], "networks db and web are isolated");
+    assert_eq!(b.0, 0, "{:#}", b.1);
+    assert_eq!(b.1["from"], "the host");
+    assert_eq!(
+        b.1["nat"],
+        "DNAT 127.0.0.1:8080 → 10.94.1.2:80, port published by container api (80/tcp)"
+    );
+    let steps = b.1["packets"][0]["steps"].to_string();
+    assert!(steps.contains("inet berth output"), "{steps}");
+    for p in a.1["packets"].as_array().into_iter().flatten() {
+        assert_eq!(
+            p["header"]["src"], "10.94.2.2",
+            "only store's packets: {p:#}"
+        );
+    }
+    for p in b.1["packets"].as_array().into_iter().flatten() {
+        assert_ne!(
+            p["header"]["src"], "10.94.2.2",
+            "none of store's packets: {p:#}"
+        );
+    }
+    for bad in [
+        vec!["--to", "10.94.1.2"],
+        vec!["--to", "10.94.1.2:80", "--proto", "icmp"],
+        vec!["--to", "nosuch:80"],
+        vec!["--to", "10.94.1.2:80", "--from", "nosuch"],
+        vec!["--to", "10.94.1.2:80", "--timeout", "100000"],
+    ] {
+        let mut a = vec!["trace"];
+        a.extend_from_slice(&bad);
+        let o = w.berth(&a);
+        assert_eq!(code(&o), 1, "{bad:?}: {}", show(&o));
+        assert!(
+            common::stderr(&o).contains("Error response from daemon"),
+            "{}",
+            show(&o)
+        );
+    }
+    let (status, body) = w.api("POST", "/system/trace", Some("{\"To\": 5"));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid trace request"), "{body}");
+    assert!(trace_tables(&w).is_empty(), "{:?}", trace_tables(&w));
+}
+
 /// Proves: a flow into an `--internal` network (client on web → vault on priv, which listens)
 /// is traced to the rule that keeps internal networks closed, saying so and naming the fix; the
 /// text form carries the cause and the fix.

@@ -664,7 +664,8 @@ fn tuple(h: &Header) -> Tuple {
 }
 
 /// Groups events by packet (trace id, in order of arrival) and keeps the packets that `table`
-/// (this trace's) marked: other traces' packets and other tables' traces are not ours.
+/// (this trace's) marked — whose marking rule matched: another trace's packet crosses this
+/// trace's chains too (their end-of-chain and policy events name this table), and is not ours.
 ///
 /// The kernel derives a packet's trace id from the packet's hash, which may be computed only
 /// after the first chains ran (a reply coming out of a veth): the later events of that packet
@@ -695,7 +696,7 @@ pub fn packets_of(events: &[Event], table: &str) -> Vec<(u32, Vec<Event>)> {
     let mut out: Vec<(u32, Vec<Event>)> = Vec::new();
     for (id, evs) in groups {
         let hs = headers(&evs);
-        if evs.iter().any(|e| e.table == table) {
+        if evs.iter().any(marks) {
             for h in &hs {
                 ours.insert(tuple(h));
                 ours.insert((h.dst, h.dport, h.src, h.sport));

@@ -143,6 +143,13 @@ fn published_events() -> Vec<Event> {
         with(ev(9, T, "reply_in", Some(6), -1), &synack, 5, 0),
         with(ev(3, "berth", "forward", Some(20), -3), &synack, 5, 2),
         with(ev(3, "berth", "forward", Some(30), 1), &synack, 5, 2),
+        // Another trace's packet crossing this trace's chains (no rule of ours matched): not ours.
+        with(
+            ev(11, T, "mark_in", None, -1),
+            &tcp("127.0.0.1", 2, "127.0.0.1", 8080, 0x02),
+            1,
+            0,
+        ),
         // Another trace's packet: not ours.
         with(
             ev(4, "berth-trace-other", "mark_in", Some(2), -1),
