@@ -378,6 +378,17 @@ impl Daemon {
             .map_err(|e| ApiError::internal(format!("removing the trace table: {e}")))?
             .map_err(|e| ApiError::internal(format!("removing the trace table: {e}")))?;
         drop(guard);
+        // Events already queued when the loop ended (the timer and the socket can be ready at
+        // once; select picks one): no packet is marked any more, so this ends.
+        for _ in 0..64 {
+            match tokio::time::timeout(Duration::from_millis(20), sock.next()).await {
+                Ok(Ok((evs, l))) => {
+                    lost |= l;
+                    events.extend(evs);
+                }
+                _ => break,
+            }
+        }
 
         let rules = tokio::task::spawn_blocking(kt::ruleset)
             .await
