@@ -1240,3 +1240,37 @@ pub mod stream {
         }
     }
 }
+
+/// `POST /system/trace` body: the flow to trace (`berth trace`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TraceRequest {
+    /// Destination, `HOST:PORT` (`[V6]:PORT`), HOST an address or a container's name.
+    pub to: String,
+    /// Where the probe is sent from: empty for the host (berthd's namespace), a container's
+    /// name or id, a network namespace (`/run/netns/NAME`, a path, or a name under
+    /// /run/netns), or an address (with `Watch`: only packets from it).
+    pub from: String,
+    /// `tcp` (default) or `udp`.
+    pub proto: String,
+    /// Send no probe: trace the next `Count` packets of real traffic matching the flow.
+    pub watch: bool,
+    /// With `Watch`: how many packets (default 1, at most 100).
+    pub count: u32,
+    /// Seconds the trace may last (default 5, or 30 with `Watch`; at most 600).
+    pub timeout: f64,
+}
+
+/// One line of the `application/x-ndjson` answer of `POST /system/trace`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TraceEvent {
+    /// What the trace is doing (`table berth-trace-… installed`, `waiting for traffic`);
+    /// an empty line is a keep-alive.
+    pub progress: Option<String>,
+    /// The journey (the fields of `berth_plan::trace::Journey`), last.
+    #[schema(value_type = Object)]
+    pub journey: Option<serde_json::Value>,
+    /// What failed, if no journey can be made.
+    pub error: Option<String>,
+}

@@ -64,6 +64,8 @@ enum Command {
     Topology(cmd::topology::Args),
     /// Show who can reach a container, on which ports, from where, and where it can go.
     Explain(cmd::explain::Args),
+    /// Trace a packet's journey through this host: each hop, the rule that decided it, and why.
+    Trace(cmd::trace::Args),
     /// Show client and daemon versions.
     Version,
 }
@@ -107,6 +109,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Node(c) => cmd::node::run(&client, c).await,
         Command::Topology(a) => cmd::topology::run(&client, a).await,
         Command::Explain(a) => cmd::explain::run(&client, a).await,
+        Command::Trace(a) => cmd::trace::run(&client, a).await,
         Command::Version => cmd::version::run(&client).await,
     };
     match result {

@@ -144,6 +144,12 @@ impl Daemon {
                 .with_context(|| format!("chmod 0700 {}", dir.display()))?;
         }
         berth_kernel::nft::check_available()?;
+        // Trace tables left by a crash mid-trace (none runs yet): a trace costs nothing once over.
+        match berth_kernel::trace::remove_orphans() {
+            Ok(t) if !t.is_empty() => tracing::info!("removed orphan trace tables: {t:?}"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("looking for orphan trace tables: {e}"),
+        }
         let db = config.state_dir.join("state.redb");
         let store: Arc<dyn Store> = Arc::new(RedbStore::open(&db)?);
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600))

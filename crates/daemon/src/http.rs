@@ -17,7 +17,7 @@ use berth_api::types::*;
 use berth_plan::model::{ContainerSpec, ContainerState, NetworkMode, NetworkSpec, Status};
 use berth_plan::network::{self as planner, IpamRequest, NetworkRequest};
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tower::Layer;
 
@@ -36,6 +36,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/system/check", get(system_check))
         .route("/cluster/nodes", get(cluster_nodes))
         .route("/system/topology", get(system_topology))
+        .route("/system/trace", post(system_trace))
         .route("/openapi.json", get(openapi))
         .route("/networks", get(list_networks))
         .route("/networks/create", post(create_network))
@@ -409,6 +410,73 @@ async fn system_topology(State(d): D) -> ApiResult<Json<Topology>> {
     Ok(Json(d.topology().await?))
 }
 
+/// `POST /system/trace`: an `application/x-ndjson` stream of [`TraceEvent`]s: progress lines
+/// (and empty keep-alives) while the trace runs, then the journey or an error. Bad requests and
+/// unknown names are answered before the stream starts. A client that goes away ends the trace
+/// (its table is removed at the next keep-alive).
+async fn system_trace(State(d): D, body: Bytes) -> ApiResult<Response> {
+    let req: TraceRequest = parse_body(&body, "trace")?;
+    let spec = d.trace_spec(&req)?;
+    Ok(progress_stream(
+        8,
+        move |ptx| async move { d.trace(spec, ptx).await },
+        |p| TraceEvent {
+            progress: Some(p),
+            ..TraceEvent::default()
+        },
+        |res| match res {
+            Ok(j) => TraceEvent {
+                journey: serde_json::to_value(&j).ok(),
+                ..TraceEvent::default()
+            },
+            Err(e) => TraceEvent {
+                error: Some(e.message),
+                ..TraceEvent::default()
+            },
+        },
+    ))
+}
+
+/// An `application/x-ndjson` answer for long work: `work` gets a progress sender; each progress
+/// message becomes a line (`progress_line`), then the result (`result_line`). Once the client
+/// is gone, writing a line fails, the forwarder ends and with it the progress receiver: the
+/// work sees its sender closed and may stop.
+fn progress_stream<T, E, W, Fut>(
+    buffer: usize,
+    work: W,
+    progress_line: fn(String) -> E,
+    result_line: fn(ApiResult<T>) -> E,
+) -> Response
+where
+    T: Send + 'static,
+    E: Serialize + Send + 'static,
+    W: FnOnce(mpsc::Sender<String>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ApiResult<T>> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let (ptx, mut prx) = mpsc::channel::<String>(buffer);
+    fn line<E: Serialize>(e: &E) -> Bytes {
+        let mut v = serde_json::to_vec(e).unwrap_or_default();
+        v.push(b'\n');
+        Bytes::from(v)
+    }
+    tokio::spawn(async move {
+        let fwd_tx = tx.clone();
+        let forwarder = tokio::spawn(async move {
+            while let Some(p) = prx.recv().await {
+                if fwd_tx.send(line(&progress_line(p))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let res = work(ptx).await;
+        // Every progress sender is gone with the work: the forwarder ends after its last line.
+        let _ = forwarder.await;
+        let _ = tx.send(line(&result_line(res))).await;
+    });
+    stream_body(rx, "application/x-ndjson")
+}
+
 #[derive(Deserialize)]
 struct ExplainQuery {
     verify: Option<String>,
@@ -427,30 +495,14 @@ async fn explain(
     }
     // Unknown containers are a plain 404, before the stream starts.
     d.find_container(&id)?;
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let (ptx, mut prx) = mpsc::channel::<String>(64);
-    let line = |e: &ExplainEvent| {
-        let mut v = serde_json::to_vec(e).unwrap_or_default();
-        v.push(b'\n');
-        Bytes::from(v)
-    };
-    tokio::spawn(async move {
-        let fwd_tx = tx.clone();
-        let forwarder = tokio::spawn(async move {
-            while let Some(p) = prx.recv().await {
-                let ev = ExplainEvent {
-                    progress: Some(p),
-                    ..ExplainEvent::default()
-                };
-                if fwd_tx.send(line(&ev)).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let res = d.explain(&id, true, Some(ptx)).await;
-        // Every progress sender is gone with the call: the forwarder ends after its last line.
-        let _ = forwarder.await;
-        let ev = match res {
+    Ok(progress_stream(
+        64,
+        move |ptx| async move { d.explain(&id, true, Some(ptx)).await },
+        |p| ExplainEvent {
+            progress: Some(p),
+            ..ExplainEvent::default()
+        },
+        |res| match res {
             Ok(x) => ExplainEvent {
                 exposure: Some(x),
                 ..ExplainEvent::default()
@@ -459,10 +511,8 @@ async fn explain(
                 error: Some(e.message),
                 ..ExplainEvent::default()
             },
-        };
-        let _ = tx.send(line(&ev)).await;
-    });
-    Ok(stream_body(rx, "application/x-ndjson"))
+        },
+    ))
 }
 
 /// `GET /metrics`: Prometheus text format (the embedded DNS resolver's counters and latency).

@@ -27,6 +27,7 @@ mod runtime;
 mod security;
 mod sysinfo;
 mod topology;
+mod trace;
 mod wireguard;
 
 use std::path::PathBuf;

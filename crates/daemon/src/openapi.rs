@@ -19,6 +19,8 @@ fn system_check() {}
 fn cluster_nodes() {}
 #[utoipa::path(get, path = "/system/topology", responses((status = 200, body = Topology, description = "berth's own: networks, their devices, veths and containers as the kernel has them, beside the intent, drift marked")))]
 fn system_topology() {}
+#[utoipa::path(post, path = "/system/trace", request_body = TraceRequest, responses((status = 200, body = TraceEvent, description = "berth's own: an application/x-ndjson stream of TraceEvent lines: progress, then the journey of the traced flow through this host (from the kernel's nftables trace) or an error"), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
+fn system_trace() {}
 #[utoipa::path(get, path = "/containers/{id}/explain", params(("id" = String, Path), ("verify" = Option<bool>, Query, description = "also send real TCP probes; the answer is then an application/x-ndjson stream of ExplainEvent lines")), responses((status = 200, body = Exposure, description = "berth's own: who can reach the container, on which ports, from where, and where it can go"), (status = 404, body = ErrorResponse)))]
 fn explain() {}
 #[utoipa::path(get, path = "/networks", params(("filters" = Option<String>, Query, description = "Docker filters JSON: driver, id, name, label, scope, type, dangling")), responses((status = 200, body = [NetworkResource]), (status = 400, body = ErrorResponse)))]
@@ -84,6 +86,7 @@ fn inspect_exec() {}
         system_check,
         cluster_nodes,
         system_topology,
+        system_trace,
         explain,
         list_networks,
         inspect_network,

@@ -37,6 +37,8 @@ const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
 /// `CTA_TUPLE_ORIG` (nested).
 const CTA_TUPLE_ORIG: u16 = 1;
+/// `CTA_TUPLE_REPLY` (nested).
+const CTA_TUPLE_REPLY: u16 = 2;
 /// `CTA_ZONE` (be16).
 const CTA_ZONE: u16 = 18;
 /// In a tuple: `CTA_TUPLE_IP` (nested), `CTA_TUPLE_PROTO` (nested).
@@ -80,6 +82,8 @@ pub struct Tuple {
 struct Entry {
     family: u8,
     tuple: Tuple,
+    /// The reply tuple (what NAT made of the connection), when reported.
+    reply: Option<Tuple>,
     /// `CTA_TUPLE_ORIG` (and `CTA_ZONE` when present), bytes exactly as the kernel sent them.
     key_attrs: Vec<u8>,
 }
@@ -89,50 +93,9 @@ struct Entry {
 /// delete are not errors.
 pub fn delete_matching(matches: impl Fn(&Tuple) -> bool) -> Result<usize> {
     let op = "flushing conntrack entries";
-    let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| KernelError::netlink(op, e))?;
-    sock.bind_auto().map_err(|e| KernelError::netlink(op, e))?;
-    sock.connect(&SocketAddr::new(0, 0))
-        .map_err(|e| KernelError::netlink(op, e))?;
+    let (sock, doomed) = dump(op, |e| matches(&e.tuple))?;
     let mut seq = 1u32;
-    // AF_UNSPEC: every layer-3 family in one dump.
-    send(
-        &sock,
-        msg_type(CT_GET),
-        NLM_F_REQUEST | NLM_F_DUMP,
-        seq,
-        0,
-        &[],
-    )
-    .map_err(|e| KernelError::netlink(op, e))?;
-    let mut doomed = Vec::new();
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    'dump: loop {
-        buf.clear();
-        sock.recv(&mut buf, 0)
-            .map_err(|e| KernelError::netlink(op, e))?;
-        for (ty, payload) in messages(&buf) {
-            match ty {
-                NLMSG_DONE => break 'dump,
-                NLMSG_ERROR => {
-                    let code = error_code(payload);
-                    if code != 0 {
-                        return Err(KernelError::netlink(
-                            op,
-                            std::io::Error::from_raw_os_error(-code),
-                        ));
-                    }
-                }
-                t if t == msg_type(CT_NEW) => {
-                    if let Some(entry) = parse_entry(payload) {
-                        if matches(&entry.tuple) {
-                            doomed.push(entry);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
     let mut deleted = 0;
     for entry in doomed {
         seq = seq.wrapping_add(1);
@@ -167,6 +130,65 @@ pub fn delete_matching(matches: impl Fn(&Tuple) -> bool) -> Result<usize> {
     Ok(deleted)
 }
 
+/// The conntrack entries (in the calling thread's namespace) whose original tuple `matches`:
+/// (original tuple, reply tuple). The reply tuple shows NAT: a DNATed connection's reply comes
+/// from the translated destination.
+pub fn entries_matching(matches: impl Fn(&Tuple) -> bool) -> Result<Vec<(Tuple, Tuple)>> {
+    let (_, found) = dump("reading conntrack entries", |e| matches(&e.tuple))?;
+    Ok(found
+        .into_iter()
+        .filter_map(|e| Some((e.tuple, e.reply?)))
+        .collect())
+}
+
+/// One dump of the table: the socket (for follow-up requests) and the entries `keep` keeps.
+fn dump(op: &str, keep: impl Fn(&Entry) -> bool) -> Result<(Socket, Vec<Entry>)> {
+    let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| KernelError::netlink(op, e))?;
+    sock.bind_auto().map_err(|e| KernelError::netlink(op, e))?;
+    sock.connect(&SocketAddr::new(0, 0))
+        .map_err(|e| KernelError::netlink(op, e))?;
+    // AF_UNSPEC: every layer-3 family in one dump.
+    send(
+        &sock,
+        msg_type(CT_GET),
+        NLM_F_REQUEST | NLM_F_DUMP,
+        1,
+        0,
+        &[],
+    )
+    .map_err(|e| KernelError::netlink(op, e))?;
+    let mut found = Vec::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    'dump: loop {
+        buf.clear();
+        sock.recv(&mut buf, 0)
+            .map_err(|e| KernelError::netlink(op, e))?;
+        for (ty, payload) in messages(&buf) {
+            match ty {
+                NLMSG_DONE => break 'dump,
+                NLMSG_ERROR => {
+                    let code = error_code(payload);
+                    if code != 0 {
+                        return Err(KernelError::netlink(
+                            op,
+                            std::io::Error::from_raw_os_error(-code),
+                        ));
+                    }
+                }
+                t if t == msg_type(CT_NEW) => {
+                    if let Some(entry) = parse_entry(payload) {
+                        if keep(&entry) {
+                            found.push(entry);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok((sock, found))
+}
+
 /// `(NFNL_SUBSYS_CTNETLINK << 8) | msg`.
 fn msg_type(msg: u16) -> u16 {
     (SUBSYS_CTNETLINK << 8) | msg
@@ -194,7 +216,7 @@ fn send(
 }
 
 /// The netlink messages of one datagram: (type, payload after the 16-byte header).
-fn messages(buf: &[u8]) -> Vec<(u16, &[u8])> {
+pub(crate) fn messages(buf: &[u8]) -> Vec<(u16, &[u8])> {
     let mut out = Vec::new();
     let mut off = 0;
     while off + 16 <= buf.len() {
@@ -218,7 +240,7 @@ fn error_code(payload: &[u8]) -> i32 {
 }
 
 /// Netlink attributes of `buf`: (type without flag bits, payload, the whole attribute).
-fn attrs(buf: &[u8]) -> Vec<(u16, &[u8], &[u8])> {
+pub(crate) fn attrs(buf: &[u8]) -> Vec<(u16, &[u8], &[u8])> {
     let mut out = Vec::new();
     let mut off = 0;
     while off + 4 <= buf.len() {
@@ -237,6 +259,7 @@ fn attrs(buf: &[u8]) -> Vec<(u16, &[u8], &[u8])> {
 fn parse_entry(payload: &[u8]) -> Option<Entry> {
     let family = *payload.first()?;
     let mut tuple = None;
+    let mut reply = None;
     let mut key_attrs = Vec::new();
     for (ty, value, whole) in attrs(payload.get(4..)?) {
         match ty {
@@ -246,6 +269,7 @@ fn parse_entry(payload: &[u8]) -> Option<Entry> {
                 // Keep the 4-byte alignment netlink requires between attributes.
                 key_attrs.resize((key_attrs.len() + 3) & !3, 0);
             }
+            CTA_TUPLE_REPLY => reply = parse_tuple(value),
             CTA_ZONE => {
                 key_attrs.extend_from_slice(whole);
                 key_attrs.resize((key_attrs.len() + 3) & !3, 0);
@@ -256,6 +280,7 @@ fn parse_entry(payload: &[u8]) -> Option<Entry> {
     Some(Entry {
         family,
         tuple: tuple?,
+        reply,
         key_attrs,
     })
 }

@@ -26,4 +26,5 @@ mod seccomp_table;
 pub mod sublink;
 pub mod sys;
 pub mod sysctl;
+pub mod trace;
 pub mod vxlan;

@@ -85,7 +85,7 @@ pub struct Monitor {
     buf: Vec<u8>,
 }
 
-fn subscribed(protocol: isize, groups: &[u32], what: &str) -> Result<Socket> {
+pub(crate) fn subscribed(protocol: isize, groups: &[u32], what: &str) -> Result<Socket> {
     let op = || format!("subscribing to {what} notifications");
     let mut sock = Socket::new(protocol).map_err(|e| KernelError::netlink(op(), e))?;
     sock.bind_auto()
@@ -100,7 +100,7 @@ fn subscribed(protocol: isize, groups: &[u32], what: &str) -> Result<Socket> {
 }
 
 impl Monitor {
-    fn wrap(sock: Socket, what: &str) -> Result<Monitor> {
+    pub(crate) fn wrap(sock: Socket, what: &str) -> Result<Monitor> {
         // `AsyncFd::new` is deprecated for values that merely borrow an fd; here the AsyncFd
         // owns the socket and with it the fd, so no one else can close or reuse it while it is
         // registered (the soundness concern of tokio#8587). The replacement is `unsafe`.
@@ -111,6 +111,34 @@ impl Monitor {
             fd,
             buf: Vec::with_capacity(64 * 1024),
         })
+    }
+
+    /// Waits for datagrams, then returns every one queued, raw, and whether the kernel dropped
+    /// some (`ENOBUFS`: the socket's buffer overran).
+    pub(crate) async fn datagrams(&mut self) -> Result<(Vec<Vec<u8>>, bool)> {
+        loop {
+            let (mut out, mut lost) = (Vec::new(), false);
+            let mut guard = self
+                .fd
+                .readable()
+                .await
+                .map_err(|e| KernelError::io("waiting for netlink messages", e))?;
+            loop {
+                self.buf.clear();
+                match guard.get_inner().recv(&mut self.buf, 0) {
+                    Ok(_) => out.push(self.buf.clone()),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        guard.clear_ready();
+                        break;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => lost = true,
+                    Err(e) => return Err(KernelError::io("reading netlink messages", e)),
+                }
+            }
+            if !out.is_empty() || lost {
+                return Ok((out, lost));
+            }
+        }
     }
 
     /// Links and addresses of the caller's namespace (berthd's). Must run inside the runtime.
@@ -154,23 +182,14 @@ impl Monitor {
     /// and the committer is unknown.
     pub async fn next_commits(&mut self) -> Result<Vec<Option<u32>>> {
         loop {
-            let mut out = Vec::new();
-            let mut guard = self
-                .fd
-                .readable()
-                .await
-                .map_err(|e| KernelError::io("waiting for nftables notifications", e))?;
-            loop {
-                self.buf.clear();
-                match guard.get_inner().recv(&mut self.buf, 0) {
-                    Ok(_) => out.extend(newgen_pids(&self.buf).into_iter().map(Some)),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        guard.clear_ready();
-                        break;
-                    }
-                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => out.push(None),
-                    Err(e) => return Err(KernelError::io("reading nftables notifications", e)),
-                }
+            let (grams, lost) = self.datagrams().await?;
+            let mut out: Vec<Option<u32>> = grams
+                .iter()
+                .flat_map(|g| newgen_pids(g))
+                .map(Some)
+                .collect();
+            if lost {
+                out.push(None);
             }
             if !out.is_empty() {
                 return Ok(out);

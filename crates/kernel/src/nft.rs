@@ -157,6 +157,26 @@ pub fn list_ruleset_json(netns: Option<&Path>) -> Result<serde_json::Value> {
     parse_json(&out.stdout, &op)
 }
 
+/// `nft -j list tables` parsed: every table's family and name.
+pub fn list_tables_json(netns: Option<&Path>) -> Result<serde_json::Value> {
+    let op = format!("listing nftables tables{}", in_ns(netns));
+    let out = run(command(netns, &["-j", "list", "tables"]), None, &op)?;
+    if !out.status.success() {
+        return Err(failed(op, &out));
+    }
+    parse_json(&out.stdout, &op)
+}
+
+/// `nft -a list ruleset`: the whole rule set as text, every rule with its handle.
+pub fn list_ruleset_text(netns: Option<&Path>) -> Result<String> {
+    let op = format!("listing nftables ruleset{}", in_ns(netns));
+    let out = run(command(netns, &["-a", "list", "ruleset"]), None, &op)?;
+    if !out.status.success() {
+        return Err(failed(op, &out));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// nft's JSON output, with an error naming the listing.
 fn parse_json(stdout: &[u8], op: &str) -> Result<serde_json::Value> {
     serde_json::from_slice(stdout)

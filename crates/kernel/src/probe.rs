@@ -94,6 +94,76 @@ pub async fn tcp_probe(netns: Option<PathBuf>, dst: SocketAddr, timeout: Duratio
     }
 }
 
+/// A probe whose source port is known before anything is sent (`berth trace` marks exactly that
+/// flow): binds a socket (to `src` if given), reports its port on `port`, waits for `go`, then
+/// connects (TCP) or sends one datagram and waits for an answer (UDP), bounded by `timeout`.
+/// Runs in the calling thread's namespace; blocking.
+pub fn staged(
+    udp: bool,
+    src: Option<IpAddr>,
+    dst: SocketAddr,
+    timeout: Duration,
+    port: tokio::sync::oneshot::Sender<std::result::Result<u16, String>>,
+    go: std::sync::mpsc::Receiver<()>,
+) -> Outcome {
+    let domain = if dst.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let (ty, proto) = if udp {
+        (Type::DGRAM, Protocol::UDP)
+    } else {
+        (Type::STREAM, Protocol::TCP)
+    };
+    let bound = Socket::new(domain, ty, Some(proto)).and_then(|s| {
+        let any = if dst.is_ipv4() {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        };
+        s.bind(&SockAddr::from(SocketAddr::new(src.unwrap_or(any), 0)))?;
+        let p = s
+            .local_addr()?
+            .as_socket()
+            .map(|a| a.port())
+            .unwrap_or_default();
+        Ok((s, p))
+    });
+    let sock = match bound {
+        Ok((s, p)) => {
+            let _ = port.send(Ok(p));
+            s
+        }
+        Err(e) => {
+            let msg = format!("binding the probe's socket: {e}");
+            let _ = port.send(Err(msg.clone()));
+            return Outcome::Error(msg);
+        }
+    };
+    if go.recv().is_err() {
+        return Outcome::Error("cancelled".into());
+    }
+    if !udp {
+        return match sock.connect_timeout(&SockAddr::from(dst), timeout) {
+            Ok(()) => Outcome::Connected,
+            Err(e) => classify(&e),
+        };
+    }
+    let sent = sock
+        .connect(&SockAddr::from(dst))
+        .and_then(|()| sock.set_read_timeout(Some(timeout)))
+        .and_then(|()| sock.send(b"berth trace probe\n"));
+    if let Err(e) = sent {
+        return classify(&e);
+    }
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 512];
+    match sock.recv(&mut buf) {
+        Ok(_) => Outcome::Connected,
+        Err(e) => classify(&e),
+    }
+}
+
 /// The TCP sockets listening in the network namespace of process `pid` (its
 /// `/proc/PID/net/tcp` and `tcp6`, which show the namespace of that process).
 pub fn listening_tcp(pid: i32) -> Result<Vec<SocketAddr>> {

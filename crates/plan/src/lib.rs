@@ -22,5 +22,6 @@ pub mod ports;
 pub mod security;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod trace;
 pub mod until;
 pub mod wireguard;

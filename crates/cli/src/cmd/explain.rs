@@ -8,7 +8,7 @@ use berth_api::types::{ExplainEvent, Exposure, ExposureFlow};
 use clap::Args as ClapArgs;
 use std::fmt::Write as _;
 
-use crate::cmd::obj_path;
+use crate::cmd::{obj_path, read_ndjson};
 use crate::format::out;
 
 /// `berth explain` flags.
@@ -29,16 +29,13 @@ pub struct Args {
 pub async fn run(client: &Client, a: Args) -> Result<i32> {
     let path = obj_path("containers", &a.container, "/explain");
     let x: Exposure = if a.verify {
-        let mut stream = client
-            .request_stream(Method::GET, &format!("{path}?verify=1"), NO_BODY)
-            .await?;
-        let mut buf: Vec<u8> = Vec::new();
         let mut report = None;
-        while let Some(chunk) = stream.next().await {
-            buf.extend_from_slice(&chunk?);
-            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=i).collect();
-                let ev: ExplainEvent = serde_json::from_slice(&line)?;
+        read_ndjson(
+            client,
+            Method::GET,
+            &format!("{path}?verify=1"),
+            NO_BODY,
+            |ev: ExplainEvent| {
                 if let Some(p) = ev.progress {
                     eprintln!("probe {p}");
                 }
@@ -48,8 +45,10 @@ pub async fn run(client: &Client, a: Args) -> Result<i32> {
                 if let Some(x) = ev.exposure {
                     report = Some(x);
                 }
-            }
-        }
+                Ok(())
+            },
+        )
+        .await?;
         match report {
             Some(x) => x,
             None => bail!("berthd ended the verification without a report (see its log)"),

@@ -23,6 +23,7 @@ pub mod run;
 pub mod stop;
 pub mod system;
 pub mod topology;
+pub mod trace;
 pub mod version;
 
 use anyhow::Result;
@@ -69,4 +70,29 @@ pub fn env_entry(spec: &str) -> Option<String> {
 /// An exit code from a 64-bit status (`WaitResponse`, `ExecInspect`).
 pub fn exit_code(status: i64) -> i32 {
     i32::try_from(status.rem_euclid(256)).unwrap_or(1)
+}
+
+/// Reads an `application/x-ndjson` answer line by line, handing each parsed line to `each`
+/// (which returns `Err` to stop, e.g. on an error line).
+pub async fn read_ndjson<T, B>(
+    client: &Client,
+    method: Method,
+    path: &str,
+    body: Option<&B>,
+    mut each: impl FnMut(T) -> Result<()>,
+) -> Result<()>
+where
+    T: serde::de::DeserializeOwned,
+    B: serde::Serialize + ?Sized,
+{
+    let mut stream = client.request_stream(method, path, body).await?;
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        buf.extend_from_slice(&chunk?);
+        while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=i).collect();
+            each(serde_json::from_slice(&line)?)?;
+        }
+    }
+    Ok(())
 }
