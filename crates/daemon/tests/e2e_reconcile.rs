@@ -475,7 +475,10 @@ impl Drift {
         }
         let ms = t0.elapsed().as_millis();
         eprintln!("repair {kind}: {ms} ms");
-        assert!(ms <= 1000, "repair {kind}: took {ms} ms (> 1000 ms)");
+        // Event-driven, not the 10 s periodic check: a bound well under that interval. The
+        // speed itself (typically tens of ms) is a benchmark figure, not a test assertion: at a
+        // load average of 7 on 2 cores this took 1.0–1.2 s once.
+        assert!(ms <= 3000, "repair {kind}: took {ms} ms (> 3 s: not driven by the kernel's notification?)");
 
         for (name, p) in self.probes() {
             if let Err(e) = p(self) {
