@@ -1190,3 +1190,55 @@ fn dns_by_name_inside_macvlan_containers() {
     w.berth_ok(&["stop", "-t", "1", "other"]);
     wait_thread_gone(&w, &thread);
 }
+
+/// Proves `--mac-address` on a macvlan network: the container's link carries the requested
+/// MAC, inspect shows it, the LAN machine reaches the container and learns that MAC, and a
+/// second container asking for the same MAC on the network is refused (409, naming the holder).
+#[test]
+fn requested_mac_address_on_macvlan() {
+    require_root!();
+    let w = World::new();
+    let lan = Lan::new(&w);
+    create_lan(&w, "lan", &[]);
+    let mac = "02:aa:bb:cc:dd:01";
+    w.run_server(
+        "nas",
+        &[
+            "--network",
+            "lan",
+            "--ip",
+            "192.168.77.205",
+            "--mac-address",
+            mac,
+        ],
+        8080,
+    );
+    w.wait_container_port("nas", 8080);
+    assert_eq!(mac_of(&w, "nas", "lan"), mac);
+    let link = w.exec_ok("nas", &["ip", "-d", "link", "show", "eth0"]);
+    assert!(link.contains(mac) && link.contains("macvlan"), "{link}");
+    assert_eq!(machine_reaches(&w, &lan, "192.168.77.205", 8080), MACHINE);
+    let neigh = w.ns_exec_ok(&lan.machine, &["ip", "neigh", "show", "192.168.77.205"]);
+    assert!(
+        neigh.contains(mac),
+        "the LAN machine's neighbour entry: {neigh}"
+    );
+    let o = w.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "twin",
+        "--network",
+        "lan",
+        "--mac-address",
+        mac,
+        "sleep",
+        "60",
+    ]);
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(
+        stderr(&o).contains("already used by container \"nas\""),
+        "{}",
+        show(&o)
+    );
+}
