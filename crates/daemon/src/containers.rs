@@ -219,6 +219,7 @@ impl Daemon {
         failpoint::boundary("publish ports");
         let started = self.runtime.start(self, &c).await;
         if started.is_err() {
+            self.dns.unpin(&c.id);
             self.dns_refresh();
             crate::ports::unpublish(self, &c).await;
         }
@@ -235,6 +236,8 @@ impl Daemon {
         self.store.apply(ops)?;
         failpoint::boundary("store running state");
         self.exit_channel(&c.id).send_replace(None);
+        // Recorded as running: its in-namespace resolver (if any) now follows the state.
+        self.dns.unpin(&c.id);
         self.dns_refresh();
         // Reachable from the other hosts of its overlay networks once `run` returns.
         self.cluster_publish();

@@ -363,21 +363,37 @@ impl Daemon {
 
     /// [`Daemon::dns_refresh`], counting container `starting` as running.
     pub(crate) fn dns_refresh_with(&self, starting: Option<&str>) {
-        let build = || -> ApiResult<berth_plan::dns::Table> {
+        // The table, and where the running containers that need a resolver inside their own
+        // namespace (macvlan/ipvlan networks only) have it.
+        let build = || -> ApiResult<(berth_plan::dns::Table, Vec<(String, PathBuf)>)> {
             let nets = self.networks()?;
             let mut containers = Vec::new();
+            let mut pids = HashMap::new();
             for c in self.containers()? {
-                let running = starting == Some(c.id.as_str())
-                    || self.state(&c.id)?.status == berth_plan::model::Status::Running;
-                containers.push((c, running));
+                let st = self.state(&c.id)?;
+                let is_running = st.status == berth_plan::model::Status::Running;
+                if is_running && st.pid > 0 {
+                    pids.insert(c.id.clone(), st.pid);
+                }
+                containers.push((c.clone(), starting == Some(c.id.as_str()) || is_running));
             }
             // Containers of other hosts on the shared overlay networks.
             containers.extend(self.remote_dns_containers());
-            Ok(berth_plan::dns::Table::build(&nets, &containers))
+            let table = berth_plan::dns::Table::build(&nets, &containers);
+            let local = table
+                .local()
+                .iter()
+                .filter_map(|id| {
+                    let pid = pids.get(id)?;
+                    Some((id.clone(), PathBuf::from(format!("/proc/{pid}/ns/net"))))
+                })
+                .collect();
+            Ok((table, local))
         };
         match build() {
-            Ok(table) => {
+            Ok((table, local)) => {
                 self.dns.update(table);
+                self.dns.sync_local(&local);
             }
             // The previous table stays: better slightly old answers than none.
             Err(e) => tracing::warn!("embedded DNS: reading the store: {}", e.message),

@@ -1,9 +1,20 @@
 //! berth's embedded DNS resolver: the sockets around [`berth_plan::dns`].
 //!
-//! One UDP and one TCP socket on port 53 of each DNS-enabled network's gateway addresses (never
-//! a wildcard address: the resolver must not be reachable from the LAN). Sockets are opened when
-//! a network appears and closed when it goes; container changes only swap the immutable
-//! [`Table`] (an `ArcSwap`), so no query is ever dropped or answered from half a table.
+//! One UDP and one TCP socket on port 53 of each DNS-enabled bridge network's gateway addresses
+//! (never a wildcard address: the resolver must not be reachable from the LAN). Sockets are
+//! opened when a network appears and closed when it goes; container changes only swap the
+//! immutable [`Table`] (an `ArcSwap`), so no query is ever dropped or answered from half a table.
+//!
+//! Containers on macvlan and ipvlan networks only (whose gateway is the LAN's router) get one
+//! UDP and one TCP socket on [`plan::LOCAL_RESOLVER`]`:53` created inside their own network
+//! namespace (on a short-lived thread that `setns`es there; the sockets stay in that namespace
+//! and are served here like the others). The start path opens them before the container's
+//! command runs, so a process in the container cannot take the port first: the UDP socket has
+//! no `SO_REUSEADDR`/`SO_REUSEPORT` (nothing can share it), and a listening TCP socket
+//! excludes any other bind of its port. They answer from the same table, the asker being the
+//! container whose namespace it is (its queries come from a loopback address), and are closed
+//! when it stops running or no longer needs them; a refresh opens them for running containers
+//! that need them and lack them (after `network connect`, or a restart of berthd).
 //!
 //! UDP is served by one OS thread per socket doing blocking `recv_from`/`send_to`: a local answer
 //! costs two system calls and no wake-up of another thread, which is what makes the resolver
@@ -20,7 +31,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -273,12 +284,22 @@ impl Drop for Listener {
     }
 }
 
+/// The resolver inside one container's namespace.
+struct LocalListener {
+    /// Open on behalf of a start not finished yet: kept even while the container is not
+    /// running (see [`DnsServer::open_local`]).
+    pinned: bool,
+    _listener: Listener,
+}
+
 /// The embedded resolver. Cheap to update: [`DnsServer::update`] swaps the table and opens or
 /// closes only the sockets of networks that appeared or went.
 pub struct DnsServer {
     shared: Arc<Shared>,
     port: u16,
     listeners: Mutex<HashMap<IpAddr, Listener>>,
+    /// In-namespace listeners by container id.
+    local: Mutex<HashMap<String, LocalListener>>,
 }
 
 impl DnsServer {
@@ -296,6 +317,7 @@ impl DnsServer {
             }),
             port: PORT,
             listeners: Mutex::new(HashMap::new()),
+            local: Mutex::new(HashMap::new()),
         }
     }
 
@@ -342,19 +364,136 @@ impl DnsServer {
     }
 
     fn open(&self, addr: SocketAddr) -> io::Result<Listener> {
-        let udp = Arc::new(bind_udp(addr)?);
+        let udp = bind_udp(addr)?;
         let tcp = bind_tcp(addr)?;
+        self.serve(udp, tcp, None, format!("dns-{addr}"))
+    }
+
+    /// Serves bound sockets: a UDP thread and a TCP accept task. `owner`: the container whose
+    /// namespace they are in (it is the asker of every query), `None` for a gateway listener
+    /// (the source address tells the asker).
+    fn serve(
+        &self,
+        udp: UdpSocket,
+        tcp: std::net::TcpListener,
+        owner: Option<Arc<str>>,
+        thread_name: String,
+    ) -> io::Result<Listener> {
+        let udp = Arc::new(udp);
         let tcp = tokio::net::TcpListener::from_std(tcp)?;
         let stop = Arc::new(AtomicBool::new(false));
         let rt = tokio::runtime::Handle::current();
         {
             let (udp, shared, stop, rt) = (udp.clone(), self.shared.clone(), stop.clone(), rt);
+            let owner = owner.clone();
             std::thread::Builder::new()
-                .name(format!("dns-{addr}"))
-                .spawn(move || udp_loop(&udp, &shared, &stop, &rt))?;
+                .name(thread_name)
+                .spawn(move || udp_loop(&udp, &shared, &stop, &rt, owner.as_deref()))?;
         }
-        let tcp = tokio::spawn(tcp_accept_loop(tcp, self.shared.clone()));
+        let tcp = tokio::spawn(tcp_accept_loop(tcp, self.shared.clone(), owner));
         Ok(Listener { stop, udp, tcp })
+    }
+
+    /// Opens the resolver on [`plan::LOCAL_RESOLVER`]`:53` inside the network namespace at
+    /// `netns` for container `id` (nothing to do when it is open already). The start path
+    /// calls it before the container's command runs, with `pinned`: the listener then stays
+    /// while the container is not yet recorded as running, until [`DnsServer::unpin`].
+    pub fn open_local(&self, id: &str, netns: &Path, pinned: bool) -> Result<(), String> {
+        let mut local = match self.local.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(l) = local.get_mut(id) {
+            l.pinned |= pinned;
+            return Ok(());
+        }
+        let addr = SocketAddr::new(IpAddr::V4(plan::LOCAL_RESOLVER), self.port);
+        let fail = |e: &dyn std::fmt::Display| {
+            format!(
+                "opening berth's resolver on {addr} inside the container's network namespace: \
+                 {e}"
+            )
+        };
+        let (udp, tcp) = berth_kernel::netns::run_in_netns(netns, move || {
+            Ok::<_, io::Error>((bind_local_udp(addr)?, bind_local_tcp(addr)?))
+        })
+        .map_err(|e| fail(&e))?
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::AddrInUse {
+                fail(&format!(
+                    "{e}: a process in the container holds the port; restart the container \
+                     so berth opens it before the container's command runs"
+                ))
+            } else {
+                fail(&e)
+            }
+        })?;
+        let short = berth_plan::names::short_id(id).to_string();
+        let listener = self
+            .serve(udp, tcp, Some(Arc::from(id)), format!("dns-{short}"))
+            .map_err(|e| fail(&e))?;
+        tracing::debug!(container = %short, "embedded DNS: listening inside the container");
+        local.insert(
+            id.to_string(),
+            LocalListener {
+                pinned,
+                _listener: listener,
+            },
+        );
+        Ok(())
+    }
+
+    /// The start of container `id` is over (recorded as running, or failed): its in-namespace
+    /// listener now lives or goes with [`DnsServer::sync_local`] like any other.
+    pub fn unpin(&self, id: &str) {
+        if let Ok(mut local) = self.local.lock() {
+            if let Some(l) = local.get_mut(id) {
+                l.pinned = false;
+            }
+        }
+    }
+
+    /// Makes the in-namespace listeners match `want` (container id → a path to its network
+    /// namespace): closes those of containers not in it (stopped, removed, or no longer on a
+    /// macvlan/ipvlan network only) unless pinned, and opens the missing ones. Returns one
+    /// message per listener it could not open (tried again on the next refresh).
+    pub fn sync_local(&self, want: &[(String, std::path::PathBuf)]) -> Vec<String> {
+        {
+            let mut local = match self.local.lock() {
+                Ok(l) => l,
+                Err(p) => p.into_inner(),
+            };
+            local.retain(|id, l| {
+                let keep = l.pinned || want.iter().any(|(w, _)| w == id);
+                if !keep {
+                    tracing::debug!(
+                        container = %berth_plan::names::short_id(id),
+                        "embedded DNS: closing the listener inside the container"
+                    );
+                }
+                keep
+            });
+        }
+        let mut problems = Vec::new();
+        for (id, ns) in want {
+            let open = self
+                .local
+                .lock()
+                .map(|l| l.contains_key(id))
+                .unwrap_or(true);
+            if open {
+                continue;
+            }
+            if let Err(e) = self.open_local(id, ns, false) {
+                let msg = format!(
+                    "container {}: {e}; it cannot resolve container names until berth can",
+                    berth_plan::names::short_id(id)
+                );
+                tracing::warn!("{msg}");
+                problems.push(msg);
+            }
+        }
+        problems
     }
 
     /// Counters and latencies for `GET /info`.
@@ -479,6 +618,28 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
+/// The in-namespace UDP socket: deliberately without `SO_REUSEADDR` or `SO_REUSEPORT`, so no
+/// process in the container can bind the same address and port (or the wildcard address on
+/// that port) and receive the queries instead.
+fn bind_local_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    s.bind(&addr.into())?;
+    s.set_read_timeout(Some(UDP_WAKE))?;
+    Ok(s.into())
+}
+
+/// The in-namespace TCP socket. `SO_REUSEADDR` only lets a restarted berthd bind again past
+/// connections of the previous one in TIME-WAIT: Linux refuses every other bind of a port
+/// that has a listening socket, with or without the option.
+fn bind_local_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(128)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
 fn prepare(s: &Socket, addr: SocketAddr) -> io::Result<()> {
     // A network removed and re-created at once may find its old socket not yet closed.
     s.set_reuse_address(true)?;
@@ -499,6 +660,7 @@ fn udp_loop(
     shared: &Arc<Shared>,
     stop: &AtomicBool,
     rt: &tokio::runtime::Handle,
+    owner: Option<&str>,
 ) {
     // Whole datagrams, so an oversized query is seen (and judged) as it is.
     let mut buf = vec![0u8; 65535];
@@ -544,7 +706,11 @@ fn udp_loop(
         let msg = &buf[..n];
         shared.stats.queries.inc();
         let table = shared.table.load();
-        let action = plan::handle(&table, peer.ip(), msg, Transport::Udp, rotate, &mut out);
+        let asker = match owner {
+            Some(id) => table.asker_by_id(id),
+            None => table.asker(peer.ip()),
+        };
+        let action = plan::handle_as(&table, asker, msg, Transport::Udp, rotate, &mut out);
         match action {
             Action::Answered { .. } | Action::Error(_) => {
                 if let Err(e) = sock.send_to(&out, peer) {
@@ -874,7 +1040,11 @@ async fn exchange_tcp(server: SocketAddr, query: &[u8]) -> io::Result<Vec<u8>> {
 
 // ---------------------------------------------------------------------------------- TCP path
 
-async fn tcp_accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+async fn tcp_accept_loop(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    owner: Option<Arc<str>>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -889,14 +1059,20 @@ async fn tcp_accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>)
             continue;
         };
         let shared = shared.clone();
+        let owner = owner.clone();
         tokio::spawn(async move {
-            serve_tcp(stream, peer, &shared).await;
+            serve_tcp(stream, peer, owner.as_deref(), &shared).await;
             drop(permit);
         });
     }
 }
 
-async fn serve_tcp(mut stream: tokio::net::TcpStream, peer: SocketAddr, shared: &Shared) {
+async fn serve_tcp(
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    owner: Option<&str>,
+    shared: &Shared,
+) {
     let _ = stream.set_nodelay(true);
     let mut out = Vec::new();
     loop {
@@ -919,7 +1095,11 @@ async fn serve_tcp(mut stream: tokio::net::TcpStream, peer: SocketAddr, shared: 
         shared.stats.tcp.inc();
         let rotate = shared.rotate.fetch_add(1, Ordering::Relaxed);
         let table = shared.table.load_full();
-        let action = plan::handle(&table, peer.ip(), &msg, Transport::Tcp, rotate, &mut out);
+        let asker = match owner {
+            Some(id) => table.asker_by_id(id),
+            None => table.asker(peer.ip()),
+        };
+        let action = plan::handle_as(&table, asker, &msg, Transport::Tcp, rotate, &mut out);
         shared.stats.count_local(&action, t0);
         let answer = match action {
             Action::Answered { .. } | Action::Error(_) => std::mem::take(&mut out),

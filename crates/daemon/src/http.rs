@@ -1075,7 +1075,11 @@ fn endpoint_settings(
                 ipv6_gateway: gw6.map(|g| g.to_string()).unwrap_or_default(),
                 global_ipv6_address: v6.map(|a| a.addr().to_string()).unwrap_or_default(),
                 global_ipv6_prefix_len: v6.map(|a| a.prefix_len()).unwrap_or(0),
-                dns_names: if n.dns { Some(dns_names) } else { None },
+                dns_names: if berth_plan::dns::serves(n) {
+                    Some(dns_names)
+                } else {
+                    None
+                },
             },
         );
     }

@@ -376,6 +376,9 @@ impl Daemon {
                 }
                 return Err(e);
             }
+            // The resolver first (a macvlan network may give it one inside its namespace),
+            // then the resolv.conf that names it.
+            self.dns_refresh();
             if let Err(e) = self.runtime.write_files(self, &c).await {
                 tracing::warn!(container = %c.name, "rewriting /etc files: {}", e.message);
             }

@@ -179,6 +179,26 @@ impl Runtime {
                     message: format!("connecting container {:?}: {}", c.name, e.message),
                 });
             }
+            // Its resolver inside the namespace (macvlan/ipvlan networks only), before its
+            // command runs: nothing in the container can hold 127.0.0.11:53 first.
+            let needs = d
+                .networks()
+                .map(|nets| berth_plan::dns::needs_local_resolver(c, &nets));
+            let opened = match needs {
+                Ok(true) => d
+                    .dns
+                    .open_local(&c.id, ns, true)
+                    .map_err(ApiError::internal),
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = opened {
+                self.abandon_start(d, c).await;
+                return Err(ApiError {
+                    status: e.status,
+                    message: format!("starting container {:?}: {}", c.name, e.message),
+                });
+            }
         }
 
         let rollback = |plumbed: bool| {

@@ -949,3 +949,296 @@ fn bench_macvlan_setup() {
         median(run_none.clone())
     );
 }
+
+/// `hostile.py`: tries to take berth's resolver port inside its own namespace, the ways a
+/// process with default capabilities could (UDP and TCP on 127.0.0.11:53 with SO_REUSEADDR and
+/// SO_REUSEPORT, the wildcard address on port 53), and, as a control, port 53 of another
+/// loopback address (which must work: the process may bind port 53 at all). Prints one line
+/// per attempt: `NAME ok` or `NAME errno`.
+const HOSTILE_PY: &str = r#"
+import socket
+def attempt(name, kind, addr):
+    s = socket.socket(socket.AF_INET, kind)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        s.bind((addr, 53))
+        if kind == socket.SOCK_STREAM:
+            s.listen(1)
+        print(name, "ok")
+    except OSError as e:
+        print(name, e.errno)
+attempt("udp-11", socket.SOCK_DGRAM, "127.0.0.11")
+attempt("tcp-11", socket.SOCK_STREAM, "127.0.0.11")
+attempt("udp-any", socket.SOCK_DGRAM, "0.0.0.0")
+attempt("tcp-any", socket.SOCK_STREAM, "0.0.0.0")
+attempt("udp-12", socket.SOCK_DGRAM, "127.0.0.12")
+"#;
+
+/// A world with a LAN whose berthd forwards to a fake upstream on 127.0.0.53 in its own
+/// namespace (answering `outside.test`), never to the machine's resolvers.
+fn dns_world() -> (World, Lan, Vec<String>) {
+    let w = World::new();
+    let lan = Lan::new(&w);
+    for (name, text) in [
+        ("dnsq.py", common::dns::DNSQ_PY),
+        ("fakedns.py", common::dns::FAKEDNS_PY),
+        ("hostile.py", HOSTILE_PY),
+    ] {
+        std::fs::write(w.dir.join(name), text).expect("write helper");
+    }
+    let fake = w.helper("fakedns.py");
+    w.spawn_in(
+        &w.host_ns,
+        &["python3", &fake, "127.0.0.53", "outside.test=192.0.2.7"],
+    );
+    w.wait_port(&w.host_ns, "127.0.0.53", 53);
+    let resolv = w.dir.join("host-resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.53\n").expect("write resolv.conf");
+    let args = vec!["--resolv-conf".to_string(), resolv.display().to_string()];
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    w.try_restart_daemon_full(false, &a, &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    (w, lan, args)
+}
+
+/// `dnsq.py` from container `from` through its resolv.conf's nameserver: (rcode, answers).
+fn dnsq(w: &World, from: &str, name: &str, tcp: bool) -> (String, Vec<String>) {
+    let helper = w.helper("dnsq.py");
+    let mut cmd = vec!["python3", helper.as_str(), "-", name, "A"];
+    if tcp {
+        cmd.push("--tcp");
+    }
+    let out = w.exec_ok(from, &cmd);
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("dnsq {out:?}: {e}"));
+    assert_eq!(v["server"], "127.0.0.11", "{from} asks 127.0.0.11: {v}");
+    let answers = v["answers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    (v["rcode"].as_str().unwrap_or("").to_string(), answers)
+}
+
+/// The A answers libc gives container `from` for `name` (empty when it does not resolve).
+fn getent(w: &World, from: &str, name: &str) -> String {
+    stdout(&w.exec(from, &["getent", "ahostsv4", name]))
+}
+
+/// The names of berthd's threads (its UDP resolver threads are `dns-<short id>`).
+fn daemon_threads(w: &World) -> Vec<String> {
+    let pid = w.daemon_pid().expect("berthd runs");
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+                .map(|s| s.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (≤ 10 s) until berthd has no thread named `name` (a closed listener's UDP thread
+/// ends right after it is woken).
+fn wait_thread_gone(w: &World, name: &str) {
+    let start = Instant::now();
+    while daemon_threads(w).iter().any(|t| t == name) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "berthd's thread {name} is still there after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn short_id(w: &World, name: &str) -> String {
+    w.inspect(name)["Id"].as_str().unwrap_or("")[..12].to_string()
+}
+
+/// Proves DNS on macvlan networks (berth's resolver at 127.0.0.11 inside each container's own
+/// namespace): containers resolve each other by name, alias and `NAME.NETWORK` over UDP and TCP
+/// and through libc, and talk by name; names of a network the asker is not on do not resolve
+/// (forwarded: the fake upstream says NXDOMAIN) while external names are forwarded; a removed
+/// container stops resolving and its listener goes; a container with default capabilities
+/// cannot take 127.0.0.11:53 (nor the wildcard port 53), although it may bind port 53
+/// elsewhere, and names keep resolving; after berthd is SIGKILLed and restarted, adopted
+/// containers resolve again; `network connect` to the macvlan network gives a bridge container
+/// the macvlan names through its bridge resolver, and once it leaves the bridge network its
+/// resolv.conf names 127.0.0.11 and the listener berth opened in its running namespace answers.
+#[test]
+fn dns_by_name_inside_macvlan_containers() {
+    require_root!();
+    let (w, _lan, args) = dns_world();
+    create_lan(&w, "lan", &[]);
+    w.berth_ok(&["network", "create", "--subnet", "10.9.0.0/24", "back"]);
+    w.run_server(
+        "printer",
+        &[
+            "--network",
+            "lan",
+            "--ip",
+            "192.168.77.200",
+            "--network-alias",
+            "prn",
+        ],
+        8080,
+    );
+    w.run_server("asker", &["--network", "lan"], 8080);
+    w.run_server("other", &["--network", "back"], 8080);
+    w.wait_container_port("printer", 8080);
+    w.wait_container_port("asker", 8080);
+    w.wait_container_port("other", 8080);
+
+    let conf = w.exec_ok("asker", &["cat", "/etc/resolv.conf"]);
+    assert!(conf.contains("nameserver 127.0.0.11\n"), "{conf}");
+    assert!(!conf.contains("127.0.0.53"), "{conf}");
+    for name in ["printer", "PRN", "printer.lan"] {
+        for tcp in [false, true] {
+            assert_eq!(
+                dnsq(&w, "asker", name, tcp),
+                ("NOERROR".to_string(), vec!["192.168.77.200".to_string()]),
+                "{name} (tcp {tcp})"
+            );
+        }
+    }
+    assert!(getent(&w, "asker", "prn").contains("192.168.77.200"));
+    let asker_ip = w.ip_of("asker", "lan");
+    assert_eq!(
+        w.assert_reaches("printer", "asker", 8080).trim(),
+        "192.168.77.200"
+    );
+    assert_eq!(w.assert_reaches("asker", "prn", 8080).trim(), asker_ip);
+    // Another network's container: not local, forwarded, NXDOMAIN; external names forwarded.
+    assert_eq!(
+        dnsq(&w, "asker", "other", false),
+        ("NXDOMAIN".into(), vec![])
+    );
+    assert_eq!(getent(&w, "asker", "other"), "");
+    assert_eq!(
+        dnsq(&w, "asker", "outside.test", false),
+        ("NOERROR".into(), vec!["192.0.2.7".into()])
+    );
+
+    // A hostile process cannot take the port from berth (EADDRINUSE, 98), but may bind 53.
+    let out = w.exec_ok("asker", &["python3", &w.helper("hostile.py")]);
+    for line in [
+        "udp-11 98",
+        "tcp-11 98",
+        "udp-any 98",
+        "tcp-any 98",
+        "udp-12 ok",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} in {out}");
+    }
+    assert_eq!(
+        dnsq(&w, "asker", "printer", false).1,
+        vec!["192.168.77.200"]
+    );
+
+    // Removed: no longer resolves, and its listener is closed.
+    let short = short_id(&w, "printer");
+    let thread = format!("dns-{}", &short[..11]);
+    assert!(daemon_threads(&w).contains(&thread), "{thread}");
+    w.berth_ok(&["rm", "-f", "printer"]);
+    assert_eq!(
+        dnsq(&w, "asker", "printer", false),
+        ("NXDOMAIN".into(), vec![])
+    );
+    assert_eq!(getent(&w, "asker", "prn"), "");
+    wait_thread_gone(&w, &thread);
+
+    // berthd SIGKILLed and restarted: adopted containers get their listener back.
+    w.run_server(
+        "scanner",
+        &["--network", "lan", "--ip", "192.168.77.201"],
+        8080,
+    );
+    w.wait_container_port("scanner", 8080);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    w.try_restart_daemon_full(true, &a, &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        dnsq(&w, "asker", "scanner", false).1,
+        vec!["192.168.77.201"]
+    );
+    assert_eq!(dnsq(&w, "asker", "scanner", true).1, vec!["192.168.77.201"]);
+    assert!(getent(&w, "scanner", "asker").contains(&asker_ip));
+
+    // network connect: a bridge container keeps its bridge resolver, which now also knows
+    // the macvlan network's names; after it leaves the bridge, 127.0.0.11 in its namespace.
+    w.berth_ok(&["network", "connect", "--alias", "odd", "lan", "other"]);
+    let conf = w.exec_ok("other", &["cat", "/etc/resolv.conf"]);
+    assert!(conf.contains("nameserver 10.9.0.1\n"), "{conf}");
+    assert!(getent(&w, "other", "scanner").contains("192.168.77.201"));
+    assert_eq!(dnsq(&w, "asker", "odd", false).0, "NOERROR");
+    w.berth_ok(&["network", "disconnect", "back", "other"]);
+    let conf = w.exec_ok("other", &["cat", "/etc/resolv.conf"]);
+    assert!(conf.contains("nameserver 127.0.0.11\n"), "{conf}");
+    assert_eq!(
+        dnsq(&w, "other", "scanner", false).1,
+        vec!["192.168.77.201"]
+    );
+    assert_eq!(dnsq(&w, "other", "scanner", true).1, vec!["192.168.77.201"]);
+    // And a stopped container's listener goes with it.
+    let short = short_id(&w, "other");
+    let thread = format!("dns-{}", &short[..11]);
+    assert!(daemon_threads(&w).contains(&thread), "{thread}");
+    w.berth_ok(&["stop", "-t", "1", "other"]);
+    wait_thread_gone(&w, &thread);
+}
+
+/// Proves `--mac-address` on a macvlan network: the container's link carries the requested
+/// MAC, inspect shows it, the LAN machine reaches the container and learns that MAC, and a
+/// second container asking for the same MAC on the network is refused (409, naming the holder).
+#[test]
+fn requested_mac_address_on_macvlan() {
+    require_root!();
+    let w = World::new();
+    let lan = Lan::new(&w);
+    create_lan(&w, "lan", &[]);
+    let mac = "02:aa:bb:cc:dd:01";
+    w.run_server(
+        "nas",
+        &[
+            "--network",
+            "lan",
+            "--ip",
+            "192.168.77.205",
+            "--mac-address",
+            mac,
+        ],
+        8080,
+    );
+    w.wait_container_port("nas", 8080);
+    assert_eq!(mac_of(&w, "nas", "lan"), mac);
+    let link = w.exec_ok("nas", &["ip", "-d", "link", "show", "eth0"]);
+    assert!(link.contains(mac) && link.contains("macvlan"), "{link}");
+    assert_eq!(machine_reaches(&w, &lan, "192.168.77.205", 8080), MACHINE);
+    let neigh = w.ns_exec_ok(&lan.machine, &["ip", "neigh", "show", "192.168.77.205"]);
+    assert!(
+        neigh.contains(mac),
+        "the LAN machine's neighbour entry: {neigh}"
+    );
+    let o = w.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "twin",
+        "--network",
+        "lan",
+        "--mac-address",
+        mac,
+        "sleep",
+        "60",
+    ]);
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(
+        stderr(&o).contains("already used by container \"nas\""),
+        "{}",
+        show(&o)
+    );
+}

@@ -40,6 +40,9 @@ use crate::error::{KernelError, Result};
 use crate::netns;
 use crate::nl::SyncNetlink;
 
+/// How long bringing a container link up waits for a dying namespace to release its MAC.
+const LINK_UP_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `RT_TABLE_MAIN`: the only routing table berth reads or writes.
 pub(crate) const MAIN_TABLE: u8 = RouteHeader::RT_TABLE_MAIN;
 
@@ -961,7 +964,23 @@ impl ContainerSide {
             write_disable_ipv6(ifname)?;
         }
         if !link.header.flags.contains(LinkFlags::Up) {
-            nl.set_link_up(index, &format!("bringing up {ifname} in {ns}"))?;
+            // A macvlan cannot go up while another up macvlan on its parent has its MAC
+            // (EADDRINUSE). berth's MACs derive from the address, and an address is free for
+            // reuse as soon as its container exits, while the kernel destroys that container's
+            // namespace (and its macvlan) in background work some tens of ms later: wait for
+            // it, bounded.
+            let deadline = std::time::Instant::now() + LINK_UP_BUSY_WAIT;
+            loop {
+                match nl.set_link_up(index, &format!("bringing up {ifname} in {ns}")) {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EADDRINUSE)
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    other => break other?,
+                }
+            }
         }
         for net in &self.addrs {
             nl.request(

@@ -7,7 +7,9 @@
 //! makes it testable without root and lets a property test feed it arbitrary bytes.
 //!
 //! Scoping: the asker is identified by the source address of its query (network subnets never
-//! overlap, so an address names one endpoint of one container). It may resolve the names of the
+//! overlap, so an address names one endpoint of one container), or, for the resolver berth
+//! opens inside a container's own namespace (macvlan and ipvlan networks, see
+//! [`LOCAL_RESOLVER`]), by the listener the query came to. It may resolve the names of the
 //! running containers that share a DNS-enabled network with it: container name, short id,
 //! `--network-alias`/`--alias` names and `NAME.NETWORK`, case-insensitively, A and AAAA, and PTR
 //! for each of their addresses. Anything else is forwarded, unless all of the asker's networks
@@ -20,7 +22,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::model::{ContainerSpec, EndpointSpec, NetworkSpec};
+use crate::model::{ContainerSpec, Driver, EndpointSpec, NetworkSpec};
 use crate::names;
 use crate::network as planner;
 
@@ -150,12 +152,33 @@ pub struct Table {
     nets: Vec<NetNames>,
     net_ids: Vec<String>,
     listen: Vec<IpAddr>,
+    /// Container id → index into `asker_list` (askers of the in-namespace resolver).
+    by_id: HashMap<String, u32>,
+    /// Containers whose resolver is [`LOCAL_RESOLVER`] in their own namespace.
+    local: Vec<String>,
 }
 
-/// Whether berth's resolver serves `net`: user-defined bridge networks with `dns` (the default
-/// `bridge` network has none, like Docker's).
+/// The address of the resolver berth opens inside the network namespace of each container
+/// that has no bridge-network resolver to ask (its networks are macvlan or ipvlan ones, whose
+/// gateway is the LAN's router, not berth): Docker's address. 127.0.0.0/8 is local on `lo` in
+/// every namespace, so no address has to be added, and nothing outside the namespace can reach
+/// it.
+pub const LOCAL_RESOLVER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
+
+/// Whether berth's resolver answers names on `net`: user-defined bridge networks with `dns`
+/// (the default `bridge` network has none, like Docker's), and every macvlan and ipvlan network
+/// (their containers ask [`LOCAL_RESOLVER`]; networks stored before berth served them say
+/// `dns: false`, so the driver decides).
 pub fn serves(net: &NetworkSpec) -> bool {
-    net.dns && net.driver.has_bridge() && !net.subnets.is_empty()
+    !net.subnets.is_empty()
+        && ((net.dns && net.driver.has_bridge())
+            || matches!(net.driver, Driver::Macvlan | Driver::Ipvlan))
+}
+
+/// Whether berth's resolver listens on `net`'s gateways: served networks with a bridge of
+/// berth's (a macvlan or ipvlan gateway is the LAN's router).
+fn listens_on(net: &NetworkSpec) -> bool {
+    serves(net) && net.driver.has_bridge()
 }
 
 /// The names container `c` answers to on `net` through endpoint `ep` (lower case, each once):
@@ -181,7 +204,7 @@ pub fn names_of(c: &ContainerSpec, ep: &EndpointSpec, net: &NetworkSpec) -> Vec<
 pub fn listen_addrs(networks: &[NetworkSpec]) -> Vec<IpAddr> {
     let mut out: Vec<IpAddr> = networks
         .iter()
-        .filter(|n| serves(n))
+        .filter(|n| listens_on(n))
         .flat_map(|n| n.subnets.iter().map(|s| s.gateway))
         .collect();
     out.sort();
@@ -189,17 +212,44 @@ pub fn listen_addrs(networks: &[NetworkSpec]) -> Vec<IpAddr> {
     out
 }
 
-/// The nameserver to write into `container`'s resolv.conf: the gateway of the network that
-/// gives its default route when berth serves that network, else of its first served network
-/// (an `--internal` network gives no default route but still has names). IPv4 when the
-/// container has an IPv4 address there, else IPv6. `None`: the container is on no served
-/// network and gets the host's nameservers.
+/// The nameserver to write into `container`'s resolv.conf: the gateway of the bridge network
+/// that gives its default route when berth serves that network, else of its first served
+/// bridge network (an `--internal` network gives no default route but still has names). IPv4
+/// when the container has an IPv4 address there, else IPv6. Else [`LOCAL_RESOLVER`] when it is
+/// on a macvlan or ipvlan network; `None`: the container is on no served network and gets the
+/// host's nameservers.
+///
+/// A container on a bridge network and a macvlan network asks the bridge's gateway: that
+/// resolver already answers the names of all of the container's networks (scoping is per
+/// container, not per network), so one path serves it, as it did before it joined the macvlan
+/// network, and no socket is opened inside its namespace. Should it leave its last bridge
+/// network, its resolv.conf is rewritten to [`LOCAL_RESOLVER`], and the other way round.
 pub fn embedded_server(container: &ContainerSpec, networks: &[NetworkSpec]) -> Option<IpAddr> {
+    embedded_gateway(container, networks).or_else(|| {
+        container
+            .endpoints
+            .iter()
+            .any(|e| {
+                networks
+                    .iter()
+                    .any(|n| n.id == e.network_id && serves(n) && !listens_on(n))
+            })
+            .then_some(IpAddr::V4(LOCAL_RESOLVER))
+    })
+}
+
+/// Whether berth must open [`LOCAL_RESOLVER`] inside `container`'s namespace.
+pub fn needs_local_resolver(container: &ContainerSpec, networks: &[NetworkSpec]) -> bool {
+    embedded_server(container, networks) == Some(IpAddr::V4(LOCAL_RESOLVER))
+}
+
+/// The bridge-network gateway `container` asks, if any (see [`embedded_server`]).
+fn embedded_gateway(container: &ContainerSpec, networks: &[NetworkSpec]) -> Option<IpAddr> {
     let served = |network_id: &str| {
         networks
             .iter()
             .find(|n| n.id == network_id)
-            .filter(|n| serves(n))
+            .filter(|n| listens_on(n))
     };
     let gw =
         planner::gateway_endpoint(container, networks).filter(|e| served(&e.network_id).is_some());
@@ -290,6 +340,10 @@ impl Table {
                     t.askers.entry(a.addr()).or_insert(idx);
                 }
             }
+            t.by_id.insert(c.id.clone(), idx);
+            if needs_local_resolver(c, networks) {
+                t.local.push(c.id.clone());
+            }
             t.asker_list.push(asker);
         }
         t
@@ -310,6 +364,18 @@ impl Table {
     pub fn asker(&self, src: IpAddr) -> Option<&Asker> {
         let i = *self.askers.get(&canonical(src))?;
         self.asker_list.get(i as usize)
+    }
+
+    /// The stored container with id `id`, as an asker of its in-namespace resolver.
+    pub fn asker_by_id(&self, id: &str) -> Option<&Asker> {
+        let i = *self.by_id.get(id)?;
+        self.asker_list.get(i as usize)
+    }
+
+    /// The containers whose resolver is [`LOCAL_RESOLVER`] in their own namespace (stored
+    /// ones, running or not: the daemon opens it for those that run).
+    pub fn local(&self) -> &[String] {
+        &self.local
     }
 
     /// Number of served networks.
@@ -641,6 +707,19 @@ pub fn handle<'t>(
     rotate: usize,
     out: &mut Vec<u8>,
 ) -> Action<'t> {
+    handle_as(table, table.asker(src), msg, transport, rotate, out)
+}
+
+/// [`handle`] for an asker already known (the in-namespace resolver knows whose namespace a
+/// query came from; its source address is a loopback one). `None`: unknown asker, refused.
+pub fn handle_as<'t>(
+    table: &'t Table,
+    asker: Option<&'t Asker>,
+    msg: &[u8],
+    transport: Transport,
+    rotate: usize,
+    out: &mut Vec<u8>,
+) -> Action<'t> {
     let q = match parse(msg) {
         Ok(q) => q,
         Err(ParseError::Drop) => return Action::Drop,
@@ -649,7 +728,7 @@ pub fn handle<'t>(
             return Action::Error(rcode);
         }
     };
-    let Some(asker) = table.asker(src) else {
+    let Some(asker) = asker else {
         begin(out, msg, &q, Rcode::Refused, false);
         finish(out, &q, 0);
         return Action::Error(Rcode::Refused);
@@ -990,15 +1069,7 @@ mod tests {
     fn ask(t: &Table, src: &str, name: &str, qt: u16) -> (Action<'static>, Decoded) {
         let mut out = Vec::new();
         let q = build_query(0x1234, name, qt, None);
-        let a = handle(t, ip(src), &q, Transport::Udp, 0, &mut out);
-        // Detach the lifetime for the assertion helpers (forward targets are compared by kind).
-        let a = match a {
-            Action::Answered { truncated } => Action::Answered { truncated },
-            Action::Error(r) => Action::Error(r),
-            Action::Forward(Upstream::Host) => Action::Forward(Upstream::Host),
-            Action::Forward(Upstream::Servers(_)) => Action::Forward(Upstream::Servers(&[])),
-            Action::Drop => Action::Drop,
-        };
+        let a = detach(handle(t, ip(src), &q, Transport::Udp, 0, &mut out));
         let d = decode(&out).unwrap_or_default();
         (a, d)
     }
@@ -1170,6 +1241,142 @@ mod tests {
         assert_eq!(embedded_server(&c[1].0, &nets), Some(ip("10.2.0.1")));
         let v6only = ctr('9', "s", &[("c", &["fd03::9/64"], &[])]);
         assert_eq!(embedded_server(&v6only, &n), Some(ip("fd03::1")));
+    }
+
+    /// A macvlan network m (192.168.1.0/24, gateway the LAN's router), an internal macvlan
+    /// network i, and bridge a: p and q on m (q with alias "printer"), r on m and a, s on i,
+    /// t on a only.
+    fn lan_world() -> (Vec<NetworkSpec>, Vec<(ContainerSpec, bool)>) {
+        let (mut nets, _) = world();
+        let mut m = net("m", "lan", "192.168.1.0/24", "192.168.1.1", false);
+        m.driver = Driver::Macvlan;
+        m.bridge = String::new();
+        // Networks stored before berth served macvlan names say `dns: false`.
+        m.dns = false;
+        let mut i = net("i", "isol", "192.168.9.0/24", "192.168.9.1", true);
+        i.driver = Driver::Ipvlan;
+        i.bridge = String::new();
+        nets.push(m);
+        nets.push(i);
+        let cs = vec![
+            (ctr('p', "p", &[("m", &["192.168.1.200/24"], &[])]), true),
+            (
+                ctr('q', "q", &[("m", &["192.168.1.201/24"], &["printer"])]),
+                true,
+            ),
+            (
+                ctr(
+                    'r',
+                    "r",
+                    &[
+                        ("m", &["192.168.1.202/24"], &[]),
+                        ("a", &["10.1.0.50/24"], &[]),
+                    ],
+                ),
+                true,
+            ),
+            (ctr('s', "s", &[("i", &["192.168.9.2/24"], &[])]), true),
+            (ctr('t', "t", &[("a", &["10.1.0.51/24"], &[])]), true),
+        ];
+        (nets, cs)
+    }
+
+    fn ask_as(t: &Table, id: char, name: &str) -> (Action<'static>, Decoded) {
+        let mut out = Vec::new();
+        let q = build_query(0x1234, name, qtype::A, None);
+        let asker = t.asker_by_id(&id.to_string().repeat(64));
+        let a = detach(handle_as(t, asker, &q, Transport::Udp, 0, &mut out));
+        (a, decode(&out).unwrap_or_default())
+    }
+
+    /// The action without the table's lifetime, for the assertion helpers (forward targets are
+    /// compared by kind).
+    fn detach(a: Action<'_>) -> Action<'static> {
+        match a {
+            Action::Answered { truncated } => Action::Answered { truncated },
+            Action::Error(r) => Action::Error(r),
+            Action::Forward(Upstream::Host) => Action::Forward(Upstream::Host),
+            Action::Forward(Upstream::Servers(_)) => Action::Forward(Upstream::Servers(&[])),
+            Action::Drop => Action::Drop,
+        }
+    }
+
+    #[test]
+    fn macvlan_resolver_choice() {
+        let (n, c) = lan_world();
+        let local = Some(IpAddr::V4(LOCAL_RESOLVER));
+        // Only on macvlan/ipvlan networks (internal or not): the in-namespace resolver.
+        assert_eq!(embedded_server(&c[0].0, &n), local);
+        assert_eq!(embedded_server(&c[3].0, &n), local);
+        assert!(needs_local_resolver(&c[0].0, &n) && needs_local_resolver(&c[3].0, &n));
+        // On a bridge network too: that bridge's gateway, which knows both networks' names.
+        assert_eq!(embedded_server(&c[2].0, &n), Some(ip("10.1.0.1")));
+        assert!(!needs_local_resolver(&c[2].0, &n));
+        // Bridge only: unchanged; no network at all: the host's resolvers.
+        assert_eq!(embedded_server(&c[4].0, &n), Some(ip("10.1.0.1")));
+        assert_eq!(embedded_server(&ctr('z', "none", &[]), &n), None);
+        // The macvlan gateway (the LAN's router) is never a listening address.
+        assert!(!listen_addrs(&n).contains(&ip("192.168.1.1")));
+        assert!(listen_addrs(&n).contains(&ip("10.1.0.1")));
+        let t = Table::build(&n, &c);
+        let mut local_ids = t.local().to_vec();
+        local_ids.sort();
+        assert_eq!(
+            local_ids,
+            vec!["p".repeat(64), "q".repeat(64), "s".repeat(64)]
+        );
+        // The generated resolv.conf names it.
+        let conf = crate::files::resolv_conf("nameserver 192.0.2.53\n", &c[0].0, local);
+        assert!(conf.contains("nameserver 127.0.0.11\n"), "{conf}");
+        assert!(!conf.contains("192.0.2.53"), "{conf}");
+    }
+
+    #[test]
+    fn macvlan_names_scoped() {
+        let (n, c) = lan_world();
+        let t = Table::build(&n, &c);
+        // p asks through its own namespace's resolver: macvlan names, by name and alias.
+        let (a, d) = ask_as(&t, 'p', "q");
+        assert_eq!(a, Action::Answered { truncated: false });
+        assert_eq!(d.addrs, vec![ip("192.168.1.201")]);
+        assert_eq!(
+            ask_as(&t, 'p', "PRINTER").1.addrs,
+            vec![ip("192.168.1.201")]
+        );
+        assert_eq!(ask_as(&t, 'p', "q.lan").1.addrs, vec![ip("192.168.1.201")]);
+        // Who (a container id: its in-namespace resolver; an address: a gateway resolver)
+        // asks for what, and gets which address (None: not local, forwarded).
+        let fwd = Action::Forward(Upstream::Host);
+        let cases: [(Result<char, &str>, &str, Option<&str>); 6] = [
+            // Names of networks p is not on are not local (m is not internal).
+            (Ok('p'), "t", None),
+            (Ok('p'), "s", None),
+            // r (macvlan + bridge) sees both, through the bridge gateway by its address.
+            (Err("10.1.0.50"), "p", Some("192.168.1.200")),
+            (Err("10.1.0.50"), "t", Some("10.1.0.51")),
+            // t (bridge only) does not see macvlan names.
+            (Err("10.1.0.51"), "p", None),
+            (Err("10.1.0.51"), "t", Some("10.1.0.51")),
+        ];
+        for (who, name, want) in cases {
+            let (a, d) = match who {
+                Ok(id) => ask_as(&t, id, name),
+                Err(src) => ask(&t, src, name, qtype::A),
+            };
+            match want {
+                Some(addr) => assert_eq!(d.addrs, vec![ip(addr)], "{who:?} {name}"),
+                None => assert_eq!(a, fwd, "{who:?} {name}"),
+            }
+        }
+        // s on an internal ipvlan network: nothing is forwarded.
+        let refused = Action::Error(Rcode::Refused);
+        assert_eq!(ask_as(&t, 's', "example.com").0, refused);
+        // A stopped container is not answered; an unknown asker is refused.
+        let mut stopped = c.clone();
+        stopped[1].1 = false;
+        let t2 = Table::build(&n, &stopped);
+        assert_eq!(ask_as(&t2, 'p', "q").0, fwd);
+        assert_eq!(ask_as(&t, 'x', "q").0, refused);
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub fn shim_plan(net: &NetworkSpec) -> Option<ShimPlan> {
 
 /// What `network inspect` tells about a network beyond Docker's fields (`BerthNotes`): the
 /// host ↔ container limitation of macvlan (or the shim that lifts it), the routes the LAN needs
-/// for an ipvlan network in l3 mode, the missing resolver.
+/// for an ipvlan network in l3 mode, where its containers' resolver is.
 pub fn notes(n: &NetworkSpec) -> Vec<String> {
     let mut out = Vec::new();
     if !matches!(n.driver, Driver::Macvlan | Driver::Ipvlan) {
@@ -131,9 +131,11 @@ pub fn notes(n: &NetworkSpec) -> Vec<String> {
         }
     }
     out.push(format!(
-        "containers on this network get no berth resolver (their resolv.conf is the host's); \
-         names of containers on {} networks are not resolved yet",
-        n.driver.as_str()
+        "container names resolve through berth's resolver at {}:53 inside each container's own \
+         namespace (a container also on a bridge network asks that bridge's gateway instead); \
+         a container process cannot listen on port 53 of the wildcard address there (bind its \
+         own address instead)",
+        crate::dns::LOCAL_RESOLVER
     ));
     out
 }
@@ -907,9 +909,10 @@ pub fn plan_network(
         icc,
         masquerade,
         mtu,
-        // berth's resolver listens on a bridge's gateway; a macvlan/ipvlan gateway is the LAN's
-        // router (a resolver inside each container's namespace is still to come).
-        dns: !direct,
+        // Names on every user-defined network: on a bridge berth's resolver listens on the
+        // gateway; a macvlan/ipvlan gateway is the LAN's router, so its containers ask the
+        // resolver berth opens inside their own namespace (`dns::LOCAL_RESOLVER`).
+        dns: true,
         predefined: false,
         ipam_options: req.ipam_options.clone(),
         unused_ipam,

@@ -12,6 +12,8 @@
 
 #![allow(dead_code)]
 
+pub mod dns;
+
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io::Read;

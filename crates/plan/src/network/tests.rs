@@ -834,7 +834,7 @@ fn macvlan_networks() {
     .unwrap();
     assert_eq!(n.driver, Driver::Macvlan);
     assert_eq!(n.bridge, "");
-    assert!(!n.dns && !n.masquerade);
+    assert!(n.dns && !n.masquerade);
     assert_eq!(parent_of(&n), Some("eth0"));
     assert_eq!(sublink_kind(&n), Some(SublinkKind::Macvlan(4)));
     assert_eq!(
@@ -1036,7 +1036,7 @@ fn inspect_notes() {
     let n = plan(&macvlan("lan", "192.168.1.0/24", Some("eth0")), &[]).unwrap();
     let t = notes(&n).join("\n");
     assert!(
-        t.contains("host_shim=true") && t.contains("no berth resolver"),
+        t.contains("host_shim=true") && t.contains("127.0.0.11:53"),
         "{t}"
     );
     let mut r = macvlan("routed", "10.60.0.0/24", Some("eth0"));
