@@ -478,7 +478,10 @@ impl Drift {
         // Event-driven, not the 10 s periodic check: a bound well under that interval. The
         // speed itself (typically tens of ms) is a benchmark figure, not a test assertion: at a
         // load average of 7 on 2 cores this took 1.0–1.2 s once.
-        assert!(ms <= 3000, "repair {kind}: took {ms} ms (> 3 s: not driven by the kernel's notification?)");
+        assert!(
+            ms <= 3000,
+            "repair {kind}: took {ms} ms (> 3 s: not driven by the kernel's notification?)"
+        );
 
         for (name, p) in self.probes() {
             if let Err(e) = p(self) {
