@@ -1386,6 +1386,15 @@ fn bench_encrypted_overlay() {
         let plain = iperf_from(&b, "cli-plain", &ip_plain, 5302);
         let sec = iperf_from(&b, "cli-sec", &ip_sec, 5302);
         let (ug, pg, sg) = (gbps(&under), gbps(&plain), gbps(&sec));
+        // Where packets are lost, if they are: TCP's retransmissions on the encrypted path,
+        // each host's UDP receive-buffer overflows and the tun device's drops.
+        eprintln!(
+            "round {round}: plain retransmits {}; encrypted retransmits {}; host A {}; host B {}",
+            retransmits(&plain),
+            retransmits(&sec),
+            drop_counters(&a),
+            drop_counters(&b)
+        );
         eprintln!(
             "round {round} (load {}): underlay {ug:.2} Gbit/s; overlay {pg:.2} Gbit/s; \
              encrypted overlay {sg:.2} Gbit/s = {:.0}% of the overlay, {:.0}% of the underlay",
@@ -1398,6 +1407,56 @@ fn bench_encrypted_overlay() {
         );
     }
     u.kill_etcd();
+}
+
+/// TCP retransmissions, largest congestion window and mean round trip of the sender in
+/// `iperf3 -J` output.
+fn retransmits(o: &std::process::Output) -> String {
+    let v: serde_json::Value = serde_json::from_str(&stdout(o)).unwrap_or_default();
+    let sender = &v["end"]["streams"][0]["sender"];
+    format!(
+        "{} (max cwnd {} KiB, mean rtt {} µs)",
+        v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+        sender["max_snd_cwnd"].as_u64().unwrap_or(0) / 1024,
+        sender["mean_rtt"].as_u64().unwrap_or(0)
+    )
+}
+
+/// `w`'s host namespace's UDP receive-buffer errors (since it was made) and the WireGuard tun
+/// device's dropped packets, for the encrypted bench.
+fn drop_counters(w: &World) -> String {
+    let snmp = stdout(&w.ns_exec(&w.host_ns, &["cat", "/proc/net/snmp"]));
+    let udp: Vec<Vec<&str>> = snmp
+        .lines()
+        .filter(|l| l.starts_with("Udp:"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let rcvbuf = match udp.as_slice() {
+        [names, values, ..] => names
+            .iter()
+            .position(|n| *n == "RcvbufErrors")
+            .and_then(|i| values.get(i))
+            .copied()
+            .unwrap_or("?")
+            .to_string(),
+        _ => "?".into(),
+    };
+    let link = stdout(&w.ns_exec(&w.host_ns, &["ip", "-s", "link", "show", "berth-wg0"]));
+    let lines: Vec<&str> = link.lines().map(str::trim).collect();
+    let field = |header: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(header))
+            .and_then(|i| lines.get(i + 1))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .unwrap_or("?")
+            .to_string()
+    };
+    format!(
+        "UdpRcvbufErrors {rcvbuf}, berth-wg0 rx dropped {} tx dropped {}",
+        field("RX:"),
+        field("TX:")
+    )
 }
 
 /// What boringtun's ChaCha20-Poly1305 alone does on this CPU: two sessions in memory (after
