@@ -3,6 +3,8 @@
 #
 #   bench/overlay/same_run.sh            # ~6 min on 2 cores; results in $RES (default /tmp/berth-overlay-same-run)
 #   QUICK=1 bench/overlay/same_run.sh    # smoke test with tiny counts
+#   LAB_ONLY=1 …  leaves the world up for experiments (no measurement); CLEAN=1 … removes it
+#   BERTH_BIN=DIR  berthd and berth from DIR (default target/release, built if missing)
 #
 # The world (namespaces only; the root netns is never touched, everything is removed on exit):
 #   bso-lan : bridge bsolan0 10.238.0.10/24 (the "LAN"), one etcd 3.4 member (v2 enabled for
@@ -51,7 +53,7 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >&2
     [ $had = 1 ] || rm -f $policy
 fi
-if [ ! -x "$BIN/berthd" ] || [ ! -x "$BIN/berth" ]; then
+if [ -z "${CLEAN:-}" ] && { [ ! -x "$BIN/berthd" ] || [ ! -x "$BIN/berth" ]; }; then
     log "building berth (release)"
     (cd "$REPO" && cargo build --release -q -p berthd -p berth)
 fi
@@ -95,6 +97,7 @@ cleanup() {
 }
 trap cleanup EXIT
 cleanup 2>/dev/null
+[ -z "${CLEAN:-}" ] || exit 0
 mkdir -p "$RES" $RUN
 rm -f "$RES"/*.txt
 
@@ -189,6 +192,12 @@ S2=$(b 2 inspect -f '{{.NetworkSettings.Networks.bov.IPAddress}}' s2)
 } > "$RES/versions.txt"
 cat "$RES/versions.txt" >&2
 log "lab up: docker o2=$O2, berth s2=$S2; load $(loadavg)"
+if [ -n "${LAB_ONLY:-}" ]; then
+    # Leave the world up for experiments; `CLEAN=1 same_run.sh` removes it.
+    trap - EXIT
+    echo "o1=$PO1 o2=$PO2 s1=$PS1 s2=$PS2 O2=$O2 S2=$S2" > $RUN/pids
+    exit 0
+fi
 
 # --- 1+2. data path ------------------------------------------------------------------------------
 EO1="nsenter --net=/proc/$PO1/ns/net"; EO2="nsenter --net=/proc/$PO2/ns/net"
