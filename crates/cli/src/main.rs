@@ -68,6 +68,18 @@ enum Command {
     Trace(cmd::trace::Args),
     /// Show client and daemon versions.
     Version,
+    /// Print a shell completion script (`berth completion bash > /etc/bash_completion.d/berth`).
+    Completion {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Writes the completion script for `shell`, generated from the same definition the parser
+/// uses, so it never lists a flag the CLI does not take.
+fn completion(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "berth", out);
 }
 
 /// Prints `err` the way docker does: daemon errors as `Error response from daemon: …`, anything
@@ -80,6 +92,10 @@ pub fn report(err: &anyhow::Error) {
 }
 
 async fn dispatch(cli: Cli) -> i32 {
+    if let Command::Completion { shell } = cli.command {
+        completion(shell, &mut std::io::stdout());
+        return 0;
+    }
     let host = cli.host.as_deref();
     // `version` prints the client's half even without a reachable daemon.
     let client = Client::from_env(host);
@@ -111,6 +127,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Explain(a) => cmd::explain::run(&client, a).await,
         Command::Trace(a) => cmd::trace::run(&client, a).await,
         Command::Version => cmd::version::run(&client).await,
+        Command::Completion { .. } => Ok(0),
     };
     match result {
         Ok(code) => code,
@@ -135,4 +152,48 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(dispatch(cli));
     ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script(shell: clap_complete::Shell) -> String {
+        let mut out = Vec::new();
+        completion(shell, &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The scripts name every subcommand and the flags users type most, and bash accepts its own.
+    #[test]
+    fn completion_scripts_list_the_cli() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let s = script(shell);
+            for word in [
+                "network", "run", "exec", "trace", "explain", "topology", "publish",
+            ] {
+                assert!(s.contains(word), "{shell}: no {word}");
+            }
+        }
+        let bash = script(clap_complete::Shell::Bash);
+        if let Ok(mut child) = std::process::Command::new("bash")
+            .arg("-n")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+        {
+            use std::io::Write;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(bash.as_bytes()).expect("write to bash -n");
+            }
+            let status = child.wait().expect("bash -n");
+            assert!(
+                status.success(),
+                "bash -n rejects the bash completion script"
+            );
+        }
+    }
 }
