@@ -52,6 +52,8 @@ enum Command {
     Stop(cmd::stop::Args),
     /// Remove containers.
     Rm(cmd::rm::Args),
+    /// Send a signal to running containers (SIGKILL unless `-s`).
+    Kill(cmd::kill::Args),
     /// Show berthd's state and warnings.
     Info,
     /// The hosts of berthd's cluster (`berth node ls`; needs `--cluster-store`).
@@ -120,6 +122,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Port(a) => cmd::port::run(&client, a).await,
         Command::Stop(a) => cmd::stop::run(&client, a).await,
         Command::Rm(a) => cmd::rm::run(&client, a).await,
+        Command::Kill(a) => cmd::kill::run(&client, a).await,
         Command::Info => cmd::info::run(&client).await,
         Command::System(c) => cmd::system::run(&client, c).await,
         Command::Node(c) => cmd::node::run(&client, c).await,

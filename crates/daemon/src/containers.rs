@@ -354,6 +354,23 @@ impl Daemon {
         Ok(())
     }
 
+    /// `POST /containers/{id}/kill?signal=`: sends `signal` (SIGKILL when unset) to the
+    /// container's init, which forwards it to the command, as dockerd does; 409 when the
+    /// container is not running.
+    pub async fn kill_container(&self, query: &str, signal: Option<&str>) -> ApiResult<()> {
+        let sig = parse_signal(signal.unwrap_or("SIGKILL"))?;
+        let c = self.find_container(query)?;
+        let st = self.state(&c.id)?;
+        if st.status != Status::Running {
+            return Err(ApiError::conflict(format!(
+                "Cannot kill container: {query}: Container {} is not running",
+                c.id
+            )));
+        }
+        self.runtime.signal(&c.id, sig);
+        Ok(())
+    }
+
     /// `DELETE /containers/{id}`.
     pub async fn remove_container(&self, query: &str, force: bool) -> ApiResult<()> {
         let c = self.find_container(query)?;
@@ -410,5 +427,48 @@ pub fn console_size(v: Option<&[u32]>) -> Option<(u16, u16)> {
     match v? {
         [h, w] if *h > 0 && *w > 0 => Some((u16::try_from(*h).ok()?, u16::try_from(*w).ok()?)),
         _ => None,
+    }
+}
+
+/// A signal as dockerd's API takes it (`signal.ParseSignal` in moby): a number, or a name with
+/// or without `SIG`, in any case. 0 and unknown names are a 400 "Invalid signal".
+pub(crate) fn parse_signal(raw: &str) -> ApiResult<nix::sys::signal::Signal> {
+    use nix::sys::signal::Signal;
+    let invalid = || ApiError::bad_request(format!("Invalid signal: {raw}"));
+    if let Ok(n) = raw.parse::<i32>() {
+        return if n == 0 {
+            Err(invalid())
+        } else {
+            Signal::try_from(n).map_err(|_| invalid())
+        };
+    }
+    let upper = raw.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    format!("SIG{name}")
+        .parse::<Signal>()
+        .map_err(|_| invalid())
+}
+
+#[cfg(test)]
+mod signal_tests {
+    use super::parse_signal;
+    use nix::sys::signal::Signal;
+
+    #[test]
+    fn signals_parse_as_dockerd_takes_them() {
+        for (raw, sig) in [
+            ("SIGKILL", Signal::SIGKILL),
+            ("KILL", Signal::SIGKILL),
+            ("9", Signal::SIGKILL),
+            ("hup", Signal::SIGHUP),
+            ("SigTerm", Signal::SIGTERM),
+            ("usr1", Signal::SIGUSR1),
+        ] {
+            assert_eq!(parse_signal(raw).ok(), Some(sig), "{raw}");
+        }
+        for raw in ["0", "", "SIG", "NOPE", "999", "-1", "KILL\n"] {
+            let e = parse_signal(raw).err().map(|e| e.message);
+            assert_eq!(e, Some(format!("Invalid signal: {raw}")), "{raw:?}");
+        }
     }
 }

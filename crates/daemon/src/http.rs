@@ -52,6 +52,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/containers/{id}/json", get(inspect_container))
         .route("/containers/{id}/start", post(start_container))
         .route("/containers/{id}/stop", post(stop_container))
+        .route("/containers/{id}/kill", post(kill_container))
         .route("/containers/{id}/wait", post(wait_container))
         .route("/containers/{id}/attach", post(attach_container))
         .route("/containers/{id}/resize", post(resize_container))
@@ -895,6 +896,20 @@ async fn stop_container(
     Query(q): Query<StopQuery>,
 ) -> ApiResult<StatusCode> {
     d.stop_container(&id, q.t.unwrap_or(10)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct KillQuery {
+    signal: Option<String>,
+}
+
+async fn kill_container(
+    State(d): D,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<KillQuery>,
+) -> ApiResult<StatusCode> {
+    d.kill_container(&id, q.signal.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

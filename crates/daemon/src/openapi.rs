@@ -53,6 +53,8 @@ fn inspect_container() {}
 fn start_container() {}
 #[utoipa::path(post, path = "/containers/{id}/stop", params(("id" = String, Path), ("t" = Option<u64>, Query, description = "seconds before SIGKILL")), responses((status = 204)))]
 fn stop_container() {}
+#[utoipa::path(post, path = "/containers/{id}/kill", params(("id" = String, Path), ("signal" = Option<String>, Query, description = "a number or a name, with or without SIG (default SIGKILL)")), responses((status = 204), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+fn kill_container() {}
 #[utoipa::path(post, path = "/containers/{id}/wait", params(("id" = String, Path), ("condition" = Option<String>, Query, description = "next-exit: wait through the next start of an exited container")), responses((status = 200, body = WaitResponse, description = "the head at once, the body when the container exits")))]
 fn wait_container() {}
 #[utoipa::path(post, path = "/containers/{id}/attach", params(("id" = String, Path), ("stream" = Option<bool>, Query), ("stdin" = Option<bool>, Query), ("stdout" = Option<bool>, Query), ("stderr" = Option<bool>, Query), ("detachKeys" = Option<String>, Query)), responses((status = 101, description = "with Upgrade: tcp, the connection carries the output (raw with Tty, else multiplexed) and the input until the next exit"), (status = 200, description = "without Upgrade: the output as a stream body"), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
@@ -103,6 +105,7 @@ fn inspect_exec() {}
         inspect_container,
         start_container,
         stop_container,
+        kill_container,
         wait_container,
         attach_container,
         resize_container,

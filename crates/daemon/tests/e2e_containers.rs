@@ -382,3 +382,63 @@ fn state_files_are_private() {
         assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
     }
 }
+
+/// Polls `f` every 50 ms until it is true, panicking after `secs` seconds with `what`.
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(secs),
+            "{what}: not within {secs} s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Proves: `berth kill -s SIG` delivers that signal to the command (its trap runs and sets the
+/// exit code), a bare `berth kill` is SIGKILL (exit code 137, as docker), an unknown signal is
+/// refused with dockerd's message and leaves the container running, and killing a container
+/// that is not running is a 409 naming it.
+#[test]
+fn kill_sends_signals_as_docker_does() {
+    require_root!();
+    let w = World::new();
+    let trap = "trap 'echo got-hup; exit 7' HUP; echo ready; while :; do sleep 0.1; done";
+    w.run_d("k1", &["--network", "none"], &["sh", "-c", trap]);
+    w.run_d("k2", &["--network", "none"], &["sleep", "600"]);
+    let logs = |n: &str| stdout(&w.berth(&["logs", n]));
+    wait_for("k1's trap installed", 10, || logs("k1").contains("ready"));
+
+    let o = w.berth(&["kill", "-s", "hup", "k1"]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    assert_eq!(stdout(&o).trim(), "k1");
+    wait_for("k1 exited", 10, || {
+        w.inspect("k1")["State"]["Status"].as_str() == Some("exited")
+    });
+    assert_eq!(w.inspect("k1")["State"]["ExitCode"].as_i64(), Some(7));
+    assert!(logs("k1").contains("got-hup"), "{}", logs("k1"));
+
+    let o = w.berth(&["kill", "k1"]);
+    assert_eq!(code(&o), 1, "{}", show(&o));
+    assert!(
+        stderr(&o).contains("is not running"),
+        "killing an exited container: {}",
+        show(&o)
+    );
+
+    let o = w.berth(&["kill", "-s", "NOPE", "k2"]);
+    assert_eq!(code(&o), 1, "{}", show(&o));
+    assert!(stderr(&o).contains("Invalid signal: NOPE"), "{}", show(&o));
+    assert_eq!(
+        w.inspect("k2")["State"]["Status"].as_str(),
+        Some("running"),
+        "a refused signal must not touch the container"
+    );
+
+    w.berth_ok(&["kill", "k2"]);
+    wait_for("k2 exited", 10, || {
+        w.inspect("k2")["State"]["Status"].as_str() == Some("exited")
+    });
+    assert_eq!(w.inspect("k2")["State"]["ExitCode"].as_i64(), Some(137));
+    w.berth_ok(&["rm", "-f", "k1", "k2"]);
+}

@@ -6,6 +6,7 @@ pub mod explain;
 pub mod info;
 pub mod inspect;
 pub mod interactive;
+pub mod kill;
 pub mod logs;
 pub mod network;
 pub mod network_connect;

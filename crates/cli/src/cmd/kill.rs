@@ -1,0 +1,39 @@
+//! `berth kill`.
+
+use anyhow::Result;
+use berth_api::client::{Client, Method, NO_BODY};
+
+use super::obj_path;
+use crate::format::out;
+
+/// Flags of `berth kill`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Signal to send: a number or a name, with or without SIG (berthd's default: SIGKILL).
+    #[arg(short = 's', long = "signal", value_name = "SIGNAL")]
+    signal: Option<String>,
+    /// Containers by name or id.
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+/// Signals each container, printing its name; exit 1 if any failed.
+pub async fn run(client: &Client, args: Args) -> Result<i32> {
+    let query = args
+        .signal
+        .as_deref()
+        .map(|s| format!("?signal={}", crate::format::url_escape(s)))
+        .unwrap_or_default();
+    let mut code = 0;
+    for c in &args.containers {
+        let path = obj_path("containers", c, &format!("/kill{query}"));
+        match client.request_empty(Method::POST, &path, NO_BODY).await {
+            Ok(()) => out(c),
+            Err(e) => {
+                crate::report(&e.into());
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
