@@ -37,7 +37,7 @@ const TICK: Duration = Duration::from_millis(250);
 /// `UdpRcvbufErrors` and saw none at 4 MiB, so the cap is not what limits the datapath.
 const SOCKET_BUFFER: usize = 4 << 20;
 /// How long GRO may hold packets written to the tun, in ns (the device's `gro_flush_timeout`).
-const GRO_FLUSH_TIMEOUT_NS: &str = "50000";
+const GRO_FLUSH_TIMEOUT_NS: u32 = 50_000;
 /// Room for one packet and WireGuard's additions.
 const BUF: usize = 65_535 + 148;
 
@@ -170,11 +170,6 @@ impl WireGuard {
         })?;
         let tun = berth_kernel::sys::open_tun(DEVICE)
             .with_context(|| format!("creating tun device {DEVICE} (/dev/net/tun)"))?;
-        {
-            use nix::fcntl::{fcntl, FcntlArg, OFlag};
-            fcntl(&tun, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-                .with_context(|| format!("making {DEVICE} non-blocking"))?;
-        }
         let addr = ipnet::IpNet::new(IpAddr::V6(local), pw::TUNNEL_PREFIX_LEN)
             .context("tunnel address")?;
         kernel
@@ -190,22 +185,22 @@ impl WireGuard {
         // GRO for up to 50 µs after a poll lets consecutive writes (one packet each) merge,
         // so the stack behind the tun runs once per aggregate instead of once per segment.
         // Only this device's knob; without it the datapath still works, unaggregated.
-        let knob = format!("/sys/class/net/{DEVICE}/gro_flush_timeout");
-        if let Err(e) = std::fs::write(&knob, GRO_FLUSH_TIMEOUT_NS) {
-            tracing::warn!("wireguard: setting {knob}: {e}; received packets are not aggregated");
+        if let Err(e) = berth_kernel::sys::set_gro_flush_timeout(DEVICE, GRO_FLUSH_TIMEOUT_NS) {
+            tracing::warn!(
+                "wireguard: setting {DEVICE}'s gro_flush_timeout: {e}; received packets are not aggregated"
+            );
         }
-        let sock = UdpSocket::bind(SocketAddr::new(advertised, self.port)).with_context(|| {
-            format!(
+        // Room for bursts: a TCP window's worth of datagrams arriving while the inbound thread
+        // is decrypting must not be dropped by the kernel (the default is ~200 KiB).
+        let sock =
+            berth_kernel::sys::bind_udp(SocketAddr::new(advertised, self.port), SOCKET_BUFFER)
+                .with_context(|| {
+                    format!(
                 "binding WireGuard's UDP port {advertised}:{} (change it with --wireguard-port)",
                 self.port
             )
-        })?;
+                })?;
         sock.set_read_timeout(Some(POLL))?;
-        // Room for bursts: a TCP window's worth of datagrams arriving while the inbound thread
-        // is decrypting must not be dropped by the kernel (the default is ~200 KiB).
-        let s2 = socket2::SockRef::from(&sock);
-        let _ = s2.set_recv_buffer_size(SOCKET_BUFFER);
-        let _ = s2.set_send_buffer_size(SOCKET_BUFFER);
         let sock = Arc::new(sock);
         let tun = Arc::new(tun);
         let stop_flag = Arc::new(AtomicBool::new(false));

@@ -19,6 +19,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// `MOUNT_ATTR_RDONLY`.
@@ -144,6 +145,7 @@ struct TunReq {
 /// device is not persistent: it disappears when the file is closed (berthd exiting included),
 /// so a crash never leaves it behind. `IFF_NAPI` makes written packets go through a NAPI
 /// context and GRO (Linux ≥ 4.15), so consecutive ones can be received as one aggregate.
+/// The file is non-blocking (`O_NONBLOCK`): its readers wait with [`readable`].
 pub fn open_tun(name: &str) -> io::Result<std::fs::File> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
         return Err(io::Error::new(
@@ -154,6 +156,7 @@ pub fn open_tun(name: &str) -> io::Result<std::fs::File> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
+        .custom_flags(libc::O_NONBLOCK)
         .open("/dev/net/tun")?;
     let mut req = TunReq {
         name: [0; libc::IFNAMSIZ],
@@ -175,6 +178,26 @@ pub fn open_tun(name: &str) -> io::Result<std::fs::File> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Holds GRO open on device `dev` for `ns` nanoseconds after a poll
+/// (`/sys/class/net/DEV/gro_flush_timeout`), so packets written one by one can merge.
+pub fn set_gro_flush_timeout(dev: &str, ns: u32) -> io::Result<()> {
+    std::fs::write(
+        format!("/sys/class/net/{dev}/gro_flush_timeout"),
+        ns.to_string(),
+    )
+}
+
+/// A UDP socket bound to `addr` with receive and send buffers of `buffer` bytes asked for
+/// (`SO_RCVBUF`/`SO_SNDBUF`; best effort, the kernel caps them at `net.core.rmem_max` and
+/// `wmem_max`).
+pub fn bind_udp(addr: std::net::SocketAddr, buffer: usize) -> io::Result<std::net::UdpSocket> {
+    let sock = std::net::UdpSocket::bind(addr)?;
+    let s2 = socket2::SockRef::from(&sock);
+    let _ = s2.set_recv_buffer_size(buffer);
+    let _ = s2.set_send_buffer_size(buffer);
+    Ok(sock)
 }
 
 /// Whether `fd` has something to read within `timeout_ms` (`poll(2)`, `POLLIN`).

@@ -1,10 +1,9 @@
 //! `berth kill`.
 
 use anyhow::Result;
-use berth_api::client::{Client, Method, NO_BODY};
+use berth_api::client::{Client, Method};
 
-use super::obj_path;
-use crate::format::out;
+use super::each_container;
 
 /// Flags of `berth kill`.
 #[derive(Debug, clap::Args)]
@@ -24,16 +23,11 @@ pub async fn run(client: &Client, args: Args) -> Result<i32> {
         .as_deref()
         .map(|s| format!("?signal={}", crate::format::url_escape(s)))
         .unwrap_or_default();
-    let mut code = 0;
-    for c in &args.containers {
-        let path = obj_path("containers", c, &format!("/kill{query}"));
-        match client.request_empty(Method::POST, &path, NO_BODY).await {
-            Ok(()) => out(c),
-            Err(e) => {
-                crate::report(&e.into());
-                code = 1;
-            }
-        }
-    }
-    Ok(code)
+    Ok(each_container(
+        client,
+        Method::POST,
+        &args.containers,
+        &format!("/kill{query}"),
+    )
+    .await)
 }

@@ -1,10 +1,9 @@
 //! `berth stop`.
 
 use anyhow::Result;
-use berth_api::client::{Client, Method, NO_BODY};
+use berth_api::client::{Client, Method};
 
-use super::obj_path;
-use crate::format::out;
+use super::each_container;
 
 /// Flags of `berth stop`.
 #[derive(Debug, clap::Args)]
@@ -20,16 +19,11 @@ pub struct Args {
 /// Stops each container, printing its name; exit 1 if any failed.
 pub async fn run(client: &Client, args: Args) -> Result<i32> {
     let query = args.time.map(|t| format!("?t={t}")).unwrap_or_default();
-    let mut code = 0;
-    for c in &args.containers {
-        let path = obj_path("containers", c, &format!("/stop{query}"));
-        match client.request_empty(Method::POST, &path, NO_BODY).await {
-            Ok(()) => out(c),
-            Err(e) => {
-                crate::report(&e.into());
-                code = 1;
-            }
-        }
-    }
-    Ok(code)
+    Ok(each_container(
+        client,
+        Method::POST,
+        &args.containers,
+        &format!("/stop{query}"),
+    )
+    .await)
 }
