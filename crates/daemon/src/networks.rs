@@ -103,6 +103,34 @@ impl Daemon {
     /// A parent `BASE.VID` that does not exist is an 802.1Q sub-interface berth would have to
     /// create: refused naming the module 8021q when the kernel lacks it.
     async fn check_parent(&self, parent: &str, spec: &mut NetworkSpec) -> ApiResult<()> {
+        if let Some(seg) = &spec.owned_parent {
+            // The isolated segment of an --internal network without -o parent= (the planner
+            // named it): a dummy link, as Docker's. Without dummy there is no link that
+            // keeps its carrier and drops everything (an empty bridge loses its carrier once
+            // its MAC is set; a veth or a VXLAN device would hand the frames to the host).
+            if !kind_supported("dummy").await? {
+                return Err(ApiError::bad_request(format!(
+                    "cannot create --internal {} network {:?} without -o parent=: its isolated \
+                     segment is a dummy link, and this kernel has no dummy support (the kernel \
+                     module dummy is neither loaded nor loadable; try modprobe dummy), or give \
+                     an existing interface as -o parent=",
+                    spec.driver.as_str(),
+                    spec.name
+                )));
+            }
+            if let Some(link) = self.observe_link(&seg.name).await? {
+                if link.alias.as_deref() != Some(seg.alias.as_str()) {
+                    return Err(ApiError::conflict(format!(
+                        "network {:?}: the link {} berth would create as its isolated segment \
+                         exists and is not berth's ({}): remove it",
+                        spec.name,
+                        seg.name,
+                        link.kind.as_deref().unwrap_or("device")
+                    )));
+                }
+            }
+            return Ok(());
+        }
         let Some(link) = self.observe_link(parent).await? else {
             if let Some(v) = planner::vlan_plan(parent) {
                 if !kind_supported("vlan").await? {
@@ -114,12 +142,24 @@ impl Daemon {
                         spec.name, v.vid, v.base
                     )));
                 }
-                return Err(ApiError::bad_request(format!(
-                    "parent {parent:?} of network {:?} does not exist: berth does not create \
-                     802.1Q sub-interfaces yet; create it with `ip link add link {} name {parent} \
-                     type vlan id {}`",
-                    spec.name, v.base, v.vid
-                )));
+                let Some(base) = self.observe_link(&v.base).await? else {
+                    return Err(ApiError::not_found(format!(
+                        "parent {parent:?} of network {:?} is the 802.1Q sub-interface for VLAN {} \
+                         of {}, and {} does not exist in berthd's network namespace",
+                        spec.name, v.vid, v.base, v.base
+                    )));
+                };
+                if host::is_owned(&base) {
+                    return Err(ApiError::conflict(format!(
+                        "parent {parent:?}: its base {} is one of berth's own links: give a host \
+                         interface that faces the LAN",
+                        v.base
+                    )));
+                }
+                // berth creates it with the network and removes it with the last network on
+                // it (it carries berth's mark; one made by hand never does).
+                spec.owned_parent = Some(planner::vlan_parent(&v));
+                return Ok(());
             }
             return Err(ApiError::not_found(format!(
                 "parent interface {parent:?} of network {:?} does not exist in berthd's network \
@@ -127,7 +167,12 @@ impl Daemon {
                 spec.name
             )));
         };
-        if host::is_owned(&link) {
+        let ours = link.alias.as_deref() == Some(planner::parent_alias(parent).as_str());
+        if let (true, Some(v)) = (ours, planner::vlan_plan(parent)) {
+            // A sub-interface berth created for another network: shared, removed with the
+            // last network on it.
+            spec.owned_parent = Some(planner::vlan_parent(&v));
+        } else if host::is_owned(&link) {
             return Err(ApiError::conflict(format!(
                 "parent interface {parent:?} is one of berth's own links ({}): give a host \
                  interface that faces the LAN",
@@ -210,10 +255,23 @@ impl Daemon {
     /// bridge only loses the gateway addresses berth added. Errors are logged and counted (the
     /// next pass retries), never dropped silently.
     async fn release_network(&self, net: &NetworkSpec) {
-        let also: Vec<String> = berth_plan::driver::driver(net.driver)
+        let mut also: Vec<String> = berth_plan::driver::driver(net.driver)
             .network_link(net)
             .into_iter()
             .collect();
+        if let Some(p) = &net.owned_parent {
+            // The parent berth made goes with the last network on it (the pass deletes it
+            // only if it carries berth's mark).
+            let shared = match self.networks() {
+                Ok(nets) => nets.iter().any(|n| {
+                    n.id != net.id && n.owned_parent.as_ref().is_some_and(|q| q.name == p.name)
+                }),
+                Err(_) => true,
+            };
+            if !shared {
+                also.push(p.name.clone());
+            }
+        }
         match self
             .converge(
                 crate::reconcile::Trigger::Api,

@@ -120,6 +120,7 @@ impl HostKernel {
             } => self.link.attach_port(veth, bridge, *isolated, alias).await,
             StepOp::CreateSublink { plan } => self.link.create_sublink(plan).await,
             StepOp::EnsureShim { plan } => self.link.ensure_shim(plan).await,
+            StepOp::EnsureParent { plan } => self.link.ensure_parent(plan).await,
             StepOp::DeleteContainerLink { netns, ifname } => {
                 crate::sublink::delete_container_link(Path::new(netns), ifname).await
             }
@@ -299,6 +300,14 @@ impl FakeKernel {
                 if !plan.routes.is_empty() {
                     ns.default_routes = plan.routes.clone();
                 }
+            }
+            StepOp::EnsureParent { plan } => {
+                let l = state.links.entry(plan.name.clone()).or_default();
+                l.name = plan.name.clone();
+                l.kind = Some(plan.kind.kind().into());
+                l.up = true;
+                l.mtu = 1500;
+                l.alias = Some(plan.alias.clone());
             }
             StepOp::EnsureShim { plan } => {
                 let l = state.links.entry(plan.name.clone()).or_default();

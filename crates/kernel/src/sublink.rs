@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use berth_plan::model::{ShimPlan, SublinkKind, SublinkPlan};
+use berth_plan::model::{ParentKind, ParentPlan, ShimPlan, SublinkKind, SublinkPlan};
 use ipnet::IpNet;
 use rtnetlink::packet_route::link::{
-    InfoData, InfoIpVlan, InfoKind, InfoMacVlan, IpVlanFlags, IpVlanMode, LinkAttribute,
+    InfoData, InfoIpVlan, InfoKind, InfoMacVlan, InfoVlan, IpVlanFlags, IpVlanMode, LinkAttribute,
     LinkInfo as NlLinkInfo, LinkMessage, MacVlanMode,
 };
 use rtnetlink::packet_route::route::{
@@ -118,6 +118,85 @@ impl Kernel {
             elapsed_us = started.elapsed().as_micros() as u64,
             "container interface created"
         );
+        Ok(())
+    }
+}
+
+/// The `RTM_NEWLINK` that creates parent link `plan` (`base` is the index of an 802.1Q
+/// sub-interface's base). A dummy link gets berth's owner MAC in the creating request (marked
+/// from its first moment); a VLAN sub-interface keeps its base's MAC (the LAN knows the host
+/// by it) and is marked by its alias right after.
+pub fn parent_msg(plan: &ParentPlan, base: Option<u32>) -> Result<LinkMessage> {
+    let mut msg = LinkMessage::default();
+    msg.attributes = vec![LinkAttribute::IfName(plan.name.clone())];
+    let info = match &plan.kind {
+        ParentKind::Vlan { vid, .. } => {
+            let base = base.ok_or_else(|| KernelError::Invalid {
+                what: format!("creating {}", plan.name),
+                reason: "no base interface index".into(),
+            })?;
+            msg.attributes.push(LinkAttribute::Link(base));
+            vec![
+                NlLinkInfo::Kind(InfoKind::Vlan),
+                NlLinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(*vid)])),
+            ]
+        }
+        ParentKind::Dummy => {
+            msg.attributes.push(LinkAttribute::Address(
+                berth_plan::names::owner_mac(&plan.name).to_vec(),
+            ));
+            vec![NlLinkInfo::Kind(InfoKind::Dummy)]
+        }
+    };
+    msg.attributes.push(LinkAttribute::LinkInfo(info));
+    Ok(msg)
+}
+
+impl Kernel {
+    /// Makes a parent link berth owns exist (see [`berth_plan::host::StepOp::EnsureParent`]):
+    /// `ip link add link BASE name BASE.VID type vlan id VID` (or `ip link add NAME address
+    /// OWNER_MAC type dummy`), then `ip link set NAME alias berth:parent:NAME up`. An internal
+    /// segment also loses IPv6 (no link-local address: the host has no business on it).
+    pub async fn ensure_parent(&self, plan: &ParentPlan) -> Result<()> {
+        let what = || format!("setting up parent link {}", plan.name);
+        let existing = match self
+            .link_by_name(&plan.name, || format!("looking up {}", plan.name))
+            .await
+        {
+            Ok(l) => Some(l),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.context(&what())),
+        };
+        if existing.is_none() {
+            let base = match &plan.kind {
+                ParentKind::Vlan { base, .. } => Some(
+                    self.link_by_name(base, || format!("looking up base interface {base}"))
+                        .await
+                        .map_err(|e| e.context(&what()))?
+                        .header
+                        .index,
+                ),
+                ParentKind::Dummy => None,
+            };
+            let msg = parent_msg(plan, base).map_err(|e| e.context(&what()))?;
+            self.request(RouteNetlinkMessage::NewLink(msg), CREATE_EXCL, what)
+                .await?;
+            if plan.kind == ParentKind::Dummy {
+                let key = format!("net.ipv6.conf.{}.disable_ipv6", plan.name);
+                if let Err(e) = crate::sysctl::write(None, &key, "1") {
+                    tracing::debug!(link = %plan.name, "{key}: {e}");
+                }
+            }
+        }
+        let mut msg = get_link_msg(&plan.name);
+        msg.header.flags = rtnetlink::packet_route::link::LinkFlags::Up;
+        msg.header.change_mask = rtnetlink::packet_route::link::LinkFlags::Up;
+        msg.attributes
+            .push(LinkAttribute::IfAlias(plan.alias.clone()));
+        self.request(RouteNetlinkMessage::NewLink(msg), CHANGE, || {
+            format!("marking and bringing up {}", plan.name)
+        })
+        .await?;
         Ok(())
     }
 }
@@ -383,6 +462,45 @@ mod tests {
             b"macvlan",
             nla(IFLA_MACVLAN_MODE, &4u32.to_ne_bytes()),
         ));
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn parent_messages_are_byte_exact() {
+        const IFLA_VLAN_ID: u16 = 1;
+        // ip link add link <7> name eth0.10 type vlan id 10
+        let p = ParentPlan {
+            name: "eth0.10".into(),
+            kind: ParentKind::Vlan {
+                base: "eth0".into(),
+                vid: 10,
+            },
+            alias: "berth:parent:eth0.10".into(),
+        };
+        let got = bytes(&parent_msg(&p, Some(7)).expect("message"));
+        let mut want = ifinfomsg();
+        want.extend(nla(IFLA_IFNAME, b"eth0.10\0"));
+        want.extend(nla(IFLA_LINK, &7u32.to_ne_bytes()));
+        want.extend(linkinfo(b"vlan", nla(IFLA_VLAN_ID, &10u16.to_ne_bytes())));
+        assert_eq!(got, want);
+        assert!(parent_msg(&p, None).is_err(), "a VLAN needs its base");
+
+        // ip link add dm-0123456789ab address <owner MAC> type dummy
+        let p = ParentPlan {
+            name: "dm-0123456789ab".into(),
+            kind: ParentKind::Dummy,
+            alias: "berth:parent:dm-0123456789ab".into(),
+        };
+        let got = bytes(&parent_msg(&p, None).expect("message"));
+        let mut want = ifinfomsg();
+        want.extend(nla(IFLA_IFNAME, b"dm-0123456789ab\0"));
+        want.extend(nla(
+            IFLA_ADDRESS,
+            &berth_plan::names::owner_mac("dm-0123456789ab"),
+        ));
+        let mut k = b"dummy".to_vec();
+        k.push(0);
+        want.extend(nla(IFLA_LINKINFO, &nla(IFLA_INFO_KIND, &k)));
         assert_eq!(got, want);
     }
 

@@ -982,6 +982,7 @@ mod tests {
             adopted_addrs: Vec::new(),
             shim_src: None,
             overlay: None,
+            owned_parent: None,
             bridge: format!("br-{id}"),
             icc: true,
             masquerade: !internal,

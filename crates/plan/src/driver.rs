@@ -12,7 +12,7 @@ use crate::firewall::Elements;
 use crate::firewall::FirewallConfig;
 use crate::host::{
     bridge_alias, sublink_key, veth_alias, DesiredBridge, DesiredEndpoint, DesiredHost,
-    DesiredRoutes, DesiredShim, DesiredSublink,
+    DesiredParent, DesiredRoutes, DesiredShim, DesiredSublink,
 };
 use crate::model::{ContainerSpec, Driver, EndpointSpec, NetworkMode, NetworkSpec, RoutePlan};
 use crate::network as planner;
@@ -195,6 +195,16 @@ impl NetworkDriver for SublinkDriver {
         Some(self.name)
     }
     fn contribute_network(&self, net: &NetworkSpec, d: &mut DesiredHost) {
+        if let Some(plan) = &net.owned_parent {
+            d.parents
+                .entry(plan.name.clone())
+                .or_insert_with(|| DesiredParent {
+                    plan: plan.clone(),
+                    networks: Vec::new(),
+                })
+                .networks
+                .push(net.name.clone());
+        }
         if let Some(plan) = planner::shim_plan(net) {
             d.shims.insert(
                 plan.name.clone(),

@@ -201,6 +201,7 @@ mod tests {
             adopted_addrs: Vec::new(),
             shim_src: None,
             overlay: None,
+            owned_parent: None,
             bridge: "br-x".into(),
             icc: true,
             masquerade: true,

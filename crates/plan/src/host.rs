@@ -34,7 +34,9 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::firewall::{Elements, FirewallConfig};
-use crate::model::{BridgePlan, EndpointPlan, NetworkSpec, RoutePlan, ShimPlan, SublinkPlan};
+use crate::model::{
+    BridgePlan, EndpointPlan, NetworkSpec, ParentPlan, RoutePlan, ShimPlan, SublinkPlan,
+};
 use crate::names;
 
 /// Prefix of the `ifalias` of every link berth creates.
@@ -120,6 +122,16 @@ pub struct DesiredShim {
     pub network: String,
 }
 
+/// A parent link berth creates for macvlan/ipvlan networks (an 802.1Q sub-interface, or the
+/// isolated segment of an `--internal` network), wanted while any network is on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredParent {
+    /// Name, kind, mark.
+    pub plan: ParentPlan,
+    /// The networks on it, for messages.
+    pub networks: Vec<String>,
+}
+
 /// The default routes a container namespace should have.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredRoutes {
@@ -146,6 +158,9 @@ pub struct DesiredHost {
     /// Host shims of macvlan networks by name.
     #[serde(default)]
     pub shims: BTreeMap<String, DesiredShim>,
+    /// Parent links berth creates for macvlan/ipvlan networks, by name.
+    #[serde(default)]
+    pub parents: BTreeMap<String, DesiredParent>,
     /// VXLAN ports of overlay networks by name, with their remote entries.
     #[serde(default)]
     pub vxlans: BTreeMap<String, crate::overlay::DesiredVxlan>,
@@ -211,6 +226,7 @@ impl ObserveRequest {
         let mut links: BTreeSet<String> = desired.bridges.keys().cloned().collect();
         links.extend(desired.endpoints.keys().cloned());
         links.extend(desired.shims.keys().cloned());
+        links.extend(desired.parents.keys().cloned());
         links.extend(desired.vxlans.keys().cloned());
         links.extend(also.iter().cloned());
         ObserveRequest {
@@ -376,6 +392,12 @@ pub enum StepOp {
         /// The interface.
         plan: SublinkPlan,
     },
+    /// Makes a parent link berth owns exist: created if missing (an 802.1Q sub-interface of its
+    /// base, a dummy link or an empty bridge), marked and up.
+    EnsureParent {
+        /// The link.
+        plan: ParentPlan,
+    },
     /// Makes a macvlan network's host shim exist: created on its parent if missing (macvlan,
     /// bridge mode, owner MAC), marked, up, its routes in place (replace: idempotent).
     EnsureShim {
@@ -476,6 +498,7 @@ impl Step {
             StepOp::AttachPort { .. } => "AttachPort",
             StepOp::CreateSublink { .. } => "CreateSublink",
             StepOp::EnsureShim { .. } => "EnsureShim",
+            StepOp::EnsureParent { .. } => "EnsureParent",
             StepOp::DeleteContainerLink { .. } => "DeleteContainerLink",
             StepOp::ConfigureContainerSide { .. } => "ConfigureContainerSide",
             StepOp::ReplaceRoutes { .. } => "ReplaceRoutes",
@@ -669,6 +692,40 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
                     _ => format!("new bridge ({why})"),
                 },
             });
+        }
+    }
+
+    // 3a. Parent links berth owns (before the shims and container links on them).
+    for (name, p) in &desired.parents {
+        let object = format!(
+            "{} parent {name} of network {}",
+            p.plan.kind.kind(),
+            p.networks.join(", ")
+        );
+        let ensure = |reason: String| Step {
+            op: StepOp::EnsureParent {
+                plan: p.plan.clone(),
+            },
+            object: object.clone(),
+            reason,
+        };
+        match observed.links.get(name) {
+            None => steps.push(ensure("missing".into())),
+            Some(link) if link.alias.as_deref() != Some(p.plan.alias.as_str()) => {
+                // Not berth's (made by hand after berth's went away): used as it is, never
+                // changed or removed.
+                if !link.up {
+                    plan.problems.push(Problem {
+                        object: object.clone(),
+                        message: format!(
+                            "{name} exists, is down and is not berth's: berth leaves it alone \
+                             (bring it up, or remove it and berth makes its own)"
+                        ),
+                    });
+                }
+            }
+            Some(link) if !link.up => steps.push(ensure("down".into())),
+            Some(_) => {}
         }
     }
 
@@ -1011,6 +1068,7 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
         if desired.bridges.contains_key(name)
             || desired.endpoints.contains_key(name)
             || desired.shims.contains_key(name)
+            || desired.parents.contains_key(name)
             || desired.vxlans.contains_key(name)
             || desired.kept_links.contains(name)
         {

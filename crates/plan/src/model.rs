@@ -131,6 +131,11 @@ pub struct NetworkSpec {
     /// For an overlay network: its VXLAN identity, the same on every host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlay: Option<OverlaySpec>,
+    /// For a macvlan/ipvlan network: the parent link berth creates and owns (an 802.1Q
+    /// sub-interface `BASE.VID` that did not exist, or the isolated segment of an `--internal`
+    /// network without `-o parent=`). `None`: the parent is the host's, never touched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owned_parent: Option<ParentPlan>,
     /// Bridge interface name (empty for host/null).
     pub bridge: String,
     /// Inter-container communication on this network (`com.docker.network.bridge.enable_icc`).
@@ -406,6 +411,45 @@ pub struct SublinkPlan {
     pub routes: Vec<RoutePlan>,
     /// IPv6 off on it (IPv4-only networks).
     pub disable_ipv6: bool,
+}
+
+/// What kind of link berth creates as a macvlan/ipvlan network's parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ParentKind {
+    /// An 802.1Q sub-interface of host interface `base` (`ip link add link BASE name BASE.VID
+    /// type vlan id VID`): the network's containers are on that VLAN of the LAN.
+    Vlan {
+        /// The host interface it is on.
+        base: String,
+        /// The VLAN id, 1 to 4094.
+        vid: u16,
+    },
+    /// A `dummy` link (Docker's choice for `--internal` macvlan/ipvlan networks without a
+    /// parent): the containers share an L2 segment inside the host and nothing leaves it
+    /// (the dummy drops whatever the macvlan driver passes down to it).
+    Dummy,
+}
+
+impl ParentKind {
+    /// `IFLA_INFO_KIND`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ParentKind::Vlan { .. } => "vlan",
+            ParentKind::Dummy => "dummy",
+        }
+    }
+}
+
+/// A parent link berth creates for macvlan/ipvlan networks, and removes when no network wants
+/// it any more (only when it carries berth's mark).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentPlan {
+    /// Its name (`eth0.10`; `dm-`/`di-` + 12 hex of the network id for an internal segment).
+    pub name: String,
+    /// What it is.
+    pub kind: ParentKind,
+    /// Its ownership mark (`ifalias`).
+    pub alias: String,
 }
 
 /// A route of the host through a macvlan host shim.

@@ -13,7 +13,8 @@ use crate::error::PlanError;
 use crate::ipam;
 use crate::model::{
     BridgePlan, ContainerSpec, Driver, EndpointPlan, EndpointSpec, Id, NetworkMode, NetworkSpec,
-    OverlaySpec, RoutePlan, ShimPlan, ShimRoute, SublinkKind, SublinkPlan, SubnetSpec, UnusedIpam,
+    OverlaySpec, ParentKind, ParentPlan, RoutePlan, ShimPlan, ShimRoute, SublinkKind, SublinkPlan,
+    SubnetSpec, UnusedIpam,
 };
 use crate::names;
 
@@ -119,6 +120,17 @@ pub fn notes(n: &NetworkSpec) -> Vec<String> {
     } else if n.driver == Driver::Macvlan {
         out.push(MACVLAN_HOST_NOTE.to_string());
     }
+    match n.owned_parent.as_ref().map(|p| (&p.name, &p.kind)) {
+        Some((name, ParentKind::Vlan { base, vid })) => out.push(format!(
+            "berth created {name}, the 802.1Q sub-interface for VLAN {vid} of {base}, and removes \
+             it with the last network on it"
+        )),
+        Some((name, _)) => out.push(format!(
+            "an isolated segment: the containers hang off {name}, a dummy link berth created \
+             (and removes with the network); nothing reaches the LAN or the host"
+        )),
+        None => {}
+    }
     if let Some(SublinkKind::Ipvlan(mode @ (1 | 2), _)) = sublink_kind(n) {
         let mode = if mode == 1 { "l3" } else { "l3s" };
         for s in &n.subnets {
@@ -140,15 +152,47 @@ pub fn notes(n: &NetworkSpec) -> Vec<String> {
     out
 }
 
-/// The parent interface of a macvlan or ipvlan network (`-o parent=`), if any.
+/// The parent interface of a macvlan or ipvlan network (`-o parent=`, or the segment berth
+/// made for an `--internal` one without it), if any.
 pub fn parent_of(net: &NetworkSpec) -> Option<&str> {
     match net.driver {
         Driver::Macvlan | Driver::Ipvlan => net
             .options
             .get(OPT_PARENT)
             .map(String::as_str)
-            .filter(|p| !p.is_empty()),
+            .filter(|p| !p.is_empty())
+            .or(net.owned_parent.as_ref().map(|p| p.name.as_str())),
         _ => None,
+    }
+}
+
+/// The `ifalias` of a parent link berth created (shared by every network on it).
+pub fn parent_alias(name: &str) -> String {
+    format!("{}parent:{name}", crate::host::MARK_PREFIX)
+}
+
+/// The isolated segment of an `--internal` macvlan/ipvlan network without `-o parent=`: as
+/// Docker, a `dummy` link named `dm-` (macvlan) or `di-` (ipvlan) + 12 hex of the network id.
+/// Where the kernel has no `dummy` module the daemon refuses the network, naming it.
+pub fn segment_parent(driver: Driver, id: &str) -> ParentPlan {
+    let prefix = if driver == Driver::Ipvlan { "di" } else { "dm" };
+    let name = format!("{prefix}-{}", names::short_id(id));
+    ParentPlan {
+        alias: parent_alias(&name),
+        name,
+        kind: ParentKind::Dummy,
+    }
+}
+
+/// The 802.1Q sub-interface berth creates as the parent `v` names.
+pub fn vlan_parent(v: &VlanPlan) -> ParentPlan {
+    ParentPlan {
+        name: v.name.clone(),
+        kind: ParentKind::Vlan {
+            base: v.base.clone(),
+            vid: v.vid,
+        },
+        alias: parent_alias(&v.name),
     }
 }
 
@@ -671,12 +715,8 @@ pub fn plan_network(
             Some(p) => names::validate_ifname(p).map_err(|e| {
                 PlanError::Invalid(format!("invalid value for option {OPT_PARENT}: {e}"))
             })?,
-            None if req.internal => {
-                return Err(PlanError::Invalid(format!(
-                    "network {name:?}: an --internal {} network without -o {OPT_PARENT}= (an isolated segment on a dummy link) is not supported by berth yet; give -o {OPT_PARENT}=IFACE",
-                    driver.as_str()
-                )))
-            }
+            // Docker: an --internal network without a parent gets a dummy link of its own.
+            None if req.internal => {}
             None => {
                 return Err(PlanError::Invalid(format!(
                     "network {name:?}: the {} driver needs the host interface its containers hang off: add -o {OPT_PARENT}=IFACE",
@@ -891,6 +931,7 @@ pub fn plan_network(
         }
     }
 
+    let owned_parent = (direct && parent.is_none()).then(|| segment_parent(driver, &id));
     Ok(NetworkSpec {
         id,
         name: name.to_string(),
@@ -905,6 +946,7 @@ pub fn plan_network(
         adopted_addrs: Vec::new(),
         shim_src: None,
         overlay,
+        owned_parent,
         bridge,
         icc,
         masquerade,
@@ -953,6 +995,7 @@ pub fn predefined_networks(
         adopted_addrs: Vec::new(),
         shim_src: None,
         overlay: None,
+        owned_parent: None,
         bridge: String::new(),
         icc: true,
         masquerade: false,
@@ -982,6 +1025,7 @@ pub fn predefined_networks(
             adopted_addrs: Vec::new(),
             shim_src: None,
             overlay: None,
+            owned_parent: None,
             bridge: DEFAULT_BRIDGE_IFNAME.into(),
             icc: true,
             masquerade: true,

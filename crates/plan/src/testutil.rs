@@ -32,6 +32,7 @@ pub fn net(id_hex: char, name: &str, subnet: &str) -> NetworkSpec {
         adopted_addrs: Vec::new(),
         shim_src: None,
         overlay: None,
+        owned_parent: None,
         icc: true,
         masquerade: true,
         mtu: 1500,

@@ -24,6 +24,19 @@ fn converged(d: &DesiredHost) -> ObservedHost {
             },
         );
     }
+    for (name, p) in &d.parents {
+        o.links.insert(
+            name.clone(),
+            ObservedLink {
+                name: name.clone(),
+                kind: Some(p.plan.kind.kind().into()),
+                up: true,
+                mtu: 1500,
+                alias: Some(p.plan.alias.clone()),
+                ..ObservedLink::default()
+            },
+        );
+    }
     for (name, e) in &d.endpoints {
         o.links.insert(
             name.clone(),
@@ -499,6 +512,81 @@ fn a_host_shim_is_created_repaired_and_removed() {
     let empty = desired_of(&[], &[]);
     let plan = diff(&o, &empty);
     assert_eq!(actions(&plan), ["DeleteLink"]);
+}
+
+/// A parent link berth owns (an 802.1Q sub-interface, an internal segment): created before
+/// the container links on it, brought up again, shared by the networks on it, removed with the
+/// last one, and never touched when a link of that name is not berth's.
+#[test]
+fn an_owned_parent_is_created_first_shared_and_removed_last() {
+    let (mut nets, mut cs) = macvlan_world();
+    let v = crate::network::vlan_plan("lan0.10").expect("vlan");
+    nets[0].options.insert("parent".into(), "lan0.10".into());
+    nets[0].owned_parent = Some(crate::network::vlan_parent(&v));
+    let mut other = lan();
+    other.id = "f".repeat(64);
+    other.name = "lan2".into();
+    other.subnets[0].subnet = "192.168.2.0/24".parse().expect("net");
+    other.options.insert("parent".into(), "lan0.10".into());
+    other.owned_parent = nets[0].owned_parent.clone();
+    nets.push(other);
+    cs[0].endpoints[0].network_id = nets[0].id.clone();
+    let d = desired_of(&nets, &cs);
+    assert_eq!(d.parents.len(), 1, "one link for both networks");
+    assert_eq!(d.parents["lan0.10"].networks, ["lan", "lan2"]);
+    assert_eq!(
+        d.sublinks.values().next().map(|s| s.plan.parent.as_str()),
+        Some("lan0.10")
+    );
+
+    // Nothing yet: the parent first, then the container's link on it.
+    let mut o = converged(&d);
+    o.links.remove("lan0.10");
+    for n in o.netns.values_mut() {
+        n.links.retain(|k, _| k == "lo");
+    }
+    let plan = diff(&o, &d);
+    let acts = actions(&plan);
+    let pos = |a: &str| acts.iter().position(|x| x == a);
+    assert!(
+        pos("EnsureParent") < pos("CreateSublink") && pos("EnsureParent").is_some(),
+        "{acts:?}"
+    );
+
+    // Converged: nothing. Down: brought up.
+    let mut o = converged(&d);
+    assert!(diff(&o, &d).steps.is_empty(), "{:#?}", diff(&o, &d).steps);
+    if let Some(l) = o.links.get_mut("lan0.10") {
+        l.up = false;
+    }
+    let plan = diff(&o, &d);
+    assert_eq!(actions(&plan), ["EnsureParent"]);
+    assert_eq!(plan.steps[0].reason, "down");
+
+    // One network gone: still wanted by the other.
+    let mut o = converged(&d);
+    let d1 = desired_of(&nets[..1], &cs);
+    assert!(diff(&o, &d1).steps.is_empty());
+    // Both gone: an orphan carrying berth's mark, deleted.
+    let empty = desired_of(&[], &[]);
+    for n in o.netns.values_mut() {
+        n.reachable = false;
+    }
+    let plan = diff(&o, &empty);
+    assert_eq!(actions(&plan), ["DeleteLink"], "{:#?}", plan.steps);
+
+    // A link of that name someone else made: used as it is, never changed nor deleted.
+    if let Some(l) = o.links.get_mut("lan0.10") {
+        l.alias = None;
+    }
+    assert!(diff(&o, &d).steps.is_empty());
+    assert!(diff(&o, &empty).steps.is_empty());
+    if let Some(l) = o.links.get_mut("lan0.10") {
+        l.up = false;
+    }
+    let plan = diff(&o, &d);
+    assert!(plan.steps.is_empty());
+    assert_eq!(plan.problems.len(), 1, "{:?}", plan.problems);
 }
 
 /// Anti-spoofing elements belong to endpoints: a pass scoped to one container adds and removes

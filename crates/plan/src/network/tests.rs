@@ -856,14 +856,57 @@ fn macvlan_networks() {
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     assert!(e.to_string().contains("macvlan_mode"), "{e}");
 
-    // A parent is required, also (for now) with --internal.
+    // A parent is required, except with --internal: as Docker, an isolated segment on a
+    // dummy link of its own (dm-/di- + 12 hex of the id), which berth owns.
     let e = plan(&macvlan("m", "10.9.0.0/24", None), &[]).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     assert!(e.to_string().contains("-o parent=IFACE"), "{e}");
     let mut r = macvlan("m", "10.9.0.0/24", None);
     r.internal = true;
-    let e = plan(&r, &[]).unwrap_err();
-    assert!(e.to_string().contains("--internal"), "{e}");
+    let n = plan_network(&r, id('c'), "t".into(), &predefined(), &[]).unwrap();
+    let seg = n.owned_parent.clone().expect("a segment of its own");
+    assert_eq!(seg.name, "dm-cccccccccccc");
+    assert_eq!(seg.kind, ParentKind::Dummy);
+    assert_eq!(seg.alias, "berth:parent:dm-cccccccccccc");
+    assert_eq!(parent_of(&n), Some("dm-cccccccccccc"));
+    let ep = plan_endpoint(
+        &n,
+        &container("c", 'c'),
+        &[],
+        &EndpointRequest::default(),
+        id('e'),
+    )
+    .unwrap();
+    let sp = sublink_plan(&n, &ep, "/proc/1/ns/net", true).unwrap();
+    assert_eq!(sp.parent, "dm-cccccccccccc");
+    assert!(sp.routes.is_empty(), "internal: no default route");
+    assert!(
+        notes(&n).iter().any(|l| l.contains("isolated segment")),
+        "{:?}",
+        notes(&n)
+    );
+    // An internal network with a parent uses that parent; a plain one owns none.
+    let mut r = macvlan("m", "10.9.0.0/24", Some("eth0"));
+    r.internal = true;
+    assert_eq!(plan(&r, &[]).unwrap().owned_parent, None);
+    assert_eq!(
+        plan(&macvlan("m", "10.9.0.0/24", Some("eth0")), &[])
+            .unwrap()
+            .owned_parent,
+        None
+    );
+    // An 802.1Q parent berth creates (the daemon decides it does not exist yet).
+    let v = vlan_plan("eth0.10").unwrap();
+    let p = vlan_parent(&v);
+    assert_eq!(p.name, "eth0.10");
+    assert_eq!(
+        p.kind,
+        ParentKind::Vlan {
+            base: "eth0".into(),
+            vid: 10
+        }
+    );
+    assert_eq!(p.alias, parent_alias("eth0.10"));
 
     // The host shim needs an ip range (the route it gets), and macvlan.
     let mut r = macvlan("m", "10.9.0.0/24", Some("eth0"));
