@@ -189,6 +189,23 @@ fn machine_blocked(w: &World, lan: &Lan, addr: &str, port: u16) {
     );
 }
 
+/// Waits (bounded by `secs`) until `berth system check` says the kernel is in sync.
+fn wait_in_sync(w: &World, secs: u64) {
+    let start = Instant::now();
+    loop {
+        let o = w.system_check(&[]);
+        if o.status.success() && stdout(&o).contains("in sync") {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "check after the repair: {}",
+            show(&o)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn mac_of(w: &World, container: &str, net: &str) -> String {
     w.inspect(container)["NetworkSettings"]["Networks"][net]["MacAddress"]
         .as_str()
@@ -387,19 +404,7 @@ fn connect_disconnect_restart_and_drift() {
     assert!(link.contains(&mac) && link.contains("macvlan"), "{link}");
     let routes = w.exec_ok("srv", &["ip", "route", "show", "default"]);
     assert!(routes.contains(&format!("via {ROUTER}")), "{routes}");
-    let start = Instant::now();
-    loop {
-        let o = w.system_check(&[]);
-        if o.status.success() && stdout(&o).contains("in sync") {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "check after the repair: {}",
-            show(&o)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_in_sync(&w, 10);
 
     // The same drift right after a SIGKILL restart, with the timer out of the way: only the
     // namespace notification of an adopted container can repair it (regression: the watch of
@@ -1278,9 +1283,9 @@ fn host_link(w: &World, name: &str) -> serde_json::Value {
 
 /// Proves `--internal` macvlan without `-o parent=` (an isolated L2 segment, as Docker's dummy
 /// link): where the kernel has no dummy module (the project's machines) the create is refused
-/// with 400 naming it and nothing is left; elsewhere berth creates the segment's parent (`dm-`
-/// + 12 hex of the id, a dummy link), marked and without IPv6; two containers
-/// on it talk by address and by name; they have no default route and reach neither the LAN
+/// with 400 naming it and nothing is left; elsewhere berth creates the segment's parent, the
+/// dummy link `dm-<12 hex of the id>`, marked and without IPv6; two containers on it talk by
+/// address and by name; they have no default route and reach neither the LAN
 /// nor the host; inspect says what the segment is; a SIGKILL restart changes nothing; the
 /// segment deleted behind berth's back is made again with the containers' links on it; rm of
 /// the network removes it.
@@ -1370,19 +1375,7 @@ fn internal_macvlan_is_an_isolated_segment() {
     // Drift: the segment deleted by hand takes the containers' links with it; berth makes
     // both again.
     w.host_ip_cmd(&["link", "del", &seg]);
-    let start = Instant::now();
-    loop {
-        let o = w.system_check(&[]);
-        if o.status.success() && stdout(&o).contains("in sync") {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "check after the repair: {}",
-            show(&o)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_in_sync(&w, 15);
     assert_eq!(w.assert_reaches("b", "10.88.0.10", 8080).trim(), b_ip);
     assert_eq!(
         host_link(&w, &seg)["ifalias"],

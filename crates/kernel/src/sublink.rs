@@ -153,21 +153,43 @@ pub fn parent_msg(plan: &ParentPlan, base: Option<u32>) -> Result<LinkMessage> {
 }
 
 impl Kernel {
+    /// Whether link `name` exists in berthd's namespace.
+    async fn link_exists(&self, name: &str) -> Result<bool> {
+        match self
+            .link_by_name(name, || format!("looking up {name}"))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `ip link set NAME alias ALIAS up`: berth's mark and the up state in one request.
+    async fn mark_up(&self, name: &str, alias: &str) -> Result<()> {
+        let mut msg = get_link_msg(name);
+        msg.header.flags = rtnetlink::packet_route::link::LinkFlags::Up;
+        msg.header.change_mask = rtnetlink::packet_route::link::LinkFlags::Up;
+        msg.attributes
+            .push(LinkAttribute::IfAlias(alias.to_string()));
+        self.request(RouteNetlinkMessage::NewLink(msg), CHANGE, || {
+            format!("marking and bringing up {name}")
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Makes a parent link berth owns exist (see [`berth_plan::host::StepOp::EnsureParent`]):
     /// `ip link add link BASE name BASE.VID type vlan id VID` (or `ip link add NAME address
     /// OWNER_MAC type dummy`), then `ip link set NAME alias berth:parent:NAME up`. An internal
     /// segment also loses IPv6 (no link-local address: the host has no business on it).
     pub async fn ensure_parent(&self, plan: &ParentPlan) -> Result<()> {
         let what = || format!("setting up parent link {}", plan.name);
-        let existing = match self
-            .link_by_name(&plan.name, || format!("looking up {}", plan.name))
+        if !self
+            .link_exists(&plan.name)
             .await
+            .map_err(|e| e.context(&what()))?
         {
-            Ok(l) => Some(l),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e.context(&what())),
-        };
-        if existing.is_none() {
             let base = match &plan.kind {
                 ParentKind::Vlan { base, .. } => Some(
                     self.link_by_name(base, || format!("looking up base interface {base}"))
@@ -188,15 +210,7 @@ impl Kernel {
                 }
             }
         }
-        let mut msg = get_link_msg(&plan.name);
-        msg.header.flags = rtnetlink::packet_route::link::LinkFlags::Up;
-        msg.header.change_mask = rtnetlink::packet_route::link::LinkFlags::Up;
-        msg.attributes
-            .push(LinkAttribute::IfAlias(plan.alias.clone()));
-        self.request(RouteNetlinkMessage::NewLink(msg), CHANGE, || {
-            format!("marking and bringing up {}", plan.name)
-        })
-        .await?;
+        self.mark_up(&plan.name, &plan.alias).await?;
         Ok(())
     }
 }
@@ -205,15 +219,11 @@ impl Kernel {
     /// Makes a macvlan network's host shim exist (see [`berth_plan::host::StepOp::EnsureShim`]).
     pub async fn ensure_shim(&self, plan: &ShimPlan) -> Result<()> {
         let what = || format!("setting up host shim {} on {}", plan.name, plan.parent);
-        let existing = match self
-            .link_by_name(&plan.name, || format!("looking up {}", plan.name))
+        if !self
+            .link_exists(&plan.name)
             .await
+            .map_err(|e| e.context(&what()))?
         {
-            Ok(l) => Some(l),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e.context(&what())),
-        };
-        if existing.is_none() {
             let parent = self
                 .link_by_name(&plan.parent, || {
                     format!("looking up parent interface {}", plan.parent)
@@ -236,15 +246,7 @@ impl Kernel {
             self.request(RouteNetlinkMessage::NewLink(msg), CREATE_EXCL, what)
                 .await?;
         }
-        let mut msg = get_link_msg(&plan.name);
-        msg.header.flags = rtnetlink::packet_route::link::LinkFlags::Up;
-        msg.header.change_mask = rtnetlink::packet_route::link::LinkFlags::Up;
-        msg.attributes
-            .push(LinkAttribute::IfAlias(plan.alias.clone()));
-        self.request(RouteNetlinkMessage::NewLink(msg), CHANGE, || {
-            format!("marking and bringing up {}", plan.name)
-        })
-        .await?;
+        self.mark_up(&plan.name, &plan.alias).await?;
         let link = self
             .link_by_name(&plan.name, || format!("looking up {}", plan.name))
             .await?;
