@@ -469,9 +469,13 @@ impl Daemon {
             // The container stops using the endpoint at once (interface down, addresses gone);
             // the pass then deletes the veth (in the background) and moves the default route
             // if this was the gateway endpoint.
+            // A macvlan/ipvlan link is also renamed: its deletion (the kernel's ~20 ms of RCU
+            // grace periods) then runs in the background without holding its name.
+            let sublink = matches!(net.driver, Driver::Macvlan | Driver::Ipvlan);
             let retire = berth_plan::host::StepOp::RetireContainerSide {
                 netns: format!("/proc/{}/ns/net", st.pid),
                 ifname: ep.ifname.clone(),
+                rename_to: sublink.then(|| host::retired_name(&ep.id)),
             };
             if let Err(e) = self.reconciler.kernel().apply(&retire).await {
                 tracing::warn!(container = %c.name, "taking {} down: {e}", ep.ifname);

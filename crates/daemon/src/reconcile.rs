@@ -217,44 +217,52 @@ impl Reconciler {
             return Ok(report);
         }
         let in_flight = self.deleting.lock().map(|d| d.clone()).unwrap_or_default();
-        report
-            .plan
-            .steps
-            .retain(|s| !matches!(&s.op, StepOp::DeleteLink { name } if in_flight.contains(name)));
+        report.plan.steps.retain(|s| match &s.op {
+            StepOp::DeleteLink { name } => !in_flight.contains(name),
+            StepOp::DeleteContainerLink { netns, ifname } => {
+                !in_flight.contains(&host::sublink_key(netns, ifname))
+            }
+            _ => true,
+        });
         for step in &report.plan.steps {
             // An API call does not wait for a veth's deletion (~20 ms of RCU grace periods in
             // the kernel): its endpoint is already unusable (retired, or its container gone),
             // so the deletion runs in the background. If berthd dies first, the veth is an
             // orphan with berth's mark, and the next start-up pass deletes it.
-            if let (true, StepOp::DeleteLink { name }) = (defer_deletes, &step.op) {
-                let is_veth = report
+            // The same for a retired macvlan/ipvlan link (down, without addresses, renamed).
+            let deferred = match (defer_deletes, &step.op) {
+                (true, StepOp::DeleteLink { name }) => report
                     .observed
                     .links
                     .get(name)
-                    .is_some_and(|l| l.kind.as_deref() == Some("veth"));
-                if is_veth {
-                    let kernel = self.kernel.clone();
-                    let op = step.op.clone();
-                    let what = step.to_string();
-                    let deleting = self.deleting.clone();
-                    if let Ok(mut d) = deleting.lock() {
-                        d.insert(name.clone());
-                    }
-                    let name = name.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = kernel.apply(&op).await {
-                            tracing::warn!("background {what}: {e}");
-                        }
-                        if let Ok(mut d) = deleting.lock() {
-                            d.remove(&name);
-                        }
-                    });
-                    report.applied += 1;
-                    log_step(trigger, step);
-                    self.note_applied(trigger, step);
-                    failpoint::boundary("deferred veth deletion");
-                    continue;
+                    .is_some_and(|l| l.kind.as_deref() == Some("veth"))
+                    .then(|| name.clone()),
+                (true, StepOp::DeleteContainerLink { netns, ifname }) => {
+                    host::is_retired(ifname).then(|| host::sublink_key(netns, ifname))
                 }
+                _ => None,
+            };
+            if let Some(name) = deferred {
+                let kernel = self.kernel.clone();
+                let op = step.op.clone();
+                let what = step.to_string();
+                let deleting = self.deleting.clone();
+                if let Ok(mut d) = deleting.lock() {
+                    d.insert(name.clone());
+                }
+                tokio::spawn(async move {
+                    if let Err(e) = kernel.apply(&op).await {
+                        tracing::warn!("background {what}: {e}");
+                    }
+                    if let Ok(mut d) = deleting.lock() {
+                        d.remove(&name);
+                    }
+                });
+                report.applied += 1;
+                log_step(trigger, step);
+                self.note_applied(trigger, step);
+                failpoint::boundary("deferred veth deletion");
+                continue;
             }
             match self.kernel.apply(&step.op).await {
                 Ok(()) => {

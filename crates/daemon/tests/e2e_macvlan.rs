@@ -368,6 +368,27 @@ fn connect_disconnect_restart_and_drift() {
     let links = w.exec_ok("app", &["ip", "-o", "link"]);
     assert!(!links.contains("eth1"), "eth1 must be gone: {links}");
     assert!(w.inspect("app")["NetworkSettings"]["Networks"]["lan"].is_null());
+    // The disconnect renamed the link and deleted it in the background: an immediate
+    // reconnect gets eth1 again, and no retired link outlives its deletion.
+    for _ in 0..3 {
+        w.berth_ok(&["network", "connect", "--ip", "192.168.77.201", "lan", "app"]);
+        w.berth_ok(&["network", "disconnect", "lan", "app"]);
+    }
+    w.berth_ok(&["network", "connect", "--ip", "192.168.77.201", "lan", "app"]);
+    assert_eq!(machine_reaches(&w, &lan, "192.168.77.201", 8080), MACHINE);
+    w.berth_ok(&["network", "disconnect", "lan", "app"]);
+    let start = Instant::now();
+    loop {
+        let links = w.exec_ok("app", &["ip", "-o", "link"]);
+        if !links.contains("bret") && !links.contains("eth1") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "retired links must be deleted: {links}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Restart: a macvlan container survives a SIGKILLed berthd.
     w.run_server("srv", &["--network", "lan", "--ip", "192.168.77.200"], 8080);

@@ -732,10 +732,18 @@ impl Kernel {
     }
 
     /// Inside the container namespace at `netns`: takes `ifname` down (`RTM_SETLINK` without
-    /// `IFF_UP`: its routes go with it) and removes every address it has except IPv6
-    /// link-local ones (`RTM_DELADDR`). `Ok` when the interface or the namespace is gone.
-    pub async fn retire_container_side(&self, netns: &Path, ifname: &str) -> Result<()> {
+    /// `IFF_UP`: its routes go with it), removes every address it has except IPv6 link-local
+    /// ones (`RTM_DELADDR`) and, with `rename_to`, renames it (`RTM_SETLINK` with
+    /// `IFLA_IFNAME`, allowed on a link that is down). `Ok` when the interface or the namespace
+    /// is gone.
+    pub async fn retire_container_side(
+        &self,
+        netns: &Path,
+        ifname: &str,
+        rename_to: Option<&str>,
+    ) -> Result<()> {
         let ifname = ifname.to_string();
+        let rename_to = rename_to.map(str::to_string);
         let shown = netns.display().to_string();
         let result = netns::run_in_netns_async(netns, move || -> Result<()> {
             let mut nl = SyncNetlink::open()?;
@@ -781,6 +789,14 @@ impl Kernel {
                     Err(e) if e.is_not_found() => {}
                     Err(e) => return Err(e),
                 }
+            }
+            if let Some(to) = rename_to {
+                let mut rename = LinkMessage::default();
+                rename.header.index = index;
+                rename.attributes.push(LinkAttribute::IfName(to.clone()));
+                nl.request(RouteNetlinkMessage::SetLink(rename), CHANGE, || {
+                    format!("renaming {ifname} to {to}")
+                })?;
             }
             Ok(())
         })

@@ -137,9 +137,13 @@ impl HostKernel {
                 self.link.replace_routes(Path::new(netns), routes).await
             }
             StepOp::RemoveAddrs { link, addrs } => self.link.remove_addrs(link, addrs).await,
-            StepOp::RetireContainerSide { netns, ifname } => {
+            StepOp::RetireContainerSide {
+                netns,
+                ifname,
+                rename_to,
+            } => {
                 self.link
-                    .retire_container_side(Path::new(netns), ifname)
+                    .retire_container_side(Path::new(netns), ifname, rename_to.as_deref())
                     .await
             }
             StepOp::DeleteLink { name } => self.link.delete_link(name).await,
@@ -376,14 +380,22 @@ impl FakeKernel {
                     l.addrs.retain(|a| !addrs.contains(a));
                 }
             }
-            StepOp::RetireContainerSide { netns, ifname } => {
-                if let Some(l) = state
-                    .netns
-                    .get_mut(netns)
-                    .and_then(|n| n.links.get_mut(ifname))
-                {
-                    l.up = false;
-                    l.addrs.clear();
+            StepOp::RetireContainerSide {
+                netns,
+                ifname,
+                rename_to,
+            } => {
+                if let Some(n) = state.netns.get_mut(netns) {
+                    if let Some(l) = n.links.get_mut(ifname) {
+                        l.up = false;
+                        l.addrs.clear();
+                    }
+                    if let Some(to) = rename_to {
+                        if let Some(mut l) = n.links.remove(ifname) {
+                            l.name = to.clone();
+                            n.links.insert(to.clone(), l);
+                        }
+                    }
                 }
             }
             StepOp::CreateVxlan { plan } => {

@@ -99,6 +99,30 @@ pub fn sublink_key(netns: &str, ifname: &str) -> String {
     format!("{netns}#{ifname}")
 }
 
+/// The prefix of a retired container interface's name ([`retired_name`]).
+pub const RETIRED_PREFIX: &str = "bret";
+
+/// The name a retired macvlan/ipvlan container interface takes until its deletion, which
+/// runs in the background, is done: `bret` + 8 hex of its endpoint's id (12 characters).
+pub fn retired_name(endpoint_id: &str) -> String {
+    let hex: String = endpoint_id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(8)
+        .collect();
+    format!("{RETIRED_PREFIX}{hex:0>8}")
+}
+
+/// Whether `ifname` is a retired container interface: already down, without addresses and
+/// out of every endpoint, so deleting it can wait.
+pub fn is_retired(ifname: &str) -> bool {
+    ifname.len() == RETIRED_PREFIX.len() + 8
+        && ifname.starts_with(RETIRED_PREFIX)
+        && ifname[RETIRED_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit())
+}
+
 /// A container interface on a host interface (macvlan, ipvlan) berth wants, created directly in
 /// the container's namespace. It lives and dies with that namespace: berth owns every such link
 /// of the namespaces of its containers, and never touches the parent.
@@ -467,6 +491,10 @@ pub enum StepOp {
         netns: String,
         /// Interface (`eth1`).
         ifname: String,
+        /// Then renamed to this ([`retired_name`]): a macvlan/ipvlan link, deleted off the
+        /// request's path by a later pass, must not hold its name (a quick reconnect reuses it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rename_to: Option<String>,
     },
     /// Deletes a link berth owns (`RTM_DELLINK`; a veth's peer goes with it).
     DeleteLink {

@@ -650,3 +650,24 @@ fn guard_elements_follow_the_scope_of_a_pass() {
     let full = desired_of(&nets, &cs);
     assert_eq!(fw_steps(&diff(&observed, &full)).len(), 1);
 }
+
+#[test]
+fn retired_names_are_short_unique_and_recognised() {
+    let n = retired_name(&"3f".repeat(32));
+    assert_eq!(n, "bret3f3f3f3f");
+    assert!(n.len() <= 15, "IFNAMSIZ");
+    assert!(is_retired(&n));
+    assert_ne!(retired_name(&"a".repeat(64)), retired_name(&"b".repeat(64)));
+    // Odd ids still give a valid, recognised name.
+    assert!(is_retired(&retired_name("xyz")));
+    for not in [
+        "eth0",
+        "bret",
+        "bret3f3f3f3",
+        "bret3f3f3f3fz",
+        "bretzzzzzzzz",
+        "vb1234",
+    ] {
+        assert!(!is_retired(not), "{not}");
+    }
+}
