@@ -857,6 +857,11 @@ pub fn render_lesson(l: &Lesson, prefix: &str, berth: &str) -> String {
         squash(l.seed_quote),
         wrap(&squash(l.idea), 96)
     );
+    s.push_str(&format!(
+        "The sandbox: {prefix}-host is your host (uplink 198.18.0.1); {prefix}-out plays the \
+         outside world (198.18.0.2, a server on :{OUTSIDE_PORT} that answers each client with \
+         the address it sees).\n\n"
+    ));
     if !l.setup.is_empty() {
         s.push_str(&format!(
             "Starting point ({} commands of earlier lessons, run for you).\n\n",

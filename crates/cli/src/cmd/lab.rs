@@ -525,6 +525,7 @@ impl Lab {
             self.record.namespaces.remove(name);
             return Ok(false);
         };
+        self.progress(&format!("removing namespace {name}"));
         for pid in pids_in_ns(ino) {
             kill_pid(pid, rustix::process::Signal::KILL);
             self.record.pids.remove(&pid);
@@ -675,6 +676,9 @@ impl Lab {
     fn checks(&self, checks: &[Check], side: &str) -> Result<(bool, Vec<Value>)> {
         let mut all = true;
         let mut results = Vec::new();
+        // Once a check has failed after waiting, the others are tried once each: a learner who
+        // has not built the thing yet should not wait for every check in turn.
+        let mut patience = CHECK_PATIENCE;
         for (i, c) in checks.iter().enumerate() {
             let ns = lab::fill(c.ns, &self.prefix, &self.berth_str());
             let cmd = lab::fill(c.cmd, &self.prefix, &self.berth_str());
@@ -689,12 +693,15 @@ impl Lab {
                 let (ok, o) = self.sh(&ns, &cmd)?;
                 let met = lab::expectation_met(c.expect, ok, &o);
                 // A packet that must not pass is tried once; one that must is retried.
-                if met || c.expect == lab::Expect::Fails || t0.elapsed() > CHECK_PATIENCE {
+                if met || c.expect == lab::Expect::Fails || t0.elapsed() > patience {
                     break (met, o);
                 }
                 std::thread::sleep(Duration::from_millis(250));
             };
             all &= passed;
+            if !passed {
+                patience = Duration::ZERO;
+            }
             if !self.json {
                 let mark = if passed { "✓" } else { "✗" };
                 out(&format!("{mark} {}    [{ns}] {cmd}", c.what));
@@ -834,7 +841,6 @@ impl Lab {
         let mut names: BTreeSet<String> = lab::namespaces(&self.prefix).into_iter().collect();
         names.extend(self.record.namespaces.iter().cloned());
         for name in names {
-            self.progress(&format!("removing namespace {name}"));
             if self.remove_ns(&name)? {
                 removed.push(format!("netns {name}"));
             }
