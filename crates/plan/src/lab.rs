@@ -21,6 +21,7 @@
 //! | `P-host2`, `P-lan` | lesson 9: a second host and the LAN between them |
 //! | `P-bhost` | berth's host: a private berthd runs here (its own state dir and socket) |
 //! | `P-bout` | the outside of berth's host (198.18.1.1 / 198.18.1.2, the same server on :9000) |
+//! | `P-c1`, `P-c2`, `P-clan` | lesson 9, berth's side: two berth hosts (berthd each) on a LAN with etcd |
 //!
 //! In commands, `{P}` stands for the prefix and `{BERTH}` for the absolute path of the `berth`
 //! binary (containers run it as their server: they see the host's filesystem, not its `PATH`).
@@ -106,6 +107,10 @@ pub struct Lesson {
     pub compare: &'static [Compare],
     /// What to notice; where berth differs from Docker.
     pub notes: &'static str,
+    /// berth's side runs on a cluster: two berth hosts `P-c1` and `P-c2` (each its berthd, with
+    /// `--cluster-store`) on a LAN `P-clan` where etcd runs; its steps run in `P-c1`, and
+    /// `$BERTH_C2` names host 2's socket.
+    pub cluster: bool,
 }
 
 const fn run(cmd: &'static str) -> Step {
@@ -271,6 +276,7 @@ pub const LESSONS: &[Lesson] = &[
         )],
         notes: "Every berth container gets a namespace like red; with --network none that is all \
             it gets (lesson 5).",
+        cluster: false,
     },
     Lesson {
         n: 2,
@@ -333,6 +339,7 @@ pub const LESSONS: &[Lesson] = &[
         ],
         notes: "berth names the host end vb + 12 hex of the endpoint id (not Docker's random \
             vethXXXX), so a restarted berthd recognises its own links; the container end is eth0.",
+        cluster: false,
     },
     Lesson {
         n: 3,
@@ -391,6 +398,7 @@ pub const LESSONS: &[Lesson] = &[
         ],
         notes: "berth's bridge is berth-<9 hex of the network id>; the masquerade is one static \
             rule reading set masq4, and a network adds one element (comment \"network lab\").",
+        cluster: false,
     },
     Lesson {
         n: 4,
@@ -437,6 +445,7 @@ pub const LESSONS: &[Lesson] = &[
             berth one per port (no docker-proxy); the listener on [::1]:8080 is berthd's relay for \
             IPv6 loopback, which NAT cannot reach (docs/PORTS.md). berth's port is one element of \
             map publish4_any with a comment naming the container and port.",
+        cluster: false,
     },
     Lesson {
         n: 5,
@@ -518,6 +527,7 @@ pub const LESSONS: &[Lesson] = &[
         ],
         notes: "overlay (lesson 9) and macvlan (berth network create -d macvlan -o parent=…, \
             docs/CLI.md) are the seed's other modes.",
+        cluster: false,
     },
     Lesson {
         n: 6,
@@ -559,6 +569,7 @@ pub const LESSONS: &[Lesson] = &[
             "ip route get 10.1.0.2 from 198.18.1.2 iif uplink",
         )],
         notes: "berth trace --format mermaid prints the journey as the seed's sequence diagram.",
+        cluster: false,
     },
     Lesson {
         n: 7,
@@ -573,20 +584,20 @@ pub const LESSONS: &[Lesson] = &[
         steps: &[
             run("mkdir -p /etc/netns/{P}-red"),
             run("printf '127.0.0.1 localhost\\n10.0.0.3 blue\\n' > /etc/netns/{P}-red/hosts"),
-            run("ip netns exec {P}-red getent hosts blue"),
-            run("ip netns exec {P}-red ping -c1 -W1 blue"),
+            run("ip netns exec {P}-red getent ahostsv4 blue"),
+            run("ip netns exec {P}-red ping -4 -n -c1 -W1 blue"),
         ],
         checks: &[
             ok(
                 "red resolves blue (ip netns exec mounts red's /etc/hosts)",
                 "{P}-host",
-                "ip netns exec {P}-red getent hosts blue",
+                "ip netns exec {P}-red getent ahostsv4 blue",
                 "10.0.0.3",
             ),
             ok(
                 "red reaches blue by name",
                 "{P}-host",
-                "ip netns exec {P}-red ping -c1 -W1 blue",
+                "ip netns exec {P}-red ping -4 -n -c1 -W1 blue",
                 "1 received",
             ),
         ],
@@ -601,7 +612,7 @@ pub const LESSONS: &[Lesson] = &[
             ok(
                 "red reaches blue by name",
                 "{P}-bhost",
-                "berth exec red ping -c1 -W1 blue",
+                "berth exec red ping -n -c1 -W1 blue",
                 "1 received",
             ),
         ],
@@ -619,6 +630,7 @@ pub const LESSONS: &[Lesson] = &[
         ],
         notes: "berth answers on the gateway (10.1.0.1:53), not on Docker's 127.0.0.11, and only \
             among containers that share a network (docs/DNS.md).",
+        cluster: false,
     },
     Lesson {
         n: 8,
@@ -676,7 +688,7 @@ pub const LESSONS: &[Lesson] = &[
             ok(
                 "berth trace names the drop in chain user",
                 "{P}-bhost",
-                "berth trace blue --to 198.18.1.2:9000; test $? = 1",
+                "berth trace blue --to 198.18.1.2:9000 --timeout 2; test $? = 1",
                 "user",
             ),
         ],
@@ -687,6 +699,7 @@ pub const LESSONS: &[Lesson] = &[
         )],
         notes: "berth writes nftables only, in table inet berth; Docker's chains map to it as \
             in the table below (also docs/FIREWALL.md).",
+        cluster: false,
     },
     Lesson {
         n: 9,
@@ -757,21 +770,46 @@ pub const LESSONS: &[Lesson] = &[
                 "",
             ),
         ],
-        berth_steps: &[],
-        berth_checks: &[],
-        compare: &[cmp(
-            "the VXLAN port",
-            "ip -d link show vxlan42",
-            "",
-        )],
-        notes: "berth's side needs a cluster (berthd --cluster-store etcd://… on each host) and is \
-            not run by the lab. For `berth network create -d overlay --subnet 10.50.0.0/24 app` \
-            berth builds on every host: the network's bridge berth-<9 hex> with the gateway \
-            address; a VXLAN port bvx-<9 hex> (VNI from 4096, UDP 4789, local = the advertised \
-            address, learning off, ARP proxy on, MTU 1450); for every container on another host \
-            a static FDB entry (bridge fdb … dst VTEP self permanent) and a permanent neighbour \
-            entry, from etcd — no flooding, no default destination like the 00:00:00:00:00:00 \
-            entry above (docs/OVERLAY.md).",
+        berth_steps: &[
+            run("berth node ls"),
+            run("berth network create -d overlay --subnet 10.50.0.0/24 app"),
+            run("berth run -d --name red --network app --ip 10.50.0.2 sleep 600"),
+            run("BERTH_HOST=$BERTH_C2 berth run -d --name blue --network app --ip 10.50.0.3 sleep 600"),
+        ],
+        berth_checks: &[
+            ok(
+                "red on berth host 1 reaches blue on berth host 2 across the overlay",
+                "{P}-c1",
+                "berth exec red ping -c1 -W1 10.50.0.3",
+                "1 received",
+            ),
+            ok(
+                "red resolves blue, a container of the other host",
+                "{P}-c1",
+                "berth exec red getent hosts blue",
+                "10.50.0.3",
+            ),
+        ],
+        compare: &[
+            cmp(
+                "the VXLAN port",
+                "ip -d link show vxlan42",
+                "ip -d link show type vxlan",
+            ),
+            cmp(
+                "where frames for the other host go",
+                "bridge fdb show dev vxlan42",
+                "bridge fdb show | grep bvx-; ip neigh show nud permanent",
+            ),
+        ],
+        notes: "berth's side runs on two berth hosts, {P}-c1 and {P}-c2, whose berthds share an \
+            etcd (in the LAN namespace {P}-clan). On every host berth builds the network's bridge \
+            berth-<9 hex> with the gateway address and a VXLAN port bvx-<9 hex> (VNI from 4096, \
+            UDP 4789, local = the advertised address, learning off, ARP proxy on, MTU 1450); for \
+            every container on another host a static FDB entry (dst VTEP self permanent) and a \
+            permanent neighbour entry, from etcd: no flooding and no default destination like the \
+            00:00:00:00:00:00 entry built by hand (docs/OVERLAY.md).",
+        cluster: true,
     },
 ];
 
@@ -788,7 +826,7 @@ pub fn fill(template: &str, prefix: &str, berth: &str) -> String {
 /// Every namespace the lab may create, for a prefix: the hand-made ones first, berth's last.
 pub fn namespaces(prefix: &str) -> Vec<String> {
     [
-        "host", "out", "red", "blue", "none", "host2", "lan", "bhost", "bout",
+        "host", "out", "red", "blue", "none", "host2", "lan", "bhost", "bout", "c1", "c2", "clan",
     ]
     .iter()
     .map(|s| format!("{prefix}-{s}"))
@@ -799,7 +837,11 @@ pub fn namespaces(prefix: &str) -> Vec<String> {
 pub fn hand_namespaces(prefix: &str) -> Vec<String> {
     namespaces(prefix)
         .into_iter()
-        .filter(|n| !n.ends_with("-bhost") && !n.ends_with("-bout"))
+        .filter(|n| {
+            !["-bhost", "-bout", "-c1", "-c2", "-clan"]
+                .iter()
+                .any(|s| n.ends_with(s))
+        })
         .collect()
 }
 
@@ -1129,7 +1171,7 @@ mod tests {
         ] {
             assert!(!valid_prefix(bad), "{bad}");
         }
-        assert_eq!(hand_namespaces("x").len(), namespaces("x").len() - 2);
+        assert_eq!(hand_namespaces("x").len(), namespaces("x").len() - 5);
     }
 
     #[test]

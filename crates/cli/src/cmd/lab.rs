@@ -78,7 +78,13 @@ struct Record {
     pids: BTreeSet<u32>,
     #[serde(default)]
     berthd_pid: Option<u32>,
+    /// The berthds of lesson 9's two berth hosts.
+    #[serde(default)]
+    cluster_pids: BTreeSet<u32>,
 }
+
+/// etcd's address on lesson 9's berth LAN.
+const ETCD_ADDR: &str = "192.168.60.254";
 
 struct Lab {
     prefix: String,
@@ -393,6 +399,15 @@ impl Lab {
         self.dir.join("run").join("berthd.sock")
     }
 
+    /// The socket of the berthd a command in `ns` talks to: lesson 9's berth hosts have their
+    /// own, everything else the private berthd of berth's host.
+    fn socket_for(&self, ns: &str) -> PathBuf {
+        match ns.strip_prefix(&format!("{}-", self.prefix)) {
+            Some(host @ ("c1" | "c2")) => self.dir.join("run").join(format!("{host}.sock")),
+            _ => self.socket(),
+        }
+    }
+
     fn ns(&self, role: &str) -> String {
         format!("{}-{role}", self.prefix)
     }
@@ -450,7 +465,14 @@ impl Lab {
             .unwrap_or_default();
         let path = std::env::var("PATH").unwrap_or_default();
         c.env("PATH", format!("{}:{path}", dir.display()))
-            .env("BERTH_HOST", format!("unix://{}", self.socket().display()))
+            .env(
+                "BERTH_HOST",
+                format!("unix://{}", self.socket_for(ns).display()),
+            )
+            .env(
+                "BERTH_C2",
+                format!("unix://{}", self.socket_for(&self.ns("c2")).display()),
+            )
             .env("BERTH_LAB_PREFIX", &self.prefix)
             .env("BERTH_LAB_DIR", &self.dir)
             .env("NO_COLOR", "1");
@@ -468,6 +490,12 @@ impl Lab {
         if !st.background {
             return self.sh(ns, &cmd);
         }
+        let pid = self.spawn(ns, &cmd)?;
+        Ok((true, format!("(running in the background, pid {pid})")))
+    }
+
+    /// Starts `cmd` in the background inside `ns` and records its PID.
+    fn spawn(&mut self, ns: &str, cmd: &str) -> Result<u32> {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -481,10 +509,7 @@ impl Lab {
         let child: Child = c.spawn().context("starting a background command")?;
         self.record.pids.insert(child.id());
         self.save()?;
-        Ok((
-            true,
-            format!("(running in the background, pid {})", child.id()),
-        ))
+        Ok(child.id())
     }
 
     fn add_ns(&mut self, name: &str) -> Result<()> {
@@ -595,8 +620,152 @@ impl Lab {
     }
 
     fn berthd_up(&self) -> bool {
-        self.record.berthd_pid.is_some_and(alive)
-            && std::os::unix::net::UnixStream::connect(self.socket()).is_ok()
+        self.record
+            .berthd_pid
+            .is_some_and(|pid| self.daemon_up(pid, &self.ns("bhost")))
+    }
+
+    fn daemon_up(&self, pid: u32, ns: &str) -> bool {
+        alive(pid) && std::os::unix::net::UnixStream::connect(self.socket_for(ns)).is_ok()
+    }
+
+    /// Starts a berthd in `ns` (state in the lab dir under `name`, socket [`Lab::socket_for`]).
+    fn start_berthd(&mut self, ns: &str, name: &str, extra: &[String]) -> Result<u32> {
+        let sock = self.socket_for(ns);
+        if let Some(d) = sock.parent() {
+            fs::create_dir_all(d)?;
+        }
+        let _ = fs::remove_file(&sock);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(&self.berthd)
+            .arg("--state-dir")
+            .arg(self.dir.join(name))
+            .arg("--socket")
+            .arg(&sock)
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Its own process group: a Ctrl-C at the learner's terminal does not end it.
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {}", self.berthd.display()))?;
+        Ok(child.id())
+    }
+
+    /// Waits (≤ 15 s) until the berthd `pid` in `ns` answers on its socket.
+    fn wait_berthd(&self, pid: u32, ns: &str) -> Result<()> {
+        let t0 = Instant::now();
+        while !self.daemon_up(pid, ns) {
+            if t0.elapsed() > Duration::from_secs(15) || !alive(pid) {
+                bail!(
+                    "the private berthd in {ns} did not come up; see its log in {}",
+                    self.dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Lesson 9's berth side: two berth hosts `P-c1`, `P-c2` on a LAN `P-clan` (a bridge)
+    /// where etcd runs, each with a berthd in the cluster. Built once, emptied on reuse.
+    fn cluster_side(&mut self) -> Result<()> {
+        let (c1, c2, clan) = (self.ns("c1"), self.ns("c2"), self.ns("clan"));
+        let up = self.record.cluster_pids.len() == 2
+            && [&c1, &c2].iter().all(|ns| {
+                self.record
+                    .cluster_pids
+                    .iter()
+                    .any(|pid| self.daemon_up(*pid, ns))
+            });
+        if up {
+            self.progress("emptying berth's cluster (containers, networks)");
+            for ns in [&c2, &c1] {
+                self.must(
+                    ns,
+                    "ids=$(berth ps -aq); [ -z \"$ids\" ] || berth rm -f $ids >/dev/null; true",
+                )?;
+            }
+            return self.must(&c1, "berth network prune -f >/dev/null");
+        }
+        self.progress("building berth's cluster: a LAN with etcd, two hosts with a berthd each");
+        for pid in std::mem::take(&mut self.record.cluster_pids) {
+            kill_pid(pid, rustix::process::Signal::KILL);
+        }
+        for ns in [&c1, &c2, &clan] {
+            self.remove_ns(ns)?;
+        }
+        self.add_ns(&clan)?;
+        self.must(
+            &clan,
+            &format!(
+                "ip link add br0 type bridge && ip addr add {ETCD_ADDR}/24 dev br0 && \
+                 ip link set br0 up"
+            ),
+        )?;
+        let data = self.dir.join("etcd");
+        let _ = fs::remove_dir_all(&data);
+        let url = format!("http://{ETCD_ADDR}");
+        self.spawn(
+            &clan,
+            &format!(
+                "etcd --name e0 --data-dir {} --listen-client-urls {url}:2379 \
+                 --advertise-client-urls {url}:2379 --listen-peer-urls {url}:2380 \
+                 --initial-advertise-peer-urls {url}:2380 --initial-cluster e0={url}:2380",
+                data.display()
+            ),
+        )?;
+        let store = format!("etcd://{ETCD_ADDR}:2379");
+        for (i, ns) in [&c1, &c2].into_iter().enumerate() {
+            let n = i + 1;
+            self.add_ns(ns)?;
+            self.must(
+                &clan,
+                &format!(
+                    "ip link add p{n} type veth peer name ul0 netns {ns} && \
+                     ip link set p{n} master br0 up"
+                ),
+            )?;
+            self.must(
+                ns,
+                &format!("ip addr add 192.168.60.{n}/24 dev ul0 && ip link set ul0 up"),
+            )?;
+            let extra: Vec<String> = [
+                "--cluster-store",
+                store.as_str(),
+                "--advertise-addr",
+                "ul0",
+                "--node-name",
+                &format!("c{n}"),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let pid = self.start_berthd(ns, &format!("c{n}"), &extra)?;
+            self.record.cluster_pids.insert(pid);
+            self.save()?;
+            self.wait_berthd(pid, ns)?;
+        }
+        // Both hosts registered in etcd (berthd starts before etcd answers and joins later).
+        self.progress("waiting for both berth hosts in `berth node ls`");
+        let t0 = Instant::now();
+        loop {
+            let (_, o) = self.sh(&c1, "berth node ls -q")?;
+            if o.lines().filter(|l| !l.trim().is_empty()).count() == 2 {
+                return Ok(());
+            }
+            if t0.elapsed() > Duration::from_secs(30) {
+                bail!("berth's cluster did not form: berth node ls says {o:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Starts the private berthd in berth's host (once; later lessons reuse it) and empties it.
@@ -611,41 +780,10 @@ impl Lab {
             self.remove_ns(&bout)?;
             self.remove_ns(&bhost)?;
             self.host_pair(&bhost, &bout, 1)?;
-            let sock = self.socket();
-            if let Some(d) = sock.parent() {
-                fs::create_dir_all(d)?;
-            }
-            let _ = fs::remove_file(&sock);
-            let log = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.join("berthd.log"))?;
-            let child = Command::new("ip")
-                .args(["netns", "exec", &bhost])
-                .arg(&self.berthd)
-                .arg("--state-dir")
-                .arg(self.dir.join("berthd"))
-                .arg("--socket")
-                .arg(&sock)
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .process_group(0)
-                .spawn()
-                .with_context(|| format!("starting {}", self.berthd.display()))?;
-            self.record.berthd_pid = Some(child.id());
+            let pid = self.start_berthd(&bhost, "berthd", &[])?;
+            self.record.berthd_pid = Some(pid);
             self.save()?;
-            let t0 = Instant::now();
-            while !self.berthd_up() {
-                if t0.elapsed() > Duration::from_secs(15) {
-                    bail!(
-                        "the private berthd did not come up; see {}",
-                        self.dir.join("berthd.log").display()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            self.wait_berthd(pid, &bhost)?;
         }
         self.progress("emptying berth's host (containers, networks, chain user)");
         self.must(
@@ -732,14 +870,17 @@ impl Lab {
             return Ok(false);
         }
         let mut berth_ok = true;
+        let bhost = self.ns(if l.cluster { "c1" } else { "bhost" });
         if !l.berth_steps.is_empty() {
-            self.berth_side()?;
+            if l.cluster {
+                self.cluster_side()?;
+            } else {
+                self.berth_side()?;
+            }
             self.text(&format!(
-                "\n── berth's side, in {} (berthd on {}) ──",
-                self.ns("bhost"),
-                self.socket().display()
+                "\n── berth's side, in {bhost} (berthd on {}) ──",
+                self.socket_for(&bhost).display()
             ));
-            let bhost = self.ns("bhost");
             let (ran, steps) = self.run_steps(&bhost, l.berth_steps, "berth step")?;
             berth_ok &= ran;
             report["berth_steps"] = Value::Array(steps);
@@ -760,7 +901,7 @@ impl Lab {
             let b = if berth.is_empty() || l.berth_steps.is_empty() {
                 String::new()
             } else {
-                self.sh(&self.ns("bhost"), &berth)?.1
+                self.sh(&bhost, &berth)?.1
             };
             self.text(&format!("\n{}:", c.what));
             if berth.is_empty() {
@@ -782,11 +923,10 @@ impl Lab {
                 .map(|(d, b)| json!({"docker": d, "berth": b}))
                 .collect::<Vec<_>>());
         }
-        self.text(&format!(
-            "\n{}",
-            l.notes.split_whitespace().collect::<Vec<_>>().join(" ")
-        ));
-        report["notes"] = json!(l.notes.split_whitespace().collect::<Vec<_>>().join(" "));
+        let notes = lab::fill(l.notes, &self.prefix, &self.berth_str());
+        let notes = notes.split_whitespace().collect::<Vec<_>>().join(" ");
+        self.text(&format!("\n{notes}"));
+        report["notes"] = json!(notes);
         Ok(berth_ok)
     }
 
@@ -815,17 +955,40 @@ impl Lab {
     /// prefix (processes inside ended by PID), recorded processes still alive.
     fn clean(&mut self) -> Result<i32> {
         let mut removed = Vec::new();
-        if self.berthd_up() {
-            self.progress("removing the private berthd's containers and networks");
-            let _ = self.sh(
-                &self.ns("bhost"),
-                "ids=$(berth ps -aq); [ -z \"$ids\" ] || berth rm -f $ids >/dev/null; \
-                 berth network prune -f >/dev/null",
-            );
+        // Every berthd of the lab, with its host: containers first (they outlive a berthd).
+        let mut daemons: Vec<(u32, String)> = self
+            .record
+            .berthd_pid
+            .take()
+            .map(|pid| (pid, self.ns("bhost")))
+            .into_iter()
+            .collect();
+        let cluster = std::mem::take(&mut self.record.cluster_pids);
+        for ns in [self.ns("c2"), self.ns("c1")] {
+            if let Some(pid) = cluster.iter().find(|pid| self.daemon_up(**pid, &ns)) {
+                daemons.push((*pid, ns));
+            }
         }
-        if let Some(pid) = self.record.berthd_pid.take() {
+        // A cluster berthd no longer answering is still ended, without its containers step.
+        let silent: Vec<(u32, String)> = cluster
+            .iter()
+            .filter(|pid| !daemons.iter().any(|(p, _)| p == *pid))
+            .map(|pid| (*pid, String::new()))
+            .collect();
+        daemons.extend(silent);
+        for (pid, ns) in &daemons {
+            if !ns.is_empty() && self.daemon_up(*pid, ns) {
+                self.progress(&format!("removing the containers of the berthd in {ns}"));
+                let _ = self.sh(
+                    ns,
+                    "ids=$(berth ps -aq); [ -z \"$ids\" ] || berth rm -f $ids >/dev/null; \
+                     berth network prune -f >/dev/null",
+                );
+            }
+        }
+        for (pid, _) in daemons {
             if alive(pid) {
-                self.progress(&format!("stopping the private berthd (pid {pid})"));
+                self.progress(&format!("stopping a private berthd (pid {pid})"));
                 kill_pid(pid, rustix::process::Signal::TERM);
                 let t0 = Instant::now();
                 while alive(pid) && t0.elapsed() < Duration::from_secs(5) {
@@ -836,8 +999,8 @@ impl Lab {
                 }
                 removed.push(format!("process {pid} (berthd)"));
             }
-            self.save()?;
         }
+        self.save()?;
         let mut names: BTreeSet<String> = lab::namespaces(&self.prefix).into_iter().collect();
         names.extend(self.record.namespaces.iter().cloned());
         for name in names {
@@ -854,8 +1017,10 @@ impl Lab {
                 removed.push(format!("process {pid}"));
             }
         }
-        let _ = fs::remove_file(self.socket());
-        let _ = fs::remove_dir_all(self.dir.join("berthd"));
+        for name in ["berthd", "c1", "c2", "etcd"] {
+            let _ = fs::remove_dir_all(self.dir.join(name));
+        }
+        let _ = fs::remove_dir_all(self.dir.join("run"));
         self.save()?;
         if self.json {
             out(&serde_json::to_string_pretty(
@@ -889,8 +1054,8 @@ fn serve(port: Option<&String>) -> Result<i32> {
     Ok(0)
 }
 
-/// `berth lab probe HOST:PORT`: connects (2 s at most), prints the server's line; exit 1 when
-/// the connection fails.
+/// `berth lab probe HOST:PORT`: connects (1 s at most: everything is local to the sandbox),
+/// prints the server's line; exit 1 when the connection fails.
 fn probe(target: Option<&String>) -> Result<i32> {
     let target = target.ok_or_else(|| anyhow!("usage: berth lab probe HOST:PORT"))?;
     let addr = target
@@ -898,7 +1063,7 @@ fn probe(target: Option<&String>) -> Result<i32> {
         .with_context(|| format!("{target}: not HOST:PORT"))?
         .next()
         .ok_or_else(|| anyhow!("{target}: no address"))?;
-    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
         .with_context(|| format!("connecting to {addr}"))?;
     c.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut s = String::new();
