@@ -332,7 +332,7 @@ pub const LESSONS: &[Lesson] = &[
                 "berth exec red ip -br addr show eth0",
             ),
             cmp(
-                "the host's end",
+                "the cable's other end: blue's by hand, the host's in berth",
                 "ip netns exec {P}-blue ip -br link show type veth",
                 "ip -br link show type veth",
             ),
@@ -698,7 +698,7 @@ pub const LESSONS: &[Lesson] = &[
             "nft list chain inet berth user",
         )],
         notes: "berth writes nftables only, in table inet berth; Docker's chains map to it as \
-            in the table below (also docs/FIREWALL.md).",
+            in the table that follows (also in docs/FIREWALL.md).",
         cluster: false,
     },
     Lesson {
@@ -957,6 +957,9 @@ pub fn side_by_side(
     right: &str,
     width: usize,
 ) -> String {
+    // nft indents with tabs: expanded, so the columns line up.
+    let (left, right) = (expand_tabs(left), expand_tabs(right));
+    let (left, right) = (left.as_str(), right.as_str());
     let (lw, rw) = (columns(left_title, left), columns(right_title, right));
     if lw + 3 + rw > width {
         return format!(
@@ -977,6 +980,30 @@ pub fn side_by_side(
         s.push('\n');
     }
     s
+}
+
+/// Replaces tabs with spaces up to the next multiple of 8 columns.
+fn expand_tabs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut col = 0;
+    for c in text.chars() {
+        match c {
+            '\t' => {
+                let n = 8 - col % 8;
+                out.extend(std::iter::repeat_n(' ', n));
+                col += n;
+            }
+            '\n' => {
+                out.push(c);
+                col = 0;
+            }
+            _ => {
+                out.push(c);
+                col += 1;
+            }
+        }
+    }
+    out
 }
 
 /// The widest line of a title and its text, in characters.
@@ -1208,6 +1235,7 @@ mod tests {
     #[test]
     fn wrapping() {
         assert_eq!(wrap("aa bb cc", 5), "aa bb\ncc");
+        assert_eq!(expand_tabs("\ta\n12\tb"), "        a\n12      b");
         assert_eq!(squash("a \n   b"), "a b");
     }
 }

@@ -916,6 +916,10 @@ impl Lab {
                 "berth_cmd": berth, "berth": b}));
         }
         report["compare"] = Value::Array(compare);
+        let notes = lab::fill(l.notes, &self.prefix, &self.berth_str());
+        let notes = notes.split_whitespace().collect::<Vec<_>>().join(" ");
+        self.text(&format!("\n{notes}"));
+        report["notes"] = json!(notes);
         if l.n == 8 {
             self.text(&format!("\n{}", lab::render_chain_map().trim_end()));
             report["chain_map"] = json!(lab::CHAIN_MAP
@@ -923,10 +927,6 @@ impl Lab {
                 .map(|(d, b)| json!({"docker": d, "berth": b}))
                 .collect::<Vec<_>>());
         }
-        let notes = lab::fill(l.notes, &self.prefix, &self.berth_str());
-        let notes = notes.split_whitespace().collect::<Vec<_>>().join(" ");
-        self.text(&format!("\n{notes}"));
-        report["notes"] = json!(notes);
         Ok(berth_ok)
     }
 
