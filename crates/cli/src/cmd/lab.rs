@@ -512,10 +512,25 @@ impl Lab {
         Ok(child.id())
     }
 
+    /// Records `names` as the lab's before anything creates them (a lesson's own commands
+    /// create some), refusing a name that exists but was never the lab's: `--clean` deletes
+    /// recorded namespaces only, so a namespace of someone else's is never touched.
+    fn claim(&mut self, names: &[String]) -> Result<()> {
+        for name in names {
+            if !self.record.namespaces.contains(name) && ns_inode(name).is_some() {
+                bail!(
+                    "network namespace {name} exists and the lab did not create it: \
+                     give the lab another --prefix"
+                );
+            }
+        }
+        self.record.namespaces.extend(names.iter().cloned());
+        self.save()
+    }
+
     fn add_ns(&mut self, name: &str) -> Result<()> {
-        // Recorded before it exists: a crash in between leaves a name to clean, not a leak.
-        self.record.namespaces.insert(name.to_string());
-        self.save()?;
+        // Claimed before it exists: a crash in between leaves a name to clean, not a leak.
+        self.claim(&[name.to_string()])?;
         if ns_inode(name).is_none() {
             let (ok, o) = run_bounded(
                 {
@@ -541,13 +556,17 @@ impl Lab {
     }
 
     /// Ends every process inside the namespace (by PID) and deletes it; `/etc/netns/NAME` too.
+    /// Only a namespace the lab recorded; it stays recorded (the name is the lab's until
+    /// `--clean`).
     fn remove_ns(&mut self, name: &str) -> Result<bool> {
+        if !self.record.namespaces.contains(name) {
+            return Ok(false);
+        }
         let etc = Path::new("/etc/netns").join(name);
         if etc.is_dir() {
             fs::remove_dir_all(&etc).with_context(|| format!("removing {}", etc.display()))?;
         }
         let Some(ino) = ns_inode(name) else {
-            self.record.namespaces.remove(name);
             return Ok(false);
         };
         self.progress(&format!("removing namespace {name}"));
@@ -565,7 +584,6 @@ impl Lab {
         if !ok {
             bail!("ip netns delete {name}: {o}");
         }
-        self.record.namespaces.remove(name);
         self.save()?;
         Ok(true)
     }
@@ -597,6 +615,7 @@ impl Lab {
     /// Resets the hand-made side and brings it to the lesson's starting point.
     fn prepare(&mut self, l: &Lesson) -> Result<()> {
         self.progress(&format!("lesson {}: resetting the hand-made host", l.n));
+        self.claim(&lab::hand_namespaces(&self.prefix))?;
         for name in lab::hand_namespaces(&self.prefix).iter().rev() {
             self.remove_ns(name)?;
         }
@@ -1001,12 +1020,12 @@ impl Lab {
             }
         }
         self.save()?;
-        let mut names: BTreeSet<String> = lab::namespaces(&self.prefix).into_iter().collect();
-        names.extend(self.record.namespaces.iter().cloned());
+        let names: Vec<String> = self.record.namespaces.iter().cloned().collect();
         for name in names {
             if self.remove_ns(&name)? {
                 removed.push(format!("netns {name}"));
             }
+            self.record.namespaces.remove(&name);
         }
         // Recorded background processes are inside the namespaces, ended above; a recorded PID
         // still alive here is only ended when it is still the lab's own helper.
