@@ -386,6 +386,30 @@ fn kill_pid(pid: u32, sig: rustix::process::Signal) {
     }
 }
 
+/// Whether process `pid` holds a listening TCP socket (its namespace's `/proc/PID/net/tcp*`
+/// entries in state LISTEN, `0A`, whose inode is one of its file descriptors).
+fn listening(pid: u32) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let inodes: BTreeSet<String> = fds
+        .flatten()
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    ["tcp", "tcp6"].iter().any(|f| {
+        fs::read_to_string(format!("/proc/{pid}/net/{f}")).is_ok_and(|t| {
+            t.lines().skip(1).any(|l| {
+                let fields: Vec<&str> = l.split_whitespace().collect();
+                fields.get(3) == Some(&"0A") && fields.get(9).is_some_and(|i| inodes.contains(*i))
+            })
+        })
+    })
+}
+
 fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -491,6 +515,11 @@ impl Lab {
             return self.sh(ns, &cmd);
         }
         let pid = self.spawn(ns, &cmd)?;
+        // The lesson's next command talks to this server: wait (bounded) until it listens.
+        let t0 = Instant::now();
+        while alive(pid) && !listening(pid) && t0.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Ok((true, format!("(running in the background, pid {pid})")))
     }
 
@@ -1111,6 +1140,17 @@ mod tests {
         }
         assert_eq!(probe(Some(&target)).ok(), Some(0));
         assert!(probe(Some(&"127.0.0.1:1".to_string())).is_err());
+    }
+
+    /// A process with a listening socket is seen as listening (other tests of this process
+    /// listen too, so "not listening" cannot be asserted here; a dead PID is not).
+    #[test]
+    fn listening_sockets() {
+        let me = std::process::id();
+        assert!(!listening(u32::MAX));
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        assert!(listening(me));
+        drop(l);
     }
 
     #[test]
