@@ -200,7 +200,12 @@ pub fn run(a: Args) -> Result<i32> {
         }
         lab.text("\n── your commands ──");
         let host = lab.ns("host");
-        let (all_ran, steps) = lab.run_steps(&host, lesson.steps, &format!("lesson {n} step"))?;
+        let (all_ran, steps) = lab.run_steps(
+            &host,
+            lesson.steps,
+            &format!("lesson {n} step"),
+            Duration::ZERO,
+        )?;
         report["steps"] = Value::Array(steps);
         all_ran && lab.check_and_compare(lesson, &mut report)?
     };
@@ -842,13 +847,31 @@ impl Lab {
     }
 
     /// Runs steps in `ns` in order, with a progress line each and the transcript; stops at the
-    /// first that fails. Returns (all ran, JSON results).
-    fn run_steps(&mut self, ns: &str, steps: &[Step], label: &str) -> Result<(bool, Vec<Value>)> {
+    /// first that fails. A step failing with "not found" is tried again until `patience` has
+    /// passed (berth's cluster: a network created on host 1 reaches host 2 through etcd a
+    /// moment later).
+    /// Returns (all ran, JSON results).
+    fn run_steps(
+        &mut self,
+        ns: &str,
+        steps: &[Step],
+        label: &str,
+        patience: Duration,
+    ) -> Result<(bool, Vec<Value>)> {
         let mut results = Vec::new();
         for (i, st) in steps.iter().enumerate() {
             let line = lab::step_line(st, &self.prefix, &self.berth_str());
             self.progress(&format!("{label} {}/{}: {line}", i + 1, steps.len()));
-            let (ok, output) = self.step(ns, st)?;
+            let t0 = Instant::now();
+            let (ok, output) = loop {
+                let (ok, output) = self.step(ns, st)?;
+                // Only "not found" is worth waiting for: anything else would fail again.
+                if ok || st.background || !output.contains("not found") || t0.elapsed() >= patience
+                {
+                    break (ok, output);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
             self.transcript(st, ok, &output);
             results.push(json!({"cmd": line, "ok": ok, "output": output}));
             if !ok {
@@ -929,7 +952,14 @@ impl Lab {
                 "\n── berth's side, in {bhost} (berthd on {}) ──",
                 self.socket_for(&bhost).display()
             ));
-            let (ran, steps) = self.run_steps(&bhost, l.berth_steps, "berth step")?;
+            let (ran, steps) = {
+                let patience = if l.cluster {
+                    Duration::from_secs(3)
+                } else {
+                    Duration::ZERO
+                };
+                self.run_steps(&bhost, l.berth_steps, "berth step", patience)?
+            };
             berth_ok &= ran;
             report["berth_steps"] = Value::Array(steps);
             let (ok, results) = self.checks(l.berth_checks, "berth's")?;
