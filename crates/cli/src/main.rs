@@ -68,6 +68,9 @@ enum Command {
     Explain(cmd::explain::Args),
     /// Trace a packet's journey through this host: each hop, the rule that decided it, and why.
     Trace(cmd::trace::Args),
+    /// The seed as a step-by-step lab in a sandbox of namespaces: `--list`, `N`, `--next`,
+    /// `--show` + `shell` + `--check`, `--clean`.
+    Lab(cmd::lab::Args),
     /// Show client and daemon versions.
     Version,
     /// Print a shell completion script (`berth completion bash > /etc/bash_completion.d/berth`).
@@ -97,6 +100,16 @@ async fn dispatch(cli: Cli) -> i32 {
     if let Command::Completion { shell } = cli.command {
         completion(shell, &mut std::io::stdout());
         return 0;
+    }
+    // The lab runs its own private berthd: it needs no client.
+    if let Command::Lab(a) = cli.command {
+        return match cmd::lab::run(a) {
+            Ok(code) => code,
+            Err(e) => {
+                report(&e);
+                1
+            }
+        };
     }
     let host = cli.host.as_deref();
     // `version` prints the client's half even without a reachable daemon.
@@ -130,7 +143,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Explain(a) => cmd::explain::run(&client, a).await,
         Command::Trace(a) => cmd::trace::run(&client, a).await,
         Command::Version => cmd::version::run(&client).await,
-        Command::Completion { .. } => Ok(0),
+        Command::Completion { .. } | Command::Lab(_) => Ok(0),
     };
     match result {
         Ok(code) => code,

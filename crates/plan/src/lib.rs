@@ -14,6 +14,7 @@ pub mod files;
 pub mod firewall;
 pub mod host;
 pub mod ipam;
+pub mod lab;
 pub mod model;
 pub mod names;
 pub mod network;
