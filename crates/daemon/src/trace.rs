@@ -413,6 +413,21 @@ impl Daemon {
             j.result
                 .push_str(" (some trace events were lost: the socket overran)");
         }
+        if let Some(q) = plan::route_query(&j) {
+            // The kernel's own decision for the flow's first packet, after NAT: an input
+            // lookup (`ip route get DST from SRC iif IIF`) for a packet that came in on an
+            // interface, an output lookup for one the host sent.
+            let src = q.iif.as_ref().map(|_| q.src);
+            match self.kernel.route_get(q.dst, src, q.iif.as_deref()).await {
+                Ok(a) => {
+                    j.route = Some(match &q.iif {
+                        Some(i) => format!("{} (from {} in on {i})", a.text(q.dst), q.src),
+                        None => a.text(q.dst),
+                    })
+                }
+                Err(e) => tracing::debug!("trace: looking up the route to {}: {e}", q.dst),
+            }
+        }
         Ok(j)
     }
 }

@@ -152,6 +152,27 @@ fn trace_of_a_published_port_from_outside_names_every_hop() {
             .contains("reply 10.94.1.2:80"),
         "{v:#}"
     );
+    // The kernel's own routing decision for the DNATed packet, as `ip route get` says it.
+    let r = v["route"].as_str().unwrap_or("");
+    assert!(
+        r.starts_with("10.94.1.2 dev ") && r.ends_with("in on uplink)"),
+        "{v:#}"
+    );
+    let want = w.ns_exec_ok(
+        &w.host_ns,
+        &[
+            "ip",
+            "route",
+            "get",
+            "10.94.1.2",
+            "from",
+            &w.out_ip(),
+            "iif",
+            "uplink",
+        ],
+    );
+    let dev = r.split_whitespace().nth(2).unwrap_or("-");
+    assert!(want.contains(&format!("dev {dev}")), "{want} vs {r}");
     // Only the trace table's own rule marks: the steps name berth's rules with their handles.
     let first = &v["packets"][0];
     assert_eq!(first["direction"], "original");
@@ -418,4 +439,72 @@ fn no_trace_table_survives_a_gone_client_or_a_crash() {
     assert!(trace_tables(&w).is_empty(), "{:?}", trace_tables(&w));
     let all = w.ns_exec_ok(&w.host_ns, &["nft", "list", "tables"]);
     assert!(all.contains("berth-tracer"), "{all}");
+}
+
+/// Proves a UDP trace: a datagram from the outside namespace to a published UDP port is DNATed
+/// to the container, answered, and the journey names the DNAT, the conntrack entry (udp) and
+/// the route to the container; its text form says the same.
+#[test]
+fn trace_of_a_published_udp_port() {
+    require_root!();
+    let w = world();
+    let echo = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                s.bind(('0.0.0.0', 5353))\nwhile True:\n    d, a = s.recvfrom(512)\n    \
+                s.sendto(d, a)\n";
+    w.run_d(
+        "echo",
+        &[
+            "--network",
+            "web",
+            "--ip",
+            "10.94.1.5",
+            "-p",
+            "5300:5353/udp",
+        ],
+        &["python3", "-c", echo],
+    );
+    let to = format!("{}:5300", w.host_ip());
+    let start = Instant::now();
+    let v = loop {
+        let (rc, v) = trace(&w, &["--from", &w.out_ns, "--to", &to, "--proto", "udp"]);
+        if rc == 0 && v["delivered"] == true {
+            break v;
+        }
+        // The server may not listen yet: a trace is tried again, bounded.
+        assert!(start.elapsed() < Duration::from_secs(15), "{v:#}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(v["probe"], "answered", "{v:#}");
+    assert!(
+        v["nat"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with(&format!("DNAT {to} → 10.94.1.5:5353")),
+        "{v:#}"
+    );
+    let ct = v["conntrack"].as_str().unwrap_or("");
+    assert!(
+        ct.starts_with("udp ") && ct.contains("reply 10.94.1.5:5353"),
+        "{v:#}"
+    );
+    assert!(
+        v["route"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("10.94.1.5 dev "),
+        "{v:#}"
+    );
+    let h = hops(&v);
+    assert!(
+        h.iter().any(|(_, _, what)| what.contains("container echo")),
+        "{h:?}"
+    );
+    let o = w.berth(&["trace", "--from", &w.out_ns, "--to", &to, "--proto", "udp"]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("route: 10.94.1.5 dev ") && text.contains("conntrack: udp"),
+        "{}",
+        show(&o)
+    );
+    assert!(trace_tables(&w).is_empty());
 }

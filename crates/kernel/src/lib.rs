@@ -21,6 +21,7 @@ pub mod observe;
 pub mod ops;
 pub mod probe;
 pub mod rootfs;
+pub mod routeget;
 #[rustfmt::skip]
 mod seccomp_table;
 pub mod sublink;

@@ -646,6 +646,10 @@ pub struct Journey {
     pub nat: Option<String>,
     /// The conntrack entry, when one was read.
     pub conntrack: Option<String>,
+    /// The kernel's routing decision for the flow's first packet (`ip route get`, after NAT),
+    /// when it was asked ([`route_query`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     /// The drop, if the flow was dropped.
     pub drop: Option<Drop>,
     /// The hops in order.
@@ -1031,11 +1035,37 @@ pub fn journey(
         delivered,
         nat,
         conntrack,
+        route: None,
         drop,
         hops,
         packets,
         probe: probe.map(str::to_string),
     }
+}
+
+/// What to ask the kernel's routing table about a journey (`ip route get DST from SRC iif
+/// IIF`): the first original packet's destination after NAT, its source, and the interface it
+/// came in on (none for a packet the host itself sent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteQuery {
+    /// Destination, after DNAT.
+    pub dst: IpAddr,
+    /// Source as it arrived.
+    pub src: IpAddr,
+    /// Input interface, if the packet came in on one.
+    pub iif: Option<String>,
+}
+
+/// The [`RouteQuery`] of `j`, if a packet of the flow was traced.
+pub fn route_query(j: &Journey) -> Option<RouteQuery> {
+    let p = j.packets.iter().find(|p| p.direction == "original")?;
+    let first = p.header?;
+    let after = p.translated.unwrap_or(first);
+    Some(RouteQuery {
+        dst: after.dst,
+        src: first.src,
+        iif: p.iif.clone().filter(|i| !i.is_empty()),
+    })
 }
 
 fn proto_name(p: u8) -> &'static str {
@@ -1282,6 +1312,9 @@ pub fn render_text(j: &Journey) -> String {
     }
     if let Some(c) = &j.conntrack {
         let _ = writeln!(s, "conntrack: {c}");
+    }
+    if let Some(r) = &j.route {
+        let _ = writeln!(s, "route: {r}");
     }
     if let Some(p) = &j.probe {
         let _ = writeln!(s, "probe: {p}");
