@@ -586,14 +586,16 @@ mod tests {
         assert!(p.steps.is_empty() && p.problems.len() == 1, "{p:?}");
     }
 
-    fn entries(
-        s: &Step,
-    ) -> (
-        &[(String, IpAddr)],
-        &[String],
-        &[(IpAddr, String)],
-        &[IpAddr],
-    ) {
+    /// The four lists of a `SetVxlanEntries` step: forwarding adds and removals, neighbour
+    /// adds and removals.
+    type Entries<'a> = (
+        &'a [(String, IpAddr)],
+        &'a [String],
+        &'a [(IpAddr, String)],
+        &'a [IpAddr],
+    );
+
+    fn entries(s: &Step) -> Entries<'_> {
         match &s.op {
             StepOp::SetVxlanEntries {
                 fdb_add,
@@ -709,11 +711,35 @@ mod tests {
         let theirs = remote("b", "10.50.0.3", "10.77.0.2", "02:42:0a:32:00:03");
         let nets = std::slice::from_ref(&n);
         // This host's own endpoint: a local veth, no VXLAN entry.
-        assert!(event_step(nets, local(), "a", &[mine.clone()], None, Some(&mine)).is_none());
+        assert!(event_step(
+            nets,
+            local(),
+            "a",
+            std::slice::from_ref(&mine),
+            None,
+            Some(&mine)
+        )
+        .is_none());
         // A network this host does not have yet: its pass programs everything.
-        assert!(event_step(&[], local(), "a", &[theirs.clone()], None, Some(&theirs)).is_none());
+        assert!(event_step(
+            &[],
+            local(),
+            "a",
+            std::slice::from_ref(&theirs),
+            None,
+            Some(&theirs)
+        )
+        .is_none());
         // No cluster address.
-        assert!(event_step(nets, None, "a", &[theirs.clone()], None, Some(&theirs)).is_none());
+        assert!(event_step(
+            nets,
+            None,
+            "a",
+            std::slice::from_ref(&theirs),
+            None,
+            Some(&theirs)
+        )
+        .is_none());
         // Nothing at all.
         assert!(event_step(nets, local(), "a", &[], None, None).is_none());
     }
