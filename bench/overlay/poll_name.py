@@ -11,16 +11,16 @@ sends an ICMP echo request to that address every 5 ms (raw socket) until the fir
 data path is probed only after `run` returned, so an early failed probe cannot leave a FAILED
 neighbour entry behind. Prints "T_RESOLVED T_PINGABLE DNS_LOOPS PINGS_SENT IP" (unix seconds),
 or "FAIL …" after DEADLINE_S seconds (bounded)."""
-import os, random, select, socket, struct, sys, time
+import os, select, socket, struct, sys, time
+
+from probe_lib import a_query, csum, parse_a
 
 server, name, deadline = sys.argv[1], sys.argv[2], time.time() + float(sys.argv[3])
 go_file = sys.argv[4] if len(sys.argv) > 4 else None
 
 
 def query(sock):
-    q = struct.pack(">HHHHHH", random.randrange(65536), 0x0100, 1, 0, 0, 0)
-    q += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
-    sock.sendto(q, (server, 53))
+    sock.sendto(a_query(name), (server, 53))
     end = time.time() + 0.02
     while True:
         sock.settimeout(max(end - time.time(), 0.001))
@@ -28,36 +28,7 @@ def query(sock):
             data = sock.recv(2048)
         except socket.timeout:
             return None
-        _rid, flags, qd, an = struct.unpack(">HHHH", data[:8])
-        if flags & 0xF or an == 0:
-            return None
-        off = 12
-        for _ in range(qd):
-            while data[off]:
-                off += data[off] + 1
-            off += 5
-        for _ in range(an):
-            if data[off] & 0xC0 == 0xC0:
-                off += 2
-            else:
-                while data[off]:
-                    off += data[off] + 1
-                off += 1
-            typ, _cls, _ttl, rdl = struct.unpack(">HHIH", data[off:off + 10])
-            off += 10
-            if typ == 1 and rdl == 4:
-                return socket.inet_ntoa(data[off:off + 4])
-            off += rdl
-        return None
-
-
-def csum(b):
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    s = (s >> 16) + (s & 0xFFFF)
-    s += s >> 16
-    return ~s & 0xFFFF
+        return parse_a(data)
 
 
 def ping_until(ip):

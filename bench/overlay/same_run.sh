@@ -25,7 +25,7 @@
 # both. Needs root. Installs docker.io, containerd, runc, busybox-static, etcd-server, iperf3 if
 # missing (no service is started: policy-rc.d).
 set -euo pipefail
-export LC_ALL=C
+export LC_ALL=C PYTHONDONTWRITEBYTECODE=1
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 if [ -n "${QUICK:-}" ]; then DRUNS=1 IPERF_T=2 PRUNS=1 N=2; fi
@@ -36,6 +36,8 @@ NSS="bso-lan bso-d1 bso-d2 bso-b1 bso-b2"
 DOCKER=/usr/bin/docker      # Debian's 20.10 CLI, same version as the daemon
 BIN=${BERTH_BIN:-$REPO/target/release}
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+# shellcheck source=teardown.sh
+. "$HERE/teardown.sh"
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 [ "$(id -u)" = 0 ] || { echo "same_run.sh: needs root (namespaces, dockerd)" >&2; exit 2; }
 
@@ -73,21 +75,10 @@ cleanup() {
         fi
     done
     # daemons and helpers: by the PIDs we recorded only
-    for f in $RUN/*.pid; do
-        [ -f "$f" ] || continue
-        p=$(cat "$f"); kill "$p" 2>/dev/null
-        for _ in $(seq 1 40); do kill -0 "$p" 2>/dev/null || break; sleep 0.25; done
-        kill -9 "$p" 2>/dev/null; rm -f "$f"
-    done
+    stop_recorded $RUN
     # anything still living in OUR namespaces (containerd shims, containers, iperf3 servers)
-    for n in $NSS; do
-        [ -e /run/netns/$n ] || continue
-        ino=$(ip netns exec $n readlink /proc/self/ns/net)
-        for p in /proc/[0-9]*; do
-            pid=${p#/proc/}
-            [ "$(readlink $p/ns/net 2>/dev/null)" = "$ino" ] && kill -9 "$pid" 2>/dev/null
-        done
-    done
+    # shellcheck disable=SC2086
+    kill_in_netns $NSS
     sleep 0.5
     for n in $NSS; do ip netns del $n 2>/dev/null; done
     # dockerd's mounts live in the private mount namespaces of `ip netns exec`: gone with them

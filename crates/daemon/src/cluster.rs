@@ -526,7 +526,18 @@ impl Cluster {
             .map(|k| Op::put_json_lease(k.clone(), &claim, lease))
             .collect();
         match self.store.txn(compares, ops).map_err(store_err)? {
-            TxnOutcome::Committed(_) => Ok(()),
+            TxnOutcome::Committed(_) => {
+                // Published now: the next publication (the start's pass) must not write them
+                // again (one etcd write, with its fsync, on every start).
+                if let Ok(mut p) = self.published.lock() {
+                    if p.0 == Some(lease) {
+                        for k in keys {
+                            p.2.insert(k, claim.clone());
+                        }
+                    }
+                }
+                Ok(())
+            }
             TxnOutcome::Failed { failed, .. } => Err(ApiError::conflict(format!(
                 "address {} was allocated on another host of the cluster at the same time; \
                  try again",
@@ -540,14 +551,17 @@ impl Cluster {
 
     /// Frees claims of this host's containers.
     pub fn release(&self, net: &str, addrs: &[IpAddr]) -> ApiResult<()> {
+        let keys: Vec<String> = addrs.iter().map(|a| format!("{IPAM}{net}/{a}")).collect();
         self.store
-            .apply(
-                addrs
-                    .iter()
-                    .map(|a| Op::Delete(format!("{IPAM}{net}/{a}")))
-                    .collect(),
-            )
-            .map_err(store_err)
+            .apply(keys.iter().cloned().map(Op::Delete).collect())
+            .map_err(store_err)?;
+        // Gone from the store: the next publication need not delete them again.
+        if let Ok(mut p) = self.published.lock() {
+            for k in &keys {
+                p.2.remove(k);
+            }
+        }
+        Ok(())
     }
 
     /// Makes this host's published endpoints and address claims exactly `eps` / `claims`
@@ -658,17 +672,20 @@ impl Cluster {
         }
     }
 
-    /// Applies one watch event to the cache of published endpoints.
-    pub fn apply_remote(&self, key: &str, value: Option<&[u8]>) {
-        if let Ok(mut r) = self.remotes.lock() {
-            match value.and_then(|v| serde_json::from_slice::<RemoteEndpoint>(v).ok()) {
-                Some(e) => {
-                    r.insert(key.to_string(), e);
-                }
-                None => {
-                    r.remove(key);
-                }
-            }
+    /// Applies one watch event to the cache of published endpoints: returns what the cache
+    /// held for that key before and what it holds now (the event path programs exactly that
+    /// difference).
+    pub fn apply_remote(
+        &self,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> (Option<RemoteEndpoint>, Option<RemoteEndpoint>) {
+        let Ok(mut r) = self.remotes.lock() else {
+            return (None, None);
+        };
+        match value.and_then(|v| serde_json::from_slice::<RemoteEndpoint>(v).ok()) {
+            Some(e) => (r.insert(key.to_string(), e.clone()), Some(e)),
+            None => (r.remove(key), None),
         }
     }
 

@@ -214,16 +214,30 @@ impl Daemon {
         }
         // Answered from the moment its command runs, not only once the state below is stored.
         self.dns_refresh_with(Some(&c.id));
+        // Its overlay endpoints likewise, on the other hosts: published to the cluster store
+        // while its ports, interfaces and process are set up here (an etcd write and the other
+        // hosts' watch delivery overlap that work instead of following it), so they can reach
+        // it and resolve its name by the time `run` returns.
+        let early = self.early_publish(&c);
         // Ports first: a refused port fails the start before any process exists.
-        let port_op = crate::ports::publish(self, &c).await?;
+        let port_op = match crate::ports::publish(self, &c).await {
+            Ok(op) => op,
+            Err(e) => {
+                self.end_announcement(&c.id, early, true).await;
+                return Err(e);
+            }
+        };
         failpoint::boundary("publish ports");
-        let started = self.runtime.start(self, &c).await;
-        if started.is_err() {
-            self.dns.unpin(&c.id);
-            self.dns_refresh();
-            crate::ports::unpublish(self, &c).await;
-        }
-        let (pid, init_pid) = started?;
+        let (pid, init_pid) = match self.runtime.start(self, &c).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.dns.unpin(&c.id);
+                self.dns_refresh();
+                crate::ports::unpublish(self, &c).await;
+                self.end_announcement(&c.id, early, true).await;
+                return Err(e);
+            }
+        };
         let state = ContainerState {
             status: Status::Running,
             pid: init_pid,
@@ -233,13 +247,17 @@ impl Daemon {
         };
         let mut ops = vec![Op::put_json(keys::state(&c.id), &state)];
         ops.extend(port_op);
-        self.store.apply(ops)?;
+        let stored = self.store.apply(ops);
+        // Running from here on (or not, if that failed: then published again without it).
+        self.end_announcement(&c.id, early, stored.is_err()).await;
+        stored?;
         failpoint::boundary("store running state");
         self.exit_channel(&c.id).send_replace(None);
         // Recorded as running: its in-namespace resolver (if any) now follows the state.
         self.dns.unpin(&c.id);
         self.dns_refresh();
-        // Reachable from the other hosts of its overlay networks once `run` returns.
+        // Its overlay endpoints are normally published already (above); this writes them
+        // when that could not (etcd was marked away), and is free otherwise.
         self.cluster_publish();
         crate::converge::watch_container(
             self.clone(),

@@ -114,6 +114,10 @@ pub struct Daemon {
     /// Containers being started: their network namespace (held by an fd) before their init
     /// runs; the desired state includes their endpoints from the moment it exists.
     pub starting: std::sync::Mutex<HashMap<String, String>>,
+    /// Containers whose start has published their overlay endpoints to the cluster before
+    /// their state says running: every publication counts them as running meanwhile (a pass
+    /// of their own start must not withdraw them).
+    pub announced: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Wakes the reconcile loop (kernel notifications, the timer, container monitors).
     pub wake: mpsc::UnboundedSender<Wake>,
     /// This host's cluster membership (`--cluster-store`), if any.
@@ -198,6 +202,7 @@ impl Daemon {
             local6: crate::ports_local6::Relays::new(),
             reconciler: Reconciler::new(ops),
             starting: std::sync::Mutex::new(HashMap::new()),
+            announced: std::sync::Mutex::new(std::collections::HashSet::new()),
             wake,
             cluster,
             wake_rx: std::sync::Mutex::new(Some(wake_rx)),

@@ -123,6 +123,8 @@ impl Daemon {
 
     /// Publishes this host's overlay endpoints (running containers) and address claims (every
     /// container) to the cluster store; nothing is written when nothing changed.
+    /// Containers being started count as running from the moment their start announced them
+    /// (see [`Daemon::early_publish`]).
     pub(crate) fn cluster_publish(&self) {
         let Some(cl) = &self.cluster else { return };
         if !cl.healthy() {
@@ -141,8 +143,10 @@ impl Daemon {
             if nets.is_empty() {
                 return Ok((eps, claims));
             }
+            let announced = self.announced.lock().map(|a| a.clone()).unwrap_or_default();
             for c in self.containers()? {
-                let running = self.state(&c.id)?.status == Status::Running;
+                let running =
+                    announced.contains(&c.id) || self.state(&c.id)?.status == Status::Running;
                 for ep in c
                     .endpoints
                     .iter()
@@ -188,6 +192,55 @@ impl Daemon {
                 }
             }
             Err(e) => tracing::warn!("cluster: reading the store: {}", e.message),
+        }
+    }
+
+    /// Publishes `c`'s overlay endpoints as running while its start is still under way, on a
+    /// blocking thread (store calls block): the etcd write and the other hosts' watch delivery
+    /// then overlap the start's own work. `None` when nothing is to be published (no cluster,
+    /// etcd away, no overlay endpoint). The caller awaits the handle before any other
+    /// publication of its own, and calls [`Daemon::end_announcement`] when the start is over.
+    pub(crate) fn early_publish(
+        self: &Arc<Self>,
+        c: &ContainerSpec,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let cl = self.cluster.as_ref()?;
+        if !cl.healthy() {
+            return None;
+        }
+        let nets = self.networks().ok()?;
+        let overlay = c.endpoints.iter().any(|e| {
+            nets.iter()
+                .any(|n| n.id == e.network_id && n.driver == Driver::Overlay)
+        });
+        if !overlay {
+            return None;
+        }
+        if let Ok(mut a) = self.announced.lock() {
+            a.insert(c.id.clone());
+        }
+        let d = self.clone();
+        Some(tokio::task::spawn_blocking(move || d.cluster_publish()))
+    }
+
+    /// The start of `id` is over: waits for its early publication, stops counting it as
+    /// running unless its state says so, and (`failed`) publishes again without it.
+    pub(crate) async fn end_announcement(
+        &self,
+        id: &str,
+        early: Option<tokio::task::JoinHandle<()>>,
+        failed: bool,
+    ) {
+        let Some(p) = early else { return };
+        // Two publications must not race: the later one is the truth.
+        if let Err(e) = p.await {
+            tracing::warn!("cluster: publishing a starting container's endpoints: {e}");
+        }
+        if let Ok(mut a) = self.announced.lock() {
+            a.remove(id);
+        }
+        if failed {
+            self.cluster_publish();
         }
     }
 
@@ -359,17 +412,97 @@ async fn sync_once(d: &Arc<Daemon>, cl: &Arc<cluster::Cluster>) -> anyhow::Resul
                 let Some(ev) = ev else {
                     anyhow::bail!("the endpoint watch ended");
                 };
-                let value = (ev.kind == EventKind::Put).then_some(ev.value.as_deref()).flatten();
-                cl.apply_remote(&ev.key, value);
-                // Drain what else arrived, then one DNS swap and one pass for the burst.
+                // What else arrived with it is applied together (one DNS swap for a burst).
+                let mut events = vec![ev];
                 while let Ok(ev) = we.try_recv() {
-                    let value = (ev.kind == EventKind::Put).then_some(ev.value.as_deref()).flatten();
-                    cl.apply_remote(&ev.key, value);
+                    events.push(ev);
                 }
-                d.dns_refresh();
-                converge_overlays(d).await;
+                apply_endpoint_events(d, cl, &events).await;
             }
         }
+    }
+}
+
+/// Other hosts' endpoints came, changed or went: the cache, then each one's forwarding and
+/// neighbour entries straight from the event (decided by `berth_plan::overlay::event_step`:
+/// no observation, no pass), then the DNS table. The reconcile pass stays the safety net: a
+/// step that fails (e.g. the network's VXLAN port is not there yet) is left to a scoped pass
+/// at once, and the periodic check, start-up and a reconnected watch converge everything.
+async fn apply_endpoint_events(
+    d: &Arc<Daemon>,
+    cl: &Arc<cluster::Cluster>,
+    events: &[berth_store::WatchEvent],
+) {
+    let started = std::time::Instant::now();
+    // This host's own endpoints need no entry and no DNS change (its DNS answers them from
+    // its own store): only the cache (`node ls` counts). They arrive while this host's start
+    // still holds the lock (it publishes early), so they must not wait for it, nor hold up
+    // the other hosts' events queued behind them.
+    let own = |key: &str| key.split('/').nth(2) == Some(cl.node());
+    let (mine, theirs): (Vec<_>, Vec<_>) = events.iter().partition(|ev| own(&ev.key));
+    for ev in mine {
+        let value = (ev.kind == EventKind::Put)
+            .then_some(ev.value.as_deref())
+            .flatten();
+        cl.apply_remote(&ev.key, value);
+    }
+    if theirs.is_empty() {
+        return;
+    }
+    // Under the mutation lock, like a pass: a pass reads the cache, then observes the kernel;
+    // entries added between the two would look unwanted to it and be removed.
+    let _guard = d.lock.lock().await;
+    let waited = started.elapsed();
+    let changes: Vec<_> = theirs
+        .iter()
+        .map(|ev| {
+            let value = (ev.kind == EventKind::Put)
+                .then_some(ev.value.as_deref())
+                .flatten();
+            cl.apply_remote(&ev.key, value)
+        })
+        .collect();
+    let nets = match d.networks() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("cluster: reading the store: {}", e.message);
+            return;
+        }
+    };
+    let remotes = cl.remote_endpoints();
+    let steps: Vec<_> = changes
+        .iter()
+        .filter_map(|(before, after)| {
+            berth_plan::overlay::event_step(
+                &nets,
+                Some(cl.record.addr),
+                &cl.record.name,
+                &remotes,
+                before.as_ref(),
+                after.as_ref(),
+            )
+        })
+        .collect();
+    // The data path first: a name must not resolve before its address answers.
+    let errors = d.reconciler.apply_steps(Trigger::Cluster, &steps).await;
+    let programmed = started.elapsed();
+    d.dns_refresh();
+    tracing::debug!(
+        events = theirs.len(),
+        steps = steps.len(),
+        failed = errors.len(),
+        lock_wait_us = waited.as_micros() as u64,
+        entries_us = (programmed - waited).as_micros() as u64,
+        total_us = started.elapsed().as_micros() as u64,
+        "cluster: remote endpoints applied from the watch"
+    );
+    if !errors.is_empty() {
+        tracing::info!(
+            "cluster: {} endpoint step(s) failed ({}); converging the overlay networks",
+            errors.len(),
+            errors.join("; ")
+        );
+        converge_overlays_locked(d).await;
     }
 }
 
@@ -380,8 +513,9 @@ async fn converge_all(d: &Arc<Daemon>) {
 }
 
 /// A pass over the overlay networks only (another host's endpoint came or went: only their
-/// VXLAN ports' entries change), as a network create's pass is scoped.
-async fn converge_overlays(d: &Arc<Daemon>) {
+/// VXLAN ports' entries change), as a network create's pass is scoped. The caller holds the
+/// daemon's lock.
+async fn converge_overlays_locked(d: &Arc<Daemon>) {
     let ids: Vec<String> = match d.networks() {
         Ok(nets) => nets
             .into_iter()
@@ -394,12 +528,16 @@ async fn converge_overlays(d: &Arc<Daemon>) {
         }
     };
     if !ids.is_empty() {
-        converge_scope(d, Scope::Networks { ids, also: vec![] }).await;
+        converge_locked(d, Scope::Networks { ids, also: vec![] }).await;
     }
 }
 
 async fn converge_scope(d: &Arc<Daemon>, scope: Scope) {
     let _guard = d.lock.lock().await;
+    converge_locked(d, scope).await;
+}
+
+async fn converge_locked(d: &Arc<Daemon>, scope: Scope) {
     if let Err(e) = d.converge(Trigger::Cluster, scope, false).await {
         tracing::warn!(
             "cluster: programming the other hosts' endpoints: {}",

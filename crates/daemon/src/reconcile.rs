@@ -311,6 +311,28 @@ impl Reconciler {
         Ok(report)
     }
 
+    /// Applies steps decided without observing the kernel (another host's endpoint from the
+    /// cluster's watch: its entries are known exactly), logged and counted like a pass's
+    /// steps but not as a pass. The caller holds the daemon's lock, as for a pass. Returns
+    /// the failed steps with their errors.
+    pub async fn apply_steps(&self, trigger: Trigger, steps: &[Step]) -> Vec<String> {
+        let mut errors = Vec::new();
+        for step in steps {
+            match self.kernel.apply(&step.op).await {
+                Ok(()) => {
+                    log_step(trigger, step);
+                    self.note_applied(trigger, step);
+                }
+                Err(e) => {
+                    let msg = format!("{step}: {e}");
+                    tracing::debug!("reconcile: {msg}");
+                    errors.push(msg);
+                }
+            }
+        }
+        errors
+    }
+
     fn note_applied(&self, trigger: Trigger, step: &Step) {
         if let Ok(mut s) = self.stats.lock() {
             s.steps_applied += 1;

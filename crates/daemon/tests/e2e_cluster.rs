@@ -408,11 +408,20 @@ fn etcd_down_and_back_and_overlay_refusals() {
 
 /// Two hosts `host-a` and `host-b` on an underlay with one etcd member, both listed.
 fn two_hosts() -> (World, World, Underlay) {
+    two_hosts_with(&[])
+}
+
+/// [`two_hosts`], host-b's berthd started with `b_extra` after its cluster arguments.
+fn two_hosts_with(b_extra: &[&str]) -> (World, World, Underlay) {
     let (a, b) = (World::new(), World::new());
     let mut u = Underlay::new(&a, &[&a, &b]);
     u.start_etcd(&a);
     join(&a, "host-a").unwrap_or_else(|e| panic!("{e}"));
-    join(&b, "host-b").unwrap_or_else(|e| panic!("{e}"));
+    let mut args = cluster_args("host-b");
+    args.extend(b_extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    b.try_restart_daemon_full(false, &args, &[])
+        .unwrap_or_else(|e| panic!("{e}"));
     wait_names(&a, &["host-a", "host-b"], Duration::from_secs(5));
     (a, b, u)
 }
@@ -691,6 +700,111 @@ fn overlay_network_spans_hosts() {
 /// reachable by TCP from a container on host-b, by address and by name (host-b's DNS), over
 /// 20 runs; and TCP throughput across hosts through the overlay against the underlay itself,
 /// when iperf3 is installed.
+/// `Reconciler.Passes` of `w`'s `GET /info`.
+fn passes(w: &World) -> u64 {
+    let (status, body) = w.api("GET", "/info", None);
+    assert_eq!(status, 200, "GET /info: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("/info json");
+    v["Reconciler"]["Passes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no Reconciler.Passes in /info: {body}"))
+}
+
+/// Polls `f` every 5 ms until it holds; returns how long it took, or None after `limit`.
+fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Proves the event path: with host-b's drift repair off and its periodic check an hour away,
+/// a container started on host-a has its neighbour entry on host-b within a few hundred ms
+/// after `run` returned, resolves there by name and answers the first ping at once, and
+/// host-b ran no reconcile pass for it: the etcd watch event alone programmed its entries and
+/// its DNS record. Removed, its entry goes and its name stops resolving, again without a pass.
+#[test]
+fn overlay_endpoints_follow_the_watch_event() {
+    require_root!();
+    let (a, b, mut u) = two_hosts_with(&["--no-drift-repair", "--check-interval", "3600"]);
+    create_overlay(&a, "10.53.0.0/24", "ev", &[]);
+    wait_until("ev on host-b", Duration::from_secs(5), || {
+        network_names(&b).contains(&"ev".to_string())
+    });
+    b.run_d("client", &["--network", "ev"], &["sleep", "600"]);
+    let pid = b.inspect("client")["State"]["Pid"]
+        .as_i64()
+        .expect("client pid");
+    let gw = b.network_inspect("ev")["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .expect("gateway")
+        .to_string();
+    // The name as host-b's resolver answers it to the client ("" when it does not).
+    let lookup = |name: &str| {
+        let at = format!("@{gw}");
+        let o = b.pid_net_exec(pid, &["dig", "+short", "+tries=1", "+time=1", &at, name]);
+        stdout(&o).trim().to_string()
+    };
+    let neigh = |ip: &str| b.ns_exec_ok(&b.host_ns, &["ip", "neigh", "show", ip]);
+    let limit = Duration::from_millis(800);
+    for i in 0..3 {
+        let name = format!("ev{i}");
+        let before = passes(&b);
+        a.run_d(&name, &["--network", "ev"], &["sleep", "600"]);
+        let returned = Instant::now();
+        let ip = a.ip_of(&name, "ev");
+        // The neighbour entry first (a negative DNS answer may wait for the upstream).
+        let programmed = within(limit, || neigh(&ip).contains("PERMANENT"));
+        let took = returned.elapsed();
+        assert!(
+            programmed.is_some(),
+            "no permanent neighbour entry for {name} ({ip}) on host-b {took:?} after run \
+             returned: {}\nhost-b log:\n{}",
+            neigh(&ip),
+            b.log_text()
+        );
+        // The DNS table is swapped right after the entries: the name answers at once…
+        assert_eq!(lookup(&name), ip, "{name} not resolvable on host-b");
+        // …and so does the address, at the first echo request.
+        let ping = b.pid_net_exec(pid, &["ping", "-c", "1", "-W", "1", &ip]);
+        assert!(
+            ping.status.success(),
+            "{name} resolved on host-b but the first ping failed: {}\nneighbour: {}",
+            show(&ping),
+            neigh(&ip)
+        );
+        eprintln!("{name}: programmed and resolvable on host-b {took:?} after run returned");
+        assert_eq!(
+            passes(&b),
+            before,
+            "host-b ran a reconcile pass for {name}: the watch event should have been enough"
+        );
+        a.berth_ok(&["rm", "-f", &name]);
+        let gone = within(limit, || neigh(&ip).is_empty());
+        assert!(
+            gone.is_some(),
+            "{name} still in host-b's neighbour table after rm: {}",
+            neigh(&ip)
+        );
+        assert!(
+            !lookup(&name).contains(&ip),
+            "{name} still resolvable on host-b after rm"
+        );
+        assert_eq!(
+            passes(&b),
+            before,
+            "host-b ran a reconcile pass for rm {name}"
+        );
+    }
+    u.kill_etcd();
+}
+
 #[test]
 #[ignore]
 fn bench_overlay_cross_host() {

@@ -206,6 +206,22 @@ impl Kernel {
                 )
                 .await;
             ignore_missing(r)?;
+            // The bridge's own entry for that MAC on this port, learned from the remote
+            // container's frames, goes too: addresses are reused and a container's MAC derives
+            // from its address, so the next holder may be a container on *this* host, and a
+            // bridge that still believed the MAC lives behind the VXLAN port would drop every
+            // frame for it until that container sends one (up to the bridge's ageing time).
+            // The kernel removes it only if it is on this port (a MAC already learned on a
+            // local veth stays).
+            let mut m = fdb_msg(mac)?;
+            m.header.flags = NeighbourFlags::Controller;
+            m.header.state = NeighbourState::None;
+            let r = self
+                .request(RouteNetlinkMessage::DelNeighbour(m), CHANGE, || {
+                    format!("removing the bridge's entry {mac} on {dev}")
+                })
+                .await;
+            ignore_missing(r)?;
         }
         for ip in neigh_del {
             let r = self

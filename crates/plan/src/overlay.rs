@@ -256,6 +256,99 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost, plan: &mut Plan) {
     }
 }
 
+/// The kernel change one watch event about a published endpoint makes on this host, without
+/// a pass: the forwarding and neighbour entries of exactly that endpoint's MAC and address on
+/// its network's VXLAN port, as [`contribute`] would want them now.
+///
+/// `before` is the endpoint as the cache held it before the event (if any), `after` what the
+/// event says (`None`: deleted), and `remotes` every published endpoint after the event. Only
+/// the MAC and address `before` and `after` name are touched: each is added (pointing at the
+/// endpoint that wants it now — another endpoint may want it too, e.g. an address reused on
+/// another host before the old holder's deletion arrived) or removed when nothing wants it any
+/// more. Adds replace and removals of absent entries are no-ops in the kernel, so applying the
+/// step twice, or after a pass that already did it, changes nothing. `None` when the event
+/// needs nothing here: this host's own endpoint, a network this host does not have (yet: the
+/// pass that builds its VXLAN port programs every endpoint), or no cluster address.
+pub fn event_step(
+    networks: &[NetworkSpec],
+    local: Option<IpAddr>,
+    self_node: &str,
+    remotes: &[RemoteEndpoint],
+    before: Option<&RemoteEndpoint>,
+    after: Option<&RemoteEndpoint>,
+) -> Option<Step> {
+    let ep = after.or(before)?;
+    let net = networks.iter().find(|n| n.id == ep.network_id)?;
+    let macs: BTreeSet<String> = [before, after]
+        .into_iter()
+        .flatten()
+        .filter(|e| e.node != self_node)
+        .map(|e| e.mac.to_ascii_lowercase())
+        .collect();
+    let ips: BTreeSet<IpAddr> = [before, after]
+        .into_iter()
+        .flatten()
+        .filter(|e| e.node != self_node)
+        .map(|e| e.ip)
+        .collect();
+    if macs.is_empty() && ips.is_empty() {
+        return None;
+    }
+    // What a pass would want for these keys: the same contribution, restricted to the
+    // endpoints that name one of them (O(those), not O(the network)).
+    let concerned: Vec<RemoteEndpoint> = remotes
+        .iter()
+        .filter(|r| r.network_id == net.id)
+        .filter(|r| macs.contains(&r.mac.to_ascii_lowercase()) || ips.contains(&r.ip))
+        .cloned()
+        .collect();
+    let mut d = DesiredHost::default();
+    contribute(
+        &mut d,
+        std::slice::from_ref(net),
+        local,
+        self_node,
+        &concerned,
+    );
+    let (dev, v) = d.vxlans.into_iter().next()?;
+    let fdb_add: Vec<(String, IpAddr)> = macs
+        .iter()
+        .filter_map(|m| Some((m.clone(), *v.fdb.get(m)?)))
+        .collect();
+    let fdb_del: Vec<String> = macs
+        .iter()
+        .filter(|m| !v.fdb.contains_key(*m))
+        .cloned()
+        .collect();
+    let neigh_add: Vec<(IpAddr, String)> = ips
+        .iter()
+        .filter_map(|ip| Some((*ip, v.neigh.get(ip)?.clone())))
+        .collect();
+    let neigh_del: Vec<IpAddr> = ips
+        .iter()
+        .filter(|ip| !v.neigh.contains_key(*ip))
+        .copied()
+        .collect();
+    let what = match after {
+        Some(_) => "published",
+        None => "withdrawn",
+    };
+    Some(Step {
+        object: format!(
+            "remote endpoint {} ({}) of {} on {dev} of network {}",
+            ep.name, ep.ip, ep.node, v.network
+        ),
+        reason: format!("{what} in the cluster store"),
+        op: StepOp::SetVxlanEntries {
+            dev,
+            fdb_add,
+            fdb_del,
+            neigh_add,
+            neigh_del,
+        },
+    })
+}
+
 /// The first VXLAN id berth allocates (Docker's classic overlay starts at 256; 4096 keeps
 /// clear of VLAN-numbered hand-made ones).
 pub const FIRST_VNI: u32 = 4096;
@@ -491,5 +584,163 @@ mod tests {
         let mut p = Plan::default();
         diff(&o, &d, &mut p);
         assert!(p.steps.is_empty() && p.problems.len() == 1, "{p:?}");
+    }
+
+    /// The four lists of a `SetVxlanEntries` step: forwarding adds and removals, neighbour
+    /// adds and removals.
+    type Entries<'a> = (
+        &'a [(String, IpAddr)],
+        &'a [String],
+        &'a [(IpAddr, String)],
+        &'a [IpAddr],
+    );
+
+    fn entries(s: &Step) -> Entries<'_> {
+        match &s.op {
+            StepOp::SetVxlanEntries {
+                fdb_add,
+                fdb_del,
+                neigh_add,
+                neigh_del,
+                ..
+            } => (fdb_add, fdb_del, neigh_add, neigh_del),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_event_programs_exactly_its_endpoint() {
+        let n = net();
+        let dev = names::vxlan_name(&n.id);
+        let other = remote("c", "10.50.0.4", "10.77.0.3", "02:42:0a:32:00:04");
+        let new = remote("b", "10.50.0.3", "10.77.0.2", "02:42:0A:32:00:03");
+        let remotes = vec![other.clone(), new.clone()];
+        // A new endpoint of host b: its two entries, nothing about the others.
+        let s = event_step(
+            std::slice::from_ref(&n),
+            local(),
+            "a",
+            &remotes,
+            None,
+            Some(&new),
+        )
+        .expect("step");
+        assert!(matches!(&s.op, StepOp::SetVxlanEntries { dev: d, .. } if *d == dev));
+        let vtep: IpAddr = "10.77.0.2".parse().expect("ip");
+        let ip: IpAddr = "10.50.0.3".parse().expect("ip");
+        let mac = "02:42:0a:32:00:03".to_string();
+        assert_eq!(
+            entries(&s),
+            (
+                &[(mac.clone(), vtep)][..],
+                &[][..],
+                &[(ip, mac.clone())][..],
+                &[][..]
+            )
+        );
+        // The same as the pass would add for it.
+        let mut d = DesiredHost::default();
+        contribute(&mut d, std::slice::from_ref(&n), local(), "a", &remotes);
+        assert_eq!(d.vxlans[&dev].fdb.get(&mac), Some(&vtep));
+        // Withdrawn: both entries go.
+        let s = event_step(
+            std::slice::from_ref(&n),
+            local(),
+            "a",
+            std::slice::from_ref(&other),
+            Some(&new),
+            None,
+        )
+        .expect("step");
+        assert_eq!(
+            entries(&s),
+            (&[][..], &[mac.clone()][..], &[][..], &[ip][..])
+        );
+        // Moved to another MAC (same key, new value): the old MAC goes, the address follows.
+        let mut moved = new.clone();
+        moved.mac = "02:42:0a:32:00:99".into();
+        let s = event_step(
+            std::slice::from_ref(&n),
+            local(),
+            "a",
+            &[other.clone(), moved.clone()],
+            Some(&new),
+            Some(&moved),
+        )
+        .expect("step");
+        let (fa, fd, na, nd) = entries(&s);
+        assert_eq!(fa, &[("02:42:0a:32:00:99".to_string(), vtep)][..]);
+        assert_eq!(fd, &[mac.clone()][..]);
+        assert_eq!(na, &[(ip, "02:42:0a:32:00:99".to_string())][..]);
+        assert!(nd.is_empty());
+    }
+
+    #[test]
+    fn an_event_keeps_what_another_endpoint_still_wants() {
+        let n = net();
+        // Address 10.50.0.3 moved from host b to host c; b's deletion arrives after c's put.
+        let old = remote("b", "10.50.0.3", "10.77.0.2", "02:42:0a:32:00:03");
+        let new = remote("c", "10.50.0.3", "10.77.0.3", "02:42:0a:32:00:33");
+        let s = event_step(
+            std::slice::from_ref(&n),
+            local(),
+            "a",
+            std::slice::from_ref(&new),
+            Some(&old),
+            None,
+        )
+        .expect("step");
+        let (fa, fd, na, nd) = entries(&s);
+        assert!(fa.is_empty());
+        assert_eq!(fd, &["02:42:0a:32:00:03".to_string()][..]);
+        // The neighbour entry is c's, not removed.
+        assert_eq!(
+            na,
+            &[(
+                "10.50.0.3".parse().expect("ip"),
+                "02:42:0a:32:00:33".to_string()
+            )][..]
+        );
+        assert!(nd.is_empty());
+    }
+
+    #[test]
+    fn events_that_need_nothing_here() {
+        let n = net();
+        let mine = remote("a", "10.50.0.2", "10.77.0.1", "02:42:0a:32:00:02");
+        let theirs = remote("b", "10.50.0.3", "10.77.0.2", "02:42:0a:32:00:03");
+        let nets = std::slice::from_ref(&n);
+        // This host's own endpoint: a local veth, no VXLAN entry.
+        assert!(event_step(
+            nets,
+            local(),
+            "a",
+            std::slice::from_ref(&mine),
+            None,
+            Some(&mine)
+        )
+        .is_none());
+        // A network this host does not have yet: its pass programs everything.
+        assert!(event_step(
+            &[],
+            local(),
+            "a",
+            std::slice::from_ref(&theirs),
+            None,
+            Some(&theirs)
+        )
+        .is_none());
+        // No cluster address.
+        assert!(event_step(
+            nets,
+            None,
+            "a",
+            std::slice::from_ref(&theirs),
+            None,
+            Some(&theirs)
+        )
+        .is_none());
+        // Nothing at all.
+        assert!(event_step(nets, local(), "a", &[], None, None).is_none());
     }
 }
