@@ -82,10 +82,14 @@ impl Daemon {
         } else {
             req.hostname.clone()
         };
-        if hostname.len() > 64 {
-            return Err(ApiError::bad_request(format!(
-                "hostname {hostname:?} is longer than 64 characters"
-            )));
+        // Each is one field of a file berth writes into the container (/etc/hostname,
+        // /etc/hosts, /etc/resolv.conf): 400 before anything is stored.
+        names::validate_file_field("hostname", &hostname, 64)?;
+        for d in &hc.dns_search {
+            names::validate_file_field("--dns-search", d, 253)?;
+        }
+        for o in &hc.dns_options {
+            names::validate_file_field("--dns-option", o, 253)?;
         }
         let mode_str = hc.network_mode.as_str();
         let mode = match mode_str {

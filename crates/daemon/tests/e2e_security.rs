@@ -608,3 +608,58 @@ fn nothing_of_the_hosts_under_proc() {
         show(&o)
     );
 }
+
+/// Proves hostile strings cannot inject lines into the files berth writes into a container
+/// (`/etc/hostname`, `/etc/hosts`, `/etc/resolv.conf`): a hostname, a DNS search domain, a DNS
+/// option or an `--add-host` name carrying a newline (or other whitespace, `#`, `;`) is refused
+/// with 400 through the API and the CLI, and nothing is stored; the same container created
+/// with sane values gets exactly those lines.
+#[test]
+fn hostile_strings_cannot_inject_lines_into_generated_files() {
+    require_root!();
+    let w = World::new();
+    let bodies = [
+        r#"{"Cmd":["true"],"Hostname":"web\n6.6.6.6 bank.example"}"#,
+        r#"{"Cmd":["true"],"HostConfig":{"NetworkMode":"none","DnsSearch":["ok.example\nnameserver 6.6.6.6"]}}"#,
+        r#"{"Cmd":["true"],"HostConfig":{"NetworkMode":"none","DnsOptions":["ndots:1\nnameserver 6.6.6.6"]}}"#,
+        r#"{"Cmd":["true"],"HostConfig":{"NetworkMode":"none","ExtraHosts":["evil\n6.6.6.6 bank:10.0.0.9"]}}"#,
+        r#"{"Cmd":["true"],"HostConfig":{"NetworkMode":"none","DnsSearch":["a#b"]}}"#,
+    ];
+    for (i, body) in bodies.iter().enumerate() {
+        let (status, reply) = w.api(
+            "POST",
+            &format!("/containers/create?name=hostile{i}"),
+            Some(body),
+        );
+        assert_eq!(status, 400, "{body}: {reply}");
+        assert!(reply.contains("/etc files"), "{body}: {reply}");
+    }
+    let o = w.berth(&["run", "--rm", "--network", "none", "-h", "a\nb", "true"]);
+    assert_eq!(code(&o), 125, "{}", show(&o));
+    let ps = w.berth_ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(!ps.contains("hostile"), "nothing stored: {ps}");
+
+    let o = run_sh(
+        &w,
+        &[
+            "--network",
+            "none",
+            "-h",
+            "web",
+            "--dns-search",
+            "svc.example",
+            "--dns-option",
+            "ndots:2",
+            "--add-host",
+            "db:10.0.0.9",
+        ],
+        "cat /etc/hostname /etc/hosts /etc/resolv.conf",
+    );
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("web\n"), "{out}");
+    assert!(out.contains("10.0.0.9\tdb\n"), "{out}");
+    assert!(out.contains("search svc.example\n"), "{out}");
+    assert!(out.contains("options ndots:2\n"), "{out}");
+    assert!(!out.contains("6.6.6.6"), "{out}");
+}

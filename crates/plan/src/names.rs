@@ -374,6 +374,36 @@ pub fn generated_name(id: &str) -> String {
     )
 }
 
+/// Checks a string berth writes as one field of a generated file (`/etc/hostname`,
+/// `/etc/hosts`, `/etc/resolv.conf`): no whitespace (fields are separated by it, lines by a
+/// newline), no control character, no `#` or `;` (comments there), at most `max` bytes. `what`
+/// names the flag in the message (`hostname`, `--dns-search`, `--dns-option`, `--add-host`).
+/// Without this, `-h $'web\n6.6.6.6 bank.example'` would add a line to the container's
+/// `/etc/hosts`.
+pub fn validate_file_field(what: &str, v: &str, max: usize) -> Result<(), PlanError> {
+    let bad = |reason: String| {
+        Err(PlanError::Invalid(format!(
+            "invalid {what} {v:?}: {reason}"
+        )))
+    };
+    if v.is_empty() {
+        return bad("it is empty".into());
+    }
+    if v.len() > max {
+        return bad(format!("it is longer than {max} characters"));
+    }
+    if let Some(c) = v
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '#' | ';'))
+    {
+        return bad(format!(
+            "it contains {c:?}; it is written into the container's /etc files, where \
+             whitespace, control characters, '#' and ';' would change their meaning"
+        ));
+    }
+    Ok(())
+}
+
 /// Parses `--add-host NAME:IP` (Docker also accepts `NAME=IP`; the IP may be IPv6, bracketed
 /// or not).
 pub fn parse_extra_host(h: &str) -> Result<(String, std::net::IpAddr), PlanError> {
@@ -390,12 +420,38 @@ pub fn parse_extra_host(h: &str) -> Result<(String, std::net::IpAddr), PlanError
             "--add-host {h:?}: empty host name"
         )));
     }
+    validate_file_field("--add-host name", name, 253)?;
     Ok((name.to_string(), ip))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 mod tests {
+    #[test]
+    fn generated_file_fields_refuse_what_would_inject_lines() {
+        use super::validate_file_field as v;
+        for ok in ["web", "web.example.com", "ndots:2", "svc.local", "a-b_c"] {
+            assert!(v("hostname", ok, 64).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "web\n6.6.6.6 bank",
+            "web 1.2.3.4",
+            "a\tb",
+            "x#y",
+            "x;y",
+            "a\rb",
+            "nul\0",
+            "\u{85}next-line",
+            "\u{2028}",
+        ] {
+            let e = v("hostname", bad, 64).unwrap_err().to_string();
+            assert!(e.contains("invalid hostname"), "{bad:?}: {e}");
+        }
+        assert!(v("hostname", &"a".repeat(65), 64).is_err());
+        assert!(super::parse_extra_host("evil\n6.6.6.6 bank:1.2.3.4").is_err());
+        assert!(super::parse_extra_host("db:10.0.0.2").is_ok());
+    }
 
     #[test]
     fn extra_hosts_and_generated_names() {
