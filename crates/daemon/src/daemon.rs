@@ -38,6 +38,8 @@ pub struct Config {
     pub check_interval: Duration,
     /// The cluster this host joins (`--cluster-store`), if any.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// At most this many `[::1]` relay sockets ([`crate::ports_local6::Relays`]).
+    pub relay_budget: usize,
 }
 
 /// Keys in the store.
@@ -134,6 +136,7 @@ impl Daemon {
     /// Opens the store, adopts the containers still running, converges the kernel to the
     /// stored intent (removing orphans) and starts watching for drift.
     pub async fn start(config: Config) -> anyhow::Result<Arc<Daemon>> {
+        let relay_budget = config.relay_budget;
         std::fs::create_dir_all(&config.state_dir)
             .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
         std::fs::create_dir_all(config.state_dir.join("containers"))
@@ -199,7 +202,7 @@ impl Daemon {
             exits: std::sync::Mutex::new(HashMap::new()),
             removed: std::sync::Mutex::new(std::collections::VecDeque::new()),
             dns,
-            local6: crate::ports_local6::Relays::new(),
+            local6: crate::ports_local6::Relays::new(relay_budget),
             reconciler: Reconciler::new(ops),
             starting: std::sync::Mutex::new(HashMap::new()),
             announced: std::sync::Mutex::new(std::collections::HashSet::new()),

@@ -86,6 +86,10 @@ struct Args {
     /// address.
     #[arg(long, default_value_t = berth_plan::wireguard::DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     wireguard_port: u16,
+    /// At most this many `[::1]` relays of published ports at once (default: half of berthd's
+    /// open-files limit, which berthd raises to its hard limit at start).
+    #[arg(long, value_name = "N")]
+    max_loopback_relays: Option<usize>,
 }
 
 /// The cluster options, checked (a wrong one stops berthd before it changes anything).
@@ -148,12 +152,26 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     security::set_socket(&args.socket);
     let cluster = cluster_config(&args)?;
+    // Every published port's [::1] relay and every connection hold a descriptor: the soft
+    // limit (often 1024) would run out long before the hard one.
+    let nofile = match berth_kernel::sys::raise_nofile_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("raising the open-files limit: {e}");
+            1024
+        }
+    };
+    let relay_budget = args
+        .max_loopback_relays
+        .unwrap_or((nofile / 2).try_into().unwrap_or(usize::MAX));
+    tracing::info!(nofile, relay_budget, "open-files limit");
     let daemon = daemon::Daemon::start(daemon::Config {
         state_dir: args.state_dir.clone(),
         resolv_conf: args.resolv_conf.clone(),
         drift_repair: !args.no_drift_repair,
         check_interval: std::time::Duration::from_secs(args.check_interval),
         cluster,
+        relay_budget,
     })
     .await?;
     converge::spawn_watchers(daemon.clone());

@@ -60,15 +60,22 @@ struct Open {
 }
 
 /// Every relay berthd has open, by (protocol, host port).
-#[derive(Default)]
 pub struct Relays {
     open: Mutex<HashMap<(Proto, u16), Open>>,
+    /// At most this many listening sockets: each relay holds one file descriptor (plus one per
+    /// connection or session), so a huge published range must not take all of berthd's and
+    /// make every later `open`, `socket` or `nft` spawn fail with `EMFILE`.
+    budget: usize,
 }
 
 impl Relays {
-    /// No relays.
-    pub fn new() -> Relays {
-        Relays::default()
+    /// No relays; at most `budget` of them open at once (berthd: half its open-files limit,
+    /// or `--max-loopback-relays`).
+    pub fn new(budget: usize) -> Relays {
+        Relays {
+            open: Mutex::new(HashMap::new()),
+            budget,
+        }
     }
 
     /// Who holds `[::1]:port` for `proto` among berthd's own relays, for a refusal message.
@@ -105,6 +112,13 @@ impl Relays {
                 Some(format!(
                     "port is already allocated (berthd relays it for container {:?}, {})",
                     o.container, o.relay.key
+                ))
+            } else if open.len() >= self.budget {
+                Some(format!(
+                    "berthd's [::1] relays are at their limit of {} listening sockets (half of \
+                     its open-files limit, or --max-loopback-relays; docs/PORTS.md): publish \
+                     fewer ports on [::1], or raise berthd's LimitNOFILE",
+                    self.budget
                 ))
             } else {
                 match spawn(r) {

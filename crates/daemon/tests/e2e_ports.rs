@@ -1199,3 +1199,87 @@ fn ipv6_loopback_through_relay() {
         "tcp",
     );
 }
+
+/// Proves the `[::1]` relays are bounded (issue 8): with `--max-loopback-relays 4`, a range of
+/// 6 ports published on every address starts, every port answers on the host's address and on
+/// 127.0.0.1, the first 4 also on `[::1]`, and the others are not relayed (a warning names the
+/// limit); a `[::1]` publish past the bound is refused with 409 naming the limit and leaves
+/// nothing running; once the first container is gone its relays are free again.
+#[test]
+fn loopback_relays_are_bounded() {
+    require_root!();
+    let w = World::new();
+    setup(&w);
+    w.restart_daemon_args(&["--max-loopback-relays", "4"]);
+    w.berth_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.62.0.0/24",
+        "--subnet",
+        "fd00:62::/64",
+        "web",
+    ]);
+    let ports: Vec<u16> = (9100..9106).collect();
+    server(
+        &w,
+        "many",
+        &["--network", "web", "-p", "9100-9105:9100-9105"],
+        &ports,
+    );
+    let host = w.host_ip();
+    let h = w.host_ns.clone();
+    let mut relayed = 0;
+    for p in &ports {
+        reached(
+            "outside -> host",
+            from_ns(&w, &w.out_ns, "tcp", &host, *p),
+            "tcp",
+        );
+        reached(
+            "host -> 127.0.0.1",
+            from_ns(&w, &h, "tcp", "127.0.0.1", *p),
+            "tcp",
+        );
+        if from_ns(&w, &h, "tcp", "::1", *p).is_ok() {
+            relayed += 1;
+        }
+    }
+    assert_eq!(relayed, 4, "exactly the budget is relayed");
+    let log = w.log_text();
+    assert!(
+        log.contains("relays are at their limit of 4 listening sockets"),
+        "the warning names the limit"
+    );
+
+    let o = w.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "loop6",
+        "--network",
+        "web",
+        "-p",
+        "[::1]:9200:80",
+        "sleep",
+        "600",
+    ]);
+    assert_ne!(code(&o), 0, "{}", show(&o));
+    assert!(stderr(&o).contains("at their limit of 4"), "{}", show(&o));
+    let ps = w.berth_ok(&["ps", "--format", "{{.Names}}"]);
+    assert!(!ps.lines().any(|l| l.trim() == "loop6"), "{ps}");
+
+    w.berth_ok(&["rm", "-f", "many", "loop6"]);
+    server(
+        &w,
+        "after",
+        &["--network", "web", "-p", "[::1]:9200:80"],
+        &[80],
+    );
+    reached(
+        "host -> [::1]:9200",
+        from_ns(&w, &h, "tcp", "::1", 9200),
+        "tcp",
+    );
+}

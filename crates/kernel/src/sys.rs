@@ -200,6 +200,17 @@ pub fn bind_udp(addr: std::net::SocketAddr, buffer: usize) -> io::Result<std::ne
     Ok(sock)
 }
 
+/// Raises this process's soft limit of open files to its hard limit (`setrlimit(RLIMIT_NOFILE)`,
+/// what `LimitNOFILE=` in a service unit does) and returns the new soft limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io::Error::from)?;
+    }
+    Ok(hard.max(soft))
+}
+
 /// Whether `fd` has something to read within `timeout_ms` (`poll(2)`, `POLLIN`).
 pub fn readable(fd: std::os::fd::BorrowedFd<'_>, timeout_ms: i32) -> bool {
     let mut p = libc::pollfd {
