@@ -26,6 +26,11 @@ use crate::error::{ApiError, ApiResult};
 
 type D = State<Arc<Daemon>>;
 
+/// The largest request body berthd reads (axum's default, made explicit so that the refusal
+/// can say it): no Docker API call berth serves needs more, and a client cannot make berthd
+/// hold more memory than this per request.
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// Builds the router.
 pub fn router(d: Arc<Daemon>) -> Router {
     let router = Router::new()
@@ -69,6 +74,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .method_not_allowed_fallback(page_not_found)
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::map_response(docker_headers))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(d)
 }
 
@@ -156,7 +162,15 @@ async fn json_errors(res: Response) -> Response {
         Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
         Err(_) => String::new(),
     };
-    let message = if text.is_empty() {
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // axum says only "length limit exceeded".
+        format!(
+            "request body larger than {} MiB, berthd's limit for one API request (it bounds the \
+             memory one client can make berthd hold; no Docker API call needs more): send a \
+             smaller body",
+            BODY_LIMIT / (1024 * 1024)
+        )
+    } else if text.is_empty() {
         status
             .canonical_reason()
             .unwrap_or("request failed")
