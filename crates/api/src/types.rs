@@ -237,7 +237,7 @@ pub struct EndpointSettings {
     /// MAC.
     #[serde(default)]
     pub mac_address: String,
-    /// Unused.
+    /// Endpoint driver options: kept and returned by inspect.
     #[serde(default)]
     pub driver_opts: Option<BTreeMap<String, String>>,
     /// Highest wins the default route.

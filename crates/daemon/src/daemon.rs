@@ -420,6 +420,7 @@ pub fn endpoint_request(s: Option<&berth_api::types::EndpointSettings>) -> Endpo
         mac: s
             .map(|s| s.mac_address.trim().to_string())
             .filter(|m| !m.is_empty()),
+        driver_opts: s.and_then(|s| s.driver_opts.clone()).unwrap_or_default(),
     }
 }
 

@@ -1094,7 +1094,11 @@ fn endpoint_settings(
                     Some(ep.aliases.clone())
                 },
                 mac_address: ep.mac.clone(),
-                driver_opts: None,
+                driver_opts: if ep.driver_opts.is_empty() {
+                    None
+                } else {
+                    Some(ep.driver_opts.clone())
+                },
                 gw_priority: ep.gw_priority,
                 network_id: n.id.clone(),
                 endpoint_id: ep.id.clone(),

@@ -313,6 +313,7 @@ impl Daemon {
                     static_ipv6: None,
                     aliases: r.aliases.clone(),
                     gw_priority: 0,
+                    driver_opts: Default::default(),
                 });
                 Some((c, true))
             })

@@ -1017,6 +1017,7 @@ mod tests {
                     static_ipv6: None,
                     aliases: aliases.iter().map(|s| s.to_string()).collect(),
                     gw_priority: 0,
+                    driver_opts: Default::default(),
                 })
                 .collect(),
             dns: vec![],

@@ -174,6 +174,7 @@ mod tests {
                 static_ipv6: None,
                 aliases: vec![],
                 gw_priority: 0,
+                driver_opts: Default::default(),
             }],
             dns: vec![],
             dns_search: vec![],

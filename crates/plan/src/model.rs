@@ -197,6 +197,9 @@ pub struct EndpointSpec {
     /// Docker's `GwPriority`: the endpoint with the highest priority gives the default route.
     #[serde(default)]
     pub gw_priority: i64,
+    /// Docker's endpoint `DriverOpts`, kept as given (berth's drivers read none of them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub driver_opts: BTreeMap<String, String>,
 }
 
 /// How a container's network namespace is obtained.

@@ -1054,6 +1054,8 @@ pub struct EndpointRequest {
     /// `--mac-address` / the endpoint's `MacAddress`: the container interface's MAC (else one
     /// derived from its address).
     pub mac: Option<String>,
+    /// Docker's endpoint `DriverOpts`: kept and returned by inspect (berth's drivers read none).
+    pub driver_opts: BTreeMap<String, String>,
 }
 
 /// Checks a requested MAC: six hex octets, unicast, not all zero. Returns it lower-case.
@@ -1265,6 +1267,7 @@ pub fn plan_endpoint_with(
         static_ipv6: want6,
         aliases,
         gw_priority: req.gw_priority,
+        driver_opts: req.driver_opts.clone(),
     })
 }
 

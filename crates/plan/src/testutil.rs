@@ -62,6 +62,7 @@ pub fn container(id_hex: char, name: &str, nets: &[(&NetworkSpec, &str)]) -> Con
                 static_ipv6: None,
                 aliases: vec![],
                 gw_priority: 0,
+                driver_opts: Default::default(),
             }
         })
         .collect();

@@ -170,6 +170,7 @@ fn endpoint(net: &NetworkSpec, veth: &str, mac: &str, addrs: &[&str]) -> Endpoin
         static_ipv6: None,
         aliases: vec![],
         gw_priority: 0,
+        driver_opts: Default::default(),
     }
 }
 

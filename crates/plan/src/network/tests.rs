@@ -1114,3 +1114,22 @@ fn requested_macs() {
         assert!(e.to_string().contains(says), "{bad}: {e}");
     }
 }
+
+/// Proves: an endpoint's `DriverOpts` are kept on the planned endpoint as given, and an endpoint
+/// stored before they existed still reads (no options) and writes no empty member.
+#[test]
+fn endpoint_driver_opts_are_kept() {
+    let n = plan(&req("br"), &[]).unwrap();
+    let c = container("c", 'c');
+    let mut req = EndpointRequest::default();
+    req.driver_opts
+        .insert("com.docker-py.setting".into(), "on".into());
+    let ep = plan_endpoint(&n, &c, &[], &req, id('e')).unwrap();
+    assert_eq!(ep.driver_opts, req.driver_opts);
+    let mut old = serde_json::to_value(&ep).unwrap();
+    old.as_object_mut().unwrap().remove("driver_opts");
+    let back: EndpointSpec = serde_json::from_value(old).unwrap();
+    assert!(back.driver_opts.is_empty());
+    let json = serde_json::to_value(&back).unwrap();
+    assert!(json.get("driver_opts").is_none(), "{json}");
+}
