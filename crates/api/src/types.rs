@@ -219,6 +219,14 @@ pub struct EndpointIpamConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub ipv6_address: Option<String>,
+    /// Link-local addresses asked for: refused by berthd with a clear 400 (not implemented),
+    /// never dropped silently.
+    #[serde(
+        rename = "LinkLocalIPs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub link_local_ips: Option<Vec<String>>,
 }
 
 /// Docker's `EndpointSettings`: a request (connect, create) and a response (inspect).
@@ -228,7 +236,8 @@ pub struct EndpointSettings {
     /// Static addresses asked for.
     #[serde(rename = "IPAMConfig", default)]
     pub ipam_config: Option<EndpointIpamConfig>,
-    /// Unused.
+    /// Legacy links: refused by berthd with a clear 400 when any is given (not implemented),
+    /// never dropped silently.
     #[serde(default)]
     pub links: Option<Vec<String>>,
     /// DNS aliases.

@@ -157,7 +157,7 @@ impl Daemon {
                     .get(&q)
                     .or_else(|| req.networking_config.endpoints_config.get(&net.name))
                     .or_else(|| req.networking_config.endpoints_config.get(&net.id));
-                let mut ep_req = endpoint_request(settings);
+                let mut ep_req = endpoint_request(settings)?;
                 if ep_req.mac.is_none() && spec.endpoints.is_empty() && !req.mac_address.is_empty()
                 {
                     ep_req.mac = Some(req.mac_address.clone());

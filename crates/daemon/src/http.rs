@@ -847,7 +847,7 @@ async fn connect(State(d): D, UrlPath(id): UrlPath<String>, body: Bytes) -> ApiR
     d.connect(
         &id,
         &req.container,
-        endpoint_request(req.endpoint_config.as_ref()),
+        endpoint_request(req.endpoint_config.as_ref())?,
     )
     .await?;
     Ok(StatusCode::OK)
@@ -1083,6 +1083,7 @@ fn endpoint_settings(
                     Some(EndpointIpamConfig {
                         ipv4_address: ep.static_ipv4.map(|a| a.to_string()),
                         ipv6_address: ep.static_ipv6.map(|a| a.to_string()),
+                        link_local_ips: None,
                     })
                 } else {
                     None

@@ -248,3 +248,41 @@ fn an_oversized_body_names_the_limit() {
     assert_eq!(status, "201", "a 1 MiB body is read: {text}");
     w.berth_ok(&["network", "rm", "big"]);
 }
+
+/// Proves the endpoint fields berth does not implement are refused with a clear 400, never
+/// dropped silently: legacy `Links` and `LinkLocalIPs`, on connect and on container create
+/// (which then stores nothing), while the same requests without them work.
+#[test]
+fn unimplemented_endpoint_fields_are_refused_not_dropped() {
+    require_root!();
+    let w = World::new();
+    w.berth_ok(&["network", "create", "--subnet", "10.33.0.0/24", "lk"]);
+    w.run_d("peer", &[], &["sleep", "120"]);
+    for (body, want) in [
+        (
+            r#"{"Container":"peer","EndpointConfig":{"Links":["db:db"]}}"#,
+            "legacy links",
+        ),
+        (
+            r#"{"Container":"peer","EndpointConfig":{"IPAMConfig":{"LinkLocalIPs":["169.254.8.8"]}}}"#,
+            "link-local addresses",
+        ),
+    ] {
+        let (status, reply) = w.api("POST", "/networks/lk/connect", Some(body));
+        assert_eq!(status, 400, "{body}: {reply}");
+        assert!(reply.contains(want), "{reply}");
+    }
+    let body = r#"{"Cmd":["sleep","60"],"HostConfig":{"NetworkMode":"lk"},
+        "NetworkingConfig":{"EndpointsConfig":{"lk":{"Links":["peer:p"]}}}}"#;
+    let (status, reply) = w.api("POST", "/containers/create?name=linked", Some(body));
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply.contains("legacy links"), "{reply}");
+    let ps = w.berth_ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(!ps.contains("linked"), "{ps}");
+    let (status, reply) = w.api(
+        "POST",
+        "/networks/lk/connect",
+        Some(r#"{"Container":"peer","EndpointConfig":{"Links":[],"IPAMConfig":{"LinkLocalIPs":[]}}}"#),
+    );
+    assert_eq!(status, 200, "empty lists are fine: {reply}");
+}

@@ -37,6 +37,7 @@ pub fn endpoint(
         ipam_config: (ip.is_some() || ip6.is_some()).then(|| EndpointIpamConfig {
             ipv4_address: ip.cloned(),
             ipv6_address: ip6.cloned(),
+            link_local_ips: None,
         }),
         aliases: (!aliases.is_empty()).then(|| aliases.to_vec()),
         ..EndpointSettings::default()
