@@ -979,6 +979,9 @@ struct LogsQuery {
     follow: Option<String>,
     stdout: Option<String>,
     stderr: Option<String>,
+    /// A count of last lines, or `all`.
+    tail: Option<String>,
+    timestamps: Option<String>,
 }
 
 fn truthy(v: &Option<String>, default: bool) -> bool {
@@ -1008,11 +1011,16 @@ async fn logs(
     let st = d.state(&c.id)?;
     let follow = truthy(&q.follow, false);
     let (out, err) = (truthy(&q.stdout, true), truthy(&q.stderr, true));
+    let opts = crate::runtime::LogOptions {
+        follow,
+        stdout: out,
+        stderr: err,
+        tail: crate::logtimes::parse_tail(q.tail.as_deref()),
+        timestamps: truthy(&q.timestamps, false),
+    };
     let rx = d.runtime.logs(
         &c.id,
-        follow,
-        out,
-        err,
+        opts,
         d.exit_channel(&c.id).subscribe(),
         st.status != Status::Exited,
     );

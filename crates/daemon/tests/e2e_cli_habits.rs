@@ -1,0 +1,66 @@
+//! End-to-end: docker CLI habits of issue 9 — `logs --tail/-t`, `create`, `start`,
+//! `restart`, `wait` — through berth's CLI and the stock docker CLI.
+
+mod common;
+
+use common::{code, show, stdout, World};
+
+/// Parses docker's `2006-01-02T15:04:05.000000000Z` into Unix nanoseconds.
+fn parse_ts(s: &str) -> i128 {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{s:?} is not RFC 3339: {e}"))
+        .unix_timestamp_nanos()
+}
+
+/// Proves: `logs --tail 2` shows exactly the last two lines, `--tail all` and `--tail 0`
+/// as docker; `-t` prefixes every line with a fixed-width RFC 3339 time, in order and
+/// within the run's span; the stock docker CLI's `logs --tail 1 -t` gets the same.
+#[test]
+fn logs_tail_and_timestamps() {
+    require_root!();
+    let w = World::new();
+    let before = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    let o = w.berth(&[
+        "run",
+        "--name",
+        "five",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5; do echo line$i; sleep 0.05; done",
+    ]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let after = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+
+    assert_eq!(
+        w.berth_ok(&["logs", "--tail", "2", "five"]),
+        "line4\nline5\n"
+    );
+    assert_eq!(
+        w.berth_ok(&["logs", "--tail", "all", "five"]),
+        "line1\nline2\nline3\nline4\nline5\n"
+    );
+    assert_eq!(w.berth_ok(&["logs", "-n", "0", "five"]), "");
+
+    let out = w.berth_ok(&["logs", "-t", "five"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    let mut last = before;
+    for (i, l) in lines.iter().enumerate() {
+        let (ts, text) = l.split_once(' ').expect("a time, a space, the line");
+        assert_eq!(ts.len(), 30, "fixed width like docker: {ts}");
+        assert_eq!(text, format!("line{}", i + 1));
+        let t = parse_ts(ts);
+        assert!(
+            t >= last && t <= after,
+            "{l} out of order or outside the run"
+        );
+        last = t;
+    }
+
+    let o = w.docker(&["logs", "--tail", "1", "-t", "five"]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let got = stdout(&o);
+    let (ts, text) = got.trim_end().split_once(' ').expect("docker: time, line");
+    assert_eq!(text, "line5", "{}", show(&o));
+    assert_eq!(ts, lines[4].split_once(' ').map(|x| x.0).unwrap_or(""));
+}
