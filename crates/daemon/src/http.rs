@@ -52,6 +52,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/containers/{id}/json", get(inspect_container))
         .route("/containers/{id}/start", post(start_container))
         .route("/containers/{id}/stop", post(stop_container))
+        .route("/containers/{id}/restart", post(restart_container))
         .route("/containers/{id}/kill", post(kill_container))
         .route("/containers/{id}/wait", post(wait_container))
         .route("/containers/{id}/attach", post(attach_container))
@@ -896,6 +897,18 @@ async fn stop_container(
     Query(q): Query<StopQuery>,
 ) -> ApiResult<StatusCode> {
     d.stop_container(&id, q.t.unwrap_or(10)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /containers/{id}/restart?t=`: as dockerd, a stop (SIGTERM, SIGKILL after `t`
+/// seconds) then a start; a container that is not running is just started.
+async fn restart_container(
+    State(d): D,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<StopQuery>,
+) -> ApiResult<StatusCode> {
+    d.stop_container(&id, q.t.unwrap_or(10)).await?;
+    d.start_container(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -64,3 +64,73 @@ fn logs_tail_and_timestamps() {
     assert_eq!(text, "line5", "{}", show(&o));
     assert_eq!(ts, lines[4].split_once(' ').map(|x| x.0).unwrap_or(""));
 }
+
+/// Proves: `create` prints the full id of a container in state `created`; `start` runs it;
+/// `restart` (berth's and docker's) gives it a new process and keeps its addresses; `wait`
+/// (berth's and docker's) prints the exit code 3 of `sh -c 'exit 3'`; `start -a` streams the
+/// output of a stopped container's next run and exits with its code.
+#[test]
+fn create_start_restart_wait() {
+    require_root!();
+    let w = World::new();
+    w.berth_ok(&["network", "create", "--subnet", "10.41.0.0/24", "hab"]);
+
+    let id = w
+        .berth_ok(&[
+            "create",
+            "--name",
+            "c1",
+            "--network",
+            "hab",
+            "--ip",
+            "10.41.0.9",
+            "sleep",
+            "600",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64, "create prints the full id: {id:?}");
+    assert_eq!(w.inspect("c1")["State"]["Status"], "created");
+    assert_eq!(w.berth_ok(&["start", "c1"]).trim(), "c1");
+    w.wait_running("c1");
+    let pid = w.inspect("c1")["State"]["Pid"].as_i64().unwrap_or(0);
+    assert!(pid > 0);
+
+    assert_eq!(w.berth_ok(&["restart", "-t", "1", "c1"]).trim(), "c1");
+    w.wait_running("c1");
+    let v = w.inspect("c1");
+    let pid2 = v["State"]["Pid"].as_i64().unwrap_or(0);
+    assert!(pid2 > 0 && pid2 != pid, "a new process: {pid} then {pid2}");
+    assert_eq!(w.ip_of("c1", "hab"), "10.41.0.9");
+    assert!(
+        w.exec_ok("c1", &["ip", "-4", "addr"])
+            .contains("10.41.0.9/24"),
+        "the address is on its interface after the restart"
+    );
+
+    let o = w.docker(&["restart", "-t", "1", "c1"]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    w.wait_running("c1");
+    let pid3 = w.inspect("c1")["State"]["Pid"].as_i64().unwrap_or(0);
+    assert!(
+        pid3 > 0 && pid3 != pid2,
+        "docker restart: {pid2} then {pid3}"
+    );
+    assert_eq!(w.ip_of("c1", "hab"), "10.41.0.9");
+
+    // wait: berth's, then docker's on the same exited container.
+    w.berth_ok(&["create", "--name", "three", "sh", "-c", "echo bye; exit 3"]);
+    w.berth_ok(&["start", "three"]);
+    assert_eq!(w.berth_ok(&["wait", "three"]), "3\n");
+    assert_eq!(w.docker_ok(&["wait", "three"]), "3\n");
+    assert_eq!(w.inspect("three")["State"]["ExitCode"], 3);
+
+    // start -a: the next run's output and its code.
+    let o = w.berth(&["start", "-a", "three"]);
+    assert_eq!(code(&o), 3, "{}", show(&o));
+    assert_eq!(stdout(&o), "bye\n", "{}", show(&o));
+
+    let o = w.berth(&["wait", "nosuch"]);
+    assert_eq!(code(&o), 1, "{}", show(&o));
+    assert!(common::stderr(&o).contains("nosuch"), "{}", show(&o));
+}

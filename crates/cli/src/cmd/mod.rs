@@ -22,11 +22,13 @@ pub mod port;
 pub mod ps;
 pub mod rm;
 pub mod run;
+pub mod start;
 pub mod stop;
 pub mod system;
 pub mod topology;
 pub mod trace;
 pub mod version;
+pub mod wait;
 
 use anyhow::Result;
 use berth_api::client::{Client, Method, NO_BODY};

@@ -268,6 +268,21 @@ pub async fn run(client: &Client, args: Args) -> i32 {
     attach(client, &args, &id).await
 }
 
+/// `berth create`: as `run`, but only creates the container (state `created`) and prints its
+/// full id, as `docker create`; 125 when it could not be created.
+pub async fn create_only(client: &Client, args: Args) -> i32 {
+    match create(client, &args).await {
+        Ok(id) => {
+            out(&id);
+            0
+        }
+        Err(e) => {
+            crate::report(&e);
+            125
+        }
+    }
+}
+
 /// `-i`/`-t`: attach (before the start, so nothing is missed), start, then the session; the
 /// exit code is the container's (0 after the detach keys: it runs on).
 async fn attach_interactive(client: &Client, args: &Args, id: &str, detach_keys: Vec<u8>) -> i32 {
@@ -406,10 +421,11 @@ async fn attach(client: &Client, args: &Args, id: &str) -> i32 {
     waited(waiter).await
 }
 
-type Waiter = tokio::task::JoinHandle<Result<WaitResponse, berth_api::client::ApiError>>;
+/// A pending `POST /containers/{id}/wait`.
+pub type Waiter = tokio::task::JoinHandle<Result<WaitResponse, berth_api::client::ApiError>>;
 
 /// Asks berthd (now) to tell the container's exit (`suffix`: `/wait…`).
-fn wait_for_exit(client: &Client, id: &str, suffix: &str) -> Waiter {
+pub fn wait_for_exit(client: &Client, id: &str, suffix: &str) -> Waiter {
     let client = client.clone();
     let path = obj_path("containers", id, suffix);
     tokio::spawn(async move {
@@ -420,7 +436,7 @@ fn wait_for_exit(client: &Client, id: &str, suffix: &str) -> Waiter {
 }
 
 /// The container's exit code from a [`wait_for_exit`] (125 if berthd could not tell it).
-async fn waited(waiter: Waiter) -> i32 {
+pub async fn waited(waiter: Waiter) -> i32 {
     match waiter.await {
         Ok(Ok(w)) => exit_code(w.status_code),
         Ok(Err(e)) => {
