@@ -1174,6 +1174,9 @@ fn inspect_view(
             tty: c.stdio.tty,
             open_stdin: c.stdio.open_stdin,
             stdin_once: c.stdio.stdin_once,
+            working_dir: c.process.working_dir.clone(),
+            user: c.process.user.clone(),
+            labels: c.process.labels.clone(),
         },
         host_config: crate::security::host_config_view(
             HostConfig {

@@ -229,6 +229,8 @@ impl Runtime {
             pid_file: pid_file.clone(),
             exit_file: exit_file.clone(),
             tty: c.stdio.tty,
+            working_dir: c.process.working_dir.clone(),
+            user: c.process.user.clone(),
         };
         let open_log = |name: &str| {
             crate::runtime::log_file(&dir.join(name))

@@ -134,3 +134,74 @@ fn create_start_restart_wait() {
     assert_eq!(code(&o), 1, "{}", show(&o));
     assert!(common::stderr(&o).contains("nosuch"), "{}", show(&o));
 }
+
+/// Proves: `-w /tmp` → `pwd` prints /tmp; `-u 65534` → `id -u` prints 65534 (and `-u nobody`
+/// the same, looked up in /etc/passwd); `--env-file` skips a comment, takes a KEY=VALUE and a
+/// bare KEY's value from berth's environment, `-e` wins; `--label`/`--label-file` show in
+/// inspect's `Config.Labels`; a relative `-w` is docker's 400.
+#[test]
+fn workdir_user_env_file_labels() {
+    require_root!();
+    let w = World::new();
+    assert_eq!(w.berth_ok(&["run", "--rm", "-w", "/tmp", "pwd"]), "/tmp\n");
+    assert_eq!(
+        w.berth_ok(&["run", "--rm", "-u", "65534", "id", "-u"]),
+        "65534\n"
+    );
+    assert_eq!(
+        w.berth_ok(&["run", "--rm", "-u", "nobody", "sh", "-c", "id -u; id -g"]),
+        "65534\n65534\n"
+    );
+    let o = w.berth(&["run", "--rm", "-w", "tmp", "pwd"]);
+    assert_eq!(code(&o), 125, "{}", show(&o));
+    assert!(
+        common::stderr(&o).contains("needs to be an absolute path"),
+        "{}",
+        show(&o)
+    );
+
+    let env_file = w.dir.join("app.env");
+    std::fs::write(
+        &env_file,
+        "# not a variable\nGREETING=hello there\nFROM_HOST\nOVER=file\n",
+    )
+    .expect("env file");
+    let env_file = env_file.display().to_string();
+    let mut c = std::process::Command::new(common::berth_bin());
+    c.args(["-H", &w.host_url(), "run", "--rm", "--env-file", &env_file])
+        .args(["-e", "OVER=flag", "sh", "-c"])
+        .arg("echo \"$GREETING|$FROM_HOST|$OVER\"; env | grep -c 'not a variable'")
+        .env("FROM_HOST", "from-berth")
+        .env_remove("BERTH_HOST");
+    let o = common::run_timeout(c, std::time::Duration::from_secs(30));
+    assert_eq!(
+        stdout(&o),
+        "hello there|from-berth|flag\n0\n",
+        "{}",
+        show(&o)
+    );
+
+    let label_file = w.dir.join("labels");
+    std::fs::write(&label_file, "# labels\ntier=web\nbare\n").expect("label file");
+    let label_file = label_file.display().to_string();
+    w.berth_ok(&[
+        "create",
+        "--name",
+        "lab",
+        "--label",
+        "team=net",
+        "-l",
+        "tier=front",
+        "--label-file",
+        &label_file,
+        "true",
+    ]);
+    let labels = &w.inspect("lab")["Config"]["Labels"];
+    assert_eq!(
+        *labels,
+        serde_json::json!({"team": "net", "tier": "front", "bare": ""}),
+        "--label wins over --label-file"
+    );
+    let o = w.docker(&["inspect", "-f", "{{.Config.Labels.team}}", "lab"]);
+    assert_eq!(stdout(&o), "net\n", "{}", show(&o));
+}

@@ -7,6 +7,7 @@ pub mod info;
 pub mod inspect;
 pub mod interactive;
 pub mod kill;
+pub mod kvfile;
 pub mod lab;
 pub mod logs;
 pub mod network;
