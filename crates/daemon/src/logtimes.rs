@@ -1,10 +1,11 @@
 //! Per-line times of a container's logs, for `logs --timestamps`, and `--tail`.
 //!
 //! The container writes straight into `stdout.log`/`stderr.log` (so a daemon restart loses
-//! nothing), which leaves no room for a time per line. A stamper polls the files while the
-//! container runs and appends `END_OFFSET UNIX_NANOS` to `stdout.times`/`stderr.times` for
-//! every newline it sees: the time is when berthd saw the line (within one poll, 10 ms), not
-//! when it was written. Lines logged before berthd kept times (older daemons) have none and are
+//! nothing), which leaves no room for a time per line. A stamper watches the files with
+//! inotify (`IN_MODIFY`: no polling, so an idle container costs nothing) while the container
+//! runs and appends `END_OFFSET UNIX_NANOS` to `stdout.times`/`stderr.times` for every newline
+//! it sees: the time is when berthd saw the line (one wake-up after the write), not when it
+//! was written. Lines logged before berthd kept times (older daemons) have none and are
 //! given the time of the next stamped line, else the log's modification time.
 
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -13,8 +14,31 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-/// How often the stamper looks for new lines.
-const POLL: Duration = Duration::from_millis(10);
+/// The inotify descriptor of a stamper, for tokio's readiness (`AsyncFd` wants `AsRawFd`).
+struct Watch(nix::sys::inotify::Inotify);
+
+impl std::os::fd::AsRawFd for Watch {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+/// An inotify instance watching `paths` for writes (`IN_MODIFY`), non-blocking.
+fn watch(paths: &[PathBuf]) -> std::io::Result<tokio::io::unix::AsyncFd<Watch>> {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+    for p in paths {
+        if p.exists() {
+            ino.add_watch(p.as_path(), AddWatchFlags::IN_MODIFY)?;
+        }
+    }
+    // `AsyncFd::new` is deprecated for values that merely borrow an fd; `Watch` owns the
+    // inotify instance and with it the fd, so nothing else can close or reuse it while it is
+    // registered (the soundness concern of tokio#8587; the replacement is `unsafe`).
+    #[allow(deprecated)]
+    tokio::io::unix::AsyncFd::new(Watch(ino))
+}
 
 /// One line of a log: its bytes (with the newline, if it had one) and when it was seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,13 +71,36 @@ impl Stamper {
             })
             .collect();
         let (stop, mut stopped) = oneshot::channel::<oneshot::Sender<()>>();
+        let paths: Vec<PathBuf> = streams.iter().map(|(p, _)| p.clone()).collect();
         tokio::spawn(async move {
+            let fd = match watch(&paths) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    // Without inotify, lines get their times from the final pass (at exit).
+                    tracing::warn!("watching the logs for their line times: {e}");
+                    None
+                }
+            };
             loop {
-                let done = match tokio::time::timeout(POLL, &mut stopped).await {
-                    Ok(Ok(done)) => Some(done),
-                    // The container's supervisor is gone (daemon shutting down): stop.
-                    Ok(Err(_)) => return,
-                    Err(_) => None,
+                let done = tokio::select! {
+                    r = &mut stopped => match r {
+                        Ok(done) => Some(done),
+                        // The container's supervisor is gone (daemon shutting down): stop.
+                        Err(_) => return,
+                    },
+                    ready = async {
+                        match &fd {
+                            Some(fd) => fd.readable().await.map(Some),
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        if let Ok(Some(mut guard)) = ready {
+                            // Drain the events (which file does not matter: both are looked at).
+                            let _ = guard.get_inner().0.read_events();
+                            guard.clear_ready();
+                        }
+                        None
+                    }
                 };
                 for (path, seen) in streams.iter_mut() {
                     if let Err(e) = stamp(path, seen) {
