@@ -150,6 +150,7 @@ impl BerthNet {
             auto_remove: false,
             security: Default::default(),
             stdio: Default::default(),
+            process: Default::default(),
         };
         let ep = plan_endpoint(
             &self.net,

@@ -455,6 +455,16 @@ pub struct ContainerCreateRequest {
     /// Accepted and ignored, as dockerd does (attaching is the attach endpoint's business).
     #[serde(default, skip_serializing_if = "is_false")]
     pub attach_stdin: bool,
+    /// `-w`: the directory the command starts in (empty: `/`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub working_dir: String,
+    /// `-u`: `UID[:GID]` or `NAME[:GROUP]`, looked up in the container's `/etc/passwd` and
+    /// `/etc/group` (empty: root).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    /// `--label`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -508,6 +518,15 @@ pub struct ContainerConfigView {
     /// Its stdin closes after the first attached client closed its input.
     #[serde(default)]
     pub stdin_once: bool,
+    /// The directory the command starts in (empty: `/`).
+    #[serde(default)]
+    pub working_dir: String,
+    /// The user it runs as (empty: root).
+    #[serde(default)]
+    pub user: String,
+    /// Labels.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// `NetworkSettings` of a container inspect.

@@ -37,6 +37,15 @@ enum Command {
     /// Create and start a container running a command.
     #[command(disable_help_flag = true)]
     Run(Box<cmd::run::Args>),
+    /// Create a container (as `run`, without starting it) and print its id.
+    #[command(disable_help_flag = true)]
+    Create(Box<cmd::run::Args>),
+    /// Start created or stopped containers (`-a`: attach to one and exit with its code).
+    Start(cmd::start::Args),
+    /// Stop then start containers.
+    Restart(cmd::stop::Args),
+    /// Block until containers stop, then print their exit codes.
+    Wait(cmd::wait::Args),
     /// Run a command in a running container.
     Exec(cmd::exec::Args),
     /// Print a container's output.
@@ -116,7 +125,7 @@ async fn dispatch(cli: Cli) -> i32 {
     let client = Client::from_env(host);
     let client = match (&cli.command, client) {
         (_, Ok(c)) => c,
-        (Command::Run(_), Err(e)) => {
+        (Command::Run(_) | Command::Create(_), Err(e)) => {
             report(&e.into());
             return 125;
         }
@@ -128,6 +137,10 @@ async fn dispatch(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Network(c) => cmd::network::run(&client, c).await,
         Command::Run(a) => return cmd::run::run(&client, *a).await,
+        Command::Create(a) => return cmd::run::create_only(&client, *a).await,
+        Command::Start(a) => cmd::start::run(&client, a).await,
+        Command::Restart(a) => cmd::stop::restart(&client, a).await,
+        Command::Wait(a) => cmd::wait::run(&client, a).await,
         Command::Exec(a) => cmd::exec::run(&client, a).await,
         Command::Logs(a) => cmd::logs::run(&client, a).await,
         Command::Ps(a) => cmd::ps::run(&client, a).await,

@@ -101,6 +101,13 @@ impl Daemon {
             }
             _ => NetworkMode::Networks,
         };
+        if !req.working_dir.is_empty() && !req.working_dir.starts_with('/') {
+            // dockerd's words, and its 400.
+            return Err(ApiError::bad_request(format!(
+                "the working directory '{}' is invalid, it needs to be an absolute path",
+                req.working_dir
+            )));
+        }
         let mut spec = ContainerSpec {
             id: id.clone(),
             name,
@@ -123,6 +130,11 @@ impl Daemon {
                 open_stdin: req.open_stdin,
                 stdin_once: req.stdin_once,
                 console_size: console_size(hc.console_size.as_deref()),
+            },
+            process: berth_plan::model::ProcessSpec {
+                working_dir: req.working_dir.clone(),
+                user: req.user.clone(),
+                labels: req.labels.clone(),
             },
         };
         if mode == NetworkMode::Networks {

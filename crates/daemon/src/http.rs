@@ -57,6 +57,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/containers/{id}/json", get(inspect_container))
         .route("/containers/{id}/start", post(start_container))
         .route("/containers/{id}/stop", post(stop_container))
+        .route("/containers/{id}/restart", post(restart_container))
         .route("/containers/{id}/kill", post(kill_container))
         .route("/containers/{id}/wait", post(wait_container))
         .route("/containers/{id}/attach", post(attach_container))
@@ -913,6 +914,18 @@ async fn stop_container(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /containers/{id}/restart?t=`: as dockerd, a stop (SIGTERM, SIGKILL after `t`
+/// seconds) then a start; a container that is not running is just started.
+async fn restart_container(
+    State(d): D,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<StopQuery>,
+) -> ApiResult<StatusCode> {
+    d.stop_container(&id, q.t.unwrap_or(10)).await?;
+    d.start_container(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[derive(Deserialize)]
 struct KillQuery {
     signal: Option<String>,
@@ -993,6 +1006,9 @@ struct LogsQuery {
     follow: Option<String>,
     stdout: Option<String>,
     stderr: Option<String>,
+    /// A count of last lines, or `all`.
+    tail: Option<String>,
+    timestamps: Option<String>,
 }
 
 fn truthy(v: &Option<String>, default: bool) -> bool {
@@ -1022,11 +1038,16 @@ async fn logs(
     let st = d.state(&c.id)?;
     let follow = truthy(&q.follow, false);
     let (out, err) = (truthy(&q.stdout, true), truthy(&q.stderr, true));
+    let opts = crate::runtime::LogOptions {
+        follow,
+        stdout: out,
+        stderr: err,
+        tail: crate::logtimes::parse_tail(q.tail.as_deref()),
+        timestamps: truthy(&q.timestamps, false),
+    };
     let rx = d.runtime.logs(
         &c.id,
-        follow,
-        out,
-        err,
+        opts,
         d.exit_channel(&c.id).subscribe(),
         st.status != Status::Exited,
     );
@@ -1172,6 +1193,9 @@ fn inspect_view(
             tty: c.stdio.tty,
             open_stdin: c.stdio.open_stdin,
             stdin_once: c.stdio.stdin_once,
+            working_dir: c.process.working_dir.clone(),
+            user: c.process.user.clone(),
+            labels: c.process.labels.clone(),
         },
         host_config: crate::security::host_config_view(
             HostConfig {

@@ -17,6 +17,7 @@ mod firewall;
 mod http;
 mod ids;
 mod ipam;
+mod logtimes;
 mod networks;
 mod openapi;
 mod overlay;

@@ -53,6 +53,8 @@ fn inspect_container() {}
 fn start_container() {}
 #[utoipa::path(post, path = "/containers/{id}/stop", params(("id" = String, Path), ("t" = Option<u64>, Query, description = "seconds before SIGKILL")), responses((status = 204)))]
 fn stop_container() {}
+#[utoipa::path(post, path = "/containers/{id}/restart", params(("id" = String, Path), ("t" = Option<u64>, Query, description = "seconds before SIGKILL")), responses((status = 204), (status = 404, body = ErrorResponse), (status = 500, body = ErrorResponse)))]
+fn restart_container() {}
 #[utoipa::path(post, path = "/containers/{id}/kill", params(("id" = String, Path), ("signal" = Option<String>, Query, description = "a number or a name, with or without SIG (default SIGKILL)")), responses((status = 204), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
 fn kill_container() {}
 #[utoipa::path(post, path = "/containers/{id}/wait", params(("id" = String, Path), ("condition" = Option<String>, Query, description = "next-exit: wait through the next start of an exited container")), responses((status = 200, body = WaitResponse, description = "the head at once, the body when the container exits")))]
@@ -63,7 +65,7 @@ fn attach_container() {}
 fn resize_container() {}
 #[utoipa::path(post, path = "/exec/{id}/resize", params(("id" = String, Path), ("h" = u16, Query), ("w" = u16, Query)), responses((status = 200), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
 fn resize_exec() {}
-#[utoipa::path(get, path = "/containers/{id}/logs", params(("id" = String, Path), ("follow" = Option<bool>, Query), ("stdout" = Option<bool>, Query), ("stderr" = Option<bool>, Query)), responses((status = 200, description = "Docker multiplexed stream (8-byte frame headers)")))]
+#[utoipa::path(get, path = "/containers/{id}/logs", params(("id" = String, Path), ("follow" = Option<bool>, Query), ("stdout" = Option<bool>, Query), ("stderr" = Option<bool>, Query), ("tail" = Option<String>, Query, description = "the last N lines, or all"), ("timestamps" = Option<bool>, Query, description = "prefix each line with its RFC 3339 time")), responses((status = 200, description = "Docker multiplexed stream (8-byte frame headers)")))]
 fn logs() {}
 #[utoipa::path(delete, path = "/containers/{id}", params(("id" = String, Path), ("force" = Option<bool>, Query)), responses((status = 204), (status = 409, body = ErrorResponse)))]
 fn remove_container() {}
@@ -105,6 +107,7 @@ fn inspect_exec() {}
         inspect_container,
         start_container,
         stop_container,
+        restart_container,
         kill_container,
         wait_container,
         attach_container,

@@ -229,6 +229,8 @@ impl Runtime {
             pid_file: pid_file.clone(),
             exit_file: exit_file.clone(),
             tty: c.stdio.tty,
+            working_dir: c.process.working_dir.clone(),
+            user: c.process.user.clone(),
         };
         let open_log = |name: &str| {
             crate::runtime::log_file(&dir.join(name))
@@ -283,6 +285,9 @@ impl Runtime {
         };
         let stage1 = child.id().map(|p| p as i32).unwrap_or(0);
         let _ = std::fs::write(dir.join("stage1.pid"), stage1.to_string());
+        // Started before anything can be written past the log's current end: every line of
+        // this run gets its time.
+        let stamper = crate::logtimes::Stamper::spawn(&dir);
 
         // Wait until the init has joined the namespace and started the command (it writes its
         // pid), or died trying.
@@ -321,6 +326,7 @@ impl Runtime {
             if let Some(pump) = pump {
                 pump.wait(Duration::from_secs(5)).await;
             }
+            stamper.finish().await;
             let code = read_exit_file(&d2.runtime.container_dir(&id)).unwrap_or(code);
             if let Ok(mut procs) = d2.runtime.procs.lock() {
                 procs.remove(&id);
@@ -457,11 +463,14 @@ impl Runtime {
         }
         let id = c.id.clone();
         let d2 = d.clone();
+        // Lines written while no daemon ran get the time of the next stamped line.
+        let stamper = crate::logtimes::Stamper::spawn(&self.container_dir(&c.id));
         tokio::spawn(async move {
             // Not our child any more: poll for its end, then read the code it left behind.
             while Path::new(&format!("/proc/{stage1}")).exists() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            stamper.finish().await;
             let code = read_exit_file(&d2.runtime.container_dir(&id)).unwrap_or(-1);
             if let Ok(mut procs) = d2.runtime.procs.lock() {
                 procs.remove(&id);
@@ -515,12 +524,17 @@ impl Runtime {
     pub fn logs(
         &self,
         id: &str,
-        follow: bool,
-        stdout: bool,
-        stderr: bool,
+        opts: LogOptions,
         exit: watch::Receiver<Option<i32>>,
         running: bool,
     ) -> mpsc::Receiver<Bytes> {
+        let LogOptions {
+            follow,
+            stdout,
+            stderr,
+            tail,
+            timestamps,
+        } = opts;
         let (tx, rx) = mpsc::channel(64);
         let dir = self.container_dir(id);
         // Opened here, before the answer goes out: a client that asks for the logs before it
@@ -540,11 +554,27 @@ impl Runtime {
                 (stderr, dir.join("stderr.log"), stream::STDERR, err_file),
             ];
             let mut buf = Vec::new();
+            // Partial lines held back until their newline (with timestamps only).
+            let mut partial: [Vec<u8>; 2] = Default::default();
+            if tail.is_some() || timestamps {
+                // What is there now, as lines; the files are left at its end for `follow`.
+                if first_lines(&mut files, tail, timestamps, &tx)
+                    .await
+                    .is_none()
+                {
+                    return;
+                }
+            }
             loop {
                 // Read the exit state *before* draining: anything written before the exit is
                 // then guaranteed to be read in this pass.
                 let exited = !running || exit.borrow().is_some();
-                let Some(got) = drain(&mut files, &mut buf, &tx, false).await else {
+                let got = if timestamps {
+                    drain_stamped(&mut files, &mut buf, &mut partial, exited, &tx).await
+                } else {
+                    drain(&mut files, &mut buf, &tx, false).await
+                };
+                let Some(got) = got else {
                     return;
                 };
                 if !follow || (exited && !got) {
@@ -805,6 +835,126 @@ impl Runtime {
 
 /// Sends what was appended to `files` since the last call (framed by stream unless `raw`);
 /// `Some(anything sent)`, `None` once the client is gone.
+/// What `GET /containers/{id}/logs` asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct LogOptions {
+    /// Keep streaming until the container exits.
+    pub follow: bool,
+    /// Include its stdout.
+    pub stdout: bool,
+    /// Include its stderr.
+    pub stderr: bool,
+    /// Only the last this many lines of what is logged so far (`None`: all).
+    pub tail: Option<usize>,
+    /// Each line prefixed by its time (RFC 3339, nanoseconds) and a space.
+    pub timestamps: bool,
+}
+
+/// Sends what the log files hold now as lines: both streams merged by time, the last `tail`
+/// of them, each prefixed by its time if asked. `None` if the client is gone.
+async fn first_lines(
+    files: &mut [(bool, PathBuf, u8, Option<tokio::fs::File>); 2],
+    tail: Option<usize>,
+    timestamps: bool,
+    tx: &mpsc::Sender<Bytes>,
+) -> Option<()> {
+    let mut all: Vec<(crate::logtimes::Line, u8)> = Vec::new();
+    for (wanted, path, kind, file) in files.iter_mut() {
+        if !*wanted {
+            continue;
+        }
+        if file.is_none() {
+            *file = tokio::fs::File::open(&*path).await.ok();
+        }
+        let Some(f) = file.as_mut() else { continue };
+        let mut content = Vec::new();
+        if f.read_to_end(&mut content).await.is_err() {
+            continue;
+        }
+        let index = tokio::fs::read_to_string(crate::logtimes::times_path(path))
+            .await
+            .unwrap_or_default();
+        let fallback = match f.metadata().await.and_then(|m| m.modified()) {
+            Ok(t) => time::OffsetDateTime::from(t).unix_timestamp_nanos(),
+            Err(_) => crate::logtimes::now_nanos(),
+        };
+        all.extend(
+            crate::logtimes::lines(&content, &index, fallback)
+                .into_iter()
+                .map(|l| (l, *kind)),
+        );
+    }
+    // Stable: on equal times stdout's lines come first, each stream in its own order.
+    all.sort_by_key(|(l, _)| l.nanos);
+    let skip = tail.map_or(0, |n| all.len().saturating_sub(n));
+    for (line, kind) in all.into_iter().skip(skip) {
+        let payload = if timestamps {
+            stamped(line.nanos, &line.bytes)
+        } else {
+            line.bytes
+        };
+        tx.send(Bytes::from(stream::frame(kind, &payload)))
+            .await
+            .ok()?;
+    }
+    Some(())
+}
+
+fn stamped(nanos: i128, line: &[u8]) -> Vec<u8> {
+    let mut out = crate::logtimes::rfc3339_nano(nanos).into_bytes();
+    out.push(b' ');
+    out.extend_from_slice(line);
+    out
+}
+
+/// As [`drain`], a frame per complete line prefixed by the time it was read; a partial line
+/// waits in `partial` for its newline, or for the exit (`flush`).
+async fn drain_stamped(
+    files: &mut [(bool, PathBuf, u8, Option<tokio::fs::File>); 2],
+    buf: &mut Vec<u8>,
+    partial: &mut [Vec<u8>; 2],
+    flush: bool,
+    tx: &mpsc::Sender<Bytes>,
+) -> Option<bool> {
+    let mut got = false;
+    for ((wanted, path, kind, file), held) in files.iter_mut().zip(partial.iter_mut()) {
+        if !*wanted {
+            continue;
+        }
+        if read_more(path, file, buf).await {
+            got = true;
+            held.extend_from_slice(buf);
+        }
+        let now = crate::logtimes::now_nanos();
+        let complete = held.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let upto = if flush && !got { held.len() } else { complete };
+        let rest = held.split_off(upto);
+        for line in crate::logtimes::lines(held, "", now) {
+            tx.send(Bytes::from(stream::frame(
+                *kind,
+                &stamped(now, &line.bytes),
+            )))
+            .await
+            .ok()?;
+        }
+        *held = rest;
+    }
+    Some(got)
+}
+
+/// Reads into `buf` what was appended to a log since the last read (opening it first if it
+/// did not exist yet); whether there was anything.
+async fn read_more(path: &Path, file: &mut Option<tokio::fs::File>, buf: &mut Vec<u8>) -> bool {
+    if file.is_none() {
+        *file = tokio::fs::File::open(path).await.ok();
+    }
+    let Some(f) = file.as_mut() else {
+        return false;
+    };
+    buf.clear();
+    matches!(f.read_to_end(buf).await, Ok(n) if n > 0)
+}
+
 async fn drain(
     files: &mut [(bool, PathBuf, u8, Option<tokio::fs::File>); 2],
     buf: &mut Vec<u8>,
@@ -816,22 +966,15 @@ async fn drain(
         if !*wanted {
             continue;
         }
-        if file.is_none() {
-            *file = tokio::fs::File::open(&*path).await.ok();
-        }
-        let Some(f) = file.as_mut() else { continue };
-        buf.clear();
-        if let Ok(n) = f.read_to_end(buf).await {
-            if n > 0 {
-                got = true;
-                let chunk = if raw {
-                    Bytes::copy_from_slice(buf)
-                } else {
-                    Bytes::from(stream::frame(*kind, buf))
-                };
-                if tx.send(chunk).await.is_err() {
-                    return None;
-                }
+        if read_more(path, file, buf).await {
+            got = true;
+            let chunk = if raw {
+                Bytes::copy_from_slice(buf)
+            } else {
+                Bytes::from(stream::frame(*kind, buf))
+            };
+            if tx.send(chunk).await.is_err() {
+                return None;
             }
         }
     }

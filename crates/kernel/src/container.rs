@@ -131,6 +131,13 @@ pub struct InitConfig {
     /// 1's stdin is then the console socket the master is sent over.
     #[serde(default)]
     pub tty: bool,
+    /// The directory the command starts in, inside the container (empty: `/`).
+    #[serde(default)]
+    pub working_dir: String,
+    /// `UID[:GID]` or `NAME[:GROUP]` the command runs as, resolved in the container's
+    /// `/etc/passwd` and `/etc/group` (empty: root).
+    #[serde(default)]
+    pub user: String,
     /// Stage 1 writes the container init's pid (stage 2's pid as seen from the daemon) here, once
     /// the container is set up and the command started (or stage 2 failed); always before
     /// `exit_file`.
@@ -683,7 +690,33 @@ fn command_child(
             return EXIT_SETUP_FAILED;
         }
     }
+    if let Err(e) = working_dir_and_user(cfg) {
+        report(&e);
+        return EXIT_SETUP_FAILED;
+    }
     become_command(None, &cfg.cmd, Some(env))
+}
+
+/// `-w` and `-u`, in the container's root, after the terminal (whose ownership needs root)
+/// and before the exec: the ids come from the container's own passwd and group files.
+fn working_dir_and_user(cfg: &InitConfig) -> Result<(), ContainerError> {
+    if !cfg.working_dir.is_empty() {
+        chdir(cfg.working_dir.as_str()).map_err(sys(format!(
+            "chdir to the working directory {:?} (does it exist in the container?)",
+            cfg.working_dir
+        )))?;
+    }
+    if cfg.user.is_empty() {
+        return Ok(());
+    }
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = fs::read_to_string("/etc/group").unwrap_or_default();
+    let u = crate::user::resolve(&cfg.user, &passwd, &group).map_err(ContainerError::Config)?;
+    let gid = nix::unistd::Gid::from_raw(u.gid);
+    // Groups first: once the uid is not 0 the process may no longer change them.
+    nix::unistd::setgroups(&[gid]).map_err(sys(format!("setgroups [{}]", u.gid)))?;
+    nix::unistd::setgid(gid).map_err(sys(format!("setgid {}", u.gid)))?;
+    nix::unistd::setuid(nix::unistd::Uid::from_raw(u.uid)).map_err(sys(format!("setuid {}", u.uid)))
 }
 
 /// Unblocks the signals its parent blocked, looks `cmd[0]` up in `$PATH` (of `env`, else of

@@ -28,4 +28,5 @@ pub mod sublink;
 pub mod sys;
 pub mod sysctl;
 pub mod trace;
+pub mod user;
 pub mod vxlan;

@@ -209,6 +209,8 @@ fn config(tmp: &TempDir, netns: &Netns, cmd: &[&str]) -> InitConfig {
         privileges: Privileges::default(),
         filesystem: Default::default(),
         tty: false,
+        working_dir: String::new(),
+        user: String::new(),
         pid_file: tmp.0.join("pid"),
         exit_file: tmp.0.join("exit"),
     }

@@ -1028,6 +1028,7 @@ mod tests {
             auto_remove: false,
             security: Default::default(),
             stdio: Default::default(),
+            process: Default::default(),
         }
     }
 

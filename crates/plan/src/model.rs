@@ -263,6 +263,25 @@ pub struct ContainerSpec {
     /// before it existed.
     #[serde(default)]
     pub stdio: StdioSpec,
+    /// Working directory, user, labels (`-w`, `-u`, `--label`); the default is Docker's
+    /// (`/`, root, none), also for containers stored before it existed.
+    #[serde(default)]
+    pub process: ProcessSpec,
+}
+
+/// How a container's command runs, and its labels: Docker's `Config.WorkingDir`, `Config.User`
+/// and `Config.Labels`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    /// Directory the command starts in (empty: `/`).
+    #[serde(default)]
+    pub working_dir: String,
+    /// `UID[:GID]` or `NAME[:GROUP]` (empty: root).
+    #[serde(default)]
+    pub user: String,
+    /// Labels.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A container's terminal and stdin, as Docker's `Config.Tty`, `OpenStdin` and `StdinOnce`.
@@ -334,6 +353,7 @@ impl ContainerSpec {
             auto_remove: false,
             security: Default::default(),
             stdio: Default::default(),
+            process: Default::default(),
         }
     }
 }

@@ -76,6 +76,22 @@ pub struct Args {
     /// Environment variable KEY=VALUE, or KEY to pass berth's own value (repeatable).
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// Read environment variables from a file: KEY=VALUE lines, # comments, a bare KEY takes
+    /// berth's own value (repeatable; -e wins).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory of the command inside the container (absolute).
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// User the command runs as: UID[:GID] or NAME[:GROUP] (from the container's /etc/passwd).
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Set a label KEY=VALUE (repeatable).
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Read labels from a file of KEY=VALUE lines (repeatable).
+    #[arg(long = "label-file", value_name = "FILE")]
+    pub label_file: Vec<PathBuf>,
     /// Root filesystem directory for the command (default: a read-only view of the host's).
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
@@ -185,10 +201,14 @@ pub fn build(args: &Args) -> Result<(Option<String>, ContainerCreateRequest)> {
             None => (t.clone(), String::new()),
         })
         .collect();
+    // As docker: the files first, then -e (a later entry for the same key wins).
+    let mut env = super::kvfile::env_files(&args.env_file)?;
+    env.extend(args.env.iter().filter_map(|e| env_entry(e)));
+    let labels = super::kvfile::labels(&args.label_file, &args.label)?;
     let req = ContainerCreateRequest {
         hostname: args.hostname.clone().unwrap_or_default(),
         cmd: args.cmd.clone(),
-        env: args.env.iter().filter_map(|e| env_entry(e)).collect(),
+        env,
         rootfs,
         host_config: HostConfig {
             network_mode: first.unwrap_or_else(|| "bridge".to_string()),
@@ -218,6 +238,9 @@ pub fn build(args: &Args) -> Result<(Option<String>, ContainerCreateRequest)> {
         // As the docker CLI: the attached client's end of input is the command's.
         stdin_once: args.interactive && !args.detach,
         attach_stdin: args.interactive && !args.detach,
+        working_dir: args.workdir.clone().unwrap_or_default(),
+        user: args.user.clone().unwrap_or_default(),
+        labels,
     };
     Ok((args.name.clone(), req))
 }
@@ -266,6 +289,21 @@ pub async fn run(client: &Client, args: Args) -> i32 {
         return attach_interactive(client, &args, &id, detach_keys).await;
     }
     attach(client, &args, &id).await
+}
+
+/// `berth create`: as `run`, but only creates the container (state `created`) and prints its
+/// full id, as `docker create`; 125 when it could not be created.
+pub async fn create_only(client: &Client, args: Args) -> i32 {
+    match create(client, &args).await {
+        Ok(id) => {
+            out(&id);
+            0
+        }
+        Err(e) => {
+            crate::report(&e);
+            125
+        }
+    }
 }
 
 /// `-i`/`-t`: attach (before the start, so nothing is missed), start, then the session; the
@@ -406,10 +444,11 @@ async fn attach(client: &Client, args: &Args, id: &str) -> i32 {
     waited(waiter).await
 }
 
-type Waiter = tokio::task::JoinHandle<Result<WaitResponse, berth_api::client::ApiError>>;
+/// A pending `POST /containers/{id}/wait`.
+pub type Waiter = tokio::task::JoinHandle<Result<WaitResponse, berth_api::client::ApiError>>;
 
 /// Asks berthd (now) to tell the container's exit (`suffix`: `/wait…`).
-fn wait_for_exit(client: &Client, id: &str, suffix: &str) -> Waiter {
+pub fn wait_for_exit(client: &Client, id: &str, suffix: &str) -> Waiter {
     let client = client.clone();
     let path = obj_path("containers", id, suffix);
     tokio::spawn(async move {
@@ -420,7 +459,7 @@ fn wait_for_exit(client: &Client, id: &str, suffix: &str) -> Waiter {
 }
 
 /// The container's exit code from a [`wait_for_exit`] (125 if berthd could not tell it).
-async fn waited(waiter: Waiter) -> i32 {
+pub async fn waited(waiter: Waiter) -> i32 {
     match waiter.await {
         Ok(Ok(w)) => exit_code(w.status_code),
         Ok(Err(e)) => {

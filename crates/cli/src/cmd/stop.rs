@@ -1,11 +1,11 @@
-//! `berth stop`.
+//! `berth stop` and `berth restart` (the same flags).
 
 use anyhow::Result;
 use berth_api::client::{Client, Method};
 
 use super::each_container;
 
-/// Flags of `berth stop`.
+/// Flags of `berth stop` and `berth restart`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Seconds to wait after SIGTERM before SIGKILL (daemon default when unset).
@@ -18,12 +18,22 @@ pub struct Args {
 
 /// Stops each container, printing its name; exit 1 if any failed.
 pub async fn run(client: &Client, args: Args) -> Result<i32> {
+    Ok(each_with(client, &args, "/stop").await)
+}
+
+/// Restarts each container (`POST /containers/{id}/restart`: a stop, then a start), printing
+/// its name; exit 1 if any failed.
+pub async fn restart(client: &Client, args: Args) -> Result<i32> {
+    Ok(each_with(client, &args, "/restart").await)
+}
+
+async fn each_with(client: &Client, args: &Args, action: &str) -> i32 {
     let query = args.time.map(|t| format!("?t={t}")).unwrap_or_default();
-    Ok(each_container(
+    each_container(
         client,
         Method::POST,
         &args.containers,
-        &format!("/stop{query}"),
+        &format!("{action}{query}"),
     )
-    .await)
+    .await
 }

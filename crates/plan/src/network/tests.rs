@@ -447,6 +447,7 @@ fn container(name: &str, c: char) -> ContainerSpec {
         auto_remove: false,
         security: Default::default(),
         stdio: Default::default(),
+        process: Default::default(),
     }
 }
 
