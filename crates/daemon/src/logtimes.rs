@@ -14,32 +14,6 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-/// The inotify descriptor of a stamper, for tokio's readiness (`AsyncFd` wants `AsRawFd`).
-struct Watch(nix::sys::inotify::Inotify);
-
-impl std::os::fd::AsRawFd for Watch {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsFd;
-        self.0.as_fd().as_raw_fd()
-    }
-}
-
-/// An inotify instance watching `paths` for writes (`IN_MODIFY`), non-blocking.
-fn watch(paths: &[PathBuf]) -> std::io::Result<tokio::io::unix::AsyncFd<Watch>> {
-    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-    let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-    for p in paths {
-        if p.exists() {
-            ino.add_watch(p.as_path(), AddWatchFlags::IN_MODIFY)?;
-        }
-    }
-    // `AsyncFd::new` is deprecated for values that merely borrow an fd; `Watch` owns the
-    // inotify instance and with it the fd, so nothing else can close or reuse it while it is
-    // registered (the soundness concern of tokio#8587; the replacement is `unsafe`).
-    #[allow(deprecated)]
-    tokio::io::unix::AsyncFd::new(Watch(ino))
-}
-
 /// One line of a log: its bytes (with the newline, if it had one) and when it was seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
@@ -73,7 +47,7 @@ impl Stamper {
         let (stop, mut stopped) = oneshot::channel::<oneshot::Sender<()>>();
         let paths: Vec<PathBuf> = streams.iter().map(|(p, _)| p.clone()).collect();
         tokio::spawn(async move {
-            let fd = match watch(&paths) {
+            let fd = match berth_kernel::filewatch::Writes::watch(&paths) {
                 Ok(fd) => Some(fd),
                 Err(e) => {
                     // Without inotify, lines get their times from the final pass (at exit).
@@ -90,14 +64,12 @@ impl Stamper {
                     },
                     ready = async {
                         match &fd {
-                            Some(fd) => fd.readable().await.map(Some),
+                            Some(fd) => fd.changed().await,
                             None => std::future::pending().await,
                         }
                     } => {
-                        if let Ok(Some(mut guard)) = ready {
-                            // Drain the events (which file does not matter: both are looked at).
-                            let _ = guard.get_inner().0.read_events();
-                            guard.clear_ready();
+                        if let Err(e) = ready {
+                            tracing::debug!("watching the logs: {e}");
                         }
                         None
                     }

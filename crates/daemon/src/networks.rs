@@ -259,18 +259,10 @@ impl Daemon {
             .network_link(net)
             .into_iter()
             .collect();
-        if let Some(p) = &net.owned_parent {
-            // The parent berth made goes with the last network on it (the pass deletes it
-            // only if it carries berth's mark).
-            let shared = match self.networks() {
-                Ok(nets) => nets.iter().any(|n| {
-                    n.id != net.id && n.owned_parent.as_ref().is_some_and(|q| q.name == p.name)
-                }),
-                Err(_) => true,
-            };
-            if !shared {
-                also.push(p.name.clone());
-            }
+        // The parent berth made goes with the last network on it (the pass deletes it only if
+        // it carries berth's mark); if the store cannot be read, it stays for the next pass.
+        if let Ok(others) = self.networks() {
+            also.extend(planner::released_parent(net, &others).map(str::to_string));
         }
         match self
             .converge(

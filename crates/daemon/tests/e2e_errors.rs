@@ -208,36 +208,16 @@ fn bad_input_is_refused_and_changes_nothing() {
 fn an_oversized_body_names_the_limit() {
     require_root!();
     let w = World::new();
-    let post = |bytes: usize| -> (String, String) {
+    let post = |bytes: usize| -> (u16, String) {
         let name = "x".repeat(bytes.saturating_sub(40));
         let body = format!(r#"{{"Name":"big","Labels":{{"l":"{name}"}}}}"#);
         let file = w.dir.join("body.json");
         std::fs::write(&file, body).expect("write body");
-        let o = common::sh(
-            "curl",
-            &[
-                "-s",
-                "--max-time",
-                "60",
-                "-w",
-                "\n%{http_code}",
-                "--unix-socket",
-                &w.socket.display().to_string(),
-                "-X",
-                "POST",
-                "-H",
-                "Content-Type: application/json",
-                "--data-binary",
-                &format!("@{}", file.display()),
-                "http://localhost/networks/create",
-            ],
-        );
-        let out = common::stdout(&o);
-        let (text, status) = out.rsplit_once('\n').unwrap_or(("", out.as_str()));
-        (status.trim().to_string(), text.to_string())
+        let data = format!("@{}", file.display());
+        w.api_data("POST", "/networks/create", Some(("--data-binary", &data)))
     };
     let (status, text) = post(3 * 1024 * 1024);
-    assert_eq!(status, "413", "{text}");
+    assert_eq!(status, 413, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text).expect("a JSON error");
     let m = v["message"].as_str().unwrap_or("");
     assert!(
@@ -245,7 +225,7 @@ fn an_oversized_body_names_the_limit() {
         "{m}"
     );
     let (status, text) = post(1024 * 1024);
-    assert_eq!(status, "201", "a 1 MiB body is read: {text}");
+    assert_eq!(status, 201, "a 1 MiB body is read: {text}");
     w.berth_ok(&["network", "rm", "big"]);
 }
 

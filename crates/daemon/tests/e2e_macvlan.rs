@@ -451,27 +451,6 @@ fn refusals_name_what_is_missing() {
     let w = World::new();
     let _lan = Lan::new(&w);
 
-    let has = |kind: &str, extra: &[&str]| {
-        let mut a = vec![
-            "-n",
-            w.host_ns.as_str(),
-            "link",
-            "add",
-            "link",
-            "lan0",
-            "name",
-            "kprobe0",
-            "type",
-            kind,
-        ];
-        a.extend_from_slice(extra);
-        let ok = sh("ip", &a).status.success();
-        if ok {
-            sh_ok("ip", &["-n", &w.host_ns, "link", "del", "kprobe0"]);
-        }
-        ok
-    };
-
     let o = w.berth(&[
         "network",
         "create",
@@ -485,7 +464,7 @@ fn refusals_name_what_is_missing() {
         "parent=lan0",
         "iv",
     ]);
-    if has("ipvlan", &[]) {
+    if kernel_has(&w, "ipvlan") {
         assert!(o.status.success(), "ipvlan create: {}", show(&o));
         w.run_server("iv1", &["--network", "iv", "--ip", "192.168.77.210"], 8080);
         w.wait_container_port("iv1", 8080);
@@ -511,7 +490,7 @@ fn refusals_name_what_is_missing() {
         "/networks/create",
         Some(r#"{"Name":"v10","Driver":"macvlan","Options":{"parent":"eth7.10"}}"#),
     );
-    if has("vlan", &["id", "10"]) {
+    if kernel_has(&w, "vlan") {
         assert_eq!(status, 404, "{body}");
         assert!(body.contains("eth7 does not exist"), "{body}");
     } else {
@@ -1270,8 +1249,8 @@ fn requested_mac_address_on_macvlan() {
     );
 }
 
-/// Whether the kernel of berthd's namespace creates links of `kind` (`vlan`, `dummy`): tried
-/// on a throw-away veth in that namespace.
+/// Whether the kernel of berthd's namespace creates links of `kind` (`vlan`, `ipvlan`,
+/// `dummy`): tried on a throw-away veth in that namespace (as their parent where they need one).
 fn kernel_has(w: &World, kind: &str) -> bool {
     let h = w.host_ns.as_str();
     sh_ok(
@@ -1281,10 +1260,10 @@ fn kernel_has(w: &World, kind: &str) -> bool {
         ],
     );
     let mut a = vec!["-n", h, "link", "add"];
-    if kind == "vlan" {
-        a.extend(["link", "kp0", "name", "kp0.5", "type", "vlan", "id", "5"]);
-    } else {
-        a.extend(["kp2", "type", kind]);
+    match kind {
+        "vlan" => a.extend(["link", "kp0", "name", "kp2", "type", "vlan", "id", "5"]),
+        "ipvlan" | "macvlan" => a.extend(["link", "kp0", "name", "kp2", "type", kind]),
+        _ => a.extend(["kp2", "type", kind]),
     }
     let ok = sh("ip", &a).status.success();
     sh("ip", &["-n", h, "link", "del", "kp2"]);

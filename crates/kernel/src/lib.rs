@@ -11,6 +11,7 @@ pub mod conntrack;
 pub mod console;
 pub mod container;
 pub mod error;
+pub mod filewatch;
 pub mod hostport;
 pub mod link;
 pub mod monitor;

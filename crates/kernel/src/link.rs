@@ -336,6 +336,18 @@ impl Kernel {
         }
     }
 
+    /// The name of the link with index `index` (one `RTM_GETLINK`, not a dump).
+    pub async fn link_name(&self, index: u32) -> Result<String> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        let answers = self
+            .request(RouteNetlinkMessage::GetLink(msg), GET, || {
+                format!("looking up link {index}")
+            })
+            .await?;
+        Ok(link_info(&first_link(answers, &index.to_string())?).name)
+    }
+
     /// Every link of the namespace (`RTM_GETLINK` dump).
     pub async fn list_links(&self) -> Result<Vec<LinkInfo>> {
         Ok(self.dump_link_msgs().await?.iter().map(link_info).collect())

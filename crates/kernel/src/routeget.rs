@@ -114,8 +114,6 @@ impl Kernel {
                 || format!("looking up the route to {dst}"),
             )
             .await?;
-        let links = self.list_links().await?;
-        let name_of = |i: u32| links.iter().find(|l| l.index == i).map(|l| l.name.clone());
         let r = answers
             .into_iter()
             .find_map(|m| match m {
@@ -143,7 +141,7 @@ impl Kernel {
         };
         for at in &r.attributes {
             match at {
-                RouteAttribute::Oif(i) => a.dev = name_of(*i),
+                RouteAttribute::Oif(i) => a.dev = self.link_name(*i).await.ok(),
                 RouteAttribute::Gateway(g) => a.via = ip_of(g),
                 RouteAttribute::PrefSource(p) => a.prefsrc = ip_of(p),
                 _ => {}

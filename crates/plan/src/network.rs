@@ -184,6 +184,16 @@ pub fn segment_parent(driver: Driver, id: &str) -> ParentPlan {
     }
 }
 
+/// The parent link berth made for `net` that goes with it: its own, unless another of
+/// `others` is on it too (a shared 802.1Q sub-interface stays until its last network goes).
+pub fn released_parent<'a>(net: &'a NetworkSpec, others: &[NetworkSpec]) -> Option<&'a str> {
+    let p = net.owned_parent.as_ref()?;
+    let shared = others
+        .iter()
+        .any(|n| n.id != net.id && n.owned_parent.as_ref().is_some_and(|q| q.name == p.name));
+    (!shared).then_some(p.name.as_str())
+}
+
 /// The 802.1Q sub-interface berth creates as the parent `v` names.
 pub fn vlan_parent(v: &VlanPlan) -> ParentPlan {
     ParentPlan {

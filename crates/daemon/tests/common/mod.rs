@@ -1156,6 +1156,12 @@ impl World {
     /// Calls berthd's API directly (curl on the unix socket, bounded): `(HTTP status, body)`.
     /// Status 0 means no HTTP answer at all (connection refused or reset, e.g. berthd died).
     pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        self.api_data(method, path, body.map(|b| ("-d", b)))
+    }
+
+    /// [`World::api`] with the body as a curl data argument: `("-d", TEXT)`, or
+    /// `("--data-binary", "@FILE")` for a body too large for a command line.
+    pub fn api_data(&self, method: &str, path: &str, data: Option<(&str, &str)>) -> (u16, String) {
         let url = format!("http://localhost{path}");
         let sock = self.socket.display().to_string();
         let mut a = vec![
@@ -1169,8 +1175,8 @@ impl World {
             "-X",
             method,
         ];
-        if let Some(b) = body {
-            a.extend(["-H", "Content-Type: application/json", "-d", b]);
+        if let Some((flag, b)) = data {
+            a.extend(["-H", "Content-Type: application/json", flag, b]);
         }
         a.push(url.as_str());
         let o = sh("curl", &a);

@@ -908,6 +908,15 @@ fn macvlan_networks() {
         }
     );
     assert_eq!(p.alias, parent_alias("eth0.10"));
+    // It goes with the last network on it.
+    let mut a = plan(&macvlan("a", "10.9.0.0/24", Some("eth0.10")), &[]).unwrap();
+    a.owned_parent = Some(p.clone());
+    let mut b = a.clone();
+    b.id = id('b');
+    assert_eq!(released_parent(&a, &[a.clone(), b.clone()]), None);
+    assert_eq!(released_parent(&a, &[a.clone()]), Some("eth0.10"));
+    b.owned_parent = None;
+    assert_eq!(released_parent(&a, &[b]), Some("eth0.10"));
 
     // The host shim needs an ip range (the route it gets), and macvlan.
     let mut r = macvlan("m", "10.9.0.0/24", Some("eth0"));
