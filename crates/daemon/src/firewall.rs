@@ -119,11 +119,8 @@ impl Firewall {
             .map_err(|_| anyhow::anyhow!("firewall state lock poisoned"))?;
         let current = slot.clone().unwrap_or_default();
         let maps = fw::map_names();
-        let script = fw::diff_script(&current.only(&maps), &desired_maps.only(&maps));
-        if !script.is_empty() {
-            tracing::debug!(%script, "nft transaction");
-            berth_kernel::nft::apply(None, &script)?;
-        }
+        let changes = fw::diff_changes(&current.only(&maps), &desired_maps.only(&maps));
+        berth_kernel::nft::apply_changes(&changes)?;
         let mut applied = current.only(&fw::set_names());
         applied.extend(&current.only(&fw::guard_names()));
         applied.extend(&desired_maps.only(&maps));
@@ -174,11 +171,7 @@ impl Firewall {
             }
         }
         let (current, desired) = fw::delta(applied, &remove, add);
-        let script = fw::diff_script(&current, &desired);
-        if !script.is_empty() {
-            tracing::debug!(%script, "nft transaction");
-            berth_kernel::nft::apply(None, &script)?;
-        }
+        berth_kernel::nft::apply_changes(&fw::diff_changes(&current, &desired))?;
         applied.remove_all(&current);
         applied.extend(&desired);
         Ok(())
@@ -217,14 +210,10 @@ impl Firewall {
         };
         let remove = fw::guard_part(applied, Some(&ports));
         let (current, desired) = fw::delta(applied, &remove, &Elements::default());
-        let script = fw::diff_script(&current, &desired);
-        if !script.is_empty() {
-            tracing::debug!(%script, "nft transaction");
-            if let Err(e) = berth_kernel::nft::apply(None, &script) {
-                drop(slot);
-                self.invalidate();
-                return Err(e.into());
-            }
+        if let Err(e) = berth_kernel::nft::apply_changes(&fw::diff_changes(&current, &desired)) {
+            drop(slot);
+            self.invalidate();
+            return Err(e.into());
         }
         applied.remove_all(&current);
         Ok(())

@@ -17,6 +17,7 @@ pub mod link;
 pub mod monitor;
 pub mod netns;
 pub mod nft;
+pub mod nftnl;
 mod nl;
 pub mod observe;
 pub mod ops;

@@ -72,8 +72,12 @@ fn run(mut cmd: Command, stdin: Option<&str>, op: &str) -> Result<Output> {
 static OWN_PIDS: std::sync::Mutex<std::collections::VecDeque<u32>> =
     std::sync::Mutex::new(std::collections::VecDeque::new());
 
-fn remember_own(pid: u32) {
+pub(crate) fn remember_own(pid: u32) {
     if let Ok(mut q) = OWN_PIDS.lock() {
+        // berthd's own threads commit too ([`crate::nftnl`]): each is recorded once.
+        if q.contains(&pid) {
+            return;
+        }
         if q.len() >= 64 {
             q.pop_front();
         }
@@ -81,8 +85,8 @@ fn remember_own(pid: u32) {
     }
 }
 
-/// Whether the nft commit reported for process `pid` (`NFTA_GEN_PROC_PID`) was made by an
-/// `nft` berth ran itself.
+/// Whether the nft commit reported for process `pid` (`NFTA_GEN_PROC_PID`, the committing
+/// task's id) was made by an `nft` berth ran itself or by one of berthd's threads.
 pub fn is_own_commit(pid: u32) -> bool {
     OWN_PIDS.lock().map(|q| q.contains(&pid)).unwrap_or(false)
 }
@@ -122,6 +126,28 @@ pub fn apply(netns: Option<&Path>, script: &str) -> Result<()> {
     }
     tracing::debug!(bytes = script.len(), "applied nftables script");
     Ok(())
+}
+
+/// Applies element changes of berth's own sets and maps (in berthd's namespace) as ONE atomic
+/// transaction: over netlink from this process ([`crate::nftnl`]) when every change can be
+/// encoded there, else as an `nft -f` script (interval sets: network create and remove).
+///
+/// `BERTH_NFT_EXEC=1` in berthd's environment makes every change run `nft` (the benchmarks'
+/// A/B of the two executors, and a way out should a kernel refuse berth's messages).
+pub fn apply_changes(changes: &[berth_plan::firewall::SetChange]) -> Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    if !exec_forced() && crate::nftnl::apply(changes)? {
+        return Ok(());
+    }
+    apply(None, &berth_plan::firewall::changes_script(changes))
+}
+
+/// Whether `BERTH_NFT_EXEC=1` asks for the `nft` binary for element changes too.
+fn exec_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var_os("BERTH_NFT_EXEC").is_some_and(|v| v == "1"))
 }
 
 /// `nft -j list table FAMILY TABLE` parsed; `Ok(None)` when the table does not exist.

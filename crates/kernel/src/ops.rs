@@ -84,9 +84,9 @@ impl HostKernel {
                 let script = berth_plan::firewall::base_script(config);
                 blocking(move || crate::nft::apply(None, &script)).await
             }
-            StepOp::FirewallElements { script, .. } => {
-                let script = script.clone();
-                blocking(move || crate::nft::apply(None, &script)).await
+            StepOp::FirewallElements { changes, .. } => {
+                let changes = changes.clone();
+                blocking(move || crate::nft::apply_changes(&changes)).await
             }
             StepOp::SetSysctl { key, value } => {
                 let (key, value) = (key.clone(), value.clone());

@@ -423,3 +423,92 @@ async fn nft_apply_and_list_round_trip() {
     let ruleset = nft::list_ruleset_json(Some(&h.path)).expect("ruleset");
     assert!(ruleset.to_string().contains("\"berth\""));
 }
+
+/// Element changes sent over netlink by berth itself read back from `nft -j` exactly as
+/// planned (keys, map values and comments of every per-container set and map), a removal
+/// leaves the rest, and a failing batch applies nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nftnl_elements_round_trip_through_nft() {
+    use berth_kernel::netns::run_in_netns;
+    use berth_kernel::nftnl::NftSocket;
+    use berth_plan::firewall::{self as fw, Elements, FirewallConfig};
+    require_root!();
+    if nft::check_available().is_err() {
+        eprintln!("skipped: nft not installed");
+        return;
+    }
+    let h = TestNs::new("nl");
+    nft::apply(Some(&h.path), &fw::base_script(&FirewallConfig::default())).expect("base");
+    let read = |path: &std::path::Path| {
+        let mut e = Elements::default();
+        for (fam, t) in [("inet", "berth"), ("bridge", "berth")] {
+            let j = nft::list_table_json(Some(path), fam, t)
+                .expect("list")
+                .expect("table");
+            e.extend(&fw::parse_observed(&j));
+        }
+        e.0.retain(|_, v| !v.is_empty());
+        e
+    };
+    let published: Vec<berth_plan::ports::Published> = serde_json::from_value(serde_json::json!([
+        {"proto": "tcp", "host_ip": "0.0.0.0", "host_port": 8080, "container_ip": "10.1.0.2", "container_port": 80},
+        {"proto": "udp", "host_ip": "127.0.0.1", "host_port": 53, "container_ip": "10.1.0.2", "container_port": 5353},
+        {"proto": "tcp", "host_ip": "::", "host_port": 8080, "container_ip": "fd00::2", "container_port": 80},
+        {"proto": "sctp", "host_ip": "fd00::1", "host_port": 9, "container_ip": "fd00::2", "container_port": 9}
+    ]))
+    .expect("published");
+    let mut want = fw::port_elements("web \"quoted\"", &published);
+    let c = "container web on network n";
+    want.insert(fw::SET_GUARDED, "\"ve-web1\"".into(), c.into());
+    want.insert(
+        fw::SET_PORT_MAC,
+        "\"ve-web1\" . 02:42:0a:01:00:02".into(),
+        c.into(),
+    );
+    want.insert(fw::SET_PORT_IP4, "\"ve-web1\" . 10.1.0.2".into(), c.into());
+    want.insert(fw::SET_PORT_IP6, "\"ve-web1\" . fd00::2".into(), c.into());
+    let nd = format!(
+        "\"ve-web1\" . {:#x}",
+        u128::from("fd00::2".parse::<std::net::Ipv6Addr>().expect("v6"))
+    );
+    want.insert(fw::SET_PORT_ND, nd, c.into());
+    let changes = fw::diff_changes(&Elements::default(), &want);
+    let path = h.path.clone();
+    let sent = run_in_netns(&h.path, move || {
+        let mut s = NftSocket::open()?;
+        s.apply(&changes)
+    })
+    .expect("netns")
+    .expect("apply");
+    assert!(sent, "every per-container set is encoded over netlink");
+    assert_eq!(read(&path), want);
+
+    // Removing the ports keeps the guard elements; a map key gets a new value in place.
+    let mut after = want.only(&fw::guard_names());
+    after.0.retain(|_, v| !v.is_empty());
+    let moved: Vec<berth_plan::ports::Published> = serde_json::from_value(serde_json::json!([
+        {"proto": "tcp", "host_ip": "0.0.0.0", "host_port": 8080, "container_ip": "10.1.0.9", "container_port": 81}
+    ]))
+    .expect("moved");
+    after.extend(&fw::port_elements("other", &moved));
+    let changes = fw::diff_changes(&want, &after);
+    run_in_netns(&h.path, move || NftSocket::open()?.apply(&changes))
+        .expect("netns")
+        .expect("apply");
+    assert_eq!(read(&path), after);
+
+    // A batch whose second message fails (a set that does not exist) applies nothing.
+    let mut bad = fw::diff_changes(&after, &Elements::default());
+    let mut missing = bad[0].clone();
+    missing.set = "no_such_set";
+    bad.push(missing);
+    let err = run_in_netns(&h.path, move || NftSocket::open()?.apply(&bad))
+        .expect("netns")
+        .expect_err("a missing set fails the batch");
+    assert!(err.to_string().contains("no_such_set"), "{err}");
+    assert_eq!(
+        read(&path),
+        after,
+        "nothing of the failed batch was applied"
+    );
+}

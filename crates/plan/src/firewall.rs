@@ -1102,48 +1102,125 @@ pub fn parse_observed(json: &Value) -> Elements {
     e
 }
 
-/// The nft script that turns `observed` into `desired`: `delete element` lines first (so a
-/// subnet that moved between networks does not clash), then `add element` lines, one statement
-/// per set. Only berth's own sets and maps ([`SETS`], [`MAPS`], [`GUARD_SETS`]) are touched. An element whose
-/// comment changed (a subnet handed from a removed network to a new one) is deleted and re-added
-/// in the same transaction, so every comment keeps naming the element's current cause; a map
-/// element is deleted by its key and re-added with its new value. Empty when nothing differs.
-pub fn diff_script(observed: &Elements, desired: &Elements) -> String {
+/// One set's (or map's) part of an element transaction: what [`diff_changes`] decides and
+/// both executors take, `nft -f` text ([`changes_script`]) or nf_tables netlink messages
+/// (`berth_kernel::nftnl`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetChange {
+    /// Table family as nft names it: `inet` or `bridge`.
+    pub family: &'static str,
+    /// Table name (`berth`).
+    pub table: &'static str,
+    /// Set or map name.
+    pub set: &'static str,
+    /// The key's type as declared (`ifname . ipv4_addr`; `iifname . @th,64,128` for a
+    /// `typeof` set), without the `type`/`typeof` keyword.
+    pub key_type: &'static str,
+    /// The value's type for a map.
+    pub data_type: Option<&'static str>,
+    /// Whether the set holds intervals (prefixes, ranges).
+    pub interval: bool,
+    /// Keys to delete (a map element is deleted by its key).
+    pub delete: Vec<String>,
+    /// Elements to add: element text (`key`, or `key : value` for a map) and comment.
+    pub add: Vec<(String, String)>,
+}
+
+/// Every set and map berth owns, as (family, table, name, key type, value type, interval).
+fn owned_sets() -> impl Iterator<Item = SetChange> {
+    let new = |family, set, key_type, data_type, interval| SetChange {
+        family,
+        table: "berth",
+        set,
+        key_type,
+        data_type,
+        interval,
+        delete: Vec::new(),
+        add: Vec::new(),
+    };
+    let sets = SETS.iter().map(move |s| new("inet", s.0, s.1, None, s.2));
+    let maps = MAPS
+        .iter()
+        .map(move |m| new("inet", m.0, m.1, Some(m.2), false));
+    let guard = GUARD_SETS.iter().map(move |g| {
+        let ty = g.1.strip_prefix("typeof ").unwrap_or(g.1);
+        let ty = ty.strip_prefix("type ").unwrap_or(ty);
+        new("bridge", g.0, ty, None, false)
+    });
+    sets.chain(maps).chain(guard)
+}
+
+/// What turns `observed` into `desired`, per set, only for sets where something differs. Only
+/// berth's own sets and maps ([`SETS`], [`MAPS`], [`GUARD_SETS`]) are touched. An element
+/// whose comment changed (a subnet handed from a removed network to a new one) is deleted and
+/// re-added in the same transaction, so every comment keeps naming the element's current
+/// cause; a map element is deleted by its key and re-added with its new value.
+pub fn diff_changes(observed: &Elements, desired: &Elements) -> Vec<SetChange> {
     let empty = BTreeMap::new();
-    let mut deletes = String::new();
-    let mut adds = String::new();
-    let names = SETS.iter().map(|s| (s.0, false, TABLE));
-    let names = names.chain(MAPS.iter().map(|m| (m.0, true, TABLE)));
-    let names = names.chain(GUARD_SETS.iter().map(|g| (g.0, false, BRIDGE_TABLE)));
-    for (set, is_map, table) in names {
-        let have = observed.0.get(set).unwrap_or(&empty);
-        let want = desired.0.get(set).unwrap_or(&empty);
-        let gone: Vec<&str> = have
+    let mut out = Vec::new();
+    for mut ch in owned_sets() {
+        let is_map = ch.data_type.is_some();
+        let have = observed.0.get(ch.set).unwrap_or(&empty);
+        let want = desired.0.get(ch.set).unwrap_or(&empty);
+        ch.delete = have
             .iter()
             .filter(|(k, c)| want.get(*k).is_none_or(|w| w != *c))
-            .map(|(k, _)| if is_map { map_key(k) } else { k.as_str() })
+            .map(|(k, _)| if is_map { map_key(k) } else { k.as_str() }.to_string())
             .collect();
-        if !gone.is_empty() {
-            let _ = writeln!(
-                deletes,
-                "delete element {table} {set} {{ {} }}",
-                gone.join(", ")
-            );
-        }
-        let new: Vec<String> = want
+        ch.add = want
             .iter()
             .filter(|(k, c)| have.get(*k).is_none_or(|h| h != *c))
+            .map(|(k, c)| (k.clone(), c.clone()))
+            .collect();
+        if !ch.delete.is_empty() || !ch.add.is_empty() {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// `changes` as an `nft -f` script: every `delete element` line first (so a subnet that moved
+/// between networks does not clash), then the `add element` lines, one statement per set.
+pub fn changes_script(changes: &[SetChange]) -> String {
+    let mut deletes = String::new();
+    let mut adds = String::new();
+    for ch in changes {
+        let table = format!("{} {}", ch.family, ch.table);
+        if !ch.delete.is_empty() {
+            let _ = writeln!(
+                deletes,
+                "delete element {table} {} {{ {} }}",
+                ch.set,
+                ch.delete.join(", ")
+            );
+        }
+        let new: Vec<String> = ch
+            .add
+            .iter()
             .map(|(k, c)| match k.split_once(" : ") {
                 // nft wants a map element's comment on its key: `key comment "…" : value`.
-                Some((key, value)) if is_map => format!("{key} comment {} : {value}", quote(c)),
+                Some((key, value)) if ch.data_type.is_some() => {
+                    format!("{key} comment {} : {value}", quote(c))
+                }
                 _ => format!("{k} comment {}", quote(c)),
             })
             .collect();
         if !new.is_empty() {
-            let _ = writeln!(adds, "add element {table} {set} {{ {} }}", new.join(", "));
+            let _ = writeln!(
+                adds,
+                "add element {table} {} {{ {} }}",
+                ch.set,
+                new.join(", ")
+            );
         }
     }
     deletes + &adds
+}
+
+/// The nft script that turns `observed` into `desired` ([`diff_changes`] as text, see
+/// [`changes_script`]). Empty when nothing differs.
+pub fn diff_script(observed: &Elements, desired: &Elements) -> String {
+    changes_script(&diff_changes(observed, desired))
 }
 
 /// The static rules [`base_script`] writes for `cfg`, as (chain, comment) pairs in rule order.

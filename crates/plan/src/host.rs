@@ -465,8 +465,12 @@ pub enum StepOp {
     },
     /// Applies an nft element diff (one atomic transaction).
     FirewallElements {
-        /// The `nft -f` script (delete/add element lines).
+        /// The `nft -f` script (delete/add element lines): what the step does, for people.
         script: String,
+        /// The same changes, per set: what the kernel layer executes (over netlink where it
+        /// can, see `berth_kernel::nftnl`).
+        #[serde(skip)]
+        changes: Vec<crate::firewall::SetChange>,
         /// Elements added.
         added: usize,
         /// Elements removed.
@@ -1071,13 +1075,15 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
     if let Some(fw) = &observed.firewall {
         let have = elements_in_scope(&fw.elements, desired);
         // A rewritten base keeps the sets' elements; a deleted table has none (observed empty).
-        let script = crate::firewall::diff_script(&have, &desired.elements);
-        if !script.is_empty() {
+        let changes = crate::firewall::diff_changes(&have, &desired.elements);
+        if !changes.is_empty() {
+            let script = crate::firewall::changes_script(&changes);
             let (added, removed) = count_diff(&have, &desired.elements);
             let after = elements_after(&fw.elements, desired);
             steps.push(Step {
                 op: StepOp::FirewallElements {
                     script,
+                    changes,
                     added,
                     removed,
                     after,
