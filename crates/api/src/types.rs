@@ -811,6 +811,10 @@ pub struct InfoResponse {
     /// The cluster this host is a node of (absent without `--cluster-store`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterInfo>,
+    /// How full the finite resources are: bridge ports, addresses, the conntrack table
+    /// (absent from older daemons).
+    #[serde(default)]
+    pub capacity: CapacityInfo,
 }
 
 /// `GET /info` → `Cluster`: this host's membership and the cluster store's health.
@@ -1161,6 +1165,48 @@ pub struct ExplainEvent {
     pub exposure: Option<Exposure>,
     /// What failed, if the report cannot be made.
     pub error: Option<String>,
+}
+
+/// `GET /info` → `Capacity`: what runs out first on a busy host, before it does.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CapacityInfo {
+    /// Ports one Linux bridge holds (1,023: `BR_MAX_PORTS` without port 0).
+    pub bridge_max_ports: u64,
+    /// Per network.
+    pub networks: Vec<NetworkCapacity>,
+    /// Entries of berthd's namespace's conntrack table (absent when it has none yet).
+    pub conntrack_entries: Option<u64>,
+    /// Its size, `net.netfilter.nf_conntrack_max`.
+    pub conntrack_max: Option<u64>,
+}
+
+/// One network's share of [`CapacityInfo`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NetworkCapacity {
+    /// Network name.
+    pub network: String,
+    /// Driver.
+    pub driver: String,
+    /// Ports its bridge holds on this host (running containers, and the VXLAN port of an
+    /// overlay); absent for networks without a bridge.
+    pub bridge_ports: Option<u64>,
+    /// Addresses per subnet.
+    pub subnets: Vec<SubnetCapacity>,
+}
+
+/// One subnet's addresses.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct SubnetCapacity {
+    /// The subnet.
+    pub subnet: String,
+    /// Addresses held by this host's containers (created or running).
+    pub used: u64,
+    /// Addresses a container can get (range without network, gateway, broadcast and
+    /// auxiliary addresses; at most 2^64 − 1).
+    pub usable: u64,
 }
 
 /// `GET /info` → `Dns`: berth's embedded resolver, counted since berthd started.

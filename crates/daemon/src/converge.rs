@@ -278,6 +278,9 @@ impl Daemon {
         if let Some(p) = rep.problems().first() {
             return Err(ApiError::conflict(format!("{}: {}", p.object, p.message)));
         }
+        if let Some(full) = rep.full.first() {
+            return Err(ApiError::conflict(full.clone()));
+        }
         if !rep.errors.is_empty() {
             return Err(ApiError::internal(rep.errors.join("; ")));
         }

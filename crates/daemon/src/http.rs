@@ -313,6 +313,7 @@ async fn info(State(d): D) -> ApiResult<Json<InfoResponse>> {
         .count();
     let meta = d.meta.lock().map(|m| m.clone()).unwrap_or_default();
     let host = crate::sysinfo::HostInfo::read();
+    let (cap_nets, conntrack) = crate::capacity::snapshot(&d)?;
     let state_dir = d.config.state_dir.display().to_string();
     Ok(Json(InfoResponse {
         id: meta.id,
@@ -364,21 +365,22 @@ async fn info(State(d): D) -> ApiResult<Json<InfoResponse>> {
         state_dir,
         store: d.store.describe(),
         // The docker CLI prints warnings as they come; dockerd's start with "WARNING: ".
+        // What is nearly full comes after berthd's own warnings.
         warnings: d
             .warnings
             .lock()
+            .map(|w| w.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .chain(berth_plan::capacity::warnings(&cap_nets, conntrack))
             .map(|w| {
-                w.iter()
-                    .map(|w| {
-                        if w.starts_with("WARNING") {
-                            w.clone()
-                        } else {
-                            format!("WARNING: {w}")
-                        }
-                    })
-                    .collect()
+                if w.starts_with("WARNING") {
+                    w
+                } else {
+                    format!("WARNING: {w}")
+                }
             })
-            .unwrap_or_default(),
+            .collect(),
         ip_forward_enabled_by_berth: meta.ipv4_forwarding_was_off,
         dns: d.dns.info(),
         reconciler: d.reconciler.stats(),
@@ -397,6 +399,7 @@ async fn info(State(d): D) -> ApiResult<Json<InfoResponse>> {
             Some(c) => tokio::task::spawn_blocking(move || c.info()).await.ok(),
             None => None,
         },
+        capacity: crate::capacity::info(&cap_nets, conntrack),
     }))
 }
 
@@ -539,9 +542,16 @@ async fn metrics(State(d): D) -> Response {
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         format!(
-            "{}{}",
+            "{}{}{}",
             d.dns.metrics(),
-            crate::reconcile::metrics(&d.reconciler.stats())
+            crate::reconcile::metrics(&d.reconciler.stats()),
+            match crate::capacity::snapshot(&d) {
+                Ok((nets, conntrack)) => berth_plan::capacity::metrics(&nets, conntrack),
+                Err(e) => {
+                    tracing::warn!("capacity metrics: {}", e.message);
+                    String::new()
+                }
+            }
         ),
     )
         .into_response()

@@ -4,6 +4,7 @@
 //! write desired state in one store transaction, converge the kernel (via `berth-kernel`) and
 //! only then answer. At start-up it converges everything: observe, diff, apply, remove orphans.
 
+mod capacity;
 mod cluster;
 mod console;
 mod containers;

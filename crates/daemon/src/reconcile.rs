@@ -106,6 +106,9 @@ pub struct PassReport {
     pub observed: ObservedHost,
     /// Whether the firewall steps all succeeded (the daemon's element cache is then exact).
     pub firewall_ok: bool,
+    /// The failed steps that hit a kernel limit (a full bridge): the user's to resolve (409),
+    /// also listed in `errors`.
+    pub full: Vec<String>,
 }
 
 impl PassReport {
@@ -277,6 +280,9 @@ impl Reconciler {
                         StepOp::FirewallBase { .. } | StepOp::FirewallElements { .. }
                     ) {
                         report.firewall_ok = false;
+                    }
+                    if e.is_full() {
+                        report.full.push(e.to_string());
                     }
                     let msg = format!("{step}: {e}");
                     tracing::warn!("reconcile: {msg}");

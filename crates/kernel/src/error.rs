@@ -46,6 +46,13 @@ pub enum KernelError {
         /// Why it is unusable.
         reason: String,
     },
+    /// A kernel limit was reached (`EXFULL`: a bridge holds its 1,023 ports); the message says
+    /// which and what to do. Not a fault of berth's: the daemon answers 409.
+    #[error("{what}")]
+    Full {
+        /// What is full, and what to do.
+        what: String,
+    },
     /// A named object (link, namespace, …) does not exist.
     #[error("{what}: not found")]
     NotFound {
@@ -73,6 +80,11 @@ impl KernelError {
             }
             _ => false,
         }
+    }
+
+    /// Whether a kernel limit was reached ([`KernelError::Full`]).
+    pub fn is_full(&self) -> bool {
+        matches!(self, KernelError::Full { .. })
     }
 
     /// The errno behind the error, when there is one.
@@ -130,6 +142,9 @@ impl KernelError {
                 reason,
             },
             KernelError::NotFound { what } => KernelError::NotFound {
+                what: format!("{prefix}: {what}"),
+            },
+            KernelError::Full { what } => KernelError::Full {
                 what: format!("{prefix}: {what}"),
             },
             other => other,

@@ -477,7 +477,7 @@ impl Kernel {
             )
         })
         .await
-        .map_err(|e| e.context(&what()))?;
+        .map_err(|e| bridge_full(e, &plan.bridge).context(&what()))?;
         drop(ns);
         if plan.disable_ipv6 {
             // The host side is up but has no carrier until the peer is: IPv6 addrconf has not
@@ -1228,6 +1228,22 @@ fn write_disable_ipv6(ifname: &str) -> Result<()> {
         // IPv6 disabled in the whole kernel (ipv6.disable=1): nothing to turn off.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(KernelError::io(format!("writing {path}"), e)),
+    }
+}
+
+/// `EXFULL` from an `RTM_NEWLINK` naming `bridge` as master: `br_add_if()` found no free port
+/// number (`BR_MAX_PORTS`); the request was undone whole (the veth does not exist).
+fn bridge_full(e: KernelError, bridge: &str) -> KernelError {
+    if e.raw_os_error() == Some(libc::EXFULL) {
+        KernelError::Full {
+            what: format!(
+                "bridge {bridge} already holds {} ports, the most a Linux bridge can hold \
+                 (BR_MAX_PORTS); connect the container to another network",
+                berth_plan::capacity::BRIDGE_MAX_PORTS
+            ),
+        }
+    } else {
+        e
     }
 }
 

@@ -512,3 +512,50 @@ async fn nftnl_elements_round_trip_through_nft() {
         "nothing of the failed batch was applied"
     );
 }
+
+/// A bridge takes 1,023 ports; berth's 1,024th endpoint is refused with a message naming the
+/// limit (`KernelError::Full`, which the daemon answers with 409), and leaves no veth behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_bridge_is_named_not_an_errno() {
+    require_root!();
+    let h = TestNs::new("full");
+    let c = TestNs::new("fullc");
+    let k = Kernel::new_in(&h.path).await.expect("kernel");
+    k.ensure_bridge(&bridge("bkfull0", &["10.81.0.1/16"]))
+        .await
+        .expect("bridge");
+    // 1,022 ports made by `ip -batch` (fast: ~1.5 s), then berth's own for the last one.
+    let script: String = (1..=1022)
+        .map(|i| format!("link add bkf{i} master bkfull0 type veth peer name bkp{i}\n"))
+        .collect();
+    let mut ip = std::process::Command::new("ip")
+        .args(["-n", &h.name, "-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("ip");
+    {
+        use std::io::Write;
+        ip.stdin
+            .take()
+            .expect("stdin")
+            .write_all(script.as_bytes())
+            .expect("script");
+    }
+    assert!(ip.wait().expect("ip").success());
+    let mut last = endpoint("bkflast", "bkfull0", &c, &["10.81.4.1/16"], &[], false);
+    last.ifname = "eth0".into();
+    k.setup_endpoint(&last).await.expect("the 1,023rd port");
+    let mut over = endpoint("bkfover", "bkfull0", &c, &["10.81.4.2/16"], &[], false);
+    over.ifname = "eth1".into();
+    let err = k.setup_endpoint(&over).await.expect_err("the 1,024th port");
+    assert!(err.is_full(), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("bridge bkfull0 already holds 1023 ports") && msg.contains("BR_MAX_PORTS"),
+        "{msg}"
+    );
+    assert!(
+        !link_names(&k).await.iter().any(|n| n == "bkfover"),
+        "the refused veth does not exist"
+    );
+}

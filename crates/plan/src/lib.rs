@@ -5,6 +5,7 @@
 //! kernel layer) and gets back plans and steps to execute. That makes every decision unit-testable
 //! without root, in milliseconds.
 
+pub mod capacity;
 pub mod cluster;
 pub mod dns;
 pub mod driver;

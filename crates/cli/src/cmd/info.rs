@@ -73,6 +73,35 @@ fn render(info: &InfoResponse) -> String {
     for p in &rc.problems {
         lines.push(format!("  Problem: {p}"));
     }
+    let cap = &info.capacity;
+    if !cap.networks.is_empty() || cap.conntrack_max.is_some() {
+        lines.push(" Capacity:".to_string());
+    }
+    for n in &cap.networks {
+        let mut parts = Vec::new();
+        if let Some(p) = n.bridge_ports {
+            parts.push(format!("{p}/{} bridge ports", cap.bridge_max_ports));
+        }
+        for s in &n.subnets {
+            let usable = if s.usable == u64::MAX {
+                "2^64+".to_string()
+            } else {
+                s.usable.to_string()
+            };
+            parts.push(format!("{} {}/{usable} addresses", s.subnet, s.used));
+        }
+        if !parts.is_empty() {
+            lines.push(format!(
+                "  {} ({}): {}",
+                n.network,
+                n.driver,
+                parts.join(", ")
+            ));
+        }
+    }
+    if let (Some(e), Some(m)) = (cap.conntrack_entries, cap.conntrack_max) {
+        lines.push(format!("  Conntrack: {e}/{m} entries"));
+    }
     if let Some(c) = &info.cluster {
         lines.push(format!(" Cluster Store: {}", info.cluster_store));
         lines.push(format!("  Node: {} ({})", c.node, c.addr));
@@ -96,9 +125,28 @@ mod tests {
             containers_running: 1,
             networks: 4,
             warnings: vec!["FORWARD policy is DROP".into()],
+            capacity: berth_api::types::CapacityInfo {
+                bridge_max_ports: 1023,
+                networks: vec![berth_api::types::NetworkCapacity {
+                    network: "web".into(),
+                    driver: "bridge".into(),
+                    bridge_ports: Some(2),
+                    subnets: vec![berth_api::types::SubnetCapacity {
+                        subnet: "10.1.0.0/24".into(),
+                        used: 3,
+                        usable: 253,
+                    }],
+                }],
+                conntrack_entries: Some(5),
+                conntrack_max: Some(262144),
+            },
             ..InfoResponse::default()
         };
         let s = render(&info);
+        assert!(
+            s.contains("\n Capacity:\n  web (bridge): 2/1023 bridge ports, 10.1.0.0/24 3/253 addresses\n  Conntrack: 5/262144 entries"),
+            "{s}"
+        );
         assert!(s.contains("\n  Stopped: 2\n"));
         assert!(s.contains(" Networks: 4"));
         assert_eq!(
