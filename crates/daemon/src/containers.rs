@@ -290,10 +290,13 @@ impl Daemon {
     /// sides (the netns is gone with the process; deleting explicitly makes it immediate), and
     /// removes the container if it was `--rm`.
     pub async fn container_exited(self: &Arc<Self>, id: &str, code: i32) {
+        let begun = std::time::Instant::now();
         let _guard = self.lock.lock().await;
+        let locked = begun.elapsed();
         if let Err(e) = self.mark_exited(id, code).await {
             tracing::warn!("recording the exit of container {id}: {}", e.message);
         }
+        let marked = begun.elapsed();
         let auto_remove = self
             .store
             .get_json::<ContainerSpec>(&keys::container(id))
@@ -309,6 +312,13 @@ impl Daemon {
         // Told once a `--rm` container is gone too: whoever waited (`berth run --rm`, docker's
         // `condition=removed`) finds it removed.
         self.exit_channel(id).send_replace(Some(code));
+        tracing::debug!(
+            container = %id,
+            lock_wait_us = locked.as_micros() as u64,
+            exit_recorded_us = marked.as_micros() as u64,
+            told_us = begun.elapsed().as_micros() as u64,
+            "exit handled"
+        );
         drop(_guard);
         // Its anti-spoofing elements, once whoever waited for the exit has its answer.
         let d = self.clone();

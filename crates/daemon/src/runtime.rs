@@ -292,6 +292,7 @@ impl Runtime {
         // Wait until the init has joined the namespace and started the command (it writes its
         // pid), or died trying.
         let mut init_pid = 0;
+        let spawned = std::time::Instant::now();
         for _ in 0..5000 {
             if let Ok(s) = std::fs::read_to_string(&pid_file) {
                 if let Ok(p) = s.trim().parse::<i32>() {
@@ -304,6 +305,11 @@ impl Runtime {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        tracing::debug!(
+            container = %c.name,
+            init_us = spawned.elapsed().as_micros() as u64,
+            "container init running its command (or gone)"
+        );
         drop(held_ns);
         let pump = self
             .take_console(c, &dir, console_socket, child.stdin.take())
@@ -322,6 +328,7 @@ impl Runtime {
                 Ok(status) => exit_code(status),
                 Err(_) => -1,
             };
+            tracing::debug!(container = %id, "container init reaped");
             // Everything the terminal still held is in the log before the exit is told.
             if let Some(pump) = pump {
                 pump.wait(Duration::from_secs(5)).await;
