@@ -1302,6 +1302,11 @@ async fn create_exec(
     if req.cmd.is_empty() {
         return Err(ApiError::bad_request("no command given to exec"));
     }
+    // The same rules as create's: a NUL cannot reach execve, an empty name is dockerd's 400.
+    berth_plan::input::validate_cmd(&req.cmd)?;
+    for e in &req.env {
+        berth_plan::input::validate_env(e)?;
+    }
     let c = d.find_container(&id)?;
     let st = d.state(&c.id)?;
     if st.status != Status::Running {
