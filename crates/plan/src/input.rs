@@ -154,6 +154,42 @@ pub fn validate_working_dir(dir: &str) -> Result<(), PlanError> {
     Ok(())
 }
 
+/// Generators of hostile strings for property tests, shared by this crate's tests and the
+/// daemon's end-to-end ones (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    use proptest::prelude::*;
+
+    /// Separators that end a line or a field somewhere: in a file, a terminal, a log, a C
+    /// string.
+    pub const BREAKS: [&str; 14] = [
+        "\n", "\r", "\r\n", "\0", "\u{b}", "\u{c}", "\u{85}", "\u{2028}", "\u{2029}", " ", "\t",
+        "#", ";", "\u{1b}[",
+    ];
+
+    /// The marker that leads every injected line: a test fails when a generated file has a
+    /// line starting with it followed by whitespace.
+    pub const MARKER: &str = "6.6.6.6";
+
+    /// Strings an attacker would try: an injected line led by [`MARKER`] after one of
+    /// [`BREAKS`], control characters, quotes and backslashes, unicode, the empty string, long
+    /// ones (at most 300 bytes, so that a request body fits one command-line argument), and
+    /// sane ones, so that acceptance is exercised too.
+    pub fn hostile() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => ("[a-z0-9.-]{0,12}", prop::sample::select(BREAKS.to_vec()), "[a-z ]{0,8}")
+                .prop_map(|(a, sep, b)| format!("{a}{sep}{MARKER} bank.example{b}")),
+            3 => "[a-z0-9][a-z0-9._:-]{0,15}",
+            2 => "[\\x00-\\x1f\\x7f#; \"'\\\\=:a]{0,6}",
+            1 => "\\PC{0,24}",
+            1 => ".{0,24}",
+            1 => "[a-z]{60,70}",
+            1 => "[a-z.]{240,300}",
+            1 => Just(String::new()),
+        ]
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 mod tests;

@@ -1,3 +1,4 @@
+use super::testing::{hostile, MARKER};
 use super::*;
 use crate::files::{hostname_file, hosts_file, parse_resolv_conf, resolv_conf};
 use crate::names::parse_extra_host;
@@ -135,29 +136,6 @@ const FIELDS: [Field; 15] = [
     Field::Alias,
 ];
 
-/// Separators that end a line or a field somewhere: in a file, a terminal, a log, a C string.
-const BREAKS: [&str; 14] = [
-    "\n", "\r", "\r\n", "\0", "\u{b}", "\u{c}", "\u{85}", "\u{2028}", "\u{2029}", " ", "\t", "#",
-    ";", "\u{1b}[",
-];
-
-/// Strings an attacker would try: an injected line led by the marker `6.6.6.6`, control
-/// characters, quotes and backslashes, unicode, the empty string, very long ones, and sane
-/// ones (so that acceptance is exercised too).
-fn hostile() -> impl Strategy<Value = String> {
-    prop_oneof![
-        3 => ("[a-z0-9.-]{0,12}", prop::sample::select(BREAKS.to_vec()), "[a-z ]{0,8}")
-            .prop_map(|(a, sep, b)| format!("{a}{sep}6.6.6.6 bank.example{b}")),
-        2 => "[a-z0-9._:-]{1,20}",
-        2 => "[\\x00-\\x1f\\x7f#; \"'\\\\=:a]{0,6}",
-        1 => "\\PC{0,24}",
-        1 => ".{0,24}",
-        1 => "[a-z]{60,70}",
-        1 => "[a-z.]{240,300}",
-        1 => Just(String::new()),
-    ]
-}
-
 /// The spec with `v` put into `field`. `ExtraHostRaw` goes through `--add-host`'s parser; an
 /// `Err` is its refusal.
 fn spoil(field: Field, v: &str) -> Result<ContainerSpec, PlanError> {
@@ -213,7 +191,10 @@ fn check_files(c: &ContainerSpec, n: &crate::model::NetworkSpec) -> Result<(), T
             "{what} holds a line-breaking character: {text:?}"
         );
         for line in text.lines() {
-            prop_assert!(!line.starts_with("6.6.6.6"), "{what}: injected {line:?}");
+            let injected = line
+                .strip_prefix(MARKER)
+                .is_some_and(|rest| rest.starts_with([' ', '\t']));
+            prop_assert!(!injected, "{what}: injected {line:?}");
         }
         Ok(())
     };
