@@ -82,15 +82,6 @@ impl Daemon {
         } else {
             req.hostname.clone()
         };
-        // Each is one field of a file berth writes into the container (/etc/hostname,
-        // /etc/hosts, /etc/resolv.conf): 400 before anything is stored.
-        names::validate_file_field("hostname", &hostname, 64)?;
-        for d in &hc.dns_search {
-            names::validate_file_field("--dns-search", d, 253)?;
-        }
-        for o in &hc.dns_options {
-            names::validate_file_field("--dns-option", o, 253)?;
-        }
         let mode_str = hc.network_mode.as_str();
         let mode = match mode_str {
             "host" => NetworkMode::Host,
@@ -101,13 +92,6 @@ impl Daemon {
             }
             _ => NetworkMode::Networks,
         };
-        if !req.working_dir.is_empty() && !req.working_dir.starts_with('/') {
-            // dockerd's words, and its 400.
-            return Err(ApiError::bad_request(format!(
-                "the working directory '{}' is invalid, it needs to be an absolute path",
-                req.working_dir
-            )));
-        }
         let mut spec = ContainerSpec {
             id: id.clone(),
             name,
@@ -137,6 +121,10 @@ impl Daemon {
                 labels: req.labels.clone(),
             },
         };
+        // Every user-given string (hostname, DNS fields, env, labels, command, user, working
+        // directory): 400 naming the field before anything is planned or stored, so that
+        // none can add a line to the container's /etc files or fail its start later.
+        berth_plan::input::validate_container_strings(&spec)?;
         if mode == NetworkMode::Networks {
             // The networks to join: NetworkMode (default `bridge`) first, then any other
             // network named in EndpointsConfig, in name order.

@@ -26,10 +26,12 @@ use crate::error::{ApiError, ApiResult};
 
 type D = State<Arc<Daemon>>;
 
-/// The largest request body berthd reads (axum's default, made explicit so that the refusal
-/// can say it): no Docker API call berth serves needs more, and a client cannot make berthd
-/// hold more memory than this per request.
-pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+/// The largest request body berthd reads (made explicit so that the refusal can say it): a
+/// client cannot make berthd hold more memory than this per request. Not axum's 2 MiB: a
+/// Docker client publishing every port (`-p 1-65535:1-65535`) sends one `PortBindings` entry
+/// (and one `ExposedPorts` entry, with the docker CLI) per port, about 3.7 MB; 8 MiB holds
+/// that for TCP and UDP together.
+pub const BODY_LIMIT: usize = 8 * 1024 * 1024;
 
 /// Builds the router.
 pub fn router(d: Arc<Daemon>) -> Router {
@@ -1311,6 +1313,11 @@ async fn create_exec(
     let req: ExecCreateRequest = parse_body(&body, "exec")?;
     if req.cmd.is_empty() {
         return Err(ApiError::bad_request("no command given to exec"));
+    }
+    // The same rules as create's: a NUL cannot reach execve, an empty name is dockerd's 400.
+    berth_plan::input::validate_cmd(&req.cmd)?;
+    for e in &req.env {
+        berth_plan::input::validate_env(e)?;
     }
     let c = d.find_container(&id)?;
     let st = d.state(&c.id)?;

@@ -18,6 +18,7 @@ use berth_plan::ports::{self, Allocation, HostUse, PortSpec, Proto, Published, T
 use berth_store::{Op, StoreExt};
 
 use crate::daemon::Daemon;
+use crate::dns::PORT as DNS_PORT;
 use crate::error::{ApiError, ApiResult};
 
 /// Prefix of the stored ports of containers (`ports/<container id>` → [`PortsDoc`]). Kept
@@ -148,7 +149,8 @@ pub async fn validate(d: &Daemon, c: &ContainerSpec, specs: &[PortSpec]) -> ApiR
             ports::check_host_ip(ip, &addrs)?;
         }
     }
-    let t = target(c, &d.networks()?)?;
+    let nets = d.networks()?;
+    let t = target(c, &nets)?;
     let fixed: Vec<PortSpec> = specs
         .iter()
         .filter(|s| s.host_port != 0 && s.host_port == s.host_port_end)
@@ -160,8 +162,13 @@ pub async fn validate(d: &Daemon, c: &ContainerSpec, specs: &[PortSpec]) -> ApiR
         ephemeral: ephemeral_range(),
         start: 0,
     };
-    // Host processes are not probed here: that is start's job, when the port is taken.
-    ports::allocate(&fixed, &t, &alloc, &mut |_, _, _| HostUse::Free).map(drop)?;
+    // Host processes are not probed here: that is start's job, when the port is taken. The
+    // ports berthd serves itself are known now: refused before anything is stored.
+    let dns = berth_plan::dns::listen_addrs(&nets);
+    let mut berthd_use = |proto: Proto, ip: IpAddr, port: u16| {
+        ports::held_by_berthd(proto, ip, port, &dns, DNS_PORT)
+    };
+    ports::allocate(&fixed, &t, &alloc, &mut berthd_use).map(drop)?;
     Ok(())
 }
 
@@ -258,8 +265,14 @@ pub async fn publish(d: &Daemon, c: &ContainerSpec) -> ApiResult<Option<Op>> {
             ephemeral: range,
             start,
         };
-        // `[::1]:PORT` held by berthd's own relay for another container: named as such.
+        // `[::1]:PORT` held by berthd's own relay for another container, and berthd's DNS
+        // port on the gateways: named as such.
+        let dns = berth_plan::dns::listen_addrs(&nets);
         let mut host_use = |proto: Proto, ip: IpAddr, port: u16| {
+            if let held @ HostUse::Held(_) = ports::held_by_berthd(proto, ip, port, &dns, DNS_PORT)
+            {
+                return held;
+            }
             let v6_loopback = matches!(ip, IpAddr::V6(a) if a.is_loopback() || a.is_unspecified());
             match d.local6.holder(proto, port).filter(|_| v6_loopback) {
                 Some(h) => HostUse::Held(h),

@@ -101,6 +101,9 @@ impl Relays {
     ) -> Result<Vec<String>, String> {
         let mut warnings = Vec::new();
         let mut opened: Vec<(Proto, u16)> = Vec::new();
+        // Relays left out for the budget: one warning for all of them, not one line per port
+        // (`-p 1-65535:1-65535` would log 55,000 lines).
+        let mut over_budget: Vec<&LoopbackRelay> = Vec::new();
         let mut open = match self.open.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -114,12 +117,11 @@ impl Relays {
                     o.container, o.relay.key
                 ))
             } else if open.len() >= self.budget {
-                Some(format!(
-                    "berthd's [::1] relays are at their limit of {} listening sockets (half of \
-                     its open-files limit, or --max-loopback-relays; docs/PORTS.md): publish \
-                     fewer ports on [::1], or raise berthd's LimitNOFILE",
-                    self.budget
-                ))
+                if !r.required {
+                    over_budget.push(r);
+                    continue;
+                }
+                Some(self.budget_reason())
             } else {
                 match spawn(r) {
                     Ok(task) => {
@@ -160,7 +162,31 @@ impl Relays {
             tracing::warn!("{w}");
             warnings.push(w);
         }
+        if let (Some(first), Some(last)) = (over_budget.first(), over_budget.last()) {
+            let w = format!(
+                "container {name:?}: {} ports published on every address ({}/{} … {}/{}) are \
+                 not reachable through [::1]: {}",
+                over_budget.len(),
+                first.host_port,
+                first.proto,
+                last.host_port,
+                last.proto,
+                self.budget_reason()
+            );
+            tracing::warn!("{w}");
+            warnings.push(w);
+        }
         Ok(warnings)
+    }
+
+    /// Why a relay past the budget is not opened.
+    fn budget_reason(&self) -> String {
+        format!(
+            "berthd's [::1] relays are at their limit of {} listening sockets (half of its \
+             open-files limit, or --max-loopback-relays; docs/PORTS.md): publish fewer ports on \
+             [::1], or raise berthd's LimitNOFILE",
+            self.budget
+        )
     }
 
     /// Closes the relays of container `id`; returns once their listening sockets are closed.

@@ -20,7 +20,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{show, World};
+use common::{percent_escape, World};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Map, Value};
@@ -78,19 +78,6 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         b = &b[(eol + 4 + len).min(b.len())..];
     }
     out
-}
-
-/// Percent-encodes a path segment (everything but RFC 3986's unreserved characters).
-fn escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// Strings that break naive code: empty, blanks, control characters, quotes, unicode, long
@@ -442,24 +429,32 @@ fn check(sock: &Path, op: &Op, tally: &Tally) -> Result<(), TestCaseError> {
         Op::Create(b) => ("POST", "/v1.47/networks/create".to_string(), b.to_string()),
         Op::Connect(n, b) => (
             "POST",
-            format!("/v1.47/networks/{}/connect", escape(n)),
+            format!("/v1.47/networks/{}/connect", percent_escape(n)),
             b.to_string(),
         ),
         Op::Disconnect(n, b) => (
             "POST",
-            format!("/v1.47/networks/{}/disconnect", escape(n)),
+            format!("/v1.47/networks/{}/disconnect", percent_escape(n)),
             b.to_string(),
         ),
-        Op::Inspect(n) => ("GET", format!("/networks/{}", escape(n)), String::new()),
-        Op::Remove(n) => ("DELETE", format!("/networks/{}", escape(n)), String::new()),
+        Op::Inspect(n) => (
+            "GET",
+            format!("/networks/{}", percent_escape(n)),
+            String::new(),
+        ),
+        Op::Remove(n) => (
+            "DELETE",
+            format!("/networks/{}", percent_escape(n)),
+            String::new(),
+        ),
         Op::List(f) => (
             "GET",
-            format!("/networks?filters={}", escape(f)),
+            format!("/networks?filters={}", percent_escape(f)),
             String::new(),
         ),
         Op::Prune(f) => (
             "POST",
-            format!("/networks/prune?filters={}", escape(f)),
+            format!("/networks/prune?filters={}", percent_escape(f)),
             String::new(),
         ),
         Op::Garbage(b) => {
@@ -572,19 +567,7 @@ fn networks_api_survives_fuzzing() {
             );
         }
     }
-    // The kernel agrees with what berthd stored (a veth may still be on its way out).
-    let mut last = None;
-    for _ in 0..20 {
-        let o = w.system_check(&[]);
-        if o.status.success() {
-            return;
-        }
-        last = Some(o);
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    if let Some(o) = last {
-        panic!("out of sync after the fuzz: {}", show(&o));
-    }
+    w.assert_in_sync("the fuzz");
 }
 
 fn tail(s: &str, n: usize) -> String {

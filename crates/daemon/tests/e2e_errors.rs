@@ -216,16 +216,16 @@ fn an_oversized_body_names_the_limit() {
         let data = format!("@{}", file.display());
         w.api_data("POST", "/networks/create", Some(("--data-binary", &data)))
     };
-    let (status, text) = post(3 * 1024 * 1024);
+    let (status, text) = post(9 * 1024 * 1024);
     assert_eq!(status, 413, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text).expect("a JSON error");
     let m = v["message"].as_str().unwrap_or("");
     assert!(
-        m.contains("larger than 2 MiB") && m.contains("limit for one API request"),
+        m.contains("larger than 8 MiB") && m.contains("limit for one API request"),
         "{m}"
     );
-    let (status, text) = post(1024 * 1024);
-    assert_eq!(status, 201, "a 1 MiB body is read: {text}");
+    let (status, text) = post(7 * 1024 * 1024);
+    assert_eq!(status, 201, "a 7 MiB body is read: {text}");
     w.berth_ok(&["network", "rm", "big"]);
 }
 

@@ -1283,3 +1283,210 @@ fn loopback_relays_are_bounded() {
         "tcp",
     );
 }
+
+/// Elements of container `name` in the map `map` of berth's table.
+fn map_elements(w: &World, map: &str, name: &str) -> usize {
+    let o = w.ns_exec(&w.host_ns, &["nft", "list", "map", "inet", "berth", map]);
+    assert!(o.status.success(), "nft list map {map}: {}", show(&o));
+    stdout(&o)
+        .matches(&format!("comment \"container {name} "))
+        .count()
+}
+
+/// Open file descriptors of berthd.
+fn daemon_fds(w: &World) -> usize {
+    let pid = w.daemon_pid().expect("berthd runs");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Docker's `PortBindings` for `-p 1-65535:1-65535` (what the docker CLI sends): one entry per
+/// port, about 3 MB, written to a file for curl.
+fn every_port_body(w: &World) -> String {
+    let bindings: serde_json::Map<String, serde_json::Value> = (1..=65535u32)
+        .map(|p| {
+            (
+                format!("{p}/tcp"),
+                serde_json::json!([{"HostIp": "", "HostPort": p.to_string()}]),
+            )
+        })
+        .collect();
+    let body = serde_json::json!({
+        "Cmd": ["sleep", "600"],
+        "HostConfig": {"PortBindings": bindings},
+    });
+    let file = w.dir.join("every-port.json");
+    std::fs::write(&file, body.to_string()).expect("write body");
+    format!("@{}", file.display())
+}
+
+/// Proves issue 8's "publishing very large ranges": `berth run -p 1-65535:1-65535` on the
+/// default bridge works — one map element per port, sampled ports (1, 80, 32768, 65535)
+/// answer real TCP from the LAN with the client's address, `[::1]` is relayed up to berthd's
+/// relay budget (one warning for the rest), berthd's descriptors stay bounded — and `rm -f`
+/// removes every element. Where it cannot work it is a clear 4xx: a
+/// port a host process holds refuses the start with 409 naming the process (at start, as
+/// Docker; nothing applied, the container stays created), and on a network served by berth's
+/// DNS (port 53 on its gateway) the create is refused with 409 naming the resolver and nothing
+/// is stored. Times are printed (not asserted).
+#[test]
+fn publishing_every_port() {
+    require_root!();
+    let w = World::new();
+    setup(&w);
+    let sampled = [1u16, 80, 32768, 65535];
+    let fds_before = daemon_fds(&w);
+
+    // Works: the default bridge (no embedded DNS on its gateway), nothing on the host.
+    let logs = w.dir.join("logs");
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    let bind = format!("{}:{}", logs.display(), logs.display());
+    let log = logs.join("all.log").display().to_string();
+    let srv = w.helper("srv.py");
+    let mut cmd = vec![
+        "run",
+        "-d",
+        "--name",
+        "all",
+        "-v",
+        &bind,
+        "-p",
+        "1-65535:1-65535",
+    ];
+    let ports: Vec<String> = sampled.iter().map(u16::to_string).collect();
+    cmd.extend(["python3", srv.as_str(), log.as_str()]);
+    cmd.extend(ports.iter().map(String::as_str));
+    let t = Instant::now();
+    let o = w.berth_timeout(&cmd, Duration::from_secs(300));
+    let run_time = t.elapsed();
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    for p in sampled {
+        w.wait_container_port("all", p);
+    }
+    assert_eq!(map_elements(&w, "publish4_any", "all"), 65535);
+    let (out, host) = (w.out_ip(), w.host_ip());
+    for p in sampled {
+        let peer = reached(
+            &format!("outside -> host:{p}"),
+            from_ns(&w, &w.out_ns, "tcp", &host, p),
+            "tcp",
+        );
+        assert_eq!(peer, out, "port {p}: the container sees the client");
+    }
+    // `[::1]` is relayed for the first ports, up to berthd's relay budget, and the rest is
+    // one warning; berthd's descriptors stay within the budget.
+    reached(
+        "host -> [::1]:80",
+        from_ns(&w, &w.host_ns, "tcp", "::1", 80),
+        "tcp",
+    );
+    let fds_running = daemon_fds(&w);
+    let log = w.log_text();
+    let budget: usize = log
+        .split("relay_budget=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .expect("berthd logs its relay budget");
+    assert!(
+        fds_running <= budget + 64,
+        "{fds_running} descriptors for a budget of {budget} relays"
+    );
+    if budget < 65535 {
+        assert_eq!(
+            log.matches("not reachable through [::1]").count(),
+            1,
+            "one warning for every port past the budget"
+        );
+    }
+    assert!(
+        w.system_check(&[]).status.success(),
+        "in sync while running"
+    );
+    let t = Instant::now();
+    let o = w.berth_timeout(&["rm", "-f", "all"], Duration::from_secs(300));
+    let rm_time = t.elapsed();
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    assert_eq!(map_elements(&w, "publish4_any", "all"), 0);
+    blocked(
+        "outside -> host:80 after rm",
+        from_ns(&w, &w.out_ns, "tcp", &host, 80),
+    );
+    let fds_after = daemon_fds(&w);
+    eprintln!(
+        "-p 1-65535:1-65535: run {run_time:?}, rm -f {rm_time:?}; berthd fds: {fds_before} \
+         before, {fds_running} running, {fds_after} after"
+    );
+    assert!(
+        fds_after <= fds_before + 8,
+        "descriptors freed: {fds_after}"
+    );
+
+    // A port a host process holds: the API create works, the start is refused with 409
+    // naming the process, and nothing of it is applied.
+    let helper = w.helper("peer_server.py");
+    w.spawn_in(&w.host_ns, &["python3", &helper, "0.0.0.0", "7777"]);
+    w.wait_port(&w.host_ns, "127.0.0.1", 7777);
+    let body = every_port_body(&w);
+    let t = Instant::now();
+    let (status, text) = w.api_data(
+        "POST",
+        "/containers/create?name=held",
+        Some(("--data-binary", &body)),
+    );
+    assert_eq!(status, 201, "{text}");
+    let (status, text) = w.api("POST", "/containers/held/start", None);
+    eprintln!("API create + refused start: {:?}", t.elapsed());
+    assert_eq!(status, 409, "{text}");
+    assert!(
+        text.contains("0.0.0.0:7777") && text.contains("python3"),
+        "names the port and the process: {text}"
+    );
+    assert_eq!(map_elements(&w, "publish4_any", "held"), 0);
+    assert_eq!(w.inspect("held")["State"]["Status"], "created");
+    w.berth_ok(&["rm", "-f", "held"]);
+
+    // On a network served by berth's DNS: port 53 on every address would capture the
+    // containers' own queries: 409 at create, through the CLI and the API, nothing stored.
+    w.berth_ok(&["network", "create", "--subnet", "10.64.0.0/24", "web"]);
+    let t = Instant::now();
+    let o = w.berth_timeout(
+        &[
+            "run",
+            "-d",
+            "--name",
+            "dns",
+            "--network",
+            "web",
+            "-p",
+            "1-65535:1-65535",
+            "sleep",
+            "600",
+        ],
+        Duration::from_secs(300),
+    );
+    eprintln!("refused run on a DNS network: {:?}", t.elapsed());
+    assert_eq!(code(&o), 125, "{}", show(&o));
+    assert!(
+        stderr(&o).contains("0.0.0.0:53") && stderr(&o).contains("embedded DNS"),
+        "{}",
+        show(&o)
+    );
+    // The same through the API, for a container on the default bridge: the port is
+    // berthd's on every gateway address, whichever network the publisher is on.
+    let (status, text) = w.api_data(
+        "POST",
+        "/containers/create?name=dns",
+        Some(("--data-binary", &body)),
+    );
+    assert_eq!(status, 409, "{text}");
+    assert!(
+        text.contains("10.64.0.1:53") && text.contains("embedded DNS"),
+        "{text}"
+    );
+    let ps = w.berth_ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(ps.trim().is_empty(), "nothing stored: {ps}");
+    assert!(w.daemon_alive(), "berthd died");
+    w.assert_in_sync("publishing every port");
+}

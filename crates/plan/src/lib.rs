@@ -14,6 +14,7 @@ pub mod explain;
 pub mod files;
 pub mod firewall;
 pub mod host;
+pub mod input;
 pub mod ipam;
 pub mod lab;
 pub mod model;

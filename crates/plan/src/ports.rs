@@ -373,6 +373,35 @@ pub enum HostUse {
     Held(String),
 }
 
+/// Whether publishing `proto` `ip:port` would take a port berthd itself serves on the host:
+/// its embedded DNS resolver answers on `dns_port` (TCP and UDP) at every address of `dns`
+/// (the gateways of the networks it serves). A publish there (or on every address of that
+/// family) would DNAT the containers' own queries to the publishing container, so it is
+/// refused like a port a host process holds — known at create, so refused before anything is
+/// stored (`-p 1-65535:1-65535` on a network with berth's DNS).
+pub fn held_by_berthd(
+    proto: Proto,
+    ip: IpAddr,
+    port: u16,
+    dns: &[IpAddr],
+    dns_port: u16,
+) -> HostUse {
+    if port != dns_port || proto == Proto::Sctp {
+        return HostUse::Free;
+    }
+    let clash = dns
+        .iter()
+        .find(|a| a.is_ipv4() == ip.is_ipv4() && (ip.is_unspecified() || **a == ip));
+    match clash {
+        Some(a) => HostUse::Held(format!(
+            "berthd's embedded DNS resolver (it answers the containers on {}; publish \
+             another host port, e.g. -p 5353:{port}/{proto})",
+            SocketAddr::new(*a, port)
+        )),
+        None => HostUse::Free,
+    }
+}
+
 /// The ports already in force for other containers, and where to search for free ones.
 pub struct Allocation<'a> {
     /// The port in force for another (running) container that clashes with a candidate, with
@@ -475,10 +504,17 @@ pub fn allocate(
     host_use: &mut dyn FnMut(Proto, IpAddr, u16) -> HostUse,
 ) -> Result<Vec<Published>, PlanError> {
     let mut chosen: Vec<Published> = Vec::new();
+    // This request's own choices by (protocol, host port), so that checking one more port
+    // against them costs the same whatever their number: scanning `chosen` made
+    // `-p 1-65535:1-65535` quadratic (2 billion comparisons, 49 s in a debug build).
+    let mut chosen_at: BTreeMap<(Proto, u16), Vec<usize>> = BTreeMap::new();
     for spec in specs {
         let places = placements(spec, target)?;
         // A port is usable for this spec when every placement is free of berth and the host.
-        let mut try_port = |port: u16, chosen: &[Published]| -> Result<Vec<Published>, String> {
+        let mut try_port = |port: u16,
+                            chosen: &[Published],
+                            chosen_at: &BTreeMap<(Proto, u16), Vec<usize>>|
+         -> Result<Vec<Published>, String> {
             let mut out = Vec::new();
             for (host_ip, container_ip) in &places {
                 let p = Published {
@@ -496,7 +532,8 @@ pub fn allocate(
                         other.key()
                     ));
                 }
-                if let Some(other) = chosen.iter().find(|o| o.clashes_with(&p)) {
+                let mine = chosen_at.get(&(p.proto, port)).into_iter().flatten();
+                if let Some(other) = mine.map(|&i| &chosen[i]).find(|o| o.clashes_with(&p)) {
                     return Err(format!(
                         "Bind for {} failed: port is already allocated (this container publishes \
                          it for {} too)",
@@ -529,7 +566,7 @@ pub fn allocate(
         let mut got = None;
         for i in 0..span {
             let port = (u32::from(first) + (offset + i) % span) as u16;
-            match try_port(port, &chosen) {
+            match try_port(port, &chosen, &chosen_at) {
                 Ok(v) => {
                     got = Some(v);
                     break;
@@ -538,7 +575,15 @@ pub fn allocate(
             }
         }
         match got {
-            Some(v) => chosen.extend(v),
+            Some(v) => {
+                for p in v {
+                    chosen_at
+                        .entry((p.proto, p.host_port))
+                        .or_default()
+                        .push(chosen.len());
+                    chosen.push(p);
+                }
+            }
             None if span == 1 => {
                 return Err(PlanError::Conflict(last_err.unwrap_or_default()));
             }
@@ -782,6 +827,53 @@ mod tests {
 
     fn free(_: Proto, _: IpAddr, _: u16) -> HostUse {
         HostUse::Free
+    }
+
+    #[test]
+    fn berthds_own_dns_port_is_held() {
+        let dns = ["10.1.0.1".parse().unwrap(), "fd00::1".parse().unwrap()];
+        let held =
+            |proto, ip: &str, port| held_by_berthd(proto, ip.parse().unwrap(), port, &dns, 53);
+        for (proto, ip) in [
+            (Proto::Udp, "0.0.0.0"),
+            (Proto::Tcp, "10.1.0.1"),
+            (Proto::Udp, "::"),
+        ] {
+            match held(proto, ip, 53) {
+                HostUse::Held(why) => assert!(why.contains("embedded DNS"), "{why}"),
+                HostUse::Free => panic!("{proto} {ip}:53 must be held"),
+            }
+        }
+        assert_eq!(held(Proto::Udp, "198.18.0.1", 53), HostUse::Free);
+        assert_eq!(held(Proto::Udp, "0.0.0.0", 54), HostUse::Free);
+        assert_eq!(held(Proto::Sctp, "0.0.0.0", 53), HostUse::Free);
+        assert_eq!(
+            held_by_berthd(Proto::Udp, "0.0.0.0".parse().unwrap(), 53, &[], 53),
+            HostUse::Free
+        );
+    }
+
+    /// `-p 1-65535:1-65535`, both families: every port placed, and a clash with one of this
+    /// request's own ports is still found (through the index by port, not a scan).
+    #[test]
+    fn allocating_every_port_at_once() {
+        let none = |_: &Published| None;
+        let a = Allocation {
+            taken: &none,
+            ephemeral: (49153, 60999),
+            start: 49153,
+        };
+        let mut specs = parse_publish("1-65535:1-65535").unwrap();
+        let got = allocate(&specs, &target(), &a, &mut free).unwrap();
+        assert_eq!(got.len(), 2 * 65535);
+        assert_eq!(
+            got.last().map(Published::host_text).as_deref(),
+            Some("[::]:65535")
+        );
+        specs.extend(parse_publish("127.0.0.1:65535:80").unwrap());
+        let e = allocate(&specs, &target(), &a, &mut free).unwrap_err();
+        assert!(e.to_string().contains("this container publishes it"), "{e}");
+        assert!(e.to_string().contains("127.0.0.1:65535"), "{e}");
     }
 
     #[test]

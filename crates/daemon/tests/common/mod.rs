@@ -163,6 +163,20 @@ pub fn show(o: &Output) -> String {
 // ---------------------------------------------------------------------------------------------
 // Binaries
 
+/// Percent-encodes a path segment or query value (everything but RFC 3986's unreserved
+/// characters), so that any string, control characters included, reaches berthd as is.
+pub fn percent_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// The berthd binary cargo built for these tests.
 pub fn berthd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_berthd"))
@@ -1183,6 +1197,23 @@ impl World {
         let out = stdout(&o);
         let (text, status) = out.rsplit_once('\n').unwrap_or(("", out.as_str()));
         (status.trim().parse().unwrap_or(0), text.to_string())
+    }
+
+    /// Panics unless `berth system check` passes within 5 s (a veth of a removed container may
+    /// still be on its way out): the kernel agrees with what berthd stored.
+    pub fn assert_in_sync(&self, after: &str) {
+        let mut last = None;
+        for _ in 0..20 {
+            let o = self.system_check(&[]);
+            if o.status.success() {
+                return;
+            }
+            last = Some(o);
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        if let Some(o) = last {
+            panic!("out of sync after {after}: {}", show(&o));
+        }
     }
 
     /// `berth system check [ARGS…]` (bounded).
