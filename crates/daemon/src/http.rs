@@ -952,6 +952,10 @@ async fn wait_container(
 ) -> ApiResult<Response> {
     // `next-exit` (docker start -a, docker run): an exited container is waited for again.
     let next_exit = q.condition.as_deref() == Some("next-exit");
+    // A restarting container counts as running (dockerd): its last exit, still in the
+    // channel, is not the one waited for; the next change is the restarted run or the
+    // restart's cancellation.
+    let mut restarting = false;
     // A `--rm` container may be gone already: its exit code stays known by full id.
     let mut rx = match d.find_container(&id) {
         Ok(c) => {
@@ -963,6 +967,7 @@ async fn wait_container(
                 .into_response());
             }
             let mut rx = d.exit_channel(&c.id).subscribe();
+            restarting = st.status == Status::Restarting;
             if next_exit && st.status == Status::Exited {
                 // Its last exit is still in the channel: wait for the start first.
                 let _ = rx.wait_for(|v| v.is_none()).await;
@@ -985,6 +990,9 @@ async fn wait_container(
     // starts the container), the JSON when the container exits.
     let (tx, body) = mpsc::channel(1);
     tokio::spawn(async move {
+        if restarting {
+            let _ = rx.changed().await;
+        }
         let code = rx
             .wait_for(|v| v.is_some())
             .await
@@ -1176,12 +1184,15 @@ fn inspect_view(
         args: c.cmd.iter().skip(1).cloned().collect(),
         state: ContainerStateView {
             status: st.status.as_str().to_string(),
-            running: st.status == Status::Running,
+            // dockerd counts a restarting container as running (with no pid).
+            running: matches!(st.status, Status::Running | Status::Restarting),
+            restarting: st.status == Status::Restarting,
             pid: st.pid,
             exit_code: st.exit_code,
             started_at: st.started_at.clone(),
             finished_at: st.finished_at.clone(),
         },
+        restart_count: st.restart.count,
         resolv_conf_path: dir.join("resolv.conf").display().to_string(),
         hostname_path: dir.join("hostname").display().to_string(),
         hosts_path: dir.join("hosts").display().to_string(),
@@ -1209,6 +1220,13 @@ fn inspect_view(
                     .map(|(h, a)| format!("{h}:{a}"))
                     .collect(),
                 auto_remove: c.auto_remove,
+                restart_policy: {
+                    let (name, n) = c.restart.docker_name();
+                    berth_api::types::RestartPolicy {
+                        name: name.to_string(),
+                        maximum_retry_count: i64::from(n),
+                    }
+                },
                 port_bindings: crate::ports::bindings_view(&ports_doc.specs),
                 ..HostConfig::default()
             },
@@ -1252,7 +1270,7 @@ async fn list_containers(
     cs.sort_by(|a, b| b.created.cmp(&a.created));
     for c in cs {
         let st = d.state(&c.id)?;
-        if !all && st.status != Status::Running {
+        if !all && !matches!(st.status, Status::Running | Status::Restarting) {
             continue;
         }
         let created =
@@ -1262,6 +1280,7 @@ async fn list_containers(
         let status = match st.status.as_str() {
             "running" => "Up".to_string(),
             "exited" => format!("Exited ({})", st.exit_code),
+            "restarting" => format!("Restarting ({})", st.exit_code),
             other => other.to_string(),
         };
         out.push(ContainerSummary {

@@ -205,3 +205,276 @@ fn workdir_user_env_file_labels() {
     let o = w.docker(&["inspect", "-f", "{{.Config.Labels.team}}", "lab"]);
     assert_eq!(stdout(&o), "net\n", "{}", show(&o));
 }
+
+/// Polls `inspect NAME` (≤ `secs` s) until `ok` holds; returns that inspect.
+fn wait_inspect(
+    w: &World,
+    name: &str,
+    secs: u64,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let start = std::time::Instant::now();
+    loop {
+        let v = w.inspect(name);
+        if ok(&v) {
+            return v;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(secs),
+            "{name}: not {what} after {secs} s: State={} RestartCount={}",
+            v["State"],
+            v["RestartCount"]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Proves `--restart on-failure:2`: a command that fails runs three times in all (three
+/// lines in its log), then stays exited with `RestartCount` 2 (also as docker's inspect
+/// reads it); `HostConfig.RestartPolicy` is shown; dockerd's 400s for a count with another
+/// policy, an unknown policy and `--rm` with a policy, and the docker CLI's own refusals.
+#[test]
+fn restart_on_failure_counts_and_validation() {
+    require_root!();
+    let w = World::new();
+    w.berth_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "f",
+        "--restart",
+        "on-failure:2",
+        "sh",
+        "-c",
+        "echo run; exit 1",
+    ]);
+    let v = wait_inspect(&w, "f", 15, "exited after 2 restarts", |v| {
+        v["State"]["Status"] == "exited" && v["RestartCount"] == 2
+    });
+    assert_eq!(v["State"]["ExitCode"], 1);
+    assert_eq!(
+        v["HostConfig"]["RestartPolicy"],
+        serde_json::json!({"Name": "on-failure", "MaximumRetryCount": 2})
+    );
+    // Past the longest delay it could still have (400 ms): no fourth run.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let v = w.inspect("f");
+    assert_eq!(v["State"]["Status"], "exited", "{}", v["State"]);
+    assert_eq!(v["RestartCount"], 2);
+    assert_eq!(w.berth_ok(&["logs", "f"]), "run\nrun\nrun\n");
+    assert_eq!(
+        w.docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.RestartCount}} {{.HostConfig.RestartPolicy.Name}} {{.State.Status}}",
+            "f"
+        ])
+        .trim(),
+        "2 on-failure exited"
+    );
+    // A success is no failure: on-failure leaves it exited at once.
+    w.berth_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ok",
+        "--restart",
+        "on-failure",
+        "true",
+    ]);
+    wait_inspect(&w, "ok", 10, "exited", |v| v["State"]["Status"] == "exited");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(w.inspect("ok")["RestartCount"], 0);
+
+    for (host_config, msg) in [
+        (
+            r#"{"RestartPolicy":{"Name":"always","MaximumRetryCount":2}}"#,
+            "invalid restart policy: maximum retry count can only be used with 'on-failure'",
+        ),
+        (
+            r#"{"RestartPolicy":{"Name":"sometimes"}}"#,
+            "invalid restart policy: unknown policy 'sometimes'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'",
+        ),
+        (
+            r#"{"RestartPolicy":{"Name":"on-failure","MaximumRetryCount":-1}}"#,
+            "invalid restart policy: maximum retry count cannot be negative",
+        ),
+        (
+            r#"{"AutoRemove":true,"RestartPolicy":{"Name":"always"}}"#,
+            "can't create 'AutoRemove' container with restart policy",
+        ),
+    ] {
+        let body = format!(r#"{{"Cmd":["true"],"HostConfig":{host_config}}}"#);
+        let (status, answer) = w.api("POST", "/containers/create", Some(&body));
+        assert_eq!(status, 400, "{host_config}: {answer}");
+        assert!(answer.contains(msg), "{host_config}: {answer}");
+    }
+    // `null` reads as no policy, as dockerd reads it.
+    let (status, answer) = w.api(
+        "POST",
+        "/containers/create?name=nul",
+        Some(r#"{"Cmd":["true"],"HostConfig":{"RestartPolicy":null}}"#),
+    );
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(
+        w.inspect("nul")["HostConfig"]["RestartPolicy"]["Name"],
+        "no"
+    );
+
+    for (args, msg) in [
+        (
+            vec!["run", "--rm", "--restart", "always", "true"],
+            "conflicting options: cannot specify both --restart and --rm",
+        ),
+        (
+            vec!["run", "--restart", ":3", "true"],
+            "invalid restart policy format: no policy provided before colon",
+        ),
+        (
+            vec!["run", "--restart", "on-failure:x", "true"],
+            "invalid restart policy format: maximum retry count must be an integer",
+        ),
+        (
+            vec!["create", "--restart", "always:1", "true"],
+            "maximum retry count can only be used with 'on-failure'",
+        ),
+    ] {
+        let o = w.berth(&args);
+        assert_eq!(code(&o), 125, "{args:?}: {}", show(&o));
+        assert!(common::stderr(&o).contains(msg), "{args:?}: {}", show(&o));
+    }
+}
+
+/// Proves `--restart always`: a server that exits after one connection is started again
+/// (a new process, `RestartCount` 1) on the same address, and a real connection from another
+/// container reaches it there; `berth stop` ends it for good; a `wait` returns at each exit.
+#[test]
+fn restart_always_keeps_its_address_until_stopped() {
+    require_root!();
+    let w = World::new();
+    w.berth_ok(&["network", "create", "--subnet", "10.42.0.0/24", "rs"]);
+    w.run_d("client", &["--network", "rs"], &["sleep", "600"]);
+    let once = "import socket\n\
+                s = socket.socket()\n\
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                s.bind(('0.0.0.0', 8080))\n\
+                s.listen(1)\n\
+                c, _ = s.accept()\n\
+                c.sendall(b'once\\n')\n\
+                c.close()\n";
+    w.run_d(
+        "srv",
+        &["--network", "rs", "--restart", "always"],
+        &["python3", "-c", once],
+    );
+    let ip = w.ip_of("srv", "rs");
+    assert!(ip.starts_with("10.42.0."), "{ip}");
+    let pid = w.inspect("srv")["State"]["Pid"].as_i64().unwrap_or(0);
+    // Its first answer (retried while python starts listening; a refusal is quick).
+    let reach = |what: &str| {
+        let start = std::time::Instant::now();
+        loop {
+            match w.tcp_from("client", &ip, 8080, 2.0) {
+                Ok(r) => return r,
+                Err(e) => assert!(
+                    start.elapsed() < std::time::Duration::from_secs(15),
+                    "{what}: client never reached srv at {ip}:8080: {e}"
+                ),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    assert_eq!(reach("first run"), "once\n");
+    let v = wait_inspect(&w, "srv", 15, "restarted", |v| {
+        v["RestartCount"] == 1 && v["State"]["Status"] == "running"
+    });
+    let pid2 = v["State"]["Pid"].as_i64().unwrap_or(0);
+    assert!(pid2 > 0 && pid2 != pid, "a new process: {pid} then {pid2}");
+    assert_eq!(
+        w.ip_of("srv", "rs"),
+        ip,
+        "the same address after the restart"
+    );
+    assert_eq!(reach("after the restart"), "once\n");
+    wait_inspect(&w, "srv", 15, "restarted twice", |v| {
+        v["RestartCount"] == 2 && v["State"]["Status"] == "running"
+    });
+
+    // A stop through the API ends it for good.
+    assert_eq!(w.berth_ok(&["stop", "-t", "1", "srv"]).trim(), "srv");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let v = w.inspect("srv");
+    assert_eq!(v["State"]["Status"], "exited", "{}", v["State"]);
+    assert_eq!(v["RestartCount"], 2);
+    assert!(w.tcp_from("client", &ip, 8080, 1.0).is_err());
+    // A start through the API forgets the count, as dockerd's.
+    w.berth_ok(&["start", "srv"]);
+    let v = wait_inspect(&w, "srv", 10, "running", |v| {
+        v["State"]["Status"] == "running"
+    });
+    assert_eq!(v["RestartCount"], 0);
+    w.berth_ok(&["rm", "-f", "srv"]);
+}
+
+/// Proves the restart policies across a berthd restart: with berthd down, the process of an
+/// `always` container dies and an `unless-stopped` one stopped earlier stays stopped, while an
+/// `always` one stopped earlier comes back (dockerd's rules); the `always` container keeps
+/// its address.
+#[test]
+fn restart_policies_across_a_berthd_restart() {
+    require_root!();
+    let w = World::new();
+    w.berth_ok(&["network", "create", "--subnet", "10.43.0.0/24", "rd"]);
+    w.run_d(
+        "dies",
+        &["--network", "rd", "--restart", "always"],
+        &["sleep", "600"],
+    );
+    w.run_d(
+        "stopped-always",
+        &["--restart", "always"],
+        &["sleep", "600"],
+    );
+    w.run_d(
+        "stopped-unless",
+        &["--restart", "unless-stopped"],
+        &["sleep", "600"],
+    );
+    w.run_d("plain", &[], &["sleep", "600"]);
+    for name in ["stopped-always", "stopped-unless"] {
+        w.berth_ok(&["stop", "-t", "1", name]);
+    }
+    let ip = w.ip_of("dies", "rd");
+    let pid = w.inspect("dies")["State"]["Pid"].as_i64().unwrap_or(0);
+    assert!(pid > 0);
+    w.restart_daemon_with(false, || {
+        // The container's command dies while no berthd watches it.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let start = std::time::Instant::now();
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(start.elapsed() < std::time::Duration::from_secs(10));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
+    let v = wait_inspect(&w, "dies", 15, "running again", |v| {
+        v["State"]["Status"] == "running"
+    });
+    let pid2 = v["State"]["Pid"].as_i64().unwrap_or(0);
+    assert!(pid2 > 0 && pid2 != pid, "{pid} then {pid2}");
+    assert_eq!(w.ip_of("dies", "rd"), ip);
+    assert!(
+        w.exec_ok("dies", &["ip", "-4", "addr"])
+            .contains(&format!("{ip}/24")),
+        "its address is on its interface again"
+    );
+    wait_inspect(&w, "stopped-always", 15, "running again", |v| {
+        v["State"]["Status"] == "running"
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(w.inspect("stopped-unless")["State"]["Status"], "exited");
+    assert_eq!(w.inspect("plain")["State"]["Status"], "running");
+}

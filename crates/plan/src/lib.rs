@@ -20,6 +20,7 @@ pub mod names;
 pub mod network;
 pub mod overlay;
 pub mod ports;
+pub mod restart;
 pub mod security;
 #[cfg(test)]
 pub(crate) mod testutil;

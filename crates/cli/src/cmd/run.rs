@@ -35,6 +35,9 @@ pub struct Args {
     /// Keys that leave the session with the container running (default ctrl-p,ctrl-q).
     #[arg(long = "detach-keys", value_name = "KEYS")]
     pub detach_keys: Option<String>,
+    /// Restart policy: no (default), always, unless-stopped, on-failure[:MAX-RETRIES].
+    #[arg(long, value_name = "POLICY")]
+    pub restart: Option<String>,
     /// Container name.
     #[arg(long)]
     pub name: Option<String>,
@@ -205,6 +208,20 @@ pub fn build(args: &Args) -> Result<(Option<String>, ContainerCreateRequest)> {
     let mut env = super::kvfile::env_files(&args.env_file)?;
     env.extend(args.env.iter().filter_map(|e| env_entry(e)));
     let labels = super::kvfile::labels(&args.label_file, &args.label)?;
+    let restart_policy = match args.restart.as_deref() {
+        // The docker CLI's own check, before anything is sent.
+        Some(p) if args.rm && !matches!(p, "" | "no") => {
+            bail!("conflicting options: cannot specify both --restart and --rm")
+        }
+        Some(p) => {
+            let (name, maximum_retry_count) = berth_plan::restart::parse_flag(p)?;
+            berth_api::types::RestartPolicy {
+                name,
+                maximum_retry_count,
+            }
+        }
+        None => Default::default(),
+    };
     let req = ContainerCreateRequest {
         hostname: args.hostname.clone().unwrap_or_default(),
         cmd: args.cmd.clone(),
@@ -225,6 +242,7 @@ pub fn build(args: &Args) -> Result<(Option<String>, ContainerCreateRequest)> {
             readonly_rootfs: args.read_only,
             binds,
             tmpfs,
+            restart_policy,
             console_size: if args.tty {
                 super::interactive::terminal_size().map(|(h, w)| vec![u32::from(h), u32::from(w)])
             } else {
