@@ -401,6 +401,10 @@ pub struct HostConfig {
     /// `{"Name": "", "MaximumRetryCount": 0}` (no restarts), as dockerd reads it.
     #[serde(default, deserialize_with = "null_as_default")]
     pub restart_policy: RestartPolicy,
+    /// `--sysctl`: namespaced sysctls set in the container (`net.*` with a network namespace
+    /// of its own, the IPC namespace's `kernel.shm*`/`kernel.msg*`/`kernel.sem`/`fs.mqueue.*`).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub sysctls: BTreeMap<String, String>,
 }
 
 /// Docker's `HostConfig.RestartPolicy`.

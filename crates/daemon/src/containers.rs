@@ -110,6 +110,7 @@ impl Daemon {
             ));
         }
         let restart = RestartPolicy::from_docker(&rp.name, rp.maximum_retry_count)?;
+        berth_plan::sysctl::validate(&hc.sysctls, mode == NetworkMode::Host)?;
         if !req.working_dir.is_empty() && !req.working_dir.starts_with('/') {
             // dockerd's words, and its 400.
             return Err(ApiError::bad_request(format!(
@@ -144,6 +145,7 @@ impl Daemon {
                 working_dir: req.working_dir.clone(),
                 user: req.user.clone(),
                 labels: req.labels.clone(),
+                sysctls: hc.sysctls.clone(),
             },
             restart,
         };

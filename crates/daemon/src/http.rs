@@ -1220,6 +1220,7 @@ fn inspect_view(
                     .map(|(h, a)| format!("{h}:{a}"))
                     .collect(),
                 auto_remove: c.auto_remove,
+                sysctls: c.process.sysctls.clone(),
                 restart_policy: {
                     let (name, n) = c.restart.docker_name();
                     berth_api::types::RestartPolicy {

@@ -138,6 +138,10 @@ pub struct InitConfig {
     /// `/etc/passwd` and `/etc/group` (empty: root).
     #[serde(default)]
     pub user: String,
+    /// `(name, value)` sysctls written by the container's init in its namespaces, before the
+    /// command runs (validated by the caller: namespaced, plain dotted names).
+    #[serde(default)]
+    pub sysctls: Vec<(String, String)>,
     /// Stage 1 writes the container init's pid (stage 2's pid as seen from the daemon) here, once
     /// the container is set up and the command started (or stage 2 failed); always before
     /// `exit_file`.
@@ -233,6 +237,12 @@ pub fn enter_command(
 fn validate(cfg: &InitConfig) -> Result<(), ContainerError> {
     if cfg.cmd.is_empty() || cfg.cmd[0].is_empty() {
         return Err(ContainerError::Config("no command given".into()));
+    }
+    // A dotted name only: a '/' would be taken as a path under /proc/sys.
+    if let Some((key, _)) = cfg.sysctls.iter().find(|(k, _)| k.contains('/')) {
+        return Err(ContainerError::Config(format!(
+            "sysctl {key:?}: a name is dot-separated, without '/'"
+        )));
     }
     for (_, target) in &cfg.binds {
         if !target.is_absolute() || target.components().any(|c| c == Component::ParentDir) {
@@ -490,6 +500,12 @@ fn stage2_setup(cfg: &InitConfig) -> Result<(), ContainerError> {
     set_pdeathsig(Signal::SIGKILL).map_err(sys("prctl(PR_SET_PDEATHSIG)"))?;
     if !cfg.hostname.is_empty() {
         sethostname(&cfg.hostname).map_err(sys(format!("sethostname {:?}", cfg.hostname)))?;
+    }
+    // Through the host's /proc, still mounted here: a net.* file is the network namespace's of
+    // the thread that opens it, an IPC one its IPC namespace's, and we are in the container's.
+    for (key, value) in &cfg.sysctls {
+        crate::sysctl::write(None, key, value)
+            .map_err(|e| ContainerError::Config(format!("setting sysctl {key}={value:?}: {e}")))?;
     }
     chdir("/").map_err(sys("chdir /"))
 }

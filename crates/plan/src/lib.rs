@@ -22,6 +22,7 @@ pub mod overlay;
 pub mod ports;
 pub mod restart;
 pub mod security;
+pub mod sysctl;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod trace;

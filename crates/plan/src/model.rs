@@ -285,6 +285,10 @@ pub struct ProcessSpec {
     /// Labels.
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--sysctl`: written in the container's namespaces before its command runs (validated
+    /// by [`crate::sysctl::validate`]).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sysctls: std::collections::BTreeMap<String, String>,
 }
 
 /// A container's terminal and stdin, as Docker's `Config.Tty`, `OpenStdin` and `StdinOnce`.

@@ -38,6 +38,10 @@ pub struct Args {
     /// Restart policy: no (default), always, unless-stopped, on-failure[:MAX-RETRIES].
     #[arg(long, value_name = "POLICY")]
     pub restart: Option<String>,
+    /// Namespaced kernel parameter KEY=VALUE for the container (net.*, kernel.shm*/msg*/sem,
+    /// fs.mqueue.*; repeatable).
+    #[arg(long = "sysctl", value_name = "KEY=VALUE")]
+    pub sysctl: Vec<String>,
     /// Container name.
     #[arg(long)]
     pub name: Option<String>,
@@ -222,6 +226,12 @@ pub fn build(args: &Args) -> Result<(Option<String>, ContainerCreateRequest)> {
         }
         None => Default::default(),
     };
+    // The docker CLI's own check (its words); berthd checks the rest.
+    let sysctls = args
+        .sysctl
+        .iter()
+        .map(|kv| berth_plan::sysctl::cli_check(kv))
+        .collect::<Result<_, _>>()?;
     let req = ContainerCreateRequest {
         hostname: args.hostname.clone().unwrap_or_default(),
         cmd: args.cmd.clone(),
@@ -243,6 +253,7 @@ pub fn build(args: &Args) -> Result<(Option<String>, ContainerCreateRequest)> {
             binds,
             tmpfs,
             restart_policy,
+            sysctls,
             console_size: if args.tty {
                 super::interactive::terminal_size().map(|(h, w)| vec![u32::from(h), u32::from(w)])
             } else {
