@@ -644,6 +644,9 @@ pub struct ContainerSummary {
     /// Published ports in force (Docker's `Ports`).
     #[serde(default)]
     pub ports: Vec<PortSummary>,
+    /// Labels (`--label`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One published port of a container summary (Docker's `Port`).

@@ -1079,6 +1079,7 @@ async fn remove_container(
 #[derive(Deserialize)]
 struct ListQuery {
     all: Option<String>,
+    filters: Option<String>,
 }
 
 fn endpoint_settings(
@@ -1265,13 +1266,23 @@ async fn list_containers(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<ContainerSummary>>> {
     let all = truthy(&q.all, false);
+    let filters = parse_filters(q.filters.as_deref())?;
     let nets = d.networks()?;
     let mut out = Vec::new();
     let mut cs = d.containers()?;
     cs.sort_by(|a, b| b.created.cmp(&a.created));
-    for c in cs {
-        let st = d.state(&c.id)?;
-        if !all && !matches!(st.status, Status::Running | Status::Restarting) {
+    let states = cs
+        .iter()
+        .map(|c| d.state(&c.id))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let pairs: Vec<_> = cs.iter().zip(states.iter()).collect();
+    let names = nets
+        .iter()
+        .map(|n| (n.id.clone(), n.name.clone()))
+        .collect();
+    let listed = berth_plan::ps::filter_containers(&pairs, all, &filters, &names)?;
+    for (c, st) in pairs {
+        if !listed.iter().any(|l| l.id == c.id) {
             continue;
         }
         let created =
@@ -1287,13 +1298,14 @@ async fn list_containers(
         out.push(ContainerSummary {
             id: c.id.clone(),
             names: vec![format!("/{}", c.name)],
+            labels: c.process.labels.clone(),
             command: c.cmd.join(" "),
             created,
             state: st.status.as_str().to_string(),
             status,
-            network_mode: network_mode_view(&c, &nets),
+            network_mode: network_mode_view(c, &nets),
             network_settings: SummaryNetworkSettings {
-                networks: endpoint_settings(&c, &nets),
+                networks: endpoint_settings(c, &nets),
             },
             ports: crate::ports::doc(&d, &c.id)
                 .map(|doc| {

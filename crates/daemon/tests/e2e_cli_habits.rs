@@ -572,3 +572,72 @@ fn sysctls_only_namespaced_ones() {
         show(&o)
     );
 }
+
+/// Proves `ps --filter` through berth's CLI and the stock docker CLI: `label=KEY` and
+/// `label=KEY=VALUE` (all must match), `name=` (`^…$` anchors), `id=` prefix, `status=` (lists
+/// stopped containers without `-a`), `exited=`, `network=`; an unknown key is dockerd's 400.
+#[test]
+fn ps_filters() {
+    require_root!();
+    let w = World::new();
+    w.berth_ok(&["network", "create", "psnet"]);
+    let front = w.run_d(
+        "front",
+        &["-l", "tier=front", "-l", "team=net", "--network", "psnet"],
+        &["sleep", "600"],
+    );
+    w.run_d("back", &["-l", "tier=back"], &["sleep", "600"]);
+    w.run_d("frontier", &["-l", "tier=front"], &["sleep", "600"]);
+    let o = w.berth(&[
+        "run",
+        "--name",
+        "done",
+        "-l",
+        "tier=front",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(code(&o), 3, "{}", show(&o));
+    let names = |args: &[&str]| {
+        let mut a = vec!["ps", "--format", "{{.Names}}"];
+        a.extend_from_slice(args);
+        let mut v: Vec<String> = w.berth_ok(&a).lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&["-f", "label=tier"]), ["back", "front", "frontier"]);
+    assert_eq!(names(&["-f", "label=tier=front"]), ["front", "frontier"]);
+    assert_eq!(
+        names(&["-a", "-f", "label=tier=front"]),
+        ["done", "front", "frontier"]
+    );
+    assert_eq!(
+        names(&["-f", "label=tier=front", "-f", "label=team=net"]),
+        ["front"]
+    );
+    assert_eq!(names(&["-f", "name=front"]), ["front", "frontier"]);
+    assert_eq!(names(&["-f", "name=^front$"]), ["front"]);
+    assert_eq!(names(&["-f", &format!("id={}", &front[..12])]), ["front"]);
+    assert_eq!(names(&["-f", "status=exited"]), ["done"]);
+    assert_eq!(names(&["-a", "-f", "exited=3"]), ["done"]);
+    assert_eq!(names(&["-f", "network=psnet"]), ["front"]);
+    let o = w.berth(&["ps", "-f", "colour=red"]);
+    assert_ne!(code(&o), 0);
+    assert!(
+        common::stderr(&o).contains("invalid filter 'colour'"),
+        "{}",
+        show(&o)
+    );
+    // The stock docker CLI, and the labels column.
+    let got = w.docker_ok(&[
+        "ps",
+        "--filter",
+        "label=tier=front",
+        "--filter",
+        "label=team",
+        "--format",
+        "{{.Names}} {{.Label \"team\"}}",
+    ]);
+    assert_eq!(got.trim(), "front net");
+}

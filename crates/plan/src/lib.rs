@@ -20,6 +20,7 @@ pub mod names;
 pub mod network;
 pub mod overlay;
 pub mod ports;
+pub mod ps;
 pub mod restart;
 pub mod security;
 pub mod sysctl;
