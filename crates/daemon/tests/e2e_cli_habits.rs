@@ -641,3 +641,67 @@ fn ps_filters() {
     ]);
     assert_eq!(got.trim(), "front net");
 }
+
+/// Proves `-u` as moby's GetExecUser with the container's own passwd and group (bind-mounted
+/// over /etc): `HOME` is the user's home (`-e HOME=` wins; a uid without an entry gets `/`),
+/// the groups listing the user are its supplementary groups (the kernel's `Groups:` of the
+/// command), an explicit `USER:GROUP` gets that group alone.
+#[test]
+fn user_home_and_supplementary_groups() {
+    require_root!();
+    let w = World::new();
+    let passwd = w.dir.join("passwd");
+    let group = w.dir.join("group");
+    std::fs::write(
+        &passwd,
+        "root:x:0:0:root:/root:/bin/sh\nalice:x:4321:4321:Alice:/home/alice:/bin/sh\n",
+    )
+    .expect("write passwd");
+    std::fs::write(
+        &group,
+        "root:x:0:\nalice:x:4321:\nops:x:5001:alice,bob\ndev:x:5002:bob,alice\nother:x:5003:bob\n",
+    )
+    .expect("write group");
+    let p = format!("{}:/etc/passwd:ro", passwd.display());
+    let g = format!("{}:/etc/group:ro", group.display());
+    let run = |extra: &[&str]| {
+        let mut a = vec!["run", "--rm", "-v", &p, "-v", &g];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&[
+            "sh",
+            "-c",
+            "echo $HOME; id -u; id -g; grep ^Groups: /proc/self/status",
+        ]);
+        let out = w.berth_ok(&a);
+        let lines: Vec<String> = out.lines().map(str::to_string).collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        let groups: Vec<String> = lines[3]
+            .split_whitespace()
+            .skip(1)
+            .map(str::to_string)
+            .collect();
+        (lines[0].clone(), lines[1].clone(), lines[2].clone(), groups)
+    };
+    assert_eq!(
+        run(&["-u", "alice"]),
+        (
+            "/home/alice".into(),
+            "4321".into(),
+            "4321".into(),
+            vec!["4321".into(), "5001".into(), "5002".into()]
+        )
+    );
+    assert_eq!(run(&["-u", "alice", "-e", "HOME=/srv"]).0, "/srv");
+    let (home, uid, gid, groups) = run(&["-u", "alice:ops"]);
+    assert_eq!(
+        (home.as_str(), uid.as_str(), gid.as_str()),
+        ("/home/alice", "4321", "5001")
+    );
+    assert_eq!(groups, ["5001"]);
+    let (home, uid, gid, groups) = run(&["-u", "7777"]);
+    assert_eq!(
+        (home.as_str(), uid.as_str(), gid.as_str()),
+        ("/", "7777", "0")
+    );
+    assert_eq!(groups, ["0"]);
+}

@@ -706,16 +706,30 @@ fn command_child(
             return EXIT_SETUP_FAILED;
         }
     }
-    if let Err(e) = working_dir_and_user(cfg) {
-        report(&e);
-        return EXIT_SETUP_FAILED;
+    let home = match working_dir_and_user(cfg) {
+        Ok(home) => home,
+        Err(e) => {
+            report(&e);
+            return EXIT_SETUP_FAILED;
+        }
+    };
+    // With -u, HOME is the user's from passwd unless the container's environment sets one
+    // (as runc does for docker).
+    let given = cfg.env.iter().any(|kv| kv.starts_with("HOME="));
+    match home.filter(|_| !given) {
+        Some(home) => {
+            let mut env = env.clone();
+            env.insert("HOME".into(), home);
+            become_command(None, &cfg.cmd, Some(&env))
+        }
+        None => become_command(None, &cfg.cmd, Some(env)),
     }
-    become_command(None, &cfg.cmd, Some(env))
 }
 
 /// `-w` and `-u`, in the container's root, after the terminal (whose ownership needs root)
-/// and before the exec: the ids come from the container's own passwd and group files.
-fn working_dir_and_user(cfg: &InitConfig) -> Result<(), ContainerError> {
+/// and before the exec: the ids come from the container's own passwd and group files. Returns
+/// the user's home with `-u`.
+fn working_dir_and_user(cfg: &InitConfig) -> Result<Option<String>, ContainerError> {
     if !cfg.working_dir.is_empty() {
         chdir(cfg.working_dir.as_str()).map_err(sys(format!(
             "chdir to the working directory {:?} (does it exist in the container?)",
@@ -723,16 +737,23 @@ fn working_dir_and_user(cfg: &InitConfig) -> Result<(), ContainerError> {
         )))?;
     }
     if cfg.user.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = fs::read_to_string("/etc/group").unwrap_or_default();
     let u = crate::user::resolve(&cfg.user, &passwd, &group).map_err(ContainerError::Config)?;
     let gid = nix::unistd::Gid::from_raw(u.gid);
+    let groups: Vec<nix::unistd::Gid> = u
+        .groups()
+        .into_iter()
+        .map(nix::unistd::Gid::from_raw)
+        .collect();
     // Groups first: once the uid is not 0 the process may no longer change them.
-    nix::unistd::setgroups(&[gid]).map_err(sys(format!("setgroups [{}]", u.gid)))?;
+    nix::unistd::setgroups(&groups).map_err(sys(format!("setgroups {:?}", u.groups())))?;
     nix::unistd::setgid(gid).map_err(sys(format!("setgid {}", u.gid)))?;
-    nix::unistd::setuid(nix::unistd::Uid::from_raw(u.uid)).map_err(sys(format!("setuid {}", u.uid)))
+    nix::unistd::setuid(nix::unistd::Uid::from_raw(u.uid))
+        .map_err(sys(format!("setuid {}", u.uid)))?;
+    Ok(Some(u.home))
 }
 
 /// Unblocks the signals its parent blocked, looks `cmd[0]` up in `$PATH` (of `env`, else of
