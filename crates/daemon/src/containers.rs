@@ -431,7 +431,11 @@ impl Daemon {
                 continue;
             }
             let started_before = !st.started_at.is_empty();
-            if !policy::at_daemon_start(c.restart, st.exit_code, started_before, st.restart) {
+            // A restart decided before berthd stopped is still due (its task died with the
+            // old berthd); otherwise the policy decides as at dockerd's start.
+            let due = st.status == Status::Restarting
+                || policy::at_daemon_start(c.restart, st.exit_code, started_before, st.restart);
+            if !due {
                 continue;
             }
             tracing::info!(container = %c.name, "starting it by its restart policy");
