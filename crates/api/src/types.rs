@@ -407,6 +407,25 @@ pub struct HostConfig {
     pub sysctls: BTreeMap<String, String>,
 }
 
+/// `POST /containers/{id}/update` body: Docker's `UpdateConfig`. berth limits no resources, so
+/// only `RestartPolicy` is read (the resource fields the docker CLI always sends are checked by
+/// berthd: zero or empty, else refused).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerUpdateRequest {
+    /// The new restart policy; absent, `null` or an empty `Name`: unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
+}
+
+/// `POST /containers/{id}/update` answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerUpdateResponse {
+    /// Warnings (none).
+    pub warnings: Vec<String>,
+}
+
 /// Docker's `HostConfig.RestartPolicy`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(rename_all = "PascalCase")]

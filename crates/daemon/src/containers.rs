@@ -519,6 +519,26 @@ impl Daemon {
         Ok(())
     }
 
+    /// `POST /containers/{id}/update` with a `RestartPolicy`: validated as at create; the next
+    /// exit follows the new policy (dockerd's `SetPolicy`).
+    pub async fn update_restart_policy(&self, query: &str, name: &str, max: i64) -> ApiResult<()> {
+        let restart = RestartPolicy::from_docker(name, max)?;
+        let _guard = self.lock.lock().await;
+        let mut c = self.find_container(query)?;
+        if c.auto_remove && !restart.is_none() {
+            // dockerd's words, and its 409.
+            return Err(ApiError::conflict(format!(
+                "Cannot update container {}: Restart policy cannot be updated because AutoRemove is enabled for the container",
+                c.id
+            )));
+        }
+        c.restart = restart;
+        self.store
+            .apply(vec![Op::put_json(keys::container(&c.id), &c)])?;
+        tracing::info!(container = %c.name, policy = name, "restart policy updated");
+        Ok(())
+    }
+
     /// `POST /containers/{id}/kill?signal=`: sends `signal` (SIGKILL when unset) to the
     /// container's init, which forwards it to the command, as dockerd does; 409 when the
     /// container is not running.

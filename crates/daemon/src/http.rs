@@ -59,6 +59,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/containers/{id}/stop", post(stop_container))
         .route("/containers/{id}/restart", post(restart_container))
         .route("/containers/{id}/kill", post(kill_container))
+        .route("/containers/{id}/update", post(update_container))
         .route("/containers/{id}/wait", post(wait_container))
         .route("/containers/{id}/attach", post(attach_container))
         .route("/containers/{id}/resize", post(resize_container))
@@ -924,6 +925,44 @@ async fn restart_container(
     d.stop_container(&id, q.t.unwrap_or(10)).await?;
     d.start_container(&id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /containers/{id}/update` (`docker update`): the restart policy. berth limits no
+/// resources: a resource field the client set to something (the docker CLI sends them all,
+/// zero) is refused rather than ignored.
+async fn update_container(
+    State(d): D,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> ApiResult<Json<berth_api::types::ContainerUpdateResponse>> {
+    let raw: serde_json::Value = parse_body(&body, "container update")?;
+    if let Some(obj) = raw.as_object() {
+        let set = |v: &serde_json::Value| match v {
+            serde_json::Value::Null => false,
+            serde_json::Value::Bool(b) => *b,
+            serde_json::Value::Number(n) => n.as_f64() != Some(0.0),
+            serde_json::Value::String(s) => !s.is_empty(),
+            serde_json::Value::Array(a) => !a.is_empty(),
+            serde_json::Value::Object(o) => !o.is_empty(),
+        };
+        if let Some((k, _)) = obj
+            .iter()
+            .find(|(k, v)| k.as_str() != "RestartPolicy" && set(v))
+        {
+            return Err(ApiError::bad_request(format!(
+                "{k}: berth does not limit a container's resources; only the restart policy can be updated"
+            )));
+        }
+    }
+    let req: berth_api::types::ContainerUpdateRequest = parse_body(&body, "container update")?;
+    if let Some(rp) = req.restart_policy.filter(|rp| !rp.name.is_empty()) {
+        d.update_restart_policy(&id, &rp.name, rp.maximum_retry_count)
+            .await?;
+    } else {
+        // Still a 404 for a container that does not exist.
+        d.find_container(&id)?;
+    }
+    Ok(Json(berth_api::types::ContainerUpdateResponse::default()))
 }
 
 #[derive(Deserialize)]

@@ -705,3 +705,50 @@ fn user_home_and_supplementary_groups() {
     );
     assert_eq!(groups, ["0"]);
 }
+
+/// Proves `update --restart` (berth's CLI and the docker CLI): the next exit follows the new
+/// policy (a container created without one is restarted once by `on-failure:1`); dockerd's
+/// 409 for a `--rm` container; a resource limit is refused, not ignored.
+#[test]
+fn update_restart_policy() {
+    require_root!();
+    let w = World::new();
+    w.run_d("u", &[], &["sh", "-c", "sleep 1; echo ran; exit 5"]);
+    assert_eq!(
+        w.berth_ok(&["update", "--restart", "on-failure:1", "u"])
+            .trim(),
+        "u"
+    );
+    assert_eq!(
+        w.inspect("u")["HostConfig"]["RestartPolicy"],
+        serde_json::json!({"Name": "on-failure", "MaximumRetryCount": 1})
+    );
+    let v = wait_inspect(&w, "u", 15, "exited after one restart", |v| {
+        v["State"]["Status"] == "exited" && v["RestartCount"] == 1
+    });
+    assert_eq!(v["State"]["ExitCode"], 5);
+    assert_eq!(w.berth_ok(&["logs", "u"]), "ran\nran\n");
+    w.docker_ok(&["update", "--restart", "always", "u"]);
+    assert_eq!(
+        w.inspect("u")["HostConfig"]["RestartPolicy"]["Name"],
+        "always"
+    );
+
+    w.run_d("r", &["--rm"], &["sleep", "600"]);
+    let o = w.berth(&["update", "--restart", "always", "r"]);
+    assert_eq!(code(&o), 1, "{}", show(&o));
+    assert!(
+        common::stderr(&o).contains(
+            "Restart policy cannot be updated because AutoRemove is enabled for the container"
+        ),
+        "{}",
+        show(&o)
+    );
+    let (status, answer) = w.api(
+        "POST",
+        "/containers/r/update",
+        Some(r#"{"Memory":1048576,"CpuShares":0}"#),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("Memory"), "{answer}");
+}
