@@ -1,5 +1,6 @@
 //! End-to-end: docker CLI habits of issue 9 — `logs --tail/-t`, `create`, `start`,
-//! `restart`, `wait` — through berth's CLI and the stock docker CLI.
+//! `restart`, `wait`, `-w`/`-u`/`--env-file`/labels, `--restart` policies and `update
+//! --restart`, `--sysctl`, `ps --filter` — through berth's CLI and the stock docker CLI.
 
 mod common;
 
