@@ -151,6 +151,7 @@ impl BerthNet {
             security: Default::default(),
             stdio: Default::default(),
             process: Default::default(),
+            restart: Default::default(),
         };
         let ep = plan_endpoint(
             &self.net,

@@ -397,6 +397,45 @@ pub struct HostConfig {
     /// `--tmpfs PATH[:OPTIONS]`: path → options.
     #[serde(default, deserialize_with = "null_as_default")]
     pub tmpfs: BTreeMap<String, String>,
+    /// `--restart`: what berthd does when the command exits. Absent or `null` reads as
+    /// `{"Name": "", "MaximumRetryCount": 0}` (no restarts), as dockerd reads it.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub restart_policy: RestartPolicy,
+    /// `--sysctl`: namespaced sysctls set in the container (`net.*` with a network namespace
+    /// of its own, the IPC namespace's `kernel.shm*`/`kernel.msg*`/`kernel.sem`/`fs.mqueue.*`).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub sysctls: BTreeMap<String, String>,
+}
+
+/// `POST /containers/{id}/update` body: Docker's `UpdateConfig`. berth limits no resources, so
+/// only `RestartPolicy` is read (the resource fields the docker CLI always sends are checked by
+/// berthd: zero or empty, else refused).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerUpdateRequest {
+    /// The new restart policy; absent, `null` or an empty `Name`: unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
+}
+
+/// `POST /containers/{id}/update` answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerUpdateResponse {
+    /// Warnings (none).
+    pub warnings: Vec<String>,
+}
+
+/// Docker's `HostConfig.RestartPolicy`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct RestartPolicy {
+    /// `no` (or empty), `always`, `unless-stopped`, `on-failure`.
+    #[serde(default)]
+    pub name: String,
+    /// With `on-failure`: at most this many restarts (0: no limit).
+    #[serde(default)]
+    pub maximum_retry_count: i64,
 }
 
 /// Reads JSON `null` as the type's default (Go clients send `null` for empty maps).
@@ -485,10 +524,13 @@ pub struct ContainerCreateResponse {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct ContainerStateView {
-    /// `created`, `running`, `exited`.
+    /// `created`, `running`, `restarting`, `exited`.
     pub status: String,
-    /// Running.
+    /// Running (also while restarting, as dockerd says).
     pub running: bool,
+    /// Its restart policy starts it again after a delay.
+    #[serde(default)]
+    pub restarting: bool,
     /// Init pid (0 when not running).
     pub pid: i32,
     /// Exit code.
@@ -585,6 +627,9 @@ pub struct ContainerInspect {
     pub hosts_path: String,
     /// stdout+stderr log directory.
     pub log_path: String,
+    /// Restarts by its restart policy since it was last started through the API.
+    #[serde(default)]
+    pub restart_count: u32,
     /// Config.
     pub config: ContainerConfigView,
     /// HostConfig as given.
@@ -618,6 +663,9 @@ pub struct ContainerSummary {
     /// Published ports in force (Docker's `Ports`).
     #[serde(default)]
     pub ports: Vec<PortSummary>,
+    /// Labels (`--label`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One published port of a container summary (Docker's `Port`).

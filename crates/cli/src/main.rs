@@ -59,6 +59,8 @@ enum Command {
     Port(cmd::port::Args),
     /// Stop running containers.
     Stop(cmd::stop::Args),
+    /// Change containers' restart policy (`--restart`).
+    Update(cmd::update::Args),
     /// Remove containers.
     Rm(cmd::rm::Args),
     /// Send a signal to running containers (SIGKILL unless `-s`).
@@ -147,6 +149,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Inspect(a) => cmd::inspect::run(&client, a).await,
         Command::Port(a) => cmd::port::run(&client, a).await,
         Command::Stop(a) => cmd::stop::run(&client, a).await,
+        Command::Update(a) => cmd::update::run(&client, a).await,
         Command::Rm(a) => cmd::rm::run(&client, a).await,
         Command::Kill(a) => cmd::kill::run(&client, a).await,
         Command::Info => cmd::info::run(&client).await,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use berth_plan::model::{ContainerSpec, ContainerState, NetworkMode, Status};
 use berth_plan::names;
+use berth_plan::restart::{self as policy, RestartPolicy};
 use berth_store::{Op, StoreExt};
 use std::net::IpAddr;
 
@@ -92,6 +93,15 @@ impl Daemon {
             }
             _ => NetworkMode::Networks,
         };
+        // dockerd's order and words: `--rm` with any policy first, then the policy itself.
+        let rp = &hc.restart_policy;
+        if hc.auto_remove && !matches!(rp.name.as_str(), "" | "no") {
+            return Err(ApiError::bad_request(
+                "can't create 'AutoRemove' container with restart policy",
+            ));
+        }
+        let restart = RestartPolicy::from_docker(&rp.name, rp.maximum_retry_count)?;
+        berth_plan::sysctl::validate(&hc.sysctls, mode == NetworkMode::Host)?;
         let mut spec = ContainerSpec {
             id: id.clone(),
             name,
@@ -119,7 +129,9 @@ impl Daemon {
                 working_dir: req.working_dir.clone(),
                 user: req.user.clone(),
                 labels: req.labels.clone(),
+                sysctls: hc.sysctls.clone(),
             },
+            restart,
         };
         // Every user-given string (hostname, DNS fields, env, labels, command, user, working
         // directory): 400 naming the field before anything is planned or stored, so that
@@ -209,12 +221,25 @@ impl Daemon {
 
     /// `POST /containers/{id}/start`.
     pub async fn start_container(self: &Arc<Self>, query: &str) -> ApiResult<()> {
+        self.start_container_by(query, StartBy::Client).await
+    }
+
+    /// Starts a container for a client, its restart policy or berthd's start-up.
+    pub(crate) async fn start_container_by(
+        self: &Arc<Self>,
+        query: &str,
+        by: StartBy,
+    ) -> ApiResult<()> {
         let _guard = self.lock.lock().await;
         let _op = failpoint::Op::begin("start");
         let c = self.find_container(query)?;
         let st = self.state(&c.id)?;
-        if st.status == Status::Running {
-            return Ok(());
+        let pending = st.status == Status::Restarting;
+        match by {
+            // A stop, a removal or a start since the decision cancelled it.
+            StartBy::Policy(n) if !pending || st.restart.count != n => return Ok(()),
+            _ if st.status == Status::Running => return Ok(()),
+            _ => {}
         }
         // Answered from the moment its command runs, not only once the state below is stored.
         self.dns_refresh_with(Some(&c.id));
@@ -248,6 +273,12 @@ impl Daemon {
             exit_code: 0,
             started_at: now_rfc3339(),
             finished_at: st.finished_at,
+            // A start by a client or by berthd's start-up forgets the restarts and any stop,
+            // as dockerd's does; a restart by the policy keeps counting.
+            restart: match by {
+                StartBy::Policy(_) => st.restart,
+                StartBy::Client | StartBy::DaemonStart => Default::default(),
+            },
         };
         let mut ops = vec![Op::put_json(keys::state(&c.id), &state)];
         ops.extend(port_op);
@@ -296,6 +327,8 @@ impl Daemon {
             if let Err(e) = self.remove_container_locked(id).await {
                 tracing::warn!("auto-removing container {id}: {}", e.message);
             }
+        } else {
+            self.apply_restart_policy(id, code);
         }
         // Told once a `--rm` container is gone too: whoever waited (`berth run --rm`, docker's
         // `condition=removed`) finds it removed.
@@ -314,6 +347,104 @@ impl Daemon {
             let _guard = d.lock.lock().await;
             d.flush_released_guard();
         });
+    }
+
+    /// After an exit (the caller holds the daemon's lock): asks the plan whether the
+    /// container's restart policy starts it again and when; if so it is `restarting` until a
+    /// task starts it through the same path as `berth start` (same endpoints, addresses and
+    /// names). A failure to record that is logged: the container stays exited.
+    fn apply_restart_policy(self: &Arc<Self>, id: &str, code: i32) {
+        let (Ok(c), Ok(mut st)) = (self.find_container(id), self.state(id)) else {
+            return;
+        };
+        let ran = ran_for(&st.started_at, &st.finished_at);
+        let policy::Decision::Restart { delay, memory } =
+            policy::on_exit(c.restart, code, ran, st.restart)
+        else {
+            return;
+        };
+        st.status = Status::Restarting;
+        st.restart = memory;
+        if let Err(e) = self.store.apply(vec![Op::put_json(keys::state(id), &st)]) {
+            tracing::warn!(container = %c.name, "recording its restart: {e}");
+            return;
+        }
+        tracing::info!(container = %c.name, exit_code = code, restart_count = memory.count, delay_ms = delay.as_millis() as u64, "restarting by its restart policy");
+        let d = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            d.start_by_policy(&id, memory.count).await;
+        });
+    }
+
+    /// The delayed half of [`Daemon::apply_restart_policy`]: starts the container unless that
+    /// restart was cancelled meanwhile; a start that fails leaves it exited.
+    async fn start_by_policy(self: &Arc<Self>, id: &str, n: u32) {
+        let Err(e) = self.start_container_by(id, StartBy::Policy(n)).await else {
+            return;
+        };
+        tracing::warn!(container = %id, "restarting by its restart policy: {}", e.message);
+        let _guard = self.lock.lock().await;
+        if let Ok(mut st) = self.state(id) {
+            if st.status == Status::Restarting && st.restart.count == n {
+                st.status = Status::Exited;
+                if let Err(e) = self.store.apply(vec![Op::put_json(keys::state(id), &st)]) {
+                    tracing::warn!(container = %id, "recording its exit: {e}");
+                }
+                // Whoever waits for this restart learns that it ended.
+                self.exit_channel(id).send_replace(Some(st.exit_code));
+            }
+        }
+    }
+
+    /// A stop or kill through the API: the restart policy no longer applies until the next
+    /// start (dockerd's `HasBeenManuallyStopped`), and a pending restart is cancelled (the
+    /// container is then exited). Returns the state from then on.
+    async fn stopped_by_client(&self, id: &str) -> ApiResult<ContainerState> {
+        let _guard = self.lock.lock().await;
+        let mut st = self.state(id)?;
+        if !matches!(st.status, Status::Running | Status::Restarting) {
+            return Ok(st);
+        }
+        let cancelled = st.status == Status::Restarting;
+        st.restart.manually_stopped = true;
+        if cancelled {
+            st.status = Status::Exited;
+        }
+        self.store.apply(vec![Op::put_json(keys::state(id), &st)])?;
+        if cancelled {
+            self.exit_channel(id).send_replace(Some(st.exit_code));
+        }
+        Ok(st)
+    }
+
+    /// Start-up: starts the exited containers whose restart policy says so when the daemon
+    /// starts (`always`, `unless-stopped` not stopped through the API, ...), each in a task of
+    /// its own so that one slow start delays nothing else.
+    pub(crate) fn start_by_policy_at_startup(self: &Arc<Self>) -> ApiResult<()> {
+        for c in self.containers()? {
+            let st = self.state(&c.id)?;
+            if !matches!(st.status, Status::Exited | Status::Restarting) {
+                continue;
+            }
+            let started_before = !st.started_at.is_empty();
+            // A restart decided before berthd stopped is still due (its task died with the
+            // old berthd); otherwise the policy decides as at dockerd's start.
+            let due = st.status == Status::Restarting
+                || policy::at_daemon_start(c.restart, st.exit_code, started_before, st.restart);
+            if !due {
+                continue;
+            }
+            tracing::info!(container = %c.name, "starting it by its restart policy");
+            let d = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = d.start_container_by(&c.id, StartBy::DaemonStart).await {
+                    tracing::warn!(container = %c.name, "starting it at start-up: {}", e.message);
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Removes the anti-spoofing elements of exited containers' ports, if any are left (the
@@ -359,7 +490,7 @@ impl Daemon {
     pub async fn stop_container(&self, query: &str, timeout_secs: u64) -> ApiResult<()> {
         let _op = failpoint::Op::begin("stop");
         let c = self.find_container(query)?;
-        let st = self.state(&c.id)?;
+        let st = self.stopped_by_client(&c.id).await?;
         if st.status != Status::Running {
             return Ok(());
         }
@@ -386,12 +517,37 @@ impl Daemon {
         Ok(())
     }
 
+    /// `POST /containers/{id}/update` with a `RestartPolicy`: validated as at create; the next
+    /// exit follows the new policy (dockerd's `SetPolicy`).
+    pub async fn update_restart_policy(&self, query: &str, name: &str, max: i64) -> ApiResult<()> {
+        let restart = RestartPolicy::from_docker(name, max)?;
+        let _guard = self.lock.lock().await;
+        let mut c = self.find_container(query)?;
+        if c.auto_remove && !restart.is_none() {
+            // dockerd's words, and its 409.
+            return Err(ApiError::conflict(format!(
+                "Cannot update container {}: Restart policy cannot be updated because AutoRemove is enabled for the container",
+                c.id
+            )));
+        }
+        c.restart = restart;
+        self.store
+            .apply(vec![Op::put_json(keys::container(&c.id), &c)])?;
+        tracing::info!(container = %c.name, policy = name, "restart policy updated");
+        Ok(())
+    }
+
     /// `POST /containers/{id}/kill?signal=`: sends `signal` (SIGKILL when unset) to the
     /// container's init, which forwards it to the command, as dockerd does; 409 when the
     /// container is not running.
     pub async fn kill_container(&self, query: &str, signal: Option<&str>) -> ApiResult<()> {
         let sig = parse_signal(signal.unwrap_or("SIGKILL"))?;
         let c = self.find_container(query)?;
+        if self.state(&c.id)?.status == Status::Restarting {
+            // dockerd: a kill of a restarting container only cancels the restart.
+            self.stopped_by_client(&c.id).await?;
+            return Ok(());
+        }
         let st = self.state(&c.id)?;
         if st.status != Status::Running {
             return Err(ApiError::conflict(format!(
@@ -399,6 +555,8 @@ impl Daemon {
                 c.id
             )));
         }
+        // Any kill through the API counts as a stop for the restart policy, as dockerd's.
+        self.stopped_by_client(&c.id).await?;
         self.runtime.signal(&c.id, sig);
         Ok(())
     }
@@ -407,6 +565,15 @@ impl Daemon {
     pub async fn remove_container(&self, query: &str, force: bool) -> ApiResult<()> {
         let c = self.find_container(query)?;
         let st = self.state(&c.id)?;
+        if st.status == Status::Restarting && !force {
+            return Err(ApiError::conflict(format!(
+                "You cannot remove a restarting container {}. Stop the container before attempting removal or force remove",
+                c.id
+            )));
+        }
+        if st.status == Status::Restarting {
+            self.stopped_by_client(&c.id).await?;
+        }
         if st.status == Status::Running {
             if !force {
                 return Err(ApiError::conflict(format!(
@@ -414,6 +581,8 @@ impl Daemon {
                     c.id
                 )));
             }
+            // Its exit must not restart it.
+            self.stopped_by_client(&c.id).await?;
             let mut rx = self.exit_channel(&c.id).subscribe();
             self.runtime
                 .signal(&c.id, nix::sys::signal::Signal::SIGKILL);
@@ -450,6 +619,31 @@ impl Daemon {
         self.dns_refresh();
         tracing::info!(container = %c.name, "container removed");
         Ok(())
+    }
+}
+
+/// Why a container is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StartBy {
+    /// A client (`start`, `restart`, `run`): its restart count and any stop are forgotten,
+    /// as dockerd's.
+    Client,
+    /// Its restart policy, for restart number `n` decided at its exit: only if that restart is
+    /// still pending (a stop, a removal or another start since cancels it).
+    Policy(u32),
+    /// berthd's start-up, for a policy that says so.
+    DaemonStart,
+}
+
+/// How long a run lasted, from its state's RFC 3339 times (zero if either is unreadable: the
+/// shortest run, so the delay grows rather than resets).
+fn ran_for(started_at: &str, finished_at: &str) -> std::time::Duration {
+    let parse = |s: &str| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+    };
+    match (parse(started_at), parse(finished_at)) {
+        (Some(a), Some(b)) => (b - a).try_into().unwrap_or_default(),
+        _ => std::time::Duration::ZERO,
     }
 }
 

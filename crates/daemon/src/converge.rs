@@ -352,6 +352,7 @@ impl Daemon {
                         exit_code: 0,
                         started_at: now_rfc3339(),
                         finished_at: st.finished_at.clone(),
+                        restart: st.restart,
                     };
                     let mut ops = vec![Op::put_json(keys::state(&c.id), &state)];
                     ops.extend(port_op);
@@ -388,6 +389,9 @@ impl Daemon {
         // Published ports: the conflict index and the [::1] relays (the elements are in place).
         crate::ports::converge(self).map_err(|e| anyhow::anyhow!(e.message))?;
         self.check_host_forward_policy();
+        // Restart policies last: their starts need the networks converged above.
+        self.start_by_policy_at_startup()
+            .map_err(|e| anyhow::anyhow!(e.message))?;
         Ok(())
     }
 }

@@ -61,6 +61,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/containers/{id}/stop", post(stop_container))
         .route("/containers/{id}/restart", post(restart_container))
         .route("/containers/{id}/kill", post(kill_container))
+        .route("/containers/{id}/update", post(update_container))
         .route("/containers/{id}/wait", post(wait_container))
         .route("/containers/{id}/attach", post(attach_container))
         .route("/containers/{id}/resize", post(resize_container))
@@ -938,6 +939,44 @@ async fn restart_container(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /containers/{id}/update` (`docker update`): the restart policy. berth limits no
+/// resources: a resource field the client set to something (the docker CLI sends them all,
+/// zero) is refused rather than ignored.
+async fn update_container(
+    State(d): D,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> ApiResult<Json<berth_api::types::ContainerUpdateResponse>> {
+    let raw: serde_json::Value = parse_body(&body, "container update")?;
+    if let Some(obj) = raw.as_object() {
+        let set = |v: &serde_json::Value| match v {
+            serde_json::Value::Null => false,
+            serde_json::Value::Bool(b) => *b,
+            serde_json::Value::Number(n) => n.as_f64() != Some(0.0),
+            serde_json::Value::String(s) => !s.is_empty(),
+            serde_json::Value::Array(a) => !a.is_empty(),
+            serde_json::Value::Object(o) => !o.is_empty(),
+        };
+        if let Some((k, _)) = obj
+            .iter()
+            .find(|(k, v)| k.as_str() != "RestartPolicy" && set(v))
+        {
+            return Err(ApiError::bad_request(format!(
+                "{k}: berth does not limit a container's resources; only the restart policy can be updated"
+            )));
+        }
+    }
+    let req: berth_api::types::ContainerUpdateRequest = parse_body(&body, "container update")?;
+    if let Some(rp) = req.restart_policy.filter(|rp| !rp.name.is_empty()) {
+        d.update_restart_policy(&id, &rp.name, rp.maximum_retry_count)
+            .await?;
+    } else {
+        // Still a 404 for a container that does not exist.
+        d.find_container(&id)?;
+    }
+    Ok(Json(berth_api::types::ContainerUpdateResponse::default()))
+}
+
 #[derive(Deserialize)]
 struct KillQuery {
     signal: Option<String>,
@@ -964,6 +1003,10 @@ async fn wait_container(
 ) -> ApiResult<Response> {
     // `next-exit` (docker start -a, docker run): an exited container is waited for again.
     let next_exit = q.condition.as_deref() == Some("next-exit");
+    // A restarting container counts as running (dockerd): its last exit, still in the
+    // channel, is not the one waited for; the next change is the restarted run or the
+    // restart's cancellation.
+    let mut restarting = false;
     // A `--rm` container may be gone already: its exit code stays known by full id.
     let mut rx = match d.find_container(&id) {
         Ok(c) => {
@@ -975,6 +1018,7 @@ async fn wait_container(
                 .into_response());
             }
             let mut rx = d.exit_channel(&c.id).subscribe();
+            restarting = st.status == Status::Restarting;
             if next_exit && st.status == Status::Exited {
                 // Its last exit is still in the channel: wait for the start first.
                 let _ = rx.wait_for(|v| v.is_none()).await;
@@ -997,6 +1041,9 @@ async fn wait_container(
     // starts the container), the JSON when the container exits.
     let (tx, body) = mpsc::channel(1);
     tokio::spawn(async move {
+        if restarting {
+            let _ = rx.changed().await;
+        }
         let code = rx
             .wait_for(|v| v.is_some())
             .await
@@ -1083,6 +1130,7 @@ async fn remove_container(
 #[derive(Deserialize)]
 struct ListQuery {
     all: Option<String>,
+    filters: Option<String>,
 }
 
 fn endpoint_settings(
@@ -1188,12 +1236,15 @@ fn inspect_view(
         args: c.cmd.iter().skip(1).cloned().collect(),
         state: ContainerStateView {
             status: st.status.as_str().to_string(),
-            running: st.status == Status::Running,
+            // dockerd counts a restarting container as running (with no pid).
+            running: matches!(st.status, Status::Running | Status::Restarting),
+            restarting: st.status == Status::Restarting,
             pid: st.pid,
             exit_code: st.exit_code,
             started_at: st.started_at.clone(),
             finished_at: st.finished_at.clone(),
         },
+        restart_count: st.restart.count,
         resolv_conf_path: dir.join("resolv.conf").display().to_string(),
         hostname_path: dir.join("hostname").display().to_string(),
         hosts_path: dir.join("hosts").display().to_string(),
@@ -1221,6 +1272,14 @@ fn inspect_view(
                     .map(|(h, a)| format!("{h}:{a}"))
                     .collect(),
                 auto_remove: c.auto_remove,
+                sysctls: c.process.sysctls.clone(),
+                restart_policy: {
+                    let (name, n) = c.restart.docker_name();
+                    berth_api::types::RestartPolicy {
+                        name: name.to_string(),
+                        maximum_retry_count: i64::from(n),
+                    }
+                },
                 port_bindings: crate::ports::bindings_view(&ports_doc.specs),
                 ..HostConfig::default()
             },
@@ -1258,13 +1317,23 @@ async fn list_containers(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<ContainerSummary>>> {
     let all = truthy(&q.all, false);
+    let filters = parse_filters(q.filters.as_deref())?;
     let nets = d.networks()?;
     let mut out = Vec::new();
     let mut cs = d.containers()?;
     cs.sort_by(|a, b| b.created.cmp(&a.created));
-    for c in cs {
-        let st = d.state(&c.id)?;
-        if !all && st.status != Status::Running {
+    let states = cs
+        .iter()
+        .map(|c| d.state(&c.id))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let pairs: Vec<_> = cs.iter().zip(states.iter()).collect();
+    let names = nets
+        .iter()
+        .map(|n| (n.id.clone(), n.name.clone()))
+        .collect();
+    let listed = berth_plan::ps::filter_containers(&pairs, all, &filters, &names)?;
+    for (c, st) in pairs {
+        if !listed.iter().any(|l| l.id == c.id) {
             continue;
         }
         let created =
@@ -1274,18 +1343,20 @@ async fn list_containers(
         let status = match st.status.as_str() {
             "running" => "Up".to_string(),
             "exited" => format!("Exited ({})", st.exit_code),
+            "restarting" => format!("Restarting ({})", st.exit_code),
             other => other.to_string(),
         };
         out.push(ContainerSummary {
             id: c.id.clone(),
             names: vec![format!("/{}", c.name)],
+            labels: c.process.labels.clone(),
             command: c.cmd.join(" "),
             created,
             state: st.status.as_str().to_string(),
             status,
-            network_mode: network_mode_view(&c, &nets),
+            network_mode: network_mode_view(c, &nets),
             network_settings: SummaryNetworkSettings {
-                networks: endpoint_settings(&c, &nets),
+                networks: endpoint_settings(c, &nets),
             },
             ports: crate::ports::doc(&d, &c.id)
                 .map(|doc| {

@@ -45,7 +45,7 @@ fn swarm_leave() {}
 fn swarm_inspect() {}
 #[utoipa::path(post, path = "/containers/create", params(("name" = Option<String>, Query)), request_body = ContainerCreateRequest, responses((status = 201, body = ContainerCreateResponse), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
 fn create_container() {}
-#[utoipa::path(get, path = "/containers/json", params(("all" = Option<bool>, Query)), responses((status = 200, body = [ContainerSummary])))]
+#[utoipa::path(get, path = "/containers/json", params(("all" = Option<bool>, Query), ("filters" = Option<String>, Query, description = "JSON: label, name, id, status, exited, network")), responses((status = 200, body = [ContainerSummary]), (status = 400, body = ErrorResponse)))]
 fn list_containers() {}
 #[utoipa::path(get, path = "/containers/{id}/json", params(("id" = String, Path)), responses((status = 200, body = ContainerInspect), (status = 404, body = ErrorResponse)))]
 fn inspect_container() {}
@@ -57,6 +57,8 @@ fn stop_container() {}
 fn restart_container() {}
 #[utoipa::path(post, path = "/containers/{id}/kill", params(("id" = String, Path), ("signal" = Option<String>, Query, description = "a number or a name, with or without SIG (default SIGKILL)")), responses((status = 204), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
 fn kill_container() {}
+#[utoipa::path(post, path = "/containers/{id}/update", params(("id" = String, Path)), request_body = ContainerUpdateRequest, responses((status = 200, body = ContainerUpdateResponse), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+fn update_container() {}
 #[utoipa::path(post, path = "/containers/{id}/wait", params(("id" = String, Path), ("condition" = Option<String>, Query, description = "next-exit: wait through the next start of an exited container")), responses((status = 200, body = WaitResponse, description = "the head at once, the body when the container exits")))]
 fn wait_container() {}
 #[utoipa::path(post, path = "/containers/{id}/attach", params(("id" = String, Path), ("stream" = Option<bool>, Query), ("stdin" = Option<bool>, Query), ("stdout" = Option<bool>, Query), ("stderr" = Option<bool>, Query), ("detachKeys" = Option<String>, Query)), responses((status = 101, description = "with Upgrade: tcp, the connection carries the output (raw with Tty, else multiplexed) and the input until the next exit"), (status = 200, description = "without Upgrade: the output as a stream body"), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
@@ -109,6 +111,7 @@ fn inspect_exec() {}
         stop_container,
         restart_container,
         kill_container,
+        update_container,
         wait_container,
         attach_container,
         resize_container,

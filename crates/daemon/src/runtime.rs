@@ -231,6 +231,12 @@ impl Runtime {
             tty: c.stdio.tty,
             working_dir: c.process.working_dir.clone(),
             user: c.process.user.clone(),
+            sysctls: c
+                .process
+                .sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         };
         let open_log = |name: &str| {
             crate::runtime::log_file(&dir.join(name))

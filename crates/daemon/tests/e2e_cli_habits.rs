@@ -1,5 +1,6 @@
 //! End-to-end: docker CLI habits of issue 9 — `logs --tail/-t`, `create`, `start`,
-//! `restart`, `wait` — through berth's CLI and the stock docker CLI.
+//! `restart`, `wait`, `-w`/`-u`/`--env-file`/labels, `--restart` policies and `update
+//! --restart`, `--sysctl`, `ps --filter` — through berth's CLI and the stock docker CLI.
 
 mod common;
 
@@ -204,4 +205,551 @@ fn workdir_user_env_file_labels() {
     );
     let o = w.docker(&["inspect", "-f", "{{.Config.Labels.team}}", "lab"]);
     assert_eq!(stdout(&o), "net\n", "{}", show(&o));
+}
+
+/// Polls `inspect NAME` (≤ `secs` s) until `ok` holds; returns that inspect.
+fn wait_inspect(
+    w: &World,
+    name: &str,
+    secs: u64,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let start = std::time::Instant::now();
+    loop {
+        let v = w.inspect(name);
+        if ok(&v) {
+            return v;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(secs),
+            "{name}: not {what} after {secs} s: State={} RestartCount={}",
+            v["State"],
+            v["RestartCount"]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Proves `--restart on-failure:2`: a command that fails runs three times in all (three
+/// lines in its log), then stays exited with `RestartCount` 2 (also as docker's inspect
+/// reads it); `HostConfig.RestartPolicy` is shown; dockerd's 400s for a count with another
+/// policy, an unknown policy and `--rm` with a policy, and the docker CLI's own refusals.
+#[test]
+fn restart_on_failure_counts_and_validation() {
+    require_root!();
+    let w = World::new();
+    w.berth_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "f",
+        "--restart",
+        "on-failure:2",
+        "sh",
+        "-c",
+        "echo run; exit 1",
+    ]);
+    let v = wait_inspect(&w, "f", 15, "exited after 2 restarts", |v| {
+        v["State"]["Status"] == "exited" && v["RestartCount"] == 2
+    });
+    assert_eq!(v["State"]["ExitCode"], 1);
+    assert_eq!(
+        v["HostConfig"]["RestartPolicy"],
+        serde_json::json!({"Name": "on-failure", "MaximumRetryCount": 2})
+    );
+    // Past the longest delay it could still have (400 ms): no fourth run.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let v = w.inspect("f");
+    assert_eq!(v["State"]["Status"], "exited", "{}", v["State"]);
+    assert_eq!(v["RestartCount"], 2);
+    assert_eq!(w.berth_ok(&["logs", "f"]), "run\nrun\nrun\n");
+    assert_eq!(
+        w.docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.RestartCount}} {{.HostConfig.RestartPolicy.Name}} {{.State.Status}}",
+            "f"
+        ])
+        .trim(),
+        "2 on-failure exited"
+    );
+    // A success is no failure: on-failure leaves it exited at once.
+    w.berth_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ok",
+        "--restart",
+        "on-failure",
+        "true",
+    ]);
+    wait_inspect(&w, "ok", 10, "exited", |v| v["State"]["Status"] == "exited");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(w.inspect("ok")["RestartCount"], 0);
+
+    for (host_config, msg) in [
+        (
+            r#"{"RestartPolicy":{"Name":"always","MaximumRetryCount":2}}"#,
+            "invalid restart policy: maximum retry count can only be used with 'on-failure'",
+        ),
+        (
+            r#"{"RestartPolicy":{"Name":"sometimes"}}"#,
+            "invalid restart policy: unknown policy 'sometimes'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'",
+        ),
+        (
+            r#"{"RestartPolicy":{"Name":"on-failure","MaximumRetryCount":-1}}"#,
+            "invalid restart policy: maximum retry count cannot be negative",
+        ),
+        (
+            r#"{"AutoRemove":true,"RestartPolicy":{"Name":"always"}}"#,
+            "can't create 'AutoRemove' container with restart policy",
+        ),
+    ] {
+        let body = format!(r#"{{"Cmd":["true"],"HostConfig":{host_config}}}"#);
+        let (status, answer) = w.api("POST", "/containers/create", Some(&body));
+        assert_eq!(status, 400, "{host_config}: {answer}");
+        assert!(answer.contains(msg), "{host_config}: {answer}");
+    }
+    // `null` reads as no policy, as dockerd reads it.
+    let (status, answer) = w.api(
+        "POST",
+        "/containers/create?name=nul",
+        Some(r#"{"Cmd":["true"],"HostConfig":{"RestartPolicy":null}}"#),
+    );
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(
+        w.inspect("nul")["HostConfig"]["RestartPolicy"]["Name"],
+        "no"
+    );
+
+    for (args, msg) in [
+        (
+            vec!["run", "--rm", "--restart", "always", "true"],
+            "conflicting options: cannot specify both --restart and --rm",
+        ),
+        (
+            vec!["run", "--restart", ":3", "true"],
+            "invalid restart policy format: no policy provided before colon",
+        ),
+        (
+            vec!["run", "--restart", "on-failure:x", "true"],
+            "invalid restart policy format: maximum retry count must be an integer",
+        ),
+        (
+            vec!["create", "--restart", "always:1", "true"],
+            "maximum retry count can only be used with 'on-failure'",
+        ),
+    ] {
+        let o = w.berth(&args);
+        assert_eq!(code(&o), 125, "{args:?}: {}", show(&o));
+        assert!(common::stderr(&o).contains(msg), "{args:?}: {}", show(&o));
+    }
+}
+
+/// Proves `--restart always`: a server that exits after one connection is started again
+/// (a new process, `RestartCount` 1) on the same address, and a real connection from another
+/// container reaches it there; `berth stop` ends it for good; a `wait` returns at each exit.
+#[test]
+fn restart_always_keeps_its_address_until_stopped() {
+    require_root!();
+    let w = World::new();
+    w.berth_ok(&["network", "create", "--subnet", "10.42.0.0/24", "rs"]);
+    w.run_d("client", &["--network", "rs"], &["sleep", "600"]);
+    let once = "import socket\n\
+                s = socket.socket()\n\
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                s.bind(('0.0.0.0', 8080))\n\
+                s.listen(1)\n\
+                c, _ = s.accept()\n\
+                c.sendall(b'once\\n')\n\
+                c.close()\n";
+    w.run_d(
+        "srv",
+        &["--network", "rs", "--restart", "always"],
+        &["python3", "-c", once],
+    );
+    let ip = w.ip_of("srv", "rs");
+    assert!(ip.starts_with("10.42.0."), "{ip}");
+    let pid = w.inspect("srv")["State"]["Pid"].as_i64().unwrap_or(0);
+    // Its first answer (retried while python starts listening; a refusal is quick).
+    let reach = |what: &str| {
+        let start = std::time::Instant::now();
+        loop {
+            match w.tcp_from("client", &ip, 8080, 2.0) {
+                Ok(r) => return r,
+                Err(e) => assert!(
+                    start.elapsed() < std::time::Duration::from_secs(15),
+                    "{what}: client never reached srv at {ip}:8080: {e}"
+                ),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    assert_eq!(reach("first run"), "once\n");
+    let v = wait_inspect(&w, "srv", 15, "restarted", |v| {
+        v["RestartCount"] == 1 && v["State"]["Status"] == "running"
+    });
+    let pid2 = v["State"]["Pid"].as_i64().unwrap_or(0);
+    assert!(pid2 > 0 && pid2 != pid, "a new process: {pid} then {pid2}");
+    assert_eq!(
+        w.ip_of("srv", "rs"),
+        ip,
+        "the same address after the restart"
+    );
+    assert_eq!(reach("after the restart"), "once\n");
+    wait_inspect(&w, "srv", 15, "restarted twice", |v| {
+        v["RestartCount"] == 2 && v["State"]["Status"] == "running"
+    });
+
+    // A stop through the API ends it for good.
+    assert_eq!(w.berth_ok(&["stop", "-t", "1", "srv"]).trim(), "srv");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let v = w.inspect("srv");
+    assert_eq!(v["State"]["Status"], "exited", "{}", v["State"]);
+    assert_eq!(v["RestartCount"], 2);
+    assert!(w.tcp_from("client", &ip, 8080, 1.0).is_err());
+    // A start through the API forgets the count, as dockerd's.
+    w.berth_ok(&["start", "srv"]);
+    let v = wait_inspect(&w, "srv", 10, "running", |v| {
+        v["State"]["Status"] == "running"
+    });
+    assert_eq!(v["RestartCount"], 0);
+    w.berth_ok(&["rm", "-f", "srv"]);
+}
+
+/// Proves the restart policies across a berthd restart: with berthd down, the process of an
+/// `always` container dies and an `unless-stopped` one stopped earlier stays stopped, while an
+/// `always` one stopped earlier comes back (dockerd's rules); the `always` container keeps
+/// its address.
+#[test]
+fn restart_policies_across_a_berthd_restart() {
+    require_root!();
+    let w = World::new();
+    w.berth_ok(&["network", "create", "--subnet", "10.43.0.0/24", "rd"]);
+    w.run_d(
+        "dies",
+        &["--network", "rd", "--restart", "always"],
+        &["sleep", "600"],
+    );
+    w.run_d(
+        "stopped-always",
+        &["--restart", "always"],
+        &["sleep", "600"],
+    );
+    w.run_d(
+        "stopped-unless",
+        &["--restart", "unless-stopped"],
+        &["sleep", "600"],
+    );
+    w.run_d("plain", &[], &["sleep", "600"]);
+    for name in ["stopped-always", "stopped-unless"] {
+        w.berth_ok(&["stop", "-t", "1", name]);
+    }
+    let ip = w.ip_of("dies", "rd");
+    let pid = w.inspect("dies")["State"]["Pid"].as_i64().unwrap_or(0);
+    assert!(pid > 0);
+    w.restart_daemon_with(false, || {
+        // The container's command dies while no berthd watches it.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let start = std::time::Instant::now();
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(start.elapsed() < std::time::Duration::from_secs(10));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
+    let v = wait_inspect(&w, "dies", 15, "running again", |v| {
+        v["State"]["Status"] == "running"
+    });
+    let pid2 = v["State"]["Pid"].as_i64().unwrap_or(0);
+    assert!(pid2 > 0 && pid2 != pid, "{pid} then {pid2}");
+    assert_eq!(w.ip_of("dies", "rd"), ip);
+    assert!(
+        w.exec_ok("dies", &["ip", "-4", "addr"])
+            .contains(&format!("{ip}/24")),
+        "its address is on its interface again"
+    );
+    wait_inspect(&w, "stopped-always", 15, "running again", |v| {
+        v["State"]["Status"] == "running"
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(w.inspect("stopped-unless")["State"]["Status"], "exited");
+    assert_eq!(w.inspect("plain")["State"]["Status"], "running");
+}
+
+/// Proves `--sysctl`: `net.*` and IPC sysctls are set inside the container before its command
+/// runs (read back from its /proc/sys; a container without them shows the defaults) and not
+/// in berthd's network namespace nor the host's IPC namespace; inspect shows them; refused
+/// with a 400 in runc's words: a non-namespaced one, `net.*` with `--network host`, a name
+/// that leads elsewhere (`net/../../kernel/…`), a value with a newline; the docker CLI's own
+/// refusal from `berth run`.
+#[test]
+fn sysctls_only_namespaced_ones() {
+    require_root!();
+    let w = World::new();
+    let keepalive = "/proc/sys/net/ipv4/tcp_keepalive_time";
+    let host_keepalive = w.ns_exec_ok(&w.host_ns, &["cat", keepalive]);
+    assert_ne!(host_keepalive.trim(), "321");
+    let root_shmmni = std::fs::read_to_string("/proc/sys/kernel/shmmni").expect("shmmni");
+    assert_ne!(root_shmmni.trim(), "1234");
+    w.run_d(
+        "s",
+        &[
+            "--sysctl",
+            "net.ipv4.ip_forward=1",
+            "--sysctl",
+            "net.ipv4.tcp_keepalive_time=321",
+            "--sysctl",
+            "net.ipv4.ip_local_port_range=20000 30000",
+            "--sysctl",
+            "kernel.shmmni=1234",
+        ],
+        &["sleep", "600"],
+    );
+    w.run_d("plain", &[], &["sleep", "600"]);
+    let read = |name: &str, key: &str| {
+        w.exec_ok(
+            name,
+            &["cat", &format!("/proc/sys/{}", key.replace('.', "/"))],
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(read("s", "net.ipv4.ip_forward"), "1");
+    assert_eq!(read("plain", "net.ipv4.ip_forward"), "0");
+    assert_eq!(read("s", "net.ipv4.tcp_keepalive_time"), "321");
+    assert_eq!(read("s", "net.ipv4.ip_local_port_range"), "20000\t30000");
+    assert_eq!(read("s", "kernel.shmmni"), "1234");
+    assert_ne!(read("plain", "kernel.shmmni"), "1234");
+    assert_eq!(
+        w.ns_exec_ok(&w.host_ns, &["cat", keepalive]),
+        host_keepalive
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/shmmni").expect("shmmni"),
+        root_shmmni
+    );
+    assert_eq!(
+        w.inspect("s")["HostConfig"]["Sysctls"]["net.ipv4.tcp_keepalive_time"],
+        "321"
+    );
+
+    for (host_config, msg) in [
+        (
+            r#"{"Sysctls":{"vm.swappiness":"10"}}"#,
+            r#"sysctl \"vm.swappiness\" is not in a separate kernel namespace"#,
+        ),
+        (
+            r#"{"Sysctls":{"kernel.hostname":"x"}}"#,
+            "conflicts with the OCI",
+        ),
+        (
+            r#"{"NetworkMode":"host","Sysctls":{"net.ipv4.ip_forward":"1"}}"#,
+            r#"sysctl \"net.ipv4.ip_forward\" not allowed in host network namespace"#,
+        ),
+        (
+            r#"{"Sysctls":{"net/../../kernel/hostname":"x"}}"#,
+            "invalid sysctl name",
+        ),
+        (
+            r#"{"Sysctls":{"net.ipv4/../../kernel/core_pattern":"x"}}"#,
+            "invalid sysctl name",
+        ),
+        (r#"{"Sysctls":{"net.ipv4.ip_forward":"1\n0"}}"#, "one line"),
+    ] {
+        let body = format!(r#"{{"Cmd":["true"],"HostConfig":{host_config}}}"#);
+        let (status, answer) = w.api("POST", "/containers/create", Some(&body));
+        assert_eq!(status, 400, "{host_config}: {answer}");
+        assert!(answer.contains(msg), "{host_config}: {answer}");
+    }
+    let o = w.berth(&["run", "--sysctl", "vm.swappiness=1", "true"]);
+    assert_eq!(code(&o), 125, "{}", show(&o));
+    assert!(
+        common::stderr(&o).contains("sysctl 'vm.swappiness=1' is not allowed"),
+        "{}",
+        show(&o)
+    );
+}
+
+/// Proves `ps --filter` through berth's CLI and the stock docker CLI: `label=KEY` and
+/// `label=KEY=VALUE` (all must match), `name=` (`^…$` anchors), `id=` prefix, `status=` (lists
+/// stopped containers without `-a`), `exited=`, `network=`; an unknown key is dockerd's 400.
+#[test]
+fn ps_filters() {
+    require_root!();
+    let w = World::new();
+    w.berth_ok(&["network", "create", "psnet"]);
+    let front = w.run_d(
+        "front",
+        &["-l", "tier=front", "-l", "team=net", "--network", "psnet"],
+        &["sleep", "600"],
+    );
+    w.run_d("back", &["-l", "tier=back"], &["sleep", "600"]);
+    w.run_d("frontier", &["-l", "tier=front"], &["sleep", "600"]);
+    let o = w.berth(&[
+        "run",
+        "--name",
+        "done",
+        "-l",
+        "tier=front",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(code(&o), 3, "{}", show(&o));
+    let names = |args: &[&str]| {
+        let mut a = vec!["ps", "--format", "{{.Names}}"];
+        a.extend_from_slice(args);
+        let mut v: Vec<String> = w.berth_ok(&a).lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&["-f", "label=tier"]), ["back", "front", "frontier"]);
+    assert_eq!(names(&["-f", "label=tier=front"]), ["front", "frontier"]);
+    assert_eq!(
+        names(&["-a", "-f", "label=tier=front"]),
+        ["done", "front", "frontier"]
+    );
+    assert_eq!(
+        names(&["-f", "label=tier=front", "-f", "label=team=net"]),
+        ["front"]
+    );
+    assert_eq!(names(&["-f", "name=front"]), ["front", "frontier"]);
+    assert_eq!(names(&["-f", "name=^front$"]), ["front"]);
+    assert_eq!(names(&["-f", &format!("id={}", &front[..12])]), ["front"]);
+    assert_eq!(names(&["-f", "status=exited"]), ["done"]);
+    assert_eq!(names(&["-a", "-f", "exited=3"]), ["done"]);
+    assert_eq!(names(&["-f", "network=psnet"]), ["front"]);
+    let o = w.berth(&["ps", "-f", "colour=red"]);
+    assert_ne!(code(&o), 0);
+    assert!(
+        common::stderr(&o).contains("invalid filter 'colour'"),
+        "{}",
+        show(&o)
+    );
+    // The stock docker CLI, and the labels column.
+    let got = w.docker_ok(&[
+        "ps",
+        "--filter",
+        "label=tier=front",
+        "--filter",
+        "label=team",
+        "--format",
+        "{{.Names}} {{.Label \"team\"}}",
+    ]);
+    assert_eq!(got.trim(), "front net");
+}
+
+/// Proves `-u` as moby's GetExecUser with the container's own passwd and group (bind-mounted
+/// over /etc): `HOME` is the user's home (`-e HOME=` wins; a uid without an entry gets `/`),
+/// the groups listing the user are its supplementary groups (the kernel's `Groups:` of the
+/// command), an explicit `USER:GROUP` gets that group alone.
+#[test]
+fn user_home_and_supplementary_groups() {
+    require_root!();
+    let w = World::new();
+    let passwd = w.dir.join("passwd");
+    let group = w.dir.join("group");
+    std::fs::write(
+        &passwd,
+        "root:x:0:0:root:/root:/bin/sh\nalice:x:4321:4321:Alice:/home/alice:/bin/sh\n",
+    )
+    .expect("write passwd");
+    std::fs::write(
+        &group,
+        "root:x:0:\nalice:x:4321:\nops:x:5001:alice,bob\ndev:x:5002:bob,alice\nother:x:5003:bob\n",
+    )
+    .expect("write group");
+    let p = format!("{}:/etc/passwd:ro", passwd.display());
+    let g = format!("{}:/etc/group:ro", group.display());
+    let run = |extra: &[&str]| {
+        let mut a = vec!["run", "--rm", "-v", &p, "-v", &g];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&[
+            "sh",
+            "-c",
+            "echo $HOME; id -u; id -g; grep ^Groups: /proc/self/status",
+        ]);
+        let out = w.berth_ok(&a);
+        let lines: Vec<String> = out.lines().map(str::to_string).collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        let groups: Vec<String> = lines[3]
+            .split_whitespace()
+            .skip(1)
+            .map(str::to_string)
+            .collect();
+        (lines[0].clone(), lines[1].clone(), lines[2].clone(), groups)
+    };
+    assert_eq!(
+        run(&["-u", "alice"]),
+        (
+            "/home/alice".into(),
+            "4321".into(),
+            "4321".into(),
+            vec!["4321".into(), "5001".into(), "5002".into()]
+        )
+    );
+    assert_eq!(run(&["-u", "alice", "-e", "HOME=/srv"]).0, "/srv");
+    let (home, uid, gid, groups) = run(&["-u", "alice:ops"]);
+    assert_eq!(
+        (home.as_str(), uid.as_str(), gid.as_str()),
+        ("/home/alice", "4321", "5001")
+    );
+    assert_eq!(groups, ["5001"]);
+    let (home, uid, gid, groups) = run(&["-u", "7777"]);
+    assert_eq!(
+        (home.as_str(), uid.as_str(), gid.as_str()),
+        ("/", "7777", "0")
+    );
+    assert_eq!(groups, ["0"]);
+}
+
+/// Proves `update --restart` (berth's CLI and the docker CLI): the next exit follows the new
+/// policy (a container created without one is restarted once by `on-failure:1`); dockerd's
+/// 409 for a `--rm` container; a resource limit is refused, not ignored.
+#[test]
+fn update_restart_policy() {
+    require_root!();
+    let w = World::new();
+    w.run_d("u", &[], &["sh", "-c", "sleep 1; echo ran; exit 5"]);
+    assert_eq!(
+        w.berth_ok(&["update", "--restart", "on-failure:1", "u"])
+            .trim(),
+        "u"
+    );
+    assert_eq!(
+        w.inspect("u")["HostConfig"]["RestartPolicy"],
+        serde_json::json!({"Name": "on-failure", "MaximumRetryCount": 1})
+    );
+    let v = wait_inspect(&w, "u", 15, "exited after one restart", |v| {
+        v["State"]["Status"] == "exited" && v["RestartCount"] == 1
+    });
+    assert_eq!(v["State"]["ExitCode"], 5);
+    assert_eq!(w.berth_ok(&["logs", "u"]), "ran\nran\n");
+    w.docker_ok(&["update", "--restart", "always", "u"]);
+    assert_eq!(
+        w.inspect("u")["HostConfig"]["RestartPolicy"]["Name"],
+        "always"
+    );
+
+    w.run_d("r", &["--rm"], &["sleep", "600"]);
+    let o = w.berth(&["update", "--restart", "always", "r"]);
+    assert_eq!(code(&o), 1, "{}", show(&o));
+    assert!(
+        common::stderr(&o).contains(
+            "Restart policy cannot be updated because AutoRemove is enabled for the container"
+        ),
+        "{}",
+        show(&o)
+    );
+    let (status, answer) = w.api(
+        "POST",
+        "/containers/r/update",
+        Some(r#"{"Memory":1048576,"CpuShares":0}"#),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("Memory"), "{answer}");
 }

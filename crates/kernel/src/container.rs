@@ -138,6 +138,10 @@ pub struct InitConfig {
     /// `/etc/passwd` and `/etc/group` (empty: root).
     #[serde(default)]
     pub user: String,
+    /// `(name, value)` sysctls written by the container's init in its namespaces, before the
+    /// command runs (validated by the caller: namespaced, plain dotted names).
+    #[serde(default)]
+    pub sysctls: Vec<(String, String)>,
     /// Stage 1 writes the container init's pid (stage 2's pid as seen from the daemon) here, once
     /// the container is set up and the command started (or stage 2 failed); always before
     /// `exit_file`.
@@ -233,6 +237,12 @@ pub fn enter_command(
 fn validate(cfg: &InitConfig) -> Result<(), ContainerError> {
     if cfg.cmd.is_empty() || cfg.cmd[0].is_empty() {
         return Err(ContainerError::Config("no command given".into()));
+    }
+    // A dotted name only: a '/' would be taken as a path under /proc/sys.
+    if let Some((key, _)) = cfg.sysctls.iter().find(|(k, _)| k.contains('/')) {
+        return Err(ContainerError::Config(format!(
+            "sysctl {key:?}: a name is dot-separated, without '/'"
+        )));
     }
     for (_, target) in &cfg.binds {
         if !target.is_absolute() || target.components().any(|c| c == Component::ParentDir) {
@@ -491,6 +501,12 @@ fn stage2_setup(cfg: &InitConfig) -> Result<(), ContainerError> {
     if !cfg.hostname.is_empty() {
         sethostname(&cfg.hostname).map_err(sys(format!("sethostname {:?}", cfg.hostname)))?;
     }
+    // Through the host's /proc, still mounted here: a net.* file is the network namespace's of
+    // the thread that opens it, an IPC one its IPC namespace's, and we are in the container's.
+    for (key, value) in &cfg.sysctls {
+        crate::sysctl::write(None, key, value)
+            .map_err(|e| ContainerError::Config(format!("setting sysctl {key}={value:?}: {e}")))?;
+    }
     chdir("/").map_err(sys("chdir /"))
 }
 
@@ -690,16 +706,30 @@ fn command_child(
             return EXIT_SETUP_FAILED;
         }
     }
-    if let Err(e) = working_dir_and_user(cfg) {
-        report(&e);
-        return EXIT_SETUP_FAILED;
+    let home = match working_dir_and_user(cfg) {
+        Ok(home) => home,
+        Err(e) => {
+            report(&e);
+            return EXIT_SETUP_FAILED;
+        }
+    };
+    // With -u, HOME is the user's from passwd unless the container's environment sets one
+    // (as runc does for docker).
+    let given = cfg.env.iter().any(|kv| kv.starts_with("HOME="));
+    match home.filter(|_| !given) {
+        Some(home) => {
+            let mut env = env.clone();
+            env.insert("HOME".into(), home);
+            become_command(None, &cfg.cmd, Some(&env))
+        }
+        None => become_command(None, &cfg.cmd, Some(env)),
     }
-    become_command(None, &cfg.cmd, Some(env))
 }
 
 /// `-w` and `-u`, in the container's root, after the terminal (whose ownership needs root)
-/// and before the exec: the ids come from the container's own passwd and group files.
-fn working_dir_and_user(cfg: &InitConfig) -> Result<(), ContainerError> {
+/// and before the exec: the ids come from the container's own passwd and group files. Returns
+/// the user's home with `-u`.
+fn working_dir_and_user(cfg: &InitConfig) -> Result<Option<String>, ContainerError> {
     if !cfg.working_dir.is_empty() {
         chdir(cfg.working_dir.as_str()).map_err(sys(format!(
             "chdir to the working directory {:?} (does it exist in the container?)",
@@ -707,16 +737,23 @@ fn working_dir_and_user(cfg: &InitConfig) -> Result<(), ContainerError> {
         )))?;
     }
     if cfg.user.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = fs::read_to_string("/etc/group").unwrap_or_default();
     let u = crate::user::resolve(&cfg.user, &passwd, &group).map_err(ContainerError::Config)?;
     let gid = nix::unistd::Gid::from_raw(u.gid);
+    let groups: Vec<nix::unistd::Gid> = u
+        .groups()
+        .into_iter()
+        .map(nix::unistd::Gid::from_raw)
+        .collect();
     // Groups first: once the uid is not 0 the process may no longer change them.
-    nix::unistd::setgroups(&[gid]).map_err(sys(format!("setgroups [{}]", u.gid)))?;
+    nix::unistd::setgroups(&groups).map_err(sys(format!("setgroups {:?}", u.groups())))?;
     nix::unistd::setgid(gid).map_err(sys(format!("setgid {}", u.gid)))?;
-    nix::unistd::setuid(nix::unistd::Uid::from_raw(u.uid)).map_err(sys(format!("setuid {}", u.uid)))
+    nix::unistd::setuid(nix::unistd::Uid::from_raw(u.uid))
+        .map_err(sys(format!("setuid {}", u.uid)))?;
+    Ok(Some(u.home))
 }
 
 /// Unblocks the signals its parent blocked, looks `cmd[0]` up in `$PATH` (of `env`, else of

@@ -211,6 +211,7 @@ fn config(tmp: &TempDir, netns: &Netns, cmd: &[&str]) -> InitConfig {
         tty: false,
         working_dir: String::new(),
         user: String::new(),
+        sysctls: vec![],
         pid_file: tmp.0.join("pid"),
         exit_file: tmp.0.join("exit"),
     }

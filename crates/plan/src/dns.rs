@@ -1029,6 +1029,7 @@ mod tests {
             security: Default::default(),
             stdio: Default::default(),
             process: Default::default(),
+            restart: Default::default(),
         }
     }
 

@@ -185,6 +185,7 @@ mod tests {
             security: Default::default(),
             stdio: Default::default(),
             process: Default::default(),
+            restart: Default::default(),
         }
     }
 

@@ -22,7 +22,10 @@ pub mod names;
 pub mod network;
 pub mod overlay;
 pub mod ports;
+pub mod ps;
+pub mod restart;
 pub mod security;
+pub mod sysctl;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod trace;

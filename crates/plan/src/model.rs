@@ -267,6 +267,9 @@ pub struct ContainerSpec {
     /// (`/`, root, none), also for containers stored before it existed.
     #[serde(default)]
     pub process: ProcessSpec,
+    /// `--restart`; `no` also for containers stored before it existed.
+    #[serde(default)]
+    pub restart: crate::restart::RestartPolicy,
 }
 
 /// How a container's command runs, and its labels: Docker's `Config.WorkingDir`, `Config.User`
@@ -282,6 +285,10 @@ pub struct ProcessSpec {
     /// Labels.
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--sysctl`: written in the container's namespaces before its command runs (validated
+    /// by [`crate::sysctl::validate`]).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sysctls: std::collections::BTreeMap<String, String>,
 }
 
 /// A container's terminal and stdin, as Docker's `Config.Tty`, `OpenStdin` and `StdinOnce`.
@@ -312,6 +319,9 @@ pub enum Status {
     Running,
     /// It ran and exited.
     Exited,
+    /// It exited and its restart policy starts it again after a delay (Docker's
+    /// `restarting`).
+    Restarting,
 }
 
 impl Status {
@@ -321,6 +331,7 @@ impl Status {
             Status::Created => "created",
             Status::Running => "running",
             Status::Exited => "exited",
+            Status::Restarting => "restarting",
         }
     }
 }
@@ -354,6 +365,7 @@ impl ContainerSpec {
             security: Default::default(),
             stdio: Default::default(),
             process: Default::default(),
+            restart: Default::default(),
         }
     }
 }
@@ -371,6 +383,9 @@ pub struct ContainerState {
     pub started_at: String,
     /// RFC 3339.
     pub finished_at: String,
+    /// Its restarts by its restart policy.
+    #[serde(default)]
+    pub restart: crate::restart::RestartMemory,
 }
 
 /// What the kernel layer needs to make a bridge exist as planned.

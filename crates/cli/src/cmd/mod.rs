@@ -28,6 +28,7 @@ pub mod stop;
 pub mod system;
 pub mod topology;
 pub mod trace;
+pub mod update;
 pub mod version;
 pub mod wait;
 

@@ -6,7 +6,7 @@ use anyhow::Result;
 use berth_api::client::{Client, Method, NO_BODY};
 use berth_api::types::ContainerSummary;
 
-use crate::format::{ellipsis, human_duration, row, short_id, write_raw, Format};
+use crate::format::{ellipsis, human_duration, row, short_id, with_filters, write_raw, Format};
 use crate::json::Value;
 
 /// Flags of `berth ps`.
@@ -21,8 +21,11 @@ pub struct Args {
     /// Do not truncate ids and commands.
     #[arg(long)]
     no_trunc: bool,
+    /// Filter: label=KEY[=VALUE], name=, id=, status=, exited=CODE, network= (repeatable).
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    filter: Vec<String>,
     /// Go-template format (`{{.ID}} {{.Command}} {{.RunningFor}} {{.Status}} {{.State}}
-    /// {{.Networks}} {{.Names}}`), `table TEMPLATE`, or `json`.
+    /// {{.Networks}} {{.Names}} {{.Labels}}`), `table TEMPLATE`, or `json`.
     #[arg(long)]
     format: Option<String>,
 }
@@ -39,17 +42,21 @@ const HEADERS: &[(&str, &str)] = &[
     ("Ports", "PORTS"),
     ("Networks", "NETWORKS"),
     ("Names", "NAMES"),
+    ("Labels", "LABELS"),
 ];
 
 /// Lists containers.
 pub async fn run(client: &Client, args: Args) -> Result<i32> {
     let format = Format::parse(args.format.as_deref())?;
-    let path = if args.all {
-        "/containers/json?all=1"
-    } else {
-        "/containers/json"
-    };
-    let list: Vec<ContainerSummary> = client.request_json(Method::GET, path, NO_BODY).await?;
+    let mut path = with_filters("/containers/json", &args.filter)?;
+    if args.all {
+        path.push_str(if path.contains('?') {
+            "&all=1"
+        } else {
+            "?all=1"
+        });
+    }
+    let list: Vec<ContainerSummary> = client.request_json(Method::GET, &path, NO_BODY).await?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
@@ -88,6 +95,14 @@ fn container_row(c: &ContainerSummary, no_trunc: bool, now: i64) -> Value {
         ("Ports", ports_column(c)),
         ("Networks", networks.join(",")),
         ("Names", names.join(",")),
+        (
+            "Labels",
+            c.labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
     ])
 }
 
@@ -164,6 +179,7 @@ mod tests {
                     kind: "tcp".into(),
                 },
             ],
+            labels: Default::default(),
         };
         let got = render(
             std::slice::from_ref(&c),

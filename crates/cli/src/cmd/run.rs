@@ -35,6 +35,13 @@ pub struct Args {
     /// Keys that leave the session with the container running (default ctrl-p,ctrl-q).
     #[arg(long = "detach-keys", value_name = "KEYS")]
     pub detach_keys: Option<String>,
+    /// Restart policy: no (default), always, unless-stopped, on-failure[:MAX-RETRIES].
+    #[arg(long, value_name = "POLICY")]
+    pub restart: Option<String>,
+    /// Namespaced kernel parameter KEY=VALUE for the container (net.*, kernel.shm*/msg*/sem,
+    /// fs.mqueue.*; repeatable).
+    #[arg(long = "sysctl", value_name = "KEY=VALUE")]
+    pub sysctl: Vec<String>,
     /// Container name.
     #[arg(long)]
     pub name: Option<String>,
@@ -205,6 +212,26 @@ pub fn build(args: &Args) -> Result<(Option<String>, ContainerCreateRequest)> {
     let mut env = super::kvfile::env_files(&args.env_file)?;
     env.extend(args.env.iter().filter_map(|e| env_entry(e)));
     let labels = super::kvfile::labels(&args.label_file, &args.label)?;
+    let restart_policy = match args.restart.as_deref() {
+        // The docker CLI's own check, before anything is sent.
+        Some(p) if args.rm && !matches!(p, "" | "no") => {
+            bail!("conflicting options: cannot specify both --restart and --rm")
+        }
+        Some(p) => {
+            let (name, maximum_retry_count) = berth_plan::restart::parse_flag(p)?;
+            berth_api::types::RestartPolicy {
+                name,
+                maximum_retry_count,
+            }
+        }
+        None => Default::default(),
+    };
+    // The docker CLI's own check (its words); berthd checks the rest.
+    let sysctls = args
+        .sysctl
+        .iter()
+        .map(|kv| berth_plan::sysctl::cli_check(kv))
+        .collect::<Result<_, _>>()?;
     let req = ContainerCreateRequest {
         hostname: args.hostname.clone().unwrap_or_default(),
         cmd: args.cmd.clone(),
@@ -225,6 +252,8 @@ pub fn build(args: &Args) -> Result<(Option<String>, ContainerCreateRequest)> {
             readonly_rootfs: args.read_only,
             binds,
             tmpfs,
+            restart_policy,
+            sysctls,
             console_size: if args.tty {
                 super::interactive::terminal_size().map(|(h, w)| vec![u32::from(h), u32::from(w)])
             } else {

@@ -448,6 +448,7 @@ fn container(name: &str, c: char) -> ContainerSpec {
         security: Default::default(),
         stdio: Default::default(),
         process: Default::default(),
+        restart: Default::default(),
     }
 }
 
