@@ -154,6 +154,13 @@ impl Monitor {
     /// nftables changes in the caller's namespace. Must run inside the runtime.
     pub fn nftables() -> Result<Monitor> {
         let s = subscribed(NETLINK_NETFILTER, &[NFNLGRP_NFTABLES], "nftables")?;
+        // Only the commit messages are read (see `next_commits`): a socket filter drops the
+        // rest in the kernel. Without it, a commit of 65,535 map elements (`-p 1-65535`)
+        // queues one notification per element, overruns the socket (ENOBUFS, "lost") and makes
+        // the loop re-read the whole table for nothing.
+        socket2::SockRef::from(&s)
+            .attach_filter(&newgen_filter())
+            .map_err(|e| KernelError::io("filtering nftables notifications", e))?;
         Self::wrap(s, "nftables")
     }
 
@@ -232,6 +239,25 @@ impl Monitor {
 const NFT_NEWGEN: u16 = (10 << 8) | 15;
 /// `NFTA_GEN_PROC_PID`.
 const NFTA_GEN_PROC_PID: u16 = 2;
+
+/// A classic BPF program that keeps a datagram only when its first message is
+/// `NFT_MSG_NEWGEN`: nf_tables sends that message alone, in its own datagram, after each
+/// commit (`nf_tables_gen_notify()`); object notifications come in datagrams of their own.
+///
+/// `ldh [4]` (the `nlmsg_type`, loaded big-endian by BPF, so compared with the host-order
+/// value's bytes read big-endian); `jeq` → `ret 0xffff` (keep), else `ret 0` (drop).
+fn newgen_filter() -> [socket2::SockFilter; 4] {
+    const LD_H_ABS: u16 = 0x28; // BPF_LD | BPF_H | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    let k = u32::from(u16::from_be_bytes(NFT_NEWGEN.to_ne_bytes()));
+    [
+        socket2::SockFilter::new(LD_H_ABS, 0, 0, 4),
+        socket2::SockFilter::new(JEQ_K, 0, 1, k),
+        socket2::SockFilter::new(RET_K, 0, 0, 0xffff),
+        socket2::SockFilter::new(RET_K, 0, 0, 0),
+    ]
+}
 
 /// The committing pids of the `NFT_MSG_NEWGEN` messages in one netlink datagram (header and
 /// attribute layout of linux/netlink.h; nfnetlink's 4-byte `nfgenmsg` precedes the attributes,
