@@ -364,6 +364,8 @@ pub struct NftSocket {
     seq: u32,
     /// The send buffer size set (0: the default).
     sndbuf: usize,
+    /// The receive buffer size set (0: the default).
+    rcvbuf: usize,
 }
 
 impl NftSocket {
@@ -381,6 +383,7 @@ impl NftSocket {
             sock,
             seq: 0,
             sndbuf: 0,
+            rcvbuf: 0,
         })
     }
 
@@ -414,6 +417,16 @@ impl NftSocket {
             rustix::net::sockopt::set_socket_send_buffer_size_force(&self.sock, want)
                 .map_err(|e| KernelError::netlink(op(), std::io::Error::from(e)))?;
             self.sndbuf = want;
+        }
+        // Every acknowledgement is queued before `sendmsg` returns: one skb each (~1 KiB of
+        // the receive buffer), so 328 of them (65,535 ports) overrun the default 208 KiB and
+        // the answers are lost (ENOBUFS).
+        let need = acked * 1024 + 64 * 1024;
+        if need > self.rcvbuf.max(200 * 1024) {
+            let want = need.next_power_of_two();
+            rustix::net::sockopt::set_socket_recv_buffer_size_force(&self.sock, want)
+                .map_err(|e| KernelError::netlink(op(), std::io::Error::from(e)))?;
+            self.rcvbuf = want;
         }
         send_and_check(&mut self.sock, &bytes, first, last, acked).map_err(|e| match e {
             Failure::Errno(errno) => {
