@@ -227,6 +227,17 @@ impl Reconciler {
             }
             _ => true,
         });
+        // Names this pass creates again (a leftover veth replaced by a restart's endpoint):
+        // their deletion must finish before the creation, so it is not deferred.
+        let recreated: BTreeSet<String> = report
+            .plan
+            .steps
+            .iter()
+            .filter_map(|s| match &s.op {
+                StepOp::CreateEndpoint { plan, .. } => Some(plan.host_ifname.clone()),
+                _ => None,
+            })
+            .collect();
         for step in &report.plan.steps {
             // An API call does not wait for a veth's deletion (~20 ms of RCU grace periods in
             // the kernel): its endpoint is already unusable (retired, or its container gone),
@@ -238,7 +249,7 @@ impl Reconciler {
                     .observed
                     .links
                     .get(name)
-                    .is_some_and(|l| l.kind.as_deref() == Some("veth"))
+                    .is_some_and(|l| l.kind.as_deref() == Some("veth") && !recreated.contains(name))
                     .then(|| name.clone()),
                 (true, StepOp::DeleteContainerLink { netns, ifname }) => {
                     host::is_retired(ifname).then(|| host::sublink_key(netns, ifname))
