@@ -442,3 +442,31 @@ fn kill_sends_signals_as_docker_does() {
     assert_eq!(w.inspect("k2")["State"]["ExitCode"].as_i64(), Some(137));
     w.berth_ok(&["rm", "-f", "k1", "k2"]);
 }
+
+/// Proves: a container's command starts with no signal ignored (as with runc), whatever
+/// berthd inherited: Rust's runtime ignores SIGPIPE in berthd's init, and a berthd started
+/// under `nohup` ignores SIGHUP; both would otherwise pass through `execve`.
+#[test]
+fn the_command_ignores_no_signal() {
+    require_root!();
+    let w = World::new();
+    let out = w.berth_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "grep",
+        "^SigIgn:",
+        "/proc/self/status",
+    ]);
+    let mask = out
+        .trim()
+        .strip_prefix("SigIgn:")
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no SigIgn line: {out:?}"));
+    // Signals 1–31 (bit n−1 is signal n). 32 and 33 belong to the C library, which refuses
+    // to change them and installs its own handlers for them in every program.
+    assert_eq!(mask & 0x7fff_ffff, 0, "ignored signals: {mask:#x}");
+    // Real-time signals above those too.
+    assert_eq!(mask >> 33, 0, "ignored signals: {mask:#x}");
+}

@@ -769,7 +769,9 @@ fn become_command(
         report(&ContainerError::Config("no command given".into()));
         return EXIT_SETUP_FAILED;
     };
-    // Pending signals (sent to the command before it existed) take effect here.
+    // Default dispositions first (nothing ignored is inherited, see `sys`), then pending
+    // signals (sent to the command before it existed) take effect here.
+    crate::sys::reset_signal_dispositions();
     if let Err(e) = signal_set().thread_unblock() {
         report(&ContainerError::Sys {
             what: "unblock signals".into(),

@@ -12,6 +12,11 @@
 //! * `fork(2)` in a container's stage 2 (single-threaded, checked): the command's process is a
 //!   copy of it instead of a fresh load of berthd's large executable (about 2 ms per container).
 //!
+//! * `sigaction(SIG_DFL)` for every signal just before a container's command is executed: an
+//!   ignored signal stays ignored across `execve`, and berthd's inits ignore SIGPIPE (Rust's
+//!   runtime does) and inherit whatever berthd was started with (`nohup`: SIGHUP). nix's
+//!   wrappers are `unsafe` as well.
+//!
 //! Each call passes pointers to values that live until it returns; the kernel copies them.
 
 #![allow(unsafe_code)]
@@ -222,4 +227,25 @@ pub fn readable(fd: std::os::fd::BorrowedFd<'_>, timeout_ms: i32) -> bool {
     // lifetime (BorrowedFd).
     let rc = unsafe { libc::poll(&mut p, 1, timeout_ms) };
     rc > 0 && p.revents & libc::POLLIN != 0
+}
+
+/// Gives every signal its default disposition (`sigaction(sig, SIG_DFL)`), as runc does for a
+/// container's process: a command must not inherit an ignored SIGPIPE (Rust's runtime ignores
+/// it in the init) or SIGHUP (a berthd started under `nohup`); a shell could not even `trap` a
+/// signal ignored on entry. SIGKILL and SIGSTOP cannot be changed; numbers the C library
+/// reserves for itself answer EINVAL and are left as they are.
+pub fn reset_signal_dispositions() {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL installs no handler, so no code of ours runs asynchronously; `sa`
+        // lives until the call returns and the kernel copies it.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = libc::SIG_DFL;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
 }
