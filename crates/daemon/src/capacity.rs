@@ -3,7 +3,9 @@
 
 use berth_api::types::{CapacityInfo, NetworkCapacity, SubnetCapacity};
 use berth_plan::capacity::{self, NetworkUse};
-use berth_plan::model::Status;
+use std::collections::BTreeSet;
+
+use berth_plan::model::{ContainerSpec, Status};
 
 use crate::daemon::Daemon;
 use crate::error::ApiResult;
@@ -13,17 +15,36 @@ pub type Conntrack = Option<(u64, u64)>;
 
 /// The capacity of every network and the conntrack table's (entries, size).
 pub fn snapshot(d: &Daemon) -> ApiResult<(Vec<NetworkUse>, Conntrack)> {
-    let nets = d.networks()?;
     let containers = d.containers()?;
-    let running = |id: &str| {
-        d.state(id)
-            .map(|s| s.status == Status::Running)
-            .unwrap_or(false)
-    };
+    let running = running_ids(d, &containers);
+    snapshot_of(d, &containers, &running)
+}
+
+/// [`snapshot`] for containers already read, `running` the ids of those running.
+pub fn snapshot_of(
+    d: &Daemon,
+    containers: &[ContainerSpec],
+    running: &BTreeSet<String>,
+) -> ApiResult<(Vec<NetworkUse>, Conntrack)> {
+    let nets = d.networks()?;
+    let is_running = |id: &str| running.contains(id);
     Ok((
-        capacity::networks(&nets, &containers, &running),
+        capacity::networks(&nets, containers, &is_running),
         conntrack(),
     ))
+}
+
+/// The ids of the running ones of `containers` (one state read each).
+pub fn running_ids(d: &Daemon, containers: &[ContainerSpec]) -> BTreeSet<String> {
+    containers
+        .iter()
+        .filter(|c| {
+            d.state(&c.id)
+                .map(|s| s.status == Status::Running)
+                .unwrap_or(false)
+        })
+        .map(|c| c.id.clone())
+        .collect()
 }
 
 /// `nf_conntrack_count` and `nf_conntrack_max` of berthd's namespace: absent until the

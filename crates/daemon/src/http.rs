@@ -306,17 +306,11 @@ async fn version() -> Json<VersionResponse> {
 
 async fn info(State(d): D) -> ApiResult<Json<InfoResponse>> {
     let containers = d.containers()?;
-    let running = containers
-        .iter()
-        .filter(|c| {
-            d.state(&c.id)
-                .map(|s| s.status == Status::Running)
-                .unwrap_or(false)
-        })
-        .count();
+    let running_ids = crate::capacity::running_ids(&d, &containers);
+    let running = running_ids.len();
     let meta = d.meta.lock().map(|m| m.clone()).unwrap_or_default();
     let host = crate::sysinfo::HostInfo::read();
-    let (cap_nets, conntrack) = crate::capacity::snapshot(&d)?;
+    let (cap_nets, conntrack) = crate::capacity::snapshot_of(&d, &containers, &running_ids)?;
     let state_dir = d.config.state_dir.display().to_string();
     Ok(Json(InfoResponse {
         id: meta.id,

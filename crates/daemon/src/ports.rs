@@ -284,8 +284,9 @@ pub async fn publish(d: &Daemon, c: &ContainerSpec) -> ApiResult<Option<Op>> {
         };
         ports::allocate(&specs, &t, &alloc, &mut host_use)?
     };
-    // `nft` is a process: block this worker in place (the runtime moves its other tasks away)
-    // rather than stall the tasks queued behind it.
+    // The commit blocks on the kernel (and runs `nft` when a change needs it): block this
+    // worker in place (the runtime moves its other tasks away) rather than stall the tasks
+    // queued behind it.
     tokio::task::block_in_place(|| {
         d.firewall
             .update_ports(&c.id, &c.name, &published, &veths, &guard)

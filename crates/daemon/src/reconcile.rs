@@ -219,16 +219,9 @@ impl Reconciler {
         if dry_run {
             return Ok(report);
         }
-        let in_flight = self.deleting.lock().map(|d| d.clone()).unwrap_or_default();
-        report.plan.steps.retain(|s| match &s.op {
-            StepOp::DeleteLink { name } => !in_flight.contains(name),
-            StepOp::DeleteContainerLink { netns, ifname } => {
-                !in_flight.contains(&host::sublink_key(netns, ifname))
-            }
-            _ => true,
-        });
         // Names this pass creates again (a leftover veth replaced by a restart's endpoint):
-        // their deletion must finish before the creation, so it is not deferred.
+        // their deletion must finish before the creation, so it is neither skipped nor
+        // deferred.
         let recreated: BTreeSet<String> = report
             .plan
             .steps
@@ -238,6 +231,18 @@ impl Reconciler {
                 _ => None,
             })
             .collect();
+        let in_flight = self.deleting.lock().map(|d| d.clone()).unwrap_or_default();
+        report.plan.steps.retain(|s| match &s.op {
+            // A veth on its way out (deleted in the background, or going with its container's
+            // namespace) is left to that, unless this pass creates its name again: a restart
+            // right after the exit must delete the leftover first, or the creation fails
+            // with EEXIST.
+            StepOp::DeleteLink { name } => !in_flight.contains(name) || recreated.contains(name),
+            StepOp::DeleteContainerLink { netns, ifname } => {
+                !in_flight.contains(&host::sublink_key(netns, ifname))
+            }
+            _ => true,
+        });
         for step in &report.plan.steps {
             // An API call does not wait for a veth's deletion (~20 ms of RCU grace periods in
             // the kernel): its endpoint is already unusable (retired, or its container gone),

@@ -1126,11 +1126,16 @@ pub struct SetChange {
     pub add: Vec<(String, String)>,
 }
 
-/// Every set and map berth owns, as (family, table, name, key type, value type, interval).
+/// `(family, name)` of a table as nft commands write it (`inet berth`).
+fn family_and_name(table: &'static str) -> (&'static str, &'static str) {
+    table.split_once(' ').unwrap_or(("inet", table))
+}
+
+/// Every set and map berth owns, with no changes yet.
 fn owned_sets() -> impl Iterator<Item = SetChange> {
-    let new = |family, set, key_type, data_type, interval| SetChange {
-        family,
-        table: "berth",
+    let new = |table, set, key_type, data_type, interval| SetChange {
+        family: family_and_name(table).0,
+        table: family_and_name(table).1,
         set,
         key_type,
         data_type,
@@ -1138,14 +1143,14 @@ fn owned_sets() -> impl Iterator<Item = SetChange> {
         delete: Vec::new(),
         add: Vec::new(),
     };
-    let sets = SETS.iter().map(move |s| new("inet", s.0, s.1, None, s.2));
+    let sets = SETS.iter().map(move |s| new(TABLE, s.0, s.1, None, s.2));
     let maps = MAPS
         .iter()
-        .map(move |m| new("inet", m.0, m.1, Some(m.2), false));
+        .map(move |m| new(TABLE, m.0, m.1, Some(m.2), false));
     let guard = GUARD_SETS.iter().map(move |g| {
         let ty = g.1.strip_prefix("typeof ").unwrap_or(g.1);
         let ty = ty.strip_prefix("type ").unwrap_or(ty);
-        new("bridge", g.0, ty, None, false)
+        new(BRIDGE_TABLE, g.0, ty, None, false)
     });
     sets.chain(maps).chain(guard)
 }

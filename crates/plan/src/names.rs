@@ -420,7 +420,7 @@ pub fn parse_extra_host(h: &str) -> Result<(String, std::net::IpAddr), PlanError
             "--add-host {h:?}: empty host name"
         )));
     }
-    validate_file_field("--add-host name", name, 253)?;
+    validate_file_field("--add-host name", name, crate::input::MAX_DNS_FIELD_LEN)?;
     Ok((name.to_string(), ip))
 }
 
