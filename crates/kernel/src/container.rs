@@ -11,12 +11,14 @@
 //! so all namespace work happens in fresh single-threaded processes:
 //!
 //! * stage 1 ([`INIT_ARG`]): joins the network namespace, unshares mnt/uts/pid/ipc, makes `/`
-//!   recursively private, spawns stage 2, writes its pid to `pid_file`, forwards signals to it,
+//!   recursively private, forks stage 2, writes its pid to `pid_file`, forwards signals to it,
 //!   waits, writes the exit code to `exit_file` and exits with it. Stage 2's pivot_root moves
 //!   stage 1 too (same mount namespace), so it writes those files through descriptors of their
 //!   directories, opened first.
-//! * stage 2 ([`INIT2_ARG`]): pid 1 of the new pid namespace. Dies with stage 1 (parent-death
-//!   signal), sets the hostname, forks the command's process (which drops its privileges
+//! * stage 2: a fork of stage 1 (no second load of this big executable: an `execve` of berthd
+//!   costs 2–2.5 ms of CPU in relocations and page faults), pid 1 of the new pid namespace; its
+//!   command line is stage 1's ([`init_processes`] tells them apart by their parent). Dies with
+//!   stage 1 (parent-death signal), sets the hostname, forks the command's process (which drops its privileges
 //!   meanwhile: [`crate::confine::apply`]), assembles the root ([`crate::rootfs::prepare`]:
 //!   /proc, /sys, /dev, masked paths, the generated files, `-v`, `--tmpfs`), `pivot_root`s
 //!   (which moves the waiting child too) and lets the child go: it unblocks signals, looks the
@@ -51,7 +53,7 @@ use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::fcntl::OFlag;
 use nix::mount::{mount, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::prctl::set_pdeathsig;
@@ -67,8 +69,6 @@ use crate::sys::Forked;
 
 /// argv\[1\] for stage 1; argv\[2\] is the [`InitConfig`] as JSON.
 pub const INIT_ARG: &str = "__berth_init";
-/// argv\[1\] for stage 2 (pid 1 of the container); argv\[2\] is the same JSON.
-pub const INIT2_ARG: &str = "__berth_init2";
 /// argv\[1\] for `exec`: argv\[2\] is the container's init pid, argv\[3\] the [`Privileges`] as
 /// JSON, argv\[4\] `tty` or `-` (see [`TTY_FLAG`]), argv\[5..\] the command.
 pub const ENTER_ARG: &str = "__berth_enter";
@@ -177,7 +177,6 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ContainerError 
 pub fn dispatch(args: &[String]) -> Option<i32> {
     let code = match args.get(1).map(String::as_str) {
         Some(INIT_ARG) => stage1_main(args.get(2)),
-        Some(INIT2_ARG) => stage2_main(args.get(2), args.get(3)),
         Some(ENTER_ARG) => enter_main(&args[2..]),
         Some(EXEC_ARG) => exec_main(&args[2..]),
         _ => return None,
@@ -316,7 +315,8 @@ fn stage1_main(json: Option<&String>) -> i32 {
             return EXIT_SETUP_FAILED;
         }
     };
-    let code = match stage1(&cfg, &pid_out) {
+    let inherited = [pid_out.dir.as_raw_fd(), exit_out.dir.as_raw_fd()];
+    let code = match stage1(&cfg, &pid_out, inherited) {
         Ok(code) => code,
         Err(e) => {
             report(&e);
@@ -329,7 +329,12 @@ fn stage1_main(json: Option<&String>) -> i32 {
     code
 }
 
-fn stage1(cfg: &InitConfig, pid_out: &OutFile) -> Result<i32, ContainerError> {
+/// `inherited`: stage 1's descriptors of host directories, closed in stage 2.
+fn stage1(
+    cfg: &InitConfig,
+    pid_out: &OutFile,
+    inherited: [std::os::fd::RawFd; 2],
+) -> Result<i32, ContainerError> {
     if let Some(netns) = &cfg.netns {
         let f = File::open(netns).map_err(io(format!("open netns {}", netns.display())))?;
         setns(&f, CloneFlags::CLONE_NEWNET)
@@ -351,24 +356,27 @@ fn stage1(cfg: &InitConfig, pid_out: &OutFile) -> Result<i32, ContainerError> {
     )
     .map_err(sys("make / recursively private"))?;
 
-    let json = serde_json::to_string(cfg)
-        .map_err(|e| ContainerError::Config(format!("cannot serialize: {e}")))?;
     // Stage 2 writes a byte (or just closes) when the container is set up and the command is
     // started; only then is the pid published, so an `exec` right after sees the finished
-    // container. It is stage 2's only inherited extra fd, which it closes at once.
+    // container. Both ends are close-on-exec: the command never inherits them.
     let (mut ready_r, ready_w) = std::io::pipe().map_err(io("create the ready pipe"))?;
-    fcntl(&ready_w, FcntlArg::F_SETFD(FdFlag::empty()))
-        .map_err(sys("clear FD_CLOEXEC on the ready pipe"))?;
     let signals = block_signals()?;
-    // /proc/self/exe: the very binary we are running, even if it was replaced on disk.
-    let spawned = Command::new("/proc/self/exe")
-        .arg(INIT2_ARG)
-        .arg(json)
-        .arg(ready_w.as_raw_fd().to_string())
-        .spawn();
+    // The first child after unshare(CLONE_NEWPID) is pid 1 of the new namespace. Stage 1 is a
+    // fresh single-threaded exec of berthd, so the child may run any code.
+    let pid = match crate::sys::fork_single_threaded() {
+        Ok(Forked::Child) => {
+            drop(ready_r);
+            // Stage 2 (pid 1, alive as long as the container) keeps no descriptor of the
+            // host's directories: stage 1's are closed here (never dropped: we exit below).
+            for fd in inherited {
+                let _ = nix::unistd::close(fd);
+            }
+            std::process::exit(stage2_main(cfg, ready_w));
+        }
+        Ok(Forked::Parent(pid)) => pid,
+        Err(e) => return Err(io("fork the container init (stage 2)")(e)),
+    };
     drop(ready_w);
-    let child = spawned.map_err(io("spawn container init (stage 2)"))?;
-    let pid = child_pid(&child);
     // EOF (stage 2 failed and exited) is fine too: supervise collects its exit code.
     let _ = ready_r.read_exact(&mut [0u8; 1]);
     drop(ready_r);
@@ -431,21 +439,10 @@ impl OutFile {
 // Stage 2 (pid 1 of the container)
 // ---------------------------------------------------------------------------------------------
 
-fn stage2_main(json: Option<&String>, ready_fd: Option<&String>) -> i32 {
-    // Our end of stage 1's ready pipe: reopened close-on-exec through the (still the host's)
-    // /proc, and the inherited descriptor closed, so the command does not inherit it.
-    let ready = ready_fd
-        .and_then(|fd| fd.parse::<i32>().ok())
-        .and_then(|fd| {
-            let f = fs::OpenOptions::new()
-                .write(true)
-                .open(format!("/proc/self/fd/{fd}"));
-            let _ = nix::unistd::close(fd);
-            f.ok()
-        });
-    let mut ready = ready;
-    let result = parse_config(json).and_then(|cfg| {
-        stage2_setup(&cfg)?;
+fn stage2_main(cfg: &InitConfig, ready: std::io::PipeWriter) -> i32 {
+    let mut ready = Some(ready);
+    let result = (|| {
+        stage2_setup(cfg)?;
         let signals = block_signals()?;
         // The command's process is a fork of ours (no second load of this big executable): it
         // confines itself (compiling and attaching the seccomp filter) while we assemble the
@@ -457,7 +454,7 @@ fn stage2_main(json: Option<&String>, ready_fd: Option<&String>) -> i32 {
             Ok(Forked::Child) => {
                 drop(go_w);
                 drop(ready.take());
-                std::process::exit(command_child(&cfg, &env, go_r));
+                std::process::exit(command_child(cfg, &env, go_r));
             }
             Ok(Forked::Parent(child)) => child,
             Err(e) => return Err(io("fork the command's process")(e)),
@@ -484,7 +481,7 @@ fn stage2_main(json: Option<&String>, ready_fd: Option<&String>) -> i32 {
             let _ = ready.write_all(b"1");
         }
         Ok((signals, child))
-    });
+    })();
     match result {
         Ok((signals, child)) => supervise(&signals, child, true),
         Err(e) => {
@@ -967,8 +964,39 @@ pub fn init_processes() -> Vec<(i32, InitConfig)> {
             continue;
         }
         if let Ok(cfg) = serde_json::from_slice::<InitConfig>(json) {
-            out.push((pid, cfg));
+            out.push((pid, parent_pid(pid), cfg));
         }
     }
-    out
+    // Stage 2 (and the command's process until its exec) are forks with stage 1's command
+    // line: an init whose parent is one of them is not a stage 1.
+    let inits: std::collections::BTreeSet<i32> = out.iter().map(|(pid, _, _)| *pid).collect();
+    out.into_iter()
+        .filter(|(_, ppid, _)| !ppid.is_some_and(|p| inits.contains(&p)))
+        .map(|(pid, _, cfg)| (pid, cfg))
+        .collect()
+}
+
+/// The parent of `pid`: field 4 of `/proc/PID/stat`, after the command name in parentheses
+/// (which may itself contain spaces and parentheses, hence the last `)`).
+fn parent_pid(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_pid_reads_the_field_after_the_command_name() {
+        let me = i32::try_from(std::process::id()).unwrap();
+        assert_eq!(
+            parent_pid(me),
+            Some(nix::unistd::getppid().as_raw()),
+            "our own parent"
+        );
+        assert_eq!(parent_pid(i32::MAX), None, "no such process");
+    }
 }

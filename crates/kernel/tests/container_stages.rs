@@ -340,7 +340,8 @@ fn command_is_in_its_own_pid_namespace() {
         pids.contains(&1) && pids.len() <= 4,
         "pids in /proc: {pids:?}"
     );
-    assert!(out.stdout.contains("__berth_init2"), "{out:?}");
+    // Stage 2 is a fork of stage 1: its command line.
+    assert!(out.stdout.contains("__berth_init "), "{out:?}");
 
     // No descriptor of berth's leaks into the command (3 is ls's own directory fd).
     let out = run(&config(&tmp, &ns, &["ls", "/proc/self/fd"]));
@@ -469,7 +470,7 @@ fn enter_runs_in_the_containers_namespaces() {
     );
     assert_eq!(lines[2], "1 2", "container env plus exec env: {out:?}");
     assert!(
-        lines[3].contains("__berth_init2"),
+        lines[3].contains("__berth_init "),
         "pid 1 / proc view: {out:?}"
     );
 

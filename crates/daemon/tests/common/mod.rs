@@ -1055,11 +1055,14 @@ impl World {
 // ---------------------------------------------------------------------------------------------
 // Reconciler tests: berthd with extra environment (failpoints), the raw API, kernel views.
 
-/// A process of a container's init (`__berth_init` stage 1 or `__berth_init2` stage 2).
+/// [`InitProc::stage`] of stage 2 (a fork of stage 1, with its command line).
+pub const STAGE2: &str = "stage 2";
+
+/// A process of a container's init (`__berth_init` stage 1, or its fork stage 2).
 #[derive(Debug, Clone)]
 pub struct InitProc {
     pub pid: i32,
-    /// argv\[1\]: `__berth_init` or `__berth_init2`.
+    /// `__berth_init` (stage 1) or [`STAGE2`].
     pub stage: String,
     /// The whole command line, NULs replaced by spaces.
     pub cmdline: String,
@@ -1281,6 +1284,19 @@ impl World {
                 stage: stage.clone(),
                 cmdline,
             });
+        }
+        // Stage 2 is a fork of stage 1 with its command line: told apart by its parent.
+        let pids: std::collections::BTreeSet<i32> = v.iter().map(|p| p.pid).collect();
+        for p in v.iter_mut() {
+            let ppid = fs::read_to_string(format!("/proc/{}/stat", p.pid))
+                .ok()
+                .and_then(|s| {
+                    let rest = s.get(s.rfind(')')? + 1..)?.to_string();
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                });
+            if ppid.is_some_and(|pp| pids.contains(&pp)) {
+                p.stage = STAGE2.to_string();
+            }
         }
         v
     }
