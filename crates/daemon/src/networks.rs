@@ -33,8 +33,20 @@ impl Daemon {
             .flat_map(|n| n.subnets.iter().map(|s| s.subnet))
             .collect();
         let host_routes: Vec<IpNet> = routes.into_iter().filter(|r| !own.contains(r)).collect();
-        let mut spec =
-            planner::plan_network(&req, new_id(), now_rfc3339(), &existing, &host_routes)?;
+        // An overlay network's MTU fits the smallest underlay among the cluster's hosts.
+        let underlay = self
+            .cluster
+            .as_ref()
+            .map(|c| c.underlay())
+            .unwrap_or_default();
+        let mut spec = planner::plan_network_on(
+            &req,
+            new_id(),
+            now_rfc3339(),
+            &existing,
+            &host_routes,
+            underlay,
+        )?;
         let drv = berth_plan::driver::driver(spec.driver);
         if let Some(link) = drv.network_link(&spec) {
             self.check_network_link(&link, &mut spec, &existing).await?;

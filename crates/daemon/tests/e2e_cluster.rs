@@ -65,6 +65,29 @@ impl Underlay {
         u
     }
 
+    /// `etcdctl --endpoints http://ETCD:2379 ARGS…` in the underlay; its output.
+    fn etcdctl(&self, args: &[&str]) -> String {
+        let endpoints = format!("http://{ETCD}:2379");
+        let mut cmd = vec![
+            "netns",
+            "exec",
+            &self.ns,
+            "etcdctl",
+            "--endpoints",
+            &endpoints,
+        ];
+        cmd.extend_from_slice(args);
+        stdout(&sh("ip", &cmd))
+    }
+
+    /// Gives host `i` (`h`) of the underlay an MTU of `mtu` on both ends of its NIC.
+    fn set_mtu(&self, i: usize, h: &World, mtu: u32) {
+        let mtu = mtu.to_string();
+        let port = format!("p{i}");
+        sh_ok("ip", &["-n", &self.ns, "link", "set", &port, "mtu", &mtu]);
+        sh_ok("ip", &["-n", &h.host_ns, "link", "set", "ul0", "mtu", &mtu]);
+    }
+
     /// Starts (or restarts, on the same data) the etcd member; waits until it answers.
     fn start_etcd(&mut self, w: &World) {
         let data = self.data.display().to_string();
@@ -695,6 +718,100 @@ fn overlay_network_spans_hosts() {
     u.kill_etcd();
 }
 
+/// Proves the overlay MTU follows the underlay: host-b's underlay NIC has MTU 1400 (host-a's
+/// 1500) and host-b advertises its address (host-a its interface name); each host publishes
+/// its interface's MTU in its node record, and a network created on host-a gets 1400 − 50 =
+/// 1350 (the smallest underlay in the cluster), shown by `network inspect` on both hosts and
+/// set on the containers' interfaces. The largest DF datagram (1322 + UDP 8 + IPv4 20) crosses
+/// from host-a to host-b whole; 1323 is refused with EMSGSIZE at the container's interface
+/// instead of vanishing in the underlay; TCP crosses. An explicit MTU the underlay cannot
+/// carry is a 400 naming both figures; a smaller one is taken.
+#[test]
+fn overlay_mtu_follows_the_underlay() {
+    require_root!();
+    let (a, b) = (World::new(), World::new());
+    let mut u = Underlay::new(&a, &[&a, &b]);
+    u.set_mtu(1, &b, 1400);
+    u.start_etcd(&a);
+    join(&a, "host-a").unwrap_or_else(|e| panic!("{e}"));
+    let args: Vec<String> = cluster_args("host-b")
+        .into_iter()
+        .map(|s| {
+            if s == "ul0" {
+                "10.77.0.2".to_string()
+            } else {
+                s
+            }
+        })
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    b.try_restart_daemon_full(false, &args, &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_names(&a, &["host-a", "host-b"], Duration::from_secs(5));
+    let recs = u.etcdctl(&["get", "--prefix", "/berth/nodes/", "--print-value-only"]);
+    assert!(
+        recs.contains("\"UnderlayMtu\":1500") && recs.contains("\"UnderlayMtu\":1400"),
+        "{recs}"
+    );
+
+    // Too big for host-b's underlay: refused, naming both figures.
+    let o = a.berth(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.52.0.0/24",
+        "-o",
+        "com.docker.network.driver.mtu=1400",
+        "big",
+    ]);
+    assert!(!o.status.success(), "{}", show(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("mtu=1400 is larger than the overlay can carry: at most 1350 (the underlay's MTU 1400 − 50 bytes of VXLAN over IPv4)"),
+        "{err}"
+    );
+    create_overlay(
+        &a,
+        "10.52.0.0/24",
+        "small",
+        &["-o", "com.docker.network.driver.mtu=1300"],
+    );
+    assert_eq!(
+        a.network_inspect("small")["Options"]["com.docker.network.driver.mtu"],
+        "1300"
+    );
+    a.berth_ok(&["network", "rm", "small"]);
+
+    create_overlay(&a, "10.53.0.0/24", "app", &[]);
+    wait_until("app on host-b", Duration::from_secs(5), || {
+        network_names(&b).contains(&"app".to_string())
+    });
+    for w in [&a, &b] {
+        assert_eq!(
+            w.network_inspect("app")["Options"]["com.docker.network.driver.mtu"],
+            "1350"
+        );
+    }
+    a.run_server("db", &["--network", "app"], 8080);
+    a.wait_container_port("db", 8080);
+    b.run_server("web", &["--network", "app"], 8081);
+    b.wait_container_port("web", 8081);
+    let (ip_db, ip_web) = (a.ip_of("db", "app"), b.ip_of("web", "app"));
+    for (w, c) in [(&a, "db"), (&b, "web")] {
+        let link = w.exec_ok(c, &["ip", "link", "show", "eth0"]);
+        assert!(link.contains("mtu 1350"), "{link}");
+    }
+    b.assert_reaches("web", &ip_db, 8080);
+    // From the 1500-byte host to the 1400-byte one: the largest DF datagram arrives whole.
+    assert_largest_df_datagram((&a, "db"), (&b, "web"), &ip_web, 1322);
+    a.berth_ok(&["rm", "-f", "db"]);
+    b.berth_ok(&["rm", "-f", "web"]);
+    a.berth_ok(&["network", "rm", "app"]);
+    u.kill_etcd();
+}
+
 /// Not a test of behaviour: times the overlay across hosts as a user sees it (run with
 /// `--ignored --nocapture`): from `berth run -d` returning on host-a to the container being
 /// reachable by TCP from a container on host-b, by address and by name (host-b's DNS), over
@@ -1130,6 +1247,23 @@ fn udp_send_sized(
     w.exec(from, &args)
 }
 
+/// A UDP datagram of `size` bytes with DF set (`IP_PMTUDISC_DO`) from container `from` to
+/// container `to` (at `to_ip`) arrives whole; one byte more is refused at the sender's own
+/// interface (`EMSGSIZE`), not lost on the way.
+fn assert_largest_df_datagram(from: (&World, &str), to: (&World, &str), to_ip: &str, size: usize) {
+    let got = udp_received(to.0, to.1, 9994, || {
+        let o = udp_send_sized(from.0, from.1, to_ip, 9994, "big", Some(size));
+        assert!(o.status.success(), "{}", show(&o));
+    });
+    assert_eq!(got.len(), size, "{got}");
+    let o = udp_send_sized(from.0, from.1, to_ip, 9994, "big", Some(size + 1));
+    assert!(
+        !o.status.success() && stderr(&o).contains("Message too long"),
+        "{}",
+        show(&o)
+    );
+}
+
 fn mac_of(w: &World, ctr: &str, net: &str) -> String {
     w.inspect(ctr)["NetworkSettings"]["Networks"][net]["MacAddress"]
         .as_str()
@@ -1238,39 +1372,10 @@ fn encrypted_overlay_spans_hosts() {
     assert!(link.contains("mtu 1370"), "{link}");
     // The largest DF datagram (1342 + UDP 8 + IPv4 20 = 1370) crosses whole; one byte more
     // is refused at the container's interface.
-    let got = udp_received(&a, "db", 9994, || {
-        let o = udp_send_sized(&b, "web", &ip_db, 9994, "big", Some(1342));
-        assert!(o.status.success(), "{}", show(&o));
-    });
-    assert_eq!(got.len(), 1342, "{got}");
-    let o = udp_send_sized(&b, "web", &ip_db, 9994, "big", Some(1343));
-    assert!(
-        !o.status.success() && stderr(&o).contains("Message too long"),
-        "{}",
-        show(&o)
-    );
+    assert_largest_df_datagram((&b, "web"), (&a, "db"), &ip_db, 1342);
     // The node records carry the public keys.
-    let rec = sh(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &u.ns,
-            "etcdctl",
-            "--endpoints",
-            &format!("http://{ETCD}:2379"),
-            "get",
-            "--prefix",
-            "/berth/nodes/",
-            "--print-value-only",
-        ],
-    );
-    assert_eq!(
-        stdout(&rec).matches("\"WgKey\"").count(),
-        2,
-        "{}",
-        show(&rec)
-    );
+    let rec = u.etcdctl(&["get", "--prefix", "/berth/nodes/", "--print-value-only"]);
+    assert_eq!(rec.matches("\"WgKey\"").count(), 2, "{rec}");
 
     // A capture of the underlay: the unencrypted marker in clear, the encrypted one never.
     let v = capture_underlay(&u, &a, &["PLAIN-MARK-7f3a", "SECRET-MARK-9c1e"], || {
