@@ -173,6 +173,7 @@ impl Daemon {
                                 node: cl.node().to_string(),
                                 vtep: cl.record.addr,
                                 ip,
+                                ip6: ep.addrs.iter().map(|a| a.addr()).find(IpAddr::is_ipv6),
                                 mac: ep.mac.clone(),
                                 name: c.name.clone(),
                                 aliases: ep.aliases.clone(),
@@ -318,9 +319,9 @@ impl Daemon {
         cl.remote_endpoints()
             .into_iter()
             .filter(|r| r.node != cl.node())
-            .filter_map(|r| {
-                let prefix = if r.ip.is_ipv4() { 32 } else { 128 };
-                let addr = ipnet::IpNet::new(r.ip, prefix).ok()?;
+            .map(|r| {
+                // A and AAAA: every address the endpoint has, as a host route.
+                let addrs: Vec<ipnet::IpNet> = r.ips().map(ipnet::IpNet::from).collect();
                 let mut c = ContainerSpec::new(r.container_id.clone(), &r.name, vec![]);
                 c.endpoints.push(EndpointSpec {
                     id: format!("{}-{}", r.container_id, r.network_id),
@@ -328,14 +329,14 @@ impl Daemon {
                     host_ifname: String::new(),
                     ifname: "eth0".into(),
                     mac: r.mac.clone(),
-                    addrs: vec![addr],
+                    addrs,
                     static_ipv4: None,
                     static_ipv6: None,
                     aliases: r.aliases.clone(),
                     gw_priority: 0,
                     driver_opts: Default::default(),
                 });
-                Some((c, true))
+                (c, true)
             })
             .collect()
     }

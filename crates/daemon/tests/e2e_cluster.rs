@@ -812,6 +812,163 @@ fn overlay_mtu_follows_the_underlay() {
     u.kill_etcd();
 }
 
+/// Connects over IPv6 from `w`'s container `from` to `name:port` (an AAAA lookup by the
+/// container's resolver, `AF_INET6` only) and returns the server's reply.
+fn tcp6_by_name(w: &World, from: &str, name: &str, port: u16) -> Result<String, String> {
+    let py = "import socket,sys\n\
+ai=socket.getaddrinfo(sys.argv[1],int(sys.argv[2]),socket.AF_INET6,socket.SOCK_STREAM)\n\
+s=socket.socket(socket.AF_INET6,socket.SOCK_STREAM); s.settimeout(2)\n\
+s.connect(ai[0][4]); print(ai[0][4][0], s.recv(200).decode().strip())\n";
+    let o = w.exec(from, &["python3", "-c", py, name, &port.to_string()]);
+    if o.status.success() {
+        Ok(stdout(&o).trim().to_string())
+    } else {
+        Err(show(&o))
+    }
+}
+
+fn ip6_of(w: &World, ctr: &str, net: &str) -> String {
+    w.inspect(ctr)["NetworkSettings"]["Networks"][net]["GlobalIPv6Address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Proves dual-stack overlay networks: `--ipv6 --subnet fd00:50::/64` next to an IPv4
+/// subnet; containers on two hosts get different IPv6 addresses claimed in etcd
+/// (`ipam/<net>/<addr>` of both families), each host holds a permanent NDP entry (next to the
+/// ARP one) for the other's container on its VXLAN port, and TCP over IPv6 crosses both ways by
+/// address and by name (an AAAA answer of the other host's DNS); egress to an IPv6 peer
+/// outside leaves masqueraded to the host's address (NAT66, as on bridge networks) and the
+/// container's IPv6 address is among its port's anti-spoofing elements.
+#[test]
+fn overlay_ipv6_spans_hosts() {
+    require_root!();
+    let (a, b, mut u) = two_hosts();
+    create_overlay(
+        &a,
+        "10.55.0.0/24",
+        "six",
+        &["--ipv6", "--subnet", "fd00:50::/64"],
+    );
+    wait_until("six on host-b", Duration::from_secs(5), || {
+        network_names(&b).contains(&"six".to_string())
+    });
+    let ins = b.network_inspect("six");
+    assert_eq!(ins["EnableIPv6"], true, "{ins}");
+    let id = ins["Id"].as_str().expect("id").to_string();
+    let vx = format!("bvx-{}", &id[..9]);
+    let server = |w: &World, name: &str, port: u16| {
+        let p = port.to_string();
+        w.run_d(
+            name,
+            &["--network", "six"],
+            &["python3", &w.helper("peer_server.py"), "::", &p],
+        );
+        w.wait_container_port(name, port);
+    };
+    server(&a, "db", 8080);
+    server(&b, "web", 8081);
+    let (db6, web6) = (ip6_of(&a, "db", "six"), ip6_of(&b, "web", "six"));
+    assert!(
+        db6.starts_with("fd00:50::") && web6.starts_with("fd00:50::"),
+        "{db6} {web6}"
+    );
+    assert_ne!(db6, web6, "two hosts must not hand out one IPv6 address");
+    // Both families claimed cluster-wide.
+    let claims = u.etcdctl(&[
+        "get",
+        "--prefix",
+        &format!("/berth/ipam/{id}/"),
+        "--keys-only",
+    ]);
+    assert!(claims.contains(&db6) && claims.contains(&web6), "{claims}");
+
+    // NDP entries on each host's VXLAN port for the other's container.
+    wait_until("db's NDP entry on host-b", Duration::from_secs(5), || {
+        let o = sh("ip", &["-n", &b.host_ns, "-6", "neigh", "show", "dev", &vx]);
+        let t = stdout(&o);
+        t.contains(&db6) && t.contains("PERMANENT")
+    });
+    // By address, both ways: the server sees the client's own IPv6 address (no NAT inside).
+    let r = b.assert_reaches("web", &db6, 8080);
+    assert_eq!(r.trim(), web6, "db saw web as {r}");
+    let r = a.assert_reaches("db", &web6, 8081);
+    assert_eq!(r.trim(), db6, "web saw db as {r}");
+    // By name: AAAA from host-b's DNS for a container of host-a.
+    let start = Instant::now();
+    let got = loop {
+        match tcp6_by_name(&b, "web", "db", 8080) {
+            Ok(r) => break r,
+            Err(e) => assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "web should reach db over IPv6 by name: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(got, format!("{db6} {web6}"));
+    // Egress through host-a, its IPv6 subnet masqueraded (NAT66, as on a dual-stack bridge
+    // network): host-a gets an IPv6 uplink, the outside peer sees host-a's address.
+    let (h, o) = (a.host_ns.clone(), a.out_ns.clone());
+    sh_ok(
+        "ip",
+        &[
+            "-n",
+            &h,
+            "addr",
+            "add",
+            "fd98::1/64",
+            "dev",
+            "uplink",
+            "nodad",
+        ],
+    );
+    sh_ok(
+        "ip",
+        &["-n", &o, "addr", "add", "fd98::2/64", "dev", "lan", "nodad"],
+    );
+    sh_ok(
+        "ip",
+        &["-n", &h, "-6", "route", "add", "default", "via", "fd98::2"],
+    );
+    let helper = a.helper("peer_server.py");
+    a.spawn_in(&o, &["python3", &helper, "fd98::2", "7000"]);
+    a.wait_port(&o, "fd98::2", 7000);
+    let seen = a.assert_reaches("db", "fd98::2", 7000);
+    assert_eq!(
+        seen.trim(),
+        "fd98::1",
+        "egress must be masqueraded to host-a's address"
+    );
+    let nft = a.nft_table();
+    assert!(
+        nft.contains("fd00:50::/64"),
+        "masq6 lacks the subnet: {nft}"
+    );
+    // Anti-spoofing: the container's IPv6 address is its port's, as on a bridge network.
+    let guard = sh_ok(
+        "ip",
+        &[
+            "netns", "exec", &h, "nft", "list", "set", "bridge", "berth", "port_ip6",
+        ],
+    );
+    assert!(guard.contains(&db6), "{guard}");
+
+    a.berth_ok(&["rm", "-f", "db"]);
+    wait_until(
+        "db's NDP entry gone from host-b",
+        Duration::from_secs(5),
+        || {
+            let o = sh("ip", &["-n", &b.host_ns, "-6", "neigh", "show", "dev", &vx]);
+            !stdout(&o).contains(&db6)
+        },
+    );
+    b.berth_ok(&["rm", "-f", "web"]);
+    b.berth_ok(&["network", "rm", "six"]);
+    u.kill_etcd();
+}
+
 /// Not a test of behaviour: times the overlay across hosts as a user sees it (run with
 /// `--ignored --nocapture`): from `berth run -d` returning on host-a to the container being
 /// reachable by TCP from a container on host-b, by address and by name (host-b's DNS), over

@@ -1024,12 +1024,6 @@ pub fn plan_network_on(
         underlay,
     )?;
     let overlay = if driver == Driver::Overlay {
-        if req.enable_ipv6 || v6.is_some() {
-            return Err(PlanError::Invalid(format!(
-                "network {name:?}: IPv6 on an overlay network is not supported by berth yet; \
-                 give an IPv4 --subnet only"
-            )));
-        }
         let vni = match opts.get(OPT_VXLANID) {
             None => 0,
             Some(v) => v

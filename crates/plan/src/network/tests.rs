@@ -117,7 +117,7 @@ fn drivers() {
         r#"driver "weave" is not supported (berth supports: bridge, macvlan, ipvlan, overlay)"#
     );
     // Overlay: the VNI is the daemon's to allocate unless given; MTU leaves VXLAN's 50 bytes;
-    // no IPv6 yet; a VNI out of range is refused.
+    // a VNI out of range is refused.
     r.driver = Some("overlay".into());
     let n = plan(&r, &[]).expect("overlay");
     assert_eq!(n.overlay.map(|o| (o.vni, o.port)), Some((0, 4789)));
@@ -130,9 +130,16 @@ fn drivers() {
         plan(&r, &[]).expect("vni").overlay.map(|o| o.vni),
         Some(4097)
     );
+    // Dual stack: an IPv6 subnet as given (or a ULA /64), next to the IPv4 one.
     r.enable_ipv6 = true;
-    let e = plan(&r, &[]).unwrap_err();
-    assert!(e.to_string().contains("IPv6 on an overlay network"), "{e}");
+    r.ipam = vec![IpamRequest {
+        subnet: Some("fd00:50::/64".into()),
+        ..Default::default()
+    }];
+    let n = plan(&r, &[]).expect("dual-stack overlay");
+    assert_eq!(n.subnets.len(), 2);
+    assert_eq!(n.subnets[1].subnet, net("fd00:50::/64"));
+    assert_eq!(n.mtu, 1450);
 }
 
 #[test]
