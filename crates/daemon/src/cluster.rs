@@ -283,10 +283,17 @@ impl Cluster {
     /// and whether any host tunnels over IPv6. An overlay network created here fits it.
     pub fn underlay(&self) -> berth_plan::network::Underlay {
         // Read from etcd (a create talks to it anyway): a host that joined a moment ago
-        // counts even before the watch delivered its record; the watch's copy otherwise.
-        let nodes = match self.store.list_json::<NodeRecord>(pc::NODES) {
-            Ok(n) => n,
-            Err(_) => self.nodes.lock().map(|n| n.clone()).unwrap_or_default(),
+        // counts even before the watch delivered its record. The watch's copy when etcd is
+        // marked unreachable (no second request timeout before the create's own 503) or
+        // does not answer.
+        let listed = if self.healthy() {
+            self.store.list_json::<NodeRecord>(pc::NODES).ok()
+        } else {
+            None
+        };
+        let nodes = match listed {
+            Some(n) => n,
+            None => self.nodes.lock().map(|n| n.clone()).unwrap_or_default(),
         };
         berth_plan::network::Underlay::of_hosts(
             nodes

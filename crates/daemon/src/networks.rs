@@ -33,12 +33,12 @@ impl Daemon {
             .flat_map(|n| n.subnets.iter().map(|s| s.subnet))
             .collect();
         let host_routes: Vec<IpNet> = routes.into_iter().filter(|r| !own.contains(r)).collect();
-        // An overlay network's MTU fits the smallest underlay among the cluster's hosts.
-        let underlay = self
-            .cluster
-            .as_ref()
-            .map(|c| c.underlay())
-            .unwrap_or_default();
+        // An overlay network's MTU fits the smallest underlay among the cluster's hosts. Only
+        // an overlay asks etcd: a bridge network's create is local work.
+        let underlay = match (&self.cluster, req.driver.as_deref()) {
+            (Some(c), Some("overlay")) => c.underlay(),
+            _ => Default::default(),
+        };
         let mut spec = planner::plan_network_on(
             &req,
             new_id(),
