@@ -658,41 +658,7 @@ fn overlay_network_spans_hosts() {
     wait_until("race on host-b", Duration::from_secs(5), || {
         network_names(&b).contains(&"race".to_string())
     });
-    let ips: Vec<String> = std::thread::scope(|s| {
-        let runs: Vec<_> = [(&a, "ra"), (&b, "rb")]
-            .into_iter()
-            .flat_map(|(w, p)| {
-                (0..5).map(move |i| {
-                    s.spawn(move || {
-                        let name = format!("{p}{i}");
-                        w.berth_ok(&[
-                            "run",
-                            "-d",
-                            "--name",
-                            &name,
-                            "--network",
-                            "race",
-                            "sleep",
-                            "60",
-                        ]);
-                        w.ip_of(&name, "race")
-                    })
-                })
-            })
-            .collect();
-        runs.into_iter().map(|h| h.join().expect("run")).collect()
-    });
-    let unique: std::collections::BTreeSet<&String> = ips.iter().collect();
-    assert_eq!(
-        unique.len(),
-        ips.len(),
-        "duplicate addresses across hosts: {ips:?}"
-    );
-    for (w, p) in [(&a, "ra"), (&b, "rb")] {
-        for i in 0..5 {
-            w.berth_ok(&["rm", "-f", &format!("{p}{i}")]);
-        }
-    }
+    assert_unique_concurrent_addresses(&a, &b, "race", 5, |w: &World, c: &str| w.ip_of(c, "race"));
     b.berth_ok(&["network", "rm", "race"]);
 
     // Removal: refused on host-b while host-a still has an endpoint (naming host-a); once the
@@ -836,7 +802,8 @@ fn ip6_of(w: &World, ctr: &str, net: &str) -> String {
 
 /// Proves dual-stack overlay networks: `--ipv6 --subnet fd00:50::/64` next to an IPv4
 /// subnet; containers on two hosts get different IPv6 addresses claimed in etcd
-/// (`ipam/<net>/<addr>` of both families), each host holds a permanent NDP entry (next to the
+/// (`ipam/<net>/<addr>` of both families; eight concurrent runs on two hosts, eight
+/// addresses), each host holds a permanent NDP entry (next to the
 /// ARP one) for the other's container on its VXLAN port, and TCP over IPv6 crosses both ways by
 /// address and by name (an AAAA answer of the other host's DNS); egress to an IPv6 peer
 /// outside leaves masqueraded to the host's address (NAT66, as on bridge networks) and the
@@ -965,8 +932,61 @@ fn overlay_ipv6_spans_hosts() {
         },
     );
     b.berth_ok(&["rm", "-f", "web"]);
+    // Concurrent runs on both hosts: no IPv6 address handed out twice.
+    assert_unique_concurrent_addresses(&a, &b, "six", 4, |w: &World, c: &str| {
+        let v6 = ip6_of(w, c, "six");
+        assert!(v6.starts_with("fd00:50::"), "{c}: {v6}");
+        v6
+    });
     b.berth_ok(&["network", "rm", "six"]);
     u.kill_etcd();
+}
+
+/// Runs `per_host` containers at once on each of `a` and `b` on network `net`, asserts that
+/// `addr` (the address of one family a container got) never repeats, and removes them.
+fn assert_unique_concurrent_addresses(
+    a: &World,
+    b: &World,
+    net: &str,
+    per_host: usize,
+    addr: impl Fn(&World, &str) -> String + Sync,
+) {
+    let addr = &addr;
+    let ips: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = [(a, "ra"), (b, "rb")]
+            .into_iter()
+            .flat_map(|(w, p)| {
+                (0..per_host).map(move |i| {
+                    s.spawn(move || {
+                        let name = format!("{p}{i}");
+                        w.berth_ok(&[
+                            "run",
+                            "-d",
+                            "--name",
+                            &name,
+                            "--network",
+                            net,
+                            "sleep",
+                            "60",
+                        ]);
+                        addr(w, &name)
+                    })
+                })
+            })
+            .collect();
+        runs.into_iter().map(|h| h.join().expect("run")).collect()
+    });
+    let unique: std::collections::BTreeSet<&String> = ips.iter().collect();
+    assert_eq!(
+        unique.len(),
+        ips.len(),
+        "duplicate addresses across hosts: {ips:?}"
+    );
+    for (w, p) in [(a, "ra"), (b, "rb")] {
+        for i in 0..per_host {
+            w.berth_ok(&["rm", "-f", &format!("{p}{i}")]);
+        }
+    }
 }
 
 /// Not a test of behaviour: times the overlay across hosts as a user sees it (run with
