@@ -75,6 +75,7 @@ impl Cluster {
     pub fn join(cfg: ClusterConfig) -> anyhow::Result<Arc<Cluster>> {
         pc::validate_node_name(&cfg.node_name).map_err(|e| anyhow::anyhow!("{e}"))?;
         let addr = resolve_advertise(&cfg.advertise)?;
+        let underlay_mtu = underlay_mtu(&cfg.advertise, addr);
         let mut opts = EtcdOptions::new(cfg.store.endpoints.clone());
         if cfg.store.tls.any() {
             opts.tls = Some(EtcdTls {
@@ -95,6 +96,7 @@ impl Cluster {
             instance: crate::daemon::new_id(),
             wg_key: Some(berth_plan::wireguard::encode_key(&wireguard.public)),
             wg_port: Some(cfg.wg_port),
+            underlay_mtu,
         };
         let c = Arc::new(Cluster {
             store: Arc::new(store),
@@ -276,6 +278,37 @@ impl Cluster {
             .collect())
     }
 
+    /// The cluster's underlay as the live nodes published it (this host's own record
+    /// included, also before the watch delivered it): the smallest advertised interface MTU,
+    /// and whether any host tunnels over IPv6. An overlay network created here fits it.
+    pub fn underlay(&self) -> berth_plan::network::Underlay {
+        // Read from etcd (a create talks to it anyway): a host that joined a moment ago
+        // counts even before the watch delivered its record. The watch's copy when etcd is
+        // marked unreachable (no second request timeout before the create's own 503) or
+        // does not answer.
+        let listed = if self.healthy() {
+            self.store.list_json::<NodeRecord>(pc::NODES).ok()
+        } else {
+            None
+        };
+        let nodes = match listed {
+            Some(n) => n,
+            None => self.nodes.lock().map(|n| n.clone()).unwrap_or_default(),
+        };
+        berth_plan::network::Underlay::of_hosts(
+            nodes
+                .iter()
+                .filter(|n| n.name != self.record.name)
+                .chain(std::iter::once(&self.record))
+                .map(|n| (n.addr, n.underlay_mtu)),
+        )
+    }
+
+    /// This host's own underlay (its advertised interface's MTU and address family).
+    pub fn own_underlay(&self) -> berth_plan::network::Underlay {
+        berth_plan::network::Underlay::of_hosts([(self.record.addr, self.record.underlay_mtu)])
+    }
+
     /// Records the live nodes (from the watch) and gives the WireGuard datapath its peers.
     pub fn set_nodes(&self, nodes: Vec<NodeRecord>) {
         if let Ok(mut n) = self.nodes.lock() {
@@ -350,6 +383,33 @@ fn resolve_advertise(a: &Advertise) -> anyhow::Result<IpAddr> {
                          the address itself"
                     )
                 })
+        }
+    }
+}
+
+/// The MTU of the interface carrying the underlay: the one `--advertise-addr` names, or the
+/// one holding the advertised address, read over netlink in berthd's namespace. `None` (with a
+/// warning; overlay networks then assume 1500) when no local interface holds the address.
+fn underlay_mtu(a: &Advertise, addr: IpAddr) -> Option<u32> {
+    let links = match berth_kernel::observe::links_now() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("cluster: reading this host's links for the underlay's MTU: {e}");
+            return None;
+        }
+    };
+    match pc::underlay_link(a, addr, &links) {
+        Some(l) => {
+            tracing::info!(interface = %l.name, mtu = l.mtu, "cluster: underlay interface");
+            Some(l.mtu)
+        }
+        None => {
+            tracing::warn!(
+                "cluster: no interface of this host holds the advertised address {addr}; \
+                 overlay networks assume a {}-byte underlay",
+                berth_plan::network::DEFAULT_MTU
+            );
+            None
         }
     }
 }

@@ -200,7 +200,12 @@ impl Daemon {
             let encrypted = nets.iter().any(|n| n.overlay.is_some_and(|o| o.encrypted));
             let was = cl.wireguard.running();
             cl.wireguard
-                .ensure(&self.kernel, encrypted, cl.record.addr)
+                .ensure(
+                    &self.kernel,
+                    encrypted,
+                    cl.record.addr,
+                    cl.own_underlay().mtu,
+                )
                 .await
                 .map_err(|e| {
                     ApiError::internal(format!(

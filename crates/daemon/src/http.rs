@@ -637,6 +637,10 @@ fn network_resource(d: &Daemon, n: &NetworkSpec, containers: &[ContainerSpec]) -
         options
             .entry(berth_plan::network::OPT_VXLANID.to_string())
             .or_insert_with(|| ov.vni.to_string());
+        // The MTU in effect (decided from the underlay unless given).
+        options
+            .entry(berth_plan::network::OPT_MTU.to_string())
+            .or_insert_with(|| n.mtu.to_string());
     }
     let mut members = BTreeMap::new();
     for c in containers {

@@ -33,8 +33,20 @@ impl Daemon {
             .flat_map(|n| n.subnets.iter().map(|s| s.subnet))
             .collect();
         let host_routes: Vec<IpNet> = routes.into_iter().filter(|r| !own.contains(r)).collect();
-        let mut spec =
-            planner::plan_network(&req, new_id(), now_rfc3339(), &existing, &host_routes)?;
+        // An overlay network's MTU fits the smallest underlay among the cluster's hosts. Only
+        // an overlay asks etcd: a bridge network's create is local work.
+        let underlay = match (&self.cluster, req.driver.as_deref()) {
+            (Some(c), Some("overlay")) => c.underlay(),
+            _ => Default::default(),
+        };
+        let mut spec = planner::plan_network_on(
+            &req,
+            new_id(),
+            now_rfc3339(),
+            &existing,
+            &host_routes,
+            underlay,
+        )?;
         let drv = berth_plan::driver::driver(spec.driver);
         if let Some(link) = drv.network_link(&spec) {
             self.check_network_link(&link, &mut spec, &existing).await?;

@@ -173,6 +173,7 @@ impl Daemon {
                                 node: cl.node().to_string(),
                                 vtep: cl.record.addr,
                                 ip,
+                                ip6: ep.addrs.iter().map(|a| a.addr()).find(IpAddr::is_ipv6),
                                 mac: ep.mac.clone(),
                                 name: c.name.clone(),
                                 aliases: ep.aliases.clone(),
@@ -261,6 +262,7 @@ impl Daemon {
         for (id, n) in &global {
             if local.get(id) != Some(n) {
                 tracing::info!(network = %n.name, "cluster: overlay network appeared");
+                self.warn_if_too_big(n);
                 ops.push(Op::put_json(keys::network(id), n));
             }
         }
@@ -289,6 +291,25 @@ impl Daemon {
         Ok(true)
     }
 
+    /// Warns when overlay network `n` (its MTU fixed at create for the whole cluster) is
+    /// larger than this host's own underlay carries: its frames leave this host's VXLAN port
+    /// fragmented (outer IPv4 without DF) or not at all (IPv6 underlay).
+    fn warn_if_too_big(&self, n: &NetworkSpec) {
+        let Some(cl) = &self.cluster else { return };
+        let encrypted = n.overlay.is_some_and(|o| o.encrypted);
+        let (fits, how) = cl.own_underlay().overlay_mtu(encrypted);
+        if n.mtu > fits {
+            tracing::warn!(
+                network = %n.name,
+                "cluster: overlay network {:?} has MTU {} but this host's underlay carries at \
+                 most {fits} ({how}): recreate it with -o com.docker.network.driver.mtu={fits} \
+                 or raise this host's interface MTU",
+                n.name,
+                n.mtu
+            );
+        }
+    }
+
     /// The other hosts' endpoints as stand-in containers for the DNS table (name, aliases,
     /// address on the overlay network).
     pub(crate) fn remote_dns_containers(&self) -> Vec<(ContainerSpec, bool)> {
@@ -298,9 +319,9 @@ impl Daemon {
         cl.remote_endpoints()
             .into_iter()
             .filter(|r| r.node != cl.node())
-            .filter_map(|r| {
-                let prefix = if r.ip.is_ipv4() { 32 } else { 128 };
-                let addr = ipnet::IpNet::new(r.ip, prefix).ok()?;
+            .map(|r| {
+                // A and AAAA: every address the endpoint has, as a host route.
+                let addrs: Vec<ipnet::IpNet> = r.ips().map(ipnet::IpNet::from).collect();
                 let mut c = ContainerSpec::new(r.container_id.clone(), &r.name, vec![]);
                 c.endpoints.push(EndpointSpec {
                     id: format!("{}-{}", r.container_id, r.network_id),
@@ -308,14 +329,14 @@ impl Daemon {
                     host_ifname: String::new(),
                     ifname: "eth0".into(),
                     mac: r.mac.clone(),
-                    addrs: vec![addr],
+                    addrs,
                     static_ipv4: None,
                     static_ipv6: None,
                     aliases: r.aliases.clone(),
                     gw_priority: 0,
                     driver_opts: Default::default(),
                 });
-                Some((c, true))
+                (c, true)
             })
             .collect()
     }

@@ -151,6 +151,7 @@ impl WireGuard {
         kernel: &Kernel,
         wanted: bool,
         advertised: IpAddr,
+        underlay_mtu: u32,
     ) -> anyhow::Result<()> {
         if wanted == self.running() {
             return Ok(());
@@ -173,12 +174,7 @@ impl WireGuard {
         let addr = ipnet::IpNet::new(IpAddr::V6(local), pw::TUNNEL_PREFIX_LEN)
             .context("tunnel address")?;
         kernel
-            .configure_tunnel(
-                DEVICE,
-                addr,
-                pw::tunnel_mtu(berth_plan::network::DEFAULT_MTU),
-                pw::DEVICE_ALIAS,
-            )
+            .configure_tunnel(DEVICE, addr, pw::tunnel_mtu(underlay_mtu), pw::DEVICE_ALIAS)
             .await
             .with_context(|| format!("configuring tun device {DEVICE}"))?;
         // The tun is opened with IFF_NAPI, so packets written to it go through GRO; holding

@@ -65,6 +65,29 @@ impl Underlay {
         u
     }
 
+    /// `etcdctl --endpoints http://ETCD:2379 ARGS…` in the underlay; its output.
+    fn etcdctl(&self, args: &[&str]) -> String {
+        let endpoints = format!("http://{ETCD}:2379");
+        let mut cmd = vec![
+            "netns",
+            "exec",
+            &self.ns,
+            "etcdctl",
+            "--endpoints",
+            &endpoints,
+        ];
+        cmd.extend_from_slice(args);
+        stdout(&sh("ip", &cmd))
+    }
+
+    /// Gives host `i` (`h`) of the underlay an MTU of `mtu` on both ends of its NIC.
+    fn set_mtu(&self, i: usize, h: &World, mtu: u32) {
+        let mtu = mtu.to_string();
+        let port = format!("p{i}");
+        sh_ok("ip", &["-n", &self.ns, "link", "set", &port, "mtu", &mtu]);
+        sh_ok("ip", &["-n", &h.host_ns, "link", "set", "ul0", "mtu", &mtu]);
+    }
+
     /// Starts (or restarts, on the same data) the etcd member; waits until it answers.
     fn start_etcd(&mut self, w: &World) {
         let data = self.data.display().to_string();
@@ -635,41 +658,7 @@ fn overlay_network_spans_hosts() {
     wait_until("race on host-b", Duration::from_secs(5), || {
         network_names(&b).contains(&"race".to_string())
     });
-    let ips: Vec<String> = std::thread::scope(|s| {
-        let runs: Vec<_> = [(&a, "ra"), (&b, "rb")]
-            .into_iter()
-            .flat_map(|(w, p)| {
-                (0..5).map(move |i| {
-                    s.spawn(move || {
-                        let name = format!("{p}{i}");
-                        w.berth_ok(&[
-                            "run",
-                            "-d",
-                            "--name",
-                            &name,
-                            "--network",
-                            "race",
-                            "sleep",
-                            "60",
-                        ]);
-                        w.ip_of(&name, "race")
-                    })
-                })
-            })
-            .collect();
-        runs.into_iter().map(|h| h.join().expect("run")).collect()
-    });
-    let unique: std::collections::BTreeSet<&String> = ips.iter().collect();
-    assert_eq!(
-        unique.len(),
-        ips.len(),
-        "duplicate addresses across hosts: {ips:?}"
-    );
-    for (w, p) in [(&a, "ra"), (&b, "rb")] {
-        for i in 0..5 {
-            w.berth_ok(&["rm", "-f", &format!("{p}{i}")]);
-        }
-    }
+    assert_unique_concurrent_addresses(&a, &b, "race", 5, |w: &World, c: &str| w.ip_of(c, "race"));
     b.berth_ok(&["network", "rm", "race"]);
 
     // Removal: refused on host-b while host-a still has an endpoint (naming host-a); once the
@@ -693,6 +682,311 @@ fn overlay_network_spans_hosts() {
             .success()
     });
     u.kill_etcd();
+}
+
+/// Proves the overlay MTU follows the underlay: host-b's underlay NIC has MTU 1400 (host-a's
+/// 1500) and host-b advertises its address (host-a its interface name); each host publishes
+/// its interface's MTU in its node record, and a network created on host-a gets 1400 − 50 =
+/// 1350 (the smallest underlay in the cluster), shown by `network inspect` on both hosts and
+/// set on the containers' interfaces. The largest DF datagram (1322 + UDP 8 + IPv4 20) crosses
+/// from host-a to host-b whole; 1323 is refused with EMSGSIZE at the container's interface
+/// instead of vanishing in the underlay; TCP crosses. An explicit MTU the underlay cannot
+/// carry is a 400 naming both figures; a smaller one is taken.
+#[test]
+fn overlay_mtu_follows_the_underlay() {
+    require_root!();
+    let (a, b) = (World::new(), World::new());
+    let mut u = Underlay::new(&a, &[&a, &b]);
+    u.set_mtu(1, &b, 1400);
+    u.start_etcd(&a);
+    join(&a, "host-a").unwrap_or_else(|e| panic!("{e}"));
+    let args: Vec<String> = cluster_args("host-b")
+        .into_iter()
+        .map(|s| {
+            if s == "ul0" {
+                "10.77.0.2".to_string()
+            } else {
+                s
+            }
+        })
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    b.try_restart_daemon_full(false, &args, &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_names(&a, &["host-a", "host-b"], Duration::from_secs(5));
+    let recs = u.etcdctl(&["get", "--prefix", "/berth/nodes/", "--print-value-only"]);
+    assert!(
+        recs.contains("\"UnderlayMtu\":1500") && recs.contains("\"UnderlayMtu\":1400"),
+        "{recs}"
+    );
+
+    // Too big for host-b's underlay: refused, naming both figures.
+    let o = a.berth(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.52.0.0/24",
+        "-o",
+        "com.docker.network.driver.mtu=1400",
+        "big",
+    ]);
+    assert!(!o.status.success(), "{}", show(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("mtu=1400 is larger than the overlay can carry: at most 1350 (the underlay's MTU 1400 − 50 bytes of VXLAN over IPv4)"),
+        "{err}"
+    );
+    create_overlay(
+        &a,
+        "10.52.0.0/24",
+        "small",
+        &["-o", "com.docker.network.driver.mtu=1300"],
+    );
+    assert_eq!(
+        a.network_inspect("small")["Options"]["com.docker.network.driver.mtu"],
+        "1300"
+    );
+    a.berth_ok(&["network", "rm", "small"]);
+
+    create_overlay(&a, "10.53.0.0/24", "app", &[]);
+    wait_until("app on host-b", Duration::from_secs(5), || {
+        network_names(&b).contains(&"app".to_string())
+    });
+    for w in [&a, &b] {
+        assert_eq!(
+            w.network_inspect("app")["Options"]["com.docker.network.driver.mtu"],
+            "1350"
+        );
+    }
+    a.run_server("db", &["--network", "app"], 8080);
+    a.wait_container_port("db", 8080);
+    b.run_server("web", &["--network", "app"], 8081);
+    b.wait_container_port("web", 8081);
+    let (ip_db, ip_web) = (a.ip_of("db", "app"), b.ip_of("web", "app"));
+    for (w, c) in [(&a, "db"), (&b, "web")] {
+        let link = w.exec_ok(c, &["ip", "link", "show", "eth0"]);
+        assert!(link.contains("mtu 1350"), "{link}");
+    }
+    b.assert_reaches("web", &ip_db, 8080);
+    // From the 1500-byte host to the 1400-byte one: the largest DF datagram arrives whole.
+    assert_largest_df_datagram((&a, "db"), (&b, "web"), &ip_web, 1322);
+    a.berth_ok(&["rm", "-f", "db"]);
+    b.berth_ok(&["rm", "-f", "web"]);
+    a.berth_ok(&["network", "rm", "app"]);
+    u.kill_etcd();
+}
+
+/// Connects over IPv6 from `w`'s container `from` to `name:port` (an AAAA lookup by the
+/// container's resolver, `AF_INET6` only) and returns the server's reply.
+fn tcp6_by_name(w: &World, from: &str, name: &str, port: u16) -> Result<String, String> {
+    let py = "import socket,sys\n\
+ai=socket.getaddrinfo(sys.argv[1],int(sys.argv[2]),socket.AF_INET6,socket.SOCK_STREAM)\n\
+s=socket.socket(socket.AF_INET6,socket.SOCK_STREAM); s.settimeout(2)\n\
+s.connect(ai[0][4]); print(ai[0][4][0], s.recv(200).decode().strip())\n";
+    let o = w.exec(from, &["python3", "-c", py, name, &port.to_string()]);
+    if o.status.success() {
+        Ok(stdout(&o).trim().to_string())
+    } else {
+        Err(show(&o))
+    }
+}
+
+fn ip6_of(w: &World, ctr: &str, net: &str) -> String {
+    w.inspect(ctr)["NetworkSettings"]["Networks"][net]["GlobalIPv6Address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Proves dual-stack overlay networks: `--ipv6 --subnet fd00:50::/64` next to an IPv4
+/// subnet; containers on two hosts get different IPv6 addresses claimed in etcd
+/// (`ipam/<net>/<addr>` of both families; eight concurrent runs on two hosts, eight
+/// addresses), each host holds a permanent NDP entry (next to the
+/// ARP one) for the other's container on its VXLAN port, and TCP over IPv6 crosses both ways by
+/// address and by name (an AAAA answer of the other host's DNS); egress to an IPv6 peer
+/// outside leaves masqueraded to the host's address (NAT66, as on bridge networks) and the
+/// container's IPv6 address is among its port's anti-spoofing elements.
+#[test]
+fn overlay_ipv6_spans_hosts() {
+    require_root!();
+    let (a, b, mut u) = two_hosts();
+    create_overlay(
+        &a,
+        "10.55.0.0/24",
+        "six",
+        &["--ipv6", "--subnet", "fd00:50::/64"],
+    );
+    wait_until("six on host-b", Duration::from_secs(5), || {
+        network_names(&b).contains(&"six".to_string())
+    });
+    let ins = b.network_inspect("six");
+    assert_eq!(ins["EnableIPv6"], true, "{ins}");
+    let id = ins["Id"].as_str().expect("id").to_string();
+    let vx = format!("bvx-{}", &id[..9]);
+    let server = |w: &World, name: &str, port: u16| {
+        let p = port.to_string();
+        w.run_d(
+            name,
+            &["--network", "six"],
+            &["python3", &w.helper("peer_server.py"), "::", &p],
+        );
+        w.wait_container_port(name, port);
+    };
+    server(&a, "db", 8080);
+    server(&b, "web", 8081);
+    let (db6, web6) = (ip6_of(&a, "db", "six"), ip6_of(&b, "web", "six"));
+    assert!(
+        db6.starts_with("fd00:50::") && web6.starts_with("fd00:50::"),
+        "{db6} {web6}"
+    );
+    assert_ne!(db6, web6, "two hosts must not hand out one IPv6 address");
+    // Both families claimed cluster-wide.
+    let claims = u.etcdctl(&[
+        "get",
+        "--prefix",
+        &format!("/berth/ipam/{id}/"),
+        "--keys-only",
+    ]);
+    assert!(claims.contains(&db6) && claims.contains(&web6), "{claims}");
+
+    // NDP entries on each host's VXLAN port for the other's container.
+    wait_until("db's NDP entry on host-b", Duration::from_secs(5), || {
+        let o = sh("ip", &["-n", &b.host_ns, "-6", "neigh", "show", "dev", &vx]);
+        let t = stdout(&o);
+        t.contains(&db6) && t.contains("PERMANENT")
+    });
+    // By address, both ways: the server sees the client's own IPv6 address (no NAT inside).
+    let r = b.assert_reaches("web", &db6, 8080);
+    assert_eq!(r.trim(), web6, "db saw web as {r}");
+    let r = a.assert_reaches("db", &web6, 8081);
+    assert_eq!(r.trim(), db6, "web saw db as {r}");
+    // By name: AAAA from host-b's DNS for a container of host-a.
+    let start = Instant::now();
+    let got = loop {
+        match tcp6_by_name(&b, "web", "db", 8080) {
+            Ok(r) => break r,
+            Err(e) => assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "web should reach db over IPv6 by name: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(got, format!("{db6} {web6}"));
+    // Egress through host-a, its IPv6 subnet masqueraded (NAT66, as on a dual-stack bridge
+    // network): host-a gets an IPv6 uplink, the outside peer sees host-a's address.
+    let (h, o) = (a.host_ns.clone(), a.out_ns.clone());
+    sh_ok(
+        "ip",
+        &[
+            "-n",
+            &h,
+            "addr",
+            "add",
+            "fd98::1/64",
+            "dev",
+            "uplink",
+            "nodad",
+        ],
+    );
+    sh_ok(
+        "ip",
+        &["-n", &o, "addr", "add", "fd98::2/64", "dev", "lan", "nodad"],
+    );
+    sh_ok(
+        "ip",
+        &["-n", &h, "-6", "route", "add", "default", "via", "fd98::2"],
+    );
+    let helper = a.helper("peer_server.py");
+    a.spawn_in(&o, &["python3", &helper, "fd98::2", "7000"]);
+    a.wait_port(&o, "fd98::2", 7000);
+    let seen = a.assert_reaches("db", "fd98::2", 7000);
+    assert_eq!(
+        seen.trim(),
+        "fd98::1",
+        "egress must be masqueraded to host-a's address"
+    );
+    let nft = a.nft_table();
+    assert!(
+        nft.contains("fd00:50::/64"),
+        "masq6 lacks the subnet: {nft}"
+    );
+    // Anti-spoofing: the container's IPv6 address is its port's, as on a bridge network.
+    let guard = sh_ok(
+        "ip",
+        &[
+            "netns", "exec", &h, "nft", "list", "set", "bridge", "berth", "port_ip6",
+        ],
+    );
+    assert!(guard.contains(&db6), "{guard}");
+
+    a.berth_ok(&["rm", "-f", "db"]);
+    wait_until(
+        "db's NDP entry gone from host-b",
+        Duration::from_secs(5),
+        || {
+            let o = sh("ip", &["-n", &b.host_ns, "-6", "neigh", "show", "dev", &vx]);
+            !stdout(&o).contains(&db6)
+        },
+    );
+    b.berth_ok(&["rm", "-f", "web"]);
+    // Concurrent runs on both hosts: no IPv6 address handed out twice.
+    assert_unique_concurrent_addresses(&a, &b, "six", 4, |w: &World, c: &str| {
+        let v6 = ip6_of(w, c, "six");
+        assert!(v6.starts_with("fd00:50::"), "{c}: {v6}");
+        v6
+    });
+    b.berth_ok(&["network", "rm", "six"]);
+    u.kill_etcd();
+}
+
+/// Runs `per_host` containers at once on each of `a` and `b` on network `net`, asserts that
+/// `addr` (the address of one family a container got) never repeats, and removes them.
+fn assert_unique_concurrent_addresses(
+    a: &World,
+    b: &World,
+    net: &str,
+    per_host: usize,
+    addr: impl Fn(&World, &str) -> String + Sync,
+) {
+    let addr = &addr;
+    let ips: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = [(a, "ra"), (b, "rb")]
+            .into_iter()
+            .flat_map(|(w, p)| {
+                (0..per_host).map(move |i| {
+                    s.spawn(move || {
+                        let name = format!("{p}{i}");
+                        w.berth_ok(&[
+                            "run",
+                            "-d",
+                            "--name",
+                            &name,
+                            "--network",
+                            net,
+                            "sleep",
+                            "60",
+                        ]);
+                        addr(w, &name)
+                    })
+                })
+            })
+            .collect();
+        runs.into_iter().map(|h| h.join().expect("run")).collect()
+    });
+    let unique: std::collections::BTreeSet<&String> = ips.iter().collect();
+    assert_eq!(
+        unique.len(),
+        ips.len(),
+        "duplicate addresses across hosts: {ips:?}"
+    );
+    for (w, p) in [(a, "ra"), (b, "rb")] {
+        for i in 0..per_host {
+            w.berth_ok(&["rm", "-f", &format!("{p}{i}")]);
+        }
+    }
 }
 
 /// Not a test of behaviour: times the overlay across hosts as a user sees it (run with
@@ -1130,6 +1424,23 @@ fn udp_send_sized(
     w.exec(from, &args)
 }
 
+/// A UDP datagram of `size` bytes with DF set (`IP_PMTUDISC_DO`) from container `from` to
+/// container `to` (at `to_ip`) arrives whole; one byte more is refused at the sender's own
+/// interface (`EMSGSIZE`), not lost on the way.
+fn assert_largest_df_datagram(from: (&World, &str), to: (&World, &str), to_ip: &str, size: usize) {
+    let got = udp_received(to.0, to.1, 9994, || {
+        let o = udp_send_sized(from.0, from.1, to_ip, 9994, "big", Some(size));
+        assert!(o.status.success(), "{}", show(&o));
+    });
+    assert_eq!(got.len(), size, "{got}");
+    let o = udp_send_sized(from.0, from.1, to_ip, 9994, "big", Some(size + 1));
+    assert!(
+        !o.status.success() && stderr(&o).contains("Message too long"),
+        "{}",
+        show(&o)
+    );
+}
+
 fn mac_of(w: &World, ctr: &str, net: &str) -> String {
     w.inspect(ctr)["NetworkSettings"]["Networks"][net]["MacAddress"]
         .as_str()
@@ -1238,39 +1549,10 @@ fn encrypted_overlay_spans_hosts() {
     assert!(link.contains("mtu 1370"), "{link}");
     // The largest DF datagram (1342 + UDP 8 + IPv4 20 = 1370) crosses whole; one byte more
     // is refused at the container's interface.
-    let got = udp_received(&a, "db", 9994, || {
-        let o = udp_send_sized(&b, "web", &ip_db, 9994, "big", Some(1342));
-        assert!(o.status.success(), "{}", show(&o));
-    });
-    assert_eq!(got.len(), 1342, "{got}");
-    let o = udp_send_sized(&b, "web", &ip_db, 9994, "big", Some(1343));
-    assert!(
-        !o.status.success() && stderr(&o).contains("Message too long"),
-        "{}",
-        show(&o)
-    );
+    assert_largest_df_datagram((&b, "web"), (&a, "db"), &ip_db, 1342);
     // The node records carry the public keys.
-    let rec = sh(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &u.ns,
-            "etcdctl",
-            "--endpoints",
-            &format!("http://{ETCD}:2379"),
-            "get",
-            "--prefix",
-            "/berth/nodes/",
-            "--print-value-only",
-        ],
-    );
-    assert_eq!(
-        stdout(&rec).matches("\"WgKey\"").count(),
-        2,
-        "{}",
-        show(&rec)
-    );
+    let rec = u.etcdctl(&["get", "--prefix", "/berth/nodes/", "--print-value-only"]);
+    assert_eq!(rec.matches("\"WgKey\"").count(), 2, "{rec}");
 
     // A capture of the underlay: the unencrypted marker in clear, the encrypted one never.
     let v = capture_underlay(&u, &a, &["PLAIN-MARK-7f3a", "SECRET-MARK-9c1e"], || {

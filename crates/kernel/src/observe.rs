@@ -257,6 +257,15 @@ pub fn firewall() -> Result<ObservedFirewall> {
     })
 }
 
+/// Every link of the calling thread's namespace with its MTU and addresses, read on a blocking
+/// socket (`RTM_GETLINK` and `RTM_GETADDR` dumps): what berthd finds its advertised interface,
+/// and so the underlay's MTU, in at start-up.
+pub fn links_now() -> Result<BTreeMap<String, ObservedLink>> {
+    let mut nl = SyncNetlink::open()?;
+    let (links, addrs, _) = dump_all(&mut nl)?;
+    Ok(assemble(links, addrs))
+}
+
 /// The addresses of interface `name` in the calling thread's namespace (what
 /// `ip addr show dev NAME` lists), in the kernel's order; an error names a missing interface.
 pub fn interface_addresses(name: &str) -> Result<Vec<IpAddr>> {

@@ -105,7 +105,13 @@ impl Kernel {
             .await?;
         let index = link.header.index;
         let mut out = ObservedEntries::default();
-        for fam in [AddressFamily::Bridge, AddressFamily::Inet] {
+        // Neighbours of both families: a dual-stack network's remote containers have an
+        // IPv4 (ARP) and an IPv6 (NDP) entry each.
+        for fam in [
+            AddressFamily::Bridge,
+            AddressFamily::Inet,
+            AddressFamily::Inet6,
+        ] {
             let mut req = NeighbourMessage::default();
             req.header.family = fam;
             let answers = self
@@ -153,7 +159,7 @@ impl Kernel {
                     {
                         out.fdb.insert(m, d);
                     }
-                    (AddressFamily::Inet, Some(ip), Some(m)) => {
+                    (AddressFamily::Inet | AddressFamily::Inet6, Some(ip), Some(m)) => {
                         out.neigh.insert(ip, m);
                     }
                     _ => {}

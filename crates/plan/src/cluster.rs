@@ -246,6 +246,26 @@ pub struct NodeRecord {
     /// The UDP port its WireGuard listens on (`--wireguard-port`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wg_port: Option<u16>,
+    /// The MTU of its advertised interface, read at start-up: an overlay network created
+    /// anywhere in the cluster fits the smallest of them. Absent in records of older berthds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay_mtu: Option<u32>,
+}
+
+/// The interface whose MTU is the underlay's: the one `--advertise-addr` names, or the one
+/// holding the advertised address `addr`, among `links` (this host's, as observed). `None`
+/// when no link fits (an address that is not this host's, e.g. behind NAT).
+pub fn underlay_link<'a>(
+    advertise: &Advertise,
+    addr: IpAddr,
+    links: &'a std::collections::BTreeMap<String, crate::host::ObservedLink>,
+) -> Option<&'a crate::host::ObservedLink> {
+    match advertise {
+        Advertise::Interface(name) => links.get(name),
+        Advertise::Addr(_) => links
+            .values()
+            .find(|l| l.addrs.iter().any(|a| a.addr() == addr)),
+    }
 }
 
 #[cfg(test)]
@@ -254,6 +274,38 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn the_underlay_link_is_named_or_holds_the_address() {
+        use crate::host::ObservedLink;
+        let link = |name: &str, mtu: u32, addr: &str| ObservedLink {
+            name: name.into(),
+            mtu,
+            addrs: vec![addr.parse().expect("test value")],
+            ..ObservedLink::default()
+        };
+        let links: std::collections::BTreeMap<String, ObservedLink> = [
+            link("eth0", 1500, "192.168.1.5/24"),
+            link("ul0", 1400, "10.77.0.1/24"),
+        ]
+        .into_iter()
+        .map(|l| (l.name.clone(), l))
+        .collect();
+        let ip: IpAddr = "10.77.0.1".parse().expect("test value");
+        let by_addr = underlay_link(&Advertise::Addr(ip), ip, &links);
+        assert_eq!(
+            by_addr.map(|l| (l.name.as_str(), l.mtu)),
+            Some(("ul0", 1400))
+        );
+        let by_name = underlay_link(&Advertise::Interface("ul0".into()), ip, &links);
+        assert_eq!(by_name.map(|l| l.mtu), Some(1400));
+        let nat: IpAddr = "203.0.113.7".parse().expect("test value");
+        assert!(underlay_link(&Advertise::Addr(nat), nat, &links).is_none());
+        // An old record without the field still parses.
+        let old = r#"{"Name":"a","Addr":"10.0.0.1","Version":"0","JoinedAt":"","LeaseTtlSecs":6,"Instance":"x"}"#;
+        let r: NodeRecord = serde_json::from_str(old).expect("test value");
+        assert_eq!(r.underlay_mtu, None);
     }
 
     #[test]
@@ -367,9 +419,11 @@ mod tests {
             instance: "abc".into(),
             wg_key: None,
             wg_port: None,
+            underlay_mtu: Some(1400),
         };
         let j = serde_json::to_value(&r).expect("json");
         assert_eq!(j["Addr"], "10.0.0.1");
+        assert_eq!(j["UnderlayMtu"], 1400);
         assert_eq!(serde_json::from_value::<NodeRecord>(j).expect("back"), r);
     }
 }

@@ -805,7 +805,8 @@ pub const LESSONS: &[Lesson] = &[
         notes: "berth's side runs on two berth hosts, {P}-c1 and {P}-c2, whose berthds share an \
             etcd (in the LAN namespace {P}-clan). On every host berth builds the network's bridge \
             berth-<9 hex> with the gateway address and a VXLAN port bvx-<9 hex> (VNI from 4096, \
-            UDP 4789, local = the advertised address, learning off, ARP proxy on, MTU 1450); for \
+            UDP 4789, local = the advertised address, learning off, ARP proxy on, MTU 1450: the \
+            underlay's 1500 − 50); for \
             every container on another host a static FDB entry (dst VTEP self permanent) and a \
             permanent neighbour entry, from etcd: no flooding and no default destination like the \
             00:00:00:00:00:00 entry built by hand (docs/OVERLAY.md).",

@@ -412,6 +412,143 @@ pub fn allow_spoofing(net: &NetworkSpec) -> bool {
 
 /// The MTU used when none is given.
 pub const DEFAULT_MTU: u32 = 1500;
+/// Bytes VXLAN adds to a frame on an IPv6 underlay (inner Ethernet 14, VXLAN 8, UDP 8, IPv6 40).
+pub const VXLAN6_OVERHEAD: u32 = 70;
+/// The smallest MTU IPv4 allows (RFC 791: every host must take a 68-byte datagram whole).
+pub const MIN_MTU_IPV4: u32 = 68;
+/// The smallest MTU IPv6 allows (RFC 8200 §5); below it the kernel turns IPv6 off on the
+/// interface (`addrconf_notify`, NETDEV_CHANGEMTU), so a network with IPv6 cannot have less.
+pub const MIN_MTU_IPV6: u32 = 1280;
+
+/// The underlay an overlay network's VXLAN packets cross, as the cluster's hosts published it:
+/// the smallest interface MTU among them and whether any of them tunnels over IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Underlay {
+    /// The smallest MTU of the hosts' advertised interfaces.
+    pub mtu: u32,
+    /// Whether some host's advertised address is IPv6 (VXLAN then costs 70 bytes, not 50).
+    pub ipv6: bool,
+}
+
+impl Default for Underlay {
+    /// A 1500-byte IPv4 underlay (what a host that published no MTU is taken to have).
+    fn default() -> Self {
+        Underlay {
+            mtu: DEFAULT_MTU,
+            ipv6: false,
+        }
+    }
+}
+
+impl Underlay {
+    /// The underlay of hosts with these advertised addresses and published MTUs (`None`: a
+    /// host of a berth that did not publish one, taken as [`DEFAULT_MTU`]). No host: the default.
+    pub fn of_hosts(hosts: impl IntoIterator<Item = (std::net::IpAddr, Option<u32>)>) -> Underlay {
+        let mut out: Option<Underlay> = None;
+        for (addr, mtu) in hosts {
+            let mtu = mtu.unwrap_or(DEFAULT_MTU);
+            let u = out.get_or_insert(Underlay { mtu, ipv6: false });
+            u.mtu = u.mtu.min(mtu);
+            u.ipv6 |= addr.is_ipv6();
+        }
+        out.unwrap_or_default()
+    }
+
+    /// What VXLAN adds to each frame on this underlay.
+    pub fn vxlan_overhead(&self) -> u32 {
+        if self.ipv6 {
+            VXLAN6_OVERHEAD
+        } else {
+            VXLAN_OVERHEAD
+        }
+    }
+
+    /// The largest MTU an overlay network (`encrypted` or not) can have on this underlay, with
+    /// how it was reached, for messages.
+    pub fn overlay_mtu(&self, encrypted: bool) -> (u32, String) {
+        if encrypted {
+            let m = crate::wireguard::encrypted_mtu(self.mtu);
+            (
+                m,
+                format!(
+                    "the underlay's MTU {} − {} bytes of WireGuard − {} bytes of VXLAN over IPv6",
+                    self.mtu,
+                    crate::wireguard::WG_OVERHEAD,
+                    VXLAN6_OVERHEAD
+                ),
+            )
+        } else {
+            let o = self.vxlan_overhead();
+            let fam = if self.ipv6 { "IPv6" } else { "IPv4" };
+            (
+                self.mtu.saturating_sub(o),
+                format!(
+                    "the underlay's MTU {} − {o} bytes of VXLAN over {fam}",
+                    self.mtu
+                ),
+            )
+        }
+    }
+}
+
+/// A network's MTU: the `com.docker.network.driver.mtu` option (`explicit`) when given, else
+/// 1500, or for an overlay network the most its underlay carries ([`Underlay::overlay_mtu`]).
+/// Refused: an option that is no number, below the protocol minimum (68, or 1280 when the
+/// network has IPv6), above 65535, or — overlay — above what the underlay carries (a frame
+/// the VXLAN port cannot send in one underlay packet would be fragmented or dropped).
+pub fn decide_mtu(
+    name: &str,
+    explicit: Option<&str>,
+    driver: Driver,
+    encrypted: bool,
+    ipv6: bool,
+    underlay: Underlay,
+) -> Result<u32, PlanError> {
+    let (min, why_min) = if ipv6 {
+        (MIN_MTU_IPV6, "a network with IPv6")
+    } else {
+        (MIN_MTU_IPV4, "IPv4")
+    };
+    let limit = (driver == Driver::Overlay).then(|| underlay.overlay_mtu(encrypted));
+    let mtu = match explicit {
+        None => match &limit {
+            Some((m, _)) => *m,
+            None => DEFAULT_MTU,
+        },
+        Some(v) => {
+            let m = v
+                .parse::<u32>()
+                .ok()
+                .filter(|m| (MIN_MTU_IPV4..=65535).contains(m))
+                .ok_or_else(|| {
+                    PlanError::Invalid(format!(
+                        "invalid value {v:?} for option {OPT_MTU}: expected a number from \
+                         {MIN_MTU_IPV4} to 65535"
+                    ))
+                })?;
+            if let Some((max, how)) = &limit {
+                if m > *max {
+                    return Err(PlanError::Invalid(format!(
+                        "network {name:?}: option {OPT_MTU}={m} is larger than the overlay \
+                         can carry: at most {max} ({how}); give {max} or less, or leave the \
+                         option out"
+                    )));
+                }
+            }
+            m
+        }
+    };
+    if mtu < min {
+        let how = match (&limit, explicit) {
+            (Some((_, how)), None) => format!(" ({how})"),
+            _ => String::new(),
+        };
+        return Err(PlanError::Invalid(format!(
+            "network {name:?}: MTU {mtu}{how} is below {min}, the minimum for {why_min}"
+        )));
+    }
+    Ok(mtu)
+}
 /// Interface name of the predefined `bridge` network.
 pub use crate::names::DEFAULT_BRIDGE_IFNAME;
 
@@ -708,6 +845,19 @@ pub fn plan_network(
     existing: &[NetworkSpec],
     host_routes: &[IpNet],
 ) -> Result<NetworkSpec, PlanError> {
+    plan_network_on(req, id, created, existing, host_routes, Underlay::default())
+}
+
+/// [`plan_network`] for a cluster whose underlay is `underlay`: an overlay network's MTU is
+/// decided from it ([`decide_mtu`]).
+pub fn plan_network_on(
+    req: &NetworkRequest,
+    id: Id,
+    created: String,
+    existing: &[NetworkSpec],
+    host_routes: &[IpNet],
+    underlay: Underlay,
+) -> Result<NetworkSpec, PlanError> {
     let name = req.name.as_str();
     names::validate_network_name(name)?;
     if existing.iter().any(|n| n.name == name) {
@@ -865,30 +1015,15 @@ pub fn plan_network(
         }
         None => false,
     };
-    let mtu = match opts.get(OPT_MTU) {
-        Some(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|m| (68..=65535).contains(m))
-            .ok_or_else(|| {
-                PlanError::Invalid(format!(
-                    "invalid value {v:?} for option {OPT_MTU}: expected a number from 68 to 65535"
-                ))
-            })?,
-        // VXLAN adds 50 bytes (outer Ethernet 14, IPv4 20, UDP 8, VXLAN 8) to every frame: on
-        // a 1500-byte underlay the overlay carries 1450.
-        // Encrypted: VXLAN over the IPv6 tunnel addresses inside WireGuard (130 bytes).
-        None if encrypted => crate::wireguard::encrypted_mtu(DEFAULT_MTU),
-        None if driver == Driver::Overlay => DEFAULT_MTU - VXLAN_OVERHEAD,
-        None => DEFAULT_MTU,
-    };
+    let mtu = decide_mtu(
+        name,
+        opts.get(OPT_MTU).map(String::as_str),
+        driver,
+        encrypted,
+        v6.is_some(),
+        underlay,
+    )?;
     let overlay = if driver == Driver::Overlay {
-        if req.enable_ipv6 || v6.is_some() {
-            return Err(PlanError::Invalid(format!(
-                "network {name:?}: IPv6 on an overlay network is not supported by berth yet; \
-                 give an IPv4 --subnet only"
-            )));
-        }
         let vni = match opts.get(OPT_VXLANID) {
             None => 0,
             Some(v) => v

@@ -26,8 +26,11 @@ pub struct RemoteEndpoint {
     pub node: String,
     /// That host's tunnel endpoint (its advertised address).
     pub vtep: IpAddr,
-    /// The container's address on the network.
+    /// The container's (IPv4) address on the network.
     pub ip: IpAddr,
+    /// Its IPv6 address, on a network with IPv6. Absent in endpoints of older berthds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<IpAddr>,
     /// Its MAC (`aa:bb:cc:dd:ee:ff`).
     pub mac: String,
     /// Container name (DNS).
@@ -37,6 +40,13 @@ pub struct RemoteEndpoint {
     pub aliases: Vec<String>,
     /// Container id.
     pub container_id: String,
+}
+
+impl RemoteEndpoint {
+    /// Its addresses: the IPv4 one, and the IPv6 one if any.
+    pub fn ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        std::iter::once(self.ip).chain(self.ip6)
+    }
 }
 
 /// What the kernel layer needs to create an overlay network's VXLAN port.
@@ -132,7 +142,11 @@ pub fn contribute(
             let Some(dst) = tunnel(r.vtep) else { continue };
             let mac = r.mac.to_ascii_lowercase();
             v.fdb.insert(mac.clone(), dst);
-            v.neigh.insert(r.ip, mac);
+            // ARP and NDP for it are answered on this host (the port's proxy flag) from
+            // these entries: one per address family.
+            for ip in r.ips() {
+                v.neigh.insert(ip, mac.clone());
+            }
         }
         d.vxlans.insert(name, v);
     }
@@ -289,7 +303,7 @@ pub fn event_step(
         .into_iter()
         .flatten()
         .filter(|e| e.node != self_node)
-        .map(|e| e.ip)
+        .flat_map(|e| e.ips())
         .collect();
     if macs.is_empty() && ips.is_empty() {
         return None;
@@ -299,7 +313,9 @@ pub fn event_step(
     let concerned: Vec<RemoteEndpoint> = remotes
         .iter()
         .filter(|r| r.network_id == net.id)
-        .filter(|r| macs.contains(&r.mac.to_ascii_lowercase()) || ips.contains(&r.ip))
+        .filter(|r| {
+            macs.contains(&r.mac.to_ascii_lowercase()) || r.ips().any(|ip| ips.contains(&ip))
+        })
         .cloned()
         .collect();
     let mut d = DesiredHost::default();
@@ -399,6 +415,7 @@ mod tests {
             node: node.into(),
             vtep: vtep.parse().expect("vtep"),
             ip: ip.parse().expect("ip"),
+            ip6: None,
             mac: mac.into(),
             name: format!("c-{ip}"),
             aliases: vec![],
@@ -439,6 +456,56 @@ mod tests {
         let mut d = DesiredHost::default();
         contribute(&mut d, &[n], None, "a", &remotes);
         assert!(d.vxlans.is_empty());
+    }
+
+    #[test]
+    fn a_dual_stack_endpoint_gets_a_neighbour_entry_per_family() {
+        let n = net();
+        let mut r = remote("b", "10.50.0.3", "10.77.0.2", "02:42:0a:32:00:03");
+        r.ip6 = Some("fd00:50::3".parse().expect("ip6"));
+        let mut d = DesiredHost::default();
+        contribute(
+            &mut d,
+            std::slice::from_ref(&n),
+            local(),
+            "a",
+            std::slice::from_ref(&r),
+        );
+        let v = &d.vxlans[&names::vxlan_name(&n.id)];
+        assert_eq!(v.fdb.len(), 1);
+        assert_eq!(
+            v.neigh,
+            BTreeMap::from([
+                ("10.50.0.3".parse().expect("ip"), "02:42:0a:32:00:03".into()),
+                (
+                    "fd00:50::3".parse().expect("ip"),
+                    "02:42:0a:32:00:03".into()
+                ),
+            ])
+        );
+        // The watch event of that endpoint programs both; its withdrawal removes both.
+        let step = event_step(
+            std::slice::from_ref(&n),
+            local(),
+            "a",
+            std::slice::from_ref(&r),
+            None,
+            Some(&r),
+        )
+        .expect("step");
+        let StepOp::SetVxlanEntries { neigh_add, .. } = &step.op else {
+            panic!("{step:?}")
+        };
+        assert_eq!(neigh_add.len(), 2, "{neigh_add:?}");
+        let step = event_step(&[n], local(), "a", &[], Some(&r), None).expect("step");
+        let StepOp::SetVxlanEntries { neigh_del, .. } = &step.op else {
+            panic!("{step:?}")
+        };
+        assert_eq!(neigh_del.len(), 2, "{neigh_del:?}");
+        // An endpoint published by an older berth (no "Ip6") still reads.
+        let old = r#"{"NetworkId":"n","Node":"b","Vtep":"10.77.0.2","Ip":"10.50.0.3","Mac":"02:42:0a:32:00:03","Name":"x","ContainerId":"c"}"#;
+        let e: RemoteEndpoint = serde_json::from_str(old).expect("old endpoint");
+        assert_eq!(e.ip6, None);
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub const WG_OVERHEAD: u32 = 60;
 
 /// What VXLAN over IPv6 (the tunnel addresses) adds: inner Ethernet 14 + VXLAN 8 + UDP 8 +
 /// IPv6 40.
-pub const VXLAN6_OVERHEAD: u32 = 70;
+pub use crate::network::VXLAN6_OVERHEAD;
 
 /// The tun device's MTU on an underlay of MTU `underlay`.
 pub fn tunnel_mtu(underlay: u32) -> u32 {
@@ -184,6 +184,7 @@ mod tests {
             instance: "i".into(),
             wg_key: key.map(|k| encode_key(&k)),
             wg_port: port,
+            underlay_mtu: None,
         }
     }
 

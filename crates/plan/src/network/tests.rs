@@ -117,7 +117,7 @@ fn drivers() {
         r#"driver "weave" is not supported (berth supports: bridge, macvlan, ipvlan, overlay)"#
     );
     // Overlay: the VNI is the daemon's to allocate unless given; MTU leaves VXLAN's 50 bytes;
-    // no IPv6 yet; a VNI out of range is refused.
+    // a VNI out of range is refused.
     r.driver = Some("overlay".into());
     let n = plan(&r, &[]).expect("overlay");
     assert_eq!(n.overlay.map(|o| (o.vni, o.port)), Some((0, 4789)));
@@ -130,9 +130,16 @@ fn drivers() {
         plan(&r, &[]).expect("vni").overlay.map(|o| o.vni),
         Some(4097)
     );
+    // Dual stack: an IPv6 subnet as given (or a ULA /64), next to the IPv4 one.
     r.enable_ipv6 = true;
-    let e = plan(&r, &[]).unwrap_err();
-    assert!(e.to_string().contains("IPv6 on an overlay network"), "{e}");
+    r.ipam = vec![IpamRequest {
+        subnet: Some("fd00:50::/64".into()),
+        ..Default::default()
+    }];
+    let n = plan(&r, &[]).expect("dual-stack overlay");
+    assert_eq!(n.subnets.len(), 2);
+    assert_eq!(n.subnets[1].subnet, net("fd00:50::/64"));
+    assert_eq!(n.mtu, 1450);
 }
 
 #[test]
@@ -1143,4 +1150,97 @@ fn endpoint_driver_opts_are_kept() {
     assert!(back.driver_opts.is_empty());
     let json = serde_json::to_value(&back).unwrap();
     assert!(json.get("driver_opts").is_none(), "{json}");
+}
+
+#[test]
+fn overlay_mtu_follows_the_underlay() {
+    let u = |mtu, ipv6| Underlay { mtu, ipv6 };
+    let ov = |explicit: Option<&str>, ipv6_net: bool, underlay| {
+        decide_mtu("app", explicit, Driver::Overlay, false, ipv6_net, underlay)
+    };
+    // Underlay − 50 (VXLAN over IPv4), − 70 over IPv6; WireGuard's 60 more when encrypted.
+    assert_eq!(ov(None, false, u(1500, false)), Ok(1450));
+    assert_eq!(ov(None, false, u(1400, false)), Ok(1350));
+    assert_eq!(ov(None, false, u(9000, true)), Ok(8930));
+    assert_eq!(
+        decide_mtu("s", None, Driver::Overlay, true, false, u(1400, false)),
+        Ok(1270)
+    );
+    // The option wins when it fits, and is refused naming both figures when it does not.
+    assert_eq!(ov(Some("1300"), false, u(1400, false)), Ok(1300));
+    assert_eq!(ov(Some("1350"), false, u(1400, false)), Ok(1350));
+    let e = ov(Some("1400"), false, u(1400, false)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        e.to_string(),
+        "network \"app\": option com.docker.network.driver.mtu=1400 is larger than the overlay \
+         can carry: at most 1350 (the underlay's MTU 1400 − 50 bytes of VXLAN over IPv4); give \
+         1350 or less, or leave the option out"
+    );
+    let e = ov(Some("1440"), false, u(1500, true)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("at most 1430 (the underlay's MTU 1500 − 70 bytes of VXLAN over IPv6)"),
+        "{e}"
+    );
+    // Protocol minimums: 68 for IPv4, 1280 once the network has IPv6 (also on bridges).
+    assert_eq!(ov(Some("68"), false, u(1500, false)), Ok(68));
+    let e = ov(Some("1279"), true, u(1500, false)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "network \"app\": MTU 1279 is below 1280, the minimum for a network with IPv6"
+    );
+    let e = decide_mtu(
+        "b",
+        Some("1000"),
+        Driver::Bridge,
+        false,
+        true,
+        u(1500, false),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("below 1280"), "{e}");
+    assert_eq!(
+        decide_mtu(
+            "b",
+            Some("9000"),
+            Driver::Bridge,
+            false,
+            true,
+            u(1400, false)
+        ),
+        Ok(9000),
+        "the underlay limits overlay networks only"
+    );
+    // An underlay too small for IPv6 over the overlay: refused with the arithmetic.
+    let e = ov(None, true, u(1300, false)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "network \"app\": MTU 1250 (the underlay's MTU 1300 − 50 bytes of VXLAN over IPv4) is \
+         below 1280, the minimum for a network with IPv6"
+    );
+}
+
+#[test]
+fn underlay_of_the_hosts_is_the_smallest() {
+    let a = |s: &str| -> IpAddr { s.parse().unwrap() };
+    assert_eq!(Underlay::of_hosts([]), Underlay::default());
+    let u = Underlay::of_hosts([(a("10.0.0.1"), Some(9000)), (a("10.0.0.2"), Some(1400))]);
+    assert_eq!(
+        u,
+        Underlay {
+            mtu: 1400,
+            ipv6: false
+        }
+    );
+    // A record without an MTU (an older berth) counts as 1500; one IPv6 host makes it IPv6.
+    let u = Underlay::of_hosts([(a("10.0.0.1"), Some(9000)), (a("fd00::2"), None)]);
+    assert_eq!(
+        u,
+        Underlay {
+            mtu: 1500,
+            ipv6: true
+        }
+    );
+    assert_eq!(u.vxlan_overhead(), 70);
 }
