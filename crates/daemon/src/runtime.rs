@@ -533,7 +533,7 @@ impl Runtime {
         &self,
         id: &str,
         opts: LogOptions,
-        exit: watch::Receiver<Option<i32>>,
+        mut exit: watch::Receiver<Option<i32>>,
         running: bool,
     ) -> mpsc::Receiver<Bytes> {
         let LogOptions {
@@ -589,7 +589,18 @@ impl Runtime {
                     return;
                 }
                 if !got {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    // Woken by the exit too, so the stream ends (and `berth run` returns) as
+                    // soon as the last output is read, not up to 5 ms later.
+                    tokio::select! {
+                        changed = exit.changed() => {
+                            if changed.is_err() {
+                                // No exit will be told any more (the container is gone).
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                        }
+                        _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                        _ = tx.closed() => return,
+                    }
                 }
             }
         });

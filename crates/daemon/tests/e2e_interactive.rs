@@ -178,10 +178,14 @@ fn shell_session(t: &mut Pty, exit: i32) -> i32 {
     at = t.expect_from(at, "/dev/pts/");
     t.expect_from(at, "30 100");
     // The window changes: the process sees the new size (SIGWINCH went to the CLI, which
-    // asked berthd to resize the container's terminal). Asked again until it has landed.
-    t.resize(41, 131);
+    // asked berthd to resize the container's terminal). Asked again until it has landed, and
+    // the window changed again each time: the docker CLI installs its SIGWINCH handler only
+    // after its start request returns (moby's `MonitorTtySize`), so a change that comes
+    // before is lost, and the kernel signals no change to the size the terminal already has.
     let start = Instant::now();
     loop {
+        t.resize(40, 130);
+        t.resize(41, 131);
         let from = t.text().len();
         t.typ("stty size\r");
         std::thread::sleep(Duration::from_millis(200));
