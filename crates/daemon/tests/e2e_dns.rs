@@ -173,6 +173,48 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 /// `ndots:0`), and scoping holds across 3 networks: a container never resolves a container of
 /// a network it is not on, `network connect --alias` adds names at once and `disconnect` takes
 /// them away at once.
+/// Proves: a container that publishes port 53 on every host address while no network has
+/// berth's resolver (on the default bridge, so the publish is allowed) does not capture the
+/// DNS of a network created after it: a container there asks its gateway and gets berth's
+/// answer, not the publisher's. The publish itself still works from outside. Without the
+/// `dns` set's rule the catcher's address comes back (the DNAT of every host address took the
+/// gateway's port 53 too).
+#[test]
+fn a_published_port_53_never_captures_a_later_networks_dns() {
+    require_root!();
+    let d = DnsWorld::new();
+    let w = &d.w;
+    let fake = w.helper("fakedns.py");
+    w.run_d(
+        "catcher",
+        &["-p", "53:53/udp", "-p", "53:53/tcp"],
+        &["python3", &fake, "0.0.0.0", "x=10.66.0.66", "y=10.66.0.67"],
+    );
+    w.wait_container_port("catcher", 53);
+    w.berth_ok(&["network", "create", "--subnet", "10.67.0.0/24", "late"]);
+    w.run_d("x", &["--network", "late"], &["sleep", "300"]);
+    w.run_d("y", &["--network", "late"], &["sleep", "300"]);
+    let x_ip = w.ip_of("x", "late");
+    for extra in [&[][..], &["--tcp"][..]] {
+        let v = d.q("y", "-", "x", "A", extra);
+        assert_eq!(
+            answers(&v),
+            vec![x_ip.clone()],
+            "y asked its gateway for x ({extra:?}): berth's answer, not the catcher's: {v}"
+        );
+    }
+    // The published port still answers from outside.
+    let dnsq = w.helper("dnsq.py");
+    let out = w.ns_exec_ok(&w.out_ns, &["python3", &dnsq, &w.host_ip(), "x", "A"]);
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{out:?}: {e}"));
+    assert_eq!(
+        answers(&v),
+        vec!["10.66.0.66".to_string()],
+        "from outside: {v}"
+    );
+    w.assert_in_sync("a port 53 published before a served network");
+}
+
 #[test]
 fn names_aliases_scoping_ptr() {
     require_root!();

@@ -136,6 +136,8 @@ pub const SET_HAIRPIN4: &str = "hairpin4";
 pub const SET_HAIRPIN6: &str = "hairpin6";
 /// Bridges whose container addresses may be reached directly from outside (`ifname`).
 pub const SET_DIRECT: &str = "direct";
+/// Bridges of the networks berth's resolver answers on, at their gateways (`ifname`).
+pub const SET_DNS: &str = "dns";
 /// Ports published on one IPv4 host address.
 pub const MAP_PUBLISH4: &str = "publish4";
 /// Ports published on every IPv4 address of the host.
@@ -174,7 +176,7 @@ pub const MAPS: [(&str, &str, &str, &str); 4] = [
 ];
 
 /// Every set berth owns: name, nft type, whether it holds intervals, comment.
-pub const SETS: [(&str, &str, bool, &str); 9] = [
+pub const SETS: [(&str, &str, bool, &str); 10] = [
     (SET_BRIDGES, "ifname", false, "every berth bridge"),
     (
         SET_INTERNAL,
@@ -223,6 +225,12 @@ pub const SETS: [(&str, &str, bool, &str); 9] = [
         "ifname",
         false,
         "bridges whose container addresses are reachable directly (allow_direct)",
+    ),
+    (
+        SET_DNS,
+        "ifname",
+        false,
+        "bridges whose gateway answers DNS (berth's resolver)",
     ),
 ];
 
@@ -309,6 +317,9 @@ pub mod rule {
     pub const INTERNAL_IN: &str = "internal networks: nothing routed in";
     /// Rule 5.
     pub const PUBLISHED: &str = "published ports, also from other networks through a host address";
+    /// Before the published ports' DNAT.
+    pub const DNS_NOT_PUBLISHED: &str =
+        "a network's gateway port 53 is berth's resolver, never a published port";
     /// Rule 6.
     pub const ISOLATION: &str = "isolation: networks do not reach each other";
     /// Rule 7.
@@ -506,6 +517,16 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
         "postrouting",
         "ct status dnat ip6 saddr . oifname @hairpin6 masquerade",
         "hairpin: a published port reached from its own network through a host address",
+    );
+    // A container's queries to its own gateway's port 53 are for berth's resolver, even when a
+    // container publishes port 53 on every host address: that publish is refused while a
+    // served network exists, but a network created after it would otherwise have its
+    // containers' DNS sent to the publishing container. `fib daddr . iif type local`: the
+    // destination is an address of the bridge the packet came in on (its gateway).
+    rule(
+        "prerouting",
+        "iifname @dns fib daddr . iif type local meta l4proto { tcp, udp } th dport 53 return",
+        rule::DNS_NOT_PUBLISHED,
     );
     // Published ports: specific host address first (a port is never published both on one
     // address and on every address of a family: the daemon refuses that), then every address.
@@ -725,6 +746,9 @@ pub fn desired_elements(networks: &[NetworkSpec]) -> Elements {
         }
         if crate::network::allow_direct(net) {
             e.insert(SET_DIRECT, br.clone(), why());
+        }
+        if crate::dns::serves(net) {
+            e.insert(SET_DNS, br.clone(), why());
         }
         for s in &net.subnets {
             let set = match s.subnet {
