@@ -219,8 +219,8 @@ pub struct EndpointIpamConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub ipv6_address: Option<String>,
-    /// Link-local addresses asked for: refused by berthd with a clear 400 (not implemented),
-    /// never dropped silently.
+    /// `--link-local-ip`: link-local addresses put on the container's interface next to the
+    /// allocated ones.
     #[serde(
         rename = "LinkLocalIPs",
         default,
@@ -236,8 +236,8 @@ pub struct EndpointSettings {
     /// Static addresses asked for.
     #[serde(rename = "IPAMConfig", default)]
     pub ipam_config: Option<EndpointIpamConfig>,
-    /// Legacy links: refused by berthd with a clear 400 when any is given (not implemented),
-    /// never dropped silently.
+    /// Legacy links `NAME:ALIAS` (`--link` on a user-defined network): `ALIAS` resolves to
+    /// container `NAME` on this network for this container only.
     #[serde(default)]
     pub links: Option<Vec<String>>,
     /// DNS aliases.

@@ -314,6 +314,8 @@ impl Daemon {
                     aliases: r.aliases.clone(),
                     gw_priority: 0,
                     driver_opts: Default::default(),
+                    links: Vec::new(),
+                    link_local_ips: Vec::new(),
                 });
                 Some((c, true))
             })

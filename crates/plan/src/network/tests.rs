@@ -1144,3 +1144,48 @@ fn endpoint_driver_opts_are_kept() {
     let json = serde_json::to_value(&back).unwrap();
     assert!(json.get("driver_opts").is_none(), "{json}");
 }
+
+/// Links as moby's `ParseLink` reads them, and the names berth refuses on top (they reach DNS
+/// answers and /etc/hosts).
+#[test]
+fn links_parse_as_moby() {
+    let ok = |s: &str| parse_link(s).unwrap();
+    assert_eq!(ok("db"), ("db".into(), "db".into()));
+    assert_eq!(ok("db:data"), ("db".into(), "data".into()));
+    assert_eq!(ok("/db:/app/data"), ("db".into(), "data".into()));
+    for (bad, want) in [
+        ("", "empty string specified for links"),
+        ("a:b:c", "bad format for links: a:b:c"),
+        ("db:da\nta", "invalid alias"),
+        ("d b:data", "invalid linked container name"),
+        (":data", "linked container name must not be empty"),
+    ] {
+        let e = parse_link(bad).unwrap_err().to_string();
+        assert!(e.contains(want), "{bad:?}: {e}");
+    }
+}
+
+/// Link-local addresses: moby's checks (an address, not unspecified), and berth's own: in
+/// 169.254.0.0/16 or fe80::/10 (anything else would bypass anti-spoofing); mapped IPv4 is
+/// IPv4; duplicates dropped.
+#[test]
+fn link_local_ips_are_link_local() {
+    let got = parse_link_local_ips(&[
+        "169.254.8.8".into(),
+        "fe80::8".into(),
+        "::ffff:169.254.8.8".into(),
+    ])
+    .unwrap();
+    assert_eq!(got, vec![ip("169.254.8.8"), ip("fe80::8")]);
+    for bad in [
+        "10.0.0.1",
+        "0.0.0.0",
+        "::",
+        "2001:db8::1",
+        "nope",
+        "169.254.8.8/16",
+    ] {
+        let e = parse_link_local_ips(&[bad.into()]).unwrap_err().to_string();
+        assert!(e.contains("invalid link-local IP address"), "{bad}: {e}");
+    }
+}
