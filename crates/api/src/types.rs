@@ -367,6 +367,11 @@ pub struct HostConfig {
     /// `--add-host NAME:IP`.
     #[serde(default)]
     pub extra_hosts: Vec<String>,
+    /// `--link NAME[:ALIAS]`: legacy links on the default `bridge` network (`/etc/hosts`
+    /// entries and `ALIAS_*` environment variables); ignored on user-defined networks, as by
+    /// dockerd (the endpoint's `Links` are read there). `null` reads as empty.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub links: Vec<String>,
     /// `--rm`.
     #[serde(default)]
     pub auto_remove: bool,

@@ -65,6 +65,12 @@ impl Daemon {
             }
         }
         let hc = &req.host_config;
+        if !hc.links.is_empty() && matches!(hc.network_mode.as_str(), "" | "default" | "bridge") {
+            return Err(ApiError::bad_request(format!(
+                "legacy links on the default bridge network ({}) are not supported by berth yet",
+                hc.links.join(", ")
+            )));
+        }
         let dns = hc
             .dns
             .iter()
