@@ -1269,6 +1269,15 @@ fn inspect_view(
                     .iter()
                     .map(|(h, a)| format!("{h}:{a}"))
                     .collect(),
+                // moby's shape: `/CHILD:/PARENT/ALIAS`, for the linked containers that exist.
+                links: c
+                    .legacy_links
+                    .iter()
+                    .filter_map(|l| {
+                        let child = d.find_container(&l.child).ok()?;
+                        Some(format!("/{}:/{}/{}", child.name, c.name, l.alias))
+                    })
+                    .collect(),
                 auto_remove: c.auto_remove,
                 sysctls: c.process.sysctls.clone(),
                 restart_policy: {

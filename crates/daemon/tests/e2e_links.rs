@@ -81,3 +81,86 @@ fn link_local_ips_carry_traffic() {
     assert!(!names.contains("dup"), "{names}");
     w.assert_in_sync("link-local addresses");
 }
+
+/// Proves `berth run --link NAME:ALIAS` as dockerd on the default bridge: the linking
+/// container's `/etc/hosts` names the linked one (alias, hostname, name) and a TCP connection to
+/// the alias reaches it; its environment has Docker's `ALIAS_NAME`, `ALIAS_PORT…` (from the
+/// published port) and `ALIAS_ENV_…` variables (its own `-e` wins); inspect's
+/// `HostConfig.Links` is moby's `/CHILD:/PARENT/ALIAS`; a start with the linked container
+/// stopped fails with moby's words; an unknown container or `--network host` is refused; on a
+/// user-defined network `--link` is the endpoint's link (the alias resolves there).
+#[test]
+fn legacy_links_on_the_default_bridge() {
+    require_root!();
+    let w = World::new();
+    w.run_server("db", &["-e", "PASSWORD=s3cret", "-p", "8080"], 8080);
+    w.wait_container_port("db", 8080);
+    let db_ip = w.ip_of("db", "bridge");
+    w.run_d(
+        "app",
+        &["--link", "db:data", "-e", "DATA_ENV_PASSWORD=mine"],
+        &["sleep", "120"],
+    );
+    let hosts = w.exec_ok("app", &["cat", "/etc/hosts"]);
+    assert!(hosts.contains(&format!("{db_ip}\tdata db db\n")), "{hosts}");
+    let reply = w.assert_reaches("app", "data", 8080);
+    assert!(reply.contains(&w.ip_of("app", "bridge")), "{reply}");
+    let env = w.exec_ok("app", &["env"]);
+    for want in [
+        "DATA_NAME=/app/data".to_string(),
+        format!("DATA_PORT=tcp://{db_ip}:8080"),
+        format!("DATA_PORT_8080_TCP_ADDR={db_ip}"),
+        "DATA_PORT_8080_TCP_PROTO=tcp".to_string(),
+        "DATA_ENV_PASSWORD=mine".to_string(),
+    ] {
+        assert!(env.lines().any(|l| l == want), "{want} not in:\n{env}");
+    }
+    assert!(!env.contains("DATA_ENV_PASSWORD=s3cret"), "{env}");
+    assert_eq!(
+        w.inspect("app")["HostConfig"]["Links"],
+        serde_json::json!(["/db:/app/data"])
+    );
+
+    // The linked container stopped: the linking one cannot start.
+    w.berth_ok(&["stop", "-t", "1", "app"]);
+    w.berth_ok(&["stop", "-t", "1", "db"]);
+    let o = w.berth(&["start", "app"]);
+    assert!(
+        !o.status.success()
+            && show(&o).contains("Cannot link to a non running container: /db AS /app/data"),
+        "{}",
+        show(&o)
+    );
+    for (opts, want) in [
+        (["--link", "nope:x"], "could not get container for nope"),
+        (
+            ["--network", "host"],
+            "host type networking can't be used with links",
+        ),
+    ] {
+        let mut args = vec!["run", "-d", "--link", "db"];
+        args.extend(opts);
+        args.extend(["sleep", "60"]);
+        let o = w.berth(&args);
+        assert!(
+            !o.status.success() && show(&o).contains(want),
+            "{}",
+            show(&o)
+        );
+    }
+
+    // On a user-defined network: the endpoint's link, answered by berth's resolver.
+    w.berth_ok(&["network", "create", "--subnet", "10.73.0.0/24", "ud"]);
+    w.run_d("db2", &["--network", "ud"], &["sleep", "120"]);
+    w.run_d(
+        "app2",
+        &["--network", "ud", "--link", "db2:store"],
+        &["sleep", "120"],
+    );
+    let got = w.exec_ok("app2", &["getent", "ahostsv4", "store"]);
+    assert!(got.contains(&w.ip_of("db2", "ud")), "{got}");
+    assert_eq!(
+        w.inspect("app2")["NetworkSettings"]["Networks"]["ud"]["Links"],
+        serde_json::json!(["db2:store"])
+    );
+}

@@ -1077,6 +1077,7 @@ mod tests {
             stdio: Default::default(),
             process: Default::default(),
             restart: Default::default(),
+            legacy_links: Vec::new(),
         }
     }
 

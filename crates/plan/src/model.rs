@@ -300,6 +300,19 @@ pub struct ContainerSpec {
     /// `--restart`; `no` also for containers stored before it existed.
     #[serde(default)]
     pub restart: crate::restart::RestartPolicy,
+    /// `--link NAME:ALIAS` on the default `bridge` network (Docker's `HostConfig.Links`), the
+    /// linked container found at create ([`crate::links`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub legacy_links: Vec<LegacyLink>,
+}
+
+/// One legacy link of a container on the default bridge network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyLink {
+    /// The linked container's id.
+    pub child: Id,
+    /// The alias it is known by in the linking container.
+    pub alias: String,
 }
 
 /// How a container's command runs, and its labels: Docker's `Config.WorkingDir`, `Config.User`
@@ -396,6 +409,7 @@ impl ContainerSpec {
             stdio: Default::default(),
             process: Default::default(),
             restart: Default::default(),
+            legacy_links: Vec::new(),
         }
     }
 }

@@ -449,6 +449,7 @@ fn container(name: &str, c: char) -> ContainerSpec {
         stdio: Default::default(),
         process: Default::default(),
         restart: Default::default(),
+        legacy_links: Vec::new(),
     }
 }
 
