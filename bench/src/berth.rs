@@ -152,6 +152,7 @@ impl BerthNet {
             stdio: Default::default(),
             process: Default::default(),
             restart: Default::default(),
+            legacy_links: Vec::new(),
         };
         let ep = plan_endpoint(
             &self.net,

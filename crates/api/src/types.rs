@@ -219,8 +219,8 @@ pub struct EndpointIpamConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub ipv6_address: Option<String>,
-    /// Link-local addresses asked for: refused by berthd with a clear 400 (not implemented),
-    /// never dropped silently.
+    /// `--link-local-ip`: link-local addresses put on the container's interface next to the
+    /// allocated ones.
     #[serde(
         rename = "LinkLocalIPs",
         default,
@@ -236,8 +236,8 @@ pub struct EndpointSettings {
     /// Static addresses asked for.
     #[serde(rename = "IPAMConfig", default)]
     pub ipam_config: Option<EndpointIpamConfig>,
-    /// Legacy links: refused by berthd with a clear 400 when any is given (not implemented),
-    /// never dropped silently.
+    /// Legacy links `NAME:ALIAS` (`--link` on a user-defined network): `ALIAS` resolves to
+    /// container `NAME` on this network for this container only.
     #[serde(default)]
     pub links: Option<Vec<String>>,
     /// DNS aliases.
@@ -367,6 +367,11 @@ pub struct HostConfig {
     /// `--add-host NAME:IP`.
     #[serde(default)]
     pub extra_hosts: Vec<String>,
+    /// `--link NAME[:ALIAS]`: legacy links on the default `bridge` network (`/etc/hosts`
+    /// entries and `ALIAS_*` environment variables); ignored on user-defined networks, as by
+    /// dockerd (the endpoint's `Links` are read there). `null` reads as empty.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub links: Vec<String>,
     /// `--rm`.
     #[serde(default)]
     pub auto_remove: bool,

@@ -196,6 +196,128 @@ mod tests {
         String::from_utf8(out).unwrap_or_default()
     }
 
+    /// The `###` sections of docs/CLI.md: (heading, text up to the next `##`/`###` heading,
+    /// `####` subsections included).
+    fn doc_sections(doc: &str) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for line in doc.lines() {
+            let level = line.chars().take_while(|c| *c == '#').count();
+            if (2..=3).contains(&level) && line[level..].starts_with(' ') {
+                out.push((line.to_string(), String::new()));
+            } else if let Some((_, body)) = out.last_mut() {
+                body.push_str(line);
+                body.push('\n');
+            }
+        }
+        out
+    }
+
+    /// The text of the section(s) whose heading names `berth PATH` (as `` `berth PATH `` then a
+    /// space or a backquote), with the section of `berth OTHER` when it says "The flags of
+    /// `OTHER`" (`create`: `run`'s). `None`: no such section.
+    fn section_of(sections: &[(String, String)], path: &str) -> Option<String> {
+        let key = format!("`berth {path}");
+        let mut text = String::new();
+        let mut found = false;
+        for (heading, body) in sections {
+            let named = heading
+                .match_indices(&key)
+                .any(|(i, _)| matches!(heading[i + key.len()..].chars().next(), Some(' ' | '`')));
+            if named {
+                found = true;
+                text.push_str(heading);
+                text.push_str(body);
+                if let Some(rest) = body.split("The flags of `").nth(1) {
+                    let other = rest.split('`').next().unwrap_or_default();
+                    if other != path {
+                        text.push_str(&section_of(sections, other).unwrap_or_default());
+                    }
+                }
+            }
+        }
+        found.then_some(text)
+    }
+
+    /// Whether `text` names `--flag` as a whole word (`--link` is not in `--link-local-ip`).
+    fn mentions_flag(text: &str, flag: &str) -> bool {
+        let key = format!("--{flag}");
+        text.match_indices(&key).any(|(i, _)| {
+            !text[i + key.len()..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+    }
+
+    /// Every subcommand (leaf or group) and every long flag of the `berth` CLI, as clap
+    /// defines them: `(path, Some(flag))` for a flag, `(path, None)` for the command itself.
+    fn walk(cmd: &clap::Command, path: &str, out: &mut Vec<(String, Option<String>)>) {
+        for a in cmd.get_arguments() {
+            if a.is_hide_set() || a.is_global_set() && !path.is_empty() {
+                continue;
+            }
+            if let Some(long) = a.get_long() {
+                if !matches!(long, "help" | "version") {
+                    out.push((path.to_string(), Some(long.to_string())));
+                }
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.is_hide_set() || sub.get_name() == "help" {
+                continue;
+            }
+            let p = if path.is_empty() {
+                sub.get_name().to_string()
+            } else {
+                format!("{path} {}", sub.get_name())
+            };
+            out.push((p.clone(), None));
+            walk(sub, &p, out);
+        }
+    }
+
+    /// `--help` matches docs/CLI.md: every subcommand clap knows has a section there (a group
+    /// such as `network` is named by its subcommands' sections) and every long flag appears in
+    /// its command's section (global flags in `## Global`). Fails listing everything missing.
+    #[test]
+    fn every_command_and_flag_is_in_cli_md() {
+        use clap::CommandFactory;
+        let doc = include_str!("../../../docs/CLI.md");
+        let sections = doc_sections(doc);
+        let global = sections
+            .iter()
+            .find(|(h, _)| h == "## Global")
+            .map(|(h, b)| format!("{h}{b}"))
+            .unwrap_or_default();
+        let mut all = Vec::new();
+        walk(&Cli::command(), "", &mut all);
+        let mut missing = Vec::new();
+        for (path, flag) in &all {
+            let is_group = Cli::command()
+                .get_subcommands()
+                .any(|s| s.get_name() == path && s.has_subcommands());
+            let text = if path.is_empty() {
+                Some(global.clone())
+            } else if is_group {
+                doc.contains(&format!("`berth {path} ")).then(String::new)
+            } else {
+                section_of(&sections, path)
+            };
+            match (text, flag) {
+                (None, None) => missing.push(format!("command `berth {path}`: no section")),
+                (Some(t), Some(f)) if !mentions_flag(&t, f) => {
+                    missing.push(format!("`berth {path}`: flag --{f}"))
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "docs/CLI.md lacks what `berth --help` shows:\n  {}",
+            missing.join("\n  ")
+        );
+    }
+
     /// The scripts name every subcommand and the flags users type most, and bash accepts its own.
     #[test]
     fn completion_scripts_list_the_cli() {

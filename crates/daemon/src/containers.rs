@@ -132,6 +132,7 @@ impl Daemon {
                 sysctls: hc.sysctls.clone(),
             },
             restart,
+            legacy_links: self.legacy_links(&hc.links, mode_str, &mode)?,
         };
         // Every user-given string (hostname, DNS fields, env, labels, command, user, working
         // directory): 400 naming the field before anything is planned or stored, so that
@@ -301,6 +302,8 @@ impl Daemon {
             crate::converge::WatchFrom::Start,
         )
         .await;
+        // Containers linked to it on the default bridge name its (possibly new) address.
+        self.refresh_link_parents(&c.id).await;
         tracing::info!(container = %c.name, pid, "container started");
         Ok(())
     }

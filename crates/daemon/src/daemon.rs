@@ -409,26 +409,12 @@ impl Daemon {
     }
 }
 
-/// Converts Docker's `EndpointSettings` into the planner's request. Legacy `Links` and
-/// `LinkLocalIPs`, which berth does not implement, are refused (400) rather than dropped.
+/// Converts Docker's `EndpointSettings` into the planner's request (which checks `Links` and
+/// `LinkLocalIPs`).
 pub fn endpoint_request(
     s: Option<&berth_api::types::EndpointSettings>,
 ) -> ApiResult<EndpointRequest> {
     let ipam = s.and_then(|s| s.ipam_config.clone()).unwrap_or_default();
-    if let Some(l) = s.and_then(|s| s.links.as_ref()).filter(|l| !l.is_empty()) {
-        return Err(ApiError::bad_request(format!(
-            "legacy links ({}) are not supported by berth: on a user-defined network every \
-             container resolves by its name; use that, or --network-alias",
-            l.join(", ")
-        )));
-    }
-    if let Some(l) = ipam.link_local_ips.as_ref().filter(|l| !l.is_empty()) {
-        return Err(ApiError::bad_request(format!(
-            "link-local addresses ({}) are not supported by berth yet: leave out LinkLocalIPs \
-             (--link-local-ip)",
-            l.join(", ")
-        )));
-    }
     Ok(EndpointRequest {
         ipv4: ipam.ipv4_address.filter(|a| !a.is_empty()),
         ipv6: ipam.ipv6_address.filter(|a| !a.is_empty()),
@@ -438,6 +424,8 @@ pub fn endpoint_request(
             .map(|s| s.mac_address.trim().to_string())
             .filter(|m| !m.is_empty()),
         driver_opts: s.and_then(|s| s.driver_opts.clone()).unwrap_or_default(),
+        links: s.and_then(|s| s.links.clone()).unwrap_or_default(),
+        link_local_ips: ipam.link_local_ips.unwrap_or_default(),
     })
 }
 

@@ -1158,16 +1158,20 @@ fn endpoint_settings(
         out.insert(
             n.name.clone(),
             EndpointSettings {
-                ipam_config: if ep.static_ipv4.is_some() || ep.static_ipv6.is_some() {
+                ipam_config: if ep.static_ipv4.is_some()
+                    || ep.static_ipv6.is_some()
+                    || !ep.link_local_ips.is_empty()
+                {
                     Some(EndpointIpamConfig {
                         ipv4_address: ep.static_ipv4.map(|a| a.to_string()),
                         ipv6_address: ep.static_ipv6.map(|a| a.to_string()),
-                        link_local_ips: None,
+                        link_local_ips: (!ep.link_local_ips.is_empty())
+                            .then(|| ep.link_local_ips.iter().map(|a| a.to_string()).collect()),
                     })
                 } else {
                     None
                 },
-                links: None,
+                links: (!ep.links.is_empty()).then(|| ep.links.clone()),
                 aliases: if ep.aliases.is_empty() {
                     None
                 } else {
@@ -1268,6 +1272,15 @@ fn inspect_view(
                     .extra_hosts
                     .iter()
                     .map(|(h, a)| format!("{h}:{a}"))
+                    .collect(),
+                // moby's shape: `/CHILD:/PARENT/ALIAS`, for the linked containers that exist.
+                links: c
+                    .legacy_links
+                    .iter()
+                    .filter_map(|l| {
+                        let child = d.find_container(&l.child).ok()?;
+                        Some(format!("/{}:/{}/{}", child.name, c.name, l.alias))
+                    })
                     .collect(),
                 auto_remove: c.auto_remove,
                 sysctls: c.process.sysctls.clone(),

@@ -133,6 +133,8 @@ mod tests {
             aliases: vec![],
             gw_priority: 0,
             driver_opts: Default::default(),
+            links: Vec::new(),
+            link_local_ips: Vec::new(),
         }
     }
 

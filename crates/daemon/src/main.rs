@@ -18,6 +18,7 @@ mod firewall;
 mod http;
 mod ids;
 mod ipam;
+mod links;
 mod logtimes;
 mod networks;
 mod openapi;

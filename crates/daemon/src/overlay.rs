@@ -335,6 +335,8 @@ impl Daemon {
                     aliases: r.aliases.clone(),
                     gw_priority: 0,
                     driver_opts: Default::default(),
+                    links: Vec::new(),
+                    link_local_ips: Vec::new(),
                 });
                 (c, true)
             })

@@ -100,8 +100,13 @@ impl Runtime {
         std::fs::create_dir_all(&dir)
             .map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
         let nets = d.networks()?;
+        let linked: Vec<(std::net::IpAddr, String)> = d
+            .linked(c, false)?
+            .iter()
+            .flat_map(|l| berth_plan::links::hosts_lines(&l.view()))
+            .collect();
         let files = [
-            ("hosts", berth_plan::files::hosts_file(c, &nets)),
+            ("hosts", berth_plan::files::hosts_file(c, &nets, &linked)),
             ("hostname", berth_plan::files::hostname_file(c)),
             (
                 "resolv.conf",
@@ -125,6 +130,9 @@ impl Runtime {
         let dir = self.container_dir(&c.id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
+        // Links first: a linked container that is not running fails the start before anything
+        // is set up (moby's words).
+        let link_env = d.env_with_links(c)?;
         self.write_files(d, c).await?;
         let pid_file = dir.join("init.pid");
         let exit_file = dir.join("exit");
@@ -222,7 +230,7 @@ impl Runtime {
             ],
             rootfs,
             cmd: c.cmd.clone(),
-            env: c.env.clone(),
+            env: link_env,
             // issue 8: confinement.
             privileges: crate::security::privileges(&c.security),
             filesystem: crate::security::filesystem(&c.security, &d.config.state_dir),

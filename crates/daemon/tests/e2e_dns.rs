@@ -106,6 +106,14 @@ impl DnsWorld {
         DnsWorld { w, resolv }
     }
 
+    /// [`DnsWorld::new`] with the fake upstream on the outside peer, answering `names`
+    /// (`NAME=IP`) and NXDOMAIN for the rest.
+    fn with_upstream(names: &[&str]) -> DnsWorld {
+        let d = DnsWorld::new();
+        d.fake_upstream(&d.w.out_ns, &d.w.out_ip(), names);
+        d
+    }
+
     /// `dnsq.py` from container `from` (server `-`: its resolv.conf nameserver).
     fn q(&self, from: &str, server: &str, name: &str, qtype: &str, extra: &[&str]) -> Value {
         let helper = self.w.helper("dnsq.py");
@@ -522,9 +530,8 @@ fn forwarding_internal_and_resolv_conf_change() {
 #[test]
 fn churn_loses_nothing() {
     require_root!();
-    let d = DnsWorld::new();
+    let d = DnsWorld::with_upstream(&["ext.test=192.0.2.10"]);
     let w = &d.w;
-    d.fake_upstream(&w.out_ns, &w.out_ip(), &["ext.test=192.0.2.10"]);
     w.berth_ok(&["network", "create", "--subnet", "10.67.0.0/24", "churn"]);
     w.run_d(
         "stable",
@@ -602,4 +609,90 @@ fn churn_loses_nothing() {
         rounds >= 3,
         "only {rounds} churn rounds during the load: {v}"
     );
+}
+
+/// Proves Docker's endpoint `Links` on a user-defined network, with real queries from inside
+/// the containers: a link `db:data` given at create (`EndpointsConfig`, before `db` exists)
+/// makes `data` and `data.NETWORK` answer db's address to the linking container only — another
+/// container on the same network gets the upstream's NXDOMAIN for `data` — and inspect returns
+/// the `Links`; a link given at `network connect` likewise; the link is never stale: `db`
+/// removed → NXDOMAIN, a new `db` → its new address at once, the linking container
+/// disconnected and connected again without links → no answer.
+#[test]
+fn endpoint_links_resolve_only_from_the_linking_container() {
+    require_root!();
+    let d = DnsWorld::with_upstream(&["ext.test=192.0.2.10"]);
+    let w = &d.w;
+    for (subnet, name) in [("10.69.0.0/24", "lk"), ("10.70.0.0/24", "side")] {
+        w.berth_ok(&["network", "create", "--subnet", subnet, name]);
+    }
+    let create = |name: &str, net: &str, links: &str| {
+        let body = format!(
+            r#"{{"Cmd":["sleep","300"],"HostConfig":{{"NetworkMode":"{net}"}},
+               "NetworkingConfig":{{"EndpointsConfig":{{"{net}":{{"Links":{links}}}}}}}}}"#
+        );
+        let (status, reply) = w.api(
+            "POST",
+            &format!("/containers/create?name={name}"),
+            Some(&body),
+        );
+        assert_eq!(status, 201, "create {name}: {reply}");
+        let (status, reply) = w.api("POST", &format!("/containers/{name}/start"), None);
+        assert_eq!(status, 204, "start {name}: {reply}");
+    };
+    // The link names a container that does not exist yet, as docker-py's test does.
+    create("app", "lk", r#"["db:data"]"#);
+    assert_eq!(
+        w.inspect("app")["NetworkSettings"]["Networks"]["lk"]["Links"],
+        serde_json::json!(["db:data"])
+    );
+    let rcode = |from: &str, name: &str| d.q(from, "-", name, "A", &[])["rcode"].clone();
+    assert_eq!(rcode("app", "data"), "NXDOMAIN", "no db yet");
+    w.run_d("db", &["--network", "lk"], &["sleep", "300"]);
+    w.run_d("other", &["--network", "lk"], &["sleep", "300"]);
+    let db_ip = w.ip_of("db", "lk");
+    assert_eq!(d.a("app", "data"), vec![db_ip.clone()]);
+    assert_eq!(d.a("app", "DATA.lk"), vec![db_ip.clone()]);
+    assert_eq!(d.a("app", "db"), vec![db_ip.clone()], "the name as before");
+    // libc in the linking container, through its resolv.conf.
+    let g = w.exec_ok("app", &["getent", "ahostsv4", "data"]);
+    assert!(g.contains(&db_ip), "getent data from app: {g}");
+    // Scoped: the other container on the same network does not have the link.
+    assert_eq!(rcode("other", "data"), "NXDOMAIN");
+    assert_eq!(d.a("other", "db"), vec![db_ip.clone()]);
+    assert_eq!(
+        d.a("app", "ext.test"),
+        vec!["192.0.2.10"],
+        "the rest is forwarded"
+    );
+
+    // A link given at connect.
+    w.run_d("late", &["--network", "side"], &["sleep", "300"]);
+    let (status, reply) = w.api(
+        "POST",
+        "/networks/lk/connect",
+        Some(r#"{"Container":"late","EndpointConfig":{"Links":["db:store"]}}"#),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(d.a("late", "store"), vec![db_ip.clone()]);
+    assert_eq!(rcode("app", "store"), "NXDOMAIN");
+    assert_eq!(
+        w.inspect("late")["NetworkSettings"]["Networks"]["lk"]["Links"],
+        serde_json::json!(["db:store"])
+    );
+
+    // Never stale: db removed, then a new db with another address.
+    w.berth_ok(&["rm", "-f", "db"]);
+    assert_eq!(rcode("app", "data"), "NXDOMAIN");
+    assert_eq!(rcode("late", "store"), "NXDOMAIN");
+    w.run_d("filler", &["--network", "lk"], &["sleep", "300"]);
+    w.run_d("db", &["--network", "lk"], &["sleep", "300"]);
+    let db2 = w.ip_of("db", "lk");
+    assert_ne!(db2, db_ip);
+    assert_eq!(d.a("app", "data"), vec![db2.clone()]);
+    // The link goes with the endpoint.
+    w.berth_ok(&["network", "disconnect", "lk", "late"]);
+    w.berth_ok(&["network", "connect", "lk", "late"]);
+    assert_eq!(rcode("late", "store"), "NXDOMAIN");
+    assert_eq!(d.a("late", "db"), vec![db2]);
 }

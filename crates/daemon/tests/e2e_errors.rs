@@ -229,23 +229,36 @@ fn an_oversized_body_names_the_limit() {
     w.berth_ok(&["network", "rm", "big"]);
 }
 
-/// Proves the endpoint fields berth does not implement are refused with a clear 400, never
-/// dropped silently: legacy `Links` and `LinkLocalIPs`, on connect and on container create
-/// (which then stores nothing), while the same requests without them work.
+/// Proves bad endpoint `Links` and `LinkLocalIPs` are refused with a clear 400 naming them, on
+/// connect and on container create (which then stores nothing): moby's link format errors, a
+/// newline in an alias, an address that is not link-local (berth: it would bypass
+/// anti-spoofing) or not an address; empty lists are fine.
 #[test]
-fn unimplemented_endpoint_fields_are_refused_not_dropped() {
+fn bad_links_and_link_local_ips_are_refused() {
     require_root!();
     let w = World::new();
     w.berth_ok(&["network", "create", "--subnet", "10.33.0.0/24", "lk"]);
     w.run_d("peer", &[], &["sleep", "120"]);
     for (body, want) in [
         (
-            r#"{"Container":"peer","EndpointConfig":{"Links":["db:db"]}}"#,
-            "legacy links",
+            r#"{"Container":"peer","EndpointConfig":{"Links":["a:b:c"]}}"#,
+            "bad format for links",
         ),
         (
-            r#"{"Container":"peer","EndpointConfig":{"IPAMConfig":{"LinkLocalIPs":["169.254.8.8"]}}}"#,
-            "link-local addresses",
+            r#"{"Container":"peer","EndpointConfig":{"Links":[""]}}"#,
+            "empty string specified for links",
+        ),
+        (
+            r#"{"Container":"peer","EndpointConfig":{"Links":["db:d\nb"]}}"#,
+            "invalid alias",
+        ),
+        (
+            r#"{"Container":"peer","EndpointConfig":{"IPAMConfig":{"LinkLocalIPs":["10.33.0.9"]}}}"#,
+            "invalid link-local IP address: 10.33.0.9 is not in 169.254.0.0/16",
+        ),
+        (
+            r#"{"Container":"peer","EndpointConfig":{"IPAMConfig":{"LinkLocalIPs":["nope"]}}}"#,
+            "invalid link-local IP address: nope",
         ),
     ] {
         let (status, reply) = w.api("POST", "/networks/lk/connect", Some(body));
@@ -253,10 +266,10 @@ fn unimplemented_endpoint_fields_are_refused_not_dropped() {
         assert!(reply.contains(want), "{reply}");
     }
     let body = r#"{"Cmd":["sleep","60"],"HostConfig":{"NetworkMode":"lk"},
-        "NetworkingConfig":{"EndpointsConfig":{"lk":{"Links":["peer:p"]}}}}"#;
+        "NetworkingConfig":{"EndpointsConfig":{"lk":{"Links":["peer:p:q"]}}}}"#;
     let (status, reply) = w.api("POST", "/containers/create?name=linked", Some(body));
     assert_eq!(status, 400, "{reply}");
-    assert!(reply.contains("legacy links"), "{reply}");
+    assert!(reply.contains("bad format for links"), "{reply}");
     let ps = w.berth_ok(&["ps", "-a", "--format", "{{.Names}}"]);
     assert!(!ps.contains("linked"), "{ps}");
     let (status, reply) = w.api(

@@ -141,6 +141,25 @@ pub struct Asker {
     pub forward: bool,
     /// Its `--dns` servers (forwarded to instead of the host's resolvers when not empty).
     pub servers: Vec<IpAddr>,
+    /// Its endpoints' legacy links (Docker's endpoint `Links`), in endpoint order.
+    links: Vec<LinkAlias>,
+}
+
+/// One endpoint link `NAME:ALIAS` of an asker on a served network: `ALIAS` and
+/// `ALIAS.NETWORK` answer what `NAME` answers on that network, for that asker only (moby's
+/// `Sandbox.resolveName` with endpoint aliases).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LinkAlias {
+    /// Index into the table's networks.
+    net: u32,
+    /// Lowercase `ALIAS`.
+    alias: Box<[u8]>,
+    /// Lowercase `ALIAS.NETWORK`.
+    dotted: Box<[u8]>,
+    /// Lowercase `NAME`, looked up in that network's names at each query: a link may name a
+    /// container that is not running (or does not exist) yet, and it never answers an address
+    /// of a container that is gone.
+    target: Box<[u8]>,
 }
 
 /// Everything berth's resolver answers from. Immutable: the daemon builds a new one after each
@@ -302,6 +321,7 @@ impl Table {
                 nets: Vec::new(),
                 forward: false,
                 servers: c.dns.clone(),
+                links: Vec::new(),
             };
             for ep in &c.endpoints {
                 let Some(net) = networks.iter().find(|n| n.id == ep.network_id) else {
@@ -313,6 +333,25 @@ impl Table {
                 };
                 if !asker.nets.contains(&ni) {
                     asker.nets.push(ni);
+                }
+                for l in &ep.links {
+                    // Checked when the endpoint was planned; a hand-edited store's bad link
+                    // is left out rather than failing every answer.
+                    let Ok((name, alias)) = crate::network::parse_link(l) else {
+                        continue;
+                    };
+                    let lower = |s: &str| -> Box<[u8]> {
+                        s.trim_end_matches('.')
+                            .to_ascii_lowercase()
+                            .into_bytes()
+                            .into()
+                    };
+                    asker.links.push(LinkAlias {
+                        net: ni,
+                        alias: lower(&alias),
+                        dotted: lower(&format!("{alias}.{}", net.name)),
+                        target: lower(&name),
+                    });
                 }
                 if !running {
                     continue;
@@ -389,19 +428,42 @@ impl Table {
     pub fn resolve(&self, src: IpAddr, name: &str) -> Option<(Vec<Ipv4Addr>, Vec<Ipv6Addr>)> {
         let asker = self.asker(src)?;
         let key = name.trim_end_matches('.').to_ascii_lowercase();
-        let mut found: Option<(Vec<Ipv4Addr>, Vec<Ipv6Addr>)> = None;
+        self.lookup(asker, key.as_bytes())
+            .map(|(v4, v6)| (v4.to_vec(), v6.to_vec()))
+    }
+
+    /// The addresses of lowercase `key` for `asker`, as moby's `Sandbox.ResolveName` finds
+    /// them: first its links (the first whose alias is `key` and whose target is answered on
+    /// the link's network), then the names of its networks in endpoint order (the first network
+    /// with records of each family wins), skipping a network where `key` is one of its link
+    /// aliases (an alias there means the link, even when the linked container is not running).
+    fn lookup<'t>(&'t self, asker: &Asker, key: &[u8]) -> Option<(&'t [Ipv4Addr], &'t [Ipv6Addr])> {
+        for l in &asker.links {
+            if *l.alias != *key && *l.dotted != *key {
+                continue;
+            }
+            if let Some(a) = self.nets[l.net as usize].names.get(&*l.target) {
+                return Some((&a.v4, &a.v6));
+            }
+        }
+        let mut found = false;
+        let mut v4: &[Ipv4Addr] = &[];
+        let mut v6: &[Ipv6Addr] = &[];
         for &ni in &asker.nets {
-            if let Some(a) = self.nets[ni as usize].names.get(key.as_bytes()) {
-                let f = found.get_or_insert_with(Default::default);
-                if f.0.is_empty() {
-                    f.0 = a.v4.clone();
+            if asker.links.iter().any(|l| l.net == ni && *l.alias == *key) {
+                continue;
+            }
+            if let Some(a) = self.nets[ni as usize].names.get(key) {
+                found = true;
+                if v4.is_empty() {
+                    v4 = &a.v4;
                 }
-                if f.1.is_empty() {
-                    f.1 = a.v6.clone();
+                if v6.is_empty() {
+                    v6 = &a.v6;
                 }
             }
         }
-        found
+        found.then_some((v4, v6))
     }
 }
 
@@ -775,24 +837,7 @@ fn answer_local<'t>(
         }
         return Some(seal(out, msg, q, n, transport));
     }
-    // The first network (in the asker's endpoint order) with records of each family wins.
-    let mut found = false;
-    let mut v4: &[Ipv4Addr] = &[];
-    let mut v6: &[Ipv6Addr] = &[];
-    for &ni in &asker.nets {
-        if let Some(a) = table.nets[ni as usize].names.get(key) {
-            found = true;
-            if v4.is_empty() {
-                v4 = &a.v4;
-            }
-            if v6.is_empty() {
-                v6 = &a.v6;
-            }
-        }
-    }
-    if !found {
-        return None;
-    }
+    let (v4, v6) = table.lookup(asker, key)?;
     let want4 = matches!(q.qtype, qtype::A | qtype::ANY);
     let want6 = matches!(q.qtype, qtype::AAAA | qtype::ANY);
     begin(out, msg, q, Rcode::NoError, true);
@@ -1018,6 +1063,8 @@ mod tests {
                     aliases: aliases.iter().map(|s| s.to_string()).collect(),
                     gw_priority: 0,
                     driver_opts: Default::default(),
+                    links: Vec::new(),
+                    link_local_ips: Vec::new(),
                 })
                 .collect(),
             dns: vec![],
@@ -1030,6 +1077,7 @@ mod tests {
             stdio: Default::default(),
             process: Default::default(),
             restart: Default::default(),
+            legacy_links: Vec::new(),
         }
     }
 
@@ -1102,6 +1150,50 @@ mod tests {
         got.sort();
         assert_eq!(got, vec![ip("10.1.0.3"), ip("10.1.0.6")]);
         assert_eq!(t.resolve(ip("10.1.0.2"), "DB.").unwrap().0.len(), 2);
+    }
+
+    /// Endpoint links (moby's endpoint aliases): the alias answers the linked container's
+    /// address on the link's network only to the linking container, `ALIAS.NETWORK` too; a
+    /// link to a container that is not running (or not there) answers nothing and shadows a
+    /// container of that name on the link's network; the link never leaks to other askers.
+    #[test]
+    fn links_scoped_to_the_linking_container() {
+        let (n, mut c) = world();
+        // x links y as "bar" and v (stopped) as "u" (a running container's name) on a; w
+        // links y as "far" on c, where y is not.
+        c[0].0.endpoints[0].links = vec!["y:bar".into(), "v:u".into()];
+        c[3].0.endpoints[0].links = vec!["y:far".into()];
+        let t = Table::build(&n, &c);
+        let x = "10.1.0.2";
+        assert_eq!(ask(&t, x, "bar", qtype::A).1.addrs, vec![ip("10.1.0.3")]);
+        assert_eq!(
+            ask(&t, x, "BAR.neta.", qtype::A).1.addrs,
+            vec![ip("10.1.0.3")]
+        );
+        // The link's name resolves as before (it is y's name on a).
+        assert_eq!(ask(&t, x, "y", qtype::A).1.addrs, vec![ip("10.1.0.3")]);
+        // Other askers on the same network: not theirs, forwarded like any unknown name.
+        let (a, _) = ask(&t, "10.1.0.6", "bar", qtype::A);
+        assert_eq!(a, Action::Forward(Upstream::Host));
+        assert!(t.resolve(ip("10.1.0.3"), "bar").is_none());
+        // "u" is x's link to the stopped v: it shadows the running container u on a.
+        let (a, _) = ask(&t, x, "u", qtype::A);
+        assert_eq!(a, Action::Forward(Upstream::Host));
+        assert_eq!(
+            ask(&t, "10.1.0.3", "u", qtype::A).1.addrs,
+            vec![ip("10.1.0.6")]
+        );
+        // A link whose target is not on the link's network answers nothing.
+        let (a, _) = ask(&t, "10.3.0.2", "far", qtype::A);
+        assert_eq!(a, Action::Forward(Upstream::Host));
+        // v runs: the link answers it at once (the table is rebuilt after every change).
+        c[4].1 = true;
+        let t = Table::build(&n, &c);
+        assert_eq!(ask(&t, x, "u", qtype::A).1.addrs, vec![ip("10.1.0.9")]);
+        // y stops: "bar" stops answering.
+        c[1].1 = false;
+        let t = Table::build(&n, &c);
+        assert!(t.resolve(ip(x), "bar").is_none());
     }
 
     #[test]

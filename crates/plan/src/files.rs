@@ -8,9 +8,14 @@ use std::net::IpAddr;
 use crate::model::{ContainerSpec, NetworkSpec};
 
 /// `/etc/hosts` in Docker's layout: loopback and the IPv6 well-known names, then `--add-host`
-/// entries, then one `ADDR\tHOSTNAME` line per address of each endpoint (in attachment order)
-/// whose network is in `networks`.
-pub fn hosts_file(container: &ContainerSpec, networks: &[NetworkSpec]) -> String {
+/// entries, then the lines of its legacy links (`linked`: address, names; see
+/// [`crate::links::hosts_lines`]), then one `ADDR\tHOSTNAME` line per address of each endpoint
+/// (in attachment order) whose network is in `networks`.
+pub fn hosts_file(
+    container: &ContainerSpec,
+    networks: &[NetworkSpec],
+    linked: &[(IpAddr, String)],
+) -> String {
     let mut out = String::from(
         "127.0.0.1\tlocalhost\n\
          ::1\tlocalhost ip6-localhost ip6-loopback\n\
@@ -21,6 +26,9 @@ pub fn hosts_file(container: &ContainerSpec, networks: &[NetworkSpec]) -> String
     );
     for (name, addr) in &container.extra_hosts {
         let _ = writeln!(out, "{addr}\t{name}");
+    }
+    for (addr, names) in linked {
+        let _ = writeln!(out, "{addr}\t{names}");
     }
     for ep in &container.endpoints {
         if !networks.iter().any(|n| n.id == ep.network_id) {
@@ -175,6 +183,8 @@ mod tests {
                 aliases: vec![],
                 gw_priority: 0,
                 driver_opts: Default::default(),
+                links: Vec::new(),
+                link_local_ips: Vec::new(),
             }],
             dns: vec![],
             dns_search: vec![],
@@ -186,6 +196,7 @@ mod tests {
             stdio: Default::default(),
             process: Default::default(),
             restart: Default::default(),
+            legacy_links: Vec::new(),
         }
     }
 
@@ -218,7 +229,7 @@ mod tests {
 
     #[test]
     fn hosts() {
-        let h = hosts_file(&container(), &[network()]);
+        let h = hosts_file(&container(), &[network()], &[]);
         assert_eq!(
             h,
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n\
@@ -226,7 +237,7 @@ mod tests {
              10.9.0.1\tdb.local\n10.1.0.2\tcccccccccccc\nfd00::2\tcccccccccccc\n"
         );
         // Endpoints of unknown networks are left out.
-        assert!(!hosts_file(&container(), &[]).contains("10.1.0.2"));
+        assert!(!hosts_file(&container(), &[], &[]).contains("10.1.0.2"));
         assert_eq!(hostname_file(&container()), "cccccccccccc\n");
     }
 

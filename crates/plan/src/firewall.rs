@@ -994,7 +994,8 @@ pub fn guard_elements(
     let m = mac.map(|b| format!("{b:02x}")).join(":");
     e.insert(SET_PORT_MAC, format!("{port} . {m}"), why());
     let mut v6 = Vec::new();
-    for a in &ep.addrs {
+    // Its link-local addresses (`--link-local-ip`) are its own too.
+    for a in &ep.interface_addrs() {
         match a.addr() {
             std::net::IpAddr::V4(a) => e.insert(SET_PORT_IP4, format!("{port} . {a}"), why()),
             std::net::IpAddr::V6(a) => v6.push(a),

@@ -989,7 +989,11 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
                     });
                 }
                 if let Some(peer) = peer {
-                    let missing = missing_addrs(&significant(&peer.addrs), &e.plan.addrs);
+                    // IPv6 link-local addresses are not observed (the kernel makes its own on
+                    // every interface), so one asked for (`--link-local-ip fe80::…`) is put
+                    // there with the endpoint and not checked for drift.
+                    let missing =
+                        missing_addrs(&significant(&peer.addrs), &significant(&e.plan.addrs));
                     if !peer.up || !missing.is_empty() {
                         let mut why = Vec::new();
                         if !peer.up {

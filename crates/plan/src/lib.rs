@@ -17,6 +17,7 @@ pub mod host;
 pub mod input;
 pub mod ipam;
 pub mod lab;
+pub mod links;
 pub mod model;
 pub mod names;
 pub mod network;

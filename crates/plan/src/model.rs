@@ -200,6 +200,36 @@ pub struct EndpointSpec {
     /// Docker's endpoint `DriverOpts`, kept as given (berth's drivers read none of them).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub driver_opts: BTreeMap<String, String>,
+    /// Docker's endpoint `Links` (`NAME[:ALIAS]`, kept as given and validated by
+    /// [`crate::network::parse_link`]): on this network, `ALIAS` (and `ALIAS.NETWORK`) resolves
+    /// to whatever `NAME` resolves to there, for this container only. Resolved at every
+    /// answer, so a link may name a container that does not exist yet, and never outlives it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
+    /// Docker's `IPAMConfig.LinkLocalIPs`: added to the container's interface next to the
+    /// allocated addresses (with moby's prefixes, /16 and /64; see
+    /// [`EndpointSpec::link_local_nets`]). Not in DNS, not claimed from the network's IPAM.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link_local_ips: Vec<IpAddr>,
+}
+
+impl EndpointSpec {
+    /// The link-local addresses with the prefix moby gives them (`CreateOptionIPAM`: /16 for
+    /// IPv4, /64 for IPv6), as they are put on the container's interface.
+    pub fn link_local_nets(&self) -> Vec<IpNet> {
+        self.link_local_ips
+            .iter()
+            .filter_map(|a| IpNet::new(*a, if a.is_ipv4() { 16 } else { 64 }).ok())
+            .collect()
+    }
+
+    /// Every address on the container's interface: the allocated ones, then the link-local
+    /// ones.
+    pub fn interface_addrs(&self) -> Vec<IpNet> {
+        let mut all = self.addrs.clone();
+        all.extend(self.link_local_nets());
+        all
+    }
 }
 
 /// How a container's network namespace is obtained.
@@ -270,6 +300,19 @@ pub struct ContainerSpec {
     /// `--restart`; `no` also for containers stored before it existed.
     #[serde(default)]
     pub restart: crate::restart::RestartPolicy,
+    /// `--link NAME:ALIAS` on the default `bridge` network (Docker's `HostConfig.Links`), the
+    /// linked container found at create ([`crate::links`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub legacy_links: Vec<LegacyLink>,
+}
+
+/// One legacy link of a container on the default bridge network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyLink {
+    /// The linked container's id.
+    pub child: Id,
+    /// The alias it is known by in the linking container.
+    pub alias: String,
 }
 
 /// How a container's command runs, and its labels: Docker's `Config.WorkingDir`, `Config.User`
@@ -366,6 +409,7 @@ impl ContainerSpec {
             stdio: Default::default(),
             process: Default::default(),
             restart: Default::default(),
+            legacy_links: Vec::new(),
         }
     }
 }

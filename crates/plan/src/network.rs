@@ -1201,6 +1201,78 @@ pub struct EndpointRequest {
     pub mac: Option<String>,
     /// Docker's endpoint `DriverOpts`: kept and returned by inspect (berth's drivers read none).
     pub driver_opts: BTreeMap<String, String>,
+    /// Docker's endpoint `Links` (`NAME[:ALIAS]`): checked by [`parse_link`], kept as given.
+    pub links: Vec<String>,
+    /// Docker's `IPAMConfig.LinkLocalIPs` (`--link-local-ip`): checked by
+    /// [`parse_link_local_ips`].
+    pub link_local_ips: Vec<String>,
+}
+
+/// Parses a legacy link `NAME[:ALIAS]` as moby's `opts.ParseLink` does (`NAME` alone is
+/// `NAME:NAME`; the `/NAME:/PARENT/ALIAS` form an inspected `HostConfig.Links` carries gives
+/// `NAME`, `ALIAS`), then checks both parts: the name as a container name, the alias as a DNS
+/// name (it is answered by berth's resolver and written to `/etc/hosts`, so no newline or
+/// other character can reach either). Returns `(name, alias)`.
+pub fn parse_link(link: &str) -> Result<(String, String), PlanError> {
+    if link.is_empty() {
+        return Err(PlanError::Invalid(
+            "empty string specified for links".into(),
+        ));
+    }
+    let parts: Vec<&str> = link.split(':').collect();
+    let (name, alias) = match parts.as_slice() {
+        [one] => (*one, *one),
+        [name, alias] => match name.strip_prefix('/') {
+            Some(n) => (n, alias.rsplit('/').next().unwrap_or(alias)),
+            None => (*name, *alias),
+        },
+        _ => return Err(PlanError::Invalid(format!("bad format for links: {link}"))),
+    };
+    names::validate_name("linked container", name).map_err(|e| match e {
+        PlanError::Invalid(m) => PlanError::Invalid(format!("link {link:?}: {m}")),
+        other => other,
+    })?;
+    validate_alias(alias).map_err(|e| match e {
+        PlanError::Invalid(m) => PlanError::Invalid(format!("link {link:?}: {m}")),
+        other => other,
+    })?;
+    Ok((name.to_string(), alias.to_string()))
+}
+
+/// Checks Docker's `IPAMConfig.LinkLocalIPs`: addresses (moby: valid and not unspecified),
+/// each in the link-local ranges `169.254.0.0/16` or `fe80::/10`. moby takes any address;
+/// berth refuses the others because they would bypass anti-spoofing: a container could put a
+/// neighbour's address on its interface and send from it. Duplicates are dropped.
+pub fn parse_link_local_ips(given: &[String]) -> Result<Vec<IpAddr>, PlanError> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    for s in given {
+        let a = IpAddr::from_str(s.trim())
+            .map_err(|_| PlanError::Invalid(format!("invalid link-local IP address: {s}")))?;
+        let a = match a {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+            IpAddr::V4(_) => a,
+        };
+        if a.is_unspecified() {
+            return Err(PlanError::Invalid(format!(
+                "invalid link-local IP address: {s}"
+            )));
+        }
+        let link_local = match a {
+            IpAddr::V4(v4) => v4.is_link_local(),
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+        };
+        if !link_local {
+            return Err(PlanError::Invalid(format!(
+                "invalid link-local IP address: {s} is not in 169.254.0.0/16 or fe80::/10 \
+                 (berth takes no other address there: it would bypass anti-spoofing; use --ip \
+                 or --ip6 for an address of the network)"
+            )));
+        }
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    Ok(out)
 }
 
 /// Checks a requested MAC: six hex octets, unicast, not all zero. Returns it lower-case.
@@ -1322,6 +1394,38 @@ pub fn plan_endpoint_with(
             aliases.push(a.clone());
         }
     }
+    let mut links: Vec<String> = Vec::new();
+    for l in &req.links {
+        parse_link(l)?;
+        if !links.contains(l) {
+            links.push(l.clone());
+        }
+    }
+    let link_local_ips = parse_link_local_ips(&req.link_local_ips)?;
+    if !link_local_ips.is_empty() && !net.driver.has_bridge() {
+        return Err(PlanError::Invalid(format!(
+            "link-local addresses ({}) are only supported on bridge networks, not on {:?} ({})",
+            req.link_local_ips.join(", "),
+            net.name,
+            net.driver.as_str()
+        )));
+    }
+    // Two containers on one bridge with the same link-local address would each answer ARP for
+    // it (and anti-spoofing would let both send from it).
+    for a in &link_local_ips {
+        let holder = all.iter().filter(|c| c.id != container.id).find(|c| {
+            c.endpoints
+                .iter()
+                .any(|e| e.network_id == net.id && e.link_local_ips.contains(a))
+        });
+        if let Some(h) = holder {
+            return Err(PlanError::AddressInUse {
+                addr: *a,
+                network: net.name.clone(),
+                by: Some(h.name.clone()),
+            });
+        }
+    }
 
     // Who holds which address on this network, for the allocator and for the message.
     let mut holders: BTreeMap<IpAddr, &str> = held_elsewhere
@@ -1413,6 +1517,8 @@ pub fn plan_endpoint_with(
         aliases,
         gw_priority: req.gw_priority,
         driver_opts: req.driver_opts.clone(),
+        links,
+        link_local_ips,
     })
 }
 
@@ -1468,10 +1574,13 @@ pub fn endpoint_plan(
         ifname: ep.ifname.clone(),
         mac: ep.mac.clone(),
         mtu: net.mtu,
-        addrs: ep.addrs.clone(),
+        addrs: ep.interface_addrs(),
         routes,
         isolated: !net.icc,
-        disable_ipv6: !net.subnets.iter().any(|s| s.subnet.addr().is_ipv6()),
+        // An IPv6 link-local address asked for needs IPv6 on the interface even on an
+        // IPv4-only network.
+        disable_ipv6: !net.subnets.iter().any(|s| s.subnet.addr().is_ipv6())
+            && !ep.link_local_ips.iter().any(IpAddr::is_ipv6),
     }
 }
 

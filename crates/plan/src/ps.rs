@@ -167,6 +167,8 @@ mod tests {
                 aliases: vec![],
                 gw_priority: 0,
                 driver_opts: BTreeMap::new(),
+                links: Vec::new(),
+                link_local_ips: Vec::new(),
             });
         }
         c

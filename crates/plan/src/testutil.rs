@@ -63,6 +63,8 @@ pub fn container(id_hex: char, name: &str, nets: &[(&NetworkSpec, &str)]) -> Con
                 aliases: vec![],
                 gw_priority: 0,
                 driver_opts: Default::default(),
+                links: Vec::new(),
+                link_local_ips: Vec::new(),
             }
         })
         .collect();

@@ -171,6 +171,8 @@ fn endpoint(net: &NetworkSpec, veth: &str, mac: &str, addrs: &[&str]) -> Endpoin
         aliases: vec![],
         gw_priority: 0,
         driver_opts: Default::default(),
+        links: Vec::new(),
+        link_local_ips: Vec::new(),
     }
 }
 

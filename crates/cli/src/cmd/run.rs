@@ -12,7 +12,7 @@ use berth_api::types::{
 };
 use clap::ArgAction;
 
-use super::network_connect::endpoint;
+use super::network_connect::{endpoint, EndpointFlags};
 use super::{env_entry, exit_code, obj_path};
 use crate::format::{out, short_id, url_escape, write_raw};
 
@@ -61,6 +61,15 @@ pub struct Args {
     /// Extra DNS name on the (first) network (repeatable).
     #[arg(long = "network-alias", alias = "net-alias", value_name = "ALIAS")]
     pub network_alias: Vec<String>,
+    /// Link-local address (169.254.0.0/16, fe80::/10) on the container's interface on the
+    /// (first) network, next to its address (repeatable).
+    #[arg(long = "link-local-ip", value_name = "IP")]
+    pub link_local_ip: Vec<String>,
+    /// Link to another container as NAME[:ALIAS] (repeatable): on the default bridge, /etc/hosts
+    /// entries and ALIAS_* environment variables; on a user-defined network, ALIAS resolves to
+    /// it from this container only.
+    #[arg(long = "link", value_name = "NAME[:ALIAS]")]
+    pub link: Vec<String>,
     /// Container hostname (defaults to the name).
     #[arg(short = 'h', long)]
     pub hostname: Option<String>,
@@ -141,10 +150,20 @@ pub fn build(args: &Args) -> Result<(Option<String>, ContainerCreateRequest)> {
     }
     let mut endpoints = NetworkingConfig::default();
     let first = args.network.first().cloned();
-    let wants_endpoint = args.ip.is_some()
-        || args.ip6.is_some()
-        || !args.network_alias.is_empty()
-        || args.mac_address.is_some();
+    // As the docker CLI: --link is HostConfig.Links, and on a user-defined network also that
+    // endpoint's Links (dockerd reads the latter there).
+    let user_defined = first.as_deref().is_some_and(|n| {
+        !matches!(n, "bridge" | "default" | "host" | "none") && !n.starts_with("container:")
+    });
+    let endpoint_links: &[String] = if user_defined { &args.link } else { &[] };
+    let flags = EndpointFlags {
+        ip: args.ip.as_ref(),
+        ip6: args.ip6.as_ref(),
+        aliases: &args.network_alias,
+        link_local_ips: &args.link_local_ip,
+        links: endpoint_links,
+    };
+    let wants_endpoint = endpoint(flags).is_some() || args.mac_address.is_some();
     let with_mac = |mut ep: berth_api::types::EndpointSettings| {
         if let Some(m) = &args.mac_address {
             ep.mac_address = m.clone();
@@ -156,18 +175,14 @@ pub fn build(args: &Args) -> Result<(Option<String>, ContainerCreateRequest)> {
             continue;
         }
         let settings = if i == 0 {
-            with_mac(
-                endpoint(args.ip.as_ref(), args.ip6.as_ref(), &args.network_alias)
-                    .unwrap_or_default(),
-            )
+            with_mac(endpoint(flags).unwrap_or_default())
         } else {
             Default::default()
         };
         endpoints.endpoints_config.insert(net.clone(), settings);
     }
     if first.is_none() && wants_endpoint {
-        let ep =
-            endpoint(args.ip.as_ref(), args.ip6.as_ref(), &args.network_alias).unwrap_or_default();
+        let ep = endpoint(flags).unwrap_or_default();
         endpoints
             .endpoints_config
             .insert("bridge".to_string(), with_mac(ep));
@@ -243,6 +258,7 @@ pub fn build(args: &Args) -> Result<(Option<String>, ContainerCreateRequest)> {
             dns_search: args.dns_search.clone(),
             dns_options: args.dns_option.clone(),
             extra_hosts: args.add_host.clone(),
+            links: args.link.clone(),
             auto_remove: args.rm,
             port_bindings,
             privileged: args.privileged,

@@ -1013,6 +1013,31 @@ impl World {
     /// `--resolv-conf PATH`, so its upstream resolvers are test servers, never the machine's).
     /// A later [`World::restart_daemon`] starts it without them again.
     pub fn restart_daemon_args(&self, extra: &[&str]) {
+        self.restart_daemon_prefixed(&[], extra);
+    }
+
+    /// Restarts berthd (as [`World::restart_daemon_args`] with no arguments) with `file`
+    /// bind-mounted over `target` in its mount namespace only (the one `ip netns exec` makes,
+    /// whose mounts never reach the machine's): its containers, which see berthd's view of the
+    /// filesystem, find `file` there.
+    pub fn restart_daemon_with_bind(&self, file: &Path, target: &str) {
+        let file = file.display().to_string();
+        self.restart_daemon_prefixed(
+            &[
+                "sh",
+                "-c",
+                r#"mount --bind "$1" "$2" && shift 2 && exec "$@""#,
+                "sh",
+                &file,
+                target,
+            ],
+            &[],
+        );
+    }
+
+    /// Restarts berthd gracefully, started through `prefix` (a command that ends by exec'ing
+    /// its arguments, so the child's PID stays berthd's) with `extra` arguments.
+    fn restart_daemon_prefixed(&self, prefix: &[&str], extra: &[&str]) {
         self.stop_daemon(false);
         let log = fs::OpenOptions::new()
             .create(true)
@@ -1021,6 +1046,7 @@ impl World {
             .expect("open berthd log");
         let child = Command::new("ip")
             .args(["netns", "exec", &self.host_ns])
+            .args(prefix)
             .arg(berthd_bin())
             .arg("--state-dir")
             .arg(&self.state_dir)

@@ -203,7 +203,7 @@ fn check_files(c: &ContainerSpec, n: &crate::model::NetworkSpec) -> Result<(), T
     no_breaks("/etc/hostname", &hostname)?;
     prop_assert_eq!(hostname, format!("{}\n", c.hostname));
 
-    let hosts = hosts_file(c, std::slice::from_ref(n));
+    let hosts = hosts_file(c, std::slice::from_ref(n), &[]);
     no_breaks("/etc/hosts", &hosts)?;
     let lines: Vec<&str> = hosts.lines().collect();
     let addrs = c.endpoints[0].addrs.len();

@@ -456,6 +456,7 @@ fn container(name: &str, c: char) -> ContainerSpec {
         stdio: Default::default(),
         process: Default::default(),
         restart: Default::default(),
+        legacy_links: Vec::new(),
     }
 }
 
@@ -1243,4 +1244,49 @@ fn underlay_of_the_hosts_is_the_smallest() {
         }
     );
     assert_eq!(u.vxlan_overhead(), 70);
+}
+
+/// Links as moby's `ParseLink` reads them, and the names berth refuses on top (they reach DNS
+/// answers and /etc/hosts).
+#[test]
+fn links_parse_as_moby() {
+    let ok = |s: &str| parse_link(s).unwrap();
+    assert_eq!(ok("db"), ("db".into(), "db".into()));
+    assert_eq!(ok("db:data"), ("db".into(), "data".into()));
+    assert_eq!(ok("/db:/app/data"), ("db".into(), "data".into()));
+    for (bad, want) in [
+        ("", "empty string specified for links"),
+        ("a:b:c", "bad format for links: a:b:c"),
+        ("db:da\nta", "invalid alias"),
+        ("d b:data", "invalid linked container name"),
+        (":data", "linked container name must not be empty"),
+    ] {
+        let e = parse_link(bad).unwrap_err().to_string();
+        assert!(e.contains(want), "{bad:?}: {e}");
+    }
+}
+
+/// Link-local addresses: moby's checks (an address, not unspecified), and berth's own: in
+/// 169.254.0.0/16 or fe80::/10 (anything else would bypass anti-spoofing); mapped IPv4 is
+/// IPv4; duplicates dropped.
+#[test]
+fn link_local_ips_are_link_local() {
+    let got = parse_link_local_ips(&[
+        "169.254.8.8".into(),
+        "fe80::8".into(),
+        "::ffff:169.254.8.8".into(),
+    ])
+    .unwrap();
+    assert_eq!(got, vec![ip("169.254.8.8"), ip("fe80::8")]);
+    for bad in [
+        "10.0.0.1",
+        "0.0.0.0",
+        "::",
+        "2001:db8::1",
+        "nope",
+        "169.254.8.8/16",
+    ] {
+        let e = parse_link_local_ips(&[bad.into()]).unwrap_err().to_string();
+        assert!(e.contains("invalid link-local IP address"), "{bad}: {e}");
+    }
 }
