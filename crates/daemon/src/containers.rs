@@ -134,6 +134,13 @@ impl Daemon {
             restart,
             legacy_links: self.legacy_links(&hc.links, mode_str, &mode)?,
         };
+        if !spec.legacy_links.is_empty() {
+            // Before it is stored: see `Daemon::legacy_links`.
+            self.legacy_links.store(
+                crate::links::LINKS_SOME,
+                std::sync::atomic::Ordering::SeqCst,
+            );
+        }
         // Every user-given string (hostname, DNS fields, env, labels, command, user, working
         // directory): 400 naming the field before anything is planned or stored, so that
         // none can add a line to the container's /etc files or fail its start later.
@@ -303,7 +310,7 @@ impl Daemon {
         )
         .await;
         // Containers linked to it on the default bridge name its (possibly new) address.
-        self.refresh_link_parents(&c.id).await;
+        self.refresh_link_parents(&c).await;
         tracing::info!(container = %c.name, pid, "container started");
         Ok(())
     }

@@ -116,6 +116,11 @@ pub struct Daemon {
     /// Containers being started: their network namespace (held by an fd) before their init
     /// runs; the desired state includes their endpoints from the moment it exists.
     pub starting: std::sync::Mutex<HashMap<String, String>>,
+    /// Whether some stored container holds a legacy link (`--link` on the default bridge):
+    /// [`crate::links::LINKS_UNKNOWN`] until first needed, then `LINKS_NONE` or `LINKS_SOME`
+    /// (set before such a container is stored, never cleared), so a start scans every stored
+    /// container for the ones linking to it only when there can be any.
+    pub legacy_links: std::sync::atomic::AtomicU8,
     /// Containers whose start has published their overlay endpoints to the cluster before
     /// their state says running: every publication counts them as running meanwhile (a pass
     /// of their own start must not withdraw them).
@@ -205,6 +210,7 @@ impl Daemon {
             local6: crate::ports_local6::Relays::new(relay_budget),
             reconciler: Reconciler::new(ops),
             starting: std::sync::Mutex::new(HashMap::new()),
+            legacy_links: std::sync::atomic::AtomicU8::new(crate::links::LINKS_UNKNOWN),
             announced: std::sync::Mutex::new(std::collections::HashSet::new()),
             wake,
             cluster,

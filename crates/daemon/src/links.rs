@@ -6,11 +6,19 @@
 //! networks links are the endpoint's `Links`, answered by the resolver (`berth_plan::dns`).
 
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 
 use berth_plan::links::Linked;
 use berth_plan::model::{ContainerSpec, LegacyLink, NetworkMode, Status};
 
 use crate::daemon::Daemon;
+
+/// [`Daemon::legacy_links`]: not known yet.
+pub const LINKS_UNKNOWN: u8 = 0;
+/// [`Daemon::legacy_links`]: no stored container has a legacy link.
+pub const LINKS_NONE: u8 = 1;
+/// [`Daemon::legacy_links`]: some container may have one.
+pub const LINKS_SOME: u8 = 2;
 use crate::error::{ApiError, ApiResult};
 
 /// What a linking container sees of one linked container (owned; [`Owned::view`] gives the
@@ -168,10 +176,35 @@ impl Daemon {
 
     /// After `child` started: rewrites `/etc/hosts` of the running containers linked to it
     /// (its address may be a new one), as moby's `addLegacyLinks` does for parents.
-    pub(crate) async fn refresh_link_parents(&self, child: &str) {
+    pub(crate) async fn refresh_link_parents(&self, child: &ContainerSpec) {
+        // A start reads every stored container only when some container can link to it (a
+        // start must not cost O(containers) for a feature nobody uses).
+        if self.legacy_links.load(Ordering::SeqCst) == LINKS_NONE {
+            return;
+        }
+        let on_bridge = self.networks().is_ok_and(|nets| {
+            nets.iter()
+                .filter(|n| n.predefined && n.name == "bridge")
+                .any(|b| child.endpoints.iter().any(|e| e.network_id == b.id))
+        });
+        if !on_bridge {
+            return;
+        }
+        let child = child.id.as_str();
         let Ok(all) = self.containers() else {
             return;
         };
+        if !all.iter().any(|p| !p.legacy_links.is_empty()) {
+            // None stored: later starts skip the scan until a container with links is
+            // created (which sets LINKS_SOME before it is stored, so this cannot hide it).
+            let _ = self.legacy_links.compare_exchange(
+                LINKS_UNKNOWN,
+                LINKS_NONE,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+            return;
+        }
         for p in all
             .iter()
             .filter(|p| p.legacy_links.iter().any(|l| l.child == child))
