@@ -30,16 +30,18 @@ start() { # tag bin subnet
 }
 start a "$A" 10.91.0.0/24
 start b "$B" 10.92.0.0/24
-ms() { echo "scale=3; ($2 - $1) / 1000000" | bc; }
+# Times from bash's own clock ($EPOCHREALTIME, µs): a `date` process per reading added its
+# own start-up (~1 ms) to every interval.
+ms() { echo "scale=3; ($2 - $1) / 1000" | bc; }
 stats() { sort -n | awk '{v[NR]=$1} END {printf "%.2f (p90 %.2f)", (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2), v[int(NR*0.9+0.5)]}'; }
 declare -A t
 for i in $(seq "$runs"); do
     for tag in a b; do
         bin="$A"; [ "$tag" = b ] && bin="$B"
         for net in none n; do
-            t0=$(date +%s%N)
+            t0=${EPOCHREALTIME/./}
             "$bin/berth" -H "unix://$dir/$tag.sock" run --rm --network "$net" true
-            t1=$(date +%s%N)
+            t1=${EPOCHREALTIME/./}
             # The first two rounds warm caches; not counted.
             [ "$i" -gt 2 ] && t[$tag$net]+="$(ms "$t0" "$t1") "
         done

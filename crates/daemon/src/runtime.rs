@@ -119,6 +119,12 @@ impl Runtime {
         ];
         for (name, content) in files {
             let path = dir.join(name);
+            // Written in place (the container sees each file through a bind mount of its
+            // inode), and only when it changed: truncating and rewriting a file costs 0.3–0.6
+            // ms on ext4, and a connect changes only `hosts`.
+            if std::fs::read(&path).is_ok_and(|old| old == content.as_bytes()) {
+                continue;
+            }
             std::fs::write(&path, content)
                 .map_err(|e| ApiError::internal(format!("writing {}: {e}", path.display())))?;
         }
