@@ -116,13 +116,9 @@ impl Daemon {
             return Ok(Vec::new());
         }
         let nets = self.networks()?;
-        let Some(bridge) = nets.iter().find(|n| n.predefined && n.name == "bridge") else {
+        let Some(bridge) = berth_plan::links::default_bridge_of(c, &nets) else {
             return Ok(Vec::new());
         };
-        // moby sets links up only for a container on the default bridge.
-        if !c.endpoints.iter().any(|e| e.network_id == bridge.id) {
-            return Ok(Vec::new());
-        }
         let mut out = Vec::new();
         for l in &c.legacy_links {
             let Ok(child) = self.find_container(&l.child) else {
@@ -182,11 +178,9 @@ impl Daemon {
         if self.legacy_links.load(Ordering::SeqCst) == LINKS_NONE {
             return;
         }
-        let on_bridge = self.networks().is_ok_and(|nets| {
-            nets.iter()
-                .filter(|n| n.predefined && n.name == "bridge")
-                .any(|b| child.endpoints.iter().any(|e| e.network_id == b.id))
-        });
+        let on_bridge = self
+            .networks()
+            .is_ok_and(|nets| berth_plan::links::default_bridge_of(child, &nets).is_some());
         if !on_bridge {
             return;
         }

@@ -81,13 +81,8 @@ impl Stamper {
                 }
                 if let Some(done) = done {
                     let _ = done.send(());
-                    // Closing an inotify instance waits for an SRCU grace period in the kernel
-                    // (`fsnotify_destroy_group`: 15–20 ms here under load). Dropped on this
-                    // worker, it held the exit's handling, woken by `done` into this worker's
-                    // LIFO slot, for that long: every `run --rm` paid it.
-                    if let Some(fd) = fd {
-                        tokio::task::spawn_blocking(move || drop(fd));
-                    }
+                    // The watch closes on a blocking thread (`Writes`'s drop): its close
+                    // waits for a kernel grace period that the exit's handling must not.
                     return;
                 }
             }

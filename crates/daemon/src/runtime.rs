@@ -313,9 +313,10 @@ impl Runtime {
         // pid), or died trying.
         let spawned = std::time::Instant::now();
         let watched = pid_file.clone();
-        let mut init_pid = tokio::task::spawn_blocking(move || wait_for_pid(&watched, stage1))
-            .await
-            .unwrap_or(0);
+        let mut init_pid =
+            tokio::task::spawn_blocking(move || ct::wait_for_init_pid(&watched, stage1))
+                .await
+                .unwrap_or(0);
         if init_pid == 0 {
             // Gone before it wrote its pid: the waiter below records why.
             let _ = child.try_wait();
@@ -1021,30 +1022,6 @@ pub struct ProcInfo {
     pub stage1: i32,
     /// The container's init (pid 1 inside), or stage 1 until it is known.
     pub init: i32,
-}
-
-/// Polls for the pid a container's stage 1 (`stage1`) writes to `pid_file` once the command
-/// runs; 0 if stage 1 exited first (peeked with `waitid(WNOWAIT)`, which leaves it to its
-/// reaper) or after 5 s. Every 200 µs on a blocking thread: tokio's timers tick in whole
-/// milliseconds, and a 1 ms sleep added 1–2 ms to every start (there is no descriptor to wait
-/// on: std's `Command` passes none but stdio, and inotify's close costs an SRCU grace period).
-fn wait_for_pid(pid_file: &Path, stage1: i32) -> i32 {
-    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let stage1 = nix::unistd::Pid::from_raw(stage1);
-    while std::time::Instant::now() < deadline {
-        if let Some(p) = read_pid(pid_file) {
-            return p;
-        }
-        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-        match waitid(Id::Pid(stage1), flags) {
-            Ok(WaitStatus::StillAlive) => {}
-            // Exited (the pid file may have come just before), or not ours to wait for.
-            _ => return read_pid(pid_file).unwrap_or(0),
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    0
 }
 
 fn read_pid(path: &Path) -> Option<i32> {

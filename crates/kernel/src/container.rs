@@ -976,9 +976,38 @@ pub fn init_processes() -> Vec<(i32, InitConfig)> {
         .collect()
 }
 
+/// Polls for the pid a container's stage 1 (`stage1`, a child of the caller) writes to
+/// `pid_file` once the command runs; 0 if stage 1 exited first (peeked with
+/// `waitid(WEXITED | WNOHANG | WNOWAIT)`, which leaves it to its reaper) or after 5 s. Blocks:
+/// call it on a blocking thread. Every 200 µs: tokio's timers tick in whole milliseconds, and
+/// a 1 ms sleep added 1–2 ms to every start (there is no descriptor to wait on: std's
+/// `Command` passes none but stdio, and an inotify watch's close costs a grace period).
+pub fn wait_for_init_pid(pid_file: &Path, stage1: i32) -> i32 {
+    let read = || {
+        fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    while std::time::Instant::now() < deadline {
+        if let Some(p) = read() {
+            return p;
+        }
+        match nix::sys::wait::waitid(nix::sys::wait::Id::Pid(Pid::from_raw(stage1)), flags) {
+            Ok(WaitStatus::StillAlive) => {}
+            // Exited (the pid file may have come just before), or not ours to wait for.
+            _ => return read().unwrap_or(0),
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    0
+}
+
 /// The parent of `pid`: field 4 of `/proc/PID/stat`, after the command name in parentheses
-/// (which may itself contain spaces and parentheses, hence the last `)`).
-fn parent_pid(pid: i32) -> Option<i32> {
+/// (which may itself contain spaces and parentheses, hence the last `)`). Stage 2 of an init
+/// is told from stage 1 by it (same command line).
+pub fn parent_pid(pid: i32) -> Option<i32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(1)?.parse().ok()

@@ -19,7 +19,26 @@ impl AsRawFd for Ino {
 
 /// Writes to a set of files.
 pub struct Writes {
-    fd: AsyncFd<Ino>,
+    /// Always `Some` until dropped (taken by [`Drop`]).
+    fd: Option<AsyncFd<Ino>>,
+}
+
+impl Drop for Writes {
+    /// Closing an inotify instance waits for an SRCU grace period in the kernel
+    /// (`fsnotify_destroy_group`: 15–20 ms under load). Closed inline on a tokio worker it held
+    /// whatever task that worker had queued next (a container's exit handling, woken into its
+    /// LIFO slot) for that long: the instance is closed on a blocking thread instead.
+    fn drop(&mut self) {
+        let Some(fd) = self.fd.take() else { return };
+        // Deregistered from the reactor here; only the close itself moves.
+        let ino = fd.into_inner();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(move || drop(ino));
+            }
+            Err(_) => drop(ino),
+        }
+    }
 }
 
 impl Writes {
@@ -35,13 +54,16 @@ impl Writes {
         // is registered (the soundness concern of tokio#8587; the replacement is `unsafe`).
         #[allow(deprecated)]
         let fd = AsyncFd::new(Ino(ino))?;
-        Ok(Writes { fd })
+        Ok(Writes { fd: Some(fd) })
     }
 
     /// Returns once any of the files was written to since the last call (its events drained:
     /// which file does not matter to the caller).
     pub async fn changed(&self) -> io::Result<()> {
-        let mut guard = self.fd.readable().await?;
+        let Some(fd) = &self.fd else {
+            return Err(io::Error::other("the watch is closed"));
+        };
+        let mut guard = fd.readable().await?;
         let _ = guard.get_inner().0.read_events();
         guard.clear_ready();
         Ok(())

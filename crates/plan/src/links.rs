@@ -5,7 +5,19 @@
 
 use std::net::IpAddr;
 
+use crate::model::{ContainerSpec, NetworkSpec};
 use crate::ports::Proto;
+
+/// The default `bridge` network among `nets`, when `c` has an endpoint on it: legacy links
+/// exist only there (moby sets them up for a container on the default bridge only).
+pub fn default_bridge_of<'a>(
+    c: &ContainerSpec,
+    nets: &'a [NetworkSpec],
+) -> Option<&'a NetworkSpec> {
+    nets.iter()
+        .find(|n| n.predefined && n.name == "bridge")
+        .filter(|b| c.endpoints.iter().any(|e| e.network_id == b.id))
+}
 
 /// What a linking container sees of one linked container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +113,32 @@ pub fn env_vars(parent: &str, l: &Linked<'_>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_belong_to_the_predefined_bridge_only() {
+        use crate::testutil::{container, net};
+        let mut bridge = net('b', "bridge", "172.17.0.0/16");
+        bridge.predefined = true;
+        let user = net('u', "bridge2", "10.1.0.0/24");
+        let mut impostor = net('i', "bridge", "10.2.0.0/24");
+        impostor.predefined = false;
+        let nets = vec![impostor.clone(), user.clone(), bridge.clone()];
+        let on = container('1', "app", &[(&bridge, "172.17.0.2/16")]);
+        assert_eq!(
+            default_bridge_of(&on, &nets).map(|n| &n.id),
+            Some(&bridge.id)
+        );
+        let off = container(
+            '2',
+            "app2",
+            &[(&user, "10.1.0.2/24"), (&impostor, "10.2.0.2/24")],
+        );
+        assert_eq!(
+            default_bridge_of(&off, &nets),
+            None,
+            "a user network named bridge is not it"
+        );
+    }
 
     fn linked<'a>(env: &'a [String], ports: Vec<(u16, Proto)>) -> Linked<'a> {
         Linked {

@@ -1314,13 +1314,7 @@ impl World {
         // Stage 2 is a fork of stage 1 with its command line: told apart by its parent.
         let pids: std::collections::BTreeSet<i32> = v.iter().map(|p| p.pid).collect();
         for p in v.iter_mut() {
-            let ppid = fs::read_to_string(format!("/proc/{}/stat", p.pid))
-                .ok()
-                .and_then(|s| {
-                    let rest = s.get(s.rfind(')')? + 1..)?.to_string();
-                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
-                });
-            if ppid.is_some_and(|pp| pids.contains(&pp)) {
+            if berth_kernel::container::parent_pid(p.pid).is_some_and(|pp| pids.contains(&pp)) {
                 p.stage = STAGE2.to_string();
             }
         }
