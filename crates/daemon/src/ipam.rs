@@ -59,7 +59,18 @@ pub fn release(eps: &[&EndpointSpec]) -> Vec<Op> {
 /// Commits `ops` (which must include `claim`'s puts) only if every claimed address is free;
 /// a lost race is a 409 naming the address.
 pub fn commit(store: &dyn Store, cmp: Vec<Compare>, ops: Vec<Op>) -> ApiResult<()> {
-    match store.txn(cmp.clone(), ops)? {
+    outcome(&cmp, store.txn(cmp.clone(), ops)?)
+}
+
+/// [`commit`] with its durability deferred ([`Store::txn_deferred`]): the caller syncs the
+/// store before it answers.
+pub fn commit_deferred(store: &dyn Store, cmp: Vec<Compare>, ops: Vec<Op>) -> ApiResult<()> {
+    outcome(&cmp, store.txn_deferred(cmp.clone(), ops)?)
+}
+
+/// A claim's transaction outcome as the API's answer.
+fn outcome(cmp: &[Compare], txn: TxnOutcome) -> ApiResult<()> {
+    match txn {
         TxnOutcome::Committed(_) => Ok(()),
         TxnOutcome::Failed { failed, .. } => {
             let what = cmp

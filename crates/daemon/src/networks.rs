@@ -404,10 +404,14 @@ impl Daemon {
         c.endpoints.push(ep.clone());
         let (cmp, mut ops) = crate::ipam::claim(&c, &[&ep]);
         ops.push(Op::put_json(keys::container(&c.id), &c));
-        if let Err(e) = crate::ipam::commit(self.store.as_ref(), cmp, ops) {
+        // The disk flush of this commit runs while the kernel is programmed; the answer waits
+        // for both. A crash before the flush ends loses the endpoint's record, and the restart
+        // removes what the pass made of it (berth-marked orphans), as for any unstored change.
+        if let Err(e) = crate::ipam::commit_deferred(self.store.as_ref(), cmp, ops) {
             self.cluster_release(&[&ep]);
             return Err(e);
         }
+        let durable = self.sync_store();
         failpoint::boundary("store endpoint");
         let st = self.state(&c.id)?;
         if st.status == Status::Running {
@@ -444,8 +448,10 @@ impl Daemon {
             if let Err(e) = self.runtime.write_files(self, &c).await {
                 tracing::warn!(container = %c.name, "rewriting /etc files: {}", e.message);
             }
+        } else {
+            self.dns_refresh();
         }
-        self.dns_refresh();
+        durable.await?;
         tracing::info!(network = %net.name, container = %c.name, "connected");
         Ok(())
     }
@@ -465,7 +471,10 @@ impl Daemon {
         let ep = c.endpoints.remove(pos);
         let mut ops = crate::ipam::release(&[&ep]);
         ops.push(Op::put_json(keys::container(&c.id), &c));
-        self.store.apply(ops)?;
+        // Flushed while the endpoint is retired (see `connect`); a crash before the flush ends
+        // leaves the endpoint stored, and the restart puts it back.
+        self.store.txn_deferred(Vec::new(), ops)?;
+        let durable = self.sync_store();
         self.cluster_release(&[&ep]);
         failpoint::boundary("store endpoint removal");
         let st = self.state(&c.id)?;
@@ -508,6 +517,7 @@ impl Daemon {
             }
         }
         self.dns_refresh();
+        durable.await?;
         tracing::info!(network = %net.name, container = %c.name, "disconnected");
         Ok(())
     }

@@ -14,6 +14,23 @@ use berth_plan::host::{ObserveRequest, ObservedHost, ObservedLink, ObservedNetns
 use crate::error::{KernelError, Result};
 use crate::link::Kernel;
 
+/// One container namespace (a fresh one, made for a container being started, holds nothing
+/// yet: not read).
+async fn observe_netns((path, fresh): (String, bool)) -> Result<(String, ObservedNetns)> {
+    let ns = if fresh {
+        ObservedNetns {
+            reachable: true,
+            ..Default::default()
+        }
+    } else {
+        crate::observe::netns(&path).await?
+    };
+    Ok((path, ns))
+}
+
+/// How many container namespaces one observation reads at a time (each on its own thread).
+const NETNS_IN_FLIGHT: usize = 8;
+
 /// A boxed, sendable future (the trait must stay object-safe: the daemon holds a
 /// `Arc<dyn KernelOps>`).
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -39,34 +56,40 @@ impl HostKernel {
     }
 
     async fn observe_impl(&self, req: &ObserveRequest) -> Result<ObservedHost> {
-        let links = crate::observe::host_links(&self.link, req.links.as_ref()).await?;
-        let mut netns = BTreeMap::new();
-        for path in &req.netns {
-            let ns = if req.fresh_netns.contains(path) {
-                berth_plan::host::ObservedNetns {
-                    reachable: true,
-                    ..Default::default()
-                }
-            } else {
-                crate::observe::netns(path).await?
-            };
-            netns.insert(path.clone(), ns);
-        }
-        // A few reads of /proc/sys files: procfs answers from memory, no need to leave the
-        // worker for them.
-        let sysctls = crate::observe::sysctls(&req.sysctls)?;
+        use futures::{StreamExt, TryStreamExt};
+        // The parts are independent reads: the host's links over berthd's rtnetlink socket,
+        // each container namespace on a short-lived thread of its own, a few /proc/sys files,
+        // the nft table. Issued together, a scoped pass waits for the slowest, not the sum
+        // (a connect's observation: 2.2 ms one after the other).
+        let host = crate::observe::host_links(&self.link, req.links.as_ref());
+        // Namespaces a few at a time: a full pass over 1,000 containers must not start 1,000
+        // threads at once.
+        let paths: Vec<(String, bool)> = req
+            .netns
+            .iter()
+            .map(|p| (p.clone(), req.fresh_netns.contains(p)))
+            .collect();
+        let netns = futures::stream::iter(paths)
+            .map(observe_netns)
+            .buffer_unordered(NETNS_IN_FLIGHT)
+            .try_collect::<BTreeMap<_, _>>();
         // The nft process is blocking: off the runtime's workers.
-        let firewall = if req.firewall {
-            Some(
-                tokio::task::spawn_blocking(crate::observe::firewall)
-                    .await
-                    .map_err(|e| KernelError::invalid("reading the nft table", e.to_string()))??,
-            )
-        } else {
-            None
+        let firewall = async {
+            if !req.firewall {
+                return Ok(None);
+            }
+            tokio::task::spawn_blocking(crate::observe::firewall)
+                .await
+                .map_err(|e| KernelError::invalid("reading the nft table", e.to_string()))?
+                .map(Some)
         };
-        let link_routes = self.link.link_routes(&req.routes_of).await?;
-        let vxlan_entries = self.link.vxlans_entries(&req.vxlan_entries_of).await?;
+        // A few reads of /proc/sys files: procfs answers from memory, no need to leave the
+        // worker for them (they run while the requests above are in flight).
+        let sysctls = async { crate::observe::sysctls(&req.sysctls) };
+        let link_routes = self.link.link_routes(&req.routes_of);
+        let vxlan_entries = self.link.vxlans_entries(&req.vxlan_entries_of);
+        let (links, netns, firewall, sysctls, link_routes, vxlan_entries) =
+            futures::try_join!(host, netns, firewall, sysctls, link_routes, vxlan_entries)?;
         Ok(ObservedHost {
             links,
             all_links: req.links.is_none(),

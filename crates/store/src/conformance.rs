@@ -44,6 +44,7 @@ pub fn run_all<B: Backend>(b: &mut B) -> Result<()> {
     watch_from_compacted_history_fails(b)?;
     leases_expire_and_revoke(b)?;
     reopen_keeps_values_and_revisions(b)?;
+    deferred_commits_are_visible_then_synced(b)?;
     Ok(())
 }
 
@@ -556,6 +557,38 @@ pub fn reopen_keeps_values_and_revisions<B: Backend>(b: &mut B) -> Result<()> {
         "create revision kept"
     );
     assert_eq!(a.mod_revision, r);
+    Ok(())
+}
+
+/// [`Store::txn_deferred`] is a transaction like any other for readers, watchers and
+/// compares (a failed compare applies nothing); after [`Store::sync`] it survives a reopen.
+pub fn deferred_commits_are_visible_then_synced<B: Backend>(b: &mut B) -> Result<()> {
+    let s = b.fresh()?;
+    let mut w = s.watch("d/", None)?;
+    let r = committed(s.txn_deferred(
+        vec![Compare::Absent("d/a".into())],
+        vec![put("d/a", b"1"), put("d/b", b"2")],
+    )?);
+    assert_eq!(
+        s.get("d/a")?,
+        Some(b"1".to_vec()),
+        "visible before any sync"
+    );
+    let e = next_event(&mut w);
+    assert_eq!((e.revision, e.key.as_str()), (r, "d/a"));
+    let failed = s.txn_deferred(
+        vec![Compare::Absent("d/a".into())],
+        vec![put("d/a", b"lost")],
+    )?;
+    assert!(!failed.is_committed(), "a failed compare applies nothing");
+    // A durable commit after a deferred one, then the sync (nothing left to flush is fine).
+    s.apply(vec![put("d/c", b"3")])?;
+    s.sync()?;
+    s.sync()?;
+    let s = b.reopen(s)?;
+    assert_eq!(s.get("d/a")?, Some(b"1".to_vec()));
+    assert_eq!(s.get("d/b")?, Some(b"2".to_vec()));
+    assert_eq!(s.revision()?, r + 1);
     Ok(())
 }
 

@@ -302,6 +302,22 @@ pub trait Store: Send + Sync {
         self.txn(Vec::new(), ops).map(|_| ())
     }
 
+    /// Like [`Store::txn`], but the commit need not be durable yet when this returns: it is
+    /// visible to every reader and watcher at once, and [`Store::sync`] makes it (with every
+    /// earlier one) durable. For a caller with other work to do while the disk flushes
+    /// (berthd programs the kernel meanwhile) that answers only after `sync`: a crash before
+    /// `sync` loses the transaction as if it never ran, and nobody was told it had. Stores
+    /// whose commits are durable anyway (etcd's quorum) keep this default.
+    fn txn_deferred(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<TxnOutcome> {
+        self.txn(compares, ops)
+    }
+
+    /// Makes every transaction committed so far durable (see [`Store::txn_deferred`]).
+    /// Blocking: call it off the async workers.
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// A short description (`redb:/var/lib/berth/state.redb`).
     fn describe(&self) -> String;
 

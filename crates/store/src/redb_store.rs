@@ -22,10 +22,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::watch::Hub;
 use crate::{
@@ -74,6 +75,13 @@ pub struct RedbStore {
     /// The earliest lease deadline, readable without waiting for a write in progress: reads
     /// check expiry on every call and must stay cheap when nothing is due.
     next_deadline: Mutex<Option<Instant>>,
+    /// Deferred (not yet durable) commits so far, and how many of them a finished
+    /// [`Store::sync`] made durable: `sync` returns at once when nothing is pending.
+    deferred: AtomicU64,
+    synced: AtomicU64,
+    /// One `sync` at a time: a second caller waits for the flush in progress (which may not
+    /// cover its commit) instead of returning before it ends.
+    sync_lock: Mutex<()>,
 }
 
 struct State {
@@ -195,6 +203,9 @@ impl RedbStore {
                 hub: Hub::new(options.watch_history, revision),
             }),
             next_deadline: Mutex::new(None),
+            deferred: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
+            sync_lock: Mutex::new(()),
         })
     }
 
@@ -241,7 +252,7 @@ impl RedbStore {
             .filter_map(|id| st.leases.get(id))
             .flat_map(|l| l.keys.iter().map(|k| Op::Delete(k.clone())))
             .collect();
-        self.write_locked(st, &[], deletes)?;
+        self.write_locked(st, &[], deletes, true)?;
         for id in leases {
             st.leases.remove(id);
         }
@@ -255,11 +266,14 @@ impl RedbStore {
 
     /// The one write path: evaluates `compares` and applies `ops` inside one redb write
     /// transaction, then updates lease bookkeeping and notifies watchers. Caller holds `state`.
+    /// `durable: false` commits with redb's `Durability::None` (no fsync; made durable by the
+    /// next durable commit, which is what [`Store::sync`] is).
     fn write_locked(
         &self,
         st: &mut State,
         compares: &[Compare],
         ops: Vec<Op>,
+        durable: bool,
     ) -> Result<TxnOutcome> {
         let mut seen = HashSet::new();
         for op in &ops {
@@ -275,7 +289,14 @@ impl RedbStore {
             }
         }
 
-        let txn = self.db.begin_write().map_err(io("begin write"))?;
+        let mut txn = self.db.begin_write().map_err(io("begin write"))?;
+        if !durable {
+            txn.set_durability(Durability::None)
+                .map_err(|e| StoreError::Io {
+                    op: "deferring durability",
+                    msg: e.to_string(),
+                })?;
+        }
         let next;
         let mut events = Vec::new();
         // (key, lease before, lease after) for keys whose attachment may have changed.
@@ -350,6 +371,9 @@ impl RedbStore {
             store_meta.insert(REVISION_KEY, next).map_err(io("write"))?;
         }
         txn.commit().map_err(io("commit"))?;
+        if !durable {
+            self.deferred.fetch_add(1, Ordering::SeqCst);
+        }
 
         // Committed: bring memory in line with the file.
         st.revision = next;
@@ -519,7 +543,28 @@ impl Store for RedbStore {
         let mut st = lock(&self.state);
         // Expire first, so a compare never sees a key whose lease already ran out.
         self.expire_locked(&mut st)?;
-        self.write_locked(&mut st, &compares, ops)
+        self.write_locked(&mut st, &compares, ops, true)
+    }
+
+    fn txn_deferred(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<TxnOutcome> {
+        let mut st = lock(&self.state);
+        self.expire_locked(&mut st)?;
+        self.write_locked(&mut st, &compares, ops, false)
+    }
+
+    fn sync(&self) -> Result<()> {
+        let _one = lock(&self.sync_lock);
+        let target = self.deferred.load(Ordering::SeqCst);
+        if self.synced.load(Ordering::SeqCst) >= target {
+            return Ok(());
+        }
+        // An empty write transaction committed with Durability::Immediate persists every
+        // earlier Durability::None commit (redb's contract): one fdatasync. Not under `state`:
+        // it changes no key and no revision, and readers never wait for it.
+        let txn = self.db.begin_write().map_err(io("begin write"))?;
+        txn.commit().map_err(io("commit (sync)"))?;
+        self.synced.fetch_max(target, Ordering::SeqCst);
+        Ok(())
     }
 
     fn watch(&self, prefix: &str, from: Option<Revision>) -> Result<Watcher> {
