@@ -131,3 +131,149 @@ fn ipam_concurrent_runs_get_distinct_addresses() {
         );
     }
 }
+
+/// A packet capture for [`new_endpoints_announce_themselves`]: every ARP frame and every
+/// ICMPv6 neighbour advertisement seen on any interface of the namespace it runs in, one line
+/// each (`arp SHA SPA TPA`, `na SRC-MAC TARGET`), bounded in time.
+const ANNOUNCE_CAPTURE_PY: &str = r#"
+import socket, struct, sys, time
+out, secs = sys.argv[1], float(sys.argv[2])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.settimeout(0.1)
+f = open(out, "a", buffering=1)
+f.write("READY\n")
+end = time.time() + secs
+while time.time() < end:
+    try:
+        fr = s.recv(2048)
+    except socket.timeout:
+        continue
+    et = struct.unpack("!H", fr[12:14])[0]
+    if et == 0x0806 and len(fr) >= 42:
+        f.write("arp %s %s %s\n" % (fr[22:28].hex(":"), socket.inet_ntoa(fr[28:32]),
+                                   socket.inet_ntoa(fr[38:42])))
+    elif et == 0x86DD and len(fr) >= 78 and fr[20] == 58 and fr[54] == 136:
+        f.write("na %s %s\n" % (fr[6:12].hex(":"), socket.inet_ntop(socket.AF_INET6, fr[62:78])))
+"#;
+
+/// Proves: a new container's interface announces itself the moment it comes up, before any
+/// traffic to it, so the bridge learns its MAC on its port (the first frame for it is not
+/// flooded) and neighbours holding an old MAC for a reused address update it: a gratuitous ARP
+/// for its IPv4 address (bridge network; IPv6 is off there, so the container sends nothing
+/// else), an unsolicited NA for its IPv6 address (dual-stack network), and the same on a
+/// macvlan network, seen by a neighbour on the LAN. Right after `run` returns, the bridge's
+/// forwarding database holds the container's MAC on its veth (learned, not permanent).
+#[test]
+fn new_endpoints_announce_themselves() {
+    require_root!();
+    let w = World::new();
+    // An IPv4-only and a dual-stack bridge network, and a macvlan network on the host's
+    // uplink, in the upper half of the LAN's /24.
+    let lan = format!("198.18.{}", w.n);
+    let creates: [&[&str]; 3] = [
+        &["--subnet", "10.31.0.0/24", "ann4"],
+        &[
+            "--ipv6",
+            "--subnet",
+            "10.32.0.0/24",
+            "--subnet",
+            "fd00:32::/64",
+            "ann6",
+        ],
+        &[
+            "-d",
+            "macvlan",
+            "--subnet",
+            &format!("{lan}.0/24"),
+            "--ip-range",
+            &format!("{lan}.128/25"),
+            "-o",
+            "parent=uplink",
+            "annmv",
+        ],
+    ];
+    for args in creates {
+        w.berth_ok(&[&["network", "create"], args].concat());
+    }
+    let script = w.dir.join("announce_capture.py");
+    std::fs::write(&script, ANNOUNCE_CAPTURE_PY).expect("write capture helper");
+    let script = script.display().to_string();
+    let capture = |ns: &str, tag: &str| {
+        let out = w.dir.join(format!("capture-{tag}.txt"));
+        let _ = std::fs::remove_file(&out);
+        w.spawn_in(ns, &["python3", &script, &out.display().to_string(), "60"]);
+        let start = std::time::Instant::now();
+        while !std::fs::read_to_string(&out).is_ok_and(|s| s.contains("READY")) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "capture did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        out
+    };
+    // Waits (≤ 1 s: the announcement is sent as the link comes up, inside `run`) for `want`.
+    let seen = |out: &std::path::Path, want: &str| {
+        let start = std::time::Instant::now();
+        loop {
+            let text = std::fs::read_to_string(out).unwrap_or_default();
+            if text.lines().any(|l| l == want) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "no `{want}` within 1 s of `run` returning; captured:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let net_of = |ctr: &str, net: &str, key: &str| {
+        w.inspect(ctr)["NetworkSettings"]["Networks"][net][key]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+
+    // `run -d` on `net`; the container's MAC and IPv4 address there.
+    let start = |name: &str, net: &str| {
+        w.berth_ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            net,
+            "sleep",
+            "600",
+        ]);
+        (
+            net_of(name, net, "MacAddress"),
+            net_of(name, net, "IPAddress"),
+        )
+    };
+
+    // Bridge network, IPv4 only: a gratuitous ARP request (sender = target = its address).
+    let host_cap = capture(&w.host_ns, "host");
+    let (mac, ip) = start("a4", "ann4");
+    seen(&host_cap, &format!("arp {mac} {ip} {ip}"));
+    let bridge = w.bridge_of("ann4");
+    let veth = w.host_veth_of("a4", "ann4");
+    let fdb = w.ns_exec_ok(&w.host_ns, &["bridge", "fdb", "show", "br", &bridge]);
+    assert!(
+        fdb.lines()
+            .any(|l| l.starts_with(&format!("{mac} dev {veth}")) && !l.contains("permanent")),
+        "bridge {bridge} has not learned {mac} on {veth} right after start:\n{fdb}"
+    );
+
+    // Dual stack: the ARP, and an unsolicited NA for its IPv6 address.
+    let (mac, ip) = start("a6", "ann6");
+    let ip6 = net_of("a6", "ann6", "GlobalIPv6Address");
+    assert!(!ip6.is_empty(), "a6 has no IPv6 address");
+    seen(&host_cap, &format!("arp {mac} {ip} {ip}"));
+    seen(&host_cap, &format!("na {mac} {ip6}"));
+
+    // macvlan: the LAN's neighbour (the outside namespace) hears it.
+    let lan_cap = capture(&w.out_ns, "lan");
+    let (mac, ip) = start("am", "annmv");
+    seen(&lan_cap, &format!("arp {mac} {ip} {ip}"));
+}

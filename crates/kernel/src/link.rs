@@ -16,7 +16,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use berth_plan::model::{BridgePlan, EndpointPlan, RoutePlan};
+use berth_plan::model::{Announce, BridgePlan, EndpointPlan, RoutePlan};
 use futures::StreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_core::{
@@ -394,8 +394,9 @@ impl Kernel {
     /// container namespace (`IFLA_NET_NS_FD`) as `plan.ifname` with MTU and MAC, so no
     /// `eth0` ever exists in this namespace. Then, when `plan.isolated`, `IFLA_BRPORT_ISOLATED`
     /// on the host side; then, in the container namespace, on a thread that entered it while the
-    /// veth was being created: the peer up, its addresses (IPv6 with `IFA_F_NODAD`),
-    /// `plan.routes`, `lo` up.
+    /// veth was being created: the peer's announcement knobs (`plan.announce`: `arp_notify`,
+    /// `ndisc_notify`), its addresses (IPv6 with `IFA_F_NODAD`), the peer up (which makes the
+    /// kernel announce those addresses), `plan.routes`, `lo` up.
     ///
     /// Any failure after the veth exists deletes it again (the peer goes with it) and returns
     /// the error of the failed step. (If the future is dropped midway, nothing is rolled back.)
@@ -424,11 +425,26 @@ impl Kernel {
             KernelError::io(format!("opening network namespace {}", plan.netns), e).context(&what())
         })?;
 
+        // A veth's announcement at link up reaches a bridge port that is still disabled (see
+        // `ContainerSide::run`): the container-side thread announces again once the port
+        // forwards, asking this namespace about the port through a socket opened here.
+        let reannounce = if plan.announce.arp || plan.announce.na {
+            let nl = match self.netns() {
+                None => SyncNetlink::open(),
+                Some(ns) => netns::run_in_netns(ns, SyncNetlink::open).and_then(|r| r),
+            }
+            .map_err(|e| e.context(&what()))?;
+            Some((nl, plan.host_ifname.clone()))
+        } else {
+            None
+        };
         // Enter the container namespace now, in parallel with the host-side requests: the
         // thread setns()es and opens its socket, then waits for the veth to exist.
         let side = ContainerSide {
             netns: netns_path,
             disable_ipv6: plan.disable_ipv6,
+            announce: plan.announce,
+            reannounce,
             ifname: plan.ifname.clone(),
             addrs: plan.addrs.clone(),
             routes: plan.routes.clone(),
@@ -922,6 +938,11 @@ impl Kernel {
 pub(crate) struct ContainerSide {
     pub(crate) netns: PathBuf,
     pub(crate) disable_ipv6: bool,
+    pub(crate) announce: Announce,
+    /// For a veth on a bridge: a netlink socket in the bridge's namespace and the host side's
+    /// name, to announce again once the bridge port forwards (`None` for macvlan/ipvlan, whose
+    /// parent is up already, and when nothing is announced).
+    pub(crate) reannounce: Option<(SyncNetlink, String)>,
     pub(crate) ifname: String,
     pub(crate) addrs: Vec<IpNet>,
     pub(crate) routes: Vec<RoutePlan>,
@@ -970,7 +991,7 @@ impl ContainerSide {
 
     /// Enters the namespace, opens a socket, waits for `go` (the veth exists), configures.
     /// The thread is left in the container namespace and must exit afterwards.
-    fn run(self, ns: &File, go: std::sync::mpsc::Receiver<()>) -> Result<()> {
+    fn run(mut self, ns: &File, go: std::sync::mpsc::Receiver<()>) -> Result<()> {
         netns::enter(ns, &self.netns)?;
         let mut nl = SyncNetlink::open()?;
         if go.recv().is_err() {
@@ -991,6 +1012,26 @@ impl ContainerSide {
             // thread is in the container namespace: /proc/sys/net is resolved per opener.
             write_disable_ipv6(ifname)?;
         }
+        // The announcements (gratuitous ARP, unsolicited NA) are the kernel's, sent when the
+        // link goes up for the addresses it has at that moment (devinet's and ndisc's
+        // NETDEV_UP handlers): the knobs are set and the addresses added while the link is
+        // still down. Both knobs are /proc/sys writes like disable_ipv6 (≈ 20–40 µs each on
+        // the loaded test machine; an RTM_SETLINK carrying IFLA_INET_CONF costs more, 45–100
+        // µs, for the RTM_NEWLINK notification it builds, and IPv6's devconf has no netlink
+        // setter at all).
+        if self.announce.arp {
+            write_conf(&format!("/proc/sys/net/ipv4/conf/{ifname}/arp_notify"))?;
+        }
+        if self.announce.na {
+            write_conf(&format!("/proc/sys/net/ipv6/conf/{ifname}/ndisc_notify"))?;
+        }
+        for net in &self.addrs {
+            nl.request(
+                RouteNetlinkMessage::NewAddress(addr_msg(index, net)),
+                CREATE_REPLACE,
+                || format!("adding address {net} to {ifname} in {ns}"),
+            )?;
+        }
         if !link.header.flags.contains(LinkFlags::Up) {
             // A macvlan cannot go up while another up macvlan on its parent has its MAC
             // (EADDRINUSE). berth's MACs derive from the address, and an address is free for
@@ -1010,13 +1051,6 @@ impl ContainerSide {
                 }
             }
         }
-        for net in &self.addrs {
-            nl.request(
-                RouteNetlinkMessage::NewAddress(addr_msg(index, net)),
-                CREATE_REPLACE,
-                || format!("adding address {net} to {ifname} in {ns}"),
-            )?;
-        }
         for route in &self.routes {
             nl.request(
                 RouteNetlinkMessage::NewRoute(route_msg(route, Some(index))?),
@@ -1025,6 +1059,34 @@ impl ContainerSide {
             )?;
         }
         nl.set_link_up(1, &format!("bringing up lo in {ns}"))?;
+        if let Some((mut host_nl, host_ifname)) = self.reannounce.take() {
+            // The announcement sent at link up above left through the veth while the bridge
+            // still had its other end disabled: that port gets enabled when the kernel's
+            // linkwatch work processes the carrier that came on with our link, some time
+            // later, and a disabled port drops frames before the bridge learns from them.
+            // One RTM_GETLINK of the host side runs that pending work at once (rtnl_getlink
+            // syncs linkwatch for the device it answers about): the port forwards after it.
+            // Then setting our MAC to itself makes the kernel announce again
+            // (NETDEV_CHANGEADDR: a gratuitous ARP per IPv4 address under arp_notify, an
+            // unsolicited NA per IPv6 address under ndisc_notify), now learned by the bridge.
+            host_nl.request(
+                RouteNetlinkMessage::GetLink(get_link_msg(&host_ifname)),
+                GET,
+                || format!("looking up {host_ifname}"),
+            )?;
+            let mac = link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Address(m) => Some(m.clone()),
+                _ => None,
+            });
+            if let Some(mac) = mac {
+                let mut msg = LinkMessage::default();
+                msg.header.index = index;
+                msg.attributes = vec![LinkAttribute::Address(mac)];
+                nl.request(RouteNetlinkMessage::SetLink(msg), CHANGE, || {
+                    format!("announcing {ifname} in {ns} again")
+                })?;
+            }
+        }
         Ok(())
     }
 }
@@ -1229,6 +1291,12 @@ fn write_disable_ipv6(ifname: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(KernelError::io(format!("writing {path}"), e)),
     }
+}
+
+/// Writes `1` to a per-interface `/proc/sys/net/…/conf/<if>/…` file in the calling thread's
+/// network namespace.
+fn write_conf(path: &str) -> Result<()> {
+    std::fs::write(path, "1").map_err(|e| KernelError::io(format!("writing {path}"), e))
 }
 
 /// `EXFULL` from an `RTM_NEWLINK` naming `bridge` as master: `br_add_if()` found no free port

@@ -83,6 +83,9 @@ impl Kernel {
         let side = ContainerSide {
             netns: netns_path.clone(),
             disable_ipv6: plan.disable_ipv6,
+            announce: plan.announce,
+            // Its parent is up and forwarding already: the announcement at link up arrives.
+            reannounce: None,
             ifname: plan.ifname.clone(),
             addrs: plan.addrs.clone(),
             routes: plan.routes.clone(),
@@ -395,6 +398,7 @@ mod tests {
             addrs: vec![],
             routes: vec![],
             disable_ipv6: true,
+            announce: Default::default(),
         }
     }
 

@@ -493,6 +493,24 @@ pub struct SublinkPlan {
     pub routes: Vec<RoutePlan>,
     /// IPv6 off on it (IPv4-only networks).
     pub disable_ipv6: bool,
+    /// How it announces its addresses when it comes up ([`crate::network::announce`]).
+    #[serde(default)]
+    pub announce: Announce,
+}
+
+/// How a new container interface announces its addresses the moment it comes up, so that
+/// bridges learn its MAC on its port, and neighbours that cached an old MAC for a reused address
+/// update it, before the first frame for it arrives (else that frame is flooded to every port).
+/// The kernel does it (`arp_notify`, `ndisc_notify` on the interface: one announcement per
+/// address when the link goes up with its addresses already on it), so no socket, no thread and
+/// no timer of berth's is involved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announce {
+    /// `net.ipv4.conf.<if>.arp_notify = 1`: a gratuitous ARP request per IPv4 address.
+    pub arp: bool,
+    /// `net.ipv6.conf.<if>.ndisc_notify = 1`: an unsolicited neighbour advertisement (override
+    /// flag set) to all nodes per IPv6 address.
+    pub na: bool,
 }
 
 /// What kind of link berth creates as a macvlan/ipvlan network's parent.
@@ -584,4 +602,7 @@ pub struct EndpointPlan {
     /// slower with each container already attached.
     #[serde(default)]
     pub disable_ipv6: bool,
+    /// How the container side announces its addresses ([`crate::network::announce`]).
+    #[serde(default)]
+    pub announce: Announce,
 }

@@ -12,9 +12,9 @@ use ipnet::IpNet;
 use crate::error::PlanError;
 use crate::ipam;
 use crate::model::{
-    BridgePlan, ContainerSpec, Driver, EndpointPlan, EndpointSpec, Id, NetworkMode, NetworkSpec,
-    OverlaySpec, ParentKind, ParentPlan, RoutePlan, ShimPlan, ShimRoute, SublinkKind, SublinkPlan,
-    SubnetSpec, UnusedIpam,
+    Announce, BridgePlan, ContainerSpec, Driver, EndpointPlan, EndpointSpec, Id, NetworkMode,
+    NetworkSpec, OverlaySpec, ParentKind, ParentPlan, RoutePlan, ShimPlan, ShimRoute, SublinkKind,
+    SublinkPlan, SubnetSpec, UnusedIpam,
 };
 use crate::names;
 
@@ -330,6 +330,7 @@ pub fn sublink_plan(
 ) -> Option<SublinkPlan> {
     let kind = sublink_kind(net)?;
     let parent = parent_of(net)?;
+    let disable_ipv6 = !net.subnets.iter().any(|s| s.subnet.addr().is_ipv6());
     Some(SublinkPlan {
         parent: parent.to_string(),
         kind,
@@ -341,8 +342,49 @@ pub fn sublink_plan(
             .then(|| ep.mac.clone()),
         addrs: ep.addrs.clone(),
         routes: default_routes(net, ep, gateway),
-        disable_ipv6: !net.subnets.iter().any(|s| s.subnet.addr().is_ipv6()),
+        disable_ipv6,
+        announce: announce(AnnounceKind::Sublink(kind), &ep.addrs, disable_ipv6),
     })
+}
+
+/// The kind of container interface an announcement is decided for ([`announce`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnounceKind {
+    /// A veth on a bridge: bridge networks, the default bridge and overlay networks (whose
+    /// bridge also holds the VXLAN port; the other hosts' forwarding entries come from etcd, so
+    /// the announcement is for the local bridge and the local containers).
+    Veth,
+    /// A macvlan or ipvlan link on a parent interface: the announcement reaches the LAN's
+    /// switches and hosts.
+    Sublink(SublinkKind),
+}
+
+/// How a new container interface announces its addresses when it comes up (see [`Announce`]).
+///
+/// - Every IPv4 address: a gratuitous ARP, except on an ipvlan in L3 or L3S mode, which has
+///   no ARP at all (`IFF_NOARP`: the kernel would send nothing, and there is nothing on the
+///   other side of it to tell).
+/// - Every IPv6 address: an unsolicited NA, when IPv6 is on for the interface (an IPv4-only
+///   network turns it off) and again not on an L3 ipvlan.
+///
+/// Docker 28 sends the same announcements from userspace (libnetwork's `l2disco`: a packet
+/// socket per address); Docker 20.10 sends none.
+pub fn announce(kind: AnnounceKind, addrs: &[IpNet], disable_ipv6: bool) -> Announce {
+    let l2 = !matches!(kind, AnnounceKind::Sublink(SublinkKind::Ipvlan(mode, _)) if mode != 0);
+    Announce {
+        arp: l2 && addrs.iter().any(|a| a.addr().is_ipv4()),
+        na: l2
+            && !disable_ipv6
+            && addrs
+                .iter()
+                .any(|a| a.addr().is_ipv6() && !is_link_local6(a)),
+    }
+}
+
+/// An IPv6 link-local address (`fe80::/10`): not announced (the kernel announces only the
+/// addresses present when the link goes up; a link-local one is announced by DAD anyway).
+fn is_link_local6(a: &IpNet) -> bool {
+    matches!(a.addr(), IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
 }
 
 /// Whether `net` uses a bridge the user asked berth to adopt ([`OPT_ADOPT_BRIDGE`]).
@@ -1567,6 +1609,11 @@ pub fn endpoint_plan(
     gateway: bool,
 ) -> EndpointPlan {
     let routes = default_routes(net, ep, gateway);
+    let addrs = ep.interface_addrs();
+    // An IPv6 link-local address asked for needs IPv6 on the interface even on an
+    // IPv4-only network.
+    let disable_ipv6 = !net.subnets.iter().any(|s| s.subnet.addr().is_ipv6())
+        && !ep.link_local_ips.iter().any(IpAddr::is_ipv6);
     EndpointPlan {
         host_ifname: ep.host_ifname.clone(),
         bridge: net.bridge.clone(),
@@ -1574,13 +1621,11 @@ pub fn endpoint_plan(
         ifname: ep.ifname.clone(),
         mac: ep.mac.clone(),
         mtu: net.mtu,
-        addrs: ep.interface_addrs(),
+        announce: announce(AnnounceKind::Veth, &addrs, disable_ipv6),
+        addrs,
         routes,
         isolated: !net.icc,
-        // An IPv6 link-local address asked for needs IPv6 on the interface even on an
-        // IPv4-only network.
-        disable_ipv6: !net.subnets.iter().any(|s| s.subnet.addr().is_ipv6())
-            && !ep.link_local_ips.iter().any(IpAddr::is_ipv6),
+        disable_ipv6,
     }
 }
 

@@ -112,6 +112,7 @@ pub fn endpoint(
     };
     EndpointPlan {
         disable_ipv6: false,
+        announce: Default::default(),
         host_ifname: host_ifname.to_string(),
         bridge: bridge.to_string(),
         netns: ns.path_str(),

@@ -652,6 +652,14 @@ fn gateway_choice_and_plans() {
     );
     assert!(!plan.isolated);
     assert_eq!(plan.bridge, a.bridge);
+    // An IPv4-only endpoint announces its address by ARP at link up, IPv6 is off on it.
+    assert_eq!(
+        plan.announce,
+        Announce {
+            arp: true,
+            na: false
+        }
+    );
     assert!(endpoint_plan(&a, ep, "/x", false).routes.is_empty());
     assert!(endpoint_plan(&i, &c.endpoints[2], "/x", true)
         .routes
@@ -1288,5 +1296,52 @@ fn link_local_ips_are_link_local() {
     ] {
         let e = parse_link_local_ips(&[bad.into()]).unwrap_err().to_string();
         assert!(e.contains("invalid link-local IP address"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn announcements_follow_the_addresses_and_the_kind() {
+    let v4 = [net("10.1.0.2/24")];
+    let dual = [net("10.1.0.2/24"), net("fd00:1::2/64")];
+    let v6 = [net("fd00:1::2/64")];
+    let ll6 = [net("10.1.0.2/24"), net("fe80::2/64")];
+    let both = Announce {
+        arp: true,
+        na: true,
+    };
+    let arp = Announce {
+        arp: true,
+        na: false,
+    };
+    let na = Announce {
+        arp: false,
+        na: true,
+    };
+    // A veth (bridge and overlay networks): ARP for IPv4, NA for IPv6 when IPv6 is on.
+    assert_eq!(announce(AnnounceKind::Veth, &v4, true), arp);
+    assert_eq!(announce(AnnounceKind::Veth, &dual, false), both);
+    assert_eq!(announce(AnnounceKind::Veth, &dual, true), arp);
+    assert_eq!(announce(AnnounceKind::Veth, &v6, false), na);
+    // A link-local address alone (--link-local-ip) is announced by DAD, not by us.
+    assert_eq!(announce(AnnounceKind::Veth, &ll6, false), arp);
+    // No address, nothing to announce.
+    assert_eq!(
+        announce(AnnounceKind::Veth, &[], false),
+        Announce::default()
+    );
+    // macvlan (every mode) and ipvlan L2 talk to the LAN's neighbours; ipvlan L3/L3S has no ARP.
+    for mode in [1, 2, 4, 8] {
+        let k = AnnounceKind::Sublink(SublinkKind::Macvlan(mode));
+        assert_eq!(announce(k, &dual, false), both, "macvlan mode {mode}");
+    }
+    let l2 = AnnounceKind::Sublink(SublinkKind::Ipvlan(0, 0));
+    assert_eq!(announce(l2, &dual, false), both);
+    for mode in [1, 2] {
+        let k = AnnounceKind::Sublink(SublinkKind::Ipvlan(mode, 0));
+        assert_eq!(
+            announce(k, &dual, false),
+            Announce::default(),
+            "ipvlan mode {mode}"
+        );
     }
 }
