@@ -130,6 +130,11 @@ pub struct Daemon {
     /// This host's cluster membership (`--cluster-store`), if any.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     wake_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Wake>>>,
+    /// Container documents as last decoded, by store key, with the revision that wrote each:
+    /// a request lists every container several times, and decoding 1,000 JSON documents each
+    /// time was most of berthd's work per start at that scale. Only documents written since
+    /// are decoded again.
+    decoded: std::sync::Mutex<HashMap<String, (berth_store::Revision, ContainerSpec)>>,
 }
 
 /// How long the exit code of a removed container stays available to `wait`.
@@ -215,6 +220,7 @@ impl Daemon {
             wake,
             cluster,
             wake_rx: std::sync::Mutex::new(Some(wake_rx)),
+            decoded: std::sync::Mutex::new(HashMap::new()),
         });
         daemon.ensure_predefined().await?;
         daemon.startup().await?;
@@ -259,14 +265,55 @@ impl Daemon {
         Ok(self.store.list_json(keys::NETWORKS)?)
     }
 
-    /// Every stored container.
+    /// Every stored container (decoding only the documents written since the last call).
     pub fn containers(&self) -> ApiResult<Vec<ContainerSpec>> {
-        Ok(self.store.list_json(keys::CONTAINERS)?)
+        let (_, items) = self.store.list_versioned(keys::CONTAINERS)?;
+        let mut cache = match self.decoded.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut kept = HashMap::with_capacity(items.len());
+        for (key, v) in items {
+            let spec = match cache.remove(&key) {
+                Some((rev, spec)) if rev == v.mod_revision => spec,
+                _ => serde_json::from_slice(&v.value).map_err(|source| {
+                    berth_store::StoreError::Decode {
+                        key: key.clone(),
+                        source,
+                    }
+                })?,
+            };
+            out.push(spec.clone());
+            kept.insert(key, (v.mod_revision, spec));
+        }
+        // Removed containers go with the old map.
+        *cache = kept;
+        Ok(out)
     }
 
     /// A container's state.
     pub fn state(&self, id: &str) -> ApiResult<ContainerState> {
         Ok(self.store.get_json(&keys::state(id))?.unwrap_or_default())
+    }
+
+    /// Every container's state by container id, in one read of the store (a read per
+    /// container costs a transaction each: 1,000 of them per DNS refresh).
+    pub fn states(&self) -> ApiResult<HashMap<String, ContainerState>> {
+        self.store
+            .list(keys::STATES)?
+            .into_iter()
+            .map(|(key, bytes)| {
+                let st = serde_json::from_slice(&bytes).map_err(|source| {
+                    berth_store::StoreError::Decode {
+                        key: key.clone(),
+                        source,
+                    }
+                })?;
+                let id = key.strip_prefix(keys::STATES).unwrap_or(&key).to_string();
+                Ok((id, st))
+            })
+            .collect()
     }
 
     /// Finds a network by name, id or unique id prefix (Docker's rules and messages).
@@ -284,6 +331,16 @@ impl Daemon {
             return Err(ApiError::bad_request("invalid name or ID supplied: \"\""));
         }
         let query = query.strip_prefix('/').unwrap_or(query);
+        // A full id (what the CLI sends after a create) is one read, not a list of every
+        // container.
+        if names::is_full_id(query) {
+            if let Some(c) = self
+                .store
+                .get_json::<ContainerSpec>(&keys::container(query))?
+            {
+                return Ok(c);
+            }
+        }
         let cs = self.containers()?;
         names::resolve(query, &cs, |c| c.id.as_str(), |c| c.name.as_str())
             .cloned()
@@ -317,7 +374,9 @@ impl Daemon {
     /// berth's traffic too (a drop in any base chain wins), so say so loudly.
     pub fn check_host_forward_policy(&self) {
         let mut warnings = Vec::new();
-        match berth_kernel::nft::list_ruleset_json(None) {
+        // The chains only: the whole rule set holds every published port's element (10,000
+        // of them cost the `nft` process and its JSON seconds at start-up).
+        match berth_kernel::nft::list_chains_json(None) {
             Ok(json) => {
                 for (family, table, chain) in crate::firewall::forward_drop_chains(&json) {
                     warnings.push(format!(
@@ -396,8 +455,9 @@ impl Daemon {
             let nets = self.networks()?;
             let mut containers = Vec::new();
             let mut pids = HashMap::new();
+            let states = self.states()?;
             for c in self.containers()? {
-                let st = self.state(&c.id)?;
+                let st = states.get(&c.id).cloned().unwrap_or_default();
                 let is_running = st.status == berth_plan::model::Status::Running;
                 if is_running && st.pid > 0 {
                     pids.insert(c.id.clone(), st.pid);

@@ -63,8 +63,9 @@ struct Args {
     /// and API calls still converge; `berth system check` shows what differs).
     #[arg(long)]
     no_drift_repair: bool,
-    /// Seconds between full checks of the kernel against the stored intent (notifications
-    /// catch most drift at once; this catches the rest).
+    /// Seconds between periodic checks of the kernel against the stored intent: the sysctls and
+    /// bridges each time, everything every 30th time (notifications catch most drift at once;
+    /// this catches the rest).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86400))]
     check_interval: u64,
     /// Join a cluster of berth hosts sharing state through etcd (Docker's classic flag):

@@ -489,9 +489,13 @@ impl Runtime {
         // Lines written while no daemon ran get the time of the next stamped line.
         let stamper = crate::logtimes::Stamper::spawn(&self.container_dir(&c.id));
         tokio::spawn(async move {
-            // Not our child any more: poll for its end, then read the code it left behind.
-            while Path::new(&format!("/proc/{stage1}")).exists() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            // Not our child any more: wait for its end on its pidfd (no wake-up until then),
+            // then read the code it left behind.
+            if let Err(e) = ct::exited(stage1).await {
+                tracing::debug!(container = %id, "no pidfd ({e}): polling for its end");
+                while Path::new(&format!("/proc/{stage1}")).exists() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
             stamper.finish().await;
             let code = read_exit_file(&d2.runtime.container_dir(&id)).unwrap_or(-1);

@@ -563,6 +563,42 @@ fn drift_deleted_host_veth_is_repaired() {
     );
 }
 
+/// Proves: drift that raises no notification (a bridge's `route_localnet`, which published
+/// ports on 127.0.0.1 need, written back to 0) is repaired by the light periodic check (the
+/// sysctls and bridges of every network) within a few check intervals, long before the next
+/// full check (every 30th), logged as a timer repair.
+#[test]
+fn drift_of_a_bridge_sysctl_is_repaired_by_the_light_periodic_check() {
+    require_root!();
+    let w = World::new();
+    w.berth_ok(&["network", "create", "--subnet", "10.63.0.0/24", "sy"]);
+    w.restart_daemon_args(&["--check-interval", "1"]);
+    let key = format!("net.ipv4.conf.{}.route_localnet", w.bridge_of("sy"));
+    assert_eq!(
+        w.ns_exec_ok(&w.host_ns, &["sysctl", "-n", &key]).trim(),
+        "1"
+    );
+    w.ns_exec_ok(&w.host_ns, &["sysctl", "-qw", &format!("{key}=0")]);
+    let damaged = Instant::now();
+    loop {
+        let v = w.ns_exec_ok(&w.host_ns, &["sysctl", "-n", &key]);
+        if v.trim() == "1" {
+            break;
+        }
+        assert!(
+            damaged.elapsed() < Duration::from_secs(10),
+            "{key} is still {} 10 s after the damage (check interval 1 s)",
+            v.trim()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = w.log_text();
+    assert!(
+        log.contains("repaired drift (Timer)") && log.contains(&key),
+        "the repair of {key} is not logged as a timer repair:\n{log}"
+    );
+}
+
 /// Proves: a deleted bridge of a network with running containers is recreated with its ports
 /// re-attached within 1 s: containers reach each other and the published port works from
 /// outside; logged, counted; check in sync; the user's nft objects survive.

@@ -1013,6 +1013,33 @@ pub fn parent_pid(pid: i32) -> Option<i32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Waits until process `pid` has exited, whoever its parent is (an init adopted after a daemon
+/// restart is no child of this berthd), without polling: its pidfd becomes readable the moment
+/// it exits, even while it lingers as a zombie for its reaper. Polling `/proc/PID` woke berthd
+/// ten times a second per adopted container, and waited for the reaper too (1–2 s under this
+/// machine's init). Returns at once if no such process exists; an error means no pidfd (a
+/// kernel before 5.3).
+pub async fn exited(pid: i32) -> std::io::Result<()> {
+    let Some(p) = (pid > 0)
+        .then(|| rustix::process::Pid::from_raw(pid))
+        .flatten()
+    else {
+        return Ok(());
+    };
+    let fd = match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::SRCH) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    // The AsyncFd owns the pidfd (no one else can close or reuse it while it is registered:
+    // the soundness concern of tokio#8587, as for the netlink monitors).
+    #[allow(deprecated)]
+    let fd = tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)?;
+    // Readable once it exited, for good: the guard's readiness is never cleared.
+    let _ready = fd.readable().await?;
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 mod tests {
@@ -1027,5 +1054,31 @@ mod tests {
             "our own parent"
         );
         assert_eq!(parent_pid(i32::MAX), None, "no such process");
+    }
+
+    #[test]
+    fn exited_waits_for_the_exit_not_the_reaping() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .unwrap();
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        rt.block_on(async {
+            let wait = tokio::spawn(exited(pid));
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            assert!(!wait.is_finished(), "returned while the process runs");
+            kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+            // Not reaped yet (a zombie of ours): the exit is what counts.
+            tokio::time::timeout(std::time::Duration::from_secs(5), wait)
+                .await
+                .expect("no wake-up within 5 s of the exit")
+                .unwrap()
+                .unwrap();
+        });
+        child.wait().unwrap();
+        rt.block_on(exited(pid)).unwrap();
+        rt.block_on(exited(0)).unwrap();
     }
 }

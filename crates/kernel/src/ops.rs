@@ -28,8 +28,11 @@ async fn observe_netns((path, fresh): (String, bool)) -> Result<(String, Observe
     Ok((path, ns))
 }
 
-/// How many container namespaces one observation reads at a time (each on its own thread).
-const NETNS_IN_FLIGHT: usize = 8;
+/// How many container namespaces one observation reads at a time, each from a thread inside
+/// it (a thread start and three dumps, mostly waiting under load): a full pass over 1,000
+/// containers (start-up, the periodic check) must neither take seconds nor start 1,000
+/// threads at once.
+const NETNS_IN_FLIGHT: usize = 16;
 
 /// A boxed, sendable future (the trait must stay object-safe: the daemon holds a
 /// `Arc<dyn KernelOps>`).

@@ -17,6 +17,9 @@
 //!   runtime does) and inherit whatever berthd was started with (`nohup`: SIGHUP). nix's
 //!   wrappers are `unsafe` as well.
 //!
+//! * `malloc_trim(0)` (glibc): hands the heap's free pages back to the kernel after berthd's
+//!   big passes (see [`release_free_memory`]).
+//!
 //! Each call passes pointers to values that live until it returns; the kernel copies them.
 
 #![allow(unsafe_code)]
@@ -247,5 +250,18 @@ pub fn reset_signal_dispositions() {
             libc::sigemptyset(&mut sa.sa_mask);
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
+    }
+}
+
+/// Hands the free pages of every malloc arena back to the kernel (glibc's `malloc_trim(0)`;
+/// nothing elsewhere). glibc keeps memory freed in the middle of its heaps: after a full
+/// reconcile pass over 1,000 containers (dumps, 10,000 firewall elements copied, JSON) berthd
+/// kept 320 MB it no longer used, against 70 MB live (measured with `malloc_trim` through gdb).
+/// Costs a walk of the free lists: call it after big work, off any request's path.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: no arguments but a size; glibc takes its own arena locks.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

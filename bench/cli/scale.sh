@@ -1,0 +1,386 @@
+#!/usr/bin/env bash
+# Scale and efficiency (issue 10), end to end through the berth CLI against a private berthd:
+#   * `berth run -d --network NET -p H-H+9:80-89 sleep …` of containers 1…N, each timed
+#     (medians of blocks 1–10, 91–100, 491–500, 991–1000: the Nth container's setup vs the first);
+#   * berthd's resident memory (VmRSS) and CPU time (utime+stime) at 0, 100 and N containers, and
+#     those of the container helpers (each container's stage 1 and stage 2 inits);
+#   * berthd's idle CPU over IDLE seconds with 0 and with N containers (and after the restarts:
+#     adopted containers);
+#   * berthd restarted with N running containers and N×10 published ports, nothing to change,
+#     after SIGTERM and after SIGKILL: time from its exec to its socket answering (berthd binds
+#     the socket only after its start-up pass and the published ports' convergence), and the
+#     kernel writes it made, counted three ways: berthd's own (`/metrics` steps, "repaired at
+#     start-up" log lines), the kernel's notifications (`ip monitor` of links, addresses, routes
+#     and rules in berthd's namespace and in SAMPLE container namespaces, `nft monitor` of every
+#     nf_tables change), and a snapshot of every container namespace's links (with their
+#     ifindex), addresses and routes, and of the host namespace and `nft -a list ruleset`, taken
+#     before and after and compared;
+#   * `berth rm -f` of every container, each timed.
+# Usage (root): bench/cli/scale.sh [N] [BIN_DIR] [IDLE_SECS]   (defaults 1000, target/release, 30)
+#   env: NETS (bridge networks the containers are spread over, default 2; a bridge holds at most
+#   1,023 ports), PORTS (published ports per container, default 10), SAMPLE (container
+#   namespaces with an `ip monitor` during the restarts, default 20), BUDGET (seconds allowed
+#   for the N starts, default 600: the run goes on with the containers it has by then;
+#   RM_BUDGET the same for the removals, default 300: the rest are ended by the clean-up).
+# Everything happens in a network namespace this script creates (bsc<pid>h) and in the
+# containers' own namespaces; the machine's own network is never touched. berthd, the monitors
+# and (if the script is interrupted) the containers' init processes are ended by PID.
+set -euo pipefail
+n="${1:-1000}"
+bin="${2:-target/release}"
+idle="${3:-30}"
+nets="${NETS:-2}"
+per="${PORTS:-10}"
+sample="${SAMPLE:-20}"
+budget="${BUDGET:-600}"
+rm_budget="${RM_BUDGET:-300}"
+ns="bsc$$h"
+dir="$(mktemp -d /tmp/bsc.XXXXXX)"
+sock="$dir/berthd.sock"
+state="$dir/state"
+log="$dir/berthd.log"
+pid=""
+mons=()
+hz="$(getconf CLK_TCK)"
+
+stop_monitors() {
+    for m in "${mons[@]}"; do kill "$m" 2>/dev/null && wait "$m" 2>/dev/null || true; done
+    mons=()
+}
+# The init processes of this run's containers: their command line names this state dir.
+container_inits() {
+    local p
+    for p in /proc/[0-9]*; do
+        grep -qsF "$state/containers/" "$p/cmdline" 2>/dev/null && echo "${p#/proc/}"
+    done
+    return 0
+}
+cleanup() {
+    set +e
+    stop_monitors
+    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; fi
+    # Containers left running (an interrupted run): their stage 1 and 2 inits, by PID; the
+    # commands die with stage 2 (pid 1 of their pid namespace).
+    for p in $(container_inits); do kill -KILL "$p" 2>/dev/null; done
+    ip netns del "$ns" 2>/dev/null
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+b() { "$bin/berth" -H "unix://$sock" "$@"; }
+api() { curl -sf --max-time 10 --unix-socket "$sock" "http://berth$1"; }
+# Times from bash's own clock ($EPOCHREALTIME, µs).
+ms() { echo "scale=3; ($2 - $1) / 1000" | bc; }
+median() { sort -n | awk '{v[NR]=$1} END {if (NR) print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2); else print "-"}'; }
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+mib() { [[ "$1" =~ ^[0-9]+$ ]] && echo "scale=1; $1 / 1024" | bc || echo "-"; }
+note() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+start_berthd() { # [strace output file]
+    local tracer=()
+    [ -n "${1:-}" ] && tracer=(strace -f -qq -e trace=sendto,sendmsg,openat -o "$1")
+    rm -f "$sock"
+    ip netns exec "$ns" "${tracer[@]}" "$bin/berthd" --state-dir "$state" --socket "$sock" \
+        --log-level info >>"$log" 2>&1 &
+    pid=$!
+}
+# Waits (≤ 120 s) until the socket answers; prints the ms since $1 (µs).
+wait_ready() {
+    local t1
+    for _ in $(seq 24000); do
+        if [ -S "$sock" ]; then
+            t1=${EPOCHREALTIME/./}
+            api /_ping >/dev/null && { ms "$1" "$t1"; return 0; }
+        fi
+        kill -0 "$pid" 2>/dev/null || { note "berthd died: $(tail -5 "$log")"; return 1; }
+        sleep 0.005
+    done
+    note "berthd not ready after 120 s"
+    return 1
+}
+# "RSS_KiB CPU_ms threads" of berthd.
+daemon_usage() {
+    local rss cpu thr
+    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+    thr=$(awk '/^Threads:/ {print $2}' "/proc/$pid/status")
+    cpu=$(awk -v hz="$hz" '{print ($14 + $15) * 1000 / hz}' "/proc/$pid/stat")
+    echo "$rss $cpu $thr"
+}
+# "PSS_KiB CPU_ms processes" of the container helpers (stage 1 and stage 2 of every init; the
+# containers' commands are not counted).
+helper_usage() {
+    local p pss=0 cpu=0 k=0 v
+    for p in $(container_inits); do
+        v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null) || continue
+        pss=$((pss + ${v:-0}))
+        v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null) || continue
+        cpu=$((cpu + ${v:-0}))
+        k=$((k + 1))
+    done
+    echo "$pss $((cpu * 1000 / hz)) $k"
+}
+# Voluntary + involuntary context switches of all berthd's threads (wake-ups).
+daemon_switches() {
+    cat /proc/"$pid"/task/*/status 2>/dev/null |
+        awk '/ctxt_switches/ {s += $2} END {print s + 0}'
+}
+declare -A fig
+# Idle CPU of berthd over $idle s: "cpu_ms wakeups".
+idle_cpu() {
+    local c0 c1 w0 w1
+    c0=$(daemon_usage | cut -d' ' -f2); w0=$(daemon_switches)
+    sleep "$idle"
+    c1=$(daemon_usage | cut -d' ' -f2); w1=$(daemon_switches)
+    echo "$(echo "$c1 - $c0" | bc) $((w1 - w0))"
+}
+
+# A snapshot of what berth owns in the kernel: berthd's namespace (links with ifindex and
+# flags, addresses, routes, rules, the nft rule set with handles) and every container
+# namespace (links, addresses, routes). Anything recreated or changed shows as a difference
+# (an element re-added with the same key and value would not: the nft monitor sees those).
+snapshot() {
+    local out="$1" p
+    {
+        ip -n "$ns" -o link | sed 's/ *link\/ether.*//'
+        ip -n "$ns" -o addr | sed 's/valid_lft.*//'
+        ip -n "$ns" route show table all
+        ip -n "$ns" -6 route show table all
+        ip -n "$ns" rule
+        ip netns exec "$ns" nft -a list ruleset
+    } >"$out.host"
+    : >"$out.containers"
+    for p in $(cat "$dir/inits"); do
+        {
+            echo "== $p"
+            # One ip process per namespace (IPv4 routes: the networks here are IPv4-only).
+            printf 'link show\naddr show\nroute show table all\n' |
+                nsenter -t "$p" -n ip -o -batch - | sed 's/valid_lft.*//'
+        } 2>&1 | { grep -v '^Error: Peer netns reference is invalid' || true; } >>"$out.containers"
+        # (ip's own lookup of a veth peer's namespace id fails now and then while it prints;
+        # nothing changed in the kernel.)
+    done
+}
+# The command pids of the running containers (their namespaces), from the store's view.
+record_inits() {
+    # shellcheck disable=SC2046 # one argument per id
+    b inspect -f '{{.State.Pid}}' $(b ps -q --no-trunc) >"$dir/inits"
+}
+
+# One restart, $1 = TERM or KILL (in this shell, not a subshell: it starts the new berthd):
+# fig[r_$1] = "ready_ms berthd_steps log_lines ip_host ip_containers nft_lines snapshot_diffs".
+# STRACE: a SIGTERM restart with the new berthd under strace: every netlink message it (or an
+# `nft` it runs) sends and every file it opens, in fig[strace] = "netlink_writes sysctl_writes
+# netlink_reads"; berthd is then restarted once more without strace (untimed).
+restart() {
+    local how="$1" t0 ready steps logged iph ipc nftl diffs p k=0 logstart sig="$1"
+    [ "$how" = STRACE ] && sig=TERM
+    note "restart ($how): snapshot before"
+    snapshot "$dir/before"
+    ip -n "$ns" -ts monitor link address route rule >"$dir/mon.host" 2>&1 &
+    mons+=("$!")
+    ip netns exec "$ns" nft monitor >"$dir/mon.nft" 2>&1 &
+    mons+=("$!")
+    : >"$dir/mon.containers"
+    # SAMPLE container namespaces spread over the run.
+    local total step
+    total=$(wc -l <"$dir/inits")
+    step=$(( total / sample )); [ "$step" -lt 1 ] && step=1
+    while read -r p; do
+        if [ $((k % step)) -eq 0 ]; then
+            nsenter -t "$p" -n ip monitor link address route rule >>"$dir/mon.containers" 2>&1 &
+            mons+=("$!")
+        fi
+        k=$((k + 1))
+    done <"$dir/inits"
+    sleep 1
+    logstart=$(wc -l <"$log")
+    note "restart ($how): SIG$sig to berthd"
+    kill -"$sig" "$pid"
+    wait "$pid" 2>/dev/null || true
+    pid=""
+    t0=${EPOCHREALTIME/./}
+    if [ "$how" = STRACE ]; then start_berthd "$dir/strace.txt"; else start_berthd; fi
+    note "restart ($how): new berthd started"
+    ready=$(wait_ready "$t0")
+    note "restart ($how): ready"
+    # Passes that follow the start-up (container namespaces' notifications, the adopted
+    # containers' first checks) have 3 s to write something too.
+    sleep 3
+    stop_monitors
+    steps=$(api /metrics | awk '/^berth_reconcile_steps_total/ {print $2}')
+    if [ "$how" = STRACE ]; then
+        # Requests that change something: any netlink message type but the dumps and gets
+        # (strace names some, and shows rtnetlink's from sockets opened in other namespaces
+        # as numbers: 0x12 GETLINK, 0x16 GETADDR, 0x1a GETROUTE, 0xa10 nft GETGEN).
+        local nlw nlr sysw
+        nlr=$(grep -o 'nlmsg_type=[^,]*' "$dir/strace.txt" | grep -c 'GET\|0x12 \|0x16 \|0x1a \|0xa10 ' || true)
+        nlw=$(grep -o 'nlmsg_type=[^,]*' "$dir/strace.txt" | grep -vc 'GET\|0x12 \|0x16 \|0x1a \|0xa10 ' || true)
+        sysw=$(grep '"/proc/sys/' "$dir/strace.txt" | grep -c 'O_WRONLY\|O_RDWR' || true)
+        fig[strace]="$nlw $sysw $nlr"
+        if [ "$nlw" -gt 0 ] || [ "$sysw" -gt 0 ]; then cp "$dir/strace.txt" /tmp/bsc-strace.txt; fi
+        # berthd runs under strace: end it (the strace process is our child), start it plain.
+        local traced
+        traced=$(pgrep -P "$pid" | head -1)
+        [ -n "$traced" ] && kill -TERM "$traced"
+        wait "$pid" 2>/dev/null || true
+        start_berthd
+        wait_ready "${EPOCHREALTIME/./}" >/dev/null
+    fi
+    logged=$(tail -n +"$((logstart + 1))" "$log" | grep -c 'repaired at start-up\|repaired drift\|applied' || true)
+    iph=$(grep -cv '^$' "$dir/mon.host" || true)
+    ipc=$(grep -cv '^$' "$dir/mon.containers" || true)
+    nftl=$(grep -cv '^$' "$dir/mon.nft" || true)
+    note "restart ($how): snapshot after"
+    snapshot "$dir/after"
+    diffs=$(( $(diff "$dir/before.host" "$dir/after.host" | grep -c '^[<>]' || true) +
+              $(diff "$dir/before.containers" "$dir/after.containers" | grep -c '^[<>]' || true) ))
+    if [ "$diffs" -gt 0 ] || [ "$iph" -gt 0 ] || [ "$nftl" -gt 0 ] || [ "$ipc" -gt 0 ]; then
+        cp "$dir/mon.host" "/tmp/bsc-$how-mon.host"; cp "$dir/mon.nft" "/tmp/bsc-$how-mon.nft"
+        cp "$dir/mon.containers" "/tmp/bsc-$how-mon.containers"
+        diff "$dir/before.host" "$dir/after.host" >"/tmp/bsc-$how-diff.host" || true
+        diff "$dir/before.containers" "$dir/after.containers" >"/tmp/bsc-$how-diff.containers" || true
+        note "restart ($how): changes kept in /tmp/bsc-$how-*"
+    fi
+    fig[r_$how]="$ready ${steps:-?} $logged $iph $ipc $nftl $diffs"
+}
+
+ip netns add "$ns"
+ip -n "$ns" link set lo up
+run_start=$(date -u '+%Y-%m-%d %H:%M UTC')
+start_berthd
+wait_ready "${EPOCHREALTIME/./}" >/dev/null
+for k in $(seq 0 $((nets - 1))); do
+    # A /22 each: room for 1,000 containers on one network too.
+    b network create --subnet "10.$((80 + k)).0.0/22" "s$k" >/dev/null
+done
+read -r rss cpu thr <<<"$(daemon_usage)"
+fig[rss0]=$rss; fig[cpu0]=$cpu; fig[thr0]=$thr
+note "0 containers: RSS ${rss} KiB, CPU ${cpu} ms; idle ${idle} s"
+read -r c w <<<"$(idle_cpu)"
+fig[idle0]=$c; fig[wake0]=$w; fig[load_idle0]=$(load)
+
+runs=()
+t_begin=$SECONDS
+made=0
+for i in $(seq "$n"); do
+    net="s$(( (i - 1) % nets ))"
+    pflag=()
+    if [ "$per" -gt 0 ]; then
+        hp=$((20000 + (i - 1) * per))
+        pflag=(-p "$hp-$((hp + per - 1)):80-$((80 + per - 1))")
+    fi
+    t0=${EPOCHREALTIME/./}
+    b run -d --name "c$i" --network "$net" "${pflag[@]}" sleep 100000 >/dev/null
+    t1=${EPOCHREALTIME/./}
+    runs+=("$(ms "$t0" "$t1")")
+    made=$i
+    if [ "$i" -eq 100 ]; then
+        read -r rss cpu thr <<<"$(daemon_usage)"
+        fig[rss100]=$rss; fig[cpu100]=$cpu; fig[thr100]=$thr
+        fig[h100]=$(helper_usage)
+    fi
+    if [ $((i % 100)) -eq 0 ]; then note "$i containers, last run ${runs[-1]} ms, load $(load)"; fi
+    if [ $((SECONDS - t_begin)) -gt "$budget" ]; then
+        note "budget of $budget s spent after $i containers: going on with those"
+        break
+    fi
+done
+fig[load_runs]=$(load)
+fig[runs_s]=$((SECONDS - t_begin))
+read -r rss cpu thr <<<"$(daemon_usage)"
+fig[rssN]=$rss; fig[cpuN]=$cpu; fig[thrN]=$thr
+fig[hN]=$(helper_usage)
+note "$made containers: RSS ${rss} KiB; idle ${idle} s"
+read -r c w <<<"$(idle_cpu)"
+fig[idleN]=$c; fig[wakeN]=$w; fig[load_idleN]=$(load)
+record_inits
+check="$(b system check >/dev/null 2>&1 && echo in-sync || echo NOT-in-sync)"
+fig[check0]=$check
+
+for how in TERM KILL STRACE; do
+    fig[load_$how]=$(load)
+    restart "$how"
+    read -r rss cpu thr <<<"$(daemon_usage)"
+    fig[rss_$how]=$rss
+    note "after restart ($how): ${fig[r_$how]}"
+    if [ "$how" != STRACE ]; then
+        read -r c w <<<"$(idle_cpu)"
+        fig[idle_$how]=$c; fig[wake_$how]=$w
+    fi
+    fig[check_$how]="$(b system check >/dev/null 2>&1 && echo in-sync || echo NOT-in-sync)"
+done
+
+note "removing $made containers"
+rms=()
+t_begin=$SECONDS
+removed=0
+for i in $(seq "$made" -1 1); do
+    t0=${EPOCHREALTIME/./}
+    b rm -f "c$i" >/dev/null
+    t1=${EPOCHREALTIME/./}
+    rms+=("$(ms "$t0" "$t1")")
+    removed=$((removed + 1))
+    if [ $((SECONDS - t_begin)) -gt "$rm_budget" ]; then
+        note "removal budget of $rm_budget s spent after $removed: the rest go with the clean-up"
+        break
+    fi
+done
+fig[rm_s]=$((SECONDS - t_begin))
+fig[load_rm]=$(load)
+read -r rss cpu thr <<<"$(daemon_usage)"
+fig[rss_end]=$rss
+
+# Medians of blocks of ten, by container index (the runs in start order, the removals in
+# reverse, so rms[made - i] is container i's).
+block() { # array-name first last
+    local -n arr="$1"
+    local k lo="$2" hi="$3"
+    [ "$hi" -le "${#arr[@]}" ] || { echo "-"; return; }
+    for k in $(seq "$lo" "$hi"); do echo "${arr[$((k - 1))]}"; done | median
+}
+rblock() { # removals of containers first..last
+    local k
+    [ "$3" -le "$made" ] && [ "$((made - $2 + 1))" -le "$removed" ] || { echo "-"; return; }
+    for k in $(seq "$2" "$3"); do echo "${rms[$((made - k))]}"; done | median
+}
+first=$(block runs 1 10)
+printf '\n## berth at scale: %s containers on %s networks, %s ports each (%s)\n\n' "$made" "$nets" "$per" "$run_start"
+printf '| containers i | `run -d` median ms | ratio to 1–10 | `rm -f` median ms |\n|---|---|---|---|\n'
+for r in "1 10" "91 100" "491 500" "991 1000"; do
+    set -- $r
+    m=$(block runs "$1" "$2")
+    ratio="-"; [ "$m" != "-" ] && ratio=$(echo "scale=2; $m / $first" | bc)
+    printf '| %s–%s | %s | %s | %s |\n' "$1" "$2" "$m" "$ratio" "$(rblock rms "$1" "$2")"
+done
+printf '\n%s starts in %s s (load after: %s); %s removals in %s s (load after: %s)\n' \
+    "$made" "${fig[runs_s]}" "${fig[load_runs]}" "$removed" "${fig[rm_s]}" "${fig[load_rm]}"
+
+read -r hp100 hc100 hn100 <<<"${fig[h100]:-- - -}"
+read -r hpN hcN hnN <<<"${fig[hN]}"
+printf '\n| berthd | 0 containers | 100 | %s | after SIGTERM restart | after SIGKILL restart | all removed |\n|---|---|---|---|---|---|---|\n' "$made"
+printf '| VmRSS MiB | %s | %s | %s | %s | %s | %s |\n' \
+    "$(mib "${fig[rss0]}")" "$(mib "${fig[rss100]:-}")" \
+    "$(mib "${fig[rssN]}")" "$(mib "${fig[rss_TERM]}")" \
+    "$(mib "${fig[rss_KILL]}")" "$(mib "${fig[rss_end]}")"
+printf '| threads | %s | %s | %s | | | |\n' "${fig[thr0]}" "${fig[thr100]:--}" "${fig[thrN]}"
+printf '| CPU used so far, ms | %s | %s | %s | | | |\n' "${fig[cpu0]}" "${fig[cpu100]:--}" "${fig[cpuN]}"
+printf '| idle CPU over %s s, ms (wake-ups) | %s (%s) | | %s (%s) | %s (%s) | %s (%s) | |\n' "$idle" \
+    "${fig[idle0]}" "${fig[wake0]}" "${fig[idleN]}" "${fig[wakeN]}" \
+    "${fig[idle_TERM]}" "${fig[wake_TERM]}" "${fig[idle_KILL]}" "${fig[wake_KILL]}"
+printf '| helpers (stage 1+2 inits): processes, PSS MiB, CPU ms | | %s, %s, %s | %s, %s, %s | | | |\n' \
+    "$hn100" "$(mib "$hp100")" "$hc100" "$hnN" "$(mib "$hpN")" "$hcN"
+printf '\nidle loads: %s (0), %s (%s)\n' "${fig[load_idle0]}" "${fig[load_idleN]}" "$made"
+
+printf '\n| restart, %s containers, %s ports | ready ms | berthd steps | "applied"/"repaired" log lines | ip monitor lines, host | ip monitor lines, %s containers | nft monitor lines | snapshot differences | system check after | load |\n|---|---|---|---|---|---|---|---|---|---|\n' \
+    "$made" "$((made * per))" "$sample"
+for how in TERM KILL STRACE; do
+    read -r ready steps logged iph ipc nftl diffs <<<"${fig[r_$how]}"
+    label="SIG$how"; [ "$how" = STRACE ] && label="SIGTERM, new berthd under strace"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$ready" "$steps" "$logged" \
+        "$iph" "$ipc" "$nftl" "$diffs" "${fig[check_$how]}" "${fig[load_$how]}"
+done
+read -r nlw sysw nlr <<<"${fig[strace]}"
+printf '\nunder strace: %s netlink requests that change something (of %s sent), %s sysctl files opened for writing\n' \
+    "$nlw" "$((nlw + nlr))" "$sysw"
+printf '\nsystem check before the restarts: %s\n' "${fig[check0]}"
