@@ -388,6 +388,7 @@ impl Daemon {
         container_query: &str,
         req: EndpointRequest,
     ) -> ApiResult<()> {
+        let began = std::time::Instant::now();
         let _guard = self.lock.lock().await;
         let _op = failpoint::Op::begin("connect");
         let net = self.find_network(net_query)?;
@@ -412,15 +413,27 @@ impl Daemon {
             return Err(e);
         }
         let durable = self.sync_store();
+        let stored_us = began.elapsed().as_micros() as u64;
+        let mut passed_us = 0;
         failpoint::boundary("store endpoint");
         let st = self.state(&c.id)?;
         if st.status == Status::Running {
-            let result = self
-                .converge_api(Scope::Containers {
-                    ids: vec![c.id.clone()],
-                    also: vec![],
-                })
-                .await;
+            // The DNS table and the container's files follow the stored intent alone: they are
+            // made while the pass programs the kernel (the pass's first await leaves its
+            // requests in flight), and put back if the pass fails.
+            let pass = self.converge_api(Scope::Containers {
+                ids: vec![c.id.clone()],
+                also: vec![],
+            });
+            let files = async {
+                // The resolver first (a macvlan network may give it one inside its
+                // namespace), then the resolv.conf that names it.
+                self.dns_refresh();
+                if let Err(e) = self.runtime.write_files(self, &c).await {
+                    tracing::warn!(container = %c.name, "rewriting /etc files: {}", e.message);
+                }
+            };
+            let (result, ()) = tokio::join!(pass, files);
             if let Err(e) = result {
                 c.endpoints.retain(|x| x.id != ep.id);
                 let mut ops = crate::ipam::release(&[&ep]);
@@ -440,19 +453,25 @@ impl Daemon {
                 {
                     tracing::warn!("rolling back the connect of {:?}: {}", c.name, e2.message);
                 }
+                self.dns_refresh();
+                if let Err(e2) = self.runtime.write_files(self, &c).await {
+                    tracing::warn!(container = %c.name, "restoring /etc files: {}", e2.message);
+                }
                 return Err(e);
             }
-            // The resolver first (a macvlan network may give it one inside its namespace),
-            // then the resolv.conf that names it.
-            self.dns_refresh();
-            if let Err(e) = self.runtime.write_files(self, &c).await {
-                tracing::warn!(container = %c.name, "rewriting /etc files: {}", e.message);
-            }
+            passed_us = began.elapsed().as_micros() as u64;
         } else {
             self.dns_refresh();
         }
         durable.await?;
-        tracing::info!(network = %net.name, container = %c.name, "connected");
+        tracing::info!(
+            network = %net.name,
+            container = %c.name,
+            stored_us,
+            passed_us,
+            elapsed_us = began.elapsed().as_micros() as u64,
+            "connected"
+        );
         Ok(())
     }
 

