@@ -7,11 +7,21 @@
 # upstream of both resolvers is dnsmasq in bdns-o, which knows a few names and forwards nothing.
 # Processes are ended by the PIDs this script started.
 #
-# Usage: sudo bench/dns/run.sh [ROUNDS=3] [SECONDS=10]
+# Each measurement window also records the CPU time (utime+stime, /proc/PID/stat) of the
+# resolver's whole process, berthd or aardvark-dns, before and after: CPU seconds per million
+# answered queries. berthd runs once per spin mode in MODES (env BERTH_DNS_SPIN, restarted in
+# between; the containers stay, the next berthd adopts them), and once idle for IDLE seconds.
+#
+# Usage: sudo [MODES="adaptive fixed off"] [IDLE=30] [BERTHD_ARGS=…] bench/dns/run.sh [ROUNDS=3] [SECONDS=10]
 set -euo pipefail
 
 ROUNDS=${1:-3}
 SECS=${2:-10}
+MODES=${MODES:-adaptive fixed off}
+IDLE=${IDLE:-30}
+# Extra berthd options, e.g. "--check-interval 3600" to see what the drift timer costs idle.
+read -r -a BERTHD_EXTRA <<<"${BERTHD_ARGS:-}"
+TCK=$(getconf CLK_TCK)
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d /tmp/berth-dns-bench.XXXXXX)
 BERTHD=$ROOT/target/release/berthd
@@ -19,6 +29,7 @@ BERTH=$ROOT/target/release/berth
 AARDVARK=/usr/lib/podman/aardvark-dns
 NS_H=bdns-h NS_O=bdns-o NS_A=bdns-a NS_AC=bdns-ac
 PIDS=()
+BPID=
 
 log() { echo "[dns-bench] $*" >&2; }
 
@@ -28,7 +39,7 @@ cleanup() {
         ids=$("$BERTH" -H "unix://$WORK/berthd.sock" ps -a -q --no-trunc 2>/dev/null)
         [ -n "$ids" ] && timeout 60 "$BERTH" -H "unix://$WORK/berthd.sock" rm -f $ids >/dev/null 2>&1
     fi
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    for pid in "${PIDS[@]}" $BPID; do kill "$pid" 2>/dev/null; done
     if [ -f "$WORK/aard/aardvark.pid" ]; then
         apid=$(cat "$WORK/aard/aardvark.pid")
         if [ "$(cat "/proc/$apid/comm" 2>/dev/null)" = "aardvark-dns" ]; then kill "$apid"; fi
@@ -68,10 +79,29 @@ PIDS+=($!)
 
 # ---- berthd with 10 named containers and a client container.
 echo "nameserver 198.18.250.2" >"$WORK/resolv.conf"
-ip netns exec $NS_H "$BERTHD" --state-dir "$WORK/state" --socket "$WORK/berthd.sock" \
-    --resolv-conf "$WORK/resolv.conf" --log-level warn >"$WORK/berthd.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do [ -S "$WORK/berthd.sock" ] && break; sleep 0.1; done
+BMODE=
+# (Re)starts berthd with BERTH_DNS_SPIN=$1. SIGTERM leaves the containers running and the next
+# berthd adopts them; it is ready when its resolver answers c3 (once there are containers).
+start_berthd() {
+    if [ -n "$BPID" ]; then
+        kill "$BPID"
+        for _ in $(seq 100); do kill -0 "$BPID" 2>/dev/null || break; sleep 0.1; done
+    fi
+    BERTH_DNS_SPIN=$1 ip netns exec $NS_H "$BERTHD" --state-dir "$WORK/state" \
+        --socket "$WORK/berthd.sock" --resolv-conf "$WORK/resolv.conf" --log-level warn \
+        "${BERTHD_EXTRA[@]}" >>"$WORK/berthd.log" 2>&1 &
+    BPID=$! BMODE=$1
+    for _ in $(seq 100); do [ -S "$WORK/berthd.sock" ] && break; sleep 0.1; done
+    if [ -n "${CPID:-}" ]; then
+        for _ in $(seq 100); do
+            [ -n "$("${IN_B[@]}" dig +short +time=1 +tries=1 @10.98.0.1 c3 A)" ] && return
+            sleep 0.1
+        done
+        echo "berthd (spin $1) does not answer after a restart" >&2
+        exit 1
+    fi
+}
+start_berthd "${MODES%% *}"
 B() { "$BERTH" -H "unix://$WORK/berthd.sock" "$@"; }
 B network create --subnet 10.98.0.0/24 bench >/dev/null
 for i in $(seq 0 9); do B run -d --name "c$i" --network bench sleep 3600 >/dev/null; done
@@ -96,7 +126,20 @@ ip -n $NS_AC link set eth0 up
 } >"$WORK/aard/bench"
 ip netns exec $NS_A "$AARDVARK" --config "$WORK/aard" -p 53 run >"$WORK/aardvark.log" 2>&1
 for _ in $(seq 50); do [ -s "$WORK/aard/aardvark.pid" ] && break; sleep 0.1; done
+APID=$(cat "$WORK/aard/aardvark.pid")
 IN_A=(ip netns exec $NS_AC)
+
+# utime+stime of a whole process (all its threads, live and gone), in clock ticks. The fields
+# after "(comm)" are counted from the state (field 3): utime and stime are fields 14 and 15.
+ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# "tid run-time-ns" of a process's live threads (schedstat): finer than ticks, for the idle
+# check. A thread that ends between two snapshots is missed, so the delta is a lower bound.
+runtime_snap() { for t in /proc/"$1"/task/*; do echo "${t##*/} $(cut -d' ' -f1 "$t/schedstat" 2>/dev/null)"; done; }
+runtime_delta_us() {
+    awk 'NF < 2 {next} NR == FNR {a[$1] = $2; next} {s += $2 - ($1 in a ? a[$1] : 0)} END {printf "%d", s / 1000}' "$1" "$2"
+}
+# CPU seconds per million answered queries: $1 ticks over $2 answers.
+per_m() { python3 -c "print(round($1 / $TCK / max($2, 1) * 1e6, 2))"; }
 
 # ---- query files
 for i in $(seq 0 9); do echo "c$i A"; done >"$WORK/q-local.txt"
@@ -114,60 +157,110 @@ for who in berth aard; do
     done
 done
 
+# ---- idle: berthd with its network and 11 containers, nobody asking anything.
+sleep 3 # past the settling after the last change
+i0=$(ticks "$BPID") a0=$(ticks "$APID")
+runtime_snap "$BPID" >"$WORK/idle0"
+sleep "$IDLE"
+i1=$(ticks "$BPID") a1=$(ticks "$APID")
+runtime_snap "$BPID" >"$WORK/idle1"
+IDLE_LINE="berthd${BERTHD_EXTRA[*]:+ ${BERTHD_EXTRA[*]}} idle ${IDLE} s (1 network, 11 containers, spin $BMODE): $((i1 - i0)) ticks \
+utime+stime (1 tick = $((1000 / TCK)) ms), ≥ $(runtime_delta_us "$WORK/idle0" "$WORK/idle1") µs run time of its threads; \
+aardvark-dns: $((a1 - a0)) ticks; loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+log "$IDLE_LINE"
+
 RES="$WORK/results.txt"
 : >"$RES"
+# Sets cmd, srv and pid for resolver $1 (berth-MODE or aard), restarting berthd in that mode
+# when it runs another.
+target() {
+    if [ "$1" = aard ]; then
+        cmd=("${IN_A[@]}") srv=10.99.0.1 pid=$APID
+    else
+        [ "${1#berth-}" = "$BMODE" ] || start_berthd "${1#berth-}"
+        cmd=("${IN_B[@]}") srv=10.98.0.1 pid=$BPID
+    fi
+}
+load1() { cut -d' ' -f1 /proc/loadavg; }
 # dnsperf -c 1 -q 100 (100 outstanding), as in peers.md.
 perf() { # who kind
-    local who=$1 kind=$2 cmd srv out
-    if [ "$who" = berth ]; then cmd=("${IN_B[@]}"); srv=10.98.0.1; else cmd=("${IN_A[@]}"); srv=10.99.0.1; fi
+    local who=$1 kind=$2 cmd srv pid out c0 c1
+    target "$who"
+    c0=$(ticks "$pid")
     out=$("${cmd[@]}" dnsperf -s $srv -d "$WORK/q-$kind.txt" -c 1 -q 100 -l "$SECS" 2>&1)
-    local qps lost lat
+    c1=$(ticks "$pid")
+    local qps lost lat ans
     qps=$(awk '/Queries per second/ {print $4}' <<<"$out")
     lost=$(awk '/Queries lost/ {print $3}' <<<"$out")
     lat=$(awk '/Average Latency/ {print $4}' <<<"$out")
-    echo "$who $kind q100 qps=$qps lost=$lost avg_ms=$(python3 -c "print(round($lat*1000,3))")" | tee -a "$RES" >&2
+    ans=$(awk '/Queries completed/ {print $3}' <<<"$out")
+    echo "$who $kind q100 qps=$qps lost=$lost avg_ms=$(python3 -c "print(round($lat*1000,3))")" \
+        "answered=$ans cpu_ticks=$((c1 - c0)) cpu_s_per_M=$(per_m $((c1 - c0)) "$ans") load1=$(load1)" |
+        tee -a "$RES" >&2
 }
 seq1() { # who kind
-    local who=$1 kind=$2 cmd srv names out
-    if [ "$who" = berth ]; then cmd=("${IN_B[@]}"); srv=10.98.0.1; else cmd=("${IN_A[@]}"); srv=10.99.0.1; fi
+    local who=$1 kind=$2 cmd srv pid names out c0 c1 ans
+    target "$who"
     if [ "$kind" = local ]; then names=$LOCAL_NAMES; else names=$FWD_NAMES; fi
+    c0=$(ticks "$pid")
     out=$("${cmd[@]}" "$WORK/seqq" $srv "$SECS" $names)
-    echo "$who $kind seq $out" | tee -a "$RES" >&2
+    c1=$(ticks "$pid")
+    ans=$(sed 's/.*answered=\([0-9]*\).*/\1/' <<<"$out")
+    echo "$who $kind seq $out cpu_ticks=$((c1 - c0)) cpu_s_per_M=$(per_m $((c1 - c0)) "$ans") load1=$(load1)" |
+        tee -a "$RES" >&2
 }
 
-log "rounds=$ROUNDS seconds=$SECS; loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+WHO=()
+for m in $MODES; do WHO+=("berth-$m"); done
+WHO+=(aard)
+log "rounds=$ROUNDS seconds=$SECS modes=$MODES; loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 for r in $(seq "$ROUNDS"); do
-    # Alternate who goes first, so neither always runs on a warmer or quieter machine.
-    if [ $((r % 2)) = 1 ]; then order="berth aard"; else order="aard berth"; fi
-    for kind in local fwd; do
-        for who in $order; do perf $who $kind; done
-        for who in $order; do seq1 $who $kind; done
+    # Rotate who goes first, so none always runs on a warmer or quieter machine. Each resolver
+    # does all its measurements in a row: berthd restarts once per mode and round.
+    k=$(((r - 1) % ${#WHO[@]}))
+    order=("${WHO[@]:$k}" "${WHO[@]:0:$k}")
+    for who in "${order[@]}"; do
+        for kind in local fwd; do
+            perf "$who" $kind
+            seq1 "$who" $kind
+        done
     done
 done
 log "loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 B info >/dev/null
 curl -sf --unix-socket "$WORK/berthd.sock" http://berth/metrics | grep -v '^#' >&2 || true
 
-# Medians per (who, kind, mode, field) as a markdown table.
-python3 - "$RES" <<'EOF'
-import re, statistics, sys
+# Medians per (who, kind, mode, field) as a markdown table, ratios to aardvark-dns.
+python3 - "$RES" "$MODES" <<'EOF'
+import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
     who, kind, mode, *fields = line.split()
     for f in fields:
         k, v = f.split("=")
         rows.setdefault((kind, mode, k), {}).setdefault(who, []).append(float(v))
-print("| names | client | figure | berth | aardvark-dns | berth / aardvark |")
-print("|---|---|---|---|---|---|")
+berths = ["berth-" + m for m in sys.argv[2].split()]
+head = [f"berth, spin {b[6:]}" for b in berths] + ["aardvark-dns"]
+head += [f"{b[6:]} / aardvark" for b in berths]
+print("| names | client | figure | " + " | ".join(head) + " |")
+print("|---|---|---|" + "---|" * len(head))
+rng = lambda v: f"{statistics.median(v):g} ({min(v):g}–{max(v):g})" if v else "–"
 for (kind, mode, k), by in sorted(rows.items()):
-    if k in ("answered", "errors", "p999_us"):
+    if k in ("answered", "errors", "p999_us", "cpu_ticks", "lost"):
         continue
-    b, a = by.get("berth", []), by.get("aard", [])
-    mb, ma = statistics.median(b), statistics.median(a)
-    ratio = f"{mb / ma:.2f}×" if ma else "–"
-    rng = lambda v: f"{statistics.median(v):g} ({min(v):g}–{max(v):g})"
+    a = by.get("aard", [])
+    cells = [rng(by.get(b, [])) for b in berths] + [rng(a)]
+    for b in berths:
+        v = by.get(b, [])
+        ok = v and a and statistics.median(a)
+        cells.append(f"{statistics.median(v) / statistics.median(a):.2f}×" if ok else "–")
     names = "container" if kind == "local" else "forwarded"
     client = "dnsperf -c 1 -q 100" if mode == "q100" else "sequential"
-    print(f"| {names} | {client} | {k} | {rng(b)} | {rng(a)} | {ratio} |")
+    print(f"| {names} | {client} | {k} | " + " | ".join(cells) + " |")
 EOF
+echo
+echo "loadavg at the start of the rounds $LOAD_START, at the end $LOAD_END"
+echo "$IDLE_LINE"

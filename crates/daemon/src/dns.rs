@@ -57,8 +57,15 @@ const MAX_FORWARDS: usize = 2048;
 const MAX_TCP: usize = 256;
 /// How often the host's resolv.conf is checked for changes (at most).
 const RESOLV_CHECK_EVERY: Duration = Duration::from_secs(1);
-/// How long a UDP thread keeps polling after an answer before it sleeps (see `udp_loop`).
+/// The longest a UDP thread keeps polling after an answer before it sleeps (see `udp_loop`
+/// and [`spin_window`]).
 const UDP_SPIN: Duration = Duration::from_micros(100);
+/// An adaptive spin lasts this many times the gap between the last two queries (capped at
+/// [`UDP_SPIN`]): enough for a steady client's next query, little more.
+const SPIN_GAPS: u32 = 2;
+/// The shortest adaptive spin: queries drained from a full queue arrive µs apart, and a spin of
+/// twice that would put the thread to sleep just before the client's next burst.
+const MIN_SPIN: Duration = Duration::from_micros(20);
 /// Receive timeout of the UDP threads: a backstop for noticing a closed listener (closing
 /// also shuts the socket down, which wakes the thread at once).
 const UDP_WAKE: Duration = Duration::from_secs(1);
@@ -255,9 +262,60 @@ impl HostResolvers {
     }
 }
 
+// ------------------------------------------------------------------------------------ spin
+
+/// What a UDP thread does after an answer. Only the bench chooses (env `BERTH_DNS_SPIN`, read
+/// once when berthd starts, see bench/dns/README.md); it is not a user option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SpinMode {
+    /// Poll for [`spin_window`] of the gap between the last two queries (the default).
+    Adaptive,
+    /// Always poll for [`UDP_SPIN`] (berth before issue 10).
+    Fixed,
+    /// Never poll: block in `recv_from` at once.
+    Off,
+}
+
+impl SpinMode {
+    /// The mode named by `BERTH_DNS_SPIN` (unset or unknown: [`SpinMode::Adaptive`]).
+    fn from_env() -> SpinMode {
+        let v = std::env::var("BERTH_DNS_SPIN").unwrap_or_default();
+        match v.as_str() {
+            "" | "adaptive" => SpinMode::Adaptive,
+            "fixed" => SpinMode::Fixed,
+            "off" => SpinMode::Off,
+            other => {
+                tracing::warn!("BERTH_DNS_SPIN={other:?} is not fixed, adaptive or off: adaptive");
+                SpinMode::Adaptive
+            }
+        }
+    }
+}
+
+/// How long a UDP thread polls its socket after answering a query that came `gap` after the
+/// one before (`None`: the first query the thread sees).
+///
+/// The poll saves the next query a thread wake-up (tens of µs on a VM) but costs CPU for as
+/// long as it lasts, so the adaptive mode spins only when that next query is likely to come
+/// within the window: queries have been arriving less than [`UDP_SPIN`] apart. An isolated
+/// query (a container resolving a name now and then) costs no spin; a client asking one name
+/// after another keeps the win, for a window of [`SPIN_GAPS`] times its pace.
+fn spin_window(mode: SpinMode, gap: Option<Duration>) -> Duration {
+    match (mode, gap) {
+        (SpinMode::Off, _) => Duration::ZERO,
+        (SpinMode::Fixed, _) => UDP_SPIN,
+        (SpinMode::Adaptive, Some(gap)) if gap < UDP_SPIN => {
+            (gap * SPIN_GAPS).clamp(MIN_SPIN, UDP_SPIN)
+        }
+        (SpinMode::Adaptive, _) => Duration::ZERO,
+    }
+}
+
 // ----------------------------------------------------------------------------------- server
 
 struct Shared {
+    /// After-answer polling of the UDP threads, fixed for the daemon's life.
+    spin: SpinMode,
     table: ArcSwap<Table>,
     upstreams: UpstreamPool,
     stats: Stats,
@@ -307,6 +365,7 @@ impl DnsServer {
     pub fn new(resolv_conf: PathBuf) -> DnsServer {
         DnsServer {
             shared: Arc::new(Shared {
+                spin: SpinMode::from_env(),
                 table: ArcSwap::from_pointee(Table::default()),
                 upstreams: UpstreamPool::default(),
                 stats: Stats::new(),
@@ -669,13 +728,16 @@ fn udp_loop(
     // After an answer the thread polls the socket for a moment before it blocks again: the
     // next query of a client asking one name after another then finds it awake, instead of
     // paying for waking a sleeping thread (on a VM an idle vCPU takes tens of µs to wake).
-    let mut spinning_since: Option<Instant> = None;
+    // How long is decided per answer by `spin_window`. `spin_until`: the socket is
+    // non-blocking until then.
+    let mut spin_until: Option<Instant> = None;
+    let mut last_query: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         let (n, peer) = match sock.recv_from(&mut buf) {
             Ok(x) => x,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && spinning_since.is_some() => {
-                if spinning_since.is_some_and(|t| t.elapsed() >= UDP_SPIN) {
-                    spinning_since = None;
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && spin_until.is_some() => {
+                if spin_until.is_some_and(|t| Instant::now() >= t) {
+                    spin_until = None;
                     if let Err(e) = sock.set_nonblocking(false) {
                         tracing::warn!("embedded DNS: socket mode: {e}");
                     }
@@ -702,6 +764,8 @@ fn udp_loop(
             break;
         }
         let t0 = Instant::now();
+        let gap = last_query.map(|t| t0.saturating_duration_since(t));
+        last_query = Some(t0);
         rotate = rotate.wrapping_add(1);
         let msg = &buf[..n];
         shared.stats.queries.inc();
@@ -738,11 +802,16 @@ fn udp_loop(
             Action::Drop => {}
         }
         shared.stats.count_local(&action, t0);
-        if UDP_SPIN > Duration::ZERO {
-            if spinning_since.is_none() && sock.set_nonblocking(true).is_err() {
+        let window = spin_window(shared.spin, gap);
+        if window > Duration::ZERO {
+            if spin_until.is_none() && sock.set_nonblocking(true).is_err() {
                 continue;
             }
-            spinning_since = Some(Instant::now());
+            spin_until = Some(Instant::now() + window);
+        } else if spin_until.take().is_some() {
+            if let Err(e) = sock.set_nonblocking(false) {
+                tracing::warn!("embedded DNS: socket mode: {e}");
+            }
         }
     }
     tracing::debug!("embedded DNS: UDP listener stopped");
@@ -1176,5 +1245,31 @@ mod tests {
         }
         assert_eq!(h.servers().len(), 2);
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn spin_window_by_mode_and_pace() {
+        let us = Duration::from_micros;
+        // Off never spins; fixed always spins the whole window.
+        for gap in [None, Some(us(5)), Some(us(1000))] {
+            assert_eq!(spin_window(SpinMode::Off, gap), Duration::ZERO);
+            assert_eq!(spin_window(SpinMode::Fixed, gap), UDP_SPIN);
+        }
+        // Adaptive: the first query, or one after a pause, costs no spin.
+        assert_eq!(spin_window(SpinMode::Adaptive, None), Duration::ZERO);
+        assert_eq!(
+            spin_window(SpinMode::Adaptive, Some(UDP_SPIN)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            spin_window(SpinMode::Adaptive, Some(us(5000))),
+            Duration::ZERO
+        );
+        // A steady client: twice its pace, at least MIN_SPIN, at most UDP_SPIN.
+        assert_eq!(spin_window(SpinMode::Adaptive, Some(us(30))), us(60));
+        assert_eq!(spin_window(SpinMode::Adaptive, Some(us(2))), MIN_SPIN);
+        assert_eq!(spin_window(SpinMode::Adaptive, Some(us(0))), MIN_SPIN);
+        assert_eq!(spin_window(SpinMode::Adaptive, Some(us(70))), UDP_SPIN);
+        assert_eq!(spin_window(SpinMode::Adaptive, Some(us(99))), UDP_SPIN);
     }
 }
