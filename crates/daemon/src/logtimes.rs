@@ -81,8 +81,8 @@ impl Stamper {
                 }
                 if let Some(done) = done {
                     let _ = done.send(());
-                    // The watch closes on a blocking thread (`Writes`'s drop): its close
-                    // waits for a kernel grace period that the exit's handling must not.
+                    // The watches go with `fd` (`inotify_rm_watch` on the process's shared
+                    // instance: nothing waits for the kernel's grace period).
                     return;
                 }
             }
