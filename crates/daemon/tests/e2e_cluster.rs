@@ -1252,6 +1252,23 @@ fn etcd_member_loss_and_a_cut_off_host() {
     b.run_server("web", &["--network", "app"], 8081);
     b.wait_container_port("web", 8081);
     let ip_db = a.ip_of("db", "app");
+    // The member killed above may have been etcd's leader: until a new one is elected the
+    // watch that brings db's endpoint to host-b waits, and web's packets for db have no
+    // path yet (a CI run under load saw this probe fail once, refused). Wait for db's
+    // neighbour entry on host-b's VXLAN port (what the watch event programs), then send.
+    let vx_app = format!(
+        "bvx-{}",
+        &a.network_inspect("app")["Id"].as_str().expect("id")[..9]
+    );
+    wait_until(
+        "db's neighbour entry on host-b",
+        Duration::from_secs(10),
+        || {
+            let o = sh("ip", &["-n", &b.host_ns, "neigh", "show", "dev", &vx_app]);
+            let t = stdout(&o);
+            t.contains(&format!("{ip_db} ")) && t.contains("PERMANENT")
+        },
+    );
     b.assert_reaches("web", &ip_db, 8080);
     wait_names(&b, &["host-a", "host-b"], Duration::from_secs(5));
 

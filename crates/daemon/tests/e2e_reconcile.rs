@@ -563,10 +563,12 @@ fn drift_deleted_host_veth_is_repaired() {
     );
 }
 
-/// Proves: drift that raises no notification (a bridge's `route_localnet`, which published
-/// ports on 127.0.0.1 need, written back to 0) is repaired by the light periodic check (the
-/// sysctls and bridges of every network) within a few check intervals, long before the next
-/// full check (every 30th), logged as a timer repair.
+/// Proves: drift that raises no notification of its own (a bridge's `route_localnet`, which
+/// published ports on 127.0.0.1 need, written back to 0) is repaired within a few check
+/// intervals, long before the next full check (the 30th tick, 30 s here): by the light
+/// periodic check (the sysctls and bridges of every network), or by a pass another
+/// notification woke first (a pass over the host reads the sysctls too), so the log may name
+/// either trigger.
 #[test]
 fn drift_of_a_bridge_sysctl_is_repaired_by_the_light_periodic_check() {
     require_root!();
@@ -592,10 +594,22 @@ fn drift_of_a_bridge_sysctl_is_repaired_by_the_light_periodic_check() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let log = w.log_text();
+    // The pass logs the repair just after writing the value back: give the line a moment.
+    let logged = |log: &str| {
+        log.lines()
+            .any(|l| l.contains("repaired drift (") && l.contains(&key))
+    };
+    let mut log = w.log_text();
+    for _ in 0..20 {
+        if logged(&log) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        log = w.log_text();
+    }
     assert!(
-        log.contains("repaired drift (Timer)") && log.contains(&key),
-        "the repair of {key} is not logged as a timer repair:\n{log}"
+        logged(&log),
+        "the repair of {key} is not logged as a drift repair:\n{log}"
     );
 }
 
