@@ -1256,7 +1256,7 @@ fn etcd_member_loss_and_a_cut_off_host() {
     // watch that brings db's endpoint to host-b waits, and web's packets for db have no
     // path yet (a CI run under load saw this probe fail once, refused). Wait for db's
     // neighbour entry on host-b's VXLAN port (what the watch event programs), then send.
-    let vx_app = format!(
+    let vx = format!(
         "bvx-{}",
         &a.network_inspect("app")["Id"].as_str().expect("id")[..9]
     );
@@ -1264,7 +1264,7 @@ fn etcd_member_loss_and_a_cut_off_host() {
         "db's neighbour entry on host-b",
         Duration::from_secs(10),
         || {
-            let o = sh("ip", &["-n", &b.host_ns, "neigh", "show", "dev", &vx_app]);
+            let o = sh("ip", &["-n", &b.host_ns, "neigh", "show", "dev", &vx]);
             let t = stdout(&o);
             t.contains(&format!("{ip_db} ")) && t.contains("PERMANENT")
         },
@@ -1273,10 +1273,6 @@ fn etcd_member_loss_and_a_cut_off_host() {
     wait_names(&b, &["host-a", "host-b"], Duration::from_secs(5));
 
     // host-b loses the underlay for longer than its TTL.
-    let vx = format!(
-        "bvx-{}",
-        &a.network_inspect("app")["Id"].as_str().expect("id")[..9]
-    );
     sh_ok("ip", &["-n", &b.host_ns, "link", "set", "ul0", "down"]);
     wait_names(&a, &["host-a"], Duration::from_millis(TTL * 1000 + 3000));
     wait_until(
