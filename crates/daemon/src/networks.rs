@@ -402,6 +402,7 @@ impl Daemon {
         }
         let all = self.containers()?;
         let ep = self.plan_endpoint_claimed(&net, &c, &all, &req)?;
+        let before = c.clone();
         c.endpoints.push(ep.clone());
         let (cmp, mut ops) = crate::ipam::claim(&c, &[&ep]);
         ops.push(Op::put_json(keys::container(&c.id), &c));
@@ -421,10 +422,13 @@ impl Daemon {
             // The DNS table and the container's files follow the stored intent alone: they are
             // made while the pass programs the kernel (the pass's first await leaves its
             // requests in flight), and put back if the pass fails.
-            let pass = self.converge_api(Scope::Containers {
-                ids: vec![c.id.clone()],
-                also: vec![],
-            });
+            let pass = self.converge_api_from(
+                Scope::Containers {
+                    ids: vec![c.id.clone()],
+                    also: vec![],
+                },
+                Some(&before),
+            );
             let files = async {
                 // The resolver first (a macvlan network may give it one inside its
                 // namespace), then the resolv.conf that names it.
@@ -477,6 +481,7 @@ impl Daemon {
 
     /// `POST /networks/{id}/disconnect`.
     pub async fn disconnect(&self, net_query: &str, container_query: &str) -> ApiResult<()> {
+        let began = std::time::Instant::now();
         let _guard = self.lock.lock().await;
         let _op = failpoint::Op::begin("disconnect");
         let net = self.find_network(net_query)?;
@@ -487,6 +492,7 @@ impl Daemon {
                 c.name, net.name
             )));
         };
+        let before = c.clone();
         let ep = c.endpoints.remove(pos);
         let mut ops = crate::ipam::release(&[&ep]);
         ops.push(Op::put_json(keys::container(&c.id), &c));
@@ -494,7 +500,12 @@ impl Daemon {
         // leaves the endpoint stored, and the restart puts it back.
         self.store.txn_deferred(Vec::new(), ops)?;
         let durable = self.sync_store();
+        let stored_us = began.elapsed().as_micros() as u64;
+        let (mut retired_us, mut passed_us) = (0, 0);
         self.cluster_release(&[&ep]);
+        // The name stops resolving on that network first: the DNS table follows the stored
+        // intent alone.
+        self.dns_refresh();
         failpoint::boundary("store endpoint removal");
         let st = self.state(&c.id)?;
         if st.status == Status::Running {
@@ -513,16 +524,27 @@ impl Daemon {
                 tracing::warn!(container = %c.name, "taking {} down: {e}", ep.ifname);
             }
             failpoint::boundary("retire endpoint");
-            let rep = self
-                .converge(
-                    crate::reconcile::Trigger::Api,
-                    Scope::Containers {
-                        ids: vec![c.id.clone()],
-                        also: vec![ep.host_ifname.clone()],
-                    },
-                    false,
-                )
-                .await?;
+            retired_us = began.elapsed().as_micros() as u64;
+            // The rest of the pass (anti-spoofing elements, the default route if this was the
+            // gateway endpoint, the veth's deletion in the background) from the state the
+            // container had before: a renamed macvlan/ipvlan link is not that state, so
+            // such a pass observes.
+            let pass = self.converge_from(
+                crate::reconcile::Trigger::Api,
+                Scope::Containers {
+                    ids: vec![c.id.clone()],
+                    also: vec![ep.host_ifname.clone()],
+                },
+                false,
+                (!sublink).then_some(&before),
+            );
+            let files = async {
+                if let Err(e) = self.runtime.write_files(self, &c).await {
+                    tracing::warn!(container = %c.name, "rewriting /etc files: {}", e.message);
+                }
+            };
+            let (rep, ()) = tokio::join!(pass, files);
+            let rep = rep?;
             if !rep.errors.is_empty() {
                 return Err(ApiError::internal(format!(
                     "disconnecting {:?} from {:?}: {}",
@@ -531,13 +553,18 @@ impl Daemon {
                     rep.errors.join("; ")
                 )));
             }
-            if let Err(e) = self.runtime.write_files(self, &c).await {
-                tracing::warn!(container = %c.name, "rewriting /etc files: {}", e.message);
-            }
+            passed_us = began.elapsed().as_micros() as u64;
         }
-        self.dns_refresh();
         durable.await?;
-        tracing::info!(network = %net.name, container = %c.name, "disconnected");
+        tracing::info!(
+            network = %net.name,
+            container = %c.name,
+            stored_us,
+            retired_us,
+            passed_us,
+            elapsed_us = began.elapsed().as_micros() as u64,
+            "disconnected"
+        );
         Ok(())
     }
 }

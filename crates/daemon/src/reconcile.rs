@@ -181,7 +181,6 @@ impl Reconciler {
         refine: bool,
         dry_run: bool,
     ) -> Result<PassReport, berth_kernel::error::KernelError> {
-        let defer_deletes = trigger == Trigger::Api;
         let started = Instant::now();
         let mut observed = self.kernel.observe(&req).await?;
         let observed_us = started.elapsed().as_micros() as u64;
@@ -211,7 +210,7 @@ impl Reconciler {
                 plan = host::diff(&observed, desired);
             }
         }
-        let mut report = PassReport {
+        let report = PassReport {
             plan,
             observed,
             firewall_ok: true,
@@ -220,6 +219,44 @@ impl Reconciler {
         if dry_run {
             return Ok(report);
         }
+        let whole = req.links.is_none();
+        Ok(self
+            .execute(trigger, report, started, Some(observed_us), whole)
+            .await)
+    }
+
+    /// A pass that assumes the kernel holds `assumed` (what the intent before an API call's
+    /// change made, [`host::assumed`]) instead of observing it: the diff is exactly the
+    /// change's steps, applied as a pass's. The caller falls back to an observing pass when
+    /// any step fails (the assumption was wrong).
+    pub async fn pass_assumed(
+        &self,
+        trigger: Trigger,
+        desired: &DesiredHost,
+        assumed: ObservedHost,
+    ) -> PassReport {
+        let started = Instant::now();
+        let plan = host::diff(&assumed, desired);
+        let report = PassReport {
+            plan,
+            observed: assumed,
+            firewall_ok: true,
+            ..PassReport::default()
+        };
+        self.execute(trigger, report, started, None, false).await
+    }
+
+    /// Applies a pass's planned steps in order (deferring veth deletions of API calls), counts
+    /// and logs them. `whole`: the pass looked at every link (its problems are the host's).
+    async fn execute(
+        &self,
+        trigger: Trigger,
+        mut report: PassReport,
+        started: Instant,
+        observed_us: Option<u64>,
+        whole: bool,
+    ) -> PassReport {
+        let defer_deletes = trigger == Trigger::Api;
         // Names this pass creates again (a leftover veth replaced by a restart's endpoint):
         // their deletion must finish before the creation, so it is neither skipped nor
         // deferred.
@@ -313,7 +350,7 @@ impl Reconciler {
             if let Some(e) = report.errors.last() {
                 s.last_error = Some(e.clone());
             }
-            if req.links.is_none() {
+            if whole {
                 s.problems = report
                     .plan
                     .problems
@@ -332,7 +369,7 @@ impl Reconciler {
                 "reconcile pass"
             );
         }
-        Ok(report)
+        report
     }
 
     /// Applies steps decided without observing the kernel (another host's endpoint from the
@@ -420,29 +457,45 @@ mod tests {
     use berth_plan::firewall::FirewallConfig;
     use berth_plan::model::{ContainerSpec, NetworkSpec};
 
-    fn world() -> (Vec<NetworkSpec>, Vec<ContainerSpec>) {
-        let existing = Vec::new();
+    /// A planned network `name` with id `id` × 64 on `subnet`, next to `existing`.
+    fn network(name: &str, id: char, subnet: &str, existing: &[NetworkSpec]) -> NetworkSpec {
         let req = berth_plan::network::NetworkRequest {
-            name: "web".into(),
+            name: name.into(),
             ipam: vec![berth_plan::network::IpamRequest {
-                subnet: Some("10.1.0.0/24".into()),
+                subnet: Some(subnet.into()),
                 ..Default::default()
             }],
             ..Default::default()
         };
-        let web =
-            berth_plan::network::plan_network(&req, "a".repeat(64), String::new(), &existing, &[])
-                .expect("plan web");
-        let mut c = ContainerSpec::new("c".repeat(64), "api", vec!["sleep".into()]);
+        berth_plan::network::plan_network(
+            &req,
+            id.to_string().repeat(64),
+            String::new(),
+            existing,
+            &[],
+        )
+        .expect("plan network")
+    }
+
+    /// `c` with one more endpoint, on `net`, with id `ep_id` × 64.
+    fn joined(c: &ContainerSpec, net: &NetworkSpec, ep_id: char) -> ContainerSpec {
+        let mut c = c.clone();
         let ep = berth_plan::network::plan_endpoint(
-            &web,
+            net,
             &c,
             std::slice::from_ref(&c),
             &Default::default(),
-            "e".repeat(64),
+            ep_id.to_string().repeat(64),
         )
         .expect("plan endpoint");
         c.endpoints.push(ep);
+        c
+    }
+
+    fn world() -> (Vec<NetworkSpec>, Vec<ContainerSpec>) {
+        let web = network("web", 'a', "10.1.0.0/24", &[]);
+        let c = ContainerSpec::new("c".repeat(64), "api", vec!["sleep".into()]);
+        let c = joined(&c, &web, 'e');
         (vec![web], vec![c])
     }
 
@@ -475,6 +528,20 @@ mod tests {
         }
     }
 
+    /// The kinds of the steps the fake applied since the last call (`CreateEndpoint`, …).
+    fn applied_kinds(k: &FakeKernel) -> Vec<String> {
+        k.take_log()
+            .iter()
+            .map(|op| {
+                format!("{op:?}")
+                    .split([' ', '{'])
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    }
+
     fn fresh_fake() -> Arc<FakeKernel> {
         let k = FakeKernel::new();
         k.with_state(|s| {
@@ -494,17 +561,7 @@ mod tests {
             .block_on(r.pass(Trigger::Api, &d, full(&d), None, false, false))
             .expect("pass");
         assert!(first.errors.is_empty(), "{:?}", first.errors);
-        let log: Vec<String> = k
-            .take_log()
-            .iter()
-            .map(|op| {
-                format!("{op:?}")
-                    .split([' ', '{'])
-                    .next()
-                    .unwrap_or("")
-                    .to_string()
-            })
-            .collect();
+        let log = applied_kinds(&k);
         // Static rules before forwarding is turned on; the bridge before its port.
         let pos = |n: &str| log.iter().position(|x| x == n).unwrap_or(usize::MAX);
         assert!(pos("FirewallBase") < pos("SetSysctl"), "{log:?}");
@@ -684,5 +741,103 @@ mod tests {
             .block_on(r.pass(Trigger::Timer, &d2, full(&d2), None, false, false))
             .expect("pass");
         assert!(again.plan.steps.is_empty(), "{:#?}", again.plan.steps);
+    }
+
+    /// `world()` plus a second network `db`; the container before and after `network connect
+    /// db api`.
+    fn connect_world() -> (Vec<NetworkSpec>, ContainerSpec, ContainerSpec) {
+        let (mut nets, cs) = world();
+        let db = network("db", 'b', "10.2.0.0/24", &nets);
+        let before = cs[0].clone();
+        let after = joined(&before, &db, 'f');
+        nets.push(db);
+        (nets, before, after)
+    }
+
+    /// What an API pass assumes: the state `before` made, with the element cache.
+    fn assumed_of(before: &DesiredHost) -> ObservedHost {
+        let mut o = host::assumed(before).expect("no overlay");
+        o.firewall = Some(ObservedFirewall {
+            rules: berth_plan::firewall::static_rules(&before.firewall),
+            elements: before.elements.clone(),
+        });
+        o
+    }
+
+    /// A fake kernel converged to `connect_world()`'s "before", its log emptied; both
+    /// desired states.
+    fn converged_before_connect() -> (
+        tokio::runtime::Runtime,
+        Arc<FakeKernel>,
+        Reconciler,
+        DesiredHost,
+        DesiredHost,
+    ) {
+        let rt = rt();
+        let (nets, before, after) = connect_world();
+        let d_before = desired_of(&nets, std::slice::from_ref(&before));
+        let d_after = desired_of(&nets, std::slice::from_ref(&after));
+        let k = fresh_fake();
+        let r = Reconciler::new(k.clone());
+        let first = rt
+            .block_on(r.pass(Trigger::Api, &d_before, full(&d_before), None, false, false))
+            .expect("pass");
+        assert!(first.errors.is_empty(), "{:?}", first.errors);
+        k.take_log();
+        (rt, k, r, d_before, d_after)
+    }
+
+    /// An observing dry run over everything finds nothing to do for `d`.
+    fn nothing_left(rt: &tokio::runtime::Runtime, r: &Reconciler, d: &DesiredHost) {
+        let check = rt
+            .block_on(r.pass(Trigger::Check, d, full(d), None, false, true))
+            .expect("pass");
+        assert!(check.plan.steps.is_empty(), "{:#?}", check.plan.steps);
+    }
+
+    #[test]
+    fn a_pass_from_the_assumed_state_brings_the_kernel_where_an_observing_pass_would() {
+        let (rt, k, r, d_before, d_after) = converged_before_connect();
+
+        // The connect: exactly its endpoint (and its elements), nothing read back.
+        let rep = rt.block_on(r.pass_assumed(Trigger::Api, &d_after, assumed_of(&d_before)));
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        let log = applied_kinds(&k);
+        assert_eq!(
+            log.iter().filter(|x| *x == "CreateEndpoint").count(),
+            1,
+            "{log:?}"
+        );
+        assert!(
+            !log.iter().any(|x| x == "CreateBridge" || x == "DeleteLink"),
+            "{log:?}"
+        );
+        // An observing pass finds nothing left to do.
+        nothing_left(&rt, &r, &d_after);
+    }
+
+    #[test]
+    fn a_wrong_assumption_fails_a_step_and_the_observing_pass_repairs_it() {
+        let (rt, k, r, d_before, d_after) = converged_before_connect();
+        // Someone deleted db's bridge behind berth's back: the assumed state still has it, so
+        // the endpoint's creation fails (no such master) and is reported, not hidden.
+        let bridge = d_after
+            .bridges
+            .iter()
+            .find(|(_, b)| b.network == "db")
+            .map(|(n, _)| n.clone())
+            .expect("db bridge");
+        k.with_state(|s| s.links.remove(&bridge));
+        let rep = rt.block_on(r.pass_assumed(Trigger::Api, &d_after, assumed_of(&d_before)));
+        assert!(
+            !rep.errors.is_empty(),
+            "the fake must refuse a port of a missing bridge"
+        );
+        // The daemon then observes: the bridge comes back, then the endpoint.
+        let obs = rt
+            .block_on(r.pass(Trigger::Api, &d_after, full(&d_after), None, false, false))
+            .expect("pass");
+        assert!(obs.errors.is_empty(), "{:?}", obs.errors);
+        nothing_left(&rt, &r, &d_after);
     }
 }

@@ -179,11 +179,20 @@ impl Runtime {
             if let Ok(mut s) = d.starting.lock() {
                 s.insert(c.id.clone(), ns.display().to_string());
             }
+            // Its namespace is new and holds only `lo`: before this pass the container had
+            // no endpoint in the kernel, which is the state the pass starts from.
+            let before = ContainerSpec {
+                endpoints: Vec::new(),
+                ..c.clone()
+            };
             let result = d
-                .converge_api(crate::converge::Scope::Containers {
-                    ids: vec![c.id.clone()],
-                    also: vec![],
-                })
+                .converge_api_from(
+                    crate::converge::Scope::Containers {
+                        ids: vec![c.id.clone()],
+                        also: vec![],
+                    },
+                    Some(&before),
+                )
                 .await;
             if let Err(e) = result {
                 self.abandon_start(d, c).await;

@@ -58,11 +58,28 @@ fn link_view(w: &World, name: &str) -> LinkView {
             .collect::<Vec<_>>()
             .join("\n")
     };
+    // Only this link's addresses and routes, without the IPv6 link-local ones: those are the
+    // kernel's, and their state (tentative until DAD ends, then a `local fe80::…` route) moves
+    // by itself while the test runs, on this link and on the world's others.
+    let dev = format!("dev {name}");
+    let own = |s: String| {
+        s.lines()
+            .filter(|l| {
+                (l.contains(&format!("{dev} ")) || l.trim_end().ends_with(&dev))
+                    && !l.contains("fe80")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     LinkView {
-        addrs: strip_lft(w.host_ip_cmd(&["-o", "addr", "show", "dev", name])),
+        addrs: strip_lft(w.host_ip_cmd(&["-o", "addr", "show", "dev", name]))
+            .lines()
+            .filter(|l| !l.contains("inet6 fe80"))
+            .collect::<Vec<_>>()
+            .join("\n"),
         link: w.host_ip_cmd(&["-o", "link", "show", "dev", name]),
-        routes4: w.host_ip_cmd(&["route", "show", "table", "all"]),
-        routes6: w.host_ip_cmd(&["-6", "route", "show", "table", "all"]),
+        routes4: own(w.host_ip_cmd(&["route", "show", "table", "all"])),
+        routes6: own(w.host_ip_cmd(&["-6", "route", "show", "table", "all"])),
     }
 }
 

@@ -534,6 +534,16 @@ impl KernelOps for FakeKernel {
                 .state
                 .lock()
                 .map_err(|_| KernelError::invalid("fake kernel", "state lock poisoned"))?;
+            // As the kernel: a veth cannot be made a port of a bridge that does not exist
+            // (`RTM_NEWLINK` with `IFLA_MASTER` of a missing index: ENODEV).
+            if let StepOp::CreateEndpoint { plan, .. } = op {
+                if !state.links.contains_key(&plan.bridge) {
+                    return Err(KernelError::invalid(
+                        "fake kernel",
+                        format!("bridge {} does not exist", plan.bridge),
+                    ));
+                }
+            }
             Self::apply_to(&mut state, op);
             if let Ok(mut log) = self.log.lock() {
                 log.push(op.clone());

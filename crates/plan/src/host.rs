@@ -559,6 +559,106 @@ pub struct Problem {
     pub message: String,
 }
 
+/// What the kernel shows once `desired` is fully applied, as far as [`diff`] looks: the state a
+/// pass may assume instead of observing it when nothing but its own request changed the
+/// objects in its scope since the last pass (an API call on a running container: its
+/// endpoints before the change, turned into the steps of exactly that change).
+///
+/// `None` when `desired` holds objects this model does not describe exactly (overlay VXLAN
+/// ports and their remote entries): such a pass observes. The firewall is left `None` (the
+/// caller supplies its element cache) and `all_links` false (nothing is judged an orphan but
+/// what the model itself holds). Drift inside the scope is not seen by such a pass; the
+/// kernel's notifications and the periodic check repair it as they repair drift anywhere.
+pub fn assumed(desired: &DesiredHost) -> Option<ObservedHost> {
+    if !desired.vxlans.is_empty() {
+        return None;
+    }
+    let mut o = ObservedHost::default();
+    let link = |name: &str, kind: &str| ObservedLink {
+        name: name.to_string(),
+        kind: Some(kind.into()),
+        up: true,
+        ..ObservedLink::default()
+    };
+    for (name, b) in &desired.bridges {
+        o.links.insert(
+            name.clone(),
+            ObservedLink {
+                mtu: b.plan.mtu,
+                alias: Some(b.alias.clone()),
+                mac: Some(names::owner_mac(name)),
+                addrs: b.plan.addrs.clone(),
+                ..link(name, "bridge")
+            },
+        );
+    }
+    for (name, p) in &desired.parents {
+        o.links.insert(
+            name.clone(),
+            ObservedLink {
+                alias: Some(p.plan.alias.clone()),
+                ..link(name, p.plan.kind.kind())
+            },
+        );
+    }
+    for (name, sh) in &desired.shims {
+        o.links.insert(
+            name.clone(),
+            ObservedLink {
+                alias: Some(sh.plan.alias.clone()),
+                mac: Some(names::owner_mac(name)),
+                ..link(name, "macvlan")
+            },
+        );
+        o.link_routes
+            .insert(name.clone(), sh.plan.routes.iter().map(|r| r.dst).collect());
+    }
+    for (name, e) in &desired.endpoints {
+        o.links.insert(
+            name.clone(),
+            ObservedLink {
+                master: Some(e.plan.bridge.clone()),
+                mtu: e.plan.mtu,
+                alias: Some(e.alias.clone()),
+                mac: Some(names::owner_mac(name)),
+                port_flags: Some((true, e.plan.isolated)),
+                ..link(name, "veth")
+            },
+        );
+        let ns = o.netns.entry(e.plan.netns.clone()).or_default();
+        ns.reachable = true;
+        ns.links.insert(
+            e.plan.ifname.clone(),
+            ObservedLink {
+                mtu: e.plan.mtu,
+                addrs: e.plan.addrs.clone(),
+                ..link(&e.plan.ifname, "veth")
+            },
+        );
+    }
+    for sl in desired.sublinks.values() {
+        let ns = o.netns.entry(sl.plan.netns.clone()).or_default();
+        ns.reachable = true;
+        ns.links.insert(
+            sl.plan.ifname.clone(),
+            ObservedLink {
+                mac: sl.plan.mac.as_deref().and_then(names::parse_mac),
+                addrs: sl.plan.addrs.clone(),
+                ..link(&sl.plan.ifname, sl.plan.kind.kind())
+            },
+        );
+    }
+    for (ns, r) in &desired.routes {
+        let n = o.netns.entry(ns.clone()).or_default();
+        n.reachable = true;
+        n.default_routes = r.routes.clone();
+    }
+    for (k, (v, _)) in &desired.sysctls {
+        o.sysctls.insert(k.clone(), v.clone());
+    }
+    Some(o)
+}
+
 /// The result of [`diff`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {

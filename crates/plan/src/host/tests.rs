@@ -3,91 +3,10 @@ use crate::driver::{desired, ForwardingIntent, RunningContainer};
 use crate::model::ContainerSpec;
 use crate::testutil::{container, lan, net};
 
-/// What the kernel shows once `d` is fully applied.
+/// What the kernel shows once `d` is fully applied, its nft table included, every link seen.
 fn converged(d: &DesiredHost) -> ObservedHost {
-    let mut o = ObservedHost {
-        all_links: true,
-        ..ObservedHost::default()
-    };
-    for (name, b) in &d.bridges {
-        o.links.insert(
-            name.clone(),
-            ObservedLink {
-                name: name.clone(),
-                kind: Some("bridge".into()),
-                up: true,
-                mtu: b.plan.mtu,
-                alias: Some(b.alias.clone()),
-                mac: Some(names::owner_mac(name)),
-                addrs: b.plan.addrs.clone(),
-                ..ObservedLink::default()
-            },
-        );
-    }
-    for (name, p) in &d.parents {
-        o.links.insert(
-            name.clone(),
-            ObservedLink {
-                name: name.clone(),
-                kind: Some(p.plan.kind.kind().into()),
-                up: true,
-                mtu: 1500,
-                alias: Some(p.plan.alias.clone()),
-                ..ObservedLink::default()
-            },
-        );
-    }
-    for (name, e) in &d.endpoints {
-        o.links.insert(
-            name.clone(),
-            ObservedLink {
-                name: name.clone(),
-                kind: Some("veth".into()),
-                master: Some(e.plan.bridge.clone()),
-                up: true,
-                mtu: e.plan.mtu,
-                alias: Some(e.alias.clone()),
-                mac: Some(names::owner_mac(name)),
-                port_flags: Some((true, e.plan.isolated)),
-                ..ObservedLink::default()
-            },
-        );
-        let ns = o.netns.entry(e.plan.netns.clone()).or_default();
-        ns.reachable = true;
-        ns.links.insert(
-            e.plan.ifname.clone(),
-            ObservedLink {
-                name: e.plan.ifname.clone(),
-                kind: Some("veth".into()),
-                up: true,
-                addrs: e.plan.addrs.clone(),
-                ..ObservedLink::default()
-            },
-        );
-    }
-    for sl in d.sublinks.values() {
-        let ns = o.netns.entry(sl.plan.netns.clone()).or_default();
-        ns.reachable = true;
-        ns.links.insert(
-            sl.plan.ifname.clone(),
-            ObservedLink {
-                name: sl.plan.ifname.clone(),
-                kind: Some(sl.plan.kind.kind().into()),
-                up: true,
-                mac: sl.plan.mac.as_deref().and_then(names::parse_mac),
-                addrs: sl.plan.addrs.clone(),
-                ..ObservedLink::default()
-            },
-        );
-    }
-    for (ns, r) in &d.routes {
-        let n = o.netns.entry(ns.clone()).or_default();
-        n.reachable = true;
-        n.default_routes = r.routes.clone();
-    }
-    for (k, (v, _)) in &d.sysctls {
-        o.sysctls.insert(k.clone(), v.clone());
-    }
+    let mut o = assumed(d).expect("no overlay in these worlds");
+    o.all_links = true;
     o.firewall = Some(ObservedFirewall {
         rules: crate::firewall::static_rules(&d.firewall),
         elements: d.elements.clone(),
@@ -468,6 +387,7 @@ fn a_host_shim_is_created_repaired_and_removed() {
     assert!(name.starts_with("bm"));
 
     let mut o = converged(&d);
+    o.links.remove(&name);
     o.link_routes.clear();
     // Missing: ensured.
     let plan = diff(&o, &d);
@@ -670,4 +590,94 @@ fn retired_names_are_short_unique_and_recognised() {
     ] {
         assert!(!is_retired(not), "{not}");
     }
+}
+
+/// The state an API call assumes, with the element cache of a converged host.
+fn assumed_with_cache(d: &DesiredHost) -> ObservedHost {
+    let mut o = assumed(d).expect("no overlay in these worlds");
+    o.firewall = Some(ObservedFirewall {
+        rules: crate::firewall::static_rules(&d.firewall),
+        elements: d.elements.clone(),
+    });
+    o
+}
+
+#[test]
+fn an_assumed_host_needs_nothing_in_every_world() {
+    let (nets, cs) = world();
+    let (lan_nets, lan_cs) = macvlan_world();
+    let mut shim_lan = lan();
+    shim_lan
+        .options
+        .insert(crate::network::OPT_HOST_SHIM.into(), "true".into());
+    shim_lan.subnets[0].ip_range = Some("192.168.1.192/27".parse().expect("range"));
+    shim_lan.shim_src = Some("192.168.1.2".parse().expect("ip"));
+    for d in [
+        desired_of(&nets, &cs),
+        desired_of(&lan_nets, &lan_cs),
+        desired_of(&[shim_lan], &[]),
+        desired_of(&nets, &[]),
+    ] {
+        let plan = diff(&assumed_with_cache(&d), &d);
+        assert!(plan.steps.is_empty(), "{:#?}", plan.steps);
+        assert!(plan.problems.is_empty(), "{:#?}", plan.problems);
+    }
+}
+
+#[test]
+fn a_connect_from_the_assumed_state_is_exactly_its_endpoint() {
+    // Before: api on web only. After: api on web and db (a `network connect db api`).
+    let (nets, cs) = world();
+    let after = desired_of(&nets, &cs);
+    let mut alone = cs[0].clone();
+    alone.endpoints.truncate(1);
+    let before = desired_of(&nets, &[alone]);
+    let plan = diff(&assumed_with_cache(&before), &after);
+    // The endpoint, the default route it now carries (db sorts first: the gateway moves, as
+    // docker's does), its anti-spoofing elements; nothing deleted, nothing else touched.
+    assert_eq!(
+        actions(&plan),
+        ["CreateEndpoint", "ReplaceRoutes", "FirewallElements"]
+    );
+    let created: Vec<&str> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match &s.op {
+            StepOp::CreateEndpoint { plan, .. } => Some(plan.host_ifname.as_str()),
+            _ => None,
+        })
+        .collect();
+    let db_veth = after
+        .endpoints
+        .iter()
+        .find(|(_, e)| e.network == "db")
+        .map(|(n, _)| n.as_str());
+    assert_eq!(created.first().copied(), db_veth);
+}
+
+#[test]
+fn a_disconnect_from_the_assumed_state_is_exactly_its_deletion() {
+    let (nets, cs) = world();
+    let before = desired_of(&nets, &cs);
+    let mut after_c = cs[0].clone();
+    let gone = after_c.endpoints.remove(1);
+    let after = desired_of(&nets, &[after_c]);
+    let plan = diff(&assumed_with_cache(&before), &after);
+    let veth = before
+        .endpoints
+        .iter()
+        .find(|(_, e)| e.network == "db")
+        .map(|(n, _)| n.clone())
+        .expect("db endpoint");
+    let dels: Vec<&Step> = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(&s.op, StepOp::DeleteLink { name } if *name == veth))
+        .collect();
+    assert_eq!(dels.len(), 1, "{:#?} ({})", plan.steps, gone.ifname);
+    // The default route goes back to web's gateway; db's elements go; the veth last.
+    assert_eq!(
+        actions(&plan),
+        ["ReplaceRoutes", "FirewallElements", "DeleteLink"]
+    );
 }
