@@ -778,6 +778,93 @@ fn overlay_mtu_follows_the_underlay() {
     u.kill_etcd();
 }
 
+/// The MTU of `w`'s container `ctr`'s `eth0` (`ip -o link show eth0`).
+fn eth0_mtu(w: &World, ctr: &str) -> u32 {
+    let o = w.exec(ctr, &["ip", "-o", "link", "show", "eth0"]);
+    stdout(&o)
+        .split_whitespace()
+        .skip_while(|t| *t != "mtu")
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Proves that an overlay network's MTU follows the cluster's *current* underlay on every
+/// host (docs/OVERLAY.md, "MTU"), not the one the hosts had when it was created: created while
+/// host-b's underlay NIC has MTU 1400 the network has 1350 everywhere; host-b's NIC raised to
+/// 1500 (a link notification in its namespace, no restart) makes it 1450 on both hosts, in
+/// the running containers too, and a 1,400-byte DF datagram (in fact the largest, 1422) now
+/// crosses from host-a to host-b and back whole; a host joining later with a 1400-byte
+/// underlay (host-c) shrinks it to 1350 on every host, running containers included, so the
+/// largest DF datagram to host-c's container (1322) arrives whole and one byte more is refused
+/// at the sender's own interface (`EMSGSIZE`) instead of vanishing on host-c's underlay.
+#[test]
+fn overlay_mtu_follows_underlay_changes_and_later_hosts() {
+    require_root!();
+    let (a, b, c) = (World::new(), World::new(), World::new());
+    let mut u = Underlay::new(&a, &[&a, &b, &c]);
+    u.set_mtu(1, &b, 1400);
+    u.set_mtu(2, &c, 1400);
+    u.start_etcd(&a);
+    join(&a, "host-a").unwrap_or_else(|e| panic!("{e}"));
+    join(&b, "host-b").unwrap_or_else(|e| panic!("{e}"));
+    wait_names(&a, &["host-a", "host-b"], Duration::from_secs(5));
+    create_overlay(&a, "10.56.0.0/24", "pm", &[]);
+    wait_until("pm on host-b", Duration::from_secs(5), || {
+        network_names(&b).contains(&"pm".to_string())
+    });
+    a.run_d("ca", &["--network", "pm"], &["sleep", "600"]);
+    b.run_d("cb", &["--network", "pm"], &["sleep", "600"]);
+    let inspected = |w: &World| {
+        w.network_inspect("pm")["Options"]["com.docker.network.driver.mtu"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (w, ctr) in [(&a, "ca"), (&b, "cb")] {
+        assert_eq!(eth0_mtu(w, ctr), 1350);
+        assert_eq!(inspected(w), "1350");
+    }
+
+    // host-b's underlay grows: the network follows on both hosts, running containers too.
+    u.set_mtu(1, &b, 1500);
+    wait_until("MTU 1450 on both hosts", Duration::from_secs(10), || {
+        eth0_mtu(&a, "ca") == 1450 && eth0_mtu(&b, "cb") == 1450
+    });
+    for w in [&a, &b] {
+        assert_eq!(inspected(w), "1450");
+    }
+    let (ip_a, ip_b) = (a.ip_of("ca", "pm"), b.ip_of("cb", "pm"));
+    assert_largest_df_datagram((&a, "ca"), (&b, "cb"), &ip_b, 1422);
+    assert_largest_df_datagram((&b, "cb"), (&a, "ca"), &ip_a, 1422);
+
+    // host-c joins with a 1400-byte underlay: every host shrinks the network.
+    join(&c, "host-c").unwrap_or_else(|e| panic!("{e}"));
+    wait_names(&a, &["host-a", "host-b", "host-c"], Duration::from_secs(5));
+    wait_until("pm on host-c", Duration::from_secs(5), || {
+        network_names(&c).contains(&"pm".to_string())
+    });
+    wait_until("MTU 1350 on hosts a and b", Duration::from_secs(10), || {
+        eth0_mtu(&a, "ca") == 1350 && eth0_mtu(&b, "cb") == 1350
+    });
+    c.run_d("cc", &["--network", "pm"], &["sleep", "600"]);
+    assert_eq!(eth0_mtu(&c, "cc"), 1350);
+    for w in [&a, &b, &c] {
+        assert_eq!(inspected(w), "1350");
+    }
+    let ip_c = c.ip_of("cc", "pm");
+    assert_largest_df_datagram((&a, "ca"), (&c, "cc"), &ip_c, 1322);
+    assert_largest_df_datagram((&c, "cc"), (&b, "cb"), &ip_b, 1322);
+    for w in [&a, &b, &c] {
+        w.assert_in_sync("the overlay's MTU followed the underlay");
+    }
+    a.berth_ok(&["rm", "-f", "ca"]);
+    b.berth_ok(&["rm", "-f", "cb"]);
+    c.berth_ok(&["rm", "-f", "cc"]);
+    a.berth_ok(&["network", "rm", "pm"]);
+    u.kill_etcd();
+}
+
 /// Connects over IPv6 from `w`'s container `from` to `name:port` (an AAAA lookup by the
 /// container's resolver, `AF_INET6` only) and returns the server's reply.
 fn tcp6_by_name(w: &World, from: &str, name: &str, port: u16) -> Result<String, String> {
