@@ -865,6 +865,82 @@ fn overlay_mtu_follows_underlay_changes_and_later_hosts() {
     u.kill_etcd();
 }
 
+/// Proves an IPv6 underlay: hosts advertising IPv6 addresses of their LAN NICs
+/// (`fd77::N`, etcd still reached over IPv4) tunnel an overlay network's VXLAN over IPv6 —
+/// the VXLAN port's `local` and the other host's forwarding entry are those IPv6 addresses,
+/// the network's MTU is the underlay's − 70 (1430), and the largest DF datagram it allows
+/// (1402 + UDP 8 + IPv4 20) crosses whole — and containers on the two hosts talk TCP by
+/// address and by name both ways.
+#[test]
+fn overlay_over_an_ipv6_underlay() {
+    require_root!();
+    let (a, b) = (World::new(), World::new());
+    let mut u = Underlay::new(&a, &[&a, &b]);
+    for (i, w) in [&a, &b].iter().enumerate() {
+        let addr = format!("fd77::{}/64", i + 1);
+        w.ns_exec_ok(
+            &w.host_ns,
+            &["ip", "addr", "add", &addr, "dev", "ul0", "nodad"],
+        );
+    }
+    u.start_etcd(&a);
+    for (w, name, addr) in [(&a, "host-a", "fd77::1"), (&b, "host-b", "fd77::2")] {
+        let args: Vec<String> = cluster_args(name)
+            .into_iter()
+            .map(|s| if s == "ul0" { addr.to_string() } else { s })
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        w.try_restart_daemon_full(false, &args, &[])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    wait_names(&a, &["host-a", "host-b"], Duration::from_secs(5));
+    let listed = nodes(&a).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        listed.iter().any(|n| n.1 == "fd77::2"),
+        "host-b's address: {listed:?}"
+    );
+    create_overlay(&a, "10.57.0.0/24", "v6u", &[]);
+    wait_until("v6u on host-b", Duration::from_secs(5), || {
+        network_names(&b).contains(&"v6u".to_string())
+    });
+    for w in [&a, &b] {
+        assert_eq!(
+            w.network_inspect("v6u")["Options"]["com.docker.network.driver.mtu"],
+            "1430"
+        );
+    }
+    a.run_server("db6", &["--network", "v6u"], 8080);
+    b.run_server("web6", &["--network", "v6u"], 8081);
+    a.wait_container_port("db6", 8080);
+    b.wait_container_port("web6", 8081);
+    let vx = format!(
+        "bvx-{}",
+        &a.network_inspect("v6u")["Id"].as_str().unwrap_or_default()[..9]
+    );
+    let details = a.ns_exec_ok(&a.host_ns, &["ip", "-d", "link", "show", &vx]);
+    assert!(details.contains("local fd77::1"), "{details}");
+    let mac_web = mac_of(&b, "web6", "v6u");
+    wait_until(
+        "host-a's forwarding entry for web6",
+        Duration::from_secs(5),
+        || {
+            a.ns_exec_ok(&a.host_ns, &["bridge", "fdb", "show", "dev", &vx])
+                .lines()
+                .any(|l| l.starts_with(&mac_web) && l.contains("dst fd77::2"))
+        },
+    );
+    let (ip_db, ip_web) = (a.ip_of("db6", "v6u"), b.ip_of("web6", "v6u"));
+    b.assert_reaches("web6", &ip_db, 8080);
+    a.assert_reaches("db6", &ip_web, 8081);
+    reaches_by_name(&b, "web6", "db6", 8080, Duration::from_secs(5));
+    reaches_by_name(&a, "db6", "web6", 8081, Duration::from_secs(5));
+    assert_largest_df_datagram((&a, "db6"), (&b, "web6"), &ip_web, 1402);
+    a.berth_ok(&["rm", "-f", "db6"]);
+    b.berth_ok(&["rm", "-f", "web6"]);
+    a.berth_ok(&["network", "rm", "v6u"]);
+    u.kill_etcd();
+}
+
 /// Connects over IPv6 from `w`'s container `from` to `name:port` (an AAAA lookup by the
 /// container's resolver, `AF_INET6` only) and returns the server's reply.
 fn tcp6_by_name(w: &World, from: &str, name: &str, port: u16) -> Result<String, String> {
