@@ -117,7 +117,16 @@ impl Cluster {
             wireguard,
         });
         match c.register() {
-            Ok(()) => {}
+            Ok(()) => {
+                // The live nodes now (the node watch delivers them only after the start-up
+                // pass): that pass then gives the overlay networks the MTU of the cluster's
+                // current underlay, not the one decided at create, which would shrink running
+                // containers' interfaces until the watch's first delivery grew them back.
+                match c.store.list_json::<NodeRecord>(pc::NODES) {
+                    Ok(nodes) => c.set_nodes(nodes),
+                    Err(e) => tracing::warn!("cluster: listing the nodes: {e}"),
+                }
+            }
             Err(JoinError::Store(e @ StoreError::Unavailable { .. })) => {
                 tracing::warn!(
                     "cluster: {e}; berthd starts without the cluster and joins when etcd answers"

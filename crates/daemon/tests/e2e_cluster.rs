@@ -837,6 +837,19 @@ fn overlay_mtu_follows_underlay_changes_and_later_hosts() {
     let (ip_a, ip_b) = (a.ip_of("ca", "pm"), b.ip_of("cb", "pm"));
     assert_largest_df_datagram((&a, "ca"), (&b, "cb"), &ip_b, 1422);
     assert_largest_df_datagram((&b, "cb"), (&a, "ca"), &ip_a, 1422);
+    // A restart of host-b's berthd keeps 1450: its start-up pass does not fall back to the
+    // MTU decided at create (1350) for the running container.
+    let startup_mtu = |w: &World| {
+        w.log_text()
+            .lines()
+            .filter(|l| l.contains("repaired at start-up: SetEndpointMtu"))
+            .count()
+    };
+    let before = startup_mtu(&b);
+    join(&b, "host-b").unwrap_or_else(|e| panic!("{e}"));
+    wait_names(&a, &["host-a", "host-b"], Duration::from_secs(5));
+    assert_eq!(eth0_mtu(&b, "cb"), 1450);
+    assert_eq!(startup_mtu(&b), before, "{}", b.log_text());
 
     // host-c joins with a 1400-byte underlay: every host shrinks the network.
     join(&c, "host-c").unwrap_or_else(|e| panic!("{e}"));
