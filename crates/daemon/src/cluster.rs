@@ -49,9 +49,9 @@ pub struct Cluster {
     /// What this host publishes (its `underlay_mtu` as read at start-up: the current one is
     /// [`Cluster::record_now`]'s).
     pub record: NodeRecord,
-    /// `--advertise-addr`: which interface carries the underlay, read again at full passes.
+    /// `--advertise-addr`: which interface carries the underlay (read again by passes).
     advertise: Advertise,
-    /// The underlay interface's MTU as last read (start-up, then every full pass).
+    /// The underlay interface's MTU as last read (start-up, then full and host passes).
     underlay_mtu: Mutex<Option<u32>>,
     lease: Mutex<Option<LeaseId>>,
     health: Mutex<Result<(), String>>,

@@ -113,8 +113,8 @@ impl Daemon {
         let mut nets = self.networks()?;
         if let Some(cl) = &self.cluster {
             // Overlay networks' MTU follows the cluster's current underlay
-            // (`overlay_mtu_now`): this host's underlay interface is read again at full
-            // passes (a changed MTU is published for the other hosts).
+            // (`overlay_mtu_now`): this host's underlay interface is read again at full and
+            // host passes (a changed MTU is published for the other hosts).
             if !dry_run && matches!(scope, Scope::Full | Scope::Host { .. }) {
                 cl.refresh_underlay();
             }
