@@ -46,8 +46,13 @@ pub struct Cluster {
     pub store: Arc<EtcdStore>,
     /// `--cluster-store` as given.
     pub url: String,
-    /// What this host publishes.
+    /// What this host publishes (its `underlay_mtu` as read at start-up: the current one is
+    /// [`Cluster::record_now`]'s).
     pub record: NodeRecord,
+    /// `--advertise-addr`: which interface carries the underlay (read again by passes).
+    advertise: Advertise,
+    /// The underlay interface's MTU as last read (start-up, then full and host passes).
+    underlay_mtu: Mutex<Option<u32>>,
     lease: Mutex<Option<LeaseId>>,
     health: Mutex<Result<(), String>>,
     /// Every endpoint published on the cluster's overlay networks (all hosts', by key), as
@@ -102,6 +107,8 @@ impl Cluster {
             store: Arc::new(store),
             url: cfg.url,
             record,
+            advertise: cfg.advertise.clone(),
+            underlay_mtu: Mutex::new(underlay_mtu),
             lease: Mutex::new(None),
             health: Mutex::new(Err("not registered yet".into())),
             remotes: Mutex::new(BTreeMap::new()),
@@ -110,7 +117,16 @@ impl Cluster {
             wireguard,
         });
         match c.register() {
-            Ok(()) => {}
+            Ok(()) => {
+                // The live nodes now (the node watch delivers them only after the start-up
+                // pass): that pass then gives the overlay networks the MTU of the cluster's
+                // current underlay, not the one decided at create, which would shrink running
+                // containers' interfaces until the watch's first delivery grew them back.
+                match c.store.list_json::<NodeRecord>(pc::NODES) {
+                    Ok(nodes) => c.set_nodes(nodes),
+                    Err(e) => tracing::warn!("cluster: listing the nodes: {e}"),
+                }
+            }
             Err(JoinError::Store(e @ StoreError::Unavailable { .. })) => {
                 tracing::warn!(
                     "cluster: {e}; berthd starts without the cluster and joins when etcd answers"
@@ -129,7 +145,7 @@ impl Cluster {
     fn register(&self) -> Result<(), JoinError> {
         let ttl = Duration::from_secs(self.record.lease_ttl_secs);
         let key = pc::node_key(&self.record.name);
-        let mut rec = self.record.clone();
+        let mut rec = self.record_now();
         rec.joined_at = crate::daemon::now_rfc3339();
         let mut granted = None;
         let result = (|| {
@@ -306,7 +322,95 @@ impl Cluster {
 
     /// This host's own underlay (its advertised interface's MTU and address family).
     pub fn own_underlay(&self) -> berth_plan::network::Underlay {
-        berth_plan::network::Underlay::of_hosts([(self.record.addr, self.record.underlay_mtu)])
+        berth_plan::network::Underlay::of_hosts([(self.record.addr, self.current_mtu())])
+    }
+
+    fn current_mtu(&self) -> Option<u32> {
+        self.underlay_mtu
+            .lock()
+            .map(|m| *m)
+            .unwrap_or(self.record.underlay_mtu)
+    }
+
+    /// This host's node record with its underlay's MTU as last read.
+    pub fn record_now(&self) -> NodeRecord {
+        NodeRecord {
+            underlay_mtu: self.current_mtu(),
+            ..self.record.clone()
+        }
+    }
+
+    /// The cluster's underlay now, for the MTU of overlay networks on this host
+    /// ([`berth_plan::network::overlay_mtu_now`]): the live nodes as the watch last delivered
+    /// them, this host with its MTU as last read. `None` before the watch delivered any node
+    /// (the networks keep the MTU decided at create).
+    pub fn live_underlay(&self) -> Option<berth_plan::network::Underlay> {
+        let nodes = self.nodes.lock().map(|n| n.clone()).unwrap_or_default();
+        if nodes.is_empty() {
+            return None;
+        }
+        let mine = self.current_mtu();
+        Some(berth_plan::network::Underlay::of_hosts(
+            nodes
+                .iter()
+                .filter(|n| n.name != self.record.name)
+                .map(|n| (n.addr, n.underlay_mtu))
+                .chain(std::iter::once((self.record.addr, mine))),
+        ))
+    }
+
+    /// Reads the underlay interface's MTU again (one `RTM_GETLINK` dump in berthd's
+    /// namespace) and, when it changed, publishes it in this host's node record: every host's
+    /// node watch then recomputes the MTU of the overlay networks (a smaller underlay shrinks
+    /// them on every host, a larger one lets them grow). Returns whether it changed.
+    pub fn refresh_underlay(self: &Arc<Self>) -> bool {
+        let Ok(links) = berth_kernel::observe::links_now() else {
+            return false;
+        };
+        let Some(now) = pc::underlay_link(&self.advertise, self.record.addr, &links).map(|l| l.mtu)
+        else {
+            return false;
+        };
+        let before = self.current_mtu();
+        if before == Some(now) {
+            return false;
+        }
+        if let Ok(mut m) = self.underlay_mtu.lock() {
+            *m = Some(now);
+        }
+        tracing::info!(
+            before = ?before,
+            mtu = now,
+            "cluster: the underlay interface's MTU changed; publishing it"
+        );
+        // Store calls block: off the async runtime.
+        let c = self.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = c.publish_record() {
+                tracing::warn!("cluster: publishing the underlay's MTU: {e}");
+            }
+        });
+        true
+    }
+
+    /// Writes this host's record again under its lease (its current underlay MTU), keeping
+    /// the rest of what is stored (`JoinedAt`). Nothing without a lease: the keep-alive's
+    /// registration writes the current record then.
+    fn publish_record(&self) -> Result<(), StoreError> {
+        let Some(lease) = self.lease() else {
+            return Ok(());
+        };
+        let key = pc::node_key(&self.record.name);
+        let Some(mut rec) = self.store.get_json::<NodeRecord>(&key)? else {
+            return Ok(());
+        };
+        if rec.instance != self.record.instance {
+            return Ok(());
+        }
+        rec.underlay_mtu = self.current_mtu();
+        self.store
+            .txn(vec![], vec![Op::put_json_lease(key, &rec, lease)])?;
+        Ok(())
     }
 
     /// Records the live nodes (from the watch) and gives the WireGuard datapath its peers.

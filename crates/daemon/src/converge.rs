@@ -129,7 +129,19 @@ impl Daemon {
         dry_run: bool,
         before: Option<&ContainerSpec>,
     ) -> ApiResult<PassReport> {
-        let nets = self.networks()?;
+        let mut nets = self.networks()?;
+        if let Some(cl) = &self.cluster {
+            // Overlay networks' MTU follows the cluster's current underlay
+            // (`overlay_mtu_now`): this host's underlay interface is read again at full and
+            // host passes (a changed MTU is published for the other hosts).
+            if !dry_run && matches!(scope, Scope::Full | Scope::Host { .. }) {
+                cl.refresh_underlay();
+            }
+            let underlay = cl.live_underlay();
+            for n in nets.iter_mut() {
+                n.mtu = berth_plan::network::overlay_mtu_now(n, underlay);
+            }
+        }
         if !dry_run {
             self.record_ipv6_forwarding(&nets)?;
         }

@@ -640,7 +640,10 @@ fn network_resource(d: &Daemon, n: &NetworkSpec, containers: &[ContainerSpec]) -
         // The MTU in effect (decided from the underlay unless given).
         options
             .entry(berth_plan::network::OPT_MTU.to_string())
-            .or_insert_with(|| n.mtu.to_string());
+            .or_insert_with(|| {
+                let underlay = d.cluster.as_ref().and_then(|c| c.live_underlay());
+                berth_plan::network::overlay_mtu_now(n, underlay).to_string()
+            });
     }
     let mut members = BTreeMap::new();
     for c in containers {

@@ -262,7 +262,6 @@ impl Daemon {
         for (id, n) in &global {
             if local.get(id) != Some(n) {
                 tracing::info!(network = %n.name, "cluster: overlay network appeared");
-                self.warn_if_too_big(n);
                 ops.push(Op::put_json(keys::network(id), n));
             }
         }
@@ -289,25 +288,6 @@ impl Daemon {
         self.converge(Trigger::Cluster, Scope::Full, false).await?;
         self.dns_refresh();
         Ok(true)
-    }
-
-    /// Warns when overlay network `n` (its MTU fixed at create for the whole cluster) is
-    /// larger than this host's own underlay carries: its frames leave this host's VXLAN port
-    /// fragmented (outer IPv4 without DF) or not at all (IPv6 underlay).
-    fn warn_if_too_big(&self, n: &NetworkSpec) {
-        let Some(cl) = &self.cluster else { return };
-        let encrypted = n.overlay.is_some_and(|o| o.encrypted);
-        let (fits, how) = cl.own_underlay().overlay_mtu(encrypted);
-        if n.mtu > fits {
-            tracing::warn!(
-                network = %n.name,
-                "cluster: overlay network {:?} has MTU {} but this host's underlay carries at \
-                 most {fits} ({how}): recreate it with -o com.docker.network.driver.mtu={fits} \
-                 or raise this host's interface MTU",
-                n.name,
-                n.mtu
-            );
-        }
     }
 
     /// The other hosts' endpoints as stand-in containers for the DNS table (name, aliases,
@@ -420,7 +400,15 @@ async fn sync_once(d: &Arc<Daemon>, cl: &Arc<cluster::Cluster>) -> anyhow::Resul
                 let s = store.clone();
                 let nodes: Vec<berth_plan::cluster::NodeRecord> =
                     tokio::task::spawn_blocking(move || s.list_json(berth_plan::cluster::NODES)).await??;
+                let before = cl.live_underlay();
                 cl.set_nodes(nodes);
+                let after = cl.live_underlay();
+                if after != before {
+                    // A host joined, left or changed its underlay's MTU: the overlay
+                    // networks' MTU follows (bridge, VXLAN port, every endpoint).
+                    tracing::info!(?before, ?after, "cluster: the underlay changed");
+                    converge_all(d).await;
+                }
             }
             ev = wn.recv() => {
                 if ev.is_none() {

@@ -778,6 +778,182 @@ fn overlay_mtu_follows_the_underlay() {
     u.kill_etcd();
 }
 
+/// The MTU of `w`'s container `ctr`'s `eth0` (`ip -o link show eth0`).
+fn eth0_mtu(w: &World, ctr: &str) -> u32 {
+    let o = w.exec(ctr, &["ip", "-o", "link", "show", "eth0"]);
+    stdout(&o)
+        .split_whitespace()
+        .skip_while(|t| *t != "mtu")
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Proves that an overlay network's MTU follows the cluster's *current* underlay on every
+/// host (docs/OVERLAY.md, "MTU"), not the one the hosts had when it was created: created while
+/// host-b's underlay NIC has MTU 1400 the network has 1350 everywhere; host-b's NIC raised to
+/// 1500 (a link notification in its namespace, no restart) makes it 1450 on both hosts, in
+/// the running containers too, and a 1,400-byte DF datagram (in fact the largest, 1422) now
+/// crosses from host-a to host-b and back whole; a host joining later with a 1400-byte
+/// underlay (host-c) shrinks it to 1350 on every host, running containers included, so the
+/// largest DF datagram to host-c's container (1322) arrives whole and one byte more is refused
+/// at the sender's own interface (`EMSGSIZE`) instead of vanishing on host-c's underlay.
+#[test]
+fn overlay_mtu_follows_underlay_changes_and_later_hosts() {
+    require_root!();
+    let (a, b, c) = (World::new(), World::new(), World::new());
+    let mut u = Underlay::new(&a, &[&a, &b, &c]);
+    u.set_mtu(1, &b, 1400);
+    u.set_mtu(2, &c, 1400);
+    u.start_etcd(&a);
+    join(&a, "host-a").unwrap_or_else(|e| panic!("{e}"));
+    join(&b, "host-b").unwrap_or_else(|e| panic!("{e}"));
+    wait_names(&a, &["host-a", "host-b"], Duration::from_secs(5));
+    create_overlay(&a, "10.56.0.0/24", "pm", &[]);
+    wait_until("pm on host-b", Duration::from_secs(5), || {
+        network_names(&b).contains(&"pm".to_string())
+    });
+    a.run_d("ca", &["--network", "pm"], &["sleep", "600"]);
+    b.run_d("cb", &["--network", "pm"], &["sleep", "600"]);
+    let inspected = |w: &World| {
+        w.network_inspect("pm")["Options"]["com.docker.network.driver.mtu"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (w, ctr) in [(&a, "ca"), (&b, "cb")] {
+        assert_eq!(eth0_mtu(w, ctr), 1350);
+        assert_eq!(inspected(w), "1350");
+    }
+
+    // host-b's underlay grows: the network follows on both hosts, running containers too.
+    u.set_mtu(1, &b, 1500);
+    wait_until("MTU 1450 on both hosts", Duration::from_secs(10), || {
+        eth0_mtu(&a, "ca") == 1450 && eth0_mtu(&b, "cb") == 1450
+    });
+    for w in [&a, &b] {
+        assert_eq!(inspected(w), "1450");
+    }
+    let (ip_a, ip_b) = (a.ip_of("ca", "pm"), b.ip_of("cb", "pm"));
+    assert_largest_df_datagram((&a, "ca"), (&b, "cb"), &ip_b, 1422);
+    assert_largest_df_datagram((&b, "cb"), (&a, "ca"), &ip_a, 1422);
+    // A restart of host-b's berthd keeps 1450: its start-up pass does not fall back to the
+    // MTU decided at create (1350) for the running container.
+    let startup_mtu = |w: &World| {
+        w.log_text()
+            .lines()
+            .filter(|l| l.contains("repaired at start-up: SetEndpointMtu"))
+            .count()
+    };
+    let before = startup_mtu(&b);
+    join(&b, "host-b").unwrap_or_else(|e| panic!("{e}"));
+    wait_names(&a, &["host-a", "host-b"], Duration::from_secs(5));
+    assert_eq!(eth0_mtu(&b, "cb"), 1450);
+    assert_eq!(startup_mtu(&b), before, "{}", b.log_text());
+
+    // host-c joins with a 1400-byte underlay: every host shrinks the network.
+    join(&c, "host-c").unwrap_or_else(|e| panic!("{e}"));
+    wait_names(&a, &["host-a", "host-b", "host-c"], Duration::from_secs(5));
+    wait_until("pm on host-c", Duration::from_secs(5), || {
+        network_names(&c).contains(&"pm".to_string())
+    });
+    wait_until("MTU 1350 on hosts a and b", Duration::from_secs(10), || {
+        eth0_mtu(&a, "ca") == 1350 && eth0_mtu(&b, "cb") == 1350
+    });
+    c.run_d("cc", &["--network", "pm"], &["sleep", "600"]);
+    assert_eq!(eth0_mtu(&c, "cc"), 1350);
+    for w in [&a, &b, &c] {
+        assert_eq!(inspected(w), "1350");
+    }
+    let ip_c = c.ip_of("cc", "pm");
+    assert_largest_df_datagram((&a, "ca"), (&c, "cc"), &ip_c, 1322);
+    assert_largest_df_datagram((&c, "cc"), (&b, "cb"), &ip_b, 1322);
+    for w in [&a, &b, &c] {
+        w.assert_in_sync("the overlay's MTU followed the underlay");
+    }
+    a.berth_ok(&["rm", "-f", "ca"]);
+    b.berth_ok(&["rm", "-f", "cb"]);
+    c.berth_ok(&["rm", "-f", "cc"]);
+    a.berth_ok(&["network", "rm", "pm"]);
+    u.kill_etcd();
+}
+
+/// Proves an IPv6 underlay: hosts advertising IPv6 addresses of their LAN NICs
+/// (`fd77::N`, etcd still reached over IPv4) tunnel an overlay network's VXLAN over IPv6 —
+/// the VXLAN port's `local` and the other host's forwarding entry are those IPv6 addresses,
+/// the network's MTU is the underlay's − 70 (1430), and the largest DF datagram it allows
+/// (1402 + UDP 8 + IPv4 20) crosses whole — and containers on the two hosts talk TCP by
+/// address and by name both ways.
+#[test]
+fn overlay_over_an_ipv6_underlay() {
+    require_root!();
+    let (a, b) = (World::new(), World::new());
+    let mut u = Underlay::new(&a, &[&a, &b]);
+    for (i, w) in [&a, &b].iter().enumerate() {
+        let addr = format!("fd77::{}/64", i + 1);
+        w.ns_exec_ok(
+            &w.host_ns,
+            &["ip", "addr", "add", &addr, "dev", "ul0", "nodad"],
+        );
+    }
+    u.start_etcd(&a);
+    for (w, name, addr) in [(&a, "host-a", "fd77::1"), (&b, "host-b", "fd77::2")] {
+        let args: Vec<String> = cluster_args(name)
+            .into_iter()
+            .map(|s| if s == "ul0" { addr.to_string() } else { s })
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        w.try_restart_daemon_full(false, &args, &[])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    wait_names(&a, &["host-a", "host-b"], Duration::from_secs(5));
+    let listed = nodes(&a).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        listed.iter().any(|n| n.1 == "fd77::2"),
+        "host-b's address: {listed:?}"
+    );
+    create_overlay(&a, "10.57.0.0/24", "v6u", &[]);
+    wait_until("v6u on host-b", Duration::from_secs(5), || {
+        network_names(&b).contains(&"v6u".to_string())
+    });
+    for w in [&a, &b] {
+        assert_eq!(
+            w.network_inspect("v6u")["Options"]["com.docker.network.driver.mtu"],
+            "1430"
+        );
+    }
+    a.run_server("db6", &["--network", "v6u"], 8080);
+    b.run_server("web6", &["--network", "v6u"], 8081);
+    a.wait_container_port("db6", 8080);
+    b.wait_container_port("web6", 8081);
+    let vx = format!(
+        "bvx-{}",
+        &a.network_inspect("v6u")["Id"].as_str().unwrap_or_default()[..9]
+    );
+    let details = a.ns_exec_ok(&a.host_ns, &["ip", "-d", "link", "show", &vx]);
+    assert!(details.contains("local fd77::1"), "{details}");
+    let mac_web = mac_of(&b, "web6", "v6u");
+    wait_until(
+        "host-a's forwarding entry for web6",
+        Duration::from_secs(5),
+        || {
+            a.ns_exec_ok(&a.host_ns, &["bridge", "fdb", "show", "dev", &vx])
+                .lines()
+                .any(|l| l.starts_with(&mac_web) && l.contains("dst fd77::2"))
+        },
+    );
+    let (ip_db, ip_web) = (a.ip_of("db6", "v6u"), b.ip_of("web6", "v6u"));
+    b.assert_reaches("web6", &ip_db, 8080);
+    a.assert_reaches("db6", &ip_web, 8081);
+    reaches_by_name(&b, "web6", "db6", 8080, Duration::from_secs(5));
+    reaches_by_name(&a, "db6", "web6", 8081, Duration::from_secs(5));
+    assert_largest_df_datagram((&a, "db6"), (&b, "web6"), &ip_web, 1402);
+    a.berth_ok(&["rm", "-f", "db6"]);
+    b.berth_ok(&["rm", "-f", "web6"]);
+    a.berth_ok(&["network", "rm", "v6u"]);
+    u.kill_etcd();
+}
+
 /// Connects over IPv6 from `w`'s container `from` to `name:port` (an AAAA lookup by the
 /// container's resolver, `AF_INET6` only) and returns the server's reply.
 fn tcp6_by_name(w: &World, from: &str, name: &str, port: u16) -> Result<String, String> {

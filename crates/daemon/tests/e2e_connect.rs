@@ -156,6 +156,26 @@ while time.time() < end:
         f.write("na %s %s\n" % (fr[6:12].hex(":"), socket.inet_ntop(socket.AF_INET6, fr[62:78])))
 "#;
 
+/// Starts [`ANNOUNCE_CAPTURE_PY`] in namespace `ns` for 60 s, writing to `capture-TAG.txt` in
+/// the world's directory; returns that file once the capture runs.
+fn start_capture(w: &World, ns: &str, tag: &str) -> std::path::PathBuf {
+    let script = w.dir.join("announce_capture.py");
+    std::fs::write(&script, ANNOUNCE_CAPTURE_PY).expect("write capture helper");
+    let out = w.dir.join(format!("capture-{tag}.txt"));
+    let _ = std::fs::remove_file(&out);
+    let (script, shown) = (script.display().to_string(), out.display().to_string());
+    w.spawn_in(ns, &["python3", &script, &shown, "60"]);
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&out).is_ok_and(|s| s.contains("READY")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "capture did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    out
+}
+
 /// Proves: a new container's interface announces itself the moment it comes up, before any
 /// traffic to it, so the bridge learns its MAC on its port (the first frame for it is not
 /// flooded) and neighbours holding an old MAC for a reused address update it: a gratuitous ARP
@@ -195,23 +215,7 @@ fn new_endpoints_announce_themselves() {
     for args in creates {
         w.berth_ok(&[&["network", "create"], args].concat());
     }
-    let script = w.dir.join("announce_capture.py");
-    std::fs::write(&script, ANNOUNCE_CAPTURE_PY).expect("write capture helper");
-    let script = script.display().to_string();
-    let capture = |ns: &str, tag: &str| {
-        let out = w.dir.join(format!("capture-{tag}.txt"));
-        let _ = std::fs::remove_file(&out);
-        w.spawn_in(ns, &["python3", &script, &out.display().to_string(), "60"]);
-        let start = std::time::Instant::now();
-        while !std::fs::read_to_string(&out).is_ok_and(|s| s.contains("READY")) {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "capture did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        out
-    };
+    let capture = |ns: &str, tag: &str| start_capture(&w, ns, tag);
     // Waits (≤ 1 s: the announcement is sent as the link comes up, inside `run`) for `want`.
     let seen = |out: &std::path::Path, want: &str| {
         let start = std::time::Instant::now();
@@ -276,4 +280,46 @@ fn new_endpoints_announce_themselves() {
     let lan_cap = capture(&w.out_ns, "lan");
     let (mac, ip) = start("am", "annmv");
     seen(&lan_cap, &format!("arp {mac} {ip} {ip}"));
+}
+
+/// Proves: an interface the reconciler configures again — its address deleted inside the
+/// container, put back by the repair (`ConfigureContainerSide`, the path of a reconnect and of
+/// a repair) — announces itself as a new one does: the gratuitous ARP for the address reaches
+/// the host's namespace within 3 s of the deletion. Before, the address came back in
+/// silence.
+#[test]
+fn reconfigured_endpoints_announce_themselves() {
+    require_root!();
+    let w = World::new();
+    w.berth_ok(&["network", "create", "--subnet", "10.34.0.0/24", "reann"]);
+    w.run_d("r4", &["--network", "reann"], &["sleep", "600"]);
+    let net = &w.inspect("r4")["NetworkSettings"]["Networks"]["reann"];
+    let mac = net["MacAddress"].as_str().unwrap_or_default().to_string();
+    let ip = net["IPAddress"].as_str().unwrap_or_default().to_string();
+    assert!(!mac.is_empty() && !ip.is_empty(), "{net}");
+    let pid = w.inspect("r4")["State"]["Pid"].as_i64().unwrap_or(0);
+    assert!(pid > 0, "r4 has no pid");
+
+    let out = start_capture(&w, &w.host_ns, "reconfigure");
+    let o = w.pid_net_exec(
+        pid,
+        &["ip", "addr", "del", &format!("{ip}/24"), "dev", "eth0"],
+    );
+    assert!(o.status.success(), "ip addr del: {}", show(&o));
+    let want = format!("arp {mac} {ip} {ip}");
+    let start = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text.lines().any(|l| l == want) {
+            break;
+        }
+        let back = stdout(&w.pid_net_exec(pid, &["ip", "-4", "-o", "addr", "show", "eth0"]));
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "no `{want}` within 3 s of deleting the address (back on eth0: {}); \
+             captured:\n{text}",
+            back.contains(&ip)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

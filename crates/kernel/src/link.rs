@@ -838,39 +838,136 @@ impl Kernel {
     }
 
     /// Inside the container namespace at `netns`: brings `ifname` up and adds `addrs`
-    /// (`RTM_NEWADDR` with replace: the ones it has are left as they are).
+    /// (`RTM_NEWADDR` with replace: the ones it has are left as they are). When that changed
+    /// something (the link was down or lacked an address) and `announce` asks for it, the
+    /// interface announces its addresses as a new endpoint does (see `ContainerSide::run`):
+    /// `arp_notify` / `ndisc_notify` set, then, once the host side's bridge port forwards (one
+    /// `RTM_GETLINK` of `host_ifname` in this namespace runs the pending linkwatch work for
+    /// it), an `RTM_SETLINK` setting the interface's MAC to itself, whose `NETDEV_CHANGEADDR`
+    /// makes the kernel send a gratuitous ARP per IPv4 address and an unsolicited NA per IPv6
+    /// one. Without it a repaired or reconnected interface stays silent: an address added to
+    /// an up link is announced by nothing, and the bridge and the neighbours keep what they
+    /// learned (or not) before.
     pub async fn configure_container_side(
         &self,
         netns: &Path,
         ifname: &str,
         addrs: &[IpNet],
+        announce: Announce,
+        host_ifname: Option<&str>,
     ) -> Result<()> {
-        let addrs = addrs.to_vec();
-        let ifname = ifname.to_string();
-        let shown = netns.display().to_string();
-        netns::run_in_netns_async(netns, move || -> Result<()> {
-            let mut nl = SyncNetlink::open()?;
-            let answers = nl.request(
-                RouteNetlinkMessage::GetLink(get_link_msg(&ifname)),
-                GET,
-                || format!("looking up {ifname}"),
-            )?;
-            let link = first_link(answers, &ifname)?;
-            let index = link.header.index;
-            if !link.header.flags.contains(LinkFlags::Up) {
-                nl.set_link_up(index, &format!("bringing up {ifname}"))?;
-            }
-            for net in &addrs {
-                nl.request(
-                    RouteNetlinkMessage::NewAddress(addr_msg(index, net)),
-                    CREATE_REPLACE,
-                    || format!("adding address {net} to {ifname}"),
+        let what = || format!("configuring the container side in {}", netns.display());
+        let changed_mac = {
+            let addrs = addrs.to_vec();
+            let ifname = ifname.to_string();
+            netns::run_in_netns_async(netns, move || -> Result<Option<(u32, Vec<u8>)>> {
+                let mut nl = SyncNetlink::open()?;
+                let answers = nl.request(
+                    RouteNetlinkMessage::GetLink(get_link_msg(&ifname)),
+                    GET,
+                    || format!("looking up {ifname}"),
                 )?;
-            }
-            Ok(())
+                let link = first_link(answers, &ifname)?;
+                let index = link.header.index;
+                let was_up = link.header.flags.contains(LinkFlags::Up);
+                // RTM_GETADDR dump: which of `addrs` the interface has already.
+                let have: BTreeSet<IpAddr> = nl
+                    .request(
+                        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+                        DUMP,
+                        || format!("listing the addresses of {ifname}"),
+                    )?
+                    .into_iter()
+                    .filter_map(|m| match m {
+                        RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+                            address_of(&a)
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                let missing = addrs.iter().any(|a| !have.contains(&a.addr()));
+                if announce.arp && (missing || !was_up) {
+                    write_conf(&format!("/proc/sys/net/ipv4/conf/{ifname}/arp_notify"))?;
+                }
+                if announce.na && (missing || !was_up) {
+                    write_conf(&format!("/proc/sys/net/ipv6/conf/{ifname}/ndisc_notify"))?;
+                }
+                for net in &addrs {
+                    nl.request(
+                        RouteNetlinkMessage::NewAddress(addr_msg(index, net)),
+                        CREATE_REPLACE,
+                        || format!("adding address {net} to {ifname}"),
+                    )?;
+                }
+                if !was_up {
+                    nl.set_link_up(index, &format!("bringing up {ifname}"))?;
+                }
+                let mac = link.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::Address(m) => Some(m.clone()),
+                    _ => None,
+                });
+                Ok(mac
+                    .filter(|_| (missing || !was_up) && (announce.arp || announce.na))
+                    .map(|m| (index, m)))
+            })
+            .await?
+            .map_err(|e| e.context(&what()))?
+        };
+        let Some((index, mac)) = changed_mac else {
+            return Ok(());
+        };
+        if let Some(host) = host_ifname {
+            // RTM_GETLINK of the host side: rtnl_getlink syncs linkwatch for it, so a port
+            // whose carrier just came back forwards before the announcement reaches it.
+            self.link_by_name(host, || format!("looking up {host}"))
+                .await
+                .map_err(|e| e.context(&what()))?;
+        }
+        let ifname = ifname.to_string();
+        netns::run_in_netns_async(netns, move || -> Result<()> {
+            announce_again(&mut SyncNetlink::open()?, index, mac, &ifname)
         })
         .await?
-        .map_err(|e| e.context(&format!("configuring the container side in {shown}")))
+        .map_err(|e| e.context(&what()))
+    }
+
+    /// Sets an endpoint's MTU on both ends: `RTM_SETLINK` with `IFLA_MTU` on the host side
+    /// `veth`, then on `ifname` inside the container namespace at `netns` (a veth's two ends
+    /// have their own MTUs). `Ok` when the container's namespace is gone.
+    pub async fn set_endpoint_mtu(
+        &self,
+        veth: &str,
+        netns: &Path,
+        ifname: &str,
+        mtu: u32,
+    ) -> Result<()> {
+        let mtu_msg = |name: &str| {
+            let mut msg = get_link_msg(name);
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+            RouteNetlinkMessage::SetLink(msg)
+        };
+        self.request(mtu_msg(veth), CHANGE, || {
+            format!("setting mtu {mtu} on {veth}")
+        })
+        .await?;
+        let name = ifname.to_string();
+        let msg = mtu_msg(ifname);
+        let result = netns::run_in_netns_async(netns, move || -> Result<()> {
+            SyncNetlink::open()?
+                .request(msg, CHANGE, || format!("setting mtu {mtu} on {name}"))
+                .map(drop)
+        })
+        .await;
+        match result {
+            Ok(inner) => inner.map_err(|e| {
+                e.context(&format!(
+                    "setting the container side's mtu in {}",
+                    netns.display()
+                ))
+            }),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Every prefix routed in this namespace's main table, both families (for picking free
@@ -1079,16 +1176,25 @@ impl ContainerSide {
                 _ => None,
             });
             if let Some(mac) = mac {
-                let mut msg = LinkMessage::default();
-                msg.header.index = index;
-                msg.attributes = vec![LinkAttribute::Address(mac)];
-                nl.request(RouteNetlinkMessage::SetLink(msg), CHANGE, || {
-                    format!("announcing {ifname} in {ns} again")
-                })?;
+                announce_again(&mut nl, index, mac, &format!("{ifname} in {ns}"))?;
             }
         }
         Ok(())
     }
+}
+
+/// Makes the kernel announce the addresses of link `index` again: `RTM_SETLINK` with
+/// `IFLA_ADDRESS` = its own MAC raises `NETDEV_CHANGEADDR`, on which the kernel sends a
+/// gratuitous ARP per IPv4 address (`arp_notify`) and an unsolicited NA per IPv6 one
+/// (`ndisc_notify`). `what` names the link for errors.
+fn announce_again(nl: &mut SyncNetlink, index: u32, mac: Vec<u8>, what: &str) -> Result<()> {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes = vec![LinkAttribute::Address(mac)];
+    nl.request(RouteNetlinkMessage::SetLink(msg), CHANGE, || {
+        format!("announcing {what} again")
+    })
+    .map(drop)
 }
 
 /// A link message naming a link by `IFLA_IFNAME` (index 0): for get, delete and change.

@@ -157,9 +157,27 @@ impl HostKernel {
                 netns,
                 ifname,
                 addrs,
+                announce,
+                host_ifname,
             } => {
                 self.link
-                    .configure_container_side(Path::new(netns), ifname, addrs)
+                    .configure_container_side(
+                        Path::new(netns),
+                        ifname,
+                        addrs,
+                        *announce,
+                        host_ifname.as_deref(),
+                    )
+                    .await
+            }
+            StepOp::SetEndpointMtu {
+                veth,
+                netns,
+                ifname,
+                mtu,
+            } => {
+                self.link
+                    .set_endpoint_mtu(veth, Path::new(netns), ifname, *mtu)
                     .await
             }
             StepOp::ReplaceRoutes { netns, routes } => {
@@ -385,6 +403,7 @@ impl FakeKernel {
                 netns,
                 ifname,
                 addrs,
+                ..
             } => {
                 if let Some(l) = state
                     .netns
@@ -397,6 +416,23 @@ impl FakeKernel {
                             l.addrs.push(*a);
                         }
                     }
+                }
+            }
+            StepOp::SetEndpointMtu {
+                veth,
+                netns,
+                ifname,
+                mtu,
+            } => {
+                if let Some(l) = state.links.get_mut(veth) {
+                    l.mtu = *mtu;
+                }
+                if let Some(l) = state
+                    .netns
+                    .get_mut(netns)
+                    .and_then(|n| n.links.get_mut(ifname))
+                {
+                    l.mtu = *mtu;
                 }
             }
             StepOp::ReplaceRoutes { netns, routes } => {

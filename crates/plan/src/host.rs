@@ -447,7 +447,9 @@ pub enum StepOp {
         /// Its mark.
         alias: String,
     },
-    /// Inside a container namespace: brings `ifname` up and adds the addresses it lacks.
+    /// Inside a container namespace: brings `ifname` up and adds the addresses it lacks, then
+    /// announces them as a new endpoint does (`announce`), so the bridge and the neighbours
+    /// learn its MAC again for addresses that came back.
     ConfigureContainerSide {
         /// Namespace path.
         netns: String,
@@ -455,6 +457,27 @@ pub enum StepOp {
         ifname: String,
         /// Addresses it must have.
         addrs: Vec<IpNet>,
+        /// How it announces its addresses ([`crate::network::announce`]).
+        #[serde(default)]
+        announce: crate::model::Announce,
+        /// For a veth on a bridge: the host side, whose bridge port must forward before the
+        /// announcement is sent (`None` for macvlan/ipvlan, whose parent forwards already).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host_ifname: Option<String>,
+    },
+    /// Sets an endpoint's MTU on both ends of its veth (`RTM_SETLINK` with `IFLA_MTU` on
+    /// `veth` here and on `ifname` in `netns`): an overlay network's MTU follows the
+    /// cluster's underlay, and a container that keeps a larger one than its bridge and VXLAN
+    /// port would see its big frames dropped there in silence.
+    SetEndpointMtu {
+        /// Host-side veth.
+        veth: String,
+        /// Namespace path.
+        netns: String,
+        /// Interface in the container (`eth0`).
+        ifname: String,
+        /// The MTU.
+        mtu: u32,
     },
     /// Inside a container namespace: replaces every default route by `routes`.
     ReplaceRoutes {
@@ -533,6 +556,7 @@ impl Step {
             StepOp::EnsureParent { .. } => "EnsureParent",
             StepOp::DeleteContainerLink { .. } => "DeleteContainerLink",
             StepOp::ConfigureContainerSide { .. } => "ConfigureContainerSide",
+            StepOp::SetEndpointMtu { .. } => "SetEndpointMtu",
             StepOp::ReplaceRoutes { .. } => "ReplaceRoutes",
             StepOp::FirewallElements { .. } => "FirewallElements",
             StepOp::RemoveAddrs { .. } => "RemoveAddrs",
@@ -997,6 +1021,8 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
                     netns: p.netns.clone(),
                     ifname: p.ifname.clone(),
                     addrs: p.addrs.clone(),
+                    announce: p.announce,
+                    host_ifname: None,
                 },
                 object,
                 reason: why.join(", "),
@@ -1088,6 +1114,23 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
                         reason: why.join(", "),
                     });
                 }
+                let peer_mtu = peer.map(|p| p.mtu).filter(|m| *m != e.plan.mtu);
+                if link.mtu != e.plan.mtu || peer_mtu.is_some() {
+                    steps.push(Step {
+                        op: StepOp::SetEndpointMtu {
+                            veth: veth.clone(),
+                            netns: e.plan.netns.clone(),
+                            ifname: e.plan.ifname.clone(),
+                            mtu: e.plan.mtu,
+                        },
+                        object: object.clone(),
+                        reason: format!(
+                            "mtu {} instead of {}",
+                            peer_mtu.unwrap_or(link.mtu),
+                            e.plan.mtu
+                        ),
+                    });
+                }
                 if let Some(peer) = peer {
                     // IPv6 link-local addresses are not observed (the kernel makes its own on
                     // every interface), so one asked for (`--link-local-ip fe80::…`) is put
@@ -1107,6 +1150,8 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
                                 netns: e.plan.netns.clone(),
                                 ifname: e.plan.ifname.clone(),
                                 addrs: e.plan.addrs.clone(),
+                                announce: e.plan.announce,
+                                host_ifname: Some(e.plan.host_ifname.clone()),
                             },
                             object: format!(
                                 "{} of container {} on network {}",

@@ -533,6 +533,32 @@ impl Underlay {
     }
 }
 
+/// The MTU overlay network `net` has on a host now, with the cluster's underlay as the live
+/// hosts publish it at this moment (`None`: not known yet, e.g. before the node watch's first
+/// delivery; then the MTU decided at create, `net.mtu`). Other networks: `net.mtu`.
+///
+/// The rule (docs/OVERLAY.md, "MTU"): the most the cluster's *current* underlay carries
+/// ([`Underlay::overlay_mtu`]: the smallest underlay MTU among the live hosts, minus VXLAN's
+/// and WireGuard's bytes), or the `com.docker.network.driver.mtu` option when that is
+/// smaller. Every host computes it from the same node records, so the network keeps one MTU
+/// on every host (a segment has no path-MTU discovery between its members), and it follows a
+/// host joining or leaving and an underlay interface whose MTU changed. Never below the
+/// protocol minimum (68, or 1280 with IPv6), where the interface would lose the protocol.
+pub fn overlay_mtu_now(net: &NetworkSpec, underlay: Option<Underlay>) -> u32 {
+    let (Driver::Overlay, Some(u)) = (net.driver, underlay) else {
+        return net.mtu;
+    };
+    let encrypted = net.overlay.is_some_and(|o| o.encrypted);
+    let fits = u.overlay_mtu(encrypted).0;
+    let explicit = net.options.get(OPT_MTU).and_then(|v| v.parse::<u32>().ok());
+    let min = if net.enable_ipv6 {
+        MIN_MTU_IPV6
+    } else {
+        MIN_MTU_IPV4
+    };
+    explicit.map_or(fits, |e| e.min(fits)).max(min)
+}
+
 /// A network's MTU: the `com.docker.network.driver.mtu` option (`explicit`) when given, else
 /// 1500, or for an overlay network the most its underlay carries ([`Underlay::overlay_mtu`]).
 /// Refused: an option that is no number, below the protocol minimum (68, or 1280 when the

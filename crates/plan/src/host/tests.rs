@@ -681,3 +681,58 @@ fn a_disconnect_from_the_assumed_state_is_exactly_its_deletion() {
         ["ReplaceRoutes", "FirewallElements", "DeleteLink"]
     );
 }
+
+/// Proves: an endpoint whose MTU differs from its network's (the overlay MTU followed the
+/// underlay) on either end of its veth gets exactly one `SetEndpointMtu` with the network's
+/// MTU, and a container side that lost its address is configured with its announcement
+/// (the bridge port named, so it forwards before the announcement).
+#[test]
+fn endpoint_mtu_and_lost_address_are_repaired() {
+    let (nets, cs) = world();
+    let d = desired_of(&nets, &cs);
+    let veth = cs[0].endpoints[0].host_ifname.clone();
+    let ns = d.endpoints[&veth].plan.netns.clone();
+    let want = d.endpoints[&veth].plan.mtu;
+
+    let mut o = converged(&d);
+    peer_of(&mut o, &ns).mtu = want + 50;
+    let plan = diff(&o, &d);
+    assert_eq!(actions(&plan), vec!["SetEndpointMtu"], "{:#?}", plan.steps);
+    assert!(
+        matches!(&plan.steps[0].op, StepOp::SetEndpointMtu { veth: v, mtu, .. } if *v == veth && *mtu == want),
+        "{:#?}",
+        plan.steps
+    );
+    let mut o = converged(&d);
+    o.links.get_mut(&veth).expect("veth").mtu = want - 100;
+    assert_eq!(actions(&diff(&o, &d)), vec!["SetEndpointMtu"]);
+
+    let mut o = converged(&d);
+    peer_of(&mut o, &ns).addrs.clear();
+    let plan = diff(&o, &d);
+    assert_eq!(
+        actions(&plan),
+        vec!["ConfigureContainerSide"],
+        "{:#?}",
+        plan.steps
+    );
+    match &plan.steps[0].op {
+        StepOp::ConfigureContainerSide {
+            announce,
+            host_ifname,
+            ..
+        } => {
+            assert!(announce.arp, "an IPv4 address is announced");
+            assert_eq!(host_ifname.as_deref(), Some(veth.as_str()));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The container side `eth0` in namespace `ns` of `o`.
+fn peer_of<'a>(o: &'a mut ObservedHost, ns: &str) -> &'a mut ObservedLink {
+    o.netns
+        .get_mut(ns)
+        .and_then(|n| n.links.get_mut("eth0"))
+        .expect("eth0")
+}

@@ -1345,3 +1345,36 @@ fn announcements_follow_the_addresses_and_the_kind() {
         );
     }
 }
+
+/// Proves: an overlay network's MTU on a host follows the cluster's current underlay (a host
+/// joining with a smaller one shrinks it, an underlay raised again grows it back), an option
+/// caps it, the create-time MTU holds while no node record is known, and bridge networks
+/// ignore the underlay.
+#[test]
+fn overlay_mtu_now_follows_the_current_underlay() {
+    let u = |mtu, ipv6| Some(Underlay { mtu, ipv6 });
+    let mut n = plan(&req("ov"), &[]).unwrap();
+    n.driver = Driver::Overlay;
+    n.mtu = 1450;
+    assert_eq!(overlay_mtu_now(&n, None), 1450, "no node record yet");
+    assert_eq!(overlay_mtu_now(&n, u(1400, false)), 1350);
+    assert_eq!(overlay_mtu_now(&n, u(1500, false)), 1450);
+    assert_eq!(overlay_mtu_now(&n, u(9000, false)), 8950);
+    assert_eq!(overlay_mtu_now(&n, u(1500, true)), 1430);
+    n.options.insert(OPT_MTU.into(), "1400".into());
+    assert_eq!(
+        overlay_mtu_now(&n, u(9000, false)),
+        1400,
+        "the option caps it"
+    );
+    assert_eq!(
+        overlay_mtu_now(&n, u(1400, false)),
+        1350,
+        "the underlay caps the option"
+    );
+    n.enable_ipv6 = true;
+    assert_eq!(overlay_mtu_now(&n, u(1300, false)), MIN_MTU_IPV6);
+    let mut b = plan(&req("br"), &[]).unwrap();
+    b.mtu = 1500;
+    assert_eq!(overlay_mtu_now(&b, u(1400, false)), 1500);
+}
