@@ -4,12 +4,14 @@ mod cmd;
 mod format;
 mod graph;
 mod json;
+mod lazy;
 mod template;
 
 use std::process::ExitCode;
 
 use berth_api::client::{ApiError, Client};
 use clap::{Parser, Subcommand};
+use lazy::Lazy;
 
 /// Container networking for Linux: a docker-networking workalike.
 #[derive(Debug, Parser)]
@@ -36,35 +38,35 @@ enum Command {
     Network(cmd::network::NetworkCommand),
     /// Create and start a container running a command.
     #[command(disable_help_flag = true)]
-    Run(Box<cmd::run::Args>),
+    Run(Lazy<Box<cmd::run::Args>>),
     /// Create a container (as `run`, without starting it) and print its id.
     #[command(disable_help_flag = true)]
-    Create(Box<cmd::run::Args>),
+    Create(Lazy<Box<cmd::run::Args>>),
     /// Start created or stopped containers (`-a`: attach to one and exit with its code).
-    Start(cmd::start::Args),
+    Start(Lazy<cmd::start::Args>),
     /// Stop then start containers.
-    Restart(cmd::stop::Args),
+    Restart(Lazy<cmd::stop::Args>),
     /// Block until containers stop, then print their exit codes.
-    Wait(cmd::wait::Args),
+    Wait(Lazy<cmd::wait::Args>),
     /// Run a command in a running container.
-    Exec(cmd::exec::Args),
+    Exec(Lazy<cmd::exec::Args>),
     /// Print a container's output.
-    Logs(cmd::logs::Args),
+    Logs(Lazy<cmd::logs::Args>),
     /// List containers.
     #[command(alias = "ls")]
-    Ps(cmd::ps::Args),
+    Ps(Lazy<cmd::ps::Args>),
     /// Show containers (or networks) as JSON.
-    Inspect(cmd::inspect::Args),
+    Inspect(Lazy<cmd::inspect::Args>),
     /// List a container's published ports.
-    Port(cmd::port::Args),
+    Port(Lazy<cmd::port::Args>),
     /// Stop running containers.
-    Stop(cmd::stop::Args),
+    Stop(Lazy<cmd::stop::Args>),
     /// Change containers' restart policy (`--restart`).
-    Update(cmd::update::Args),
+    Update(Lazy<cmd::update::Args>),
     /// Remove containers.
-    Rm(cmd::rm::Args),
+    Rm(Lazy<cmd::rm::Args>),
     /// Send a signal to running containers (SIGKILL unless `-s`).
-    Kill(cmd::kill::Args),
+    Kill(Lazy<cmd::kill::Args>),
     /// Show berthd's state and warnings.
     Info,
     /// The hosts of berthd's cluster (`berth node ls`; needs `--cluster-store`).
@@ -74,14 +76,14 @@ enum Command {
     #[command(subcommand)]
     System(cmd::system::SystemCommand),
     /// Show networks, bridges, veths and containers as the kernel has them, drift marked.
-    Topology(cmd::topology::Args),
+    Topology(Lazy<cmd::topology::Args>),
     /// Show who can reach a container, on which ports, from where, and where it can go.
-    Explain(cmd::explain::Args),
+    Explain(Lazy<cmd::explain::Args>),
     /// Trace a packet's journey through this host: each hop, the rule that decided it, and why.
-    Trace(cmd::trace::Args),
+    Trace(Lazy<cmd::trace::Args>),
     /// The seed as a step-by-step lab in a sandbox of namespaces: `--list`, `N`, `--next`,
     /// `--show` + `shell` + `--check`, `--clean`.
-    Lab(cmd::lab::Args),
+    Lab(Lazy<cmd::lab::Args>),
     /// Show client and daemon versions.
     Version,
     /// Print a shell completion script (`berth completion bash > /etc/bash_completion.d/berth`).
@@ -95,7 +97,8 @@ enum Command {
 /// uses, so it never lists a flag the CLI does not take.
 fn completion(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
     use clap::CommandFactory;
-    clap_complete::generate(shell, &mut Cli::command(), "berth", out);
+    let mut cli = lazy::eager(Cli::command);
+    clap_complete::generate(shell, &mut cli, "berth", out);
 }
 
 /// Prints `err` the way docker does: daemon errors as `Error response from daemon: …`, anything
@@ -114,7 +117,7 @@ async fn dispatch(cli: Cli) -> i32 {
     }
     // The lab runs its own private berthd: it needs no client.
     if let Command::Lab(a) = cli.command {
-        return match cmd::lab::run(a) {
+        return match cmd::lab::run(a.0) {
             Ok(code) => code,
             Err(e) => {
                 report(&e);
@@ -138,26 +141,26 @@ async fn dispatch(cli: Cli) -> i32 {
     };
     let result = match cli.command {
         Command::Network(c) => cmd::network::run(&client, c).await,
-        Command::Run(a) => return cmd::run::run(&client, *a).await,
-        Command::Create(a) => return cmd::run::create_only(&client, *a).await,
-        Command::Start(a) => cmd::start::run(&client, a).await,
-        Command::Restart(a) => cmd::stop::restart(&client, a).await,
-        Command::Wait(a) => cmd::wait::run(&client, a).await,
-        Command::Exec(a) => cmd::exec::run(&client, a).await,
-        Command::Logs(a) => cmd::logs::run(&client, a).await,
-        Command::Ps(a) => cmd::ps::run(&client, a).await,
-        Command::Inspect(a) => cmd::inspect::run(&client, a).await,
-        Command::Port(a) => cmd::port::run(&client, a).await,
-        Command::Stop(a) => cmd::stop::run(&client, a).await,
-        Command::Update(a) => cmd::update::run(&client, a).await,
-        Command::Rm(a) => cmd::rm::run(&client, a).await,
-        Command::Kill(a) => cmd::kill::run(&client, a).await,
+        Command::Run(a) => return cmd::run::run(&client, *a.0).await,
+        Command::Create(a) => return cmd::run::create_only(&client, *a.0).await,
+        Command::Start(a) => cmd::start::run(&client, a.0).await,
+        Command::Restart(a) => cmd::stop::restart(&client, a.0).await,
+        Command::Wait(a) => cmd::wait::run(&client, a.0).await,
+        Command::Exec(a) => cmd::exec::run(&client, a.0).await,
+        Command::Logs(a) => cmd::logs::run(&client, a.0).await,
+        Command::Ps(a) => cmd::ps::run(&client, a.0).await,
+        Command::Inspect(a) => cmd::inspect::run(&client, a.0).await,
+        Command::Port(a) => cmd::port::run(&client, a.0).await,
+        Command::Stop(a) => cmd::stop::run(&client, a.0).await,
+        Command::Update(a) => cmd::update::run(&client, a.0).await,
+        Command::Rm(a) => cmd::rm::run(&client, a.0).await,
+        Command::Kill(a) => cmd::kill::run(&client, a.0).await,
         Command::Info => cmd::info::run(&client).await,
         Command::System(c) => cmd::system::run(&client, c).await,
         Command::Node(c) => cmd::node::run(&client, c).await,
-        Command::Topology(a) => cmd::topology::run(&client, a).await,
-        Command::Explain(a) => cmd::explain::run(&client, a).await,
-        Command::Trace(a) => cmd::trace::run(&client, a).await,
+        Command::Topology(a) => cmd::topology::run(&client, a.0).await,
+        Command::Explain(a) => cmd::explain::run(&client, a.0).await,
+        Command::Trace(a) => cmd::trace::run(&client, a.0).await,
         Command::Version => cmd::version::run(&client).await,
         Command::Completion { .. } | Command::Lab(_) => Ok(0),
     };
@@ -289,11 +292,13 @@ mod tests {
             .find(|(h, _)| h == "## Global")
             .map(|(h, b)| format!("{h}{b}"))
             .unwrap_or_default();
+        // The eager tree: a lazy one has no flags on its subcommands until built.
+        let cli = crate::lazy::eager(Cli::command);
         let mut all = Vec::new();
-        walk(&Cli::command(), "", &mut all);
+        walk(&cli, "", &mut all);
         let mut missing = Vec::new();
         for (path, flag) in &all {
-            let is_group = Cli::command()
+            let is_group = cli
                 .get_subcommands()
                 .any(|s| s.get_name() == path && s.has_subcommands());
             let text = if path.is_empty() {

@@ -4,6 +4,8 @@ use anyhow::Result;
 use berth_api::client::Client;
 use clap::Subcommand;
 
+use crate::lazy::Lazy;
+
 use super::{
     network_connect, network_create, network_disconnect, network_inspect, network_ls,
     network_prune, network_rm,
@@ -13,32 +15,32 @@ use super::{
 #[derive(Debug, Subcommand)]
 pub enum NetworkCommand {
     /// Create a network.
-    Create(Box<network_create::Args>),
+    Create(Lazy<Box<network_create::Args>>),
     /// List networks.
     #[command(alias = "list")]
-    Ls(network_ls::Args),
+    Ls(Lazy<network_ls::Args>),
     /// Show networks as JSON.
-    Inspect(network_inspect::Args),
+    Inspect(Lazy<network_inspect::Args>),
     /// Connect a container to a network.
-    Connect(network_connect::Args),
+    Connect(Lazy<network_connect::Args>),
     /// Disconnect a container from a network.
-    Disconnect(network_disconnect::Args),
+    Disconnect(Lazy<network_disconnect::Args>),
     /// Remove networks.
     #[command(alias = "remove")]
-    Rm(network_rm::Args),
+    Rm(Lazy<network_rm::Args>),
     /// Remove all networks not used by at least one container.
-    Prune(network_prune::Args),
+    Prune(Lazy<network_prune::Args>),
 }
 
 /// Runs a network subcommand.
 pub async fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
     match cmd {
-        NetworkCommand::Create(a) => network_create::run(client, *a).await,
-        NetworkCommand::Ls(a) => network_ls::run(client, a).await,
-        NetworkCommand::Inspect(a) => network_inspect::run(client, a).await,
-        NetworkCommand::Connect(a) => network_connect::run(client, a).await,
-        NetworkCommand::Disconnect(a) => network_disconnect::run(client, a).await,
-        NetworkCommand::Rm(a) => network_rm::run(client, a).await,
-        NetworkCommand::Prune(a) => network_prune::run(client, a).await,
+        NetworkCommand::Create(a) => network_create::run(client, *a.0).await,
+        NetworkCommand::Ls(a) => network_ls::run(client, a.0).await,
+        NetworkCommand::Inspect(a) => network_inspect::run(client, a.0).await,
+        NetworkCommand::Connect(a) => network_connect::run(client, a.0).await,
+        NetworkCommand::Disconnect(a) => network_disconnect::run(client, a.0).await,
+        NetworkCommand::Rm(a) => network_rm::run(client, a.0).await,
+        NetworkCommand::Prune(a) => network_prune::run(client, a.0).await,
     }
 }

@@ -6,6 +6,7 @@ use berth_api::types::NodeSummary;
 use clap::{Args as ClapArgs, Subcommand};
 
 use crate::format::out;
+use crate::lazy::Lazy;
 
 /// `berth node …`.
 #[derive(Debug, Subcommand)]
@@ -13,7 +14,7 @@ pub enum NodeCommand {
     /// List the cluster's live hosts: name, advertised address, time since joining, lease
     /// TTL, endpoints on cluster-wide networks. `*` marks the host that answered.
     #[command(alias = "list")]
-    Ls(LsArgs),
+    Ls(Lazy<LsArgs>),
 }
 
 /// `berth node ls` flags.
@@ -30,7 +31,7 @@ pub struct LsArgs {
 /// Runs a `node` subcommand.
 pub async fn run(client: &Client, cmd: NodeCommand) -> Result<i32> {
     match cmd {
-        NodeCommand::Ls(a) => {
+        NodeCommand::Ls(Lazy(a)) => {
             let nodes: Vec<NodeSummary> = client
                 .request_json(Method::GET, "/cluster/nodes", NO_BODY)
                 .await?;

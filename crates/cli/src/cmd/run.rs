@@ -528,7 +528,7 @@ mod tests {
         let mut full = vec!["berth", "run"];
         full.extend_from_slice(argv);
         match Cli::try_parse_from(full).expect("parses").command {
-            crate::Command::Run(a) => *a,
+            crate::Command::Run(a) => *a.0,
             other => panic!("not run: {other:?}"),
         }
     }

@@ -7,13 +7,14 @@ use berth_api::types::SystemCheck;
 use clap::{Args as ClapArgs, Subcommand};
 
 use crate::format::out;
+use crate::lazy::Lazy;
 
 /// `berth system …`.
 #[derive(Debug, Subcommand)]
 pub enum SystemCommand {
     /// Compare what berth wants with what the kernel has; print the steps that would repair
     /// the difference, without applying them. Exit status 0 when in sync, 1 otherwise.
-    Check(CheckArgs),
+    Check(Lazy<CheckArgs>),
 }
 
 /// `berth system check` flags.
@@ -27,7 +28,7 @@ pub struct CheckArgs {
 /// Runs a `system` subcommand.
 pub async fn run(client: &Client, cmd: SystemCommand) -> Result<i32> {
     match cmd {
-        SystemCommand::Check(a) => check(client, a).await,
+        SystemCommand::Check(Lazy(a)) => check(client, a).await,
     }
 }
 
