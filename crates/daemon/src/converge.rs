@@ -80,24 +80,18 @@ impl Daemon {
         containers: Vec<ContainerSpec>,
     ) -> ApiResult<Vec<(ContainerSpec, String)>> {
         let starting = self.starting.lock().map(|s| s.clone()).unwrap_or_default();
-        // Many containers: one read of every state beats a store transaction each.
-        let states = if containers.len() > 8 {
-            Some(self.states()?)
-        } else {
-            None
-        };
+        // The states' index: no store read.
+        let states = self.states_shared()?;
         let mut out = Vec::new();
         for c in containers {
             if let Some(path) = starting.get(&c.id) {
                 out.push((c, path.clone()));
                 continue;
             }
-            let st = match &states {
-                Some(all) => all.get(&c.id).cloned().unwrap_or_default(),
-                None => self.state(&c.id)?,
-            };
-            if st.status == Status::Running && st.pid > 0 {
-                out.push((c, format!("/proc/{}/ns/net", st.pid)));
+            if let Some(st) = states.get(&c.id) {
+                if st.status == Status::Running && st.pid > 0 {
+                    out.push((c, format!("/proc/{}/ns/net", st.pid)));
+                }
             }
         }
         Ok(out)
