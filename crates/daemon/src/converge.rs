@@ -119,7 +119,9 @@ impl Daemon {
         // for, also before a check): the cache then holds no element this pass would call
         // unwanted.
         self.flush_released_guard();
-        let cache = self.firewall.cache();
+        // The maps are left out: a pass that does not read the table back leaves them to
+        // `Firewall::update_ports`, and one that does reads them from the kernel.
+        let cache = self.firewall.cache_without_maps();
         let read_fw = match &scope {
             Scope::Full => true,
             Scope::Host { firewall } => *firewall,
@@ -267,7 +269,8 @@ impl Daemon {
             return Ok(rep);
         }
         match firewall_after(&rep, &desired) {
-            Some((c, el)) => self.firewall.set_cache(c, el),
+            Some((c, el)) if read_fw => self.firewall.set_cache(c, el),
+            Some((c, el)) => self.firewall.set_cache_keeping_maps(c, el),
             None => self.firewall.invalidate(),
         }
         if fwd.ipv6_restore_off && rep.errors.is_empty() {
