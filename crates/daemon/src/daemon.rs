@@ -454,7 +454,8 @@ impl Daemon {
     pub(crate) fn dns_refresh_with(&self, starting: Option<&str>) {
         // The table, and where the running containers that need a resolver inside their own
         // namespace (macvlan/ipvlan networks only) have it.
-        let build = || -> ApiResult<(Option<berth_plan::dns::Table>, Vec<(String, PathBuf)>)> {
+        // `None`: the table in force stays (built from the same inputs).
+        let build = || -> ApiResult<(Option<berth_plan::dns::Table>, LocalResolvers)> {
             let nets = self.networks()?;
             let mut pids = HashMap::new();
             let states = self.states_shared()?;
@@ -519,6 +520,9 @@ impl Daemon {
         }
     }
 }
+
+/// Containers that need a resolver inside their own namespace, with a path to it.
+type LocalResolvers = Vec<(String, PathBuf)>;
 
 /// What the embedded DNS table was last built from (see [`Daemon::dns_refresh_with`]).
 struct DnsInputs {
