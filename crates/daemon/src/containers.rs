@@ -49,8 +49,7 @@ impl Daemon {
             }
             None => names::generated_name(&id),
         };
-        let all = self.containers()?;
-        if let Some(other) = all.iter().find(|c| c.name == name) {
+        if let Some(other) = self.container_named(&name)? {
             return Err(ApiError::conflict(format!(
                 "Conflict. The container name \"/{name}\" is already in use by container \"{}\". \
                  You have to remove (or rename) that container to be able to reuse that name.",
@@ -160,7 +159,9 @@ impl Daemon {
                     wanted.push(k.clone());
                 }
             }
-            let mut all_with_self = all.clone();
+            // The planner looks at every container's endpoints (addresses, aliases): a copy
+            // only for containers that join networks.
+            let mut all_with_self = self.containers()?;
             for q in wanted {
                 let net = self.find_network(&q)?;
                 if !berth_plan::driver::driver(net.driver).combinable() {

@@ -80,24 +80,18 @@ impl Daemon {
         containers: Vec<ContainerSpec>,
     ) -> ApiResult<Vec<(ContainerSpec, String)>> {
         let starting = self.starting.lock().map(|s| s.clone()).unwrap_or_default();
-        // Many containers: one read of every state beats a store transaction each.
-        let states = if containers.len() > 8 {
-            Some(self.states()?)
-        } else {
-            None
-        };
+        // The states' index: no store read.
+        let states = self.states_shared()?;
         let mut out = Vec::new();
         for c in containers {
             if let Some(path) = starting.get(&c.id) {
                 out.push((c, path.clone()));
                 continue;
             }
-            let st = match &states {
-                Some(all) => all.get(&c.id).cloned().unwrap_or_default(),
-                None => self.state(&c.id)?,
-            };
-            if st.status == Status::Running && st.pid > 0 {
-                out.push((c, format!("/proc/{}/ns/net", st.pid)));
+            if let Some(st) = states.get(&c.id) {
+                if st.status == Status::Running && st.pid > 0 {
+                    out.push((c, format!("/proc/{}/ns/net", st.pid)));
+                }
             }
         }
         Ok(out)
@@ -156,7 +150,9 @@ impl Daemon {
         // for, also before a check): the cache then holds no element this pass would call
         // unwanted.
         self.flush_released_guard();
-        let cache = self.firewall.cache();
+        // The maps are left out: a pass that does not read the table back leaves them to
+        // `Firewall::update_ports`, and one that does reads them from the kernel.
+        let cache = self.firewall.cache_without_maps();
         let read_fw = match &scope {
             Scope::Full => true,
             Scope::Host { firewall } => *firewall,
@@ -333,7 +329,8 @@ impl Daemon {
             return Ok(rep);
         }
         match firewall_after(&rep, &desired) {
-            Some((c, el)) => self.firewall.set_cache(c, el),
+            Some((c, el)) if read_fw => self.firewall.set_cache(c, el),
+            Some((c, el)) => self.firewall.set_cache_keeping_maps(c, el),
             None => self.firewall.invalidate(),
         }
         if fwd.ipv6_restore_off && rep.errors.is_empty() {

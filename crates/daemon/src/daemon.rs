@@ -19,6 +19,7 @@ use berth_store::{Op, RedbStore, Store, StoreExt};
 use ipnet::IpNet;
 use tokio::sync::{mpsc, watch, Mutex};
 
+use crate::docindex::DocIndex;
 use crate::error::{ApiError, ApiResult};
 use crate::firewall::Firewall;
 use crate::reconcile::{Reconciler, Wake};
@@ -130,11 +131,14 @@ pub struct Daemon {
     /// This host's cluster membership (`--cluster-store`), if any.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     wake_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Wake>>>,
-    /// Container documents as last decoded, by store key, with the revision that wrote each:
-    /// a request lists every container several times, and decoding 1,000 JSON documents each
-    /// time was most of berthd's work per start at that scale. Only documents written since
-    /// are decoded again.
-    decoded: std::sync::Mutex<HashMap<String, (berth_store::Revision, ContainerSpec)>>,
+    /// Container documents, decoded, kept up to date from the store's change feed: a request
+    /// looks at every container several times, and listing and decoding 1,000 documents each
+    /// time was most of berthd's work per start at that scale.
+    specs: DocIndex<ContainerSpec>,
+    /// Container states the same way.
+    state_docs: DocIndex<ContainerState>,
+    /// What the DNS table was last built from, to skip building the same table again.
+    dns_inputs: std::sync::Mutex<Option<DnsInputs>>,
 }
 
 /// How long the exit code of a removed container stays available to `wait`.
@@ -220,7 +224,9 @@ impl Daemon {
             wake,
             cluster,
             wake_rx: std::sync::Mutex::new(Some(wake_rx)),
-            decoded: std::sync::Mutex::new(HashMap::new()),
+            specs: DocIndex::new(keys::CONTAINERS),
+            state_docs: DocIndex::new(keys::STATES),
+            dns_inputs: std::sync::Mutex::new(None),
         });
         daemon.ensure_predefined().await?;
         daemon.startup().await?;
@@ -265,55 +271,52 @@ impl Daemon {
         Ok(self.store.list_json(keys::NETWORKS)?)
     }
 
-    /// Every stored container (decoding only the documents written since the last call).
+    /// Every stored container, in id order (a copy: see [`Daemon::containers_shared`]).
     pub fn containers(&self) -> ApiResult<Vec<ContainerSpec>> {
-        let (_, items) = self.store.list_versioned(keys::CONTAINERS)?;
-        let mut cache = match self.decoded.lock() {
-            Ok(c) => c,
-            Err(p) => p.into_inner(),
-        };
-        let mut out = Vec::with_capacity(items.len());
-        let mut kept = HashMap::with_capacity(items.len());
-        for (key, v) in items {
-            let spec = match cache.remove(&key) {
-                Some((rev, spec)) if rev == v.mod_revision => spec,
-                _ => serde_json::from_slice(&v.value).map_err(|source| {
-                    berth_store::StoreError::Decode {
-                        key: key.clone(),
-                        source,
-                    }
-                })?,
-            };
-            out.push(spec.clone());
-            kept.insert(key, (v.mod_revision, spec));
-        }
-        // Removed containers go with the old map.
-        *cache = kept;
-        Ok(out)
+        Ok(self
+            .containers_shared()?
+            .iter()
+            .map(|c| ContainerSpec::clone(c))
+            .collect())
+    }
+
+    /// Every stored container, in id order, shared with the index (no copy of 1,000 specs).
+    pub fn containers_shared(&self) -> ApiResult<Arc<[Arc<ContainerSpec>]>> {
+        Ok(self.specs.all(self.store.as_ref())?)
+    }
+
+    /// The stored container named `name`, if any.
+    pub fn container_named(&self, name: &str) -> ApiResult<Option<Arc<ContainerSpec>>> {
+        Ok(self
+            .containers_shared()?
+            .iter()
+            .find(|c| c.name == name)
+            .cloned())
     }
 
     /// A container's state.
     pub fn state(&self, id: &str) -> ApiResult<ContainerState> {
-        Ok(self.store.get_json(&keys::state(id))?.unwrap_or_default())
+        Ok(self
+            .state_docs
+            .get(self.store.as_ref(), id)?
+            .map(|s| ContainerState::clone(&s))
+            .unwrap_or_default())
     }
 
-    /// Every container's state by container id, in one read of the store (a read per
-    /// container costs a transaction each: 1,000 of them per DNS refresh).
+    /// Every container's state by container id (a copy: see [`Daemon::states_shared`]).
     pub fn states(&self) -> ApiResult<HashMap<String, ContainerState>> {
-        self.store
-            .list(keys::STATES)?
-            .into_iter()
-            .map(|(key, bytes)| {
-                let st = serde_json::from_slice(&bytes).map_err(|source| {
-                    berth_store::StoreError::Decode {
-                        key: key.clone(),
-                        source,
-                    }
-                })?;
-                let id = key.strip_prefix(keys::STATES).unwrap_or(&key).to_string();
-                Ok((id, st))
-            })
-            .collect()
+        Ok(self
+            .states_shared()?
+            .iter()
+            .map(|(id, st)| (id.clone(), ContainerState::clone(st)))
+            .collect())
+    }
+
+    /// Every container's state by container id, shared with the index.
+    pub fn states_shared(
+        &self,
+    ) -> ApiResult<Arc<std::collections::BTreeMap<String, Arc<ContainerState>>>> {
+        Ok(self.state_docs.all_keyed(self.store.as_ref())?)
     }
 
     /// Finds a network by name, id or unique id prefix (Docker's rules and messages).
@@ -451,40 +454,92 @@ impl Daemon {
     pub(crate) fn dns_refresh_with(&self, starting: Option<&str>) {
         // The table, and where the running containers that need a resolver inside their own
         // namespace (macvlan/ipvlan networks only) have it.
-        let build = || -> ApiResult<(berth_plan::dns::Table, Vec<(String, PathBuf)>)> {
+        // `None`: the table in force stays (built from the same inputs).
+        let build = || -> ApiResult<(Option<berth_plan::dns::Table>, LocalResolvers)> {
             let nets = self.networks()?;
-            let mut containers = Vec::new();
             let mut pids = HashMap::new();
-            let states = self.states()?;
-            for c in self.containers()? {
-                let st = states.get(&c.id).cloned().unwrap_or_default();
-                let is_running = st.status == berth_plan::model::Status::Running;
-                if is_running && st.pid > 0 {
-                    pids.insert(c.id.clone(), st.pid);
+            let states = self.states_shared()?;
+            let specs = self.containers_shared()?;
+            let remote = self.remote_dns_containers();
+            let mut containers = Vec::with_capacity(specs.len() + remote.len());
+            for c in specs.iter() {
+                let (is_running, pid) = states
+                    .get(&c.id)
+                    .map(|st| (st.status == berth_plan::model::Status::Running, st.pid))
+                    .unwrap_or_default();
+                if is_running && pid > 0 {
+                    pids.insert(c.id.as_str(), pid);
                 }
-                containers.push((c.clone(), starting == Some(c.id.as_str()) || is_running));
+                containers.push((&**c, starting == Some(c.id.as_str()) || is_running));
+            }
+            let local_of = |ids: &[String]| -> Vec<(String, PathBuf)> {
+                ids.iter()
+                    .filter_map(|id| {
+                        let pid = pids.get(id.as_str())?;
+                        Some((id.clone(), PathBuf::from(format!("/proc/{pid}/ns/net"))))
+                    })
+                    .collect()
+            };
+            let inputs = DnsInputs {
+                specs: specs.clone(),
+                running: containers.iter().map(|(_, r)| *r).collect(),
+                nets,
+                local: Vec::new(),
+            };
+            let mut last = match self.dns_inputs.lock() {
+                Ok(l) => l,
+                Err(p) => p.into_inner(),
+            };
+            // The same documents, the same answering set and the same networks give the same
+            // table (a start refreshes once as it begins and once as it is stored running):
+            // only the in-namespace resolvers follow the states' pids.
+            if remote.is_empty() {
+                if let Some(l) = last.as_ref().filter(|l| l.same_as(&inputs)) {
+                    return Ok((None, local_of(&l.local)));
+                }
             }
             // Containers of other hosts on the shared overlay networks.
-            containers.extend(self.remote_dns_containers());
-            let table = berth_plan::dns::Table::build(&nets, &containers);
-            let local = table
-                .local()
-                .iter()
-                .filter_map(|id| {
-                    let pid = pids.get(id)?;
-                    Some((id.clone(), PathBuf::from(format!("/proc/{pid}/ns/net"))))
-                })
-                .collect();
-            Ok((table, local))
+            containers.extend(remote.iter().map(|(c, r)| (c, *r)));
+            let table = berth_plan::dns::Table::build(&inputs.nets, &containers);
+            let local = local_of(table.local());
+            *last = remote.is_empty().then(|| DnsInputs {
+                local: table.local().to_vec(),
+                ..inputs
+            });
+            Ok((Some(table), local))
         };
         match build() {
             Ok((table, local)) => {
-                self.dns.update(table);
+                if let Some(table) = table {
+                    self.dns.update(table);
+                }
                 self.dns.sync_local(&local);
             }
             // The previous table stays: better slightly old answers than none.
             Err(e) => tracing::warn!("embedded DNS: reading the store: {}", e.message),
         }
+    }
+}
+
+/// Containers that need a resolver inside their own namespace, with a path to it.
+type LocalResolvers = Vec<(String, PathBuf)>;
+
+/// What the embedded DNS table was last built from (see [`Daemon::dns_refresh_with`]).
+struct DnsInputs {
+    /// The container documents (the index's snapshot: the same `Arc` while none changed).
+    specs: Arc<[Arc<ContainerSpec>]>,
+    /// Whether each of them was answered for (running, or starting).
+    running: Vec<bool>,
+    nets: Vec<NetworkSpec>,
+    /// The table's containers with an in-namespace resolver.
+    local: Vec<String>,
+}
+
+impl DnsInputs {
+    fn same_as(&self, other: &DnsInputs) -> bool {
+        Arc::ptr_eq(&self.specs, &other.specs)
+            && self.running == other.running
+            && self.nets == other.nets
     }
 }
 

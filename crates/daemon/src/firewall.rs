@@ -221,11 +221,34 @@ impl Firewall {
 
     /// What berth last applied (or read back): the static rules' configuration and the
     /// elements, or `None` when unknown (a failed transaction, or before the first pass): the
-    /// next pass then reads the table back.
-    pub fn cache(&self) -> Option<(FirewallConfig, Elements)> {
+    /// next pass then reads the table back. Without the published-port maps: a pass that does
+    /// not read the table back leaves them to [`Firewall::update_ports`], and with 10,000 ports
+    /// published they are most of the elements, which a pass copied about three times.
+    pub fn cache_without_maps(&self) -> Option<(FirewallConfig, Elements)> {
         let cfg = self.applied_cfg.lock().ok().and_then(|c| *c)?;
-        let el = self.applied.lock().ok().and_then(|e| e.clone())?;
-        Some((cfg, el))
+        let guard = self.applied.lock().ok()?;
+        let el = guard.as_ref()?;
+        let mut names = fw::set_names();
+        names.extend(fw::guard_names());
+        Some((cfg, el.only(&names)))
+    }
+
+    /// Records what a pass that left the maps alone left in the table: `elements` (no maps)
+    /// and the maps as they are (moved, not copied).
+    pub fn set_cache_keeping_maps(&self, cfg: FirewallConfig, mut elements: Elements) {
+        if let Ok(mut c) = self.applied_cfg.lock() {
+            *c = Some(cfg);
+        }
+        if let Ok(mut e) = self.applied.lock() {
+            if let Some(old) = e.as_mut() {
+                for name in fw::map_names() {
+                    if let Some(map) = old.0.remove(name) {
+                        elements.0.insert(name.to_string(), map);
+                    }
+                }
+            }
+            *e = Some(elements);
+        }
     }
 
     /// Records what a reconcile pass left in the table.

@@ -11,6 +11,7 @@ mod containers;
 mod converge;
 mod daemon;
 mod dns;
+mod docindex;
 mod error;
 mod explain;
 mod failpoint;

@@ -143,10 +143,14 @@ pub async fn validate(d: &Daemon, c: &ContainerSpec, specs: &[PortSpec]) -> ApiR
             ))
         }
     }
-    let addrs = host_addrs(d).await?;
-    for s in specs {
-        if let Some(ip) = s.host_ip {
-            ports::check_host_ip(ip, &addrs)?;
+    // Only a port bound to an address needs the host's addresses: their dump walks every
+    // interface (two per running container), so `-p 8080:80` does not pay for it.
+    if specs.iter().any(|s| s.host_ip.is_some()) {
+        let addrs = host_addrs(d).await?;
+        for s in specs {
+            if let Some(ip) = s.host_ip {
+                ports::check_host_ip(ip, &addrs)?;
+            }
         }
     }
     let nets = d.networks()?;

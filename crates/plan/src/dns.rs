@@ -304,7 +304,10 @@ impl Table {
     /// Builds the table. `containers` pairs every stored container with whether it is running:
     /// only running containers are answered, but every stored one may ask (a container's first
     /// query can come before its state says `running`).
-    pub fn build(networks: &[NetworkSpec], containers: &[(ContainerSpec, bool)]) -> Table {
+    pub fn build<C: std::borrow::Borrow<ContainerSpec>>(
+        networks: &[NetworkSpec],
+        containers: &[(C, bool)],
+    ) -> Table {
         let mut t = Table {
             listen: listen_addrs(networks),
             ..Table::default()
@@ -316,6 +319,7 @@ impl Table {
             t.net_ids.push(n.id.clone());
         }
         for (c, running) in containers {
+            let (c, running) = (c.borrow(), *running);
             let mut asker = Asker {
                 name: c.name.clone(),
                 nets: Vec::new(),
