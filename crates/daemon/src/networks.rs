@@ -4,9 +4,10 @@
 //! links carrying berth's mark are ever removed).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use berth_plan::host::{self, ObserveRequest};
-use berth_plan::model::{Driver, NetworkMode, NetworkSpec, Status};
+use berth_plan::model::{ContainerSpec, Driver, NetworkMode, NetworkSpec, Status};
 use berth_plan::names;
 use berth_plan::network::{self as planner, EndpointRequest, NetworkRequest};
 use berth_store::Op;
@@ -381,9 +382,29 @@ impl Daemon {
         Ok(removed)
     }
 
+    /// Rewrites `c`'s `/etc` files (after refreshing the DNS table when `dns`) on a blocking
+    /// thread, so that they are written while the caller's pass programs the kernel. The
+    /// caller awaits it before answering; a failure is logged (the files follow the intent
+    /// again at the next change).
+    fn files_beside(self: &Arc<Self>, c: &ContainerSpec, dns: bool) -> tokio::task::JoinHandle<()> {
+        let d = Arc::clone(self);
+        let c = c.clone();
+        tokio::task::spawn_blocking(move || {
+            if dns {
+                // The resolver first (a macvlan network may give it one inside its
+                // namespace), then the resolv.conf that names it.
+                d.dns_refresh();
+            }
+            // `write_files` awaits nothing (plain file writes): driven to completion here.
+            if let Err(e) = futures::executor::block_on(d.runtime.write_files(&d, &c)) {
+                tracing::warn!(container = %c.name, "rewriting /etc files: {}", e.message);
+            }
+        })
+    }
+
     /// `POST /networks/{id}/connect`.
     pub async fn connect(
-        &self,
+        self: &Arc<Self>,
         net_query: &str,
         container_query: &str,
         req: EndpointRequest,
@@ -429,15 +450,11 @@ impl Daemon {
                 },
                 Some(&before),
             );
-            let files = async {
-                // The resolver first (a macvlan network may give it one inside its
-                // namespace), then the resolv.conf that names it.
-                self.dns_refresh();
-                if let Err(e) = self.runtime.write_files(self, &c).await {
-                    tracing::warn!(container = %c.name, "rewriting /etc files: {}", e.message);
-                }
-            };
-            let (result, ()) = tokio::join!(pass, files);
+            // On a blocking thread, truly beside the pass: written on this worker, the writes
+            // (~0.6 ms, synchronous) would hold up the pass's netlink requests, whose
+            // connection task this worker runs next (tokio's LIFO slot).
+            let files = self.files_beside(&c, true);
+            let (result, _) = tokio::join!(pass, files);
             if let Err(e) = result {
                 c.endpoints.retain(|x| x.id != ep.id);
                 let mut ops = crate::ipam::release(&[&ep]);
@@ -480,7 +497,11 @@ impl Daemon {
     }
 
     /// `POST /networks/{id}/disconnect`.
-    pub async fn disconnect(&self, net_query: &str, container_query: &str) -> ApiResult<()> {
+    pub async fn disconnect(
+        self: &Arc<Self>,
+        net_query: &str,
+        container_query: &str,
+    ) -> ApiResult<()> {
         let began = std::time::Instant::now();
         let _guard = self.lock.lock().await;
         let _op = failpoint::Op::begin("disconnect");
@@ -503,9 +524,6 @@ impl Daemon {
         let stored_us = began.elapsed().as_micros() as u64;
         let (mut retired_us, mut passed_us) = (0, 0);
         self.cluster_release(&[&ep]);
-        // The name stops resolving on that network first: the DNS table follows the stored
-        // intent alone.
-        self.dns_refresh();
         failpoint::boundary("store endpoint removal");
         let st = self.state(&c.id)?;
         if st.status == Status::Running {
@@ -538,12 +556,10 @@ impl Daemon {
                 false,
                 (!sublink).then_some(&before),
             );
-            let files = async {
-                if let Err(e) = self.runtime.write_files(self, &c).await {
-                    tracing::warn!(container = %c.name, "rewriting /etc files: {}", e.message);
-                }
-            };
-            let (rep, ()) = tokio::join!(pass, files);
+            // The DNS table (the name stops resolving on that network) and the files, beside
+            // the pass (see `connect`).
+            let files = self.files_beside(&c, true);
+            let (rep, _) = tokio::join!(pass, files);
             let rep = rep?;
             if !rep.errors.is_empty() {
                 return Err(ApiError::internal(format!(
@@ -554,6 +570,8 @@ impl Daemon {
                 )));
             }
             passed_us = began.elapsed().as_micros() as u64;
+        } else {
+            self.dns_refresh();
         }
         durable.await?;
         tracing::info!(
