@@ -126,6 +126,18 @@ impl Cluster {
                     Ok(nodes) => c.set_nodes(nodes),
                     Err(e) => tracing::warn!("cluster: listing the nodes: {e}"),
                 }
+                // The other hosts' endpoints too, for the same reason: without them the
+                // start-up pass would take their forwarding and neighbour entries off this
+                // host's VXLAN ports ("not wanted"), and the sync's first list would put them
+                // back moments later: a cross-host outage at every restart.
+                match c.store.list_versioned(ENDPOINTS) {
+                    Ok((_, eps)) => c.set_remotes(
+                        eps.into_iter()
+                            .filter_map(|(k, v)| Some((k, serde_json::from_slice(&v.value).ok()?)))
+                            .collect(),
+                    ),
+                    Err(e) => tracing::warn!("cluster: listing the endpoints: {e}"),
+                }
             }
             Err(JoinError::Store(e @ StoreError::Unavailable { .. })) => {
                 tracing::warn!(

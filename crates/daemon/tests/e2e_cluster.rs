@@ -845,11 +845,21 @@ fn overlay_mtu_follows_underlay_changes_and_later_hosts() {
             .filter(|l| l.contains("repaired at start-up: SetEndpointMtu"))
             .count()
     };
+    // Nor does it drop host-a's endpoint (ca) from its VXLAN port, to put it back moments
+    // later when the cluster's sync lists the endpoints: a cross-host outage per restart.
+    let startup_vxlan = |w: &World| {
+        w.log_text()
+            .lines()
+            .filter(|l| l.contains("repaired at start-up: SetVxlanEntries"))
+            .count()
+    };
     let before = startup_mtu(&b);
+    let before_vxlan = startup_vxlan(&b);
     join(&b, "host-b").unwrap_or_else(|e| panic!("{e}"));
     wait_names(&a, &["host-a", "host-b"], Duration::from_secs(5));
     assert_eq!(eth0_mtu(&b, "cb"), 1450);
     assert_eq!(startup_mtu(&b), before, "{}", b.log_text());
+    assert_eq!(startup_vxlan(&b), before_vxlan, "{}", b.log_text());
 
     // host-c joins with a 1400-byte underlay: every host shrinks the network.
     join(&c, "host-c").unwrap_or_else(|e| panic!("{e}"));
