@@ -210,19 +210,49 @@ impl Reconciler {
                 plan = host::diff(&observed, desired);
             }
         }
-        let report = PassReport {
+        let mut report = PassReport {
             plan,
             observed,
             firewall_ok: true,
             ..PassReport::default()
         };
         if dry_run {
+            // A check right after a disconnect or an exit must not call the veth berth is
+            // deleting in the background an orphan.
+            self.leave_in_flight(&mut report.plan);
             return Ok(report);
         }
         let whole = req.links.is_none();
         Ok(self
             .execute(trigger, report, started, Some(observed_us), whole)
             .await)
+    }
+
+    /// Takes out of `plan` the deletions of links already on their way out (deleted in the
+    /// background, or going with their container's namespace): they are left to that, unless
+    /// the plan creates the name again (a restart right after the exit must delete the
+    /// leftover first, or the creation fails with EEXIST). Returns the names it creates.
+    fn leave_in_flight(&self, plan: &mut Plan) -> BTreeSet<String> {
+        // Names this pass creates again (a leftover veth replaced by a restart's endpoint):
+        // their deletion must finish before the creation, so it is neither skipped nor
+        // deferred.
+        let recreated: BTreeSet<String> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match &s.op {
+                StepOp::CreateEndpoint { plan, .. } => Some(plan.host_ifname.clone()),
+                _ => None,
+            })
+            .collect();
+        let in_flight = self.deleting.lock().map(|d| d.clone()).unwrap_or_default();
+        plan.steps.retain(|s| match &s.op {
+            StepOp::DeleteLink { name } => !in_flight.contains(name) || recreated.contains(name),
+            StepOp::DeleteContainerLink { netns, ifname } => {
+                !in_flight.contains(&host::sublink_key(netns, ifname))
+            }
+            _ => true,
+        });
+        recreated
     }
 
     /// A pass that assumes the kernel holds `assumed` (what the intent before an API call's
@@ -257,30 +287,7 @@ impl Reconciler {
         whole: bool,
     ) -> PassReport {
         let defer_deletes = trigger == Trigger::Api;
-        // Names this pass creates again (a leftover veth replaced by a restart's endpoint):
-        // their deletion must finish before the creation, so it is neither skipped nor
-        // deferred.
-        let recreated: BTreeSet<String> = report
-            .plan
-            .steps
-            .iter()
-            .filter_map(|s| match &s.op {
-                StepOp::CreateEndpoint { plan, .. } => Some(plan.host_ifname.clone()),
-                _ => None,
-            })
-            .collect();
-        let in_flight = self.deleting.lock().map(|d| d.clone()).unwrap_or_default();
-        report.plan.steps.retain(|s| match &s.op {
-            // A veth on its way out (deleted in the background, or going with its container's
-            // namespace) is left to that, unless this pass creates its name again: a restart
-            // right after the exit must delete the leftover first, or the creation fails
-            // with EEXIST.
-            StepOp::DeleteLink { name } => !in_flight.contains(name) || recreated.contains(name),
-            StepOp::DeleteContainerLink { netns, ifname } => {
-                !in_flight.contains(&host::sublink_key(netns, ifname))
-            }
-            _ => true,
-        });
+        let recreated = self.leave_in_flight(&mut report.plan);
         for step in &report.plan.steps {
             // An API call does not wait for a veth's deletion (~20 ms of RCU grace periods in
             // the kernel): its endpoint is already unusable (retired, or its container gone),
@@ -839,5 +846,39 @@ mod tests {
             .expect("pass");
         assert!(obs.errors.is_empty(), "{:?}", obs.errors);
         nothing_left(&rt, &r, &d_after);
+    }
+
+    #[test]
+    fn a_check_does_not_call_a_veth_being_deleted_an_orphan() {
+        let (rt, k, r, d_before, _) = converged_before_connect();
+        // The container is gone from the intent; its veth is still in the kernel, on its way
+        // out (deleted in the background, or going with the namespace).
+        let (nets, _, _) = connect_world();
+        let d_gone = desired_of(&nets, &[]);
+        let veth = d_before.endpoints.keys().next().expect("a veth").clone();
+        let deletes = |rep: &PassReport| {
+            rep.plan
+                .steps
+                .iter()
+                .filter(|s| matches!(&s.op, StepOp::DeleteLink { name } if *name == veth))
+                .count()
+        };
+        let before = rt
+            .block_on(r.pass(Trigger::Check, &d_gone, full(&d_gone), None, false, true))
+            .expect("check");
+        assert_eq!(
+            deletes(&before),
+            1,
+            "an orphan like any other: {:#?}",
+            before.plan
+        );
+        let during = rt.block_on(async {
+            r.expect_gone(vec![veth.clone()]);
+            r.pass(Trigger::Check, &d_gone, full(&d_gone), None, false, true)
+                .await
+        });
+        let during = during.expect("check");
+        assert_eq!(deletes(&during), 0, "{:#?}", during.plan);
+        assert!(k.take_log().is_empty(), "a check applies nothing");
     }
 }
