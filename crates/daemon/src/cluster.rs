@@ -131,11 +131,7 @@ impl Cluster {
                 // host's VXLAN ports ("not wanted"), and the sync's first list would put them
                 // back moments later: a cross-host outage at every restart.
                 match c.store.list_versioned(ENDPOINTS) {
-                    Ok((_, eps)) => c.set_remotes(
-                        eps.into_iter()
-                            .filter_map(|(k, v)| Some((k, serde_json::from_slice(&v.value).ok()?)))
-                            .collect(),
-                    ),
+                    Ok((_, eps)) => c.set_remotes(eps),
                     Err(e) => tracing::warn!("cluster: listing the endpoints: {e}"),
                 }
             }
@@ -841,8 +837,13 @@ impl Cluster {
         self.publish(eps, claims)
     }
 
-    /// Replaces the cache of published endpoints (a fresh list) or applies one watch event.
-    pub fn set_remotes(&self, all: BTreeMap<String, RemoteEndpoint>) {
+    /// Replaces the cache of published endpoints with a fresh list of the store's
+    /// `endpoints/` keys (entries that do not decode are left out).
+    pub fn set_remotes(&self, listed: Vec<(String, berth_store::Versioned)>) {
+        let all: BTreeMap<String, RemoteEndpoint> = listed
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, serde_json::from_slice(&v.value).ok()?)))
+            .collect();
         if let Ok(mut r) = self.remotes.lock() {
             *r = all;
         }

@@ -293,7 +293,7 @@ impl Daemon {
         let refine = matches!(scope, Scope::Host { .. });
         let assumed = match (before, &fw_cache, &scope) {
             (Some(before), Some(cache), Scope::Containers { .. }) if !dry_run && !read_fw => self
-                .assumed_before(before, &nets, &sel_running, cfg, fwd, &desired, &req)
+                .assumed_before(before, &nets, &sel_running, cfg, fwd, &req)
                 .map(|mut o| {
                     o.firewall = Some(cache.clone());
                     o
@@ -349,7 +349,6 @@ impl Daemon {
     /// What the scoped observation `req` would show if the kernel held exactly what the
     /// intent before the call made (`before` in place of the container's document): `None`
     /// when that cannot be modelled exactly (overlay networks) and the pass must observe.
-    #[allow(clippy::too_many_arguments)]
     fn assumed_before(
         &self,
         before: &ContainerSpec,
@@ -357,14 +356,10 @@ impl Daemon {
         sel_running: &[&(ContainerSpec, String)],
         cfg: FirewallConfig,
         fwd: ForwardingIntent,
-        desired: &host::DesiredHost,
         req: &ObserveRequest,
     ) -> Option<host::ObservedHost> {
-        if !desired.vxlans.is_empty() {
-            return None;
-        }
         // The networks of the scope after the call and before it (a disconnected network's
-        // bridge is modelled, then left out below: the scoped observation never looks at it).
+        // bridge is modelled, then left out: the scoped observation never looks at it).
         let wanted: BTreeSet<&str> = sel_running
             .iter()
             .flat_map(|(c, _)| c.endpoints.iter())
@@ -393,15 +388,7 @@ impl Daemon {
             return None;
         }
         let was = berth_plan::driver::desired(&sel_nets, &rc, cfg, fwd, Elements::default(), false);
-        let mut o = host::assumed(&was)?;
-        // Exactly what the scoped observation would have looked at.
-        if let Some(links) = &req.links {
-            o.links.retain(|name, _| links.contains(name));
-        }
-        o.netns.retain(|path, _| req.netns.contains(path));
-        o.sysctls.retain(|key, _| req.sysctls.contains(key));
-        o.link_routes.retain(|name, _| req.routes_of.contains(name));
-        Some(o)
+        host::assumed_for(&was, req)
     }
 
     /// A pass that must succeed for an API call: kernel errors become a 500 naming every
@@ -411,7 +398,7 @@ impl Daemon {
     }
 
     /// [`Daemon::converge_api`] for a change of one running container's endpoints, from the
-    /// state its document `before` the change made (see [`Daemon::converge_from_assumed`]).
+    /// state its document `before` the change made (see [`Daemon::converge_from`]).
     pub async fn converge_api_from(
         &self,
         scope: Scope,

@@ -207,7 +207,7 @@ impl Daemon {
                 .state(&p.id)
                 .is_ok_and(|st| st.status == Status::Running);
             if running {
-                if let Err(e) = self.runtime.write_files(self, p).await {
+                if let Err(e) = self.runtime.write_files(self, p) {
                     tracing::warn!(container = %p.name, "updating /etc/hosts for its links: {}", e.message);
                 }
             }

@@ -395,8 +395,7 @@ impl Daemon {
                 // namespace), then the resolv.conf that names it.
                 d.dns_refresh();
             }
-            // `write_files` awaits nothing (plain file writes): driven to completion here.
-            if let Err(e) = futures::executor::block_on(d.runtime.write_files(&d, &c)) {
+            if let Err(e) = d.runtime.write_files(&d, &c) {
                 tracing::warn!(container = %c.name, "rewriting /etc files: {}", e.message);
             }
         })
@@ -441,8 +440,7 @@ impl Daemon {
         let st = self.state(&c.id)?;
         if st.status == Status::Running {
             // The DNS table and the container's files follow the stored intent alone: they are
-            // made while the pass programs the kernel (the pass's first await leaves its
-            // requests in flight), and put back if the pass fails.
+            // made while the pass programs the kernel, and put back if the pass fails.
             let pass = self.converge_api_from(
                 Scope::Containers {
                     ids: vec![c.id.clone()],
@@ -475,7 +473,7 @@ impl Daemon {
                     tracing::warn!("rolling back the connect of {:?}: {}", c.name, e2.message);
                 }
                 self.dns_refresh();
-                if let Err(e2) = self.runtime.write_files(self, &c).await {
+                if let Err(e2) = self.runtime.write_files(self, &c) {
                     tracing::warn!(container = %c.name, "restoring /etc files: {}", e2.message);
                 }
                 return Err(e);

@@ -368,11 +368,7 @@ async fn sync_once(d: &Arc<Daemon>, cl: &Arc<cluster::Cluster>) -> anyhow::Resul
         let s = store.clone();
         tokio::task::spawn_blocking(move || s.list_versioned(cluster::ENDPOINTS)).await??
     };
-    cl.set_remotes(
-        eps.into_iter()
-            .filter_map(|(k, v)| Some((k, serde_json::from_slice(&v.value).ok()?)))
-            .collect(),
-    );
+    cl.set_remotes(eps);
     // A fresh start of the sync (etcd back, lease maybe lost): publish again from scratch.
     cl.forget_published();
     d.cluster_publish();

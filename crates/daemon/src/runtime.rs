@@ -95,7 +95,7 @@ impl Runtime {
 
     /// Writes /etc/hosts, /etc/resolv.conf and /etc/hostname for `c`. Files are rewritten in
     /// place (same inode), so a running container sees the change through its bind mounts.
-    pub async fn write_files(&self, d: &Daemon, c: &ContainerSpec) -> ApiResult<()> {
+    pub fn write_files(&self, d: &Daemon, c: &ContainerSpec) -> ApiResult<()> {
         let dir = self.container_dir(&c.id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
@@ -138,7 +138,7 @@ impl Runtime {
         // Links first: a linked container that is not running fails the start before anything
         // is set up (moby's words).
         let link_env = d.env_with_links(c)?;
-        self.write_files(d, c).await?;
+        self.write_files(d, c)?;
         let pid_file = dir.join("init.pid");
         let exit_file = dir.join("exit");
         let _ = std::fs::remove_file(&pid_file);

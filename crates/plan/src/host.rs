@@ -683,6 +683,20 @@ pub fn assumed(desired: &DesiredHost) -> Option<ObservedHost> {
     Some(o)
 }
 
+/// [`assumed`], limited to what the observation `req` would have looked at: its links (all of
+/// them when it names none), namespaces, sysctls and links' routes. What a scoped pass would
+/// have seen if the kernel held exactly `desired`.
+pub fn assumed_for(desired: &DesiredHost, req: &ObserveRequest) -> Option<ObservedHost> {
+    let mut o = assumed(desired)?;
+    if let Some(links) = &req.links {
+        o.links.retain(|name, _| links.contains(name));
+    }
+    o.netns.retain(|path, _| req.netns.contains(path));
+    o.sysctls.retain(|key, _| req.sysctls.contains(key));
+    o.link_routes.retain(|name, _| req.routes_of.contains(name));
+    Some(o)
+}
+
 /// The result of [`diff`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {

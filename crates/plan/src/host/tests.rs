@@ -736,3 +736,25 @@ fn peer_of<'a>(o: &'a mut ObservedHost, ns: &str) -> &'a mut ObservedLink {
         .and_then(|n| n.links.get_mut("eth0"))
         .expect("eth0")
 }
+
+#[test]
+fn the_assumed_state_is_limited_to_what_the_observation_would_read() {
+    let (nets, cs) = world();
+    let d = desired_of(&nets, &cs);
+    let veth = cs[0].endpoints[0].host_ifname.clone();
+    let bridge = d.bridges.keys().next().expect("a bridge").clone();
+    let req = ObserveRequest {
+        links: Some([veth.clone()].into()),
+        ..ObserveRequest::default()
+    };
+    let o = assumed_for(&d, &req).expect("no overlay");
+    assert_eq!(o.links.keys().collect::<Vec<_>>(), [&veth]);
+    assert!(!o.links.contains_key(&bridge));
+    assert!(o.netns.is_empty() && o.sysctls.is_empty(), "{o:#?}");
+    // Everything the full request names is there, as in `assumed`.
+    let full = assumed_for(&d, &ObserveRequest::full(&d)).expect("no overlay");
+    let all = assumed(&d).expect("no overlay");
+    assert_eq!(full.links, all.links);
+    assert_eq!(full.netns, all.netns);
+    assert_eq!(full.sysctls, all.sysctls);
+}
