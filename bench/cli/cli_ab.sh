@@ -13,7 +13,7 @@ old="$2"
 new="$3"
 runs="${4:-50}"
 . "$(dirname "$0")/private_berthd.sh"
-start_private_berthd bab "$berthd"
+start_private_berthd bab "$berthd" "$new"
 "$new" -H "unix://$sock" network create --subnet 10.77.0.0/24 a >/dev/null
 "$new" -H "unix://$sock" network create --subnet 10.78.0.0/24 b >/dev/null
 "$new" -H "unix://$sock" run -d --name s --network a sleep 600 >/dev/null

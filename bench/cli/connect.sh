@@ -9,7 +9,7 @@ set -euo pipefail
 runs="${1:-20}"
 bin="${2:-target/release}"
 . "$(dirname "$0")/private_berthd.sh"
-start_private_berthd bcr "$bin/berthd"
+start_private_berthd bcr "$bin/berthd" "$bin/berth"
 b() { "$bin/berth" -H "unix://$sock" "$@"; }
 b network create --subnet 10.77.0.0/24 a >/dev/null
 b network create --subnet 10.78.0.0/24 c >/dev/null
