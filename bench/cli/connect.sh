@@ -8,22 +8,8 @@
 set -euo pipefail
 runs="${1:-20}"
 bin="${2:-target/release}"
-ns="bcr$$h"
-dir="$(mktemp -d /tmp/bcr.XXXXXX)"
-sock="$dir/berthd.sock"
-pid=""
-cleanup() {
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-    ip netns del "$ns" 2>/dev/null || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-ip netns add "$ns"
-ip -n "$ns" link set lo up
-ip netns exec "$ns" "$bin/berthd" --state-dir "$dir/state" --socket "$sock" --log-level warn \
-    >"$dir/berthd.log" 2>&1 &
-pid=$!
-for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+. "$(dirname "$0")/private_berthd.sh"
+start_private_berthd bcr "$bin/berthd" "$bin/berth"
 b() { "$bin/berth" -H "unix://$sock" "$@"; }
 b network create --subnet 10.77.0.0/24 a >/dev/null
 b network create --subnet 10.78.0.0/24 c >/dev/null

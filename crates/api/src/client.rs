@@ -2,22 +2,30 @@
 //!
 //! Every request opens its own connection, so requests can run concurrently (the CLI streams a
 //! container's logs while it waits for the container to exit).
+//!
+//! Two transports, one request: the `async` methods go through hyper on a tokio runtime (what
+//! streams, attaches and concurrent requests need); [`Client::request_json_blocking`] and
+//! [`Client::request_empty_blocking`] send the same bytes on a plain blocking socket and read
+//! the answer by hand (`crate::wire`), for a process that has no runtime at all. Both build
+//! the request and read errors through the same functions here, so a command reads the same
+//! answers and prints the same errors whichever it uses.
 
-use std::io;
+use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
-use hyper::header::{CONTENT_TYPE, HOST, USER_AGENT};
-use hyper::{Request, Response};
+use hyper::header::{HeaderName, CONTENT_TYPE, HOST, USER_AGENT};
+use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixStream;
 
 use crate::types::ErrorResponse;
+use crate::wire::{self, Limits};
 use crate::DEFAULT_SOCKET;
 
 pub use hyper::Method;
@@ -153,11 +161,7 @@ impl Client {
     {
         let resp = self.send(method.clone(), path_and_query, body).await?;
         let bytes = self.collect(resp.into_body()).await?;
-        serde_json::from_slice(&bytes).map_err(|error| ApiError::Decode {
-            method: method.to_string(),
-            path: path_and_query.to_string(),
-            error,
-        })
+        decode(&method, path_and_query, &bytes)
     }
 
     /// Sends a request whose 2xx answer has no body worth reading.
@@ -173,6 +177,77 @@ impl Client {
         let resp = self.send(method, path_and_query, body).await?;
         self.collect(resp.into_body()).await?;
         Ok(())
+    }
+
+    /// [`Client::request_json`] without an async runtime: the calling thread blocks on its own
+    /// connection until the whole answer is in. Same request bytes, same answers, same errors.
+    pub fn request_json_blocking<T, B>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&B>,
+    ) -> Result<T, ApiError>
+    where
+        T: DeserializeOwned,
+        B: Serialize + ?Sized,
+    {
+        let bytes = self.exchange(&method, path_and_query, body)?;
+        decode(&method, path_and_query, &bytes)
+    }
+
+    /// [`Client::request_empty`] without an async runtime (see
+    /// [`Client::request_json_blocking`]).
+    pub fn request_empty_blocking<B>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&B>,
+    ) -> Result<(), ApiError>
+    where
+        B: Serialize + ?Sized,
+    {
+        self.exchange(&method, path_and_query, body).map(drop)
+    }
+
+    /// One request and its whole 2xx body on a blocking `std` socket, in the order of
+    /// [`Client::send_with`]'s steps (encode, connect, then the request's target), so an
+    /// invalid body or an absent daemon is reported first as there.
+    fn exchange<B>(
+        &self,
+        method: &Method,
+        path_and_query: &str,
+        body: Option<&B>,
+    ) -> Result<Vec<u8>, ApiError>
+    where
+        B: Serialize + ?Sized,
+    {
+        let payload = encode(body)?;
+        let mut stream = std::os::unix::net::UnixStream::connect(&self.socket)
+            .map_err(|source| connect_error(&self.socket, source))?;
+        // The target as hyper's request builder checks and writes it (origin form).
+        let uri: Uri = path_and_query
+            .parse()
+            .map_err(|e| self.http_error(format!("invalid request {path_and_query:?}: {e}")))?;
+        let target = uri.path_and_query().map_or("/", |p| p.as_str());
+        let headers: Vec<_> = request_headers(payload.is_some()).collect();
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        let request = wire::request(method.as_str(), target, &headers, payload.as_deref());
+        let written = stream.write_all(&request);
+        let mut reader = BufReader::new(&stream);
+        let head = match wire::read_head(&mut reader, Limits::DEFAULT) {
+            Ok(head) => head,
+            // berthd may answer (an error) and close before it read the whole request; only
+            // when no answer came is the failed write the error.
+            Err(e) => {
+                return Err(self.http_error(written.err().map_or(e.to_string(), |w| w.to_string())))
+            }
+        };
+        let body = wire::read_body(&mut reader, head.framing, Limits::DEFAULT);
+        if (200..300).contains(&head.status) {
+            return body.map_err(|e| self.http_error(e));
+        }
+        // As with hyper: an error answer whose body cannot be read is still that error.
+        Err(server_error(head.status, &body.unwrap_or_default()))
     }
 
     /// Sends a request and returns its 2xx body as a stream of chunks (logs, exec output).
@@ -258,10 +333,7 @@ impl Client {
     where
         B: Serialize + ?Sized,
     {
-        let payload = match body {
-            Some(b) => Some(serde_json::to_vec(b).map_err(ApiError::Encode)?),
-            None => None,
-        };
+        let payload = encode(body)?;
         let stream = UnixStream::connect(&self.socket)
             .await
             .map_err(|source| connect_error(&self.socket, source))?;
@@ -275,13 +347,9 @@ impl Client {
             let _ = conn.with_upgrades().await;
         });
 
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(path_and_query)
-            .header(HOST, "berth")
-            .header(USER_AGENT, concat!("berth/", env!("CARGO_PKG_VERSION")));
-        if payload.is_some() {
-            builder = builder.header(CONTENT_TYPE, "application/json");
+        let mut builder = Request::builder().method(method).uri(path_and_query);
+        for (name, value) in request_headers(payload.is_some()) {
+            builder = builder.header(name, value);
         }
         if upgrade {
             builder = builder
@@ -300,10 +368,49 @@ impl Client {
             return Ok(resp);
         }
         let bytes = self.collect(resp.into_body()).await.unwrap_or_default();
-        Err(ApiError::Server {
-            status: status.as_u16(),
-            message: error_message(status.as_u16(), status.canonical_reason(), &bytes),
-        })
+        Err(server_error(status.as_u16(), &bytes))
+    }
+}
+
+/// The headers of every request, in the order both transports write them (hyper adds
+/// `content-length` after them; [`wire::request`] does as hyper does).
+fn request_headers(json_body: bool) -> impl Iterator<Item = (HeaderName, &'static str)> {
+    [
+        Some((HOST, "berth")),
+        Some((USER_AGENT, concat!("berth/", env!("CARGO_PKG_VERSION")))),
+        json_body.then_some((CONTENT_TYPE, "application/json")),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// The request body as JSON.
+fn encode<B: Serialize + ?Sized>(body: Option<&B>) -> Result<Option<Vec<u8>>, ApiError> {
+    body.map(|b| serde_json::to_vec(b).map_err(ApiError::Encode))
+        .transpose()
+}
+
+/// A 2xx answer's body as `T`.
+fn decode<T: DeserializeOwned>(
+    method: &Method,
+    path_and_query: &str,
+    bytes: &[u8],
+) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|error| ApiError::Decode {
+        method: method.to_string(),
+        path: path_and_query.to_string(),
+        error,
+    })
+}
+
+/// berthd's non-2xx answer as an error.
+fn server_error(status: u16, body: &[u8]) -> ApiError {
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason());
+    ApiError::Server {
+        status,
+        message: error_message(status, reason, body),
     }
 }
 
@@ -424,6 +531,110 @@ mod tests {
             "cannot connect to berthd at /nonexistent/berth-test.sock: No such file or directory \
              (is berthd running? start it with: sudo berthd)"
         );
+    }
+
+    /// A unix socket that answers its connections in turn with `answers`, each after reading
+    /// one whole request (head, then a `content-length` body); gives back the requests' bytes.
+    fn answering(sock: &Path, answers: Vec<Vec<u8>>) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+        use std::io::Read;
+        let _ = std::fs::remove_file(sock);
+        let listener = std::os::unix::net::UnixListener::bind(sock).expect("bind");
+        std::thread::spawn(move || {
+            let mut requests = Vec::new();
+            for answer in answers {
+                let (mut s, _) = listener.accept().expect("accept");
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = s.read(&mut buf).expect("read");
+                    req.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&req).into_owned();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text[..end]
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if n == 0 || req.len() >= end + 4 + len {
+                            break;
+                        }
+                    } else if n == 0 {
+                        break;
+                    }
+                }
+                requests.push(req);
+                let _ = s.write_all(&answer);
+            }
+            requests
+        })
+    }
+
+    /// The blocking transport sends the bytes hyper sends and reads every answer (JSON,
+    /// empty, chunked, berthd's errors, bodies that are no JSON, a connection cut short) into
+    /// the same result, error messages included.
+    #[tokio::test]
+    async fn blocking_transport_reads_as_hyper() {
+        let dir = std::env::temp_dir().join(format!("berth-client-ab-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let sock = dir.join("s.sock");
+        let c = Client::new(&format!("unix://{}", sock.display())).expect("host");
+        let create =
+            serde_json::json!({"Name": "web", "IPAM": {"Config": [{"Subnet": "10.1.0.0/24"}]}});
+        let cases: Vec<(Method, &str, Option<&serde_json::Value>, &str)> = vec![
+            (Method::GET, "/networks?filters=%7B%22name%22%3A%5B%22a%22%5D%7D", None,
+             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 14\r\n\r\n[{\"Name\":\"a\"}]"),
+            (Method::POST, "/networks/b/connect", Some(&create),
+             "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            (Method::POST, "/containers/s/stop?t=1", None, "HTTP/1.1 204 No Content\r\n\r\n"),
+            (Method::DELETE, "/networks/nosuch", None,
+             "HTTP/1.1 404 Not Found\r\ncontent-length: 39\r\n\r\n{\"message\":\"network nosuch not found\"}\n\n"),
+            (Method::POST, "/networks/create", Some(&create),
+             "HTTP/1.1 409 Conflict\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n\
+              10\r\n{\"message\":\"netw\r\n20\r\nork with name web already exists\r\n2\r\n\"}\r\n0\r\n\r\n"),
+            (Method::POST, "/networks/create", Some(&create),
+             "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 26\r\n\r\ninvalid subnet 10.0.0.0/33"),
+            (Method::GET, "/info", None, "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"),
+            (Method::GET, "/info", None, "HTTP/1.1 502 Bad Gateway\r\ncontent-length: 10\r\n\r\ncut"),
+            (Method::GET, "/version", None,
+             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\n[1,\r\n2\r\n2]\r\n0\r\n\r\n"),
+            (Method::GET, "/version", None, "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n{\"a\":"),
+            (Method::GET, "/version", None, "HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\n[1,2]"),
+            (Method::GET, "/version", None, "HTTP/1.1 200 OK\r\ncontent-le"),
+            (Method::GET, "/version", None, ""),
+        ];
+        let show = |r: Result<serde_json::Value, ApiError>| match r {
+            Ok(v) => format!("ok {v}"),
+            Err(e) => format!("err {e}"),
+        };
+        for (method, path, body, answer) in cases {
+            let answers = vec![answer.as_bytes().to_vec(); 2];
+            let server = answering(&sock, answers);
+            let by_hyper = show(c.request_json(method.clone(), path, body).await);
+            let blocking = show(c.request_json_blocking(method.clone(), path, body));
+            let requests = server.join().expect("server");
+            assert_eq!(
+                String::from_utf8_lossy(&requests[0]),
+                String::from_utf8_lossy(&requests[1]),
+                "the request bytes of {method} {path}"
+            );
+            assert_eq!(by_hyper, blocking, "{method} {path} answered {answer:?}");
+        }
+        // And an absent daemon, and an invalid target, as hyper's path says them.
+        let gone = Client::new("/nonexistent/berth-test.sock").expect("host");
+        assert_eq!(
+            show(gone.request_json(Method::GET, "/info", NO_BODY).await),
+            show(gone.request_json_blocking(Method::GET, "/info", NO_BODY))
+        );
+        // (A listener that never accepts: the connections succeed, nothing is read.)
+        let _ = std::fs::remove_file(&sock);
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+        let invalid = show(c.request_json(Method::GET, "/a b", NO_BODY).await);
+        assert!(invalid.contains("invalid request \"/a b\""), "{invalid}");
+        assert_eq!(
+            invalid,
+            show(c.request_json_blocking(Method::GET, "/a b", NO_BODY))
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod gojson;
 pub mod types;
+mod wire;
 
 /// The Docker Engine API version berthd announces (`Api-Version` header, `/version`).
 pub const API_VERSION: &str = "1.41";

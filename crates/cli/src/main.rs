@@ -110,7 +110,20 @@ pub fn report(err: &anyhow::Error) {
     }
 }
 
-async fn dispatch(cli: Cli) -> i32 {
+/// Runs `future` on a current-thread tokio runtime built for it. Only the commands that
+/// stream, attach, or run requests side by side (`run`, `create`, `start -a`, `wait`, `exec`,
+/// `logs`, `explain`, `trace`) need one; the others talk to berthd with blocking one-shot
+/// requests and never build it (docs/PERFORMANCE.md, "The CLI's own cost").
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    use anyhow::Context;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(runtime.block_on(future))
+}
+
+fn dispatch(cli: Cli) -> i32 {
     if let Command::Completion { shell } = cli.command {
         completion(shell, &mut std::io::stdout());
         return 0;
@@ -139,53 +152,43 @@ async fn dispatch(cli: Cli) -> i32 {
             return 1;
         }
     };
-    let result = match cli.command {
-        Command::Network(c) => cmd::network::run(&client, c).await,
-        Command::Run(a) => return cmd::run::run(&client, *a.0).await,
-        Command::Create(a) => return cmd::run::create_only(&client, *a.0).await,
-        Command::Start(a) => cmd::start::run(&client, a.0).await,
-        Command::Restart(a) => cmd::stop::restart(&client, a.0).await,
-        Command::Wait(a) => cmd::wait::run(&client, a.0).await,
-        Command::Exec(a) => cmd::exec::run(&client, a.0).await,
-        Command::Logs(a) => cmd::logs::run(&client, a.0).await,
-        Command::Ps(a) => cmd::ps::run(&client, a.0).await,
-        Command::Inspect(a) => cmd::inspect::run(&client, a.0).await,
-        Command::Port(a) => cmd::port::run(&client, a.0).await,
-        Command::Stop(a) => cmd::stop::run(&client, a.0).await,
-        Command::Update(a) => cmd::update::run(&client, a.0).await,
-        Command::Rm(a) => cmd::rm::run(&client, a.0).await,
-        Command::Kill(a) => cmd::kill::run(&client, a.0).await,
-        Command::Info => cmd::info::run(&client).await,
-        Command::System(c) => cmd::system::run(&client, c).await,
-        Command::Node(c) => cmd::node::run(&client, c).await,
-        Command::Topology(a) => cmd::topology::run(&client, a.0).await,
-        Command::Explain(a) => cmd::explain::run(&client, a.0).await,
-        Command::Trace(a) => cmd::trace::run(&client, a.0).await,
-        Command::Version => cmd::version::run(&client).await,
-        Command::Completion { .. } | Command::Lab(_) => Ok(0),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
+    let code_of = |result: anyhow::Result<i32>| {
+        result.unwrap_or_else(|e| {
             report(&e);
             1
-        }
-    }
+        })
+    };
+    let result = match cli.command {
+        Command::Network(c) => cmd::network::run(&client, c),
+        Command::Run(a) => return code_of(block_on(cmd::run::run(&client, *a.0))),
+        Command::Create(a) => return code_of(block_on(cmd::run::create_only(&client, *a.0))),
+        Command::Start(a) if !a.0.attaches() => Ok(cmd::start::run_detached(&client, a.0)),
+        Command::Start(a) => block_on(cmd::start::run(&client, a.0)).and_then(|r| r),
+        Command::Restart(a) => cmd::stop::restart(&client, a.0),
+        Command::Wait(a) => block_on(cmd::wait::run(&client, a.0)).and_then(|r| r),
+        Command::Exec(a) => block_on(cmd::exec::run(&client, a.0)).and_then(|r| r),
+        Command::Logs(a) => block_on(cmd::logs::run(&client, a.0)).and_then(|r| r),
+        Command::Ps(a) => cmd::ps::run(&client, a.0),
+        Command::Inspect(a) => cmd::inspect::run(&client, a.0),
+        Command::Port(a) => cmd::port::run(&client, a.0),
+        Command::Stop(a) => cmd::stop::run(&client, a.0),
+        Command::Update(a) => cmd::update::run(&client, a.0),
+        Command::Rm(a) => cmd::rm::run(&client, a.0),
+        Command::Kill(a) => cmd::kill::run(&client, a.0),
+        Command::Info => cmd::info::run(&client),
+        Command::System(c) => cmd::system::run(&client, c),
+        Command::Node(c) => cmd::node::run(&client, c),
+        Command::Topology(a) => cmd::topology::run(&client, a.0),
+        Command::Explain(a) => block_on(cmd::explain::run(&client, a.0)).and_then(|r| r),
+        Command::Trace(a) => block_on(cmd::trace::run(&client, a.0)).and_then(|r| r),
+        Command::Version => cmd::version::run(&client),
+        Command::Completion { .. } | Command::Lab(_) => Ok(0),
+    };
+    code_of(result)
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("berth: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let code = runtime.block_on(dispatch(cli));
+    let code = dispatch(Cli::parse());
     ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
 }
 

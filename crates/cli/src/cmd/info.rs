@@ -7,7 +7,7 @@ use berth_api::types::InfoResponse;
 use crate::format::out;
 
 /// Prints a human summary of berthd; warnings go to stderr like docker's.
-pub async fn run(client: &Client) -> Result<i32> {
+pub fn run(client: &Client) -> Result<i32> {
     out("Client:");
     out(&format!(" Version:    {}", env!("CARGO_PKG_VERSION")));
     out(&format!(
@@ -15,7 +15,7 @@ pub async fn run(client: &Client) -> Result<i32> {
         client.socket().display()
     ));
     out("");
-    let info: InfoResponse = client.request_json(Method::GET, "/info", NO_BODY).await?;
+    let info: InfoResponse = client.request_json_blocking(Method::GET, "/info", NO_BODY)?;
     out(&render(&info));
     for w in &info.warnings {
         eprintln!("{}", warning_line(w));

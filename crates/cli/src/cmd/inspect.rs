@@ -21,22 +21,20 @@ pub struct Args {
 }
 
 /// Inspects containers; a name that is no container is looked up as a network.
-pub async fn run(client: &Client, args: Args) -> Result<i32> {
+pub fn run(client: &Client, args: Args) -> Result<i32> {
     let template = args.format.as_deref().map(Template::parse).transpose()?;
     let mut found = Vec::new();
     let mut errors = Vec::new();
     for name in &args.names {
-        let container = fetch(client, &obj_path("containers", name, "/json")).await;
+        let container = fetch(client, &obj_path("containers", name, "/json"));
         match container {
-            Err(e) if e.is_not_found() => {
-                match fetch(client, &obj_path("networks", name, "")).await {
-                    Ok(v) => found.push(v),
-                    Err(n) if n.is_not_found() => {
-                        errors.push(anyhow::anyhow!("No such object: {name}"));
-                    }
-                    Err(n) => errors.push(n.into()),
+            Err(e) if e.is_not_found() => match fetch(client, &obj_path("networks", name, "")) {
+                Ok(v) => found.push(v),
+                Err(n) if n.is_not_found() => {
+                    errors.push(anyhow::anyhow!("No such object: {name}"));
                 }
-            }
+                Err(n) => errors.push(n.into()),
+            },
             Err(e) => errors.push(e.into()),
             Ok(v) => found.push(v),
         }
@@ -45,8 +43,8 @@ pub async fn run(client: &Client, args: Args) -> Result<i32> {
 }
 
 /// GETs `path` as an order-preserving JSON value.
-pub async fn fetch(client: &Client, path: &str) -> Result<Value, ApiError> {
-    client.request_json(Method::GET, path, NO_BODY).await
+pub fn fetch(client: &Client, path: &str) -> Result<Value, ApiError> {
+    client.request_json_blocking(Method::GET, path, NO_BODY)
 }
 
 /// Prints what was found (array or one template line each), then the errors; exit 1 if any.

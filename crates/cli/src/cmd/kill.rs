@@ -17,7 +17,7 @@ pub struct Args {
 }
 
 /// Signals each container, printing its name; exit 1 if any failed.
-pub async fn run(client: &Client, args: Args) -> Result<i32> {
+pub fn run(client: &Client, args: Args) -> Result<i32> {
     let query = args
         .signal
         .as_deref()
@@ -28,6 +28,5 @@ pub async fn run(client: &Client, args: Args) -> Result<i32> {
         Method::POST,
         &args.containers,
         &format!("/kill{query}"),
-    )
-    .await)
+    ))
 }

@@ -46,16 +46,11 @@ pub fn obj_path(kind: &str, id: &str, suffix: &str) -> String {
 /// `METHOD /containers/{c}{suffix}` for each container in turn, printing the name of each one
 /// that succeeded and reporting each failure as docker does; 1 if any failed (`stop`, `kill`,
 /// `rm`: the others are still acted on).
-pub async fn each_container(
-    client: &Client,
-    method: Method,
-    containers: &[String],
-    suffix: &str,
-) -> i32 {
+pub fn each_container(client: &Client, method: Method, containers: &[String], suffix: &str) -> i32 {
     let mut code = 0;
     for c in containers {
         let path = obj_path("containers", c, suffix);
-        match client.request_empty(method.clone(), &path, NO_BODY).await {
+        match client.request_empty_blocking(method.clone(), &path, NO_BODY) {
             Ok(()) => crate::format::out(c),
             Err(e) => {
                 crate::report(&e.into());

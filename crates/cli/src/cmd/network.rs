@@ -33,14 +33,14 @@ pub enum NetworkCommand {
 }
 
 /// Runs a network subcommand.
-pub async fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
+pub fn run(client: &Client, cmd: NetworkCommand) -> Result<i32> {
     match cmd {
-        NetworkCommand::Create(a) => network_create::run(client, *a.0).await,
-        NetworkCommand::Ls(a) => network_ls::run(client, a.0).await,
-        NetworkCommand::Inspect(a) => network_inspect::run(client, a.0).await,
-        NetworkCommand::Connect(a) => network_connect::run(client, a.0).await,
-        NetworkCommand::Disconnect(a) => network_disconnect::run(client, a.0).await,
-        NetworkCommand::Rm(a) => network_rm::run(client, a.0).await,
-        NetworkCommand::Prune(a) => network_prune::run(client, a.0).await,
+        NetworkCommand::Create(a) => network_create::run(client, *a.0),
+        NetworkCommand::Ls(a) => network_ls::run(client, a.0),
+        NetworkCommand::Inspect(a) => network_inspect::run(client, a.0),
+        NetworkCommand::Connect(a) => network_connect::run(client, a.0),
+        NetworkCommand::Disconnect(a) => network_disconnect::run(client, a.0),
+        NetworkCommand::Rm(a) => network_rm::run(client, a.0),
+        NetworkCommand::Prune(a) => network_prune::run(client, a.0),
     }
 }

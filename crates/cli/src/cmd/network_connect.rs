@@ -67,7 +67,7 @@ pub fn endpoint(f: EndpointFlags<'_>) -> Option<EndpointSettings> {
 }
 
 /// Connects the container.
-pub async fn run(client: &Client, args: Args) -> Result<i32> {
+pub fn run(client: &Client, args: Args) -> Result<i32> {
     let req = NetworkConnectRequest {
         container: args.container.clone(),
         endpoint_config: Some(
@@ -81,12 +81,10 @@ pub async fn run(client: &Client, args: Args) -> Result<i32> {
             .unwrap_or_default(),
         ),
     };
-    client
-        .request_empty(
-            Method::POST,
-            &obj_path("networks", &args.network, "/connect"),
-            Some(&req),
-        )
-        .await?;
+    client.request_empty_blocking(
+        Method::POST,
+        &obj_path("networks", &args.network, "/connect"),
+        Some(&req),
+    )?;
     Ok(0)
 }

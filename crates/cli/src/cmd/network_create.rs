@@ -65,11 +65,10 @@ pub struct Args {
 }
 
 /// Creates the network and prints its id.
-pub async fn run(client: &Client, args: Args) -> Result<i32> {
+pub fn run(client: &Client, args: Args) -> Result<i32> {
     let req = build(&args)?;
-    let resp: NetworkCreateResponse = client
-        .request_json(Method::POST, "/networks/create", Some(&req))
-        .await?;
+    let resp: NetworkCreateResponse =
+        client.request_json_blocking(Method::POST, "/networks/create", Some(&req))?;
     if !resp.warning.is_empty() {
         eprintln!("WARNING: {}", resp.warning);
     }

@@ -19,17 +19,15 @@ pub struct Args {
 }
 
 /// Disconnects the container.
-pub async fn run(client: &Client, args: Args) -> Result<i32> {
+pub fn run(client: &Client, args: Args) -> Result<i32> {
     let req = NetworkDisconnectRequest {
         container: args.container,
         force: args.force,
     };
-    client
-        .request_empty(
-            Method::POST,
-            &obj_path("networks", &args.network, "/disconnect"),
-            Some(&req),
-        )
-        .await?;
+    client.request_empty_blocking(
+        Method::POST,
+        &obj_path("networks", &args.network, "/disconnect"),
+        Some(&req),
+    )?;
     Ok(0)
 }

@@ -20,12 +20,12 @@ pub struct Args {
 }
 
 /// Prints networks as JSON (docker's layout) or through the template.
-pub async fn run(client: &Client, args: Args) -> Result<i32> {
+pub fn run(client: &Client, args: Args) -> Result<i32> {
     let template = args.format.as_deref().map(Template::parse).transpose()?;
     let mut found = Vec::new();
     let mut errors = Vec::new();
     for name in &args.names {
-        match fetch(client, &obj_path("networks", name, "")).await {
+        match fetch(client, &obj_path("networks", name, "")) {
             Ok(v) => found.push(v),
             Err(e) => errors.push(e.into()),
         }

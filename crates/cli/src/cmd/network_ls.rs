@@ -42,10 +42,11 @@ pub const HEADERS: &[(&str, &str)] = &[
 ];
 
 /// Lists networks.
-pub async fn run(client: &Client, args: Args) -> Result<i32> {
+pub fn run(client: &Client, args: Args) -> Result<i32> {
     let format = Format::parse(args.format.as_deref())?;
     let path = with_filters("/networks", &args.filter)?;
-    let mut nets: Vec<NetworkResource> = client.request_json(Method::GET, &path, NO_BODY).await?;
+    let mut nets: Vec<NetworkResource> =
+        client.request_json_blocking(Method::GET, &path, NO_BODY)?;
     write_raw(
         false,
         render(&mut nets, args.quiet, args.no_trunc, &format)?.as_bytes(),

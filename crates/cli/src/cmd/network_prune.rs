@@ -22,12 +22,12 @@ pub struct Args {
 const WARNING: &str = "WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue? [y/N] ";
 
 /// Asks, then removes unused networks and lists them.
-pub async fn run(client: &Client, args: Args) -> Result<i32> {
+pub fn run(client: &Client, args: Args) -> Result<i32> {
     let path = with_filters("/networks/prune", &args.filter)?;
     if !args.force && !confirm()? {
         return Ok(0);
     }
-    let resp: NetworkPruneResponse = client.request_json(Method::POST, &path, NO_BODY).await?;
+    let resp: NetworkPruneResponse = client.request_json_blocking(Method::POST, &path, NO_BODY)?;
     write_raw(false, render(&resp).as_bytes());
     Ok(0)
 }

@@ -18,13 +18,14 @@ pub struct Args {
 }
 
 /// Removes each network, printing its name; exit 1 if any failed.
-pub async fn run(client: &Client, args: Args) -> Result<i32> {
+pub fn run(client: &Client, args: Args) -> Result<i32> {
     let mut code = 0;
     for name in &args.names {
-        match client
-            .request_empty(Method::DELETE, &obj_path("networks", name, ""), NO_BODY)
-            .await
-        {
+        match client.request_empty_blocking(
+            Method::DELETE,
+            &obj_path("networks", name, ""),
+            NO_BODY,
+        ) {
             Ok(()) => out(name),
             Err(e) if args.force && e.is_not_found() => {}
             Err(e) => {

@@ -29,12 +29,11 @@ pub struct LsArgs {
 }
 
 /// Runs a `node` subcommand.
-pub async fn run(client: &Client, cmd: NodeCommand) -> Result<i32> {
+pub fn run(client: &Client, cmd: NodeCommand) -> Result<i32> {
     match cmd {
         NodeCommand::Ls(Lazy(a)) => {
-            let nodes: Vec<NodeSummary> = client
-                .request_json(Method::GET, "/cluster/nodes", NO_BODY)
-                .await?;
+            let nodes: Vec<NodeSummary> =
+                client.request_json_blocking(Method::GET, "/cluster/nodes", NO_BODY)?;
             if a.format == "json" {
                 out(&serde_json::to_string_pretty(&nodes)?);
             } else if a.quiet {

@@ -23,14 +23,12 @@ pub struct Args {
 }
 
 /// Prints the container's published ports.
-pub async fn run(client: &Client, args: Args) -> Result<i32> {
-    let c: ContainerInspect = client
-        .request_json(
-            Method::GET,
-            &obj_path("containers", &args.container, "/json"),
-            NO_BODY,
-        )
-        .await?;
+pub fn run(client: &Client, args: Args) -> Result<i32> {
+    let c: ContainerInspect = client.request_json_blocking(
+        Method::GET,
+        &obj_path("containers", &args.container, "/json"),
+        NO_BODY,
+    )?;
     for line in lines(
         &c.network_settings.ports,
         args.port.as_deref(),

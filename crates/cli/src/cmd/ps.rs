@@ -46,7 +46,7 @@ const HEADERS: &[(&str, &str)] = &[
 ];
 
 /// Lists containers.
-pub async fn run(client: &Client, args: Args) -> Result<i32> {
+pub fn run(client: &Client, args: Args) -> Result<i32> {
     let format = Format::parse(args.format.as_deref())?;
     let mut path = with_filters("/containers/json", &args.filter)?;
     if args.all {
@@ -56,7 +56,7 @@ pub async fn run(client: &Client, args: Args) -> Result<i32> {
             "?all=1"
         });
     }
-    let list: Vec<ContainerSummary> = client.request_json(Method::GET, &path, NO_BODY).await?;
+    let list: Vec<ContainerSummary> = client.request_json_blocking(Method::GET, &path, NO_BODY)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));

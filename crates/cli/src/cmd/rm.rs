@@ -17,7 +17,12 @@ pub struct Args {
 }
 
 /// Removes each container, printing its name; exit 1 if any failed.
-pub async fn run(client: &Client, args: Args) -> Result<i32> {
+pub fn run(client: &Client, args: Args) -> Result<i32> {
     let query = if args.force { "?force=1" } else { "" };
-    Ok(each_container(client, Method::DELETE, &args.containers, query).await)
+    Ok(each_container(
+        client,
+        Method::DELETE,
+        &args.containers,
+        query,
+    ))
 }

@@ -18,11 +18,23 @@ pub struct Args {
     containers: Vec<String>,
 }
 
+impl Args {
+    /// `-a`: the command follows the container's output (it needs the async runtime).
+    pub fn attaches(&self) -> bool {
+        self.attach
+    }
+}
+
+/// Without `-a`: starts each container, printing its name; exit 1 if any failed.
+pub fn run_detached(client: &Client, args: Args) -> i32 {
+    each_container(client, Method::POST, &args.containers, "/start")
+}
+
 /// Starts each container, printing its name (exit 1 if any failed); with `-a`, the one
 /// container's output until it exits, and its exit code.
 pub async fn run(client: &Client, args: Args) -> Result<i32> {
     if !args.attach {
-        return Ok(each_container(client, Method::POST, &args.containers, "/start").await);
+        return Ok(run_detached(client, args));
     }
     let [c] = &args.containers[..] else {
         bail!("you cannot start and attach multiple containers at once");

@@ -17,17 +17,17 @@ pub struct Args {
 }
 
 /// Stops each container, printing its name; exit 1 if any failed.
-pub async fn run(client: &Client, args: Args) -> Result<i32> {
-    Ok(each_with(client, &args, "/stop").await)
+pub fn run(client: &Client, args: Args) -> Result<i32> {
+    Ok(each_with(client, &args, "/stop"))
 }
 
 /// Restarts each container (`POST /containers/{id}/restart`: a stop, then a start), printing
 /// its name; exit 1 if any failed.
-pub async fn restart(client: &Client, args: Args) -> Result<i32> {
-    Ok(each_with(client, &args, "/restart").await)
+pub fn restart(client: &Client, args: Args) -> Result<i32> {
+    Ok(each_with(client, &args, "/restart"))
 }
 
-async fn each_with(client: &Client, args: &Args, action: &str) -> i32 {
+fn each_with(client: &Client, args: &Args, action: &str) -> i32 {
     let query = args.time.map(|t| format!("?t={t}")).unwrap_or_default();
     each_container(
         client,
@@ -35,5 +35,4 @@ async fn each_with(client: &Client, args: &Args, action: &str) -> i32 {
         &args.containers,
         &format!("{action}{query}"),
     )
-    .await
 }

@@ -26,16 +26,15 @@ pub struct CheckArgs {
 }
 
 /// Runs a `system` subcommand.
-pub async fn run(client: &Client, cmd: SystemCommand) -> Result<i32> {
+pub fn run(client: &Client, cmd: SystemCommand) -> Result<i32> {
     match cmd {
-        SystemCommand::Check(Lazy(a)) => check(client, a).await,
+        SystemCommand::Check(Lazy(a)) => check(client, a),
     }
 }
 
-async fn check(client: &Client, a: CheckArgs) -> Result<i32> {
-    let report: SystemCheck = client
-        .request_json(Method::GET, "/system/check", NO_BODY)
-        .await?;
+fn check(client: &Client, a: CheckArgs) -> Result<i32> {
+    let report: SystemCheck =
+        client.request_json_blocking(Method::GET, "/system/check", NO_BODY)?;
     if a.format == "json" {
         out(&serde_json::to_string_pretty(&report)?);
     } else {

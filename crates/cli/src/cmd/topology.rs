@@ -18,7 +18,7 @@ pub struct Args {
 }
 
 /// Prints the topology; exit status 0 when the kernel has what berth wants, 1 with drift.
-pub async fn run(client: &Client, a: Args) -> Result<i32> {
+pub fn run(client: &Client, a: Args) -> Result<i32> {
     if !matches!(
         a.format.as_str(),
         "text" | "json" | "dot" | "mermaid" | "svg"
@@ -28,9 +28,7 @@ pub async fn run(client: &Client, a: Args) -> Result<i32> {
             a.format
         );
     }
-    let t: Topology = client
-        .request_json(Method::GET, "/system/topology", NO_BODY)
-        .await?;
+    let t: Topology = client.request_json_blocking(Method::GET, "/system/topology", NO_BODY)?;
     let text = match a.format.as_str() {
         "json" => serde_json::to_string_pretty(&t)?,
         "dot" => graph::dot(&graph::build(&t)),

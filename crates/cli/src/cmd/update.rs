@@ -19,7 +19,7 @@ pub struct Args {
 }
 
 /// Updates each container, printing its name; exit 1 if any failed.
-pub async fn run(client: &Client, args: Args) -> Result<i32> {
+pub fn run(client: &Client, args: Args) -> Result<i32> {
     let (name, maximum_retry_count) = berth_plan::restart::parse_flag(&args.restart)?;
     let body = ContainerUpdateRequest {
         restart_policy: Some(RestartPolicy {
@@ -30,7 +30,7 @@ pub async fn run(client: &Client, args: Args) -> Result<i32> {
     let mut code = 0;
     for c in &args.containers {
         let path = obj_path("containers", c, "/update");
-        match client.request_empty(Method::POST, &path, Some(&body)).await {
+        match client.request_empty_blocking(Method::POST, &path, Some(&body)) {
             Ok(()) => crate::format::out(c),
             Err(e) => {
                 crate::report(&e.into());

@@ -7,7 +7,7 @@ use berth_api::types::VersionResponse;
 use crate::format::out;
 
 /// Prints the client's version, then berthd's (an unreachable daemon is an error, exit 1).
-pub async fn run(client: &Client) -> Result<i32> {
+pub fn run(client: &Client) -> Result<i32> {
     out("Client:");
     out(&format!(
         " Version:           {}",
@@ -20,9 +20,7 @@ pub async fn run(client: &Client) -> Result<i32> {
         go_arch(std::env::consts::ARCH)
     ));
     out("");
-    let v: VersionResponse = client
-        .request_json(Method::GET, "/version", NO_BODY)
-        .await?;
+    let v: VersionResponse = client.request_json_blocking(Method::GET, "/version", NO_BODY)?;
     out("Server:");
     out(&format!(" Version:           {}", v.version));
     out(&format!(
