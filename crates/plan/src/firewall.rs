@@ -1180,6 +1180,37 @@ fn owned_sets() -> impl Iterator<Item = SetChange> {
     sets.chain(maps).chain(guard)
 }
 
+/// The elements of `desired` whose key no element of `observed` holds, in berth's sets and maps
+/// that are not intervals: adding them cannot clash with what the table has (a changed comment
+/// or map value keeps its key, a moved prefix may overlap, and both are left to
+/// [`diff_changes`]). A pass adds these before it plumbs endpoints, so a new bridge port's
+/// anti-spoofing elements are in force before its container can send through it (a port that
+/// is not in `guarded` is not checked at all).
+pub fn fresh_elements(observed: &Elements, desired: &Elements) -> Elements {
+    let empty = BTreeMap::new();
+    let mut out = Elements::default();
+    for ch in owned_sets().filter(|c| !c.interval) {
+        let Some(want) = desired.0.get(ch.set) else {
+            continue;
+        };
+        let have = observed.0.get(ch.set).unwrap_or(&empty);
+        let key = |e: &'_ str| -> String {
+            if ch.data_type.is_some() {
+                map_key(e).to_string()
+            } else {
+                e.to_string()
+            }
+        };
+        let held: std::collections::BTreeSet<String> = have.keys().map(|e| key(e)).collect();
+        for (e, c) in want {
+            if !held.contains(&key(e)) {
+                out.insert(ch.set, e.clone(), c.clone());
+            }
+        }
+    }
+    out
+}
+
 /// What turns `observed` into `desired`, per set, only for sets where something differs. Only
 /// berth's own sets and maps ([`SETS`], [`MAPS`], [`GUARD_SETS`]) are touched. An element
 /// whose comment changed (a subnet handed from a removed network to a new one) is deleted and
@@ -1529,5 +1560,54 @@ mod tests {
         let mut have = Elements::default();
         have.insert("foreign", "1".into(), String::new());
         assert_eq!(diff_script(&have, &Elements::default()), "");
+    }
+
+    /// Proves: only keys the table lacks count as fresh; a changed comment, a map key with a
+    /// new value and any element of an interval set are left to `diff_changes`, and the
+    /// fresh elements with what the table holds add up to no deletion.
+    #[test]
+    fn fresh_elements_are_new_keys_outside_interval_sets() {
+        let mut have = Elements::default();
+        have.insert(SET_GUARDED, "\"a\"".into(), "c1".into());
+        have.insert(SET_BRIDGES, "\"br0\"".into(), "old".into());
+        have.insert(
+            MAP_PUBLISH4_ANY,
+            "tcp . 8080 : 10.1.0.2 . 80".into(),
+            String::new(),
+        );
+        let mut want = have.clone();
+        want.insert(SET_GUARDED, "\"b\"".into(), "c2".into());
+        want.insert(SET_PORT_IP4, "\"b\" . 10.1.0.3".into(), "c2".into());
+        want.insert(SET_MASQ4, "10.1.0.0/24".into(), "net".into());
+        want.0
+            .get_mut(SET_BRIDGES)
+            .expect("set")
+            .insert("\"br0\"".into(), "new".into());
+        want.0.get_mut(MAP_PUBLISH4_ANY).expect("map").clear();
+        want.insert(
+            MAP_PUBLISH4_ANY,
+            "tcp . 8080 : 10.1.0.9 . 80".into(),
+            String::new(),
+        );
+        want.insert(
+            MAP_PUBLISH4_ANY,
+            "tcp . 9090 : 10.1.0.3 . 80".into(),
+            String::new(),
+        );
+        let fresh = fresh_elements(&have, &want);
+        let mut expect = Elements::default();
+        expect.insert(SET_GUARDED, "\"b\"".into(), "c2".into());
+        expect.insert(SET_PORT_IP4, "\"b\" . 10.1.0.3".into(), "c2".into());
+        expect.insert(
+            MAP_PUBLISH4_ANY,
+            "tcp . 9090 : 10.1.0.3 . 80".into(),
+            String::new(),
+        );
+        assert_eq!(fresh, expect);
+        let mut with = have.clone();
+        with.extend(&fresh);
+        assert!(diff_changes(&have, &with)
+            .iter()
+            .all(|c| c.delete.is_empty()));
     }
 }

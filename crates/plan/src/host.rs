@@ -950,6 +950,39 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
     crate::overlay::diff(observed, desired, &mut plan);
     let steps = &mut plan.steps;
 
+    // 3d. New nft elements (keys the table does not hold), in a transaction of their own before
+    //     any endpoint is plumbed: a new bridge port must be in `guarded`, with its MAC and
+    //     addresses, before its container can send through it — `prerouting` checks only the
+    //     ports in `guarded`, so a port that went up first would forward a hostile container's
+    //     spoofed frames until step 6. Changed and unwanted elements stay in step 6, after the
+    //     links they describe are made or retired.
+    let mut elements_have = None;
+    if let Some(fw) = &observed.firewall {
+        let have = elements_in_scope(&fw.elements, desired);
+        let fresh = crate::firewall::fresh_elements(&have, &desired.elements);
+        let mut after_fresh = have.clone();
+        after_fresh.extend(&fresh);
+        if !fresh.is_empty() {
+            let changes = crate::firewall::diff_changes(&have, &after_fresh);
+            let script = crate::firewall::changes_script(&changes);
+            let mut after = fw.elements.clone();
+            after.extend(&fresh);
+            let added = fresh.len();
+            steps.push(Step {
+                op: StepOp::FirewallElements {
+                    script,
+                    changes,
+                    added,
+                    removed: 0,
+                    after,
+                },
+                object: "elements of table inet berth".into(),
+                reason: format!("{added} missing (before the endpoints that need them)"),
+            });
+        }
+        elements_have = Some(after_fresh);
+    }
+
     // 4a. Container interfaces on host interfaces (macvlan, ipvlan) no endpoint wants any more
     //     (a disconnect), before anything is created under their name.
     for (path, ns) in observed.netns.iter().filter(|(_, n)| n.reachable) {
@@ -1234,14 +1267,13 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
         }
     }
 
-    // 6. nft elements.
-    if let Some(fw) = &observed.firewall {
-        let have = elements_in_scope(&fw.elements, desired);
+    // 6. nft elements: what step 3d left (changed and unwanted elements).
+    if let (Some(fw), Some(have)) = (&observed.firewall, &elements_have) {
         // A rewritten base keeps the sets' elements; a deleted table has none (observed empty).
-        let changes = crate::firewall::diff_changes(&have, &desired.elements);
+        let changes = crate::firewall::diff_changes(have, &desired.elements);
         if !changes.is_empty() {
             let script = crate::firewall::changes_script(&changes);
-            let (added, removed) = count_diff(&have, &desired.elements);
+            let (added, removed) = count_diff(have, &desired.elements);
             let after = elements_after(&fw.elements, desired);
             steps.push(Step {
                 op: StepOp::FirewallElements {

@@ -195,9 +195,11 @@ fn drift_kinds_give_exactly_their_repair() {
     // Table deleted: rules and elements gone.
     let mut o = converged(&d);
     o.firewall = Some(ObservedFirewall::default());
+    // The exact-key elements first (before any endpoint would need them), the interval sets'
+    // after.
     assert_eq!(
         actions(&diff(&o, &d)),
-        vec!["FirewallBase", "FirewallElements"]
+        vec!["FirewallBase", "FirewallElements", "FirewallElements"]
     );
 
     // A stale veth whose peer is elsewhere is replaced.
@@ -633,11 +635,41 @@ fn a_connect_from_the_assumed_state_is_exactly_its_endpoint() {
     alone.endpoints.truncate(1);
     let before = desired_of(&nets, &[alone]);
     let plan = diff(&assumed_with_cache(&before), &after);
-    // The endpoint, the default route it now carries (db sorts first: the gateway moves, as
-    // docker's does), its anti-spoofing elements; nothing deleted, nothing else touched.
+    // Its anti-spoofing elements, then the endpoint, then the default route it now carries
+    // (db sorts first: the gateway moves, as docker's does); nothing deleted, nothing else
+    // touched.
     assert_eq!(
         actions(&plan),
-        ["CreateEndpoint", "ReplaceRoutes", "FirewallElements"]
+        ["FirewallElements", "CreateEndpoint", "ReplaceRoutes"]
+    );
+    // The port is guarded before it exists: the elements added ahead of it name it in
+    // `guarded` and give its MAC.
+    let db_port = after
+        .endpoints
+        .iter()
+        .find(|(_, e)| e.network == "db")
+        .map(|(n, _)| format!("\"{n}\""))
+        .expect("db endpoint");
+    let StepOp::FirewallElements {
+        changes, removed, ..
+    } = &plan.steps[0].op
+    else {
+        panic!("{:#?}", plan.steps[0]);
+    };
+    assert_eq!(*removed, 0);
+    let added = |set: &str| -> Vec<&str> {
+        changes
+            .iter()
+            .filter(|c| c.set == set)
+            .flat_map(|c| c.add.iter().map(|(e, _)| e.as_str()))
+            .collect()
+    };
+    assert_eq!(added(crate::firewall::SET_GUARDED), [db_port.as_str()]);
+    assert!(
+        added(crate::firewall::SET_PORT_MAC)
+            .iter()
+            .any(|e| e.starts_with(&db_port)),
+        "{changes:#?}"
     );
     let created: Vec<&str> = plan
         .steps
