@@ -55,7 +55,7 @@ pub(crate) const CREATE_REPLACE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE 
 /// Flags of a dump.
 pub(crate) const DUMP: u16 = NLM_F_REQUEST | NLM_F_DUMP;
 /// Flags of a single-object get (answered by one message, no ACK).
-const GET: u16 = NLM_F_REQUEST;
+pub(crate) const GET: u16 = NLM_F_REQUEST;
 
 /// One network interface, as [`Kernel::list_links`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -424,99 +424,36 @@ impl Kernel {
         let ns = File::open(&netns_path).map_err(|e| {
             KernelError::io(format!("opening network namespace {}", plan.netns), e).context(&what())
         })?;
-
-        // A veth's announcement at link up reaches a bridge port that is still disabled (see
-        // `ContainerSide::run`): the container-side thread announces again once the port
-        // forwards, asking this namespace about the port through a socket opened here.
-        let reannounce = if plan.announce.arp || plan.announce.na {
-            let nl = match self.netns() {
-                None => SyncNetlink::open(),
-                Some(ns) => netns::run_in_netns(ns, SyncNetlink::open).and_then(|r| r),
-            }
-            .map_err(|e| e.context(&what()))?;
-            Some((nl, plan.host_ifname.clone()))
-        } else {
-            None
-        };
-        // Enter the container namespace now, in parallel with the host-side requests: the
-        // thread setns()es and opens its socket, then waits for the veth to exist.
+        let host_nl = self.sync_socket().map_err(|e| e.context(&what()))?;
+        let announcing = plan.announce.arp || plan.announce.na;
         let side = ContainerSide {
             netns: netns_path,
             disable_ipv6: plan.disable_ipv6,
             announce: plan.announce,
-            reannounce,
+            // A veth's announcement at link up reaches a bridge port that is still disabled
+            // (see `ContainerSide::configure`): announce again once the port forwards.
+            reannounce: announcing.then(|| plan.host_ifname.clone()),
             ifname: plan.ifname.clone(),
             addrs: plan.addrs.clone(),
             routes: plan.routes.clone(),
-        }
-        .spawn(&ns, "berth-endpoint")
-        .map_err(|e| e.context(&what()))?;
-
-        let bridge = self
-            .link_by_name(&plan.bridge, || {
-                format!("looking up bridge {}", plan.bridge)
-            })
-            .await
-            .map_err(|e| e.context(&what()))?;
-
-        // RTM_NEWLINK kind veth, peer in the container namespace: atomic, so on failure no
-        // veth exists and there is nothing to roll back.
-        // The peer cannot be created up: veth_newlink() configures it before the pair is
-        // linked, so IFF_UP there fails with ENOTCONN. The container thread brings it up.
-        let mut peer = LinkMessage::default();
-        peer.attributes = vec![
-            LinkAttribute::IfName(plan.ifname.clone()),
-            LinkAttribute::Mtu(plan.mtu),
-            LinkAttribute::NetNsFd(ns.as_raw_fd()),
-        ];
-        if let Some(mac) = mac {
-            peer.attributes.push(LinkAttribute::Address(mac));
-        }
-        let mut host = LinkMessage::default();
-        host.header.flags = LinkFlags::Up;
-        host.header.change_mask = LinkFlags::Up;
-        host.attributes = vec![
-            LinkAttribute::IfName(plan.host_ifname.clone()),
-            LinkAttribute::Mtu(plan.mtu),
-            // berth's owner MAC: marks the link as berth's in the very request that creates it.
-            LinkAttribute::Address(berth_plan::names::owner_mac(&plan.host_ifname).to_vec()),
-            LinkAttribute::Controller(bridge.header.index),
-            LinkAttribute::LinkInfo(vec![
-                NlLinkInfo::Kind(InfoKind::Veth),
-                NlLinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
-            ]),
-        ];
-        self.request(RouteNetlinkMessage::NewLink(host), CREATE_EXCL, || {
-            format!(
-                "creating veth {} for bridge {} (peer {} in {})",
-                plan.host_ifname, plan.bridge, plan.ifname, plan.netns
-            )
-        })
+        };
+        let host = HostVeth {
+            plan: plan.clone(),
+            mac,
+            alias: alias.map(str::to_string),
+            netns: self.netns().map(Path::to_path_buf),
+        };
+        let host_ifname = plan.host_ifname.clone();
+        endpoint_on_thread(
+            "berth-endpoint",
+            host_nl,
+            ns,
+            side,
+            move |nl, ns| host.create(nl, ns),
+            move |nl| delete_quietly(nl, &host_ifname),
+        )
         .await
-        .map_err(|e| bridge_full(e, &plan.bridge).context(&what()))?;
-        drop(ns);
-        if plan.disable_ipv6 {
-            // The host side is up but has no carrier until the peer is: IPv6 addrconf has not
-            // sent anything yet. This thread is in the daemon's namespace, like the link.
-            let key = format!("net.ipv6.conf.{}.disable_ipv6", plan.host_ifname);
-            let written = match crate::sysctl::write(self.netns(), &key, "1") {
-                Err(e) if e.is_not_found() => Ok(()),
-                other => other,
-            };
-            if let Err(e) = written {
-                self.delete_link(&plan.host_ifname).await.ok();
-                return Err(e.context(&what()));
-            }
-        }
-
-        let result = self.finish_endpoint(plan, alias, side).await;
-        if let Err(e) = result {
-            // Rollback: deleting the host side deletes the peer too.
-            if let Err(rb) = self.delete_link(&plan.host_ifname).await {
-                tracing::warn!(veth = %plan.host_ifname, error = %rb, "rollback failed");
-            }
-            return Err(e.context(&what()));
-        }
+        .map_err(|e| e.context(&what()))?;
         tracing::debug!(
             veth = %plan.host_ifname,
             bridge = %plan.bridge,
@@ -526,40 +463,14 @@ impl Kernel {
         Ok(())
     }
 
-    /// The steps of [`Kernel::setup_endpoint`] after the veth exists.
-    async fn finish_endpoint(
-        &self,
-        plan: &EndpointPlan,
-        alias: Option<&str>,
-        side: PendingSide,
-    ) -> Result<()> {
-        // Let the container side start first: it works in parallel with the port flag.
-        side.release()?;
-        {
-            // RTM_NEWLINK on the existing port, IFLA_INFO_SLAVE_DATA: what `bridge link set dev
-            // X hairpin on [isolated on]` does. Looked up by name.
-            // IFLA_BRPORT_MODE (hairpin): with br_netfilter loaded, a container that reaches a
-            // port it publishes itself through a host address is DNATed in the bridge path and
-            // the frame must leave through the port it came in on, which a bridge refuses
-            // unless the port is in hairpin mode. IFLA_BRPORT_ISOLATED: enable_icc=false.
-            let mut port = vec![InfoBridgePort::HairpinMode(true)];
-            if plan.isolated {
-                port.push(InfoBridgePort::Isolated(true));
-            }
-            let mut msg = get_link_msg(&plan.host_ifname);
-            if let Some(a) = alias {
-                msg.attributes.push(LinkAttribute::IfAlias(a.to_string()));
-            }
-            msg.attributes.push(LinkAttribute::LinkInfo(vec![
-                NlLinkInfo::PortKind(InfoPortKind::Bridge),
-                NlLinkInfo::PortData(InfoPortData::BridgePort(port)),
-            ]));
-            self.request(RouteNetlinkMessage::NewLink(msg), CHANGE, || {
-                format!("setting bridge-port flags on {}", plan.host_ifname)
-            })
-            .await?;
+    /// A blocking rtnetlink socket in this kernel's namespace (opened by a thread that entered
+    /// it when that is not the caller's): it stays bound there when its user moves on into a
+    /// container namespace.
+    pub(crate) fn sync_socket(&self) -> Result<SyncNetlink> {
+        match self.netns() {
+            None => SyncNetlink::open(),
+            Some(ns) => netns::run_in_netns(ns, SyncNetlink::open).and_then(|r| r),
         }
-        side.wait().await
     }
 
     /// Deletes an endpoint's host-side veth (the peer goes with it). `Ok` when missing.
@@ -1031,70 +942,199 @@ impl Kernel {
     }
 }
 
-/// The container-namespace half of [`Kernel::setup_endpoint`], run on its own thread.
+/// The host half of a veth endpoint, run by [`endpoint_on_thread`] on a socket in the host's
+/// namespace.
+struct HostVeth {
+    plan: EndpointPlan,
+    mac: Option<Vec<u8>>,
+    alias: Option<String>,
+    /// The namespace of the kernel (`None`: the caller's), for the host side's sysctl.
+    netns: Option<PathBuf>,
+}
+
+impl HostVeth {
+    /// Looks up the bridge and creates the veth with its peer in the container namespace `ns`;
+    /// what is left is [`HostVeth::configure`].
+    fn create(self, nl: &mut SyncNetlink, ns: &File) -> Result<HostDone> {
+        let plan = &self.plan;
+        let answers = nl.request(
+            RouteNetlinkMessage::GetLink(get_link_msg(&plan.bridge)),
+            GET,
+            || format!("looking up bridge {}", plan.bridge),
+        )?;
+        let bridge = first_link(answers, &plan.bridge)?;
+        // RTM_NEWLINK kind veth, peer in the container namespace: atomic, so on failure no
+        // veth exists and there is nothing to roll back.
+        // The peer cannot be created up: veth_newlink() configures it before the pair is
+        // linked, so IFF_UP there fails with ENOTCONN. The container side brings it up.
+        let mut peer = LinkMessage::default();
+        peer.attributes = vec![
+            LinkAttribute::IfName(plan.ifname.clone()),
+            LinkAttribute::Mtu(plan.mtu),
+            LinkAttribute::NetNsFd(ns.as_raw_fd()),
+        ];
+        if let Some(mac) = &self.mac {
+            peer.attributes.push(LinkAttribute::Address(mac.clone()));
+        }
+        let mut host = LinkMessage::default();
+        host.header.flags = LinkFlags::Up;
+        host.header.change_mask = LinkFlags::Up;
+        host.attributes = vec![
+            LinkAttribute::IfName(plan.host_ifname.clone()),
+            LinkAttribute::Mtu(plan.mtu),
+            // berth's owner MAC: marks the link as berth's in the very request that creates it.
+            LinkAttribute::Address(berth_plan::names::owner_mac(&plan.host_ifname).to_vec()),
+            LinkAttribute::Controller(bridge.header.index),
+            LinkAttribute::LinkInfo(vec![
+                NlLinkInfo::Kind(InfoKind::Veth),
+                NlLinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+            ]),
+        ];
+        nl.request(RouteNetlinkMessage::NewLink(host), CREATE_EXCL, || {
+            format!(
+                "creating veth {} for bridge {} (peer {} in {})",
+                plan.host_ifname, plan.bridge, plan.ifname, plan.netns
+            )
+        })
+        .map_err(|e| bridge_full(e, &plan.bridge))?;
+        Ok(HostDone::then(move |nl| self.configure(nl)))
+    }
+
+    /// The host side's configuration once the veth exists: IPv6 off if asked, then the
+    /// bridge-port flags and berth's alias.
+    fn configure(&self, nl: &mut SyncNetlink) -> Result<()> {
+        let plan = &self.plan;
+        if plan.disable_ipv6 {
+            // The host side is up but has no carrier until the peer is: IPv6 addrconf has not
+            // sent anything yet. This thread is still in the kernel's namespace.
+            let key = format!("net.ipv6.conf.{}.disable_ipv6", plan.host_ifname);
+            match crate::sysctl::write(self.netns.as_deref(), &key, "1") {
+                Err(e) if e.is_not_found() => {}
+                other => other?,
+            }
+        }
+        // RTM_NEWLINK on the existing port, IFLA_INFO_SLAVE_DATA: what `bridge link set dev
+        // X hairpin on [isolated on]` does. Looked up by name.
+        // IFLA_BRPORT_MODE (hairpin): with br_netfilter loaded, a container that reaches a
+        // port it publishes itself through a host address is DNATed in the bridge path and
+        // the frame must leave through the port it came in on, which a bridge refuses
+        // unless the port is in hairpin mode. IFLA_BRPORT_ISOLATED: enable_icc=false.
+        let mut port = vec![InfoBridgePort::HairpinMode(true)];
+        if plan.isolated {
+            port.push(InfoBridgePort::Isolated(true));
+        }
+        let mut msg = get_link_msg(&plan.host_ifname);
+        if let Some(a) = &self.alias {
+            msg.attributes.push(LinkAttribute::IfAlias(a.clone()));
+        }
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            NlLinkInfo::PortKind(InfoPortKind::Bridge),
+            NlLinkInfo::PortData(InfoPortData::BridgePort(port)),
+        ]));
+        nl.request(RouteNetlinkMessage::NewLink(msg), CHANGE, || {
+            format!("setting bridge-port flags on {}", plan.host_ifname)
+        })
+        .map(drop)
+    }
+}
+
+/// Runs a whole endpoint on one throwaway thread with blocking sockets, so none of its ~10
+/// round trips waits for the async runtime (each request on the shared connection is a
+/// channel send, a wake-up of its task, an epoll round and a wake-up back):
+/// `host(host_nl, ns)` creates the link on a socket in the host's namespace (returning whether
+/// it now exists) and `host_done` configures its host side there; then the thread enters the
+/// container namespace `ns`, and `side` configures the interface. On an error once the link
+/// exists, `undo` deletes it through `host_nl`, which stays bound to the host's namespace.
+pub(crate) async fn endpoint_on_thread(
+    thread: &str,
+    mut host_nl: SyncNetlink,
+    ns: File,
+    side: ContainerSide,
+    host: impl FnOnce(&mut SyncNetlink, &File) -> Result<HostDone> + Send + 'static,
+    undo: impl FnOnce(&mut SyncNetlink) + Send + 'static,
+) -> Result<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let shown = side.netns.display().to_string();
+    std::thread::Builder::new()
+        .name(thread.into())
+        .spawn(move || {
+            let mut created = false;
+            let result = (|| -> Result<()> {
+                let done = host(&mut host_nl, &ns)?;
+                created = true;
+                done.run(&mut host_nl)?;
+                netns::enter(&ns, &side.netns)?;
+                drop(ns);
+                let mut nl = SyncNetlink::open()?;
+                side.configure(&mut nl, &mut host_nl)
+            })();
+            if result.is_err() && created {
+                undo(&mut host_nl);
+            }
+            let _ = tx.send(result);
+        })
+        .map_err(|e| KernelError::io(format!("spawning the endpoint thread for {shown}"), e))?;
+    rx.await
+        .unwrap_or_else(|_| Err(KernelError::invalid("endpoint thread", "panicked")))
+}
+
+/// What is left of a host side once its link exists (run on the same thread and socket).
+pub(crate) struct HostDone(Option<Box<dyn FnOnce(&mut SyncNetlink) -> Result<()> + Send>>);
+
+impl HostDone {
+    /// Nothing left.
+    pub(crate) fn nothing() -> HostDone {
+        HostDone(None)
+    }
+
+    /// `f` is left.
+    pub(crate) fn then(
+        f: impl FnOnce(&mut SyncNetlink) -> Result<()> + Send + 'static,
+    ) -> HostDone {
+        HostDone(Some(Box::new(f)))
+    }
+
+    fn run(self, nl: &mut SyncNetlink) -> Result<()> {
+        match self.0 {
+            Some(f) => f(nl),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `RTM_DELLINK` of `name` for a rollback: a failure is logged, not returned (the error that
+/// caused the rollback is the one to report).
+pub(crate) fn delete_quietly(nl: &mut SyncNetlink, name: &str) {
+    if let Err(e) = nl.request(
+        RouteNetlinkMessage::DelLink(get_link_msg(name)),
+        CHANGE,
+        || format!("deleting {name}"),
+    ) {
+        if !e.is_not_found() {
+            tracing::warn!(link = %name, error = %e, "rollback failed");
+        }
+    }
+}
+
+/// The container-namespace half of an endpoint, run on its thread once the thread entered
+/// the namespace.
 pub(crate) struct ContainerSide {
     pub(crate) netns: PathBuf,
     pub(crate) disable_ipv6: bool,
     pub(crate) announce: Announce,
-    /// For a veth on a bridge: a netlink socket in the bridge's namespace and the host side's
-    /// name, to announce again once the bridge port forwards (`None` for macvlan/ipvlan, whose
-    /// parent is up already, and when nothing is announced).
-    pub(crate) reannounce: Option<(SyncNetlink, String)>,
+    /// For a veth on a bridge: the host side's name, to announce again once the bridge port
+    /// forwards (`None` for macvlan/ipvlan, whose parent is up already, and when nothing is
+    /// announced).
+    pub(crate) reannounce: Option<String>,
     pub(crate) ifname: String,
     pub(crate) addrs: Vec<IpNet>,
     pub(crate) routes: Vec<RoutePlan>,
 }
 
-/// A container-side thread that has entered its namespace and waits to be released.
-pub(crate) struct PendingSide {
-    go: std::sync::mpsc::Sender<()>,
-    done: tokio::sync::oneshot::Receiver<Result<()>>,
-}
-
-impl PendingSide {
-    /// Lets it configure the interface (which exists now).
-    pub(crate) fn release(&self) -> Result<()> {
-        self.go
-            .send(())
-            .map_err(|_| KernelError::invalid("container-side thread", "exited early"))
-    }
-
-    /// Waits for its result.
-    pub(crate) async fn wait(self) -> Result<()> {
-        self.done
-            .await
-            .unwrap_or_else(|_| Err(KernelError::invalid("container-side thread", "panicked")))
-    }
-}
-
 impl ContainerSide {
-    /// Starts the thread that enters `ns` and opens its socket now, in parallel with the
-    /// host-side requests, then configures the interface once released.
-    pub(crate) fn spawn(self, ns: &File, thread: &str) -> Result<PendingSide> {
-        let (go, go_rx) = std::sync::mpsc::channel::<()>();
-        let (done_tx, done) = tokio::sync::oneshot::channel();
-        let ns = ns.try_clone().map_err(|e| {
-            KernelError::io(format!("duplicating fd of {}", self.netns.display()), e)
-        })?;
-        std::thread::Builder::new()
-            .name(thread.into())
-            .spawn(move || {
-                let result = self.run(&ns, go_rx);
-                let _ = done_tx.send(result);
-            })
-            .map_err(|e| KernelError::io("spawning container-side thread", e))?;
-        Ok(PendingSide { go, done })
-    }
-
-    /// Enters the namespace, opens a socket, waits for `go` (the veth exists), configures.
-    /// The thread is left in the container namespace and must exit afterwards.
-    fn run(mut self, ns: &File, go: std::sync::mpsc::Receiver<()>) -> Result<()> {
-        netns::enter(ns, &self.netns)?;
-        let mut nl = SyncNetlink::open()?;
-        if go.recv().is_err() {
-            // The host side failed or was dropped: nothing to do.
-            return Ok(());
-        }
+    /// Configures the interface (which exists now) on `nl`, a socket of the container
+    /// namespace; `host_nl` is one of the host's, for the re-announcement.
+    fn configure(self, nl: &mut SyncNetlink, host_nl: &mut SyncNetlink) -> Result<()> {
         let ifname = &self.ifname;
         let ns = self.netns.display();
         let answers = nl.request(
@@ -1156,7 +1196,7 @@ impl ContainerSide {
             )?;
         }
         nl.set_link_up(1, &format!("bringing up lo in {ns}"))?;
-        if let Some((mut host_nl, host_ifname)) = self.reannounce.take() {
+        if let Some(host_ifname) = self.reannounce {
             // The announcement sent at link up above left through the veth while the bridge
             // still had its other end disabled: that port gets enabled when the kernel's
             // linkwatch work processes the carrier that came on with our link, some time
@@ -1176,7 +1216,7 @@ impl ContainerSide {
                 _ => None,
             });
             if let Some(mac) = mac {
-                announce_again(&mut nl, index, mac, &format!("{ifname} in {ns}"))?;
+                announce_again(nl, index, mac, &format!("{ifname} in {ns}"))?;
             }
         }
         Ok(())

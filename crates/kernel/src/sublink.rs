@@ -25,8 +25,8 @@ use rtnetlink::packet_route::RouteNetlinkMessage;
 
 use crate::error::{KernelError, Result};
 use crate::link::{
-    get_link_msg, parse_mac, route_table, ContainerSide, Kernel, CHANGE, CREATE_EXCL, DUMP,
-    MAIN_TABLE,
+    delete_quietly, endpoint_on_thread, first_link, get_link_msg, parse_mac, route_table,
+    ContainerSide, HostDone, Kernel, CHANGE, CREATE_EXCL, DUMP, GET, MAIN_TABLE,
 };
 use crate::netns;
 use crate::nl::SyncNetlink;
@@ -89,31 +89,48 @@ impl Kernel {
             ifname: plan.ifname.clone(),
             addrs: plan.addrs.clone(),
             routes: plan.routes.clone(),
-        }
-        .spawn(&ns, "berth-sublink")
-        .map_err(|e| e.context(&what()))?;
-
-        let parent = self
-            .link_by_name(&plan.parent, || {
-                format!("looking up parent interface {}", plan.parent)
-            })
-            .await
-            .map_err(|e| e.context(&what()))?;
-        let msg = sublink_msg(plan, parent.header.index, ns.as_raw_fd())
-            .map_err(|e| e.context(&what()))?;
-        self.request(RouteNetlinkMessage::NewLink(msg), CREATE_EXCL, what)
-            .await?;
-        drop(ns);
-        let result = match side.release() {
-            Ok(()) => side.wait().await,
-            Err(e) => Err(e),
         };
-        if let Err(e) = result {
-            if let Err(rb) = delete_container_link(&netns_path, &plan.ifname).await {
-                tracing::warn!(ifname = %plan.ifname, netns = %plan.netns, error = %rb, "rollback failed");
-            }
-            return Err(e.context(&what()));
-        }
+        let host_nl = self.sync_socket().map_err(|e| e.context(&what()))?;
+        // The rollback deletes the link in the container namespace, which it enters first
+        // (the thread may not have yet): never a host link that has the same name.
+        let undo_ns = ns.try_clone().map_err(|e| {
+            KernelError::io(format!("duplicating fd of {}", plan.netns), e).context(&what())
+        })?;
+        let (undo_path, undo_name) = (netns_path.clone(), plan.ifname.clone());
+        let sub = plan.clone();
+        endpoint_on_thread(
+            "berth-sublink",
+            host_nl,
+            ns,
+            side,
+            move |nl, ns| {
+                let answers = nl.request(
+                    RouteNetlinkMessage::GetLink(get_link_msg(&sub.parent)),
+                    GET,
+                    || format!("looking up parent interface {}", sub.parent),
+                )?;
+                let parent = first_link(answers, &sub.parent)?;
+                let msg = sublink_msg(&sub, parent.header.index, ns.as_raw_fd())?;
+                nl.request(RouteNetlinkMessage::NewLink(msg), CREATE_EXCL, || {
+                    format!(
+                        "creating {} {} on {}",
+                        sub.kind.kind(),
+                        sub.ifname,
+                        sub.parent
+                    )
+                })?;
+                Ok(HostDone::nothing())
+            },
+            move |_| {
+                if crate::netns::enter(&undo_ns, &undo_path).is_ok() {
+                    if let Ok(mut nl) = SyncNetlink::open() {
+                        delete_quietly(&mut nl, &undo_name);
+                    }
+                }
+            },
+        )
+        .await
+        .map_err(|e| e.context(&what()))?;
         tracing::debug!(
             ifname = %plan.ifname,
             parent = %plan.parent,
