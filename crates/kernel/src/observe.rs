@@ -257,6 +257,68 @@ pub fn firewall() -> Result<ObservedFirewall> {
     })
 }
 
+/// The link an overlay host's underlay is, read again without a link dump (a host with
+/// 1,000 veths answers an `RTM_GETLINK` dump with ~1 MB): `Some(name)` is one `RTM_GETLINK` of
+/// that interface; otherwise one `RTM_GETADDR` dump (addresses only) finds the interface holding
+/// `addr`, and one `RTM_GETLINK` of its index reads it. The map holds that link alone (with its
+/// addresses when found by address), or nothing when no link fits: what
+/// [`berth_plan::cluster::underlay_link`] selects from, as from [`links_now`].
+pub fn underlay_link_now(
+    name: Option<&str>,
+    addr: IpAddr,
+) -> Result<BTreeMap<String, ObservedLink>> {
+    let mut nl = SyncNetlink::open()?;
+    if let Some(name) = name {
+        let link = match nl.request(
+            RouteNetlinkMessage::GetLink(link::get_link_msg(name)),
+            link::GET,
+            || format!("looking up {name}"),
+        ) {
+            Ok(answers) => link::first_link(answers, name)?,
+            Err(e) if e.is_not_found() => return Ok(BTreeMap::new()),
+            Err(e) => return Err(e),
+        };
+        return Ok(assemble(vec![link], Vec::new()));
+    }
+    let addrs: Vec<AddressMessage> = nl
+        .request(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            link::DUMP,
+            || "listing addresses".to_string(),
+        )?
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewAddress(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    let Some(index) = addrs
+        .iter()
+        .find(|a| link::address_of(a) == Some(addr))
+        .map(|a| a.header.index)
+    else {
+        return Ok(BTreeMap::new());
+    };
+    let mut get = LinkMessage::default();
+    get.header.index = index;
+    let link = match nl.request(RouteNetlinkMessage::GetLink(get), link::GET, || {
+        format!("looking up link {index}")
+    }) {
+        Ok(answers) => answers.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(l),
+            _ => None,
+        }),
+        // Deleted between the two requests.
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e),
+    };
+    let own: Vec<AddressMessage> = addrs
+        .into_iter()
+        .filter(|a| a.header.index == index)
+        .collect();
+    Ok(link.map(|l| assemble(vec![l], own)).unwrap_or_default())
+}
+
 /// Every link of the calling thread's namespace with its MTU and addresses, read on a blocking
 /// socket (`RTM_GETLINK` and `RTM_GETADDR` dumps): what berthd finds its advertised interface,
 /// and so the underlay's MTU, in at start-up.

@@ -559,3 +559,44 @@ async fn a_full_bridge_is_named_not_an_errno() {
         "the refused veth does not exist"
     );
 }
+
+/// The overlay's underlay re-read finds its interface by name (one `RTM_GETLINK`) and by the
+/// address it holds (an address dump, then the link by index) with its current MTU, and
+/// nothing for a name or address that is not there. Checked against two links in a scratch
+/// namespace, one of them given a new MTU between reads.
+#[test]
+fn underlay_link_is_read_by_name_and_by_address() {
+    use berth_kernel::observe::underlay_link_now;
+    require_root!();
+    let h = TestNs::new("ul");
+    let ip = |args: &str| {
+        let st = std::process::Command::new("ip")
+            .args(["-n", &h.name])
+            .args(args.split_whitespace())
+            .status()
+            .expect("ip");
+        assert!(st.success(), "ip {args}");
+    };
+    // veth pairs: the test kernel has no dummy driver.
+    ip("link add ul0 mtu 1400 type veth peer name ul1");
+    ip("link add other0 mtu 1500 type veth peer name other1");
+    ip("addr add 10.66.0.1/24 dev ul0");
+    ip("addr add 10.67.0.1/24 dev other0");
+    let addr: IpAddr = "10.66.0.1".parse().expect("ip");
+    let read = |name: Option<&'static str>, a: IpAddr| {
+        run_in_netns(&h.path, move || underlay_link_now(name, a))
+            .expect("netns")
+            .expect("read")
+    };
+    let by_name = read(Some("ul0"), addr);
+    assert_eq!(by_name.keys().collect::<Vec<_>>(), ["ul0"]);
+    assert_eq!(by_name["ul0"].mtu, 1400);
+    let by_addr = read(None, addr);
+    assert_eq!(by_addr.keys().collect::<Vec<_>>(), ["ul0"]);
+    assert!(by_addr["ul0"].addrs.iter().any(|a| a.addr() == addr));
+    ip("link set ul0 mtu 1300");
+    assert_eq!(read(None, addr)["ul0"].mtu, 1300);
+    assert_eq!(read(Some("ul0"), addr)["ul0"].mtu, 1300);
+    assert!(read(Some("missing0"), addr).is_empty());
+    assert!(read(None, "10.99.0.1".parse().expect("ip")).is_empty());
+}
