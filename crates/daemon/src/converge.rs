@@ -48,6 +48,10 @@ pub enum Scope {
     },
 }
 
+/// Work a pass waits for before it observes or changes the kernel (see
+/// [`Daemon::converge_gated`]).
+pub(crate) type Gate<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
 impl Daemon {
     /// What the static rules depend on: which forwarding berth had to turn on.
     pub fn firewall_config(&self) -> FirewallConfig {
@@ -122,6 +126,41 @@ impl Daemon {
         scope: Scope,
         dry_run: bool,
         before: Option<&ContainerSpec>,
+    ) -> ApiResult<PassReport> {
+        self.converge_gated(trigger, scope, dry_run, before, None)
+            .await
+    }
+
+    /// [`Daemon::converge_from`] whose kernel work waits for `gate`: the pass reads the store
+    /// and plans while `gate` runs (a disconnect's retire of the container side, on its own
+    /// thread), and neither observes nor changes the kernel before it is done, so it sees and
+    /// builds on what `gate` did.
+    pub(crate) async fn converge_gated(
+        &self,
+        trigger: Trigger,
+        scope: Scope,
+        dry_run: bool,
+        before: Option<&ContainerSpec>,
+        gate: Option<Gate<'_>>,
+    ) -> ApiResult<PassReport> {
+        let mut gate = gate;
+        let result = self
+            .converge_inner(trigger, scope, dry_run, before, &mut gate)
+            .await;
+        // A pass that failed before its kernel work still lets the gate finish.
+        if let Some(g) = gate.take() {
+            g.await;
+        }
+        result
+    }
+
+    async fn converge_inner(
+        &self,
+        trigger: Trigger,
+        scope: Scope,
+        dry_run: bool,
+        before: Option<&ContainerSpec>,
+        gate: &mut Option<Gate<'_>>,
     ) -> ApiResult<PassReport> {
         let mut nets = self.networks()?;
         if let Some(cl) = &self.cluster {
@@ -300,6 +339,9 @@ impl Daemon {
                 }),
             _ => None,
         };
+        if let Some(g) = gate.take() {
+            g.await;
+        }
         let assumed_rep = match assumed {
             Some(o) => {
                 let rep = self.reconciler.pass_assumed(trigger, &desired, o).await;

@@ -536,16 +536,35 @@ impl Daemon {
                 ifname: ep.ifname.clone(),
                 rename_to: sublink.then(|| host::retired_name(&ep.id)),
             };
-            if let Err(e) = self.reconciler.kernel().apply(&retire).await {
-                tracing::warn!(container = %c.name, "taking {} down: {e}", ep.ifname);
-            }
-            failpoint::boundary("retire endpoint");
-            retired_us = began.elapsed().as_micros() as u64;
+            // The retire runs on its own thread while the pass reads the store and plans
+            // (≈ 0.5 ms of CPU on this worker); the pass touches the kernel only after it.
+            let kernel = self.reconciler.kernel().clone();
+            let retired_at = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let retired_mark = retired_at.clone();
+            let name = c.name.clone();
+            let ifname = ep.ifname.clone();
+            let mut retire: crate::converge::Gate<'static> = Box::pin(async move {
+                if let Err(e) = kernel.apply(&retire).await {
+                    tracing::warn!(container = %name, "taking {ifname} down: {e}");
+                }
+                failpoint::boundary("retire endpoint");
+                retired_mark.store(
+                    began.elapsed().as_micros() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            });
+            // Started now: its first poll opens the namespace and starts the thread that does
+            // the work (a spawned task would wait in this worker's LIFO slot until the pass
+            // yields, after its planning).
+            let done = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(retire.as_mut().poll(cx).is_ready())
+            })
+            .await;
             // The rest of the pass (anti-spoofing elements, the default route if this was the
             // gateway endpoint, the veth's deletion in the background) from the state the
             // container had before: a renamed macvlan/ipvlan link is not that state, so
             // such a pass observes.
-            let pass = self.converge_from(
+            let pass = self.converge_gated(
                 crate::reconcile::Trigger::Api,
                 Scope::Containers {
                     ids: vec![c.id.clone()],
@@ -553,11 +572,13 @@ impl Daemon {
                 },
                 false,
                 (!sublink).then_some(&before),
+                (!done).then_some(retire),
             );
             // The DNS table (the name stops resolving on that network) and the files, beside
             // the pass (see `connect`).
             let files = self.files_beside(&c, true);
             let (rep, _) = tokio::join!(pass, files);
+            retired_us = retired_at.load(std::sync::atomic::Ordering::Relaxed);
             let rep = rep?;
             if !rep.errors.is_empty() {
                 return Err(ApiError::internal(format!(
