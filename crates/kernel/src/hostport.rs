@@ -207,7 +207,7 @@ pub fn holder(proto: Proto, v6: bool, port: u16) -> String {
         (_, false) => "/proc/net/udp",
         (_, true) => "/proc/net/udp6",
     };
-    let generic = "a process on the host".to_string();
+    let generic = "a process".to_string();
     let Ok(table) = std::fs::read_to_string(file) else {
         return generic;
     };

@@ -369,7 +369,7 @@ pub enum HostUse {
     /// The port is free on the host.
     Free,
     /// A host process holds it; the text names it (`process 1234 (nginx)`), or says
-    /// `a process on the host` when it could not be identified.
+    /// `a process` when it could not be identified.
     Held(String),
 }
 
