@@ -210,7 +210,12 @@ impl World {
             .arg(dir.join("state"))
             .arg("--socket")
             .arg(&sock)
-            .args(["--log-level", "warn,berthd::ports=debug"])
+            // `berthd::ports` also matches `berthd::ports_local6`, whose debug line per relay
+            // (1,000 for a range) would be timed as port work: info for that one.
+            .args([
+                "--log-level",
+                "warn,berthd::ports=debug,berthd::ports_local6=info",
+            ])
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -270,6 +275,13 @@ impl World {
 
     /// The `elapsed_us` of berthd's last log line containing `needle`, in ms.
     fn last_log_ms(&self, needle: &str) -> Option<f64> {
+        self.last_log_field_ms(needle, "elapsed_us")
+    }
+
+    /// The microseconds `field` of berthd's last log line containing `needle`, in ms (`None`
+    /// when that line has no such field: a build without the per-step timings).
+    fn last_log_field_ms(&self, needle: &str, field: &str) -> Option<f64> {
+        let field = format!("{field}=");
         let f = std::fs::File::open(self.dir.join("berthd.log")).ok()?;
         BufReader::new(f)
             .lines()
@@ -277,7 +289,7 @@ impl World {
             .filter(|l| l.contains(needle))
             .last()
             .and_then(|l| {
-                l.split("elapsed_us=")
+                l.split(field.as_str())
                     .nth(1)?
                     .split_whitespace()
                     .next()?
@@ -437,6 +449,9 @@ fn scale(w: &World, a: &Args) -> Result<(String, Vec<BerthLevel>)> {
 fn range(w: &World, a: &Args) -> Result<(String, (f64, f64))> {
     let (mut run_ms, mut port_ms, mut rm_ms, mut plain, mut unpub) =
         (vec![], vec![], vec![], vec![], vec![]);
+    // berthd's steps (builds that log them): publish = choose, nft, relays; unpublish =
+    // relays, nft.
+    let mut steps: [Vec<f64>; 5] = Default::default();
     for i in 0..=a.range_runs {
         let (t, _) = w.berth(&[
             "run",
@@ -451,8 +466,17 @@ fn range(w: &World, a: &Args) -> Result<(String, (f64, f64))> {
             "600",
         ])?;
         let pm = w.last_publish_ms();
+        let mut got = [
+            w.last_log_field_ms("ports published", "chosen_us"),
+            w.last_log_field_ms("ports published", "nft_us"),
+            w.last_log_field_ms("ports published", "relays_us"),
+            None,
+            None,
+        ];
         let (r, _) = w.berth(&["rm", "-f", "range"])?;
         let um = w.last_log_ms("ports unpublished");
+        got[3] = w.last_log_field_ms("ports unpublished", "relays_us");
+        got[4] = w.last_log_field_ms("ports unpublished", "nft_us");
         let (p, _) = w.berth(&[
             "run",
             "-d",
@@ -467,6 +491,9 @@ fn range(w: &World, a: &Args) -> Result<(String, (f64, f64))> {
         if i == 0 {
             continue;
         }
+        for (v, g) in steps.iter_mut().zip(got) {
+            v.extend(g);
+        }
         run_ms.push(t);
         rm_ms.push(r);
         plain.push(p);
@@ -478,7 +505,15 @@ fn range(w: &World, a: &Args) -> Result<(String, (f64, f64))> {
         }
     }
     let medians = (median(&mut run_ms.clone()), median(&mut rm_ms.clone()));
-    let table = format!(
+    let step = |i: usize| {
+        let v = &steps[i];
+        if v.is_empty() {
+            "not logged by this build".to_string()
+        } else {
+            format!("{:.1} ({})", median(&mut v.clone()), spread(v))
+        }
+    };
+    let mut table = format!(
         "| what | median (min–max) ms |\n|---|---|\n\
          | `run -d -p 30000-30999:30000-30999` | {:.1} ({}) |\n\
          | `run -d` without -p (same runs) | {:.1} ({}) |\n\
@@ -496,6 +531,18 @@ fn range(w: &World, a: &Args) -> Result<(String, (f64, f64))> {
         median(&mut unpub.clone()),
         spread(&unpub),
     );
+    table.push_str(&format!(
+        "| &nbsp;&nbsp;publish: choosing the ports (conflict checks, host-port probes) | {} |\n\
+         | &nbsp;&nbsp;publish: the nft transaction (1,000 elements) | {} |\n\
+         | &nbsp;&nbsp;publish: opening the `[::1]` relays | {} |\n\
+         | &nbsp;&nbsp;unpublish: closing the `[::1]` relays | {} |\n\
+         | &nbsp;&nbsp;unpublish: the nft transaction (1,000 deletions) | {} |\n",
+        step(0),
+        step(1),
+        step(2),
+        step(3),
+        step(4),
+    ));
     Ok((table, medians))
 }
 

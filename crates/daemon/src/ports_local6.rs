@@ -218,24 +218,31 @@ impl Relays {
 }
 
 /// Binds `[::1]:port` and spawns the relay's task, which owns the socket.
+///
+/// Five syscalls per TCP relay, four per UDP one (a 1,000-port range opens 1,000 of them on
+/// the publish path): `socket(AF_INET6, SOCK_STREAM|SOCK_NONBLOCK|SOCK_CLOEXEC)` (non-blocking
+/// from the start, not two `fcntl`s later), `setsockopt(SO_REUSEADDR)`, `bind([::1]:port)`,
+/// `listen`, and tokio's `epoll_ctl(EPOLL_CTL_ADD)`. No `setsockopt(IPV6_V6ONLY)`: `bind` to a
+/// specific IPv6 address sets it itself (`inet6_bind`: `sk_ipv6only = 1` unless the address is
+/// `::` or v4-mapped).
 fn spawn(r: &LoopbackRelay) -> std::io::Result<JoinHandle<()>> {
     let addr: SocketAddr = (Ipv6Addr::LOCALHOST, r.host_port).into();
     match r.proto {
         Proto::Tcp => {
-            let s = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+            let s = Socket::new(
+                Domain::IPV6,
+                Type::STREAM.nonblocking(),
+                Some(Protocol::TCP),
+            )?;
             // Connections of an earlier relay in TIME_WAIT must not block it; a listener does.
             s.set_reuse_address(true)?;
-            s.set_only_v6(true)?;
-            s.set_nonblocking(true)?;
             s.bind(&addr.into())?;
             s.listen(1024)?;
             let l = TcpListener::from_std(s.into())?;
             Ok(tokio::spawn(tcp_relay(l, r.target)))
         }
         Proto::Udp => {
-            let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
-            s.set_only_v6(true)?;
-            s.set_nonblocking(true)?;
+            let s = Socket::new(Domain::IPV6, Type::DGRAM.nonblocking(), Some(Protocol::UDP))?;
             s.bind(&addr.into())?;
             let u = UdpSocket::from_std(s.into())?;
             Ok(tokio::spawn(udp_relay(u, r.target)))

@@ -765,6 +765,83 @@ fn thousand_port_range() {
     assert!(rm_s < 5.0, "removal took {rm_s:.2}s");
 }
 
+/// Proves: a long range is refused when a host process holds one of its ports, however it
+/// holds it — a TCP socket bound without `listen` (invisible to `/proc/net/tcp`, found by the
+/// `sock_diag` pre-check only on kernels that dump bound-only sockets, else by the bind
+/// probes), a UDP socket — and nothing of the refused start stays; a range next to them
+/// publishes and answers from the LAN.
+#[test]
+fn range_refused_when_a_host_process_holds_one_of_its_ports() {
+    require_root!();
+    let w = World::new();
+    setup(&w);
+    w.berth_ok(&["network", "create", "--subnet", "10.68.0.0/24", "r68"]);
+    let ready = w.dir.join("held.ready");
+    let hold = format!(
+        "import socket, time\n\
+         t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n\
+         t.bind(('127.0.0.1', 20517))\n\
+         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         u.bind(('0.0.0.0', 20733))\n\
+         open('{}', 'w').close()\n\
+         time.sleep(120)\n",
+        ready.display()
+    );
+    w.spawn_in(&w.host_ns.clone(), &["python3", "-c", &hold]);
+    let start = Instant::now();
+    while !ready.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "holder not ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (name, spec, port) in [
+        ("tcprange", "20500-20599:20500-20599", "20517"),
+        ("udprange", "20700-20799:20700-20799/udp", "20733"),
+    ] {
+        let o = w.berth(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "r68",
+            "-p",
+            spec,
+            "sleep",
+            "60",
+        ]);
+        assert_eq!(code(&o), 125, "{spec}: {}", show(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains("already in use") && e.contains(&format!(":{port} failed")),
+            "{spec}: the refusal names the held port: {e}"
+        );
+        assert!(!e.contains("on the host on the host"), "{e}");
+        assert_eq!(w.inspect(name)["State"]["Running"], false);
+        w.berth_ok(&["rm", name]);
+    }
+    let table = w.nft_table();
+    for name in ["tcprange", "udprange"] {
+        assert!(
+            !table.contains(&format!("comment \"container {name} ")),
+            "no element of {name}'s refused start stays"
+        );
+    }
+    server(
+        &w,
+        "free",
+        &["--network", "r68", "-p", "20600-20699:20600-20699"],
+        &[20650],
+    );
+    reached(
+        "outside -> free range port",
+        from_ns(&w, &w.out_ns, "tcp", &w.host_ip(), 20650),
+        "tcp",
+    );
+}
+
 /// Proves: UDP conntrack entries are flushed when a port is published and when it is removed.
 /// A LAN client keeps sending from one source port (one conntrack entry). Before the port is
 /// published its datagrams go to the host (no answer); once published they reach the container

@@ -599,4 +599,71 @@ fn underlay_link_is_read_by_name_and_by_address() {
     assert_eq!(read(Some("ul0"), addr)["ul0"].mtu, 1300);
     assert!(read(Some("missing0"), addr).is_empty());
     assert!(read(None, "10.99.0.1".parse().expect("ip")).is_empty());
+
+/// Proves: one `sock_diag` dump finds every port of a range that a socket of the namespace is
+/// bound to — listening, bound without listening (the case only Linux 6.6+ dumps), IPv4 or
+/// IPv6, TCP or UDP — and no other; and it agrees with the bind probe port by port, so the
+/// publish path may skip the probes of the ports it does not list.
+#[test]
+fn bound_ports_lists_what_a_bind_probe_would_find() {
+    require_root!();
+    use berth_kernel::hostport::{bound_ports, probe};
+    use berth_plan::ports::Proto;
+    use socket2::{Domain, Protocol, Socket, Type};
+    let ns = TestNs::new("bound");
+    let up = std::process::Command::new("ip")
+        .args(["-n", &ns.name, "link", "set", "lo", "up"])
+        .status()
+        .expect("ip");
+    assert!(up.success());
+    let (first, last) = (41000u16, 41099u16);
+    let found = run_in_netns(&ns.path, move || {
+        let bind = |domain: Domain, ty: Type, p: Protocol, addr: &str| {
+            let s = Socket::new(domain, ty, Some(p)).expect("socket");
+            if domain == Domain::IPV6 {
+                s.set_only_v6(true).expect("v6only");
+            }
+            let a: SocketAddr = addr.parse().expect("addr");
+            s.bind(&a.into()).expect("bind");
+            s
+        };
+        let listener = bind(Domain::IPV4, Type::STREAM, Protocol::TCP, "127.0.0.1:41010");
+        listener.listen(8).expect("listen");
+        // Bound, never listening: a bind probe of 41020 fails on it all the same.
+        let _bound_only = bind(Domain::IPV6, Type::STREAM, Protocol::TCP, "[::1]:41020");
+        let _udp = bind(Domain::IPV4, Type::DGRAM, Protocol::UDP, "0.0.0.0:41030");
+        // Outside the range: never listed.
+        let _outside = bind(Domain::IPV4, Type::STREAM, Protocol::TCP, "127.0.0.1:41100");
+        let tcp = bound_ports(Proto::Tcp, first, last);
+        let udp = bound_ports(Proto::Udp, first, last);
+        let mut disagree = Vec::new();
+        for (proto, set) in [(Proto::Tcp, &tcp), (Proto::Udp, &udp)] {
+            let Some(set) = set else { continue };
+            for port in first..=last {
+                let held = probe(proto, "0.0.0.0".parse().expect("ip"), port).is_some()
+                    || probe(proto, "::".parse().expect("ip"), port).is_some();
+                if held && !set.contains(&port) {
+                    disagree.push((proto, port));
+                }
+            }
+        }
+        (tcp, udp, disagree)
+    })
+    .expect("enter netns");
+    let (tcp, udp, disagree) = found;
+    // Bound-only TCP sockets are in dumps from Linux 6.6 (`TCP_BOUND_INACTIVE`); before, the
+    // dump cannot answer for TCP and says so.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut v = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|x| x.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+    if (major, minor) >= (6, 6) {
+        assert_eq!(tcp, Some(BTreeSet::from([41010, 41020])), "TCP");
+    } else {
+        assert_eq!(tcp, None, "TCP on a kernel before 6.6");
+    }
+    assert_eq!(udp, Some(BTreeSet::from([41030])), "UDP");
+    assert!(disagree.is_empty(), "held but not listed: {disagree:?}");
+    assert_eq!(bound_ports(Proto::Sctp, first, last), None);
 }

@@ -369,7 +369,7 @@ pub enum HostUse {
     /// The port is free on the host.
     Free,
     /// A host process holds it; the text names it (`process 1234 (nginx)`), or says
-    /// `a process on the host` when it could not be identified.
+    /// `a process` when it could not be identified.
     Held(String),
 }
 
@@ -599,6 +599,46 @@ pub fn allocate(
     Ok(chosen)
 }
 
+/// Shortest run of consecutive fixed host ports worth one `sock_diag` dump instead of a bind
+/// probe per port: below it, the probes cost less than opening a netlink socket and two dumps.
+pub const MIN_PROBE_RUN: u16 = 32;
+
+/// The runs of consecutive host ports (per protocol, `first..=last`, each at least
+/// [`MIN_PROBE_RUN`] long) that `specs` publish on fixed ports: where the daemon asks the kernel
+/// once which ports any socket holds, and probes only those. A port outside these runs (a
+/// single `-p 8080:80`, a "pick one of" range, a free port) is probed as before. SCTP is never
+/// probed, so never listed.
+pub fn probe_runs(specs: &[PortSpec]) -> Vec<(Proto, u16, u16)> {
+    let mut fixed: BTreeMap<Proto, std::collections::BTreeSet<u16>> = BTreeMap::new();
+    for s in specs {
+        if s.host_port != 0 && s.host_port == s.host_port_end && s.proto != Proto::Sctp {
+            fixed.entry(s.proto).or_default().insert(s.host_port);
+        }
+    }
+    let mut out = Vec::new();
+    for (proto, ports) in fixed {
+        let mut run: Option<(u16, u16)> = None;
+        let close = |run: Option<(u16, u16)>, out: &mut Vec<(Proto, u16, u16)>| {
+            if let Some((a, b)) = run {
+                if b - a + 1 >= MIN_PROBE_RUN {
+                    out.push((proto, a, b));
+                }
+            }
+        };
+        for p in ports {
+            run = match run {
+                Some((a, b)) if b.checked_add(1) == Some(p) => Some((a, p)),
+                other => {
+                    close(other, &mut out);
+                    Some((p, p))
+                }
+            };
+        }
+        close(run, &mut out);
+    }
+    out
+}
+
 /// A listener berthd opens itself on the host's IPv6 loopback, `[::1]:host_port`, relaying to a
 /// container. The kernel never lets a packet with a `::1` address leave `lo` (IPv6 has no
 /// `route_localnet`), so no DNAT can carry the host's own connections to `[::1]:PORT`; this
@@ -710,6 +750,40 @@ mod tests {
             host_port: h,
             host_port_end: he,
         }
+    }
+
+    #[test]
+    fn probe_runs_are_the_long_fixed_runs_only() {
+        let mut specs = parse_publish("30000-30999:30000-30999").unwrap();
+        specs.extend(parse_publish("30000-30999:30000-30999/udp").unwrap());
+        // A second address for the same ports: one run, not two.
+        specs.extend(parse_publish("127.0.0.1:30500-30600:30500-30600").unwrap());
+        // Short runs, a "pick one" range, free ports, SCTP: probed one by one.
+        specs.extend(parse_publish("8080:80").unwrap());
+        specs.extend(parse_publish("9000-9030:9000-9030").unwrap());
+        specs.extend(parse_publish("7000-7999:80").unwrap());
+        specs.extend(parse_publish("90").unwrap());
+        specs.extend(parse_publish("40000-40999:40000-40999/sctp").unwrap());
+        // Two runs of one protocol split by a gap.
+        specs.extend(parse_publish("50000-50031:50000-50031").unwrap());
+        specs.extend(parse_publish("50033-50100:50033-50100").unwrap());
+        // Touching 65535 does not overflow.
+        specs.extend(parse_publish("65500-65535:65500-65535/udp").unwrap());
+        assert_eq!(
+            probe_runs(&specs),
+            vec![
+                (Proto::Tcp, 30000, 30999),
+                (Proto::Tcp, 50000, 50031),
+                (Proto::Tcp, 50033, 50100),
+                (Proto::Udp, 30000, 30999),
+                (Proto::Udp, 65500, 65535),
+            ]
+        );
+        assert!(probe_runs(&parse_publish("1-31:1-31").unwrap()).is_empty());
+        assert_eq!(
+            probe_runs(&parse_publish("1-32:1-32").unwrap()),
+            vec![(Proto::Tcp, 1, 32)]
+        );
     }
 
     #[test]
