@@ -99,6 +99,13 @@ wait_ready() {
     note "berthd not ready after 120 s"
     return 1
 }
+# berthd's CPU time so far in clock ticks (utime + stime), read by bash itself (no process per
+# sample: it is taken around every start).
+cpu_ticks() {
+    local -a st
+    read -r -a st <"/proc/$pid/stat" || { echo 0; return; }
+    echo $((st[13] + st[14]))
+}
 # "RSS_KiB CPU_ms threads" of berthd.
 daemon_usage() {
     local rss cpu thr
@@ -228,6 +235,9 @@ restart() {
         wait_ready "${EPOCHREALTIME/./}" >/dev/null
     fi
     logged=$(tail -n +"$((logstart + 1))" "$log" | grep -c 'repaired at start-up\|repaired drift\|applied' || true)
+    # berthd's own account of its start-up (adoption, the full pass, the published ports).
+    fig[su_$how]=$(tail -n +"$((logstart + 1))" "$log" | grep -m1 'start-up converged' |
+        sed 's/\x1b\[[0-9;]*m//g' | grep -o '[a-z]*_ms=[0-9]*' | tr '\n' ' ' || true)
     iph=$(grep -cv '^$' "$dir/mon.host" || true)
     ipc=$(grep -cv '^$' "$dir/mon.containers" || true)
     nftl=$(grep -cv '^$' "$dir/mon.nft" || true)
@@ -261,6 +271,10 @@ read -r c w <<<"$(idle_cpu)"
 fig[idle0]=$c; fig[wake0]=$w; fig[load_idle0]=$(load)
 
 runs=()
+# berthd's CPU ticks before start i (cpus[i-1]) and after the last: a block's CPU per start is
+# a difference of two samples, so work a start leaves behind (its namespace watch, a pass
+# 200 ms later) counts in the block it falls in.
+cpus=()
 t_begin=$SECONDS
 made=0
 for i in $(seq "$n"); do
@@ -270,6 +284,7 @@ for i in $(seq "$n"); do
         hp=$((20000 + (i - 1) * per))
         pflag=(-p "$hp-$((hp + per - 1)):80-$((80 + per - 1))")
     fi
+    cpus+=("$(cpu_ticks)")
     t0=${EPOCHREALTIME/./}
     b run -d --name "c$i" --network "$net" "${pflag[@]}" sleep 100000 >/dev/null
     t1=${EPOCHREALTIME/./}
@@ -286,6 +301,8 @@ for i in $(seq "$n"); do
         break
     fi
 done
+sleep 0.5
+cpus+=("$(cpu_ticks)")
 fig[load_runs]=$(load)
 fig[runs_s]=$((SECONDS - t_begin))
 read -r rss cpu thr <<<"$(daemon_usage)"
@@ -344,15 +361,30 @@ rblock() { # removals of containers first..last
     [ "$3" -le "$made" ] && [ "$((made - $2 + 1))" -le "$removed" ] || { echo "-"; return; }
     for k in $(seq "$2" "$3"); do echo "${rms[$((made - k))]}"; done | median
 }
+# berthd's CPU per start over containers first..last, ms (mean: ticks are 10 ms).
+cblock() {
+    [ "$2" -le "$made" ] || { echo "-"; return; }
+    echo "scale=1; (${cpus[$2]} - ${cpus[$(($1 - 1))]}) * 1000 / $hz / ($2 - $1 + 1)" | bc
+}
 first=$(block runs 1 10)
+cfirst=$(cblock 1 10)
 printf '\n## berth at scale: %s containers on %s networks, %s ports each (%s)\n\n' "$made" "$nets" "$per" "$run_start"
-printf '| containers i | `run -d` median ms | ratio to 1–10 | `rm -f` median ms |\n|---|---|---|---|\n'
-for r in "1 10" "91 100" "491 500" "991 1000"; do
+printf '| containers i | `run -d` median ms | ratio to 1–10 | berthd CPU per start, ms | ratio to 1–10 | `rm -f` median ms |\n|---|---|---|---|---|---|\n'
+blocks=("1 10" "91 100" "491 500" "991 1000")
+last="$((made - 9)) $made"
+case " ${blocks[*]} " in *" $last "*) ;; *) [ "$made" -gt 10 ] && blocks+=("$last") ;; esac
+for r in "${blocks[@]}"; do
     set -- $r
     m=$(block runs "$1" "$2")
     ratio="-"; [ "$m" != "-" ] && ratio=$(echo "scale=2; $m / $first" | bc)
-    printf '| %s–%s | %s | %s | %s |\n' "$1" "$2" "$m" "$ratio" "$(rblock rms "$1" "$2")"
+    c=$(cblock "$1" "$2")
+    cratio="-"; [ "$c" != "-" ] && [ "$cfirst" != "0" ] && cratio=$(echo "scale=2; $c / $cfirst" | bc)
+    printf '| %s–%s | %s | %s | %s | %s | %s |\n' "$1" "$2" "$m" "$ratio" "$c" "$cratio" "$(rblock rms "$1" "$2")"
 done
+if [ "$made" -ge 100 ]; then
+    printf '\nberthd CPU per start over wider blocks (less tick noise): 1–50 %s ms, %s–%s %s ms\n' \
+        "$(cblock 1 50)" "$((made - 49))" "$made" "$(cblock $((made - 49)) "$made")"
+fi
 printf '\n%s starts in %s s (load after: %s); %s removals in %s s (load after: %s)\n' \
     "$made" "${fig[runs_s]}" "${fig[load_runs]}" "$removed" "${fig[rm_s]}" "${fig[load_rm]}"
 
@@ -380,6 +412,10 @@ for how in TERM KILL STRACE; do
     printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$ready" "$steps" "$logged" \
         "$iph" "$ipc" "$nftl" "$diffs" "${fig[check_$how]}" "${fig[load_$how]}"
 done
+for how in TERM KILL; do
+    printf '\nberthd start-up after SIG%s, its log: %s' "$how" "${fig[su_$how]:-?}"
+done
+printf '\n'
 read -r nlw sysw nlr <<<"${fig[strace]}"
 printf '\nunder strace: %s netlink requests that change something (of %s sent), %s sysctl files opened for writing\n' \
     "$nlw" "$((nlw + nlr))" "$sysw"

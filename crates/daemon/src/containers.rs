@@ -159,9 +159,10 @@ impl Daemon {
                     wanted.push(k.clone());
                 }
             }
-            // The planner looks at every container's endpoints (addresses, aliases): a copy
-            // only for containers that join networks.
-            let mut all_with_self = self.containers()?;
+            // The planner looks at every container's endpoints (addresses, aliases): the
+            // index's shared documents, not a copy of each (a deep copy of 1,000 specs per
+            // create was tens of thousands of allocations).
+            let shared = self.containers_shared()?;
             for q in wanted {
                 let net = self.find_network(&q)?;
                 if !berth_plan::driver::driver(net.driver).combinable() {
@@ -183,9 +184,16 @@ impl Daemon {
                 {
                     ep_req.mac = Some(req.mac_address.clone());
                 }
-                all_with_self.retain(|c| c.id != spec.id);
-                all_with_self.push(spec.clone());
-                let ep = match self.plan_endpoint_claimed(&net, &spec, &all_with_self, &ep_req) {
+                let planned = {
+                    let mut all_with_self: Vec<&ContainerSpec> = shared
+                        .iter()
+                        .map(|c| &**c)
+                        .filter(|c| c.id != spec.id)
+                        .collect();
+                    all_with_self.push(&spec);
+                    self.plan_endpoint_claimed(&net, &spec, &all_with_self, &ep_req)
+                };
+                let ep = match planned {
                     Ok(ep) => ep,
                     Err(e) => {
                         self.cluster_release(&spec.endpoints.iter().collect::<Vec<_>>());

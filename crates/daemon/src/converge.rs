@@ -84,18 +84,32 @@ impl Daemon {
         containers: Vec<ContainerSpec>,
     ) -> ApiResult<Vec<(ContainerSpec, String)>> {
         let starting = self.starting.lock().map(|s| s.clone()).unwrap_or_default();
-        // The states' index: no store read.
-        let states = self.states_shared()?;
+        // The states' index: no store read. A few containers (a scoped pass) look theirs up
+        // one by one: the by-id snapshot is rebuilt after every state change, a copy of every
+        // container's id (O(containers)) for a pass that needs one.
+        let states = if containers.len() > 16 {
+            Some(self.states_shared()?)
+        } else {
+            None
+        };
         let mut out = Vec::new();
         for c in containers {
             if let Some(path) = starting.get(&c.id) {
                 out.push((c, path.clone()));
                 continue;
             }
-            if let Some(st) = states.get(&c.id) {
-                if st.status == Status::Running && st.pid > 0 {
-                    out.push((c, format!("/proc/{}/ns/net", st.pid)));
+            let (status, pid) = match &states {
+                Some(all) => all
+                    .get(&c.id)
+                    .map(|st| (st.status, st.pid))
+                    .unwrap_or_default(),
+                None => {
+                    let st = self.state(&c.id)?;
+                    (st.status, st.pid)
                 }
+            };
+            if status == Status::Running && pid > 0 {
+                out.push((c, format!("/proc/{pid}/ns/net")));
             }
         }
         Ok(out)
@@ -189,14 +203,11 @@ impl Daemon {
         // for, also before a check): the cache then holds no element this pass would call
         // unwanted.
         self.flush_released_guard();
-        // The maps are left out: a pass that does not read the table back leaves them to
-        // `Firewall::update_ports`, and one that does reads them from the kernel.
-        let cache = self.firewall.cache_without_maps();
         let read_fw = match &scope {
             Scope::Full => true,
             Scope::Host { firewall } => *firewall,
             _ => false,
-        } || cache.is_none();
+        } || !self.firewall.known();
         let running = match &scope {
             // Only the containers in scope: their documents and states are all a scoped pass
             // needs (one store read each, not a list of every container on the host).
@@ -306,6 +317,17 @@ impl Daemon {
                 &remotes,
             );
         }
+        // What berth last applied stands in for the table when it is not read back. The
+        // maps are left out: a pass that does not read the table back leaves them to
+        // `Firewall::update_ports`, and one that does reads them from the kernel. A scoped
+        // pass gets only its own bridge ports' anti-spoofing elements (O(scope), not three
+        // per container on the host).
+        let cache = if read_fw {
+            None
+        } else {
+            self.firewall
+                .cache_without_maps(desired.guard_scope.as_ref())
+        };
         let mut req = match &scope {
             Scope::Full => ObserveRequest::full(&desired),
             Scope::Host { .. } => ObserveRequest {
@@ -334,6 +356,7 @@ impl Daemon {
             (Some(before), Some(cache), Scope::Containers { .. }) if !dry_run && !read_fw => self
                 .assumed_before(before, &nets, &sel_running, cfg, fwd, &req)
                 .map(|mut o| {
+                    // The scope's part only (above): a copy of a few elements.
                     o.firewall = Some(cache.clone());
                     o
                 }),
@@ -372,7 +395,10 @@ impl Daemon {
         }
         match firewall_after(&rep, &desired) {
             Some((c, el)) if read_fw => self.firewall.set_cache(c, el),
-            Some((c, el)) => self.firewall.set_cache_keeping_maps(c, el),
+            Some((c, el)) => {
+                self.firewall
+                    .set_cache_keeping_maps(c, el, desired.guard_scope.as_ref())
+            }
             None => self.firewall.invalidate(),
         }
         if fwd.ipv6_restore_off && rep.errors.is_empty() {

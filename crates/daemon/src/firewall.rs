@@ -224,18 +224,39 @@ impl Firewall {
     /// next pass then reads the table back. Without the published-port maps: a pass that does
     /// not read the table back leaves them to [`Firewall::update_ports`], and with 10,000 ports
     /// published they are most of the elements, which a pass copied about three times.
-    pub fn cache_without_maps(&self) -> Option<(FirewallConfig, Elements)> {
+    ///
+    /// With `guard_ports` (a pass scoped to some containers or links: its
+    /// `DesiredHost::guard_scope`), only those bridge ports' anti-spoofing elements: the pass
+    /// decides no other port's, and copying all of them (three per container) made every
+    /// scoped pass cost O(containers).
+    pub fn cache_without_maps(
+        &self,
+        guard_ports: Option<&BTreeSet<String>>,
+    ) -> Option<(FirewallConfig, Elements)> {
         let cfg = self.applied_cfg.lock().ok().and_then(|c| *c)?;
         let guard = self.applied.lock().ok()?;
         let el = guard.as_ref()?;
-        let mut names = fw::set_names();
-        names.extend(fw::guard_names());
-        Some((cfg, el.only(&names)))
+        let mut out = el.only(&fw::set_names());
+        out.extend(&fw::guard_part(el, guard_ports));
+        Some((cfg, out))
+    }
+
+    /// Whether the cache is known (else the next pass reads the table back).
+    pub fn known(&self) -> bool {
+        self.applied_cfg.lock().is_ok_and(|c| c.is_some())
+            && self.applied.lock().is_ok_and(|e| e.is_some())
     }
 
     /// Records what a pass that left the maps alone left in the table: `elements` (no maps)
-    /// and the maps as they are (moved, not copied).
-    pub fn set_cache_keeping_maps(&self, cfg: FirewallConfig, mut elements: Elements) {
+    /// and the maps as they are (moved, not copied). With `guard_ports` (a scoped pass, whose
+    /// `elements` hold only those bridge ports' anti-spoofing elements, see
+    /// [`Firewall::cache_without_maps`]), the other ports' elements stay as they are too.
+    pub fn set_cache_keeping_maps(
+        &self,
+        cfg: FirewallConfig,
+        mut elements: Elements,
+        guard_ports: Option<&BTreeSet<String>>,
+    ) {
         if let Ok(mut c) = self.applied_cfg.lock() {
             *c = Some(cfg);
         }
@@ -244,6 +265,25 @@ impl Firewall {
                 for name in fw::map_names() {
                     if let Some(map) = old.0.remove(name) {
                         elements.0.insert(name.to_string(), map);
+                    }
+                }
+                if let Some(ports) = guard_ports {
+                    // The scope's elements as the pass left them, the others' as they were:
+                    // the old sets are moved over and only the scope's part is replaced
+                    // (O(scope)).
+                    let mut kept = Elements::default();
+                    for name in fw::guard_names() {
+                        if let Some(set) = old.0.remove(name) {
+                            kept.0.insert(name.to_string(), set);
+                        }
+                    }
+                    fw::remove_guard_ports(&mut kept, ports);
+                    for name in fw::guard_names() {
+                        let set = kept.0.entry(name.to_string()).or_default();
+                        if let Some(new) = elements.0.remove(name) {
+                            set.extend(new);
+                        }
+                        elements.0.insert(name.to_string(), std::mem::take(set));
                     }
                 }
             }
@@ -299,6 +339,88 @@ pub fn forward_drop_chains(ruleset: &serde_json::Value) -> Vec<(String, String, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cache as berthd holds it with `n` running containers: the sets, each container's
+    /// anti-spoofing elements (port `vbN`), a published port each.
+    fn cache_of(n: usize) -> Elements {
+        let mut e = Elements::default();
+        e.insert(fw::SET_BRIDGES, "\"berth-a\"".into(), "network a".into());
+        for i in 0..n {
+            let port = format!("\"vb{i}\"");
+            let why = format!("container c{i} on network a");
+            e.insert(fw::SET_GUARDED, port.clone(), why.clone());
+            e.insert(
+                fw::SET_PORT_MAC,
+                format!("{port} . 02:42:0a:00:00:02"),
+                why.clone(),
+            );
+            e.insert(
+                fw::SET_PORT_IP4,
+                format!("{port} . 10.0.{}.{}", i / 200, i % 200 + 2),
+                why,
+            );
+            e.insert(
+                "publish4_any",
+                format!("tcp . {} : 10.0.0.2 . 80", 20000 + i),
+                String::new(),
+            );
+        }
+        e
+    }
+
+    /// A pass scoped to one container gets that container's anti-spoofing elements and the
+    /// sets, not every container's (O(scope), not O(containers)); what it leaves is merged
+    /// back without touching the other containers' elements or the maps.
+    #[test]
+    fn a_scoped_pass_carries_and_replaces_only_its_ports_elements() {
+        let f = Firewall::new();
+        let cfg = FirewallConfig::default();
+        let all = cache_of(1000);
+        f.set_cache(cfg, all.clone());
+        let scope: BTreeSet<String> = ["vb7".to_string()].into();
+        let (_, part) = f.cache_without_maps(Some(&scope)).expect("cache known");
+        assert_eq!(
+            part.len(),
+            1 + 3,
+            "the bridges set and vb7's three elements"
+        );
+        assert!(fw::guard_names()
+            .iter()
+            .flat_map(|n| part.0.get(*n).into_iter().flatten())
+            .all(|(k, _)| fw::element_port(k) == Some("vb7")));
+        assert!(part.0.get("publish4_any").is_none_or(|m| m.is_empty()));
+        // Unscoped (a pass over the whole host): everything but the maps, as before.
+        let (_, whole) = f.cache_without_maps(None).expect("cache known");
+        assert_eq!(whole.len(), 1 + 3 * 1000);
+
+        // The pass changed vb7's address and added a network to the sets.
+        let mut after = part.clone();
+        fw::remove_guard_ports(&mut after, &scope);
+        after.insert(
+            fw::SET_GUARDED,
+            "\"vb7\"".into(),
+            "container c7 on network a".into(),
+        );
+        after.insert(fw::SET_PORT_IP4, "\"vb7\" . 10.0.9.9".into(), String::new());
+        after.insert(fw::SET_BRIDGES, "\"berth-b\"".into(), "network b".into());
+        f.set_cache_keeping_maps(cfg, after, Some(&scope));
+        let (_, now) = f.cache_without_maps(None).expect("cache known");
+        let mut want = all.only(&fw::set_names());
+        want.insert(fw::SET_BRIDGES, "\"berth-b\"".into(), "network b".into());
+        let mut others = fw::guard_part(&all, None);
+        fw::remove_guard_ports(&mut others, &scope);
+        want.extend(&others);
+        want.insert(
+            fw::SET_GUARDED,
+            "\"vb7\"".into(),
+            "container c7 on network a".into(),
+        );
+        want.insert(fw::SET_PORT_IP4, "\"vb7\" . 10.0.9.9".into(), String::new());
+        assert_eq!(now, want);
+        // The maps were kept (moved, not rebuilt).
+        let maps = f.applied.lock().expect("lock").clone().expect("cache");
+        assert_eq!(maps.0["publish4_any"].len(), 1000);
+    }
 
     #[test]
     fn finds_foreign_forward_drop_policies_only() {

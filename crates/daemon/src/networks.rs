@@ -420,7 +420,10 @@ impl Daemon {
                 mode_name(&c.mode)
             )));
         }
-        let all = self.containers()?;
+        // The index's shared documents, not a copy of every container (O(containers)
+        // allocations per connect).
+        let shared = self.containers_shared()?;
+        let all: Vec<&ContainerSpec> = shared.iter().map(|c| &**c).collect();
         let ep = self.plan_endpoint_claimed(&net, &c, &all, &req)?;
         let before = c.clone();
         c.endpoints.push(ep.clone());

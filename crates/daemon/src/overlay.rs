@@ -38,11 +38,18 @@ impl Daemon {
         &self,
         net: &NetworkSpec,
         c: &ContainerSpec,
-        all: &[ContainerSpec],
+        all: &[&ContainerSpec],
         req: &EndpointRequest,
     ) -> ApiResult<EndpointSpec> {
         if net.driver != Driver::Overlay {
-            return Ok(planner::plan_endpoint(net, c, all, req, new_id())?);
+            return Ok(planner::plan_endpoint_with(
+                net,
+                c,
+                all,
+                req,
+                new_id(),
+                &BTreeMap::new(),
+            )?);
         }
         let fixed = req.ipv4.is_some() || req.ipv6.is_some();
         let mut last = None;

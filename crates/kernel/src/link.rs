@@ -594,7 +594,13 @@ impl Kernel {
                 Err(e) => return Err(e),
             }
         }
-        Ok((links, self.dump_addrs().await?))
+        let indices: Vec<u32> = links.iter().map(|l| l.header.index).collect();
+        let addrs = match self.netns() {
+            // berthd's own namespace: the addresses of these links only.
+            None => addrs_of(&indices)?,
+            Some(_) => self.dump_addrs().await?,
+        };
+        Ok((links, addrs))
     }
 
     /// Link and address dumps of this namespace (`RTM_GETLINK`, `RTM_GETADDR`).
@@ -1430,8 +1436,9 @@ pub fn bridge_mac(name: &str) -> [u8; 6] {
 
 /// `net.ipv6.conf.<ifname>.disable_ipv6 = 1` in the calling thread's network namespace.
 fn write_disable_ipv6(ifname: &str) -> Result<()> {
-    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
-    match std::fs::write(&path, "1") {
+    let rel = format!("ipv6/conf/{ifname}/disable_ipv6");
+    let path = format!("/proc/sys/net/{rel}");
+    match crate::sysctl::write_net(&rel, "1") {
         Ok(()) => Ok(()),
         // IPv6 disabled in the whole kernel (ipv6.disable=1): nothing to turn off.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -1439,10 +1446,53 @@ fn write_disable_ipv6(ifname: &str) -> Result<()> {
     }
 }
 
+/// The addresses of the links `indices` of the calling thread's namespace: one `RTM_GETADDR`
+/// dump per link and family with `ifa_index` set, on a socket with `NETLINK_GET_STRICT_CHK`,
+/// which makes the kernel dump that one device's addresses (`inet_dump_ifaddr`,
+/// `inet6_dump_addr`: "if (fillargs.ifindex) …"). An unfiltered dump walks every device of
+/// the namespace: in berthd's, one veth per running container. A link gone meanwhile
+/// (`ENODEV`) or a family the kernel lacks has none.
+fn addrs_of(indices: &[u32]) -> Result<Vec<AddressMessage>> {
+    let mut out = Vec::new();
+    if indices.is_empty() {
+        return Ok(out);
+    }
+    let mut nl = SyncNetlink::open_strict()?;
+    for &index in indices {
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut msg = AddressMessage::default();
+            msg.header.family = family;
+            msg.header.index = index;
+            let answers = nl.request(RouteNetlinkMessage::GetAddress(msg), DUMP, || {
+                format!("listing the addresses of link {index}")
+            });
+            match answers {
+                Ok(a) => out.extend(a.into_iter().filter_map(|m| match m {
+                    // The filter is the kernel's; the index is checked anyway.
+                    RouteNetlinkMessage::NewAddress(a) if a.header.index == index => Some(a),
+                    _ => None,
+                })),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENODEV | libc::EOPNOTSUPP | libc::EAFNOSUPPORT)
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Writes `1` to a per-interface `/proc/sys/net/…/conf/<if>/…` file in the calling thread's
 /// network namespace.
 fn write_conf(path: &str) -> Result<()> {
-    std::fs::write(path, "1").map_err(|e| KernelError::io(format!("writing {path}"), e))
+    let written = match path.strip_prefix("/proc/sys/net/") {
+        // Relative to the thread's /proc/sys/net: see `sysctl`'s module doc.
+        Some(rel) => crate::sysctl::write_net(rel, "1"),
+        None => std::fs::write(path, "1"),
+    };
+    written.map_err(|e| KernelError::io(format!("writing {path}"), e))
 }
 
 /// `EXFULL` from an `RTM_NEWLINK` naming `bridge` as master: `br_add_if()` found no free port

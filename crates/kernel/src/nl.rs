@@ -35,6 +35,17 @@ impl SyncNetlink {
         })
     }
 
+    /// [`SyncNetlink::open`] with `NETLINK_GET_STRICT_CHK`: the kernel then honours the
+    /// filters in a dump request's header (e.g. `ifa_index` of an `RTM_GETADDR` dump) and
+    /// rejects a request whose header holds anything it cannot filter by.
+    pub(crate) fn open_strict() -> Result<Self> {
+        let nl = Self::open()?;
+        nl.sock
+            .set_netlink_get_strict_chk(true)
+            .map_err(|e| KernelError::netlink("setting NETLINK_GET_STRICT_CHK", e))?;
+        Ok(nl)
+    }
+
     /// Sends one request and reads its answers until the ACK, the end of the dump or (for a
     /// single get) the one answer. An `NLMSG_ERROR` with an errno becomes the error of `op`.
     pub(crate) fn request(

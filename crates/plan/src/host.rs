@@ -499,7 +499,9 @@ pub enum StepOp {
         /// Elements removed.
         removed: usize,
         /// What the table's sets (and maps) hold once the script is applied: the daemon's
-        /// cache of the table, and what a fake kernel takes on.
+        /// cache of the table, and what a fake kernel takes on. As far as the observation
+        /// went: a scoped pass given only its own ports' anti-spoofing elements (berthd's
+        /// cache) has only those here.
         #[serde(skip)]
         after: Elements,
     },
@@ -1342,9 +1344,21 @@ pub fn elements_after(observed: &Elements, desired: &DesiredHost) -> Elements {
         e.extend(&desired.elements.only(&fw::guard_names()));
         e
     };
-    let mut kept = fw::guard_part(observed, None);
-    kept.remove_all(&fw::guard_part(observed, desired.guard_scope.as_ref()));
-    e.extend(&kept);
+    // The other ports' elements as observed, in one walk (no intermediate copies: with 1,000
+    // containers these are most of the elements a scoped pass carries).
+    if let Some(scope) = &desired.guard_scope {
+        for name in fw::guard_names() {
+            let Some(have) = observed.0.get(name) else {
+                continue;
+            };
+            let mine = e.0.entry(name.to_string()).or_default();
+            for (k, c) in have {
+                if fw::element_port(k).is_none_or(|p| !scope.contains(p)) {
+                    mine.insert(k.clone(), c.clone());
+                }
+            }
+        }
+    }
     e
 }
 

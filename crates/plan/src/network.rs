@@ -1419,15 +1419,22 @@ pub fn plan_endpoint(
 }
 
 /// [`plan_endpoint`] with addresses held elsewhere (an overlay network's addresses claimed by
-/// containers of other hosts: address → holder, for the message).
-pub fn plan_endpoint_with(
+/// containers of other hosts: address → holder, for the message), over any slice of
+/// containers (berthd passes its index's shared documents rather than copies of them).
+pub fn plan_endpoint_with<C: std::borrow::Borrow<ContainerSpec>>(
     net: &NetworkSpec,
     container: &ContainerSpec,
-    all: &[ContainerSpec],
+    all: &[C],
     req: &EndpointRequest,
     endpoint_id: Id,
     held_elsewhere: &BTreeMap<IpAddr, String>,
 ) -> Result<EndpointSpec, PlanError> {
+    // Every other container (`all` may hold shared documents: no copy of each).
+    let others = || {
+        all.iter()
+            .map(|c| -> &ContainerSpec { c.borrow() })
+            .filter(|c| c.id != container.id)
+    };
     match net.driver {
         Driver::Bridge | Driver::Macvlan | Driver::Ipvlan | Driver::Overlay => {}
         Driver::Host => {
@@ -1481,7 +1488,7 @@ pub fn plan_endpoint_with(
     // Two containers on one bridge with the same link-local address would each answer ARP for
     // it (and anti-spoofing would let both send from it).
     for a in &link_local_ips {
-        let holder = all.iter().filter(|c| c.id != container.id).find(|c| {
+        let holder = others().find(|c| {
             c.endpoints
                 .iter()
                 .any(|e| e.network_id == net.id && e.link_local_ips.contains(a))
@@ -1500,7 +1507,7 @@ pub fn plan_endpoint_with(
         .iter()
         .map(|(a, who)| (*a, who.as_str()))
         .collect();
-    for c in all.iter().filter(|c| c.id != container.id) {
+    for c in others() {
         for ep in c.endpoints.iter().filter(|e| e.network_id == net.id) {
             for a in &ep.addrs {
                 holders.insert(a.addr(), &c.name);
@@ -1558,7 +1565,7 @@ pub fn plan_endpoint_with(
     let mac = match &req.mac {
         Some(m) => {
             let m = parse_requested_mac(m)?;
-            let holder = all.iter().filter(|c| c.id != container.id).find(|c| {
+            let holder = others().find(|c| {
                 c.endpoints
                     .iter()
                     .any(|e| e.network_id == net.id && e.mac.eq_ignore_ascii_case(&m))
