@@ -1085,7 +1085,10 @@ pub(crate) async fn endpoint_on_thread(
 }
 
 /// What is left of a host side once its link exists (run on the same thread and socket).
-pub(crate) struct HostDone(Option<Box<dyn FnOnce(&mut SyncNetlink) -> Result<()> + Send>>);
+pub(crate) struct HostDone(Option<HostStep>);
+
+/// One step of a host side, run on the endpoint thread's host socket.
+type HostStep = Box<dyn FnOnce(&mut SyncNetlink) -> Result<()> + Send>;
 
 impl HostDone {
     /// Nothing left.

@@ -599,6 +599,7 @@ fn underlay_link_is_read_by_name_and_by_address() {
     assert_eq!(read(Some("ul0"), addr)["ul0"].mtu, 1300);
     assert!(read(Some("missing0"), addr).is_empty());
     assert!(read(None, "10.99.0.1".parse().expect("ip")).is_empty());
+}
 
 /// Proves: one `sock_diag` dump finds every port of a range that a socket of the namespace is
 /// bound to — listening, bound without listening (the case only Linux 6.6+ dumps), IPv4 or
