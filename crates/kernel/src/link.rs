@@ -449,7 +449,7 @@ impl Kernel {
             host_nl,
             ns,
             side,
-            move |nl, ns| host.create(nl, ns),
+            move |nl, ns, created| host.create(nl, ns, created),
             move |nl| delete_quietly(nl, &host_ifname),
         )
         .await
@@ -959,9 +959,9 @@ struct HostVeth {
 }
 
 impl HostVeth {
-    /// Looks up the bridge and creates the veth with its peer in the container namespace `ns`;
-    /// what is left is [`HostVeth::configure`].
-    fn create(self, nl: &mut SyncNetlink, ns: &File) -> Result<HostDone> {
+    /// Looks up the bridge and creates the veth with its peer in the container namespace `ns`
+    /// (then `created`), and configures its host side ([`HostVeth::configure`]).
+    fn create(&self, nl: &mut SyncNetlink, ns: &File, created: &mut bool) -> Result<()> {
         let plan = &self.plan;
         let answers = nl.request(
             RouteNetlinkMessage::GetLink(get_link_msg(&plan.bridge)),
@@ -982,20 +982,15 @@ impl HostVeth {
         if let Some(mac) = &self.mac {
             peer.attributes.push(LinkAttribute::Address(mac.clone()));
         }
-        let mut host = LinkMessage::default();
-        host.header.flags = LinkFlags::Up;
-        host.header.change_mask = LinkFlags::Up;
-        host.attributes = vec![
-            LinkAttribute::IfName(plan.host_ifname.clone()),
-            LinkAttribute::Mtu(plan.mtu),
-            // berth's owner MAC: marks the link as berth's in the very request that creates it.
-            LinkAttribute::Address(berth_plan::names::owner_mac(&plan.host_ifname).to_vec()),
-            LinkAttribute::Controller(bridge.header.index),
-            LinkAttribute::LinkInfo(vec![
+        let host = marked_port_msg(
+            &plan.host_ifname,
+            plan.mtu,
+            bridge.header.index,
+            vec![
                 NlLinkInfo::Kind(InfoKind::Veth),
                 NlLinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
-            ]),
-        ];
+            ],
+        );
         nl.request(RouteNetlinkMessage::NewLink(host), CREATE_EXCL, || {
             format!(
                 "creating veth {} for bridge {} (peer {} in {})",
@@ -1003,7 +998,8 @@ impl HostVeth {
             )
         })
         .map_err(|e| bridge_full(e, &plan.bridge))?;
-        Ok(HostDone::then(move |nl| self.configure(nl)))
+        *created = true;
+        self.configure(nl)
     }
 
     /// The host side's configuration once the veth exists: IPv6 off if asked, then the
@@ -1047,8 +1043,8 @@ impl HostVeth {
 /// Runs a whole endpoint on one throwaway thread with blocking sockets, so none of its ~10
 /// round trips waits for the async runtime (each request on the shared connection is a
 /// channel send, a wake-up of its task, an epoll round and a wake-up back):
-/// `host(host_nl, ns)` creates the link on a socket in the host's namespace (returning whether
-/// it now exists) and `host_done` configures its host side there; then the thread enters the
+/// `host(host_nl, ns, created)` creates the link on a socket in the host's namespace (setting
+/// `created` once it exists) and configures its host side there; then the thread enters the
 /// container namespace `ns`, and `side` configures the interface. On an error once the link
 /// exists, `undo` deletes it through `host_nl`, which stays bound to the host's namespace.
 pub(crate) async fn endpoint_on_thread(
@@ -1056,7 +1052,7 @@ pub(crate) async fn endpoint_on_thread(
     mut host_nl: SyncNetlink,
     ns: File,
     side: ContainerSide,
-    host: impl FnOnce(&mut SyncNetlink, &File) -> Result<HostDone> + Send + 'static,
+    host: impl FnOnce(&mut SyncNetlink, &File, &mut bool) -> Result<()> + Send + 'static,
     undo: impl FnOnce(&mut SyncNetlink) + Send + 'static,
 ) -> Result<()> {
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -1066,9 +1062,7 @@ pub(crate) async fn endpoint_on_thread(
         .spawn(move || {
             let mut created = false;
             let result = (|| -> Result<()> {
-                let done = host(&mut host_nl, &ns)?;
-                created = true;
-                done.run(&mut host_nl)?;
+                host(&mut host_nl, &ns, &mut created)?;
                 netns::enter(&ns, &side.netns)?;
                 drop(ns);
                 let mut nl = SyncNetlink::open()?;
@@ -1082,33 +1076,6 @@ pub(crate) async fn endpoint_on_thread(
         .map_err(|e| KernelError::io(format!("spawning the endpoint thread for {shown}"), e))?;
     rx.await
         .unwrap_or_else(|_| Err(KernelError::invalid("endpoint thread", "panicked")))
-}
-
-/// What is left of a host side once its link exists (run on the same thread and socket).
-pub(crate) struct HostDone(Option<HostStep>);
-
-/// One step of a host side, run on the endpoint thread's host socket.
-type HostStep = Box<dyn FnOnce(&mut SyncNetlink) -> Result<()> + Send>;
-
-impl HostDone {
-    /// Nothing left.
-    pub(crate) fn nothing() -> HostDone {
-        HostDone(None)
-    }
-
-    /// `f` is left.
-    pub(crate) fn then(
-        f: impl FnOnce(&mut SyncNetlink) -> Result<()> + Send + 'static,
-    ) -> HostDone {
-        HostDone(Some(Box::new(f)))
-    }
-
-    fn run(self, nl: &mut SyncNetlink) -> Result<()> {
-        match self.0 {
-            Some(f) => f(nl),
-            None => Ok(()),
-        }
-    }
 }
 
 /// `RTM_DELLINK` of `name` for a rollback: a failure is logged, not returned (the error that
@@ -1244,6 +1211,28 @@ fn announce_again(nl: &mut SyncNetlink, index: u32, mac: Vec<u8>, what: &str) ->
         format!("announcing {what} again")
     })
     .map(drop)
+}
+
+/// The `RTM_NEWLINK` that creates berth's bridge port `name` (kind and data in `info`) up, with
+/// `mtu`, as a port of the bridge with index `master`, and marked as berth's in the very request
+/// that creates it: its owner MAC (`plan::names::owner_mac`).
+pub(crate) fn marked_port_msg(
+    name: &str,
+    mtu: u32,
+    master: u32,
+    info: Vec<NlLinkInfo>,
+) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.flags = LinkFlags::Up;
+    msg.header.change_mask = LinkFlags::Up;
+    msg.attributes = vec![
+        LinkAttribute::IfName(name.to_string()),
+        LinkAttribute::Mtu(mtu),
+        LinkAttribute::Address(berth_plan::names::owner_mac(name).to_vec()),
+        LinkAttribute::Controller(master),
+        LinkAttribute::LinkInfo(info),
+    ];
+    msg
 }
 
 /// A link message naming a link by `IFLA_IFNAME` (index 0): for get, delete and change.

@@ -137,6 +137,22 @@ fn default_routes(routes: &[RouteMessage]) -> Vec<RoutePlan> {
     out
 }
 
+/// Every address of the socket's namespace (`RTM_GETADDR` dump).
+fn dump_addrs(nl: &mut SyncNetlink) -> Result<Vec<AddressMessage>> {
+    Ok(nl
+        .request(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            link::DUMP,
+            || "listing addresses".to_string(),
+        )?
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewAddress(a) => Some(a),
+            _ => None,
+        })
+        .collect())
+}
+
 fn dump_all(
     nl: &mut SyncNetlink,
 ) -> Result<(Vec<LinkMessage>, Vec<AddressMessage>, Vec<RouteMessage>)> {
@@ -152,18 +168,7 @@ fn dump_all(
             _ => None,
         })
         .collect();
-    let addrs = nl
-        .request(
-            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            link::DUMP,
-            || "listing addresses".to_string(),
-        )?
-        .into_iter()
-        .filter_map(|m| match m {
-            RouteNetlinkMessage::NewAddress(a) => Some(a),
-            _ => None,
-        })
-        .collect();
+    let addrs = dump_addrs(nl)?;
     let routes = nl
         .request(
             RouteNetlinkMessage::GetRoute(RouteMessage::default()),
@@ -280,18 +285,7 @@ pub fn underlay_link_now(
         };
         return Ok(assemble(vec![link], Vec::new()));
     }
-    let addrs: Vec<AddressMessage> = nl
-        .request(
-            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            link::DUMP,
-            || "listing addresses".to_string(),
-        )?
-        .into_iter()
-        .filter_map(|m| match m {
-            RouteNetlinkMessage::NewAddress(a) => Some(a),
-            _ => None,
-        })
-        .collect();
+    let addrs = dump_addrs(&mut nl)?;
     let Some(index) = addrs
         .iter()
         .find(|a| link::address_of(a) == Some(addr))

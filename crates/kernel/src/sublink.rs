@@ -26,7 +26,7 @@ use rtnetlink::packet_route::RouteNetlinkMessage;
 use crate::error::{KernelError, Result};
 use crate::link::{
     delete_quietly, endpoint_on_thread, first_link, get_link_msg, parse_mac, route_table,
-    ContainerSide, HostDone, Kernel, CHANGE, CREATE_EXCL, DUMP, GET, MAIN_TABLE,
+    ContainerSide, Kernel, CHANGE, CREATE_EXCL, DUMP, GET, MAIN_TABLE,
 };
 use crate::netns;
 use crate::nl::SyncNetlink;
@@ -103,7 +103,7 @@ impl Kernel {
             host_nl,
             ns,
             side,
-            move |nl, ns| {
+            move |nl, ns, created| {
                 let answers = nl.request(
                     RouteNetlinkMessage::GetLink(get_link_msg(&sub.parent)),
                     GET,
@@ -119,7 +119,8 @@ impl Kernel {
                         sub.parent
                     )
                 })?;
-                Ok(HostDone::nothing())
+                *created = true;
+                Ok(())
             },
             move |_| {
                 if crate::netns::enter(&undo_ns, &undo_path).is_ok() {

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use berth_plan::overlay::{ObservedEntries, VxlanPlan};
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo as NlLinkInfo,
 };
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -63,19 +63,15 @@ impl Kernel {
             IpAddr::V4(v4) => data.push(InfoVxlan::Local(v4)),
             IpAddr::V6(v6) => data.push(InfoVxlan::Local6(v6)),
         }
-        let mut msg = LinkMessage::default();
-        msg.header.flags = LinkFlags::Up;
-        msg.header.change_mask = LinkFlags::Up;
-        msg.attributes = vec![
-            LinkAttribute::IfName(plan.name.clone()),
-            LinkAttribute::Mtu(plan.mtu),
-            LinkAttribute::Address(berth_plan::names::owner_mac(&plan.name).to_vec()),
-            LinkAttribute::Controller(bridge.header.index),
-            LinkAttribute::LinkInfo(vec![
+        let msg = crate::link::marked_port_msg(
+            &plan.name,
+            plan.mtu,
+            bridge.header.index,
+            vec![
                 NlLinkInfo::Kind(InfoKind::Vxlan),
                 NlLinkInfo::Data(InfoData::Vxlan(data)),
-            ]),
-        ];
+            ],
+        );
         self.request(RouteNetlinkMessage::NewLink(msg), CREATE_EXCL, || {
             format!(
                 "creating vxlan {} (VNI {}, local {}, port {}) on bridge {}",

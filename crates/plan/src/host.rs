@@ -960,12 +960,11 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
     //     links they describe are made or retired.
     let mut elements_have = None;
     if let Some(fw) = &observed.firewall {
-        let have = elements_in_scope(&fw.elements, desired);
+        let mut have = elements_in_scope(&fw.elements, desired);
         let fresh = crate::firewall::fresh_elements(&have, &desired.elements);
-        let mut after_fresh = have.clone();
-        after_fresh.extend(&fresh);
         if !fresh.is_empty() {
-            let changes = crate::firewall::diff_changes(&have, &after_fresh);
+            // Only additions: none of their keys is in the table.
+            let changes = crate::firewall::diff_changes(&Elements::default(), &fresh);
             let script = crate::firewall::changes_script(&changes);
             let mut after = fw.elements.clone();
             after.extend(&fresh);
@@ -982,7 +981,8 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
                 reason: format!("{added} missing (before the endpoints that need them)"),
             });
         }
-        elements_have = Some(after_fresh);
+        have.extend(&fresh);
+        elements_have = Some(have);
     }
 
     // 4a. Container interfaces on host interfaces (macvlan, ipvlan) no endpoint wants any more
