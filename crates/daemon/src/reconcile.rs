@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use berth_kernel::gate::LinkGate;
 use berth_kernel::ops::KernelOps;
 use berth_plan::firewall::{Elements, FirewallConfig};
 use berth_plan::host::{
@@ -288,7 +289,10 @@ impl Reconciler {
     ) -> PassReport {
         let defer_deletes = trigger == Trigger::Api;
         let recreated = self.leave_in_flight(&mut report.plan);
-        for step in &report.plan.steps {
+        let steps = std::mem::take(&mut report.plan.steps);
+        let mut i = 0;
+        while i < steps.len() {
+            let step = &steps[i];
             // An API call does not wait for a veth's deletion (~20 ms of RCU grace periods in
             // the kernel): its endpoint is already unusable (retired, or its container gone),
             // so the deletion runs in the background. If berthd dies first, the veth is an
@@ -326,31 +330,41 @@ impl Reconciler {
                 log_step(trigger, step);
                 self.note_applied(trigger, step);
                 failpoint::boundary("deferred veth deletion");
+                i += 1;
                 continue;
             }
-            match self.kernel.apply(&step.op).await {
-                Ok(()) => {
-                    report.applied += 1;
-                    log_step(trigger, step);
-                    self.note_applied(trigger, step);
-                    failpoint::boundary(step.action());
-                }
-                Err(e) => {
-                    if matches!(
-                        step.op,
-                        StepOp::FirewallBase { .. } | StepOp::FirewallElements { .. }
-                    ) {
-                        report.firewall_ok = false;
-                    }
-                    if e.is_full() {
-                        report.full.push(e.to_string());
-                    }
-                    let msg = format!("{step}: {e}");
-                    tracing::warn!("reconcile: {msg}");
-                    report.errors.push(msg);
-                }
+            let gated = gated_links(&steps[i..]);
+            if gated.is_empty() {
+                let result = self.kernel.apply(&step.op).await;
+                self.record(trigger, &mut report, step, result);
+                i += 1;
+                continue;
             }
+            // The firewall elements that guard new endpoints, and those endpoints, at the
+            // same time: each link is made and configured meanwhile and goes up only once
+            // the transaction is in (`berth_kernel::gate`); a failed transaction rolls them
+            // back. The links among themselves stay in order.
+            let gate = LinkGate::new();
+            let firewall = async {
+                let result = self.kernel.apply(&step.op).await;
+                gate.open(result.as_ref().map(drop).map_err(|e| e.to_string()));
+                result
+            };
+            let links = async {
+                let mut results = Vec::with_capacity(gated.len());
+                for link in gated {
+                    results.push(self.kernel.apply_gated(&link.op, &gate).await);
+                }
+                results
+            };
+            let (result, results) = tokio::join!(firewall, links);
+            self.record(trigger, &mut report, step, result);
+            for (link, result) in gated.iter().zip(results) {
+                self.record(trigger, &mut report, link, result);
+            }
+            i += 1 + gated.len();
         }
+        report.plan.steps = steps;
         if let Ok(mut s) = self.stats.lock() {
             s.passes += 1;
             s.errors += report.errors.len() as u64;
@@ -401,6 +415,38 @@ impl Reconciler {
         errors
     }
 
+    /// Counts, logs and marks the boundary of one applied step, or records its error.
+    fn record(
+        &self,
+        trigger: Trigger,
+        report: &mut PassReport,
+        step: &Step,
+        result: Result<(), berth_kernel::error::KernelError>,
+    ) {
+        match result {
+            Ok(()) => {
+                report.applied += 1;
+                log_step(trigger, step);
+                self.note_applied(trigger, step);
+                failpoint::boundary(step.action());
+            }
+            Err(e) => {
+                if matches!(
+                    step.op,
+                    StepOp::FirewallBase { .. } | StepOp::FirewallElements { .. }
+                ) {
+                    report.firewall_ok = false;
+                }
+                if e.is_full() {
+                    report.full.push(e.to_string());
+                }
+                let msg = format!("{step}: {e}");
+                tracing::warn!("reconcile: {msg}");
+                report.errors.push(msg);
+            }
+        }
+    }
+
     fn note_applied(&self, trigger: Trigger, step: &Step) {
         if let Ok(mut s) = self.stats.lock() {
             s.steps_applied += 1;
@@ -411,6 +457,28 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// The endpoints that follow `steps[0]` when it is a firewall-elements step and may be made
+/// while it is applied, brought up only after it (the run of `CreateEndpoint`/`CreateSublink`
+/// right after it: the diff puts the new elements just before the endpoints that need them).
+fn gated_links(steps: &[Step]) -> &[Step] {
+    let Some((first, rest)) = steps.split_first() else {
+        return &[];
+    };
+    if !matches!(first.op, StepOp::FirewallElements { .. }) {
+        return &[];
+    }
+    let n = rest
+        .iter()
+        .take_while(|s| {
+            matches!(
+                s.op,
+                StepOp::CreateEndpoint { .. } | StepOp::CreateSublink { .. }
+            )
+        })
+        .count();
+    &rest[..n]
 }
 
 fn log_step(trigger: Trigger, step: &Step) {
@@ -614,6 +682,56 @@ mod tests {
         let (nets, cs) = world();
         let d = desired_of(&nets, &cs);
         converges_whatever_the_interruption(&d, 6);
+    }
+
+    /// The endpoint made at the same time as the firewall elements that guard it (its
+    /// `IFF_UP` gated on them) is not applied when they fail: it stays down and is rolled
+    /// back, and the next pass does both.
+    #[test]
+    fn a_failed_guard_keeps_its_endpoint_from_coming_up() {
+        let rt = rt();
+        let (nets, cs) = world();
+        let d = desired_of(&nets, &cs);
+        let k = fresh_fake();
+        let r = Reconciler::new(k.clone());
+        let dry = rt
+            .block_on(r.pass(Trigger::Api, &d, full(&d), None, false, true))
+            .expect("dry run");
+        let at = (0..dry.plan.steps.len())
+            .find(|&i| !gated_links(&dry.plan.steps[i..]).is_empty())
+            .expect("the new elements come right before the endpoint that needs them");
+        assert!(matches!(
+            dry.plan.steps[at + 1].op,
+            StepOp::CreateEndpoint { .. }
+        ));
+        if let Ok(mut f) = k.fail_at.lock() {
+            *f = Some(at);
+        }
+        let first = rt
+            .block_on(r.pass(Trigger::Api, &d, full(&d), None, false, false))
+            .expect("pass");
+        assert!(!first.firewall_ok);
+        assert!(
+            first
+                .errors
+                .iter()
+                .any(|e| e.starts_with("CreateEndpoint") && e.contains("were not applied")),
+            "{:?}",
+            first.errors
+        );
+        assert!(
+            !applied_kinds(&k).contains(&"CreateEndpoint".to_string()),
+            "the endpoint must not be made without its guard"
+        );
+        let second = rt
+            .block_on(r.pass(Trigger::Startup, &d, full(&d), None, false, false))
+            .expect("pass");
+        assert!(second.errors.is_empty(), "{:?}", second.errors);
+        assert!(applied_kinds(&k).contains(&"CreateEndpoint".to_string()));
+        let third = rt
+            .block_on(r.pass(Trigger::Timer, &d, full(&d), None, false, false))
+            .expect("pass");
+        assert!(third.plan.steps.is_empty(), "{:#?}", third.plan.steps);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod console;
 pub mod container;
 pub mod error;
 pub mod filewatch;
+pub mod gate;
 pub mod hostport;
 pub mod link;
 pub mod monitor;

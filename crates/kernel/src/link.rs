@@ -37,6 +37,7 @@ use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::Handle;
 
 use crate::error::{KernelError, Result};
+use crate::gate::{LinkGate, GATE_WAIT};
 use crate::netns;
 use crate::nl::SyncNetlink;
 
@@ -85,6 +86,11 @@ struct Inner {
     handle: Handle,
     /// `None`: the namespace of the thread that called [`Kernel::new`].
     netns: Option<PathBuf>,
+    /// Blocking rtnetlink sockets of this namespace an endpoint thread gave back, for the
+    /// next one: opening one is a `socket` + `bind` (autobind: the kernel picks a portid in
+    /// its hash of netlink sockets) + `connect` on the connect's critical path (50–200 µs,
+    /// 2 ms seen when the nft transaction ran beside it).
+    idle_sockets: std::sync::Mutex<Vec<SyncNetlink>>,
 }
 
 impl fmt::Debug for Kernel {
@@ -117,6 +123,7 @@ impl Kernel {
             inner: Arc::new(Inner {
                 handle,
                 netns: None,
+                idle_sockets: Default::default(),
             }),
         })
     }
@@ -143,6 +150,7 @@ impl Kernel {
             inner: Arc::new(Inner {
                 handle,
                 netns: Some(netns.to_path_buf()),
+                idle_sockets: Default::default(),
             }),
         })
     }
@@ -412,6 +420,17 @@ impl Kernel {
         plan: &EndpointPlan,
         alias: Option<&str>,
     ) -> Result<()> {
+        self.setup_endpoint_gated(plan, alias, None).await
+    }
+
+    /// [`Kernel::setup_endpoint_marked`], with the container side brought up only once `gate`
+    /// is open (and rolled back if it opens with an error): see [`crate::gate`].
+    pub async fn setup_endpoint_gated(
+        &self,
+        plan: &EndpointPlan,
+        alias: Option<&str>,
+        gate: Option<LinkGate>,
+    ) -> Result<()> {
         let what = || {
             format!(
                 "setting up endpoint {} on bridge {}",
@@ -436,6 +455,7 @@ impl Kernel {
             ifname: plan.ifname.clone(),
             addrs: plan.addrs.clone(),
             routes: plan.routes.clone(),
+            gate,
         };
         let host = HostVeth {
             plan: plan.clone(),
@@ -444,7 +464,7 @@ impl Kernel {
             netns: self.netns().map(Path::to_path_buf),
         };
         let host_ifname = plan.host_ifname.clone();
-        endpoint_on_thread(
+        let host_nl = endpoint_on_thread(
             "berth-endpoint",
             host_nl,
             ns,
@@ -454,6 +474,7 @@ impl Kernel {
         )
         .await
         .map_err(|e| e.context(&what()))?;
+        self.keep_socket(host_nl);
         tracing::debug!(
             veth = %plan.host_ifname,
             bridge = %plan.bridge,
@@ -467,9 +488,32 @@ impl Kernel {
     /// it when that is not the caller's): it stays bound there when its user moves on into a
     /// container namespace.
     pub(crate) fn sync_socket(&self) -> Result<SyncNetlink> {
+        let idle = self
+            .inner
+            .idle_sockets
+            .lock()
+            .ok()
+            .and_then(|mut v| v.pop());
+        if let Some(nl) = idle {
+            // The monitor tells berth's own notifications by portid, from a bounded ring of
+            // recent sockets: a long-lived socket must stay in it.
+            crate::monitor::remember_own_portid(nl.portid());
+            return Ok(nl);
+        }
         match self.netns() {
             None => SyncNetlink::open(),
             Some(ns) => netns::run_in_netns(ns, SyncNetlink::open).and_then(|r| r),
+        }
+    }
+
+    /// Gives a socket from [`Kernel::sync_socket`] back after a request sequence that ended
+    /// well (after an error it is dropped: an unread answer could be left in it). A few are
+    /// kept, for endpoints made at the same time.
+    pub(crate) fn keep_socket(&self, nl: SyncNetlink) {
+        if let Ok(mut v) = self.inner.idle_sockets.lock() {
+            if v.len() < 4 {
+                v.push(nl);
+            }
         }
     }
 
@@ -1054,7 +1098,7 @@ pub(crate) async fn endpoint_on_thread(
     side: ContainerSide,
     host: impl FnOnce(&mut SyncNetlink, &File, &mut bool) -> Result<()> + Send + 'static,
     undo: impl FnOnce(&mut SyncNetlink) + Send + 'static,
-) -> Result<()> {
+) -> Result<SyncNetlink> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let shown = side.netns.display().to_string();
     std::thread::Builder::new()
@@ -1071,7 +1115,7 @@ pub(crate) async fn endpoint_on_thread(
             if result.is_err() && created {
                 undo(&mut host_nl);
             }
-            let _ = tx.send(result);
+            let _ = tx.send(result.map(|()| host_nl));
         })
         .map_err(|e| KernelError::io(format!("spawning the endpoint thread for {shown}"), e))?;
     rx.await
@@ -1105,6 +1149,8 @@ pub(crate) struct ContainerSide {
     pub(crate) ifname: String,
     pub(crate) addrs: Vec<IpNet>,
     pub(crate) routes: Vec<RoutePlan>,
+    /// What the link waits for before it goes up (the firewall elements that guard it).
+    pub(crate) gate: Option<LinkGate>,
 }
 
 impl ContainerSide {
@@ -1144,6 +1190,11 @@ impl ContainerSide {
                 CREATE_REPLACE,
                 || format!("adding address {net} to {ifname} in {ns}"),
             )?;
+        }
+        if let Some(gate) = &self.gate {
+            // Everything above overlapped the firewall transaction; the link goes up only
+            // once the elements that guard it are in (an error rolls the endpoint back).
+            gate.wait_blocking(GATE_WAIT)?;
         }
         if !link.header.flags.contains(LinkFlags::Up) {
             // A macvlan cannot go up while another up macvlan on its parent has its MAC

@@ -38,13 +38,18 @@ static OWN_PORTIDS: std::sync::Mutex<std::collections::VecDeque<u32>> =
     std::sync::Mutex::new(std::collections::VecDeque::new());
 
 /// Records the portid of a socket berth sends requests on (a bounded ring: short-lived sockets
-/// are forgotten after 1,024 newer ones, long after their notifications were read).
+/// are forgotten after 1,024 newer ones, long after their notifications were read; a socket
+/// kept for reuse is recorded again at each use).
 pub fn remember_own_portid(portid: u32) {
     if portid == 0 {
         return;
     }
     if let Ok(mut q) = OWN_PORTIDS.lock() {
-        if q.len() >= 1024 {
+        // A socket used again (kept for reuse) moves to the young end instead of filling
+        // the ring with copies of itself.
+        if let Some(at) = q.iter().rposition(|p| *p == portid) {
+            q.remove(at);
+        } else if q.len() >= 1024 {
             q.pop_front();
         }
         q.push_back(portid);
@@ -322,6 +327,25 @@ fn newgen_pids(buf: &[u8]) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A socket kept for reuse stays known as berth's however many short-lived sockets come
+    /// after it, as long as it is recorded again at each use.
+    #[test]
+    fn a_reused_socket_stays_in_the_ring() {
+        remember_own_portid(888_001);
+        for round in 0..3u32 {
+            for i in 0..1000u32 {
+                remember_own_portid(900_000 + round * 1000 + i);
+            }
+            remember_own_portid(888_001);
+        }
+        assert!(is_own_portid(888_001));
+        let copies = OWN_PORTIDS
+            .lock()
+            .map(|q| q.iter().filter(|p| **p == 888_001).count())
+            .unwrap_or(0);
+        assert_eq!(copies, 1);
+    }
 
     #[test]
     fn own_notifications_are_told_from_foreign_ones() {

@@ -14,6 +14,7 @@ use crate::link::{link_up_msg, CHANGE};
 /// (the socket is bound to the namespace of the thread that opened it).
 pub(crate) struct SyncNetlink {
     sock: Socket,
+    portid: u32,
     seq: u32,
     buf: Vec<u8>,
 }
@@ -29,6 +30,7 @@ impl SyncNetlink {
             .map_err(|e| KernelError::netlink(op, e))?;
         Ok(SyncNetlink {
             sock,
+            portid: addr.port_number(),
             seq: 0,
             // Kernel dump datagrams are at most 32 KiB.
             buf: Vec::with_capacity(64 * 1024),
@@ -44,6 +46,11 @@ impl SyncNetlink {
             .set_netlink_get_strict_chk(true)
             .map_err(|e| KernelError::netlink("setting NETLINK_GET_STRICT_CHK", e))?;
         Ok(nl)
+    }
+
+    /// The portid the kernel gave this socket at its bind.
+    pub(crate) fn portid(&self) -> u32 {
+        self.portid
     }
 
     /// Sends one request and reads its answers until the ACK, the end of the dump or (for a

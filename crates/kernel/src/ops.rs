@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use berth_plan::host::{ObserveRequest, ObservedHost, ObservedLink, ObservedNetns, StepOp};
 
 use crate::error::{KernelError, Result};
+use crate::gate::LinkGate;
 use crate::link::Kernel;
 
 /// One container namespace (a fresh one, made for a container being started, holds nothing
@@ -44,6 +45,16 @@ pub trait KernelOps: Send + Sync {
     fn observe<'a>(&'a self, req: &'a ObserveRequest) -> BoxFut<'a, Result<ObservedHost>>;
     /// Executes one step. Steps are idempotent: applying one twice is harmless.
     fn apply<'a>(&'a self, op: &'a StepOp) -> BoxFut<'a, Result<()>>;
+    /// Executes one step that must not let traffic through before `gate` is open (an
+    /// endpoint whose guarding firewall elements are being applied at the same time, see
+    /// [`crate::gate`]). By default it waits for the gate, then applies; a kernel that can
+    /// do the step's work up to the link's `IFF_UP` meanwhile overrides it.
+    fn apply_gated<'a>(&'a self, op: &'a StepOp, gate: &'a LinkGate) -> BoxFut<'a, Result<()>> {
+        Box::pin(async move {
+            gate.wait().await?;
+            self.apply(op).await
+        })
+    }
 }
 
 /// The real kernel of berthd's network namespace.
@@ -222,6 +233,28 @@ impl KernelOps for HostKernel {
     }
     fn apply<'a>(&'a self, op: &'a StepOp) -> BoxFut<'a, Result<()>> {
         Box::pin(self.apply_impl(op))
+    }
+    fn apply_gated<'a>(&'a self, op: &'a StepOp, gate: &'a LinkGate) -> BoxFut<'a, Result<()>> {
+        Box::pin(async move {
+            match op {
+                // The link is made and configured while the gate's step runs; its IFF_UP
+                // waits for the gate.
+                StepOp::CreateEndpoint { plan, alias } => {
+                    self.link
+                        .setup_endpoint_gated(plan, Some(alias), Some(gate.clone()))
+                        .await
+                }
+                StepOp::CreateSublink { plan } => {
+                    self.link
+                        .create_sublink_gated(plan, Some(gate.clone()))
+                        .await
+                }
+                _ => {
+                    gate.wait().await?;
+                    self.apply_impl(op).await
+                }
+            }
+        })
     }
 }
 

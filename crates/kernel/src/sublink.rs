@@ -24,6 +24,7 @@ use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 
 use crate::error::{KernelError, Result};
+use crate::gate::LinkGate;
 use crate::link::{
     delete_quietly, endpoint_on_thread, first_link, get_link_msg, parse_mac, route_table,
     ContainerSide, Kernel, CHANGE, CREATE_EXCL, DUMP, GET, MAIN_TABLE,
@@ -68,6 +69,16 @@ impl Kernel {
     /// Creates `plan`'s interface in its container namespace and configures it there (see the
     /// module doc). On a failure after the link exists, it is deleted again.
     pub async fn create_sublink(&self, plan: &SublinkPlan) -> Result<()> {
+        self.create_sublink_gated(plan, None).await
+    }
+
+    /// [`Kernel::create_sublink`], with the interface brought up only once `gate` is open (and
+    /// deleted again if it opens with an error): see [`crate::gate`].
+    pub async fn create_sublink_gated(
+        &self,
+        plan: &SublinkPlan,
+        gate: Option<LinkGate>,
+    ) -> Result<()> {
         let kind = plan.kind.kind();
         let what = || {
             format!(
@@ -89,6 +100,7 @@ impl Kernel {
             ifname: plan.ifname.clone(),
             addrs: plan.addrs.clone(),
             routes: plan.routes.clone(),
+            gate,
         };
         let host_nl = self.sync_socket().map_err(|e| e.context(&what()))?;
         // The rollback deletes the link in the container namespace, which it enters first
@@ -98,7 +110,7 @@ impl Kernel {
         })?;
         let (undo_path, undo_name) = (netns_path.clone(), plan.ifname.clone());
         let sub = plan.clone();
-        endpoint_on_thread(
+        let host_nl = endpoint_on_thread(
             "berth-sublink",
             host_nl,
             ns,
@@ -132,6 +144,7 @@ impl Kernel {
         )
         .await
         .map_err(|e| e.context(&what()))?;
+        self.keep_socket(host_nl);
         tracing::debug!(
             ifname = %plan.ifname,
             parent = %plan.parent,

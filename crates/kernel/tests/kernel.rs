@@ -346,6 +346,67 @@ async fn failed_setup_leaves_nothing_behind() {
     assert!(link_names(&k).await.contains(&"bkv1".to_string()));
 }
 
+/// A gated endpoint (its firewall guard applied at the same time, `berth_kernel::gate`) is
+/// made and configured while the gate is closed, but its container side stays down until the
+/// gate opens; a gate opened with an error rolls the veth back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gated_endpoint_goes_up_only_when_its_gate_opens() {
+    use berth_kernel::gate::LinkGate;
+    require_root!();
+    let h = TestNs::new("h");
+    let c = TestNs::new("c");
+    let k = Kernel::new_in(&h.path).await.expect("kernel");
+    let kc = Kernel::new_in(&c.path).await.expect("kernel c");
+    k.ensure_bridge(&bridge("bkbr3", &["10.82.0.1/24"]))
+        .await
+        .expect("bridge");
+    let e = endpoint(
+        "bkv3",
+        "bkbr3",
+        &c,
+        &["10.82.0.2/24"],
+        &["10.82.0.1"],
+        false,
+    );
+    let eth0 = |links: Vec<berth_kernel::link::LinkInfo>| {
+        links.into_iter().find(|l| l.name == "eth0").map(|l| l.up)
+    };
+
+    let gate = LinkGate::new();
+    let setup = {
+        let (k, e, gate) = (k.clone(), e.clone(), gate.clone());
+        tokio::spawn(async move { k.setup_endpoint_gated(&e, None, Some(gate)).await })
+    };
+    // The container side exists (with its address) but stays down while the gate is closed.
+    let mut seen_down = false;
+    for _ in 0..200 {
+        if eth0(kc.list_links().await.expect("links")) == Some(false) {
+            seen_down = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(seen_down, "eth0 must exist, down, while the gate is closed");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(eth0(kc.list_links().await.expect("links")), Some(false));
+    assert!(!setup.is_finished());
+    gate.open(Ok(()));
+    setup.await.expect("task").expect("gated setup");
+    assert_eq!(eth0(kc.list_links().await.expect("links")), Some(true));
+    k.delete_link("bkv3").await.expect("delete");
+
+    // A gate opened with an error: the veth is rolled back, the error says why.
+    let gate = LinkGate::new();
+    gate.open(Err("nft: injected".into()));
+    let err = k
+        .setup_endpoint_gated(&e, None, Some(gate))
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("nft: injected"), "{err}");
+    assert!(!link_names(&k).await.contains(&"bkv3".to_string()));
+    assert_eq!(eth0(kc.list_links().await.expect("links")), None);
+}
+
 fn libc_eexist() -> i32 {
     nix::errno::Errno::EEXIST as i32
 }
