@@ -31,6 +31,8 @@ if [ "${1:-}" = "__loop" ]; then
     if [ "$kind" = berth ]; then
         bin="$6"; sock="$7"
         op() { "$bin/berth" -H "unix://$sock" network "$1" c s; }
+        # The floor of any command: the same binary doing nothing but start and exit.
+        idle() { "$bin/berth" --version >/dev/null; }
     else
         cfg="$6"; cns="$7"; json="$8"
         op() {
@@ -40,12 +42,14 @@ if [ "${1:-}" = "__loop" ]; then
                 "$NETAVARK" --config "$cfg" teardown "/run/netns/$cns" <"$json" >/dev/null
             fi
         }
+        idle() { "$NETAVARK" --version >/dev/null; }
     fi
     : >"$out"
     while read -r _; do
         t0=$(us); op connect; t1=$(us); sleep "$gap"
         t2=$(us); op disconnect; t3=$(us); sleep "$gap"
-        echo "$((t1 - t0)) $((t3 - t2))" >>"$out"
+        t4=$(us); idle; t5=$(us); /bin/true; t6=$(us)
+        echo "$((t1 - t0)) $((t3 - t2)) $((t5 - t4)) $((t6 - t5))" >>"$out"
         echo done
     done
     exit 0
@@ -163,9 +167,14 @@ if [ "$abin" != "-" ]; then
 fi
 row "netavark 1.4 setup, bridge in use, iptables" N 1 Nc
 row "netavark 1.4 teardown" N 2 Nd
+row "floor: \`berth --version\` (the same CLI starting and exiting, no request)" B 3 Bf
+row "floor: \`netavark --version\`" N 3 Nf
+row "floor: \`/bin/true\` (fork + exec + wait of the smallest program, from the same shell)" B 4 Tf
 echo
 echo "netavark setup / berth connect = $(echo "scale=2; ${med[Nc]} / ${med[Bc]}" | bc)x (goal >= 7x, berth <= 3 ms)"
 echo "netavark teardown / berth disconnect = $(echo "scale=2; ${med[Nd]} / ${med[Bd]}" | bc)x (goal >= 5x, berth <= 5 ms)"
+echo "the 7x goal asks for berth connect <= $(echo "scale=3; ${med[Nc]} / 7" | bc) ms, the 5x goal for disconnect <= $(echo "scale=3; ${med[Nd]} / 5" | bc) ms; a berth command that does nothing costs ${med[Bf]} ms here"
+echo "berth connect / disconnect above that floor: $(echo "scale=3; ${med[Bc]} - ${med[Bf]}" | bc) / $(echo "scale=3; ${med[Bd]} - ${med[Bf]}" | bc) ms"
 if [ "$abin" != "-" ]; then
     echo "connect: A - B = $(echo "scale=3; ${med[Ac]} - ${med[Bc]}" | bc) ms; disconnect: A - B = $(echo "scale=3; ${med[Ad]} - ${med[Bd]}" | bc) ms"
 fi

@@ -24,7 +24,7 @@ if [ "${1:-}" = "__inner" ]; then
     runs="$2"; bin="$3"; sock="$4"; dir="$5"; cns="$6"
     b() { "$bin/berth" -H "unix://$sock" "$@"; }
     nv() { "$NETAVARK" --config "$dir/netavark" "$1" "/run/netns/$cns" <"$dir/nv.json" >/dev/null; }
-    con=(); dis=(); nvs=(); nvt=(); net=(); none=()
+    con=(); dis=(); nvs=(); nvt=(); net=(); none=(); bfl=(); nfl=(); tfl=()
     # One warm-up round, discarded.
     b network connect lan s; b network disconnect lan s; nv setup; nv teardown
     b run --rm --network lan true; b run --rm --network none true
@@ -38,10 +38,15 @@ if [ "${1:-}" = "__inner" ]; then
         t0=$EPOCHREALTIME; b run --rm --network lan true; t1=$EPOCHREALTIME
         b run --rm --network none true; t2=$EPOCHREALTIME
         net+=("$(ms "$t0" "$t1")"); none+=("$(ms "$t1" "$t2")")
+        # The floor of any command: each binary starting and exiting, and the smallest one.
+        t0=$EPOCHREALTIME; "$bin/berth" --version >/dev/null; t1=$EPOCHREALTIME
+        "$NETAVARK" --version >/dev/null; t2=$EPOCHREALTIME; /bin/true; t3=$EPOCHREALTIME
+        bfl+=("$(ms "$t0" "$t1")"); nfl+=("$(ms "$t1" "$t2")"); tfl+=("$(ms "$t2" "$t3")")
     done
     m() { printf '%s\n' "$@" | median; }
     mc=$(m "${con[@]}"); md=$(m "${dis[@]}"); ms_=$(m "${nvs[@]}"); mt=$(m "${nvt[@]}")
     mn=$(m "${net[@]}"); mo=$(m "${none[@]}")
+    mbf=$(m "${bfl[@]}"); mnf=$(m "${nfl[@]}"); mtf=$(m "${tfl[@]}")
     printf '| what (n=%s, load %s) | median ms |\n|---|---|\n' "$runs" "$(cut -d' ' -f1-3 /proc/loadavg)"
     printf '| berth network connect lan (running container: macvlan endpoint setup) | %s |\n' "$mc"
     printf '| berth network disconnect lan | %s |\n' "$md"
@@ -49,8 +54,12 @@ if [ "${1:-}" = "__inner" ]; then
     printf '| netavark 1.4 teardown, macvlan | %s |\n' "$mt"
     printf '| berth run --rm --network lan true | %s |\n' "$mn"
     printf '| berth run --rm --network none true | %s |\n' "$mo"
+    printf '| floor: berth --version (the CLI starting and exiting, no request) | %s |\n' "$mbf"
+    printf '| floor: netavark --version | %s |\n' "$mnf"
+    printf '| floor: /bin/true (fork + exec + wait of the smallest program) | %s |\n' "$mtf"
     echo
     echo "setup: netavark / berth connect = $(echo "scale=2; $ms_ / $mc" | bc)x (goal >= 7x; berth goal <= 3 ms)"
+    echo "the 7x goal asks for berth connect <= $(echo "scale=3; $ms_ / 7" | bc) ms; a berth command that does nothing costs $mbf ms here (connect above that floor: $(echo "scale=3; $mc - $mbf" | bc) ms)"
     echo "setup+teardown: netavark / berth connect+disconnect = $(echo "scale=2; ($ms_ + $mt) / ($mc + $md)" | bc)x"
     echo "berth run: --network lan costs $(echo "scale=3; $mn - $mo" | bc) ms more than --network none"
     exit 0
