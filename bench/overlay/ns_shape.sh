@@ -118,6 +118,29 @@ add element bridge berth port_ip4 { "$2" . $4 }
 EOF
 }
 
+# overlay_ns NS K NET VNI NF GUARD [PORT]: for host $h (index $i, underlay address $L), an
+# overlay namespace NS with bridge ob$K (gateway 10.NET.0.1), VXLAN port vx$K (VNI, UDP PORT,
+# default 4789) made in the host namespace and moved in, and container $P-$h-c$K on the bridge
+# (veth v$K$h); `bridge-nf-call-*` = NF there; with GUARD=1 berth's `table bridge berth` and
+# the container's anti-spoofing elements.
+overlay_ns() {
+    local o=$1 k=$2 net=$3 vni=$4 nf=$5 guard=$6 port=${7:-4789}
+    ns "$o"
+    x "$o" sysctl -qw net.bridge.bridge-nf-call-iptables="$nf" \
+        net.bridge.bridge-nf-call-ip6tables="$nf" net.bridge.bridge-nf-call-arptables="$nf" \
+        net.ipv4.ip_forward=1
+    ip -n "$o" link add name "ob$k" mtu 1450 type bridge
+    ip -n "$o" addr add "10.$net.0.1/24" dev "ob$k"
+    ip -n "$o" link set "ob$k" up
+    vxlan "$H" "$o" "ob$k" "vx$k" "$vni" "$L" "$port"
+    container "$P-$h-c$k" "$o" "ob$k" "v$k$h" "10.$net.0.$((10 + i))/24" "$(mac "$net" "$i")" \
+        "10.$net.0.1"
+    if [ "$guard" = 1 ]; then
+        sed -n '/^add table bridge berth/,$p' "$GOLD" | grep -v '^add element' | x "$o" nft -f -
+        guard_elements "$o" "v$k$h" "$(mac "$net" "$i")" "10.$net.0.$((10 + i))"
+    fi
+}
+
 i=1
 for h in a b; do
     H=$P-$h; L=10.241.0.$i
@@ -137,16 +160,7 @@ EOF
 
     # ns: net 52 in the overlay namespace.
     O=$P-$h-o
-    ns $O
-    x $O sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 \
-        net.bridge.bridge-nf-call-arptables=0 net.ipv4.ip_forward=1
-    ip -n $O link add name brn mtu 1450 type bridge
-    ip -n $O addr add 10.52.0.1/24 dev brn
-    ip -n $O link set brn up
-    vxlan $H $O brn vxn 5102 $L
-    container $P-$h-cn $O brn vn$h 10.52.0.$((10 + i))/24 "$(mac 52 $i)" 10.52.0.1
-    sed -n '/^add table bridge berth/,$p' "$GOLD" | grep -v '^add element' | x $O nft -f -
-    guard_elements $O vn$h "$(mac 52 $i)" 10.52.0.$((10 + i))
+    overlay_ns $O n 52 5102 0 1
     # The path to the host: a veth pair, the subnet routed to it, masqueraded in the host.
     ip -n $O link add up0 type veth peer name ovn netns $H
     ip -n $O addr add 169.254.52.2/30 dev up0
@@ -155,56 +169,32 @@ EOF
     ip -n $H link set ovn up
     ip -n $O route add default via 169.254.52.1
     ip -n $H route add 10.52.0.0/24 via 169.254.52.2
-    x $H nft -f - <<EOF
+    x $H nft -f - <<EOT
 add element inet berth bridges { "ovn" }
 add element inet berth masq4 { 10.52.0.0/24 }
-EOF
+EOT
 
     # nsx: net 54, the ns shape with notrack for its VXLAN port and the guard's fast path.
     X=$P-$h-x
-    ns $X
-    x $X sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 \
-        net.bridge.bridge-nf-call-arptables=0 net.ipv4.ip_forward=1
-    ip -n $X link add name brx mtu 1450 type bridge
-    ip -n $X addr add 10.54.0.1/24 dev brx
-    ip -n $X link set brx up
-    vxlan $H $X brx vxx 5104 $L 4790
-    container $P-$h-cx $X brx vx$h 10.54.0.$((10 + i))/24 "$(mac 54 $i)" 10.54.0.1
-    sed -n '/^add table bridge berth/,$p' "$GOLD" | grep -v '^add element' | x $X nft -f -
-    guard_elements $X vx$h "$(mac 54 $i)" 10.54.0.$((10 + i))
-    x $X nft -f - <<EOF
+    overlay_ns $X x 54 5104 0 1 4790
+    x $X nft -f - <<EOT
 add set bridge berth fast4 { type ifname . ether_addr . ipv4_addr; }
 insert rule bridge berth guard ip protocol tcp iifname . ether saddr . ip saddr @fast4 accept
 add element bridge berth fast4 { "vx$h" . $(mac 54 $i) . 10.54.0.$((10 + i)) }
-EOF
-    x $H nft -f - <<EOF
+EOT
+    x $H nft -f - <<EOT
 add table inet h1notrack
 add chain inet h1notrack pre { type filter hook prerouting priority raw - 1; }
 add chain inet h1notrack out { type filter hook output priority raw - 1; }
 add rule inet h1notrack pre udp dport 4790 fib daddr type local notrack
 add rule inet h1notrack out udp dport 4790 notrack
-EOF
+EOT
 
     # ng: net 55, the ns shape without the guard (no bridge table at all).
-    G=$P-$h-g
-    ns $G
-    x $G sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 \
-        net.bridge.bridge-nf-call-arptables=0
-    ip -n $G link add name brg mtu 1450 type bridge
-    ip -n $G addr add 10.55.0.1/24 dev brg
-    ip -n $G link set brg up
-    vxlan $H $G brg vxg 5105 $L
-    container $P-$h-cg $G brg vg$h 10.55.0.$((10 + i))/24 "$(mac 55 $i)" 10.55.0.1
+    overlay_ns $P-$h-g g 55 5105 0 0
 
     # docker: net 53 in a namespace of its own, br_netfilter on there, no rules.
-    D=$P-$h-d
-    ns $D
-    x $D sysctl -qw net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1
-    ip -n $D link add name brk mtu 1450 type bridge
-    ip -n $D addr add 10.53.0.1/24 dev brk
-    ip -n $D link set brk up
-    vxlan $H $D brk vxd 5103 $L
-    container $P-$h-cd $D brk vd$h 10.53.0.$((10 + i))/24 "$(mac 53 $i)" 10.53.0.1
+    overlay_ns $P-$h-d d 53 5103 1 0
     i=$((i + 1))
 done
 
@@ -235,14 +225,14 @@ done
 # that is not its own gets no answer; with its port taken out of `guarded` the same ping is
 # answered (so the check can fail).
 x $P-b-cn ip addr add 10.52.0.99/24 dev eth0
-spoof() { x $P-b-o ip neigh flush dev brn; x $P-b-cn ping -c3 -i0.3 -W1 -q -I 10.52.0.99 10.52.0.1 >/dev/null 2>&1; }
+spoof() { x $P-b-o ip neigh flush dev obn; x $P-b-cn ping -c3 -i0.3 -W1 -q -I 10.52.0.99 10.52.0.1 >/dev/null 2>&1; }
 if spoof; then
     echo "anti-spoofing in the overlay namespace did not drop a spoofed source" >&2; exit 1
 fi
 x $P-b-o nft delete element bridge berth guarded '{ "vnb" }'
 spoof || { echo "the spoofing check cannot fail: unguarded, the spoofed ping is lost too" >&2; exit 1; }
 x $P-b-o nft add element bridge berth guarded '{ "vnb" }'
-x $P-b-o ip neigh flush dev brn
+x $P-b-o ip neigh flush dev obn
 x $P-b-cn ip addr del 10.52.0.99/24 dev eth0
 x $P-b-cn ping -c1 -W2 -q 10.241.0.254 >/dev/null || { echo "ns shape: no egress" >&2; exit 1; }
 # berth's host rules keyed on the ns shape's host veth (`ovn`) instead of a bridge keep the
