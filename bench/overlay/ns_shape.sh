@@ -1,6 +1,6 @@
 #!/bin/bash
 # Where an overlay network's bridge should live, measured before it is built (issue 11): the
-# same two-host VXLAN overlay in five shapes, side by side on one underlay, built by hand with
+# same two-host VXLAN overlay in six shapes, side by side on one underlay, built by hand with
 # ip(8) and nft(8) (no berthd), iperf3 container → container across the hosts in alternated
 # rounds, plus the underlay and a container's egress to the LAN. Before measuring it checks
 # what the proposed shape must keep: its guard drops a spoofed source (and the check passes
@@ -31,6 +31,10 @@
 #           lookup for a container's own TCP, every other rule for the rest).
 #   ng      the ns shape without the anti-spoofing guard: what the guard costs, and the most
 #           the bridge in a namespace can give.
+#   nr      no bridge at all: the container's veth and the VXLAN device in the overlay
+#           namespace, which routes (a /32 route and a permanent neighbour entry per remote
+#           container through the VXLAN device, `proxy_arp` on the veth): whether skipping the
+#           bridge is cheaper than bridging.
 #   docker  Docker 20.10's classic overlay as far as the kernel sees it: bridge and VXLAN port in
 #           a namespace of their own, br_netfilter on there (as Docker leaves it), no rules.
 # The VXLAN packets of every shape cross the same host namespace with berth's table in it.
@@ -195,6 +199,22 @@ EOT
 
     # docker: net 53 in a namespace of its own, br_netfilter on there, no rules.
     overlay_ns $P-$h-d d 53 5103 1 0
+
+    # nr: net 56, routed in the overlay namespace, no bridge; the VXLAN device has a MAC of
+    # its own, which the other host's neighbour entries name.
+    R=$P-$h-r
+    ns $R
+    x $R sysctl -qw net.ipv4.ip_forward=1
+    ip -n $H link add vxr mtu 1450 type vxlan id 5106 local $L dstport 4789 nolearning
+    ip -n $H link set vxr netns $R
+    ip -n $R link set vxr address "$(mac 56 $((100 + i)))" up
+    ns $P-$h-cr
+    ip -n $R link add vr$h mtu 1450 type veth peer name eth0 netns $P-$h-cr
+    ip -n $R link set vr$h up
+    x $R sysctl -qw net.ipv4.conf.vr$h.proxy_arp=1
+    ip -n $P-$h-cr link set eth0 address "$(mac 56 $i)" mtu 1450 up
+    ip -n $P-$h-cr addr add 10.56.0.$((10 + i))/24 dev eth0
+    ip -n $R route add 10.56.0.$((10 + i))/32 dev vr$h
     i=$((i + 1))
 done
 
@@ -213,12 +233,20 @@ for s in "h:51" "n:52" "d:53" "x:54" "g:55"; do
     done
 done
 
+for pair in "a:1:2" "b:2:1"; do
+    IFS=: read -r me mi oi <<<"$pair"
+    x $P-$me-r bridge fdb append "$(mac 56 $((100 + oi)))" dev vxr dst 10.241.0.$oi self permanent
+    ip -n $P-$me-r neigh add 10.56.0.$((10 + oi)) lladdr "$(mac 56 $((100 + oi)))" dev vxr nud permanent
+    ip -n $P-$me-r route add 10.56.0.$((10 + oi))/32 dev vxr
+done
+
 # --- checks: the shapes are what they claim -------------------------------------------------------
 [ "$(x $P-a-o cat /proc/sys/net/bridge/bridge-nf-call-iptables)" = 0 ]
 [ "$(x $P-a cat /proc/sys/net/bridge/bridge-nf-call-iptables)" = 1 ]
 ip -n $P-a-o -d link show vxn | grep -q 'vxlan id 5102' 
-for c in ch cn cd cx cg; do
+for c in ch cn cd cx cg cr; do
     net=51; [ $c = cn ] && net=52; [ $c = cd ] && net=53; [ $c = cx ] && net=54; [ $c = cg ] && net=55
+    [ $c = cr ] && net=56
     x $P-b-$c ping -c1 -W2 -q 10.$net.0.11 >/dev/null || { echo "shape $c: no path across" >&2; exit 1; }
 done
 # The guard holds in the overlay namespace: a container pinging its gateway from an address
@@ -250,7 +278,7 @@ if x $P-lan ping -c2 -i0.3 -W1 -q 10.52.0.11 >/dev/null 2>&1; then
     echo "a container address of the ns shape is reachable from the LAN unpublished" >&2; exit 1
 fi
 x $P-a nft add element inet berth publish4_any '{ tcp . 8080 : 10.52.0.11 . 5303 }'
-log "world up; all five shapes pass traffic, the ns shape's guard drops a spoofed source, isolation holds through its host veth"
+log "world up; all six shapes pass traffic, the ns shape's guard drops a spoofed source, isolation holds through its host veth"
 
 # --- servers -------------------------------------------------------------------------------------
 srv() {   # NAME NS ADDR PORT
@@ -264,6 +292,7 @@ srv cn $P-a-cn 10.52.0.11 5303
 srv cd $P-a-cd 10.53.0.11 5304
 srv cx $P-a-cx 10.54.0.11 5306
 srv cg $P-a-cg 10.55.0.11 5307
+srv cr $P-a-cr 10.56.0.11 5308
 srv egress $P-lan 10.241.0.254 5305
 sleep 1
 x $P-lan python3 -c 'import socket; socket.create_connection(("10.241.0.1", 8080), 2).close()' ||
@@ -276,10 +305,10 @@ gbps() {   # NS ADDR PORT
         2>/dev/null || echo nan
 }
 declare -A R
-order=(under ch cn cx cg cd egh egn)
+order=(under ch cn cx cg cr cd egh egn)
 for r in $(seq 1 "$ROUNDS"); do
     # rotate the order each round so no scenario always runs first
-    rot=("${order[@]:$((r % 8))}" "${order[@]:0:$((r % 8))}")
+    rot=("${order[@]:$((r % 9))}" "${order[@]:0:$((r % 9))}")
     line="round $r (load $(cut -d' ' -f1 /proc/loadavg)):"
     for s in "${rot[@]}"; do
         case $s in
@@ -289,6 +318,7 @@ for r in $(seq 1 "$ROUNDS"); do
             cd) v=$(gbps $P-b-cd 10.53.0.11 5304) ;;
             cx) v=$(gbps $P-b-cx 10.54.0.11 5306) ;;
             cg) v=$(gbps $P-b-cg 10.55.0.11 5307) ;;
+            cr) v=$(gbps $P-b-cr 10.56.0.11 5308) ;;
             egh) v=$(gbps $P-a-ch 10.241.0.254 5305) ;;
             egn) v=$(gbps $P-a-cn 10.241.0.254 5305) ;;
         esac
@@ -298,10 +328,10 @@ for r in $(seq 1 "$ROUNDS"); do
     log "$line"
 done
 
-python3 - "${R[under]}" "${R[ch]}" "${R[cn]}" "${R[cd]}" "${R[egh]}" "${R[egn]}" "${R[cx]}" "${R[cg]}" <<'EOF'
+python3 - "${R[under]}" "${R[ch]}" "${R[cn]}" "${R[cd]}" "${R[egh]}" "${R[egn]}" "${R[cx]}" "${R[cg]}" "${R[cr]}" <<'EOF'
 import sys, statistics as st
 names = ["underlay host→host", "host shape (berth today)", "ns shape (proposed)",
-         "docker shape", "egress, host shape", "egress, ns shape", "nsx shape", "ng shape (no guard)"]
+         "docker shape", "egress, host shape", "egress, ns shape", "nsx shape", "ng shape (no guard)", "nr shape (routed)"]
 vals = [[float(x) for x in a.split() if x != "nan"] for a in sys.argv[1:]]
 rounds = list(zip(*vals)) if all(len(v) == len(vals[0]) for v in vals) else []
 print(f"{'scenario':28} {'median Gbit/s':>14}  range")
@@ -316,4 +346,5 @@ if rounds:
     print(f"  ns / host          {r(2, 1):.2f}   egress ns / egress host {r(5, 4):.2f}")
     print(f"  nsx / underlay     {r(6, 0):.2f}   nsx / docker    {r(6, 3):.2f}   nsx / ns {r(6, 2):.2f}")
     print(f"  ng / underlay      {r(7, 0):.2f}   ng / docker     {r(7, 3):.2f}   ng / ns  {r(7, 2):.2f}")
+    print(f"  nr / underlay      {r(8, 0):.2f}   nr / docker     {r(8, 3):.2f}   nr / ng  {r(8, 7):.2f}")
 EOF
