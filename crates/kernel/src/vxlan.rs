@@ -5,7 +5,10 @@
 //! lladdr MAC dev bvx-… nud permanent` do, as single netlink requests.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::path::Path;
 
 use berth_plan::overlay::{ObservedEntries, VxlanPlan};
 use rtnetlink::packet_route::link::{
@@ -48,7 +51,45 @@ impl Kernel {
     /// here from the neighbour table: no broadcast crosses hosts), berth's owner MAC, a port
     /// of the network's bridge, up — one `RTM_NEWLINK` — then its mark (`IFLA_IFALIAS`).
     pub async fn create_vxlan(&self, plan: &VxlanPlan) -> Result<()> {
-        let bridge = self
+        self.create_vxlan_in(plan, self, None).await
+    }
+
+    /// Like [`Kernel::create_vxlan`], for a bridge that lives in another namespace: the
+    /// device is created by this kernel's socket — so its UDP socket binds in *this*
+    /// namespace, on the underlay (`vxlan_newlink` takes the requester's namespace as the
+    /// socket's) — and placed in the namespace at `netns` by the same `RTM_NEWLINK`
+    /// (`IFLA_NET_NS_FD`), where it is made a port of the bridge (`IFLA_MASTER` is looked up
+    /// in the device's new namespace) and up; `there` (a kernel bound to `netns`) then marks
+    /// it. Docker's classic overlay does the same in two steps (create, then `ip link set
+    /// netns`); one request leaves no moment where the device is in the wrong namespace.
+    pub async fn create_vxlan_into(
+        &self,
+        plan: &VxlanPlan,
+        netns: &Path,
+        there: &Kernel,
+    ) -> Result<()> {
+        let ns = File::open(netns).map_err(|e| {
+            KernelError::io(
+                format!(
+                    "opening network namespace {} for vxlan {}",
+                    netns.display(),
+                    plan.name
+                ),
+                e,
+            )
+        })?;
+        self.create_vxlan_in(plan, there, Some(&ns)).await
+    }
+
+    /// Body of both: the bridge is looked up and the device marked through `there`; with
+    /// `ns` the creating request moves the device into it.
+    async fn create_vxlan_in(
+        &self,
+        plan: &VxlanPlan,
+        there: &Kernel,
+        ns: Option<&File>,
+    ) -> Result<()> {
+        let bridge = there
             .link_by_name(&plan.bridge, || {
                 format!("looking up bridge {}", plan.bridge)
             })
@@ -63,7 +104,7 @@ impl Kernel {
             IpAddr::V4(v4) => data.push(InfoVxlan::Local(v4)),
             IpAddr::V6(v6) => data.push(InfoVxlan::Local6(v6)),
         }
-        let msg = crate::link::marked_port_msg(
+        let mut msg = crate::link::marked_port_msg(
             &plan.name,
             plan.mtu,
             bridge.header.index,
@@ -72,6 +113,9 @@ impl Kernel {
                 NlLinkInfo::Data(InfoData::Vxlan(data)),
             ],
         );
+        if let Some(ns) = ns {
+            msg.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+        }
         self.request(RouteNetlinkMessage::NewLink(msg), CREATE_EXCL, || {
             format!(
                 "creating vxlan {} (VNI {}, local {}, port {}) on bridge {}",
@@ -79,16 +123,17 @@ impl Kernel {
             )
         })
         .await?;
-        let link = self
+        let link = there
             .link_by_name(&plan.name, || format!("looking up vxlan {}", plan.name))
             .await?;
         let mut set = crate::link::link_up_msg(link.header.index);
         set.attributes
             .push(LinkAttribute::IfAlias(plan.alias.clone()));
-        self.request(RouteNetlinkMessage::SetLink(set), CHANGE, || {
-            format!("marking vxlan {}", plan.name)
-        })
-        .await?;
+        there
+            .request(RouteNetlinkMessage::SetLink(set), CHANGE, || {
+                format!("marking vxlan {}", plan.name)
+            })
+            .await?;
         tracing::debug!(vxlan = %plan.name, vni = plan.vni, "created vxlan");
         Ok(())
     }

@@ -729,3 +729,113 @@ fn bound_ports_lists_what_a_bind_probe_would_find() {
     assert!(disagree.is_empty(), "held but not listed: {disagree:?}");
     assert_eq!(bound_ports(Proto::Sctp, first, last), None);
 }
+
+/// Proves: a VXLAN port created by the host namespace's kernel into an overlay namespace
+/// (`create_vxlan_into`) lives in that namespace — a marked, up port of the bridge there, absent
+/// from the host's links — while its UDP socket (port 4789) is bound in the host namespace, on
+/// the underlay; and two such overlay namespaces on two "hosts" joined by an underlay veth
+/// exchange TCP through it, with the remote entries programmed by a kernel bound to the overlay
+/// namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vxlan_created_in_the_host_lives_in_the_overlay_namespace() {
+    use berth_plan::overlay::VxlanPlan;
+    require_root!();
+    let hosts = [TestNs::new("vh"), TestNs::new("vh")];
+    let ovls = [TestNs::new("vo"), TestNs::new("vo")];
+    let ip = |ns: &TestNs, args: &str| {
+        let st = std::process::Command::new("ip")
+            .args(["-n", &ns.name])
+            .args(args.split_whitespace())
+            .status()
+            .expect("ip");
+        assert!(st.success(), "ip -n {} {args}", ns.name);
+    };
+    ip(
+        &hosts[0],
+        &format!(
+            "link add ul0 type veth peer name ul0 netns {}",
+            hosts[1].name
+        ),
+    );
+    let macs = ["02:42:0a:50:00:01", "02:42:0a:50:00:02"];
+    for i in 0..2 {
+        ip(&hosts[i], &format!("addr add 10.79.0.{}/24 dev ul0", i + 1));
+        ip(&hosts[i], "link set ul0 up");
+        let kh = Kernel::new_in(&hosts[i].path).await.expect("host kernel");
+        let ko = Kernel::new_in(&ovls[i].path).await.expect("overlay kernel");
+        let mut br = bridge("bkov0", &[&format!("10.80.0.{}/24", i + 1)]);
+        br.mtu = 1450;
+        ko.ensure_bridge(&br).await.expect("bridge");
+        ip(&ovls[i], &format!("link set bkov0 address {}", macs[i]));
+        let plan = VxlanPlan {
+            name: "bkvx0".into(),
+            vni: 4242,
+            port: 4789,
+            local: format!("10.79.0.{}", i + 1).parse().expect("ip"),
+            mtu: 1450,
+            bridge: "bkov0".into(),
+            alias: "berth:vx:test".into(),
+        };
+        kh.create_vxlan_into(&plan, &ovls[i].path, &ko)
+            .await
+            .expect("create vxlan into the overlay namespace");
+        let there = ko.list_links().await.expect("overlay links");
+        let vx = there
+            .iter()
+            .find(|l| l.name == "bkvx0")
+            .expect("the vxlan port is in the overlay namespace");
+        let br_index = there
+            .iter()
+            .find(|l| l.name == "bkov0")
+            .expect("bridge")
+            .index;
+        assert_eq!(vx.kind.as_deref(), Some("vxlan"));
+        assert_eq!(vx.master, Some(br_index), "a port of the bridge there");
+        assert!(vx.up);
+        assert!(
+            !link_names(&kh).await.contains(&"bkvx0".to_string()),
+            "nothing of it is left in the host namespace"
+        );
+        let alias = std::process::Command::new("ip")
+            .args(["-n", &ovls[i].name, "-d", "link", "show", "bkvx0"])
+            .output()
+            .expect("ip");
+        assert!(
+            String::from_utf8_lossy(&alias.stdout).contains("alias berth:vx:test"),
+            "marked: {}",
+            String::from_utf8_lossy(&alias.stdout)
+        );
+        // The UDP socket is the host's (4789 = 0x12B5 in /proc/net/udp), not the overlay's.
+        let udp = |ns: &TestNs| {
+            run_in_netns(&ns.path, || {
+                std::fs::read_to_string("/proc/thread-self/net/udp").expect("udp")
+            })
+            .expect("netns")
+        };
+        assert!(udp(&hosts[i]).contains(":12B5 "), "{}", udp(&hosts[i]));
+        assert!(!udp(&ovls[i]).contains(":12B5 "), "{}", udp(&ovls[i]));
+        // The other host's bridge, as berth programs a remote endpoint.
+        let other = 1 - i;
+        ko.set_vxlan_entries(
+            "bkvx0",
+            &[(
+                macs[other].to_string(),
+                format!("10.79.0.{}", other + 1).parse().expect("ip"),
+            )],
+            &[],
+            &[(
+                format!("10.80.0.{}", other + 1).parse().expect("ip"),
+                macs[other].to_string(),
+            )],
+            &[],
+        )
+        .await
+        .expect("remote entries");
+    }
+    let addr: SocketAddr = "10.80.0.1:7001".parse().expect("addr");
+    let listener = listen(&ovls[0].path, addr);
+    assert!(
+        tcp_exchange(&ovls[1].path, addr, &listener),
+        "TCP across the hosts through the moved VXLAN ports"
+    );
+}
