@@ -278,27 +278,43 @@ impl Relays {
     }
 
     /// Closes the relays of container `id`; returns once their listening sockets are closed.
-    /// O(the container's relays): they are found through the container, not a walk over
-    /// every relay.
     pub async fn close(&self, id: &str) {
-        let tasks: Vec<JoinHandle<()>> = {
-            let mut open = match self.open.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            let Some(mine) = open.by_container.remove(id) else {
-                return;
-            };
-            for k in &mine.ports {
-                open.by_port.remove(k);
-            }
-            mine.tasks
+        self.begin_close(id).done().await;
+    }
+
+    /// Starts closing the relays of container `id`: they leave the index at once and their
+    /// tasks are cancelled, so the runtime's other workers drop them (closing the sockets)
+    /// while the caller goes on (unpublishing removes the container's map elements meanwhile);
+    /// [`Closing::done`] returns once every listening socket is closed. O(the container's
+    /// relays): they are found through the container, not a walk over every relay.
+    pub fn begin_close(&self, id: &str) -> Closing {
+        let mut open = match self.open.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
         };
-        // A cancelled task's future (and the sockets it owns: for the TCP group every
-        // listener, each a `close`, which also takes it out of the private epoll) is dropped
-        // before its handle resolves.
-        for t in tasks {
+        let Some(mine) = open.by_container.remove(id) else {
+            return Closing(Vec::new());
+        };
+        for k in &mine.ports {
+            open.by_port.remove(k);
+        }
+        for t in &mine.tasks {
             t.abort();
+        }
+        Closing(mine.tasks)
+    }
+}
+
+/// Relays being closed ([`Relays::begin_close`]).
+#[must_use = "the relays are closed only once `done` returns"]
+pub struct Closing(Vec<JoinHandle<()>>);
+
+impl Closing {
+    /// Returns once every listening socket of these relays is closed: a cancelled task's
+    /// future (and the sockets it owns: for a TCP group every listener, each a `close`, which
+    /// also takes it out of the private epoll) is dropped before its handle resolves.
+    pub async fn done(self) {
+        for t in self.0 {
             let _ = t.await;
         }
     }
