@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use berth_api::types::{HostConfig, PortBinding};
@@ -232,7 +233,7 @@ fn ephemeral_range() -> (u16, u16) {
 /// UDP conntrack entries. Called under the daemon's mutation lock, before the container's
 /// process starts. Returns the store operation that records the ports in force, for the
 /// caller's transaction that records the container as running.
-pub async fn publish(d: &Daemon, c: &ContainerSpec) -> ApiResult<Option<Op>> {
+pub async fn publish(d: &Arc<Daemon>, c: &ContainerSpec) -> ApiResult<Option<Op>> {
     let mut doc = doc(d, &c.id)?;
     let specs = doc.specs.clone();
     let nets = d.networks()?;
@@ -306,26 +307,45 @@ pub async fn publish(d: &Daemon, c: &ContainerSpec) -> ApiResult<Option<Op>> {
         ports::allocate(&specs, &t, &alloc, &mut host_use)?
     };
     let chosen = started.elapsed();
+    // `[::1]`: berthd's own listeners, opened on a blocking thread WHILE this one commits the
+    // map elements (1,000 listening sockets and a 1,000-element transaction are each several
+    // milliseconds of syscalls: side by side, not one after the other). A port published on
+    // `::1` that cannot listen refuses the start (its map elements go again); a failed commit
+    // closes the relays again. The relays do not need the elements nor the other way round.
+    let relays6 = ports::loopback6_relays(&published);
+    let opening = {
+        let (d, id, name) = (d.clone(), c.id.clone(), c.name.clone());
+        tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            (d.local6.open(&id, &name, &relays6), t.elapsed())
+        })
+    };
     // The commit blocks on the kernel (and runs `nft` when a change needs it): block this
     // worker in place (the runtime moves its other tasks away) rather than stall the tasks
     // queued behind it.
-    tokio::task::block_in_place(|| {
+    let committed = tokio::task::block_in_place(|| {
         d.firewall
             .update_ports(&c.id, &c.name, &published, &veths, &guard)
-    })
-    .map_err(|e| {
-        ApiError::internal(format!(
+    });
+    let nft = started.elapsed() - chosen;
+    let (relayed, relays) = match opening.await {
+        Ok(r) => r,
+        // The closure panicked: whatever it opened is closed below.
+        Err(e) => (
+            Err(format!("opening the [::1] relays: {e}")),
+            Default::default(),
+        ),
+    };
+    if let Err(e) = committed {
+        d.local6.close(&c.id).await;
+        return Err(ApiError::internal(format!(
             "publishing the ports of container {:?}: {e:#}",
             c.name
-        ))
-    })?;
-    let committed = started.elapsed();
-    // `[::1]`: berthd's own listeners (a port published on `::1` that cannot listen refuses
-    // the start, and its map elements go again).
-    if let Err(e) = d
-        .local6
-        .open(&c.id, &c.name, &ports::loopback6_relays(&published))
-    {
+        )));
+    }
+    if let Err(e) = relayed {
+        // `open` left nothing of its own open; a panic might have.
+        d.local6.close(&c.id).await;
         if let Err(e2) = tokio::task::block_in_place(|| {
             d.firewall
                 .update_ports(&c.id, &c.name, &[], &veths, &Elements::default())
@@ -337,15 +357,15 @@ pub async fn publish(d: &Daemon, c: &ContainerSpec) -> ApiResult<Option<Op>> {
         }
         return Err(ApiError::conflict(e));
     }
-    let relayed = started.elapsed();
     flush_udp(d, &published).await;
-    // Per step, from the start of the port work (read by berth-bench-ports).
+    // Per step (read by berth-bench-ports): choosing, then the commit and the relays side by
+    // side (each its own duration; `elapsed_us` is the whole, from the start of the port work).
     tracing::info!(
         container = %c.name,
         ports = published.len(),
         chosen_us = chosen.as_micros() as u64,
-        nft_us = (committed - chosen).as_micros() as u64,
-        relays_us = (relayed - committed).as_micros() as u64,
+        nft_us = nft.as_micros() as u64,
+        relays_us = relays.as_micros() as u64,
         elapsed_us = started.elapsed().as_micros() as u64,
         "ports published"
     );
@@ -369,8 +389,9 @@ pub async fn unpublish(d: &Daemon, c: &ContainerSpec) -> Option<Op> {
     let (id, name) = (c.id.as_str(), c.name.as_str());
     let veths = veths(c);
     let started = Instant::now();
-    d.local6.close(id).await;
-    let relays = started.elapsed();
+    // Its `[::1]` relays leave the index now and their sockets close on the runtime's other
+    // workers while this one removes the map elements; both are done before this returns.
+    let closing = d.local6.begin_close(id);
     let record = match doc(d, id) {
         Ok(mut doc) if !doc.published.is_empty() => {
             doc.published.clear();
@@ -381,12 +402,16 @@ pub async fn unpublish(d: &Daemon, c: &ContainerSpec) -> Option<Op> {
     // Its anti-spoofing elements go later, off this path (see `Firewall::release_guard`).
     d.firewall.release_guard(&veths);
     let before_nft = started.elapsed();
-    match tokio::task::block_in_place(|| {
+    let removed = tokio::task::block_in_place(|| {
         d.firewall
             .update_ports(id, name, &[], &BTreeSet::new(), &Elements::default())
-    }) {
+    });
+    let committed = started.elapsed();
+    closing.done().await;
+    // When the last listener was closed, from the start (overlapping the commit).
+    let relays = started.elapsed();
+    match removed {
         Ok(old) if !old.is_empty() => {
-            let committed = started.elapsed();
             flush_udp(d, &old).await;
             tracing::info!(
                 container = %name,

@@ -1277,6 +1277,78 @@ fn ipv6_loopback_through_relay() {
     );
 }
 
+/// Proves a 1,000-port range is relayed on `[::1]` (one task per container holds all its TCP
+/// listeners, through a private epoll) as well as DNATed on 127.0.0.1: the first, a middle and
+/// the last port answer on both loopbacks, also several at once (one wake-up of the group's
+/// task finds more than one listener ready); removing one container closes only its own
+/// relays (a neighbour's keep answering); after `rm` every port of the range refuses at once,
+/// and the same range is published again right away by a new container and answers.
+#[test]
+fn range_relayed_on_both_loopbacks() {
+    require_root!();
+    let w = World::new();
+    setup(&w);
+    w.berth_ok(&["network", "create", "--subnet", "10.67.0.0/24", "loops"]);
+    let sampled = [31000u16, 31500, 31999];
+    server(
+        &w,
+        "range",
+        &["--network", "loops", "-p", "31000-31999:31000-31999"],
+        &sampled,
+    );
+    server(
+        &w,
+        "other",
+        &["--network", "loops", "-p", "32000:80"],
+        &[80],
+    );
+    let h = w.host_ns.clone();
+    let answers = |what: &str| {
+        for p in sampled {
+            for host in ["127.0.0.1", "::1"] {
+                reached(
+                    &format!("{what}: host -> {host}:{p}"),
+                    from_ns(&w, &h, "tcp", host, p),
+                    "tcp",
+                );
+            }
+        }
+    };
+    answers("published");
+    // Three clients at once on three ports of the same group.
+    let children: Vec<_> = sampled
+        .iter()
+        .map(|p| {
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &h, "python3", &w.helper("cli.py")])
+                .args(["tcp", "::1", &p.to_string(), "3"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn cli.py")
+        })
+        .collect();
+    for (p, c) in sampled.iter().zip(children) {
+        let o = c.wait_with_output().expect("wait for cli.py");
+        assert!(o.status.success(), "[::1]:{p} at once: {}", show(&o));
+    }
+    w.berth_ok(&["rm", "-f", "other"]);
+    answers("after a neighbour's removal");
+    w.berth_ok(&["rm", "-f", "range"]);
+    for p in sampled {
+        refused(&w, "host -> [::1] after rm", &h, "tcp", "::1", p);
+    }
+    // Free at once: the same range again, answering on [::1].
+    server(
+        &w,
+        "again",
+        &["--network", "loops", "-p", "31000-31999:31000-31999"],
+        &sampled,
+    );
+    answers("published again");
+    w.berth_ok(&["rm", "-f", "again"]);
+}
+
 /// Proves the `[::1]` relays are bounded (issue 8): with `--max-loopback-relays 4`, a range of
 /// 6 ports published on every address starts, every port answers on the host's address and on
 /// 127.0.0.1, the first 4 also on `[::1]`, and the others are not relayed (a warning names the

@@ -133,20 +133,27 @@ fn scalar(kind: Kind, text: &str) -> Option<Vec<u8>> {
 
 /// A key or value's bytes: one scalar as is, a concatenation with every scalar padded to a
 /// multiple of 4 bytes (the kernel's 32-bit register granularity, `NFT_REG32_SIZE`).
+#[cfg(test)]
 fn value(ty: &str, text: &str) -> Option<Vec<u8>> {
-    let kinds = kinds(ty)?;
-    let parts: Vec<&str> = text.split(" . ").collect();
-    if parts.len() != kinds.len() {
-        return None;
-    }
+    value_of(&kinds(ty)?, text)
+}
+
+/// [`value`] for a type already split into its scalars: [`encode`] does that once per set,
+/// not once per element (a 1,000-port range is 1,000 keys and 1,000 values of one type).
+fn value_of(kinds: &[Kind], text: &str) -> Option<Vec<u8>> {
     let concat = kinds.len() > 1;
-    let mut out = Vec::new();
-    for (k, t) in kinds.iter().zip(parts) {
-        let mut b = scalar(*k, t)?;
+    let mut out = Vec::with_capacity(kinds.len() * 16);
+    let mut parts = text.split(" . ");
+    for k in kinds {
+        let mut b = scalar(*k, parts.next()?)?;
         if concat {
             b.resize(b.len().div_ceil(4) * 4, 0);
         }
         out.extend(b);
+    }
+    // More parts than the type has scalars: not this type.
+    if parts.next().is_some() {
+        return None;
     }
     Some(out)
 }
@@ -190,11 +197,16 @@ fn encode(change: &SetChange) -> Option<Encoded> {
         "bridge" => NFPROTO_BRIDGE,
         _ => return None,
     };
+    let key_kinds = kinds(change.key_type)?;
+    let data_kinds = match change.data_type {
+        Some(dt) => Some(kinds(dt)?),
+        None => None,
+    };
     let elem = |text: &str, comment: Option<&str>| -> Option<Elem> {
-        let (key, data) = match (change.data_type, text.split_once(" : ")) {
-            (Some(dt), Some((k, v))) => (value(change.key_type, k)?, Some(value(dt, v)?)),
-            (Some(_), None) if comment.is_none() => (value(change.key_type, text)?, None),
-            (None, _) => (value(change.key_type, text)?, None),
+        let (key, data) = match (&data_kinds, text.split_once(" : ")) {
+            (Some(dk), Some((k, v))) => (value_of(&key_kinds, k)?, Some(value_of(dk, v)?)),
+            (Some(_), None) if comment.is_none() => (value_of(&key_kinds, text)?, None),
+            (None, _) => (value_of(&key_kinds, text)?, None),
             (Some(_), None) => return None,
         };
         let comment = match comment {

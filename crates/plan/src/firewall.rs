@@ -772,33 +772,61 @@ pub fn desired_elements(networks: &[NetworkSpec]) -> Elements {
 
 /// The map elements of one container's published ports; each comment names the container and
 /// the port (`container web 80/tcp`). A map element's text is `key : value`.
+///
+/// One string per element and per comment, written in place, and each map's elements
+/// collected apart before they join `Elements`: a 1,000-port range is 1,000 elements on every
+/// publish and every removal, so what this allocates per element counts.
 pub fn port_elements(container: &str, published: &[Published]) -> Elements {
-    let mut e = Elements::default();
+    use std::net::IpAddr;
+    let mut maps: [BTreeMap<String, String>; 4] = Default::default();
+    // `comment_text` of the container's part, once: the port's part (`80/tcp`) never needs
+    // quoting, so a comment that fits is that prefix and the port.
+    let prefix = format!("container {container} ");
+    let prefix_clean = comment_text(&prefix) == prefix;
     for p in published {
-        let (map, key) = match (p.host_ip, p.host_ip.is_unspecified()) {
-            (std::net::IpAddr::V4(_), true) => {
-                (MAP_PUBLISH4_ANY, format!("{} . {}", p.proto, p.host_port))
-            }
-            (std::net::IpAddr::V6(_), true) => {
-                (MAP_PUBLISH6_ANY, format!("{} . {}", p.proto, p.host_port))
-            }
-            (std::net::IpAddr::V4(a), false) => {
-                (MAP_PUBLISH4, format!("{a} . {} . {}", p.proto, p.host_port))
-            }
-            (std::net::IpAddr::V6(a), false) => {
-                (MAP_PUBLISH6, format!("{a} . {} . {}", p.proto, p.host_port))
-            }
-        };
         // A family mismatch (never produced by the planner) would make nft refuse the whole
         // transaction: leave such an entry out instead.
         if p.host_ip.is_ipv4() != p.container_ip.is_ipv4() {
             continue;
         }
-        e.insert(
-            map,
-            format!("{key} : {} . {}", p.container_ip, p.container_port),
-            format!("container {container} {}", p.key()),
+        let mut text = String::with_capacity(48);
+        let slot = match p.host_ip {
+            IpAddr::V4(a) if !a.is_unspecified() => {
+                let _ = write!(text, "{a} . ");
+                0
+            }
+            IpAddr::V4(_) => 1,
+            IpAddr::V6(a) if !a.is_unspecified() => {
+                let _ = write!(text, "{a} . ");
+                2
+            }
+            IpAddr::V6(_) => 3,
+        };
+        let _ = write!(
+            text,
+            "{} . {} : {} . {}",
+            p.proto, p.host_port, p.container_ip, p.container_port
         );
+        let mut comment = String::with_capacity(prefix.len() + 10);
+        comment.push_str(&prefix);
+        let _ = write!(comment, "{}/{}", p.container_port, p.proto);
+        if !prefix_clean || comment.len() > MAX_COMMENT {
+            comment = comment_text(&comment);
+        }
+        // The first comment given for an element is kept, as `Elements::insert` does.
+        maps[slot].entry(text).or_insert(comment);
+    }
+    let mut e = Elements::default();
+    let names = [
+        MAP_PUBLISH4,
+        MAP_PUBLISH4_ANY,
+        MAP_PUBLISH6,
+        MAP_PUBLISH6_ANY,
+    ];
+    for (name, map) in names.into_iter().zip(maps) {
+        if !map.is_empty() {
+            e.0.insert(name.to_string(), map);
+        }
     }
     e
 }
@@ -1402,6 +1430,77 @@ pub fn static_rules_match(cfg: &FirewallConfig, json: &Value) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// `port_elements` writes each element and comment in place; what it yields is exactly
+    /// what one `Elements::insert` per port of the plain formatting gives, also for container
+    /// names that need quoting or cutting, every map kind, and a family mismatch (left out).
+    #[test]
+    fn port_elements_are_the_plain_formatting() {
+        use crate::ports::{Proto, Published};
+        let reference = |container: &str, published: &[Published]| {
+            let mut e = Elements::default();
+            for p in published {
+                if p.host_ip.is_ipv4() != p.container_ip.is_ipv4() {
+                    continue;
+                }
+                let (map, key) = match (p.host_ip, p.host_ip.is_unspecified()) {
+                    (std::net::IpAddr::V4(_), true) => {
+                        (MAP_PUBLISH4_ANY, format!("{} . {}", p.proto, p.host_port))
+                    }
+                    (std::net::IpAddr::V6(_), true) => {
+                        (MAP_PUBLISH6_ANY, format!("{} . {}", p.proto, p.host_port))
+                    }
+                    (std::net::IpAddr::V4(a), false) => {
+                        (MAP_PUBLISH4, format!("{a} . {} . {}", p.proto, p.host_port))
+                    }
+                    (std::net::IpAddr::V6(a), false) => {
+                        (MAP_PUBLISH6, format!("{a} . {} . {}", p.proto, p.host_port))
+                    }
+                };
+                e.insert(
+                    map,
+                    format!("{key} : {} . {}", p.container_ip, p.container_port),
+                    format!("container {container} {}", p.key()),
+                );
+            }
+            e
+        };
+        let port = |host: &str, hp: u16, cip: &str, cp: u16, proto: Proto| Published {
+            proto,
+            host_ip: host.parse().unwrap(),
+            host_port: hp,
+            container_ip: cip.parse().unwrap(),
+            container_port: cp,
+        };
+        let ports = vec![
+            port("0.0.0.0", 8080, "10.1.0.2", 80, Proto::Tcp),
+            port("0.0.0.0", 8080, "10.1.0.2", 80, Proto::Udp),
+            port("127.0.0.1", 5353, "10.1.0.2", 53, Proto::Udp),
+            port("::", 8080, "fd00::2", 80, Proto::Tcp),
+            port("::1", 9090, "fd00::2", 90, Proto::Sctp),
+            port("0.0.0.0", 7070, "fd00::2", 70, Proto::Tcp),
+            port("0.0.0.0", 8080, "10.1.0.3", 81, Proto::Tcp),
+        ];
+        let long = "n".repeat(120);
+        for name in [
+            "web",
+            "a\"b",
+            "tab\there",
+            long.as_str(),
+            "é".repeat(60).as_str(),
+        ] {
+            assert_eq!(
+                port_elements(name, &ports),
+                reference(name, &ports),
+                "{name}"
+            );
+        }
+        assert_eq!(port_elements("x", &[]), Elements::default());
+        let range: Vec<Published> = (30000..31000)
+            .map(|p| port("0.0.0.0", p, "10.1.0.2", p, Proto::Tcp))
+            .collect();
+        assert_eq!(port_elements("range", &range), reference("range", &range));
+    }
 
     #[test]
     fn quoting() {
