@@ -10,7 +10,7 @@ use futures::StreamExt;
 
 use berth_plan::driver::{ForwardingIntent, RunningContainer};
 use berth_plan::firewall::{self as fw, Elements, FirewallConfig};
-use berth_plan::host::{self, ObserveRequest, ObservedFirewall};
+use berth_plan::host::{self, ObserveRequest, ObservedFirewall, ObservedNetns};
 use berth_plan::model::{ContainerSpec, NetworkMode, NetworkSpec, Status};
 use berth_store::{Op, StoreExt};
 
@@ -46,6 +46,16 @@ pub enum Scope {
         /// More links to look at.
         also: Vec<String>,
     },
+}
+
+/// What start-up read before its full pass, which takes these reads as its observation of
+/// them instead of reading again (the other passes know nothing beforehand).
+#[derive(Default)]
+pub(crate) struct Known {
+    /// Container namespaces by path.
+    netns: BTreeMap<String, ObservedNetns>,
+    /// berth's nft tables.
+    firewall: Option<ObservedFirewall>,
 }
 
 /// Work a pass waits for before it observes or changes the kernel (see
@@ -159,7 +169,7 @@ impl Daemon {
     ) -> ApiResult<PassReport> {
         let mut gate = gate;
         let result = self
-            .converge_inner(trigger, scope, dry_run, before, &mut gate)
+            .converge_inner(trigger, scope, dry_run, before, &mut gate, Known::default())
             .await;
         // A pass that failed before its kernel work still lets the gate finish.
         if let Some(g) = gate.take() {
@@ -175,6 +185,7 @@ impl Daemon {
         dry_run: bool,
         before: Option<&ContainerSpec>,
         gate: &mut Option<Gate<'_>>,
+        known: Known,
     ) -> ApiResult<PassReport> {
         let mut nets = self.networks()?;
         if let Some(cl) = &self.cluster {
@@ -347,10 +358,15 @@ impl Daemon {
             .lock()
             .map(|s| s.values().cloned().collect())
             .unwrap_or_default();
-        let fw_cache = cache.map(|(c, el)| ObservedFirewall {
+        let mut fw_cache = cache.map(|(c, el)| ObservedFirewall {
             rules: fw::static_rules(&c),
             elements: el,
         });
+        if let (Some(read), true) = (known.firewall, read_fw) {
+            // Read already (start-up, while it adopted the containers): the pass's observation.
+            req.firewall = false;
+            fw_cache = Some(read);
+        }
         let refine = matches!(scope, Scope::Host { .. });
         let assumed = match (before, &fw_cache, &scope) {
             (Some(before), Some(cache), Scope::Containers { .. }) if !dry_run && !read_fw => self
@@ -386,7 +402,15 @@ impl Daemon {
             Some(rep) => rep,
             None => self
                 .reconciler
-                .pass(trigger, &desired, req, fw_cache, refine, dry_run)
+                .pass_known(
+                    trigger,
+                    &desired,
+                    req,
+                    known.netns,
+                    fw_cache,
+                    refine,
+                    dry_run,
+                )
                 .await
                 .map_err(|e| ApiError::internal(format!("observing the kernel: {e}")))?,
         };
@@ -491,6 +515,11 @@ impl Daemon {
     /// before their state was stored), end berth's orphan processes, converge everything.
     pub(crate) async fn startup(self: &Arc<Self>) -> anyhow::Result<()> {
         let began = std::time::Instant::now();
+        // berth's nft tables, read by `nft` processes (~0.3 s of their own CPU per 5,000
+        // published ports) while berthd adopts the containers: the pass below takes the read
+        // as its observation unless an adoption below changed the tables.
+        let fw_read = tokio::task::spawn_blocking(berth_kernel::observe::firewall);
+        let mut fw_changed = false;
         let containers = self.containers().map_err(|e| anyhow::anyhow!(e.message))?;
         let states = self.states().map_err(|e| anyhow::anyhow!(e.message))?;
         let fixed = crate::ipam::repair(self.store.as_ref(), &containers)
@@ -533,6 +562,8 @@ impl Daemon {
                     watched.push((c.id.clone(), p.init));
                 }
                 (Status::Running, None) => {
+                    // Its ports are unpublished.
+                    fw_changed = true;
                     let code = self.runtime.read_exit_code(&c.id).unwrap_or(-1);
                     self.mark_exited(&c.id, code)
                         .await
@@ -541,6 +572,8 @@ impl Daemon {
                 (_, Some(p)) => {
                     // Started, but berthd died before it recorded so: it runs, so it is running.
                     tracing::warn!(container = %c.name, pid = p.init, "adopting a container started before a crash");
+                    // Its ports are published.
+                    fw_changed = true;
                     let port_op = crate::ports::publish(self, c)
                         .await
                         .map_err(|e| anyhow::anyhow!(e.message))?;
@@ -568,19 +601,70 @@ impl Daemon {
                 (_, None) => {}
             }
         }
-        // Each subscription opens a socket from a thread inside the container's namespace
-        // (~1–3 ms, mostly waiting): 16 at a time, not one after the other (1,000 adopted
-        // containers took seconds). All are open before the pass below observes.
+        // Published ports' `[::1]` relays (10,000 sockets at 1,000 containers, ~0.4 s): berthd's
+        // own listeners, nothing the pass below reads or changes, so they open on a blocking
+        // thread while the namespaces are read and the pass runs.
+        let published =
+            crate::ports::running_published(self).map_err(|e| anyhow::anyhow!(e.message))?;
+        let relays = {
+            let (d, published) = (self.clone(), published.clone());
+            tokio::task::spawn_blocking(move || crate::ports::open_relays(&d, &published))
+        };
+        // Every adopted container's namespace: its notifications subscribed and then its links,
+        // addresses and routes read, from one thread inside it (~1–3 ms each, mostly waiting;
+        // 16 at a time). The pass below takes these reads as its observation of them, so a
+        // change after a read raises a notification and nothing goes unseen.
         let adopted = watched.len();
-        futures::stream::iter(watched.into_iter().map(|(id, pid)| {
-            crate::converge::watch_container(self.clone(), id, pid, WatchFrom::Adoption)
-        }))
-        .buffer_unordered(16)
-        .collect::<Vec<()>>()
-        .await;
+        let mut known = BTreeMap::new();
+        if self.config.drift_repair {
+            let reads = futures::stream::iter(watched.into_iter().map(|(id, pid)| async move {
+                let path = format!("/proc/{pid}/ns/net");
+                let read = berth_kernel::observe::netns_watched(&path).await;
+                (id, path, read)
+            }))
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+            for (id, path, read) in reads {
+                match read {
+                    Ok((ns, monitor)) => {
+                        if let Some(m) = monitor {
+                            crate::converge::watch_adopted(self.clone(), id, m);
+                        }
+                        known.insert(path, ns);
+                    }
+                    // The pass reads it again, and reports what it finds.
+                    Err(e) => tracing::debug!(container = %id, "reading its namespace: {e}"),
+                }
+            }
+        }
+        let firewall = match fw_read.await {
+            Ok(Ok(read)) if !fw_changed => Some(read),
+            Ok(Ok(_)) => None,
+            // The pass reads the tables itself, and reports what fails.
+            Ok(Err(e)) => {
+                tracing::debug!("reading berth's nft tables: {e}");
+                None
+            }
+            Err(e) => {
+                tracing::debug!("reading berth's nft tables: {e}");
+                None
+            }
+        };
         let adopted_at = began.elapsed();
+        let mut no_gate = None;
         let rep = self
-            .converge(Trigger::Startup, Scope::Full, false)
+            .converge_inner(
+                Trigger::Startup,
+                Scope::Full,
+                false,
+                None,
+                &mut no_gate,
+                Known {
+                    netns: known,
+                    firewall,
+                },
+            )
             .await
             .map_err(|e| anyhow::anyhow!(e.message))?;
         let passed_at = began.elapsed();
@@ -596,8 +680,12 @@ impl Daemon {
                 rep.errors.join("; ")
             );
         }
-        // Published ports: the conflict index and the [::1] relays (the elements are in place).
-        crate::ports::converge(self).map_err(|e| anyhow::anyhow!(e.message))?;
+        // Published ports: the maps (the pass read the table back) and the conflict index,
+        // once the relays are open.
+        relays
+            .await
+            .map_err(|e| anyhow::anyhow!("opening the [::1] relays: {e}"))?;
+        crate::ports::replace(self, &published).map_err(|e| anyhow::anyhow!(e.message))?;
         let ported_at = began.elapsed();
         self.check_host_forward_policy();
         // Restart policies last: their starts need the networks converged above.
@@ -779,8 +867,6 @@ pub async fn watch_container(d: Arc<Daemon>, id: String, pid: i32, from: WatchFr
     if !d.config.drift_repair || pid <= 0 {
         return;
     }
-    let mut exit = d.exit_channel(&id).subscribe();
-    let tx = d.wake.clone();
     let adopted = if from == WatchFrom::Adoption {
         match open_container_monitor(&id, pid).await {
             Some(m) => Some(m),
@@ -789,6 +875,25 @@ pub async fn watch_container(d: Arc<Daemon>, id: String, pid: i32, from: WatchFr
     } else {
         None
     };
+    spawn_watch(d, id, pid, adopted);
+}
+
+/// [`watch_container`] of an adopted container whose namespace's notifications start-up
+/// already subscribed to (`monitor`).
+pub(crate) fn watch_adopted(d: Arc<Daemon>, id: String, monitor: berth_kernel::monitor::Monitor) {
+    spawn_watch(d, id, 0, Some(monitor));
+}
+
+/// The watch itself: with `adopted`, from that subscription on; else the subscription is made
+/// [`CONTAINER_MONITOR_DELAY`] after the start, in `pid`'s namespace.
+fn spawn_watch(
+    d: Arc<Daemon>,
+    id: String,
+    pid: i32,
+    adopted: Option<berth_kernel::monitor::Monitor>,
+) {
+    let mut exit = d.exit_channel(&id).subscribe();
+    let tx = d.wake.clone();
     let task = async move {
         let mut m = match adopted {
             Some(m) => m,

@@ -128,6 +128,9 @@ fn cluster_config(args: &Args) -> anyhow::Result<Option<cluster::ClusterConfig>>
     }))
 }
 
+/// The async runtime's worker threads.
+const WORKERS: usize = 2;
+
 fn main() -> anyhow::Result<()> {
     // The container init/enter stages are this same binary: they must run before any thread
     // exists (unshare(CLONE_NEWNS) and setns into a mount namespace need a single-threaded
@@ -137,6 +140,10 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(code);
     }
 
+    // Two arenas, one per runtime worker: with glibc's default (8 per core) the threads
+    // that read container namespaces and the blocking pool each kept free memory in arenas
+    // of their own (VmRSS after a restart with 500 containers: 45–50 MiB, 42 MiB with 2).
+    let arenas_capped = berth_kernel::sys::limit_malloc_arenas(WORKERS as i32);
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -146,8 +153,11 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
 
+    if !arenas_capped {
+        tracing::debug!("malloc arenas not capped (not glibc, or it refused M_ARENA_MAX)");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(WORKERS)
         .enable_all()
         .build()
         .context("starting the async runtime")?;

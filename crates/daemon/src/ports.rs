@@ -428,29 +428,44 @@ pub async fn unpublish(d: &Daemon, c: &ContainerSpec) -> Option<Op> {
     record
 }
 
-/// Start-up: the maps hold exactly the ports of the running containers (their documents
-/// record them), the conflict index is rebuilt, and their `[::1]` relays listen again (a relay
-/// that cannot is logged; the container keeps its other ports). Runs inside the tokio runtime.
-pub fn converge(d: &Daemon) -> ApiResult<()> {
+/// Start-up: the published ports of every running container (their documents record them),
+/// as (id, name, ports), those with any: their `[::1]` relays listen again ([`open_relays`]),
+/// and the maps and the conflict index hold exactly them ([`replace`]).
+pub fn running_published(d: &Daemon) -> ApiResult<Vec<(String, String, Vec<Published>)>> {
+    let states = d.states_shared()?;
     let mut all = Vec::new();
-    for c in d.containers()? {
-        let st = d.state(&c.id)?;
-        if st.status != Status::Running {
+    for c in d.containers_shared()?.iter() {
+        let running = states
+            .get(&c.id)
+            .is_some_and(|st| st.status == Status::Running);
+        if !running {
             continue;
         }
         let doc = doc(d, &c.id)?;
         if !doc.published.is_empty() {
-            if let Err(e) = d
-                .local6
-                .open(&c.id, &c.name, &ports::loopback6_relays(&doc.published))
-            {
-                tracing::warn!("container {:?}: {e}", c.name);
-            }
             all.push((c.id.clone(), c.name.clone(), doc.published));
         }
     }
+    Ok(all)
+}
+
+/// Opens the `[::1]` relays of `all` (from [`running_published`]); one that cannot listen is
+/// a warning. berthd's own sockets: nothing a reconcile pass reads or changes, so start-up
+/// opens them while it reads the namespaces and runs its pass. Must run inside the runtime
+/// (a blocking thread of it will do).
+pub fn open_relays(d: &Daemon, all: &[(String, String, Vec<Published>)]) {
+    for (id, name, published) in all {
+        if let Err(e) = d.local6.open(id, name, &ports::loopback6_relays(published)) {
+            tracing::warn!("container {name:?}: {e}");
+        }
+    }
+}
+
+/// Makes the published-port maps and the port index hold exactly `all` (after the start-up
+/// pass read the table back: see [`crate::firewall::Firewall::replace_ports`]).
+pub fn replace(d: &Daemon, all: &[(String, String, Vec<Published>)]) -> ApiResult<()> {
     d.firewall
-        .replace_ports(&all)
+        .replace_ports(all)
         .map_err(|e| ApiError::internal(format!("converging published ports: {e:#}")))
 }
 

@@ -12,7 +12,7 @@
 //! under the daemon's mutation lock, so a pass never sees an operation half-done. Each step is
 //! idempotent: whatever a crash interrupts, the next pass converges.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,8 @@ use berth_kernel::gate::LinkGate;
 use berth_kernel::ops::KernelOps;
 use berth_plan::firewall::{Elements, FirewallConfig};
 use berth_plan::host::{
-    self, DesiredHost, ObserveRequest, ObservedFirewall, ObservedHost, Plan, Problem, Step, StepOp,
+    self, DesiredHost, ObserveRequest, ObservedFirewall, ObservedHost, ObservedNetns, Plan,
+    Problem, Step, StepOp,
 };
 
 use crate::failpoint;
@@ -169,21 +170,54 @@ impl Reconciler {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// One pass: observe what `req` asks for (with `fw_cache` standing in for the nft table
-    /// when it is not read back), diff against `desired`, apply the steps in order unless
-    /// `dry_run`. With `refine`, namespaces of endpoints the first diff wants to (re)create are
-    /// observed too before the final diff (so their default routes come back with them).
+    /// [`Reconciler::pass_known`] with no namespace known beforehand (the tests' shorthand).
+    #[cfg(test)]
     pub async fn pass(
         &self,
         trigger: Trigger,
         desired: &DesiredHost,
+        req: ObserveRequest,
+        fw_cache: Option<ObservedFirewall>,
+        refine: bool,
+        dry_run: bool,
+    ) -> Result<PassReport, berth_kernel::error::KernelError> {
+        self.pass_known(
+            trigger,
+            desired,
+            req,
+            BTreeMap::new(),
+            fw_cache,
+            refine,
+            dry_run,
+        )
+        .await
+    }
+
+    /// One pass: observe what `req` asks for (with `fw_cache` standing in for the nft table
+    /// when it is not read back), diff against `desired`, apply the steps in order unless
+    /// `dry_run`. With `refine`, namespaces of endpoints the first diff wants to (re)create are
+    /// observed too before the final diff (so their default routes come back with them).
+    /// Container namespaces already observed (`known`, by path) are taken as they are instead
+    /// of read again (start-up reads every adopted container's namespace as it subscribes to
+    /// its notifications); other callers pass none.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn pass_known(
+        &self,
+        trigger: Trigger,
+        desired: &DesiredHost,
         mut req: ObserveRequest,
+        mut known: BTreeMap<String, ObservedNetns>,
         fw_cache: Option<ObservedFirewall>,
         refine: bool,
         dry_run: bool,
     ) -> Result<PassReport, berth_kernel::error::KernelError> {
         let started = Instant::now();
+        // Only what the request asks for (a namespace not asked for stays out of the diff).
+        known.retain(|ns, _| req.netns.contains(ns));
+        let wanted = req.netns.clone();
+        req.netns.retain(|ns| !known.contains_key(ns));
         let mut observed = self.kernel.observe(&req).await?;
+        observed.netns.extend(known.clone());
         let observed_us = started.elapsed().as_micros() as u64;
         if observed.firewall.is_none() {
             observed.firewall = fw_cache.clone();
@@ -200,11 +234,12 @@ impl Reconciler {
                     }
                     _ => None,
                 })
-                .filter(|ns| !req.netns.contains(ns))
+                .filter(|ns| !wanted.contains(ns))
                 .collect();
             if !extra.is_empty() {
                 req.netns.extend(extra);
                 observed = self.kernel.observe(&req).await?;
+                observed.netns.extend(known);
                 if observed.firewall.is_none() {
                     observed.firewall = fw_cache;
                 }
@@ -648,6 +683,62 @@ mod tests {
         assert_eq!(r.stats().repairs, 0);
     }
 
+    /// [`world`] converged by one pass on a fresh fake: its containers, the desired state, the
+    /// fake and the reconciler.
+    fn converged_world(
+        rt: &tokio::runtime::Runtime,
+    ) -> (Vec<ContainerSpec>, DesiredHost, Arc<FakeKernel>, Reconciler) {
+        let (nets, cs) = world();
+        let d = desired_of(&nets, &cs);
+        let k = fresh_fake();
+        let r = Reconciler::new(k.clone());
+        rt.block_on(r.pass(Trigger::Api, &d, full(&d), None, false, false))
+            .expect("pass");
+        (cs, d, k, r)
+    }
+
+    /// Proves: a container namespace read beforehand (start-up reads each adopted container's
+    /// as it subscribes to its notifications) stands in for the kernel's: read without its
+    /// default route, the pass puts the route back although the kernel has it; a known
+    /// namespace the request does not ask for stays out of the observation.
+    #[test]
+    fn known_namespaces_stand_in_for_the_kernels() {
+        let rt = rt();
+        let (_, d, k, r) = converged_world(&rt);
+        let ns = "/proc/4242/ns/net";
+        let now = rt.block_on(k.observe(&full(&d))).expect("observe");
+        let Some(mut read) = now.netns.get(ns).cloned() else {
+            panic!("the fake has no {ns}: {:?}", now.netns.keys());
+        };
+        assert!(!read.default_routes.is_empty(), "{read:?}");
+        read.default_routes.clear();
+        let other = "/proc/1/ns/net".to_string();
+        let known = BTreeMap::from([
+            (ns.to_string(), read),
+            (other.clone(), ObservedNetns::default()),
+        ]);
+        let rep = rt
+            .block_on(r.pass_known(Trigger::Startup, &d, full(&d), known, None, false, true))
+            .expect("pass");
+        let routes: Vec<&Step> = rep
+            .plan
+            .steps
+            .iter()
+            .filter(|s| matches!(&s.op, StepOp::ReplaceRoutes { netns, .. } if netns == ns))
+            .collect();
+        assert_eq!(routes.len(), 1, "{:#?}", rep.plan.steps);
+        assert!(
+            !rep.observed.netns.contains_key(&other),
+            "{:?}",
+            rep.observed.netns.keys()
+        );
+        // Read from the kernel, the same namespace needs nothing.
+        let rep = rt
+            .block_on(r.pass(Trigger::Check, &d, full(&d), None, false, true))
+            .expect("pass");
+        assert!(rep.plan.steps.is_empty(), "{:#?}", rep.plan.steps);
+    }
+
     /// Interrupts a pass from nothing at each of its first `steps` steps in turn: the next
     /// pass always finishes the job, and the one after has nothing left to do.
     fn converges_whatever_the_interruption(d: &DesiredHost, steps: usize) {
@@ -737,12 +828,7 @@ mod tests {
     #[test]
     fn drift_is_repaired_and_counted() {
         let rt = rt();
-        let (nets, cs) = world();
-        let d = desired_of(&nets, &cs);
-        let k = fresh_fake();
-        let r = Reconciler::new(k.clone());
-        rt.block_on(r.pass(Trigger::Api, &d, full(&d), None, false, false))
-            .expect("pass");
+        let (cs, d, k, r) = converged_world(&rt);
         let veth = cs[0].endpoints[0].host_ifname.clone();
         k.with_state(|s| {
             s.links.remove(&veth);

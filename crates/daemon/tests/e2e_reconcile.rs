@@ -658,10 +658,15 @@ fn drift_deleted_bridge_is_repaired() {
 fn drift_deleted_container_default_route_is_repaired() {
     require_root!();
     let d = drift_world();
+    repair_srv_default_route(&d, "default route");
+}
+
+/// Deletes srv's default route inside its namespace and asserts the repair ([`Drift::repair`]).
+fn repair_srv_default_route(d: &Drift, kind: &str) {
     let pid = d.w.inspect("srv")["State"]["Pid"].as_i64().unwrap_or(0);
     assert!(pid > 0, "srv has no pid");
     d.repair(
-        "default route",
+        kind,
         || {
             let o = d.w.pid_net_exec(pid, &["ip", "route", "del", "default"]);
             assert!(o.status.success(), "ip route del default: {}", show(&o));
@@ -669,6 +674,18 @@ fn drift_deleted_container_default_route_is_repaired() {
         Drift::srv_to_outside,
         true,
     );
+}
+
+/// Proves: after a restart, an adopted container's namespace is watched from start-up's own
+/// read of it (one thread inside it subscribes, then reads): its deleted default route is put
+/// back by the notification (within the repair bound, far under the periodic full check),
+/// logged and counted; check in sync.
+#[test]
+fn drift_in_an_adopted_containers_namespace_is_repaired_after_a_restart() {
+    require_root!();
+    let d = drift_world();
+    d.w.restart_daemon(false);
+    repair_srv_default_route(&d, "default route of an adopted container");
 }
 
 /// Proves: `nft flush table inet berth` is repaired within 1 s (the published port works from

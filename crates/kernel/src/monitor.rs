@@ -120,6 +120,22 @@ pub(crate) fn subscribed(protocol: isize, groups: &[u32], what: &str) -> Result<
     Ok(sock)
 }
 
+/// A socket subscribed to the calling thread's namespace's link, address and route
+/// notifications (the thread must be inside a container's namespace).
+pub(crate) fn container_socket() -> Result<Socket> {
+    subscribed(
+        NETLINK_ROUTE,
+        &[
+            RTNLGRP_LINK,
+            RTNLGRP_IPV4_IFADDR,
+            RTNLGRP_IPV6_IFADDR,
+            RTNLGRP_IPV4_ROUTE,
+            RTNLGRP_IPV6_ROUTE,
+        ],
+        "container link, address and route",
+    )
+}
+
 impl Monitor {
     pub(crate) fn wrap(sock: Socket, what: &str) -> Result<Monitor> {
         Self::wrap_sized(sock, what, 64 * 1024)
@@ -193,20 +209,12 @@ impl Monitor {
 
     /// Links, addresses and routes inside the namespace at `netns`. Must run inside the runtime.
     pub async fn container(netns: &Path) -> Result<Monitor> {
-        let sock = crate::netns::run_in_netns_async(netns, || {
-            subscribed(
-                NETLINK_ROUTE,
-                &[
-                    RTNLGRP_LINK,
-                    RTNLGRP_IPV4_IFADDR,
-                    RTNLGRP_IPV6_IFADDR,
-                    RTNLGRP_IPV4_ROUTE,
-                    RTNLGRP_IPV6_ROUTE,
-                ],
-                "container link, address and route",
-            )
-        })
-        .await??;
+        let sock = crate::netns::run_in_netns_async(netns, container_socket).await??;
+        Self::wrap_container(sock)
+    }
+
+    /// Registers a socket made by [`container_socket`] (inside the runtime).
+    pub(crate) fn wrap_container(sock: Socket) -> Result<Monitor> {
         // One per running container: 64 KiB each held 62 MiB of berthd's memory with 1,000
         // containers. A notification is one message of a few hundred bytes per datagram.
         Self::wrap_sized(sock, "container", CONTAINER_BUF)

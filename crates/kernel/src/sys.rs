@@ -18,7 +18,8 @@
 //!   wrappers are `unsafe` as well.
 //!
 //! * `malloc_trim(0)` (glibc): hands the heap's free pages back to the kernel after berthd's
-//!   big passes (see [`release_free_memory`]).
+//!   big passes (see [`release_free_memory`]); `mallopt(M_ARENA_MAX)` caps its arenas (see
+//!   [`limit_malloc_arenas`]).
 //!
 //! Each call passes pointers to values that live until it returns; the kernel copies them.
 
@@ -250,6 +251,24 @@ pub fn reset_signal_dispositions() {
             libc::sigemptyset(&mut sa.sa_mask);
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
+    }
+}
+
+/// Caps glibc's malloc arenas at `n` (`mallopt(M_ARENA_MAX, n)`); call before any thread
+/// starts. glibc gives threads arenas of their own as they contend (up to 8 per core), and
+/// each keeps the free memory of its own heaps: berthd's short-lived threads (one per
+/// container namespace read, the blocking pool) spread its memory over many. Returns whether
+/// glibc took the setting.
+pub fn limit_malloc_arenas(n: i32) -> bool {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: two integers; glibc's documented tunable, set before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, n) == 1
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        let _ = n;
+        false
     }
 }
 
