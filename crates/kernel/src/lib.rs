@@ -4,7 +4,8 @@
 //! veths, addresses, routes), `nft` (one atomic `nft -f -` transaction per change), `sysctl`,
 //! `container` (the container init/enter stages: the only other place that calls setns/unshare),
 //! `rootfs` (the container's filesystem and `pivot_root`), `confine` (capabilities, seccomp,
-//! `no_new_privs`), `sys` (the only `unsafe`: two system calls nothing wraps).
+//! `no_new_privs`), `sys` (the only `unsafe`: the few system and libc calls nothing wraps,
+//! each listed there).
 
 pub mod confine;
 pub mod conntrack;

@@ -1,4 +1,4 @@
-//! The only `unsafe` in berth: three system calls that neither std nor nix wraps, and `fork`.
+//! The only `unsafe` in berth: the system and libc calls that neither std nor nix wraps.
 //!
 //! * `prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog)`: seccompiler's own `apply_filter` always
 //!   sets `no_new_privs` first, which would make `--security-opt no-new-privileges=false`
