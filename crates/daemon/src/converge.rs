@@ -6,8 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use futures::StreamExt;
-
 use berth_plan::driver::{ForwardingIntent, RunningContainer};
 use berth_plan::firewall::{self as fw, Elements, FirewallConfig};
 use berth_plan::host::{self, ObserveRequest, ObservedFirewall, ObservedNetns};
@@ -611,21 +609,24 @@ impl Daemon {
             tokio::task::spawn_blocking(move || crate::ports::open_relays(&d, &published))
         };
         // Every adopted container's namespace: its notifications subscribed and then its links,
-        // addresses and routes read, from one thread inside it (~1–3 ms each, mostly waiting;
-        // 16 at a time). The pass below takes these reads as its observation of them, so a
-        // change after a read raises a notification and nothing goes unseen.
+        // addresses and routes read, from a thread inside it. A few long-lived threads go
+        // through them all, entering one after the other (a thread per namespace cost more in
+        // its start and exit than the reads). The pass below takes these reads as its
+        // observation of them, so a change after a read raises a notification and nothing
+        // goes unseen.
         let adopted = watched.len();
         let mut known = BTreeMap::new();
         if self.config.drift_repair {
-            let reads = futures::stream::iter(watched.into_iter().map(|(id, pid)| async move {
-                let path = format!("/proc/{pid}/ns/net");
-                let read = berth_kernel::observe::netns_watched(&path).await;
-                (id, path, read)
-            }))
-            .buffer_unordered(16)
-            .collect::<Vec<_>>()
-            .await;
-            for (id, path, read) in reads {
+            let mut ids: BTreeMap<String, String> = watched
+                .into_iter()
+                .map(|(id, pid)| (format!("/proc/{pid}/ns/net"), id))
+                .collect();
+            let paths = ids.keys().cloned().collect();
+            let reads = berth_kernel::observe::netns_watched_many(paths, NAMESPACE_READERS).await;
+            for (path, read) in reads {
+                let Some(id) = ids.remove(&path) else {
+                    continue;
+                };
                 match read {
                     Ok((ns, monitor)) => {
                         if let Some(m) = monitor {
@@ -712,6 +713,10 @@ impl Daemon {
 /// loop the moment they change. A full check over 1,000 containers and 10,000 published ports
 /// costs a second or more of CPU: every 10 s, that was most of an idle berthd's CPU.
 const FULL_CHECK_EVERY: u64 = 30;
+
+/// How many threads read the adopted containers' namespaces at start-up: the reads are mostly
+/// the kernel building dumps, so on the 2-core machines measured more threads only queue.
+const NAMESPACE_READERS: usize = 3;
 
 /// Starts the loop's triggers: the wake-up consumer, berthd's link and nft monitors, the timer.
 pub fn spawn_watchers(d: Arc<Daemon>) {

@@ -98,7 +98,7 @@ pub fn delete_netns(path: &Path) -> Result<()> {
 }
 
 /// Opens a namespace file, with an error naming it.
-fn open_netns(path: &Path) -> Result<File> {
+pub(crate) fn open_netns(path: &Path) -> Result<File> {
     File::open(path)
         .map_err(|e| KernelError::io(format!("opening network namespace {}", path.display()), e))
 }

@@ -15,6 +15,7 @@ use rtnetlink::packet_route::link::{
 };
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::sys::Socket;
 
 use crate::error::{KernelError, Result};
 use crate::link;
@@ -215,14 +216,94 @@ pub async fn netns(path: &str) -> Result<ObservedNetns> {
 /// subscription failed (logged): the observation stands either way.
 pub async fn netns_watched(path: &str) -> Result<(ObservedNetns, Option<Monitor>)> {
     let p = Path::new(path);
-    let result = crate::netns::run_in_netns_async(p, || -> Result<_> {
-        let sock = crate::monitor::container_socket();
-        let mut nl = SyncNetlink::open()?;
-        Ok((sock, dump_all(&mut nl)?))
-    })
-    .await;
+    let result = crate::netns::run_in_netns_async(p, subscribe_and_dump).await;
+    finish_watched(path, result.and_then(|inner| inner))
+}
+
+/// A namespace's observation and its monitor ([`netns_watched`]).
+pub type Watched = Result<(ObservedNetns, Option<Monitor>)>;
+
+/// What a thread inside a namespace reads for [`netns_watched`]: the notification socket,
+/// subscribed first, then the dumps.
+type WatchedRead = (
+    Result<Socket>,
+    (Vec<LinkMessage>, Vec<AddressMessage>, Vec<RouteMessage>),
+);
+
+fn subscribe_and_dump() -> Result<WatchedRead> {
+    let sock = crate::monitor::container_socket();
+    let mut nl = SyncNetlink::open()?;
+    Ok((sock, dump_all(&mut nl)?))
+}
+
+/// [`netns_watched`] for many namespaces (a restart's adopted containers) on `threads`
+/// long-lived threads that each `setns()` into one namespace after the other, instead of a
+/// thread started and ended per namespace: at 1,000 containers the thread starts and exits
+/// (the kernel's task-list lock, glibc freeing the thread's arena and stack) cost more than the
+/// dumps themselves (a system-wide profile of a restart). Results come back in `paths`' order.
+pub async fn netns_watched_many(paths: Vec<String>, threads: usize) -> Vec<(String, Watched)> {
+    let n = paths.len();
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(
+        paths
+            .into_iter()
+            .enumerate()
+            .collect::<std::collections::VecDeque<_>>(),
+    ));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut started = 0;
+    for _ in 0..threads.clamp(1, n.max(1)) {
+        let (queue, tx) = (queue.clone(), tx.clone());
+        let spawned = std::thread::Builder::new()
+            .name("berth-nsread".into())
+            .spawn(move || loop {
+                let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                let Some((i, path)) = next else { break };
+                let p = Path::new(&path);
+                // This thread moves on to the next namespace; the sockets it made here stay
+                // bound to this one.
+                let read = crate::netns::open_netns(p)
+                    .and_then(|ns| crate::netns::enter(&ns, p))
+                    .and_then(|()| subscribe_and_dump());
+                if tx.send((i, path, read)).is_err() {
+                    break;
+                }
+            });
+        match spawned {
+            Ok(_) => started += 1,
+            Err(e) => tracing::warn!("starting a namespace reader: {e}"),
+        }
+    }
+    drop(tx);
+    let mut out: Vec<Option<(String, Watched)>> = (0..n).map(|_| None).collect();
+    if started > 0 {
+        while let Some((i, path, read)) = rx.recv().await {
+            let done = finish_watched(&path, read);
+            if let Some(slot) = out.get_mut(i) {
+                *slot = Some((path, done));
+            }
+        }
+    }
+    // Whatever no thread read (none could be started) is read one namespace at a time.
+    let queue: Vec<(usize, String)> = queue
+        .lock()
+        .map(|mut q| q.drain(..).collect())
+        .unwrap_or_default();
+    for (i, path) in queue {
+        let done = netns_watched(&path).await;
+        if let Some(slot) = out.get_mut(i) {
+            *slot = Some((path, done));
+        }
+    }
+    out.into_iter().flatten().collect()
+}
+
+/// The monitor and the observation from a namespace's [`WatchedRead`].
+fn finish_watched(
+    path: &str,
+    result: Result<WatchedRead>,
+) -> Result<(ObservedNetns, Option<Monitor>)> {
     let (sock, (links, addrs, routes)) = match result {
-        Ok(inner) => inner?,
+        Ok(read) => read,
         Err(e) if gone(&e) => return Ok((ObservedNetns::default(), None)),
         Err(e) => return Err(e),
     };

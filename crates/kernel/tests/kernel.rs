@@ -407,6 +407,69 @@ async fn a_gated_endpoint_goes_up_only_when_its_gate_opens() {
     assert_eq!(eth0(kc.list_links().await.expect("links")), None);
 }
 
+/// A restart reads many namespaces on a few long-lived threads that enter one after the
+/// other: every namespace comes back with its own links and addresses (never a previous
+/// one's), subscribed; one that does not exist is reported as not reachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_namespaces_are_read_by_a_few_threads_in_turn() {
+    require_root!();
+    let nss: Vec<TestNs> = (0..7).map(|i| TestNs::new(&format!("m{i}"))).collect();
+    for (i, ns) in nss.iter().enumerate() {
+        let ok = std::process::Command::new("ip")
+            .args([
+                "-n",
+                &ns.name,
+                "link",
+                "add",
+                &format!("bkd{i}"),
+                "type",
+                "veth",
+            ])
+            .args(["peer", "name", &format!("bkp{i}")])
+            .status()
+            .expect("ip")
+            .success();
+        assert!(ok);
+        let ok = std::process::Command::new("ip")
+            .args(["-n", &ns.name, "addr", "add", &format!("10.83.{i}.2/24")])
+            .args(["dev", &format!("bkd{i}")])
+            .status()
+            .expect("ip")
+            .success();
+        assert!(ok);
+    }
+    let mut paths: Vec<String> = nss.iter().map(|n| n.path_str()).collect();
+    paths.insert(3, "/run/netns/bk-no-such-namespace".into());
+    let reads = berth_kernel::observe::netns_watched_many(paths.clone(), 2).await;
+    assert_eq!(
+        reads.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+        paths,
+        "in the order asked"
+    );
+    for (path, read) in reads {
+        let (ns, monitor) = read.expect("read");
+        if path.ends_with("no-such-namespace") {
+            assert!(!ns.reachable && monitor.is_none());
+            continue;
+        }
+        let i = nss
+            .iter()
+            .position(|n| n.path_str() == path)
+            .expect("one of ours");
+        assert!(ns.reachable, "{path}");
+        assert!(monitor.is_some(), "{path} subscribed");
+        let mine = format!("bkd{i}");
+        let names: Vec<&String> = ns.links.keys().filter(|n| n.starts_with("bk")).collect();
+        assert_eq!(names.len(), 2, "{path}: {names:?}");
+        let link = ns.links.get(&mine).expect("its own veth");
+        let addrs: Vec<String> = link.addrs.iter().map(|a| a.to_string()).collect();
+        assert!(
+            addrs.contains(&format!("10.83.{i}.2/24")),
+            "{path}: {addrs:?}"
+        );
+    }
+}
+
 fn libc_eexist() -> i32 {
     nix::errno::Errno::EEXIST as i32
 }
