@@ -308,10 +308,15 @@ impl SpinMode {
 /// within the window: queries have been arriving less than [`SPIN_TRIGGER`] apart. An isolated
 /// query (a container resolving a name now and then) costs no spin; a client asking one name
 /// after another keeps the win, for a window of [`SPIN_GAPS`] times its pace.
-fn spin_window(mode: SpinMode, gap: Option<Duration>) -> Duration {
+fn spin_window(mode: SpinMode, gap: Option<Duration>, forwarded: bool) -> Duration {
     match (mode, gap) {
         (SpinMode::Off, _) => Duration::ZERO,
         (SpinMode::Fixed, _) => UDP_SPIN,
+        // A client waiting for a forwarded answer asks again only after the upstream has
+        // answered (≥ 250 µs here): a poll after handing its query off would only burn CPU
+        // the forwarding task and the client need (measured on 2 vCPUs: one-at-a-time
+        // forwarded names fell from 3,387 to 2,251 q/s when such polls started).
+        (SpinMode::Adaptive, _) if forwarded => Duration::ZERO,
         (SpinMode::Adaptive, Some(gap)) if gap < SPIN_TRIGGER => {
             (gap * SPIN_GAPS).clamp(MIN_SPIN, UDP_SPIN)
         }
@@ -783,10 +788,6 @@ fn udp_loop(
             None => table.asker(peer.ip()),
         };
         let action = plan::handle_as(&table, asker, msg, Transport::Udp, rotate, &mut out);
-        // A client waiting for a forwarded answer asks again only after the upstream has
-        // answered (≥ 250 µs here): a poll after handing its query off would only burn CPU
-        // the forwarding task and the client need (measured on 2 vCPUs: one-at-a-time
-        // forwarded names fell from 3,387 to 2,251 q/s when such polls started).
         let forwarded = matches!(action, Action::Forward(_));
         match action {
             Action::Answered { .. } | Action::Error(_) => {
@@ -815,11 +816,7 @@ fn udp_loop(
             Action::Drop => {}
         }
         shared.stats.count_local(&action, t0);
-        let window = if forwarded && shared.spin == SpinMode::Adaptive {
-            Duration::ZERO
-        } else {
-            spin_window(shared.spin, gap)
-        };
+        let window = spin_window(shared.spin, gap, forwarded);
         if window > Duration::ZERO {
             if spin_until.is_none() && sock.set_nonblocking(true).is_err() {
                 continue;
@@ -1269,30 +1266,51 @@ mod tests {
         let us = Duration::from_micros;
         // Off never spins; fixed always spins the whole window.
         for gap in [None, Some(us(5)), Some(us(1000))] {
-            assert_eq!(spin_window(SpinMode::Off, gap), Duration::ZERO);
-            assert_eq!(spin_window(SpinMode::Fixed, gap), UDP_SPIN);
+            assert_eq!(spin_window(SpinMode::Off, gap, false), Duration::ZERO);
+            assert_eq!(spin_window(SpinMode::Fixed, gap, false), UDP_SPIN);
         }
         // Adaptive: the first query, or one after a pause, costs no spin.
-        assert_eq!(spin_window(SpinMode::Adaptive, None), Duration::ZERO);
+        assert_eq!(spin_window(SpinMode::Adaptive, None, false), Duration::ZERO);
         assert_eq!(
-            spin_window(SpinMode::Adaptive, Some(SPIN_TRIGGER)),
+            spin_window(SpinMode::Adaptive, Some(SPIN_TRIGGER), false),
             Duration::ZERO
         );
         assert_eq!(
-            spin_window(SpinMode::Adaptive, Some(us(250))),
+            spin_window(SpinMode::Adaptive, Some(us(250)), false),
             Duration::ZERO
         );
         assert_eq!(
-            spin_window(SpinMode::Adaptive, Some(us(5000))),
+            spin_window(SpinMode::Adaptive, Some(us(5000)), false),
             Duration::ZERO
         );
         // A steady client: twice its pace, at least MIN_SPIN, at most UDP_SPIN.
-        assert_eq!(spin_window(SpinMode::Adaptive, Some(us(30))), us(60));
-        assert_eq!(spin_window(SpinMode::Adaptive, Some(us(2))), MIN_SPIN);
-        assert_eq!(spin_window(SpinMode::Adaptive, Some(us(0))), MIN_SPIN);
-        assert_eq!(spin_window(SpinMode::Adaptive, Some(us(70))), UDP_SPIN);
-        assert_eq!(spin_window(SpinMode::Adaptive, Some(us(99))), UDP_SPIN);
+        assert_eq!(spin_window(SpinMode::Adaptive, Some(us(30)), false), us(60));
+        assert_eq!(
+            spin_window(SpinMode::Adaptive, Some(us(2)), false),
+            MIN_SPIN
+        );
+        assert_eq!(
+            spin_window(SpinMode::Adaptive, Some(us(0)), false),
+            MIN_SPIN
+        );
+        assert_eq!(
+            spin_window(SpinMode::Adaptive, Some(us(70)), false),
+            UDP_SPIN
+        );
+        assert_eq!(
+            spin_window(SpinMode::Adaptive, Some(us(99)), false),
+            UDP_SPIN
+        );
         // A client paced by the wake-ups the spin would save (its gaps hold them) gets it.
-        assert_eq!(spin_window(SpinMode::Adaptive, Some(us(120))), UDP_SPIN);
+        assert_eq!(
+            spin_window(SpinMode::Adaptive, Some(us(120)), false),
+            UDP_SPIN
+        );
+        // After a forwarded query the adaptive mode never spins; fixed still does.
+        assert_eq!(
+            spin_window(SpinMode::Adaptive, Some(us(30)), true),
+            Duration::ZERO
+        );
+        assert_eq!(spin_window(SpinMode::Fixed, Some(us(30)), true), UDP_SPIN);
     }
 }

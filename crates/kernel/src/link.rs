@@ -736,14 +736,7 @@ impl Kernel {
         let shown = netns.display().to_string();
         let result = netns::run_in_netns_async(netns, move || -> Result<()> {
             let mut nl = SyncNetlink::open()?;
-            let link = match nl
-                .request(
-                    RouteNetlinkMessage::GetLink(get_link_msg(&ifname)),
-                    GET,
-                    || format!("looking up {ifname}"),
-                )
-                .and_then(|a| first_link(a, &ifname))
-            {
+            let link = match get_link(&mut nl, &ifname, || format!("looking up {ifname}")) {
                 Ok(l) => l,
                 Err(e) if e.is_not_found() => return Ok(()),
                 Err(e) => return Err(e),
@@ -823,12 +816,7 @@ impl Kernel {
             let ifname = ifname.to_string();
             netns::run_in_netns_async(netns, move || -> Result<Option<(u32, Vec<u8>)>> {
                 let mut nl = SyncNetlink::open()?;
-                let answers = nl.request(
-                    RouteNetlinkMessage::GetLink(get_link_msg(&ifname)),
-                    GET,
-                    || format!("looking up {ifname}"),
-                )?;
-                let link = first_link(answers, &ifname)?;
+                let link = get_link(&mut nl, &ifname, || format!("looking up {ifname}"))?;
                 let index = link.header.index;
                 let was_up = link.header.flags.contains(LinkFlags::Up);
                 // RTM_GETADDR dump: which of `addrs` the interface has already.
@@ -1007,12 +995,9 @@ impl HostVeth {
     /// (then `created`), and configures its host side ([`HostVeth::configure`]).
     fn create(&self, nl: &mut SyncNetlink, ns: &File, created: &mut bool) -> Result<()> {
         let plan = &self.plan;
-        let answers = nl.request(
-            RouteNetlinkMessage::GetLink(get_link_msg(&plan.bridge)),
-            GET,
-            || format!("looking up bridge {}", plan.bridge),
-        )?;
-        let bridge = first_link(answers, &plan.bridge)?;
+        let bridge = get_link(nl, &plan.bridge, || {
+            format!("looking up bridge {}", plan.bridge)
+        })?;
         // RTM_NEWLINK kind veth, peer in the container namespace: atomic, so on failure no
         // veth exists and there is nothing to roll back.
         // The peer cannot be created up: veth_newlink() configures it before the pair is
@@ -1159,12 +1144,7 @@ impl ContainerSide {
     fn configure(self, nl: &mut SyncNetlink, host_nl: &mut SyncNetlink) -> Result<()> {
         let ifname = &self.ifname;
         let ns = self.netns.display();
-        let answers = nl.request(
-            RouteNetlinkMessage::GetLink(get_link_msg(ifname)),
-            GET,
-            || format!("looking up {ifname} in {ns}"),
-        )?;
-        let link = first_link(answers, ifname)?;
+        let link = get_link(nl, ifname, || format!("looking up {ifname} in {ns}"))?;
         let index = link.header.index;
         if self.disable_ipv6 {
             // Before the link goes up, so not one IPv6 packet (DAD, RS, MLD) leaves it. This
@@ -1313,6 +1293,17 @@ pub(crate) fn first_link(answers: Vec<RouteNetlinkMessage>, name: &str) -> Resul
         .ok_or_else(|| KernelError::NotFound {
             what: format!("link {name}"),
         })
+}
+
+/// `RTM_GETLINK` of `name` on a blocking socket, the link itself (`NotFound` when missing);
+/// `op` says what for, in errors.
+pub(crate) fn get_link(
+    nl: &mut SyncNetlink,
+    name: &str,
+    op: impl FnOnce() -> String,
+) -> Result<LinkMessage> {
+    let answers = nl.request(RouteNetlinkMessage::GetLink(get_link_msg(name)), GET, op)?;
+    first_link(answers, name)
 }
 
 /// `IFLA_INFO_KIND` of a link.

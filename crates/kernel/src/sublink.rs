@@ -26,8 +26,8 @@ use rtnetlink::packet_route::RouteNetlinkMessage;
 use crate::error::{KernelError, Result};
 use crate::gate::LinkGate;
 use crate::link::{
-    delete_quietly, endpoint_on_thread, first_link, get_link_msg, parse_mac, route_table,
-    ContainerSide, Kernel, CHANGE, CREATE_EXCL, DUMP, GET, MAIN_TABLE,
+    delete_quietly, endpoint_on_thread, get_link, get_link_msg, parse_mac, route_table,
+    ContainerSide, Kernel, CHANGE, CREATE_EXCL, DUMP, MAIN_TABLE,
 };
 use crate::netns;
 use crate::nl::SyncNetlink;
@@ -116,12 +116,9 @@ impl Kernel {
             ns,
             side,
             move |nl, ns, created| {
-                let answers = nl.request(
-                    RouteNetlinkMessage::GetLink(get_link_msg(&sub.parent)),
-                    GET,
-                    || format!("looking up parent interface {}", sub.parent),
-                )?;
-                let parent = first_link(answers, &sub.parent)?;
+                let parent = get_link(nl, &sub.parent, || {
+                    format!("looking up parent interface {}", sub.parent)
+                })?;
                 let msg = sublink_msg(&sub, parent.header.index, ns.as_raw_fd())?;
                 nl.request(RouteNetlinkMessage::NewLink(msg), CREATE_EXCL, || {
                     format!(
