@@ -59,7 +59,7 @@ for ns in $NS_H $NS_O $NS_A $NS_AC; do
     if ip netns list | grep -qw "$ns"; then echo "namespace $ns exists: another run?" >&2; exit 1; fi
 done
 [ -x "$BERTHD" ] && [ -x "$BERTH" ] || { log "building release binaries"; (cd "$ROOT" && cargo build --release -p berthd -p berth); }
-rustc -O --edition 2021 "$ROOT/bench/dns/seqq.rs" -o "$WORK/seqq"
+rustc -O --edition 2021 "$ROOT/bench/dns/windowq.rs" -o "$WORK/windowq"
 
 # ---- namespaces: h (berthd) and a (aardvark) each reach o (upstream) over a veth.
 for ns in $NS_H $NS_O $NS_A $NS_AC; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
@@ -194,8 +194,9 @@ perf() { # who kind
     lost=$(awk '/Queries lost/ {print $3}' <<<"$out")
     lat=$(awk '/Average Latency/ {print $4}' <<<"$out")
     ans=$(awk '/Queries completed/ {print $3}' <<<"$out")
+    # Little's law: what dnsperf really kept in flight (queries/s × average latency).
     echo "$who $kind q100 qps=$qps lost=$lost avg_ms=$(python3 -c "print(round($lat*1000,3))")" \
-        "answered=$ans cpu_ticks=$((c1 - c0)) cpu_s_per_M=$(per_m $((c1 - c0)) "$ans") load1=$(load1)" |
+        "in_flight=$(python3 -c "print(round($qps*$lat,1))") answered=$ans cpu_ticks=$((c1 - c0)) cpu_s_per_M=$(per_m $((c1 - c0)) "$ans") load1=$(load1)" |
         tee -a "$RES" >&2
 }
 seq1() { # who kind
@@ -203,10 +204,25 @@ seq1() { # who kind
     target "$who"
     if [ "$kind" = local ]; then names=$LOCAL_NAMES; else names=$FWD_NAMES; fi
     c0=$(ticks "$pid")
-    out=$("${cmd[@]}" "$WORK/seqq" $srv "$SECS" $names)
+    # A window of one: strictly one query at a time.
+    out=$("${cmd[@]}" "$WORK/windowq" $srv "$SECS" 1 $names)
     c1=$(ticks "$pid")
     ans=$(sed 's/.*answered=\([0-9]*\).*/\1/' <<<"$out")
     echo "$who $kind seq $out cpu_ticks=$((c1 - c0)) cpu_s_per_M=$(per_m $((c1 - c0)) "$ans") load1=$(load1)" |
+        tee -a "$RES" >&2
+}
+
+# windowq: exactly 100 queries in flight at all times, two system calls per query in the
+# client (see bench/dns/windowq.rs for why it runs next to dnsperf).
+win() { # who kind
+    local who=$1 kind=$2 cmd srv pid names out c0 c1 ans
+    target "$who"
+    if [ "$kind" = local ]; then names=$LOCAL_NAMES; else names=$FWD_NAMES; fi
+    c0=$(ticks "$pid")
+    out=$("${cmd[@]}" "$WORK/windowq" $srv "$SECS" 100 $names)
+    c1=$(ticks "$pid")
+    ans=$(sed 's/.*answered=\([0-9]*\).*/\1/' <<<"$out")
+    echo "$who $kind w100 $out cpu_ticks=$((c1 - c0)) cpu_s_per_M=$(per_m $((c1 - c0)) "$ans") load1=$(load1)" |
         tee -a "$RES" >&2
 }
 
@@ -223,6 +239,7 @@ for r in $(seq "$ROUNDS"); do
     for who in "${order[@]}"; do
         for kind in local fwd; do
             perf "$who" $kind
+            win "$who" $kind
             seq1 "$who" $kind
         done
     done
@@ -249,7 +266,7 @@ print("| names | client | figure | " + " | ".join(head) + " |")
 print("|---|---|---|" + "---|" * len(head))
 rng = lambda v: f"{statistics.median(v):g} ({min(v):g}–{max(v):g})" if v else "–"
 for (kind, mode, k), by in sorted(rows.items()):
-    if k in ("answered", "errors", "p999_us", "cpu_ticks", "lost"):
+    if k in ("answered", "errors", "p999_us", "cpu_ticks", "lost", "unexpected"):
         continue
     a = by.get("aard", [])
     cells = [rng(by.get(b, [])) for b in berths] + [rng(a)]
@@ -258,7 +275,7 @@ for (kind, mode, k), by in sorted(rows.items()):
         ok = v and a and statistics.median(a)
         cells.append(f"{statistics.median(v) / statistics.median(a):.2f}×" if ok else "–")
     names = "container" if kind == "local" else "forwarded"
-    client = "dnsperf -c 1 -q 100" if mode == "q100" else "sequential"
+    client = {"q100": "dnsperf -c 1 -q 100", "w100": "windowq, 100 in flight"}.get(mode, "sequential")
     print(f"| {names} | {client} | {k} | " + " | ".join(cells) + " |")
 EOF
 echo
