@@ -38,6 +38,12 @@ if [ "${1:-}" = "__loop" ]; then
         # The floor of any request: the CLI, one HTTP round trip to berthd, a handler that
         # does no work (GET /version).
         ask() { "$bin/berth" -H "unix://$sock" version >/dev/null; }
+        # The kernel's part that no tool avoids: one veth pair created across two namespaces
+        # (the `RTM_NEWLINK` of every connect), timed as `ip link add` minus an `ip` that asks
+        # for nothing (`ip link show lo`), in two scratch namespaces of their own ($8 $9).
+        vadd() { ip -n "$8" link add fa type veth peer name fb netns "$9"; }
+        vshow() { ip -n "$8" link show lo >/dev/null; }
+        vdel() { ip -n "$8" link del fa; }
     else
         cfg="$6"; cns="$7"; json="$8"
         op() {
@@ -49,6 +55,9 @@ if [ "${1:-}" = "__loop" ]; then
         }
         idle() { "$NETAVARK" --version >/dev/null; }
         ask() { :; }
+        vadd() { :; }
+        vshow() { :; }
+        vdel() { :; }
     fi
     : >"$out"
     while read -r _; do
@@ -56,7 +65,9 @@ if [ "${1:-}" = "__loop" ]; then
         t2=${EPOCHREALTIME/./}; op disconnect; t3=${EPOCHREALTIME/./}; sleep "$gap"
         t4=${EPOCHREALTIME/./}; idle; t5=${EPOCHREALTIME/./}; /bin/true; t6=${EPOCHREALTIME/./}
         ask; t7=${EPOCHREALTIME/./}
-        echo "$((t1 - t0)) $((t3 - t2)) $((t5 - t4)) $((t6 - t5)) $((t7 - t6))" >>"$out"
+        vadd "$@"; t8=${EPOCHREALTIME/./}; vshow "$@"; t9=${EPOCHREALTIME/./}
+        vdel "$@"
+        echo "$((t1 - t0)) $((t3 - t2)) $((t5 - t4)) $((t6 - t5)) $((t7 - t6)) $((t8 - t7)) $((t9 - t8))" >>"$out"
         echo done
     done
     exit 0
@@ -136,8 +147,9 @@ start_loop() { # $1 = tool name, then __loop args
     exec {afd}<"$fifo.ack"; fds[$name.ack]=$afd
 }
 for t in "${tools[@]}"; do
+    mkns "${p}${t}f1"; mkns "${p}${t}f2"
     start_loop "$t" ip netns exec "${p}${t}" "$self" __loop berth "$runs" "$gap" "$dir/$t.out" \
-        "${tbin[$t]}" "$dir/$t.sock"
+        "${tbin[$t]}" "$dir/$t.sock" "${p}${t}f1" "${p}${t}f2"
 done
 start_loop N ip netns exec "$nh" env PATH=/usr/sbin:/usr/bin:/sbin:/bin "$self" __loop netavark \
     "$runs" "$gap" "$dir/N.out" "$dir/nvcfg" "${p}nc" "$dir/nvc.json"
@@ -178,11 +190,15 @@ row "floor: \`berth --version\` (the same CLI starting and exiting, no request)"
 row "floor: \`netavark --version\`" N 3 Nf
 row "floor: \`/bin/true\` (fork + exec + wait of the smallest program, from the same shell)" B 4 Tf
 row "floor: \`berth version\` (the CLI and one HTTP round trip to berthd, no work)" B 5 Bv
+row "\`ip link add\` of a veth pair across two namespaces" B 6 Va
+row "\`ip link show lo\` (the same \`ip\`, asking for nothing)" B 7 Vs
 echo
 echo "netavark setup / berth connect = $(echo "scale=2; ${med[Nc]} / ${med[Bc]}" | bc)x (goal >= 7x, berth <= 3 ms)"
 echo "netavark teardown / berth disconnect = $(echo "scale=2; ${med[Nd]} / ${med[Bd]}" | bc)x (goal >= 5x, berth <= 5 ms)"
 echo "the 7x goal asks for berth connect <= $(echo "scale=3; ${med[Nc]} / 7" | bc) ms, the 5x goal for disconnect <= $(echo "scale=3; ${med[Nd]} / 5" | bc) ms; a berth command that does nothing costs ${med[Bf]} ms here"
 echo "berth connect / disconnect above that floor: $(echo "scale=3; ${med[Bc]} - ${med[Bf]}" | bc) / $(echo "scale=3; ${med[Bd]} - ${med[Bf]}" | bc) ms"
+vk=$(echo "scale=3; ${med[Va]} - ${med[Vs]}" | bc)
+echo "the kernel's veth creation (ip link add - ip link show): $vk ms; with a request that does nothing: a connect's floor here is $(echo "scale=3; ${med[Bv]} + $vk" | bc) ms"
 echo "berthd's share (above a request that does nothing, \`berth version\` ${med[Bv]} ms): connect $(echo "scale=3; ${med[Bc]} - ${med[Bv]}" | bc) / disconnect $(echo "scale=3; ${med[Bd]} - ${med[Bv]}" | bc) ms"
 if [ "$abin" != "-" ]; then
     echo "connect: A - B = $(echo "scale=3; ${med[Ac]} - ${med[Bc]}" | bc) ms; disconnect: A - B = $(echo "scale=3; ${med[Ad]} - ${med[Bd]}" | bc) ms"

@@ -15,6 +15,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use berth_plan::model::{Announce, BridgePlan, EndpointPlan, RoutePlan};
 use futures::StreamExt;
@@ -464,7 +465,7 @@ impl Kernel {
             netns: self.netns().map(Path::to_path_buf),
         };
         let host_ifname = plan.host_ifname.clone();
-        let host_nl = endpoint_on_thread(
+        let (host_nl, times) = endpoint_on_thread(
             "berth-endpoint",
             host_nl,
             ns,
@@ -479,6 +480,10 @@ impl Kernel {
             veth = %plan.host_ifname,
             bridge = %plan.bridge,
             elapsed_us = started.elapsed().as_micros() as u64,
+            thread_start_us = times.start_us,
+            host_us = times.host_us,
+            container_us = times.container_us,
+            gate_wait_us = times.gate_wait_us,
             "endpoint set up"
         );
         Ok(())
@@ -1083,28 +1088,57 @@ pub(crate) async fn endpoint_on_thread(
     side: ContainerSide,
     host: impl FnOnce(&mut SyncNetlink, &File, &mut bool) -> Result<()> + Send + 'static,
     undo: impl FnOnce(&mut SyncNetlink) + Send + 'static,
-) -> Result<SyncNetlink> {
+) -> Result<(SyncNetlink, EndpointTimes)> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let shown = side.netns.display().to_string();
+    let spawned = Instant::now();
     std::thread::Builder::new()
         .name(thread.into())
         .spawn(move || {
             let mut created = false;
+            let mut times = EndpointTimes {
+                start_us: micros(spawned),
+                ..EndpointTimes::default()
+            };
             let result = (|| -> Result<()> {
+                let t = Instant::now();
                 host(&mut host_nl, &ns, &mut created)?;
+                times.host_us = micros(t);
                 netns::enter(&ns, &side.netns)?;
                 drop(ns);
+                let t = Instant::now();
                 let mut nl = SyncNetlink::open()?;
-                side.configure(&mut nl, &mut host_nl)
+                times.gate_wait_us = side.configure(&mut nl, &mut host_nl)?;
+                times.container_us = micros(t).saturating_sub(times.gate_wait_us);
+                Ok(())
             })();
             if result.is_err() && created {
                 undo(&mut host_nl);
             }
-            let _ = tx.send(result.map(|()| host_nl));
+            let _ = tx.send(result.map(|()| (host_nl, times)));
         })
         .map_err(|e| KernelError::io(format!("spawning the endpoint thread for {shown}"), e))?;
     rx.await
         .unwrap_or_else(|_| Err(KernelError::invalid("endpoint thread", "panicked")))
+}
+
+/// Where an endpoint thread's time went, in µs, for its debug line: what an endpoint costs
+/// above the kernel's own requests is read from these.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct EndpointTimes {
+    /// From the spawn to the thread running.
+    pub(crate) start_us: u64,
+    /// The host half: the link's creation and its host-side configuration.
+    pub(crate) host_us: u64,
+    /// Waiting for the gate (the firewall transaction that guards the link), after the
+    /// container half's work before link up.
+    pub(crate) gate_wait_us: u64,
+    /// The container half without the gate wait.
+    pub(crate) container_us: u64,
+}
+
+fn micros(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// `RTM_DELLINK` of `name` for a rollback: a failure is logged, not returned (the error that
@@ -1141,7 +1175,8 @@ pub(crate) struct ContainerSide {
 impl ContainerSide {
     /// Configures the interface (which exists now) on `nl`, a socket of the container
     /// namespace; `host_nl` is one of the host's, for the re-announcement.
-    fn configure(self, nl: &mut SyncNetlink, host_nl: &mut SyncNetlink) -> Result<()> {
+    /// Returns how long it waited for the gate, in µs.
+    fn configure(self, nl: &mut SyncNetlink, host_nl: &mut SyncNetlink) -> Result<u64> {
         let ifname = &self.ifname;
         let ns = self.netns.display();
         let link = get_link(nl, ifname, || format!("looking up {ifname} in {ns}"))?;
@@ -1171,10 +1206,13 @@ impl ContainerSide {
                 || format!("adding address {net} to {ifname} in {ns}"),
             )?;
         }
+        let mut gate_wait_us = 0;
         if let Some(gate) = &self.gate {
             // Everything above overlapped the firewall transaction; the link goes up only
             // once the elements that guard it are in (an error rolls the endpoint back).
+            let t = Instant::now();
             gate.wait_blocking(GATE_WAIT)?;
+            gate_wait_us = micros(t);
         }
         if !link.header.flags.contains(LinkFlags::Up) {
             // A macvlan cannot go up while another up macvlan on its parent has its MAC
@@ -1226,7 +1264,7 @@ impl ContainerSide {
                 announce_again(nl, index, mac, &format!("{ifname} in {ns}"))?;
             }
         }
-        Ok(())
+        Ok(gate_wait_us)
     }
 }
 

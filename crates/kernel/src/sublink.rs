@@ -110,7 +110,7 @@ impl Kernel {
         })?;
         let (undo_path, undo_name) = (netns_path.clone(), plan.ifname.clone());
         let sub = plan.clone();
-        let host_nl = endpoint_on_thread(
+        let (host_nl, times) = endpoint_on_thread(
             "berth-sublink",
             host_nl,
             ns,
@@ -147,6 +147,10 @@ impl Kernel {
             parent = %plan.parent,
             kind,
             elapsed_us = started.elapsed().as_micros() as u64,
+            thread_start_us = times.start_us,
+            host_us = times.host_us,
+            container_us = times.container_us,
+            gate_wait_us = times.gate_wait_us,
             "container interface created"
         );
         Ok(())
