@@ -20,11 +20,12 @@ ms() { echo "scale=3; ($2 - $1) * 1000 / 1" | bc; }
 median() { sort -n | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 
 if [ "${1:-}" = "__inner" ]; then
-    # Inside berthd's namespace: the timing loop. Args: runs bin sock dir container-netns.
-    runs="$2"; bin="$3"; sock="$4"; dir="$5"; cns="$6"
+    # Inside berthd's namespace: the timing loop. Args: runs bin sock dir container-netns
+    # scratch-netns.
+    runs="$2"; bin="$3"; sock="$4"; dir="$5"; cns="$6"; scr="$7"
     b() { "$bin/berth" -H "unix://$sock" "$@"; }
     nv() { "$NETAVARK" --config "$dir/netavark" "$1" "/run/netns/$cns" <"$dir/nv.json" >/dev/null; }
-    con=(); dis=(); nvs=(); nvt=(); net=(); none=(); bfl=(); nfl=(); tfl=()
+    con=(); dis=(); nvs=(); nvt=(); net=(); none=(); bfl=(); nfl=(); tfl=(); vfl=(); kad=(); ksh=()
     # One warm-up round, discarded.
     b network connect lan s; b network disconnect lan s; nv setup; nv teardown
     b run --rm --network lan true; b run --rm --network none true
@@ -42,11 +43,20 @@ if [ "${1:-}" = "__inner" ]; then
         t0=$EPOCHREALTIME; "$bin/berth" --version >/dev/null; t1=$EPOCHREALTIME
         "$NETAVARK" --version >/dev/null; t2=$EPOCHREALTIME; /bin/true; t3=$EPOCHREALTIME
         bfl+=("$(ms "$t0" "$t1")"); nfl+=("$(ms "$t1" "$t2")"); tfl+=("$(ms "$t2" "$t3")")
+        # The floor of any request: the CLI and one HTTP round trip to berthd that does no work.
+        # And the kernel's part no tool avoids: a macvlan on lan0 created into another
+        # namespace, timed as `ip link add` minus an `ip` that asks for nothing.
+        t0=$EPOCHREALTIME; b version >/dev/null; t1=$EPOCHREALTIME
+        ip link add link lan0 name fm0 netns "$scr" type macvlan mode bridge; t2=$EPOCHREALTIME
+        ip link show lo >/dev/null; t3=$EPOCHREALTIME
+        ip -n "$scr" link del fm0
+        vfl+=("$(ms "$t0" "$t1")"); kad+=("$(ms "$t1" "$t2")"); ksh+=("$(ms "$t2" "$t3")")
     done
     m() { printf '%s\n' "$@" | median; }
     mc=$(m "${con[@]}"); md=$(m "${dis[@]}"); ms_=$(m "${nvs[@]}"); mt=$(m "${nvt[@]}")
     mn=$(m "${net[@]}"); mo=$(m "${none[@]}")
     mbf=$(m "${bfl[@]}"); mnf=$(m "${nfl[@]}"); mtf=$(m "${tfl[@]}")
+    mvf=$(m "${vfl[@]}"); mka=$(m "${kad[@]}"); mks=$(m "${ksh[@]}")
     printf '| what (n=%s, load %s) | median ms |\n|---|---|\n' "$runs" "$(cut -d' ' -f1-3 /proc/loadavg)"
     printf '| berth network connect lan (running container: macvlan endpoint setup) | %s |\n' "$mc"
     printf '| berth network disconnect lan | %s |\n' "$md"
@@ -57,9 +67,14 @@ if [ "${1:-}" = "__inner" ]; then
     printf '| floor: berth --version (the CLI starting and exiting, no request) | %s |\n' "$mbf"
     printf '| floor: netavark --version | %s |\n' "$mnf"
     printf '| floor: /bin/true (fork + exec + wait of the smallest program) | %s |\n' "$mtf"
+    printf '| floor: berth version (the CLI and one HTTP round trip to berthd, no work) | %s |\n' "$mvf"
+    printf '| ip link add of a macvlan on lan0 into another namespace | %s |\n' "$mka"
+    printf '| ip link show lo (the same ip, asking for nothing) | %s |\n' "$mks"
     echo
     echo "setup: netavark / berth connect = $(echo "scale=2; $ms_ / $mc" | bc)x (goal >= 7x; berth goal <= 3 ms)"
     echo "the 7x goal asks for berth connect <= $(echo "scale=3; $ms_ / 7" | bc) ms; a berth command that does nothing costs $mbf ms here (connect above that floor: $(echo "scale=3; $mc - $mbf" | bc) ms)"
+    mk=$(echo "scale=3; $mka - $mks" | bc)
+    echo "the kernel's macvlan creation (ip link add - ip link show): $mk ms; with a request that does nothing, a macvlan connect's floor here is $(echo "scale=3; $mvf + $mk" | bc) ms; berthd's share above that request: $(echo "scale=3; $mc - $mvf" | bc) ms"
     echo "setup+teardown: netavark / berth connect+disconnect = $(echo "scale=2; ($ms_ + $mt) / ($mc + $md)" | bc)x"
     echo "berth run: --network lan costs $(echo "scale=3; $mn - $mo" | bc) ms more than --network none"
     exit 0
@@ -83,11 +98,11 @@ cleanup() {
         "$bin/berth" -H "unix://$sock" rm -f ips s >/dev/null 2>&1 || true
         kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
     fi
-    for ns in "$bare" "$cns" "$mach" "$l" "$h"; do ip netns del "$ns" 2>/dev/null || true; done
+    for ns in "$bare" "$cns" "$mach" "$l" "$h" "${p}s"; do ip netns del "$ns" 2>/dev/null || true; done
     rm -rf "$dir"
 }
 trap cleanup EXIT
-for ns in "$h" "$l" "$mach" "$cns" "$bare"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+for ns in "$h" "$l" "$mach" "$cns" "$bare" "${p}s"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
 ip -n "$l" link add br0 type bridge
 ip -n "$l" addr add 192.168.77.1/24 dev br0
 ip -n "$l" link set br0 up
@@ -124,7 +139,7 @@ cat >"$dir/nv.json" <<EOF
 EOF
 
 echo "## (a) macvlan endpoint setup"
-ip netns exec "$h" "$(readlink -f "$0")" __inner "$runs" "$(readlink -f "$bin")" "$sock" "$dir" "$cns"
+ip netns exec "$h" "$(readlink -f "$0")" __inner "$runs" "$(readlink -f "$bin")" "$sock" "$dir" "$cns" "${p}s"
 
 echo
 echo "## (b) TCP throughput from the LAN machine (iperf3, ${secs} s per run, ${rounds} rounds)"
