@@ -440,7 +440,7 @@ async fn many_namespaces_are_read_by_a_few_threads_in_turn() {
     }
     let mut paths: Vec<String> = nss.iter().map(|n| n.path_str()).collect();
     paths.insert(3, "/run/netns/bk-no-such-namespace".into());
-    let reads = berth_kernel::observe::netns_watched_many(paths.clone(), 2).await;
+    let reads = berth_kernel::observe::netns_watched_many(paths.clone(), 2, true).await;
     assert_eq!(
         reads.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
         paths,
