@@ -617,21 +617,39 @@ impl Daemon {
         let adopted = watched.len();
         let mut known = BTreeMap::new();
         if self.config.drift_repair {
+            // Each namespace registered with the one subscription before it is read, so a
+            // change after the read raises a notification.
+            if self.ns_watch.ensure_started(&self.wake) {
+                let pids: Vec<i32> = watched.iter().map(|(_, p)| *p).collect();
+                let nsids =
+                    tokio::task::spawn_blocking(move || berth_kernel::monitor::nsids_of(&pids))
+                        .await
+                        .unwrap_or_default();
+                for ((id, pid), nsid) in watched.iter().zip(nsids) {
+                    match nsid {
+                        Ok(nsid) => {
+                            self.ns_watch.watch(nsid, id);
+                            spawn_watch(self.clone(), id.clone(), *pid, Some(nsid));
+                        }
+                        Err(e) => {
+                            tracing::debug!(container = %id, "no notifications from its namespace: {e}")
+                        }
+                    }
+                }
+            }
             let mut ids: BTreeMap<String, String> = watched
                 .into_iter()
                 .map(|(id, pid)| (format!("/proc/{pid}/ns/net"), id))
                 .collect();
             let paths = ids.keys().cloned().collect();
-            let reads = berth_kernel::observe::netns_watched_many(paths, NAMESPACE_READERS).await;
+            let reads =
+                berth_kernel::observe::netns_watched_many(paths, NAMESPACE_READERS, false).await;
             for (path, read) in reads {
                 let Some(id) = ids.remove(&path) else {
                     continue;
                 };
                 match read {
-                    Ok((ns, monitor)) => {
-                        if let Some(m) = monitor {
-                            crate::converge::watch_adopted(self.clone(), id, m);
-                        }
+                    Ok((ns, _)) => {
                         known.insert(path, ns);
                     }
                     // The pass reads it again, and reports what it finds.
@@ -866,15 +884,15 @@ pub enum WatchFrom {
 }
 
 /// Watches a running container's namespace for changes (a deleted link, address or default
-/// route) until the container exits; the socket is dropped then, so it never keeps a dead
-/// namespace (and its veths) alive.
+/// route) until the container exits, through the one [`NsWatch`] subscription: its namespace's
+/// id in berthd's is registered, and forgotten when it exits.
 pub async fn watch_container(d: Arc<Daemon>, id: String, pid: i32, from: WatchFrom) {
     if !d.config.drift_repair || pid <= 0 {
         return;
     }
     let adopted = if from == WatchFrom::Adoption {
-        match open_container_monitor(&id, pid).await {
-            Some(m) => Some(m),
+        match register_watch(&d, &id, pid).await {
+            Some(nsid) => Some(nsid),
             None => return,
         }
     } else {
@@ -883,25 +901,15 @@ pub async fn watch_container(d: Arc<Daemon>, id: String, pid: i32, from: WatchFr
     spawn_watch(d, id, pid, adopted);
 }
 
-/// [`watch_container`] of an adopted container whose namespace's notifications start-up
-/// already subscribed to (`monitor`).
-pub(crate) fn watch_adopted(d: Arc<Daemon>, id: String, monitor: berth_kernel::monitor::Monitor) {
-    spawn_watch(d, id, 0, Some(monitor));
-}
-
-/// The watch itself: with `adopted`, from that subscription on; else the subscription is made
-/// [`CONTAINER_MONITOR_DELAY`] after the start, in `pid`'s namespace.
-fn spawn_watch(
-    d: Arc<Daemon>,
-    id: String,
-    pid: i32,
-    adopted: Option<berth_kernel::monitor::Monitor>,
-) {
+/// The watch itself: with `adopted`, that namespace id is registered already; else it is
+/// registered [`CONTAINER_MONITOR_DELAY`] after the start. Either way it is forgotten when the
+/// container exits.
+fn spawn_watch(d: Arc<Daemon>, id: String, pid: i32, adopted: Option<i32>) {
     let mut exit = d.exit_channel(&id).subscribe();
     let tx = d.wake.clone();
     let task = async move {
-        let mut m = match adopted {
-            Some(m) => m,
+        let nsid = match adopted {
+            Some(n) => n,
             None => {
                 // Not on the start's critical path: a container's first moments compete for
                 // the same cores, and a short-lived one (`run --rm true`) is gone before this
@@ -910,46 +918,134 @@ fn spawn_watch(
                     _ = tokio::time::sleep(CONTAINER_MONITOR_DELAY) => {}
                     _ = exit.wait_for(|v| v.is_some()) => return,
                 }
-                let Some(m) = open_container_monitor(&id, pid).await else {
+                let Some(n) = register_watch(&d, &id, pid).await else {
                     return;
                 };
-                // Drift in the window before the subscription raised no notification: one
-                // pass over this container covers it.
-                if tx.send(Wake::Container(id.clone())).is_err() {
-                    return;
-                }
-                m
+                // Drift in the window before the registration raised no wake-up: one pass
+                // over this container covers it.
+                let _ = tx.send(Wake::Container(id.clone()));
+                n
             }
         };
-        loop {
-            if exit.borrow().is_some() {
-                return;
-            }
-            tokio::select! {
-                r = m.next() => {
-                    if r.is_err() || tx.send(Wake::Container(id.clone())).is_err() {
-                        return;
-                    }
-                }
-                r = exit.changed() => {
-                    if r.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
+        // Until it exits (or berthd's exit channels go).
+        let _ = exit.wait_for(|v| v.is_some()).await;
+        d.ns_watch.unwatch(nsid, &id);
     };
     tokio::spawn(task);
 }
 
-/// Subscribes to a container namespace's link, address and route notifications.
-async fn open_container_monitor(id: &str, pid: i32) -> Option<berth_kernel::monitor::Monitor> {
-    let path = format!("/proc/{pid}/ns/net");
-    match berth_kernel::monitor::Monitor::container(std::path::Path::new(&path)).await {
-        Ok(m) => Some(m),
+/// Registers container `id`'s namespace (that of `pid`) with the daemon's [`NsWatch`], opening
+/// its subscription at the first call. `None` (logged) when there are no notifications to have.
+async fn register_watch(d: &Arc<Daemon>, id: &str, pid: i32) -> Option<i32> {
+    if !d.ns_watch.ensure_started(&d.wake) {
+        return None;
+    }
+    let nsid = tokio::task::spawn_blocking(move || berth_kernel::monitor::nsid_of(pid)).await;
+    match nsid {
+        Ok(Ok(nsid)) => {
+            d.ns_watch.watch(nsid, id);
+            Some(nsid)
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(container = %id, "no notifications from its namespace: {e}");
+            None
+        }
         Err(e) => {
             tracing::debug!(container = %id, "no notifications from its namespace: {e}");
             None
+        }
+    }
+}
+
+/// Which container each watched namespace is, by the id the namespace has in berthd's
+/// (`nsid`): what a notification of the all-namespaces subscription wakes. Pure.
+#[derive(Debug, Default)]
+pub struct NsWatchTable {
+    by_nsid: std::collections::HashMap<i32, String>,
+}
+
+impl NsWatchTable {
+    /// Container `id`'s namespace has id `nsid` (a namespace gone gives its id to a later
+    /// one: the newest registration holds it).
+    pub fn watch(&mut self, nsid: i32, id: &str) {
+        self.by_nsid.insert(nsid, id.to_string());
+    }
+
+    /// Container `id` exited: its namespace is no longer watched, unless the id went to a
+    /// later container's namespace meanwhile.
+    pub fn unwatch(&mut self, nsid: i32, id: &str) {
+        if self.by_nsid.get(&nsid).is_some_and(|v| v == id) {
+            self.by_nsid.remove(&nsid);
+        }
+    }
+
+    /// The containers to look at for these notices, each once, in id order: the namespace's
+    /// for a change in a watched one, every watched one for lost notifications, none for a
+    /// namespace that is not watched (a container still starting, or not berth's).
+    pub fn wakes(&self, notices: &[berth_kernel::monitor::NsNotice]) -> Vec<String> {
+        use berth_kernel::monitor::NsNotice;
+        let mut ids = BTreeSet::new();
+        for n in notices {
+            match n {
+                NsNotice::Nsid(k) => ids.extend(self.by_nsid.get(k).cloned()),
+                NsNotice::Lost => ids.extend(self.by_nsid.values().cloned()),
+            }
+        }
+        ids.into_iter().collect()
+    }
+}
+
+/// The container namespaces' notifications: one [`berth_kernel::monitor::NamespacesMonitor`]
+/// for all of them (opened at the first watch) and the [`NsWatchTable`] that tells whose a
+/// notification is.
+#[derive(Default)]
+pub struct NsWatch {
+    table: Arc<std::sync::Mutex<NsWatchTable>>,
+    /// Whether the subscription is open (set once, at the first watch).
+    started: std::sync::OnceLock<bool>,
+}
+
+impl NsWatch {
+    /// Opens the subscription and starts its reader (once); whether it is open. Must run
+    /// inside the runtime.
+    fn ensure_started(&self, wake: &tokio::sync::mpsc::UnboundedSender<Wake>) -> bool {
+        *self.started.get_or_init(|| {
+            let mut m = match berth_kernel::monitor::NamespacesMonitor::open() {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(
+                        "no notifications from container namespaces, drift there found by the timer only: {e}"
+                    );
+                    return false;
+                }
+            };
+            let (table, tx) = (self.table.clone(), wake.clone());
+            tokio::spawn(async move {
+                while let Ok(notices) = m.next().await {
+                    let ids = table
+                        .lock()
+                        .map(|t| t.wakes(&notices))
+                        .unwrap_or_default();
+                    for id in ids {
+                        if tx.send(Wake::Container(id)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+            true
+        })
+    }
+
+    fn watch(&self, nsid: i32, id: &str) {
+        if let Ok(mut t) = self.table.lock() {
+            t.watch(nsid, id);
+        }
+    }
+
+    fn unwatch(&self, nsid: i32, id: &str) {
+        if let Ok(mut t) = self.table.lock() {
+            t.unwatch(nsid, id);
         }
     }
 }
@@ -1061,4 +1157,47 @@ fn desired_element_count(
         e.extend(&fw::container_guard_elements(c, nets));
     }
     Ok(e.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NsWatchTable;
+    use berth_kernel::monitor::NsNotice;
+
+    #[test]
+    fn a_notification_wakes_the_container_whose_namespace_it_came_from() {
+        let mut t = NsWatchTable::default();
+        t.watch(3, "a");
+        t.watch(7, "b");
+        assert_eq!(t.wakes(&[NsNotice::Nsid(7)]), vec!["b".to_string()]);
+        assert_eq!(
+            t.wakes(&[NsNotice::Nsid(3), NsNotice::Nsid(7), NsNotice::Nsid(3)]),
+            vec!["a".to_string(), "b".to_string()]
+        );
+        // A namespace nobody registered (a container still starting, someone else's).
+        assert!(t.wakes(&[NsNotice::Nsid(9)]).is_empty());
+    }
+
+    #[test]
+    fn lost_notifications_wake_every_watched_container() {
+        let mut t = NsWatchTable::default();
+        t.watch(1, "a");
+        t.watch(2, "b");
+        assert_eq!(
+            t.wakes(&[NsNotice::Lost]),
+            vec!["a".to_string(), "b".to_string()]
+        );
+    }
+
+    #[test]
+    fn an_exited_container_does_not_take_its_namespace_id_from_a_newer_one() {
+        let mut t = NsWatchTable::default();
+        t.watch(4, "old");
+        // The old namespace went; the kernel gave its id to the new container's.
+        t.watch(4, "new");
+        t.unwatch(4, "old");
+        assert_eq!(t.wakes(&[NsNotice::Nsid(4)]), vec!["new".to_string()]);
+        t.unwatch(4, "new");
+        assert!(t.wakes(&[NsNotice::Nsid(4)]).is_empty());
+    }
 }

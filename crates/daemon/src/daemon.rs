@@ -128,6 +128,8 @@ pub struct Daemon {
     pub announced: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Wakes the reconcile loop (kernel notifications, the timer, container monitors).
     pub wake: mpsc::UnboundedSender<Wake>,
+    /// The container namespaces' notifications (one subscription for all of them).
+    pub ns_watch: crate::converge::NsWatch,
     /// This host's cluster membership (`--cluster-store`), if any.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     wake_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Wake>>>,
@@ -222,6 +224,7 @@ impl Daemon {
             legacy_links: std::sync::atomic::AtomicU8::new(crate::links::LINKS_UNKNOWN),
             announced: std::sync::Mutex::new(std::collections::HashSet::new()),
             wake,
+            ns_watch: Default::default(),
             cluster,
             wake_rx: std::sync::Mutex::new(Some(wake_rx)),
             specs: DocIndex::new(keys::CONTAINERS),

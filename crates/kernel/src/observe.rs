@@ -226,12 +226,17 @@ pub type Watched = Result<(ObservedNetns, Option<Monitor>)>;
 /// What a thread inside a namespace reads for [`netns_watched`]: the notification socket,
 /// subscribed first, then the dumps.
 type WatchedRead = (
-    Result<Socket>,
+    Option<Result<Socket>>,
     (Vec<LinkMessage>, Vec<AddressMessage>, Vec<RouteMessage>),
 );
 
 fn subscribe_and_dump() -> Result<WatchedRead> {
-    let sock = crate::monitor::container_socket();
+    read_namespace(true)
+}
+
+/// [`subscribe_and_dump`], or only the dumps (no socket subscribed) when `!subscribe`.
+fn read_namespace(subscribe: bool) -> Result<WatchedRead> {
+    let sock = subscribe.then(crate::monitor::container_socket);
     let mut nl = SyncNetlink::open()?;
     Ok((sock, dump_all(&mut nl)?))
 }
@@ -241,7 +246,13 @@ fn subscribe_and_dump() -> Result<WatchedRead> {
 /// thread started and ended per namespace: at 1,000 containers the thread starts and exits
 /// (the kernel's task-list lock, glibc freeing the thread's arena and stack) cost more than the
 /// dumps themselves (a system-wide profile of a restart). Results come back in `paths`' order.
-pub async fn netns_watched_many(paths: Vec<String>, threads: usize) -> Vec<(String, Watched)> {
+/// Without `subscribe`, only the observations (every monitor `None`): berthd watches container
+/// namespaces through one [`crate::monitor::NamespacesMonitor`].
+pub async fn netns_watched_many(
+    paths: Vec<String>,
+    threads: usize,
+    subscribe: bool,
+) -> Vec<(String, Watched)> {
     let n = paths.len();
     let queue = std::sync::Arc::new(std::sync::Mutex::new(
         paths
@@ -263,7 +274,7 @@ pub async fn netns_watched_many(paths: Vec<String>, threads: usize) -> Vec<(Stri
                 // bound to this one.
                 let read = crate::netns::open_netns(p)
                     .and_then(|ns| crate::netns::enter(&ns, p))
-                    .and_then(|()| subscribe_and_dump());
+                    .and_then(|()| read_namespace(subscribe));
                 if tx.send((i, path, read)).is_err() {
                     break;
                 }
@@ -289,7 +300,11 @@ pub async fn netns_watched_many(paths: Vec<String>, threads: usize) -> Vec<(Stri
         .map(|mut q| q.drain(..).collect())
         .unwrap_or_default();
     for (i, path) in queue {
-        let done = netns_watched(&path).await;
+        let done = if subscribe {
+            netns_watched(&path).await
+        } else {
+            netns(&path).await.map(|o| (o, None))
+        };
         if let Some(slot) = out.get_mut(i) {
             *slot = Some((path, done));
         }
@@ -307,9 +322,10 @@ fn finish_watched(
         Err(e) if gone(&e) => return Ok((ObservedNetns::default(), None)),
         Err(e) => return Err(e),
     };
-    let monitor = match sock.and_then(Monitor::wrap_container) {
-        Ok(m) => Some(m),
-        Err(e) => {
+    let monitor = match sock.map(|s| s.and_then(Monitor::wrap_container)) {
+        None => None,
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => {
             tracing::debug!("no notifications from {path}: {e}");
             None
         }

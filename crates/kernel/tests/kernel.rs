@@ -440,7 +440,7 @@ async fn many_namespaces_are_read_by_a_few_threads_in_turn() {
     }
     let mut paths: Vec<String> = nss.iter().map(|n| n.path_str()).collect();
     paths.insert(3, "/run/netns/bk-no-such-namespace".into());
-    let reads = berth_kernel::observe::netns_watched_many(paths.clone(), 2).await;
+    let reads = berth_kernel::observe::netns_watched_many(paths.clone(), 2, true).await;
     assert_eq!(
         reads.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
         paths,
@@ -900,5 +900,80 @@ async fn vxlan_created_in_the_host_lives_in_the_overlay_namespace() {
     assert!(
         tcp_exchange(&ovls[1].path, addr, &listener),
         "TCP across the hosts through the moved VXLAN ports"
+    );
+}
+
+/// One socket in "berthd's" namespace (`home`) hears a change that someone else makes inside
+/// a container's namespace, tagged with that namespace's id in `home` ([`nsid_of`]); a
+/// namespace without an id there is not heard.
+#[test]
+fn one_subscription_hears_every_namespace_that_has_an_id() {
+    use berth_kernel::monitor::{nsid_of, NamespacesMonitor, NsNotice};
+    use std::time::Duration;
+    require_root!();
+    let home = TestNs::new("home");
+    let c = TestNs::new("c");
+    let other = TestNs::new("o");
+    // A process of the container namespace (what berthd has: its init).
+    let mut sleeper = std::process::Command::new("ip")
+        .args(["netns", "exec", &c.name, "sleep", "30"])
+        .spawn()
+        .expect("sleep in c");
+    let pid = i32::try_from(sleeper.id()).expect("pid");
+    // `ip netns exec` enters the namespace, then execs sleep (same pid).
+    for _ in 0..200 {
+        let ours = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+        let theirs = std::fs::metadata(&c.path).ok();
+        let entered = match (ours, theirs) {
+            (Some(l), Some(m)) => {
+                use std::os::unix::fs::MetadataExt;
+                l.to_string_lossy() == format!("net:[{}]", m.ino())
+            }
+            _ => false,
+        };
+        if entered {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let home_path = home.path.clone();
+    let (c_name, o_name) = (c.name.clone(), other.name.clone());
+    let heard = std::thread::spawn(move || {
+        let ns = std::fs::File::open(&home_path).expect("open home");
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns home");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let mut m = NamespacesMonitor::open().expect("subscribe");
+            let id = nsid_of(pid).expect("namespace id");
+            assert_eq!(nsid_of(pid).expect("again"), id, "the same id each time");
+            // A namespace without an id in home first: not heard.
+            let ip = |ns: &str, addr: &str| {
+                let ok = std::process::Command::new("ip")
+                    .args(["-n", ns, "addr", "add", addr, "dev", "lo"])
+                    .status()
+                    .expect("ip")
+                    .success();
+                assert!(ok, "ip addr add in {ns}");
+            };
+            ip(&o_name, "10.84.0.1/32");
+            ip(&c_name, "10.84.0.2/32");
+            let notices = tokio::time::timeout(Duration::from_secs(5), m.next())
+                .await
+                .expect("a notice within 5 s")
+                .expect("read");
+            (id, notices)
+        })
+    })
+    .join();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let (id, notices) = heard.expect("monitor thread");
+    assert!(!notices.is_empty());
+    assert!(
+        notices.iter().all(|n| *n == NsNotice::Nsid(id)),
+        "only c's namespace (id {id}) is heard: {notices:?}"
     );
 }
