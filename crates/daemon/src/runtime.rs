@@ -170,7 +170,7 @@ impl Runtime {
                 Some(PathBuf::from(format!("/proc/{}/ns/net", st.pid)))
             }
             NetworkMode::Networks | NetworkMode::None => {
-                let fd = self.take_netns().await?;
+                let fd = self.take_netns(d).await?;
                 let path = berth_kernel::netns::fd_path(&fd);
                 held_ns = Some(fd);
                 Some(path)
@@ -340,9 +340,7 @@ impl Runtime {
             init_us = spawned.elapsed().as_micros() as u64,
             "container init running its command (or gone)"
         );
-        if held_ns.take().is_some() {
-            Runtime::refill_netns(d);
-        }
+        drop(held_ns);
         let pump = self
             .take_console(c, &dir, console_socket, child.stdin.take())
             .await;
@@ -435,11 +433,12 @@ impl Runtime {
     }
 
     /// A new network namespace for a container (`lo` up, held by the returned descriptor
-    /// only): the spare made ahead if there is one, else one made now. Creating a namespace (the kernel's per-namespace set-up of every
+    /// only): the spare made ahead if there is one, else one made now; then another spare is
+    /// made in the background. Creating a namespace (the kernel's per-namespace set-up of every
     /// protocol, then `lo` up under the global RTNL lock) took 1.5–4 ms of each start, more
     /// while other work held RTNL. A spare is as fresh as one made on demand (nothing but
     /// berthd can reach it: no name, no mount, only this descriptor), and it dies with berthd.
-    async fn take_netns(&self) -> ApiResult<std::os::fd::OwnedFd> {
+    async fn take_netns(&self, d: &Arc<Daemon>) -> ApiResult<std::os::fd::OwnedFd> {
         let spare = self.spare_netns.lock().ok().and_then(|mut s| s.take());
         let fd = match spare {
             Some(fd) => fd,
@@ -449,14 +448,6 @@ impl Runtime {
                 .map_err(|e| ApiError::internal(format!("creating the network namespace: {e}")))?
                 .map_err(|e| ApiError::internal(format!("creating the network namespace: {e}")))?,
         };
-        Ok(fd)
-    }
-
-    /// Makes the next spare network namespace ([`Runtime::take_netns`]) in the background.
-    /// Called once the container that took the last one runs its command: made while that
-    /// container's endpoints are plumbed, its `lo` waited for RTNL behind them (and they
-    /// behind it).
-    fn refill_netns(d: &Arc<Daemon>) {
         let d = d.clone();
         tokio::task::spawn_blocking(move || match berth_kernel::netns::create_netns_fd() {
             Ok(made) => {
@@ -467,6 +458,7 @@ impl Runtime {
             }
             Err(e) => tracing::debug!("making a spare network namespace: {e}"),
         });
+        Ok(fd)
     }
 
     /// The terminal or open stdin of a running container, if it has one.
