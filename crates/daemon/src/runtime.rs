@@ -73,9 +73,6 @@ pub struct Runtime {
     execs: Mutex<HashMap<String, Exec>>,
     /// The terminal or open stdin of running containers that have one (`-t`, `-i`).
     consoles: Mutex<HashMap<String, Arc<Console>>>,
-    /// A fresh network namespace (`lo` up, nothing else, held by this descriptor only) made
-    /// ahead for the next container start ([`Runtime::take_netns`]).
-    spare_netns: Mutex<Option<std::os::fd::OwnedFd>>,
     /// What a container's init and `exec`'s enter process are spawned from
     /// ([`ct::init_executable`]).
     init_exe: PathBuf,
@@ -91,7 +88,6 @@ impl Runtime {
             procs: Mutex::new(HashMap::new()),
             execs: Mutex::new(HashMap::new()),
             consoles: Mutex::new(HashMap::new()),
-            spare_netns: Mutex::new(None),
             init_exe,
         }
     }
@@ -170,7 +166,9 @@ impl Runtime {
                 Some(PathBuf::from(format!("/proc/{}/ns/net", st.pid)))
             }
             NetworkMode::Networks | NetworkMode::None => {
-                let fd = self.take_netns(d).await?;
+                let fd = berth_kernel::netns::create_netns_fd().map_err(|e| {
+                    ApiError::internal(format!("creating the network namespace: {e}"))
+                })?;
                 let path = berth_kernel::netns::fd_path(&fd);
                 held_ns = Some(fd);
                 Some(path)
@@ -430,35 +428,6 @@ impl Runtime {
             consoles.insert(c.id.clone(), Arc::new(console));
         }
         pump
-    }
-
-    /// A new network namespace for a container (`lo` up, held by the returned descriptor
-    /// only): the spare made ahead if there is one, else one made now; then another spare is
-    /// made in the background. Creating a namespace (the kernel's per-namespace set-up of every
-    /// protocol, then `lo` up under the global RTNL lock) took 1.5–4 ms of each start, more
-    /// while other work held RTNL. A spare is as fresh as one made on demand (nothing but
-    /// berthd can reach it: no name, no mount, only this descriptor), and it dies with berthd.
-    async fn take_netns(&self, d: &Arc<Daemon>) -> ApiResult<std::os::fd::OwnedFd> {
-        let spare = self.spare_netns.lock().ok().and_then(|mut s| s.take());
-        let fd = match spare {
-            Some(fd) => fd,
-            // Made on a blocking thread: it waits for RTNL, which other work may hold.
-            None => tokio::task::spawn_blocking(berth_kernel::netns::create_netns_fd)
-                .await
-                .map_err(|e| ApiError::internal(format!("creating the network namespace: {e}")))?
-                .map_err(|e| ApiError::internal(format!("creating the network namespace: {e}")))?,
-        };
-        let d = d.clone();
-        tokio::task::spawn_blocking(move || match berth_kernel::netns::create_netns_fd() {
-            Ok(made) => {
-                if let Ok(mut s) = d.runtime.spare_netns.lock() {
-                    // Another start's refill may have come first: one spare is enough.
-                    s.get_or_insert(made);
-                }
-            }
-            Err(e) => tracing::debug!("making a spare network namespace: {e}"),
-        });
-        Ok(fd)
     }
 
     /// The terminal or open stdin of a running container, if it has one.

@@ -402,51 +402,6 @@ fn the_container_init_is_berth_init() {
     assert_eq!(w.exec_ok("i1", &["echo", "in"]).trim(), "in");
 }
 
-/// The network namespaces berthd holds descriptors of (`net:[INODE]`), other than its own.
-fn held_netns(w: &World) -> Vec<String> {
-    let pid = w.daemon_pid().expect("berthd runs");
-    let own = std::fs::read_link(format!("/proc/{pid}/ns/net")).expect("its namespace");
-    let mut held: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("its descriptors")
-        .flatten()
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .filter(|l| l != &own && l.to_string_lossy().starts_with("net:["))
-        .map(|l| l.to_string_lossy().into_owned())
-        .collect();
-    held.sort();
-    held.dedup();
-    held
-}
-
-/// Proves: after a container start berthd holds one fresh network namespace ahead, and the
-/// next container gets exactly that one, with nothing in it but `lo` (up); each start takes
-/// the spare and another is made, so no two containers share one.
-#[test]
-fn a_network_namespace_is_made_ahead() {
-    require_root!();
-    let w = World::new();
-    w.berth_ok(&["run", "--rm", "--network", "none", "true"]);
-    let mut spare = Vec::new();
-    wait_for("a spare network namespace", 10, || {
-        spare = held_netns(&w);
-        spare.len() == 1
-    });
-    let script = "readlink /proc/self/ns/net; cat /proc/net/dev | tail -n +3 | cut -d: -f1; \
-                  cat /sys/class/net/lo/flags";
-    let out = w.berth_ok(&["run", "--rm", "--network", "none", "sh", "-c", script]);
-    let lines: Vec<&str> = out.lines().map(str::trim).collect();
-    assert_eq!(lines.first().copied(), spare.first().map(String::as_str), "{out}");
-    assert_eq!(lines.get(1), Some(&"lo"), "only lo: {out}");
-    assert_eq!(lines.len(), 3, "only lo: {out}");
-    let flags = u32::from_str_radix(lines[2].trim_start_matches("0x"), 16).expect("lo's flags");
-    assert_eq!(flags & 1, 1, "lo is up: {out}");
-    let mut next = Vec::new();
-    wait_for("the next spare", 10, || {
-        next = held_netns(&w);
-        next.len() == 1 && next != spare
-    });
-}
-
 /// Polls `f` every 50 ms until it is true, panicking after `secs` seconds with `what`.
 fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let t = std::time::Instant::now();
