@@ -33,4 +33,7 @@ cargo build --release -p berthd
 # (docs/PERFORMANCE.md). `cargo rustc` gives the flags to the final crate only, so dependencies
 # and proc-macros build as usual; it needs glibc's static libc.a (libc6-dev, with gcc).
 cargo rustc --release -p berth --bin berth -- -C target-feature=+crt-static -C relocation-model=static
+# The container init (berth-init, beside berthd, which spawns it for every container start) the
+# same way: no dynamic loader and no relocations before a container's first line.
+cargo rustc --release -p berthd --bin berth-init -- -C target-feature=+crt-static -C relocation-model=static
 exec target/release/berthd "$@"

@@ -331,10 +331,6 @@ impl Daemon {
         let begun = std::time::Instant::now();
         let _guard = self.lock.lock().await;
         let locked = begun.elapsed();
-        if let Err(e) = self.mark_exited(id, code).await {
-            tracing::warn!("recording the exit of container {id}: {}", e.message);
-        }
-        let marked = begun.elapsed();
         let auto_remove = self
             .store
             .get_json::<ContainerSpec>(&keys::container(id))
@@ -343,12 +339,20 @@ impl Daemon {
             .map(|c| c.auto_remove)
             .unwrap_or(false);
         if auto_remove {
-            if let Err(e) = self.remove_container_locked(id).await {
+            // Its exit and its removal in one commit (one flush to disk, not two): nobody
+            // could act on the exited state in between (we hold the lock), and a crash before
+            // the commit leaves it running in the store with no process, which the restart
+            // records as exited, as it did a crash before the exit's own commit.
+            if let Err(e) = self.remove_record_locked(id, true).await {
                 tracing::warn!("auto-removing container {id}: {}", e.message);
             }
         } else {
+            if let Err(e) = self.mark_exited(id, code).await {
+                tracing::warn!("recording the exit of container {id}: {}", e.message);
+            }
             self.apply_restart_policy(id, code);
         }
+        let marked = begun.elapsed();
         // Told once a `--rm` container is gone too: whoever waited (`berth run --rm`, docker's
         // `condition=removed`) finds it removed.
         self.exit_channel(id).send_replace(Some(code));
@@ -360,6 +364,12 @@ impl Daemon {
             "exit handled"
         );
         drop(_guard);
+        // Its files, once whoever waited has its answer: nothing refers to them any more (a
+        // log stream still open reads through its own descriptors), and after a crash before
+        // this the start-up removes the directories of containers the store no longer has.
+        if auto_remove {
+            self.runtime.remove_files(id);
+        }
         // Its anti-spoofing elements, once whoever waited for the exit has its answer.
         let d = self.clone();
         tokio::spawn(async move {
@@ -617,9 +627,23 @@ impl Daemon {
     }
 
     async fn remove_container_locked(&self, id: &str) -> ApiResult<()> {
+        self.remove_record_locked(id, false).await?;
+        self.runtime.remove_files(id);
+        Ok(())
+    }
+
+    /// Removes a container from the store and everything berthd keeps for it but its files
+    /// (the caller removes those). `exited`: it has just exited (an `--rm` container), which
+    /// this records too (its endpoints are expected gone, its ports freed), in the same commit.
+    async fn remove_record_locked(&self, id: &str, exited: bool) -> ApiResult<()> {
         let Some(c) = self.store.get_json::<ContainerSpec>(&keys::container(id))? else {
             return Ok(());
         };
+        if exited {
+            // As `mark_exited`: its veths die with its network namespace.
+            self.reconciler
+                .expect_gone(c.endpoints.iter().map(|e| e.host_ifname.clone()).collect());
+        }
         // Only exited (or never started) containers get here: their veths die with their
         // network namespace (see `mark_exited`), nothing to delete synchronously.
         crate::ports::unpublish(self, &c).await;
@@ -633,9 +657,11 @@ impl Daemon {
         self.store.apply(ops)?;
         failpoint::boundary("store removal");
         self.cluster_release(&c.endpoints.iter().collect::<Vec<_>>());
-        self.runtime.remove_files(id);
         self.forget_exits(id);
         self.dns_refresh();
+        if exited {
+            self.cluster_publish();
+        }
         tracing::info!(container = %c.name, "container removed");
         Ok(())
     }

@@ -73,18 +73,22 @@ pub struct Runtime {
     execs: Mutex<HashMap<String, Exec>>,
     /// The terminal or open stdin of running containers that have one (`-t`, `-i`).
     consoles: Mutex<HashMap<String, Arc<Console>>>,
+    /// What a container's init and `exec`'s enter process are spawned from
+    /// ([`ct::init_executable`]).
+    init_exe: PathBuf,
 }
-
-const SELF_EXE: &str = "/proc/self/exe";
 
 impl Runtime {
     /// A runtime keeping container files under `dir`.
     pub fn new(dir: PathBuf) -> Runtime {
+        let init_exe = ct::init_executable(std::env::current_exe().ok().as_deref());
+        tracing::debug!(init = %init_exe.display(), "container init executable");
         Runtime {
             dir,
             procs: Mutex::new(HashMap::new()),
             execs: Mutex::new(HashMap::new()),
             consoles: Mutex::new(HashMap::new()),
+            init_exe,
         }
     }
 
@@ -271,7 +275,7 @@ impl Runtime {
                 return Err(e);
             }
         };
-        let mut cmd = match ct::init_command(Path::new(SELF_EXE), &cfg) {
+        let mut cmd = match ct::init_command(&self.init_exe, &cfg) {
             Ok(cmd) => cmd,
             Err(e) => {
                 rollback(plumbed).await;
@@ -774,8 +778,7 @@ impl Runtime {
                 console_size.or(e.console_size),
             )
         };
-        let mut command =
-            ct::enter_command(Path::new(SELF_EXE), init_pid, &cmd, &env, privileges, tty);
+        let mut command = ct::enter_command(&self.init_exe, init_pid, &cmd, &env, privileges, tty);
         let mut socket = None;
         if tty {
             let (ours, theirs) = std::os::unix::net::UnixStream::pair()

@@ -383,6 +383,25 @@ fn state_files_are_private() {
     }
 }
 
+/// Proves: with `berth-init` beside berthd (cargo builds both), a container's init runs from
+/// it, not from a second load of berthd, and `exec` (its enter process and hop) works through
+/// it too.
+#[test]
+fn the_container_init_is_berth_init() {
+    require_root!();
+    let w = World::new();
+    w.run_d("i1", &["--network", "none"], &["sleep", "600"]);
+    let pid = w.inspect("i1")["State"]["Pid"].as_i64().unwrap_or(0);
+    assert!(pid > 0, "no pid");
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("its executable");
+    assert_eq!(
+        exe,
+        common::berthd_bin().with_file_name("berth-init"),
+        "the init's executable"
+    );
+    assert_eq!(w.exec_ok("i1", &["echo", "in"]).trim(), "in");
+}
+
 /// Polls `f` every 50 ms until it is true, panicking after `secs` seconds with `what`.
 fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let t = std::time::Instant::now();

@@ -6,16 +6,17 @@
 //! ones, entered with `pivot_root` ([`crate::rootfs`]), with Docker's default capabilities and
 //! seccomp profile and `no_new_privs` ([`crate::confine`]).
 //!
-//! The daemon is multi-threaded and never calls `setns`/`unshare` itself. It re-executes its own
-//! binary with a hidden first argument; `main()` hands argv to [`dispatch`] before anything else,
-//! so all namespace work happens in fresh single-threaded processes:
+//! The daemon is multi-threaded and never calls `setns`/`unshare` itself. It executes
+//! `berth-init` (beside berthd, [`init_executable`]; else its own binary) with a hidden first
+//! argument; its `main()` hands argv to [`dispatch`] before anything else, so all namespace work
+//! happens in fresh single-threaded processes:
 //!
 //! * stage 1 ([`INIT_ARG`]): joins the network namespace, unshares mnt/uts/pid/ipc, makes `/`
 //!   recursively private, forks stage 2, writes its pid to `pid_file`, forwards signals to it,
 //!   waits, writes the exit code to `exit_file` and exits with it. Stage 2's pivot_root moves
 //!   stage 1 too (same mount namespace), so it writes those files through descriptors of their
 //!   directories, opened first.
-//! * stage 2: a fork of stage 1 (no second load of this big executable: an `execve` of berthd
+//! * stage 2: a fork of stage 1 (no second load of the executable: an `execve` of berthd
 //!   costs 2–2.5 ms of CPU in relocations and page faults), pid 1 of the new pid namespace; its
 //!   command line is stage 1's ([`init_processes`] tells them apart by their parent). Dies with
 //!   stage 1 (parent-death signal), sets the hostname, forks the command's process (which drops its privileges
@@ -182,6 +183,25 @@ pub fn dispatch(args: &[String]) -> Option<i32> {
         _ => return None,
     };
     Some(code)
+}
+
+/// The name of the init-only executable (`berth-init`) that berthd spawns for its containers
+/// when it lies beside berthd's own executable.
+pub const INIT_EXECUTABLE: &str = "berth-init";
+
+/// What berthd spawns as a container's stage 1 (and `exec`'s enter process): `berth-init`
+/// beside `self_exe` (berthd's own executable) if it is an executable file there, else
+/// `/proc/self/exe` (berthd itself, which dispatches the same arguments). The init alone maps
+/// and relocates a fraction of berthd: its `execve` and start cost ~2.5 ms less CPU per
+/// container (docs/PERFORMANCE.md). Resolved once, at berthd's start.
+pub fn init_executable(self_exe: Option<&Path>) -> PathBuf {
+    let beside = self_exe
+        .and_then(Path::parent)
+        .map(|dir| dir.join(INIT_EXECUTABLE))
+        .filter(|p| {
+            fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        });
+    beside.unwrap_or_else(|| PathBuf::from("/proc/self/exe"))
 }
 
 /// Builds the `Command` the daemon spawns for a container: self exe + [`INIT_ARG`] + JSON.
@@ -1080,5 +1100,25 @@ mod tests {
         child.wait().unwrap();
         rt.block_on(exited(pid)).unwrap();
         rt.block_on(exited(0)).unwrap();
+    }
+
+    #[test]
+    fn the_init_executable_beside_berthd_is_preferred() {
+        let dir = std::env::temp_dir().join(format!("berth-init-exe-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let berthd = dir.join("berthd");
+        let init = dir.join(INIT_EXECUTABLE);
+        let own = PathBuf::from("/proc/self/exe");
+        assert_eq!(init_executable(Some(&berthd)), own, "none beside it");
+        assert_eq!(init_executable(None), own, "own executable unknown");
+        fs::write(&init, "").unwrap();
+        fs::set_permissions(&init, fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(init_executable(Some(&berthd)), own, "not executable");
+        fs::set_permissions(&init, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(init_executable(Some(&berthd)), init);
+        fs::remove_file(&init).unwrap();
+        fs::create_dir(&init).unwrap();
+        assert_eq!(init_executable(Some(&berthd)), own, "a directory");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
