@@ -3,7 +3,7 @@
 //! kernel notifications (berthd's links and addresses, nft commits, each running container's
 //! links, addresses and routes) and a periodic full check.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use berth_plan::driver::{ForwardingIntent, RunningContainer};
@@ -528,7 +528,16 @@ impl Daemon {
                 "address claims made consistent with the endpoints"
             );
         }
-        let alive = self.runtime.scan_processes();
+        // The records of the processes berthd started, checked; when one cannot be trusted,
+        // a walk of /proc (and records written for next time).
+        let (alive, mut pidfds) = match self.runtime.recorded_processes() {
+            Some(r) => (r.procs, r.pidfds),
+            None => {
+                let alive = self.runtime.scan_processes();
+                self.runtime.rewrite_records(&alive);
+                (alive, HashMap::new())
+            }
+        };
         let known: BTreeSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
         self.runtime.remove_orphan_dirs(&known);
         for (id, pids) in &alive {
@@ -550,7 +559,7 @@ impl Daemon {
             let proc_ = alive.get(&c.id).and_then(|v| v.first()).copied();
             match (st.status, proc_) {
                 (Status::Running, Some(p)) => {
-                    self.runtime.adopt(self, c, p);
+                    self.runtime.adopt(self, c, p, pidfds.remove(&c.id));
                     if p.init != st.pid {
                         let mut st = st.clone();
                         st.pid = p.init;
@@ -586,7 +595,7 @@ impl Daemon {
                     let mut ops = vec![Op::put_json(keys::state(&c.id), &state)];
                     ops.extend(port_op);
                     self.store.apply(ops)?;
-                    self.runtime.adopt(self, c, p);
+                    self.runtime.adopt(self, c, p, pidfds.remove(&c.id));
                     self.exit_channel(&c.id).send_replace(None);
                     crate::converge::watch_container(
                         self.clone(),
