@@ -237,9 +237,11 @@ impl Daemon {
         // the published-port maps are included when the table is read back.
         let mut elements = fw::desired_elements(&nets);
         if read_fw {
+            let docs = crate::ports::docs(self)?;
             for (c, _) in &running {
-                let doc = crate::ports::doc(self, &c.id)?;
-                elements.extend(&fw::port_elements(&c.name, &doc.published));
+                if let Some(doc) = docs.get(&c.id) {
+                    elements.extend(&fw::port_elements(&c.name, &doc.published));
+                }
             }
         }
         let (sel_nets, sel_running, also): (
@@ -538,6 +540,28 @@ impl Daemon {
                 (alive, HashMap::new())
             }
         };
+        // Every adopted container's namespace: its notifications subscribed and then its links,
+        // addresses and routes read, from a thread inside it. A few long-lived threads go
+        // through them all, entering one after the other (a thread per namespace cost more in
+        // its start and exit than the reads), from here on while this thread adopts the
+        // containers. The pass below takes these reads as its observation of them, so a change
+        // after a read raises a notification and nothing goes unseen.
+        let ns_reads = self.config.drift_repair.then(|| {
+            let paths = containers
+                .iter()
+                .filter(|c| {
+                    states
+                        .get(&c.id)
+                        .is_some_and(|st| st.status == Status::Running)
+                })
+                .filter_map(|c| alive.get(&c.id)?.first())
+                .map(|p| format!("/proc/{}/ns/net", p.init))
+                .collect();
+            tokio::spawn(berth_kernel::observe::netns_watched_many(
+                paths,
+                NAMESPACE_READERS,
+            ))
+        });
         let known: BTreeSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
         self.runtime.remove_orphan_dirs(&known);
         for (id, pids) in &alive {
@@ -617,21 +641,19 @@ impl Daemon {
             let (d, published) = (self.clone(), published.clone());
             tokio::task::spawn_blocking(move || crate::ports::open_relays(&d, &published))
         };
-        // Every adopted container's namespace: its notifications subscribed and then its links,
-        // addresses and routes read, from a thread inside it. A few long-lived threads go
-        // through them all, entering one after the other (a thread per namespace cost more in
-        // its start and exit than the reads). The pass below takes these reads as its
-        // observation of them, so a change after a read raises a notification and nothing
-        // goes unseen.
+        // The namespace reads begun above.
         let adopted = watched.len();
         let mut known = BTreeMap::new();
-        if self.config.drift_repair {
+        if let Some(ns_reads) = ns_reads {
             let mut ids: BTreeMap<String, String> = watched
                 .into_iter()
                 .map(|(id, pid)| (format!("/proc/{pid}/ns/net"), id))
                 .collect();
-            let paths = ids.keys().cloned().collect();
-            let reads = berth_kernel::observe::netns_watched_many(paths, NAMESPACE_READERS).await;
+            let reads = ns_reads.await.unwrap_or_else(|e| {
+                // The pass reads them itself.
+                tracing::debug!("reading the adopted namespaces: {e}");
+                Vec::new()
+            });
             for (path, read) in reads {
                 let Some(id) = ids.remove(&path) else {
                     continue;
