@@ -325,9 +325,6 @@ impl Runtime {
         };
         let stage1 = child.id().map(|p| p as i32).unwrap_or(0);
         crate::failpoint::boundary("spawn init");
-        // Our child, not yet reaped: its pid cannot name another process yet.
-        write_record(&dir, stage1);
-        crate::failpoint::boundary("record init");
         // Started before anything can be written past the log's current end: every line of
         // this run gets its time.
         let stamper = crate::logtimes::Stamper::spawn(&dir);
@@ -343,6 +340,10 @@ impl Runtime {
         if init_pid == 0 {
             // Gone before it wrote its pid: the waiter below records why.
             let _ = child.try_wait();
+        } else {
+            // Our child, not yet reaped: its pid cannot name another process yet.
+            write_record(&dir, stage1, init_pid);
+            crate::failpoint::boundary("record init");
         }
         tracing::debug!(
             container = %c.name,
@@ -519,35 +520,35 @@ impl Runtime {
                 return None;
             }
             let record = match std::fs::read_to_string(dir.join(RECORD)) {
-                Ok(r) => Some(parse_record(&r)?),
+                Ok(r) => Some(Record::parse(&r)?),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(_) => return None,
             };
             // An older berthd writes `stage1.pid` at each start (and rewrites it when it
             // adopts): another pid than the record's is a process it started.
             if let Some(legacy) = read_pid(&dir.join(LEGACY_STAGE1)) {
-                if record.is_none_or(|(pid, _)| pid != legacy) {
+                if record.is_none_or(|r| r.stage1 != legacy) {
                     return None;
                 }
             }
             let alive = match record {
-                Some((pid, start)) => ct::open_if_same(pid, start).ok()?.map(|fd| (pid, fd)),
+                Some(r) => ct::open_if_same(r.stage1, r.start).ok()?.map(|fd| (r, fd)),
                 None => None,
             };
-            let init_file = dir.join("init.pid");
             match alive {
-                Some((stage1, fd)) => {
-                    let init = read_pid(&init_file).unwrap_or(stage1);
-                    found
-                        .procs
-                        .insert(id.to_string(), vec![ProcInfo { stage1, init }]);
+                Some((r, fd)) => {
+                    let p = ProcInfo {
+                        stage1: r.stage1,
+                        init: r.init,
+                    };
+                    found.procs.insert(id.to_string(), vec![p]);
                     found.pidfds.insert(id.to_string(), fd);
                 }
                 None => {
                     // Its recorded process is gone, so is its command (it dies with stage 1):
                     // a live process under the pid its init wrote can only be a later start's
                     // that left no record (an older berthd's, killed before its own file).
-                    let init = read_pid(&init_file);
+                    let init = read_pid(&dir.join("init.pid"));
                     if init.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists()) {
                         return None;
                     }
@@ -572,7 +573,7 @@ impl Runtime {
             let dir = e.path();
             let _ = std::fs::remove_file(dir.join(RECORD));
             if let Some(p) = alive.get(id).and_then(|v| v.first()) {
-                write_record(&dir, p.stage1);
+                write_record(&dir, p.stage1, p.init);
             }
             let _ = std::fs::remove_file(dir.join(STARTING));
             let _ = std::fs::remove_file(dir.join(LEGACY_STAGE1));
@@ -1151,18 +1152,18 @@ pub struct Recorded {
     pub pidfds: HashMap<String, std::os::fd::OwnedFd>,
 }
 
-/// A container's record of its running stage 1: `PID START` (its start time in clock ticks
-/// after boot), written once it runs.
+/// A container's record of its running processes: `STAGE1 START INIT` (stage 1's pid and start
+/// time in clock ticks after boot, the container init's pid), written once its command runs.
 const RECORD: &str = "process";
 /// Present from just before a container's init is spawned until its record is written.
 const STARTING: &str = "starting";
 /// The stage-1 pid that berthd versions before the records wrote at each start and adoption.
 const LEGACY_STAGE1: &str = "stage1.pid";
 
-/// Records `stage1` (a process that cannot have been reaped yet) in `dir` and ends its
-/// `starting` mark. Without its start time nothing is written and the mark stays: the next
-/// start-up then scans /proc rather than trust less.
-fn write_record(dir: &Path, stage1: i32) {
+/// Records `stage1` (a process that cannot have been reaped yet) and the container's `init` in
+/// `dir`, and ends its `starting` mark. Without stage 1's start time nothing is written and the
+/// mark stays: the next start-up then scans /proc rather than trust less.
+fn write_record(dir: &Path, stage1: i32, init: i32) {
     let Some(start) = ct::start_time(stage1) else {
         return;
     };
@@ -1174,7 +1175,7 @@ fn write_record(dir: &Path, stage1: i32) {
         .open(dir.join(RECORD))
         .and_then(|mut f| {
             use std::io::Write;
-            f.write_all(format!("{stage1} {start}\n").as_bytes())
+            f.write_all(format!("{stage1} {start} {init}\n").as_bytes())
         });
     match written {
         Ok(()) => {
@@ -1188,15 +1189,31 @@ fn write_record(dir: &Path, stage1: i32) {
 /// no pid of this run that another process may have taken since.
 fn forget_process(dir: &Path) {
     let _ = std::fs::remove_file(dir.join(RECORD));
+    let _ = std::fs::remove_file(dir.join(STARTING));
     let _ = std::fs::remove_file(dir.join("init.pid"));
 }
 
-/// `PID START` of a record, `None` if malformed.
-fn parse_record(s: &str) -> Option<(i32, u64)> {
-    let mut it = s.split_whitespace();
-    let pid = it.next()?.parse().ok().filter(|p| *p > 0)?;
-    let start = it.next()?.parse().ok()?;
-    it.next().is_none().then_some((pid, start))
+/// A container's [`RECORD`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Record {
+    stage1: i32,
+    start: u64,
+    init: i32,
+}
+
+impl Record {
+    /// `STAGE1 START INIT`, `None` if malformed.
+    fn parse(s: &str) -> Option<Record> {
+        let mut it = s.split_whitespace();
+        let stage1 = it.next()?.parse().ok().filter(|p| *p > 0)?;
+        let start = it.next()?.parse().ok()?;
+        let init = it.next()?.parse().ok().filter(|p| *p > 0)?;
+        it.next().is_none().then_some(Record {
+            stage1,
+            start,
+            init,
+        })
+    }
 }
 
 fn read_pid(path: &Path) -> Option<i32> {
@@ -1271,8 +1288,7 @@ mod tests {
     fn a_record_of_a_running_process_is_adopted() {
         let (rt, dir, id) = runtime_with_container("alive");
         let (pid, start) = me();
-        std::fs::write(dir.join(RECORD), format!("{pid} {start}\n")).expect("record");
-        std::fs::write(dir.join("init.pid"), "4242").expect("init.pid");
+        std::fs::write(dir.join(RECORD), format!("{pid} {start} 4242\n")).expect("record");
         let found = rt.recorded_processes().expect("trusted");
         assert_eq!(
             found.procs.get(&id),
@@ -1283,7 +1299,6 @@ mod tests {
         );
         assert!(found.pidfds.contains_key(&id));
         std::fs::remove_file(dir.join(RECORD)).expect("rm");
-        std::fs::remove_file(dir.join("init.pid")).expect("rm");
         assert!(rt.recorded_processes().expect("trusted").procs.is_empty());
         let _ = std::fs::remove_dir_all(dir.parent().expect("root"));
     }
@@ -1294,7 +1309,7 @@ mod tests {
     fn a_reused_pid_is_not_adopted() {
         let (rt, dir, id) = runtime_with_container("reused");
         let (pid, start) = me();
-        std::fs::write(dir.join(RECORD), format!("{pid} {}\n", start + 1)).expect("record");
+        std::fs::write(dir.join(RECORD), format!("{pid} {} {pid}\n", start + 1)).expect("record");
         let found = rt.recorded_processes().expect("trusted");
         assert!(!found.procs.contains_key(&id));
         let _ = std::fs::remove_dir_all(dir.parent().expect("root"));
@@ -1310,15 +1325,15 @@ mod tests {
         std::fs::File::create(dir.join(STARTING)).expect("mark");
         assert!(rt.recorded_processes().is_none(), "interrupted start");
         std::fs::remove_file(dir.join(STARTING)).expect("rm");
-        std::fs::write(dir.join(RECORD), format!("{pid}")).expect("record");
+        std::fs::write(dir.join(RECORD), format!("{pid} {start}")).expect("record");
         assert!(rt.recorded_processes().is_none(), "torn record");
-        std::fs::write(dir.join(RECORD), format!("{pid} {start}\n")).expect("record");
+        std::fs::write(dir.join(RECORD), format!("{pid} {start} {pid}\n")).expect("record");
         std::fs::write(dir.join(LEGACY_STAGE1), format!("{}", pid + 1)).expect("legacy");
         assert!(rt.recorded_processes().is_none(), "another berthd's start");
         // An older berthd's adoption rewrites the same pid: nothing new.
         std::fs::write(dir.join(LEGACY_STAGE1), format!("{pid}")).expect("legacy");
         assert!(rt.recorded_processes().is_some(), "same pid");
-        std::fs::write(dir.join(RECORD), format!("{pid} {}\n", start + 1)).expect("record");
+        std::fs::write(dir.join(RECORD), format!("{pid} {} {pid}\n", start + 1)).expect("record");
         std::fs::remove_file(dir.join(LEGACY_STAGE1)).expect("rm");
         std::fs::write(dir.join("init.pid"), format!("{pid}")).expect("init.pid");
         assert!(
