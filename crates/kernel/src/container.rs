@@ -1021,6 +1021,13 @@ pub fn start_time(pid: i32) -> Option<u64> {
     stat_start_time(&stat)
 }
 
+/// Field 3 of a `/proc/PID/stat` line (the state: `R`, `S`, `Z`...), right after the command
+/// name in parentheses.
+fn stat_state(stat: &str) -> Option<char> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().next()?.chars().next()
+}
+
 /// Field 22 of a `/proc/PID/stat` line: the 20th after the command name in parentheses.
 fn stat_start_time(stat: &str) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -1049,7 +1056,10 @@ pub fn open_if_same(pid: i32, start: u64) -> std::io::Result<Option<std::os::fd:
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    Ok((stat_start_time(&stat) == Some(start)).then_some(fd))
+    // A zombie has exited (its reaper has not waited yet): nothing to adopt, as a walk of
+    // /proc finds nothing in its empty command line.
+    let exited = stat_state(&stat).is_none_or(|s| matches!(s, 'Z' | 'X'));
+    Ok((!exited && stat_start_time(&stat) == Some(start)).then_some(fd))
 }
 
 /// [`exited`] for a process whose pidfd is held already ([`open_if_same`]).
@@ -1106,6 +1116,18 @@ mod tests {
         assert!(open_if_same(me, start.saturating_sub(1)).unwrap().is_none());
         // A pid no process has (beyond pid_max).
         assert!(open_if_same(i32::MAX, start).unwrap().is_none());
+    }
+
+    #[test]
+    fn open_if_same_does_not_take_a_zombie_for_a_running_process() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        let start = start_time(pid).unwrap();
+        // Exited, not yet reaped.
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+        nix::sys::wait::waitid(nix::sys::wait::Id::Pid(Pid::from_raw(pid)), flags).unwrap();
+        assert!(open_if_same(pid, start).unwrap().is_none());
+        child.wait().unwrap();
     }
 
     #[test]
