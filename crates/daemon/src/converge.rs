@@ -3,7 +3,7 @@
 //! kernel notifications (berthd's links and addresses, nft commits, each running container's
 //! links, addresses and routes) and a periodic full check.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use berth_plan::driver::{ForwardingIntent, RunningContainer};
@@ -237,9 +237,11 @@ impl Daemon {
         // the published-port maps are included when the table is read back.
         let mut elements = fw::desired_elements(&nets);
         if read_fw {
+            let docs = crate::ports::docs(self)?;
             for (c, _) in &running {
-                let doc = crate::ports::doc(self, &c.id)?;
-                elements.extend(&fw::port_elements(&c.name, &doc.published));
+                if let Some(doc) = docs.get(&c.id) {
+                    elements.extend(&fw::port_elements(&c.name, &doc.published));
+                }
             }
         }
         let (sel_nets, sel_running, also): (
@@ -528,7 +530,67 @@ impl Daemon {
                 "address claims made consistent with the endpoints"
             );
         }
-        let alive = self.runtime.scan_processes();
+        // The records of the processes berthd started, checked; when one cannot be trusted,
+        // a walk of /proc (and records written for next time).
+        let (alive, mut pidfds) = match self.runtime.recorded_processes() {
+            Some(r) => (r.procs, r.pidfds),
+            None => {
+                let alive = self.runtime.scan_processes();
+                self.runtime.rewrite_records(&alive);
+                (alive, HashMap::new())
+            }
+        };
+        // Every adopted container's namespace: registered with the one all-namespaces
+        // subscription and then its links, addresses and routes read, from a thread inside it. A
+        // few long-lived threads go through them all, entering one after the other (a thread per
+        // namespace cost more in its start and exit than the reads), from here on while this
+        // thread adopts the containers. The pass below takes these reads as its observation of
+        // them, so a change after a read raises a notification and nothing goes unseen.
+        let ns_reads = self.config.drift_repair.then(|| {
+            let running: Vec<(String, i32)> = containers
+                .iter()
+                .filter(|c| {
+                    states
+                        .get(&c.id)
+                        .is_some_and(|st| st.status == Status::Running)
+                })
+                .filter_map(|c| Some((c.id.clone(), alive.get(&c.id)?.first()?.init)))
+                .collect();
+            let d = self.clone();
+            tokio::spawn(async move {
+                // Each namespace registered with the one subscription (all namespaces' ids)
+                // before it is read, so a change after the read raises a notification.
+                let mut nsids = HashMap::new();
+                if d.ns_watch.ensure_started(&d.wake) {
+                    let pids: Vec<i32> = running.iter().map(|(_, p)| *p).collect();
+                    let got = tokio::task::spawn_blocking(move || {
+                        berth_kernel::monitor::nsids_of(&pids)
+                    })
+                    .await
+                    .unwrap_or_default();
+                    for ((id, _), nsid) in running.iter().zip(got) {
+                        match nsid {
+                            Ok(nsid) => {
+                                d.ns_watch.watch(nsid, id);
+                                nsids.insert(id.clone(), nsid);
+                            }
+                            Err(e) => tracing::debug!(
+                                container = %id,
+                                "no notifications from its namespace: {e}"
+                            ),
+                        }
+                    }
+                }
+                let paths = running
+                    .iter()
+                    .map(|(_, p)| format!("/proc/{p}/ns/net"))
+                    .collect();
+                let reads =
+                    berth_kernel::observe::netns_watched_many(paths, NAMESPACE_READERS, false)
+                        .await;
+                (nsids, reads)
+            })
+        });
         let known: BTreeSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
         self.runtime.remove_orphan_dirs(&known);
         for (id, pids) in &alive {
@@ -550,7 +612,7 @@ impl Daemon {
             let proc_ = alive.get(&c.id).and_then(|v| v.first()).copied();
             match (st.status, proc_) {
                 (Status::Running, Some(p)) => {
-                    self.runtime.adopt(self, c, p);
+                    self.runtime.adopt(self, c, p, pidfds.remove(&c.id));
                     if p.init != st.pid {
                         let mut st = st.clone();
                         st.pid = p.init;
@@ -586,7 +648,7 @@ impl Daemon {
                     let mut ops = vec![Op::put_json(keys::state(&c.id), &state)];
                     ops.extend(port_op);
                     self.store.apply(ops)?;
-                    self.runtime.adopt(self, c, p);
+                    self.runtime.adopt(self, c, p, pidfds.remove(&c.id));
                     self.exit_channel(&c.id).send_replace(None);
                     crate::converge::watch_container(
                         self.clone(),
@@ -608,42 +670,24 @@ impl Daemon {
             let (d, published) = (self.clone(), published.clone());
             tokio::task::spawn_blocking(move || crate::ports::open_relays(&d, &published))
         };
-        // Every adopted container's namespace: its notifications subscribed and then its links,
-        // addresses and routes read, from a thread inside it. A few long-lived threads go
-        // through them all, entering one after the other (a thread per namespace cost more in
-        // its start and exit than the reads). The pass below takes these reads as its
-        // observation of them, so a change after a read raises a notification and nothing
-        // goes unseen.
+        // The namespace reads begun above.
         let adopted = watched.len();
         let mut known = BTreeMap::new();
-        if self.config.drift_repair {
-            // Each namespace registered with the one subscription before it is read, so a
-            // change after the read raises a notification.
-            if self.ns_watch.ensure_started(&self.wake) {
-                let pids: Vec<i32> = watched.iter().map(|(_, p)| *p).collect();
-                let nsids =
-                    tokio::task::spawn_blocking(move || berth_kernel::monitor::nsids_of(&pids))
-                        .await
-                        .unwrap_or_default();
-                for ((id, pid), nsid) in watched.iter().zip(nsids) {
-                    match nsid {
-                        Ok(nsid) => {
-                            self.ns_watch.watch(nsid, id);
-                            spawn_watch(self.clone(), id.clone(), *pid, Some(nsid));
-                        }
-                        Err(e) => {
-                            tracing::debug!(container = %id, "no notifications from its namespace: {e}")
-                        }
-                    }
+        if let Some(ns_reads) = ns_reads {
+            let (nsids, reads) = ns_reads.await.unwrap_or_else(|e| {
+                // The pass reads them itself.
+                tracing::debug!("reading the adopted namespaces: {e}");
+                (HashMap::new(), Vec::new())
+            });
+            for (id, pid) in &watched {
+                if let Some(nsid) = nsids.get(id) {
+                    spawn_watch(self.clone(), id.clone(), *pid, Some(*nsid));
                 }
             }
             let mut ids: BTreeMap<String, String> = watched
                 .into_iter()
                 .map(|(id, pid)| (format!("/proc/{pid}/ns/net"), id))
                 .collect();
-            let paths = ids.keys().cloned().collect();
-            let reads =
-                berth_kernel::observe::netns_watched_many(paths, NAMESPACE_READERS, false).await;
             for (path, read) in reads {
                 let Some(id) = ids.remove(&path) else {
                     continue;

@@ -1033,6 +1033,66 @@ pub fn parent_pid(pid: i32) -> Option<i32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// When process `pid` started, in clock ticks after boot: field 22 of `/proc/PID/stat`. With
+/// the pid it names one process for the whole boot (a pid is reused, a pid and its start time
+/// are not), so a recorded pair still tells the same process after berthd's restart.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_start_time(&stat)
+}
+
+/// Field 3 of a `/proc/PID/stat` line (the state: `R`, `S`, `Z`...), right after the command
+/// name in parentheses.
+fn stat_state(stat: &str) -> Option<char> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().next()?.chars().next()
+}
+
+/// Field 22 of a `/proc/PID/stat` line: the 20th after the command name in parentheses.
+fn stat_start_time(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A pidfd of process `pid` if it still is the one that started at `start` ([`start_time`]),
+/// `None` if it is gone or its pid now names another process. The pidfd is opened before the
+/// start time is read: once it matches, the pidfd is that process's, whatever reuses the pid
+/// later. An error means no pidfd (a kernel before 5.3) or no `/proc`.
+pub fn open_if_same(pid: i32, start: u64) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
+    let Some(p) = (pid > 0)
+        .then(|| rustix::process::Pid::from_raw(pid))
+        .flatten()
+    else {
+        return Ok(None);
+    };
+    let fd = match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::SRCH) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let stat = match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s,
+        // Gone between the two (its pidfd is readable, nothing to adopt).
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // A zombie has exited (its reaper has not waited yet): nothing to adopt, as a walk of
+    // /proc finds nothing in its empty command line.
+    let exited = stat_state(&stat).is_none_or(|s| matches!(s, 'Z' | 'X'));
+    Ok((!exited && stat_start_time(&stat) == Some(start)).then_some(fd))
+}
+
+/// [`exited`] for a process whose pidfd is held already ([`open_if_same`]).
+pub async fn exited_fd(fd: std::os::fd::OwnedFd) -> std::io::Result<()> {
+    // The AsyncFd owns the pidfd (no one else can close or reuse it while it is registered:
+    // the soundness concern of tokio#8587, as for the netlink monitors).
+    #[allow(deprecated)]
+    let fd = tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)?;
+    // Readable once it exited, for good: the guard's readiness is never cleared.
+    let _ready = fd.readable().await?;
+    Ok(())
+}
+
 /// Waits until process `pid` has exited, whoever its parent is (an init adopted after a daemon
 /// restart is no child of this berthd), without polling: its pidfd becomes readable the moment
 /// it exits, even while it lingers as a zombie for its reaper. Polling `/proc/PID` woke berthd
@@ -1051,19 +1111,44 @@ pub async fn exited(pid: i32) -> std::io::Result<()> {
         Err(rustix::io::Errno::SRCH) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    // The AsyncFd owns the pidfd (no one else can close or reuse it while it is registered:
-    // the soundness concern of tokio#8587, as for the netlink monitors).
-    #[allow(deprecated)]
-    let fd = tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)?;
-    // Readable once it exited, for good: the guard's readiness is never cleared.
-    let _ready = fd.readable().await?;
-    Ok(())
+    exited_fd(fd).await
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_time_is_field_22_whatever_the_command_name_holds() {
+        let line = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(stat_start_time(line), Some(987654));
+        assert_eq!(stat_start_time("42 (truncated) S 1"), None);
+    }
+
+    #[test]
+    fn open_if_same_tells_the_same_process_from_a_reused_pid() {
+        let me = i32::try_from(std::process::id()).unwrap();
+        let start = start_time(me).unwrap();
+        assert!(open_if_same(me, start).unwrap().is_some());
+        // The same pid with another start time: another process that had the pid before.
+        assert!(open_if_same(me, start + 1).unwrap().is_none());
+        assert!(open_if_same(me, start.saturating_sub(1)).unwrap().is_none());
+        // A pid no process has (beyond pid_max).
+        assert!(open_if_same(i32::MAX, start).unwrap().is_none());
+    }
+
+    #[test]
+    fn open_if_same_does_not_take_a_zombie_for_a_running_process() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        let start = start_time(pid).unwrap();
+        // Exited, not yet reaped.
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+        nix::sys::wait::waitid(nix::sys::wait::Id::Pid(Pid::from_raw(pid)), flags).unwrap();
+        assert!(open_if_same(pid, start).unwrap().is_none());
+        child.wait().unwrap();
+    }
 
     #[test]
     fn parent_pid_reads_the_field_after_the_command_name() {
