@@ -563,11 +563,10 @@ impl Daemon {
                 let mut nsids = HashMap::new();
                 if d.ns_watch.ensure_started(&d.wake) {
                     let pids: Vec<i32> = running.iter().map(|(_, p)| *p).collect();
-                    let got = tokio::task::spawn_blocking(move || {
-                        berth_kernel::monitor::nsids_of(&pids)
-                    })
-                    .await
-                    .unwrap_or_default();
+                    let got =
+                        tokio::task::spawn_blocking(move || berth_kernel::monitor::nsids_of(&pids))
+                            .await
+                            .unwrap_or_default();
                     for ((id, _), nsid) in running.iter().zip(got) {
                         match nsid {
                             Ok(nsid) => {
