@@ -199,30 +199,17 @@ perf() { # who kind
         "in_flight=$(python3 -c "print(round($qps*$lat,1))") answered=$ans cpu_ticks=$((c1 - c0)) cpu_s_per_M=$(per_m $((c1 - c0)) "$ans") load1=$(load1)" |
         tee -a "$RES" >&2
 }
-seq1() { # who kind
+# windowq with WINDOW queries in flight at all times, two system calls per query in the
+# client: 100 next to dnsperf (see bench/dns/windowq.rs for why), 1 for strictly one at a time.
+win() { # who kind window label
     local who=$1 kind=$2 cmd srv pid names out c0 c1 ans
     target "$who"
     if [ "$kind" = local ]; then names=$LOCAL_NAMES; else names=$FWD_NAMES; fi
     c0=$(ticks "$pid")
-    # A window of one: strictly one query at a time.
-    out=$("${cmd[@]}" "$WORK/windowq" $srv "$SECS" 1 $names)
+    out=$("${cmd[@]}" "$WORK/windowq" $srv "$SECS" "$3" $names)
     c1=$(ticks "$pid")
     ans=$(sed 's/.*answered=\([0-9]*\).*/\1/' <<<"$out")
-    echo "$who $kind seq $out cpu_ticks=$((c1 - c0)) cpu_s_per_M=$(per_m $((c1 - c0)) "$ans") load1=$(load1)" |
-        tee -a "$RES" >&2
-}
-
-# windowq: exactly 100 queries in flight at all times, two system calls per query in the
-# client (see bench/dns/windowq.rs for why it runs next to dnsperf).
-win() { # who kind
-    local who=$1 kind=$2 cmd srv pid names out c0 c1 ans
-    target "$who"
-    if [ "$kind" = local ]; then names=$LOCAL_NAMES; else names=$FWD_NAMES; fi
-    c0=$(ticks "$pid")
-    out=$("${cmd[@]}" "$WORK/windowq" $srv "$SECS" 100 $names)
-    c1=$(ticks "$pid")
-    ans=$(sed 's/.*answered=\([0-9]*\).*/\1/' <<<"$out")
-    echo "$who $kind w100 $out cpu_ticks=$((c1 - c0)) cpu_s_per_M=$(per_m $((c1 - c0)) "$ans") load1=$(load1)" |
+    echo "$who $kind $4 $out cpu_ticks=$((c1 - c0)) cpu_s_per_M=$(per_m $((c1 - c0)) "$ans") load1=$(load1)" |
         tee -a "$RES" >&2
 }
 
@@ -239,8 +226,8 @@ for r in $(seq "$ROUNDS"); do
     for who in "${order[@]}"; do
         for kind in local fwd; do
             perf "$who" $kind
-            win "$who" $kind
-            seq1 "$who" $kind
+            win "$who" $kind 100 w100
+            win "$who" $kind 1 seq
         done
     done
 done

@@ -135,18 +135,21 @@ pub(crate) fn subscribed(protocol: isize, groups: &[u32], what: &str) -> Result<
     Ok(sock)
 }
 
+/// What berthd watches in a container's namespace: its links, addresses and routes.
+const CONTAINER_GROUPS: &[u32] = &[
+    RTNLGRP_LINK,
+    RTNLGRP_IPV4_IFADDR,
+    RTNLGRP_IPV6_IFADDR,
+    RTNLGRP_IPV4_ROUTE,
+    RTNLGRP_IPV6_ROUTE,
+];
+
 /// A socket subscribed to the calling thread's namespace's link, address and route
 /// notifications (the thread must be inside a container's namespace).
 pub(crate) fn container_socket() -> Result<Socket> {
     subscribed(
         NETLINK_ROUTE,
-        &[
-            RTNLGRP_LINK,
-            RTNLGRP_IPV4_IFADDR,
-            RTNLGRP_IPV6_IFADDR,
-            RTNLGRP_IPV4_ROUTE,
-            RTNLGRP_IPV6_ROUTE,
-        ],
+        CONTAINER_GROUPS,
         "container link, address and route",
     )
 }
@@ -317,17 +320,7 @@ impl NamespacesMonitor {
     /// Must run inside the runtime.
     pub fn open() -> Result<NamespacesMonitor> {
         let what = "every namespace's link, address and route";
-        let s = subscribed(
-            NETLINK_ROUTE,
-            &[
-                RTNLGRP_LINK,
-                RTNLGRP_IPV4_IFADDR,
-                RTNLGRP_IPV6_IFADDR,
-                RTNLGRP_IPV4_ROUTE,
-                RTNLGRP_IPV6_ROUTE,
-            ],
-            what,
-        )?;
+        let s = subscribed(NETLINK_ROUTE, CONTAINER_GROUPS, what)?;
         let op = || format!("subscribing to {what} notifications");
         s.set_listen_all_namespaces(true)
             .map_err(|e| KernelError::netlink(op(), e))?;
