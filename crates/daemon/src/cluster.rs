@@ -10,8 +10,8 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use berth_api::types::{ClusterInfo, NodeSummary};
@@ -66,6 +66,15 @@ pub struct Cluster {
         BTreeMap<String, RemoteEndpoint>,
         BTreeMap<String, ClusterClaim>,
     )>,
+    /// Claims taken (or being taken) for containers whose local record may not be stored
+    /// yet, with when: a publication built from a snapshot older than the claim must keep
+    /// them, or it deletes a claim another host may then take (two containers, one address).
+    /// An entry goes when a publication's own claims hold it (the record is stored), when
+    /// the claim is released, or after [`PENDING_CLAIM_MAX`].
+    pending: Mutex<BTreeMap<String, (ClusterClaim, Instant)>>,
+    /// Held from the moment a publication reads the local store until its store write is
+    /// done: publications are ordered, so a later one never starts from an older snapshot.
+    publishing: Mutex<()>,
     /// The live nodes' records, as the etcd watch last delivered them (WireGuard peers).
     nodes: Mutex<Vec<NodeRecord>>,
     /// This host's WireGuard key and datapath (encrypted overlay networks).
@@ -113,6 +122,8 @@ impl Cluster {
             health: Mutex::new(Err("not registered yet".into())),
             remotes: Mutex::new(BTreeMap::new()),
             published: Mutex::new((None, BTreeMap::new(), BTreeMap::new())),
+            pending: Mutex::new(BTreeMap::new()),
+            publishing: Mutex::new(()),
             nodes: Mutex::new(Vec::new()),
             wireguard,
         });
@@ -702,7 +713,19 @@ impl Cluster {
             .iter()
             .map(|k| Op::put_json_lease(k.clone(), &claim, lease))
             .collect();
-        match self.store.txn(compares, ops).map_err(store_err)? {
+        // Pending *before* the transaction: a publication that lists the store after it
+        // committed then always finds the claim pending too (see `publication_ops`).
+        if let Ok(mut p) = self.pending.lock() {
+            let now = Instant::now();
+            for k in &keys {
+                p.insert(k.clone(), (claim.clone(), now));
+            }
+        }
+        let outcome = self.store.txn(compares, ops).map_err(store_err);
+        if !matches!(outcome, Ok(TxnOutcome::Committed(_))) {
+            self.unpend(&keys);
+        }
+        match outcome? {
             TxnOutcome::Committed(_) => {
                 // Published now: the next publication (the start's pass) must not write them
                 // again (one etcd write, with its fsync, on every start).
@@ -726,9 +749,29 @@ impl Cluster {
         }
     }
 
+    /// Forgets pending claims of `keys` (released, or never committed): publications no
+    /// longer keep them.
+    pub fn unpend(&self, keys: &[String]) {
+        if let Ok(mut p) = self.pending.lock() {
+            for k in keys {
+                p.remove(k);
+            }
+        }
+    }
+
+    /// Held by a publication from reading the local store to writing the cluster store.
+    pub fn publication_lock(&self) -> MutexGuard<'_, ()> {
+        match self.publishing.lock() {
+            Ok(g) => g,
+            // A publication panicked: the lock guards no data, only the order.
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
     /// Frees claims of this host's containers.
     pub fn release(&self, net: &str, addrs: &[IpAddr]) -> ApiResult<()> {
         let keys: Vec<String> = addrs.iter().map(|a| format!("{IPAM}{net}/{a}")).collect();
+        self.unpend(&keys);
         self.store
             .apply(keys.iter().cloned().map(Op::Delete).collect())
             .map_err(store_err)?;
@@ -756,17 +799,18 @@ impl Cluster {
             op: "publishing endpoints",
             msg: "lock poisoned".into(),
         })?;
-        if last.0 == Some(lease) && last.1 == eps && last.2 == claims {
-            return Ok(());
-        }
-        let ops = if last.0 == Some(lease) {
+        let (claims, ops) = if last.0 == Some(lease) {
             // Same lease as the last publication, which is in the store: only the difference
             // (a container start costs one transaction, no listing of the cluster's keys).
+            let claims = self.with_pending(claims);
+            if last.1 == eps && last.2 == claims {
+                return Ok(());
+            }
             let mut ops = changed_ops(&last.1, &eps, lease);
             ops.extend(changed_ops(&last.2, &claims, lease));
-            ops
+            (claims, ops)
         } else {
-            self.publication_ops(&eps, &claims, lease)?
+            self.publication_ops(&eps, claims, lease)?
         };
         if !ops.is_empty() {
             self.store.apply(ops)?;
@@ -785,12 +829,13 @@ impl Cluster {
 
     /// What makes the store hold exactly `eps` and `claims` for this host, from what it holds
     /// now (a restart, a lost lease, a reconnection: the store is the truth).
+    /// Returns the claims to publish (`claims` and the pending ones) with the ops.
     fn publication_ops(
         &self,
         eps: &BTreeMap<String, RemoteEndpoint>,
-        claims: &BTreeMap<String, ClusterClaim>,
+        claims: BTreeMap<String, ClusterClaim>,
         lease: LeaseId,
-    ) -> Result<Vec<Op>, StoreError> {
+    ) -> Result<(BTreeMap<String, ClusterClaim>, Vec<Op>), StoreError> {
         let mine = |k: &str| k.split('/').nth(2) == Some(self.record.name.as_str());
         let (_, have_eps) = self.store.list_versioned(ENDPOINTS)?;
         let mut ops = Vec::new();
@@ -810,6 +855,9 @@ impl Cluster {
             }
         }
         let (_, have_claims) = self.store.list_versioned(IPAM)?;
+        // Pending claims are read after the listing: a claim the listing holds committed
+        // after it was made pending, so it is not mistaken for a freed one below.
+        let claims = self.with_pending(claims);
         for (k, v) in &have_claims {
             let theirs: Option<ClusterClaim> = serde_json::from_slice(&v.value).ok();
             // This host's claims that no container holds any more (freed while etcd was away).
@@ -817,7 +865,7 @@ impl Cluster {
                 ops.push(Op::Delete(k.clone()));
             }
         }
-        for (k, c) in claims {
+        for (k, c) in &claims {
             let current = have_claims.iter().find(|(hk, _)| hk == k);
             match current {
                 Some((_, v)) => {
@@ -830,7 +878,19 @@ impl Cluster {
                 None => ops.push(Op::put_json_lease(k.clone(), c, lease)),
             }
         }
-        Ok(ops)
+        Ok((claims, ops))
+    }
+
+    /// `claims` (built from the local store) with the pending claims it lacks; pending
+    /// entries that `claims` now holds, or that are too old, are dropped.
+    fn with_pending(
+        &self,
+        claims: BTreeMap<String, ClusterClaim>,
+    ) -> BTreeMap<String, ClusterClaim> {
+        match self.pending.lock() {
+            Ok(mut p) => merge_pending(claims, &mut p, Instant::now()),
+            Err(_) => claims,
+        }
     }
 
     /// Publishes again what was last published (after a new lease).
@@ -878,6 +938,32 @@ impl Cluster {
 }
 
 /// The ops that turn keys published as `last` (under `lease`) into `want`.
+/// How long a claim stays pending at most: longer than any create or connect takes between
+/// its claim and its stored record (a failed one releases it sooner).
+pub const PENDING_CLAIM_MAX: Duration = Duration::from_secs(60);
+
+/// `built` (the claims of the containers in the local store) plus the `pending` claims it
+/// does not hold yet. A pending claim that `built` holds for the same container is settled
+/// (its record is stored) and leaves `pending`, as does one older than
+/// [`PENDING_CLAIM_MAX`].
+pub fn merge_pending(
+    mut built: BTreeMap<String, ClusterClaim>,
+    pending: &mut BTreeMap<String, (ClusterClaim, Instant)>,
+    now: Instant,
+) -> BTreeMap<String, ClusterClaim> {
+    pending.retain(|k, (c, since)| {
+        if built.get(k).is_some_and(|b| b.container == c.container) {
+            return false;
+        }
+        if now.saturating_duration_since(*since) > PENDING_CLAIM_MAX {
+            return false;
+        }
+        built.entry(k.clone()).or_insert_with(|| c.clone());
+        true
+    });
+    built
+}
+
 fn changed_ops<V: serde::Serialize + PartialEq>(
     last: &BTreeMap<String, V>,
     want: &BTreeMap<String, V>,
@@ -902,4 +988,67 @@ pub fn endpoint_key(net: &str, node: &str, container: &str) -> String {
 /// The key of an address claim.
 pub fn claim_key(net: &str, addr: IpAddr) -> String {
     format!("{IPAM}{net}/{addr}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(container: &str) -> ClusterClaim {
+        ClusterClaim {
+            node: "host-a".into(),
+            container: container.into(),
+            name: container.into(),
+        }
+    }
+
+    /// The race CI found: a publication built before `db`'s record was stored must not
+    /// drop the claim `db` took meanwhile (another host would then take its address).
+    #[test]
+    fn a_pending_claim_survives_a_publication_built_before_it() {
+        let now = Instant::now();
+        let mut pending = BTreeMap::from([("ipam/n/10.50.0.2".to_string(), (claim("db"), now))]);
+        let built = BTreeMap::from([("ipam/n/10.50.0.3".to_string(), claim("other"))]);
+        let out = merge_pending(built, &mut pending, now);
+        assert_eq!(out.get("ipam/n/10.50.0.2"), Some(&claim("db")));
+        assert_eq!(out.get("ipam/n/10.50.0.3"), Some(&claim("other")));
+        assert_eq!(
+            pending.len(),
+            1,
+            "still pending until a publication holds it"
+        );
+    }
+
+    #[test]
+    fn a_pending_claim_settles_once_a_publication_holds_it() {
+        let now = Instant::now();
+        let mut pending = BTreeMap::from([("ipam/n/10.50.0.2".to_string(), (claim("db"), now))]);
+        let built = BTreeMap::from([("ipam/n/10.50.0.2".to_string(), claim("db"))]);
+        let out = merge_pending(built, &mut pending, now);
+        assert_eq!(out.len(), 1);
+        assert!(pending.is_empty());
+        // A later publication without it (db removed) then drops the claim.
+        let out = merge_pending(BTreeMap::new(), &mut pending, now);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_stale_pending_claim_is_dropped() {
+        let then = Instant::now();
+        let mut pending = BTreeMap::from([("ipam/n/10.50.0.2".to_string(), (claim("db"), then))]);
+        let later = then + PENDING_CLAIM_MAX + Duration::from_secs(1);
+        let out = merge_pending(BTreeMap::new(), &mut pending, later);
+        assert!(out.is_empty());
+        assert!(pending.is_empty());
+    }
+
+    /// A key the local store gives to another container keeps the store's holder.
+    #[test]
+    fn the_local_store_wins_over_a_pending_claim() {
+        let now = Instant::now();
+        let mut pending = BTreeMap::from([("ipam/n/10.50.0.2".to_string(), (claim("db"), now))]);
+        let built = BTreeMap::from([("ipam/n/10.50.0.2".to_string(), claim("web"))]);
+        let out = merge_pending(built, &mut pending, now);
+        assert_eq!(out.get("ipam/n/10.50.0.2"), Some(&claim("web")));
+    }
 }

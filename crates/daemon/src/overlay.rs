@@ -102,6 +102,17 @@ impl Daemon {
     /// left behind dies with this host's lease, or is re-checked at the next publication).
     pub(crate) fn cluster_release(&self, eps: &[&EndpointSpec]) {
         let Some(cl) = &self.cluster else { return };
+        // Not pending any more, even if the store is not told now: a publication must not
+        // put back a claim whose container let it go.
+        let keys: Vec<String> = eps
+            .iter()
+            .flat_map(|ep| {
+                ep.addrs
+                    .iter()
+                    .map(|a| cluster::claim_key(&ep.network_id, a.addr()))
+            })
+            .collect();
+        cl.unpend(&keys);
         if !cl.healthy() {
             // etcd is away: no 5 s wait per container; the next publication, once etcd is
             // back, drops this host's claims nothing holds any more.
@@ -138,6 +149,9 @@ impl Daemon {
             // Published again from scratch when the sync reconnects.
             return;
         }
+        // From the reads below to the store write: a publication that started from an
+        // older snapshot of the local store never writes after this one.
+        let _order = cl.publication_lock();
         let build = || -> ApiResult<_> {
             let nets: BTreeMap<String, NetworkSpec> = self
                 .networks()?

@@ -1438,6 +1438,14 @@ fn etcd_member_loss_and_a_cut_off_host() {
     b.run_server("web", &["--network", "app"], 8081);
     b.wait_container_port("web", 8081);
     let ip_db = a.ip_of("db", "app");
+    // Claimed cluster-wide: never the same address on two hosts (a publication that read
+    // the local store before db's record was stored once dropped db's claim, and host-b
+    // took the address).
+    assert_ne!(
+        b.ip_of("web", "app"),
+        ip_db,
+        "web and db hold the same address"
+    );
     // The member killed above may have been etcd's leader: until a new one is elected the
     // watch that brings db's endpoint to host-b waits, and web's packets for db have no
     // path yet (a CI run under load saw this probe fail once, refused). Wait for db's

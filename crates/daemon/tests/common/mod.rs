@@ -454,7 +454,7 @@ impl World {
             .arg(&self.state_dir)
             .arg("--socket")
             .arg(&self.socket)
-            .args(["--log-level", "debug"])
+            .args(["--log-level", DAEMON_LOG_LEVEL])
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
@@ -951,6 +951,10 @@ impl World {
     }
 }
 
+/// berthd's own debug lines, without the etcd client's transport chatter (h2 frames,
+/// connection pools): a failing test prints the whole log, and CI shows only its start.
+const DAEMON_LOG_LEVEL: &str = "debug,h2=info,hyper=info,hyper_util=info,tower=info,tonic=info";
+
 impl Drop for World {
     fn drop(&mut self) {
         let panicking = std::thread::panicking();
@@ -1052,7 +1056,7 @@ impl World {
             .arg(&self.state_dir)
             .arg("--socket")
             .arg(&self.socket)
-            .args(["--log-level", "debug"])
+            .args(["--log-level", DAEMON_LOG_LEVEL])
             .args(extra)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -1148,7 +1152,7 @@ impl World {
             .arg(&self.state_dir)
             .arg("--socket")
             .arg(&self.socket)
-            .args(["--log-level", "debug"])
+            .args(["--log-level", DAEMON_LOG_LEVEL])
             .args(extra)
             .env("NO_COLOR", "1")
             .envs(env.iter().copied())
