@@ -637,6 +637,101 @@ async fn nftnl_elements_round_trip_through_nft() {
     );
 }
 
+/// berth's tables read over netlink (`nftnl::read_tables`) are exactly what `nft -j` shows of
+/// them: the rules of berth's chains with their comments (not the administrator's chain
+/// `user`), and the elements of every set and map, interval sets (prefixes, an address, a
+/// range, concatenations) and per-container ones (map values, `typeof` keys) included; a
+/// namespace without the tables reads as empty both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_read_over_netlink_as_nft_reads_them() {
+    use berth_kernel::nftnl::{self, NftSocket};
+    use berth_kernel::observe;
+    use berth_plan::firewall::{self as fw, Elements, FirewallConfig};
+    require_root!();
+    if nft::check_available().is_err() {
+        eprintln!("skipped: nft not installed");
+        return;
+    }
+    let h = TestNs::new("rd");
+    let both = |path: &std::path::Path| {
+        let nl = run_in_netns(path, nftnl::read_tables)
+            .expect("netns")
+            .expect("netlink read")
+            .expect("every element decoded");
+        let by_nft = run_in_netns(path, observe::firewall_with_nft)
+            .expect("netns")
+            .expect("nft read");
+        (nl, by_nft)
+    };
+    let (nl, by_nft) = both(&h.path);
+    assert_eq!(nl, by_nft);
+    assert!(nl.rules.is_empty() && nl.elements.is_empty(), "{nl:?}");
+
+    nft::apply(Some(&h.path), &fw::base_script(&FirewallConfig::default())).expect("base");
+    nft::apply(
+        Some(&h.path),
+        "add element inet berth masq4 { 10.80.0.0/22 comment \"network s0\", 172.17.0.0/16 comment \"network bridge\", 10.9.9.9 comment \"one\", 10.1.0.1-10.1.0.9 comment \"range\", 224.0.0.0/3 comment \"top\" }
+add element inet berth masq6 { fd00:1::/64 comment \"network v6\", 2001:db8::1 comment \"one\" }
+add element inet berth hairpin4 { 10.80.0.0/22 . \"berth-4ccc7b14a\" comment \"network s0\", 172.17.0.0/16 . \"berth0\" comment \"network bridge\" }
+add element inet berth hairpin6 { fd00:1::/64 . \"berth-v6\" comment \"network v6\" }
+add element inet berth bridges { \"berth0\" comment \"network bridge\", \"berth-v6\" }
+add element inet berth same_bridge { \"berth0\" . \"berth0\" comment \"network bridge\" }
+add rule inet berth user counter comment \"the administrator's\"
+",
+    )
+    .expect("elements");
+    let published: Vec<berth_plan::ports::Published> = serde_json::from_value(serde_json::json!([
+        {"proto": "tcp", "host_ip": "0.0.0.0", "host_port": 8080, "container_ip": "10.1.0.2", "container_port": 80},
+        {"proto": "udp", "host_ip": "127.0.0.1", "host_port": 53, "container_ip": "10.1.0.2", "container_port": 5353},
+        {"proto": "tcp", "host_ip": "::", "host_port": 8080, "container_ip": "fd00::2", "container_port": 80},
+        {"proto": "sctp", "host_ip": "fd00::1", "host_port": 9, "container_ip": "fd00::2", "container_port": 9}
+    ]))
+    .expect("published");
+    let mut want = fw::port_elements("web \"quoted\"", &published);
+    let c = "container web on network n";
+    want.insert(fw::SET_GUARDED, "\"ve-web1\"".into(), c.into());
+    want.insert(
+        fw::SET_PORT_MAC,
+        "\"ve-web1\" . 02:42:0a:01:00:02".into(),
+        c.into(),
+    );
+    want.insert(fw::SET_PORT_IP4, "\"ve-web1\" . 10.1.0.2".into(), c.into());
+    want.insert(fw::SET_PORT_IP6, "\"ve-web1\" . fd00::2".into(), c.into());
+    let nd = format!(
+        "\"ve-web1\" . {:#x}",
+        u128::from(
+            "fe80::42:aff:fe01:2"
+                .parse::<std::net::Ipv6Addr>()
+                .expect("v6")
+        )
+    );
+    want.insert(fw::SET_PORT_ND, nd, c.into());
+    let changes = fw::diff_changes(&Elements::default(), &want);
+    run_in_netns(&h.path, move || NftSocket::open()?.apply(&changes))
+        .expect("netns")
+        .expect("apply");
+
+    let (nl, by_nft) = both(&h.path);
+    assert_eq!(nl, by_nft);
+    assert!(!nl.rules.iter().any(|(chain, _)| chain == "user"));
+    assert!(nl
+        .rules
+        .iter()
+        .any(|(chain, _)| chain.starts_with("bridge ")));
+    let masq4 = nl.elements.0.get(fw::SET_MASQ4).expect("masq4");
+    for e in [
+        "10.80.0.0/22",
+        "10.9.9.9",
+        "10.1.0.1-10.1.0.9",
+        "224.0.0.0/3",
+    ] {
+        assert!(masq4.contains_key(e), "{e} in {masq4:?}");
+    }
+    for (set, elems) in &want.0 {
+        assert_eq!(nl.elements.0.get(set), Some(elems), "{set}");
+    }
+}
+
 /// A bridge takes 1,023 ports; berth's 1,024th endpoint is refused with a message naming the
 /// limit (`KernelError::Full`, which the daemon answers with 409), and leaves no veth behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
