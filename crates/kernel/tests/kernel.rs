@@ -732,6 +732,44 @@ add rule inet berth user counter comment \"the administrator's\"
     }
 }
 
+/// The trace tables a crash left behind are found by a netlink listing of the inet tables (not
+/// other families' tables of the same name, not berth's own) and removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_trace_tables_are_listed_over_netlink_and_removed() {
+    use berth_kernel::{nftnl, trace};
+    require_root!();
+    if nft::check_available().is_err() {
+        eprintln!("skipped: nft not installed");
+        return;
+    }
+    let h = TestNs::new("tt");
+    nft::apply(
+        Some(&h.path),
+        "add table inet berth\nadd table inet berth-trace-7\nadd table ip berth-trace-8\nadd table inet mine\n",
+    )
+    .expect("tables");
+    let names = run_in_netns(&h.path, nftnl::inet_tables)
+        .expect("netns")
+        .expect("listing");
+    let names: BTreeSet<String> = names.into_iter().collect();
+    let want: BTreeSet<String> = ["berth", "berth-trace-7", "mine"]
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(names, want);
+    let removed = run_in_netns(&h.path, trace::remove_orphans)
+        .expect("netns")
+        .expect("remove");
+    assert_eq!(removed, vec!["berth-trace-7".to_string()]);
+    let left = run_in_netns(&h.path, nftnl::inet_tables)
+        .expect("netns")
+        .expect("listing");
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(nft::list_table_json(Some(&h.path), "ip", "berth-trace-8")
+        .expect("list")
+        .is_some());
+}
+
 /// A bridge takes 1,023 ports; berth's 1,024th endpoint is refused with a message naming the
 /// limit (`KernelError::Full`, which the daemon answers with 409), and leaves no veth behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
