@@ -519,6 +519,8 @@ impl Daemon {
         // published ports) while berthd adopts the containers: the pass below takes the read
         // as its observation unless an adoption below changed the tables.
         let fw_read = tokio::task::spawn_blocking(berth_kernel::observe::firewall);
+        // The host's chains (an `nft` process, ~10 ms), for the forward-policy warning at the end.
+        let host_chains = tokio::task::spawn_blocking(|| berth_kernel::nft::list_chains_json(None));
         let mut fw_changed = false;
         let containers = self.containers().map_err(|e| anyhow::anyhow!(e.message))?;
         let states = self.states().map_err(|e| anyhow::anyhow!(e.message))?;
@@ -749,7 +751,10 @@ impl Daemon {
             .map_err(|e| anyhow::anyhow!("opening the [::1] relays: {e}"))?;
         crate::ports::replace(self, &published).map_err(|e| anyhow::anyhow!(e.message))?;
         let ported_at = began.elapsed();
-        self.check_host_forward_policy();
+        match host_chains.await {
+            Ok(chains) => self.check_host_forward_policy(chains),
+            Err(e) => tracing::warn!("could not read the host's firewall rules: {e}"),
+        }
         // Restart policies last: their starts need the networks converged above.
         self.start_by_policy_at_startup()
             .map_err(|e| anyhow::anyhow!(e.message))?;
