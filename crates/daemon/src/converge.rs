@@ -567,37 +567,47 @@ impl Daemon {
             let d = self.clone();
             tokio::spawn(async move {
                 // Each namespace registered with the one subscription (all namespaces' ids)
-                // before it is read, so a change after the read raises a notification.
-                let mut nsids = HashMap::new();
-                let mut nsids_at = began.elapsed();
-                if d.ns_watch.ensure_started(&d.wake) {
-                    let pids: Vec<i32> = running.iter().map(|(_, p)| *p).collect();
-                    let got =
-                        tokio::task::spawn_blocking(move || berth_kernel::monitor::nsids_of(&pids))
-                            .await
-                            .unwrap_or_default();
-                    nsids_at = began.elapsed();
-                    for ((id, _), nsid) in running.iter().zip(got) {
-                        match nsid {
-                            Ok(nsid) => {
-                                d.ns_watch.watch(nsid, id);
-                                nsids.insert(id.clone(), nsid);
+                // before it is read, so a change after the read raises a notification: by the
+                // reader threads, each just before its read (the look-ups beside the reads).
+                let nsids = Arc::new(std::sync::Mutex::new(HashMap::new()));
+                let registration = d.ns_watch.ensure_started(&d.wake).then(|| {
+                    let (d, nsids) = (d.clone(), nsids.clone());
+                    let ids: Vec<String> = running.iter().map(|(id, _)| id.clone()).collect();
+                    berth_kernel::observe::Registration {
+                        pids: running.iter().map(|(_, p)| *p).collect(),
+                        register: Box::new(move |i, nsid| {
+                            let Some(id) = ids.get(i) else { return };
+                            match nsid {
+                                Ok(nsid) => {
+                                    d.ns_watch.watch(nsid, id);
+                                    if let Ok(mut m) = nsids.lock() {
+                                        m.insert(id.clone(), nsid);
+                                    }
+                                }
+                                Err(e) => tracing::debug!(
+                                    container = %id,
+                                    "no notifications from its namespace: {e}"
+                                ),
                             }
-                            Err(e) => tracing::debug!(
-                                container = %id,
-                                "no notifications from its namespace: {e}"
-                            ),
-                        }
+                        }),
                     }
-                }
+                });
                 let paths = running
                     .iter()
                     .map(|(_, p)| format!("/proc/{p}/ns/net"))
                     .collect();
-                let reads =
-                    berth_kernel::observe::netns_watched_many(paths, NAMESPACE_READERS, false)
-                        .await;
-                (nsids, reads, nsids_at, began.elapsed())
+                let reads = berth_kernel::observe::netns_watched_many(
+                    paths,
+                    NAMESPACE_READERS,
+                    false,
+                    registration,
+                )
+                .await;
+                let nsids = nsids
+                    .lock()
+                    .map(|mut m| std::mem::take(&mut *m))
+                    .unwrap_or_default();
+                (nsids, reads, began.elapsed())
             })
         });
         let known: BTreeSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
@@ -683,14 +693,14 @@ impl Daemon {
         // The namespace reads begun above.
         let adopted = watched.len();
         let mut known = BTreeMap::new();
-        let (mut nsids_at, mut reads_at) = (Duration::ZERO, Duration::ZERO);
+        let mut reads_at = Duration::ZERO;
         if let Some(ns_reads) = ns_reads {
-            let (nsids, reads, n_at, r_at) = ns_reads.await.unwrap_or_else(|e| {
+            let (nsids, reads, r_at) = ns_reads.await.unwrap_or_else(|e| {
                 // The pass reads them itself.
                 tracing::debug!("reading the adopted namespaces: {e}");
-                (HashMap::new(), Vec::new(), Duration::ZERO, Duration::ZERO)
+                (HashMap::new(), Vec::new(), Duration::ZERO)
             });
-            (nsids_at, reads_at) = (n_at, r_at);
+            reads_at = r_at;
             for (id, pid) in &watched {
                 if let Some(nsid) = nsids.get(id) {
                     spawn_watch(self.clone(), id.clone(), *pid, Some(*nsid));
@@ -781,7 +791,6 @@ impl Daemon {
             adopted_ms = adopted_at.as_millis() as u64,
             records_ms = records_at.as_millis() as u64,
             loop_ms = loop_at.as_millis() as u64,
-            nsids_ms = nsids_at.as_millis() as u64,
             reads_ms = reads_at.as_millis() as u64,
             fw_ms = fw_at.as_millis() as u64,
             pass_ms = (passed_at - adopted_at).as_millis() as u64,

@@ -440,7 +440,7 @@ async fn many_namespaces_are_read_by_a_few_threads_in_turn() {
     }
     let mut paths: Vec<String> = nss.iter().map(|n| n.path_str()).collect();
     paths.insert(3, "/run/netns/bk-no-such-namespace".into());
-    let reads = berth_kernel::observe::netns_watched_many(paths.clone(), 2, true).await;
+    let reads = berth_kernel::observe::netns_watched_many(paths.clone(), 2, true, None).await;
     assert_eq!(
         reads.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
         paths,
@@ -768,6 +768,85 @@ async fn orphan_trace_tables_are_listed_over_netlink_and_removed() {
     assert!(nft::list_table_json(Some(&h.path), "ip", "berth-trace-8")
         .expect("list")
         .is_some());
+}
+
+/// With a registration, the namespace readers hand over each namespace's id (as the caller's
+/// namespace numbers it, the id its notifications carry) once per namespace, with its place in
+/// the paths, and read it as without.
+#[test]
+fn namespace_readers_register_each_namespace_id_before_reading_it() {
+    use berth_kernel::monitor;
+    use berth_kernel::observe::{self, Registration};
+    use std::sync::{Arc, Mutex};
+    require_root!();
+    // berthd's namespace stands in a test namespace: the ids given are its own.
+    let host = TestNs::new("reg");
+    let nss: Vec<TestNs> = (0..4).map(|i| TestNs::new(&format!("rg{i}"))).collect();
+    let mut sleepers: Vec<std::process::Child> = nss
+        .iter()
+        .map(|ns| {
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &ns.name, "sleep", "60"])
+                .spawn()
+                .expect("sleep")
+        })
+        .collect();
+    // `ip netns exec` has entered the namespace once it runs `sleep` (same pid).
+    let pids: Vec<i32> = sleepers.iter().map(|c| c.id() as i32).collect();
+    for p in &pids {
+        let ns = format!("/proc/{p}/ns/net");
+        for _ in 0..200 {
+            let own = std::fs::read_link(&ns).ok();
+            let ours = std::fs::read_link("/proc/self/ns/net").ok();
+            if own.is_some() && own != ours {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    let paths: Vec<String> = pids.iter().map(|p| format!("/proc/{p}/ns/net")).collect();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let (paths2, pids2, got2) = (paths.clone(), pids.clone(), got.clone());
+    let (reads, ids) = run_in_netns(&host.path, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let reg = Registration {
+            pids: pids2.clone(),
+            register: Box::new(move |i, nsid| {
+                got2.lock().expect("lock").push((i, nsid.expect("an id")));
+            }),
+        };
+        let reads = rt.block_on(observe::netns_watched_many(paths2, 2, false, Some(reg)));
+        // The ids as the caller's namespace numbers them now.
+        let ids: Vec<i32> = pids2
+            .iter()
+            .map(|p| monitor::nsid_of(*p).expect("nsid"))
+            .collect();
+        (reads, ids)
+    })
+    .expect("netns");
+    for c in &mut sleepers {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let mut got = got.lock().expect("lock").clone();
+    got.sort();
+    let want: Vec<(usize, i32)> = ids.iter().copied().enumerate().collect();
+    assert_eq!(got, want, "each namespace registered once, with its id");
+    assert_eq!(
+        ids.iter().collect::<BTreeSet<_>>().len(),
+        ids.len(),
+        "{ids:?}"
+    );
+    assert_eq!(
+        reads.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+        paths
+    );
+    for (path, read) in reads {
+        let (ns, _) = read.expect("read");
+        assert!(ns.reachable && ns.links.contains_key("lo"), "{path}");
+    }
 }
 
 /// A bridge takes 1,023 ports; berth's 1,024th endpoint is refused with a message naming the
