@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth_plan::driver::{ForwardingIntent, RunningContainer};
 use berth_plan::firewall::{self as fw, Elements, FirewallConfig};
@@ -515,10 +516,16 @@ impl Daemon {
     /// before their state was stored), end berth's orphan processes, converge everything.
     pub(crate) async fn startup(self: &Arc<Self>) -> anyhow::Result<()> {
         let began = std::time::Instant::now();
-        // berth's nft tables, read by `nft` processes (~0.3 s of their own CPU per 5,000
-        // published ports) while berthd adopts the containers: the pass below takes the read
-        // as its observation unless an adoption below changed the tables.
-        let fw_read = tokio::task::spawn_blocking(berth_kernel::observe::firewall);
+        // berth's nft tables, dumped over netlink (a few tens of ms at 10,000 published
+        // ports; `nft -j` was ~0.4 s of CPU beside the adoption) while berthd adopts the
+        // containers: the pass below takes the read as its observation unless an adoption
+        // below changed the tables.
+        let fw_read = tokio::task::spawn_blocking(move || {
+            let read = berth_kernel::observe::firewall();
+            (read, began.elapsed())
+        });
+        // The host's chains (an `nft` process, ~10 ms), for the forward-policy warning at the end.
+        let host_chains = tokio::task::spawn_blocking(|| berth_kernel::nft::list_chains_json(None));
         let mut fw_changed = false;
         let containers = self.containers().map_err(|e| anyhow::anyhow!(e.message))?;
         let states = self.states().map_err(|e| anyhow::anyhow!(e.message))?;
@@ -540,6 +547,8 @@ impl Daemon {
                 (alive, HashMap::new())
             }
         };
+        // Where the start-up's time goes (its log line): the parts overlap.
+        let records_at = began.elapsed();
         // Every adopted container's namespace: registered with the one all-namespaces
         // subscription and then its links, addresses and routes read, from a thread inside it. A
         // few long-lived threads go through them all, entering one after the other (a thread per
@@ -559,35 +568,47 @@ impl Daemon {
             let d = self.clone();
             tokio::spawn(async move {
                 // Each namespace registered with the one subscription (all namespaces' ids)
-                // before it is read, so a change after the read raises a notification.
-                let mut nsids = HashMap::new();
-                if d.ns_watch.ensure_started(&d.wake) {
-                    let pids: Vec<i32> = running.iter().map(|(_, p)| *p).collect();
-                    let got =
-                        tokio::task::spawn_blocking(move || berth_kernel::monitor::nsids_of(&pids))
-                            .await
-                            .unwrap_or_default();
-                    for ((id, _), nsid) in running.iter().zip(got) {
-                        match nsid {
-                            Ok(nsid) => {
-                                d.ns_watch.watch(nsid, id);
-                                nsids.insert(id.clone(), nsid);
+                // before it is read, so a change after the read raises a notification: by the
+                // reader threads, each just before its read (the look-ups beside the reads).
+                let nsids = Arc::new(std::sync::Mutex::new(HashMap::new()));
+                let registration = d.ns_watch.ensure_started(&d.wake).then(|| {
+                    let (d, nsids) = (d.clone(), nsids.clone());
+                    let ids: Vec<String> = running.iter().map(|(id, _)| id.clone()).collect();
+                    berth_kernel::observe::Registration {
+                        pids: running.iter().map(|(_, p)| *p).collect(),
+                        register: Box::new(move |i, nsid| {
+                            let Some(id) = ids.get(i) else { return };
+                            match nsid {
+                                Ok(nsid) => {
+                                    d.ns_watch.watch(nsid, id);
+                                    if let Ok(mut m) = nsids.lock() {
+                                        m.insert(id.clone(), nsid);
+                                    }
+                                }
+                                Err(e) => tracing::debug!(
+                                    container = %id,
+                                    "no notifications from its namespace: {e}"
+                                ),
                             }
-                            Err(e) => tracing::debug!(
-                                container = %id,
-                                "no notifications from its namespace: {e}"
-                            ),
-                        }
+                        }),
                     }
-                }
+                });
                 let paths = running
                     .iter()
                     .map(|(_, p)| format!("/proc/{p}/ns/net"))
                     .collect();
-                let reads =
-                    berth_kernel::observe::netns_watched_many(paths, NAMESPACE_READERS, false)
-                        .await;
-                (nsids, reads)
+                let reads = berth_kernel::observe::netns_watched_many(
+                    paths,
+                    NAMESPACE_READERS,
+                    false,
+                    registration,
+                )
+                .await;
+                let nsids = nsids
+                    .lock()
+                    .map(|mut m| std::mem::take(&mut *m))
+                    .unwrap_or_default();
+                (nsids, reads, began.elapsed())
             })
         });
         let known: BTreeSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
@@ -660,6 +681,7 @@ impl Daemon {
                 (_, None) => {}
             }
         }
+        let loop_at = began.elapsed();
         // Published ports' `[::1]` relays (10,000 sockets at 1,000 containers, ~0.4 s): berthd's
         // own listeners, nothing the pass below reads or changes, so they open on a blocking
         // thread while the namespaces are read and the pass runs.
@@ -672,12 +694,14 @@ impl Daemon {
         // The namespace reads begun above.
         let adopted = watched.len();
         let mut known = BTreeMap::new();
+        let mut reads_at = Duration::ZERO;
         if let Some(ns_reads) = ns_reads {
-            let (nsids, reads) = ns_reads.await.unwrap_or_else(|e| {
+            let (nsids, reads, r_at) = ns_reads.await.unwrap_or_else(|e| {
                 // The pass reads them itself.
                 tracing::debug!("reading the adopted namespaces: {e}");
-                (HashMap::new(), Vec::new())
+                (HashMap::new(), Vec::new(), Duration::ZERO)
             });
+            reads_at = r_at;
             for (id, pid) in &watched {
                 if let Some(nsid) = nsids.get(id) {
                     spawn_watch(self.clone(), id.clone(), *pid, Some(*nsid));
@@ -700,7 +724,11 @@ impl Daemon {
                 }
             }
         }
-        let firewall = match fw_read.await {
+        let (fw_read, fw_at) = match fw_read.await {
+            Ok((read, at)) => (Ok(read), at),
+            Err(e) => (Err(e), Duration::ZERO),
+        };
+        let firewall = match fw_read {
             Ok(Ok(read)) if !fw_changed => Some(read),
             Ok(Ok(_)) => None,
             // The pass reads the tables itself, and reports what fails.
@@ -749,7 +777,10 @@ impl Daemon {
             .map_err(|e| anyhow::anyhow!("opening the [::1] relays: {e}"))?;
         crate::ports::replace(self, &published).map_err(|e| anyhow::anyhow!(e.message))?;
         let ported_at = began.elapsed();
-        self.check_host_forward_policy();
+        match host_chains.await {
+            Ok(chains) => self.check_host_forward_policy(chains),
+            Err(e) => tracing::warn!("could not read the host's firewall rules: {e}"),
+        }
         // Restart policies last: their starts need the networks converged above.
         self.start_by_policy_at_startup()
             .map_err(|e| anyhow::anyhow!(e.message))?;
@@ -759,6 +790,10 @@ impl Daemon {
             adopted,
             steps = rep.applied,
             adopted_ms = adopted_at.as_millis() as u64,
+            records_ms = records_at.as_millis() as u64,
+            loop_ms = loop_at.as_millis() as u64,
+            reads_ms = reads_at.as_millis() as u64,
+            fw_ms = fw_at.as_millis() as u64,
             pass_ms = (passed_at - adopted_at).as_millis() as u64,
             ports_ms = (ported_at - passed_at).as_millis() as u64,
             total_ms = began.elapsed().as_millis() as u64,

@@ -377,12 +377,16 @@ impl Daemon {
     }
 
     /// Looks for other tables whose forward hook drops by policy: their verdict applies to
-    /// berth's traffic too (a drop in any base chain wins), so say so loudly.
-    pub fn check_host_forward_policy(&self) {
+    /// berth's traffic too (a drop in any base chain wins), so say so loudly. `chains` is
+    /// `berth_kernel::nft::list_chains_json(None)`: the chains only, the whole rule set holds
+    /// every published port's element (10,000 of them cost the `nft` process and its JSON
+    /// seconds at start-up); start-up reads them while it adopts the containers.
+    pub fn check_host_forward_policy(
+        &self,
+        chains: berth_kernel::error::Result<serde_json::Value>,
+    ) {
         let mut warnings = Vec::new();
-        // The chains only: the whole rule set holds every published port's element (10,000
-        // of them cost the `nft` process and its JSON seconds at start-up).
-        match berth_kernel::nft::list_chains_json(None) {
+        match chains {
             Ok(json) => {
                 for (family, table, chain) in crate::firewall::forward_drop_chains(&json) {
                     warnings.push(format!(

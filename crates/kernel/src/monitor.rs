@@ -423,7 +423,7 @@ pub fn nsids_of(pids: &[i32]) -> Vec<Result<i32>> {
 }
 
 /// [`nsid_of`] on `nl`, a socket of the caller's namespace.
-fn nsid_on(nl: &mut crate::nl::SyncNetlink, pid: i32) -> Result<i32> {
+pub(crate) fn nsid_on(nl: &mut crate::nl::SyncNetlink, pid: i32) -> Result<i32> {
     use rtnetlink::packet_route::nsid::{NsidAttribute, NsidMessage};
     use rtnetlink::packet_route::RouteNetlinkMessage;
     let pid = u32::try_from(pid)

@@ -132,8 +132,9 @@ pub fn apply(netns: Option<&Path>, script: &str) -> Result<()> {
 /// transaction: over netlink from this process ([`crate::nftnl`]) when every change can be
 /// encoded there, else as an `nft -f` script (interval sets: network create and remove).
 ///
-/// `BERTH_NFT_EXEC=1` in berthd's environment makes every change run `nft` (the benchmarks'
-/// A/B of the two executors, and a way out should a kernel refuse berth's messages).
+/// `BERTH_NFT_EXEC=1` in berthd's environment makes every change run `nft`, and the tables be
+/// read back with `nft -j` (the benchmarks' A/B of the two executors, and a way out should a
+/// kernel refuse berth's messages).
 pub fn apply_changes(changes: &[berth_plan::firewall::SetChange]) -> Result<()> {
     if changes.is_empty() {
         return Ok(());
@@ -144,8 +145,9 @@ pub fn apply_changes(changes: &[berth_plan::firewall::SetChange]) -> Result<()> 
     apply(None, &berth_plan::firewall::changes_script(changes))
 }
 
-/// Whether `BERTH_NFT_EXEC=1` asks for the `nft` binary for element changes too.
-fn exec_forced() -> bool {
+/// Whether `BERTH_NFT_EXEC=1` asks for the `nft` binary for element changes and for reading
+/// berth's tables back too.
+pub(crate) fn exec_forced() -> bool {
     static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *FORCED.get_or_init(|| std::env::var_os("BERTH_NFT_EXEC").is_some_and(|v| v == "1"))
 }

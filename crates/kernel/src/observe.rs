@@ -247,13 +247,16 @@ fn read_namespace(subscribe: bool) -> Result<WatchedRead> {
 /// (the kernel's task-list lock, glibc freeing the thread's arena and stack) cost more than the
 /// dumps themselves (a system-wide profile of a restart). Results come back in `paths`' order.
 /// Without `subscribe`, only the observations (every monitor `None`): berthd watches container
-/// namespaces through one [`crate::monitor::NamespacesMonitor`].
+/// namespaces through one [`crate::monitor::NamespacesMonitor`]. With `registration`, each
+/// namespace's id is looked up and handed over before it is read (see [`Registration`]).
 pub async fn netns_watched_many(
     paths: Vec<String>,
     threads: usize,
     subscribe: bool,
+    registration: Option<Registration>,
 ) -> Vec<(String, Watched)> {
     let n = paths.len();
+    let registration = registration.map(std::sync::Arc::new);
     let queue = std::sync::Arc::new(std::sync::Mutex::new(
         paths
             .into_iter()
@@ -263,20 +266,28 @@ pub async fn netns_watched_many(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut started = 0;
     for _ in 0..threads.clamp(1, n.max(1)) {
-        let (queue, tx) = (queue.clone(), tx.clone());
+        let (queue, tx, reg) = (queue.clone(), tx.clone(), registration.clone());
         let spawned = std::thread::Builder::new()
             .name("berth-nsread".into())
-            .spawn(move || loop {
-                let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-                let Some((i, path)) = next else { break };
-                let p = Path::new(&path);
-                // This thread moves on to the next namespace; the sockets it made here stay
-                // bound to this one.
-                let read = crate::netns::open_netns(p)
-                    .and_then(|ns| crate::netns::enter(&ns, p))
-                    .and_then(|()| read_namespace(subscribe));
-                if tx.send((i, path, read)).is_err() {
-                    break;
+            .spawn(move || {
+                // Opened before this thread leaves the caller's namespace: the ids it looks up
+                // are the ones the caller's notifications carry.
+                let mut own = reg.as_ref().map(|_| SyncNetlink::open());
+                loop {
+                    let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                    let Some((i, path)) = next else { break };
+                    if let Some(r) = &reg {
+                        r.register(i, own.as_mut());
+                    }
+                    let p = Path::new(&path);
+                    // This thread moves on to the next namespace; the sockets it made here stay
+                    // bound to this one.
+                    let read = crate::netns::open_netns(p)
+                        .and_then(|ns| crate::netns::enter(&ns, p))
+                        .and_then(|()| read_namespace(subscribe));
+                    if tx.send((i, path, read)).is_err() {
+                        break;
+                    }
                 }
             });
         match spawned {
@@ -300,6 +311,10 @@ pub async fn netns_watched_many(
         .map(|mut q| q.drain(..).collect())
         .unwrap_or_default();
     for (i, path) in queue {
+        if let Some(r) = &registration {
+            let mut own = Some(SyncNetlink::open());
+            r.register(i, own.as_mut());
+        }
         let done = if subscribe {
             netns_watched(&path).await
         } else {
@@ -310,6 +325,32 @@ pub async fn netns_watched_many(
         }
     }
     out.into_iter().flatten().collect()
+}
+
+/// What [`netns_watched_many`] does before it reads a namespace: looks up the namespace's id in
+/// the caller's namespace (`RTM_GETNSID` of its process, one given if it has none) and hands it
+/// to `register`, so a notification from the namespace is recognised from before the read on
+/// and nothing after the read goes unseen. Each reader thread does it for the namespaces it
+/// reads, on a socket it opened in the caller's namespace: the look-ups run beside the reads,
+/// not all of them before the first read.
+pub struct Registration {
+    /// The process whose namespace each path is, in the order of the paths.
+    pub pids: Vec<i32>,
+    /// Takes a namespace's place in the paths and its id (or why there is none).
+    pub register: Box<dyn Fn(usize, Result<i32>) + Send + Sync>,
+}
+
+impl Registration {
+    /// Looks up the id of namespace `i` on `own` (a socket of the caller's namespace) and
+    /// registers it.
+    fn register(&self, i: usize, own: Option<&mut Result<SyncNetlink>>) {
+        let nsid = match (own, self.pids.get(i)) {
+            (Some(Ok(nl)), Some(&pid)) => crate::monitor::nsid_on(nl, pid),
+            (Some(Err(e)), _) => Err(KernelError::invalid("namespace ids", e.to_string())),
+            _ => Err(KernelError::invalid("namespace ids", "no process for it")),
+        };
+        (self.register)(i, nsid);
+    }
 }
 
 /// The monitor and the observation from a namespace's [`WatchedRead`].
@@ -376,9 +417,27 @@ pub fn sysctls(keys: &BTreeSet<String>) -> Result<BTreeMap<String, String>> {
 }
 
 /// berth's nft tables (`inet berth` and the anti-spoofing `bridge berth`): the rules of its own
-/// chains and its elements (empty for a table that does not exist). Spawns `nft`: call from a
-/// blocking context.
+/// chains and its elements (empty for a table that does not exist). Dumped over nf_tables
+/// netlink ([`crate::nftnl::read_tables`]), or by `nft` when that cannot read them: call from
+/// a blocking context.
 pub fn firewall() -> Result<ObservedFirewall> {
+    // Over netlink from this thread (a few ms for 10,000 published ports); nft for what is not
+    // read there, and with `BERTH_NFT_EXEC=1`.
+    if !crate::nft::exec_forced() {
+        match crate::nftnl::read_tables() {
+            Ok(Some(fw)) => return Ok(fw),
+            Ok(None) => tracing::debug!(
+                "berth's nft tables hold what is read with nft only (or kept changing): nft reads them"
+            ),
+            Err(e) => tracing::debug!("{e}: nft reads them"),
+        }
+    }
+    firewall_with_nft()
+}
+
+/// [`firewall`] read by `nft -j list table` (the netlink read's fallback, and its reference in
+/// the tests).
+pub fn firewall_with_nft() -> Result<ObservedFirewall> {
     let mut items = Vec::new();
     for family in ["inet", "bridge"] {
         if let Some(mut json) = crate::nft::list_table_json(None, family, "berth")? {

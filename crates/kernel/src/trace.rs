@@ -149,6 +149,18 @@ pub fn remove(table: &str) -> Result<()> {
 
 /// Trace tables present in the caller's namespace (`inet` tables named `berth-trace-*`).
 pub fn tables(netns: Option<&Path>) -> Result<Vec<String>> {
+    if netns.is_none() && !crate::nft::exec_forced() {
+        // One netlink dump of the table names (every berthd start looks), not nft's listing.
+        match crate::nftnl::inet_tables() {
+            Ok(names) => {
+                return Ok(names
+                    .into_iter()
+                    .filter(|n| plan::is_trace_table(n))
+                    .collect())
+            }
+            Err(e) => tracing::debug!("{e}: nft lists them"),
+        }
+    }
     let v = crate::nft::list_tables_json(netns)?;
     Ok(v.get("nftables")
         .and_then(|a| a.as_array())

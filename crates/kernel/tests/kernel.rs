@@ -440,7 +440,7 @@ async fn many_namespaces_are_read_by_a_few_threads_in_turn() {
     }
     let mut paths: Vec<String> = nss.iter().map(|n| n.path_str()).collect();
     paths.insert(3, "/run/netns/bk-no-such-namespace".into());
-    let reads = berth_kernel::observe::netns_watched_many(paths.clone(), 2, true).await;
+    let reads = berth_kernel::observe::netns_watched_many(paths.clone(), 2, true, None).await;
     assert_eq!(
         reads.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
         paths,
@@ -635,6 +635,218 @@ async fn nftnl_elements_round_trip_through_nft() {
         after,
         "nothing of the failed batch was applied"
     );
+}
+
+/// berth's tables read over netlink (`nftnl::read_tables`) are exactly what `nft -j` shows of
+/// them: the rules of berth's chains with their comments (not the administrator's chain
+/// `user`), and the elements of every set and map, interval sets (prefixes, an address, a
+/// range, concatenations) and per-container ones (map values, `typeof` keys) included; a
+/// namespace without the tables reads as empty both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_read_over_netlink_as_nft_reads_them() {
+    use berth_kernel::nftnl::{self, NftSocket};
+    use berth_kernel::observe;
+    use berth_plan::firewall::{self as fw, Elements, FirewallConfig};
+    require_root!();
+    if nft::check_available().is_err() {
+        eprintln!("skipped: nft not installed");
+        return;
+    }
+    let h = TestNs::new("rd");
+    let both = |path: &std::path::Path| {
+        let nl = run_in_netns(path, nftnl::read_tables)
+            .expect("netns")
+            .expect("netlink read")
+            .expect("every element decoded");
+        let by_nft = run_in_netns(path, observe::firewall_with_nft)
+            .expect("netns")
+            .expect("nft read");
+        (nl, by_nft)
+    };
+    let (nl, by_nft) = both(&h.path);
+    assert_eq!(nl, by_nft);
+    assert!(nl.rules.is_empty() && nl.elements.is_empty(), "{nl:?}");
+
+    nft::apply(Some(&h.path), &fw::base_script(&FirewallConfig::default())).expect("base");
+    nft::apply(
+        Some(&h.path),
+        "add element inet berth masq4 { 10.80.0.0/22 comment \"network s0\", 172.17.0.0/16 comment \"network bridge\", 10.9.9.9 comment \"one\", 10.1.0.1-10.1.0.9 comment \"range\", 224.0.0.0/3 comment \"top\" }
+add element inet berth masq6 { fd00:1::/64 comment \"network v6\", 2001:db8::1 comment \"one\" }
+add element inet berth hairpin4 { 10.80.0.0/22 . \"berth-4ccc7b14a\" comment \"network s0\", 172.17.0.0/16 . \"berth0\" comment \"network bridge\" }
+add element inet berth hairpin6 { fd00:1::/64 . \"berth-v6\" comment \"network v6\" }
+add element inet berth bridges { \"berth0\" comment \"network bridge\", \"berth-v6\" }
+add element inet berth same_bridge { \"berth0\" . \"berth0\" comment \"network bridge\" }
+add rule inet berth user counter comment \"the administrator's\"
+",
+    )
+    .expect("elements");
+    let published: Vec<berth_plan::ports::Published> = serde_json::from_value(serde_json::json!([
+        {"proto": "tcp", "host_ip": "0.0.0.0", "host_port": 8080, "container_ip": "10.1.0.2", "container_port": 80},
+        {"proto": "udp", "host_ip": "127.0.0.1", "host_port": 53, "container_ip": "10.1.0.2", "container_port": 5353},
+        {"proto": "tcp", "host_ip": "::", "host_port": 8080, "container_ip": "fd00::2", "container_port": 80},
+        {"proto": "sctp", "host_ip": "fd00::1", "host_port": 9, "container_ip": "fd00::2", "container_port": 9}
+    ]))
+    .expect("published");
+    let mut want = fw::port_elements("web \"quoted\"", &published);
+    let c = "container web on network n";
+    want.insert(fw::SET_GUARDED, "\"ve-web1\"".into(), c.into());
+    want.insert(
+        fw::SET_PORT_MAC,
+        "\"ve-web1\" . 02:42:0a:01:00:02".into(),
+        c.into(),
+    );
+    want.insert(fw::SET_PORT_IP4, "\"ve-web1\" . 10.1.0.2".into(), c.into());
+    want.insert(fw::SET_PORT_IP6, "\"ve-web1\" . fd00::2".into(), c.into());
+    let nd = format!(
+        "\"ve-web1\" . {:#x}",
+        u128::from(
+            "fe80::42:aff:fe01:2"
+                .parse::<std::net::Ipv6Addr>()
+                .expect("v6")
+        )
+    );
+    want.insert(fw::SET_PORT_ND, nd, c.into());
+    let changes = fw::diff_changes(&Elements::default(), &want);
+    run_in_netns(&h.path, move || NftSocket::open()?.apply(&changes))
+        .expect("netns")
+        .expect("apply");
+
+    let (nl, by_nft) = both(&h.path);
+    assert_eq!(nl, by_nft);
+    assert!(!nl.rules.iter().any(|(chain, _)| chain == "user"));
+    assert!(nl
+        .rules
+        .iter()
+        .any(|(chain, _)| chain.starts_with("bridge ")));
+    let masq4 = nl.elements.0.get(fw::SET_MASQ4).expect("masq4");
+    for e in [
+        "10.80.0.0/22",
+        "10.9.9.9",
+        "10.1.0.1-10.1.0.9",
+        "224.0.0.0/3",
+    ] {
+        assert!(masq4.contains_key(e), "{e} in {masq4:?}");
+    }
+    for (set, elems) in &want.0 {
+        assert_eq!(nl.elements.0.get(set), Some(elems), "{set}");
+    }
+}
+
+/// The trace tables a crash left behind are found by a netlink listing of the inet tables (not
+/// other families' tables of the same name, not berth's own) and removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_trace_tables_are_listed_over_netlink_and_removed() {
+    use berth_kernel::{nftnl, trace};
+    require_root!();
+    if nft::check_available().is_err() {
+        eprintln!("skipped: nft not installed");
+        return;
+    }
+    let h = TestNs::new("tt");
+    nft::apply(
+        Some(&h.path),
+        "add table inet berth\nadd table inet berth-trace-7\nadd table ip berth-trace-8\nadd table inet mine\n",
+    )
+    .expect("tables");
+    let names = run_in_netns(&h.path, nftnl::inet_tables)
+        .expect("netns")
+        .expect("listing");
+    let names: BTreeSet<String> = names.into_iter().collect();
+    let want: BTreeSet<String> = ["berth", "berth-trace-7", "mine"]
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(names, want);
+    let removed = run_in_netns(&h.path, trace::remove_orphans)
+        .expect("netns")
+        .expect("remove");
+    assert_eq!(removed, vec!["berth-trace-7".to_string()]);
+    let left = run_in_netns(&h.path, nftnl::inet_tables)
+        .expect("netns")
+        .expect("listing");
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(nft::list_table_json(Some(&h.path), "ip", "berth-trace-8")
+        .expect("list")
+        .is_some());
+}
+
+/// With a registration, the namespace readers hand over each namespace's id (as the caller's
+/// namespace numbers it, the id its notifications carry) once per namespace, with its place in
+/// the paths, and read it as without.
+#[test]
+fn namespace_readers_register_each_namespace_id_before_reading_it() {
+    use berth_kernel::monitor;
+    use berth_kernel::observe::{self, Registration};
+    use std::sync::{Arc, Mutex};
+    require_root!();
+    // berthd's namespace stands in a test namespace: the ids given are its own.
+    let host = TestNs::new("reg");
+    let nss: Vec<TestNs> = (0..4).map(|i| TestNs::new(&format!("rg{i}"))).collect();
+    let mut sleepers: Vec<std::process::Child> = nss
+        .iter()
+        .map(|ns| {
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &ns.name, "sleep", "60"])
+                .spawn()
+                .expect("sleep")
+        })
+        .collect();
+    // `ip netns exec` has entered the namespace once it runs `sleep` (same pid).
+    let pids: Vec<i32> = sleepers.iter().map(|c| c.id() as i32).collect();
+    for p in &pids {
+        let ns = format!("/proc/{p}/ns/net");
+        for _ in 0..200 {
+            let own = std::fs::read_link(&ns).ok();
+            let ours = std::fs::read_link("/proc/self/ns/net").ok();
+            if own.is_some() && own != ours {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    let paths: Vec<String> = pids.iter().map(|p| format!("/proc/{p}/ns/net")).collect();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let (paths2, pids2, got2) = (paths.clone(), pids.clone(), got.clone());
+    let (reads, ids) = run_in_netns(&host.path, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let reg = Registration {
+            pids: pids2.clone(),
+            register: Box::new(move |i, nsid| {
+                got2.lock().expect("lock").push((i, nsid.expect("an id")));
+            }),
+        };
+        let reads = rt.block_on(observe::netns_watched_many(paths2, 2, false, Some(reg)));
+        // The ids as the caller's namespace numbers them now.
+        let ids: Vec<i32> = pids2
+            .iter()
+            .map(|p| monitor::nsid_of(*p).expect("nsid"))
+            .collect();
+        (reads, ids)
+    })
+    .expect("netns");
+    for c in &mut sleepers {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let mut got = got.lock().expect("lock").clone();
+    got.sort();
+    let want: Vec<(usize, i32)> = ids.iter().copied().enumerate().collect();
+    assert_eq!(got, want, "each namespace registered once, with its id");
+    assert_eq!(
+        ids.iter().collect::<BTreeSet<_>>().len(),
+        ids.len(),
+        "{ids:?}"
+    );
+    assert_eq!(
+        reads.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+        paths
+    );
+    for (path, read) in reads {
+        let (ns, _) = read.expect("read");
+        assert!(ns.reachable && ns.links.contains_key("lo"), "{path}");
+    }
 }
 
 /// A bridge takes 1,023 ports; berth's 1,024th endpoint is refused with a message naming the

@@ -370,6 +370,13 @@ fn quote(s: &str) -> String {
     format!("\"{}\"", comment_text(s))
 }
 
+/// An interface name as element text (`"br-web"`), as [`parse_observed`] writes one that nft
+/// printed: what a reader of the kernel's bytes (`berth_kernel::nftnl`) must write too, so its
+/// elements compare equal to the desired ones.
+pub fn ifname_text(name: &str) -> String {
+    quote(name)
+}
+
 /// The text nft keeps of comment `s` (see [`quote`]): what it prints back, so a desired
 /// comment compares equal to the observed one (a network name may hold any character).
 fn comment_text(s: &str) -> String {
@@ -1221,8 +1228,9 @@ fn family_and_name(table: &'static str) -> (&'static str, &'static str) {
     table.split_once(' ').unwrap_or(("inet", table))
 }
 
-/// Every set and map berth owns, with no changes yet.
-fn owned_sets() -> impl Iterator<Item = SetChange> {
+/// Every set and map berth owns, with no changes yet: their tables, names and types (what a
+/// reader of the kernel's bytes needs to turn them into element text, `berth_kernel::nftnl`).
+pub fn owned_sets() -> impl Iterator<Item = SetChange> {
     let new = |table, set, key_type, data_type, interval| SetChange {
         family: family_and_name(table).0,
         table: family_and_name(table).1,
