@@ -227,6 +227,17 @@ mod tests {
     use super::*;
     use berth_store::{Op, RedbStore, StoreExt};
 
+    /// A store holding `c/a` = "A" (in a directory that lives as long as the first value)
+    /// and an index of `c/`.
+    fn with_a() -> (tempfile::TempDir, RedbStore, DocIndex<String>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RedbStore::open(&dir.path().join("s.redb")).expect("open");
+        store
+            .apply(vec![Op::put_json("c/a", &"A".to_string())])
+            .expect("put");
+        (dir, store, DocIndex::new("c/"))
+    }
+
     fn keys(v: &[Arc<String>]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
     }
@@ -234,12 +245,7 @@ mod tests {
     /// After every kind of write the index answers what a fresh list answers.
     #[test]
     fn follows_every_write_like_a_list() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = RedbStore::open(&dir.path().join("s.redb")).expect("open");
-        store
-            .apply(vec![Op::put_json("c/a", &"A".to_string())])
-            .expect("put");
-        let idx: DocIndex<String> = DocIndex::new("c/");
+        let (_dir, store, idx) = with_a();
         let list = |s: &RedbStore| -> Vec<String> { s.list_json("c/").expect("list") };
         assert_eq!(keys(&idx.all(&store).expect("all")), list(&store));
         let steps: Vec<Vec<Op>> = vec![
@@ -271,12 +277,7 @@ mod tests {
     /// longer reaches back to it or the index was listed again.
     #[test]
     fn followers_get_the_changed_keys() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = RedbStore::open(&dir.path().join("s.redb")).expect("open");
-        store
-            .apply(vec![Op::put_json("c/a", &"A".to_string())])
-            .expect("put");
-        let idx: DocIndex<String> = DocIndex::new("c/");
+        let (_dir, store, idx) = with_a();
         let g0 = idx.generation(&store).expect("generation");
         let (g, none) = idx.changes_since(&store, g0).expect("ok").expect("known");
         assert!(none.is_empty() && g == g0);

@@ -552,22 +552,13 @@ impl Table {
             if !running {
                 continue;
             }
-            let (v4, v6): (Vec<IpAddr>, Vec<IpAddr>) =
-                ep.addrs.iter().map(|a| a.addr()).partition(|a| a.is_ipv4());
-            let v4: Vec<Ipv4Addr> = v4
-                .into_iter()
-                .filter_map(|a| match a {
-                    IpAddr::V4(a) => Some(a),
-                    IpAddr::V6(_) => None,
-                })
-                .collect();
-            let v6: Vec<Ipv6Addr> = v6
-                .into_iter()
-                .filter_map(|a| match a {
-                    IpAddr::V6(a) => Some(a),
-                    IpAddr::V4(_) => None,
-                })
-                .collect();
+            let (mut v4, mut v6) = (Vec::new(), Vec::new());
+            for a in &ep.addrs {
+                match a.addr() {
+                    IpAddr::V4(a) => v4.push(a),
+                    IpAddr::V6(a) => v6.push(a),
+                }
+            }
             let table = &mut self.nets[ni as usize];
             for k in names_of(c, ep, net) {
                 let key: Box<[u8]> = k.into_bytes().into();
@@ -1461,34 +1452,27 @@ mod tests {
             let all: Vec<(ContainerSpec, bool)> = now.values().cloned().collect();
             assert_eq!(*t, Table::build(&n, &all));
         };
+        let put = |t: &mut Table, now: &mut BTreeMap<_, _>, ctr: &ContainerSpec, running| {
+            t.insert(ctr, running);
+            now.insert(ctr.id.clone(), (ctr.clone(), running));
+            check(t, now);
+        };
+        // What x (on a) gets for "db".
+        let db = |t: &Table| t.resolve(ip("10.1.0.2"), "db").unwrap().0;
         // Inserted in reverse id order.
         for (ctr, running) in c.iter().rev() {
-            t.insert(ctr, *running);
-            now.insert(ctr.id.clone(), (ctr.clone(), *running));
-            check(&t, &now);
+            put(&mut t, &mut now, ctr, *running);
         }
         // u (alias "db" on a, beside y's) stops, then starts again.
         let u = c[5].0.clone();
-        t.insert(&u, false);
-        now.insert(u.id.clone(), (u.clone(), false));
-        check(&t, &now);
-        assert_eq!(
-            t.resolve(ip("10.1.0.2"), "db").unwrap().0,
-            vec!["10.1.0.3".parse::<Ipv4Addr>().unwrap()]
-        );
-        t.insert(&u, true);
-        now.insert(u.id.clone(), (u.clone(), true));
-        check(&t, &now);
+        put(&mut t, &mut now, &u, false);
+        assert_eq!(db(&t), vec!["10.1.0.3".parse::<Ipv4Addr>().unwrap()]);
+        put(&mut t, &mut now, &u, true);
         // y gets another alias and loses "db".
         let mut y = c[1].0.clone();
         y.endpoints[0].aliases = vec!["cache".into()];
-        t.insert(&y, true);
-        now.insert(y.id.clone(), (y.clone(), true));
-        check(&t, &now);
-        assert_eq!(
-            t.resolve(ip("10.1.0.2"), "db").unwrap().0,
-            vec!["10.1.0.6".parse::<Ipv4Addr>().unwrap()]
-        );
+        put(&mut t, &mut now, &y, true);
+        assert_eq!(db(&t), vec!["10.1.0.6".parse::<Ipv4Addr>().unwrap()]);
         // x is removed: no names, no asker, no PTR left of it.
         assert!(t.remove(&c[0].0.id));
         assert!(!t.remove(&c[0].0.id));
