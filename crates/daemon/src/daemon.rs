@@ -139,8 +139,8 @@ pub struct Daemon {
     specs: DocIndex<ContainerSpec>,
     /// Container states the same way.
     state_docs: DocIndex<ContainerState>,
-    /// What the DNS table was last built from, to skip building the same table again.
-    dns_inputs: std::sync::Mutex<Option<DnsInputs>>,
+    /// The embedded DNS table, followed per container change (see [`Daemon::dns_refresh_with`]).
+    dns_inputs: std::sync::Mutex<Option<DnsFollow>>,
 }
 
 /// How long the exit code of a removed container stays available to `wait`.
@@ -458,64 +458,15 @@ impl Daemon {
     }
 
     /// [`Daemon::dns_refresh`], counting container `starting` as running.
+    ///
+    /// The table follows the containers' documents and states: only the containers whose
+    /// document or state changed since the last refresh (the index's change log says which),
+    /// and the one starting or no longer starting, are taken out and put back, so a start
+    /// costs the same at 1,000 containers as at 10. It is built from every container again
+    /// when the networks changed, when the change log no longer reaches back, and while
+    /// containers of other hosts are in it.
     pub(crate) fn dns_refresh_with(&self, starting: Option<&str>) {
-        // The table, and where the running containers that need a resolver inside their own
-        // namespace (macvlan/ipvlan networks only) have it.
-        // `None`: the table in force stays (built from the same inputs).
-        let build = || -> ApiResult<(Option<berth_plan::dns::Table>, LocalResolvers)> {
-            let nets = self.networks()?;
-            let mut pids = HashMap::new();
-            let states = self.states_shared()?;
-            let specs = self.containers_shared()?;
-            let remote = self.remote_dns_containers();
-            let mut containers = Vec::with_capacity(specs.len() + remote.len());
-            for c in specs.iter() {
-                let (is_running, pid) = states
-                    .get(&c.id)
-                    .map(|st| (st.status == berth_plan::model::Status::Running, st.pid))
-                    .unwrap_or_default();
-                if is_running && pid > 0 {
-                    pids.insert(c.id.as_str(), pid);
-                }
-                containers.push((&**c, starting == Some(c.id.as_str()) || is_running));
-            }
-            let local_of = |ids: &[String]| -> Vec<(String, PathBuf)> {
-                ids.iter()
-                    .filter_map(|id| {
-                        let pid = pids.get(id.as_str())?;
-                        Some((id.clone(), PathBuf::from(format!("/proc/{pid}/ns/net"))))
-                    })
-                    .collect()
-            };
-            let inputs = DnsInputs {
-                specs: specs.clone(),
-                running: containers.iter().map(|(_, r)| *r).collect(),
-                nets,
-                local: Vec::new(),
-            };
-            let mut last = match self.dns_inputs.lock() {
-                Ok(l) => l,
-                Err(p) => p.into_inner(),
-            };
-            // The same documents, the same answering set and the same networks give the same
-            // table (a start refreshes once as it begins and once as it is stored running):
-            // only the in-namespace resolvers follow the states' pids.
-            if remote.is_empty() {
-                if let Some(l) = last.as_ref().filter(|l| l.same_as(&inputs)) {
-                    return Ok((None, local_of(&l.local)));
-                }
-            }
-            // Containers of other hosts on the shared overlay networks.
-            containers.extend(remote.iter().map(|(c, r)| (c, *r)));
-            let table = berth_plan::dns::Table::build(&inputs.nets, &containers);
-            let local = local_of(table.local());
-            *last = remote.is_empty().then(|| DnsInputs {
-                local: table.local().to_vec(),
-                ..inputs
-            });
-            Ok((Some(table), local))
-        };
-        match build() {
+        match self.dns_follow(starting) {
             Ok((table, local)) => {
                 if let Some(table) = table {
                     self.dns.update(table);
@@ -526,28 +477,154 @@ impl Daemon {
             Err(e) => tracing::warn!("embedded DNS: reading the store: {}", e.message),
         }
     }
+
+    /// Brings the followed table up to date: the table to publish (`None`: unchanged) and
+    /// where the running containers that need a resolver inside their own namespace
+    /// (macvlan/ipvlan networks only) have it.
+    fn dns_follow(
+        &self,
+        starting: Option<&str>,
+    ) -> ApiResult<(Option<berth_plan::dns::Table>, LocalResolvers)> {
+        let nets = self.networks()?;
+        let remote = self.remote_dns_containers();
+        let mut slot = match self.dns_inputs.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        let running_now = |id: &str| -> ApiResult<bool> {
+            Ok(starting == Some(id)
+                || self
+                    .state_docs
+                    .get(self.store.as_ref(), id)?
+                    .is_some_and(|st| st.status == berth_plan::model::Status::Running))
+        };
+        let followed = match slot.take() {
+            Some(f) if remote.is_empty() && *f.table.networks() == *nets => {
+                self.dns_catch_up(f, starting, &running_now)?
+            }
+            _ => None,
+        };
+        let (follow, changed) = match followed {
+            Some(caught_up) => caught_up,
+            None => {
+                // From scratch: the generations first, so a change made while every document
+                // is read comes again in the next catch-up (applying it twice is harmless).
+                let spec_gen = self.specs.generation(self.store.as_ref())?;
+                let state_gen = self.state_docs.generation(self.store.as_ref())?;
+                let specs = self.containers_shared()?;
+                let mut members = HashMap::with_capacity(specs.len());
+                let mut table = berth_plan::dns::Table::new(&nets);
+                for c in specs.iter() {
+                    let running = running_now(&c.id)?;
+                    table.insert(c, running);
+                    members.insert(c.id.clone(), (c.clone(), running));
+                }
+                // Containers of other hosts on the shared overlay networks.
+                for (c, running) in &remote {
+                    table.insert(c, *running);
+                }
+                let follow = DnsFollow {
+                    table,
+                    spec_gen,
+                    state_gen,
+                    members,
+                    starting: starting.map(str::to_string),
+                };
+                (follow, true)
+            }
+        };
+        let mut local = Vec::new();
+        for id in follow.table.local() {
+            let Some(st) = self.state_docs.get(self.store.as_ref(), id)? else {
+                continue;
+            };
+            if st.status == berth_plan::model::Status::Running && st.pid > 0 {
+                local.push((
+                    id.clone(),
+                    PathBuf::from(format!("/proc/{}/ns/net", st.pid)),
+                ));
+            }
+        }
+        let table = changed.then(|| follow.table.clone());
+        // A table with other hosts' containers is not followed: it is built again each time.
+        *slot = remote.is_empty().then_some(follow);
+        Ok((table, local))
+    }
+
+    /// Applies to `f` the containers whose document or state changed since it last caught
+    /// up, and the one starting (or no longer starting). `None`: the change log no longer
+    /// reaches back to `f`; the caller builds the table from scratch.
+    fn dns_catch_up(
+        &self,
+        mut f: DnsFollow,
+        starting: Option<&str>,
+        running_now: &dyn Fn(&str) -> ApiResult<bool>,
+    ) -> ApiResult<Option<(DnsFollow, bool)>> {
+        let store = self.store.as_ref();
+        let Some((spec_gen, specs)) = self.specs.changes_since(store, f.spec_gen)? else {
+            return Ok(None);
+        };
+        let Some((state_gen, states)) = self.state_docs.changes_since(store, f.state_gen)? else {
+            return Ok(None);
+        };
+        let mut dirty: std::collections::BTreeSet<String> =
+            states.into_iter().map(|(id, _)| id).collect();
+        let mut docs: HashMap<String, Option<Arc<ContainerSpec>>> = HashMap::new();
+        for (id, doc) in specs {
+            dirty.insert(id.clone());
+            docs.insert(id, doc);
+        }
+        dirty.extend(starting.map(str::to_string));
+        dirty.extend(f.starting.take());
+        let mut changed = false;
+        for id in dirty {
+            let doc = match docs.remove(&id) {
+                Some(doc) => doc,
+                None => self.specs.get(store, &id)?,
+            };
+            match doc {
+                Some(c) => {
+                    let running = running_now(&id)?;
+                    let same = f
+                        .members
+                        .get(&id)
+                        .is_some_and(|(was, r)| Arc::ptr_eq(was, &c) && *r == running);
+                    if !same {
+                        f.table.insert(&c, running);
+                        f.members.insert(id, (c, running));
+                        changed = true;
+                    }
+                }
+                None => {
+                    if f.members.remove(&id).is_some() {
+                        f.table.remove(&id);
+                        changed = true;
+                    }
+                }
+            }
+        }
+        f.spec_gen = spec_gen;
+        f.state_gen = state_gen;
+        f.starting = starting.map(str::to_string);
+        Ok(Some((f, changed)))
+    }
 }
 
 /// Containers that need a resolver inside their own namespace, with a path to it.
 type LocalResolvers = Vec<(String, PathBuf)>;
 
-/// What the embedded DNS table was last built from (see [`Daemon::dns_refresh_with`]).
-struct DnsInputs {
-    /// The container documents (the index's snapshot: the same `Arc` while none changed).
-    specs: Arc<[Arc<ContainerSpec>]>,
-    /// Whether each of them was answered for (running, or starting).
-    running: Vec<bool>,
-    nets: Vec<NetworkSpec>,
-    /// The table's containers with an in-namespace resolver.
-    local: Vec<String>,
-}
-
-impl DnsInputs {
-    fn same_as(&self, other: &DnsInputs) -> bool {
-        Arc::ptr_eq(&self.specs, &other.specs)
-            && self.running == other.running
-            && self.nets == other.nets
-    }
+/// The embedded DNS table as the daemon keeps it (see [`Daemon::dns_refresh_with`]): changed
+/// per container, a clone of it published after each change.
+struct DnsFollow {
+    table: berth_plan::dns::Table,
+    /// The container documents' and states' generations it has caught up to.
+    spec_gen: u64,
+    state_gen: u64,
+    /// Each container in the table: the document it was put in from and whether it was
+    /// answered for (running, or starting).
+    members: HashMap<String, (Arc<ContainerSpec>, bool)>,
+    /// The container counted as running while it starts, at the last refresh.
+    starting: Option<String>,
 }
 
 /// Converts Docker's `EndpointSettings` into the planner's request (which checks `Links` and

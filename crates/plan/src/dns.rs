@@ -1,7 +1,7 @@
 //! Container DNS, the pure part: the name table berth's embedded resolver answers from, and the
 //! whole per-query decision (parse → scope → answer, refuse or forward) over raw DNS messages.
 //!
-//! The daemon builds a [`Table`] from the store after every change and swaps it in; its sockets
+//! The daemon keeps a [`Table`] up to date per container change and swaps a copy in; its sockets
 //! call [`handle`] for each message and only do I/O themselves (sending the answer, or relaying
 //! the query to an upstream resolver when [`Action::Forward`] says so). Keeping the decision here
 //! makes it testable without root and lets a property test feed it arbitrary bytes.
@@ -18,9 +18,11 @@
 //! The hot path allocates nothing: the name is lowercased into a stack buffer and looked up in
 //! FNV-hashed maps; the answer is written into a buffer the caller reuses.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use crate::model::{ContainerSpec, Driver, EndpointSpec, NetworkSpec};
 use crate::names;
@@ -114,20 +116,166 @@ type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 
 // --------------------------------------------------------------------------------------- table
 
-/// The addresses one name has on one network, in container order.
+/// Shards of a [`Sharded`] map: a change copies one shard (1/64 of the map) when a published
+/// table still shares it, so an update costs about the same at 10 containers and at 1,000.
+const SHARDS: usize = 64;
+
+/// A hash map split into [`SHARDS`] shared shards, copied on write: cloning it clones 64
+/// `Arc`s, and changing one key copies only that key's shard if a clone still holds it. The
+/// daemon keeps one table it changes per container and publishes clones of it, so a start
+/// no longer rebuilds (or copies) every container's names.
+#[derive(Debug, Clone)]
+struct Sharded<K, V> {
+    shards: Vec<Arc<FnvMap<K, V>>>,
+}
+
+impl<K: Hash + Eq, V: PartialEq> PartialEq for Sharded<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.shards == other.shards
+    }
+}
+
+impl<K, V> Default for Sharded<K, V> {
+    fn default() -> Self {
+        Sharded {
+            shards: (0..SHARDS).map(|_| Arc::new(FnvMap::default())).collect(),
+        }
+    }
+}
+
+/// The shard of a key: bits of its FNV hash that the shard's own map does not use for its
+/// buckets (the low ones) or its tags (the top seven), so keys still spread inside a shard.
+fn shard_of<Q: Hash + ?Sized>(key: &Q) -> usize {
+    let mut h = Fnv::default();
+    key.hash(&mut h);
+    ((h.finish() >> 32) as usize) % SHARDS
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Sharded<K, V> {
+    fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
+        self.shards[shard_of(key)].get(key)
+    }
+
+    /// The value at `key`, made (default) if absent; its shard copied first if shared.
+    fn entry(&mut self, key: K) -> &mut V
+    where
+        V: Default,
+    {
+        let shard = Arc::make_mut(&mut self.shards[shard_of(&key)]);
+        shard.entry(key).or_default()
+    }
+
+    /// Changes the value at `key` with `f` (if there is one), and removes the key when `f`
+    /// says the value is now empty. A shard is copied only when the key is in it.
+    fn update<Q: Hash + Eq + ?Sized>(&mut self, key: &Q, f: impl FnOnce(&mut V) -> bool)
+    where
+        K: Borrow<Q>,
+    {
+        let i = shard_of(key);
+        if !self.shards[i].contains_key(key) {
+            return;
+        }
+        let shard = Arc::make_mut(&mut self.shards[i]);
+        if let Some(v) = shard.get_mut(key) {
+            if f(v) {
+                shard.remove(key);
+            }
+        }
+    }
+
+    /// Sets `key` to `value`.
+    fn insert(&mut self, key: K, value: V) {
+        Arc::make_mut(&mut self.shards[shard_of(&key)]).insert(key, value);
+    }
+
+    fn remove<Q: Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
+        let i = shard_of(key);
+        if !self.shards[i].contains_key(key) {
+            return None;
+        }
+        Arc::make_mut(&mut self.shards[i]).remove(key)
+    }
+}
+
+/// The addresses one name has on one network: each answering container's run of them, in
+/// container id order (the order the daemon lists containers in).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Addrs {
     v4: Vec<Ipv4Addr>,
     v6: Vec<Ipv6Addr>,
+    /// Whose addresses they are, in order: (container id, how many v4, how many v6).
+    runs: Vec<(Arc<str>, u32, u32)>,
+}
+
+impl Addrs {
+    /// Adds `owner`'s addresses after those it has here already, in id order among owners.
+    fn add(&mut self, owner: &Arc<str>, v4: &[Ipv4Addr], v6: &[Ipv6Addr]) {
+        let at = match self.runs.binary_search_by(|r| (*r.0).cmp(owner)) {
+            Ok(i) => i,
+            Err(i) => {
+                self.runs.insert(i, (owner.clone(), 0, 0));
+                i
+            }
+        };
+        let (mut o4, mut o6) = (0, 0);
+        for r in &self.runs[..=at] {
+            o4 += r.1 as usize;
+            o6 += r.2 as usize;
+        }
+        self.v4.splice(o4..o4, v4.iter().copied());
+        self.v6.splice(o6..o6, v6.iter().copied());
+        let run = &mut self.runs[at];
+        run.1 += v4.len() as u32;
+        run.2 += v6.len() as u32;
+    }
+
+    /// Removes `owner`'s addresses; true when none are left.
+    fn remove(&mut self, owner: &str) -> bool {
+        if let Ok(i) = self.runs.binary_search_by(|r| (*r.0).cmp(owner)) {
+            let (mut o4, mut o6) = (0, 0);
+            for r in &self.runs[..i] {
+                o4 += r.1 as usize;
+                o6 += r.2 as usize;
+            }
+            let (_, n4, n6) = self.runs.remove(i);
+            self.v4.drain(o4..o4 + n4 as usize);
+            self.v6.drain(o6..o6 + n6 as usize);
+        }
+        self.runs.is_empty()
+    }
+}
+
+/// Values several containers may claim (a PTR name, an asker) by key: the first in container
+/// id order answers.
+type Claims<T> = Vec<(Arc<str>, T)>;
+
+fn claim<T>(claims: &mut Claims<T>, owner: &Arc<str>, value: T) {
+    match claims.binary_search_by(|c| (*c.0).cmp(owner)) {
+        // A container claims a key once: its first endpoint with the address.
+        Ok(_) => {}
+        Err(i) => claims.insert(i, (owner.clone(), value)),
+    }
+}
+
+/// Drops `owner`'s claim; true when none is left.
+fn unclaim<T>(claims: &mut Claims<T>, owner: &str) -> bool {
+    claims.retain(|c| *c.0 != *owner);
+    claims.is_empty()
 }
 
 /// The names of one DNS-enabled network.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 struct NetNames {
     /// Lowercase dotted name (no trailing dot) → addresses.
-    names: FnvMap<Box<[u8]>, Addrs>,
+    names: Sharded<Box<[u8]>, Addrs>,
     /// Container address → `NAME.NETWORK.` in wire form.
-    ptr: FnvMap<IpAddr, Box<[u8]>>,
+    ptr: Sharded<IpAddr, Claims<Box<[u8]>>>,
 }
 
 /// A container that may ask: which networks it sees names on, and where its other queries go.
@@ -162,19 +310,36 @@ struct LinkAlias {
     target: Box<[u8]>,
 }
 
-/// Everything berth's resolver answers from. Immutable: the daemon builds a new one after each
-/// change and swaps it in, so queries never wait on a lock and never see half an update.
-#[derive(Debug, Clone, Default)]
+/// Everything berth's resolver answers from. A published table is never changed: the daemon
+/// keeps its own, changes it per container ([`Table::insert`], [`Table::remove`]) and swaps
+/// in a clone (cheap: the maps' shards are shared, see [`Sharded`]), so queries never wait on
+/// a lock and never see half an update.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Table {
-    askers: FnvMap<IpAddr, u32>,
-    asker_list: Vec<Asker>,
+    /// The networks the table was made for (see [`Table::new`]).
+    networks: Arc<[NetworkSpec]>,
+    /// Container address → the container (first in id order).
+    askers: Sharded<IpAddr, Claims<Arc<Member>>>,
     nets: Vec<NetNames>,
     net_ids: Vec<String>,
     listen: Vec<IpAddr>,
-    /// Container id → index into `asker_list` (askers of the in-namespace resolver).
-    by_id: HashMap<String, u32>,
-    /// Containers whose resolver is [`LOCAL_RESOLVER`] in their own namespace.
+    /// Container id → the container, as an asker of its in-namespace resolver and with what
+    /// it put in the table (so that it can be taken out).
+    by_id: Sharded<String, Arc<Member>>,
+    /// Containers whose resolver is [`LOCAL_RESOLVER`] in their own namespace, in id order.
     local: Vec<String>,
+}
+
+/// One stored container in a [`Table`]: how it asks, and the keys it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Member {
+    asker: Asker,
+    /// (network index, lowercase name) of the names it answers to (running containers).
+    names: Vec<(u32, Box<[u8]>)>,
+    /// (network index, address) of its PTR claims.
+    ptrs: Vec<(u32, IpAddr)>,
+    /// Its addresses (asker claims).
+    addrs: Vec<IpAddr>,
 }
 
 /// The address of the resolver berth opens inside the network namespace of each container
@@ -303,95 +468,156 @@ fn push_wire_name(out: &mut Vec<u8>, dotted: &str) {
 impl Table {
     /// Builds the table. `containers` pairs every stored container with whether it is running:
     /// only running containers are answered, but every stored one may ask (a container's first
-    /// query can come before its state says `running`).
+    /// query can come before its state says `running`). Where containers share a name or an
+    /// address, the answers list them in id order, whatever the order given.
     pub fn build<C: std::borrow::Borrow<ContainerSpec>>(
         networks: &[NetworkSpec],
         containers: &[(C, bool)],
     ) -> Table {
+        let mut t = Table::new(networks);
+        for (c, running) in containers {
+            t.insert(c.borrow(), *running);
+        }
+        t
+    }
+
+    /// A table of `networks` without containers.
+    pub fn new(networks: &[NetworkSpec]) -> Table {
         let mut t = Table {
+            networks: networks.into(),
             listen: listen_addrs(networks),
             ..Table::default()
         };
-        let mut index: FnvMap<&str, u32> = FnvMap::default();
         for n in networks.iter().filter(|n| serves(n)) {
-            index.insert(n.id.as_str(), t.nets.len() as u32);
             t.nets.push(NetNames::default());
             t.net_ids.push(n.id.clone());
         }
-        for (c, running) in containers {
-            let (c, running) = (c.borrow(), *running);
-            let mut asker = Asker {
+        t
+    }
+
+    /// The networks the table was made for.
+    pub fn networks(&self) -> &[NetworkSpec] {
+        &self.networks
+    }
+
+    /// Puts container `c` in the table (in place of what its id had), answered for when
+    /// `running`. Costs what `c`'s own names cost, whatever the number of containers.
+    pub fn insert(&mut self, c: &ContainerSpec, running: bool) {
+        self.remove(&c.id);
+        let owner: Arc<str> = c.id.as_str().into();
+        let networks = self.networks.clone();
+        let mut m = Member {
+            asker: Asker {
                 name: c.name.clone(),
                 nets: Vec::new(),
                 forward: false,
                 servers: c.dns.clone(),
                 links: Vec::new(),
+            },
+            names: Vec::new(),
+            ptrs: Vec::new(),
+            addrs: Vec::new(),
+        };
+        for ep in &c.endpoints {
+            let Some(net) = networks.iter().find(|n| n.id == ep.network_id) else {
+                continue;
             };
-            for ep in &c.endpoints {
-                let Some(net) = networks.iter().find(|n| n.id == ep.network_id) else {
+            m.asker.forward |= !net.internal;
+            let Some(ni) = self.net_ids.iter().position(|id| *id == net.id) else {
+                continue;
+            };
+            let ni = ni as u32;
+            if !m.asker.nets.contains(&ni) {
+                m.asker.nets.push(ni);
+            }
+            for l in &ep.links {
+                // Checked when the endpoint was planned; a hand-edited store's bad link
+                // is left out rather than failing every answer.
+                let Ok((name, alias)) = crate::network::parse_link(l) else {
                     continue;
                 };
-                asker.forward |= !net.internal;
-                let Some(&ni) = index.get(net.id.as_str()) else {
-                    continue;
+                let lower = |s: &str| -> Box<[u8]> {
+                    s.trim_end_matches('.')
+                        .to_ascii_lowercase()
+                        .into_bytes()
+                        .into()
                 };
-                if !asker.nets.contains(&ni) {
-                    asker.nets.push(ni);
-                }
-                for l in &ep.links {
-                    // Checked when the endpoint was planned; a hand-edited store's bad link
-                    // is left out rather than failing every answer.
-                    let Ok((name, alias)) = crate::network::parse_link(l) else {
-                        continue;
-                    };
-                    let lower = |s: &str| -> Box<[u8]> {
-                        s.trim_end_matches('.')
-                            .to_ascii_lowercase()
-                            .into_bytes()
-                            .into()
-                    };
-                    asker.links.push(LinkAlias {
-                        net: ni,
-                        alias: lower(&alias),
-                        dotted: lower(&format!("{alias}.{}", net.name)),
-                        target: lower(&name),
-                    });
-                }
-                if !running {
-                    continue;
-                }
-                let table = &mut t.nets[ni as usize];
-                for k in names_of(c, ep, net) {
-                    let entry = table.names.entry(k.as_bytes().into()).or_default();
-                    for a in &ep.addrs {
-                        match a.addr() {
-                            IpAddr::V4(v4) => entry.v4.push(v4),
-                            IpAddr::V6(v6) => entry.v6.push(v6),
-                        }
-                    }
-                }
-                let mut wire = Vec::new();
-                push_wire_name(&mut wire, &format!("{}.{}", c.name, net.name));
-                let wire: Box<[u8]> = wire.into();
-                for a in &ep.addrs {
-                    table.ptr.entry(a.addr()).or_insert_with(|| wire.clone());
+                m.asker.links.push(LinkAlias {
+                    net: ni,
+                    alias: lower(&alias),
+                    dotted: lower(&format!("{alias}.{}", net.name)),
+                    target: lower(&name),
+                });
+            }
+            if !running {
+                continue;
+            }
+            let (mut v4, mut v6) = (Vec::new(), Vec::new());
+            for a in &ep.addrs {
+                match a.addr() {
+                    IpAddr::V4(a) => v4.push(a),
+                    IpAddr::V6(a) => v6.push(a),
                 }
             }
-            let idx = t.asker_list.len() as u32;
-            for ep in &c.endpoints {
-                for a in &ep.addrs {
-                    t.askers.entry(a.addr()).or_insert(idx);
+            let table = &mut self.nets[ni as usize];
+            for k in names_of(c, ep, net) {
+                let key: Box<[u8]> = k.into_bytes().into();
+                table.names.entry(key.clone()).add(&owner, &v4, &v6);
+                if !m.names.contains(&(ni, key.clone())) {
+                    m.names.push((ni, key));
                 }
             }
-            t.by_id.insert(c.id.clone(), idx);
-            if needs_local_resolver(c, networks) {
-                t.local.push(c.id.clone());
+            let mut wire = Vec::new();
+            push_wire_name(&mut wire, &format!("{}.{}", c.name, net.name));
+            let wire: Box<[u8]> = wire.into();
+            for a in &ep.addrs {
+                claim(table.ptr.entry(a.addr()), &owner, wire.clone());
+                if !m.ptrs.contains(&(ni, a.addr())) {
+                    m.ptrs.push((ni, a.addr()));
+                }
             }
-            t.asker_list.push(asker);
         }
-        t
+        for ep in &c.endpoints {
+            for a in &ep.addrs {
+                if !m.addrs.contains(&a.addr()) {
+                    m.addrs.push(a.addr());
+                }
+            }
+        }
+        if needs_local_resolver(c, &networks) {
+            if let Err(i) = self.local.binary_search(&c.id) {
+                self.local.insert(i, c.id.clone());
+            }
+        }
+        let m = Arc::new(m);
+        for a in &m.addrs {
+            claim(self.askers.entry(*a), &owner, m.clone());
+        }
+        self.by_id.insert(c.id.clone(), m);
     }
 
+    /// Takes container `id` out of the table (its names, addresses and asker); false if it
+    /// was not in it.
+    pub fn remove(&mut self, id: &str) -> bool {
+        let Some(m) = self.by_id.remove(id) else {
+            return false;
+        };
+        for (ni, key) in &m.names {
+            self.nets[*ni as usize]
+                .names
+                .update(&**key, |a| a.remove(id));
+        }
+        for (ni, addr) in &m.ptrs {
+            self.nets[*ni as usize].ptr.update(addr, |c| unclaim(c, id));
+        }
+        for addr in &m.addrs {
+            self.askers.update(addr, |c| unclaim(c, id));
+        }
+        if let Ok(i) = self.local.binary_search_by(|l| l.as_str().cmp(id)) {
+            self.local.remove(i);
+        }
+        true
+    }
     /// The addresses to listen on (gateways of served networks).
     pub fn listen(&self) -> &[IpAddr] {
         &self.listen
@@ -405,14 +631,13 @@ impl Table {
 
     /// The container that owns source address `src`, if any.
     pub fn asker(&self, src: IpAddr) -> Option<&Asker> {
-        let i = *self.askers.get(&canonical(src))?;
-        self.asker_list.get(i as usize)
+        let (_, m) = self.askers.get(&canonical(src))?.first()?;
+        Some(&m.asker)
     }
 
     /// The stored container with id `id`, as an asker of its in-namespace resolver.
     pub fn asker_by_id(&self, id: &str) -> Option<&Asker> {
-        let i = *self.by_id.get(id)?;
-        self.asker_list.get(i as usize)
+        self.by_id.get(id).map(|m| &m.asker)
     }
 
     /// The containers whose resolver is [`LOCAL_RESOLVER`] in their own namespace (stored
@@ -832,7 +1057,8 @@ fn answer_local<'t>(
         let name = asker
             .nets
             .iter()
-            .find_map(|&ni| table.nets[ni as usize].ptr.get(&addr))?;
+            .find_map(|&ni| table.nets[ni as usize].ptr.get(&addr)?.first())
+            .map(|(_, wire)| wire)?;
         begin(out, msg, q, Rcode::NoError, true);
         let mut n = 0;
         if matches!(q.qtype, qtype::PTR | qtype::ANY) {
@@ -1214,6 +1440,92 @@ mod tests {
         assert_ne!(firsts[0], firsts[1]);
     }
 
+    /// The table changed one container at a time is the table built from scratch from the
+    /// same containers, after every kind of change (start, stop, a changed spec, removal,
+    /// a re-insert), whatever the order they came in.
+    #[test]
+    fn per_container_changes_match_a_full_build() {
+        let (n, c) = world();
+        let mut now: BTreeMap<String, (ContainerSpec, bool)> = BTreeMap::new();
+        let mut t = Table::new(&n);
+        let check = |t: &Table, now: &BTreeMap<String, (ContainerSpec, bool)>| {
+            let all: Vec<(ContainerSpec, bool)> = now.values().cloned().collect();
+            assert_eq!(*t, Table::build(&n, &all));
+        };
+        let put = |t: &mut Table, now: &mut BTreeMap<_, _>, ctr: &ContainerSpec, running| {
+            t.insert(ctr, running);
+            now.insert(ctr.id.clone(), (ctr.clone(), running));
+            check(t, now);
+        };
+        // What x (on a) gets for "db".
+        let db = |t: &Table| t.resolve(ip("10.1.0.2"), "db").unwrap().0;
+        // Inserted in reverse id order.
+        for (ctr, running) in c.iter().rev() {
+            put(&mut t, &mut now, ctr, *running);
+        }
+        // u (alias "db" on a, beside y's) stops, then starts again.
+        let u = c[5].0.clone();
+        put(&mut t, &mut now, &u, false);
+        assert_eq!(db(&t), vec!["10.1.0.3".parse::<Ipv4Addr>().unwrap()]);
+        put(&mut t, &mut now, &u, true);
+        // y gets another alias and loses "db".
+        let mut y = c[1].0.clone();
+        y.endpoints[0].aliases = vec!["cache".into()];
+        put(&mut t, &mut now, &y, true);
+        assert_eq!(db(&t), vec!["10.1.0.6".parse::<Ipv4Addr>().unwrap()]);
+        // x is removed: no names, no asker, no PTR left of it.
+        assert!(t.remove(&c[0].0.id));
+        assert!(!t.remove(&c[0].0.id));
+        now.remove(&c[0].0.id);
+        check(&t, &now);
+        assert!(t.resolve(ip("10.1.0.3"), "x").is_none());
+        assert!(t.asker(ip("10.1.0.2")).is_none());
+        // Removed all, the table is an empty one.
+        for (ctr, _) in &c {
+            t.remove(&ctr.id);
+        }
+        assert_eq!(t, Table::new(&n));
+    }
+
+    /// A clone handed out (the published table) keeps its answers while the original is
+    /// changed: shards are copied on write, never changed under a reader.
+    #[test]
+    fn a_published_clone_does_not_change() {
+        let (n, c) = world();
+        let mut t = Table::build(&n, &c);
+        let published = t.clone();
+        let before = published.resolve(ip("10.1.0.2"), "db");
+        t.remove(&c[5].0.id);
+        t.remove(&c[1].0.id);
+        let late = ctr('7', "late", &[("a", &["10.1.0.7/24"], &["db"])]);
+        t.insert(&late, true);
+        assert_eq!(published.resolve(ip("10.1.0.2"), "db"), before);
+        assert!(published.resolve(ip("10.1.0.2"), "late").is_none());
+        assert!(published.asker(ip("10.1.0.7")).is_none());
+        assert_eq!(published, Table::build(&n, &c));
+        assert_eq!(
+            t.resolve(ip("10.1.0.2"), "db").unwrap().0,
+            vec!["10.1.0.7".parse::<Ipv4Addr>().unwrap()]
+        );
+    }
+
+    /// Containers sharing a name answer in id order, whatever order they were given in.
+    #[test]
+    fn shared_names_in_id_order() {
+        let (n, c) = world();
+        let mut rev = c.clone();
+        rev.reverse();
+        let t = Table::build(&n, &rev);
+        assert_eq!(t, Table::build(&n, &c));
+        assert_eq!(
+            t.resolve(ip("10.1.0.2"), "db").unwrap().0,
+            vec![
+                "10.1.0.3".parse::<Ipv4Addr>().unwrap(),
+                "10.1.0.6".parse().unwrap()
+            ]
+        );
+    }
+
     #[test]
     fn scoping() {
         let (n, c) = world();
@@ -1486,7 +1798,8 @@ mod tests {
         for i in 0..60u8 {
             let addr = format!("10.1.0.{}/24", 10 + i);
             let mut c = ctr('f', &format!("m{i}"), &[("a", &[addr.as_str()], &["many"])]);
-            c.id = format!("{i:064x}");
+            // Not the asker's id (all zeros): ids are unique, as in the store.
+            c.id = format!("{:064x}", u64::from(i) + 1);
             cs.push((c, true));
         }
         let t = Table::build(&nets, &cs);
