@@ -574,28 +574,7 @@ async fn nftnl_elements_round_trip_through_nft() {
         e.0.retain(|_, v| !v.is_empty());
         e
     };
-    let published: Vec<berth_plan::ports::Published> = serde_json::from_value(serde_json::json!([
-        {"proto": "tcp", "host_ip": "0.0.0.0", "host_port": 8080, "container_ip": "10.1.0.2", "container_port": 80},
-        {"proto": "udp", "host_ip": "127.0.0.1", "host_port": 53, "container_ip": "10.1.0.2", "container_port": 5353},
-        {"proto": "tcp", "host_ip": "::", "host_port": 8080, "container_ip": "fd00::2", "container_port": 80},
-        {"proto": "sctp", "host_ip": "fd00::1", "host_port": 9, "container_ip": "fd00::2", "container_port": 9}
-    ]))
-    .expect("published");
-    let mut want = fw::port_elements("web \"quoted\"", &published);
-    let c = "container web on network n";
-    want.insert(fw::SET_GUARDED, "\"ve-web1\"".into(), c.into());
-    want.insert(
-        fw::SET_PORT_MAC,
-        "\"ve-web1\" . 02:42:0a:01:00:02".into(),
-        c.into(),
-    );
-    want.insert(fw::SET_PORT_IP4, "\"ve-web1\" . 10.1.0.2".into(), c.into());
-    want.insert(fw::SET_PORT_IP6, "\"ve-web1\" . fd00::2".into(), c.into());
-    let nd = format!(
-        "\"ve-web1\" . {:#x}",
-        u128::from("fd00::2".parse::<std::net::Ipv6Addr>().expect("v6"))
-    );
-    want.insert(fw::SET_PORT_ND, nd, c.into());
+    let want = web_elements("fd00::2");
     let changes = fw::diff_changes(&Elements::default(), &want);
     let path = h.path.clone();
     let sent = run_in_netns(&h.path, move || {
@@ -680,32 +659,7 @@ add rule inet berth user counter comment \"the administrator's\"
 ",
     )
     .expect("elements");
-    let published: Vec<berth_plan::ports::Published> = serde_json::from_value(serde_json::json!([
-        {"proto": "tcp", "host_ip": "0.0.0.0", "host_port": 8080, "container_ip": "10.1.0.2", "container_port": 80},
-        {"proto": "udp", "host_ip": "127.0.0.1", "host_port": 53, "container_ip": "10.1.0.2", "container_port": 5353},
-        {"proto": "tcp", "host_ip": "::", "host_port": 8080, "container_ip": "fd00::2", "container_port": 80},
-        {"proto": "sctp", "host_ip": "fd00::1", "host_port": 9, "container_ip": "fd00::2", "container_port": 9}
-    ]))
-    .expect("published");
-    let mut want = fw::port_elements("web \"quoted\"", &published);
-    let c = "container web on network n";
-    want.insert(fw::SET_GUARDED, "\"ve-web1\"".into(), c.into());
-    want.insert(
-        fw::SET_PORT_MAC,
-        "\"ve-web1\" . 02:42:0a:01:00:02".into(),
-        c.into(),
-    );
-    want.insert(fw::SET_PORT_IP4, "\"ve-web1\" . 10.1.0.2".into(), c.into());
-    want.insert(fw::SET_PORT_IP6, "\"ve-web1\" . fd00::2".into(), c.into());
-    let nd = format!(
-        "\"ve-web1\" . {:#x}",
-        u128::from(
-            "fe80::42:aff:fe01:2"
-                .parse::<std::net::Ipv6Addr>()
-                .expect("v6")
-        )
-    );
-    want.insert(fw::SET_PORT_ND, nd, c.into());
+    let want = web_elements("fe80::42:aff:fe01:2");
     let changes = fw::diff_changes(&Elements::default(), &want);
     run_in_netns(&h.path, move || NftSocket::open()?.apply(&changes))
         .expect("netns")
@@ -1188,4 +1142,33 @@ fn one_subscription_hears_every_namespace_that_has_an_id() {
         notices.iter().all(|n| *n == NsNotice::Nsid(id)),
         "only c's namespace (id {id}) is heard: {notices:?}"
     );
+}
+
+/// A container's per-container elements: four published ports (every protocol and family, a
+/// quoted name) and its guard elements, with `nd` as its neighbour-discovery address.
+fn web_elements(nd: &str) -> berth_plan::firewall::Elements {
+    use berth_plan::firewall as fw;
+    let published: Vec<berth_plan::ports::Published> = serde_json::from_value(serde_json::json!([
+        {"proto": "tcp", "host_ip": "0.0.0.0", "host_port": 8080, "container_ip": "10.1.0.2", "container_port": 80},
+        {"proto": "udp", "host_ip": "127.0.0.1", "host_port": 53, "container_ip": "10.1.0.2", "container_port": 5353},
+        {"proto": "tcp", "host_ip": "::", "host_port": 8080, "container_ip": "fd00::2", "container_port": 80},
+        {"proto": "sctp", "host_ip": "fd00::1", "host_port": 9, "container_ip": "fd00::2", "container_port": 9}
+    ]))
+    .expect("published");
+    let mut want = fw::port_elements("web \"quoted\"", &published);
+    let c = "container web on network n";
+    want.insert(fw::SET_GUARDED, "\"ve-web1\"".into(), c.into());
+    want.insert(
+        fw::SET_PORT_MAC,
+        "\"ve-web1\" . 02:42:0a:01:00:02".into(),
+        c.into(),
+    );
+    want.insert(fw::SET_PORT_IP4, "\"ve-web1\" . 10.1.0.2".into(), c.into());
+    want.insert(fw::SET_PORT_IP6, "\"ve-web1\" . fd00::2".into(), c.into());
+    let nd = format!(
+        "\"ve-web1\" . {:#x}",
+        u128::from(nd.parse::<std::net::Ipv6Addr>().expect("v6"))
+    );
+    want.insert(fw::SET_PORT_ND, nd, c.into());
+    want
 }
