@@ -883,15 +883,24 @@ async fn disconnect(
 #[derive(Deserialize)]
 struct NameQuery {
     name: Option<String>,
+    /// berth's own: start the container in the same request (`berth run -d`), see below.
+    start: Option<String>,
 }
 
+/// `POST /containers/create[?name=…]`. berth's `start=1` (sent by `berth run -d`; Docker
+/// clients never send it) also starts the container, as a `start` request right after
+/// would, and publishes its overlay endpoints to the cluster with its address claims: the
+/// other hosts resolve its name one etcd commit after its address is chosen. A start that
+/// fails is answered with its error and leaves the container created (removed if
+/// `AutoRemove`), as `docker run -d` does, and withdraws what was published.
 async fn create_container(
     State(d): D,
     Query(q): Query<NameQuery>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let req: ContainerCreateRequest = parse_body(&body, "container create")?;
-    let spec = d.create_container(q.name, req).await?;
+    let start = truthy(&q.start, false);
+    let spec = d.create_container(q.name, req, start).await?;
     // Create the log files now, so a client can follow them before the container starts.
     let dir = d.runtime.container_dir(&spec.id);
     let _ = std::fs::create_dir_all(&dir);
@@ -899,6 +908,21 @@ async fn create_container(
         let _ = crate::runtime::log_file(&dir.join(f));
     }
     d.exit_channel(&spec.id);
+    if start {
+        if let Err(e) = d.start_container(&spec.id).await {
+            // Published with its claims: withdrawn unless it runs (a no-op when the start's
+            // own failure path did it already).
+            d.end_announcement(&spec.id, None, true).await;
+            if spec.auto_remove {
+                // Never started, so its exit never removes it: as the CLI does without
+                // `start=1`.
+                if let Err(r) = d.remove_container(&spec.id, true).await {
+                    tracing::warn!(container = %spec.name, "removing it after its start failed: {}", r.message);
+                }
+            }
+            return Err(e);
+        }
+    }
     Ok((
         StatusCode::CREATED,
         Json(ContainerCreateResponse {
