@@ -77,6 +77,10 @@ pub struct Cluster {
     /// them until the start is over ([`Cluster::settle_endpoints`]), or it would withdraw
     /// them as belonging to no running container. Dropped after [`PENDING_CLAIM_MAX`] too.
     pending_eps: Mutex<BTreeMap<String, (RemoteEndpoint, Instant)>>,
+    /// The cluster's address claims as the sync's watch last delivered them (`None` while
+    /// that watch is not running): a create picks its address from this copy instead of
+    /// listing etcd first; the claim's compare-absent still decides.
+    claims_seen: Mutex<Option<BTreeMap<String, ClusterClaim>>>,
     /// Held from the moment a publication reads the local store until its store write is
     /// done: publications are ordered, so a later one never starts from an older snapshot.
     publishing: Mutex<()>,
@@ -129,6 +133,7 @@ impl Cluster {
             published: Mutex::new((None, BTreeMap::new(), BTreeMap::new())),
             pending: Mutex::new(BTreeMap::new()),
             pending_eps: Mutex::new(BTreeMap::new()),
+            claims_seen: Mutex::new(None),
             publishing: Mutex::new(()),
             nodes: Mutex::new(Vec::new()),
             wireguard,
@@ -572,7 +577,8 @@ const NETNAMES: &str = "netnames/";
 const VNIS: &str = "vni/";
 /// Prefix of the published endpoints.
 pub const ENDPOINTS: &str = "endpoints/";
-const IPAM: &str = "ipam/";
+/// Prefix of the address claims.
+pub const IPAM: &str = "ipam/";
 
 use berth_plan::model::NetworkSpec;
 
@@ -685,17 +691,66 @@ impl Cluster {
     }
 
     /// Addresses of `net` held anywhere in the cluster → holder name (except `container`).
-    pub fn holders(&self, net: &str, container: &str) -> ApiResult<BTreeMap<IpAddr, String>> {
+    /// `fresh`: read from etcd; otherwise from the watched copy of the claims when the sync
+    /// keeps one (no etcd round trip on a create's path). The copy may lag a claim another
+    /// host just made: the claim's compare-absent then fails and the caller asks again with
+    /// `fresh` (two containers never get one address either way).
+    pub fn holders(
+        &self,
+        net: &str,
+        container: &str,
+        fresh: bool,
+    ) -> ApiResult<BTreeMap<IpAddr, String>> {
         let prefix = format!("{IPAM}{net}/");
+        let holder = |k: &str, c: &ClusterClaim| {
+            let addr: IpAddr = k.strip_prefix(&prefix)?.parse().ok()?;
+            (c.container != container).then(|| (addr, format!("{} on {}", c.name, c.node)))
+        };
+        if !fresh {
+            if let Ok(seen) = self.claims_seen.lock() {
+                if let Some(seen) = seen.as_ref() {
+                    return Ok(seen
+                        .range(prefix.clone()..)
+                        .take_while(|(k, _)| k.starts_with(&prefix))
+                        .filter_map(|(k, c)| holder(k, c))
+                        .collect());
+                }
+            }
+        }
         let (_, claims) = self.store.list_versioned(&prefix).map_err(store_err)?;
         Ok(claims
             .into_iter()
-            .filter_map(|(k, v)| {
-                let addr: IpAddr = k.strip_prefix(&prefix)?.parse().ok()?;
-                let c: ClusterClaim = serde_json::from_slice(&v.value).ok()?;
-                (c.container != container).then(|| (addr, format!("{} on {}", c.name, c.node)))
-            })
+            .filter_map(|(k, v)| holder(&k, &serde_json::from_slice(&v.value).ok()?))
             .collect())
+    }
+
+    /// Replaces the watched copy of the cluster's address claims (`ipam/` keys) with a fresh
+    /// list; `None`: no copy (the sync's watch ended), creates read etcd.
+    pub fn set_claims_seen(&self, listed: Option<Vec<(String, berth_store::Versioned)>>) {
+        let copy = listed.map(|l| {
+            l.into_iter()
+                .filter_map(|(k, v)| Some((k, serde_json::from_slice(&v.value).ok()?)))
+                .collect()
+        });
+        if let Ok(mut s) = self.claims_seen.lock() {
+            *s = copy;
+        }
+    }
+
+    /// Applies one watch event of the `ipam/` keys to the watched copy.
+    pub fn apply_claim_event(&self, key: &str, value: Option<&[u8]>) {
+        let Ok(mut s) = self.claims_seen.lock() else {
+            return;
+        };
+        let Some(seen) = s.as_mut() else { return };
+        match value.and_then(|v| serde_json::from_slice::<ClusterClaim>(v).ok()) {
+            Some(c) => {
+                seen.insert(key.to_string(), c);
+            }
+            None => {
+                seen.remove(key);
+            }
+        }
     }
 
     /// Claims `addrs` on `net` for a container of this host, under this host's lease (they

@@ -56,8 +56,10 @@ impl Daemon {
         }
         let fixed = req.ipv4.is_some() || req.ipv6.is_some();
         let mut last = None;
-        for _ in 0..CLAIM_ATTEMPTS {
-            let elsewhere = self.held_elsewhere(net, &c.id)?;
+        for attempt in 0..CLAIM_ATTEMPTS {
+            // The first pick from the watched copy of the claims; after a lost race (the copy
+            // lagged), from etcd itself.
+            let elsewhere = self.held_elsewhere(net, &c.id, attempt > 0)?;
             let ep = planner::plan_endpoint_with(net, c, all, req, new_id(), &elsewhere)?;
             match self.cluster_claim(net, c, &ep, announce) {
                 Ok(()) => return Ok(ep),
@@ -69,14 +71,16 @@ impl Daemon {
     }
 
     /// Addresses of overlay network `net` held by containers of other hosts (address → who),
-    /// for the allocator; empty for other networks.
+    /// for the allocator; empty for other networks. `fresh`: read from etcd, not from the
+    /// watched copy.
     pub(crate) fn held_elsewhere(
         &self,
         net: &NetworkSpec,
         container: &str,
+        fresh: bool,
     ) -> ApiResult<BTreeMap<IpAddr, String>> {
         match (&self.cluster, net.driver) {
-            (Some(c), Driver::Overlay) => c.holders(&net.id, container),
+            (Some(c), Driver::Overlay) => c.holders(&net.id, container, fresh),
             _ => Ok(BTreeMap::new()),
         }
     }
@@ -390,6 +394,8 @@ pub fn spawn_sync(d: Arc<Daemon>) {
             if let Err(e) = sync_once(&d, &cl).await {
                 tracing::debug!("cluster sync: {e}; again in 1 s");
             }
+            // Not followed any more: creates read the claims from etcd until the next list.
+            cl.set_claims_seen(None);
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
@@ -425,24 +431,37 @@ async fn sync_once(d: &Arc<Daemon>, cl: &Arc<cluster::Cluster>) -> anyhow::Resul
         tokio::task::spawn_blocking(move || s.list_versioned(cluster::ENDPOINTS)).await??
     };
     cl.set_remotes(eps);
+    let (claim_rev, claims) = {
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.list_versioned(cluster::IPAM)).await??
+    };
+    cl.set_claims_seen(Some(claims));
     // A fresh start of the sync (etcd back, lease maybe lost): publish again from scratch.
     cl.forget_published();
     d.cluster_publish();
     d.dns_refresh();
     converge_all(d).await;
-    let (mut wn, mut we, mut wk) = {
+    let (mut wn, mut we, mut wk, mut wc) = {
         let s = store.clone();
         tokio::task::spawn_blocking(move || -> berth_store::Result<_> {
             Ok((
                 s.watch(cluster::NETWORKS, Some(net_rev))?,
                 s.watch(cluster::ENDPOINTS, Some(ep_rev))?,
                 s.watch(berth_plan::cluster::NODES, Some(node_rev))?,
+                s.watch(cluster::IPAM, Some(claim_rev))?,
             ))
         })
         .await??
     };
     loop {
         tokio::select! {
+            ev = wc.recv() => {
+                let Some(ev) = ev else {
+                    anyhow::bail!("the claim watch ended");
+                };
+                let value = (ev.kind == EventKind::Put).then_some(ev.value.as_deref()).flatten();
+                cl.apply_claim_event(&ev.key, value);
+            }
             ev = wk.recv() => {
                 if ev.is_none() {
                     anyhow::bail!("the node watch ended");

@@ -1293,16 +1293,33 @@ fn mod_revision(u: &Underlay, key: &str) -> Option<u64> {
     v["kvs"].as_array()?.first()?["mod_revision"].as_u64()
 }
 
+/// How many range requests (reads) etcd has served.
+fn etcd_ranges(u: &Underlay) -> u64 {
+    let url = format!("http://{ETCD}:2379/metrics");
+    let o = sh(
+        "ip",
+        &["netns", "exec", &u.ns, "curl", "-sf", "-m", "5", &url],
+    );
+    stdout(&o)
+        .lines()
+        .filter(|l| {
+            l.starts_with("grpc_server_handled_total") && l.contains("grpc_method=\"Range\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// Proves the publication timing of `run -d` and its limits (Docker's semantics):
 /// - a container that is only *created* on host-a is not published (no endpoint in etcd) and
 ///   does not resolve on host-b, though its address is claimed; started, it resolves;
 /// - `run -d` publishes the endpoint in the same etcd transaction as its address claim (both
-///   keys have one `mod_revision`: berth's `start=1`), and it resolves on host-b;
+///   keys have one `mod_revision`: berth's `start=1`), picks the address from the watched
+///   copy of the claims (etcd serves no read for it), and it resolves on host-b;
 /// - a `run -d` whose start fails (its published port is held by a host process) withdraws
 ///   the endpoint: not in etcd, not resolvable on host-b; the container stays created, and
 ///   with `--rm` it is gone together with its claim.
 /// Against the berthd before the change the `mod_revision`s differ (the claim at create, the
-/// endpoint at the start).
+/// endpoint at the start), and the create lists the claims in etcd.
 #[test]
 fn overlay_run_publishes_with_its_claim_and_create_alone_does_not() {
     require_root!();
@@ -1372,8 +1389,15 @@ fn overlay_run_publishes_with_its_claim_and_create_alone_does_not() {
         "made started: not resolvable on host-b"
     );
 
-    // run -d: the endpoint is written with the claim.
+    // run -d: the endpoint is written with the claim, and the address is picked from the
+    // watched copy of the claims: no etcd read on the way.
+    let ranges = etcd_ranges(&u);
     a.run_d("fast", &["--network", "pub"], &["sleep", "600"]);
+    assert_eq!(
+        etcd_ranges(&u),
+        ranges,
+        "run -d read etcd (the address holders listed instead of the watched copy)"
+    );
     let fast = id_of(&a, "fast");
     let fast_ip = a.ip_of("fast", "pub");
     let (ep_rev, claim_rev) = (
