@@ -1318,6 +1318,7 @@ fn etcd_ranges(u: &Underlay) -> u64 {
 /// - a `run -d` whose start fails (its published port is held by a host process) withdraws
 ///   the endpoint: not in etcd, not resolvable on host-b; the container stays created, and
 ///   with `--rm` it is gone together with its claim.
+///
 /// Against the berthd before the change the `mod_revision`s differ (the claim at create, the
 /// endpoint at the start), and the create lists the claims in etcd.
 #[test]
