@@ -899,38 +899,65 @@ async fn create_container(
     body: Bytes,
 ) -> ApiResult<Response> {
     let req: ContainerCreateRequest = parse_body(&body, "container create")?;
-    let start = truthy(&q.start, false);
-    let spec = d.create_container(q.name, req, start).await?;
-    // Create the log files now, so a client can follow them before the container starts.
+    let id = if truthy(&q.start, false) {
+        // On a task of its own: a client that goes away mid-request must not cancel it
+        // between the create (its endpoints published with the claims) and the end of the
+        // start, which settles that publication.
+        let d = d.clone();
+        tokio::spawn(async move { create_and_start(&d, q.name, req).await })
+            .await
+            .map_err(|e| ApiError::internal(format!("creating and starting: {e}")))??
+    } else {
+        create_prepared(&d, q.name, req, false).await?.id
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(ContainerCreateResponse {
+            id,
+            warnings: vec![],
+        }),
+    )
+        .into_response())
+}
+
+/// Creates the container (`announce`: its overlay endpoints published with its claims) and
+/// its log files, so a client can follow them before it starts.
+async fn create_prepared(
+    d: &Arc<Daemon>,
+    name: Option<String>,
+    req: ContainerCreateRequest,
+    announce: bool,
+) -> ApiResult<ContainerSpec> {
+    let spec = d.create_container(name, req, announce).await?;
     let dir = d.runtime.container_dir(&spec.id);
     let _ = std::fs::create_dir_all(&dir);
     for f in ["stdout.log", "stderr.log"] {
         let _ = crate::runtime::log_file(&dir.join(f));
     }
     d.exit_channel(&spec.id);
-    if start {
-        if let Err(e) = d.start_container(&spec.id).await {
-            // Published with its claims: withdrawn unless it runs (a no-op when the start's
-            // own failure path did it already).
-            d.end_announcement(&spec.id, None, true).await;
-            if spec.auto_remove {
-                // Never started, so its exit never removes it: as the CLI does without
-                // `start=1`.
-                if let Err(r) = d.remove_container(&spec.id, true).await {
-                    tracing::warn!(container = %spec.name, "removing it after its start failed: {}", r.message);
-                }
+    Ok(spec)
+}
+
+/// `start=1`: create, then start as a `start` request would. A start that fails withdraws
+/// what the create published and, with `AutoRemove`, removes the container (it never ran,
+/// so no exit removes it: what the CLI does after a failed start without `start=1`).
+async fn create_and_start(
+    d: &Arc<Daemon>,
+    name: Option<String>,
+    req: ContainerCreateRequest,
+) -> ApiResult<String> {
+    let spec = create_prepared(d, name, req, true).await?;
+    if let Err(e) = d.start_container(&spec.id).await {
+        // Withdrawn unless it runs (a no-op when the start's own failure path did it).
+        d.end_announcement(&spec.id, None, true).await;
+        if spec.auto_remove {
+            if let Err(r) = d.remove_container(&spec.id, true).await {
+                tracing::warn!(container = %spec.name, "removing it after its start failed: {}", r.message);
             }
-            return Err(e);
         }
+        return Err(e);
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(ContainerCreateResponse {
-            id: spec.id,
-            warnings: vec![],
-        }),
-    )
-        .into_response())
+    Ok(spec.id)
 }
 
 async fn start_container(State(d): D, UrlPath(id): UrlPath<String>) -> ApiResult<StatusCode> {
