@@ -72,6 +72,15 @@ pub struct Cluster {
     /// An entry goes when a publication's own claims hold it (the record is stored), when
     /// the claim is released, or after [`PENDING_CLAIM_MAX`].
     pending: Mutex<BTreeMap<String, (ClusterClaim, Instant)>>,
+    /// Endpoints published together with their address claims by a `run` (create and start
+    /// in one request), before the container's record is stored: every publication keeps
+    /// them until the start is over ([`Cluster::settle_endpoints`]), or it would withdraw
+    /// them as belonging to no running container. Dropped after [`PENDING_CLAIM_MAX`] too.
+    pending_eps: Mutex<BTreeMap<String, (RemoteEndpoint, Instant)>>,
+    /// The cluster's address claims as the sync's watch last delivered them (`None` while
+    /// that watch is not running): a create picks its address from this copy instead of
+    /// listing etcd first; the claim's compare-absent still decides.
+    claims_seen: Mutex<Option<BTreeMap<String, ClusterClaim>>>,
     /// Held from the moment a publication reads the local store until its store write is
     /// done: publications are ordered, so a later one never starts from an older snapshot.
     publishing: Mutex<()>,
@@ -123,6 +132,8 @@ impl Cluster {
             remotes: Mutex::new(BTreeMap::new()),
             published: Mutex::new((None, BTreeMap::new(), BTreeMap::new())),
             pending: Mutex::new(BTreeMap::new()),
+            pending_eps: Mutex::new(BTreeMap::new()),
+            claims_seen: Mutex::new(None),
             publishing: Mutex::new(()),
             nodes: Mutex::new(Vec::new()),
             wireguard,
@@ -566,7 +577,8 @@ const NETNAMES: &str = "netnames/";
 const VNIS: &str = "vni/";
 /// Prefix of the published endpoints.
 pub const ENDPOINTS: &str = "endpoints/";
-const IPAM: &str = "ipam/";
+/// Prefix of the address claims.
+pub const IPAM: &str = "ipam/";
 
 use berth_plan::model::NetworkSpec;
 
@@ -679,23 +691,83 @@ impl Cluster {
     }
 
     /// Addresses of `net` held anywhere in the cluster → holder name (except `container`).
-    pub fn holders(&self, net: &str, container: &str) -> ApiResult<BTreeMap<IpAddr, String>> {
+    /// `fresh`: read from etcd; otherwise from the watched copy of the claims when the sync
+    /// keeps one (no etcd round trip on a create's path). The copy may lag a claim another
+    /// host just made: the claim's compare-absent then fails and the caller asks again with
+    /// `fresh` (two containers never get one address either way).
+    pub fn holders(
+        &self,
+        net: &str,
+        container: &str,
+        fresh: bool,
+    ) -> ApiResult<BTreeMap<IpAddr, String>> {
         let prefix = format!("{IPAM}{net}/");
+        let holder = |k: &str, c: &ClusterClaim| {
+            let addr: IpAddr = k.strip_prefix(&prefix)?.parse().ok()?;
+            (c.container != container).then(|| (addr, format!("{} on {}", c.name, c.node)))
+        };
+        if !fresh {
+            if let Ok(seen) = self.claims_seen.lock() {
+                if let Some(seen) = seen.as_ref() {
+                    return Ok(seen
+                        .range(prefix.clone()..)
+                        .take_while(|(k, _)| k.starts_with(&prefix))
+                        .filter_map(|(k, c)| holder(k, c))
+                        .collect());
+                }
+            }
+        }
         let (_, claims) = self.store.list_versioned(&prefix).map_err(store_err)?;
         Ok(claims
             .into_iter()
-            .filter_map(|(k, v)| {
-                let addr: IpAddr = k.strip_prefix(&prefix)?.parse().ok()?;
-                let c: ClusterClaim = serde_json::from_slice(&v.value).ok()?;
-                (c.container != container).then(|| (addr, format!("{} on {}", c.name, c.node)))
-            })
+            .filter_map(|(k, v)| holder(&k, &serde_json::from_slice(&v.value).ok()?))
             .collect())
+    }
+
+    /// Replaces the watched copy of the cluster's address claims (`ipam/` keys) with a fresh
+    /// list; `None`: no copy (the sync's watch ended), creates read etcd.
+    pub fn set_claims_seen(&self, listed: Option<Vec<(String, berth_store::Versioned)>>) {
+        let copy = listed.map(|l| {
+            l.into_iter()
+                .filter_map(|(k, v)| Some((k, serde_json::from_slice(&v.value).ok()?)))
+                .collect()
+        });
+        if let Ok(mut s) = self.claims_seen.lock() {
+            *s = copy;
+        }
+    }
+
+    /// Applies one watch event of the `ipam/` keys to the watched copy.
+    pub fn apply_claim_event(&self, key: &str, value: Option<&[u8]>) {
+        let Ok(mut s) = self.claims_seen.lock() else {
+            return;
+        };
+        let Some(seen) = s.as_mut() else { return };
+        match value.and_then(|v| serde_json::from_slice::<ClusterClaim>(v).ok()) {
+            Some(c) => {
+                seen.insert(key.to_string(), c);
+            }
+            None => {
+                seen.remove(key);
+            }
+        }
     }
 
     /// Claims `addrs` on `net` for a container of this host, under this host's lease (they
     /// are freed when the host is gone for a TTL). A claim taken meanwhile by another host is
-    /// a 409 naming the address.
-    pub fn claim(&self, net: &str, container: &str, name: &str, addrs: &[IpAddr]) -> ApiResult<()> {
+    /// a 409 naming the address. With `announce` (a `run`: the container is started right
+    /// after its create) the container's endpoint is published in the same transaction, so
+    /// the other hosts learn its name and address one etcd commit after its address was
+    /// chosen, instead of after the create's store commit, the client's start request and a
+    /// second etcd commit; it stays pending until [`Cluster::settle_endpoints`].
+    pub fn claim(
+        &self,
+        net: &str,
+        container: &str,
+        name: &str,
+        addrs: &[IpAddr],
+        announce: Option<&RemoteEndpoint>,
+    ) -> ApiResult<()> {
         let Some(lease) = self.lease() else {
             return Err(ApiError::from(StoreError::Unavailable {
                 store: self.store.describe(),
@@ -709,21 +781,33 @@ impl Cluster {
         };
         let keys: Vec<String> = addrs.iter().map(|a| format!("{IPAM}{net}/{a}")).collect();
         let compares = keys.iter().map(|k| Compare::Absent(k.clone())).collect();
-        let ops = keys
+        let mut ops: Vec<Op> = keys
             .iter()
             .map(|k| Op::put_json_lease(k.clone(), &claim, lease))
             .collect();
+        let ep_key = announce.map(|_| endpoint_key(net, &self.record.name, container));
+        if let (Some(k), Some(e)) = (&ep_key, announce) {
+            ops.push(Op::put_json_lease(k.clone(), e, lease));
+        }
         // Pending *before* the transaction: a publication that lists the store after it
         // committed then always finds the claim pending too (see `publication_ops`).
+        let now = Instant::now();
         if let Ok(mut p) = self.pending.lock() {
-            let now = Instant::now();
             for k in &keys {
                 p.insert(k.clone(), (claim.clone(), now));
+            }
+        }
+        if let (Some(k), Some(e)) = (&ep_key, announce) {
+            if let Ok(mut p) = self.pending_eps.lock() {
+                p.insert(k.clone(), (e.clone(), now));
             }
         }
         let outcome = self.store.txn(compares, ops).map_err(store_err);
         if !matches!(outcome, Ok(TxnOutcome::Committed(_))) {
             self.unpend(&keys);
+            if let Some(k) = &ep_key {
+                self.unpend_endpoints(std::slice::from_ref(k));
+            }
         }
         match outcome? {
             TxnOutcome::Committed(_) => {
@@ -733,6 +817,9 @@ impl Cluster {
                     if p.0 == Some(lease) {
                         for k in keys {
                             p.2.insert(k, claim.clone());
+                        }
+                        if let (Some(k), Some(e)) = (ep_key, announce) {
+                            p.1.insert(k, e.clone());
                         }
                     }
                 }
@@ -747,6 +834,51 @@ impl Cluster {
                     .unwrap_or_default()
             ))),
         }
+    }
+
+    /// Forgets pending endpoints of `keys`: publications no longer keep them.
+    fn unpend_endpoints(&self, keys: &[String]) {
+        if let Ok(mut p) = self.pending_eps.lock() {
+            for k in keys {
+                p.remove(k);
+            }
+        }
+    }
+
+    /// The start of `container` (announced with its claims) is over: its endpoints are
+    /// published from now on only if it runs. Returns whether any was pending.
+    pub fn settle_endpoints(&self, container: &str) -> bool {
+        let Ok(mut p) = self.pending_eps.lock() else {
+            return false;
+        };
+        let before = p.len();
+        p.retain(|_, (e, _)| e.container_id != container);
+        p.len() != before
+    }
+
+    /// Withdraws the endpoints `container` announced with its claims (its create failed
+    /// after them): no longer pending, deleted from the store.
+    pub fn withdraw_endpoints(&self, container: &str) -> Result<(), StoreError> {
+        let keys: Vec<String> = match self.pending_eps.lock() {
+            Ok(p) => p
+                .iter()
+                .filter(|(_, (e, _))| e.container_id == container)
+                .map(|(k, _)| k.clone())
+                .collect(),
+            Err(_) => return Ok(()),
+        };
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.unpend_endpoints(&keys);
+        self.store
+            .apply(keys.iter().cloned().map(Op::Delete).collect())?;
+        if let Ok(mut p) = self.published.lock() {
+            for k in &keys {
+                p.1.remove(k);
+            }
+        }
+        Ok(())
     }
 
     /// Forgets pending claims of `keys` (released, or never committed): publications no
@@ -799,6 +931,7 @@ impl Cluster {
             op: "publishing endpoints",
             msg: "lock poisoned".into(),
         })?;
+        let eps = self.with_pending_endpoints(eps);
         let (claims, ops) = if last.0 == Some(lease) {
             // Same lease as the last publication, which is in the store: only the difference
             // (a container start costs one transaction, no listing of the cluster's keys).
@@ -891,6 +1024,26 @@ impl Cluster {
             Ok(mut p) => merge_pending(claims, &mut p, Instant::now()),
             Err(_) => claims,
         }
+    }
+
+    /// `eps` (built from the local store) with the endpoints announced by starts still under
+    /// way that it lacks; pending entries older than [`PENDING_CLAIM_MAX`] are dropped.
+    fn with_pending_endpoints(
+        &self,
+        mut eps: BTreeMap<String, RemoteEndpoint>,
+    ) -> BTreeMap<String, RemoteEndpoint> {
+        let Ok(mut p) = self.pending_eps.lock() else {
+            return eps;
+        };
+        let now = Instant::now();
+        p.retain(|k, (e, since)| {
+            if now.saturating_duration_since(*since) > PENDING_CLAIM_MAX {
+                return false;
+            }
+            eps.entry(k.clone()).or_insert_with(|| e.clone());
+            true
+        });
+        eps
     }
 
     /// Publishes again what was last published (after a new lease).

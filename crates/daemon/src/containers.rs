@@ -17,11 +17,16 @@ use crate::error::{ApiError, ApiResult};
 use crate::failpoint;
 
 impl Daemon {
-    /// `POST /containers/create`.
+    /// `POST /containers/create`. `announce`: the caller starts the container right after
+    /// (`berth run -d`: `?start=1`), so its overlay endpoints are published to the cluster
+    /// together with their address claims; they stay published only if the start succeeds.
+    /// A container that is only created is never published (Docker's semantics: its name
+    /// does not resolve anywhere until it runs).
     pub async fn create_container(
         &self,
         name: Option<String>,
         mut req: berth_api::types::ContainerCreateRequest,
+        announce: bool,
     ) -> ApiResult<ContainerSpec> {
         // The docker CLI names the default network `default` (NetworkMode and its endpoint
         // settings' key): dockerd's default is the bridge network.
@@ -144,6 +149,8 @@ impl Daemon {
         // directory): 400 naming the field before anything is planned or stored, so that
         // none can add a line to the container's /etc files or fail its start later.
         berth_plan::input::validate_container_strings(&spec)?;
+        // Published ports: parsed before anything is claimed.
+        let port_specs = crate::ports::specs_from_api(hc)?;
         if mode == NetworkMode::Networks {
             // The networks to join: NetworkMode (default `bridge`) first, then any other
             // network named in EndpointsConfig, in name order.
@@ -191,11 +198,12 @@ impl Daemon {
                         .filter(|c| c.id != spec.id)
                         .collect();
                     all_with_self.push(&spec);
-                    self.plan_endpoint_claimed(&net, &spec, &all_with_self, &ep_req)
+                    self.plan_endpoint_claimed(&net, &spec, &all_with_self, &ep_req, announce)
                 };
                 let ep = match planned {
                     Ok(ep) => ep,
                     Err(e) => {
+                        self.cluster_withdraw(&spec.id);
                         self.cluster_release(&spec.endpoints.iter().collect::<Vec<_>>());
                         return Err(e);
                     }
@@ -217,15 +225,22 @@ impl Daemon {
             status: Status::Created,
             ..Default::default()
         };
-        // Published ports: parsed and checked before anything is stored.
-        let port_specs = crate::ports::specs_from_api(hc)?;
-        crate::ports::validate(self, &spec, &port_specs).await?;
-        let (cmp, mut ops) = crate::ipam::claim(&spec, &spec.endpoints.iter().collect::<Vec<_>>());
-        ops.push(Op::put_json(keys::container(&spec.id), &spec));
-        ops.push(Op::put_json(keys::state(&spec.id), &state));
-        ops.extend(crate::ports::store_op(&spec.id, &port_specs));
-        if let Err(e) = crate::ipam::commit(self.store.as_ref(), cmp, ops) {
-            // Overlay addresses were claimed cluster-wide while planning.
+        // Published ports: checked before anything is stored.
+        let stored = match crate::ports::validate(self, &spec, &port_specs).await {
+            Ok(()) => {
+                let (cmp, mut ops) =
+                    crate::ipam::claim(&spec, &spec.endpoints.iter().collect::<Vec<_>>());
+                ops.push(Op::put_json(keys::container(&spec.id), &spec));
+                ops.push(Op::put_json(keys::state(&spec.id), &state));
+                ops.extend(crate::ports::store_op(&spec.id, &port_specs));
+                crate::ipam::commit(self.store.as_ref(), cmp, ops)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
+            // Overlay addresses were claimed cluster-wide while planning (and, for a `run`,
+            // its endpoints published with them).
+            self.cluster_withdraw(&spec.id);
             self.cluster_release(&spec.endpoints.iter().collect::<Vec<_>>());
             return Err(e);
         }

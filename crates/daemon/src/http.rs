@@ -883,30 +883,81 @@ async fn disconnect(
 #[derive(Deserialize)]
 struct NameQuery {
     name: Option<String>,
+    /// berth's own: start the container in the same request (`berth run -d`), see below.
+    start: Option<String>,
 }
 
+/// `POST /containers/create[?name=…]`. berth's `start=1` (sent by `berth run -d`; Docker
+/// clients never send it) also starts the container, as a `start` request right after
+/// would, and publishes its overlay endpoints to the cluster with its address claims: the
+/// other hosts resolve its name one etcd commit after its address is chosen. A start that
+/// fails is answered with its error and leaves the container created (removed if
+/// `AutoRemove`), as `docker run -d` does, and withdraws what was published.
 async fn create_container(
     State(d): D,
     Query(q): Query<NameQuery>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let req: ContainerCreateRequest = parse_body(&body, "container create")?;
-    let spec = d.create_container(q.name, req).await?;
-    // Create the log files now, so a client can follow them before the container starts.
+    let id = if truthy(&q.start, false) {
+        // On a task of its own: a client that goes away mid-request must not cancel it
+        // between the create (its endpoints published with the claims) and the end of the
+        // start, which settles that publication.
+        let d = d.clone();
+        tokio::spawn(async move { create_and_start(&d, q.name, req).await })
+            .await
+            .map_err(|e| ApiError::internal(format!("creating and starting: {e}")))??
+    } else {
+        create_prepared(&d, q.name, req, false).await?.id
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(ContainerCreateResponse {
+            id,
+            warnings: vec![],
+        }),
+    )
+        .into_response())
+}
+
+/// Creates the container (`announce`: its overlay endpoints published with its claims) and
+/// its log files, so a client can follow them before it starts.
+async fn create_prepared(
+    d: &Arc<Daemon>,
+    name: Option<String>,
+    req: ContainerCreateRequest,
+    announce: bool,
+) -> ApiResult<ContainerSpec> {
+    let spec = d.create_container(name, req, announce).await?;
     let dir = d.runtime.container_dir(&spec.id);
     let _ = std::fs::create_dir_all(&dir);
     for f in ["stdout.log", "stderr.log"] {
         let _ = crate::runtime::log_file(&dir.join(f));
     }
     d.exit_channel(&spec.id);
-    Ok((
-        StatusCode::CREATED,
-        Json(ContainerCreateResponse {
-            id: spec.id,
-            warnings: vec![],
-        }),
-    )
-        .into_response())
+    Ok(spec)
+}
+
+/// `start=1`: create, then start as a `start` request would. A start that fails withdraws
+/// what the create published and, with `AutoRemove`, removes the container (it never ran,
+/// so no exit removes it: what the CLI does after a failed start without `start=1`).
+async fn create_and_start(
+    d: &Arc<Daemon>,
+    name: Option<String>,
+    req: ContainerCreateRequest,
+) -> ApiResult<String> {
+    let spec = create_prepared(d, name, req, true).await?;
+    if let Err(e) = d.start_container(&spec.id).await {
+        // Withdrawn unless it runs (a no-op when the start's own failure path did it).
+        d.end_announcement(&spec.id, None, true).await;
+        if spec.auto_remove {
+            if let Err(r) = d.remove_container(&spec.id, true).await {
+                tracing::warn!(container = %spec.name, "removing it after its start failed: {}", r.message);
+            }
+        }
+        return Err(e);
+    }
+    Ok(spec.id)
 }
 
 async fn start_container(State(d): D, UrlPath(id): UrlPath<String>) -> ApiResult<StatusCode> {

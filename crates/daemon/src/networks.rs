@@ -424,7 +424,7 @@ impl Daemon {
         // allocations per connect).
         let shared = self.containers_shared()?;
         let all: Vec<&ContainerSpec> = shared.iter().map(|c| &**c).collect();
-        let ep = self.plan_endpoint_claimed(&net, &c, &all, &req)?;
+        let ep = self.plan_endpoint_claimed(&net, &c, &all, &req, false)?;
         let before = c.clone();
         c.endpoints.push(ep.clone());
         let (cmp, mut ops) = crate::ipam::claim(&c, &[&ep]);

@@ -43,7 +43,7 @@ fn swarm_init() {}
 fn swarm_leave() {}
 #[utoipa::path(get, path = "/swarm", responses((status = 503, body = ErrorResponse, description = "dockerd's answer outside a swarm, as for every path of /swarm, /services, /nodes, /tasks, /secrets and /configs: This node is not a swarm manager. …")))]
 fn swarm_inspect() {}
-#[utoipa::path(post, path = "/containers/create", params(("name" = Option<String>, Query)), request_body = ContainerCreateRequest, responses((status = 201, body = ContainerCreateResponse), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+#[utoipa::path(post, path = "/containers/create", params(("name" = Option<String>, Query), ("start" = Option<bool>, Query, description = "berth's own (berth run -d): start it in the same request; its overlay endpoints are published with their address claims")), request_body = ContainerCreateRequest, responses((status = 201, body = ContainerCreateResponse), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
 fn create_container() {}
 #[utoipa::path(get, path = "/containers/json", params(("all" = Option<bool>, Query), ("filters" = Option<String>, Query, description = "JSON: label, name, id, status, exited, network")), responses((status = 200, body = [ContainerSummary]), (status = 400, body = ErrorResponse)))]
 fn list_containers() {}

@@ -33,13 +33,16 @@ use crate::reconcile::Trigger;
 impl Daemon {
     /// Plans `c`'s endpoint on `net`; on an overlay network its addresses are also claimed
     /// cluster-wide, and an address another host claimed in the meantime makes it pick again
-    /// (an address the user asked for is a 409 instead).
+    /// (an address the user asked for is a 409 instead). `announce`: `c` is started right
+    /// after its create, so the endpoint is published with the claim (see
+    /// [`cluster::Cluster::claim`]).
     pub(crate) fn plan_endpoint_claimed(
         &self,
         net: &NetworkSpec,
         c: &ContainerSpec,
         all: &[&ContainerSpec],
         req: &EndpointRequest,
+        announce: bool,
     ) -> ApiResult<EndpointSpec> {
         if net.driver != Driver::Overlay {
             return Ok(planner::plan_endpoint_with(
@@ -53,10 +56,12 @@ impl Daemon {
         }
         let fixed = req.ipv4.is_some() || req.ipv6.is_some();
         let mut last = None;
-        for _ in 0..CLAIM_ATTEMPTS {
-            let elsewhere = self.held_elsewhere(net, &c.id)?;
+        for attempt in 0..CLAIM_ATTEMPTS {
+            // The first pick from the watched copy of the claims; after a lost race (the copy
+            // lagged), from etcd itself.
+            let elsewhere = self.held_elsewhere(net, &c.id, attempt > 0)?;
             let ep = planner::plan_endpoint_with(net, c, all, req, new_id(), &elsewhere)?;
-            match self.cluster_claim(net, c, &ep) {
+            match self.cluster_claim(net, c, &ep, announce) {
                 Ok(()) => return Ok(ep),
                 Err(e) if e.status == StatusCode::CONFLICT && !fixed => last = Some(e),
                 Err(e) => return Err(e),
@@ -66,29 +71,34 @@ impl Daemon {
     }
 
     /// Addresses of overlay network `net` held by containers of other hosts (address → who),
-    /// for the allocator; empty for other networks.
+    /// for the allocator; empty for other networks. `fresh`: read from etcd, not from the
+    /// watched copy.
     pub(crate) fn held_elsewhere(
         &self,
         net: &NetworkSpec,
         container: &str,
+        fresh: bool,
     ) -> ApiResult<BTreeMap<IpAddr, String>> {
         match (&self.cluster, net.driver) {
-            (Some(c), Driver::Overlay) => c.holders(&net.id, container),
+            (Some(c), Driver::Overlay) => c.holders(&net.id, container, fresh),
             _ => Ok(BTreeMap::new()),
         }
     }
 
-    /// Claims the addresses of `ep` cluster-wide when its network is an overlay network.
+    /// Claims the addresses of `ep` cluster-wide when its network is an overlay network
+    /// (`announce`: and publishes the endpoint in the same transaction).
     pub(crate) fn cluster_claim(
         &self,
         net: &NetworkSpec,
         c: &ContainerSpec,
         ep: &EndpointSpec,
+        announce: bool,
     ) -> ApiResult<()> {
         match (&self.cluster, net.driver) {
             (Some(cl), Driver::Overlay) => {
                 let addrs: Vec<IpAddr> = ep.addrs.iter().map(|a| a.addr()).collect();
-                cl.claim(&net.id, &c.id, &c.name, &addrs)
+                let published = announce.then(|| remote_endpoint(cl, c, ep)).flatten();
+                cl.claim(&net.id, &c.id, &c.name, &addrs, published.as_ref())
             }
             (None, Driver::Overlay) => Err(ApiError::bad_request(format!(
                 "network {:?} is an overlay network: this berthd has no cluster store",
@@ -183,24 +193,11 @@ impl Daemon {
                             },
                         );
                     }
-                    let Some(ip) = ep.addrs.iter().map(|a| a.addr()).find(IpAddr::is_ipv4) else {
+                    if !running {
                         continue;
-                    };
-                    if running {
-                        eps.insert(
-                            cluster::endpoint_key(&ep.network_id, cl.node(), &c.id),
-                            RemoteEndpoint {
-                                network_id: ep.network_id.clone(),
-                                node: cl.node().to_string(),
-                                vtep: cl.record.addr,
-                                ip,
-                                ip6: ep.addrs.iter().map(|a| a.addr()).find(IpAddr::is_ipv6),
-                                mac: ep.mac.clone(),
-                                name: c.name.clone(),
-                                aliases: ep.aliases.clone(),
-                                container_id: c.id.clone(),
-                            },
-                        );
+                    }
+                    if let Some(r) = remote_endpoint(cl, &c, ep) {
+                        eps.insert(cluster::endpoint_key(&ep.network_id, cl.node(), &c.id), r);
                     }
                 }
             }
@@ -246,23 +243,44 @@ impl Daemon {
     }
 
     /// The start of `id` is over: waits for its early publication, stops counting it as
-    /// running unless its state says so, and (`failed`) publishes again without it.
+    /// running unless its state says so (also when it was announced with its claims by a
+    /// `run`), and (`failed`) publishes again without it.
     pub(crate) async fn end_announcement(
         &self,
         id: &str,
         early: Option<tokio::task::JoinHandle<()>>,
         failed: bool,
     ) {
-        let Some(p) = early else { return };
-        // Two publications must not race: the later one is the truth.
-        if let Err(e) = p.await {
-            tracing::warn!("cluster: publishing a starting container's endpoints: {e}");
+        let settled = self
+            .cluster
+            .as_ref()
+            .is_some_and(|cl| cl.settle_endpoints(id));
+        if early.is_none() && !settled {
+            return;
+        }
+        if let Some(p) = early {
+            // Two publications must not race: the later one is the truth.
+            if let Err(e) = p.await {
+                tracing::warn!("cluster: publishing a starting container's endpoints: {e}");
+            }
         }
         if let Ok(mut a) = self.announced.lock() {
             a.remove(id);
         }
         if failed {
             self.cluster_publish();
+        }
+    }
+
+    /// Withdraws the endpoints a `run`'s create published with its claims, when that create
+    /// fails after them (the claims themselves go with [`Daemon::cluster_release`]).
+    pub(crate) fn cluster_withdraw(&self, container: &str) {
+        let Some(cl) = &self.cluster else { return };
+        if let Err(e) = cl.withdraw_endpoints(container) {
+            // Left in the store: the next publication compares with what it last wrote and
+            // deletes it; a reconnected sync publishes from scratch.
+            tracing::warn!("cluster: withdrawing the endpoints of {container}: {e}");
+            cl.mark_unhealthy(e.to_string());
         }
     }
 
@@ -345,6 +363,27 @@ impl Daemon {
     }
 }
 
+/// What this host publishes for `c`'s endpoint `ep` on an overlay network (`None` without an
+/// IPv4 address: the other hosts program and resolve endpoints by it).
+fn remote_endpoint(
+    cl: &cluster::Cluster,
+    c: &ContainerSpec,
+    ep: &EndpointSpec,
+) -> Option<RemoteEndpoint> {
+    let ip = ep.addrs.iter().map(|a| a.addr()).find(IpAddr::is_ipv4)?;
+    Some(RemoteEndpoint {
+        network_id: ep.network_id.clone(),
+        node: cl.node().to_string(),
+        vtep: cl.record.addr,
+        ip,
+        ip6: ep.addrs.iter().map(|a| a.addr()).find(IpAddr::is_ipv6),
+        mac: ep.mac.clone(),
+        name: c.name.clone(),
+        aliases: ep.aliases.clone(),
+        container_id: c.id.clone(),
+    })
+}
+
 /// Keeps this host in step with the cluster: lists the overlay networks and the published
 /// endpoints, then follows both with watches from the listed revision (nothing missed, nothing
 /// seen twice); when a watch ends (etcd gone) it waits a second and starts over.
@@ -355,6 +394,8 @@ pub fn spawn_sync(d: Arc<Daemon>) {
             if let Err(e) = sync_once(&d, &cl).await {
                 tracing::debug!("cluster sync: {e}; again in 1 s");
             }
+            // Not followed any more: creates read the claims from etcd until the next list.
+            cl.set_claims_seen(None);
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
@@ -390,24 +431,37 @@ async fn sync_once(d: &Arc<Daemon>, cl: &Arc<cluster::Cluster>) -> anyhow::Resul
         tokio::task::spawn_blocking(move || s.list_versioned(cluster::ENDPOINTS)).await??
     };
     cl.set_remotes(eps);
+    let (claim_rev, claims) = {
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.list_versioned(cluster::IPAM)).await??
+    };
+    cl.set_claims_seen(Some(claims));
     // A fresh start of the sync (etcd back, lease maybe lost): publish again from scratch.
     cl.forget_published();
     d.cluster_publish();
     d.dns_refresh();
     converge_all(d).await;
-    let (mut wn, mut we, mut wk) = {
+    let (mut wn, mut we, mut wk, mut wc) = {
         let s = store.clone();
         tokio::task::spawn_blocking(move || -> berth_store::Result<_> {
             Ok((
                 s.watch(cluster::NETWORKS, Some(net_rev))?,
                 s.watch(cluster::ENDPOINTS, Some(ep_rev))?,
                 s.watch(berth_plan::cluster::NODES, Some(node_rev))?,
+                s.watch(cluster::IPAM, Some(claim_rev))?,
             ))
         })
         .await??
     };
     loop {
         tokio::select! {
+            ev = wc.recv() => {
+                let Some(ev) = ev else {
+                    anyhow::bail!("the claim watch ended");
+                };
+                let value = (ev.kind == EventKind::Put).then_some(ev.value.as_deref()).flatten();
+                cl.apply_claim_event(&ev.key, value);
+            }
             ev = wk.recv() => {
                 if ev.is_none() {
                     anyhow::bail!("the node watch ended");

@@ -1285,6 +1285,204 @@ fn overlay_endpoints_follow_the_watch_event() {
     u.kill_etcd();
 }
 
+/// The `mod_revision` of etcd key `key` (None when it does not exist).
+fn mod_revision(u: &Underlay, key: &str) -> Option<u64> {
+    let out = u.etcdctl(&["get", key, "-w", "json"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("etcdctl get {key}: {e}: {out}"));
+    v["kvs"].as_array()?.first()?["mod_revision"].as_u64()
+}
+
+/// How many range requests (reads) etcd has served.
+fn etcd_ranges(u: &Underlay) -> u64 {
+    let url = format!("http://{ETCD}:2379/metrics");
+    let o = sh(
+        "ip",
+        &["netns", "exec", &u.ns, "curl", "-sf", "-m", "5", &url],
+    );
+    stdout(&o)
+        .lines()
+        .filter(|l| {
+            l.starts_with("grpc_server_handled_total") && l.contains("grpc_method=\"Range\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Proves the publication timing of `run -d` and its limits (Docker's semantics):
+/// - a container that is only *created* on host-a is not published (no endpoint in etcd) and
+///   does not resolve on host-b, though its address is claimed; started, it resolves;
+/// - `run -d` publishes the endpoint in the same etcd transaction as its address claim (both
+///   keys have one `mod_revision`: berth's `start=1`), picks the address from the watched
+///   copy of the claims (etcd serves no read for it), and it resolves on host-b;
+/// - a `run -d` whose start fails (its published port is held by a host process) withdraws
+///   the endpoint: not in etcd, not resolvable on host-b; the container stays created, and
+///   with `--rm` it is gone together with its claim.
+///
+/// Against the berthd before the change the `mod_revision`s differ (the claim at create, the
+/// endpoint at the start), and the create lists the claims in etcd.
+#[test]
+fn overlay_run_publishes_with_its_claim_and_create_alone_does_not() {
+    require_root!();
+    let (a, b, mut u) = two_hosts();
+    create_overlay(&a, "10.54.0.0/24", "pub", &[]);
+    wait_until("pub on host-b", Duration::from_secs(5), || {
+        network_names(&b).contains(&"pub".to_string())
+    });
+    let net = a.network_inspect("pub")["Id"]
+        .as_str()
+        .expect("network id")
+        .to_string();
+    b.run_d("client", &["--network", "pub"], &["sleep", "600"]);
+    let pid = b.inspect("client")["State"]["Pid"]
+        .as_i64()
+        .expect("client pid");
+    let gw = b.network_inspect("pub")["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .expect("gateway")
+        .to_string();
+    let lookup = |name: &str| {
+        let at = format!("@{gw}");
+        let o = b.pid_net_exec(pid, &["dig", "+short", "+tries=1", "+time=1", &at, name]);
+        stdout(&o).trim().to_string()
+    };
+    let endpoint_key = |id: &str| format!("/berth/endpoints/{net}/host-a/{id}");
+    let claim_key = |ip: &str| format!("/berth/ipam/{net}/{ip}");
+    let id_of = |w: &World, name: &str| {
+        w.inspect(name)["Id"]
+            .as_str()
+            .expect("container id")
+            .to_string()
+    };
+
+    // Created only: claimed, not published, not resolvable.
+    a.berth_ok(&[
+        "create",
+        "--network",
+        "pub",
+        "--name",
+        "made",
+        "sleep",
+        "600",
+    ]);
+    let made = id_of(&a, "made");
+    let made_ip = a.ip_of("made", "pub");
+    assert!(
+        mod_revision(&u, &claim_key(&made_ip)).is_some(),
+        "made's address {made_ip} is not claimed"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        mod_revision(&u, &endpoint_key(&made)),
+        None,
+        "a created container was published"
+    );
+    // No answer at all (or the upstream's failure), never an address of the network.
+    let resolves = |name: &str| {
+        lookup(name)
+            .lines()
+            .any(|l| l.parse::<std::net::Ipv4Addr>().is_ok())
+    };
+    assert!(!resolves("made"), "a created container resolves on host-b");
+    a.berth_ok(&["start", "made"]);
+    assert!(
+        within(Duration::from_secs(2), || lookup("made") == made_ip).is_some(),
+        "made started: not resolvable on host-b"
+    );
+
+    // run -d: the endpoint is written with the claim, and the address is picked from the
+    // watched copy of the claims: no etcd read on the way.
+    let ranges = etcd_ranges(&u);
+    a.run_d("fast", &["--network", "pub"], &["sleep", "600"]);
+    assert_eq!(
+        etcd_ranges(&u),
+        ranges,
+        "run -d read etcd (the address holders listed instead of the watched copy)"
+    );
+    let fast = id_of(&a, "fast");
+    let fast_ip = a.ip_of("fast", "pub");
+    let (ep_rev, claim_rev) = (
+        mod_revision(&u, &endpoint_key(&fast)),
+        mod_revision(&u, &claim_key(&fast_ip)),
+    );
+    assert!(ep_rev.is_some(), "fast is not published");
+    assert_eq!(
+        ep_rev, claim_rev,
+        "run -d: the endpoint was not published in the claim's transaction"
+    );
+    assert!(
+        within(Duration::from_secs(2), || lookup("fast") == fast_ip).is_some(),
+        "fast not resolvable on host-b"
+    );
+
+    // A start that fails withdraws what the run published.
+    a.spawn_in(
+        &a.host_ns,
+        &[
+            "python3",
+            "-c",
+            "import socket,time\ns=socket.socket()\ns.bind(('0.0.0.0',18099))\ns.listen()\ntime.sleep(600)",
+        ],
+    );
+    wait_until("the host's listener", Duration::from_secs(10), || {
+        let o = sh(
+            "ip",
+            &["netns", "exec", &a.host_ns, "ss", "-Hltn", "sport = :18099"],
+        );
+        !stdout(&o).trim().is_empty()
+    });
+    for (name, rm) in [("bad", false), ("badrm", true)] {
+        let mut args = vec![
+            "run",
+            "-d",
+            "--network",
+            "pub",
+            "-p",
+            "18099:80",
+            "--name",
+            name,
+        ];
+        if rm {
+            args.push("--rm");
+        }
+        args.extend(["sleep", "600"]);
+        let o = a.berth(&args);
+        assert!(
+            !o.status.success() && stderr(&o).contains("18099"),
+            "run with a port held on the host: {}",
+            show(&o)
+        );
+        let eps = u.etcdctl(&[
+            "get",
+            "--prefix",
+            &format!("/berth/endpoints/{net}/host-a/"),
+        ]);
+        assert!(
+            !eps.contains(&format!("\"Name\":\"{name}\"")),
+            "{name}'s endpoint stayed published after its start failed: {eps}"
+        );
+        assert!(
+            !resolves(name),
+            "{name} resolves on host-b after its start failed"
+        );
+        if rm {
+            assert!(!a.berth(&["inspect", name]).status.success(), "{name} kept");
+            let claims = u.etcdctl(&["get", "--prefix", &format!("/berth/ipam/{net}/")]);
+            assert!(
+                !claims.contains(&format!("\"Name\":\"{name}\"")),
+                "{name}'s claim kept: {claims}"
+            );
+        } else {
+            assert_eq!(
+                a.inspect(name)["State"]["Status"].as_str(),
+                Some("created"),
+                "{name} after its start failed"
+            );
+        }
+    }
+    u.kill_etcd();
+}
+
 #[test]
 #[ignore]
 fn bench_overlay_cross_host() {

@@ -315,21 +315,29 @@ pub async fn run(client: &Client, args: Args) -> i32 {
             return 125;
         }
     };
-    let id = match create(client, &args).await {
+    if args.detach {
+        // One request: berthd creates and starts it (berth's `start=1`), so an overlay
+        // network's other hosts learn the container with its address claim, not a client
+        // round trip, a store commit and a second cluster write later. A failed start leaves
+        // it created (removed with `--rm`), as the two requests did.
+        return match create(client, &args, true).await {
+            Ok(id) => {
+                out(&id);
+                0
+            }
+            Err(e) => {
+                crate::report(&e);
+                125
+            }
+        };
+    }
+    let id = match create(client, &args, false).await {
         Ok(id) => id,
         Err(e) => {
             crate::report(&e);
             return 125;
         }
     };
-    if args.detach {
-        if let Err(e) = start(client, &args, &id).await {
-            crate::report(&e);
-            return 125;
-        }
-        out(&id);
-        return 0;
-    }
     if args.interactive || args.tty {
         return attach_interactive(client, &args, &id, detach_keys).await;
     }
@@ -339,7 +347,7 @@ pub async fn run(client: &Client, args: Args) -> i32 {
 /// `berth create`: as `run`, but only creates the container (state `created`) and prints its
 /// full id, as `docker create`; 125 when it could not be created.
 pub async fn create_only(client: &Client, args: Args) -> i32 {
-    match create(client, &args).await {
+    match create(client, &args, false).await {
         Ok(id) => {
             out(&id);
             0
@@ -393,12 +401,20 @@ async fn attach_interactive(client: &Client, args: &Args, id: &str, detach_keys:
     waited(waiter).await
 }
 
-async fn create(client: &Client, args: &Args) -> Result<String> {
+/// `POST /containers/create`; `start`: berthd starts it too (`start=1`, berth's own).
+async fn create(client: &Client, args: &Args, start: bool) -> Result<String> {
     let (name, req) = build(args)?;
-    let path = match name {
+    let mut path = match name {
         Some(n) => format!("/containers/create?name={}", url_escape(&n)),
         None => "/containers/create".to_string(),
     };
+    if start {
+        path.push_str(if path.contains('?') {
+            "&start=1"
+        } else {
+            "?start=1"
+        });
+    }
     let created: ContainerCreateResponse =
         client.request_json(Method::POST, &path, Some(&req)).await?;
     for w in &created.warnings {
