@@ -523,6 +523,12 @@ pub struct ContainerCreateResponse {
     pub id: String,
     /// Warnings.
     pub warnings: Vec<String>,
+    /// berth's own, only in the answer to `start=1` (`berth run -d`): berthd started the
+    /// container too. A daemon that does not know `start=1` (dockerd, an older berthd)
+    /// ignores the parameter and leaves this out, and the CLI then sends the `start`
+    /// itself. Never in an answer to a Docker client, which never sends `start=1`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub berth_started: bool,
 }
 
 /// `State` of a container inspect.

@@ -899,7 +899,8 @@ async fn create_container(
     body: Bytes,
 ) -> ApiResult<Response> {
     let req: ContainerCreateRequest = parse_body(&body, "container create")?;
-    let id = if truthy(&q.start, false) {
+    let started = truthy(&q.start, false);
+    let id = if started {
         // On a task of its own: a client that goes away mid-request must not cancel it
         // between the create (its endpoints published with the claims) and the end of the
         // start, which settles that publication.
@@ -915,6 +916,7 @@ async fn create_container(
         Json(ContainerCreateResponse {
             id,
             warnings: vec![],
+            berth_started: started,
         }),
     )
         .into_response())

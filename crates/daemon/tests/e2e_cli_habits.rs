@@ -753,3 +753,73 @@ fn update_restart_policy() {
     assert_eq!(status, 400, "{answer}");
     assert!(answer.contains("Memory"), "{answer}");
 }
+
+/// Proves: `berth run -d` asks for create and start in one request (berth's `start=1`), and
+/// against a daemon that ignores the parameter (dockerd, an older berthd: its answer has no
+/// `BerthStarted`) it sends the `start` itself, so the container is never left only created.
+/// A fake daemon on a unix socket answers and records the requests (no root, no berthd).
+#[test]
+fn run_detached_starts_it_on_a_daemon_without_start_1() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::unix::net::UnixListener;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sock = dir.path().join("fake.sock");
+    let listener = UnixListener::bind(&sock).expect("bind the fake daemon");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().expect("clone the connection"));
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let mut length = 0;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            log.lock().expect("log").push(target.clone());
+            let (status, answer) = if target.contains("/containers/create") {
+                ("201 Created", r#"{"Id":"f00d","Warnings":[]}"#)
+            } else if target.ends_with("/start") {
+                ("204 No Content", "")
+            } else {
+                ("404 Not Found", r#"{"message":"not here"}"#)
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    let out = std::process::Command::new(common::berth_bin())
+        .arg("-H")
+        .arg(format!("unix://{}", sock.display()))
+        .args(["run", "-d", "--name", "w", "--network", "none", "true"])
+        .output()
+        .expect("run berth");
+    let requests = seen.lock().expect("log").clone();
+    assert_eq!(code(&out), 0, "{}; requests {requests:?}", show(&out));
+    assert_eq!(stdout(&out).trim(), "f00d", "{}", show(&out));
+    assert_eq!(requests.len(), 2, "create, then start: {requests:?}");
+    assert!(
+        requests[0].contains("/containers/create") && requests[0].contains("start=1"),
+        "{requests:?}"
+    );
+    assert!(
+        requests[1].ends_with("/containers/f00d/start"),
+        "{requests:?}"
+    );
+}

@@ -321,7 +321,16 @@ pub async fn run(client: &Client, args: Args) -> i32 {
         // round trip, a store commit and a second cluster write later. A failed start leaves
         // it created (removed with `--rm`), as the two requests did.
         return match create(client, &args, true).await {
-            Ok(id) => {
+            Ok((id, true)) => {
+                out(&id);
+                0
+            }
+            // A daemon without berth's `start=1` (dockerd, an older berthd) only created it.
+            Ok((id, false)) => {
+                if let Err(e) = start(client, &args, &id).await {
+                    crate::report(&e);
+                    return 125;
+                }
                 out(&id);
                 0
             }
@@ -332,7 +341,7 @@ pub async fn run(client: &Client, args: Args) -> i32 {
         };
     }
     let id = match create(client, &args, false).await {
-        Ok(id) => id,
+        Ok((id, _)) => id,
         Err(e) => {
             crate::report(&e);
             return 125;
@@ -348,7 +357,7 @@ pub async fn run(client: &Client, args: Args) -> i32 {
 /// full id, as `docker create`; 125 when it could not be created.
 pub async fn create_only(client: &Client, args: Args) -> i32 {
     match create(client, &args, false).await {
-        Ok(id) => {
+        Ok((id, _)) => {
             out(&id);
             0
         }
@@ -401,8 +410,9 @@ async fn attach_interactive(client: &Client, args: &Args, id: &str, detach_keys:
     waited(waiter).await
 }
 
-/// `POST /containers/create`; `start`: berthd starts it too (`start=1`, berth's own).
-async fn create(client: &Client, args: &Args, start: bool) -> Result<String> {
+/// `POST /containers/create`; `start`: berthd starts it too (`start=1`, berth's own). Returns
+/// the id and whether berthd said it started it.
+async fn create(client: &Client, args: &Args, start: bool) -> Result<(String, bool)> {
     let (name, req) = build(args)?;
     let mut path = match name {
         Some(n) => format!("/containers/create?name={}", url_escape(&n)),
@@ -420,7 +430,7 @@ async fn create(client: &Client, args: &Args, start: bool) -> Result<String> {
     for w in &created.warnings {
         eprintln!("WARNING: {w}");
     }
-    Ok(created.id)
+    Ok((created.id, start && created.berth_started))
 }
 
 async fn start(client: &Client, args: &Args, id: &str) -> Result<()> {

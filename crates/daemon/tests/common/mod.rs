@@ -257,8 +257,17 @@ fn build_cli(bin: &Path) {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut c = Command::new(cargo);
-    c.args(["build", "-p", "berth"])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    c.args(["build", "-p", "berth"]);
+    // The profile of the tests' own binaries: `cargo build` alone would make a debug CLI
+    // in target/debug and leave the stale target/release/berth this harness runs.
+    if bin
+        .parent()
+        .and_then(|d| d.file_name())
+        .is_some_and(|d| d == "release")
+    {
+        c.arg("--release");
+    }
+    c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     let o = run_timeout(c, Duration::from_secs(900));
     drop(flock);
     if !o.status.success() {
