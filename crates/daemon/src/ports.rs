@@ -325,7 +325,13 @@ pub async fn publish(d: &Arc<Daemon>, c: &ContainerSpec) -> ApiResult<Option<Op>
                 None if unbound(proto, port) => HostUse::Free,
                 None => match berth_kernel::hostport::probe(proto, ip, port) {
                     Some(holder) => HostUse::Held(holder),
-                    None if v6_loopback && proto == Proto::Tcp && ip != loopback6 => {
+                    // berthd's own relay port is not relayed (`Relays::open` warns), so
+                    // its listener is no conflict for a wildcard publish.
+                    None if v6_loopback
+                        && proto == Proto::Tcp
+                        && ip != loopback6
+                        && port != d.local6.port() =>
+                    {
                         match berth_kernel::hostport::probe(proto, loopback6, port) {
                             Some(holder) => HostUse::Held(format!("{holder} at [::1]:{port}")),
                             None => HostUse::Free,

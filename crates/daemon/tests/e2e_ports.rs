@@ -747,7 +747,12 @@ fn thousand_port_range() {
     let publish_s = t0.elapsed().as_secs_f64();
     let table = w.nft_table();
     let elements = table.matches("comment \"container big ").count();
-    assert_eq!(elements, 2000, "one element per port and protocol");
+    // One map element per port and protocol, and one `relay6_tcp` element per TCP port (the
+    // host's `[::1]` connections redirected to berthd's relay).
+    assert_eq!(
+        elements, 3000,
+        "one element per port and protocol, and per [::1] TCP relay"
+    );
     for port in [20000u16, 20500, 20999] {
         for proto in ["tcp", "udp"] {
             reached(
@@ -1037,9 +1042,10 @@ fn user_hook_and_restart() {
     assert!(stderr(&o).contains("\"other\""), "{}", show(&o));
     let table = w.nft_table();
     for element in ["\"container web 80/tcp\"", "\"container other 80/tcp\""] {
+        // Its `publish4_any` element and its `relay6_tcp` one.
         assert_eq!(
             table.matches(element).count(),
-            1,
+            2,
             "exactly the running containers' ports after the restart:\n{table}"
         );
     }

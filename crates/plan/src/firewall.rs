@@ -70,8 +70,11 @@
 //! Two DNAT rules per family read them, in `prerouting` (`nat`, priority `dstnat`: traffic
 //! arriving from outside and from containers) and the same two in `output` (`nat`, priority
 //! -100: the host's own connections, IPv4 loopback included), each guarded by `fib daddr type
-//! local`. `::1` is never translated (IPv6 has no `route_localnet`: a `::1` packet cannot leave
-//! `lo`); berthd answers `[::1]:PORT` itself with a relay (see `ports::loopback6_relays`).
+//! local`. `::1` is never DNATed (IPv6 has no `route_localnet`: a `::1` packet cannot leave
+//! `lo`); berthd answers `[::1]:PORT` itself with a relay (see `ports::loopback6_relays`): for
+//! TCP, one more `output` rule redirects the host's `[::1]` connections to the ports in set
+//! `relay6_tcp` (`::1 . PORT`, one element per relayed port, owned by its container like the
+//! map elements) to berthd's one listener on `[::1]:R` ([`FirewallConfig::relay6_port`]).
 //! `prerouting` never translates loopback destinations; `prerouting_raw` (`filter`, priority
 //! `raw`) drops any packet for 127.0.0.0/8 or ::1 that did not come from `lo` — Docker's
 //! moby#45610, where a LAN neighbour reached `127.0.0.1`-published ports by sending to the host's
