@@ -68,6 +68,7 @@ impl Daemon {
         FirewallConfig {
             forwarding_was_off: meta.ipv4_forwarding_was_off,
             ipv6_forwarding_was_off: meta.ipv6_recorded && meta.ipv6_forwarding_was_off,
+            relay6_port: self.local6.port(),
         }
     }
 

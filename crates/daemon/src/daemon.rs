@@ -83,6 +83,11 @@ pub struct Meta {
     /// dual-stack network exists, because it stops the host from accepting router adverts).
     #[serde(default)]
     pub ipv6_recorded: bool,
+    /// The port of berthd's `[::1]` relay listener (`[::1]:R`, chosen by the kernel at first
+    /// start, then kept): chain `output`'s redirect rule names it, so listening on the same
+    /// port again leaves the rule as it is across restarts (0: not chosen yet).
+    #[serde(default)]
+    pub relay6_port: u16,
 }
 
 /// The daemon.
@@ -231,6 +236,23 @@ impl Daemon {
             state_docs: DocIndex::new(keys::STATES),
             dns_inputs: std::sync::Mutex::new(None),
         });
+        // The `[::1]` relay listener before the start-up pass: the static rules redirect to
+        // its port.
+        let wanted = daemon.meta().relay6_port;
+        match daemon.local6.listen(wanted) {
+            Ok(port) if port != wanted => {
+                let mut meta = daemon.meta();
+                meta.relay6_port = port;
+                daemon.set_meta(meta).map_err(|e| {
+                    anyhow::anyhow!("recording the [::1] relay port: {}", e.message)
+                })?;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                "[::1] relay: cannot listen on [::1] ({e}): published TCP ports are not \
+                 reachable through [::1]"
+            ),
+        }
         daemon.ensure_predefined().await?;
         daemon.startup().await?;
         daemon.dns_refresh();

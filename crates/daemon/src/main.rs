@@ -91,8 +91,9 @@ struct Args {
     /// address.
     #[arg(long, default_value_t = berth_plan::wireguard::DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     wireguard_port: u16,
-    /// At most this many `[::1]` relays of published ports at once (default: half of berthd's
-    /// open-files limit, which berthd raises to its hard limit at start).
+    /// At most this many `[::1]` UDP relays of published ports at once, each a socket (default:
+    /// half of berthd's open-files limit, which berthd raises to its hard limit at start). TCP
+    /// ports are not counted: they share one listener.
     #[arg(long, value_name = "N")]
     max_loopback_relays: Option<usize>,
 }
@@ -167,8 +168,8 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     security::set_socket(&args.socket);
     let cluster = cluster_config(&args)?;
-    // Every published port's [::1] relay and every connection hold a descriptor: the soft
-    // limit (often 1024) would run out long before the hard one.
+    // Every published UDP port's [::1] relay and every relayed connection hold a descriptor:
+    // the soft limit (often 1024) would run out long before the hard one.
     let nofile = match berth_kernel::sys::raise_nofile_limit() {
         Ok(n) => n,
         Err(e) => {

@@ -311,13 +311,32 @@ pub async fn publish(d: &Arc<Daemon>, c: &ContainerSpec) -> ApiResult<Option<Op>
             {
                 return held;
             }
-            let v6_loopback = matches!(ip, IpAddr::V6(a) if a.is_loopback() || a.is_unspecified());
+            // Whether the port is reachable through `[::1]` (`loopback6_relays`): a TCP port
+            // published on every address of either family is, through the one redirect, so
+            // whoever holds `[::1]:PORT` refuses it — a redirect would take that holder's `::1`
+            // connections away (UDP keeps a socket per port: its bind is the check, a
+            // wildcard's failure a warning, see `Relays::open`).
+            let v6_loopback = matches!(ip, IpAddr::V6(a) if a.is_loopback() || a.is_unspecified())
+                || (proto == Proto::Tcp && ip.is_unspecified());
+            let loopback6 = std::net::Ipv6Addr::LOCALHOST.into();
             match d.local6.holder(proto, port).filter(|_| v6_loopback) {
                 Some(h) => HostUse::Held(h),
                 // No socket of any family is bound to it: a bind cannot fail.
                 None if unbound(proto, port) => HostUse::Free,
                 None => match berth_kernel::hostport::probe(proto, ip, port) {
                     Some(holder) => HostUse::Held(holder),
+                    // berthd's own relay port is not relayed (`Relays::open` warns), so
+                    // its listener is no conflict for a wildcard publish.
+                    None if v6_loopback
+                        && proto == Proto::Tcp
+                        && ip != loopback6
+                        && port != d.local6.port() =>
+                    {
+                        match berth_kernel::hostport::probe(proto, loopback6, port) {
+                            Some(holder) => HostUse::Held(format!("{holder} at [::1]:{port}")),
+                            None => HostUse::Free,
+                        }
+                    }
                     None => HostUse::Free,
                 },
             }
@@ -325,11 +344,11 @@ pub async fn publish(d: &Arc<Daemon>, c: &ContainerSpec) -> ApiResult<Option<Op>
         ports::allocate(&specs, &t, &alloc, &mut host_use)?
     };
     let chosen = started.elapsed();
-    // `[::1]`: berthd's own listeners, opened on a blocking thread WHILE this one commits the
-    // map elements (1,000 listening sockets and a 1,000-element transaction are each several
-    // milliseconds of syscalls: side by side, not one after the other). A port published on
-    // `::1` that cannot listen refuses the start (its map elements go again); a failed commit
-    // closes the relays again. The relays do not need the elements nor the other way round.
+    // `[::1]`: berthd's own relays (TCP: index entries for its one listener, the redirect's
+    // `relay6_tcp` elements being part of the commit; UDP: a socket per port), opened on a
+    // blocking thread WHILE this one commits the map elements. A port published on `::1` that
+    // cannot be relayed refuses the start (its map elements go again); a failed commit closes
+    // the relays again.
     let relays6 = ports::loopback6_relays(&published);
     let opening = {
         let (d, id, name) = (d.clone(), c.id.clone(), c.name.clone());

@@ -3,43 +3,46 @@
 //! Everywhere else a published port is a DNAT map element and the container sees the real
 //! client. `::1` cannot work that way: the kernel never lets a packet with a `::1` address leave
 //! `lo` (IPv6 has no `route_localnet`), so a host connection to `[::1]:8080` cannot be DNATed to
-//! a container (berth's `output` chain leaves `::1` alone). Docker answers it with one
-//! `docker-proxy` process per port; berth answers it inside berthd: for every TCP/UDP port
-//! published on `::1` or on a wildcard address (`berth_plan::ports::loopback6_relays` decides),
-//! berthd listens on `[::1]:HOSTPORT` — that address only, never a wildcard, in its own network
-//! namespace — and relays to the container's address (IPv6 when the port is published for IPv6,
-//! else IPv4):
+//! a container. Docker answers it with one `docker-proxy` process per port; berth answers it
+//! inside berthd, for every TCP/UDP port published on `::1` or on a wildcard address
+//! (`berth_plan::ports::loopback6_relays` decides), relaying to the container's address (IPv6
+//! when the port is published for IPv6, else IPv4):
 //!
-//! * TCP: one task per connection, a connect with a timeout, then `copy_bidirectional`;
-//! * UDP: one session per client address (its own connected socket to the container, so
-//!   replies find their way back), expired after [`UDP_IDLE`] without traffic.
+//! * **TCP: no socket per port.** berthd has ONE listener, on `[::1]:R` (that address only,
+//!   never a wildcard, in its own network namespace; R chosen at first start and kept in the
+//!   store, see [`Relays::listen`]). Chain `output` redirects the host's `[::1]` connections to
+//!   the ports of set `relay6_tcp` there (`redirect to :R`; the set's elements are published
+//!   with the container's map elements, in the same transaction), and the listener reads the
+//!   port asked for with `getsockopt(IPV6, IP6T_SO_ORIGINAL_DST)`, finds who publishes it in
+//!   the index below and relays: one task per connection, a connect with a timeout, then
+//!   `copy_bidirectional`. A port that is not (or no longer) published is closed at once (and
+//!   once its element is gone, refused by the kernel: nothing listens on it). Publishing a
+//!   1,000-port range costs 1,000 index entries and 1,000 set elements, no syscall per port.
+//! * **UDP: a socket per port** (one redirected socket could not tell two flows of one
+//!   client apart): one session per client address (its own connected socket to the
+//!   container, so replies find their way back), expired after [`UDP_IDLE`] without traffic.
+//!   Only these count against the descriptor budget.
 //!
-//! No process and no thread per port. A container's TCP listeners are plain sockets in a
-//! private epoll, served by ONE tokio task (tokio watches the epoll descriptor): a 1,000-port
-//! range costs `socket`, `bind`, `listen` and one `epoll_ctl` per port and one task, and its
-//! removal one `close` per port (closing a descriptor takes it out of the epoll). Each UDP
-//! relay has a task of its own; every TCP connection and UDP session one more. A relay opens
-//! when its container's ports are published (start, and berthd's start-up convergence) and
-//! closes when they are unpublished (exit, removal); closing waits until the listening
-//! sockets are closed, so a connection right after is refused. The relays are indexed by
-//! port (conflicts) and by container (closing costs O(that container's relays)).
+//! A relay opens when its container's ports are published (start, and berthd's start-up
+//! convergence) and closes when they are unpublished (exit, removal): its ports leave the
+//! index (a redirected connection arriving meanwhile is closed), its connections are closed,
+//! and its UDP sockets are closed before unpublishing returns. The relays are indexed by port
+//! (conflicts, the TCP listener's look-up) and by container (closing costs O(that
+//! container's relays)).
 //!
 //! The container sees berthd's address on its network (the gateway), not `::1`: the client is
 //! the host itself either way.
 
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr};
-use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_plan::ports::{LoopbackRelay, Proto};
-use rustix::event::epoll;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::unix::AsyncFd;
-use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 /// How long a TCP connect to the container may take before the client's connection is closed.
@@ -49,16 +52,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const UDP_IDLE: Duration = Duration::from_secs(90);
 /// How often idle UDP sessions are looked for.
 const UDP_SWEEP: Duration = Duration::from_secs(5);
-/// TCP connections in flight per relay; past that, new clients are closed at once.
+/// TCP connections in flight per relayed port; past that, new clients are closed at once.
 const MAX_TCP: usize = 1024;
 /// UDP sessions per relay; past that, datagrams of new clients are dropped.
 const MAX_UDP_SESSIONS: usize = 1024;
 /// Largest UDP datagram.
 const UDP_BUF: usize = 65_535;
-/// Connections accepted from one listener per wake-up of its container's task, so one busy
-/// port cannot starve the container's other ports (the private epoll is level-triggered: a
-/// listener with more waiting is reported again).
-const ACCEPT_BATCH: usize = 64;
 
 /// Who holds one relayed port.
 struct Owner {
@@ -66,43 +65,119 @@ struct Owner {
     container: String,
     /// What it relays.
     relay: LoopbackRelay,
+    /// TCP: what the one listener needs to serve a redirected connection to this port.
+    tcp: Option<TcpPort>,
 }
 
-/// One container's relays: its TCP listeners are served by ONE task (all of them in a private
-/// epoll, see [`tcp_group`]), each UDP relay by a task of its own.
+/// A relayed TCP port's connections.
+#[derive(Clone)]
+struct TcpPort {
+    /// Changes (its sender is dropped) when the container's relays close: its connections end.
+    closed: watch::Receiver<()>,
+    /// Connections in flight to this port.
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// One container's relays.
 #[derive(Default)]
 struct ContainerRelays {
     /// The ports it holds, to free them in the index without a scan of every relay.
     ports: Vec<(Proto, u16)>,
-    /// Its tasks (the TCP group's owns the listening sockets; a UDP one owns its socket).
+    /// Its UDP relays' tasks (each owns its socket).
     tasks: Vec<JoinHandle<()>>,
+    /// Dropped when it closes: every TCP connection relayed for it ends.
+    closing: Option<watch::Sender<()>>,
 }
 
-/// The open relays: by port (conflicts, the holder of a port) and by container (closing one
-/// container's relays costs O(its ports), not a walk over every relay berthd holds).
+/// The open relays: by port (conflicts, the holder of a port, the TCP listener's look-up) and by
+/// container (closing one container's relays costs O(its ports), not a walk over every relay
+/// berthd holds).
 #[derive(Default)]
 struct Table {
     by_port: HashMap<(Proto, u16), Owner>,
     by_container: HashMap<String, ContainerRelays>,
+    /// UDP relays open: each holds a socket (the budget counts these only).
+    sockets: usize,
 }
 
 /// Every relay berthd has open.
 pub struct Relays {
-    open: Mutex<Table>,
-    /// At most this many listening sockets: each relay holds one file descriptor (plus one per
-    /// connection or session), so a huge published range must not take all of berthd's and
-    /// make every later `open`, `socket` or `nft` spawn fail with `EMFILE`.
+    open: Arc<Mutex<Table>>,
+    /// At most this many UDP relay sockets: each holds one file descriptor (plus one per
+    /// session), so a huge published UDP range must not take all of berthd's and make every
+    /// later `open` or `socket` fail with `EMFILE`. TCP ports cost no descriptor (one listener
+    /// for all of them).
     budget: usize,
+    /// The port R of the one TCP listener on `[::1]` (0: not listening, see [`Relays::listen`]).
+    port: AtomicU16,
+}
+
+/// Locks the table (a panic while it was held leaves it usable: every change is one insert or
+/// remove).
+fn lock(t: &Mutex<Table>) -> std::sync::MutexGuard<'_, Table> {
+    match t.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
 }
 
 impl Relays {
-    /// No relays; at most `budget` of them open at once (berthd: half its open-files limit,
+    /// No relays; at most `budget` UDP relays open at once (berthd: half its open-files limit,
     /// or `--max-loopback-relays`).
     pub fn new(budget: usize) -> Relays {
         Relays {
-            open: Mutex::new(Table::default()),
+            open: Arc::new(Mutex::new(Table::default())),
             budget,
+            port: AtomicU16::new(0),
         }
+    }
+
+    /// The port of the TCP listener on `[::1]` (0 while there is none): what chain `output`
+    /// redirects the host's `[::1]` connections to published TCP ports to.
+    pub fn port(&self) -> u16 {
+        self.port.load(Ordering::Relaxed)
+    }
+
+    /// Opens the one TCP listener on `[::1]:wanted` (the port an earlier berthd used, kept in
+    /// the store, so a restart leaves the redirect rule as it is: no kernel write), or on a
+    /// port the kernel picks when `wanted` is 0 or taken by someone else (then the rule is
+    /// rewritten by the start-up pass, its comment names the port). Returns the port. Must run
+    /// inside the tokio runtime.
+    ///
+    /// `[::1]` only: nothing outside the host can reach it (and `prerouting_raw` drops `::1`
+    /// that did not come from `lo`), nor a container (its `::1` is its own). A host process
+    /// connecting to it directly has no redirected destination to ask for and is closed.
+    pub fn listen(&self, wanted: u16) -> std::io::Result<u16> {
+        let bind = |port: u16| -> std::io::Result<std::net::TcpListener> {
+            let s = Socket::new(
+                Domain::IPV6,
+                Type::STREAM.nonblocking(),
+                Some(Protocol::TCP),
+            )?;
+            // An earlier berthd's connections in TIME_WAIT must not keep its port; a listener
+            // of anyone else still refuses the bind.
+            s.set_reuse_address(true)?;
+            s.bind(&SocketAddr::from((Ipv6Addr::LOCALHOST, port)).into())?;
+            s.listen(1024)?;
+            Ok(s.into())
+        };
+        let l = match bind(wanted) {
+            Ok(l) => l,
+            Err(e) if wanted != 0 => {
+                tracing::warn!(
+                    "[::1]:{wanted} (berthd's relay port) cannot listen again ({e}): taking \
+                     another port, the redirect rule follows"
+                );
+                bind(0)?
+            }
+            Err(e) => return Err(e),
+        };
+        let port = l.local_addr()?.port();
+        let l = TcpListener::from_std(l)?;
+        tokio::spawn(serve_redirected(l, self.open.clone()));
+        self.port.store(port, Ordering::Relaxed);
+        tracing::info!(port, "[::1] relay listening");
+        Ok(port)
     }
 
     /// Who holds `[::1]:port` for `proto` among berthd's own relays, for a refusal message.
@@ -117,13 +192,12 @@ impl Relays {
     }
 
     /// Opens the relays of container `id` (named `name`). A required relay (a port published on
-    /// `::1` itself) that cannot listen refuses the whole call, and nothing of this call stays
-    /// open; any other that cannot listen is a warning (returned, and logged). Must run inside
+    /// `::1` itself) that cannot be served refuses the whole call, and nothing of this call
+    /// stays open; any other that cannot is a warning (returned, and logged). Must run inside
     /// the tokio runtime.
     ///
-    /// Per TCP port: `socket`, `bind`, `listen` and one `epoll_ctl(EPOLL_CTL_ADD)` into the
-    /// container's private epoll — no task and no tokio registration per port; one task and one
-    /// registration (the epoll descriptor) per container.
+    /// A TCP port is an index entry (the one listener serves it once its `relay6_tcp` element
+    /// is in force); a UDP port a `socket`, a `bind` and a task.
     pub fn open(
         &self,
         id: &str,
@@ -133,14 +207,18 @@ impl Relays {
         let mut warnings = Vec::new();
         let mut opened: Vec<(Proto, u16)> = Vec::new();
         let mut tasks: Vec<JoinHandle<()>> = Vec::new();
-        // This call's TCP listeners, in its private epoll (created with the first one).
-        let mut group: Option<(OwnedFd, Vec<(std::net::TcpListener, SocketAddr)>)> = None;
         // Relays left out for the budget: one warning for all of them, not one line per port
-        // (`-p 1-65535:1-65535` would log 55,000 lines).
+        // (`-p 1-65535:1-65535/udp` would log 55,000 lines).
         let mut over_budget: Vec<&LoopbackRelay> = Vec::new();
-        let mut open = match self.open.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
+        let mut open = lock(&self.open);
+        let listening = self.port() != 0;
+        // The container's connections' end signal: its sender joins the container's relays.
+        let (closing, closed) = match open.by_container.get(id).and_then(|c| c.closing.as_ref()) {
+            Some(tx) => (None, tx.subscribe()),
+            None => {
+                let (tx, rx) = watch::channel(());
+                (Some(tx), rx)
+            }
         };
         for r in relays {
             let k = (r.proto, r.host_port);
@@ -150,43 +228,47 @@ impl Relays {
                     "port is already allocated (berthd relays it for container {:?}, {})",
                     o.container, o.relay.key
                 ))
-            } else if open.by_port.len() >= self.budget {
+            } else if r.proto == Proto::Tcp {
+                if r.host_port == self.port() {
+                    // `[::1]:R` is the listener itself: a connection to it has no other port
+                    // to be relayed to.
+                    Some("it is berthd's own [::1] relay port".into())
+                } else if listening {
+                    open.by_port.insert(
+                        k,
+                        Owner {
+                            container: name.to_string(),
+                            relay: r.clone(),
+                            tcp: Some(TcpPort {
+                                closed: closed.clone(),
+                                in_flight: Arc::new(AtomicUsize::new(0)),
+                            }),
+                        },
+                    );
+                    opened.push(k);
+                    None
+                } else {
+                    Some("berthd's [::1] relay listener is not running (see its log)".into())
+                }
+            } else if open.sockets >= self.budget {
                 if !r.required {
                     over_budget.push(r);
                     continue;
                 }
                 Some(self.budget_reason())
             } else {
-                let listening = match r.proto {
-                    Proto::Tcp => listen_tcp(r.host_port).and_then(|l| {
-                        if group.is_none() {
-                            group = Some((epoll::create(epoll::CreateFlags::CLOEXEC)?, Vec::new()));
-                        }
-                        let Some((ep, listeners)) = group.as_mut() else {
-                            return Err(std::io::Error::other("no epoll for the TCP relays"));
-                        };
-                        // `epoll_ctl(ep, EPOLL_CTL_ADD, fd, {EPOLLIN, index})`: level-triggered,
-                        // the index is the listener's place in the group.
-                        epoll::add(
-                            &*ep,
-                            &l,
-                            epoll::EventData::new_u64(listeners.len() as u64),
-                            epoll::EventFlags::IN,
-                        )?;
-                        listeners.push((l, r.target));
-                        Ok(())
-                    }),
-                    _ => spawn_udp(r).map(|t| tasks.push(t)),
-                };
-                match listening {
-                    Ok(()) => {
+                match spawn_udp(r) {
+                    Ok(t) => {
+                        tasks.push(t);
                         open.by_port.insert(
                             k,
                             Owner {
                                 container: name.to_string(),
                                 relay: r.clone(),
+                                tcp: None,
                             },
                         );
+                        open.sockets += 1;
                         opened.push(k);
                         None
                     }
@@ -199,7 +281,6 @@ impl Relays {
             };
             let Some(why) = failure else { continue };
             if r.required {
-                // Nothing of this call stays: its listeners close with `group`.
                 undo(&mut open, &opened, tasks);
                 return Err(format!("Bind for {addr}/{} failed: {why}", r.proto));
             }
@@ -211,44 +292,14 @@ impl Relays {
             tracing::warn!("{w}");
             warnings.push(w);
         }
-        if let Some((ep, listeners)) = group {
-            let tcp = listeners.len();
-            // The AsyncFd owns the epoll descriptor (no one else can close or reuse it while
-            // it is registered: the soundness concern of tokio#8587, as for the kernel crate's
-            // pidfds and netlink monitors; the replacement is `unsafe`).
-            #[allow(deprecated)]
-            let registered = AsyncFd::with_interest(ep, tokio::io::Interest::READABLE);
-            match registered {
-                Ok(ep) => tasks.push(tokio::spawn(tcp_group(ep, listeners))),
-                Err(e) => {
-                    // Registering one descriptor with the runtime failed (out of memory or
-                    // descriptors): the TCP relays of this call are not served.
-                    let w = format!(
-                        "container {name:?}: {tcp} TCP ports are not reachable through [::1]: \
-                         cannot watch their listeners: {e}"
-                    );
-                    let required = relays.iter().any(|r| r.required && r.proto == Proto::Tcp);
-                    if required {
-                        undo(&mut open, &opened, tasks);
-                        return Err(w);
-                    }
-                    opened.retain(|k| {
-                        let keep = k.0 != Proto::Tcp;
-                        if !keep {
-                            open.by_port.remove(k);
-                        }
-                        keep
-                    });
-                    tracing::warn!("{w}");
-                    warnings.push(w);
-                }
-            }
-        }
         if !opened.is_empty() {
             tracing::debug!(container = %name, relays = opened.len(), "loopback relays open");
             let mine = open.by_container.entry(id.to_string()).or_default();
             mine.ports.extend(opened);
             mine.tasks.extend(tasks);
+            if closing.is_some() {
+                mine.closing = closing;
+            }
         }
         if let (Some(first), Some(last)) = (over_budget.first(), over_budget.last()) {
             let w = format!(
@@ -270,37 +321,38 @@ impl Relays {
     /// Why a relay past the budget is not opened.
     fn budget_reason(&self) -> String {
         format!(
-            "berthd's [::1] relays are at their limit of {} listening sockets (half of its \
-             open-files limit, or --max-loopback-relays; docs/PORTS.md): publish fewer ports on \
-             [::1], or raise berthd's LimitNOFILE",
+            "berthd's [::1] UDP relays are at their limit of {} sockets (half of its \
+             open-files limit, or --max-loopback-relays; docs/PORTS.md): publish fewer UDP \
+             ports on [::1], or raise berthd's LimitNOFILE",
             self.budget
         )
     }
 
-    /// Closes the relays of container `id`; returns once their listening sockets are closed.
+    /// Closes the relays of container `id`; returns once their sockets are closed.
     pub async fn close(&self, id: &str) {
         self.begin_close(id).done().await;
     }
 
-    /// Starts closing the relays of container `id`: they leave the index at once and their
-    /// tasks are cancelled, so the runtime's other workers drop them (closing the sockets)
-    /// while the caller goes on (unpublishing removes the container's map elements meanwhile);
-    /// [`Closing::done`] returns once every listening socket is closed. O(the container's
-    /// relays): they are found through the container, not a walk over every relay.
+    /// Starts closing the relays of container `id`: they leave the index at once (a redirected
+    /// TCP connection to one of its ports is closed from now on), its TCP connections are told
+    /// to end, and its UDP relays' tasks are cancelled, so the runtime's other workers drop
+    /// them (closing the sockets) while the caller goes on (unpublishing removes the
+    /// container's elements meanwhile); [`Closing::done`] returns once every UDP socket is
+    /// closed. O(the container's relays).
     pub fn begin_close(&self, id: &str) -> Closing {
-        let mut open = match self.open.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut open = lock(&self.open);
         let Some(mine) = open.by_container.remove(id) else {
             return Closing(Vec::new());
         };
         for k in &mine.ports {
-            open.by_port.remove(k);
+            if open.by_port.remove(k).is_some_and(|o| o.tcp.is_none()) {
+                open.sockets = open.sockets.saturating_sub(1);
+            }
         }
         for t in &mine.tasks {
             t.abort();
         }
+        // `mine.closing` is dropped here: the container's TCP connections end.
         Closing(mine.tasks)
     }
 }
@@ -310,9 +362,8 @@ impl Relays {
 pub struct Closing(Vec<JoinHandle<()>>);
 
 impl Closing {
-    /// Returns once every listening socket of these relays is closed: a cancelled task's
-    /// future (and the sockets it owns: for a TCP group every listener, each a `close`, which
-    /// also takes it out of the private epoll) is dropped before its handle resolves.
+    /// Returns once every UDP socket of these relays is closed: a cancelled task's future (and
+    /// the socket it owns) is dropped before its handle resolves.
     pub async fn done(self) {
         for t in self.0 {
             let _ = t.await;
@@ -321,46 +372,16 @@ impl Closing {
 }
 
 /// Takes back what a refused [`Relays::open`] call opened: its ports leave the index and its
-/// UDP relays' tasks are aborted (its TCP listeners close with the group it was building).
+/// UDP relays' tasks are aborted.
 fn undo(open: &mut Table, opened: &[(Proto, u16)], tasks: Vec<JoinHandle<()>>) {
     for k in opened {
-        open.by_port.remove(k);
+        if open.by_port.remove(k).is_some_and(|o| o.tcp.is_none()) {
+            open.sockets = open.sockets.saturating_sub(1);
+        }
     }
     for t in tasks {
         t.abort();
     }
-}
-
-/// A listening TCP socket on `[::1]:port`, outside tokio (its container's group task polls it
-/// through a private epoll).
-///
-/// Three syscalls in the usual case (a 1,000-port range opens 1,000 of them on the publish
-/// path): `socket(AF_INET6, SOCK_STREAM|SOCK_NONBLOCK|SOCK_CLOEXEC)`, `bind([::1]:port)`,
-/// `listen`. `setsockopt(SO_REUSEADDR)` only when that `bind` fails with `EADDRINUSE`, then
-/// `bind` again, so that connections of an earlier relay of the port (in TIME_WAIT, or still
-/// being torn down after its container's removal) do not keep it from listening, while a
-/// listener or a bound socket of a host process still refuses — the outcome of a bind with
-/// the option set from the start, without a syscall per port when nothing is in the way. For
-/// that, every accepted connection gets `SO_REUSEADDR` itself ([`tcp_group`]; a connection
-/// inherits the listener's, and a socket without it — TIME_WAIT included — refuses every
-/// later bind of its port). No `setsockopt(IPV6_V6ONLY)`: `bind` to a specific IPv6 address
-/// sets it itself (`inet6_bind`: `sk_ipv6only = 1` unless the address is `::` or v4-mapped).
-fn listen_tcp(port: u16) -> std::io::Result<std::net::TcpListener> {
-    let addr: SocketAddr = (Ipv6Addr::LOCALHOST, port).into();
-    let s = Socket::new(
-        Domain::IPV6,
-        Type::STREAM.nonblocking(),
-        Some(Protocol::TCP),
-    )?;
-    if let Err(e) = s.bind(&addr.into()) {
-        if e.raw_os_error() != Some(libc::EADDRINUSE) {
-            return Err(e);
-        }
-        s.set_reuse_address(true)?;
-        s.bind(&addr.into())?;
-    }
-    s.listen(1024)?;
-    Ok(s.into())
 }
 
 /// Binds `[::1]:port` for UDP and spawns the relay's task, which owns the socket:
@@ -368,117 +389,67 @@ fn listen_tcp(port: u16) -> std::io::Result<std::net::TcpListener> {
 /// `epoll_ctl(EPOLL_CTL_ADD)`.
 fn spawn_udp(r: &LoopbackRelay) -> std::io::Result<JoinHandle<()>> {
     let addr: SocketAddr = (Ipv6Addr::LOCALHOST, r.host_port).into();
-    match r.proto {
-        Proto::Udp => {
-            let s = Socket::new(Domain::IPV6, Type::DGRAM.nonblocking(), Some(Protocol::UDP))?;
-            s.bind(&addr.into())?;
-            let u = UdpSocket::from_std(s.into())?;
-            Ok(tokio::spawn(udp_relay(u, r.target)))
-        }
-        Proto::Tcp | Proto::Sctp => Err(std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            "only UDP relays have a task of their own",
-        )),
-    }
+    let s = Socket::new(Domain::IPV6, Type::DGRAM.nonblocking(), Some(Protocol::UDP))?;
+    s.bind(&addr.into())?;
+    let u = UdpSocket::from_std(s.into())?;
+    Ok(tokio::spawn(udp_relay(u, r.target)))
 }
 
-/// The listeners of a TCP group with connections waiting (their indexes): one
-/// `epoll_wait(ep, …, 0)`, which does not block.
-fn ready_listeners(ep: &OwnedFd) -> rustix::io::Result<Vec<usize>> {
-    let mut events: Vec<epoll::Event> = Vec::with_capacity(64);
-    let zero = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    epoll::wait(ep, rustix::buffer::spare_capacity(&mut events), Some(&zero))?;
-    Ok(events.iter().map(|e| e.data.u64() as usize).collect())
+/// Where a connection accepted on the relay port was going: the `[::1]` port the host asked
+/// for, from conntrack (`getsockopt(IPV6, IP6T_SO_ORIGINAL_DST)`). `None` for a connection
+/// that was not redirected to `::1` (a client of the relay port itself): nothing to relay.
+fn redirected_port(client: &TcpStream, relay_port: u16) -> Option<u16> {
+    let dst = rustix::net::sockopt::ipv6_original_dst(client).ok()?;
+    (*dst.ip() == Ipv6Addr::LOCALHOST && dst.port() != relay_port).then_some(dst.port())
 }
 
-/// Serves one container's TCP relays: `listeners` (each with where it relays to) are in the
-/// private epoll `ep`, which tokio watches as one descriptor. On a wake-up, `epoll_wait(ep, …,
-/// 0)` says which listeners have connections waiting; each is accepted (up to
-/// [`ACCEPT_BATCH`] per listener and wake-up) and relayed in a task of the group's
-/// `JoinSet`, so aborting this task closes every listener and every connection.
-async fn tcp_group(ep: AsyncFd<OwnedFd>, listeners: Vec<(std::net::TcpListener, SocketAddr)>) {
-    let mut conns: JoinSet<usize> = JoinSet::new();
-    let mut in_flight = vec![0usize; listeners.len()];
+/// Serves the one `[::1]` TCP listener: each connection the `output` chain redirected here is
+/// relayed to the container that publishes the port it asked for (in `table`), in a task of
+/// its own that ends when the connection does or when that container's relays close. A port
+/// not in the table (no longer published, or never) is closed at once.
+async fn serve_redirected(l: TcpListener, table: Arc<Mutex<Table>>) {
+    let relay_port = l.local_addr().map(|a| a.port()).unwrap_or(0);
     loop {
-        tokio::select! {
-            ready = ep.readable() => {
-                let mut guard = match ready {
-                    Ok(g) => g,
-                    Err(e) => {
-                        tracing::warn!("[::1] relays: waiting on their epoll: {e}");
-                        return;
-                    }
-                };
-                let ready = match ready_listeners(ep.get_ref()) {
-                    Ok(r) if r.is_empty() => {
-                        guard.clear_ready();
-                        continue;
-                    }
-                    Ok(r) => r,
-                    Err(rustix::io::Errno::INTR) => continue,
-                    Err(e) => {
-                        tracing::warn!("[::1] relays: epoll_wait: {e}");
-                        return;
-                    }
-                };
-                drop(guard);
-                let mut backoff = false;
-                for i in ready {
-                    let Some((l, target)) = listeners.get(i) else { continue };
-                    for _ in 0..ACCEPT_BATCH {
-                        match l.accept() {
-                            Ok((client, peer)) => {
-                                if in_flight[i] >= MAX_TCP {
-                                    tracing::warn!("[::1] relay to {target}: {MAX_TCP} connections open, closing {peer}");
-                                    continue;
-                                }
-                                // The connection's own `SO_REUSEADDR` (`setsockopt` on the
-                                // accepted socket: it inherited the listener's, unset): its
-                                // TIME_WAIT must not keep the next relay of this port from
-                                // binding, see `listen_tcp`.
-                                let reuse = socket2::SockRef::from(&client).set_reuse_address(true);
-                                let client = match reuse
-                                    .and_then(|()| client.set_nonblocking(true))
-                                    .and_then(|()| TcpStream::from_std(client))
-                                {
-                                    Ok(c) => c,
-                                    Err(e) => {
-                                        tracing::debug!("[::1] relay {peer} -> {target}: {e}");
-                                        continue;
-                                    }
-                                };
-                                in_flight[i] += 1;
-                                let target = *target;
-                                conns.spawn(async move {
-                                    tcp_conn(client, peer, target).await;
-                                    i
-                                });
-                            }
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                            Err(e) => {
-                                // EMFILE and the like: do not spin on a level-triggered listener.
-                                tracing::warn!("[::1] relay to {target}: accept: {e}");
-                                backoff = true;
-                                break;
-                            }
-                        }
-                    }
-                }
-                if backoff {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(done) = conns.join_next(), if !conns.is_empty() => {
-                if let Ok(i) = done {
-                    if let Some(n) = in_flight.get_mut(i) {
-                        *n = n.saturating_sub(1);
-                    }
-                }
+        let (client, peer) = match l.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and the like: do not spin.
+                tracing::warn!("[::1] relay: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
+        };
+        let Some(port) = redirected_port(&client, relay_port) else {
+            tracing::debug!("[::1] relay: {peer} was not redirected to a published port");
+            continue;
+        };
+        let found = {
+            let t = lock(&table);
+            t.by_port
+                .get(&(Proto::Tcp, port))
+                .and_then(|o| o.tcp.clone().map(|c| (o.relay.target, c)))
+        };
+        let Some((target, conn)) = found else {
+            tracing::debug!("[::1] relay: port {port} is not published, closing {peer}");
+            continue;
+        };
+        if conn.in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_TCP {
+            conn.in_flight.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!("[::1] relay to {target}: {MAX_TCP} connections open, closing {peer}");
+            continue;
         }
+        let TcpPort {
+            mut closed,
+            in_flight,
+        } = conn;
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tcp_conn(client, peer, target) => {}
+                // The container's relays closed (unpublished): the connection ends with them.
+                _ = closed.changed() => {}
+            }
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 }
 

@@ -747,7 +747,12 @@ fn thousand_port_range() {
     let publish_s = t0.elapsed().as_secs_f64();
     let table = w.nft_table();
     let elements = table.matches("comment \"container big ").count();
-    assert_eq!(elements, 2000, "one element per port and protocol");
+    // One map element per port and protocol, and one `relay6_tcp` element per TCP port (the
+    // host's `[::1]` connections redirected to berthd's relay).
+    assert_eq!(
+        elements, 3000,
+        "one element per port and protocol, and per [::1] TCP relay"
+    );
     for port in [20000u16, 20500, 20999] {
         for proto in ["tcp", "udp"] {
             reached(
@@ -1037,9 +1042,10 @@ fn user_hook_and_restart() {
     assert!(stderr(&o).contains("\"other\""), "{}", show(&o));
     let table = w.nft_table();
     for element in ["\"container web 80/tcp\"", "\"container other 80/tcp\""] {
+        // Its `publish4_any` element and its `relay6_tcp` one.
         assert_eq!(
             table.matches(element).count(),
-            1,
+            2,
             "exactly the running containers' ports after the restart:\n{table}"
         );
     }
@@ -1211,13 +1217,27 @@ fn ipv6_loopback_through_relay() {
         show(&o)
     );
     w.berth_ok(&["rm", "taken"]);
-    // A wildcard publish: the other addresses work, ::1 stays the host process's, a warning.
-    server(&w, "g", &["--network", "v4only70", "-p", "6060:80"], &[80]);
-    reached(
-        "host -> 127.0.0.1:6060",
-        from_ns(&w, &h, "tcp", "127.0.0.1", 6060),
-        "tcp",
+    // A TCP wildcard publish is refused too (as Docker, whose proxy cannot bind it): its
+    // `[::1]` connections would be redirected to the container, away from the host process.
+    let o = w.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "g",
+        "--network",
+        "v4only70",
+        "-p",
+        "6060:80",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(code(&o), 125, "{}", show(&o));
+    assert!(
+        stderr(&o).contains("python3") && stderr(&o).contains("[::1]:6060"),
+        "the refusal names the host process on [::1]: {}",
+        show(&o)
     );
+    w.berth_ok(&["rm", "g"]);
     let first = w
         .tcp_from_ns(&h, "::1", 6060, 2.0)
         .unwrap_or_else(|e| panic!("the host process keeps [::1]:6060: {e}"));
@@ -1226,9 +1246,34 @@ fn ipv6_loopback_through_relay() {
         "::1",
         "the host process answers, not the container"
     );
+    // UDP keeps a socket per port: there a wildcard publish is a warning, ::1 stays the host
+    // process's.
+    w.spawn_in(
+        &h,
+        &[
+            "python3",
+            "-c",
+            "import socket, time\n\
+             s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+             s.bind(('::1', 6061))\n\
+             time.sleep(600)",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    server(
+        &w,
+        "g",
+        &["--network", "v4only70", "-p", "6061:80/udp"],
+        &[80],
+    );
+    reached(
+        "host -> 127.0.0.1:6061/udp",
+        from_ns(&w, &h, "udp", "127.0.0.1", 6061),
+        "udp",
+    );
     assert!(
         w.log_text()
-            .contains("not reachable through [::1]:6060/tcp"),
+            .contains("not reachable through [::1]:6061/udp"),
         "a warning in berthd's log:\n{}",
         w.log_text()
     );
@@ -1277,12 +1322,24 @@ fn ipv6_loopback_through_relay() {
     );
 }
 
-/// Proves a 1,000-port range is relayed on `[::1]` (one task per container holds all its TCP
-/// listeners, through a private epoll) as well as DNATed on 127.0.0.1: the first, a middle and
-/// the last port answer on both loopbacks, also several at once (one wake-up of the group's
-/// task finds more than one listener ready); removing one container closes only its own
-/// relays (a neighbour's keep answering); after `rm` every port of the range refuses at once,
-/// and the same range is published again right away by a new container and answers.
+/// The port of berthd's `[::1]` relay listener, from its log (the last start's).
+fn relay_port(w: &World) -> u16 {
+    w.log_text()
+        .rsplit("relay listening port=")
+        .next()
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .expect("berthd logs its [::1] relay port")
+}
+
+/// Proves a 1,000-port range is relayed on `[::1]` as well as DNATed on 127.0.0.1, without a
+/// socket per port (berthd's descriptors grow by far less than the range; nothing listens on
+/// `[::1]:31000`: the host's connections are redirected to berthd's one listener): the first,
+/// a middle and the last port answer on both loopbacks, also several at once; a port left out
+/// in the middle of the range is refused; removing one container closes only its own relays
+/// (a neighbour's keep answering); a berthd restart keeps them working on the same relay port;
+/// after `rm` every port of the range refuses at once, and the same range is published again
+/// right away by a new container and answers.
 #[test]
 fn range_relayed_on_both_loopbacks() {
     require_root!();
@@ -1290,11 +1347,30 @@ fn range_relayed_on_both_loopbacks() {
     setup(&w);
     w.berth_ok(&["network", "create", "--subnet", "10.67.0.0/24", "loops"]);
     let sampled = [31000u16, 31500, 31999];
+    let fds_before = daemon_fds(&w);
     server(
         &w,
         "range",
-        &["--network", "loops", "-p", "31000-31999:31000-31999"],
+        &[
+            "--network",
+            "loops",
+            "-p",
+            "31000-31498:31000-31498",
+            "-p",
+            "31500-31999:31500-31999",
+        ],
         &sampled,
+    );
+    let fds = daemon_fds(&w);
+    assert!(
+        fds < fds_before + 100,
+        "no descriptor per relayed port: {fds_before} -> {fds}"
+    );
+    let ss = w.ns_exec(&w.host_ns, &["ss", "-Htln", "src", "[::1]"]);
+    assert!(
+        !stdout(&ss).contains("[::1]:31000"),
+        "no listener per port: {}",
+        show(&ss)
     );
     server(
         &w,
@@ -1332,8 +1408,29 @@ fn range_relayed_on_both_loopbacks() {
         let o = c.wait_with_output().expect("wait for cli.py");
         assert!(o.status.success(), "[::1]:{p} at once: {}", show(&o));
     }
+    refused(
+        &w,
+        "host -> [::1]:31499 (not published)",
+        &h,
+        "tcp",
+        "::1",
+        31499,
+    );
     w.berth_ok(&["rm", "-f", "other"]);
     answers("after a neighbour's removal");
+    refused(&w, "host -> [::1]:32000 after rm", &h, "tcp", "::1", 32000);
+    let port = relay_port(&w);
+    w.restart_daemon(true);
+    assert_eq!(relay_port(&w), port, "the relay port survives a restart");
+    answers("after a restart");
+    refused(
+        &w,
+        "host -> [::1]:31499 after a restart",
+        &h,
+        "tcp",
+        "::1",
+        31499,
+    );
     w.berth_ok(&["rm", "-f", "range"]);
     for p in sampled {
         refused(&w, "host -> [::1] after rm", &h, "tcp", "::1", p);
@@ -1349,11 +1446,13 @@ fn range_relayed_on_both_loopbacks() {
     w.berth_ok(&["rm", "-f", "again"]);
 }
 
-/// Proves the `[::1]` relays are bounded (issue 8): with `--max-loopback-relays 4`, a range of
-/// 6 ports published on every address starts, every port answers on the host's address and on
-/// 127.0.0.1, the first 4 also on `[::1]`, and the others are not relayed (a warning names the
-/// limit); a `[::1]` publish past the bound is refused with 409 naming the limit and leaves
-/// nothing running; once the first container is gone its relays are free again.
+/// Proves the `[::1]` UDP relays are bounded (issue 8; TCP ports cost no socket and are not
+/// counted): with `--max-loopback-relays 4`, a UDP range of 6 ports published on every address
+/// starts, every port answers on the host's address and on 127.0.0.1, the first 4 also on
+/// `[::1]`, and the others are not relayed (a warning names the limit), while a TCP range of
+/// 6 is relayed whole; a `[::1]` UDP publish past the bound is refused with 409 naming the
+/// limit and leaves nothing running; once the first container is gone its relays are free
+/// again.
 #[test]
 fn loopback_relays_are_bounded() {
     require_root!();
@@ -1374,7 +1473,14 @@ fn loopback_relays_are_bounded() {
     server(
         &w,
         "many",
-        &["--network", "web", "-p", "9100-9105:9100-9105"],
+        &[
+            "--network",
+            "web",
+            "-p",
+            "9100-9105:9100-9105/udp",
+            "-p",
+            "9100-9105:9100-9105",
+        ],
         &ports,
     );
     let host = w.host_ip();
@@ -1383,22 +1489,27 @@ fn loopback_relays_are_bounded() {
     for p in &ports {
         reached(
             "outside -> host",
-            from_ns(&w, &w.out_ns, "tcp", &host, *p),
-            "tcp",
+            from_ns(&w, &w.out_ns, "udp", &host, *p),
+            "udp",
         );
         reached(
             "host -> 127.0.0.1",
-            from_ns(&w, &h, "tcp", "127.0.0.1", *p),
-            "tcp",
+            from_ns(&w, &h, "udp", "127.0.0.1", *p),
+            "udp",
         );
-        if from_ns(&w, &h, "tcp", "::1", *p).is_ok() {
+        if from_ns(&w, &h, "udp", "::1", *p).is_ok() {
             relayed += 1;
         }
+        reached(
+            "host -> [::1] over TCP (not counted)",
+            from_ns(&w, &h, "tcp", "::1", *p),
+            "tcp",
+        );
     }
     assert_eq!(relayed, 4, "exactly the budget is relayed");
     let log = w.log_text();
     assert!(
-        log.contains("relays are at their limit of 4 listening sockets"),
+        log.contains("UDP relays are at their limit of 4 sockets"),
         "the warning names the limit"
     );
 
@@ -1410,7 +1521,7 @@ fn loopback_relays_are_bounded() {
         "--network",
         "web",
         "-p",
-        "[::1]:9200:80",
+        "[::1]:9200:80/udp",
         "sleep",
         "600",
     ]);
@@ -1423,13 +1534,13 @@ fn loopback_relays_are_bounded() {
     server(
         &w,
         "after",
-        &["--network", "web", "-p", "[::1]:9200:80"],
+        &["--network", "web", "-p", "[::1]:9200:80/udp"],
         &[80],
     );
     reached(
-        "host -> [::1]:9200",
-        from_ns(&w, &h, "tcp", "::1", 9200),
-        "tcp",
+        "host -> [::1]:9200/udp",
+        from_ns(&w, &h, "udp", "::1", 9200),
+        "udp",
     );
 }
 
@@ -1472,8 +1583,8 @@ fn every_port_body(w: &World) -> String {
 
 /// Proves issue 8's "publishing very large ranges": `berth run -p 1-65535:1-65535` on the
 /// default bridge works — one map element per port, sampled ports (1, 80, 32768, 65535)
-/// answer real TCP from the LAN with the client's address, `[::1]` is relayed up to berthd's
-/// relay budget (one warning for the rest), berthd's descriptors stay bounded — and `rm -f`
+/// answer real TCP from the LAN with the client's address, `[::1]` is relayed for every port
+/// but berthd's own relay port (one warning), berthd's descriptors stay bounded — and `rm -f`
 /// removes every element. Where it cannot work it is a clear 4xx: a
 /// port a host process holds refuses the start with 409 naming the process (at start, as
 /// Docker; nothing applied, the container stays created), and on a network served by berth's
@@ -1523,32 +1634,31 @@ fn publishing_every_port() {
         );
         assert_eq!(peer, out, "port {p}: the container sees the client");
     }
-    // `[::1]` is relayed for the first ports, up to berthd's relay budget, and the rest is
-    // one warning; berthd's descriptors stay within the budget.
-    reached(
-        "host -> [::1]:80",
-        from_ns(&w, &w.host_ns, "tcp", "::1", 80),
-        "tcp",
-    );
-    let fds_running = daemon_fds(&w);
-    let log = w.log_text();
-    let budget: usize = log
-        .split("relay_budget=")
-        .nth(1)
-        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .expect("berthd logs its relay budget");
-    assert!(
-        fds_running <= budget + 64,
-        "{fds_running} descriptors for a budget of {budget} relays"
-    );
-    if budget < 65535 {
-        assert_eq!(
-            log.matches("not reachable through [::1]").count(),
-            1,
-            "one warning for every port past the budget"
+    // `[::1]` is relayed for every port (redirected to berthd's one listener: no descriptor
+    // per port) but berthd's relay port itself, the one warning.
+    let relay = relay_port(&w);
+    for p in sampled.into_iter().filter(|p| *p != relay) {
+        reached(
+            &format!("host -> [::1]:{p}"),
+            from_ns(&w, &w.host_ns, "tcp", "::1", p),
+            "tcp",
         );
     }
+    let fds_running = daemon_fds(&w);
+    assert!(
+        fds_running <= fds_before + 64,
+        "{fds_running} descriptors (before: {fds_before}): none per relayed port"
+    );
+    let log = w.log_text();
+    assert_eq!(
+        log.matches("not reachable through [::1]").count(),
+        1,
+        "one warning, for berthd's relay port {relay}"
+    );
+    assert!(
+        log.contains(&format!("not reachable through [::1]:{relay}/tcp")),
+        "{log}"
+    );
     assert!(
         w.system_check(&[]).status.success(),
         "in sync while running"

@@ -70,8 +70,11 @@
 //! Two DNAT rules per family read them, in `prerouting` (`nat`, priority `dstnat`: traffic
 //! arriving from outside and from containers) and the same two in `output` (`nat`, priority
 //! -100: the host's own connections, IPv4 loopback included), each guarded by `fib daddr type
-//! local`. `::1` is never translated (IPv6 has no `route_localnet`: a `::1` packet cannot leave
-//! `lo`); berthd answers `[::1]:PORT` itself with a relay (see `ports::loopback6_relays`).
+//! local`. `::1` is never DNATed (IPv6 has no `route_localnet`: a `::1` packet cannot leave
+//! `lo`); berthd answers `[::1]:PORT` itself with a relay (see `ports::loopback6_relays`): for
+//! TCP, one more `output` rule redirects the host's `[::1]` connections to the ports in set
+//! `relay6_tcp` (`::1 . PORT`, one element per relayed port, owned by its container like the
+//! map elements) to berthd's one listener on `[::1]:R` ([`FirewallConfig::relay6_port`]).
 //! `prerouting` never translates loopback destinations; `prerouting_raw` (`filter`, priority
 //! `raw`) drops any packet for 127.0.0.0/8 or ::1 that did not come from `lo` — Docker's
 //! moby#45610, where a LAN neighbour reached `127.0.0.1`-published ports by sending to the host's
@@ -146,32 +149,46 @@ pub const MAP_PUBLISH4_ANY: &str = "publish4_any";
 pub const MAP_PUBLISH6: &str = "publish6";
 /// Ports published on every IPv6 address of the host.
 pub const MAP_PUBLISH6_ANY: &str = "publish6_any";
+/// TCP host ports whose `[::1]` connections go to berthd's one relay listener, as `::1 . PORT`
+/// (`ipv6_addr . inet_service`): the ports published on `::1` or on every address (see
+/// `ports::loopback6_relays`). The address is in the key on purpose: a set keyed by a port
+/// alone gets the kernel's bitmap backend, which finds an element by walking a list of all of
+/// them (an insert or delete costs O(elements) with 10,000 ports published).
+pub const SET_RELAY6_TCP: &str = "relay6_tcp";
 
-/// Every map berth owns: name, key type, value type, comment.
-pub const MAPS: [(&str, &str, &str, &str); 4] = [
+/// Every map (and set) the published ports own: name, key type, value type (`None`: a plain
+/// set), comment. Their elements belong to running containers (`port_elements`), not to
+/// networks; the daemon diffs them per container.
+pub const MAPS: [(&str, &str, Option<&str>, &str); 5] = [
     (
         MAP_PUBLISH4,
         "ipv4_addr . inet_proto . inet_service",
-        "ipv4_addr . inet_service",
+        Some("ipv4_addr . inet_service"),
         "ports published on one IPv4 host address",
     ),
     (
         MAP_PUBLISH4_ANY,
         "inet_proto . inet_service",
-        "ipv4_addr . inet_service",
+        Some("ipv4_addr . inet_service"),
         "ports published on every IPv4 host address",
     ),
     (
         MAP_PUBLISH6,
         "ipv6_addr . inet_proto . inet_service",
-        "ipv6_addr . inet_service",
+        Some("ipv6_addr . inet_service"),
         "ports published on one IPv6 host address",
     ),
     (
         MAP_PUBLISH6_ANY,
         "inet_proto . inet_service",
-        "ipv6_addr . inet_service",
+        Some("ipv6_addr . inet_service"),
         "ports published on every IPv6 host address",
+    ),
+    (
+        SET_RELAY6_TCP,
+        "ipv6_addr . inet_service",
+        None,
+        "TCP ports whose [::1] connections berthd relays",
     ),
 ];
 
@@ -362,6 +379,18 @@ pub struct FirewallConfig {
     /// Same for IPv6 (`net.ipv6.conf.all.forwarding`, turned on once a dual-stack network
     /// exists): the chain then ends with `meta nfproto ipv6 drop`.
     pub ipv6_forwarding_was_off: bool,
+    /// The port of berthd's one `[::1]` relay listener (`[::1]:R`): chain `output` redirects
+    /// the host's `[::1]` TCP connections to the ports in [`SET_RELAY6_TCP`] there. 0: no such
+    /// rule (no listener, so those connections are refused as if nothing were published).
+    #[serde(default)]
+    pub relay6_port: u16,
+}
+
+/// The comment of the `[::1]` redirect rule: it names the port, so a rule left by an earlier
+/// berthd whose listener had another port does not match ([`static_rules_match`] compares
+/// comments) and is rewritten.
+pub fn relay6_rule_comment(port: u16) -> String {
+    format!("the host's [::1] connections to published TCP ports: berthd's relay on [::1]:{port}")
 }
 
 /// Makes a string safe inside an nft double-quoted string: quotes, backslashes and control
@@ -416,11 +445,18 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
         );
     }
     for (name, key, value, comment) in MAPS {
-        let _ = writeln!(
-            s,
-            "add map {t} {name} {{ type {key} : {value}; comment {}; }}",
-            quote(comment)
-        );
+        let _ = match value {
+            Some(value) => writeln!(
+                s,
+                "add map {t} {name} {{ type {key} : {value}; comment {}; }}",
+                quote(comment)
+            ),
+            None => writeln!(
+                s,
+                "add set {t} {name} {{ type {key}; comment {}; }}",
+                quote(comment)
+            ),
+        };
     }
     let _ = writeln!(
         s,
@@ -575,6 +611,22 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
             chain,
             &format!("{guard6} dnat ip6 to meta l4proto . th dport map @{MAP_PUBLISH6_ANY}"),
             "ports published on every IPv6 host address",
+        );
+    }
+    // `::1` cannot be DNATed to a container (a `::1` packet never leaves `lo`): the host's
+    // `[::1]:PORT` TCP connections to a published port go to berthd's one listener on
+    // `[::1]:R` instead (REDIRECT keeps `::1`), which reads the port asked for from conntrack
+    // (`IP6T_SO_ORIGINAL_DST`) and relays to the container. No socket per port: a 1,000-port
+    // range is 1,000 set elements. Only in `output`: nothing from outside or from a container
+    // is ever redirected (and `prerouting_raw` drops `::1` not from `lo`).
+    if cfg.relay6_port != 0 {
+        rule(
+            "output",
+            &format!(
+                "ip6 daddr . tcp dport @{SET_RELAY6_TCP} redirect to :{}",
+                cfg.relay6_port
+            ),
+            &relay6_rule_comment(cfg.relay6_port),
         );
     }
     rule(
@@ -777,8 +829,9 @@ pub fn desired_elements(networks: &[NetworkSpec]) -> Elements {
     e
 }
 
-/// The map elements of one container's published ports; each comment names the container and
-/// the port (`container web 80/tcp`). A map element's text is `key : value`.
+/// The map elements of one container's published ports, and the [`SET_RELAY6_TCP`] elements
+/// of its TCP ports reachable through `[::1]` (berthd's relay); each comment names the
+/// container and the port (`container web 80/tcp`). A map element's text is `key : value`.
 ///
 /// One string per element and per comment, written in place, and each map's elements
 /// collected apart before they join `Elements`: a 1,000-port range is 1,000 elements on every
@@ -823,14 +876,30 @@ pub fn port_elements(container: &str, published: &[Published]) -> Elements {
         // The first comment given for an element is kept, as `Elements::insert` does.
         maps[slot].entry(text).or_insert(comment);
     }
+    // The TCP ports the host's `[::1]` connections are redirected for, to berthd's relay.
+    let mut relay6 = BTreeMap::new();
+    for r in crate::ports::loopback6_relays(published) {
+        if r.proto != crate::ports::Proto::Tcp {
+            continue;
+        }
+        let mut comment = String::with_capacity(prefix.len() + 10);
+        comment.push_str(&prefix);
+        comment.push_str(&r.key);
+        if !prefix_clean || comment.len() > MAX_COMMENT {
+            comment = comment_text(&comment);
+        }
+        relay6.insert(format!("::1 . {}", r.host_port), comment);
+    }
     let mut e = Elements::default();
     let names = [
         MAP_PUBLISH4,
         MAP_PUBLISH4_ANY,
         MAP_PUBLISH6,
         MAP_PUBLISH6_ANY,
+        SET_RELAY6_TCP,
     ];
-    for (name, map) in names.into_iter().zip(maps) {
+    let [m0, m1, m2, m3] = maps;
+    for (name, map) in names.into_iter().zip([m0, m1, m2, m3, relay6]) {
         if !map.is_empty() {
             e.0.insert(name.to_string(), map);
         }
@@ -1242,9 +1311,7 @@ pub fn owned_sets() -> impl Iterator<Item = SetChange> {
         add: Vec::new(),
     };
     let sets = SETS.iter().map(move |s| new(TABLE, s.0, s.1, None, s.2));
-    let maps = MAPS
-        .iter()
-        .map(move |m| new(TABLE, m.0, m.1, Some(m.2), false));
+    let maps = MAPS.iter().map(move |m| new(TABLE, m.0, m.1, m.2, false));
     let guard = GUARD_SETS.iter().map(move |g| {
         let ty = g.1.strip_prefix("typeof ").unwrap_or(g.1);
         let ty = ty.strip_prefix("type ").unwrap_or(ty);
@@ -1439,6 +1506,80 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The host's `[::1]` TCP connections are redirected to berthd's relay for exactly the TCP
+    /// ports published on `::1` or on every address: not UDP (per-port sockets), not SCTP,
+    /// not ports bound to another address (DNAT carries those).
+    #[test]
+    fn relay6_elements_are_the_tcp_ports_reachable_through_ipv6_loopback() {
+        use crate::ports::{Proto, Published};
+        let port = |host: &str, hp: u16, proto: Proto| Published {
+            proto,
+            host_ip: host.parse().unwrap(),
+            host_port: hp,
+            container_ip: if host.contains(':') {
+                "fd00::2"
+            } else {
+                "10.1.0.2"
+            }
+            .parse()
+            .unwrap(),
+            container_port: 80,
+        };
+        let ports = vec![
+            port("0.0.0.0", 8080, Proto::Tcp),
+            port("::", 8080, Proto::Tcp),
+            port("::1", 8081, Proto::Tcp),
+            port("0.0.0.0", 8082, Proto::Udp),
+            port("::1", 8083, Proto::Udp),
+            port("::1", 8084, Proto::Sctp),
+            port("127.0.0.1", 8085, Proto::Tcp),
+            port("2001:db8::1", 8086, Proto::Tcp),
+            port("::", 8087, Proto::Tcp),
+        ];
+        let e = port_elements("web", &ports);
+        let relay: Vec<(&str, &str)> = e.0[SET_RELAY6_TCP]
+            .iter()
+            .map(|(k, c)| (k.as_str(), c.as_str()))
+            .collect();
+        assert_eq!(
+            relay,
+            [
+                ("::1 . 8080", "container web 80/tcp"),
+                ("::1 . 8081", "container web 80/tcp"),
+                ("::1 . 8087", "container web 80/tcp"),
+            ]
+        );
+        // Without a TCP port on `::1` or every address, the set is not mentioned at all.
+        let none = port_elements("web", &[port("127.0.0.1", 8085, Proto::Tcp)]);
+        assert!(!none.0.contains_key(SET_RELAY6_TCP));
+    }
+
+    /// The redirect rule names the relay's port in its comment (so a rule for another port
+    /// does not pass for the static rules), and is left out when there is no listener.
+    #[test]
+    fn relay6_redirect_rule_follows_the_listener_port() {
+        let with = FirewallConfig {
+            relay6_port: 40123,
+            ..FirewallConfig::default()
+        };
+        let script = base_script(&with);
+        assert!(script.contains(
+            "add rule inet berth output ip6 daddr . tcp dport @relay6_tcp redirect to :40123 "
+        ));
+        assert!(script.contains("add set inet berth relay6_tcp { type ipv6_addr . inet_service;"));
+        let comments = static_rules(&with);
+        assert!(comments.contains(&("output".to_string(), relay6_rule_comment(40123))));
+        let other = FirewallConfig {
+            relay6_port: 40124,
+            ..FirewallConfig::default()
+        };
+        assert_ne!(static_rules(&with), static_rules(&other));
+        let without = base_script(&FirewallConfig::default());
+        assert!(!without.contains("redirect to"));
+        // The set exists either way: elements can be diffed with or without the listener.
+        assert!(without.contains("add set inet berth relay6_tcp"));
+    }
+
     /// `port_elements` writes each element and comment in place; what it yields is exactly
     /// what one `Elements::insert` per port of the plain formatting gives, also for container
     /// names that need quoting or cutting, every map kind, and a family mismatch (left out).
@@ -1470,6 +1611,15 @@ mod tests {
                     format!("{key} : {} . {}", p.container_ip, p.container_port),
                     format!("container {container} {}", p.key()),
                 );
+            }
+            for r in crate::ports::loopback6_relays(published) {
+                if r.proto == Proto::Tcp {
+                    e.insert(
+                        SET_RELAY6_TCP,
+                        format!("::1 . {}", r.host_port),
+                        format!("container {container} {}", r.key),
+                    );
+                }
             }
             e
         };

@@ -252,10 +252,15 @@ fn golden(name: &str, actual: &str) {
 /// The scripts under test, each as it would be loaded (a diff needs the table and, for
 /// deletes, the elements to exist: those are prepended in the same transaction).
 fn scripts() -> Vec<(&'static str, String, String)> {
-    let base = base_script(&FirewallConfig::default());
+    // With berthd's `[::1]` relay listener on port 40123 (its redirect rule), and without one.
+    let base = base_script(&FirewallConfig {
+        relay6_port: 40123,
+        ..FirewallConfig::default()
+    });
     let base_off = base_script(&FirewallConfig {
         forwarding_was_off: true,
         ipv6_forwarding_was_off: true,
+        relay6_port: 0,
     });
     let all = desired_elements(&matrix());
     let elements = diff_script(&Elements::default(), &all);

@@ -310,6 +310,7 @@ fn the_forward_guard_and_user_rules() {
     let cfg = FirewallConfig {
         forwarding_was_off: true,
         ipv6_forwarding_was_off: false,
+        relay6_port: 0,
     };
     let d = forward(&cfg, Side::Outside, Side::Outside, false, false);
     assert!(!d.allowed);
