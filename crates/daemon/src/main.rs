@@ -29,6 +29,7 @@ mod ports_local6;
 mod reconcile;
 mod runtime;
 mod security;
+mod spawner;
 mod sysinfo;
 mod topology;
 mod trace;

@@ -76,6 +76,8 @@ pub struct Runtime {
     /// What a container's init and `exec`'s enter process are spawned from
     /// ([`ct::init_executable`]).
     init_exe: PathBuf,
+    /// Spawns the inits from a small descriptor table ([`crate::spawner`]).
+    spawner: crate::spawner::Spawner,
 }
 
 impl Runtime {
@@ -89,6 +91,7 @@ impl Runtime {
             execs: Mutex::new(HashMap::new()),
             consoles: Mutex::new(HashMap::new()),
             init_exe,
+            spawner: crate::spawner::Spawner::start(),
         }
     }
 
@@ -279,7 +282,7 @@ impl Runtime {
                 return Err(e);
             }
         };
-        let mut cmd = match ct::init_command(&self.init_exe, &cfg) {
+        let cmd = match ct::init_command(&self.init_exe, &cfg) {
             Ok(cmd) => cmd,
             Err(e) => {
                 rollback(plumbed).await;
@@ -289,13 +292,15 @@ impl Runtime {
             }
         };
         // With -t the init's stdin is the console socket the terminal's master comes back on
-        // (our copy of its peer goes with the Command, right after the spawn); with -i a pipe.
+        // (our copy of its peer goes with the spawn); with -i a pipe we keep the writing end
+        // of; else /dev/null.
         let mut console_socket = None;
-        if c.stdio.tty {
+        let mut stdin_writer = None;
+        let stdin: Option<std::os::fd::OwnedFd> = if c.stdio.tty {
             match std::os::unix::net::UnixStream::pair() {
                 Ok((ours, theirs)) => {
-                    cmd.stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
                     console_socket = Some(ours);
+                    Some(theirs.into())
                 }
                 Err(e) => {
                     rollback(plumbed).await;
@@ -305,11 +310,23 @@ impl Runtime {
                 }
             }
         } else if c.stdio.open_stdin {
-            cmd.stdin(Stdio::piped());
+            let piped = std::io::pipe().and_then(|(r, w)| {
+                let w = std::process::ChildStdin::from(std::os::fd::OwnedFd::from(w));
+                Ok((r, tokio::process::ChildStdin::from_std(w)?))
+            });
+            match piped {
+                Ok((r, w)) => {
+                    stdin_writer = Some(w);
+                    Some(r.into())
+                }
+                Err(e) => {
+                    rollback(plumbed).await;
+                    return Err(ApiError::internal(format!("creating the stdin pipe: {e}")));
+                }
+            }
         } else {
-            cmd.stdin(Stdio::null());
-        }
-        cmd.stdout(out).stderr(err);
+            None
+        };
         // Until the record below is written, a start-up after a crash finds this container's
         // process by a walk of /proc ([`Runtime::scan_processes`]).
         if let Err(e) = std::fs::File::create(dir.join(STARTING)) {
@@ -318,7 +335,8 @@ impl Runtime {
                 "marking the container as starting: {e}"
             )));
         }
-        let mut child = match tokio::process::Command::from(cmd).spawn() {
+        let spawned = self.spawner.spawn(cmd, stdin, out.into(), err.into());
+        let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
                 rollback(plumbed).await;
@@ -327,7 +345,7 @@ impl Runtime {
                 )));
             }
         };
-        let stage1 = child.id().map(|p| p as i32).unwrap_or(0);
+        let stage1 = child.id() as i32;
         crate::failpoint::boundary("spawn init");
         // Started before anything can be written past the log's current end: every line of
         // this run gets its time.
@@ -356,7 +374,7 @@ impl Runtime {
         );
         drop(held_ns);
         let pump = self
-            .take_console(c, &dir, console_socket, child.stdin.take())
+            .take_console(c, &dir, console_socket, stdin_writer)
             .await;
         if let Ok(mut procs) = self.procs.lock() {
             procs.insert(c.id.clone(), stage1);
