@@ -1175,6 +1175,26 @@ fn assert_unique_concurrent_addresses(
     }
 }
 
+/// Runs a `client` container on `net` on host `w` and returns its pid and a look-up of a name
+/// as `w`'s resolver answers it to that client (`dig` at the network's gateway; "" when it
+/// does not).
+fn resolver_client<'a>(w: &'a World, net: &str) -> (i64, impl Fn(&str) -> String + 'a) {
+    w.run_d("client", &["--network", net], &["sleep", "600"]);
+    let pid = w.inspect("client")["State"]["Pid"]
+        .as_i64()
+        .expect("client pid");
+    let at = format!(
+        "@{}",
+        w.network_inspect(net)["IPAM"]["Config"][0]["Gateway"]
+            .as_str()
+            .expect("gateway")
+    );
+    (pid, move |name: &str| {
+        let o = w.pid_net_exec(pid, &["dig", "+short", "+tries=1", "+time=1", &at, name]);
+        stdout(&o).trim().to_string()
+    })
+}
+
 /// Not a test of behaviour: times the overlay across hosts as a user sees it (run with
 /// `--ignored --nocapture`): from `berth run -d` returning on host-a to the container being
 /// reachable by TCP from a container on host-b, by address and by name (host-b's DNS), over
@@ -1217,20 +1237,7 @@ fn overlay_endpoints_follow_the_watch_event() {
     wait_until("ev on host-b", Duration::from_secs(5), || {
         network_names(&b).contains(&"ev".to_string())
     });
-    b.run_d("client", &["--network", "ev"], &["sleep", "600"]);
-    let pid = b.inspect("client")["State"]["Pid"]
-        .as_i64()
-        .expect("client pid");
-    let gw = b.network_inspect("ev")["IPAM"]["Config"][0]["Gateway"]
-        .as_str()
-        .expect("gateway")
-        .to_string();
-    // The name as host-b's resolver answers it to the client ("" when it does not).
-    let lookup = |name: &str| {
-        let at = format!("@{gw}");
-        let o = b.pid_net_exec(pid, &["dig", "+short", "+tries=1", "+time=1", &at, name]);
-        stdout(&o).trim().to_string()
-    };
+    let (pid, lookup) = resolver_client(&b, "ev");
     let neigh = |ip: &str| b.ns_exec_ok(&b.host_ns, &["ip", "neigh", "show", ip]);
     let limit = Duration::from_millis(800);
     for i in 0..3 {
@@ -1333,19 +1340,7 @@ fn overlay_run_publishes_with_its_claim_and_create_alone_does_not() {
         .as_str()
         .expect("network id")
         .to_string();
-    b.run_d("client", &["--network", "pub"], &["sleep", "600"]);
-    let pid = b.inspect("client")["State"]["Pid"]
-        .as_i64()
-        .expect("client pid");
-    let gw = b.network_inspect("pub")["IPAM"]["Config"][0]["Gateway"]
-        .as_str()
-        .expect("gateway")
-        .to_string();
-    let lookup = |name: &str| {
-        let at = format!("@{gw}");
-        let o = b.pid_net_exec(pid, &["dig", "+short", "+tries=1", "+time=1", &at, name]);
-        stdout(&o).trim().to_string()
-    };
+    let (_, lookup) = resolver_client(&b, "pub");
     let endpoint_key = |id: &str| format!("/berth/endpoints/{net}/host-a/{id}");
     let claim_key = |ip: &str| format!("/berth/ipam/{net}/{ip}");
     let id_of = |w: &World, name: &str| {
