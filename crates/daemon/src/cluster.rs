@@ -1021,7 +1021,7 @@ impl Cluster {
         claims: BTreeMap<String, ClusterClaim>,
     ) -> BTreeMap<String, ClusterClaim> {
         match self.pending.lock() {
-            Ok(mut p) => merge_pending(claims, &mut p, Instant::now()),
+            Ok(mut p) => merge_pending(claims, &mut p, Instant::now(), same_holder),
             Err(_) => claims,
         }
     }
@@ -1030,20 +1030,13 @@ impl Cluster {
     /// way that it lacks; pending entries older than [`PENDING_CLAIM_MAX`] are dropped.
     fn with_pending_endpoints(
         &self,
-        mut eps: BTreeMap<String, RemoteEndpoint>,
+        eps: BTreeMap<String, RemoteEndpoint>,
     ) -> BTreeMap<String, RemoteEndpoint> {
-        let Ok(mut p) = self.pending_eps.lock() else {
-            return eps;
-        };
-        let now = Instant::now();
-        p.retain(|k, (e, since)| {
-            if now.saturating_duration_since(*since) > PENDING_CLAIM_MAX {
-                return false;
-            }
-            eps.entry(k.clone()).or_insert_with(|| e.clone());
-            true
-        });
-        eps
+        match self.pending_eps.lock() {
+            // They leave `pending_eps` when their start ends, not by being published.
+            Ok(mut p) => merge_pending(eps, &mut p, Instant::now(), |_, _| false),
+            Err(_) => eps,
+        }
     }
 
     /// Publishes again what was last published (after a new lease).
@@ -1090,22 +1083,27 @@ impl Cluster {
     }
 }
 
-/// The ops that turn keys published as `last` (under `lease`) into `want`.
+/// A pending claim is settled once the local store gives its key to the same container.
+fn same_holder(stored: &ClusterClaim, pending: &ClusterClaim) -> bool {
+    stored.container == pending.container
+}
+
 /// How long a claim stays pending at most: longer than any create or connect takes between
 /// its claim and its stored record (a failed one releases it sooner).
 pub const PENDING_CLAIM_MAX: Duration = Duration::from_secs(60);
 
-/// `built` (the claims of the containers in the local store) plus the `pending` claims it
-/// does not hold yet. A pending claim that `built` holds for the same container is settled
-/// (its record is stored) and leaves `pending`, as does one older than
+/// `built` (what the local store says to publish: claims or endpoints) plus the `pending`
+/// entries it does not hold yet. A pending entry that `built` holds and `settled(built's,
+/// pending)` accepts (a claim's record is stored) leaves `pending`, as does one older than
 /// [`PENDING_CLAIM_MAX`].
-pub fn merge_pending(
-    mut built: BTreeMap<String, ClusterClaim>,
-    pending: &mut BTreeMap<String, (ClusterClaim, Instant)>,
+pub fn merge_pending<V: Clone>(
+    mut built: BTreeMap<String, V>,
+    pending: &mut BTreeMap<String, (V, Instant)>,
     now: Instant,
-) -> BTreeMap<String, ClusterClaim> {
+    settled: impl Fn(&V, &V) -> bool,
+) -> BTreeMap<String, V> {
     pending.retain(|k, (c, since)| {
-        if built.get(k).is_some_and(|b| b.container == c.container) {
+        if built.get(k).is_some_and(|b| settled(b, c)) {
             return false;
         }
         if now.saturating_duration_since(*since) > PENDING_CLAIM_MAX {
@@ -1117,6 +1115,7 @@ pub fn merge_pending(
     built
 }
 
+/// The ops that turn keys published as `last` (under `lease`) into `want`.
 fn changed_ops<V: serde::Serialize + PartialEq>(
     last: &BTreeMap<String, V>,
     want: &BTreeMap<String, V>,
@@ -1162,7 +1161,7 @@ mod tests {
         let now = Instant::now();
         let mut pending = BTreeMap::from([("ipam/n/10.50.0.2".to_string(), (claim("db"), now))]);
         let built = BTreeMap::from([("ipam/n/10.50.0.3".to_string(), claim("other"))]);
-        let out = merge_pending(built, &mut pending, now);
+        let out = merge_pending(built, &mut pending, now, same_holder);
         assert_eq!(out.get("ipam/n/10.50.0.2"), Some(&claim("db")));
         assert_eq!(out.get("ipam/n/10.50.0.3"), Some(&claim("other")));
         assert_eq!(
@@ -1177,11 +1176,11 @@ mod tests {
         let now = Instant::now();
         let mut pending = BTreeMap::from([("ipam/n/10.50.0.2".to_string(), (claim("db"), now))]);
         let built = BTreeMap::from([("ipam/n/10.50.0.2".to_string(), claim("db"))]);
-        let out = merge_pending(built, &mut pending, now);
+        let out = merge_pending(built, &mut pending, now, same_holder);
         assert_eq!(out.len(), 1);
         assert!(pending.is_empty());
         // A later publication without it (db removed) then drops the claim.
-        let out = merge_pending(BTreeMap::new(), &mut pending, now);
+        let out = merge_pending(BTreeMap::new(), &mut pending, now, same_holder);
         assert!(out.is_empty());
     }
 
@@ -1190,7 +1189,7 @@ mod tests {
         let then = Instant::now();
         let mut pending = BTreeMap::from([("ipam/n/10.50.0.2".to_string(), (claim("db"), then))]);
         let later = then + PENDING_CLAIM_MAX + Duration::from_secs(1);
-        let out = merge_pending(BTreeMap::new(), &mut pending, later);
+        let out = merge_pending(BTreeMap::new(), &mut pending, later, same_holder);
         assert!(out.is_empty());
         assert!(pending.is_empty());
     }
@@ -1201,7 +1200,7 @@ mod tests {
         let now = Instant::now();
         let mut pending = BTreeMap::from([("ipam/n/10.50.0.2".to_string(), (claim("db"), now))]);
         let built = BTreeMap::from([("ipam/n/10.50.0.2".to_string(), claim("web"))]);
-        let out = merge_pending(built, &mut pending, now);
+        let out = merge_pending(built, &mut pending, now, same_holder);
         assert_eq!(out.get("ipam/n/10.50.0.2"), Some(&claim("web")));
     }
 }
