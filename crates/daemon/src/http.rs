@@ -1060,10 +1060,21 @@ async fn wait_container(
     // A restarting container counts as running (dockerd): its last exit, still in the
     // channel, is not the one waited for; the next change is the restarted run or the
     // restart's cancellation.
-    let mut restarting = false;
+    //
+    // An exited container's last exit is still in the channel too, and with `next-exit` it is
+    // not the one waited for either. Both wait for a change first: the receiver has seen the
+    // channel's value as of its subscription, and any later change of an exited or restarting
+    // container's channel is a start (or a cancelled restart), so the first exit code present
+    // after a change is the next run's — even when the start and the exit both came before
+    // this task ran. That wait happens after the head is sent: a client that waits for the
+    // head before it sends the start (the docker CLI, `berth start -a`) must get it first.
+    let mut skip_last_exit = false;
     // A `--rm` container may be gone already: its exit code stays known by full id.
     let mut rx = match d.find_container(&id) {
         Ok(c) => {
+            // Subscribed before the state is read: a start and exit in between are then a
+            // change this receiver has not seen, never one it missed.
+            let rx = d.exit_channel(&c.id).subscribe();
             let st = d.state(&c.id)?;
             if st.status == Status::Exited && !next_exit {
                 return Ok(Json(WaitResponse {
@@ -1071,12 +1082,8 @@ async fn wait_container(
                 })
                 .into_response());
             }
-            let mut rx = d.exit_channel(&c.id).subscribe();
-            restarting = st.status == Status::Restarting;
-            if next_exit && st.status == Status::Exited {
-                // Its last exit is still in the channel: wait for the start first.
-                let _ = rx.wait_for(|v| v.is_none()).await;
-            }
+            skip_last_exit =
+                st.status == Status::Restarting || (next_exit && st.status == Status::Exited);
             rx
         }
         Err(e) => {
@@ -1095,7 +1102,7 @@ async fn wait_container(
     // starts the container), the JSON when the container exits.
     let (tx, body) = mpsc::channel(1);
     tokio::spawn(async move {
-        if restarting {
+        if skip_last_exit {
             let _ = rx.changed().await;
         }
         let code = rx

@@ -130,10 +130,78 @@ fn create_start_restart_wait() {
     let o = w.berth(&["start", "-a", "three"]);
     assert_eq!(code(&o), 3, "{}", show(&o));
     assert_eq!(stdout(&o), "bye\n", "{}", show(&o));
+    // The stock docker CLI waits for the wait's answer head before it sends the start.
+    let o = w.docker(&["start", "-a", "three"]);
+    assert_eq!(code(&o), 3, "{}", show(&o));
+    assert_eq!(stdout(&o), "bye\n", "{}", show(&o));
+
+    // `next-exit` of an exited container, in the order that hung `start -a`: berthd answers
+    // the head at once (the wait is registered), then the run started AND ended before the
+    // client reads on; the body is that run's code, not a wait for the run after it.
+    next_exit_after_a_quick_run(&w, "three", 3);
 
     let o = w.berth(&["wait", "nosuch"]);
     assert_eq!(code(&o), 1, "{}", show(&o));
     assert!(common::stderr(&o).contains("nosuch"), "{}", show(&o));
+}
+
+/// A raw `POST /containers/NAME/wait?condition=next-exit` on an exited container: its head
+/// comes before any start (within 5 s), and after a start whose run is over before the body
+/// is read, the body is that run's exit code.
+fn next_exit_after_a_quick_run(w: &World, name: &str, expected: i64) {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    let mut conn = UnixStream::connect(&w.socket).expect("connect to berthd");
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    write!(
+        conn,
+        "POST /containers/{name}/wait?condition=next-exit HTTP/1.1\r\nHost: berth\r\nContent-Length: 0\r\n\r\n"
+    )
+    .expect("send the wait");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|x| x == b"\r\n\r\n") {
+        match conn.read(&mut buf) {
+            Ok(0) => panic!(
+                "berthd closed the wait: {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("no answer head before the start (the wait is not registered): {e}"),
+        }
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    w.berth_ok(&["start", name]);
+    assert_eq!(
+        w.berth_ok(&["wait", name]).trim(),
+        expected.to_string(),
+        "the run is over before the wait's body is read"
+    );
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let want = format!("\"StatusCode\":{expected}");
+    while !String::from_utf8_lossy(&got).contains(&want) {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!(
+                "the wait missed the run that ended ({e}): {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    assert!(
+        String::from_utf8_lossy(&got).contains(&want),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
 }
 
 /// Proves: `-w /tmp` → `pwd` prints /tmp; `-u 65534` → `id -u` prints 65534 (and `-u nobody`
@@ -760,7 +828,7 @@ fn update_restart_policy() {
 /// A fake daemon on a unix socket answers and records the requests (no root, no berthd).
 #[test]
 fn run_detached_starts_it_on_a_daemon_without_start_1() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::Write;
     use std::os::unix::net::UnixListener;
 
     let dir = tempfile::tempdir().expect("temp dir");
@@ -771,24 +839,9 @@ fn run_detached_starts_it_on_a_daemon_without_start_1() {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { return };
-            let mut reader = BufReader::new(conn.try_clone().expect("clone the connection"));
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
+            let Some(target) = fake_daemon_request(&conn) else {
                 continue;
-            }
-            let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
-            let mut length = 0;
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
+            };
             log.lock().expect("log").push(target.clone());
             let (status, answer) = if target.contains("/containers/create") {
                 ("201 Created", r#"{"Id":"f00d","Warnings":[]}"#)
@@ -822,4 +875,109 @@ fn run_detached_starts_it_on_a_daemon_without_start_1() {
         requests[1].ends_with("/containers/f00d/start"),
         "{requests:?}"
     );
+}
+
+/// Proves: `berth start -a` sends the start only once berthd has registered its
+/// `wait?condition=next-exit` (the wait's answer head is in), so a command that exits at once
+/// cannot end before the wait exists and leave the CLI waiting for the run after it. A fake
+/// daemon holds the wait's head back for 300 ms and records the order (no root, no berthd).
+#[test]
+fn start_attach_sends_the_start_after_the_wait_is_registered() {
+    use std::io::Write;
+    use std::os::unix::net::UnixListener;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sock = dir.path().join("fake.sock");
+    let listener = UnixListener::bind(&sock).expect("bind the fake daemon");
+    let events = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = Arc::clone(&events);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let Some(target) = fake_daemon_request(&conn) else {
+                    return;
+                };
+                let reply = |conn: &mut std::os::unix::net::UnixStream,
+                             status: &str,
+                             answer: &str| {
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                };
+                if target.ends_with("/json") {
+                    reply(
+                        &mut conn,
+                        "200 OK",
+                        r#"{"Id":"f00d","Config":{"Tty":false}}"#,
+                    );
+                } else if target.contains("/wait") {
+                    std::thread::sleep(Duration::from_millis(300));
+                    log.lock().expect("log").push("wait registered".into());
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    );
+                    let _ = conn.flush();
+                    // The body once the run is over: after the start (or 5 s without one).
+                    let until = Instant::now() + Duration::from_secs(5);
+                    while Instant::now() < until
+                        && !log.lock().expect("log").iter().any(|e| e == "start")
+                    {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    let json = "{\"StatusCode\":3}\n";
+                    let _ = write!(conn, "{:x}\r\n{json}\r\n0\r\n\r\n", json.len());
+                } else if target.contains("/attach") {
+                    reply(&mut conn, "200 OK", "");
+                } else if target.ends_with("/start") {
+                    log.lock().expect("log").push("start".into());
+                    let _ = write!(conn, "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+                } else {
+                    reply(&mut conn, "404 Not Found", r#"{"message":"not here"}"#);
+                }
+            });
+        }
+    });
+    let mut cmd = std::process::Command::new(common::berth_bin());
+    cmd.arg("-H")
+        .arg(format!("unix://{}", sock.display()))
+        .args(["start", "-a", "three"]);
+    let out = common::run_timeout(cmd, Duration::from_secs(20));
+    let seen = events.lock().expect("log").clone();
+    assert_eq!(
+        seen,
+        vec!["wait registered".to_string(), "start".to_string()],
+        "{}",
+        show(&out)
+    );
+    assert_eq!(code(&out), 3, "{}", show(&out));
+}
+
+/// A fake daemon's side of one request: reads the request line, the headers and the body,
+/// and returns the target (`None` if the client went away).
+fn fake_daemon_request(conn: &std::os::unix::net::UnixStream) -> Option<String> {
+    use std::io::{BufRead, BufReader, Read};
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut length = 0;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+    Some(target)
 }

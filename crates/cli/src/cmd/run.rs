@@ -389,7 +389,15 @@ async fn attach_interactive(client: &Client, args: &Args, id: &str, detach_keys:
             return 125;
         }
     };
-    let waiter = wait_for_exit(client, id, "/wait?condition=next-exit");
+    let waiter = match wait_for_next_exit(client, id).await {
+        Ok(w) => w,
+        Err(e) => {
+            crate::report(&e.into());
+            // Started all the same, as when the attach failed: with `--rm` its exit removes it.
+            let _ = start(client, args, id).await;
+            return 125;
+        }
+    };
     if let Err(e) = start(client, args, id).await {
         crate::report(&e);
         return 125;
@@ -458,7 +466,7 @@ async fn start(client: &Client, args: &Args, id: &str) -> Result<()> {
 /// The wait and the log stream are opened *before* the container starts, so even a command
 /// that exits (and, with `--rm`, is removed) at once loses neither its output nor its code.
 async fn attach(client: &Client, args: &Args, id: &str) -> i32 {
-    let waiter = wait_for_exit(client, id, "/wait");
+    let waiter = wait_for_exit(client, id);
     let mut interrupt =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     let logs = obj_path("containers", id, "/logs?follow=1&stdout=1&stderr=1");
@@ -518,10 +526,35 @@ async fn attach(client: &Client, args: &Args, id: &str) -> i32 {
 /// A pending `POST /containers/{id}/wait`.
 pub type Waiter = tokio::task::JoinHandle<Result<WaitResponse, berth_api::client::ApiError>>;
 
-/// Asks berthd (now) to tell the container's exit (`suffix`: `/wait…`).
-pub fn wait_for_exit(client: &Client, id: &str, suffix: &str) -> Waiter {
+/// Asks berthd for the container's *next* exit (`/wait?condition=next-exit`) and returns once
+/// berthd has registered the wait, which its answer's head says (dockerd's protocol, which the
+/// docker CLI follows too). Only then may the caller send the start: a wait that arrived after
+/// a quick command's start and exit would wait for the run after it, for ever.
+pub async fn wait_for_next_exit(
+    client: &Client,
+    id: &str,
+) -> Result<Waiter, berth_api::client::ApiError> {
+    let path = obj_path("containers", id, "/wait?condition=next-exit");
+    let mut body = client.request_stream(Method::POST, &path, NO_BODY).await?;
+    Ok(tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk?);
+        }
+        serde_json::from_slice(&bytes).map_err(|error| berth_api::client::ApiError::Decode {
+            method: Method::POST.to_string(),
+            path,
+            error,
+        })
+    }))
+}
+
+/// Asks berthd (now) to tell the container's exit (`/wait`), without waiting for the answer's
+/// head: a finished run meets this condition too (berthd answers an exited container at once,
+/// a removed `--rm` one from its remembered code), so a start sent first loses nothing.
+fn wait_for_exit(client: &Client, id: &str) -> Waiter {
     let client = client.clone();
-    let path = obj_path("containers", id, suffix);
+    let path = obj_path("containers", id, "/wait");
     tokio::spawn(async move {
         client
             .request_json::<WaitResponse, _>(Method::POST, &path, NO_BODY)

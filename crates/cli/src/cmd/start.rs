@@ -44,14 +44,13 @@ pub async fn run(client: &Client, args: Args) -> Result<i32> {
         .await?;
     let tty = info["Config"]["Tty"].as_bool().unwrap_or(false);
     // Wait and attach before the start, as docker does: nothing it prints or its exit is missed.
-    let waiter = super::run::wait_for_exit(client, c, "/wait?condition=next-exit");
-    let mut stream = client
-        .request_stream(
-            Method::POST,
-            &obj_path("containers", c, "/attach?stream=1&stdout=1&stderr=1"),
-            NO_BODY,
-        )
-        .await?;
+    // Both registered (their heads in) before the start is sent; asked for side by side.
+    let attach = obj_path("containers", c, "/attach?stream=1&stdout=1&stderr=1");
+    let (waiter, stream) = tokio::join!(
+        super::run::wait_for_next_exit(client, c),
+        client.request_stream(Method::POST, &attach, NO_BODY)
+    );
+    let (waiter, mut stream) = (waiter?, stream?);
     client
         .request_empty(Method::POST, &obj_path("containers", c, "/start"), NO_BODY)
         .await?;
