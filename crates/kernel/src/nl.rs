@@ -114,6 +114,72 @@ impl SyncNetlink {
         }
     }
 
+    /// Sends `msgs` in one datagram, each with its flags (which must ask for an ACK), and
+    /// reads every answer: one result per message, in order. The kernel processes each
+    /// message of a datagram in turn, also after one of them failed, so a batch is what the
+    /// same requests one by one would do, in one `sendmsg` and as few `recvmsg`s (no task
+    /// or thread wakes up between two of them). `Err`: the socket itself failed.
+    pub(crate) fn batch(
+        &mut self,
+        msgs: Vec<(RouteNetlinkMessage, u16)>,
+        op: impl Fn() -> String,
+    ) -> Result<Vec<std::result::Result<(), std::io::Error>>> {
+        let first = self.seq.wrapping_add(1);
+        let mut bytes = Vec::new();
+        for (msg, flags) in msgs {
+            self.seq = self.seq.wrapping_add(1);
+            let mut req = NetlinkMessage::from(msg);
+            req.header.flags = flags | NLM_F_ACK;
+            req.header.sequence_number = self.seq;
+            req.finalize();
+            let at = bytes.len();
+            bytes.resize(at + req.buffer_len(), 0);
+            req.serialize(&mut bytes[at..]);
+        }
+        let n = self.seq.wrapping_sub(first).wrapping_add(1) as usize;
+        let mut out: Vec<Option<std::result::Result<(), std::io::Error>>> =
+            (0..n).map(|_| None).collect();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        if let Err(e) = self.sock.send(&bytes, 0) {
+            return Err(KernelError::netlink(op(), e));
+        }
+        let mut left = n;
+        while left > 0 {
+            self.buf.clear();
+            if let Err(e) = self.sock.recv(&mut self.buf, 0) {
+                return Err(KernelError::netlink(op(), e));
+            }
+            let mut off = 0;
+            while off < self.buf.len() {
+                let rest = &self.buf[off..];
+                let len = match NetlinkBuffer::new_checked(rest) {
+                    Ok(b) => b.length() as usize,
+                    Err(e) => return Err(KernelError::invalid(op(), e.to_string())),
+                };
+                let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len]);
+                off += (len + 3) & !3;
+                let answer = match parsed {
+                    Ok(m) => m,
+                    Err(e) => return Err(KernelError::invalid(op(), e.to_string())),
+                };
+                // An answer to an earlier request (not of this batch) is skipped.
+                let i = answer.header.sequence_number.wrapping_sub(first) as usize;
+                let (NetlinkPayload::Error(e), Some(slot @ None)) = (answer.payload, out.get_mut(i))
+                else {
+                    continue;
+                };
+                *slot = Some(match e.code {
+                    None => Ok(()),
+                    Some(_) => Err(e.to_io()),
+                });
+                left -= 1;
+            }
+        }
+        Ok(out.into_iter().map(|r| r.unwrap_or(Ok(()))).collect())
+    }
+
     /// `RTM_SETLINK` `IFF_UP` on a link.
     pub(crate) fn set_link_up(&mut self, index: u32, op: &str) -> Result<()> {
         self.request(
