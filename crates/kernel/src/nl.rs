@@ -166,7 +166,8 @@ impl SyncNetlink {
                 };
                 // An answer to an earlier request (not of this batch) is skipped.
                 let i = answer.header.sequence_number.wrapping_sub(first) as usize;
-                let (NetlinkPayload::Error(e), Some(slot @ None)) = (answer.payload, out.get_mut(i))
+                let (NetlinkPayload::Error(e), Some(slot @ None)) =
+                    (answer.payload, out.get_mut(i))
                 else {
                     continue;
                 };

@@ -238,7 +238,10 @@ impl Kernel {
         };
         let r = self.set_vxlan_entries_on(&mut nl, dev, &entries);
         // After a socket error an answer could be left unread in it: not kept then.
-        if !matches!(&r, Err(KernelError::Netlink { .. }) | Err(KernelError::Invalid { .. })) {
+        if !matches!(
+            &r,
+            Err(KernelError::Netlink { .. }) | Err(KernelError::Invalid { .. })
+        ) {
             self.keep_socket(nl);
         }
         r
