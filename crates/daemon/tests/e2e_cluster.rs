@@ -1301,7 +1301,7 @@ fn overlay_endpoints_follow_the_watch_event() {
 fn overlay_event_programs_a_vxlan_port_made_again() {
     require_root!();
     let (a, b, mut u) = two_hosts();
-    create_overlay(&a, "10.54.0.0/24", "re", &[]);
+    create_overlay(&a, "10.58.0.0/24", "re", &[]);
     wait_until("re on host-b", Duration::from_secs(5), || {
         network_names(&b).contains(&"re".to_string())
     });
