@@ -479,6 +479,13 @@ impl Daemon {
         self.dns_refresh_with(None);
     }
 
+    /// [`Daemon::dns_refresh`] with the networks the caller just read from the store (an
+    /// endpoint event of another host reads them for its entries: not read and decoded twice
+    /// per event).
+    pub fn dns_refresh_nets(&self, nets: Vec<NetworkSpec>) {
+        self.dns_apply(self.dns_follow(None, Some(nets)));
+    }
+
     /// [`Daemon::dns_refresh`], counting container `starting` as running.
     ///
     /// The table follows the containers' documents and states: only the containers whose
@@ -488,7 +495,12 @@ impl Daemon {
     /// when the networks changed, when the change log no longer reaches back, and while
     /// containers of other hosts are in it.
     pub(crate) fn dns_refresh_with(&self, starting: Option<&str>) {
-        match self.dns_follow(starting) {
+        self.dns_apply(self.dns_follow(starting, None));
+    }
+
+    /// Publishes what [`Daemon::dns_follow`] found.
+    fn dns_apply(&self, followed: ApiResult<(Option<berth_plan::dns::Table>, LocalResolvers)>) {
+        match followed {
             Ok((table, local)) => {
                 if let Some(table) = table {
                     self.dns.update(table);
@@ -502,12 +514,17 @@ impl Daemon {
 
     /// Brings the followed table up to date: the table to publish (`None`: unchanged) and
     /// where the running containers that need a resolver inside their own namespace
-    /// (macvlan/ipvlan networks only) have it.
+    /// (macvlan/ipvlan networks only) have it. `nets`: the stored networks if the caller has
+    /// just read them.
     fn dns_follow(
         &self,
         starting: Option<&str>,
+        nets: Option<Vec<NetworkSpec>>,
     ) -> ApiResult<(Option<berth_plan::dns::Table>, LocalResolvers)> {
-        let nets = self.networks()?;
+        let nets = match nets {
+            Some(n) => n,
+            None => self.networks()?,
+        };
         let remote = self.remote_dns_containers();
         let mut slot = match self.dns_inputs.lock() {
             Ok(l) => l,

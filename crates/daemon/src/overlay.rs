@@ -569,7 +569,8 @@ async fn apply_endpoint_events(
     // The data path first: a name must not resolve before its address answers.
     let errors = d.reconciler.apply_steps(Trigger::Cluster, &steps).await;
     let programmed = started.elapsed();
-    d.dns_refresh();
+    // The networks just read (under the lock: no network changed since).
+    d.dns_refresh_nets(nets);
     tracing::debug!(
         events = theirs.len(),
         steps = steps.len(),

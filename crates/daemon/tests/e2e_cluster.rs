@@ -1292,6 +1292,73 @@ fn overlay_endpoints_follow_the_watch_event() {
     u.kill_etcd();
 }
 
+/// Proves that the index of a VXLAN port the event path programs follows the port: host-b
+/// programs a remote endpoint (its port's index now cached), its VXLAN port is deleted behind
+/// its back and made again by the drift repair (a new index), and the next endpoint event
+/// from host-a still lands on the new port: its neighbour entry there, its name resolving, the
+/// first ping answered; the entries of the container started before the deletion are back too.
+#[test]
+fn overlay_event_programs_a_vxlan_port_made_again() {
+    require_root!();
+    let (a, b, mut u) = two_hosts();
+    create_overlay(&a, "10.58.0.0/24", "re", &[]);
+    wait_until("re on host-b", Duration::from_secs(5), || {
+        network_names(&b).contains(&"re".to_string())
+    });
+    let id = b.network_inspect("re")["Id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let vx = format!("bvx-{}", &id[..9]);
+    let (pid, lookup) = resolver_client(&b, "re");
+    // Both read nothing while the port is missing (between its deletion and its repair).
+    let neigh = |ip: &str| stdout(&b.ns_exec(&b.host_ns, &["ip", "neigh", "show", ip, "dev", &vx]));
+    let index = || {
+        let path = format!("/sys/class/net/{vx}/ifindex");
+        stdout(&b.ns_exec(&b.host_ns, &["cat", &path]))
+            .trim()
+            .to_string()
+    };
+    let limit = Duration::from_secs(3);
+    a.run_d("re0", &["--network", "re"], &["sleep", "600"]);
+    let ip0 = a.ip_of("re0", "re");
+    assert!(
+        within(limit, || neigh(&ip0).contains("PERMANENT")).is_some(),
+        "re0 ({ip0}) never programmed on host-b: {}",
+        neigh(&ip0)
+    );
+    let old = index();
+    b.ns_exec_ok(&b.host_ns, &["ip", "link", "del", &vx]);
+    // The drift repair makes the port again, with every remote entry.
+    let remade = within(limit, || {
+        let now = index();
+        !now.is_empty() && now != old && neigh(&ip0).contains("PERMANENT")
+    });
+    assert!(
+        remade.is_some(),
+        "host-b's {vx} not made again with re0's entry ({}): {}\nhost-b log:\n{}",
+        neigh(&ip0),
+        index(),
+        b.log_text()
+    );
+    a.run_d("re1", &["--network", "re"], &["sleep", "600"]);
+    let ip1 = a.ip_of("re1", "re");
+    assert!(
+        within(limit, || neigh(&ip1).contains("PERMANENT")).is_some(),
+        "re1 ({ip1}) not programmed on host-b's new {vx}: {}\nhost-b log:\n{}",
+        neigh(&ip1),
+        b.log_text()
+    );
+    assert_eq!(lookup("re1"), ip1, "re1 not resolvable on host-b");
+    let ping = b.pid_net_exec(pid, &["ping", "-c", "1", "-W", "1", &ip1]);
+    assert!(
+        ping.status.success(),
+        "re1 programmed on host-b's new {vx} but the first ping failed: {}",
+        show(&ping)
+    );
+    u.kill_etcd();
+}
+
 /// The `mod_revision` of etcd key `key` (None when it does not exist).
 fn mod_revision(u: &Underlay, key: &str) -> Option<u64> {
     let out = u.etcdctl(&["get", key, "-w", "json"]);

@@ -92,6 +92,13 @@ struct Inner {
     /// its hash of netlink sockets) + `connect` on the connect's critical path (50–200 µs,
     /// 2 ms seen when the nft transaction ran beside it).
     idle_sockets: std::sync::Mutex<Vec<SyncNetlink>>,
+    /// The interface index of each VXLAN port whose remote entries were set, by name: every
+    /// endpoint event of another host programs entries on one, and a lookup by name per event
+    /// is a request of its own. A stale index (the port was deleted, or made again with a new
+    /// index) fails with `ENODEV`, which drops it and looks the name up again (see
+    /// [`Kernel::set_vxlan_entries`]); the kernel does not hand an index out again before
+    /// its 2^31 have been used.
+    vxlan_index: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl fmt::Debug for Kernel {
@@ -125,6 +132,7 @@ impl Kernel {
                 handle,
                 netns: None,
                 idle_sockets: Default::default(),
+                vxlan_index: Default::default(),
             }),
         })
     }
@@ -152,6 +160,7 @@ impl Kernel {
                 handle,
                 netns: Some(netns.to_path_buf()),
                 idle_sockets: Default::default(),
+                vxlan_index: Default::default(),
             }),
         })
     }
@@ -508,6 +517,21 @@ impl Kernel {
         match self.netns() {
             None => SyncNetlink::open(),
             Some(ns) => netns::run_in_netns(ns, SyncNetlink::open).and_then(|r| r),
+        }
+    }
+
+    /// The cached index of VXLAN port `name` (see `Inner::vxlan_index`).
+    pub(crate) fn cached_vxlan_index(&self, name: &str) -> Option<u32> {
+        self.inner.vxlan_index.lock().ok()?.get(name).copied()
+    }
+
+    /// Caches the index of VXLAN port `name`, or drops it (`None`).
+    pub(crate) fn cache_vxlan_index(&self, name: &str, index: Option<u32>) {
+        if let Ok(mut m) = self.inner.vxlan_index.lock() {
+            match index {
+                Some(i) => m.insert(name.to_string(), i),
+                None => m.remove(name),
+            };
         }
     }
 

@@ -61,36 +61,19 @@ impl SyncNetlink {
         flags: u16,
         op: impl FnOnce() -> String,
     ) -> Result<Vec<RouteNetlinkMessage>> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut req = NetlinkMessage::from(msg);
-        req.header.flags = flags;
-        req.header.sequence_number = self.seq;
-        req.finalize();
-        let mut bytes = vec![0u8; req.buffer_len()];
-        req.serialize(&mut bytes);
+        let mut bytes = Vec::new();
+        self.encode(msg, flags, &mut bytes);
         if let Err(e) = self.sock.send(&bytes, 0) {
             return Err(KernelError::netlink(op(), e));
         }
         let single = flags & (NLM_F_DUMP | NLM_F_ACK) == 0;
         let mut out = Vec::new();
         loop {
-            self.buf.clear();
-            if let Err(e) = self.sock.recv(&mut self.buf, 0) {
-                return Err(KernelError::netlink(op(), e));
-            }
-            let mut off = 0;
-            while off < self.buf.len() {
-                let rest = &self.buf[off..];
-                let len = match NetlinkBuffer::new_checked(rest) {
-                    Ok(b) => b.length() as usize,
-                    Err(e) => return Err(KernelError::invalid(op(), e.to_string())),
-                };
-                let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len]);
-                off += (len + 3) & !3;
-                let answer = match parsed {
-                    Ok(m) => m,
-                    Err(e) => return Err(KernelError::invalid(op(), e.to_string())),
-                };
+            let answers = match self.receive() {
+                Ok(a) => a,
+                Err(e) => return Err(e.into_error(op())),
+            };
+            for answer in answers {
                 if answer.header.sequence_number != self.seq {
                     continue; // a late answer to an earlier request
                 }
@@ -114,6 +97,82 @@ impl SyncNetlink {
         }
     }
 
+    /// Appends `msg` with `flags` and the next sequence number to `bytes`.
+    fn encode(&mut self, msg: RouteNetlinkMessage, flags: u16, bytes: &mut Vec<u8>) {
+        self.seq = self.seq.wrapping_add(1);
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = flags;
+        req.header.sequence_number = self.seq;
+        req.finalize();
+        let at = bytes.len();
+        bytes.resize(at + req.buffer_len(), 0);
+        req.serialize(&mut bytes[at..]);
+    }
+
+    /// Reads one datagram and parses every message in it.
+    fn receive(&mut self) -> std::result::Result<Vec<NetlinkMessage<RouteNetlinkMessage>>, Recv> {
+        self.buf.clear();
+        self.sock.recv(&mut self.buf, 0).map_err(Recv::Socket)?;
+        let mut out = Vec::new();
+        let mut off = 0;
+        while off < self.buf.len() {
+            let rest = &self.buf[off..];
+            let len = NetlinkBuffer::new_checked(rest)
+                .map_err(|e| Recv::Parse(e.to_string()))?
+                .length() as usize;
+            let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len])
+                .map_err(|e| Recv::Parse(e.to_string()))?;
+            off += (len + 3) & !3;
+            out.push(parsed);
+        }
+        Ok(out)
+    }
+
+    /// Sends `msgs` in one datagram, each with its flags (which must ask for an ACK), and
+    /// reads every answer: one result per message, in order. The kernel processes each
+    /// message of a datagram in turn, also after one of them failed, so a batch is what the
+    /// same requests one by one would do, in one `sendmsg` and as few `recvmsg`s (no task
+    /// or thread wakes up between two of them). `Err`: the socket itself failed.
+    pub(crate) fn batch(
+        &mut self,
+        msgs: Vec<(RouteNetlinkMessage, u16)>,
+        op: impl Fn() -> String,
+    ) -> Result<Vec<std::result::Result<(), std::io::Error>>> {
+        let first = self.seq.wrapping_add(1);
+        let mut bytes = Vec::new();
+        for (msg, flags) in msgs {
+            self.encode(msg, flags | NLM_F_ACK, &mut bytes);
+        }
+        let n = self.seq.wrapping_sub(first).wrapping_add(1) as usize;
+        if bytes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out: Vec<Option<std::result::Result<(), std::io::Error>>> =
+            (0..n).map(|_| None).collect();
+        if let Err(e) = self.sock.send(&bytes, 0) {
+            return Err(KernelError::netlink(op(), e));
+        }
+        let mut left = n;
+        while left > 0 {
+            let answers = self.receive().map_err(|e| e.into_error(op()))?;
+            for answer in answers {
+                // An answer to an earlier request (not of this batch) is skipped.
+                let i = answer.header.sequence_number.wrapping_sub(first) as usize;
+                let (NetlinkPayload::Error(e), Some(slot @ None)) =
+                    (answer.payload, out.get_mut(i))
+                else {
+                    continue;
+                };
+                *slot = Some(match e.code {
+                    None => Ok(()),
+                    Some(_) => Err(e.to_io()),
+                });
+                left -= 1;
+            }
+        }
+        Ok(out.into_iter().map(|r| r.unwrap_or(Ok(()))).collect())
+    }
+
     /// `RTM_SETLINK` `IFF_UP` on a link.
     pub(crate) fn set_link_up(&mut self, index: u32, op: &str) -> Result<()> {
         self.request(
@@ -122,5 +181,20 @@ impl SyncNetlink {
             || op.to_string(),
         )
         .map(drop)
+    }
+}
+
+/// Why [`SyncNetlink::receive`] failed.
+enum Recv {
+    Socket(std::io::Error),
+    Parse(String),
+}
+
+impl Recv {
+    fn into_error(self, op: String) -> KernelError {
+        match self {
+            Recv::Socket(e) => KernelError::netlink(op, e),
+            Recv::Parse(e) => KernelError::invalid(op, e),
+        }
     }
 }

@@ -20,7 +20,8 @@ use rtnetlink::packet_route::neighbour::{
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::error::{KernelError, Result};
-use crate::link::{Kernel, CHANGE, CREATE_EXCL, CREATE_REPLACE, DUMP};
+use crate::link::{get_link, Kernel, CHANGE, CREATE_EXCL, CREATE_REPLACE, DUMP};
+use crate::nl::SyncNetlink;
 
 fn mac_bytes(mac: &str) -> Result<Vec<u8>> {
     berth_plan::names::parse_mac(mac)
@@ -145,6 +146,9 @@ impl Kernel {
             .link_by_name(dev, || format!("looking up vxlan {dev}"))
             .await?;
         let index = link.header.index;
+        // An observation (every pass, the drift repair's) refreshes the index the event path
+        // uses.
+        self.cache_vxlan_index(dev, Some(index));
         let mut out = ObservedEntries::default();
         // Neighbours of both families: a dual-stack network's remote containers have an
         // IPv4 (ARP) and an IPv6 (NDP) entry each.
@@ -210,7 +214,13 @@ impl Kernel {
         Ok(out)
     }
 
-    /// Adds, replaces and removes remote entries of VXLAN device `dev` (one request each).
+    /// Adds, replaces and removes remote entries of VXLAN device `dev`: every request in one
+    /// batch on a blocking socket (the kernel handles a request in the `sendmsg` that carries
+    /// it, so this never sleeps but for the RTNL lock), to the port's cached index. Another
+    /// host's endpoint event sets the entries of one MAC and one address: on the async
+    /// connection its lookup and two requests were three round trips through the connection
+    /// task, each a wake-up of another task on a busy host. A request that fails does not
+    /// stop the others (as a batch does); the first error is returned.
     pub async fn set_vxlan_entries(
         &self,
         dev: &str,
@@ -219,84 +229,58 @@ impl Kernel {
         neigh_add: &[(IpAddr, String)],
         neigh_del: &[IpAddr],
     ) -> Result<()> {
-        let link = self
-            .link_by_name(dev, || format!("looking up vxlan {dev}"))
-            .await?;
-        let index = link.header.index;
-        let fdb_msg = |mac: &str| -> Result<NeighbourMessage> {
-            let mut m = NeighbourMessage::default();
-            m.header.family = AddressFamily::Bridge;
-            m.header.ifindex = index;
-            m.header.state = NeighbourState::Permanent;
-            // NTF_SELF: the entry belongs to the VXLAN device itself (its remote table), not
-            // to the bridge it is a port of.
-            m.header.flags = NeighbourFlags::Own;
-            m.attributes
-                .push(NeighbourAttribute::LinkLayerAddress(mac_bytes(mac)?));
-            Ok(m)
+        let mut nl = self.sync_socket()?;
+        let entries = Entries {
+            fdb_add,
+            fdb_del,
+            neigh_add,
+            neigh_del,
         };
-        let neigh_msg = |ip: IpAddr| {
-            let mut m = NeighbourMessage::default();
-            m.header.family = family(ip);
-            m.header.ifindex = index;
-            m.header.state = NeighbourState::Permanent;
-            m.attributes
-                .push(NeighbourAttribute::Destination(neigh_addr(ip)));
-            m
+        let r = self.set_vxlan_entries_on(&mut nl, dev, &entries);
+        // After a socket error an answer could be left unread in it: not kept then.
+        if !matches!(
+            &r,
+            Err(KernelError::Netlink { .. }) | Err(KernelError::Invalid { .. })
+        ) {
+            self.keep_socket(nl);
+        }
+        r
+    }
+
+    fn set_vxlan_entries_on(&self, nl: &mut SyncNetlink, dev: &str, e: &Entries) -> Result<()> {
+        let what = || format!("setting the remote entries of {dev}");
+        let lookup = |nl: &mut SyncNetlink| -> Result<u32> {
+            let index = get_link(nl, dev, || format!("looking up vxlan {dev}"))?
+                .header
+                .index;
+            self.cache_vxlan_index(dev, Some(index));
+            Ok(index)
         };
-        for mac in fdb_del {
-            let r = self
-                .request(
-                    RouteNetlinkMessage::DelNeighbour(fdb_msg(mac)?),
-                    CHANGE,
-                    || format!("removing forwarding entry {mac} from {dev}"),
-                )
-                .await;
-            ignore_missing(r)?;
-            // The bridge's own entry for that MAC on this port, learned from the remote
-            // container's frames, goes too: addresses are reused and a container's MAC derives
-            // from its address, so the next holder may be a container on *this* host, and a
-            // bridge that still believed the MAC lives behind the VXLAN port would drop every
-            // frame for it until that container sends one (up to the bridge's ageing time).
-            // The kernel removes it only if it is on this port (a MAC already learned on a
-            // local veth stays).
-            let mut m = fdb_msg(mac)?;
-            m.header.flags = NeighbourFlags::Controller;
-            m.header.state = NeighbourState::None;
-            let r = self
-                .request(RouteNetlinkMessage::DelNeighbour(m), CHANGE, || {
-                    format!("removing the bridge's entry {mac} on {dev}")
-                })
-                .await;
-            ignore_missing(r)?;
+        let cached = self.cached_vxlan_index(dev);
+        let index = match cached {
+            Some(i) => i,
+            None => lookup(nl)?,
+        };
+        let (msgs, meant) = e.requests(index, dev)?;
+        let mut results = nl.batch(msgs, what)?;
+        if cached.is_some()
+            && results
+                .iter()
+                .any(|r| matches!(r, Err(e) if e.raw_os_error() == Some(libc::ENODEV)))
+        {
+            // The port is gone or was made again under a new index: look it up once more
+            // (what a removal of a missing entry would not tell: ENODEV is "missing" to it).
+            self.cache_vxlan_index(dev, None);
+            let index = lookup(nl)?;
+            let (msgs, _) = e.requests(index, dev)?;
+            results = nl.batch(msgs, what)?;
         }
-        for ip in neigh_del {
-            let r = self
-                .request(
-                    RouteNetlinkMessage::DelNeighbour(neigh_msg(*ip)),
-                    CHANGE,
-                    || format!("removing neighbour {ip} from {dev}"),
-                )
-                .await;
-            ignore_missing(r)?;
-        }
-        for (mac, vtep) in fdb_add {
-            let mut m = fdb_msg(mac)?;
-            m.attributes
-                .push(NeighbourAttribute::Destination(neigh_addr(*vtep)));
-            self.request(RouteNetlinkMessage::NewNeighbour(m), CREATE_REPLACE, || {
-                format!("forwarding {mac} on {dev} to {vtep}")
-            })
-            .await?;
-        }
-        for (ip, mac) in neigh_add {
-            let mut m = neigh_msg(*ip);
-            m.attributes
-                .push(NeighbourAttribute::LinkLayerAddress(mac_bytes(mac)?));
-            self.request(RouteNetlinkMessage::NewNeighbour(m), CREATE_REPLACE, || {
-                format!("neighbour {ip} → {mac} on {dev}")
-            })
-            .await?;
+        for (r, (removal, op)) in results.into_iter().zip(meant) {
+            let Err(err) = r else { continue };
+            let err = KernelError::netlink(op, err);
+            if !(removal && err.is_not_found()) {
+                return Err(err);
+            }
         }
         Ok(())
     }
@@ -320,11 +304,82 @@ impl Kernel {
     }
 }
 
-fn ignore_missing(r: Result<Vec<RouteNetlinkMessage>>) -> Result<()> {
-    match r {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_not_found() => Ok(()),
-        Err(e) => Err(e),
+/// The remote entries one [`Kernel::set_vxlan_entries`] adds and removes.
+struct Entries<'a> {
+    fdb_add: &'a [(String, IpAddr)],
+    fdb_del: &'a [String],
+    neigh_add: &'a [(IpAddr, String)],
+    neigh_del: &'a [IpAddr],
+}
+
+impl Entries<'_> {
+    /// The requests for the port at `index`, in the order one by one would have them
+    /// (removals first), each with whether it is a removal (a missing entry is no error) and
+    /// what it does, for its error.
+    #[allow(clippy::type_complexity)]
+    fn requests(
+        &self,
+        index: u32,
+        dev: &str,
+    ) -> Result<(Vec<(RouteNetlinkMessage, u16)>, Vec<(bool, String)>)> {
+        let fdb_msg = |mac: &str| -> Result<NeighbourMessage> {
+            let mut m = NeighbourMessage::default();
+            m.header.family = AddressFamily::Bridge;
+            m.header.ifindex = index;
+            m.header.state = NeighbourState::Permanent;
+            // NTF_SELF: the entry belongs to the VXLAN device itself (its remote table), not
+            // to the bridge it is a port of.
+            m.header.flags = NeighbourFlags::Own;
+            m.attributes
+                .push(NeighbourAttribute::LinkLayerAddress(mac_bytes(mac)?));
+            Ok(m)
+        };
+        let neigh_msg = |ip: IpAddr| {
+            let mut m = NeighbourMessage::default();
+            m.header.family = family(ip);
+            m.header.ifindex = index;
+            m.header.state = NeighbourState::Permanent;
+            m.attributes
+                .push(NeighbourAttribute::Destination(neigh_addr(ip)));
+            m
+        };
+        let mut msgs = Vec::new();
+        let mut meant = Vec::new();
+        for mac in self.fdb_del {
+            msgs.push((RouteNetlinkMessage::DelNeighbour(fdb_msg(mac)?), CHANGE));
+            meant.push((true, format!("removing forwarding entry {mac} from {dev}")));
+            // The bridge's own entry for that MAC on this port, learned from the remote
+            // container's frames, goes too: addresses are reused and a container's MAC derives
+            // from its address, so the next holder may be a container on *this* host, and a
+            // bridge that still believed the MAC lives behind the VXLAN port would drop every
+            // frame for it until that container sends one (up to the bridge's ageing time).
+            // The kernel removes it only if it is on this port (a MAC already learned on a
+            // local veth stays).
+            let mut m = fdb_msg(mac)?;
+            m.header.flags = NeighbourFlags::Controller;
+            m.header.state = NeighbourState::None;
+            msgs.push((RouteNetlinkMessage::DelNeighbour(m), CHANGE));
+            meant.push((true, format!("removing the bridge's entry {mac} on {dev}")));
+        }
+        for ip in self.neigh_del {
+            msgs.push((RouteNetlinkMessage::DelNeighbour(neigh_msg(*ip)), CHANGE));
+            meant.push((true, format!("removing neighbour {ip} from {dev}")));
+        }
+        for (mac, vtep) in self.fdb_add {
+            let mut m = fdb_msg(mac)?;
+            m.attributes
+                .push(NeighbourAttribute::Destination(neigh_addr(*vtep)));
+            msgs.push((RouteNetlinkMessage::NewNeighbour(m), CREATE_REPLACE));
+            meant.push((false, format!("forwarding {mac} on {dev} to {vtep}")));
+        }
+        for (ip, mac) in self.neigh_add {
+            let mut m = neigh_msg(*ip);
+            m.attributes
+                .push(NeighbourAttribute::LinkLayerAddress(mac_bytes(mac)?));
+            msgs.push((RouteNetlinkMessage::NewNeighbour(m), CREATE_REPLACE));
+            meant.push((false, format!("neighbour {ip} → {mac} on {dev}")));
+        }
+        Ok((msgs, meant))
     }
 }
 
