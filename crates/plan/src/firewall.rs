@@ -149,16 +149,30 @@ pub const MAP_PUBLISH4_ANY: &str = "publish4_any";
 pub const MAP_PUBLISH6: &str = "publish6";
 /// Ports published on every IPv6 address of the host.
 pub const MAP_PUBLISH6_ANY: &str = "publish6_any";
-/// TCP host ports whose `[::1]` connections go to berthd's one relay listener, as `::1 . PORT`
-/// (`ipv6_addr . inet_service`): the ports published on `::1` or on every address (see
-/// `ports::loopback6_relays`). The address is in the key on purpose: a set keyed by a port
-/// alone gets the kernel's bitmap backend, which finds an element by walking a list of all of
-/// them (an insert or delete costs O(elements) with 10,000 ports published).
-pub const SET_RELAY6_TCP: &str = "relay6_tcp";
+/// TCP host ports whose `[::1]` connections go to berthd's one relay listener, as runs of
+/// ports `::1 . FIRST-LAST` (or `::1 . PORT` for a port alone; `ipv6_addr . inet_service`,
+/// `flags interval`): the ports published on `::1` or on every address (see
+/// `ports::loopback6_relays`), one element per run of consecutive ports of ONE container
+/// ([`port_elements`]), so a 1,000-port range is one element. The kernel keeps a
+/// concatenation with ranges in its pipapo backend, whose insert and delete do not walk the
+/// other elements (a set keyed by a port alone would get the bitmap backend, which does).
+pub const SET_RELAY6_TCP: &str = "relay6_tcp_runs";
+
+/// The name the [`SET_RELAY6_TCP`] set had before it held runs (one element per port, no
+/// `flags interval`). A set's flags cannot change in place (`add set` with other flags fails
+/// with EEXIST), so the runs live in a set of another name, and [`base_script`] deletes this
+/// one once the chain that referenced it is flushed (creating it first when missing, so the
+/// same script works on a fresh table and on one an earlier berthd wrote).
+pub const LEGACY_SET_RELAY6_TCP: &str = "relay6_tcp";
+/// The legacy set's type and comment, exactly as an earlier berthd created it: `add set` of
+/// the same type is a no-op on it.
+const LEGACY_RELAY6_DECL: &str =
+    "type ipv6_addr . inet_service; comment \"TCP ports whose [::1] connections berthd relays\";";
 
 /// Every map (and set) the published ports own: name, key type, value type (`None`: a plain
 /// set), comment. Their elements belong to running containers (`port_elements`), not to
-/// networks; the daemon diffs them per container.
+/// networks; the daemon diffs them per container. Only [`SET_RELAY6_TCP`] holds intervals
+/// ([`is_interval_port_set`]).
 pub const MAPS: [(&str, &str, Option<&str>, &str); 5] = [
     (
         MAP_PUBLISH4,
@@ -188,9 +202,15 @@ pub const MAPS: [(&str, &str, Option<&str>, &str); 5] = [
         SET_RELAY6_TCP,
         "ipv6_addr . inet_service",
         None,
-        "TCP ports whose [::1] connections berthd relays",
+        "runs of TCP ports whose [::1] connections berthd relays",
     ),
 ];
+
+/// Whether `name`, one of [`MAPS`], holds intervals (`flags interval`): the runs of
+/// [`SET_RELAY6_TCP`].
+pub fn is_interval_port_set(name: &str) -> bool {
+    name == SET_RELAY6_TCP
+}
 
 /// Every set berth owns: name, nft type, whether it holds intervals, comment.
 pub const SETS: [(&str, &str, bool, &str); 10] = [
@@ -389,8 +409,14 @@ pub struct FirewallConfig {
 /// The comment of the `[::1]` redirect rule: it names the port, so a rule left by an earlier
 /// berthd whose listener had another port does not match ([`static_rules_match`] compares
 /// comments) and is rewritten.
+///
+/// It also differs from the comment of an earlier berthd's rule, which read the per-port set
+/// [`LEGACY_SET_RELAY6_TCP`]: such a rule is rewritten (and that set deleted) at the first
+/// start of this one.
 pub fn relay6_rule_comment(port: u16) -> String {
-    format!("the host's [::1] connections to published TCP ports: berthd's relay on [::1]:{port}")
+    format!(
+        "the host's [::1] connections to published TCP port runs: berthd's relay on [::1]:{port}"
+    )
 }
 
 /// Makes a string safe inside an nft double-quoted string: quotes, backslashes and control
@@ -451,13 +477,26 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
                 "add map {t} {name} {{ type {key} : {value}; comment {}; }}",
                 quote(comment)
             ),
-            None => writeln!(
-                s,
-                "add set {t} {name} {{ type {key}; comment {}; }}",
-                quote(comment)
-            ),
+            None => {
+                let flags = if is_interval_port_set(name) {
+                    " flags interval;"
+                } else {
+                    ""
+                };
+                writeln!(
+                    s,
+                    "add set {t} {name} {{ type {key};{flags} comment {}; }}",
+                    quote(comment)
+                )
+            }
         };
     }
+    // Created if missing only so that the `delete set` below, after the flush of chain
+    // `output` (whose redirect rule an earlier berthd pointed at it), finds it either way.
+    let _ = writeln!(
+        s,
+        "add set {t} {LEGACY_SET_RELAY6_TCP} {{ {LEGACY_RELAY6_DECL} }}"
+    );
     let _ = writeln!(
         s,
         "add chain {t} forward {{ type filter hook forward priority filter; policy accept; }}"
@@ -493,6 +532,7 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
     ] {
         let _ = writeln!(s, "flush chain {t} {chain}");
     }
+    let _ = writeln!(s, "delete set {t} {LEGACY_SET_RELAY6_TCP}");
 
     let mut rule = |chain: &str, body: &str, comment: &str| {
         let _ = writeln!(s, "add rule {t} {chain} {body} comment {}", quote(comment));
@@ -876,19 +916,30 @@ pub fn port_elements(container: &str, published: &[Published]) -> Elements {
         // The first comment given for an element is kept, as `Elements::insert` does.
         maps[slot].entry(text).or_insert(comment);
     }
-    // The TCP ports the host's `[::1]` connections are redirected for, to berthd's relay.
+    // The TCP ports the host's `[::1]` connections are redirected for, to berthd's relay: one
+    // element per run of consecutive host ports (`loopback6_relays` yields them sorted).
+    let relays: Vec<crate::ports::LoopbackRelay> = crate::ports::loopback6_relays(published)
+        .into_iter()
+        .filter(|r| r.proto == crate::ports::Proto::Tcp)
+        .collect();
     let mut relay6 = BTreeMap::new();
-    for r in crate::ports::loopback6_relays(published) {
-        if r.proto != crate::ports::Proto::Tcp {
+    for run in port_runs(relays.iter().map(|r| r.host_port)) {
+        let run_relays = &relays[run.clone()];
+        let (Some(first), Some(last)) = (run_relays.first(), run_relays.last()) else {
             continue;
-        }
-        let mut comment = String::with_capacity(prefix.len() + 10);
+        };
+        let mut comment = String::with_capacity(prefix.len() + 16);
         comment.push_str(&prefix);
-        comment.push_str(&r.key);
+        run_comment(&mut comment, run_relays);
         if !prefix_clean || comment.len() > MAX_COMMENT {
             comment = comment_text(&comment);
         }
-        relay6.insert(format!("::1 . {}", r.host_port), comment);
+        let text = if first.host_port == last.host_port {
+            format!("::1 . {}", first.host_port)
+        } else {
+            format!("::1 . {}-{}", first.host_port, last.host_port)
+        };
+        relay6.insert(text, comment);
     }
     let mut e = Elements::default();
     let names = [
@@ -905,6 +956,63 @@ pub fn port_elements(container: &str, published: &[Published]) -> Elements {
         }
     }
     e
+}
+
+/// The runs of consecutive values of `ports` (sorted ascending, no duplicates): index ranges
+/// into it, each the longest stretch where every port is the previous one plus one. A gap
+/// ends a run; a port alone is a run of one.
+pub fn port_runs(ports: impl IntoIterator<Item = u16>) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    let mut prev: Option<u16> = None;
+    let mut n = 0;
+    for (i, p) in ports.into_iter().enumerate() {
+        if let Some(q) = prev {
+            if q.checked_add(1) != Some(p) {
+                runs.push(start..i);
+                start = i;
+            }
+        }
+        prev = Some(p);
+        n = i + 1;
+    }
+    if n > start {
+        runs.push(start..n);
+    }
+    runs
+}
+
+/// The port part of a [`SET_RELAY6_TCP`] element's comment for a run of relays (one
+/// container's, consecutive host ports): the container port's key for a port alone
+/// (`80/tcp`, as the map elements name it), `30000-30999/tcp` when the container ports are
+/// consecutive too (a range published port by port), else the keys one by one, which the
+/// comment's 128-byte limit cuts (`80/tcp, 443/tcp`).
+fn run_comment(out: &mut String, run: &[crate::ports::LoopbackRelay]) {
+    let (Some(first), Some(last)) = (run.first(), run.last()) else {
+        return;
+    };
+    let first_port = first.target.port();
+    let consecutive = run.iter().enumerate().all(|(i, r)| {
+        u16::try_from(i)
+            .ok()
+            .and_then(|i| first_port.checked_add(i))
+            == Some(r.target.port())
+    });
+    if run.len() == 1 {
+        out.push_str(&first.key);
+    } else if consecutive {
+        let _ = write!(out, "{first_port}-{}/tcp", last.target.port());
+    } else {
+        for (i, r) in run.iter().enumerate() {
+            if out.len() > MAX_COMMENT {
+                break;
+            }
+            if i > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&r.key);
+        }
+    }
 }
 
 impl Elements {
@@ -1311,7 +1419,9 @@ pub fn owned_sets() -> impl Iterator<Item = SetChange> {
         add: Vec::new(),
     };
     let sets = SETS.iter().map(move |s| new(TABLE, s.0, s.1, None, s.2));
-    let maps = MAPS.iter().map(move |m| new(TABLE, m.0, m.1, m.2, false));
+    let maps = MAPS
+        .iter()
+        .map(move |m| new(TABLE, m.0, m.1, m.2, is_interval_port_set(m.0)));
     let guard = GUARD_SETS.iter().map(move |g| {
         let ty = g.1.strip_prefix("typeof ").unwrap_or(g.1);
         let ty = ty.strip_prefix("type ").unwrap_or(ty);
@@ -1541,11 +1651,11 @@ mod tests {
             .iter()
             .map(|(k, c)| (k.as_str(), c.as_str()))
             .collect();
+        // 8080 and 8081 are one run (both container ports are 80: named one by one).
         assert_eq!(
             relay,
             [
-                ("::1 . 8080", "container web 80/tcp"),
-                ("::1 . 8081", "container web 80/tcp"),
+                ("::1 . 8080-8081", "container web 80/tcp, 80/tcp"),
                 ("::1 . 8087", "container web 80/tcp"),
             ]
         );
@@ -1564,9 +1674,11 @@ mod tests {
         };
         let script = base_script(&with);
         assert!(script.contains(
-            "add rule inet berth output ip6 daddr . tcp dport @relay6_tcp redirect to :40123 "
+            "add rule inet berth output ip6 daddr . tcp dport @relay6_tcp_runs redirect to :40123 "
         ));
-        assert!(script.contains("add set inet berth relay6_tcp { type ipv6_addr . inet_service;"));
+        assert!(script.contains(
+            "add set inet berth relay6_tcp_runs { type ipv6_addr . inet_service; flags interval;"
+        ));
         let comments = static_rules(&with);
         assert!(comments.contains(&("output".to_string(), relay6_rule_comment(40123))));
         let other = FirewallConfig {
@@ -1577,7 +1689,22 @@ mod tests {
         let without = base_script(&FirewallConfig::default());
         assert!(!without.contains("redirect to"));
         // The set exists either way: elements can be diffed with or without the listener.
-        assert!(without.contains("add set inet berth relay6_tcp"));
+        assert!(without.contains("add set inet berth relay6_tcp_runs"));
+        // The per-port set of an earlier berthd is deleted after the flush of the chain whose
+        // rule read it, and created just before so that the delete finds it on a fresh table.
+        for script in [&script, &without] {
+            let at = |line: &str| {
+                script
+                    .lines()
+                    .position(|l| l.starts_with(line))
+                    .unwrap_or_else(|| panic!("no {line} in\n{script}"))
+            };
+            let create = at("add set inet berth relay6_tcp {");
+            let flush = at("flush chain inet berth output");
+            let delete = at("delete set inet berth relay6_tcp");
+            assert!(create < flush && flush < delete, "{script}");
+            assert_eq!(script.matches("delete set").count(), 1);
+        }
     }
 
     /// `port_elements` writes each element and comment in place; what it yields is exactly
@@ -1612,14 +1739,40 @@ mod tests {
                     format!("container {container} {}", p.key()),
                 );
             }
+            // The runs, built the plain way: a run grows while the next port follows on.
+            let mut runs: Vec<Vec<crate::ports::LoopbackRelay>> = Vec::new();
             for r in crate::ports::loopback6_relays(published) {
-                if r.proto == Proto::Tcp {
-                    e.insert(
-                        SET_RELAY6_TCP,
-                        format!("::1 . {}", r.host_port),
-                        format!("container {container} {}", r.key),
-                    );
+                if r.proto != Proto::Tcp {
+                    continue;
                 }
+                match runs.last_mut() {
+                    Some(run) if run.last().unwrap().host_port + 1 == r.host_port => run.push(r),
+                    _ => runs.push(vec![r]),
+                }
+            }
+            for run in runs {
+                let (a, b) = (&run[0], run.last().unwrap());
+                let key = if a.host_port == b.host_port {
+                    format!("::1 . {}", a.host_port)
+                } else {
+                    format!("::1 . {}-{}", a.host_port, b.host_port)
+                };
+                let ports = if run.len() == 1 {
+                    a.key.clone()
+                } else if (0..run.len()).all(|i| run[i].target.port() == a.target.port() + i as u16)
+                {
+                    format!("{}-{}/tcp", a.target.port(), b.target.port())
+                } else {
+                    run.iter()
+                        .map(|r| r.key.clone())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                e.insert(
+                    SET_RELAY6_TCP,
+                    key,
+                    format!("container {container} {ports}"),
+                );
             }
             e
         };
@@ -1658,6 +1811,95 @@ mod tests {
             .map(|p| port("0.0.0.0", p, "10.1.0.2", p, Proto::Tcp))
             .collect();
         assert_eq!(port_elements("range", &range), reference("range", &range));
+        // A range with its container ports elsewhere, and two runs with a gap between them.
+        let shifted: Vec<Published> = (30000..30010)
+            .chain(30020..30030)
+            .map(|p| port("0.0.0.0", p, "10.1.0.2", p - 29000, Proto::Tcp))
+            .collect();
+        assert_eq!(
+            port_elements("shifted", &shifted),
+            reference("shifted", &shifted)
+        );
+    }
+
+    /// A run is consecutive ports: a gap splits it, a port alone stays a run of one, and the
+    /// top port ends a run without overflowing.
+    #[test]
+    fn port_runs_split_at_gaps() {
+        let runs = |ports: &[u16]| port_runs(ports.iter().copied());
+        assert_eq!(runs(&[]), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(runs(&[80]), [0..1]);
+        assert_eq!(runs(&[80, 81, 82]), [0..3]);
+        assert_eq!(runs(&[80, 82]), [0..1, 1..2]);
+        assert_eq!(runs(&[80, 81, 90, 91, 92, 100]), [0..2, 2..5, 5..6]);
+        assert_eq!(runs(&[65534, 65535]), [0..2]);
+        assert_eq!(runs(&[0, 65535]), [0..1, 1..2]);
+    }
+
+    /// The `[::1]` relay set holds one interval element per run of one container's ports: a
+    /// 1,000-port range is ONE element, a gap splits it, a port alone is a one-port element,
+    /// UDP ports are not in it, and adjacent ports of two containers stay two elements, each
+    /// with its owner's comment, so removing one container removes exactly its own.
+    #[test]
+    fn relay6_elements_are_runs_owned_by_one_container() {
+        use crate::ports::{Proto, Published};
+        let port = |hp: u16, cp: u16, proto: Proto| Published {
+            proto,
+            host_ip: "0.0.0.0".parse().unwrap(),
+            host_port: hp,
+            container_ip: "10.1.0.2".parse().unwrap(),
+            container_port: cp,
+        };
+        let relay = |e: &Elements| -> Vec<(String, String)> {
+            e.0.get(SET_RELAY6_TCP)
+                .into_iter()
+                .flatten()
+                .map(|(k, c)| (k.clone(), c.clone()))
+                .collect()
+        };
+        let range: Vec<Published> = (30000..31000)
+            .map(|p| port(p, p, Proto::Tcp))
+            .chain((30000..31000).map(|p| port(p, p, Proto::Udp)))
+            .chain([port(8080, 80, Proto::Tcp), port(31002, 22, Proto::Tcp)])
+            .collect();
+        let a = port_elements("a", &range);
+        assert_eq!(
+            relay(&a),
+            [
+                (
+                    "::1 . 30000-30999".to_string(),
+                    "container a 30000-30999/tcp".to_string()
+                ),
+                ("::1 . 31002".to_string(), "container a 22/tcp".to_string()),
+                ("::1 . 8080".to_string(), "container a 80/tcp".to_string()),
+            ]
+        );
+        // The map elements stay one per port and protocol.
+        assert_eq!(a.0[MAP_PUBLISH4_ANY].len(), 2002);
+        // Container b takes 31000-31001, right after a's run and right before a's 31002.
+        let b = port_elements(
+            "b",
+            &[port(31000, 80, Proto::Tcp), port(31001, 81, Proto::Tcp)],
+        );
+        assert_eq!(
+            relay(&b),
+            [(
+                "::1 . 31000-31001".to_string(),
+                "container b 80-81/tcp".to_string()
+            )]
+        );
+        let mut both = a.clone();
+        both.extend(&b);
+        assert_eq!(both.0[SET_RELAY6_TCP].len(), 4, "no run across owners");
+        // Removing b (what the daemon diffs at its removal) deletes exactly b's element.
+        let (current, desired) = delta(&both, &b, &Elements::default());
+        let changes = diff_changes(&current, &desired);
+        let relay_change: Vec<&SetChange> =
+            changes.iter().filter(|c| c.set == SET_RELAY6_TCP).collect();
+        assert_eq!(relay_change.len(), 1);
+        assert!(relay_change[0].interval);
+        assert_eq!(relay_change[0].delete, ["::1 . 31000-31001"]);
+        assert!(relay_change[0].add.is_empty());
     }
 
     #[test]
