@@ -1155,7 +1155,24 @@ fn web_elements(nd: &str) -> berth_plan::firewall::Elements {
         {"proto": "sctp", "host_ip": "fd00::1", "host_port": 9, "container_ip": "fd00::2", "container_port": 9}
     ]))
     .expect("published");
+    // A range (one `relay6_tcp_runs` element `::1 . 30000-30009`, KEY and KEY_END over
+    // netlink) and a port alone right after its gap.
+    let mut published = published;
+    for port in (30000..30010).chain([30011]) {
+        published.push(berth_plan::ports::Published {
+            proto: berth_plan::ports::Proto::Tcp,
+            host_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            host_port: port,
+            container_ip: std::net::Ipv4Addr::new(10, 1, 0, 2).into(),
+            container_port: port,
+        });
+    }
     let mut want = fw::port_elements("web \"quoted\"", &published);
+    let relay = want.0.get(fw::SET_RELAY6_TCP).expect("relay runs");
+    assert!(
+        relay.contains_key("::1 . 30000-30009") && relay.contains_key("::1 . 30011"),
+        "{relay:?}"
+    );
     let c = "container web on network n";
     want.insert(fw::SET_GUARDED, "\"ve-web1\"".into(), c.into());
     want.insert(
