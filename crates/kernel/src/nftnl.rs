@@ -1340,7 +1340,7 @@ mod tests {
     #[test]
     fn a_run_is_one_element_with_its_first_and_last_key() {
         let runs = berth_plan::firewall::owned_sets()
-            .find(|s| s.set == berth_plan::firewall::SET_RELAY6_TCP)
+            .find(|s| s.set == berth_plan::firewall::SET_RELAY6_TCP_RUNS)
             .expect("relay set");
         assert!(runs.interval);
         let one_key: &[u8] = b"\x18\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x1f\x90\x00\x00";

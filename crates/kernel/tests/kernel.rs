@@ -548,46 +548,6 @@ async fn nft_apply_and_list_round_trip() {
     assert!(ruleset.to_string().contains("\"berth\""));
 }
 
-/// A table an earlier berthd wrote (the `[::1]` relay's ports in set `relay6_tcp`, one
-/// element per port, without `flags interval`, read by the `output` redirect) takes the base
-/// script of this one: the old set is deleted in the same transaction that flushes the rule
-/// reading it, the runs' set exists, and the script applies again unchanged (a fresh table
-/// takes it too, above).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn base_script_replaces_the_per_port_relay_set() {
-    use berth_plan::firewall::{self as fw, FirewallConfig};
-    require_root!();
-    if nft::check_available().is_err() {
-        eprintln!("skipped: nft not installed");
-        return;
-    }
-    let h = TestNs::new("up");
-    nft::apply(
-        Some(&h.path),
-        "add table inet berth
-add set inet berth relay6_tcp { type ipv6_addr . inet_service; comment \"TCP ports whose [::1] connections berthd relays\"; }
-add chain inet berth output { type nat hook output priority -100; policy accept; }
-add rule inet berth output ip6 daddr . tcp dport @relay6_tcp redirect to :40123 comment \"the host's [::1] connections to published TCP ports: berthd's relay on [::1]:40123\"
-add element inet berth relay6_tcp { ::1 . 8080 comment \"container web 80/tcp\" }
-",
-    )
-    .expect("an earlier berthd's table");
-    let cfg = FirewallConfig {
-        relay6_port: 40123,
-        ..FirewallConfig::default()
-    };
-    for _ in 0..2 {
-        nft::apply(Some(&h.path), &fw::base_script(&cfg)).expect("base");
-        let text = nft::list_table_json(Some(&h.path), "inet", "berth")
-            .expect("list")
-            .expect("table")
-            .to_string();
-        assert!(!text.contains("\"relay6_tcp\""), "{text}");
-        assert!(text.contains("\"relay6_tcp_runs\""), "{text}");
-        assert!(text.contains("\"interval\""), "{text}");
-    }
-}
-
 /// Element changes sent over netlink by berth itself read back from `nft -j` exactly as
 /// planned (keys, map values and comments of every per-container set and map), a removal
 /// leaves the rest, and a failing batch applies nothing.
@@ -1195,10 +1155,10 @@ fn web_elements(nd: &str) -> berth_plan::firewall::Elements {
         {"proto": "sctp", "host_ip": "fd00::1", "host_port": 9, "container_ip": "fd00::2", "container_port": 9}
     ]))
     .expect("published");
-    // A range (one `relay6_tcp_runs` element `::1 . 30000-30009`, KEY and KEY_END over
+    // A range (one `relay6_tcp_runs` element `::1 . 30000-30039`, KEY and KEY_END over
     // netlink) and a port alone right after its gap.
     let mut published = published;
-    for port in (30000..30010).chain([30011]) {
+    for port in (30000..30040).chain([30041]) {
         published.push(berth_plan::ports::Published {
             proto: berth_plan::ports::Proto::Tcp,
             host_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
@@ -1208,11 +1168,10 @@ fn web_elements(nd: &str) -> berth_plan::firewall::Elements {
         });
     }
     let mut want = fw::port_elements("web \"quoted\"", &published);
-    let relay = want.0.get(fw::SET_RELAY6_TCP).expect("relay runs");
-    assert!(
-        relay.contains_key("::1 . 30000-30009") && relay.contains_key("::1 . 30011"),
-        "{relay:?}"
-    );
+    let runs = want.0.get(fw::SET_RELAY6_TCP_RUNS).expect("relay runs");
+    assert!(runs.contains_key("::1 . 30000-30039"), "{runs:?}");
+    let singles = want.0.get(fw::SET_RELAY6_TCP).expect("relay ports");
+    assert!(singles.contains_key("::1 . 30041"), "{singles:?}");
     let c = "container web on network n";
     want.insert(fw::SET_GUARDED, "\"ve-web1\"".into(), c.into());
     want.insert(

@@ -72,9 +72,11 @@
 //! -100: the host's own connections, IPv4 loopback included), each guarded by `fib daddr type
 //! local`. `::1` is never DNATed (IPv6 has no `route_localnet`: a `::1` packet cannot leave
 //! `lo`); berthd answers `[::1]:PORT` itself with a relay (see `ports::loopback6_relays`): for
-//! TCP, one more `output` rule redirects the host's `[::1]` connections to the ports in set
-//! `relay6_tcp` (`::1 . PORT`, one element per relayed port, owned by its container like the
-//! map elements) to berthd's one listener on `[::1]:R` ([`FirewallConfig::relay6_port`]).
+//! TCP, two more `output` rules redirect the host's `[::1]` connections to the ports in set
+//! `relay6_tcp` (`::1 . PORT`, one element per relayed port) and in set `relay6_tcp_runs`
+//! (`::1 . FIRST-LAST`, one interval element per run of 32 or more consecutive ports), both
+//! owned by their container like the map elements, to berthd's one listener on `[::1]:R`
+//! ([`FirewallConfig::relay6_port`]).
 //! `prerouting` never translates loopback destinations; `prerouting_raw` (`filter`, priority
 //! `raw`) drops any packet for 127.0.0.0/8 or ::1 that did not come from `lo` — Docker's
 //! moby#45610, where a LAN neighbour reached `127.0.0.1`-published ports by sending to the host's
@@ -149,31 +151,31 @@ pub const MAP_PUBLISH4_ANY: &str = "publish4_any";
 pub const MAP_PUBLISH6: &str = "publish6";
 /// Ports published on every IPv6 address of the host.
 pub const MAP_PUBLISH6_ANY: &str = "publish6_any";
-/// TCP host ports whose `[::1]` connections go to berthd's one relay listener, as runs of
-/// ports `::1 . FIRST-LAST` (or `::1 . PORT` for a port alone; `ipv6_addr . inet_service`,
-/// `flags interval`): the ports published on `::1` or on every address (see
-/// `ports::loopback6_relays`), one element per run of consecutive ports of ONE container
-/// ([`port_elements`]), so a 1,000-port range is one element. The kernel keeps a
-/// concatenation with ranges in its pipapo backend, whose insert and delete do not walk the
-/// other elements (a set keyed by a port alone would get the bitmap backend, which does).
-pub const SET_RELAY6_TCP: &str = "relay6_tcp_runs";
-
-/// The name the [`SET_RELAY6_TCP`] set had before it held runs (one element per port, no
-/// `flags interval`). A set's flags cannot change in place (`add set` with other flags fails
-/// with EEXIST), so the runs live in a set of another name, and [`base_script`] deletes this
-/// one once the chain that referenced it is flushed (creating it first when missing, so the
-/// same script works on a fresh table and on one an earlier berthd wrote).
-pub const LEGACY_SET_RELAY6_TCP: &str = "relay6_tcp";
-/// The legacy set's type and comment, exactly as an earlier berthd created it: `add set` of
-/// the same type is a no-op on it.
-const LEGACY_RELAY6_DECL: &str =
-    "type ipv6_addr . inet_service; comment \"TCP ports whose [::1] connections berthd relays\";";
+/// TCP host ports whose `[::1]` connections go to berthd's one relay listener, one element
+/// `::1 . PORT` per port (`ipv6_addr . inet_service`): the ports published on `::1` or on
+/// every address (see `ports::loopback6_relays`) that are not part of a long run (those are in
+/// [`SET_RELAY6_TCP_RUNS`]). The address is in the key on purpose: a set keyed by a port alone
+/// gets the kernel's bitmap backend, which finds an element by walking a list of all of them
+/// (an insert or delete costs O(elements) with 10,000 ports published).
+pub const SET_RELAY6_TCP: &str = "relay6_tcp";
+/// The same for runs of at least [`MIN_RELAY6_RUN`] consecutive ports of ONE container, one
+/// element per run (`::1 . 30000-30999`; `flags interval`: the kernel's pipapo backend for a
+/// concatenation with ranges), so a 1,000-port range is one element. Not used for every port:
+/// a pipapo transaction has a fixed cost of its own (it rebuilds its lookup tables; bare,
+/// 2026-12-01: one element added 0.18 ms, deleted 0.40 ms, against 0.05 / 0.07 ms in the hash
+/// set), which a port alone would pay at every publish and removal.
+pub const SET_RELAY6_TCP_RUNS: &str = "relay6_tcp_runs";
+/// The shortest run of one container's consecutive relayed TCP ports that is one element of
+/// [`SET_RELAY6_TCP_RUNS`] rather than one element per port in [`SET_RELAY6_TCP`] (the same
+/// length from which a publish asks the kernel for the bound ports of a run,
+/// `ports::MIN_PROBE_RUN`): 32 hash elements cost about what one pipapo transaction does.
+pub const MIN_RELAY6_RUN: usize = crate::ports::MIN_PROBE_RUN as usize;
 
 /// Every map (and set) the published ports own: name, key type, value type (`None`: a plain
 /// set), comment. Their elements belong to running containers (`port_elements`), not to
-/// networks; the daemon diffs them per container. Only [`SET_RELAY6_TCP`] holds intervals
-/// ([`is_interval_port_set`]).
-pub const MAPS: [(&str, &str, Option<&str>, &str); 5] = [
+/// networks; the daemon diffs them per container. Only [`SET_RELAY6_TCP_RUNS`] holds
+/// intervals ([`is_interval_port_set`]).
+pub const MAPS: [(&str, &str, Option<&str>, &str); 6] = [
     (
         MAP_PUBLISH4,
         "ipv4_addr . inet_proto . inet_service",
@@ -202,14 +204,20 @@ pub const MAPS: [(&str, &str, Option<&str>, &str); 5] = [
         SET_RELAY6_TCP,
         "ipv6_addr . inet_service",
         None,
+        "TCP ports whose [::1] connections berthd relays",
+    ),
+    (
+        SET_RELAY6_TCP_RUNS,
+        "ipv6_addr . inet_service",
+        None,
         "runs of TCP ports whose [::1] connections berthd relays",
     ),
 ];
 
 /// Whether `name`, one of [`MAPS`], holds intervals (`flags interval`): the runs of
-/// [`SET_RELAY6_TCP`].
+/// [`SET_RELAY6_TCP_RUNS`].
 pub fn is_interval_port_set(name: &str) -> bool {
-    name == SET_RELAY6_TCP
+    name == SET_RELAY6_TCP_RUNS
 }
 
 /// Every set berth owns: name, nft type, whether it holds intervals, comment.
@@ -409,11 +417,13 @@ pub struct FirewallConfig {
 /// The comment of the `[::1]` redirect rule: it names the port, so a rule left by an earlier
 /// berthd whose listener had another port does not match ([`static_rules_match`] compares
 /// comments) and is rewritten.
-///
-/// It also differs from the comment of an earlier berthd's rule, which read the per-port set
-/// [`LEGACY_SET_RELAY6_TCP`]: such a rule is rewritten (and that set deleted) at the first
-/// start of this one.
 pub fn relay6_rule_comment(port: u16) -> String {
+    format!("the host's [::1] connections to published TCP ports: berthd's relay on [::1]:{port}")
+}
+
+/// The comment of the `[::1]` redirect rule for the runs ([`SET_RELAY6_TCP_RUNS`]), naming the
+/// port like [`relay6_rule_comment`].
+pub fn relay6_runs_rule_comment(port: u16) -> String {
     format!(
         "the host's [::1] connections to published TCP port runs: berthd's relay on [::1]:{port}"
     )
@@ -491,12 +501,6 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
             }
         };
     }
-    // Created if missing only so that the `delete set` below, after the flush of chain
-    // `output` (whose redirect rule an earlier berthd pointed at it), finds it either way.
-    let _ = writeln!(
-        s,
-        "add set {t} {LEGACY_SET_RELAY6_TCP} {{ {LEGACY_RELAY6_DECL} }}"
-    );
     let _ = writeln!(
         s,
         "add chain {t} forward {{ type filter hook forward priority filter; policy accept; }}"
@@ -532,7 +536,6 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
     ] {
         let _ = writeln!(s, "flush chain {t} {chain}");
     }
-    let _ = writeln!(s, "delete set {t} {LEGACY_SET_RELAY6_TCP}");
 
     let mut rule = |chain: &str, body: &str, comment: &str| {
         let _ = writeln!(s, "add rule {t} {chain} {body} comment {}", quote(comment));
@@ -667,6 +670,14 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
                 cfg.relay6_port
             ),
             &relay6_rule_comment(cfg.relay6_port),
+        );
+        rule(
+            "output",
+            &format!(
+                "ip6 daddr . tcp dport @{SET_RELAY6_TCP_RUNS} redirect to :{}",
+                cfg.relay6_port
+            ),
+            &relay6_runs_rule_comment(cfg.relay6_port),
         );
     }
     rule(
@@ -869,9 +880,12 @@ pub fn desired_elements(networks: &[NetworkSpec]) -> Elements {
     e
 }
 
-/// The map elements of one container's published ports, and the [`SET_RELAY6_TCP`] elements
-/// of its TCP ports reachable through `[::1]` (berthd's relay); each comment names the
-/// container and the port (`container web 80/tcp`). A map element's text is `key : value`.
+/// The map elements of one container's published ports, and the [`SET_RELAY6_TCP`] and
+/// [`SET_RELAY6_TCP_RUNS`] elements of its TCP ports reachable through `[::1]` (berthd's
+/// relay: a run of [`MIN_RELAY6_RUN`] or more consecutive ports is one element of the latter,
+/// any other port one element of the former); each comment names the container and the port
+/// (`container web 80/tcp`, a run `container web 30000-30999/tcp`). A map element's text is
+/// `key : value`.
 ///
 /// One string per element and per comment, written in place, and each map's elements
 /// collected apart before they join `Elements`: a 1,000-port range is 1,000 elements on every
@@ -923,23 +937,35 @@ pub fn port_elements(container: &str, published: &[Published]) -> Elements {
         .filter(|r| r.proto == crate::ports::Proto::Tcp)
         .collect();
     let mut relay6 = BTreeMap::new();
+    let mut relay6_runs = BTreeMap::new();
     for run in port_runs(relays.iter().map(|r| r.host_port)) {
         let run_relays = &relays[run.clone()];
         let (Some(first), Some(last)) = (run_relays.first(), run_relays.last()) else {
             continue;
         };
+        if run_relays.len() < MIN_RELAY6_RUN {
+            // Short runs and ports alone: one hash element per port.
+            for r in run_relays {
+                let mut comment = String::with_capacity(prefix.len() + 10);
+                comment.push_str(&prefix);
+                comment.push_str(&r.key);
+                if !prefix_clean || comment.len() > MAX_COMMENT {
+                    comment = comment_text(&comment);
+                }
+                relay6.insert(format!("::1 . {}", r.host_port), comment);
+            }
+            continue;
+        }
         let mut comment = String::with_capacity(prefix.len() + 16);
         comment.push_str(&prefix);
         run_comment(&mut comment, run_relays);
         if !prefix_clean || comment.len() > MAX_COMMENT {
             comment = comment_text(&comment);
         }
-        let text = if first.host_port == last.host_port {
-            format!("::1 . {}", first.host_port)
-        } else {
-            format!("::1 . {}-{}", first.host_port, last.host_port)
-        };
-        relay6.insert(text, comment);
+        relay6_runs.insert(
+            format!("::1 . {}-{}", first.host_port, last.host_port),
+            comment,
+        );
     }
     let mut e = Elements::default();
     let names = [
@@ -948,9 +974,10 @@ pub fn port_elements(container: &str, published: &[Published]) -> Elements {
         MAP_PUBLISH6,
         MAP_PUBLISH6_ANY,
         SET_RELAY6_TCP,
+        SET_RELAY6_TCP_RUNS,
     ];
     let [m0, m1, m2, m3] = maps;
-    for (name, map) in names.into_iter().zip([m0, m1, m2, m3, relay6]) {
+    for (name, map) in names.into_iter().zip([m0, m1, m2, m3, relay6, relay6_runs]) {
         if !map.is_empty() {
             e.0.insert(name.to_string(), map);
         }
@@ -982,7 +1009,7 @@ pub fn port_runs(ports: impl IntoIterator<Item = u16>) -> Vec<std::ops::Range<us
     runs
 }
 
-/// The port part of a [`SET_RELAY6_TCP`] element's comment for a run of relays (one
+/// The port part of a [`SET_RELAY6_TCP_RUNS`] element's comment for a run of relays (one
 /// container's, consecutive host ports): the container port's key for a port alone
 /// (`80/tcp`, as the map elements name it), `30000-30999/tcp` when the container ports are
 /// consecutive too (a range published port by port), else the keys one by one, which the
@@ -1651,14 +1678,15 @@ mod tests {
             .iter()
             .map(|(k, c)| (k.as_str(), c.as_str()))
             .collect();
-        // 8080 and 8081 are one run (both container ports are 80: named one by one).
         assert_eq!(
             relay,
             [
-                ("::1 . 8080-8081", "container web 80/tcp, 80/tcp"),
+                ("::1 . 8080", "container web 80/tcp"),
+                ("::1 . 8081", "container web 80/tcp"),
                 ("::1 . 8087", "container web 80/tcp"),
             ]
         );
+        assert!(!e.0.contains_key(SET_RELAY6_TCP_RUNS), "no run of 32 ports");
         // Without a TCP port on `::1` or every address, the set is not mentioned at all.
         let none = port_elements("web", &[port("127.0.0.1", 8085, Proto::Tcp)]);
         assert!(!none.0.contains_key(SET_RELAY6_TCP));
@@ -1674,13 +1702,18 @@ mod tests {
         };
         let script = base_script(&with);
         assert!(script.contains(
+            "add rule inet berth output ip6 daddr . tcp dport @relay6_tcp redirect to :40123 "
+        ));
+        assert!(script.contains(
             "add rule inet berth output ip6 daddr . tcp dport @relay6_tcp_runs redirect to :40123 "
         ));
+        assert!(script.contains("add set inet berth relay6_tcp { type ipv6_addr . inet_service;"));
         assert!(script.contains(
             "add set inet berth relay6_tcp_runs { type ipv6_addr . inet_service; flags interval;"
         ));
         let comments = static_rules(&with);
         assert!(comments.contains(&("output".to_string(), relay6_rule_comment(40123))));
+        assert!(comments.contains(&("output".to_string(), relay6_runs_rule_comment(40123))));
         let other = FirewallConfig {
             relay6_port: 40124,
             ..FirewallConfig::default()
@@ -1688,23 +1721,9 @@ mod tests {
         assert_ne!(static_rules(&with), static_rules(&other));
         let without = base_script(&FirewallConfig::default());
         assert!(!without.contains("redirect to"));
-        // The set exists either way: elements can be diffed with or without the listener.
-        assert!(without.contains("add set inet berth relay6_tcp_runs"));
-        // The per-port set of an earlier berthd is deleted after the flush of the chain whose
-        // rule read it, and created just before so that the delete finds it on a fresh table.
-        for script in [&script, &without] {
-            let at = |line: &str| {
-                script
-                    .lines()
-                    .position(|l| l.starts_with(line))
-                    .unwrap_or_else(|| panic!("no {line} in\n{script}"))
-            };
-            let create = at("add set inet berth relay6_tcp {");
-            let flush = at("flush chain inet berth output");
-            let delete = at("delete set inet berth relay6_tcp");
-            assert!(create < flush && flush < delete, "{script}");
-            assert_eq!(script.matches("delete set").count(), 1);
-        }
+        // The sets exist either way: elements can be diffed with or without the listener.
+        assert!(without.contains("add set inet berth relay6_tcp "));
+        assert!(without.contains("add set inet berth relay6_tcp_runs "));
     }
 
     /// `port_elements` writes each element and comment in place; what it yields is exactly
@@ -1752,24 +1771,28 @@ mod tests {
             }
             for run in runs {
                 let (a, b) = (&run[0], run.last().unwrap());
-                let key = if a.host_port == b.host_port {
-                    format!("::1 . {}", a.host_port)
-                } else {
-                    format!("::1 . {}-{}", a.host_port, b.host_port)
-                };
-                let ports = if run.len() == 1 {
-                    a.key.clone()
-                } else if (0..run.len()).all(|i| run[i].target.port() == a.target.port() + i as u16)
-                {
-                    format!("{}-{}/tcp", a.target.port(), b.target.port())
-                } else {
-                    run.iter()
-                        .map(|r| r.key.clone())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
+                if run.len() < 32 {
+                    for r in &run {
+                        e.insert(
+                            SET_RELAY6_TCP,
+                            format!("::1 . {}", r.host_port),
+                            format!("container {container} {}", r.key),
+                        );
+                    }
+                    continue;
+                }
+                let key = format!("::1 . {}-{}", a.host_port, b.host_port);
+                let ports =
+                    if (0..run.len()).all(|i| run[i].target.port() == a.target.port() + i as u16) {
+                        format!("{}-{}/tcp", a.target.port(), b.target.port())
+                    } else {
+                        run.iter()
+                            .map(|r| r.key.clone())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
                 e.insert(
-                    SET_RELAY6_TCP,
+                    SET_RELAY6_TCP_RUNS,
                     key,
                     format!("container {container} {ports}"),
                 );
@@ -1811,9 +1834,10 @@ mod tests {
             .map(|p| port("0.0.0.0", p, "10.1.0.2", p, Proto::Tcp))
             .collect();
         assert_eq!(port_elements("range", &range), reference("range", &range));
-        // A range with its container ports elsewhere, and two runs with a gap between them.
-        let shifted: Vec<Published> = (30000..30010)
-            .chain(30020..30030)
+        // A range with its container ports elsewhere, and two runs with a gap between them, one
+        // too short to be a run element.
+        let shifted: Vec<Published> = (30000..30040)
+            .chain(30050..30060)
             .map(|p| port("0.0.0.0", p, "10.1.0.2", p - 29000, Proto::Tcp))
             .collect();
         assert_eq!(
@@ -1836,10 +1860,11 @@ mod tests {
         assert_eq!(runs(&[0, 65535]), [0..1, 1..2]);
     }
 
-    /// The `[::1]` relay set holds one interval element per run of one container's ports: a
-    /// 1,000-port range is ONE element, a gap splits it, a port alone is a one-port element,
-    /// UDP ports are not in it, and adjacent ports of two containers stay two elements, each
-    /// with its owner's comment, so removing one container removes exactly its own.
+    /// The `[::1]` relay's runs: a run of at least 32 consecutive ports of one container is ONE
+    /// interval element of `relay6_tcp_runs` (a 1,000-port range), a gap splits runs, shorter
+    /// runs and ports alone stay one hash element per port in `relay6_tcp`, UDP ports are in
+    /// neither, and adjacent runs of two containers stay two elements, each with its owner's
+    /// comment, so removing one container removes exactly its own.
     #[test]
     fn relay6_elements_are_runs_owned_by_one_container() {
         use crate::ports::{Proto, Published};
@@ -1850,55 +1875,56 @@ mod tests {
             container_ip: "10.1.0.2".parse().unwrap(),
             container_port: cp,
         };
-        let relay = |e: &Elements| -> Vec<(String, String)> {
-            e.0.get(SET_RELAY6_TCP)
+        let set = |e: &Elements, name: &str| -> Vec<(String, String)> {
+            e.0.get(name)
                 .into_iter()
                 .flatten()
                 .map(|(k, c)| (k.clone(), c.clone()))
                 .collect()
         };
+        let pair = |k: &str, c: &str| (k.to_string(), c.to_string());
         let range: Vec<Published> = (30000..31000)
             .map(|p| port(p, p, Proto::Tcp))
             .chain((30000..31000).map(|p| port(p, p, Proto::Udp)))
             .chain([port(8080, 80, Proto::Tcp), port(31002, 22, Proto::Tcp)])
+            .chain((40000..40031).map(|p| port(p, p, Proto::Tcp)))
             .collect();
         let a = port_elements("a", &range);
         assert_eq!(
-            relay(&a),
-            [
-                (
-                    "::1 . 30000-30999".to_string(),
-                    "container a 30000-30999/tcp".to_string()
-                ),
-                ("::1 . 31002".to_string(), "container a 22/tcp".to_string()),
-                ("::1 . 8080".to_string(), "container a 80/tcp".to_string()),
-            ]
+            set(&a, SET_RELAY6_TCP_RUNS),
+            [pair("::1 . 30000-30999", "container a 30000-30999/tcp")]
         );
+        let singles = set(&a, SET_RELAY6_TCP);
+        assert_eq!(singles.len(), 2 + 31, "8080, 31002 and a run of 31");
+        assert!(singles.contains(&pair("::1 . 31002", "container a 22/tcp")));
+        assert!(singles.contains(&pair("::1 . 40030", "container a 40030/tcp")));
         // The map elements stay one per port and protocol.
-        assert_eq!(a.0[MAP_PUBLISH4_ANY].len(), 2002);
-        // Container b takes 31000-31001, right after a's run and right before a's 31002.
+        assert_eq!(a.0[MAP_PUBLISH4_ANY].len(), 2033);
+        // Container b's run ends right before a's (29968-29999): two elements, two owners.
         let b = port_elements(
             "b",
-            &[port(31000, 80, Proto::Tcp), port(31001, 81, Proto::Tcp)],
+            &(29968..30000)
+                .map(|p| port(p, p - 29900, Proto::Tcp))
+                .collect::<Vec<_>>(),
         );
         assert_eq!(
-            relay(&b),
-            [(
-                "::1 . 31000-31001".to_string(),
-                "container b 80-81/tcp".to_string()
-            )]
+            set(&b, SET_RELAY6_TCP_RUNS),
+            [pair("::1 . 29968-29999", "container b 68-99/tcp")]
         );
+        assert!(!b.0.contains_key(SET_RELAY6_TCP));
         let mut both = a.clone();
         both.extend(&b);
-        assert_eq!(both.0[SET_RELAY6_TCP].len(), 4, "no run across owners");
+        assert_eq!(both.0[SET_RELAY6_TCP_RUNS].len(), 2, "no run across owners");
         // Removing b (what the daemon diffs at its removal) deletes exactly b's element.
         let (current, desired) = delta(&both, &b, &Elements::default());
         let changes = diff_changes(&current, &desired);
-        let relay_change: Vec<&SetChange> =
-            changes.iter().filter(|c| c.set == SET_RELAY6_TCP).collect();
+        let relay_change: Vec<&SetChange> = changes
+            .iter()
+            .filter(|c| c.set == SET_RELAY6_TCP_RUNS || c.set == SET_RELAY6_TCP)
+            .collect();
         assert_eq!(relay_change.len(), 1);
         assert!(relay_change[0].interval);
-        assert_eq!(relay_change[0].delete, ["::1 . 31000-31001"]);
+        assert_eq!(relay_change[0].delete, ["::1 . 29968-29999"]);
         assert!(relay_change[0].add.is_empty());
     }
 
