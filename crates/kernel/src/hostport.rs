@@ -197,13 +197,7 @@ fn dump(request: &[u8], answer: u16) -> std::io::Result<Vec<u16>> {
 /// comparison jumps just past the end, which rejects).
 pub(crate) fn dump_request(family: u8, ipproto: u8, first: u16, last: u16) -> Vec<u8> {
     let bc = port_filter(first, last);
-    let len = 16 + REQ_LEN + 4 + bc.len();
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&(len as u32).to_ne_bytes());
-    m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    m.extend_from_slice(&1u32.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
+    let mut m = dump_header(SOCK_DIAG_BY_FAMILY, REQ_LEN + 4 + bc.len());
     // inet_diag_req_v2: sdiag_family, sdiag_protocol, idiag_ext, pad, idiag_states, then a
     // zeroed `inet_diag_sockid` (48 bytes).
     m.extend_from_slice(&[family, ipproto, 0, 0]);
@@ -212,6 +206,18 @@ pub(crate) fn dump_request(family: u8, ipproto: u8, first: u16, last: u16) -> Ve
     m.extend_from_slice(&((4 + bc.len()) as u16).to_ne_bytes());
     m.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
     m.extend_from_slice(&bc);
+    m
+}
+
+/// A dump request's `nlmsghdr` of type `ty` (sequence 1), for a payload of `payload` bytes.
+fn dump_header(ty: u16, payload: usize) -> Vec<u8> {
+    let len = 16 + payload;
+    let mut m = Vec::with_capacity(len);
+    m.extend_from_slice(&(len as u32).to_ne_bytes());
+    m.extend_from_slice(&ty.to_ne_bytes());
+    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    m.extend_from_slice(&1u32.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
     m
 }
 
@@ -237,13 +243,7 @@ fn port_filter(first: u16, last: u16) -> Vec<u8> {
 /// dumps both (`AF_UNSPEC`); 0 says so.
 pub(crate) fn tcp_dump_request(first: u16, last: u16) -> Vec<u8> {
     let bc = port_filter(first, last);
-    let len = 16 + REQ_V1_LEN + 4 + bc.len();
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&(len as u32).to_ne_bytes());
-    m.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    m.extend_from_slice(&1u32.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
+    let mut m = dump_header(TCPDIAG_GETSOCK, REQ_V1_LEN + 4 + bc.len());
     m.extend_from_slice(&[0, 0, 0, 0]);
     m.extend_from_slice(&[0u8; 48]);
     m.extend_from_slice(&ALL_STATES.to_ne_bytes());

@@ -227,8 +227,9 @@ fn comment_tlv(comment: &str) -> Option<Vec<u8>> {
     Some(b)
 }
 
-/// `change` encoded, or `None` when it holds something berth does not encode (an interval
-/// set, an unknown type, a value that does not parse): the caller runs `nft` for it.
+/// `change` encoded, or `None` when it holds something berth does not encode (a one-field
+/// interval set, a prefix, an unknown type, a value that does not parse): the caller runs
+/// `nft` for it.
 fn encode(change: &SetChange) -> Option<Encoded> {
     let family = match change.family {
         "inet" => NFPROTO_INET,
@@ -240,52 +241,30 @@ fn encode(change: &SetChange) -> Option<Encoded> {
         Some(dt) => Some(kinds(dt)?),
         None => None,
     };
-    if change.interval {
-        // A concatenation (pipapo) without data: every element carries its own first and
-        // last key. nft sends the last key with every element it adds (a value alone too:
-        // first = last) and with a deleted one only when it differs from the first.
-        if key_kinds.len() < 2 || data_kinds.is_some() {
-            return None;
-        }
-        let elem = |text: &str, comment: Option<&str>| -> Option<Elem> {
+    // A concatenation with ranges (pipapo) and no data: every element carries its own first
+    // and last key. nft sends the last key with every element it adds (a value alone too:
+    // first = last) and with a deleted one only when it differs from the first.
+    let interval = change.interval;
+    if interval && (key_kinds.len() < 2 || data_kinds.is_some()) {
+        return None;
+    }
+    let elem = |text: &str, comment: Option<&str>| -> Option<Elem> {
+        let (key, key_end, data) = if interval {
             let (key, end) = interval_of(&key_kinds, text)?;
             let key_end = match comment {
                 Some(_) => Some(end),
                 None => (end != key).then_some(end),
             };
-            let comment = match comment {
-                Some(c) if !c.is_empty() => Some(comment_tlv(c)?),
-                _ => None,
-            };
-            Some(Elem {
-                key,
-                key_end,
-                data: None,
-                comment,
-            })
-        };
-        return Some(Encoded {
-            family,
-            table: change.table,
-            set: change.set,
-            delete: change
-                .delete
-                .iter()
-                .map(|k| elem(k, None))
-                .collect::<Option<_>>()?,
-            add: change
-                .add
-                .iter()
-                .map(|(k, c)| elem(k, Some(c)))
-                .collect::<Option<_>>()?,
-        });
-    }
-    let elem = |text: &str, comment: Option<&str>| -> Option<Elem> {
-        let (key, data) = match (&data_kinds, text.split_once(" : ")) {
-            (Some(dk), Some((k, v))) => (value_of(&key_kinds, k)?, Some(value_of(dk, v)?)),
-            (Some(_), None) if comment.is_none() => (value_of(&key_kinds, text)?, None),
-            (None, _) => (value_of(&key_kinds, text)?, None),
-            (Some(_), None) => return None,
+            (key, key_end, None)
+        } else {
+            match (&data_kinds, text.split_once(" : ")) {
+                (Some(dk), Some((k, v))) => {
+                    (value_of(&key_kinds, k)?, None, Some(value_of(dk, v)?))
+                }
+                (Some(_), None) if comment.is_none() => (value_of(&key_kinds, text)?, None, None),
+                (None, _) => (value_of(&key_kinds, text)?, None, None),
+                (Some(_), None) => return None,
+            }
         };
         let comment = match comment {
             Some(c) if !c.is_empty() => Some(comment_tlv(c)?),
@@ -293,7 +272,7 @@ fn encode(change: &SetChange) -> Option<Encoded> {
         };
         Some(Elem {
             key,
-            key_end: None,
+            key_end,
             data,
             comment,
         })
@@ -1224,6 +1203,14 @@ mod tests {
         }
     }
 
+    /// Element text → comment, as `elements_text` answers.
+    fn text_map(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
     /// Little-endian 32-bit words as `nft --debug=netlink` prints element data.
     fn words(b: &[u8]) -> String {
         b.chunks(4)
@@ -1392,13 +1379,10 @@ mod tests {
             },
         ];
         let got = elements_text(&runs, &dumped).expect("reads");
-        let want: std::collections::BTreeMap<String, String> = [
+        let want = text_map(&[
             ("::1 . 30000-30999", "container a 30000-30999/tcp"),
             ("::1 . 8080", "container b 80/tcp"),
-        ]
-        .into_iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
+        ]);
         assert_eq!(got, want);
     }
 
@@ -1574,15 +1558,12 @@ mod tests {
             el(&[0, 0, 0, 0], true, ""),
         ];
         let got = elements_text(&masq4, &dumped).expect("reads");
-        let want: std::collections::BTreeMap<String, String> = [
+        let want = text_map(&[
             ("224.0.0.0/3", "top"),
             ("172.17.0.0/16", "network bridge"),
             ("10.80.0.0/22", "network s0"),
             ("10.9.9.9", "one"),
-        ]
-        .into_iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
+        ]);
         assert_eq!(got, want);
 
         let hairpin4 = berth_plan::firewall::owned_sets()
