@@ -1850,14 +1850,19 @@ mod tests {
     /// top port ends a run without overflowing.
     #[test]
     fn port_runs_split_at_gaps() {
-        let runs = |ports: &[u16]| port_runs(ports.iter().copied());
-        assert_eq!(runs(&[]), Vec::<std::ops::Range<usize>>::new());
-        assert_eq!(runs(&[80]), [0..1]);
-        assert_eq!(runs(&[80, 81, 82]), [0..3]);
-        assert_eq!(runs(&[80, 82]), [0..1, 1..2]);
-        assert_eq!(runs(&[80, 81, 90, 91, 92, 100]), [0..2, 2..5, 5..6]);
-        assert_eq!(runs(&[65534, 65535]), [0..2]);
-        assert_eq!(runs(&[0, 65535]), [0..1, 1..2]);
+        let runs = |ports: &[u16]| -> Vec<(usize, usize)> {
+            port_runs(ports.iter().copied())
+                .into_iter()
+                .map(|r| (r.start, r.end))
+                .collect()
+        };
+        assert_eq!(runs(&[]), []);
+        assert_eq!(runs(&[80]), [(0, 1)]);
+        assert_eq!(runs(&[80, 81, 82]), [(0, 3)]);
+        assert_eq!(runs(&[80, 82]), [(0, 1), (1, 2)]);
+        assert_eq!(runs(&[80, 81, 90, 91, 92, 100]), [(0, 2), (2, 5), (5, 6)]);
+        assert_eq!(runs(&[65534, 65535]), [(0, 2)]);
+        assert_eq!(runs(&[0, 65535]), [(0, 1), (1, 2)]);
     }
 
     /// The `[::1]` relay's runs: a run of at least 32 consecutive ports of one container is ONE
