@@ -345,7 +345,7 @@ pub async fn publish(d: &Arc<Daemon>, c: &ContainerSpec) -> ApiResult<Option<Op>
     };
     let chosen = started.elapsed();
     // `[::1]`: berthd's own relays (TCP: index entries for its one listener, the redirect's
-    // `relay6_tcp` elements being part of the commit; UDP: a socket per port), opened on a
+    // `relay6_tcp`/`relay6_tcp_runs` elements being part of the commit; UDP: a socket per port), opened on a
     // blocking thread WHILE this one commits the map elements. A port published on `::1` that
     // cannot be relayed refuses the start (its map elements go again); a failed commit closes
     // the relays again.

@@ -11,13 +11,14 @@
 //! * **TCP: no socket per port.** berthd has ONE listener, on `[::1]:R` (that address only,
 //!   never a wildcard, in its own network namespace; R chosen at first start and kept in the
 //!   store, see [`Relays::listen`]). Chain `output` redirects the host's `[::1]` connections to
-//!   the ports of set `relay6_tcp` there (`redirect to :R`; the set's elements are published
-//!   with the container's map elements, in the same transaction), and the listener reads the
+//!   the ports of sets `relay6_tcp` and `relay6_tcp_runs` there (`redirect to :R`; their
+//!   elements, one per port or one per run of 32+ consecutive ports of one container, are
+//!   published with the container's map elements, in the same transaction), and the listener reads the
 //!   port asked for with `getsockopt(IPV6, IP6T_SO_ORIGINAL_DST)`, finds who publishes it in
 //!   the index below and relays: one task per connection, a connect with a timeout, then
 //!   `copy_bidirectional`. A port that is not (or no longer) published is closed at once (and
 //!   once its element is gone, refused by the kernel: nothing listens on it). Publishing a
-//!   1,000-port range costs 1,000 index entries and 1,000 set elements, no syscall per port.
+//!   1,000-port range costs 1,000 index entries and ONE set element, no syscall per port.
 //! * **UDP: a socket per port** (one redirected socket could not tell two flows of one
 //!   client apart): one session per client address (its own connected socket to the
 //!   container, so replies find their way back), expired after [`UDP_IDLE`] without traffic.
@@ -196,8 +197,8 @@ impl Relays {
     /// stays open; any other that cannot is a warning (returned, and logged). Must run inside
     /// the tokio runtime.
     ///
-    /// A TCP port is an index entry (the one listener serves it once its `relay6_tcp` element
-    /// is in force); a UDP port a `socket`, a `bind` and a task.
+    /// A TCP port is an index entry (the one listener serves it once its `relay6_tcp` or
+    /// `relay6_tcp_runs` element is in force); a UDP port a `socket`, a `bind` and a task.
     pub fn open(
         &self,
         id: &str,

@@ -747,11 +747,15 @@ fn thousand_port_range() {
     let publish_s = t0.elapsed().as_secs_f64();
     let table = w.nft_table();
     let elements = table.matches("comment \"container big ").count();
-    // One map element per port and protocol, and one `relay6_tcp` element per TCP port (the
-    // host's `[::1]` connections redirected to berthd's relay).
+    // One map element per port and protocol, and ONE `relay6_tcp_runs` element for the TCP
+    // range (the host's `[::1]` connections redirected to berthd's relay).
     assert_eq!(
-        elements, 3000,
-        "one element per port and protocol, and per [::1] TCP relay"
+        elements, 2001,
+        "one element per port and protocol, and one [::1] TCP run:\n{table}"
+    );
+    assert!(
+        table.contains("::1 . 20000-20999 comment \"container big 20000-20999/tcp\""),
+        "{table}"
     );
     for port in [20000u16, 20500, 20999] {
         for proto in ["tcp", "udp"] {
@@ -1042,7 +1046,7 @@ fn user_hook_and_restart() {
     assert!(stderr(&o).contains("\"other\""), "{}", show(&o));
     let table = w.nft_table();
     for element in ["\"container web 80/tcp\"", "\"container other 80/tcp\""] {
-        // Its `publish4_any` element and its `relay6_tcp` one.
+        // Its `publish4_any` element and its `relay6_tcp_runs` one.
         assert_eq!(
             table.matches(element).count(),
             2,

@@ -53,6 +53,11 @@ pub fn probe(proto: Proto, ip: IpAddr, port: u16) -> Option<String> {
 const NETLINK_SOCK_DIAG: isize = 4;
 /// `SOCK_DIAG_BY_FAMILY` (linux/sock_diag.h).
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// `TCPDIAG_GETSOCK` (linux/inet_diag.h): inet_diag's first request, still served
+/// (`inet_diag_rcv_msg_compat`). Unlike `SOCK_DIAG_BY_FAMILY`, whose family picks the handler
+/// and filters the walk, it dumps TCP sockets of BOTH families in one walk of the kernel's
+/// TCP hash tables (the kernel sets the family to `AF_UNSPEC`): half the walks of two dumps.
+const TCPDIAG_GETSOCK: u16 = 18;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
@@ -68,8 +73,10 @@ const INET_DIAG_BC_S_LE: u8 = 3;
 const TCP_BOUND_INACTIVE: u32 = 13;
 /// Every TCP state bit (1..=12, `TCP_NEW_SYN_RECV` included) plus `TCP_BOUND_INACTIVE`.
 const ALL_STATES: u32 = 0x1ffe | (1 << TCP_BOUND_INACTIVE);
-/// Size of `struct inet_diag_req_v2` and of `struct inet_diag_msg`.
+/// Size of `struct inet_diag_req_v2`, of `struct inet_diag_req` (the compat request) and of
+/// `struct inet_diag_msg`.
 const REQ_LEN: usize = 56;
+const REQ_V1_LEN: usize = 60;
 const MSG_LEN: usize = 72;
 
 /// The local ports in `first..=last` that some `proto` socket of this network namespace (either
@@ -91,6 +98,18 @@ pub fn bound_ports(proto: Proto, first: u16, last: u16) -> Option<BTreeSet<u16>>
         return None;
     }
     let mut out = BTreeSet::new();
+    // TCP: one dump for both families (the walk of the kernel's TCP hash tables is most of a
+    // dump's cost, and those tables are the whole host's, shared by every namespace). A
+    // kernel that refuses it gets the two dumps below.
+    if proto == Proto::Tcp {
+        match dump(&tcp_dump_request(first, last), TCPDIAG_GETSOCK) {
+            Ok(ports) => {
+                out.extend(ports.into_iter().filter(|p| (first..=last).contains(p)));
+                return Some(out);
+            }
+            Err(e) => tracing::debug!("sock_diag TCP dump of both families: {e}"),
+        }
+    }
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
         match dump_ports(family, ipproto, first, last) {
             Ok(ports) => out.extend(ports.into_iter().filter(|p| (first..=last).contains(p))),
@@ -129,10 +148,19 @@ fn dumps_bound_inactive() -> bool {
 /// The local ports of the `family`/`ipproto` sockets of this namespace whose local port is in
 /// `first..=last` (the kernel filters), every state.
 fn dump_ports(family: u8, ipproto: u8, first: u16, last: u16) -> std::io::Result<Vec<u16>> {
+    dump(
+        &dump_request(family, ipproto, first, last),
+        SOCK_DIAG_BY_FAMILY,
+    )
+}
+
+/// The local ports of the sockets a dump `request` lists, whose answers are messages of type
+/// `answer` (the request's own type).
+fn dump(request: &[u8], answer: u16) -> std::io::Result<Vec<u16>> {
     let mut sock = NlSocket::new(NETLINK_SOCK_DIAG)?;
     sock.bind_auto()?;
     sock.connect(&NlAddr::new(0, 0))?;
-    sock.send(&dump_request(family, ipproto, first, last), 0)?;
+    sock.send(request, 0)?;
     let mut ports = Vec::new();
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
@@ -150,7 +178,7 @@ fn dump_ports(family: u8, ipproto: u8, first: u16, last: u16) -> std::io::Result
                         return Err(std::io::Error::from_raw_os_error(-code));
                     }
                 }
-                SOCK_DIAG_BY_FAMILY => {
+                t if t == answer => {
                     // `struct inet_diag_msg`: family, state, timer, retrans, then `id`, whose
                     // first field is the local port (big-endian).
                     if let Some(b) = payload.get(4..6).filter(|_| payload.len() >= MSG_LEN) {
@@ -168,6 +196,33 @@ fn dump_ports(family: u8, ipproto: u8, first: u16, last: u16) -> std::io::Result
 /// sport <= B`: each comparison is two 4-byte ops, the port in the second one's `no`; a failed
 /// comparison jumps just past the end, which rejects).
 pub(crate) fn dump_request(family: u8, ipproto: u8, first: u16, last: u16) -> Vec<u8> {
+    let bc = port_filter(first, last);
+    let mut m = dump_header(SOCK_DIAG_BY_FAMILY, REQ_LEN + 4 + bc.len());
+    // inet_diag_req_v2: sdiag_family, sdiag_protocol, idiag_ext, pad, idiag_states, then a
+    // zeroed `inet_diag_sockid` (48 bytes).
+    m.extend_from_slice(&[family, ipproto, 0, 0]);
+    m.extend_from_slice(&ALL_STATES.to_ne_bytes());
+    m.extend_from_slice(&[0u8; 48]);
+    m.extend_from_slice(&((4 + bc.len()) as u16).to_ne_bytes());
+    m.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+    m.extend_from_slice(&bc);
+    m
+}
+
+/// A dump request's `nlmsghdr` of type `ty` (sequence 1), for a payload of `payload` bytes.
+fn dump_header(ty: u16, payload: usize) -> Vec<u8> {
+    let len = 16 + payload;
+    let mut m = Vec::with_capacity(len);
+    m.extend_from_slice(&(len as u32).to_ne_bytes());
+    m.extend_from_slice(&ty.to_ne_bytes());
+    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    m.extend_from_slice(&1u32.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m
+}
+
+/// The filter program "local port ≥ first and ≤ last" (see [`dump_request`]).
+fn port_filter(first: u16, last: u16) -> Vec<u8> {
     let op = |code: u8, yes: u8, no: u16| {
         let mut b = vec![code, yes];
         b.extend_from_slice(&no.to_ne_bytes());
@@ -179,18 +234,20 @@ pub(crate) fn dump_request(family: u8, ipproto: u8, first: u16, last: u16) -> Ve
     bc.extend(op(0, 0, first));
     bc.extend(op(INET_DIAG_BC_S_LE, 8, 12));
     bc.extend(op(0, 0, last));
-    let len = 16 + REQ_LEN + 4 + bc.len();
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&(len as u32).to_ne_bytes());
-    m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    m.extend_from_slice(&1u32.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    // inet_diag_req_v2: sdiag_family, sdiag_protocol, idiag_ext, pad, idiag_states, then a
-    // zeroed `inet_diag_sockid` (48 bytes).
-    m.extend_from_slice(&[family, ipproto, 0, 0]);
-    m.extend_from_slice(&ALL_STATES.to_ne_bytes());
+    bc
+}
+
+/// The one-walk TCP dump request: `nlmsghdr` of type `TCPDIAG_GETSOCK`, `struct
+/// inet_diag_req` (family, src_len, dst_len, ext, a zeroed `inet_diag_sockid`, every state,
+/// dbs), the same filter program as [`dump_request`]. The family byte is not read: the kernel
+/// dumps both (`AF_UNSPEC`); 0 says so.
+pub(crate) fn tcp_dump_request(first: u16, last: u16) -> Vec<u8> {
+    let bc = port_filter(first, last);
+    let mut m = dump_header(TCPDIAG_GETSOCK, REQ_V1_LEN + 4 + bc.len());
+    m.extend_from_slice(&[0, 0, 0, 0]);
     m.extend_from_slice(&[0u8; 48]);
+    m.extend_from_slice(&ALL_STATES.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
     m.extend_from_slice(&((4 + bc.len()) as u16).to_ne_bytes());
     m.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
     m.extend_from_slice(&bc);
@@ -244,4 +301,33 @@ pub fn holder(proto: Proto, v6: bool, port: u16) -> String {
         }
     }
     generic
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TCP asks once for both families: `TCPDIAG_GETSOCK` with `struct inet_diag_req` (family
+    /// 0, every state including `TCP_BOUND_INACTIVE` at its offset 52) and the same port
+    /// filter as the per-family request, which keeps its own layout.
+    #[test]
+    fn tcp_is_one_dump_request_for_both_families() {
+        let m = tcp_dump_request(30000, 30999);
+        assert_eq!(m.len(), 16 + 60 + 4 + 16);
+        assert_eq!(
+            u32::from_ne_bytes([m[0], m[1], m[2], m[3]]) as usize,
+            m.len()
+        );
+        assert_eq!(u16::from_ne_bytes([m[4], m[5]]), TCPDIAG_GETSOCK);
+        assert_eq!(u16::from_ne_bytes([m[6], m[7]]), NLM_F_REQUEST | NLM_F_DUMP);
+        assert_eq!(m[16], 0, "AF_UNSPEC: both families");
+        let states = u32::from_ne_bytes([m[68], m[69], m[70], m[71]]);
+        assert_eq!(states, ALL_STATES);
+        assert_ne!(states & (1 << TCP_BOUND_INACTIVE), 0);
+        let v2 = dump_request(libc::AF_INET as u8, libc::IPPROTO_TCP as u8, 30000, 30999);
+        assert_eq!(u16::from_ne_bytes([v2[4], v2[5]]), SOCK_DIAG_BY_FAMILY);
+        // The filter attribute (header and program) ends both requests alike.
+        assert_eq!(m[m.len() - 20..], v2[v2.len() - 20..]);
+        assert_eq!(m[m.len() - 20..m.len() - 16], [20, 0, 1, 0]);
+    }
 }

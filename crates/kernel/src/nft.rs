@@ -130,7 +130,8 @@ pub fn apply(netns: Option<&Path>, script: &str) -> Result<()> {
 
 /// Applies element changes of berth's own sets and maps (in berthd's namespace) as ONE atomic
 /// transaction: over netlink from this process ([`crate::nftnl`]) when every change can be
-/// encoded there, else as an `nft -f` script (interval sets: network create and remove).
+/// encoded there, else as an `nft -f` script (one-field interval sets: network create and
+/// remove).
 ///
 /// `BERTH_NFT_EXEC=1` in berthd's environment makes every change run `nft`, and the tables be
 /// read back with `nft -j` (the benchmarks' A/B of the two executors, and a way out should a

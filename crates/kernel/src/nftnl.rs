@@ -10,9 +10,13 @@
 //! for that. The static rules (expressions, chains) stay with `nft -f`: compiling rule
 //! expressions is nft's job and happens once at start.
 //!
-//! Interval sets (prefixes, ranges) are not encoded here: nft turns them into interval-end
-//! elements with its own merging rules. [`encode`] answers `None` for them, and the caller runs
-//! `nft` instead (network create and remove only: per-container sets hold no intervals).
+//! Intervals are encoded for concatenations only (the kernel's pipapo backend, e.g. the runs
+//! of set `relay6_tcp_runs`, `::1 . 30000-30999`): there an element is ONE message entry with
+//! its first key (`NFTA_SET_ELEM_KEY`) and its last (`NFTA_SET_ELEM_KEY_END`), laid out as nft
+//! 1.0.6 lays them out (pinned by the tests below). One-field interval sets (prefixes in
+//! `masq4`) are not: nft turns them into interval-end elements with its own merging rules.
+//! [`encode`] answers `None` for them and for prefixes, and the caller runs `nft` instead
+//! (network create and remove only).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
@@ -161,8 +165,45 @@ fn value_of(kinds: &[Kind], text: &str) -> Option<Vec<u8>> {
 /// One element to add or delete, encoded.
 struct Elem {
     key: Vec<u8>,
+    /// The last key of an interval (concatenations with ranges only).
+    key_end: Option<Vec<u8>>,
     data: Option<Vec<u8>>,
     comment: Option<Vec<u8>>,
+}
+
+/// The first and last key of a concatenation whose fields may be ranges (`::1 . 30000-30999`;
+/// a field without `-` is its own first and last), each laid out as [`value_of`] lays out one
+/// key. `None` for a prefix (`/`), a range whose ends are out of order, or a range in an
+/// interface name (whose text may hold `-`: it is always a value there).
+fn interval_of(kinds: &[Kind], text: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut first = Vec::with_capacity(kinds.len() * 16);
+    let mut last = Vec::with_capacity(kinds.len() * 16);
+    let mut parts = text.split(" . ");
+    for k in kinds {
+        let part = parts.next()?.trim();
+        if part.contains('/') {
+            return None;
+        }
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) if *k != Kind::Ifname => (scalar(*k, a)?, scalar(*k, b)?),
+            _ => {
+                let v = scalar(*k, part)?;
+                (v.clone(), v)
+            }
+        };
+        // Same width, network order: bytewise order is numeric order.
+        if a > b {
+            return None;
+        }
+        for (out, mut v) in [(&mut first, a), (&mut last, b)] {
+            v.resize(v.len().div_ceil(4) * 4, 0);
+            out.extend(v);
+        }
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((first, last))
 }
 
 /// A set's change, encoded.
@@ -186,12 +227,10 @@ fn comment_tlv(comment: &str) -> Option<Vec<u8>> {
     Some(b)
 }
 
-/// `change` encoded, or `None` when it holds something berth does not encode (an interval
-/// set, an unknown type, a value that does not parse): the caller runs `nft` for it.
+/// `change` encoded, or `None` when it holds something berth does not encode (a one-field
+/// interval set, a prefix, an unknown type, a value that does not parse): the caller runs
+/// `nft` for it.
 fn encode(change: &SetChange) -> Option<Encoded> {
-    if change.interval {
-        return None;
-    }
     let family = match change.family {
         "inet" => NFPROTO_INET,
         "bridge" => NFPROTO_BRIDGE,
@@ -202,18 +241,41 @@ fn encode(change: &SetChange) -> Option<Encoded> {
         Some(dt) => Some(kinds(dt)?),
         None => None,
     };
+    // A concatenation with ranges (pipapo) and no data: every element carries its own first
+    // and last key. nft sends the last key with every element it adds (a value alone too:
+    // first = last) and with a deleted one only when it differs from the first.
+    let interval = change.interval;
+    if interval && (key_kinds.len() < 2 || data_kinds.is_some()) {
+        return None;
+    }
     let elem = |text: &str, comment: Option<&str>| -> Option<Elem> {
-        let (key, data) = match (&data_kinds, text.split_once(" : ")) {
-            (Some(dk), Some((k, v))) => (value_of(&key_kinds, k)?, Some(value_of(dk, v)?)),
-            (Some(_), None) if comment.is_none() => (value_of(&key_kinds, text)?, None),
-            (None, _) => (value_of(&key_kinds, text)?, None),
-            (Some(_), None) => return None,
+        let (key, key_end, data) = if interval {
+            let (key, end) = interval_of(&key_kinds, text)?;
+            let key_end = match comment {
+                Some(_) => Some(end),
+                None => (end != key).then_some(end),
+            };
+            (key, key_end, None)
+        } else {
+            match (&data_kinds, text.split_once(" : ")) {
+                (Some(dk), Some((k, v))) => {
+                    (value_of(&key_kinds, k)?, None, Some(value_of(dk, v)?))
+                }
+                (Some(_), None) if comment.is_none() => (value_of(&key_kinds, text)?, None, None),
+                (None, _) => (value_of(&key_kinds, text)?, None, None),
+                (Some(_), None) => return None,
+            }
         };
         let comment = match comment {
             Some(c) if !c.is_empty() => Some(comment_tlv(c)?),
             _ => None,
         };
-        Some(Elem { key, data, comment })
+        Some(Elem {
+            key,
+            key_end,
+            data,
+            comment,
+        })
     };
     Some(Encoded {
         family,
@@ -298,6 +360,9 @@ fn setelem_msg(buf: &mut Vec<u8>, ty: u16, flags: u16, seq: u32, e: &Encoded, el
                 for el in elems {
                     nested(b, NFTA_LIST_ELEM, |b| {
                         nested(b, NFTA_SET_ELEM_KEY, |b| attr(b, NFTA_DATA_VALUE, &el.key));
+                        if let Some(end) = &el.key_end {
+                            nested(b, NFTA_SET_ELEM_KEY_END, |b| attr(b, NFTA_DATA_VALUE, end));
+                        }
                         if let Some(d) = &el.data {
                             nested(b, NFTA_SET_ELEM_DATA, |b| attr(b, NFTA_DATA_VALUE, d));
                         }
@@ -1138,6 +1203,14 @@ mod tests {
         }
     }
 
+    /// Element text → comment, as `elements_text` answers.
+    fn text_map(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
     /// Little-endian 32-bit words as `nft --debug=netlink` prints element data.
     fn words(b: &[u8]) -> String {
         b.chunks(4)
@@ -1204,7 +1277,113 @@ mod tests {
         let mut ch = change("inet", "masq4", "ipv4_addr");
         ch.interval = true;
         ch.add.push(("10.1.0.0/24".into(), "network web".into()));
-        assert!(batch(&[ch], 1).is_none(), "interval sets go through nft");
+        assert!(
+            batch(&[ch], 1).is_none(),
+            "one-field interval sets go through nft"
+        );
+        // A concatenation with a prefix, or with a range whose ends are out of order, too.
+        let kinds6 = kinds("ipv6_addr . inet_service").expect("kinds");
+        assert!(interval_of(&kinds6, "fd00::/64 . 80").is_none());
+        assert!(interval_of(&kinds6, "::1 . 90-80").is_none());
+        assert!(interval_of(&kinds6, "::1 . 80 . 1").is_none());
+        let mut hp = change("inet", "hairpin4", "ipv4_addr . ifname");
+        hp.interval = true;
+        hp.add
+            .push(("10.1.0.0/24 . \"br-web\"".into(), "network web".into()));
+        assert!(batch(&[hp], 1).is_none(), "prefixes go through nft");
+        // An interface name is a value even with a `-` in it.
+        let kinds_if = kinds("ipv4_addr . ifname").expect("kinds");
+        let (a, b) = interval_of(&kinds_if, "10.1.0.1 . \"br-web\"").expect("a value");
+        assert_eq!(a, b);
+    }
+
+    /// The elements of one set as a `NEWSETELEM`/`DELSETELEM` message carries them: the
+    /// payload of its `NFTA_SET_ELEM_LIST_ELEMENTS`.
+    fn list_elements(change: SetChange, delete: bool) -> Vec<u8> {
+        let (b, _) = batch(&[change], 1).expect("encodable");
+        // Begin (20 bytes), then the one element message: header 16, nfgenmsg 4.
+        let len = u32::from_ne_bytes(b[20..24].try_into().expect("len")) as usize;
+        let ty = u16::from_ne_bytes([b[24], b[25]]) & 0xff;
+        assert_eq!(
+            ty,
+            if delete {
+                NFT_MSG_DELSETELEM
+            } else {
+                NFT_MSG_NEWSETELEM
+            }
+        );
+        let a = attrs(&b[20 + 20..20 + len]);
+        find(&a, NFTA_SET_ELEM_LIST_ELEMENTS)
+            .expect("elements")
+            .to_vec()
+    }
+
+    /// A run of `relay6_tcp_runs` (a concatenation with a port range, the kernel's pipapo) is
+    /// one element with its first and last key, byte for byte as nft 1.0.6 sends it (`strace
+    /// -e sendmsg -xx nft add element inet t s '{ ::1 . 8080 comment "c" }'` and the same
+    /// `delete element`, set `{ type ipv6_addr . inet_service; flags interval; }`): added with
+    /// `KEY_END` even for a port alone, deleted without it then; and a range's keys as
+    /// `nft --debug=netlink` prints them.
+    #[test]
+    fn a_run_is_one_element_with_its_first_and_last_key() {
+        let runs = berth_plan::firewall::owned_sets()
+            .find(|s| s.set == berth_plan::firewall::SET_RELAY6_TCP_RUNS)
+            .expect("relay set");
+        assert!(runs.interval);
+        let one_key: &[u8] = b"\x18\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x1f\x90\x00\x00";
+        let mut add = runs.clone();
+        add.add.push(("::1 . 8080".into(), "c".into()));
+        let mut want = b"\x44\x00\x01\x80\x1c\x00\x01\x80".to_vec();
+        want.extend(one_key);
+        want.extend(b"\x1c\x00\x0a\x80");
+        want.extend(one_key);
+        want.extend(b"\x08\x00\x06\x00\x00\x02\x63\x00");
+        assert_eq!(list_elements(add, false), want);
+        let mut del = runs.clone();
+        del.delete.push("::1 . 8080".into());
+        let mut want = b"\x20\x00\x01\x80\x1c\x00\x01\x80".to_vec();
+        want.extend(one_key);
+        assert_eq!(list_elements(del, true), want);
+
+        // nft --debug=netlink add element inet t s '{ ::1 . 30000-30999 }':
+        //   00000000 00000000 00000000 01000000 00003075 - … 01000000 00001779
+        let kinds6 = kinds(runs.key_type).expect("kinds");
+        let (first, last) = interval_of(&kinds6, "::1 . 30000-30999").expect("run");
+        assert_eq!(
+            words(&first),
+            "00000000 00000000 00000000 01000000 00003075"
+        );
+        assert_eq!(words(&last), "00000000 00000000 00000000 01000000 00001779");
+        // Deleting a run names both ends; reading it back gives the plan's text.
+        let mut del = runs.clone();
+        del.delete.push("::1 . 30000-30999".into());
+        let mut want = b"\x3c\x00\x01\x80\x1c\x00\x01\x80\x18\x00\x01\x00".to_vec();
+        want.extend(&first);
+        want.extend(b"\x1c\x00\x0a\x80\x18\x00\x01\x00");
+        want.extend(&last);
+        assert_eq!(list_elements(del, true), want);
+        let dumped = [
+            Dumped {
+                key: first,
+                key_end: Some(last),
+                data: None,
+                end_flag: false,
+                comment: "container a 30000-30999/tcp".into(),
+            },
+            Dumped {
+                key: one_key[4..].to_vec(),
+                key_end: Some(one_key[4..].to_vec()),
+                data: None,
+                end_flag: false,
+                comment: "container b 80/tcp".into(),
+            },
+        ];
+        let got = elements_text(&runs, &dumped).expect("reads");
+        let want = text_map(&[
+            ("::1 . 30000-30999", "container a 30000-30999/tcp"),
+            ("::1 . 8080", "container b 80/tcp"),
+        ]);
+        assert_eq!(got, want);
     }
 
     #[test]
@@ -1379,15 +1558,12 @@ mod tests {
             el(&[0, 0, 0, 0], true, ""),
         ];
         let got = elements_text(&masq4, &dumped).expect("reads");
-        let want: std::collections::BTreeMap<String, String> = [
+        let want = text_map(&[
             ("224.0.0.0/3", "top"),
             ("172.17.0.0/16", "network bridge"),
             ("10.80.0.0/22", "network s0"),
             ("10.9.9.9", "one"),
-        ]
-        .into_iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
+        ]);
         assert_eq!(got, want);
 
         let hairpin4 = berth_plan::firewall::owned_sets()

@@ -1155,7 +1155,23 @@ fn web_elements(nd: &str) -> berth_plan::firewall::Elements {
         {"proto": "sctp", "host_ip": "fd00::1", "host_port": 9, "container_ip": "fd00::2", "container_port": 9}
     ]))
     .expect("published");
+    // A range (one `relay6_tcp_runs` element `::1 . 30000-30039`, KEY and KEY_END over
+    // netlink) and a port alone right after its gap.
+    let mut published = published;
+    for port in (30000..30040).chain([30041]) {
+        published.push(berth_plan::ports::Published {
+            proto: berth_plan::ports::Proto::Tcp,
+            host_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            host_port: port,
+            container_ip: std::net::Ipv4Addr::new(10, 1, 0, 2).into(),
+            container_port: port,
+        });
+    }
     let mut want = fw::port_elements("web \"quoted\"", &published);
+    let runs = want.0.get(fw::SET_RELAY6_TCP_RUNS).expect("relay runs");
+    assert!(runs.contains_key("::1 . 30000-30039"), "{runs:?}");
+    let singles = want.0.get(fw::SET_RELAY6_TCP).expect("relay ports");
+    assert!(singles.contains_key("::1 . 30041"), "{singles:?}");
     let c = "container web on network n";
     want.insert(fw::SET_GUARDED, "\"ve-web1\"".into(), c.into());
     want.insert(

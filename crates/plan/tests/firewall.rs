@@ -154,6 +154,11 @@ fn port_matrix() -> Elements {
         "v6only",
         &publish(None, Some("fd00:5::3"), &["[::]:7000-7002:7000-7002"]),
     ));
+    // A run long enough to be one `relay6_tcp_runs` element (`::1 . 7100-7139`).
+    e.extend(&port_elements(
+        "run",
+        &publish(Some("10.5.0.4"), None, &["7100-7139:7100-7139"]),
+    ));
     e
 }
 
