@@ -214,6 +214,7 @@ fn config(tmp: &TempDir, netns: &Netns, cmd: &[&str]) -> InitConfig {
         sysctls: vec![],
         pid_file: tmp.0.join("pid"),
         exit_file: tmp.0.join("exit"),
+        gate: None,
     }
 }
 
@@ -608,4 +609,65 @@ fn rootfs_is_chrooted_with_binds_and_proc() {
     drop(container);
     // The missing bind target was created (empty) in the rootfs, not on the host.
     assert_eq!(fs::read(root.join("etc/hosts")).unwrap(), b"");
+}
+
+/// A pipe the test holds both ends of, and the path an init opens its reading end by.
+fn gate_pipe() -> (std::io::PipeReader, std::io::PipeWriter, PathBuf) {
+    use std::os::fd::AsRawFd;
+    let (r, w) = std::io::pipe().unwrap();
+    let path = PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), r.as_raw_fd()));
+    (r, w, path)
+}
+
+/// Proves the network gate: with `gate` set, the command does not run (and the pid is not
+/// published) while the gate stays shut, however long the root took; the byte written, it
+/// runs at once with its output and code.
+#[test]
+fn the_command_waits_for_its_gate() {
+    if !is_root() {
+        return;
+    }
+    let tmp = TempDir::new();
+    let netns = Netns::new();
+    let (r, mut w, path) = gate_pipe();
+    let mut cfg = config(&tmp, &netns, &["sh", "-c", "echo ran; exit 3"]);
+    cfg.gate = Some(path);
+    let p = start(&cfg);
+    // Long enough for the init to assemble the root (a few ms) many times over.
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        !cfg.pid_file.exists(),
+        "the container's pid was published before its gate opened"
+    );
+    let mut p = p;
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "the init exited before its gate opened"
+    );
+    use std::io::Write;
+    w.write_all(b"1").unwrap();
+    drop((r, w));
+    let o = p.finish(TIMEOUT);
+    assert_eq!((o.code, o.stdout.as_str()), (3, "ran\n"), "{o:?}");
+}
+
+/// Proves that a gate closed without its byte (the daemon gave up on the network, or died)
+/// fails the start: code 125, the command never ran.
+#[test]
+fn a_closed_gate_fails_the_start() {
+    if !is_root() {
+        return;
+    }
+    let tmp = TempDir::new();
+    let netns = Netns::new();
+    let (r, w, path) = gate_pipe();
+    let mut cfg = config(&tmp, &netns, &["sh", "-c", "echo ran"]);
+    cfg.gate = Some(path);
+    let p = start(&cfg);
+    thread::sleep(Duration::from_millis(200));
+    drop((r, w));
+    let o = p.finish(TIMEOUT);
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(!o.stdout.contains("ran"), "the command ran: {o:?}");
+    assert!(o.stderr.contains("network"), "{o:?}");
 }
