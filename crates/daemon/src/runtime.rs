@@ -140,7 +140,14 @@ impl Runtime {
     }
 
     /// Starts `c`: namespace, endpoints, files, init. Returns (stage-1 pid, container init pid).
-    pub async fn start(&self, d: &Arc<Daemon>, c: &ContainerSpec) -> ApiResult<(i32, i32)> {
+    /// `guard_left`: its anti-spoofing elements are not installed yet
+    /// ([`crate::ports::publish_with`]); they are before any of its endpoints exists.
+    pub async fn start(
+        &self,
+        d: &Arc<Daemon>,
+        c: &ContainerSpec,
+        guard_left: bool,
+    ) -> ApiResult<(i32, i32)> {
         let dir = self.container_dir(&c.id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
@@ -192,6 +199,9 @@ impl Runtime {
         // berthd gone), the init gives up and the command never runs.
         let plumbed = matches!((&c.mode, &netns), (NetworkMode::Networks, Some(_)))
             && !c.endpoints.is_empty();
+        if guard_left && !plumbed {
+            crate::ports::install_guard(d, c)?;
+        }
         let gate = if plumbed {
             let pipe = std::io::pipe()
                 .map_err(|e| ApiError::internal(format!("creating the network gate: {e}")))?;
@@ -307,7 +317,7 @@ impl Runtime {
         let spawned = std::time::Instant::now();
 
         if let (Some((gate_r, mut gate_w)), Some(ns)) = (gate, &netns) {
-            let result = self.plumb(d, c, ns).await;
+            let result = self.plumb(d, c, ns, guard_left).await;
             let result = result.and_then(|()| {
                 // Never blocks (one byte in an empty pipe) nor fails for want of a reader
                 // (we hold one): the init's command may run from here on.
@@ -395,9 +405,20 @@ impl Runtime {
     }
 
     /// Plumbs a starting container's endpoints into its namespace `ns` (one reconcile pass
-    /// scoped to it) and opens its in-namespace resolver if it needs one. On an error the
-    /// caller abandons the start ([`Runtime::abandon_start`]).
-    async fn plumb(&self, d: &Arc<Daemon>, c: &ContainerSpec, ns: &Path) -> ApiResult<()> {
+    /// scoped to it, after its anti-spoofing elements if `guard_left`) and opens its
+    /// in-namespace resolver if it needs one. On an error the caller abandons the start
+    /// ([`Runtime::abandon_start`]).
+    async fn plumb(
+        &self,
+        d: &Arc<Daemon>,
+        c: &ContainerSpec,
+        ns: &Path,
+        guard_left: bool,
+    ) -> ApiResult<()> {
+        // In force before its veths exist: a port's first frame is already checked.
+        if guard_left {
+            crate::ports::install_guard(d, c)?;
+        }
         if let Ok(mut s) = d.starting.lock() {
             s.insert(c.id.clone(), ns.display().to_string());
         }
