@@ -316,6 +316,10 @@ impl Runtime {
         let stamper = crate::logtimes::Stamper::spawn(&dir);
         let spawned = std::time::Instant::now();
 
+        // The gate's reading end stays open here until the init has published its pid (it
+        // opened the gate before that) or died: the init opens it by its `/proc` path, which
+        // goes with our descriptor, and a fast plumbing may be done before the init got there.
+        let mut gate_reader = None;
         if let (Some((gate_r, mut gate_w)), Some(ns)) = (gate, &netns) {
             let result = self.plumb(d, c, ns, guard_left).await;
             let result = result.and_then(|()| {
@@ -325,7 +329,8 @@ impl Runtime {
                     .write_all(b"1")
                     .map_err(|e| ApiError::internal(format!("opening the network gate: {e}")))
             });
-            drop((gate_r, gate_w));
+            // The byte waits in the pipe for the init; end of file follows it.
+            drop(gate_w);
             if let Err(e) = result {
                 // The gate closed unopened: the init gives up before its command; killed
                 // as well, so that it is gone before the start answers.
@@ -336,6 +341,7 @@ impl Runtime {
                 self.abandon_start(d, c).await;
                 return Err(e);
             }
+            gate_reader = Some(gate_r);
             tracing::debug!(
                 container = %c.name,
                 plumbed_us = spawned.elapsed().as_micros() as u64,
@@ -364,6 +370,7 @@ impl Runtime {
             "container init running its command (or gone)"
         );
         drop(held_ns);
+        drop(gate_reader);
         let pump = self
             .take_console(c, &dir, console_socket, stdin_writer)
             .await;

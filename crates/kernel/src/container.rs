@@ -368,8 +368,8 @@ fn stage1(
         setns(&f, CloneFlags::CLONE_NEWNET)
             .map_err(sys(format!("setns(CLONE_NEWNET) into {}", netns.display())))?;
     }
-    // Opened while the daemon is known to hold its writing end (it spawned us with it), so
-    // an end of file later can only mean it gave up or died.
+    // The daemon holds its reading end (the path) until we published our pid; its byte may
+    // be there already. An end of file without the byte can only mean it gave up or died.
     let gate = cfg.gate.as_deref().map(Gate::open).transpose()?;
     unshare(
         CloneFlags::CLONE_NEWNS
@@ -427,8 +427,9 @@ struct Gate {
 }
 
 impl Gate {
-    /// Opens the pipe's reading end without blocking (a writer that is already gone must
-    /// not leave us waiting for another), then makes it blocking for [`Gate::wait`].
+    /// Opens the pipe's reading end without blocking (the daemon may have written its byte
+    /// and closed its writing end already: a blocking open would wait for another writer),
+    /// then makes it blocking for [`Gate::wait`].
     fn open(path: &Path) -> Result<Gate, ContainerError> {
         let what = || format!("open the network gate {}", path.display());
         let fd = nix::fcntl::open(

@@ -671,3 +671,23 @@ fn a_closed_gate_fails_the_start() {
     assert!(!o.stdout.contains("ran"), "the command ran: {o:?}");
     assert!(o.stderr.contains("network"), "{o:?}");
 }
+
+/// Proves that a gate whose byte was written, and whose writing end was closed, before the
+/// init opened it (a plumbing faster than the init's start) lets the command run.
+#[test]
+fn a_gate_opened_before_the_init_reads_it_lets_it_run() {
+    if !is_root() {
+        return;
+    }
+    let tmp = TempDir::new();
+    let netns = Netns::new();
+    let (r, mut w, path) = gate_pipe();
+    use std::io::Write;
+    w.write_all(b"1").unwrap();
+    drop(w);
+    let mut cfg = config(&tmp, &netns, &["sh", "-c", "echo ran"]);
+    cfg.gate = Some(path);
+    let o = start(&cfg).finish(TIMEOUT);
+    drop(r);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "ran\n"), "{o:?}");
+}
