@@ -611,12 +611,35 @@ fn rootfs_is_chrooted_with_binds_and_proc() {
     assert_eq!(fs::read(root.join("etc/hosts")).unwrap(), b"");
 }
 
-/// A pipe the test holds both ends of, and the path an init opens its reading end by.
-fn gate_pipe() -> (std::io::PipeReader, std::io::PipeWriter, PathBuf) {
+/// A container of `cmd` with a gate: the pipe the test holds both ends of (the init opens
+/// its reading end by the test's `/proc/PID/fd/N`), with the guards of its directory and
+/// namespace.
+struct Gated {
+    r: std::io::PipeReader,
+    w: std::io::PipeWriter,
+    cfg: InitConfig,
+    _tmp: TempDir,
+    _netns: Netns,
+}
+
+fn gated(cmd: &[&str]) -> Gated {
     use std::os::fd::AsRawFd;
+    let tmp = TempDir::new();
+    let netns = Netns::new();
     let (r, w) = std::io::pipe().unwrap();
-    let path = PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), r.as_raw_fd()));
-    (r, w, path)
+    let mut cfg = config(&tmp, &netns, cmd);
+    cfg.gate = Some(PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        r.as_raw_fd()
+    )));
+    Gated {
+        r,
+        w,
+        cfg,
+        _tmp: tmp,
+        _netns: netns,
+    }
 }
 
 /// Proves the network gate: with `gate` set, the command does not run (and the pid is not
@@ -627,26 +650,20 @@ fn the_command_waits_for_its_gate() {
     if !is_root() {
         return;
     }
-    let tmp = TempDir::new();
-    let netns = Netns::new();
-    let (r, mut w, path) = gate_pipe();
-    let mut cfg = config(&tmp, &netns, &["sh", "-c", "echo ran; exit 3"]);
-    cfg.gate = Some(path);
-    let p = start(&cfg);
+    let mut g = gated(&["sh", "-c", "echo ran; exit 3"]);
+    let mut p = start(&g.cfg);
     // Long enough for the init to assemble the root (a few ms) many times over.
     thread::sleep(Duration::from_millis(500));
     assert!(
-        !cfg.pid_file.exists(),
+        !g.cfg.pid_file.exists(),
         "the container's pid was published before its gate opened"
     );
-    let mut p = p;
     assert!(
         p.child.try_wait().unwrap().is_none(),
         "the init exited before its gate opened"
     );
     use std::io::Write;
-    w.write_all(b"1").unwrap();
-    drop((r, w));
+    g.w.write_all(b"1").unwrap();
     let o = p.finish(TIMEOUT);
     assert_eq!((o.code, o.stdout.as_str()), (3, "ran\n"), "{o:?}");
 }
@@ -658,14 +675,10 @@ fn a_closed_gate_fails_the_start() {
     if !is_root() {
         return;
     }
-    let tmp = TempDir::new();
-    let netns = Netns::new();
-    let (r, w, path) = gate_pipe();
-    let mut cfg = config(&tmp, &netns, &["sh", "-c", "echo ran"]);
-    cfg.gate = Some(path);
-    let p = start(&cfg);
+    let g = gated(&["sh", "-c", "echo ran"]);
+    let p = start(&g.cfg);
     thread::sleep(Duration::from_millis(200));
-    drop((r, w));
+    drop((g.r, g.w));
     let o = p.finish(TIMEOUT);
     assert_eq!(o.code, 125, "{o:?}");
     assert!(!o.stdout.contains("ran"), "the command ran: {o:?}");
@@ -679,15 +692,10 @@ fn a_gate_opened_before_the_init_reads_it_lets_it_run() {
     if !is_root() {
         return;
     }
-    let tmp = TempDir::new();
-    let netns = Netns::new();
-    let (r, mut w, path) = gate_pipe();
+    let mut g = gated(&["sh", "-c", "echo ran"]);
     use std::io::Write;
-    w.write_all(b"1").unwrap();
-    drop(w);
-    let mut cfg = config(&tmp, &netns, &["sh", "-c", "echo ran"]);
-    cfg.gate = Some(path);
-    let o = start(&cfg).finish(TIMEOUT);
-    drop(r);
+    g.w.write_all(b"1").unwrap();
+    drop(g.w);
+    let o = start(&g.cfg).finish(TIMEOUT);
     assert_eq!((o.code, o.stdout.as_str()), (0, "ran\n"), "{o:?}");
 }
