@@ -7,6 +7,8 @@
 //! loses nothing and `berth logs` works after exit.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -138,7 +140,14 @@ impl Runtime {
     }
 
     /// Starts `c`: namespace, endpoints, files, init. Returns (stage-1 pid, container init pid).
-    pub async fn start(&self, d: &Arc<Daemon>, c: &ContainerSpec) -> ApiResult<(i32, i32)> {
+    /// `guard_left`: its anti-spoofing elements are not installed yet
+    /// ([`crate::ports::publish_with`]); they are before any of its endpoints exists.
+    pub async fn start(
+        &self,
+        d: &Arc<Daemon>,
+        c: &ContainerSpec,
+        guard_left: bool,
+    ) -> ApiResult<(i32, i32)> {
         let dir = self.container_dir(&c.id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
@@ -183,70 +192,30 @@ impl Runtime {
         };
 
         // Endpoints: part of the desired state from now on (the namespace is held by our fd);
-        // one reconcile pass scoped to this container plumbs them before its command runs.
+        // one reconcile pass scoped to this container plumbs them before its command runs,
+        // while its init assembles the container's root: the init waits at its gate (a pipe
+        // whose reading end it opens by our `/proc/PID/fd/N`) before the command runs, and
+        // the pass's end writes the byte that lets it go. Closed instead (a failed pass, or
+        // berthd gone), the init gives up and the command never runs.
         let plumbed = matches!((&c.mode, &netns), (NetworkMode::Networks, Some(_)))
             && !c.endpoints.is_empty();
-        if let (true, Some(ns)) = (plumbed, &netns) {
-            if let Ok(mut s) = d.starting.lock() {
-                s.insert(c.id.clone(), ns.display().to_string());
-            }
-            // Its namespace is new and holds only `lo`: before this pass the container had
-            // no endpoint in the kernel, which is the state the pass starts from.
-            let before = ContainerSpec {
-                endpoints: Vec::new(),
-                ..c.clone()
-            };
-            let result = d
-                .converge_api_from(
-                    crate::converge::Scope::Containers {
-                        ids: vec![c.id.clone()],
-                        also: vec![],
-                    },
-                    Some(&before),
-                )
-                .await;
-            if let Err(e) = result {
-                self.abandon_start(d, c).await;
-                return Err(ApiError {
-                    status: e.status,
-                    message: format!("connecting container {:?}: {}", c.name, e.message),
-                });
-            }
-            // Its resolver inside the namespace (macvlan/ipvlan networks only), before its
-            // command runs: nothing in the container can hold 127.0.0.11:53 first.
-            let needs = d
-                .networks()
-                .map(|nets| berth_plan::dns::needs_local_resolver(c, &nets));
-            let opened = match needs {
-                Ok(true) => d
-                    .dns
-                    .open_local(&c.id, ns, true)
-                    .map_err(ApiError::internal),
-                Ok(false) => Ok(()),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = opened {
-                self.abandon_start(d, c).await;
-                return Err(ApiError {
-                    status: e.status,
-                    message: format!("starting container {:?}: {}", c.name, e.message),
-                });
-            }
+        if guard_left && !plumbed {
+            crate::ports::install_guard(d, c)?;
         }
-
-        let rollback = |plumbed: bool| {
-            let d = d.clone();
-            let c = c.clone();
-            async move {
-                if plumbed {
-                    d.runtime.abandon_start(&d, &c).await;
-                }
-            }
+        let gate = if plumbed {
+            let pipe = std::io::pipe()
+                .map_err(|e| ApiError::internal(format!("creating the network gate: {e}")))?;
+            Some(pipe)
+        } else {
+            None
         };
+        let gate_path = gate.as_ref().map(|(r, _)| {
+            PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), r.as_raw_fd()))
+        });
 
         let rootfs = c.rootfs.as_ref().map(PathBuf::from);
         let cfg = InitConfig {
-            netns,
+            netns: netns.clone(),
             hostname: c.hostname.clone(),
             binds: vec![
                 (dir.join("hosts"), PathBuf::from("/etc/hosts")),
@@ -261,6 +230,7 @@ impl Runtime {
             filesystem: crate::security::filesystem(&c.security, &d.config.state_dir),
             pid_file: pid_file.clone(),
             exit_file: exit_file.clone(),
+            gate: gate_path,
             tty: c.stdio.tty,
             working_dir: c.process.working_dir.clone(),
             user: c.process.user.clone(),
@@ -278,14 +248,12 @@ impl Runtime {
         let (out, err) = match (open_log("stdout.log"), open_log("stderr.log")) {
             (Ok(o), Ok(e)) => (o, e),
             (Err(e), _) | (_, Err(e)) => {
-                rollback(plumbed).await;
                 return Err(e);
             }
         };
         let cmd = match ct::init_command(&self.init_exe, &cfg) {
             Ok(cmd) => cmd,
             Err(e) => {
-                rollback(plumbed).await;
                 return Err(ApiError::internal(format!(
                     "preparing the container init: {e}"
                 )));
@@ -303,7 +271,6 @@ impl Runtime {
                     Some(theirs.into())
                 }
                 Err(e) => {
-                    rollback(plumbed).await;
                     return Err(ApiError::internal(format!(
                         "creating the console socket: {e}"
                     )));
@@ -320,7 +287,6 @@ impl Runtime {
                     Some(r.into())
                 }
                 Err(e) => {
-                    rollback(plumbed).await;
                     return Err(ApiError::internal(format!("creating the stdin pipe: {e}")));
                 }
             }
@@ -330,7 +296,6 @@ impl Runtime {
         // Until the record below is written, a start-up after a crash finds this container's
         // process by a walk of /proc ([`Runtime::scan_processes`]).
         if let Err(e) = std::fs::File::create(dir.join(STARTING)) {
-            rollback(plumbed).await;
             return Err(ApiError::internal(format!(
                 "marking the container as starting: {e}"
             )));
@@ -339,7 +304,6 @@ impl Runtime {
         let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
-                rollback(plumbed).await;
                 return Err(ApiError::internal(format!(
                     "starting the container init: {e}"
                 )));
@@ -350,10 +314,43 @@ impl Runtime {
         // Started before anything can be written past the log's current end: every line of
         // this run gets its time.
         let stamper = crate::logtimes::Stamper::spawn(&dir);
+        let spawned = std::time::Instant::now();
+
+        // The gate's reading end stays open here until the init has published its pid (it
+        // opened the gate before that) or died: the init opens it by its `/proc` path, which
+        // goes with our descriptor, and a fast plumbing may be done before the init got there.
+        let mut gate_reader = None;
+        if let (Some((gate_r, mut gate_w)), Some(ns)) = (gate, &netns) {
+            let result = self.plumb(d, c, ns, guard_left).await;
+            let result = result.and_then(|()| {
+                // Never blocks (one byte in an empty pipe) nor fails for want of a reader
+                // (we hold one): the init's command may run from here on.
+                gate_w
+                    .write_all(b"1")
+                    .map_err(|e| ApiError::internal(format!("opening the network gate: {e}")))
+            });
+            // The byte waits in the pipe for the init; end of file follows it.
+            drop(gate_w);
+            if let Err(e) = result {
+                // The gate closed unopened: the init gives up before its command; killed
+                // as well, so that it is gone before the start answers.
+                let _ = ct::signal(stage1, Signal::SIGKILL);
+                let _ = child.wait().await;
+                stamper.finish().await;
+                forget_process(&dir);
+                self.abandon_start(d, c).await;
+                return Err(e);
+            }
+            gate_reader = Some(gate_r);
+            tracing::debug!(
+                container = %c.name,
+                plumbed_us = spawned.elapsed().as_micros() as u64,
+                "network ready, the init's gate open"
+            );
+        }
 
         // Wait until the init has joined the namespace and started the command (it writes its
         // pid), or died trying.
-        let spawned = std::time::Instant::now();
         let watched = pid_file.clone();
         let mut init_pid =
             tokio::task::spawn_blocking(move || ct::wait_for_init_pid(&watched, stage1))
@@ -373,6 +370,7 @@ impl Runtime {
             "container init running its command (or gone)"
         );
         drop(held_ns);
+        drop(gate_reader);
         let pump = self
             .take_console(c, &dir, console_socket, stdin_writer)
             .await;
@@ -411,6 +409,59 @@ impl Runtime {
             init_pid = stage1;
         }
         Ok((stage1, init_pid))
+    }
+
+    /// Plumbs a starting container's endpoints into its namespace `ns` (one reconcile pass
+    /// scoped to it, after its anti-spoofing elements if `guard_left`) and opens its
+    /// in-namespace resolver if it needs one. On an error the caller abandons the start
+    /// ([`Runtime::abandon_start`]).
+    async fn plumb(
+        &self,
+        d: &Arc<Daemon>,
+        c: &ContainerSpec,
+        ns: &Path,
+        guard_left: bool,
+    ) -> ApiResult<()> {
+        // In force before its veths exist: a port's first frame is already checked.
+        if guard_left {
+            crate::ports::install_guard(d, c)?;
+        }
+        if let Ok(mut s) = d.starting.lock() {
+            s.insert(c.id.clone(), ns.display().to_string());
+        }
+        // Its namespace is new and holds only `lo`: before this pass the container had
+        // no endpoint in the kernel, which is the state the pass starts from.
+        let before = ContainerSpec {
+            endpoints: Vec::new(),
+            ..c.clone()
+        };
+        d.converge_api_from(
+            crate::converge::Scope::Containers {
+                ids: vec![c.id.clone()],
+                also: vec![],
+            },
+            Some(&before),
+        )
+        .await
+        .map_err(|e| ApiError {
+            status: e.status,
+            message: format!("connecting container {:?}: {}", c.name, e.message),
+        })?;
+        // Its resolver inside the namespace (macvlan/ipvlan networks only), before its
+        // command runs: nothing in the container can hold 127.0.0.11:53 first.
+        let needs = d
+            .networks()
+            .map(|nets| berth_plan::dns::needs_local_resolver(c, &nets))?;
+        if needs {
+            d.dns
+                .open_local(&c.id, ns, true)
+                .map_err(ApiError::internal)
+                .map_err(|e| ApiError {
+                    status: e.status,
+                    message: format!("starting container {:?}: {}", c.name, e.message),
+                })?;
+        }
+        Ok(())
     }
 
     /// The container's terminal (its master arrives on `socket` once the command took it; its

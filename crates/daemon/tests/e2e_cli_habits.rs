@@ -981,3 +981,38 @@ fn fake_daemon_request(conn: &std::os::unix::net::UnixStream) -> Option<String> 
     let _ = reader.read_exact(&mut body);
     Some(target)
 }
+
+/// Proves that a container's command starts in its complete network (berthd plumbs it while
+/// the init assembles the root; the init's gate holds the command until then): its first
+/// instruction sees its address and its default route, and a sysctl naming its interface
+/// (written by the init before the command, so after the network is there) applies.
+#[test]
+fn run_sees_its_network_at_its_first_instruction() {
+    require_root!();
+    let w = World::new();
+    w.berth_ok(&["network", "create", "--subnet", "10.44.0.0/24", "gate"]);
+    for _ in 0..5 {
+        let out = w.berth_ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "gate",
+            "sh",
+            "-c",
+            "ip -o -4 addr show dev eth0; ip route",
+        ]);
+        assert!(out.contains("inet 10.44.0."), "no address: {out}");
+        assert!(out.contains("default via 10.44.0.1"), "no route: {out}");
+    }
+    let out = w.berth_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "gate",
+        "--sysctl",
+        "net.ipv4.conf.eth0.forwarding=1",
+        "cat",
+        "/proc/sys/net/ipv4/conf/eth0/forwarding",
+    ]);
+    assert_eq!(out, "1\n");
+}

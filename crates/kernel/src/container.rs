@@ -149,6 +149,14 @@ pub struct InitConfig {
     pub pid_file: PathBuf,
     /// Stage 1 writes the command's exit code here (decimal) before it exits.
     pub exit_file: PathBuf,
+    /// A pipe the command waits on (a path that opens its reading end, e.g. the daemon's
+    /// `/proc/PID/fd/N`), opened by stage 1 first thing: stage 2 lets the command go only once
+    /// it has read a byte from it, and gives up at end of file (the daemon closed it, or died)
+    /// with [`EXIT_SETUP_FAILED`]. The daemon plumbs the container's network meanwhile, while
+    /// the init assembles the root, and writes the byte once the network is complete. `None`:
+    /// nothing to wait for.
+    #[serde(default)]
+    pub gate: Option<PathBuf>,
 }
 
 /// Errors of this module, worded for people: what failed, with the path or command.
@@ -360,6 +368,9 @@ fn stage1(
         setns(&f, CloneFlags::CLONE_NEWNET)
             .map_err(sys(format!("setns(CLONE_NEWNET) into {}", netns.display())))?;
     }
+    // The daemon holds its reading end (the path) until we published our pid; its byte may
+    // be there already. An end of file without the byte can only mean it gave up or died.
+    let gate = cfg.gate.as_deref().map(Gate::open).transpose()?;
     unshare(
         CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWUTS
@@ -391,12 +402,13 @@ fn stage1(
             for fd in inherited {
                 let _ = nix::unistd::close(fd);
             }
-            std::process::exit(stage2_main(cfg, ready_w));
+            std::process::exit(stage2_main(cfg, ready_w, gate));
         }
         Ok(Forked::Parent(pid)) => pid,
         Err(e) => return Err(io("fork the container init (stage 2)")(e)),
     };
     drop(ready_w);
+    drop(gate);
     // EOF (stage 2 failed and exited) is fine too: supervise collects its exit code.
     let _ = ready_r.read_exact(&mut [0u8; 1]);
     drop(ready_r);
@@ -406,6 +418,52 @@ fn stage1(
         return Err(e);
     }
     Ok(supervise(&signals, pid, false))
+}
+
+/// The reading end of [`InitConfig::gate`].
+struct Gate {
+    file: File,
+    shown: PathBuf,
+}
+
+impl Gate {
+    /// Opens the pipe's reading end without blocking (the daemon may have written its byte
+    /// and closed its writing end already: a blocking open would wait for another writer),
+    /// then makes it blocking for [`Gate::wait`].
+    fn open(path: &Path) -> Result<Gate, ContainerError> {
+        let what = || format!("open the network gate {}", path.display());
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys(what()))?;
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))
+            .map_err(sys(what()))?;
+        Ok(Gate {
+            file: File::from(fd),
+            shown: path.to_path_buf(),
+        })
+    }
+
+    /// Blocks until the daemon writes its byte (the network is ready); end of file means it
+    /// gave up (or died) and the container must not run.
+    fn wait(mut self) -> Result<(), ContainerError> {
+        let mut byte = [0u8; 1];
+        loop {
+            match self.file.read(&mut byte) {
+                Ok(1) => return Ok(()),
+                Ok(_) => {
+                    return Err(ContainerError::Config(format!(
+                        "the container's network was not set up (the daemon closed {})",
+                        self.shown.display()
+                    )))
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(format!("read {}", self.shown.display()))(e)),
+            }
+        }
+    }
 }
 
 /// A file stage 1 writes (atomically: `NAME.tmp`, then renamed) through a descriptor of its
@@ -459,9 +517,17 @@ impl OutFile {
 // Stage 2 (pid 1 of the container)
 // ---------------------------------------------------------------------------------------------
 
-fn stage2_main(cfg: &InitConfig, ready: std::io::PipeWriter) -> i32 {
+fn stage2_main(cfg: &InitConfig, ready: std::io::PipeWriter, gate: Option<Gate>) -> i32 {
     let mut ready = Some(ready);
+    let mut gate = gate;
     let result = (|| {
+        // A sysctl may name one of the container's interfaces (`net.ipv4.conf.eth0.…`): with
+        // sysctls, the network is waited for before they are written (no overlap then).
+        if !cfg.sysctls.is_empty() {
+            if let Some(g) = gate.take() {
+                g.wait()?;
+            }
+        }
         stage2_setup(cfg)?;
         let signals = block_signals()?;
         // The command's process is a fork of ours (no second load of this big executable): it
@@ -490,6 +556,9 @@ fn stage2_main(cfg: &InitConfig, ready: std::io::PipeWriter) -> i32 {
         let entered =
             crate::rootfs::prepare(&cfg.filesystem, cfg.rootfs.as_deref(), &cfg.binds, &staging)
                 .and_then(|root| crate::rootfs::enter(&root));
+        // The command runs only in a complete network (addresses, routes, the firewall's
+        // anti-spoofing elements): the daemon set it up while the root was assembled.
+        let entered = entered.and_then(|()| gate.take().map_or(Ok(()), Gate::wait));
         if let Err(e) = entered {
             // The child reads EOF and exits.
             let _ = kill(child, Signal::SIGKILL);

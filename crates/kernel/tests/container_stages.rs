@@ -214,6 +214,7 @@ fn config(tmp: &TempDir, netns: &Netns, cmd: &[&str]) -> InitConfig {
         sysctls: vec![],
         pid_file: tmp.0.join("pid"),
         exit_file: tmp.0.join("exit"),
+        gate: None,
     }
 }
 
@@ -608,4 +609,93 @@ fn rootfs_is_chrooted_with_binds_and_proc() {
     drop(container);
     // The missing bind target was created (empty) in the rootfs, not on the host.
     assert_eq!(fs::read(root.join("etc/hosts")).unwrap(), b"");
+}
+
+/// A container of `cmd` with a gate: the pipe the test holds both ends of (the init opens
+/// its reading end by the test's `/proc/PID/fd/N`), with the guards of its directory and
+/// namespace.
+struct Gated {
+    r: std::io::PipeReader,
+    w: std::io::PipeWriter,
+    cfg: InitConfig,
+    _tmp: TempDir,
+    _netns: Netns,
+}
+
+fn gated(cmd: &[&str]) -> Gated {
+    use std::os::fd::AsRawFd;
+    let tmp = TempDir::new();
+    let netns = Netns::new();
+    let (r, w) = std::io::pipe().unwrap();
+    let mut cfg = config(&tmp, &netns, cmd);
+    cfg.gate = Some(PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        r.as_raw_fd()
+    )));
+    Gated {
+        r,
+        w,
+        cfg,
+        _tmp: tmp,
+        _netns: netns,
+    }
+}
+
+/// Proves the network gate: with `gate` set, the command does not run (and the pid is not
+/// published) while the gate stays shut, however long the root took; the byte written, it
+/// runs at once with its output and code.
+#[test]
+fn the_command_waits_for_its_gate() {
+    if !is_root() {
+        return;
+    }
+    let mut g = gated(&["sh", "-c", "echo ran; exit 3"]);
+    let mut p = start(&g.cfg);
+    // Long enough for the init to assemble the root (a few ms) many times over.
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        !g.cfg.pid_file.exists(),
+        "the container's pid was published before its gate opened"
+    );
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "the init exited before its gate opened"
+    );
+    use std::io::Write;
+    g.w.write_all(b"1").unwrap();
+    let o = p.finish(TIMEOUT);
+    assert_eq!((o.code, o.stdout.as_str()), (3, "ran\n"), "{o:?}");
+}
+
+/// Proves that a gate closed without its byte (the daemon gave up on the network, or died)
+/// fails the start: code 125, the command never ran.
+#[test]
+fn a_closed_gate_fails_the_start() {
+    if !is_root() {
+        return;
+    }
+    let g = gated(&["sh", "-c", "echo ran"]);
+    let p = start(&g.cfg);
+    thread::sleep(Duration::from_millis(200));
+    drop((g.r, g.w));
+    let o = p.finish(TIMEOUT);
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(!o.stdout.contains("ran"), "the command ran: {o:?}");
+    assert!(o.stderr.contains("network"), "{o:?}");
+}
+
+/// Proves that a gate whose byte was written, and whose writing end was closed, before the
+/// init opened it (a plumbing faster than the init's start) lets the command run.
+#[test]
+fn a_gate_opened_before_the_init_reads_it_lets_it_run() {
+    if !is_root() {
+        return;
+    }
+    let mut g = gated(&["sh", "-c", "echo ran"]);
+    use std::io::Write;
+    g.w.write_all(b"1").unwrap();
+    drop(g.w);
+    let o = start(&g.cfg).finish(TIMEOUT);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "ran\n"), "{o:?}");
 }
