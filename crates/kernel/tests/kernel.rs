@@ -1069,6 +1069,84 @@ async fn vxlan_created_in_the_host_lives_in_the_overlay_namespace() {
     );
 }
 
+/// Proves: a VXLAN port's remote entries go to the port that exists now, not to the index the
+/// kernel cached for its name: the port is deleted and made again behind the cache's back (a
+/// new index, no observation in between, as when someone deletes it and berth's repair makes
+/// it again before the next event), and the next entries land on the new port (the stale
+/// index's `ENODEV` drops it and the name is looked up again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vxlan_entries_follow_a_port_made_again() {
+    use berth_plan::overlay::VxlanPlan;
+    require_root!();
+    let ns = TestNs::new("vi");
+    let k = Kernel::new_in(&ns.path).await.expect("kernel");
+    let ip = |args: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &ns.name])
+            .args(args.split_whitespace())
+            .output()
+            .expect("ip");
+        assert!(out.status.success(), "ip -n {} {args}", ns.name);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    ip("link add ul0 type veth peer name ul1");
+    ip("addr add 10.77.0.1/24 dev ul0");
+    ip("link set ul0 up");
+    let mut br = bridge("bkix0", &["10.78.0.1/24"]);
+    br.mtu = 1450;
+    k.ensure_bridge(&br).await.expect("bridge");
+    let plan = VxlanPlan {
+        name: "bkvi0".into(),
+        vni: 4343,
+        port: 4789,
+        local: "10.77.0.1".parse().expect("ip"),
+        mtu: 1450,
+        bridge: "bkix0".into(),
+        alias: "berth:vx:test".into(),
+    };
+    let entry = |n: u8| {
+        (
+            format!("02:42:0a:4e:00:{n:02x}"),
+            format!("10.78.0.{n}")
+                .parse::<std::net::IpAddr>()
+                .expect("ip"),
+        )
+    };
+    let set = |n: u8| {
+        let (mac, addr) = entry(n);
+        let k = &k;
+        async move {
+            k.set_vxlan_entries(
+                "bkvi0",
+                &[(mac.clone(), "10.77.0.2".parse().expect("ip"))],
+                &[],
+                &[(addr, mac)],
+                &[],
+            )
+            .await
+        }
+    };
+    k.create_vxlan(&plan).await.expect("vxlan");
+    set(2).await.expect("entries on the first port");
+    let first = ip("-o link show bkvi0");
+    ip("link del bkvi0");
+    k.create_vxlan(&plan).await.expect("vxlan again");
+    let second = ip("-o link show bkvi0");
+    assert_ne!(
+        first.split(':').next(),
+        second.split(':').next(),
+        "made again under a new index"
+    );
+    set(3)
+        .await
+        .expect("entries on the port made again, through a stale cached index");
+    let neigh = ip("neigh show dev bkvi0");
+    assert!(
+        neigh.contains("10.78.0.3") && neigh.contains("PERMANENT"),
+        "the entry is on the new port: {neigh}"
+    );
+}
+
 /// One socket in "berthd's" namespace (`home`) hears a change that someone else makes inside
 /// a container's namespace, tagged with that namespace's id in `home` ([`nsid_of`]); a
 /// namespace without an id there is not heard.
