@@ -283,7 +283,7 @@ impl Daemon {
         // Ports first: a refused port fails the start before any process exists.
         // Without published ports, its anti-spoofing elements are left to the runtime, which
         // installs them while the init assembles the root, still before its veths exist.
-        let (port_op, guard_left) = match crate::ports::publish_with(self, &c, false).await {
+        let (port_op, guard) = match crate::ports::publish_with(self, &c, false).await {
             Ok(op) => op,
             Err(e) => {
                 self.end_announcement(&c.id, early, true).await;
@@ -291,7 +291,7 @@ impl Daemon {
             }
         };
         failpoint::boundary("publish ports");
-        let (pid, init_pid) = match self.runtime.start(self, &c, guard_left).await {
+        let (pid, init_pid) = match self.runtime.start(self, &c, guard.as_ref()).await {
             Ok(p) => p,
             Err(e) => {
                 self.dns.unpin(&c.id);

@@ -256,14 +256,14 @@ pub async fn publish(d: &Arc<Daemon>, c: &ContainerSpec) -> ApiResult<Option<Op>
 }
 
 /// [`publish`]; with `guard_now` false, a container that publishes no port gets no
-/// transaction here: its anti-spoofing elements are left to [`install_guard`], which its start
-/// calls while its init assembles the root, still before its veths exist. Returns the store
-/// operation and whether the guard was left.
+/// transaction here: its anti-spoofing elements are returned, left to [`install_guard`],
+/// which its start calls while its init assembles the root, still before its veths exist.
+/// Returns the store operation and the guard left to install (`None`: nothing left).
 pub async fn publish_with(
     d: &Arc<Daemon>,
     c: &ContainerSpec,
     guard_now: bool,
-) -> ApiResult<(Option<Op>, bool)> {
+) -> ApiResult<(Option<Op>, Option<Elements>)> {
     let mut doc = doc(d, &c.id)?;
     let specs = doc.specs.clone();
     let nets = d.networks()?;
@@ -272,11 +272,14 @@ pub async fn publish_with(
     let guard = berth_plan::firewall::container_guard_elements(c, &nets);
     let veths = veths(c);
     if specs.is_empty() {
-        if !guard_now {
-            return Ok((None, !guard.is_empty()));
+        if guard.is_empty() {
+            return Ok((None, None));
         }
-        update_guard(d, c, &veths, &guard)?;
-        return Ok((None, false));
+        if !guard_now {
+            return Ok((None, Some(guard)));
+        }
+        install_guard(d, c, &guard)?;
+        return Ok((None, None));
     }
     let started = Instant::now();
     let t = target(c, &nets)?;
@@ -412,39 +415,26 @@ pub async fn publish_with(
         "ports published"
     );
     doc.published = published;
-    Ok((Some(Op::put_json(key(&c.id), &doc)), false))
+    Ok((Some(Op::put_json(key(&c.id), &doc)), None))
+}
+
+/// Installs the anti-spoofing elements `guard` of `c`, a container that publishes no port
+/// (as [`publish_with`] computed or left them): one transaction, before its veths exist.
+pub fn install_guard(d: &Daemon, c: &ContainerSpec, guard: &Elements) -> ApiResult<()> {
+    tokio::task::block_in_place(|| {
+        d.firewall
+            .update_ports(&c.id, &c.name, &[], &veths(c), guard)
+    })
+    .map(|_| ())
+    .map_err(|e| {
+        ApiError::internal(format!(
+            "installing the anti-spoofing rules of container {:?}: {e:#}",
+            c.name
+        ))
+    })
 }
 
 /// The host-side veth names of `c`'s endpoints (its bridge ports).
-/// The anti-spoofing elements of a container that publishes no port, left by
-/// [`publish_with`]: one transaction, before its veths exist.
-pub fn install_guard(d: &Daemon, c: &ContainerSpec) -> ApiResult<()> {
-    let nets = d.networks()?;
-    let guard = berth_plan::firewall::container_guard_elements(c, &nets);
-    if guard.is_empty() {
-        return Ok(());
-    }
-    update_guard(d, c, &veths(c), &guard)
-}
-
-/// Replaces the anti-spoofing elements of `c`'s bridge ports `veths` with `guard` (and no
-/// published port).
-fn update_guard(
-    d: &Daemon,
-    c: &ContainerSpec,
-    veths: &BTreeSet<String>,
-    guard: &Elements,
-) -> ApiResult<()> {
-    tokio::task::block_in_place(|| d.firewall.update_ports(&c.id, &c.name, &[], veths, guard))
-        .map(|_| ())
-        .map_err(|e| {
-            ApiError::internal(format!(
-                "installing the anti-spoofing rules of container {:?}: {e:#}",
-                c.name
-            ))
-        })
-}
-
 fn veths(c: &ContainerSpec) -> BTreeSet<String> {
     c.endpoints.iter().map(|e| e.host_ifname.clone()).collect()
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use berth_api::types::stream;
 use berth_kernel::container::{self as ct, InitConfig};
+use berth_plan::firewall::Elements;
 use berth_plan::model::{ContainerSpec, NetworkMode, Status};
 use berth_plan::names;
 use bytes::Bytes;
@@ -140,13 +141,13 @@ impl Runtime {
     }
 
     /// Starts `c`: namespace, endpoints, files, init. Returns (stage-1 pid, container init pid).
-    /// `guard_left`: its anti-spoofing elements are not installed yet
+    /// `guard`: its anti-spoofing elements, if not installed yet
     /// ([`crate::ports::publish_with`]); they are before any of its endpoints exists.
     pub async fn start(
         &self,
         d: &Arc<Daemon>,
         c: &ContainerSpec,
-        guard_left: bool,
+        guard: Option<&Elements>,
     ) -> ApiResult<(i32, i32)> {
         let dir = self.container_dir(&c.id);
         std::fs::create_dir_all(&dir)
@@ -199,8 +200,8 @@ impl Runtime {
         // berthd gone), the init gives up and the command never runs.
         let plumbed = matches!((&c.mode, &netns), (NetworkMode::Networks, Some(_)))
             && !c.endpoints.is_empty();
-        if guard_left && !plumbed {
-            crate::ports::install_guard(d, c)?;
+        if let (Some(g), false) = (guard, plumbed) {
+            crate::ports::install_guard(d, c, g)?;
         }
         let gate = if plumbed {
             let pipe = std::io::pipe()
@@ -321,7 +322,7 @@ impl Runtime {
         // goes with our descriptor, and a fast plumbing may be done before the init got there.
         let mut gate_reader = None;
         if let (Some((gate_r, mut gate_w)), Some(ns)) = (gate, &netns) {
-            let result = self.plumb(d, c, ns, guard_left).await;
+            let result = self.plumb(d, c, ns, guard).await;
             let result = result.and_then(|()| {
                 // Never blocks (one byte in an empty pipe) nor fails for want of a reader
                 // (we hold one): the init's command may run from here on.
@@ -412,7 +413,7 @@ impl Runtime {
     }
 
     /// Plumbs a starting container's endpoints into its namespace `ns` (one reconcile pass
-    /// scoped to it, after its anti-spoofing elements if `guard_left`) and opens its
+    /// scoped to it, after its anti-spoofing elements `guard` if left) and opens its
     /// in-namespace resolver if it needs one. On an error the caller abandons the start
     /// ([`Runtime::abandon_start`]).
     async fn plumb(
@@ -420,11 +421,11 @@ impl Runtime {
         d: &Arc<Daemon>,
         c: &ContainerSpec,
         ns: &Path,
-        guard_left: bool,
+        guard: Option<&Elements>,
     ) -> ApiResult<()> {
         // In force before its veths exist: a port's first frame is already checked.
-        if guard_left {
-            crate::ports::install_guard(d, c)?;
+        if let Some(g) = guard {
+            crate::ports::install_guard(d, c, g)?;
         }
         if let Ok(mut s) = d.starting.lock() {
             s.insert(c.id.clone(), ns.display().to_string());
@@ -455,11 +456,7 @@ impl Runtime {
         if needs {
             d.dns
                 .open_local(&c.id, ns, true)
-                .map_err(ApiError::internal)
-                .map_err(|e| ApiError {
-                    status: e.status,
-                    message: format!("starting container {:?}: {}", c.name, e.message),
-                })?;
+                .map_err(|e| ApiError::internal(format!("starting container {:?}: {e}", c.name)))?;
         }
         Ok(())
     }

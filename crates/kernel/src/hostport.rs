@@ -203,9 +203,7 @@ pub(crate) fn dump_request(family: u8, ipproto: u8, first: u16, last: u16) -> Ve
     m.extend_from_slice(&[family, ipproto, 0, 0]);
     m.extend_from_slice(&ALL_STATES.to_ne_bytes());
     m.extend_from_slice(&[0u8; 48]);
-    m.extend_from_slice(&((4 + bc.len()) as u16).to_ne_bytes());
-    m.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
-    m.extend_from_slice(&bc);
+    push_bytecode(&mut m, &bc);
     m
 }
 
@@ -219,6 +217,13 @@ fn dump_header(ty: u16, payload: usize) -> Vec<u8> {
     m.extend_from_slice(&1u32.to_ne_bytes());
     m.extend_from_slice(&0u32.to_ne_bytes());
     m
+}
+
+/// Appends the filter program `bc` as the request's `INET_DIAG_REQ_BYTECODE` attribute.
+fn push_bytecode(m: &mut Vec<u8>, bc: &[u8]) {
+    m.extend_from_slice(&((4 + bc.len()) as u16).to_ne_bytes());
+    m.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+    m.extend_from_slice(bc);
 }
 
 /// The filter program "local port ≥ first and ≤ last" (see [`dump_request`]).
@@ -248,9 +253,7 @@ pub(crate) fn tcp_dump_request(first: u16, last: u16) -> Vec<u8> {
     m.extend_from_slice(&[0u8; 48]);
     m.extend_from_slice(&ALL_STATES.to_ne_bytes());
     m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(&((4 + bc.len()) as u16).to_ne_bytes());
-    m.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
-    m.extend_from_slice(&bc);
+    push_bytecode(&mut m, &bc);
     m
 }
 
