@@ -1266,3 +1266,60 @@ fn web_elements(nd: &str) -> berth_plan::firewall::Elements {
     want.insert(fw::SET_PORT_ND, nd, c.into());
     want
 }
+
+/// Every address of one link, link-local ones included.
+async fn all_addrs_of(k: &Kernel, link: &str) -> BTreeSet<IpAddr> {
+    k.link_addrs()
+        .await
+        .expect("link_addrs")
+        .into_iter()
+        .filter(|(name, _)| name == link)
+        .map(|(_, ip)| ip)
+        .collect()
+}
+
+/// Proves that an endpoint of an IPv4-only network has no IPv6 address on either side once
+/// both are up with carrier (the host side by `addrgenmode none`, the container side by
+/// `disable_ipv6=1`), while a dual-stack endpoint on the same bridge gets its host side's
+/// link-local address in the same time: the check would see one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv4_only_endpoint_has_no_ipv6_address_on_either_side() {
+    require_root!();
+    let h = TestNs::new("h");
+    let c1 = TestNs::new("c1");
+    let c2 = TestNs::new("c2");
+    let k = Kernel::new_in(&h.path).await.expect("kernel");
+    k.ensure_bridge(&bridge("bkbr6", &["10.78.0.1/24"]))
+        .await
+        .expect("bridge");
+    let mut v4only = endpoint("bk6a", "bkbr6", &c1, &["10.78.0.2/24"], &[], false);
+    v4only.disable_ipv6 = true;
+    let dual = endpoint("bk6b", "bkbr6", &c2, &["10.78.0.3/24"], &[], false);
+    k.setup_endpoint(&v4only).await.expect("setup v4-only");
+    k.setup_endpoint(&dual).await.expect("setup dual");
+    // The link-local address comes with the carrier (linkwatch: up to a second).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while all_addrs_of(&k, "bk6b").await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dual-stack endpoint's host side never got a link-local address"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Both endpoints were set up before that carrier came: the v4-only one had its chance.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(all_addrs_of(&k, "bk6a").await, BTreeSet::new());
+    let kc = Kernel::new_in(&c1.path).await.expect("kernel c1");
+    assert_eq!(all_addrs_of(&kc, "eth0").await, set(&["10.78.0.2"]));
+    assert_eq!(
+        sysctl::read(Some(&c1.path), "net.ipv6.conf.eth0.disable_ipv6").expect("read"),
+        "1"
+    );
+    // Reachable over IPv4 all the same.
+    let gw: SocketAddr = "10.78.0.1:7004".parse().expect("sa");
+    let lg = listen(&h.path, gw);
+    assert!(
+        tcp_exchange(&c1.path, gw, &lg),
+        "v4-only endpoint -> gateway"
+    );
+}
