@@ -214,6 +214,16 @@ impl Runtime {
             PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), r.as_raw_fd()))
         });
 
+        // The init tells its pid on this pipe (its writing end opened by stage 1 by our
+        // `/proc/PID/fd/N`, so we hold it until the pid came): one wake-up, not a poll.
+        let (started_r, started_w) = std::io::pipe()
+            .map_err(|e| ApiError::internal(format!("creating the start pipe: {e}")))?;
+        let started_path = PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            started_w.as_raw_fd()
+        ));
+
         let rootfs = c.rootfs.as_ref().map(PathBuf::from);
         let cfg = InitConfig {
             netns: netns.clone(),
@@ -232,6 +242,7 @@ impl Runtime {
             pid_file: pid_file.clone(),
             exit_file: exit_file.clone(),
             gate: gate_path,
+            started: Some(started_path),
             tty: c.stdio.tty,
             working_dir: c.process.working_dir.clone(),
             user: c.process.user.clone(),
@@ -352,11 +363,8 @@ impl Runtime {
 
         // Wait until the init has joined the namespace and started the command (it writes its
         // pid), or died trying.
-        let watched = pid_file.clone();
-        let mut init_pid =
-            tokio::task::spawn_blocking(move || ct::wait_for_init_pid(&watched, stage1))
-                .await
-                .unwrap_or(0);
+        let mut init_pid = ct::init_pid_from(started_r, stage1, &pid_file).await;
+        drop(started_w);
         if init_pid == 0 {
             // Gone before it wrote its pid: the waiter below records why.
             let _ = child.try_wait();

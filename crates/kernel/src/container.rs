@@ -157,6 +157,12 @@ pub struct InitConfig {
     /// nothing to wait for.
     #[serde(default)]
     pub gate: Option<PathBuf>,
+    /// A pipe the daemon reads the container init's pid from (a path that opens its writing
+    /// end, e.g. the daemon's `/proc/PID/fd/N`), opened by stage 1 first thing: right after
+    /// `pid_file`, stage 1 writes the same pid there (decimal) and closes it, so the daemon
+    /// wakes once instead of polling the file. `None`: the daemon polls `pid_file`.
+    #[serde(default)]
+    pub started: Option<PathBuf>,
 }
 
 /// Errors of this module, worded for people: what failed, with the path or command.
@@ -343,8 +349,21 @@ fn stage1_main(json: Option<&String>) -> i32 {
             return EXIT_SETUP_FAILED;
         }
     };
-    let inherited = [pid_out.dir.as_raw_fd(), exit_out.dir.as_raw_fd()];
-    let code = match stage1(&cfg, &pid_out, inherited) {
+    // The daemon holds the reading end (and its own copy of the writing end, whose path
+    // this is) until we wrote the pid or exited.
+    let started = match cfg.started.as_deref().map(open_started).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            report(&e);
+            return EXIT_SETUP_FAILED;
+        }
+    };
+    let inherited = [
+        pid_out.dir.as_raw_fd(),
+        exit_out.dir.as_raw_fd(),
+        started.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+    ];
+    let code = match stage1(&cfg, &pid_out, started, inherited) {
         Ok(code) => code,
         Err(e) => {
             report(&e);
@@ -357,11 +376,25 @@ fn stage1_main(json: Option<&String>) -> i32 {
     code
 }
 
-/// `inherited`: stage 1's descriptors of host directories, closed in stage 2.
+/// Opens the writing end of [`InitConfig::started`] without blocking (the daemon holds the
+/// reading end, so the open cannot wait for a reader), close-on-exec.
+fn open_started(path: &Path) -> Result<File, ContainerError> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map(File::from)
+    .map_err(sys(format!("open the start pipe {}", path.display())))
+}
+
+/// `inherited`: stage 1's descriptors of host directories and of the start pipe (-1: none),
+/// closed in stage 2.
 fn stage1(
     cfg: &InitConfig,
     pid_out: &OutFile,
-    inherited: [std::os::fd::RawFd; 2],
+    started: Option<File>,
+    inherited: [std::os::fd::RawFd; 3],
 ) -> Result<i32, ContainerError> {
     if let Some(netns) = &cfg.netns {
         let f = File::open(netns).map_err(io(format!("open netns {}", netns.display())))?;
@@ -399,7 +432,7 @@ fn stage1(
             drop(ready_r);
             // Stage 2 (pid 1, alive as long as the container) keeps no descriptor of the
             // host's directories: stage 1's are closed here (never dropped: we exit below).
-            for fd in inherited {
+            for fd in inherited.into_iter().filter(|fd| *fd >= 0) {
                 let _ = nix::unistd::close(fd);
             }
             std::process::exit(stage2_main(cfg, ready_w, gate));
@@ -416,6 +449,11 @@ fn stage1(
         let _ = kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
         return Err(e);
+    }
+    if let Some(mut started) = started {
+        // A few bytes into an empty pipe: never blocks. An error (EPIPE: the daemon gave up
+        // waiting) changes nothing: the pid file is written, as a restarted daemon reads it.
+        let _ = started.write_all(pid.to_string().as_bytes());
     }
     Ok(supervise(&signals, pid, false))
 }
@@ -1063,6 +1101,60 @@ pub fn init_processes() -> Vec<(i32, InitConfig)> {
         .filter(|(_, ppid, _)| !ppid.is_some_and(|p| inits.contains(&p)))
         .map(|(pid, _, cfg)| (pid, cfg))
         .collect()
+}
+
+/// Waits for the pid a container's stage 1 (`stage1`, an unreaped child of the caller) writes
+/// to its start pipe (`started`: the reading end of [`InitConfig::started`], whose writing end
+/// the caller holds until this returns) once the command runs: one wake-up, no polling. 0 if
+/// stage 1 exited without writing it (the pid file is read once more: a restarted daemon's
+/// source) or after 5 s. Without pidfds (a kernel before 5.3), [`wait_for_init_pid`] on a
+/// blocking thread.
+pub async fn init_pid_from(started: std::io::PipeReader, stage1: i32, pid_file: &Path) -> i32 {
+    use tokio::io::AsyncReadExt;
+    let parse = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+    };
+    let from_file = || {
+        fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+    };
+    let exited = rustix::process::Pid::from_raw(stage1)
+        .ok_or(rustix::io::Errno::SRCH)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()))
+        .map_err(std::io::Error::from)
+        .and_then(|fd| {
+            // The AsyncFd owns the pidfd (tokio#8587, as in [`exited_fd`]).
+            #[allow(deprecated)]
+            tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)
+        });
+    // Sets the reading end non-blocking, for the runtime's reactor.
+    let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(started.into());
+    let (Ok(exited), Ok(mut pipe)) = (exited, pipe) else {
+        let pid_file = pid_file.to_path_buf();
+        return tokio::task::spawn_blocking(move || wait_for_init_pid(&pid_file, stage1))
+            .await
+            .unwrap_or(0);
+    };
+    // Stage 1 writes the pid in one write of a few bytes (atomic in a pipe): one read.
+    let mut buf = [0u8; 16];
+    tokio::select! {
+        biased;
+        read = pipe.read(&mut buf) => match read {
+            Ok(n) if n > 0 => parse(&buf[..n]).unwrap_or(0),
+            _ => from_file().unwrap_or(0),
+        },
+        _ = exited.readable() => {
+            // Gone: its pid may have come just before it exited.
+            match pipe.try_read(&mut buf) {
+                Ok(n) if n > 0 => parse(&buf[..n]).unwrap_or(0),
+                _ => from_file().unwrap_or(0),
+            }
+        }
+        () = tokio::time::sleep(std::time::Duration::from_secs(5)) => 0,
+    }
 }
 
 /// Polls for the pid a container's stage 1 (`stage1`, a child of the caller) writes to

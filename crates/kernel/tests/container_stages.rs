@@ -215,6 +215,7 @@ fn config(tmp: &TempDir, netns: &Netns, cmd: &[&str]) -> InitConfig {
         pid_file: tmp.0.join("pid"),
         exit_file: tmp.0.join("exit"),
         gate: None,
+        started: None,
     }
 }
 
@@ -698,4 +699,81 @@ fn a_gate_opened_before_the_init_reads_it_lets_it_run() {
     drop(g.w);
     let o = start(&g.cfg).finish(TIMEOUT);
     assert_eq!((o.code, o.stdout.as_str()), (0, "ran\n"), "{o:?}");
+}
+
+/// `cfg` with a start pipe: the test holds both ends (the init opens the writing end by the
+/// test's `/proc/PID/fd/N`, as berthd's).
+fn with_start_pipe(cfg: &mut InitConfig) -> (std::io::PipeReader, std::io::PipeWriter) {
+    use std::os::fd::AsRawFd;
+    let (r, w) = std::io::pipe().unwrap();
+    cfg.started = Some(PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        w.as_raw_fd()
+    )));
+    (r, w)
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Proves the start pipe: stage 1 tells the pid it writes to its pid file on the pipe once
+/// the command runs, and `init_pid_from` wakes with it (without stage 1's write it would
+/// wait its whole 5 s and answer 0).
+#[test]
+fn the_start_pipe_tells_the_init_pid() {
+    if !is_root() {
+        return;
+    }
+    let tmp = TempDir::new();
+    let netns = Netns::new();
+    let mut cfg = config(&tmp, &netns, &["sleep", "30"]);
+    let (r, w) = with_start_pipe(&mut cfg);
+    let p = start(&cfg);
+    let stage1 = p.pid().as_raw();
+    let told = block_on(berth_kernel::container::init_pid_from(
+        r,
+        stage1,
+        &cfg.pid_file,
+    ));
+    drop(w);
+    assert!(told > 0, "no pid on the start pipe");
+    assert_eq!(told, wait_pid_file(&cfg.pid_file));
+    assert_ne!(told, stage1);
+    kill(p.pid(), Signal::SIGTERM).unwrap();
+    let o = p.finish(TIMEOUT);
+    assert_eq!(o.code, 143, "{o:?}");
+}
+
+/// Proves that a stage 1 that fails before it forks the init (no such network namespace)
+/// ends the wait at its exit with 0 (no pid), not after the 5 s timeout: the pipe's writing
+/// end is still held by the caller, so only the exit can tell it.
+#[test]
+fn a_start_pipe_without_a_pid_ends_with_stage_1() {
+    if !is_root() {
+        return;
+    }
+    let tmp = TempDir::new();
+    let netns = Netns::new();
+    let mut cfg = config(&tmp, &netns, &["true"]);
+    cfg.netns = Some(tmp.0.join("no-such-netns"));
+    let (r, w) = with_start_pipe(&mut cfg);
+    let p = start(&cfg);
+    let t = Instant::now();
+    let told = block_on(berth_kernel::container::init_pid_from(
+        r,
+        p.pid().as_raw(),
+        &cfg.pid_file,
+    ));
+    let waited = t.elapsed();
+    drop(w);
+    assert_eq!(told, 0);
+    assert!(waited < Duration::from_secs(4), "waited {waited:?}");
+    let o = p.finish(TIMEOUT);
+    assert_ne!(o.code, 0, "{o:?}");
 }
