@@ -33,7 +33,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::host::{bridge_alias, is_link_sysctl, is_owned, ObservedLink, Problem, Step, StepOp};
+use crate::host::{bridge_alias, is_link_sysctl, is_owned, ObservedLink, Problem, StepOp};
 use crate::model::{BridgePlan, Driver, NetworkSpec, RoutePlan};
 use crate::names;
 use crate::overlay::{DesiredVxlan, ObservedEntries};

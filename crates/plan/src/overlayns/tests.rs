@@ -1,7 +1,7 @@
 #![allow(clippy::expect_used)]
 
 use super::*;
-use crate::host::DesiredHost;
+use crate::host::{DesiredHost, Step};
 use crate::model::OverlaySpec;
 use crate::overlay::RemoteEndpoint;
 use crate::testutil;
