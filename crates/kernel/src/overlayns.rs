@@ -322,6 +322,31 @@ impl Kernel {
     }
 }
 
+/// Writes the static `table bridge berth` (anti-spoofing:
+/// [`berth_plan::firewall::bridge_guard_script`]) in the overlay namespace at `netns`, where
+/// its bridge's ports are (one `nft -f` transaction, run in that namespace; idempotent: the
+/// chains are flushed and written again, the sets' elements kept).
+pub fn apply_guard_base(netns: &Path) -> Result<()> {
+    crate::nft::apply(Some(netns), &berth_plan::firewall::bridge_guard_script())
+}
+
+/// Applies anti-spoofing element changes (`table bridge berth`'s sets) in the overlay
+/// namespace at `netns`, as one transaction over an nf_tables socket opened there (`nft -f`
+/// for what the socket cannot encode).
+pub fn apply_guard_changes(
+    netns: &Path,
+    changes: &[berth_plan::firewall::SetChange],
+) -> Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut sock = netns::run_in_netns(netns, crate::nftnl::NftSocket::open)??;
+    if sock.apply(changes)? {
+        return Ok(());
+    }
+    crate::nft::apply(Some(netns), &berth_plan::firewall::changes_script(changes))
+}
+
 /// Reads a sysctl of the namespace at `netns` (`None`: the caller's), `None` when the key
 /// does not exist.
 fn read_sysctl(netns: Option<&Path>, key: &str) -> Result<Option<String>> {

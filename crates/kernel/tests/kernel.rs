@@ -1428,6 +1428,65 @@ async fn overlay_namespace_built_observed_repaired_and_removed_by_its_plan() {
         "container → host through the uplink"
     );
 
+    // Anti-spoofing in the overlay namespace: `table bridge berth` there, with the port's
+    // elements, drops a source address the container does not own; once the port is out of
+    // `guarded` the same connection passes (so the check can fail).
+    overlayns::apply_guard_base(&nspath).expect("guard base");
+    let ep = berth_plan::model::EndpointSpec {
+        id: "f".repeat(64),
+        network_id: net.id.clone(),
+        host_ifname: "vbovt0".into(),
+        ifname: "eth0".into(),
+        mac: "02:42:0a:51:00:05".into(),
+        addrs: vec!["10.81.0.5/24".parse().expect("addr")],
+        static_ipv4: None,
+        static_ipv6: None,
+        aliases: vec![],
+        gw_priority: 0,
+        driver_opts: Default::default(),
+        links: vec![],
+        link_local_ips: vec![],
+    };
+    let guard = berth_plan::firewall::guard_elements("c", &net, &ep);
+    let none = berth_plan::firewall::Elements::default();
+    overlayns::apply_guard_changes(&nspath, &berth_plan::firewall::diff_changes(&none, &guard))
+        .expect("guard elements");
+    let cip = |args: &str| {
+        let st = std::process::Command::new("ip")
+            .args(["-n", &container.name])
+            .args(args.split_whitespace())
+            .status()
+            .expect("ip");
+        assert!(st.success(), "ip -n {} {args}", container.name);
+    };
+    cip("addr add 10.81.0.66/32 dev eth0");
+    let to_host: SocketAddr = "10.79.3.1:7003".parse().expect("addr");
+    let l = listen(&host.path, to_host);
+    let spoofed = |l: &std::net::TcpListener| {
+        let ns = container.path.clone();
+        let stream = berth_kernel::netns::run_in_netns(&ns, move || {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+            s.bind(&"10.81.0.66:0".parse::<SocketAddr>().expect("src").into())?;
+            s.connect_timeout(&to_host.into(), std::time::Duration::from_millis(1500))?;
+            Ok::<_, std::io::Error>(())
+        })
+        .expect("netns");
+        let _ = l;
+        stream.is_ok()
+    };
+    assert!(
+        !spoofed(&l),
+        "a spoofed source is dropped in the overlay namespace"
+    );
+    assert!(
+        tcp_exchange(&container.path, to_host, &l),
+        "the container's own address still passes the guard"
+    );
+    overlayns::apply_guard_changes(&nspath, &berth_plan::firewall::diff_changes(&guard, &none))
+        .expect("unguard");
+    assert!(spoofed(&l), "unguarded, the same source passes");
+    cip("addr del 10.81.0.66/32 dev eth0");
+
     // Drift: the bridge deleted.
     ko.delete_link(&net.bridge).await.expect("delete bridge");
     assert!(converge(desired.clone()).await > 0);

@@ -727,6 +727,15 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
     s
 }
 
+/// The static part of `table bridge berth` alone, as one `nft -f` script: the anti-spoofing
+/// of an overlay namespace (`crate::overlayns`), where the bridge lives and nothing of
+/// `table inet berth` is wanted.
+pub fn bridge_guard_script() -> String {
+    let mut s = String::new();
+    bridge_base(&mut s);
+    s
+}
+
 /// The static part of `table bridge berth` (anti-spoofing), appended to the same transaction.
 fn bridge_base(s: &mut String) {
     let t = BRIDGE_TABLE;
