@@ -23,17 +23,14 @@ use ipnet::IpNet;
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
-use rtnetlink::packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
-};
-use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol,
-};
+use rtnetlink::packet_route::neighbour::{NeighbourAttribute, NeighbourMessage, NeighbourState};
+use rtnetlink::packet_route::route::{RouteFlags, RouteProtocol};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::error::{KernelError, Result};
-use crate::link::{route_msg, route_table, Kernel, CHANGE, CREATE_EXCL, CREATE_REPLACE, DUMP};
+use crate::link::{route_msg, Kernel, CHANGE, CREATE_EXCL, CREATE_REPLACE};
 use crate::netns;
+use crate::vxlan::{family, neigh_addr};
 
 /// How long a VXLAN port's creation waits for the same identity to be released by a
 /// namespace the kernel is still tearing down (see [`apply`]).
@@ -45,21 +42,6 @@ pub fn is_netns_mount(path: &Path) -> bool {
     let nsfs = std::fs::metadata("/proc/self/ns/net").map(|m| m.dev());
     let here = std::fs::metadata(path).map(|m| m.dev());
     matches!((nsfs, here), (Ok(a), Ok(b)) if a == b)
-}
-
-fn neigh_addr(ip: IpAddr) -> NeighbourAddress {
-    match ip {
-        IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
-        IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
-    }
-}
-
-fn family(ip: IpAddr) -> AddressFamily {
-    if ip.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    }
 }
 
 impl Kernel {
@@ -223,84 +205,25 @@ impl Kernel {
         &self,
         index: u32,
     ) -> Result<(Vec<RoutePlan>, BTreeMap<IpAddr, [u8; 6]>)> {
-        let mut routes = Vec::new();
-        let answers = self
-            .request(
-                RouteNetlinkMessage::GetRoute(RouteMessage::default()),
-                DUMP,
-                || "listing routes".to_string(),
-            )
-            .await?;
-        for m in answers {
-            let RouteNetlinkMessage::NewRoute(r) = m else {
-                continue;
-            };
-            if route_table(&r) != u32::from(crate::link::MAIN_TABLE) {
-                continue;
-            }
-            let mut oif = None;
-            let mut via = None;
-            let mut dst = None;
-            for a in &r.attributes {
-                match a {
-                    RouteAttribute::Oif(i) => oif = Some(*i),
-                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => via = Some(IpAddr::V4(*ip)),
-                    RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => via = Some(IpAddr::V6(*ip)),
-                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
-                        dst = Some(IpAddr::V4(*ip))
-                    }
-                    RouteAttribute::Destination(RouteAddress::Inet6(ip)) => {
-                        dst = Some(IpAddr::V6(*ip))
-                    }
-                    _ => {}
-                }
-            }
-            let (Some(via), true) = (via, oif == Some(index)) else {
-                continue;
-            };
-            let dst = dst.unwrap_or(match r.header.address_family {
-                AddressFamily::Inet6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-                _ => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-            });
-            if let Ok(dst) = IpNet::new(dst, r.header.destination_prefix_length) {
-                routes.push(RoutePlan { dst, via });
-            }
-        }
+        let routes = self
+            .main_routes()
+            .await?
+            .iter()
+            .filter(|r| r.oif == Some(index))
+            .filter_map(|r| {
+                Some(RoutePlan {
+                    dst: r.net()?,
+                    via: r.via?,
+                })
+            })
+            .collect();
         let mut neigh = BTreeMap::new();
         for fam in [AddressFamily::Inet, AddressFamily::Inet6] {
-            let mut req = NeighbourMessage::default();
-            req.header.family = fam;
-            let answers = self
-                .request(RouteNetlinkMessage::GetNeighbour(req), DUMP, || {
-                    "listing neighbours".to_string()
-                })
-                .await?;
-            for m in answers {
-                let RouteNetlinkMessage::NewNeighbour(n) = m else {
-                    continue;
-                };
-                if n.header.ifindex != index || n.header.state != NeighbourState::Permanent {
-                    continue;
-                }
-                let mut dst = None;
-                let mut mac = None;
-                for a in &n.attributes {
-                    match a {
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
-                            dst = Some(IpAddr::V4(*v4))
-                        }
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
-                            dst = Some(IpAddr::V6(*v6))
-                        }
-                        NeighbourAttribute::LinkLayerAddress(l) => {
-                            mac = <[u8; 6]>::try_from(l.as_slice()).ok()
-                        }
-                        _ => {}
-                    }
-                }
-                if let (Some(dst), Some(mac)) = (dst, mac) {
-                    neigh.insert(dst, mac);
-                }
+            for (dst, mac, _) in self
+                .permanent_neighbours(fam, index, || "listing neighbours".to_string())
+                .await?
+            {
+                neigh.insert(dst, mac);
             }
         }
         Ok((routes, neigh))

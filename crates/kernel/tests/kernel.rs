@@ -971,14 +971,7 @@ async fn vxlan_created_in_the_host_lives_in_the_overlay_namespace() {
     require_root!();
     let hosts = [TestNs::new("vh"), TestNs::new("vh")];
     let ovls = [TestNs::new("vo"), TestNs::new("vo")];
-    let ip = |ns: &TestNs, args: &str| {
-        let st = std::process::Command::new("ip")
-            .args(["-n", &ns.name])
-            .args(args.split_whitespace())
-            .status()
-            .expect("ip");
-        assert!(st.success(), "ip -n {} {args}", ns.name);
-    };
+    let ip = ip_in;
     ip(
         &hosts[0],
         &format!(
@@ -1267,6 +1260,16 @@ fn web_elements(nd: &str) -> berth_plan::firewall::Elements {
     want
 }
 
+/// Runs `ip -n NS ARGS…` in test namespace `ns`, which must succeed.
+fn ip_in(ns: &TestNs, args: &str) {
+    let st = std::process::Command::new("ip")
+        .args(["-n", &ns.name])
+        .args(args.split_whitespace())
+        .status()
+        .expect("ip");
+    assert!(st.success(), "ip -n {} {args}", ns.name);
+}
+
 /// Removes the overlay namespaces a test left under its run directory, then the directory.
 struct RunDir(std::path::PathBuf);
 
@@ -1299,14 +1302,7 @@ async fn overlay_namespace_built_observed_repaired_and_removed_by_its_plan() {
     let host = TestNs::new("oh");
     let container = TestNs::new("oc");
     let rundir = RunDir(std::env::temp_dir().join(format!("bk-{}-ovns", std::process::id())));
-    let run_ip = |args: &str| {
-        let st = std::process::Command::new("ip")
-            .args(["-n", &host.name])
-            .args(args.split_whitespace())
-            .status()
-            .expect("ip");
-        assert!(st.success(), "ip -n {} {args}", host.name);
-    };
+    let run_ip = |args: &str| ip_in(&host, args);
     // The host's underlay and an address of its own for the container to reach.
     run_ip("link add ul0 type veth peer name ul1");
     run_ip("addr add 10.79.3.1/24 dev ul0");
@@ -1451,14 +1447,7 @@ async fn overlay_namespace_built_observed_repaired_and_removed_by_its_plan() {
     let none = berth_plan::firewall::Elements::default();
     overlayns::apply_guard_changes(&nspath, &berth_plan::firewall::diff_changes(&none, &guard))
         .expect("guard elements");
-    let cip = |args: &str| {
-        let st = std::process::Command::new("ip")
-            .args(["-n", &container.name])
-            .args(args.split_whitespace())
-            .status()
-            .expect("ip");
-        assert!(st.success(), "ip -n {} {args}", container.name);
-    };
+    let cip = |args: &str| ip_in(&container, args);
     cip("addr add 10.81.0.66/32 dev eth0");
     let to_host: SocketAddr = "10.79.3.1:7003".parse().expect("addr");
     let l = listen(&host.path, to_host);

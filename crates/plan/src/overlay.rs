@@ -181,22 +181,7 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost, plan: &mut Plan) {
                 continue;
             }
             Some(link) => {
-                let mut why = Vec::new();
-                if link.kind.as_deref() != Some("vxlan") {
-                    why.push(format!(
-                        "is a {} link",
-                        link.kind.as_deref().unwrap_or("device")
-                    ));
-                }
-                if link.master.as_deref() != Some(v.plan.bridge.as_str()) {
-                    why.push(format!("not a port of {}", v.plan.bridge));
-                }
-                if !link.up {
-                    why.push("down".into());
-                }
-                if link.mtu != v.plan.mtu {
-                    why.push(format!("mtu {} instead of {}", link.mtu, v.plan.mtu));
-                }
+                let why = vxlan_faults(link, &v.plan);
                 if why.is_empty() {
                     false
                 } else {
@@ -225,6 +210,28 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost, plan: &mut Plan) {
             plan.steps.push(step);
         }
     }
+}
+
+/// What is wrong with `link` as the VXLAN port `plan` (empty: nothing the observation
+/// shows): its kind, its bridge, its up state, its MTU.
+pub(crate) fn vxlan_faults(link: &crate::host::ObservedLink, plan: &VxlanPlan) -> Vec<String> {
+    let mut why = Vec::new();
+    if link.kind.as_deref() != Some("vxlan") {
+        why.push(format!(
+            "is a {} link",
+            link.kind.as_deref().unwrap_or("device")
+        ));
+    }
+    if link.master.as_deref() != Some(plan.bridge.as_str()) {
+        why.push(format!("not a port of {}", plan.bridge));
+    }
+    if !link.up {
+        why.push("down".into());
+    }
+    if link.mtu != plan.mtu {
+        why.push(format!("mtu {} instead of {}", link.mtu, plan.mtu));
+    }
+    why
 }
 
 /// The step that brings the permanent entries `have` of VXLAN device `name` to exactly those

@@ -548,22 +548,7 @@ pub fn diff(observed: &ObservedOverlay, desired: &DesiredOverlay) -> OverlayPlan
                     true
                 }
                 Some(l) => {
-                    let mut why = Vec::new();
-                    if l.kind.as_deref() != Some("vxlan") {
-                        why.push(format!(
-                            "is a {} link",
-                            l.kind.as_deref().unwrap_or("device")
-                        ));
-                    }
-                    if l.master.as_deref() != Some(v.plan.bridge.as_str()) {
-                        why.push(format!("not a port of {}", v.plan.bridge));
-                    }
-                    if !l.up {
-                        why.push("down".into());
-                    }
-                    if l.mtu != v.plan.mtu {
-                        why.push(format!("mtu {} instead of {}", l.mtu, v.plan.mtu));
-                    }
+                    let why = crate::overlay::vxlan_faults(l, &v.plan);
                     if why.is_empty() {
                         false
                     } else {

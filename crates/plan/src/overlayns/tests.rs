@@ -20,6 +20,28 @@ fn ov(id: char, name: &str, subnet: &str) -> NetworkSpec {
     n
 }
 
+/// A veth named `name` with MAC `mac`, down, nothing else known.
+fn veth(name: &str, mac: Option<[u8; 6]>) -> ObservedLink {
+    ObservedLink {
+        name: name.into(),
+        kind: Some("veth".into()),
+        mac,
+        ..ObservedLink::default()
+    }
+}
+
+/// `n` with IPv6 on, in `subnet` with `gateway`.
+fn dual(mut n: NetworkSpec, subnet: &str, gateway: &str) -> NetworkSpec {
+    n.enable_ipv6 = true;
+    n.subnets.push(crate::model::SubnetSpec {
+        subnet: subnet.parse().expect("v6"),
+        gateway: gateway.parse().expect("gw6"),
+        ip_range: None,
+        aux_addresses: Default::default(),
+    });
+    n
+}
+
 fn remote(net: &NetworkSpec) -> RemoteEndpoint {
     RemoteEndpoint {
         network_id: net.id.clone(),
@@ -138,14 +160,7 @@ fn an_overlay_network_gets_a_namespace_with_its_bridge_vxlan_port_and_uplink() {
 
 #[test]
 fn a_dual_stack_overlay_routes_both_families_and_forwards_ipv6() {
-    let mut n = ov('a', "ov", "10.50.0.0/24");
-    n.enable_ipv6 = true;
-    n.subnets.push(crate::model::SubnetSpec {
-        subnet: "fd00:50::/64".parse().expect("v6"),
-        gateway: "fd00:50::1".parse().expect("gw6"),
-        ip_range: None,
-        aux_addresses: Default::default(),
-    });
+    let n = dual(ov('a', "ov", "10.50.0.0/24"), "fd00:50::/64", "fd00:50::1");
     let d = want(std::slice::from_ref(&n));
     let ns = &d.namespaces["ov-aaaaaaaaa"];
     assert_eq!(
@@ -181,26 +196,14 @@ fn an_internal_overlay_has_no_uplink_no_forwarding_and_no_firewall_key() {
     let mut o = assumed(&d);
     o.uplinks.insert(
         "bup-aaaaaaaaa".into(),
-        ObservedLink {
-            name: "bup-aaaaaaaaa".into(),
-            kind: Some("veth".into()),
-            mac: Some(names::owner_mac("bup-aaaaaaaaa")),
-            ..ObservedLink::default()
-        },
+        veth("bup-aaaaaaaaa", Some(names::owner_mac("bup-aaaaaaaaa"))),
     );
     assert_eq!(kinds(&diff(&o, &d)), vec!["DeleteUplink:bup-aaaaaaaaa"]);
 }
 
 #[test]
 fn in_sync_means_zero_steps() {
-    let mut dual = ov('c', "ov6", "10.52.0.0/24");
-    dual.enable_ipv6 = true;
-    dual.subnets.push(crate::model::SubnetSpec {
-        subnet: "fd00:52::/64".parse().expect("v6"),
-        gateway: "fd00:52::1".parse().expect("gw6"),
-        ip_range: None,
-        aux_addresses: Default::default(),
-    });
+    let dual = dual(ov('c', "ov6", "10.52.0.0/24"), "fd00:52::/64", "fd00:52::1");
     let mut internal = ov('b', "ovi", "10.51.0.0/24");
     internal.internal = true;
     let d = want(&[ov('a', "ov", "10.50.0.0/24"), internal, dual]);
@@ -343,14 +346,13 @@ fn drifted_routes_and_neighbours_are_replaced_alone() {
 fn a_foreign_link_named_like_the_uplink_is_a_problem_never_touched() {
     let d = want(&[ov('a', "ov", "10.50.0.0/24")]);
     let mut o = assumed(&d);
+    // Up, the network's MTU, but neither berth's MAC nor its mark.
     o.uplinks.insert(
         "bup-aaaaaaaaa".into(),
         ObservedLink {
-            name: "bup-aaaaaaaaa".into(),
-            kind: Some("veth".into()),
             up: true,
             mtu: 1450,
-            ..ObservedLink::default()
+            ..veth("bup-aaaaaaaaa", None)
         },
     );
     let p = diff(&o, &d);
