@@ -243,6 +243,8 @@ impl Runtime {
             exit_file: exit_file.clone(),
             gate: gate_path,
             started: Some(started_path),
+            // RUNDIR/netns once overlay namespaces are built by berthd (issue 11): none yet.
+            detach_under: Vec::new(),
             tty: c.stdio.tty,
             working_dir: c.process.working_dir.clone(),
             user: c.process.user.clone(),

@@ -55,7 +55,7 @@ use std::process::Command;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::mount::{mount, MsFlags};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::prctl::set_pdeathsig;
 use nix::sys::signal::{kill, SigSet, Signal};
@@ -163,6 +163,15 @@ pub struct InitConfig {
     /// wakes once instead of polling the file. `None`: the daemon polls `pid_file`.
     #[serde(default)]
     pub started: Option<PathBuf>,
+    /// Directories whose mounts stage 1 detaches in the container's mount namespace right
+    /// after making it private: berthd's `RUNDIR/netns`, where the overlay namespaces are
+    /// held by bind mounts. The container's mount namespace is a private copy of berthd's, so
+    /// it would otherwise hold a copy of each such mount that existed at its start, out of
+    /// reach of `network rm`'s unmount, and the removed namespace — bridge, VXLAN port and
+    /// the port's UDP socket on the host — would live on until the container exits (a
+    /// container with a rootfs lets go at its `pivot_root`; one without never does).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detach_under: Vec<PathBuf>,
 }
 
 /// Errors of this module, worded for people: what failed, with the path or command.
@@ -388,6 +397,25 @@ fn open_started(path: &Path) -> Result<File, ContainerError> {
     .map_err(sys(format!("open the start pipe {}", path.display())))
 }
 
+/// Lazily unmounts (`MNT_DETACH`) every mount at an entry of `dir` in the calling process's
+/// mount namespace (see [`InitConfig::detach_under`]). A missing directory and entries that
+/// are not mount points (an interrupted creation's empty file) are nothing to do.
+fn detach_mounts_under(dir: &Path) -> Result<(), ContainerError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(format!("list {}", dir.display()))(e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(io(format!("list {}", dir.display())))?.path();
+        match umount2(&path, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(sys(format!("detach {}", path.display()))(e)),
+        }
+    }
+    Ok(())
+}
+
 /// `inherited`: stage 1's descriptors of host directories and of the start pipe (-1: none),
 /// closed in stage 2.
 fn stage1(
@@ -419,6 +447,9 @@ fn stage1(
         None::<&str>,
     )
     .map_err(sys("make / recursively private"))?;
+    for dir in &cfg.detach_under {
+        detach_mounts_under(dir)?;
+    }
 
     // Stage 2 writes a byte (or just closes) when the container is set up and the command is
     // started; only then is the pid published, so an `exec` right after sees the finished

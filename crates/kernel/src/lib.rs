@@ -23,6 +23,7 @@ pub mod nftnl;
 mod nl;
 pub mod observe;
 pub mod ops;
+pub mod overlayns;
 pub mod probe;
 pub mod rootfs;
 pub mod routeget;

@@ -950,6 +950,18 @@ impl Kernel {
     /// Every prefix routed in this namespace's main table, both families (for picking free
     /// subnets). Deduplicated.
     pub async fn routes(&self) -> Result<Vec<IpNet>> {
+        let out: BTreeSet<IpNet> = self
+            .main_routes()
+            .await?
+            .iter()
+            .filter_map(MainRoute::net)
+            .map(|n| n.trunc())
+            .collect();
+        Ok(out.into_iter().collect())
+    }
+
+    /// Every route of this namespace's main table, both families (one `RTM_GETROUTE` dump).
+    pub(crate) async fn main_routes(&self) -> Result<Vec<MainRoute>> {
         let answers = self
             .request(
                 RouteNetlinkMessage::GetRoute(RouteMessage::default()),
@@ -957,7 +969,7 @@ impl Kernel {
                 || "listing routes".to_string(),
             )
             .await?;
-        let mut out = BTreeSet::new();
+        let mut out = Vec::new();
         for m in answers {
             let RouteNetlinkMessage::NewRoute(r) = m else {
                 continue;
@@ -965,23 +977,34 @@ impl Kernel {
             if route_table(&r) != u32::from(MAIN_TABLE) {
                 continue;
             }
-            let len = r.header.destination_prefix_length;
-            let dst = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
-                RouteAttribute::Destination(RouteAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
-                _ => None,
-            });
-            let dst = match (dst, r.header.address_family) {
-                (Some(ip), _) => ip,
-                (None, AddressFamily::Inet) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                (None, AddressFamily::Inet6) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-                _ => continue,
+            let mut route = MainRoute {
+                family: r.header.address_family,
+                prefix_len: r.header.destination_prefix_length,
+                oif: None,
+                dst: None,
+                via: None,
             };
-            if let Ok(net) = IpNet::new(dst, len) {
-                out.insert(net.trunc());
+            for a in &r.attributes {
+                match a {
+                    RouteAttribute::Oif(i) => route.oif = Some(*i),
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
+                        route.dst = Some(IpAddr::V4(*ip))
+                    }
+                    RouteAttribute::Destination(RouteAddress::Inet6(ip)) => {
+                        route.dst = Some(IpAddr::V6(*ip))
+                    }
+                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => {
+                        route.via = Some(IpAddr::V4(*ip))
+                    }
+                    RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => {
+                        route.via = Some(IpAddr::V6(*ip))
+                    }
+                    _ => {}
+                }
             }
+            out.push(route);
         }
-        Ok(out.into_iter().collect())
+        Ok(out)
     }
 
     /// Every address of every link in this namespace, as (interface name, address).
@@ -1499,6 +1522,34 @@ pub(crate) fn route_msg(route: &RoutePlan, oif: Option<u32>) -> Result<RouteMess
         msg.attributes.push(RouteAttribute::Oif(oif));
     }
     Ok(msg)
+}
+
+/// A main-table route as read back ([`Kernel::main_routes`]).
+#[derive(Debug, Clone)]
+pub(crate) struct MainRoute {
+    /// Its address family.
+    pub family: AddressFamily,
+    /// The destination's prefix length.
+    pub prefix_len: u8,
+    /// The output interface.
+    pub oif: Option<u32>,
+    /// The destination address (`RTA_DST`; absent on a default route).
+    pub dst: Option<IpAddr>,
+    /// The gateway (`RTA_GATEWAY`).
+    pub via: Option<IpAddr>,
+}
+
+impl MainRoute {
+    /// Its destination prefix, a default route's included (`0.0.0.0/0`, `::/0`).
+    pub fn net(&self) -> Option<IpNet> {
+        let dst = match (self.dst, self.family) {
+            (Some(ip), _) => ip,
+            (None, AddressFamily::Inet) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            (None, AddressFamily::Inet6) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+            _ => return None,
+        };
+        IpNet::new(dst, self.prefix_len).ok()
+    }
 }
 
 /// The table of a route (`RTA_TABLE` overrides the 8-bit header field).

@@ -9,7 +9,6 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::IpAddr;
 
 use berth_plan::model::{ParentKind, ParentPlan, ShimPlan, SublinkKind, SublinkPlan};
 use ipnet::IpNet;
@@ -26,8 +25,8 @@ use rtnetlink::packet_route::RouteNetlinkMessage;
 use crate::error::{KernelError, Result};
 use crate::gate::LinkGate;
 use crate::link::{
-    delete_quietly, endpoint_on_thread, get_link, get_link_msg, parse_mac, route_table,
-    ContainerSide, Kernel, CHANGE, CREATE_EXCL, DUMP, MAIN_TABLE,
+    delete_quietly, endpoint_on_thread, get_link, get_link_msg, parse_mac, ContainerSide, Kernel,
+    CHANGE, CREATE_EXCL, MAIN_TABLE,
 };
 use crate::netns;
 use crate::nl::SyncNetlink;
@@ -327,38 +326,12 @@ impl Kernel {
             .filter(|l| names.contains(&l.name))
             .map(|l| (l.index, l.name))
             .collect();
-        let answers = self
-            .request(
-                RouteNetlinkMessage::GetRoute(RouteMessage::default()),
-                DUMP,
-                || "listing routes".to_string(),
-            )
-            .await?;
-        for m in answers {
-            let RouteNetlinkMessage::NewRoute(r) = m else {
+        for r in self.main_routes().await? {
+            let Some(name) = r.oif.and_then(|i| by_index.get(&i)) else {
                 continue;
             };
-            if route_table(&r) != u32::from(MAIN_TABLE) {
-                continue;
-            }
-            let oif = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Oif(i) => Some(*i),
-                _ => None,
-            });
-            let Some(name) = oif.and_then(|i| by_index.get(&i)) else {
-                continue;
-            };
-            let dst = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Destination(d) => match d {
-                    rtnetlink::packet_route::route::RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
-                    rtnetlink::packet_route::route::RouteAddress::Inet6(ip) => {
-                        Some(IpAddr::V6(*ip))
-                    }
-                    _ => None,
-                },
-                _ => None,
-            });
-            if let Some(Ok(net)) = dst.map(|d| IpNet::new(d, r.header.destination_prefix_length)) {
+            // Only routes with a destination of their own: a default route is not the shim's.
+            if let Some(Ok(net)) = r.dst.map(|d| IpNet::new(d, r.prefix_len)) {
                 out.entry(name.clone()).or_insert_with(Vec::new).push(net);
             }
         }

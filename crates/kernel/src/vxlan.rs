@@ -31,14 +31,14 @@ fn mac_bytes(mac: &str) -> Result<Vec<u8>> {
         })
 }
 
-fn neigh_addr(ip: IpAddr) -> NeighbourAddress {
+pub(crate) fn neigh_addr(ip: IpAddr) -> NeighbourAddress {
     match ip {
         IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
         IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
     }
 }
 
-fn family(ip: IpAddr) -> AddressFamily {
+pub(crate) fn family(ip: IpAddr) -> AddressFamily {
     if ip.is_ipv4() {
         AddressFamily::Inet
     } else {
@@ -157,58 +157,74 @@ impl Kernel {
             AddressFamily::Inet,
             AddressFamily::Inet6,
         ] {
-            let mut req = NeighbourMessage::default();
-            req.header.family = fam;
-            let answers = self
-                .request(RouteNetlinkMessage::GetNeighbour(req), DUMP, || {
-                    format!("listing entries of {dev}")
-                })
-                .await?;
-            for m in answers {
-                let RouteNetlinkMessage::NewNeighbour(n) = m else {
-                    continue;
-                };
-                if n.header.ifindex != index || n.header.state != NeighbourState::Permanent {
-                    continue;
-                }
-                let mut dst = None;
-                let mut mac = None;
-                for a in &n.attributes {
-                    match a {
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
-                            dst = Some(IpAddr::V4(*v4))
-                        }
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
-                            dst = Some(IpAddr::V6(*v6))
-                        }
-                        // In an AF_BRIDGE message the parser cannot know the address family
-                        // of NDA_DST (the VTEP): 4 bytes are IPv4, 16 IPv6.
-                        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
-                            dst = match b.len() {
-                                4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(IpAddr::from),
-                                16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(IpAddr::from),
-                                _ => None,
-                            }
-                        }
-                        NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
-                            let mut b = [0u8; 6];
-                            b.copy_from_slice(l);
-                            mac = Some(berth_plan::names::fmt_mac(b));
-                        }
-                        _ => {}
+            for (dst, mac, flags) in self
+                .permanent_neighbours(fam, index, || format!("listing entries of {dev}"))
+                .await?
+            {
+                let m = berth_plan::names::fmt_mac(mac);
+                match fam {
+                    AddressFamily::Bridge if flags.contains(NeighbourFlags::Own) => {
+                        out.fdb.insert(m, dst);
                     }
-                }
-                match (fam, dst, mac) {
-                    (AddressFamily::Bridge, Some(d), Some(m))
-                        if n.header.flags.contains(NeighbourFlags::Own) =>
-                    {
-                        out.fdb.insert(m, d);
-                    }
-                    (AddressFamily::Inet | AddressFamily::Inet6, Some(ip), Some(m)) => {
-                        out.neigh.insert(ip, m);
+                    AddressFamily::Inet | AddressFamily::Inet6 => {
+                        out.neigh.insert(dst, m);
                     }
                     _ => {}
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The permanent neighbour entries of family `fam` (`AF_BRIDGE`: forwarding entries) on
+    /// link `index` that have a destination and a MAC: (destination, MAC, flags). `op` says
+    /// what for, in errors.
+    pub(crate) async fn permanent_neighbours(
+        &self,
+        fam: AddressFamily,
+        index: u32,
+        op: impl FnOnce() -> String,
+    ) -> Result<Vec<(IpAddr, [u8; 6], NeighbourFlags)>> {
+        let mut req = NeighbourMessage::default();
+        req.header.family = fam;
+        let answers = self
+            .request(RouteNetlinkMessage::GetNeighbour(req), DUMP, op)
+            .await?;
+        let mut out = Vec::new();
+        for m in answers {
+            let RouteNetlinkMessage::NewNeighbour(n) = m else {
+                continue;
+            };
+            if n.header.ifindex != index || n.header.state != NeighbourState::Permanent {
+                continue;
+            }
+            let mut dst = None;
+            let mut mac = None;
+            for a in &n.attributes {
+                match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                        dst = Some(IpAddr::V4(*v4))
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                        dst = Some(IpAddr::V6(*v6))
+                    }
+                    // In an AF_BRIDGE message the parser cannot know the address family
+                    // of NDA_DST (the VTEP): 4 bytes are IPv4, 16 IPv6.
+                    NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                        dst = match b.len() {
+                            4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+                            16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+                            _ => None,
+                        }
+                    }
+                    NeighbourAttribute::LinkLayerAddress(l) => {
+                        mac = <[u8; 6]>::try_from(l.as_slice()).ok()
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(d), Some(m)) = (dst, mac) {
+                out.push((d, m, n.header.flags));
             }
         }
         Ok(out)

@@ -216,6 +216,7 @@ fn config(tmp: &TempDir, netns: &Netns, cmd: &[&str]) -> InitConfig {
         exit_file: tmp.0.join("exit"),
         gate: None,
         started: None,
+        detach_under: vec![],
     }
 }
 
@@ -776,4 +777,33 @@ fn a_start_pipe_without_a_pid_ends_with_stage_1() {
     assert!(waited < Duration::from_secs(4), "waited {waited:?}");
     let o = p.finish(TIMEOUT);
     assert_ne!(o.code, 0, "{o:?}");
+}
+
+/// Proves: the mounts under a directory of `detach_under` (berthd's overlay namespaces) are not
+/// in the container's mount namespace — a container without a rootfs, which keeps the host's
+/// mounts, would otherwise hold a copy of each — while without it they are (the check can fail).
+#[test]
+fn mounts_under_detach_dirs_are_not_in_the_container() {
+    if !is_root() {
+        return;
+    }
+    let (tmp, ns) = (TempDir::new(), Netns::new());
+    let held = tmp.0.join("netns").join("ov-0123456789");
+    berth_kernel::netns::create_netns(&held).unwrap();
+    let shown = held.display().to_string();
+    let mut cfg = config(&tmp, &ns, &["cat", "/proc/self/mountinfo"]);
+    let out = run(&cfg);
+    let without = out.stdout.contains(&shown);
+    cfg.detach_under = vec![tmp.0.join("netns"), tmp.0.join("missing")];
+    let _ = fs::remove_file(&cfg.pid_file);
+    let _ = fs::remove_file(&cfg.exit_file);
+    let out = run(&cfg);
+    berth_kernel::netns::delete_netns(&held).unwrap();
+    assert!(without, "a container without detach_under sees {shown}");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        !out.stdout.contains(&shown),
+        "{shown} still mounted in the container: {}",
+        out.stdout
+    );
 }

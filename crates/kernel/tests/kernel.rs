@@ -971,14 +971,7 @@ async fn vxlan_created_in_the_host_lives_in_the_overlay_namespace() {
     require_root!();
     let hosts = [TestNs::new("vh"), TestNs::new("vh")];
     let ovls = [TestNs::new("vo"), TestNs::new("vo")];
-    let ip = |ns: &TestNs, args: &str| {
-        let st = std::process::Command::new("ip")
-            .args(["-n", &ns.name])
-            .args(args.split_whitespace())
-            .status()
-            .expect("ip");
-        assert!(st.success(), "ip -n {} {args}", ns.name);
-    };
+    let ip = ip_in;
     ip(
         &hosts[0],
         &format!(
@@ -1322,4 +1315,237 @@ async fn an_ipv4_only_endpoint_has_no_ipv6_address_on_either_side() {
         tcp_exchange(&c1.path, gw, &lg),
         "v4-only endpoint -> gateway"
     );
+}
+
+/// Runs `ip -n NS ARGS…` in test namespace `ns`, which must succeed.
+fn ip_in(ns: &TestNs, args: &str) {
+    let st = std::process::Command::new("ip")
+        .args(["-n", &ns.name])
+        .args(args.split_whitespace())
+        .status()
+        .expect("ip");
+    assert!(st.success(), "ip -n {} {args}", ns.name);
+}
+
+/// Removes the overlay namespaces a test left under its run directory, then the directory.
+struct RunDir(std::path::PathBuf);
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let netns = self.0.join(berth_plan::overlayns::NETNS_SUBDIR);
+        if let Ok(entries) = std::fs::read_dir(&netns) {
+            for e in entries.flatten() {
+                let _ = delete_netns(&e.path());
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Proves: the overlay namespace of `berth_plan::overlayns` built from an empty host by its
+/// own plan's steps (in a test "host" namespace) is what its observation reads back — a
+/// second pass plans nothing (adoption without writes); the bridge and VXLAN port are in the
+/// overlay namespace and not the host's, `bridge-nf-call-iptables` is 0 there (where
+/// `br_netfilter` is loaded), and TCP runs both ways between the host and a container on the
+/// bridge through the uplink's on-link routes and permanent neighbours (no address on
+/// either side of it). Then drift is repaired by the same steps (the bridge deleted; the
+/// namespace unmounted) back to a pass with nothing to do, and a removed network leaves
+/// neither uplink nor mount behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlay_namespace_built_observed_repaired_and_removed_by_its_plan() {
+    use berth_kernel::overlayns;
+    use berth_plan::overlayns as plan;
+    require_root!();
+    let host = TestNs::new("oh");
+    let container = TestNs::new("oc");
+    let rundir = RunDir(std::env::temp_dir().join(format!("bk-{}-ovns", std::process::id())));
+    let run_ip = |args: &str| ip_in(&host, args);
+    // The host's underlay and an address of its own for the container to reach.
+    run_ip("link add ul0 type veth peer name ul1");
+    run_ip("addr add 10.79.3.1/24 dev ul0");
+    run_ip("link set ul0 up");
+    run_ip("link set ul1 up");
+    let req = berth_plan::network::NetworkRequest {
+        name: "ovt".into(),
+        driver: Some("overlay".into()),
+        ipam: vec![berth_plan::network::IpamRequest {
+            subnet: Some("10.81.0.0/24".into()),
+            ..Default::default()
+        }],
+        options: [(
+            berth_plan::network::OPT_VXLANID.to_string(),
+            "4444".to_string(),
+        )]
+        .into(),
+        ..Default::default()
+    };
+    let net = berth_plan::network::plan_network(&req, "cd".repeat(32), "now".into(), &[], &[])
+        .expect("overlay network");
+    let remote = berth_plan::overlay::RemoteEndpoint {
+        network_id: net.id.clone(),
+        node: "h2".into(),
+        vtep: "10.79.3.2".parse().expect("vtep"),
+        ip: "10.81.0.9".parse().expect("ip"),
+        ip6: None,
+        mac: "02:42:0a:51:00:09".into(),
+        name: "far".into(),
+        aliases: vec![],
+        container_id: "e".repeat(64),
+    };
+    let mut dh = berth_plan::host::DesiredHost::default();
+    berth_plan::overlay::contribute(
+        &mut dh,
+        std::slice::from_ref(&net),
+        Some("10.79.3.1".parse().expect("local")),
+        "h1",
+        &[remote],
+    );
+    let rd = rundir.0.display().to_string();
+    let desired = plan::desired(std::slice::from_ref(&net), &rd, &dh.vxlans);
+    let d = desired
+        .namespaces
+        .values()
+        .next()
+        .expect("one namespace")
+        .clone();
+    let nspath = std::path::PathBuf::from(&d.path);
+    let kh = Kernel::new_in(&host.path).await.expect("host kernel");
+
+    let converge = |want: plan::DesiredOverlay| {
+        let kh = kh.clone();
+        let rundir = rundir.0.clone();
+        async move {
+            let o = overlayns::observe(&kh, &rundir, &want, true)
+                .await
+                .expect("observe");
+            let p = plan::diff(&o, &want);
+            assert!(p.problems.is_empty(), "{:?}", p.problems);
+            for s in &p.steps {
+                overlayns::apply(&kh, &s.op)
+                    .await
+                    .unwrap_or_else(|e| panic!("{} {}: {e}", s.object, s.reason));
+            }
+            let o = overlayns::observe(&kh, &rundir, &want, true)
+                .await
+                .expect("observe again");
+            let again = plan::diff(&o, &want);
+            assert!(
+                again.steps.is_empty(),
+                "a second pass plans nothing, got {:?}",
+                again.steps
+            );
+            p.steps.len()
+        }
+    };
+
+    assert!(converge(desired.clone()).await > 0);
+    assert!(overlayns::is_netns_mount(&nspath));
+    let ko = Kernel::new_in(&nspath).await.expect("overlay kernel");
+    let inside = link_names(&ko).await;
+    for l in [&net.bridge, &berth_plan::names::vxlan_name(&net.id), "up0"] {
+        assert!(inside.contains(&l.to_string()), "{l} in {inside:?}");
+    }
+    let outside = link_names(&kh).await;
+    assert!(!outside.contains(&net.bridge), "{outside:?}");
+    assert!(outside.contains(&berth_plan::names::uplink_name(&net.id)));
+    if let Ok(v) = sysctl::read(Some(&nspath), "net.bridge.bridge-nf-call-iptables") {
+        assert_eq!(v, "0");
+    }
+    assert_eq!(
+        sysctl::read(Some(&nspath), "net.ipv4.ip_forward").expect("ip_forward"),
+        "1"
+    );
+
+    // A container on the bridge, as berth's endpoints will be: the veth's bridge side in the
+    // overlay namespace.
+    ko.setup_endpoint(&endpoint(
+        "vbovt0",
+        &net.bridge,
+        &container,
+        &["10.81.0.5/24"],
+        &["10.81.0.1"],
+        false,
+    ))
+    .await
+    .expect("endpoint");
+    let to_container: SocketAddr = "10.81.0.5:7001".parse().expect("addr");
+    let l = listen(&container.path, to_container);
+    assert!(
+        tcp_exchange(&host.path, to_container, &l),
+        "host → container through the uplink"
+    );
+    let to_host: SocketAddr = "10.79.3.1:7002".parse().expect("addr");
+    let l = listen(&host.path, to_host);
+    assert!(
+        tcp_exchange(&container.path, to_host, &l),
+        "container → host through the uplink"
+    );
+
+    // Anti-spoofing in the overlay namespace: `table bridge berth` there, with the port's
+    // elements, drops a source address the container does not own; once the port is out of
+    // `guarded` the same connection passes (so the check can fail).
+    overlayns::apply_guard_base(&nspath).expect("guard base");
+    let ep = berth_plan::model::EndpointSpec {
+        id: "f".repeat(64),
+        network_id: net.id.clone(),
+        host_ifname: "vbovt0".into(),
+        ifname: "eth0".into(),
+        mac: "02:42:0a:51:00:05".into(),
+        addrs: vec!["10.81.0.5/24".parse().expect("addr")],
+        static_ipv4: None,
+        static_ipv6: None,
+        aliases: vec![],
+        gw_priority: 0,
+        driver_opts: Default::default(),
+        links: vec![],
+        link_local_ips: vec![],
+    };
+    let guard = berth_plan::firewall::guard_elements("c", &net, &ep);
+    let none = berth_plan::firewall::Elements::default();
+    overlayns::apply_guard_changes(&nspath, &berth_plan::firewall::diff_changes(&none, &guard))
+        .expect("guard elements");
+    let cip = |args: &str| ip_in(&container, args);
+    cip("addr add 10.81.0.66/32 dev eth0");
+    let to_host: SocketAddr = "10.79.3.1:7003".parse().expect("addr");
+    let l = listen(&host.path, to_host);
+    let spoofed = |l: &std::net::TcpListener| {
+        let ns = container.path.clone();
+        let stream = berth_kernel::netns::run_in_netns(&ns, move || {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+            s.bind(&"10.81.0.66:0".parse::<SocketAddr>().expect("src").into())?;
+            s.connect_timeout(&to_host.into(), std::time::Duration::from_millis(1500))?;
+            Ok::<_, std::io::Error>(())
+        })
+        .expect("netns");
+        let _ = l;
+        stream.is_ok()
+    };
+    assert!(
+        !spoofed(&l),
+        "a spoofed source is dropped in the overlay namespace"
+    );
+    assert!(
+        tcp_exchange(&container.path, to_host, &l),
+        "the container's own address still passes the guard"
+    );
+    overlayns::apply_guard_changes(&nspath, &berth_plan::firewall::diff_changes(&guard, &none))
+        .expect("unguard");
+    assert!(spoofed(&l), "unguarded, the same source passes");
+    cip("addr del 10.81.0.66/32 dev eth0");
+
+    // Drift: the bridge deleted.
+    ko.delete_link(&net.bridge).await.expect("delete bridge");
+    assert!(converge(desired.clone()).await > 0);
+    drop(ko);
+    // Drift: the namespace unmounted (it goes once nothing holds it: its uplink with it).
+    delete_netns(&nspath).expect("unmount");
+    assert!(converge(desired.clone()).await > 0);
+    assert!(overlayns::is_netns_mount(&nspath));
+
+    // The network removed: uplink then namespace.
+    assert_eq!(converge(plan::DesiredOverlay::default()).await, 2);
+    assert!(!nspath.exists());
+    assert!(!link_names(&kh)
+        .await
+        .contains(&berth_plan::names::uplink_name(&net.id)));
 }

@@ -727,6 +727,15 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
     s
 }
 
+/// The static part of `table bridge berth` alone, as one `nft -f` script: the anti-spoofing
+/// of an overlay namespace (`crate::overlayns`), where the bridge lives and nothing of
+/// `table inet berth` is wanted.
+pub fn bridge_guard_script() -> String {
+    let mut s = String::new();
+    bridge_base(&mut s);
+    s
+}
+
 /// The static part of `table bridge berth` (anti-spoofing), appended to the same transaction.
 fn bridge_base(s: &mut String) {
     let t = BRIDGE_TABLE;
@@ -836,16 +845,31 @@ fn ifname_ok(name: &str) -> bool {
 /// The elements every berth set should hold for `networks`. Only bridge networks contribute.
 /// The published-port maps are not included: see [`port_elements`].
 pub fn desired_elements(networks: &[NetworkSpec]) -> Elements {
+    desired_elements_keyed(networks, |net| Some(net.bridge.clone()))
+}
+
+/// [`desired_elements`], with each network's elements keyed on the host interface `key`
+/// names for it instead of its bridge (`None`: the network has no such interface and
+/// contributes nothing). An overlay network whose bridge lives in its own namespace is
+/// reached from the host through its uplink veth, so its sets name that veth
+/// ([`crate::overlayns::firewall_key`]): the rules stay the same rules.
+pub fn desired_elements_keyed(
+    networks: &[NetworkSpec],
+    key: impl Fn(&NetworkSpec) -> Option<String>,
+) -> Elements {
     let mut e = Elements::default();
     for (name, ..) in SETS {
         e.0.insert(name.to_string(), BTreeMap::new());
     }
     for net in networks {
-        if !net.driver.has_bridge() || !ifname_ok(&net.bridge) {
+        if !net.driver.has_bridge() {
             continue;
         }
+        let Some(iface) = key(net).filter(|i| ifname_ok(i)) else {
+            continue;
+        };
         let why = || format!("network {}", net.name);
-        let br = quote(&net.bridge);
+        let br = quote(&iface);
         e.insert(SET_BRIDGES, br.clone(), why());
         e.insert(SET_SAME_BRIDGE, format!("{br} . {br}"), why());
         if net.internal {

@@ -22,6 +22,7 @@ pub mod model;
 pub mod names;
 pub mod network;
 pub mod overlay;
+pub mod overlayns;
 pub mod ports;
 pub mod ps;
 pub mod restart;

@@ -196,6 +196,38 @@ pub fn vxlan_name(network_id: &str) -> String {
     format!("bvx-{hex}")
 }
 
+/// The network namespace an overlay network's bridge and VXLAN port live in on each host
+/// (`ov-` + 9 hex of its id), mounted at `RUNDIR/netns/<it>` (docs/OVERLAY.md).
+pub fn overlay_netns_name(network_id: &str) -> String {
+    let hex: String = network_id.chars().take(9).collect();
+    format!("{OVERLAY_NETNS_PREFIX}{hex}")
+}
+
+/// The prefix of [`overlay_netns_name`].
+pub const OVERLAY_NETNS_PREFIX: &str = "ov-";
+
+/// Whether `name` has the shape of an overlay namespace berth named itself (`ov-<9 hex>`).
+pub fn is_overlay_netns(name: &str) -> bool {
+    name.strip_prefix(OVERLAY_NETNS_PREFIX)
+        .is_some_and(|h| h.len() == 9 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The prefix of [`uplink_name`].
+pub const UPLINK_PREFIX: &str = "bup-";
+
+/// The host side of an overlay namespace's uplink veth (`bup-` + 9 hex of the network id;
+/// 13 characters): the interface the host's rules key that network on.
+pub fn uplink_name(network_id: &str) -> String {
+    let hex: String = network_id.chars().take(9).collect();
+    format!("{UPLINK_PREFIX}{hex}")
+}
+
+/// Whether `name` has the shape of an uplink berth named itself (`bup-<9 hex>`).
+pub fn is_uplink(name: &str) -> bool {
+    name.strip_prefix(UPLINK_PREFIX)
+        .is_some_and(|h| h.len() == 9 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Whether `name` has the shape of a bridge berth named itself (`berth0` or `berth-<9 hex>`).
 pub fn is_berth_bridge(name: &str) -> bool {
     name == DEFAULT_BRIDGE_IFNAME

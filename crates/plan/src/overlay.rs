@@ -181,22 +181,7 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost, plan: &mut Plan) {
                 continue;
             }
             Some(link) => {
-                let mut why = Vec::new();
-                if link.kind.as_deref() != Some("vxlan") {
-                    why.push(format!(
-                        "is a {} link",
-                        link.kind.as_deref().unwrap_or("device")
-                    ));
-                }
-                if link.master.as_deref() != Some(v.plan.bridge.as_str()) {
-                    why.push(format!("not a port of {}", v.plan.bridge));
-                }
-                if !link.up {
-                    why.push("down".into());
-                }
-                if link.mtu != v.plan.mtu {
-                    why.push(format!("mtu {} instead of {}", link.mtu, v.plan.mtu));
-                }
+                let why = vxlan_faults(link, &v.plan);
                 if why.is_empty() {
                     false
                 } else {
@@ -221,53 +206,82 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost, plan: &mut Plan) {
         } else {
             observed.vxlan_entries.get(name).unwrap_or(&empty)
         };
-        let fdb_add: Vec<(String, IpAddr)> = v
-            .fdb
-            .iter()
-            .filter(|(m, ip)| have.fdb.get(*m) != Some(*ip))
-            .map(|(m, ip)| (m.clone(), *ip))
-            .collect();
-        let fdb_del: Vec<String> = have
-            .fdb
-            .keys()
-            .filter(|m| !v.fdb.contains_key(*m))
-            .cloned()
-            .collect();
-        let neigh_add: Vec<(IpAddr, String)> = v
-            .neigh
-            .iter()
-            .filter(|(ip, m)| have.neigh.get(*ip) != Some(*m))
-            .map(|(ip, m)| (*ip, m.clone()))
-            .collect();
-        let neigh_del: Vec<IpAddr> = have
-            .neigh
-            .keys()
-            .filter(|ip| !v.neigh.contains_key(*ip))
-            .copied()
-            .collect();
-        if fdb_add.is_empty() && fdb_del.is_empty() && neigh_add.is_empty() && neigh_del.is_empty()
-        {
-            continue;
+        if let Some(step) = entries_step(name, v, have) {
+            plan.steps.push(step);
         }
-        let reason = format!(
-            "{} forwarding and {} neighbour entries missing, {} and {} not wanted",
-            fdb_add.len(),
-            neigh_add.len(),
-            fdb_del.len(),
-            neigh_del.len()
-        );
-        plan.steps.push(Step {
-            op: StepOp::SetVxlanEntries {
-                dev: name.clone(),
-                fdb_add,
-                fdb_del,
-                neigh_add,
-                neigh_del,
-            },
-            object: format!("remote endpoints on {name} of network {}", v.network),
-            reason,
-        });
     }
+}
+
+/// What is wrong with `link` as the VXLAN port `plan` (empty: nothing the observation
+/// shows): its kind, its bridge, its up state, its MTU.
+pub(crate) fn vxlan_faults(link: &crate::host::ObservedLink, plan: &VxlanPlan) -> Vec<String> {
+    let mut why = Vec::new();
+    if link.kind.as_deref() != Some("vxlan") {
+        why.push(format!(
+            "is a {} link",
+            link.kind.as_deref().unwrap_or("device")
+        ));
+    }
+    if link.master.as_deref() != Some(plan.bridge.as_str()) {
+        why.push(format!("not a port of {}", plan.bridge));
+    }
+    if !link.up {
+        why.push("down".into());
+    }
+    if link.mtu != plan.mtu {
+        why.push(format!("mtu {} instead of {}", link.mtu, plan.mtu));
+    }
+    why
+}
+
+/// The step that brings the permanent entries `have` of VXLAN device `name` to exactly those
+/// `v` wants; `None` when they already are.
+pub(crate) fn entries_step(name: &str, v: &DesiredVxlan, have: &ObservedEntries) -> Option<Step> {
+    let fdb_add: Vec<(String, IpAddr)> = v
+        .fdb
+        .iter()
+        .filter(|(m, ip)| have.fdb.get(*m) != Some(*ip))
+        .map(|(m, ip)| (m.clone(), *ip))
+        .collect();
+    let fdb_del: Vec<String> = have
+        .fdb
+        .keys()
+        .filter(|m| !v.fdb.contains_key(*m))
+        .cloned()
+        .collect();
+    let neigh_add: Vec<(IpAddr, String)> = v
+        .neigh
+        .iter()
+        .filter(|(ip, m)| have.neigh.get(*ip) != Some(*m))
+        .map(|(ip, m)| (*ip, m.clone()))
+        .collect();
+    let neigh_del: Vec<IpAddr> = have
+        .neigh
+        .keys()
+        .filter(|ip| !v.neigh.contains_key(*ip))
+        .copied()
+        .collect();
+    if fdb_add.is_empty() && fdb_del.is_empty() && neigh_add.is_empty() && neigh_del.is_empty() {
+        return None;
+    }
+    let reason = format!(
+        "{} forwarding and {} neighbour entries missing, {} and {} not wanted",
+        fdb_add.len(),
+        neigh_add.len(),
+        fdb_del.len(),
+        neigh_del.len()
+    );
+    Some(Step {
+        op: StepOp::SetVxlanEntries {
+            dev: name.to_string(),
+            fdb_add,
+            fdb_del,
+            neigh_add,
+            neigh_del,
+        },
+        object: format!("remote endpoints on {name} of network {}", v.network),
+        reason,
+    })
 }
 
 /// The kernel change one watch event about a published endpoint makes on this host, without

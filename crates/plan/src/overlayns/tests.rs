@@ -1,0 +1,430 @@
+#![allow(clippy::expect_used)]
+
+use super::*;
+use crate::host::{DesiredHost, Step};
+use crate::model::OverlaySpec;
+use crate::overlay::RemoteEndpoint;
+use crate::testutil;
+
+const RUNDIR: &str = "/run/berth";
+
+fn ov(id: char, name: &str, subnet: &str) -> NetworkSpec {
+    let mut n = testutil::net(id, name, subnet);
+    n.driver = Driver::Overlay;
+    n.mtu = 1450;
+    n.overlay = Some(OverlaySpec {
+        vni: 4097,
+        port: 4789,
+        encrypted: false,
+    });
+    n
+}
+
+/// A veth named `name` with MAC `mac`, down, nothing else known.
+fn veth(name: &str, mac: Option<[u8; 6]>) -> ObservedLink {
+    ObservedLink {
+        name: name.into(),
+        kind: Some("veth".into()),
+        mac,
+        ..ObservedLink::default()
+    }
+}
+
+/// `n` with IPv6 on, in `subnet` with `gateway`.
+fn dual(mut n: NetworkSpec, subnet: &str, gateway: &str) -> NetworkSpec {
+    n.enable_ipv6 = true;
+    n.subnets.push(crate::model::SubnetSpec {
+        subnet: subnet.parse().expect("v6"),
+        gateway: gateway.parse().expect("gw6"),
+        ip_range: None,
+        aux_addresses: Default::default(),
+    });
+    n
+}
+
+fn remote(net: &NetworkSpec) -> RemoteEndpoint {
+    RemoteEndpoint {
+        network_id: net.id.clone(),
+        node: "h2".into(),
+        vtep: "192.0.2.2".parse().expect("vtep"),
+        ip: "10.50.0.7".parse().expect("ip"),
+        ip6: None,
+        mac: "02:42:0a:32:00:07".into(),
+        name: "far".into(),
+        aliases: vec![],
+        container_id: "c".repeat(64),
+    }
+}
+
+/// The overlay namespaces of `nets` on host h1 (192.0.2.1) with one remote endpoint per network.
+fn want(nets: &[NetworkSpec]) -> DesiredOverlay {
+    let mut d = DesiredHost::default();
+    let remotes: Vec<RemoteEndpoint> = nets.iter().map(remote).collect();
+    crate::overlay::contribute(
+        &mut d,
+        nets,
+        Some("192.0.2.1".parse().expect("local")),
+        "h1",
+        &remotes,
+    );
+    desired(nets, RUNDIR, &d.vxlans)
+}
+
+fn kinds(p: &OverlayPlan) -> Vec<String> {
+    p.steps
+        .iter()
+        .map(|s| match &s.op {
+            NsOp::CreateNetns { .. } => "CreateNetns".to_string(),
+            NsOp::InNetns { op, .. } => format!("InNetns:{}", step_name(op)),
+            NsOp::SetSysctl { key, .. } => format!("SetSysctl:{key}"),
+            NsOp::CreateUplink { .. } => "CreateUplink".into(),
+            NsOp::SetUplinkRoutes { .. } => "SetUplinkRoutes".into(),
+            NsOp::SetHostSysctl { key, .. } => format!("SetHostSysctl:{key}"),
+            NsOp::DeleteUplink { name } => format!("DeleteUplink:{name}"),
+            NsOp::RemoveNetns { path } => format!("RemoveNetns:{path}"),
+        })
+        .collect()
+}
+
+fn step_name(op: &StepOp) -> &'static str {
+    Step {
+        op: op.clone(),
+        object: String::new(),
+        reason: String::new(),
+    }
+    .action()
+}
+
+#[test]
+fn an_overlay_network_gets_a_namespace_with_its_bridge_vxlan_port_and_uplink() {
+    let n = ov('a', "ov", "10.50.0.0/24");
+    let d = want(std::slice::from_ref(&n));
+    let ns = d.namespaces.get("ov-aaaaaaaaa").expect("namespace");
+    assert_eq!(ns.path, "/run/berth/netns/ov-aaaaaaaaa");
+    assert_eq!(ns.bridge.name, n.bridge);
+    assert_eq!(ns.bridge.addrs, vec!["10.50.0.1/24".parse().expect("gw")]);
+    let v = ns.vxlan.as_ref().expect("vxlan port in the namespace");
+    assert_eq!(v.plan.name, "bvx-aaaaaaaaa");
+    assert_eq!(v.plan.bridge, n.bridge);
+    assert_eq!(v.plan.local, "192.0.2.1".parse::<IpAddr>().expect("ip"));
+    assert_eq!(v.fdb.len(), 1);
+    for key in BRIDGE_NF_CALL {
+        assert_eq!(
+            ns.sysctls.get(key).map(|(v, _)| v.as_str()),
+            Some("0"),
+            "{key}"
+        );
+    }
+    assert_eq!(
+        ns.sysctls
+            .get("net.ipv4.ip_forward")
+            .map(|(v, _)| v.as_str()),
+        Some("1")
+    );
+    assert!(!ns.sysctls.contains_key("net.ipv6.conf.all.forwarding"));
+    let u = ns.uplink.as_ref().expect("uplink");
+    assert_eq!(u.host, "bup-aaaaaaaaa");
+    assert_eq!(u.peer, "up0");
+    assert_eq!(u.mtu, 1450);
+    assert_eq!(u.host_mac, names::owner_mac("bup-aaaaaaaaa"));
+    assert_eq!(
+        u.host_routes,
+        vec![RoutePlan {
+            dst: "10.50.0.0/24".parse().expect("net"),
+            via: "10.50.0.1".parse().expect("gw"),
+        }]
+    );
+    assert_eq!(
+        u.ns_routes,
+        vec![RoutePlan {
+            dst: "0.0.0.0/0".parse().expect("net"),
+            via: IpAddr::V4(HOST_HOP4),
+        }]
+    );
+    // Each side's next hop resolves to the other side's MAC.
+    assert_eq!(
+        u.host_neigh(),
+        [("10.50.0.1".parse().expect("gw"), u.peer_mac)].into()
+    );
+    assert_eq!(u.ns_neigh(), [(IpAddr::V4(HOST_HOP4), u.host_mac)].into());
+    assert_eq!(
+        ns.host_sysctls
+            .get("net.ipv4.conf.bup-aaaaaaaaa.route_localnet")
+            .map(|(v, _)| v.as_str()),
+        Some("1")
+    );
+    // Bridge networks get nothing here.
+    let b = testutil::net('b', "br", "10.60.0.0/24");
+    assert!(want(&[b]).namespaces.is_empty());
+}
+
+#[test]
+fn a_dual_stack_overlay_routes_both_families_and_forwards_ipv6() {
+    let n = dual(ov('a', "ov", "10.50.0.0/24"), "fd00:50::/64", "fd00:50::1");
+    let d = want(std::slice::from_ref(&n));
+    let ns = &d.namespaces["ov-aaaaaaaaa"];
+    assert_eq!(
+        ns.sysctls
+            .get("net.ipv6.conf.all.forwarding")
+            .map(|(v, _)| v.as_str()),
+        Some("1")
+    );
+    let u = ns.uplink.as_ref().expect("uplink");
+    assert_eq!(u.host_routes.len(), 2);
+    assert!(u.ns_routes.contains(&RoutePlan {
+        dst: "::/0".parse().expect("default6"),
+        via: IpAddr::V6(HOST_HOP6),
+    }));
+    assert_eq!(
+        u.host_neigh()
+            .get(&"fd00:50::1".parse::<IpAddr>().expect("gw6")),
+        Some(&u.peer_mac)
+    );
+}
+
+#[test]
+fn an_internal_overlay_has_no_uplink_no_forwarding_and_no_firewall_key() {
+    let mut n = ov('a', "ov", "10.50.0.0/24");
+    n.internal = true;
+    let d = want(std::slice::from_ref(&n));
+    let ns = &d.namespaces["ov-aaaaaaaaa"];
+    assert!(ns.uplink.is_none());
+    assert!(ns.host_sysctls.is_empty());
+    assert!(!ns.sysctls.contains_key("net.ipv4.ip_forward"));
+    assert_eq!(firewall_key(&n), None);
+    // A leftover uplink (the network was not internal once; or a crash) is removed.
+    let mut o = assumed(&d);
+    o.uplinks.insert(
+        "bup-aaaaaaaaa".into(),
+        veth("bup-aaaaaaaaa", Some(names::owner_mac("bup-aaaaaaaaa"))),
+    );
+    assert_eq!(kinds(&diff(&o, &d)), vec!["DeleteUplink:bup-aaaaaaaaa"]);
+}
+
+#[test]
+fn in_sync_means_zero_steps() {
+    let dual = dual(ov('c', "ov6", "10.52.0.0/24"), "fd00:52::/64", "fd00:52::1");
+    let mut internal = ov('b', "ovi", "10.51.0.0/24");
+    internal.internal = true;
+    let d = want(&[ov('a', "ov", "10.50.0.0/24"), internal, dual]);
+    assert_eq!(d.namespaces.len(), 3);
+    let p = diff(&assumed(&d), &d);
+    assert_eq!(p, OverlayPlan::default());
+}
+
+#[test]
+fn a_new_namespace_is_built_in_order() {
+    let d = want(&[ov('a', "ov", "10.50.0.0/24")]);
+    let p = diff(&ObservedOverlay::default(), &d);
+    assert!(p.problems.is_empty());
+    assert_eq!(
+        kinds(&p),
+        vec![
+            "CreateNetns",
+            "SetSysctl:net.bridge.bridge-nf-call-arptables",
+            "SetSysctl:net.bridge.bridge-nf-call-ip6tables",
+            "SetSysctl:net.bridge.bridge-nf-call-iptables",
+            "SetSysctl:net.ipv4.ip_forward",
+            "InNetns:CreateBridge",
+            "SetSysctl:net.ipv6.conf.berth-aaaaaaaaa.accept_dad",
+            "InNetns:CreateVxlan",
+            "InNetns:SetVxlanEntries",
+            "CreateUplink",
+            "SetUplinkRoutes",
+            "SetHostSysctl:net.ipv4.conf.bup-aaaaaaaaa.route_localnet",
+        ]
+    );
+    // Every step in the namespace goes through its mount; the bridge-nf keys may be absent.
+    for s in &p.steps {
+        match &s.op {
+            NsOp::InNetns { netns, .. } | NsOp::CreateUplink { netns, .. } => {
+                assert_eq!(netns, "/run/berth/netns/ov-aaaaaaaaa")
+            }
+            NsOp::SetSysctl {
+                netns,
+                key,
+                if_present,
+                ..
+            } => {
+                assert_eq!(netns, "/run/berth/netns/ov-aaaaaaaaa");
+                assert_eq!(*if_present, key.starts_with("net.bridge."), "{key}");
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn an_unmounted_namespace_is_made_again_with_everything_in_it() {
+    let d = want(&[ov('a', "ov", "10.50.0.0/24")]);
+    let mut o = assumed(&d);
+    // Unmounted by hand while a process still held it: the uplink's host side is still there,
+    // its peer in a namespace berth can no longer reach.
+    o.netns.clear();
+    let k = kinds(&diff(&o, &d));
+    assert_eq!(k.first().map(String::as_str), Some("CreateNetns"));
+    let pos = |s: &str| k.iter().position(|x| x == s).expect(s);
+    assert!(pos("DeleteUplink:bup-aaaaaaaaa") < pos("CreateUplink"));
+    assert!(pos("InNetns:CreateBridge") < pos("InNetns:CreateVxlan"));
+    assert!(pos("CreateUplink") < pos("SetUplinkRoutes"));
+    assert!(k.contains(&"InNetns:SetVxlanEntries".to_string()));
+}
+
+#[test]
+fn a_deleted_bridge_is_made_again_and_its_vxlan_port_with_it() {
+    let d = want(&[ov('a', "ov", "10.50.0.0/24")]);
+    let mut o = assumed(&d);
+    let ns = o.netns.get_mut("ov-aaaaaaaaa").expect("ns");
+    ns.links.remove("berth-aaaaaaaaa");
+    // The kernel took the port out of the deleted bridge.
+    ns.links.get_mut("bvx-aaaaaaaaa").expect("vx").master = None;
+    assert_eq!(
+        kinds(&diff(&o, &d)),
+        vec![
+            "InNetns:CreateBridge",
+            "SetSysctl:net.ipv6.conf.berth-aaaaaaaaa.accept_dad",
+            "InNetns:DeleteLink",
+            "InNetns:CreateVxlan",
+            "InNetns:SetVxlanEntries",
+        ]
+    );
+}
+
+#[test]
+fn bridge_nf_call_is_turned_off_where_it_exists_and_left_where_it_does_not() {
+    let d = want(&[ov('a', "ov", "10.50.0.0/24")]);
+    let mut o = assumed(&d);
+    let ns = o.netns.get_mut("ov-aaaaaaaaa").expect("ns");
+    // br_netfilter not loaded: the keys do not exist, nothing to do.
+    for key in BRIDGE_NF_CALL {
+        ns.sysctls.remove(key);
+    }
+    assert!(diff(&o, &d).steps.is_empty());
+    // Loaded later: a new namespace's value is 1 until berth writes 0.
+    o.netns
+        .get_mut("ov-aaaaaaaaa")
+        .expect("ns")
+        .sysctls
+        .insert("net.bridge.bridge-nf-call-iptables".into(), "1".into());
+    let p = diff(&o, &d);
+    assert_eq!(
+        kinds(&p),
+        vec!["SetSysctl:net.bridge.bridge-nf-call-iptables"]
+    );
+    assert_eq!(p.steps[0].reason, "is 1");
+}
+
+#[test]
+fn drifted_routes_and_neighbours_are_replaced_alone() {
+    let d = want(&[ov('a', "ov", "10.50.0.0/24")]);
+    for drift in 0..4 {
+        let mut o = assumed(&d);
+        match drift {
+            0 => {
+                o.uplink_routes.insert("bup-aaaaaaaaa".into(), vec![]);
+            }
+            1 => {
+                o.uplink_neigh.remove("bup-aaaaaaaaa");
+            }
+            2 => o.netns.get_mut("ov-aaaaaaaaa").expect("ns").default_routes = vec![],
+            _ => o
+                .netns
+                .get_mut("ov-aaaaaaaaa")
+                .expect("ns")
+                .uplink_neigh
+                .clear(),
+        }
+        assert_eq!(
+            kinds(&diff(&o, &d)),
+            vec!["SetUplinkRoutes"],
+            "drift {drift}"
+        );
+    }
+}
+
+#[test]
+fn a_foreign_link_named_like_the_uplink_is_a_problem_never_touched() {
+    let d = want(&[ov('a', "ov", "10.50.0.0/24")]);
+    let mut o = assumed(&d);
+    // Up, the network's MTU, but neither berth's MAC nor its mark.
+    o.uplinks.insert(
+        "bup-aaaaaaaaa".into(),
+        ObservedLink {
+            up: true,
+            mtu: 1450,
+            ..veth("bup-aaaaaaaaa", None)
+        },
+    );
+    let p = diff(&o, &d);
+    assert!(p.steps.is_empty(), "{:?}", kinds(&p));
+    assert_eq!(p.problems.len(), 1);
+    assert!(p.problems[0].message.contains("not berth's"));
+}
+
+#[test]
+fn a_removed_network_loses_its_uplink_then_its_namespace() {
+    let d = want(&[
+        ov('a', "ov", "10.50.0.0/24"),
+        ov('b', "ov2", "10.51.0.0/24"),
+    ]);
+    let o = assumed(&d);
+    let mut after = d.clone();
+    after.namespaces.remove("ov-bbbbbbbbb");
+    assert_eq!(
+        kinds(&diff(&o, &after)),
+        vec![
+            "DeleteUplink:bup-bbbbbbbbb",
+            "RemoveNetns:/run/berth/netns/ov-bbbbbbbbb"
+        ]
+    );
+    // A scoped observation judges no leftovers.
+    let scoped = ObservedOverlay { all: false, ..o };
+    assert!(diff(&scoped, &after).steps.is_empty());
+}
+
+#[test]
+fn the_firewall_sets_name_an_overlay_by_its_uplink_and_a_bridge_network_by_its_bridge() {
+    use crate::firewall::{desired_elements, desired_elements_keyed, SET_BRIDGES, SET_SAME_BRIDGE};
+    let o = ov('a', "ov", "10.50.0.0/24");
+    let mut oi = ov('c', "ovi", "10.52.0.0/24");
+    oi.internal = true;
+    let b = testutil::net('b', "br", "10.60.0.0/24");
+    let nets = [o.clone(), oi, b.clone()];
+    let e = desired_elements_keyed(&nets, firewall_key);
+    let bridges: Vec<&String> = e.0[SET_BRIDGES].keys().collect();
+    assert_eq!(
+        bridges,
+        vec![
+            &format!("\"{}\"", b.bridge),
+            &"\"bup-aaaaaaaaa\"".to_string()
+        ]
+    );
+    assert!(e.0[SET_SAME_BRIDGE].contains_key("\"bup-aaaaaaaaa\" . \"bup-aaaaaaaaa\""));
+    // Nothing names the overlay's bridge, which is not in the host any more.
+    assert!(!e
+        .0
+        .values()
+        .flat_map(|s| s.keys())
+        .any(|k| k.contains(&o.bridge)));
+    // Keyed on the bridge, it is what desired_elements gives.
+    assert_eq!(
+        desired_elements_keyed(&nets, |n| Some(n.bridge.clone())),
+        desired_elements(&nets)
+    );
+}
+
+#[test]
+fn names_have_their_shapes() {
+    let id = "0123456789abcdef".repeat(4);
+    assert_eq!(names::overlay_netns_name(&id), "ov-012345678");
+    assert_eq!(names::uplink_name(&id), "bup-012345678");
+    assert!(names::uplink_name(&id).len() <= names::MAX_IFNAME_LEN);
+    assert!(names::is_overlay_netns("ov-012345678"));
+    assert!(!names::is_overlay_netns("ov-01234567"));
+    assert!(names::is_uplink("bup-012345678"));
+    assert!(!names::is_uplink("bup-01234567z"));
+    assert_eq!(
+        netns_path("/run/berth/", &id),
+        "/run/berth/netns/ov-012345678"
+    );
+}
