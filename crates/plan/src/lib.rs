@@ -24,6 +24,7 @@ pub mod network;
 pub mod overlay;
 pub mod ports;
 pub mod ps;
+pub mod remotes;
 pub mod restart;
 pub mod security;
 pub mod sysctl;
