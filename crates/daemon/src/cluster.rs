@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use berth_api::types::{ClusterInfo, NodeSummary};
 use berth_plan::cluster::{self as pc, Advertise, ClusterStore, NodeRecord};
+use berth_plan::model::ContainerSpec;
 use berth_plan::overlay::RemoteEndpoint;
+use berth_plan::remotes::{RemoteCache, RemoteDns};
 use berth_store::{
     Compare, EtcdOptions, EtcdStore, EtcdTls, LeaseId, Op, Store, StoreError, StoreExt, TxnOutcome,
 };
@@ -56,8 +58,8 @@ pub struct Cluster {
     lease: Mutex<Option<LeaseId>>,
     health: Mutex<Result<(), String>>,
     /// Every endpoint published on the cluster's overlay networks (all hosts', by key), as
-    /// the etcd watch last delivered them.
-    remotes: Mutex<BTreeMap<String, RemoteEndpoint>>,
+    /// the etcd watch last delivered them, with what the DNS table has not taken yet.
+    remotes: Mutex<RemoteCache>,
     /// What this host last published (lease, endpoints, claims): a publication that changes
     /// nothing costs no store write.
     #[allow(clippy::type_complexity)]
@@ -129,7 +131,7 @@ impl Cluster {
             underlay_mtu: Mutex::new(underlay_mtu),
             lease: Mutex::new(None),
             health: Mutex::new(Err("not registered yet".into())),
-            remotes: Mutex::new(BTreeMap::new()),
+            remotes: Mutex::new(RemoteCache::new(cfg.node_name.clone())),
             published: Mutex::new((None, BTreeMap::new(), BTreeMap::new())),
             pending: Mutex::new(BTreeMap::new()),
             pending_eps: Mutex::new(BTreeMap::new()),
@@ -467,7 +469,31 @@ impl Cluster {
     pub fn remote_endpoints(&self) -> Vec<RemoteEndpoint> {
         self.remotes
             .lock()
-            .map(|r| r.values().cloned().collect())
+            .map(|r| r.endpoints().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Runs `f` over the published endpoints without copying them (an event's step reads
+    /// the few it concerns). The cache stays locked meanwhile: `f` must be short.
+    pub fn with_remotes<T>(&self, f: impl FnOnce(&RemoteCache) -> T) -> Option<T> {
+        let r = self.remotes.lock().ok()?;
+        Some(f(&r))
+    }
+
+    /// What the DNS table has not taken yet of the other hosts' containers (see
+    /// [`RemoteCache::take_dns`]); everything again if the cache is unusable.
+    pub fn take_remote_dns(&self) -> RemoteDns {
+        match self.remotes.lock() {
+            Ok(mut r) => r.take_dns(),
+            Err(_) => RemoteDns::All(Vec::new()),
+        }
+    }
+
+    /// Every other host's container as a DNS stand-in, as the cache holds them now.
+    pub fn remote_stand_ins(&self) -> Vec<ContainerSpec> {
+        self.remotes
+            .lock()
+            .map(|r| r.stand_ins())
             .unwrap_or_default()
     }
 
@@ -1056,7 +1082,7 @@ impl Cluster {
             .filter_map(|(k, v)| Some((k, serde_json::from_slice(&v.value).ok()?)))
             .collect();
         if let Ok(mut r) = self.remotes.lock() {
-            *r = all;
+            r.replace(all);
         }
     }
 
@@ -1068,13 +1094,12 @@ impl Cluster {
         key: &str,
         value: Option<&[u8]>,
     ) -> (Option<RemoteEndpoint>, Option<RemoteEndpoint>) {
+        // Decoded before the lock: the DNS refresh and the other events wait less.
+        let value = value.and_then(|v| serde_json::from_slice::<RemoteEndpoint>(v).ok());
         let Ok(mut r) = self.remotes.lock() else {
             return (None, None);
         };
-        match value.and_then(|v| serde_json::from_slice::<RemoteEndpoint>(v).ok()) {
-            Some(e) => (r.insert(key.to_string(), e.clone()), Some(e)),
-            None => (r.remove(key), None),
-        }
+        r.apply(key, value)
     }
 
     /// This host's name.

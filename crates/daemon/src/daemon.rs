@@ -15,6 +15,7 @@ use berth_kernel::link::Kernel;
 use berth_plan::model::{ContainerSpec, ContainerState, NetworkMode, NetworkSpec};
 use berth_plan::names;
 use berth_plan::network::{self as planner, EndpointRequest};
+use berth_plan::remotes::RemoteDns;
 use berth_store::{Op, RedbStore, Store, StoreExt};
 use ipnet::IpNet;
 use tokio::sync::{mpsc, watch, Mutex};
@@ -144,6 +145,10 @@ pub struct Daemon {
     specs: DocIndex<ContainerSpec>,
     /// Container states the same way.
     state_docs: DocIndex<ContainerState>,
+    /// Network documents the same way: every other host's endpoint event reads them (its
+    /// VXLAN entries, the DNS table's check), and a list and decode per event was a visible
+    /// share of a receiver's CPU with 20 hosts.
+    network_docs: DocIndex<NetworkSpec>,
     /// The embedded DNS table, followed per container change (see [`Daemon::dns_refresh_with`]).
     dns_inputs: std::sync::Mutex<Option<DnsFollow>>,
 }
@@ -234,6 +239,7 @@ impl Daemon {
             wake_rx: std::sync::Mutex::new(Some(wake_rx)),
             specs: DocIndex::new(keys::CONTAINERS),
             state_docs: DocIndex::new(keys::STATES),
+            network_docs: DocIndex::new(keys::NETWORKS),
             dns_inputs: std::sync::Mutex::new(None),
         });
         // The `[::1]` relay listener before the start-up pass: the static rules redirect to
@@ -293,7 +299,12 @@ impl Daemon {
 
     /// Every stored network.
     pub fn networks(&self) -> ApiResult<Vec<NetworkSpec>> {
-        Ok(self.store.list_json(keys::NETWORKS)?)
+        Ok(self
+            .network_docs
+            .all(self.store.as_ref())?
+            .iter()
+            .map(|n| NetworkSpec::clone(n))
+            .collect())
     }
 
     /// Every stored container, in id order (a copy: see [`Daemon::containers_shared`]).
@@ -491,9 +502,11 @@ impl Daemon {
     /// The table follows the containers' documents and states: only the containers whose
     /// document or state changed since the last refresh (the index's change log says which),
     /// and the one starting or no longer starting, are taken out and put back, so a start
-    /// costs the same at 1,000 containers as at 10. It is built from every container again
-    /// when the networks changed, when the change log no longer reaches back, and while
-    /// containers of other hosts are in it.
+    /// costs the same at 1,000 containers as at 10. Other hosts' containers are followed the
+    /// same way: only those whose published endpoints changed since the last refresh (the
+    /// cluster's cache says which, [`berth_plan::remotes::RemoteCache::take_dns`]). It is
+    /// built from every container again when the networks changed, when the change log no
+    /// longer reaches back, and when the cluster's cache was listed afresh.
     pub(crate) fn dns_refresh_with(&self, starting: Option<&str>) {
         self.dns_apply(self.dns_follow(starting, None));
     }
@@ -525,10 +538,15 @@ impl Daemon {
             Some(n) => n,
             None => self.networks()?,
         };
-        let remote = self.remote_dns_containers();
         let mut slot = match self.dns_inputs.lock() {
             Ok(l) => l,
             Err(p) => p.into_inner(),
+        };
+        // Taken under the slot's lock: refreshes take the other hosts' changes in turn, and
+        // each change once.
+        let remote = match &self.cluster {
+            Some(cl) => cl.take_remote_dns(),
+            None => RemoteDns::Changed(Vec::new()),
         };
         let running_now = |id: &str| -> ApiResult<bool> {
             Ok(starting == Some(id)
@@ -537,9 +555,9 @@ impl Daemon {
                     .get(self.store.as_ref(), id)?
                     .is_some_and(|st| st.status == berth_plan::model::Status::Running))
         };
-        let followed = match slot.take() {
-            Some(f) if remote.is_empty() && *f.table.networks() == *nets => {
-                self.dns_catch_up(f, starting, &running_now)?
+        let followed = match (slot.take(), &remote) {
+            (Some(f), RemoteDns::Changed(changes)) if *f.table.networks() == *nets => {
+                self.dns_catch_up(f, starting, &running_now, changes)?
             }
             _ => None,
         };
@@ -558,9 +576,19 @@ impl Daemon {
                     table.insert(c, running);
                     members.insert(c.id.clone(), (c.clone(), running));
                 }
-                // Containers of other hosts on the shared overlay networks.
-                for (c, running) in &remote {
-                    table.insert(c, *running);
+                // Containers of other hosts on the shared overlay networks (never in place of
+                // one of this host's: its store answers those). All of them as the cache
+                // holds them now, which includes any change just taken.
+                let stand_ins = match remote {
+                    RemoteDns::All(all) => all,
+                    RemoteDns::Changed(_) => self
+                        .cluster
+                        .as_ref()
+                        .map(|cl| cl.remote_stand_ins())
+                        .unwrap_or_default(),
+                };
+                for c in stand_ins.iter().filter(|c| !members.contains_key(&c.id)) {
+                    table.insert(c, true);
                 }
                 let follow = DnsFollow {
                     table,
@@ -585,19 +613,20 @@ impl Daemon {
             }
         }
         let table = changed.then(|| follow.table.clone());
-        // A table with other hosts' containers is not followed: it is built again each time.
-        *slot = remote.is_empty().then_some(follow);
+        *slot = Some(follow);
         Ok((table, local))
     }
 
     /// Applies to `f` the containers whose document or state changed since it last caught
-    /// up, and the one starting (or no longer starting). `None`: the change log no longer
-    /// reaches back to `f`; the caller builds the table from scratch.
+    /// up, the one starting (or no longer starting), and the other hosts' containers whose
+    /// endpoints changed (`remote`). `None`: the change log no longer reaches back to `f`;
+    /// the caller builds the table from scratch.
     fn dns_catch_up(
         &self,
         mut f: DnsFollow,
         starting: Option<&str>,
         running_now: &dyn Fn(&str) -> ApiResult<bool>,
+        remote: &[(String, Option<ContainerSpec>)],
     ) -> ApiResult<Option<(DnsFollow, bool)>> {
         let store = self.store.as_ref();
         let Some((spec_gen, specs)) = self.specs.changes_since(store, f.spec_gen)? else {
@@ -642,6 +671,8 @@ impl Daemon {
                 }
             }
         }
+        let members = &f.members;
+        changed |= f.table.apply_remote(remote, |id| members.contains_key(id));
         f.spec_gen = spec_gen;
         f.state_gen = state_gen;
         f.starting = starting.map(str::to_string);

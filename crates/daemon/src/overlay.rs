@@ -328,39 +328,6 @@ impl Daemon {
         self.dns_refresh();
         Ok(true)
     }
-
-    /// The other hosts' endpoints as stand-in containers for the DNS table (name, aliases,
-    /// address on the overlay network).
-    pub(crate) fn remote_dns_containers(&self) -> Vec<(ContainerSpec, bool)> {
-        let Some(cl) = &self.cluster else {
-            return Vec::new();
-        };
-        cl.remote_endpoints()
-            .into_iter()
-            .filter(|r| r.node != cl.node())
-            .map(|r| {
-                // A and AAAA: every address the endpoint has, as a host route.
-                let addrs: Vec<ipnet::IpNet> = r.ips().map(ipnet::IpNet::from).collect();
-                let mut c = ContainerSpec::new(r.container_id.clone(), &r.name, vec![]);
-                c.endpoints.push(EndpointSpec {
-                    id: format!("{}-{}", r.container_id, r.network_id),
-                    network_id: r.network_id.clone(),
-                    host_ifname: String::new(),
-                    ifname: "eth0".into(),
-                    mac: r.mac.clone(),
-                    addrs,
-                    static_ipv4: None,
-                    static_ipv6: None,
-                    aliases: r.aliases.clone(),
-                    gw_priority: 0,
-                    driver_opts: Default::default(),
-                    links: Vec::new(),
-                    link_local_ips: Vec::new(),
-                });
-                (c, true)
-            })
-            .collect()
-    }
 }
 
 /// What this host publishes for `c`'s endpoint `ep` on an overlay network (`None` without an
@@ -552,20 +519,24 @@ async fn apply_endpoint_events(
             return;
         }
     };
-    let remotes = cl.remote_endpoints();
-    let steps: Vec<_> = changes
-        .iter()
-        .filter_map(|(before, after)| {
-            berth_plan::overlay::event_step(
-                &nets,
-                Some(cl.record.addr),
-                &cl.record.name,
-                &remotes,
-                before.as_ref(),
-                after.as_ref(),
-            )
+    // Read in the cache, not copied out of it: a step concerns a few endpoints of thousands.
+    let steps: Vec<_> = cl
+        .with_remotes(|cache| {
+            changes
+                .iter()
+                .filter_map(|(before, after)| {
+                    berth_plan::overlay::event_step(
+                        &nets,
+                        Some(cl.record.addr),
+                        &cl.record.name,
+                        cache.endpoints(),
+                        before.as_ref(),
+                        after.as_ref(),
+                    )
+                })
+                .collect()
         })
-        .collect();
+        .unwrap_or_default();
     // The data path first: a name must not resolve before its address answers.
     let errors = d.reconciler.apply_steps(Trigger::Cluster, &steps).await;
     let programmed = started.elapsed();

@@ -1292,6 +1292,50 @@ fn overlay_endpoints_follow_the_watch_event() {
     u.kill_etcd();
 }
 
+/// Proves that another host's container on two overlay networks answers on both on host-b:
+/// its two published endpoints go into host-b's DNS table as one container (with one
+/// stand-in per endpoint, both under the container's id, the second replaced the first and
+/// `NAME.NETWORK` answered on one network only). Disconnected from one, only that network's
+/// name goes.
+#[test]
+fn overlay_remote_container_on_two_networks_resolves_on_both() {
+    require_root!();
+    let (a, b, mut u) = two_hosts();
+    create_overlay(&a, "10.54.0.0/24", "dn1", &[]);
+    create_overlay(&a, "10.55.0.0/24", "dn2", &[]);
+    wait_until("dn1 and dn2 on host-b", Duration::from_secs(5), || {
+        let n = network_names(&b);
+        n.contains(&"dn1".to_string()) && n.contains(&"dn2".to_string())
+    });
+    a.run_d("two", &["--network", "dn1"], &["sleep", "600"]);
+    a.berth_ok(&["network", "connect", "dn2", "two"]);
+    let (ip1, ip2) = (a.ip_of("two", "dn1"), a.ip_of("two", "dn2"));
+    let (_pid, lookup) = resolver_client(&b, "dn1");
+    b.berth_ok(&["network", "connect", "dn2", "client"]);
+    let both = within(Duration::from_secs(5), || {
+        lookup("two.dn1") == ip1 && lookup("two.dn2") == ip2
+    });
+    assert!(
+        both.is_some(),
+        "host-b: two.dn1 -> {:?} (want {ip1}), two.dn2 -> {:?} (want {ip2})\nhost-b log:\n{}",
+        lookup("two.dn1"),
+        lookup("two.dn2"),
+        b.log_text()
+    );
+    a.berth_ok(&["network", "disconnect", "dn2", "two"]);
+    let one = within(Duration::from_secs(5), || {
+        // Not local any more: forwarded upstream, where nothing answers it.
+        !lookup("two.dn2").contains(&ip2) && lookup("two.dn1") == ip1
+    });
+    assert!(
+        one.is_some(),
+        "host-b after disconnect: two.dn1 -> {:?} (want {ip1}), two.dn2 -> {:?} (want none)",
+        lookup("two.dn1"),
+        lookup("two.dn2")
+    );
+    u.kill_etcd();
+}
+
 /// Proves that the index of a VXLAN port the event path programs follows the port: host-b
 /// programs a remote endpoint (its port's index now cached), its VXLAN port is deleted behind
 /// its back and made again by the drift repair (a new index), and the next endpoint event

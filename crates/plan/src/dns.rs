@@ -618,6 +618,33 @@ impl Table {
         }
         true
     }
+
+    /// Puts the other hosts' changed containers in (their stand-ins, answered for) or takes
+    /// them out (`None`), as [`crate::remotes::RemoteCache::take_dns`] hands them out; ids
+    /// for which `local` holds are skipped (this host's own containers, which its store
+    /// answers: a stand-in never replaces one). Returns whether anything changed. Costs what
+    /// those containers' own names cost, whatever the size of the cluster.
+    pub fn apply_remote(
+        &mut self,
+        changes: &[(String, Option<ContainerSpec>)],
+        local: impl Fn(&str) -> bool,
+    ) -> bool {
+        let mut changed = false;
+        for (id, c) in changes {
+            if local(id) {
+                continue;
+            }
+            match c {
+                Some(c) => {
+                    self.insert(c, true);
+                    changed = true;
+                }
+                None => changed |= self.remove(id),
+            }
+        }
+        changed
+    }
+
     /// The addresses to listen on (gateways of served networks).
     pub fn listen(&self) -> &[IpAddr] {
         &self.listen

@@ -25,6 +25,7 @@ pub mod overlay;
 pub mod overlayns;
 pub mod ports;
 pub mod ps;
+pub mod remotes;
 pub mod restart;
 pub mod security;
 pub mod sysctl;

@@ -297,11 +297,11 @@ pub(crate) fn entries_step(name: &str, v: &DesiredVxlan, have: &ObservedEntries)
 /// step twice, or after a pass that already did it, changes nothing. `None` when the event
 /// needs nothing here: this host's own endpoint, a network this host does not have (yet: the
 /// pass that builds its VXLAN port programs every endpoint), or no cluster address.
-pub fn event_step(
+pub fn event_step<'r>(
     networks: &[NetworkSpec],
     local: Option<IpAddr>,
     self_node: &str,
-    remotes: &[RemoteEndpoint],
+    remotes: impl IntoIterator<Item = &'r RemoteEndpoint>,
     before: Option<&RemoteEndpoint>,
     after: Option<&RemoteEndpoint>,
 ) -> Option<Step> {
@@ -325,7 +325,7 @@ pub fn event_step(
     // What a pass would want for these keys: the same contribution, restricted to the
     // endpoints that name one of them (O(those), not O(the network)).
     let concerned: Vec<RemoteEndpoint> = remotes
-        .iter()
+        .into_iter()
         .filter(|r| r.network_id == net.id)
         .filter(|r| {
             macs.contains(&r.mac.to_ascii_lowercase()) || r.ips().any(|ip| ips.contains(&ip))
