@@ -1435,7 +1435,16 @@ fn ipv6_loopback_through_relay() {
              time.sleep(600)",
         ],
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // Until it holds the port: python's start-up alone took 2.2 s at load 10 (a fixed 500 ms
+    // let berthd's relay bind first, and the test failed without a warning to find).
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        let ss = w.ns_exec(&h, &["ss", "-Huln", "sport = :6061"]);
+        if !stdout(&ss).trim().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     server(
         &w,
         "g",
