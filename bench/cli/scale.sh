@@ -21,6 +21,8 @@
 #   1,023 ports), PORTS (published ports per container, default 10), SAMPLE (container
 #   namespaces with an `ip monitor` during the restarts, default 20), BUDGET (seconds allowed
 #   for the N starts, default 600: the run goes on with the containers it has by then;
+#   SAME_PORTS=1 publishes each container's ports to the same container ports, `-p H-H+9:H-H+9`,
+#   so that PORTS ≥ 32 makes each container's range one `publish4_any_runs` element;
 #   RM_BUDGET the same for the removals, default 300: the rest are ended by the clean-up).
 # Everything happens in a network namespace this script creates (bsc<pid>h) and in the
 # containers' own namespaces; the machine's own network is never touched. berthd, the monitors
@@ -282,7 +284,11 @@ for i in $(seq "$n"); do
     pflag=()
     if [ "$per" -gt 0 ]; then
         hp=$((20000 + (i - 1) * per))
-        pflag=(-p "$hp-$((hp + per - 1)):80-$((80 + per - 1))")
+        if [ "${SAME_PORTS:-0}" = 1 ]; then
+            pflag=(-p "$hp-$((hp + per - 1)):$hp-$((hp + per - 1))")
+        else
+            pflag=(-p "$hp-$((hp + per - 1)):80-$((80 + per - 1))")
+        fi
     fi
     cpus+=("$(cpu_ticks)")
     t0=${EPOCHREALTIME/./}

@@ -11,9 +11,10 @@
 //! expressions is nft's job and happens once at start.
 //!
 //! Intervals are encoded for concatenations only (the kernel's pipapo backend, e.g. the runs
-//! of set `relay6_tcp_runs`, `::1 . 30000-30999`): there an element is ONE message entry with
-//! its first key (`NFTA_SET_ELEM_KEY`) and its last (`NFTA_SET_ELEM_KEY_END`), laid out as nft
-//! 1.0.6 lays them out (pinned by the tests below). One-field interval sets (prefixes in
+//! of set `relay6_tcp_runs`, `::1 . 30000-30999`, and of the maps `publish4_any_runs` & co.,
+//! `tcp . 30000-30999 : 10.1.0.2`): there an element is ONE message entry with its first key
+//! (`NFTA_SET_ELEM_KEY`), its last (`NFTA_SET_ELEM_KEY_END`) and, in a map, its value
+//! (`NFTA_SET_ELEM_DATA`), laid out as nft 1.0.6 lays them out (pinned by the tests below). One-field interval sets (prefixes in
 //! `masq4`) are not: nft turns them into interval-end elements with its own merging rules.
 //! [`encode`] answers `None` for them and for prefixes, and the caller runs `nft` instead
 //! (network create and remove only).
@@ -241,21 +242,29 @@ fn encode(change: &SetChange) -> Option<Encoded> {
         Some(dt) => Some(kinds(dt)?),
         None => None,
     };
-    // A concatenation with ranges (pipapo) and no data: every element carries its own first
-    // and last key. nft sends the last key with every element it adds (a value alone too:
-    // first = last) and with a deleted one only when it differs from the first.
+    // A concatenation with ranges (pipapo), a set or a map: every element carries its own
+    // first and last key, and a map's its value after them (`tcp . 30000-30999 : 10.1.0.2`).
+    // nft sends the last key with every element it adds (a value alone too: first = last) and
+    // with a deleted one only when it differs from the first; a deleted one without its value.
     let interval = change.interval;
-    if interval && (key_kinds.len() < 2 || data_kinds.is_some()) {
+    if interval && key_kinds.len() < 2 {
         return None;
     }
     let elem = |text: &str, comment: Option<&str>| -> Option<Elem> {
         let (key, key_end, data) = if interval {
-            let (key, end) = interval_of(&key_kinds, text)?;
+            let (key_text, data) = match (&data_kinds, text.split_once(" : ")) {
+                (Some(dk), Some((k, v))) => (k, Some(value_of(dk, v)?)),
+                // A map element is deleted by its key alone, and added with its value.
+                (Some(_), None) if comment.is_none() => (text, None),
+                (Some(_), None) => return None,
+                (None, _) => (text, None),
+            };
+            let (key, end) = interval_of(&key_kinds, key_text)?;
             let key_end = match comment {
                 Some(_) => Some(end),
                 None => (end != key).then_some(end),
             };
-            (key, key_end, None)
+            (key, key_end, data)
         } else {
             match (&data_kinds, text.split_once(" : ")) {
                 (Some(dk), Some((k, v))) => {
@@ -858,10 +867,11 @@ fn elements_text(
         }
         return Some(out);
     }
-    if data_kinds.is_some() {
-        return None;
-    }
     if let [kind] = key_kinds[..] {
+        // One-field interval maps are not berth's.
+        if data_kinds.is_some() {
+            return None;
+        }
         // One field (the kernel's rbtree): an interval is its start element (with the comment)
         // and an element flagged as its end holding the first value after it; an interval that
         // reaches the top of the address space has no end element. The end nft adds at 0
@@ -884,7 +894,8 @@ fn elements_text(
         }
         return Some(out);
     }
-    // Concatenations (the kernel's pipapo): every element holds its first and last key.
+    // Concatenations (the kernel's pipapo): every element holds its first and last key, and
+    // a map's element its value.
     for d in dumped {
         if d.end_flag {
             return None;
@@ -896,7 +907,11 @@ fn elements_text(
             .zip(first.into_iter().zip(last))
             .map(|(k, (a, b))| field_interval_text(*k, a, b))
             .collect::<Option<Vec<_>>>()?;
-        out.insert(parts.join(" . "), d.comment.clone());
+        let mut text = parts.join(" . ");
+        if let Some(dk) = &data_kinds {
+            text = format!("{text} : {}", text_of(dk, d.data.as_deref()?)?);
+        }
+        out.insert(text, d.comment.clone());
     }
     Some(out)
 }
@@ -1384,6 +1399,87 @@ mod tests {
             ("::1 . 8080", "container b 80/tcp"),
         ]);
         assert_eq!(got, want);
+    }
+
+    /// A run of a `publish*_runs` map (a concatenation with a port range whose value is an
+    /// address) is one element with its first and last key and its value, byte for byte as
+    /// nft 1.0.6 sends it (`strace -e sendmsg -xx nft add element inet berth publish4_any_runs
+    /// '{ tcp . 30000-30999 comment "c" : 10.1.0.2 }'`, the same `delete element`, and both for
+    /// `publish4_runs` and `publish6_any_runs`, maps as `base_script` declares them); the
+    /// kernel's dump of it reads back as the plan's text.
+    #[test]
+    fn a_dnat_run_is_one_element_with_its_keys_and_its_value() {
+        let map = |name: &str| {
+            berth_plan::firewall::owned_sets()
+                .find(|s| s.set == name)
+                .expect("map")
+        };
+        let any4 = map(berth_plan::firewall::MAP_PUBLISH4_ANY_RUNS);
+        assert!(any4.interval);
+        assert_eq!(any4.data_type, Some("ipv4_addr"));
+        let first: &[u8] = b"\x10\x00\x01\x80\x0c\x00\x01\x00\x06\x00\x00\x00\x75\x30\x00\x00";
+        let last: &[u8] = b"\x10\x00\x0a\x80\x0c\x00\x01\x00\x06\x00\x00\x00\x79\x17\x00\x00";
+        let mut add = any4.clone();
+        add.add
+            .push(("tcp . 30000-30999 : 10.1.0.2".into(), "c".into()));
+        let mut want = b"\x38\x00\x01\x80".to_vec();
+        want.extend(first);
+        want.extend(last);
+        want.extend(b"\x0c\x00\x02\x80\x08\x00\x01\x00\x0a\x01\x00\x02");
+        want.extend(b"\x08\x00\x06\x00\x00\x02\x63\x00");
+        assert_eq!(list_elements(add, false), want);
+        let mut del = any4.clone();
+        del.delete.push("tcp . 30000-30999".into());
+        let mut want = b"\x24\x00\x01\x80".to_vec();
+        want.extend(first);
+        want.extend(last);
+        assert_eq!(list_elements(del, true), want);
+        // An element to add without its value is not a map element: left to nft.
+        let mut bare = any4.clone();
+        bare.add.push(("tcp . 30000-30999".into(), "c".into()));
+        assert!(batch(&[bare], 1).is_none());
+
+        // One host address: the address is the first field of both keys.
+        let mut del = map(berth_plan::firewall::MAP_PUBLISH4_RUNS);
+        del.delete.push("127.0.0.1 . udp . 30000-30999".into());
+        let want = b"\x2c\x00\x01\x80\x14\x00\x01\x80\x10\x00\x01\x00\x7f\x00\x00\x01\x11\x00\x00\x00\x75\x30\x00\x00\x14\x00\x0a\x80\x10\x00\x01\x00\x7f\x00\x00\x01\x11\x00\x00\x00\x79\x17\x00\x00";
+        assert_eq!(list_elements(del, true), want);
+        // IPv6: a 16-byte value.
+        let mut add = map(berth_plan::firewall::MAP_PUBLISH6_ANY_RUNS);
+        add.add
+            .push(("tcp . 30000-30999 : fd00::2".into(), "c".into()));
+        let mut want = b"\x44\x00\x01\x80".to_vec();
+        want.extend(first);
+        want.extend(last);
+        want.extend(b"\x18\x00\x02\x80\x14\x00\x01\x00\xfd\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02");
+        want.extend(b"\x08\x00\x06\x00\x00\x02\x63\x00");
+        assert_eq!(list_elements(add, false), want);
+
+        // Read back: keys and value as the plan writes them.
+        let dumped = [Dumped {
+            key: first[8..].to_vec(),
+            key_end: Some(last[8..].to_vec()),
+            data: Some(vec![10, 1, 0, 2]),
+            end_flag: false,
+            comment: "container a 30000-30999/tcp".into(),
+        }];
+        let got = elements_text(&any4, &dumped).expect("reads");
+        assert_eq!(
+            got,
+            text_map(&[(
+                "tcp . 30000-30999 : 10.1.0.2",
+                "container a 30000-30999/tcp"
+            )])
+        );
+        // A map element without its value is not berth's: nft reads it.
+        let no_value = [Dumped {
+            key: first[8..].to_vec(),
+            key_end: Some(last[8..].to_vec()),
+            data: None,
+            end_flag: false,
+            comment: String::new(),
+        }];
+        assert!(elements_text(&any4, &no_value).is_none());
     }
 
     #[test]

@@ -1226,21 +1226,41 @@ fn web_elements(nd: &str) -> berth_plan::firewall::Elements {
         {"proto": "sctp", "host_ip": "fd00::1", "host_port": 9, "container_ip": "fd00::2", "container_port": 9}
     ]))
     .expect("published");
-    // A range (one `relay6_tcp_runs` element `::1 . 30000-30039`, KEY and KEY_END over
-    // netlink) and a port alone right after its gap.
+    // A range (one `relay6_tcp_runs` element `::1 . 30000-30039` and one `publish4_any_runs`
+    // element `tcp . 30000-30039 : 10.1.0.2`, KEY and KEY_END over netlink) and a port alone
+    // right after its gap; runs on one IPv4 address and on every IPv6 address (map values of
+    // both families).
     let mut published = published;
-    for port in (30000..30040).chain([30041]) {
-        published.push(berth_plan::ports::Published {
-            proto: berth_plan::ports::Proto::Tcp,
-            host_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
-            host_port: port,
-            container_ip: std::net::Ipv4Addr::new(10, 1, 0, 2).into(),
-            container_port: port,
-        });
+    let port = |proto, host: &str, port, container: &str| berth_plan::ports::Published {
+        proto,
+        host_ip: host.parse().expect("host address"),
+        host_port: port,
+        container_ip: container.parse().expect("container address"),
+        container_port: port,
+    };
+    use berth_plan::ports::Proto;
+    for p in (30000..30040).chain([30041]) {
+        published.push(port(Proto::Tcp, "0.0.0.0", p, "10.1.0.2"));
+    }
+    for p in 31000..31100 {
+        published.push(port(Proto::Tcp, "127.0.0.1", p, "10.1.0.2"));
+        published.push(port(Proto::Udp, "::", p, "fd00::2"));
     }
     let mut want = fw::port_elements("web \"quoted\"", &published);
     let runs = want.0.get(fw::SET_RELAY6_TCP_RUNS).expect("relay runs");
     assert!(runs.contains_key("::1 . 30000-30039"), "{runs:?}");
+    for (map, run) in [
+        (fw::MAP_PUBLISH4_ANY_RUNS, "tcp . 30000-30039 : 10.1.0.2"),
+        (
+            fw::MAP_PUBLISH4_RUNS,
+            "127.0.0.1 . tcp . 31000-31099 : 10.1.0.2",
+        ),
+        (fw::MAP_PUBLISH6_ANY_RUNS, "udp . 31000-31099 : fd00::2"),
+    ] {
+        let elems = want.0.get(map).expect("runs map");
+        assert_eq!(elems.len(), 1, "{map}: {elems:?}");
+        assert!(elems.contains_key(run), "{map}: {elems:?}");
+    }
     let singles = want.0.get(fw::SET_RELAY6_TCP).expect("relay ports");
     assert!(singles.contains_key("::1 . 30041"), "{singles:?}");
     let c = "container web on network n";

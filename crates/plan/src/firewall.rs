@@ -59,16 +59,21 @@
 //!
 //! # Published ports
 //!
-//! One map per family and host-address kind, one element per published port (a 1,000-port
-//! range is 1,000 elements; nft maps cannot shift a port range by an offset):
+//! Two maps per family and host-address kind. One element per published port:
 //!
 //! * `publish4` / `publish6`: `host address . protocol . host port : container address .
 //!   container port`, for ports published on one host address (`127.0.0.1:8080:80`).
 //! * `publish4_any` / `publish6_any`: `protocol . host port : container address . container
 //!   port`, for ports published on every host address (`8080:80`).
 //!
-//! Two DNAT rules per family read them, in `prerouting` (`nat`, priority `dstnat`: traffic
-//! arriving from outside and from containers) and the same two in `output` (`nat`, priority
+//! and one interval element per run of 32 or more consecutive ports of one container whose
+//! container ports are their host ports (`-p 30000-30999:30000-30999`), in `publish4_runs`,
+//! `publish4_any_runs`, `publish6_runs`, `publish6_any_runs` (`[address .] protocol .
+//! FIRST-LAST : container address`: the DNAT keeps the port). A range with its container
+//! ports elsewhere stays one element per port (nft maps cannot shift a port by an offset).
+//!
+//! Four DNAT rules per family read them, in `prerouting` (`nat`, priority `dstnat`: traffic
+//! arriving from outside and from containers) and the same four in `output` (`nat`, priority
 //! -100: the host's own connections, IPv4 loopback included), each guarded by `fib daddr type
 //! local`. `::1` is never DNATed (IPv6 has no `route_localnet`: a `::1` packet cannot leave
 //! `lo`); berthd answers `[::1]:PORT` itself with a relay (see `ports::loopback6_relays`): for
@@ -171,11 +176,33 @@ pub const SET_RELAY6_TCP_RUNS: &str = "relay6_tcp_runs";
 /// `ports::MIN_PROBE_RUN`): 32 hash elements cost about what one pipapo transaction does.
 pub const MIN_RELAY6_RUN: usize = crate::ports::MIN_PROBE_RUN as usize;
 
+/// Runs of ports published on one IPv4 host address whose container port is the host port
+/// (`-p 127.0.0.1:30000-30999:30000-30999`): `host address . protocol . FIRST-LAST :
+/// container address`, one interval element per run of [`MIN_PUBLISH_RUN`] or more ports of
+/// one container (`flags interval`, the kernel's pipapo backend). Its DNAT rule translates the
+/// address only, so the port stays the one the client asked for. Every other published port
+/// (alone, in a shorter run, or with its container port elsewhere: nft maps cannot shift a
+/// port by an offset) is one element per port in [`MAP_PUBLISH4`].
+pub const MAP_PUBLISH4_RUNS: &str = "publish4_runs";
+/// The same for runs published on every IPv4 address (`-p 30000-30999:30000-30999`):
+/// `protocol . FIRST-LAST : container address`; the others are in [`MAP_PUBLISH4_ANY`].
+pub const MAP_PUBLISH4_ANY_RUNS: &str = "publish4_any_runs";
+/// [`MAP_PUBLISH4_RUNS`] for IPv6.
+pub const MAP_PUBLISH6_RUNS: &str = "publish6_runs";
+/// [`MAP_PUBLISH4_ANY_RUNS`] for IPv6.
+pub const MAP_PUBLISH6_ANY_RUNS: &str = "publish6_any_runs";
+/// The shortest run of one container's consecutive published ports (same protocol, host
+/// address and container address, each container port equal to its host port) that is one
+/// element of a `publish*_runs` map rather than one element per port: the same length as
+/// [`MIN_RELAY6_RUN`], for the same reason (a pipapo transaction's fixed cost, paid by runs
+/// only, never by a port published alone).
+pub const MIN_PUBLISH_RUN: usize = MIN_RELAY6_RUN;
+
 /// Every map (and set) the published ports own: name, key type, value type (`None`: a plain
 /// set), comment. Their elements belong to running containers (`port_elements`), not to
-/// networks; the daemon diffs them per container. Only [`SET_RELAY6_TCP_RUNS`] holds
-/// intervals ([`is_interval_port_set`]).
-pub const MAPS: [(&str, &str, Option<&str>, &str); 6] = [
+/// networks; the daemon diffs them per container. Only [`SET_RELAY6_TCP_RUNS`] and the
+/// `publish*_runs` maps hold intervals ([`is_interval_port_set`]).
+pub const MAPS: [(&str, &str, Option<&str>, &str); 10] = [
     (
         MAP_PUBLISH4,
         "ipv4_addr . inet_proto . inet_service",
@@ -201,6 +228,30 @@ pub const MAPS: [(&str, &str, Option<&str>, &str); 6] = [
         "ports published on every IPv6 host address",
     ),
     (
+        MAP_PUBLISH4_RUNS,
+        "ipv4_addr . inet_proto . inet_service",
+        Some("ipv4_addr"),
+        "runs of ports published on one IPv4 host address, port unchanged",
+    ),
+    (
+        MAP_PUBLISH4_ANY_RUNS,
+        "inet_proto . inet_service",
+        Some("ipv4_addr"),
+        "runs of ports published on every IPv4 host address, port unchanged",
+    ),
+    (
+        MAP_PUBLISH6_RUNS,
+        "ipv6_addr . inet_proto . inet_service",
+        Some("ipv6_addr"),
+        "runs of ports published on one IPv6 host address, port unchanged",
+    ),
+    (
+        MAP_PUBLISH6_ANY_RUNS,
+        "inet_proto . inet_service",
+        Some("ipv6_addr"),
+        "runs of ports published on every IPv6 host address, port unchanged",
+    ),
+    (
         SET_RELAY6_TCP,
         "ipv6_addr . inet_service",
         None,
@@ -215,9 +266,16 @@ pub const MAPS: [(&str, &str, Option<&str>, &str); 6] = [
 ];
 
 /// Whether `name`, one of [`MAPS`], holds intervals (`flags interval`): the runs of
-/// [`SET_RELAY6_TCP_RUNS`].
+/// [`SET_RELAY6_TCP_RUNS`] and of the `publish*_runs` maps.
 pub fn is_interval_port_set(name: &str) -> bool {
-    name == SET_RELAY6_TCP_RUNS
+    matches!(
+        name,
+        SET_RELAY6_TCP_RUNS
+            | MAP_PUBLISH4_RUNS
+            | MAP_PUBLISH4_ANY_RUNS
+            | MAP_PUBLISH6_RUNS
+            | MAP_PUBLISH6_ANY_RUNS
+    )
 }
 
 /// Every set berth owns: name, nft type, whether it holds intervals, comment.
@@ -481,24 +539,22 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
         );
     }
     for (name, key, value, comment) in MAPS {
+        let flags = if is_interval_port_set(name) {
+            " flags interval;"
+        } else {
+            ""
+        };
         let _ = match value {
             Some(value) => writeln!(
                 s,
-                "add map {t} {name} {{ type {key} : {value}; comment {}; }}",
+                "add map {t} {name} {{ type {key} : {value};{flags} comment {}; }}",
                 quote(comment)
             ),
-            None => {
-                let flags = if is_interval_port_set(name) {
-                    " flags interval;"
-                } else {
-                    ""
-                };
-                writeln!(
-                    s,
-                    "add set {t} {name} {{ type {key};{flags} comment {}; }}",
-                    quote(comment)
-                )
-            }
+            None => writeln!(
+                s,
+                "add set {t} {name} {{ type {key};{flags} comment {}; }}",
+                quote(comment)
+            ),
         };
     }
     let _ = writeln!(
@@ -633,6 +689,12 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
                 "ip6 daddr != ::1 fib daddr type local",
             )
         };
+        // Each per-port map is followed by its runs' map (address only: the port stays the one
+        // asked for, which is the container's for a run). Their order does not matter: a host
+        // port has one owner per protocol and family, and one address kind (`ports::allocate`
+        // refuses a second, and a specific address next to the wildcard), and each of its
+        // ports is in exactly one of the two maps (`port_elements`), so no packet matches two
+        // of these rules.
         rule(
             chain,
             &format!("{guard4} dnat ip to ip daddr . meta l4proto . th dport map @{MAP_PUBLISH4}"),
@@ -640,8 +702,20 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
         );
         rule(
             chain,
+            &format!(
+                "{guard4} dnat ip to ip daddr . meta l4proto . th dport map @{MAP_PUBLISH4_RUNS}"
+            ),
+            "runs of ports published on one IPv4 host address",
+        );
+        rule(
+            chain,
             &format!("{guard4} dnat ip to meta l4proto . th dport map @{MAP_PUBLISH4_ANY}"),
             "ports published on every IPv4 host address",
+        );
+        rule(
+            chain,
+            &format!("{guard4} dnat ip to meta l4proto . th dport map @{MAP_PUBLISH4_ANY_RUNS}"),
+            "runs of ports published on every IPv4 host address",
         );
         rule(
             chain,
@@ -652,8 +726,20 @@ pub fn base_script(cfg: &FirewallConfig) -> String {
         );
         rule(
             chain,
+            &format!(
+                "{guard6} dnat ip6 to ip6 daddr . meta l4proto . th dport map @{MAP_PUBLISH6_RUNS}"
+            ),
+            "runs of ports published on one IPv6 host address",
+        );
+        rule(
+            chain,
             &format!("{guard6} dnat ip6 to meta l4proto . th dport map @{MAP_PUBLISH6_ANY}"),
             "ports published on every IPv6 host address",
+        );
+        rule(
+            chain,
+            &format!("{guard6} dnat ip6 to meta l4proto . th dport map @{MAP_PUBLISH6_ANY_RUNS}"),
+            "runs of ports published on every IPv6 host address",
         );
     }
     // `::1` cannot be DNATed to a container (a `::1` packet never leaves `lo`): the host's
@@ -904,7 +990,10 @@ pub fn desired_elements_keyed(
     e
 }
 
-/// The map elements of one container's published ports, and the [`SET_RELAY6_TCP`] and
+/// The map elements of one container's published ports (a run of [`MIN_PUBLISH_RUN`] or more
+/// consecutive ports published to the same container ports is one element of a
+/// `publish*_runs` map, see [`MAP_PUBLISH4_ANY_RUNS`]; any other port one element of
+/// `publish4`, `publish4_any`, …), and the [`SET_RELAY6_TCP`] and
 /// [`SET_RELAY6_TCP_RUNS`] elements of its TCP ports reachable through `[::1]` (berthd's
 /// relay: a run of [`MIN_RELAY6_RUN`] or more consecutive ports is one element of the latter,
 /// any other port one element of the former); each comment names the container and the port
@@ -915,31 +1004,25 @@ pub fn desired_elements_keyed(
 /// collected apart before they join `Elements`: a 1,000-port range is 1,000 elements on every
 /// publish and every removal, so what this allocates per element counts.
 pub fn port_elements(container: &str, published: &[Published]) -> Elements {
-    use std::net::IpAddr;
     let mut maps: [BTreeMap<String, String>; 4] = Default::default();
     // `comment_text` of the container's part, once: the port's part (`80/tcp`) never needs
     // quoting, so a comment that fits is that prefix and the port.
     let prefix = format!("container {container} ");
     let prefix_clean = comment_text(&prefix) == prefix;
-    for p in published {
+    // Runs whose container ports are their host ports: one element each in a `publish*_runs`
+    // map; their ports are left out of the per-port maps below.
+    let (run_maps, in_run) = publish_runs(published, &prefix, prefix_clean);
+    for (i, p) in published.iter().enumerate() {
         // A family mismatch (never produced by the planner) would make nft refuse the whole
         // transaction: leave such an entry out instead.
-        if p.host_ip.is_ipv4() != p.container_ip.is_ipv4() {
+        if p.host_ip.is_ipv4() != p.container_ip.is_ipv4() || in_run.get(i) == Some(&true) {
             continue;
         }
         let mut text = String::with_capacity(48);
-        let slot = match p.host_ip {
-            IpAddr::V4(a) if !a.is_unspecified() => {
-                let _ = write!(text, "{a} . ");
-                0
-            }
-            IpAddr::V4(_) => 1,
-            IpAddr::V6(a) if !a.is_unspecified() => {
-                let _ = write!(text, "{a} . ");
-                2
-            }
-            IpAddr::V6(_) => 3,
-        };
+        let slot = port_slot(p.host_ip);
+        if !p.host_ip.is_unspecified() {
+            let _ = write!(text, "{} . ", p.host_ip);
+        }
         let _ = write!(
             text,
             "{} . {} : {} . {}",
@@ -997,16 +1080,106 @@ pub fn port_elements(container: &str, published: &[Published]) -> Elements {
         MAP_PUBLISH4_ANY,
         MAP_PUBLISH6,
         MAP_PUBLISH6_ANY,
+        MAP_PUBLISH4_RUNS,
+        MAP_PUBLISH4_ANY_RUNS,
+        MAP_PUBLISH6_RUNS,
+        MAP_PUBLISH6_ANY_RUNS,
         SET_RELAY6_TCP,
         SET_RELAY6_TCP_RUNS,
     ];
     let [m0, m1, m2, m3] = maps;
-    for (name, map) in names.into_iter().zip([m0, m1, m2, m3, relay6, relay6_runs]) {
+    let [r0, r1, r2, r3] = run_maps;
+    for (name, map) in names
+        .into_iter()
+        .zip([m0, m1, m2, m3, r0, r1, r2, r3, relay6, relay6_runs])
+    {
         if !map.is_empty() {
             e.0.insert(name.to_string(), map);
         }
     }
     e
+}
+
+/// Which of the four per-port maps (and of the four runs' maps, in the same order) a port
+/// published on `host_ip` belongs to: one address or every address, IPv4 or IPv6.
+fn port_slot(host_ip: std::net::IpAddr) -> usize {
+    match (host_ip.is_ipv4(), host_ip.is_unspecified()) {
+        (true, false) => 0,
+        (true, true) => 1,
+        (false, false) => 2,
+        (false, true) => 3,
+    }
+}
+
+/// The `publish*_runs` elements of one container's `published` ports (in [`port_slot`]'s
+/// order), each comment `prefix` and the run (`container web 30000-30999/tcp`), and which
+/// entries of `published` they cover (those are in no per-port map).
+///
+/// A run is [`MIN_PUBLISH_RUN`] or more consecutive host ports with the same protocol, host
+/// address and container address, each published to the same container port as its host port
+/// (`-p 30000-30999:30000-30999`): the map's value is the container's address only, so the
+/// DNAT keeps the port. A gap ends a run; a port whose container port is another one (`-p
+/// 30000-30999:40000-40999`, `8080:80`) is never part of one.
+fn publish_runs(
+    published: &[Published],
+    prefix: &str,
+    prefix_clean: bool,
+) -> ([BTreeMap<String, String>; 4], Vec<bool>) {
+    let mut maps: [BTreeMap<String, String>; 4] = Default::default();
+    // (slot, host address, protocol, container address, port, index): sorted, a run is a
+    // stretch of one (slot, address, protocol, container) whose ports follow on.
+    let mut same: Vec<_> = published
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| {
+            p.host_port == p.container_port && p.host_ip.is_ipv4() == p.container_ip.is_ipv4()
+        })
+        .map(|(i, p)| {
+            let slot = port_slot(p.host_ip);
+            (slot, p.host_ip, p.proto, p.container_ip, p.host_port, i)
+        })
+        .collect();
+    if same.len() < MIN_PUBLISH_RUN {
+        return (maps, Vec::new());
+    }
+    same.sort_unstable();
+    let mut in_run = vec![false; published.len()];
+    let mut start = 0;
+    while start < same.len() {
+        let (slot, host_ip, proto, container_ip, first, _) = same[start];
+        let mut end = start + 1;
+        let mut ports = 1;
+        while let Some(&(s, h, pr, c, port, _)) = same.get(end) {
+            let prev = same[end - 1].4;
+            // The same port twice (a duplicate entry) continues the run without lengthening it.
+            let follows = port == prev || prev.checked_add(1) == Some(port);
+            if (s, h, pr, c) != (slot, host_ip, proto, container_ip) || !follows {
+                break;
+            }
+            if port != prev {
+                ports += 1;
+            }
+            end += 1;
+        }
+        if ports >= MIN_PUBLISH_RUN {
+            let last = same[end - 1].4;
+            for entry in &same[start..end] {
+                in_run[entry.5] = true;
+            }
+            let mut text = String::with_capacity(48);
+            if !host_ip.is_unspecified() {
+                let _ = write!(text, "{host_ip} . ");
+            }
+            let _ = write!(text, "{proto} . {first}-{last} : {container_ip}");
+            let mut comment = format!("{prefix}{first}-{last}/{proto}");
+            if !prefix_clean || comment.len() > MAX_COMMENT {
+                comment = comment_text(&comment);
+            }
+            maps[slot].entry(text).or_insert(comment);
+        }
+        start = end;
+    }
+    (maps, in_run)
 }
 
 /// The runs of consecutive values of `ports` (sorted ascending, no duplicates): index ranges
@@ -1750,6 +1923,55 @@ mod tests {
         assert!(without.contains("add set inet berth relay6_tcp_runs "));
     }
 
+    /// The runs' maps are interval maps whose value is an address, and both NAT chains read
+    /// each of them with a DNAT that translates the address only.
+    #[test]
+    fn dnat_runs_maps_and_rules() {
+        let script = base_script(&FirewallConfig::default());
+        assert!(script.contains(
+            "add map inet berth publish4_any_runs { type inet_proto . inet_service : ipv4_addr; flags interval;"
+        ));
+        assert!(script.contains(
+            "add map inet berth publish6_runs { type ipv6_addr . inet_proto . inet_service : ipv6_addr; flags interval;"
+        ));
+        for chain in ["prerouting", "output"] {
+            for (proto, map) in [
+                (
+                    "ip",
+                    "ip daddr . meta l4proto . th dport map @publish4_runs",
+                ),
+                ("ip", "meta l4proto . th dport map @publish4_any_runs"),
+                (
+                    "ip6",
+                    "ip6 daddr . meta l4proto . th dport map @publish6_runs",
+                ),
+                ("ip6", "meta l4proto . th dport map @publish6_any_runs"),
+            ] {
+                let found = script.lines().any(|l| {
+                    l.starts_with(&format!("add rule inet berth {chain} "))
+                        && l.contains(&format!(" dnat {proto} to {map} comment "))
+                });
+                assert!(found, "{chain}: {map}");
+            }
+        }
+        // The per-port map of a kind comes right before its runs' map (the rules are
+        // exclusive; this keeps the listing readable).
+        let rules = static_rules(&FirewallConfig::default());
+        let pre: Vec<&str> = rules
+            .iter()
+            .filter(|(c, _)| c == "prerouting")
+            .map(|(_, c)| c.as_str())
+            .collect();
+        let at = pre
+            .iter()
+            .position(|c| *c == "ports published on every IPv4 host address")
+            .unwrap();
+        assert_eq!(
+            pre[at + 1],
+            "runs of ports published on every IPv4 host address"
+        );
+    }
+
     /// `port_elements` writes each element and comment in place; what it yields is exactly
     /// what one `Elements::insert` per port of the plain formatting gives, also for container
     /// names that need quoting or cutting, every map kind, and a family mismatch (left out).
@@ -1758,8 +1980,62 @@ mod tests {
         use crate::ports::{Proto, Published};
         let reference = |container: &str, published: &[Published]| {
             let mut e = Elements::default();
+            // The DNAT runs, built the plain way: ports published to themselves, sorted, a run
+            // grows while the next one of the same address, protocol and container follows on.
+            let mut same: Vec<&Published> = published
+                .iter()
+                .filter(|p| {
+                    p.host_port == p.container_port
+                        && p.host_ip.is_ipv4() == p.container_ip.is_ipv4()
+                })
+                .collect();
+            same.sort_by_key(|p| {
+                (
+                    p.host_ip.is_ipv6(),
+                    p.host_ip.is_unspecified(),
+                    p.host_ip,
+                    p.proto,
+                    p.container_ip,
+                    p.host_port,
+                )
+            });
+            let mut dnat_runs: Vec<Vec<&Published>> = Vec::new();
+            for p in same {
+                match dnat_runs.last_mut() {
+                    Some(run)
+                        if (run[0].host_ip, run[0].proto, run[0].container_ip)
+                            == (p.host_ip, p.proto, p.container_ip)
+                            && run.last().unwrap().host_port + 1 == p.host_port =>
+                    {
+                        run.push(p)
+                    }
+                    _ => dnat_runs.push(vec![p]),
+                }
+            }
+            let mut covered = std::collections::BTreeSet::new();
+            for run in dnat_runs.iter().filter(|r| r.len() >= 32) {
+                let (a, b) = (run[0], run.last().unwrap());
+                let (map, addr) = match (a.host_ip.is_ipv4(), a.host_ip.is_unspecified()) {
+                    (true, false) => (MAP_PUBLISH4_RUNS, format!("{} . ", a.host_ip)),
+                    (true, true) => (MAP_PUBLISH4_ANY_RUNS, String::new()),
+                    (false, false) => (MAP_PUBLISH6_RUNS, format!("{} . ", a.host_ip)),
+                    (false, true) => (MAP_PUBLISH6_ANY_RUNS, String::new()),
+                };
+                e.insert(
+                    map,
+                    format!(
+                        "{addr}{} . {}-{} : {}",
+                        a.proto, a.host_port, b.host_port, a.container_ip
+                    ),
+                    format!(
+                        "container {container} {}-{}/{}",
+                        a.host_port, b.host_port, a.proto
+                    ),
+                );
+                covered.extend(run.iter().map(|p| (*p).clone()));
+            }
             for p in published {
-                if p.host_ip.is_ipv4() != p.container_ip.is_ipv4() {
+                if p.host_ip.is_ipv4() != p.container_ip.is_ipv4() || covered.contains(p) {
                     continue;
                 }
                 let (map, key) = match (p.host_ip, p.host_ip.is_unspecified()) {
@@ -1868,6 +2144,159 @@ mod tests {
             port_elements("shifted", &shifted),
             reference("shifted", &shifted)
         );
+        // Runs on every map kind and protocol, with the long and quoted names above, next to
+        // ports alone and a run one port short.
+        let mixed: Vec<Published> = (20000..20100)
+            .map(|p| port("127.0.0.1", p, "10.1.0.2", p, Proto::Udp))
+            .chain((20000..20040).map(|p| port("::", p, "fd00::2", p, Proto::Sctp)))
+            .chain((20000..20031).map(|p| port("::1", p, "fd00::2", p, Proto::Tcp)))
+            .chain((20050..20090).map(|p| port("::1", p, "fd00::2", p, Proto::Tcp)))
+            .chain(ports.iter().cloned())
+            .collect();
+        for name in ["web", "a\"b", long.as_str()] {
+            assert_eq!(
+                port_elements(name, &mixed),
+                reference(name, &mixed),
+                "{name}"
+            );
+        }
+    }
+
+    /// The DNAT runs: at least 32 consecutive ports published to the same container ports are
+    /// ONE element of a `publish*_runs` map (address only: the DNAT keeps the port), 31 are
+    /// not; a gap splits a run; a range with its container ports elsewhere stays one element
+    /// per port; runs of two containers next to each other stay two elements, each with its
+    /// owner's comment, and removing one container deletes exactly its own.
+    #[test]
+    fn dnat_runs_are_one_element_per_run_of_one_container() {
+        use crate::ports::{Proto, Published};
+        let port = |host: &str, hp: u16, cip: &str, cp: u16| Published {
+            proto: Proto::Tcp,
+            host_ip: host.parse().unwrap(),
+            host_port: hp,
+            container_ip: cip.parse().unwrap(),
+            container_port: cp,
+        };
+        let keys = |e: &Elements, name: &str| -> Vec<String> {
+            e.0.get(name)
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        // 32 ports: one element; its comment names the run.
+        let run: Vec<Published> = (30000..30032)
+            .map(|p| port("0.0.0.0", p, "10.1.0.2", p))
+            .collect();
+        let e = port_elements("a", &run);
+        assert_eq!(
+            e.0[MAP_PUBLISH4_ANY_RUNS],
+            BTreeMap::from([(
+                "tcp . 30000-30031 : 10.1.0.2".to_string(),
+                "container a 30000-30031/tcp".to_string()
+            )])
+        );
+        assert!(!e.0.contains_key(MAP_PUBLISH4_ANY), "no port twice");
+        // 31 ports: one element per port, as before.
+        let e = port_elements("a", &run[..31]);
+        assert!(!e.0.contains_key(MAP_PUBLISH4_ANY_RUNS));
+        assert_eq!(e.0[MAP_PUBLISH4_ANY].len(), 31);
+        assert!(e.0[MAP_PUBLISH4_ANY].contains_key("tcp . 30000 : 10.1.0.2 . 30000"));
+        // A gap splits a run: 40 + 40 ports are two elements, 40 + 10 one and 10 per port.
+        let split: Vec<Published> = (30000..30040)
+            .chain(30041..30081)
+            .map(|p| port("0.0.0.0", p, "10.1.0.2", p))
+            .collect();
+        assert_eq!(
+            keys(&port_elements("a", &split), MAP_PUBLISH4_ANY_RUNS),
+            [
+                "tcp . 30000-30039 : 10.1.0.2",
+                "tcp . 30041-30080 : 10.1.0.2"
+            ]
+        );
+        let uneven = port_elements("a", &split[..50]);
+        assert_eq!(keys(&uneven, MAP_PUBLISH4_ANY_RUNS).len(), 1);
+        assert_eq!(uneven.0[MAP_PUBLISH4_ANY].len(), 10);
+        // An offset (`-p 30000-30999:40000-40999`): every port stays in the per-port map.
+        let shifted: Vec<Published> = (30000..31000)
+            .map(|p| port("0.0.0.0", p, "10.1.0.2", p + 10000))
+            .collect();
+        let e = port_elements("a", &shifted);
+        assert!(!e.0.contains_key(MAP_PUBLISH4_ANY_RUNS));
+        assert_eq!(e.0[MAP_PUBLISH4_ANY].len(), 1000);
+        // One host address, IPv6: their own maps, the address in the key.
+        let e = port_elements(
+            "a",
+            &(30000..30100)
+                .map(|p| port("127.0.0.1", p, "10.1.0.2", p))
+                .chain((30000..30100).map(|p| port("2001:db8::1", p, "fd00::2", p)))
+                .chain((30000..30100).map(|p| port("::", p, "fd00::2", p)))
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(
+            keys(&e, MAP_PUBLISH4_RUNS),
+            ["127.0.0.1 . tcp . 30000-30099 : 10.1.0.2"]
+        );
+        assert_eq!(
+            keys(&e, MAP_PUBLISH6_RUNS),
+            ["2001:db8::1 . tcp . 30000-30099 : fd00::2"]
+        );
+        assert_eq!(
+            keys(&e, MAP_PUBLISH6_ANY_RUNS),
+            ["tcp . 30000-30099 : fd00::2"]
+        );
+        for m in [
+            MAP_PUBLISH4,
+            MAP_PUBLISH4_ANY,
+            MAP_PUBLISH6,
+            MAP_PUBLISH6_ANY,
+        ] {
+            assert!(!e.0.contains_key(m), "{m}");
+        }
+        // Two containers' adjacent runs (b: 29900-29999, a: 30000-30999): two elements, two
+        // owners; removing b deletes exactly b's.
+        let a = port_elements(
+            "a",
+            &(30000..31000)
+                .map(|p| port("0.0.0.0", p, "10.1.0.2", p))
+                .collect::<Vec<_>>(),
+        );
+        let b = port_elements(
+            "b",
+            &(29900..30000)
+                .map(|p| port("0.0.0.0", p, "10.1.0.3", p))
+                .collect::<Vec<_>>(),
+        );
+        let mut both = a.clone();
+        both.extend(&b);
+        assert_eq!(
+            both.0[MAP_PUBLISH4_ANY_RUNS],
+            BTreeMap::from([
+                (
+                    "tcp . 29900-29999 : 10.1.0.3".to_string(),
+                    "container b 29900-29999/tcp".to_string()
+                ),
+                (
+                    "tcp . 30000-30999 : 10.1.0.2".to_string(),
+                    "container a 30000-30999/tcp".to_string()
+                ),
+            ])
+        );
+        let (current, desired) = delta(&both, &b, &Elements::default());
+        let changes = diff_changes(&current, &desired);
+        let runs: Vec<&SetChange> = changes
+            .iter()
+            .filter(|c| c.set == MAP_PUBLISH4_ANY_RUNS)
+            .collect();
+        assert_eq!(runs.len(), 1);
+        assert!(runs[0].interval);
+        assert_eq!(runs[0].data_type, Some("ipv4_addr"));
+        assert_eq!(runs[0].delete, ["tcp . 29900-29999"]);
+        assert!(runs[0].add.is_empty());
+        assert!(
+            changes.iter().all(|c| c.set != MAP_PUBLISH4_ANY),
+            "no per-port element touched"
+        );
     }
 
     /// A run is consecutive ports: a gap splits it, a port alone stays a run of one, and the
@@ -1927,8 +2356,9 @@ mod tests {
         assert_eq!(singles.len(), 2 + 31, "8080, 31002 and a run of 31");
         assert!(singles.contains(&pair("::1 . 31002", "container a 22/tcp")));
         assert!(singles.contains(&pair("::1 . 40030", "container a 40030/tcp")));
-        // The map elements stay one per port and protocol.
-        assert_eq!(a.0[MAP_PUBLISH4_ANY].len(), 2033);
+        // The map elements: the two 1,000-port ranges are one run each, the rest one per port.
+        assert_eq!(a.0[MAP_PUBLISH4_ANY_RUNS].len(), 2);
+        assert_eq!(a.0[MAP_PUBLISH4_ANY].len(), 33);
         // Container b's run ends right before a's (29968-29999): two elements, two owners.
         let b = port_elements(
             "b",

@@ -206,7 +206,7 @@ pub const CHAIN_MAP: &[(&str, &str)] = &[
     ),
     (
         "DOCKER (nat)",
-        "chains `prerouting` (traffic arriving) and `output` (the host's own connections): DNAT through the maps `publish4`, `publish4_any`, `publish6`, `publish6_any`, one element per published port",
+        "chains `prerouting` (traffic arriving) and `output` (the host's own connections): DNAT through the maps `publish4`, `publish4_any`, `publish6`, `publish6_any`, one element per published port, and their `_runs` maps, one element per run of 32+ ports published to the same container ports, and their `_runs` maps, one element per run of 32+ ports published to the same container ports",
     ),
     (
         "DOCKER (filter)",

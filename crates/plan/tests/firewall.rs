@@ -154,10 +154,27 @@ fn port_matrix() -> Elements {
         "v6only",
         &publish(None, Some("fd00:5::3"), &["[::]:7000-7002:7000-7002"]),
     ));
-    // A run long enough to be one `relay6_tcp_runs` element (`::1 . 7100-7139`).
+    // A run long enough to be one `relay6_tcp_runs` element (`::1 . 7100-7139`) and one
+    // `publish4_any_runs` element (`tcp . 7100-7139 : 10.5.0.4`).
     e.extend(&port_elements(
         "run",
         &publish(Some("10.5.0.4"), None, &["7100-7139:7100-7139"]),
+    ));
+    // Runs of every other kind (one host address, IPv6, UDP), a run one port short and a range
+    // with its container ports elsewhere (both one element per port).
+    e.extend(&port_elements(
+        "runs",
+        &publish(
+            Some("10.5.0.5"),
+            Some("fd00:5::5"),
+            &[
+                "127.0.0.1:7200-7239:7200-7239/udp",
+                "[2001:db8::1]:7300-7339:7300-7339",
+                "7400-7439:7400-7439/udp",
+                "7500-7530:7500-7530",
+                "7600-7639:8600-8639",
+            ],
+        ),
     ));
     e
 }
@@ -271,8 +288,9 @@ fn scripts() -> Vec<(&'static str, String, String)> {
     let elements = diff_script(&Elements::default(), &all);
     let ports_all = port_matrix();
     let port_script = diff_script(&Elements::default(), &ports_all);
-    // Ports: "web" stops (its ports go), "late" starts with 8080 again (a new value for the same
-    // key of publish4_any) and a 3-port UDP range; the others stay untouched.
+    // Ports: "web" and "run" stop (their ports go, run's interval elements too), "late" starts
+    // with 8080 again (a new value for the same key of publish4_any), a 3-port UDP range and
+    // run's ports as a run of its own; the others stay untouched.
     let mut ports_after = ports_all.clone();
     ports_after.remove_all(&port_elements(
         "web",
@@ -287,12 +305,20 @@ fn scripts() -> Vec<(&'static str, String, String)> {
             ],
         ),
     ));
+    ports_after.remove_all(&port_elements(
+        "run",
+        &publish(Some("10.5.0.4"), None, &["7100-7139:7100-7139"]),
+    ));
     ports_after.extend(&port_elements(
         "late",
         &publish(
             Some("10.1.0.9"),
             None,
-            &["8080:8000", "6000-6002:6000-6002/udp"],
+            &[
+                "8080:8000",
+                "6000-6002:6000-6002/udp",
+                "7100-7139:7100-7139",
+            ],
         ),
     ));
     let port_diff = diff_script(&ports_all, &ports_after);
