@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -210,19 +209,13 @@ impl Runtime {
         } else {
             None
         };
-        let gate_path = gate.as_ref().map(|(r, _)| {
-            PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), r.as_raw_fd()))
-        });
+        let gate_path = gate.as_ref().map(|(r, _)| berth_kernel::netns::fd_path(r));
 
         // The init tells its pid on this pipe (its writing end opened by stage 1 by our
         // `/proc/PID/fd/N`, so we hold it until the pid came): one wake-up, not a poll.
         let (started_r, started_w) = std::io::pipe()
             .map_err(|e| ApiError::internal(format!("creating the start pipe: {e}")))?;
-        let started_path = PathBuf::from(format!(
-            "/proc/{}/fd/{}",
-            std::process::id(),
-            started_w.as_raw_fd()
-        ));
+        let started_path = berth_kernel::netns::fd_path(&started_w);
 
         let rootfs = c.rootfs.as_ref().map(PathBuf::from);
         let cfg = InitConfig {

@@ -1134,6 +1134,19 @@ pub fn init_processes() -> Vec<(i32, InitConfig)> {
         .collect()
 }
 
+/// A pid as stage 1 writes it (decimal, maybe with blanks around).
+fn parse_pid(s: &str) -> Option<i32> {
+    s.trim().parse().ok()
+}
+
+/// The pid in stage 1's pid file, if it wrote one.
+fn read_pid_file(pid_file: &Path) -> Option<i32> {
+    fs::read_to_string(pid_file)
+        .ok()
+        .as_deref()
+        .and_then(parse_pid)
+}
+
 /// Waits for the pid a container's stage 1 (`stage1`, an unreaped child of the caller) writes
 /// to its start pipe (`started`: the reading end of [`InitConfig::started`], whose writing end
 /// the caller holds until this returns) once the command runs: one wake-up, no polling. 0 if
@@ -1142,16 +1155,8 @@ pub fn init_processes() -> Vec<(i32, InitConfig)> {
 /// blocking thread.
 pub async fn init_pid_from(started: std::io::PipeReader, stage1: i32, pid_file: &Path) -> i32 {
     use tokio::io::AsyncReadExt;
-    let parse = |b: &[u8]| {
-        std::str::from_utf8(b)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-    };
-    let from_file = || {
-        fs::read_to_string(pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-    };
+    let parse = |b: &[u8]| std::str::from_utf8(b).ok().and_then(parse_pid);
+    let from_file = || read_pid_file(pid_file);
     let exited = rustix::process::Pid::from_raw(stage1)
         .ok_or(rustix::io::Errno::SRCH)
         .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()))
@@ -1195,11 +1200,7 @@ pub async fn init_pid_from(started: std::io::PipeReader, stage1: i32, pid_file: 
 /// a 1 ms sleep added 1–2 ms to every start (there is no descriptor to wait on: std's
 /// `Command` passes none but stdio, and an inotify watch's close costs a grace period).
 pub fn wait_for_init_pid(pid_file: &Path, stage1: i32) -> i32 {
-    let read = || {
-        fs::read_to_string(pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-    };
+    let read = || read_pid_file(pid_file);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
     while std::time::Instant::now() < deadline {

@@ -182,10 +182,10 @@ pub fn create_netns_fd() -> Result<std::os::fd::OwnedFd> {
         .unwrap_or_else(|_| Err(KernelError::invalid(op, "namespace thread panicked")))
 }
 
-/// A path naming the namespace behind `fd` for any process on the host (including children
-/// about to `setns` into it): `/proc/<our pid>/fd/<fd>`.
-pub fn fd_path(fd: &std::os::fd::OwnedFd) -> std::path::PathBuf {
-    use std::os::fd::AsRawFd;
+/// A path naming the file behind `fd` (a namespace, a pipe's end) for any process on the
+/// host, including children about to `setns` into it or open it: `/proc/<our pid>/fd/<fd>`.
+/// It names that file only while we hold `fd`.
+pub fn fd_path(fd: &impl std::os::fd::AsRawFd) -> std::path::PathBuf {
     std::path::PathBuf::from(format!(
         "/proc/{}/fd/{}",
         std::process::id(),
