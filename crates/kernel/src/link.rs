@@ -412,9 +412,10 @@ impl Kernel {
     /// container namespace (`IFLA_NET_NS_FD`) as `plan.ifname` with MTU and MAC, so no
     /// `eth0` ever exists in this namespace. Then, when `plan.isolated`, `IFLA_BRPORT_ISOLATED`
     /// on the host side; then, in the container namespace, on a thread that entered it while the
-    /// veth was being created: the peer's announcement knobs (`plan.announce`: `arp_notify`,
-    /// `ndisc_notify`), its addresses (IPv6 with `IFA_F_NODAD`), the peer up (which makes the
-    /// kernel announce those addresses), `plan.routes`, `lo` up.
+    /// veth was being created: its addresses (IPv6 with `IFA_F_NODAD`), the peer up,
+    /// `plan.routes`, `lo` up, then, when `plan.announce` asks for it, the announcement knobs
+    /// (`arp_notify`, `ndisc_notify`) and, once the bridge port forwards, one announcement of
+    /// those addresses (the peer's MAC set to itself).
     ///
     /// Any failure after the veth exists deletes it again (the peer goes with it) and returns
     /// the error of the failed step. (If the future is dropped midway, nothing is rolled back.)
@@ -822,10 +823,10 @@ impl Kernel {
     /// Inside the container namespace at `netns`: brings `ifname` up and adds `addrs`
     /// (`RTM_NEWADDR` with replace: the ones it has are left as they are). When that changed
     /// something (the link was down or lacked an address) and `announce` asks for it, the
-    /// interface announces its addresses as a new endpoint does (see `ContainerSide::run`):
-    /// `arp_notify` / `ndisc_notify` set, then, once the host side's bridge port forwards (one
-    /// `RTM_GETLINK` of `host_ifname` in this namespace runs the pending linkwatch work for
-    /// it), an `RTM_SETLINK` setting the interface's MAC to itself, whose `NETDEV_CHANGEADDR`
+    /// interface announces its addresses as a new endpoint does (see
+    /// `ContainerSide::configure`): `arp_notify` / `ndisc_notify` set, then, once the host
+    /// side's bridge port forwards (one `RTM_GETLINK` of `host_ifname` in this namespace runs
+    /// the pending linkwatch work for it), an `RTM_SETLINK` setting the interface's MAC to itself, whose `NETDEV_CHANGEADDR`
     /// makes the kernel send a gratuitous ARP per IPv4 address and an unsolicited NA per IPv6
     /// one. Without it a repaired or reconnected interface stays silent: an address added to
     /// an up link is announced by nothing, and the bridge and the neighbours keep what they
@@ -1242,18 +1243,23 @@ impl ContainerSide {
             // thread is in the container namespace: /proc/sys/net is resolved per opener.
             write_disable_ipv6(ifname)?;
         }
-        // The announcements (gratuitous ARP, unsolicited NA) are the kernel's, sent when the
-        // link goes up for the addresses it has at that moment (devinet's and ndisc's
-        // NETDEV_UP handlers): the knobs are set and the addresses added while the link is
-        // still down. Both knobs are /proc/sys writes like disable_ipv6 (≈ 20–40 µs each on
-        // the loaded test machine; an RTM_SETLINK carrying IFLA_INET_CONF costs more, 45–100
-        // µs, for the RTM_NEWLINK notification it builds, and IPv6's devconf has no netlink
-        // setter at all).
-        if self.announce.arp {
-            write_conf(&format!("/proc/sys/net/ipv4/conf/{ifname}/arp_notify"))?;
-        }
-        if self.announce.na {
-            write_conf(&format!("/proc/sys/net/ipv6/conf/{ifname}/ndisc_notify"))?;
+        // The announcements (gratuitous ARP, unsolicited NA) are the kernel's, sent for the
+        // addresses the link has when it goes up (devinet's and ndisc's NETDEV_UP handlers)
+        // and when its MAC is set (NETDEV_CHANGEADDR), each under its knob. Both knobs are
+        // /proc/sys writes like disable_ipv6 (≈ 20–40 µs each on the loaded test machine; an
+        // RTM_SETLINK carrying IFLA_INET_CONF costs more, 45–100 µs, for the RTM_NEWLINK
+        // notification it builds, and IPv6's devconf has no netlink setter at all).
+        //
+        // A veth on a bridge announces ONCE, after its port forwards (`reannounce`, below):
+        // the knobs are set only after the link is up, so the NETDEV_UP announcement is not
+        // sent. That one raced the port's enabling (linkwatch) — dropped at a disabled port,
+        // or flooded to every port of the bridge, where every other container's namespace
+        // processes it (`arp_process`, a route lookup) inside this RTM_SETLINK, under RTNL:
+        // at 500 ports, two floods per start were ≈ 13 % of berthd's and its inits' CPU.
+        // A link without a port to wait for (macvlan) announces at link up, as before.
+        let announce_at_up = self.reannounce.is_none();
+        if announce_at_up {
+            self.set_announce_knobs()?;
         }
         for net in &self.addrs {
             nl.request(
@@ -1297,18 +1303,18 @@ impl ContainerSide {
             )?;
         }
         nl.set_link_up(1, &format!("bringing up lo in {ns}"))?;
-        if let Some(host_ifname) = self.reannounce {
-            // The announcement sent at link up above left through the veth while the bridge
-            // still had its other end disabled: that port gets enabled when the kernel's
-            // linkwatch work processes the carrier that came on with our link, some time
-            // later, and a disabled port drops frames before the bridge learns from them.
-            // One RTM_GETLINK of the host side runs that pending work at once (rtnl_getlink
-            // syncs linkwatch for the device it answers about): the port forwards after it.
-            // Then setting our MAC to itself makes the kernel announce again
-            // (NETDEV_CHANGEADDR: a gratuitous ARP per IPv4 address under arp_notify, an
-            // unsolicited NA per IPv6 address under ndisc_notify), now learned by the bridge.
+        if let Some(host_ifname) = &self.reannounce {
+            self.set_announce_knobs()?;
+            // The bridge port of our peer gets enabled when the kernel's linkwatch work
+            // processes the carrier that came on with our link, some time after it went up,
+            // and a disabled port drops frames before the bridge learns from them. One
+            // RTM_GETLINK of the host side runs that pending work at once (rtnl_getlink syncs
+            // linkwatch for the device it answers about): the port forwards after it. Then
+            // setting our MAC to itself makes the kernel announce (NETDEV_CHANGEADDR: a
+            // gratuitous ARP per IPv4 address under arp_notify, an unsolicited NA per IPv6
+            // address under ndisc_notify, both just set), learned by the bridge.
             host_nl.request(
-                RouteNetlinkMessage::GetLink(get_link_msg(&host_ifname)),
+                RouteNetlinkMessage::GetLink(get_link_msg(host_ifname)),
                 GET,
                 || format!("looking up {host_ifname}"),
             )?;
@@ -1321,6 +1327,19 @@ impl ContainerSide {
             }
         }
         Ok(gate_wait_us)
+    }
+
+    /// `arp_notify` / `ndisc_notify` on the interface, as `announce` asks (this thread is in
+    /// the container namespace: /proc/sys/net is resolved per opener).
+    fn set_announce_knobs(&self) -> Result<()> {
+        let ifname = &self.ifname;
+        if self.announce.arp {
+            write_conf(&format!("/proc/sys/net/ipv4/conf/{ifname}/arp_notify"))?;
+        }
+        if self.announce.na {
+            write_conf(&format!("/proc/sys/net/ipv6/conf/{ifname}/ndisc_notify"))?;
+        }
+        Ok(())
     }
 }
 
