@@ -776,6 +776,7 @@ fn udp_loop(
     // Answers to the same client in one batch go out as one UDP GSO message until the kernel
     // refuses one (see `send_answers`).
     let mut gso = true;
+    let mut scratch = berth_kernel::sys::SendScratch::default();
     while !stop.load(Ordering::Relaxed) {
         match berth_kernel::sys::recv_batch(sock.as_fd(), &mut batch) {
             Ok(_) => {}
@@ -859,7 +860,7 @@ fn udp_loop(
             }
             shared.stats.count_local(&action, t0);
         }
-        send_answers(sock, &answers, &ends, &mut gso);
+        send_answers(sock, &answers, &ends, &mut gso, &mut scratch);
         let window = spin_window(shared.spin, gap, forwarded);
         if window > Duration::ZERO {
             if spin_until.is_none() && sock.set_nonblocking(true).is_err() {
@@ -933,7 +934,13 @@ fn gso_runs(ends: &[(usize, SocketAddr)], gso: bool) -> Vec<Run> {
 /// when the kernel refuses one (a route it cannot carry it on), `gso` is turned off for this
 /// thread and that message's answers go one by one. A failed plain answer is logged and
 /// skipped, as a lost datagram, and the rest go on.
-fn send_answers(sock: &UdpSocket, answers: &[u8], ends: &[(usize, SocketAddr)], gso: &mut bool) {
+fn send_answers(
+    sock: &UdpSocket,
+    answers: &[u8],
+    ends: &[(usize, SocketAddr)],
+    gso: &mut bool,
+    scratch: &mut berth_kernel::sys::SendScratch,
+) {
     use berth_kernel::sys::Outgoing;
     use std::os::fd::AsFd;
     let runs = gso_runs(ends, *gso);
@@ -949,7 +956,7 @@ fn send_answers(sock: &UdpSocket, answers: &[u8], ends: &[(usize, SocketAddr)], 
         .collect();
     let mut next = 0;
     while next < msgs.len() {
-        match berth_kernel::sys::send_batch(sock.as_fd(), &msgs[next..]) {
+        match berth_kernel::sys::send_batch(sock.as_fd(), &msgs[next..], scratch) {
             Ok(0) => break,
             Ok(k) => next += k,
             Err(e) => {

@@ -316,19 +316,20 @@ pub fn own_small_fd_table() -> io::Result<()> {
     }
 }
 
-/// Datagrams for `recvmmsg(2)` and `sendmmsg(2)` on a UDP socket: `slots` buffers of
-/// `slot_len` bytes each for receiving (whole datagrams when `slot_len` is 65,535), and their
-/// senders' addresses.
+/// Datagrams for `recvmmsg(2)` on a UDP socket: `slots` buffers of `slot_len` bytes each
+/// (whole datagrams when `slot_len` is 65,535), and their senders' addresses.
 ///
 /// The buffers are allocated zeroed in one block, so pages no datagram ever reaches are never
 /// touched (a large zeroed allocation is mapped lazily): 32 slots of 64 KiB cost about a page
-/// each in practice.
+/// each in practice. The headers the call needs are kept too, so a receive allocates nothing.
 pub struct DatagramBatch {
     bufs: Vec<u8>,
     slot_len: usize,
     lens: Vec<usize>,
     truncated: Vec<bool>,
     addrs: Vec<libc::sockaddr_storage>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
     count: usize,
 }
 
@@ -341,8 +342,11 @@ impl DatagramBatch {
             slot_len,
             lens: vec![0; slots],
             truncated: vec![false; slots],
-            // SAFETY: all zeros is a valid sockaddr_storage (a plain C struct of integers).
+            // SAFETY: all zeros is a valid sockaddr_storage, iovec and mmsghdr (plain C
+            // structs of integers and null pointers); the pointers are set before each call.
             addrs: vec![unsafe { std::mem::zeroed() }; slots],
+            iovs: vec![unsafe { std::mem::zeroed() }; slots],
+            hdrs: vec![unsafe { std::mem::zeroed() }; slots],
             count: 0,
         }
     }
@@ -406,41 +410,37 @@ fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> 
 /// a `recv` would (the socket's blocking mode and `SO_RCVTIMEO` apply; `MSG_WAITFORONE`), then
 /// takes only those already queued. Returns how many ([`DatagramBatch::len`]).
 pub fn recv_batch(fd: std::os::fd::BorrowedFd<'_>, batch: &mut DatagramBatch) -> io::Result<usize> {
-    let slots = batch.lens.len();
     batch.count = 0;
-    let mut iovs: Vec<libc::iovec> = batch
-        .bufs
-        .chunks_mut(batch.slot_len)
-        .take(slots)
-        .map(|b| libc::iovec {
-            iov_base: b.as_mut_ptr().cast(),
-            iov_len: b.len(),
-        })
-        .collect();
-    let mut msgs: Vec<libc::mmsghdr> = iovs
+    let slot_len = batch.slot_len;
+    let name_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    for (i, ((iov, hdr), addr)) in batch
+        .iovs
         .iter_mut()
+        .zip(batch.hdrs.iter_mut())
         .zip(batch.addrs.iter_mut())
-        .map(|(iov, addr)| {
-            // SAFETY: all zeros is a valid msghdr (null pointers, zero lengths).
-            let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-            h.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_iov = iov;
-            h.msg_iovlen = 1;
-            libc::mmsghdr {
-                msg_hdr: h,
-                msg_len: 0,
-            }
-        })
-        .collect();
-    // SAFETY: `msgs` holds `msgs.len()` initialized headers whose name and iovec pointers
-    // point into `batch` and `iovs`, which outlive the call and are not otherwise borrowed
-    // during it; `fd` is open for its lifetime.
+        .enumerate()
+    {
+        // In bounds: `bufs` holds `slots` × `slot_len` bytes.
+        iov.iov_base = batch.bufs[i * slot_len..].as_mut_ptr().cast();
+        iov.iov_len = slot_len;
+        let h = &mut hdr.msg_hdr;
+        h.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+        h.msg_namelen = name_len;
+        h.msg_iov = iov;
+        h.msg_iovlen = 1;
+        h.msg_control = std::ptr::null_mut();
+        h.msg_controllen = 0;
+        h.msg_flags = 0;
+        hdr.msg_len = 0;
+    }
+    // SAFETY: `hdrs` holds `hdrs.len()` initialized headers whose name and iovec pointers
+    // point into `batch` (set just above, not moved since), alive for the call; `fd` is open
+    // for its lifetime.
     let rc = unsafe {
         libc::recvmmsg(
             std::os::fd::AsRawFd::as_raw_fd(&fd),
-            msgs.as_mut_ptr(),
-            msgs.len() as libc::c_uint,
+            batch.hdrs.as_mut_ptr(),
+            batch.hdrs.len() as libc::c_uint,
             libc::MSG_WAITFORONE,
             std::ptr::null_mut(),
         )
@@ -449,8 +449,8 @@ pub fn recv_batch(fd: std::os::fd::BorrowedFd<'_>, batch: &mut DatagramBatch) ->
         return Err(io::Error::last_os_error());
     }
     let n = rc as usize;
-    for (i, m) in msgs.iter().take(n).enumerate() {
-        batch.lens[i] = (m.msg_len as usize).min(batch.slot_len);
+    for (i, m) in batch.hdrs.iter().take(n).enumerate() {
+        batch.lens[i] = (m.msg_len as usize).min(slot_len);
         batch.truncated[i] = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
     }
     batch.count = n;
@@ -474,11 +474,25 @@ pub struct Outgoing<'a> {
     pub segment: Option<u16>,
 }
 
+/// What [`send_batch`] builds for the kernel, kept between calls so a send allocates nothing
+/// once it has seen its largest batch.
+#[derive(Default)]
+pub struct SendScratch {
+    addrs: Vec<socket2::SockAddr>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    control: Vec<u64>,
+}
+
 /// Sends `msgs` on `fd` with one `sendmmsg(2)`. Returns how many messages the kernel took,
 /// from the first: fewer than `msgs.len()` when one failed (its error comes from the next
 /// call, which starts with it). A message with a `segment` fails as a whole (`EINVAL`, `EIO`)
 /// where the route cannot carry it; send its datagrams one by one then.
-pub fn send_batch(fd: std::os::fd::BorrowedFd<'_>, msgs: &[Outgoing<'_>]) -> io::Result<usize> {
+pub fn send_batch(
+    fd: std::os::fd::BorrowedFd<'_>,
+    msgs: &[Outgoing<'_>],
+    scratch: &mut SendScratch,
+) -> io::Result<usize> {
     if msgs.is_empty() {
         return Ok(0);
     }
@@ -486,16 +500,22 @@ pub fn send_batch(fd: std::os::fd::BorrowedFd<'_>, msgs: &[Outgoing<'_>]) -> io:
     let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
     // u64 words: control buffers must be aligned for cmsghdr.
     let words = space.div_ceil(8);
-    let mut control = vec![0u64; words * msgs.len()];
-    let addrs: Vec<socket2::SockAddr> = msgs.iter().map(|m| m.dest.into()).collect();
-    let mut iovs: Vec<libc::iovec> = msgs
-        .iter()
-        .map(|m| libc::iovec {
-            iov_base: m.data.as_ptr() as *mut libc::c_void,
-            iov_len: m.data.len(),
-        })
-        .collect();
-    let mut hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(msgs.len());
+    let SendScratch {
+        addrs,
+        iovs,
+        hdrs,
+        control,
+    } = scratch;
+    control.clear();
+    control.resize(words * msgs.len(), 0);
+    addrs.clear();
+    addrs.extend(msgs.iter().map(|m| socket2::SockAddr::from(m.dest)));
+    iovs.clear();
+    iovs.extend(msgs.iter().map(|m| libc::iovec {
+        iov_base: m.data.as_ptr() as *mut libc::c_void,
+        iov_len: m.data.len(),
+    }));
+    hdrs.clear();
     for (((m, iov), addr), ctl) in msgs
         .iter()
         .zip(iovs.iter_mut())
@@ -527,7 +547,8 @@ pub fn send_batch(fd: std::os::fd::BorrowedFd<'_>, msgs: &[Outgoing<'_>]) -> io:
         });
     }
     // SAFETY: `hdrs` holds initialized headers whose pointers point into `addrs`, `iovs`,
-    // `control` and the caller's data, all alive for the call; the kernel only reads them.
+    // `control` (not resized since) and the caller's data, all alive for the call; the kernel
+    // only reads them.
     let rc = unsafe {
         libc::sendmmsg(
             std::os::fd::AsRawFd::as_raw_fd(&fd),
