@@ -12,7 +12,16 @@
 # answered queries. berthd runs once per spin mode in MODES (env BERTH_DNS_SPIN, restarted in
 # between; the containers stay, the next berthd adopts them), and once idle for IDLE seconds.
 #
-# Usage: sudo [MODES="adaptive fixed off"] [IDLE=30] [BERTHD_ARGS=…] bench/dns/run.sh [ROUNDS=3] [SECONDS=10]
+# A/B and noise: BERTHDS="LABEL=PATH …" runs each berthd binary as a resolver of its own
+# (LABEL-MODE, e.g. BERTHDS="base=/tmp/base/berthd new=target/release/berthd", or the same
+# binary twice to see the spread of one build); default "berth=target/release/berthd".
+# ECHO=1 adds "echo" (bench/dns/echo.rs, container names only): a server that sends each query
+# back, the kernel's floor for a one-thread recv_from/send_to resolver in the same topology.
+# CLIENTS (default "q100 w100 seq", plus "r100" = windowq 100 in flight paced at RATE q/s,
+# default 20000) and KINDS (default "local fwd") choose the measurements.
+#
+# Usage: sudo [MODES="adaptive fixed off"] [IDLE=30] [BERTHD_ARGS=…] [BERTHDS=…] [ECHO=1]
+#        [CLIENTS=…] [KINDS=…] [RATE=…] bench/dns/run.sh [ROUNDS=3] [SECONDS=10]
 set -euo pipefail
 
 ROUNDS=${1:-3}
@@ -25,7 +34,14 @@ TCK=$(getconf CLK_TCK)
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d /tmp/berth-dns-bench.XXXXXX)
 BERTHD=$ROOT/target/release/berthd
-BERTH=$ROOT/target/release/berth
+BERTH=${BERTH:-$ROOT/target/release/berth}
+BERTHDS=${BERTHDS:-berth=$BERTHD}
+BERTHD=${BERTHDS%% *}
+BERTHD=${BERTHD#*=}
+ECHO=${ECHO:-0}
+CLIENTS=${CLIENTS:-q100 w100 seq}
+KINDS=${KINDS:-local fwd}
+RATE=${RATE:-20000}
 AARDVARK=/usr/lib/podman/aardvark-dns
 NS_H=bdns-h NS_O=bdns-o NS_A=bdns-a NS_AC=bdns-ac
 PIDS=()
@@ -60,6 +76,7 @@ for ns in $NS_H $NS_O $NS_A $NS_AC; do
 done
 [ -x "$BERTHD" ] && [ -x "$BERTH" ] || { log "building release binaries"; (cd "$ROOT" && cargo build --release -p berthd -p berth); }
 rustc -O --edition 2021 "$ROOT/bench/dns/windowq.rs" -o "$WORK/windowq"
+rustc -O --edition 2021 "$ROOT/bench/dns/echo.rs" -o "$WORK/echo"
 
 # ---- namespaces: h (berthd) and a (aardvark) each reach o (upstream) over a veth.
 for ns in $NS_H $NS_O $NS_A $NS_AC; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
@@ -80,17 +97,21 @@ PIDS+=($!)
 # ---- berthd with 10 named containers and a client container.
 echo "nameserver 198.18.250.2" >"$WORK/resolv.conf"
 BMODE=
-# (Re)starts berthd with BERTH_DNS_SPIN=$1. SIGTERM leaves the containers running and the next
-# berthd adopts them; it is ready when its resolver answers c3 (once there are containers).
+# (Re)starts berthd LABEL ($2, from BERTHDS; the first by default) with BERTH_DNS_SPIN=$1.
+# SIGTERM leaves the containers running and the next berthd adopts them; it is ready when its
+# resolver answers c3 (once there are containers).
 start_berthd() {
+    local label=${2:-${BERTHDS%%=*}} bin=
+    for e in $BERTHDS; do [ "${e%%=*}" = "$label" ] && bin=${e#*=}; done
+    [ -x "$bin" ] || { echo "no berthd for $label in BERTHDS" >&2; exit 1; }
     if [ -n "$BPID" ]; then
         kill "$BPID"
         for _ in $(seq 100); do kill -0 "$BPID" 2>/dev/null || break; sleep 0.1; done
     fi
-    BERTH_DNS_SPIN=$1 ip netns exec $NS_H "$BERTHD" --state-dir "$WORK/state" \
+    BERTH_DNS_SPIN=$1 ip netns exec $NS_H "$bin" --state-dir "$WORK/state" \
         --socket "$WORK/berthd.sock" --resolv-conf "$WORK/resolv.conf" --log-level warn \
         "${BERTHD_EXTRA[@]}" >>"$WORK/berthd.log" 2>&1 &
-    BPID=$! BMODE=$1
+    BPID=$! BMODE=$label-$1
     for _ in $(seq 100); do [ -S "$WORK/berthd.sock" ] && break; sleep 0.1; done
     if [ -n "${CPID:-}" ]; then
         for _ in $(seq 100); do
@@ -108,6 +129,12 @@ for i in $(seq 0 9); do B run -d --name "c$i" --network bench sleep 3600 >/dev/n
 B run -d --name client --network bench sleep 3600 >/dev/null
 CPID=$(B inspect client | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["State"]["Pid"])')
 IN_B=(nsenter -t "$CPID" -n)
+EPID=
+if [ "$ECHO" = 1 ]; then
+    ip netns exec $NS_H "$WORK/echo" 10.98.0.1:5353 &
+    EPID=$!
+    PIDS+=($EPID)
+fi
 
 # ---- aardvark-dns with the same names, on its own bridge, upstream = the same dnsmasq.
 mkdir -p "/etc/netns/$NS_A" "$WORK/aard"
@@ -176,8 +203,10 @@ RES="$WORK/results.txt"
 target() {
     if [ "$1" = aard ]; then
         cmd=("${IN_A[@]}") srv=10.99.0.1 pid=$APID
+    elif [ "$1" = echo ]; then
+        cmd=("${IN_B[@]}") srv=10.98.0.1:5353 pid=$EPID
     else
-        [ "${1#berth-}" = "$BMODE" ] || start_berthd "${1#berth-}"
+        [ "$1" = "$BMODE" ] || start_berthd "${1##*-}" "${1%-*}"
         cmd=("${IN_B[@]}") srv=10.98.0.1 pid=$BPID
     fi
 }
@@ -214,8 +243,9 @@ win() { # who kind window label
 }
 
 WHO=()
-for m in $MODES; do WHO+=("berth-$m"); done
+for e in $BERTHDS; do for m in $MODES; do WHO+=("${e%%=*}-$m"); done; done
 WHO+=(aard)
+[ "$ECHO" = 1 ] && WHO+=(echo)
 log "rounds=$ROUNDS seconds=$SECS modes=$MODES; loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 for r in $(seq "$ROUNDS"); do
@@ -224,10 +254,16 @@ for r in $(seq "$ROUNDS"); do
     k=$(((r - 1) % ${#WHO[@]}))
     order=("${WHO[@]:$k}" "${WHO[@]:0:$k}")
     for who in "${order[@]}"; do
-        for kind in local fwd; do
-            perf "$who" $kind
-            win "$who" $kind 100 w100
-            win "$who" $kind 1 seq
+        for kind in $KINDS; do
+            [ "$who" = echo ] && [ "$kind" != local ] && continue
+            for c in $CLIENTS; do
+                case $c in
+                q100) [ "$who" = echo ] || perf "$who" "$kind" ;;
+                w100) win "$who" "$kind" 100 w100 ;;
+                r100) win "$who" "$kind" "100@$RATE" r100 ;;
+                seq) win "$who" "$kind" 1 seq ;;
+                esac
+            done
         done
     done
 done
@@ -238,7 +274,7 @@ B info >/dev/null
 curl -sf --unix-socket "$WORK/berthd.sock" http://berth/metrics | grep -v '^#' >&2 || true
 
 # Medians per (who, kind, mode, field) as a markdown table, ratios to aardvark-dns.
-python3 - "$RES" "$MODES" <<'EOF'
+python3 - "$RES" "${WHO[*]}" <<'EOF'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
@@ -246,9 +282,9 @@ for line in open(sys.argv[1]):
     for f in fields:
         k, v = f.split("=")
         rows.setdefault((kind, mode, k), {}).setdefault(who, []).append(float(v))
-berths = ["berth-" + m for m in sys.argv[2].split()]
-head = [f"berth, spin {b[6:]}" for b in berths] + ["aardvark-dns"]
-head += [f"{b[6:]} / aardvark" for b in berths]
+berths = [w for w in sys.argv[2].split() if w != "aard"]
+head = [f"{b}" for b in berths] + ["aardvark-dns"]
+head += [f"{b} / aardvark" for b in berths]
 print("| names | client | figure | " + " | ".join(head) + " |")
 print("|---|---|---|" + "---|" * len(head))
 rng = lambda v: f"{statistics.median(v):g} ({min(v):g}–{max(v):g})" if v else "–"
@@ -262,7 +298,8 @@ for (kind, mode, k), by in sorted(rows.items()):
         ok = v and a and statistics.median(a)
         cells.append(f"{statistics.median(v) / statistics.median(a):.2f}×" if ok else "–")
     names = "container" if kind == "local" else "forwarded"
-    client = {"q100": "dnsperf -c 1 -q 100", "w100": "windowq, 100 in flight"}.get(mode, "sequential")
+    client = {"q100": "dnsperf -c 1 -q 100", "w100": "windowq, 100 in flight",
+              "r100": "windowq, 100 in flight, paced"}.get(mode, "sequential")
     print(f"| {names} | {client} | {k} | " + " | ".join(cells) + " |")
 EOF
 echo

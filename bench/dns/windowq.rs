@@ -10,7 +10,14 @@
 //! else, and prints both that product and its own CPU time per query, so a reader can check
 //! which side was the limit.
 //!
-//! Usage: windowq SERVER SECONDS WINDOW NAME…   (A queries to SERVER:53)
+//! Usage: windowq SERVER[:PORT] SECONDS WINDOW[@RATE] NAME…   (A queries, port 53 by default)
+//!
+//! With `@RATE` (queries/s) the client offers at most RATE queries a second, still with at
+//! most WINDOW outstanding: an answer's replacement waits until the rate allows it. Every
+//! resolver then answers the same offered load, so their CPU time per query compares
+//! without either side being saturated (at full speed on 2 vCPUs the client and the resolver
+//! share the cores, and the ratio of throughputs is the ratio of *both* sides' costs).
+//!
 //! Prints: answered=… lost=… errors=… qps=… avg_us=… p50_us=… p99_us=… in_flight=…
 //! client_cpu_s_per_M=…
 
@@ -79,16 +86,31 @@ fn main() {
         eprintln!("usage: windowq SERVER SECONDS WINDOW NAME…");
         std::process::exit(2);
     }
-    let server = format!("{}:53", args[1]);
+    let server = if args[1].contains(':') {
+        args[1].clone()
+    } else {
+        format!("{}:53", args[1])
+    };
     let seconds: f64 = args[2].parse().expect("SECONDS");
-    let window: usize = args[3].parse().expect("WINDOW");
+    let (window, rate) = match args[3].split_once('@') {
+        Some((w, r)) => (w.parse().expect("WINDOW"), r.parse::<f64>().expect("RATE")),
+        None => (args[3].parse().expect("WINDOW"), 0.0),
+    };
     assert!((1..=30000).contains(&window), "WINDOW must be 1..=30000");
     let names = &args[4..];
     let queries: Vec<Vec<u8>> = names.iter().map(|n| query(0, n)).collect();
     let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
     sock.connect(&server).expect("connect");
-    sock.set_read_timeout(Some(Duration::from_millis(20)))
-        .expect("timeout");
+    // Paced: wake often enough to send what the rate allows when nothing comes back.
+    let tick = if rate > 0.0 {
+        Duration::from_micros(200)
+    } else {
+        Duration::from_millis(20)
+    };
+    sock.set_read_timeout(Some(tick)).expect("timeout");
+    // Answers whose replacement query the rate has held back.
+    let mut owed: usize = 0;
+    let mut sent_total: f64 = 0.0;
     let mut buf = [0u8; 4096];
     let mut lat: Vec<u32> = Vec::with_capacity(1 << 22);
     let (mut errors, mut unexpected) = (0u64, 0u64);
@@ -102,7 +124,11 @@ fn main() {
     let start = Instant::now();
     let end = Duration::from_secs_f64(seconds);
     for _ in 0..window {
-        w.send(&sock, &queries);
+        if rate > 0.0 {
+            owed += 1;
+        } else {
+            w.send(&sock, &queries);
+        }
     }
     let mut last_sweep = Instant::now();
     while start.elapsed() < end {
@@ -116,13 +142,25 @@ fn main() {
                         if buf[3] & 0xF != 0 {
                             errors += 1;
                         }
-                        w.send(&sock, &queries);
+                        if rate > 0.0 {
+                            owed += 1;
+                        } else {
+                            w.send(&sock, &queries);
+                        }
                     }
                     None => unexpected += 1,
                 }
             }
             Ok(_) => unexpected += 1,
             Err(_) => {}
+        }
+        if owed > 0 {
+            let allowed = rate * start.elapsed().as_secs_f64();
+            while owed > 0 && sent_total < allowed {
+                w.send(&sock, &queries);
+                owed -= 1;
+                sent_total += 1.0;
+            }
         }
         if last_sweep.elapsed() >= Duration::from_millis(100) {
             last_sweep = Instant::now();

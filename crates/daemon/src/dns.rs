@@ -74,6 +74,13 @@ const SPIN_TRIGGER: Duration = Duration::from_micros(150);
 /// The shortest adaptive spin: queries drained from a full queue arrive µs apart, and a spin of
 /// twice that would put the thread to sleep just before the client's next burst.
 const MIN_SPIN: Duration = Duration::from_micros(20);
+/// Most queries a UDP thread takes off its socket (and answers) per pair of system calls.
+const UDP_BATCH: usize = 32;
+/// Most answers in one UDP GSO message (the kernel takes up to 64).
+const GSO_MAX_SEGMENTS: usize = 32;
+/// Longest answer sent as part of a UDP GSO message: the plain DNS limit, which any route's
+/// MTU carries in one datagram (GSO refuses segments longer than the path's MTU allows).
+const GSO_MAX_SEGMENT: usize = plan::UDP_PLAIN_MAX;
 /// Receive timeout of the UDP threads: a backstop for noticing a closed listener (closing
 /// also shuts the socket down, which wakes the thread at once).
 const UDP_WAKE: Duration = Duration::from_secs(1);
@@ -162,6 +169,8 @@ struct Stats {
     refused: Counter,
     malformed: Counter,
     truncated: Counter,
+    /// UDP receive calls that returned queries: each is one batch (see `udp_loop`).
+    udp_batches: Counter,
     local_latency: Histogram,
     forward_latency: Histogram,
 }
@@ -177,6 +186,7 @@ impl Stats {
             refused: Counter::default(),
             malformed: Counter::default(),
             truncated: Counter::default(),
+            udp_batches: Counter::default(),
             local_latency: Histogram::new(),
             forward_latency: Histogram::new(),
         }
@@ -645,6 +655,17 @@ impl DnsServer {
         }
         let _ = writeln!(
             out,
+            "# HELP berth_dns_udp_batches_total UDP receive calls that returned queries (each \
+             query of a batch is answered, and the batch's answers sent, with one call each)."
+        );
+        let _ = writeln!(out, "# TYPE berth_dns_udp_batches_total counter");
+        let _ = writeln!(
+            out,
+            "berth_dns_udp_batches_total {}",
+            self.shared.stats.udp_batches.get()
+        );
+        let _ = writeln!(
+            out,
             "# HELP berth_dns_latency_seconds Time from receipt to answer, by path (histogram \
              bucket upper bounds)."
         );
@@ -734,20 +755,31 @@ fn udp_loop(
     rt: &tokio::runtime::Handle,
     owner: Option<&str>,
 ) {
-    // Whole datagrams, so an oversized query is seen (and judged) as it is.
-    let mut buf = vec![0u8; 65535];
+    use std::os::fd::AsFd;
+    // Every query waiting on the socket is taken in one `recvmmsg` and the local answers go
+    // out in one `sendmmsg`: with many queries in flight that is two system calls per batch
+    // instead of per query. Whole datagrams (64 KiB slots, touched only as far as written), so
+    // an oversized query is seen, and judged, as it is.
+    let mut batch = berth_kernel::sys::DatagramBatch::new(UDP_BATCH, 65535);
+    // The answers of one batch, end to end, with where each ends and whom it goes to.
+    let mut answers: Vec<u8> = Vec::with_capacity(UDP_BATCH * 512);
+    let mut ends: Vec<(usize, SocketAddr)> = Vec::with_capacity(UDP_BATCH);
     let mut out = Vec::with_capacity(4096);
     let mut rotate: usize = 0;
     // After an answer the thread polls the socket for a moment before it blocks again: the
     // next query of a client asking one name after another then finds it awake, instead of
     // paying for waking a sleeping thread (on a VM an idle vCPU takes tens of µs to wake).
-    // How long is decided per answer by `spin_window`. `spin_until`: the socket is
+    // How long is decided per batch by `spin_window`. `spin_until`: the socket is
     // non-blocking until then.
     let mut spin_until: Option<Instant> = None;
     let mut last_query: Option<Instant> = None;
+    // Answers to the same client in one batch go out as one UDP GSO message until the kernel
+    // refuses one (see `send_answers`).
+    let mut gso = true;
+    let mut scratch = berth_kernel::sys::SendScratch::default();
     while !stop.load(Ordering::Relaxed) {
-        let (n, peer) = match sock.recv_from(&mut buf) {
-            Ok(x) => x,
+        match berth_kernel::sys::recv_batch(sock.as_fd(), &mut batch) {
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && spin_until.is_some() => {
                 if spin_until.is_some_and(|t| Instant::now() >= t) {
                     spin_until = None;
@@ -772,50 +804,63 @@ fn udp_loop(
                 }
                 continue;
             }
-        };
+        }
         if stop.load(Ordering::Relaxed) {
             break;
         }
         let t0 = Instant::now();
         let gap = last_query.map(|t| t0.saturating_duration_since(t));
         last_query = Some(t0);
-        rotate = rotate.wrapping_add(1);
-        let msg = &buf[..n];
-        shared.stats.queries.inc();
+        shared.stats.udp_batches.inc();
         let table = shared.table.load();
-        let asker = match owner {
-            Some(id) => table.asker_by_id(id),
-            None => table.asker(peer.ip()),
-        };
-        let action = plan::handle_as(&table, asker, msg, Transport::Udp, rotate, &mut out);
-        let forwarded = matches!(action, Action::Forward(_));
-        match action {
-            Action::Answered { .. } | Action::Error(_) => {
-                if let Err(e) = sock.send_to(&out, peer) {
-                    tracing::debug!(%peer, "embedded DNS: send: {e}");
+        let mut forwarded = false;
+        answers.clear();
+        ends.clear();
+        for i in 0..batch.len() {
+            let Some((msg, Some(peer), truncated)) = batch.get(i) else {
+                continue;
+            };
+            if truncated {
+                // Longer than any UDP datagram can be: cannot happen; never answer a part.
+                continue;
+            }
+            rotate = rotate.wrapping_add(1);
+            shared.stats.queries.inc();
+            let asker = match owner {
+                Some(id) => table.asker_by_id(id),
+                None => table.asker(peer.ip()),
+            };
+            let action = plan::handle_as(&table, asker, msg, Transport::Udp, rotate, &mut out);
+            match action {
+                Action::Answered { .. } | Action::Error(_) => {
+                    answers.extend_from_slice(&out);
+                    ends.push((answers.len(), peer));
                 }
+                Action::Forward(up) => {
+                    forwarded = true;
+                    let servers = upstream_addrs(shared, &table, up);
+                    let Ok(permit) = shared.forward_slots.clone().try_acquire_owned() else {
+                        shared.stats.failures.inc();
+                        if plan::error_reply(msg, Rcode::ServFail, &mut out) {
+                            answers.extend_from_slice(&out);
+                            ends.push((answers.len(), peer));
+                        }
+                        continue;
+                    };
+                    let (sock, shared, query) = (sock.clone(), shared.clone(), msg.to_vec());
+                    rt.spawn(async move {
+                        let answer = forward(&shared, &servers, &query, false, t0).await;
+                        drop(permit);
+                        if let Err(e) = sock.send_to(&answer, peer) {
+                            tracing::debug!(%peer, "embedded DNS: send: {e}");
+                        }
+                    });
+                }
+                Action::Drop => {}
             }
-            Action::Forward(up) => {
-                let servers = upstream_addrs(shared, &table, up);
-                let Ok(permit) = shared.forward_slots.clone().try_acquire_owned() else {
-                    shared.stats.failures.inc();
-                    if plan::error_reply(msg, Rcode::ServFail, &mut out) {
-                        let _ = sock.send_to(&out, peer);
-                    }
-                    continue;
-                };
-                let (sock, shared, query) = (sock.clone(), shared.clone(), msg.to_vec());
-                rt.spawn(async move {
-                    let answer = forward(&shared, &servers, &query, false, t0).await;
-                    drop(permit);
-                    if let Err(e) = sock.send_to(&answer, peer) {
-                        tracing::debug!(%peer, "embedded DNS: send: {e}");
-                    }
-                });
-            }
-            Action::Drop => {}
+            shared.stats.count_local(&action, t0);
         }
-        shared.stats.count_local(&action, t0);
+        send_answers(sock, &answers, &ends, &mut gso, &mut scratch);
         let window = spin_window(shared.spin, gap, forwarded);
         if window > Duration::ZERO {
             if spin_until.is_none() && sock.set_nonblocking(true).is_err() {
@@ -829,6 +874,117 @@ fn udp_loop(
         }
     }
     tracing::debug!("embedded DNS: UDP listener stopped");
+}
+
+/// Answers of one batch to the same client, end to end, that go out as one UDP GSO message:
+/// all of `segment` bytes but the last, which may be shorter (what `UDP_SEGMENT` allows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Run {
+    /// Byte range in the batch's answers.
+    bytes: std::ops::Range<usize>,
+    peer: SocketAddr,
+    /// `None` for a single answer.
+    segment: Option<u16>,
+    /// The first and one-past-the-last answer (index in `ends`).
+    answers: std::ops::Range<usize>,
+}
+
+/// Groups a batch's answers (`ends`: where each ends in the batch's bytes, and its
+/// destination) into [`Run`]s: consecutive answers to the same peer, each as long as the
+/// first except the last (never longer), at most [`GSO_MAX_SEGMENTS`], none over
+/// [`GSO_MAX_SEGMENT`] bytes. With `gso` false every answer is a run of its own.
+fn gso_runs(ends: &[(usize, SocketAddr)], gso: bool) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::with_capacity(ends.len());
+    let mut from = 0;
+    for (i, &(end, peer)) in ends.iter().enumerate() {
+        let len = end.saturating_sub(from);
+        let joins = gso
+            && runs.last().is_some_and(|r| {
+                let seg = r.segment.map_or(r.bytes.len(), usize::from);
+                r.peer == peer
+                    && seg <= GSO_MAX_SEGMENT
+                    // Every datagram so far is exactly `seg` long (none shorter yet).
+                    && r.bytes.len() == seg * r.answers.len()
+                    && len <= seg
+                    && len > 0
+                    && r.answers.len() < GSO_MAX_SEGMENTS
+            });
+        if joins {
+            if let Some(r) = runs.last_mut() {
+                r.segment = Some(r.segment.unwrap_or(r.bytes.len() as u16));
+                r.bytes.end = end;
+                r.answers.end = i + 1;
+            }
+        } else {
+            runs.push(Run {
+                bytes: from..end,
+                peer,
+                segment: None,
+                answers: i..i + 1,
+            });
+        }
+        from = end;
+    }
+    runs
+}
+
+/// Sends a batch's answers (`answers` end to end, `ends`: where each ends and its
+/// destination) with as few `sendmmsg` calls as the kernel allows: one, unless a send fails.
+/// Answers to the same client go as one UDP GSO message while `gso` holds (see [`gso_runs`]);
+/// when the kernel refuses one (a route it cannot carry it on), `gso` is turned off for this
+/// thread and that message's answers go one by one. A failed plain answer is logged and
+/// skipped, as a lost datagram, and the rest go on.
+fn send_answers(
+    sock: &UdpSocket,
+    answers: &[u8],
+    ends: &[(usize, SocketAddr)],
+    gso: &mut bool,
+    scratch: &mut berth_kernel::sys::SendScratch,
+) {
+    use berth_kernel::sys::Outgoing;
+    use std::os::fd::AsFd;
+    let runs = gso_runs(ends, *gso);
+    let mut msgs: Vec<Outgoing<'_>> = runs
+        .iter()
+        .filter_map(|r| {
+            Some(Outgoing {
+                data: answers.get(r.bytes.clone())?,
+                dest: r.peer,
+                segment: r.segment,
+            })
+        })
+        .collect();
+    let mut next = 0;
+    while next < msgs.len() {
+        match berth_kernel::sys::send_batch(sock.as_fd(), &msgs[next..], scratch) {
+            Ok(0) => break,
+            Ok(k) => next += k,
+            Err(e) => {
+                let failed = &msgs[next];
+                if failed.segment.is_some() {
+                    tracing::debug!(peer = %failed.dest, "embedded DNS: UDP GSO send: {e}; sending answers one by one from now on");
+                    *gso = false;
+                    // The rest again, each answer a message of its own.
+                    let first = runs.get(next).map_or(ends.len(), |r| r.answers.start);
+                    let mut from = first.checked_sub(1).map_or(0, |i| ends[i].0);
+                    msgs.truncate(next);
+                    for &(end, peer) in &ends[first..] {
+                        if let Some(d) = answers.get(from..end) {
+                            msgs.push(Outgoing {
+                                data: d,
+                                dest: peer,
+                                segment: None,
+                            });
+                        }
+                        from = end;
+                    }
+                    continue;
+                }
+                tracing::debug!(peer = %failed.dest, "embedded DNS: send: {e}");
+                next += 1;
+            }
+        }
+    }
 }
 
 /// The upstream socket addresses for a forwarded query, never one of berth's own listeners.
@@ -1243,6 +1399,67 @@ mod tests {
         b[2] |= 0x80;
         assert!(!matches(&q, &b, [9, 9]));
         assert_eq!(restore_id(a, &q)[..2], [0x11, 0x11]);
+    }
+
+    #[test]
+    fn gso_runs_group_same_peer_equal_sizes() {
+        let a: SocketAddr = "10.0.0.2:4000".parse().unwrap();
+        let b: SocketAddr = "10.0.0.3:4000".parse().unwrap();
+        // Lengths 50, 50, 40 to a; 50 to b; 50, 60 to a; 600, 600 to a; 50 to a.
+        let lens_peers = [
+            (50, a),
+            (50, a),
+            (40, a),
+            (50, b),
+            (50, a),
+            (60, a),
+            (600, a),
+            (600, a),
+            (50, a),
+        ];
+        let mut end = 0;
+        let ends: Vec<(usize, SocketAddr)> = lens_peers
+            .iter()
+            .map(|&(l, p)| {
+                end += l;
+                (end, p)
+            })
+            .collect();
+        let runs = gso_runs(&ends, true);
+        let got: Vec<(usize, Option<u16>, SocketAddr)> = runs
+            .iter()
+            .map(|r| (r.answers.len(), r.segment, r.peer))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                // Equal sizes, then a shorter last one: one message.
+                (3, Some(50), a),
+                // Another peer breaks the run.
+                (1, None, b),
+                // A longer answer cannot follow: a run of its own.
+                (1, None, a),
+                (1, None, a),
+                // Over the plain DNS size: never segmented.
+                (1, None, a),
+                (1, None, a),
+                (1, None, a),
+            ]
+        );
+        // The runs cover every byte once, in order.
+        assert_eq!(runs[0].bytes, 0..140);
+        assert!(runs.windows(2).all(|w| w[0].bytes.end == w[1].bytes.start));
+        assert_eq!(runs.last().map(|r| r.bytes.end), Some(end));
+        // Without GSO every answer is a message of its own.
+        assert!(gso_runs(&ends, false).iter().all(|r| r.segment.is_none()));
+        assert_eq!(gso_runs(&ends, false).len(), ends.len());
+        // At most GSO_MAX_SEGMENTS answers per message.
+        let many: Vec<(usize, SocketAddr)> =
+            (1..=GSO_MAX_SEGMENTS + 5).map(|i| (i * 30, a)).collect();
+        let runs = gso_runs(&many, true);
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].answers.len(), GSO_MAX_SEGMENTS);
+        assert_eq!(runs[0].segment, Some(30));
     }
 
     #[test]

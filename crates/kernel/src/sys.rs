@@ -25,6 +25,11 @@
 //!   big passes (see [`release_free_memory`]); `mallopt(M_ARENA_MAX)` caps its arenas (see
 //!   [`limit_malloc_arenas`]).
 //!
+//! * `recvmmsg(2)` / `sendmmsg(2)`: the embedded resolver's UDP thread takes every query
+//!   waiting on its socket in one call and sends their answers in one (see [`DatagramBatch`]);
+//!   with many queries in flight that saves two system calls per query. nix's wrappers need
+//!   its `socket` feature, which is not built.
+//!
 //! Each call passes pointers to values that live until it returns; the kernel copies them.
 
 #![allow(unsafe_code)]
@@ -309,4 +314,251 @@ pub fn own_small_fd_table() -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Datagrams for `recvmmsg(2)` on a UDP socket: `slots` buffers of `slot_len` bytes each
+/// (whole datagrams when `slot_len` is 65,535), and their senders' addresses.
+///
+/// The buffers are allocated zeroed in one block, so pages no datagram ever reaches are never
+/// touched (a large zeroed allocation is mapped lazily): 32 slots of 64 KiB cost about a page
+/// each in practice. The headers the call needs are kept too, so a receive allocates nothing.
+pub struct DatagramBatch {
+    bufs: Vec<u8>,
+    slot_len: usize,
+    lens: Vec<usize>,
+    truncated: Vec<bool>,
+    addrs: Vec<libc::sockaddr_storage>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    count: usize,
+}
+
+impl DatagramBatch {
+    /// A batch of `slots` (at least 1) buffers of `slot_len` bytes.
+    pub fn new(slots: usize, slot_len: usize) -> DatagramBatch {
+        let slots = slots.max(1);
+        DatagramBatch {
+            bufs: vec![0u8; slots * slot_len],
+            slot_len,
+            lens: vec![0; slots],
+            truncated: vec![false; slots],
+            // SAFETY: all zeros is a valid sockaddr_storage, iovec and mmsghdr (plain C
+            // structs of integers and null pointers); the pointers are set before each call.
+            addrs: vec![unsafe { std::mem::zeroed() }; slots],
+            iovs: vec![unsafe { std::mem::zeroed() }; slots],
+            hdrs: vec![unsafe { std::mem::zeroed() }; slots],
+            count: 0,
+        }
+    }
+
+    /// How many datagrams the last [`recv_batch`] received.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the last [`recv_batch`] received nothing.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Datagram `i` of the last receive: its bytes, its sender (`None` when not IPv4/IPv6),
+    /// and whether it was longer than a slot (then only its first `slot_len` bytes are here).
+    pub fn get(&self, i: usize) -> Option<(&[u8], Option<std::net::SocketAddr>, bool)> {
+        if i >= self.count {
+            return None;
+        }
+        let start = i * self.slot_len;
+        let data = self.bufs.get(start..start + self.lens[i])?;
+        Some((data, sockaddr_to_std(&self.addrs[i]), self.truncated[i]))
+    }
+}
+
+/// The IPv4 or IPv6 address in `ss` (as the kernel filled it in), `None` for other families.
+fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+    match i32::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which it is large and
+            // aligned enough for.
+            let a = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(
+                SocketAddrV4::new(
+                    Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                    u16::from_be(a.sin_port),
+                )
+                .into(),
+            )
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(
+                SocketAddrV6::new(
+                    Ipv6Addr::from(a.sin6_addr.s6_addr),
+                    u16::from_be(a.sin6_port),
+                    a.sin6_flowinfo,
+                    a.sin6_scope_id,
+                )
+                .into(),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// Receives up to a batch of datagrams on `fd` with one `recvmmsg(2)`: waits for the first as
+/// a `recv` would (the socket's blocking mode and `SO_RCVTIMEO` apply; `MSG_WAITFORONE`), then
+/// takes only those already queued. Returns how many ([`DatagramBatch::len`]).
+pub fn recv_batch(fd: std::os::fd::BorrowedFd<'_>, batch: &mut DatagramBatch) -> io::Result<usize> {
+    batch.count = 0;
+    let slot_len = batch.slot_len;
+    let name_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    for (i, ((iov, hdr), addr)) in batch
+        .iovs
+        .iter_mut()
+        .zip(batch.hdrs.iter_mut())
+        .zip(batch.addrs.iter_mut())
+        .enumerate()
+    {
+        // In bounds: `bufs` holds `slots` × `slot_len` bytes.
+        iov.iov_base = batch.bufs[i * slot_len..].as_mut_ptr().cast();
+        iov.iov_len = slot_len;
+        let h = &mut hdr.msg_hdr;
+        h.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+        h.msg_namelen = name_len;
+        h.msg_iov = iov;
+        h.msg_iovlen = 1;
+        h.msg_control = std::ptr::null_mut();
+        h.msg_controllen = 0;
+        h.msg_flags = 0;
+        hdr.msg_len = 0;
+    }
+    // SAFETY: `hdrs` holds `hdrs.len()` initialized headers whose name and iovec pointers
+    // point into `batch` (set just above, not moved since), alive for the call; `fd` is open
+    // for its lifetime.
+    let rc = unsafe {
+        libc::recvmmsg(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            batch.hdrs.as_mut_ptr(),
+            batch.hdrs.len() as libc::c_uint,
+            libc::MSG_WAITFORONE,
+            std::ptr::null_mut(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = rc as usize;
+    for (i, m) in batch.hdrs.iter().take(n).enumerate() {
+        batch.lens[i] = (m.msg_len as usize).min(slot_len);
+        batch.truncated[i] = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+    }
+    batch.count = n;
+    Ok(n)
+}
+
+/// `UDP_SEGMENT` (linux/udp.h; not in the libc crate for glibc targets).
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// One message for [`send_batch`]: `data` to `dest`, as one datagram, or with `segment` as
+/// several: `data` is then datagrams of `segment` bytes end to end (the last may be shorter),
+/// which the kernel sends through its stack as one packet (UDP GSO, `UDP_SEGMENT`, Linux
+/// 4.18) and cuts into datagrams as late as it can: at the receiving socket when the receiver
+/// is local or behind a veth. The destination gets the same datagrams either way.
+pub struct Outgoing<'a> {
+    /// The datagram, or the datagrams end to end.
+    pub data: &'a [u8],
+    /// Where it goes.
+    pub dest: std::net::SocketAddr,
+    /// The size of every datagram but the last (`None`: `data` is one datagram).
+    pub segment: Option<u16>,
+}
+
+/// What [`send_batch`] builds for the kernel, kept between calls so a send allocates nothing
+/// once it has seen its largest batch.
+#[derive(Default)]
+pub struct SendScratch {
+    addrs: Vec<socket2::SockAddr>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    control: Vec<u64>,
+}
+
+/// Sends `msgs` on `fd` with one `sendmmsg(2)`. Returns how many messages the kernel took,
+/// from the first: fewer than `msgs.len()` when one failed (its error comes from the next
+/// call, which starts with it). A message with a `segment` fails as a whole (`EINVAL`, `EIO`)
+/// where the route cannot carry it; send its datagrams one by one then.
+pub fn send_batch(
+    fd: std::os::fd::BorrowedFd<'_>,
+    msgs: &[Outgoing<'_>],
+    scratch: &mut SendScratch,
+) -> io::Result<usize> {
+    if msgs.is_empty() {
+        return Ok(0);
+    }
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+    // u64 words: control buffers must be aligned for cmsghdr.
+    let words = space.div_ceil(8);
+    let SendScratch {
+        addrs,
+        iovs,
+        hdrs,
+        control,
+    } = scratch;
+    control.clear();
+    control.resize(words * msgs.len(), 0);
+    addrs.clear();
+    addrs.extend(msgs.iter().map(|m| socket2::SockAddr::from(m.dest)));
+    iovs.clear();
+    iovs.extend(msgs.iter().map(|m| libc::iovec {
+        iov_base: m.data.as_ptr() as *mut libc::c_void,
+        iov_len: m.data.len(),
+    }));
+    hdrs.clear();
+    for (((m, iov), addr), ctl) in msgs
+        .iter()
+        .zip(iovs.iter_mut())
+        .zip(addrs.iter())
+        .zip(control.chunks_mut(words))
+    {
+        // SAFETY: all zeros is a valid msghdr.
+        let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+        h.msg_name = addr.as_ptr() as *mut libc::c_void;
+        h.msg_namelen = addr.len();
+        h.msg_iov = iov;
+        h.msg_iovlen = 1;
+        if let Some(seg) = m.segment {
+            h.msg_control = ctl.as_mut_ptr().cast();
+            h.msg_controllen = space;
+            // SAFETY: the control buffer is `space` bytes, aligned, zeroed, and room for
+            // exactly one cmsghdr with a u16 of data, which is what is written.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(&h);
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg);
+            }
+        }
+        hdrs.push(libc::mmsghdr {
+            msg_hdr: h,
+            msg_len: 0,
+        });
+    }
+    // SAFETY: `hdrs` holds initialized headers whose pointers point into `addrs`, `iovs`,
+    // `control` (not resized since) and the caller's data, all alive for the call; the kernel
+    // only reads them.
+    let rc = unsafe {
+        libc::sendmmsg(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            hdrs.as_mut_ptr(),
+            hdrs.len() as libc::c_uint,
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
 }
