@@ -323,3 +323,65 @@ fn reconfigured_endpoints_announce_themselves() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The names of the links in the network namespace of the container whose process is `pid`,
+/// read from its own sysfs (no process spawned: the read must come right after the reply).
+fn container_links(pid: i64) -> BTreeSet<String> {
+    let dir = format!("/proc/{pid}/root/sys/class/net");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {dir}: {e}"))
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Proves: `network disconnect` of a bridge endpoint frees the container side's name (`eth1`)
+/// before it answers, although the veth's deletion (the kernel's RCU grace periods) runs in
+/// the background afterwards, so an immediate reconnect creates `eth1` at once instead of
+/// failing with EEXIST and falling back to an observing pass that waits for the deletion.
+#[test]
+fn disconnect_frees_the_interface_name_before_answering() {
+    require_root!();
+    let w = World::new();
+    w.berth_ok(&["network", "create", "--subnet", "10.9.0.0/24", "back"]);
+    w.berth_ok(&["network", "create", "--subnet", "10.1.0.0/24", "front"]);
+    w.run_d("app", &["--network", "back"], &["sleep", "120"]);
+    let pid = w.inspect("app")["State"]["Pid"]
+        .as_i64()
+        .expect("a running container has a pid");
+    let body = r#"{"Container":"app"}"#;
+    for round in 0..10 {
+        let (status, text) = w.api("POST", "/networks/front/connect", Some(body));
+        assert_eq!(status, 200, "connect, round {round}: {text}");
+        assert!(
+            container_links(pid).contains("eth1"),
+            "round {round}: no eth1 after the connect"
+        );
+        let (status, text) = w.api("POST", "/networks/front/disconnect", Some(body));
+        assert_eq!(status, 200, "disconnect, round {round}: {text}");
+        let links = container_links(pid);
+        assert!(
+            !links.contains("eth1"),
+            "round {round}: the retired veth still holds eth1 after the reply: {links:?}"
+        );
+    }
+    let log = w.log_text();
+    assert!(
+        !log.contains("did not hold what the intent"),
+        "a reconnect collided with the retired link:\n{log}"
+    );
+    // The retired container sides go with their host sides.
+    let start = std::time::Instant::now();
+    loop {
+        let links = container_links(pid);
+        if !links.iter().any(|l| l.starts_with("bret")) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "retired links must be deleted: {links:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    w.assert_in_sync("the reconnects");
+}
