@@ -840,8 +840,15 @@ pub fn spawn_watchers(d: Arc<Daemon>) {
         let tx = d.wake.clone();
         match berth_kernel::monitor::Monitor::host() {
             Ok(mut m) => {
+                let d = d.clone();
                 tokio::spawn(async move {
-                    while m.next().await.is_ok() {
+                    // A veth berth deletes, or one that goes with an exited container's
+                    // namespace, is not drift: no pass over the host's links for it.
+                    while m
+                        .next_except(|name| d.reconciler.expects_gone(name))
+                        .await
+                        .is_ok()
+                    {
                         if tx.send(Wake::Host).is_err() {
                             return;
                         }
