@@ -534,16 +534,17 @@ impl Daemon {
             // The container stops using the endpoint at once (interface down, addresses gone);
             // the pass then deletes the veth (in the background) and moves the default route
             // if this was the gateway endpoint.
-            // The container side is also renamed (a veth's peer as a macvlan/ipvlan link): its
-            // deletion (the kernel's ~20 ms of RCU grace periods) then runs in the background
-            // without holding its name. A veth kept as `eth1` until then made a quick reconnect
-            // (which reuses `eth1`) fail with EEXIST and fall back to an observing pass that
-            // waited for the deletion: 15–25 ms more on a third of the connects measured.
+            // A macvlan/ipvlan link is also renamed: its deletion (the kernel's ~20 ms of RCU
+            // grace periods) then runs in the background without holding its name. A veth is
+            // not: a rename costs an RCU grace period of its own (`synchronize_net` in
+            // `dev_change_name`), +10 ms per disconnect measured at load 10 (stop 28), to spare
+            // only a reconnect that comes within the deletion's ~20 ms (EEXIST, then a pass
+            // that observes and waits).
             let sublink = matches!(net.driver, Driver::Macvlan | Driver::Ipvlan);
             let retire = berth_plan::host::StepOp::RetireContainerSide {
                 netns: format!("/proc/{}/ns/net", st.pid),
                 ifname: ep.ifname.clone(),
-                rename_to: Some(host::retired_name(&ep.id)),
+                rename_to: sublink.then(|| host::retired_name(&ep.id)),
             };
             // The retire runs on its own thread while the pass reads the store and plans
             // (≈ 0.5 ms of CPU on this worker); the pass touches the kernel only after it.

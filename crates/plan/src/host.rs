@@ -102,8 +102,8 @@ pub fn sublink_key(netns: &str, ifname: &str) -> String {
 /// The prefix of a retired container interface's name ([`retired_name`]).
 pub const RETIRED_PREFIX: &str = "bret";
 
-/// The name a retired container interface (a veth's peer, a macvlan/ipvlan link) takes until
-/// its deletion, which runs in the background, is done: `bret` + 8 hex of its endpoint's id (12 characters).
+/// The name a retired macvlan/ipvlan container interface takes until its deletion, which
+/// runs in the background, is done: `bret` + 8 hex of its endpoint's id (12 characters).
 pub fn retired_name(endpoint_id: &str) -> String {
     let hex: String = endpoint_id
         .chars()
@@ -520,9 +520,8 @@ pub enum StepOp {
         netns: String,
         /// Interface (`eth1`).
         ifname: String,
-        /// Then renamed to this ([`retired_name`]): a link deleted off the request's path (a
-        /// veth with its host side, a macvlan/ipvlan link by a later pass) must not hold its
-        /// name meanwhile (a quick reconnect reuses it).
+        /// Then renamed to this ([`retired_name`]): a macvlan/ipvlan link, deleted off the
+        /// request's path by a later pass, must not hold its name (a quick reconnect reuses it).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rename_to: Option<String>,
     },
