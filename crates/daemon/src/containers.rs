@@ -355,13 +355,16 @@ impl Daemon {
             .flatten()
             .map(|c| c.auto_remove)
             .unwrap_or(false);
+        let mut durable = None;
         if auto_remove {
-            // Its exit and its removal in one commit (one flush to disk, not two): nobody
-            // could act on the exited state in between (we hold the lock), and a crash before
-            // the commit leaves it running in the store with no process, which the restart
-            // records as exited, as it did a crash before the exit's own commit.
-            if let Err(e) = self.remove_record_locked(id, true).await {
-                tracing::warn!("auto-removing container {id}: {}", e.message);
+            // Its exit and its removal in one commit: nobody could act on the exited state in
+            // between (we hold the lock). The commit is flushed to disk once the waiter has
+            // its answer (below), off the answer's path: a crash before the flush ends leaves
+            // it running in the store with no process, and the restart removes such a `--rm`
+            // container (converge.rs), so the answer (exited, removed) holds after a crash too.
+            match self.remove_record_locked(id, true).await {
+                Ok(()) => durable = Some(self.sync_store()),
+                Err(e) => tracing::warn!("auto-removing container {id}: {}", e.message),
             }
         } else {
             if let Err(e) = self.mark_exited(id, code).await {
@@ -381,6 +384,11 @@ impl Daemon {
             "exit handled"
         );
         drop(_guard);
+        if let Some(durable) = durable {
+            if let Err(e) = durable.await {
+                tracing::warn!("flushing the removal of container {id}: {}", e.message);
+            }
+        }
         // Its files, once whoever waited has its answer: nothing refers to them any more (a
         // log stream still open reads through its own descriptors), and after a crash before
         // this the start-up removes the directories of containers the store no longer has.
@@ -652,7 +660,9 @@ impl Daemon {
     /// Removes a container from the store and everything berthd keeps for it but its files
     /// (the caller removes those). `exited`: it has just exited (an `--rm` container), which
     /// this records too (its endpoints are expected gone, its ports freed), in the same commit.
-    async fn remove_record_locked(&self, id: &str, exited: bool) -> ApiResult<()> {
+    /// `exited`: a `--rm` container's exit (or a dead one's at start-up); the commit is then
+    /// deferred (`Store::txn_deferred`) and the caller flushes it ([`Daemon::sync_store`]).
+    pub(crate) async fn remove_record_locked(&self, id: &str, exited: bool) -> ApiResult<()> {
         let Some(c) = self.store.get_json::<ContainerSpec>(&keys::container(id))? else {
             return Ok(());
         };
@@ -671,7 +681,11 @@ impl Daemon {
             Op::Delete(keys::state(id)),
             Op::Delete(crate::ports::key(id)),
         ]);
-        self.store.apply(ops)?;
+        if exited {
+            self.store.txn_deferred(Vec::new(), ops)?;
+        } else {
+            self.store.apply(ops)?;
+        }
         failpoint::boundary("store removal");
         self.cluster_release(&c.endpoints.iter().collect::<Vec<_>>());
         self.forget_exits(id);

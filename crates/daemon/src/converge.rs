@@ -642,6 +642,19 @@ impl Daemon {
                     }
                     watched.push((c.id.clone(), p.init));
                 }
+                (Status::Running, None) if c.auto_remove => {
+                    // A `--rm` container's exit and removal are one commit, flushed after its
+                    // waiter was told (containers.rs): gone while berthd was down, or told and
+                    // then a crash before the flush, it is removed, as dockerd's restore does.
+                    fw_changed = true;
+                    self.remove_record_locked(&c.id, true)
+                        .await
+                        .map_err(|e| anyhow::anyhow!(e.message))?;
+                    self.sync_store()
+                        .await
+                        .map_err(|e| anyhow::anyhow!(e.message))?;
+                    self.runtime.remove_files(&c.id);
+                }
                 (Status::Running, None) => {
                     // Its ports are unpublished.
                     fw_changed = true;
@@ -827,8 +840,15 @@ pub fn spawn_watchers(d: Arc<Daemon>) {
         let tx = d.wake.clone();
         match berth_kernel::monitor::Monitor::host() {
             Ok(mut m) => {
+                let d = d.clone();
                 tokio::spawn(async move {
-                    while m.next().await.is_ok() {
+                    // A veth berth deletes, or one that goes with an exited container's
+                    // namespace, is not drift: no pass over the host's links for it.
+                    while m
+                        .next_except(|name| d.reconciler.expects_gone(name))
+                        .await
+                        .is_ok()
+                    {
                         if tx.send(Wake::Host).is_err() {
                             return;
                         }

@@ -410,6 +410,7 @@ impl Daemon {
     ) -> ApiResult<()> {
         let began = std::time::Instant::now();
         let _guard = self.lock.lock().await;
+        let locked_us = began.elapsed().as_micros() as u64;
         let _op = failpoint::Op::begin("connect");
         let net = self.find_network(net_query)?;
         let mut c = self.find_container(container_query)?;
@@ -489,6 +490,7 @@ impl Daemon {
         tracing::info!(
             network = %net.name,
             container = %c.name,
+            locked_us,
             stored_us,
             passed_us,
             elapsed_us = began.elapsed().as_micros() as u64,
@@ -505,6 +507,7 @@ impl Daemon {
     ) -> ApiResult<()> {
         let began = std::time::Instant::now();
         let _guard = self.lock.lock().await;
+        let locked_us = began.elapsed().as_micros() as u64;
         let _op = failpoint::Op::begin("disconnect");
         let net = self.find_network(net_query)?;
         let mut c = self.find_container(container_query)?;
@@ -532,7 +535,11 @@ impl Daemon {
             // the pass then deletes the veth (in the background) and moves the default route
             // if this was the gateway endpoint.
             // A macvlan/ipvlan link is also renamed: its deletion (the kernel's ~20 ms of RCU
-            // grace periods) then runs in the background without holding its name.
+            // grace periods) then runs in the background without holding its name. A veth is
+            // not: a rename costs an RCU grace period of its own (`synchronize_net` in
+            // `dev_change_name`), +10 ms per disconnect measured at load 10 (stop 28), to spare
+            // only a reconnect that comes within the deletion's ~20 ms (EEXIST, then a pass
+            // that observes and waits).
             let sublink = matches!(net.driver, Driver::Macvlan | Driver::Ipvlan);
             let retire = berth_plan::host::StepOp::RetireContainerSide {
                 netns: format!("/proc/{}/ns/net", st.pid),
@@ -599,6 +606,7 @@ impl Daemon {
         tracing::info!(
             network = %net.name,
             container = %c.name,
+            locked_us,
             stored_us,
             retired_us,
             passed_us,

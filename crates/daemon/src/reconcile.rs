@@ -126,7 +126,13 @@ pub struct Reconciler {
     stats: Mutex<Stats>,
     /// Veths whose deletion runs in the background: not drift while it lasts.
     deleting: Arc<Mutex<BTreeSet<String>>>,
+    /// Links of [`Reconciler::deleting`] whose background deletion ended less than
+    /// [`GONE_NOTICE`] ago: their removal's notification may still be on its way.
+    deleted: Arc<Mutex<BTreeSet<String>>>,
 }
+
+/// How long a link berth deleted is remembered for its removal's notification.
+const GONE_NOTICE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Reconciler {
     /// A loop over `kernel`.
@@ -135,7 +141,15 @@ impl Reconciler {
             kernel,
             stats: Mutex::new(Stats::default()),
             deleting: Arc::new(Mutex::new(BTreeSet::new())),
+            deleted: Arc::new(Mutex::new(BTreeSet::new())),
         }
+    }
+
+    /// Whether berth expects link `name` to vanish (a background deletion in flight or just
+    /// done, an exited container's veth): its removal is not drift for the notification loop.
+    pub fn expects_gone(&self, name: &str) -> bool {
+        let has = |set: &Mutex<BTreeSet<String>>| set.lock().is_ok_and(|s| s.contains(name));
+        has(&self.deleting) || has(&self.deleted)
     }
 
     /// Links the kernel is about to remove by itself (the veths of a container that exited go
@@ -350,6 +364,7 @@ impl Reconciler {
                 let op = step.op.clone();
                 let what = step.to_string();
                 let deleting = self.deleting.clone();
+                let deleted = self.deleted.clone();
                 if let Ok(mut d) = deleting.lock() {
                     d.insert(name.clone());
                 }
@@ -357,7 +372,14 @@ impl Reconciler {
                     if let Err(e) = kernel.apply(&op).await {
                         tracing::warn!("background {what}: {e}");
                     }
+                    if let Ok(mut d) = deleted.lock() {
+                        d.insert(name.clone());
+                    }
                     if let Ok(mut d) = deleting.lock() {
+                        d.remove(&name);
+                    }
+                    tokio::time::sleep(GONE_NOTICE).await;
+                    if let Ok(mut d) = deleted.lock() {
                         d.remove(&name);
                     }
                 });

@@ -286,3 +286,46 @@ fn restart_converges_and_removes_orphans() {
         show(&o)
     );
 }
+
+/// Proves: a `--rm` container whose process ended while berthd was down (killed with -9) is
+/// removed by the restart, as its waiter would have been told (its exit and its removal are
+/// one commit, flushed to disk only after the waiter has its answer: a crash in between must
+/// end the same way), while a container without `--rm` in the same case is kept, exited.
+#[test]
+fn restart_removes_a_rm_container_that_ended_meanwhile() {
+    require_root!();
+    let w = World::new();
+    w.berth_ok(&["network", "create", "--subnet", "10.9.0.0/24", "n"]);
+    w.run_d("gone", &["--rm", "--network", "n"], &["sleep", "300"]);
+    w.run_d("kept", &["--network", "n"], &["sleep", "300"]);
+    let pids: Vec<i64> = ["gone", "kept"]
+        .iter()
+        .map(|n| {
+            w.inspect(n)["State"]["Pid"]
+                .as_i64()
+                .expect("a running container has a pid")
+        })
+        .collect();
+    w.restart_daemon_with(true, || {
+        for pid in &pids {
+            // The container's pid 1: its pid namespace and its init end with it.
+            let _ = common::sh("kill", &["-KILL", &pid.to_string()]);
+        }
+        let start = Instant::now();
+        while pids
+            .iter()
+            .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the containers did not end"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let (status, body) = w.api("GET", "/containers/gone/json", None);
+    assert_eq!(status, 404, "the --rm container is still stored: {body}");
+    let v = w.inspect("kept");
+    assert_eq!(v["State"]["Status"], "exited", "{}", v["State"]);
+    w.assert_in_sync("the restart");
+}

@@ -75,6 +75,31 @@ const CONTAINER_BUF: usize = 4096;
 /// `RTM_NEWLINK` (linux/rtnetlink.h).
 const RTM_NEWLINK: u16 = 16;
 
+/// `RTM_DELLINK` (linux/rtnetlink.h).
+const RTM_DELLINK: u16 = 17;
+
+/// `IFLA_IFNAME` (linux/if_link.h).
+const IFLA_IFNAME: u16 = 3;
+
+/// The `IFLA_IFNAME` of one link notification (`nlmsghdr`, `ifinfomsg`, attributes).
+fn link_name(msg: &[u8]) -> Option<&str> {
+    let mut off = 32;
+    while off + 4 <= msg.len() {
+        let len = u16::from_ne_bytes([msg[off], msg[off + 1]]) as usize;
+        let kind = u16::from_ne_bytes([msg[off + 2], msg[off + 3]]) & 0x3fff;
+        if len < 4 || off + len > msg.len() {
+            return None;
+        }
+        if kind == IFLA_IFNAME {
+            let value = &msg[off + 4..off + len];
+            let end = value.iter().position(|b| *b == 0).unwrap_or(value.len());
+            return std::str::from_utf8(&value[..end]).ok();
+        }
+        off += (len + 3) & !3;
+    }
+    None
+}
+
 /// Whether a datagram of rtnetlink notifications holds one caused by someone else (a portid
 /// that is not berth's, or 0: the kernel itself, e.g. a namespace's links going with it).
 ///
@@ -84,8 +109,9 @@ const RTM_NEWLINK: u16 = 16;
 /// drift by themselves; every container start caused two or three, and each made a pass over
 /// every link of the host (a dump that costs the kernel O(links × namespaces)): with 1,000
 /// containers, seconds of CPU per start. A link the kernel *removes* (`RTM_DELLINK`: a
-/// container's namespace gone) still counts.
-fn has_foreign(buf: &[u8]) -> bool {
+/// container's namespace gone) still counts, unless `expected_gone` says berth knows it is
+/// going (see [`Monitor::next_except`]).
+fn has_foreign(buf: &[u8], expected_gone: &dyn Fn(&str) -> bool) -> bool {
     let mut off = 0;
     let mut any = false;
     while off + 16 <= buf.len() {
@@ -97,7 +123,9 @@ fn has_foreign(buf: &[u8]) -> bool {
         let pid = u32::from_ne_bytes([buf[off + 12], buf[off + 13], buf[off + 14], buf[off + 15]]);
         any = true;
         let kernel_link_change = pid == 0 && kind == RTM_NEWLINK;
-        if !kernel_link_change && !is_own_portid(pid) {
+        let expected_removal =
+            kind == RTM_DELLINK && link_name(&buf[off..off + len]).is_some_and(expected_gone);
+        if !kernel_link_change && !expected_removal && !is_own_portid(pid) {
             return true;
         }
         off += (len + 3) & !3;
@@ -263,6 +291,16 @@ impl Monitor {
     /// drains what is queued. Returns how many such datagrams were read. An overrun (`ENOBUFS`:
     /// the kernel dropped notifications) counts as one: the caller looks again either way.
     pub async fn next(&mut self) -> Result<usize> {
+        self.next_except(|_| false).await
+    }
+
+    /// [`Monitor::next`], where the removal (`RTM_DELLINK`) of a link for which
+    /// `expected_gone(name)` holds is not someone else's change: a veth berth deletes in the
+    /// background or one whose container exited (the kernel removes it with the namespace).
+    /// On this kernel every link notification carries portid 0, berth's own deletions too, and
+    /// each such removal (two messages: the link and its bridge port) made a pass over the
+    /// host's links under the daemon's lock 15 ms later, which the next request waited for.
+    pub async fn next_except(&mut self, expected_gone: impl Fn(&str) -> bool) -> Result<usize> {
         let mut n = 0;
         loop {
             let mut guard = self
@@ -273,7 +311,7 @@ impl Monitor {
             loop {
                 self.buf.clear();
                 match guard.get_inner().recv(&mut self.buf, 0) {
-                    Ok(_) if has_foreign(&self.buf) => n += 1,
+                    Ok(_) if has_foreign(&self.buf, &expected_gone) => n += 1,
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         guard.clear_ready();
@@ -391,7 +429,9 @@ impl NamespacesMonitor {
                 let Some(nsid) = nsid.filter(|id| *id >= 0) else {
                     continue;
                 };
-                if cut || has_foreign(&self.buf[..len]) {
+                // A retired container interface (renamed by a disconnect, deleted in the
+                // background) is berth's own removal: not drift in that namespace.
+                if cut || has_foreign(&self.buf[..len], &berth_plan::host::is_retired) {
                     out.push(NsNotice::Nsid(nsid));
                 }
             }
@@ -552,6 +592,67 @@ mod tests {
         assert_eq!(copies, 1);
     }
 
+    fn has_foreign_(buf: &[u8]) -> bool {
+        has_foreign(buf, &|_| false)
+    }
+
+    /// A link notification (`nlmsghdr`, `ifinfomsg` of `family`, `IFLA_IFNAME`).
+    fn link_msg(kind: u16, pid: u32, family: u8, name: &str) -> Vec<u8> {
+        let mut m = vec![0u8; 32];
+        m[4..6].copy_from_slice(&kind.to_ne_bytes());
+        m[12..16].copy_from_slice(&pid.to_ne_bytes());
+        m[16] = family;
+        let attr_len = 4 + name.len() + 1;
+        m.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+        m.extend_from_slice(&IFLA_IFNAME.to_ne_bytes());
+        m.extend_from_slice(name.as_bytes());
+        m.push(0);
+        m.resize((m.len() + 3) & !3, 0);
+        let len = m.len() as u32;
+        m[0..4].copy_from_slice(&len.to_ne_bytes());
+        m
+    }
+
+    /// What a disconnect's background veth deletion (or an exited container's namespace)
+    /// raises on this kernel: the bridge port's and the link's `RTM_DELLINK`, portid 0.
+    #[test]
+    fn the_removal_of_a_link_berth_expects_gone_is_not_drift() {
+        let expected = |n: &str| n == "vb0123456789ab";
+        let mut gone = link_msg(RTM_DELLINK, 0, 7, "vb0123456789ab");
+        gone.extend(link_msg(RTM_DELLINK, 0, 0, "vb0123456789ab"));
+        assert_eq!(link_name(&gone), Some("vb0123456789ab"));
+        assert!(!has_foreign(&gone, &expected));
+        // Without the expectation it is looked at, as any removal.
+        assert!(has_foreign(&gone, &|_| false));
+        // Another link's removal in the same datagram still counts.
+        let mut mixed = gone.clone();
+        mixed.extend(link_msg(RTM_DELLINK, 0, 0, "berth-0123abcd"));
+        assert!(has_foreign(&mixed, &expected));
+        // Only removals: someone renaming or re-creating that link is a change to look at.
+        assert!(has_foreign(
+            &link_msg(RTM_NEWLINK, 4244, 0, "vb0123456789ab"),
+            &expected
+        ));
+        // A removal without a name is looked at.
+        let mut bare = vec![0u8; 32];
+        bare[0..4].copy_from_slice(&32u32.to_ne_bytes());
+        bare[4..6].copy_from_slice(&RTM_DELLINK.to_ne_bytes());
+        assert!(has_foreign(&bare, &expected));
+    }
+
+    /// A disconnect's retired container side going (its veth deleted in the background):
+    /// not drift in the container's namespace; its `eth1` going would be.
+    #[test]
+    fn a_retired_container_interface_going_is_not_drift() {
+        let retired = berth_plan::host::retired_name("0123456789ab");
+        let gone = link_msg(RTM_DELLINK, 0, 0, &retired);
+        assert!(!has_foreign(&gone, &berth_plan::host::is_retired));
+        assert!(has_foreign(
+            &link_msg(RTM_DELLINK, 0, 0, "eth1"),
+            &berth_plan::host::is_retired
+        ));
+    }
+
     #[test]
     fn own_notifications_are_told_from_foreign_ones() {
         remember_own_portid(777_001);
@@ -561,12 +662,12 @@ mod tests {
             m[12..16].copy_from_slice(&pid.to_ne_bytes());
             m
         };
-        assert!(!has_foreign(&msg(777_001)));
-        assert!(has_foreign(&msg(4242)));
-        assert!(has_foreign(&msg(0)));
+        assert!(!has_foreign_(&msg(777_001)));
+        assert!(has_foreign_(&msg(4242)));
+        assert!(has_foreign_(&msg(0)));
         let mut both = msg(777_001);
         both.extend(msg(4242));
-        assert!(has_foreign(&both));
+        assert!(has_foreign_(&both));
     }
 
     #[test]
@@ -578,21 +679,20 @@ mod tests {
             m[12..16].copy_from_slice(&pid.to_ne_bytes());
             m
         };
-        const RTM_DELLINK: u16 = 17;
         const RTM_NEWADDR: u16 = 20;
         // A carrier change, a bridge port forwarding: the kernel's consequence of a change.
-        assert!(!has_foreign(&msg(RTM_NEWLINK, 0)));
+        assert!(!has_foreign_(&msg(RTM_NEWLINK, 0)));
         let mut two = msg(RTM_NEWLINK, 0);
         two.extend(msg(RTM_NEWLINK, 0));
-        assert!(!has_foreign(&two));
+        assert!(!has_foreign_(&two));
         // A link gone with its namespace, an address the kernel changed: looked at.
-        assert!(has_foreign(&msg(RTM_DELLINK, 0)));
-        assert!(has_foreign(&msg(RTM_NEWADDR, 0)));
+        assert!(has_foreign_(&msg(RTM_DELLINK, 0)));
+        assert!(has_foreign_(&msg(RTM_NEWADDR, 0)));
         // Someone's `ip link set`: looked at, whatever the kernel added to the datagram.
-        assert!(has_foreign(&msg(RTM_NEWLINK, 4243)));
+        assert!(has_foreign_(&msg(RTM_NEWLINK, 4243)));
         let mut mixed = msg(RTM_NEWLINK, 0);
         mixed.extend(msg(RTM_NEWLINK, 4243));
-        assert!(has_foreign(&mixed));
+        assert!(has_foreign_(&mixed));
     }
 
     #[test]
