@@ -31,6 +31,11 @@ use crate::runtime::Runtime;
 pub struct Config {
     /// State directory (store, container files, logs).
     pub state_dir: PathBuf,
+    /// RUNDIR, the API socket's directory (absolute; `/run/berth` by default): berthd's
+    /// overlay namespaces are mounted under `RUNDIR/netns` — per berthd, so that several
+    /// berthds on one host do not collide, and under `/run`, so they go with a reboot as the
+    /// links in them do.
+    pub rundir: PathBuf,
     /// The host's resolv.conf (upstreams of the embedded DNS resolver, containers' defaults).
     pub resolv_conf: PathBuf,
     /// Repair drift on kernel notifications and on the timer (off: only start-up and API

@@ -130,6 +130,17 @@ fn cluster_config(args: &Args) -> anyhow::Result<Option<cluster::ClusterConfig>>
     }))
 }
 
+/// RUNDIR, the API socket's directory, absolute: containers are given its `netns` to detach
+/// by path, from their own working directory.
+fn rundir(socket: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let socket = std::path::absolute(socket)
+        .with_context(|| format!("resolving the socket path {}", socket.display()))?;
+    Ok(socket
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/")))
+}
+
 /// The async runtime's worker threads.
 const WORKERS: usize = 2;
 
@@ -184,6 +195,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(nofile, relay_budget, "open-files limit");
     let daemon = daemon::Daemon::start(daemon::Config {
         state_dir: args.state_dir.clone(),
+        rundir: rundir(&args.socket)?,
         resolv_conf: args.resolv_conf.clone(),
         drift_repair: !args.no_drift_repair,
         check_interval: std::time::Duration::from_secs(args.check_interval),

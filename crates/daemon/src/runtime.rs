@@ -236,8 +236,11 @@ impl Runtime {
             exit_file: exit_file.clone(),
             gate: gate_path,
             started: Some(started_path),
-            // RUNDIR/netns once overlay namespaces are built by berthd (issue 11): none yet.
-            detach_under: Vec::new(),
+            // berthd's overlay namespaces (issue 11): the container's mount namespace is a
+            // private copy of ours, so a copy of their mounts would hold them — bridge, VXLAN
+            // port and its socket on the host's port — past `network rm` for the container's
+            // life.
+            detach_under: vec![d.config.rundir.join(berth_plan::overlayns::NETNS_SUBDIR)],
             tty: c.stdio.tty,
             working_dir: c.process.working_dir.clone(),
             user: c.process.user.clone(),

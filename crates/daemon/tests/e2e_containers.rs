@@ -489,3 +489,50 @@ fn the_command_ignores_no_signal() {
     // Real-time signals above those too.
     assert_eq!(mask >> 33, 0, "ignored signals: {mask:#x}");
 }
+
+/// Unmounts a test's namespace mount on the way out, whatever happened.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Proves: a container does not get a copy of the mounts under berthd's `RUNDIR/netns` (the
+/// API socket's directory; where berthd holds its overlay namespaces, issue 11): its mount
+/// namespace is a private copy of berthd's, so a copied mount would hold that namespace —
+/// bridge, VXLAN port and its socket — after berthd unmounts it, for the container's life.
+#[test]
+fn containers_hold_no_copy_of_the_overlay_namespaces() {
+    require_root!();
+    let w = World::new();
+    let run_dir = w.socket.parent().expect("socket dir").to_path_buf();
+    let dir = run_dir.join("netns");
+    std::fs::create_dir_all(&dir).expect("netns dir");
+    let ns = dir.join("ov-123456789");
+    std::fs::write(&ns, "").expect("mount point");
+    let _unmount = Unmount(ns.clone());
+    // Mounted while berthd is down: its mount namespace (`ip netns exec`'s copy) has it.
+    w.restart_daemon_with(false, || {
+        let o = common::sh("unshare", &[&format!("--net={}", ns.display()), "true"]);
+        assert_eq!(code(&o), 0, "unshare --net: {}", show(&o));
+    });
+    let shown = ns.display().to_string();
+    let berthd = w.daemon_pid().expect("berthd");
+    let theirs = std::fs::read_to_string(format!("/proc/{berthd}/mountinfo")).expect("mountinfo");
+    assert!(
+        theirs.contains(&shown),
+        "berthd's mount namespace has {shown} (else the check below proves nothing)"
+    );
+    w.run_d("c", &[], &["sleep", "120"]);
+    let pid = w.inspect("c")["State"]["Pid"]
+        .as_u64()
+        .expect("the container's pid");
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+    assert!(
+        !mounts.contains(&shown),
+        "the container holds a copy of {shown}:\n{mounts}"
+    );
+}

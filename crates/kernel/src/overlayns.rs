@@ -39,9 +39,145 @@ const VXLAN_EEXIST_WAIT: std::time::Duration = std::time::Duration::from_secs(3)
 /// Whether `path` is a mounted network namespace (not an empty mount point left behind): its
 /// device is nsfs's, the same as `/proc/self/ns/net`'s.
 pub fn is_netns_mount(path: &Path) -> bool {
-    let nsfs = std::fs::metadata("/proc/self/ns/net").map(|m| m.dev());
-    let here = std::fs::metadata(path).map(|m| m.dev());
-    matches!((nsfs, here), (Ok(a), Ok(b)) if a == b)
+    netns_identity(path).is_some()
+}
+
+/// The identity (nsfs device, inode) of the network namespace mounted at `path`, `None` when
+/// nothing (or something else) is mounted there.
+fn netns_identity(path: &Path) -> Option<(u64, u64)> {
+    let nsfs = std::fs::metadata("/proc/self/ns/net").ok()?.dev();
+    let here = std::fs::metadata(path).ok()?;
+    (here.dev() == nsfs).then(|| (here.dev(), here.ino()))
+}
+
+/// What is held open in one overlay namespace: its rtnetlink kernel and, once the guard's
+/// elements changed there, its nf_tables socket.
+struct Held {
+    /// The namespace these were opened in ([`netns_identity`]): a namespace mounted again at
+    /// the same path is another one.
+    id: (u64, u64),
+    kernel: Kernel,
+    nft: Option<crate::nftnl::NftSocket>,
+}
+
+/// The sockets berthd keeps per overlay namespace, keyed by its mount path: a kernel bound to
+/// it (one thread start and `setns` when first used, not one per step and pass) and its
+/// nf_tables socket (a guard change costs one `sendmsg`, as in the host's namespace).
+///
+/// A socket bound in a namespace holds that namespace alive, and with it its VXLAN port,
+/// whose identity (VNI, UDP port) is registered in the host's namespace: a namespace that is
+/// unmounted — by `network rm`, or by hand (drift) — must be forgotten here, or its port
+/// would refuse its successor (`EEXIST`). [`apply`] forgets a namespace before it unmounts
+/// it or replaces a stale mount point, [`observe`] every namespace it finds unmounted, and
+/// [`Namespaces::kernel`] one whose mount now holds another namespace.
+#[derive(Default)]
+pub struct Namespaces {
+    held: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Held>>,
+}
+
+impl std::fmt::Debug for Namespaces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespaces")
+            .field("held", &self.held())
+            .finish()
+    }
+}
+
+impl Namespaces {
+    /// Nothing held yet.
+    pub fn new() -> Namespaces {
+        Namespaces::default()
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<std::path::PathBuf, Held>> {
+        // The map holds no invariant a panic could break halfway: a poisoned lock is still
+        // a valid cache.
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The paths of the namespaces something is held open in, sorted.
+    pub fn held(&self) -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = self.lock().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Drops what is held in the namespace at `path` (before it is unmounted, or once it was).
+    pub fn forget(&self, path: &Path) {
+        self.lock().remove(path);
+    }
+
+    /// The namespace mounted at `path`, or an error naming it (and whatever was held for
+    /// that path dropped) when none is.
+    fn identity(&self, path: &Path) -> Result<(u64, u64)> {
+        match netns_identity(path) {
+            Some(id) => Ok(id),
+            None => {
+                self.forget(path);
+                Err(KernelError::NotFound {
+                    what: format!("overlay namespace {}", path.display()),
+                })
+            }
+        }
+    }
+
+    /// A kernel bound to the namespace mounted at `path`, opened on first use and kept.
+    pub async fn kernel(&self, path: &Path) -> Result<Kernel> {
+        let id = self.identity(path)?;
+        if let Some(h) = self.lock().get(path).filter(|h| h.id == id) {
+            return Ok(h.kernel.clone());
+        }
+        let kernel = Kernel::new_in(path).await?;
+        // Opened without the lock: another task may have opened one meanwhile; either is
+        // bound to the same namespace, the last one is kept.
+        self.lock().insert(
+            path.to_path_buf(),
+            Held {
+                id,
+                kernel: kernel.clone(),
+                nft: None,
+            },
+        );
+        Ok(kernel)
+    }
+
+    /// Applies anti-spoofing element changes (`table bridge berth`'s sets) in the overlay
+    /// namespace at `path`, as one transaction over its kept nf_tables socket (opened there
+    /// on first use; dropped after an error, like berthd's own), `nft -f` for what the
+    /// socket cannot encode.
+    pub async fn apply_guard_changes(
+        &self,
+        path: &Path,
+        changes: &[berth_plan::firewall::SetChange],
+    ) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        // The kernel first: it makes the entry (and checks the mount) the socket goes in.
+        self.kernel(path).await?;
+        let id = self.identity(path)?;
+        let kept = self
+            .lock()
+            .get_mut(path)
+            .filter(|h| h.id == id)
+            .and_then(|h| h.nft.take());
+        let mut sock = match kept {
+            Some(s) => s,
+            None => netns::run_in_netns_async(path, crate::nftnl::NftSocket::open).await??,
+        };
+        let sent = sock.apply(changes)?;
+        if let Some(h) = self.lock().get_mut(path).filter(|h| h.id == id) {
+            h.nft = Some(sock);
+        }
+        if sent {
+            return Ok(());
+        }
+        crate::nft::apply(Some(path), &berth_plan::firewall::changes_script(changes))
+    }
 }
 
 impl Kernel {
@@ -253,23 +389,6 @@ pub fn apply_guard_base(netns: &Path) -> Result<()> {
     crate::nft::apply(Some(netns), &berth_plan::firewall::bridge_guard_script())
 }
 
-/// Applies anti-spoofing element changes (`table bridge berth`'s sets) in the overlay
-/// namespace at `netns`, as one transaction over an nf_tables socket opened there (`nft -f`
-/// for what the socket cannot encode).
-pub fn apply_guard_changes(
-    netns: &Path,
-    changes: &[berth_plan::firewall::SetChange],
-) -> Result<()> {
-    if changes.is_empty() {
-        return Ok(());
-    }
-    let mut sock = netns::run_in_netns(netns, crate::nftnl::NftSocket::open)??;
-    if sock.apply(changes)? {
-        return Ok(());
-    }
-    crate::nft::apply(Some(netns), &berth_plan::firewall::changes_script(changes))
-}
-
 /// Reads a sysctl of the namespace at `netns` (`None`: the caller's), `None` when the key
 /// does not exist.
 fn read_sysctl(netns: Option<&Path>, key: &str) -> Result<Option<String>> {
@@ -280,13 +399,16 @@ fn read_sysctl(netns: Option<&Path>, key: &str) -> Result<Option<String>> {
     }
 }
 
-/// Executes one overlay step; `host` is the kernel of berthd's namespace (the host's).
-pub async fn apply(host: &Kernel, op: &NsOp) -> Result<()> {
+/// Executes one overlay step; `host` is the kernel of berthd's namespace (the host's), `held`
+/// the sockets kept per overlay namespace (in-namespace steps use them; an unmounted
+/// namespace is forgotten there).
+pub async fn apply(host: &Kernel, held: &Namespaces, op: &NsOp) -> Result<()> {
     match op {
         NsOp::CreateNetns { path } => {
             let p = Path::new(path);
             if p.exists() && !is_netns_mount(p) {
                 // A mount point left by an interrupted creation, or unmounted by hand.
+                held.forget(p);
                 netns::delete_netns(p)?;
             }
             if is_netns_mount(p) {
@@ -296,7 +418,7 @@ pub async fn apply(host: &Kernel, op: &NsOp) -> Result<()> {
         }
         NsOp::InNetns { netns, op } => {
             let p = Path::new(netns);
-            let there = Kernel::new_in(p).await?;
+            let there = held.kernel(p).await?;
             match op {
                 StepOp::CreateVxlan { plan } => {
                     // The port's identity (VNI, UDP port) is registered in the host's
@@ -343,16 +465,21 @@ pub async fn apply(host: &Kernel, op: &NsOp) -> Result<()> {
         },
         NsOp::CreateUplink { netns, plan } => {
             let p = Path::new(netns);
-            let there = Kernel::new_in(p).await?;
+            let there = held.kernel(p).await?;
             host.create_uplink(plan, p, &there).await
         }
         NsOp::SetUplinkRoutes { netns, plan } => {
-            let there = Kernel::new_in(Path::new(netns)).await?;
+            let there = held.kernel(Path::new(netns)).await?;
             host.set_uplink_routes(plan, &there).await
         }
         NsOp::SetHostSysctl { key, value } => crate::sysctl::write(host.netns(), key, value),
         NsOp::DeleteUplink { name } => host.delete_link(name).await,
-        NsOp::RemoveNetns { path } => netns::delete_netns(Path::new(path)),
+        NsOp::RemoveNetns { path } => {
+            // Our sockets there would keep the namespace — and its VXLAN port — alive.
+            let p = Path::new(path);
+            held.forget(p);
+            netns::delete_netns(p)
+        }
     }
 }
 
@@ -360,13 +487,14 @@ pub async fn apply(host: &Kernel, op: &NsOp) -> Result<()> {
 /// uplink peer's neighbours and the VXLAN port's entries.
 async fn observe_ns(
     path: &Path,
+    held: &Namespaces,
     sysctls: &BTreeSet<String>,
     peer: &str,
     vxlan: Option<&str>,
 ) -> Result<ObservedOverlayNs> {
     let shown = path.display().to_string();
     let ns = crate::observe::netns(&shown).await?;
-    let there = Kernel::new_in(path).await?;
+    let there = held.kernel(path).await?;
     let uplink_neigh = match there.link_routes_and_neigh(peer).await? {
         Some((_, neigh)) => neigh,
         None => BTreeMap::new(),
@@ -392,9 +520,11 @@ async fn observe_ns(
 }
 
 /// Reads what `desired` involves; with `all`, also every namespace mounted under
-/// `rundir/netns` and every `bup-…` link of the host, so leftovers can be judged.
+/// `rundir/netns` and every `bup-…` link of the host, so leftovers can be judged. A
+/// namespace found unmounted is forgotten in `held`.
 pub async fn observe(
     host: &Kernel,
+    held: &Namespaces,
     rundir: &Path,
     desired: &DesiredOverlay,
     all: bool,
@@ -425,6 +555,7 @@ pub async fn observe(
     }
     for (name, path) in paths {
         if !is_netns_mount(&path) {
+            held.forget(&path);
             if all && path.exists() {
                 // An empty mount point: reported as a namespace to remove (its removal
                 // unlinks it) when no network wants it, made again when one does.
@@ -447,7 +578,14 @@ pub async fn observe(
         let vxlan = d
             .and_then(|d| d.vxlan.as_ref())
             .map(|v| v.plan.name.as_str());
-        let ns = observe_ns(&path, &sysctls, berth_plan::overlayns::UPLINK_PEER, vxlan).await?;
+        let ns = observe_ns(
+            &path,
+            held,
+            &sysctls,
+            berth_plan::overlayns::UPLINK_PEER,
+            vxlan,
+        )
+        .await?;
         out.netns.insert(name, ns);
     }
     let mut uplinks: BTreeSet<String> = desired

@@ -1485,22 +1485,25 @@ async fn overlay_namespace_built_observed_repaired_and_removed_by_its_plan() {
         .clone();
     let nspath = std::path::PathBuf::from(&d.path);
     let kh = Kernel::new_in(&host.path).await.expect("host kernel");
+    // berthd's sockets per overlay namespace, kept across passes.
+    let held = overlayns::Namespaces::new();
+    let held = &held;
 
     let converge = |want: plan::DesiredOverlay| {
         let kh = kh.clone();
         let rundir = rundir.0.clone();
         async move {
-            let o = overlayns::observe(&kh, &rundir, &want, true)
+            let o = overlayns::observe(&kh, held, &rundir, &want, true)
                 .await
                 .expect("observe");
             let p = plan::diff(&o, &want);
             assert!(p.problems.is_empty(), "{:?}", p.problems);
             for s in &p.steps {
-                overlayns::apply(&kh, &s.op)
+                overlayns::apply(&kh, held, &s.op)
                     .await
                     .unwrap_or_else(|e| panic!("{} {}: {e}", s.object, s.reason));
             }
-            let o = overlayns::observe(&kh, &rundir, &want, true)
+            let o = overlayns::observe(&kh, held, &rundir, &want, true)
                 .await
                 .expect("observe again");
             let again = plan::diff(&o, &want);
@@ -1515,7 +1518,8 @@ async fn overlay_namespace_built_observed_repaired_and_removed_by_its_plan() {
 
     assert!(converge(desired.clone()).await > 0);
     assert!(overlayns::is_netns_mount(&nspath));
-    let ko = Kernel::new_in(&nspath).await.expect("overlay kernel");
+    assert_eq!(held.held(), vec![nspath.clone()], "one kernel kept there");
+    let ko = held.kernel(&nspath).await.expect("overlay kernel");
     let inside = link_names(&ko).await;
     for l in [&net.bridge, &berth_plan::names::vxlan_name(&net.id), "up0"] {
         assert!(inside.contains(&l.to_string()), "{l} in {inside:?}");
@@ -1577,7 +1581,8 @@ async fn overlay_namespace_built_observed_repaired_and_removed_by_its_plan() {
     };
     let guard = berth_plan::firewall::guard_elements("c", &net, &ep);
     let none = berth_plan::firewall::Elements::default();
-    overlayns::apply_guard_changes(&nspath, &berth_plan::firewall::diff_changes(&none, &guard))
+    held.apply_guard_changes(&nspath, &berth_plan::firewall::diff_changes(&none, &guard))
+        .await
         .expect("guard elements");
     let cip = |args: &str| ip_in(&container, args);
     cip("addr add 10.81.0.66/32 dev eth0");
@@ -1603,7 +1608,9 @@ async fn overlay_namespace_built_observed_repaired_and_removed_by_its_plan() {
         tcp_exchange(&container.path, to_host, &l),
         "the container's own address still passes the guard"
     );
-    overlayns::apply_guard_changes(&nspath, &berth_plan::firewall::diff_changes(&guard, &none))
+    // Through the socket kept by the first change.
+    held.apply_guard_changes(&nspath, &berth_plan::firewall::diff_changes(&guard, &none))
+        .await
         .expect("unguard");
     assert!(spoofed(&l), "unguarded, the same source passes");
     cip("addr del 10.81.0.66/32 dev eth0");
@@ -1613,13 +1620,24 @@ async fn overlay_namespace_built_observed_repaired_and_removed_by_its_plan() {
     assert!(converge(desired.clone()).await > 0);
     drop(ko);
     // Drift: the namespace unmounted (it goes once nothing holds it: its uplink with it).
+    // The kept sockets would hold it, and its VXLAN port's identity with it (the new port
+    // refused with EEXIST): the pass forgets them when it finds the namespace unmounted.
     delete_netns(&nspath).expect("unmount");
     assert!(converge(desired.clone()).await > 0);
     assert!(overlayns::is_netns_mount(&nspath));
+    assert_eq!(
+        held.held(),
+        vec![nspath.clone()],
+        "the new namespace's kernel"
+    );
 
     // The network removed: uplink then namespace.
     assert_eq!(converge(plan::DesiredOverlay::default()).await, 2);
     assert!(!nspath.exists());
+    assert!(
+        held.held().is_empty(),
+        "nothing kept in a removed namespace"
+    );
     assert!(!link_names(&kh)
         .await
         .contains(&berth_plan::names::uplink_name(&net.id)));
