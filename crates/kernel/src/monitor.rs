@@ -112,25 +112,36 @@ fn link_name(msg: &[u8]) -> Option<&str> {
 /// container's namespace gone) still counts, unless `expected_gone` says berth knows it is
 /// going (see [`Monitor::next_except`]).
 fn has_foreign(buf: &[u8], expected_gone: &dyn Fn(&str) -> bool) -> bool {
+    first_foreign(buf, expected_gone).is_some()
+}
+
+/// The first notification of a datagram that [`has_foreign`] counts as someone else's, said
+/// for a debug log line (its type, portid and, for a link, its name): what woke a pass.
+fn first_foreign(buf: &[u8], expected_gone: &dyn Fn(&str) -> bool) -> Option<String> {
     let mut off = 0;
     let mut any = false;
     while off + 16 <= buf.len() {
         let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]) as usize;
         if len < 16 || off + len > buf.len() {
-            return true;
+            return Some(format!("a cut datagram ({} bytes)", buf.len()));
         }
         let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
         let pid = u32::from_ne_bytes([buf[off + 12], buf[off + 13], buf[off + 14], buf[off + 15]]);
         any = true;
         let kernel_link_change = pid == 0 && kind == RTM_NEWLINK;
-        let expected_removal =
-            kind == RTM_DELLINK && link_name(&buf[off..off + len]).is_some_and(expected_gone);
+        let name = matches!(kind, RTM_NEWLINK | RTM_DELLINK)
+            .then(|| link_name(&buf[off..off + len]))
+            .flatten();
+        let expected_removal = kind == RTM_DELLINK && name.is_some_and(expected_gone);
         if !kernel_link_change && !expected_removal && !is_own_portid(pid) {
-            return true;
+            return Some(format!(
+                "message type {kind}, portid {pid}{}",
+                name.map(|n| format!(", link {n}")).unwrap_or_default()
+            ));
         }
         off += (len + 3) & !3;
     }
-    !any
+    (!any).then(|| "an empty datagram".to_string())
 }
 
 /// A subscribed netlink socket, registered with the tokio reactor.
@@ -311,8 +322,14 @@ impl Monitor {
             loop {
                 self.buf.clear();
                 match guard.get_inner().recv(&mut self.buf, 0) {
-                    Ok(_) if has_foreign(&self.buf, &expected_gone) => n += 1,
-                    Ok(_) => {}
+                    Ok(_) => {
+                        if let Some(why) = first_foreign(&self.buf, &expected_gone) {
+                            // Which change makes the drift loop look (each look is a pass
+                            // under the daemon's lock that requests then wait for).
+                            tracing::debug!("host notification from someone else: {why}");
+                            n += 1;
+                        }
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         guard.clear_ready();
                         break;
