@@ -907,6 +907,7 @@ pub fn spawn_watchers(d: Arc<Daemon>) {
                 continue;
             }
             let _guard = d.lock.lock().await;
+            let held = std::time::Instant::now();
             let timer = wakes.contains(&Wake::Timer);
             if timer {
                 ticks += 1;
@@ -959,6 +960,13 @@ pub fn spawn_watchers(d: Arc<Daemon>) {
             if let Err(e) = result {
                 tracing::warn!("reconcile ({trigger:?}): {}", e.message);
             }
+            // Requests wait for this lock: which wake-ups hold it, and how long (a pass with
+            // nothing to do logs nothing else).
+            tracing::debug!(
+                ?wakes,
+                held_us = held.elapsed().as_micros() as u64,
+                "drift loop: looked"
+            );
             drop(_guard);
             // What the pass (and the requests before it) freed goes back to the kernel: glibc
             // keeps it otherwise, and berthd's resident memory grew to 400 MB over 1,000
@@ -1061,7 +1069,15 @@ async fn register_watch(d: &Arc<Daemon>, id: &str, pid: i32) -> Option<i32> {
 #[derive(Debug, Default)]
 pub struct NsWatchTable {
     by_nsid: std::collections::HashMap<i32, String>,
+    /// Container interfaces berth retired (a disconnect), by (container id, name), with when:
+    /// the kernel deletes each with its host side in the background deletion, and that
+    /// removal's notification is berth's own doing, not drift (see [`RETIRED_NOTICE`]).
+    retired: std::collections::HashMap<(String, String), std::time::Instant>,
 }
+
+/// How long a retired container interface's removal is expected: the background deletion
+/// takes ≈ 20 ms of RCU grace periods, seconds under load.
+pub const RETIRED_NOTICE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl NsWatchTable {
     /// Container `id`'s namespace has id `nsid` (a namespace gone gives its id to a later
@@ -1076,6 +1092,26 @@ impl NsWatchTable {
         if self.by_nsid.get(&nsid).is_some_and(|v| v == id) {
             self.by_nsid.remove(&nsid);
         }
+    }
+
+    /// Container `id`'s interface `ifname` was retired at `now`: its removal is expected for
+    /// [`RETIRED_NOTICE`]. Older entries are forgotten here (the table stays as small as the
+    /// disconnects of the last seconds).
+    pub fn expect_gone(&mut self, id: &str, ifname: &str, now: std::time::Instant) {
+        self.retired
+            .retain(|_, at| now.saturating_duration_since(*at) < RETIRED_NOTICE);
+        self.retired
+            .insert((id.to_string(), ifname.to_string()), now);
+    }
+
+    /// Whether the removal of link `name` in the namespace with id `nsid` is one berth expects
+    /// (see [`NsWatchTable::expect_gone`]), at `now`.
+    pub fn expects_gone(&self, nsid: i32, name: &str, now: std::time::Instant) -> bool {
+        self.by_nsid.get(&nsid).is_some_and(|id| {
+            self.retired
+                .get(&(id.clone(), name.to_string()))
+                .is_some_and(|at| now.saturating_duration_since(*at) < RETIRED_NOTICE)
+        })
     }
 
     /// The containers to look at for these notices, each once, in id order: the namespace's
@@ -1119,8 +1155,18 @@ impl NsWatch {
                 }
             };
             let (table, tx) = (self.table.clone(), wake.clone());
+            let expected = self.table.clone();
             tokio::spawn(async move {
-                while let Ok(notices) = m.next().await {
+                // A disconnected veth's container side goes with its host side in the
+                // background deletion: that removal looked like drift, and the pass it woke
+                // waited for RTNL behind the deletion's grace periods holding the daemon's lock
+                // (7–42 ms, which the next connect waited for: stop 28).
+                let gone = move |nsid: i32, name: &str| {
+                    expected.lock().is_ok_and(|t| {
+                        t.expects_gone(nsid, name, std::time::Instant::now())
+                    })
+                };
+                while let Ok(notices) = m.next_except(&gone).await {
                     let ids = table
                         .lock()
                         .map(|t| t.wakes(&notices))
@@ -1145,6 +1191,13 @@ impl NsWatch {
     fn unwatch(&self, nsid: i32, id: &str) {
         if let Ok(mut t) = self.table.lock() {
             t.unwatch(nsid, id);
+        }
+    }
+
+    /// Container `id`'s interface `ifname` is being retired (see [`NsWatchTable::expect_gone`]).
+    pub(crate) fn expect_gone(&self, id: &str, ifname: &str) {
+        if let Ok(mut t) = self.table.lock() {
+            t.expect_gone(id, ifname, std::time::Instant::now());
         }
     }
 }
@@ -1262,6 +1315,26 @@ fn desired_element_count(
 mod tests {
     use super::NsWatchTable;
     use berth_kernel::monitor::NsNotice;
+
+    #[test]
+    fn a_retired_interface_is_expected_gone_in_its_own_namespace_for_a_while() {
+        let mut t = NsWatchTable::default();
+        t.watch(3, "c1");
+        t.watch(4, "c2");
+        let t0 = std::time::Instant::now();
+        t.expect_gone("c1", "eth1", t0);
+        assert!(t.expects_gone(3, "eth1", t0));
+        // Another interface, another container's namespace, an unwatched namespace: not ours.
+        assert!(!t.expects_gone(3, "eth0", t0));
+        assert!(!t.expects_gone(4, "eth1", t0));
+        assert!(!t.expects_gone(9, "eth1", t0));
+        // Only for a while.
+        let later = t0 + super::RETIRED_NOTICE;
+        assert!(!t.expects_gone(3, "eth1", later));
+        // Old entries go when a new one comes.
+        t.expect_gone("c2", "eth2", later);
+        assert_eq!(t.retired.len(), 1);
+    }
 
     #[test]
     fn a_notification_wakes_the_container_whose_namespace_it_came_from() {

@@ -541,6 +541,10 @@ impl Daemon {
             // only a reconnect that comes within the deletion's ~20 ms (EEXIST, then a pass
             // that observes and waits).
             let sublink = matches!(net.driver, Driver::Macvlan | Driver::Ipvlan);
+            if !sublink {
+                // Its removal, when the background deletion takes the host side, is ours.
+                self.ns_watch.expect_gone(&c.id, &ep.ifname);
+            }
             let retire = berth_plan::host::StepOp::RetireContainerSide {
                 netns: format!("/proc/{}/ns/net", st.pid),
                 ifname: ep.ifname.clone(),

@@ -78,6 +78,12 @@ const RTM_NEWLINK: u16 = 16;
 /// `RTM_DELLINK` (linux/rtnetlink.h).
 const RTM_DELLINK: u16 = 17;
 
+/// `RTM_NEWROUTE` (linux/rtnetlink.h).
+const RTM_NEWROUTE: u16 = 24;
+
+/// `RTM_DELROUTE` (linux/rtnetlink.h).
+const RTM_DELROUTE: u16 = 25;
+
 /// `IFLA_IFNAME` (linux/if_link.h).
 const IFLA_IFNAME: u16 = 3;
 
@@ -111,6 +117,7 @@ fn link_name(msg: &[u8]) -> Option<&str> {
 /// containers, seconds of CPU per start. A link the kernel *removes* (`RTM_DELLINK`: a
 /// container's namespace gone) still counts, unless `expected_gone` says berth knows it is
 /// going (see [`Monitor::next_except`]).
+#[cfg(test)]
 fn has_foreign(buf: &[u8], expected_gone: &dyn Fn(&str) -> bool) -> bool {
     first_foreign(buf, expected_gone).is_some()
 }
@@ -129,11 +136,19 @@ fn first_foreign(buf: &[u8], expected_gone: &dyn Fn(&str) -> bool) -> Option<Str
         let pid = u32::from_ne_bytes([buf[off + 12], buf[off + 13], buf[off + 14], buf[off + 15]]);
         any = true;
         let kernel_link_change = pid == 0 && kind == RTM_NEWLINK;
+        // A route the kernel itself adds or removes (portid 0): the prefix and local routes
+        // of an address added, removed or brought up or down with its link. Like a carrier
+        // change, it follows from a change whose own notification counts (berth's, or
+        // someone else's with its portid), never drift by itself. Each connect and disconnect
+        // raised four in the container's namespace, and each woke a pass over it that waited
+        // for RTNL behind the background veth deletion, holding the daemon's lock 7–42 ms
+        // (stop 28). A route someone deletes carries their portid and still counts.
+        let kernel_route_change = pid == 0 && matches!(kind, RTM_NEWROUTE | RTM_DELROUTE);
         let name = matches!(kind, RTM_NEWLINK | RTM_DELLINK)
             .then(|| link_name(&buf[off..off + len]))
             .flatten();
         let expected_removal = kind == RTM_DELLINK && name.is_some_and(expected_gone);
-        if !kernel_link_change && !expected_removal && !is_own_portid(pid) {
+        if !kernel_link_change && !kernel_route_change && !expected_removal && !is_own_portid(pid) {
             return Some(format!(
                 "message type {kind}, portid {pid}{}",
                 name.map(|n| format!(", link {n}")).unwrap_or_default()
@@ -395,6 +410,17 @@ impl NamespacesMonitor {
     /// than berth arrived (the same test as [`Monitor::next`]), then drains what is queued.
     /// Returns one notice per such datagram; berthd's own namespace's (no id) are skipped.
     pub async fn next(&mut self) -> Result<Vec<NsNotice>> {
+        self.next_except(|_, _| false).await
+    }
+
+    /// [`NamespacesMonitor::next`], where the removal (`RTM_DELLINK`) of link `name` in the
+    /// namespace with id `nsid` is not someone else's change when `expected_gone(nsid, name)`
+    /// holds: a disconnected veth's container side, which the kernel deletes with its host side
+    /// in berth's background deletion. (A retired, renamed interface is never someone else's.)
+    pub async fn next_except(
+        &mut self,
+        expected_gone: impl Fn(i32, &str) -> bool,
+    ) -> Result<Vec<NsNotice>> {
         use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
         use std::os::fd::AsRawFd;
         loop {
@@ -448,7 +474,15 @@ impl NamespacesMonitor {
                 };
                 // A retired container interface (renamed by a disconnect, deleted in the
                 // background) is berth's own removal: not drift in that namespace.
-                if cut || has_foreign(&self.buf[..len], &berth_plan::host::is_retired) {
+                let gone =
+                    |name: &str| berth_plan::host::is_retired(name) || expected_gone(nsid, name);
+                let why = if cut {
+                    Some("a cut datagram".to_string())
+                } else {
+                    first_foreign(&self.buf[..len], &gone)
+                };
+                if let Some(why) = why {
+                    tracing::debug!("notification from someone else in namespace {nsid}: {why}");
                     out.push(NsNotice::Nsid(nsid));
                 }
             }
@@ -710,6 +744,11 @@ mod tests {
         let mut mixed = msg(RTM_NEWLINK, 0);
         mixed.extend(msg(RTM_NEWLINK, 4243));
         assert!(has_foreign_(&mixed));
+        // The prefix and local routes the kernel adds and removes with an address or a link
+        // going up or down: its consequence of a change, not drift. Someone's route: looked at.
+        assert!(!has_foreign_(&msg(RTM_NEWROUTE, 0)));
+        assert!(!has_foreign_(&msg(RTM_DELROUTE, 0)));
+        assert!(has_foreign_(&msg(RTM_DELROUTE, 4244)));
     }
 
     #[test]
