@@ -2,7 +2,8 @@
 # a network namespace of its own (PREFIX<pid>h, lo up) with its state and socket in a fresh
 # directory under /tmp, and sets $ns, $dir, $sock and $pid; at the script's exit the BERTH CLI
 # removes every container (a stopped berthd leaves them running), then the daemon, the
-# namespace and the directory go. The machine's own network is never touched.
+# namespace and the directory go. The machine's own network is never touched. BERTHD_LOG sets
+# berthd's log level (default warn); its log is $dir/berthd.log.
 start_private_berthd() {
     ns="$1$$h"
     private_cli="$3"
@@ -12,7 +13,7 @@ start_private_berthd() {
     trap stop_private_berthd EXIT
     ip netns add "$ns"
     ip -n "$ns" link set lo up
-    ip netns exec "$ns" "$2" --state-dir "$dir/state" --socket "$sock" --log-level warn \
+    ip netns exec "$ns" "$2" --state-dir "$dir/state" --socket "$sock" --log-level "${BERTHD_LOG:-warn}" \
         >"$dir/berthd.log" 2>&1 &
     pid=$!
     for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
