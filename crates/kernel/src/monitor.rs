@@ -84,6 +84,13 @@ const RTM_NEWROUTE: u16 = 24;
 /// `RTM_DELROUTE` (linux/rtnetlink.h).
 const RTM_DELROUTE: u16 = 25;
 
+/// Where `rtm_protocol` is in a route notification: after the `nlmsghdr` (16 bytes), the
+/// `rtmsg`'s family, dst_len, src_len, tos, table (linux/rtnetlink.h).
+const RTM_PROTOCOL_AT: usize = 16 + 5;
+
+/// `RTPROT_KERNEL` (linux/rtnetlink.h): a route the kernel made for an address.
+const RTPROT_KERNEL: u8 = 2;
+
 /// `IFLA_IFNAME` (linux/if_link.h).
 const IFLA_IFNAME: u16 = 3;
 
@@ -136,14 +143,19 @@ fn first_foreign(buf: &[u8], expected_gone: &dyn Fn(&str) -> bool) -> Option<Str
         let pid = u32::from_ne_bytes([buf[off + 12], buf[off + 13], buf[off + 14], buf[off + 15]]);
         any = true;
         let kernel_link_change = pid == 0 && kind == RTM_NEWLINK;
-        // A route the kernel itself adds or removes (portid 0): the prefix and local routes
-        // of an address added, removed or brought up or down with its link. Like a carrier
-        // change, it follows from a change whose own notification counts (berth's, or
-        // someone else's with its portid), never drift by itself. Each connect and disconnect
-        // raised four in the container's namespace, and each woke a pass over it that waited
-        // for RTNL behind the background veth deletion, holding the daemon's lock 7–42 ms
-        // (stop 28). A route someone deletes carries their portid and still counts.
-        let kernel_route_change = pid == 0 && matches!(kind, RTM_NEWROUTE | RTM_DELROUTE);
+        // A route the kernel itself adds or removes for an address (portid 0, `proto kernel`):
+        // the prefix and local routes of an address added, removed or brought up or down with
+        // its link. Like a carrier change, it follows from a change whose own notification
+        // counts (berth's, or someone else's with its portid), never drift by itself. Each
+        // connect and disconnect raised four in the container's namespace, and each woke a
+        // pass over it that waited for RTNL behind the background veth deletion, holding the
+        // daemon's lock 7–42 ms (stop 28). Every other route still counts: one someone adds
+        // or deletes (their portid), and one the kernel learns from a packet (`proto ra`
+        // from a router advertisement, `proto redirect`: a hostile neighbour's doing, which
+        // the repair removes).
+        let kernel_route_change = pid == 0
+            && matches!(kind, RTM_NEWROUTE | RTM_DELROUTE)
+            && buf.get(off + RTM_PROTOCOL_AT) == Some(&RTPROT_KERNEL);
         let name = matches!(kind, RTM_NEWLINK | RTM_DELLINK)
             .then(|| link_name(&buf[off..off + len]))
             .flatten();
@@ -745,10 +757,21 @@ mod tests {
         mixed.extend(msg(RTM_NEWLINK, 4243));
         assert!(has_foreign_(&mixed));
         // The prefix and local routes the kernel adds and removes with an address or a link
-        // going up or down: its consequence of a change, not drift. Someone's route: looked at.
-        assert!(!has_foreign_(&msg(RTM_NEWROUTE, 0)));
-        assert!(!has_foreign_(&msg(RTM_DELROUTE, 0)));
-        assert!(has_foreign_(&msg(RTM_DELROUTE, 4244)));
+        // going up or down (`proto kernel`): its consequence of a change, not drift.
+        // Someone's route, and one the kernel learned from a router advertisement
+        // (`proto ra`, portid 0): looked at.
+        let route = |kind: u16, pid: u32, proto: u8| {
+            let mut m = msg(kind, pid);
+            m.resize(28, 0);
+            m[0..4].copy_from_slice(&28u32.to_ne_bytes());
+            m[RTM_PROTOCOL_AT] = proto;
+            m
+        };
+        const RTPROT_RA: u8 = 9;
+        assert!(!has_foreign_(&route(RTM_NEWROUTE, 0, RTPROT_KERNEL)));
+        assert!(!has_foreign_(&route(RTM_DELROUTE, 0, RTPROT_KERNEL)));
+        assert!(has_foreign_(&route(RTM_NEWROUTE, 0, RTPROT_RA)));
+        assert!(has_foreign_(&route(RTM_DELROUTE, 4244, RTPROT_KERNEL)));
     }
 
     #[test]
