@@ -374,7 +374,9 @@ pub fn serves(net: &NetworkSpec) -> bool {
 /// Whether berth's resolver listens on `net`'s gateways: served networks with a bridge of
 /// berth's (a macvlan or ipvlan gateway is the LAN's router).
 fn listens_on(net: &NetworkSpec) -> bool {
-    serves(net) && net.driver.has_bridge()
+    // An overlay network's gateway is in its own namespace, not on the host: its containers
+    // ask 127.0.0.11 in theirs, as on macvlan networks.
+    serves(net) && net.driver.has_bridge() && net.driver != crate::model::Driver::Overlay
 }
 
 /// The names container `c` answers to on `net` through endpoint `ep` (lower case, each once):

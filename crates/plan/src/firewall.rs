@@ -931,7 +931,8 @@ fn ifname_ok(name: &str) -> bool {
 /// The elements every berth set should hold for `networks`. Only bridge networks contribute.
 /// The published-port maps are not included: see [`port_elements`].
 pub fn desired_elements(networks: &[NetworkSpec]) -> Elements {
-    desired_elements_keyed(networks, |net| Some(net.bridge.clone()))
+    // An overlay network is reached from the host through its namespace's uplink.
+    desired_elements_keyed(networks, crate::overlayns::firewall_key)
 }
 
 /// [`desired_elements`], with each network's elements keyed on the host interface `key`
@@ -1776,6 +1777,16 @@ pub fn static_rules(cfg: &FirewallConfig) -> Vec<(String, String)> {
             let (_, c) = rest.rsplit_once(" comment \"")?;
             Some((chain, c.strip_suffix('"')?.to_string()))
         })
+        .collect()
+}
+
+/// The rules of `table bridge berth`'s chains alone, as [`static_rules`] names them
+/// (`bridge CHAIN`, comment): what an overlay network's namespace holds
+/// ([`bridge_guard_script`]; the same for every configuration).
+pub fn bridge_guard_rules() -> Vec<(String, String)> {
+    static_rules(&FirewallConfig::default())
+        .into_iter()
+        .filter(|(chain, _)| chain.starts_with("bridge "))
         .collect()
 }
 

@@ -228,6 +228,19 @@ pub struct ObserveRequest {
     /// VXLAN devices whose permanent forwarding and neighbour entries to read.
     #[serde(default)]
     pub vxlan_entries_of: BTreeSet<String>,
+    /// Overlay namespaces (paths) whose endpoint host sides (their veths) to read, added to
+    /// `links` with [`ObservedLink::netns`] set; with `links: None`, all of them (orphans).
+    #[serde(default)]
+    pub overlay_netns: BTreeSet<String>,
+}
+
+/// The overlay namespaces the endpoints of `desired` have their host sides in.
+pub fn endpoint_namespaces(desired: &DesiredHost) -> BTreeSet<String> {
+    desired
+        .endpoints
+        .values()
+        .filter_map(|e| e.plan.host_netns.clone())
+        .collect()
 }
 
 impl ObserveRequest {
@@ -241,6 +254,7 @@ impl ObserveRequest {
             firewall: true,
             routes_of: desired.shims.keys().cloned().collect(),
             vxlan_entries_of: crate::overlay::devices(desired),
+            overlay_netns: endpoint_namespaces(desired),
         }
     }
 
@@ -261,6 +275,7 @@ impl ObserveRequest {
             firewall: false,
             routes_of: desired.shims.keys().cloned().collect(),
             vxlan_entries_of: crate::overlay::devices(desired),
+            overlay_netns: endpoint_namespaces(desired),
         }
     }
 }
@@ -286,6 +301,10 @@ pub struct ObservedLink {
     pub addrs: Vec<IpNet>,
     /// Bridge-port flags of a port: (hairpin, isolated).
     pub port_flags: Option<(bool, bool)>,
+    /// The namespace it was read in when not berthd's own: an endpoint's host side in an
+    /// overlay network's namespace ([`ObserveRequest::overlay_netns`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 /// A container namespace as observed.
@@ -370,6 +389,9 @@ pub enum StepOp {
         neigh_add: Vec<(IpAddr, String)>,
         /// Neighbour entries to remove.
         neigh_del: Vec<IpAddr>,
+        /// The namespace the device is in (an overlay network's), `None` for berthd's own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        netns: Option<String>,
     },
     /// (Re)writes the static rules of `table inet berth` (creating table, sets and chains if
     /// missing; never touching chain `user` or any element).
@@ -446,6 +468,9 @@ pub enum StepOp {
         isolated: bool,
         /// Its mark.
         alias: String,
+        /// The namespace the veth and the bridge are in, `None` for berthd's own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host_netns: Option<String>,
     },
     /// Inside a container namespace: brings `ifname` up and adds the addresses it lacks, then
     /// announces them as a new endpoint does (`announce`), so the bridge and the neighbours
@@ -464,6 +489,9 @@ pub enum StepOp {
         /// announcement is sent (`None` for macvlan/ipvlan, whose parent forwards already).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         host_ifname: Option<String>,
+        /// The namespace `host_ifname` is in, `None` for berthd's own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host_netns: Option<String>,
     },
     /// Sets an endpoint's MTU on both ends of its veth (`RTM_SETLINK` with `IFLA_MTU` on
     /// `veth` here and on `ifname` in `netns`): an overlay network's MTU follows the
@@ -478,6 +506,9 @@ pub enum StepOp {
         ifname: String,
         /// The MTU.
         mtu: u32,
+        /// The namespace `veth` is in, `None` for berthd's own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host_netns: Option<String>,
     },
     /// Inside a container namespace: replaces every default route by `routes`.
     ReplaceRoutes {
@@ -529,6 +560,10 @@ pub enum StepOp {
     DeleteLink {
         /// Its name.
         name: String,
+        /// The namespace it is in (an endpoint's host side in an overlay network's), `None`
+        /// for berthd's own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        netns: Option<String>,
     },
 }
 
@@ -543,10 +578,10 @@ pub struct Step {
     pub reason: String,
 }
 
-impl Step {
-    /// The step's action name (`CreateBridge`, …).
+impl StepOp {
+    /// The action's name (`CreateBridge`, …).
     pub fn action(&self) -> &'static str {
-        match &self.op {
+        match self {
             StepOp::FirewallBase { .. } => "FirewallBase",
             StepOp::SetSysctl { .. } => "SetSysctl",
             StepOp::CreateBridge { .. } => "CreateBridge",
@@ -567,6 +602,13 @@ impl Step {
             StepOp::CreateVxlan { .. } => "CreateVxlan",
             StepOp::SetVxlanEntries { .. } => "SetVxlanEntries",
         }
+    }
+}
+
+impl Step {
+    /// The step's action name (`CreateBridge`, …).
+    pub fn action(&self) -> &'static str {
+        self.op.action()
     }
 }
 
@@ -648,6 +690,7 @@ pub fn assumed(desired: &DesiredHost) -> Option<ObservedHost> {
                 alias: Some(e.alias.clone()),
                 mac: Some(names::owner_mac(name)),
                 port_flags: Some((true, e.plan.isolated)),
+                netns: e.plan.host_netns.clone(),
                 ..link(name, "veth")
             },
         );
@@ -1072,6 +1115,7 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
                     addrs: p.addrs.clone(),
                     announce: p.announce,
                     host_ifname: None,
+                    host_netns: None,
                 },
                 object,
                 reason: why.join(", "),
@@ -1112,16 +1156,30 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
                 ),
             }),
             Some(link) => {
-                if ns.is_some() && peer.is_none() {
+                let elsewhere = link.netns != e.plan.host_netns;
+                if elsewhere || (ns.is_some() && peer.is_none()) {
                     // The host side exists but its peer is not in this container: a leftover of
-                    // an earlier run whose namespace is still being destroyed. Replace it.
+                    // an earlier run whose namespace is still being destroyed. Or it is in
+                    // another namespace than its bridge (an overlay network's endpoint made
+                    // before overlay networks had namespaces of their own). Replace it.
                     steps.push(Step {
-                        op: StepOp::DeleteLink { name: veth.clone() },
+                        op: StepOp::DeleteLink {
+                            name: veth.clone(),
+                            netns: link.netns.clone(),
+                        },
                         object: object.clone(),
-                        reason: format!(
-                            "its peer {} is not in the container's namespace",
-                            e.plan.ifname
-                        ),
+                        reason: if elsewhere {
+                            format!(
+                                "in {}, not in {} with its bridge",
+                                link.netns.as_deref().unwrap_or("berthd's namespace"),
+                                e.plan.host_netns.as_deref().unwrap_or("berthd's namespace")
+                            )
+                        } else {
+                            format!(
+                                "its peer {} is not in the container's namespace",
+                                e.plan.ifname
+                            )
+                        },
                     });
                     steps.push(Step {
                         op: StepOp::CreateEndpoint {
@@ -1158,6 +1216,7 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
                             bridge: e.plan.bridge.clone(),
                             isolated: e.plan.isolated,
                             alias: e.alias.clone(),
+                            host_netns: e.plan.host_netns.clone(),
                         },
                         object: object.clone(),
                         reason: why.join(", "),
@@ -1171,6 +1230,7 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
                             netns: e.plan.netns.clone(),
                             ifname: e.plan.ifname.clone(),
                             mtu: e.plan.mtu,
+                            host_netns: e.plan.host_netns.clone(),
                         },
                         object: object.clone(),
                         reason: format!(
@@ -1201,6 +1261,7 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
                                 addrs: e.plan.addrs.clone(),
                                 announce: e.plan.announce,
                                 host_ifname: Some(e.plan.host_ifname.clone()),
+                                host_netns: e.plan.host_netns.clone(),
                             },
                             object: format!(
                                 "{} of container {} on network {}",
@@ -1228,9 +1289,14 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
             ns.default_routes.iter().map(|r| (r.dst, r.via)).collect();
         let want: BTreeSet<(IpNet, IpAddr)> = r.routes.iter().map(|r| (r.dst, r.via)).collect();
         // A macvlan gateway interface replaced in this pass loses its routes with it.
-        let recreated = steps.iter().any(|s| {
-            matches!(&s.op, StepOp::DeleteContainerLink { netns: n, ifname }
-                if n == netns && *ifname == r.ifname)
+        let recreated = steps.iter().any(|s| match &s.op {
+            StepOp::DeleteContainerLink { netns: n, ifname } => n == netns && *ifname == r.ifname,
+            // A replaced veth (deleted, then created again) takes its peer's routes with it.
+            StepOp::DeleteLink { name, .. } => desired
+                .endpoints
+                .get(name)
+                .is_some_and(|e| e.plan.netns == *netns && e.plan.ifname == r.ifname),
+            _ => false,
         });
         if have != want || recreated {
             // The gateway interface is created in this pass and nothing is routed yet: its
@@ -1309,13 +1375,20 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
             continue;
         }
         let step = Step {
-            op: StepOp::DeleteLink { name: name.clone() },
+            op: StepOp::DeleteLink {
+                name: name.clone(),
+                netns: link.netns.clone(),
+            },
             object: format!(
-                "{} {name}{}",
+                "{} {name}{}{}",
                 link.kind.as_deref().unwrap_or("link"),
                 link.alias
                     .as_deref()
                     .map(|a| format!(" ({a})"))
+                    .unwrap_or_default(),
+                link.netns
+                    .as_deref()
+                    .map(|n| format!(" in {n}"))
                     .unwrap_or_default()
             ),
             reason: "orphan: nothing berth stores wants it".into(),

@@ -605,4 +605,9 @@ pub struct EndpointPlan {
     /// How the container side announces its addresses ([`crate::network::announce`]).
     #[serde(default)]
     pub announce: Announce,
+    /// The namespace the host side and its bridge live in: `None` for berthd's own, the
+    /// overlay network's namespace (`RUNDIR/netns/ov-…`, [`crate::overlayns`]) for an
+    /// endpoint on an overlay network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_netns: Option<String>,
 }

@@ -1659,6 +1659,9 @@ pub fn endpoint_plan(
         routes,
         isolated: !net.icc,
         disable_ipv6,
+        // Placed by the daemon, which knows its run directory (an overlay network's
+        // endpoints: `berth_plan::overlayns::place_endpoints`).
+        host_netns: None,
     }
 }
 

@@ -188,7 +188,10 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost, plan: &mut Plan) {
                     // Recreated rather than patched: one idempotent step sets kind, VNI,
                     // port, master, MTU and up together.
                     plan.steps.push(Step {
-                        op: StepOp::DeleteLink { name: name.clone() },
+                        op: StepOp::DeleteLink {
+                            name: name.clone(),
+                            netns: None,
+                        },
                         object: object.clone(),
                         reason: why.join(", "),
                     });
@@ -278,6 +281,7 @@ pub(crate) fn entries_step(name: &str, v: &DesiredVxlan, have: &ObservedEntries)
             fdb_del,
             neigh_add,
             neigh_del,
+            netns: None,
         },
         object: format!("remote endpoints on {name} of network {}", v.network),
         reason,
@@ -375,6 +379,8 @@ pub fn event_step<'r>(
             fdb_del,
             neigh_add,
             neigh_del,
+            // The daemon places it in the network's namespace (it knows the run directory).
+            netns: None,
         },
     })
 }

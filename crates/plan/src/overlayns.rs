@@ -33,6 +33,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::firewall::{Elements, SetChange};
 use crate::host::{bridge_alias, is_link_sysctl, is_owned, ObservedLink, Problem, StepOp};
 use crate::model::{BridgePlan, Driver, NetworkSpec, RoutePlan};
 use crate::names;
@@ -148,6 +149,15 @@ pub struct DesiredOverlayNs {
     pub sysctls: BTreeMap<String, (String, String)>,
     /// Sysctls of the host's namespace on the uplink's host side: key → (value, why).
     pub host_sysctls: BTreeMap<String, (String, String)>,
+    /// The anti-spoofing elements (`table bridge berth` there) of the ports of the network's
+    /// running containers, as far as the pass decides them ([`DesiredOverlay::guard_scope`]).
+    #[serde(default)]
+    pub guard: Elements,
+    /// Links of the host's namespace that carried the network before overlay networks had
+    /// namespaces of their own (its bridge and VXLAN port there): deleted when berth made
+    /// them, before the VXLAN port in the namespace can take the same VNI and UDP port.
+    #[serde(default)]
+    pub old_links: Vec<String>,
 }
 
 /// Every overlay namespace berth wants on this host, by name.
@@ -155,6 +165,47 @@ pub struct DesiredOverlayNs {
 pub struct DesiredOverlay {
     /// By namespace name.
     pub namespaces: BTreeMap<String, DesiredOverlayNs>,
+    /// The bridge ports whose anti-spoofing elements this pass decides: `None` for every
+    /// port (a pass over every running container); a scoped pass names its own ports and
+    /// leaves the others' elements alone (as [`crate::host::DesiredHost::guard_scope`]).
+    #[serde(default)]
+    pub guard_scope: Option<BTreeSet<String>>,
+}
+
+/// Places the endpoints of `desired` on overlay networks (their bridge is
+/// `networks`' overlay bridge) in their network's namespace of `overlay`, and moves their
+/// anti-spoofing elements from the host's `table bridge berth` to `overlay`'s namespace of
+/// their network. Also drops from `desired` what the namespaces now carry: the overlay
+/// networks' bridges, their link sysctls and their VXLAN ports; and keeps the uplinks out of
+/// the host's orphans.
+pub fn place_endpoints(
+    desired: &mut crate::host::DesiredHost,
+    overlay: &mut DesiredOverlay,
+    networks: &[NetworkSpec],
+) {
+    overlay.guard_scope = desired.guard_scope.clone();
+    for net in networks.iter().filter(|n| n.driver == Driver::Overlay) {
+        let name = names::overlay_netns_name(&net.id);
+        let Some(ns) = overlay.namespaces.get_mut(&name) else {
+            continue;
+        };
+        desired.bridges.remove(&net.bridge);
+        desired.vxlans.remove(&names::vxlan_name(&net.id));
+        let infix = format!(".{}.", net.bridge);
+        desired.sysctls.retain(|k, _| !k.contains(&infix));
+        desired.kept_links.insert(ns.uplink_name.clone());
+        let mut ports = BTreeSet::new();
+        for e in desired
+            .endpoints
+            .values_mut()
+            .filter(|e| e.plan.bridge == net.bridge)
+        {
+            e.plan.host_netns = Some(ns.path.clone());
+            ports.insert(e.plan.host_ifname.clone());
+        }
+        ns.guard = crate::firewall::guard_part(&desired.elements, Some(&ports));
+        crate::firewall::remove_guard_ports(&mut desired.elements, &ports);
+    }
 }
 
 /// The overlay namespaces of `networks` under berthd's run directory `rundir`; `vxlans` are
@@ -267,6 +318,8 @@ pub fn desired(
                 uplink,
                 sysctls,
                 host_sysctls,
+                guard: Elements::default(),
+                old_links: vec![net.bridge.clone(), names::vxlan_name(&net.id)],
             },
         );
     }
@@ -288,6 +341,13 @@ pub struct ObservedOverlayNs {
     pub uplink_neigh: BTreeMap<IpAddr, [u8; 6]>,
     /// The permanent remote entries of its VXLAN port.
     pub vxlan_entries: ObservedEntries,
+    /// The rules of its `table bridge berth` as (`bridge CHAIN`, comment), in order; empty
+    /// when the table does not exist.
+    #[serde(default)]
+    pub guard_rules: Vec<(String, String)>,
+    /// The elements of its `table bridge berth`'s sets.
+    #[serde(default)]
+    pub guard: Elements,
 }
 
 /// What a pass found of the overlay namespaces and their uplinks.
@@ -306,6 +366,9 @@ pub struct ObservedOverlay {
     pub uplink_neigh: BTreeMap<String, BTreeMap<IpAddr, [u8; 6]>>,
     /// The host's sysctls of the desired uplinks that were read.
     pub host_sysctls: BTreeMap<String, String>,
+    /// The host's links named like a desired namespace's [`DesiredOverlayNs::old_links`].
+    #[serde(default)]
+    pub old_links: BTreeMap<String, ObservedLink>,
 }
 
 /// What an overlay step does; each is idempotent.
@@ -368,12 +431,63 @@ pub enum NsOp {
         /// The host side.
         name: String,
     },
+    /// Deletes a link of the host's namespace that berth made for the network before it had
+    /// a namespace of its own (its old bridge or VXLAN port).
+    DeleteHostLink {
+        /// The link.
+        name: String,
+    },
+    /// Writes the static `table bridge berth` (anti-spoofing) in the namespace at `netns`
+    /// (its chains flushed and written again, its sets' elements kept).
+    GuardBase {
+        /// The namespace's mount.
+        netns: String,
+    },
+    /// Applies anti-spoofing element changes in the namespace at `netns` (one transaction).
+    /// Additions come before the endpoints are made (a port is in `guarded` before it can
+    /// forward); removals (`late`) after the host's steps have retired their ports.
+    GuardElements {
+        /// The namespace's mount.
+        netns: String,
+        /// The `nft -f` script: what the step does, for people.
+        script: String,
+        /// The same changes, per set: what the kernel layer executes.
+        #[serde(skip)]
+        changes: Vec<SetChange>,
+        /// Whether it runs after the host's steps (removals).
+        late: bool,
+    },
     /// Unmounts and removes the namespace at `path`; its bridge, VXLAN port (and the port's
     /// socket) and endpoints' bridge sides go with it once nothing else holds it.
     RemoveNetns {
         /// The mount.
         path: String,
     },
+}
+
+impl NsOp {
+    /// The step's action name (`CreateNetns`, …).
+    pub fn action(&self) -> &'static str {
+        match self {
+            NsOp::CreateNetns { .. } => "CreateNetns",
+            NsOp::InNetns { op, .. } => op.action(),
+            NsOp::SetSysctl { .. } => "SetSysctl",
+            NsOp::CreateUplink { .. } => "CreateUplink",
+            NsOp::SetUplinkRoutes { .. } => "SetUplinkRoutes",
+            NsOp::SetHostSysctl { .. } => "SetSysctl",
+            NsOp::DeleteUplink { .. } => "DeleteUplink",
+            NsOp::DeleteHostLink { .. } => "DeleteLink",
+            NsOp::GuardBase { .. } => "FirewallBase",
+            NsOp::GuardElements { .. } => "FirewallElements",
+            NsOp::RemoveNetns { .. } => "RemoveNetns",
+        }
+    }
+}
+
+impl std::fmt::Display for NsStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.op.action(), self.object, self.reason)
+    }
 }
 
 /// One overlay step: what to do, to which object, and why.
@@ -390,10 +504,62 @@ pub struct NsStep {
 /// The result of [`diff`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OverlayPlan {
-    /// Ordered steps.
+    /// Ordered steps, before the host's.
     pub steps: Vec<NsStep>,
+    /// Ordered steps after the host's (anti-spoofing elements of retired ports).
+    #[serde(default)]
+    pub late: Vec<NsStep>,
     /// What is wrong but not berth's to change (a foreign link named like an uplink).
     pub problems: Vec<Problem>,
+}
+
+/// The anti-spoofing element changes of one namespace: additions into `steps` (before the
+/// endpoints), removals and changes into `late` (after the host's steps retired their ports;
+/// a changed element is removed and added there, as in the host's table).
+fn guard_steps(
+    late: &mut Vec<NsStep>,
+    d: &DesiredOverlayNs,
+    o: &ObservedOverlayNs,
+    scope: Option<&BTreeSet<String>>,
+    steps: &mut Vec<NsStep>,
+) {
+    let have = crate::firewall::guard_part(&o.guard, scope);
+    let want = crate::firewall::guard_part(&d.guard, scope);
+    let fresh = crate::firewall::fresh_elements(&have, &want);
+    let what = |n: usize, how: &str| format!("{n} anti-spoofing element(s) {how}");
+    let object = format!(
+        "elements of table bridge berth in overlay namespace {} (network {})",
+        d.name, d.network
+    );
+    if !fresh.is_empty() {
+        let changes = crate::firewall::diff_changes(&Elements::default(), &fresh);
+        steps.push(NsStep {
+            op: NsOp::GuardElements {
+                netns: d.path.clone(),
+                script: crate::firewall::changes_script(&changes),
+                changes,
+                late: false,
+            },
+            object: object.clone(),
+            reason: what(fresh.len(), "missing (before the endpoints that need them)"),
+        });
+    }
+    let mut have_after = have;
+    have_after.extend(&fresh);
+    let changes = crate::firewall::diff_changes(&have_after, &want);
+    if !changes.is_empty() {
+        let removed: usize = changes.iter().map(|c| c.delete.len()).sum();
+        late.push(NsStep {
+            op: NsOp::GuardElements {
+                netns: d.path.clone(),
+                script: crate::firewall::changes_script(&changes),
+                changes,
+                late: true,
+            },
+            object,
+            reason: what(removed, "not wanted"),
+        });
+    }
 }
 
 fn route_set(r: &[RoutePlan]) -> BTreeSet<(IpNet, IpAddr)> {
@@ -412,6 +578,59 @@ fn route_set(r: &[RoutePlan]) -> BTreeSet<(IpNet, IpAddr)> {
 pub fn diff(observed: &ObservedOverlay, desired: &DesiredOverlay) -> OverlayPlan {
     let mut plan = OverlayPlan::default();
     let empty = ObservedOverlayNs::default();
+    // Leftovers first (when every namespace was looked at): a removed network's VXLAN port
+    // holds its VNI and UDP port, which a network made in the same pass may take.
+    if observed.all {
+        // A wanted network's uplink name is judged with its namespace (an --internal
+        // network's leftover one is deleted there).
+        let wanted_uplinks: BTreeSet<&str> = desired
+            .namespaces
+            .values()
+            .map(|d| d.uplink_name.as_str())
+            .collect();
+        for (name, l) in &observed.uplinks {
+            if names::is_uplink(name) && is_owned(l) && !wanted_uplinks.contains(name.as_str()) {
+                plan.steps.push(NsStep {
+                    op: NsOp::DeleteUplink { name: name.clone() },
+                    object: format!("uplink {name}"),
+                    reason: "orphan: no overlay network wants it".into(),
+                });
+            }
+        }
+        for (name, ns) in &observed.netns {
+            if names::is_overlay_netns(name) && !desired.namespaces.contains_key(name) {
+                // Its VXLAN port first: the port's identity (VNI, UDP port) stays registered
+                // in the host's namespace until the kernel's asynchronous cleanup of the
+                // unmounted namespace has run (seconds on a loaded host), and a network
+                // created meanwhile with the same VNI would be refused (EEXIST). Deleted, it
+                // is free at once.
+                for (dev, _) in ns
+                    .links
+                    .iter()
+                    .filter(|(_, l)| l.kind.as_deref() == Some("vxlan"))
+                {
+                    plan.steps.push(NsStep {
+                        op: NsOp::InNetns {
+                            netns: ns.path.clone(),
+                            op: StepOp::DeleteLink {
+                                name: dev.clone(),
+                                netns: None,
+                            },
+                        },
+                        object: format!("vxlan {dev} of overlay namespace {name}"),
+                        reason: "its namespace is being removed: frees its VNI now".into(),
+                    });
+                }
+                plan.steps.push(NsStep {
+                    op: NsOp::RemoveNetns {
+                        path: ns.path.clone(),
+                    },
+                    object: format!("overlay namespace {name}"),
+                    reason: "orphan: no overlay network wants it".into(),
+                });
+            }
+        }
+    }
     for (name, d) in &desired.namespaces {
         let object =
             |what: &str| format!("{what} of overlay namespace {name} (network {})", d.network);
@@ -434,7 +653,41 @@ pub fn diff(observed: &ObservedOverlay, desired: &DesiredOverlay) -> OverlayPlan
                 reason: "missing (not mounted)".into(),
             });
         }
+        // The old shape's links first: its VXLAN port holds the VNI and UDP port the
+        // namespace's port takes.
+        for old in &d.old_links {
+            let Some(l) = observed.old_links.get(old) else {
+                continue;
+            };
+            if !is_owned(l) {
+                continue;
+            }
+            steps.push(NsStep {
+                op: NsOp::DeleteHostLink { name: old.clone() },
+                object: object(&format!(
+                    "{} {old} of the host",
+                    l.kind.as_deref().unwrap_or("link")
+                )),
+                reason: "the network is carried by its namespace now".into(),
+            });
+        }
         let o = observed.netns.get(name).unwrap_or(&empty);
+        // The anti-spoofing table before any port exists in the namespace.
+        if fresh || o.guard_rules != crate::firewall::bridge_guard_rules() {
+            steps.push(NsStep {
+                op: NsOp::GuardBase {
+                    netns: d.path.clone(),
+                },
+                object: object("table bridge berth"),
+                reason: if fresh {
+                    "new namespace".into()
+                } else {
+                    "its rules are missing or differ from berth's".into()
+                },
+            });
+        }
+        guard_steps(&mut plan.late, d, o, desired.guard_scope.as_ref(), steps);
+        let steps = &mut plan.steps;
         let sysctl_steps = |links: bool| -> Vec<NsStep> {
             d.sysctls
                 .iter()
@@ -478,6 +731,7 @@ pub fn diff(observed: &ObservedOverlay, desired: &DesiredOverlay) -> OverlayPlan
                 steps.push(in_ns(
                     StepOp::DeleteLink {
                         name: d.bridge.name.clone(),
+                        netns: None,
                     },
                     &bridge_what,
                     &format!("is a {} link", l.kind.as_deref().unwrap_or("device")),
@@ -555,7 +809,10 @@ pub fn diff(observed: &ObservedOverlay, desired: &DesiredOverlay) -> OverlayPlan
                         // Recreated rather than patched, as on the host: one idempotent step
                         // sets kind, VNI, port, master, MTU and up together.
                         steps.push(in_ns(
-                            StepOp::DeleteLink { name: vx.clone() },
+                            StepOp::DeleteLink {
+                                name: vx.clone(),
+                                netns: None,
+                            },
                             &vx_what,
                             &why.join(", "),
                         ));
@@ -687,41 +944,6 @@ pub fn diff(observed: &ObservedOverlay, desired: &DesiredOverlay) -> OverlayPlan
         }
     }
 
-    if observed.all {
-        let wanted_uplinks: BTreeSet<&str> = desired
-            .namespaces
-            .values()
-            .filter_map(|d| d.uplink.as_ref().map(|u| u.host.as_str()))
-            .collect();
-        for (name, l) in &observed.uplinks {
-            if names::is_uplink(name) && is_owned(l) && !wanted_uplinks.contains(name.as_str()) {
-                // An internal network's leftover was handled above.
-                if plan
-                    .steps
-                    .iter()
-                    .any(|s| matches!(&s.op, NsOp::DeleteUplink { name: n } if n == name))
-                {
-                    continue;
-                }
-                plan.steps.push(NsStep {
-                    op: NsOp::DeleteUplink { name: name.clone() },
-                    object: format!("uplink {name}"),
-                    reason: "orphan: no overlay network wants it".into(),
-                });
-            }
-        }
-        for (name, ns) in &observed.netns {
-            if names::is_overlay_netns(name) && !desired.namespaces.contains_key(name) {
-                plan.steps.push(NsStep {
-                    op: NsOp::RemoveNetns {
-                        path: ns.path.clone(),
-                    },
-                    object: format!("overlay namespace {name}"),
-                    reason: "orphan: no overlay network wants it".into(),
-                });
-            }
-        }
-    }
     plan
 }
 
@@ -772,6 +994,8 @@ pub fn assumed(desired: &DesiredOverlay) -> ObservedOverlay {
         for (k, (v, _)) in &d.sysctls {
             ns.sysctls.insert(k.clone(), v.clone());
         }
+        ns.guard_rules = crate::firewall::bridge_guard_rules();
+        ns.guard = d.guard.clone();
         if let Some(u) = &d.uplink {
             let veth = |name: &str, mac| ObservedLink {
                 name: name.to_string(),

@@ -112,7 +112,7 @@ fn foreign_links_are_never_touched() {
         plan.steps
             .iter()
             .all(|s| !s.object.contains("vb0123456789ab")
-                && !matches!(&s.op, StepOp::DeleteLink { name } if *name == br)),
+                && !matches!(&s.op, StepOp::DeleteLink { name, .. } if *name == br)),
         "{:#?}",
         plan.steps
     );
@@ -149,7 +149,7 @@ fn owned_orphans_are_deleted_veths_before_bridges() {
         .steps
         .iter()
         .filter_map(|s| match &s.op {
-            StepOp::DeleteLink { name } => Some(name.as_str()),
+            StepOp::DeleteLink { name, .. } => Some(name.as_str()),
             _ => None,
         })
         .collect();
@@ -236,7 +236,7 @@ fn adopted_bridges_keep_their_addresses() {
     assert!(plan
         .steps
         .iter()
-        .all(|s| !matches!(&s.op, StepOp::DeleteLink { name } if name == "mybr")));
+        .all(|s| !matches!(&s.op, StepOp::DeleteLink { name, .. } if name == "mybr")));
 }
 
 #[test]
@@ -704,7 +704,7 @@ fn a_disconnect_from_the_assumed_state_is_exactly_its_deletion() {
     let dels: Vec<&Step> = plan
         .steps
         .iter()
-        .filter(|s| matches!(&s.op, StepOp::DeleteLink { name } if *name == veth))
+        .filter(|s| matches!(&s.op, StepOp::DeleteLink { name, .. } if *name == veth))
         .collect();
     assert_eq!(dels.len(), 1, "{:#?} ({})", plan.steps, gone.ifname);
     // The default route goes back to web's gateway; db's elements go; the veth last.

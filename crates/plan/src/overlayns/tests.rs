@@ -82,17 +82,15 @@ fn kinds(p: &OverlayPlan) -> Vec<String> {
             NsOp::SetHostSysctl { key, .. } => format!("SetHostSysctl:{key}"),
             NsOp::DeleteUplink { name } => format!("DeleteUplink:{name}"),
             NsOp::RemoveNetns { path } => format!("RemoveNetns:{path}"),
+            NsOp::DeleteHostLink { name } => format!("DeleteHostLink:{name}"),
+            NsOp::GuardBase { .. } => "GuardBase".into(),
+            NsOp::GuardElements { late, .. } => format!("GuardElements:{late}"),
         })
         .collect()
 }
 
 fn step_name(op: &StepOp) -> &'static str {
-    Step {
-        op: op.clone(),
-        object: String::new(),
-        reason: String::new(),
-    }
-    .action()
+    op.action()
 }
 
 #[test]
@@ -221,6 +219,7 @@ fn a_new_namespace_is_built_in_order() {
         kinds(&p),
         vec![
             "CreateNetns",
+            "GuardBase",
             "SetSysctl:net.bridge.bridge-nf-call-arptables",
             "SetSysctl:net.bridge.bridge-nf-call-ip6tables",
             "SetSysctl:net.bridge.bridge-nf-call-iptables",
@@ -374,8 +373,25 @@ fn a_removed_network_loses_its_uplink_then_its_namespace() {
         kinds(&diff(&o, &after)),
         vec![
             "DeleteUplink:bup-bbbbbbbbb",
+            // Its VXLAN port before the namespace: the VNI is free at once.
+            "InNetns:DeleteLink",
             "RemoveNetns:/run/berth/netns/ov-bbbbbbbbb"
         ]
+    );
+    // A network made in the same pass (it may take the removed one's VNI) comes after.
+    let mut with_new = after.clone();
+    let c = want(&[ov('c', "ov3", "10.52.0.0/24")]);
+    with_new.namespaces.extend(c.namespaces);
+    let k = kinds(&diff(&o, &with_new));
+    assert_eq!(
+        &k[..4],
+        &[
+            "DeleteUplink:bup-bbbbbbbbb",
+            "InNetns:DeleteLink",
+            "RemoveNetns:/run/berth/netns/ov-bbbbbbbbb",
+            "CreateNetns"
+        ],
+        "{k:?}"
     );
     // A scoped observation judges no leftovers.
     let scoped = ObservedOverlay { all: false, ..o };
@@ -406,9 +422,9 @@ fn the_firewall_sets_name_an_overlay_by_its_uplink_and_a_bridge_network_by_its_b
         .values()
         .flat_map(|s| s.keys())
         .any(|k| k.contains(&o.bridge)));
-    // Keyed on the bridge, it is what desired_elements gives.
+    // It is what desired_elements gives: berthd keys them so.
     assert_eq!(
-        desired_elements_keyed(&nets, |n| Some(n.bridge.clone())),
+        desired_elements_keyed(&nets, firewall_key),
         desired_elements(&nets)
     );
 }
@@ -426,5 +442,225 @@ fn names_have_their_shapes() {
     assert_eq!(
         netns_path("/run/berth/", &id),
         "/run/berth/netns/ov-012345678"
+    );
+}
+
+/// A host with overlay network `o` and bridge network `b`, container `w` on both; its desired
+/// state with the overlay's endpoint placed in its namespace.
+fn placed() -> (NetworkSpec, DesiredHost, DesiredOverlay) {
+    use crate::driver::{ForwardingIntent, RunningContainer};
+    let o = ov('a', "ov", "10.50.0.0/24");
+    let b = testutil::net('b', "br", "10.1.0.0/24");
+    let nets = vec![o.clone(), b.clone()];
+    let c = testutil::container('c', "w", &[(&o, "10.50.0.2/24"), (&b, "10.1.0.2/24")]);
+    let running = [RunningContainer {
+        spec: &c,
+        netns: "/proc/77/ns/net".into(),
+    }];
+    let mut d = crate::driver::desired(
+        &nets,
+        &running,
+        crate::firewall::FirewallConfig::default(),
+        ForwardingIntent::default(),
+        crate::firewall::desired_elements(&nets),
+        false,
+    );
+    crate::overlay::contribute(
+        &mut d,
+        &nets,
+        Some("192.0.2.1".parse().expect("local")),
+        "h1",
+        &[remote(&o)],
+    );
+    let mut ovl = desired(&nets, RUNDIR, &d.vxlans);
+    place_endpoints(&mut d, &mut ovl, &nets);
+    (o, d, ovl)
+}
+
+#[test]
+fn an_overlay_endpoint_is_placed_in_its_namespace_with_its_guard() {
+    let (o, d, ovl) = placed();
+    let ns = &ovl.namespaces["ov-aaaaaaaaa"];
+    // The host carries neither the overlay's bridge nor its VXLAN port any more; the bridge
+    // network keeps its own.
+    assert!(!d.bridges.contains_key(&o.bridge));
+    assert_eq!(d.bridges.len(), 1);
+    assert!(d.vxlans.is_empty());
+    assert!(!d.sysctls.keys().any(|k| k.contains(&o.bridge)));
+    // The uplink is the host's, never an orphan there.
+    assert!(d.kept_links.contains("bup-aaaaaaaaa"));
+    let (on_ov, on_br): (Vec<_>, Vec<_>) = d
+        .endpoints
+        .values()
+        .partition(|e| e.plan.bridge == o.bridge);
+    assert_eq!(on_ov.len(), 1);
+    assert_eq!(
+        on_ov[0].plan.host_netns.as_deref(),
+        Some("/run/berth/netns/ov-aaaaaaaaa")
+    );
+    assert_eq!(on_br[0].plan.host_netns, None);
+    // The overlay port's anti-spoofing elements moved to the namespace's table: all five
+    // kinds for it there, none of it in the host's.
+    let port = format!("\"{}\"", on_ov[0].plan.host_ifname);
+    let there = crate::firewall::guard_part(&ns.guard, None);
+    assert!(there.0[crate::firewall::SET_GUARDED].contains_key(&port));
+    assert!(there.len() >= 3, "{there:?}");
+    let host = crate::firewall::guard_part(&d.elements, None);
+    assert!(!host
+        .0
+        .values()
+        .flat_map(|s| s.keys())
+        .any(|k| k.contains(&port)));
+    let br_port = format!("\"{}\"", on_br[0].plan.host_ifname);
+    assert!(host.0[crate::firewall::SET_GUARDED].contains_key(&br_port));
+    // Observed as applied, nothing to do, in either plan.
+    let observed = assumed(&ovl);
+    assert_eq!(diff(&observed, &ovl), OverlayPlan::default());
+    let mut host_obs = crate::host::assumed(&d).expect("no VXLAN port in the host");
+    host_obs.firewall = Some(crate::host::ObservedFirewall {
+        rules: crate::firewall::static_rules(&d.firewall),
+        elements: d.elements.clone(),
+    });
+    let p = crate::host::diff(&host_obs, &d);
+    assert!(p.steps.is_empty(), "{:#?}", p.steps);
+}
+
+#[test]
+fn guard_elements_are_added_before_the_endpoints_and_removed_after_them() {
+    let (_, _, ovl) = placed();
+    let ns = &ovl.namespaces["ov-aaaaaaaaa"];
+    // Nothing in the namespace's table: the additions are among the early steps, after
+    // the table itself and before anything that makes a port.
+    let mut o = assumed(&ovl);
+    o.netns.get_mut("ov-aaaaaaaaa").expect("ns").guard = Elements::default();
+    let p = diff(&o, &ovl);
+    assert_eq!(kinds(&p), vec!["GuardElements:false"]);
+    assert!(p.late.is_empty());
+    // A port that left: its elements are removed late (after the host retired it).
+    let mut o = assumed(&ovl);
+    let gone = "\"vbgone\"".to_string();
+    o.netns.get_mut("ov-aaaaaaaaa").expect("ns").guard.insert(
+        crate::firewall::SET_GUARDED,
+        gone.clone(),
+        String::new(),
+    );
+    let p = diff(&o, &ovl);
+    assert!(p.steps.is_empty(), "{:#?}", p.steps);
+    assert_eq!(p.late.len(), 1);
+    let NsOp::GuardElements { changes, late, .. } = &p.late[0].op else {
+        panic!("{:?}", p.late[0])
+    };
+    assert!(late);
+    assert!(changes.iter().any(|c| c.delete.contains(&gone)));
+    // A pass scoped to other ports leaves both alone.
+    let mut scoped = ovl.clone();
+    scoped.guard_scope = Some(BTreeSet::from(["vbother".to_string()]));
+    let p = diff(&o, &scoped);
+    assert!(p.steps.is_empty() && p.late.is_empty(), "{p:#?}");
+    // The namespace's guard rules gone (someone flushed its table): written again.
+    let mut o = assumed(&ovl);
+    o.netns
+        .get_mut("ov-aaaaaaaaa")
+        .expect("ns")
+        .guard_rules
+        .clear();
+    assert_eq!(kinds(&diff(&o, &ovl)), vec!["GuardBase"]);
+    let _ = ns;
+}
+
+#[test]
+fn the_old_shape_in_the_host_is_removed_first_and_only_if_berths() {
+    let d = want(&[ov('a', "ov", "10.50.0.0/24")]);
+    let ns = &d.namespaces["ov-aaaaaaaaa"];
+    let vx = names::vxlan_name(&"a".repeat(64));
+    assert_eq!(ns.old_links, vec![ns.bridge.name.clone(), vx.clone()]);
+    let mut o = assumed(&d);
+    o.old_links.insert(
+        vx.clone(),
+        ObservedLink {
+            name: vx.clone(),
+            kind: Some("vxlan".into()),
+            alias: Some("berth:vx:ov".into()),
+            ..ObservedLink::default()
+        },
+    );
+    o.old_links.insert(
+        ns.bridge.name.clone(),
+        ObservedLink {
+            name: ns.bridge.name.clone(),
+            kind: Some("bridge".into()),
+            mac: Some(names::owner_mac(&ns.bridge.name)),
+            ..ObservedLink::default()
+        },
+    );
+    assert_eq!(
+        kinds(&diff(&o, &d)),
+        vec![
+            format!("DeleteHostLink:{}", ns.bridge.name),
+            format!("DeleteHostLink:{vx}")
+        ]
+    );
+    // Not berth's (no mark, no owner MAC): left alone.
+    for l in o.old_links.values_mut() {
+        l.alias = None;
+        l.mac = None;
+    }
+    assert!(diff(&o, &d).steps.is_empty());
+}
+
+#[test]
+fn an_endpoint_made_in_the_host_before_is_made_again_in_its_namespace() {
+    let (o, d, _) = placed();
+    let mut host_obs = crate::host::assumed(&d).expect("no VXLAN port in the host");
+    let (veth, e) = d
+        .endpoints
+        .iter()
+        .find(|(_, e)| e.plan.bridge == o.bridge)
+        .expect("overlay endpoint");
+    // As an older berthd left it: in the host, a port of the host's bridge.
+    host_obs.links.get_mut(veth).expect("veth").netns = None;
+    let p = crate::host::diff(&host_obs, &d);
+    let kinds: Vec<&str> = p.steps.iter().map(|s| s.action()).collect();
+    assert_eq!(
+        kinds,
+        vec!["DeleteLink", "CreateEndpoint"],
+        "{:#?}",
+        p.steps
+    );
+    assert!(matches!(&p.steps[0].op,
+        StepOp::DeleteLink { name, netns: None } if name == veth));
+    let StepOp::CreateEndpoint { plan, .. } = &p.steps[1].op else {
+        panic!("{:?}", p.steps[1])
+    };
+    assert_eq!(plan.host_netns, e.plan.host_netns);
+    // Its container side goes with the old veth, and the default route through it: the
+    // new one brings the routes back when it is the gateway interface.
+    let r = &d.routes[&e.plan.netns];
+    if r.ifname == e.plan.ifname {
+        assert_eq!(plan.routes, r.routes);
+    }
+    // Any step on it runs in its namespace.
+    host_obs.links.get_mut(veth).expect("veth").netns = e.plan.host_netns.clone();
+    host_obs.links.get_mut(veth).expect("veth").mtu = 1200;
+    let p = crate::host::diff(&host_obs, &d);
+    assert!(
+        matches!(&p.steps[..], [Step { op: StepOp::SetEndpointMtu { host_netns, .. }, .. }]
+        if *host_netns == e.plan.host_netns),
+        "{:#?}",
+        p.steps
+    );
+    // An orphan in a namespace is deleted there.
+    let mut orphan = host_obs.links[veth].clone();
+    orphan.name = "vbzzzzzzzzzz".into();
+    orphan.alias = Some(format!("{}x", crate::host::MARK_PREFIX));
+    host_obs.links.insert(orphan.name.clone(), orphan);
+    host_obs.links.get_mut(veth).expect("veth").mtu = e.plan.mtu;
+    host_obs.all_links = true;
+    let p = crate::host::diff(&host_obs, &d);
+    assert!(
+        matches!(&p.steps[..], [Step { op: StepOp::DeleteLink { name, netns }, .. }]
+        if name == "vbzzzzzzzzzz" && *netns == e.plan.host_netns),
+        "{:#?}",
+        p.steps
     );
 }
