@@ -58,15 +58,64 @@ pub trait KernelOps: Send + Sync {
 }
 
 /// The real kernel of berthd's network namespace.
+///
+/// Steps on an endpoint whose host side is in an overlay network's namespace (their
+/// `host_netns`, `netns` of a deletion or of a VXLAN port's entries) run through the kernel
+/// kept for that namespace in [`crate::overlayns::Namespaces`].
 #[derive(Debug, Clone)]
 pub struct HostKernel {
     link: Kernel,
+    namespaces: std::sync::Arc<crate::overlayns::Namespaces>,
 }
 
 impl HostKernel {
     /// Wraps the netlink connection of berthd's namespace.
     pub fn new(link: Kernel) -> HostKernel {
-        HostKernel { link }
+        HostKernel::with_namespaces(link, Default::default())
+    }
+
+    /// Wraps the netlink connection of berthd's namespace, with the kernels kept for the
+    /// overlay networks' namespaces (shared with the overlay steps, which make them).
+    pub fn with_namespaces(
+        link: Kernel,
+        namespaces: std::sync::Arc<crate::overlayns::Namespaces>,
+    ) -> HostKernel {
+        HostKernel { link, namespaces }
+    }
+
+    /// The kernel of berthd's namespace (`None`), or of the overlay namespace at `netns`.
+    async fn kernel_of(&self, netns: Option<&String>) -> Result<Kernel> {
+        match netns {
+            None => Ok(self.link.clone()),
+            Some(p) => self.namespaces.kernel(Path::new(p)).await,
+        }
+    }
+
+    /// The veths of the overlay namespaces `paths` (endpoints' host sides; not their uplink
+    /// peer), each marked with its namespace; only those named in `only` when given. A
+    /// namespace that is not mounted (being made again) has none.
+    async fn overlay_links(
+        &self,
+        paths: &std::collections::BTreeSet<String>,
+        only: Option<&std::collections::BTreeSet<String>>,
+    ) -> Result<BTreeMap<String, ObservedLink>> {
+        let mut out = BTreeMap::new();
+        for path in paths {
+            let there = match self.namespaces.kernel(Path::new(path)).await {
+                Ok(k) => k,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
+            let links = crate::observe::host_links(&there, only).await?;
+            for (name, mut l) in links {
+                if l.kind.as_deref() != Some("veth") || name == berth_plan::overlayns::UPLINK_PEER {
+                    continue;
+                }
+                l.netns = Some(path.clone());
+                out.insert(name, l);
+            }
+        }
+        Ok(out)
     }
 
     async fn observe_impl(&self, req: &ObserveRequest) -> Result<ObservedHost> {
@@ -78,7 +127,14 @@ impl HostKernel {
         // reads on berthd's own socket stay one after the other: a netlink socket runs one
         // dump at a time (netlink_dump_start: EBUSY while another is in progress).
         let host = async {
-            let links = crate::observe::host_links(&self.link, req.links.as_ref()).await?;
+            let mut links = crate::observe::host_links(&self.link, req.links.as_ref()).await?;
+            for (name, l) in self
+                .overlay_links(&req.overlay_netns, req.links.as_ref())
+                .await?
+            {
+                // A name in both: the host's one is the old shape's, replaced first.
+                links.entry(name).or_insert(l);
+            }
             let link_routes = self.link.link_routes(&req.routes_of).await?;
             let vxlan_entries = self.link.vxlans_entries(&req.vxlan_entries_of).await?;
             Ok::<_, KernelError>((links, link_routes, vxlan_entries))
@@ -150,14 +206,23 @@ impl HostKernel {
                     .await
             }
             StepOp::CreateEndpoint { plan, alias } => {
-                self.link.setup_endpoint_marked(plan, Some(alias)).await
+                self.kernel_of(plan.host_netns.as_ref())
+                    .await?
+                    .setup_endpoint_marked(plan, Some(alias))
+                    .await
             }
             StepOp::AttachPort {
                 veth,
                 bridge,
                 isolated,
                 alias,
-            } => self.link.attach_port(veth, bridge, *isolated, alias).await,
+                host_netns,
+            } => {
+                self.kernel_of(host_netns.as_ref())
+                    .await?
+                    .attach_port(veth, bridge, *isolated, alias)
+                    .await
+            }
             StepOp::CreateSublink { plan } => self.link.create_sublink(plan).await,
             StepOp::EnsureShim { plan } => self.link.ensure_shim(plan).await,
             StepOp::EnsureParent { plan } => self.link.ensure_parent(plan).await,
@@ -170,8 +235,10 @@ impl HostKernel {
                 addrs,
                 announce,
                 host_ifname,
+                host_netns,
             } => {
-                self.link
+                self.kernel_of(host_netns.as_ref())
+                    .await?
                     .configure_container_side(
                         Path::new(netns),
                         ifname,
@@ -186,8 +253,10 @@ impl HostKernel {
                 netns,
                 ifname,
                 mtu,
+                host_netns,
             } => {
-                self.link
+                self.kernel_of(host_netns.as_ref())
+                    .await?
                     .set_endpoint_mtu(veth, Path::new(netns), ifname, *mtu)
                     .await
             }
@@ -204,7 +273,12 @@ impl HostKernel {
                     .retire_container_side(Path::new(netns), ifname, rename_to.as_deref())
                     .await
             }
-            StepOp::DeleteLink { name } => self.link.delete_link(name).await,
+            StepOp::DeleteLink { name, netns } => {
+                self.kernel_of(netns.as_ref())
+                    .await?
+                    .delete_link(name)
+                    .await
+            }
             StepOp::CreateVxlan { plan } => self.link.create_vxlan(plan).await,
             StepOp::SetVxlanEntries {
                 dev,
@@ -212,8 +286,10 @@ impl HostKernel {
                 fdb_del,
                 neigh_add,
                 neigh_del,
+                netns,
             } => {
-                self.link
+                self.kernel_of(netns.as_ref())
+                    .await?
                     .set_vxlan_entries(dev, fdb_add, fdb_del, neigh_add, neigh_del)
                     .await
             }
@@ -240,7 +316,8 @@ impl KernelOps for HostKernel {
                 // The link is made and configured while the gate's step runs; its IFF_UP
                 // waits for the gate.
                 StepOp::CreateEndpoint { plan, alias } => {
-                    self.link
+                    self.kernel_of(plan.host_netns.as_ref())
+                        .await?
                         .setup_endpoint_gated(plan, Some(alias), Some(gate.clone()))
                         .await
                 }
@@ -347,6 +424,7 @@ impl FakeKernel {
                         mac: Some(berth_plan::names::owner_mac(&plan.host_ifname)),
                         addrs: Vec::new(),
                         port_flags: Some((true, plan.isolated)),
+                        netns: plan.host_netns.clone(),
                     },
                 );
                 let ns = state.netns.entry(plan.netns.clone()).or_default();
@@ -424,6 +502,7 @@ impl FakeKernel {
                 bridge,
                 isolated,
                 alias,
+                ..
             } => {
                 if let Some(l) = state.links.get_mut(veth) {
                     l.master = Some(bridge.clone());
@@ -456,6 +535,7 @@ impl FakeKernel {
                 netns,
                 ifname,
                 mtu,
+                ..
             } => {
                 if let Some(l) = state.links.get_mut(veth) {
                     l.mtu = *mtu;
@@ -513,6 +593,7 @@ impl FakeKernel {
                 fdb_del,
                 neigh_add,
                 neigh_del,
+                ..
             } => {
                 let e = state.vxlan_entries.entry(dev.clone()).or_default();
                 for m in fdb_del {
@@ -524,7 +605,7 @@ impl FakeKernel {
                 e.fdb.extend(fdb_add.iter().cloned());
                 e.neigh.extend(neigh_add.iter().cloned());
             }
-            StepOp::DeleteLink { name } => {
+            StepOp::DeleteLink { name, .. } => {
                 state.link_routes.remove(name);
                 state.vxlan_entries.remove(name);
                 if let Some(l) = state.links.remove(name) {

@@ -473,7 +473,16 @@ pub async fn apply(host: &Kernel, held: &Namespaces, op: &NsOp) -> Result<()> {
             host.set_uplink_routes(plan, &there).await
         }
         NsOp::SetHostSysctl { key, value } => crate::sysctl::write(host.netns(), key, value),
-        NsOp::DeleteUplink { name } => host.delete_link(name).await,
+        NsOp::DeleteUplink { name } | NsOp::DeleteHostLink { name } => host.delete_link(name).await,
+        NsOp::GuardBase { netns } => {
+            let p = std::path::PathBuf::from(netns);
+            tokio::task::spawn_blocking(move || apply_guard_base(&p))
+                .await
+                .map_err(|e| KernelError::invalid("blocking nft call", e.to_string()))?
+        }
+        NsOp::GuardElements { netns, changes, .. } => {
+            held.apply_guard_changes(Path::new(netns), changes).await
+        }
         NsOp::RemoveNetns { path } => {
             // Our sockets there would keep the namespace — and its VXLAN port — alive.
             let p = Path::new(path);
@@ -509,6 +518,13 @@ async fn observe_ns(
             read.insert(key.clone(), v);
         }
     }
+    // Its `table bridge berth` (there is no `inet berth` there): rules and elements.
+    let fw = netns::run_in_netns_async(path, crate::observe::firewall).await??;
+    let guard_rules = fw
+        .rules
+        .into_iter()
+        .filter(|(chain, _)| chain.starts_with("bridge "))
+        .collect();
     Ok(ObservedOverlayNs {
         path: shown,
         links: ns.links,
@@ -516,6 +532,8 @@ async fn observe_ns(
         default_routes: ns.default_routes,
         uplink_neigh,
         vxlan_entries,
+        guard_rules,
+        guard: berth_plan::firewall::guard_part(&fw.elements, None),
     })
 }
 
@@ -593,11 +611,22 @@ pub async fn observe(
         .values()
         .map(|d| d.uplink_name.clone())
         .collect();
+    let old: BTreeSet<String> = desired
+        .namespaces
+        .values()
+        .flat_map(|d| d.old_links.iter().cloned())
+        .collect();
     let links: BTreeMap<String, ObservedLink> = if all {
         crate::observe::host_links(host, None).await?
     } else {
-        crate::observe::host_links(host, Some(&uplinks)).await?
+        let names: BTreeSet<String> = uplinks.union(&old).cloned().collect();
+        crate::observe::host_links(host, Some(&names)).await?
     };
+    for name in &old {
+        if let Some(l) = links.get(name) {
+            out.old_links.insert(name.clone(), l.clone());
+        }
+    }
     uplinks.extend(
         links
             .keys()

@@ -1631,8 +1631,8 @@ async fn overlay_namespace_built_observed_repaired_and_removed_by_its_plan() {
         "the new namespace's kernel"
     );
 
-    // The network removed: uplink then namespace.
-    assert_eq!(converge(plan::DesiredOverlay::default()).await, 2);
+    // The network removed: uplink, the VXLAN port (its VNI free at once), then namespace.
+    assert_eq!(converge(plan::DesiredOverlay::default()).await, 3);
     assert!(!nspath.exists());
     assert!(
         held.held().is_empty(),

@@ -115,6 +115,7 @@ pub fn endpoint(
         announce: Default::default(),
         host_ifname: host_ifname.to_string(),
         bridge: bridge.to_string(),
+        host_netns: None,
         netns: ns.path_str(),
         ifname: "eth0".to_string(),
         mac,
