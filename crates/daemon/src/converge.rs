@@ -62,6 +62,13 @@ pub(crate) struct Known {
 pub(crate) type Gate<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
 
 impl Daemon {
+    /// Whether any overlay namespace is mounted under berthd's run directory (a host that
+    /// left its cluster, or a namespace left by a crash): a full pass removes them.
+    fn overlay_leftovers(&self) -> bool {
+        std::fs::read_dir(self.config.rundir.join(berth_plan::overlayns::NETNS_SUBDIR))
+            .is_ok_and(|mut d| d.next().is_some())
+    }
+
     /// What the static rules depend on: which forwarding berth had to turn on.
     pub fn firewall_config(&self) -> FirewallConfig {
         let meta = self.meta();
@@ -330,6 +337,28 @@ impl Daemon {
                 &remotes,
             );
         }
+        // Each overlay network's bridge, VXLAN port and endpoints' host sides live in a
+        // namespace of its own (docs/OVERLAY.md), where the bridged frames skip the inet
+        // hooks; the host keeps the uplink to it. A pass over every network (or over one
+        // that is gone: `network rm`) also judges leftover namespaces.
+        let overlay_all = match &scope {
+            Scope::Full => true,
+            // No ids: a network's removal (`release_network`).
+            Scope::Networks { ids, .. } => {
+                ids.is_empty()
+                    || ids.iter().any(|id| {
+                        nets.iter()
+                            .find(|n| &n.id == id)
+                            .is_none_or(|n| n.driver == berth_plan::model::Driver::Overlay)
+                    })
+            }
+            _ => false,
+        };
+        let rundir = self.config.rundir.display().to_string();
+        let mut overlay = berth_plan::overlayns::desired(&sel_nets, &rundir, &desired.vxlans);
+        berth_plan::overlayns::place_endpoints(&mut desired, &mut overlay, &sel_nets);
+        let overlay_wanted = !overlay.namespaces.is_empty()
+            || (overlay_all && (self.cluster.is_some() || self.overlay_leftovers()));
         // What berth last applied stands in for the table when it is not read back. The
         // maps are left out: a pass that does not read the table back leaves them to
         // `Firewall::update_ports`, and one that does reads them from the kernel. A scoped
@@ -351,10 +380,23 @@ impl Daemon {
                 firewall: true,
                 routes_of: desired.shims.keys().cloned().collect(),
                 vxlan_entries_of: berth_plan::overlay::devices(&desired),
+                overlay_netns: berth_plan::host::endpoint_namespaces(&desired),
             },
             _ => ObserveRequest::scoped(&desired, &also),
         };
         req.firewall = read_fw;
+        // The overlay namespaces' endpoint host sides: of the networks in scope (orphans in a
+        // full pass), and, when the pass names links it no longer wants (a disconnect), of
+        // every overlay network (the one left is not in scope any more).
+        req.overlay_netns
+            .extend(overlay.namespaces.values().map(|d| d.path.clone()));
+        if !also.is_empty() {
+            req.overlay_netns.extend(
+                nets.iter()
+                    .filter(|n| n.driver == berth_plan::model::Driver::Overlay)
+                    .map(|n| berth_plan::overlayns::netns_path(&rundir, &n.id)),
+            );
+        }
         req.fresh_netns = self
             .starting
             .lock()
@@ -382,6 +424,33 @@ impl Daemon {
         };
         if let Some(g) = gate.take() {
             g.await;
+        }
+        // The overlay namespaces first: the endpoints' host sides go into them.
+        let mut overlay_report = PassReport::default();
+        if overlay_wanted {
+            let observed = berth_kernel::overlayns::observe(
+                &self.kernel,
+                &self.overlay_ns,
+                &self.config.rundir,
+                &overlay,
+                overlay_all,
+            )
+            .await
+            .map_err(|e| ApiError::internal(format!("observing the overlay namespaces: {e}")))?;
+            overlay_report.overlay = berth_plan::overlayns::diff(&observed, &overlay);
+            if !dry_run {
+                let steps = std::mem::take(&mut overlay_report.overlay.steps);
+                self.reconciler
+                    .apply_overlay(
+                        trigger,
+                        &self.kernel,
+                        &self.overlay_ns,
+                        &steps,
+                        &mut overlay_report,
+                    )
+                    .await;
+                overlay_report.overlay.steps = steps;
+            }
         }
         let assumed_rep = match assumed {
             Some(o) => {
@@ -416,6 +485,24 @@ impl Daemon {
                 .await
                 .map_err(|e| ApiError::internal(format!("observing the kernel: {e}")))?,
         };
+        let mut rep = rep;
+        if !dry_run && !overlay_report.overlay.late.is_empty() {
+            let late = std::mem::take(&mut overlay_report.overlay.late);
+            self.reconciler
+                .apply_overlay(
+                    trigger,
+                    &self.kernel,
+                    &self.overlay_ns,
+                    &late,
+                    &mut overlay_report,
+                )
+                .await;
+            overlay_report.overlay.late = late;
+        }
+        rep.applied += overlay_report.applied;
+        rep.errors.extend(overlay_report.errors);
+        rep.firewall_ok &= overlay_report.firewall_ok;
+        rep.overlay = overlay_report.overlay;
         if dry_run {
             return Ok(rep);
         }
@@ -1210,9 +1297,13 @@ impl Daemon {
         let mut summary: BTreeMap<String, CheckCount> = BTreeMap::new();
         let nets = self.networks()?;
         let running = self.running(self.containers()?)?;
+        // An overlay network's link in the host is its namespace's uplink (none when internal).
         let links: Vec<String> = nets
             .iter()
-            .filter_map(|n| berth_plan::driver::driver(n.driver).network_link(n))
+            .filter_map(|n| match n.driver {
+                berth_plan::model::Driver::Overlay => berth_plan::overlayns::firewall_key(n),
+                d => berth_plan::driver::driver(d).network_link(n),
+            })
             .collect();
         let b = summary.entry("NetworkLinks".into()).or_default();
         b.desired = links.len();
@@ -1273,22 +1364,32 @@ impl Daemon {
             el.observed = fwo.elements.len();
             el.desired = desired_element_count(self, &nets, &running)?;
         }
+        // The overlay namespaces' steps come first (a pass applies them first), their late
+        // ones (anti-spoofing elements of retired ports) last.
+        let ov = &rep.overlay;
+        let ns_step = |s: &berth_plan::overlayns::NsStep| CheckStep {
+            action: s.op.action().to_string(),
+            object: s.object.clone(),
+            reason: s.reason.clone(),
+        };
+        let steps: Vec<CheckStep> = ov
+            .steps
+            .iter()
+            .map(ns_step)
+            .chain(rep.plan.steps.iter().map(|s| CheckStep {
+                action: s.action().to_string(),
+                object: s.object.clone(),
+                reason: s.reason.clone(),
+            }))
+            .chain(ov.late.iter().map(ns_step))
+            .collect();
         Ok(SystemCheck {
-            in_sync: rep.plan.steps.is_empty(),
-            steps: rep
-                .plan
-                .steps
-                .iter()
-                .map(|s| CheckStep {
-                    action: s.action().to_string(),
-                    object: s.object.clone(),
-                    reason: s.reason.clone(),
-                })
-                .collect(),
-            problems: rep
-                .plan
+            in_sync: steps.is_empty(),
+            steps,
+            problems: ov
                 .problems
                 .iter()
+                .chain(rep.plan.problems.iter())
                 .map(|p| format!("{}: {}", p.object, p.message))
                 .collect(),
             summary,
@@ -1303,11 +1404,24 @@ fn desired_element_count(
     running: &[(ContainerSpec, String)],
 ) -> ApiResult<usize> {
     let mut e: Elements = fw::desired_elements(nets);
+    let mut in_overlay_ns = BTreeSet::new();
     for (c, _) in running {
         let doc = crate::ports::doc(d, &c.id)?;
         e.extend(&fw::port_elements(&c.name, &doc.published));
         e.extend(&fw::container_guard_elements(c, nets));
+        in_overlay_ns.extend(
+            c.endpoints
+                .iter()
+                .filter(|ep| {
+                    nets.iter().any(|n| {
+                        n.id == ep.network_id && n.driver == berth_plan::model::Driver::Overlay
+                    })
+                })
+                .map(|ep| ep.host_ifname.clone()),
+        );
     }
+    // Those are in the overlay networks' namespaces' tables, not in the host's.
+    fw::remove_guard_ports(&mut e, &in_overlay_ns);
     Ok(e.len())
 }
 

@@ -125,6 +125,9 @@ pub struct Daemon {
     pub local6: crate::ports_local6::Relays,
     /// The reconcile loop (and through it the kernel seam).
     pub reconciler: Reconciler,
+    /// The kernels (netlink and nf_tables sockets) kept per overlay network's namespace,
+    /// shared with the reconciler's kernel.
+    pub overlay_ns: Arc<berth_kernel::overlayns::Namespaces>,
     /// Containers being started: their network namespace (held by an fd) before their init
     /// runs; the desired state includes their endpoints from the moment it exists.
     pub starting: std::sync::Mutex<HashMap<String, String>>,
@@ -219,7 +222,11 @@ impl Daemon {
             None => None,
         };
         let dns = crate::dns::DnsServer::new(config.resolv_conf.clone());
-        let ops = Arc::new(berth_kernel::ops::HostKernel::new(kernel.clone()));
+        let overlay_ns = Arc::new(berth_kernel::overlayns::Namespaces::new());
+        let ops = Arc::new(berth_kernel::ops::HostKernel::with_namespaces(
+            kernel.clone(),
+            overlay_ns.clone(),
+        ));
         let (wake, wake_rx) = mpsc::unbounded_channel();
         let daemon = Arc::new(Daemon {
             runtime: Runtime::new(config.state_dir.join("containers")),
@@ -235,6 +242,7 @@ impl Daemon {
             dns,
             local6: crate::ports_local6::Relays::new(relay_budget),
             reconciler: Reconciler::new(ops),
+            overlay_ns,
             starting: std::sync::Mutex::new(HashMap::new()),
             legacy_links: std::sync::atomic::AtomicU8::new(crate::links::LINKS_UNKNOWN),
             announced: std::sync::Mutex::new(std::collections::HashSet::new()),

@@ -537,6 +537,20 @@ async fn apply_endpoint_events(
                 .collect()
         })
         .unwrap_or_default();
+    // Each VXLAN port is in its network's namespace.
+    let rundir = d.config.rundir.display().to_string();
+    let steps: Vec<_> = steps
+        .into_iter()
+        .map(|mut step| {
+            if let berth_plan::host::StepOp::SetVxlanEntries { dev, netns, .. } = &mut step.op {
+                *netns = nets
+                    .iter()
+                    .find(|n| berth_plan::names::vxlan_name(&n.id) == *dev)
+                    .map(|n| berth_plan::overlayns::netns_path(&rundir, &n.id));
+            }
+            step
+        })
+        .collect();
     // The data path first: a name must not resolve before its address answers.
     let errors = d.reconciler.apply_steps(Trigger::Cluster, &steps).await;
     let programmed = started.elapsed();

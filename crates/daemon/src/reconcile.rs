@@ -111,6 +111,9 @@ pub struct PassReport {
     /// The failed steps that hit a kernel limit (a full bridge): the user's to resolve (409),
     /// also listed in `errors`.
     pub full: Vec<String>,
+    /// The overlay networks' namespaces' plan (its steps run before the host's, its late
+    /// steps after them).
+    pub overlay: berth_plan::overlayns::OverlayPlan,
 }
 
 impl PassReport {
@@ -296,7 +299,9 @@ impl Reconciler {
             .collect();
         let in_flight = self.deleting.lock().map(|d| d.clone()).unwrap_or_default();
         plan.steps.retain(|s| match &s.op {
-            StepOp::DeleteLink { name } => !in_flight.contains(name) || recreated.contains(name),
+            StepOp::DeleteLink { name, .. } => {
+                !in_flight.contains(name) || recreated.contains(name)
+            }
             StepOp::DeleteContainerLink { netns, ifname } => {
                 !in_flight.contains(&host::sublink_key(netns, ifname))
             }
@@ -348,7 +353,7 @@ impl Reconciler {
             // orphan with berth's mark, and the next start-up pass deletes it.
             // The same for a retired macvlan/ipvlan link (down, without addresses, renamed).
             let deferred = match (defer_deletes, &step.op) {
-                (true, StepOp::DeleteLink { name }) => report
+                (true, StepOp::DeleteLink { name, .. }) => report
                     .observed
                     .links
                     .get(name)
@@ -450,6 +455,45 @@ impl Reconciler {
         report
     }
 
+    /// Applies overlay namespace steps in order ([`berth_kernel::overlayns::apply`]; `host`
+    /// is berthd's namespace's kernel, `held` the kernels kept per overlay namespace),
+    /// counted and logged like a pass's steps; errors go to `report`.
+    pub async fn apply_overlay(
+        &self,
+        trigger: Trigger,
+        host: &berth_kernel::link::Kernel,
+        held: &berth_kernel::overlayns::Namespaces,
+        steps: &[berth_plan::overlayns::NsStep],
+        report: &mut PassReport,
+    ) {
+        for step in steps {
+            match berth_kernel::overlayns::apply(host, held, &step.op).await {
+                Ok(()) => {
+                    report.applied += 1;
+                    match trigger {
+                        Trigger::Api | Trigger::Check | Trigger::Cluster => {
+                            tracing::debug!("applied: {step}")
+                        }
+                        Trigger::Startup => tracing::info!("repaired at start-up: {step}"),
+                        Trigger::Notification | Trigger::Timer => {
+                            tracing::warn!("repaired drift ({trigger:?}): {step}")
+                        }
+                    }
+                    self.note_repair(trigger, step);
+                    failpoint::boundary(step.op.action());
+                }
+                Err(e) => {
+                    let msg = format!("{step}: {e}");
+                    tracing::warn!("reconcile: {msg}");
+                    if matches!(step.op, berth_plan::overlayns::NsOp::GuardElements { .. }) {
+                        report.firewall_ok = false;
+                    }
+                    report.errors.push(msg);
+                }
+            }
+        }
+    }
+
     /// Applies steps decided without observing the kernel (another host's endpoint from the
     /// cluster's watch: its entries are known exactly), counted like a pass's steps but not
     /// as a pass, and logged at debug level: every host would log a line at info for each
@@ -508,11 +552,17 @@ impl Reconciler {
     }
 
     fn note_applied(&self, trigger: Trigger, step: &Step) {
+        self.note_repair(trigger, step);
+    }
+
+    /// Counts an applied step (`what`: the step, for people), and a repair when `trigger`
+    /// repairs.
+    fn note_repair(&self, trigger: Trigger, what: &dyn std::fmt::Display) {
         if let Ok(mut s) = self.stats.lock() {
             s.steps_applied += 1;
             if trigger.repairs() {
                 s.repairs += 1;
-                s.last_repair = Some(step.to_string());
+                s.last_repair = Some(what.to_string());
                 s.last_repair_at = Some(crate::ids::now_rfc3339());
             }
         }
@@ -1089,7 +1139,7 @@ mod tests {
             rep.plan
                 .steps
                 .iter()
-                .filter(|s| matches!(&s.op, StepOp::DeleteLink { name } if *name == veth))
+                .filter(|s| matches!(&s.op, StepOp::DeleteLink { name, .. } if *name == veth))
                 .count()
         };
         let before = rt

@@ -90,12 +90,25 @@ pub fn build(
             ..TopoNetwork::default()
         };
         match n.driver {
-            Driver::Bridge | Driver::Overlay => {
-                wanted.insert(n.bridge.clone());
-                if n.driver == Driver::Overlay {
-                    // Its VXLAN port on the bridge is wanted too (not an orphan).
-                    wanted.insert(berth_plan::names::vxlan_name(&n.id));
+            Driver::Overlay => {
+                // Its bridge and VXLAN port are in its namespace (`ov-…`); the host holds the
+                // uplink to it (none for an internal network: nothing outside reaches it).
+                if let Some(uplink) = berth_plan::overlayns::firewall_key(n) {
+                    wanted.insert(uplink.clone());
+                    let mut dev = link(&uplink, "uplink", observed.links.get(&uplink), None);
+                    if dev.state == "ok" {
+                        dev.detail = format!(
+                            "to the network's namespace {} (its bridge {} and VXLAN port {})",
+                            berth_plan::names::overlay_netns_name(&n.id),
+                            n.bridge,
+                            berth_plan::names::vxlan_name(&n.id)
+                        );
+                    }
+                    t.device = Some(dev);
                 }
+            }
+            Driver::Bridge => {
+                wanted.insert(n.bridge.clone());
                 let seen = observed.links.get(&n.bridge);
                 let mut dev = link(&n.bridge, "bridge", seen, None);
                 if let Some(l) = seen {
@@ -167,7 +180,7 @@ pub fn build(
                     },
                     ..TopoEndpoint::default()
                 };
-                if n.driver == Driver::Bridge {
+                if matches!(n.driver, Driver::Bridge | Driver::Overlay) {
                     wanted.insert(ep.host_ifname.clone());
                     e.veth = Some(link(
                         &ep.host_ifname,

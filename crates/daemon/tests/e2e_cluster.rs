@@ -232,6 +232,8 @@ fn cluster_args(name: &str) -> Vec<String> {
 }
 
 fn join(w: &World, name: &str) -> Result<(), String> {
+    // Overlay namespaces are mounts of berthd's: kept across its restarts, as on a host.
+    w.keep_mounts();
     let args = cluster_args(name);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     w.try_restart_daemon_full(false, &args, &[])
@@ -443,6 +445,7 @@ fn two_hosts_with(b_extra: &[&str]) -> (World, World, Underlay) {
     let mut args = cluster_args("host-b");
     args.extend(b_extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    b.keep_mounts();
     b.try_restart_daemon_full(false, &args, &[])
         .unwrap_or_else(|e| panic!("{e}"));
     wait_names(&a, &["host-a", "host-b"], Duration::from_secs(5));
@@ -503,14 +506,16 @@ fn gbps(o: &std::process::Output) -> f64 {
         / 1e9
 }
 
-/// The forwarding entries (`bridge fdb show dev DEV`) with a remote VTEP, in `w`'s host.
+/// Runs `cmd` in `w`'s namespace of the overlay network whose VXLAN port is `vx`
+/// (`bvx-<9 hex of its id>`, in `ov-<the same>`).
+fn in_ov(w: &World, vx: &str, cmd: &[&str]) -> std::process::Output {
+    w.ov_exec(vx.trim_start_matches("bvx-"), cmd)
+}
+
+/// The forwarding entries (`bridge fdb show dev DEV`) with a remote VTEP, in `w`'s overlay
+/// namespace of VXLAN port `dev`.
 fn fdb_dsts(w: &World, dev: &str) -> String {
-    let o = sh(
-        "ip",
-        &[
-            "netns", "exec", &w.host_ns, "bridge", "fdb", "show", "dev", dev,
-        ],
-    );
+    let o = in_ov(w, dev, &["bridge", "fdb", "show", "dev", dev]);
     stdout(&o)
         .lines()
         .filter(|l| l.contains(" dst "))
@@ -575,6 +580,37 @@ fn overlay_network_spans_hosts() {
     }
     let link = b.exec_ok("web", &["ip", "link", "show", "eth0"]);
     assert!(link.contains("mtu 1450"), "{link}");
+    // The network's bridge and VXLAN port are in its namespace, not in the host's, and the
+    // frames bridged there skip the inet hooks (br_netfilter off there, or not loaded);
+    // the containers' ports are guarded there.
+    let bridge = vx.replace("bvx-", "berth-");
+    for w in [&a, &b] {
+        for dev in [&bridge, &vx] {
+            assert!(
+                !sh("ip", &["-n", &w.host_ns, "link", "show", dev])
+                    .status
+                    .success(),
+                "{dev} in the host's namespace"
+            );
+            assert!(in_ov(w, &vx, &["ip", "link", "show", dev]).status.success());
+        }
+        let o = in_ov(
+            w,
+            &vx,
+            &["sysctl", "-n", "net.bridge.bridge-nf-call-iptables"],
+        );
+        assert!(
+            !o.status.success() || stdout(&o).trim() == "0",
+            "bridge-nf-call-iptables in the overlay namespace: {}",
+            show(&o)
+        );
+        let guarded = stdout(&in_ov(
+            w,
+            &vx,
+            &["nft", "list", "set", "bridge", "berth", "guarded"],
+        ));
+        assert!(guarded.contains("\"vb"), "{guarded}");
+    }
     assert!(
         fdb_dsts(&b, &vx).contains("dst 10.77.0.1"),
         "{}",
@@ -676,11 +712,20 @@ fn overlay_network_spans_hosts() {
     wait_until("app gone from host-a", Duration::from_secs(5), || {
         !network_names(&a).contains(&"app".to_string())
     });
-    wait_until("vxlan gone from host-a", Duration::from_secs(5), || {
-        !sh("ip", &["-n", &a.host_ns, "link", "show", &vx])
-            .status
-            .success()
-    });
+    // The namespace goes with its bridge, VXLAN port and the host's uplink to it.
+    wait_until(
+        "overlay namespace gone from host-a",
+        Duration::from_secs(5),
+        || {
+            !in_ov(&a, &vx, &["ip", "link", "show", &vx])
+                .status
+                .success()
+        },
+    );
+    let uplink = vx.replace("bvx-", "bup-");
+    assert!(!sh("ip", &["-n", &a.host_ns, "link", "show", &uplink])
+        .status
+        .success());
     u.kill_etcd();
 }
 
@@ -711,6 +756,7 @@ fn overlay_mtu_follows_the_underlay() {
         })
         .collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    b.keep_mounts();
     b.try_restart_daemon_full(false, &args, &[])
         .unwrap_or_else(|e| panic!("{e}"));
     wait_names(&a, &["host-a", "host-b"], Duration::from_secs(5));
@@ -913,6 +959,7 @@ fn overlay_over_an_ipv6_underlay() {
             .map(|s| if s == "ul0" { addr.to_string() } else { s })
             .collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        w.keep_mounts();
         w.try_restart_daemon_full(false, &args, &[])
             .unwrap_or_else(|e| panic!("{e}"));
     }
@@ -940,14 +987,14 @@ fn overlay_over_an_ipv6_underlay() {
         "bvx-{}",
         &a.network_inspect("v6u")["Id"].as_str().unwrap_or_default()[..9]
     );
-    let details = a.ns_exec_ok(&a.host_ns, &["ip", "-d", "link", "show", &vx]);
+    let details = stdout(&in_ov(&a, &vx, &["ip", "-d", "link", "show", &vx]));
     assert!(details.contains("local fd77::1"), "{details}");
     let mac_web = mac_of(&b, "web6", "v6u");
     wait_until(
         "host-a's forwarding entry for web6",
         Duration::from_secs(5),
         || {
-            a.ns_exec_ok(&a.host_ns, &["bridge", "fdb", "show", "dev", &vx])
+            stdout(&in_ov(&a, &vx, &["bridge", "fdb", "show", "dev", &vx]))
                 .lines()
                 .any(|l| l.starts_with(&mac_web) && l.contains("dst fd77::2"))
         },
@@ -1039,7 +1086,7 @@ fn overlay_ipv6_spans_hosts() {
 
     // NDP entries on each host's VXLAN port for the other's container.
     wait_until("db's NDP entry on host-b", Duration::from_secs(5), || {
-        let o = sh("ip", &["-n", &b.host_ns, "-6", "neigh", "show", "dev", &vx]);
+        let o = in_ov(&b, &vx, &["ip", "-6", "neigh", "show", "dev", &vx]);
         let t = stdout(&o);
         t.contains(&db6) && t.contains("PERMANENT")
     });
@@ -1100,12 +1147,12 @@ fn overlay_ipv6_spans_hosts() {
         "masq6 lacks the subnet: {nft}"
     );
     // Anti-spoofing: the container's IPv6 address is its port's, as on a bridge network.
-    let guard = sh_ok(
-        "ip",
-        &[
-            "netns", "exec", &h, "nft", "list", "set", "bridge", "berth", "port_ip6",
-        ],
-    );
+    // (In the overlay network's namespace, where its bridge is.)
+    let guard = stdout(&in_ov(
+        &a,
+        &vx,
+        &["nft", "list", "set", "bridge", "berth", "port_ip6"],
+    ));
     assert!(guard.contains(&db6), "{guard}");
 
     a.berth_ok(&["rm", "-f", "db"]);
@@ -1113,7 +1160,7 @@ fn overlay_ipv6_spans_hosts() {
         "db's NDP entry gone from host-b",
         Duration::from_secs(5),
         || {
-            let o = sh("ip", &["-n", &b.host_ns, "-6", "neigh", "show", "dev", &vx]);
+            let o = in_ov(&b, &vx, &["ip", "-6", "neigh", "show", "dev", &vx]);
             !stdout(&o).contains(&db6)
         },
     );
@@ -1183,12 +1230,11 @@ fn resolver_client<'a>(w: &'a World, net: &str) -> (i64, impl Fn(&str) -> String
     let pid = w.inspect("client")["State"]["Pid"]
         .as_i64()
         .expect("client pid");
-    let at = format!(
-        "@{}",
-        w.network_inspect(net)["IPAM"]["Config"][0]["Gateway"]
-            .as_str()
-            .expect("gateway")
-    );
+    // An overlay network's containers ask berth's resolver at 127.0.0.11 in their own
+    // namespace (the gateway is in the overlay network's namespace, not on the host).
+    let resolv = w.exec_ok("client", &["cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("nameserver 127.0.0.11"), "{resolv}");
+    let at = "@127.0.0.11".to_string();
     (pid, move |name: &str| {
         let o = w.pid_net_exec(pid, &["dig", "+short", "+tries=1", "+time=1", &at, name]);
         stdout(&o).trim().to_string()
@@ -1238,7 +1284,11 @@ fn overlay_endpoints_follow_the_watch_event() {
         network_names(&b).contains(&"ev".to_string())
     });
     let (pid, lookup) = resolver_client(&b, "ev");
-    let neigh = |ip: &str| b.ns_exec_ok(&b.host_ns, &["ip", "neigh", "show", ip]);
+    let vx = format!(
+        "bvx-{}",
+        &b.network_inspect("ev")["Id"].as_str().expect("id")[..9]
+    );
+    let neigh = |ip: &str| stdout(&in_ov(&b, &vx, &["ip", "neigh", "show", ip]));
     let limit = Duration::from_millis(800);
     for i in 0..3 {
         let name = format!("ev{i}");
@@ -1356,10 +1406,12 @@ fn overlay_event_programs_a_vxlan_port_made_again() {
     let vx = format!("bvx-{}", &id[..9]);
     let (pid, lookup) = resolver_client(&b, "re");
     // Both read nothing while the port is missing (between its deletion and its repair).
-    let neigh = |ip: &str| stdout(&b.ns_exec(&b.host_ns, &["ip", "neigh", "show", ip, "dev", &vx]));
+    let neigh = |ip: &str| stdout(&in_ov(&b, &vx, &["ip", "neigh", "show", ip, "dev", &vx]));
     let index = || {
-        let path = format!("/sys/class/net/{vx}/ifindex");
-        stdout(&b.ns_exec(&b.host_ns, &["cat", &path]))
+        stdout(&in_ov(&b, &vx, &["ip", "-o", "link", "show", &vx]))
+            .split(':')
+            .next()
+            .unwrap_or_default()
             .trim()
             .to_string()
     };
@@ -1372,7 +1424,8 @@ fn overlay_event_programs_a_vxlan_port_made_again() {
         neigh(&ip0)
     );
     let old = index();
-    b.ns_exec_ok(&b.host_ns, &["ip", "link", "del", &vx]);
+    let o = in_ov(&b, &vx, &["ip", "link", "del", &vx]);
+    assert!(o.status.success(), "{}", show(&o));
     // The drift repair makes the port again, with every remote entry.
     let remade = within(limit, || {
         let now = index();
@@ -1726,6 +1779,7 @@ fn etcd_member_loss_and_a_cut_off_host() {
             "--cluster-lease-ttl",
             &ttl,
         ];
+        w.keep_mounts();
         w.try_restart_daemon_full(false, &args, &[])
             .unwrap_or_else(|e| panic!("{n}: {e}"));
     }
@@ -1762,7 +1816,7 @@ fn etcd_member_loss_and_a_cut_off_host() {
         "db's neighbour entry on host-b",
         Duration::from_secs(10),
         || {
-            let o = sh("ip", &["-n", &b.host_ns, "neigh", "show", "dev", &vx]);
+            let o = in_ov(&b, &vx, &["ip", "neigh", "show", "dev", &vx]);
             let t = stdout(&o);
             t.contains(&format!("{ip_db} ")) && t.contains("PERMANENT")
         },
@@ -2237,13 +2291,13 @@ fn encrypted_overlay_spans_hosts() {
         Duration::from_secs(10),
         || !has_link(&a, "berth-wg0") && !has_link(&b, "berth-wg0"),
     );
-    assert!(has_link(
-        &a,
-        &format!(
-            "bvx-{}",
-            &a.network_inspect("plain")["Id"].as_str().expect("id")[..9]
-        )
-    ));
+    let vx = format!(
+        "bvx-{}",
+        &a.network_inspect("plain")["Id"].as_str().expect("id")[..9]
+    );
+    assert!(in_ov(&a, &vx, &["ip", "link", "show", &vx])
+        .status
+        .success());
     u.kill_etcd();
 }
 

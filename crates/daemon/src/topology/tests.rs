@@ -54,6 +54,7 @@ fn owned(name: &str, kind: &str, master: Option<&str>, addrs: &[&str]) -> Observ
         mac: Some(owner_mac(name)),
         addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
         port_flags: None,
+        netns: None,
     }
 }
 
@@ -137,7 +138,10 @@ fn drift_is_marked_where_it_is() {
     ns.links.get_mut("eth0").unwrap().addrs.clear();
     let plan = Plan {
         steps: vec![Step {
-            op: StepOp::DeleteLink { name: "x".into() },
+            op: StepOp::DeleteLink {
+                name: "x".into(),
+                netns: None,
+            },
             object: format!("veth {veth} of container api on network web"),
             reason: "missing".into(),
         }],

@@ -360,6 +360,9 @@ pub struct World {
     daemon: Mutex<Option<Child>>,
     spawned: Mutex<Vec<Child>>,
     ns_inodes: Vec<u64>,
+    /// The PID of the process holding berthd's mount namespace across its restarts, once
+    /// [`World::keep_mounts`] made one.
+    mnt_holder: Mutex<Option<u32>>,
 }
 
 impl World {
@@ -389,6 +392,7 @@ impl World {
             daemon: Mutex::new(None),
             spawned: Mutex::new(Vec::new()),
             ns_inodes: Vec::new(),
+            mnt_holder: Mutex::new(None),
         };
         for (name, text) in [
             ("probe.py", PROBE_PY),
@@ -456,8 +460,8 @@ impl World {
             .append(true)
             .open(&self.log)
             .expect("open berthd log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.host_ns])
+        let child = self
+            .daemon_command()
             .arg(berthd_bin())
             .arg("--state-dir")
             .arg(&self.state_dir)
@@ -621,6 +625,91 @@ impl World {
     }
 
     // --- namespaces -----------------------------------------------------------------------
+
+    /// From now on berthd runs, across its restarts, in one mount namespace of the world's
+    /// (a copy of `ip netns exec`'s, held by a process of the harness), as on a host where it
+    /// runs in the machine's own: the mounts it keeps under its run directory (the overlay
+    /// networks' namespaces) outlive a restart, kill -9 included. Without it, each start's
+    /// `ip netns exec` makes a new mount namespace that dies with berthd.
+    pub fn keep_mounts(&self) {
+        let mut g = self.mnt_holder.lock().expect("holder lock");
+        if g.is_some() {
+            return;
+        }
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.host_ns])
+            .args(["unshare", "--mount", "--propagation", "slave", "--"])
+            .args(["sleep", "100000"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn the mount namespace's holder");
+        let pid = child.id();
+        self.spawned.lock().expect("spawned lock").push(child);
+        // Every exec is in place: the PID is sleep's once the namespace is made.
+        let start = Instant::now();
+        while fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|c| c.trim() != "sleep")
+            .unwrap_or(true)
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the mount namespace's holder did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        *g = Some(pid);
+    }
+
+    /// The command that runs what follows it as berthd: in the host netns, in the kept mount
+    /// namespace once [`World::keep_mounts`] made one.
+    fn daemon_command(&self) -> Command {
+        match *self.mnt_holder.lock().expect("holder lock") {
+            Some(pid) => {
+                let mut c = Command::new("nsenter");
+                c.args(["-t", &pid.to_string(), "-m", "-n", "--"]);
+                c
+            }
+            None => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &self.host_ns]);
+                c
+            }
+        }
+    }
+
+    /// Runs `cmd` in overlay network `network_id`'s namespace on this host (berthd's
+    /// `RUNDIR/netns/ov-<9 hex>`, mounted in berthd's mount namespace: needs
+    /// [`World::keep_mounts`]).
+    pub fn ov_exec(&self, network_id: &str, cmd: &[&str]) -> Output {
+        let pid = self
+            .mnt_holder
+            .lock()
+            .expect("holder lock")
+            .expect("ov_exec needs keep_mounts");
+        let path = self
+            .socket
+            .parent()
+            .expect("socket dir")
+            .join("netns")
+            .join(format!("ov-{}", &network_id[..9]));
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &pid.to_string(), "-m", "--", "nsenter"])
+            .arg(format!("--net={}", path.display()))
+            .arg("--")
+            .args(cmd);
+        run_timeout(c, CMD_TIMEOUT)
+    }
+
+    /// [`World::ov_exec`], which must succeed; its output.
+    pub fn ov_exec_ok(&self, network_id: &str, cmd: &[&str]) -> String {
+        let o = self.ov_exec(network_id, cmd);
+        assert!(
+            o.status.success(),
+            "in overlay namespace of {network_id}: {cmd:?} failed: {}",
+            show(&o)
+        );
+        stdout(&o)
+    }
 
     /// Runs `cmd` inside netns `ns` (bounded).
     pub fn ns_exec(&self, ns: &str, cmd: &[&str]) -> Output {
@@ -1057,8 +1146,8 @@ impl World {
             .append(true)
             .open(&self.log)
             .expect("open berthd log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.host_ns])
+        let child = self
+            .daemon_command()
             .args(prefix)
             .arg(berthd_bin())
             .arg("--state-dir")
@@ -1152,9 +1241,10 @@ impl World {
             .append(true)
             .open(&self.log)
             .expect("open berthd log");
-        // `ip netns exec` and `prlimit` both exec in place: the child's PID is berthd's.
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.host_ns])
+        // `ip netns exec` (or `nsenter`) and `prlimit` both exec in place: the child's PID
+        // is berthd's.
+        let child = self
+            .daemon_command()
             .args(["prlimit", "--core=0", "--"])
             .arg(berthd_bin())
             .arg("--state-dir")
