@@ -46,14 +46,15 @@ if [ -z "${CLEAN:-}" ] && { [ ! -x "$BIN/berthd" ] || [ ! -x "$BIN/berth" ]; }; 
     echo "hosts20.sh: no berthd/berth in $BIN (CARGO_INCREMENTAL=0 cargo build --release -p berthd -p berth)" >&2
     exit 2
 fi
-b() { local i=$1; shift; "$BIN/berth" -H "unix://$RUN/h$i.sock" "$@"; }
+# Each berthd has a socket directory of its own: its run directory (overlay namespaces).
+b() { local i=$1; shift; "$BIN/berth" -H "unix://$RUN/r$i/berthd.sock" "$@"; }
 nss() { echo b20-lan; for i in $(seq 1 "$HOSTS"); do echo "b20-h$i"; done; }
 
 # --- teardown (always) ---------------------------------------------------------------------------
 cleanup() {
     set +e
     for i in $(seq 1 "$HOSTS"); do
-        if [ -S $RUN/h$i.sock ]; then
+        if [ -S $RUN/r$i/berthd.sock ]; then
             ids=$(b "$i" ps -aq 2>/dev/null); [ -n "$ids" ] && b "$i" rm -f $ids >/dev/null 2>&1
         fi
     done
@@ -100,7 +101,8 @@ echo "nameserver $ETCD_IP" > $RUN/resolv.conf
 # --- the hosts -----------------------------------------------------------------------------------
 # shellcheck disable=SC2086
 for i in $(seq 1 "$HOSTS"); do
-    ip netns exec b20-h$i "$BIN/berthd" --state-dir $RUN/h$i --socket $RUN/h$i.sock \
+    mkdir -p $RUN/r$i
+    ip netns exec b20-h$i "$BIN/berthd" --state-dir $RUN/h$i --socket $RUN/r$i/berthd.sock \
         --resolv-conf $RUN/resolv.conf --cluster-store etcd://$ETCD_IP:23797 \
         --advertise-addr 10.243.0.$i --node-name b20-h$i --log-level "${BERTH_LOG:-info}" \
         ${BERTHD_ARGS:-} > $RUN/h$i.log 2>&1 &

@@ -61,7 +61,9 @@ if [ -z "${CLEAN:-}" ] && { [ ! -x "$BIN/berthd" ] || [ ! -x "$BIN/berth" ]; }; 
 fi
 
 d() { local i=$1; shift; DOCKER_HOST=unix://$RUN/docker$i.sock $DOCKER "$@"; }
-b() { local i=$1; shift; "$BIN/berth" -H "unix://$RUN/berth$i.sock" "$@"; }
+# Each berthd has a socket directory of its own: its run directory, where it mounts its
+# overlay networks' namespaces (two berthds sharing one would share the mount points).
+b() { local i=$1; shift; "$BIN/berth" -H "unix://$RUN/run$i/berthd.sock" "$@"; }
 
 # --- teardown (always) ---------------------------------------------------------------------------
 cleanup() {
@@ -70,7 +72,7 @@ cleanup() {
         if [ -S $RUN/docker$i.sock ]; then
             ids=$(d $i ps -aq 2>/dev/null); [ -n "$ids" ] && d $i rm -f $ids >/dev/null 2>&1
         fi
-        if [ -S $RUN/berth$i.sock ]; then
+        if [ -S $RUN/run$i/berthd.sock ]; then
             ids=$(b $i ps -aq 2>/dev/null); [ -n "$ids" ] && b $i rm -f $ids >/dev/null 2>&1
         fi
     done
@@ -154,7 +156,8 @@ d 2 run -d --network ov1 --name o2 bb sleep 100000 >/dev/null
 
 # --- berth: two berthd ---------------------------------------------------------------------------
 for i in 1 2; do
-    ip netns exec bso-b$i "$BIN/berthd" --state-dir $RUN/berth$i --socket $RUN/berth$i.sock \
+    mkdir -p $RUN/run$i
+    ip netns exec bso-b$i "$BIN/berthd" --state-dir $RUN/berth$i --socket $RUN/run$i/berthd.sock \
         --resolv-conf $RUN/resolv.conf --cluster-store etcd://10.238.0.10:23795 \
         --advertise-addr 10.238.0.$((i + 2)) --node-name bso-b$i --log-level "${BERTH_LOG:-info}" \
         > $RUN/berthd$i.log 2>&1 &
