@@ -369,7 +369,12 @@ impl Reconciler {
                     d.insert(name.clone());
                 }
                 tokio::spawn(async move {
-                    if let Err(e) = kernel.apply(&op).await {
+                    // A veth's on a thread of its own (see `KernelOps::delete_link_detached`).
+                    let result = match op {
+                        StepOp::DeleteLink { name } => kernel.delete_link_detached(name).await,
+                        op => kernel.apply(&op).await,
+                    };
+                    if let Err(e) = result {
                         tracing::warn!("background {what}: {e}");
                     }
                     if let Ok(mut d) = deleted.lock() {

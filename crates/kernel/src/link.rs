@@ -382,6 +382,24 @@ impl Kernel {
         }
     }
 
+    /// [`Kernel::delete_link`] from the calling thread, on a blocking socket of this kernel's
+    /// namespace (one kept for the next caller): for a thread that may wait, since a veth's
+    /// deletion holds its sender until the kernel has unregistered it. `Ok` when missing.
+    pub fn delete_link_blocking(&self, name: &str) -> Result<()> {
+        let mut nl = self.sync_socket()?;
+        let result = nl.request(
+            RouteNetlinkMessage::DelLink(get_link_msg(name)),
+            CHANGE,
+            || format!("deleting link {name}"),
+        );
+        self.keep_socket(nl);
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The name of the link with index `index` (one `RTM_GETLINK`, not a dump).
     pub async fn link_name(&self, index: u32) -> Result<String> {
         let mut msg = LinkMessage::default();
