@@ -291,6 +291,8 @@ pub struct FakeKernel {
     pub log: Mutex<Vec<StepOp>>,
     /// Fail the apply with this index (counting every apply call).
     pub fail_at: Mutex<Option<usize>>,
+    /// The links deleted through [`KernelOps::delete_link_detached`] (also in `log`).
+    pub detached: Mutex<Vec<String>>,
     calls: Mutex<usize>,
 }
 
@@ -563,6 +565,14 @@ impl FakeKernel {
 }
 
 impl KernelOps for FakeKernel {
+    fn delete_link_detached(&self, name: String) -> BoxFut<'_, Result<()>> {
+        Box::pin(async move {
+            if let Ok(mut d) = self.detached.lock() {
+                d.push(name.clone());
+            }
+            self.apply(&StepOp::DeleteLink { name }).await
+        })
+    }
     fn observe<'a>(&'a self, req: &'a ObserveRequest) -> BoxFut<'a, Result<ObservedHost>> {
         Box::pin(async move {
             let state = self

@@ -469,52 +469,6 @@ async fn an_endpoint_waits_for_the_retired_interface_of_its_name() {
     assert!(!link_names(&k).await.contains(&"bkv9a".to_string()));
 }
 
-/// A veth deleted in the background (`KernelOps::delete_link_detached`, a disconnect's) does
-/// not hold up the namespace's shared rtnetlink connection: a veth's `RTM_DELLINK` keeps its
-/// sender in the kernel for the whole unregistration (≈ 15–25 ms here), and sent on that
-/// connection it made every later request wait, the next disconnect's deletion included.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_detached_deletion_does_not_hold_up_the_shared_connection() {
-    use berth_kernel::ops::{HostKernel, KernelOps};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    require_root!();
-    let h = TestNs::new("h");
-    let c = TestNs::new("c");
-    let k = Kernel::new_in(&h.path).await.expect("kernel");
-    k.ensure_bridge(&bridge("bkbr8", &["10.87.0.1/24"]))
-        .await
-        .expect("bridge");
-    let e = endpoint(
-        "bkv8",
-        "bkbr8",
-        &c,
-        &["10.87.0.2/24"],
-        &["10.87.0.1"],
-        false,
-    );
-    k.setup_endpoint(&e).await.expect("endpoint");
-
-    let done = std::sync::Arc::new(AtomicBool::new(false));
-    let deletion = {
-        let (hk, done) = (HostKernel::new(k.clone()), done.clone());
-        tokio::spawn(async move {
-            let r = hk.delete_link_detached("bkv8".into()).await;
-            done.store(true, Ordering::SeqCst);
-            r
-        })
-    };
-    // The deletion is in the kernel by now; a read on the shared connection answers before
-    // it ends.
-    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    k.list_links().await.expect("links");
-    assert!(
-        !done.load(Ordering::SeqCst),
-        "the read waited for the background deletion"
-    );
-    deletion.await.expect("task").expect("deletion");
-    assert!(!link_names(&k).await.contains(&"bkv8".to_string()));
-}
-
 /// A restart reads many namespaces on a few long-lived threads that enter one after the
 /// other: every namespace comes back with its own links and addresses (never a previous
 /// one's), subscribed; one that does not exist is reported as not reachable.
