@@ -374,7 +374,12 @@ impl Reconciler {
                     d.insert(name.clone());
                 }
                 tokio::spawn(async move {
-                    if let Err(e) = kernel.apply(&op).await {
+                    // A veth's on a thread of its own (see `KernelOps::delete_link_detached`).
+                    let result = match op {
+                        StepOp::DeleteLink { name } => kernel.delete_link_detached(name).await,
+                        op => kernel.apply(&op).await,
+                    };
+                    if let Err(e) = result {
                         tracing::warn!("background {what}: {e}");
                     }
                     if let Ok(mut d) = deleted.lock() {
@@ -1125,6 +1130,35 @@ mod tests {
             .expect("pass");
         assert!(obs.errors.is_empty(), "{:?}", obs.errors);
         nothing_left(&rt, &r, &d_after);
+    }
+
+    /// An API pass (a disconnect's) deletes a veth in the background through
+    /// `delete_link_detached`, which the real kernel runs on a blocking thread of its own: a
+    /// veth's `RTM_DELLINK` holds its sender for the kernel's whole unregistration, and on the
+    /// shared connection it held a runtime worker and every later request (stop 29).
+    #[test]
+    fn an_api_pass_deletes_a_veth_in_the_background_detached() {
+        let (rt, k, r, d_before, _) = converged_before_connect();
+        let (nets, _, _) = connect_world();
+        let d_gone = desired_of(&nets, &[]);
+        let veth = d_before.endpoints.keys().next().expect("a veth").clone();
+        let detached = |k: &FakeKernel| k.detached.lock().map(|d| d.clone()).unwrap_or_default();
+        let rep = rt.block_on(async {
+            let rep = r
+                .pass(Trigger::Api, &d_gone, full(&d_gone), None, false, false)
+                .await;
+            // The deletion is a task of its own on this (one-thread) runtime: let it run.
+            for _ in 0..100 {
+                if detached(&k).contains(&veth) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            rep
+        });
+        let rep = rep.expect("pass");
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        assert_eq!(detached(&k), vec![veth]);
     }
 
     #[test]

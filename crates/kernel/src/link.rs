@@ -45,6 +45,16 @@ use crate::nl::SyncNetlink;
 /// How long bringing a container link up waits for a dying namespace to release its MAC.
 const LINK_UP_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long a new endpoint waits for an interface of its name that berth retired in the same
+/// container namespace (a disconnect) to go: the kernel deletes it with its host side in the
+/// background, ≈ 20 ms of RCU grace periods, seconds under load. Past it, the creation's
+/// `EEXIST` is returned (and the pass observes).
+const RETIRED_NAME_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a retire is remembered for [`RETIRED_NAME_WAIT`]: an `EEXIST` on a name retired
+/// longer ago is not a deletion still under way.
+const RETIRED_NAME_MEMORY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `RT_TABLE_MAIN`: the only routing table berth reads or writes.
 pub(crate) const MAIN_TABLE: u8 = RouteHeader::RT_TABLE_MAIN;
 
@@ -99,6 +109,22 @@ struct Inner {
     /// [`Kernel::set_vxlan_entries`]); the kernel does not hand an index out again before
     /// its 2^31 have been used.
     vxlan_index: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// Container interfaces retired here (a disconnect takes the container side down and the
+    /// daemon deletes the veth in the background), by the namespace's identity and the name,
+    /// with when: an endpoint made again under that name in that namespace right after
+    /// (`network connect` right after `disconnect`) waits for that deletion instead of
+    /// failing with `EEXIST` (see [`RETIRED_NAME_WAIT`]).
+    retired: std::sync::Mutex<Vec<(NsKey, String, Instant)>>,
+}
+
+/// A network namespace's identity: the device and inode of its nsfs file (the same for every
+/// path that names it, `/proc/PID/ns/net` or a bind mount).
+type NsKey = (u64, u64);
+
+/// The identity of the namespace `file` is open on.
+fn ns_key(file: &File) -> Option<NsKey> {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl fmt::Debug for Kernel {
@@ -133,6 +159,7 @@ impl Kernel {
                 netns: None,
                 idle_sockets: Default::default(),
                 vxlan_index: Default::default(),
+                retired: Default::default(),
             }),
         })
     }
@@ -161,6 +188,7 @@ impl Kernel {
                 netns: Some(netns.to_path_buf()),
                 idle_sockets: Default::default(),
                 vxlan_index: Default::default(),
+                retired: Default::default(),
             }),
         })
     }
@@ -354,6 +382,24 @@ impl Kernel {
         }
     }
 
+    /// [`Kernel::delete_link`] from the calling thread, on a blocking socket of this kernel's
+    /// namespace (one kept for the next caller): for a thread that may wait, since a veth's
+    /// deletion holds its sender until the kernel has unregistered it. `Ok` when missing.
+    pub fn delete_link_blocking(&self, name: &str) -> Result<()> {
+        let mut nl = self.sync_socket()?;
+        let result = nl.request(
+            RouteNetlinkMessage::DelLink(get_link_msg(name)),
+            CHANGE,
+            || format!("deleting link {name}"),
+        );
+        self.keep_socket(nl);
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The name of the link with index `index` (one `RTM_GETLINK`, not a dump).
     pub async fn link_name(&self, index: u32) -> Result<String> {
         let mut msg = LinkMessage::default();
@@ -455,6 +501,8 @@ impl Kernel {
             KernelError::io(format!("opening network namespace {}", plan.netns), e).context(&what())
         })?;
         let host_nl = self.sync_socket().map_err(|e| e.context(&what()))?;
+        let key = ns_key(&ns);
+        let retired_peer = self.retired_lately(key, &plan.ifname, false);
         let announcing = plan.announce.arp || plan.announce.na;
         let side = ContainerSide {
             netns: netns_path,
@@ -472,6 +520,7 @@ impl Kernel {
             plan: plan.clone(),
             mac,
             alias: alias.map(str::to_string),
+            retired_peer,
         };
         let host_ifname = plan.host_ifname.clone();
         let (host_nl, times) = endpoint_on_thread(
@@ -485,6 +534,9 @@ impl Kernel {
         .await
         .map_err(|e| e.context(&what()))?;
         self.keep_socket(host_nl);
+        if retired_peer {
+            self.retired_lately(key, &plan.ifname, true);
+        }
         tracing::debug!(
             veth = %plan.host_ifname,
             bridge = %plan.bridge,
@@ -544,6 +596,32 @@ impl Kernel {
                 v.push(nl);
             }
         }
+    }
+
+    /// Interface `ifname` of the namespace `key` was retired now (see `Inner::retired`).
+    fn note_retired(&self, key: NsKey, ifname: &str) {
+        if let Ok(mut v) = self.inner.retired.lock() {
+            let now = Instant::now();
+            v.retain(|(_, _, at)| now.saturating_duration_since(*at) < RETIRED_NAME_MEMORY);
+            v.retain(|(k, n, _)| !(*k == key && n == ifname));
+            v.push((key, ifname.to_string(), now));
+        }
+    }
+
+    /// Whether interface `ifname` of the namespace `key` was retired lately; `forget`: the
+    /// name is in use again (a new endpoint has it), so the entry goes.
+    fn retired_lately(&self, key: Option<NsKey>, ifname: &str, forget: bool) -> bool {
+        let (Some(key), Ok(mut v)) = (key, self.inner.retired.lock()) else {
+            return false;
+        };
+        let now = Instant::now();
+        let found = v.iter().any(|(k, n, at)| {
+            *k == key && n == ifname && now.saturating_duration_since(*at) < RETIRED_NAME_MEMORY
+        });
+        if forget {
+            v.retain(|(k, n, _)| !(*k == key && n == ifname));
+        }
+        found
     }
 
     /// Deletes an endpoint's host-side veth (the peer goes with it). `Ok` when missing.
@@ -761,6 +839,13 @@ impl Kernel {
         rename_to: Option<&str>,
     ) -> Result<()> {
         let ifname = ifname.to_string();
+        if rename_to.is_none() {
+            // Keeps its name until the background deletion: a new endpoint of that name
+            // waits for it (see `HostVeth::create`).
+            if let Some(key) = File::open(netns).ok().as_ref().and_then(ns_key) {
+                self.note_retired(key, &ifname);
+            }
+        }
         let rename_to = rename_to.map(str::to_string);
         let shown = netns.display().to_string();
         let result = netns::run_in_netns_async(netns, move || -> Result<()> {
@@ -1038,6 +1123,9 @@ struct HostVeth {
     plan: EndpointPlan,
     mac: Option<Vec<u8>>,
     alias: Option<String>,
+    /// berth retired an interface named like the peer in its namespace lately: an `EEXIST`
+    /// is that interface still waiting for its deletion, which the creation waits for.
+    retired_peer: bool,
 }
 
 impl HostVeth {
@@ -1070,13 +1158,44 @@ impl HostVeth {
                 NlLinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
             ],
         );
-        nl.request(RouteNetlinkMessage::NewLink(host), CREATE_EXCL, || {
+        let what = || {
             format!(
                 "creating veth {} for bridge {} (peer {} in {})",
                 plan.host_ifname, plan.bridge, plan.ifname, plan.netns
             )
-        })
-        .map_err(|e| bridge_full(e, &plan.bridge))?;
+        };
+        // A connect right after a disconnect of the same network: the retired interface keeps
+        // the peer's name (`eth1`) until the background deletion of its veth takes it (the
+        // kernel unlists it there), ≈ 20 ms at most after the disconnect answered. Waited for
+        // here, bounded, rather than failed (the pass would then observe the namespace and
+        // wait anyway, 11–34 ms per such connect measured). The name is Docker's: the lowest
+        // free `ethN` (libnetwork's `generateIfaceName`), so it is taken again.
+        let started = Instant::now();
+        let mut pause = std::time::Duration::from_micros(500);
+        loop {
+            match nl.request(
+                RouteNetlinkMessage::NewLink(host.clone()),
+                CREATE_EXCL,
+                what,
+            ) {
+                Err(e)
+                    if self.retired_peer
+                        && e.raw_os_error() == Some(libc::EEXIST)
+                        && started.elapsed() < RETIRED_NAME_WAIT =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(4));
+                }
+                other => break other.map(drop).map_err(|e| bridge_full(e, &plan.bridge))?,
+            };
+        }
+        if self.retired_peer {
+            tracing::debug!(
+                peer = %plan.ifname,
+                waited_us = started.elapsed().as_micros() as u64,
+                "the retired interface of this name was gone"
+            );
+        }
         *created = true;
         self.configure(nl)
     }

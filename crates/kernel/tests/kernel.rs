@@ -407,6 +407,68 @@ async fn a_gated_endpoint_goes_up_only_when_its_gate_opens() {
     assert_eq!(eth0(kc.list_links().await.expect("links")), None);
 }
 
+/// `network connect` right after `disconnect` of the same network (issue 10): the retired
+/// interface keeps its name (`eth0` here) until its veth's deletion, which runs in the
+/// background; the new endpoint of that name waits for it instead of failing with `EEXIST`.
+/// A name that was not retired still fails at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_waits_for_the_retired_interface_of_its_name() {
+    require_root!();
+    let h = TestNs::new("h");
+    let c = TestNs::new("c");
+    let k = Kernel::new_in(&h.path).await.expect("kernel");
+    let kc = Kernel::new_in(&c.path).await.expect("kernel c");
+    k.ensure_bridge(&bridge("bkbr9", &["10.86.0.1/24"]))
+        .await
+        .expect("bridge");
+    let old = endpoint(
+        "bkv9a",
+        "bkbr9",
+        &c,
+        &["10.86.0.2/24"],
+        &["10.86.0.1"],
+        false,
+    );
+    let new = endpoint(
+        "bkv9b",
+        "bkbr9",
+        &c,
+        &["10.86.0.3/24"],
+        &["10.86.0.1"],
+        false,
+    );
+    k.setup_endpoint(&old).await.expect("old endpoint");
+
+    // Not retired: the name is someone's, the creation fails at once with EEXIST.
+    let began = std::time::Instant::now();
+    let err = k.setup_endpoint(&new).await.expect_err("eth0 is taken");
+    assert!(err.to_string().contains("File exists"), "{err}");
+    assert!(began.elapsed() < std::time::Duration::from_millis(500));
+
+    // Retired (a disconnect), its veth deleted 100 ms later (the background deletion): the
+    // new endpoint waits for the name and gets it.
+    k.retire_container_side(&c.path, "eth0", None)
+        .await
+        .expect("retire");
+    let deletion = {
+        let k = k.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            k.delete_link("bkv9a").await
+        })
+    };
+    k.setup_endpoint(&new)
+        .await
+        .expect("the new endpoint, once the retired eth0 is gone");
+    deletion.await.expect("task").expect("deletion");
+    let links = kc.list_links().await.expect("links");
+    let eth0 = links.iter().find(|l| l.name == "eth0").expect("eth0");
+    assert!(eth0.up);
+    assert_eq!(addrs_of(&kc, "eth0").await, set(&["10.86.0.3"]));
+    assert!(link_names(&k).await.contains(&"bkv9b".to_string()));
+    assert!(!link_names(&k).await.contains(&"bkv9a".to_string()));
+}
+
 /// A restart reads many namespaces on a few long-lived threads that enter one after the
 /// other: every namespace comes back with its own links and addresses (never a previous
 /// one's), subscribed; one that does not exist is reported as not reachable.
