@@ -877,6 +877,93 @@ fn run_detached_starts_it_on_a_daemon_without_start_1() {
     );
 }
 
+/// Proves: a foreground `berth run` asks for create, start and its output in one request
+/// (berth's `start=1&attach=1`), and against a daemon that answers that as a plain create
+/// (dockerd: JSON, no `BerthStarted`) it follows with the usual logs, wait and start, and
+/// exits with the wait's code after printing the logs. A fake daemon answers and records the
+/// requests (no root, no berthd).
+#[test]
+fn run_falls_back_to_four_requests_on_a_daemon_without_attach_1() {
+    use std::io::Write;
+    use std::os::unix::net::UnixListener;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sock = dir.path().join("fake.sock");
+    let listener = UnixListener::bind(&sock).expect("bind the fake daemon");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let Some(target) = fake_daemon_request(&conn) else {
+                continue;
+            };
+            log.lock().expect("log").push(target.clone());
+            let mut frame = vec![1u8, 0, 0, 0, 0, 0, 0, 3];
+            frame.extend_from_slice(b"hi\n");
+            let (status, ctype, answer): (&str, &str, Vec<u8>) =
+                if target.contains("/containers/create") {
+                    (
+                        "201 Created",
+                        "application/json",
+                        br#"{"Id":"f00d","Warnings":[]}"#.to_vec(),
+                    )
+                } else if target.contains("/logs") {
+                    ("200 OK", "application/vnd.docker.multiplexed-stream", frame)
+                } else if target.contains("/wait") {
+                    (
+                        "200 OK",
+                        "application/json",
+                        b"{\"StatusCode\":7}\n".to_vec(),
+                    )
+                } else if target.ends_with("/start") {
+                    ("204 No Content", "application/json", Vec::new())
+                } else {
+                    (
+                        "404 Not Found",
+                        "application/json",
+                        br#"{"message":"not here"}"#.to_vec(),
+                    )
+                };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                answer.len()
+            );
+            let _ = conn.write_all(&answer);
+        }
+    });
+    let mut cmd = std::process::Command::new(common::berth_bin());
+    cmd.arg("-H")
+        .arg(format!("unix://{}", sock.display()))
+        .args(["run", "--rm", "--network", "none", "true"]);
+    let out = common::run_timeout(cmd, std::time::Duration::from_secs(20));
+    let requests = seen.lock().expect("log").clone();
+    assert_eq!(code(&out), 7, "{}; requests {requests:?}", show(&out));
+    assert_eq!(stdout(&out), "hi\n", "{}", show(&out));
+    assert_eq!(requests.len(), 4, "{requests:?}");
+    assert!(
+        requests[0].contains("/containers/create") && requests[0].contains("start=1&attach=1"),
+        "{requests:?}"
+    );
+    assert!(
+        requests[1..3]
+            .iter()
+            .any(|r| r.contains("/containers/f00d/logs")),
+        "{requests:?}"
+    );
+    assert!(
+        requests[1..3]
+            .iter()
+            .any(|r| r.ends_with("/containers/f00d/wait")),
+        "{requests:?}"
+    );
+    assert!(
+        requests[3].ends_with("/containers/f00d/start"),
+        "{requests:?}"
+    );
+}
+
 /// Proves: `berth start -a` sends the start only once berthd has registered its
 /// `wait?condition=next-exit` (the wait's answer head is in), so a command that exits at once
 /// cannot end before the wait exists and leave the CLI waiting for the run after it. A fake

@@ -444,6 +444,8 @@ async fn copy_output(
 ) -> Copied {
     let mut decoder = Decoder::default();
     let mut interrupted = false;
+    // Ctrl-Cs not acted on yet.
+    let mut pending = 0u32;
     loop {
         let signal = async {
             match interrupt.as_mut() {
@@ -480,21 +482,24 @@ async fn copy_output(
                     return Copied::Ended;
                 }
             },
-            _ = signal => {
-                let Some(id) = id.as_deref() else { continue };
-                if interrupted {
-                    eprintln!("berth: leaving {} to stop on its own", short_id(id, false));
-                    return Copied::Left;
-                }
-                interrupted = true;
-                let client = client.clone();
-                let stop = obj_path("containers", id, "/stop?t=10");
-                tokio::spawn(async move {
-                    if let Err(e) = client.request_empty(Method::POST, &stop, NO_BODY).await {
-                        crate::report(&e.into());
-                    }
-                });
+            _ = signal => pending += 1,
+        }
+        // A Ctrl-C before berthd named the container (its create frame) waits for the name.
+        let Some(id) = id.as_deref() else { continue };
+        while pending > 0 {
+            pending -= 1;
+            if interrupted {
+                eprintln!("berth: leaving {} to stop on its own", short_id(id, false));
+                return Copied::Left;
             }
+            interrupted = true;
+            let client = client.clone();
+            let stop = obj_path("containers", id, "/stop?t=10");
+            tokio::spawn(async move {
+                if let Err(e) = client.request_empty(Method::POST, &stop, NO_BODY).await {
+                    crate::report(&e.into());
+                }
+            });
         }
     }
 }
