@@ -1035,14 +1035,7 @@ fn attached_body(
         }
         // The log stream ends once the container exited; its code is in the channel by then
         // (told before the removal of a `--rm` container).
-        let code = exit
-            .wait_for(|v| v.is_some())
-            .await
-            .map(|v| v.unwrap_or(-1))
-            .unwrap_or(-1);
-        let answer = WaitResponse {
-            status_code: code as i64,
-        };
+        let answer = exit_answer(&mut exit).await;
         if let Ok(json) = serde_json::to_vec(&answer) {
             let _ = tx
                 .send(Bytes::from(stream::frame(stream::EXITED, &json)))
@@ -1195,20 +1188,25 @@ async fn wait_container(
         if skip_last_exit {
             let _ = rx.changed().await;
         }
-        let code = rx
-            .wait_for(|v| v.is_some())
-            .await
-            .map(|v| v.unwrap_or(-1))
-            .unwrap_or(-1);
-        let answer = WaitResponse {
-            status_code: code as i64,
-        };
+        let answer = exit_answer(&mut rx).await;
         if let Ok(mut json) = serde_json::to_vec(&answer) {
             json.push(b'\n');
             let _ = tx.send(Bytes::from(json)).await;
         }
     });
     Ok(stream_body(body, "application/json"))
+}
+
+/// The exit code the channel holds, or the next one told (-1 if it can no longer come).
+async fn exit_answer(rx: &mut watch::Receiver<Option<i32>>) -> WaitResponse {
+    let code = rx
+        .wait_for(|v| v.is_some())
+        .await
+        .map(|v| v.unwrap_or(-1))
+        .unwrap_or(-1);
+    WaitResponse {
+        status_code: code as i64,
+    }
 }
 
 #[derive(Deserialize)]
