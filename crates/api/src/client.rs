@@ -261,9 +261,15 @@ impl Client {
         B: Serialize + ?Sized,
     {
         let resp = self.send(method, path_and_query, body).await?;
+        let content_type = resp
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         Ok(BodyStream {
             body: resp.into_body(),
             socket: self.socket_name(),
+            content_type,
         })
     }
 
@@ -422,9 +428,15 @@ pub type Hijacked = TokioIo<hyper::upgrade::Upgraded>;
 pub struct BodyStream {
     body: Incoming,
     socket: String,
+    content_type: Option<String>,
 }
 
 impl BodyStream {
+    /// The answer's `Content-Type`, if it had one.
+    pub fn content_type(&self) -> Option<&str> {
+        self.content_type.as_deref()
+    }
+
     /// The next chunk, `None` at the end of the body.
     pub async fn next(&mut self) -> Option<Result<Bytes, ApiError>> {
         loop {

@@ -1308,6 +1308,13 @@ pub mod stream {
     pub const STDOUT: u8 = 1;
     /// stderr.
     pub const STDERR: u8 = 2;
+    /// berth's own, in the answer to `POST /containers/create?start=1&attach=1` only (Docker
+    /// clients never send it): the create's answer (a `ContainerCreateResponse`, JSON), the
+    /// first frame.
+    pub const CREATED: u8 = 0xB0;
+    /// berth's own, as [`CREATED`]: the container's exit (a `WaitResponse`, JSON), the last
+    /// frame, after all of its output.
+    pub const EXITED: u8 = 0xB1;
 
     /// Frames `payload` for `stream`.
     pub fn frame(stream: u8, payload: &[u8]) -> Vec<u8> {

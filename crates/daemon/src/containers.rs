@@ -233,7 +233,15 @@ impl Daemon {
                 ops.push(Op::put_json(keys::container(&spec.id), &spec));
                 ops.push(Op::put_json(keys::state(&spec.id), &state));
                 ops.extend(crate::ports::store_op(&spec.id, &port_specs));
-                crate::ipam::commit(self.store.as_ref(), cmp, ops)
+                if announce {
+                    // Started in the same request (`start=1`): the start's commit, or the
+                    // failed start's flush, makes this one durable before the request is
+                    // answered (see `create_and_start` in http.rs); one `fdatasync` less
+                    // on the way to the container's command.
+                    crate::ipam::commit_deferred(self.store.as_ref(), cmp, ops)
+                } else {
+                    crate::ipam::commit(self.store.as_ref(), cmp, ops)
+                }
             }
             Err(e) => Err(e),
         };

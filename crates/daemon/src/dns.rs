@@ -81,6 +81,12 @@ const GSO_MAX_SEGMENTS: usize = 32;
 /// Longest answer sent as part of a UDP GSO message: the plain DNS limit, which any route's
 /// MTU carries in one datagram (GSO refuses segments longer than the path's MTU allows).
 const GSO_MAX_SEGMENT: usize = plan::UDP_PLAIN_MAX;
+/// A blocking receive that returns this soon after the thread's last answer found its
+/// datagram already queued: a thread that had to sleep and be woken takes longer than that
+/// (a wake-up costs ~50 µs on these VMs, a receive of a queued datagram ~1–2 µs). Only decides
+/// between a one-datagram and a batch receive (see [`batch_next`]); a wrong guess costs one
+/// receive's overhead, never a query.
+const QUICK_RETURN: Duration = Duration::from_micros(10);
 /// Receive timeout of the UDP threads: a backstop for noticing a closed listener (closing
 /// also shuts the socket down, which wakes the thread at once).
 const UDP_WAKE: Duration = Duration::from_secs(1);
@@ -331,6 +337,49 @@ fn spin_window(mode: SpinMode, gap: Option<Duration>, forwarded: bool) -> Durati
             (gap * SPIN_GAPS).clamp(MIN_SPIN, UDP_SPIN)
         }
         (SpinMode::Adaptive, _) => Duration::ZERO,
+    }
+}
+
+/// How a UDP thread's next receive takes its queries: a batch (`recvmmsg`) or one datagram
+/// (`recvmsg`). A batch that held one datagram, or a single datagram the thread had to wait
+/// for, means queries come one at a time: a batch receive would then look for a second
+/// datagram in vain every time (≈ 7 % more CPU per answer than one by one). More than one, or
+/// a datagram already queued when the thread came back for it, means they queue up: a batch
+/// then saves two system calls per query.
+#[derive(Debug, Default)]
+struct RecvMode {
+    /// The next receive takes a batch.
+    batched: bool,
+    /// A non-blocking poll since the last answer found the socket empty.
+    polled_empty: bool,
+    /// When the last answer went out.
+    answered: Option<Instant>,
+}
+
+impl RecvMode {
+    /// A non-blocking receive found nothing.
+    fn polled_empty(&mut self) {
+        self.polled_empty = true;
+    }
+
+    /// A receive (non-blocking if `spinning`) returned `got` datagrams at `at`. Whether the
+    /// first was already queued: for a poll, that no poll since the last answer found the
+    /// socket empty; for a blocking receive, that it returned within [`QUICK_RETURN`] of the
+    /// last answer (it did not sleep).
+    fn received(&mut self, got: usize, spinning: bool, at: Instant) {
+        let waiting = if spinning {
+            !self.polled_empty
+        } else {
+            self.answered
+                .is_some_and(|t| at.saturating_duration_since(t) < QUICK_RETURN)
+        };
+        self.batched = got > 1 || waiting;
+        self.polled_empty = false;
+    }
+
+    /// The answers of the last receive went out at `at`.
+    fn answered(&mut self, at: Instant) {
+        self.answered = Some(at);
     }
 }
 
@@ -777,10 +826,20 @@ fn udp_loop(
     // refuses one (see `send_answers`).
     let mut gso = true;
     let mut scratch = berth_kernel::sys::SendScratch::default();
+    // One query at a time, a plain one-datagram receive; `recvmmsg` only while queries queue
+    // up.
+    let mut mode = RecvMode::default();
     while !stop.load(Ordering::Relaxed) {
-        match berth_kernel::sys::recv_batch(sock.as_fd(), &mut batch) {
+        let spinning = spin_until.is_some();
+        let got = if mode.batched {
+            berth_kernel::sys::recv_batch(sock.as_fd(), &mut batch)
+        } else {
+            berth_kernel::sys::recv_one(sock.as_fd(), &mut batch)
+        };
+        match got {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && spin_until.is_some() => {
+                mode.polled_empty();
                 if spin_until.is_some_and(|t| Instant::now() >= t) {
                     spin_until = None;
                     if let Err(e) = sock.set_nonblocking(false) {
@@ -811,6 +870,7 @@ fn udp_loop(
         let t0 = Instant::now();
         let gap = last_query.map(|t| t0.saturating_duration_since(t));
         last_query = Some(t0);
+        mode.received(batch.len(), spinning, t0);
         shared.stats.udp_batches.inc();
         let table = shared.table.load();
         let mut forwarded = false;
@@ -861,12 +921,14 @@ fn udp_loop(
             shared.stats.count_local(&action, t0);
         }
         send_answers(sock, &answers, &ends, &mut gso, &mut scratch);
+        let now = Instant::now();
+        mode.answered(now);
         let window = spin_window(shared.spin, gap, forwarded);
         if window > Duration::ZERO {
             if spin_until.is_none() && sock.set_nonblocking(true).is_err() {
                 continue;
             }
-            spin_until = Some(Instant::now() + window);
+            spin_until = Some(now + window);
         } else if spin_until.take().is_some() {
             if let Err(e) = sock.set_nonblocking(false) {
                 tracing::warn!("embedded DNS: socket mode: {e}");
@@ -943,6 +1005,15 @@ fn send_answers(
 ) {
     use berth_kernel::sys::Outgoing;
     use std::os::fd::AsFd;
+    if let [(end, peer)] = ends {
+        // One answer (queries one at a time): a plain send, without the batch's bookkeeping.
+        if let Some(d) = answers.get(..*end) {
+            if let Err(e) = sock.send_to(d, *peer) {
+                tracing::debug!(%peer, "embedded DNS: send: {e}");
+            }
+        }
+        return;
+    }
     let runs = gso_runs(ends, *gso);
     let mut msgs: Vec<Outgoing<'_>> = runs
         .iter()
@@ -1476,6 +1547,54 @@ mod tests {
         }
         assert_eq!(h.servers().len(), 2);
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn recv_mode_batches_only_while_queries_queue_up() {
+        let us = Duration::from_micros;
+        let t = Instant::now();
+        let mut m = RecvMode::default();
+        // The first query, woken for: one at a time.
+        m.received(1, false, t);
+        assert!(!m.batched);
+        // A steady one-at-a-time client, polled for: the polls found the socket empty first.
+        m.answered(t + us(5));
+        m.polled_empty();
+        m.polled_empty();
+        m.received(1, true, t + us(40));
+        assert!(!m.batched);
+        // Under load: the first poll after the answer already finds a query waiting.
+        m.answered(t + us(45));
+        m.received(1, true, t + us(46));
+        assert!(m.batched);
+        // A batch of several stays a batch, one of one goes back to single receives.
+        m.answered(t + us(50));
+        m.received(7, true, t + us(51));
+        assert!(m.batched);
+        m.answered(t + us(60));
+        m.polled_empty();
+        m.received(1, true, t + us(90));
+        assert!(!m.batched);
+        // A burst on a sleeping thread: woken for the first (slow), the second blocking
+        // receive returns at once: queued.
+        m.answered(t + us(100));
+        m.received(1, false, t + us(5000));
+        assert!(!m.batched);
+        m.answered(t + us(5005));
+        m.received(1, false, t + us(5007));
+        assert!(m.batched);
+        // A blocking receive that slept: one at a time again.
+        m.answered(t + us(5010));
+        m.received(1, false, t + us(5010) + QUICK_RETURN);
+        assert!(!m.batched);
+        // A poll that found nothing, then the thread slept and a later blocking receive
+        // returned at once: that empty poll belongs to the earlier answer, not to this one.
+        m.answered(t + us(6000));
+        m.polled_empty();
+        m.received(1, true, t + us(6030));
+        m.answered(t + us(6035));
+        m.received(1, true, t + us(6036));
+        assert!(m.batched);
     }
 
     #[test]

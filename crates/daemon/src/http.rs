@@ -18,7 +18,7 @@ use berth_plan::model::{ContainerSpec, ContainerState, NetworkMode, NetworkSpec,
 use berth_plan::network::{self as planner, IpamRequest, NetworkRequest};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tower::Layer;
 
 use crate::daemon::{endpoint_request, mode_name, Daemon};
@@ -885,6 +885,8 @@ struct NameQuery {
     name: Option<String>,
     /// berth's own: start the container in the same request (`berth run -d`), see below.
     start: Option<String>,
+    /// berth's own, with `start`: stream its output and exit in the answer (`berth run`).
+    attach: Option<String>,
 }
 
 /// `POST /containers/create[?name=…]`. berth's `start=1` (sent by `berth run -d`; Docker
@@ -900,14 +902,20 @@ async fn create_container(
 ) -> ApiResult<Response> {
     let req: ContainerCreateRequest = parse_body(&body, "container create")?;
     let started = truthy(&q.start, false);
+    let attach = started && truthy(&q.attach, false);
     let id = if started {
         // On a task of its own: a client that goes away mid-request must not cancel it
         // between the create (its endpoints published with the claims) and the end of the
         // start, which settles that publication.
         let d = d.clone();
-        tokio::spawn(async move { create_and_start(&d, q.name, req).await })
-            .await
-            .map_err(|e| ApiError::internal(format!("creating and starting: {e}")))??
+        let (id, attached) =
+            tokio::spawn(async move { create_and_start(&d, q.name, req, attach).await })
+                .await
+                .map_err(|e| ApiError::internal(format!("creating and starting: {e}")))??;
+        if let Some((logs, exit)) = attached {
+            return Ok(attached_body(id, logs, exit));
+        }
+        id
     } else {
         create_prepared(&d, q.name, req, false).await?.id
     };
@@ -940,15 +948,41 @@ async fn create_prepared(
     Ok(spec)
 }
 
+/// A container's output (its log stream, followed) and its exit, taken before its start.
+type Attached = (mpsc::Receiver<Bytes>, watch::Receiver<Option<i32>>);
+
 /// `start=1`: create, then start as a `start` request would. A start that fails withdraws
 /// what the create published and, with `AutoRemove`, removes the container (it never ran,
 /// so no exit removes it: what the CLI does after a failed start without `start=1`).
+/// `attach`: its output and exit are followed from before the start (see [`attached_body`]).
+///
+/// The create's commit is not flushed on its own (see `create_container`): the start's commit
+/// flushes it, and a failed start flushes it before the error is answered, so every answer
+/// still stands on disk. A crash before that answers nobody; the start-up then finds either
+/// the stored container (created, or running and adopted) or none, and ends a process started
+/// for one it does not have (`converge.rs`).
 async fn create_and_start(
     d: &Arc<Daemon>,
     name: Option<String>,
     req: ContainerCreateRequest,
-) -> ApiResult<String> {
+    attach: bool,
+) -> ApiResult<(String, Option<Attached>)> {
     let spec = create_prepared(d, name, req, true).await?;
+    // Subscribed before the start: its exit cannot come first.
+    let attached = attach.then(|| {
+        let exit = d.exit_channel(&spec.id).subscribe();
+        let opts = crate::runtime::LogOptions {
+            follow: true,
+            stdout: true,
+            stderr: true,
+            tail: None,
+            timestamps: false,
+        };
+        let logs = d
+            .runtime
+            .logs(&spec.id, opts, d.exit_channel(&spec.id).subscribe(), true);
+        (logs, exit)
+    });
     if let Err(e) = d.start_container(&spec.id).await {
         // Withdrawn unless it runs (a no-op when the start's own failure path did it).
         d.end_announcement(&spec.id, None, true).await;
@@ -957,9 +991,58 @@ async fn create_and_start(
                 tracing::warn!(container = %spec.name, "removing it after its start failed: {}", r.message);
             }
         }
+        // The answer says it was created (or removed): on disk before it goes out.
+        if let Err(s) = d.sync_store().await {
+            tracing::warn!(container = %spec.name, "flushing its create: {}", s.message);
+        }
         return Err(e);
     }
-    Ok(spec.id)
+    Ok((spec.id, attached))
+}
+
+/// The answer to `create?start=1&attach=1` (`berth run` without `-d`, `-i`, `-t`): one
+/// request instead of create, logs, wait and start. Docker's multiplexed stream, framed by
+/// two frames of berth's own: first [`stream::CREATED`] (the create's answer), then the
+/// container's output as `logs?follow=1` gives it, then [`stream::EXITED`] (its exit code,
+/// as `wait` gives it) once the output is complete.
+fn attached_body(
+    id: String,
+    mut logs: mpsc::Receiver<Bytes>,
+    mut exit: watch::Receiver<Option<i32>>,
+) -> Response {
+    use berth_api::types::stream;
+    let (tx, body) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let created = ContainerCreateResponse {
+            id,
+            warnings: vec![],
+            berth_started: true,
+        };
+        let Ok(json) = serde_json::to_vec(&created) else {
+            return;
+        };
+        if tx
+            .send(Bytes::from(stream::frame(stream::CREATED, &json)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        while let Some(chunk) = logs.recv().await {
+            if tx.send(chunk).await.is_err() {
+                return;
+            }
+        }
+        // The log stream ends once the container exited; its code is in the channel by then
+        // (told before the removal of a `--rm` container).
+        let answer = exit_answer(&mut exit).await;
+        if let Ok(json) = serde_json::to_vec(&answer) {
+            let _ = tx
+                .send(Bytes::from(stream::frame(stream::EXITED, &json)))
+                .await;
+        }
+    });
+    stream_body(body, "application/vnd.docker.multiplexed-stream")
 }
 
 async fn start_container(State(d): D, UrlPath(id): UrlPath<String>) -> ApiResult<StatusCode> {
@@ -1105,20 +1188,25 @@ async fn wait_container(
         if skip_last_exit {
             let _ = rx.changed().await;
         }
-        let code = rx
-            .wait_for(|v| v.is_some())
-            .await
-            .map(|v| v.unwrap_or(-1))
-            .unwrap_or(-1);
-        let answer = WaitResponse {
-            status_code: code as i64,
-        };
+        let answer = exit_answer(&mut rx).await;
         if let Ok(mut json) = serde_json::to_vec(&answer) {
             json.push(b'\n');
             let _ = tx.send(Bytes::from(json)).await;
         }
     });
     Ok(stream_body(body, "application/json"))
+}
+
+/// The exit code the channel holds, or the next one told (-1 if it can no longer come).
+async fn exit_answer(rx: &mut watch::Receiver<Option<i32>>) -> WaitResponse {
+    let code = rx
+        .wait_for(|v| v.is_some())
+        .await
+        .map(|v| v.unwrap_or(-1))
+        .unwrap_or(-1);
+    WaitResponse {
+        status_code: code as i64,
+    }
 }
 
 #[derive(Deserialize)]

@@ -828,33 +828,17 @@ fn update_restart_policy() {
 /// A fake daemon on a unix socket answers and records the requests (no root, no berthd).
 #[test]
 fn run_detached_starts_it_on_a_daemon_without_start_1() {
-    use std::io::Write;
-    use std::os::unix::net::UnixListener;
-
-    let dir = tempfile::tempdir().expect("temp dir");
-    let sock = dir.path().join("fake.sock");
-    let listener = UnixListener::bind(&sock).expect("bind the fake daemon");
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let log = std::sync::Arc::clone(&seen);
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let Some(target) = fake_daemon_request(&conn) else {
-                continue;
-            };
-            log.lock().expect("log").push(target.clone());
-            let (status, answer) = if target.contains("/containers/create") {
-                ("201 Created", r#"{"Id":"f00d","Warnings":[]}"#)
-            } else if target.ends_with("/start") {
-                ("204 No Content", "")
-            } else {
-                ("404 Not Found", r#"{"message":"not here"}"#)
-            };
-            let _ = write!(
-                conn,
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
-                answer.len()
-            );
+    let (_dir, sock, seen) = fake_daemon(|target| {
+        if target.contains("/containers/create") {
+            (
+                "201 Created",
+                JSON,
+                br#"{"Id":"f00d","Warnings":[]}"#.to_vec(),
+            )
+        } else if target.ends_with("/start") {
+            ("204 No Content", JSON, Vec::new())
+        } else {
+            ("404 Not Found", JSON, br#"{"message":"not here"}"#.to_vec())
         }
     });
     let out = std::process::Command::new(common::berth_bin())
@@ -873,6 +857,63 @@ fn run_detached_starts_it_on_a_daemon_without_start_1() {
     );
     assert!(
         requests[1].ends_with("/containers/f00d/start"),
+        "{requests:?}"
+    );
+}
+
+/// Proves: a foreground `berth run` asks for create, start and its output in one request
+/// (berth's `start=1&attach=1`), and against a daemon that answers that as a plain create
+/// (dockerd: JSON, no `BerthStarted`) it follows with the usual logs, wait and start, and
+/// exits with the wait's code after printing the logs. A fake daemon answers and records the
+/// requests (no root, no berthd).
+#[test]
+fn run_falls_back_to_four_requests_on_a_daemon_without_attach_1() {
+    let (_dir, sock, seen) = fake_daemon(|target| {
+        if target.contains("/containers/create") {
+            (
+                "201 Created",
+                JSON,
+                br#"{"Id":"f00d","Warnings":[]}"#.to_vec(),
+            )
+        } else if target.contains("/logs") {
+            let mut frame = vec![1u8, 0, 0, 0, 0, 0, 0, 3];
+            frame.extend_from_slice(b"hi\n");
+            ("200 OK", "application/vnd.docker.multiplexed-stream", frame)
+        } else if target.contains("/wait") {
+            ("200 OK", JSON, b"{\"StatusCode\":7}\n".to_vec())
+        } else if target.ends_with("/start") {
+            ("204 No Content", JSON, Vec::new())
+        } else {
+            ("404 Not Found", JSON, br#"{"message":"not here"}"#.to_vec())
+        }
+    });
+    let mut cmd = std::process::Command::new(common::berth_bin());
+    cmd.arg("-H")
+        .arg(format!("unix://{}", sock.display()))
+        .args(["run", "--rm", "--network", "none", "true"]);
+    let out = common::run_timeout(cmd, std::time::Duration::from_secs(20));
+    let requests = seen.lock().expect("log").clone();
+    assert_eq!(code(&out), 7, "{}; requests {requests:?}", show(&out));
+    assert_eq!(stdout(&out), "hi\n", "{}", show(&out));
+    assert_eq!(requests.len(), 4, "{requests:?}");
+    assert!(
+        requests[0].contains("/containers/create") && requests[0].contains("start=1&attach=1"),
+        "{requests:?}"
+    );
+    assert!(
+        requests[1..3]
+            .iter()
+            .any(|r| r.contains("/containers/f00d/logs")),
+        "{requests:?}"
+    );
+    assert!(
+        requests[1..3]
+            .iter()
+            .any(|r| r.ends_with("/containers/f00d/wait")),
+        "{requests:?}"
+    );
+    assert!(
+        requests[3].ends_with("/containers/f00d/start"),
         "{requests:?}"
     );
 }
@@ -957,6 +998,46 @@ fn start_attach_sends_the_start_after_the_wait_is_registered() {
         show(&out)
     );
     assert_eq!(code(&out), 3, "{}", show(&out));
+}
+
+const JSON: &str = "application/json";
+
+/// What a fake daemon answers a request target with: status line, content type, body.
+type FakeAnswer = fn(&str) -> (&'static str, &'static str, Vec<u8>);
+
+/// A fake daemon on a unix socket in a temp dir (kept while the first value lives): answers
+/// each request, on its own connection, closed after, with `answer(target)`, and records the
+/// targets in order.
+fn fake_daemon(
+    answer: FakeAnswer,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sock = dir.path().join("fake.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind the fake daemon");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let Some(target) = fake_daemon_request(&conn) else {
+                continue;
+            };
+            log.lock().expect("log").push(target.clone());
+            let (status, ctype, body) = answer(&target);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(&body);
+        }
+    });
+    (dir, sock, seen)
 }
 
 /// A fake daemon's side of one request: reads the request line, the headers and the body,

@@ -536,3 +536,135 @@ fn containers_hold_no_copy_of_the_overlay_namespaces() {
         "the container holds a copy of {shown}:\n{mounts}"
     );
 }
+
+/// One request to berthd over its socket (HTTP/1.0: the answer ends when berthd closes the
+/// connection, no chunks): the status, the content type and the body's bytes.
+fn raw_request(w: &World, head: &str, body: &str) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&w.socket).expect("connect to berthd");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .expect("timeout");
+    let req = format!(
+        "{head} HTTP/1.0\r\nHost: berth\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("send");
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).expect("read the answer");
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(&all)));
+    let head = String::from_utf8_lossy(&all[..split]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let ctype = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    (status, ctype, all[split + 4..].to_vec())
+}
+
+/// Proves berth's one-request `run` (`POST /containers/create?start=1&attach=1`, what `berth
+/// run` without `-d`/`-i`/`-t` sends): the answer is Docker's multiplexed stream framed by
+/// berth's create frame (the id) first and its exit frame (the code) last, with all of the
+/// command's stdout and stderr in between, even for a `--rm` command that is gone at once;
+/// the container is removed afterwards, and the CLI's `run --rm` gives the output and code.
+/// A start that fails is an error answer, and with `AutoRemove` leaves nothing behind.
+#[test]
+fn run_attached_is_one_request_with_output_and_exit() {
+    require_root!();
+    let w = World::new();
+    w.berth_ok(&["network", "create", "--subnet", "10.1.7.0/24", "one"]);
+    let body = r#"{"Cmd":["sh","-c","echo out; echo err >&2; exit 3"],"HostConfig":{"NetworkMode":"one","AutoRemove":true}}"#;
+    let (status, ctype, bytes) = raw_request(
+        &w,
+        "POST /containers/create?name=att&start=1&attach=1",
+        body,
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(ctype, "application/vnd.docker.multiplexed-stream");
+    let mut frames = Vec::new();
+    let mut rest = &bytes[..];
+    while rest.len() >= 8 {
+        let len = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+        frames.push((
+            rest[0],
+            String::from_utf8_lossy(&rest[8..8 + len]).to_string(),
+        ));
+        rest = &rest[8 + len..];
+    }
+    assert!(rest.is_empty(), "a partial frame: {frames:?} {rest:?}");
+    let (first, last) = (frames.first().cloned(), frames.last().cloned());
+    let created: serde_json::Value =
+        serde_json::from_str(&first.clone().map(|f| f.1).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("create frame {first:?}: {e}"));
+    assert_eq!(first.map(|f| f.0), Some(0xB0), "{frames:?}");
+    assert_eq!(created["Id"].as_str().map(str::len), Some(64), "{created}");
+    assert_eq!(
+        last,
+        Some((0xB1, "{\"StatusCode\":3}".to_string())),
+        "{frames:?}"
+    );
+    let out: String = frames
+        .iter()
+        .filter(|f| f.0 == 1)
+        .map(|f| f.1.as_str())
+        .collect();
+    let err: String = frames
+        .iter()
+        .filter(|f| f.0 == 2)
+        .map(|f| f.1.as_str())
+        .collect();
+    assert_eq!(
+        (out.as_str(), err.as_str()),
+        ("out\n", "err\n"),
+        "{frames:?}"
+    );
+    let (s, _) = w.api("GET", "/containers/att/json", None);
+    assert_eq!(s, 404, "the --rm container is still there");
+
+    // A start that fails (the namespace of a container that does not run): an error, and
+    // nothing left.
+    let (s, b) = w.api(
+        "POST",
+        "/containers/create?name=idle",
+        Some(r#"{"Cmd":["true"],"HostConfig":{"NetworkMode":"none"}}"#),
+    );
+    assert_eq!(s, 201, "{b}");
+    let body =
+        r#"{"Cmd":["true"],"HostConfig":{"NetworkMode":"container:idle","AutoRemove":true}}"#;
+    let (status, _, bytes) = raw_request(
+        &w,
+        "POST /containers/create?name=bad&start=1&attach=1",
+        body,
+    );
+    assert!(
+        status >= 400,
+        "{status} {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let (s, _) = w.api("GET", "/containers/bad/json", None);
+    assert_eq!(s, 404, "the failed --rm container is still there");
+
+    // Through the CLI.
+    let o = w.berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "one",
+        "sh",
+        "-c",
+        "echo hi; echo ho >&2; exit 5",
+    ]);
+    assert_eq!(code(&o), 5, "{}", show(&o));
+    assert_eq!(stdout(&o), "hi\n", "{}", show(&o));
+    assert_eq!(stderr(&o), "ho\n", "{}", show(&o));
+}

@@ -337,18 +337,39 @@ impl DatagramBatch {
     /// A batch of `slots` (at least 1) buffers of `slot_len` bytes.
     pub fn new(slots: usize, slot_len: usize) -> DatagramBatch {
         let slots = slots.max(1);
-        DatagramBatch {
+        let mut b = DatagramBatch {
             bufs: vec![0u8; slots * slot_len],
             slot_len,
             lens: vec![0; slots],
             truncated: vec![false; slots],
             // SAFETY: all zeros is a valid sockaddr_storage, iovec and mmsghdr (plain C
-            // structs of integers and null pointers); the pointers are set before each call.
+            // structs of integers and null pointers); the pointers are set just below.
             addrs: vec![unsafe { std::mem::zeroed() }; slots],
             iovs: vec![unsafe { std::mem::zeroed() }; slots],
             hdrs: vec![unsafe { std::mem::zeroed() }; slots],
             count: 0,
+        };
+        // The headers point into the vectors' heap blocks, which never move or grow (moving
+        // the struct moves only the vectors' handles): they are set once, here, and a receive
+        // only resets what the kernel writes back (name length, flags, length).
+        for (i, ((iov, hdr), addr)) in b
+            .iovs
+            .iter_mut()
+            .zip(b.hdrs.iter_mut())
+            .zip(b.addrs.iter_mut())
+            .enumerate()
+        {
+            // In bounds: `bufs` holds `slots` × `slot_len` bytes.
+            iov.iov_base = b.bufs[i * slot_len..].as_mut_ptr().cast();
+            iov.iov_len = slot_len;
+            let h = &mut hdr.msg_hdr;
+            h.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+            h.msg_iov = iov;
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
         }
+        b
     }
 
     /// How many datagrams the last [`recv_batch`] received.
@@ -411,31 +432,15 @@ fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> 
 /// takes only those already queued. Returns how many ([`DatagramBatch::len`]).
 pub fn recv_batch(fd: std::os::fd::BorrowedFd<'_>, batch: &mut DatagramBatch) -> io::Result<usize> {
     batch.count = 0;
-    let slot_len = batch.slot_len;
     let name_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    for (i, ((iov, hdr), addr)) in batch
-        .iovs
-        .iter_mut()
-        .zip(batch.hdrs.iter_mut())
-        .zip(batch.addrs.iter_mut())
-        .enumerate()
-    {
-        // In bounds: `bufs` holds `slots` × `slot_len` bytes.
-        iov.iov_base = batch.bufs[i * slot_len..].as_mut_ptr().cast();
-        iov.iov_len = slot_len;
-        let h = &mut hdr.msg_hdr;
-        h.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-        h.msg_namelen = name_len;
-        h.msg_iov = iov;
-        h.msg_iovlen = 1;
-        h.msg_control = std::ptr::null_mut();
-        h.msg_controllen = 0;
-        h.msg_flags = 0;
+    for hdr in batch.hdrs.iter_mut() {
+        hdr.msg_hdr.msg_namelen = name_len;
+        hdr.msg_hdr.msg_flags = 0;
         hdr.msg_len = 0;
     }
     // SAFETY: `hdrs` holds `hdrs.len()` initialized headers whose name and iovec pointers
-    // point into `batch` (set just above, not moved since), alive for the call; `fd` is open
-    // for its lifetime.
+    // point into `batch`'s heap blocks (set in `new`, which never move), alive for the call;
+    // `fd` is open for its lifetime.
     let rc = unsafe {
         libc::recvmmsg(
             std::os::fd::AsRawFd::as_raw_fd(&fd),
@@ -449,12 +454,37 @@ pub fn recv_batch(fd: std::os::fd::BorrowedFd<'_>, batch: &mut DatagramBatch) ->
         return Err(io::Error::last_os_error());
     }
     let n = rc as usize;
+    let slot_len = batch.slot_len;
     for (i, m) in batch.hdrs.iter().take(n).enumerate() {
         batch.lens[i] = (m.msg_len as usize).min(slot_len);
         batch.truncated[i] = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
     }
     batch.count = n;
     Ok(n)
+}
+
+/// Receives one datagram on `fd` into the batch's first slot with a plain `recvmsg(2)`, as a
+/// `recv` would wait (blocking mode and `SO_RCVTIMEO` apply). For when queries come one at a
+/// time: [`recv_batch`] would, after the first, look for a second that is not there, which
+/// costs the kernel a second pass through the socket for nothing. Returns 1
+/// ([`DatagramBatch::len`]).
+pub fn recv_one(fd: std::os::fd::BorrowedFd<'_>, batch: &mut DatagramBatch) -> io::Result<usize> {
+    batch.count = 0;
+    let Some(hdr) = batch.hdrs.first_mut() else {
+        return Ok(0);
+    };
+    hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    hdr.msg_hdr.msg_flags = 0;
+    // SAFETY: the header's name and iovec pointers point into `batch`'s heap blocks (set in
+    // `new`, which never move), alive for the call; `fd` is open for its lifetime.
+    let rc = unsafe { libc::recvmsg(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut hdr.msg_hdr, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    batch.lens[0] = (rc as usize).min(batch.slot_len);
+    batch.truncated[0] = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+    batch.count = 1;
+    Ok(1)
 }
 
 /// `UDP_SEGMENT` (linux/udp.h; not in the libc crate for glibc targets).

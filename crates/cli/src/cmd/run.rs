@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use berth_api::client::{Client, Method, NO_BODY};
-use berth_api::types::stream::{Decoder, STDERR};
+use berth_api::client::{BodyStream, Client, Method, NO_BODY};
+use berth_api::types::stream::{Decoder, CREATED, EXITED, STDERR};
 use berth_api::types::{
     ContainerCreateRequest, ContainerCreateResponse, HostConfig, NetworkingConfig, PortBinding,
     WaitResponse,
@@ -340,6 +340,9 @@ pub async fn run(client: &Client, args: Args) -> i32 {
             }
         };
     }
+    if !(args.interactive || args.tty) {
+        return run_attached(client, &args).await;
+    }
     let id = match create(client, &args, false).await {
         Ok((id, _)) => id,
         Err(e) => {
@@ -347,10 +350,158 @@ pub async fn run(client: &Client, args: Args) -> i32 {
             return 125;
         }
     };
-    if args.interactive || args.tty {
-        return attach_interactive(client, &args, &id, detach_keys).await;
+    attach_interactive(client, &args, &id, detach_keys).await
+}
+
+/// The content type of Docker's multiplexed stream.
+const MULTIPLEXED: &str = "application/vnd.docker.multiplexed-stream";
+
+/// `run` without `-d`, `-i`, `-t`: one request, berth's `create?start=1&attach=1`: berthd
+/// creates the container, follows its output and exit from before it starts it, and answers
+/// with all three in one stream (the create's answer, the output, the exit code), instead of
+/// four requests (create; logs and wait; start) one after another, each a connection and a
+/// round trip, and the create's own `fdatasync` (the start's commit makes it durable).
+/// A daemon that does not know `attach=1` answers the create as JSON: dockerd (which knows
+/// no `start=1` either) only created it, and the usual requests follow; an older berthd
+/// started it too, and only its output and exit are left to follow.
+async fn run_attached(client: &Client, args: &Args) -> i32 {
+    let (path, req) = match build(args) {
+        Ok((name, req)) => (create_path(name, "start=1&attach=1"), req),
+        Err(e) => {
+            crate::report(&e);
+            return 125;
+        }
+    };
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    let mut stream = match client.request_stream(Method::POST, &path, Some(&req)).await {
+        Ok(s) => s,
+        Err(e) => {
+            crate::report(&e.into());
+            return 125;
+        }
+    };
+    if stream.content_type() != Some(MULTIPLEXED) {
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(b) => bytes.extend_from_slice(&b),
+                Err(e) => {
+                    crate::report(&e.into());
+                    return 125;
+                }
+            }
+        }
+        let created: ContainerCreateResponse = match serde_json::from_slice(&bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("berth: the create's answer: {e}");
+                return 125;
+            }
+        };
+        for w in &created.warnings {
+            eprintln!("WARNING: {w}");
+        }
+        if created.berth_started {
+            let waiter = wait_for_exit(client, &created.id);
+            let logs = obj_path(
+                "containers",
+                &created.id,
+                "/logs?follow=1&stdout=1&stderr=1",
+            );
+            return follow(client, &created.id, waiter, interrupt, logs).await;
+        }
+        return attach(client, args, &created.id).await;
     }
-    attach(client, &args, &id).await
+    let mut id = None;
+    match copy_output(client, &mut id, &mut stream, &mut interrupt).await {
+        Copied::Exited(code) => exit_code(code),
+        Copied::Left => 130,
+        Copied::Ended => {
+            eprintln!("berth: berthd ended the stream without the container's exit code");
+            125
+        }
+    }
+}
+
+/// How [`copy_output`] ended.
+enum Copied {
+    /// With berth's exit frame: the container's exit code.
+    Exited(i64),
+    /// The stream ended (or failed, reported) without one.
+    Ended,
+    /// A second Ctrl-C: the user left the container to stop on its own.
+    Left,
+}
+
+/// Copies a multiplexed stream's output to ours until it ends. Ctrl-C (`interrupt`) stops
+/// the container `id` (learned from berth's create frame if `None`); a second one leaves.
+async fn copy_output(
+    client: &Client,
+    id: &mut Option<String>,
+    stream: &mut BodyStream,
+    interrupt: &mut Option<tokio::signal::unix::Signal>,
+) -> Copied {
+    let mut decoder = Decoder::default();
+    let mut interrupted = false;
+    // Ctrl-Cs not acted on yet.
+    let mut pending = 0u32;
+    loop {
+        let signal = async {
+            match interrupt.as_mut() {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            chunk = stream.next() => match chunk {
+                None => return Copied::Ended,
+                Some(Ok(bytes)) => {
+                    for (kind, payload) in decoder.push(&bytes) {
+                        match kind {
+                            CREATED => {
+                                if let Ok(c) = serde_json::from_slice::<ContainerCreateResponse>(&payload) {
+                                    for w in &c.warnings {
+                                        eprintln!("WARNING: {w}");
+                                    }
+                                    *id = Some(c.id);
+                                }
+                            }
+                            EXITED => {
+                                return match serde_json::from_slice::<WaitResponse>(&payload) {
+                                    Ok(w) => Copied::Exited(w.status_code),
+                                    Err(_) => Copied::Ended,
+                                };
+                            }
+                            _ => write_raw(kind == STDERR, &payload),
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    crate::report(&e.into());
+                    return Copied::Ended;
+                }
+            },
+            _ = signal => pending += 1,
+        }
+        // A Ctrl-C before berthd named the container (its create frame) waits for the name.
+        let Some(id) = id.as_deref() else { continue };
+        while pending > 0 {
+            pending -= 1;
+            if interrupted {
+                eprintln!("berth: leaving {} to stop on its own", short_id(id, false));
+                return Copied::Left;
+            }
+            interrupted = true;
+            let client = client.clone();
+            let stop = obj_path("containers", id, "/stop?t=10");
+            tokio::spawn(async move {
+                if let Err(e) = client.request_empty(Method::POST, &stop, NO_BODY).await {
+                    crate::report(&e.into());
+                }
+            });
+        }
+    }
 }
 
 /// `berth create`: as `run`, but only creates the container (state `created`) and prints its
@@ -422,23 +573,26 @@ async fn attach_interactive(client: &Client, args: &Args, id: &str, detach_keys:
 /// the id and whether berthd said it started it.
 async fn create(client: &Client, args: &Args, start: bool) -> Result<(String, bool)> {
     let (name, req) = build(args)?;
-    let mut path = match name {
-        Some(n) => format!("/containers/create?name={}", url_escape(&n)),
-        None => "/containers/create".to_string(),
-    };
-    if start {
-        path.push_str(if path.contains('?') {
-            "&start=1"
-        } else {
-            "?start=1"
-        });
-    }
+    let path = create_path(name, if start { "start=1" } else { "" });
     let created: ContainerCreateResponse =
         client.request_json(Method::POST, &path, Some(&req)).await?;
     for w in &created.warnings {
         eprintln!("WARNING: {w}");
     }
     Ok((created.id, start && created.berth_started))
+}
+
+/// `/containers/create`, with the name and `extra` (query parameters) if any.
+fn create_path(name: Option<String>, extra: &str) -> String {
+    let mut path = match name {
+        Some(n) => format!("/containers/create?name={}", url_escape(&n)),
+        None => "/containers/create".to_string(),
+    };
+    if !extra.is_empty() {
+        path.push(if path.contains('?') { '&' } else { '?' });
+        path.push_str(extra);
+    }
+    path
 }
 
 async fn start(client: &Client, args: &Args, id: &str) -> Result<()> {
@@ -467,53 +621,42 @@ async fn start(client: &Client, args: &Args, id: &str) -> Result<()> {
 /// that exits (and, with `--rm`, is removed) at once loses neither its output nor its code.
 async fn attach(client: &Client, args: &Args, id: &str) -> i32 {
     let waiter = wait_for_exit(client, id);
-    let mut interrupt =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    let interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     let logs = obj_path("containers", id, "/logs?follow=1&stdout=1&stderr=1");
     let stream = client.request_stream(Method::GET, &logs, NO_BODY).await;
     if let Err(e) = start(client, args, id).await {
         crate::report(&e);
         return 125;
     }
+    follow_opened(client, id, waiter, interrupt, stream).await
+}
+
+/// Follows a started container's output (`logs`, the path) until it ends, then its exit.
+async fn follow(
+    client: &Client,
+    id: &str,
+    waiter: Waiter,
+    interrupt: Option<tokio::signal::unix::Signal>,
+    logs: String,
+) -> i32 {
+    let stream = client.request_stream(Method::GET, &logs, NO_BODY).await;
+    follow_opened(client, id, waiter, interrupt, stream).await
+}
+
+/// Copies an opened log stream's output until it ends; then the exit code from `waiter`.
+async fn follow_opened(
+    client: &Client,
+    id: &str,
+    waiter: Waiter,
+    mut interrupt: Option<tokio::signal::unix::Signal>,
+    stream: Result<BodyStream, berth_api::client::ApiError>,
+) -> i32 {
     match stream {
         Ok(mut stream) => {
-            let mut decoder = Decoder::default();
-            let mut interrupted = false;
-            loop {
-                let signal = async {
-                    match interrupt.as_mut() {
-                        Some(s) => s.recv().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    chunk = stream.next() => match chunk {
-                        None => break,
-                        Some(Ok(bytes)) => {
-                            for (kind, payload) in decoder.push(&bytes) {
-                                write_raw(kind == STDERR, &payload);
-                            }
-                        }
-                        Some(Err(e)) => {
-                            crate::report(&e.into());
-                            break;
-                        }
-                    },
-                    _ = signal => {
-                        if interrupted {
-                            eprintln!("berth: leaving {} to stop on its own", short_id(id, false));
-                            return 130;
-                        }
-                        interrupted = true;
-                        let client = client.clone();
-                        let stop = obj_path("containers", id, "/stop?t=10");
-                        tokio::spawn(async move {
-                            if let Err(e) = client.request_empty(Method::POST, &stop, NO_BODY).await {
-                                crate::report(&e.into());
-                            }
-                        });
-                    }
-                }
+            let mut known = Some(id.to_string());
+            if let Copied::Left = copy_output(client, &mut known, &mut stream, &mut interrupt).await
+            {
+                return 130;
             }
         }
         // A command fast enough to be gone (and auto-removed) before we ask has no logs left.
