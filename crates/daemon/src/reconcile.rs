@@ -376,7 +376,9 @@ impl Reconciler {
                 tokio::spawn(async move {
                     // A veth's on a thread of its own (see `KernelOps::delete_link_detached`).
                     let result = match op {
-                        StepOp::DeleteLink { name } => kernel.delete_link_detached(name).await,
+                        StepOp::DeleteLink { name, netns: None } => {
+                            kernel.delete_link_detached(name).await
+                        }
                         op => kernel.apply(&op).await,
                     };
                     if let Err(e) = result {

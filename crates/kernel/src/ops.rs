@@ -59,7 +59,7 @@ pub trait KernelOps: Send + Sync {
     /// veth deleted in the background). By default the same as applying
     /// [`StepOp::DeleteLink`]; a kernel whose deletion blocks its sender overrides it.
     fn delete_link_detached(&self, name: String) -> BoxFut<'_, Result<()>> {
-        Box::pin(async move { self.apply(&StepOp::DeleteLink { name }).await })
+        Box::pin(async move { self.apply(&StepOp::DeleteLink { name, netns: None }).await })
     }
 }
 
@@ -651,7 +651,7 @@ impl KernelOps for FakeKernel {
             if let Ok(mut d) = self.detached.lock() {
                 d.push(name.clone());
             }
-            self.apply(&StepOp::DeleteLink { name }).await
+            self.apply(&StepOp::DeleteLink { name, netns: None }).await
         })
     }
     fn observe<'a>(&'a self, req: &'a ObserveRequest) -> BoxFut<'a, Result<ObservedHost>> {
