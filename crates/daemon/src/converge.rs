@@ -357,6 +357,14 @@ impl Daemon {
         let rundir = self.config.rundir.display().to_string();
         let mut overlay = berth_plan::overlayns::desired(&sel_nets, &rundir, &desired.vxlans);
         berth_plan::overlayns::place_endpoints(&mut desired, &mut overlay, &sel_nets);
+        overlay.kept_networks = nets
+            .iter()
+            .filter(|n| {
+                n.driver == berth_plan::model::Driver::Overlay
+                    && !sel_nets.iter().any(|s| s.id == n.id)
+            })
+            .map(|n| n.id.clone())
+            .collect();
         let overlay_wanted = !overlay.namespaces.is_empty()
             || (overlay_all && (self.cluster.is_some() || self.overlay_leftovers()));
         // What berth last applied stands in for the table when it is not read back. The
@@ -426,7 +434,13 @@ impl Daemon {
             g.await;
         }
         // The overlay namespaces first: the endpoints' host sides go into them.
-        let mut overlay_report = PassReport::default();
+        // `firewall_ok` starts true (as a pass's own report): a pass with no overlay step
+        // must not mark berth's firewall cache unknown, which made the next pass read the
+        // table back and take a starting container's published ports for unwanted ones.
+        let mut overlay_report = PassReport {
+            firewall_ok: true,
+            ..PassReport::default()
+        };
         if overlay_wanted {
             let observed = berth_kernel::overlayns::observe(
                 &self.kernel,

@@ -599,6 +599,12 @@ fn gated_links(steps: &[Step]) -> &[Step] {
 }
 
 fn log_step(trigger: Trigger, step: &Step) {
+    if let StepOp::FirewallElements { script, .. } = &step.op {
+        // What the elements' step changed (its start: a range of ports is thousands), for
+        // whoever reads the debug log.
+        let head: String = script.trim().chars().take(300).collect();
+        tracing::debug!(script = %head, bytes = script.len(), "firewall elements");
+    }
     match trigger {
         Trigger::Api | Trigger::Check => tracing::debug!("applied: {step}"),
         Trigger::Cluster => tracing::info!("applied for the cluster: {step}"),

@@ -170,6 +170,11 @@ pub struct DesiredOverlay {
     /// leaves the others' elements alone (as [`crate::host::DesiredHost::guard_scope`]).
     #[serde(default)]
     pub guard_scope: Option<BTreeSet<String>>,
+    /// Overlay networks that exist but are outside this pass's scope (by id): their namespaces
+    /// and uplinks are not this pass's to judge, so never leftovers (a `network rm` of one
+    /// overlay judges the leftovers, and must not take the others' for them).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub kept_networks: BTreeSet<String>,
 }
 
 /// Places the endpoints of `desired` on overlay networks (their bridge is
@@ -583,10 +588,21 @@ pub fn diff(observed: &ObservedOverlay, desired: &DesiredOverlay) -> OverlayPlan
     if observed.all {
         // A wanted network's uplink name is judged with its namespace (an --internal
         // network's leftover one is deleted there).
-        let wanted_uplinks: BTreeSet<&str> = desired
+        let wanted_uplinks: BTreeSet<String> = desired
             .namespaces
             .values()
-            .map(|d| d.uplink_name.as_str())
+            .map(|d| d.uplink_name.clone())
+            .chain(
+                desired
+                    .kept_networks
+                    .iter()
+                    .map(|id| names::uplink_name(id)),
+            )
+            .collect();
+        let kept_netns: BTreeSet<String> = desired
+            .kept_networks
+            .iter()
+            .map(|id| names::overlay_netns_name(id))
             .collect();
         for (name, l) in &observed.uplinks {
             if names::is_uplink(name) && is_owned(l) && !wanted_uplinks.contains(name.as_str()) {
@@ -598,7 +614,10 @@ pub fn diff(observed: &ObservedOverlay, desired: &DesiredOverlay) -> OverlayPlan
             }
         }
         for (name, ns) in &observed.netns {
-            if names::is_overlay_netns(name) && !desired.namespaces.contains_key(name) {
+            if names::is_overlay_netns(name)
+                && !desired.namespaces.contains_key(name)
+                && !kept_netns.contains(name)
+            {
                 // Its VXLAN port first: the port's identity (VNI, UDP port) stays registered
                 // in the host's namespace until the kernel's asynchronous cleanup of the
                 // unmounted namespace has run (seconds on a loaded host), and a network

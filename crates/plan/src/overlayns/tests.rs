@@ -393,6 +393,19 @@ fn a_removed_network_loses_its_uplink_then_its_namespace() {
         ],
         "{k:?}"
     );
+    // A pass over another network (a `network rm` of a third one observes every namespace):
+    // the network outside its scope keeps its namespace and uplink.
+    let mut other = after.clone();
+    other.namespaces.clear();
+    other.kept_networks = ["a".repeat(64)].into();
+    assert_eq!(
+        kinds(&diff(&o, &other)),
+        vec![
+            "DeleteUplink:bup-bbbbbbbbb",
+            "InNetns:DeleteLink",
+            "RemoveNetns:/run/berth/netns/ov-bbbbbbbbb"
+        ]
+    );
     // A scoped observation judges no leftovers.
     let scoped = ObservedOverlay { all: false, ..o };
     assert!(diff(&scoped, &after).steps.is_empty());
