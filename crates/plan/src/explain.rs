@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::firewall::{rule, FirewallConfig};
 use crate::model::{ContainerSpec, Driver, EndpointSpec, NetworkMode, NetworkSpec, SublinkKind};
+use crate::names;
 use crate::network::{self as planner, MACVLAN_HOST_NOTE};
 use crate::ports::{Proto, Published};
 
@@ -422,6 +423,46 @@ fn gateway_of(net: &NetworkSpec, v6: bool) -> Option<IpAddr> {
         .map(|s| s.gateway)
 }
 
+/// Whether and how the host (berthd's namespace) reaches `addr` of `net`, a network with a
+/// bridge. A bridge network's bridge is the host's own interface. An overlay network's bridge
+/// is in the network's namespace, which the host reaches through the uplink the subnets are
+/// routed to; an `--internal` overlay has no uplink (docs/OVERLAY.md), so no route.
+fn host_reach(net: &NetworkSpec, addr: IpAddr) -> (bool, String) {
+    let gateway = gateway_of(net, addr.is_ipv6());
+    if net.driver != Driver::Overlay {
+        return (
+            true,
+            format!(
+                "the host is on bridge {} ({}): it talks to the network directly, no forwarding rule applies",
+                net.bridge,
+                gateway.map_or(String::new(), |g| format!("gateway {g}"))
+            ),
+        );
+    }
+    let ns = names::overlay_netns_name(&net.id);
+    if net.internal {
+        return (
+            false,
+            format!(
+                "network {} is an internal overlay: its bridge is in the namespace {ns} and no uplink joins that to the host, so the host has no route to {addr}",
+                net.name
+            ),
+        );
+    }
+    (
+        true,
+        format!(
+            "the host routes {} to uplink {}, into the network's namespace {ns} where its bridge is{}: the host's own traffic, no forwarding rule applies",
+            net.subnets
+                .iter()
+                .find(|s| s.subnet.contains(&addr))
+                .map_or_else(|| addr.to_string(), |s| s.subnet.to_string()),
+            names::uplink_name(&net.id),
+            gateway.map_or(String::new(), |g| format!(" (gateway {g})"))
+        ),
+    )
+}
+
 fn same_netns(a: &ContainerSpec, holder: &ContainerSpec) -> bool {
     a.id == holder.id || a.mode == NetworkMode::Container(holder.id.clone())
 }
@@ -632,21 +673,59 @@ impl<'a> Explainer<'_, 'a> {
                 cause: format!("{} (when a router sends it {addr} through this host)", d.cause),
                 probes: Vec::new(),
             });
+            let (host_ok, host_why) = host_reach(net, addr);
             x.inbound.push(Flow {
                 peer_kind: PeerKind::Host,
                 peer: "the host".into(),
                 target: target.clone(),
                 ports: ports.clone(),
-                allowed: true,
+                allowed: host_ok,
                 rule: String::new(),
-                cause: format!(
-                    "the host is on bridge {} ({}): it talks to the network directly, no forwarding rule applies",
-                    net.bridge,
-                    gateway_of(net, addr.is_ipv6()).map_or(String::new(), |g| format!("gateway {g}"))
-                ),
+                cause: host_why,
                 fix: None,
                 probes: self.probes_to(Vantage::Host, addr),
             });
+            if let Some(ov) = net.overlay.filter(|_| net.driver == Driver::Overlay) {
+                // The other hosts' containers of the network are bridged to this one through
+                // the VXLAN port in the network's namespace: no host's inet hook sees them.
+                let (allowed, cause, fix) = if net.icc {
+                    let how = if ov.encrypted {
+                        "encrypted by berth's WireGuard datapath between the hosts"
+                    } else {
+                        "unencrypted on the underlay"
+                    };
+                    (
+                        true,
+                        format!(
+                            "bridged at layer 2 in the network's namespace {} through its VXLAN port (VNI {}, UDP {}, {how}): no forwarding rule applies",
+                            names::overlay_netns_name(&net.id),
+                            ov.vni,
+                            ov.port
+                        ),
+                        None,
+                    )
+                } else {
+                    (
+                        false,
+                        format!(
+                            "network {} has enable_icc=false: its bridge ports are isolated from each other (kernel bridge-port isolation)",
+                            net.name
+                        ),
+                        Some("publish a port: containers of the network reach it through a host address".to_string()),
+                    )
+                };
+                x.inbound.push(Flow {
+                    peer_kind: PeerKind::Network,
+                    peer: format!("containers of network {} on other hosts", net.name),
+                    target: target.clone(),
+                    ports: ports.clone(),
+                    allowed,
+                    rule: String::new(),
+                    cause,
+                    fix,
+                    probes: Vec::new(),
+                });
+            }
             for s in self.peers() {
                 let probes = self.probes_to(Vantage::Container(s.spec.name.clone()), addr);
                 let fix = Some(format!(
@@ -661,10 +740,15 @@ impl<'a> Explainer<'_, 'a> {
                     .any(|e| e.network_id == net.id)
                 {
                     if net.icc {
+                        let place = if net.driver == Driver::Overlay {
+                            format!(" in its namespace {}", names::overlay_netns_name(&net.id))
+                        } else {
+                            String::new()
+                        };
                         (
                             true,
                             String::new(),
-                            format!("both are on network {}: bridged at layer 2, no forwarding rule applies", net.name),
+                            format!("both are on network {}: bridged at layer 2{place}, no forwarding rule applies", net.name),
                             None,
                         )
                     } else {
@@ -724,6 +808,15 @@ impl<'a> Explainer<'_, 'a> {
             x.notes.push(format!(
                 "network {} has enable_icc=false: {name} and its neighbours there cannot reach each other directly",
                 net.name
+            ));
+        }
+        if net.driver == Driver::Overlay {
+            x.notes.push(format!(
+                "network {} is an overlay: its traffic between containers, on this host or \
+                 others, is bridged in its namespace {} and never reaches the host's hooks (berth \
+                 trace shows only what crosses the uplink: egress, published ports, other networks)",
+                net.name,
+                names::overlay_netns_name(&net.id)
             ));
         }
     }

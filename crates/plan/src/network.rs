@@ -1067,6 +1067,14 @@ pub fn plan_network_on(
         Some(v) => parse_bool_opt(OPT_ENABLE_ICC, v)?,
         None => true,
     };
+    if !icc && driver == Driver::Overlay {
+        // Bridge-port isolation holds on one host's bridge only: an overlay's VXLAN port
+        // would still carry every other host's containers to these (Docker's overlay driver
+        // has no such option either). Refused rather than half kept.
+        return Err(PlanError::Invalid(format!(
+            "network {name:?}: {OPT_ENABLE_ICC}=false is not supported by the overlay driver:              containers on other hosts would still reach each other through the VXLAN tunnel;              use one network per group of containers that may talk"
+        )));
+    }
     let masquerade = match opts.get(OPT_ENABLE_MASQUERADE) {
         Some(v) => parse_bool_opt(OPT_ENABLE_MASQUERADE, v)?,
         None => !direct,

@@ -367,3 +367,71 @@ fn a_published_port_nobody_serves_and_a_stopped_container() {
     let f = flow(&x.inbound, "container client", "10.1.0.2");
     assert_eq!(f.probes[0].dst, "10.1.0.2:9999".parse().unwrap());
 }
+
+/// An overlay network's bridge is in its namespace: the host reaches it through the uplink
+/// (not at all when the overlay is internal), and its containers on other hosts are bridged
+/// through the VXLAN port.
+#[test]
+fn an_overlay_is_reached_through_its_uplink_and_its_tunnel() {
+    let mut w = world();
+    let mut ov = net('9', "app", "10.50.0.0/24");
+    ov.driver = Driver::Overlay;
+    ov.overlay = Some(crate::model::OverlaySpec {
+        vni: 4097,
+        port: 4789,
+        encrypted: false,
+    });
+    let mut iov = net('8', "backend", "10.51.0.0/24");
+    iov.driver = Driver::Overlay;
+    iov.internal = true;
+    iov.overlay = Some(crate::model::OverlaySpec {
+        vni: 4098,
+        port: 4790,
+        encrypted: true,
+    });
+    let o1 = container('d', "o1", &[(&ov, "10.50.0.2/24")]);
+    let o2 = container('e', "o2", &[(&ov, "10.50.0.3/24")]);
+    let i1 = container('f', "i1", &[(&iov, "10.51.0.2/24")]);
+    w.nets.extend([ov.clone(), iov.clone()]);
+    w.cs.extend([o1, o2, i1]);
+
+    let x = run(&w, "o1");
+    let f = flow(&x.inbound, "the host", "10.50.0.2");
+    assert!(f.allowed);
+    let (uplink, ns) = (
+        crate::names::uplink_name(&ov.id),
+        crate::names::overlay_netns_name(&ov.id),
+    );
+    assert!(
+        f.cause.contains(&uplink) && f.cause.contains(&ns) && f.cause.contains("10.50.0.0/24"),
+        "{f:?}"
+    );
+    let f = flow(&x.inbound, "container o2", "10.50.0.2");
+    assert!(f.allowed);
+    assert!(f.cause.contains(&ns), "{f:?}");
+    let f = flow(&x.inbound, "network app on other hosts", "10.50.0.2");
+    assert!(f.allowed);
+    assert_eq!(f.peer_kind, PeerKind::Network);
+    assert!(
+        f.cause.contains("VNI 4097") && f.cause.contains("unencrypted"),
+        "{f:?}"
+    );
+    // Another network's container is isolated from the overlay, as from a bridge network.
+    let f = flow(&x.inbound, "container api", "10.50.0.2");
+    assert!(!f.allowed);
+    assert_eq!(f.rule, fw(rule::ISOLATION));
+    assert!(x.notes.iter().any(|n| n.contains("berth trace")), "{x:?}");
+
+    // Internal: no uplink, so not even the host reaches it; the tunnel still joins the hosts.
+    let x = run(&w, "i1");
+    let f = flow(&x.inbound, "the host", "10.51.0.2");
+    assert!(!f.allowed);
+    assert!(f.cause.contains("internal overlay"), "{f:?}");
+    let f = flow(&x.inbound, "network backend on other hosts", "10.51.0.2");
+    assert!(f.allowed);
+    assert!(
+        f.cause.contains("VNI 4098") && f.cause.contains("WireGuard"),
+        "{f:?}"
+    );
+    assert!(!flow(&x.outbound, "outside", "any").allowed);
+}

@@ -130,6 +130,16 @@ fn drivers() {
         plan(&r, &[]).expect("vni").overlay.map(|o| o.vni),
         Some(4097)
     );
+    // enable_icc=false would isolate one host's bridge ports only, not the VXLAN tunnel.
+    let mut quiet = r.clone();
+    quiet.options.insert(OPT_ENABLE_ICC.into(), "false".into());
+    let e = plan(&quiet, &[]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(
+        e.to_string()
+            .contains("not supported by the overlay driver"),
+        "{e}"
+    );
     // Dual stack: an IPv6 subnet as given (or a ULA /64), next to the IPv4 one.
     r.enable_ipv6 = true;
     r.ipam = vec![IpamRequest {
