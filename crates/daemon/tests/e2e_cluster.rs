@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{sh, sh_ok, show, stderr, stdout, World};
+use common::{code, sh, sh_ok, show, stderr, stdout, World};
 
 const ETCD: &str = "10.77.0.254";
 const TTL: u64 = 3;
@@ -726,6 +726,116 @@ fn overlay_network_spans_hosts() {
     assert!(!sh("ip", &["-n", &a.host_ns, "link", "show", &uplink])
         .status
         .success());
+    u.kill_etcd();
+}
+
+/// Proves, with real packets across two hosts: an `--internal` overlay joins its containers
+/// across hosts but has no uplink (nothing routed out: no egress, the host itself has no route
+/// to it); two overlays are isolated from each other on either host; `enable_icc=false` on an
+/// overlay is refused (it would isolate one host's ports, not the tunnel); and
+/// `explain --verify` of overlay containers agrees with the kernel (the host reaches a
+/// routed overlay's container through its uplink, not an internal one's).
+#[test]
+fn overlay_internal_and_isolation_between_overlays() {
+    require_root!();
+    let (a, b, mut u) = two_hosts();
+    create_overlay(&a, "10.60.0.0/24", "front", &[]);
+    create_overlay(&a, "10.61.0.0/24", "vault", &["--internal"]);
+    wait_until("both overlays on host-b", Duration::from_secs(5), || {
+        let n = network_names(&b);
+        n.contains(&"front".to_string()) && n.contains(&"vault".to_string())
+    });
+    let o = a.berth(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.62.0.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "quiet",
+    ]);
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(
+        stderr(&o).contains("not supported by the overlay driver"),
+        "{}",
+        show(&o)
+    );
+
+    a.run_server("f1", &["--network", "front"], 8080);
+    a.run_server("v1", &["--network", "vault"], 8081);
+    b.run_server("f2", &["--network", "front"], 8082);
+    b.run_server("v2", &["--network", "vault"], 8083);
+    for (w, c, p) in [
+        (&a, "f1", 8080),
+        (&a, "v1", 8081),
+        (&b, "f2", 8082),
+        (&b, "v2", 8083),
+    ] {
+        w.wait_container_port(c, p);
+    }
+    let (f1, v1) = (a.ip_of("f1", "front"), a.ip_of("v1", "vault"));
+    let (f2, v2) = (b.ip_of("f2", "front"), b.ip_of("v2", "vault"));
+
+    // The internal overlay spans the hosts, by address and by name.
+    b.assert_reaches("v2", &v1, 8081);
+    a.assert_reaches("v1", &v2, 8083);
+    reaches_by_name(&b, "v2", "v1", 8081, Duration::from_secs(5));
+    // Two overlays are isolated, on one host and across hosts, both ways.
+    a.assert_blocked("f1", &v1, 8081);
+    a.assert_blocked("v1", &f1, 8080);
+    b.assert_blocked("f2", &v1, 8081);
+    b.assert_blocked("v2", &f1, 8080);
+    // The routed overlay still spans the hosts.
+    b.assert_reaches("f2", &f1, 8080);
+    a.assert_reaches("f1", &f2, 8082);
+
+    // Nothing routed out of the internal overlay: no egress; and no uplink into it.
+    let helper = a.helper("peer_server.py");
+    let out_ip = a.out_ip();
+    a.spawn_in(&a.out_ns.clone(), &["python3", &helper, &out_ip, "7000"]);
+    a.wait_port(&a.out_ns, &out_ip, 7000);
+    a.assert_reaches("f1", &out_ip, 7000);
+    a.assert_blocked("v1", &out_ip, 7000);
+    let vault_id = a.network_inspect("vault")["Id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let uplink = format!("bup-{}", &vault_id[..9]);
+    assert!(
+        !sh("ip", &["-n", &a.host_ns, "link", "show", &uplink])
+            .status
+            .success(),
+        "an internal overlay has no uplink"
+    );
+    assert!(a.tcp_from_ns(&a.host_ns, &v1, 8081, 1.5).is_err());
+    assert!(a.tcp_from_ns(&a.host_ns, &f1, 8080, 3.0).is_ok());
+
+    // explain --verify: the plan's verdicts (host through the uplink; no route into the
+    // internal overlay; the other overlay isolated) are what the kernel does.
+    for (c, net) in [("f1", "front"), ("v1", "vault")] {
+        let o = a.berth(&["explain", "--verify", "--format", "json", c]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o))
+            .unwrap_or_else(|e| panic!("explain --verify {c}: {e}: {}", show(&o)));
+        assert_eq!(code(&o), 0, "verify of {c} should agree: {:#}", v["Verify"]);
+        let host = v["Inbound"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["Peer"] == "the host"))
+            .unwrap_or_else(|| panic!("no host flow for {c}: {v:#}"));
+        assert_eq!(host["Allowed"], c == "f1", "{host}");
+        assert_eq!(host["Verified"], "agrees", "{host}");
+        let remote = format!("containers of network {net} on other hosts");
+        assert!(
+            v["Inbound"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f["Peer"] == remote.as_str())),
+            "{v:#}"
+        );
+    }
+    for (w, c) in [(&a, "f1"), (&a, "v1"), (&b, "f2"), (&b, "v2")] {
+        w.berth_ok(&["rm", "-f", c]);
+    }
     u.kill_etcd();
 }
 

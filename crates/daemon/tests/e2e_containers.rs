@@ -504,6 +504,8 @@ impl Drop for Unmount {
 /// API socket's directory; where berthd holds its overlay namespaces, issue 11): its mount
 /// namespace is a private copy of berthd's, so a copied mount would hold that namespace —
 /// bridge, VXLAN port and its socket — after berthd unmounts it, for the container's life.
+/// And berthd's start removes a namespace of berth's shape there that no network wants (a
+/// leftover of a crash or of a cluster left), never one it did not name.
 #[test]
 fn containers_hold_no_copy_of_the_overlay_namespaces() {
     require_root!();
@@ -511,20 +513,31 @@ fn containers_hold_no_copy_of_the_overlay_namespaces() {
     let run_dir = w.socket.parent().expect("socket dir").to_path_buf();
     let dir = run_dir.join("netns");
     std::fs::create_dir_all(&dir).expect("netns dir");
-    let ns = dir.join("ov-123456789");
-    std::fs::write(&ns, "").expect("mount point");
-    let _unmount = Unmount(ns.clone());
-    // Mounted while berthd is down: its mount namespace (`ip netns exec`'s copy) has it.
+    // `keep`: not a name berth gives, so berthd leaves it; `ov-123456789`: berth's shape, for
+    // no network of this host, so berthd's start removes it.
+    let (kept, leftover) = (dir.join("keep"), dir.join("ov-123456789"));
+    let mut unmount = Vec::new();
+    for ns in [&kept, &leftover] {
+        std::fs::write(ns, "").expect("mount point");
+        unmount.push(Unmount(ns.clone()));
+    }
+    // Mounted while berthd is down: its mount namespace (`ip netns exec`'s copy) has them.
     w.restart_daemon_with(false, || {
-        let o = common::sh("unshare", &[&format!("--net={}", ns.display()), "true"]);
-        assert_eq!(code(&o), 0, "unshare --net: {}", show(&o));
+        for ns in [&kept, &leftover] {
+            let o = common::sh("unshare", &[&format!("--net={}", ns.display()), "true"]);
+            assert_eq!(code(&o), 0, "unshare --net: {}", show(&o));
+        }
     });
-    let shown = ns.display().to_string();
+    let (shown, gone) = (kept.display().to_string(), leftover.display().to_string());
     let berthd = w.daemon_pid().expect("berthd");
     let theirs = std::fs::read_to_string(format!("/proc/{berthd}/mountinfo")).expect("mountinfo");
     assert!(
         theirs.contains(&shown),
         "berthd's mount namespace has {shown} (else the check below proves nothing)"
+    );
+    assert!(
+        !theirs.contains(&gone),
+        "berthd's start should have removed the leftover {gone}:\n{theirs}"
     );
     w.run_d("c", &[], &["sleep", "120"]);
     let pid = w.inspect("c")["State"]["Pid"]
@@ -535,6 +548,7 @@ fn containers_hold_no_copy_of_the_overlay_namespaces() {
         !mounts.contains(&shown),
         "the container holds a copy of {shown}:\n{mounts}"
     );
+    drop(unmount);
 }
 
 /// One request to berthd over its socket (HTTP/1.0: the answer ends when berthd closes the
