@@ -65,8 +65,15 @@ impl Daemon {
     /// Whether any overlay namespace is mounted under berthd's run directory (a host that
     /// left its cluster, or a namespace left by a crash): a full pass removes them.
     fn overlay_leftovers(&self) -> bool {
-        std::fs::read_dir(self.config.rundir.join(berth_plan::overlayns::NETNS_SUBDIR))
-            .is_ok_and(|mut d| d.next().is_some())
+        std::fs::read_dir(self.config.rundir.join(berth_plan::overlayns::NETNS_SUBDIR)).is_ok_and(
+            |mut d| {
+                d.any(|e| {
+                    e.is_ok_and(|e| {
+                        berth_plan::names::is_overlay_netns(&e.file_name().to_string_lossy())
+                    })
+                })
+            },
+        )
     }
 
     /// What the static rules depend on: which forwarding berth had to turn on.

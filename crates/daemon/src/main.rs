@@ -141,6 +141,35 @@ fn rundir(socket: &std::path::Path) -> anyhow::Result<PathBuf> {
         .unwrap_or_else(|| PathBuf::from("/")))
 }
 
+/// With a cluster store, berthd mounts its overlay networks' namespaces under RUNDIR/netns
+/// (docs/OVERLAY.md): two berthds sharing RUNDIR would take each other's namespaces for
+/// leftovers. An exclusive lock on `RUNDIR/netns/.berthd.lock` (flock(2), released when the
+/// process ends, kill -9 included) refuses the second one with what to do. Held for the
+/// process's life by the caller.
+fn lock_rundir(rundir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let dir = rundir.join(berth_plan::overlayns::NETNS_SUBDIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(".berthd.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another berthd with a cluster store uses the run directory {} (its socket's \
+             directory, where it mounts its overlay networks' namespaces): give each berthd a \
+             --socket in a directory of its own",
+            rundir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
 /// The async runtime's worker threads.
 const WORKERS: usize = 2;
 
@@ -193,9 +222,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .max_loopback_relays
         .unwrap_or((nofile / 2).try_into().unwrap_or(usize::MAX));
     tracing::info!(nofile, relay_budget, "open-files limit");
+    let rundir = rundir(&args.socket)?;
+    let _rundir_lock = match &cluster {
+        Some(_) => Some(lock_rundir(&rundir)?),
+        None => None,
+    };
     let daemon = daemon::Daemon::start(daemon::Config {
         state_dir: args.state_dir.clone(),
-        rundir: rundir(&args.socket)?,
+        rundir,
         resolv_conf: args.resolv_conf.clone(),
         drift_repair: !args.no_drift_repair,
         check_interval: std::time::Duration::from_secs(args.check_interval),
