@@ -794,16 +794,18 @@ pub const LESSONS: &[Lesson] = &[
             cmp(
                 "the VXLAN port",
                 "ip -d link show vxlan42",
-                "ip -d link show type vxlan",
+                "for n in \"$BERTH_NETNS\"/ov-*; do nsenter --net=\"$n\" ip -d link show type vxlan; done",
             ),
             cmp(
                 "where frames for the other host go",
                 "bridge fdb show dev vxlan42",
-                "bridge fdb show | grep bvx-; ip neigh show nud permanent",
+                "for n in \"$BERTH_NETNS\"/ov-*; do nsenter --net=\"$n\" sh -c 'bridge fdb show | grep bvx-; ip neigh show nud permanent'; done",
             ),
         ],
         notes: "berth's side runs on two berth hosts, {P}-c1 and {P}-c2, whose berthds share an \
-            etcd (in the LAN namespace {P}-clan). On every host berth builds the network's bridge \
+            etcd (in the LAN namespace {P}-clan). On every host berth builds, in a network namespace \
+            of the network's own (ov-<9 hex>, mounted under berthd's run directory, reached from \
+            the host through the uplink bup-<9 hex>), the network's bridge \
             berth-<9 hex> with the gateway address and a VXLAN port bvx-<9 hex> (VNI from 4096, \
             UDP 4789, local = the advertised address, learning off, ARP proxy on, MTU 1450: the \
             underlay's 1500 − 50); for \

@@ -432,7 +432,9 @@ impl Lab {
     /// own, everything else the private berthd of berth's host.
     fn socket_for(&self, ns: &str) -> PathBuf {
         match ns.strip_prefix(&format!("{}-", self.prefix)) {
-            Some(host @ ("c1" | "c2")) => self.dir.join("run").join(format!("{host}.sock")),
+            // A directory each: a berthd with a cluster store mounts its overlay networks'
+            // namespaces under its socket's directory, which it holds alone.
+            Some(host @ ("c1" | "c2")) => self.dir.join("run").join(host).join("berthd.sock"),
             _ => self.socket(),
         }
     }
@@ -483,10 +485,24 @@ impl Lab {
     /// private berthd. Not `ip netns exec`: that runs the command in a mount namespace of its
     /// own whose mounts do not propagate back, so an `ip netns add` typed in a lesson would make
     /// a namespace nobody else can enter. nsenter changes the network namespace only.
+    ///
+    /// On lesson 9's berth hosts the command enters their berthd's mount namespace too: that
+    /// is where berthd mounts its overlay networks' namespaces (`RUNDIR/netns/ov-…`, listed
+    /// in `BERTH_NETNS`), so a lesson can look inside them with `nsenter --net=…`.
     fn command(&self, ns: &str, cmd: &str) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/run/netns/{ns}"))
-            .args(["sh", "-c", cmd]);
+        match self.cluster_berthd(ns) {
+            Some(pid) => {
+                c.args(["-t", &pid.to_string(), "-m", "-n"]);
+                if let Some(run) = self.socket_for(ns).parent() {
+                    c.env("BERTH_NETNS", run.join("netns"));
+                }
+            }
+            None => {
+                c.arg(format!("--net=/run/netns/{ns}"));
+            }
+        }
+        c.args(["sh", "-c", cmd]);
         let dir = self
             .berth
             .parent()
@@ -676,6 +692,19 @@ impl Lab {
         self.record
             .berthd_pid
             .is_some_and(|pid| self.daemon_up(pid, &self.ns("bhost")))
+    }
+
+    /// The berthd of lesson 9's berth host `ns` (`P-c1`, `P-c2`), if it runs: the recorded
+    /// cluster berthd whose network namespace is `ns`'s.
+    fn cluster_berthd(&self, ns: &str) -> Option<u32> {
+        use std::os::unix::fs::MetadataExt;
+        let id = |p: String| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+        let want = id(format!("/run/netns/{ns}"))?;
+        self.record
+            .cluster_pids
+            .iter()
+            .copied()
+            .find(|pid| alive(*pid) && id(format!("/proc/{pid}/ns/net")) == Some(want))
     }
 
     fn daemon_up(&self, pid: u32, ns: &str) -> bool {
