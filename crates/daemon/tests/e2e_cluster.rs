@@ -836,6 +836,40 @@ fn overlay_internal_and_isolation_between_overlays() {
     for (w, c) in [(&a, "f1"), (&a, "v1"), (&b, "f2"), (&b, "v2")] {
         w.berth_ok(&["rm", "-f", c]);
     }
+
+    // A second berthd with a cluster store whose socket is in host-a's berthd's directory
+    // (where that one mounts its overlay namespaces) is refused before it touches anything.
+    let run_dir = a.socket.parent().expect("socket dir");
+    let (sock, state) = (run_dir.join("second.sock"), run_dir.join("second-state"));
+    let mut cmd = vec![
+        "20".to_string(),
+        "ip".into(),
+        "netns".into(),
+        "exec".into(),
+        a.host_ns.clone(),
+        common::berthd_bin().display().to_string(),
+        "--state-dir".into(),
+        state.display().to_string(),
+        "--socket".into(),
+        sock.display().to_string(),
+    ];
+    cmd.extend(cluster_args("second"));
+    let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let o = sh("timeout", &args);
+    assert!(
+        !o.status.success() && code(&o) != 124,
+        "a second berthd on the same run directory: {}",
+        show(&o)
+    );
+    assert!(
+        stderr(&o).contains("another berthd with a cluster store uses the run directory"),
+        "{}",
+        show(&o)
+    );
+    assert!(!sock.exists(), "the refused berthd made its socket");
+    // host-a's berthd is untouched and still alone in the cluster under its name.
+    a.berth_ok(&["network", "ls"]);
+    assert!(!names(&a).contains(&"second".to_string()));
     u.kill_etcd();
 }
 
