@@ -470,7 +470,30 @@ impl Daemon {
                         &mut overlay_report,
                     )
                     .await;
+                // Changes in these namespaces wake a pass (the all-namespaces subscription):
+                // a namespace made in this pass has a new id.
+                let made: BTreeSet<String> = steps
+                    .iter()
+                    .filter_map(|s| match &s.op {
+                        berth_plan::overlayns::NsOp::CreateNetns { path } => Some(path.clone()),
+                        _ => None,
+                    })
+                    .collect();
                 overlay_report.overlay.steps = steps;
+                let wanted: BTreeSet<String> = overlay
+                    .namespaces
+                    .values()
+                    .map(|d| d.path.clone())
+                    .collect();
+                let keep = overlay_all.then(|| {
+                    overlay
+                        .kept_networks
+                        .iter()
+                        .map(|id| berth_plan::overlayns::netns_path(&rundir, id))
+                        .chain(wanted.iter().cloned())
+                        .collect()
+                });
+                self.watch_overlay_namespaces(wanted, &made, keep).await;
             }
         }
         let assumed_rep = match assumed {
@@ -1149,6 +1172,54 @@ fn spawn_watch(d: Arc<Daemon>, id: String, pid: i32, adopted: Option<i32>) {
     tokio::spawn(task);
 }
 
+impl Daemon {
+    /// Subscribes to the changes in the overlay namespaces `paths` that are not watched yet, or
+    /// were made again (`made`: a new namespace has a new id); with `keep`, forgets every
+    /// other one. Their changes wake a pass over the host, which plans every overlay
+    /// namespace: drift there (a VXLAN port or an endpoint's veth deleted by someone) is
+    /// repaired at once instead of at the next full check.
+    async fn watch_overlay_namespaces(
+        &self,
+        paths: BTreeSet<String>,
+        made: &BTreeSet<String>,
+        keep: Option<BTreeSet<String>>,
+    ) {
+        let new: Vec<String> = match self.ns_watch.table.lock() {
+            Ok(mut t) => {
+                if let Some(keep) = &keep {
+                    t.unwatch_overlay_except(keep);
+                }
+                paths
+                    .into_iter()
+                    .filter(|p| made.contains(p) || !t.watches_overlay(p))
+                    .collect()
+            }
+            Err(_) => return,
+        };
+        if new.is_empty() || !self.ns_watch.ensure_started(&self.wake) {
+            return;
+        }
+        for path in new {
+            let p = std::path::PathBuf::from(&path);
+            let nsid =
+                tokio::task::spawn_blocking(move || berth_kernel::monitor::nsid_of_path(&p)).await;
+            match nsid {
+                Ok(Ok(nsid)) => {
+                    if let Ok(mut t) = self.ns_watch.table.lock() {
+                        t.watch_overlay(nsid, &path);
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(netns = %path, "no notifications from the overlay namespace: {e}")
+                }
+                Err(e) => {
+                    tracing::debug!(netns = %path, "no notifications from the overlay namespace: {e}")
+                }
+            }
+        }
+    }
+}
+
 /// Registers container `id`'s namespace (that of `pid`) with the daemon's [`NsWatch`], opening
 /// its subscription at the first call. `None` (logged) when there are no notifications to have.
 async fn register_watch(d: &Arc<Daemon>, id: &str, pid: i32) -> Option<i32> {
@@ -1181,6 +1252,9 @@ pub struct NsWatchTable {
     /// the kernel deletes each with its host side in the background deletion, and that
     /// removal's notification is berth's own doing, not drift (see [`RETIRED_NOTICE`]).
     retired: std::collections::HashMap<(String, String), std::time::Instant>,
+    /// The overlay networks' namespaces (`RUNDIR/netns/ov-…`) by their id in berthd's: a
+    /// change there wakes a pass over the host (which plans every overlay namespace).
+    overlay: std::collections::HashMap<i32, String>,
 }
 
 /// How long a retired container interface's removal is expected: the background deletion
@@ -1219,6 +1293,33 @@ impl NsWatchTable {
             self.retired
                 .get(&(id.clone(), name.to_string()))
                 .is_some_and(|at| now.saturating_duration_since(*at) < RETIRED_NOTICE)
+        })
+    }
+
+    /// Overlay namespace `path` has id `nsid` (the newest registration of an id holds it).
+    pub fn watch_overlay(&mut self, nsid: i32, path: &str) {
+        self.overlay.retain(|_, p| p != path);
+        self.overlay.insert(nsid, path.to_string());
+    }
+
+    /// Overlay namespaces no longer watched: those not in `keep` (paths).
+    pub fn unwatch_overlay_except(&mut self, keep: &BTreeSet<String>) {
+        self.overlay.retain(|_, p| keep.contains(p));
+    }
+
+    /// Whether overlay namespace `path` is watched.
+    pub fn watches_overlay(&self, path: &str) -> bool {
+        self.overlay.values().any(|p| p == path)
+    }
+
+    /// Whether these notices call for a pass over the host: a change in an overlay network's
+    /// namespace (its bridge, VXLAN port, uplink peer or endpoints' host sides), or lost
+    /// notifications while any is watched.
+    pub fn wakes_host(&self, notices: &[berth_kernel::monitor::NsNotice]) -> bool {
+        use berth_kernel::monitor::NsNotice;
+        notices.iter().any(|n| match n {
+            NsNotice::Nsid(k) => self.overlay.contains_key(k),
+            NsNotice::Lost => !self.overlay.is_empty(),
         })
     }
 
@@ -1275,10 +1376,13 @@ impl NsWatch {
                     })
                 };
                 while let Ok(notices) = m.next_except(&gone).await {
-                    let ids = table
+                    let (ids, host) = table
                         .lock()
-                        .map(|t| t.wakes(&notices))
+                        .map(|t| (t.wakes(&notices), t.wakes_host(&notices)))
                         .unwrap_or_default();
+                    if host && tx.send(Wake::Host).is_err() {
+                        return;
+                    }
                     for id in ids {
                         if tx.send(Wake::Container(id)).is_err() {
                             return;
@@ -1506,5 +1610,27 @@ mod tests {
         assert_eq!(t.wakes(&[NsNotice::Nsid(4)]), vec!["new".to_string()]);
         t.unwatch(4, "new");
         assert!(t.wakes(&[NsNotice::Nsid(4)]).is_empty());
+    }
+
+    /// A change in an overlay network's namespace wakes a pass over the host (no container);
+    /// a namespace made again takes its new id; one no longer kept wakes nothing.
+    #[test]
+    fn an_overlay_namespace_change_wakes_the_host() {
+        let mut t = NsWatchTable::default();
+        t.watch(3, "a");
+        assert!(!t.wakes_host(&[NsNotice::Nsid(3)]));
+        assert!(!t.wakes_host(&[NsNotice::Lost]));
+        t.watch_overlay(5, "/run/berth/netns/ov-aaaaaaaaa");
+        t.watch_overlay(6, "/run/berth/netns/ov-bbbbbbbbb");
+        assert!(t.wakes_host(&[NsNotice::Nsid(5)]));
+        assert!(t.wakes(&[NsNotice::Nsid(5)]).is_empty());
+        assert!(t.wakes_host(&[NsNotice::Lost]));
+        // Made again: the new id wakes, the old one no more.
+        t.watch_overlay(9, "/run/berth/netns/ov-aaaaaaaaa");
+        assert!(!t.wakes_host(&[NsNotice::Nsid(5)]));
+        assert!(t.wakes_host(&[NsNotice::Nsid(9)]));
+        t.unwatch_overlay_except(&["/run/berth/netns/ov-bbbbbbbbb".to_string()].into());
+        assert!(!t.wakes_host(&[NsNotice::Nsid(9)]));
+        assert!(t.watches_overlay("/run/berth/netns/ov-bbbbbbbbb"));
     }
 }

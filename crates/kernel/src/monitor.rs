@@ -527,15 +527,43 @@ pub fn nsids_of(pids: &[i32]) -> Vec<Result<i32>> {
 
 /// [`nsid_of`] on `nl`, a socket of the caller's namespace.
 pub(crate) fn nsid_on(nl: &mut crate::nl::SyncNetlink, pid: i32) -> Result<i32> {
-    use rtnetlink::packet_route::nsid::{NsidAttribute, NsidMessage};
-    use rtnetlink::packet_route::RouteNetlinkMessage;
+    use rtnetlink::packet_route::nsid::NsidAttribute;
     let pid = u32::try_from(pid)
         .map_err(|_| KernelError::invalid(format!("process {pid}"), "not a pid"))?;
+    nsid_for(nl, NsidAttribute::Pid(pid), &format!("process {pid}"))
+}
+
+/// The id of the network namespace mounted at `path` (an overlay network's, under berthd's
+/// run directory) in the caller's namespace, given one if it has none yet: as [`nsid_of`],
+/// by the namespace's file (`NETNSA_FD`) instead of a process.
+pub fn nsid_of_path(path: &std::path::Path) -> Result<i32> {
+    use rtnetlink::packet_route::nsid::NsidAttribute;
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path)
+        .map_err(|e| KernelError::io(format!("opening network namespace {}", path.display()), e))?;
+    let fd = u32::try_from(file.as_raw_fd())
+        .map_err(|_| KernelError::invalid(path.display().to_string(), "no descriptor"))?;
+    let mut nl = crate::nl::SyncNetlink::open()?;
+    nsid_for(
+        &mut nl,
+        NsidAttribute::Fd(fd),
+        &format!("network namespace {}", path.display()),
+    )
+}
+
+/// The namespace id of `target` (a `NETNSA_PID` or `NETNSA_FD` attribute) on `nl`.
+fn nsid_for(
+    nl: &mut crate::nl::SyncNetlink,
+    target: rtnetlink::packet_route::nsid::NsidAttribute,
+    what: &str,
+) -> Result<i32> {
+    use rtnetlink::packet_route::nsid::{NsidAttribute, NsidMessage};
+    use rtnetlink::packet_route::RouteNetlinkMessage;
     let get = |nl: &mut crate::nl::SyncNetlink| -> Result<i32> {
         let mut m = NsidMessage::default();
-        m.attributes.push(NsidAttribute::Pid(pid));
+        m.attributes.push(target.clone());
         let answers = nl.request(RouteNetlinkMessage::GetNsId(m), crate::link::GET, || {
-            format!("looking up the namespace id of process {pid}")
+            format!("looking up the namespace id of {what}")
         })?;
         Ok(answers
             .iter()
@@ -553,11 +581,11 @@ pub(crate) fn nsid_on(nl: &mut crate::nl::SyncNetlink, pid: i32) -> Result<i32> 
         return Ok(id);
     }
     let mut m = NsidMessage::default();
-    m.attributes.push(NsidAttribute::Pid(pid));
+    m.attributes.push(target.clone());
     // -1: any free id.
     m.attributes.push(NsidAttribute::Id(-1));
     match nl.request(RouteNetlinkMessage::NewNsId(m), crate::link::CHANGE, || {
-        format!("giving the namespace of process {pid} an id")
+        format!("giving the namespace of {what} an id")
     }) {
         // EEXIST: it got one meanwhile (a veth created into it).
         Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(e),
@@ -566,7 +594,7 @@ pub(crate) fn nsid_on(nl: &mut crate::nl::SyncNetlink, pid: i32) -> Result<i32> 
     match get(nl)? {
         id if id >= 0 => Ok(id),
         _ => Err(KernelError::invalid(
-            format!("the namespace of process {pid}"),
+            format!("the namespace of {what}"),
             "no namespace id after RTM_NEWNSID",
         )),
     }
