@@ -833,6 +833,41 @@ fn overlay_internal_and_isolation_between_overlays() {
             "{v:#}"
         );
     }
+    // Someone deletes front's bridge inside its namespace on host-a: the namespace's
+    // notification wakes a pass at once (the timer's check is 10 s away), which makes the
+    // bridge again with its ports, and f1 talks across hosts again.
+    let front_id = a.network_inspect("front")["Id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let (fvx, fbr) = (
+        format!("bvx-{}", &front_id[..9]),
+        format!("berth-{}", &front_id[..9]),
+    );
+    let o = in_ov(&a, &fvx, &["ip", "link", "del", &fbr]);
+    assert!(o.status.success(), "{}", show(&o));
+    let back = within(Duration::from_secs(3), || {
+        stdout(&in_ov(
+            &a,
+            &fvx,
+            &["ip", "-o", "link", "show", "master", &fbr],
+        ))
+        .contains(&fvx)
+    });
+    assert!(
+        back.is_some(),
+        "front's bridge not made again with its VXLAN port: {}",
+        stdout(&in_ov(&a, &fvx, &["ip", "-o", "link"]))
+    );
+    eprintln!("front's bridge made again {back:?} after its deletion");
+    assert!(
+        a.log_text()
+            .lines()
+            .any(|l| l.contains("repaired drift (Notification)") && l.contains(&fbr)),
+        "the repair was not woken by the namespace's notification"
+    );
+    b.assert_reaches("f2", &f1, 8080);
+
     for (w, c) in [(&a, "f1"), (&a, "v1"), (&b, "f2"), (&b, "v2")] {
         w.berth_ok(&["rm", "-f", c]);
     }
