@@ -828,7 +828,17 @@ impl Cluster {
                 p.insert(k.clone(), (e.clone(), now));
             }
         }
-        let outcome = self.store.txn(compares, ops).map_err(store_err);
+        let outcome = match self.store.txn(compares, ops).map_err(store_err) {
+            // The etcd client sends a request again to another member when the one it asked
+            // fails before answering (a member lost, a leader elected): a transaction that
+            // committed then finds its own keys on the retry. Every address holding this very
+            // claim is that, not another host's (seen with one member of three killed).
+            Ok(TxnOutcome::Failed { revision, .. }) if self.holds_claims(&keys, &claim) => {
+                tracing::debug!(container, "claims found committed by an earlier attempt");
+                Ok(TxnOutcome::Committed(revision))
+            }
+            other => other,
+        };
         if !matches!(outcome, Ok(TxnOutcome::Committed(_))) {
             self.unpend(&keys);
             if let Some(k) = &ep_key {
@@ -860,6 +870,11 @@ impl Cluster {
                     .unwrap_or_default()
             ))),
         }
+    }
+
+    /// Whether every one of `keys` holds `claim` in the cluster store (a read of each).
+    fn holds_claims(&self, keys: &[String], claim: &ClusterClaim) -> bool {
+        all_hold(keys.iter().map(|k| self.store.get(k).ok().flatten()), claim)
     }
 
     /// Forgets pending endpoints of `keys`: publications no longer keep them.
@@ -1163,6 +1178,23 @@ pub fn endpoint_key(net: &str, node: &str, container: &str) -> String {
 }
 
 /// The key of an address claim.
+/// Whether every value read (a key's, `None` when absent or unreadable) is `claim`, and there
+/// is at least one: a failed claim transaction whose keys all hold this very claim committed
+/// in an earlier attempt. Pure.
+fn all_hold(values: impl Iterator<Item = Option<Vec<u8>>>, claim: &ClusterClaim) -> bool {
+    let mut any = false;
+    for v in values {
+        let ours = v
+            .and_then(|v| serde_json::from_slice::<ClusterClaim>(&v).ok())
+            .is_some_and(|c| c == *claim);
+        if !ours {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
 pub fn claim_key(net: &str, addr: IpAddr) -> String {
     format!("{IPAM}{net}/{addr}")
 }
@@ -1177,6 +1209,25 @@ mod tests {
             container: container.into(),
             name: container.into(),
         }
+    }
+
+    /// A claim transaction retried by the etcd client after a member died finds its own
+    /// keys: ours when every address holds this very claim; another container's (or an
+    /// absent key, or one not readable) is a real conflict.
+    #[test]
+    fn a_claim_retried_after_its_commit_is_told_from_a_conflict() {
+        let v = |c: &ClusterClaim| Some(serde_json::to_vec(c).expect("a claim serializes"));
+        let mine = claim("db");
+        assert!(all_hold([v(&mine), v(&mine)].into_iter(), &mine));
+        assert!(!all_hold([v(&mine), v(&claim("web"))].into_iter(), &mine));
+        assert!(!all_hold([v(&mine), None].into_iter(), &mine));
+        assert!(!all_hold([Some(b"not json".to_vec())].into_iter(), &mine));
+        let other_host = ClusterClaim {
+            node: "host-b".into(),
+            ..mine.clone()
+        };
+        assert!(!all_hold([v(&other_host)].into_iter(), &mine));
+        assert!(!all_hold(std::iter::empty(), &mine));
     }
 
     /// The race CI found: a publication built before `db`'s record was stored must not
