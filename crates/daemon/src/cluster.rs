@@ -829,10 +829,11 @@ impl Cluster {
             }
         }
         let outcome = match self.store.txn(compares, ops).map_err(store_err) {
-            // The etcd client sends a request again to another member when the one it asked
-            // fails before answering (a member lost, a leader elected): a transaction that
-            // committed then finds its own keys on the retry. Every address holding this very
-            // claim is that, not another host's (seen with one member of three killed).
+            // Every address already holding this very claim (this host, this container: ids
+            // are never reused) is this claim committed, not another host's: an attempt that
+            // committed before its answer was lost (the etcd client asks another member when
+            // one dies mid-request), or a publication of the pending claim that ran before
+            // the transaction. Seen in CI with one etcd member of three killed.
             Ok(TxnOutcome::Failed { revision, .. }) if self.holds_claims(&keys, &claim) => {
                 tracing::debug!(container, "claims found committed by an earlier attempt");
                 Ok(TxnOutcome::Committed(revision))
