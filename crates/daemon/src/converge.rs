@@ -441,13 +441,7 @@ impl Daemon {
             g.await;
         }
         // The overlay namespaces first: the endpoints' host sides go into them.
-        // `firewall_ok` starts true (as a pass's own report): a pass with no overlay step
-        // must not mark berth's firewall cache unknown, which made the next pass read the
-        // table back and take a starting container's published ports for unwanted ones.
-        let mut overlay_report = PassReport {
-            firewall_ok: true,
-            ..PassReport::default()
-        };
+        let mut overlay_report = PassReport::default();
         if overlay_wanted {
             let observed = berth_kernel::overlayns::observe(
                 &self.kernel,

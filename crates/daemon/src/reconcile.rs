@@ -96,7 +96,7 @@ pub fn metrics(s: &Stats) -> String {
 }
 
 /// The result of one pass.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PassReport {
     /// The planned steps (all of them, applied or not).
     pub plan: Plan,
@@ -114,6 +114,23 @@ pub struct PassReport {
     /// The overlay networks' namespaces' plan (its steps run before the host's, its late
     /// steps after them).
     pub overlay: berth_plan::overlayns::OverlayPlan,
+}
+
+impl Default for PassReport {
+    /// Nothing planned, nothing failed: `firewall_ok` holds until a firewall step fails (a
+    /// report that began `false` made the daemon forget its firewall cache after every pass
+    /// without a firewall step of its own, stop 29).
+    fn default() -> Self {
+        PassReport {
+            plan: Plan::default(),
+            applied: 0,
+            errors: Vec::new(),
+            observed: ObservedHost::default(),
+            firewall_ok: true,
+            full: Vec::new(),
+            overlay: Default::default(),
+        }
+    }
 }
 
 impl PassReport {
@@ -266,7 +283,6 @@ impl Reconciler {
         let mut report = PassReport {
             plan,
             observed,
-            firewall_ok: true,
             ..PassReport::default()
         };
         if dry_run {
@@ -325,7 +341,6 @@ impl Reconciler {
         let report = PassReport {
             plan,
             observed: assumed,
-            firewall_ok: true,
             ..PassReport::default()
         };
         self.execute(trigger, report, started, None, false).await
@@ -601,9 +616,11 @@ fn gated_links(steps: &[Step]) -> &[Step] {
 fn log_step(trigger: Trigger, step: &Step) {
     if let StepOp::FirewallElements { script, .. } = &step.op {
         // What the elements' step changed (its start: a range of ports is thousands), for
-        // whoever reads the debug log.
-        let head: String = script.trim().chars().take(300).collect();
-        tracing::debug!(script = %head, bytes = script.len(), "firewall elements");
+        // whoever reads the debug log; not built at all otherwise (every connect has one).
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let head: String = script.trim().chars().take(300).collect();
+            tracing::debug!(script = %head, bytes = script.len(), "firewall elements");
+        }
     }
     match trigger {
         Trigger::Api | Trigger::Check => tracing::debug!("applied: {step}"),

@@ -476,6 +476,19 @@ fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Durat
 }
 
 /// `berth network create -d overlay --subnet SUBNET [EXTRA…] NAME` on `w`.
+/// Waits (≤ 5 s) until `w` lists every network of `names` (a network made on another host,
+/// learned from etcd); returns how long it took.
+fn wait_networks(w: &World, names: &[&str]) -> Duration {
+    wait_until(
+        &format!("{} on {}", names.join(" and "), w.host_ns),
+        Duration::from_secs(5),
+        || {
+            let have = network_names(w);
+            names.iter().all(|n| have.iter().any(|h| h == n))
+        },
+    )
+}
+
 fn create_overlay(w: &World, subnet: &str, name: &str, extra: &[&str]) {
     let mut args = vec!["network", "create", "-d", "overlay", "--subnet", subnet];
     args.extend_from_slice(extra);
@@ -538,9 +551,7 @@ fn overlay_network_spans_hosts() {
     let (a, b, mut u) = two_hosts();
 
     create_overlay(&a, "10.50.0.0/24", "app", &[]);
-    let took = wait_until("app on host-b", Duration::from_secs(5), || {
-        network_names(&b).contains(&"app".to_string())
-    });
+    let took = wait_networks(&b, &["app"]);
     eprintln!("overlay network visible on the other host after {took:?}");
     let id_a = a.network_inspect("app")["Id"].clone();
     assert_eq!(
@@ -691,9 +702,7 @@ fn overlay_network_spans_hosts() {
 
     // Concurrent runs on both hosts in a small subnet: every address handed out once.
     create_overlay(&a, "10.51.0.0/28", "race", &[]);
-    wait_until("race on host-b", Duration::from_secs(5), || {
-        network_names(&b).contains(&"race".to_string())
-    });
+    wait_networks(&b, &["race"]);
     assert_unique_concurrent_addresses(&a, &b, "race", 5, |w: &World, c: &str| w.ip_of(c, "race"));
     b.berth_ok(&["network", "rm", "race"]);
 
@@ -741,10 +750,7 @@ fn overlay_internal_and_isolation_between_overlays() {
     let (a, b, mut u) = two_hosts();
     create_overlay(&a, "10.60.0.0/24", "front", &[]);
     create_overlay(&a, "10.61.0.0/24", "vault", &["--internal"]);
-    wait_until("both overlays on host-b", Duration::from_secs(5), || {
-        let n = network_names(&b);
-        n.contains(&"front".to_string()) && n.contains(&"vault".to_string())
-    });
+    wait_networks(&b, &["front", "vault"]);
     let o = a.berth(&[
         "network",
         "create",
@@ -976,9 +982,7 @@ fn overlay_mtu_follows_the_underlay() {
     a.berth_ok(&["network", "rm", "small"]);
 
     create_overlay(&a, "10.53.0.0/24", "app", &[]);
-    wait_until("app on host-b", Duration::from_secs(5), || {
-        network_names(&b).contains(&"app".to_string())
-    });
+    wait_networks(&b, &["app"]);
     for w in [&a, &b] {
         assert_eq!(
             w.network_inspect("app")["Options"]["com.docker.network.driver.mtu"],
@@ -1035,9 +1039,7 @@ fn overlay_mtu_follows_underlay_changes_and_later_hosts() {
     join(&b, "host-b").unwrap_or_else(|e| panic!("{e}"));
     wait_names(&a, &["host-a", "host-b"], Duration::from_secs(5));
     create_overlay(&a, "10.56.0.0/24", "pm", &[]);
-    wait_until("pm on host-b", Duration::from_secs(5), || {
-        network_names(&b).contains(&"pm".to_string())
-    });
+    wait_networks(&b, &["pm"]);
     a.run_d("ca", &["--network", "pm"], &["sleep", "600"]);
     b.run_d("cb", &["--network", "pm"], &["sleep", "600"]);
     let inspected = |w: &World| {
@@ -1149,9 +1151,7 @@ fn overlay_over_an_ipv6_underlay() {
         "host-b's address: {listed:?}"
     );
     create_overlay(&a, "10.57.0.0/24", "v6u", &[]);
-    wait_until("v6u on host-b", Duration::from_secs(5), || {
-        network_names(&b).contains(&"v6u".to_string())
-    });
+    wait_networks(&b, &["v6u"]);
     for w in [&a, &b] {
         assert_eq!(
             w.network_inspect("v6u")["Options"]["com.docker.network.driver.mtu"],
@@ -1230,9 +1230,7 @@ fn overlay_ipv6_spans_hosts() {
         "six",
         &["--ipv6", "--subnet", "fd00:50::/64"],
     );
-    wait_until("six on host-b", Duration::from_secs(5), || {
-        network_names(&b).contains(&"six".to_string())
-    });
+    wait_networks(&b, &["six"]);
     let ins = b.network_inspect("six");
     assert_eq!(ins["EnableIPv6"], true, "{ins}");
     let id = ins["Id"].as_str().expect("id").to_string();
@@ -1459,9 +1457,7 @@ fn overlay_endpoints_follow_the_watch_event() {
     require_root!();
     let (a, b, mut u) = two_hosts_with(&["--no-drift-repair", "--check-interval", "3600"]);
     create_overlay(&a, "10.53.0.0/24", "ev", &[]);
-    wait_until("ev on host-b", Duration::from_secs(5), || {
-        network_names(&b).contains(&"ev".to_string())
-    });
+    wait_networks(&b, &["ev"]);
     let (pid, lookup) = resolver_client(&b, "ev");
     let vx = format!(
         "bvx-{}",
@@ -1532,10 +1528,7 @@ fn overlay_remote_container_on_two_networks_resolves_on_both() {
     let (a, b, mut u) = two_hosts();
     create_overlay(&a, "10.54.0.0/24", "dn1", &[]);
     create_overlay(&a, "10.55.0.0/24", "dn2", &[]);
-    wait_until("dn1 and dn2 on host-b", Duration::from_secs(5), || {
-        let n = network_names(&b);
-        n.contains(&"dn1".to_string()) && n.contains(&"dn2".to_string())
-    });
+    wait_networks(&b, &["dn1", "dn2"]);
     a.run_d("two", &["--network", "dn1"], &["sleep", "600"]);
     a.berth_ok(&["network", "connect", "dn2", "two"]);
     let (ip1, ip2) = (a.ip_of("two", "dn1"), a.ip_of("two", "dn2"));
@@ -1575,9 +1568,7 @@ fn overlay_event_programs_a_vxlan_port_made_again() {
     require_root!();
     let (a, b, mut u) = two_hosts();
     create_overlay(&a, "10.58.0.0/24", "re", &[]);
-    wait_until("re on host-b", Duration::from_secs(5), || {
-        network_names(&b).contains(&"re".to_string())
-    });
+    wait_networks(&b, &["re"]);
     let id = b.network_inspect("re")["Id"]
         .as_str()
         .expect("id")
@@ -1676,9 +1667,7 @@ fn overlay_run_publishes_with_its_claim_and_create_alone_does_not() {
     require_root!();
     let (a, b, mut u) = two_hosts();
     create_overlay(&a, "10.54.0.0/24", "pub", &[]);
-    wait_until("pub on host-b", Duration::from_secs(5), || {
-        network_names(&b).contains(&"pub".to_string())
-    });
+    wait_networks(&b, &["pub"]);
     let net = a.network_inspect("pub")["Id"]
         .as_str()
         .expect("network id")
@@ -1831,9 +1820,7 @@ fn bench_overlay_cross_host() {
     join(&a, "host-a").unwrap_or_else(|e| panic!("{e}"));
     join(&b, "host-b").unwrap_or_else(|e| panic!("{e}"));
     create_overlay(&a, "10.50.0.0/24", "app", &[]);
-    wait_until("app on host-b", Duration::from_secs(5), || {
-        network_names(&b).contains(&"app".to_string())
-    });
+    wait_networks(&b, &["app"]);
     b.run_server("client", &["--network", "app"], 8081);
     b.wait_container_port("client", 8081);
     let median = |mut v: Vec<f64>| {
@@ -1912,9 +1899,7 @@ fn bench_overlay_cross_host() {
             "open",
             &["-o", "berth.network.allow_spoofing=true"],
         );
-        wait_until("open on host-b", Duration::from_secs(5), || {
-            network_names(&b).contains(&"open".to_string())
-        });
+        wait_networks(&b, &["open"]);
         a.run_d(
             "perf2",
             &["--network", "open"],
@@ -2242,10 +2227,7 @@ fn encrypted_overlay_spans_hosts() {
 
     create_overlay(&a, "10.60.0.0/24", "sec", &["--opt", "encrypted"]);
     create_overlay(&a, "10.61.0.0/24", "plain", &[]);
-    wait_until("networks on host-b", Duration::from_secs(5), || {
-        let n = network_names(&b);
-        n.contains(&"sec".to_string()) && n.contains(&"plain".to_string())
-    });
+    wait_networks(&b, &["sec", "plain"]);
     let ins = b.network_inspect("sec");
     assert_eq!(ins["Options"]["encrypted"], "", "{ins}");
     // The datapath runs where an encrypted network exists (created, or mirrored from etcd).
@@ -2490,10 +2472,7 @@ fn bench_encrypted_overlay() {
     let (a, b, mut u) = two_hosts();
     create_overlay(&a, "10.60.0.0/24", "sec", &["--opt", "encrypted"]);
     create_overlay(&a, "10.61.0.0/24", "plain", &[]);
-    wait_until("networks on host-b", Duration::from_secs(5), || {
-        let n = network_names(&b);
-        n.contains(&"sec".to_string()) && n.contains(&"plain".to_string())
-    });
+    wait_networks(&b, &["sec", "plain"]);
     a.spawn_in(
         &a.host_ns.clone(),
         &["iperf3", "-s", "-B", "10.77.0.1", "-p", "5301"],
