@@ -191,6 +191,24 @@ impl Daemon {
             Ok(_) => {}
             Err(e) => tracing::warn!("looking for orphan trace tables: {e}"),
         }
+        // … and in the overlay namespaces this berthd's run directory holds.
+        if let Ok(dir) = std::fs::read_dir(config.rundir.join(berth_plan::overlayns::NETNS_SUBDIR))
+        {
+            for p in dir.flatten().map(|e| e.path()) {
+                if !berth_kernel::overlayns::is_netns_mount(&p) {
+                    continue;
+                }
+                match berth_kernel::trace::remove_orphans_in(&p) {
+                    Ok(t) if !t.is_empty() => {
+                        tracing::info!("removed orphan trace tables in {}: {t:?}", p.display())
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!("looking for orphan trace tables in {}: {e}", p.display())
+                    }
+                }
+            }
+        }
         let db = config.state_dir.join("state.redb");
         let store: Arc<dyn Store> = Arc::new(RedbStore::open(&db)?);
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600))

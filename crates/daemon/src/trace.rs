@@ -18,9 +18,13 @@ use berth_api::types::TraceRequest;
 use berth_kernel::probe::{self, Outcome};
 use berth_kernel::trace::{self as kt, TraceSocket};
 use berth_plan::model::NetworkMode;
+use berth_plan::model::NetworkSpec;
 use berth_plan::model::Status;
 use berth_plan::ports::Proto;
-use berth_plan::trace::{self as plan, EndpointInfo, Filter, Journey, NetInfo, World};
+use berth_plan::trace::{
+    self as plan, EndpointInfo, Event, Filter, Journey, NetInfo, NsTrace, OverlayInfo, RemoteInfo,
+    World,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -72,9 +76,9 @@ fn split_host_port(s: &str) -> Option<(&str, u16)> {
     Some((h, p.parse().ok()?))
 }
 
-/// Removes the trace table if the trace ends before it did (the client went away, an error,
-/// a panic).
-struct TableGuard(Option<String>);
+/// Removes the trace tables if the trace ends before it did (the client went away, an error,
+/// a panic): berthd's, and those in the overlay namespaces it looked into.
+struct TableGuard(Option<String>, Vec<PathBuf>);
 
 impl Drop for TableGuard {
     fn drop(&mut self) {
@@ -82,8 +86,54 @@ impl Drop for TableGuard {
             if let Err(e) = kt::remove(&t) {
                 tracing::warn!("removing trace table {t}: {e}");
             }
+            for ns in self.1.drain(..) {
+                if let Err(e) = kt::remove_in(&ns, &t) {
+                    tracing::warn!("removing trace table {t} in {}: {e}", ns.display());
+                }
+            }
         }
     }
+}
+
+/// An overlay network whose namespace a trace looks into, and the namespace.
+struct Look {
+    net: NetworkSpec,
+    path: PathBuf,
+}
+
+/// Reads one overlay namespace's trace events into `tx` (tagged with its index) until the
+/// trace drops the receiver or aborts the task.
+fn spawn_ns_reader(
+    i: usize,
+    mut sock: TraceSocket,
+    tx: mpsc::UnboundedSender<(usize, Vec<Event>, bool)>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match sock.next().await {
+                Ok((evs, lost)) => {
+                    if tx.send((i, evs, lost)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!("reading an overlay namespace's trace events: {e}");
+                    return;
+                }
+            }
+        }
+    })
+}
+
+/// How many packets of `events` this trace's table marked (its marking rules matched).
+fn marked(events: &[Event], table: &str) -> usize {
+    plan::packets_of(events, table)
+        .iter()
+        .filter(|(_, evs)| {
+            evs.iter()
+                .any(|e| e.table == table && e.handle.is_some() && e.chain.starts_with("mark_"))
+        })
+        .count()
 }
 
 impl Daemon {
@@ -213,7 +263,7 @@ impl Daemon {
     }
 
     /// Berth's networks and endpoints, and the interface names, for the journey.
-    async fn trace_world(&self, vantage: &str) -> ApiResult<World> {
+    async fn trace_world(&self, vantage: &str, looks: &[Look]) -> ApiResult<World> {
         let nets = self.networks()?;
         let links = self
             .kernel
@@ -251,7 +301,83 @@ impl Daemon {
                 .collect(),
             endpoints,
             vantage: vantage.to_string(),
+            overlays: self.overlay_infos(looks).await,
         })
+    }
+
+    /// The overlay networks whose namespaces on this host a trace of `f` looks into: those
+    /// whose subnets hold the flow's source or destination and, for a destination in no
+    /// network of berth's (a host address: a published port), every overlay network with a
+    /// container on this host.
+    fn trace_looks(&self, f: &Filter) -> ApiResult<Vec<Look>> {
+        let nets = self.networks()?;
+        let in_net = |n: &NetworkSpec, a: IpAddr| n.subnets.iter().any(|s| s.subnet.contains(&a));
+        let dst_in_any = nets.iter().any(|n| in_net(n, f.dst));
+        let local: std::collections::BTreeSet<String> = self
+            .containers()?
+            .iter()
+            .flat_map(|c| c.endpoints.iter().map(|e| e.network_id.clone()))
+            .collect();
+        let rundir = self.config.rundir.display().to_string();
+        Ok(nets
+            .into_iter()
+            .filter(|n| n.driver == berth_plan::model::Driver::Overlay)
+            .filter(|n| {
+                in_net(n, f.dst)
+                    || f.src.is_some_and(|s| in_net(n, s))
+                    || (!dst_in_any && local.contains(&n.id))
+            })
+            .map(|n| {
+                let path = PathBuf::from(berth_plan::overlayns::netns_path(&rundir, &n.id));
+                Look { net: n, path }
+            })
+            .filter(|l| berth_kernel::overlayns::is_netns_mount(&l.path))
+            .collect())
+    }
+
+    /// What the journey names in each overlay namespace: its devices, its links by index, the
+    /// network's containers on other hosts.
+    async fn overlay_infos(&self, looks: &[Look]) -> Vec<OverlayInfo> {
+        let remotes = self
+            .cluster
+            .as_ref()
+            .map(|c| c.remote_endpoints())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for l in looks {
+            let links = match berth_kernel::link::Kernel::new_in(&l.path).await {
+                Ok(k) => k
+                    .list_links()
+                    .await
+                    .map(|v| v.into_iter().map(|l| (l.index, l.name)).collect())
+                    .unwrap_or_default(),
+                Err(e) => {
+                    tracing::debug!("trace: listing links in {}: {e}", l.path.display());
+                    Default::default()
+                }
+            };
+            let id = &l.net.id;
+            out.push(OverlayInfo {
+                network: l.net.name.clone(),
+                netns: berth_plan::names::overlay_netns_name(id),
+                bridge: l.net.bridge.clone(),
+                vxlan: berth_plan::names::vxlan_name(id),
+                vni: l.net.overlay.map(|o| o.vni).unwrap_or_default(),
+                uplink: (!l.net.internal).then(|| berth_plan::names::uplink_name(id)),
+                links,
+                remotes: remotes
+                    .iter()
+                    .filter(|r| &r.network_id == id)
+                    .map(|r| RemoteInfo {
+                        container: r.name.clone(),
+                        node: r.node.clone(),
+                        vtep: r.vtep,
+                        addrs: r.ips().collect(),
+                    })
+                    .collect(),
+            });
+        }
+        out
     }
 
     /// Runs one trace; `progress` gets a line per stage and keep-alives (an empty line): when it
@@ -307,6 +433,22 @@ impl Daemon {
                 }
             }
         }
+        // The overlay namespaces the flow may cross: a socket in each (before its tables, so
+        // no event is missed), read by a task of its own.
+        let looks = self.trace_looks(&spec.filter)?;
+        let (ns_tx, mut ns_rx) = mpsc::unbounded_channel();
+        let mut readers = Vec::new();
+        let mut ns_events: Vec<Vec<Event>> = vec![Vec::new(); looks.len()];
+        for (i, l) in looks.iter().enumerate() {
+            let sock = TraceSocket::open_in(&l.path).await.map_err(|e| {
+                ApiError::internal(format!(
+                    "opening the trace socket in {}: {e}",
+                    l.path.display()
+                ))
+            })?;
+            readers.push(spawn_ns_reader(i, sock, ns_tx.clone()));
+        }
+        drop(ns_tx);
         let f = spec.filter.clone();
         let t = id.clone();
         let count = spec.count;
@@ -314,13 +456,31 @@ impl Daemon {
             .await
             .map_err(|e| ApiError::internal(format!("installing the trace table: {e}")))?
             .map_err(|e| ApiError::internal(format!("installing the trace table: {e}")))?;
-        let mut guard = TableGuard(Some(table.clone()));
+        let mut guard = TableGuard(Some(table.clone()), Vec::new());
         say(format!(
             "table inet {table} marks {} (from {})",
             spec.filter.text(),
             spec.vantage
         ))
         .await;
+        for l in &looks {
+            let (f, t, p) = (spec.filter.clone(), id.clone(), l.path.clone());
+            tokio::task::spawn_blocking(move || kt::install_in(&p, &t, &f, count.max(8)))
+                .await
+                .map_err(|e| ApiError::internal(format!("installing the trace table: {e}")))?
+                .map_err(|e| {
+                    ApiError::internal(format!(
+                        "installing the trace table in {}: {e}",
+                        l.path.display()
+                    ))
+                })?;
+            guard.1.push(l.path.clone());
+            say(format!(
+                "tables bridge and inet {table} mark it in overlay network {}'s namespace",
+                l.net.name
+            ))
+            .await;
+        }
 
         let mut events = Vec::new();
         let mut lost = false;
@@ -348,10 +508,21 @@ impl Daemon {
                     lost |= l;
                     events.extend(evs);
                     if spec.watch {
-                        let seen = plan::packets_of(&events, &table)
-                            .iter()
-                            .filter(|(_, evs)| evs.iter().any(|e| e.table == table && e.handle.is_some() && e.chain.starts_with("mark_")))
-                            .count();
+                        let seen = marked(&events, &table)
+                            + ns_events.iter().map(|e| marked(e, &table)).sum::<usize>();
+                        if seen >= spec.count as usize && drain_until.is_none() {
+                            drain_until = Some(Instant::now() + DRAIN);
+                        }
+                    }
+                }
+                Some((i, evs, l)) = ns_rx.recv() => {
+                    lost |= l;
+                    if let Some(v) = ns_events.get_mut(i) {
+                        v.extend(evs);
+                    }
+                    if spec.watch {
+                        let seen = marked(&events, &table)
+                            + ns_events.iter().map(|e| marked(e, &table)).sum::<usize>();
                         if seen >= spec.count as usize && drain_until.is_none() {
                             drain_until = Some(Instant::now() + DRAIN);
                         }
@@ -373,10 +544,17 @@ impl Daemon {
         }
         drop(probe_task);
         let t = guard.0.take().unwrap_or_default();
-        tokio::task::spawn_blocking(move || kt::remove(&t))
-            .await
-            .map_err(|e| ApiError::internal(format!("removing the trace table: {e}")))?
-            .map_err(|e| ApiError::internal(format!("removing the trace table: {e}")))?;
+        let in_ns = std::mem::take(&mut guard.1);
+        tokio::task::spawn_blocking(move || -> berth_kernel::error::Result<()> {
+            kt::remove(&t)?;
+            for p in in_ns {
+                kt::remove_in(&p, &t)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("removing the trace table: {e}")))?
+        .map_err(|e| ApiError::internal(format!("removing the trace table: {e}")))?;
         drop(guard);
         // Events already queued when the loop ended (the timer and the socket can be ready at
         // once; select picks one): no packet is marked any more, so this ends.
@@ -390,17 +568,44 @@ impl Daemon {
             }
         }
 
+        // The namespaces' last events, then their readers end.
+        let quiet_until = Instant::now() + Duration::from_millis(20);
+        while let Ok(Some((i, evs, l))) = tokio::time::timeout_at(quiet_until, ns_rx.recv()).await {
+            lost |= l;
+            if let Some(v) = ns_events.get_mut(i) {
+                v.extend(evs);
+            }
+        }
+        for r in readers {
+            r.abort();
+        }
+
         let rules = tokio::task::spawn_blocking(kt::ruleset)
             .await
             .map_err(|e| ApiError::internal(format!("listing the rule set: {e}")))?
             .map_err(|e| ApiError::internal(format!("listing the rule set: {e}")))?;
+        let mut ns_traces = Vec::new();
+        for (l, evs) in looks.iter().zip(ns_events) {
+            let p = l.path.clone();
+            let rules = tokio::task::spawn_blocking(move || kt::ruleset_in(&p))
+                .await
+                .map_err(|e| ApiError::internal(format!("listing the rule set: {e}")))?
+                .map_err(|e| {
+                    ApiError::internal(format!("listing the rule set in {}: {e}", l.path.display()))
+                })?;
+            ns_traces.push(NsTrace {
+                network: l.net.name.clone(),
+                events: evs,
+                rules,
+            });
+        }
         let conntrack = conntrack_text(&spec.filter).await;
-        let world = self.trace_world(&spec.vantage).await?;
+        let world = self.trace_world(&spec.vantage, &looks).await?;
         let probe_text = outcome.map(|o| match (&o, udp) {
             (Outcome::Connected, true) => "answered".to_string(),
             _ => o.text(),
         });
-        let mut j = plan::journey(
+        let mut j = plan::journey_with(
             &events,
             &table,
             &spec.filter,
@@ -408,6 +613,7 @@ impl Daemon {
             &world,
             probe_text.as_deref(),
             conntrack,
+            &ns_traces,
         );
         if lost {
             j.result

@@ -914,6 +914,203 @@ fn overlay_internal_and_isolation_between_overlays() {
     u.kill_etcd();
 }
 
+/// `berth trace ARGS --format json` on `w`: (exit code, journey).
+fn trace_json(w: &World, args: &[&str]) -> (i32, serde_json::Value) {
+    let mut a = vec!["trace"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["--format", "json"]);
+    let o = w.berth(&a);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o))
+        .unwrap_or_else(|e| panic!("berth {a:?}: {e}: {}", show(&o)));
+    (code(&o), v)
+}
+
+/// The journey's hops as (from, to, what).
+fn hop_list(v: &serde_json::Value) -> Vec<(String, String, String)> {
+    v["hops"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|h| {
+                    let f = |k: &str| h[k].as_str().unwrap_or("").to_string();
+                    (f("from"), f("to"), f("what"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The index of the first hop from `from` to `to` whose text holds every one of `words`.
+fn hop_at(hops: &[(String, String, String)], from: &str, to: &str, words: &[&str]) -> usize {
+    hops.iter()
+        .position(|(f, t, w)| f == from && t == to && words.iter().all(|x| w.contains(x)))
+        .unwrap_or_else(|| panic!("no hop {from} → {to} with {words:?} in {hops:#?}"))
+}
+
+/// Trace tables (`berth-trace-*`) in `w`'s namespace of overlay network `id`, and in its host.
+fn trace_tables_of(w: &World, id: &str) -> Vec<String> {
+    let mut out = w.ns_exec_ok(&w.host_ns, &["nft", "list", "tables"]);
+    out.push_str(&w.ov_exec_ok(&id[..9], &["nft", "list", "tables"]));
+    out.lines()
+        .filter(|l| l.contains("berth-trace-"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Proves `berth trace` follows a flow through an overlay network's namespace, where the host's
+/// own trace table sees nothing: from a container to one on the other host, the frame enters
+/// the bridge at the container's port, passes the anti-spoofing guard and leaves through the
+/// VXLAN port to host-b's VTEP; the reply comes back decapsulated and out of the container's
+/// port — delivered, each of those hops traced, the packets marked as seen in the namespace.
+/// From the host to a local overlay container the journey goes down the uplink and out of the
+/// container's port, answered. A flow to a port where nothing listens on the other host is
+/// reported refused with the reset traced back through the tunnel. Afterwards no trace table
+/// is left in the host or the namespace, and the text form names the namespace; a `--watch`
+/// whose client goes away removes its namespace tables, and one left by a kill -9 of berthd
+/// is removed at its start (someone else's table of a similar name stays).
+#[test]
+fn trace_follows_a_flow_through_the_overlay_namespace() {
+    require_root!();
+    let (a, b, mut u) = two_hosts();
+    create_overlay(&a, "10.63.0.0/24", "tr", &[]);
+    wait_networks(&b, &["tr"]);
+    a.run_server("t1", &["--network", "tr"], 8084);
+    b.run_server("t2", &["--network", "tr"], 8085);
+    a.wait_container_port("t1", 8084);
+    b.wait_container_port("t2", 8085);
+    let (t1, t2) = (a.ip_of("t1", "tr"), b.ip_of("t2", "tr"));
+    a.assert_reaches("t1", &t2, 8085);
+    let id = a.network_inspect("tr")["Id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let vni = vni_of(&a, "tr");
+
+    // Container → container on the other host.
+    let (rc, v) = trace_json(&a, &["t1", "--to", &format!("{t2}:8085")]);
+    assert_eq!(rc, 0, "{v:#}");
+    assert_eq!(v["delivered"], true, "{v:#}");
+    assert_eq!(v["probe"], "connected", "{v:#}");
+    let h = hop_list(&v);
+    let out = hop_at(
+        &h,
+        "Container",
+        "Overlay bridge",
+        &["leaves container t1", "[SYN]"],
+    );
+    let tunnel = hop_at(
+        &h,
+        "Overlay bridge",
+        "VXLAN",
+        &[
+            "anti-spoofing",
+            "passed",
+            &format!("VNI {vni}"),
+            "10.77.0.",
+            "host-b",
+        ],
+    );
+    let back = hop_at(
+        &h,
+        "VXLAN",
+        "Overlay bridge",
+        &["decapsulated", "[SYN,ACK]"],
+    );
+    let to_t1 = hop_at(&h, "Overlay bridge", "Container", &["to container t1"]);
+    assert!(out < tunnel && tunnel < back && back < to_t1, "{h:#?}");
+    let packets = v["packets"].as_array().cloned().unwrap_or_default();
+    assert!(
+        packets
+            .iter()
+            .any(|p| p["overlay"] == "tr" && p["direction"] == "original")
+            && packets
+                .iter()
+                .any(|p| p["overlay"] == "tr" && p["direction"] == "reply"),
+        "{v:#}"
+    );
+    assert!(
+        packets.iter().any(|p| p["steps"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["chain"] == "bridge berth guard"))),
+        "the guard's chain is among the steps: {v:#}"
+    );
+
+    // The host → a local overlay container: down the uplink, out of its port, answered.
+    let (rc, v) = trace_json(&a, &["--to", &format!("{t1}:8084")]);
+    assert_eq!(rc, 0, "{v:#}");
+    assert_eq!(v["delivered"], true, "{v:#}");
+    let h = hop_list(&v);
+    let down = h
+        .iter()
+        .position(|(_, _, w)| w.contains("uplink of overlay network tr"))
+        .unwrap_or_else(|| panic!("no uplink hop: {h:#?}"));
+    let port = hop_at(&h, "Overlay bridge", "Container", &["to container t1"]);
+    let up = hop_at(&h, "Overlay bridge", "Host stack", &["up the uplink"]);
+    assert!(down < port && port < up, "{h:#?}");
+
+    // Nothing listens there: refused, the reset traced back through the tunnel.
+    let (_, v) = trace_json(&a, &["t1", "--to", &format!("{t2}:9")]);
+    assert!(
+        v["result"].as_str().unwrap_or("").contains("refused"),
+        "{v:#}"
+    );
+    let h = hop_list(&v);
+    hop_at(&h, "VXLAN", "Overlay bridge", &["decapsulated", "RST"]);
+
+    // The text form names the namespace; no table is left anywhere.
+    let text = w_ok(&a, &["trace", "t1", "--to", &format!("{t2}:8085")]);
+    assert!(text.contains("in overlay network tr's namespace"), "{text}");
+    assert!(text.contains("Overlay bridge → VXLAN"), "{text}");
+    assert!(
+        trace_tables_of(&a, &id).is_empty(),
+        "{:?}",
+        trace_tables_of(&a, &id)
+    );
+
+    // A client that goes away mid-watch: its tables go from the namespace too.
+    let mut child = std::process::Command::new(common::berth_bin())
+        .args(["-H", &a.host_url(), "trace", "--watch", "--timeout", "120"])
+        .args(["--to", &format!("{t1}:8084")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn berth trace --watch");
+    wait_until(
+        "the namespace's trace tables",
+        Duration::from_secs(10),
+        || trace_tables_of(&a, &id).len() >= 3,
+    );
+    // Our own child, by PID.
+    child.kill().expect("kill the client");
+    let _ = child.wait();
+    wait_until("the tables removed", Duration::from_secs(10), || {
+        trace_tables_of(&a, &id).is_empty()
+    });
+    // A crash mid-trace leaves a table in the namespace: berthd's start removes it (and
+    // nothing else there).
+    a.ov_exec_ok(
+        &id[..9],
+        &["nft", "add", "table", "bridge", "berth-trace-0123456789ab"],
+    );
+    a.ov_exec_ok(&id[..9], &["nft", "add", "table", "inet", "berth-tracer"]);
+    let args = cluster_args("host-a");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    a.try_restart_daemon_full(true, &args, &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        trace_tables_of(&a, &id).is_empty(),
+        "{:?}",
+        trace_tables_of(&a, &id)
+    );
+    let all = a.ov_exec_ok(&id[..9], &["nft", "list", "tables"]);
+    assert!(
+        all.contains("berth-tracer") && all.contains("bridge berth"),
+        "{all}"
+    );
+    a.assert_reaches("t1", &t2, 8085);
+    u.kill_etcd();
+}
+
 /// Proves the overlay MTU follows the underlay: host-b's underlay NIC has MTU 1400 (host-a's
 /// 1500) and host-b advertises its address (host-a its interface name); each host publishes
 /// its interface's MTU in its node record, and a network created on host-a gets 1400 − 50 =

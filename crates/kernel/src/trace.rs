@@ -123,6 +123,21 @@ impl TraceSocket {
         })
     }
 
+    /// Subscribes to `NFNLGRP_NFTRACE` inside the namespace at `netns` (an overlay network's):
+    /// the socket is made there, so it hears that namespace's events, and read from here.
+    pub async fn open_in(netns: &Path) -> Result<TraceSocket> {
+        let sock = crate::netns::run_in_netns_async(netns, || {
+            subscribed(NETLINK_NETFILTER, &[NFNLGRP_NFTRACE], "nftables trace")
+        })
+        .await??;
+        if let Err(e) = sock.set_rx_buf_sz(RCVBUF) {
+            tracing::debug!("trace socket buffer: {e}");
+        }
+        Ok(TraceSocket {
+            mon: Monitor::wrap(sock, "nftables trace")?,
+        })
+    }
+
     /// Waits for events, then returns those queued (of every trace in the namespace: the caller
     /// keeps its own) and whether the kernel dropped some (the socket overran).
     pub async fn next(&mut self) -> Result<(Vec<Event>, bool)> {
@@ -145,6 +160,59 @@ pub fn remove(table: &str) -> Result<()> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// Installs trace `id`'s tables in an overlay namespace (one transaction, run inside it).
+pub fn install_in(netns: &Path, id: &str, filter: &plan::Filter, packets: u32) -> Result<()> {
+    crate::nft::apply(Some(netns), &plan::ns_table_script(id, filter, packets))
+}
+
+/// Removes trace tables from an overlay namespace; tables (or a namespace) already gone are
+/// not an error.
+pub fn remove_in(netns: &Path, table: &str) -> Result<()> {
+    if !netns.exists() {
+        return Ok(());
+    }
+    match crate::nft::apply(Some(netns), &plan::ns_delete_script(table)) {
+        Ok(()) => Ok(()),
+        Err(KernelError::Nft { stderr, .. }) if stderr.contains("No such file or directory") => {
+            // One of the two was gone (a crash between them): delete the other alone.
+            for fam in ["bridge", "inet"] {
+                let _ = crate::nft::apply(Some(netns), &format!("delete table {fam} {table}\n"));
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes every trace table from an overlay namespace (orphans of a crash). Returns their
+/// names.
+pub fn remove_orphans_in(netns: &Path) -> Result<Vec<String>> {
+    let v = crate::nft::list_tables_json(Some(netns))?;
+    let found: std::collections::BTreeSet<String> = v
+        .get("nftables")
+        .and_then(|a| a.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|o| o.get("table"))
+                .filter_map(|t| t.get("name").and_then(|n| n.as_str()))
+                .filter(|n| plan::is_trace_table(n))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    for t in &found {
+        remove_in(netns, t)?;
+    }
+    Ok(found.into_iter().collect())
+}
+
+/// The rule set with handles of an overlay namespace, parsed.
+pub fn ruleset_in(netns: &Path) -> Result<plan::Rules> {
+    Ok(plan::parse_ruleset(&crate::nft::list_ruleset_text(Some(
+        netns,
+    ))?))
 }
 
 /// Trace tables present in the caller's namespace (`inet` tables named `berth-trace-*`).

@@ -813,8 +813,9 @@ impl<'a> Explainer<'_, 'a> {
         if net.driver == Driver::Overlay {
             x.notes.push(format!(
                 "network {} is an overlay: its traffic between containers, on this host or \
-                 others, is bridged in its namespace {} and never reaches the host's hooks (berth \
-                 trace shows only what crosses the uplink: egress, published ports, other networks)",
+                 others, is bridged in its namespace {} and never reaches the host's hooks \
+                 (berth trace follows it there too: the bridge, the anti-spoofing guard, the \
+                 VXLAN port)",
                 net.name,
                 names::overlay_netns_name(&net.id)
             ));

@@ -22,6 +22,12 @@ use serde::{Deserialize, Serialize};
 use crate::firewall::rule;
 use crate::ports::Proto;
 
+mod overlay;
+pub use overlay::{
+    ns_delete_script, ns_table_script, NsTrace, OverlayInfo, RemoteInfo, OVERLAY_BRIDGE, REMOTE,
+    TUNNEL,
+};
+
 /// Name prefix of every trace table: what berthd removes at start (orphans of a crash).
 pub const TABLE_PREFIX: &str = "berth-trace-";
 /// The comment every trace table carries (a second mark, for people listing the rule set).
@@ -522,6 +528,9 @@ pub struct World {
     pub endpoints: Vec<EndpointInfo>,
     /// Who sends (`the host`, `container client`, `netns /run/netns/x`, `any source`).
     pub vantage: String,
+    /// The overlay networks' namespaces the trace looked into.
+    #[serde(default)]
+    pub overlays: Vec<OverlayInfo>,
 }
 
 impl World {
@@ -537,18 +546,11 @@ impl World {
         self.endpoints.iter().find(|e| e.host_ifname == ifname)
     }
 
-    fn name(&self, idx: Option<u32>) -> Option<String> {
-        idx.filter(|i| *i != 0).map(|i| {
-            self.links
-                .get(&i)
-                .cloned()
-                .unwrap_or_else(|| format!("if{i}"))
-        })
-    }
-
     /// `uplink`, `berth-1a2b (bridge of network web)`, `vethX (container api on web)`.
     fn describe_if(&self, ifname: &str) -> String {
-        if let Some(n) = self.net_of_bridge(ifname) {
+        if let Some(o) = overlay::uplink_of(self, Some(ifname)) {
+            format!("{ifname} (uplink of overlay network {})", o.network)
+        } else if let Some(n) = self.net_of_bridge(ifname) {
             format!("{ifname} (bridge of network {})", n.name)
         } else if let Some(e) = self.endpoint_of_port(ifname) {
             format!("{ifname} (container {} on {})", e.container, e.network)
@@ -598,6 +600,9 @@ pub struct Packet {
     pub steps: Vec<Step>,
     /// Whether a rule or policy dropped it.
     pub dropped: bool,
+    /// The overlay network whose namespace it was seen in; `None`: berthd's own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<String>,
 }
 
 /// A drop, explained.
@@ -714,9 +719,9 @@ pub fn packets_of(events: &[Event], table: &str) -> Vec<(u32, Vec<Event>)> {
         if !ours.contains(&tuple(first)) {
             continue;
         }
-        let chains = |p: &[Event]| -> Vec<(String, String)> {
+        let chains = |p: &[Event]| -> Vec<(String, String, String)> {
             p.iter()
-                .map(|e| (e.table.clone(), e.chain.clone()))
+                .map(|e| (e.family.clone(), e.table.clone(), e.chain.clone()))
                 .collect()
         };
         let mine = chains(&evs);
@@ -855,6 +860,14 @@ fn explain_drop(e: &Event, r: Option<&RuleText>, p: &Packet, w: &World) -> Drop 
             ),
             c => (format!("berth's rule: {c}"), None),
         }
+    } else if e.family == "bridge" && e.table == "berth" {
+        (
+            format!(
+                "berth's anti-spoofing: {} (a container may send only from its own addresses and MAC)",
+                comment.as_deref().unwrap_or("guard")
+            ),
+            None,
+        )
     } else {
         let what = if e.kind == Some(EventKind::Policy) {
             format!("the policy of chain {chain}")
@@ -881,6 +894,23 @@ fn explain_drop(e: &Event, r: Option<&RuleText>, p: &Packet, w: &World) -> Drop 
 
 /// Builds one packet from its events.
 fn packet(id: u32, evs: &[Event], table: &str, f: &Filter, rules: &Rules, w: &World) -> Packet {
+    packet_with(id, evs, table, f, rules, w, &w.links)
+}
+
+/// [`packet`] with the interface names of the namespace the events came from.
+fn packet_with(
+    id: u32,
+    evs: &[Event],
+    table: &str,
+    f: &Filter,
+    rules: &Rules,
+    w: &World,
+    links: &BTreeMap<u32, String>,
+) -> Packet {
+    let name = |idx: Option<u32>| {
+        idx.filter(|i| *i != 0)
+            .map(|i| links.get(&i).cloned().unwrap_or_else(|| format!("if{i}")))
+    };
     let with_hdr: Vec<Header> = evs
         .iter()
         .filter_map(|e| decode(&e.network, &e.transport))
@@ -899,8 +929,8 @@ fn packet(id: u32, evs: &[Event], table: &str, f: &Filter, rules: &Rules, w: &Wo
         Some(h) if !f.is_original(&h) => "reply",
         _ => "original",
     };
-    let iif = w.name(evs.iter().find_map(|e| e.iif.filter(|i| *i != 0)));
-    let oif = w.name(evs.iter().rev().find_map(|e| e.oif.filter(|i| *i != 0)));
+    let iif = name(evs.iter().find_map(|e| e.iif.filter(|i| *i != 0)));
+    let oif = name(evs.iter().rev().find_map(|e| e.oif.filter(|i| *i != 0)));
     let mut p = Packet {
         id,
         direction: direction.into(),
@@ -910,6 +940,7 @@ fn packet(id: u32, evs: &[Event], table: &str, f: &Filter, rules: &Rules, w: &Wo
         oif,
         steps: Vec::new(),
         dropped: false,
+        overlay: None,
     };
     for e in evs.iter().filter(|e| e.table != table) {
         let r = rules.get(e);
@@ -956,10 +987,27 @@ pub fn journey(
     probe: Option<&str>,
     conntrack: Option<String>,
 ) -> Journey {
-    let packets: Vec<Packet> = packets_of(events, table)
+    journey_with(events, table, f, rules, w, probe, conntrack, &[])
+}
+
+/// [`journey`] with what the trace saw inside overlay namespaces (`ns`, one per network whose
+/// namespace it looked into; their networks described in [`World::overlays`]).
+#[allow(clippy::too_many_arguments)]
+pub fn journey_with(
+    events: &[Event],
+    table: &str,
+    f: &Filter,
+    rules: &Rules,
+    w: &World,
+    probe: Option<&str>,
+    conntrack: Option<String>,
+    ns: &[NsTrace],
+) -> Journey {
+    let host: Vec<(Packet, Option<Drop>)> = packets_of(events, table)
         .iter()
         .map(|(id, evs)| {
             let mut p = packet(*id, evs, table, f, rules, w);
+            let mut drop = None;
             if p.dropped {
                 p.steps.truncate(
                     p.steps
@@ -967,20 +1015,32 @@ pub fn journey(
                         .position(|s| s.verdict == "drop" || s.verdict == "policy drop")
                         .map_or(p.steps.len(), |i| i + 1),
                 );
+                drop = evs
+                    .iter()
+                    .find(|e| e.is_drop())
+                    .map(|e| explain_drop(e, rules.get(e), &p, w));
             }
-            p
+            (p, drop)
         })
         .collect();
-    let drop = packets.iter().find(|p| p.dropped).and_then(|p| {
-        let (_, evs) = packets_of(events, table)
-            .into_iter()
-            .find(|(id, _)| *id == p.id)?;
-        let e = evs.iter().find(|e| e.is_drop())?;
-        Some(explain_drop(e, rules.get(e), p, w))
-    });
-    let orig = packets.iter().find(|p| p.direction == "original");
-    let reply = packets.iter().find(|p| p.direction == "reply");
-    let nat = orig.and_then(|p| {
+    let inside: Vec<(Packet, Option<Drop>)> = ns
+        .iter()
+        .flat_map(|t| overlay::ns_packets(t, table, f, w))
+        .collect();
+    let drop = host
+        .iter()
+        .chain(inside.iter())
+        .find_map(|(_, d)| d.clone());
+    let host_orig = host
+        .iter()
+        .map(|(p, _)| p)
+        .find(|p| p.direction == "original");
+    let host_reply = host.iter().map(|(p, _)| p).find(|p| p.direction == "reply");
+    let ns_orig = inside.iter().find(|(p, _)| p.direction == "original");
+    let ns_reply = inside.iter().find(|(p, _)| p.direction == "reply");
+    let orig = host_orig.or(ns_orig.map(|(p, _)| p));
+    let reply = host_reply.or(ns_reply.map(|(p, _)| p));
+    let nat = host_orig.and_then(|p| {
         let (a, b) = (p.header?, p.translated?);
         if a.dst == b.dst && a.dport == b.dport {
             return None;
@@ -1005,9 +1065,10 @@ pub fn journey(
     let delivered = drop.is_none()
         && (reply.is_some()
             || probe.is_some_and(|o| o == "connected" || o == "refused" || o == "answered"));
+    let seen = !host.is_empty() || !inside.is_empty();
     let result = if let Some(d) = &drop {
         format!("DROPPED in {}: {}", d.chain, d.cause)
-    } else if packets.is_empty() {
+    } else if !seen {
         "no packet of this flow was seen in this host's network stack (is the address routed here? is the client sending?)".into()
     } else if let Some(r) = reply {
         let h = r.header;
@@ -1027,7 +1088,62 @@ pub fn journey(
             None => "traced, no reply seen".into(),
         }
     };
-    let hops = hops(orig, reply, drop.as_ref(), w, nat.as_deref());
+    let host_drop = host.iter().find_map(|(_, d)| d.as_ref());
+    let mut hops = hops(host_orig, host_reply, host_drop, w, nat.as_deref());
+    // The overlay namespace's legs: before the host's hops when the flow came up the uplink
+    // (a container of an overlay network connecting out), after them when the host routed it
+    // down an uplink, alone when the host's stack never saw it (container to container).
+    let up_in = overlay::uplink_of(w, host_orig.and_then(|p| p.iif.as_deref()));
+    let down_out = overlay::uplink_of(w, host_orig.and_then(|p| p.oif.as_deref()));
+    let leg = |x: Option<&(Packet, Option<Drop>)>| {
+        x.map(|(p, d)| overlay::ns_hops(p, d.as_ref(), w))
+            .unwrap_or_default()
+    };
+    if host_orig.is_none() {
+        hops = leg(ns_orig);
+        if ns_orig.is_some_and(|(p, _)| !p.dropped) {
+            hops.extend(leg(ns_reply));
+        }
+    } else if let Some(o) = up_in {
+        let first = inside
+            .iter()
+            .find(|(p, _)| p.direction == "original" && p.overlay.as_deref() == Some(&o.network));
+        let mut before = leg(first);
+        if !before.is_empty() {
+            if let Some(h) = hops.first_mut() {
+                h.from = OVERLAY_BRIDGE.into();
+            }
+            before.append(&mut hops);
+            hops = before;
+        }
+        if let Some(r) = inside
+            .iter()
+            .find(|(p, _)| p.direction == "reply" && p.overlay.as_deref() == Some(&o.network))
+        {
+            hops.extend(leg(Some(r)));
+        }
+    } else if let Some(o) = down_out {
+        let of = |dir: &str| {
+            inside
+                .iter()
+                .find(|(p, _)| p.direction == dir && p.overlay.as_deref() == Some(&o.network))
+        };
+        hops.extend(leg(of("original")));
+        if of("original").is_some_and(|(p, _)| !p.dropped) {
+            hops.extend(leg(of("reply")));
+            if let Some(r) = host_reply {
+                let after = host_orig.and_then(|p| p.translated.or(p.header));
+                hops.push(Hop {
+                    from: HOST.into(),
+                    to: CLIENT.into(),
+                    what: back_to_client(host_orig.and_then(|p| p.header), after, r, w),
+                    traced: true,
+                });
+            }
+        }
+    }
+    let mut packets: Vec<Packet> = host.into_iter().map(|(p, _)| p).collect();
+    packets.extend(inside.into_iter().map(|(p, _)| p));
     Journey {
         flow: f.text(),
         from: w.vantage.clone(),
@@ -1176,17 +1292,7 @@ fn hops(
     }
     if let Some(d) = drop.filter(|_| o.dropped) {
         let at = if nat_hop { NAT } else { HOST };
-        let rule = d
-            .comment
-            .as_ref()
-            .map(|c| format!(" \"{c}\""))
-            .unwrap_or_default();
-        hop(
-            at,
-            at,
-            format!("✗ DROPPED by {}{rule}: {}", d.chain, d.cause),
-            true,
-        );
+        hop(at, at, dropped_text(d), true);
         return v;
     }
     let here = if nat_hop { NAT } else { HOST };
@@ -1283,7 +1389,14 @@ fn hops(
         ),
         true,
     );
-    let unnat = match (o.header, after) {
+    hop(HOST, CLIENT, back_to_client(o.header, after, r, w), true);
+    v
+}
+
+/// The last hop's text: the reply `r` leaves the host (un-NATed when the original packet's
+/// destination `first` was translated to `after`).
+fn back_to_client(first: Option<Header>, after: Option<Header>, r: &Packet, w: &World) -> String {
+    let unnat = match (first, after) {
         (Some(a), Some(b)) if a.dst != b.dst || a.dport != b.dport => format!(
             "conntrack reverses the DNAT: source {} → {}; ",
             sock(b.dst, b.dport),
@@ -1296,8 +1409,17 @@ fn hops(
         .as_deref()
         .map(|o| format!("out of {}", w.describe_if(o)))
         .unwrap_or_else(|| "delivered to the host's own socket".into());
-    hop(HOST, CLIENT, format!("{unnat}{out}"), true);
-    v
+    format!("{unnat}{out}")
+}
+
+/// A drop's hop text: `✗ DROPPED by CHAIN "COMMENT": CAUSE`.
+fn dropped_text(d: &Drop) -> String {
+    let rule = d
+        .comment
+        .as_ref()
+        .map(|c| format!(" \"{c}\""))
+        .unwrap_or_default();
+    format!("✗ DROPPED by {}{rule}: {}", d.chain, d.cause)
 }
 
 // ------------------------------------------------------------------------------ rendering
@@ -1351,9 +1473,13 @@ pub fn render_text(j: &Journey) -> String {
     for p in &j.packets {
         let _ = writeln!(
             s,
-            "\npacket {:08x} ({}): {}{}{}",
+            "\npacket {:08x} ({}{}): {}{}{}",
             p.id,
             p.direction,
+            p.overlay
+                .as_deref()
+                .map(|n| format!(", in overlay network {n}'s namespace"))
+                .unwrap_or_default(),
             p.header.map_or_else(|| "?".to_string(), |h| h.text()),
             p.iif
                 .as_deref()
@@ -1388,6 +1514,9 @@ fn pid(name: &str) -> &'static str {
         BRIDGE => "B",
         VETH => "V",
         CONT => "K",
+        OVERLAY_BRIDGE => "O",
+        TUNNEL => "X",
+        REMOTE => "R",
         _ => "P",
     }
 }

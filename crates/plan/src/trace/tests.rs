@@ -114,6 +114,7 @@ fn world() -> World {
             },
         ],
         vantage: "netns /run/netns/out".into(),
+        overlays: Vec::new(),
     }
 }
 
@@ -478,4 +479,244 @@ fn packets_are_split_where_the_kernel_reuses_an_id() {
     );
     assert!(j.result.starts_with("no packet of this flow was seen"));
     assert!(j.hops.is_empty() && !j.delivered);
+}
+
+// ------------------------------------------------------------------ overlay namespaces
+
+fn bev(id: u32, table: &str, chain: &str, handle: Option<u64>, verdict: i32) -> Event {
+    Event {
+        family: "bridge".into(),
+        ..ev(id, table, chain, handle, verdict)
+    }
+}
+
+/// The policy event an empty base chain reports (where the frame leaves).
+fn seen(id: u32, h: &(Vec<u8>, Vec<u8>), iif: u32, oif: u32) -> Event {
+    let mut e = bev(id, T, "seen_out", None, -1);
+    e.kind = Some(EventKind::Policy);
+    e.policy = Some(1);
+    with(e, h, iif, oif)
+}
+
+/// Host-a of a cluster: container `cli` on overlay network `app` (10.63.0.2, port `vbcli`),
+/// `db` (10.63.0.3) on host-b behind VTEP 10.77.0.2.
+fn overlay_world() -> World {
+    let mut w = world();
+    w.vantage = "container cli".into();
+    w.endpoints.push(EndpointInfo {
+        container: "cli".into(),
+        network: "app".into(),
+        host_ifname: "vbcli".into(),
+        ifname: "eth0".into(),
+        addrs: vec![v4("10.63.0.2")],
+    });
+    w.links.insert(9, "bup-abc".into());
+    w.overlays.push(OverlayInfo {
+        network: "app".into(),
+        netns: "ov-abc".into(),
+        bridge: "berth-abc".into(),
+        vxlan: "bvx-abc".into(),
+        vni: 4096,
+        uplink: Some("bup-abc".into()),
+        links: [(2, "up0"), (3, "vbcli"), (4, "bvx-abc"), (5, "berth-abc")]
+            .into_iter()
+            .map(|(i, n)| (i, n.to_string()))
+            .collect(),
+        remotes: vec![RemoteInfo {
+            container: "db".into(),
+            node: "host-b".into(),
+            vtep: v4("10.77.0.2"),
+            addrs: vec![v4("10.63.0.3")],
+        }],
+    });
+    w
+}
+
+fn overlay_filter() -> Filter {
+    Filter {
+        proto: Proto::Tcp,
+        dst: v4("10.63.0.3"),
+        dport: 5432,
+        src: Some(v4("10.63.0.2")),
+        sport: Some(40000),
+    }
+}
+
+const NS_RULESET: &str = r#"table bridge berth { # handle 3
+	chain prerouting { # handle 1
+		type filter hook prerouting priority filter; policy accept;
+		iifname @guarded jump guard comment "anti-spoofing for berth's bridge ports" # handle 5
+	}
+	chain guard { # handle 2
+		iifname . ip saddr != @port_ip4 drop comment "a container sends only from its own IPv4 addresses" # handle 12
+	}
+}
+"#;
+
+#[test]
+fn overlay_namespace_scripts_mark_by_the_source_port_and_report_exits() {
+    let s = ns_table_script("abc", &overlay_filter(), 8);
+    for want in [
+        "add table bridge berth-trace-abc { comment",
+        "add chain bridge berth-trace-abc mark_in { type filter hook prerouting priority -310; policy accept; }",
+        "add rule bridge berth-trace-abc mark_in ip saddr 10.63.0.2 meta l4proto tcp th sport 40000 limit rate 8/minute burst 8 packets meta nftrace set 1",
+        "add rule bridge berth-trace-abc mark_in ip daddr 10.63.0.2 meta l4proto tcp th dport 40000 limit",
+        "add chain bridge berth-trace-abc seen_out { type filter hook postrouting priority 300; policy accept; }",
+        "add chain bridge berth-trace-abc seen_local { type filter hook input priority 300;",
+        // The inet table marks only what comes up the uplink (the bridge's marks are routed on).
+        "add rule inet berth-trace-abc mark_in iifname \"up0\" ip saddr 10.63.0.2 meta l4proto tcp th sport 40000",
+        "add chain inet berth-trace-abc seen_out { type filter hook postrouting priority 300;",
+    ] {
+        assert!(s.contains(want), "{want}\nin\n{s}");
+    }
+    assert!(!s.contains("hook output"), "{s}");
+    // Without a source port (a watch): by the destination, both ways.
+    let mut f = overlay_filter();
+    f.sport = None;
+    let s = ns_table_script("abc", &f, 8);
+    assert!(
+        s.contains("mark_in ip daddr 10.63.0.3 ip saddr 10.63.0.2 meta l4proto tcp th dport 5432"),
+        "{s}"
+    );
+    assert!(
+        s.contains("mark_in ip saddr 10.63.0.3 ip daddr 10.63.0.2 meta l4proto tcp th sport 5432"),
+        "{s}"
+    );
+    assert_eq!(
+        ns_delete_script("berth-trace-abc"),
+        "delete table bridge berth-trace-abc\ndelete table inet berth-trace-abc\n"
+    );
+}
+
+#[test]
+fn a_journey_through_the_overlay_namespace_and_the_tunnel() {
+    let syn = tcp("10.63.0.2", 40000, "10.63.0.3", 5432, 0x02);
+    let synack = tcp("10.63.0.3", 5432, "10.63.0.2", 40000, 0x12);
+    let mut jump = with(bev(7, "berth", "prerouting", Some(5), -3), &syn, 3, 0);
+    jump.target = Some("guard".into());
+    let events = vec![
+        with(bev(7, T, "mark_in", Some(2), -1), &syn, 3, 0),
+        jump,
+        with(bev(7, "berth", "guard", None, -1), &syn, 3, 0),
+        seen(7, &syn, 3, 4),
+        with(bev(8, T, "mark_in", Some(3), -1), &synack, 4, 0),
+        seen(8, &synack, 4, 3),
+    ];
+    let ns = [NsTrace {
+        network: "app".into(),
+        events,
+        rules: parse_ruleset(NS_RULESET),
+    }];
+    let w = overlay_world();
+    let j = journey_with(
+        &[],
+        T,
+        &overlay_filter(),
+        &Rules::default(),
+        &w,
+        Some("connected"),
+        None,
+        &ns,
+    );
+    assert!(j.delivered, "{j:#?}");
+    assert_eq!(j.result, "delivered to 10.63.0.3:5432 and answered");
+    let legs: Vec<(&str, &str)> = j
+        .hops
+        .iter()
+        .map(|h| (h.from.as_str(), h.to.as_str()))
+        .collect();
+    assert_eq!(
+        legs,
+        [
+            (CONT, OVERLAY_BRIDGE),
+            (OVERLAY_BRIDGE, TUNNEL),
+            (TUNNEL, REMOTE),
+            (REMOTE, TUNNEL),
+            (TUNNEL, OVERLAY_BRIDGE),
+            (OVERLAY_BRIDGE, CONT),
+        ]
+    );
+    assert!(
+        j.hops[0].what.contains(
+            "leaves container cli (eth0), in on bridge port vbcli of berth-abc (namespace ov-abc)"
+        ),
+        "{:?}",
+        j.hops[0]
+    );
+    assert!(j.hops[1].what.contains("anti-spoofing (table bridge berth chain guard) passed; out of bvx-abc: encapsulated in VXLAN (VNI 4096, UDP) to 10.77.0.2 (host host-b)"), "{:?}", j.hops[1]);
+    assert!(!j.hops[2].traced && j.hops[2].what.contains("container db"));
+    assert!(j.hops[4].traced && j.hops[4].what.contains("[SYN,ACK] decapsulated by bvx-abc"));
+    assert!(
+        j.hops[5]
+            .what
+            .contains("to container cli (eth0 10.63.0.2:40000)"),
+        "{:?}",
+        j.hops[5]
+    );
+    assert_eq!(j.packets.len(), 2);
+    assert!(j
+        .packets
+        .iter()
+        .all(|p| p.overlay.as_deref() == Some("app")));
+    assert_eq!(j.packets[1].direction, "reply");
+    assert_eq!(j.packets[0].oif.as_deref(), Some("bvx-abc"));
+    let text = render_text(&j);
+    assert!(
+        text.contains("(original, in overlay network app's namespace)"),
+        "{text}"
+    );
+    let m = render_mermaid(&j);
+    assert!(
+        m.contains("participant O as Overlay bridge") && m.contains("O->>X:"),
+        "{m}"
+    );
+
+    // A spoofed source: the guard drops it in the namespace, and the journey says so.
+    let spoof = tcp("10.63.0.99", 40000, "10.63.0.3", 5432, 0x02);
+    let mut jump = with(bev(9, "berth", "prerouting", Some(5), -3), &spoof, 3, 0);
+    jump.target = Some("guard".into());
+    let ns = [NsTrace {
+        network: "app".into(),
+        events: vec![
+            with(bev(9, T, "mark_in", Some(2), -1), &spoof, 3, 0),
+            jump,
+            with(bev(9, "berth", "guard", Some(12), 0), &spoof, 3, 0),
+        ],
+        rules: parse_ruleset(NS_RULESET),
+    }];
+    let mut f = overlay_filter();
+    f.src = None;
+    let j = journey_with(
+        &[],
+        T,
+        &f,
+        &Rules::default(),
+        &w,
+        Some("timeout"),
+        None,
+        &ns,
+    );
+    assert!(!j.delivered);
+    let d = j.drop.as_ref().expect("drop");
+    assert_eq!(d.chain, "bridge berth guard");
+    assert!(d.cause.contains("anti-spoofing in overlay network app's namespace ov-abc: a container sends only from its own IPv4 addresses"), "{}", d.cause);
+    assert!(
+        j.result.starts_with("DROPPED in bridge berth guard"),
+        "{}",
+        j.result
+    );
+    let last = j.hops.last().expect("hops");
+    assert!(
+        last.what.starts_with("✗ DROPPED by bridge berth guard"),
+        "{last:?}"
+    );
+}
+
+#[test]
+fn the_host_names_an_overlay_uplink() {
+    let w = overlay_world();
+    assert_eq!(
+        w.describe_if("bup-abc"),
+        "bup-abc (uplink of overlay network app)"
+    );
 }
