@@ -60,7 +60,10 @@ if want ports; then
         --runs "$ports_runs" --range-runs 9 --skip-conntrack --skip-throughput \
         --peer-levels 0 --peer-runs 3 --peer-budget 300
 fi
-want dns && bench dns env MODES=adaptive IDLE=5 bench/dns/run.sh "$dns_r" "$dns_s"
+# DNS: each resolver on a core of its own and the client on the other (PIN=1); g100 is the
+# client cheap enough not to be the limit (UDP GSO bursts), w100 the one query per send.
+want dns && bench dns env MODES=adaptive IDLE=5 PIN=1 CLIENTS="g100 w100 q100" KINDS=local \
+    bench/dns/run.sh "$dns_r" "$dns_s"
 want scale && bench scale env BUDGET=600 bench/cli/scale.sh "$scale_n" "$bin" "$idle"
 echo "end $(date -u +%H:%M:%S) UTC, load $(load)" >>"$out/loads.txt"
 
@@ -74,7 +77,7 @@ show connect '^\||x \(goal|floor'
 show macvlan '^\||goal|floor|%'
 show start '^\|'
 show ports '^###|^\|'
-show dns '^\| names|^\|---|\| (qps|cpu_s_per_M|in_flight|p50_us) \||loadavg|idle'
+show dns '^\| names|^\|---|\| (qps|cpu_s_per_M|client_cpu_s_per_M|core|in_flight|p50_us) \||loadavg|idle'
 show scale '^\||starts in|per start|under strace|start-up after'
 echo
 cat "$out/loads.txt"

@@ -18,10 +18,17 @@
 # ECHO=1 adds "echo" (bench/dns/echo.rs, container names only): a server that sends each query
 # back, the kernel's floor for a one-thread recv_from/send_to resolver in the same topology.
 # CLIENTS (default "q100 w100 seq", plus "r100" = windowq 100 in flight paced at RATE q/s,
-# default 20000) and KINDS (default "local fwd") choose the measurements.
+# default 20000, and "g100" = windowq 100 in flight sending in UDP GSO bursts, a client cheap
+# enough not to be the limit; container names only) and KINDS (default "local fwd") choose the
+# measurements.
+# PIN=1 gives each side a core of its own: every resolver (all of berthd's threads,
+# aardvark-dns's, the echo server) on CPU 1, the client on CPU 0, so the client no longer takes
+# the resolver's CPU. Each line then also says how busy the resolver's core was (`core=`): a
+# resolver below ~90 % of its core was not the limit (the client was), so its queries/s, and
+# its ratio to a resolver that saturated its core, are lower bounds.
 #
 # Usage: sudo [MODES="adaptive fixed off"] [IDLE=30] [BERTHD_ARGS=…] [BERTHDS=…] [ECHO=1]
-#        [CLIENTS=…] [KINDS=…] [RATE=…] bench/dns/run.sh [ROUNDS=3] [SECONDS=10]
+#        [CLIENTS=…] [KINDS=…] [RATE=…] [PIN=1] bench/dns/run.sh [ROUNDS=3] [SECONDS=10]
 set -euo pipefail
 
 ROUNDS=${1:-3}
@@ -42,6 +49,9 @@ ECHO=${ECHO:-0}
 CLIENTS=${CLIENTS:-q100 w100 seq}
 KINDS=${KINDS:-local fwd}
 RATE=${RATE:-20000}
+PIN=${PIN:-0}
+# Pins process $1 (every thread, and those it makes later) to the resolvers' core.
+pin_resolver() { [ "$PIN" = 1 ] && taskset -a -p -c 1 "$1" >/dev/null; return 0; }
 AARDVARK=/usr/lib/podman/aardvark-dns
 NS_H=bdns-h NS_O=bdns-o NS_A=bdns-a NS_AC=bdns-ac
 PIDS=()
@@ -112,6 +122,7 @@ start_berthd() {
         --socket "$WORK/berthd.sock" --resolv-conf "$WORK/resolv.conf" --log-level warn \
         "${BERTHD_EXTRA[@]}" >>"$WORK/berthd.log" 2>&1 &
     BPID=$! BMODE=$label-$1
+    pin_resolver "$BPID"
     for _ in $(seq 100); do [ -S "$WORK/berthd.sock" ] && break; sleep 0.1; done
     if [ -n "${CPID:-}" ]; then
         for _ in $(seq 100); do
@@ -133,6 +144,7 @@ EPID=
 if [ "$ECHO" = 1 ]; then
     ip netns exec $NS_H "$WORK/echo" 10.98.0.1:5353 &
     EPID=$!
+    pin_resolver "$EPID"
     PIDS+=($EPID)
 fi
 
@@ -154,6 +166,7 @@ ip -n $NS_AC link set eth0 up
 ip netns exec $NS_A "$AARDVARK" --config "$WORK/aard" -p 53 run >"$WORK/aardvark.log" 2>&1
 for _ in $(seq 50); do [ -s "$WORK/aard/aardvark.pid" ] && break; sleep 0.1; done
 APID=$(cat "$WORK/aard/aardvark.pid")
+pin_resolver "$APID"
 IN_A=(ip netns exec $NS_AC)
 
 # utime+stime of a whole process (all its threads, live and gone), in clock ticks. The fields
@@ -209,7 +222,10 @@ target() {
         [ "$1" = "$BMODE" ] || start_berthd "${1##*-}" "${1%-*}"
         cmd=("${IN_B[@]}") srv=10.98.0.1 pid=$BPID
     fi
+    if [ "$PIN" = 1 ]; then cmd+=(taskset -c 0); fi
 }
+# How busy the resolver's core was over the window: ticks / (seconds × CLK_TCK), in %.
+core() { python3 -c "print(round($1 / $TCK / $SECS * 100))"; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
 # dnsperf -c 1 -q 100 (100 outstanding), as in peers.md.
 perf() { # who kind
@@ -225,7 +241,7 @@ perf() { # who kind
     ans=$(awk '/Queries completed/ {print $3}' <<<"$out")
     # Little's law: what dnsperf really kept in flight (queries/s × average latency).
     echo "$who $kind q100 qps=$qps lost=$lost avg_ms=$(python3 -c "print(round($lat*1000,3))")" \
-        "in_flight=$(python3 -c "print(round($qps*$lat,1))") answered=$ans cpu_ticks=$((c1 - c0)) cpu_s_per_M=$(per_m $((c1 - c0)) "$ans") load1=$(load1)" |
+        "in_flight=$(python3 -c "print(round($qps*$lat,1))") answered=$ans cpu_ticks=$((c1 - c0)) cpu_s_per_M=$(per_m $((c1 - c0)) "$ans") core=$(core $((c1 - c0)))% load1=$(load1)" |
         tee -a "$RES" >&2
 }
 # windowq with WINDOW queries in flight at all times, two system calls per query in the
@@ -238,7 +254,7 @@ win() { # who kind window label
     out=$("${cmd[@]}" "$WORK/windowq" $srv "$SECS" "$3" $names)
     c1=$(ticks "$pid")
     ans=$(sed 's/.*answered=\([0-9]*\).*/\1/' <<<"$out")
-    echo "$who $kind $4 $out cpu_ticks=$((c1 - c0)) cpu_s_per_M=$(per_m $((c1 - c0)) "$ans") load1=$(load1)" |
+    echo "$who $kind $4 $out cpu_ticks=$((c1 - c0)) cpu_s_per_M=$(per_m $((c1 - c0)) "$ans") core=$(core $((c1 - c0)))% load1=$(load1)" |
         tee -a "$RES" >&2
 }
 
@@ -257,9 +273,11 @@ for r in $(seq "$ROUNDS"); do
         for kind in $KINDS; do
             [ "$who" = echo ] && [ "$kind" != local ] && continue
             for c in $CLIENTS; do
+                [ "$c" = g100 ] && [ "$kind" != local ] && continue
                 case $c in
                 q100) [ "$who" = echo ] || perf "$who" "$kind" ;;
                 w100) win "$who" "$kind" 100 w100 ;;
+                g100) win "$who" "$kind" 100g g100 ;;
                 r100) win "$who" "$kind" "100@$RATE" r100 ;;
                 seq) win "$who" "$kind" 1 seq ;;
                 esac
@@ -281,7 +299,7 @@ for line in open(sys.argv[1]):
     who, kind, mode, *fields = line.split()
     for f in fields:
         k, v = f.split("=")
-        rows.setdefault((kind, mode, k), {}).setdefault(who, []).append(float(v))
+        rows.setdefault((kind, mode, k), {}).setdefault(who, []).append(float(v.rstrip("%")))
 berths = [w for w in sys.argv[2].split() if w != "aard"]
 head = [f"{b}" for b in berths] + ["aardvark-dns"]
 head += [f"{b} / aardvark" for b in berths]
@@ -299,6 +317,7 @@ for (kind, mode, k), by in sorted(rows.items()):
         cells.append(f"{statistics.median(v) / statistics.median(a):.2f}×" if ok else "–")
     names = "container" if kind == "local" else "forwarded"
     client = {"q100": "dnsperf -c 1 -q 100", "w100": "windowq, 100 in flight",
+              "g100": "windowq, 100 in flight, GSO bursts",
               "r100": "windowq, 100 in flight, paced"}.get(mode, "sequential")
     print(f"| {names} | {client} | {k} | " + " | ".join(cells) + " |")
 EOF
