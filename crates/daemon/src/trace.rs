@@ -101,6 +101,18 @@ struct Look {
     path: PathBuf,
 }
 
+/// The readers of the overlay namespaces' trace sockets: ended (and their sockets closed)
+/// when the trace ends, on every path.
+struct Readers(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        for r in &self.0 {
+            r.abort();
+        }
+    }
+}
+
 /// Reads one overlay namespace's trace events into `tx` (tagged with its index) until the
 /// trace drops the receiver or aborts the task.
 fn spawn_ns_reader(
@@ -435,19 +447,29 @@ impl Daemon {
         }
         // The overlay namespaces the flow may cross: a socket in each (before its tables, so
         // no event is missed), read by a task of its own.
-        let looks = self.trace_looks(&spec.filter)?;
         let (ns_tx, mut ns_rx) = mpsc::unbounded_channel();
-        let mut readers = Vec::new();
-        let mut ns_events: Vec<Vec<Event>> = vec![Vec::new(); looks.len()];
-        for (i, l) in looks.iter().enumerate() {
-            let sock = TraceSocket::open_in(&l.path).await.map_err(|e| {
-                ApiError::internal(format!(
-                    "opening the trace socket in {}: {e}",
-                    l.path.display()
-                ))
-            })?;
-            readers.push(spawn_ns_reader(i, sock, ns_tx.clone()));
+        let mut readers = Readers(Vec::new());
+        let mut looks = Vec::new();
+        for l in self.trace_looks(&spec.filter)? {
+            match TraceSocket::open_in(&l.path).await {
+                Ok(sock) => {
+                    readers
+                        .0
+                        .push(spawn_ns_reader(looks.len(), sock, ns_tx.clone()));
+                    looks.push(l);
+                }
+                // Removed meanwhile (a `network rm`): nothing of the flow crosses it any more.
+                Err(e) => {
+                    tracing::warn!("trace: not looking into {}: {e}", l.path.display());
+                    say(format!(
+                        "overlay network {}'s namespace could not be opened ({e}): not traced there",
+                        l.net.name
+                    ))
+                    .await;
+                }
+            }
         }
+        let mut ns_events: Vec<Vec<Event>> = vec![Vec::new(); looks.len()];
         drop(ns_tx);
         let f = spec.filter.clone();
         let t = id.clone();
@@ -576,9 +598,7 @@ impl Daemon {
                 v.extend(evs);
             }
         }
-        for r in readers {
-            r.abort();
-        }
+        drop(readers);
 
         let rules = tokio::task::spawn_blocking(kt::ruleset)
             .await
