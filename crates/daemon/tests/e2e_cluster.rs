@@ -961,7 +961,9 @@ fn trace_tables_of(w: &World, id: &str) -> Vec<String> {
 /// own trace table sees nothing: from a container to one on the other host, the frame enters
 /// the bridge at the container's port, passes the anti-spoofing guard and leaves through the
 /// VXLAN port to host-b's VTEP; the reply comes back decapsulated and out of the container's
-/// port — delivered, each of those hops traced, the packets marked as seen in the namespace.
+/// port — delivered, each of those hops traced, the packets marked as seen in the namespace;
+/// and host-b's `--watch` sees the same flow arrive from the tunnel, naming the sender on
+/// host-a.
 /// From the host to a local overlay container the journey goes down the uplink and out of the
 /// container's port, answered. A flow to a port where nothing listens on the other host is
 /// reported refused with the reset traced back through the tunnel. Afterwards no trace table
@@ -1034,6 +1036,37 @@ fn trace_follows_a_flow_through_the_overlay_namespace() {
             .is_some_and(|s| s.iter().any(|s| s["chain"] == "bridge berth guard"))),
         "the guard's chain is among the steps: {v:#}"
     );
+
+    // The other side: host-b watches its container's port; the frame arrives from the
+    // tunnel, decapsulated into b's namespace and out of t2's port; the journey names the
+    // sender on host-a.
+    let b_id = b.network_inspect("tr")["Id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let out_path = b.dir.join("watch.json");
+    let out_file = std::fs::File::create(&out_path).expect("watch output file");
+    let mut watch = std::process::Command::new(common::berth_bin())
+        .args(["-H", &b.host_url(), "trace", "--watch", "--count", "1"])
+        .args(["--timeout", "20", "--format", "json", "--to"])
+        .arg(format!("{t2}:8085"))
+        .stdout(out_file)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn berth trace --watch on host-b");
+    wait_until("host-b's namespace tables", Duration::from_secs(10), || {
+        trace_tables_of(&b, &b_id).len() >= 3
+    });
+    a.assert_reaches("t1", &t2, 8085);
+    let status = watch.wait().expect("the watch ends");
+    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+    assert!(status.success(), "{text}");
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let h = hop_list(&v);
+    hop_at(&h, "Remote host", "VXLAN", &["container t1 on host host-a"]);
+    hop_at(&h, "VXLAN", "Overlay bridge", &["decapsulated", "[SYN]"]);
+    hop_at(&h, "Overlay bridge", "Container", &["to container t2"]);
 
     // The host → a local overlay container: down the uplink, out of its port, answered.
     let (rc, v) = trace_json(&a, &["--to", &format!("{t1}:8084")]);
