@@ -1178,7 +1178,6 @@ pub fn endpoint_key(net: &str, node: &str, container: &str) -> String {
     format!("{ENDPOINTS}{net}/{node}/{container}")
 }
 
-/// The key of an address claim.
 /// Whether every value read (a key's, `None` when absent or unreadable) is `claim`, and there
 /// is at least one: a failed claim transaction whose keys all hold this very claim committed
 /// in an earlier attempt. Pure.
@@ -1196,6 +1195,7 @@ fn all_hold(values: impl Iterator<Item = Option<Vec<u8>>>, claim: &ClusterClaim)
     any
 }
 
+/// The key of an address claim.
 pub fn claim_key(net: &str, addr: IpAddr) -> String {
     format!("{IPAM}{net}/{addr}")
 }

@@ -1195,16 +1195,15 @@ impl Daemon {
         }
         for path in new {
             let p = std::path::PathBuf::from(&path);
-            let nsid =
-                tokio::task::spawn_blocking(move || berth_kernel::monitor::nsid_of_path(&p)).await;
+            let nsid = tokio::task::spawn_blocking(move || berth_kernel::monitor::nsid_of_path(&p))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
             match nsid {
-                Ok(Ok(nsid)) => {
+                Ok(nsid) => {
                     if let Ok(mut t) = self.ns_watch.table.lock() {
                         t.watch_overlay(nsid, &path);
                     }
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(netns = %path, "no notifications from the overlay namespace: {e}")
                 }
                 Err(e) => {
                     tracing::debug!(netns = %path, "no notifications from the overlay namespace: {e}")

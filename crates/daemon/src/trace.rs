@@ -521,6 +521,13 @@ impl Daemon {
             ))
             .await;
         }
+        // A watch has seen its packets once this trace's chains marked `count` of them, in
+        // berthd's namespace and the overlay namespaces together.
+        let watch_count = spec.count as usize;
+        let enough = |host: &[Event], ns: &[Vec<Event>]| {
+            marked(host, &table) + ns.iter().map(|e| marked(e, &table)).sum::<usize>()
+                >= watch_count
+        };
         let mut keepalive = tokio::time::interval(KEEPALIVE);
         loop {
             let until = drain_until.map_or(deadline, |d| d.min(deadline));
@@ -529,12 +536,8 @@ impl Daemon {
                     let (evs, l) = r.map_err(|e| ApiError::internal(format!("reading trace events: {e}")))?;
                     lost |= l;
                     events.extend(evs);
-                    if spec.watch {
-                        let seen = marked(&events, &table)
-                            + ns_events.iter().map(|e| marked(e, &table)).sum::<usize>();
-                        if seen >= spec.count as usize && drain_until.is_none() {
-                            drain_until = Some(Instant::now() + DRAIN);
-                        }
+                    if spec.watch && drain_until.is_none() && enough(&events, &ns_events) {
+                        drain_until = Some(Instant::now() + DRAIN);
                     }
                 }
                 Some((i, evs, l)) = ns_rx.recv() => {
@@ -542,12 +545,8 @@ impl Daemon {
                     if let Some(v) = ns_events.get_mut(i) {
                         v.extend(evs);
                     }
-                    if spec.watch {
-                        let seen = marked(&events, &table)
-                            + ns_events.iter().map(|e| marked(e, &table)).sum::<usize>();
-                        if seen >= spec.count as usize && drain_until.is_none() {
-                            drain_until = Some(Instant::now() + DRAIN);
-                        }
+                    if spec.watch && drain_until.is_none() && enough(&events, &ns_events) {
+                        drain_until = Some(Instant::now() + DRAIN);
                     }
                 }
                 o = async { probe_task.as_mut().expect("guarded by the if").await }, if probe_task.is_some() => {

@@ -914,32 +914,6 @@ fn overlay_internal_and_isolation_between_overlays() {
     u.kill_etcd();
 }
 
-/// `berth trace ARGS --format json` on `w`: (exit code, journey).
-fn trace_json(w: &World, args: &[&str]) -> (i32, serde_json::Value) {
-    let mut a = vec!["trace"];
-    a.extend_from_slice(args);
-    a.extend_from_slice(&["--format", "json"]);
-    let o = w.berth(&a);
-    let v: serde_json::Value = serde_json::from_str(&stdout(&o))
-        .unwrap_or_else(|e| panic!("berth {a:?}: {e}: {}", show(&o)));
-    (code(&o), v)
-}
-
-/// The journey's hops as (from, to, what).
-fn hop_list(v: &serde_json::Value) -> Vec<(String, String, String)> {
-    v["hops"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|h| {
-                    let f = |k: &str| h[k].as_str().unwrap_or("").to_string();
-                    (f("from"), f("to"), f("what"))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The index of the first hop from `from` to `to` whose text holds every one of `words`.
 fn hop_at(hops: &[(String, String, String)], from: &str, to: &str, words: &[&str]) -> usize {
     hops.iter()
@@ -989,11 +963,11 @@ fn trace_follows_a_flow_through_the_overlay_namespace() {
     let vni = vni_of(&a, "tr");
 
     // Container → container on the other host.
-    let (rc, v) = trace_json(&a, &["t1", "--to", &format!("{t2}:8085")]);
+    let (rc, v) = a.trace_json(&["t1", "--to", &format!("{t2}:8085")]);
     assert_eq!(rc, 0, "{v:#}");
     assert_eq!(v["delivered"], true, "{v:#}");
     assert_eq!(v["probe"], "connected", "{v:#}");
-    let h = hop_list(&v);
+    let h = common::journey_hops(&v);
     let out = hop_at(
         &h,
         "Container",
@@ -1063,16 +1037,16 @@ fn trace_follows_a_flow_through_the_overlay_namespace() {
     assert!(status.success(), "{text}");
     let v: serde_json::Value =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-    let h = hop_list(&v);
+    let h = common::journey_hops(&v);
     hop_at(&h, "Remote host", "VXLAN", &["container t1 on host host-a"]);
     hop_at(&h, "VXLAN", "Overlay bridge", &["decapsulated", "[SYN]"]);
     hop_at(&h, "Overlay bridge", "Container", &["to container t2"]);
 
     // The host → a local overlay container: down the uplink, out of its port, answered.
-    let (rc, v) = trace_json(&a, &["--to", &format!("{t1}:8084")]);
+    let (rc, v) = a.trace_json(&["--to", &format!("{t1}:8084")]);
     assert_eq!(rc, 0, "{v:#}");
     assert_eq!(v["delivered"], true, "{v:#}");
-    let h = hop_list(&v);
+    let h = common::journey_hops(&v);
     let down = h
         .iter()
         .position(|(_, _, w)| w.contains("uplink of overlay network tr"))
@@ -1082,12 +1056,12 @@ fn trace_follows_a_flow_through_the_overlay_namespace() {
     assert!(down < port && port < up, "{h:#?}");
 
     // Nothing listens there: refused, the reset traced back through the tunnel.
-    let (_, v) = trace_json(&a, &["t1", "--to", &format!("{t2}:9")]);
+    let (_, v) = a.trace_json(&["t1", "--to", &format!("{t2}:9")]);
     assert!(
         v["result"].as_str().unwrap_or("").contains("refused"),
         "{v:#}"
     );
-    let h = hop_list(&v);
+    let h = common::journey_hops(&v);
     hop_at(&h, "VXLAN", "Overlay bridge", &["decapsulated", "RST"]);
 
     // The text form names the namespace; no table is left anywhere.

@@ -72,6 +72,16 @@ def udp(src, dst, sport, dport, data):
     c = sum6(src, dst, 17, u) or 0xffff
     return 0x86dd, ipv6(src, dst, 17, u[:6] + struct.pack('!H', c) + u[8:])
 
+def tcp(src, dst, sport, dport, data):
+    # One PSH|ACK segment carrying DATA (no connection: the receiver's stack resets it, and
+    # a raw socket there sees it first).
+    t = struct.pack('!HHIIBBHHH', sport, dport, 1, 1, 5 << 4, 0x18, 65535, 0, 0) + data
+    if ':' not in src:
+        ph = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack('!BBH', 0, 6, len(t))
+        return 0x0800, ipv4(src, dst, 6, t[:16] + struct.pack('!H', csum(ph + t)) + t[18:])
+    c = sum6(src, dst, 6, t)
+    return 0x86dd, ipv6(src, dst, 6, t[:16] + struct.pack('!H', c) + t[18:])
+
 def icmp6(src, dst, body):
     c = sum6(src, dst, 58, body)
     return ipv6(src, dst, 58, body[:2] + struct.pack('!H', c) + body[4:], hlim=255)
@@ -82,6 +92,11 @@ if cmd == 'udp':
     # udp DSTMAC SRCMAC SRCIP DSTIP SPORT DPORT DATA
     dmac, smac, sip, dip, sport, dport, data = args
     typ, pkt = udp(sip, dip, int(sport), int(dport), data.encode())
+    send(eth(dmac, me if smac == 'own' else smac, typ) + pkt)
+elif cmd == 'tcp':
+    # tcp DSTMAC SRCMAC SRCIP DSTIP SPORT DPORT DATA
+    dmac, smac, sip, dip, sport, dport, data = args
+    typ, pkt = tcp(sip, dip, int(sport), int(dport), data.encode())
     send(eth(dmac, me if smac == 'own' else smac, typ) + pkt)
 elif cmd == 'arp':
     # arp OP DSTMAC SENDERIP TARGETMAC TARGETIP (sender hardware address: our own MAC)
@@ -110,7 +125,9 @@ else:
 "#;
 
 /// `listen.py OUT PORT…`: prints (or appends to OUT, `-` for stdout) `PORT SRC DATA` for every
-/// UDP datagram on each PORT (IPv4 and IPv6), and answers TCP on 8080 with `ok`.
+/// UDP datagram on each PORT (IPv4 and IPv6), `tcp SRC DATA` for every TCP segment whose data
+/// says `spoofed` (a raw socket per family sees each one the stack receives, whatever its
+/// port), and answers TCP on 8080 with `ok`.
 const LISTEN_PY: &str = r#"
 import socket, sys, threading
 
@@ -132,6 +149,18 @@ def udp(fam, addr, port):
         data, src = s.recvfrom(2048)
         log('%d %s %s' % (port, src[0], data.decode(errors='replace')))
 
+def raw_tcp(fam):
+    s = socket.socket(fam, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    while True:
+        pkt, src = s.recvfrom(65535)
+        if fam == socket.AF_INET:
+            pkt = pkt[(pkt[0] & 0xf) * 4:]  # an IPv4 raw socket gets the IP header too
+        data = pkt[(pkt[12] >> 4) * 4:]
+        if b'spoofed' in data:
+            log('tcp %s %s' % (src[0], data.decode(errors='replace')))
+
+threading.Thread(target=raw_tcp, args=(socket.AF_INET,), daemon=True).start()
+threading.Thread(target=raw_tcp, args=(socket.AF_INET6,), daemon=True).start()
 for p in sys.argv[2:]:
     threading.Thread(target=udp, args=(socket.AF_INET, '0.0.0.0', int(p)), daemon=True).start()
     threading.Thread(target=udp, args=(socket.AF_INET6, '::', int(p)), daemon=True).start()
@@ -165,7 +194,8 @@ struct Scene {
 /// What the attacks achieved.
 #[derive(Debug, Default, PartialEq)]
 struct Outcome {
-    /// Datagrams with a spoofed source (or MAC, or DHCP server port) that reached the victim.
+    /// Datagrams and TCP segments with a spoofed source (or MAC, or DHCP server port) that
+    /// reached the victim.
     victim_got: Vec<String>,
     /// Datagrams from the victim's address that reached the host but came from the attacker.
     host_got: Vec<String>,
@@ -349,6 +379,30 @@ fn attack(w: &World, s: &Scene) -> Outcome {
         "68",
         "dhcp-offer",
     ]);
+    // 5. The same spoofed sources over TCP: the guard accepts a container's TCP from its own
+    //    MAC and address in one lookup (its fast path); these must not take it.
+    for (smac, src, dst, what) in [
+        (
+            "own",
+            format!("{}9", s.gw4),
+            s.victim4.clone(),
+            "spoofed-tcp4",
+        ),
+        (
+            "own",
+            s.gw6.replace("::1", "::99"),
+            s.victim6.clone(),
+            "spoofed-tcp6",
+        ),
+        (
+            "02:42:de:ad:be:ef",
+            attacker4.clone(),
+            s.victim4.clone(),
+            "spoofed-tcp-mac",
+        ),
+    ] {
+        at(&["tcp", &s.victim_mac, smac, &src, &dst, "4000", "9997", what]);
+    }
     w.exec_ok(&s.attacker, &["ip", "addr", "del", &addr, "dev", "eth0"]);
     std::thread::sleep(Duration::from_millis(500));
 
@@ -448,8 +502,8 @@ fn a_container_cannot_spoof_its_neighbours() {
     let got = attack(&w, &open);
     assert_eq!(
         got.victim_got.len(),
-        4,
-        "every spoofed datagram arrives without the protection: {got:?}"
+        7,
+        "every spoofed datagram and segment arrives without the protection: {got:?}"
     );
     assert!(!got.host_got.is_empty(), "{got:?}");
     assert!(got.arp_poisoned, "{got:?}");

@@ -38,17 +38,6 @@ fn world() -> World {
     w
 }
 
-/// `berth trace ARGS --format json`: (exit code, journey).
-fn trace(w: &World, args: &[&str]) -> (i32, Value) {
-    let mut a = vec!["trace"];
-    a.extend_from_slice(args);
-    a.extend_from_slice(&["--format", "json"]);
-    let o = w.berth(&a);
-    let v: Value = serde_json::from_str(&stdout(&o))
-        .unwrap_or_else(|e| panic!("berth {a:?}: {e}: {}", show(&o)));
-    (code(&o), v)
-}
-
 /// Trace tables in the host namespace.
 fn trace_tables(w: &World) -> Vec<String> {
     w.ns_exec_ok(&w.host_ns, &["nft", "list", "tables"])
@@ -56,23 +45,6 @@ fn trace_tables(w: &World) -> Vec<String> {
         .filter(|l| l.contains("berth-trace-"))
         .map(str::to_string)
         .collect()
-}
-
-fn hops(v: &Value) -> Vec<(String, String, String)> {
-    v["hops"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|h| {
-                    (
-                        h["from"].as_str().unwrap_or("").to_string(),
-                        h["to"].as_str().unwrap_or("").to_string(),
-                        h["what"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Proves: a trace of the published port 8080 from the outside namespace names, in order, the
@@ -85,7 +57,7 @@ fn trace_of_a_published_port_from_outside_names_every_hop() {
     require_root!();
     let w = world();
     let to = format!("{}:8080", w.host_ip());
-    let (rc, v) = trace(&w, &["--from", &w.out_ns, "--to", &to]);
+    let (rc, v) = w.trace_json(&["--from", &w.out_ns, "--to", &to]);
     assert_eq!(rc, 0, "{v:#}");
     assert_eq!(v["delivered"], true, "{v:#}");
     assert_eq!(v["probe"], "connected");
@@ -94,7 +66,7 @@ fn trace_of_a_published_port_from_outside_names_every_hop() {
         format!("DNAT {to} → 10.94.1.2:80, port published by container api (80/tcp)"),
         "{v:#}"
     );
-    let h = hops(&v);
+    let h = common::journey_hops(&v);
     let route: Vec<(&str, &str)> = h.iter().map(|(f, t, _)| (f.as_str(), t.as_str())).collect();
     assert_eq!(
         route,
@@ -205,7 +177,7 @@ fn trace_of_a_published_port_from_outside_names_every_hop() {
 fn trace_of_an_isolated_flow_names_the_rule_and_the_networks() {
     require_root!();
     let w = world();
-    let (rc, v) = trace(&w, &["store", "--to", "10.94.1.2:80"]);
+    let (rc, v) = w.trace_json(&["store", "--to", "10.94.1.2:80"]);
     assert_eq!(rc, 1, "{v:#}");
     assert_eq!(v["delivered"], false);
     let d = &v["drop"];
@@ -214,7 +186,7 @@ fn trace_of_an_isolated_flow_names_the_rule_and_the_networks() {
     assert_eq!(d["cause"], "networks db and web are isolated");
     assert_eq!(d["fix"], "berth network connect web store");
     assert_eq!(v["probe"], "timeout");
-    let last = hops(&v).last().cloned().unwrap_or_default();
+    let last = common::journey_hops(&v).last().cloned().unwrap_or_default();
     assert!(last.2.contains("DROPPED by inet berth forward"), "{last:?}");
     assert!(trace_tables(&w).is_empty(), "{:?}", trace_tables(&w));
 }
@@ -228,8 +200,8 @@ fn concurrent_traces_do_not_interfere() {
     require_root!();
     let w = world();
     let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| trace(&w, &["store", "--to", "10.94.1.2:80"]));
-        let b = s.spawn(|| trace(&w, &["--to", "127.0.0.1:8080"]));
+        let a = s.spawn(|| w.trace_json(&["store", "--to", "10.94.1.2:80"]));
+        let b = s.spawn(|| w.trace_json(&["--to", "127.0.0.1:8080"]));
         (
             a.join().expect("trace from store"),
             b.join().expect("trace from the host"),
@@ -287,7 +259,7 @@ fn concurrent_traces_do_not_interfere() {
 fn trace_into_an_internal_network_says_so() {
     require_root!();
     let w = world();
-    let (rc, v) = trace(&w, &["--from", "client", "--to", "vault:80"]);
+    let (rc, v) = w.trace_json(&["--from", "client", "--to", "vault:80"]);
     assert_eq!(rc, 1, "{v:#}");
     assert_eq!(v["drop"]["comment"], "internal networks: nothing routed in");
     assert_eq!(
@@ -316,7 +288,7 @@ fn trace_names_a_drop_in_the_users_chain() {
     let mut nft = vec!["nft"];
     nft.extend(rule.split(' '));
     w.ns_exec_ok(&w.host_ns, &nft);
-    let (rc, v) = trace(&w, &["--from", &w.out_ns, "--to", &to]);
+    let (rc, v) = w.trace_json(&["--from", &w.out_ns, "--to", &to]);
     assert_eq!(rc, 1, "{v:#}");
     assert_eq!(v["drop"]["chain"], "inet berth user", "{v:#}");
     let cause = v["drop"]["cause"].as_str().unwrap_or("");
@@ -336,7 +308,7 @@ fn trace_names_a_drop_in_the_users_chain() {
         &w.host_ns,
         &["nft", "flush", "chain", "inet", "berth", "user"],
     );
-    let (rc, v) = trace(&w, &["--from", &w.out_ns, "--to", &to]);
+    let (rc, v) = w.trace_json(&["--from", &w.out_ns, "--to", &to]);
     assert_eq!(rc, 0, "{v:#}");
 }
 
@@ -466,7 +438,7 @@ fn trace_of_a_published_udp_port() {
     let to = format!("{}:5300", w.host_ip());
     let start = Instant::now();
     let v = loop {
-        let (rc, v) = trace(&w, &["--from", &w.out_ns, "--to", &to, "--proto", "udp"]);
+        let (rc, v) = w.trace_json(&["--from", &w.out_ns, "--to", &to, "--proto", "udp"]);
         // Delivered is the firewall's verdict; the answer also needs the echo server to be
         // listening, which a loaded machine may not have got to yet (seen once in 4 runs).
         if rc == 0 && v["delivered"] == true && v["probe"] == "answered" {
@@ -496,7 +468,7 @@ fn trace_of_a_published_udp_port() {
             .starts_with("10.94.1.5 dev "),
         "{v:#}"
     );
-    let h = hops(&v);
+    let h = common::journey_hops(&v);
     assert!(
         h.iter().any(|(_, _, what)| what.contains("container echo")),
         "{h:?}"

@@ -189,19 +189,11 @@ pub fn remove_in(netns: &Path, table: &str) -> Result<()> {
 /// Removes every trace table from an overlay namespace (orphans of a crash). Returns their
 /// names.
 pub fn remove_orphans_in(netns: &Path) -> Result<Vec<String>> {
-    let v = crate::nft::list_tables_json(Some(netns))?;
-    let found: std::collections::BTreeSet<String> = v
-        .get("nftables")
-        .and_then(|a| a.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|o| o.get("table"))
-                .filter_map(|t| t.get("name").and_then(|n| n.as_str()))
-                .filter(|n| plan::is_trace_table(n))
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    // A trace leaves a `bridge` and an `inet` table of one name there: each name once.
+    let found: std::collections::BTreeSet<String> =
+        trace_tables_listed(&crate::nft::list_tables_json(Some(netns))?, None)
+            .into_iter()
+            .collect();
     for t in &found {
         remove_in(netns, t)?;
     }
@@ -229,19 +221,28 @@ pub fn tables(netns: Option<&Path>) -> Result<Vec<String>> {
             Err(e) => tracing::debug!("{e}: nft lists them"),
         }
     }
-    let v = crate::nft::list_tables_json(netns)?;
-    Ok(v.get("nftables")
+    Ok(trace_tables_listed(
+        &crate::nft::list_tables_json(netns)?,
+        Some("inet"),
+    ))
+}
+
+/// The trace tables in `nft -j list tables` output, of `family` only when given.
+fn trace_tables_listed(v: &serde_json::Value, family: Option<&str>) -> Vec<String> {
+    v.get("nftables")
         .and_then(|a| a.as_array())
         .map(|a| {
             a.iter()
                 .filter_map(|o| o.get("table"))
-                .filter(|t| t.get("family").and_then(|f| f.as_str()) == Some("inet"))
+                .filter(|t| {
+                    family.is_none_or(|f| t.get("family").and_then(|x| x.as_str()) == Some(f))
+                })
                 .filter_map(|t| t.get("name").and_then(|n| n.as_str()))
                 .filter(|n| plan::is_trace_table(n))
                 .map(str::to_string)
                 .collect()
         })
-        .unwrap_or_default())
+        .unwrap_or_default()
 }
 
 /// Removes every trace table (orphans of a crash: at berthd's start no trace runs). Returns

@@ -892,6 +892,23 @@ fn explain_drop(e: &Event, r: Option<&RuleText>, p: &Packet, w: &World) -> Drop 
     }
 }
 
+/// A dropped packet's steps end at the drop; returns the event that dropped it (not one of
+/// this trace's own chains'), `None` for a packet that was not dropped.
+fn truncate_at_drop<'a>(p: &mut Packet, evs: &'a [Event], table: &str) -> Option<&'a Event> {
+    if !p.dropped {
+        return None;
+    }
+    let at = p
+        .steps
+        .iter()
+        .position(|s| s.verdict == "drop" || s.verdict == "policy drop")
+        .map_or(p.steps.len(), |i| i + 1);
+    p.steps.truncate(at);
+    evs.iter()
+        .filter(|e| e.table != table)
+        .find(|e| e.is_drop())
+}
+
 /// Builds one packet from its events.
 fn packet(id: u32, evs: &[Event], table: &str, f: &Filter, rules: &Rules, w: &World) -> Packet {
     packet_with(id, evs, table, f, rules, w, &w.links)
@@ -1007,19 +1024,8 @@ pub fn journey_with(
         .iter()
         .map(|(id, evs)| {
             let mut p = packet(*id, evs, table, f, rules, w);
-            let mut drop = None;
-            if p.dropped {
-                p.steps.truncate(
-                    p.steps
-                        .iter()
-                        .position(|s| s.verdict == "drop" || s.verdict == "policy drop")
-                        .map_or(p.steps.len(), |i| i + 1),
-                );
-                drop = evs
-                    .iter()
-                    .find(|e| e.is_drop())
-                    .map(|e| explain_drop(e, rules.get(e), &p, w));
-            }
+            let drop =
+                truncate_at_drop(&mut p, evs, table).map(|e| explain_drop(e, rules.get(e), &p, w));
             (p, drop)
         })
         .collect();
@@ -1095,6 +1101,12 @@ pub fn journey_with(
     // down an uplink, alone when the host's stack never saw it (container to container).
     let up_in = overlay::uplink_of(w, host_orig.and_then(|p| p.iif.as_deref()));
     let down_out = overlay::uplink_of(w, host_orig.and_then(|p| p.oif.as_deref()));
+    // The first packet of direction `dir` seen in network `net`'s namespace.
+    let in_ns = |net: &str, dir: &str| {
+        inside
+            .iter()
+            .find(|(p, _)| p.direction == dir && p.overlay.as_deref() == Some(net))
+    };
     let leg = |x: Option<&(Packet, Option<Drop>)>| {
         x.map(|(p, d)| overlay::ns_hops(p, d.as_ref(), w))
             .unwrap_or_default()
@@ -1105,10 +1117,7 @@ pub fn journey_with(
             hops.extend(leg(ns_reply));
         }
     } else if let Some(o) = up_in {
-        let first = inside
-            .iter()
-            .find(|(p, _)| p.direction == "original" && p.overlay.as_deref() == Some(&o.network));
-        let mut before = leg(first);
+        let mut before = leg(in_ns(&o.network, "original"));
         if !before.is_empty() {
             if let Some(h) = hops.first_mut() {
                 h.from = OVERLAY_BRIDGE.into();
@@ -1116,21 +1125,12 @@ pub fn journey_with(
             before.append(&mut hops);
             hops = before;
         }
-        if let Some(r) = inside
-            .iter()
-            .find(|(p, _)| p.direction == "reply" && p.overlay.as_deref() == Some(&o.network))
-        {
-            hops.extend(leg(Some(r)));
-        }
+        hops.extend(leg(in_ns(&o.network, "reply")));
     } else if let Some(o) = down_out {
-        let of = |dir: &str| {
-            inside
-                .iter()
-                .find(|(p, _)| p.direction == dir && p.overlay.as_deref() == Some(&o.network))
-        };
-        hops.extend(leg(of("original")));
-        if of("original").is_some_and(|(p, _)| !p.dropped) {
-            hops.extend(leg(of("reply")));
+        let there = in_ns(&o.network, "original");
+        hops.extend(leg(there));
+        if there.is_some_and(|(p, _)| !p.dropped) {
+            hops.extend(leg(in_ns(&o.network, "reply")));
             if let Some(r) = host_reply {
                 let after = host_orig.and_then(|p| p.translated.or(p.header));
                 hops.push(Hop {

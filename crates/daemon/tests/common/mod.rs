@@ -829,6 +829,17 @@ impl World {
         id
     }
 
+    /// `berth trace ARGS --format json`: (exit code, journey).
+    pub fn trace_json(&self, args: &[&str]) -> (i32, serde_json::Value) {
+        let mut a = vec!["trace"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--format", "json"]);
+        let o = self.berth(&a);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o))
+            .unwrap_or_else(|e| panic!("berth {a:?}: {e}: {}", show(&o)));
+        (code(&o), v)
+    }
+
     /// `inspect NAME` parsed (the first element of the array).
     pub fn inspect(&self, name: &str) -> serde_json::Value {
         let out = self.berth_ok(&["inspect", name]);
@@ -1491,4 +1502,19 @@ pub fn host_veth_for_endpoint(links: &[(String, Option<String>)], endpoint_id: &
                 .is_some_and(|a| a.starts_with("berth:") && a.contains(short))
         })
         .map_or(named, |(name, _)| name.clone())
+}
+
+/// A trace journey's hops as (from, to, what).
+pub fn journey_hops(v: &serde_json::Value) -> Vec<(String, String, String)> {
+    v["hops"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|h| {
+                    let f = |k: &str| h[k].as_str().unwrap_or("").to_string();
+                    (f("from"), f("to"), f("what"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

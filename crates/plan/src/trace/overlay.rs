@@ -21,8 +21,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    decisive, dropped_text, fam, packet_with, packets_of, step_text, Drop, Event, Filter, Header,
-    Hop, Packet, Rules, World, CONT, HOST, MARKER, MARK_PRIORITY, MAX_PACKETS,
+    decisive, dropped_text, fam, packet_with, packets_of, step_text, truncate_at_drop, Drop, Event,
+    Filter, Header, Hop, Packet, Rules, World, CONT, HOST, MARKER, MARK_PRIORITY, MAX_PACKETS,
 };
 use crate::overlayns::UPLINK_PEER;
 
@@ -88,8 +88,8 @@ pub struct NsTrace {
 }
 
 impl Filter {
-    /// The namespace's match of the original direction (`family`: `bridge` or `inet`; the
-    /// `bridge` family has no conntrack here, so both directions match on headers).
+    /// The namespace's match of the original direction, or of the replies with `reply` (no
+    /// conntrack is asked there, so both directions match on headers).
     fn ns_match(&self, reply: bool) -> String {
         let mut s = String::new();
         let src = self.src_same_family();
@@ -146,28 +146,26 @@ pub fn ns_table_script(id: &str, f: &Filter, packets: u32) -> String {
     for family in ["bridge", "inet"] {
         let t = format!("{family} {name}");
         let _ = writeln!(s, "add table {t} {{ comment \"{MARKER}\"; }}");
-        // The bridge's `output` hook needs no mark: what the namespace's stack sends through
-        // the bridge came up the uplink, marked there by the inet chain.
-        let marks: &[(&str, &str)] = &[("mark_in", "prerouting")];
-        // Only what comes up the uplink: a frame the bridge's chain marked is routed with its
-        // mark (nftables cannot read `meta nftrace` to skip it), and would count twice.
+        // Only `prerouting`: the bridge's `output` hook needs no mark (what the namespace's
+        // stack sends through the bridge came up the uplink, marked there by the inet chain),
+        // and the inet chain marks only what comes up the uplink: a frame the bridge's chain
+        // marked is routed with its mark (nftables cannot read `meta nftrace` to skip it), and
+        // would count twice.
         let not_yet = if family == "inet" {
             format!("iifname \"{UPLINK_PEER}\" ")
         } else {
             String::new()
         };
-        for (chain, hook) in marks {
+        let _ = writeln!(
+            s,
+            "add chain {t} mark_in {{ type filter hook prerouting priority {MARK_PRIORITY}; policy accept; }}"
+        );
+        for reply in [false, true] {
             let _ = writeln!(
                 s,
-                "add chain {t} {chain} {{ type filter hook {hook} priority {MARK_PRIORITY}; policy accept; }}"
+                "add rule {t} mark_in {not_yet}{} limit rate {n}/minute burst {n} packets meta nftrace set 1 comment \"berth trace {id}\"",
+                f.ns_match(reply)
             );
-            for reply in [false, true] {
-                let _ = writeln!(
-                    s,
-                    "add rule {t} {chain} {not_yet}{} limit rate {n}/minute burst {n} packets meta nftrace set 1 comment \"berth trace {id}\"",
-                    f.ns_match(reply)
-                );
-            }
         }
         let seen: &[(&str, &str)] = if family == "bridge" {
             &[("seen_out", "postrouting"), ("seen_local", "input")]
@@ -189,11 +187,6 @@ pub fn ns_delete_script(table: &str) -> String {
     format!("delete table bridge {table}\ndelete table inet {table}\n")
 }
 
-/// Whether an event is one of the namespace's trace tables' (either family).
-fn is_own(e: &Event, table: &str) -> bool {
-    e.table == table
-}
-
 /// The packets of one namespace's events, with names from that namespace.
 pub(super) fn ns_packets(
     t: &NsTrace,
@@ -209,7 +202,6 @@ pub(super) fn ns_packets(
     packets_of(&t.events, table)
         .into_iter()
         .map(|(id, evs)| {
-            let evs: Vec<Event> = evs;
             let mut p = packet_with(id, &evs, table, f, &t.rules, w, &ov.links);
             p.overlay = Some(ov.network.clone());
             if let Some(h) = p.header {
@@ -220,20 +212,8 @@ pub(super) fn ns_packets(
                 }
                 .into();
             }
-            let drop = if p.dropped {
-                let i = p
-                    .steps
-                    .iter()
-                    .position(|s| s.verdict == "drop" || s.verdict == "policy drop")
-                    .map_or(p.steps.len(), |i| i + 1);
-                p.steps.truncate(i);
-                evs.iter()
-                    .filter(|e| !is_own(e, table))
-                    .find(|e| e.is_drop())
-                    .map(|e| ns_drop(e, t.rules.get(e), ov))
-            } else {
-                None
-            };
+            let drop =
+                truncate_at_drop(&mut p, &evs, table).map(|e| ns_drop(e, t.rules.get(e), ov));
             (p, drop)
         })
         .collect()
@@ -460,7 +440,7 @@ pub(super) fn ns_hops(p: &Packet, drop: Option<&Drop>, w: &World) -> Vec<Hop> {
     v
 }
 
-/// Whether host packet `p` went to or came from an overlay namespace through its uplink.
+/// The overlay network whose uplink (host side) `ifname` is.
 pub(super) fn uplink_of<'a>(w: &'a World, ifname: Option<&str>) -> Option<&'a OverlayInfo> {
     let i = ifname?;
     w.overlays.iter().find(|o| o.uplink.as_deref() == Some(i))
