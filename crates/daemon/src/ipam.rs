@@ -5,6 +5,8 @@
 //! transaction fails and nothing of it is written. berthd's mutation lock orders requests on
 //! one host; the claim is what makes the allocation correct without it.
 
+use std::net::IpAddr;
+
 use berth_plan::model::{ContainerSpec, EndpointSpec};
 use berth_store::{Compare, Op, Store, TxnOutcome};
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,16 @@ pub fn claim(c: &ContainerSpec, eps: &[&EndpointSpec]) -> (Vec<Compare>, Vec<Op>
     let mut cmp = Vec::new();
     let mut ops = Vec::new();
     for ep in eps {
+        if ep.reused_mac {
+            // The announcement this endpoint makes tells the neighbours; the next holder of
+            // the address (with the derived MAC) need not announce again.
+            ops.extend(
+                ep.addrs
+                    .iter()
+                    .filter(|a| a.addr().is_ipv4())
+                    .map(|a| Op::Delete(mac_key(ep, a))),
+            );
+        }
         for a in &ep.addrs {
             let k = key(ep, a);
             cmp.push(Compare::Absent(k.clone()));
@@ -49,11 +61,60 @@ pub fn claim(c: &ContainerSpec, eps: &[&EndpointSpec]) -> (Vec<Compare>, Vec<Op>
     (cmp, ops)
 }
 
-/// Deletes of the claims of `eps`.
+/// Deletes of the claims of `eps`, and a release record ([`MAC_PREFIX`]) for each IPv4
+/// address of an endpoint whose MAC is not the one derived from that address.
 pub fn release(eps: &[&EndpointSpec]) -> Vec<Op> {
-    eps.iter()
+    let mut ops: Vec<Op> = eps
+        .iter()
         .flat_map(|ep| ep.addrs.iter().map(|a| Op::Delete(key(ep, a))))
-        .collect()
+        .collect();
+    for ep in eps {
+        for a in &ep.addrs {
+            if let IpAddr::V4(v4) = a.addr() {
+                if !berth_plan::names::mac_for(Some(v4), "").eq_ignore_ascii_case(&ep.mac) {
+                    ops.push(Op::Put(mac_key(ep, a), ep.mac.clone().into_bytes()));
+                }
+            }
+        }
+    }
+    ops
+}
+
+/// Prefix of the release records: `ipam-mac/<network id>/<IPv4 address>` holds the MAC of the
+/// address's last holder when that was not the MAC derived from the address (`02:42:` + the
+/// address, which any holder without a `--mac-address` has). Neighbours may still have that
+/// MAC cached, so the next holder must announce itself (`EndpointSpec::reused_mac`); for an
+/// address without a record they already have the right MAC, and the announcement, a
+/// broadcast to every port of the bridge, is left out. Removed when the address is claimed
+/// again and when the network goes.
+pub const MAC_PREFIX: &str = "ipam-mac/";
+
+/// The release record key of address `addr` of `ep`'s network.
+fn mac_key(ep: &EndpointSpec, addr: &ipnet::IpNet) -> String {
+    format!("{MAC_PREFIX}{}/{}", ep.network_id, addr.addr())
+}
+
+/// Sets `reused_mac` on each of `eps` whose IPv4 address has a release record (its previous
+/// holder had another MAC). Read before the claim, under berthd's mutation lock: a record
+/// cannot appear for an address while it is free to claim.
+pub fn mark_reused(store: &dyn Store, eps: &mut [EndpointSpec]) -> ApiResult<()> {
+    for ep in eps {
+        for a in &ep.addrs {
+            if a.addr().is_ipv4() && store.get(&mac_key(ep, a))?.is_some() {
+                ep.reused_mac = true;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes of every release record of network `network_id` (the network is being removed).
+pub fn forget_network(store: &dyn Store, network_id: &str) -> ApiResult<Vec<Op>> {
+    Ok(store
+        .list(&format!("{MAC_PREFIX}{network_id}/"))?
+        .into_iter()
+        .map(|(k, _)| Op::Delete(k))
+        .collect())
 }
 
 /// Commits `ops` (which must include `claim`'s puts) only if every claimed address is free;
@@ -146,6 +207,7 @@ mod tests {
             driver_opts: Default::default(),
             links: Vec::new(),
             link_local_ips: Vec::new(),
+            reused_mac: false,
         }
     }
 
@@ -196,5 +258,58 @@ mod tests {
             .collect();
         assert_eq!(keys, vec![format!("{PREFIX}n/10.0.0.2")]);
         assert_eq!(repair(&store, &[a]).expect("repair"), 0);
+    }
+
+    /// An address released by a holder with a MAC of its own leaves a record; the next holder
+    /// is marked (it must announce itself), its claim removes the record; a holder with the
+    /// derived MAC leaves none; the network's removal takes what is left.
+    #[test]
+    fn a_holder_with_its_own_mac_leaves_a_record_for_the_next() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RedbStore::open(&dir.path().join("s.redb")).expect("open");
+        let mut own = ep("n", "e1", "10.0.0.2/24");
+        own.mac = "02:00:00:00:00:aa".into();
+        let mut derived = ep("n", "e2", "10.0.0.3/24");
+        derived.mac = "02:42:0A:00:00:03".into();
+        let a = container("a", vec![own, derived]);
+        let (cmp, ops) = claim(&a, &a.endpoints.iter().collect::<Vec<_>>());
+        commit(&store, cmp, ops).expect("claim");
+        store
+            .apply(release(&a.endpoints.iter().collect::<Vec<_>>()))
+            .expect("release");
+        let records: Vec<(String, Vec<u8>)> = store.list(MAC_PREFIX).expect("list");
+        assert_eq!(
+            records,
+            vec![(
+                format!("{MAC_PREFIX}n/10.0.0.2"),
+                b"02:00:00:00:00:aa".to_vec()
+            )]
+        );
+
+        let mut next = vec![
+            ep("n", "e3", "10.0.0.2/24"),
+            ep("n", "e4", "10.0.0.3/24"),
+            ep("m", "e5", "10.0.0.2/24"),
+        ];
+        mark_reused(&store, &mut next).expect("mark");
+        let marked: Vec<bool> = next.iter().map(|e| e.reused_mac).collect();
+        assert_eq!(marked, vec![true, false, false]);
+        let b = container("b", next);
+        let (cmp, ops) = claim(&b, &b.endpoints.iter().collect::<Vec<_>>());
+        commit(&store, cmp, ops).expect("claim again");
+        assert!(store.list(MAC_PREFIX).expect("list").is_empty());
+
+        // Left behind by another holder, then the network goes.
+        let mut c = ep("n", "e6", "10.0.0.4/24");
+        c.mac = "02:00:00:00:00:bb".into();
+        store.apply(release(&[&c])).expect("release");
+        store
+            .apply(forget_network(&store, "m").expect("forget other"))
+            .expect("apply");
+        assert_eq!(store.list(MAC_PREFIX).expect("list").len(), 1);
+        store
+            .apply(forget_network(&store, "n").expect("forget"))
+            .expect("apply");
+        assert!(store.list(MAC_PREFIX).expect("list").is_empty());
     }
 }

@@ -346,7 +346,9 @@ impl Daemon {
         }
         // Intent first, then the kernel: a crash in between leaves a marked bridge no stored
         // network wants, which the next start-up pass removes as an orphan.
-        self.store.apply(vec![Op::Delete(keys::network(&net.id))])?;
+        let mut ops = vec![Op::Delete(keys::network(&net.id))];
+        ops.extend(crate::ipam::forget_network(self.store.as_ref(), &net.id)?);
+        self.store.apply(ops)?;
         failpoint::boundary("delete network");
         self.release_network(net).await;
         self.dns_refresh();

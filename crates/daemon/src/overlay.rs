@@ -45,14 +45,11 @@ impl Daemon {
         announce: bool,
     ) -> ApiResult<EndpointSpec> {
         if net.driver != Driver::Overlay {
-            return Ok(planner::plan_endpoint_with(
-                net,
-                c,
-                all,
-                req,
-                new_id(),
-                &BTreeMap::new(),
-            )?);
+            let mut ep = planner::plan_endpoint_with(net, c, all, req, new_id(), &BTreeMap::new())?;
+            // Whether a neighbour may hold another MAC for its address (an overlay endpoint
+            // always announces itself, see `berth_plan::network::endpoint_plan`).
+            crate::ipam::mark_reused(self.store.as_ref(), std::slice::from_mut(&mut ep))?;
+            return Ok(ep);
         }
         let fixed = req.ipv4.is_some() || req.ipv6.is_some();
         let mut last = None;

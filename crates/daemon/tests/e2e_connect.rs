@@ -177,12 +177,16 @@ fn start_capture(w: &World, ns: &str, tag: &str) -> std::path::PathBuf {
 }
 
 /// Proves: a new container's interface announces itself the moment it comes up, before any
-/// traffic to it, so the bridge learns its MAC on its port (the first frame for it is not
-/// flooded) and neighbours holding an old MAC for a reused address update it: a gratuitous ARP
-/// for its IPv4 address (bridge network; IPv6 is off there, so the container sends nothing
-/// else), an unsolicited NA for its IPv6 address (dual-stack network), and the same on a
-/// macvlan network, seen by a neighbour on the LAN. Right after `run` returns, the bridge's
-/// forwarding database holds the container's MAC on its veth (learned, not permanent).
+/// traffic to it, whenever a neighbour may hold another MAC for one of its addresses: a
+/// gratuitous ARP for an IPv4 address when the container has a MAC of its own
+/// (`--mac-address`) or the address's previous holder had one (that neighbour's entry then
+/// holds the new MAC, and the next holder with the derived MAC is quiet again), an unsolicited
+/// NA for every IPv6 address (dual-stack network), and the same on a macvlan network, seen by
+/// a neighbour on the LAN. A container with the MAC derived from a fresh IPv4 address sends
+/// nothing (no neighbour can have it wrong; the broadcast would reach every port of the
+/// bridge), yet right after `run` returns the bridge's forwarding database holds its MAC on its
+/// veth (a static entry, not a permanent one, which would be the bridge's own address), so the
+/// first frame for it is not flooded.
 #[test]
 fn new_endpoints_announce_themselves() {
     require_root!();
@@ -238,43 +242,105 @@ fn new_endpoints_announce_themselves() {
             .to_string()
     };
 
-    // `run -d` on `net`; the container's MAC and IPv4 address there.
-    let start = |name: &str, net: &str| {
-        w.berth_ok(&[
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--network",
-            net,
-            "sleep",
-            "600",
-        ]);
+    // `run -d` on `net` with `extra` flags; the container's MAC and IPv4 address there.
+    let start_with = |name: &str, net: &str, extra: &[&str]| {
+        w.berth_ok(
+            &[
+                &["run", "-d", "--name", name, "--network", net][..],
+                extra,
+                &["sleep", "600"],
+            ]
+            .concat(),
+        );
         (
             net_of(name, net, "MacAddress"),
             net_of(name, net, "IPAddress"),
         )
     };
+    let start = |name: &str, net: &str| start_with(name, net, &[]);
+    // Nothing of `what` in the capture 300 ms after `run` returned (an announcement is sent
+    // inside `run`, as the link comes up).
+    let quiet = |out: &std::path::Path, what: &str| {
+        std::thread::sleep(Duration::from_millis(300));
+        let text = std::fs::read_to_string(out).unwrap_or_default();
+        assert!(
+            !text.lines().any(|l| l.contains(what)),
+            "`{what}` was announced; captured:\n{text}"
+        );
+    };
 
-    // Bridge network, IPv4 only: a gratuitous ARP request (sender = target = its address).
+    // Bridge network, IPv4 only, the MAC derived from a fresh address: no broadcast, and the
+    // bridge knows the MAC on the container's port all the same.
     let host_cap = capture(&w.host_ns, "host");
     let (mac, ip) = start("a4", "ann4");
-    seen(&host_cap, &format!("arp {mac} {ip} {ip}"));
+    assert_eq!(mac, mac_of(&ip), "a4's MAC is not derived from {ip}");
+    quiet(&host_cap, &format!("arp {mac} {ip}"));
     let bridge = w.bridge_of("ann4");
     let veth = w.host_veth_of("a4", "ann4");
     let fdb = w.ns_exec_ok(&w.host_ns, &["bridge", "fdb", "show", "br", &bridge]);
     assert!(
         fdb.lines()
             .any(|l| l.starts_with(&format!("{mac} dev {veth}")) && !l.contains("permanent")),
-        "bridge {bridge} has not learned {mac} on {veth} right after start:\n{fdb}"
+        "bridge {bridge} does not know {mac} on {veth} right after start:\n{fdb}"
     );
 
-    // Dual stack: the ARP, and an unsolicited NA for its IPv6 address.
+    // A MAC of its own: a gratuitous ARP request (sender = target = its address).
+    let own = "02:00:00:31:00:aa";
+    let (mac, ip) = start_with("m4", "ann4", &["--mac-address", own, "--ip", "10.31.0.50"]);
+    assert_eq!(mac, own);
+    seen(&host_cap, &format!("arp {mac} {ip} {ip}"));
+    // A neighbour (the container a4) caches that MAC for the address.
+    let pid_of = |name: &str| {
+        let pid = w.inspect(name)["State"]["Pid"].as_i64().unwrap_or(0);
+        assert!(pid > 0, "{name} has no pid");
+        pid
+    };
+    let a4 = pid_of("a4");
+    let o = w.pid_net_exec(a4, &["ping", "-c", "1", "-W", "2", &ip]);
+    assert!(o.status.success(), "a4 → m4: {}", show(&o));
+    let neigh = |pid: i64| stdout(&w.pid_net_exec(pid, &["ip", "neigh", "show", &ip]));
+    assert!(
+        neigh(a4).contains(own),
+        "a4's neighbour entry: {}",
+        neigh(a4)
+    );
+    // The address's next holder has the derived MAC: it announces, and a4's entry follows.
+    w.berth_ok(&["rm", "-f", "m4"]);
+    let (mac, ip2) = start_with("r4", "ann4", &["--ip", "10.31.0.50"]);
+    assert_eq!(
+        (mac.as_str(), ip2.as_str()),
+        (mac_of(&ip).as_str(), ip.as_str())
+    );
+    seen(&host_cap, &format!("arp {mac} {ip} {ip}"));
+    let start_t = std::time::Instant::now();
+    while !neigh(a4).contains(&mac) {
+        assert!(
+            start_t.elapsed() < Duration::from_secs(1),
+            "a4 still holds {:?} for {ip} after r4's announcement",
+            neigh(a4)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The holder after that has the MAC every neighbour has now: quiet again.
+    w.berth_ok(&["rm", "-f", "r4"]);
+    let before = std::fs::read_to_string(&host_cap).unwrap_or_default();
+    let (mac, _) = start_with("q4", "ann4", &["--ip", "10.31.0.50"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let after = std::fs::read_to_string(&host_cap).unwrap_or_default();
+    let announced = after
+        .lines()
+        .skip(before.lines().count())
+        .filter(|l| l.starts_with(&format!("arp {mac} ")))
+        .count();
+    assert_eq!(announced, 0, "q4 announced itself; captured:\n{after}");
+
+    // Dual stack: an unsolicited NA for its IPv6 address; its IPv4 address (the MAC is derived
+    // from it) is not announced.
     let (mac, ip) = start("a6", "ann6");
     let ip6 = net_of("a6", "ann6", "GlobalIPv6Address");
     assert!(!ip6.is_empty(), "a6 has no IPv6 address");
-    seen(&host_cap, &format!("arp {mac} {ip} {ip}"));
     seen(&host_cap, &format!("na {mac} {ip6}"));
+    quiet(&host_cap, &format!("arp {mac} {ip}"));
 
     // macvlan: the LAN's neighbour (the outside namespace) hears it.
     let lan_cap = capture(&w.out_ns, "lan");
@@ -282,7 +348,15 @@ fn new_endpoints_announce_themselves() {
     seen(&lan_cap, &format!("arp {mac} {ip} {ip}"));
 }
 
-/// Proves: an interface the reconciler configures again — its address deleted inside the
+/// The MAC berth derives from IPv4 address `ip` (`02:42:` + its four bytes), as inspect
+/// shows it.
+fn mac_of(ip: &str) -> String {
+    let v4: std::net::Ipv4Addr = ip.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+    let o = v4.octets();
+    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+}
+
+/// Proves: an interface (with a MAC of its own) the reconciler configures again — its address deleted inside the
 /// container, put back by the repair (`ConfigureContainerSide`, the path of a reconnect and of
 /// a repair) — announces itself as a new one does: the gratuitous ARP for the address reaches
 /// the host's namespace within 3 s of the deletion. Before, the address came back in
@@ -292,7 +366,13 @@ fn reconfigured_endpoints_announce_themselves() {
     require_root!();
     let w = World::new();
     w.berth_ok(&["network", "create", "--subnet", "10.34.0.0/24", "reann"]);
-    w.run_d("r4", &["--network", "reann"], &["sleep", "600"]);
+    // A MAC of its own, so its address is one a neighbour may have wrong (the derived MAC is
+    // announced by no one, see `new_endpoints_announce_themselves`).
+    w.run_d(
+        "r4",
+        &["--network", "reann", "--mac-address", "02:00:00:34:00:aa"],
+        &["sleep", "600"],
+    );
     let net = &w.inspect("r4")["NetworkSettings"]["Networks"]["reann"];
     let mac = net["MacAddress"].as_str().unwrap_or_default().to_string();
     let ip = net["IPAddress"].as_str().unwrap_or_default().to_string();

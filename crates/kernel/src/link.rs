@@ -31,6 +31,9 @@ use rtnetlink::packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData,
     InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -1246,7 +1249,43 @@ impl HostVeth {
                 .request(RouteNetlinkMessage::NewLink(plain), CHANGE, what)
                 .map(drop),
             other => other.map(drop),
+        }?;
+        if !plan.announce.arp && !plan.announce.na {
+            if let Some(mac) = &self.mac {
+                self.teach_bridge(nl, mac)?;
+            }
         }
+        Ok(())
+    }
+
+    /// The container's MAC in the bridge's forwarding database on this port: `bridge fdb add
+    /// MAC dev PORT master static` (RTM_NEWNEIGH, AF_BRIDGE, NTF_MASTER, NUD_NOARP). For an
+    /// endpoint that announces nothing ([`EndpointPlan::announce`]), so the first frame for it
+    /// goes to its port alone instead of being flooded to every port. `static`, not `dynamic`:
+    /// the kernel refuses a dynamic entry on a port that does not forward yet (EPERM in
+    /// `fdb_add_entry`), and the port forwards only once the peer is up in the container. A
+    /// static entry does not age (a quiet container's frames are not flooded after 5 min
+    /// either), still moves when its MAC is seen on another port (only `sticky` would not),
+    /// and goes with the port.
+    fn teach_bridge(&self, nl: &mut SyncNetlink, mac: &[u8]) -> Result<()> {
+        let plan = &self.plan;
+        let port = get_link(nl, &plan.host_ifname, || {
+            format!("looking up {}", plan.host_ifname)
+        })?;
+        let mut m = NeighbourMessage::default();
+        m.header.family = AddressFamily::Bridge;
+        m.header.ifindex = port.header.index;
+        m.header.state = NeighbourState::Noarp;
+        m.header.flags = NeighbourFlags::Controller;
+        m.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        nl.request(RouteNetlinkMessage::NewNeighbour(m), CREATE_REPLACE, || {
+            format!(
+                "adding the container's MAC to bridge {}'s forwarding entries on {}",
+                plan.bridge, plan.host_ifname
+            )
+        })
+        .map(drop)
     }
 }
 

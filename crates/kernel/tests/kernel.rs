@@ -1640,6 +1640,7 @@ async fn overlay_namespace_built_observed_repaired_and_removed_by_its_plan() {
         driver_opts: Default::default(),
         links: vec![],
         link_local_ips: vec![],
+        reused_mac: false,
     };
     let guard = berth_plan::firewall::guard_elements("c", &net, &ep);
     let none = berth_plan::firewall::Elements::default();

@@ -1373,6 +1373,7 @@ mod tests {
                     driver_opts: Default::default(),
                     links: Vec::new(),
                     link_local_ips: Vec::new(),
+                    reused_mac: false,
                 })
                 .collect(),
             dns: vec![],

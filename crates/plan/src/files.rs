@@ -185,6 +185,7 @@ mod tests {
                 driver_opts: Default::default(),
                 links: Vec::new(),
                 link_local_ips: Vec::new(),
+                reused_mac: false,
             }],
             dns: vec![],
             dns_search: vec![],

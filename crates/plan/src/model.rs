@@ -211,6 +211,12 @@ pub struct EndpointSpec {
     /// [`EndpointSpec::link_local_nets`]). Not in DNS, not claimed from the network's IPAM.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub link_local_ips: Vec<IpAddr>,
+    /// One of its IPv4 addresses was last held by an endpoint with another MAC (a
+    /// `--mac-address` of its own), so neighbours may still have that MAC cached for it: this
+    /// endpoint announces itself when it comes up (see [`crate::network::endpoint_plan`]).
+    /// Set when the address is allocated, from the release record of the previous holder.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reused_mac: bool,
 }
 
 impl EndpointSpec {
@@ -602,7 +608,10 @@ pub struct EndpointPlan {
     /// slower with each container already attached.
     #[serde(default)]
     pub disable_ipv6: bool,
-    /// How the container side announces its addresses ([`crate::network::announce`]).
+    /// How the container side announces its addresses ([`crate::network::announce`]). When it
+    /// announces nothing, the kernel layer adds the container's MAC to the bridge's forwarding
+    /// database on the host side's port instead (`bridge fdb add MAC dev PORT master static`),
+    /// so the first frame for it is not flooded either.
     #[serde(default)]
     pub announce: Announce,
     /// The namespace the host side and its bridge live in: `None` for berthd's own, the

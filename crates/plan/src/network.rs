@@ -1602,6 +1602,7 @@ pub fn plan_endpoint_with<C: std::borrow::Borrow<ContainerSpec>>(
         driver_opts: req.driver_opts.clone(),
         links,
         link_local_ips,
+        reused_mac: false,
     })
 }
 
@@ -1662,7 +1663,7 @@ pub fn endpoint_plan(
         ifname: ep.ifname.clone(),
         mac: ep.mac.clone(),
         mtu: net.mtu,
-        announce: announce(AnnounceKind::Veth, &addrs, disable_ipv6),
+        announce: veth_announce(net, ep, &addrs, disable_ipv6),
         addrs,
         routes,
         isolated: !net.icc,
@@ -1671,6 +1672,39 @@ pub fn endpoint_plan(
         // endpoints: `berth_plan::overlayns::place_endpoints`).
         host_netns: None,
     }
+}
+
+/// How a veth endpoint on `net` announces itself ([`announce`]), with the gratuitous ARP left
+/// out when no neighbour can hold another MAC for its IPv4 address: on a local bridge network,
+/// its MAC is the one derived from that address (`02:42:` + the address, as every holder of
+/// it without a `--mac-address` of its own had), and the address's previous holder had that
+/// MAC too (`reused_mac` unset). Its only other effect, the bridge learning the MAC on the
+/// port, comes from a forwarding entry the kernel layer adds instead
+/// ([`crate::model::EndpointPlan::announce`]). A broadcast reaches every port of the bridge and
+/// every other container's namespace processes it: at 500 ports it was ≈ 2.7 ms of CPU per
+/// start (docs/PERFORMANCE.md), for nothing.
+///
+/// Kept: on an overlay network (a previous holder may have been on another host, with its own
+/// MAC), for a link-local IPv4 address (never claimed, so its previous holders are unknown),
+/// and the unsolicited NA of every IPv6 address (an IPv6 address is not what the MAC derives
+/// from).
+fn veth_announce(
+    net: &NetworkSpec,
+    ep: &EndpointSpec,
+    addrs: &[IpNet],
+    disable_ipv6: bool,
+) -> Announce {
+    let mut a = announce(AnnounceKind::Veth, addrs, disable_ipv6);
+    let v4 = ep.addrs.iter().find_map(|a| match a.addr() {
+        IpAddr::V4(v) => Some(v),
+        IpAddr::V6(_) => None,
+    });
+    let derived = v4.is_some() && names::mac_for(v4, &ep.id).eq_ignore_ascii_case(&ep.mac);
+    let link_local4 = ep.link_local_ips.iter().any(IpAddr::is_ipv4);
+    if net.driver != Driver::Overlay && derived && !ep.reused_mac && !link_local4 {
+        a.arp = false;
+    }
+    a
 }
 
 fn label_matches(net: &NetworkSpec, want: &str) -> bool {

@@ -169,6 +169,7 @@ mod tests {
                 driver_opts: BTreeMap::new(),
                 links: Vec::new(),
                 link_local_ips: Vec::new(),
+                reused_mac: false,
             });
         }
         c

@@ -169,6 +169,7 @@ pub fn stand_in(eps: &[&RemoteEndpoint]) -> Option<ContainerSpec> {
             driver_opts: Default::default(),
             links: Vec::new(),
             link_local_ips: Vec::new(),
+            reused_mac: false,
         });
     }
     Some(c)

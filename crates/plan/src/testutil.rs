@@ -65,6 +65,7 @@ pub fn container(id_hex: char, name: &str, nets: &[(&NetworkSpec, &str)]) -> Con
                 driver_opts: Default::default(),
                 links: Vec::new(),
                 link_local_ips: Vec::new(),
+                reused_mac: false,
             }
         })
         .collect();

@@ -195,6 +195,7 @@ fn endpoint(net: &NetworkSpec, veth: &str, mac: &str, addrs: &[&str]) -> Endpoin
         driver_opts: Default::default(),
         links: Vec::new(),
         link_local_ips: Vec::new(),
+        reused_mac: false,
     }
 }
 

@@ -739,25 +739,33 @@ fn endpoint_mtu_and_lost_address_are_repaired() {
     o.links.get_mut(&veth).expect("veth").mtu = want - 100;
     assert_eq!(actions(&diff(&o, &d)), vec!["SetEndpointMtu"]);
 
-    let mut o = converged(&d);
-    peer_of(&mut o, &ns).addrs.clear();
-    let plan = diff(&o, &d);
-    assert_eq!(
-        actions(&plan),
-        vec!["ConfigureContainerSide"],
-        "{:#?}",
-        plan.steps
-    );
-    match &plan.steps[0].op {
-        StepOp::ConfigureContainerSide {
-            announce,
-            host_ifname,
-            ..
-        } => {
-            assert!(announce.arp, "an IPv4 address is announced");
-            assert_eq!(host_ifname.as_deref(), Some(veth.as_str()));
+    // The address put back is announced as the endpoint's plan says: not at all for the MAC
+    // derived from it (no neighbour can hold another), by ARP when its previous holder had
+    // another MAC.
+    for reused in [false, true] {
+        let mut cs = cs.clone();
+        cs[0].endpoints[0].reused_mac = reused;
+        let d = desired_of(&nets, &cs);
+        let mut o = converged(&d);
+        peer_of(&mut o, &ns).addrs.clear();
+        let plan = diff(&o, &d);
+        assert_eq!(
+            actions(&plan),
+            vec!["ConfigureContainerSide"],
+            "{:#?}",
+            plan.steps
+        );
+        match &plan.steps[0].op {
+            StepOp::ConfigureContainerSide {
+                announce,
+                host_ifname,
+                ..
+            } => {
+                assert_eq!(announce.arp, reused, "reused_mac {reused}: {announce:?}");
+                assert_eq!(host_ifname.as_deref(), Some(veth.as_str()));
+            }
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
     }
 }
 

@@ -662,18 +662,83 @@ fn gateway_choice_and_plans() {
     );
     assert!(!plan.isolated);
     assert_eq!(plan.bridge, a.bridge);
-    // An IPv4-only endpoint announces its address by ARP at link up, IPv6 is off on it.
-    assert_eq!(
-        plan.announce,
-        Announce {
-            arp: true,
-            na: false
-        }
-    );
+    // An IPv4-only endpoint with the MAC derived from its fresh address announces nothing
+    // (IPv6 is off on it; see `a_veth_announces_only_what_a_neighbour_may_have_wrong`).
+    assert_eq!(plan.announce, Announce::default());
     assert!(endpoint_plan(&a, ep, "/x", false).routes.is_empty());
     assert!(endpoint_plan(&i, &c.endpoints[2], "/x", true)
         .routes
         .is_empty());
+}
+
+/// The gratuitous ARP of a veth endpoint is left out exactly when no neighbour can hold
+/// another MAC for its IPv4 address; the NA of an IPv6 address is always sent.
+#[test]
+fn a_veth_announces_only_what_a_neighbour_may_have_wrong() {
+    let a = plan_network(
+        &with_subnet("a", "10.1.0.0/24"),
+        id('a'),
+        "t".into(),
+        &[],
+        &[],
+    )
+    .unwrap();
+    let c = container("c", 'c');
+    let ep_with =
+        |net: &NetworkSpec, r: EndpointRequest| plan_endpoint(net, &c, &[], &r, id('e')).unwrap();
+    let plain = ep_with(&a, EndpointRequest::default());
+    assert_eq!(plain.mac, "02:42:0a:01:00:02");
+    let quiet = Announce::default();
+    let arp = Announce {
+        arp: true,
+        na: false,
+    };
+    assert_eq!(endpoint_plan(&a, &plain, "/x", true).announce, quiet);
+    // The previous holder of the address had a MAC of its own.
+    let mut reused = plain.clone();
+    reused.reused_mac = true;
+    assert_eq!(endpoint_plan(&a, &reused, "/x", true).announce, arp);
+    // A MAC of its own (even differing only in case from the derived one is the same MAC).
+    let own = ep_with(
+        &a,
+        EndpointRequest {
+            mac: Some("02:00:00:00:00:aa".into()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(endpoint_plan(&a, &own, "/x", true).announce, arp);
+    let mut upper = plain.clone();
+    upper.mac = upper.mac.to_uppercase();
+    assert_eq!(endpoint_plan(&a, &upper, "/x", true).announce, quiet);
+    // A link-local IPv4 address: never claimed, its previous holders are unknown.
+    let ll = ep_with(
+        &a,
+        EndpointRequest {
+            link_local_ips: vec!["169.254.7.7".into()],
+            ..Default::default()
+        },
+    );
+    assert_eq!(endpoint_plan(&a, &ll, "/x", true).announce, arp);
+    // An overlay network: the previous holder may have been on another host.
+    let mut ov = a.clone();
+    ov.driver = Driver::Overlay;
+    assert_eq!(endpoint_plan(&ov, &plain, "/x", true).announce, arp);
+    // Dual stack: the NA of the IPv6 address stays, the ARP goes.
+    let mut d = with_subnet("d", "10.4.0.0/24");
+    d.enable_ipv6 = true;
+    d.ipam.push(IpamRequest {
+        subnet: Some("fd00:4::/64".into()),
+        ..Default::default()
+    });
+    let d = plan_network(&d, id('d'), "t".into(), &[], &[]).unwrap();
+    let dual = ep_with(&d, EndpointRequest::default());
+    assert_eq!(
+        endpoint_plan(&d, &dual, "/x", true).announce,
+        Announce {
+            arp: false,
+            na: true
+        }
+    );
 }
 
 #[test]
