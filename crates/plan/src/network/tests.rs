@@ -609,32 +609,16 @@ fn host_and_none_and_shared() {
     assert_eq!(e.kind(), ErrorKind::Forbidden);
 }
 
+/// Network `r` planned alone, its id `c` repeated.
+fn planned(r: &NetworkRequest, c: char) -> NetworkSpec {
+    plan_network(r, id(c), "t".into(), &[], &[]).unwrap()
+}
+
 #[test]
 fn gateway_choice_and_plans() {
-    let a = plan_network(
-        &with_subnet("a", "10.1.0.0/24"),
-        id('a'),
-        "t".into(),
-        &[],
-        &[],
-    )
-    .unwrap();
-    let b = plan_network(
-        &with_subnet("b", "10.2.0.0/24"),
-        id('b'),
-        "t".into(),
-        &[],
-        &[],
-    )
-    .unwrap();
-    let mut i = plan_network(
-        &with_subnet("i", "10.3.0.0/24"),
-        id('9'),
-        "t".into(),
-        &[],
-        &[],
-    )
-    .unwrap();
+    let a = planned(&with_subnet("a", "10.1.0.0/24"), 'a');
+    let b = planned(&with_subnet("b", "10.2.0.0/24"), 'b');
+    let mut i = planned(&with_subnet("i", "10.3.0.0/24"), '9');
     i.internal = true;
     let nets = [a.clone(), b.clone(), i.clone()];
     let mut c = container("c", 'c');
@@ -675,14 +659,7 @@ fn gateway_choice_and_plans() {
 /// another MAC for its IPv4 address; the NA of an IPv6 address is always sent.
 #[test]
 fn a_veth_announces_only_what_a_neighbour_may_have_wrong() {
-    let a = plan_network(
-        &with_subnet("a", "10.1.0.0/24"),
-        id('a'),
-        "t".into(),
-        &[],
-        &[],
-    )
-    .unwrap();
+    let a = planned(&with_subnet("a", "10.1.0.0/24"), 'a');
     let c = container("c", 'c');
     let ep_with =
         |net: &NetworkSpec, r: EndpointRequest| plan_endpoint(net, &c, &[], &r, id('e')).unwrap();
@@ -730,7 +707,7 @@ fn a_veth_announces_only_what_a_neighbour_may_have_wrong() {
         subnet: Some("fd00:4::/64".into()),
         ..Default::default()
     });
-    let d = plan_network(&d, id('d'), "t".into(), &[], &[]).unwrap();
+    let d = planned(&d, 'd');
     let dual = ep_with(&d, EndpointRequest::default());
     assert_eq!(
         endpoint_plan(&d, &dual, "/x", true).announce,
