@@ -71,7 +71,7 @@ pub fn release(eps: &[&EndpointSpec]) -> Vec<Op> {
     for ep in eps {
         for a in &ep.addrs {
             if let IpAddr::V4(v4) = a.addr() {
-                if !berth_plan::names::mac_for(Some(v4), "").eq_ignore_ascii_case(&ep.mac) {
+                if !berth_plan::names::is_derived_mac(&ep.mac, v4) {
                     ops.push(Op::Put(mac_key(ep, a), ep.mac.clone().into_bytes()));
                 }
             }

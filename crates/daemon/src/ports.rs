@@ -226,10 +226,7 @@ fn target(c: &ContainerSpec, nets: &[NetworkSpec]) -> ApiResult<Target> {
         .filter(|a: &std::net::Ipv4Addr| !a.is_unspecified());
     Ok(Target {
         network: net.map(|n| n.name.clone()).unwrap_or_default(),
-        v4: ep.addrs.iter().find_map(|a| match a.addr() {
-            IpAddr::V4(v) => Some(v),
-            IpAddr::V6(_) => None,
-        }),
+        v4: ep.ipv4(),
         v6: ep.addrs.iter().find_map(|a| match a.addr() {
             IpAddr::V6(v) => Some(v),
             IpAddr::V4(_) => None,

@@ -290,12 +290,7 @@ fn new_endpoints_announce_themselves() {
     assert_eq!(mac, own);
     seen(&host_cap, &format!("arp {mac} {ip} {ip}"));
     // A neighbour (the container a4) caches that MAC for the address.
-    let pid_of = |name: &str| {
-        let pid = w.inspect(name)["State"]["Pid"].as_i64().unwrap_or(0);
-        assert!(pid > 0, "{name} has no pid");
-        pid
-    };
-    let a4 = pid_of("a4");
+    let a4 = w.pid("a4");
     let o = w.pid_net_exec(a4, &["ping", "-c", "1", "-W", "2", &ip]);
     assert!(o.status.success(), "a4 → m4: {}", show(&o));
     let neigh = |pid: i64| stdout(&w.pid_net_exec(pid, &["ip", "neigh", "show", &ip]));
@@ -377,8 +372,7 @@ fn reconfigured_endpoints_announce_themselves() {
     let mac = net["MacAddress"].as_str().unwrap_or_default().to_string();
     let ip = net["IPAddress"].as_str().unwrap_or_default().to_string();
     assert!(!mac.is_empty() && !ip.is_empty(), "{net}");
-    let pid = w.inspect("r4")["State"]["Pid"].as_i64().unwrap_or(0);
-    assert!(pid > 0, "r4 has no pid");
+    let pid = w.pid("r4");
 
     let out = start_capture(&w, &w.host_ns, "reconfigure");
     let o = w.pid_net_exec(

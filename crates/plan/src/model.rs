@@ -220,6 +220,14 @@ pub struct EndpointSpec {
 }
 
 impl EndpointSpec {
+    /// Its (first) IPv4 address, the one its default MAC derives from.
+    pub fn ipv4(&self) -> Option<std::net::Ipv4Addr> {
+        self.addrs.iter().find_map(|a| match a.addr() {
+            IpAddr::V4(v) => Some(v),
+            IpAddr::V6(_) => None,
+        })
+    }
+
     /// The link-local addresses with the prefix moby gives them (`CreateOptionIPAM`: /16 for
     /// IPv4, /64 for IPv6), as they are put on the container's interface.
     pub fn link_local_nets(&self) -> Vec<IpNet> {
@@ -517,6 +525,14 @@ pub struct Announce {
     /// `net.ipv6.conf.<if>.ndisc_notify = 1`: an unsolicited neighbour advertisement (override
     /// flag set) to all nodes per IPv6 address.
     pub na: bool,
+}
+
+impl Announce {
+    /// Nothing is announced: the bridge does not learn the MAC from a frame, so the kernel
+    /// layer puts it in the bridge's forwarding database ([`EndpointPlan::announce`]).
+    pub fn is_silent(self) -> bool {
+        !self.arp && !self.na
+    }
 }
 
 /// What kind of link berth creates as a macvlan/ipvlan network's parent.

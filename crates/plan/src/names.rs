@@ -277,6 +277,11 @@ pub fn fmt_mac(m: [u8; 6]) -> String {
         .join(":")
 }
 
+/// Whether `mac` is the one [`mac_for`] derives from IPv4 address `ip` (any letter case).
+pub fn is_derived_mac(mac: &str, ip: Ipv4Addr) -> bool {
+    mac_for(Some(ip), "").eq_ignore_ascii_case(mac)
+}
+
 /// The MAC address of an endpoint's container side.
 ///
 /// Docker style `02:42:` + the four IPv4 bytes when there is an IPv4 address (so the MAC
@@ -607,6 +612,9 @@ mod tests {
             mac_for(Some(Ipv4Addr::new(10, 233, 0, 10)), "x"),
             "02:42:0a:e9:00:0a"
         );
+        let ip = Ipv4Addr::new(10, 233, 0, 10);
+        assert!(is_derived_mac("02:42:0A:E9:00:0A", ip));
+        assert!(!is_derived_mac("02:42:0a:e9:00:0b", ip));
         let m = mac_for(None, "ff23a32964ca40ab");
         assert_eq!(m, "fe:23:a3:29:64:ca");
         let m = mac_for(None, "not hex at all");

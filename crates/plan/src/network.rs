@@ -1695,11 +1695,9 @@ fn veth_announce(
     disable_ipv6: bool,
 ) -> Announce {
     let mut a = announce(AnnounceKind::Veth, addrs, disable_ipv6);
-    let v4 = ep.addrs.iter().find_map(|a| match a.addr() {
-        IpAddr::V4(v) => Some(v),
-        IpAddr::V6(_) => None,
-    });
-    let derived = v4.is_some() && names::mac_for(v4, &ep.id).eq_ignore_ascii_case(&ep.mac);
+    let derived = ep
+        .ipv4()
+        .is_some_and(|v4| names::is_derived_mac(&ep.mac, v4));
     let link_local4 = ep.link_local_ips.iter().any(IpAddr::is_ipv4);
     if net.driver != Driver::Overlay && derived && !ep.reused_mac && !link_local4 {
         a.arp = false;

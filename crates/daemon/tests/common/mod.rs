@@ -1383,6 +1383,13 @@ impl World {
             .collect()
     }
 
+    /// The pid of running container `name`'s command (inspect's `State.Pid`), asserted > 0.
+    pub fn pid(&self, name: &str) -> i64 {
+        let pid = self.inspect(name)["State"]["Pid"].as_i64().unwrap_or(0);
+        assert!(pid > 0, "{name} has no pid");
+        pid
+    }
+
     /// Runs `cmd` in the network namespace of process `pid` (`nsenter -t PID -n`, bounded).
     pub fn pid_net_exec(&self, pid: i64, cmd: &[&str]) -> Output {
         let p = pid.to_string();
