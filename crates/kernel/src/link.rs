@@ -513,7 +513,8 @@ impl Kernel {
             announce: plan.announce,
             // A veth's announcement at link up reaches a bridge port that is still disabled
             // (see `ContainerSide::configure`): announce again once the port forwards.
-            reannounce: announcing.then(|| plan.host_ifname.clone()),
+            reannounce: announcing,
+            host_up: Some(plan.host_ifname.clone()),
             ifname: plan.ifname.clone(),
             addrs: plan.addrs.clone(),
             routes: plan.routes.clone(),
@@ -1149,10 +1150,11 @@ impl HostVeth {
             LinkAttribute::Mtu(plan.mtu),
             LinkAttribute::NetNsFd(ns.as_raw_fd()),
         ];
+        peer.attributes.extend(veth_queues());
         if let Some(mac) = &self.mac {
             peer.attributes.push(LinkAttribute::Address(mac.clone()));
         }
-        let host = marked_port_msg(
+        let mut host = marked_port_msg(
             &plan.host_ifname,
             plan.mtu,
             bridge.header.index,
@@ -1161,6 +1163,11 @@ impl HostVeth {
                 NlLinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
             ],
         );
+        host.attributes.extend(veth_queues());
+        // Created down: the container side brings it up once its peer is up
+        // ([`ContainerSide::host_up`]).
+        host.header.flags = LinkFlags::empty();
+        host.header.change_mask = LinkFlags::empty();
         let what = || {
             format!(
                 "creating veth {} for bridge {} (peer {} in {})",
@@ -1379,10 +1386,18 @@ pub(crate) struct ContainerSide {
     pub(crate) netns: PathBuf,
     pub(crate) disable_ipv6: bool,
     pub(crate) announce: Announce,
-    /// For a veth on a bridge: the host side's name, to announce again once the bridge port
-    /// forwards (`None` for macvlan/ipvlan, whose parent is up already, and when nothing is
+    /// For a veth on a bridge that announces: announce again once the bridge port forwards
+    /// (`false` for macvlan/ipvlan, whose parent is up already, and when nothing is
     /// announced).
-    pub(crate) reannounce: Option<String>,
+    pub(crate) reannounce: bool,
+    /// For a veth: the host side's name, brought up (on the host's socket) right after the
+    /// peer. The host side is created down so that it never is up without a carrier: up with
+    /// its peer down, the kernel queues a linkwatch event for it, and the next `RTM_GETLINK`
+    /// of it (the forwarding entry's port lookup) or the linkwatch work runs `dev_deactivate`
+    /// under RTNL, which waits for an expedited RCU grace period (`synchronize_net()`). Up
+    /// after its peer, it gets its carrier at once (`veth_open`) and that path waits for none.
+    /// `None` for macvlan/ipvlan (no host side).
+    pub(crate) host_up: Option<String>,
     pub(crate) ifname: String,
     pub(crate) addrs: Vec<IpNet>,
     pub(crate) routes: Vec<RoutePlan>,
@@ -1392,7 +1407,7 @@ pub(crate) struct ContainerSide {
 
 impl ContainerSide {
     /// Configures the interface (which exists now) on `nl`, a socket of the container
-    /// namespace; `host_nl` is one of the host's, for the re-announcement.
+    /// namespace; `host_nl` is one of the host's, for the host side's up and look-up.
     /// Returns how long it waited for the gate, in µs.
     fn configure(self, nl: &mut SyncNetlink, host_nl: &mut SyncNetlink) -> Result<u64> {
         let ifname = &self.ifname;
@@ -1418,7 +1433,7 @@ impl ContainerSide {
         // processes it (`arp_process`, a route lookup) inside this RTM_SETLINK, under RTNL:
         // at 500 ports, two floods per start were ≈ 13 % of berthd's and its inits' CPU.
         // A link without a port to wait for (macvlan) announces at link up, as before.
-        let announce_at_up = self.reannounce.is_none();
+        let announce_at_up = !self.reannounce;
         if announce_at_up {
             self.set_announce_knobs()?;
         }
@@ -1456,6 +1471,31 @@ impl ContainerSide {
                 }
             }
         }
+        if let Some(host_ifname) = &self.host_up {
+            let mut up = get_link_msg(host_ifname);
+            up.header.flags = LinkFlags::Up;
+            up.header.change_mask = LinkFlags::Up;
+            host_nl.request(RouteNetlinkMessage::SetLink(up), CHANGE, || {
+                format!("bringing up {host_ifname}")
+            })?;
+            // Both ends have their carrier now; what follows from it is the kernel's linkwatch
+            // work, run later on its own: the bridge enables the port (`br_port_carrier_check`)
+            // and each end gets its queue (`dev_activate`); until then the port drops frames
+            // and our link drops what it sends (the command's first SYN, an announcement). An
+            // RTM_GETLINK of a device runs its pending work at once (`rtnl_getlink` →
+            // `linkwatch_sync_dev`): one for each end, neither waiting for a grace period
+            // (carrier on activates, nothing is torn down).
+            host_nl.request(
+                RouteNetlinkMessage::GetLink(get_link_msg(host_ifname)),
+                GET,
+                || format!("looking up {host_ifname}"),
+            )?;
+            let mut get = LinkMessage::default();
+            get.header.index = index;
+            nl.request(RouteNetlinkMessage::GetLink(get), GET, || {
+                format!("looking up {ifname} in {ns}")
+            })?;
+        }
         for route in &self.routes {
             nl.request(
                 RouteNetlinkMessage::NewRoute(route_msg(route, Some(index))?),
@@ -1464,21 +1504,13 @@ impl ContainerSide {
             )?;
         }
         nl.set_link_up(1, &format!("bringing up lo in {ns}"))?;
-        if let Some(host_ifname) = &self.reannounce {
+        if self.reannounce {
             self.set_announce_knobs()?;
-            // The bridge port of our peer gets enabled when the kernel's linkwatch work
-            // processes the carrier that came on with our link, some time after it went up,
-            // and a disabled port drops frames before the bridge learns from them. One
-            // RTM_GETLINK of the host side runs that pending work at once (rtnl_getlink syncs
-            // linkwatch for the device it answers about): the port forwards after it. Then
-            // setting our MAC to itself makes the kernel announce (NETDEV_CHANGEADDR: a
-            // gratuitous ARP per IPv4 address under arp_notify, an unsolicited NA per IPv6
-            // address under ndisc_notify, both just set), learned by the bridge.
-            host_nl.request(
-                RouteNetlinkMessage::GetLink(get_link_msg(host_ifname)),
-                GET,
-                || format!("looking up {host_ifname}"),
-            )?;
+            // The bridge port forwards (the host side's linkwatch work was run above, when it
+            // came up): setting our MAC to itself makes the kernel announce
+            // (NETDEV_CHANGEADDR: a gratuitous ARP per IPv4 address under arp_notify, an
+            // unsolicited NA per IPv6 address under ndisc_notify, both just set), learned by
+            // the bridge.
             let mac = link.attributes.iter().find_map(|a| match a {
                 LinkAttribute::Address(m) => Some(m.clone()),
                 _ => None,
@@ -1538,6 +1570,19 @@ pub(crate) fn marked_port_msg(
         LinkAttribute::LinkInfo(info),
     ];
     msg
+}
+
+/// `IFLA_NUM_TX_QUEUES` and `IFLA_NUM_RX_QUEUES` of 1, for each end of a veth berth creates.
+///
+/// Without them a veth is allocated with a queue per possible CPU and `veth_newlink` then
+/// lowers its real queue counts to 1 (`veth_init_queues` → `netif_set_real_num_tx_queues`),
+/// which waits for an expedited RCU grace period (`synchronize_net()` under RTNL) for each end:
+/// two grace periods inside every veth's creation, longer while another is running (a
+/// container's mount namespace being set up or torn down). Given 1 from the start, the device
+/// is what it became before (one real TX and RX queue) and no grace period is waited for
+/// (`ip link add … type veth`, as netavark and Docker create theirs, pays both).
+pub(crate) fn veth_queues() -> [LinkAttribute; 2] {
+    [LinkAttribute::NumTxQueues(1), LinkAttribute::NumRxQueues(1)]
 }
 
 /// A link message naming a link by `IFLA_IFNAME` (index 0): for get, delete and change.

@@ -208,6 +208,7 @@ impl Kernel {
             LinkAttribute::Address(plan.peer_mac.to_vec()),
             LinkAttribute::NetNsFd(ns.as_raw_fd()),
         ];
+        peer.attributes.extend(crate::link::veth_queues());
         let mut host = LinkMessage::default();
         host.header.flags = LinkFlags::Up;
         host.header.change_mask = LinkFlags::Up;
@@ -220,6 +221,7 @@ impl Kernel {
                 NlLinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
             ]),
         ];
+        host.attributes.extend(crate::link::veth_queues());
         self.request(RouteNetlinkMessage::NewLink(host), CREATE_EXCL, what)
             .await?;
         let link = self

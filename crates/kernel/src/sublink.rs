@@ -95,7 +95,8 @@ impl Kernel {
             disable_ipv6: plan.disable_ipv6,
             announce: plan.announce,
             // Its parent is up and forwarding already: the announcement at link up arrives.
-            reannounce: None,
+            reannounce: false,
+            host_up: None,
             ifname: plan.ifname.clone(),
             addrs: plan.addrs.clone(),
             routes: plan.routes.clone(),

@@ -1454,6 +1454,46 @@ async fn a_bridged_endpoint_announces_once_after_its_port_forwards() {
     );
 }
 
+/// Proves: both ends of an endpoint's veth are made with one TX and one RX queue (what a
+/// veth ends up using anyway), so the kernel does not lower the counts after the creation,
+/// which waits for an RCU grace period per end (`veth_init_queues`); and the host side is up
+/// and forwarding once the set-up returns (it is created down and brought up after its peer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_veth_is_made_with_one_queue_each_way_and_comes_up() {
+    require_root!();
+    let h = TestNs::new("h");
+    let c = TestNs::new("c");
+    let k = Kernel::new_in(&h.path).await.expect("kernel");
+    k.ensure_bridge(&bridge("bkbrq", &["10.86.0.1/24"]))
+        .await
+        .expect("bridge");
+    let ep = endpoint("bkq", "bkbrq", &c, &["10.86.0.2/24"], &[], false);
+    k.setup_endpoint(&ep).await.expect("setup");
+    for (ns, dev) in [(&h, "bkq"), (&c, "eth0")] {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &ns.name, "-d", "link", "show", dev])
+            .output()
+            .expect("ip link show");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("numtxqueues 1 numrxqueues 1"),
+            "{dev} in {}: {text}",
+            ns.name
+        );
+        assert!(
+            text.contains("state UP"),
+            "{dev} in {} not up: {text}",
+            ns.name
+        );
+    }
+    let port = std::process::Command::new("bridge")
+        .args(["-n", &h.name, "link", "show", "dev", "bkq"])
+        .output()
+        .expect("bridge link");
+    let port = String::from_utf8_lossy(&port.stdout);
+    assert!(port.contains("state forwarding"), "port bkq: {port}");
+}
+
 /// Runs `ip -n NS ARGS…` in test namespace `ns`, which must succeed.
 fn ip_in(ns: &TestNs, args: &str) {
     let st = std::process::Command::new("ip")
