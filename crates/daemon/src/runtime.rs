@@ -361,7 +361,7 @@ impl Runtime {
 
         // Wait until the init has joined the namespace and started the command (it writes its
         // pid), or died trying.
-        let mut init_pid = ct::init_pid_from(started_r, stage1, &pid_file).await;
+        let (mut init_pid, exit_pipe) = ct::init_pid_and_exit(started_r, stage1, &pid_file).await;
         drop(started_w);
         if init_pid == 0 {
             // Gone before it wrote its pid: the waiter below records why.
@@ -391,11 +391,31 @@ impl Runtime {
         let id = c.id.clone();
         let d2 = d.clone();
         tokio::spawn(async move {
-            let code = match child.wait().await {
-                Ok(status) => exit_code(status),
-                Err(_) => -1,
+            // Stage 1 tells the command's exit code on the start pipe just before it exits:
+            // the exit is handled from there, and stage 1 is reaped beside it (its exit tears
+            // the container's mount namespace down first, ≈ 0.5 ms of grace periods before
+            // the kernel would notify us). Without the code (stage 1 was killed), its status.
+            let told = match exit_pipe {
+                Some(pipe) => pipe.code().await,
+                None => None,
             };
-            tracing::debug!(container = %id, "container init reaped");
+            let code = match told {
+                Some(code) => {
+                    tokio::spawn(async move {
+                        let _ = child.wait().await;
+                    });
+                    code
+                }
+                None => match child.wait().await {
+                    Ok(status) => exit_code(status),
+                    Err(_) => -1,
+                },
+            };
+            tracing::debug!(
+                container = %id,
+                told = told.is_some(),
+                "container exited (told on the start pipe, else stage 1 reaped)"
+            );
             // Everything the terminal still held is in the log before the exit is told.
             if let Some(pump) = pump {
                 pump.wait(Duration::from_secs(5)).await;

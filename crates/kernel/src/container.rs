@@ -13,9 +13,9 @@
 //!
 //! * stage 1 ([`INIT_ARG`]): joins the network namespace, unshares mnt/uts/pid/ipc, makes `/`
 //!   recursively private, forks stage 2, writes its pid to `pid_file`, forwards signals to it,
-//!   waits, writes the exit code to `exit_file` and exits with it. Stage 2's pivot_root moves
-//!   stage 1 too (same mount namespace), so it writes those files through descriptors of their
-//!   directories, opened first.
+//!   waits, writes the exit code to `exit_file`, tells it on the start pipe ([`ExitPipe`]) and
+//!   exits with it. Stage 2's pivot_root moves stage 1 too (same mount namespace), so it
+//!   writes those files through descriptors of their directories, opened first.
 //! * stage 2: a fork of stage 1 (no second load of the executable: an `execve` of berthd
 //!   costs 2–2.5 ms of CPU in relocations and page faults), pid 1 of the new pid namespace; its
 //!   command line is stage 1's ([`init_processes`] tells them apart by their parent). Dies with
@@ -159,8 +159,9 @@ pub struct InitConfig {
     pub gate: Option<PathBuf>,
     /// A pipe the daemon reads the container init's pid from (a path that opens its writing
     /// end, e.g. the daemon's `/proc/PID/fd/N`), opened by stage 1 first thing: right after
-    /// `pid_file`, stage 1 writes the same pid there (decimal) and closes it, so the daemon
-    /// wakes once instead of polling the file. `None`: the daemon polls `pid_file`.
+    /// `pid_file`, stage 1 writes the same pid there (a decimal line), so the daemon wakes
+    /// once instead of polling the file; right after `exit_file`, the exit code (`exit
+    /// CODE` line, [`ExitPipe`]), then it exits. `None`: the daemon polls `pid_file`.
     #[serde(default)]
     pub started: Option<PathBuf>,
     /// Directories whose mounts stage 1 detaches in the container's mount namespace right
@@ -372,18 +373,29 @@ fn stage1_main(json: Option<&String>) -> i32 {
         exit_out.dir.as_raw_fd(),
         started.as_ref().map_or(-1, AsRawFd::as_raw_fd),
     ];
-    let code = match stage1(&cfg, &pid_out, started, inherited) {
-        Ok(code) => code,
+    let (code, started) = match stage1(&cfg, &pid_out, started, inherited) {
+        Ok(told) => told,
         Err(e) => {
             report(&e);
-            EXIT_SETUP_FAILED
+            (EXIT_SETUP_FAILED, None)
         }
     };
     if let Err(e) = exit_out.write(&code.to_string()) {
         report(&e);
     }
+    if let Some(mut started) = started {
+        // Told before our own exit, whose teardown of the container's mount namespace (an
+        // RCU grace period per unmount batch, before the parent is notified) the daemon then
+        // need not wait for: the container's processes are all gone (stage 2, pid 1 of its
+        // pid namespace, is reaped only once every other one is). A few bytes into the pipe:
+        // never blocks; EPIPE (a daemon that restarted since) changes nothing.
+        let _ = started.write_all(format!("{EXIT_TOLD}{code}\n").as_bytes());
+    }
     code
 }
+
+/// What stage 1 writes on its start pipe before the exit code, after the pid's line.
+const EXIT_TOLD: &str = "exit ";
 
 /// Opens the writing end of [`InitConfig::started`] without blocking (the daemon holds the
 /// reading end, so the open cannot wait for a reader), close-on-exec.
@@ -417,13 +429,14 @@ fn detach_mounts_under(dir: &Path) -> Result<(), ContainerError> {
 }
 
 /// `inherited`: stage 1's descriptors of host directories and of the start pipe (-1: none),
-/// closed in stage 2.
+/// closed in stage 2. Returns the command's exit code and the start pipe, on which the caller
+/// tells it.
 fn stage1(
     cfg: &InitConfig,
     pid_out: &OutFile,
     started: Option<File>,
     inherited: [std::os::fd::RawFd; 3],
-) -> Result<i32, ContainerError> {
+) -> Result<(i32, Option<File>), ContainerError> {
     if let Some(netns) = &cfg.netns {
         let f = File::open(netns).map_err(io(format!("open netns {}", netns.display())))?;
         setns(&f, CloneFlags::CLONE_NEWNET)
@@ -481,12 +494,16 @@ fn stage1(
         let _ = waitpid(pid, None);
         return Err(e);
     }
-    if let Some(mut started) = started {
+    let started = started.and_then(|mut started| {
         // A few bytes into an empty pipe: never blocks. An error (EPIPE: the daemon gave up
         // waiting) changes nothing: the pid file is written, as a restarted daemon reads it.
-        let _ = started.write_all(pid.to_string().as_bytes());
-    }
-    Ok(supervise(&signals, pid, false))
+        // One line: the exit code may follow in the same read.
+        started
+            .write_all(format!("{pid}\n").as_bytes())
+            .ok()
+            .map(|()| started)
+    });
+    Ok((supervise(&signals, pid, false), started))
 }
 
 /// The reading end of [`InitConfig::gate`].
@@ -1154,8 +1171,72 @@ fn read_pid_file(pid_file: &Path) -> Option<i32> {
 /// source) or after 5 s. Without pidfds (a kernel before 5.3), [`wait_for_init_pid`] on a
 /// blocking thread.
 pub async fn init_pid_from(started: std::io::PipeReader, stage1: i32, pid_file: &Path) -> i32 {
+    init_pid_and_exit(started, stage1, pid_file).await.0
+}
+
+/// The start pipe once the pid came: stage 1 tells the command's exit code on it before its
+/// own exit ([`ExitPipe::code`]).
+pub struct ExitPipe {
+    pipe: tokio::net::unix::pipe::Receiver,
+    /// What was read past the pid's line.
+    buf: Vec<u8>,
+}
+
+impl ExitPipe {
+    /// The exit code stage 1 tells just before it exits, or `None` at the end of the pipe
+    /// without one (stage 1 was killed, or it is an older one that does not tell it): then
+    /// only stage 1's own exit status says it.
+    pub async fn code(mut self) -> Option<i32> {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 64];
+        loop {
+            if let Some(code) = told_exit(&self.buf) {
+                return Some(code);
+            }
+            // A line this long is not stage 1's.
+            if self.buf.len() > 64 {
+                return None;
+            }
+            match self.pipe.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+/// The exit code in `exit CODE\n`, once the whole line is there.
+fn told_exit(buf: &[u8]) -> Option<i32> {
+    let line = buf
+        .split(|b| *b == b'\n')
+        .next()
+        .filter(|_| buf.contains(&b'\n'))?;
+    std::str::from_utf8(line)
+        .ok()?
+        .strip_prefix(EXIT_TOLD)?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// [`init_pid_from`], and the pipe, on which stage 1 tells the exit code later ([`ExitPipe`];
+/// `None` when stage 1 is gone already or the kernel has no pidfds).
+pub async fn init_pid_and_exit(
+    started: std::io::PipeReader,
+    stage1: i32,
+    pid_file: &Path,
+) -> (i32, Option<ExitPipe>) {
     use tokio::io::AsyncReadExt;
-    let parse = |b: &[u8]| std::str::from_utf8(b).ok().and_then(parse_pid);
+    // The pid's line (an older stage 1 writes the pid alone), and what followed it.
+    let split = |b: &[u8]| -> (Option<i32>, Vec<u8>) {
+        let end = b.iter().position(|c| *c == b'\n');
+        let (pid, rest) = match end {
+            Some(i) => (&b[..i], b[i + 1..].to_vec()),
+            None => (b, Vec::new()),
+        };
+        (std::str::from_utf8(pid).ok().and_then(parse_pid), rest)
+    };
+    let parse = |b: &[u8]| split(b).0;
     let from_file = || read_pid_file(pid_file);
     let exited = rustix::process::Pid::from_raw(stage1)
         .ok_or(rustix::io::Errno::SRCH)
@@ -1170,26 +1251,32 @@ pub async fn init_pid_from(started: std::io::PipeReader, stage1: i32, pid_file: 
     let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(started.into());
     let (Ok(exited), Ok(mut pipe)) = (exited, pipe) else {
         let pid_file = pid_file.to_path_buf();
-        return tokio::task::spawn_blocking(move || wait_for_init_pid(&pid_file, stage1))
+        let pid = tokio::task::spawn_blocking(move || wait_for_init_pid(&pid_file, stage1))
             .await
             .unwrap_or(0);
+        return (pid, None);
     };
-    // Stage 1 writes the pid in one write of a few bytes (atomic in a pipe): one read.
-    let mut buf = [0u8; 16];
+    // Stage 1 writes the pid in one write of a few bytes (atomic in a pipe): one read, which
+    // may also hold the exit code of a command that was quick.
+    let mut buf = [0u8; 64];
     tokio::select! {
         biased;
         read = pipe.read(&mut buf) => match read {
-            Ok(n) if n > 0 => parse(&buf[..n]).unwrap_or(0),
-            _ => from_file().unwrap_or(0),
+            Ok(n) if n > 0 => match split(&buf[..n]) {
+                (Some(pid), rest) => (pid, Some(ExitPipe { pipe, buf: rest })),
+                (None, _) => (from_file().unwrap_or(0), None),
+            },
+            _ => (from_file().unwrap_or(0), None),
         },
         _ = exited.readable() => {
             // Gone: its pid may have come just before it exited.
-            match pipe.try_read(&mut buf) {
+            let pid = match pipe.try_read(&mut buf) {
                 Ok(n) if n > 0 => parse(&buf[..n]).unwrap_or(0),
                 _ => from_file().unwrap_or(0),
-            }
+            };
+            (pid, None)
         }
-        () = tokio::time::sleep(std::time::Duration::from_secs(5)) => 0,
+        () = tokio::time::sleep(std::time::Duration::from_secs(5)) => (0, None),
     }
 }
 

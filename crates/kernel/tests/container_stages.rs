@@ -751,6 +751,59 @@ fn the_start_pipe_tells_the_init_pid() {
     assert_eq!(o.code, 143, "{o:?}");
 }
 
+/// Proves: after the pid, stage 1 tells the command's exit code on the start pipe (the same
+/// code as its exit file and its own exit status), also for a command that exits at once
+/// (the code may come in the pid's read); and a stage 1 killed before it could tell leaves
+/// `None`, so the caller takes its exit status.
+#[test]
+fn the_start_pipe_tells_the_exit_code() {
+    if !is_root() {
+        return;
+    }
+    for (cmd, want) in [
+        (vec!["sh", "-c", "exit 7"], 7),
+        (vec!["sh", "-c", "sleep 0.2; exit 3"], 3),
+    ] {
+        let tmp = TempDir::new();
+        let netns = Netns::new();
+        let mut cfg = config(&tmp, &netns, &cmd);
+        let (r, w) = with_start_pipe(&mut cfg);
+        let p = start(&cfg);
+        // One runtime for both: the pipe is registered with its reactor.
+        let (pid, told) = block_on(async {
+            let (pid, pipe) =
+                berth_kernel::container::init_pid_and_exit(r, p.pid().as_raw(), &cfg.pid_file)
+                    .await;
+            drop(w);
+            (pid, pipe.expect("the pipe after the pid").code().await)
+        });
+        assert!(pid > 0, "{cmd:?}: no pid");
+        assert_eq!(told, Some(want), "{cmd:?}");
+        assert_eq!(
+            fs::read_to_string(&cfg.exit_file).unwrap().trim(),
+            want.to_string()
+        );
+        let o = p.finish(TIMEOUT);
+        assert_eq!(o.code, want, "{o:?}");
+    }
+    let tmp = TempDir::new();
+    let netns = Netns::new();
+    let mut cfg = config(&tmp, &netns, &["sleep", "30"]);
+    let (r, w) = with_start_pipe(&mut cfg);
+    let p = start(&cfg);
+    let stage1 = p.pid();
+    let (pid, told) = block_on(async {
+        let (pid, pipe) =
+            berth_kernel::container::init_pid_and_exit(r, stage1.as_raw(), &cfg.pid_file).await;
+        drop(w);
+        kill(stage1, Signal::SIGKILL).unwrap();
+        (pid, pipe.expect("the pipe").code().await)
+    });
+    assert!(pid > 0);
+    assert_eq!(told, None);
+    drop(p); // reaps it
+}
+
 /// Proves that a stage 1 that fails before it forks the init (no such network namespace)
 /// ends the wait at its exit with 0 (no pid), not after the 5 s timeout: the pipe's writing
 /// end is still held by the caller, so only the exit can tell it.
