@@ -661,7 +661,8 @@ impl Daemon {
 
     async fn remove_container_locked(&self, id: &str) -> ApiResult<()> {
         self.remove_record_locked(id, false).await?;
-        self.runtime.remove_files(id);
+        // Its files after the answer, as a `--rm` container's (`container_exited`).
+        self.runtime.remove_files_behind(id);
         Ok(())
     }
 

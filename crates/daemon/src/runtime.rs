@@ -750,12 +750,18 @@ impl Runtime {
 
     /// Removes a container's directory.
     pub fn remove_files(&self, id: &str) {
+        remove_dir(&self.container_dir(id));
+    }
+
+    /// [`Runtime::remove_files`] on a blocking thread, not waited for: once a container's
+    /// record is gone nothing refers to its files (a log stream still open reads through its
+    /// own descriptors), and removing them costs ≈ 1.3 ms here (each directory's blocks are
+    /// discarded synchronously on this ext4 without a journal, `ext4_free_blocks` →
+    /// `blkdev_issue_discard`). A crash before it is done leaves a directory the start-up
+    /// removes ([`Runtime::remove_orphan_dirs`]).
+    pub fn remove_files_behind(&self, id: &str) {
         let dir = self.container_dir(id);
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!("removing {}: {e}", dir.display());
-            }
-        }
+        tokio::task::spawn_blocking(move || remove_dir(&dir));
     }
 
     /// Streams a container's logs as Docker multiplexed frames; with `follow`, until it exits.
@@ -1339,6 +1345,15 @@ pub fn log_file(path: &Path) -> std::io::Result<std::fs::File> {
         .append(true)
         .mode(0o600)
         .open(path)
+}
+
+/// Removes a container's directory `dir` (already gone is fine).
+fn remove_dir(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("removing {}: {e}", dir.display());
+        }
+    }
 }
 
 /// Overwrites `path` from its start and then sets its length, instead of truncating it first

@@ -383,6 +383,54 @@ fn state_files_are_private() {
     }
 }
 
+/// Proves: a removed container leaves no directory in the state dir — `rm -f` of a running one
+/// and `rm` of an exited one (their files go after the answer, on a blocking thread) and a
+/// `--rm` one at its exit — while a kept container's stays.
+#[test]
+fn removed_containers_leave_no_directory() {
+    require_root!();
+    let w = World::new();
+    let dir_of = |id: &str| w.state_dir.join("containers").join(id.trim());
+    let running = w.run_d("gone1", &[], &["sleep", "600"]);
+    let run_true =
+        |name: &str| w.berth_ok(&["run", "-d", "--network", "none", "--name", name, "true"]);
+    let exited = run_true("gone2");
+    let kept = run_true("kept1");
+    for id in [&running, &exited, &kept] {
+        assert!(
+            dir_of(id).is_dir(),
+            "{} missing before rm",
+            dir_of(id).display()
+        );
+    }
+    wait_for("gone2 exited", 10, || {
+        w.inspect("gone2")["State"]["Running"] == serde_json::Value::Bool(false)
+    });
+    w.berth_ok(&["rm", "-f", "gone1"]);
+    w.berth_ok(&["rm", "gone2"]);
+    let out = w.berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--name",
+        "gone3",
+        "true",
+    ]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let dirs = || -> Vec<String> {
+        std::fs::read_dir(w.state_dir.join("containers"))
+            .expect("containers dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    wait_for("only the kept container's directory left", 5, || {
+        dirs() == vec![kept.trim().to_string()]
+    });
+    assert!(!dir_of(&running).exists() && !dir_of(&exited).exists());
+}
+
 /// Proves: with `berth-init` beside berthd (cargo builds both), a container's init runs from
 /// it, not from a second load of berthd, and `exec` (its enter process and hop) works through
 /// it too.
