@@ -401,7 +401,7 @@ impl Daemon {
         // log stream still open reads through its own descriptors), and after a crash before
         // this the start-up removes the directories of containers the store no longer has.
         if auto_remove {
-            self.runtime.remove_files(id);
+            self.runtime.remove_files_behind(id);
         }
         // Its anti-spoofing elements, once whoever waited for the exit has its answer.
         let d = self.clone();

@@ -969,11 +969,7 @@ impl Kernel {
                 if !was_up {
                     nl.set_link_up(index, &format!("bringing up {ifname}"))?;
                 }
-                let mac = link.attributes.iter().find_map(|a| match a {
-                    LinkAttribute::Address(m) => Some(m.clone()),
-                    _ => None,
-                });
-                Ok(mac
+                Ok(link_mac(&link)
                     .filter(|_| (missing || !was_up) && !announce.is_silent())
                     .map(|m| (index, m)))
             })
@@ -1154,6 +1150,8 @@ impl HostVeth {
         if let Some(mac) = &self.mac {
             peer.attributes.push(LinkAttribute::Address(mac.clone()));
         }
+        // Created down: the container side brings it up once its peer is up
+        // ([`ContainerSide::host_up`]).
         let mut host = marked_port_msg(
             &plan.host_ifname,
             plan.mtu,
@@ -1162,12 +1160,9 @@ impl HostVeth {
                 NlLinkInfo::Kind(InfoKind::Veth),
                 NlLinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
             ],
+            false,
         );
         host.attributes.extend(veth_queues());
-        // Created down: the container side brings it up once its peer is up
-        // ([`ContainerSide::host_up`]).
-        host.header.flags = LinkFlags::empty();
-        host.header.change_mask = LinkFlags::empty();
         let what = || {
             format!(
                 "creating veth {} for bridge {} (peer {} in {})",
@@ -1257,46 +1252,29 @@ impl HostVeth {
                 .map(drop),
             other => other.map(drop),
         }?;
-        if plan.announce.is_silent() {
-            if let Some(mac) = &self.mac {
-                self.teach_bridge(nl, mac)?;
-            }
-        }
         Ok(())
     }
+}
 
-    /// The container's MAC in the bridge's forwarding database on this port: `bridge fdb add
-    /// MAC dev PORT master static` (RTM_NEWNEIGH, AF_BRIDGE, NTF_MASTER, NUD_NOARP). For an
-    /// endpoint that announces nothing ([`EndpointPlan::announce`]), so the first frame for it
-    /// goes to its port alone instead of being flooded to every port. `static`, not `dynamic`:
-    /// the kernel refuses a dynamic entry on a port that does not forward yet (EPERM in
-    /// `fdb_add_entry`), and the port forwards only once the peer is up in the container. A
-    /// static entry does not age (a quiet container's frames are not flooded after 5 min
-    /// either), still moves when its MAC is seen on another port (only `sticky` would not),
-    /// and goes with the port.
-    fn teach_bridge(&self, nl: &mut SyncNetlink, mac: &[u8]) -> Result<()> {
-        let plan = &self.plan;
-        // An AF_BRIDGE neighbour names its port by index only (`ndm_ifindex`), and the
-        // veth's creation does not return it: one RTM_GETLINK (≈ 15 µs) for the entry that
-        // replaces a broadcast to every port.
-        let port = get_link(nl, &plan.host_ifname, || {
-            format!("looking up {}", plan.host_ifname)
-        })?;
-        let mut m = NeighbourMessage::default();
-        m.header.family = AddressFamily::Bridge;
-        m.header.ifindex = port.header.index;
-        m.header.state = NeighbourState::Noarp;
-        m.header.flags = NeighbourFlags::Controller;
-        m.attributes
-            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-        nl.request(RouteNetlinkMessage::NewNeighbour(m), CREATE_REPLACE, || {
-            format!(
-                "adding the container's MAC to bridge {}'s forwarding entries on {}",
-                plan.bridge, plan.host_ifname
-            )
-        })
-        .map(drop)
-    }
+/// The container's MAC `mac` in the bridge's forwarding database on its port `port` (index;
+/// `shown` names it): `bridge fdb add MAC dev PORT master static` (RTM_NEWNEIGH, AF_BRIDGE,
+/// NTF_MASTER, NUD_NOARP). For an endpoint that announces nothing
+/// ([`EndpointPlan::announce`]), so the first frame for it goes to its port alone instead of
+/// being flooded to every port. `static`, not `dynamic`: a static entry does not age (a quiet
+/// container's frames are not flooded after 5 min either), still moves when its MAC is seen on
+/// another port (only `sticky` would not), and goes with the port; the kernel also refuses a
+/// dynamic entry on a port that does not forward yet (EPERM in `fdb_add_entry`).
+fn teach_bridge(nl: &mut SyncNetlink, port: u32, mac: Vec<u8>, shown: &str) -> Result<()> {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Bridge;
+    m.header.ifindex = port;
+    m.header.state = NeighbourState::Noarp;
+    m.header.flags = NeighbourFlags::Controller;
+    m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac));
+    nl.request(RouteNetlinkMessage::NewNeighbour(m), CREATE_REPLACE, || {
+        format!("adding the container's MAC to its bridge's forwarding entries on {shown}")
+    })
+    .map(drop)
 }
 
 /// Runs a whole endpoint on one throwaway thread with blocking sockets, so none of its ~10
@@ -1391,12 +1369,13 @@ pub(crate) struct ContainerSide {
     /// announced).
     pub(crate) reannounce: bool,
     /// For a veth: the host side's name, brought up (on the host's socket) right after the
-    /// peer. The host side is created down so that it never is up without a carrier: up with
-    /// its peer down, the kernel queues a linkwatch event for it, and the next `RTM_GETLINK`
-    /// of it (the forwarding entry's port lookup) or the linkwatch work runs `dev_deactivate`
-    /// under RTNL, which waits for an expedited RCU grace period (`synchronize_net()`). Up
-    /// after its peer, it gets its carrier at once (`veth_open`) and that path waits for none.
-    /// `None` for macvlan/ipvlan (no host side).
+    /// peer, then given the container's MAC as a forwarding entry if nothing announces it
+    /// ([`teach_bridge`]). The host side is created down so that it never is up without a
+    /// carrier: up with its peer down, the kernel queues a linkwatch event for it, and the
+    /// next `RTM_GETLINK` of it or the linkwatch work runs `dev_deactivate` under RTNL, which
+    /// waits for an expedited RCU grace period (`synchronize_net()`). Up after its peer, it
+    /// gets its carrier at once (`veth_open`) and that path waits for none. `None` for
+    /// macvlan/ipvlan (no host side).
     pub(crate) host_up: Option<String>,
     pub(crate) ifname: String,
     pub(crate) addrs: Vec<IpNet>,
@@ -1485,11 +1464,14 @@ impl ContainerSide {
             // RTM_GETLINK of a device runs its pending work at once (`rtnl_getlink` →
             // `linkwatch_sync_dev`): one for each end, neither waiting for a grace period
             // (carrier on activates, nothing is torn down).
-            host_nl.request(
-                RouteNetlinkMessage::GetLink(get_link_msg(host_ifname)),
-                GET,
-                || format!("looking up {host_ifname}"),
-            )?;
+            // That look-up names the port's index too, which a forwarding entry needs (an
+            // AF_BRIDGE neighbour names its port by index only).
+            let port = get_link(host_nl, host_ifname, || format!("looking up {host_ifname}"))?;
+            if self.announce.is_silent() {
+                if let Some(mac) = link_mac(&link) {
+                    teach_bridge(host_nl, port.header.index, mac, host_ifname)?;
+                }
+            }
             let mut get = LinkMessage::default();
             get.header.index = index;
             nl.request(RouteNetlinkMessage::GetLink(get), GET, || {
@@ -1511,11 +1493,7 @@ impl ContainerSide {
             // (NETDEV_CHANGEADDR: a gratuitous ARP per IPv4 address under arp_notify, an
             // unsolicited NA per IPv6 address under ndisc_notify, both just set), learned by
             // the bridge.
-            let mac = link.attributes.iter().find_map(|a| match a {
-                LinkAttribute::Address(m) => Some(m.clone()),
-                _ => None,
-            });
-            if let Some(mac) = mac {
+            if let Some(mac) = link_mac(&link) {
                 announce_again(nl, index, mac, &format!("{ifname} in {ns}"))?;
             }
         }
@@ -1536,6 +1514,14 @@ impl ContainerSide {
     }
 }
 
+/// The MAC (`IFLA_ADDRESS`) of `link`.
+fn link_mac(link: &LinkMessage) -> Option<Vec<u8>> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(m) => Some(m.clone()),
+        _ => None,
+    })
+}
+
 /// Makes the kernel announce the addresses of link `index` again: `RTM_SETLINK` with
 /// `IFLA_ADDRESS` = its own MAC raises `NETDEV_CHANGEADDR`, on which the kernel sends a
 /// gratuitous ARP per IPv4 address (`arp_notify`) and an unsolicited NA per IPv6 one
@@ -1550,18 +1536,21 @@ fn announce_again(nl: &mut SyncNetlink, index: u32, mac: Vec<u8>, what: &str) ->
     .map(drop)
 }
 
-/// The `RTM_NEWLINK` that creates berth's bridge port `name` (kind and data in `info`) up, with
-/// `mtu`, as a port of the bridge with index `master`, and marked as berth's in the very request
-/// that creates it: its owner MAC (`plan::names::owner_mac`).
+/// The `RTM_NEWLINK` that creates berth's bridge port `name` (kind and data in `info`), up if
+/// `up`, with `mtu`, as a port of the bridge with index `master`, and marked as berth's in the
+/// very request that creates it: its owner MAC (`plan::names::owner_mac`).
 pub(crate) fn marked_port_msg(
     name: &str,
     mtu: u32,
     master: u32,
     info: Vec<NlLinkInfo>,
+    up: bool,
 ) -> LinkMessage {
     let mut msg = LinkMessage::default();
-    msg.header.flags = LinkFlags::Up;
-    msg.header.change_mask = LinkFlags::Up;
+    if up {
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
+    }
     msg.attributes = vec![
         LinkAttribute::IfName(name.to_string()),
         LinkAttribute::Mtu(mtu),

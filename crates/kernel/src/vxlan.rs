@@ -113,6 +113,7 @@ impl Kernel {
                 NlLinkInfo::Kind(InfoKind::Vxlan),
                 NlLinkInfo::Data(InfoData::Vxlan(data)),
             ],
+            true,
         );
         if let Some(ns) = ns {
             msg.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
