@@ -275,6 +275,47 @@ fn workdir_user_env_file_labels() {
     assert_eq!(stdout(&o), "net\n", "{}", show(&o));
 }
 
+/// Proves: `inspect` without `--type` takes a container first and falls back to a network
+/// (docker's order), so a name that is a network id's prefix finds that network once no such
+/// container exists; `--type container` then says "No such container" (exit 1) and
+/// `--type network` finds the network even while a container of that name exists; a kind
+/// berth has not is refused before any request, a bad value is named.
+#[test]
+fn inspect_type_keeps_containers_and_networks_apart() {
+    require_root!();
+    let w = World::new();
+    let id = w.berth_ok(&["network", "create", "--subnet", "10.77.0.0/24", "tnet"]);
+    let prefix: String = id.trim().chars().take(3).collect();
+    assert_eq!(prefix.len(), 3, "network id {id:?}");
+    // No container named like that: the network's prefix answers the untyped inspect.
+    let untyped = w.berth_ok(&["inspect", "-f", "{{.Name}}", &prefix]);
+    assert_eq!(untyped, "tnet\n", "untyped inspect of {prefix}");
+    let o = w.berth(&["inspect", "--type", "container", &prefix]);
+    assert_eq!(code(&o), 1, "{}", show(&o));
+    assert!(
+        show(&o).contains(&format!("No such container: {prefix}")),
+        "{}",
+        show(&o)
+    );
+    // A container of that name wins the untyped look-up, --type network still finds the network.
+    w.berth_ok(&["create", "--name", &prefix, "true"]);
+    let untyped = w.berth_ok(&["inspect", "-f", "{{.Name}}", &prefix]);
+    assert_eq!(untyped, format!("/{prefix}\n"), "container first");
+    let typed = w.berth_ok(&["inspect", "--type", "network", "-f", "{{.Name}}", &prefix]);
+    assert_eq!(typed, "tnet\n");
+    assert_eq!(w.inspect(&prefix)["Name"], format!("/{prefix}"));
+    let o = w.berth(&["inspect", "--type", "image", &prefix]);
+    assert_ne!(code(&o), 0, "{}", show(&o));
+    assert!(show(&o).contains("no image objects"), "{}", show(&o));
+    let o = w.berth(&["inspect", "--type", "volumes", &prefix]);
+    assert_ne!(code(&o), 0, "{}", show(&o));
+    assert!(
+        show(&o).contains("not a valid value for --type"),
+        "{}",
+        show(&o)
+    );
+}
+
 /// Polls `inspect NAME` (≤ `secs` s) until `ok` holds; returns that inspect.
 fn wait_inspect(
     w: &World,

@@ -1997,7 +1997,12 @@ fn overlay_run_publishes_with_its_claim_and_create_alone_does_not() {
             "{name} resolves on host-b after its start failed"
         );
         if rm {
-            assert!(!a.berth(&["inspect", name]).status.success(), "{name} kept");
+            assert!(
+                !a.berth(&["inspect", "--type", "container", name])
+                    .status
+                    .success(),
+                "{name} kept"
+            );
             let claims = u.etcdctl(&["get", "--prefix", &format!("/berth/ipam/{net}/")]);
             assert!(
                 !claims.contains(&format!("\"Name\":\"{name}\"")),

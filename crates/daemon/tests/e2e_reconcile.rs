@@ -871,7 +871,7 @@ fn kill9_at_every_step_of_run_d_never_duplicates_a_container() {
             break;
         }
         boundaries = k;
-        if code(&w.berth(&["inspect", "c6"])) != 0 {
+        if code(&w.berth(&["inspect", "--type", "container", "c6"])) != 0 {
             // `run -d` is one request (`create?start=1`): the create is made durable by the
             // start's commit, so a kill before that leaves no container at all, and no
             // process either (the start-up ends one it does not know, with its directory).

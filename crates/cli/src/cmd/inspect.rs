@@ -15,28 +15,67 @@ pub struct Args {
     /// '{{json .NetworkSettings.Networks}}'.
     #[arg(short, long)]
     format: Option<String>,
+    /// Only this kind of object (`container` or `network`), as docker's `--type`: a
+    /// container named like a network's id prefix (`c6`) is then never taken for it.
+    #[arg(long = "type", value_name = "TYPE")]
+    kind: Option<String>,
     /// Containers (or networks) by name or id.
     #[arg(required = true, value_name = "NAME")]
     names: Vec<String>,
 }
 
-/// Inspects containers; a name that is no container is looked up as a network.
+/// Which objects a name is looked up as (`--type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A container, else a network (no `--type`, docker's order).
+    Any,
+    Container,
+    Network,
+}
+
+/// `--type`'s value: docker's object kinds berth has, a clear error for the ones it has not.
+fn kind(value: Option<&str>) -> Result<Kind> {
+    match value {
+        None => Ok(Kind::Any),
+        Some("container") => Ok(Kind::Container),
+        Some("network") => Ok(Kind::Network),
+        Some(
+            t @ ("image" | "node" | "plugin" | "secret" | "service" | "task" | "volume" | "config"),
+        ) => {
+            anyhow::bail!("berth has no {t} objects: --type takes container or network")
+        }
+        Some(t) => anyhow::bail!("{t:?} is not a valid value for --type (container or network)"),
+    }
+}
+
+/// Inspects containers; a name that is no container is looked up as a network (unless
+/// `--type` says which).
 pub fn run(client: &Client, args: Args) -> Result<i32> {
     let template = args.format.as_deref().map(Template::parse).transpose()?;
+    let kind = kind(args.kind.as_deref())?;
     let mut found = Vec::new();
     let mut errors = Vec::new();
     for name in &args.names {
-        let container = fetch(client, &obj_path("containers", name, "/json"));
+        let container = match kind {
+            Kind::Network => None,
+            Kind::Any | Kind::Container => {
+                Some(fetch(client, &obj_path("containers", name, "/json")))
+            }
+        };
         match container {
-            Err(e) if e.is_not_found() => match fetch(client, &obj_path("networks", name, "")) {
+            Some(Ok(v)) => found.push(v),
+            Some(Err(e)) if !e.is_not_found() => errors.push(e.into()),
+            Some(Err(_)) if kind == Kind::Container => {
+                errors.push(anyhow::anyhow!("No such container: {name}"));
+            }
+            Some(Err(_)) | None => match fetch(client, &obj_path("networks", name, "")) {
                 Ok(v) => found.push(v),
-                Err(n) if n.is_not_found() => {
-                    errors.push(anyhow::anyhow!("No such object: {name}"));
-                }
+                Err(n) if n.is_not_found() => errors.push(match kind {
+                    Kind::Network => anyhow::anyhow!("No such network: {name}"),
+                    _ => anyhow::anyhow!("No such object: {name}"),
+                }),
                 Err(n) => errors.push(n.into()),
             },
-            Err(e) => errors.push(e.into()),
-            Ok(v) => found.push(v),
         }
     }
     Ok(print(&found, template.as_ref(), errors))
@@ -65,4 +104,26 @@ pub fn print(found: &[Value], template: Option<&Template>, errors: Vec<anyhow::E
         }
     }
     i32::from(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_takes_dockers_kinds_berth_has() {
+        assert_eq!(kind(None).ok(), Some(Kind::Any));
+        assert_eq!(kind(Some("container")).ok(), Some(Kind::Container));
+        assert_eq!(kind(Some("network")).ok(), Some(Kind::Network));
+        let e = kind(Some("image"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("no image objects"), "{e}");
+        let e = kind(Some("Container\n"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("not a valid value for --type"), "{e}");
+    }
 }

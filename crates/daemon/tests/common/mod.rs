@@ -842,7 +842,8 @@ impl World {
 
     /// `inspect NAME` parsed (the first element of the array).
     pub fn inspect(&self, name: &str) -> serde_json::Value {
-        let out = self.berth_ok(&["inspect", name]);
+        // `--type container`: a name like `c6` is also a prefix of some network ids.
+        let out = self.berth_ok(&["inspect", "--type", "container", name]);
         let v: serde_json::Value =
             serde_json::from_str(&out).unwrap_or_else(|e| panic!("inspect {name}: {e}: {out}"));
         v.get(0)
