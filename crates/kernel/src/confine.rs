@@ -12,22 +12,20 @@
 //!    since CVE-2022-24769), effective and permitted are cut to the kept set;
 //! 3. `no_new_privs`.
 //!
-//! The filter denies with `EPERM` what the profile does not allow, `clone3` without
-//! `CAP_SYS_ADMIN` with `ENOSYS` (so libc falls back to `clone`, whose namespace flags are then
-//! checked), and kills the process on a foreign architecture's system call (32-bit x86 on
-//! x86_64): seccompiler filters one architecture, which is stricter than Docker.
+//! The filter ([`filter`], compiled by [`crate::seccomp`]) denies with `EPERM` what the profile
+//! does not allow, `clone3` without `CAP_SYS_ADMIN` with `ENOSYS` (so libc falls back to
+//! `clone`, whose namespace flags are then checked), and kills the process on a foreign
+//! architecture's system call (32-bit x86 on x86_64): it filters one architecture, which is
+//! stricter than Docker.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use caps::{CapSet, Capability, CapsHashSet};
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition,
-    SeccompFilter, SeccompRule, TargetArch,
-};
 use serde::{Deserialize, Serialize};
 
 use crate::container::ContainerError;
+use crate::seccomp::{self, Action, Cmp, Rule};
 use crate::seccomp_table::{ALLOW, BY_CAP};
 
 /// The privileges of a container's processes.
@@ -85,10 +83,8 @@ fn kept(p: &Privileges) -> Result<CapsHashSet, ContainerError> {
 pub fn apply(p: &Privileges) -> Result<(), ContainerError> {
     let keep = kept(p)?;
     if p.seccomp {
-        for prog in filters(&p.caps)? {
-            crate::sys::install_seccomp_filter(&prog)
-                .map_err(|e| err("install the seccomp filter", e))?;
-        }
+        crate::sys::install_seccomp_filter(&filter(&p.caps)?)
+            .map_err(|e| err("install the seccomp filter", e))?;
     }
     for cap in caps::all() {
         // An error reading it: the running kernel does not know this capability.
@@ -116,81 +112,61 @@ pub fn apply(p: &Privileges) -> Result<(), ContainerError> {
     Ok(())
 }
 
-fn arch() -> Result<TargetArch, ContainerError> {
-    TargetArch::try_from(std::env::consts::ARCH)
-        .map_err(|e| err("seccomp on this architecture", format!("{e:?}")))
-}
-
-fn cond(arg: u8, op: Op, value: u64) -> Result<SeccompRule, ContainerError> {
-    let c = SeccompCondition::new(arg, Len::Dword, op, value)
-        .map_err(|e| err("seccomp condition", e))?;
-    SeccompRule::new(vec![c]).map_err(|e| err("seccomp rule", e))
-}
-
-/// Docker's default profile for a process holding `caps`: the allow-list (everything else
-/// `EPERM`) and, without `CAP_SYS_ADMIN`, a second filter answering `clone3` with `ENOSYS`.
-/// Filters are evaluated newest first and the first of equal precedence wins, so `ENOSYS`
-/// beats the allow-list's `EPERM`.
-pub fn filters(caps: &[String]) -> Result<Vec<BpfProgram>, ContainerError> {
+/// Docker's default profile for a process holding `caps`, as one program
+/// ([`crate::seccomp`]): the allow-list (everything else `EPERM`); without `CAP_SYS_ADMIN`,
+/// `clone3` answers `ENOSYS` (libc then falls back to `clone`, whose namespace flags the
+/// filter can see) and `clone` is allowed only without `CLONE_NEW*` flags.
+pub fn filter(caps: &[String]) -> Result<Vec<seccomp::Insn>, ContainerError> {
     let has = |c: &str| caps.iter().any(|x| x == c);
     let sys_admin = has("CAP_SYS_ADMIN");
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for (_, nr) in ALLOW {
-        rules.insert(*nr, Vec::new());
+    let nr =
+        |n: i64| u32::try_from(n).map_err(|_| err("seccomp table", format!("system call {n}")));
+    let allow = Rule::Always(Action::Allow);
+    let eperm = Action::Errno(libc::EPERM as u16);
+    let mut rules: BTreeMap<u32, Rule> = BTreeMap::new();
+    for (_, n) in ALLOW {
+        rules.insert(nr(*n)?, allow.clone());
     }
     for (cap, list) in BY_CAP {
         if has(cap) {
-            for (_, nr) in *list {
-                rules.insert(*nr, Vec::new());
+            for (_, n) in *list {
+                rules.insert(nr(*n)?, allow.clone());
             }
         }
     }
+    let any_of = |tests: Vec<Cmp>| Rule::Arg {
+        arg: 0,
+        tests,
+        then: Action::Allow,
+        otherwise: eperm,
+    };
     // socket(2): every family but AF_ALG (38) and AF_VSOCK (40).
     rules.insert(
-        libc::SYS_socket,
-        vec![
-            cond(0, Op::Lt, 38)?,
-            cond(0, Op::Eq, 39)?,
-            cond(0, Op::Gt, 40)?,
-        ],
+        nr(libc::SYS_socket)?,
+        any_of(vec![Cmp::Lt(38), Cmp::Eq(39), Cmp::Gt(40)]),
     );
     // personality(2): the harmless personas only (PER_LINUX, PER_LINUX32, UNAME26, query).
     rules.insert(
-        libc::SYS_personality,
-        [0u64, 8, 0x20000, 0x20008, 0xffff_ffff]
-            .iter()
-            .map(|v| cond(0, Op::Eq, *v))
-            .collect::<Result<_, _>>()?,
+        nr(libc::SYS_personality)?,
+        any_of(
+            [0u32, 8, 0x20000, 0x20008, 0xffff_ffff]
+                .into_iter()
+                .map(Cmp::Eq)
+                .collect(),
+        ),
     );
     if !sys_admin {
         // clone(2) without any CLONE_NEW* flag (0x7E020000).
         rules.insert(
-            libc::SYS_clone,
-            vec![cond(0, Op::MaskedEq(0x7E02_0000), 0)?],
+            nr(libc::SYS_clone)?,
+            any_of(vec![Cmp::NoBitOf(0x7E02_0000)]),
+        );
+        rules.insert(
+            nr(libc::SYS_clone3)?,
+            Rule::Always(Action::Errno(libc::ENOSYS as u16)),
         );
     }
-    let arch = arch()?;
-    let main = SeccompFilter::new(
-        rules,
-        SeccompAction::Errno(libc::EPERM as u32),
-        SeccompAction::Allow,
-        arch,
-    )
-    .map_err(|e| err("seccomp filter", e))?;
-    let mut out = vec![BpfProgram::try_from(main).map_err(|e| err("seccomp filter", e))?];
-    if !sys_admin {
-        let mut clone3 = BTreeMap::new();
-        clone3.insert(libc::SYS_clone3, Vec::new());
-        let f = SeccompFilter::new(
-            clone3,
-            SeccompAction::Allow,
-            SeccompAction::Errno(libc::ENOSYS as u32),
-            arch,
-        )
-        .map_err(|e| err("seccomp filter", e))?;
-        out.push(BpfProgram::try_from(f).map_err(|e| err("seccomp filter", e))?);
-    }
-    Ok(out)
+    seccomp::compile(seccomp::NATIVE_ARCH, &rules, eperm).map_err(|e| err("seccomp filter", e))
 }
 
 #[cfg(test)]
@@ -215,15 +191,179 @@ mod tests {
         .is_err());
     }
 
+    /// The filters seccompiler built before berth compiled its own (stop 32 and earlier):
+    /// the reference the new program must agree with.
+    fn seccompiler_filters(caps: &[String]) -> Vec<seccompiler::BpfProgram> {
+        use seccompiler::{
+            SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition,
+            SeccompFilter, SeccompRule, TargetArch,
+        };
+        let cond = |arg: u8, op: Op, value: u64| {
+            SeccompRule::new(vec![
+                SeccompCondition::new(arg, Len::Dword, op, value).unwrap()
+            ])
+            .unwrap()
+        };
+        let has = |c: &str| caps.iter().any(|x| x == c);
+        let sys_admin = has("CAP_SYS_ADMIN");
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+        for (_, nr) in ALLOW {
+            rules.insert(*nr, Vec::new());
+        }
+        for (cap, list) in BY_CAP {
+            if has(cap) {
+                for (_, nr) in *list {
+                    rules.insert(*nr, Vec::new());
+                }
+            }
+        }
+        rules.insert(
+            libc::SYS_socket,
+            vec![
+                cond(0, Op::Lt, 38),
+                cond(0, Op::Eq, 39),
+                cond(0, Op::Gt, 40),
+            ],
+        );
+        rules.insert(
+            libc::SYS_personality,
+            [0u64, 8, 0x20000, 0x20008, 0xffff_ffff]
+                .iter()
+                .map(|v| cond(0, Op::Eq, *v))
+                .collect(),
+        );
+        if !sys_admin {
+            rules.insert(libc::SYS_clone, vec![cond(0, Op::MaskedEq(0x7E02_0000), 0)]);
+        }
+        let arch = TargetArch::try_from(std::env::consts::ARCH).unwrap();
+        let main = SeccompFilter::new(
+            rules,
+            SeccompAction::Errno(libc::EPERM as u32),
+            SeccompAction::Allow,
+            arch,
+        )
+        .unwrap();
+        let mut out = vec![seccompiler::BpfProgram::try_from(main).unwrap()];
+        if !sys_admin {
+            let mut clone3 = BTreeMap::new();
+            clone3.insert(libc::SYS_clone3, Vec::new());
+            let f = SeccompFilter::new(
+                clone3,
+                SeccompAction::Allow,
+                SeccompAction::Errno(libc::ENOSYS as u32),
+                arch,
+            )
+            .unwrap();
+            out.push(seccompiler::BpfProgram::try_from(f).unwrap());
+        }
+        out
+    }
+
+    /// The kernel's verdict of a stack of filters: each runs, the newest first, and the
+    /// action of highest precedence wins (`SECCOMP_RET_ACTION_FULL` compared as signed, the
+    /// first of equal precedence kept).
+    fn stacked(filters: &[Vec<seccomp::Insn>], d: &crate::seccomp::tests::Data) -> u32 {
+        let mut best: Option<u32> = None;
+        for f in filters.iter().rev() {
+            let r = crate::seccomp::tests::run(f, d);
+            let prec = |v: u32| (v & libc::SECCOMP_RET_ACTION_FULL) as i32;
+            if best.is_none_or(|b| prec(r) < prec(b)) {
+                best = Some(r);
+            }
+        }
+        best.unwrap()
+    }
+
+    /// Proves the one-program filter decides exactly as seccompiler's two filters did, for
+    /// Docker's default capabilities, with CAP_SYS_ADMIN, with every capability and with
+    /// none: every system call number 0–1023, the x32 numbers, the largest, a foreign
+    /// architecture, and the argument values at every edge of the socket, personality and
+    /// clone rules (high bits set too); and that it is a fraction of the old size.
     #[test]
-    fn filters_compile() {
-        let p = Privileges::default();
-        let f = filters(&p.caps).unwrap();
-        assert_eq!(f.len(), 2, "allow-list plus clone3 → ENOSYS");
-        assert!(f[0].len() > 300);
-        let mut admin = p.caps.clone();
+    fn the_one_program_decides_as_seccompilers_filters_did() {
+        use crate::seccomp::tests::Data;
+        let default = Privileges::default().caps;
+        let mut admin = default.clone();
         admin.push("CAP_SYS_ADMIN".into());
-        assert_eq!(filters(&admin).unwrap().len(), 1);
+        let all = Privileges::unconfined().caps;
+        let args: Vec<u64> = [
+            0u64,
+            1,
+            2,
+            8,
+            10,
+            16,
+            37,
+            38,
+            39,
+            40,
+            41,
+            0x20000,
+            0x20008,
+            0xffff_ffff,
+            0x11,
+            0x0100_0000,
+            0x0002_0000,
+            0x0400_0000,
+            0x0800_0000,
+            0x1000_0000,
+            0x2000_0000,
+            0x4000_0000,
+            0x7E02_0000,
+            0x8000_0000,
+            0x0001_0000,
+        ]
+        .into_iter()
+        .flat_map(|v| [v, v | (1 << 32), v | (0xffff_ffff << 32)])
+        .collect();
+        let nrs: Vec<u32> = (0..1024)
+            .chain((0..600).map(|n| 0x4000_0000 | n))
+            .chain([u32::MAX, 0x8000_0000])
+            .collect();
+        for caps in [default.clone(), admin, all, Vec::new()] {
+            let old: Vec<Vec<seccomp::Insn>> = seccompiler_filters(&caps)
+                .into_iter()
+                .map(|p| {
+                    p.iter()
+                        .map(|i| seccomp::Insn {
+                            code: i.code,
+                            jt: i.jt,
+                            jf: i.jf,
+                            k: i.k,
+                        })
+                        .collect()
+                })
+                .collect();
+            let new = filter(&caps).unwrap();
+            let old_len: usize = old.iter().map(Vec::len).sum();
+            assert!(
+                new.len() * 3 < old_len,
+                "{} instructions against {old_len}",
+                new.len()
+            );
+            for arch in [crate::seccomp::NATIVE_ARCH, 0x4000_0003, 0xC000_00B7] {
+                for nr in &nrs {
+                    let special = [libc::SYS_socket, libc::SYS_personality, libc::SYS_clone]
+                        .contains(&i64::from(*nr));
+                    let tried: &[u64] = if special { &args } else { &[0, u64::MAX] };
+                    for a in tried {
+                        let d = Data {
+                            nr: *nr,
+                            arch,
+                            args: [*a, *a, 0, 0, 0, 0],
+                        };
+                        assert_eq!(
+                            crate::seccomp::tests::run(&new, &d),
+                            stacked(&old, &d),
+                            "caps {} nr {nr} arg {a:#x} arch {arch:#x}",
+                            caps.len()
+                        );
+                    }
+                }
+            }
+        }
+        // Docker's default: a few hundred instructions at most.
+        assert!(filter(&default).unwrap().len() < 300);
     }
 
     #[test]

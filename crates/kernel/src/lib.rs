@@ -27,6 +27,7 @@ pub mod overlayns;
 pub mod probe;
 pub mod rootfs;
 pub mod routeget;
+pub mod seccomp;
 #[rustfmt::skip]
 mod seccomp_table;
 pub mod sublink;

@@ -1,8 +1,8 @@
 //! The only `unsafe` in berth: the system and libc calls that neither std nor nix wraps.
 //!
-//! * `prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog)`: seccompiler's own `apply_filter` always
-//!   sets `no_new_privs` first, which would make `--security-opt no-new-privileges=false`
-//!   impossible; the filter itself is still compiled by seccompiler.
+//! * `prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog)`: no wrapper in std or nix; the program
+//!   is berth's own ([`crate::seccomp`]), installed without forcing `no_new_privs` so that
+//!   `--security-opt no-new-privileges=false` stays possible.
 //! * `mount_setattr(2)` (Linux 5.12): makes a whole mount tree read-only (and `nodev`) in one
 //!   atomic call, where `mount(MS_REMOUNT)` changes one mount at a time and would have to chase
 //!   the host's submounts through `/proc/self/mountinfo`.
@@ -61,13 +61,13 @@ struct MountAttr {
 
 /// Installs a compiled seccomp filter on the calling thread (single-threaded callers only: no
 /// TSYNC). Needs `CAP_SYS_ADMIN` or `no_new_privs`.
-pub fn install_seccomp_filter(prog: &[seccompiler::sock_filter]) -> io::Result<()> {
+pub fn install_seccomp_filter(prog: &[libc::sock_filter]) -> io::Result<()> {
     let len = u16::try_from(prog.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seccomp filter too long"))?;
     let fprog = libc::sock_fprog {
         len,
-        // seccompiler::sock_filter is #[repr(C)] { u16, u8, u8, u32 }: libc::sock_filter's layout.
-        filter: prog.as_ptr().cast::<libc::sock_filter>().cast_mut(),
+        // The kernel only reads the program (it copies it).
+        filter: prog.as_ptr().cast_mut(),
     };
     // SAFETY: `fprog` points to `len` initialized instructions borrowed for the whole call; the
     // kernel copies the program and keeps no pointer to it.
