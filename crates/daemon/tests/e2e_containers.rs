@@ -730,3 +730,72 @@ fn run_attached_is_one_request_with_output_and_exit() {
     assert_eq!(stdout(&o), "hi\n", "{}", show(&o));
     assert_eq!(stderr(&o), "ho\n", "{}", show(&o));
 }
+
+/// Proves: every container gets a network namespace of its own, never one another container
+/// used, though berthd makes them ahead (`netpool.rs`): a container with NET_ADMIN adds a
+/// veth pair to its namespace, and the containers started after it, on the bridge network
+/// and with `--network none`, each in a namespace no other has (all kept running, so no
+/// namespace's inode number can be recycled meanwhile), see only their own `lo` (and `eth0`
+/// on the network), never that pair.
+#[test]
+fn each_container_has_a_fresh_network_namespace() {
+    require_root!();
+    let w = World::new();
+    w.berth_ok(&["network", "create", "--subnet", "10.67.0.0/24", "fresh"]);
+    let show_ns = "readlink /proc/self/ns/net; ls /sys/class/net | tr '\\n' ' '; echo";
+    let look = |name: &str| -> (String, Vec<String>) {
+        let out = w.exec_ok(name, &["sh", "-c", show_ns]);
+        let mut lines = out.lines();
+        let ns = lines.next().unwrap_or_default().to_string();
+        let mut links: Vec<String> = lines
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        links.sort_unstable();
+        (ns, links)
+    };
+    w.run_d(
+        "dirty",
+        &["--network", "fresh", "--cap-add", "NET_ADMIN"],
+        &[
+            "sh",
+            "-c",
+            "ip link add berthdirty type veth peer name berthdirty2 && sleep 600",
+        ],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (dirty_ns, links) = loop {
+        let (ns, links) = look("dirty");
+        if links.iter().any(|l| l == "berthdirty") {
+            break (ns, links);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pair was never made: {links:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(dirty_ns.starts_with("net:["), "{dirty_ns:?} {links:?}");
+    let mut seen = vec![dirty_ns];
+    for (i, net) in ["fresh", "none", "fresh", "none"].into_iter().enumerate() {
+        let name = format!("clean{i}");
+        w.run_d(&name, &["--network", net], &["sleep", "600"]);
+        let (ns, links) = look(&name);
+        assert!(
+            !seen.contains(&ns),
+            "{name} ({net}): namespace {ns} is another container's ({seen:?})"
+        );
+        seen.push(ns);
+        let want: Vec<String> = if net == "none" {
+            vec!["lo".into()]
+        } else {
+            vec!["eth0".into(), "lo".into()]
+        };
+        assert_eq!(
+            links, want,
+            "{name} ({net}): interfaces of a fresh namespace"
+        );
+    }
+}
