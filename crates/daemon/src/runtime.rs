@@ -340,7 +340,7 @@ impl Runtime {
                 if let Some(p) = plumbing {
                     let _ = p.await;
                 }
-                if plumbed.is_some() || gate.is_some() {
+                if gate.is_some() {
                     self.abandon_start(d, c).await;
                 }
                 return Err(ApiError::internal(format!(

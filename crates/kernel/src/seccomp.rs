@@ -1,14 +1,14 @@
 //! A seccomp policy compiled to one classic BPF program that finds a system call's verdict by
 //! binary search over ranges of system call numbers.
 //!
-//! Why not seccompiler's program: it tests the allowed calls one after another (~400 of
-//! Docker's ~370 names: a program of ~800 instructions), and every container start paid for
-//! it twice at `prctl(PR_SET_SECCOMP)` — the kernel converts the program to eBPF and JITs it
+//! Why not seccompiler's program: it tests the allowed calls one after another (1,587
+//! instructions for Docker's default profile), and every container start paid for it twice
+//! at `prctl(PR_SET_SECCOMP)` — the kernel converts the program to eBPF and JITs it
 //! (`bpf_prepare_filter`), then runs it for every system call number to fill its
-//! allow-cache (`seccomp_cache_prepare`): 0.8–1.0 ms of a `run --rm` on this project's
-//! machines (`--security-opt seccomp=unconfined` A/B, docs/PERFORMANCE.md). Its second
+//! allow-cache (`seccomp_cache_prepare`): ~1.2 ms per start, 0.56–0.9 ms of a `run --rm` on
+//! this project's machines (`bench/cli/opts_ab.sh`, docs/PERFORMANCE.md). Its second
 //! filter (`clone3` → `ENOSYS`, one filter could not carry two errnos) was a second
-//! compilation. Here: one program of a few hundred instructions at most, decided in ~10
+//! compilation. Here: one program (150 instructions for that profile), decided in ~10
 //! comparisons, with per-call actions (`ENOSYS` for `clone3`, `EPERM` elsewhere).
 //!
 //! The program:
@@ -160,9 +160,9 @@ pub fn compile(
             if *arg > 5 {
                 return Err(SeccompError::BadArg { nr: *nr, arg: *arg });
             }
-            // Each test is two instructions and the first jumps over all the others: a
+            // Each test is one instruction and the first jumps over all the others: a
             // short jump spans 255.
-            if tests.len() > 120 {
+            if tests.len() > 250 {
                 return Err(SeccompError::TooManyTests(*nr));
             }
         }
@@ -266,29 +266,28 @@ fn tree(segs: &[Segment<'_>], out: &mut Vec<Insn>) {
 }
 
 fn leaf(rule: &Leaf<'_>, out: &mut Vec<Insn>) {
-    let Leaf::Arg(Rule::Arg {
-        arg,
-        tests,
-        then,
-        otherwise,
-    }) = rule
-    else {
-        if let Leaf::Ret(a) = rule {
+    let (arg, tests, then, otherwise) = match rule {
+        Leaf::Ret(a) => {
             out.push(stmt(BPF_RET_K, a.ret()));
+            return;
         }
-        return;
+        Leaf::Arg(Rule::Arg {
+            arg,
+            tests,
+            then,
+            otherwise,
+        }) => (*arg, tests, *then, *otherwise),
+        // `segments` makes an argument leaf of argument rules only.
+        Leaf::Arg(Rule::Always(a)) => {
+            out.push(stmt(BPF_RET_K, a.ret()));
+            return;
+        }
     };
-    // Laid out as: [ld; test → THEN]… ret OTHERWISE; THEN: ret THEN. Each test reloads the
-    // argument, so a masking test may clobber A. `to_then` counts the instructions between
-    // the jump and THEN.
-    let off = arg_low(*arg);
-    let total = 2 * tests.len();
-    let mut done = 0usize;
-    for t in tests {
-        out.push(stmt(BPF_LD_W_ABS, off));
-        done += 2;
+    // Laid out as: ld; [test → THEN]… ret OTHERWISE; THEN: ret THEN. No test changes A.
+    out.push(stmt(BPF_LD_W_ABS, arg_low(arg)));
+    for (i, t) in tests.iter().enumerate() {
         // After this jump: the remaining tests, then `ret otherwise`.
-        let to_then = u8::try_from(total - done + 1).unwrap_or(u8::MAX);
+        let to_then = u8::try_from(tests.len() - i).unwrap_or(u8::MAX);
         out.push(match *t {
             Cmp::Eq(v) => jump(BPF_JEQ_K, v, to_then, 0),
             Cmp::Gt(v) => jump(BPF_JGT_K, v, to_then, 0),
@@ -350,6 +349,7 @@ pub(crate) mod tests {
                 BPF_JSET_K => next(i.jt, i.jf, a & i.k != 0),
                 BPF_JA => pc + 1 + i.k as usize,
                 BPF_RET_K => return i.k,
+                // seccompiler's masked compares (the reference filters in confine's test).
                 c if c == (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16 => {
                     a &= i.k;
                     pc + 1
