@@ -77,30 +77,9 @@ cleanup() {
     log "cleaned up ($(ip netns list | grep -c "^$P-" || true) $P-* namespaces left)"
 }
 trap cleanup EXIT
-ns() { ip netns add "$1"; NSS+=("$1"); ip -n "$1" link set lo up; }
-
-# --- the LAN: one bridge, hosts a (10.241.0.1) and b (10.241.0.2) --------------------------------
-ns $P-lan
-ip -n $P-lan link add lan0 type bridge
-ip -n $P-lan addr add 10.241.0.254/24 dev lan0
-ip -n $P-lan link set lan0 up
-i=1
-for h in a b; do
-    ns $P-$h
-    ip -n $P-lan link add p$h type veth peer name eth0 netns $P-$h
-    ip -n $P-lan link set p$h master lan0 up
-    ip -n $P-$h addr add 10.241.0.$i/24 dev eth0
-    ip -n $P-$h link set eth0 up
-    x $P-$h sysctl -qw net.ipv4.ip_forward=1
-    # berth's real static rules in every host namespace (both tables), as berthd writes them.
-    x $P-$h nft -f "$GOLD"
-    # br_netfilter on in the host namespaces: the host administrator's usual setting (Docker
-    # and kube-proxy need it), which berth cannot change.
-    x $P-$h sysctl -qw net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1
-    i=$((i + 1))
-done
-
-mac() { printf '02:42:0a:%02x:00:%02x' "$1" "$2"; }   # net, host index
+# shellcheck source=shapes.sh
+. "$HERE/shapes.sh"
+lan_and_hosts 10.241.0
 
 # container NS NETNS_OF_BRIDGE BRIDGE VETH IP/24 MAC GW: a container namespace with eth0 on the
 # bridge (the veth's host side is created where the bridge is).
