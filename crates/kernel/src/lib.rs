@@ -35,4 +35,5 @@ pub mod sys;
 pub mod sysctl;
 pub mod trace;
 pub mod user;
+pub mod vnet;
 pub mod vxlan;

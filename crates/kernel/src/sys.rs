@@ -7,8 +7,9 @@
 //!   atomic call, where `mount(MS_REMOUNT)` changes one mount at a time and would have to chase
 //!   the host's submounts through `/proc/self/mountinfo`.
 //! * `ioctl(TUNSETIFF)`: attaches an open `/dev/net/tun` to a new tun device (berth's WireGuard
-//!   datapath for encrypted overlay networks reads and writes its packets), and `poll(2)` on
-//!   it (nix's `poll` feature is not built; this is one call).
+//!   datapath for encrypted overlay networks reads and writes its packets), with
+//!   `TUNSETVNETHDRSZ` and `TUNSETOFFLOAD` for its virtio-net header and offloads, and
+//!   `poll(2)` on it (nix's `poll` feature is not built; this is one call).
 //! * `fork(2)` in a container's stage 2 (single-threaded, checked): the command's process is a
 //!   copy of it instead of a fresh load of berthd's large executable (about 2 ms per container).
 //!
@@ -158,13 +159,40 @@ struct TunReq {
     _pad: [u8; 22],
 }
 
+/// `TUNSETOFFLOAD` (`_IOW('T', 208, unsigned int)`).
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+/// `TUNSETVNETHDRSZ` (`_IOW('T', 216, int)`).
+const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+/// `IFF_VNET_HDR`: every packet read or written carries a virtio-net header first.
+const IFF_VNET_HDR: libc::c_int = 0x4000;
+/// `TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6`: the reader completes checksums and cuts TCP
+/// aggregates itself.
+const TUN_F_PLAIN: libc::c_uint = 0x01 | 0x02 | 0x04;
+/// `TUN_F_UDP_TUNNEL_GSO | TUN_F_UDP_TUNNEL_GSO_CSUM` (Linux 6.17): … TCP aggregates inside a
+/// UDP tunnel too (VXLAN's), with or without an outer checksum.
+const TUN_F_TUNNEL: libc::c_uint = 0x080 | 0x100;
+
+/// A tun device opened by [`open_tun`].
+pub struct Tun {
+    /// The file its packets are read from and written to, each behind a
+    /// [`crate::vnet::HDR_LEN`]-byte virtio-net header.
+    pub file: std::fs::File,
+    /// Whether the kernel hands out whole TCP aggregates, also inside UDP tunnels (the reader
+    /// cuts them: [`crate::vnet::split`]); false on kernels before 6.17, where every packet
+    /// read is one the wire carries (its header all zero).
+    pub offload: bool,
+}
+
 /// Creates tun device `name` (layer 3, no packet information header) in the calling thread's
 /// network namespace and returns the file its packets are read from and written to. The
 /// device is not persistent: it disappears when the file is closed (berthd exiting included),
 /// so a crash never leaves it behind. `IFF_NAPI` makes written packets go through a NAPI
 /// context and GRO (Linux ≥ 4.15), so consecutive ones can be received as one aggregate.
+/// `IFF_VNET_HDR` with a 24-byte header (`struct virtio_net_hdr_v1_hash_tunnel`) and the
+/// offloads of [`Tun::offload`] where the kernel has them: the stack in front of the device
+/// then runs once per aggregate instead of once per segment.
 /// The file is non-blocking (`O_NONBLOCK`): its readers wait with [`readable`].
-pub fn open_tun(name: &str) -> io::Result<std::fs::File> {
+pub fn open_tun(name: &str) -> io::Result<Tun> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -176,26 +204,36 @@ pub fn open_tun(name: &str) -> io::Result<std::fs::File> {
         .write(true)
         .custom_flags(libc::O_NONBLOCK)
         .open("/dev/net/tun")?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
     let mut req = TunReq {
         name: [0; libc::IFNAMSIZ],
-        flags: (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_NAPI) as libc::c_short,
+        flags: (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_NAPI | IFF_VNET_HDR) as libc::c_short,
         _pad: [0; 22],
     };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
     // SAFETY: `req` is a properly sized, initialized `struct ifreq` that lives for the whole
     // call; the kernel reads it and writes the chosen name back into it.
-    let rc = unsafe {
-        libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(&file),
-            TUNSETIFF as _,
-            &mut req as *mut TunReq,
-        )
-    };
-    if rc == 0 {
-        Ok(file)
-    } else {
-        Err(io::Error::last_os_error())
+    let rc = unsafe { libc::ioctl(fd, TUNSETIFF as _, &mut req as *mut TunReq) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
     }
+    let hdr_len = crate::vnet::HDR_LEN as libc::c_int;
+    // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which lives for the call.
+    let rc = unsafe { libc::ioctl(fd, TUNSETVNETHDRSZ as _, &hdr_len as *const libc::c_int) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // TUNSETOFFLOAD takes the flags as the argument itself; a kernel without the tunnel
+    // offloads refuses them (EINVAL): the device then works without any offload.
+    // SAFETY: an integer argument, no memory passed.
+    let offload = unsafe {
+        libc::ioctl(
+            fd,
+            TUNSETOFFLOAD as _,
+            (TUN_F_PLAIN | TUN_F_TUNNEL) as libc::c_ulong,
+        )
+    } == 0;
+    Ok(Tun { file, offload })
 }
 
 /// Holds GRO open on device `dev` for `ns` nanoseconds after a poll
