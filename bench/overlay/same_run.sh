@@ -15,7 +15,8 @@
 #
 # Measured, interleaved round by round so machine noise hits every scenario alike:
 #   1. iperf3 TCP (IPERF_T s, DRUNS rounds): underlay host→host (d1→d2 and b1→b2), Docker overlay
-#      container→container across hosts, berth overlay container→container across hosts.
+#      container→container across hosts, berth overlay container→container across hosts, and a
+#      bare VXLAN device host→host in berth's host namespaces (the floor of any VXLAN overlay).
 #   2. ping RTT (200 echoes at 2 ms) for the same paths.
 #   3. Propagation (N rounds each, alternating): a container started on host 2 (`docker run -d` /
 #      `berth run -d`), probed from a container on host 1 by name (the container's own resolver)
@@ -172,6 +173,19 @@ for _ in $(seq 1 20); do b 2 network inspect bov >/dev/null 2>&1 && break; sleep
 b 1 run -d --network bov --name s1 sleep 100000 >/dev/null
 b 2 run -d --network bov --name s2 sleep 100000 >/dev/null
 
+# The floor of any VXLAN overlay here: a bare VXLAN device straight in berth's two host
+# namespaces (berthd's real rules around it), no container, veth, bridge or br_netfilter hop;
+# its own VNI and UDP port (4793: 4789 is the overlays', 4792 berth's encrypted port, dropped
+# unless decrypted), static FDB and neighbour entries. Host b1 -> 10.74.0.2 on b2.
+for i in 1 2; do
+    o=$((3 - i))
+    ip -n bso-b$i link add vxfloor mtu 1450 type vxlan id 7400 local 10.238.0.$((i + 2)) dstport 4793 nolearning
+    ip -n bso-b$i link set vxfloor address 02:42:0a:4a:00:0$i up
+    ip -n bso-b$i addr add 10.74.0.$i/24 dev vxfloor
+    ip netns exec bso-b$i bridge fdb append 02:42:0a:4a:00:0$o dev vxfloor dst 10.238.0.$((o + 2)) self permanent
+    ip -n bso-b$i neigh add 10.74.0.$o lladdr 02:42:0a:4a:00:0$o dev vxfloor nud permanent
+done
+
 dpid() { d "$1" inspect -f '{{.State.Pid}}' "$2"; }
 bpid() { b "$1" inspect -f '{{.State.Pid}}' "$2"; }
 PO1=$(dpid 1 o1); PO2=$(dpid 2 o2); PS1=$(bpid 1 s1); PS2=$(bpid 2 s2)
@@ -206,10 +220,13 @@ for E in "$EH2" "$EO2" "$EB2" "$ES2"; do
 done
 sleep 1
 SCEN=("underlay-docker-hosts|$EH1|10.238.0.2" "docker-overlay|$EO1|$O2"
-      "underlay-berth-hosts|$EB1|10.238.0.4" "berth-overlay|$ES1|$S2")
+      "underlay-berth-hosts|$EB1|10.238.0.4" "berth-overlay|$ES1|$S2" "vxlan-floor|$EB1|10.74.0.2")
 echo "start $(loadavg)" > "$RES/loadavg.txt"
 for r in $(seq 1 "$DRUNS"); do
-    for s in "${SCEN[@]}"; do
+    # odd rounds in order, even rounds reversed: no scenario always runs first or last
+    order=("${SCEN[@]}")
+    if [ $((r % 2)) = 0 ]; then order=(); for ((k = ${#SCEN[@]} - 1; k >= 0; k--)); do order+=("${SCEN[k]}"); done; fi
+    for s in "${order[@]}"; do
         IFS='|' read -r name E ip <<< "$s"
         $E timeout $((IPERF_T + 10)) iperf3 -c "$ip" -p 5201 -t "$IPERF_T" -O 1 -J > $RUN/iperf.json 2>&1 || true
         python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.3f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))' \
@@ -268,10 +285,10 @@ ratio() { python3 -c 'import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); pri
     echo
     echo "| what | median | min | max | p25–p75 | n | unit |"
     echo "|---|---|---|---|---|---|---|"
-    for f in underlay-docker-hosts underlay-berth-hosts docker-overlay berth-overlay; do
+    for f in underlay-docker-hosts underlay-berth-hosts docker-overlay berth-overlay vxlan-floor; do
         python3 "$HERE/stats.py" "$RES/$f-gbps.txt" "iperf3 TCP $f" "Gbit/s"
     done
-    for f in underlay-docker-hosts underlay-berth-hosts docker-overlay berth-overlay; do
+    for f in underlay-docker-hosts underlay-berth-hosts docker-overlay berth-overlay vxlan-floor; do
         python3 "$HERE/stats.py" "$RES/$f-ping-us.txt" "ping avg RTT $f" "µs"
     done
     for who in docker berth; do
@@ -283,6 +300,8 @@ ratio() { python3 -c 'import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); pri
     ud=$(med "$RES/underlay-docker-hosts-gbps.txt"); ub=$(med "$RES/underlay-berth-hosts-gbps.txt")
     do_=$(med "$RES/docker-overlay-gbps.txt"); bo=$(med "$RES/berth-overlay-gbps.txt")
     echo "- berth overlay / its underlay: $(ratio "$bo" "$ub"); Docker overlay / its underlay: $(ratio "$do_" "$ud"); berth / Docker: $(ratio "$bo" "$do_")"
+    vf=$(med "$RES/vxlan-floor-gbps.txt")
+    echo "- bare VXLAN device host→host (the floor of any VXLAN overlay here) / its underlay: $(ratio "$vf" "$ub"); / Docker overlay: $(ratio "$vf" "$do_"); berth overlay / it: $(ratio "$bo" "$vf")"
     echo "- load average: $(tr '\n' ';' < "$RES/loadavg.txt")"
     for who in docker berth; do
         [ -s "$RES/prop-$who-fail.txt" ] && echo "- $who probe failures: $(wc -l < "$RES/prop-$who-fail.txt")"
