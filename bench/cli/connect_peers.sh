@@ -68,7 +68,7 @@ if [ "${1:-}" = "__loop" ]; then
         vadd "$@"; t8=${EPOCHREALTIME/./}; vshow "$@"; t9=${EPOCHREALTIME/./}
         vdel "$@"
         echo "$((t1 - t0)) $((t3 - t2)) $((t5 - t4)) $((t6 - t5)) $((t7 - t6)) $((t8 - t7)) $((t9 - t8))" >>"$out"
-        echo done
+        echo "done"
     done
     exit 0
 fi
@@ -202,4 +202,12 @@ echo "the kernel's veth creation (ip link add - ip link show): $vk ms; with a re
 echo "berthd's share (above a request that does nothing, \`berth version\` ${med[Bv]} ms): connect $(echo "scale=3; ${med[Bc]} - ${med[Bv]}" | bc) / disconnect $(echo "scale=3; ${med[Bd]} - ${med[Bv]}" | bc) ms"
 if [ "$abin" != "-" ]; then
     echo "connect: A - B = $(echo "scale=3; ${med[Ac]} - ${med[Bc]}" | bc) ms; disconnect: A - B = $(echo "scale=3; ${med[Ad]} - ${med[Bd]}" | bc) ms"
+fi
+# The kernel's whole part of a connect's endpoint, done bare in the same run (veth with its
+# peer in a container namespace, port flags, FDB entry, disable_ipv6, address, both sides up):
+# with a request that does nothing, the floor under any daemon's connect through a CLI.
+ef="$("$(dirname "$self")/endpoint_floor.sh" "${EF_N:-50}" "${EF_R:-3}" | sed -n 's/^endpoint floor (.*): \([0-9]*\) us$/\1/p')"
+if [ -n "$ef" ]; then
+    ef_ms=$(echo "scale=3; $ef / 1000" | bc)
+    echo "the endpoint's kernel work done bare (bench/cli/endpoint_floor.sh): $ef_ms ms; with a request that does nothing: a connect's full floor here is $(echo "scale=3; ${med[Bv]} + $ef_ms" | bc) ms; berth connect is $(echo "scale=3; ${med[Bc]} - ${med[Bv]} - $ef_ms" | bc) ms above it"
 fi
