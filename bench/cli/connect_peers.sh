@@ -206,7 +206,8 @@ fi
 # The kernel's whole part of a connect's endpoint, done bare in the same run (veth with its
 # peer in a container namespace, port flags, FDB entry, disable_ipv6, address, both sides up):
 # with a request that does nothing, the floor under any daemon's connect through a CLI.
-ef="$("$(dirname "$self")/endpoint_floor.sh" "${EF_N:-50}" "${EF_R:-3}" | sed -n 's/^endpoint floor (.*): \([0-9]*\) us$/\1/p')"
+# A failure there leaves the line out, not the figures above.
+ef="$("$(dirname "$self")/endpoint_floor.sh" "${EF_N:-50}" "${EF_R:-3}" | sed -n 's/^endpoint floor (.*): \([0-9]*\) us$/\1/p')" || ef=""
 if [ -n "$ef" ]; then
     ef_ms=$(echo "scale=3; $ef / 1000" | bc)
     echo "the endpoint's kernel work done bare (bench/cli/endpoint_floor.sh): $ef_ms ms; with a request that does nothing: a connect's full floor here is $(echo "scale=3; ${med[Bv]} + $ef_ms" | bc) ms; berth connect is $(echo "scale=3; ${med[Bc]} - ${med[Bv]} - $ef_ms" | bc) ms above it"

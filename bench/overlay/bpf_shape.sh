@@ -92,13 +92,8 @@ for h in a b; do
     x $H tc filter add dev ve ingress bpf da obj "$OBJ/$h-OUT.o" sec tc
     x $H tc qdisc add dev vxe clsact
     x $H tc filter add dev vxe ingress bpf da obj "$OBJ/$h-IN.o" sec tc
-    # floor: a bare VXLAN device in the host namespace, subnet 10.74.0.0/24 (UDP 4793: 4792 is
-    # berth's encrypted overlay port, which its static rules drop unless decrypted)
-    ip -n $H link add vxf mtu 1450 type vxlan id 7400 local $L dstport 4793 nolearning
-    ip -n $H link set vxf address "$(mac 74 $i)" up
-    ip -n $H addr add 10.74.0.$i/24 dev vxf
-    x $H bridge fdb append "$(mac 74 $oi)" dev vxf dst 10.243.0.$oi self permanent
-    ip -n $H neigh add 10.74.0.$oi lladdr "$(mac 74 $oi)" dev vxf nud permanent
+    # floor: a bare VXLAN device in the host namespace, subnet 10.74.0.0/24 (shapes.sh)
+    vxlan_floor $H $L 10.243.0.$oi $i $oi
     i=$((i + 1))
 done
 x $P-b-cd ping -c1 -W2 -q 10.71.0.11 >/dev/null || { echo "docker shape: no path" >&2; exit 1; }

@@ -174,16 +174,12 @@ b 1 run -d --network bov --name s1 sleep 100000 >/dev/null
 b 2 run -d --network bov --name s2 sleep 100000 >/dev/null
 
 # The floor of any VXLAN overlay here: a bare VXLAN device straight in berth's two host
-# namespaces (berthd's real rules around it), no container, veth, bridge or br_netfilter hop;
-# its own VNI and UDP port (4793: 4789 is the overlays', 4792 berth's encrypted port, dropped
-# unless decrypted), static FDB and neighbour entries. Host b1 -> 10.74.0.2 on b2.
+# namespaces (berthd's real rules around it), no container, veth, bridge or br_netfilter hop
+# (vxlan_floor, bench/overlay/shapes.sh). Host b1 -> 10.74.0.2 on b2.
+# shellcheck source=shapes.sh
+. "$HERE/shapes.sh"
 for i in 1 2; do
-    o=$((3 - i))
-    ip -n bso-b$i link add vxfloor mtu 1450 type vxlan id 7400 local 10.238.0.$((i + 2)) dstport 4793 nolearning
-    ip -n bso-b$i link set vxfloor address 02:42:0a:4a:00:0$i up
-    ip -n bso-b$i addr add 10.74.0.$i/24 dev vxfloor
-    ip netns exec bso-b$i bridge fdb append 02:42:0a:4a:00:0$o dev vxfloor dst 10.238.0.$((o + 2)) self permanent
-    ip -n bso-b$i neigh add 10.74.0.$o lladdr 02:42:0a:4a:00:0$o dev vxfloor nud permanent
+    vxlan_floor bso-b$i 10.238.0.$((i + 2)) 10.238.0.$((5 - i)) $i $((3 - i))
 done
 
 dpid() { d "$1" inspect -f '{{.State.Pid}}' "$2"; }
