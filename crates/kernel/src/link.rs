@@ -854,12 +854,14 @@ impl Kernel {
         let shown = netns.display().to_string();
         let result = netns::run_in_netns_async(netns, move || -> Result<()> {
             let mut nl = SyncNetlink::open()?;
-            let link = match get_link(&mut nl, &ifname, || format!("looking up {ifname}")) {
+            let link = match nl.link_brief(get_link_msg(&ifname), true, || {
+                format!("looking up {ifname}")
+            }) {
                 Ok(l) => l,
                 Err(e) if e.is_not_found() => return Ok(()),
                 Err(e) => return Err(e),
             };
-            let index = link.header.index;
+            let index = link.index;
             let mut down = LinkMessage::default();
             down.header.index = index;
             down.header.change_mask = LinkFlags::Up;
@@ -934,9 +936,11 @@ impl Kernel {
             let ifname = ifname.to_string();
             netns::run_in_netns_async(netns, move || -> Result<Option<(u32, Vec<u8>)>> {
                 let mut nl = SyncNetlink::open()?;
-                let link = get_link(&mut nl, &ifname, || format!("looking up {ifname}"))?;
-                let index = link.header.index;
-                let was_up = link.header.flags.contains(LinkFlags::Up);
+                let link = nl.link_brief(get_link_msg(&ifname), true, || {
+                    format!("looking up {ifname}")
+                })?;
+                let index = link.index;
+                let was_up = link.up;
                 // RTM_GETADDR dump: which of `addrs` the interface has already.
                 let have: BTreeSet<IpAddr> = nl
                     .request(
@@ -969,7 +973,8 @@ impl Kernel {
                 if !was_up {
                     nl.set_link_up(index, &format!("bringing up {ifname}"))?;
                 }
-                Ok(link_mac(&link)
+                Ok(link
+                    .mac
                     .filter(|_| (missing || !was_up) && !announce.is_silent())
                     .map(|m| (index, m)))
             })
@@ -1133,7 +1138,8 @@ impl HostVeth {
     /// (then `created`), and configures its host side ([`HostVeth::configure`]).
     fn create(&self, nl: &mut SyncNetlink, ns: &File, created: &mut bool) -> Result<()> {
         let plan = &self.plan;
-        let bridge = get_link(nl, &plan.bridge, || {
+        // Its index alone (the statistics left out, the answer read in place).
+        let bridge = nl.link_brief(get_link_msg(&plan.bridge), true, || {
             format!("looking up bridge {}", plan.bridge)
         })?;
         // RTM_NEWLINK kind veth, peer in the container namespace: atomic, so on failure no
@@ -1155,7 +1161,7 @@ impl HostVeth {
         let mut host = marked_port_msg(
             &plan.host_ifname,
             plan.mtu,
-            bridge.header.index,
+            bridge.index,
             vec![
                 NlLinkInfo::Kind(InfoKind::Veth),
                 NlLinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
@@ -1391,8 +1397,10 @@ impl ContainerSide {
     fn configure(self, nl: &mut SyncNetlink, host_nl: &mut SyncNetlink) -> Result<u64> {
         let ifname = &self.ifname;
         let ns = self.netns.display();
-        let link = get_link(nl, ifname, || format!("looking up {ifname} in {ns}"))?;
-        let index = link.header.index;
+        let link = nl.link_brief(get_link_msg(ifname), true, || {
+            format!("looking up {ifname} in {ns}")
+        })?;
+        let index = link.index;
         if self.disable_ipv6 {
             // Before the link goes up, so not one IPv6 packet (DAD, RS, MLD) leaves it. This
             // thread is in the container namespace: /proc/sys/net is resolved per opener.
@@ -1431,7 +1439,7 @@ impl ContainerSide {
             gate.wait_blocking(GATE_WAIT)?;
             gate_wait_us = micros(t);
         }
-        if !link.header.flags.contains(LinkFlags::Up) {
+        if !link.up {
             // A macvlan cannot go up while another up macvlan on its parent has its MAC
             // (EADDRINUSE). berth's MACs derive from the address, and an address is free for
             // reuse as soon as its container exits, while the kernel destroys that container's
@@ -1466,17 +1474,17 @@ impl ContainerSide {
             // (carrier on activates, nothing is torn down).
             // That look-up names the port's index too, which a forwarding entry needs (an
             // AF_BRIDGE neighbour names its port by index only).
-            let port = get_link(host_nl, host_ifname, || format!("looking up {host_ifname}"))?;
+            let port = host_nl.link_brief(get_link_msg(host_ifname), false, || {
+                format!("looking up {host_ifname}")
+            })?;
             if self.announce.is_silent() {
-                if let Some(mac) = link_mac(&link) {
-                    teach_bridge(host_nl, port.header.index, mac, host_ifname)?;
+                if let Some(mac) = link.mac.clone() {
+                    teach_bridge(host_nl, port.index, mac, host_ifname)?;
                 }
             }
             let mut get = LinkMessage::default();
             get.header.index = index;
-            nl.request(RouteNetlinkMessage::GetLink(get), GET, || {
-                format!("looking up {ifname} in {ns}")
-            })?;
+            nl.link_brief(get, false, || format!("looking up {ifname} in {ns}"))?;
         }
         for route in &self.routes {
             nl.request(
@@ -1493,7 +1501,7 @@ impl ContainerSide {
             // (NETDEV_CHANGEADDR: a gratuitous ARP per IPv4 address under arp_notify, an
             // unsolicited NA per IPv6 address under ndisc_notify, both just set), learned by
             // the bridge.
-            if let Some(mac) = link_mac(&link) {
+            if let Some(mac) = link.mac.clone() {
                 announce_again(nl, index, mac, &format!("{ifname} in {ns}"))?;
             }
         }
@@ -1512,14 +1520,6 @@ impl ContainerSide {
         }
         Ok(())
     }
-}
-
-/// The MAC (`IFLA_ADDRESS`) of `link`.
-fn link_mac(link: &LinkMessage) -> Option<Vec<u8>> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Address(m) => Some(m.clone()),
-        _ => None,
-    })
 }
 
 /// Makes the kernel announce the addresses of link `index` again: `RTM_SETLINK` with
@@ -1601,17 +1601,6 @@ pub(crate) fn first_link(answers: Vec<RouteNetlinkMessage>, name: &str) -> Resul
         .ok_or_else(|| KernelError::NotFound {
             what: format!("link {name}"),
         })
-}
-
-/// `RTM_GETLINK` of `name` on a blocking socket, the link itself (`NotFound` when missing);
-/// `op` says what for, in errors.
-pub(crate) fn get_link(
-    nl: &mut SyncNetlink,
-    name: &str,
-    op: impl FnOnce() -> String,
-) -> Result<LinkMessage> {
-    let answers = nl.request(RouteNetlinkMessage::GetLink(get_link_msg(name)), GET, op)?;
-    first_link(answers, name)
 }
 
 /// `IFLA_INFO_KIND` of a link.

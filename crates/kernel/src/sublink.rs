@@ -25,8 +25,8 @@ use rtnetlink::packet_route::RouteNetlinkMessage;
 use crate::error::{KernelError, Result};
 use crate::gate::LinkGate;
 use crate::link::{
-    delete_quietly, endpoint_on_thread, get_link, get_link_msg, parse_mac, ContainerSide, Kernel,
-    CHANGE, CREATE_EXCL, MAIN_TABLE,
+    delete_quietly, endpoint_on_thread, get_link_msg, parse_mac, ContainerSide, Kernel, CHANGE,
+    CREATE_EXCL, MAIN_TABLE,
 };
 use crate::netns;
 use crate::nl::SyncNetlink;
@@ -116,10 +116,10 @@ impl Kernel {
             ns,
             side,
             move |nl, ns, created| {
-                let parent = get_link(nl, &sub.parent, || {
+                let parent = nl.link_brief(get_link_msg(&sub.parent), true, || {
                     format!("looking up parent interface {}", sub.parent)
                 })?;
-                let msg = sublink_msg(&sub, parent.header.index, ns.as_raw_fd())?;
+                let msg = sublink_msg(&sub, parent.index, ns.as_raw_fd())?;
                 nl.request(RouteNetlinkMessage::NewLink(msg), CREATE_EXCL, || {
                     format!(
                         "creating {} {} on {}",

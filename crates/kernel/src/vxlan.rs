@@ -20,7 +20,7 @@ use rtnetlink::packet_route::neighbour::{
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::error::{KernelError, Result};
-use crate::link::{get_link, Kernel, CHANGE, CREATE_EXCL, CREATE_REPLACE, DUMP};
+use crate::link::{get_link_msg, Kernel, CHANGE, CREATE_EXCL, CREATE_REPLACE, DUMP};
 use crate::nl::SyncNetlink;
 
 fn mac_bytes(mac: &str) -> Result<Vec<u8>> {
@@ -267,8 +267,10 @@ impl Kernel {
     fn set_vxlan_entries_on(&self, nl: &mut SyncNetlink, dev: &str, e: &Entries) -> Result<()> {
         let what = || format!("setting the remote entries of {dev}");
         let lookup = |nl: &mut SyncNetlink| -> Result<u32> {
-            let index = get_link(nl, dev, || format!("looking up vxlan {dev}"))?
-                .header
+            let index = nl
+                .link_brief(get_link_msg(dev), true, || {
+                    format!("looking up vxlan {dev}")
+                })?
                 .index;
             self.cache_vxlan_index(dev, Some(index));
             Ok(index)
