@@ -405,6 +405,17 @@ async fn sync_once(d: &Arc<Daemon>, cl: &Arc<cluster::Cluster>) -> anyhow::Resul
     d.cluster_publish();
     d.dns_refresh();
     converge_all(d).await;
+    // Where a sync that goes quiet stopped (a CI run once saw a host learn a network and then
+    // no endpoint for 10 s after an etcd member was killed): the watches' start is four
+    // etcd requests and four history checks, each bounded by the request timeout.
+    let watching = std::time::Instant::now();
+    tracing::debug!(
+        net_rev,
+        ep_rev,
+        node_rev,
+        claim_rev,
+        "cluster sync: listed and converged; starting the watches"
+    );
     let (mut wn, mut we, mut wk, mut wc) = {
         let s = store.clone();
         tokio::task::spawn_blocking(move || -> berth_store::Result<_> {
@@ -417,6 +428,10 @@ async fn sync_once(d: &Arc<Daemon>, cl: &Arc<cluster::Cluster>) -> anyhow::Resul
         })
         .await??
     };
+    tracing::debug!(
+        started_ms = watching.elapsed().as_millis() as u64,
+        "cluster sync: watching"
+    );
     loop {
         tokio::select! {
             ev = wc.recv() => {
