@@ -252,6 +252,8 @@ const IFINFOMSG: usize = 16;
 const NLMSG_ERROR: u16 = 2;
 const RTM_NEWLINK: u16 = 16;
 const IFLA_ADDRESS: u16 = 1;
+/// `NLA_TYPE_MASK`: an attribute's type without `NLA_F_NESTED` and `NLA_F_NET_BYTEORDER`.
+const NLA_TYPE_MASK: u16 = 0x3fff;
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
@@ -309,7 +311,7 @@ fn brief_link(msg: &[u8]) -> Option<LinkBrief> {
             return None;
         }
         let value = msg.get(at + 4..at + len)?;
-        if u16_at(msg, at + 2)? & 0x3fff == IFLA_ADDRESS {
+        if u16_at(msg, at + 2)? & NLA_TYPE_MASK == IFLA_ADDRESS {
             mac = Some(value.to_vec());
         }
         at += (len + 3) & !3;
@@ -420,9 +422,11 @@ mod tests {
     fn brief_refuses_malformed_datagrams_without_panicking() {
         let good = datagram(vec![(link(42, true, Some(vec![1; 6])), 7)]);
         for cut in 0..good.len() {
-            // Truncated anywhere: an error or "no answer here", never a panic.
-            let _ = brief_answer(&good[..cut], 7);
+            // Truncated anywhere: an error or "no answer here", never an answer (nor a panic).
+            let got = brief_answer(&good[..cut], 7);
+            assert!(!matches!(got, Some(Ok(_))), "cut at {cut}: {got:?}");
         }
+        assert!(matches!(brief_answer(&good, 7), Some(Ok(_))));
         let mut lying = good.clone();
         lying[0..4].copy_from_slice(&4000u32.to_ne_bytes()); // longer than the datagram
         assert_eq!(brief_answer(&lying, 7), Some(Err(None)));
