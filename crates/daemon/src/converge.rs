@@ -17,7 +17,7 @@ use berth_api::types::{CheckCount, CheckStep, SystemCheck};
 
 use crate::daemon::{keys, now_rfc3339, Daemon};
 use crate::error::{ApiError, ApiResult};
-use crate::reconcile::{firewall_after, PassReport, Trigger, Wake, DEBOUNCE};
+use crate::reconcile::{firewall_after, PassReport, Prestart, Trigger, Wake, DEBOUNCE};
 
 /// What a pass looks at.
 #[derive(Debug, Clone)]
@@ -183,7 +183,15 @@ impl Daemon {
     ) -> ApiResult<PassReport> {
         let mut gate = gate;
         let result = self
-            .converge_inner(trigger, scope, dry_run, before, &mut gate, Known::default())
+            .converge_inner(
+                trigger,
+                scope,
+                dry_run,
+                before,
+                &mut gate,
+                Known::default(),
+                &mut None,
+            )
             .await;
         // A pass that failed before its kernel work still lets the gate finish.
         if let Some(g) = gate.take() {
@@ -192,6 +200,35 @@ impl Daemon {
         result
     }
 
+    /// [`Daemon::converge_api_from`] for a `network connect` whose endpoint's creation already
+    /// runs (`prestart`, started once the intent was stored): the pass takes it over when it
+    /// plans that creation from the assumed state; otherwise it is called off (its link
+    /// deleted) before anything observes the kernel, and the pass does its own.
+    pub(crate) async fn converge_api_prestarted(
+        &self,
+        scope: Scope,
+        before: &ContainerSpec,
+        prestart: Prestart,
+    ) -> ApiResult<PassReport> {
+        let mut prestart = Some(prestart);
+        let result = self
+            .converge_inner(
+                Trigger::Api,
+                scope,
+                false,
+                Some(before),
+                &mut None,
+                Known::default(),
+                &mut prestart,
+            )
+            .await;
+        if let Some(p) = prestart.take() {
+            p.cancel("the pass did not plan it").await;
+        }
+        api_outcome(result?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn converge_inner(
         &self,
         trigger: Trigger,
@@ -200,6 +237,7 @@ impl Daemon {
         before: Option<&ContainerSpec>,
         gate: &mut Option<Gate<'_>>,
         known: Known,
+        prestart: &mut Option<Prestart>,
     ) -> ApiResult<PassReport> {
         let mut nets = self.networks()?;
         if let Some(cl) = &self.cluster {
@@ -492,7 +530,10 @@ impl Daemon {
         }
         let assumed_rep = match assumed {
             Some(o) => {
-                let rep = self.reconciler.pass_assumed(trigger, &desired, o).await;
+                let rep = self
+                    .reconciler
+                    .pass_assumed(trigger, &desired, o, prestart)
+                    .await;
                 if rep.errors.is_empty() && rep.plan.problems.is_empty() {
                     Some(rep)
                 } else {
@@ -507,6 +548,11 @@ impl Daemon {
             }
             None => None,
         };
+        // A started creation this pass did not take over goes before anything observes the
+        // kernel (its half-made link would be drift to the observing pass).
+        if let Some(p) = prestart.take() {
+            p.cancel("the pass observes the kernel instead").await;
+        }
         let rep = match assumed_rep {
             Some(rep) => rep,
             None => self
@@ -626,16 +672,7 @@ impl Daemon {
         let rep = self
             .converge_from(Trigger::Api, scope, false, before)
             .await?;
-        if let Some(p) = rep.problems().first() {
-            return Err(ApiError::conflict(format!("{}: {}", p.object, p.message)));
-        }
-        if let Some(full) = rep.full.first() {
-            return Err(ApiError::conflict(full.clone()));
-        }
-        if !rep.errors.is_empty() {
-            return Err(ApiError::internal(rep.errors.join("; ")));
-        }
-        Ok(rep)
+        api_outcome(rep)
     }
 
     /// Start-up: adopt the containers whose processes survived (also those a crash caught
@@ -893,6 +930,7 @@ impl Daemon {
                     netns: known,
                     firewall,
                 },
+                &mut None,
             )
             .await
             .map_err(|e| anyhow::anyhow!(e.message))?;
@@ -1514,6 +1552,21 @@ impl Daemon {
             reconciler: self.reconciler.stats(),
         })
     }
+}
+
+/// An API call's pass report as its outcome: a problem (a foreign link in the way) or a full
+/// bridge is a 409, failed kernel steps a 500 naming each.
+fn api_outcome(rep: PassReport) -> ApiResult<PassReport> {
+    if let Some(p) = rep.problems().first() {
+        return Err(ApiError::conflict(format!("{}: {}", p.object, p.message)));
+    }
+    if let Some(full) = rep.full.first() {
+        return Err(ApiError::conflict(full.clone()));
+    }
+    if !rep.errors.is_empty() {
+        return Err(ApiError::internal(rep.errors.join("; ")));
+    }
+    Ok(rep)
 }
 
 fn desired_element_count(

@@ -26,6 +26,106 @@ use berth_plan::host::{
 
 use crate::failpoint;
 
+/// An endpoint's creation started before the pass that plans it. A `network connect` starts
+/// its new endpoint's veth (on the endpoint's own thread) as soon as the intent is stored,
+/// while its pass reads the store and plans (≈ 0.5 ms); the pass takes it over where its plan
+/// has that same creation ([`Prestart::takes`]) and opens its gate with the outcome of the
+/// firewall elements that guard it, exactly as for a creation it starts itself. A creation
+/// the pass does not take over is called off before anything observes the kernel
+/// ([`Prestart::cancel`]): its gate opens with a refusal and the thread deletes the link.
+pub struct Prestart {
+    /// The creation as started (its plan without routes: see
+    /// [`berth_plan::driver::endpoint_creation`]).
+    op: StepOp,
+    /// What holds its container side down until the guarding elements are in.
+    gate: LinkGate,
+    /// The creation, polled once already (its thread runs).
+    run: berth_kernel::ops::BoxFut<'static, Result<(), berth_kernel::error::KernelError>>,
+    /// Its outcome, when that first poll already had one (it failed before its thread).
+    done: Option<Result<(), berth_kernel::error::KernelError>>,
+}
+
+impl Prestart {
+    /// Starts `op` (a [`StepOp::CreateEndpoint`]) through `kernel`, gated: its first poll
+    /// opens the namespace and starts the thread that does the work (a spawned task would
+    /// wait in this worker's LIFO slot until the caller yields, after its planning).
+    pub async fn start(kernel: Arc<dyn KernelOps>, op: StepOp) -> Prestart {
+        let gate = LinkGate::new();
+        let (g, o) = (gate.clone(), op.clone());
+        let mut run: berth_kernel::ops::BoxFut<'static, _> =
+            Box::pin(async move { kernel.apply_gated(&o, &g).await });
+        let done = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match run.as_mut().poll(cx) {
+                std::task::Poll::Ready(r) => Some(r),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await;
+        Prestart {
+            op,
+            gate,
+            run,
+            done,
+        }
+    }
+
+    /// When `op` is this creation (the same endpoint, plan and mark; the pass's plan may add
+    /// the routes of a gateway endpoint, which the started one leaves out): the routes to
+    /// replace once it is done (empty: none).
+    pub fn takes(&self, op: &StepOp) -> Option<Vec<berth_plan::model::RoutePlan>> {
+        let (
+            StepOp::CreateEndpoint {
+                plan: started,
+                alias: a,
+            },
+            StepOp::CreateEndpoint { plan, alias },
+        ) = (&self.op, op)
+        else {
+            return None;
+        };
+        let same = a == alias
+            && started.routes.is_empty()
+            && *started
+                == berth_plan::model::EndpointPlan {
+                    routes: Vec::new(),
+                    ..plan.clone()
+                };
+        same.then(|| plan.routes.clone())
+    }
+
+    /// The namespace of the endpoint's container.
+    fn netns(&self) -> Option<&str> {
+        match &self.op {
+            StepOp::CreateEndpoint { plan, .. } => Some(&plan.netns),
+            _ => None,
+        }
+    }
+
+    /// Waits for the creation's outcome.
+    async fn finish(self) -> Result<(), berth_kernel::error::KernelError> {
+        match self.done {
+            Some(r) => r,
+            None => self.run.await,
+        }
+    }
+
+    /// Calls the creation off (`why`: for the log): the gate refuses, so the thread deletes
+    /// the link it made (or it failed already), and this returns once it has.
+    pub async fn cancel(self, why: &str) {
+        self.gate.open(Err(why.to_string()));
+        let what = match &self.op {
+            StepOp::CreateEndpoint { plan, .. } => format!("endpoint {}", plan.host_ifname),
+            op => op.action().to_string(),
+        };
+        match self.finish().await {
+            // It had nothing to wait for: a creation that needs no gate is not one this
+            // type is given (`endpoint_creation`), but it would be done and must go.
+            Ok(()) => tracing::warn!("{what}: done although called off ({why})"),
+            Err(e) => tracing::debug!("{what}: called off ({why}): {e}"),
+        }
+    }
+}
+
 /// What started a pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
@@ -293,7 +393,14 @@ impl Reconciler {
         }
         let whole = req.links.is_none();
         Ok(self
-            .execute(trigger, report, started, Some(observed_us), whole)
+            .execute(
+                trigger,
+                report,
+                started,
+                Some(observed_us),
+                whole,
+                &mut None,
+            )
             .await)
     }
 
@@ -329,12 +436,15 @@ impl Reconciler {
     /// A pass that assumes the kernel holds `assumed` (what the intent before an API call's
     /// change made, [`host::assumed`]) instead of observing it: the diff is exactly the
     /// change's steps, applied as a pass's. The caller falls back to an observing pass when
-    /// any step fails (the assumption was wrong).
+    /// any step fails (the assumption was wrong). A creation already started for the call
+    /// (`prestart`) is taken over where the plan has it (and left in `prestart` otherwise,
+    /// for the caller to call off).
     pub async fn pass_assumed(
         &self,
         trigger: Trigger,
         desired: &DesiredHost,
         assumed: ObservedHost,
+        prestart: &mut Option<Prestart>,
     ) -> PassReport {
         let started = Instant::now();
         let plan = host::diff(&assumed, desired);
@@ -343,11 +453,13 @@ impl Reconciler {
             observed: assumed,
             ..PassReport::default()
         };
-        self.execute(trigger, report, started, None, false).await
+        self.execute(trigger, report, started, None, false, prestart)
+            .await
     }
 
     /// Applies a pass's planned steps in order (deferring veth deletions of API calls), counts
     /// and logs them. `whole`: the pass looked at every link (its problems are the host's).
+    /// A step that `prestart` already runs is awaited instead of applied (see [`Prestart`]).
     async fn execute(
         &self,
         trigger: Trigger,
@@ -355,6 +467,7 @@ impl Reconciler {
         started: Instant,
         observed_us: Option<u64>,
         whole: bool,
+        prestart: &mut Option<Prestart>,
     ) -> PassReport {
         let defer_deletes = trigger == Trigger::Api;
         let recreated = self.leave_in_flight(&mut report.plan);
@@ -419,7 +532,14 @@ impl Reconciler {
             }
             let gated = gated_links(&steps[i..]);
             if gated.is_empty() {
-                let result = self.kernel.apply(&step.op).await;
+                let result = match take_prestart(prestart, &step.op) {
+                    // Nothing guards it in this pass: nothing to wait for.
+                    Some((p, routes)) => {
+                        p.gate.open(Ok(()));
+                        self.finish_prestart(p, routes).await
+                    }
+                    None => self.kernel.apply(&step.op).await,
+                };
                 self.record(trigger, &mut report, step, result);
                 i += 1;
                 continue;
@@ -429,15 +549,32 @@ impl Reconciler {
             // the transaction is in (`berth_kernel::gate`); a failed transaction rolls them
             // back. The links among themselves stay in order.
             let gate = LinkGate::new();
+            // Links already started (a connect's endpoint): their own gates open with this one.
+            let taken: Vec<Option<(Prestart, Vec<berth_plan::model::RoutePlan>)>> = gated
+                .iter()
+                .map(|link| take_prestart(prestart, &link.op))
+                .collect();
+            let started_gates: Vec<LinkGate> = taken
+                .iter()
+                .flatten()
+                .map(|(p, _)| p.gate.clone())
+                .collect();
             let firewall = async {
                 let result = self.kernel.apply(&step.op).await;
-                gate.open(result.as_ref().map(drop).map_err(|e| e.to_string()));
+                let outcome = result.as_ref().map(drop).map_err(|e| e.to_string());
+                for g in &started_gates {
+                    g.open(outcome.clone());
+                }
+                gate.open(outcome);
                 result
             };
             let links = async {
                 let mut results = Vec::with_capacity(gated.len());
-                for link in gated {
-                    results.push(self.kernel.apply_gated(&link.op, &gate).await);
+                for (link, taken) in gated.iter().zip(taken) {
+                    results.push(match taken {
+                        Some((p, routes)) => self.finish_prestart(p, routes).await,
+                        None => self.kernel.apply_gated(&link.op, &gate).await,
+                    });
                 }
                 results
             };
@@ -475,6 +612,27 @@ impl Reconciler {
             );
         }
         report
+    }
+
+    /// Waits for a started creation the pass took over; then, when the pass's plan gave the
+    /// endpoint routes (the container's gateway endpoint, which the started creation leaves
+    /// out), replaces its namespace's default routes with them (one trip into it more than a
+    /// creation that carries them).
+    async fn finish_prestart(
+        &self,
+        p: Prestart,
+        routes: Vec<berth_plan::model::RoutePlan>,
+    ) -> Result<(), berth_kernel::error::KernelError> {
+        let netns = p.netns().map(str::to_string);
+        p.finish().await?;
+        match netns {
+            Some(netns) if !routes.is_empty() => {
+                self.kernel
+                    .apply(&StepOp::ReplaceRoutes { netns, routes })
+                    .await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Applies overlay namespace steps in order ([`berth_kernel::overlayns::apply`]; `host`
@@ -589,6 +747,15 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// `prestart`'s creation with the routes to add after it, when it is `op` (taken out).
+fn take_prestart(
+    prestart: &mut Option<Prestart>,
+    op: &StepOp,
+) -> Option<(Prestart, Vec<berth_plan::model::RoutePlan>)> {
+    let routes = prestart.as_ref()?.takes(op)?;
+    prestart.take().map(|p| (p, routes))
 }
 
 /// The endpoints that follow `steps[0]` when it is a firewall-elements step and may be made
@@ -1089,10 +1256,28 @@ mod tests {
         DesiredHost,
         DesiredHost,
     ) {
-        let rt = rt();
         let (nets, before, after) = connect_world();
-        let d_before = desired_of(&nets, std::slice::from_ref(&before));
-        let d_after = desired_of(&nets, std::slice::from_ref(&after));
+        let (rt, k, r, d_before, d_after, _) = converged_before(&nets, &before, &after);
+        (rt, k, r, d_before, d_after)
+    }
+
+    /// A fake kernel converged to `before` on `nets`, its log emptied; the desired states of
+    /// `before` and `after`, and how many steps (each one apply) that took.
+    fn converged_before(
+        nets: &[NetworkSpec],
+        before: &ContainerSpec,
+        after: &ContainerSpec,
+    ) -> (
+        tokio::runtime::Runtime,
+        Arc<FakeKernel>,
+        Reconciler,
+        DesiredHost,
+        DesiredHost,
+        usize,
+    ) {
+        let rt = rt();
+        let d_before = desired_of(nets, std::slice::from_ref(before));
+        let d_after = desired_of(nets, std::slice::from_ref(after));
         let k = fresh_fake();
         let r = Reconciler::new(k.clone());
         let first = rt
@@ -1100,7 +1285,8 @@ mod tests {
             .expect("pass");
         assert!(first.errors.is_empty(), "{:?}", first.errors);
         k.take_log();
-        (rt, k, r, d_before, d_after)
+        let steps = first.plan.steps.len();
+        (rt, k, r, d_before, d_after, steps)
     }
 
     /// An observing dry run over everything finds nothing to do for `d`.
@@ -1116,7 +1302,8 @@ mod tests {
         let (rt, k, r, d_before, d_after) = converged_before_connect();
 
         // The connect: exactly its endpoint (and its elements), nothing read back.
-        let rep = rt.block_on(r.pass_assumed(Trigger::Api, &d_after, assumed_of(&d_before)));
+        let rep =
+            rt.block_on(r.pass_assumed(Trigger::Api, &d_after, assumed_of(&d_before), &mut None));
         assert!(rep.errors.is_empty(), "{:?}", rep.errors);
         let log = applied_kinds(&k);
         assert_eq!(
@@ -1144,7 +1331,8 @@ mod tests {
             .map(|(n, _)| n.clone())
             .expect("db bridge");
         k.with_state(|s| s.links.remove(&bridge));
-        let rep = rt.block_on(r.pass_assumed(Trigger::Api, &d_after, assumed_of(&d_before)));
+        let rep =
+            rt.block_on(r.pass_assumed(Trigger::Api, &d_after, assumed_of(&d_before), &mut None));
         assert!(
             !rep.errors.is_empty(),
             "the fake must refuse a port of a missing bridge"
@@ -1154,6 +1342,127 @@ mod tests {
             .block_on(r.pass(Trigger::Api, &d_after, full(&d_after), None, false, false))
             .expect("pass");
         assert!(obs.errors.is_empty(), "{:?}", obs.errors);
+        nothing_left(&rt, &r, &d_after);
+    }
+
+    /// `connect_world()`'s new endpoint's creation, as `network connect` starts it.
+    fn connect_creation(alias: Option<&str>) -> StepOp {
+        let (nets, _, after) = connect_world();
+        let ep = after.endpoints.last().expect("db's endpoint");
+        let op = berth_plan::driver::endpoint_creation(&nets[1], &after, ep, "/proc/4242/ns/net");
+        match (op, alias) {
+            (Some(StepOp::CreateEndpoint { plan, .. }), Some(a)) => StepOp::CreateEndpoint {
+                plan,
+                alias: a.into(),
+            },
+            (Some(op), None) => op,
+            (op, _) => panic!("a bridge endpoint's creation: {op:?}"),
+        }
+    }
+
+    #[test]
+    fn a_pass_takes_over_the_creation_its_call_started() {
+        let (rt, k, r, d_before, d_after) = converged_before_connect();
+        let kernel: Arc<dyn KernelOps> = k.clone();
+        let mut pre = Some(rt.block_on(Prestart::start(kernel, connect_creation(None))));
+        // The fake does a gated step's work only once its gate is open.
+        assert!(
+            k.take_log().is_empty(),
+            "nothing before the guarding elements"
+        );
+        let rep =
+            rt.block_on(r.pass_assumed(Trigger::Api, &d_after, assumed_of(&d_before), &mut pre));
+        assert!(pre.is_none(), "the pass took the creation over");
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        let log = applied_kinds(&k);
+        let at = |kind: &str| log.iter().position(|x| x == kind);
+        assert_eq!(
+            log.iter().filter(|x| *x == "CreateEndpoint").count(),
+            1,
+            "{log:?}"
+        );
+        assert!(
+            at("FirewallElements") < at("CreateEndpoint"),
+            "the guarding elements first: {log:?}"
+        );
+        // Counted as the pass's own step.
+        assert!(rep.applied >= 2, "{}", rep.applied);
+        nothing_left(&rt, &r, &d_after);
+    }
+
+    #[test]
+    fn a_started_creation_the_pass_does_not_plan_is_left_to_be_called_off() {
+        let (rt, k, r, d_before, d_after) = converged_before_connect();
+        let kernel: Arc<dyn KernelOps> = k.clone();
+        // Another mark than the pass's: not the creation it plans.
+        let op = connect_creation(Some("berth:ep:0:0"));
+        let mut pre = Some(rt.block_on(Prestart::start(kernel, op)));
+        let rep =
+            rt.block_on(r.pass_assumed(Trigger::Api, &d_after, assumed_of(&d_before), &mut pre));
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        let p = pre.take().expect("left to the caller");
+        rt.block_on(p.cancel("not planned"));
+        // The pass made its own; the one called off never went further than its gate.
+        let log = applied_kinds(&k);
+        assert_eq!(
+            log.iter().filter(|x| *x == "CreateEndpoint").count(),
+            1,
+            "{log:?}"
+        );
+        nothing_left(&rt, &r, &d_after);
+    }
+
+    /// The guarding elements of a taken-over creation fail: its gate refuses, so the link
+    /// never comes up (the fake never makes it), and the pass reports it.
+    #[test]
+    fn a_taken_over_creation_stays_down_when_its_guard_fails() {
+        let (nets, before, after) = connect_world();
+        let (rt, k, r, d_before, d_after, applied) = converged_before(&nets, &before, &after);
+        // Every step so far was one apply; the connect's first is its elements' transaction.
+        if let Ok(mut f) = k.fail_at.lock() {
+            *f = Some(applied);
+        }
+        let kernel: Arc<dyn KernelOps> = k.clone();
+        let mut pre = Some(rt.block_on(Prestart::start(kernel, connect_creation(None))));
+        let rep =
+            rt.block_on(r.pass_assumed(Trigger::Api, &d_after, assumed_of(&d_before), &mut pre));
+        assert!(pre.is_none(), "taken over");
+        assert!(!rep.firewall_ok);
+        assert!(
+            rep.errors
+                .iter()
+                .any(|e| e.starts_with("CreateEndpoint") && e.contains("were not applied")),
+            "{:?}",
+            rep.errors
+        );
+        assert!(
+            !applied_kinds(&k).contains(&"CreateEndpoint".to_string()),
+            "the endpoint must not be made without its guard"
+        );
+    }
+
+    /// A container without endpoints connected: the new endpoint is its gateway, whose routes
+    /// the started creation leaves out; the pass replaces them once it is done.
+    #[test]
+    fn a_taken_over_gateway_endpoint_gets_its_routes_after() {
+        let (nets, cs) = world();
+        let after = cs[0].clone();
+        let mut before = after.clone();
+        before.endpoints.clear();
+        let (rt, k, r, d_before, d_after, _) = converged_before(&nets, &before, &after);
+        let ep = &after.endpoints[0];
+        let op = berth_plan::driver::endpoint_creation(&nets[0], &after, ep, "/proc/4242/ns/net")
+            .expect("a bridge endpoint");
+        let kernel: Arc<dyn KernelOps> = k.clone();
+        let mut pre = Some(rt.block_on(Prestart::start(kernel, op)));
+        let rep =
+            rt.block_on(r.pass_assumed(Trigger::Api, &d_after, assumed_of(&d_before), &mut pre));
+        assert!(pre.is_none(), "taken over");
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        let log = applied_kinds(&k);
+        let at = |kind: &str| log.iter().position(|x| x == kind);
+        assert!(at("CreateEndpoint") < at("ReplaceRoutes"), "{log:?}");
+        assert!(at("ReplaceRoutes").is_some(), "{log:?}");
         nothing_left(&rt, &r, &d_after);
     }
 

@@ -12,10 +12,52 @@ use crate::firewall::Elements;
 use crate::firewall::FirewallConfig;
 use crate::host::{
     bridge_alias, sublink_key, veth_alias, DesiredBridge, DesiredEndpoint, DesiredHost,
-    DesiredParent, DesiredRoutes, DesiredShim, DesiredSublink,
+    DesiredParent, DesiredRoutes, DesiredShim, DesiredSublink, StepOp,
 };
 use crate::model::{ContainerSpec, Driver, EndpointSpec, NetworkMode, NetworkSpec, RoutePlan};
 use crate::network as planner;
+
+/// Endpoint `ep` of running container `c` (namespace `netns`) on bridge network `net`, as
+/// [`desired`] has it (its plan without routes), and the default routes it brings when it is
+/// the gateway endpoint.
+fn bridge_endpoint(
+    net: &NetworkSpec,
+    c: &ContainerSpec,
+    ep: &EndpointSpec,
+    netns: &str,
+    gateway: bool,
+) -> (DesiredEndpoint, Vec<RoutePlan>) {
+    let mut plan = planner::endpoint_plan(net, ep, netns, gateway);
+    let routes = std::mem::take(&mut plan.routes);
+    let desired = DesiredEndpoint {
+        plan,
+        alias: veth_alias(&ep.id, &c.id),
+        container: c.name.clone(),
+        network: net.name.clone(),
+    };
+    (desired, routes)
+}
+
+/// The creation of endpoint `ep` of running container `c` (namespace `netns`) on `net`, as a
+/// pass that plans it would have it before it adds routes: `Some` only on a local bridge
+/// network, whose endpoint's plan depends on nothing but the network, the endpoint and the
+/// namespace. A `network connect` starts this while its pass reads the store and plans, and
+/// the pass takes it over when it plans the same creation (`berthd`'s `Prestart`).
+pub fn endpoint_creation(
+    net: &NetworkSpec,
+    c: &ContainerSpec,
+    ep: &EndpointSpec,
+    netns: &str,
+) -> Option<StepOp> {
+    if net.driver != Driver::Bridge {
+        return None;
+    }
+    let (desired, _) = bridge_endpoint(net, c, ep, netns, false);
+    Some(StepOp::CreateEndpoint {
+        plan: desired.plan,
+        alias: desired.alias,
+    })
+}
 
 /// What a network driver contributes and can do.
 pub trait NetworkDriver: Sync {
@@ -304,17 +346,8 @@ impl NetworkDriver for BridgeDriver {
         gateway: bool,
         d: &mut DesiredHost,
     ) -> Vec<RoutePlan> {
-        let mut plan = planner::endpoint_plan(net, ep, netns, gateway);
-        let routes = std::mem::take(&mut plan.routes);
-        d.endpoints.insert(
-            ep.host_ifname.clone(),
-            DesiredEndpoint {
-                plan,
-                alias: veth_alias(&ep.id, &c.id),
-                container: c.name.clone(),
-                network: net.name.clone(),
-            },
-        );
+        let (desired, routes) = bridge_endpoint(net, c, ep, netns, gateway);
+        d.endpoints.insert(ep.host_ifname.clone(), desired);
         // Anti-spoofing for its bridge port (none with allow_spoofing).
         d.elements
             .extend(&crate::firewall::guard_elements(&c.name, net, ep));
@@ -420,5 +453,84 @@ mod tests {
         assert_eq!(driver(Driver::Macvlan).kernel_module(), Some("macvlan"));
         assert_eq!(driver(Driver::Ipvlan).kernel_module(), Some("ipvlan"));
         assert_eq!(driver(Driver::Bridge).kernel_module(), None);
+    }
+
+    /// A connect starts its endpoint's creation before its pass plans it: what it starts must
+    /// be exactly what the pass's diff creates (less the routes, which a gateway endpoint's
+    /// pass adds after), or the pass could not take it over.
+    #[test]
+    fn the_creation_a_connect_starts_is_the_one_its_pass_plans() {
+        use crate::host::{assumed, diff};
+        use crate::model::EndpointPlan;
+        use crate::testutil::{container, lan, net};
+        let web = net('a', "web", "10.1.0.0/24");
+        let db = net('b', "db", "10.2.0.0/24");
+        let before = container('c', "api", &[(&web, "10.1.0.2/24")]);
+        let after = container('c', "api", &[(&web, "10.1.0.2/24"), (&db, "10.2.0.2/24")]);
+        let nets = [web.clone(), db.clone()];
+        let ns = "/proc/4242/ns/net";
+        let of = |c: &ContainerSpec| {
+            desired(
+                &nets,
+                &[RunningContainer {
+                    spec: c,
+                    netns: ns.into(),
+                }],
+                FirewallConfig::default(),
+                ForwardingIntent::default(),
+                Elements::default(),
+                false,
+            )
+        };
+        let was = assumed(&of(&before)).expect("no overlay");
+        let plan = diff(&was, &of(&after));
+        let created: Vec<&StepOp> = plan
+            .steps
+            .iter()
+            .map(|s| &s.op)
+            .filter(|op| matches!(op, StepOp::CreateEndpoint { .. }))
+            .collect();
+        let ep = &after.endpoints[1];
+        let started = endpoint_creation(&db, &after, ep, ns).expect("a bridge endpoint");
+        assert_eq!(created, vec![&started]);
+
+        // The gateway endpoint of a container that had none: the pass's creation carries the
+        // routes, the started one does not (and is otherwise the same).
+        let alone = container('c', "api", &[(&db, "10.2.0.2/24")]);
+        let mut none = alone.clone();
+        none.endpoints.clear();
+        let plan = diff(&assumed(&of(&none)).expect("no overlay"), &of(&alone));
+        let Some(StepOp::CreateEndpoint { plan: p, alias }) = plan
+            .steps
+            .iter()
+            .map(|s| &s.op)
+            .find(|op| matches!(op, StepOp::CreateEndpoint { .. }))
+        else {
+            panic!("no creation: {:#?}", plan.steps);
+        };
+        assert!(!p.routes.is_empty(), "the gateway's routes come with it");
+        let Some(StepOp::CreateEndpoint { plan: s, alias: a }) =
+            endpoint_creation(&db, &alone, &alone.endpoints[0], ns)
+        else {
+            panic!("a bridge endpoint");
+        };
+        assert!(s.routes.is_empty());
+        assert_eq!(
+            (
+                &EndpointPlan {
+                    routes: Vec::new(),
+                    ..p.clone()
+                },
+                alias
+            ),
+            (&s, &a)
+        );
+
+        // Not on other drivers: their endpoints' plans are not veth creations, or depend on
+        // cluster facts (an overlay network's MTU and namespace).
+        let mut ov = db.clone();
+        ov.driver = Driver::Overlay;
+        assert_eq!(endpoint_creation(&ov, &after, ep, ns), None);
+        assert_eq!(endpoint_creation(&lan(), &after, ep, ns), None);
     }
 }
