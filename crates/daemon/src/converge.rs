@@ -201,7 +201,7 @@ impl Daemon {
     }
 
     /// [`Daemon::converge_api_from`] for a `network connect` whose endpoint's creation already
-    /// runs (`prestart`, started once the intent was stored): the pass takes it over when it
+    /// runs (`prestart`, started before the intent was stored): the pass takes it over when it
     /// plans that creation from the assumed state; otherwise it is called off (its link
     /// deleted) before anything observes the kernel, and the pass does its own.
     pub(crate) async fn converge_api_prestarted(
@@ -222,8 +222,9 @@ impl Daemon {
                 &mut prestart,
             )
             .await;
+        // Left only by a pass that failed before its kernel work.
         if let Some(p) = prestart.take() {
-            p.cancel("the pass did not plan it").await;
+            p.cancel("the pass failed before its kernel work").await;
         }
         api_outcome(result?)
     }

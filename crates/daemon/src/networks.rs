@@ -598,13 +598,8 @@ impl Daemon {
                     std::sync::atomic::Ordering::Relaxed,
                 );
             });
-            // Started now: its first poll opens the namespace and starts the thread that does
-            // the work (a spawned task would wait in this worker's LIFO slot until the pass
-            // yields, after its planning).
-            let done = std::future::poll_fn(|cx| {
-                std::task::Poll::Ready(retire.as_mut().poll(cx).is_ready())
-            })
-            .await;
+            // Started now (see `poll_once`), before the pass's planning.
+            let done = crate::reconcile::poll_once(&mut retire).await.is_some();
             // The rest of the pass (anti-spoofing elements, the default route if this was the
             // gateway endpoint, the veth's deletion in the background) from the state the
             // container had before: a renamed macvlan/ipvlan link is not that state, so

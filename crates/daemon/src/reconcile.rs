@@ -27,8 +27,9 @@ use berth_plan::host::{
 use crate::failpoint;
 
 /// An endpoint's creation started before the pass that plans it. A `network connect` starts
-/// its new endpoint's veth (on the endpoint's own thread) as soon as the intent is stored,
-/// while its pass reads the store and plans (≈ 0.5 ms); the pass takes it over where its plan
+/// its new endpoint's veth (on the endpoint's own thread) as soon as it has planned the
+/// endpoint, while it stores the intent and its pass reads the store and plans (≈ 0.7 ms);
+/// the pass takes it over where its plan
 /// has that same creation ([`Prestart::takes`]) and opens its gate with the outcome of the
 /// firewall elements that guard it, exactly as for a creation it starts itself. A creation
 /// the pass does not take over is called off before anything observes the kernel
@@ -46,21 +47,14 @@ pub struct Prestart {
 }
 
 impl Prestart {
-    /// Starts `op` (a [`StepOp::CreateEndpoint`]) through `kernel`, gated: its first poll
-    /// opens the namespace and starts the thread that does the work (a spawned task would
-    /// wait in this worker's LIFO slot until the caller yields, after its planning).
+    /// Starts `op` (a [`StepOp::CreateEndpoint`]) through `kernel`, gated: polled once here
+    /// ([`poll_once`]), its thread runs while the caller goes on.
     pub async fn start(kernel: Arc<dyn KernelOps>, op: StepOp) -> Prestart {
         let gate = LinkGate::new();
         let (g, o) = (gate.clone(), op.clone());
         let mut run: berth_kernel::ops::BoxFut<'static, _> =
             Box::pin(async move { kernel.apply_gated(&o, &g).await });
-        let done = std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(match run.as_mut().poll(cx) {
-                std::task::Poll::Ready(r) => Some(r),
-                std::task::Poll::Pending => None,
-            })
-        })
-        .await;
+        let done = poll_once(&mut run).await;
         Prestart {
             op,
             gate,
@@ -69,36 +63,10 @@ impl Prestart {
         }
     }
 
-    /// When `op` is this creation (the same endpoint, plan and mark; the pass's plan may add
-    /// the routes of a gateway endpoint, which the started one leaves out): the routes to
-    /// replace once it is done (empty: none).
-    pub fn takes(&self, op: &StepOp) -> Option<Vec<berth_plan::model::RoutePlan>> {
-        let (
-            StepOp::CreateEndpoint {
-                plan: started,
-                alias: a,
-            },
-            StepOp::CreateEndpoint { plan, alias },
-        ) = (&self.op, op)
-        else {
-            return None;
-        };
-        let same = a == alias
-            && started.routes.is_empty()
-            && *started
-                == berth_plan::model::EndpointPlan {
-                    routes: Vec::new(),
-                    ..plan.clone()
-                };
-        same.then(|| plan.routes.clone())
-    }
-
-    /// The namespace of the endpoint's container.
-    fn netns(&self) -> Option<&str> {
-        match &self.op {
-            StepOp::CreateEndpoint { plan, .. } => Some(&plan.netns),
-            _ => None,
-        }
+    /// When `op` is this creation ([`berth_plan::driver::taken_over`]): the steps to apply
+    /// once it is done.
+    pub fn takes(&self, op: &StepOp) -> Option<Vec<StepOp>> {
+        berth_plan::driver::taken_over(&self.op, op)
     }
 
     /// Waits for the creation's outcome.
@@ -118,12 +86,26 @@ impl Prestart {
             op => op.action().to_string(),
         };
         match self.finish().await {
-            // It had nothing to wait for: a creation that needs no gate is not one this
-            // type is given (`endpoint_creation`), but it would be done and must go.
+            // Not expected: a refused gate fails a gated creation, whose thread then deletes
+            // what it made. Said loudly should a kernel layer ever not.
             Ok(()) => tracing::warn!("{what}: done although called off ({why})"),
             Err(e) => tracing::debug!("{what}: called off ({why}): {e}"),
         }
     }
+}
+
+/// Polls `f` once, on the caller's task: its output if that was enough. A kernel step's first
+/// poll opens what it needs and starts the thread that does the work, which then runs while
+/// the caller goes on (a spawned task would wait in this worker's LIFO slot until the caller
+/// yields).
+pub(crate) async fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match std::pin::Pin::new(&mut *f).poll(cx) {
+            std::task::Poll::Ready(r) => Some(r),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
 }
 
 /// What started a pass.
@@ -534,9 +516,9 @@ impl Reconciler {
             if gated.is_empty() {
                 let result = match take_prestart(prestart, &step.op) {
                     // Nothing guards it in this pass: nothing to wait for.
-                    Some((p, routes)) => {
+                    Some((p, after)) => {
                         p.gate.open(Ok(()));
-                        self.finish_prestart(p, routes).await
+                        self.finish_prestart(p, after).await
                     }
                     None => self.kernel.apply(&step.op).await,
                 };
@@ -550,7 +532,7 @@ impl Reconciler {
             // back. The links among themselves stay in order.
             let gate = LinkGate::new();
             // Links already started (a connect's endpoint): their own gates open with this one.
-            let taken: Vec<Option<(Prestart, Vec<berth_plan::model::RoutePlan>)>> = gated
+            let taken: Vec<Option<(Prestart, Vec<StepOp>)>> = gated
                 .iter()
                 .map(|link| take_prestart(prestart, &link.op))
                 .collect();
@@ -572,7 +554,7 @@ impl Reconciler {
                 let mut results = Vec::with_capacity(gated.len());
                 for (link, taken) in gated.iter().zip(taken) {
                     results.push(match taken {
-                        Some((p, routes)) => self.finish_prestart(p, routes).await,
+                        Some((p, after)) => self.finish_prestart(p, after).await,
                         None => self.kernel.apply_gated(&link.op, &gate).await,
                     });
                 }
@@ -614,25 +596,19 @@ impl Reconciler {
         report
     }
 
-    /// Waits for a started creation the pass took over; then, when the pass's plan gave the
-    /// endpoint routes (the container's gateway endpoint, which the started creation leaves
-    /// out), replaces its namespace's default routes with them (one trip into it more than a
-    /// creation that carries them).
+    /// Waits for a started creation the pass took over, then applies what its plan adds to it
+    /// (a gateway endpoint's routes: one trip into the namespace more than a creation that
+    /// carries them).
     async fn finish_prestart(
         &self,
         p: Prestart,
-        routes: Vec<berth_plan::model::RoutePlan>,
+        after: Vec<StepOp>,
     ) -> Result<(), berth_kernel::error::KernelError> {
-        let netns = p.netns().map(str::to_string);
         p.finish().await?;
-        match netns {
-            Some(netns) if !routes.is_empty() => {
-                self.kernel
-                    .apply(&StepOp::ReplaceRoutes { netns, routes })
-                    .await
-            }
-            _ => Ok(()),
+        for op in &after {
+            self.kernel.apply(op).await?;
         }
+        Ok(())
     }
 
     /// Applies overlay namespace steps in order ([`berth_kernel::overlayns::apply`]; `host`
@@ -749,13 +725,10 @@ impl Reconciler {
     }
 }
 
-/// `prestart`'s creation with the routes to add after it, when it is `op` (taken out).
-fn take_prestart(
-    prestart: &mut Option<Prestart>,
-    op: &StepOp,
-) -> Option<(Prestart, Vec<berth_plan::model::RoutePlan>)> {
-    let routes = prestart.as_ref()?.takes(op)?;
-    prestart.take().map(|p| (p, routes))
+/// `prestart`'s creation with the steps to apply after it, when it is `op` (taken out).
+fn take_prestart(prestart: &mut Option<Prestart>, op: &StepOp) -> Option<(Prestart, Vec<StepOp>)> {
+    let after = prestart.as_ref()?.takes(op)?;
+    prestart.take().map(|p| (p, after))
 }
 
 /// The endpoints that follow `steps[0]` when it is a firewall-elements step and may be made

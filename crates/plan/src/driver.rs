@@ -14,7 +14,9 @@ use crate::host::{
     bridge_alias, sublink_key, veth_alias, DesiredBridge, DesiredEndpoint, DesiredHost,
     DesiredParent, DesiredRoutes, DesiredShim, DesiredSublink, StepOp,
 };
-use crate::model::{ContainerSpec, Driver, EndpointSpec, NetworkMode, NetworkSpec, RoutePlan};
+use crate::model::{
+    ContainerSpec, Driver, EndpointPlan, EndpointSpec, NetworkMode, NetworkSpec, RoutePlan,
+};
 use crate::network as planner;
 
 /// Endpoint `ep` of running container `c` (namespace `netns`) on bridge network `net`, as
@@ -56,6 +58,41 @@ pub fn endpoint_creation(
     Some(StepOp::CreateEndpoint {
         plan: desired.plan,
         alias: desired.alias,
+    })
+}
+
+/// Whether the step a pass planned, `planned`, is the creation `started` that a call began
+/// before the pass ([`endpoint_creation`]): the same endpoint, mark and plan, except that the
+/// pass's plan may carry the routes of a gateway endpoint, which only it knows. `Some` with
+/// the steps to apply once the started creation is done (the routes, as a
+/// [`StepOp::ReplaceRoutes`] of its namespace; none when there are none); `None` when it is
+/// another step.
+pub fn taken_over(started: &StepOp, planned: &StepOp) -> Option<Vec<StepOp>> {
+    let (
+        StepOp::CreateEndpoint {
+            plan: began,
+            alias: a,
+        },
+        StepOp::CreateEndpoint { plan, alias },
+    ) = (started, planned)
+    else {
+        return None;
+    };
+    let same = a == alias
+        && began.routes.is_empty()
+        && *began
+            == EndpointPlan {
+                routes: Vec::new(),
+                ..plan.clone()
+            };
+    same.then(|| {
+        (!plan.routes.is_empty())
+            .then(|| StepOp::ReplaceRoutes {
+                netns: plan.netns.clone(),
+                routes: plan.routes.clone(),
+            })
+            .into_iter()
+            .collect()
     })
 }
 
@@ -461,7 +498,6 @@ mod tests {
     #[test]
     fn the_creation_a_connect_starts_is_the_one_its_pass_plans() {
         use crate::host::{assumed, diff};
-        use crate::model::EndpointPlan;
         use crate::testutil::{container, lan, net};
         let web = net('a', "web", "10.1.0.0/24");
         let db = net('b', "db", "10.2.0.0/24");
@@ -493,6 +529,7 @@ mod tests {
         let ep = &after.endpoints[1];
         let started = endpoint_creation(&db, &after, ep, ns).expect("a bridge endpoint");
         assert_eq!(created, vec![&started]);
+        assert_eq!(taken_over(&started, created[0]), Some(Vec::new()));
 
         // The gateway endpoint of a container that had none: the pass's creation carries the
         // routes, the started one does not (and is otherwise the same).
@@ -525,6 +562,31 @@ mod tests {
             ),
             (&s, &a)
         );
+        let started =
+            endpoint_creation(&db, &alone, &alone.endpoints[0], ns).expect("a bridge endpoint");
+        let planned = StepOp::CreateEndpoint {
+            plan: p.clone(),
+            alias: alias.clone(),
+        };
+        assert_eq!(
+            taken_over(&started, &planned),
+            Some(vec![StepOp::ReplaceRoutes {
+                netns: ns.into(),
+                routes: p.routes.clone(),
+            }]),
+            "the gateway's routes are replaced after the started creation"
+        );
+        // Another mark, or another kind of step: not this creation.
+        let other = StepOp::CreateEndpoint {
+            plan: s,
+            alias: "berth:ep:0:0".into(),
+        };
+        assert_eq!(taken_over(&other, &planned), None);
+        let routes = StepOp::ReplaceRoutes {
+            netns: ns.into(),
+            routes: p.routes.clone(),
+        };
+        assert_eq!(taken_over(&started, &routes), None);
 
         // Not on other drivers: their endpoints' plans are not veth creations, or depend on
         // cluster facts (an overlay network's MTU and namespace).
