@@ -199,6 +199,9 @@ fn main() -> anyhow::Result<()> {
     if !arenas_capped {
         tracing::debug!("malloc arenas not capped (not glibc, or it refused M_ARENA_MAX)");
     }
+    // The spare threads' maker (`berth_kernel::spare`), started here by the main thread, so
+    // that every spare has berthd's own namespaces and credentials whoever takes it first.
+    berth_kernel::spare::global();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
         .enable_all()

@@ -30,6 +30,7 @@ pub mod routeget;
 pub mod seccomp;
 #[rustfmt::skip]
 mod seccomp_table;
+pub mod spare;
 pub mod sublink;
 pub mod sys;
 pub mod sysctl;

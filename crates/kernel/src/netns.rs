@@ -126,7 +126,8 @@ pub fn run_in_netns<T: Send + 'static>(
 }
 
 /// Like [`run_in_netns`], but awaits the thread instead of blocking: the thread is still a
-/// short-lived `std::thread`, never a runtime worker. A panic in `f` becomes an error.
+/// short-lived `std::thread` (a spare made ahead, [`crate::spare`]), never a runtime worker.
+/// A panic in `f` becomes an error.
 pub async fn run_in_netns_async<T: Send + 'static>(
     path: &Path,
     f: impl FnOnce() -> T + Send + 'static,
@@ -134,12 +135,14 @@ pub async fn run_in_netns_async<T: Send + 'static>(
     let ns = open_netns(path)?;
     let shown = path.to_path_buf();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("berth-netns".into())
-        .spawn(move || {
+    // A spare thread (`crate::spare`), made ahead: not spawned on the caller's path.
+    crate::spare::run(
+        "berth-netns",
+        Box::new(move || {
             let _ = tx.send(enter(&ns, &shown).map(|()| f()));
-        })
-        .map_err(|e| KernelError::io(format!("spawning thread for netns {}", path.display()), e))?;
+        }),
+    )
+    .map_err(|e| KernelError::io(format!("spawning thread for netns {}", path.display()), e))?;
     rx.await.unwrap_or_else(|_| {
         Err(KernelError::invalid(
             format!("running in network namespace {}", path.display()),

@@ -1,0 +1,251 @@
+//! Threads made ahead of the jobs that take them.
+//!
+//! Work inside a container's network namespace runs on a thread of its own that
+//! `setns(CLONE_NEWNET)`s there and then exits: a thread that entered another namespace never
+//! serves berthd again. Spawning that thread was on the path of every connect, disconnect and
+//! start: `clone3`, its stack's `mmap`, and the time until the new thread first runs, 0.14–0.19
+//! ms median (up to 0.8) between the spawn and the thread's first instruction while the
+//! runtime's workers plan the same call (`berth-endpoint`'s `thread_start_us`, stop 39). So one
+//! thread is kept made, parked on a channel: a job wakes it (a futex wake, a few µs when a CPU is
+//! free), and a maker thread makes the next one once that job has ended, off the call's path.
+//! A job that finds no spare (two at once, or one right after another) gets a thread spawned
+//! for it, as before.
+//!
+//! A spare is exactly what a spawned thread would be: made by the maker, which never enters
+//! another namespace and was made by berthd's own threads, it runs one job and exits. Idle,
+//! nothing runs: the spare waits in `recv`, the maker too.
+
+use std::ffi::CString;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, sync_channel, SendError, Sender, SyncSender};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// What a thread runs.
+pub type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// A parked thread and its maker (see the module documentation).
+pub struct Spares {
+    /// The parked thread's job slot, when one is ready.
+    ready: Arc<Mutex<Option<SyncSender<Job>>>>,
+    /// Asks the maker for the next spare (one message per spare taken); `None` when the maker
+    /// could not be started.
+    refill: Mutex<Option<Sender<()>>>,
+    /// Jobs run on a spare.
+    taken: AtomicU64,
+    /// Jobs that found none and got a thread spawned.
+    spawned: AtomicU64,
+}
+
+impl Spares {
+    /// Starts the maker, which makes the first spare at once.
+    pub fn start() -> Spares {
+        let ready: Arc<Mutex<Option<SyncSender<Job>>>> = Arc::default();
+        let (tx, rx) = channel::<()>();
+        let slot = Arc::clone(&ready);
+        let maker = std::thread::Builder::new()
+            .name("berth-spare-maker".into())
+            .spawn(move || {
+                loop {
+                    let (job_tx, job_rx) = sync_channel::<Job>(1);
+                    let made = std::thread::Builder::new()
+                        .name("berth-spare".into())
+                        .spawn(move || {
+                            // The sender dropped (the maker's end at exit): nothing to do.
+                            if let Ok(job) = job_rx.recv() {
+                                job();
+                            }
+                        });
+                    match made {
+                        Ok(_) => {
+                            if let Ok(mut r) = slot.lock() {
+                                *r = Some(job_tx);
+                            }
+                        }
+                        // Out of threads for now: jobs spawn their own (and fail the same way
+                        // if the system still cannot make one); the next take asks again.
+                        Err(e) => tracing::warn!("making a spare thread: {e}"),
+                    }
+                    // Until a spare is taken (or every sender is gone: the process exits).
+                    if rx.recv().is_err() {
+                        return;
+                    }
+                }
+            });
+        let refill = match maker {
+            Ok(_) => Some(tx),
+            Err(e) => {
+                tracing::warn!(
+                    "starting the spare-thread maker (threads are spawned per job): {e}"
+                );
+                None
+            }
+        };
+        Spares {
+            ready,
+            refill: Mutex::new(refill),
+            taken: AtomicU64::new(0),
+            spawned: AtomicU64::new(0),
+        }
+    }
+
+    /// Runs `job` on a thread that runs nothing else: the spare if one is ready (then the
+    /// maker makes the next), else a thread spawned now. `name` names a spawned thread and
+    /// renames the spare (`PR_SET_NAME`, ≤ 15 bytes shown), for `top -H` and `perf`.
+    pub fn run(&self, name: &str, job: Job) -> std::io::Result<()> {
+        let slot = self.ready.lock().ok().and_then(|mut r| r.take());
+        let job = match slot {
+            Some(slot) => {
+                // The next spare is asked for when this job ends (a panic included): made at
+                // the take, its `clone3` and first run competed for a CPU with the job and the
+                // call's planning (on 2 cores the spare then waited as long as a spawn did).
+                let refill = Refill(
+                    self.refill
+                        .lock()
+                        .ok()
+                        .and_then(|r| r.as_ref().map(Sender::clone)),
+                );
+                let named = CString::new(name).ok();
+                let job: Job = Box::new(move || {
+                    let _refill = refill;
+                    if let Some(n) = named {
+                        let _ = rustix::thread::set_name(&n);
+                    }
+                    job();
+                });
+                match slot.send(job) {
+                    Ok(()) => {
+                        self.taken.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    // The spare is gone (it cannot be, short of a kill of that one thread):
+                    // the job gets a thread of its own.
+                    Err(SendError(job)) => job,
+                }
+            }
+            None => job,
+        };
+        self.spawned.fetch_add(1, Ordering::Relaxed);
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(job)
+            .map(drop)
+    }
+
+    /// Jobs run on a spare and jobs that got a thread spawned, since the start.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.taken.load(Ordering::Relaxed),
+            self.spawned.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Whether a spare is parked now.
+    pub fn is_ready(&self) -> bool {
+        self.ready.lock().is_ok_and(|r| r.is_some())
+    }
+}
+
+/// Asks the maker for the next spare when dropped: at the end of the job that took one,
+/// whether it returned or panicked.
+struct Refill(Option<Sender<()>>);
+
+impl Drop for Refill {
+    fn drop(&mut self) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// berthd's spares, started at first use.
+pub fn global() -> &'static Spares {
+    static SPARES: OnceLock<Spares> = OnceLock::new();
+    SPARES.get_or_init(Spares::start)
+}
+
+/// [`Spares::run`] on berthd's spares.
+pub fn run(name: &str, job: Job) -> std::io::Result<()> {
+    global().run(name, job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+    use std::time::{Duration, Instant};
+
+    fn wait_ready(s: &Spares) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !s.is_ready() {
+            assert!(Instant::now() < deadline, "no spare made within 5 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The thread a job ran on, and its name.
+    fn run_on(s: &Spares, name: &str) -> (std::thread::ThreadId, String) {
+        let (tx, rx) = channel();
+        s.run(
+            name,
+            Box::new(move || {
+                let name = std::fs::read_to_string("/proc/thread-self/comm").unwrap_or_default();
+                let _ = tx.send((std::thread::current().id(), name.trim().to_string()));
+            }),
+        )
+        .expect("running a job");
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("the job ran")
+    }
+
+    #[test]
+    fn each_job_runs_once_on_a_thread_of_its_own_taken_from_the_spare() {
+        let s = Spares::start();
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..5 {
+            wait_ready(&s);
+            let (id, name) = run_on(&s, "berth-test");
+            assert_ne!(id, std::thread::current().id());
+            assert!(seen.insert(format!("{id:?}")), "job {i} reused a thread");
+            assert_eq!(name, "berth-test", "the spare takes the job's name");
+        }
+        // Every job found a spare ready (the maker made the next after each take).
+        assert_eq!(s.counts(), (5, 0));
+    }
+
+    #[test]
+    fn jobs_beyond_the_spare_get_threads_spawned_and_all_run_at_once() {
+        let s = Spares::start();
+        wait_ready(&s);
+        // Eight jobs that can only finish together: none waits for another's thread.
+        let n = 8;
+        let barrier = Arc::new(Barrier::new(n + 1));
+        for _ in 0..n {
+            let b = Arc::clone(&barrier);
+            s.run(
+                "berth-test",
+                Box::new(move || {
+                    b.wait();
+                }),
+            )
+            .expect("running a job");
+        }
+        barrier.wait();
+        let (taken, spawned) = s.counts();
+        assert_eq!(taken + spawned, n as u64);
+        assert!(taken >= 1, "the ready spare took the first job");
+        assert!(spawned >= 1, "one spare cannot take eight jobs at once");
+    }
+
+    #[test]
+    fn a_job_that_panics_takes_only_its_own_thread_down() {
+        let s = Spares::start();
+        wait_ready(&s);
+        s.run("berth-test", Box::new(|| panic!("a job's panic")))
+            .expect("running a job");
+        // The maker is untouched: the next job finds a new spare.
+        wait_ready(&s);
+        let (id, _) = run_on(&s, "berth-test");
+        assert_ne!(id, std::thread::current().id());
+        assert_eq!(s.counts(), (2, 0));
+    }
+}
