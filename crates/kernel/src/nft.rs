@@ -146,6 +146,26 @@ pub fn apply_changes(changes: &[berth_plan::firewall::SetChange]) -> Result<()> 
     apply(None, &berth_plan::firewall::changes_script(changes))
 }
 
+/// [`apply_changes`] now, on the calling thread, when berthd's nf_tables socket is open and no
+/// other change holds it (`None` otherwise: the caller sends them from a blocking thread). For
+/// a few elements: the kernel applies a batch within the `sendmsg`, so this waits on nothing
+/// but the kernel's own work (and its per-namespace commit mutex, should another process's
+/// `nft` be committing at that moment).
+pub fn try_apply_changes_now(changes: &[berth_plan::firewall::SetChange]) -> Option<Result<()>> {
+    if changes.is_empty() {
+        return Some(Ok(()));
+    }
+    if exec_forced() {
+        return None;
+    }
+    match crate::nftnl::try_apply_now(changes)? {
+        Ok(true) => Some(Ok(())),
+        // A change the in-process batch cannot encode: `nft`, on a blocking thread.
+        Ok(false) => None,
+        Err(e) => Some(Err(e)),
+    }
+}
+
 /// Whether `BERTH_NFT_EXEC=1` asks for the `nft` binary for element changes and for reading
 /// berth's tables back too.
 pub(crate) fn exec_forced() -> bool {

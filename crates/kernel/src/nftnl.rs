@@ -514,6 +514,11 @@ impl NftSocket {
                 .map_err(|e| KernelError::netlink(op(), std::io::Error::from(e)))?;
             self.rcvbuf = want;
         }
+        // The commit's notification names the committing task (`NFTA_GEN_PROC_PID` is
+        // `task_pid_nr(current)`, this thread's id): berth's own, not drift. Recorded before
+        // the send, so that the monitor never reads the notification first (a thread's first
+        // commit, a runtime worker's included, would otherwise look like someone else's).
+        crate::nft::remember_own(rustix::thread::gettid().as_raw_nonzero().get() as u32);
         send_and_check(&mut self.sock, &bytes, first, last, acked).map_err(|e| match e {
             Failure::Errno(errno) => {
                 KernelError::netlink(op(), std::io::Error::from_raw_os_error(errno))
@@ -521,9 +526,6 @@ impl NftSocket {
             Failure::Io(e) => KernelError::netlink(op(), e),
             Failure::Undecoded => KernelError::invalid(op(), "an answer that is not netlink"),
         })?;
-        // The commit's notification names the committing task (`NFTA_GEN_PROC_PID` is
-        // `task_pid_nr(current)`, this thread's id): berth's own, not drift.
-        crate::nft::remember_own(rustix::thread::gettid().as_raw_nonzero().get() as u32);
         Ok(true)
     }
 }
@@ -555,6 +557,18 @@ pub fn apply(changes: &[SetChange]) -> Result<bool> {
         *slot = None;
     }
     result
+}
+
+/// [`apply`] when berthd's socket is open and no other change holds it; `None` otherwise
+/// (never waits for the lock nor opens the socket: the caller is a runtime worker).
+pub fn try_apply_now(changes: &[SetChange]) -> Option<Result<bool>> {
+    let mut slot = SOCKET.try_lock().ok()?;
+    let sock = slot.as_mut()?;
+    let result = sock.apply(changes);
+    if result.is_err() {
+        *slot = None;
+    }
+    Some(result)
 }
 
 enum Failure {
@@ -1216,6 +1230,30 @@ mod tests {
             delete: vec![],
             add: vec![],
         }
+    }
+
+    #[test]
+    fn a_worker_never_waits_for_the_socket_another_change_holds() {
+        let mut c = change("bridge", "guarded", "ifname");
+        c.add.push(("\"vb1\"".into(), String::new()));
+        // Held by a change in progress (or not open yet): the worker's try says "not now"
+        // at once, and the caller sends the change from a blocking thread instead.
+        let held = SOCKET.lock().unwrap_or_else(|p| p.into_inner());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let changes = vec![c];
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _ = tx.send(try_apply_now(&changes).is_none());
+            });
+            let none = rx
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .expect("try_apply_now returned while the socket was held");
+            assert!(
+                none,
+                "nothing is sent while another change holds the socket"
+            );
+        });
+        drop(held);
     }
 
     /// Element text → comment, as `elements_text` answers.
