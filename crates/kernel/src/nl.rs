@@ -174,6 +174,17 @@ impl SyncNetlink {
         Ok(out.into_iter().map(|r| r.unwrap_or(Ok(()))).collect())
     }
 
+    /// The index of the link named `name` in this socket's namespace: `SIOCGIFINDEX` on this
+    /// socket (the kernel resolves a device ioctl on any socket in the socket's namespace,
+    /// `sock_do_ioctl` → `dev_ioctl`; the name under RCU, no RTNL). Not an `RTM_GETLINK`,
+    /// which first runs the link's pending link-watch event (`rtnl_getlink` →
+    /// `linkwatch_sync_dev`: its operstate, and an `RTM_NEWLINK` to every listener). ENODEV
+    /// when there is none.
+    pub(crate) fn index_of(&self, name: &str, op: impl FnOnce() -> String) -> Result<u32> {
+        rustix::net::netdevice::name_to_index(&self.sock, name)
+            .map_err(|e| KernelError::netlink(op(), std::io::Error::from(e)))
+    }
+
     /// `RTM_GETLINK` of the link `msg` names (by index or `IFLA_IFNAME`), its answer read in
     /// place for what a look-up on an endpoint's path needs ([`LinkBrief`]) rather than
     /// parsed whole: a bridge's answer carries ≈ 200 attributes (its options, both address
