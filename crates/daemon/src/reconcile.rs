@@ -884,6 +884,23 @@ mod tests {
     }
 
     /// The kinds of the steps the fake applied since the last call (`CreateEndpoint`, …).
+    /// A pass whose guarding elements failed: the endpoint is reported as not applied and
+    /// was never made.
+    fn assert_withheld_without_its_guard(rep: &PassReport, k: &FakeKernel) {
+        assert!(!rep.firewall_ok);
+        assert!(
+            rep.errors
+                .iter()
+                .any(|e| e.starts_with("CreateEndpoint") && e.contains("were not applied")),
+            "{:?}",
+            rep.errors
+        );
+        assert!(
+            !applied_kinds(k).contains(&"CreateEndpoint".to_string()),
+            "the endpoint must not be made without its guard"
+        );
+    }
+
     fn applied_kinds(k: &FakeKernel) -> Vec<String> {
         k.take_log()
             .iter()
@@ -1046,19 +1063,7 @@ mod tests {
         let first = rt
             .block_on(r.pass(Trigger::Api, &d, full(&d), None, false, false))
             .expect("pass");
-        assert!(!first.firewall_ok);
-        assert!(
-            first
-                .errors
-                .iter()
-                .any(|e| e.starts_with("CreateEndpoint") && e.contains("were not applied")),
-            "{:?}",
-            first.errors
-        );
-        assert!(
-            !applied_kinds(&k).contains(&"CreateEndpoint".to_string()),
-            "the endpoint must not be made without its guard"
-        );
+        assert_withheld_without_its_guard(&first, &k);
         let second = rt
             .block_on(r.pass(Trigger::Startup, &d, full(&d), None, false, false))
             .expect("pass");
@@ -1400,18 +1405,7 @@ mod tests {
         let rep =
             rt.block_on(r.pass_assumed(Trigger::Api, &d_after, assumed_of(&d_before), &mut pre));
         assert!(pre.is_none(), "taken over");
-        assert!(!rep.firewall_ok);
-        assert!(
-            rep.errors
-                .iter()
-                .any(|e| e.starts_with("CreateEndpoint") && e.contains("were not applied")),
-            "{:?}",
-            rep.errors
-        );
-        assert!(
-            !applied_kinds(&k).contains(&"CreateEndpoint".to_string()),
-            "the endpoint must not be made without its guard"
-        );
+        assert_withheld_without_its_guard(&rep, &k);
     }
 
     /// A container without endpoints connected: the new endpoint is its gateway, whose routes

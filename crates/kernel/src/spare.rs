@@ -29,7 +29,7 @@ pub struct Spares {
     ready: Arc<Mutex<Option<SyncSender<Job>>>>,
     /// Asks the maker for the next spare (one message per spare taken); `None` when the maker
     /// could not be started.
-    refill: Mutex<Option<Sender<()>>>,
+    refill: Option<Sender<()>>,
     /// Jobs run on a spare.
     taken: AtomicU64,
     /// Jobs that found none and got a thread spawned.
@@ -82,7 +82,7 @@ impl Spares {
         };
         Spares {
             ready,
-            refill: Mutex::new(refill),
+            refill,
             taken: AtomicU64::new(0),
             spawned: AtomicU64::new(0),
         }
@@ -98,12 +98,7 @@ impl Spares {
                 // The next spare is asked for when this job ends (a panic included): made at
                 // the take, its `clone3` and first run competed for a CPU with the job and the
                 // call's planning (on 2 cores the spare then waited as long as a spawn did).
-                let refill = Refill(
-                    self.refill
-                        .lock()
-                        .ok()
-                        .and_then(|r| r.as_ref().map(Sender::clone)),
-                );
+                let refill = Refill(self.refill.clone());
                 let named = CString::new(name).ok();
                 let job: Job = Box::new(move || {
                     let _refill = refill;
