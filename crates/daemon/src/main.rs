@@ -243,5 +243,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .await?;
     converge::spawn_watchers(daemon.clone());
     overlay::spawn_sync(daemon.clone());
-    http::serve(daemon, &args.socket).await
+    // On a worker, not on this (the `block_on`) thread: there each connection's readiness went
+    // worker (the I/O driver) → main thread (accept) → worker (the connection's task), two
+    // cross-CPU wake-ups per request; on a worker, the one that reads the readiness accepts
+    // and runs the connection's task itself.
+    let socket = args.socket.clone();
+    tokio::spawn(async move { http::serve(daemon, &socket).await })
+        .await
+        .context("the API server's task")?
 }
