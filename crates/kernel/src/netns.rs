@@ -153,8 +153,11 @@ pub async fn run_in_netns_async<T: Send + 'static>(
 
 /// `setns(fd, CLONE_NEWNET)` for the calling thread (which must be a throwaway thread).
 pub(crate) fn enter(ns: &File, path: &Path) -> Result<()> {
-    setns(ns, CloneFlags::CLONE_NEWNET)
-        .map_err(|e| KernelError::io(format!("entering network namespace {}", path.display()), e))
+    setns(ns, CloneFlags::CLONE_NEWNET).map_err(|e| {
+        KernelError::io(format!("entering network namespace {}", path.display()), e)
+    })?;
+    crate::sysctl::entered(ns);
+    Ok(())
 }
 
 /// Creates a new network namespace held only by the returned file descriptor (no bind mount),

@@ -50,6 +50,9 @@ impl Spares {
                     let made = std::thread::Builder::new()
                         .name("berth-spare".into())
                         .spawn(move || {
+                            // Off any call's path: what a job in a container namespace
+                            // would otherwise make first (`crate::sysctl::prepare_thread`).
+                            crate::sysctl::prepare_thread();
                             // The sender dropped (the maker's end at exit): nothing to do.
                             if let Ok(job) = job_rx.recv() {
                                 job();

@@ -565,6 +565,44 @@ async fn sysctl_inside_a_test_namespace() {
     );
 }
 
+/// A spare thread made its procfs instance before it knew its namespace, and a thread that
+/// entered one knows which without asking `/proc` (`sysctl::prepare_thread`,
+/// `sysctl::entered`): each write still lands in the namespace its thread entered, one after
+/// another on different spares. Each key names a link that exists only in its own test
+/// namespace, so a write sent to any other namespace (the machine's included) would find no
+/// file and fail the test, never change anything there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn net_sysctls_on_spare_threads_land_in_the_entered_namespace() {
+    require_root!();
+    let nss: Vec<TestNs> = (0..3).map(|i| TestNs::new(&format!("sp{i}"))).collect();
+    let link = format!("bks{}", std::process::id() % 100_000);
+    for ns in &nss {
+        // A veth pair, both ends here (this kernel may have no `dummy`).
+        ip_in(ns, &format!("link add {link} type veth peer name {link}p"));
+    }
+    let key = format!("ipv6/conf/{link}/disable_ipv6");
+    for (i, ns) in nss.iter().enumerate() {
+        let k = key.clone();
+        // Alternate values, so a write that reached a namespace visited before would show.
+        let v = if i % 2 == 0 { "1" } else { "0" };
+        let wrote = berth_kernel::netns::run_in_netns_async(&ns.path, move || {
+            sysctl::write_net(&k, v).map_err(|e| e.to_string())
+        })
+        .await
+        .expect("spare thread");
+        assert_eq!(wrote, Ok(()), "{}", ns.name);
+    }
+    for (i, ns) in nss.iter().enumerate() {
+        let want = if i % 2 == 0 { "1" } else { "0" };
+        assert_eq!(
+            sysctl::read(Some(&ns.path), &format!("net/{key}")).expect("read back"),
+            want,
+            "{}",
+            ns.name
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nft_apply_and_list_round_trip() {
     require_root!();
