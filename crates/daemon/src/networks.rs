@@ -427,7 +427,9 @@ impl Daemon {
         // allocations per connect).
         let shared = self.containers_shared()?;
         let all: Vec<&ContainerSpec> = shared.iter().map(|c| &**c).collect();
+        let found_us = began.elapsed().as_micros() as u64;
         let ep = self.plan_endpoint_claimed(&net, &c, &all, &req, false)?;
+        let planned_us = began.elapsed().as_micros() as u64;
         let before = c.clone();
         c.endpoints.push(ep.clone());
         let st = match self.state(&c.id) {
@@ -454,6 +456,7 @@ impl Daemon {
             }
             _ => None,
         };
+        let prestarted_us = began.elapsed().as_micros() as u64;
         let (cmp, mut ops) = crate::ipam::claim(&c, &[&ep]);
         ops.push(Op::put_json(keys::container(&c.id), &c));
         // The disk flush of this commit runs while the kernel is programmed; the answer waits
@@ -522,6 +525,9 @@ impl Daemon {
             network = %net.name,
             container = %c.name,
             locked_us,
+            found_us,
+            planned_us,
+            prestarted_us,
             stored_us,
             passed_us,
             elapsed_us = began.elapsed().as_micros() as u64,
