@@ -883,7 +883,6 @@ mod tests {
         }
     }
 
-    /// The kinds of the steps the fake applied since the last call (`CreateEndpoint`, …).
     /// A pass whose guarding elements failed: the endpoint is reported as not applied and
     /// was never made.
     fn assert_withheld_without_its_guard(rep: &PassReport, k: &FakeKernel) {
@@ -901,6 +900,7 @@ mod tests {
         );
     }
 
+    /// The kinds of the steps the fake applied since the last call (`CreateEndpoint`, …).
     fn applied_kinds(k: &FakeKernel) -> Vec<String> {
         k.take_log()
             .iter()

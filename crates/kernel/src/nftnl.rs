@@ -549,22 +549,19 @@ pub fn apply(changes: &[SetChange]) -> Result<bool> {
     if slot.is_none() {
         *slot = Some(NftSocket::open()?);
     }
-    let Some(sock) = slot.as_mut() else {
-        return Ok(false);
-    };
-    let result = sock.apply(changes);
-    if result.is_err() {
-        *slot = None;
-    }
-    result
+    apply_on(&mut slot, changes).unwrap_or(Ok(false))
 }
 
 /// [`apply`] when berthd's socket is open and no other change holds it; `None` otherwise
 /// (never waits for the lock nor opens the socket: the caller is a runtime worker).
 pub fn try_apply_now(changes: &[SetChange]) -> Option<Result<bool>> {
-    let mut slot = SOCKET.try_lock().ok()?;
-    let sock = slot.as_mut()?;
-    let result = sock.apply(changes);
+    apply_on(&mut *SOCKET.try_lock().ok()?, changes)
+}
+
+/// [`NftSocket::apply`] on the socket in `slot` (`None` if there is none); a socket that
+/// failed is dropped, so the next change opens a new one.
+fn apply_on(slot: &mut Option<NftSocket>, changes: &[SetChange]) -> Option<Result<bool>> {
+    let result = slot.as_mut()?.apply(changes);
     if result.is_err() {
         *slot = None;
     }

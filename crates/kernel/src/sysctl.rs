@@ -108,6 +108,18 @@ struct ThreadDirs {
     dirs: Vec<(String, OwnedFd)>,
 }
 
+impl ThreadDirs {
+    /// Tries [`private_proc`] once per thread (a failure: `/proc` for this thread's lookups).
+    fn make_proc(&mut self) {
+        if !self.tried {
+            self.tried = true;
+            self.proc = private_proc()
+                .inspect_err(|e| tracing::debug!("no procfs instance of this thread's: {e}"))
+                .ok();
+        }
+    }
+}
+
 /// Makes this thread's procfs instance ([`private_proc`]) now, for a thread made ahead of a
 /// job that may enter another namespace and set its sysctls there (a spare,
 /// [`crate::spare`]): made on the job's path, `fsopen` + `fsmount` held the connect's endpoint
@@ -116,13 +128,7 @@ struct ThreadDirs {
 /// `setns` changes nothing it shows. A failure is left for the first use to meet (then
 /// `/proc`, as there).
 pub fn prepare_thread() {
-    NET_DIRS.with(|slot| {
-        let mut t = slot.borrow_mut();
-        if !t.tried {
-            t.tried = true;
-            t.proc = private_proc().ok();
-        }
-    });
+    NET_DIRS.with(|slot| slot.borrow_mut().make_proc());
 }
 
 /// Records, on a thread that just `setns`'d into `ns`, which namespace it is now in (its
@@ -272,12 +278,7 @@ fn open_net_file(rel: &str, write: bool) -> std::io::Result<fs::File> {
         if let Some((_, dir)) = t.dirs.iter().find(|(d, _)| d == top) {
             return open_below(dir);
         }
-        if !t.tried {
-            t.tried = true;
-            t.proc = private_proc()
-                .inspect_err(|e| tracing::debug!("no procfs instance of this thread's: {e}"))
-                .ok();
-        }
+        t.make_proc();
         let dir = match &t.proc {
             Some(proc) => openat(
                 proc,
