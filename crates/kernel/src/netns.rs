@@ -172,11 +172,22 @@ pub fn create_netns_fd() -> Result<std::os::fd::OwnedFd> {
     let thread = std::thread::Builder::new()
         .name("berth-netns-fd".into())
         .spawn(|| -> Result<std::os::fd::OwnedFd> {
+            // A socket of the caller's namespace (berthd's), opened before the unshare: the
+            // new namespace's id there is given through it.
+            let host = SyncNetlink::open();
             // unshare(CLONE_NEWNET) moves only this short-lived thread; it exits right after.
             unshare(CloneFlags::CLONE_NEWNET)
                 .map_err(|e| KernelError::io("unshare(CLONE_NEWNET)", e))?;
             let file = File::open(THREAD_SELF_NET)
                 .map_err(|e| KernelError::io(format!("opening {THREAD_SELF_NET}"), e))?;
+            // Its id first, so that even `lo`'s notifications below find it at once (see
+            // `give_first_found_nsid`). Without one it works as before: its first veth gives
+            // it the kernel's choice.
+            if let Err(e) =
+                host.and_then(|mut h| crate::monitor::give_first_found_nsid(&mut h, &file))
+            {
+                tracing::debug!("a new network namespace keeps the kernel's id: {e}");
+            }
             // A fresh namespace has only `lo`, down, always ifindex 1.
             let mut nl = SyncNetlink::open().map_err(|e| e.context("opening netlink socket"))?;
             nl.set_link_up(1, "bringing up lo")?;

@@ -603,6 +603,45 @@ async fn net_sysctls_on_spare_threads_land_in_the_entered_namespace() {
     }
 }
 
+/// A namespace berth makes gets its id in the maker's namespace at once, from the top of
+/// berth's range down (`monitor::give_first_found_nsid`), so the kernel's ascending walk of
+/// the ids meets the newest first. Left to the kernel, the ids would be the lowest free ones
+/// (0, 1, … in this fresh namespace), which fails the test.
+#[test]
+fn new_namespaces_get_ids_counting_down_in_the_makers_namespace() {
+    require_root!();
+    use std::os::fd::AsRawFd;
+    let h = TestNs::new("nsid");
+    let ids = run_in_netns(&h.path, || {
+        let a = berth_kernel::netns::create_netns_fd().expect("first namespace");
+        let b = berth_kernel::netns::create_netns_fd().expect("second namespace");
+        let id = |fd: &std::os::fd::OwnedFd| {
+            let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            berth_kernel::monitor::nsid_of_path(std::path::Path::new(&path)).expect("its id")
+        };
+        // The namespaces are kept (returned) until the ids have been listed below.
+        (id(&a), id(&b), a, b)
+    })
+    .expect("thread in the test namespace");
+    let (first, second, _a, _b) = ids;
+    assert!(
+        first >= 1 << 29,
+        "first id {first} is the kernel's, not berth's"
+    );
+    assert!(
+        second < first,
+        "ids {first} then {second}: not counting down"
+    );
+    // What `ip netns list-id` shows in the test namespace: both, nothing else.
+    let listed = std::process::Command::new("ip")
+        .args(["-n", &h.name, "netns", "list-id"])
+        .output()
+        .expect("ip netns list-id");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains(&format!("nsid {first} ")), "{text}");
+    assert!(text.contains(&format!("nsid {second} ")), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nft_apply_and_list_round_trip() {
     require_root!();
