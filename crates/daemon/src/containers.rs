@@ -45,14 +45,32 @@ impl Daemon {
                 "no command given: berth runs a program from the host's filesystem (or --rootfs), e.g. `berth run sleep 60`",
             ));
         }
-        let id = new_id();
-        let name = match name.filter(|n| !n.is_empty()) {
+        let (id, name) = match name.filter(|n| !n.is_empty()) {
             Some(n) => {
                 let n = n.strip_prefix('/').unwrap_or(&n).to_string();
                 names::validate_name("container", &n)?;
-                n
+                (new_id(), n)
             }
-            None => names::generated_name(&id),
+            None => {
+                // A generated name shows 24 bits of the id: at 1,000 containers two of them
+                // match now and then, and an unnamed `run` must not fail for that.
+                let mut lookup = Ok(());
+                let free = names::first_free_generated((0..16).map(|_| new_id()), |n| {
+                    match self.container_named(n) {
+                        Ok(other) => other.is_some(),
+                        Err(e) => {
+                            lookup = Err(e);
+                            true
+                        }
+                    }
+                });
+                lookup?;
+                free.unwrap_or_else(|| {
+                    let id = new_id();
+                    let short = names::short_id(&id).to_string();
+                    (id, short)
+                })
+            }
         };
         if let Some(other) = self.container_named(&name)? {
             return Err(ApiError::conflict(format!(

@@ -394,7 +394,9 @@ pub fn resolve<'a, T>(
 }
 
 /// A Docker-like generated name for an unnamed container (`brave_dock_5023a3`): derived from
-/// its id, so it needs no randomness of its own and is unique with the id.
+/// its id, so it needs no randomness of its own. Only the id's first 24 bits show, so two
+/// containers' names can be equal (≈ 3 % for some pair among 1,000): an unnamed container's id
+/// is drawn with [`first_free_generated`].
 pub fn generated_name(id: &str) -> String {
     const ADJ: [&str; 8] = [
         "brave", "calm", "eager", "keen", "lucid", "quiet", "swift", "tidy",
@@ -409,6 +411,23 @@ pub fn generated_name(id: &str) -> String {
         ADJ[(b & 7) as usize],
         NOUN[((b >> 3) & 7) as usize]
     )
+}
+
+/// The first of `ids` whose [`generated_name`] is not `taken`, with that name: an unnamed
+/// container's id and name. Docker draws another name when its pick is in use
+/// (`daemon/names.go`, `generateAndReserveName`); a name here comes from the id, so another id
+/// is drawn. `None` when every id's name is taken (the caller then names the container by its
+/// short id).
+pub fn first_free_generated(
+    ids: impl IntoIterator<Item = String>,
+    mut taken: impl FnMut(&str) -> bool,
+) -> Option<(String, String)> {
+    ids.into_iter()
+        .map(|id| {
+            let name = generated_name(&id);
+            (id, name)
+        })
+        .find(|(_, name)| !taken(name))
 }
 
 /// Checks a string berth writes as one field of a generated file (`/etc/hostname`,
@@ -488,6 +507,18 @@ mod tests {
         assert!(v("hostname", &"a".repeat(65), 64).is_err());
         assert!(super::parse_extra_host("evil\n6.6.6.6 bank:1.2.3.4").is_err());
         assert!(super::parse_extra_host("db:10.0.0.2").is_ok());
+    }
+
+    #[test]
+    fn a_taken_generated_name_draws_another_id() {
+        let ids = ["5023a3aa", "5023a3bb", "77aa01cc"].map(String::from);
+        let taken = generated_name("5023a3ff");
+        let (id, name) = first_free_generated(ids.clone(), |n| n == taken).expect("a free name");
+        assert_eq!(id, "77aa01cc");
+        assert_eq!(name, generated_name("77aa01cc"));
+        assert_eq!(first_free_generated(ids, |_| true), None);
+        let (id, _) = first_free_generated(["abcdef01".to_string()], |_| false).expect("free");
+        assert_eq!(id, "abcdef01");
     }
 
     #[test]
