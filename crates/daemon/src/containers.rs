@@ -209,15 +209,9 @@ impl Daemon {
                 {
                     ep_req.mac = Some(req.mac_address.clone());
                 }
-                let planned = {
-                    let mut all_with_self: Vec<&ContainerSpec> = shared
-                        .iter()
-                        .map(|c| &**c)
-                        .filter(|c| c.id != spec.id)
-                        .collect();
-                    all_with_self.push(&spec);
-                    self.plan_endpoint_claimed(&net, &spec, &all_with_self, &ep_req, announce)
-                };
+                // `spec` itself (not stored yet) is not among them; the planner never looks
+                // at the container being planned in that list anyway.
+                let planned = self.plan_endpoint_claimed(&net, &spec, &shared, &ep_req, announce);
                 let ep = match planned {
                     Ok(ep) => ep,
                     Err(e) => {

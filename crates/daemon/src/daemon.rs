@@ -159,6 +159,9 @@ pub struct Daemon {
     network_docs: DocIndex<NetworkSpec>,
     /// The embedded DNS table, followed per container change (see [`Daemon::dns_refresh_with`]).
     dns_inputs: std::sync::Mutex<Option<DnsFollow>>,
+    /// Every container's name and addresses, followed per container change (see
+    /// [`Daemon::with_lookup`]).
+    lookup: std::sync::Mutex<Option<crate::lookup::ContainerLookup>>,
 }
 
 /// How long the exit code of a removed container stays available to `wait`.
@@ -272,6 +275,7 @@ impl Daemon {
             state_docs: DocIndex::new(keys::STATES),
             network_docs: DocIndex::new(keys::NETWORKS),
             dns_inputs: std::sync::Mutex::new(None),
+            lookup: std::sync::Mutex::new(None),
         });
         // The `[::1]` relay listener before the start-up pass: the static rules redirect to
         // its port.
@@ -354,11 +358,54 @@ impl Daemon {
 
     /// The stored container named `name`, if any.
     pub fn container_named(&self, name: &str) -> ApiResult<Option<Arc<ContainerSpec>>> {
-        Ok(self
-            .containers_shared()?
-            .iter()
-            .find(|c| c.name == name)
-            .cloned())
+        self.with_lookup(|l| l.named(name).cloned())
+    }
+
+    /// Runs `f` on every container's name and addresses as of every write committed before
+    /// this call ([`crate::lookup::ContainerLookup`]): caught up from the container index's
+    /// changes since the last call, or built from every document when the index no longer
+    /// reaches back that far.
+    pub fn with_lookup<R>(
+        &self,
+        f: impl FnOnce(&crate::lookup::ContainerLookup) -> R,
+    ) -> ApiResult<R> {
+        let mut slot = match self.lookup.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        let store = self.store.as_ref();
+        let caught_up = match slot.take() {
+            Some(mut l) => match self.specs.changes_since(store, l.generation)? {
+                Some((generation, changes)) => {
+                    for (id, doc) in changes {
+                        match doc {
+                            Some(c) => l.insert(c),
+                            None => l.remove(&id),
+                        }
+                    }
+                    l.generation = generation;
+                    Some(l)
+                }
+                None => None,
+            },
+            None => None,
+        };
+        let l = match caught_up {
+            Some(l) => l,
+            None => {
+                // The generation first: a change made while the documents are read comes
+                // again in the next catch-up (applying it twice is harmless).
+                let generation = self.specs.generation(store)?;
+                let mut l = crate::lookup::ContainerLookup::new(generation);
+                for c in self.containers_shared()?.iter() {
+                    l.insert(c.clone());
+                }
+                l
+            }
+        };
+        let out = f(&l);
+        *slot = Some(l);
+        Ok(out)
     }
 
     /// A container's state.
@@ -411,9 +458,14 @@ impl Daemon {
                 return Ok(c);
             }
         }
-        let cs = self.containers()?;
+        // An exact name (what users type) from the lookup; else Docker's rules over the
+        // shared documents (no copy of each).
+        if let Some(c) = self.container_named(query)? {
+            return Ok(ContainerSpec::clone(&c));
+        }
+        let cs = self.containers_shared()?;
         names::resolve(query, &cs, |c| c.id.as_str(), |c| c.name.as_str())
-            .cloned()
+            .map(|c| ContainerSpec::clone(c))
             .map_err(|e| e.for_container().into())
     }
 

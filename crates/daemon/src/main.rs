@@ -21,6 +21,7 @@ mod ids;
 mod ipam;
 mod links;
 mod logtimes;
+mod lookup;
 mod netpool;
 mod networks;
 mod openapi;

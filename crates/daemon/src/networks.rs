@@ -426,9 +426,8 @@ impl Daemon {
         // The index's shared documents, not a copy of every container (O(containers)
         // allocations per connect).
         let shared = self.containers_shared()?;
-        let all: Vec<&ContainerSpec> = shared.iter().map(|c| &**c).collect();
         let found_us = began.elapsed().as_micros() as u64;
-        let ep = self.plan_endpoint_claimed(&net, &c, &all, &req, false)?;
+        let ep = self.plan_endpoint_claimed(&net, &c, &shared, &req, false)?;
         let planned_us = began.elapsed().as_micros() as u64;
         let before = c.clone();
         c.endpoints.push(ep.clone());

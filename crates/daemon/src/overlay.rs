@@ -36,16 +36,23 @@ impl Daemon {
     /// (an address the user asked for is a 409 instead). `announce`: `c` is started right
     /// after its create, so the endpoint is published with the claim (see
     /// [`cluster::Cluster::claim`]).
-    pub(crate) fn plan_endpoint_claimed(
+    pub(crate) fn plan_endpoint_claimed<C: std::borrow::Borrow<ContainerSpec>>(
         &self,
         net: &NetworkSpec,
         c: &ContainerSpec,
-        all: &[&ContainerSpec],
+        all: &[C],
         req: &EndpointRequest,
         announce: bool,
     ) -> ApiResult<EndpointSpec> {
+        // The addresses' holders from berthd's book, not from a walk of `all`.
+        let plan = |elsewhere: &BTreeMap<_, _>| -> ApiResult<EndpointSpec> {
+            self.with_lookup(|l| {
+                planner::plan_endpoint_in(net, c, all, &l.book, req, new_id(), elsewhere)
+            })?
+            .map_err(Into::into)
+        };
         if net.driver != Driver::Overlay {
-            let mut ep = planner::plan_endpoint_with(net, c, all, req, new_id(), &BTreeMap::new())?;
+            let mut ep = plan(&BTreeMap::new())?;
             // Whether a neighbour may hold another MAC for its address (an overlay endpoint
             // always announces itself, see `berth_plan::network::endpoint_plan`).
             crate::ipam::mark_reused(self.store.as_ref(), std::slice::from_mut(&mut ep))?;
@@ -57,7 +64,7 @@ impl Daemon {
             // The first pick from the watched copy of the claims; after a lost race (the copy
             // lagged), from etcd itself.
             let elsewhere = self.held_elsewhere(net, &c.id, attempt > 0)?;
-            let ep = planner::plan_endpoint_with(net, c, all, req, new_id(), &elsewhere)?;
+            let ep = plan(&elsewhere)?;
             match self.cluster_claim(net, c, &ep, announce) {
                 Ok(()) => return Ok(ep),
                 Err(e) if e.status == StatusCode::CONFLICT && !fixed => last = Some(e),

@@ -1428,11 +1428,28 @@ pub fn plan_endpoint(
 
 /// [`plan_endpoint`] with addresses held elsewhere (an overlay network's addresses claimed by
 /// containers of other hosts: address → holder, for the message), over any slice of
-/// containers (berthd passes its index's shared documents rather than copies of them).
+/// containers.
 pub fn plan_endpoint_with<C: std::borrow::Borrow<ContainerSpec>>(
     net: &NetworkSpec,
     container: &ContainerSpec,
     all: &[C],
+    req: &EndpointRequest,
+    endpoint_id: Id,
+    held_elsewhere: &BTreeMap<IpAddr, String>,
+) -> Result<EndpointSpec, PlanError> {
+    let book = ipam::AddressBook::of(all.iter().map(|c| c.borrow()));
+    plan_endpoint_in(net, container, all, &book, req, endpoint_id, held_elsewhere)
+}
+
+/// [`plan_endpoint_with`] with the addresses' holders taken from `book` (every container's
+/// addresses, kept by berthd as the documents change) instead of collected from `all`; `all`
+/// is then only read for what is rarely asked (a requested link-local address or MAC), so
+/// berthd passes its index's shared documents as they are.
+pub fn plan_endpoint_in<C: std::borrow::Borrow<ContainerSpec>>(
+    net: &NetworkSpec,
+    container: &ContainerSpec,
+    all: &[C],
+    book: &ipam::AddressBook,
     req: &EndpointRequest,
     endpoint_id: Id,
     held_elsewhere: &BTreeMap<IpAddr, String>,
@@ -1510,19 +1527,15 @@ pub fn plan_endpoint_with<C: std::borrow::Borrow<ContainerSpec>>(
         }
     }
 
-    // Who holds which address on this network, for the allocator and for the message.
-    let mut holders: BTreeMap<IpAddr, &str> = held_elsewhere
-        .iter()
-        .map(|(a, who)| (*a, who.as_str()))
-        .collect();
-    for c in others() {
-        for ep in c.endpoints.iter().filter(|e| e.network_id == net.id) {
-            for a in &ep.addrs {
-                holders.insert(a.addr(), &c.name);
-            }
-        }
-    }
-    let used: BTreeSet<IpAddr> = holders.keys().copied().collect();
+    // Who holds an address on this network, for the allocator and for the message: another
+    // host's container (an overlay's claims) or another container of this host.
+    let holder = |a: IpAddr| -> Option<&str> {
+        held_elsewhere
+            .get(&a)
+            .map(String::as_str)
+            .or_else(|| book.holder(&net.id, a, &container.id))
+    };
+    let used = |a: &IpAddr| holder(*a).is_some();
 
     let want4 = parse_requested("IPv4", req.ipv4.as_deref())?;
     let want6 = parse_requested("IPv6", req.ipv6.as_deref())?;
@@ -1542,15 +1555,15 @@ pub fn plan_endpoint_with<C: std::borrow::Borrow<ContainerSpec>>(
             continue;
         };
         if let Some(a) = want {
-            if let Some(by) = holders.get(&a) {
+            if let Some(by) = holder(a) {
                 return Err(PlanError::AddressInUse {
                     addr: a,
                     network: net.name.clone(),
-                    by: Some((*by).to_string()),
+                    by: Some(by.to_string()),
                 });
             }
         }
-        let addr = ipam::allocate_address(&net.name, subnet, &used, want)?;
+        let addr = ipam::allocate_address_with(&net.name, subnet, &used, want)?;
         let with_len = IpNet::new(addr, subnet.subnet.prefix_len())
             .map_err(|e| PlanError::Invalid(format!("address {addr}: {e}")))?;
         addrs.push(with_len);
