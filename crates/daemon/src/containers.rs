@@ -184,10 +184,6 @@ impl Daemon {
                     wanted.push(k.clone());
                 }
             }
-            // The planner looks at every container's endpoints (addresses, aliases): the
-            // index's shared documents, not a copy of each (a deep copy of 1,000 specs per
-            // create was tens of thousands of allocations).
-            let shared = self.containers_shared()?;
             for q in wanted {
                 let net = self.find_network(&q)?;
                 if !berth_plan::driver::driver(net.driver).combinable() {
@@ -209,9 +205,7 @@ impl Daemon {
                 {
                     ep_req.mac = Some(req.mac_address.clone());
                 }
-                // `spec` itself (not stored yet) is not among them; the planner never looks
-                // at the container being planned in that list anyway.
-                let planned = self.plan_endpoint_claimed(&net, &spec, &shared, &ep_req, announce);
+                let planned = self.plan_endpoint_claimed(&net, &spec, &ep_req, announce);
                 let ep = match planned {
                     Ok(ep) => ep,
                     Err(e) => {

@@ -423,11 +423,8 @@ impl Daemon {
                 mode_name(&c.mode)
             )));
         }
-        // The index's shared documents, not a copy of every container (O(containers)
-        // allocations per connect).
-        let shared = self.containers_shared()?;
         let found_us = began.elapsed().as_micros() as u64;
-        let ep = self.plan_endpoint_claimed(&net, &c, &shared, &req, false)?;
+        let ep = self.plan_endpoint_claimed(&net, &c, &req, false)?;
         let planned_us = began.elapsed().as_micros() as u64;
         let before = c.clone();
         c.endpoints.push(ep.clone());

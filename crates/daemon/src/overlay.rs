@@ -36,18 +36,24 @@ impl Daemon {
     /// (an address the user asked for is a 409 instead). `announce`: `c` is started right
     /// after its create, so the endpoint is published with the claim (see
     /// [`cluster::Cluster::claim`]).
-    pub(crate) fn plan_endpoint_claimed<C: std::borrow::Borrow<ContainerSpec>>(
+    pub(crate) fn plan_endpoint_claimed(
         &self,
         net: &NetworkSpec,
         c: &ContainerSpec,
-        all: &[C],
         req: &EndpointRequest,
         announce: bool,
     ) -> ApiResult<EndpointSpec> {
-        // The addresses' holders from berthd's book, not from a walk of `all`.
+        // The addresses' holders from berthd's book. Every container's document only when
+        // the planner reads them (a requested MAC or link-local address): taking the
+        // index's snapshot after a change copies 1,000 shared pointers (a cache miss each).
+        let all = if req.mac.is_some() || !req.link_local_ips.is_empty() {
+            self.containers_shared()?
+        } else {
+            Arc::from([])
+        };
         let plan = |elsewhere: &BTreeMap<_, _>| -> ApiResult<EndpointSpec> {
             self.with_lookup(|l| {
-                planner::plan_endpoint_in(net, c, all, &l.book, req, new_id(), elsewhere)
+                planner::plan_endpoint_in(net, c, &all, &l.book, req, new_id(), elsewhere)
             })?
             .map_err(Into::into)
         };

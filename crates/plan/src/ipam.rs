@@ -281,17 +281,34 @@ impl AddressBook {
 
     /// The name of a container other than `except` that holds `addr` on network `net`.
     pub fn holder(&self, net: &str, addr: IpAddr, except: &str) -> Option<&str> {
-        self.nets
-            .get(net)?
-            .get(&addr)?
-            .iter()
-            .find(|(id, _)| id.as_str() != except)
-            .map(|(_, name)| name.as_str())
+        self.on(net).holder(addr, except)
+    }
+
+    /// The holders of network `net`'s addresses: one look-up of the network for the many
+    /// addresses an allocation asks about (hashing a 64-character id per address was most
+    /// of an allocation's cost at 500 holders).
+    pub fn on(&self, net: &str) -> NetHolders<'_> {
+        NetHolders(self.nets.get(net))
     }
 
     /// How many addresses of network `net` are held.
     pub fn count(&self, net: &str) -> usize {
         self.nets.get(net).map_or(0, BTreeMap::len)
+    }
+}
+
+/// The holders of one network's addresses ([`AddressBook::on`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NetHolders<'a>(Option<&'a BTreeMap<IpAddr, BTreeMap<Id, String>>>);
+
+impl<'a> NetHolders<'a> {
+    /// The name of a container other than `except` that holds `addr`.
+    pub fn holder(&self, addr: IpAddr, except: &str) -> Option<&'a str> {
+        self.0?
+            .get(&addr)?
+            .iter()
+            .find(|(id, _)| id.as_str() != except)
+            .map(|(_, name)| name.as_str())
     }
 }
 

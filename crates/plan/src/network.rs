@@ -1442,9 +1442,9 @@ pub fn plan_endpoint_with<C: std::borrow::Borrow<ContainerSpec>>(
 }
 
 /// [`plan_endpoint_with`] with the addresses' holders taken from `book` (every container's
-/// addresses, kept by berthd as the documents change) instead of collected from `all`; `all`
-/// is then only read for what is rarely asked (a requested link-local address or MAC), so
-/// berthd passes its index's shared documents as they are.
+/// addresses, kept by berthd as the documents change) instead of collected from `all`. `all`
+/// is read only when `req` asks for a MAC or link-local addresses (who else holds them on
+/// the network); berthd passes an empty slice otherwise.
 pub fn plan_endpoint_in<C: std::borrow::Borrow<ContainerSpec>>(
     net: &NetworkSpec,
     container: &ContainerSpec,
@@ -1529,11 +1529,12 @@ pub fn plan_endpoint_in<C: std::borrow::Borrow<ContainerSpec>>(
 
     // Who holds an address on this network, for the allocator and for the message: another
     // host's container (an overlay's claims) or another container of this host.
+    let on_net = book.on(&net.id);
     let holder = |a: IpAddr| -> Option<&str> {
         held_elsewhere
             .get(&a)
             .map(String::as_str)
-            .or_else(|| book.holder(&net.id, a, &container.id))
+            .or_else(|| on_net.holder(a, &container.id))
     };
     let used = |a: &IpAddr| holder(*a).is_some();
 
