@@ -302,6 +302,13 @@ impl AddressBook {
 pub struct NetHolders<'a>(Option<&'a BTreeMap<IpAddr, BTreeMap<Id, String>>>);
 
 impl<'a> NetHolders<'a> {
+    /// Whether anyone holds `addr`: the allocator's question, asked for each address it
+    /// passes, so it reads only the network's tree (hot in the cache after the first
+    /// probes), never the holders behind an address (one allocation each).
+    pub fn is_held(&self, addr: IpAddr) -> bool {
+        self.0.is_some_and(|m| m.contains_key(&addr))
+    }
+
     /// The name of a container other than `except` that holds `addr`.
     pub fn holder(&self, addr: IpAddr, except: &str) -> Option<&'a str> {
         self.0?
@@ -548,6 +555,9 @@ mod tests {
         assert_eq!(book.holder(&a.id, ip("10.1.0.2"), &web.id), None);
         assert_eq!(book.holder(&b.id, ip("10.1.0.3"), ""), None);
         assert_eq!(book.count(&a.id), 2);
+        assert!(book.on(&a.id).is_held(ip("10.1.0.3")));
+        assert!(!book.on(&a.id).is_held(ip("10.1.0.4")));
+        assert!(!book.on("no such network").is_held(ip("10.1.0.3")));
         // Moved to another address: the old one is free.
         let web2 = container('1', "web", &[(&a, "10.1.0.9/24")]);
         book.insert(&web2);

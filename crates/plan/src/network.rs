@@ -1536,7 +1536,9 @@ pub fn plan_endpoint_in<C: std::borrow::Borrow<ContainerSpec>>(
             .map(String::as_str)
             .or_else(|| on_net.holder(a, &container.id))
     };
-    let used = |a: &IpAddr| holder(*a).is_some();
+    // The container itself holds nothing on this network (it is not connected to it: see
+    // above), so whoever holds an address is someone else.
+    let used = |a: &IpAddr| held_elsewhere.contains_key(a) || on_net.is_held(*a);
 
     let want4 = parse_requested("IPv4", req.ipv4.as_deref())?;
     let want6 = parse_requested("IPv6", req.ipv6.as_deref())?;
