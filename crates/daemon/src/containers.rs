@@ -54,17 +54,9 @@ impl Daemon {
             None => {
                 // A generated name shows 24 bits of the id: at 1,000 containers two of them
                 // match now and then, and an unnamed `run` must not fail for that.
-                let mut lookup = Ok(());
-                let free = names::first_free_generated((0..16).map(|_| new_id()), |n| {
-                    match self.container_named(n) {
-                        Ok(other) => other.is_some(),
-                        Err(e) => {
-                            lookup = Err(e);
-                            true
-                        }
-                    }
-                });
-                lookup?;
+                let free = self.with_lookup(|l| {
+                    names::first_free_generated((0..16).map(|_| new_id()), |n| l.named(n).is_some())
+                })?;
                 free.unwrap_or_else(|| {
                     let id = new_id();
                     let short = names::short_id(&id).to_string();
