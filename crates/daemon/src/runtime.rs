@@ -246,6 +246,9 @@ impl Runtime {
             // port and its socket on the host's port — past `network rm` for the container's
             // life.
             detach_under: vec![d.config.rundir.join(berth_plan::overlayns::NETNS_SUBDIR)],
+            // One directory for all: a directory made per start is an inode allocated per
+            // start (see the record's mark below).
+            staging: Some(self.dir.join(STAGING)),
             tty: c.stdio.tty,
             working_dir: c.process.working_dir.clone(),
             user: c.process.user.clone(),
@@ -308,9 +311,17 @@ impl Runtime {
         } else {
             None
         };
-        // Until the record below is written, a start-up after a crash finds this container's
-        // process by a walk of /proc ([`Runtime::scan_processes`]).
-        if let Err(e) = std::fs::File::create(dir.join(STARTING)) {
+        // Until the record below is written into it, this empty record marks the start: a
+        // start-up after a crash finds this container's process by a walk of /proc
+        // ([`Runtime::scan_processes`]). The same file as the record, not a mark of its own
+        // made and deleted per start: on an ext4 without a journal every inode allocation
+        // steps over the group's inodes freed in the last minutes (`find_inode_bit` →
+        // `recently_deleted`), so each deleted mark made the next starts' files dearer.
+        let marked = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dir.join(RECORD));
+        if let Err(e) = marked {
             return Err(ApiError::internal(format!(
                 "marking the container as starting: {e}"
             )));
@@ -668,11 +679,16 @@ impl Runtime {
                 continue;
             };
             let dir = e.path();
+            // An older berthd's mark of a start.
             if dir.join(STARTING).exists() {
                 tracing::info!(container = %id, "a start was interrupted: looking for its process");
                 return None;
             }
             let record = match std::fs::read_to_string(dir.join(RECORD)) {
+                Ok(r) if r.is_empty() => {
+                    tracing::info!(container = %id, "a start was interrupted: looking for its process");
+                    return None;
+                }
                 Ok(r) => Some(Record::parse(&r)?),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(_) => return None,
@@ -1310,36 +1326,42 @@ pub struct Recorded {
     pub pidfds: HashMap<String, std::os::fd::OwnedFd>,
 }
 
-/// A container's record of its running processes: `STAGE1 START INIT` (stage 1's pid and start
-/// time in clock ticks after boot, the container init's pid), written once its command runs.
+/// A container's record of its running processes: `STAGE1 START INIT\n` (stage 1's pid and
+/// start time in clock ticks after boot, the container init's pid), written once its command
+/// runs. Made empty just before the init is spawned: empty, it marks a start in progress.
 const RECORD: &str = "process";
-/// Present from just before a container's init is spawned until its record is written.
+/// The empty directory, in the containers' directory, that every container's init assembles
+/// its view of the host's root on, each in its own mount namespace (not shaped like an id:
+/// [`Runtime::remove_orphan_dirs`] and the start-up's reads of the records pass it by).
+const STAGING: &str = ".root";
+/// An older berthd's mark of a start in progress (present from just before a container's init
+/// was spawned until its record was written): still honoured, removed after a scan.
 const STARTING: &str = "starting";
 /// The stage-1 pid that berthd versions before the records wrote at each start and adoption.
 const LEGACY_STAGE1: &str = "stage1.pid";
 
 /// Records `stage1` (a process that cannot have been reaped yet) and the container's `init` in
-/// `dir`, and ends its `starting` mark. Without stage 1's start time nothing is written and the
-/// mark stays: the next start-up then scans /proc rather than trust less.
+/// `dir`'s [`RECORD`], which is empty (the start's mark) or absent. Without stage 1's start
+/// time nothing is written and the mark stays: the next start-up then scans /proc rather than
+/// trust less.
 fn write_record(dir: &Path, stage1: i32, init: i32) {
     let Some(start) = ct::start_time(stage1) else {
         return;
     };
-    // A new file (no truncation or rename over an old one, which make ext4 flush it at
-    // close); a crash mid-write leaves the mark, so a torn record is never trusted.
+    // Written into the empty mark (no truncation or rename over an old file, which make ext4
+    // flush it at close), in one `write`; a crash before it leaves the mark, and a record
+    // without its final newline is never trusted.
     let written = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(false)
         .open(dir.join(RECORD))
         .and_then(|mut f| {
             use std::io::Write;
             f.write_all(format!("{stage1} {start} {init}\n").as_bytes())
         });
-    match written {
-        Ok(()) => {
-            let _ = std::fs::remove_file(dir.join(STARTING));
-        }
-        Err(e) => tracing::debug!("recording stage 1 in {}: {e}", dir.display()),
+    if let Err(e) = written {
+        tracing::debug!("recording stage 1 in {}: {e}", dir.display());
     }
 }
 
@@ -1347,7 +1369,6 @@ fn write_record(dir: &Path, stage1: i32, init: i32) {
 /// no pid of this run that another process may have taken since.
 fn forget_process(dir: &Path) {
     let _ = std::fs::remove_file(dir.join(RECORD));
-    let _ = std::fs::remove_file(dir.join(STARTING));
     let _ = std::fs::remove_file(dir.join("init.pid"));
 }
 
@@ -1360,9 +1381,9 @@ struct Record {
 }
 
 impl Record {
-    /// `STAGE1 START INIT`, `None` if malformed.
+    /// `STAGE1 START INIT\n`, `None` if malformed or without its final newline (torn).
     fn parse(s: &str) -> Option<Record> {
-        let mut it = s.split_whitespace();
+        let mut it = s.strip_suffix('\n')?.split_whitespace();
         let stage1 = it.next()?.parse().ok().filter(|p| *p > 0)?;
         let start = it.next()?.parse().ok()?;
         let init = it.next()?.parse().ok().filter(|p| *p > 0)?;
@@ -1470,6 +1491,24 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir.parent().expect("root"));
     }
 
+    /// A start's empty mark becomes its record in place (the same file, no other made or
+    /// deleted), and that record is trusted.
+    #[test]
+    fn the_starts_mark_becomes_its_record() {
+        let (rt, dir, id) = runtime_with_container("mark");
+        let (pid, _) = me();
+        std::fs::write(dir.join(RECORD), "").expect("mark");
+        let ino = std::fs::metadata(dir.join(RECORD)).expect("stat").ino();
+        write_record(&dir, pid, 4242);
+        assert_eq!(
+            std::fs::metadata(dir.join(RECORD)).expect("stat").ino(),
+            ino
+        );
+        let found = rt.recorded_processes().expect("trusted");
+        assert_eq!(found.procs.get(&id).map(|v| v[0].init), Some(4242));
+        let _ = std::fs::remove_dir_all(dir.parent().expect("root"));
+    }
+
     /// A pid now held by another process than the recorded one (another start time) is
     /// not adopted: the container's process is gone.
     #[test]
@@ -1489,11 +1528,19 @@ mod tests {
     fn untrusted_records_make_start_up_scan() {
         let (rt, dir, _) = runtime_with_container("scan");
         let (pid, start) = me();
-        std::fs::File::create(dir.join(STARTING)).expect("mark");
+        std::fs::write(dir.join(RECORD), "").expect("mark");
         assert!(rt.recorded_processes().is_none(), "interrupted start");
+        std::fs::remove_file(dir.join(RECORD)).expect("rm");
+        std::fs::File::create(dir.join(STARTING)).expect("mark");
+        assert!(
+            rt.recorded_processes().is_none(),
+            "an older berthd's interrupted start"
+        );
         std::fs::remove_file(dir.join(STARTING)).expect("rm");
         std::fs::write(dir.join(RECORD), format!("{pid} {start}")).expect("record");
         assert!(rt.recorded_processes().is_none(), "torn record");
+        std::fs::write(dir.join(RECORD), format!("{pid} {start} {pid}")).expect("record");
+        assert!(rt.recorded_processes().is_none(), "torn before its newline");
         std::fs::write(dir.join(RECORD), format!("{pid} {start} {pid}\n")).expect("record");
         std::fs::write(dir.join(LEGACY_STAGE1), format!("{}", pid + 1)).expect("legacy");
         assert!(rt.recorded_processes().is_none(), "another berthd's start");

@@ -385,7 +385,8 @@ fn state_files_are_private() {
 
 /// Proves: a removed container leaves no directory in the state dir — `rm -f` of a running one
 /// and `rm` of an exited one (their files go after the answer, on a blocking thread) and a
-/// `--rm` one at its exit — while a kept container's stays.
+/// `--rm` one at its exit — while a kept container's stays. (Beside them: the one empty
+/// `.root` every container's init assembles its root on, in its own mount namespace.)
 #[test]
 fn removed_containers_leave_no_directory() {
     require_root!();
@@ -423,12 +424,20 @@ fn removed_containers_leave_no_directory() {
             .expect("containers dir")
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name != ".root")
             .collect()
     };
     wait_for("only the kept container's directory left", 5, || {
         dirs() == vec![kept.trim().to_string()]
     });
     assert!(!dir_of(&running).exists() && !dir_of(&exited).exists());
+    let staging = w.state_dir.join("containers").join(".root");
+    assert_eq!(
+        std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0),
+        0,
+        "{} holds nothing on the host",
+        staging.display()
+    );
 }
 
 /// Proves: with `berth-init` beside berthd (cargo builds both), a container's init runs from

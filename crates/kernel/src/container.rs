@@ -173,6 +173,11 @@ pub struct InitConfig {
     /// container with a rootfs lets go at its `pivot_root`; one without never does).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub detach_under: Vec<PathBuf>,
+    /// The empty directory the view of the host's root is assembled on (without `rootfs`),
+    /// made if missing. Every container may share one: the mount is made in the container's
+    /// private mount namespace only. `None`: `root` beside `pid_file` (one per container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging: Option<PathBuf>,
 }
 
 /// Errors of this module, worded for people: what failed, with the path or command.
@@ -632,13 +637,15 @@ fn stage2_main(cfg: &InitConfig, ready: std::io::PipeWriter, gate: Option<Gate>)
             Err(e) => return Err(io("fork the command's process")(e)),
         };
         drop(go_r);
-        // The host view is staged on an empty directory beside the container's pid file (its
-        // own directory in berth's state dir), never on a path a mount source may live under.
-        let staging = cfg
-            .pid_file
-            .parent()
-            .map(|d| d.join("root"))
-            .unwrap_or_else(|| PathBuf::from("/var/empty"));
+        // The host view is staged on an empty directory in berth's state dir (the one the
+        // daemon names, else the container's own beside its pid file), never on a path a
+        // mount source may live under.
+        let staging = cfg.staging.clone().unwrap_or_else(|| {
+            cfg.pid_file
+                .parent()
+                .map(|d| d.join("root"))
+                .unwrap_or_else(|| PathBuf::from("/var/empty"))
+        });
         let entered =
             crate::rootfs::prepare(&cfg.filesystem, cfg.rootfs.as_deref(), &cfg.binds, &staging)
                 .and_then(|root| crate::rootfs::enter(&root));

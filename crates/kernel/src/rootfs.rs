@@ -247,10 +247,11 @@ fn ensure_target(dest: &Path, dir: bool, shown: &Path) -> Result<(), ContainerEr
 /// Assembles the container's root; returns its path (pass it to [`enter`]). Call in a fresh
 /// mount namespace whose `/` is recursively private. `binds` are the generated files (host
 /// file, path inside). Without a `--rootfs`, the view of the host's root is assembled on
-/// `staging`, an empty directory of the container's own (in berth's state dir): the mount is
-/// made in the container's private mount namespace, the host never sees it, `pivot_root` leaves
-/// it behind, and it shadows no path a bind source, a `-v` source or a rootfs may live under
-/// (a staging point at `/tmp` made every source under `/tmp` unreachable).
+/// `staging`, an empty directory in berth's state dir (made if missing; all containers may
+/// share one): the mount is made in the container's private mount namespace, the host and the
+/// other containers never see it, `pivot_root` leaves it behind, and it shadows no path a bind
+/// source, a `-v` source or a rootfs may live under (a staging point at `/tmp` made every
+/// source under `/tmp` unreachable).
 pub fn prepare(
     fsys: &Filesystem,
     rootfs: Option<&Path>,

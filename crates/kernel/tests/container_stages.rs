@@ -217,6 +217,7 @@ fn config(tmp: &TempDir, netns: &Netns, cmd: &[&str]) -> InitConfig {
         gate: None,
         started: None,
         detach_under: vec![],
+        staging: None,
     }
 }
 
@@ -312,6 +313,49 @@ fn binds_are_seen_inside_only() {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mountinfo.contains(tmp.0.to_str().unwrap()));
     assert!(!mountinfo.contains(" /etc/hosts "), "{mountinfo}");
+}
+
+/// Proves: two containers running at once can assemble their roots on one shared staging
+/// directory (what berthd gives every container, so a start allocates no directory): each
+/// sees its own generated file, and the host sees nothing mounted there, the directory empty.
+#[test]
+fn containers_share_one_staging_directory() {
+    if !is_root() {
+        return;
+    }
+    let (tmp, ns_a, ns_b) = (TempDir::new(), Netns::new(), Netns::new());
+    let staging = tmp.0.join("staging");
+    let mut procs = Vec::new();
+    for (name, ns) in [("a", &ns_a), ("b", &ns_b)] {
+        let hosts = tmp.0.join(format!("hosts-{name}"));
+        fs::write(&hosts, format!("10.99.0.7\tberth-{name}\n")).unwrap();
+        let dir = tmp.0.join(name);
+        fs::create_dir_all(&dir).unwrap();
+        // Both stay up until both have printed: `cat` then sleep, killed by the guard.
+        let mut cfg = config(&tmp, ns, &["sh", "-c", "cat /etc/hosts; exec sleep 30"]);
+        cfg.pid_file = dir.join("pid");
+        cfg.exit_file = dir.join("exit");
+        cfg.binds = vec![(hosts, "/etc/hosts".into())];
+        cfg.staging = Some(staging.clone());
+        procs.push((name, dir, start(&cfg)));
+    }
+    for (name, dir, _) in &procs {
+        let init = wait_pid_file(&dir.join("pid"));
+        wait_child_running(init, "sleep");
+        let seen = fs::read_to_string(format!("/proc/{init}/root/etc/hosts")).unwrap();
+        assert_eq!(seen, format!("10.99.0.7\tberth-{name}\n"));
+    }
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mountinfo.contains(staging.to_str().unwrap()),
+        "{mountinfo}"
+    );
+    assert_eq!(
+        fs::read_dir(&staging).unwrap().count(),
+        0,
+        "the staging directory stays empty"
+    );
+    drop(procs);
 }
 
 #[test]
