@@ -15,7 +15,14 @@
 #     nf_tables change), and a snapshot of every container namespace's links (with their
 #     ifindex), addresses and routes, and of the host namespace and `nft -a list ruleset`, taken
 #     before and after and compared;
-#   * `berth rm -f` of every container, each timed.
+#   * `berth rm -f` of every container, each timed;
+#   * the filesystem's share of each start (INODES=0 skips it; needs perf and python3): the
+#     ext4 inode allocations berthd and the inits made while it was in flight, timed by the
+#     kernel's tracepoints (ext4:ext4_request_inode → ext4:ext4_allocate_inode of one thread).
+#     On an ext4 without a journal each allocation steps over the inodes its group freed in
+#     the last minutes (`find_inode_bit` → `recently_deleted`), whoever freed them: 0.1–0.9 ms
+#     each on the project machine, so the blocks' medians move with the machine's recent
+#     deletions; the table gives the starts with and without that time.
 # Usage (root): bench/cli/scale.sh [N] [BIN_DIR] [IDLE_SECS]   (defaults 1000, target/release, 30)
 #   env: NETS (bridge networks the containers are spread over, default 2; a bridge holds at most
 #   1,023 ports), PORTS (published ports per container, default 10), SAMPLE (container
@@ -43,6 +50,7 @@ state="$dir/state"
 log="$dir/berthd.log"
 pid=""
 mons=()
+inode_rec=""
 hz="$(getconf CLK_TCK)"
 
 stop_monitors() {
@@ -60,6 +68,7 @@ container_inits() {
 cleanup() {
     set +e
     stop_monitors
+    if [ -n "$inode_rec" ]; then kill -INT "$inode_rec" 2>/dev/null && wait "$inode_rec" 2>/dev/null; fi
     if [ -n "$pid" ]; then kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; fi
     # Containers left running (an interrupted run): their stage 1 and 2 inits, by PID; the
     # commands die with stage 2 (pid 1 of their pid namespace).
@@ -81,6 +90,7 @@ note() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 start_berthd() { # [strace output file]
     local tracer=()
+    # shellcheck disable=SC2054 # strace's own comma-separated list
     [ -n "${1:-}" ] && tracer=(strace -f -qq -e trace=sendto,sendmsg,openat -o "$1")
     rm -f "$sock"
     ip netns exec "$ns" "${tracer[@]}" "$bin/berthd" --state-dir "$state" --socket "$sock" \
@@ -273,6 +283,19 @@ read -r c w <<<"$(idle_cpu)"
 fig[idle0]=$c; fig[wake0]=$w; fig[load_idle0]=$(load)
 
 runs=()
+# Each start's window (µs, bash's realtime clock), for the inode allocations made in it.
+t0s=()
+t1s=()
+clock_offset=""
+if [ "${INODES:-1}" != 0 ] && command -v perf >/dev/null && command -v python3 >/dev/null; then
+    # perf's clock here: CLOCK_MONOTONIC (its realtime id is refused); the offset to bash's
+    # realtime is taken once (the two do not drift apart in a run's minutes).
+    perf record -q -a -k mono -e ext4:ext4_request_inode -e ext4:ext4_allocate_inode \
+        -o "$dir/inodes.data" >/dev/null 2>&1 &
+    inode_rec=$!
+    sleep 0.5
+    clock_offset=$(python3 -c 'import time; print(int((time.time() - time.monotonic()) * 1e6))')
+fi
 # berthd's CPU ticks before start i (cpus[i-1]) and after the last: a block's CPU per start is
 # a difference of two samples, so work a start leaves behind (its namespace watch, a pass
 # 200 ms later) counts in the block it falls in.
@@ -295,6 +318,8 @@ for i in $(seq "$n"); do
     b run -d --name "c$i" --network "$net" "${pflag[@]}" sleep 100000 >/dev/null
     t1=${EPOCHREALTIME/./}
     runs+=("$(ms "$t0" "$t1")")
+    t0s+=("$t0")
+    t1s+=("$t1")
     made=$i
     if [ "$i" -eq 100 ]; then
         read -r rss cpu thr <<<"$(daemon_usage)"
@@ -309,6 +334,54 @@ for i in $(seq "$n"); do
 done
 sleep 0.5
 cpus+=("$(cpu_ticks)")
+# The inode allocations in each start's window: inode_ms[i-1] (ms) and inode_n[i-1], and the
+# start's time without them, bare[i-1].
+inode_ms=()
+inode_n=()
+bare=()
+if [ -n "$inode_rec" ]; then
+    kill -INT "$inode_rec" 2>/dev/null && wait "$inode_rec" 2>/dev/null || true
+    inode_rec=""
+    paste -d' ' <(printf '%s\n' "${t0s[@]}") <(printf '%s\n' "${t1s[@]}") >"$dir/windows"
+    perf script -i "$dir/inodes.data" -F pid,tid,comm,time,event >"$dir/inodes.txt" 2>/dev/null || true
+    # One line per start: "count ms". berthd's threads (its pid) and the inits (comm).
+    python3 - "$dir/windows" "$dir/inodes.txt" "$clock_offset" "$pid" >"$dir/inode_runs" <<'PY'
+import bisect, sys
+wins = [tuple(int(x) - int(sys.argv[3]) for x in l.split()) for l in open(sys.argv[1])]
+starts = [w[0] for w in wins]
+count = [0] * len(wins)
+took = [0.0] * len(wins)
+asked = {}
+for line in open(sys.argv[2]):
+    f = line.split()
+    try:
+        i = next(k for k, x in enumerate(f) if "/" in x and x.replace("/", "").isdigit())
+        pid, tid = f[i].split("/")
+        t = int(round(float(f[i + 1].rstrip(":")) * 1e6))
+    except (StopIteration, ValueError, IndexError):
+        continue
+    if pid != sys.argv[4] and " ".join(f[:i]) != "berth-init":
+        continue
+    if "request_inode" in line:
+        asked[tid] = t
+    elif "allocate_inode" in line and tid in asked:
+        t_req = asked.pop(tid)
+        k = bisect.bisect_right(starts, t_req) - 1
+        if k >= 0 and t_req <= wins[k][1]:
+            count[k] += 1
+            took[k] += (t - t_req) / 1000
+for n, ms in zip(count, took):
+    print(n, f"{ms:.3f}")
+PY
+    k=0
+    while read -r n_ms; do
+        read -r n m <<<"$n_ms"
+        inode_n+=("$n")
+        inode_ms+=("$m")
+        bare+=("$(echo "${runs[$k]} - $m" | bc)")
+        k=$((k + 1))
+    done <"$dir/inode_runs"
+fi
 fig[load_runs]=$(load)
 fig[runs_s]=$((SECONDS - t_begin))
 read -r rss cpu thr <<<"$(daemon_usage)"
@@ -387,6 +460,19 @@ for r in "${blocks[@]}"; do
     cratio="-"; [ "$c" != "-" ] && [ "$cfirst" != "0" ] && cratio=$(echo "scale=2; $c / $cfirst" | bc)
     printf '| %s–%s | %s | %s | %s | %s | %s |\n' "$1" "$2" "$m" "$ratio" "$c" "$cratio" "$(rblock rms "$1" "$2")"
 done
+if [ "${#bare[@]}" -eq "$made" ] && [ "$made" -ge 10 ]; then
+    bfirst=$(block bare 1 10)
+    printf '\n| containers i | ext4 inode allocations per start (median) | their ms per start (median) | `run -d` without them, median ms | ratio to 1–10 |\n|---|---|---|---|---|\n'
+    for r in "${blocks[@]}"; do
+        set -- $r
+        m=$(block bare "$1" "$2")
+        ratio="-"; [ "$m" != "-" ] && ratio=$(echo "scale=2; $m / $bfirst" | bc)
+        printf '| %s–%s | %s | %s | %s | %s |\n' "$1" "$2" "$(block inode_n "$1" "$2")" \
+            "$(block inode_ms "$1" "$2")" "$m" "$ratio"
+    done
+    printf '\nthe filesystem'"'"'s inode allocations per start: %s ms over all %s starts (mean)\n' \
+        "$(printf '%s\n' "${inode_ms[@]}" | awk '{s += $1} END {if (NR) printf "%.2f", s / NR}')" "$made"
+fi
 if [ "$made" -ge 100 ]; then
     printf '\nberthd CPU per start over wider blocks (less tick noise): 1–50 %s ms, %s–%s %s ms\n' \
         "$(cblock 1 50)" "$((made - 49))" "$made" "$(cblock $((made - 49)) "$made")"
