@@ -297,7 +297,7 @@ impl Daemon {
             }
         };
         failpoint::boundary("publish ports");
-        let (pid, init_pid) = match self.runtime.start(self, &c, guard.as_ref()).await {
+        let (pid, init_pid, watched) = match self.runtime.start(self, &c, guard.as_ref()).await {
             Ok(p) => p,
             Err(e) => {
                 self.dns.unpin(&c.id);
@@ -338,7 +338,10 @@ impl Daemon {
             self.clone(),
             c.id.clone(),
             init_pid,
-            crate::converge::WatchFrom::Start,
+            // Kept only now: a start that failed before (its record not stored) forgets it.
+            watched.map_or(crate::converge::WatchFrom::Start, |w| {
+                crate::converge::WatchFrom::Registered(w.keep())
+            }),
         )
         .await;
         // Containers linked to it on the default bridge name its (possibly new) address.

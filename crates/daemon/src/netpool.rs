@@ -1,7 +1,7 @@
 //! Fresh network namespaces made ahead of the starts that take them.
 //!
 //! A container of a bridge network (or `--network none`) gets a new network namespace, held by
-//! a descriptor of berthd's until its init has joined it ([`berth_kernel::netns::create_netns_fd`]):
+//! a descriptor of berthd's until its init has joined it ([`berth_kernel::netns::make_netns`]):
 //! `unshare(CLONE_NEWNET)` on a throwaway thread and `lo` brought up, 0.6–1.1 ms on this
 //! project's machines, on the path from the start request to the container's command. The
 //! pool keeps [`READY`] of them made beforehand; a start takes one in O(1) and a thread of
@@ -15,7 +15,7 @@
 //! left behind. An empty pool (the first start, a failed refill) makes one on demand, as
 //! before. Idle, the pool does nothing: it is refilled only after a start took from it.
 
-use std::os::fd::OwnedFd;
+use berth_kernel::netns::MadeNetns;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -26,18 +26,18 @@ pub const READY: usize = 1;
 /// See the module documentation.
 #[derive(Default)]
 pub struct NetnsPool {
-    ready: Mutex<Vec<OwnedFd>>,
+    ready: Mutex<Vec<MadeNetns>>,
     /// A refill thread is running.
     refilling: AtomicBool,
 }
 
 impl NetnsPool {
     /// A ready namespace, or a new one when none is.
-    pub fn take(&self) -> berth_kernel::error::Result<OwnedFd> {
+    pub fn take(&self) -> berth_kernel::error::Result<MadeNetns> {
         let pooled = self.ready.lock().ok().and_then(|mut r| r.pop());
         match pooled {
-            Some(fd) => Ok(fd),
-            None => berth_kernel::netns::create_netns_fd(),
+            Some(made) => Ok(made),
+            None => berth_kernel::netns::make_netns(),
         }
     }
 
@@ -58,9 +58,9 @@ impl NetnsPool {
             .name("berth-netns-pool".into())
             .spawn(move || {
                 while pool.ready() < READY {
-                    match berth_kernel::netns::create_netns_fd() {
-                        Ok(fd) => match pool.ready.lock() {
-                            Ok(mut r) => r.push(fd),
+                    match berth_kernel::netns::make_netns() {
+                        Ok(made) => match pool.ready.lock() {
+                            Ok(mut r) => r.push(made),
                             Err(_) => break,
                         },
                         Err(e) => {
@@ -82,7 +82,7 @@ impl NetnsPool {
 #[allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsRawFd, OwnedFd};
     use std::os::unix::fs::MetadataExt;
 
     fn ns_inode(fd: &OwnedFd) -> u64 {
@@ -117,10 +117,16 @@ mod tests {
             held.push(pool.take().unwrap());
             pool.refill();
         }
-        let mut inodes: Vec<u64> = held.iter().map(ns_inode).collect();
+        let mut inodes: Vec<u64> = held.iter().map(|m| ns_inode(&m.fd)).collect();
         inodes.sort_unstable();
         inodes.dedup();
         assert_eq!(inodes.len(), held.len(), "a namespace was handed out twice");
+        // Each came with its own id in our namespace, given before it was handed out (what
+        // lets a start watch its namespace from the first change on).
+        let mut ids: Vec<i32> = held.iter().filter_map(|m| m.nsid).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), held.len(), "namespace ids: {ids:?}");
         let ours = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
         assert!(!inodes.contains(&ours), "berthd's own namespace handed out");
     }

@@ -142,7 +142,9 @@ impl Runtime {
         Ok(())
     }
 
-    /// Starts `c`: namespace, endpoints, files, init. Returns (stage-1 pid, container init pid).
+    /// Starts `c`: namespace, endpoints, files, init. Returns (stage-1 pid, container init pid,
+    /// the watch of its namespace when berthd made it and watches it from the start:
+    /// [`crate::converge::watch_from_start`], which the caller keeps once the start is stored).
     /// `guard`: its anti-spoofing elements, if not installed yet
     /// ([`crate::ports::publish_with`]); they are before any of its endpoints exists.
     pub async fn start(
@@ -150,7 +152,7 @@ impl Runtime {
         d: &Arc<Daemon>,
         c: &ContainerSpec,
         guard: Option<&Elements>,
-    ) -> ApiResult<(i32, i32)> {
+    ) -> ApiResult<(i32, i32, Option<crate::converge::EarlyWatch>)> {
         let dir = self.container_dir(&c.id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
@@ -169,6 +171,7 @@ impl Runtime {
 
         // The network namespace the init joins.
         let mut held_ns = None;
+        let mut watch = None;
         let netns: Option<PathBuf> = match &c.mode {
             NetworkMode::Host => None,
             NetworkMode::Container(target) => {
@@ -187,11 +190,16 @@ impl Runtime {
             NetworkMode::Networks | NetworkMode::None => {
                 // Made ahead (a new one when none is ready); the next is made once this
                 // container runs (below).
-                let fd = self.netns_pool.take().map_err(|e| {
+                let made = self.netns_pool.take().map_err(|e| {
                     ApiError::internal(format!("creating the network namespace: {e}"))
                 })?;
-                let path = berth_kernel::netns::fd_path(&fd);
-                held_ns = Some(fd);
+                // Watched before its endpoints are made: drift from here on raises a
+                // notification (forgotten again if this start fails).
+                watch = made
+                    .nsid
+                    .and_then(|nsid| crate::converge::watch_from_start(d, &c.id, nsid));
+                let path = berth_kernel::netns::fd_path(&made.fd);
+                held_ns = Some(made.fd);
                 Some(path)
             }
         };
@@ -503,7 +511,7 @@ impl Runtime {
             // It exited before writing its pid (e.g. a bad --rootfs); the waiter records why.
             init_pid = stage1;
         }
-        Ok((stage1, init_pid))
+        Ok((stage1, init_pid, watch))
     }
 
     /// Plumbs a starting container's endpoints into its namespace `ns` (one reconcile pass

@@ -78,6 +78,13 @@ const RTM_NEWLINK: u16 = 16;
 /// `RTM_DELLINK` (linux/rtnetlink.h).
 const RTM_DELLINK: u16 = 17;
 
+/// `RTM_NEWADDR` (linux/rtnetlink.h).
+const RTM_NEWADDR: u16 = 20;
+
+/// Where `ifa_index` is in an address notification: after the `nlmsghdr` (16 bytes), the
+/// `ifaddrmsg`'s family, prefixlen, flags, scope (linux/if_addr.h).
+const IFA_INDEX_AT: usize = 16 + 4;
+
 /// `RTM_NEWROUTE` (linux/rtnetlink.h).
 const RTM_NEWROUTE: u16 = 24;
 
@@ -156,11 +163,26 @@ fn first_foreign(buf: &[u8], expected_gone: &dyn Fn(&str) -> bool) -> Option<Str
         let kernel_route_change = pid == 0
             && matches!(kind, RTM_NEWROUTE | RTM_DELROUTE)
             && buf.get(off + RTM_PROTOCOL_AT) == Some(&RTPROT_KERNEL);
+        // The loopback addresses the kernel gives `lo` (ifindex 1 in every namespace) when it
+        // goes up (`127.0.0.1/8`, `::1`: `RTM_NEWADDR`, portid 0): its consequence of `lo`'s
+        // up, which berth makes itself in each namespace it creates. A start now watches its
+        // namespace from the moment it takes it, and those two, still unread by the monitor
+        // when the namespace was made on demand, each woke a pass over the container.
+        let kernel_lo_address = pid == 0
+            && kind == RTM_NEWADDR
+            && buf
+                .get(off + IFA_INDEX_AT..off + IFA_INDEX_AT + 4)
+                .is_some_and(|b| b == 1u32.to_ne_bytes());
         let name = matches!(kind, RTM_NEWLINK | RTM_DELLINK)
             .then(|| link_name(&buf[off..off + len]))
             .flatten();
         let expected_removal = kind == RTM_DELLINK && name.is_some_and(expected_gone);
-        if !kernel_link_change && !kernel_route_change && !expected_removal && !is_own_portid(pid) {
+        if !kernel_link_change
+            && !kernel_route_change
+            && !kernel_lo_address
+            && !expected_removal
+            && !is_own_portid(pid)
+        {
             return Some(format!(
                 "message type {kind}, portid {pid}{}",
                 name.map(|n| format!(", link {n}")).unwrap_or_default()
@@ -887,7 +909,6 @@ mod tests {
             m[12..16].copy_from_slice(&pid.to_ne_bytes());
             m
         };
-        const RTM_NEWADDR: u16 = 20;
         // A carrier change, a bridge port forwarding: the kernel's consequence of a change.
         assert!(!has_foreign_(&msg(RTM_NEWLINK, 0)));
         let mut two = msg(RTM_NEWLINK, 0);
@@ -917,6 +938,18 @@ mod tests {
         assert!(!has_foreign_(&route(RTM_DELROUTE, 0, RTPROT_KERNEL)));
         assert!(has_foreign_(&route(RTM_NEWROUTE, 0, RTPROT_RA)));
         assert!(has_foreign_(&route(RTM_DELROUTE, 4244, RTPROT_KERNEL)));
+        // The addresses the kernel gives `lo` (ifindex 1) as it goes up: not drift. One on
+        // another link, or someone's on `lo`: looked at.
+        let address = |pid: u32, index: u32| {
+            let mut m = msg(RTM_NEWADDR, pid);
+            m.resize(24, 0);
+            m[0..4].copy_from_slice(&24u32.to_ne_bytes());
+            m[IFA_INDEX_AT..IFA_INDEX_AT + 4].copy_from_slice(&index.to_ne_bytes());
+            m
+        };
+        assert!(!has_foreign_(&address(0, 1)));
+        assert!(has_foreign_(&address(0, 2)));
+        assert!(has_foreign_(&address(4245, 1)));
     }
 
     #[test]

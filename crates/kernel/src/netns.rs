@@ -161,17 +161,34 @@ pub(crate) fn enter(ns: &File, path: &Path) -> Result<()> {
 }
 
 /// Creates a new network namespace held only by the returned file descriptor (no bind mount),
-/// with `lo` up inside it.
+/// with `lo` up inside it ([`make_netns`] without the namespace's id).
+pub fn create_netns_fd() -> Result<std::os::fd::OwnedFd> {
+    make_netns().map(|made| made.fd)
+}
+
+/// A network namespace [`make_netns`] made.
+#[derive(Debug)]
+pub struct MadeNetns {
+    /// The only holder of the namespace until a process joins it.
+    pub fd: std::os::fd::OwnedFd,
+    /// Its id in the caller's namespace (`NETNSA_NSID`: what the caller's all-namespace
+    /// notifications carry), given before anything happened in it; `None` if the kernel
+    /// refused (the namespace then gets the kernel's choice at its first veth).
+    pub nsid: Option<i32>,
+}
+
+/// Creates a new network namespace held only by the returned file descriptor (no bind mount),
+/// with `lo` up inside it, and gives it its id in the caller's namespace first.
 ///
 /// berthd uses this for containers: the fd keeps the namespace alive while endpoints are
 /// plumbed and the container's init joins it (through [`fd_path`]); once the fd is dropped, the
 /// container's processes alone hold it, so the namespace — and the container end of every veth
 /// in it — disappears with the container. No mount can leak into other mount namespaces.
-pub fn create_netns_fd() -> Result<std::os::fd::OwnedFd> {
+pub fn make_netns() -> Result<MadeNetns> {
     let op = "creating a network namespace";
     let thread = std::thread::Builder::new()
         .name("berth-netns-fd".into())
-        .spawn(|| -> Result<std::os::fd::OwnedFd> {
+        .spawn(|| -> Result<MadeNetns> {
             // A socket of the caller's namespace (berthd's), opened before the unshare: the
             // new namespace's id there is given through it.
             let host = SyncNetlink::open();
@@ -183,15 +200,21 @@ pub fn create_netns_fd() -> Result<std::os::fd::OwnedFd> {
             // Its id first, so that even `lo`'s notifications below find it at once (see
             // `give_first_found_nsid`). Without one it works as before: its first veth gives
             // it the kernel's choice.
-            if let Err(e) =
-                host.and_then(|mut h| crate::monitor::give_first_found_nsid(&mut h, &file))
-            {
-                tracing::debug!("a new network namespace keeps the kernel's id: {e}");
-            }
+            let nsid =
+                match host.and_then(|mut h| crate::monitor::give_first_found_nsid(&mut h, &file)) {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        tracing::debug!("a new network namespace keeps the kernel's id: {e}");
+                        None
+                    }
+                };
             // A fresh namespace has only `lo`, down, always ifindex 1.
             let mut nl = SyncNetlink::open().map_err(|e| e.context("opening netlink socket"))?;
             nl.set_link_up(1, "bringing up lo")?;
-            Ok(std::os::fd::OwnedFd::from(file))
+            Ok(MadeNetns {
+                fd: std::os::fd::OwnedFd::from(file),
+                nsid,
+            })
         })
         .map_err(|e| KernelError::io(format!("{op}: spawning thread"), e))?;
     thread
