@@ -952,3 +952,57 @@ fn kill9_at_every_step_of_run_d_never_duplicates_a_container() {
         "BERTH_FAILPOINT=start:1 never fired: `start` has no step boundaries"
     );
 }
+
+/// `berth_reconcile_passes_total` of `GET /metrics`.
+fn passes_total(w: &World) -> u64 {
+    let (status, body) = w.api("GET", "/metrics", None);
+    assert_eq!(status, 200, "GET /metrics: {body}");
+    body.lines()
+        .find(|l| l.starts_with("berth_reconcile_passes_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse::<f64>().ok())
+        .map_or(0, |n| n as u64)
+}
+
+/// Proves: a container berthd starts is watched from the start itself (its namespace's id is
+/// the one berthd gave it when it made it): no pass runs over it after `run -d` answered —
+/// the pass count stands still for a second, where a pass 200 ms after every start used to
+/// cover the window before a late registration — and its default route, deleted at once
+/// (inside that former window), is put back by the notification.
+#[test]
+fn a_started_containers_namespace_is_watched_from_its_start() {
+    require_root!();
+    let w = World::new();
+    // No periodic check in the second watched below.
+    w.restart_daemon_args(&["--check-interval", "3600"]);
+    w.berth_ok(&["network", "create", "--subnet", "10.67.0.0/24", "ws"]);
+    // The first start opens the all-namespace subscription; the bridge's own first moments
+    // raise their notifications on the host.
+    w.run_d("warm", &["--network", "ws"], &["sleep", "600"]);
+    std::thread::sleep(Duration::from_millis(800));
+    w.run_d("watched", &["--network", "ws"], &["sleep", "600"]);
+    let pid = w.inspect("watched")["State"]["Pid"].as_i64().unwrap_or(0);
+    assert!(pid > 0, "watched has no pid");
+    let after_start = passes_total(&w);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        passes_total(&w),
+        after_start,
+        "a pass ran in the second after the start (with nothing changed)"
+    );
+    let o = w.pid_net_exec(pid, &["ip", "route", "del", "default"]);
+    assert!(o.status.success(), "ip route del default: {}", show(&o));
+    let t0 = Instant::now();
+    loop {
+        let routes = w.pid_net_exec(pid, &["ip", "route", "show", "default"]);
+        if !stdout(&routes).trim().is_empty() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "the deleted default route is still missing 3 s later (no notification?)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(passes_total(&w) > after_start, "the repair ran no pass");
+}
