@@ -687,16 +687,13 @@ impl Runtime {
                 continue;
             };
             let dir = e.path();
-            // An older berthd's mark of a start.
-            if dir.join(STARTING).exists() {
+            let read = std::fs::read_to_string(dir.join(RECORD));
+            // The start's mark (an empty record), or an older berthd's `starting` file.
+            if read.as_deref().is_ok_and(str::is_empty) || dir.join(STARTING).exists() {
                 tracing::info!(container = %id, "a start was interrupted: looking for its process");
                 return None;
             }
-            let record = match std::fs::read_to_string(dir.join(RECORD)) {
-                Ok(r) if r.is_empty() => {
-                    tracing::info!(container = %id, "a start was interrupted: looking for its process");
-                    return None;
-                }
+            let record = match read {
                 Ok(r) => Some(Record::parse(&r)?),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(_) => return None,
