@@ -78,7 +78,7 @@ show macvlan '^\||goal|floor|%'
 show start '^\|'
 show ports '^###|^\|'
 show dns '^\| names|^\|---|\| (qps|cpu_s_per_M|client_cpu_s_per_M|core|in_flight|p50_us) \||loadavg|idle'
-show scale '^\||starts in|per start|under strace|start-up after'
+show scale '^\||starts in|per start|under strace|start-up after|bare kernel work|wider blocks'
 echo
 cat "$out/loads.txt"
 echo "full outputs: $out"

@@ -22,7 +22,15 @@
 #     On an ext4 without a journal each allocation steps over the inodes its group freed in
 #     the last minutes (`find_inode_bit` → `recently_deleted`), whoever freed them: 0.1–0.9 ms
 #     each on the project machine, so the blocks' medians move with the machine's recent
-#     deletions; the table gives the starts with and without that time.
+#     deletions; the table gives the starts with and without that time;
+#   * the kernel's floor in the same run (FLOOR=0 skips it; needs gcc): bench/init_floor/floor.c
+#     does a start's kernel work bare, with no berthd and no store (a network namespace, a veth
+#     pair whose host side becomes a port of berth's first bridge and whose peer is made in the
+#     namespace, both ends up, then a stage-1/stage-2 init's namespaces, mounts, sysfs and
+#     `pivot_root`), FLOOR_ROUNDS times (default 30) at 0 containers and again at N, berthd
+#     stopped (SIGSTOP) meanwhile so it does not react to the foreign port: what of the growth
+#     is the kernel's whoever asks (the bridge's ports, every task, every sysfs), and what is
+#     left to berth's own work.
 # Usage (root): bench/cli/scale.sh [N] [BIN_DIR] [IDLE_SECS]   (defaults 1000, target/release, 30)
 #   env: NETS (bridge networks the containers are spread over, default 2; a bridge holds at most
 #   1,023 ports), PORTS (published ports per container, default 10), SAMPLE (container
@@ -81,12 +89,10 @@ trap 'exit 130' INT TERM
 
 b() { "$bin/berth" -H "unix://$sock" "$@"; }
 api() { curl -sf --max-time 10 --unix-socket "$sock" "http://berth$1"; }
-# Times from bash's own clock ($EPOCHREALTIME, µs).
-ms() { echo "scale=3; ($2 - $1) / 1000" | bc; }
-median() { sort -n | awk '{v[NR]=$1} END {if (NR) print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2); else print "-"}'; }
-load() { cut -d' ' -f1-3 /proc/loadavg; }
-mib() { [[ "$1" =~ ^[0-9]+$ ]] && echo "scale=1; $1 / 1024" | bc || echo "-"; }
-note() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+# ms, median, load, mib, note, pss_cpu_of, remove_each, block, rblock, run_ratio,
+# table_blocks.
+# shellcheck source=bench/cli/scale_lib.sh
+. "$(dirname "$(readlink -f "$0")")/scale_lib.sh"
 
 start_berthd() { # [strace output file]
     local tracer=()
@@ -129,15 +135,8 @@ daemon_usage() {
 # "PSS_KiB CPU_ms processes" of the container helpers (stage 1 and stage 2 of every init; the
 # containers' commands are not counted).
 helper_usage() {
-    local p pss=0 cpu=0 k=0 v
-    for p in $(container_inits); do
-        v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null) || continue
-        pss=$((pss + ${v:-0}))
-        v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null) || continue
-        cpu=$((cpu + ${v:-0}))
-        k=$((k + 1))
-    done
-    echo "$pss $((cpu * 1000 / hz)) $k"
+    # shellcheck disable=SC2046 # one argument per pid
+    pss_cpu_of $(container_inits)
 }
 # Voluntary + involuntary context switches of all berthd's threads (wake-ups).
 daemon_switches() {
@@ -267,6 +266,37 @@ restart() {
     fig[r_$how]="$ready ${steps:-?} $logged $iph $ipc $nftl $diffs"
 }
 
+# The bare start (see the header): "start_ms newnet veth+port link_up sysfs pivot_root" medians,
+# start_ms without the namespace's creation (berthd makes its namespaces ahead of the starts),
+# in fig[floor_$1], berthd stopped meanwhile.
+floor_bin=""
+if [ "${FLOOR:-1}" != 0 ] && command -v gcc >/dev/null; then
+    gcc -O2 -o "$dir/floor" "$(dirname "$(readlink -f "$0")")/../init_floor/floor.c" 2>/dev/null &&
+        floor_bin="$dir/floor"
+fi
+floor_at() {
+    [ -n "$floor_bin" ] || return 0
+    local br out
+    br=$(ip -n "$ns" -o link show type bridge | awk '{sub(":", "", $2); print $2}' | grep '^berth-' | sort | head -1)
+    local made_br=""
+    if [ -z "$br" ]; then
+        # No container yet, so no bridge of berth's (a network's first start makes it): an
+        # empty bridge of our own, as the first start finds its own.
+        br=bflempty
+        ip -n "$ns" link add "$br" type bridge && ip -n "$ns" link set "$br" up && made_br=1
+    fi
+    mkdir -p "$dir/floor-staging"
+    # Counted before: the rounds' own ports go with their namespaces, in the kernel's cleanup
+    # work after each round.
+    fig[floor_br_$1]=$(ip -n "$ns" -o link show master "$br" | wc -l)
+    kill -STOP "$pid"
+    out=$(ip netns exec "$ns" "$floor_bin" "$dir/floor-staging" 0 "${FLOOR_ROUNDS:-30}" "$br" 2>/dev/null) || out=""
+    kill -CONT "$pid"
+    [ -n "$made_br" ] && ip -n "$ns" link del "$br"
+    fig[floor_$1]=$(awk '{m[$1]=$2} END {if ("start-newnet" in m) print m["start-newnet"], m["newnet"], m["veth+port"], m["link_up"], m["sysfs"], m["pivot_root"]}' <<<"$out")
+    note "kernel floor at $1 containers ($br, ${fig[floor_br_$1]} ports): ${fig[floor_$1]:-failed}"
+}
+
 ip netns add "$ns"
 ip -n "$ns" link set lo up
 run_start=$(date -u '+%Y-%m-%d %H:%M UTC')
@@ -281,6 +311,7 @@ fig[rss0]=$rss; fig[cpu0]=$cpu; fig[thr0]=$thr
 note "0 containers: RSS ${rss} KiB, CPU ${cpu} ms; idle ${idle} s"
 read -r c w <<<"$(idle_cpu)"
 fig[idle0]=$c; fig[wake0]=$w; fig[load_idle0]=$(load)
+floor_at 0
 
 runs=()
 # Each start's window (µs, bash's realtime clock), for the inode allocations made in it.
@@ -407,39 +438,13 @@ for how in TERM KILL STRACE; do
     fig[check_$how]="$(b system check >/dev/null 2>&1 && echo in-sync || echo NOT-in-sync)"
 done
 
+floor_at "$made"
 note "removing $made containers"
-rms=()
-t_begin=$SECONDS
-removed=0
-for i in $(seq "$made" -1 1); do
-    t0=${EPOCHREALTIME/./}
-    b rm -f "c$i" >/dev/null
-    t1=${EPOCHREALTIME/./}
-    rms+=("$(ms "$t0" "$t1")")
-    removed=$((removed + 1))
-    if [ $((SECONDS - t_begin)) -gt "$rm_budget" ]; then
-        note "removal budget of $rm_budget s spent after $removed: the rest go with the clean-up"
-        break
-    fi
-done
-fig[rm_s]=$((SECONDS - t_begin))
+remove_each b
 fig[load_rm]=$(load)
 read -r rss cpu thr <<<"$(daemon_usage)"
 fig[rss_end]=$rss
 
-# Medians of blocks of ten, by container index (the runs in start order, the removals in
-# reverse, so rms[made - i] is container i's).
-block() { # array-name first last
-    local -n arr="$1"
-    local k lo="$2" hi="$3"
-    [ "$hi" -le "${#arr[@]}" ] || { echo "-"; return; }
-    for k in $(seq "$lo" "$hi"); do echo "${arr[$((k - 1))]}"; done | median
-}
-rblock() { # removals of containers first..last
-    local k
-    [ "$3" -le "$made" ] && [ "$((made - $2 + 1))" -le "$removed" ] || { echo "-"; return; }
-    for k in $(seq "$2" "$3"); do echo "${rms[$((made - k))]}"; done | median
-}
 # berthd's CPU per start over containers first..last, ms (mean: ticks are 10 ms).
 cblock() {
     [ "$2" -le "$made" ] || { echo "-"; return; }
@@ -449,17 +454,42 @@ first=$(block runs 1 10)
 cfirst=$(cblock 1 10)
 printf '\n## berth at scale: %s containers on %s networks, %s ports each (%s)\n\n' "$made" "$nets" "$per" "$run_start"
 printf '| containers i | `run -d` median ms | ratio to 1–10 | berthd CPU per start, ms | ratio to 1–10 | `rm -f` median ms |\n|---|---|---|---|---|---|\n'
-blocks=("1 10" "91 100" "491 500" "991 1000")
-last="$((made - 9)) $made"
-case " ${blocks[*]} " in *" $last "*) ;; *) [ "$made" -gt 10 ] && blocks+=("$last") ;; esac
+table_blocks
 for r in "${blocks[@]}"; do
     set -- $r
-    m=$(block runs "$1" "$2")
-    ratio="-"; [ "$m" != "-" ] && ratio=$(echo "scale=2; $m / $first" | bc)
+    read -r m ratio <<<"$(run_ratio "$first" "$1" "$2")"
     c=$(cblock "$1" "$2")
     cratio="-"; [ "$c" != "-" ] && [ "$cfirst" != "0" ] && cratio=$(echo "scale=2; $c / $cfirst" | bc)
     printf '| %s–%s | %s | %s | %s | %s | %s |\n' "$1" "$2" "$m" "$ratio" "$c" "$cratio" "$(rblock rms "$1" "$2")"
 done
+if [ -n "${fig[floor_0]:-}" ] && [ -n "${fig[floor_$made]:-}" ] && [ "$made" -ge 10 ]; then
+    read -r -a f0 <<<"${fig[floor_0]}"
+    read -r -a f1 <<<"${fig[floor_$made]}"
+    printf '\n| the same start'"'"'s kernel work, bare (`floor.c`, %s rounds, berthd stopped), median ms | at 0 containers | at %s (%s ports on its bridge) | growth |\n|---|---|---|---|\n' \
+        "${FLOOR_ROUNDS:-30}" "$made" "${fig[floor_br_$made]}"
+    k=0
+    for what in "a start: every phase in turn, the namespace's creation left out" "network namespace (berthd: made ahead)" "veth pair + bridge port" \
+        "both ends up" "sysfs mount" "pivot_root"; do
+        printf '| %s | %s | %s | %+.3f |\n' "$what" "${f0[$k]}" "${f1[$k]}" "$(echo "${f1[$k]} - ${f0[$k]}" | bc)"
+        k=$((k + 1))
+    done
+    blast=$(block runs $((made - 9)) "$made")
+    grow=$(echo "${f1[0]} - ${f0[0]}" | bc)
+    # berth runs the endpoint (veth, port, up: berthd's thread) beside the init's mounts
+    # (sysfs, pivot_root: stage 2) on two CPUs, so its start grows by about the larger of the
+    # two paths' growths, not by their sum.
+    egrow=$(echo "${f1[2]} + ${f1[3]} - ${f0[2]} - ${f0[3]}" | bc)
+    igrow=$(echo "${f1[4]} + ${f1[5]} - ${f0[4]} - ${f0[5]}" | bc)
+    mgrow=$(echo "if ($egrow > $igrow) $egrow else $igrow" | bc)
+    printf '\nberth'"'"'s `run -d` %.2f → %.2f ms (%+.2f); the bare kernel work grew %+.2f ms in sequence: %+.2f on the endpoint'"'"'s path (veth, port, up), %+.2f on the init'"'"'s (sysfs, pivot_root), which berth runs side by side: on berth'"'"'s first start that growth alone is %.2f× (the larger path) to %.2f× (both in turn)\n' \
+        "$first" "$blast" "$(echo "$blast - $first" | bc)" "$grow" "$egrow" "$igrow" \
+        "$(echo "scale=4; ($first + $mgrow) / $first" | bc)" "$(echo "scale=4; ($first + $grow) / $first" | bc)"
+fi
+if [ "$made" -ge 100 ]; then
+    printf '\n`run -d` medians over wider blocks (less block noise): 1–50 %s ms, %s–%s %s ms: %.2f×\n' \
+        "$(block runs 1 50)" "$((made - 49))" "$made" "$(block runs $((made - 49)) "$made")" \
+        "$(echo "scale=4; $(block runs $((made - 49)) "$made") / $(block runs 1 50)" | bc)"
+fi
 if [ "${#bare[@]}" -eq "$made" ] && [ "$made" -ge 10 ]; then
     bfirst=$(block bare 1 10)
     printf '\n| containers i | ext4 inode allocations per start (median) | their ms per start (median) | `run -d` without them, median ms | ratio to 1–10 |\n|---|---|---|---|---|\n'

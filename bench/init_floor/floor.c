@@ -1,7 +1,15 @@
-// The bare kernel floor of a berth container init's namespace and mount work (docs/PERFORMANCE.md,
-// "Tenth pass"), at 0 and N existing "containers" (holders doing the same sequence, then sleeping).
-//   gcc -O2 -o /tmp/floor bench/init_floor/floor.c && /tmp/floor STAGING_EMPTY_DIR HOLDERS ROUNDS   (root)
-// Per round (timed by phase): unshare(NEWNET) (berthd's part), unshare(NEWNS|UTS|PID|IPC),
+// The bare kernel floor of a berth container start's namespace, link and mount work
+// (docs/PERFORMANCE.md, "Tenth pass" and stop 43), at 0 and N existing "containers": holders
+// doing the same sequence then sleeping (HOLDERS), or a running berthd's real containers
+// (HOLDERS 0, as bench/cli/scale.sh runs it before and after its fill).
+//   gcc -O2 -o /tmp/floor bench/init_floor/floor.c
+//   /tmp/floor STAGING_EMPTY_DIR HOLDERS ROUNDS [BRIDGE]   (root)
+// Per round (timed by phase): unshare(NEWNET) (berthd's part); with BRIDGE, the endpoint as a
+// bridge network's start makes it (crates/kernel/src/link.rs): a veth pair whose host side is
+// a port of BRIDGE (`IFLA_MASTER` in the creating RTM_NEWLINK) and whose peer `eth0` is made in
+// the new namespace, the host side's `addrgenmode none`, the peer's `disable_ipv6`, both ends
+// up (the port's `br_add_if`, the `ff00::/8` route of its up: the walks that grow with the
+// bridge's ports); then unshare(NEWNS|UTS|PID|IPC),
 // / rprivate, fork pid 1; pid 1: bind / on staging (rec), mount_setattr ro+nodev (rec),
 // tmpfs /tmp /run, proc, sysfs, /dev tmpfs + 6 device binds + devpts + shm + mqueue,
 // chdir, pivot_root(".", "."), umount2(".", MNT_DETACH), exit; the parent waits (teardown).
@@ -21,6 +29,11 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <net/if.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/if_link.h>
+#include <linux/veth.h>
 
 #ifndef MOUNT_ATTR_RDONLY
 #define MOUNT_ATTR_RDONLY 0x1
@@ -29,9 +42,10 @@
 struct mount_attr { unsigned long long attr_set, attr_clr, propagation, userns_fd; };
 #endif
 
-#define NPH 13
+#define NPH 15
 static const char *names[NPH] = {"newnet", "unshare", "rprivate", "fork", "bind_root", "setattr",
-                                 "tmpfs2", "proc", "sysfs", "dev", "pivot_root", "exit+wait", "umount_old"};
+                                 "tmpfs2", "proc", "sysfs", "dev", "pivot_root", "exit+wait", "umount_old",
+                                 "veth+port", "link_up"};
 static double *shm;
 static int ready_w; // per phase, ms, written by the child for its phases
 
@@ -43,6 +57,98 @@ static double now(void) {
 static void die(const char *w) { perror(w); _exit(111); }
 
 static char staging[4096];
+static unsigned bridge_index; // 0: no endpoint
+static int round_no;
+
+// A netlink request with its attributes, built in place.
+struct req { struct nlmsghdr h; struct ifinfomsg i; char buf[1024]; };
+
+static struct rtattr *add(struct nlmsghdr *h, int type, const void *data, int len) {
+    struct rtattr *a = (struct rtattr *)((char *)h + NLMSG_ALIGN(h->nlmsg_len));
+    a->rta_type = type;
+    a->rta_len = RTA_LENGTH(len);
+    if (len) memcpy(RTA_DATA(a), data, len);
+    h->nlmsg_len = NLMSG_ALIGN(h->nlmsg_len) + RTA_ALIGN(a->rta_len);
+    return a;
+}
+static void end(struct nlmsghdr *h, struct rtattr *nest) { nest->rta_len = (char *)h + h->nlmsg_len - (char *)nest; }
+
+// Sends `h` on `fd` and waits for its acknowledgement; dies on an error.
+static void ask(int fd, struct nlmsghdr *h, const char *what) {
+    h->nlmsg_flags |= NLM_F_REQUEST | NLM_F_ACK;
+    if (send(fd, h, h->nlmsg_len, 0) < 0) die(what);
+    char ack[4096];
+    ssize_t n = recv(fd, ack, sizeof ack, 0);
+    if (n < 0) die(what);
+    struct nlmsghdr *r = (struct nlmsghdr *)ack;
+    if (r->nlmsg_type == NLMSG_ERROR) {
+        int e = ((struct nlmsgerr *)NLMSG_DATA(r))->error;
+        if (e) { errno = -e; die(what); }
+    }
+}
+
+static void link_req(struct req *q, int type, int flags) {
+    memset(q, 0, sizeof *q);
+    q->h.nlmsg_len = NLMSG_LENGTH(sizeof q->i);
+    q->h.nlmsg_type = type;
+    q->h.nlmsg_flags = flags;
+    q->i.ifi_family = AF_UNSPEC;
+}
+
+static int rtnl(void) {
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (fd < 0) die("netlink socket");
+    return fd;
+}
+
+// The endpoint: host side `bfl<pid>r<round>` on the bridge, peer `eth0` in the namespace of
+// `nsfd` (the caller's new one); `host` is a socket of the host namespace. Timed as two phases.
+static void endpoint(int host, int nsfd) {
+    double t = now(), t2;
+    char name[IFNAMSIZ];
+    snprintf(name, sizeof name, "bfl%dr%d", getpid() % 100000, round_no);
+    struct req q;
+    link_req(&q, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
+    add(&q.h, IFLA_IFNAME, name, strlen(name) + 1);
+    add(&q.h, IFLA_MASTER, &bridge_index, 4);
+    struct rtattr *info = add(&q.h, IFLA_LINKINFO, NULL, 0);
+    add(&q.h, IFLA_INFO_KIND, "veth", 5);
+    struct rtattr *data = add(&q.h, IFLA_INFO_DATA, NULL, 0);
+    struct rtattr *peer = add(&q.h, VETH_INFO_PEER, NULL, 0);
+    struct ifinfomsg pi = {.ifi_family = AF_UNSPEC};
+    // The peer's ifinfomsg, then its attributes.
+    memcpy((char *)peer + RTA_LENGTH(0), &pi, sizeof pi);
+    q.h.nlmsg_len += NLMSG_ALIGN(sizeof pi);
+    add(&q.h, IFLA_IFNAME, "eth0", 5);
+    unsigned fdv = nsfd;
+    add(&q.h, IFLA_NET_NS_FD, &fdv, 4);
+    end(&q.h, peer); end(&q.h, data); end(&q.h, info);
+    ask(host, &q.h, "create the veth");
+    // berth's second request: the port's `addrgenmode none` (no link-local address on it).
+    link_req(&q, RTM_NEWLINK, 0);
+    add(&q.h, IFLA_IFNAME, name, strlen(name) + 1);
+    struct rtattr *af = add(&q.h, IFLA_AF_SPEC, NULL, 0);
+    struct rtattr *in6 = add(&q.h, AF_INET6, NULL, 0);
+    unsigned char none = IN6_ADDR_GEN_MODE_NONE;
+    add(&q.h, IFLA_INET6_ADDR_GEN_MODE, &none, 1);
+    end(&q.h, in6); end(&q.h, af);
+    ask(host, &q.h, "addrgenmode none");
+    t2 = now(); shm[13] = t2 - t; t = t2;
+    // The peer's side, from a socket of the new namespace (this process is in it).
+    int fd = open("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) { if (write(fd, "1", 1) != 1) die("disable_ipv6"); close(fd); }
+    int c = rtnl();
+    link_req(&q, RTM_NEWLINK, 0);
+    q.i.ifi_flags = IFF_UP; q.i.ifi_change = IFF_UP;
+    add(&q.h, IFLA_IFNAME, "eth0", 5);
+    ask(c, &q.h, "eth0 up");
+    close(c);
+    link_req(&q, RTM_NEWLINK, 0);
+    q.i.ifi_flags = IFF_UP; q.i.ifi_change = IFF_UP;
+    add(&q.h, IFLA_IFNAME, name, strlen(name) + 1);
+    ask(host, &q.h, "host side up");
+    shm[14] = now() - t;
+}
 
 static void j(char *out, const char *a, const char *b) { snprintf(out, 4096, "%s%s", a, b); }
 
@@ -92,9 +198,19 @@ static void setup(int timed) {
 
 // One container: returns pid 1's pid (holders) or waits for it (timed round).
 static void one(int hold) {
+    // A socket of the host namespace, made before the unshare: it stays there.
+    int host = (!hold && bridge_index) ? rtnl() : -1;
     double t = now(), t2;
     if (unshare(CLONE_NEWNET)) die("unshare net");
-    t2 = now(); if (!hold) shm[0] = t2 - t; t = t2;
+    t2 = now(); if (!hold) shm[0] = t2 - t;
+    if (host >= 0) {
+        int nsfd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+        if (nsfd < 0) die("open own netns");
+        endpoint(host, nsfd);
+        close(nsfd);
+        close(host);
+    }
+    t = now();
     if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWPID | CLONE_NEWIPC)) die("unshare");
     t2 = now(); if (!hold) shm[1] = t2 - t; t = t2;
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)) die("rprivate");
@@ -118,7 +234,8 @@ static void one(int hold) {
     if (hold) { for (;;) pause(); }
     t = now();
     int st;
-    // Timed from pid 1's last phase to its reaping: its exit (the mount namespace's teardown).
+    // Timed from the fork: pid 1's whole set-up (its phases above), its exit (the mount
+    // namespace's teardown) and its reaping.
     waitpid(c, &st, 0);
     shm[11] = now() - t;
 }
@@ -131,9 +248,10 @@ static int cmp(const void *a, const void *b) {
 #include <sys/mman.h>
 
 int main(int argc, char **argv) {
-    if (argc < 4) { fprintf(stderr, "usage: floor STAGING HOLDERS ROUNDS\n"); return 2; }
+    if (argc < 4) { fprintf(stderr, "usage: floor STAGING HOLDERS ROUNDS [BRIDGE]\n"); return 2; }
     snprintf(staging, sizeof staging, "%s", argv[1]);
     int holders = atoi(argv[2]), rounds = atoi(argv[3]);
+    if (argc > 4 && !(bridge_index = if_nametoindex(argv[4]))) die("bridge");
     shm = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (shm == MAP_FAILED) die("mmap");
     int pr[2];
@@ -151,9 +269,17 @@ int main(int argc, char **argv) {
     char b;
     for (int i = 0; i < holders; i++) if (read(pr[0], &b, 1) != 1) die("holder ready");
     fprintf(stderr, "%d holders ready in %.0f ms\n", holders, now() - t0);
-    double *v = calloc((size_t)rounds * (NPH + 1), sizeof *v);
+    // Per phase, then the round's total, then its start: the sum of the phases in the order
+    // they ran, without pid 1's exit and reaping (a container's start does not wait for a
+    // teardown), then that start less the namespace's creation (berthd makes namespaces
+    // ahead, off a start's path).
+    double *v = calloc((size_t)rounds * (NPH + 3), sizeof *v);
     for (int r = 0; r < rounds; r++) {
         memset(shm, 0, NPH * sizeof *shm);
+        round_no = r;
+        // The previous round's namespace (and with it its veth pair) is torn down by the
+        // kernel's cleanup work after the exit: let it finish, as between spaced starts.
+        if (r) usleep(20000);
         double t = now();
         pid_t c = fork();
         if (c == 0) { one(0); _exit(0); }
@@ -163,12 +289,19 @@ int main(int argc, char **argv) {
         if (!WIFEXITED(st) || WEXITSTATUS(st)) { fprintf(stderr, "round failed %d\n", st); return 1; }
         for (int k = 0; k < NPH; k++) v[k * rounds + r] = shm[k];
         v[NPH * rounds + r] = total;
+        double start = 0;
+        for (int k = 0; k < NPH; k++)
+            if (k != 11) start += shm[k];
+        v[(NPH + 1) * rounds + r] = start;
+        v[(NPH + 2) * rounds + r] = start - shm[0];
     }
     printf("holders=%d rounds=%d  phase: median p90 (ms)\n", holders, rounds);
-    for (int k = 0; k <= NPH; k++) {
+    for (int k = 0; k <= NPH + 2; k++) {
         double *x = v + (size_t)k * rounds;
         qsort(x, rounds, sizeof *x, cmp);
-        printf("  %-14s %8.3f %8.3f\n", k < NPH ? names[k] : "total", x[rounds / 2], x[rounds * 9 / 10]);
+        printf("  %-14s %8.3f %8.3f\n",
+               k < NPH ? names[k] : k == NPH ? "total" : k == NPH + 1 ? "start" : "start-newnet",
+               x[rounds / 2], x[rounds * 9 / 10]);
     }
     for (int i = 0; i < holders; i++) kill(hp[i], SIGKILL);
     for (int i = 0; i < holders; i++) waitpid(hp[i], NULL, 0);
