@@ -1,13 +1,16 @@
 //! `berth`: the command-line client of berthd, with docker's flags and habits.
+// The process starts in `entry::main`, without std's runtime start-up (see there); the test
+// harness brings its own `main`.
+#![cfg_attr(not(test), no_main)]
 
 mod cmd;
+#[cfg(not(test))]
+mod entry;
 mod format;
 mod graph;
 mod json;
 mod lazy;
 mod template;
-
-use std::process::ExitCode;
 
 use berth_api::client::{ApiError, Client};
 use clap::{Parser, Subcommand};
@@ -187,9 +190,11 @@ fn dispatch(cli: Cli) -> i32 {
     code_of(result)
 }
 
-fn main() -> ExitCode {
-    let code = dispatch(Cli::parse());
-    ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
+/// Parses the command line and runs the command; the process's exit code (0–255). Called by
+/// `entry::main` (the unit tests parse with `Cli::try_parse_from` instead).
+#[cfg_attr(test, allow(dead_code))]
+fn run() -> i32 {
+    dispatch(Cli::parse()).clamp(0, 255)
 }
 
 #[cfg(test)]
