@@ -49,8 +49,8 @@ dpid=""
 launcher=""
 hz="$(getconf CLK_TCK)"
 d() { docker -H "unix://$sock" "$@"; }
-# ms, median, load, mib, note, pss_cpu_of, remove_each, block, rblock, run_ratio,
-# table_blocks: as scale.sh's.
+# ms, median, load, mib, note, usage_of, pss_cpu_of, remove_each, block, rblock,
+# run_ratio, table_blocks: as scale.sh's.
 # shellcheck source=bench/cli/scale_lib.sh
 . "$(dirname "$(readlink -f "$0")")/scale_lib.sh"
 
@@ -87,18 +87,8 @@ cleanup() {
 trap cleanup EXIT
 
 # dockerd's process, its containerd (a child) and the shims (children of init once started).
-shims() {
-    local p
-    for p in $(pgrep -f "containerd-shim-runc-v2 -namespace moby -id [0-9a-f]+ -address $dir/" || true); do
-        echo "$p"
-    done
-}
+shims() { pgrep -f "containerd-shim-runc-v2 -namespace moby -id [0-9a-f]+ -address $dir/" || true; }
 containerd_pid() { pgrep -P "$dpid" -x containerd | head -1; }
-usage_of() { # pid -> "RSS_KiB CPU_ms threads"
-    awk '/^VmRSS:/ {r=$2} /^Threads:/ {t=$2} END {printf "%s ", r}' "/proc/$1/status"
-    awk -v hz="$hz" '{printf "%d ", ($14 + $15) * 1000 / hz}' "/proc/$1/stat"
-    awk '/^Threads:/ {print $2}' "/proc/$1/status"
-}
 helpers() { # "PSS_KiB CPU_ms processes" of containerd and the shims
     # shellcheck disable=SC2046 # one argument per pid
     pss_cpu_of $(containerd_pid) $(shims)
@@ -191,7 +181,7 @@ printf '| containers i | `docker run -d` median ms | ratio to 1–10 | `docker r
 table_blocks
 for r in "${blocks[@]}"; do
     set -- $r
-    read -r m ratio <<<"$(run_ratio "$first" "$1" "$2")"
+    read -r m ratio <<<"$(run_ratio runs "$first" "$1" "$2")"
     printf '| %s–%s | %s | %s | %s |\n' "$1" "$2" "$m" "$ratio" "$(rblock rms "$1" "$2")"
 done
 printf '\n%s starts in %s s (load after: %s); %s removals in %s s; iptables nat rules at %s: %s\n' \

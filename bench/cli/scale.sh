@@ -89,8 +89,8 @@ trap 'exit 130' INT TERM
 
 b() { "$bin/berth" -H "unix://$sock" "$@"; }
 api() { curl -sf --max-time 10 --unix-socket "$sock" "http://berth$1"; }
-# ms, median, load, mib, note, pss_cpu_of, remove_each, block, rblock, run_ratio,
-# table_blocks.
+# ms, median, load, mib, note, usage_of, pss_cpu_of, remove_each, block, rblock,
+# run_ratio, table_blocks.
 # shellcheck source=bench/cli/scale_lib.sh
 . "$(dirname "$(readlink -f "$0")")/scale_lib.sh"
 
@@ -125,13 +125,7 @@ cpu_ticks() {
     echo $((st[13] + st[14]))
 }
 # "RSS_KiB CPU_ms threads" of berthd.
-daemon_usage() {
-    local rss cpu thr
-    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
-    thr=$(awk '/^Threads:/ {print $2}' "/proc/$pid/status")
-    cpu=$(awk -v hz="$hz" '{print ($14 + $15) * 1000 / hz}' "/proc/$pid/stat")
-    echo "$rss $cpu $thr"
-}
+daemon_usage() { usage_of "$pid"; }
 # "PSS_KiB CPU_ms processes" of the container helpers (stage 1 and stage 2 of every init; the
 # containers' commands are not counted).
 helper_usage() {
@@ -457,7 +451,7 @@ printf '| containers i | `run -d` median ms | ratio to 1–10 | berthd CPU per s
 table_blocks
 for r in "${blocks[@]}"; do
     set -- $r
-    read -r m ratio <<<"$(run_ratio "$first" "$1" "$2")"
+    read -r m ratio <<<"$(run_ratio runs "$first" "$1" "$2")"
     c=$(cblock "$1" "$2")
     cratio="-"; [ "$c" != "-" ] && [ "$cfirst" != "0" ] && cratio=$(echo "scale=2; $c / $cfirst" | bc)
     printf '| %s–%s | %s | %s | %s | %s | %s |\n' "$1" "$2" "$m" "$ratio" "$c" "$cratio" "$(rblock rms "$1" "$2")"
@@ -476,27 +470,28 @@ if [ -n "${fig[floor_0]:-}" ] && [ -n "${fig[floor_$made]:-}" ] && [ "$made" -ge
     blast=$(block runs $((made - 9)) "$made")
     grow=$(echo "${f1[0]} - ${f0[0]}" | bc)
     # berth runs the endpoint (veth, port, up: berthd's thread) beside the init's mounts
-    # (sysfs, pivot_root: stage 2) on two CPUs, so its start grows by about the larger of the
-    # two paths' growths, not by their sum.
+    # (sysfs, pivot_root: stage 2), and both beside its own work, on two CPUs: the bare growth
+    # is what its start would gain if nothing overlapped, along the longer of the two paths
+    # or both in turn (berth's own start has grown by less).
     egrow=$(echo "${f1[2]} + ${f1[3]} - ${f0[2]} - ${f0[3]}" | bc)
     igrow=$(echo "${f1[4]} + ${f1[5]} - ${f0[4]} - ${f0[5]}" | bc)
     mgrow=$(echo "if ($egrow > $igrow) $egrow else $igrow" | bc)
-    printf '\nberth'"'"'s `run -d` %.2f → %.2f ms (%+.2f); the bare kernel work grew %+.2f ms in sequence: %+.2f on the endpoint'"'"'s path (veth, port, up), %+.2f on the init'"'"'s (sysfs, pivot_root), which berth runs side by side: on berth'"'"'s first start that growth alone is %.2f× (the larger path) to %.2f× (both in turn)\n' \
+    printf '\nberth'"'"'s `run -d` %.2f → %.2f ms (%+.2f); the bare kernel work grew %+.2f ms in sequence: %+.2f on the endpoint'"'"'s path (veth, port, up), %+.2f on the init'"'"'s (sysfs, pivot_root), which berth runs side by side (and beside its own work): not overlapped, that growth alone would make berth'"'"'s first start %.2f× (the longer path) to %.2f× (both in turn)\n' \
         "$first" "$blast" "$(echo "$blast - $first" | bc)" "$grow" "$egrow" "$igrow" \
         "$(echo "scale=4; ($first + $mgrow) / $first" | bc)" "$(echo "scale=4; ($first + $grow) / $first" | bc)"
 fi
 if [ "$made" -ge 100 ]; then
+    first50=$(block runs 1 50)
+    read -r last50 ratio50 <<<"$(run_ratio runs "$first50" $((made - 49)) "$made")"
     printf '\n`run -d` medians over wider blocks (less block noise): 1–50 %s ms, %s–%s %s ms: %.2f×\n' \
-        "$(block runs 1 50)" "$((made - 49))" "$made" "$(block runs $((made - 49)) "$made")" \
-        "$(echo "scale=4; $(block runs $((made - 49)) "$made") / $(block runs 1 50)" | bc)"
+        "$first50" "$((made - 49))" "$made" "$last50" "$ratio50"
 fi
 if [ "${#bare[@]}" -eq "$made" ] && [ "$made" -ge 10 ]; then
     bfirst=$(block bare 1 10)
     printf '\n| containers i | ext4 inode allocations per start (median) | their ms per start (median) | `run -d` without them, median ms | ratio to 1–10 |\n|---|---|---|---|---|\n'
     for r in "${blocks[@]}"; do
         set -- $r
-        m=$(block bare "$1" "$2")
-        ratio="-"; [ "$m" != "-" ] && ratio=$(echo "scale=2; $m / $bfirst" | bc)
+        read -r m ratio <<<"$(run_ratio bare "$bfirst" "$1" "$2")"
         printf '| %s–%s | %s | %s | %s | %s |\n' "$1" "$2" "$(block inode_n "$1" "$2")" \
             "$(block inode_ms "$1" "$2")" "$m" "$ratio"
     done

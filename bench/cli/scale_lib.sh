@@ -13,6 +13,14 @@ load() { cut -d' ' -f1-3 /proc/loadavg; }
 mib() { [[ "$1" =~ ^[0-9]+$ ]] && echo "scale=1; $1 / 1024" | bc || echo "-"; }
 note() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
+# "RSS_KiB CPU_ms threads" of process $1 (a daemon: berthd, dockerd).
+usage_of() {
+    local rss thr cpu
+    read -r rss thr < <(awk '/^VmRSS:/ {r = $2} /^Threads:/ {t = $2} END {print r, t}' "/proc/$1/status")
+    cpu=$(awk -v hz="$hz" '{print ($14 + $15) * 1000 / hz}' "/proc/$1/stat")
+    echo "$rss $cpu $thr"
+}
+
 # "PSS_KiB CPU_ms processes" summed over the processes given (those gone meanwhile skipped).
 pss_cpu_of() {
     local p pss=0 cpu=0 k=0 v
@@ -60,12 +68,12 @@ rblock() { # removals of containers first..last
     for k in $(seq "$2" "$3"); do echo "${rms[$((made - k))]}"; done | median
 }
 
-# "median ratio" of starts $2..$3 against $1 (the first block's median); "- -" where the run
-# did not get that far.
+# "median ratio" of array $1's entries $3..$4 (container indexes) against $2 (the first
+# block's median); "- -" where the run did not get that far.
 run_ratio() {
     local m ratio="-"
-    m=$(block runs "$2" "$3")
-    [ "$m" != "-" ] && ratio=$(echo "scale=2; $m / $1" | bc)
+    m=$(block "$1" "$3" "$4")
+    [ "$m" != "-" ] && ratio=$(echo "scale=2; $m / $2" | bc)
     echo "$m $ratio"
 }
 

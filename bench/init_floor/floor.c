@@ -95,6 +95,16 @@ static void link_req(struct req *q, int type, int flags) {
     q->i.ifi_family = AF_UNSPEC;
 }
 
+// Brings link `name` up, through `fd` (a socket of the link's namespace).
+static void link_up(int fd, const char *name, const char *what) {
+    struct req q;
+    link_req(&q, RTM_NEWLINK, 0);
+    q.i.ifi_flags = IFF_UP;
+    q.i.ifi_change = IFF_UP;
+    add(&q.h, IFLA_IFNAME, name, strlen(name) + 1);
+    ask(fd, &q.h, what);
+}
+
 static int rtnl(void) {
     int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
     if (fd < 0) die("netlink socket");
@@ -138,15 +148,9 @@ static void endpoint(int host, int nsfd) {
     int fd = open("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", O_WRONLY | O_CLOEXEC);
     if (fd >= 0) { if (write(fd, "1", 1) != 1) die("disable_ipv6"); close(fd); }
     int c = rtnl();
-    link_req(&q, RTM_NEWLINK, 0);
-    q.i.ifi_flags = IFF_UP; q.i.ifi_change = IFF_UP;
-    add(&q.h, IFLA_IFNAME, "eth0", 5);
-    ask(c, &q.h, "eth0 up");
+    link_up(c, "eth0", "eth0 up");
     close(c);
-    link_req(&q, RTM_NEWLINK, 0);
-    q.i.ifi_flags = IFF_UP; q.i.ifi_change = IFF_UP;
-    add(&q.h, IFLA_IFNAME, name, strlen(name) + 1);
-    ask(host, &q.h, "host side up");
+    link_up(host, name, "host side up");
     shm[14] = now() - t;
 }
 

@@ -12,7 +12,8 @@
 //! plain SIGSEGV. `std::env::args` works as before: glibc hands argc and argv to std's own
 //! initialiser in `.init_array`.
 //!
-//! This module is the CLI's only `unsafe` code: the exported symbol and two libc calls.
+//! This module is the CLI's only `unsafe` code: the exported symbol and three libc calls
+//! (`poll`, `open`, `signal`).
 #![allow(unsafe_code)]
 
 use std::io::Write;
