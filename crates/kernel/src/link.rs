@@ -28,8 +28,9 @@ use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
 use rtnetlink::packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData,
-    InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoBridgePort, InfoData, InfoKind,
+    InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo,
+    LinkMessage,
 };
 use rtnetlink::packet_route::neighbour::{
     NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -291,7 +292,7 @@ impl Kernel {
                     // and every container's ARP entry for the gateway goes stale for seconds
                     // (gateway traffic, the embedded DNS resolver included, times out).
                     LinkAttribute::Address(bridge_mac(name).to_vec()),
-                    LinkAttribute::LinkInfo(vec![NlLinkInfo::Kind(InfoKind::Bridge)]),
+                    bridge_info_no_delay(),
                 ];
                 self.request(RouteNetlinkMessage::NewLink(msg), CREATE_EXCL, || {
                     format!("creating bridge {name}")
@@ -313,6 +314,21 @@ impl Kernel {
             _ => None,
         });
         let set_alias = alias.filter(|a| have_alias != Some(*a));
+        // berth's own bridge (not an adopted one) runs with forward delay 0: see
+        // `berth_plan::host::forward_delay_drift`. `RTM_SETLINK` ignores `IFLA_LINKINFO`, so a
+        // bridge made before (or changed by someone) gets an `RTM_NEWLINK` without
+        // `NLM_F_CREATE` on its index: the kernel's `changelink` of kind bridge.
+        let owned = alias.is_some() && !keep_others;
+        let delay = bridge_forward_delay(&link);
+        if owned && delay.is_some_and(|d| d != 0) {
+            let mut msg = LinkMessage::default();
+            msg.header.index = index;
+            msg.attributes = vec![bridge_info_no_delay()];
+            self.request(RouteNetlinkMessage::NewLink(msg), CHANGE, || {
+                format!("setting forward delay 0 on bridge {name}")
+            })
+            .await?;
+        }
         if mtu != Some(plan.mtu)
             || !link.header.flags.contains(LinkFlags::Up)
             || set_alias.is_some()
@@ -1790,6 +1806,29 @@ pub(crate) fn parse_mac(mac: &str) -> Result<Option<Vec<u8>>> {
         .filter(|v: &Vec<u8>| v.len() == 6)
         .ok_or_else(|| KernelError::invalid(format!("MAC address {mac:?}"), "not 6 hex bytes"))?;
     Ok(Some(bytes))
+}
+
+/// `IFLA_LINKINFO` of a berth bridge: kind `bridge`, `IFLA_BR_FORWARD_DELAY` 0 (no STP runs,
+/// and a non-zero delay only arms a useless timer per port that ends in a notification).
+fn bridge_info_no_delay() -> LinkAttribute {
+    LinkAttribute::LinkInfo(vec![
+        NlLinkInfo::Kind(InfoKind::Bridge),
+        NlLinkInfo::Data(InfoData::Bridge(vec![InfoBridge::ForwardDelay(0)])),
+    ])
+}
+
+/// A bridge's `IFLA_BR_FORWARD_DELAY` as read in its link message (centiseconds).
+pub(crate) fn bridge_forward_delay(link: &LinkMessage) -> Option<u32> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            NlLinkInfo::Data(InfoData::Bridge(attrs)) => attrs.iter().find_map(|b| match b {
+                InfoBridge::ForwardDelay(d) => Some(*d),
+                _ => None,
+            }),
+            _ => None,
+        }),
+        _ => None,
+    })
 }
 
 /// The MAC a bridge is created with: derived from its name (FNV-1a), locally administered and

@@ -434,6 +434,7 @@ impl FakeKernel {
                 l.up = true;
                 l.mtu = plan.mtu;
                 l.alias = Some(alias.clone());
+                l.forward_delay = Some(0);
                 if l.mac.is_none() {
                     l.mac = Some(berth_plan::names::owner_mac(&plan.name));
                 }
@@ -464,6 +465,7 @@ impl FakeKernel {
                         mac: Some(berth_plan::names::owner_mac(&plan.host_ifname)),
                         addrs: Vec::new(),
                         port_flags: Some((true, plan.isolated)),
+                        forward_delay: None,
                         netns: plan.host_netns.clone(),
                     },
                 );

@@ -85,6 +85,61 @@ async fn netns_lifecycle() {
     delete_netns(&path).expect("delete of a missing namespace is Ok");
 }
 
+/// A bridge's forward delay as the kernel reports it (`IFLA_BR_FORWARD_DELAY`, centiseconds).
+fn forward_delay(ns: &TestNs, bridge: &str) -> Option<u32> {
+    let links = run_in_netns(&ns.path, berth_kernel::observe::links_now)
+        .expect("enter")
+        .expect("links");
+    links.get(bridge).and_then(|l| l.forward_delay)
+}
+
+/// `ip link set BRIDGE type bridge forward_delay CS` inside the test namespace (someone else's
+/// change, or a bridge made before berth set it).
+fn set_forward_delay(ns: &TestNs, bridge: &str, cs: u32) {
+    let st = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", ns.path_str()))
+        .args([
+            "ip",
+            "link",
+            "set",
+            bridge,
+            "type",
+            "bridge",
+            "forward_delay",
+        ])
+        .arg(cs.to_string())
+        .status()
+        .expect("nsenter ip");
+    assert!(st.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn berths_bridges_arm_no_forward_delay_timer_adopted_ones_keep_theirs() {
+    require_root!();
+    let h = TestNs::new("fd");
+    let k = Kernel::new_in(&h.path).await.expect("kernel");
+    let plan = bridge("bkbrfd", &["10.76.0.1/24"]);
+    k.configure_bridge(&plan, Some("berth:net:fd"), false)
+        .await
+        .expect("create");
+    // Created with 0 in the same RTM_NEWLINK.
+    assert_eq!(forward_delay(&h, "bkbrfd"), Some(0));
+    // Set back to the kernel's default by someone: berth's bridge is put right...
+    set_forward_delay(&h, "bkbrfd", 1500);
+    assert_eq!(forward_delay(&h, "bkbrfd"), Some(1500));
+    k.configure_bridge(&plan, Some("berth:net:fd"), false)
+        .await
+        .expect("reconfigure");
+    assert_eq!(forward_delay(&h, "bkbrfd"), Some(0));
+    // ... but an adopted bridge (no mark written, its other addresses kept) is the admin's.
+    set_forward_delay(&h, "bkbrfd", 1500);
+    k.configure_bridge(&plan, None, true)
+        .await
+        .expect("adopted");
+    assert_eq!(forward_delay(&h, "bkbrfd"), Some(1500));
+    k.delete_link("bkbrfd").await.expect("delete");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ensure_bridge_is_idempotent_and_exact() {
     require_root!();

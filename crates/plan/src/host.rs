@@ -280,6 +280,25 @@ impl ObserveRequest {
     }
 }
 
+/// Why a bridge berth owns must have its forward delay set to 0, or `None` when it has.
+///
+/// berth's bridges run without STP, where the forward delay has no use, but a non-zero one
+/// still costs: the kernel's `br_make_forwarding` puts each new port in forwarding at once
+/// and then re-arms the port's `forward_delay_timer`, whose expiry 15 s later (the default)
+/// changes nothing and sends an `RTM_NEWLINK` (`AF_BRIDGE`) for the port anyway: a timer per
+/// port and a wake-up of every link listener 15 s after each start. With 0 the kernel arms
+/// no timer at all.
+pub fn forward_delay_drift(link: &ObservedLink) -> Option<String> {
+    match link.forward_delay {
+        Some(d) if d != 0 => Some(format!(
+            "forward delay {}.{:02} s instead of 0 (no STP: a timer and a notification per port)",
+            d / 100,
+            d % 100
+        )),
+        _ => None,
+    }
+}
+
 /// One link as observed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObservedLink {
@@ -301,6 +320,10 @@ pub struct ObservedLink {
     pub addrs: Vec<IpNet>,
     /// Bridge-port flags of a port: (hairpin, isolated).
     pub port_flags: Option<(bool, bool)>,
+    /// A bridge's forward delay (`IFLA_BR_FORWARD_DELAY`, in centiseconds); `None` for other
+    /// links or when not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_delay: Option<u32>,
     /// The namespace it was read in when not berthd's own: an endpoint's host side in an
     /// overlay network's namespace ([`ObserveRequest::overlay_netns`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -875,6 +898,10 @@ pub fn diff(observed: &ObservedHost, desired: &DesiredHost) -> Plan {
                 }
                 if !alias_ok {
                     why.push("mark missing".into());
+                }
+                // An adopted bridge's timers are its owner's business.
+                if let Some(w) = forward_delay_drift(link).filter(|_| !b.adopted) {
+                    why.push(w);
                 }
                 if !why.is_empty() {
                     steps.push(Step {

@@ -769,6 +769,9 @@ pub fn diff(observed: &ObservedOverlay, desired: &DesiredOverlay) -> OverlayPlan
                 if l.alias.as_deref() != Some(d.bridge_alias.as_str()) {
                     why.push("mark missing".into());
                 }
+                if let Some(w) = crate::host::forward_delay_drift(l) {
+                    why.push(w);
+                }
                 if !crate::host::significant(&l.addrs)
                     .iter()
                     .collect::<BTreeSet<_>>()

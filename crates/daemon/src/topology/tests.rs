@@ -54,6 +54,7 @@ fn owned(name: &str, kind: &str, master: Option<&str>, addrs: &[&str]) -> Observ
         mac: Some(owner_mac(name)),
         addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
         port_flags: None,
+        forward_delay: (kind == "bridge").then_some(0),
         netns: None,
     }
 }

@@ -229,6 +229,8 @@ fn adopted_bridges_keep_their_addresses() {
     l.alias = Some("the admin's".into());
     l.mac = Some([2, 0, 0, 0, 0, 1]);
     l.addrs.push("192.0.2.1/24".parse().expect("net"));
+    // The admin's timers too (the kernel's default forward delay).
+    l.forward_delay = Some(1500);
     assert!(diff(&o, &d).steps.is_empty());
     // Not wanted any more: never deleted.
     let d2 = desired_of(&nets[1..], &[]);
@@ -237,6 +239,38 @@ fn adopted_bridges_keep_their_addresses() {
         .steps
         .iter()
         .all(|s| !matches!(&s.op, StepOp::DeleteLink { name, .. } if name == "mybr")));
+}
+
+#[test]
+fn an_owned_bridge_with_a_forward_delay_is_reconfigured_once() {
+    let (nets, cs) = world();
+    let d = desired_of(&nets, &cs);
+    let br = nets[0].bridge.clone();
+    let mut o = converged(&d);
+    // A bridge made by an older berth (the kernel's default, 15 s), or set by someone.
+    o.links.get_mut(&br).expect("bridge").forward_delay = Some(1500);
+    let plan = diff(&o, &d);
+    assert_eq!(actions(&plan), vec!["ConfigureBridge"], "{:#?}", plan.steps);
+    assert!(
+        plan.steps[0]
+            .reason
+            .contains("forward delay 15.00 s instead of 0"),
+        "{}",
+        plan.steps[0].reason
+    );
+    assert!(matches!(
+        &plan.steps[0].op,
+        StepOp::ConfigureBridge {
+            alias: Some(_),
+            keep_others: false,
+            ..
+        }
+    ));
+    // Read back as 0 (or not read at all): nothing to do.
+    for fd in [Some(0), None] {
+        o.links.get_mut(&br).expect("bridge").forward_delay = fd;
+        assert!(diff(&o, &d).steps.is_empty(), "{fd:?}");
+    }
 }
 
 #[test]

@@ -270,6 +270,24 @@ fn an_unmounted_namespace_is_made_again_with_everything_in_it() {
 }
 
 #[test]
+fn an_overlay_bridge_with_a_forward_delay_is_reconfigured() {
+    let d = want(&[ov('a', "ov", "10.50.0.0/24")]);
+    let mut o = assumed(&d);
+    let ns = o.netns.get_mut("ov-aaaaaaaaa").expect("ns");
+    ns.links
+        .get_mut("berth-aaaaaaaaa")
+        .expect("bridge")
+        .forward_delay = Some(1500);
+    assert_eq!(kinds(&diff(&o, &d)), vec!["InNetns:ConfigureBridge"]);
+    let ns = o.netns.get_mut("ov-aaaaaaaaa").expect("ns");
+    ns.links
+        .get_mut("berth-aaaaaaaaa")
+        .expect("bridge")
+        .forward_delay = Some(0);
+    assert!(diff(&o, &d).steps.is_empty());
+}
+
+#[test]
 fn a_deleted_bridge_is_made_again_and_its_vxlan_port_with_it() {
     let d = want(&[ov('a', "ov", "10.50.0.0/24")]);
     let mut o = assumed(&d);
