@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -83,9 +83,13 @@ pub struct Cluster {
     /// that watch is not running): a create picks its address from this copy instead of
     /// listing etcd first; the claim's compare-absent still decides.
     claims_seen: Mutex<Option<BTreeMap<String, ClusterClaim>>>,
-    /// Held from the moment a publication reads the local store until its store write is
-    /// done: publications are ordered, so a later one never starts from an older snapshot.
-    publishing: Mutex<()>,
+    /// Held (written) from the moment a publication reads the local store until its store
+    /// write is done: publications are ordered, so a later one never starts from an older
+    /// snapshot. A claim holds it (read; claims run side by side) from making its claims and
+    /// endpoint pending until it has recorded them as published: a publication never sees
+    /// a claim half-way (its claims pending but not its endpoint, or its transaction
+    /// committed but not yet pending), see [`Cluster::claim`].
+    publishing: RwLock<()>,
     /// The live nodes' records, as the etcd watch last delivered them (WireGuard peers).
     nodes: Mutex<Vec<NodeRecord>>,
     /// This host's WireGuard key and datapath (encrypted overlay networks).
@@ -136,7 +140,7 @@ impl Cluster {
             pending: Mutex::new(BTreeMap::new()),
             pending_eps: Mutex::new(BTreeMap::new()),
             claims_seen: Mutex::new(None),
-            publishing: Mutex::new(()),
+            publishing: RwLock::new(()),
             nodes: Mutex::new(Vec::new()),
             wireguard,
         });
@@ -815,6 +819,15 @@ impl Cluster {
         if let (Some(k), Some(e)) = (&ep_key, announce) {
             ops.push(Op::put_json_lease(k.clone(), e, lease));
         }
+        // No publication from here until this claim is recorded as published below. One
+        // that ran in between read the pending endpoints before its listing and the pending
+        // claims after it, so it could put this claim without its endpoint (the transaction
+        // then finds its claims committed and records the endpoint as published: never
+        // written), or delete the endpoint just committed as no running container's, after
+        // which the record below said it was published (never written again). Either way
+        // the other hosts never learnt the endpoint; seen in CI when an etcd member's loss
+        // restarted the sync, whose publication from scratch met a `run`.
+        let _claiming = self.claim_lock();
         // Pending *before* the transaction: a publication that lists the store after it
         // committed then always finds the claim pending too (see `publication_ops`).
         let now = Instant::now();
@@ -832,8 +845,8 @@ impl Cluster {
             // Every address already holding this very claim (this host, this container: ids
             // are never reused) is this claim committed, not another host's: an attempt that
             // committed before its answer was lost (the etcd client asks another member when
-            // one dies mid-request), or a publication of the pending claim that ran before
-            // the transaction. Seen in CI with one etcd member of three killed.
+            // one dies mid-request). Seen in CI with one etcd member of three killed. (No
+            // publication can have put the pending claims meanwhile: see `_claiming`.)
             Ok(TxnOutcome::Failed { revision, .. }) if self.holds_claims(&keys, &claim) => {
                 tracing::debug!(container, "claims found committed by an earlier attempt");
                 Ok(TxnOutcome::Committed(revision))
@@ -934,10 +947,19 @@ impl Cluster {
     }
 
     /// Held by a publication from reading the local store to writing the cluster store.
-    pub fn publication_lock(&self) -> MutexGuard<'_, ()> {
-        match self.publishing.lock() {
+    pub fn publication_lock(&self) -> RwLockWriteGuard<'_, ()> {
+        match self.publishing.write() {
             Ok(g) => g,
             // A publication panicked: the lock guards no data, only the order.
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Held by a claim from making its keys pending to recording them as published: no
+    /// publication runs meanwhile (other claims may).
+    fn claim_lock(&self) -> RwLockReadGuard<'_, ()> {
+        match self.publishing.read() {
+            Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         }
     }
@@ -1083,6 +1105,8 @@ impl Cluster {
 
     /// Publishes again what was last published (after a new lease).
     fn republish(&self) -> Result<(), StoreError> {
+        // Ordered with the other publications and the claims, like theirs.
+        let _order = self.publication_lock();
         let (eps, claims) = match self.published.lock() {
             Ok(p) => (p.1.clone(), p.2.clone()),
             Err(_) => return Ok(()),

@@ -2181,6 +2181,10 @@ fn etcd_member_loss_and_a_cut_off_host() {
     // watch that brings db's endpoint to host-b waits, and web's packets for db have no
     // path yet (a CI run under load saw this probe fail once, refused). Wait for db's
     // neighbour entry on host-b's VXLAN port (what the watch event programs), then send.
+    // The member's loss also restarts host-a's sync, whose publication from scratch then
+    // meets db's claim: before claims and publications were ordered (stop 44) it could
+    // delete db's endpoint right after the claim committed it, or put db's claims without
+    // it, and host-a then held it published: host-b never got it (3 runs in 12 under load).
     let vx = format!(
         "bvx-{}",
         &a.network_inspect("app")["Id"].as_str().expect("id")[..9]
