@@ -132,7 +132,13 @@ impl EtcdStore {
         let mut copts = ConnectOptions::new()
             .with_connect_timeout(opts.connect_timeout)
             .with_timeout(opts.request_timeout)
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
+            // Every request asks for a leader (gRPC metadata `hasleader`): a member cut off
+            // from its quorum then refuses reads at once instead of timing out, and cancels
+            // our watches after three election timeouts without a leader, so the watch's
+            // consumer lists and watches again (through another member when it knows one)
+            // instead of waiting, silent, on a member that sees no more writes.
+            .with_require_leader(true);
         if let Some(tls) = &opts.tls {
             copts = copts.with_tls(tls_options(tls)?);
         }

@@ -159,3 +159,118 @@ fn a_stopped_etcd_is_reported_unavailable_within_the_timeout() {
     assert!(e.to_string().contains(&etcd.url), "{e}");
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 }
+
+/// Three members on 127.0.0.1 (quick elections: 100 ms heartbeats, 500 ms election timeout),
+/// or `None` where etcd is missing outside CI (see [`etcd`]).
+fn etcd_cluster() -> Option<Vec<Etcd>> {
+    let bin = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(bin) = bin else {
+        assert!(
+            std::env::var_os("BERTH_CI").is_none(),
+            "etcd is not installed (apt-get install etcd-server)"
+        );
+        eprintln!("skipped: etcd is not installed (apt-get install etcd-server)");
+        return None;
+    };
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let initial = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let members: Vec<Etcd> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (client, peer))| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("http://127.0.0.1:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
+            let child = Command::new(bin)
+                .args(["--name", &format!("m{i}")])
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .args([
+                    "--listen-client-urls",
+                    &url,
+                    "--advertise-client-urls",
+                    &url,
+                ])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &initial])
+                .args(["--initial-cluster-state", "new"])
+                .args(["--heartbeat-interval", "100", "--election-timeout", "500"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start etcd");
+            Etcd {
+                child,
+                url,
+                _dir: dir,
+            }
+        })
+        .collect();
+    let start = Instant::now();
+    loop {
+        let ok = EtcdStore::connect(EtcdOptions::new(vec![members[0].url.clone()]))
+            .and_then(|s| s.apply(vec![berth_store::Op::Put("up".into(), b"1".to_vec())]));
+        match ok {
+            Ok(_) => return Some(members),
+            Err(e) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "the etcd cluster did not come up: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// A watch served by a member that lost its leader (its two peers gone: no quorum) ends,
+/// so that its consumer lists and watches again, through another member if it knows one,
+/// instead of waiting on a member that will never see another write: berth's client asks
+/// for a leader on every request (`hasleader`, which etcd's `monitorLeader` honours by
+/// cancelling such streams after three election timeouts without one). Without it the
+/// watch stayed open and silent for as long as the partition lasted.
+#[test]
+fn a_watch_on_a_member_without_a_leader_ends() {
+    let Some(mut members) = etcd_cluster() else {
+        return;
+    };
+    let mut o = EtcdOptions::new(vec![members[0].url.clone()]);
+    o.request_timeout = Duration::from_millis(800);
+    let s = EtcdStore::connect(o).expect("connect");
+    let mut w = s.watch("w/", None).expect("watch");
+    s.apply(vec![berth_store::Op::Put("w/a".into(), b"1".to_vec())])
+        .expect("write");
+    let e = conformance::next_event(&mut w);
+    assert_eq!(e.key, "w/a");
+    for m in members.iter_mut().skip(1) {
+        let _ = m.child.kill();
+        let _ = m.child.wait();
+    }
+    let t = Instant::now();
+    loop {
+        match w.try_recv() {
+            Err(berth_store::TryRecvError::Disconnected) => break,
+            Ok(e) => panic!("an event after the quorum was lost: {e:?}"),
+            Err(berth_store::TryRecvError::Empty) => {
+                assert!(
+                    t.elapsed() < Duration::from_secs(15),
+                    "the watch on a member without a leader is still open after 15 s"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    // Asked for a leader, a read fails at once instead of waiting for its timeout.
+    let e = s.get("w/a").expect_err("no leader");
+    assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
+}
