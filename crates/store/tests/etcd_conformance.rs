@@ -31,20 +31,25 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// Starts etcd, or `None` (with a message) where the binary is missing outside CI; in CI
+/// The etcd binary, or `None` (with a message) where it is missing outside CI; in CI
 /// (`.ci/run` sets `BERTH_CI=1` and installs etcd-server) a missing etcd is a failure.
-fn etcd() -> Option<Etcd> {
+fn etcd_bin() -> Option<&'static str> {
     let bin = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists());
-    let Some(bin) = bin else {
+    if bin.is_none() {
         assert!(
             std::env::var_os("BERTH_CI").is_none(),
             "etcd is not installed (apt-get install etcd-server)"
         );
         eprintln!("skipped: etcd is not installed (apt-get install etcd-server)");
-        return None;
-    };
+    }
+    bin
+}
+
+/// Starts etcd, or `None` where it is missing outside CI (see [`etcd_bin`]).
+fn etcd() -> Option<Etcd> {
+    let bin = etcd_bin()?;
     let dir = tempfile::tempdir().expect("temp dir");
     let (client, peer) = (free_port(), free_port());
     let url = format!("http://127.0.0.1:{client}");
@@ -161,19 +166,9 @@ fn a_stopped_etcd_is_reported_unavailable_within_the_timeout() {
 }
 
 /// Three members on 127.0.0.1 (quick elections: 100 ms heartbeats, 500 ms election timeout),
-/// or `None` where etcd is missing outside CI (see [`etcd`]).
+/// or `None` where etcd is missing outside CI (see [`etcd_bin`]).
 fn etcd_cluster() -> Option<Vec<Etcd>> {
-    let bin = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists());
-    let Some(bin) = bin else {
-        assert!(
-            std::env::var_os("BERTH_CI").is_none(),
-            "etcd is not installed (apt-get install etcd-server)"
-        );
-        eprintln!("skipped: etcd is not installed (apt-get install etcd-server)");
-        return None;
-    };
+    let bin = etcd_bin()?;
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
     let initial = ports
         .iter()
