@@ -315,31 +315,30 @@ impl Kernel {
         });
         let set_alias = alias.filter(|a| have_alias != Some(*a));
         // berth's own bridge (not an adopted one) runs with forward delay 0: see
-        // `berth_plan::host::forward_delay_drift`. `RTM_SETLINK` ignores `IFLA_LINKINFO`, so a
-        // bridge made before (or changed by someone) gets an `RTM_NEWLINK` without
-        // `NLM_F_CREATE` on its index: the kernel's `changelink` of kind bridge.
-        let owned = alias.is_some() && !keep_others;
-        let delay = bridge_forward_delay(&link);
-        if owned && delay.is_some_and(|d| d != 0) {
-            let mut msg = LinkMessage::default();
-            msg.header.index = index;
-            msg.attributes = vec![bridge_info_no_delay()];
-            self.request(RouteNetlinkMessage::NewLink(msg), CHANGE, || {
-                format!("setting forward delay 0 on bridge {name}")
-            })
-            .await?;
-        }
+        // `berth_plan::host::forward_delay_drift`.
+        let set_delay =
+            alias.is_some() && !keep_others && bridge_forward_delay(&link).is_some_and(|d| d != 0);
         if mtu != Some(plan.mtu)
             || !link.header.flags.contains(LinkFlags::Up)
             || set_alias.is_some()
+            || set_delay
         {
-            // RTM_SETLINK: MTU, IFF_UP and IFLA_IFALIAS (berth's mark) of the existing bridge.
+            // One request: MTU, IFF_UP and IFLA_IFALIAS (berth's mark) of the existing bridge,
+            // as RTM_SETLINK; with the forward delay to set, as an RTM_NEWLINK without
+            // NLM_F_CREATE on its index (RTM_SETLINK ignores IFLA_LINKINFO; on an existing
+            // link RTM_NEWLINK runs the kind's `changelink`, then the same `do_setlink`).
             let mut msg = link_up_msg(index);
             msg.attributes.push(LinkAttribute::Mtu(plan.mtu));
             if let Some(a) = set_alias {
                 msg.attributes.push(LinkAttribute::IfAlias(a.to_string()));
             }
-            self.request(RouteNetlinkMessage::SetLink(msg), CHANGE, || {
+            let req = if set_delay {
+                msg.attributes.push(bridge_info_no_delay());
+                RouteNetlinkMessage::NewLink(msg)
+            } else {
+                RouteNetlinkMessage::SetLink(msg)
+            };
+            self.request(req, CHANGE, || {
                 format!("setting mtu {} and up on bridge {name}", plan.mtu)
             })
             .await?;

@@ -85,12 +85,14 @@ async fn netns_lifecycle() {
     delete_netns(&path).expect("delete of a missing namespace is Ok");
 }
 
-/// A bridge's forward delay as the kernel reports it (`IFLA_BR_FORWARD_DELAY`, centiseconds).
-fn forward_delay(ns: &TestNs, bridge: &str) -> Option<u32> {
+/// A bridge's forward delay (`IFLA_BR_FORWARD_DELAY`, centiseconds) and MTU as the kernel
+/// reports them.
+fn delay_and_mtu(ns: &TestNs, bridge: &str) -> (Option<u32>, Option<u32>) {
     let links = run_in_netns(&ns.path, berth_kernel::observe::links_now)
         .expect("enter")
         .expect("links");
-    links.get(bridge).and_then(|l| l.forward_delay)
+    let l = links.get(bridge);
+    (l.and_then(|l| l.forward_delay), l.map(|l| l.mtu))
 }
 
 /// `ip link set BRIDGE type bridge forward_delay CS` inside the test namespace (someone else's
@@ -123,20 +125,30 @@ async fn berths_bridges_arm_no_forward_delay_timer_adopted_ones_keep_theirs() {
         .await
         .expect("create");
     // Created with 0 in the same RTM_NEWLINK.
-    assert_eq!(forward_delay(&h, "bkbrfd"), Some(0));
+    assert_eq!(delay_and_mtu(&h, "bkbrfd").0, Some(0));
     // Set back to the kernel's default by someone: berth's bridge is put right...
     set_forward_delay(&h, "bkbrfd", 1500);
-    assert_eq!(forward_delay(&h, "bkbrfd"), Some(1500));
+    assert_eq!(delay_and_mtu(&h, "bkbrfd").0, Some(1500));
     k.configure_bridge(&plan, Some("berth:net:fd"), false)
         .await
         .expect("reconfigure");
-    assert_eq!(forward_delay(&h, "bkbrfd"), Some(0));
+    assert_eq!(delay_and_mtu(&h, "bkbrfd").0, Some(0));
+    // ... in the same request as an MTU to change.
+    set_forward_delay(&h, "bkbrfd", 1500);
+    let smaller = BridgePlan {
+        mtu: 1400,
+        ..plan.clone()
+    };
+    k.configure_bridge(&smaller, Some("berth:net:fd"), false)
+        .await
+        .expect("reconfigure with an mtu");
+    assert_eq!(delay_and_mtu(&h, "bkbrfd"), (Some(0), Some(1400)));
     // ... but an adopted bridge (no mark written, its other addresses kept) is the admin's.
     set_forward_delay(&h, "bkbrfd", 1500);
     k.configure_bridge(&plan, None, true)
         .await
         .expect("adopted");
-    assert_eq!(forward_delay(&h, "bkbrfd"), Some(1500));
+    assert_eq!(delay_and_mtu(&h, "bkbrfd").0, Some(1500));
     k.delete_link("bkbrfd").await.expect("delete");
 }
 

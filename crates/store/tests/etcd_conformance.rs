@@ -47,16 +47,21 @@ fn etcd_bin() -> Option<&'static str> {
     bin
 }
 
-/// Starts etcd, or `None` where it is missing outside CI (see [`etcd_bin`]).
-fn etcd() -> Option<Etcd> {
-    let bin = etcd_bin()?;
+/// Starts member `name` of the cluster `initial` (`NAME=PEER_URL,…`) on 127.0.0.1's ports
+/// `client` and `peer`, with `extra` arguments; its log is `etcd.log` in its directory.
+fn member(
+    bin: &str,
+    name: &str,
+    (client, peer): (u16, u16),
+    initial: &str,
+    extra: &[&str],
+) -> Etcd {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (client, peer) = (free_port(), free_port());
     let url = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
     let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
     let child = Command::new(bin)
-        .args(["--name", "conformance"])
+        .args(["--name", name])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .args([
@@ -67,17 +72,26 @@ fn etcd() -> Option<Etcd> {
         ])
         .args(["--listen-peer-urls", &peer_url])
         .args(["--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("conformance={peer_url}")])
+        .args(["--initial-cluster", initial])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .expect("start etcd");
-    let etcd = Etcd {
+    Etcd {
         child,
         url,
         _dir: dir,
-    };
+    }
+}
+
+/// Starts etcd, or `None` where it is missing outside CI (see [`etcd_bin`]).
+fn etcd() -> Option<Etcd> {
+    let bin = etcd_bin()?;
+    let ports = (free_port(), free_port());
+    let initial = format!("conformance=http://127.0.0.1:{}", ports.1);
+    let etcd = member(bin, "conformance", ports, &initial, &[]);
     let start = Instant::now();
     loop {
         match EtcdStore::connect(EtcdOptions::new(vec![etcd.url.clone()])) {
@@ -176,40 +190,18 @@ fn etcd_cluster() -> Option<Vec<Etcd>> {
         .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
         .collect::<Vec<_>>()
         .join(",");
+    let quick = [
+        "--initial-cluster-state",
+        "new",
+        "--heartbeat-interval",
+        "100",
+        "--election-timeout",
+        "500",
+    ];
     let members: Vec<Etcd> = ports
         .iter()
         .enumerate()
-        .map(|(i, (client, peer))| {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let url = format!("http://127.0.0.1:{client}");
-            let peer_url = format!("http://127.0.0.1:{peer}");
-            let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
-            let child = Command::new(bin)
-                .args(["--name", &format!("m{i}")])
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .args([
-                    "--listen-client-urls",
-                    &url,
-                    "--advertise-client-urls",
-                    &url,
-                ])
-                .args(["--listen-peer-urls", &peer_url])
-                .args(["--initial-advertise-peer-urls", &peer_url])
-                .args(["--initial-cluster", &initial])
-                .args(["--initial-cluster-state", "new"])
-                .args(["--heartbeat-interval", "100", "--election-timeout", "500"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start etcd");
-            Etcd {
-                child,
-                url,
-                _dir: dir,
-            }
-        })
+        .map(|(i, p)| member(bin, &format!("m{i}"), *p, &initial, &quick))
         .collect();
     let start = Instant::now();
     loop {
