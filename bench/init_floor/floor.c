@@ -3,16 +3,18 @@
 // doing the same sequence then sleeping (HOLDERS), or a running berthd's real containers
 // (HOLDERS 0, as bench/cli/scale.sh runs it before and after its fill).
 //   gcc -O2 -o /tmp/floor bench/init_floor/floor.c
-//   /tmp/floor STAGING_EMPTY_DIR HOLDERS ROUNDS [BRIDGE]   (root)
+//   [PIVOT=1] /tmp/floor STAGING_EMPTY_DIR HOLDERS ROUNDS [BRIDGE]   (root)
 // Per round (timed by phase): unshare(NEWNET) (berthd's part); with BRIDGE, the endpoint as a
 // bridge network's start makes it (crates/kernel/src/link.rs): a veth pair whose host side is
 // a port of BRIDGE (`IFLA_MASTER` in the creating RTM_NEWLINK) and whose peer `eth0` is made in
 // the new namespace, the host side's `addrgenmode none`, the peer's `disable_ipv6`, both ends
 // up (the port's `br_add_if`, the `ff00::/8` route of its up: the walks that grow with the
 // bridge's ports); then unshare(NEWNS|UTS|PID|IPC),
-// / rprivate, fork pid 1; pid 1: bind / on staging (rec), mount_setattr ro+nodev (rec),
-// tmpfs /tmp /run, proc, sysfs, /dev tmpfs + 6 device binds + devpts + shm + mqueue,
-// chdir, pivot_root(".", "."), umount2(".", MNT_DETACH), exit; the parent waits (teardown).
+// / rprivate, fork pid 1; pid 1: copies (open_tree) of 6 device nodes and /dev/null,
+// mount_setattr ro+nodev on / (rec), tmpfs /tmp /run, proc, sysfs, /dev tmpfs + the 6 nodes
+// attached (move_mount) + devpts + shm + mqueue, /dev/null on /proc/kcore, exit; the parent
+// waits (teardown). PIVOT=1: berth's sequence before stop 45 instead (bind / on a staging
+// directory, the same mounts there, chdir, pivot_root(".", "."), umount2(".", MNT_DETACH)).
 // Everything happens in namespaces this program makes; the machine's own are never touched.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -156,34 +158,68 @@ static void endpoint(int host, int nsfd) {
 
 static void j(char *out, const char *a, const char *b) { snprintf(out, 4096, "%s%s", a, b); }
 
-// pid 1's setup, as berth's stage 2 (rootfs.rs prepare + enter), default privileges.
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x4
+#endif
+static int pivot; // PIVOT=1: the sequence before stop 45 (bind / on staging, pivot_root)
+
+// A detached copy of `path`'s mount (open_tree(OPEN_TREE_CLONE)), as rootfs.rs's MountCopy.
+static int copy_of(const char *path) {
+    int fd = syscall(SYS_open_tree, AT_FDCWD, path, OPEN_TREE_CLONE | O_CLOEXEC);
+    if (fd < 0) die("open_tree");
+    return fd;
+}
+static void attach(int fd, const char *dest) {
+    if (syscall(SYS_move_mount, fd, "", AT_FDCWD, dest, MOVE_MOUNT_F_EMPTY_PATH)) die("move_mount");
+    close(fd);
+}
+
+// pid 1's setup, as berth's stage 2 (rootfs.rs prepare + enter), default privileges, no
+// rootfs: the sources copied first (the device nodes, /dev/null for the masked files), the
+// namespace's own root made read-only and covered in place (PIVOT=1: bound on a staging
+// directory, covered there and entered with pivot_root, the old root detached).
 static void setup(int timed) {
     double t = now(), t2;
     char p[4096];
-    if (mount("/", staging, NULL, MS_BIND | MS_REC, NULL)) die("bind /");
+    const char *root = pivot ? staging : "";
+    const char *devs[] = {"null", "zero", "full", "random", "urandom", "tty"};
+    int copies[7];
+    if (pivot) {
+        if (mount("/", staging, NULL, MS_BIND | MS_REC, NULL)) die("bind /");
+    } else {
+        for (int i = 0; i < 6; i++) {
+            char host[64];
+            snprintf(host, sizeof host, "/dev/%s", devs[i]);
+            copies[i] = copy_of(host);
+        }
+        copies[6] = copy_of("/dev/null");
+    }
     t2 = now(); if (timed) shm[4] = t2 - t; t = t2;
     struct mount_attr a = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV};
-    if (syscall(SYS_mount_setattr, AT_FDCWD, staging, AT_RECURSIVE, &a, sizeof a)) die("setattr");
+    if (syscall(SYS_mount_setattr, AT_FDCWD, pivot ? staging : "/", AT_RECURSIVE, &a, sizeof a)) die("setattr");
     t2 = now(); if (timed) shm[5] = t2 - t; t = t2;
-    j(p, staging, "/tmp"); if (mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")) die("tmp");
-    j(p, staging, "/run"); if (mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")) die("run");
+    j(p, root, "/tmp"); if (mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")) die("tmp");
+    j(p, root, "/run"); if (mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")) die("run");
     t2 = now(); if (timed) shm[6] = t2 - t; t = t2;
-    j(p, staging, "/proc");
+    j(p, root, "/proc");
     if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL)) die("proc");
     t2 = now(); if (timed) shm[7] = t2 - t; t = t2;
-    j(p, staging, "/sys");
+    j(p, root, "/sys");
     if (mount("sysfs", p, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL)) die("sysfs");
     t2 = now(); if (timed) shm[8] = t2 - t; t = t2;
     char dev[4096];
-    j(dev, staging, "/dev");
+    j(dev, root, "/dev");
     if (mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NODEV | MS_STRICTATIME, "mode=755,size=65536k")) die("dev");
-    const char *devs[] = {"null", "zero", "full", "random", "urandom", "tty"};
     for (int i = 0; i < 6; i++) {
         char host[64], d[4096];
         snprintf(host, sizeof host, "/dev/%s", devs[i]);
         snprintf(d, sizeof d, "%s/%s", dev, devs[i]);
         int fd = open(d, O_CREAT | O_WRONLY | O_CLOEXEC, 0644); if (fd < 0) die("create dev"); close(fd);
-        if (mount(host, d, NULL, MS_BIND, NULL)) die("bind dev");
+        if (pivot) { if (mount(host, d, NULL, MS_BIND, NULL)) die("bind dev"); }
+        else attach(copies[i], d);
     }
     snprintf(p, sizeof p, "%s/pts", dev); mkdir(p, 0755);
     if (mount("devpts", p, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")) die("pts");
@@ -191,7 +227,12 @@ static void setup(int timed) {
     if (mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")) die("shm");
     snprintf(p, sizeof p, "%s/mqueue", dev); mkdir(p, 0755);
     if (mount("mqueue", p, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL)) die("mq");
+    // One masked file (/proc/interrupts) under /dev/null's copy.
+    j(p, root, "/proc/interrupts");
+    if (pivot) { if (mount("/dev/null", p, NULL, MS_BIND, NULL)) die("mask"); }
+    else attach(copies[6], p);
     t2 = now(); if (timed) shm[9] = t2 - t; t = t2;
+    if (!pivot) return;
     if (chdir(staging)) die("chdir");
     if (syscall(SYS_pivot_root, ".", ".")) die("pivot_root");
     t2 = now(); if (timed) shm[10] = t2 - t; t = t2;
@@ -255,6 +296,7 @@ int main(int argc, char **argv) {
     if (argc < 4) { fprintf(stderr, "usage: floor STAGING HOLDERS ROUNDS [BRIDGE]\n"); return 2; }
     snprintf(staging, sizeof staging, "%s", argv[1]);
     int holders = atoi(argv[2]), rounds = atoi(argv[3]);
+    pivot = getenv("PIVOT") && atoi(getenv("PIVOT"));
     if (argc > 4 && !(bridge_index = if_nametoindex(argv[4]))) die("bridge");
     shm = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (shm == MAP_FAILED) die("mmap");

@@ -254,9 +254,6 @@ impl Runtime {
             // port and its socket on the host's port — past `network rm` for the container's
             // life.
             detach_under: vec![d.config.rundir.join(berth_plan::overlayns::NETNS_SUBDIR)],
-            // One directory for all: a directory made per start is an inode allocated per
-            // start (see the record's mark below).
-            staging: Some(self.dir.join(STAGING)),
             tty: c.stdio.tty,
             working_dir: c.process.working_dir.clone(),
             user: c.process.user.clone(),
@@ -816,6 +813,9 @@ impl Runtime {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return;
         };
+        // An older berthd's shared staging directory: empty on the host (every mount on it was
+        // made in a container's own mount namespace); `remove_dir` leaves it if it is not.
+        let _ = std::fs::remove_dir(self.dir.join(OLD_STAGING));
         for e in rd.flatten() {
             let name = e.file_name();
             let Some(name) = name.to_str() else { continue };
@@ -1335,10 +1335,10 @@ pub struct Recorded {
 /// start time in clock ticks after boot, the container init's pid), written once its command
 /// runs. Made empty just before the init is spawned: empty, it marks a start in progress.
 const RECORD: &str = "process";
-/// The empty directory, in the containers' directory, that every container's init assembles
-/// its view of the host's root on, each in its own mount namespace (not shaped like an id:
-/// [`Runtime::remove_orphan_dirs`] and the start-up's reads of the records pass it by).
-const STAGING: &str = ".root";
+/// The empty directory, in the containers' directory, that older berthds' container inits
+/// assembled their view of the host's root on before entering it with `pivot_root` (the view is
+/// now assembled on the mount namespace's own root): removed at start-up when empty.
+const OLD_STAGING: &str = ".root";
 /// An older berthd's mark of a start in progress (present from just before a container's init
 /// was spawned until its record was written): still honoured, removed after a scan.
 const STARTING: &str = "starting";

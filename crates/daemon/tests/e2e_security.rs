@@ -226,6 +226,61 @@ fn berths_state_is_hidden() {
     );
 }
 
+/// Proves: without `--rootfs`, the view of the host's root is the container's mount
+/// namespace's own root, so the classic chroot escape (chroot into a subdirectory, `..` up,
+/// chroot again) has nowhere else to go, privileged or not: it ends in the same view, with the
+/// container's own `/tmp` (a marker written there first is still there), berthd's state
+/// directory still covered (empty) and `/` still read-only.
+#[test]
+fn chroot_escape_from_the_hosts_view() {
+    require_root!();
+    let w = World::new();
+    let state = w.state_dir.display().to_string();
+    let script = format!(
+        r#"
+import os
+open("/tmp/berth-view-marker", "w").write("inside")
+fd = os.open("/", os.O_RDONLY)
+os.makedirs("/tmp/esc", exist_ok=True)
+os.chroot("/tmp/esc")
+os.fchdir(fd)
+for _ in range(64):
+    os.chdir("..")
+os.chroot(".")
+print("MARKER", os.path.exists("/tmp/berth-view-marker"))
+print("STATE", sorted(os.listdir("{state}")))
+try:
+    open("/etc/berth-view-escape", "w")
+    print("ETC writable")
+except OSError as e:
+    print("ETC", e.errno)
+"#
+    );
+    for opts in [
+        &["--network", "none"][..],
+        &["--network", "none", "--privileged"],
+    ] {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(opts);
+        a.extend(["python3", "-c", script.as_str()]);
+        let o = w.berth(&a);
+        let _ = std::fs::remove_file("/etc/berth-view-escape");
+        assert_eq!(code(&o), 0, "{opts:?}: {}", show(&o));
+        let out = stdout(&o);
+        assert!(
+            out.contains("MARKER True"),
+            "{opts:?}: escaped the view: {}",
+            show(&o)
+        );
+        assert!(out.contains("STATE []"), "{opts:?}: {}", show(&o));
+        assert!(
+            out.contains("ETC 30"),
+            "{opts:?}: / not read-only (EROFS): {}",
+            show(&o)
+        );
+    }
+}
+
 /// Proves: no CAP_SYS_MODULE (init_module is refused with EPERM before the kernel looks at the
 /// image; privileged gets past that check: ENOSYS, ENOEXEC or EINVAL for the garbage image,
 /// nothing is loaded) and no CAP_NET_ADMIN (`ip link add`) by default; `--cap-add NET_ADMIN`

@@ -3,7 +3,7 @@
 //! berth containers have no images: a process from a read-only view of the host's filesystem (or
 //! a `--rootfs` directory) runs in its own net, uts, ipc, mount and pid namespaces, with
 //! generated `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` bind-mounted over the real
-//! ones, entered with `pivot_root` ([`crate::rootfs`]), with Docker's default capabilities and
+//! ones ([`crate::rootfs`]: a `--rootfs` entered with `pivot_root`), with Docker's default capabilities and
 //! seccomp profile and `no_new_privs` ([`crate::confine`]).
 //!
 //! The daemon is multi-threaded and never calls `setns`/`unshare` itself. It executes
@@ -14,15 +14,16 @@
 //! * stage 1 ([`INIT_ARG`]): joins the network namespace, unshares mnt/uts/pid/ipc, makes `/`
 //!   recursively private, forks stage 2, writes its pid to `pid_file`, forwards signals to it,
 //!   waits, writes the exit code to `exit_file`, tells it on the start pipe ([`ExitPipe`]) and
-//!   exits with it. Stage 2's pivot_root moves stage 1 too (same mount namespace), so it
-//!   writes those files through descriptors of their directories, opened first.
+//!   exits with it. Stage 1 shares stage 2's mount namespace, where the host's paths end up
+//!   covered, read-only or (a rootfs's `pivot_root`) gone, so it writes those files through
+//!   descriptors of their directories, opened first.
 //! * stage 2: a fork of stage 1 (no second load of the executable: an `execve` of berthd
 //!   costs 2–2.5 ms of CPU in relocations and page faults), pid 1 of the new pid namespace; its
 //!   command line is stage 1's ([`init_processes`] tells them apart by their parent). Dies with
 //!   stage 1 (parent-death signal), sets the hostname, forks the command's process (which drops its privileges
 //!   meanwhile: [`crate::confine::apply`]), assembles the root ([`crate::rootfs::prepare`]:
-//!   /proc, /sys, /dev, masked paths, the generated files, `-v`, `--tmpfs`), `pivot_root`s
-//!   (which moves the waiting child too) and lets the child go: it unblocks signals, looks the
+//!   /proc, /sys, /dev, masked paths, the generated files, `-v`, `--tmpfs`; a rootfs is
+//!   entered with `pivot_root`, which moves the waiting child too) and lets the child go: it unblocks signals, looks the
 //!   command up in `$PATH` and `exec`s it. Then stage 2 forwards signals, reaps every child and
 //!   exits with the command's exit code.
 //! * enter ([`ENTER_ARG`]): joins the net/uts/ipc/pid namespaces of a running container, spawns
@@ -173,11 +174,6 @@ pub struct InitConfig {
     /// container with a rootfs lets go at its `pivot_root`; one without never does).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub detach_under: Vec<PathBuf>,
-    /// The empty directory the view of the host's root is assembled on (without `rootfs`),
-    /// made if missing. Every container may share one: the mount is made in the container's
-    /// private mount namespace only. `None`: `root` beside `pid_file` (one per container).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub staging: Option<PathBuf>,
 }
 
 /// Errors of this module, worded for people: what failed, with the path or command.
@@ -355,8 +351,9 @@ fn stage1_main(json: Option<&String>) -> i32 {
             return EXIT_SETUP_FAILED;
         }
     };
-    // Opened first: pivot_root in stage 2 moves us (we share its mount namespace), after
-    // which the host's paths are gone; the directories' descriptors still lead there.
+    // Opened first, in berthd's mount namespace: in ours (stage 2's) the host's paths end up
+    // read-only and berthd's state directory covered (or gone: a rootfs's pivot_root moves
+    // us too); the directories' descriptors still lead there, writable.
     let (pid_out, exit_out) = match (OutFile::open(&cfg.pid_file), OutFile::open(&cfg.exit_file)) {
         (Ok(p), Ok(e)) => (p, e),
         (Err(e), _) | (_, Err(e)) => {
@@ -558,7 +555,8 @@ impl Gate {
 }
 
 /// A file stage 1 writes (atomically: `NAME.tmp`, then renamed) through a descriptor of its
-/// directory, so it works after stage 2's pivot_root has moved stage 1 too.
+/// directory, so it works once stage 2 has covered the host's paths (or moved stage 1 into a
+/// rootfs with its pivot_root).
 struct OutFile {
     dir: File,
     name: PathBuf,
@@ -623,8 +621,9 @@ fn stage2_main(cfg: &InitConfig, ready: std::io::PipeWriter, gate: Option<Gate>)
         let signals = block_signals()?;
         // The command's process is a fork of ours (no second load of this big executable): it
         // confines itself (compiling and attaching the seccomp filter) while we assemble the
-        // root, then waits for our go; pivot_root moves it (and us: pid 1's root is what `exec`
-        // joins) into the container's root.
+        // root, then waits for our go. The view of the host's root is assembled on the
+        // namespace's own root, where it already is; a rootfs's pivot_root moves it (and us:
+        // pid 1's root is what `exec` joins) into the rootfs.
         let env = container_env(&cfg.hostname, &cfg.env);
         let (go_r, mut go_w) = std::io::pipe().map_err(io("create the go pipe"))?;
         let child = match crate::sys::fork_single_threaded() {
@@ -637,18 +636,8 @@ fn stage2_main(cfg: &InitConfig, ready: std::io::PipeWriter, gate: Option<Gate>)
             Err(e) => return Err(io("fork the command's process")(e)),
         };
         drop(go_r);
-        // The host view is staged on an empty directory in berth's state dir (the one the
-        // daemon names, else the container's own beside its pid file), never on a path a
-        // mount source may live under.
-        let staging = cfg.staging.clone().unwrap_or_else(|| {
-            cfg.pid_file
-                .parent()
-                .map(|d| d.join("root"))
-                .unwrap_or_else(|| PathBuf::from("/var/empty"))
-        });
-        let entered =
-            crate::rootfs::prepare(&cfg.filesystem, cfg.rootfs.as_deref(), &cfg.binds, &staging)
-                .and_then(|root| crate::rootfs::enter(&root));
+        let entered = crate::rootfs::prepare(&cfg.filesystem, cfg.rootfs.as_deref(), &cfg.binds)
+            .and_then(|root| crate::rootfs::enter(&root));
         // The command runs only in a complete network (addresses, routes, the firewall's
         // anti-spoofing elements): the daemon set it up while the root was assembled.
         let entered = entered.and_then(|()| gate.take().map_or(Ok(()), Gate::wait));

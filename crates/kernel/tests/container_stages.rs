@@ -217,7 +217,6 @@ fn config(tmp: &TempDir, netns: &Netns, cmd: &[&str]) -> InitConfig {
         gate: None,
         started: None,
         detach_under: vec![],
-        staging: None,
     }
 }
 
@@ -315,47 +314,77 @@ fn binds_are_seen_inside_only() {
     assert!(!mountinfo.contains(" /etc/hosts "), "{mountinfo}");
 }
 
-/// Proves: two containers running at once can assemble their roots on one shared staging
-/// directory (what berthd gives every container, so a start allocates no directory): each
-/// sees its own generated file, and the host sees nothing mounted there, the directory empty.
+/// Proves: the view of the host's root, assembled on the mount namespace's own root, still
+/// mounts every source it then covers or seals: a generated file from a directory the view
+/// hides (as it hides berthd's state directory), a `-v` from under the host's `/tmp` onto the
+/// container's own `/tmp`, writable while `/` is read-only, and the device nodes in its own
+/// `/dev`. Two containers at once each see their own file, the hidden directory is empty
+/// inside, and the host's mount table and files are untouched.
 #[test]
-fn containers_share_one_staging_directory() {
+fn the_view_still_mounts_the_sources_it_covers() {
     if !is_root() {
         return;
     }
     let (tmp, ns_a, ns_b) = (TempDir::new(), Netns::new(), Netns::new());
-    let staging = tmp.0.join("staging");
+    let state = tmp.0.join("state");
+    fs::create_dir_all(&state).unwrap();
+    // A -v source under the host's /tmp, which every container gets a tmpfs on.
+    let vol = std::env::temp_dir().join(unique("berth-ct-vol-"));
+    fs::create_dir_all(&vol).unwrap();
+    fs::write(vol.join("in"), "from-the-host\n").unwrap();
+    let script = format!(
+        "cat /etc/hosts; cat /tmp/vol/in; echo written >/tmp/vol/out-$(hostname) && echo rw; \
+         touch /etc/berth-ct-x 2>/dev/null || echo ro; head -c 3 /dev/zero | wc -c; \
+         echo x >/dev/null && echo null; ls -A {} | wc -l",
+        state.display()
+    );
     let mut procs = Vec::new();
     for (name, ns) in [("a", &ns_a), ("b", &ns_b)] {
-        let hosts = tmp.0.join(format!("hosts-{name}"));
+        let hosts = state.join(format!("hosts-{name}"));
         fs::write(&hosts, format!("10.99.0.7\tberth-{name}\n")).unwrap();
         let dir = tmp.0.join(name);
         fs::create_dir_all(&dir).unwrap();
-        // Both stay up until both have printed: `cat` then sleep, killed by the guard.
-        let mut cfg = config(&tmp, ns, &["sh", "-c", "cat /etc/hosts; exec sleep 30"]);
+        let mut cfg = config(&tmp, ns, &["sh", "-c", &script]);
+        cfg.hostname = format!("berth-{name}");
         cfg.pid_file = dir.join("pid");
         cfg.exit_file = dir.join("exit");
         cfg.binds = vec![(hosts, "/etc/hosts".into())];
-        cfg.staging = Some(staging.clone());
+        cfg.filesystem.hide = vec![state.clone()];
+        cfg.filesystem.mounts = vec![berth_kernel::rootfs::Mount::Bind {
+            source: vol.clone(),
+            target: "/tmp/vol".into(),
+            read_only: false,
+        }];
         procs.push((name, dir, start(&cfg)));
     }
-    for (name, dir, _) in &procs {
-        let init = wait_pid_file(&dir.join("pid"));
-        wait_child_running(init, "sleep");
-        let seen = fs::read_to_string(format!("/proc/{init}/root/etc/hosts")).unwrap();
-        assert_eq!(seen, format!("10.99.0.7\tberth-{name}\n"));
+    let outs: Vec<_> = procs
+        .into_iter()
+        .map(|(name, _, proc)| (name, proc.finish(TIMEOUT)))
+        .collect();
+    let written: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|n| fs::read_to_string(vol.join(format!("out-berth-{n}"))).ok())
+        .collect();
+    let _ = fs::remove_dir_all(&vol).map_err(|e| eprintln!("{e}"));
+    for (name, out) in &outs {
+        // Line by line: the file, the -v read and written, / read-only, /dev/zero and
+        // /dev/null usable, the hidden directory empty.
+        assert_eq!(
+            out.stdout,
+            format!("10.99.0.7\tberth-{name}\nfrom-the-host\nrw\nro\n3\nnull\n0\n"),
+            "{out:?}"
+        );
+        assert_eq!(out.code, 0, "{out:?}");
     }
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(
-        !mountinfo.contains(staging.to_str().unwrap()),
-        "{mountinfo}"
-    );
     assert_eq!(
-        fs::read_dir(&staging).unwrap().count(),
-        0,
-        "the staging directory stays empty"
+        written,
+        vec![Some("written\n".to_string()); 2],
+        "the -v's writes on the host"
     );
-    drop(procs);
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(tmp.0.to_str().unwrap()), "{mountinfo}");
+    assert!(!mountinfo.contains(vol.to_str().unwrap()), "{mountinfo}");
+    assert!(!Path::new("/etc/berth-ct-x").exists());
 }
 
 #[test]
