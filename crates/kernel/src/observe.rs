@@ -29,7 +29,7 @@ pub(crate) fn link_of(msg: &LinkMessage) -> (u32, Option<u32>, ObservedLink) {
         ..ObservedLink::default()
     };
     let mut master = None;
-    l.forward_delay = link::bridge_forward_delay(msg);
+    (l.forward_delay, l.mcast_snooping) = link::bridge_settings(msg);
     for a in &msg.attributes {
         match a {
             LinkAttribute::IfName(n) => l.name = n.clone(),

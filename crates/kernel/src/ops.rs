@@ -435,6 +435,7 @@ impl FakeKernel {
                 l.mtu = plan.mtu;
                 l.alias = Some(alias.clone());
                 l.forward_delay = Some(0);
+                l.mcast_snooping = Some(false);
                 if l.mac.is_none() {
                     l.mac = Some(berth_plan::names::owner_mac(&plan.name));
                 }
@@ -466,6 +467,7 @@ impl FakeKernel {
                         addrs: Vec::new(),
                         port_flags: Some((true, plan.isolated)),
                         forward_delay: None,
+                        mcast_snooping: None,
                         netns: plan.host_netns.clone(),
                     },
                 );

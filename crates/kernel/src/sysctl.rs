@@ -106,6 +106,10 @@ struct ThreadDirs {
     tried: bool,
     /// `sys/net/<top>` directories (`O_PATH`), each opened at its first use.
     dirs: Vec<(String, OwnedFd)>,
+    /// The namespace [`ThreadDirs::dirs`] belong to: a thread that moves on (an endpoint's
+    /// thread writes its host side's sysctl in one namespace, then its container side's in
+    /// another) opens them again rather than write into the namespace it left.
+    ns: Option<(u64, u64)>,
 }
 
 impl ThreadDirs {
@@ -149,11 +153,9 @@ thread_local! {
 }
 
 thread_local! {
-    /// This thread's directories, for a thread outside berthd's own namespace. A thread whose
-    /// network namespace changes does so before any sysctl (the throwaway threads of
-    /// `netns::run_in_netns` `setns` first; a container's init joins its namespace before it
-    /// sets the container's sysctls), so they are always its current namespace's. Dropped
-    /// (the procfs instance unmounted) when the thread exits.
+    /// This thread's directories, for a thread outside berthd's own namespace, kept for the
+    /// namespace they were opened in ([`ThreadDirs::ns`]) and opened again if the thread is
+    /// found in another. Dropped (the procfs instance unmounted) when the thread exits.
     static NET_DIRS: RefCell<ThreadDirs> = RefCell::new(ThreadDirs::default());
 }
 
@@ -275,6 +277,10 @@ fn open_net_file(rel: &str, write: bool) -> std::io::Result<fs::File> {
     }
     NET_DIRS.with(|slot| {
         let mut t = slot.borrow_mut();
+        if t.ns != Some(here) {
+            t.dirs.clear();
+            t.ns = Some(here);
+        }
         if let Some((_, dir)) = t.dirs.iter().find(|(d, _)| d == top) {
             return open_below(dir);
         }
@@ -332,6 +338,47 @@ mod tests {
         assert!(key_path("net/../../etc/passwd").is_err());
         assert!(key_path("").is_err());
         assert!(key_path("/net/ipv4").is_err());
+    }
+
+    /// Proves: a thread that writes a sysctl in one namespace and then enters another writes
+    /// the second one's there, not into the first (its cached directories are that
+    /// namespace's): an endpoint's thread writes its host side's `disable_ipv6`, then its
+    /// container side's. Needs root; skipped otherwise.
+    #[test]
+    fn a_thread_that_moves_on_writes_in_its_new_namespace() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("berth-sysctl-move-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        crate::netns::create_netns(&a).expect("netns a");
+        crate::netns::create_netns(&b).expect("netns b");
+        let (pa, pb) = (a.clone(), b.clone());
+        let moved = std::thread::spawn(move || {
+            for (path, value) in [(&pa, "1"), (&pb, "0")] {
+                let f = fs::File::open(path).map_err(|e| KernelError::io("open", e))?;
+                crate::netns::enter(&f, path)?;
+                write_net("ipv4/conf/lo/forwarding", value)
+                    .map_err(|e| KernelError::io("write", e))?;
+            }
+            Ok::<(), KernelError>(())
+        })
+        .join()
+        .expect("thread");
+        let seen = (
+            read(Some(&a), "net.ipv4.conf.lo.forwarding"),
+            read(Some(&b), "net.ipv4.conf.lo.forwarding"),
+        );
+        let _ = crate::netns::delete_netns(&a);
+        let _ = crate::netns::delete_netns(&b);
+        let _ = std::fs::remove_dir_all(&dir);
+        moved.expect("writes");
+        assert_eq!(
+            (seen.0.expect("read a"), seen.1.expect("read b")),
+            ("1".to_string(), "0".to_string())
+        );
     }
 
     /// berthd's namespace's `net/ipv4` is looked up once per process, not once per thread

@@ -95,8 +95,17 @@ fn delay_and_mtu(ns: &TestNs, bridge: &str) -> (Option<u32>, Option<u32>) {
     (l.and_then(|l| l.forward_delay), l.map(|l| l.mtu))
 }
 
-/// `ip link set BRIDGE type bridge forward_delay CS` inside the test namespace (someone else's
-/// change, or a bridge made before berth set it).
+/// A bridge's multicast snooping (`IFLA_BR_MCAST_SNOOPING`) as the kernel reports it.
+fn snooping(ns: &TestNs, bridge: &str) -> Option<bool> {
+    let links = run_in_netns(&ns.path, berth_kernel::observe::links_now)
+        .expect("enter")
+        .expect("links");
+    links.get(bridge).and_then(|l| l.mcast_snooping)
+}
+
+/// `ip link set BRIDGE type bridge forward_delay CS mcast_snooping 1` inside the test
+/// namespace (someone else's change, or a bridge made by an older berth: the kernel's
+/// defaults).
 fn set_forward_delay(ns: &TestNs, bridge: &str, cs: u32) {
     let st = std::process::Command::new("nsenter")
         .arg(format!("--net={}", ns.path_str()))
@@ -107,6 +116,8 @@ fn set_forward_delay(ns: &TestNs, bridge: &str, cs: u32) {
             bridge,
             "type",
             "bridge",
+            "mcast_snooping",
+            "1",
             "forward_delay",
         ])
         .arg(cs.to_string())
@@ -116,7 +127,7 @@ fn set_forward_delay(ns: &TestNs, bridge: &str, cs: u32) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn berths_bridges_arm_no_forward_delay_timer_adopted_ones_keep_theirs() {
+async fn berths_bridges_arm_no_forward_delay_timer_nor_snooping_adopted_ones_keep_theirs() {
     require_root!();
     let h = TestNs::new("fd");
     let k = Kernel::new_in(&h.path).await.expect("kernel");
@@ -124,15 +135,18 @@ async fn berths_bridges_arm_no_forward_delay_timer_adopted_ones_keep_theirs() {
     k.configure_bridge(&plan, Some("berth:net:fd"), false)
         .await
         .expect("create");
-    // Created with 0 in the same RTM_NEWLINK.
+    // Created with 0 and snooping off in the same RTM_NEWLINK.
     assert_eq!(delay_and_mtu(&h, "bkbrfd").0, Some(0));
-    // Set back to the kernel's default by someone: berth's bridge is put right...
+    assert_eq!(snooping(&h, "bkbrfd"), Some(false));
+    // Set back to the kernel's defaults by someone: berth's bridge is put right...
     set_forward_delay(&h, "bkbrfd", 1500);
     assert_eq!(delay_and_mtu(&h, "bkbrfd").0, Some(1500));
+    assert_eq!(snooping(&h, "bkbrfd"), Some(true));
     k.configure_bridge(&plan, Some("berth:net:fd"), false)
         .await
         .expect("reconfigure");
     assert_eq!(delay_and_mtu(&h, "bkbrfd").0, Some(0));
+    assert_eq!(snooping(&h, "bkbrfd"), Some(false));
     // ... in the same request as an MTU to change.
     set_forward_delay(&h, "bkbrfd", 1500);
     let smaller = BridgePlan {
@@ -143,12 +157,14 @@ async fn berths_bridges_arm_no_forward_delay_timer_adopted_ones_keep_theirs() {
         .await
         .expect("reconfigure with an mtu");
     assert_eq!(delay_and_mtu(&h, "bkbrfd"), (Some(0), Some(1400)));
+    assert_eq!(snooping(&h, "bkbrfd"), Some(false));
     // ... but an adopted bridge (no mark written, its other addresses kept) is the admin's.
     set_forward_delay(&h, "bkbrfd", 1500);
     k.configure_bridge(&plan, None, true)
         .await
         .expect("adopted");
     assert_eq!(delay_and_mtu(&h, "bkbrfd").0, Some(1500));
+    assert_eq!(snooping(&h, "bkbrfd"), Some(true));
     k.delete_link("bkbrfd").await.expect("delete");
 }
 
@@ -1498,8 +1514,8 @@ async fn all_addrs_of(k: &Kernel, link: &str) -> BTreeSet<IpAddr> {
 }
 
 /// Proves that an endpoint of an IPv4-only network has no IPv6 address on either side once
-/// both are up with carrier (the host side by `addrgenmode none`, the container side by
-/// `disable_ipv6=1`), while a dual-stack endpoint on the same bridge gets its host side's
+/// both are up with carrier (the host side by `addrgenmode none` and `disable_ipv6=1`, no
+/// multicast route of its own either; the container side by `disable_ipv6=1`), while a dual-stack endpoint on the same bridge gets its host side's
 /// link-local address in the same time: the check would see one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ipv4_only_endpoint_has_no_ipv6_address_on_either_side() {
@@ -1528,6 +1544,28 @@ async fn an_ipv4_only_endpoint_has_no_ipv6_address_on_either_side() {
     // Both endpoints were set up before that carrier came: the v4-only one had its chance.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(all_addrs_of(&k, "bk6a").await, BTreeSet::new());
+    // IPv6 is off on the v4-only host side too, so its up added no `ff00::/8` route to the
+    // local table (one per port otherwise, each insertion walking the others'), while the
+    // dual-stack one's did.
+    assert_eq!(
+        sysctl::read(Some(&h.path), "net.ipv6.conf.bk6a.disable_ipv6").expect("read"),
+        "1"
+    );
+    assert_eq!(
+        sysctl::read(Some(&h.path), "net.ipv6.conf.bk6b.disable_ipv6").expect("read"),
+        "0"
+    );
+    let local = std::process::Command::new("ip")
+        .args(["-n", &h.name, "-6", "route", "show", "table", "local"])
+        .output()
+        .expect("ip route");
+    let local = String::from_utf8_lossy(&local.stdout);
+    let mroute = |dev: &str| {
+        local
+            .lines()
+            .any(|l| l.starts_with("multicast ff00::/8") && l.contains(&format!("dev {dev} ")))
+    };
+    assert!(!mroute("bk6a") && mroute("bk6b"), "{local}");
     let kc = Kernel::new_in(&c1.path).await.expect("kernel c1");
     assert_eq!(all_addrs_of(&kc, "eth0").await, set(&["10.78.0.2"]));
     assert_eq!(

@@ -769,7 +769,7 @@ pub fn diff(observed: &ObservedOverlay, desired: &DesiredOverlay) -> OverlayPlan
                 if l.alias.as_deref() != Some(d.bridge_alias.as_str()) {
                     why.push("mark missing".into());
                 }
-                if let Some(w) = crate::host::forward_delay_drift(l) {
+                if let Some(w) = crate::host::bridge_settings_drift(l) {
                     why.push(w);
                 }
                 if !crate::host::significant(&l.addrs)

@@ -55,6 +55,7 @@ fn owned(name: &str, kind: &str, master: Option<&str>, addrs: &[&str]) -> Observ
         addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
         port_flags: None,
         forward_delay: (kind == "bridge").then_some(0),
+        mcast_snooping: (kind == "bridge").then_some(false),
         netns: None,
     }
 }

@@ -231,6 +231,7 @@ fn adopted_bridges_keep_their_addresses() {
     l.addrs.push("192.0.2.1/24".parse().expect("net"));
     // The admin's timers too (the kernel's default forward delay).
     l.forward_delay = Some(1500);
+    l.mcast_snooping = Some(true);
     assert!(diff(&o, &d).steps.is_empty());
     // Not wanted any more: never deleted.
     let d2 = desired_of(&nets[1..], &[]);
@@ -270,6 +271,40 @@ fn an_owned_bridge_with_a_forward_delay_is_reconfigured_once() {
     for fd in [Some(0), None] {
         o.links.get_mut(&br).expect("bridge").forward_delay = fd;
         assert!(diff(&o, &d).steps.is_empty(), "{fd:?}");
+    }
+}
+
+#[test]
+fn an_owned_bridge_with_multicast_snooping_is_reconfigured_once() {
+    let (nets, cs) = world();
+    let d = desired_of(&nets, &cs);
+    let br = nets[0].bridge.clone();
+    let mut o = converged(&d);
+    // A bridge made by an older berth (the kernel's default: snooping on).
+    o.links.get_mut(&br).expect("bridge").mcast_snooping = Some(true);
+    let plan = diff(&o, &d);
+    assert_eq!(actions(&plan), vec!["ConfigureBridge"], "{:#?}", plan.steps);
+    assert!(
+        plan.steps[0].reason.contains("multicast snooping on"),
+        "{}",
+        plan.steps[0].reason
+    );
+    // Both settings off at once: one step naming both.
+    o.links.get_mut(&br).expect("bridge").forward_delay = Some(1500);
+    let plan = diff(&o, &d);
+    assert_eq!(actions(&plan), vec!["ConfigureBridge"], "{:#?}", plan.steps);
+    assert!(
+        plan.steps[0].reason.contains("forward delay 15.00 s")
+            && plan.steps[0].reason.contains("multicast snooping on"),
+        "{}",
+        plan.steps[0].reason
+    );
+    // After the step (what the kernel then reports): nothing to do; not read: nothing either.
+    for snooping in [Some(false), None] {
+        let l = o.links.get_mut(&br).expect("bridge");
+        l.forward_delay = Some(0);
+        l.mcast_snooping = snooping;
+        assert!(diff(&o, &d).steps.is_empty(), "{snooping:?}");
     }
 }
 

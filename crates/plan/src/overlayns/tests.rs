@@ -270,7 +270,7 @@ fn an_unmounted_namespace_is_made_again_with_everything_in_it() {
 }
 
 #[test]
-fn an_overlay_bridge_with_a_forward_delay_is_reconfigured() {
+fn an_overlay_bridge_with_a_forward_delay_or_snooping_is_reconfigured() {
     let d = want(&[ov('a', "ov", "10.50.0.0/24")]);
     let mut o = assumed(&d);
     let ns = o.netns.get_mut("ov-aaaaaaaaa").expect("ns");
@@ -285,6 +285,13 @@ fn an_overlay_bridge_with_a_forward_delay_is_reconfigured() {
         .expect("bridge")
         .forward_delay = Some(0);
     assert!(diff(&o, &d).steps.is_empty());
+    // Multicast snooping on (an older berth's bridge): the same one step.
+    let ns = o.netns.get_mut("ov-aaaaaaaaa").expect("ns");
+    ns.links
+        .get_mut("berth-aaaaaaaaa")
+        .expect("bridge")
+        .mcast_snooping = Some(true);
+    assert_eq!(kinds(&diff(&o, &d)), vec!["InNetns:ConfigureBridge"]);
 }
 
 #[test]
