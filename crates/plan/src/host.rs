@@ -295,10 +295,11 @@ impl ObserveRequest {
 /// the bridge and restarts each one's own-query timers: O(ports) work and timers on every
 /// start, 0.16 ms more per port up at 500 ports (measured bare, `floor.c`). What snooping
 /// would give — multicast only to the ports that joined a group — needs a querier on the
-/// bridge, which berth's bridges never have (the bridge's own querier is off, as Docker
+/// bridge's segment, which berth does not run (the bridge's own querier is off, as Docker
 /// leaves it), and without one the kernel floods multicast to every port anyway
 /// (`br_multicast_querier_exists`). Off, multicast is flooded to the network's containers,
-/// as it already was; nothing reaches a container that it could not get by joining the group.
+/// as it already was (only a container sending IGMP/MLD queries itself made snooping filter);
+/// nothing reaches a container that it could not get by joining the group.
 pub fn bridge_settings_drift(link: &ObservedLink) -> Option<String> {
     let mut why = Vec::new();
     if let Some(d) = link.forward_delay.filter(|d| *d != 0) {
