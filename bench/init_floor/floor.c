@@ -136,7 +136,10 @@ static void endpoint(int host, int nsfd) {
     add(&q.h, IFLA_NET_NS_FD, &fdv, 4);
     end(&q.h, peer); end(&q.h, data); end(&q.h, info);
     ask(host, &q.h, "create the veth");
-    // berth's second request: the port's `addrgenmode none` (no link-local address on it).
+    // The port's `addrgenmode none` (no link-local address on it): what berth sent before stop
+    // 45, which now writes the host side's `disable_ipv6` instead (a host-namespace sysctl this
+    // process, already in the new namespace, cannot write; the other ports' IPv6 being off is
+    // what shortened the walks).
     link_req(&q, RTM_NEWLINK, 0);
     add(&q.h, IFLA_IFNAME, name, strlen(name) + 1);
     struct rtattr *af = add(&q.h, IFLA_AF_SPEC, NULL, 0);

@@ -104,6 +104,20 @@ print(bytes(fh.h[:fh.bytes]).hex(), fh.type, fh.bytes)
     Some((hex.to_string(), ty, len, first))
 }
 
+/// The classic chroot escape, as a Python function: chroot into a subdirectory `d` while
+/// holding a descriptor of the current root, go back to it, `..` up as far as the kernel lets
+/// a path go, and chroot there.
+const CHROOT_ESCAPE: &str = r#"
+def escape(d):
+    fd = os.open("/", os.O_RDONLY)
+    os.makedirs(d, exist_ok=True)
+    os.chroot(d)
+    os.fchdir(fd)
+    for _ in range(64):
+        os.chdir("..")
+    os.chroot(".")
+"#;
+
 /// Proves: `--rootfs` is entered with pivot_root, so the classic chroot escape (chroot into a
 /// subdirectory, `..` up, chroot again) ends in the rootfs, privileged or not; and the
 /// "shocker" escape (open_by_handle_at on the filesystem's root) needs CAP_DAC_READ_SEARCH and
@@ -120,14 +134,11 @@ fn chroot_escape_from_rootfs() {
     let script = format!(
         r#"
 import ctypes, os
+{CHROOT_ESCAPE}
+# The handle below is opened on this descriptor of the rootfs's root.
 fd = os.open("/", os.O_RDONLY)
 try:
-    os.makedirs("/esc", exist_ok=True)
-    os.chroot("/esc")
-    os.fchdir(fd)
-    for _ in range(64):
-        os.chdir("..")
-    os.chroot(".")
+    escape("/esc")
     print("CHROOT", sorted(os.listdir("/")))
 except OSError as e:
     print("CHROOT-FAILED", e)
@@ -239,14 +250,9 @@ fn chroot_escape_from_the_hosts_view() {
     let script = format!(
         r#"
 import os
+{CHROOT_ESCAPE}
 open("/tmp/berth-view-marker", "w").write("inside")
-fd = os.open("/", os.O_RDONLY)
-os.makedirs("/tmp/esc", exist_ok=True)
-os.chroot("/tmp/esc")
-os.fchdir(fd)
-for _ in range(64):
-    os.chdir("..")
-os.chroot(".")
+escape("/tmp/esc")
 print("MARKER", os.path.exists("/tmp/berth-view-marker"))
 print("STATE", sorted(os.listdir("{state}")))
 try:

@@ -28,9 +28,8 @@ use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
 use rtnetlink::packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoBridgePort, InfoData, InfoKind,
-    InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo,
-    LinkMessage,
+    InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth,
+    LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::neighbour::{
     NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -315,11 +314,16 @@ impl Kernel {
         });
         let set_alias = alias.filter(|a| have_alias != Some(*a));
         // berth's own bridge (not an adopted one) runs with forward delay 0 and without
-        // multicast snooping: see `berth_plan::host::bridge_settings_drift`.
-        let (delay, snooping) = bridge_settings(&link);
+        // multicast snooping: the plan's `bridge_settings_drift` says whether this one does.
+        let (forward_delay, mcast_snooping) = bridge_settings(&link);
+        let read = berth_plan::host::ObservedLink {
+            forward_delay,
+            mcast_snooping,
+            ..Default::default()
+        };
         let set_settings = alias.is_some()
             && !keep_others
-            && (delay.is_some_and(|d| d != 0) || snooping == Some(true));
+            && berth_plan::host::bridge_settings_drift(&read).is_some();
         if mtu != Some(plan.mtu)
             || !link.header.flags.contains(LinkFlags::Up)
             || set_alias.is_some()
@@ -1236,9 +1240,8 @@ impl HostVeth {
         self.configure(nl)
     }
 
-    /// The host side's configuration once the veth exists, in one `RTM_NEWLINK` on the
-    /// existing link: the bridge-port flags, berth's alias and, on an IPv4-only network, no
-    /// IPv6 address of its own.
+    /// The host side's configuration once the veth exists: the bridge-port flags and berth's
+    /// alias in one `RTM_NEWLINK` on the existing link and, on an IPv4-only network, IPv6 off.
     fn configure(&self, nl: &mut SyncNetlink) -> Result<()> {
         let plan = &self.plan;
         // RTM_NEWLINK on the existing port, IFLA_INFO_SLAVE_DATA: what `bridge link set dev
@@ -1259,42 +1262,24 @@ impl HostVeth {
             NlLinkInfo::PortKind(InfoPortKind::Bridge),
             NlLinkInfo::PortData(InfoPortData::BridgePort(port)),
         ]));
-        let plain = msg.clone();
+        nl.request(RouteNetlinkMessage::NewLink(msg), CHANGE, || {
+            format!("setting bridge-port flags on {}", plan.host_ifname)
+        })?;
         if plan.disable_ipv6 {
-            // IFLA_AF_SPEC/AF_INET6/IFLA_INET6_ADDR_GEN_MODE = IN6_ADDR_GEN_MODE_NONE, what
-            // `ip link set X addrgenmode none` does: the host side (a bridge port, whose own
-            // stack only ever talks to its peer) never gets a link-local address, so it sends
-            // no DAD, router solicitation or MLD report. Set before the peer is up: the
-            // address would be made when the carrier comes. It replaces writing
-            // `net.ipv6.conf.X.disable_ipv6=1`, whose handler takes RTNL with a trylock and
-            // restarts the write while anyone holds it: ≈ 1.5 ms of CPU per endpoint spun
-            // there while the container side held RTNL (`perf record`, 100 starts). The
-            // container side still gets `disable_ipv6=1` (Docker's), in its own namespace.
-            msg.attributes
-                .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
-                    vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
-                )]));
-        }
-        let what = || format!("setting bridge-port flags on {}", plan.host_ifname);
-        match nl.request(RouteNetlinkMessage::NewLink(msg), CHANGE, what) {
-            // A kernel without IPv6 (`ipv6.disable=1`) refuses AF_INET6: nothing to turn off.
-            Err(e) if plan.disable_ipv6 && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => nl
-                .request(RouteNetlinkMessage::NewLink(plain), CHANGE, what)
-                .map(drop),
-            other => other.map(drop),
-        }?;
-        if plan.disable_ipv6 {
-            // `net.ipv6.conf.<host side>.disable_ipv6 = 1` as well, while the port is still
-            // down, written from the host side's namespace (this thread's own, berthd's,
-            // unless the kernel is bound to another: entered first; the thread enters the
-            // container's next anyway). `addrgenmode none` leaves the port an IPv6 device all the same: its up
-            // joins the all-nodes groups and adds its `ff00::/8` route to the local table,
-            // where `fib6_add_rt2node` walks the same prefix's route of every other port
-            // (one per running container). Off, the up skips all of it (`addrconf_notify`:
-            // `if (idev->cnf.disable_ipv6) break`): 0.13 ms less per port up at 500 ports
-            // (`floor.c`, bare). The handler's RTNL trylock (which spins while another thread
-            // holds RTNL) finds it free here: the endpoint's own requests run on this thread,
-            // one after another, and the container side's come only after this.
+            // `net.ipv6.conf.<host side>.disable_ipv6 = 1` while the port is still down: the
+            // host side (a bridge port, whose own stack only ever talks to its peer) gets no
+            // link-local address, sends no DAD, router solicitation or MLD report, and its up
+            // adds no `ff00::/8` route to the local table, where `fib6_add_rt2node` walks the
+            // same prefix's route of every other port (`addrconf_notify`: `if
+            // (idev->cnf.disable_ipv6) break`): 0.13 ms less per port up at 500 ports
+            // (`floor.c`, bare). `addrgenmode none`, used before, stopped the address only.
+            // `/proc/sys/net` resolves in the writing thread's namespace: the host side's
+            // (this thread's own, berthd's, unless the kernel is bound to another: entered
+            // first; the thread enters the container's next anyway). The handler takes RTNL
+            // with a trylock and restarts the write while anyone holds it (≈ 1.5 ms of CPU
+            // spun per endpoint when the container side ran on another thread, stop 27); the
+            // endpoint's requests now run on this one thread, one after another. The write
+            // costs a connect ≈ 0.1 ms at one container (A/B, stop 45).
             if let Some(path) = &self.host_ns {
                 let f = File::open(path).map_err(|e| {
                     KernelError::io(format!("opening network namespace {}", path.display()), e)

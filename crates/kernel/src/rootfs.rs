@@ -34,7 +34,7 @@ use nix::unistd::{chdir, pivot_root};
 use serde::{Deserialize, Serialize};
 
 use crate::container::ContainerError;
-use crate::sys::{mount_setattr, MountCopy, MOUNT_ATTR_NODEV, MOUNT_ATTR_RDONLY};
+use crate::sys::{mount_setattr, MOUNT_ATTR_NODEV, MOUNT_ATTR_RDONLY};
 
 /// Docker's masked paths (moby `oci/defaults.go`).
 pub const MASKED_PATHS: [&str; 12] = [
@@ -245,6 +245,50 @@ fn ensure_target(dest: &Path, dir: bool, shown: &Path) -> Result<(), ContainerEr
     )))
 }
 
+/// A detached copy of a mount (`open_tree(OPEN_TREE_CLONE)`): what `mount --bind SOURCE` would
+/// attach, held by a descriptor until [`MountCopy::attach`] puts it somewhere (`move_mount`).
+/// Taken before the source's path is covered (a tmpfs on `/tmp`, `/dev`, berthd's hidden state
+/// directory) or sealed (the view made read-only and `nodev` as a whole), it keeps the source's
+/// mount and flags. Dropped unattached, the kernel unmounts it with its descriptor.
+struct MountCopy(std::os::fd::OwnedFd);
+
+impl MountCopy {
+    /// Copies the mount at `path` (like a bind mount of it; with `recursive` the mounts below
+    /// it too, like `MS_BIND | MS_REC`).
+    fn of(path: &Path, recursive: bool) -> std::io::Result<MountCopy> {
+        use rustix::mount::OpenTreeFlags as F;
+        let mut flags = F::OPEN_TREE_CLONE | F::OPEN_TREE_CLOEXEC;
+        if recursive {
+            flags |= F::AT_RECURSIVE;
+        }
+        Ok(MountCopy(rustix::mount::open_tree(
+            rustix::fs::CWD,
+            path,
+            flags,
+        )?))
+    }
+
+    /// Another copy of this one, which stays usable: one source attached at several places
+    /// (`/dev/null` over every masked file).
+    fn again(&self) -> std::io::Result<MountCopy> {
+        use rustix::mount::OpenTreeFlags as F;
+        let flags = F::OPEN_TREE_CLONE | F::OPEN_TREE_CLOEXEC | F::AT_EMPTY_PATH;
+        Ok(MountCopy(rustix::mount::open_tree(&self.0, "", flags)?))
+    }
+
+    /// Attaches the copy at `dest`, in the caller's mount namespace.
+    fn attach(self, dest: &Path) -> std::io::Result<()> {
+        rustix::mount::move_mount(
+            &self.0,
+            "",
+            rustix::fs::CWD,
+            dest,
+            rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )?;
+        Ok(())
+    }
+}
+
 /// Where [`prepare`] assembled the container's root (pass it to [`enter`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Root {
@@ -301,8 +345,7 @@ impl Sources {
         let binds = binds
             .iter()
             .map(|(src, _)| {
-                fs::metadata(src).map_err(io(format!("bind source {}", src.display())))?;
-                copy(src, false)
+                MountCopy::of(src, false).map_err(io(format!("bind source {}", src.display())))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let volumes = fsys

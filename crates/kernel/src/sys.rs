@@ -6,9 +6,6 @@
 //! * `mount_setattr(2)` (Linux 5.12): makes a whole mount tree read-only (and `nodev`) in one
 //!   atomic call, where `mount(MS_REMOUNT)` changes one mount at a time and would have to chase
 //!   the host's submounts through `/proc/self/mountinfo`.
-//! * `open_tree(2)` / `move_mount(2)` (Linux 5.2): a detached copy of a host path's mount,
-//!   taken before a container's view covers or seals that path, attached later (see
-//!   [`MountCopy`]); nix wraps neither.
 //! * `ioctl(TUNSETIFF)`: attaches an open `/dev/net/tun` to a new tun device (berth's WireGuard
 //!   datapath for encrypted overlay networks reads and writes its packets), with
 //!   `TUNSETVNETHDRSZ` and `TUNSETOFFLOAD` for its virtio-net header and offloads, and
@@ -61,81 +58,6 @@ struct MountAttr {
     attr_clr: u64,
     propagation: u64,
     userns_fd: u64,
-}
-
-/// `OPEN_TREE_CLONE`: a copy of the mount (a bind mount), detached.
-const OPEN_TREE_CLONE: libc::c_uint = 0x1;
-/// `MOVE_MOUNT_F_EMPTY_PATH`: the source is the descriptor itself.
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-
-/// A detached copy of a mount (`open_tree(OPEN_TREE_CLONE)`): what `mount --bind SOURCE` would
-/// attach, held by a descriptor until [`MountCopy::attach`] puts it somewhere. Taken before the
-/// source's path is covered (a tmpfs on `/tmp`, `/dev`, berthd's hidden state directory) or
-/// sealed (the view made read-only and `nodev` as a whole), it keeps the source's mount and
-/// flags. Dropped unattached, the kernel unmounts it with its descriptor.
-#[derive(Debug)]
-pub struct MountCopy(std::os::fd::OwnedFd);
-
-impl MountCopy {
-    /// Copies the mount at `path` (the path's own mount from it down, like a bind mount of it;
-    /// with `recursive` the mounts below it too, like `MS_BIND | MS_REC`).
-    pub fn of(path: &Path, recursive: bool) -> io::Result<MountCopy> {
-        let c_path = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-        let flags = OPEN_TREE_CLONE
-            | libc::O_CLOEXEC as libc::c_uint
-            | if recursive { AT_RECURSIVE } else { 0 };
-        // SAFETY: `c_path` is NUL-terminated and outlives the call, which only reads it.
-        let fd =
-            unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c_path.as_ptr(), flags) };
-        Self::owned(fd)
-    }
-
-    /// Another copy of this one (it stays usable): one source attached at several places
-    /// (`/dev/null` over every masked file).
-    pub fn again(&self) -> io::Result<MountCopy> {
-        use std::os::fd::AsRawFd;
-        let flags =
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint;
-        // SAFETY: the empty path is a NUL-terminated literal; the descriptor is ours and open.
-        let fd =
-            unsafe { libc::syscall(libc::SYS_open_tree, self.0.as_raw_fd(), c"".as_ptr(), flags) };
-        Self::owned(fd)
-    }
-
-    fn owned(fd: libc::c_long) -> io::Result<MountCopy> {
-        use std::os::fd::FromRawFd;
-        match libc::c_int::try_from(fd) {
-            Ok(fd) if fd >= 0 => {
-                // SAFETY: `open_tree` just returned this descriptor to us; nothing else owns it.
-                Ok(MountCopy(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
-            }
-            _ => Err(io::Error::last_os_error()),
-        }
-    }
-
-    /// Attaches the copy at `dest` (`move_mount`), in the caller's mount namespace.
-    pub fn attach(self, dest: &Path) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
-        let c_dest = CString::new(dest.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-        // SAFETY: both paths are NUL-terminated and outlive the call; the descriptor is ours.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_move_mount,
-                self.0.as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_FDCWD,
-                c_dest.as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
 }
 
 /// Installs a compiled seccomp filter on the calling thread (single-threaded callers only: no
