@@ -12,6 +12,8 @@
 #   GAP_S      pause after every operation (default 0.2 s): the kernel deletes a veth in its
 #              own background work (~20 ms of RCU grace periods holding RTNL) and the next
 #              operation of any tool would otherwise wait for that, whoever caused it.
+# LOG_DIR=DIR  keeps each berthd's log there (B.log, A.log), at level info: its own timing of
+#              every call ("connected … elapsed_us=…"), for an in-process A/B of the same rounds.
 # Everything happens in network namespaces this script creates (bcp<pid>…) and removes; each
 # tool has a host namespace of its own. Times come from bash's $EPOCHREALTIME in one shell per
 # host namespace (no process per reading), so every tool pays the same start-up of its own
@@ -93,9 +95,15 @@ cleanup() {
     for fd in "${fds[@]:-}"; do [ -n "$fd" ] && eval "exec $fd>&-" 2>/dev/null || true; done
     for b in "${pids[@]:-}"; do [ -n "$b" ] && kill "$b" 2>/dev/null && wait "$b" 2>/dev/null || true; done
     for ns in "${nss[@]:-}"; do [ -n "$ns" ] && ip netns del "$ns" 2>/dev/null || true; done
+    if [ -n "${LOG_DIR:-}" ]; then
+        mkdir -p "$LOG_DIR"
+        for t in "${tools[@]:-}"; do [ -n "$t" ] && cp "$dir/$t.log" "$LOG_DIR/$t.log" 2>/dev/null; done
+    fi
     rm -rf "$dir"
 }
 trap cleanup EXIT
+log_level=warn
+[ -n "${LOG_DIR:-}" ] && log_level=info
 mkns() { ip netns add "$1"; ip -n "$1" link set lo up; nss+=("$1"); }
 
 # berth builds: one host namespace and berthd each, networks a and c, container s on a.
@@ -108,7 +116,7 @@ for t in "${tools[@]}"; do
     ns="${p}${t}"; mkns "$ns"
     : >"$dir/resolv.conf"
     ip netns exec "$ns" "${tbin[$t]}/berthd" --state-dir "$dir/$t/state" --socket "$dir/$t.sock" \
-        --log-level warn --resolv-conf "$dir/resolv.conf" >"$dir/$t.log" 2>&1 &
+        --log-level "$log_level" --resolv-conf "$dir/resolv.conf" >"$dir/$t.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 200); do [ -S "$dir/$t.sock" ] && break; sleep 0.05; done
     bb() { "${tbin[$t]}/berth" -H "unix://$dir/$t.sock" "$@"; }

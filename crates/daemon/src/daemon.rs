@@ -308,9 +308,14 @@ impl Daemon {
     /// Starts flushing the store's deferred commits ([`Store::txn_deferred`]) on a blocking
     /// thread right away, not when awaited: the caller programs the kernel meanwhile and
     /// awaits the flush before it answers (the fdatasync, ~1 ms here, then costs nothing).
-    pub(crate) fn sync_store(&self) -> impl std::future::Future<Output = ApiResult<()>> + use<> {
+    pub(crate) fn sync_store(
+        &self,
+    ) -> impl std::future::Future<Output = ApiResult<std::time::Instant>> + use<> {
         let store = self.store.clone();
-        let task = tokio::task::spawn_blocking(move || store.sync());
+        // The flush's end, as its thread saw it (not when the caller came to await it): the
+        // answer's timing log tells a flush that was the tail from one that was done.
+        let task =
+            tokio::task::spawn_blocking(move || store.sync().map(|()| std::time::Instant::now()));
         async move {
             task.await
                 .map_err(|e| ApiError::internal(format!("flushing the store: {e}")))?

@@ -410,6 +410,9 @@ impl Daemon {
         req: EndpointRequest,
     ) -> ApiResult<()> {
         let began = std::time::Instant::now();
+        // The endpoint's thread, woken now to be running when its job comes (after the
+        // look-ups and the plan below): see `berth_kernel::spare::Spares::prime`.
+        berth_kernel::spare::prime();
         let _guard = self.lock.lock().await;
         let locked_us = began.elapsed().as_micros() as u64;
         let _op = failpoint::Op::begin("connect");
@@ -515,7 +518,7 @@ impl Daemon {
         } else {
             self.dns_refresh();
         }
-        durable.await?;
+        let synced_us = durable.await?.saturating_duration_since(began).as_micros() as u64;
         tracing::info!(
             network = %net.name,
             container = %c.name,
@@ -525,6 +528,7 @@ impl Daemon {
             prestarted_us,
             stored_us,
             passed_us,
+            synced_us,
             elapsed_us = began.elapsed().as_micros() as u64,
             "connected"
         );
@@ -633,7 +637,7 @@ impl Daemon {
         } else {
             self.dns_refresh();
         }
-        durable.await?;
+        let synced_us = durable.await?.saturating_duration_since(began).as_micros() as u64;
         tracing::info!(
             network = %net.name,
             container = %c.name,
@@ -641,6 +645,7 @@ impl Daemon {
             stored_us,
             retired_us,
             passed_us,
+            synced_us,
             elapsed_us = began.elapsed().as_micros() as u64,
             "disconnected"
         );
