@@ -5,7 +5,8 @@
 # link.rs, `HostVeth` and `ContainerSide`):
 #   host:      RTM_NEWLINK veth, master = the bridge, peer created in the container namespace
 #              with its name, MTU and MAC        (`ip link add … master br type veth peer …`)
-#              RTM_NEWLINK bridge-port flags      (`ip link set … addrgenmode none type bridge_slave hairpin on`)
+#              RTM_NEWLINK bridge-port flags      (`ip link set … type bridge_slave hairpin on`)
+#              net.ipv6.conf.HOST_SIDE.disable_ipv6 = 1 (a write to /proc/sys, from a shell builtin)
 #              RTM_NEWNEIGH static FDB entry      (`bridge fdb add MAC dev … master static`)
 #   container: net.ipv6.conf.IF.disable_ipv6 = 1  (a write to /proc/sys, from a shell builtin)
 #              RTM_NEWADDR, RTM_NEWLINK IFF_UP    (`ip addr add`, `ip link set … up`)
@@ -48,6 +49,14 @@ fi
 # In container namespace i: the sysctl write and, by `ip -batch` from the same shell, the
 # address and the link up. $2 = ifname, $3 = address, $4 = nop batch; prints µs (sysctl,
 # addr+up minus a one-line batch).
+# In the host namespace: the host sides' disable_ipv6 writes, $2 = N; prints µs per write.
+if [ "${1:-}" = "__hostv6" ]; then
+    a=${EPOCHREALTIME/./}
+    for i in $(seq "$2"); do echo 1 >"/proc/sys/net/ipv6/conf/bev$i/disable_ipv6"; done
+    b=${EPOCHREALTIME/./}
+    echo $(( (b - a) / $2 ))
+    exit 0
+fi
 if [ "${1:-}" = "__container" ]; then
     printf 'addr add %s dev %s\nlink set %s up\n' "$3" "$2" "$2" >"$4.c.$$"
     a=${EPOCHREALTIME/./}; echo 1 >"/proc/sys/net/ipv6/conf/$2/disable_ipv6"; s=${EPOCHREALTIME/./}
@@ -62,11 +71,11 @@ fi
 self="$(readlink -f "$0")"
 printf 'link show lo\n' >"$dir/nop"
 printf 'fdb show dev lo\n' >"$dir/nopb"
-declare -a H F S C U T
+declare -a H V F S C U T
 echo "endpoint floor: $n endpoints per round, $rounds rounds, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| round | host: veth + port flags | FDB entry | container: disable_ipv6 | container: address + up | host side up | sum µs |"
-echo "|---|---|---|---|---|---|---|"
+echo "| round | host: veth + port flags | host: disable_ipv6 | FDB entry | container: disable_ipv6 | container: address + up | host side up | sum µs |"
+echo "|---|---|---|---|---|---|---|---|"
 for r in $(seq "$rounds"); do
     h="${p}r${r}h"
     mkns "$h"
@@ -78,12 +87,13 @@ for r in $(seq "$rounds"); do
         c="${p}r${r}c$i"
         mkns "$c"
         printf 'link add bev%d mtu 1500 master befbr type veth peer name eth1 netns %s address %s mtu 1500\n' "$i" "$c" "$(mac "$i")" >>"$dir/host"
-        printf 'link set bev%d addrgenmode none type bridge_slave hairpin on\n' "$i" >>"$dir/host"
+        printf 'link set bev%d type bridge_slave hairpin on\n' "$i" >>"$dir/host"
         printf 'fdb add %s dev bev%d master static\n' "$(mac "$i")" "$i" >>"$dir/fdb"
         printf 'link set bev%d up\n' "$i" >>"$dir/up"
     done
     # `ip link add` and the flags' request: two lines per endpoint, one endpoint's worth each.
     hs=$(ip netns exec "$h" "$self" __time "$dir/host" ip "$dir/nop" "$n")
+    v6=$(ip netns exec "$h" "$self" __hostv6 "$n")
     fd=$(ip netns exec "$h" "$self" __time "$dir/fdb" bridge "$dir/nopb" "$n")
     : >"$dir/cont"
     for i in $(seq "$n"); do
@@ -92,13 +102,13 @@ for r in $(seq "$rounds"); do
     sy=$(awk '{print $1}' "$dir/cont" | median)
     ct=$(awk '{print $2}' "$dir/cont" | median)
     hu=$(ip netns exec "$h" "$self" __time "$dir/up" ip "$dir/nop" "$n")
-    sum=$((hs + fd + sy + ct + hu))
-    H+=("$hs"); F+=("$fd"); S+=("$sy"); C+=("$ct"); U+=("$hu"); T+=("$sum")
-    echo "| $r | $hs | $fd | $sy | $ct | $hu | $sum |"
+    sum=$((hs + v6 + fd + sy + ct + hu))
+    H+=("$hs"); V+=("$v6"); F+=("$fd"); S+=("$sy"); C+=("$ct"); U+=("$hu"); T+=("$sum")
+    echo "| $r | $hs | $v6 | $fd | $sy | $ct | $hu | $sum |"
     for ns in "${nss[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
     nss=()
 done
 m() { printf '%s\n' "$@" | median; }
-echo "| median | $(m "${H[@]}") | $(m "${F[@]}") | $(m "${S[@]}") | $(m "${C[@]}") | $(m "${U[@]}") | $(m "${T[@]}") |"
+echo "| median | $(m "${H[@]}") | $(m "${V[@]}") | $(m "${F[@]}") | $(m "${S[@]}") | $(m "${C[@]}") | $(m "${U[@]}") | $(m "${T[@]}") |"
 echo
 echo "endpoint floor (the kernel's part of one connect, bare, median of rounds): $(m "${T[@]}") us"
