@@ -171,6 +171,8 @@ impl Runtime {
 
         // The network namespace the init joins.
         let mut held_ns = None;
+        // The namespace's sysfs made with it (`premount_sysfs`), held like the namespace.
+        let mut held_sysfs = None;
         let mut watch = None;
         let netns: Option<PathBuf> = match &c.mode {
             NetworkMode::Host => None,
@@ -200,6 +202,7 @@ impl Runtime {
                     .and_then(|nsid| crate::converge::watch_from_start(d, &c.id, nsid));
                 let path = berth_kernel::netns::fd_path(&made.fd);
                 held_ns = Some(made.fd);
+                held_sysfs = made.sysfs;
                 Some(path)
             }
         };
@@ -249,6 +252,7 @@ impl Runtime {
             exit_file: exit_file.clone(),
             gate: gate_path,
             started: Some(started_path),
+            sysfs: held_sysfs.as_ref().map(berth_kernel::netns::fd_path),
             // berthd's overlay namespaces (issue 11): the container's mount namespace is a
             // private copy of ours, so a copy of their mounts would hold them — bridge, VXLAN
             // port and its socket on the host's port — past `network rm` for the container's
@@ -450,6 +454,7 @@ impl Runtime {
             });
         }
         drop(held_ns);
+        drop(held_sysfs);
         drop(gate_reader);
         let pump = self
             .take_console(c, &dir, console_socket, stdin_writer)

@@ -158,6 +158,13 @@ pub struct InitConfig {
     /// nothing to wait for.
     #[serde(default)]
     pub gate: Option<PathBuf>,
+    /// A detached read-only mount of the container's network namespace's sysfs, made ahead
+    /// with the namespace (a path that opens it, e.g. the daemon's `/proc/PID/fd/N`, held by
+    /// the daemon until the command runs: [`crate::netns::premount_sysfs`]), opened by stage 1
+    /// first thing and attached on `/sys` by stage 2 instead of mounting one. `None`, or one
+    /// that cannot be opened or attached: stage 2 mounts a new one.
+    #[serde(default)]
+    pub sysfs: Option<PathBuf>,
     /// A pipe the daemon reads the container init's pid from (a path that opens its writing
     /// end, e.g. the daemon's `/proc/PID/fd/N`), opened by stage 1 first thing: right after
     /// `pid_file`, stage 1 writes the same pid there (a decimal line), so the daemon wakes
@@ -447,6 +454,12 @@ fn stage1(
     // The daemon holds its reading end (the path) until we published our pid; its byte may
     // be there already. An end of file without the byte can only mean it gave up or died.
     let gate = cfg.gate.as_deref().map(Gate::open).transpose()?;
+    // Opened while /proc is the host's (the daemon's descriptor); a failure only costs the
+    // mount it would have spared.
+    let sysfs = cfg.sysfs.as_deref().and_then(|p| {
+        use rustix::fs::{Mode, OFlags};
+        rustix::fs::open(p, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).ok()
+    });
     unshare(
         CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWUTS
@@ -481,13 +494,14 @@ fn stage1(
             for fd in inherited.into_iter().filter(|fd| *fd >= 0) {
                 let _ = nix::unistd::close(fd);
             }
-            std::process::exit(stage2_main(cfg, ready_w, gate));
+            std::process::exit(stage2_main(cfg, ready_w, gate, sysfs));
         }
         Ok(Forked::Parent(pid)) => pid,
         Err(e) => return Err(io("fork the container init (stage 2)")(e)),
     };
     drop(ready_w);
     drop(gate);
+    drop(sysfs);
     // EOF (stage 2 failed and exited) is fine too: supervise collects its exit code.
     let _ = ready_r.read_exact(&mut [0u8; 1]);
     drop(ready_r);
@@ -606,7 +620,12 @@ impl OutFile {
 // Stage 2 (pid 1 of the container)
 // ---------------------------------------------------------------------------------------------
 
-fn stage2_main(cfg: &InitConfig, ready: std::io::PipeWriter, gate: Option<Gate>) -> i32 {
+fn stage2_main(
+    cfg: &InitConfig,
+    ready: std::io::PipeWriter,
+    gate: Option<Gate>,
+    sysfs: Option<std::os::fd::OwnedFd>,
+) -> i32 {
     let mut ready = Some(ready);
     let mut gate = gate;
     let result = (|| {
@@ -636,8 +655,9 @@ fn stage2_main(cfg: &InitConfig, ready: std::io::PipeWriter, gate: Option<Gate>)
             Err(e) => return Err(io("fork the command's process")(e)),
         };
         drop(go_r);
-        let entered = crate::rootfs::prepare(&cfg.filesystem, cfg.rootfs.as_deref(), &cfg.binds)
-            .and_then(|root| crate::rootfs::enter(&root));
+        let entered =
+            crate::rootfs::prepare(&cfg.filesystem, cfg.rootfs.as_deref(), &cfg.binds, sysfs)
+                .and_then(|root| crate::rootfs::enter(&root));
         // The command runs only in a complete network (addresses, routes, the firewall's
         // anti-spoofing elements): the daemon set it up while the root was assembled.
         let entered = entered.and_then(|()| gate.take().map_or(Ok(()), Gate::wait));

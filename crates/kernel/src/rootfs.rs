@@ -391,10 +391,14 @@ fn attach(copy: MountCopy, dest: &Path, what: &Path) -> Result<(), ContainerErro
 /// mounts, with the same flags, with the same covers; the root beneath `/` is the kernel's
 /// empty `rootfs` in both (see docs/SECURITY.md). Every source (generated files, `-v`, device
 /// nodes) is copied first ([`Sources`]), so a cover or the seal never hides or changes one.
+/// `sysfs`: the network namespace's sysfs, mounted ahead and detached
+/// ([`crate::netns::premount_sysfs`]), attached on `/sys` unless the container has the host's
+/// devices (a writable `/sys`); without it (or if it cannot be attached) a new one is mounted.
 pub fn prepare(
     fsys: &Filesystem,
     rootfs: Option<&Path>,
     binds: &[(PathBuf, PathBuf)],
+    sysfs: Option<std::os::fd::OwnedFd>,
 ) -> Result<Root, ContainerError> {
     let mut sources = Sources::take(fsys, binds)?;
     // Files /dev/null is laid over, all at once after the masked paths.
@@ -479,19 +483,27 @@ pub fn prepare(
     } else {
         MsFlags::MS_RDONLY
     };
-    match mount(
-        Some("sysfs"),
-        &sys_dir,
-        Some("sysfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | ro,
-        None::<&str>,
-    ) {
-        Ok(()) => {}
-        // The view's /sys is already this network namespace's sysfs (the container shares
-        // berthd's namespace, `--network host`), read-only with the view; the kernel refuses
-        // to stack a superblock on itself.
-        Err(nix::errno::Errno::EBUSY) if rootfs.is_none() => {}
-        Err(e) => return Err(sys(format!("mount sysfs on {}", sys_dir.display()))(e)),
+    // The one made ahead is read-only: a container with the host's devices mounts its own.
+    let attached = sysfs
+        .filter(|_| !fsys.host_devices)
+        .is_some_and(|fd| MountCopy(fd).attach(&sys_dir).is_ok());
+    if attached {
+        // Nothing to mount: no comparison with every other namespace's sysfs here.
+    } else {
+        match mount(
+            Some("sysfs"),
+            &sys_dir,
+            Some("sysfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | ro,
+            None::<&str>,
+        ) {
+            Ok(()) => {}
+            // The view's /sys is already this network namespace's sysfs (the container shares
+            // berthd's namespace, `--network host`), read-only with the view; the kernel refuses
+            // to stack a superblock on itself.
+            Err(nix::errno::Errno::EBUSY) if rootfs.is_none() => {}
+            Err(e) => return Err(sys(format!("mount sysfs on {}", sys_dir.display()))(e)),
+        }
     }
 
     let dev = inside(&root, Path::new("/dev"))?;

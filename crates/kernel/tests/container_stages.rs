@@ -216,6 +216,7 @@ fn config(tmp: &TempDir, netns: &Netns, cmd: &[&str]) -> InitConfig {
         exit_file: tmp.0.join("exit"),
         gate: None,
         started: None,
+        sysfs: None,
         detach_under: vec![],
     }
 }
@@ -595,6 +596,81 @@ fn fresh_netns_has_only_lo() {
         .map(str::trim)
         .collect();
     assert_eq!(ifaces, ["lo"], "{out:?}");
+}
+
+/// Proves: the read-only sysfs berthd makes with a namespace (`netns::premount_sysfs`) is the
+/// very mount on the container's `/sys` (same mount id: attached, not a new one mounted),
+/// read-only, showing that namespace's interfaces; and a sysfs that cannot be opened leaves
+/// the init mounting its own, as before.
+#[test]
+fn the_sysfs_made_with_the_namespace_is_the_containers() {
+    if !is_root() {
+        return;
+    }
+    let made = berth_kernel::netns::make_netns().unwrap();
+    let sysfs = made
+        .sysfs
+        .as_ref()
+        .expect("a sysfs made with the namespace");
+    let premade_id = rustix::fs::statx(
+        sysfs,
+        "",
+        rustix::fs::AtFlags::EMPTY_PATH,
+        rustix::fs::StatxFlags::MNT_ID,
+    )
+    .unwrap()
+    .stx_mnt_id;
+    let tmp = TempDir::new();
+    let ns = Netns::new();
+    let mut cfg = config(&tmp, &ns, &[]);
+    cfg.netns = Some(berth_kernel::netns::fd_path(&made.fd));
+    cfg.sysfs = Some(berth_kernel::netns::fd_path(sysfs));
+    // Every mount on /sys (id, parent, options: the one nothing is stacked on is what the
+    // container sees), then the interfaces it shows.
+    cfg.cmd = [
+        "sh",
+        "-c",
+        "awk '$5 == \"/sys\" {print \"sys\", $1, $2, $6}' /proc/self/mountinfo; ls /sys/class/net",
+    ]
+    .map(String::from)
+    .to_vec();
+    // (id, options) of the /sys mount on top.
+    let top = |out: &Outcome| -> (String, String) {
+        let sys: Vec<Vec<&str>> = out
+            .stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("sys "))
+            .map(|l| l.split(' ').collect())
+            .collect();
+        let top = sys
+            .iter()
+            .find(|m| !sys.iter().any(|o| o.get(1) == m.first()))
+            .unwrap_or_else(|| panic!("no /sys mount: {out:?}"));
+        (top[0].to_string(), top[2].to_string())
+    };
+    let ifaces = |out: &Outcome| -> Vec<String> {
+        out.stdout
+            .lines()
+            .filter(|l| !l.starts_with("sys "))
+            .map(str::to_string)
+            .collect()
+    };
+    let out = run(&cfg);
+    assert_eq!(out.code, 0, "{out:?}");
+    let (id, opts) = top(&out);
+    assert_eq!(id, premade_id.to_string(), "not the premade mount: {out:?}");
+    assert!(opts.starts_with("ro,"), "{out:?}");
+    assert_eq!(ifaces(&out), ["lo"], "{out:?}");
+
+    // Not there: mounted by the init, read-only all the same.
+    cfg.sysfs = Some(tmp.0.join("no-such-sysfs"));
+    let out = run(&cfg);
+    assert_eq!(out.code, 0, "{out:?}");
+    let (id, opts) = top(&out);
+    assert_ne!(id, premade_id.to_string(), "{out:?}");
+    assert!(opts.starts_with("ro,"), "{out:?}");
+    assert_eq!(ifaces(&out), ["lo"], "{out:?}");
+    drop(made);
 }
 
 /// A minimal rootfs: dash and the libraries `ldd` names, plus a marker file.
