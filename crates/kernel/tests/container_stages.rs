@@ -648,28 +648,28 @@ fn the_sysfs_made_with_the_namespace_is_the_containers() {
             .unwrap_or_else(|| panic!("no /sys mount: {out:?}"));
         (top[0].to_string(), top[2].to_string())
     };
-    let ifaces = |out: &Outcome| -> Vec<String> {
-        out.stdout
+    // Runs the container: the id of its /sys, which is read-only and shows only `lo`.
+    let sys_id = |cfg: &InitConfig| -> String {
+        let out = run(cfg);
+        assert_eq!(out.code, 0, "{out:?}");
+        let (id, opts) = top(&out);
+        assert!(opts.starts_with("ro,"), "{out:?}");
+        let ifaces: Vec<&str> = out
+            .stdout
             .lines()
             .filter(|l| !l.starts_with("sys "))
-            .map(str::to_string)
-            .collect()
+            .collect();
+        assert_eq!(ifaces, ["lo"], "{out:?}");
+        id
     };
-    let out = run(&cfg);
-    assert_eq!(out.code, 0, "{out:?}");
-    let (id, opts) = top(&out);
-    assert_eq!(id, premade_id.to_string(), "not the premade mount: {out:?}");
-    assert!(opts.starts_with("ro,"), "{out:?}");
-    assert_eq!(ifaces(&out), ["lo"], "{out:?}");
-
+    assert_eq!(
+        sys_id(&cfg),
+        premade_id.to_string(),
+        "not the premade mount"
+    );
     // Not there: mounted by the init, read-only all the same.
     cfg.sysfs = Some(tmp.0.join("no-such-sysfs"));
-    let out = run(&cfg);
-    assert_eq!(out.code, 0, "{out:?}");
-    let (id, opts) = top(&out);
-    assert_ne!(id, premade_id.to_string(), "{out:?}");
-    assert!(opts.starts_with("ro,"), "{out:?}");
-    assert_eq!(ifaces(&out), ["lo"], "{out:?}");
+    assert_ne!(sys_id(&cfg), premade_id.to_string());
     drop(made);
 }
 
