@@ -13,8 +13,11 @@
 // / rprivate, fork pid 1; pid 1: copies (open_tree) of 6 device nodes and /dev/null,
 // mount_setattr ro+nodev on / (rec), tmpfs /tmp /run, proc, sysfs, /dev tmpfs + the 6 nodes
 // attached (move_mount) + devpts + shm + mqueue, /dev/null on /proc/kcore, exit; the parent
-// waits (teardown). PIVOT=1: berth's sequence before stop 45 instead (bind / on a staging
-// directory, the same mounts there, chdir, pivot_root(".", "."), umount2(".", MNT_DETACH)).
+// waits (teardown). The sysfs is made with the namespace (fsopen/fsconfig/fsmount, in the
+// "newnet" phase, which berthd runs ahead) and attached by pid 1, as berth does since stop 46;
+// SYSFS_MOUNT=1: pid 1 mounts it (before stop 46). PIVOT=1: berth's sequence before stop 45
+// instead (bind / on a staging directory, the same mounts there, chdir,
+// pivot_root(".", "."), umount2(".", MNT_DETACH)).
 // Everything happens in namespaces this program makes; the machine's own are never touched.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -168,6 +171,32 @@ static void j(char *out, const char *a, const char *b) { snprintf(out, 4096, "%s
 #define MOVE_MOUNT_F_EMPTY_PATH 0x4
 #endif
 static int pivot; // PIVOT=1: the sequence before stop 45 (bind / on staging, pivot_root)
+static int classic_sysfs; // SYSFS_MOUNT=1: the init mounts its sysfs (before stop 46)
+static int sysfs_fd = -1; // the namespace's sysfs, made with it (berthd's pool, stop 46)
+
+#ifndef FSOPEN_CLOEXEC
+#define FSOPEN_CLOEXEC 0x1
+#define FSCONFIG_SET_STRING 1
+#define FSCONFIG_CMD_CREATE 6
+#define FSMOUNT_CLOEXEC 0x1
+#endif
+#ifndef MOUNT_ATTR_NOSUID
+#define MOUNT_ATTR_NOSUID 0x2
+#define MOUNT_ATTR_NOEXEC 0x8
+#endif
+// A detached read-only sysfs of the caller's network namespace, as netns.rs's premount_sysfs:
+// fsopen, fsconfig(source, CMD_CREATE), fsmount.
+static int premount_sysfs(void) {
+    int fs = syscall(SYS_fsopen, "sysfs", FSOPEN_CLOEXEC);
+    if (fs < 0) die("fsopen sysfs");
+    if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "source", "sysfs", 0)) die("fsconfig source");
+    if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0)) die("fsconfig create");
+    int m = syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC,
+                    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+    if (m < 0) die("fsmount sysfs");
+    close(fs);
+    return m;
+}
 
 // A detached copy of `path`'s mount (open_tree(OPEN_TREE_CLONE)), as rootfs.rs's MountCopy.
 static int copy_of(const char *path) {
@@ -211,7 +240,8 @@ static void setup(int timed) {
     if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL)) die("proc");
     t2 = now(); if (timed) shm[7] = t2 - t; t = t2;
     j(p, root, "/sys");
-    if (mount("sysfs", p, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL)) die("sysfs");
+    if (sysfs_fd >= 0) attach(sysfs_fd, p);
+    else if (mount("sysfs", p, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL)) die("sysfs");
     t2 = now(); if (timed) shm[8] = t2 - t; t = t2;
     char dev[4096];
     j(dev, root, "/dev");
@@ -250,6 +280,7 @@ static void one(int hold) {
     int host = (!hold && bridge_index) ? rtnl() : -1;
     double t = now(), t2;
     if (unshare(CLONE_NEWNET)) die("unshare net");
+    if (!pivot && !classic_sysfs) sysfs_fd = premount_sysfs();
     t2 = now(); if (!hold) shm[0] = t2 - t;
     if (host >= 0) {
         int nsfd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
@@ -300,6 +331,7 @@ int main(int argc, char **argv) {
     snprintf(staging, sizeof staging, "%s", argv[1]);
     int holders = atoi(argv[2]), rounds = atoi(argv[3]);
     pivot = getenv("PIVOT") && atoi(getenv("PIVOT"));
+    classic_sysfs = getenv("SYSFS_MOUNT") && atoi(getenv("SYSFS_MOUNT"));
     if (argc > 4 && !(bridge_index = if_nametoindex(argv[4]))) die("bridge");
     shm = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (shm == MAP_FAILED) die("mmap");
