@@ -410,9 +410,6 @@ impl Daemon {
         req: EndpointRequest,
     ) -> ApiResult<()> {
         let began = std::time::Instant::now();
-        // The endpoint's thread, woken now to be running when its job comes (after the
-        // look-ups and the plan below): see `berth_kernel::spare::Spares::prime`.
-        berth_kernel::spare::prime();
         let _guard = self.lock.lock().await;
         let locked_us = began.elapsed().as_micros() as u64;
         let _op = failpoint::Op::begin("connect");

@@ -16,35 +16,17 @@
 //! nothing runs: the spare waits in `recv`, the maker too.
 
 use std::ffi::CString;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{
-    channel, sync_channel, Receiver, SendError, Sender, SyncSender, TryRecvError,
-};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, sync_channel, SendError, Sender, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
 /// What a thread runs.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
 
-/// How long a primed spare waits for its job running ([`Spares::prime`]) before it parks
-/// again: a connect's look-ups and planning between its arrival and its endpoint's job take
-/// 0.1–0.2 ms, a start's more.
-pub const PRIME_SPIN: Duration = Duration::from_micros(600);
-
-/// What the parked spare is woken with.
-enum Wake {
-    /// A job is on its way: wait for it running.
-    Prime,
-    /// The job.
-    Job(Job),
-}
-
 /// A parked thread and its maker (see the module documentation).
 pub struct Spares {
     /// The parked thread's job slot, when one is ready.
-    ready: Arc<Mutex<Option<SyncSender<Wake>>>>,
-    /// The ready spare was primed (one prime per spare: the slot holds it and the job).
-    primed: Arc<AtomicBool>,
+    ready: Arc<Mutex<Option<SyncSender<Job>>>>,
     /// Asks the maker for the next spare (one message per spare taken); `None` when the maker
     /// could not be started.
     refill: Option<Sender<()>>,
@@ -57,32 +39,27 @@ pub struct Spares {
 impl Spares {
     /// Starts the maker, which makes the first spare at once.
     pub fn start() -> Spares {
-        let ready: Arc<Mutex<Option<SyncSender<Wake>>>> = Arc::default();
-        let primed: Arc<AtomicBool> = Arc::default();
+        let ready: Arc<Mutex<Option<SyncSender<Job>>>> = Arc::default();
         let (tx, rx) = channel::<()>();
         let slot = Arc::clone(&ready);
-        let slot_primed = Arc::clone(&primed);
         let maker = std::thread::Builder::new()
             .name("berth-spare-maker".into())
             .spawn(move || {
                 loop {
-                    // Room for a prime and the job: the job's send never waits for the
-                    // spare to have taken the prime.
-                    let (job_tx, job_rx) = sync_channel::<Wake>(2);
-                    let spare_primed = Arc::clone(&slot_primed);
+                    let (job_tx, job_rx) = sync_channel::<Job>(1);
                     let made = std::thread::Builder::new()
                         .name("berth-spare".into())
                         .spawn(move || {
                             // Off any call's path: what a job in a container namespace
                             // would otherwise make first (`crate::sysctl::prepare_thread`).
                             crate::sysctl::prepare_thread();
-                            if let Some(job) = next_job(&job_rx, &spare_primed) {
+                            // The sender dropped (the maker's end at exit): nothing to do.
+                            if let Ok(job) = job_rx.recv() {
                                 job();
                             }
                         });
                     match made {
                         Ok(_) => {
-                            slot_primed.store(false, Ordering::Release);
                             if let Ok(mut r) = slot.lock() {
                                 *r = Some(job_tx);
                             }
@@ -108,7 +85,6 @@ impl Spares {
         };
         Spares {
             ready,
-            primed,
             refill,
             taken: AtomicU64::new(0),
             spawned: AtomicU64::new(0),
@@ -134,15 +110,14 @@ impl Spares {
                     }
                     job();
                 });
-                match slot.send(Wake::Job(job)) {
+                match slot.send(job) {
                     Ok(()) => {
                         self.taken.fetch_add(1, Ordering::Relaxed);
                         return Ok(());
                     }
                     // The spare is gone (it cannot be, short of a kill of that one thread):
                     // the job gets a thread of its own.
-                    Err(SendError(Wake::Job(job))) => job,
-                    Err(SendError(Wake::Prime)) => return Ok(()),
+                    Err(SendError(job)) => job,
                 }
             }
             None => job,
@@ -152,25 +127,6 @@ impl Spares {
             .name(name.to_string())
             .spawn(job)
             .map(drop)
-    }
-
-    /// Wakes the ready spare ahead of the job a call is about to give it ([`Spares::run`]):
-    /// it waits for that job running, up to [`PRIME_SPIN`], then parks again. On this
-    /// project's VMs a parked thread woken from another CPU first runs ≈ 80 µs later (the
-    /// idle vCPU's wake-up: `bench/wake`), or only once the waker's CPU is free when the
-    /// scheduler places it there: the job's first instruction was `thread_start_us` ≈ 80 µs
-    /// after the call gave it. Primed when the call arrives, the spare wakes while the call
-    /// looks up and plans, and takes the job at once. Its cost is CPU: the spin, at most
-    /// [`PRIME_SPIN`], only on a call that makes an endpoint (none while idle). A spare
-    /// primed already (and still waiting), or none ready: nothing happens.
-    pub fn prime(&self) {
-        if self.primed.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        if let Some(slot) = self.ready.lock().ok().and_then(|r| r.clone()) {
-            // Full (cannot be: one prime waiting at most, then the job): the job wakes it.
-            let _ = slot.try_send(Wake::Prime);
-        }
     }
 
     /// Jobs run on a spare and jobs that got a thread spawned, since the start.
@@ -184,36 +140,6 @@ impl Spares {
     /// Whether a spare is parked now.
     pub fn is_ready(&self) -> bool {
         self.ready.lock().is_ok_and(|r| r.is_some())
-    }
-}
-
-/// The spare's wait for its job: parked until woken; woken by a prime, it spins for the job
-/// up to [`PRIME_SPIN`] (a job sent meanwhile is taken without a wake-up), then parks again.
-/// `None` once the sender is gone (the maker's end at exit): nothing to do. `primed` is
-/// cleared as it parks again, so a call that never gave the job (a refused connect) does not
-/// leave the spare unprimable: at most one prime is ever waiting in the slot.
-fn next_job(rx: &Receiver<Wake>, primed: &AtomicBool) -> Option<Job> {
-    loop {
-        match rx.recv().ok()? {
-            Wake::Job(job) => return Some(job),
-            Wake::Prime => {
-                let until = Instant::now() + PRIME_SPIN;
-                loop {
-                    match rx.try_recv() {
-                        Ok(Wake::Job(job)) => return Some(job),
-                        Ok(Wake::Prime) => {}
-                        Err(TryRecvError::Disconnected) => return None,
-                        Err(TryRecvError::Empty) if Instant::now() < until => {
-                            std::hint::spin_loop();
-                        }
-                        Err(TryRecvError::Empty) => {
-                            primed.store(false, Ordering::Release);
-                            break;
-                        }
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -238,11 +164,6 @@ pub fn global() -> &'static Spares {
 /// [`Spares::run`] on berthd's spares.
 pub fn run(name: &str, job: Job) -> std::io::Result<()> {
     global().run(name, job)
-}
-
-/// [`Spares::prime`] on berthd's spares.
-pub fn prime() {
-    global().prime();
 }
 
 #[cfg(test)]
@@ -311,57 +232,6 @@ mod tests {
         assert_eq!(taken + spawned, n as u64);
         assert!(taken >= 1, "the ready spare took the first job");
         assert!(spawned >= 1, "one spare cannot take eight jobs at once");
-    }
-
-    #[test]
-    fn a_primed_spare_takes_its_job_and_one_never_given_a_job_parks_primable_again() {
-        let s = Spares::start();
-        wait_ready(&s);
-        // Primed, then given its job: the job runs on the spare (not a spawned thread).
-        s.prime();
-        assert!(s.primed.load(Ordering::Acquire));
-        let (id, name) = run_on(&s, "berth-test");
-        assert_ne!(id, std::thread::current().id());
-        assert_eq!(name, "berth-test");
-        assert_eq!(s.counts(), (1, 0));
-        // The next spare comes unprimed.
-        wait_ready(&s);
-        assert!(
-            !s.primed.load(Ordering::Acquire),
-            "a new spare starts unprimed"
-        );
-        // Primed and never given a job (a refused call): it spins PRIME_SPIN, parks again and
-        // can be primed again; a second prime meanwhile sends nothing (the slot holds at most
-        // one prime, so the job's send never waits).
-        s.prime();
-        s.prime();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while s.primed.load(Ordering::Acquire) {
-            assert!(
-                Instant::now() < deadline,
-                "the primed spare never parked again"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        s.prime();
-        let (id2, _) = run_on(&s, "berth-test");
-        assert_ne!(id2, id);
-        assert_eq!(s.counts(), (2, 0), "both jobs ran on spares");
-    }
-
-    #[test]
-    fn a_prime_with_no_spare_ready_does_nothing() {
-        let s = Spares {
-            ready: Arc::default(),
-            primed: Arc::default(),
-            refill: None,
-            taken: AtomicU64::new(0),
-            spawned: AtomicU64::new(0),
-        };
-        s.prime();
-        let (id, _) = run_on(&s, "berth-test");
-        assert_ne!(id, std::thread::current().id());
-        assert_eq!(s.counts(), (0, 1));
     }
 
     #[test]
