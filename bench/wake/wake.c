@@ -1,9 +1,10 @@
 // What one hand-off between threads costs on this machine: the time from one thread giving
 // work to another until that other thread runs, for a thread parked on a condition variable
 // (berthd's spare thread, a tokio worker parked in epoll, the blocking pool's thread) and for
-// one already running and waiting for it by spinning (a primed spare, crates/kernel/src/
-// spare.rs). The giver stays busy for BUSY_US after the hand-off, as berthd's worker does
-// (it goes on planning the call), so the taker has to run on the other CPU.
+// one already running and waiting for it by spinning. The giver stays busy for BUSY_US after
+// the hand-off, as berthd's worker does (it goes on planning the call), so the taker has to run
+// on the other CPU. (Spinning is no cure in berthd: a spare thread woken ahead to spin for its
+// job made connect 0.3 ms slower, docs/PERFORMANCE.md, stop 46.)
 //   gcc -O2 -pthread -o /tmp/wake bench/wake/wake.c
 //   /tmp/wake [ROUNDS] [BUSY_US]          (defaults 40, 300; no root needed)
 // Prints the medians (p10, p90) in µs, the two threads on different CPUs (pinned: CPU 0 and
