@@ -170,9 +170,8 @@ impl Runtime {
         let _ = std::fs::remove_file(dir.join(LEGACY_STAGE1));
 
         // The network namespace the init joins.
+        // The namespace made ahead and its sysfs (`premount_sysfs`), held until the init runs.
         let mut held_ns = None;
-        // The namespace's sysfs made with it (`premount_sysfs`), held like the namespace.
-        let mut held_sysfs = None;
         let mut watch = None;
         let netns: Option<PathBuf> = match &c.mode {
             NetworkMode::Host => None,
@@ -201,8 +200,7 @@ impl Runtime {
                     .nsid
                     .and_then(|nsid| crate::converge::watch_from_start(d, &c.id, nsid));
                 let path = berth_kernel::netns::fd_path(&made.fd);
-                held_ns = Some(made.fd);
-                held_sysfs = made.sysfs;
+                held_ns = Some(made);
                 Some(path)
             }
         };
@@ -252,7 +250,10 @@ impl Runtime {
             exit_file: exit_file.clone(),
             gate: gate_path,
             started: Some(started_path),
-            sysfs: held_sysfs.as_ref().map(berth_kernel::netns::fd_path),
+            sysfs: held_ns
+                .as_ref()
+                .and_then(|m: &berth_kernel::netns::MadeNetns| m.sysfs.as_ref())
+                .map(berth_kernel::netns::fd_path),
             // berthd's overlay namespaces (issue 11): the container's mount namespace is a
             // private copy of ours, so a copy of their mounts would hold them — bridge, VXLAN
             // port and its socket on the host's port — past `network rm` for the container's
@@ -454,7 +455,6 @@ impl Runtime {
             });
         }
         drop(held_ns);
-        drop(held_sysfs);
         drop(gate_reader);
         let pump = self
             .take_console(c, &dir, console_socket, stdin_writer)

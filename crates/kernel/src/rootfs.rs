@@ -487,9 +487,8 @@ pub fn prepare(
     let attached = sysfs
         .filter(|_| !fsys.host_devices)
         .is_some_and(|fd| MountCopy(fd).attach(&sys_dir).is_ok());
-    if attached {
-        // Nothing to mount: no comparison with every other namespace's sysfs here.
-    } else {
+    // Attached: nothing to mount, no comparison with every other namespace's sysfs here.
+    if !attached {
         match mount(
             Some("sysfs"),
             &sys_dir,
