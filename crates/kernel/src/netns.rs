@@ -61,9 +61,10 @@ pub fn create_netns(path: &Path) -> Result<()> {
 
 /// Body of [`create_netns`]'s thread: leaves the thread in the new namespace, so the thread
 /// must exit right after.
-fn new_netns_on_this_thread(target: &Path) -> Result<()> {
+pub(crate) fn new_netns_on_this_thread(target: &Path) -> Result<()> {
     // unshare(CLONE_NEWNET) moves only this thread into a fresh namespace.
     unshare(CloneFlags::CLONE_NEWNET).map_err(|e| KernelError::io("unshare(CLONE_NEWNET)", e))?;
+    crate::sysctl::forget_namespace();
     mount(
         Some(THREAD_SELF_NET),
         target,
@@ -232,6 +233,7 @@ pub fn make_netns() -> Result<MadeNetns> {
             // unshare(CLONE_NEWNET) moves only this short-lived thread; it exits right after.
             unshare(CloneFlags::CLONE_NEWNET)
                 .map_err(|e| KernelError::io("unshare(CLONE_NEWNET)", e))?;
+            crate::sysctl::forget_namespace();
             let file = File::open(THREAD_SELF_NET)
                 .map_err(|e| KernelError::io(format!("opening {THREAD_SELF_NET}"), e))?;
             // Its id first, so that even `lo`'s notifications below find it at once (see
