@@ -7,7 +7,8 @@
 //! ms median (up to 0.8) between the spawn and the thread's first instruction while the
 //! runtime's workers plan the same call (`berth-endpoint`'s `thread_start_us`, stop 39). So one
 //! thread is kept made, parked on a channel: a job wakes it (a futex wake, a few µs when a CPU is
-//! free), and a maker thread makes the next one once that job has ended, off the call's path.
+//! free), and a maker thread makes the next one a little after that job has ended
+//! ([`REFILL_DELAY`]), off the call's path.
 //! A job that finds no spare (two at once, or one right after another) gets a thread spawned
 //! for it, as before.
 //!
@@ -19,6 +20,15 @@ use std::ffi::CString;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel, SendError, Sender, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock};
+
+/// How long the maker waits, after a job that took the spare ended, before it makes the next.
+/// The job's end is when its call finishes (a connect's pass, the answer and the store's flush
+/// are then running): made at once, the next spare's `clone3` and first run (its procfs
+/// instance: `fsopen`, `fsmount`) competed with them for the 2 CPUs. 3 ms later they are
+/// done; a job that comes sooner gets a thread spawned, as when no spare is ready
+/// (`connect_ab.sh`, both slots, stop 47: connect 0.13–0.16 ms and disconnect 0.11–0.13 ms
+/// quicker; `run --rm` unchanged, 7.11 / 7.03 ms).
+const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(3);
 
 /// What a thread runs.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -72,6 +82,7 @@ impl Spares {
                     if rx.recv().is_err() {
                         return;
                     }
+                    std::thread::sleep(REFILL_DELAY);
                 }
             });
         let refill = match maker {
