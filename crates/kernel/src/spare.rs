@@ -8,7 +8,7 @@
 //! runtime's workers plan the same call (`berth-endpoint`'s `thread_start_us`, stop 39). So one
 //! thread is kept made, parked on a channel: a job wakes it (a futex wake, a few µs when a CPU is
 //! free), and a maker thread makes the next one a little after that job has ended
-//! ([`REFILL_DELAY`]), off the call's path.
+//! (`REFILL_DELAY`), off the call's path.
 //! A job that finds no spare (two at once, or one right after another) gets a thread spawned
 //! for it, as before.
 //!

@@ -132,7 +132,7 @@ impl ThreadDirs {
 /// `setns` changes nothing it shows. A failure is left for the first use to meet (then
 /// `/proc`, as there).
 ///
-/// It also learns which namespace the thread is in (see [`ENTERED`]): a spare is made by a
+/// It also learns which namespace the thread is in (see `ENTERED`): a spare is made by a
 /// maker that never leaves berthd's namespace, so its job's first sysctl (the host side's
 /// `disable_ipv6`, before the thread enters the container's namespace) need not `stat`
 /// `/proc/thread-self/ns/net` on the call's path (≈ 0.05 ms of a connect's endpoint thread:
