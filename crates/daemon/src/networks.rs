@@ -466,13 +466,14 @@ impl Daemon {
         }
         // A running container's flush runs on this worker, beside the pass (below); a stopped
         // one's on a blocking thread while the DNS table is refreshed.
-        let running = st.status == Status::Running;
-        let durable = (!running).then(|| self.sync_store());
+        let durable = (st.status != Status::Running).then(|| self.sync_store());
         let stored_us = began.elapsed().as_micros() as u64;
         let mut passed_us = 0;
-        let mut synced = None;
         failpoint::boundary("store endpoint");
-        if running {
+        let flushed = if let Some(durable) = durable {
+            self.dns_refresh();
+            durable.await?
+        } else {
             let scope = Scope::Containers {
                 ids: vec![c.id.clone()],
                 also: vec![],
@@ -498,7 +499,6 @@ impl Daemon {
                 self.store.sync().map(|()| std::time::Instant::now())
             };
             let (result, flushed) = tokio::join!(pass, files);
-            synced = Some(flushed);
             if let Err(e) = result {
                 c.endpoints.retain(|x| x.id != ep.id);
                 let mut ops = crate::ipam::release(&[&ep]);
@@ -525,13 +525,7 @@ impl Daemon {
                 return Err(e);
             }
             passed_us = began.elapsed().as_micros() as u64;
-        } else {
-            self.dns_refresh();
-        }
-        let flushed = match (durable, synced) {
-            (Some(d), _) => d.await?,
-            (None, Some(r)) => r.map_err(ApiError::from)?,
-            (None, None) => std::time::Instant::now(),
+            flushed.map_err(ApiError::from)?
         };
         let synced_us = flushed.saturating_duration_since(began).as_micros() as u64;
         tracing::info!(

@@ -398,55 +398,62 @@ mod tests {
         );
     }
 
-    /// Proves: a thread prepared as a spare is (`prepare_thread`) knows its namespace ahead,
-    /// reads its own namespace's sysctls through the shared directories, and once it leaves
-    /// by `unshare` (a namespace made on it) writes into the new namespace, never into the
-    /// one it was prepared in. Needs root; skipped otherwise. Nothing is written outside the
-    /// namespace the test makes.
+    /// Proves: a prepared thread (`prepare_thread`, as a spare is) knows its namespace ahead,
+    /// and once it leaves it by `unshare` (a namespace made on it) writes into the new
+    /// namespace, not through the directories it had opened in the one it was prepared in.
+    /// Without `forget_namespace` the write lands in that first namespace, and this fails.
+    /// Both namespaces are the test's own (the thread is prepared in a scratch namespace it
+    /// entered): whichever way it goes, nothing is written in the machine's. Needs root;
+    /// skipped otherwise.
     #[test]
     fn a_prepared_thread_that_unshares_writes_in_its_new_namespace() {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: needs root");
             return;
         }
-        let own = read(None, "net.ipv4.conf.lo.forwarding").expect("own lo forwarding");
-        let value = if own == "1" { "0" } else { "1" };
         let dir = std::env::temp_dir().join(format!("berth-sysctl-spare-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("n");
-        std::fs::File::create(&path).expect("mount point");
-        let target = path.clone();
+        let (first, second) = (dir.join("first"), dir.join("second"));
+        crate::netns::create_netns(&first).expect("first netns");
+        std::fs::File::create(&second).expect("mount point");
+        let (pf, ps) = (first.clone(), second.clone());
         let moved = std::thread::spawn(move || {
+            let f = fs::File::open(&pf).map_err(|e| KernelError::io("open", e))?;
+            crate::netns::enter(&f, &pf)?;
             prepare_thread();
             let known = ENTERED.with(|e| e.get());
             let here = netns_id("/proc/thread-self/ns/net").ok();
-            let mut s = String::new();
+            // Opens (and keeps) the first namespace's `net/ipv4` for this thread.
+            let mut before = String::new();
             open_net_file("ipv4/conf/lo/forwarding", false)
-                .and_then(|mut f| f.read_to_string(&mut s))
+                .and_then(|mut f| f.read_to_string(&mut before))
                 .map_err(|e| KernelError::io("read before", e))?;
-            crate::netns::new_netns_on_this_thread(&target)?;
+            let value = if before.trim_end() == "1" { "0" } else { "1" };
+            crate::netns::new_netns_on_this_thread(&ps)?;
             write_net("ipv4/conf/lo/forwarding", value).map_err(|e| KernelError::io("write", e))?;
-            Ok::<_, KernelError>((known, here, s.trim_end().to_string()))
+            Ok::<_, KernelError>((known, here, before.trim_end().to_string(), value))
         })
         .join()
         .expect("thread");
-        let seen = read(Some(&path), "net.ipv4.conf.lo.forwarding");
-        let own_after = read(None, "net.ipv4.conf.lo.forwarding");
-        let _ = crate::netns::delete_netns(&path);
+        let seen = (
+            read(Some(&first), "net.ipv4.conf.lo.forwarding"),
+            read(Some(&second), "net.ipv4.conf.lo.forwarding"),
+        );
+        let _ = crate::netns::delete_netns(&first);
+        let _ = crate::netns::delete_netns(&second);
         let _ = std::fs::remove_dir_all(&dir);
-        let (known, here, before) = moved.expect("the thread's reads and write");
+        let (known, here, before, value) = moved.expect("the thread's reads and write");
         assert!(known.is_some(), "a prepared thread knows its namespace");
-        assert_eq!(known, here, "the namespace it was made in");
-        assert_eq!(before, own, "read its own namespace's value");
+        assert_eq!(known, here, "the namespace it was prepared in");
         assert_eq!(
-            seen.expect("read the new namespace"),
+            seen.1.expect("read the new namespace"),
             value,
             "written there"
         );
         assert_eq!(
-            own_after.expect("own after"),
-            own,
-            "the own namespace is untouched"
+            seen.0.expect("read the first namespace"),
+            before,
+            "the namespace it left is untouched"
         );
     }
 
