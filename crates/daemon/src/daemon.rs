@@ -582,7 +582,7 @@ impl Daemon {
     /// endpoint event of another host reads them for its entries: not read and decoded twice
     /// per event).
     pub fn dns_refresh_nets(&self, nets: Vec<NetworkSpec>) {
-        self.dns_apply(self.dns_follow(None, Some(nets)));
+        self.dns_follow_and_apply(None, Some(nets));
     }
 
     /// [`Daemon::dns_refresh`], counting container `starting` as running.
@@ -596,7 +596,21 @@ impl Daemon {
     /// built from every container again when the networks changed, when the change log no
     /// longer reaches back, and when the cluster's cache was listed afresh.
     pub(crate) fn dns_refresh_with(&self, starting: Option<&str>) {
-        self.dns_apply(self.dns_follow(starting, None));
+        self.dns_follow_and_apply(starting, None);
+    }
+
+    /// Follows the changes and publishes the result under one hold of the followed table's
+    /// lock: two refreshes (a start's on its worker, another host's endpoint event on the
+    /// watch task) publish their tables in the order they computed them. Published after
+    /// the lock was dropped, the older table could land last and answer a name that is gone
+    /// (another host's failed start) until the next change.
+    fn dns_follow_and_apply(&self, starting: Option<&str>, nets: Option<Vec<NetworkSpec>>) {
+        let mut slot = match self.dns_inputs.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        let followed = self.dns_follow(&mut slot, starting, nets);
+        self.dns_apply(followed);
     }
 
     /// Publishes what [`Daemon::dns_follow`] found.
@@ -617,18 +631,17 @@ impl Daemon {
     /// where the running containers that need a resolver inside their own namespace
     /// (macvlan/ipvlan networks only) have it. `nets`: the stored networks if the caller has
     /// just read them.
+    /// `slot`: the followed table, whose lock the caller holds until it has published the
+    /// result.
     fn dns_follow(
         &self,
+        slot: &mut Option<DnsFollow>,
         starting: Option<&str>,
         nets: Option<Vec<NetworkSpec>>,
     ) -> ApiResult<(Option<berth_plan::dns::Table>, LocalResolvers)> {
         let nets = match nets {
             Some(n) => n,
             None => self.networks()?,
-        };
-        let mut slot = match self.dns_inputs.lock() {
-            Ok(l) => l,
-            Err(p) => p.into_inner(),
         };
         // Taken under the slot's lock: refreshes take the other hosts' changes in turn, and
         // each change once.

@@ -1992,9 +1992,12 @@ fn overlay_run_publishes_with_its_claim_and_create_alone_does_not() {
             !eps.contains(&format!("\"Name\":\"{name}\"")),
             "{name}'s endpoint stayed published after its start failed: {eps}"
         );
+        // The run published the endpoint before its start failed, so host-b may have its
+        // put and not yet its delete when the CLI returns (a debug build's pass under CI's
+        // load holds host-b's lock for a while): it must stop resolving, soon.
         assert!(
-            !resolves(name),
-            "{name} resolves on host-b after its start failed"
+            within(Duration::from_secs(5), || !resolves(name)).is_some(),
+            "{name} still resolves on host-b 5 s after its start failed"
         );
         if rm {
             assert!(
