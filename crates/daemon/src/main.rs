@@ -178,9 +178,10 @@ const WORKERS: usize = 2;
 /// berthd's allocator: mimalloc instead of glibc's malloc, which took ~10 % of berthd's CPU
 /// over connect/disconnect cycles (`_int_malloc`, `_int_free`, `unlink_chunk`: every pass
 /// allocates and frees thousands of small strings, maps and JSON values). `connect_ab.sh`,
-/// both slots (stop 48): connect 0.13 / 0.22 ms, disconnect 0.12 / 0.12 ms quicker. Built
-/// with `no_thp`: with transparent huge pages behind its arenas berthd's RSS doubled at one
-/// container (stop 43: 24.6 → 64.5 MiB); without them it is within 3 MiB of glibc's at 100.
+/// five runs, both slots (stop 48): connect 0.06–0.57 ms, disconnect 0.12–0.58 ms quicker.
+/// Built with `no_thp`: with transparent huge pages behind its arenas berthd's RSS doubled at
+/// one container (stop 43: 24.6 → 64.5 MiB); without them it is within 3 MiB of glibc's at
+/// 100 and 1,000 (58.3–58.8 MiB), up to 11 MiB above it after a restart (60–63 MiB).
 /// glibc's malloc still serves glibc's own allocations (`opendir`'s buffers, the resolver),
 /// hence the `mallopt` settings below.
 #[global_allocator]
