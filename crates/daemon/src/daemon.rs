@@ -631,6 +631,7 @@ impl Daemon {
     /// where the running containers that need a resolver inside their own namespace
     /// (macvlan/ipvlan networks only) have it. `nets`: the stored networks if the caller has
     /// just read them.
+    ///
     /// `slot`: the followed table, whose lock the caller holds until it has published the
     /// result.
     fn dns_follow(
