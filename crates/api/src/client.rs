@@ -10,7 +10,7 @@
 //! the request and read errors through the same functions here, so a command reads the same
 //! answers and prints the same errors whichever it uses.
 
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -234,6 +234,7 @@ impl Client {
         let request = wire::request(method.as_str(), target, &headers, payload.as_deref());
         let written = stream.write_all(&request);
         let mut reader = BufReader::new(&stream);
+        wait_for_answer(&stream, &mut reader).map_err(|e| self.http_error(e))?;
         let head = match wire::read_head(&mut reader, Limits::DEFAULT) {
             Ok(head) => head,
             // berthd may answer (an error) and close before it read the whole request; only
@@ -380,6 +381,47 @@ impl Client {
 
 /// The headers of every request, in the order both transports write them (hyper adds
 /// `content-length` after them; [`wire::request`] does as hyper does).
+/// How long [`wait_for_answer`] keeps the CLI's CPU awake for an answer before it blocks:
+/// longer than berthd takes for the calls on this path (a connect answers in 1.5–2.5 ms),
+/// short enough that a slow call costs at most this much of a CPU nobody else wanted.
+const ANSWER_SPIN: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Waits for the first bytes of berthd's answer on `stream` by reading it non-blocking and
+/// yielding the CPU (`sched_yield`) between tries, for at most [`ANSWER_SPIN`]; then puts the
+/// socket back in blocking mode (what is read stays in `reader`'s buffer, and the rest of the
+/// answer is read as before).
+///
+/// Why: on a VM an idle vCPU halts, and waking a process blocked in `recvfrom` costs the
+/// halted vCPU's wake-up (≈ 70–80 µs here, `bench/wake`) on top of the answer; berthd's own
+/// hand-offs between its threads pay the same when both vCPUs are idle. A CLI that yields
+/// instead keeps its vCPU running: a thread woken onto it runs at once (`sched_yield` gives
+/// the CPU to any runnable task of its queue first), and the answer is seen without a wake-up.
+/// berthd gains too: the threads a call wakes find a vCPU that is running. Measured
+/// (docs/PERFORMANCE.md, stop 49): `berth version` 1.45–1.67 → 1.28–1.37 ms; `network
+/// connect` 0.33–0.42 ms and `disconnect` 0.32–0.42 ms quicker (`connect_ab.sh`, both slots);
+/// berthd's own time for a connect 1.61 → 1.33 ms. The price is the CLI's CPU time while it
+/// waits: a connect's 0.95 → 1.20 ms (`perf stat`), at most [`ANSWER_SPIN`] per request.
+fn wait_for_answer(
+    stream: &std::os::unix::net::UnixStream,
+    reader: &mut impl BufRead,
+) -> io::Result<()> {
+    // Not non-blocking: the blocking read below simply waits, as without this.
+    if stream.set_nonblocking(true).is_err() {
+        return Ok(());
+    }
+    let until = std::time::Instant::now() + ANSWER_SPIN;
+    // `fill_buf` of a non-blocking socket: `WouldBlock` while nothing came; anything else
+    // (bytes, end of stream, another error) is for the blocking read to take up.
+    while matches!(reader.fill_buf(), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        && std::time::Instant::now() < until
+    {
+        std::thread::yield_now();
+    }
+    // Back to blocking for the rest of the answer (a socket left non-blocking would fail a
+    // later read with `WouldBlock`: that failure is the error then).
+    stream.set_nonblocking(false)
+}
+
 fn request_headers(json_body: bool) -> impl Iterator<Item = (HeaderName, &'static str)> {
     [
         Some((HOST, "berth")),
@@ -646,6 +688,52 @@ mod tests {
             invalid,
             show(c.request_json_blocking(Method::GET, "/a b", NO_BODY))
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The blocking transport's wait for an answer ([`wait_for_answer`]) hands over to a
+    /// blocking read: an answer that starts after the wait's window, and one whose body comes
+    /// after it (the socket must be blocking again by then, or the body's read would fail
+    /// with `WouldBlock`), are read whole.
+    #[test]
+    fn blocking_transport_reads_answers_later_than_its_wait() {
+        use std::io::Read;
+        let dir = std::env::temp_dir().join(format!("berth-client-late-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let sock = dir.join("s.sock");
+        let _ = std::fs::remove_file(&sock);
+        let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+        let late = ANSWER_SPIN + std::time::Duration::from_millis(30);
+        let server = std::thread::spawn(move || {
+            let parts: [(&[u8], &[u8]); 2] = [
+                (
+                    b"",
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n{\"a\":1}\n",
+                ),
+                (
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n",
+                    b"{\"a\":2}\n",
+                ),
+            ];
+            for (first, rest) in parts {
+                let (mut s, _) = listener.accept().expect("accept");
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).expect("read");
+                s.write_all(first).expect("write");
+                std::thread::sleep(late);
+                s.write_all(rest).expect("write");
+            }
+        });
+        let c = Client::new(&format!("unix://{}", sock.display())).expect("host");
+        for want in [1, 2] {
+            let t = std::time::Instant::now();
+            let got: serde_json::Value = c
+                .request_json_blocking(Method::GET, "/version", NO_BODY)
+                .expect("the whole answer");
+            assert_eq!(got, serde_json::json!({ "a": want }));
+            assert!(t.elapsed() >= late, "the answer was {late:?} late");
+        }
+        server.join().expect("server");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
