@@ -379,8 +379,6 @@ impl Client {
     }
 }
 
-/// The headers of every request, in the order both transports write them (hyper adds
-/// `content-length` after them; [`wire::request`] does as hyper does).
 /// How long [`wait_for_answer`] keeps the CLI's CPU awake for an answer before it blocks:
 /// longer than berthd takes for the calls on this path (a connect answers in 1.5–2.5 ms),
 /// short enough that a slow call costs at most this much of a CPU nobody else wanted.
@@ -422,6 +420,8 @@ fn wait_for_answer(
     stream.set_nonblocking(false)
 }
 
+/// The headers of every request, in the order both transports write them (hyper adds
+/// `content-length` after them; [`wire::request`] does as hyper does).
 fn request_headers(json_body: bool) -> impl Iterator<Item = (HeaderName, &'static str)> {
     [
         Some((HOST, "berth")),
