@@ -376,7 +376,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// ([`release_free_memory`]) notwithstanding: its runtime workers go idle then and its
 /// endpoint threads end after one job, and mimalloc purges a page on its owner's later
 /// activity (its source; not traced further here). Measured (docs/PERFORMANCE.md, stop 49): VmRSS once 1,000 containers were removed
-/// 61.8–66.6 → 49.7–51.0 MiB, after a restart with them 59.8–62.8 → 57.7–58.0; and no slower:
+/// 61.8–66.6 → 49.7–51.0 MiB, after a restart with them 57.9–62.8 → 57.7–58.0; and no slower:
 /// connect 0.17–0.24 ms and disconnect 0.25 ms quicker (`connect_ab.sh`, both slots), `run
 /// --rm` 0.3–0.6 ms (`start_ab.sh`, both slots). The restart with 1,000 containers, which frees
 /// most of what it reads, took 342–457 ms against 315–349 (the goal is 1 s).
