@@ -196,8 +196,8 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(code);
     }
 
-    // mimalloc (berthd's allocator) returns a freed page at once rather than 1 s later,
-    // when a thread that may never allocate again would have to do it (see the function).
+    // mimalloc (berthd's allocator) returns a freed page at once rather than 1 s later: the
+    // pages freed in a burst stayed resident after it (see the function).
     berth_kernel::sys::purge_freed_pages_at_once();
     // Two arenas, one per runtime worker: with glibc's default (8 per core) the threads
     // that read container namespaces and the blocking pool each kept free memory in arenas

@@ -373,9 +373,9 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 ///
 /// Why: with the delay, the pages berthd's threads freed in a burst (a restart's pass, 1,000
 /// removals) stayed resident once the burst was over, `mi_collect(true)` after the passes
-/// ([`release_free_memory`]) notwithstanding: its runtime workers go idle then and its
-/// endpoint threads end after one job, and mimalloc purges a page on its owner's later
-/// activity (its source; not traced further here). Measured (docs/PERFORMANCE.md, stop 49): VmRSS once 1,000 containers were removed
+/// ([`release_free_memory`]) notwithstanding. Its runtime workers go idle then and its
+/// endpoint threads end after one job; why the collection missed those pages was not traced
+/// further. Measured (docs/PERFORMANCE.md, stop 49): VmRSS once 1,000 containers were removed
 /// 61.8–66.6 → 49.7–51.0 MiB, after a restart with them 57.9–62.8 → 57.7–58.0; and no slower:
 /// connect 0.17–0.24 ms and disconnect 0.25 ms quicker (`connect_ab.sh`, both slots), `run
 /// --rm` 0.3–0.6 ms (`start_ab.sh`, both slots). The restart with 1,000 containers, which frees
@@ -692,8 +692,9 @@ pub fn send_batch(
 #[cfg(test)]
 mod tests {
     /// [`MI_OPTION_PURGE_DELAY`] is mimalloc's purge delay in the version this build links:
-    /// its default there, 1,000 ms (v3's `options.c`), is what the option at that place holds (a newer
-    /// mimalloc that moved its options would fail here rather than have berthd set another).
+    /// its default there, 1,000 ms (v3's `options.c`), is what the option at that place holds
+    /// (a newer mimalloc that moved its options fails here rather than have berthd set
+    /// another).
     #[test]
     fn the_purge_delay_option_is_mimallocs() {
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some()
