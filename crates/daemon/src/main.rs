@@ -181,7 +181,8 @@ const WORKERS: usize = 2;
 /// five runs, both slots (stop 48): connect 0.06–0.57 ms, disconnect 0.12–0.58 ms quicker.
 /// Built with `no_thp`: with transparent huge pages behind its arenas berthd's RSS doubled at
 /// one container (stop 43: 24.6 → 64.5 MiB); without them it is within 3 MiB of glibc's at
-/// 100 and 1,000 (58.3–58.8 MiB), up to 11 MiB above it after a restart (60–63 MiB).
+/// 100 and 1,000 (58.0–58.8 MiB), and with its freed pages purged at once (stop 49, below)
+/// 57.4–58.0 MiB after a restart with 1,000 (glibc's: 51.8–56.0).
 /// glibc's malloc still serves glibc's own allocations (`opendir`'s buffers, the resolver),
 /// hence the `mallopt` settings below.
 #[global_allocator]

@@ -345,10 +345,12 @@ pub fn no_malloc_fastbins() -> bool {
 /// and glibc's (`malloc_trim(0)`; glibc's own allocations). glibc kept memory freed in the
 /// middle of its heaps: after a full reconcile pass over 1,000 containers (dumps, 10,000
 /// firewall elements copied, JSON) berthd kept 320 MB it no longer used, against 70 MB live
-/// (measured with `malloc_trim` through gdb). mimalloc returns freed pages only a second
-/// after they were freed and only when it is called again: an idle berthd after a restart
-/// with 1,000 containers kept 68 MiB resident (52 with glibc's malloc, stop 48). Costs a walk
-/// of the free lists and pages: call it after big work, off any request's path.
+/// (measured with `malloc_trim` through gdb). mimalloc, with its default purge delay, returned
+/// freed pages only a second after they were freed and only when called again: an idle berthd
+/// after a restart with 1,000 containers kept 68 MiB resident without this call (52 with
+/// glibc's malloc, stop 48). berthd now purges at once ([`purge_freed_pages_at_once`]); this
+/// collection stays for what mimalloc's heaps still hold. Costs a walk of the free lists and
+/// pages: call it after big work, off any request's path.
 pub fn release_free_memory() {
     // SAFETY: a flag; mimalloc takes its own locks (this thread's heap, then the arenas' pending
     // purges, which are shared).
