@@ -82,6 +82,55 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .with_state(d)
 }
 
+/// Keeps idle CPUs polling from a request's arrival until its answer is written (or
+/// [`berth_kernel::cpu_latency::HOLD_CAP`] ran out): see [`berth_kernel::cpu_latency`]. The
+/// hold goes with the response's body, which hyper drops once it wrote the last of it.
+async fn awake_while_answering(
+    State(latency): State<Arc<berth_kernel::cpu_latency::CpuLatency>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(hold) = latency.hold() else {
+        return next.run(req).await;
+    };
+    next.run(req).await.map(|body| {
+        axum::body::Body::new(HeldBody {
+            body,
+            hold: Some(hold),
+        })
+    })
+}
+
+/// A response body that holds a CPU latency request until its end (or its drop).
+struct HeldBody {
+    body: axum::body::Body,
+    hold: Option<berth_kernel::cpu_latency::Hold>,
+}
+
+impl hyper::body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(None | Some(Err(_))) = &polled {
+            self.hold = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// dockerd's answer to a path it does not serve (404, also for a wrong method).
 async fn page_not_found() -> ApiError {
     ApiError::not_found("page not found")
@@ -224,7 +273,11 @@ fn strip_version(mut req: Request) -> Request {
 }
 
 /// Serves the API on `socket` until SIGINT/SIGTERM.
-pub async fn serve(d: Arc<Daemon>, socket: &Path) -> anyhow::Result<()> {
+pub async fn serve(
+    d: Arc<Daemon>,
+    socket: &Path,
+    latency: Arc<berth_kernel::cpu_latency::CpuLatency>,
+) -> anyhow::Result<()> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -247,7 +300,10 @@ pub async fn serve(d: Arc<Daemon>, socket: &Path) -> anyhow::Result<()> {
         let _ = nix::unistd::chown(socket, Some(nix::unistd::Uid::from_raw(0)), Some(group.gid));
     }
     tracing::info!(socket = %socket.display(), "berthd listening");
-    let app = router(d);
+    let app = router(d).layer(axum::middleware::from_fn_with_state(
+        latency,
+        awake_while_answering,
+    ));
     let app = tower::util::MapRequestLayer::new(strip_version).layer(app);
     let shutdown = async {
         let mut term =

@@ -99,6 +99,12 @@ struct Args {
     /// ports are not counted: they share one listener.
     #[arg(long, value_name = "N")]
     max_loopback_relays: Option<usize>,
+    /// Let idle CPUs sleep while a request is answered. By default berthd asks the kernel for
+    /// a CPU wake-up latency of 0 (`/dev/cpu_dma_latency`) from a request's arrival until its
+    /// answer is written, at most 20 ms at a time, so that no hand-off of the request waits
+    /// for a sleeping CPU to wake (docs/PERFORMANCE.md, stop 50).
+    #[arg(long)]
+    no_idle_poll: bool,
 }
 
 /// The cluster options, checked (a wrong one stops berthd before it changes anything).
@@ -271,7 +277,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // cross-CPU wake-ups per request; on a worker, the one that reads the readiness accepts
     // and runs the connection's task itself.
     let socket = args.socket.clone();
-    tokio::spawn(async move { http::serve(daemon, &socket).await })
+    let latency = if args.no_idle_poll {
+        berth_kernel::cpu_latency::CpuLatency::off()
+    } else {
+        berth_kernel::cpu_latency::CpuLatency::open()
+    };
+    tokio::spawn(async move { http::serve(daemon, &socket, latency).await })
         .await
         .context("the API server's task")?
 }

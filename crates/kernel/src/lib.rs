@@ -11,6 +11,7 @@ pub mod confine;
 pub mod conntrack;
 pub mod console;
 pub mod container;
+pub mod cpu_latency;
 pub mod error;
 pub mod filewatch;
 pub mod gate;

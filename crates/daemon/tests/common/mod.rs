@@ -454,6 +454,12 @@ impl World {
     // --- daemon ---------------------------------------------------------------------------
 
     fn start_daemon(&self) {
+        self.start_daemon_with(&[]);
+    }
+
+    /// Starts berthd (stopped before: [`World::stop_daemon`]) on the same state with `extra`
+    /// options.
+    pub fn start_daemon_with(&self, extra: &[&str]) {
         let _ = fs::remove_file(&self.socket);
         let log = fs::OpenOptions::new()
             .create(true)
@@ -468,6 +474,7 @@ impl World {
             .arg("--socket")
             .arg(&self.socket)
             .args(["--log-level", DAEMON_LOG_LEVEL])
+            .args(extra)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
