@@ -10,7 +10,7 @@
 //! the request and read errors through the same functions here, so a command reads the same
 //! answers and prints the same errors whichever it uses.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixStream;
 
+use crate::awake::{Awake, AWAKE_CAP};
 use crate::types::ErrorResponse;
 use crate::wire::{self, Limits};
 use crate::DEFAULT_SOCKET;
@@ -222,6 +223,7 @@ impl Client {
         B: Serialize + ?Sized,
     {
         let payload = encode(body)?;
+        let awake = Awake::ask();
         let mut stream = std::os::unix::net::UnixStream::connect(&self.socket)
             .map_err(|source| connect_error(&self.socket, source))?;
         // The target as hyper's request builder checks and writes it (origin form).
@@ -234,7 +236,10 @@ impl Client {
         let request = wire::request(method.as_str(), target, &headers, payload.as_deref());
         let written = stream.write_all(&request);
         let mut reader = BufReader::new(&stream);
-        wait_for_answer(&stream, &mut reader).map_err(|e| self.http_error(e))?;
+        if awake.held() {
+            wait_awake(&stream, &mut reader);
+        }
+        drop(awake);
         let head = match wire::read_head(&mut reader, Limits::DEFAULT) {
             Ok(head) => head,
             // berthd may answer (an error) and close before it read the whole request; only
@@ -341,6 +346,7 @@ impl Client {
         B: Serialize + ?Sized,
     {
         let payload = encode(body)?;
+        let mut awake = Awake::ask();
         let stream = UnixStream::connect(&self.socket)
             .await
             .map_err(|source| connect_error(&self.socket, source))?;
@@ -366,10 +372,22 @@ impl Client {
         let req = builder
             .body(Full::new(Bytes::from(payload.unwrap_or_default())))
             .map_err(|e| self.http_error(format!("invalid request {path_and_query:?}: {e}")))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| self.http_error(e))?;
+        let sent = sender.send_request(req);
+        tokio::pin!(sent);
+        // Awake until the answer's head came or [`AWAKE_CAP`] passed (see [`crate::awake`]).
+        let resp = if awake.held() {
+            match tokio::time::timeout(AWAKE_CAP, &mut sent).await {
+                Ok(r) => r,
+                Err(_) => {
+                    awake.let_go();
+                    sent.await
+                }
+            }
+        } else {
+            sent.await
+        };
+        drop(awake);
+        let resp = resp.map_err(|e| self.http_error(e))?;
         let status = resp.status();
         if status.is_success() || (upgrade && status == hyper::StatusCode::SWITCHING_PROTOCOLS) {
             return Ok(resp);
@@ -379,45 +397,18 @@ impl Client {
     }
 }
 
-/// How long [`wait_for_answer`] keeps the CLI's CPU awake for an answer before it blocks:
-/// longer than berthd takes for the calls on this path (a connect answers in 1.5–2.5 ms),
-/// short enough that a slow call costs at most this much of a CPU nobody else wanted.
-const ANSWER_SPIN: std::time::Duration = std::time::Duration::from_millis(10);
-
-/// Waits for the first bytes of berthd's answer on `stream` by reading it non-blocking and
-/// yielding the CPU (`sched_yield`) between tries, for at most [`ANSWER_SPIN`]; then puts the
-/// socket back in blocking mode (what is read stays in `reader`'s buffer, and the rest of the
-/// answer is read as before).
-///
-/// Why: on a VM an idle vCPU halts, and waking a process blocked in `recvfrom` costs the
-/// halted vCPU's wake-up (≈ 70–80 µs here, `bench/wake`) on top of the answer; berthd's own
-/// hand-offs between its threads pay the same when both vCPUs are idle. A CLI that yields
-/// instead keeps its vCPU running: a thread woken onto it runs at once (`sched_yield` gives
-/// the CPU to any runnable task of its queue first), and the answer is seen without a wake-up.
-/// berthd gains too: the threads a call wakes find a vCPU that is running. Measured
-/// (docs/PERFORMANCE.md, stop 49): `berth version` 1.45–1.67 → 1.28–1.37 ms; `network
-/// connect` 0.33–0.42 ms and `disconnect` 0.32–0.42 ms quicker (`connect_ab.sh`, both slots);
-/// berthd's own time for a connect 1.61 → 1.33 ms. The price is the CLI's CPU time while it
-/// waits: a connect's 0.95 → 1.20 ms (`perf stat`), at most [`ANSWER_SPIN`] per request.
-fn wait_for_answer(
-    stream: &std::os::unix::net::UnixStream,
-    reader: &mut impl BufRead,
-) -> io::Result<()> {
-    // Not non-blocking: the blocking read below simply waits, as without this.
-    if stream.set_nonblocking(true).is_err() {
-        return Ok(());
+/// Waits for the first bytes of the answer on `stream` for at most [`AWAKE_CAP`] (what came
+/// stays in `reader`'s buffer), so that the caller lets go of its [`Awake`] once the answer
+/// is there or the cap passed. Anything but a time-out (bytes, the end of the stream, an
+/// error) is left for the reads that follow to take up, as without this wait.
+fn wait_awake(stream: &std::os::unix::net::UnixStream, reader: &mut impl io::BufRead) {
+    if stream.set_read_timeout(Some(AWAKE_CAP)).is_err() {
+        return;
     }
-    let until = std::time::Instant::now() + ANSWER_SPIN;
-    // `fill_buf` of a non-blocking socket: `WouldBlock` while nothing came; anything else
-    // (bytes, end of stream, another error) is for the blocking read to take up.
-    while matches!(reader.fill_buf(), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-        && std::time::Instant::now() < until
-    {
-        std::thread::yield_now();
-    }
-    // Back to blocking for the rest of the answer (a socket left non-blocking would fail a
-    // later read with `WouldBlock`: that failure is the error then).
-    stream.set_nonblocking(false)
+    let _ = reader.fill_buf();
+    // A socket left with the time-out would fail a later, slower answer: that failure is the
+    // error then (`read_head` reports it).
+    let _ = stream.set_read_timeout(None);
 }
 
 /// The headers of every request, in the order both transports write them (hyper adds
@@ -691,19 +682,19 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// The blocking transport's wait for an answer ([`wait_for_answer`]) hands over to a
-    /// blocking read: an answer that starts after the wait's window, and one whose body comes
-    /// after it (the socket must be blocking again by then, or the body's read would fail
-    /// with `WouldBlock`), are read whole.
+    /// The blocking transport reads an answer whole however late it comes: one that starts
+    /// late, and one whose body comes after its head. Both come after [`AWAKE_CAP`], so as
+    /// root the wait awake times out first and hands over to the blocking read (a socket left
+    /// with its time-out would fail the read with `WouldBlock`).
     #[test]
-    fn blocking_transport_reads_answers_later_than_its_wait() {
+    fn blocking_transport_reads_late_answers_whole() {
         use std::io::Read;
         let dir = std::env::temp_dir().join(format!("berth-client-late-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let sock = dir.join("s.sock");
         let _ = std::fs::remove_file(&sock);
         let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
-        let late = ANSWER_SPIN + std::time::Duration::from_millis(30);
+        let late = AWAKE_CAP + std::time::Duration::from_millis(20);
         let server = std::thread::spawn(move || {
             let parts: [(&[u8], &[u8]); 2] = [
                 (

@@ -3,6 +3,7 @@
 //! Networks speak the Docker Engine API (so the stock `docker` CLI works); containers use
 //! Docker's shapes where Docker has one. See docs/API.md for the endpoint list.
 
+mod awake;
 pub mod client;
 pub mod gojson;
 pub mod types;
