@@ -8,7 +8,9 @@
 //! endpoint's thread and the disk's completion several times, and each hand-off to a sleeping
 //! CPU paid it. With a latency request of 0, cpuidle only picks states with an exit latency
 //! of 0: its polling state (`POLL`), where a CPU that is woken sees it at once. Measured
-//! through the CLI (docs/PERFORMANCE.md, stop 50): connect and disconnect ≈ 0.3–0.4 ms quicker.
+//! through the CLI, which asks the same while it waits (`berth_api`'s `awake`), against stop
+//! 49's build (docs/PERFORMANCE.md, stop 50): connect 0.29–0.35 ms and disconnect 0.53–0.54 ms
+//! quicker, both slots.
 //!
 //! What else it does, and its bounds:
 //! - While it is held, every idle CPU of the machine polls instead of sleeping: power, and on
