@@ -9,18 +9,8 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+use berth_kernel::cpu_latency::current_target as target;
 use common::World;
-
-const DEVICE: &str = "/dev/cpu_dma_latency";
-
-/// The machine-wide CPU latency target in µs (`cpu_latency_qos_read`: an s32). `None` when the
-/// device cannot be read (no cpuidle).
-fn target() -> Option<i32> {
-    let mut f = std::fs::File::open(DEVICE).ok()?;
-    let mut b = [0u8; 4];
-    f.read_exact(&mut b).ok()?;
-    Some(i32::from_ne_bytes(b))
-}
 
 /// Polls `target()` until it is `want` or `within` passed; the last value read.
 fn target_becomes(want: i32, within: Duration) -> Option<i32> {
@@ -42,7 +32,7 @@ fn target_becomes(want: i32, within: Duration) -> Option<i32> {
 fn idle_cpus_poll_only_while_a_request_is_answered() {
     require_root!();
     let Some(before) = target() else {
-        eprintln!("skipped: {DEVICE} cannot be read here (no cpuidle)");
+        eprintln!("skipped: /dev/cpu_dma_latency cannot be read here (no cpuidle)");
         return;
     };
     if before == 0 {

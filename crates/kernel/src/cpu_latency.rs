@@ -45,6 +45,16 @@ const DEVICE: &str = "/dev/cpu_dma_latency";
 /// (2,000 s), which an open file starts with.
 const NO_CONSTRAINT: i32 = 2_000_000_000;
 
+/// The machine-wide CPU latency target in µs, as the kernel has it now (a read of the device
+/// gives it: `cpu_latency_qos_read`, an s32); `None` when the device cannot be read (no
+/// cpuidle, not root). For tests and diagnostics: what every holder together asks.
+pub fn current_target() -> Option<i32> {
+    let mut f = File::open(DEVICE).ok()?;
+    let mut b = [0u8; 4];
+    std::io::Read::read_exact(&mut f, &mut b).ok()?;
+    Some(i32::from_ne_bytes(b))
+}
+
 /// What the kernel must be told after a change of [`Holds`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -109,8 +119,9 @@ impl Holds {
 #[derive(Debug)]
 pub struct CpuLatency {
     /// The open device, or `None` when it cannot be opened (no cpuidle, not root) or holding
-    /// is off: then nothing is ever asked.
-    device: Option<Mutex<File>>,
+    /// is off: then nothing is ever asked. Written only under `state` (through `&File`), so
+    /// the writes follow the decisions in order.
+    device: Option<File>,
     state: Mutex<State>,
 }
 
@@ -126,7 +137,7 @@ impl CpuLatency {
     /// cpuidle, or a berthd that is not root, simply keeps its CPUs' default).
     pub fn open() -> Arc<CpuLatency> {
         let device = match std::fs::OpenOptions::new().write(true).open(DEVICE) {
-            Ok(f) => Some(Mutex::new(f)),
+            Ok(f) => Some(f),
             Err(e) => {
                 tracing::debug!("{DEVICE}: {e}: idle CPUs sleep while requests are answered");
                 None
@@ -196,14 +207,11 @@ impl CpuLatency {
             Action::LetGo => NO_CONSTRAINT,
             Action::Nothing => return,
         };
-        let Some(device) = &self.device else {
-            return;
-        };
-        let Ok(mut f) = device.lock() else {
+        let Some(mut device) = self.device.as_ref() else {
             return;
         };
         // The device takes the value as a native-endian s32 (or as hex text).
-        if let Err(e) = f.write_all(&value.to_ne_bytes()) {
+        if let Err(e) = device.write_all(&value.to_ne_bytes()) {
             tracing::debug!("{DEVICE}: writing {value}: {e}");
         }
     }
@@ -278,12 +286,7 @@ mod tests {
             eprintln!("skipped: {DEVICE} cannot be opened here (needs root and cpuidle)");
             return;
         }
-        let target = || -> i32 {
-            let mut f = File::open(DEVICE).expect("open for reading");
-            let mut b = [0u8; 4];
-            std::io::Read::read_exact(&mut f, &mut b).expect("read the target");
-            i32::from_ne_bytes(b)
-        };
+        let target = || current_target().expect("the device reads back");
         // Another process (a test of ours, a latency tool) may hold a request of its own:
         // only a target of 0 while held, and the before-value after, are checked.
         let before = target();
