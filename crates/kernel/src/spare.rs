@@ -13,8 +13,10 @@
 //! for it, as before.
 //!
 //! A spare is exactly what a spawned thread would be: made by the maker, which never enters
-//! another namespace and was made by berthd's own threads, it runs one job and exits. Idle,
-//! nothing runs: the spare waits in `recv`, the maker too.
+//! another namespace and was made by berthd's own threads, it runs one job and exits. Either
+//! kind exits [`EXIT_DELAY`] after its job, not at once: a thread's exit frees its memory with
+//! a TLB shootdown that held up the call it had just served. Idle, nothing runs: the spare
+//! waits in `recv`, the maker too, a thread done with its job sleeps.
 
 use std::ffi::CString;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +32,17 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// quicker; `run --rm` unchanged, 7.11 / 7.03 ms).
 const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(3);
 
+/// How long a thread lingers after its job before it exits. A thread's exit is work of its own
+/// that ran inside the call it served, a few µs after its result: mimalloc's `_mi_thread_done`
+/// frees the thread's pages and, with the purge delay 0 (`sys::purge_freed_pages_at_once`),
+/// `madvise`s them at once, whose TLB shootdown interrupts the other vCPU and spins until it
+/// answers (`smp_call_function_many_cond`: 8.6 % of a connect's endpoint thread's samples,
+/// ≈ 0.1 ms per thread), and glibc `madvise`s the unused part of the thread's stack. The call's
+/// answer (≈ 0.1–0.3 ms after the job's end) and the CLI's exit waited for that vCPU:
+/// lingering 5 ms, the exit comes after them (`connect_ab.sh`, both slots, stop 51: connect
+/// 0.45 ms and disconnect 0.48–0.50 ms quicker). A lingering thread only sleeps.
+pub const EXIT_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// What a thread runs.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -44,11 +57,18 @@ pub struct Spares {
     taken: AtomicU64,
     /// Jobs that found none and got a thread spawned.
     spawned: AtomicU64,
+    /// How long a thread lingers after its job ([`EXIT_DELAY`]).
+    linger: std::time::Duration,
 }
 
 impl Spares {
     /// Starts the maker, which makes the first spare at once.
     pub fn start() -> Spares {
+        Spares::start_lingering(EXIT_DELAY)
+    }
+
+    /// [`Spares::start`] with threads that linger `linger` after their job before they exit.
+    pub fn start_lingering(linger: std::time::Duration) -> Spares {
         let ready: Arc<Mutex<Option<SyncSender<Job>>>> = Arc::default();
         let (tx, rx) = channel::<()>();
         let slot = Arc::clone(&ready);
@@ -66,6 +86,7 @@ impl Spares {
                             // The sender dropped (the maker's end at exit): nothing to do.
                             if let Ok(job) = job_rx.recv() {
                                 job();
+                                std::thread::sleep(linger);
                             }
                         });
                     match made {
@@ -99,6 +120,7 @@ impl Spares {
             refill,
             taken: AtomicU64::new(0),
             spawned: AtomicU64::new(0),
+            linger,
         }
     }
 
@@ -134,9 +156,13 @@ impl Spares {
             None => job,
         };
         self.spawned.fetch_add(1, Ordering::Relaxed);
+        let linger = self.linger;
         std::thread::Builder::new()
             .name(name.to_string())
-            .spawn(job)
+            .spawn(move || {
+                job();
+                std::thread::sleep(linger);
+            })
             .map(drop)
     }
 
@@ -243,6 +269,71 @@ mod tests {
         assert_eq!(taken + spawned, n as u64);
         assert!(taken >= 1, "the ready spare took the first job");
         assert!(spawned >= 1, "one spare cannot take eight jobs at once");
+    }
+
+    /// Whether thread `tid` of this process exists.
+    fn alive(tid: i32) -> bool {
+        std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
+    }
+
+    /// Waits up to 5 s for thread `tid` to be gone.
+    fn wait_gone(tid: i32) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(tid) {
+            assert!(
+                Instant::now() < deadline,
+                "thread {tid} still there after 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_thread_outlives_its_job_by_the_linger_then_exits() {
+        // 2 s: long enough that the check right after the job cannot miss the thread.
+        let linger = Duration::from_secs(2);
+        let s = Spares::start_lingering(linger);
+        let tid = || rustix::thread::gettid().as_raw_nonzero().get();
+        wait_ready(&s);
+        // The first job takes the spare and holds it (no refill is asked before its end), so
+        // the second gets a thread spawned: both kinds of thread are checked.
+        let (tx, rx) = channel();
+        let (release, held) = channel::<()>();
+        let tx2 = tx.clone();
+        s.run(
+            "berth-test",
+            Box::new(move || {
+                let _ = tx.send(tid());
+                let _ = held.recv();
+            }),
+        )
+        .expect("running a job");
+        let on_spare = rx.recv_timeout(Duration::from_secs(5)).expect("job 1 ran");
+        s.run(
+            "berth-test",
+            Box::new(move || {
+                let _ = tx2.send(tid());
+            }),
+        )
+        .expect("running a job");
+        let spawned = rx.recv_timeout(Duration::from_secs(5)).expect("job 2 ran");
+        assert_eq!(s.counts(), (1, 1));
+        drop(release);
+        let ended = Instant::now();
+        // Job 2 has ended (it sent its last message); job 1 ends now.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(alive(on_spare), "the spare exited with its job's end");
+        assert!(
+            alive(spawned),
+            "the spawned thread exited with its job's end"
+        );
+        wait_gone(on_spare);
+        wait_gone(spawned);
+        assert!(
+            ended.elapsed() >= linger - Duration::from_millis(100),
+            "the threads exited {:?} after their jobs, before the linger of {linger:?}",
+            ended.elapsed()
+        );
     }
 
     #[test]
