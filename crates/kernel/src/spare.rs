@@ -44,7 +44,7 @@ const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(3);
 /// ≈ 0.1 ms per thread), and glibc `madvise`s the unused part of the thread's stack. The call's
 /// answer (≈ 0.1–0.3 ms after the job's end) and the CLI's exit waited for that vCPU:
 /// lingering 5 ms, the exit comes after them (`connect_ab.sh`, both slots, stop 51: connect
-/// 0.45 ms and disconnect 0.48–0.50 ms quicker). A lingering thread only sleeps.
+/// 0.46–0.50 ms and disconnect 0.34–0.35 ms quicker). A lingering thread only sleeps.
 pub const EXIT_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// What a thread runs.
@@ -94,8 +94,7 @@ impl Spares {
                             crate::sysctl::prepare_thread();
                             // The sender dropped (the maker's end at exit): nothing to do.
                             if let Ok(job) = job_rx.recv() {
-                                job();
-                                std::thread::sleep(linger);
+                                run_then_linger(job, linger);
                             }
                         });
                     match made {
@@ -176,10 +175,7 @@ impl Spares {
         let linger = self.linger;
         std::thread::Builder::new()
             .name(name.to_string())
-            .spawn(move || {
-                job();
-                std::thread::sleep(linger);
-            })
+            .spawn(move || run_then_linger(job, linger))
             .map(drop)
     }
 
@@ -197,6 +193,13 @@ impl Spares {
     }
 }
 
+/// Runs `job`, then sleeps `linger` ([`EXIT_DELAY`]) so that the thread's exit comes after the
+/// call it served.
+fn run_then_linger(job: Job, linger: std::time::Duration) {
+    job();
+    std::thread::sleep(linger);
+}
+
 /// Keeps thread `tid` (a parked spare about to be woken) off the calling thread's CPU:
 /// `sched_setaffinity(tid, its CPUs minus this one)`; returns the set it had, which the job
 /// puts back once it runs. `None` (nothing changed) when this CPU was not in its set or it has
@@ -207,10 +210,10 @@ impl Spares {
 /// woken thread queued on this CPU while the other idles: `select_idle_sibling` moves a wakee
 /// only to a CPU `available_idle_cpu` calls idle, which on a VM excludes a vCPU the host
 /// reports preempted (`vcpu_is_preempted`; the likely cause here, not traced). A `perf sched`
-/// timeline of a connect
-/// showed the endpoint's thread and the worker sharing one vCPU for 1.7 ms while the other
-/// stayed idle; kept off it, connect is 0.23–0.38 ms and disconnect 0.31–0.43 ms quicker, and
-/// `run --rm --network NET` 0.17–0.92 ms (stop 51, both slots).
+/// timeline of a connect showed the endpoint's thread and the worker sharing one vCPU for
+/// 1.7 ms while the other stayed idle; kept off it, connect is 0.23–0.38 ms and disconnect
+/// 0.31–0.43 ms quicker, and `run --rm --network NET` 0.17–0.92 ms (stop 51, both slots, while
+/// the host ran the vCPUs promptly; ≈ 0.1 ms slower, within the noise, in a slow stretch).
 fn away_from_this_cpu(tid: Pid) -> Option<CpuSet> {
     let orig = rustix::thread::sched_getaffinity(Some(tid)).ok()?;
     let here = rustix::thread::sched_getcpu();
@@ -382,13 +385,12 @@ mod tests {
     #[test]
     fn a_spare_is_woken_off_the_callers_cpu_and_runs_free_again() {
         let allowed = rustix::thread::sched_getaffinity(None).expect("this thread's CPUs");
-        // A thread standing for a parked spare: it waits until told, then reports its CPUs.
+        // A thread standing for a parked spare: it waits until told.
         let (tid_tx, tid_rx) = channel();
         let (go, wait) = channel::<()>();
         let parked = std::thread::spawn(move || {
             let _ = tid_tx.send(rustix::thread::gettid());
             let _ = wait.recv();
-            rustix::thread::sched_getaffinity(None).expect("its CPUs")
         });
         let tid = tid_rx.recv().expect("its tid");
         let before = rustix::thread::sched_getaffinity(Some(tid)).expect("its CPUs");
