@@ -28,11 +28,11 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 2
 fi
 cargo build --release -p berthd
-# The CLI linked statically and not position-independent: without the dynamic loader (three
-# libraries mapped, ~6,500 relocations resolved) every `berth` command starts ~1 ms sooner
-# (docs/PERFORMANCE.md). `cargo rustc` gives the flags to the final crate only, so dependencies
-# and proc-macros build as usual; it needs glibc's static libc.a (libc6-dev, with gcc).
-cargo rustc --release -p berth --bin berth -- -C target-feature=+crt-static -C relocation-model=static
+# The CLI pair (crates/front/install.sh): berth-cli linked statically and not
+# position-independent (without the dynamic loader every command starts ~1 ms sooner; it needs
+# glibc's libc.a, libc6-dev), and the front, target/release/berth, which answers `network
+# connect` / `disconnect` without a C library (~1 ms sooner again) and runs berth-cli for the rest.
+crates/front/install.sh release
 # The container init (berth-init, beside berthd, which spawns it for every container start) the
 # same way: no dynamic loader and no relocations before a container's first line.
 cargo rustc --release -p berthd --bin berth-init -- -C target-feature=+crt-static -C relocation-model=static

@@ -17,8 +17,16 @@ use clap::{Parser, Subcommand};
 use lazy::Lazy;
 
 /// Container networking for Linux: a docker-networking workalike.
+// `bin_name`: usage lines say `berth` whether the user ran the front (`berth`) or this binary
+// (`berth-cli`) directly.
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, about, propagate_version = true)]
+#[command(
+    name = "berth",
+    bin_name = "berth",
+    version,
+    about,
+    propagate_version = true
+)]
 pub struct Cli {
     /// berthd's socket: unix:///path or /path [default: /run/berth/berth.sock].
     #[arg(

@@ -31,7 +31,7 @@ fn a_closed_stdout_never_becomes_the_daemons_socket() {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg("exec \"$0\" -H \"unix://$1\" network ls 1>&-")
-        .arg(env!("CARGO_BIN_EXE_berth"))
+        .arg(env!("CARGO_BIN_EXE_berth-cli"))
         .arg(&sock)
         .spawn()
         .expect("run berth");
@@ -74,7 +74,7 @@ fn a_closed_pipe_is_an_error_not_a_death() {
     use std::os::unix::process::ExitStatusExt;
     let (reader, writer) = std::io::pipe().expect("pipe");
     drop(reader);
-    let status = Command::new(env!("CARGO_BIN_EXE_berth"))
+    let status = Command::new(env!("CARGO_BIN_EXE_berth-cli"))
         .arg("--version")
         .stdout(writer)
         .status()

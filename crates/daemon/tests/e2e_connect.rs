@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::{show, stdout, World};
+use common::{berth_bin, run_timeout, show, stdout, World};
 
 /// Proves: `network connect --ip 10.1.0.50 --alias www` plumbs a second interface at run
 /// time (reachable at .50 from another container; inspect shows the IP and alias) and
@@ -80,6 +80,66 @@ fn connect_with_static_ip_then_disconnect() {
     // The address is free again: reconnecting with it works.
     w.berth_ok(&["network", "connect", "--ip", "10.1.0.50", "front", "srv"]);
     w.assert_reaches("cli", "10.1.0.50", 8080);
+}
+
+/// Proves: `berth`, the front, answers `network connect` and `disconnect` on its own (with
+/// berth-cli made unreachable, `BERTH_CLI` pointing nowhere): the container gets its address
+/// and alias and is reached there with real packets, a refused call prints berthd's reason,
+/// and after the disconnect the address is unreachable again.
+#[test]
+fn the_front_alone_connects_and_disconnects() {
+    require_root!();
+    let w = World::new();
+    w.berth_ok(&["network", "create", "--subnet", "10.9.0.0/24", "back"]);
+    w.berth_ok(&["network", "create", "--subnet", "10.1.0.0/24", "front"]);
+    w.run_server("srv", &["--network", "back"], 8080);
+    w.run_d("cli", &["--network", "front"], &["sleep", "120"]);
+    w.wait_container_port("srv", 8080);
+    let front = |args: &[&str]| {
+        let mut c = std::process::Command::new(berth_bin());
+        c.arg("-H").arg(w.host_url()).args(args);
+        c.env_remove("BERTH_HOST")
+            .env("BERTH_CLI", "/nonexistent/berth-cli");
+        run_timeout(c, Duration::from_secs(60))
+    };
+    let o = front(&[
+        "network",
+        "connect",
+        "--ip",
+        "10.1.0.60",
+        "--alias",
+        "web2",
+        "front",
+        "srv",
+    ]);
+    assert!(
+        o.status.success(),
+        "connect through the front: {}",
+        show(&o)
+    );
+    assert_eq!(
+        w.inspect("srv")["NetworkSettings"]["Networks"]["front"]["IPAddress"].as_str(),
+        Some("10.1.0.60")
+    );
+    let reply = w.assert_reaches("cli", "10.1.0.60", 8080);
+    assert_eq!(reply.trim(), w.ip_of("cli", "front"));
+    let o = front(&["network", "connect", "nosuchnet", "srv"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("Error response from daemon: ") && err.contains("nosuchnet"),
+        "{err}"
+    );
+    let o = front(&["network", "disconnect", "-f", "front", "srv"]);
+    assert!(
+        o.status.success(),
+        "disconnect through the front: {}",
+        show(&o)
+    );
+    w.assert_blocked("cli", "10.1.0.60", 8080);
+    // Anything else needs berth-cli, which is not there: the front says so.
+    let o = front(&["network", "ls"]);
+    assert_eq!(o.status.code(), Some(127), "{}", show(&o));
 }
 
 /// Proves: 12 concurrent `run -d` on one network all succeed and get distinct addresses in

@@ -127,7 +127,11 @@ pub fn run(a: Args) -> Result<i32> {
         );
     }
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let berth = std::env::current_exe().context("locating the berth binary")?;
+    let exe = std::env::current_exe().context("locating the berth binary")?;
+    // The lab's commands go through `berth`, the front beside this binary, as a user's do.
+    let berth = Some(exe.with_file_name("berth"))
+        .filter(|front| front.exists())
+        .unwrap_or(exe);
     let berthd = a.berthd.clone().unwrap_or_else(|| {
         let sibling = berth.with_file_name("berthd");
         if sibling.exists() {

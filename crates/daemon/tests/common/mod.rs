@@ -182,9 +182,12 @@ pub fn berthd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_berthd"))
 }
 
-/// The `berth` CLI next to berthd. `cargo test` only builds binaries of packages that have
-/// integration tests, so the CLI is (re)built here when it is missing or older than its
-/// sources — once per test process, serialized across processes by a lock file.
+/// The `berth` CLI next to berthd, as users run it: the front (crates/front), which answers
+/// `network connect` / `disconnect` itself and hands the rest to `berth-cli` beside it.
+/// `cargo test` only builds binaries of packages that have integration tests, so the pair is
+/// (re)built here when either is missing or older than its sources (as
+/// `crates/front/install.sh` builds it) — once per test process, serialized across processes
+/// by a lock file.
 pub fn berth_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -192,11 +195,14 @@ pub fn berth_bin() -> PathBuf {
         if needs_build(&bin) {
             build_cli(&bin);
         }
-        assert!(
-            bin.exists(),
-            "the berth CLI is missing at {} and could not be built (run `cargo build -p berth`)",
-            bin.display()
-        );
+        for b in [bin.clone(), bin.with_file_name("berth-cli")] {
+            assert!(
+                b.exists(),
+                "the berth CLI is missing at {} and could not be built \
+                 (run `crates/front/install.sh debug`)",
+                b.display()
+            );
+        }
         bin
     })
     .clone()
@@ -222,15 +228,23 @@ fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
     newest
 }
 
+/// Whether the front (`bin`) or `berth-cli` beside it is missing or older than its sources.
 fn needs_build(bin: &Path) -> bool {
-    let Ok(bin_m) = fs::metadata(bin).and_then(|m| m.modified()) else {
-        return true;
-    };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    ["crates/cli", "crates/api"]
-        .iter()
-        .filter_map(|d| newest_mtime(&root.join(d)))
-        .any(|src| src > bin_m)
+    let stale = |bin: &Path, sources: &[&str]| {
+        let Ok(bin_m) = fs::metadata(bin).and_then(|m| m.modified()) else {
+            return true;
+        };
+        sources
+            .iter()
+            .filter_map(|d| newest_mtime(&root.join(d)))
+            .any(|src| src > bin_m)
+    };
+    stale(bin, &["crates/front"])
+        || stale(
+            &bin.with_file_name("berth-cli"),
+            &["crates/cli", "crates/api"],
+        )
 }
 
 fn build_cli(bin: &Path) {
@@ -256,7 +270,7 @@ fn build_cli(bin: &Path) {
         return; // someone else built it while we waited
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let mut c = Command::new(cargo);
+    let mut c = Command::new(&cargo);
     c.args(["build", "-p", "berth"]);
     // The profile of the tests' own binaries: `cargo build` alone would make a debug CLI
     // in target/debug and leave the stale target/release/berth this harness runs.
@@ -267,12 +281,43 @@ fn build_cli(bin: &Path) {
     {
         c.arg("--release");
     }
-    c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    c.current_dir(root);
     let o = run_timeout(c, Duration::from_secs(900));
-    drop(flock);
     if !o.status.success() {
         eprintln!("[harness] cargo build -p berth failed: {}", show(&o));
     }
+    // The front, in its own profile, then copied beside berth-cli (renamed into place, so a
+    // test process that runs `berth` meanwhile sees the old file or the new one).
+    let mut c = Command::new(&cargo);
+    c.args([
+        "build",
+        "--profile",
+        "front",
+        "-p",
+        "berth-front",
+        "--features",
+        "bin",
+    ]);
+    c.current_dir(root);
+    let o = run_timeout(c, Duration::from_secs(900));
+    if !o.status.success() {
+        eprintln!("[harness] cargo build of the front failed: {}", show(&o));
+    }
+    // target/front/berth, beside the tests' own target/debug (or release).
+    let built = bin.parent().and_then(Path::parent).map_or_else(
+        || Path::new(root).join("target/front/berth"),
+        |t| t.join("front/berth"),
+    );
+    let tmp = bin.with_file_name(".berth-front.tmp");
+    if let Err(e) = fs::copy(&built, &tmp).and_then(|_| fs::rename(&tmp, bin)) {
+        eprintln!(
+            "[harness] installing the front {} as {}: {e}",
+            built.display(),
+            bin.display()
+        );
+    }
+    drop(flock);
 }
 
 // ---------------------------------------------------------------------------------------------
