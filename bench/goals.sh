@@ -35,11 +35,11 @@ bench() {
     fi
 }
 for t in berthd berth; do
-    [ -x "$bin/$t" ] || { echo "missing $bin/$t: cargo build --release -p berthd -p berth" >&2; exit 2; }
+    [ -x "$bin/$t" ] || { echo "missing $bin/$t: cargo build --release -p berthd && crates/front/install.sh release" >&2; exit 2; }
 done
 # run.sh builds the CLI and the container init static (their start-up is on every measured
 # path); a plain `cargo build` leaves dynamic ones, which measure ~1 ms slower per command.
-for t in berth berth-init; do
+for t in berth berth-cli berth-init; do
     if [ -x "$bin/$t" ] && ! file "$bin/$t" | grep -q 'statically linked'; then
         note "warning: $bin/$t is not static: build it as ./run.sh does"
     fi

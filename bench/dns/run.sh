@@ -84,7 +84,7 @@ done
 for ns in $NS_H $NS_O $NS_A $NS_AC; do
     if ip netns list | grep -qw "$ns"; then echo "namespace $ns exists: another run?" >&2; exit 1; fi
 done
-[ -x "$BERTHD" ] && [ -x "$BERTH" ] || { log "building release binaries"; (cd "$ROOT" && cargo build --release -p berthd -p berth); }
+[ -x "$BERTHD" ] && [ -x "$BERTH" ] || { log "building release binaries"; (cd "$ROOT" && cargo build --release -p berthd && crates/front/install.sh release); }
 rustc -O --edition 2021 "$ROOT/bench/dns/windowq.rs" -o "$WORK/windowq"
 rustc -O --edition 2021 "$ROOT/bench/dns/echo.rs" -o "$WORK/echo"
 

@@ -43,7 +43,7 @@ for t in /usr/bin/etcd /usr/bin/nsenter; do
     [ -x $t ] || { echo "hosts20.sh: $t missing (Debian etcd-server, util-linux)" >&2; exit 2; }
 done
 if [ -z "${CLEAN:-}" ] && { [ ! -x "$BIN/berthd" ] || [ ! -x "$BIN/berth" ]; }; then
-    echo "hosts20.sh: no berthd/berth in $BIN (CARGO_INCREMENTAL=0 cargo build --release -p berthd -p berth)" >&2
+    echo "hosts20.sh: no berthd/berth in $BIN (CARGO_INCREMENTAL=0 cargo build --release -p berthd; crates/front/install.sh release)" >&2
     exit 2
 fi
 # Each berthd has a socket directory of its own: its run directory (overlay namespaces).

@@ -58,7 +58,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 if [ -z "${CLEAN:-}" ] && { [ ! -x "$BIN/berthd" ] || [ ! -x "$BIN/berth" ]; }; then
     log "building berth (release)"
-    (cd "$REPO" && cargo build --release -q -p berthd -p berth)
+    (cd "$REPO" && cargo build --release -q -p berthd && crates/front/install.sh release)
 fi
 
 d() { local i=$1; shift; DOCKER_HOST=unix://$RUN/docker$i.sock $DOCKER "$@"; }

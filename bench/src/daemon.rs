@@ -35,7 +35,7 @@ impl Berthd {
         for bin in [berthd, berth] {
             if !bin.exists() {
                 bail!(
-                    "{} not found: build it first with `cargo build --release -p berthd -p berth`",
+                    "{} not found: build it first with `cargo build --release -p berthd && crates/front/install.sh release`",
                     bin.display()
                 );
             }

@@ -988,7 +988,7 @@ fn main() -> Result<()> {
     for b in [&berthd, &berth] {
         if !b.exists() {
             bail!(
-                "{} not found: cargo build --release -p berthd -p berth",
+                "{} not found: cargo build --release -p berthd && crates/front/install.sh release",
                 b.display()
             );
         }

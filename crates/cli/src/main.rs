@@ -114,11 +114,16 @@ fn completion(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
 
 /// Prints `err` the way docker does: daemon errors as `Error response from daemon: …`, anything
 /// else as `berth: …`.
+///
+/// Written with `writeln!`, not `eprintln!`, which panics when stderr is a closed pipe
+/// (`berth … 2>&1 | head -0`): the command's exit code stays 1, not a panic's 101.
 pub fn report(err: &anyhow::Error) {
-    match err.downcast_ref::<ApiError>() {
-        Some(api @ ApiError::Server { .. }) => eprintln!("{api}"),
-        _ => eprintln!("berth: {err:#}"),
-    }
+    use std::io::Write;
+    let mut stderr = std::io::stderr().lock();
+    let _ = match err.downcast_ref::<ApiError>() {
+        Some(api @ ApiError::Server { .. }) => writeln!(stderr, "{api}"),
+        _ => writeln!(stderr, "berth: {err:#}"),
+    };
 }
 
 /// Runs `future` on a current-thread tokio runtime built for it. Only the commands that

@@ -152,6 +152,20 @@ fn run(bin: &Path, args: &[&str], env: &[(&str, &str)], answer: &[u8]) -> Seen {
     }
 }
 
+/// A fake berthd that reads one request and answers `answer`: its directory, socket, thread.
+fn answer_once(answer: &'static [u8]) -> (TempDir, PathBuf, std::thread::JoinHandle<()>) {
+    let dir = TempDir::new();
+    let sock = dir.0.join("s.sock");
+    let listener = UnixListener::bind(&sock).expect("bind");
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf);
+        s.write_all(answer).expect("answer");
+    });
+    (dir, sock, server)
+}
+
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
 const REFUSED: &[u8] = b"HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\n\
     content-length: 63\r\n\r\n{\"message\":\"container s is not connected to network c\\n(why)\"}";
@@ -321,17 +335,9 @@ fn the_front_is_a_small_static_program_without_a_c_library() {
             String::from_utf8_lossy(glibc)
         );
     }
-    // fd 1 closed: the same as berth-cli (which fills it with /dev/null), request and all.
-    let dir = TempDir::new();
-    let sock = dir.0.join("s.sock");
-    let listener = UnixListener::bind(&sock).expect("bind");
-    let server = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().expect("accept");
-        let mut buf = [0u8; 4096];
-        let _ = s.read(&mut buf);
-        // fd 1 of the client, seen from here: not this socket (the request came on it).
-        s.write_all(OK).expect("answer");
-    });
+    // fd 1 closed: the command still reaches berthd and succeeds (handed over: berth-cli fills
+    // fd 1 with /dev/null first).
+    let (_dir, sock, server) = answer_once(OK);
     let start = Instant::now();
     let status = Command::new("sh")
         .arg("-c")
@@ -347,4 +353,31 @@ fn the_front_is_a_small_static_program_without_a_c_library() {
     assert!(status.success(), "{status:?}");
     server.join().expect("server");
     assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+/// Proves: a refusal written to a closed pipe (`berth … 2>&1 | head -0`) ends the front as it
+/// ends berth-cli, with exit code 1, not killed by SIGPIPE.
+#[test]
+fn a_message_to_a_closed_pipe_is_not_a_death_by_sigpipe() {
+    for bin in [front(), berth_cli()] {
+        let (_dir, sock, server) = answer_once(REFUSED);
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let status = Command::new(&bin)
+            .args([
+                "-H",
+                &sock.display().to_string(),
+                "network",
+                "disconnect",
+                "c",
+                "s",
+            ])
+            .env("BERTH_CLI", berth_cli())
+            .env("BERTH_NO_IDLE_POLL", "1")
+            .stderr(writer)
+            .status()
+            .expect("run");
+        server.join().expect("server");
+        assert_eq!(status.code(), Some(1), "{}: {status:?}", bin.display());
+    }
 }

@@ -502,7 +502,8 @@ pub fn answer(bytes: &[u8], closed: bool) -> Answer<'_> {
         };
         rest = &rest[end + 1..];
         let mut length: Option<u64> = None;
-        let mut chunked = false;
+        // Transfer codings, as berth-cli reads them: `chunked` must come last and once.
+        let (mut codings, mut chunked_count, mut last_chunked) = (0usize, 0usize, false);
         loop {
             let Some(end) = find(rest, b"\n") else {
                 return more_or(closed, CLOSED_EARLY);
@@ -527,14 +528,11 @@ pub fn answer(bytes: &[u8], closed: bool) -> Answer<'_> {
                 }
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 for coding in value.split(|b| *b == b',').map(trim_blanks) {
-                    if coding.is_empty() {
-                        continue;
+                    if !coding.is_empty() {
+                        last_chunked = coding.eq_ignore_ascii_case(b"chunked");
+                        chunked_count += usize::from(last_chunked);
+                        codings += 1;
                     }
-                    // Only `chunked`, once and last, is readable (as berth-cli).
-                    if chunked || !coding.eq_ignore_ascii_case(b"chunked") {
-                        return Answer::Broken(MALFORMED);
-                    }
-                    chunked = true;
                 }
             }
         }
@@ -542,6 +540,10 @@ pub fn answer(bytes: &[u8], closed: bool) -> Answer<'_> {
             continue;
         }
         if status == 101 {
+            return Answer::Broken(MALFORMED);
+        }
+        let chunked = codings > 0;
+        if chunked && (!last_chunked || chunked_count > 1) && status != 204 && status != 304 {
             return Answer::Broken(MALFORMED);
         }
         let body: Result<&[u8], &'static str> = if status == 204 || status == 304 {

@@ -184,6 +184,9 @@ impl Writer<'_> {
     }
 
     fn flush(&mut self) {
+        if self.len > 0 {
+            sys::ignore_sigpipe();
+        }
         sys::write_all(2, &self.buf[..self.len]);
         self.len = 0;
     }

@@ -309,6 +309,17 @@ pub fn set_recv_timeout(fd: i32, micros: u64) {
     };
 }
 
+/// `rt_sigaction(SIGPIPE, SIG_IGN)`: a message written to a closed pipe is an error the write
+/// ignores, not the process's death (berth-cli ignores SIGPIPE too).
+pub fn ignore_sigpipe() {
+    const SIGPIPE: usize = 13;
+    const SIG_IGN: usize = 1;
+    // struct kernel_sigaction { handler, flags, restorer, mask } (x86-64).
+    let act: [usize; 4] = [SIG_IGN, 0, 0, 0];
+    // SAFETY: the action above, no old action asked, the kernel's 8-byte signal set.
+    unsafe { syscall6(13, SIGPIPE, act.as_ptr() as usize, 0, 8, 0, 0) };
+}
+
 /// `poll` of fds 0–2 with no events: which of them are closed (`POLLNVAL`).
 pub fn closed_standard_fds() -> bool {
     const POLLNVAL: i16 = 0x20;

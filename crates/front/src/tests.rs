@@ -422,6 +422,9 @@ fn says_what_berth_cli_says_for_each_answer() {
         b"HTTP/1.1 200 OK\r\ncontent-length: 1, 2\r\n\r\n".to_vec(),
         b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n".to_vec(),
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n".to_vec(),
+        b"HTTP/1.1 400 Bad Request\r\ntransfer-encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n".to_vec(),
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+        b"HTTP/1.1 204 No Content\r\ntransfer-encoding: gzip\r\n\r\n".to_vec(),
     ];
     for a in answers {
         let front = front_says(&a, "SOCK");
