@@ -74,7 +74,12 @@ fn run(p: &Process) -> ! {
         match sys::recv(sock, &mut buf) {
             Ok(0) => closed = true,
             Ok(n) => len = n,
-            Err(_) => {} // the cap passed (EAGAIN) or the read failed: read again below
+            // The cap passed with no answer yet: read on below, without it.
+            Err(sys::EAGAIN) => {}
+            Err(e) => {
+                read_error = Some(e);
+                closed = true;
+            }
         }
         sys::set_recv_timeout(sock, 0);
         sys::close(fd);

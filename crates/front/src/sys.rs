@@ -160,6 +160,8 @@ unsafe fn syscall6(n: usize, a: usize, b: usize, c: usize, d: usize, e: usize, f
 }
 
 const EINTR: i32 = 4;
+/// What `recv` fails with when the time-out of [`set_recv_timeout`] passed.
+pub const EAGAIN: i32 = 11;
 
 /// `exit_group(code)`.
 pub fn exit(code: i32) -> ! {
