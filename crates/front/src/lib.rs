@@ -10,7 +10,7 @@
 //! library and a few pages of code starts in a fraction of that: `network connect` and
 //! `disconnect` through the front took ≈ 1 ms less than through `berth-cli` in the same rounds
 //! (docs/PERFORMANCE.md, stop 52). The two commands are a platform's per-container calls, so
-//! they get the quick path; the rest pay one small `execve` more (≈ 0.1 ms).
+//! they get the quick path; the rest pay one small `execve` more (≈ 0.1–0.2 ms).
 //!
 //! Parity rules. The front answers only command lines it understands completely; anything it
 //! does not (another command, `--help`, an unknown or repeated flag, a value that starts with
