@@ -361,8 +361,11 @@ fn the_front_is_a_small_static_program_without_a_c_library() {
 fn a_message_to_a_closed_pipe_is_not_a_death_by_sigpipe() {
     for bin in [front(), berth_cli()] {
         let (_dir, sock, server) = answer_once(REFUSED);
-        let (reader, writer) = std::io::pipe().expect("pipe");
+        // A socket pair with one end closed: a write to the other fails with EPIPE and raises
+        // SIGPIPE, as a pipe's does (`std::io::pipe` is newer than the workspace's MSRV).
+        let (writer, reader) = std::os::unix::net::UnixStream::pair().expect("socket pair");
         drop(reader);
+        let writer = std::os::fd::OwnedFd::from(writer);
         let status = Command::new(&bin)
             .args([
                 "-H",
