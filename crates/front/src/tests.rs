@@ -485,3 +485,14 @@ fn a_request_too_big_for_its_buffer_is_refused() {
     let mut out = Buf::new(&mut head);
     assert!(call.request(&mut out, &mut Buf::new(&mut body)).is_none());
 }
+
+/// Proves: with no `-H` and no `BERTH_HOST` the front talks to the socket berth-cli talks to.
+#[test]
+fn the_default_socket_is_berth_clis() {
+    assert_eq!(DEFAULT_SOCKET, berth_api::DEFAULT_SOCKET.as_bytes());
+    let client = Client::new(berth_api::DEFAULT_SOCKET).expect("the default host parses");
+    assert_eq!(
+        client.socket().as_os_str().as_encoded_bytes(),
+        DEFAULT_SOCKET
+    );
+}
