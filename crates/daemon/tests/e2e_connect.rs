@@ -9,6 +9,18 @@ use std::time::Duration;
 
 use common::{berth_bin, run_timeout, show, stdout, World};
 
+/// Networks `back` (10.9.0.0/24) and `front` (10.1.0.0/24), a TCP server `srv` on port 8080
+/// on `back`, and a client `cli` on `front`.
+fn server_on_back_client_on_front() -> World {
+    let w = World::new();
+    w.berth_ok(&["network", "create", "--subnet", "10.9.0.0/24", "back"]);
+    w.berth_ok(&["network", "create", "--subnet", "10.1.0.0/24", "front"]);
+    w.run_server("srv", &["--network", "back"], 8080);
+    w.run_d("cli", &["--network", "front"], &["sleep", "120"]);
+    w.wait_container_port("srv", 8080);
+    w
+}
+
 /// Proves: `network connect --ip 10.1.0.50 --alias www` plumbs a second interface at run
 /// time (reachable at .50 from another container; inspect shows the IP and alias) and
 /// `network disconnect` removes it (no longer reachable; inspect no longer lists it) while the
@@ -16,12 +28,7 @@ use common::{berth_bin, run_timeout, show, stdout, World};
 #[test]
 fn connect_with_static_ip_then_disconnect() {
     require_root!();
-    let w = World::new();
-    w.berth_ok(&["network", "create", "--subnet", "10.9.0.0/24", "back"]);
-    w.berth_ok(&["network", "create", "--subnet", "10.1.0.0/24", "front"]);
-    w.run_server("srv", &["--network", "back"], 8080);
-    w.run_d("cli", &["--network", "front"], &["sleep", "120"]);
-    w.wait_container_port("srv", 8080);
+    let w = server_on_back_client_on_front();
     w.assert_blocked("cli", "10.1.0.50", 8080);
 
     w.berth_ok(&[
@@ -89,12 +96,7 @@ fn connect_with_static_ip_then_disconnect() {
 #[test]
 fn the_front_alone_connects_and_disconnects() {
     require_root!();
-    let w = World::new();
-    w.berth_ok(&["network", "create", "--subnet", "10.9.0.0/24", "back"]);
-    w.berth_ok(&["network", "create", "--subnet", "10.1.0.0/24", "front"]);
-    w.run_server("srv", &["--network", "back"], 8080);
-    w.run_d("cli", &["--network", "front"], &["sleep", "120"]);
-    w.wait_container_port("srv", 8080);
+    let w = server_on_back_client_on_front();
     let front = |args: &[&str]| {
         let mut c = std::process::Command::new(berth_bin());
         c.arg("-H").arg(w.host_url()).args(args);
@@ -102,6 +104,7 @@ fn the_front_alone_connects_and_disconnects() {
             .env("BERTH_CLI", "/nonexistent/berth-cli");
         run_timeout(c, Duration::from_secs(60))
     };
+    w.assert_blocked("cli", "10.1.0.60", 8080);
     let o = front(&[
         "network",
         "connect",

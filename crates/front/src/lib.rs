@@ -59,6 +59,8 @@ pub struct Call<'a> {
     network: &'a str,
     container: &'a str,
     force: bool,
+    ip: Option<&'a str>,
+    ip6: Option<&'a str>,
 }
 
 /// One flag of `network connect` that takes a value, or `-H`/`--host`.
@@ -84,10 +86,12 @@ enum Token<'a> {
 }
 
 /// Walks `args` (the command line after the program's name) as the front's grammar reads them;
-/// `None` as soon as something falls outside it.
+/// `None` as soon as something falls outside it. The second word names the verb, from which on
+/// the verb's flags are known.
 struct Tokens<'a> {
     args: &'a [&'a [u8]],
     at: usize,
+    words: usize,
     verb: Option<Verb>,
 }
 
@@ -96,6 +100,7 @@ impl<'a> Tokens<'a> {
         Tokens {
             args,
             at: 0,
+            words: 0,
             verb: None,
         }
     }
@@ -143,7 +148,17 @@ impl<'a> Tokens<'a> {
             // An empty name: berth-cli's (clap takes it, berthd refuses it; either way not
             // a call worth a second parser).
             "" => Err(()),
-            word => Ok(Token::Word(word)),
+            word => {
+                if self.words == 1 {
+                    self.verb = match word {
+                        "connect" => Some(Verb::Connect),
+                        "disconnect" => Some(Verb::Disconnect),
+                        _ => None,
+                    };
+                }
+                self.words += 1;
+                Ok(Token::Word(word))
+            }
         }
     }
 
@@ -172,51 +187,35 @@ pub fn plan<'a>(args: &'a [&'a [u8]], host_env: Option<&'a [u8]>) -> Option<Call
         return None;
     }
     let mut tokens = Tokens::new(args);
-    let mut host: Option<&str> = None;
-    let mut words = 0usize;
+    let (mut host, mut ip, mut ip6) = (None, None, None);
     let mut network = "";
     let mut container = "";
     let mut force = false;
-    let (mut ip, mut ip6) = (false, false);
     while let Some(token) = tokens.next_token() {
+        // clap: a flag that takes one value, given twice, is an error (berth-cli's to say).
+        let once = |slot: &mut Option<&'a str>, v| slot.replace(v).is_none().then_some(());
         match token.ok()? {
-            Token::Valued(Flag::Host, h) => {
-                // clap: a global option given twice is an error.
-                if host.replace(h).is_some() {
-                    return None;
-                }
-            }
-            Token::Valued(Flag::Ip, _) => {
-                if core::mem::replace(&mut ip, true) {
-                    return None;
-                }
-            }
-            Token::Valued(Flag::Ip6, _) => {
-                if core::mem::replace(&mut ip6, true) {
-                    return None;
-                }
-            }
+            Token::Valued(Flag::Host, h) => once(&mut host, h)?,
+            Token::Valued(Flag::Ip, v) => once(&mut ip, v)?,
+            Token::Valued(Flag::Ip6, v) => once(&mut ip6, v)?,
             Token::Valued(_, _) => {}
             Token::Force => {
                 if core::mem::replace(&mut force, true) {
                     return None;
                 }
             }
-            Token::Word(w) => {
-                match (words, tokens.verb) {
-                    (0, _) if w == "network" => {}
-                    (1, _) if w == "connect" => tokens.verb = Some(Verb::Connect),
-                    (1, _) if w == "disconnect" => tokens.verb = Some(Verb::Disconnect),
-                    (2, Some(_)) => network = w,
-                    (3, Some(_)) => container = w,
-                    _ => return None,
-                }
-                words += 1;
-            }
+            // The word's number, counted by the walk (the verb, the second, it reads itself).
+            Token::Word(w) => match (tokens.words, tokens.verb) {
+                (1, _) if w == "network" => {}
+                (2, Some(_)) => {}
+                (3, Some(_)) => network = w,
+                (4, Some(_)) => container = w,
+                _ => return None,
+            },
         }
     }
     let verb = tokens.verb?;
-    if words != 4 {
+    if tokens.words != 4 {
         return None;
     }
     let host = match host {
@@ -239,6 +238,8 @@ pub fn plan<'a>(args: &'a [&'a [u8]], host_env: Option<&'a [u8]>) -> Option<Call
         network,
         container,
         force,
+        ip,
+        ip6,
     })
 }
 
@@ -347,17 +348,11 @@ impl Call<'_> {
     /// The values of `flag` on the command line, in order.
     fn values(&self, flag: Flag) -> impl Iterator<Item = &str> + '_ {
         let mut tokens = Tokens::new(self.args);
-        let mut words = 0;
         core::iter::from_fn(move || loop {
-            match tokens.next_token()? {
-                Ok(Token::Valued(f, v)) if f == flag => return Some(v),
-                Ok(Token::Word(_)) => {
-                    words += 1;
-                    if words == 2 {
-                        tokens.verb = Some(self.verb);
-                    }
+            if let Ok(Token::Valued(f, v)) = tokens.next_token()? {
+                if f == flag {
+                    return Some(v);
                 }
-                _ => {}
             }
         })
     }
@@ -368,10 +363,8 @@ impl Call<'_> {
         b.put_str("{\"Container\":");
         json_string(b, self.container);
         b.put_str(",\"EndpointConfig\":{\"IPAMConfig\":");
-        let ip = self.values(Flag::Ip).next();
-        let ip6 = self.values(Flag::Ip6).next();
         let link_local = self.values(Flag::LinkLocalIp).next().is_some();
-        if ip.is_some() || ip6.is_some() || link_local {
+        if self.ip.is_some() || self.ip6.is_some() || link_local {
             b.put_str("{");
             let mut first = true;
             let mut field = |b: &mut Buf<'_>, name: &str| {
@@ -380,11 +373,11 @@ impl Call<'_> {
                 }
                 b.put_str(name);
             };
-            if let Some(v) = ip {
+            if let Some(v) = self.ip {
                 field(b, "\"IPv4Address\":");
                 json_string(b, v);
             }
-            if let Some(v) = ip6 {
+            if let Some(v) = self.ip6 {
                 field(b, "\"IPv6Address\":");
                 json_string(b, v);
             }

@@ -130,6 +130,7 @@ fn run(p: &Process) -> ! {
             w.put(b"\n");
             1
         }
+        // The loop above ends only on a verdict.
         Answer::More => 1,
     };
     w.flush();

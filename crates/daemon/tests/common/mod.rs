@@ -269,52 +269,24 @@ fn build_cli(bin: &Path) {
     if !needs_build(bin) {
         return; // someone else built it while we waited
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let mut c = Command::new(&cargo);
-    c.args(["build", "-p", "berth"]);
-    // The profile of the tests' own binaries: `cargo build` alone would make a debug CLI
-    // in target/debug and leave the stale target/release/berth this harness runs.
-    if bin
-        .parent()
-        .and_then(|d| d.file_name())
-        .is_some_and(|d| d == "release")
-    {
-        c.arg("--release");
-    }
+    // The pair as run.sh and .ci/run build it, in the profile of the tests' own binaries
+    // (`cargo` alone would build a debug pair and leave the stale target/release/berth this
+    // harness runs); the script uses the `cargo` of these tests ($CARGO).
+    let profile = match bin.parent().and_then(|d| d.file_name()) {
+        Some(d) if d == "release" => "release",
+        _ => "debug",
+    };
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-    c.current_dir(root);
+    let mut c = Command::new(Path::new(root).join("crates/front/install.sh"));
+    c.arg(profile).current_dir(root);
+    if let Some(target) = bin.parent().and_then(Path::parent) {
+        c.env("CARGO_TARGET_DIR", target);
+    }
     let o = run_timeout(c, Duration::from_secs(900));
     if !o.status.success() {
-        eprintln!("[harness] cargo build -p berth failed: {}", show(&o));
-    }
-    // The front, in its own profile, then copied beside berth-cli (renamed into place, so a
-    // test process that runs `berth` meanwhile sees the old file or the new one).
-    let mut c = Command::new(&cargo);
-    c.args([
-        "build",
-        "--profile",
-        "front",
-        "-p",
-        "berth-front",
-        "--features",
-        "bin",
-    ]);
-    c.current_dir(root);
-    let o = run_timeout(c, Duration::from_secs(900));
-    if !o.status.success() {
-        eprintln!("[harness] cargo build of the front failed: {}", show(&o));
-    }
-    // target/front/berth, beside the tests' own target/debug (or release).
-    let built = bin.parent().and_then(Path::parent).map_or_else(
-        || Path::new(root).join("target/front/berth"),
-        |t| t.join("front/berth"),
-    );
-    let tmp = bin.with_file_name(".berth-front.tmp");
-    if let Err(e) = fs::copy(&built, &tmp).and_then(|_| fs::rename(&tmp, bin)) {
         eprintln!(
-            "[harness] installing the front {} as {}: {e}",
-            built.display(),
-            bin.display()
+            "[harness] crates/front/install.sh {profile} failed: {}",
+            show(&o)
         );
     }
     drop(flock);
